@@ -1,0 +1,17 @@
+# The two commands for a fresh machine:
+#   make demo   set everything up, then run the device loop on the bundled sample media with the bundled model
+#   make test   set everything up, then run the test suite
+.PHONY: setup demo test bench clean
+
+setup:
+	scripts/setup.sh
+
+demo: setup
+	.venv/bin/edgesense run --config firmware_configs/desktop.yaml \
+		--video samples/scene.mp4 --audio samples/commands.wav --fast --events -
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache
