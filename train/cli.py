@@ -1,0 +1,60 @@
+"""``edgesense train --config train.yaml``: train the fusion model and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="training YAML (see train/configs/)")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/NAME)")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
+                        help="tf.distribute strategy: mirrored for several GPUs, multi_worker for a cluster "
+                             "(TF_CONFIG names the workers)")
+    parser.add_argument("--logical-cpus", type=int, default=0, metavar="N",
+                        help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)")
+    parser.add_argument("--seed", type=int, default=None, help="override seed")
+
+
+def _configure_devices(logical_cpus: int) -> None:
+    import tensorflow as tf
+
+    if logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from train.config import load_train_config
+
+    config = load_train_config(args.config)
+    overrides = {}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs: expected >= 1, got {args.epochs}")
+        overrides["epochs"] = args.epochs
+    if args.strategy is not None:
+        overrides["strategy"] = args.strategy
+    if overrides:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    out_dir = args.out or Path("runs") / config.name
+    _configure_devices(args.logical_cpus)
+
+    from train.trainer import train
+
+    logging.getLogger("train").setLevel(logging.INFO)
+    metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2)
+    print(json.dumps({"run": str(out_dir), **metrics}, indent=2))
+    return 0

@@ -1,0 +1,127 @@
+"""``train.yaml``: the training configuration, loaded strictly (unknown or wrong-typed
+fields are errors that name the field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from edge.features import AudioFrontendOptions, ImageFrontendOptions
+from edge.schema import from_mapping, load_yaml_mapping, to_mapping
+from edge.types import DEFAULT_COMMAND_WORDS
+from train.augment import AudioAugmentOptions, ImageAugmentOptions
+from train.model import ModelOptions
+
+Strategy = Literal["default", "mirrored", "multi_worker"]
+
+
+def _check(ok: bool, name: str, expected: str, got) -> None:
+    if not ok:
+        raise ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the data comes from. Relative paths are resolved against the YAML file's folder."""
+
+    speech_commands: tuple[Path, ...] = ()
+    synthetic_speech: tuple[Path, ...] = ()
+    scenes: Path | None = None
+    av: Path | None = None
+    noise: tuple[Path, ...] = ()
+    words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
+    validation_percent: float = 10.0
+    testing_percent: float = 10.0
+    image_validation_percent: float = 10.0
+    image_testing_percent: float = 10.0
+    max_items_per_class: int | None = None
+    calibration_per_class: int = 30
+
+    def __post_init__(self) -> None:
+        _check(bool(self.speech_commands) or self.scenes is not None or self.av is not None, "speech_commands",
+               "at least one of speech_commands, scenes or av", "none")
+        _check(len(self.words) >= 1 and len(set(self.words)) == len(self.words), "words",
+               "a non-empty list of distinct words", self.words)
+        for name in ("validation_percent", "testing_percent", "image_validation_percent", "image_testing_percent"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 50.0, name, "a percentage in [0, 50)", value)
+        _check(self.max_items_per_class is None or self.max_items_per_class >= 1, "max_items_per_class",
+               ">= 1 or null", self.max_items_per_class)
+        _check(self.calibration_per_class >= 1, "calibration_per_class", ">= 1", self.calibration_per_class)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """The optimisation schedule."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    patience: int = 8
+    modality_dropout: float = 0.2
+    class_weighting: bool = True
+    strategy: Strategy = "default"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        _check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1 or null",
+               self.steps_per_epoch)
+        _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        _check(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
+        _check(self.patience >= 1, "patience", ">= 1", self.patience)
+        _check(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    name: str = "edgesense"
+    seed: int = 42
+    data: DataConfig
+    model: ModelOptions = ModelOptions()
+    audio_frontend: AudioFrontendOptions = AudioFrontendOptions()
+    image_frontend: ImageFrontendOptions = ImageFrontendOptions()
+    audio_augment: AudioAugmentOptions = AudioAugmentOptions()
+    image_augment: ImageAugmentOptions = ImageAugmentOptions()
+    train: TrainOptions = TrainOptions()
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
+
+    def to_dict(self) -> dict:
+        return to_mapping(self)
+
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Load and validate ``train.yaml``; relative data paths are resolved against its folder."""
+    path = Path(path)
+    config = from_mapping(TrainConfig, load_yaml_mapping(path), source=str(path))
+    base = path.resolve().parent
+    data = config.data
+    data = replace(
+        data,
+        speech_commands=tuple(_resolve(p, base) for p in data.speech_commands),
+        synthetic_speech=tuple(_resolve(p, base) for p in data.synthetic_speech),
+        scenes=_resolve(data.scenes, base),
+        av=_resolve(data.av, base),
+        noise=tuple(_resolve(p, base) for p in data.noise),
+    )
+    for name, paths in (("speech_commands", data.speech_commands), ("synthetic_speech", data.synthetic_speech),
+                        ("noise", data.noise), ("scenes", (data.scenes,)), ("av", (data.av,))):
+        for p in paths:
+            if p is not None and not p.exists():
+                raise ValueError(f"{path}: data.{name}: no such file or folder: {p}")
+    return replace(config, data=data)

@@ -1,0 +1,263 @@
+"""The fusion model: a DS-CNN audio encoder, a depthwise-separable vision encoder,
+a fusion module (four strategies) and two heads.
+
+Layout (see docs/CONTRACTS.md): the full model nests three sub-models,
+``audio_encoder``, ``image_encoder`` and ``fusion_head``, so each can be exported
+and run on its own at its own rate on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from edge.features import AudioFrontendOptions, ImageFrontendOptions
+
+log = logging.getLogger(__name__)
+
+FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
+FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
+PIXEL_SCALE = 1.0 / 127.5  # [0, 255] -> [-1, 1]
+
+INPUT_AUDIO = "audio_features"
+INPUT_IMAGE = "image"
+INPUT_AUDIO_PRESENT = "audio_present"
+INPUT_IMAGE_PRESENT = "image_present"
+OUTPUT_COMMAND = "command"
+OUTPUT_SCENE = "scene"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """Architecture of the fusion model."""
+
+    fusion: FusionStrategy = "attention"
+    audio_channels: int = 64
+    audio_blocks: int = 4
+    image_channels: tuple[int, ...] = (16, 32, 64, 64, 128, 128, 128, 192)
+    image_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1, 2, 1)
+    embedding_dim: int = 64
+    dropout: float = 0.1
+    command_vision_gate: bool = False
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, field: str, expected: str, got) -> None:
+            if not ok:
+                raise ValueError(f"{field}: expected {expected}, got {got!r}")
+
+        check(self.fusion in FUSION_STRATEGIES, "fusion", "one of " + ", ".join(FUSION_STRATEGIES), self.fusion)
+        check(self.audio_channels >= 4, "audio_channels", ">= 4", self.audio_channels)
+        check(self.audio_blocks >= 1, "audio_blocks", ">= 1", self.audio_blocks)
+        check(len(self.image_channels) >= 2, "image_channels", "at least 2 layers", self.image_channels)
+        check(all(c >= 4 for c in self.image_channels), "image_channels", "all >= 4", self.image_channels)
+        check(len(self.image_strides) == len(self.image_channels), "image_strides",
+              f"{len(self.image_channels)} entries (one per image_channels entry)", self.image_strides)
+        check(all(s in (1, 2) for s in self.image_strides), "image_strides", "each 1 or 2", self.image_strides)
+        check(self.embedding_dim >= 4, "embedding_dim", ">= 4", self.embedding_dim)
+        check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+
+
+# ----------------------------------------------------------------------------- custom layers
+
+
+@keras.saving.register_keras_serializable(package="edgesense")
+class PresenceMask(layers.Layer):
+    """``x * present``: zeroes an embedding whose modality is absent."""
+
+    def call(self, x, present):
+        return x * present
+
+
+@keras.saving.register_keras_serializable(package="edgesense")
+class WeightedSum(layers.Layer):
+    """Learned weighted sum of two embeddings; an absent modality's weight goes to the other."""
+
+    def build(self, input_shape):
+        self.logits = self.add_weight(name="logits", shape=(2,), initializer="zeros")
+
+    def call(self, audio, image, audio_present, image_present):
+        w = ops.exp(self.logits - ops.max(self.logits))
+        wa = w[0] * audio_present
+        wv = w[1] * image_present
+        total = wa + wv + 1e-6
+        return (wa * audio + wv * image) / total
+
+
+@keras.saving.register_keras_serializable(package="edgesense")
+class GatedSum(layers.Layer):
+    """``g * audio + (1 - g) * image`` with a per-channel gate ``g`` in [0, 1] computed from both
+    embeddings and the presence flags (attention over the two modalities)."""
+
+    def call(self, gate, audio, image, audio_present, image_present):
+        # Both present: the learned gate. Only one present: all weight on it.
+        g = audio_present * (image_present * gate + (1.0 - image_present))
+        return g * audio + (1.0 - g) * image
+
+
+@keras.saving.register_keras_serializable(package="edgesense")
+class LateFusion(layers.Layer):
+    """Decision-level fusion: a learned, presence-masked weighted mean of two heads' logits."""
+
+    def build(self, input_shape):
+        self.logits = self.add_weight(name="logits", shape=(2,), initializer="zeros")
+
+    def call(self, audio_logits, image_logits, audio_present, image_present):
+        w = ops.exp(self.logits - ops.max(self.logits))
+        wa = w[0] * audio_present
+        wv = w[1] * image_present
+        total = wa + wv + 1e-6
+        return (wa * audio_logits + wv * image_logits) / total
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+def _conv_bn_relu(x, filters, kernel, strides, name):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x)
+
+
+def _ds_block(x, filters, strides, name):
+    x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
+    return _conv_bn_relu(x, filters, 1, 1, f"{name}_pw")
+
+
+def build_audio_encoder(frontend: AudioFrontendOptions, options: ModelOptions) -> keras.Model:
+    """DS-CNN (Zhang et al., 'Hello Edge'): a strided conv, then depthwise-separable blocks."""
+    frames, bins = frontend.feature_shape
+    inputs = keras.Input((frames, bins), name=INPUT_AUDIO)
+    x = layers.Reshape((frames, bins, 1), name="audio_reshape")(inputs)
+    x = _conv_bn_relu(x, options.audio_channels, (10, 4), (2, 2), "audio_stem")
+    x = layers.Dropout(options.dropout, name="audio_stem_dropout")(x)
+    for i in range(options.audio_blocks):
+        x = _ds_block(x, options.audio_channels, 1, f"audio_ds{i}")
+    x = layers.GlobalAveragePooling2D(name="audio_pool")(x)
+    x = layers.Dropout(options.dropout, name="audio_dropout")(x)
+    return keras.Model(inputs, x, name="audio_encoder")
+
+
+def build_image_encoder(frontend: ImageFrontendOptions, options: ModelOptions) -> keras.Model:
+    """MobileNetV1-style: a strided 3x3 conv, then depthwise-separable blocks."""
+    inputs = keras.Input(frontend.input_shape, name=INPUT_IMAGE)
+    x = layers.Rescaling(PIXEL_SCALE, offset=-1.0, name="image_rescale")(inputs)
+    x = _conv_bn_relu(x, options.image_channels[0], 3, options.image_strides[0], "image_stem")
+    for i, (filters, strides) in enumerate(zip(options.image_channels[1:], options.image_strides[1:])):
+        x = _ds_block(x, filters, strides, f"image_ds{i}")
+    x = layers.GlobalAveragePooling2D(name="image_pool")(x)
+    x = layers.Dropout(options.dropout, name="image_dropout")(x)
+    return keras.Model(inputs, x, name="image_encoder")
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def build_fusion_head(audio_dim: int, image_dim: int, num_commands: int, num_scenes: int,
+                      options: ModelOptions) -> keras.Model:
+    a_in = keras.Input((audio_dim,), name="audio_embedding")
+    v_in = keras.Input((image_dim,), name="image_embedding")
+    pa = keras.Input((1,), name=INPUT_AUDIO_PRESENT)
+    pv = keras.Input((1,), name=INPUT_IMAGE_PRESENT)
+    dim = options.embedding_dim
+
+    a = PresenceMask(name="audio_mask")(a_in, pa)
+    v = PresenceMask(name="image_mask")(v_in, pv)
+
+    # Command head: from the audio embedding, optionally gated by vision.
+    c = a
+    if options.command_vision_gate:
+        gate = layers.Dense(audio_dim, activation="sigmoid", name="command_vision_gate")(v)
+        c = layers.Multiply(name="command_gated")([c, gate])
+    command = layers.Dense(num_commands, activation="softmax", name=OUTPUT_COMMAND)(c)
+
+    # Scene head: from both modalities, fused.
+    if options.fusion == "late":
+        audio_logits = layers.Dense(num_scenes, name="scene_audio_logits")(a)
+        image_logits = layers.Dense(num_scenes, name="scene_image_logits")(v)
+        logits = LateFusion(name="scene_late_fusion")(audio_logits, image_logits, pa, pv)
+    else:
+        pa_proj = layers.Dense(dim, activation="relu", name="fuse_audio_proj")(a)
+        pv_proj = layers.Dense(dim, activation="relu", name="fuse_image_proj")(v)
+        if options.fusion == "concat":
+            z = layers.Concatenate(name="fuse_concat")([pa_proj, pv_proj])
+            z = layers.Dense(dim, activation="relu", name="fuse_dense")(z)
+        elif options.fusion == "weighted_sum":
+            z = WeightedSum(name="fuse_weighted_sum")(pa_proj, pv_proj, pa, pv)
+        else:  # attention / gated fusion
+            both = layers.Concatenate(name="fuse_gate_in")([pa_proj, pv_proj, pa, pv])
+            gate = layers.Dense(dim, activation="sigmoid", name="fuse_gate")(both)
+            z = GatedSum(name="fuse_gated_sum")(gate, pa_proj, pv_proj, pa, pv)
+        z = layers.Dropout(options.dropout, name="fuse_dropout")(z)
+        logits = layers.Dense(num_scenes, name="scene_logits")(z)
+    scene = layers.Softmax(name=OUTPUT_SCENE)(logits)
+    return keras.Model([a_in, v_in, pa, pv], {OUTPUT_COMMAND: command, OUTPUT_SCENE: scene}, name="fusion_head")
+
+
+def build_fusion_model(*, num_commands: int, num_scenes: int, options: ModelOptions = ModelOptions(),
+                       audio_frontend: AudioFrontendOptions = AudioFrontendOptions(),
+                       image_frontend: ImageFrontendOptions = ImageFrontendOptions()) -> keras.Model:
+    """The whole model: inputs and outputs named as in docs/CONTRACTS.md."""
+    if num_commands < 2 or num_scenes < 2:
+        raise ValueError(f"num_commands/num_scenes: expected >= 2 classes each, got {num_commands}/{num_scenes}")
+    audio_encoder = build_audio_encoder(audio_frontend, options)
+    image_encoder = build_image_encoder(image_frontend, options)
+    head = build_fusion_head(audio_encoder.output_shape[-1], image_encoder.output_shape[-1],
+                             num_commands, num_scenes, options)
+    audio = keras.Input(audio_frontend.feature_shape, name=INPUT_AUDIO)
+    image = keras.Input(image_frontend.input_shape, name=INPUT_IMAGE)
+    pa = keras.Input((1,), name=INPUT_AUDIO_PRESENT)
+    pv = keras.Input((1,), name=INPUT_IMAGE_PRESENT)
+    outputs = head([audio_encoder(audio), image_encoder(image), pa, pv])
+    return keras.Model({INPUT_AUDIO: audio, INPUT_IMAGE: image, INPUT_AUDIO_PRESENT: pa, INPUT_IMAGE_PRESENT: pv},
+                       outputs, name="edgesense_fusion")
+
+
+# ----------------------------------------------------------------------------- size and cost
+
+
+def count_params(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights if w.trainable or "moving" not in w.path))
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one inference (batch 1), counted layer by layer.
+
+    Convolutions, depthwise convolutions and dense layers dominate; element-wise ops
+    are left out, as is usual for MAC counts.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+            continue
+        out_shape = getattr(layer, "output", None)
+        if out_shape is None:
+            continue
+        out = layer.output.shape
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            total += int(np.prod(out[1:])) * kh * kw
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            total += int(np.prod(out[1:])) * kh * kw * cin
+        elif isinstance(layer, layers.Dense):
+            total += int(layer.input.shape[-1]) * int(out[-1])
+    return total
+
+
+def describe(model: keras.Model) -> dict[str, dict[str, int]]:
+    """Params and MACs per part and in total."""
+    parts = {name: model.get_layer(name) for name in ("audio_encoder", "image_encoder", "fusion_head")}
+    params = {name: count_params(part) for name, part in parts.items()}
+    macs = {name: count_macs(part) for name, part in parts.items()}
+    params["total"] = sum(params.values())
+    macs["total"] = sum(macs.values())
+    return {"params": params, "macs": macs}

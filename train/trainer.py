@@ -1,0 +1,431 @@
+"""Training of the fusion model: data assembly, the batch generator, the fit loop and
+the run folder (docs/CONTRACTS.md)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from edge.features import log_mel_spectrogram
+from edge.types import SILENCE_LABEL, UNKNOWN_LABEL
+from train import augment, data as datasets
+from train.config import TrainConfig
+from train.model import (INPUT_AUDIO, INPUT_AUDIO_PRESENT, INPUT_IMAGE, INPUT_IMAGE_PRESENT, OUTPUT_COMMAND,
+                         OUTPUT_SCENE, build_fusion_model, describe)
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+
+
+# ----------------------------------------------------------------------------- data assembly
+
+
+@dataclass(frozen=True)
+class AudioSet:
+    clips: np.ndarray  # float32 (N, clip_samples)
+    labels: np.ndarray  # int32 (N,)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: np.ndarray  # uint8 (N, H, W, 3) RGB
+    labels: np.ndarray  # int32 (N,)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    command_labels: tuple[str, ...]
+    scene_labels: tuple[str, ...]
+    audio_train: AudioSet
+    audio_val: AudioSet
+    image_train: ImageSet
+    image_val: ImageSet
+    noise: tuple[np.ndarray, ...]
+    summary: dict
+
+
+def command_labels_for(words) -> tuple[str, ...]:
+    return (SILENCE_LABEL, UNKNOWN_LABEL) + tuple(words)
+
+
+def _audio_set(items, labels, config: TrainConfig, what: str, reports: dict) -> AudioSet:
+    index = {label: i for i, label in enumerate(labels)}
+    clips, report = datasets.load_clips(items, config.audio_frontend)
+    reports[what] = report.summary()
+    kept = [item for item in items if item.path not in {p for p, _ in report.skipped}]
+    y = np.array([index[item.label] for item in kept], dtype=np.int32)
+    return AudioSet(clips.astype(np.float32), y)
+
+
+def _cap(items, max_per_class: int | None, rng: np.random.Generator):
+    if max_per_class is None:
+        return list(items)
+    by_label: dict[str, list] = {}
+    for item in items:
+        by_label.setdefault(item.label, []).append(item)
+    out = []
+    for group in by_label.values():
+        order = rng.permutation(len(group))[:max_per_class]
+        out.extend(group[i] for i in sorted(order))
+    return out
+
+
+def load_dataset(config: TrainConfig) -> Dataset:
+    """Read every source named in the config; the validation splits are speaker- and photo-disjoint."""
+    cfg = config.data
+    rng = np.random.default_rng(config.seed)
+    command_labels = command_labels_for(cfg.words)
+    reports: dict[str, str] = {}
+    summary: dict = {"speech_commands": [str(p) for p in cfg.speech_commands],
+                     "synthetic_speech": [str(p) for p in cfg.synthetic_speech],
+                     "scenes": str(cfg.scenes) if cfg.scenes else None}
+
+    train_items, val_items, noise_paths = [], [], list(_noise_files(cfg.noise))
+    for root in cfg.speech_commands:
+        index = datasets.load_speech_commands(root, words=cfg.words)
+        splits = datasets.split_items(index.items, validation_percent=cfg.validation_percent,
+                                      testing_percent=cfg.testing_percent)
+        train_items += splits["training"]
+        val_items += splits["validation"]
+        noise_paths += list(index.noise_paths)
+    for root in cfg.synthetic_speech:  # synthesized voices are for training only
+        train_items += datasets.load_speech_commands(root, words=cfg.words).items
+    train_items = _cap(train_items, cfg.max_items_per_class, rng)
+    if cfg.speech_commands and not val_items:
+        raise ValueError("data.validation_percent: the speaker-disjoint split left no validation clips")
+
+    audio_train = _audio_set(train_items, command_labels, config, "audio_train", reports)
+    audio_val = _audio_set(val_items, command_labels, config, "audio_validation", reports)
+    noise = tuple(datasets.load_noise(noise_paths, config.audio_frontend.sample_rate_hz)) if noise_paths else ()
+    summary["audio_train_clips"] = _counts(audio_train.labels, command_labels)
+    summary["audio_validation_clips"] = _counts(audio_val.labels, command_labels)
+    summary["noise_files"] = len(noise_paths)
+
+    scene_labels: tuple[str, ...] = ()
+    empty_images = ImageSet(np.zeros((0, *config.image_frontend.input_shape), np.uint8), np.zeros(0, np.int32))
+    image_train = image_val = empty_images
+    if cfg.scenes is not None:
+        index = datasets.load_image_folder(cfg.scenes)
+        scene_labels = tuple(index.classes)
+        splits = datasets.split_images(index.items, validation_percent=cfg.image_validation_percent,
+                                       testing_percent=cfg.image_testing_percent)
+        image_train = _image_set(_cap(splits["training"], cfg.max_items_per_class, rng), scene_labels, config,
+                                 "image_train", reports)
+        image_val = _image_set(splits["validation"], scene_labels, config, "image_validation", reports)
+        summary["image_train"] = _counts(image_train.labels, scene_labels)
+        summary["image_validation"] = _counts(image_val.labels, scene_labels)
+    summary["load_reports"] = reports
+    for what, text in reports.items():
+        log.info("%s: %s", what, text)
+    return Dataset(command_labels, scene_labels, audio_train, audio_val, image_train, image_val, noise, summary)
+
+
+def _image_set(items, labels, config: TrainConfig, what: str, reports: dict) -> ImageSet:
+    index = {label: i for i, label in enumerate(labels)}
+    size = (config.image_frontend.height_px, config.image_frontend.width_px)
+    images, report = datasets.load_images(items, size_px=size)
+    reports[what] = report.summary()
+    skipped = {p for p, _ in report.skipped}
+    y = np.array([index[item.label] for item in items if item.path not in skipped], dtype=np.int32)
+    return ImageSet(images, y)
+
+
+def _noise_files(paths):
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(p.glob("*.wav"))
+        else:
+            yield p
+
+
+def _counts(labels: np.ndarray, names) -> dict[str, int]:
+    return {name: int(np.sum(labels == i)) for i, name in enumerate(names)}
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """Clips (N, samples) -> features (N, frames, bins) with the device's own frontend."""
+    return np.stack([log_mel_spectrogram(c, config.audio_frontend) for c in clips]).astype(np.float32)
+
+
+class FusionBatches(keras.utils.PyDataset):
+    """Training batches: each pairs a photo with an unrelated speech clip (they come
+    unpaired), with modality dropout, augmentation and per-head sample weights."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.ds, self.config, self.steps = dataset, config, steps
+        self.base_seed = epoch_seed
+        self.epoch = 0
+        n_cmd = len(dataset.command_labels)
+        n_scene = max(len(dataset.scene_labels), 2)
+        self.command_weights = _class_weights(dataset.audio_train.labels, n_cmd, config.train.class_weighting)
+        self.scene_weights = _class_weights(dataset.image_train.labels, n_scene, config.train.class_weighting)
+        self.n_cmd, self.n_scene = n_cmd, n_scene
+        # Audio is drawn class-balanced: every class as often, whatever its count.
+        self.by_class = [np.flatnonzero(dataset.audio_train.labels == c) for c in range(n_cmd)]
+        self.by_class = [idx for idx in self.by_class if idx.size]
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def __getitem__(self, step: int):
+        rng = np.random.default_rng([self.base_seed, self.epoch, step])
+        cfg = self.config
+        b = cfg.train.batch_size
+        has_audio = self.ds.audio_train.labels.size > 0
+        has_image = self.ds.image_train.labels.size > 0
+
+        if has_audio:
+            classes = rng.integers(0, len(self.by_class), size=b)
+            idx = np.array([rng.choice(self.by_class[c]) for c in classes])
+            clips = self.ds.audio_train.clips[idx]
+            clips = augment.augment_audio(clips, rng, cfg.audio_augment, noise_pool=self.ds.noise,
+                                          sample_rate_hz=cfg.audio_frontend.sample_rate_hz)
+            feats = augment.spec_augment(features_of(clips, cfg), rng, cfg.audio_augment)
+            y_cmd = self.ds.audio_train.labels[idx]
+        else:
+            feats = np.zeros((b, *cfg.audio_frontend.feature_shape), np.float32)
+            y_cmd = np.zeros(b, np.int32)
+        if has_image:
+            idx = rng.integers(0, self.ds.image_train.labels.size, size=b)
+            images = augment.augment_images(self.ds.image_train.images[idx], rng, cfg.image_augment)
+            y_scene = self.ds.image_train.labels[idx]
+        else:
+            images = np.zeros((b, *cfg.image_frontend.input_shape), np.uint8)
+            y_scene = np.zeros(b, np.int32)
+
+        audio_present = np.full(b, float(has_audio), np.float32)
+        image_present = np.full(b, float(has_image), np.float32)
+        if has_audio and has_image:
+            drop = rng.random(b)
+            p = cfg.train.modality_dropout
+            audio_present[drop < p] = 0.0
+            image_present[(drop >= p) & (drop < 2 * p)] = 0.0
+        x = {
+            INPUT_AUDIO: feats,
+            INPUT_IMAGE: images.astype(np.float32),
+            INPUT_AUDIO_PRESENT: audio_present[:, None],
+            INPUT_IMAGE_PRESENT: image_present[:, None],
+        }
+        y = {
+            OUTPUT_COMMAND: keras.utils.to_categorical(y_cmd, self.n_cmd).astype(np.float32),
+            OUTPUT_SCENE: keras.utils.to_categorical(y_scene, self.n_scene).astype(np.float32),
+        }
+        w = {
+            OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd],
+            OUTPUT_SCENE: image_present * self.scene_weights[y_scene],
+        }
+        return x, y, w
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, enabled: bool) -> np.ndarray:
+    weights = np.ones(num_classes, np.float32)
+    if enabled and labels.size:
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+        present = counts > 0
+        weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    return weights
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def predict_heads(model: keras.Model, *, audio_features: np.ndarray | None = None, images: np.ndarray | None = None,
+                  batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Run the model with one modality present and the other absent."""
+    n = len(audio_features) if audio_features is not None else len(images)
+    audio_shape = model.input[INPUT_AUDIO].shape[1:]
+    image_shape = model.input[INPUT_IMAGE].shape[1:]
+    x = {
+        INPUT_AUDIO: audio_features if audio_features is not None else np.zeros((n, *audio_shape), np.float32),
+        INPUT_IMAGE: images.astype(np.float32) if images is not None else np.zeros((n, *image_shape), np.float32),
+        INPUT_AUDIO_PRESENT: np.full((n, 1), float(audio_features is not None), np.float32),
+        INPUT_IMAGE_PRESENT: np.full((n, 1), float(images is not None), np.float32),
+    }
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+class HeadValidation(keras.callbacks.Callback):
+    """Per-head validation accuracy each epoch: commands on held-out speakers (camera
+    absent), scenes on held-out photos (microphone absent). ``val_score`` is their mean."""
+
+    def __init__(self, audio_val_features: np.ndarray, audio_val_labels: np.ndarray,
+                 image_val: np.ndarray, image_val_labels: np.ndarray):
+        super().__init__()
+        self.audio, self.audio_labels = audio_val_features, audio_val_labels
+        self.images, self.image_labels = image_val, image_val_labels
+
+    def evaluate(self) -> dict[str, float]:
+        scores = {}
+        if self.audio_labels.size:
+            out = predict_heads(self.model, audio_features=self.audio)
+            scores["val_command_accuracy"] = float(np.mean(out[OUTPUT_COMMAND].argmax(-1) == self.audio_labels))
+        if self.image_labels.size:
+            out = predict_heads(self.model, images=self.images)
+            scores["val_scene_accuracy"] = float(np.mean(out[OUTPUT_SCENE].argmax(-1) == self.image_labels))
+        scores["val_score"] = float(np.mean(list(scores.values()))) if scores else 0.0
+        return scores
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = self.evaluate()
+        if logs is not None:
+            logs.update(scores)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1) -> dict:
+    """Train per ``config`` and write the run folder; returns the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    started = time.perf_counter()
+    ds = load_dataset(config)
+    if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
+        raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
+    load_s = time.perf_counter() - started
+
+    audio_val_features = features_of(ds.audio_val.clips, config) if ds.audio_val.labels.size else \
+        np.zeros((0, *config.audio_frontend.feature_shape), np.float32)
+    num_scenes = max(len(ds.scene_labels), 2)
+    scene_labels = ds.scene_labels or ("none", "other")
+
+    strategy = _strategy(config.train.strategy)
+    with strategy.scope():
+        model = build_fusion_model(num_commands=len(ds.command_labels), num_scenes=num_scenes,
+                                   options=config.model, audio_frontend=config.audio_frontend,
+                                   image_frontend=config.image_frontend)
+        anchor = max(ds.image_train.labels.size, ds.audio_train.labels.size)
+        steps = config.train.steps_per_epoch or max(1, anchor // config.train.batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.train.learning_rate, decay_steps=steps * config.train.epochs, alpha=0.02)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
+            loss={OUTPUT_COMMAND: keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+                  OUTPUT_SCENE: keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)},
+            weighted_metrics={OUTPUT_COMMAND: ["categorical_accuracy"], OUTPUT_SCENE: ["categorical_accuracy"]},
+        )
+    batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed)
+    validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
+    callbacks = [
+        validation,
+        keras.callbacks.ModelCheckpoint(str(out_dir / MODEL_FILE), monitor="val_score", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_score", mode="max", patience=config.train.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
+    ]
+    fit_started = time.perf_counter()
+    history = model.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
+    train_s = time.perf_counter() - fit_started
+
+    model = keras.models.load_model(out_dir / MODEL_FILE)
+    validation.set_model(model)
+    final = validation.evaluate()
+    sizes = describe(model)
+    metrics = {
+        "command_accuracy": final.get("val_command_accuracy"),
+        "scene_accuracy": final.get("val_scene_accuracy"),
+        "epochs_run": len(history.history.get("loss", [])),
+        "best_epoch": int(np.argmax(history.history["val_score"])) + 1 if history.history.get("val_score") else None,
+        "load_seconds": round(load_s, 1),
+        "train_seconds": round(train_s, 1),
+        "validation_clips": int(ds.audio_val.labels.size),
+        "validation_photos": int(ds.image_val.labels.size),
+    }
+    _write_run_folder(out_dir, model, config, ds, scene_labels, sizes, metrics, history.history,
+                      audio_val_features)
+    return metrics
+
+
+def _write_run_folder(out_dir: Path, model, config: TrainConfig, ds: Dataset, scene_labels, sizes, metrics,
+                      history, audio_val_features) -> None:
+    rng = np.random.default_rng(config.seed)
+    per_class = config.data.calibration_per_class
+    # Calibration: real training samples, balanced over classes, without augmentation.
+    if ds.audio_train.labels.size:
+        idx = datasets.balanced_indices(ds.audio_train.labels, per_class, rng)
+        calib_audio = features_of(ds.audio_train.clips[idx], config)
+    else:
+        calib_audio = np.zeros((0, *config.audio_frontend.feature_shape), np.float32)
+    if ds.image_train.labels.size:
+        calib_images = ds.image_train.images[datasets.balanced_indices(ds.image_train.labels, per_class, rng)]
+    else:
+        calib_images = np.zeros((0, *config.image_frontend.input_shape), np.uint8)
+    np.savez_compressed(out_dir / "calibration.npz", audio_features=calib_audio, image=calib_images)
+    np.savez_compressed(out_dir / "validation.npz", audio_features=audio_val_features,
+                        command_label=ds.audio_val.labels, image=ds.image_val.images,
+                        scene_label=ds.image_val.labels)
+    run = {
+        "format_version": RUN_FORMAT_VERSION,
+        "name": config.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "labels": {"command": list(ds.command_labels), "scene": list(scene_labels)},
+        "audio_frontend": config.audio_frontend.to_dict(),
+        "image_frontend": config.image_frontend.to_dict(),
+        "fusion_strategy": config.model.fusion,
+        **sizes,
+        "metrics": metrics,
+        "data": ds.summary,
+        "config": config.to_dict(),
+    }
+    (out_dir / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line), expand_nested=True)
+    (out_dir / "model_summary.txt").write_text("\n".join(lines) + "\n")
+    plot_curves(history, out_dir / "curves.png")
+
+
+def plot_curves(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, history.get("loss", []), label="training loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    for key, label in (("val_command_accuracy", "commands (held-out speakers)"),
+                       ("val_scene_accuracy", "scenes (held-out photos)")):
+        if key in history:
+            ax_acc.plot(epochs, history[key], label=label)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("validation accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
