@@ -8,6 +8,7 @@ and what was found, e.g. ``train.yaml: model.fusion: expected one of 'concat',
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,19 @@ from typing import Any, Literal, Mapping, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
+
+
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as
+    booleans, which would turn the command words ``[yes, no, on, off]`` into ``True``/``False``."""
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 __all__ = ["from_mapping", "load_yaml_mapping", "to_mapping"]
 
@@ -30,7 +44,7 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Yaml12BoolLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from None
     if data is None:

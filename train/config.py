@@ -35,6 +35,7 @@ class DataConfig:
     testing_percent: float = 10.0
     image_validation_percent: float = 10.0
     image_testing_percent: float = 10.0
+    speaker_split_salt: str = ""
     max_items_per_class: int | None = None
     calibration_per_class: int = 30
 

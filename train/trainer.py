@@ -47,8 +47,10 @@ class Dataset:
     scene_labels: tuple[str, ...]
     audio_train: AudioSet
     audio_val: AudioSet
+    audio_test: AudioSet
     image_train: ImageSet
     image_val: ImageSet
+    image_test: ImageSet
     noise: tuple[np.ndarray, ...]
     summary: dict
 
@@ -59,10 +61,9 @@ def command_labels_for(words) -> tuple[str, ...]:
 
 def _audio_set(items, labels, config: TrainConfig, what: str, reports: dict) -> AudioSet:
     index = {label: i for i, label in enumerate(labels)}
-    clips, report = datasets.load_clips(items, config.audio_frontend)
+    clips, report = datasets.load_clips(items, config.audio_frontend, what=what)
     reports[what] = report.summary()
-    kept = [item for item in items if item.path not in {p for p, _ in report.skipped}]
-    y = np.array([index[item.label] for item in kept], dtype=np.int32)
+    y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
     return AudioSet(clips.astype(np.float32), y)
 
 
@@ -89,13 +90,14 @@ def load_dataset(config: TrainConfig) -> Dataset:
                      "synthetic_speech": [str(p) for p in cfg.synthetic_speech],
                      "scenes": str(cfg.scenes) if cfg.scenes else None}
 
-    train_items, val_items, noise_paths = [], [], list(_noise_files(cfg.noise))
+    train_items, val_items, test_items, noise_paths = [], [], [], list(_noise_files(cfg.noise))
     for root in cfg.speech_commands:
         index = datasets.load_speech_commands(root, words=cfg.words)
-        splits = datasets.split_items(index.items, validation_percent=cfg.validation_percent,
-                                      testing_percent=cfg.testing_percent)
+        splits = index.split(validation_percent=cfg.validation_percent, testing_percent=cfg.testing_percent,
+                             salt=cfg.speaker_split_salt)
         train_items += splits["training"]
         val_items += splits["validation"]
+        test_items += splits["testing"]
         noise_paths += list(index.noise_paths)
     for root in cfg.synthetic_speech:  # synthesized voices are for training only
         train_items += datasets.load_speech_commands(root, words=cfg.words).items
@@ -105,37 +107,45 @@ def load_dataset(config: TrainConfig) -> Dataset:
 
     audio_train = _audio_set(train_items, command_labels, config, "audio_train", reports)
     audio_val = _audio_set(val_items, command_labels, config, "audio_validation", reports)
-    noise = tuple(datasets.load_noise(noise_paths, config.audio_frontend.sample_rate_hz)) if noise_paths else ()
+    audio_test = _audio_set(test_items, command_labels, config, "audio_test", reports)
+    noise: tuple[np.ndarray, ...] = ()
+    if noise_paths:
+        pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=config.audio_frontend.sample_rate_hz)
+        reports["noise"] = report.summary()
+        noise = tuple(pool)
     summary["audio_train_clips"] = _counts(audio_train.labels, command_labels)
     summary["audio_validation_clips"] = _counts(audio_val.labels, command_labels)
+    summary["audio_test_clips"] = _counts(audio_test.labels, command_labels)
     summary["noise_files"] = len(noise_paths)
 
     scene_labels: tuple[str, ...] = ()
     empty_images = ImageSet(np.zeros((0, *config.image_frontend.input_shape), np.uint8), np.zeros(0, np.int32))
-    image_train = image_val = empty_images
+    image_train = image_val = image_test = empty_images
     if cfg.scenes is not None:
         index = datasets.load_image_folder(cfg.scenes)
         scene_labels = tuple(index.classes)
-        splits = datasets.split_images(index.items, validation_percent=cfg.image_validation_percent,
-                                       testing_percent=cfg.image_testing_percent)
+        splits = datasets.split_image_items(index.items, validation_percent=cfg.image_validation_percent,
+                                            testing_percent=cfg.image_testing_percent)
         image_train = _image_set(_cap(splits["training"], cfg.max_items_per_class, rng), scene_labels, config,
                                  "image_train", reports)
         image_val = _image_set(splits["validation"], scene_labels, config, "image_validation", reports)
+        image_test = _image_set(splits["testing"], scene_labels, config, "image_test", reports)
         summary["image_train"] = _counts(image_train.labels, scene_labels)
         summary["image_validation"] = _counts(image_val.labels, scene_labels)
+        summary["image_test"] = _counts(image_test.labels, scene_labels)
     summary["load_reports"] = reports
     for what, text in reports.items():
         log.info("%s: %s", what, text)
-    return Dataset(command_labels, scene_labels, audio_train, audio_val, image_train, image_val, noise, summary)
+    return Dataset(command_labels, scene_labels, audio_train, audio_val, audio_test, image_train, image_val,
+                   image_test, noise, summary)
 
 
 def _image_set(items, labels, config: TrainConfig, what: str, reports: dict) -> ImageSet:
     index = {label: i for i, label in enumerate(labels)}
     size = (config.image_frontend.height_px, config.image_frontend.width_px)
-    images, report = datasets.load_images(items, size_px=size)
+    images, report = datasets.load_images(items, size_px=size, what=what)
     reports[what] = report.summary()
-    skipped = {p for p, _ in report.skipped}
-    y = np.array([index[item.label] for item in items if item.path not in skipped], dtype=np.int32)
+    y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
     return ImageSet(images, y)
 
 
@@ -156,7 +166,10 @@ def _counts(labels: np.ndarray, names) -> dict[str, int]:
 
 def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
     """Clips (N, samples) -> features (N, frames, bins) with the device's own frontend."""
-    return np.stack([log_mel_spectrogram(c, config.audio_frontend) for c in clips]).astype(np.float32)
+    out = np.empty((len(clips), *config.audio_frontend.feature_shape), np.float32)
+    for i, clip in enumerate(clips):
+        out[i] = log_mel_spectrogram(clip, config.audio_frontend)
+    return out
 
 
 class FusionBatches(keras.utils.PyDataset):
@@ -173,6 +186,8 @@ class FusionBatches(keras.utils.PyDataset):
         self.command_weights = _class_weights(dataset.audio_train.labels, n_cmd, config.train.class_weighting)
         self.scene_weights = _class_weights(dataset.image_train.labels, n_scene, config.train.class_weighting)
         self.n_cmd, self.n_scene = n_cmd, n_scene
+        self.noise_pool = (augment.prepare_noise_pool(dataset.noise, config.audio_frontend.clip_samples)
+                           if dataset.noise else None)
         # Audio is drawn class-balanced: every class as often, whatever its count.
         self.by_class = [np.flatnonzero(dataset.audio_train.labels == c) for c in range(n_cmd)]
         self.by_class = [idx for idx in self.by_class if idx.size]
@@ -194,9 +209,8 @@ class FusionBatches(keras.utils.PyDataset):
             classes = rng.integers(0, len(self.by_class), size=b)
             idx = np.array([rng.choice(self.by_class[c]) for c in classes])
             clips = self.ds.audio_train.clips[idx]
-            clips = augment.augment_audio(clips, rng, cfg.audio_augment, noise_pool=self.ds.noise,
-                                          sample_rate_hz=cfg.audio_frontend.sample_rate_hz)
-            feats = augment.spec_augment(features_of(clips, cfg), rng, cfg.audio_augment)
+            clips = augment.augment_audio(clips, rng, cfg.audio_augment, noise_pool=self.noise_pool)
+            feats = augment.augment_features(features_of(clips, cfg), rng, cfg.audio_augment)
             y_cmd = self.ds.audio_train.labels[idx]
         else:
             feats = np.zeros((b, *cfg.audio_frontend.feature_shape), np.float32)
@@ -313,8 +327,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1) -> dict
         raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
     load_s = time.perf_counter() - started
 
-    audio_val_features = features_of(ds.audio_val.clips, config) if ds.audio_val.labels.size else \
-        np.zeros((0, *config.audio_frontend.feature_shape), np.float32)
+    audio_val_features = features_of(ds.audio_val.clips, config)
     num_scenes = max(len(ds.scene_labels), 2)
     scene_labels = ds.scene_labels or ("none", "other")
 
@@ -350,16 +363,25 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1) -> dict
     model = keras.models.load_model(out_dir / MODEL_FILE)
     validation.set_model(model)
     final = validation.evaluate()
+    # The test split is scored once, at the end: it never picks a checkpoint.
+    test = HeadValidation(features_of(ds.audio_test.clips, config), ds.audio_test.labels,
+                          ds.image_test.images, ds.image_test.labels)
+    test.set_model(model)
+    tested = test.evaluate() if ds.audio_test.labels.size or ds.image_test.labels.size else {}
     sizes = describe(model)
     metrics = {
         "command_accuracy": final.get("val_command_accuracy"),
         "scene_accuracy": final.get("val_scene_accuracy"),
+        "test_command_accuracy": tested.get("val_command_accuracy"),
+        "test_scene_accuracy": tested.get("val_scene_accuracy"),
         "epochs_run": len(history.history.get("loss", [])),
         "best_epoch": int(np.argmax(history.history["val_score"])) + 1 if history.history.get("val_score") else None,
         "load_seconds": round(load_s, 1),
         "train_seconds": round(train_s, 1),
         "validation_clips": int(ds.audio_val.labels.size),
         "validation_photos": int(ds.image_val.labels.size),
+        "test_clips": int(ds.audio_test.labels.size),
+        "test_photos": int(ds.image_test.labels.size),
     }
     _write_run_folder(out_dir, model, config, ds, scene_labels, sizes, metrics, history.history,
                       audio_val_features)
@@ -371,11 +393,8 @@ def _write_run_folder(out_dir: Path, model, config: TrainConfig, ds: Dataset, sc
     rng = np.random.default_rng(config.seed)
     per_class = config.data.calibration_per_class
     # Calibration: real training samples, balanced over classes, without augmentation.
-    if ds.audio_train.labels.size:
-        idx = datasets.balanced_indices(ds.audio_train.labels, per_class, rng)
-        calib_audio = features_of(ds.audio_train.clips[idx], config)
-    else:
-        calib_audio = np.zeros((0, *config.audio_frontend.feature_shape), np.float32)
+    calib_audio = features_of(ds.audio_train.clips[datasets.balanced_indices(ds.audio_train.labels, per_class, rng)],
+                              config)
     if ds.image_train.labels.size:
         calib_images = ds.image_train.images[datasets.balanced_indices(ds.image_train.labels, per_class, rng)]
     else:

@@ -67,3 +67,9 @@ def test_yaml_loading_errors_name_the_file(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_yaml_mapping(empty) == {}
+
+
+def test_yaml_reads_command_words_as_words_not_booleans(tmp_path):
+    path = tmp_path / "words.yaml"
+    path.write_text("words: [yes, no, on, off, stop]\nenabled: true\nother: False\n")
+    assert load_yaml_mapping(path) == {"words": ["yes", "no", "on", "off", "stop"], "enabled": True, "other": False}

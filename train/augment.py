@@ -1,0 +1,339 @@
+"""Batch data augmentation for audio clips, log-mel features and uint8 RGB images.
+
+Every function is a pure function of (batch, rng, parameters): it returns a new array,
+never modifies its input, and gives the same result for the same generator state.
+Audio works on float32 ``(B, samples)`` clips in [-1, 1], features on ``(B, frames,
+bins)`` log-mel, images on uint8 ``(B, H, W, 3)`` RGB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "AudioAugmentOptions",
+    "ImageAugmentOptions",
+    "NoisePool",
+    "augment_audio",
+    "augment_features",
+    "augment_images",
+    "color_jitter",
+    "horizontal_flip",
+    "mix_noise",
+    "prepare_noise_pool",
+    "random_crop",
+    "random_gain",
+    "spec_augment",
+    "time_shift",
+]
+
+_POWER_FLOOR = 1e-12  # a clip with less mean power than this counts as silent
+_GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma of RGB
+_UINT8_MAX = 255.0
+
+
+def _require(ok: bool, field: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"{field}: expected {expected}, got {got!r}")
+
+
+def _check_range(name: str, value: Any, lo: float = -np.inf, hi: float = np.inf) -> None:
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+          and lo <= value[0] <= value[1] <= hi)
+    _require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
+
+
+def _check_probability(name: str, value: Any) -> None:
+    _require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioAugmentOptions:
+    """Audio augmentation: time shift -> gain -> background noise, then SpecAugment on features.
+
+    ``silent_reference_dbfs``: for clips with no signal (digital silence) the noise level
+    is set relative to this RMS level instead of the clip's power. ``mask_value=None``
+    fills SpecAugment masks with each example's mean feature value.
+    """
+
+    sample_rate_hz: int = 16000
+    noise_probability: float = 0.8
+    snr_db_range: tuple[float, float] = (0.0, 20.0)
+    silent_reference_dbfs: float = -20.0
+    shift_probability: float = 1.0
+    max_shift_ms: float = 100.0
+    gain_probability: float = 1.0
+    gain_db_range: tuple[float, float] = (-6.0, 6.0)
+    time_masks: int = 2
+    max_time_mask_frames: int = 5
+    freq_masks: int = 2
+    max_freq_mask_bins: int = 5
+    mask_value: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+                 "a positive integer", self.sample_rate_hz)
+        for name in ("noise_probability", "shift_probability", "gain_probability"):
+            _check_probability(name, getattr(self, name))
+        _check_range("snr_db_range", self.snr_db_range)
+        _check_range("gain_db_range", self.gain_db_range)
+        _require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
+        _require(self.max_shift_ms >= 0, "max_shift_ms", ">= 0", self.max_shift_ms)
+        for name in ("time_masks", "max_time_mask_frames", "freq_masks", "max_freq_mask_bins"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
+
+    @property
+    def max_shift_samples(self) -> int:
+        return int(round(self.max_shift_ms * self.sample_rate_hz / 1000))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageAugmentOptions:
+    """Image augmentation: random resized crop -> horizontal flip -> colour jitter.
+
+    ``crop_scale_range`` is the crop's side length as a fraction of the image's;
+    jitter factors are drawn from ``[1 - delta, 1 + delta]``.
+    """
+
+    crop_probability: float = 1.0
+    crop_scale_range: tuple[float, float] = (0.75, 1.0)
+    flip_probability: float = 0.5
+    brightness_delta: float = 0.2
+    contrast_delta: float = 0.2
+    saturation_delta: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_probability("crop_probability", self.crop_probability)
+        _check_probability("flip_probability", self.flip_probability)
+        _check_range("crop_scale_range", self.crop_scale_range, lo=np.finfo(float).tiny, hi=1.0)
+        for name in ("brightness_delta", "contrast_delta", "saturation_delta"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "in [0, 1]", value)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _clips(clips: np.ndarray) -> np.ndarray:
+    x = np.asarray(clips)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"clips: expected float array (batch, samples), got {x.dtype} {x.shape}")
+    return x
+
+
+def _apply_mask(rng: np.random.Generator, batch: int, probability: float) -> np.ndarray:
+    return rng.random(batch) < probability
+
+
+@dataclass(frozen=True)
+class NoisePool:
+    """Noise recordings concatenated for vectorised slicing: ``starts[i]``/``lengths[i]`` locate
+    recording ``i`` in ``samples``; every recording is at least ``clip_samples`` long."""
+
+    samples: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    clip_samples: int
+
+
+def prepare_noise_pool(recordings: Sequence[np.ndarray], clip_samples: int) -> NoisePool:
+    """Concatenate 1-D noise recordings (shorter ones are tiled to one clip)."""
+    _require(isinstance(clip_samples, (int, np.integer)) and clip_samples > 0, "clip_samples",
+             "a positive integer", clip_samples)
+    parts: list[np.ndarray] = []
+    for i, rec in enumerate(recordings):
+        rec = np.asarray(rec, dtype=np.float32)
+        if rec.ndim != 1 or rec.size == 0:
+            raise ValueError(f"noise_pool[{i}]: expected a non-empty 1-D recording, got shape {rec.shape}")
+        if not np.any(rec):
+            raise ValueError(f"noise_pool[{i}]: expected a noise recording, got all zeros")
+        if rec.size < clip_samples:
+            rec = np.tile(rec, -(-clip_samples // rec.size))
+        parts.append(rec)
+    if not parts:
+        raise ValueError("noise_pool: expected at least one recording, got none")
+    lengths = np.array([p.size for p in parts], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return NoisePool(samples=np.concatenate(parts), starts=starts, lengths=lengths, clip_samples=int(clip_samples))
+
+
+def _power(x: np.ndarray) -> np.ndarray:
+    return np.mean(np.square(x, dtype=np.float64), axis=-1)
+
+
+def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], rng: np.random.Generator, *,
+              snr_db_range: tuple[float, float] = (0.0, 20.0), probability: float = 0.8,
+              silent_reference_dbfs: float = -20.0, return_snr_db: bool = False) -> Any:
+    """Add a random stretch of a random noise recording to each clip (with ``probability``)
+    at an SNR drawn uniformly from ``snr_db_range`` (clip power over noise power).
+
+    Returns the new clips, clipped to [-1, 1] (and the drawn SNR per clip, NaN where no
+    noise was added, when ``return_snr_db``).
+    """
+    x = _clips(clips)
+    _check_range("snr_db_range", tuple(snr_db_range))
+    _check_probability("probability", probability)
+    batch, n = x.shape
+    pool = noise_pool if isinstance(noise_pool, NoisePool) else prepare_noise_pool(noise_pool, n)
+    if pool.clip_samples != n:
+        pool = prepare_noise_pool([pool.samples[s:s + length] for s, length in zip(pool.starts, pool.lengths)], n)
+    apply = _apply_mask(rng, batch, probability)
+    which = rng.integers(0, pool.lengths.size, size=batch)
+    offsets = (rng.random(batch) * (pool.lengths[which] - n + 1)).astype(np.int64)
+    snr_db = rng.uniform(snr_db_range[0], snr_db_range[1], size=batch)
+    noise = pool.samples[(pool.starts[which] + offsets)[:, None] + np.arange(n)[None, :]].astype(np.float64)
+    signal_power = _power(x)
+    reference = np.where(signal_power > _POWER_FLOOR, signal_power, 10.0 ** (silent_reference_dbfs / 10.0))
+    noise_power = np.maximum(_power(noise), _POWER_FLOOR)
+    scale = np.sqrt(reference / (noise_power * 10.0 ** (snr_db / 10.0)))
+    scale[~apply] = 0.0
+    out = np.clip(x + scale[:, None] * noise, -1.0, 1.0).astype(x.dtype)
+    if return_snr_db:
+        return out, np.where(apply, snr_db, np.nan)
+    return out
+
+
+def time_shift(clips: np.ndarray, rng: np.random.Generator, *, max_shift_samples: int,
+               probability: float = 1.0) -> np.ndarray:
+    """Shift each clip by a random whole number of samples in [-max, max], filling with zeros."""
+    x = _clips(clips)
+    _require(isinstance(max_shift_samples, (int, np.integer)) and max_shift_samples >= 0,
+             "max_shift_samples", "an integer >= 0", max_shift_samples)
+    _check_probability("probability", probability)
+    batch, n = x.shape
+    shifts = rng.integers(-max_shift_samples, max_shift_samples + 1, size=batch)
+    shifts[~_apply_mask(rng, batch, probability)] = 0
+    source = np.arange(n)[None, :] - shifts[:, None]
+    valid = (source >= 0) & (source < n)
+    return np.where(valid, np.take_along_axis(x, np.clip(source, 0, n - 1), axis=1), 0).astype(x.dtype)
+
+
+def random_gain(clips: np.ndarray, rng: np.random.Generator, *, gain_db_range: tuple[float, float] = (-6.0, 6.0),
+                probability: float = 1.0) -> np.ndarray:
+    """Scale each clip by a gain drawn uniformly in dB from ``gain_db_range``; clip to [-1, 1]."""
+    x = _clips(clips)
+    _check_range("gain_db_range", tuple(gain_db_range))
+    _check_probability("probability", probability)
+    gain_db = rng.uniform(gain_db_range[0], gain_db_range[1], size=x.shape[0])
+    gain_db[~_apply_mask(rng, x.shape[0], probability)] = 0.0
+    return np.clip(x * (10.0 ** (gain_db / 20.0))[:, None], -1.0, 1.0).astype(x.dtype)
+
+
+def _band_mask(rng: np.random.Generator, batch: int, length: int, count: int, max_width: int) -> np.ndarray:
+    """(batch, length) bool: ``count`` bands per row, widths uniform in [0, max_width]."""
+    mask = np.zeros((batch, length), dtype=bool)
+    if count == 0 or max_width == 0 or length == 0:
+        return mask
+    widths = rng.integers(0, min(max_width, length) + 1, size=(batch, count))
+    starts = (rng.random((batch, count)) * (length - widths + 1)).astype(np.int64)
+    pos = np.arange(length)[None, None, :]
+    return np.any((pos >= starts[..., None]) & (pos < (starts + widths)[..., None]), axis=1)
+
+
+def spec_augment(features: np.ndarray, rng: np.random.Generator, *, time_masks: int = 2,
+                 max_time_mask_frames: int = 5, freq_masks: int = 2, max_freq_mask_bins: int = 5,
+                 mask_value: float | None = None) -> np.ndarray:
+    """SpecAugment on ``(B, frames, bins)`` features: blank ``time_masks`` bands of frames and
+    ``freq_masks`` bands of bins per example (each width uniform in [0, max]); masked cells
+    become ``mask_value`` (default: the example's mean)."""
+    f = np.asarray(features)
+    if f.ndim != 3 or not np.issubdtype(f.dtype, np.floating):
+        raise ValueError(f"features: expected float array (batch, frames, bins), got {f.dtype} {f.shape}")
+    for name, value in (("time_masks", time_masks), ("max_time_mask_frames", max_time_mask_frames),
+                        ("freq_masks", freq_masks), ("max_freq_mask_bins", max_freq_mask_bins)):
+        _require(isinstance(value, (int, np.integer)) and value >= 0, name, "an integer >= 0", value)
+    batch, frames, bins = f.shape
+    time_mask = _band_mask(rng, batch, frames, time_masks, max_time_mask_frames)
+    freq_mask = _band_mask(rng, batch, bins, freq_masks, max_freq_mask_bins)
+    masked = time_mask[:, :, None] | freq_mask[:, None, :]
+    fill = f.mean(axis=(1, 2), keepdims=True) if mask_value is None else np.full((batch, 1, 1), mask_value)
+    return np.where(masked, fill, f).astype(f.dtype)
+
+
+def augment_audio(clips: np.ndarray, rng: np.random.Generator, options: AudioAugmentOptions = AudioAugmentOptions(),
+                  noise_pool: NoisePool | Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """Time shift, gain and (if a pool is given) background noise, as ``options`` says."""
+    x = time_shift(clips, rng, max_shift_samples=options.max_shift_samples, probability=options.shift_probability)
+    x = random_gain(x, rng, gain_db_range=options.gain_db_range, probability=options.gain_probability)
+    if noise_pool is not None:
+        x = mix_noise(x, noise_pool, rng, snr_db_range=options.snr_db_range, probability=options.noise_probability,
+                      silent_reference_dbfs=options.silent_reference_dbfs)
+    return x
+
+
+def augment_features(features: np.ndarray, rng: np.random.Generator,
+                     options: AudioAugmentOptions = AudioAugmentOptions()) -> np.ndarray:
+    """SpecAugment with ``options``' mask counts and widths."""
+    return spec_augment(features, rng, time_masks=options.time_masks,
+                        max_time_mask_frames=options.max_time_mask_frames, freq_masks=options.freq_masks,
+                        max_freq_mask_bins=options.max_freq_mask_bins, mask_value=options.mask_value)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _images(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ValueError(f"images: expected uint8 array (batch, height, width, 3), got {x.dtype} {x.shape}")
+    return x
+
+
+def random_crop(images: np.ndarray, rng: np.random.Generator, *, scale_range: tuple[float, float] = (0.75, 1.0),
+                probability: float = 1.0) -> np.ndarray:
+    """Crop a random aspect-preserving window (side = scale * size) and resize it back."""
+    x = _images(images)
+    _check_range("scale_range", tuple(scale_range), lo=np.finfo(float).tiny, hi=1.0)
+    _check_probability("probability", probability)
+    batch, h, w, _ = x.shape
+    scale = rng.uniform(scale_range[0], scale_range[1], size=batch)
+    apply = _apply_mask(rng, batch, probability)
+    fy, fx = rng.random(batch), rng.random(batch)
+    out = x.copy()
+    for i in np.flatnonzero(apply):
+        ch, cw = max(1, int(round(h * scale[i]))), max(1, int(round(w * scale[i])))
+        if ch == h and cw == w:
+            continue
+        y0, x0 = int(fy[i] * (h - ch + 1)), int(fx[i] * (w - cw + 1))
+        out[i] = cv2.resize(x[i, y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def horizontal_flip(images: np.ndarray, rng: np.random.Generator, *, probability: float = 0.5) -> np.ndarray:
+    """Mirror each image left-right with ``probability``."""
+    x = _images(images)
+    _check_probability("probability", probability)
+    flip = _apply_mask(rng, x.shape[0], probability)
+    return np.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+
+
+def color_jitter(images: np.ndarray, rng: np.random.Generator, *, brightness_delta: float = 0.2,
+                 contrast_delta: float = 0.2, saturation_delta: float = 0.2) -> np.ndarray:
+    """Random brightness (scale), contrast (about the mean gray) and saturation (about each
+    pixel's gray), factors uniform in ``[1 - delta, 1 + delta]``; rounded back to uint8."""
+    x = _images(images)
+    batch = x.shape[0]
+    shape = (batch, 1, 1, 1)
+    brightness = rng.uniform(1 - brightness_delta, 1 + brightness_delta, size=shape).astype(np.float32)
+    contrast = rng.uniform(1 - contrast_delta, 1 + contrast_delta, size=shape).astype(np.float32)
+    saturation = rng.uniform(1 - saturation_delta, 1 + saturation_delta, size=shape).astype(np.float32)
+    f = x.astype(np.float32) * brightness
+    mean_gray = (f @ _GRAY_WEIGHTS).mean(axis=(1, 2))[:, None, None, None]
+    f = (f - mean_gray) * contrast + mean_gray
+    gray = (f @ _GRAY_WEIGHTS)[..., None]
+    f = (f - gray) * saturation + gray
+    return np.clip(np.rint(f), 0, _UINT8_MAX).astype(np.uint8)
+
+
+def augment_images(images: np.ndarray, rng: np.random.Generator,
+                   options: ImageAugmentOptions = ImageAugmentOptions()) -> np.ndarray:
+    """Random resized crop, horizontal flip and colour jitter, as ``options`` says."""
+    x = random_crop(images, rng, scale_range=options.crop_scale_range, probability=options.crop_probability)
+    x = horizontal_flip(x, rng, probability=options.flip_probability)
+    return color_jitter(x, rng, brightness_delta=options.brightness_delta, contrast_delta=options.contrast_delta,
+                        saturation_delta=options.saturation_delta)

@@ -1,0 +1,587 @@
+"""Datasets on disk -> indexes -> arrays: Speech Commands audio, image folders, paired audio-visual folders.
+
+Indexes hold paths and labels only; :func:`load_clips` and :func:`load_images` decode
+them with the device's own code (:mod:`edge.audio_io`, :mod:`edge.features`), so
+training sees exactly the numbers the device will. A file that cannot be read is
+skipped, logged and named in the :class:`LoadReport`; the report's ``kept`` indices
+say which items the returned rows belong to.
+
+Splits are deterministic and stable across machines: audio by speaker with the
+Speech Commands ``which_set`` rule (sha1 of the speaker id), images by a hash of the
+file stem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge.audio_io import probe_wav, read_wav
+from edge.features import AudioFrontendOptions, ImageFrontendOptions, fit_clip, preprocess_frame
+from edge.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
+
+__all__ = [
+    "AVIndex",
+    "AVItem",
+    "AudioItem",
+    "BACKGROUND_NOISE_DIR",
+    "ImageIndex",
+    "ImageItem",
+    "LoadReport",
+    "MAX_NUM_WAVS_PER_CLASS",
+    "SPLITS",
+    "SpeechCommandsIndex",
+    "SpeechCommandsOptions",
+    "balanced_indices",
+    "hash_percent",
+    "load_av_folder",
+    "load_clips",
+    "load_image_folder",
+    "load_images",
+    "load_noise_pool",
+    "load_speech_commands",
+    "speaker_of",
+    "split_image_items",
+    "split_items",
+    "which_set",
+]
+
+logger = logging.getLogger(__name__)
+
+#: From TensorFlow's speech_commands example: the hash modulus of ``which_set``.
+MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1
+BACKGROUND_NOISE_DIR = "_background_noise_"
+VALIDATION_LIST = "validation_list.txt"
+TESTING_LIST = "testing_list.txt"
+SPLITS = ("training", "validation", "testing")
+AUDIO_SUFFIXES = (".wav",)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+_NOHASH = "_nohash_"
+_PERCENT = 100.0
+#: split_items warns when a split's share is off by more than this fraction of what was asked.
+_SPLIT_TOLERANCE = 0.5
+_MIN_ITEMS_TO_CHECK_SPLIT = 200
+
+
+def _require(ok: bool, field_name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"{field_name}: expected {expected}, got {got!r}")
+
+
+# --------------------------------------------------------------------------- items and reports
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One audio example. ``offset_ms`` >= 0 marks a one-clip snippet cut from a longer
+    recording at that offset (silence from background noise); ``None`` means the whole file."""
+
+    path: Path
+    label: str
+    speaker: str
+    offset_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class AVItem:
+    """A photo and the sound recorded with it (``CLASS/NAME.jpg`` + ``CLASS/NAME.wav``)."""
+
+    image_path: Path
+    audio_path: Path
+    label: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadReport:
+    """What a load did: ``kept`` are the indices (into the requested items) of the returned rows."""
+
+    what: str
+    requested: int
+    kept: tuple[int, ...]
+    skipped: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def loaded(self) -> int:
+        return len(self.kept)
+
+    def summary(self) -> str:
+        text = f"{self.what}: loaded {self.loaded} of {self.requested}"
+        if self.skipped:
+            shown = "; ".join(f"{p}: {reason}" for p, reason in self.skipped[:5])
+            more = f"; ... and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+            text += f", skipped {len(self.skipped)} ({shown}{more})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "requested": self.requested, "loaded": self.loaded,
+                "skipped": [[str(p), reason] for p, reason in self.skipped]}
+
+
+# --------------------------------------------------------------------------- hashing and splits
+
+
+def hash_percent(key: str, salt: str = "") -> float:
+    """A stable pseudo-random percentage in [0, 100] for ``key`` (the Speech Commands rule:
+    sha1 of ``salt + key`` modulo ``MAX_NUM_WAVS_PER_CLASS + 1``, scaled to percent)."""
+    digest = int(hashlib.sha1((salt + key).encode("utf-8")).hexdigest(), 16)
+    return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (_PERCENT / MAX_NUM_WAVS_PER_CLASS)
+
+
+def _check_percents(validation_percent: float, testing_percent: float) -> None:
+    _require(0 <= validation_percent <= _PERCENT, "validation_percent", "in [0, 100]", validation_percent)
+    _require(0 <= testing_percent <= _PERCENT - validation_percent, "testing_percent",
+             f"in [0, {_PERCENT - validation_percent:g}] (100 - validation_percent)", testing_percent)
+
+
+def which_set(key: str, validation_percent: float, testing_percent: float, *, salt: str = "") -> str:
+    """``"training"``, ``"validation"`` or ``"testing"`` for a speaker id (or any grouping key).
+
+    With ``salt=""`` this is TensorFlow's rule, which reproduces the official Speech
+    Commands split; any other salt gives an independent split.
+    """
+    _check_percents(validation_percent, testing_percent)
+    p = hash_percent(key, salt)
+    if p < validation_percent:
+        return "validation"
+    if p < validation_percent + testing_percent:
+        return "testing"
+    return "training"
+
+
+def speaker_of(path: str | Path, *, unknown_layout: bool = False) -> str:
+    """Speaker id of a clip name: the part before ``_nohash_`` (minus a ``WORD_`` prefix when
+    ``unknown_layout``); the file stem when there is no ``_nohash_`` (silence clips)."""
+    stem = Path(path).stem
+    if _NOHASH not in stem:
+        return stem
+    speaker = stem.split(_NOHASH, 1)[0]
+    if unknown_layout and "_" in speaker:
+        speaker = speaker.rsplit("_", 1)[1]
+    return speaker
+
+
+def split_items(items: Sequence[AudioItem], *, validation_percent: float, testing_percent: float,
+                salt: str = "", assigned: Mapping[Path, str] | None = None) -> dict[str, list[AudioItem]]:
+    """Speaker-disjoint split by :func:`which_set` of each item's speaker.
+
+    ``assigned`` (resolved path -> split, from list files) wins for the paths it names;
+    with list files, other real files are training, and snippets cut from background
+    noise are hashed by their pseudo-speaker. The official Speech Commands *test* set
+    (and any subset of it) is degenerate under the unsalted rule: all its speakers hash
+    into the testing band. A warning is logged when a split gets far fewer items than asked.
+    """
+    _check_percents(validation_percent, testing_percent)
+    out: dict[str, list[AudioItem]] = {name: [] for name in SPLITS}
+    for item in items:
+        if assigned is not None and item.offset_ms is None:
+            name = assigned.get(item.path.resolve(), "training")
+        else:
+            name = which_set(item.speaker, validation_percent, testing_percent, salt=salt)
+        out[name].append(item)
+    if assigned is None:
+        _warn_if_lopsided(out, validation_percent, testing_percent, salt)
+    return out
+
+
+def _warn_if_lopsided(out: Mapping[str, list[Any]], validation_percent: float, testing_percent: float,
+                      salt: str) -> None:
+    total = sum(len(v) for v in out.values())
+    asked = {"validation": validation_percent, "testing": testing_percent,
+             "training": _PERCENT - validation_percent - testing_percent}
+    for name, percent in asked.items():
+        got = _PERCENT * len(out[name]) / total if total else 0.0
+        if total >= _MIN_ITEMS_TO_CHECK_SPLIT and abs(got - percent) > _SPLIT_TOLERANCE * percent:
+            logger.warning("speaker split: %s holds %.1f%% of %d items but %.1f%% was asked (salt=%r); "
+                           "if this folder is (part of) the official test set, pass a non-empty salt",
+                           name, got, total, percent, salt)
+
+
+def split_image_items(items: Sequence[Any], *, validation_percent: float,
+                      testing_percent: float = 0.0) -> dict[str, list[Any]]:
+    """Split image (or audio-visual) items by a hash of the file stem: a photo always lands on
+    the same side on every machine, and a paired ``NAME.jpg``/``NAME.wav`` stays together."""
+    _check_percents(validation_percent, testing_percent)
+    out: dict[str, list[Any]] = {name: [] for name in SPLITS}
+    for item in items:
+        path = item.image_path if isinstance(item, AVItem) else item.path
+        out[which_set(Path(path).stem, validation_percent, testing_percent)].append(item)
+    return out
+
+
+# --------------------------------------------------------------------------- speech commands
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechCommandsOptions:
+    """How to index a Speech Commands folder (besides the word list).
+
+    ``silence_per_noise_file``: how many one-clip snippets to cut from each
+    ``_background_noise_`` recording as ``_silence_`` examples (evenly spaced, no overlap
+    when the recording is long enough; 0 = none). ``clip_duration_ms``: snippet length.
+    """
+
+    silence_per_noise_file: int = 40
+    clip_duration_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.silence_per_noise_file >= 0, "silence_per_noise_file", ">= 0", self.silence_per_noise_file)
+        _require(self.clip_duration_ms > 0, "clip_duration_ms", "> 0", self.clip_duration_ms)
+
+
+def _check_words(words: Sequence[str]) -> tuple[str, ...]:
+    words = tuple(words) if not isinstance(words, str) else (words,)
+    _require(len(words) > 0 and all(isinstance(w, str) and w and not w.startswith("_") for w in words),
+             "words", "a non-empty sequence of word folder names (not starting with '_')", words)
+    _require(len(set(words)) == len(words), "words", "no duplicates", words)
+    return words
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechCommandsIndex:
+    """The items of a Speech Commands folder, its noise pool and (if present) its list-file split."""
+
+    root: Path
+    labels: tuple[str, ...]
+    items: tuple[AudioItem, ...]
+    noise_paths: tuple[Path, ...] = ()
+    assigned: Mapping[Path, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.assigned is not None:
+            object.__setattr__(self, "assigned", MappingProxyType(dict(self.assigned)))
+
+    @property
+    def has_list_files(self) -> bool:
+        return self.assigned is not None
+
+    def label_ids(self, items: Iterable[AudioItem] | None = None) -> np.ndarray:
+        """int32 class indices (into ``labels``) of ``items`` (default: all)."""
+        lookup = {label: i for i, label in enumerate(self.labels)}
+        return np.array([lookup[it.label] for it in (self.items if items is None else items)], dtype=np.int32)
+
+    def counts(self, items: Iterable[AudioItem] | None = None) -> dict[str, int]:
+        c = Counter(it.label for it in (self.items if items is None else items))
+        return {label: c.get(label, 0) for label in self.labels}
+
+    def speakers(self, items: Iterable[AudioItem] | None = None) -> set[str]:
+        return {it.speaker for it in (self.items if items is None else items)}
+
+    def split(self, *, validation_percent: float = 10.0, testing_percent: float = 10.0,
+              salt: str = "") -> dict[str, list[AudioItem]]:
+        """Speaker-disjoint split (list files when the folder has them, else the hash rule)."""
+        return split_items(self.items, validation_percent=validation_percent,
+                           testing_percent=testing_percent, salt=salt, assigned=self.assigned)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
+        return (f"{self.root}: {len(self.items)} clips from {len(self.speakers())} speakers ({counts}); "
+                f"{len(self.noise_paths)} noise recordings; list files: {'yes' if self.has_list_files else 'no'}")
+
+
+def _wavs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def _read_list(root: Path, name: str) -> list[Path]:
+    path = root / name
+    if not path.is_file():
+        return []
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [(root / line).resolve() for line in lines if line and not line.startswith("#")]
+
+
+def _silence_snippets(noise_paths: Sequence[Path], options: SpeechCommandsOptions) -> list[AudioItem]:
+    items: list[AudioItem] = []
+    if options.silence_per_noise_file == 0:
+        return items
+    for path in noise_paths:
+        try:
+            info = probe_wav(path)
+        except ValueError as exc:
+            logger.warning("skipping background noise %s: %s", path, exc)
+            continue
+        duration_ms = info.duration_s * 1000.0
+        available = int(duration_ms // options.clip_duration_ms)
+        count = min(available, options.silence_per_noise_file)
+        if count == 0:
+            logger.warning("background noise %s is shorter than one clip (%.0f ms); no silence cut from it",
+                           path, duration_ms)
+            continue
+        step_ms = (duration_ms - options.clip_duration_ms) / max(count - 1, 1)
+        for k in range(count):
+            items.append(AudioItem(path, SILENCE_LABEL, f"{path.stem}-{k}", offset_ms=int(k * step_ms)))
+    return items
+
+
+def load_speech_commands(root: str | Path, *, words: Sequence[str] = DEFAULT_COMMAND_WORDS,
+                         options: SpeechCommandsOptions | None = None) -> SpeechCommandsIndex:
+    """Index a Speech Commands folder (v2 training layout or the canonical test layout).
+
+    Folders named in ``words`` are those words; ``_silence_/`` and ``_unknown_/`` are those
+    classes; ``_background_noise_/`` is the noise pool and the source of silence snippets;
+    any other folder is an ``_unknown_`` word. ``validation_list.txt`` and
+    ``testing_list.txt`` are honoured by :meth:`SpeechCommandsIndex.split` when present.
+    """
+    words = _check_words(words)
+    options = options or SpeechCommandsOptions()
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"speech commands root: expected a folder, got {str(root)!r} (does not exist)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = {p.name for p in folders}
+    missing = [w for w in words if w not in names]
+    if missing:
+        raise ValueError(f"{root}: expected a folder for every command word, missing {', '.join(missing)}")
+    items: list[AudioItem] = []
+    noise_paths: tuple[Path, ...] = ()
+    for folder in folders:
+        wavs = _wavs(folder)
+        if folder.name == BACKGROUND_NOISE_DIR:
+            noise_paths = tuple(wavs)
+            continue
+        if not wavs:
+            raise ValueError(f"{folder}: expected .wav clips in this class folder, found none")
+        if folder.name in words:
+            label = folder.name
+        elif folder.name == SILENCE_LABEL:
+            label = SILENCE_LABEL
+        else:
+            label = UNKNOWN_LABEL
+        unknown_layout = folder.name == UNKNOWN_LABEL
+        items.extend(AudioItem(p, label, speaker_of(p, unknown_layout=unknown_layout)) for p in wavs)
+    items.extend(_silence_snippets(noise_paths, options))
+    validation, testing = _read_list(root, VALIDATION_LIST), _read_list(root, TESTING_LIST)
+    assigned: dict[Path, str] | None = None
+    if validation or testing:
+        assigned = {p: "validation" for p in validation}
+        assigned.update({p: "testing" for p in testing})
+    index = SpeechCommandsIndex(root=root, labels=(SILENCE_LABEL, UNKNOWN_LABEL) + words, items=tuple(items),
+                                noise_paths=noise_paths, assigned=assigned)
+    logger.info("%s", index.summary())
+    return index
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageIndex:
+    root: Path
+    classes: tuple[str, ...]
+    items: tuple[ImageItem, ...]
+
+    def label_ids(self, items: Iterable[ImageItem] | None = None) -> np.ndarray:
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return np.array([lookup[it.label] for it in (self.items if items is None else items)], dtype=np.int32)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(it.label for it in self.items)
+        return {k: c.get(k, 0) for k in self.classes}
+
+    def split(self, *, validation_percent: float = 10.0, testing_percent: float = 0.0) -> dict[str, list[ImageItem]]:
+        return split_image_items(self.items, validation_percent=validation_percent, testing_percent=testing_percent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AVIndex:
+    root: Path
+    classes: tuple[str, ...]
+    items: tuple[AVItem, ...]
+    unpaired: tuple[Path, ...] = ()
+
+    def label_ids(self, items: Iterable[AVItem] | None = None) -> np.ndarray:
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return np.array([lookup[it.label] for it in (self.items if items is None else items)], dtype=np.int32)
+
+    def split(self, *, validation_percent: float = 10.0, testing_percent: float = 0.0) -> dict[str, list[AVItem]]:
+        return split_image_items(self.items, validation_percent=validation_percent, testing_percent=testing_percent)
+
+
+def _class_folders(root: Path, what: str) -> list[Path]:
+    if not root.is_dir():
+        raise ValueError(f"{what} root: expected a folder, got {str(root)!r} (does not exist)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ValueError(f"{root}: expected one sub-folder per class, found none")
+    return folders
+
+
+def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes
+                  and not p.name.startswith("."))
+
+
+def load_image_folder(root: str | Path) -> ImageIndex:
+    """Index ``root/CLASS/*.jpg|jpeg|png|bmp``; classes are the sorted folder names."""
+    root = Path(root)
+    items: list[ImageItem] = []
+    folders = _class_folders(root, "image folder")
+    for folder in folders:
+        files = _files(folder, IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{folder}: expected images ({'/'.join(IMAGE_SUFFIXES)}) in this class folder, found none")
+        items.extend(ImageItem(p, folder.name) for p in files)
+    return ImageIndex(root=root, classes=tuple(f.name for f in folders), items=tuple(items))
+
+
+def load_av_folder(root: str | Path) -> AVIndex:
+    """Index paired photos and sounds: ``root/CLASS/NAME.<image>`` + ``root/CLASS/NAME.wav``.
+
+    Files without a partner are listed in ``unpaired`` (and logged), not indexed.
+    """
+    root = Path(root)
+    items: list[AVItem] = []
+    unpaired: list[Path] = []
+    folders = _class_folders(root, "audio-visual folder")
+    for folder in folders:
+        images = {p.stem: p for p in _files(folder, IMAGE_SUFFIXES)}
+        sounds = {p.stem: p for p in _files(folder, AUDIO_SUFFIXES)}
+        paired = sorted(images.keys() & sounds.keys())
+        if not paired:
+            raise ValueError(f"{folder}: expected NAME.jpg + NAME.wav pairs in this class folder, found none")
+        items.extend(AVItem(images[s], sounds[s], folder.name) for s in paired)
+        unpaired.extend(sorted([images[s] for s in images.keys() - sounds.keys()]
+                               + [sounds[s] for s in sounds.keys() - images.keys()]))
+    if unpaired:
+        logger.warning("%s: %d files have no partner (image without .wav or .wav without image), e.g. %s",
+                       root, len(unpaired), unpaired[0])
+    return AVIndex(root=root, classes=tuple(f.name for f in folders), items=tuple(items), unpaired=tuple(unpaired))
+
+
+# --------------------------------------------------------------------------- loading arrays
+
+
+def _progress(iterable: Iterable[Any], total: int, what: str) -> Iterable[Any]:
+    return tqdm(iterable, total=total, desc=what, unit="file", disable=None, leave=False)
+
+
+def _finish(what: str, requested: int, kept: list[int], skipped: list[tuple[Path, str]]) -> LoadReport:
+    report = LoadReport(what=what, requested=requested, kept=tuple(kept), skipped=tuple(skipped))
+    if skipped:
+        logger.warning("%s", report.summary())
+    else:
+        logger.info("%s", report.summary())
+    return report
+
+
+def load_clips(items: Sequence[AudioItem], options: AudioFrontendOptions = AudioFrontendOptions(),
+               *, what: str = "audio clips") -> tuple[np.ndarray, LoadReport]:
+    """Decode audio items into float32 ``(N, clip_samples)`` at ``options.sample_rate_hz``.
+
+    Whole files are centred/padded with :func:`edge.features.fit_clip`; snippets
+    (``offset_ms`` set) are cut from their recording. Unreadable files are skipped and
+    reported (``report.kept`` maps rows to items).
+    """
+    n = options.clip_samples
+    out = np.zeros((len(items), n), dtype=np.float32)
+    kept: list[int] = []
+    skipped: list[tuple[Path, str]] = []
+    recordings: dict[Path, np.ndarray] = {}  # long noise files, read once
+    for i, item in enumerate(_progress(items, len(items), f"loading {what}")):
+        try:
+            if item.offset_ms is None:
+                out[len(kept)] = fit_clip(read_wav(item.path, sample_rate_hz=options.sample_rate_hz), options)
+            else:
+                if item.path not in recordings:
+                    recordings[item.path] = read_wav(item.path, sample_rate_hz=options.sample_rate_hz)
+                samples = recordings[item.path]
+                start = int(round(item.offset_ms * options.sample_rate_hz / 1000))
+                if start < 0 or start + n > samples.size:
+                    raise ValueError(f"snippet at {item.offset_ms} ms does not fit in {samples.size} samples")
+                out[len(kept)] = samples[start:start + n]
+        except (ValueError, OSError) as exc:
+            skipped.append((item.path, str(exc)))
+            continue
+        kept.append(i)
+    return out[:len(kept)], _finish(what, len(items), kept, skipped)
+
+
+def load_noise_pool(paths: Sequence[Path], *, sample_rate_hz: int = 16000) -> tuple[list[np.ndarray], LoadReport]:
+    """Read whole noise recordings (for :func:`train.augment.mix_noise`)."""
+    pool: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[tuple[Path, str]] = []
+    for i, path in enumerate(paths):
+        try:
+            pool.append(read_wav(path, sample_rate_hz=sample_rate_hz))
+        except (ValueError, OSError) as exc:
+            skipped.append((Path(path), str(exc)))
+            continue
+        kept.append(i)
+    return pool, _finish("noise recordings", len(paths), kept, skipped)
+
+
+def _image_path(item: Any) -> Path:
+    if isinstance(item, AVItem):
+        return item.image_path
+    if isinstance(item, ImageItem):
+        return item.path
+    return Path(item)
+
+
+def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
+                *, what: str = "images") -> tuple[np.ndarray, LoadReport]:
+    """Decode images into uint8 RGB ``(N, h, w, 3)`` with the device's crop/resize
+    (:func:`edge.features.preprocess_frame`). ``size_px`` is ``(height, width)``; items are
+    :class:`ImageItem`, :class:`AVItem` or paths."""
+    _require(len(size_px) == 2, "size_px", "(height, width)", size_px)
+    frontend = ImageFrontendOptions(height_px=int(size_px[0]), width_px=int(size_px[1]))
+    out = np.zeros((len(items),) + frontend.input_shape, dtype=np.uint8)
+    kept: list[int] = []
+    skipped: list[tuple[Path, str]] = []
+    for i, item in enumerate(_progress(items, len(items), f"loading {what}")):
+        path = _image_path(item)
+        try:
+            if not path.is_file():
+                raise ValueError("no such file")
+            if path.stat().st_size == 0:
+                raise ValueError("empty file (0 bytes)")
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError("not a decodable image (corrupt or unsupported format)")
+            # preprocess_frame's values are whole numbers (a uint8 resize cast to float32): lossless.
+            out[len(kept)] = preprocess_frame(bgr, frontend).astype(np.uint8)
+        except (ValueError, OSError, cv2.error) as exc:
+            skipped.append((path, str(exc)))
+            continue
+        kept.append(i)
+    return out[:len(kept)], _finish(what, len(items), kept, skipped)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``per_class`` indices of each class present in ``labels`` (all of a smaller class),
+    drawn without replacement; returned sorted, int64."""
+    _require(isinstance(per_class, (int, np.integer)) and per_class >= 1, "per_class", "a positive integer", per_class)
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels: expected a 1-D array, got shape {labels.shape}")
+    chosen: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        take = min(per_class, members.size)
+        if take < per_class:
+            logger.info("class %s has only %d examples (< %d requested); taking all", cls, members.size, per_class)
+        chosen.append(rng.choice(members, size=take, replace=False))
+    if not chosen:
+        return np.empty(0, dtype=np.int64)
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -1,0 +1,365 @@
+"""``edgesense synth-commands``: speak command words with espeak-ng into the Speech Commands layout.
+
+Each clip is one word from one espeak-ng voice + variant at a random speed and pitch,
+trimmed of silence, peak-normalised, centred in a 1-s 16 kHz mono 16-bit WAV:
+``DIR/WORD/synth-VOICE-VARIANT_nohash_N.wav`` and, for other words,
+``DIR/_unknown_/WORD_synth-VOICE-VARIANT_nohash_N.wav``. The pseudo-speaker
+``synth-VOICE-VARIANT`` keeps each voice on one side of a speaker-disjoint split
+(:func:`train.data.split_items`). espeak-ng runs as subprocesses, ``workers`` at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from edge.audio_io import read_wav_native, resample, write_wav
+from edge.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
+
+__all__ = [
+    "DEFAULT_UNKNOWN_WORDS",
+    "DEFAULT_VARIANTS",
+    "DEFAULT_VOICES",
+    "SynthOptions",
+    "SynthReport",
+    "add_arguments",
+    "available_variants",
+    "available_voices",
+    "run",
+    "synthesize_commands",
+]
+
+logger = logging.getLogger(__name__)
+
+#: English espeak-ng voices (formant synthesis; the mbrola ones need extra packages).
+DEFAULT_VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                  "en-029", "en-us-nyc")
+#: espeak-ng voice variants that still sound like a person ("" = the voice's own default).
+DEFAULT_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "croak",
+                    "whisper", "whisperf", "klatt", "klatt2", "klatt3", "adam", "Alicia", "Andy", "Annie",
+                    "aunty", "david", "ed", "grandma", "grandpa", "john", "linda", "max", "paul", "quincy",
+                    "rob", "robert", "shelby", "steph", "travis", "victor", "zac")
+#: Other English words for the ``_unknown_`` class: Speech Commands' auxiliary words and
+#: digits, near misses of the commands, and everyday words.
+DEFAULT_UNKNOWN_WORDS = (
+    "backward", "bed", "bird", "cat", "dog", "follow", "forward", "happy", "house", "learn", "marvin",
+    "sheila", "tree", "visual", "wow", "zero", "one", "two", "three", "four", "five", "six", "seven",
+    "eight", "nine", "yesterday", "yellow", "yet", "note", "now", "know", "nose", "cup", "upper", "town",
+    "dawn", "lift", "leaf", "light", "write", "bright", "night", "own", "often", "offer",
+    "stock", "stuff", "top", "goal", "gold", "ago", "open", "close", "start", "pause", "play", "music",
+    "hello", "okay", "please", "thanks", "water", "table", "window", "door", "phone", "camera", "apple",
+    "banana", "orange", "green", "blue", "red", "black", "white", "morning", "evening", "today",
+    "tomorrow", "coffee", "kitchen", "garden", "river", "mountain", "ocean", "forest", "city", "car",
+    "train", "plane", "boat", "paper", "pencil", "minute", "hundred", "weather", "volume",
+    "again", "maybe", "never", "always",
+)
+_WORD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*$")
+_ESPEAK_INSTALL_HINT = "espeak-ng was not found: install it with `apt-get install espeak-ng`"
+_ESPEAK_TIMEOUT_S = 30.0
+_TRIM_FRAME_MS = 10.0
+_MAX_SPEED_WPM = 450  # espeak-ng's upper limit
+_SPEEDUP_MARGIN = 1.1  # when a word is too long for a clip, respeak it this much faster than needed
+_SYNTH_SPEAKER_PREFIX = "synth"
+
+
+def _require(ok: bool, field: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"{field}: expected {expected}, got {got!r}")
+
+
+def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
+          and lo <= value[0] <= value[1] <= hi)
+    _require(ok, name, f"a (low, high) tuple of integers in [{lo}, {hi}] with low <= high", value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthOptions:
+    """What to synthesise. ``unknown_clips`` (default ``per_word``) is the total number of
+    ``_unknown_`` clips, spread over ``unknown_words``; no unknown words = no ``_unknown_``."""
+
+    words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
+    per_word: int = 50
+    unknown_words: tuple[str, ...] = ()
+    unknown_clips: int | None = None
+    seed: int = 0
+    voices: tuple[str, ...] = DEFAULT_VOICES
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    speed_wpm_range: tuple[int, int] = (120, 200)
+    pitch_range: tuple[int, int] = (30, 70)
+    sample_rate_hz: int = 16000
+    clip_duration_ms: int = 1000
+    peak_dbfs: float = -3.0
+    trim_threshold_db: float = -40.0
+    workers: int = 2
+    espeak_binary: str = "espeak-ng"
+
+    def __post_init__(self) -> None:
+        for name in ("words", "unknown_words"):
+            value = getattr(self, name)
+            _require(isinstance(value, tuple) and all(isinstance(w, str) and _WORD_PATTERN.match(w) for w in value),
+                     name, "a tuple of words (letters and '-', starting with a letter)", value)
+            _require(len(set(value)) == len(value), name, "no duplicates", value)
+        _require(len(self.words) > 0, "words", "at least one word", self.words)
+        clash = sorted(set(self.words) & set(self.unknown_words))
+        _require(not clash, "unknown_words", "no command words", clash)
+        _require(isinstance(self.per_word, int) and self.per_word >= 1, "per_word", "an integer >= 1", self.per_word)
+        _require(self.unknown_clips is None or (isinstance(self.unknown_clips, int) and self.unknown_clips >= 0),
+                 "unknown_clips", "None or an integer >= 0", self.unknown_clips)
+        _require(isinstance(self.voices, tuple) and len(self.voices) > 0 and all(
+            isinstance(v, str) and re.match(r"^[A-Za-z0-9-]+$", v) for v in self.voices),
+            "voices", "a non-empty tuple of espeak-ng voice names", self.voices)
+        _require(isinstance(self.variants, tuple) and len(self.variants) > 0 and all(
+            isinstance(v, str) and re.match(r"^[A-Za-z0-9]*$", v) for v in self.variants),
+            "variants", "a non-empty tuple of espeak-ng variant names ('' = none)", self.variants)
+        _check_int_range("speed_wpm_range", self.speed_wpm_range, 80, _MAX_SPEED_WPM)
+        _check_int_range("pitch_range", self.pitch_range, 0, 99)
+        _require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+                 "a positive integer", self.sample_rate_hz)
+        _require(isinstance(self.clip_duration_ms, int) and self.clip_duration_ms > 0, "clip_duration_ms",
+                 "a positive integer", self.clip_duration_ms)
+        _require(self.peak_dbfs <= 0, "peak_dbfs", "<= 0", self.peak_dbfs)
+        _require(self.trim_threshold_db < 0, "trim_threshold_db", "< 0 (dB below the loudest frame)",
+                 self.trim_threshold_db)
+        _require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate_hz * self.clip_duration_ms / 1000))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthReport:
+    out_dir: Path
+    written: tuple[Path, ...]
+    failed: tuple[tuple[Path, str], ...]
+    counts: dict[str, int]
+    speakers: tuple[str, ...]
+    elapsed_s: float
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        text = (f"wrote {len(self.written)} clips to {self.out_dir} ({counts}) from {len(self.speakers)} "
+                f"synthetic speakers in {self.elapsed_s:.1f} s")
+        if self.failed:
+            text += f"; {len(self.failed)} failed, e.g. {self.failed[0][0].name}: {self.failed[0][1]}"
+        return text
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    label: str
+    word: str
+    voice: str
+    variant: str
+    speed_wpm: int
+    pitch: int
+
+
+# --------------------------------------------------------------------------- espeak-ng
+
+
+def _espeak(binary: str) -> str:
+    found = shutil.which(binary)
+    if found is None:
+        raise RuntimeError(_ESPEAK_INSTALL_HINT)
+    return found
+
+
+def _espeak_lines(binary: str, query: str) -> list[list[str]]:
+    result = subprocess.run([_espeak(binary), f"--voices={query}"], capture_output=True, text=True,
+                            timeout=_ESPEAK_TIMEOUT_S, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{binary} --voices={query} failed: {result.stderr.strip()}")
+    return [line.split() for line in result.stdout.splitlines()[1:] if line.strip()]
+
+
+@functools.lru_cache(maxsize=4)
+def available_voices(binary: str = "espeak-ng") -> frozenset[str]:
+    """English espeak-ng voices (language codes) that need no extra packages (not mbrola)."""
+    # Columns: Pty Language Age/Gender VoiceName File [Other languages]
+    return frozenset(cols[1] for cols in _espeak_lines(binary, "en") if len(cols) >= 5 and cols[4].startswith("gmw/"))
+
+
+@functools.lru_cache(maxsize=4)
+def available_variants(binary: str = "espeak-ng") -> frozenset[str]:
+    """espeak-ng voice variant names (the ``+NAME`` suffixes)."""
+    return frozenset(cols[4].split("/", 1)[1] for cols in _espeak_lines(binary, "variant")
+                     if len(cols) >= 5 and cols[4].startswith("!v/"))
+
+
+def _speaker(voice: str, variant: str) -> str:
+    return "-".join(p for p in (_SYNTH_SPEAKER_PREFIX, voice, variant) if p)
+
+
+def _trim(samples: np.ndarray, options: SynthOptions) -> np.ndarray:
+    """Drop leading/trailing frames quieter than ``trim_threshold_db`` below the loudest frame."""
+    frame = max(1, int(round(options.sample_rate_hz * _TRIM_FRAME_MS / 1000)))
+    count = -(-samples.size // frame)
+    padded = np.zeros(count * frame, dtype=np.float64)
+    padded[:samples.size] = samples
+    rms = np.sqrt(np.mean(padded.reshape(count, frame) ** 2, axis=1))
+    if rms.max() <= 0:
+        return samples[:0]
+    active = np.flatnonzero(rms >= rms.max() * 10.0 ** (options.trim_threshold_db / 20.0))
+    return samples[active[0] * frame:min(samples.size, (active[-1] + 1) * frame)]
+
+
+def _speak(job: _Job, speed_wpm: int, options: SynthOptions, binary: str, tmp_dir: Path) -> np.ndarray:
+    voice = f"{job.voice}+{job.variant}" if job.variant else job.voice
+    with tempfile.NamedTemporaryFile(suffix=".wav", dir=tmp_dir, delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        cmd = [binary, "-v", voice, "-s", str(speed_wpm), "-p", str(job.pitch), "-w", str(tmp_path), job.word]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=_ESPEAK_TIMEOUT_S, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"espeak-ng failed ({result.returncode}): {result.stderr.strip()}")
+        samples, rate = read_wav_native(tmp_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    if rate != options.sample_rate_hz:
+        samples = resample(samples, rate, options.sample_rate_hz)
+    return _trim(samples, options)
+
+
+def _render(job: _Job, options: SynthOptions, binary: str, tmp_dir: Path) -> Path:
+    n = options.clip_samples
+    speech = _speak(job, job.speed_wpm, options, binary, tmp_dir)
+    if speech.size > n:  # too slow for one clip: say it again just fast enough
+        faster = min(_MAX_SPEED_WPM, int(np.ceil(job.speed_wpm * speech.size / n * _SPEEDUP_MARGIN)))
+        speech = _speak(job, faster, options, binary, tmp_dir)
+        if speech.size > n:
+            raise RuntimeError(f"'{job.word}' lasts {1000 * speech.size / options.sample_rate_hz:.0f} ms "
+                               f"even at {faster} wpm (> {options.clip_duration_ms} ms)")
+    peak = float(np.max(np.abs(speech))) if speech.size else 0.0
+    if peak <= 0:
+        raise RuntimeError("espeak-ng produced silence")
+    clip = np.zeros(n, dtype=np.float32)
+    start = (n - speech.size) // 2
+    clip[start:start + speech.size] = speech * (10.0 ** (options.peak_dbfs / 20.0) / peak)
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    return write_wav(job.path, clip, options.sample_rate_hz)
+
+
+# --------------------------------------------------------------------------- planning and running
+
+
+def _plan(out_dir: Path, options: SynthOptions, voices: Sequence[str], variants: Sequence[str]) -> list[_Job]:
+    rng = np.random.default_rng(options.seed)
+    speakers = [(v, var) for v in voices for var in variants]
+    jobs: list[_Job] = []
+    taken: Counter[tuple[str, str, str]] = Counter()
+
+    def add(label: str, word: str, folder: Path, prefix: str, voice: str, variant: str) -> None:
+        speaker = _speaker(voice, variant)
+        index = taken[(label, word, speaker)]
+        taken[(label, word, speaker)] += 1
+        speed = int(rng.integers(options.speed_wpm_range[0], options.speed_wpm_range[1] + 1))
+        pitch = int(rng.integers(options.pitch_range[0], options.pitch_range[1] + 1))
+        path = folder / f"{prefix}{speaker}_nohash_{index}.wav"
+        jobs.append(_Job(path, label, word, voice, variant, speed, pitch))
+
+    for word in options.words:
+        order = rng.permutation(len(speakers))
+        for i in range(options.per_word):
+            voice, variant = speakers[order[i % len(order)]]
+            add(word, word, out_dir / word, "", voice, variant)
+    unknown_total = options.per_word if options.unknown_clips is None else options.unknown_clips
+    if options.unknown_words and unknown_total:
+        order = rng.permutation(len(speakers))
+        words = [options.unknown_words[i] for i in rng.permutation(len(options.unknown_words))]
+        for i in range(unknown_total):
+            voice, variant = speakers[order[i % len(order)]]
+            word = words[i % len(words)]
+            add(UNKNOWN_LABEL, word, out_dir / UNKNOWN_LABEL, f"{word}_", voice, variant)
+    return jobs
+
+
+def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions()) -> SynthReport:
+    """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout."""
+    binary = _espeak(options.espeak_binary)
+    installed_voices = available_voices(options.espeak_binary)
+    installed_variants = available_variants(options.espeak_binary) | {""}
+    voices = [v for v in options.voices if v in installed_voices]
+    variants = [v for v in options.variants if v in installed_variants]
+    missing = sorted(set(options.voices) - set(voices)) + sorted(set(options.variants) - set(variants))
+    if missing:
+        logger.warning("espeak-ng lacks these voices/variants, skipping them: %s", ", ".join(missing))
+    if not voices or not variants:
+        raise RuntimeError(f"none of the requested espeak-ng voices ({', '.join(options.voices)}) or variants "
+                           f"is installed; installed English voices: {', '.join(sorted(installed_voices))}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = _plan(out_dir, options, voices, variants)
+    written: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp, \
+            ThreadPoolExecutor(max_workers=options.workers) as pool:
+        futures = {pool.submit(_render, job, options, binary, Path(tmp)): job for job in jobs}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="synthesising", unit="clip",
+                           disable=None, leave=False):
+            job = futures[future]
+            try:
+                written.append(future.result())
+            except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+                logger.warning("could not synthesise %s: %s", job.path, exc)
+                failed.append((job.path, str(exc)))
+    ok = set(written)
+    counts = Counter(job.label for job in jobs if job.path in ok)
+    labels = list(options.words) + ([UNKNOWN_LABEL] if counts[UNKNOWN_LABEL] else [])
+    report = SynthReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed),
+                         counts={label: counts[label] for label in labels},
+                         speakers=tuple(sorted({_speaker(j.voice, j.variant) for j in jobs if j.path in ok})),
+                         elapsed_s=time.perf_counter() - started)
+    logger.info("%s", report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _word_list(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SynthOptions()
+    parser.add_argument("--out", required=True, type=Path, help="output folder (Speech Commands layout)")
+    parser.add_argument("--words", default=",".join(defaults.words), help="comma-separated command words")
+    parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word")
+    parser.add_argument("--unknown-words", default="",
+                        help="comma-separated other words for _unknown_, or 'default' for a built-in list of "
+                             f"{len(DEFAULT_UNKNOWN_WORDS)} words")
+    parser.add_argument("--unknown-clips", type=int, default=None,
+                        help="total _unknown_ clips (default: --per-word)")
+    parser.add_argument("--voices", default=",".join(defaults.voices), help="comma-separated espeak-ng voices")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (voices, speeds, pitches)")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="espeak-ng processes at a time")
+
+
+def run(args: argparse.Namespace) -> int:
+    words = _word_list(args.words)
+    unknown = DEFAULT_UNKNOWN_WORDS if args.unknown_words.strip() == "default" else _word_list(args.unknown_words)
+    unknown = tuple(w for w in unknown if w not in words)
+    options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
+                           unknown_clips=args.unknown_clips, voices=_word_list(args.voices), seed=args.seed,
+                           workers=args.workers)
+    report = synthesize_commands(args.out, options)
+    print(report.summary())
+    return 0 if not report.failed else 1
