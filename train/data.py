@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +67,7 @@ AUDIO_SUFFIXES = (".wav",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _NOHASH = "_nohash_"
 _PERCENT = 100.0
+_SUMMARY_EXAMPLES = 5  # skipped files named in LoadReport.summary()
 #: split_items warns when a split's share is off by more than this fraction of what was asked.
 _SPLIT_TOLERANCE = 0.5
 _MIN_ITEMS_TO_CHECK_SPLIT = 200
@@ -123,8 +123,9 @@ class LoadReport:
     def summary(self) -> str:
         text = f"{self.what}: loaded {self.loaded} of {self.requested}"
         if self.skipped:
-            shown = "; ".join(f"{p}: {reason}" for p, reason in self.skipped[:5])
-            more = f"; ... and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+            shown = "; ".join(f"{p}: {reason}" for p, reason in self.skipped[:_SUMMARY_EXAMPLES])
+            extra = len(self.skipped) - _SUMMARY_EXAMPLES
+            more = f"; ... and {extra} more" if extra > 0 else ""
             text += f", skipped {len(self.skipped)} ({shown}{more})"
         return text
 

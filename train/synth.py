@@ -74,6 +74,7 @@ _TRIM_FRAME_MS = 10.0
 _MAX_SPEED_WPM = 450  # espeak-ng's upper limit
 _SPEEDUP_MARGIN = 1.1  # when a word is too long for a clip, respeak it this much faster than needed
 _SYNTH_SPEAKER_PREFIX = "synth"
+_BUILTIN_UNKNOWN_NAMES = ("default", "auto")  # --unknown-words values that select DEFAULT_UNKNOWN_WORDS
 
 
 def _require(ok: bool, field: str, expected: str, got: Any) -> None:
@@ -344,8 +345,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--words", default=",".join(defaults.words), help="comma-separated command words")
     parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word")
     parser.add_argument("--unknown-words", default="",
-                        help="comma-separated other words for _unknown_, or 'default' for a built-in list of "
-                             f"{len(DEFAULT_UNKNOWN_WORDS)} words")
+                        help="comma-separated other words for _unknown_, or 'default' (alias 'auto') for a "
+                             f"built-in list of {len(DEFAULT_UNKNOWN_WORDS)} words")
     parser.add_argument("--unknown-clips", type=int, default=None,
                         help="total _unknown_ clips (default: --per-word)")
     parser.add_argument("--voices", default=",".join(defaults.voices), help="comma-separated espeak-ng voices")
@@ -355,7 +356,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     words = _word_list(args.words)
-    unknown = DEFAULT_UNKNOWN_WORDS if args.unknown_words.strip() == "default" else _word_list(args.unknown_words)
+    builtin = args.unknown_words.strip() in _BUILTIN_UNKNOWN_NAMES
+    unknown = DEFAULT_UNKNOWN_WORDS if builtin else _word_list(args.unknown_words)
     unknown = tuple(w for w in unknown if w not in words)
     options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
                            unknown_clips=args.unknown_clips, voices=_word_list(args.voices), seed=args.seed,

@@ -1,0 +1,196 @@
+"""train.augment: each transform does what it says, deterministically, without touching its input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.augment import (
+    AudioAugmentOptions,
+    ImageAugmentOptions,
+    augment_audio,
+    augment_features,
+    augment_images,
+    color_jitter,
+    horizontal_flip,
+    mix_noise,
+    prepare_noise_pool,
+    random_crop,
+    random_gain,
+    spec_augment,
+    time_shift,
+)
+
+N = 16000
+
+
+def _speech_like(batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(N) / N
+    freqs = rng.uniform(200, 2000, size=(batch, 1))
+    envelope = np.exp(-(((t - 0.5) / 0.15) ** 2))
+    return (0.3 * envelope * np.sin(2 * np.pi * freqs * t)).astype(np.float32)
+
+
+def _noise_recordings() -> list[np.ndarray]:
+    rng = np.random.default_rng(42)
+    return [(0.05 * rng.standard_normal(3 * N)).astype(np.float32),
+            (0.2 * np.sin(2 * np.pi * 50 * np.arange(int(1.5 * N)) / N)).astype(np.float32),
+            (0.1 * rng.standard_normal(N // 3)).astype(np.float32)]  # shorter than a clip: tiled
+
+
+def _power_db(x: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(np.mean(np.asarray(x, dtype=np.float64) ** 2, axis=-1))
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def test_mix_noise_hits_the_requested_snr() -> None:
+    clips = _speech_like(64)
+    before = clips.copy()
+    out, snr = mix_noise(clips, _noise_recordings(), np.random.default_rng(1), snr_db_range=(0.0, 20.0),
+                         probability=1.0, return_snr_db=True)
+    np.testing.assert_array_equal(clips, before)  # input untouched
+    measured = _power_db(clips) - _power_db(out.astype(np.float64) - clips)
+    assert np.all(np.abs(measured - snr) < 0.5)
+    assert snr.min() >= 0 and snr.max() <= 20 and np.ptp(snr) > 10  # really drawn from the range
+
+
+def test_mix_noise_probability_and_determinism() -> None:
+    clips = _speech_like(200)
+    pool = prepare_noise_pool(_noise_recordings(), N)
+    a, snr = mix_noise(clips, pool, np.random.default_rng(7), probability=0.8, return_snr_db=True)
+    b = mix_noise(clips, pool, np.random.default_rng(7), probability=0.8)
+    np.testing.assert_array_equal(a, b)
+    changed = np.any(a != clips, axis=1)
+    np.testing.assert_array_equal(changed, ~np.isnan(snr))
+    assert 0.65 < changed.mean() < 0.95
+    untouched = mix_noise(clips, pool, np.random.default_rng(7), probability=0.0)
+    np.testing.assert_array_equal(untouched, clips)
+
+
+def test_mix_noise_uses_different_stretches_of_real_noise() -> None:
+    silent = np.zeros((8, N), dtype=np.float32)
+    out = mix_noise(silent, [_noise_recordings()[0]], np.random.default_rng(3), snr_db_range=(10.0, 10.0),
+                    probability=1.0, silent_reference_dbfs=-20.0)
+    np.testing.assert_allclose(_power_db(out), -30.0, atol=0.01)  # reference -20 dBFS, 10 dB below
+    assert len({row.tobytes() for row in out}) == 8
+
+
+def test_time_shift_moves_energy_by_the_drawn_amount() -> None:
+    clips = np.zeros((32, N), dtype=np.float32)
+    clips[:, N // 2] = 1.0
+    out = time_shift(clips, np.random.default_rng(0), max_shift_samples=1600)
+    moved = np.argmax(out, axis=1) - N // 2
+    assert np.all(out.max(axis=1) == 1.0) and np.all(np.abs(moved) <= 1600) and np.ptp(moved) > 800
+    ramp = np.tile(np.linspace(0.1, 1.0, N, dtype=np.float32), (4, 1))
+    shifted = time_shift(ramp, np.random.default_rng(5), max_shift_samples=1000)
+    for row in shifted:
+        k = N - np.count_nonzero(row)  # zeros enter on one side only
+        assert k <= 1000 and (np.array_equal(row[k:], ramp[0, :N - k]) or np.array_equal(row[:N - k], ramp[0, k:]))
+    np.testing.assert_array_equal(time_shift(ramp, np.random.default_rng(0), max_shift_samples=0), ramp)
+
+
+def test_random_gain_stays_in_range() -> None:
+    clips = _speech_like(50) * 0.1
+    out = random_gain(clips, np.random.default_rng(0), gain_db_range=(-6.0, 6.0))
+    gain_db = _power_db(out) - _power_db(clips)
+    assert np.all(gain_db >= -6.0 - 1e-3) and np.all(gain_db <= 6.0 + 1e-3) and np.ptp(gain_db) > 6
+
+
+def test_spec_augment_masks_bands_with_the_fill_value() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(64, 49, 40)).astype(np.float32)
+    sentinel = -99.0
+    out = spec_augment(features, np.random.default_rng(1), time_masks=2, max_time_mask_frames=5, freq_masks=2,
+                       max_freq_mask_bins=5, mask_value=sentinel)
+    masked = out == sentinel
+    assert np.array_equal(out[~masked], features[~masked])
+    full_frames = masked.all(axis=2).sum(axis=1)
+    full_bins = masked.all(axis=1).sum(axis=1)
+    assert np.all(full_frames <= 10) and np.all(full_bins <= 10)
+    assert full_frames.sum() > 0 and full_bins.sum() > 0
+    # Every masked cell lies in a fully masked frame or a fully masked bin (bands, not speckles).
+    assert np.array_equal(masked, masked.all(axis=2, keepdims=True) | masked.all(axis=1, keepdims=True))
+    mean_fill = spec_augment(features, np.random.default_rng(1), time_masks=2, max_time_mask_frames=5,
+                             freq_masks=2, max_freq_mask_bins=5)
+    np.testing.assert_allclose(mean_fill[masked], np.broadcast_to(features.mean(axis=(1, 2))[:, None, None],
+                                                                  features.shape)[masked], rtol=1e-6)
+    np.testing.assert_array_equal(spec_augment(features, rng, time_masks=0, freq_masks=0), features)
+
+
+def test_augment_audio_pipeline_is_deterministic() -> None:
+    clips = _speech_like(16)
+    options = AudioAugmentOptions()
+    a = augment_audio(clips, np.random.default_rng(11), options, _noise_recordings())
+    b = augment_audio(clips, np.random.default_rng(11), options, _noise_recordings())
+    c = augment_audio(clips, np.random.default_rng(12), options, _noise_recordings())
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
+    feats = np.zeros((4, 49, 40), dtype=np.float32)
+    assert augment_features(feats + np.arange(40), np.random.default_rng(0), options).shape == feats.shape
+
+
+def test_audio_options_validation_names_the_field() -> None:
+    assert AudioAugmentOptions().max_shift_samples == 1600
+    with pytest.raises(ValueError, match="snr_db_range"):
+        AudioAugmentOptions(snr_db_range=(20.0, 0.0))
+    with pytest.raises(ValueError, match="noise_probability"):
+        AudioAugmentOptions(noise_probability=1.5)
+    with pytest.raises(ValueError, match="time_masks"):
+        AudioAugmentOptions(time_masks=-1)
+    with pytest.raises(ValueError, match="clips"):
+        time_shift(np.zeros(10), np.random.default_rng(0), max_shift_samples=1)
+    with pytest.raises(ValueError, match="noise_pool"):
+        mix_noise(np.zeros((1, 10), dtype=np.float32), [], np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _images(batch: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(batch, 24, 32, 3), dtype=np.uint8)
+
+
+def test_horizontal_flip() -> None:
+    x = _images()
+    np.testing.assert_array_equal(horizontal_flip(x, np.random.default_rng(0), probability=1.0), x[:, :, ::-1])
+    np.testing.assert_array_equal(horizontal_flip(x, np.random.default_rng(0), probability=0.0), x)
+    some = horizontal_flip(_images(64), np.random.default_rng(0), probability=0.5)
+    flipped = np.all(some == _images(64)[:, :, ::-1], axis=(1, 2, 3))
+    assert 10 < flipped.sum() < 54
+
+
+def test_random_crop_zooms_in() -> None:
+    x = np.zeros((4, 40, 40, 3), dtype=np.uint8)
+    x[:, 10:30, 10:30] = 255  # a centred square
+    np.testing.assert_array_equal(random_crop(x, np.random.default_rng(0), scale_range=(1.0, 1.0)), x)
+    out = random_crop(x, np.random.default_rng(0), scale_range=(0.6, 0.6))
+    assert out.shape == x.shape and out.dtype == np.uint8
+    assert np.all((out > 127).sum(axis=(1, 2, 3)) > (x > 127).sum(axis=(1, 2, 3)))  # the square got bigger
+
+
+def test_color_jitter() -> None:
+    x = _images()
+    np.testing.assert_array_equal(color_jitter(x, np.random.default_rng(0), brightness_delta=0,
+                                               contrast_delta=0, saturation_delta=0), x)
+    flat = np.full((32, 8, 8, 3), 100, dtype=np.uint8)
+    bright = color_jitter(flat, np.random.default_rng(0), brightness_delta=0.5, contrast_delta=0,
+                          saturation_delta=0)
+    means = bright.reshape(32, -1).mean(axis=1)
+    assert means.min() >= 50 and means.max() <= 150 and np.ptp(means) > 30
+    gray = color_jitter(x, np.random.default_rng(0), brightness_delta=0, contrast_delta=0, saturation_delta=1.0)
+    assert gray.dtype == np.uint8 and not np.array_equal(gray, x)
+
+
+def test_augment_images_deterministic_and_validated() -> None:
+    x = _images()
+    options = ImageAugmentOptions()
+    np.testing.assert_array_equal(augment_images(x, np.random.default_rng(4), options),
+                                  augment_images(x, np.random.default_rng(4), options))
+    with pytest.raises(ValueError, match="crop_scale_range"):
+        ImageAugmentOptions(crop_scale_range=(0.5, 1.5))
+    with pytest.raises(ValueError, match="images"):
+        augment_images(x.astype(np.float32), np.random.default_rng(0), options)

@@ -1,0 +1,305 @@
+"""train.data: indexing, splits, loading with reports, balanced sampling."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.audio_io import read_wav, write_wav
+from edge.features import AudioFrontendOptions, ImageFrontendOptions, preprocess_frame
+from train.data import (
+    MAX_NUM_WAVS_PER_CLASS,
+    AudioItem,
+    ImageItem,
+    SpeechCommandsOptions,
+    balanced_indices,
+    hash_percent,
+    load_av_folder,
+    load_clips,
+    load_image_folder,
+    load_images,
+    load_noise_pool,
+    load_speech_commands,
+    speaker_of,
+    split_image_items,
+    split_items,
+    which_set,
+)
+
+FRONTEND = AudioFrontendOptions()
+RATE = FRONTEND.sample_rate_hz
+
+
+def tone(freq_hz: float, seconds: float = 1.0, amp: float = 0.3, rate: int = RATE) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq_hz * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+
+
+def write_tone(path: Path, freq_hz: float, seconds: float = 1.0, rate: int = RATE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_wav(path, tone(freq_hz, seconds, rate=rate), rate)
+
+
+def write_image(path: Path, bgr_value: tuple[int, int, int], size_hw: tuple[int, int] = (40, 60)) -> Path:
+    """A flat-coloured image whose left half is saturated blue (so orientation and channel order show)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.zeros(size_hw + (3,), dtype=np.uint8)
+    img[:] = bgr_value
+    img[:, : size_hw[1] // 2, 0] = 255
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _tf_which_set(filename: str, validation_percentage: float, testing_percentage: float) -> str:
+    """TensorFlow's speech_commands/input_data.py which_set, verbatim apart from tf.compat."""
+    base_name = Path(filename).name
+    hash_name = re.sub(r"_nohash_.*$", "", base_name)
+    hash_name_hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percentage_hash = ((int(hash_name_hashed, 16) % (MAX_NUM_WAVS_PER_CLASS + 1))
+                       * (100.0 / MAX_NUM_WAVS_PER_CLASS))
+    if percentage_hash < validation_percentage:
+        return "validation"
+    if percentage_hash < (testing_percentage + validation_percentage):
+        return "testing"
+    return "training"
+
+
+# --------------------------------------------------------------------------- speech commands index
+
+
+def test_index_labels_speakers_and_noise(speech_root: Path) -> None:
+    index = load_speech_commands(speech_root, words=("yes", "no"),
+                                 options=SpeechCommandsOptions(silence_per_noise_file=3))
+    assert index.labels == ("_silence_", "_unknown_", "yes", "no")
+    by_name = {it.path.name: it for it in index.items if it.offset_ms is None}
+    assert by_name["aaaa1111_nohash_1.wav"].label == "yes"
+    assert by_name["eeee5555_nohash_0.wav"].label == "_unknown_"  # bed/ is not a command word
+    assert by_name["eeee5555_nohash_0.wav"].speaker == "eeee5555"
+    assert by_name["house_ffff6666_nohash_2.wav"].speaker == "ffff6666"  # WORD_ prefix dropped
+    assert by_name["1024.wav"].label == "_silence_" and by_name["1024.wav"].speaker == "1024"
+    snippets = [it for it in index.items if it.offset_ms is not None]
+    assert [it.offset_ms for it in snippets] == [0, 1250, 2500]  # 3 evenly spaced 1-s cuts of 3.5 s
+    assert {it.label for it in snippets} == {"_silence_"}
+    assert len({it.speaker for it in snippets}) == 3
+    assert index.noise_paths == (speech_root / "_background_noise_" / "white_noise.wav",)
+    assert index.counts() == {"_silence_": 5, "_unknown_": 2, "yes": 4, "no": 2}
+    np.testing.assert_array_equal(index.label_ids(index.items[:1]), [index.labels.index(index.items[0].label)])
+    assert "13 clips" in index.summary()
+
+
+def test_speaker_of() -> None:
+    assert speaker_of("yes/0bac8a71_nohash_3.wav") == "0bac8a71"
+    assert speaker_of("_unknown_/backward_0cb74144_nohash_2.wav", unknown_layout=True) == "0cb74144"
+    assert speaker_of("_silence_/1024.wav") == "1024"
+
+
+def test_missing_root_word_and_empty_class_are_value_errors(tmp_path: Path, speech_root: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_speech_commands(tmp_path / "absent")
+    with pytest.raises(ValueError, match="missing up"):
+        load_speech_commands(speech_root, words=("yes", "up"))
+    (speech_root / "go").mkdir()
+    with pytest.raises(ValueError, match=re.escape(str(speech_root / "go"))):
+        load_speech_commands(speech_root, words=("yes", "no"))
+    with pytest.raises(ValueError, match="words"):
+        load_speech_commands(speech_root, words=("yes", "yes"))
+
+
+def test_split_follows_tensorflow_rule_and_is_speaker_disjoint() -> None:
+    names = [f"{i:08x}_nohash_{j}.wav" for i in range(0, 4000, 7) for j in range(2)]
+    items = [AudioItem(Path("yes") / n, "yes", speaker_of(n)) for n in names]
+    splits = split_items(items, validation_percent=10, testing_percent=10)
+    for name, members in splits.items():
+        assert all(_tf_which_set(str(it.path), 10, 10) == name for it in members)
+    speakers = [{it.speaker for it in members} for members in splits.values()]
+    assert not (speakers[0] & speakers[1] or speakers[0] & speakers[2] or speakers[1] & speakers[2])
+    shares = {k: len(v) / len(items) for k, v in splits.items()}
+    assert 0.7 < shares["training"] < 0.9 and 0.05 < shares["validation"] < 0.15 and 0.05 < shares["testing"] < 0.15
+
+
+def test_hash_is_stable_across_machines() -> None:
+    # A speaker of the official test set: the unsalted rule puts it in the testing band.
+    assert hash_percent("0bac8a71") == pytest.approx(11.732665536796045, abs=1e-9)
+    assert which_set("0bac8a71", 10, 10) == "testing"
+    assert hash_percent("0bac8a71", salt="x") != hash_percent("0bac8a71")
+
+
+def test_split_warns_when_the_rule_is_lopsided(caplog: pytest.LogCaptureFixture) -> None:
+    # Speakers that all hash into [10, 20): the situation of the official test set.
+    speakers = [s for s in (f"{i:08x}" for i in range(20000)) if 10 <= hash_percent(s) < 20][:250]
+    items = [AudioItem(Path(f"{s}_nohash_0.wav"), "yes", s) for s in speakers]
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        splits = split_items(items, validation_percent=10, testing_percent=10)
+    assert len(splits["testing"]) == len(items)
+    assert "pass a non-empty salt" in caplog.text
+    salted = split_items(items, validation_percent=10, testing_percent=10, salt="edgesense")
+    assert 0 < len(salted["validation"]) < len(items) and len(salted["training"]) > len(items) // 2
+
+
+def test_split_percent_validation() -> None:
+    with pytest.raises(ValueError, match="testing_percent"):
+        split_items([], validation_percent=60, testing_percent=50)
+    with pytest.raises(ValueError, match="validation_percent"):
+        split_items([], validation_percent=-1, testing_percent=0)
+
+
+def test_list_files_are_honoured(speech_root: Path) -> None:
+    (speech_root / "validation_list.txt").write_text("yes/bbbb2222_nohash_0.wav\n")
+    (speech_root / "testing_list.txt").write_text("no/dddd4444_nohash_0.wav\nyes/cccc3333_nohash_0.wav\n")
+    index = load_speech_commands(speech_root, words=("yes", "no"),
+                                 options=SpeechCommandsOptions(silence_per_noise_file=0))
+    assert index.has_list_files
+    splits = index.split(validation_percent=50, testing_percent=50)  # percentages only for noise snippets
+    assert [it.path.name for it in splits["validation"]] == ["bbbb2222_nohash_0.wav"]
+    assert sorted(it.path.name for it in splits["testing"]) == ["cccc3333_nohash_0.wav", "dddd4444_nohash_0.wav"]
+    assert len(splits["training"]) == len(index.items) - 3
+
+
+# --------------------------------------------------------------------------- loading clips
+
+
+def test_load_clips_fits_resamples_and_cuts_snippets(speech_root: Path) -> None:
+    write_tone(speech_root / "yes" / "short8k_nohash_0.wav", 500, seconds=0.5, rate=8000)
+    index = load_speech_commands(speech_root, words=("yes", "no"),
+                                 options=SpeechCommandsOptions(silence_per_noise_file=3))
+    clips, report = load_clips(index.items, FRONTEND)
+    assert clips.shape == (len(index.items), FRONTEND.clip_samples) and clips.dtype == np.float32
+    assert report.loaded == len(index.items) and report.skipped == () and report.kept == tuple(range(len(index.items)))
+    short = next(i for i, it in enumerate(index.items) if it.path.name == "short8k_nohash_0.wav")
+    row = clips[short]
+    assert np.all(row[:3000] == 0) and np.all(row[-3000:] == 0) and np.abs(row[4000:12000]).max() > 0.25
+    noise = read_wav(index.noise_paths[0])
+    for i, item in enumerate(index.items):
+        if item.offset_ms is not None:
+            start = item.offset_ms * RATE // 1000
+            np.testing.assert_array_equal(clips[i], noise[start:start + FRONTEND.clip_samples])
+
+
+def test_corrupt_files_are_reported_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = write_tone(tmp_path / "yes" / "a_nohash_0.wav", 400)
+    empty = tmp_path / "yes" / "b_nohash_0.wav"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "yes" / "c_nohash_0.wav"
+    garbage.write_bytes(b"RIFF\x00\x00\x00\x00JUNKJUNK")
+    good2 = write_tone(tmp_path / "yes" / "d_nohash_0.wav", 800)
+    items = [AudioItem(p, "yes", speaker_of(p)) for p in (good, empty, garbage, good2)]
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        clips, report = load_clips(items, FRONTEND)
+    assert clips.shape[0] == 2 and report.kept == (0, 3) and report.requested == 4
+    assert [p for p, _ in report.skipped] == [empty, garbage]
+    assert "empty file" in report.skipped[0][1]
+    assert str(empty) in caplog.text and str(garbage) in caplog.text
+    assert "loaded 2 of 4" in report.summary() and "skipped 2" in report.summary()
+    np.testing.assert_allclose(clips[1], tone(800), atol=1e-4)
+
+
+def test_load_noise_pool(speech_root: Path) -> None:
+    pool, report = load_noise_pool(sorted((speech_root / "_background_noise_").glob("*.wav")))
+    assert report.loaded == 1 and pool[0].size == int(RATE * 3.5)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_root(tmp_path: Path) -> Path:
+    root = tmp_path / "img"
+    write_image(root / "sea" / "1.jpg", (200, 100, 0))
+    write_image(root / "sea" / "2.png", (180, 90, 0))
+    write_image(root / "forest" / "3.bmp", (0, 160, 0))
+    write_image(root / "forest" / "4.jpeg", (0, 140, 0))
+    (root / "forest" / "notes.txt").write_text("ignored")
+    return root
+
+
+def test_image_folder_index_and_split(tmp_path: Path) -> None:
+    index = load_image_folder(_image_root(tmp_path))
+    assert index.classes == ("forest", "sea")
+    assert [it.path.name for it in index.items] == ["3.bmp", "4.jpeg", "1.jpg", "2.png"]
+    np.testing.assert_array_equal(index.label_ids(), [0, 0, 1, 1])
+    items = [ImageItem(Path(f"c/{i}.jpg"), "c") for i in range(1000)]
+    splits = split_image_items(items, validation_percent=20)
+    assert 150 < len(splits["validation"]) < 250 and not splits["testing"]
+    again = split_image_items(list(reversed(items)), validation_percent=20)
+    assert {it.path for it in again["validation"]} == {it.path for it in splits["validation"]}
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load_image_folder(tmp_path / "absent")
+    root = _image_root(tmp_path)
+    (root / "glacier").mkdir()
+    with pytest.raises(ValueError, match="glacier"):
+        load_image_folder(root)
+
+
+def test_load_images_matches_device_preprocessing(tmp_path: Path) -> None:
+    index = load_image_folder(_image_root(tmp_path))
+    broken = index.root / "sea" / "5.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    items = list(index.items) + [ImageItem(broken, "sea")]
+    images, report = load_images(items, size_px=(32, 48))
+    assert images.shape == (4, 32, 48, 3) and images.dtype == np.uint8
+    assert report.kept == (0, 1, 2, 3) and report.skipped[0][0] == broken
+    expected = preprocess_frame(cv2.imread(str(items[2].path)), ImageFrontendOptions(height_px=32, width_px=48))
+    np.testing.assert_array_equal(images[2], expected.astype(np.uint8))
+    assert images[2, :, 0, 2] .min() > images[2, :, -1, 2].max()  # RGB order: blue (left) is channel 2
+
+
+def test_av_folder_pairs_and_unpaired(tmp_path: Path) -> None:
+    root = tmp_path / "av"
+    for cls, stems in (("cafe", ("a", "b")), ("street", ("c",))):
+        for stem in stems:
+            write_image(root / cls / f"{stem}.jpg", (10, 20, 30))
+            write_tone(root / cls / f"{stem}.wav", 300)
+    write_image(root / "cafe" / "lonely.jpg", (0, 0, 0))
+    index = load_av_folder(root)
+    assert index.classes == ("cafe", "street")
+    assert [(it.image_path.stem, it.audio_path.suffix, it.label) for it in index.items] == [
+        ("a", ".wav", "cafe"), ("b", ".wav", "cafe"), ("c", ".wav", "street")]
+    assert index.unpaired == (root / "cafe" / "lonely.jpg",)
+    images, report = load_images(index.items, size_px=(16, 16))
+    assert images.shape == (3, 16, 16, 3) and report.loaded == 3
+
+
+# --------------------------------------------------------------------------- balanced sampling
+
+
+def test_balanced_indices() -> None:
+    labels = np.array([0] * 50 + [1] * 3 + [2] * 20)
+    picked = balanced_indices(labels, 10, np.random.default_rng(0))
+    counts = np.bincount(labels[picked])
+    assert counts.tolist() == [10, 3, 10]
+    assert np.unique(picked).size == picked.size and np.all(np.diff(picked) > 0)
+    np.testing.assert_array_equal(picked, balanced_indices(labels, 10, np.random.default_rng(0)))
+    assert not np.array_equal(picked, balanced_indices(labels, 10, np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="per_class"):
+        balanced_indices(labels, 0, np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.shared_data
+def test_real_speech_commands(shared_data: Path) -> None:
+    index = load_speech_commands(shared_data / "speech_commands")
+    assert len(index.items) == 2176 and len(index.speakers()) > 300
+    splits = index.split(validation_percent=10, testing_percent=10, salt="edgesense")
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes["training"] > 0.7 * 2176 and sizes["validation"] > 0.04 * 2176 and sizes["testing"] > 0.04 * 2176
+    s = [index.speakers(v) for v in splits.values()]
+    assert not (s[0] & s[1] or s[0] & s[2] or s[1] & s[2])
+    clips, report = load_clips(index.items[:50], FRONTEND)
+    assert report.loaded == 50 and np.all(np.abs(clips).max(axis=1) > 0)
+
+
+@pytest.mark.shared_data
+def test_real_images(shared_data: Path) -> None:
+    index = load_image_folder(shared_data / "intel_scenes" / "train")
+    assert index.classes == ("buildings", "forest", "glacier", "mountain", "sea", "street")
+    images, report = load_images(index.items[:20])
+    assert images.shape == (20, 96, 96, 3) and report.loaded == 20 and images.std() > 10
