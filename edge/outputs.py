@@ -1,0 +1,508 @@
+"""Where events go: JSON Lines (stdout or a file), a Python callback, or MQTT.
+
+Every sink follows :class:`EventSink`: ``emit(event)`` takes anything with a
+``type`` and a ``to_dict()`` (:class:`edge.types.CommandEvent`,
+:class:`edge.types.SceneEvent`), ``flush()`` waits until what was emitted has
+left, ``close()`` releases the sink (emitting afterwards is a ``ValueError``, as
+for a closed file).
+
+MQTT layout (``prefix`` defaults to ``edgesense``)::
+
+    {prefix}/status            "online" / "offline", retained; "offline" is also the last will
+    {prefix}/{type}            every event as JSON (type: command, scene)
+    {prefix}/{type}/state      the latest event of that type, retained
+    homeassistant/sensor/{node_id}/last_command/config   Home Assistant discovery, retained
+    homeassistant/sensor/{node_id}/scene/config
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, TextIO, runtime_checkable
+
+from edge import __version__
+
+__all__ = [
+    "Event",
+    "EventSink",
+    "JsonLinesSink",
+    "CallbackSink",
+    "FanOutSink",
+    "MqttOptions",
+    "MqttSink",
+    "mqtt_options_from_url",
+    "event_to_json",
+    "is_valid_topic_prefix",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOPIC_PREFIX = "edgesense"
+DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+STDOUT = "-"
+_NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@runtime_checkable
+class Event(Protocol):
+    type: str
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def event_to_json(event: Event) -> str:
+    """One event as a single-line JSON object (``ValueError`` for NaN/inf or non-JSON values)."""
+    try:
+        return json.dumps(event.to_dict(), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event: cannot serialise {event!r} as JSON: {exc}") from exc
+
+
+class _ClosableSink:
+    def __init__(self) -> None:
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__}: emit() on a closed sink")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- JSON Lines
+
+
+class JsonLinesSink(_ClosableSink):
+    """One JSON object per line to stdout (``"-"``), a file path (appended to), or an open text stream.
+
+    Each event is serialised first, then written with a single write (one
+    ``os.write`` of the whole line for files opened here, under a lock) and
+    flushed, so a reader never sees a torn line, even with several writers
+    appending to the same file. A closed pipe (``edgesense run | head``) turns
+    the sink off with one warning instead of stopping the device loop.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | TextIO = STDOUT) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._stream: TextIO | None = None
+        self._broken = False
+        self.lines_written = 0
+        if isinstance(target, (str, os.PathLike)) and os.fspath(target) == STDOUT:
+            self._stream, self.name = sys.stdout, "<stdout>"
+        elif isinstance(target, (str, os.PathLike)):
+            path = Path(target)
+            if path.parent and not path.parent.is_dir():
+                raise ValueError(f"{path}: the folder for the events file does not exist")
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.name = str(path)
+        elif hasattr(target, "write"):
+            self._stream, self.name = target, getattr(target, "name", repr(target))
+        else:
+            raise ValueError(f"target: expected '-', a path or a text stream, got {target!r}")
+
+    def emit(self, event: Event) -> None:
+        self._check_open()
+        line = event_to_json(event) + "\n"
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                if self._fd is not None:
+                    data = line.encode("utf-8")
+                    while data:  # os.write on a regular file writes all at once; loop for the odd case
+                        data = data[os.write(self._fd, data):]
+                else:
+                    assert self._stream is not None
+                    self._stream.write(line)
+                    self._stream.flush()
+            except BrokenPipeError:
+                self._broken = True
+                logger.warning("events: %s was closed by its reader; no more events will be written", self.name)
+                return
+            self.lines_written += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._stream is not None and not self._broken:
+                try:
+                    self._stream.flush()
+                except BrokenPipeError:
+                    self._broken = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            # Streams passed in (stdout included) belong to the caller: flushed, not closed.
+            elif self._stream is not None and not self._broken:
+                try:
+                    self._stream.flush()
+                except (BrokenPipeError, ValueError):
+                    pass
+
+
+class CallbackSink(_ClosableSink):
+    """Calls ``callback(event)`` for every event (tests, GUIs, custom integrations)."""
+
+    def __init__(self, callback: Callable[[Event], None]) -> None:
+        super().__init__()
+        if not callable(callback):
+            raise ValueError(f"callback: expected a callable, got {callback!r}")
+        self._callback = callback
+
+    def emit(self, event: Event) -> None:
+        self._check_open()
+        self._callback(event)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class FanOutSink(_ClosableSink):
+    """Sends each event to several sinks; one failing sink is logged and does not stop the others."""
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        super().__init__()
+        self.sinks = tuple(sinks)
+        for sink in self.sinks:
+            if not isinstance(sink, EventSink):
+                raise ValueError(f"sinks: expected EventSink objects, got {sink!r}")
+        self.failures = 0
+
+    def _each(self, action: str, *args: Any) -> None:
+        for sink in self.sinks:
+            try:
+                getattr(sink, action)(*args)
+            except Exception as exc:  # noqa: BLE001 - isolate sinks from one another
+                self.failures += 1
+                logger.warning("events: %s.%s failed: %s", type(sink).__name__, action, exc)
+
+    def emit(self, event: Event) -> None:
+        self._check_open()
+        self._each("emit", event)
+
+    def flush(self) -> None:
+        self._each("flush")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._each("close")
+
+
+# --------------------------------------------------------------------------- MQTT
+
+
+def _require(ok: bool, name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+def is_valid_topic_prefix(prefix: Any) -> bool:
+    """A publishable topic prefix: non-empty, no wildcards, no leading or trailing '/'."""
+    return (isinstance(prefix, str) and bool(prefix) and not prefix.startswith("/") and not prefix.endswith("/")
+            and not any(c in prefix for c in "+#\0"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttOptions:
+    """Connection and topic settings of :class:`MqttSink` (see the module docstring for topics)."""
+
+    host: str
+    port: int = MQTT_PORT
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    qos: int = 1
+    client_id: str = ""  #: empty: the client library makes a random one
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  #: never shown in repr/logs
+    tls: bool = False
+    ca_certs: str | None = None  #: CA bundle; None: the system's trust store
+    certfile: str | None = None  #: client certificate (mutual TLS)
+    keyfile: str | None = None
+    keepalive_s: int = 60
+    connect_timeout_s: float = 10.0
+    publish_timeout_s: float = 5.0
+    ha_discovery: bool = True
+    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
+    node_id: str = "edgesense"
+    device_name: str = "EdgeSense"
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.host, str) and bool(self.host.strip()), "host", "a host name", self.host)
+        _require(isinstance(self.port, int) and not isinstance(self.port, bool) and 0 < self.port < 65536, "port",
+                 "an integer in [1, 65535]", self.port)
+        _require(is_valid_topic_prefix(self.topic_prefix), "topic_prefix",
+                 "a topic without wildcards or leading/trailing '/'", self.topic_prefix)
+        _require(self.qos in (0, 1, 2) and not isinstance(self.qos, bool), "qos", "0, 1 or 2", self.qos)
+        _require(isinstance(self.client_id, str), "client_id", "a string", self.client_id)
+        _require(self.password is None or self.username is not None, "username",
+                 "a user name when a password is given", self.username)
+        _require(isinstance(self.tls, bool), "tls", "a bool", self.tls)
+        for name in ("ca_certs", "certfile", "keyfile"):
+            value = getattr(self, name)
+            _require(value is None or (self.tls and os.path.isfile(value)), name,
+                     "None, or an existing file with tls=True", value)
+        _require(self.keyfile is None or self.certfile is not None, "certfile", "a file when keyfile is given",
+                 self.certfile)
+        _require(isinstance(self.keepalive_s, int) and not isinstance(self.keepalive_s, bool)
+                 and self.keepalive_s >= 5, "keepalive_s", "an integer >= 5", self.keepalive_s)
+        _require(isinstance(self.connect_timeout_s, (int, float)) and self.connect_timeout_s > 0,
+                 "connect_timeout_s", "a positive number", self.connect_timeout_s)
+        _require(isinstance(self.publish_timeout_s, (int, float)) and self.publish_timeout_s > 0,
+                 "publish_timeout_s", "a positive number", self.publish_timeout_s)
+        _require(isinstance(self.ha_discovery, bool), "ha_discovery", "a bool", self.ha_discovery)
+        _require(is_valid_topic_prefix(self.discovery_prefix), "discovery_prefix", "a topic without wildcards",
+                 self.discovery_prefix)
+        _require(isinstance(self.node_id, str) and bool(_NODE_ID.match(self.node_id)), "node_id",
+                 "letters, digits, '_' and '-' only", self.node_id)
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topic_prefix}/status"
+
+    def event_topic(self, event_type: str) -> str:
+        return f"{self.topic_prefix}/{event_type}"
+
+    def state_topic(self, event_type: str) -> str:
+        return f"{self.topic_prefix}/{event_type}/state"
+
+    def discovery_topic(self, object_id: str) -> str:
+        return f"{self.discovery_prefix}/sensor/{self.node_id}/{object_id}/config"
+
+
+_URL_SCHEMES = {"mqtt": (False, MQTT_PORT), "tcp": (False, MQTT_PORT), "mqtts": (True, MQTTS_PORT),
+                "ssl": (True, MQTTS_PORT)}
+_URL_QUERY = {"qos": int, "client_id": str, "keepalive_s": int, "ca_certs": str, "certfile": str, "keyfile": str,
+              "node_id": str}
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
+    """``mqtt://[user[:password]@]host[:port][/topic/prefix][?qos=1&client_id=..&ca_certs=..]``.
+
+    ``mqtts://`` (or ``ssl://``) turns TLS on (default port 8883). User name and
+    password are percent-decoded. ``overrides`` are :class:`MqttOptions` fields
+    that win over the URL (e.g. ``ha_discovery=False``). Bad URLs are
+    ``ValueError`` (with the password masked).
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"mqtt url: expected a string, got {url!r}")
+    shown = _redact(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in _URL_SCHEMES:
+        raise ValueError(f"mqtt url {shown!r}: expected a scheme of {', '.join(_URL_SCHEMES)}, got {parts.scheme!r}")
+    tls, default_port = _URL_SCHEMES[parts.scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ValueError(f"mqtt url {shown!r}: bad port ({exc})") from exc
+    if not parts.hostname:
+        raise ValueError(f"mqtt url {shown!r}: expected a host name")
+    values: dict[str, Any] = {"host": parts.hostname, "port": port, "tls": tls}
+    if parts.username is not None:
+        values["username"] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = urllib.parse.unquote(parts.password)
+    prefix = parts.path.strip("/")
+    if prefix:
+        values["topic_prefix"] = urllib.parse.unquote(prefix)
+    for key, raw in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _URL_QUERY:
+            raise ValueError(f"mqtt url {shown!r}: unknown query parameter {key!r}; expected some of "
+                             f"{', '.join(_URL_QUERY)}")
+        try:
+            values[key] = _URL_QUERY[key](raw)
+        except ValueError as exc:
+            raise ValueError(f"mqtt url {shown!r}: {key}: expected {_URL_QUERY[key].__name__}, got {raw!r}") from exc
+    values.update(overrides)
+    try:
+        return MqttOptions(**values)
+    except TypeError as exc:  # an unknown override
+        raise ValueError(f"mqtt options: {exc}") from exc
+
+
+def _import_paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("MQTT output needs paho-mqtt >= 2: pip install 'edgesense[mqtt]'") from exc
+    return mqtt
+
+
+class MqttSink(_ClosableSink):
+    """Publishes events to an MQTT broker, with Home Assistant discovery and availability.
+
+    Connecting happens in the constructor: ``RuntimeError`` if the broker cannot
+    be reached or refuses the connection within ``connect_timeout_s``. Later
+    disconnections are retried by paho in the background; availability and
+    discovery are re-published on every (re)connection.
+    """
+
+    def __init__(self, options: MqttOptions) -> None:
+        super().__init__()
+        self.options = options
+        mqtt = _import_paho()
+        self._mqtt = mqtt
+        self._connected = threading.Event()
+        self._connack = threading.Event()
+        self._refused: str | None = None
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self.published = 0
+        self.failed = 0
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
+                             protocol=mqtt.MQTTv311)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.will_set(options.status_topic, STATUS_OFFLINE, qos=options.qos, retain=True)
+        if options.username is not None:
+            client.username_pw_set(options.username, options.password)
+        if options.tls:
+            client.tls_set(ca_certs=options.ca_certs, certfile=options.certfile, keyfile=options.keyfile)
+        self._client = client
+        where = f"{options.host}:{options.port}"
+        try:
+            client.connect(options.host, options.port, keepalive=options.keepalive_s)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
+        client.loop_start()
+        if not self._connack.wait(options.connect_timeout_s) or self._refused is not None:
+            reason = self._refused or f"no answer within {options.connect_timeout_s:g} s"
+            client.loop_stop()
+            client.disconnect()
+            raise RuntimeError(f"mqtt: broker {where} refused the connection: {reason}")
+        logger.info("mqtt: connected to %s, publishing under %s/", where, options.topic_prefix)
+
+    # paho's network thread ------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            client.disconnect()  # do not retry with bad credentials
+            self._connack.set()
+            return
+        self._connected.set()
+        self._connack.set()
+        opts = self.options
+        client.publish(opts.status_topic, STATUS_ONLINE, qos=opts.qos, retain=True)
+        if opts.ha_discovery:
+            for object_id, payload in self.discovery_payloads().items():
+                client.publish(opts.discovery_topic(object_id), json.dumps(payload), qos=opts.qos, retain=True)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+        if not self._closed:
+            logger.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
+                           reason_code)
+
+    # ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def discovery_payloads(self) -> dict[str, dict[str, Any]]:
+        """Home Assistant MQTT discovery configs, by object id."""
+        opts = self.options
+        device = {"identifiers": [opts.node_id], "name": opts.device_name, "manufacturer": "EdgeSense",
+                  "model": "EdgeSense audio+vision", "sw_version": __version__}
+        common = {"availability_topic": opts.status_topic, "payload_available": STATUS_ONLINE,
+                  "payload_not_available": STATUS_OFFLINE, "value_template": "{{ value_json.label }}",
+                  "device": device}
+        return {
+            "last_command": {"name": "Last command", "unique_id": f"{opts.node_id}_last_command",
+                             "state_topic": opts.state_topic("command"),
+                             "json_attributes_topic": opts.state_topic("command"),
+                             "icon": "mdi:microphone-message", **common},
+            "scene": {"name": "Scene", "unique_id": f"{opts.node_id}_scene",
+                      "state_topic": opts.state_topic("scene"), "json_attributes_topic": opts.state_topic("scene"),
+                      "icon": "mdi:image-filter-center-focus", **common},
+        }
+
+    def _publish(self, topic: str, payload: str, retain: bool) -> None:
+        info = self._client.publish(topic, payload, qos=self.options.qos, retain=retain)
+        if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
+            self.failed += 1
+            logger.warning("mqtt: publishing to %s failed: %s", topic, self._mqtt.error_string(info.rc))
+            return
+        with self._lock:
+            self._pending = [p for p in self._pending if not p.is_published()]
+            self._pending.append(info)
+
+    def emit(self, event: Event) -> None:
+        """Publish ``event`` to ``{prefix}/{type}`` and (retained) ``{prefix}/{type}/state``."""
+        self._check_open()
+        payload = event_to_json(event)
+        self._publish(self.options.event_topic(event.type), payload, retain=False)
+        self._publish(self.options.state_topic(event.type), payload, retain=True)
+        self.published += 1
+
+    def flush(self) -> None:
+        """Wait (up to ``publish_timeout_s`` each) until emitted messages reached the broker."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for info in pending:
+            try:
+                info.wait_for_publish(self.options.publish_timeout_s)
+            except (RuntimeError, ValueError) as exc:  # not connected / queue full
+                logger.warning("mqtt: message %s not delivered: %s", info.mid, exc)
+            if not info.is_published():
+                self.failed += 1
+                logger.warning("mqtt: message %s not acknowledged within %g s", info.mid,
+                               self.options.publish_timeout_s)
+
+    def close(self) -> None:
+        """Publish ``offline`` (retained), deliver what is pending, disconnect."""
+        if self._closed:
+            return
+        if self._connected.is_set():
+            self._publish(self.options.status_topic, STATUS_OFFLINE, retain=True)
+            self.flush()
+        self._closed = True
+        self._client.disconnect()
+        self._client.loop_stop()
