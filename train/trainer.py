@@ -134,8 +134,6 @@ def load_dataset(config: TrainConfig) -> Dataset:
         summary["image_validation"] = _counts(image_val.labels, scene_labels)
         summary["image_test"] = _counts(image_test.labels, scene_labels)
     summary["load_reports"] = reports
-    for what, text in reports.items():
-        log.info("%s: %s", what, text)
     return Dataset(command_labels, scene_labels, audio_train, audio_val, audio_test, image_train, image_val,
                    image_test, noise, summary)
 
