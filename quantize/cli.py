@@ -1,0 +1,64 @@
+"""``edgesense quantize RUN_DIR --out models/NAME.tflite [--mode] [--report [PATH]] ...``.
+
+Converts a training run to one ``.tflite`` (three signatures, embedded metadata) and
+optionally writes the float-vs-TFLite parity report. Problems a user can fix raise
+ValueError / RuntimeError / OSError with one clear message; ``edge.cli`` prints it and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from quantize.convert import MODES, QuantizeOptions, convert_run
+
+__all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
+
+#: Exit status with ``--fail-on-budget`` when a budget check fails.
+EXIT_BUDGET_FAILED = 1
+_REPORT_NEXT_TO_MODEL = ""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="training run folder (model.keras, run.json, calibration.npz, ...)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="output .tflite path, e.g. models/NAME.tflite")
+    parser.add_argument("--mode", choices=MODES, default="int8",
+                        help="int8: full-integer (device default); float16 / dynamic: float I/O variants")
+    parser.add_argument("--report", nargs="?", const=_REPORT_NEXT_TO_MODEL, default=None, metavar="PATH",
+                        help="write the float-vs-TFLite parity report (report.json + report.md) next to the model, "
+                             "or in folder PATH, or at PATH.json / PATH.md")
+    parser.add_argument("--calibration-samples", type=int, default=QuantizeOptions().calibration_samples, metavar="N",
+                        help="at most N audio clips and N images from calibration.npz (int8 only)")
+    parser.add_argument("--name", default=None, help="model name in the metadata (default: the run's name)")
+    parser.add_argument("--max-kb", type=int, default=None, metavar="KB", help="model size budget for --report (200)")
+    parser.add_argument("--fail-on-budget", action="store_true",
+                        help=f"exit with status {EXIT_BUDGET_FAILED} when a --report budget check fails")
+    parser.add_argument("--qat", action="store_true", help="quantization-aware training (not supported yet)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.qat:
+        raise ValueError("--qat: quantization-aware training is not supported yet; "
+                         "use post-training quantization (omit --qat)")
+    options = QuantizeOptions(mode=args.mode, calibration_samples=args.calibration_samples, name=args.name)
+    result = convert_run(args.run_dir, args.out, options)
+    parts = ", ".join(f"{key} {size} B" for key, size in result.part_bytes.items())
+    print(f"wrote {result.path} ({result.size_bytes} bytes, {result.mode}; weights: {parts})")
+    if args.report is None:
+        return 0
+
+    from quantize.report import BYTES_PER_KB, ReportOptions, budget_lines, build_report, report_paths, write_report
+
+    report_options = ReportOptions() if args.max_kb is None else ReportOptions(max_model_bytes=args.max_kb * BYTES_PER_KB)
+    json_path, md_path = report_paths(result.path, args.report or None)
+    report = build_report(args.run_dir, result.path, report_options)
+    write_report(report, json_path, md_path)
+    for head, stats in report["heads"].items():
+        print(f"{head}: float {stats['float_accuracy']:.4f}  tflite {stats['tflite_accuracy']:.4f}  "
+              f"agreement {stats['top1_agreement']:.4f}  mean |diff| {stats['mean_abs_diff']:.5f}")
+    for line in budget_lines(report):
+        print(line)
+    print(f"report: {json_path} and {md_path}")
+    if args.fail_on_budget and not report["budget"]["pass"]:
+        return EXIT_BUDGET_FAILED
+    return 0

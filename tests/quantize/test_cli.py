@@ -1,0 +1,97 @@
+"""`edgesense quantize`: the happy path and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.model import EdgeModel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _assert_one_line_error(stderr: str, *fragments: str) -> None:
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("edgesense: error:")]
+    assert len(errors) == 1, stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.slow
+def test_quantize_with_report_end_to_end(tiny_run_dir, tmp_path):
+    out = tmp_path / "models" / "tiny.tflite"
+    result = _cli("quantize", str(tiny_run_dir), "--out", str(out), "--report", "--calibration-samples", "32")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    model = EdgeModel.load(out)
+    assert model.metadata["quantization"]["calibration_samples"]["encode_audio"] == 32
+    assert f"wrote {out}" in result.stdout
+    for line in ("command accuracy drop", "scene accuracy drop", "model size"):
+        assert any(text.startswith(("PASS", "FAIL")) and line in text for text in result.stdout.splitlines())
+    report = json.loads((out.parent / "report.json").read_text())
+    assert report["model"] == str(out) and (out.parent / "report.md").is_file()
+
+
+def test_missing_model_subprocess(run_dir_copy, tmp_path):
+    (run_dir_copy / "model.keras").unlink()
+    result = _cli("quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"))
+    assert result.returncode == 2
+    _assert_one_line_error(result.stderr, "has no model.keras", str(run_dir_copy))
+
+
+def test_qat_is_not_supported_yet(tiny_run_dir, tmp_path, capsys):
+    assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "--qat", "not supported yet")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_empty_representative_set(run_dir_copy, tmp_path, capsys):
+    np.savez(run_dir_copy / "calibration.npz", audio_features=np.zeros((0, 49, 40), np.float32),
+             image=np.zeros((0, 96, 96, 3), np.uint8))
+    assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite")]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "calibration.npz", "representative set")
+
+
+def test_unwritable_output(tiny_run_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["quantize", str(tiny_run_dir), "--out", str(blocker / "sub" / "m.tflite")]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "cannot write the output model", str(blocker))
+
+
+def test_bad_calibration_count(tiny_run_dir, tmp_path, capsys):
+    assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"),
+                 "--calibration-samples", "0"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "calibration_samples")
+
+
+@pytest.mark.slow
+def test_unsupported_ops_message(run_dir_copy, tmp_path, capsys, tiny_builders):
+    import keras
+    import tensorflow as tf
+
+    from edge.features import AudioFrontendOptions, ImageFrontendOptions
+
+    @keras.saving.register_keras_serializable(package="edgesense_test_cli")
+    class Determinant(keras.layers.Layer):
+        def call(self, x):
+            det = tf.linalg.det(tf.reshape(x[:, :4, :4, :], (-1, 3, 4, 4)))
+            return x + tf.reshape(det, (-1, 1, 1, 3))
+
+    model = tiny_builders.build_tiny_model(AudioFrontendOptions(), ImageFrontendOptions(),
+                                           len(tiny_builders.scene_labels), image_extra_layer=Determinant())
+    model.save(run_dir_copy / "model.keras")
+    assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite")]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "image_encoder", "MatrixDeterminant")
