@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Benchmark the device loop on replayed media (not a unit test).
+
+Runs ``edge.pipeline.Pipeline`` on the sample video (640x480) and 16 kHz audio with
+``--fast`` and the interpreter on one thread, then prints:
+
+* the real-time factor (wall time / media time) and the compute load (processing
+  time / media time, i.e. without decoding the media);
+* per-stage latency p50/p95 (audio frontend per 20 ms chunk, audio encoder, image
+  preprocess, image encoder, fusion) and each stage's share of the compute time;
+* for each word in the ground truth (``samples/commands.json``): whether a command
+  event with that label fired, its *detection delay* (event stream time minus the end
+  of the spoken word: the audio the recogniser needed after the word) and its
+  *processing latency* (from the end of the last chunk of audio to the event).
+
+Usage::
+
+    .venv/bin/python scripts/bench_loop.py --model models/edgesense.tflite
+    .venv/bin/python scripts/bench_loop.py --model /tmp/tiny.tflite --repeat 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge.config import load_config  # noqa: E402
+from edge.pipeline import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, STAGES, VIDEO_READ, Pipeline  # noqa: E402
+from edge.types import CommandEvent  # noqa: E402
+
+#: A word counts as detected by an event with its label up to this long after the word ends.
+MATCH_WINDOW_MS = 1500.0
+PERCENTILES = (50, 95)
+
+
+def _pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def run_once(args: argparse.Namespace) -> tuple[list, object]:
+    config = load_config(args.config)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_threads=args.threads))
+    pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio, fast=True,
+                                    events=False, mqtt=False)
+    with pipeline:
+        events = list(pipeline.events())
+        return events, pipeline.stats
+
+
+def match_words(events: list, truth: dict) -> list[dict]:
+    commands = [e for e in events if isinstance(e, CommandEvent)]
+    rows = []
+    for word in truth["words"]:
+        hit = next((e for e in commands if e.label == word["word"]
+                    and word["start_ms"] <= e.t_ms <= word["end_ms"] + MATCH_WINDOW_MS), None)
+        rows.append({"word": word["word"], "end_ms": word["end_ms"], "detected": hit is not None,
+                     "event_t_ms": None if hit is None else hit.t_ms,
+                     "detection_delay_ms": None if hit is None else hit.t_ms - word["end_ms"],
+                     "processing_ms": None if hit is None else hit.latency_ms.get(AUDIO_END_TO_EVENT)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "edgesense.tflite"))
+    parser.add_argument("--config", default=str(ROOT / "firmware_configs" / "desktop.yaml"))
+    parser.add_argument("--video", default=str(ROOT / "samples" / "scene.mp4"))
+    parser.add_argument("--audio", default=str(ROOT / "samples" / "commands.wav"))
+    parser.add_argument("--truth", default=str(ROOT / "samples" / "commands.json"))
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the figures are from the fastest (default 3)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    truth = json.loads(Path(args.truth).read_text(encoding="utf-8"))
+
+    runs = [run_once(args) for _ in range(max(1, args.repeat))]
+    events, stats = min(runs, key=lambda run: run[1].wall_ms)
+    rtfs = sorted(run[1].real_time_factor for run in runs)
+
+    print(f"model {args.model} | {args.threads} interpreter thread(s) | media {Path(args.video).name} + "
+          f"{Path(args.audio).name} ({stats.stream_ms / 1000:.1f} s), --fast, best of {len(runs)}")
+    print(f"real-time factor (wall/media): {stats.real_time_factor:.4f}  ({1 / stats.real_time_factor:.0f}x faster "
+          f"than real time; runs: {', '.join(f'{r:.4f}' for r in rtfs)})")
+    print(f"compute load (processing/media): {stats.compute_load:.4f}; reading and decoding the media: "
+          f"{(stats.wall_ms - stats.compute_ms) / stats.wall_ms:.0%} of the wall time")
+    print(f"work: {stats.audio_chunks} audio chunks, {stats.audio_inferences} audio inferences, "
+          f"{stats.video_frames} frames -> {stats.image_inferences} encoded ({stats.frames_dropped} dropped), "
+          f"{stats.fusions} fusions; events: {stats.command_events} command, {stats.scene_events} scene")
+    print(f"{'stage':<22}{'count':>7}{'p50 ms':>10}{'p95 ms':>10}{'share of compute':>19}")
+    figures: dict = {"real_time_factor": stats.real_time_factor, "compute_load": stats.compute_load, "stages": {}}
+    for stage in (*STAGES, VIDEO_READ, AUDIO_END_TO_RESULT):
+        values = stats.stage_ms.get(stage, ())
+        share = sum(values) / stats.compute_ms if stage in STAGES and stats.compute_ms else math.nan
+        p50, p95 = _pct(values, 50), _pct(values, 95)
+        figures["stages"][stage] = {"count": len(values), "p50_ms": p50, "p95_ms": p95, "share": share}
+        shown = "" if math.isnan(share) else f"{share:.0%}"
+        print(f"{stage:<22}{len(values):>7}{p50:>10.3f}{p95:>10.3f}{shown:>19}")
+    staged = sum(sum(stats.stage_ms.get(stage, ())) for stage in STAGES)
+    print(f"{'other (loop, post-processing)':<39}{'':>10}{1 - staged / stats.compute_ms:>19.0%}")
+    per_second = {
+        "audio": stats.stage_ms and (sum(stats.stage_ms.get("audio_encoder", ())) / stats.stream_ms * 1000),
+        "image": stats.stage_ms and (sum(stats.stage_ms.get("image_encoder", ())) / stats.stream_ms * 1000),
+    }
+    audio_p50, image_p50 = figures["stages"]["audio_encoder"]["p50_ms"], figures["stages"]["image_encoder"]["p50_ms"]
+    print(f"ratios: image/audio encoder p50 {image_p50 / audio_p50:.2f}; encoder ms per second of media: audio "
+          f"{per_second['audio']:.1f}, image {per_second['image']:.1f}")
+
+    rows = match_words(events, truth)
+    figures["words"] = rows
+    detected = [r for r in rows if r["detected"]]
+    print(f"spoken commands detected: {len(detected)}/{len(rows)} (an event with the word's label within "
+          f"{MATCH_WINDOW_MS:.0f} ms of its end)")
+    for r in rows:
+        if r["detected"]:
+            print(f"  {r['word']:<6} ends {r['end_ms']:8.1f} ms -> event at {r['event_t_ms']:8.1f} ms: detection "
+                  f"delay {r['detection_delay_ms']:6.1f} ms, processing {r['processing_ms']:.2f} ms")
+        else:
+            print(f"  {r['word']:<6} ends {r['end_ms']:8.1f} ms -> not detected")
+    others = [e for e in events if isinstance(e, CommandEvent)
+              and not any(r["event_t_ms"] == e.t_ms for r in rows)]
+    if others:
+        print("  other command events: " + ", ".join(f"{e.label}@{e.t_ms:.0f}ms" for e in others))
+    if detected:
+        delays = [r["detection_delay_ms"] for r in detected]
+        print(f"end of word -> event: detection delay p50 {_pct(delays, 50):.0f} ms (max {max(delays):.0f}) + "
+              f"processing p50 {_pct([r['processing_ms'] for r in detected], 50):.2f} ms")
+    values = stats.stage_ms.get(AUDIO_END_TO_RESULT, ())
+    print(f"end of audio -> command result (every hop): p50 {_pct(values, 50):.2f} ms, p95 {_pct(values, 95):.2f} ms"
+          f" (in a replay this includes decoding the due video frame; a live camera decodes on its own thread)")
+    if args.json:
+        print(json.dumps(figures, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
