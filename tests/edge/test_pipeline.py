@@ -14,8 +14,6 @@ import json
 import math
 import threading
 import time
-import wave
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -38,79 +36,10 @@ from edge.sources import (
     WavReplayOptions,
     WavReplaySource,
 )
-from edge.types import DEFAULT_COMMAND_LABELS, CommandEvent, SceneEvent
+from edge.types import CommandEvent, SceneEvent
 
-RATE = 16000
-# The tiny model (tests/conftest.py) hears command k as a tone at 300 + 550 * (k - 1) Hz
-# over Gaussian noise of 0.02, and sees scenes as tinted backgrounds.
-TONE_BASE_HZ, TONE_STEP_HZ, NOISE_LEVEL = 300.0, 550.0, 0.02
-TONE_AMPLITUDE, TONE_S = 0.4, 0.6
-SCENE_BGR = {"indoor": (40, 60, 200), "outdoor": (60, 190, 60), "vehicle": (200, 90, 40)}
-REQUIRED_KEYS = {"type", "label", "score", "t_ms", "wall_time", "latency_ms"}
-#: "yes" is the tiny model's most confident word (about 0.75 averaged); others stay below 0.5.
-TEST_THRESHOLD = 0.5
-#: A recognised word fires within this much stream time after its end (averaging window).
-DETECTION_SLACK_MS = 1500.0
-
-
-# --------------------------------------------------------------------------- media
-
-
-def tone_samples(words: list[tuple[str, float]], duration_s: float, *, seed: int = 0,
-                 quiet_between: bool = False) -> np.ndarray:
-    """Float samples: tone "words" (label, start s) over the training noise floor.
-
-    ``quiet_between``: near-digital silence (-66 dBFS) except within 0.4 s of a word.
-    """
-    rng = np.random.default_rng(seed)
-    n = int(round(duration_s * RATE))
-    t = np.arange(n) / RATE
-    noise = rng.normal(0.0, NOISE_LEVEL, n)
-    if quiet_between:
-        mask = np.zeros(n)
-        for _, start in words:
-            a, b = int((start - 0.4) * RATE), int((start + TONE_S + 0.4) * RATE)
-            mask[max(0, a):min(n, b)] = 1.0
-        noise = noise * np.maximum(mask, 0.025)
-    x = noise
-    length = int(TONE_S * RATE)
-    for word, start in words:
-        k = DEFAULT_COMMAND_LABELS.index(word)
-        freq = TONE_BASE_HZ + TONE_STEP_HZ * (k - 1)
-        s = int(start * RATE)
-        x[s:s + length] += TONE_AMPLITUDE * np.hanning(length) * np.sin(2 * np.pi * freq * t[:length])
-    return np.clip(x, -1, 1)
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((samples * 32767).astype("<i2").tobytes())
-    return path
-
-
-def tone_wav(path: Path, words: list[tuple[str, float]], duration_s: float, **kwargs) -> Path:
-    return write_wav(path, tone_samples(words, duration_s, **kwargs))
-
-
-def scene_image(label: str, rng: np.random.Generator, size=(160, 120)) -> np.ndarray:
-    w, h = size
-    return np.clip(np.array(SCENE_BGR[label], float) + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
-
-
-def scene_video(path: Path, segments: list[tuple[str, float]], fps: float = 10.0, seed: int = 0,
-                fourcc: str = "MJPG") -> Path:
-    """A really encoded video: (label, seconds) segments of tinted frames."""
-    rng = np.random.default_rng(seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (160, 120))
-    assert writer.isOpened()
-    for label, seconds in segments:
-        for _ in range(int(round(seconds * fps))):
-            writer.write(scene_image(label, rng))
-    writer.release()
-    return path
+from media import (DETECTION_SLACK_MS, REQUIRED_KEYS, TEST_THRESHOLD, TONE_S,
+                   scene_image, scene_video, tone_samples, tone_wav, write_wav)
 
 
 def quick_smoother() -> SceneSmootherOptions:

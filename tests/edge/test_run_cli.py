@@ -18,20 +18,8 @@ import yaml
 from edge.cli import main
 
 
-def _pipeline_test_helpers():
-    """The media helpers of test_pipeline.py, loaded by path (test folders are not packages)."""
-    import importlib.util
+from media import REQUIRED_KEYS, TEST_THRESHOLD, scene_video, tone_wav  # noqa: E402
 
-    spec = importlib.util.spec_from_file_location("_edgesense_pipeline_helpers",
-                                                  Path(__file__).with_name("test_pipeline.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_helpers = _pipeline_test_helpers()
-REQUIRED_KEYS, TEST_THRESHOLD = _helpers.REQUIRED_KEYS, _helpers.TEST_THRESHOLD
-scene_video, tone_wav = _helpers.scene_video, _helpers.tone_wav
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_PREFIX = "edgesense run: events:"
 ERROR_PREFIX = "edgesense: error:"
