@@ -13,5 +13,9 @@ demo: setup
 test: setup
 	.venv/bin/python -m pytest -q
 
+# Device-loop speed on the bundled media (real-time factor, per-stage p50/p95, command latency).
+bench: setup
+	.venv/bin/python scripts/bench_loop.py --model models/edgesense.tflite
+
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache

@@ -11,7 +11,7 @@ except ``device.name``)::
     commands:  {threshold, suppression_ms, average_window_ms, minimum_count,
                 vad_enabled, vad_threshold_dbfs, vad_hangover_ms}
     scenes:    {smoothing: ema|window, window_ms, hysteresis_margin, min_hold_ms, heartbeat_ms | null}
-    outputs:   {events: "-" | path | null, mqtt: URL | null, topic_prefix, ha_discovery}
+    outputs:   {events: "-" | path | null, mqtt: URL | null, topic_prefix, ha_discovery, mqtt_spool_dir: path | null}
 
 **Relative ``model.path`` resolves against the folder of the YAML file** (not the
 working directory), so a config and its model can be moved together: the bundled
@@ -261,15 +261,17 @@ class OutputsConfig:
     mqtt: str | None = None
     topic_prefix: str = "edgesense"
     ha_discovery: bool = True
+    mqtt_spool_dir: str | None = None  #: on-disk spool for at-least-once MQTT delivery (edge.spool)
 
     def __post_init__(self) -> None:
+        _check(self, "mqtt_spool_dir", lambda v: v is None or _text(v), "null or a folder path")
         _check(self, "events", lambda v: v is None or _text(v), "'-' (stdout), a file path or null")
         _check(self, "topic_prefix", is_valid_topic_prefix, "an MQTT topic without wildcards or leading/trailing '/'")
         _check(self, "ha_discovery", _bool, "true or false")
         _check(self, "mqtt", lambda v: v is None or _text(v), "null or a URL like mqtt://user:pass@host:1883/prefix")
         if self.mqtt is not None:
             try:
-                mqtt_options_from_url(self.mqtt)
+                mqtt_options_from_url(self.mqtt, spool_dir=self.mqtt_spool_dir)
             except ValueError as exc:
                 raise ValueError(f"mqtt: {exc}") from None
 
@@ -283,7 +285,8 @@ class OutputsConfig:
         from_url = mqtt_options_from_url(self.mqtt)
         has_path = bool(urllib.parse.urlsplit(self.mqtt).path.strip("/"))
         return dataclasses.replace(from_url, topic_prefix=from_url.topic_prefix if has_path else self.topic_prefix,
-                                   ha_discovery=self.ha_discovery, node_id=device.node_id, device_name=device.name)
+                                   ha_discovery=self.ha_discovery, node_id=device.node_id, device_name=device.name,
+                                   spool_dir=self.mqtt_spool_dir)
 
 
 SECTIONS: dict[str, type] = {

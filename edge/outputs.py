@@ -13,6 +13,12 @@ MQTT layout (``prefix`` defaults to ``edgesense``)::
     {prefix}/{type}/state      the latest event of that type, retained
     homeassistant/sensor/{node_id}/last_command/config   Home Assistant discovery, retained
     homeassistant/sensor/{node_id}/scene/config
+
+At-least-once delivery: with ``MqttOptions.spool_dir`` every event is first
+stored in an on-disk spool (:mod:`edge.spool`) and removed only when the broker
+has acknowledged it (QoS 1 or 2); events the broker never acknowledged (broker
+down, EdgeSense killed) are published again, in order, after the reconnection or
+by the next process that opens the same folder.
 """
 
 from __future__ import annotations
@@ -264,6 +270,8 @@ class MqttOptions:
     discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
     node_id: str = "edgesense"
     device_name: str = "EdgeSense"
+    spool_dir: str | None = None  #: on-disk spool for at-least-once delivery (None: in memory only)
+    reconnect_max_delay_s: int = 30  #: paho retries 1 s, 2 s, 4 s, ... capped here (paho's default: 120)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.host, str) and bool(self.host.strip()), "host", "a host name", self.host)
@@ -293,6 +301,13 @@ class MqttOptions:
                  self.discovery_prefix)
         _require(isinstance(self.node_id, str) and bool(_NODE_ID.match(self.node_id)), "node_id",
                  "letters, digits, '_' and '-' only", self.node_id)
+        _require(self.spool_dir is None or (isinstance(self.spool_dir, str) and bool(self.spool_dir.strip())),
+                 "spool_dir", "None or a folder path", self.spool_dir)
+        _require(isinstance(self.reconnect_max_delay_s, int) and not isinstance(self.reconnect_max_delay_s, bool)
+                 and self.reconnect_max_delay_s >= 1, "reconnect_max_delay_s", "an integer >= 1",
+                 self.reconnect_max_delay_s)
+        _require(self.spool_dir is None or self.qos >= 1, "qos", "1 or 2 with spool_dir (acknowledged delivery)",
+                 self.qos)
 
     @property
     def status_topic(self) -> str:
@@ -381,12 +396,23 @@ class MqttSink(_ClosableSink):
     be reached or refuses the connection within ``connect_timeout_s``. Later
     disconnections are retried by paho in the background; availability and
     discovery are re-published on every (re)connection.
+
+    With ``options.spool_dir`` events go through an :class:`edge.spool.EventSpool`
+    (``spool_options``: its bounds and fsync policy) and a delivery thread
+    (:class:`edge.spool.SpoolDelivery`) publishes them, oldest first, removing each
+    when the broker acknowledges it. Should the spool fail to store an event (disk
+    full), that event is published directly (at most once) and counted in
+    ``spool_failures``.
     """
 
-    def __init__(self, options: MqttOptions) -> None:
+    def __init__(self, options: MqttOptions, *, spool_options: Any = None, delivery_options: Any = None) -> None:
         super().__init__()
         self.options = options
         mqtt = _import_paho()
+        self._spool: Any = None
+        self._delivery: Any = None
+        self._last_seq = 0
+        self.spool_failures = 0
         self._mqtt = mqtt
         self._connected = threading.Event()
         self._connack = threading.Event()
@@ -399,6 +425,15 @@ class MqttSink(_ClosableSink):
                              protocol=mqtt.MQTTv311)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(min_delay=1, max_delay=options.reconnect_max_delay_s)
+        if options.spool_dir is not None:
+            from edge.spool import DeliveryOptions, EventSpool, SpoolDelivery, SpoolOptions
+
+            delivery_options = delivery_options or DeliveryOptions()
+            self._spool = EventSpool(options.spool_dir, spool_options or SpoolOptions())
+            self._delivery = SpoolDelivery(self._spool, self._publish_spooled, delivery_options)
+            client.on_publish = self._on_publish
+            client.max_inflight_messages_set(2 * delivery_options.window_events + 8)  # + status and discovery
         client.will_set(options.status_topic, STATUS_OFFLINE, qos=options.qos, retain=True)
         if options.username is not None:
             client.username_pw_set(options.username, options.password)
@@ -409,12 +444,14 @@ class MqttSink(_ClosableSink):
         try:
             client.connect(options.host, options.port, keepalive=options.keepalive_s)
         except (OSError, ValueError) as exc:
+            self._close_spool()
             raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
         client.loop_start()
         if not self._connack.wait(options.connect_timeout_s) or self._refused is not None:
             reason = self._refused or f"no answer within {options.connect_timeout_s:g} s"
             client.loop_stop()
             client.disconnect()
+            self._close_spool()
             raise RuntimeError(f"mqtt: broker {where} refused the connection: {reason}")
         logger.info("mqtt: connected to %s, publishing under %s/", where, options.topic_prefix)
 
@@ -433,12 +470,50 @@ class MqttSink(_ClosableSink):
         if opts.ha_discovery:
             for object_id, payload in self.discovery_payloads().items():
                 client.publish(opts.discovery_topic(object_id), json.dumps(payload), qos=opts.qos, retain=True)
+        if self._delivery is not None:
+            self._delivery.connected()  # replays the spool, oldest first
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
+        if self._delivery is not None:
+            self._delivery.disconnected()
         if not self._closed:
             logger.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
                            reason_code)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        if self._delivery is not None:  # paho holds its message lock here: only note the id
+            self._delivery.acknowledged(mid)
+
+    # spool --------------------------------------------------------------------
+
+    def _publish_spooled(self, event: Any) -> list[int]:
+        """Queue a spooled event's two messages with paho (delivery thread); their message ids."""
+        mids = []
+        for topic, retain in ((self.options.event_topic(event.kind), False),
+                              (self.options.state_topic(event.kind), True)):
+            info = self._client.publish(topic, event.payload, qos=self.options.qos, retain=retain)
+            # NO_CONN: paho keeps the message and sends it after reconnecting.
+            if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
+                raise RuntimeError(f"mqtt: publishing to {topic} failed: {self._mqtt.error_string(info.rc)}")
+            mids.append(info.mid)
+        return mids
+
+    def _close_spool(self) -> None:
+        if self._delivery is not None:
+            self._delivery.stop()
+        if self._spool is not None:
+            self._spool.close()
+
+    @property
+    def spool(self) -> Any:
+        """The :class:`edge.spool.EventSpool` (None without ``spool_dir``)."""
+        return self._spool
+
+    @property
+    def delivery(self) -> Any:
+        """The :class:`edge.spool.SpoolDelivery` (None without ``spool_dir``)."""
+        return self._delivery
 
     # ----------------------------------------------------------------------------
 
@@ -478,12 +553,31 @@ class MqttSink(_ClosableSink):
         """Publish ``event`` to ``{prefix}/{type}`` and (retained) ``{prefix}/{type}/state``."""
         self._check_open()
         payload = event_to_json(event)
+        if self._spool is not None:
+            try:
+                self._last_seq = self._spool.append(event.type, payload)
+            except RuntimeError as exc:
+                self.spool_failures += 1
+                logger.warning("mqtt: %s; publishing this event without the spool", exc)
+            else:
+                self._delivery.wake()
+                self.published += 1
+                return
         self._publish(self.options.event_topic(event.type), payload, retain=False)
         self._publish(self.options.state_topic(event.type), payload, retain=True)
         self.published += 1
 
     def flush(self) -> None:
-        """Wait (up to ``publish_timeout_s`` each) until emitted messages reached the broker."""
+        """Wait (up to ``publish_timeout_s`` each) until emitted messages reached the broker.
+
+        With a spool: up to ``publish_timeout_s`` in all for every event emitted so far
+        to be acknowledged; what is not stays spooled (and is logged).
+        """
+        if self._spool is not None and not self._spool.closed:
+            target = self._last_seq
+            if target > 0 and not self._delivery.wait_delivered(target, self.options.publish_timeout_s):
+                logger.warning("mqtt: %d events not acknowledged yet; they stay in the spool %s",
+                               len(self._spool), self.options.spool_dir)
         with self._lock:
             pending, self._pending = self._pending, []
         for info in pending:
@@ -506,3 +600,4 @@ class MqttSink(_ClosableSink):
         self._closed = True
         self._client.disconnect()
         self._client.loop_stop()
+        self._close_spool()
