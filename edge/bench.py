@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -67,8 +68,27 @@ COMMAND_HOPS_PER_S = 10
 SCENE_FRAMES_PER_S = 5
 SPLITS = ("all", "testing")
 #: The split percentages of train/configs/shared_data.yaml (what --split testing reproduces).
-AUDIO_VALIDATION_PERCENT, AUDIO_TESTING_PERCENT = 10.0, 20.0
-IMAGE_VALIDATION_PERCENT, IMAGE_TESTING_PERCENT = 10.0, 15.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSpec:
+    """How training split the data: ``--split testing`` re-makes exactly its held-out part.
+    Read from the model's metadata (``data.split``, written by the trainer); these defaults
+    are train/configs/shared_data.yaml's, for models without it."""
+
+    speaker_salt: str = ""
+    validation_percent: float = 10.0
+    testing_percent: float = 20.0
+    image_validation_percent: float = 10.0
+    image_testing_percent: float = 15.0
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], salt: str | None) -> "SplitSpec":
+        """The model's recorded split; ``salt`` (the --salt option), when given, overrides its salt."""
+        recorded = dict((metadata.get("data") or {}).get("split") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in recorded.items() if k in known})
+        return dataclasses.replace(spec, speaker_salt=salt) if salt else spec
 QUICK_PER_CLASS = 12
 QUICK_STREAM_S, FULL_STREAM_S = 120.0, 1800.0
 QUICK_TUNE_STREAM_S, FULL_TUNE_STREAM_S = 60.0, 900.0
@@ -236,19 +256,21 @@ def _cap(items: Sequence[Any], cap: int | None, seed: int) -> list[Any]:
 # --------------------------------------------------------------------------- data selection
 
 
-def select_command_items(options: BenchOptions, words: Sequence[str] | None = None
-                         ) -> tuple[Any, list[Any], list[Any], str]:
+def select_command_items(options: BenchOptions, words: Sequence[str] | None = None,
+                         split: SplitSpec | None = None) -> tuple[Any, list[Any], list[Any], str]:
     """(index, evaluation items, tuning items for the streaming threshold, how they were chosen).
-    ``words``: the model's command words (default: the 10 standard ones)."""
+    ``words``: the model's command words (default: the 10 standard ones); ``split``: how
+    training split the data (default: the standard percentages with ``options.salt``)."""
+    split = split or SplitSpec(speaker_salt=options.salt)
     data = _desktop("train.data")
     index = (data.load_speech_commands(options.speech_commands) if words is None
              else data.load_speech_commands(options.speech_commands, words=tuple(words)))
     if options.split == "testing":
-        splits = index.split(validation_percent=AUDIO_VALIDATION_PERCENT, testing_percent=AUDIO_TESTING_PERCENT,
-                             salt=options.salt)
+        splits = index.split(validation_percent=split.validation_percent, testing_percent=split.testing_percent,
+                             salt=split.speaker_salt)
         how = ("testing split (list files)" if index.has_list_files else
-               f"testing split: speakers hashed with salt {options.salt!r}, validation "
-               f"{AUDIO_VALIDATION_PERCENT:g} %, testing {AUDIO_TESTING_PERCENT:g} %")
+               f"testing split: speakers hashed with salt {split.speaker_salt!r}, validation "
+               f"{split.validation_percent:g} %, testing {split.testing_percent:g} %")
         return index, splits["testing"], splits["validation"], how
     if index.has_list_files and any(v == "testing" for v in index.assigned.values()):
         items = [it for it in index.items if index.assigned.get(it.path.resolve()) == "testing"]
@@ -263,14 +285,15 @@ def select_command_items(options: BenchOptions, words: Sequence[str] | None = No
     return index, items, tune, how
 
 
-def select_scene_items(options: BenchOptions) -> tuple[Any, list[Any], str]:
+def select_scene_items(options: BenchOptions, split: SplitSpec | None = None) -> tuple[Any, list[Any], str]:
+    split = split or SplitSpec(speaker_salt=options.salt)
     data = _desktop("train.data")
     index = data.load_image_folder(options.scenes)
     if options.split == "testing":
-        items = data.split_image_items(index.items, validation_percent=IMAGE_VALIDATION_PERCENT,
-                                       testing_percent=IMAGE_TESTING_PERCENT)["testing"]
-        return index, items, (f"testing split: file-name hash, validation {IMAGE_VALIDATION_PERCENT:g} %, "
-                              f"testing {IMAGE_TESTING_PERCENT:g} %")
+        items = data.split_image_items(index.items, validation_percent=split.image_validation_percent,
+                                       testing_percent=split.image_testing_percent)["testing"]
+        return index, items, (f"testing split: file-name hash, validation {split.image_validation_percent:g} %, "
+                              f"testing {split.image_testing_percent:g} %")
     return index, list(index.items), "every photo of the folder"
 
 
@@ -648,6 +671,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                      "per_class_cap": options.per_class_cap, "interpreter": "LiteRT (edge.interpreter)"},
         "figures": {},
     }
+    split = SplitSpec.from_metadata(meta, options.salt or None)
+    report["settings"]["split_spec"] = dataclasses.asdict(split)
     timer = _Timer(STAGES)
     noise_paths = list(options.noise)
     clips = clip_labels = tune_clips = tune_labels = None
@@ -655,7 +680,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.speech_commands is not None:
         data = _desktop("train.data")
         words = [w for w in model.command_labels if w not in (SILENCE_LABEL, UNKNOWN_LABEL)]
-        index, items, tune_items, how = select_command_items(options, words)
+        index, items, tune_items, how = select_command_items(options, words, split)
         noise_paths += list(index.noise_paths)
         items = _cap(items, options.per_class_cap, options.seed)
         _require(len(items) > 0, "speech_commands", "clips to evaluate", 0)
@@ -686,7 +711,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
     frames = frame_labels = None
     if options.scenes is not None:
-        index, items, how = select_scene_items(options)
+        index, items, how = select_scene_items(options, split)
         items = _cap(items, options.per_class_cap, options.seed)
         _require(len(items) > 0, "scenes", "photos to evaluate", 0)
         scene, scene_ambient, frames, frame_labels = evaluate_scenes(model, items, index.classes, timer, noise,

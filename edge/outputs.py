@@ -555,11 +555,12 @@ class MqttSink(_ClosableSink):
         payload = event_to_json(event)
         if self._spool is not None:
             try:
-                self._last_seq = self._spool.append(event.type, payload)
+                seq = self._spool.append(event.type, payload)
             except RuntimeError as exc:
                 self.spool_failures += 1
                 logger.warning("mqtt: %s; publishing this event without the spool", exc)
             else:
+                self._last_seq = max(self._last_seq, seq)  # -1: too large for the spool, dropped and counted
                 self._delivery.wake()
                 self.published += 1
                 return

@@ -88,7 +88,13 @@ def load_dataset(config: TrainConfig) -> Dataset:
     reports: dict[str, str] = {}
     summary: dict = {"speech_commands": [str(p) for p in cfg.speech_commands],
                      "synthetic_speech": [str(p) for p in cfg.synthetic_speech],
-                     "scenes": str(cfg.scenes) if cfg.scenes else None}
+                     "scenes": str(cfg.scenes) if cfg.scenes else None,
+                     # How the held-out splits were made, so a benchmark can re-make them exactly.
+                     "split": {"speaker_salt": cfg.speaker_split_salt,
+                               "validation_percent": cfg.validation_percent,
+                               "testing_percent": cfg.testing_percent,
+                               "image_validation_percent": cfg.image_validation_percent,
+                               "image_testing_percent": cfg.image_testing_percent}}
 
     train_items, val_items, test_items, noise_paths = [], [], [], list(_noise_files(cfg.noise))
     for root in cfg.speech_commands:

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Soak test: a simulated day of stream through the whole device loop, watching memory.
+
+The bundled sample media (``samples/scene.mp4`` + ``samples/commands.wav``, 14 s)
+are replayed in a loop, as fast as possible, through :class:`edge.pipeline.Pipeline`
+(frontends, the int8 model, post-processing) into real sinks (JSON Lines to a file
+and a callback), for ``--hours`` of *stream* time (default 24). Every
+``--sample-minutes`` of stream time the resident set size is read from
+``/proc/self/status`` (``VmRSS``; psutil is not needed). After ``--warmup-minutes``
+the growth from the first post-warm-up sample to the end is reported (target
+< 5 %), with the least-squares slope in KiB per simulated hour, and the real-time
+factor (wall time / stream time).
+
+Not a unit test: run it by hand, e.g. ``.venv/bin/python scripts/soak.py --hours 2``.
+Exit status 0 when growth is under ``--max-growth-percent``, 1 otherwise.
+
+Model: ``--model PATH``, else ``models/edgesense.tflite``, else the tests' tiny
+synthetic model, built once in a separate process (so TensorFlow never enters
+this one) under ``--work-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.model import EdgeModel  # noqa: E402
+from edge.outputs import CallbackSink, JsonLinesSink  # noqa: E402
+from edge.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from edge.config import load_config  # noqa: E402
+from edge.sources import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource  # noqa: E402
+
+logger = logging.getLogger("soak")
+
+MS_PER_MIN = 60_000.0
+KIB_PER_MIB = 1024.0
+DEFAULT_CONFIG = REPO / "firmware_configs" / "rpi4.yaml"
+BUNDLED_MODEL = REPO / "models" / "edgesense.tflite"
+
+_BUILD_TINY = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import write_tiny_run
+from quantize.convert import QuantizeOptions, convert_run
+work = Path({work!r})
+run = write_tiny_run(work / "tiny_run")
+convert_run(run, work / "tiny_int8.tflite", QuantizeOptions(mode="int8", calibration_samples=64))
+"""
+
+
+def rss_kib() -> int:
+    """Resident set size of this process in KiB (``VmRSS`` in /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status (not Linux?)")
+
+
+def resolve_model(args: argparse.Namespace) -> Path:
+    if args.model is not None:
+        return args.model
+    if BUNDLED_MODEL.is_file():
+        return BUNDLED_MODEL
+    tiny = args.work_dir / "tiny_int8.tflite"
+    if not tiny.is_file():
+        logger.info("no models/edgesense.tflite: building the tests' tiny model in %s (a separate process)",
+                    args.work_dir)
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        code = _BUILD_TINY.format(tests=str(REPO / "tests"), work=str(args.work_dir))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=REPO)
+    return tiny
+
+
+@dataclass
+class Sample:
+    stream_min: float
+    wall_s: float
+    rss_kib: int
+    events: int
+
+
+def slope_kib_per_hour(samples: list[Sample]) -> float:
+    if len(samples) < 2:
+        return 0.0
+    xs = [s.stream_min / 60.0 for s in samples]
+    ys = [float(s.rss_kib) for s in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hours", type=float, default=24.0, help="simulated hours of stream (default 24)")
+    parser.add_argument("--sample-minutes", type=float, default=10.0, help="RSS every N simulated minutes")
+    parser.add_argument("--warmup-minutes", type=float, default=40.0,
+                        help="simulated minutes before the baseline (the loop's latency statistics, 10 000 values "
+                        "per stage, fill up in the first ~35 min)")
+    parser.add_argument("--max-growth-percent", type=float, default=5.0)
+    parser.add_argument("--model", type=Path, help="a .tflite (default: models/edgesense.tflite or the tiny model)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="device YAML for scheduling options")
+    parser.add_argument("--video", type=Path, default=REPO / "samples" / "scene.mp4")
+    parser.add_argument("--audio", type=Path, default=REPO / "samples" / "commands.wav")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/edgesense-soak"))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name, value in (("--hours", args.hours), ("--sample-minutes", args.sample_minutes)):
+        if not value > 0:
+            parser.error(f"{name}: expected a positive number, got {value}")
+    if args.warmup_minutes >= args.hours * 60:
+        parser.error("--warmup-minutes: expected less than --hours")
+
+    model_path = resolve_model(args)
+    config = load_config(args.config)
+    model = EdgeModel.load(model_path, options=config.model.interpreter_options())
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    events_path = args.work_dir / "soak-events.jsonl"
+    events_path.unlink(missing_ok=True)
+    counted = {"command": 0, "scene": 0}
+    audio = WavReplaySource(args.audio, WavReplayOptions(sample_rate_hz=model.audio_frontend.sample_rate_hz,
+                                                         chunk_ms=float(config.audio.chunk_ms), loop=True))
+    video = VideoReplaySource(args.video, VideoReplayOptions(loop=True))
+    samples: list[Sample] = []
+    next_sample_ms = [0.0]
+    start = time.monotonic()
+
+    def on_frame(frame, state) -> None:
+        if state.t_ms >= next_sample_ms[0]:
+            samples.append(Sample(state.t_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
+                                  counted["command"] + counted["scene"]))
+            s = samples[-1]
+            logger.info("stream %7.1f min  wall %7.1f s  RSS %7.1f MiB  events %d", s.stream_min, s.wall_s,
+                        s.rss_kib / KIB_PER_MIB, s.events)
+            next_sample_ms[0] += args.sample_minutes * MS_PER_MIN
+
+    def count(event) -> None:
+        counted[event.type] += 1
+
+    sinks = [JsonLinesSink(events_path), CallbackSink(count)]
+    with Pipeline(model, PipelineOptions.from_config(config), audio=audio, video=video, sinks=sinks,
+                  on_frame=on_frame) as pipeline:
+        stats = pipeline.run(duration_s=args.hours * 3600.0)
+    samples.append(Sample(stats.stream_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
+                          counted["command"] + counted["scene"]))
+
+    after = [s for s in samples if s.stream_min >= args.warmup_minutes]
+    baseline, final = after[0], after[-1]
+    growth = 100.0 * (final.rss_kib - baseline.rss_kib) / baseline.rss_kib
+    peak = max(s.rss_kib for s in after)
+    result = {
+        "model": str(model_path),
+        "stream_hours": stats.stream_ms / 3_600_000.0,
+        "wall_s": stats.wall_ms / 1000.0,
+        "real_time_factor": stats.real_time_factor,
+        "compute_load": stats.compute_load,
+        "rss_start_mib": samples[0].rss_kib / KIB_PER_MIB,
+        "rss_baseline_mib": baseline.rss_kib / KIB_PER_MIB,
+        "rss_final_mib": final.rss_kib / KIB_PER_MIB,
+        "rss_peak_after_warmup_mib": peak / KIB_PER_MIB,
+        "growth_percent": growth,
+        "slope_kib_per_hour": slope_kib_per_hour(after),
+        "samples": len(samples),
+        "events": counted,
+        "events_file_bytes": events_path.stat().st_size,
+        "audio_chunks": stats.audio_chunks,
+        "audio_inferences": stats.audio_inferences,
+        "image_inferences": stats.image_inferences,
+        "p95_ms": {stage: round(stats.percentile(stage, 95), 3) for stage in stats.stage_ms},
+    }
+    print(json.dumps(result, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps({**result, "rss_samples": [s.__dict__ for s in samples]}, indent=2))
+    ok = growth < args.max_growth_percent
+    print(f"soak: {result['stream_hours']:.2f} h of stream in {result['wall_s']:.0f} s (RTF "
+          f"{result['real_time_factor']:.4f}); RSS {result['rss_baseline_mib']:.1f} -> {result['rss_final_mib']:.1f}"
+          f" MiB after warm-up ({growth:+.2f} %, target < {args.max_growth_percent:g} %): "
+          f"{'PASS' if ok else 'FAIL'}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
