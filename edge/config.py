@@ -46,7 +46,7 @@ from edge.postprocess import (
     EnergyGateOptions,
     SceneSmootherOptions,
 )
-from edge.sources import CameraOptions, MicrophoneOptions
+from edge.sources import CAMERA_REOPEN_MAX_MS, BackoffOptions, CameraOptions, MicrophoneOptions
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -153,9 +153,11 @@ class CameraConfig:
     width_px: int = 640
     height_px: int = 480
     fps: float = 15.0
+    reopen_max_ms: float = CAMERA_REOPEN_MAX_MS
 
     def __post_init__(self) -> None:
         _check(self, "enabled", _bool, "true or false")
+        _check(self, "reopen_max_ms", _positive, "a positive number (longest wait between reopen attempts)")
         _check(self, "source", lambda v: (_int(v) and v >= 0) or _text(v),
                "a device index >= 0, a device path or a GStreamer pipeline")
         _check(self, "width_px", lambda v: _int(v) and 0 < v <= MAX_FRAME_PX, f"an integer in [1, {MAX_FRAME_PX}]")
@@ -163,8 +165,10 @@ class CameraConfig:
         _check(self, "fps", _positive, "a positive number")
 
     def camera_options(self) -> CameraOptions:
+        backoff = BackoffOptions(initial_ms=min(BackoffOptions().initial_ms, float(self.reopen_max_ms)),
+                                 max_ms=float(self.reopen_max_ms))
         return CameraOptions(source=self.source, width_px=self.width_px, height_px=self.height_px,
-                             fps=float(self.fps))
+                             fps=float(self.fps), backoff=backoff)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -440,6 +440,9 @@ def _opencv_has_gstreamer() -> bool:
     return False
 
 
+CAMERA_REOPEN_MAX_MS = 1000.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class CameraOptions:
     """A live camera through ``cv2.VideoCapture``.
@@ -456,7 +459,9 @@ class CameraOptions:
     height_px: int = 480
     fps: float = 15.0
     reopen_after_failures: int = 5
-    backoff: BackoffOptions = field(default_factory=BackoffOptions)
+    #: Reopen attempts back off to at most once a second, so frames return within about
+    #: a second of the camera's return even after a long outage (an attempt is cheap).
+    backoff: BackoffOptions = field(default_factory=lambda: BackoffOptions(max_ms=CAMERA_REOPEN_MAX_MS))
 
     def __post_init__(self) -> None:
         _require((_is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),

@@ -167,9 +167,6 @@ def test_camera_outage_audio_goes_on_and_scenes_resume(tiny_model_path, tmp_path
     assert after[0] - up_ms <= SCENE_RESUME_MS, f"scene events resumed {after[0] - up_ms:.0f} ms after the camera"
 
 
-@pytest.mark.xfail(strict=True, reason="camera reopen backoff is capped at BackoffOptions.max_ms = 10 s and "
-                   "CameraConfig cannot change it: after a long outage the camera may be reopened up to 10 s after "
-                   "it is back (docs/RELIABILITY.md)")
 def test_camera_long_outage_reopened_within_2s_of_return():
     """Fake clock, no pipeline: CameraSource read every 100 ms as LatestFrameReader does, 30 s unplugged."""
     now = {"ms": 0.0}
