@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge.schema import require
 
 __all__ = [
     "ResampleOptions",
@@ -80,14 +81,11 @@ class ResampleOptions:
     rolloff: float = 0.945
 
     def __post_init__(self) -> None:
-        _require(self.zero_crossings >= 2, "zero_crossings", ">= 2", self.zero_crossings)
-        _require(self.kaiser_beta >= 0, "kaiser_beta", ">= 0", self.kaiser_beta)
-        _require(0 < self.rolloff <= 1, "rolloff", "in (0, 1]", self.rolloff)
+        require(self.zero_crossings >= 2, "zero_crossings", ">= 2", self.zero_crossings)
+        require(self.kaiser_beta >= 0, "kaiser_beta", ">= 0", self.kaiser_beta)
+        require(0 < self.rolloff <= 1, "rolloff", "in (0, 1]", self.rolloff)
 
 
-def _require(ok: bool, field: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{field}: expected {expected}, got {got!r}")
 
 
 # --------------------------------------------------------------------------- reading
@@ -219,7 +217,7 @@ def read_wav_native(path: str | Path) -> tuple[np.ndarray, int]:
 
 def read_wav(path: str | Path, *, sample_rate_hz: int = 16000) -> np.ndarray:
     """A WAV file as float32 mono samples in [-1, 1], resampled to ``sample_rate_hz``."""
-    _require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
+    require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
              "a positive integer", sample_rate_hz)
     samples, rate = read_wav_native(path)
     if rate != sample_rate_hz:
@@ -232,7 +230,7 @@ def read_wav(path: str | Path, *, sample_rate_hz: int = 16000) -> np.ndarray:
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Path:
     """Write float samples in [-1, 1] (or int16) as 16-bit PCM; (n,) mono or (n, channels)."""
-    _require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
+    require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
              "a positive integer", sample_rate_hz)
     x = np.asarray(samples)
     if x.ndim == 1:
@@ -283,7 +281,7 @@ def resample(x: np.ndarray, from_hz: int, to_hz: int, *, options: ResampleOption
     Nyquist frequency is filtered out. Returns float32.
     """
     for name, value in (("from_hz", from_hz), ("to_hz", to_hz)):
-        _require(isinstance(value, (int, np.integer)) and value > 0, name, "a positive integer", value)
+        require(isinstance(value, (int, np.integer)) and value > 0, name, "a positive integer", value)
     x = np.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"x: expected a 1-D array, got shape {x.shape}")

@@ -58,6 +58,7 @@ from edge.quant import QuantParams, dequantize, quantize
 from edge.streaming_eval import (PosteriorCache, StreamOptions, SweepOptions, build_stream, evaluate_stream,
                                  plot_sweep, recommend, stream_posteriors, sweep, update_firmware_config)
 from edge.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edge.schema import require
 
 __all__ = ["BenchOptions", "STAGES", "COMMAND_HOPS_PER_S", "SCENE_FRAMES_PER_S", "run_bench", "add_arguments", "run"]
 
@@ -98,9 +99,6 @@ _MS_PER_S = 1000.0
 _PERCENTILES = (50, 95, 99)
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,20 +126,20 @@ class BenchOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1,
+        require(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1,
                  "threads", "an integer >= 1", self.threads)
-        _require(self.split in SPLITS, "split", f"one of {', '.join(SPLITS)}", self.split)
-        _require(self.speech_commands is not None or self.scenes is not None or self.av is not None
+        require(self.split in SPLITS, "split", f"one of {', '.join(SPLITS)}", self.split)
+        require(self.speech_commands is not None or self.scenes is not None or self.av is not None
                  or self.fusion_study, "speech_commands", "at least one of speech_commands, scenes, av", None)
-        _require(self.max_per_class is None or (isinstance(self.max_per_class, int) and self.max_per_class >= 1),
+        require(self.max_per_class is None or (isinstance(self.max_per_class, int) and self.max_per_class >= 1),
                  "max_per_class", "None or an integer >= 1", self.max_per_class)
-        _require(self.stream_s is None or (isinstance(self.stream_s, (int, float)) and self.stream_s >= 20),
+        require(self.stream_s is None or (isinstance(self.stream_s, (int, float)) and self.stream_s >= 20),
                  "stream_s", "None or a number >= 20", self.stream_s)
-        _require(self.write_config is None or self.speech_commands is not None, "write_config",
+        require(self.write_config is None or self.speech_commands is not None, "write_config",
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
         for name in ("speech_commands", "scenes", "av"):
             path = getattr(self, name)
-            _require(path is None or Path(path).is_dir(), name, "an existing folder", str(path))
+            require(path is None or Path(path).is_dir(), name, "an existing folder", str(path))
 
     @property
     def per_class_cap(self) -> int | None:
@@ -324,7 +322,7 @@ def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[st
     """(microphone absent, with ambient audio, the preprocessed frames and their labels for the references)."""
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
     missing = sorted(set(classes) - set(lookup))
-    _require(not missing, "scenes", f"class folders named like the model's scene labels {list(model.scene_labels)}",
+    require(not missing, "scenes", f"class folders named like the model's scene labels {list(model.scene_labels)}",
              missing)
     rng = np.random.default_rng(seed)
     true, pred, pred_ambient, frames, frame_labels = [], [], [], [], []
@@ -380,10 +378,10 @@ class ReferenceRunner:
             raise ValueError(f"{path}: no sidecar {sidecar.name} next to it")
         self.info = json.loads(sidecar.read_text())
         for key in ("name", "task", "labels", "input"):
-            _require(key in self.info, f"{sidecar}: {key}", "present", None)
+            require(key in self.info, f"{sidecar}: {key}", "present", None)
         self.interpreter = make_interpreter(self.path, options)
         keys = list(self.interpreter.get_signature_list())
-        _require(len(keys) == 1, f"{path}: signatures", "exactly one", keys)
+        require(len(keys) == 1, f"{path}: signatures", "exactly one", keys)
         self.runner = self.interpreter.get_signature_runner(keys[0])
         inputs, outputs = self.runner.get_input_details(), self.runner.get_output_details()
         self.input_name = next(iter(inputs))
@@ -683,12 +681,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         index, items, tune_items, how = select_command_items(options, words, split)
         noise_paths += list(index.noise_paths)
         items = _cap(items, options.per_class_cap, options.seed)
-        _require(len(items) > 0, "speech_commands", "clips to evaluate", 0)
+        require(len(items) > 0, "speech_commands", "clips to evaluate", 0)
         clips, load_report = data.load_clips(items, model.audio_frontend, what="benchmark clips")
         clip_labels = [items[i].label for i in load_report.kept]
         lookup = {label: i for i, label in enumerate(model.command_labels)}
         unknown = sorted(set(clip_labels) - set(lookup))
-        _require(not unknown, "speech_commands", f"labels among the model's {list(model.command_labels)}", unknown)
+        require(not unknown, "speech_commands", f"labels among the model's {list(model.command_labels)}", unknown)
         report["command"] = evaluate_commands(model, clips, np.array([lookup[x] for x in clip_labels]), timer)
         report["command"]["selection"] = how
         report["command"]["speakers"] = len({items[i].speaker for i in load_report.kept})
@@ -713,7 +711,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.scenes is not None:
         index, items, how = select_scene_items(options, split)
         items = _cap(items, options.per_class_cap, options.seed)
-        _require(len(items) > 0, "scenes", "photos to evaluate", 0)
+        require(len(items) > 0, "scenes", "photos to evaluate", 0)
         scene, scene_ambient, frames, frame_labels = evaluate_scenes(model, items, index.classes, timer, noise,
                                                                      options.seed)
         report["scene"] = {**scene, "selection": how}

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import cv2
 import numpy as np
+from edge.schema import require
 
 __all__ = [
     "OverlayOptions",
@@ -63,9 +64,6 @@ LEVEL_AMBER_FRACTION = 0.7
 LEVEL_RED_FRACTION = 0.9
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _positive(value: Any) -> bool:
@@ -91,16 +89,16 @@ class OverlayOptions:
     banner_height_px: int = 44
 
     def __post_init__(self) -> None:
-        _require(_positive(self.command_flash_ms), "command_flash_ms", "a positive number", self.command_flash_ms)
-        _require(_positive(self.blink_period_ms), "blink_period_ms", "a positive number", self.blink_period_ms)
-        _require(isinstance(self.level_floor_dbfs, (int, float)) and self.level_floor_dbfs < 0, "level_floor_dbfs",
+        require(_positive(self.command_flash_ms), "command_flash_ms", "a positive number", self.command_flash_ms)
+        require(_positive(self.blink_period_ms), "blink_period_ms", "a positive number", self.blink_period_ms)
+        require(isinstance(self.level_floor_dbfs, (int, float)) and self.level_floor_dbfs < 0, "level_floor_dbfs",
                  "a negative number", self.level_floor_dbfs)
         for name in ("meter_width_px", "margin_px", "line_height_px", "banner_height_px"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, name, "a positive integer", value)
-        _require(isinstance(self.panel_alpha, (int, float)) and 0 <= self.panel_alpha <= 1, "panel_alpha",
+            require(isinstance(value, int) and value > 0, name, "a positive integer", value)
+        require(isinstance(self.panel_alpha, (int, float)) and 0 <= self.panel_alpha <= 1, "panel_alpha",
                  "a number in [0, 1]", self.panel_alpha)
-        _require(_positive(self.font_scale), "font_scale", "a positive number", self.font_scale)
+        require(_positive(self.font_scale), "font_scale", "a positive number", self.font_scale)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,7 +235,7 @@ class VideoFileWriter:
 
     def __init__(self, path: str | os.PathLike[str], *, fps: float,
                  options: OverlayOptions = OverlayOptions()) -> None:
-        _require(_positive(fps), "fps", "a positive number", fps)
+        require(_positive(fps), "fps", "a positive number", fps)
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise ValueError(f"{self.path}: the folder for the output video does not exist")

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import cv2
 import numpy as np
+from edge.schema import require
 
 __all__ = [
     "AudioFrontendOptions",
@@ -47,17 +48,17 @@ class AudioFrontendOptions:
     log_floor: float = 1e-6
 
     def __post_init__(self) -> None:
-        _require(self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer", self.sample_rate_hz)
-        _require(self.window_ms > 0, "window_ms", "> 0", self.window_ms)
-        _require(0 < self.hop_ms <= self.window_ms, "hop_ms", f"in (0, window_ms={self.window_ms}]", self.hop_ms)
-        _require(self.num_mel_bins >= 1, "num_mel_bins", ">= 1", self.num_mel_bins)
+        require(self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer", self.sample_rate_hz)
+        require(self.window_ms > 0, "window_ms", "> 0", self.window_ms)
+        require(0 < self.hop_ms <= self.window_ms, "hop_ms", f"in (0, window_ms={self.window_ms}]", self.hop_ms)
+        require(self.num_mel_bins >= 1, "num_mel_bins", ">= 1", self.num_mel_bins)
         nyquist = self.sample_rate_hz / 2
-        _require(0 <= self.lower_edge_hz < self.upper_edge_hz, "lower_edge_hz",
+        require(0 <= self.lower_edge_hz < self.upper_edge_hz, "lower_edge_hz",
                  f"in [0, upper_edge_hz={self.upper_edge_hz})", self.lower_edge_hz)
-        _require(self.upper_edge_hz <= nyquist, "upper_edge_hz", f"<= Nyquist ({nyquist:g} Hz)", self.upper_edge_hz)
-        _require(self.clip_duration_ms >= self.window_ms, "clip_duration_ms",
+        require(self.upper_edge_hz <= nyquist, "upper_edge_hz", f"<= Nyquist ({nyquist:g} Hz)", self.upper_edge_hz)
+        require(self.clip_duration_ms >= self.window_ms, "clip_duration_ms",
                  f">= window_ms={self.window_ms}", self.clip_duration_ms)
-        _require(self.log_floor > 0, "log_floor", "> 0", self.log_floor)
+        require(self.log_floor > 0, "log_floor", "> 0", self.log_floor)
 
     @property
     def window_samples(self) -> int:
@@ -100,8 +101,8 @@ class ImageFrontendOptions:
     height_px: int = 96
 
     def __post_init__(self) -> None:
-        _require(8 <= self.width_px <= 1024, "width_px", "in [8, 1024]", self.width_px)
-        _require(8 <= self.height_px <= 1024, "height_px", "in [8, 1024]", self.height_px)
+        require(8 <= self.width_px <= 1024, "width_px", "in [8, 1024]", self.width_px)
+        require(8 <= self.height_px <= 1024, "height_px", "in [8, 1024]", self.height_px)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -115,9 +116,6 @@ class ImageFrontendOptions:
         return _from_dict(cls, values, "image_frontend")
 
 
-def _require(ok: bool, field: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{field}: expected {expected}, got {got!r}")
 
 
 def _from_dict(cls, values: Mapping[str, Any], where: str):

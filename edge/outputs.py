@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, TextIO, runtime_checkable
 
 from edge import __version__
+from edge.schema import require
 
 __all__ = [
     "Event",
@@ -237,9 +238,6 @@ class FanOutSink(_ClosableSink):
 # --------------------------------------------------------------------------- MQTT
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def is_valid_topic_prefix(prefix: Any) -> bool:
@@ -274,39 +272,39 @@ class MqttOptions:
     reconnect_max_delay_s: int = 30  #: paho retries 1 s, 2 s, 4 s, ... capped here (paho's default: 120)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.host, str) and bool(self.host.strip()), "host", "a host name", self.host)
-        _require(isinstance(self.port, int) and not isinstance(self.port, bool) and 0 < self.port < 65536, "port",
+        require(isinstance(self.host, str) and bool(self.host.strip()), "host", "a host name", self.host)
+        require(isinstance(self.port, int) and not isinstance(self.port, bool) and 0 < self.port < 65536, "port",
                  "an integer in [1, 65535]", self.port)
-        _require(is_valid_topic_prefix(self.topic_prefix), "topic_prefix",
+        require(is_valid_topic_prefix(self.topic_prefix), "topic_prefix",
                  "a topic without wildcards or leading/trailing '/'", self.topic_prefix)
-        _require(self.qos in (0, 1, 2) and not isinstance(self.qos, bool), "qos", "0, 1 or 2", self.qos)
-        _require(isinstance(self.client_id, str), "client_id", "a string", self.client_id)
-        _require(self.password is None or self.username is not None, "username",
+        require(self.qos in (0, 1, 2) and not isinstance(self.qos, bool), "qos", "0, 1 or 2", self.qos)
+        require(isinstance(self.client_id, str), "client_id", "a string", self.client_id)
+        require(self.password is None or self.username is not None, "username",
                  "a user name when a password is given", self.username)
-        _require(isinstance(self.tls, bool), "tls", "a bool", self.tls)
+        require(isinstance(self.tls, bool), "tls", "a bool", self.tls)
         for name in ("ca_certs", "certfile", "keyfile"):
             value = getattr(self, name)
-            _require(value is None or (self.tls and os.path.isfile(value)), name,
+            require(value is None or (self.tls and os.path.isfile(value)), name,
                      "None, or an existing file with tls=True", value)
-        _require(self.keyfile is None or self.certfile is not None, "certfile", "a file when keyfile is given",
+        require(self.keyfile is None or self.certfile is not None, "certfile", "a file when keyfile is given",
                  self.certfile)
-        _require(isinstance(self.keepalive_s, int) and not isinstance(self.keepalive_s, bool)
+        require(isinstance(self.keepalive_s, int) and not isinstance(self.keepalive_s, bool)
                  and self.keepalive_s >= 5, "keepalive_s", "an integer >= 5", self.keepalive_s)
-        _require(isinstance(self.connect_timeout_s, (int, float)) and self.connect_timeout_s > 0,
+        require(isinstance(self.connect_timeout_s, (int, float)) and self.connect_timeout_s > 0,
                  "connect_timeout_s", "a positive number", self.connect_timeout_s)
-        _require(isinstance(self.publish_timeout_s, (int, float)) and self.publish_timeout_s > 0,
+        require(isinstance(self.publish_timeout_s, (int, float)) and self.publish_timeout_s > 0,
                  "publish_timeout_s", "a positive number", self.publish_timeout_s)
-        _require(isinstance(self.ha_discovery, bool), "ha_discovery", "a bool", self.ha_discovery)
-        _require(is_valid_topic_prefix(self.discovery_prefix), "discovery_prefix", "a topic without wildcards",
+        require(isinstance(self.ha_discovery, bool), "ha_discovery", "a bool", self.ha_discovery)
+        require(is_valid_topic_prefix(self.discovery_prefix), "discovery_prefix", "a topic without wildcards",
                  self.discovery_prefix)
-        _require(isinstance(self.node_id, str) and bool(_NODE_ID.match(self.node_id)), "node_id",
+        require(isinstance(self.node_id, str) and bool(_NODE_ID.match(self.node_id)), "node_id",
                  "letters, digits, '_' and '-' only", self.node_id)
-        _require(self.spool_dir is None or (isinstance(self.spool_dir, str) and bool(self.spool_dir.strip())),
+        require(self.spool_dir is None or (isinstance(self.spool_dir, str) and bool(self.spool_dir.strip())),
                  "spool_dir", "None or a folder path", self.spool_dir)
-        _require(isinstance(self.reconnect_max_delay_s, int) and not isinstance(self.reconnect_max_delay_s, bool)
+        require(isinstance(self.reconnect_max_delay_s, int) and not isinstance(self.reconnect_max_delay_s, bool)
                  and self.reconnect_max_delay_s >= 1, "reconnect_max_delay_s", "an integer >= 1",
                  self.reconnect_max_delay_s)
-        _require(self.spool_dir is None or self.qos >= 1, "qos", "1 or 2 with spool_dir (acknowledged delivery)",
+        require(self.spool_dir is None or self.qos >= 1, "qos", "1 or 2 with spool_dir (acknowledged delivery)",
                  self.qos)
 
     @property

@@ -91,6 +91,7 @@ from edge.sources import (
     monotonic_ms,
 )
 from edge.types import CommandEvent, SceneEvent
+from edge.schema import require
 
 __all__ = [
     "STAGES",
@@ -120,9 +121,6 @@ EMBEDDING_AGE_PERIODS = 2
 PERCENTILES = (50, 95)
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _positive(value: Any) -> bool:
@@ -160,20 +158,20 @@ class PipelineOptions:
     idle_wait_ms: float = 200.0
 
     def __post_init__(self) -> None:
-        _require(_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
-        _require(_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
-        _require(self.embedding_max_age_ms is None or _positive(self.embedding_max_age_ms), "embedding_max_age_ms",
+        require(_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
+        require(_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
+        require(self.embedding_max_age_ms is None or _positive(self.embedding_max_age_ms), "embedding_max_age_ms",
                  "None or a positive number", self.embedding_max_age_ms)
-        _require(isinstance(self.recognizer, CommandRecognizerOptions), "recognizer", "CommandRecognizerOptions",
+        require(isinstance(self.recognizer, CommandRecognizerOptions), "recognizer", "CommandRecognizerOptions",
                  self.recognizer)
-        _require(isinstance(self.smoother, SceneSmootherOptions), "smoother", "SceneSmootherOptions", self.smoother)
-        _require(self.energy_gate is None or isinstance(self.energy_gate, EnergyGateOptions), "energy_gate",
+        require(isinstance(self.smoother, SceneSmootherOptions), "smoother", "SceneSmootherOptions", self.smoother)
+        require(self.energy_gate is None or isinstance(self.energy_gate, EnergyGateOptions), "energy_gate",
                  "None or EnergyGateOptions", self.energy_gate)
-        _require(isinstance(self.reader, LatestFrameReaderOptions), "reader", "LatestFrameReaderOptions",
+        require(isinstance(self.reader, LatestFrameReaderOptions), "reader", "LatestFrameReaderOptions",
                  self.reader)
-        _require(isinstance(self.stats_window, int) and not isinstance(self.stats_window, bool)
+        require(isinstance(self.stats_window, int) and not isinstance(self.stats_window, bool)
                  and self.stats_window >= 1, "stats_window", "an integer >= 1", self.stats_window)
-        _require(_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
+        require(_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
 
     @property
     def scene_period_ms(self) -> float:
@@ -318,7 +316,7 @@ class Pipeline:
                  wall_time: Callable[[], float] = time.time) -> None:
         if audio is None and video is None:
             raise ValueError("audio, video: expected at least one source, got neither")
-        _require(isinstance(options, PipelineOptions), "options", "PipelineOptions", options)
+        require(isinstance(options, PipelineOptions), "options", "PipelineOptions", options)
         self.model = model
         self.options = options
         self.audio = audio
@@ -545,7 +543,7 @@ class Pipeline:
     def events(self, *, duration_s: float | None = None) -> Iterator[Event]:
         """Yield events as they happen until the media ends, :meth:`stop` or ``duration_s`` of media."""
         if duration_s is not None:
-            _require(_positive(duration_s), "duration_s", "None or a positive number", duration_s)
+            require(_positive(duration_s), "duration_s", "None or a positive number", duration_s)
         if self._closed:
             raise RuntimeError("pipeline: events() after close()")
         if self._running:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edge.types import DEFAULT_COMMAND_LABELS, SILENCE_LABEL, UNKNOWN_LABEL, CommandEvent, SceneEvent
+from edge.schema import require
 
 __all__ = [
     "CommandRecognizerOptions",
@@ -47,9 +48,6 @@ MINIMUM_WINDOW_FRACTION = 0.25
 SMOOTHING_METHODS = ("ema", "window")
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -58,9 +56,9 @@ def _is_number(value: Any) -> bool:
 
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
     labels = tuple(labels)
-    _require(len(labels) >= 1 and all(isinstance(x, str) and x for x in labels), "labels",
+    require(len(labels) >= 1 and all(isinstance(x, str) and x for x in labels), "labels",
              "a non-empty sequence of non-empty strings", labels)
-    _require(len(set(labels)) == len(labels), "labels", "unique labels", labels)
+    require(len(set(labels)) == len(labels), "labels", "unique labels", labels)
     return labels
 
 
@@ -95,15 +93,15 @@ class CommandRecognizerOptions:
     ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
+        require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
                  "a positive number", self.average_window_ms)
-        _require(_is_number(self.detection_threshold) and 0 <= self.detection_threshold < 1, "detection_threshold",
+        require(_is_number(self.detection_threshold) and 0 <= self.detection_threshold < 1, "detection_threshold",
                  "a number in [0, 1)", self.detection_threshold)
-        _require(_is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
+        require(_is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
                  "a number >= 0", self.suppression_ms)
-        _require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
+        require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
                  and self.minimum_count >= 1, "minimum_count", "an integer >= 1", self.minimum_count)
-        _require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),
+        require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),
                  "ignored_labels", "a tuple of labels", self.ignored_labels)
 
 
@@ -195,11 +193,11 @@ class EnergyGateOptions:
     floor_dbfs: float = -120.0
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
+        require(_is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
                  self.floor_dbfs)
-        _require(_is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",
+        require(_is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",
                  f"a number in ({self.floor_dbfs:g}, 0]", self.threshold_dbfs)
-        _require(_is_number(self.hangover_ms) and self.hangover_ms >= 0, "hangover_ms", "a number >= 0",
+        require(_is_number(self.hangover_ms) and self.hangover_ms >= 0, "hangover_ms", "a number >= 0",
                  self.hangover_ms)
 
 
@@ -246,13 +244,13 @@ class SceneSmootherOptions:
     heartbeat_ms: float | None = 10000.0
 
     def __post_init__(self) -> None:
-        _require(self.method in SMOOTHING_METHODS, "method", f"one of {', '.join(SMOOTHING_METHODS)}", self.method)
-        _require(_is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
-        _require(_is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
+        require(self.method in SMOOTHING_METHODS, "method", f"one of {', '.join(SMOOTHING_METHODS)}", self.method)
+        require(_is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
+        require(_is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
                  "a number in [0, 1)", self.hysteresis_margin)
-        _require(_is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",
+        require(_is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",
                  self.min_hold_ms)
-        _require(self.heartbeat_ms is None or (_is_number(self.heartbeat_ms) and self.heartbeat_ms > 0),
+        require(self.heartbeat_ms is None or (_is_number(self.heartbeat_ms) and self.heartbeat_ms > 0),
                  "heartbeat_ms", "None or a positive number", self.heartbeat_ms)
 
 

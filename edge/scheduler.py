@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge.sources import SourceReadError, VideoFrame
+from edge.schema import require
 
 __all__ = [
     "PeriodicSchedule",
@@ -39,9 +40,6 @@ logger = logging.getLogger(__name__)
 MS_PER_S = 1000.0
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _positive(value: Any) -> bool:
@@ -62,7 +60,7 @@ class PeriodicSchedule:
     TOLERANCE_MS = 1e-6
 
     def __init__(self, period_ms: float) -> None:
-        _require(_positive(period_ms), "period_ms", "a positive number", period_ms)
+        require(_positive(period_ms), "period_ms", "a positive number", period_ms)
         self.period_ms = float(period_ms)
         self._next_ms: float | None = None
 
@@ -92,8 +90,8 @@ class FeatureWindow:
     """The newest ``frames`` rows of log-mel features, in time order (a preallocated ring)."""
 
     def __init__(self, frames: int, bins: int) -> None:
-        _require(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
-        _require(isinstance(bins, int) and bins >= 1, "bins", "an integer >= 1", bins)
+        require(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
+        require(isinstance(bins, int) and bins >= 1, "bins", "an integer >= 1", bins)
         self._buffer = np.zeros((2 * frames, bins), dtype=np.float32)  # doubled: contiguous reads
         self._frames = frames
         self._count = 0
@@ -200,8 +198,8 @@ class LatestFrameReaderOptions:
     join_timeout_ms: float = 2000.0
 
     def __post_init__(self) -> None:
-        _require(_positive(self.retry_ms), "retry_ms", "a positive number", self.retry_ms)
-        _require(_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
+        require(_positive(self.retry_ms), "retry_ms", "a positive number", self.retry_ms)
+        require(_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
 
 
 class LatestFrameReader:

@@ -31,7 +31,13 @@ _Yaml12BoolLoader.yaml_implicit_resolvers = {
 _Yaml12BoolLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
-__all__ = ["from_mapping", "load_yaml_mapping", "to_mapping"]
+__all__ = ["from_mapping", "load_yaml_mapping", "require", "to_mapping"]
+
+
+def require(ok: bool, field: str, expected: str, got: Any) -> None:
+    """The validation every options dataclass uses: ValueError ``field: expected X, got Y``."""
+    if not ok:
+        raise ValueError(f"{field}: expected {expected}, got {got!r}")
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:

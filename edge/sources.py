@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from edge.ringbuffer import AudioRingBuffer, RingBufferOptions
+from edge.schema import require
 
 __all__ = [
     "AudioChunk",
@@ -202,9 +203,6 @@ class _SourceBase:
             yield item
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -227,11 +225,11 @@ class BackoffOptions:
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.initial_ms) and self.initial_ms > 0, "initial_ms", "a positive number",
+        require(_is_number(self.initial_ms) and self.initial_ms > 0, "initial_ms", "a positive number",
                  self.initial_ms)
-        _require(_is_number(self.max_ms) and self.max_ms >= self.initial_ms, "max_ms",
+        require(_is_number(self.max_ms) and self.max_ms >= self.initial_ms, "max_ms",
                  f"a number >= initial_ms={self.initial_ms}", self.max_ms)
-        _require(_is_number(self.multiplier) and self.multiplier >= 1, "multiplier", "a number >= 1",
+        require(_is_number(self.multiplier) and self.multiplier >= 1, "multiplier", "a number >= 1",
                  self.multiplier)
 
 
@@ -278,14 +276,14 @@ class MicrophoneOptions:
     read_timeout_ms: float = 1000.0
 
     def __post_init__(self) -> None:
-        _require(self.device is None or isinstance(self.device, str) or (_is_int(self.device) and self.device >= 0),
+        require(self.device is None or isinstance(self.device, str) or (_is_int(self.device) and self.device >= 0),
                  "device", "None, a device index >= 0 or a device name", self.device)
-        _require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
+        require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
                  self.sample_rate_hz)
-        _require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
-        _require(_is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
+        require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
+        require(_is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
                  f"a number >= 2 * chunk_ms = {2 * self.chunk_ms:g}", self.buffer_ms)
-        _require(_is_number(self.read_timeout_ms) and self.read_timeout_ms > 0, "read_timeout_ms",
+        require(_is_number(self.read_timeout_ms) and self.read_timeout_ms > 0, "read_timeout_ms",
                  "a positive number", self.read_timeout_ms)
 
 
@@ -464,14 +462,14 @@ class CameraOptions:
     backoff: BackoffOptions = field(default_factory=lambda: BackoffOptions(max_ms=CAMERA_REOPEN_MAX_MS))
 
     def __post_init__(self) -> None:
-        _require((_is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
+        require((_is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
                  "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
-        _require(_is_int(self.width_px) and self.width_px > 0, "width_px", "a positive integer", self.width_px)
-        _require(_is_int(self.height_px) and self.height_px > 0, "height_px", "a positive integer", self.height_px)
-        _require(_is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
-        _require(_is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
+        require(_is_int(self.width_px) and self.width_px > 0, "width_px", "a positive integer", self.width_px)
+        require(_is_int(self.height_px) and self.height_px > 0, "height_px", "a positive integer", self.height_px)
+        require(_is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
+        require(_is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
                  "an integer >= 1", self.reopen_after_failures)
-        _require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)
+        require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)
 
 
 class CameraSource(_SourceBase):
@@ -615,11 +613,11 @@ class WavReplayOptions:
     loop: bool = False
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
+        require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
                  self.sample_rate_hz)
-        _require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
-        _require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
-        _require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
+        require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
+        require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
+        require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
 
 
 def _read_wav(path: Path, sample_rate_hz: int) -> np.ndarray:
@@ -687,9 +685,9 @@ class VideoReplayOptions:
     fps: float | None = None
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
-        _require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
-        _require(self.fps is None or (_is_number(self.fps) and self.fps > 0), "fps", "None or a positive number",
+        require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
+        require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
+        require(self.fps is None or (_is_number(self.fps) and self.fps > 0), "fps", "None or a positive number",
                  self.fps)
 
 

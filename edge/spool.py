@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from edge.schema import require
 
 __all__ = ["SYNC_MODES", "SpoolOptions", "SpooledEvent", "EventSpool", "DeliveryOptions", "SpoolDelivery"]
 
@@ -63,9 +64,6 @@ _SCHEMA = (
 )
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _is_int(value: Any) -> bool:
@@ -81,9 +79,9 @@ class SpoolOptions:
     sync: str = "full"
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.max_events) and self.max_events >= 1, "max_events", "an integer >= 1", self.max_events)
-        _require(_is_int(self.max_bytes) and self.max_bytes >= 1, "max_bytes", "an integer >= 1", self.max_bytes)
-        _require(self.sync in SYNC_MODES, "sync", f"one of {', '.join(SYNC_MODES)}", self.sync)
+        require(_is_int(self.max_events) and self.max_events >= 1, "max_events", "an integer >= 1", self.max_events)
+        require(_is_int(self.max_bytes) and self.max_bytes >= 1, "max_bytes", "an integer >= 1", self.max_bytes)
+        require(self.sync in SYNC_MODES, "sync", f"one of {', '.join(SYNC_MODES)}", self.sync)
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ class EventSpool:
     """
 
     def __init__(self, directory: str | os.PathLike[str], options: SpoolOptions = SpoolOptions()) -> None:
-        _require(isinstance(options, SpoolOptions), "options", "SpoolOptions", options)
+        require(isinstance(options, SpoolOptions), "options", "SpoolOptions", options)
         self.options = options
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
@@ -201,7 +199,7 @@ class EventSpool:
 
     def read(self, *, after_seq: int = 0, limit: int | None = None) -> list[SpooledEvent]:
         """Stored events with ``seq > after_seq``, oldest first (at most ``limit``)."""
-        _require(limit is None or (_is_int(limit) and limit >= 0), "limit", "None or an integer >= 0", limit)
+        require(limit is None or (_is_int(limit) and limit >= 0), "limit", "None or an integer >= 0", limit)
         with self._lock:
             self._check_open()
             rows = self._db.execute("SELECT seq, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -222,8 +220,8 @@ class EventSpool:
 
         ``RuntimeError`` when SQLite cannot write (disk full, I/O error).
         """
-        _require(isinstance(kind, str) and bool(kind), "kind", "a non-empty string", kind)
-        _require(isinstance(payload, str), "payload", "a string", payload)
+        require(isinstance(kind, str) and bool(kind), "kind", "a non-empty string", kind)
+        require(isinstance(payload, str), "payload", "a string", payload)
         size = len(payload.encode("utf-8"))
         with self._lock:
             self._check_open()
@@ -355,11 +353,11 @@ class DeliveryOptions:
     idle_wait_s: float = 0.5
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.window_events) and self.window_events >= 1, "window_events", "an integer >= 1",
+        require(_is_int(self.window_events) and self.window_events >= 1, "window_events", "an integer >= 1",
                  self.window_events)
         for name in ("resend_after_s", "idle_wait_s"):
             value = getattr(self, name)
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, name,
+            require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, name,
                      "a positive number", value)
 
 
@@ -381,9 +379,9 @@ class SpoolDelivery:
     """
 
     def __init__(self, spool: EventSpool, publish: PublishFn, options: DeliveryOptions = DeliveryOptions()) -> None:
-        _require(isinstance(spool, EventSpool), "spool", "an EventSpool", spool)
-        _require(callable(publish), "publish", "a callable", publish)
-        _require(isinstance(options, DeliveryOptions), "options", "DeliveryOptions", options)
+        require(isinstance(spool, EventSpool), "spool", "an EventSpool", spool)
+        require(callable(publish), "publish", "a callable", publish)
+        require(isinstance(options, DeliveryOptions), "options", "DeliveryOptions", options)
         self.spool = spool
         self.options = options
         self._publish = publish

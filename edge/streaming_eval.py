@@ -34,6 +34,7 @@ import numpy as np
 from edge.features import AudioFrontendOptions, StreamingAudioFrontend
 from edge.postprocess import CommandRecognizer, CommandRecognizerOptions
 from edge.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edge.schema import require
 
 __all__ = [
     "PlacedWord",
@@ -64,9 +65,6 @@ _SPEECH_SPAN_DB = 25.0
 _EPS = 1e-12
 
 
-def _require(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -76,7 +74,7 @@ def _is_number(value: Any) -> bool:
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
     ok = (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)
           and lo <= value[0] <= value[1] <= hi)
-    _require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
+    require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 # --------------------------------------------------------------------------- the stream
@@ -102,17 +100,17 @@ class StreamOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
+        require(_is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
                  self.duration_s)
-        _require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+        require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
         _check_range("gap_s", self.gap_s, 0.0, 600.0)
-        _require(_is_number(self.unknown_fraction) and 0 <= self.unknown_fraction < 1, "unknown_fraction",
+        require(_is_number(self.unknown_fraction) and 0 <= self.unknown_fraction < 1, "unknown_fraction",
                  "a number in [0, 1)", self.unknown_fraction)
         _check_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)
         _check_range("noise_level_dbfs", self.noise_level_dbfs, -120.0, 0.0)
-        _require(_is_number(self.lead_in_s) and self.lead_in_s >= 0, "lead_in_s", "a number >= 0", self.lead_in_s)
-        _require(isinstance(self.seed, int), "seed", "an integer", self.seed)
+        require(_is_number(self.lead_in_s) and self.lead_in_s >= 0, "lead_in_s", "a number >= 0", self.lead_in_s)
+        require(isinstance(self.seed, int), "seed", "an integer", self.seed)
 
 
 @dataclass(frozen=True)
@@ -206,13 +204,13 @@ def build_stream(clips: np.ndarray, labels: Sequence[str], options: StreamOption
     clips are not placed (the background is the silence).
     """
     clips = np.asarray(clips)
-    _require(clips.ndim == 2 and clips.shape[0] == len(labels), "clips",
+    require(clips.ndim == 2 and clips.shape[0] == len(labels), "clips",
              f"an array (N, samples) with N = len(labels) = {len(labels)}", clips.shape)
     rng = np.random.default_rng(options.seed)
     sr = options.sample_rate_hz
     command_idx = [i for i, lab in enumerate(labels) if lab not in (SILENCE_LABEL, UNKNOWN_LABEL)]
     unknown_idx = [i for i, lab in enumerate(labels) if lab == UNKNOWN_LABEL]
-    _require(len(command_idx) > 0, "labels", "at least one command-word clip", sorted(set(labels)))
+    require(len(command_idx) > 0, "labels", "at least one command-word clip", sorted(set(labels)))
     total = int(round(options.duration_s * sr))
     background = _background(total, noise, rng, segment=10 * sr)
     envelope_db = np.repeat(rng.uniform(*options.noise_level_dbfs, size=total // sr + 1), sr)[:total]
@@ -271,9 +269,9 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = 100.0,
     frames exists, run ``encode_audio`` on the latest ``frames_per_clip`` frames and
     ``fuse(audio, None)`` (camera absent)."""
     frontend = frontend or model.audio_frontend
-    _require(_is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
+    require(_is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
     hop = int(round(frontend.sample_rate_hz * hop_ms / _MS_PER_S))
-    _require(hop >= 1, "hop_ms", "at least one sample", hop_ms)
+    require(hop >= 1, "hop_ms", "at least one sample", hop_ms)
     streaming = StreamingAudioFrontend(frontend)
     frames_needed, bins = frontend.feature_shape
     window = np.zeros((0, bins), np.float32)
@@ -395,10 +393,10 @@ def evaluate_stream(times_ms: np.ndarray, posteriors: np.ndarray, labels: Sequen
     """Replay ``posteriors`` through :class:`CommandRecognizer` and score its events."""
     times_ms = np.asarray(times_ms, dtype=np.float64)
     posteriors = np.asarray(posteriors, dtype=np.float64)
-    _require(posteriors.ndim == 2 and posteriors.shape == (times_ms.size, len(labels)), "posteriors",
+    require(posteriors.ndim == 2 and posteriors.shape == (times_ms.size, len(labels)), "posteriors",
              f"shape ({times_ms.size}, {len(labels)})", posteriors.shape)
-    _require(_is_number(duration_ms) and duration_ms > 0, "duration_ms", "a positive number", duration_ms)
-    _require(_is_number(match_tolerance_ms) and match_tolerance_ms >= 0, "match_tolerance_ms", "a number >= 0",
+    require(_is_number(duration_ms) and duration_ms > 0, "duration_ms", "a positive number", duration_ms)
+    require(_is_number(match_tolerance_ms) and match_tolerance_ms >= 0, "match_tolerance_ms", "a number >= 0",
              match_tolerance_ms)
     recognizer = CommandRecognizer(labels, options, wall_time=lambda: 0.0)
     events = [(e.label, e.t_ms) for t, p in zip(times_ms, posteriors)
@@ -458,17 +456,17 @@ class SweepOptions:
     match_tolerance_ms: float = 1000.0
 
     def __post_init__(self) -> None:
-        _require(len(self.thresholds) >= 1 and all(_is_number(t) and 0 <= t < 1 for t in self.thresholds),
+        require(len(self.thresholds) >= 1 and all(_is_number(t) and 0 <= t < 1 for t in self.thresholds),
                  "thresholds", "a non-empty tuple of numbers in [0, 1)", self.thresholds)
-        _require(len(self.suppressions_ms) >= 1 and all(_is_number(s) and s >= 0 for s in self.suppressions_ms),
+        require(len(self.suppressions_ms) >= 1 and all(_is_number(s) and s >= 0 for s in self.suppressions_ms),
                  "suppressions_ms", "a non-empty tuple of numbers >= 0", self.suppressions_ms)
-        _require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
+        require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
                  "a positive number", self.average_window_ms)
-        _require(isinstance(self.minimum_count, int) and self.minimum_count >= 1, "minimum_count",
+        require(isinstance(self.minimum_count, int) and self.minimum_count >= 1, "minimum_count",
                  "an integer >= 1", self.minimum_count)
-        _require(_is_number(self.max_false_accepts_per_hour) and self.max_false_accepts_per_hour >= 0,
+        require(_is_number(self.max_false_accepts_per_hour) and self.max_false_accepts_per_hour >= 0,
                  "max_false_accepts_per_hour", "a number >= 0", self.max_false_accepts_per_hour)
-        _require(_is_number(self.match_tolerance_ms) and self.match_tolerance_ms >= 0, "match_tolerance_ms",
+        require(_is_number(self.match_tolerance_ms) and self.match_tolerance_ms >= 0, "match_tolerance_ms",
                  "a number >= 0", self.match_tolerance_ms)
 
     def recognizer_options(self, threshold: float, suppression_ms: float) -> CommandRecognizerOptions:
@@ -494,7 +492,7 @@ def sweep(posteriors: StreamPosteriors, words: Sequence[PlacedWord], duration_ms
 def recommend(points: Sequence[StreamingMetrics], max_false_accepts_per_hour: float) -> StreamingMetrics:
     """The highest hit rate within the false-accept budget (ties: fewer false accepts, then the
     higher threshold); when no point is within budget, the one with the fewest false accepts."""
-    _require(len(points) > 0, "points", "at least one sweep point", len(points))
+    require(len(points) > 0, "points", "at least one sweep point", len(points))
     within = [p for p in points if p.false_accepts_per_hour <= max_false_accepts_per_hour]
     if within:
         return max(within, key=lambda p: (p.hit_rate, -p.false_accepts, p.threshold, p.suppression_ms))

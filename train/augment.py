@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+from edge.schema import require
 
 __all__ = [
     "AudioAugmentOptions",
@@ -36,19 +37,16 @@ _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.60
 _UINT8_MAX = 255.0
 
 
-def _require(ok: bool, field: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{field}: expected {expected}, got {got!r}")
 
 
 def _check_range(name: str, value: Any, lo: float = -np.inf, hi: float = np.inf) -> None:
     ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
           and lo <= value[0] <= value[1] <= hi)
-    _require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
+    require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 def _check_probability(name: str, value: Any) -> None:
-    _require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
+    require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,17 +73,17 @@ class AudioAugmentOptions:
     mask_value: float | None = None
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+        require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
         for name in ("noise_probability", "shift_probability", "gain_probability"):
             _check_probability(name, getattr(self, name))
         _check_range("snr_db_range", self.snr_db_range)
         _check_range("gain_db_range", self.gain_db_range)
-        _require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
-        _require(self.max_shift_ms >= 0, "max_shift_ms", ">= 0", self.max_shift_ms)
+        require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
+        require(self.max_shift_ms >= 0, "max_shift_ms", ">= 0", self.max_shift_ms)
         for name in ("time_masks", "max_time_mask_frames", "freq_masks", "max_freq_mask_bins"):
             value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
+            require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
 
     @property
     def max_shift_samples(self) -> int:
@@ -113,7 +111,7 @@ class ImageAugmentOptions:
         _check_range("crop_scale_range", self.crop_scale_range, lo=np.finfo(float).tiny, hi=1.0)
         for name in ("brightness_delta", "contrast_delta", "saturation_delta"):
             value = getattr(self, name)
-            _require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "in [0, 1]", value)
+            require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "in [0, 1]", value)
 
 
 # --------------------------------------------------------------------------- audio
@@ -143,7 +141,7 @@ class NoisePool:
 
 def prepare_noise_pool(recordings: Sequence[np.ndarray], clip_samples: int) -> NoisePool:
     """Concatenate 1-D noise recordings (shorter ones are tiled to one clip)."""
-    _require(isinstance(clip_samples, (int, np.integer)) and clip_samples > 0, "clip_samples",
+    require(isinstance(clip_samples, (int, np.integer)) and clip_samples > 0, "clip_samples",
              "a positive integer", clip_samples)
     parts: list[np.ndarray] = []
     for i, rec in enumerate(recordings):
@@ -202,7 +200,7 @@ def time_shift(clips: np.ndarray, rng: np.random.Generator, *, max_shift_samples
                probability: float = 1.0) -> np.ndarray:
     """Shift each clip by a random whole number of samples in [-max, max], filling with zeros."""
     x = _clips(clips)
-    _require(isinstance(max_shift_samples, (int, np.integer)) and max_shift_samples >= 0,
+    require(isinstance(max_shift_samples, (int, np.integer)) and max_shift_samples >= 0,
              "max_shift_samples", "an integer >= 0", max_shift_samples)
     _check_probability("probability", probability)
     batch, n = x.shape
@@ -246,7 +244,7 @@ def spec_augment(features: np.ndarray, rng: np.random.Generator, *, time_masks: 
         raise ValueError(f"features: expected float array (batch, frames, bins), got {f.dtype} {f.shape}")
     for name, value in (("time_masks", time_masks), ("max_time_mask_frames", max_time_mask_frames),
                         ("freq_masks", freq_masks), ("max_freq_mask_bins", max_freq_mask_bins)):
-        _require(isinstance(value, (int, np.integer)) and value >= 0, name, "an integer >= 0", value)
+        require(isinstance(value, (int, np.integer)) and value >= 0, name, "an integer >= 0", value)
     batch, frames, bins = f.shape
     time_mask = _band_mask(rng, batch, frames, time_masks, max_time_mask_frames)
     freq_mask = _band_mask(rng, batch, bins, freq_masks, max_freq_mask_bins)

@@ -10,15 +10,13 @@ from typing import Literal
 from edge.features import AudioFrontendOptions, ImageFrontendOptions
 from edge.schema import from_mapping, load_yaml_mapping, to_mapping
 from edge.types import DEFAULT_COMMAND_WORDS
+from edge.schema import require
 from train.augment import AudioAugmentOptions, ImageAugmentOptions
 from train.model import ModelOptions
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
 
 
-def _check(ok: bool, name: str, expected: str, got) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,16 +38,16 @@ class DataConfig:
     calibration_per_class: int = 30
 
     def __post_init__(self) -> None:
-        _check(bool(self.speech_commands) or self.scenes is not None or self.av is not None, "speech_commands",
+        require(bool(self.speech_commands) or self.scenes is not None or self.av is not None, "speech_commands",
                "at least one of speech_commands, scenes or av", "none")
-        _check(len(self.words) >= 1 and len(set(self.words)) == len(self.words), "words",
+        require(len(self.words) >= 1 and len(set(self.words)) == len(self.words), "words",
                "a non-empty list of distinct words", self.words)
         for name in ("validation_percent", "testing_percent", "image_validation_percent", "image_testing_percent"):
             value = getattr(self, name)
-            _check(0.0 <= value < 50.0, name, "a percentage in [0, 50)", value)
-        _check(self.max_items_per_class is None or self.max_items_per_class >= 1, "max_items_per_class",
+            require(0.0 <= value < 50.0, name, "a percentage in [0, 50)", value)
+        require(self.max_items_per_class is None or self.max_items_per_class >= 1, "max_items_per_class",
                ">= 1 or null", self.max_items_per_class)
-        _check(self.calibration_per_class >= 1, "calibration_per_class", ">= 1", self.calibration_per_class)
+        require(self.calibration_per_class >= 1, "calibration_per_class", ">= 1", self.calibration_per_class)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,15 +66,15 @@ class TrainOptions:
     strategy: Strategy = "default"
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "epochs", ">= 1", self.epochs)
-        _check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
-        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1 or null",
+        require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1 or null",
                self.steps_per_epoch)
-        _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        _check(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
-        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
-        _check(self.patience >= 1, "patience", ">= 1", self.patience)
-        _check(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
+        require(self.patience >= 1, "patience", ">= 1", self.patience)
+        require(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +90,7 @@ class TrainConfig:
     train: TrainOptions = TrainOptions()
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
+        require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
 
     def to_dict(self) -> dict:
         return to_mapping(self)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from edge.audio_io import probe_wav, read_wav
 from edge.features import AudioFrontendOptions, ImageFrontendOptions, fit_clip, preprocess_frame
 from edge.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
+from edge.schema import require
 
 __all__ = [
     "AVIndex",
@@ -73,9 +74,6 @@ _SPLIT_TOLERANCE = 0.5
 _MIN_ITEMS_TO_CHECK_SPLIT = 200
 
 
-def _require(ok: bool, field_name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{field_name}: expected {expected}, got {got!r}")
 
 
 # --------------------------------------------------------------------------- items and reports
@@ -145,8 +143,8 @@ def hash_percent(key: str, salt: str = "") -> float:
 
 
 def _check_percents(validation_percent: float, testing_percent: float) -> None:
-    _require(0 <= validation_percent <= _PERCENT, "validation_percent", "in [0, 100]", validation_percent)
-    _require(0 <= testing_percent <= _PERCENT - validation_percent, "testing_percent",
+    require(0 <= validation_percent <= _PERCENT, "validation_percent", "in [0, 100]", validation_percent)
+    require(0 <= testing_percent <= _PERCENT - validation_percent, "testing_percent",
              f"in [0, {_PERCENT - validation_percent:g}] (100 - validation_percent)", testing_percent)
 
 
@@ -241,15 +239,15 @@ class SpeechCommandsOptions:
     clip_duration_ms: int = 1000
 
     def __post_init__(self) -> None:
-        _require(self.silence_per_noise_file >= 0, "silence_per_noise_file", ">= 0", self.silence_per_noise_file)
-        _require(self.clip_duration_ms > 0, "clip_duration_ms", "> 0", self.clip_duration_ms)
+        require(self.silence_per_noise_file >= 0, "silence_per_noise_file", ">= 0", self.silence_per_noise_file)
+        require(self.clip_duration_ms > 0, "clip_duration_ms", "> 0", self.clip_duration_ms)
 
 
 def _check_words(words: Sequence[str]) -> tuple[str, ...]:
     words = tuple(words) if not isinstance(words, str) else (words,)
-    _require(len(words) > 0 and all(isinstance(w, str) and w and not w.startswith("_") for w in words),
+    require(len(words) > 0 and all(isinstance(w, str) and w and not w.startswith("_") for w in words),
              "words", "a non-empty sequence of word folder names (not starting with '_')", words)
-    _require(len(set(words)) == len(words), "words", "no duplicates", words)
+    require(len(set(words)) == len(words), "words", "no duplicates", words)
     return words
 
 
@@ -542,7 +540,7 @@ def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
     """Decode images into uint8 RGB ``(N, h, w, 3)`` with the device's crop/resize
     (:func:`edge.features.preprocess_frame`). ``size_px`` is ``(height, width)``; items are
     :class:`ImageItem`, :class:`AVItem` or paths."""
-    _require(len(size_px) == 2, "size_px", "(height, width)", size_px)
+    require(len(size_px) == 2, "size_px", "(height, width)", size_px)
     frontend = ImageFrontendOptions(height_px=int(size_px[0]), width_px=int(size_px[1]))
     out = np.zeros((len(items),) + frontend.input_shape, dtype=np.uint8)
     kept: list[int] = []
@@ -572,7 +570,7 @@ def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
 def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """Up to ``per_class`` indices of each class present in ``labels`` (all of a smaller class),
     drawn without replacement; returned sorted, int64."""
-    _require(isinstance(per_class, (int, np.integer)) and per_class >= 1, "per_class", "a positive integer", per_class)
+    require(isinstance(per_class, (int, np.integer)) and per_class >= 1, "per_class", "a positive integer", per_class)
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels: expected a 1-D array, got shape {labels.shape}")

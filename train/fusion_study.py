@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from edge.audio_io import read_wav, write_wav
 from edge.features import AudioFrontendOptions, ImageFrontendOptions, log_mel_spectrogram
+from edge.schema import require
 from train import augment, data as datasets
 from train.model import (FUSION_STRATEGIES, INPUT_AUDIO, INPUT_AUDIO_PRESENT, INPUT_IMAGE, INPUT_IMAGE_PRESENT,
                          OUTPUT_SCENE, ModelOptions, build_fusion_model)
@@ -67,9 +68,6 @@ PAIRING_NOTE = ("SYNTHETIC pairing: each photo is paired with a 1-s ambient snip
                 "second, partly informative modality when the camera degrades, not the value of real sound.")
 
 
-def _check(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,11 +90,11 @@ class FusionStudyOptions:
     def __post_init__(self) -> None:
         for name in ("per_class", "epochs", "batch_size"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
-        _check(0 < self.learning_rate < 1, "learning_rate", "in (0, 1)", self.learning_rate)
-        _check(0 <= self.match_probability <= 1, "match_probability", "in [0, 1]", self.match_probability)
-        _check(0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
-        _check(len(self.strategies) >= 1 and all(s in FUSION_STRATEGIES for s in self.strategies), "strategies",
+            require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
+        require(0 < self.learning_rate < 1, "learning_rate", "in (0, 1)", self.learning_rate)
+        require(0 <= self.match_probability <= 1, "match_probability", "in [0, 1]", self.match_probability)
+        require(0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
+        require(len(self.strategies) >= 1 and all(s in FUSION_STRATEGIES for s in self.strategies), "strategies",
                f"a non-empty subset of {FUSION_STRATEGIES}", self.strategies)
 
     @classmethod
@@ -193,7 +191,7 @@ def make_paired_av_set(scenes_root: str | Path, ambient_dir: str | Path | None, 
 
 def degrade(images: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndarray:
     """uint8 RGB (N, H, W, 3) -> the same frames as a failing camera would give them."""
-    _check(condition in CONDITIONS, "condition", f"one of {', '.join(CONDITIONS)}", condition)
+    require(condition in CONDITIONS, "condition", f"one of {', '.join(CONDITIONS)}", condition)
     x = np.asarray(images)
     if condition == "clean":
         return x.copy()
@@ -293,7 +291,7 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if av_root is None:
-        _check(scenes_root is not None, "scenes_root", "a scene image folder (or av_root)", scenes_root)
+        require(scenes_root is not None, "scenes_root", "a scene image folder (or av_root)", scenes_root)
         pairing = make_paired_av_set(scenes_root, ambient_dir, out_dir / "av_synthetic", options, audio_frontend)
         av_root = pairing["root"]
     else:
@@ -307,7 +305,7 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
     if test.labels.size == 0:
         log.warning("fusion study: the testing split is empty; scoring on the validation split")
         test, evaluated_on = val, "validation"
-    _check(train.labels.size > 0, "av set", "training pairs", 0)
+    require(train.labels.size > 0, "av set", "training pairs", 0)
     variants = [("image_only", "concat"), ("audio_only", "concat")] + [("fusion", s) for s in options.strategies]
     rng = np.random.default_rng(options.seed + 1)
     degraded = {c: degrade(test.images, c, rng) for c in CONDITIONS}

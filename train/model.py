@@ -17,6 +17,7 @@ import numpy as np
 from keras import layers, ops
 
 from edge.features import AudioFrontendOptions, ImageFrontendOptions
+from edge.schema import require
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +38,25 @@ class ModelOptions:
     """Architecture of the fusion model."""
 
     fusion: FusionStrategy = "attention"
-    audio_channels: int = 64
+    audio_channels: int = 80
     audio_blocks: int = 4
-    image_channels: tuple[int, ...] = (16, 32, 64, 64, 128, 128, 128, 192)
-    image_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1, 2, 1)
-    embedding_dim: int = 64
+    image_channels: tuple[int, ...] = (16, 32, 64, 64, 128, 128, 128)
+    image_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1, 2)
+    embedding_dim: int = 48
     dropout: float = 0.1
     command_vision_gate: bool = False
 
     def __post_init__(self) -> None:
-        def check(ok: bool, field: str, expected: str, got) -> None:
-            if not ok:
-                raise ValueError(f"{field}: expected {expected}, got {got!r}")
-
-        check(self.fusion in FUSION_STRATEGIES, "fusion", "one of " + ", ".join(FUSION_STRATEGIES), self.fusion)
-        check(self.audio_channels >= 4, "audio_channels", ">= 4", self.audio_channels)
-        check(self.audio_blocks >= 1, "audio_blocks", ">= 1", self.audio_blocks)
-        check(len(self.image_channels) >= 2, "image_channels", "at least 2 layers", self.image_channels)
-        check(all(c >= 4 for c in self.image_channels), "image_channels", "all >= 4", self.image_channels)
-        check(len(self.image_strides) == len(self.image_channels), "image_strides",
+        require(self.fusion in FUSION_STRATEGIES, "fusion", "one of " + ", ".join(FUSION_STRATEGIES), self.fusion)
+        require(self.audio_channels >= 4, "audio_channels", ">= 4", self.audio_channels)
+        require(self.audio_blocks >= 1, "audio_blocks", ">= 1", self.audio_blocks)
+        require(len(self.image_channels) >= 2, "image_channels", "at least 2 layers", self.image_channels)
+        require(all(c >= 4 for c in self.image_channels), "image_channels", "all >= 4", self.image_channels)
+        require(len(self.image_strides) == len(self.image_channels), "image_strides",
               f"{len(self.image_channels)} entries (one per image_channels entry)", self.image_strides)
-        check(all(s in (1, 2) for s in self.image_strides), "image_strides", "each 1 or 2", self.image_strides)
-        check(self.embedding_dim >= 4, "embedding_dim", ">= 4", self.embedding_dim)
-        check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        require(all(s in (1, 2) for s in self.image_strides), "image_strides", "each 1 or 2", self.image_strides)
+        require(self.embedding_dim >= 4, "embedding_dim", ">= 4", self.embedding_dim)
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
 
 
 # ----------------------------------------------------------------------------- custom layers

@@ -38,6 +38,7 @@ import numpy as np
 from keras import layers
 
 from edge.features import AudioFrontendOptions, ImageFrontendOptions
+from edge.schema import require
 from train import data as datasets
 from train.config import DataConfig, TrainConfig
 from train.model import PIXEL_SCALE, count_macs, count_params
@@ -71,9 +72,6 @@ MOBILENET_V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)
 MOBILENET_V1_STEM = 32
 
 
-def _check(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -82,7 +80,7 @@ def _check(ok: bool, name: str, expected: str, got: Any) -> None:
 def build_kws_dscnn(frontend: AudioFrontendOptions = AudioFrontendOptions(), num_classes: int = 12, *,
                     filters: int = 64, blocks: int = 4) -> keras.Model:
     """The MLPerf Tiny KWS DS-CNN on our log-mel features ``(frames, bins)``."""
-    _check(num_classes >= 2, "num_classes", ">= 2", num_classes)
+    require(num_classes >= 2, "num_classes", ">= 2", num_classes)
     frames, bins = frontend.feature_shape
     reg = keras.regularizers.l2(1e-4)
     inputs = keras.Input((frames, bins), name="audio_features")
@@ -108,8 +106,8 @@ def build_kws_dscnn(frontend: AudioFrontendOptions = AudioFrontendOptions(), num
 def build_vww_mobilenet(frontend: ImageFrontendOptions = ImageFrontendOptions(), num_classes: int = 2, *,
                         alpha: float = 0.25) -> keras.Model:
     """MobileNetV1 (width ``alpha``) as in MLPerf Tiny Visual Wake Words, with ``num_classes`` outputs."""
-    _check(num_classes >= 2, "num_classes", ">= 2", num_classes)
-    _check(0 < alpha <= 1, "alpha", "in (0, 1]", alpha)
+    require(num_classes >= 2, "num_classes", ">= 2", num_classes)
+    require(0 < alpha <= 1, "alpha", "in (0, 1]", alpha)
     inputs = keras.Input(frontend.input_shape, name="image")
     x = layers.Rescaling(PIXEL_SCALE, offset=-1.0)(inputs)
     x = layers.Conv2D(int(MOBILENET_V1_STEM * alpha), 3, strides=2, padding="same", use_bias=False)(x)
@@ -147,11 +145,11 @@ class ReferenceOptions:
     def __post_init__(self) -> None:
         for name in ("kws_epochs", "vww_epochs", "batch_size", "patience", "calibration_per_class"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
-        _check(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
+            require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
+        require(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
                "steps_per_epoch", "None or an integer >= 1", self.steps_per_epoch)
-        _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        _check(0 < self.vww_alpha <= 1, "vww_alpha", "in (0, 1]", self.vww_alpha)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(0 < self.vww_alpha <= 1, "vww_alpha", "in (0, 1]", self.vww_alpha)
 
     @classmethod
     def quick(cls) -> "ReferenceOptions":
@@ -211,13 +209,13 @@ def _only(ds: Dataset, task: str, config: TrainConfig) -> Dataset:
 def train_reference(name: str, ds: Dataset, config: TrainConfig,
                     options: ReferenceOptions = ReferenceOptions(), *, verbose: int = 0) -> ReferenceModel:
     """Train one reference on ``ds`` (from :func:`train.trainer.load_dataset`) with the trainer's batches."""
-    _check(name in REFERENCE_NAMES, "name", f"one of {', '.join(REFERENCE_NAMES)}", name)
+    require(name in REFERENCE_NAMES, "name", f"one of {', '.join(REFERENCE_NAMES)}", name)
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     if name == KWS_DSCNN:
         task, labels, input_name = "command", ds.command_labels, "audio_features"
         train_y = ds.audio_train.labels
-        _check(train_y.size > 0, "data.speech_commands", "training clips for the KWS reference", 0)
+        require(train_y.size > 0, "data.speech_commands", "training clips for the KWS reference", 0)
         model = build_kws_dscnn(config.audio_frontend, len(labels))
         val_x = features_of(ds.audio_val.clips, config)
         val_y = ds.audio_val.labels
@@ -227,7 +225,7 @@ def train_reference(name: str, ds: Dataset, config: TrainConfig,
     else:
         task, labels, input_name = "scene", ds.scene_labels, "image"
         train_y = ds.image_train.labels
-        _check(train_y.size > 0, "data.scenes", "training photos for the VWW reference", 0)
+        require(train_y.size > 0, "data.scenes", "training photos for the VWW reference", 0)
         model = build_vww_mobilenet(config.image_frontend, len(labels), alpha=options.vww_alpha)
         val_x = ds.image_val.images.astype(np.float32)
         val_y = ds.image_val.labels

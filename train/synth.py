@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from edge.audio_io import read_wav_native, resample, write_wav
 from edge.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
+from edge.schema import require
 
 __all__ = [
     "DEFAULT_UNKNOWN_WORDS",
@@ -77,15 +78,12 @@ _SYNTH_SPEAKER_PREFIX = "synth"
 _BUILTIN_UNKNOWN_NAMES = ("default", "auto")  # --unknown-words values that select DEFAULT_UNKNOWN_WORDS
 
 
-def _require(ok: bool, field: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"{field}: expected {expected}, got {got!r}")
 
 
 def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:
     ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
           and lo <= value[0] <= value[1] <= hi)
-    _require(ok, name, f"a (low, high) tuple of integers in [{lo}, {hi}] with low <= high", value)
+    require(ok, name, f"a (low, high) tuple of integers in [{lo}, {hi}] with low <= high", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,31 +110,31 @@ class SynthOptions:
     def __post_init__(self) -> None:
         for name in ("words", "unknown_words"):
             value = getattr(self, name)
-            _require(isinstance(value, tuple) and all(isinstance(w, str) and _WORD_PATTERN.match(w) for w in value),
+            require(isinstance(value, tuple) and all(isinstance(w, str) and _WORD_PATTERN.match(w) for w in value),
                      name, "a tuple of words (letters and '-', starting with a letter)", value)
-            _require(len(set(value)) == len(value), name, "no duplicates", value)
-        _require(len(self.words) > 0, "words", "at least one word", self.words)
+            require(len(set(value)) == len(value), name, "no duplicates", value)
+        require(len(self.words) > 0, "words", "at least one word", self.words)
         clash = sorted(set(self.words) & set(self.unknown_words))
-        _require(not clash, "unknown_words", "no command words", clash)
-        _require(isinstance(self.per_word, int) and self.per_word >= 1, "per_word", "an integer >= 1", self.per_word)
-        _require(self.unknown_clips is None or (isinstance(self.unknown_clips, int) and self.unknown_clips >= 0),
+        require(not clash, "unknown_words", "no command words", clash)
+        require(isinstance(self.per_word, int) and self.per_word >= 1, "per_word", "an integer >= 1", self.per_word)
+        require(self.unknown_clips is None or (isinstance(self.unknown_clips, int) and self.unknown_clips >= 0),
                  "unknown_clips", "None or an integer >= 0", self.unknown_clips)
-        _require(isinstance(self.voices, tuple) and len(self.voices) > 0 and all(
+        require(isinstance(self.voices, tuple) and len(self.voices) > 0 and all(
             isinstance(v, str) and re.match(r"^[A-Za-z0-9-]+$", v) for v in self.voices),
             "voices", "a non-empty tuple of espeak-ng voice names", self.voices)
-        _require(isinstance(self.variants, tuple) and len(self.variants) > 0 and all(
+        require(isinstance(self.variants, tuple) and len(self.variants) > 0 and all(
             isinstance(v, str) and re.match(r"^[A-Za-z0-9]*$", v) for v in self.variants),
             "variants", "a non-empty tuple of espeak-ng variant names ('' = none)", self.variants)
         _check_int_range("speed_wpm_range", self.speed_wpm_range, 80, _MAX_SPEED_WPM)
         _check_int_range("pitch_range", self.pitch_range, 0, 99)
-        _require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+        require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
-        _require(isinstance(self.clip_duration_ms, int) and self.clip_duration_ms > 0, "clip_duration_ms",
+        require(isinstance(self.clip_duration_ms, int) and self.clip_duration_ms > 0, "clip_duration_ms",
                  "a positive integer", self.clip_duration_ms)
-        _require(self.peak_dbfs <= 0, "peak_dbfs", "<= 0", self.peak_dbfs)
-        _require(self.trim_threshold_db < 0, "trim_threshold_db", "< 0 (dB below the loudest frame)",
+        require(self.peak_dbfs <= 0, "peak_dbfs", "<= 0", self.peak_dbfs)
+        require(self.trim_threshold_db < 0, "trim_threshold_db", "< 0 (dB below the loudest frame)",
                  self.trim_threshold_db)
-        _require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
+        require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
 
     @property
     def clip_samples(self) -> int:

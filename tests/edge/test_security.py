@@ -8,11 +8,9 @@ spool, across a broker restart, and that no secret lands in the spool or the log
 from __future__ import annotations
 
 import ast
-import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ import pytest
 
 from edge.outputs import MqttSink, mqtt_options_from_url
 from edge.spool import DeliveryOptions, SpoolOptions
+from brokers import Broker
 from edge.types import CommandEvent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,54 +29,6 @@ SAMPLES = REPO / "samples"
 SOURCE_DIRS = ("edge", "train", "quantize")
 PASSWORD = "s3cret-T0ken:/@"
 TCP_LISTEN = "0A"
-MOSQUITTO = "/usr/sbin/mosquitto"
-WAIT_S = 10.0
-
-
-class Broker:
-    """mosquitto on a free 127.0.0.1 port, restartable on the same port (as in test_spool.py)."""
-
-    def __init__(self, folder: Path, extra: tuple[str, ...] = ()) -> None:
-        if not os.path.exists(MOSQUITTO):
-            pytest.skip(f"{MOSQUITTO} is not installed")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.host, self.port = "127.0.0.1", s.getsockname()[1]
-        folder.mkdir(parents=True, exist_ok=True)
-        self.conf = folder / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/", *extra]
-        if os.geteuid() == 0:
-            lines.append(f"user {getpass.getuser()}")
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.log = folder / "mosquitto.log"
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self.log.open("a"),
-                                        stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"mosquitto did not start: {self.log.read_text()}")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
 
 
 def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
