@@ -602,6 +602,10 @@ def _write_atomic(out_path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        # mkstemp makes the file private (0600); a model is read by the device's service user too.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out_path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ def test_trained_model_converts_to_int8_and_runs_on_the_device_runtime(tmp_path,
     result = convert_run(tmp_path / "run", tmp_path / "model.tflite", QuantizeOptions(mode="int8"))
     ops = check_builtin_ops((tmp_path / "model.tflite").read_bytes())  # raises on Flex/custom ops
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
+    assert result.path.stat().st_mode & 0o044 == 0o044  # readable by the device's service user
     model = EdgeModel.load(result.path)
     assert model.command_labels == ("_silence_", "_unknown_", "yes", "no", "up", "down")
     assert model.scene_labels == ("beach", "forest", "street")
