@@ -448,7 +448,7 @@ def evaluate_stream(times_ms: np.ndarray, posteriors: np.ndarray, labels: Sequen
 class SweepOptions:
     """The grid of post-processing settings to replay, and the false-accept budget for the recommendation."""
 
-    thresholds: tuple[float, ...] = (0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    thresholds: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
     suppressions_ms: tuple[float, ...] = (500.0, 750.0, 1000.0, 1500.0)
     average_window_ms: float = 1000.0
     minimum_count: int = 3

@@ -84,7 +84,8 @@ class FusionStudyOptions:
     snr_db: tuple[float, float] = (5.0, 20.0)
     strategies: tuple[str, ...] = FUSION_STRATEGIES
     model: ModelOptions = ModelOptions(audio_channels=32, audio_blocks=2, image_channels=(16, 32, 32, 64, 64),
-                                       image_strides=(2, 2, 2, 2, 1), embedding_dim=32, dropout=0.1)
+                                       image_strides=(2, 2, 2, 2, 1), embedding_dim=32, dropout=0.1,
+                                       batchnorm_momentum=0.9)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -44,6 +44,9 @@ class ModelOptions:
     image_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1, 2)
     embedding_dim: int = 48
     dropout: float = 0.1
+    #: Keras' default; lower it (e.g. 0.9) for short runs on small data, where the moving
+    #: statistics would otherwise not settle and validation would stay at chance.
+    batchnorm_momentum: float = 0.99
     command_vision_gate: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +60,7 @@ class ModelOptions:
         require(all(s in (1, 2) for s in self.image_strides), "image_strides", "each 1 or 2", self.image_strides)
         require(self.embedding_dim >= 4, "embedding_dim", ">= 4", self.embedding_dim)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        require(0.0 < self.batchnorm_momentum < 1.0, "batchnorm_momentum", "in (0, 1)", self.batchnorm_momentum)
 
 
 # ----------------------------------------------------------------------------- custom layers
@@ -114,17 +118,17 @@ class LateFusion(layers.Layer):
 # ----------------------------------------------------------------------------- encoders
 
 
-def _conv_bn_relu(x, filters, kernel, strides, name):
+def _conv_bn_relu(x, filters, kernel, strides, name, momentum):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x)
 
 
-def _ds_block(x, filters, strides, name):
+def _ds_block(x, filters, strides, name, momentum):
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_dw_bn")(x)
     x = layers.ReLU(max_value=6.0, name=f"{name}_dw_relu")(x)
-    return _conv_bn_relu(x, filters, 1, 1, f"{name}_pw")
+    return _conv_bn_relu(x, filters, 1, 1, f"{name}_pw", momentum)
 
 
 def build_audio_encoder(frontend: AudioFrontendOptions, options: ModelOptions) -> keras.Model:
@@ -132,10 +136,10 @@ def build_audio_encoder(frontend: AudioFrontendOptions, options: ModelOptions) -
     frames, bins = frontend.feature_shape
     inputs = keras.Input((frames, bins), name=INPUT_AUDIO)
     x = layers.Reshape((frames, bins, 1), name="audio_reshape")(inputs)
-    x = _conv_bn_relu(x, options.audio_channels, (10, 4), (2, 2), "audio_stem")
+    x = _conv_bn_relu(x, options.audio_channels, (10, 4), (2, 2), "audio_stem", options.batchnorm_momentum)
     x = layers.Dropout(options.dropout, name="audio_stem_dropout")(x)
     for i in range(options.audio_blocks):
-        x = _ds_block(x, options.audio_channels, 1, f"audio_ds{i}")
+        x = _ds_block(x, options.audio_channels, 1, f"audio_ds{i}", options.batchnorm_momentum)
     x = layers.GlobalAveragePooling2D(name="audio_pool")(x)
     x = layers.Dropout(options.dropout, name="audio_dropout")(x)
     return keras.Model(inputs, x, name="audio_encoder")
@@ -145,9 +149,10 @@ def build_image_encoder(frontend: ImageFrontendOptions, options: ModelOptions) -
     """MobileNetV1-style: a strided 3x3 conv, then depthwise-separable blocks."""
     inputs = keras.Input(frontend.input_shape, name=INPUT_IMAGE)
     x = layers.Rescaling(PIXEL_SCALE, offset=-1.0, name="image_rescale")(inputs)
-    x = _conv_bn_relu(x, options.image_channels[0], 3, options.image_strides[0], "image_stem")
+    x = _conv_bn_relu(x, options.image_channels[0], 3, options.image_strides[0], "image_stem",
+                      options.batchnorm_momentum)
     for i, (filters, strides) in enumerate(zip(options.image_channels[1:], options.image_strides[1:])):
-        x = _ds_block(x, filters, strides, f"image_ds{i}")
+        x = _ds_block(x, filters, strides, f"image_ds{i}", options.batchnorm_momentum)
     x = layers.GlobalAveragePooling2D(name="image_pool")(x)
     x = layers.Dropout(options.dropout, name="image_dropout")(x)
     return keras.Model(inputs, x, name="image_encoder")
