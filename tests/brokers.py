@@ -1,4 +1,5 @@
-"""A real mosquitto broker on 127.0.0.1 for tests, restartable on the same port."""
+"""A real mosquitto broker on 127.0.0.1 for tests, restartable on the same port, and TLS
+files from a private test CA."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 WAIT_S = 10.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -31,7 +32,7 @@ class Broker:
     def __init__(self, folder: Path, extra: tuple[str, ...] = (), port: int | None = None) -> None:
         if not os.path.exists(MOSQUITTO):
             pytest.skip(f"{MOSQUITTO} is not installed")
-        self.host, self.port = "127.0.0.1", port or _free_port()
+        self.host, self.port = "127.0.0.1", port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
@@ -69,3 +70,17 @@ class Broker:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-subj", "/CN=EdgeSense test CA", "-days", "1")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")
+    return folder / "ca.crt", folder / "server.crt", folder / "server.key"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 import io
 import json
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -26,10 +23,9 @@ from edge.outputs import (
     MqttSink,
     mqtt_options_from_url,
 )
+from brokers import MOSQUITTO, WAIT_S, Broker, free_port, make_tls_files
 from edge.types import CommandEvent, SceneEvent
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-WAIT_S = 5.0
 
 
 def command(label: str = "yes", t_ms: float = 1200.0) -> CommandEvent:
@@ -175,45 +171,6 @@ def test_mqtt_url_errors_mask_the_password():
 # --------------------------------------------------------------------------- real broker
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    def __init__(self, tmp_path: Path, extra: list[str]) -> None:
-        self.host, self.port = "127.0.0.1", _free_port()
-        conf = tmp_path / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", *extra]
-        if os.geteuid() == 0:
-            lines.append(f"user {getpass.getuser()}")  # keep access to the files in tmp_path
-        conf.write_text("\n".join(lines) + "\n")
-        self.log = tmp_path / "mosquitto.log"
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=self.log.open("w"),
-                                        stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"mosquitto did not start: {self.log.read_text()}")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def start_broker(tmp_path):
     if not os.path.exists(MOSQUITTO):
@@ -221,7 +178,7 @@ def start_broker(tmp_path):
     brokers: list[Broker] = []
 
     def start(*extra: str) -> Broker:
-        brokers.append(Broker(tmp_path, list(extra)))
+        brokers.append(Broker(tmp_path / f"broker{len(brokers)}", tuple(extra)))
         return brokers[-1]
 
     yield start
@@ -333,7 +290,7 @@ def test_mqtt_last_will_marks_the_device_offline(broker):
 
 
 def test_mqtt_unreachable_broker_is_runtime_error():
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(RuntimeError, match=f"cannot connect to 127.0.0.1:{port}"):
         MqttSink(MqttOptions(host="127.0.0.1", port=port))
 
@@ -352,24 +309,10 @@ def test_mqtt_username_password(start_broker, tmp_path):
     sink.close()
 
 
-def _make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-subj", "/CN=EdgeSense test CA", "-days", "1")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=127.0.0.1")
-    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")
-    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
-
-
 def test_mqtts_with_a_private_ca(start_broker, tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    ca, cert, key = _make_tls_files(tmp_path)
+    ca, cert, key = make_tls_files(tmp_path)
     broker = start_broker("allow_anonymous true", f"cafile {ca}", f"certfile {cert}", f"keyfile {key}")
     sink = MqttSink(mqtt_options_from_url(f"mqtts://{broker.host}:{broker.port}/tls?ca_certs={ca}",
                                           ha_discovery=False))

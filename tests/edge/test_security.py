@@ -21,7 +21,7 @@ import pytest
 
 from edge.outputs import MqttSink, mqtt_options_from_url
 from edge.spool import DeliveryOptions, SpoolOptions
-from brokers import Broker
+from brokers import Broker, make_tls_files
 from edge.types import CommandEvent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,25 +31,11 @@ PASSWORD = "s3cret-T0ken:/@"
 TCP_LISTEN = "0A"
 
 
-def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-subj", "/CN=EdgeSense test CA", "-days", "1")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=127.0.0.1")
-    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")
-    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
-
-
 def test_spool_over_tls_with_password_survives_a_broker_restart(tmp_path, caplog):
     for tool in ("openssl", "mosquitto_passwd"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    ca, cert, key = _tls_files(tmp_path)
+    ca, cert, key = make_tls_files(tmp_path)
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", PASSWORD], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "reader", "r3ader"], check=True)
