@@ -78,20 +78,6 @@ def test_bad_calibration_count(tiny_run_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_unsupported_ops_message(run_dir_copy, tmp_path, capsys, tiny_builders):
-    import keras
-    import tensorflow as tf
-
-    from edge.features import AudioFrontendOptions, ImageFrontendOptions
-
-    @keras.saving.register_keras_serializable(package="edgesense_test_cli")
-    class Determinant(keras.layers.Layer):
-        def call(self, x):
-            det = tf.linalg.det(tf.reshape(x[:, :4, :4, :], (-1, 3, 4, 4)))
-            return x + tf.reshape(det, (-1, 1, 1, 3))
-
-    model = tiny_builders.build_tiny_model(AudioFrontendOptions(), ImageFrontendOptions(),
-                                           len(tiny_builders.scene_labels), image_extra_layer=Determinant())
-    model.save(run_dir_copy / "model.keras")
-    assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite")]) == 2
+def test_unsupported_ops_message(unsupported_op_run, tmp_path, capsys):
+    assert main(["quantize", str(unsupported_op_run), "--out", str(tmp_path / "m.tflite")]) == 2
     _assert_one_line_error(capsys.readouterr().err, "image_encoder", "MatrixDeterminant")

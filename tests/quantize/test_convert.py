@@ -170,23 +170,9 @@ def test_unwritable_output(tiny_run_dir, tmp_path):
         convert_run(tiny_run_dir, tmp_path)
 
 
-def test_model_that_needs_unsupported_ops(run_dir_copy, tmp_path, tiny_builders):
-    import keras
-    import tensorflow as tf
-
-    from edge.features import AudioFrontendOptions, ImageFrontendOptions
-
-    @keras.saving.register_keras_serializable(package="edgesense_test")
-    class Determinant(keras.layers.Layer):
-        def call(self, x):
-            det = tf.linalg.det(tf.reshape(x[:, :4, :4, :], (-1, 3, 4, 4)))
-            return x + tf.reshape(det, (-1, 1, 1, 3))
-
-    model = tiny_builders.build_tiny_model(AudioFrontendOptions(), ImageFrontendOptions(),
-                                           len(tiny_builders.scene_labels), image_extra_layer=Determinant())
-    model.save(run_dir_copy / "model.keras")
+def test_model_that_needs_unsupported_ops(unsupported_op_run, tmp_path):
     with pytest.raises(ValueError, match=r"part 'image_encoder' .*builtin ops only: TF Select ops: MatrixDeterminant"):
-        convert_run(run_dir_copy, tmp_path / "m.tflite")
+        convert_run(unsupported_op_run, tmp_path / "m.tflite")
 
 
 def test_labels_that_disagree_with_the_model(run_dir_copy, tmp_path):
