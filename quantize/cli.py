@@ -33,15 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-kb", type=int, default=None, metavar="KB", help="model size budget for --report (200)")
     parser.add_argument("--fail-on-budget", action="store_true",
                         help=f"exit with status {EXIT_BUDGET_FAILED} when a --report budget check fails")
-    parser.add_argument("--qat", action="store_true", help="quantization-aware training (not supported yet)")
+    parser.add_argument("--qat", action="store_true",
+                        help="quantization-aware fine-tuning first (needs the run's training data); the fine-tuned "
+                             "run is written to RUN_DIR-qat and converted")
+    parser.add_argument("--qat-epochs", type=int, default=None, metavar="N", help="fine-tuning epochs for --qat (3)")
 
 
 def run(args: argparse.Namespace) -> int:
+    run_dir = args.run_dir
     if args.qat:
-        raise ValueError("--qat: quantization-aware training is not supported yet; "
-                         "use post-training quantization (omit --qat)")
+        from quantize.qat import QatOptions, qat_finetune
+
+        if args.mode != "int8":
+            raise ValueError(f"--qat: expected --mode int8 (quantization-aware training targets int8), got {args.mode}")
+        qat_options = QatOptions() if args.qat_epochs is None else QatOptions(epochs=args.qat_epochs)
+        run_dir = str(qat_finetune(run_dir, options=qat_options))
+        print(f"quantization-aware fine-tuning: wrote {run_dir}")
     options = QuantizeOptions(mode=args.mode, calibration_samples=args.calibration_samples, name=args.name)
-    result = convert_run(args.run_dir, args.out, options)
+    result = convert_run(run_dir, args.out, options)
     parts = ", ".join(f"{key} {size} B" for key, size in result.part_bytes.items())
     print(f"wrote {result.path} ({result.size_bytes} bytes, {result.mode}; weights: {parts})")
     if args.report is None:
@@ -51,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     report_options = ReportOptions() if args.max_kb is None else ReportOptions(max_model_bytes=args.max_kb * BYTES_PER_KB)
     json_path, md_path = report_paths(result.path, args.report or None)
-    report = build_report(args.run_dir, result.path, report_options)
+    report = build_report(run_dir, result.path, report_options)
     write_report(report, json_path, md_path)
     for head, stats in report["heads"].items():
         print(f"{head}: float {stats['float_accuracy']:.4f}  tflite {stats['tflite_accuracy']:.4f}  "

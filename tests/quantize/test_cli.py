@@ -51,9 +51,10 @@ def test_missing_model_subprocess(run_dir_copy, tmp_path):
     _assert_one_line_error(result.stderr, "has no model.keras", str(run_dir_copy))
 
 
-def test_qat_is_not_supported_yet(tiny_run_dir, tmp_path, capsys):
+def test_qat_needs_a_run_with_its_training_config(tiny_run_dir, tmp_path, capsys):
+    # The tiny fixture run is hand-built: it records no training config, so no training data.
     assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "--qat", "not supported yet")
+    _assert_one_line_error(capsys.readouterr().err, "run.json", "records no training config")
     assert not (tmp_path / "m.tflite").exists()
 
 

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from quantize.qat import INT8_MAX, QatOptions, fake_quantize
+
+
+def test_fake_quantize_lands_on_a_symmetric_int8_grid_per_channel():
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 3, 4, 5)).astype(np.float32) * np.array([1, 10, 0.1, 3, 0], np.float32)
+    q = fake_quantize(kernel, per_channel=True)
+    for c in range(4):  # channel 4 is all zeros and stays so
+        scale = np.abs(kernel[..., c]).max() / INT8_MAX
+        steps = q[..., c] / scale
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+        assert np.abs(q[..., c] - kernel[..., c]).max() <= scale / 2 + 1e-6
+    assert np.all(q[..., 4] == 0)
+    per_tensor = fake_quantize(kernel, per_channel=False)
+    assert len(np.unique(np.round(per_tensor / (np.abs(kernel).max() / INT8_MAX)))) <= 2 * INT8_MAX + 1
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="epochs"):
+        QatOptions(epochs=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        QatOptions(learning_rate=0.0)
+
+
+@pytest.mark.slow
+def test_qat_fine_tunes_a_trained_run_and_converts_it(tmp_path):
+    pytest.importorskip("tensorflow")
+    from datagen import make_scenes, make_speech_commands, write_train_yaml
+    from edge.cli import main
+    from edge.model import EdgeModel
+    from train.config import load_train_config
+    from train.trainer import train
+
+    speech = make_speech_commands(tmp_path / "speech", speakers=12, per_speaker=1)
+    scenes = make_scenes(tmp_path / "scenes", per_class=12)
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1,
+                                                steps_per_epoch=3))
+    train(config, tmp_path / "run", verbose=0)
+
+    out = tmp_path / "qat.tflite"
+    assert main(["quantize", str(tmp_path / "run"), "--out", str(out), "--qat", "--qat-epochs", "1",
+                 "--report", str(tmp_path / "report")]) == 0
+    info = json.loads((tmp_path / "run-qat" / "run.json").read_text())
+    assert info["metrics"]["qat"]["kernels"] > 5 and info["name"].endswith("-qat")
+    model = EdgeModel.load(out)
+    assert model.fuse(None, np.zeros(model.image_embedding_dim, np.float32))[1].shape == (3,)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(report["heads"]) == {"command", "scene"}
+    assert report["run"].endswith("run-qat")  # the float side of the parity is the fine-tuned model
