@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from edge import __version__
+from edge.model import embedded_metadata
 from edge.tflite_metadata import read_layout
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ __all__ = [
 MIN_PYTHON = (3, 10)
 #: tflite-runtime (the interpreter fallback) stopped at Python 3.11.
 TFLITE_RUNTIME_MAX_PYTHON = (3, 11)
-#: Name of the metadata entry ``edgesense quantize`` embeds in the model.
-METADATA_NAME = "edgesense"
 INSTALL_PREFIX = "/opt/edgesense"
 EVENTS_PATH = "/var/lib/edgesense/events.jsonl"
 STATE_DIR = "/var/lib/edgesense"
@@ -726,17 +725,7 @@ def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"model {path}: no such file (train and quantize one, or pass --model)") from None
-    layout = read_layout(data, str(path))
-    raw = layout.metadata.get(METADATA_NAME)
-    if raw is None:
-        raise ValueError(f"model {path}: no {METADATA_NAME!r} metadata embedded (found {sorted(layout.metadata) or 'none'}); "
-                         "write it with edgesense quantize")
-    try:
-        metadata = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"model {path}: the {METADATA_NAME!r} metadata is not JSON ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise ValueError(f"model {path}: the {METADATA_NAME!r} metadata is not a JSON object")
+    metadata = embedded_metadata(read_layout(data, f"model {path}"), f"model {path}")
     return data, metadata
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from edge.features import AudioFrontendOptions, ImageFrontendOptions
 from edge.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
 from edge.quant import QuantParams, dequantize, quantize
-from edge.tflite_metadata import read_layout
+from edge.tflite_metadata import ModelLayout, read_layout
 
 __all__ = [
     "METADATA_NAME",
@@ -36,6 +36,7 @@ __all__ = [
     "SIGNATURE_OUTPUTS",
     "EdgeModel",
     "SignatureInfo",
+    "embedded_metadata",
     "add_arguments",
     "run",
 ]
@@ -85,6 +86,22 @@ def _tensor_info(name: str, detail: Mapping[str, Any]) -> TensorInfo:
                       dtype=np.dtype(detail["dtype"]), quant=QuantParams.from_detail(detail))
 
 
+def embedded_metadata(layout: ModelLayout, what: str) -> dict[str, Any]:
+    """The metadata JSON that ``edgesense quantize`` embeds; ValueError naming ``what`` when it is
+    missing or not a JSON object."""
+    raw = layout.metadata.get(METADATA_NAME)
+    if raw is None:
+        raise ValueError(f"{what}: no {METADATA_NAME!r} metadata in the model (has "
+                         f"{sorted(layout.metadata) or 'none'}); convert it with 'edgesense quantize'")
+    try:
+        metadata = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what}: the {METADATA_NAME!r} metadata is not UTF-8 JSON ({exc})") from exc
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{what}: the {METADATA_NAME!r} metadata is not a JSON object")
+    return metadata
+
+
 class EdgeModel:
     """A loaded EdgeSense model. Create with :meth:`load`."""
 
@@ -115,16 +132,7 @@ class EdgeModel:
         """
         data, what = read_model_bytes(path)
         layout = read_layout(data, what)
-        raw = layout.metadata.get(METADATA_NAME)
-        if raw is None:
-            raise ValueError(f"{what}: no {METADATA_NAME!r} metadata in the model (has "
-                             f"{sorted(layout.metadata) or 'none'}); convert it with 'edgesense quantize'")
-        try:
-            metadata = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{what}: the {METADATA_NAME!r} metadata is not UTF-8 JSON ({exc})") from exc
-        if not isinstance(metadata, dict):
-            raise ValueError(f"{what}: the {METADATA_NAME!r} metadata is not a JSON object")
+        metadata = embedded_metadata(layout, what)
         if metadata.get("format_version") != METADATA_FORMAT_VERSION:
             raise ValueError(f"{what}: metadata format_version: expected {METADATA_FORMAT_VERSION}, "
                              f"got {metadata.get('format_version')!r}")

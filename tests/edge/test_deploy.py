@@ -304,7 +304,7 @@ def test_bad_inputs_exit_2(tmp_path, inputs, capsys, own_wheel):
     assert "not a TFLite model" in capsys.readouterr().err
     bare = write_tflite(tmp_path / "bare.tflite", metadata=None)
     assert cli_deploy("rpi5", tmp_path / "a", bare, config, *common) == 2
-    assert "no 'edgesense' metadata embedded" in capsys.readouterr().err
+    assert "no 'edgesense' metadata in the model" in capsys.readouterr().err
     assert cli_deploy("rpi5", tmp_path / "a", tmp_path / "missing.tflite", config, *common) == 2
     assert "no such file" in capsys.readouterr().err
     broken = tmp_path / "broken.yaml"
