@@ -6,7 +6,9 @@
 setup:
 	scripts/setup.sh
 
-demo: setup
+# The device loop needs no TensorFlow: only the device dependencies are installed for it.
+demo:
+	EXTRAS=mqtt scripts/setup.sh
 	.venv/bin/edgesense run --config firmware_configs/desktop.yaml \
 		--video samples/scene.mp4 --audio samples/commands.wav --fast --events -
 
@@ -14,7 +16,8 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 # Device-loop speed on the bundled media (real-time factor, per-stage p50/p95, command latency).
-bench: setup
+bench:
+	EXTRAS=mqtt scripts/setup.sh
 	.venv/bin/python scripts/bench_loop.py --model models/edgesense.tflite
 
 clean:
