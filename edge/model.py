@@ -37,6 +37,7 @@ __all__ = [
     "EdgeModel",
     "SignatureInfo",
     "embedded_metadata",
+    "labels_and_frontends",
     "add_arguments",
     "run",
 ]
@@ -102,6 +103,22 @@ def embedded_metadata(layout: ModelLayout, what: str) -> dict[str, Any]:
     return metadata
 
 
+def labels_and_frontends(info: Mapping[str, Any], where: str
+                         ) -> tuple[dict[str, list[str]], AudioFrontendOptions, ImageFrontendOptions]:
+    """The ``labels`` and frontend parameters shared by a model's metadata and a run's
+    ``run.json``; ValueError prefixed with ``where`` when they are malformed."""
+    labels = info.get("labels")
+    if (not isinstance(labels, dict) or not isinstance(labels.get("command"), list) or not labels["command"]
+            or not isinstance(labels.get("scene"), list) or not labels["scene"]):
+        raise ValueError(f"{where} labels: expected {{'command': [...], 'scene': [...]}}, got {labels!r}")
+    try:
+        audio_frontend = AudioFrontendOptions.from_dict(info.get("audio_frontend", {}))
+        image_frontend = ImageFrontendOptions.from_dict(info.get("image_frontend", {}))
+    except ValueError as exc:
+        raise ValueError(f"{where} {exc}") from exc
+    return labels, audio_frontend, image_frontend
+
+
 class EdgeModel:
     """A loaded EdgeSense model. Create with :meth:`load`."""
 
@@ -136,15 +153,7 @@ class EdgeModel:
         if metadata.get("format_version") != METADATA_FORMAT_VERSION:
             raise ValueError(f"{what}: metadata format_version: expected {METADATA_FORMAT_VERSION}, "
                              f"got {metadata.get('format_version')!r}")
-        labels = metadata.get("labels")
-        if (not isinstance(labels, dict) or not isinstance(labels.get("command"), list) or not labels["command"]
-                or not isinstance(labels.get("scene"), list) or not labels["scene"]):
-            raise ValueError(f"{what}: metadata labels: expected {{'command': [...], 'scene': [...]}}, got {labels!r}")
-        try:
-            audio_frontend = AudioFrontendOptions.from_dict(metadata.get("audio_frontend", {}))
-            image_frontend = ImageFrontendOptions.from_dict(metadata.get("image_frontend", {}))
-        except ValueError as exc:
-            raise ValueError(f"{what}: metadata {exc}") from exc
+        labels, audio_frontend, image_frontend = labels_and_frontends(metadata, f"{what}: metadata")
         if expected_audio_frontend is not None and expected_audio_frontend != audio_frontend:
             diffs = [f"{f.name}: model has {getattr(audio_frontend, f.name)!r}, "
                      f"expected {getattr(expected_audio_frontend, f.name)!r}"

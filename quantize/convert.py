@@ -42,6 +42,7 @@ from edge.model import (
     PART_NAMES,
     SIGNATURE_INPUTS,
     SIGNATURE_OUTPUTS,
+    labels_and_frontends,
 )
 from edge.quant import QuantParams, quantize
 
@@ -192,14 +193,7 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
         raise ValueError(f"{run_path}: expected a JSON object, got {type(info).__name__}")
     if info.get("format_version") != RUN_FORMAT_VERSION:
         raise ValueError(f"{run_path}: format_version: expected {RUN_FORMAT_VERSION}, got {info.get('format_version')!r}")
-    labels = info.get("labels")
-    if not isinstance(labels, dict) or not labels.get("command") or not labels.get("scene"):
-        raise ValueError(f"{run_path}: labels: expected {{'command': [...], 'scene': [...]}}, got {labels!r}")
-    try:
-        audio_frontend = AudioFrontendOptions.from_dict(info.get("audio_frontend", {}))
-        image_frontend = ImageFrontendOptions.from_dict(info.get("image_frontend", {}))
-    except ValueError as exc:
-        raise ValueError(f"{run_path}: {exc}") from exc
+    labels, audio_frontend, image_frontend = labels_and_frontends(info, f"{run_path}:")
 
     model = _load_keras_model(model_path)
     parts = {}
