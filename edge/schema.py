@@ -60,6 +60,14 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def parse_yaml_value(text: str, *, source: str = "value") -> Any:
+    """One value written in YAML (a command-line override), read as config files are."""
+    try:
+        return yaml.load(text, Loader=_Yaml12BoolLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: not valid YAML ({exc})") from None
+
+
 def from_mapping(cls: type[T], data: Any, *, source: str = "config", path: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, checking keys and types field by field."""
     where = f"{source}: {path}" if path else source

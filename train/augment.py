@@ -20,6 +20,8 @@ __all__ = [
     "ImageAugmentOptions",
     "NoisePool",
     "augment_audio",
+    "add_reverb",
+    "change_speed",
     "augment_features",
     "augment_images",
     "color_jitter",
@@ -35,6 +37,8 @@ __all__ = [
 _POWER_FLOOR = 1e-12  # a clip with less mean power than this counts as silent
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma of RGB
 _UINT8_MAX = 255.0
+_DECAY_60_DB = 3.0 * np.log(10.0)  # amplitude envelope exp(-this * t / RT60) is down 60 dB at RT60
+_REVERB_TAIL_GAIN = 0.05  # reverberant tail's per-tap amplitude relative to the direct path
 
 
 
@@ -51,7 +55,12 @@ def _check_probability(name: str, value: Any) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class AudioAugmentOptions:
-    """Audio augmentation: time shift -> gain -> background noise, then SpecAugment on features.
+    """Audio augmentation: speed -> room reverberation -> time shift -> gain -> background noise,
+    then SpecAugment on features.
+
+    ``speed_range`` resamples a clip by a factor (tempo and pitch together, as ``sox speed``),
+    about its centre. Reverberation convolves with a synthetic room impulse response (a direct
+    path plus exponentially decaying noise whose 60 dB decay time is drawn from ``rt60_ms_range``).
 
     ``silent_reference_dbfs``: for clips with no signal (digital silence) the noise level
     is set relative to this RMS level instead of the clip's power. ``mask_value=None``
@@ -59,6 +68,10 @@ class AudioAugmentOptions:
     """
 
     sample_rate_hz: int = 16000
+    speed_probability: float = 0.0
+    speed_range: tuple[float, float] = (0.9, 1.1)
+    reverb_probability: float = 0.0
+    rt60_ms_range: tuple[float, float] = (150.0, 600.0)
     noise_probability: float = 0.8
     snr_db_range: tuple[float, float] = (0.0, 20.0)
     silent_reference_dbfs: float = -20.0
@@ -75,8 +88,11 @@ class AudioAugmentOptions:
     def __post_init__(self) -> None:
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
-        for name in ("noise_probability", "shift_probability", "gain_probability"):
+        for name in ("speed_probability", "reverb_probability", "noise_probability", "shift_probability",
+                     "gain_probability"):
             _check_probability(name, getattr(self, name))
+        _check_range("speed_range", self.speed_range, lo=np.finfo(float).tiny)
+        _check_range("rt60_ms_range", self.rt60_ms_range, lo=np.finfo(float).tiny)
         _check_range("snr_db_range", self.snr_db_range)
         _check_range("gain_db_range", self.gain_db_range)
         require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
@@ -222,6 +238,52 @@ def random_gain(clips: np.ndarray, rng: np.random.Generator, *, gain_db_range: t
     return np.clip(x * (10.0 ** (gain_db / 20.0))[:, None], -1.0, 1.0).astype(x.dtype)
 
 
+def change_speed(clips: np.ndarray, rng: np.random.Generator, *, speed_range: tuple[float, float] = (0.9, 1.1),
+                 probability: float = 1.0) -> np.ndarray:
+    """Resample each clip by a factor drawn uniformly from ``speed_range`` (> 1 is faster and
+    higher), about the clip's centre so a centred word stays centred; the clip keeps its length
+    (zeros where the source runs out)."""
+    x = _clips(clips)
+    _check_range("speed_range", tuple(speed_range), lo=np.finfo(float).tiny)
+    _check_probability("probability", probability)
+    batch, n = x.shape
+    factor = rng.uniform(speed_range[0], speed_range[1], size=batch)
+    factor[~_apply_mask(rng, batch, probability)] = 1.0
+    centre = (n - 1) / 2.0
+    source = centre + (np.arange(n)[None, :] - centre) * factor[:, None]
+    left = np.floor(source).astype(np.int64)
+    frac = (source - left).astype(x.dtype)
+    valid = (source >= 0) & (source <= n - 1)
+    lo = np.take_along_axis(x, np.clip(left, 0, n - 1), axis=1)
+    hi = np.take_along_axis(x, np.clip(left + 1, 0, n - 1), axis=1)
+    return np.where(valid, lo + frac * (hi - lo), 0).astype(x.dtype)
+
+
+def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: int = 16000,
+               rt60_ms_range: tuple[float, float] = (150.0, 600.0), probability: float = 1.0) -> np.ndarray:
+    """Convolve each clip with a synthetic room impulse response: a unit direct path followed
+    by Gaussian noise decaying 60 dB over an RT60 drawn from ``rt60_ms_range``. The result keeps
+    the clip's length and RMS level, clipped to [-1, 1]."""
+    x = _clips(clips)
+    _check_range("rt60_ms_range", tuple(rt60_ms_range), lo=np.finfo(float).tiny)
+    _check_probability("probability", probability)
+    batch, n = x.shape
+    apply = _apply_mask(rng, batch, probability)
+    if not apply.any():
+        return x.copy()
+    rt60_s = rng.uniform(rt60_ms_range[0], rt60_ms_range[1], size=batch) / 1000.0
+    taps = int(np.ceil(rt60_ms_range[1] / 1000.0 * sample_rate_hz))
+    t = np.arange(taps) / sample_rate_hz
+    decay = np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[:, None])
+    rir = rng.standard_normal((batch, taps)) * decay * _REVERB_TAIL_GAIN
+    rir[:, 0] = 1.0
+    size = 1 << int(np.ceil(np.log2(n + taps)))
+    wet = np.fft.irfft(np.fft.rfft(x, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
+    dry_rms, wet_rms = np.sqrt(_power(x)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
+    wet *= (dry_rms / wet_rms)[:, None]
+    return np.where(apply[:, None], np.clip(wet, -1.0, 1.0), x).astype(x.dtype)
+
+
 def _band_mask(rng: np.random.Generator, batch: int, length: int, count: int, max_width: int) -> np.ndarray:
     """(batch, length) bool: ``count`` bands per row, widths uniform in [0, max_width]."""
     mask = np.zeros((batch, length), dtype=bool)
@@ -255,8 +317,15 @@ def spec_augment(features: np.ndarray, rng: np.random.Generator, *, time_masks: 
 
 def augment_audio(clips: np.ndarray, rng: np.random.Generator, options: AudioAugmentOptions = AudioAugmentOptions(),
                   noise_pool: NoisePool | Sequence[np.ndarray] | None = None) -> np.ndarray:
-    """Time shift, gain and (if a pool is given) background noise, as ``options`` says."""
-    x = time_shift(clips, rng, max_shift_samples=options.max_shift_samples, probability=options.shift_probability)
+    """Speed, reverberation, time shift, gain and (if a pool is given) background noise, as
+    ``options`` says."""
+    x = clips
+    if options.speed_probability > 0:
+        x = change_speed(x, rng, speed_range=options.speed_range, probability=options.speed_probability)
+    if options.reverb_probability > 0:
+        x = add_reverb(x, rng, sample_rate_hz=options.sample_rate_hz, rt60_ms_range=options.rt60_ms_range,
+                       probability=options.reverb_probability)
+    x = time_shift(x, rng, max_shift_samples=options.max_shift_samples, probability=options.shift_probability)
     x = random_gain(x, rng, gain_db_range=options.gain_db_range, probability=options.gain_probability)
     if noise_pool is not None:
         x = mix_noise(x, noise_pool, rng, snr_db_range=options.snr_db_range, probability=options.noise_probability,

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logical-cpus", type=int, default=0, metavar="N",
                         help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", type=int, default=None, help="override seed")
+    parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",
+                        help="override one config field, value in YAML (repeatable), e.g. "
+                             "--set train.real_speech_share=0.5")
 
 
 def _configure_devices(logical_cpus: int) -> None:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from train.config import load_train_config
 
-    config = load_train_config(args.config)
+    config = load_train_config(args.config, args.overrides or ())
     overrides = {}
     if args.epochs is not None:
         if args.epochs < 1:

@@ -3,14 +3,15 @@ fields are errors that name the field)."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from edge.features import AudioFrontendOptions, ImageFrontendOptions
-from edge.schema import from_mapping, load_yaml_mapping, to_mapping
+from edge.schema import from_mapping, load_yaml_mapping, parse_yaml_value, require, to_mapping
 from edge.types import DEFAULT_COMMAND_WORDS
-from edge.schema import require
 from train.augment import AudioAugmentOptions, ImageAugmentOptions
 from train.model import ModelOptions
 
@@ -52,7 +53,12 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainOptions:
-    """The optimisation schedule."""
+    """The optimisation schedule and how batches are drawn.
+
+    Command clips are drawn class-balanced; ``real_speech_share`` is the probability that a
+    drawn clip is a recording rather than synthesized speech (``None``: uniformly over both).
+    ``class_weighting`` weights scene classes by inverse frequency (photos are drawn uniformly).
+    """
 
     epochs: int = 40
     batch_size: int = 64
@@ -63,6 +69,7 @@ class TrainOptions:
     patience: int = 8
     modality_dropout: float = 0.2
     class_weighting: bool = True
+    real_speech_share: float | None = None
     strategy: Strategy = "default"
 
     def __post_init__(self) -> None:
@@ -74,6 +81,8 @@ class TrainOptions:
         require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
         require(self.patience >= 1, "patience", ">= 1", self.patience)
+        require(self.real_speech_share is None or 0.0 <= self.real_speech_share <= 1.0, "real_speech_share",
+                "in [0, 1] or null", self.real_speech_share)
         require(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
 
 
@@ -104,10 +113,29 @@ def _resolve(path: Path | None, base: Path) -> Path | None:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Load and validate ``train.yaml``; relative data paths are resolved against its folder."""
+def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
+    """``section.field=value`` strings (values in YAML) applied to a loaded config mapping."""
+    out = copy.deepcopy(mapping)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"--set: expected SECTION.FIELD=VALUE (e.g. train.epochs=40), got {item!r}")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item}: {part} is not a section")
+        node[parts[-1]] = parse_yaml_value(text, source=f"--set {item}")
+    return out
+
+
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Load and validate ``train.yaml`` (with ``--set`` style ``overrides``); relative data
+    paths are resolved against its folder."""
     path = Path(path)
-    config = from_mapping(TrainConfig, load_yaml_mapping(path), source=str(path))
+    mapping = apply_overrides(load_yaml_mapping(path), overrides)
+    config = from_mapping(TrainConfig, mapping, source=str(path))
     base = path.resolve().parent
     data = config.data
     data = replace(

@@ -33,6 +33,7 @@ MODEL_FILE = "model.keras"
 class AudioSet:
     clips: np.ndarray  # float32 (N, clip_samples)
     labels: np.ndarray  # int32 (N,)
+    synthetic: np.ndarray | None = None  # bool (N,): synthesized speech rather than a recording
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,13 @@ def command_labels_for(words) -> tuple[str, ...]:
     return (SILENCE_LABEL, UNKNOWN_LABEL) + tuple(words)
 
 
-def _audio_set(items, labels, config: TrainConfig, what: str, reports: dict) -> AudioSet:
+def _audio_set(items, labels, config: TrainConfig, what: str, reports: dict, synthetic=frozenset()) -> AudioSet:
     index = {label: i for i, label in enumerate(labels)}
     clips, report = datasets.load_clips(items, config.audio_frontend, what=what)
     reports[what] = report.summary()
     y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
-    return AudioSet(clips.astype(np.float32), y)
+    is_synthetic = np.array([items[i] in synthetic for i in report.kept], dtype=bool)
+    return AudioSet(clips.astype(np.float32), y, is_synthetic)
 
 
 def _cap(items, max_per_class: int | None, rng: np.random.Generator):
@@ -105,13 +107,16 @@ def load_dataset(config: TrainConfig) -> Dataset:
         val_items += splits["validation"]
         test_items += splits["testing"]
         noise_paths += list(index.noise_paths)
+    synthetic_items: set = set()
     for root in cfg.synthetic_speech:  # synthesized voices are for training only
-        train_items += datasets.load_speech_commands(root, words=cfg.words).items
+        synthesized = datasets.load_speech_commands(root, words=cfg.words).items
+        synthetic_items.update(synthesized)
+        train_items += synthesized
     train_items = _cap(train_items, cfg.max_items_per_class, rng)
     if cfg.speech_commands and not val_items:
         raise ValueError("data.validation_percent: the speaker-disjoint split left no validation clips")
 
-    audio_train = _audio_set(train_items, command_labels, config, "audio_train", reports)
+    audio_train = _audio_set(train_items, command_labels, config, "audio_train", reports, synthetic_items)
     audio_val = _audio_set(val_items, command_labels, config, "audio_validation", reports)
     audio_test = _audio_set(test_items, command_labels, config, "audio_test", reports)
     noise: tuple[np.ndarray, ...] = ()
@@ -187,14 +192,21 @@ class FusionBatches(keras.utils.PyDataset):
         self.epoch = 0
         n_cmd = len(dataset.command_labels)
         n_scene = max(len(dataset.scene_labels), 2)
-        self.command_weights = _class_weights(dataset.audio_train.labels, n_cmd, config.train.class_weighting)
+        # Commands need no class weights: their clips are drawn class-balanced (below).
+        self.command_weights = np.ones(n_cmd, np.float32)
         self.scene_weights = _class_weights(dataset.image_train.labels, n_scene, config.train.class_weighting)
         self.n_cmd, self.n_scene = n_cmd, n_scene
         self.noise_pool = (augment.prepare_noise_pool(dataset.noise, config.audio_frontend.clip_samples)
                            if dataset.noise else None)
-        # Audio is drawn class-balanced: every class as often, whatever its count.
-        self.by_class = [np.flatnonzero(dataset.audio_train.labels == c) for c in range(n_cmd)]
-        self.by_class = [idx for idx in self.by_class if idx.size]
+        # Audio is drawn class-balanced: every class as often, whatever its count; within a class,
+        # recordings rather than synthesized clips with probability ``real_speech_share``.
+        labels, synthetic = dataset.audio_train.labels, dataset.audio_train.synthetic
+        if synthetic is None:
+            synthetic = np.zeros(labels.shape, bool)
+        self.by_class = [(np.flatnonzero(labels == c), np.flatnonzero((labels == c) & ~synthetic),
+                          np.flatnonzero((labels == c) & synthetic)) for c in range(n_cmd)]
+        self.by_class = [pools for pools in self.by_class if pools[0].size]
+        self.real_share = config.train.real_speech_share
 
     def __len__(self) -> int:
         return self.steps
@@ -210,8 +222,7 @@ class FusionBatches(keras.utils.PyDataset):
         has_image = self.ds.image_train.labels.size > 0
 
         if has_audio:
-            classes = rng.integers(0, len(self.by_class), size=b)
-            idx = np.array([rng.choice(self.by_class[c]) for c in classes])
+            idx = self.draw_audio_indices(rng, b)
             clips = self.ds.audio_train.clips[idx]
             clips = augment.augment_audio(clips, rng, cfg.audio_augment, noise_pool=self.noise_pool)
             feats = augment.augment_features(features_of(clips, cfg), rng, cfg.audio_augment)
@@ -249,6 +260,17 @@ class FusionBatches(keras.utils.PyDataset):
             OUTPUT_SCENE: image_present * self.scene_weights[y_scene],
         }
         return x, y, w
+
+
+    def draw_audio_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Indices of ``count`` training clips: a uniformly drawn class, then a clip of it."""
+        out = np.empty(count, np.int64)
+        for i, c in enumerate(rng.integers(0, len(self.by_class), size=count)):
+            pool, real, synthesized = self.by_class[c]
+            if self.real_share is not None and real.size and synthesized.size:
+                pool = real if rng.random() < self.real_share else synthesized
+            out[i] = rng.choice(pool)
+        return out
 
 
 def _class_weights(labels: np.ndarray, num_classes: int, enabled: bool) -> np.ndarray:

@@ -58,6 +58,15 @@ def test_merged_model_structure(tiny_model_path):
     for graph in obj.subgraphs:
         assert all(0 <= op.opcodeIndex < len(obj.operatorCodes) for op in graph.operators)
         assert all(0 <= t.buffer < len(obj.buffers) for t in graph.tensors)
+        # Intermediate tensors get short names; the converter's keep the inputs and outputs.
+        key = graph.name.decode()
+        boundary = set(graph.inputs) | set(graph.outputs)
+        for i, tensor in enumerate(graph.tensors):
+            if i in boundary:
+                assert tensor.name.decode().startswith("serving_default_") or "StatefulPartitionedCall" in \
+                    tensor.name.decode(), tensor.name
+            else:
+                assert tensor.name.decode() == f"{key}/{i}"
 
 
 def test_int8_model_is_full_integer_with_builtin_ops(tiny_model_path):

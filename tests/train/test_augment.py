@@ -8,9 +8,11 @@ import pytest
 from train.augment import (
     AudioAugmentOptions,
     ImageAugmentOptions,
+    add_reverb,
     augment_audio,
     augment_features,
     augment_images,
+    change_speed,
     color_jitter,
     horizontal_flip,
     mix_noise,
@@ -120,9 +122,45 @@ def test_spec_augment_masks_bands_with_the_fill_value() -> None:
     np.testing.assert_array_equal(spec_augment(features, rng, time_masks=0, freq_masks=0), features)
 
 
+def _peak_frequency_hz(clip: np.ndarray) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(clip))) * N / clip.size)
+
+
+def test_change_speed_scales_pitch_and_keeps_the_centre() -> None:
+    rng = np.random.default_rng(0)
+    impulse = np.zeros((2, N), np.float32)
+    impulse[:, N // 2] = 1.0
+    assert np.argmax(change_speed(impulse, rng, speed_range=(1.1, 1.1)), axis=1).tolist() == [N // 2] * 2
+    tone = np.sin(2 * np.pi * 400 * np.arange(N) / N).astype(np.float32)[None]
+    faster = change_speed(tone, rng, speed_range=(1.1, 1.1))
+    slower = change_speed(tone, rng, speed_range=(0.9, 0.9))
+    assert _peak_frequency_hz(faster[0]) == pytest.approx(440, abs=2)
+    assert _peak_frequency_hz(slower[0]) == pytest.approx(360, abs=2)
+    # Faster playback runs out of source at the edges (the first and last 1 - 1/1.1 of half a
+    # clip): zeros there, never wrapped samples; slower playback stays full.
+    assert not faster[0, :700].any() and faster[0, 760:800].any() and faster.shape == tone.shape
+    assert slower[0, :100].any() and slower[0, -100:].any()
+    np.testing.assert_array_equal(change_speed(tone, rng, probability=0.0), tone)
+
+
+def test_add_reverb_adds_a_decaying_tail_at_the_same_level() -> None:
+    rng = np.random.default_rng(1)
+    click = np.zeros((4, N), np.float32)
+    click[:, 1000] = 0.5
+    wet = add_reverb(click, rng, rt60_ms_range=(400.0, 400.0))
+    assert wet.shape == click.shape and wet.dtype == np.float32
+    np.testing.assert_allclose(_power_db(wet), _power_db(click), atol=0.01)
+    assert np.abs(wet[:, :1000]).max() < 1e-6  # causal: nothing before the sound
+    early, late = (np.mean(wet[:, 1001 + a:1001 + b] ** 2) for a, b in ((0, 800), (4000, 4800)))
+    assert early > 10 * late > 0  # 250 ms later the tail is down by far more than 10 dB
+    short, long = (add_reverb(click, np.random.default_rng(2), rt60_ms_range=(r, r)) for r in (150.0, 600.0))
+    assert np.mean(long[:, 3000:] ** 2) > np.mean(short[:, 3000:] ** 2)
+    np.testing.assert_array_equal(add_reverb(click, rng, probability=0.0), click)
+
+
 def test_augment_audio_pipeline_is_deterministic() -> None:
     clips = _speech_like(16)
-    options = AudioAugmentOptions()
+    options = AudioAugmentOptions(speed_probability=0.5, reverb_probability=0.5)
     a = augment_audio(clips, np.random.default_rng(11), options, _noise_recordings())
     b = augment_audio(clips, np.random.default_rng(11), options, _noise_recordings())
     c = augment_audio(clips, np.random.default_rng(12), options, _noise_recordings())
@@ -140,6 +178,12 @@ def test_audio_options_validation_names_the_field() -> None:
         AudioAugmentOptions(noise_probability=1.5)
     with pytest.raises(ValueError, match="time_masks"):
         AudioAugmentOptions(time_masks=-1)
+    with pytest.raises(ValueError, match="speed_range"):
+        AudioAugmentOptions(speed_range=(1.1, 0.9))
+    with pytest.raises(ValueError, match="rt60_ms_range"):
+        AudioAugmentOptions(rt60_ms_range=(0.0, 100.0))
+    with pytest.raises(ValueError, match="reverb_probability"):
+        AudioAugmentOptions(reverb_probability=-0.1)
     with pytest.raises(ValueError, match="clips"):
         time_shift(np.zeros(10), np.random.default_rng(0), max_shift_samples=1)
     with pytest.raises(ValueError, match="noise_pool"):

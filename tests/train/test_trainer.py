@@ -9,7 +9,7 @@ pytest.importorskip("tensorflow")
 
 from datagen import make_scenes, make_speech_commands, write_train_yaml  # noqa: E402
 from train.config import load_train_config  # noqa: E402
-from train.trainer import train  # noqa: E402
+from train.trainer import FusionBatches, load_dataset, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,47 @@ def test_training_writes_a_complete_run_folder_and_learns(tmp_path, tiny_data):
     # Colours are trivially separable: three epochs must clear chance (1/3) by far.
     assert metrics["scene_accuracy"] > 0.6
     assert metrics["command_accuracy"] is not None and metrics["test_scene_accuracy"] is not None
+
+
+def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    synthetic = make_speech_commands(tmp_path / "synth", speakers=10, per_speaker=2, seed=3)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, [f"data.synthetic_speech=[{synthetic}]", "train.real_speech_share=0.8"])
+    ds = load_dataset(config)
+    labels, is_synthetic = ds.audio_train.labels, ds.audio_train.synthetic
+    assert 0 < is_synthetic.sum() < labels.size
+    # The classes are far from balanced in the folder (_unknown_ has two words)...
+    counts = np.bincount(labels)
+    assert counts.max() > 1.5 * counts.min()
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0)
+    drawn = np.concatenate([batches.draw_audio_indices(np.random.default_rng(i), 100) for i in range(40)])
+    # ...but drawn evenly, and recordings 80 % of the time within each class.
+    shares = np.bincount(labels[drawn], minlength=counts.size) / drawn.size
+    np.testing.assert_allclose(shares, 1 / counts.size, atol=0.025)
+    assert 1 - is_synthetic[drawn].mean() == pytest.approx(0.8, abs=0.03)
+    # Drawing balanced is the whole correction: command losses are not also class-weighted.
+    _, _, weights = batches[0]
+    assert set(np.unique(weights["command"])) <= {0.0, 1.0}
+
+
+def test_set_overrides_any_config_field(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, ["train.epochs=7", "audio_augment.speed_range=[0.8, 1.2]",
+                                      "train.class_weighting=false"])
+    assert config.train.epochs == 7 and config.audio_augment.speed_range == (0.8, 1.2)
+    assert config.train.class_weighting is False
+    with pytest.raises(ValueError, match=r"train.class_weighting: expected true or false, got 'no'"):
+        load_train_config(path, ["train.class_weighting=no"])  # YAML 1.2, as in the files
+    with pytest.raises(ValueError, match=r"train.yaml: train.epoch: unknown field"):
+        load_train_config(path, ["train.epoch=7"])
+    with pytest.raises(ValueError, match=r"--set: expected SECTION.FIELD=VALUE"):
+        load_train_config(path, ["train.epochs"])
+    out = subprocess.run([sys.executable, "-m", "edge.cli", "train", "--config", str(path), "--set",
+                          "train.real_speech_share=2"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "real_speech_share: expected in [0, 1] or null, got 2" in out.stderr
 
 
 def test_config_errors_name_the_field(tmp_path, tiny_data):
