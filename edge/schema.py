@@ -20,8 +20,9 @@ T = TypeVar("T")
 
 
 class _Yaml12BoolLoader(yaml.SafeLoader):
-    """YAML with 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as
-    booleans, which would turn the command words ``[yes, no, on, off]`` into ``True``/``False``."""
+    """YAML with 1.2 booleans and floats. Booleans: only true/false (YAML 1.1 also reads
+    yes/no/on/off as booleans, which would turn the command words ``[yes, no, on, off]`` into
+    ``True``/``False``). Floats: ``1e-6`` is a number (YAML 1.1 wants ``1.0e-6``)."""
 
 
 _Yaml12BoolLoader.yaml_implicit_resolvers = {
@@ -30,6 +31,9 @@ _Yaml12BoolLoader.yaml_implicit_resolvers = {
 }
 _Yaml12BoolLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 __all__ = ["from_mapping", "load_yaml_mapping", "require", "to_mapping"]
 

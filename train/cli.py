@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logical-cpus", type=int, default=0, metavar="N",
                         help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", type=int, default=None, help="override seed")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="RUN",
+                        help="start from the weights of run folder RUN (same architecture): a fine-tune, "
+                             "e.g. a longer schedule continued at a lower --set train.learning_rate")
     parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",
                         help="override one config field, value in YAML (repeatable), e.g. "
                              "--set train.real_speech_share=0.5")
@@ -58,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     from train.trainer import train
 
     logging.getLogger("train").setLevel(logging.INFO)
-    metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2)
+    metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from)
     print(json.dumps({"run": str(out_dir), **metrics}, indent=2))
     return 0

@@ -342,8 +342,20 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1) -> dict:
-    """Train per ``config`` and write the run folder; returns the metrics."""
+def _load_initial_weights(model: keras.Model, run_dir: str | Path) -> None:
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise ValueError(f"init_from: expected a run folder with {MODEL_FILE}, got {run_dir}")
+    try:
+        model.load_weights(path)
+    except ValueError as exc:  # Keras names the first layer whose weights do not fit
+        raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None) -> dict:
+    """Train per ``config`` and write the run folder; returns the metrics. ``init_from`` (a run
+    folder of the same architecture) starts from that run's weights: a fine-tune with a fresh
+    schedule."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
@@ -362,6 +374,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1) -> dict
         model = build_fusion_model(num_commands=len(ds.command_labels), num_scenes=num_scenes,
                                    options=config.model, audio_frontend=config.audio_frontend,
                                    image_frontend=config.image_frontend)
+        if init_from is not None:
+            _load_initial_weights(model, init_from)
         anchor = max(ds.image_train.labels.size, ds.audio_train.labels.size)
         steps = config.train.steps_per_epoch or max(1, anchor // config.train.batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -402,6 +416,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1) -> dict
         "test_scene_accuracy": tested.get("val_scene_accuracy"),
         "epochs_run": len(history.history.get("loss", [])),
         "best_epoch": int(np.argmax(history.history["val_score"])) + 1 if history.history.get("val_score") else None,
+        "init_from": str(init_from) if init_from is not None else None,
         "load_seconds": round(load_s, 1),
         "train_seconds": round(train_s, 1),
         "validation_clips": int(ds.audio_val.labels.size),

@@ -4,7 +4,7 @@ from typing import Literal
 
 import pytest
 
-from edge.schema import from_mapping, load_yaml_mapping, to_mapping
+from edge.schema import from_mapping, load_yaml_mapping, parse_yaml_value, to_mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,3 +73,11 @@ def test_yaml_reads_command_words_as_words_not_booleans(tmp_path):
     path = tmp_path / "words.yaml"
     path.write_text("words: [yes, no, on, off, stop]\nenabled: true\nother: False\n")
     assert load_yaml_mapping(path) == {"words": ["yes", "no", "on", "off", "stop"], "enabled": True, "other": False}
+
+
+def test_yaml_reads_exponents_as_numbers_as_yaml_1_2_does(tmp_path):
+    path = tmp_path / "numbers.yaml"
+    path.write_text("lr: 1e-6\nbig: 3E+2\nplain: 1.5e-3\nint: 12\nword: e5\nversion: 1.2.3\n")
+    assert load_yaml_mapping(path) == {"lr": 1e-6, "big": 300.0, "plain": 1.5e-3, "int": 12, "word": "e5",
+                                       "version": "1.2.3"}
+    assert parse_yaml_value("1e-6") == 1e-6 and parse_yaml_value("no") == "no"

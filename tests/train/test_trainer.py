@@ -43,6 +43,23 @@ def test_training_writes_a_complete_run_folder_and_learns(tmp_path, tiny_data):
     assert metrics["command_accuracy"] is not None and metrics["test_scene_accuracy"] is not None
 
 
+@pytest.mark.slow
+def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=3, steps_per_epoch=8)
+    first = train(load_train_config(path), tmp_path / "first", verbose=0)
+    # One short epoch at a tiny learning rate keeps what the first run learned.
+    tuned = train(load_train_config(path, ["train.epochs=1", "train.steps_per_epoch=1", "train.learning_rate=1e-6"]),
+                  tmp_path / "tuned", verbose=0, init_from=tmp_path / "first")
+    assert tuned["init_from"] == str(tmp_path / "first")
+    assert tuned["scene_accuracy"] == pytest.approx(first["scene_accuracy"], abs=0.1)
+    with pytest.raises(ValueError, match=r"init_from: .*model.keras does not match this config's model"):
+        train(load_train_config(path, ["model.audio_channels=24"]), tmp_path / "other", verbose=0,
+              init_from=tmp_path / "first")
+    with pytest.raises(ValueError, match=r"init_from: expected a run folder with model.keras"):
+        train(load_train_config(path), tmp_path / "none", verbose=0, init_from=tmp_path / "nowhere")
+
+
 def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path, tiny_data):
     speech, scenes = tiny_data
     synthetic = make_speech_commands(tmp_path / "synth", speakers=10, per_speaker=2, seed=3)
