@@ -462,25 +462,19 @@ def compute_comparison(ours_macs: Mapping[str, Any], latency: Mapping[str, Mappi
     def mean(stage_stats: Mapping[str, Any] | None) -> float | None:
         return None if not stage_stats or stage_stats.get("mean") is None else float(stage_stats["mean"])
 
-    kws = next((r for r in references.values() if r.get("task") == "command"), None)
-    vww = next((r for r in references.values() if r.get("task") == "scene"), None)
     fusion_macs = int(ours_macs.get("fusion_head", 0) or 0)
     parts = {}
-    if kws is not None:
-        parts["commands"] = {
-            "rate_per_s": COMMAND_HOPS_PER_S,
-            "ours_macs_per_s": COMMAND_HOPS_PER_S * (int(ours_macs.get("audio_encoder", 0)) + fusion_macs),
-            "theirs_macs_per_s": COMMAND_HOPS_PER_S * int(kws["model"]["macs"] or 0),
-            "ours_ms_per_s": _mul(COMMAND_HOPS_PER_S, _add(mean(latency.get("audio_encoder")), mean(latency.get("fusion")))),
-            "theirs_ms_per_s": _mul(COMMAND_HOPS_PER_S, mean(kws["latency_ms"].get("inference"))),
-        }
-    if vww is not None:
-        parts["scenes"] = {
-            "rate_per_s": SCENE_FRAMES_PER_S,
-            "ours_macs_per_s": SCENE_FRAMES_PER_S * (int(ours_macs.get("image_encoder", 0)) + fusion_macs),
-            "theirs_macs_per_s": SCENE_FRAMES_PER_S * int(vww["model"]["macs"] or 0),
-            "ours_ms_per_s": _mul(SCENE_FRAMES_PER_S, _add(mean(latency.get("image_encoder")), mean(latency.get("fusion")))),
-            "theirs_ms_per_s": _mul(SCENE_FRAMES_PER_S, mean(vww["latency_ms"].get("inference"))),
+    for part, task, rate, encoder in (("commands", "command", COMMAND_HOPS_PER_S, "audio_encoder"),
+                                      ("scenes", "scene", SCENE_FRAMES_PER_S, "image_encoder")):
+        reference = next((r for r in references.values() if r.get("task") == task), None)
+        if reference is None:
+            continue
+        parts[part] = {
+            "rate_per_s": rate,
+            "ours_macs_per_s": rate * (int(ours_macs.get(encoder, 0)) + fusion_macs),
+            "theirs_macs_per_s": rate * int(reference["model"]["macs"] or 0),
+            "ours_ms_per_s": _mul(rate, _add(mean(latency.get(encoder)), mean(latency.get("fusion")))),
+            "theirs_ms_per_s": _mul(rate, mean(reference["latency_ms"].get("inference"))),
         }
     if len(parts) == 2:
         parts["total"] = {key: _add(parts["commands"][key], parts["scenes"][key])
