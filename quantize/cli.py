@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from quantize.convert import MODES, QuantizeOptions, convert_run
+from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
 
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir
     if args.qat:
-        from quantize.qat import QatOptions, qat_finetune
+        from edgesense.quantize.qat import QatOptions, qat_finetune
 
         if args.mode != "int8":
             raise ValueError(f"--qat: expected --mode int8 (quantization-aware training targets int8), got {args.mode}")
@@ -56,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if args.report is None:
         return 0
 
-    from quantize.report import BYTES_PER_KB, ReportOptions, budget_lines, build_report, report_paths, write_report
+    from edgesense.quantize.report import (
+        BYTES_PER_KB,
+        ReportOptions,
+        budget_lines,
+        build_report,
+        report_paths,
+        write_report,
+    )
 
     report_options = ReportOptions() if args.max_kb is None else ReportOptions(max_model_bytes=args.max_kb * BYTES_PER_KB)
     json_path, md_path = report_paths(result.path, args.report or None)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -34,9 +32,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from edge.features import AudioFrontendOptions, ImageFrontendOptions
-from edge.interpreter import make_interpreter
-from edge.model import (
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.runtime.interpreter import make_interpreter
+from edgesense.runtime.model import (
     METADATA_FORMAT_VERSION,
     METADATA_NAME,
     PART_NAMES,
@@ -44,7 +43,7 @@ from edge.model import (
     SIGNATURE_OUTPUTS,
     labels_and_frontends,
 )
-from edge.quant import QuantParams, quantize
+from edgesense.runtime.quant import QuantParams, quantize
 
 __all__ = [
     "MODES",
@@ -155,9 +154,9 @@ def _import_tf():
 
 
 def _load_keras_model(path: Path) -> Any:
-    if importlib.util.find_spec("train") is not None and importlib.util.find_spec("train.model") is not None:
-        importlib.import_module("train.model")  # registers the custom layers
     import keras
+
+    import edgesense.train.model  # noqa: F401  (registers the custom layers)
 
     try:
         return keras.models.load_model(path)

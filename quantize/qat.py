@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.schema import from_mapping, require
+from edgesense.schema.validate import from_mapping, require
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _quantize_layer_kernel(layer, per_channel: bool, kernel: np.ndarray) -> np.n
 
 
 def _load_training_config(run_dir: Path):
-    from train.config import TrainConfig
+    from edgesense.train.config import TrainConfig
 
     run_json = run_dir / "run.json"
     try:
@@ -104,8 +104,8 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
     """Fine-tune ``run_dir``'s model with fake-quantized kernels; write a new run folder and return it."""
     import keras
 
-    from train.model import OUTPUT_COMMAND, OUTPUT_SCENE
-    from train.trainer import MODEL_FILE, FusionBatches, HeadValidation, features_of, load_dataset
+    from edgesense.train.model import OUTPUT_COMMAND, OUTPUT_SCENE
+    from edgesense.train.trainer import MODEL_FILE, FusionBatches, HeadValidation, features_of, load_dataset
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir.with_name(run_dir.name + QAT_SUFFIX)

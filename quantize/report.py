@@ -1,6 +1,6 @@
 """Parity report: the float Keras model vs the converted TFLite model on validation.npz.
 
-The TFLite side runs through :class:`edge.model.EdgeModel`, exactly the device path
+The TFLite side runs through :class:`edgesense.runtime.model.EdgeModel`, exactly the device path
 (per-sample, quantize -> signature -> dequantize, embeddings requantized for
 ``fuse``). The float side runs the same computation with the Keras sub-models.
 
@@ -26,9 +26,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edge.interpreter import InterpreterOptions
-from edge.model import EdgeModel
-from quantize.convert import RunFolder, float_embeddings, load_run, load_validation
+from edgesense.quantize.convert import RunFolder, float_embeddings, load_run, load_validation
+from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.runtime.model import EdgeModel
 
 __all__ = [
     "ReportOptions",
@@ -56,7 +56,7 @@ EVALUATION_PROTOCOL = {
              "(scene validation photos have no paired audio)",
     "float_reference": "the run's Keras sub-models (audio_encoder, image_encoder, fusion_head) with the same "
                        "inputs; an absent modality is a zero embedding with presence flag 0, as on the device",
-    "tflite": "edge.model.EdgeModel, one sample at a time (the device path)",
+    "tflite": "edgesense.runtime.model.EdgeModel, one sample at a time (the device path)",
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the device loop on replayed media (not a unit test).
 
-Runs ``edge.pipeline.Pipeline`` on the sample video (640x480) and 16 kHz audio with
+Runs ``edgesense.loop.pipeline.Pipeline`` on the sample video (640x480) and 16 kHz audio with
 ``--fast`` and the interpreter on one thread, then prints:
 
 * the real-time factor (wall time / media time) and the compute load (processing
@@ -33,9 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.config import load_config  # noqa: E402
-from edge.pipeline import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, STAGES, VIDEO_READ, Pipeline  # noqa: E402
-from edge.types import CommandEvent  # noqa: E402
+from edgesense.config.device import load_config  # noqa: E402
+from edgesense.loop.pipeline import Pipeline
+from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, STAGES, VIDEO_READ  # noqa: E402
+from edgesense.types import CommandEvent  # noqa: E402
 
 #: A word counts as detected by an event with its label up to this long after the word ends.
 MATCH_WINDOW_MS = 1500.0

@@ -158,13 +158,13 @@ if [ -n "$SWAP_WHEEL" ]; then
     --force-reinstall "/tmp/${SWAP_WHEEL##*/}"
 fi
 
-# --- the bundled model through the interpreter (edge.model, CONTRACTS.md) -----------
+# --- the bundled model through the interpreter (edgesense.runtime.model, CONTRACTS.md) -----------
 log "inference smoke test under emulation"
 in_chroot /opt/edgesense /opt/edgesense/venv/bin/python - <<'PY' 2>&1 | tee "$WORKDIR/smoke.log"
 import platform, time
 import numpy as np
-from edge.interpreter import load_interpreter_backend
-from edge.model import EdgeModel
+from edgesense.runtime.interpreter import load_interpreter_backend
+from edgesense.runtime.model import EdgeModel
 model = EdgeModel.load("models/edgesense.tflite")
 t0 = time.perf_counter()
 a = model.encode_audio(np.zeros((49, 40), np.float32))

@@ -32,8 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.audio_io import read_wav, read_wav_native, resample, write_wav  # noqa: E402
-from edge.postprocess import rms_dbfs  # noqa: E402
+from edgesense.frontend.resample import resample
+from edgesense.frontend.wav import read_wav, read_wav_native, write_wav  # noqa: E402
+from edgesense.recognition.gate import rms_dbfs  # noqa: E402
 
 WIDTH_PX, HEIGHT_PX = 640, 480
 FPS = 10

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resolve EdgeSense's device dependencies for every deploy target, without installing anything.
 
-For each target (``edge.deploy.TARGETS``) pip resolves the dependency set for the
+For each target (``edgesense.deploy.targets.TARGETS``) pip resolves the dependency set for the
 target's platform tags and Python version from PyPI's metadata (``pip install --dry-run
 --report``), trying the fallbacks where a wheel is missing. Prints a table: target,
 Python, and per dependency the version, the fallback or UNSUPPORTED.
@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.deploy import KNOWN_EXTRAS, TARGETS, Resolution, resolve  # noqa: E402
+from edgesense.deploy.resolve import KNOWN_EXTRAS, Resolution, resolve
+from edgesense.deploy.targets import TARGETS  # noqa: E402
 
 COLUMNS = ("numpy", "opencv", "sounddevice", "pyyaml", "interpreter")
 

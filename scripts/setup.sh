@@ -25,10 +25,15 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+# The editable install is "strict": a tree of links laid out exactly as the wheel (edgesense/ with
+# edgesense.train from train/, ...), so import-linter sees the whole namespace and nothing outside
+# the package is importable. A module added or removed needs this install again: the stamp holds
+# the list of package files, and a change to it (or to pyproject.toml) re-installs.
 stamp=".venv/.edgesense-installed-$EXTRAS"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+files="$(find edge train quantize bench deploy -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$files" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" --config-settings editable_mode=strict
+  printf '%s' "$files" > "$stamp"
 fi
 echo "setup: ready (.venv, extras: $EXTRAS)"

@@ -2,7 +2,7 @@
 """Soak test: a simulated day of stream through the whole device loop, watching memory.
 
 The bundled sample media (``samples/scene.mp4`` + ``samples/commands.wav``, 14 s)
-are replayed in a loop, as fast as possible, through :class:`edge.pipeline.Pipeline`
+are replayed in a loop, as fast as possible, through :class:`edgesense.loop.pipeline.Pipeline`
 (frontends, the int8 model, post-processing) into real sinks (JSON Lines to a file
 and a callback), for ``--hours`` of *stream* time (default 24). Every
 ``--sample-minutes`` of stream time the resident set size is read from
@@ -34,11 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.model import EdgeModel  # noqa: E402
-from edge.outputs import CallbackSink, JsonLinesSink  # noqa: E402
-from edge.pipeline import Pipeline, PipelineOptions  # noqa: E402
-from edge.config import load_config  # noqa: E402
-from edge.sources import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource  # noqa: E402
+from edgesense.config.device import load_config  # noqa: E402
+from edgesense.loop.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from edgesense.runtime.model import EdgeModel  # noqa: E402
+from edgesense.sinks.base import CallbackSink
+from edgesense.sinks.jsonl import JsonLinesSink  # noqa: E402
+from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource  # noqa: E402
 
 logger = logging.getLogger("soak")
 
@@ -52,7 +53,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from conftest import write_tiny_run
-from quantize.convert import QuantizeOptions, convert_run
+from edgesense.quantize.convert import QuantizeOptions, convert_run
 work = Path({work!r})
 run = write_tiny_run(work / "tiny_run")
 convert_run(run, work / "tiny_int8.tflite", QuantizeOptions(mode="int8", calibration_samples=64))

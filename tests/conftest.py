@@ -22,8 +22,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edge.features import AudioFrontendOptions, ImageFrontendOptions, fit_clip, log_mel_spectrogram  # noqa: E402
-from edge.types import DEFAULT_COMMAND_LABELS  # noqa: E402
+from edgesense.frontend.audio import AudioFrontendOptions, fit_clip, log_mel_spectrogram
+from edgesense.frontend.image import ImageFrontendOptions  # noqa: E402
+from edgesense.types import DEFAULT_COMMAND_LABELS  # noqa: E402
 
 TINY_SCENE_LABELS = ("indoor", "outdoor", "vehicle")
 TINY_AUDIO_EMBEDDING = 8
@@ -236,7 +237,7 @@ def tiny_run_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tiny_run_dir, tmp_path_factory) -> Path:
     """``tiny_run_dir`` converted to a full-integer int8 EdgeSense .tflite (read-only)."""
-    from quantize.convert import QuantizeOptions, convert_run
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
 
     out = tmp_path_factory.mktemp("tiny_model") / "tiny_int8.tflite"
     convert_run(tiny_run_dir, out, QuantizeOptions(mode="int8", calibration_samples=64))

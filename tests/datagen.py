@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.audio_io import write_wav
-from edge.types import DEFAULT_COMMAND_WORDS
+from edgesense.frontend.wav import write_wav
+from edgesense.types import DEFAULT_COMMAND_WORDS
 
 SAMPLE_RATE_HZ = 16000
 SCENE_COLOURS_BGR = {"beach": (200, 180, 60), "forest": (40, 140, 30), "street": (120, 120, 120)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.types import DEFAULT_COMMAND_LABELS
+from edgesense.types import DEFAULT_COMMAND_LABELS
 
 RATE = 16000
 # The tiny model (tests/conftest.py) hears command k as a tone at 300 + 550 * (k - 1) Hz

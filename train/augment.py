@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from edge.schema import require
+
+from edgesense.schema.validate import require
 
 __all__ = [
     "AudioAugmentOptions",

@@ -41,7 +41,7 @@ def _configure_devices(logical_cpus: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from train.config import load_train_config
+    from edgesense.train.config import load_train_config
 
     config = load_train_config(args.config, args.overrides or ())
     overrides = {}
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("runs") / config.name
     _configure_devices(args.logical_cpus)
 
-    from train.trainer import train
+    from edgesense.train.trainer import train
 
     logging.getLogger("train").setLevel(logging.INFO)
     metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from)

@@ -9,11 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from edge.features import AudioFrontendOptions, ImageFrontendOptions
-from edge.schema import from_mapping, load_yaml_mapping, parse_yaml_value, require, to_mapping
-from edge.types import DEFAULT_COMMAND_WORDS
-from train.augment import AudioAugmentOptions, ImageAugmentOptions
-from train.model import ModelOptions
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.schema.validate import from_mapping, require, to_mapping
+from edgesense.schema.yaml import load_yaml_mapping, parse_yaml_value
+from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
+from edgesense.train.model import ModelOptions
+from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
 

@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.audio_io import probe_wav, read_wav
-from edge.features import AudioFrontendOptions, ImageFrontendOptions, fit_clip, preprocess_frame
-from edge.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
-from edge.schema import require
+from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
+from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
+from edgesense.frontend.wav import probe_wav, read_wav
+from edgesense.schema.validate import require
+from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = [
     "AVIndex",

@@ -37,12 +37,22 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from edge.audio_io import read_wav, write_wav
-from edge.features import AudioFrontendOptions, ImageFrontendOptions, log_mel_spectrogram
-from edge.schema import require
-from train import augment, data as datasets
-from train.model import (FUSION_STRATEGIES, INPUT_AUDIO, INPUT_AUDIO_PRESENT, INPUT_IMAGE, INPUT_IMAGE_PRESENT,
-                         OUTPUT_SCENE, ModelOptions, build_fusion_model)
+from edgesense.frontend.audio import AudioFrontendOptions, log_mel_spectrogram
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.frontend.wav import read_wav, write_wav
+from edgesense.schema.validate import require
+from edgesense.train import augment
+from edgesense.train import data as datasets
+from edgesense.train.model import (
+    FUSION_STRATEGIES,
+    INPUT_AUDIO,
+    INPUT_AUDIO_PRESENT,
+    INPUT_IMAGE,
+    INPUT_IMAGE_PRESENT,
+    OUTPUT_SCENE,
+    ModelOptions,
+    build_fusion_model,
+)
 
 __all__ = [
     "CONDITIONS",

@@ -16,8 +16,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from edge.features import AudioFrontendOptions, ImageFrontendOptions
-from edge.schema import require
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.schema.validate import require
 
 log = logging.getLogger(__name__)
 

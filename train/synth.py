@@ -27,9 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from edge.audio_io import read_wav_native, resample, write_wav
-from edge.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
-from edge.schema import require
+from edgesense.frontend.resample import resample
+from edgesense.frontend.wav import read_wav_native, write_wav
+from edgesense.schema.validate import require
+from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
 __all__ = [
     "DEFAULT_UNKNOWN_WORDS",

@@ -13,12 +13,21 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge.features import log_mel_spectrogram
-from edge.types import SILENCE_LABEL, UNKNOWN_LABEL
-from train import augment, data as datasets
-from train.config import TrainConfig
-from train.model import (INPUT_AUDIO, INPUT_AUDIO_PRESENT, INPUT_IMAGE, INPUT_IMAGE_PRESENT, OUTPUT_COMMAND,
-                         OUTPUT_SCENE, build_fusion_model, describe)
+from edgesense.frontend.audio import log_mel_spectrogram
+from edgesense.train import augment
+from edgesense.train import data as datasets
+from edgesense.train.config import TrainConfig
+from edgesense.train.model import (
+    INPUT_AUDIO,
+    INPUT_AUDIO_PRESENT,
+    INPUT_IMAGE,
+    INPUT_IMAGE_PRESENT,
+    OUTPUT_COMMAND,
+    OUTPUT_SCENE,
+    build_fusion_model,
+    describe,
+)
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
 

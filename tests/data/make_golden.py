@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.features import AudioFrontendOptions, ImageFrontendOptions, log_mel_spectrogram, preprocess_frame
+from edgesense.frontend.audio import AudioFrontendOptions, log_mel_spectrogram
+from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
 
 HERE = Path(__file__).parent
 

@@ -9,15 +9,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edge.config import DELEGATE_NAMES, SECTIONS, DeviceConfig
-from edge.features import (
-    AudioFrontendOptions,
-    ImageFrontendOptions,
-    StreamingAudioFrontend,
-    log_mel_spectrogram,
-    preprocess_frame,
-)
-from edge.postprocess import SMOOTHING_METHODS
+from edgesense.config.device import DELEGATE_NAMES, SECTIONS, DeviceConfig
+from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend, log_mel_spectrogram
+from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
+from edgesense.recognition.scenes import SMOOTHING_METHODS
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTIONS = AudioFrontendOptions()

@@ -9,7 +9,8 @@ def unsupported_op_run(run_dir_copy, tiny_builders):
     import keras
     import tensorflow as tf
 
-    from edge.features import AudioFrontendOptions, ImageFrontendOptions
+    from edgesense.frontend.audio import AudioFrontendOptions
+    from edgesense.frontend.image import ImageFrontendOptions
 
     @keras.saving.register_keras_serializable(package="edgesense_test")
     class Determinant(keras.layers.Layer):

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli import main
-from edge.model import EdgeModel
+from edgesense.app.cli import main
+from edgesense.runtime.model import EdgeModel
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgesense.app.cli", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -7,10 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge.interpreter import make_interpreter
-from edge.model import EdgeModel, SIGNATURE_INPUTS, SIGNATURE_OUTPUTS
-from edge.quant import QuantParams, quantize
-from quantize.convert import (
+from edgesense.quantize.convert import (
     QuantizeOptions,
     check_builtin_ops,
     convert_parts,
@@ -18,6 +15,9 @@ from quantize.convert import (
     load_run,
     merge_tflite_parts,
 )
+from edgesense.runtime.interpreter import make_interpreter
+from edgesense.runtime.model import SIGNATURE_INPUTS, SIGNATURE_OUTPUTS, EdgeModel
+from edgesense.runtime.quant import QuantParams, quantize
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,12 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from datagen import make_scenes, make_speech_commands, write_train_yaml  # noqa: E402
-from edge.model import EdgeModel  # noqa: E402
-from quantize.convert import QuantizeOptions, check_builtin_ops, convert_run  # noqa: E402
-from train.config import load_train_config  # noqa: E402
-from train.model import FUSION_STRATEGIES  # noqa: E402
-from train.trainer import train  # noqa: E402
+
+from edgesense.quantize.convert import QuantizeOptions, check_builtin_ops, convert_run  # noqa: E402
+from edgesense.runtime.model import EdgeModel  # noqa: E402
+from edgesense.train.config import load_train_config  # noqa: E402
+from edgesense.train.model import FUSION_STRATEGIES  # noqa: E402
+from edgesense.train.trainer import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

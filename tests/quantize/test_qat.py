@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from quantize.qat import INT8_MAX, QatOptions, fake_quantize
+from edgesense.quantize.qat import INT8_MAX, QatOptions, fake_quantize
 
 
 def test_fake_quantize_lands_on_a_symmetric_int8_grid_per_channel():
@@ -31,10 +31,11 @@ def test_options_are_validated():
 def test_qat_fine_tunes_a_trained_run_and_converts_it(tmp_path):
     pytest.importorskip("tensorflow")
     from datagen import make_scenes, make_speech_commands, write_train_yaml
-    from edge.cli import main
-    from edge.model import EdgeModel
-    from train.config import load_train_config
-    from train.trainer import train
+
+    from edgesense.app.cli import main
+    from edgesense.runtime.model import EdgeModel
+    from edgesense.train.config import load_train_config
+    from edgesense.train.trainer import train
 
     speech = make_speech_commands(tmp_path / "speech", speakers=12, per_speaker=1)
     scenes = make_scenes(tmp_path / "scenes", per_class=12)

@@ -7,8 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from edge.model import EdgeModel
-from quantize.report import ReportOptions, budget_lines, build_report, render_markdown, report_paths, write_report
+from edgesense.quantize.report import (
+    ReportOptions,
+    budget_lines,
+    build_report,
+    render_markdown,
+    report_paths,
+    write_report,
+)
+from edgesense.runtime.model import EdgeModel
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +27,7 @@ def report(tiny_run_dir, tiny_model_path):
 
 def test_report_numbers_are_recomputable(report, tiny_run_dir, tiny_model_path):
     """Recompute the command head's int8 accuracy and the scene head's float accuracy independently."""
-    from quantize.convert import float_embeddings, load_run
+    from edgesense.quantize.convert import float_embeddings, load_run
 
     with np.load(tiny_run_dir / "validation.npz") as npz:
         v = {k: npz[k] for k in npz.files}

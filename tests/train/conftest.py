@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audio_io import write_wav
+from edgesense.frontend.wav import write_wav
 
 RATE = 16000
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

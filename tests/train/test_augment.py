@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.augment import (
+from edgesense.train.augment import (
     AudioAugmentOptions,
     ImageAugmentOptions,
     add_reverb,

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.audio_io import read_wav, write_wav
-from edge.features import AudioFrontendOptions, ImageFrontendOptions, preprocess_frame
-from train.data import (
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
+from edgesense.frontend.wav import read_wav, write_wav
+from edgesense.train.data import (
     MAX_NUM_WAVS_PER_CLASS,
     AudioItem,
     ImageItem,
@@ -133,7 +134,7 @@ def test_split_warns_when_the_rule_is_lopsided(caplog: pytest.LogCaptureFixture)
     # Speakers that all hash into [10, 20): the situation of the official test set.
     speakers = [s for s in (f"{i:08x}" for i in range(20000)) if 10 <= hash_percent(s) < 20][:250]
     items = [AudioItem(Path(f"{s}_nohash_0.wav"), "yes", s) for s in speakers]
-    with caplog.at_level(logging.WARNING, logger="train.data"):
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
         splits = split_items(items, validation_percent=10, testing_percent=10)
     assert len(splits["testing"]) == len(items)
     assert "pass a non-empty salt" in caplog.text
@@ -188,7 +189,7 @@ def test_corrupt_files_are_reported_not_raised(tmp_path: Path, caplog: pytest.Lo
     garbage.write_bytes(b"RIFF\x00\x00\x00\x00JUNKJUNK")
     good2 = write_tone(tmp_path / "yes" / "d_nohash_0.wav", 800)
     items = [AudioItem(p, "yes", speaker_of(p)) for p in (good, empty, garbage, good2)]
-    with caplog.at_level(logging.WARNING, logger="train.data"):
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
         clips, report = load_clips(items, FRONTEND)
     assert clips.shape[0] == 2 and report.kept == (0, 3) and report.requested == 4
     assert [p for p, _ in report.skipped] == [empty, garbage]

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-
 from datagen import make_scenes
-from edge.audio_io import write_wav
-from train.data import load_av_folder
-from train.fusion_study import (CONDITIONS, FusionStudyOptions, degrade, make_paired_av_set, run_fusion_study)
+
+from edgesense.frontend.wav import write_wav
+from edgesense.train.data import load_av_folder
+from edgesense.train.fusion_study import CONDITIONS, FusionStudyOptions, degrade, make_paired_av_set, run_fusion_study
 
 
 def _ambient(folder, seconds: float = 3.0):

@@ -3,7 +3,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from train.model import FUSION_STRATEGIES, ModelOptions, build_fusion_model, count_macs, describe  # noqa: E402
+from edgesense.train.model import FUSION_STRATEGIES, ModelOptions, build_fusion_model, count_macs, describe  # noqa: E402
 
 SIZE_BUDGET_PARAMS = 200_000  # int8: about one byte per parameter, 200 KB for the whole model
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audio_io import probe_wav, read_wav
-from edge.cli import main as cli_main
-from train.data import load_speech_commands, split_items
-from train.synth import DEFAULT_UNKNOWN_WORDS, SynthOptions, synthesize_commands
+from edgesense.app.cli import main as cli_main
+from edgesense.frontend.wav import probe_wav, read_wav
+from edgesense.train.data import load_speech_commands, split_items
+from edgesense.train.synth import DEFAULT_UNKNOWN_WORDS, SynthOptions, synthesize_commands
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

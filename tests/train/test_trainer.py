@@ -8,8 +8,9 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from datagen import make_scenes, make_speech_commands, write_train_yaml  # noqa: E402
-from train.config import load_train_config  # noqa: E402
-from train.trainer import FusionBatches, load_dataset, train  # noqa: E402
+
+from edgesense.train.config import load_train_config  # noqa: E402
+from edgesense.train.trainer import FusionBatches, load_dataset, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_set_overrides_any_config_field(tmp_path, tiny_data):
         load_train_config(path, ["train.epoch=7"])
     with pytest.raises(ValueError, match=r"--set: expected SECTION.FIELD=VALUE"):
         load_train_config(path, ["train.epochs"])
-    out = subprocess.run([sys.executable, "-m", "edge.cli", "train", "--config", str(path), "--set",
+    out = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "train", "--config", str(path), "--set",
                           "train.real_speech_share=2"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "real_speech_share: expected in [0, 1] or null, got 2" in out.stderr
@@ -117,7 +118,7 @@ def test_config_errors_name_the_field(tmp_path, tiny_data):
 def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data: {}\nmodel: {fusion: sum}\n")
-    out = subprocess.run([sys.executable, "-m", "edge.cli", "train", "--config", str(path)],
+    out = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "train", "--config", str(path)],
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
@@ -129,7 +130,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data):
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
     out = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "train", "--config", str(path), "--out", str(tmp_path / "run"),
+        [sys.executable, "-m", "edgesense.app.cli", "train", "--config", str(path), "--out", str(tmp_path / "run"),
          "--strategy", "mirrored", "--logical-cpus", "2"],
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

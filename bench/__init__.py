@@ -1,0 +1,1 @@
+"""``edgesense bench`` (desktop): accuracy, latency, streaming and reference models, and the report."""

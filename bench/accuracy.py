@@ -1,0 +1,216 @@
+"""Benchmark accuracy: the held-out split of commands and scenes through the device path."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from edgesense.bench.latency import _Timer
+from edgesense.bench.options import BenchOptions, _progress
+from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
+from edgesense.frontend.image import preprocess_frame
+from edgesense.frontend.wav import read_wav
+from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import require
+from edgesense.train import data
+
+logger = logging.getLogger(__name__)
+
+
+#: The split percentages of train/configs/shared_data.yaml (what --split testing reproduces).
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSpec:
+    """How training split the data: ``--split testing`` re-makes exactly its held-out part.
+    Read from the model's metadata (``data.split``, written by the trainer); these defaults
+    are train/configs/shared_data.yaml's, for models without it."""
+
+    speaker_salt: str = ""
+    validation_percent: float = 10.0
+    testing_percent: float = 20.0
+    image_validation_percent: float = 10.0
+    image_testing_percent: float = 15.0
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], salt: str | None) -> "SplitSpec":
+        """The model's recorded split; ``salt`` (the --salt option), when given, overrides its salt."""
+        recorded = dict((metadata.get("data") or {}).get("split") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in recorded.items() if k in known})
+        return dataclasses.replace(spec, speaker_salt=salt) if salt else spec
+
+
+def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (recall) and counts, and the confusion matrix (rows: true)."""
+    true, pred = np.asarray(true, np.int64), np.asarray(pred, np.int64)
+    k = len(labels)
+    matrix = np.zeros((k, k), np.int64)
+    np.add.at(matrix, (true, pred), 1)
+    per_class = {}
+    for i, label in enumerate(labels):
+        n = int(matrix[i].sum())
+        per_class[label] = {"accuracy": round(float(matrix[i, i] / n), 4) if n else None, "count": n}
+    return {"accuracy": round(float(np.mean(true == pred)), 4) if true.size else None, "count": int(true.size),
+            "per_class": per_class, "confusion": matrix.tolist(), "labels": list(labels)}
+
+
+def _noise_recordings(paths: Sequence[Path], sample_rate_hz: int) -> list[np.ndarray]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        files.extend(sorted(p.glob("*.wav")) if p.is_dir() else [p])
+    out = []
+    for f in files:
+        try:
+            out.append(read_wav(f, sample_rate_hz=sample_rate_hz))
+        except (ValueError, OSError) as exc:
+            logger.warning("skipping noise recording %s: %s", f, exc)
+    return out
+
+
+def _ambient_snippet(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    if noise:
+        rec = noise[int(rng.integers(len(noise)))]
+        if rec.size < n:
+            rec = np.tile(rec, n // max(rec.size, 1) + 1)
+        start = int(rng.integers(0, rec.size - n + 1))
+        x = rec[start:start + n].astype(np.float64)
+    else:  # pink noise
+        spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
+        f = np.fft.rfftfreq(n)
+        f[0] = f[1]
+        x = np.fft.irfft(spectrum / np.sqrt(f), n=n)
+    x = x - x.mean()
+    level = 10 ** (rng.uniform(-45, -25) / 20)
+    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12) * level).astype(np.float32)
+
+
+def _cap(items: Sequence[Any], cap: int | None, seed: int) -> list[Any]:
+    if cap is None:
+        return list(items)
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[Any]] = {}
+    for it in items:
+        by_label.setdefault(it.label, []).append(it)
+    out = []
+    for group in by_label.values():
+        out.extend(group[i] for i in sorted(rng.permutation(len(group))[:cap]))
+    return out
+
+
+# --------------------------------------------------------------------------- data selection
+
+
+def select_command_items(options: BenchOptions, words: Sequence[str] | None = None,
+                         split: SplitSpec | None = None) -> tuple[Any, list[Any], list[Any], str]:
+    """(index, evaluation items, tuning items for the streaming threshold, how they were chosen).
+    ``words``: the model's command words (default: the 10 standard ones); ``split``: how
+    training split the data (default: the standard percentages with ``options.salt``)."""
+    split = split or SplitSpec(speaker_salt=options.salt)
+    index = (data.load_speech_commands(options.speech_commands) if words is None
+             else data.load_speech_commands(options.speech_commands, words=tuple(words)))
+    if options.split == "testing":
+        splits = index.split(validation_percent=split.validation_percent, testing_percent=split.testing_percent,
+                             salt=split.speaker_salt)
+        how = ("testing split (list files)" if index.has_list_files else
+               f"testing split: speakers hashed with salt {split.speaker_salt!r}, validation "
+               f"{split.validation_percent:g} %, testing {split.testing_percent:g} %")
+        return index, splits["testing"], splits["validation"], how
+    if index.has_list_files and any(v == "testing" for v in index.assigned.values()):
+        items = [it for it in index.items if index.assigned.get(it.path.resolve()) == "testing"]
+        how = "the clips named in testing_list.txt"
+    else:
+        items = list(index.items)
+        how = "every clip of the folder"
+        logger.warning("--split all: evaluating every clip of %s; if the model trained on any of them, use "
+                       "--split testing --salt SALT", options.speech_commands)
+    # Streaming threshold: tuned on half the speakers, reported on the other half.
+    tune = [it for it in items if data.hash_percent(it.speaker, options.salt + "/stream-tuning") < 50.0]
+    return index, items, tune, how
+
+
+def select_scene_items(options: BenchOptions, split: SplitSpec | None = None) -> tuple[Any, list[Any], str]:
+    split = split or SplitSpec(speaker_salt=options.salt)
+    index = data.load_image_folder(options.scenes)
+    if options.split == "testing":
+        items = data.split_image_items(index.items, validation_percent=split.image_validation_percent,
+                                       testing_percent=split.image_testing_percent)["testing"]
+        return index, items, (f"testing split: file-name hash, validation {split.image_validation_percent:g} %, "
+                              f"testing {split.image_testing_percent:g} %")
+    return index, list(index.items), "every photo of the folder"
+
+
+# --------------------------------------------------------------------------- our model
+
+
+def evaluate_commands(model: EdgeModel, clips: np.ndarray, labels: np.ndarray, timer: _Timer) -> dict[str, Any]:
+    preds = np.empty(len(clips), np.int64)
+    for i in _progress(range(len(clips)), len(clips), "commands (camera absent)"):
+        features = timer.time("audio_frontend", log_mel_spectrogram, fit_clip(clips[i], model.audio_frontend),
+                              model.audio_frontend)
+        embedding = timer.time("audio_encoder", model.encode_audio, features)
+        command, _ = timer.time("fusion", model.fuse, embedding, None)
+        preds[i] = int(np.argmax(command))
+    return classification_report(labels, preds, model.command_labels)
+
+
+def _read_bgr(path: Path) -> np.ndarray | None:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        logger.warning("skipping unreadable image %s", path)
+    return image
+
+
+def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[str], timer: _Timer,
+                    noise: Sequence[np.ndarray], seed: int
+                    ) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray], list[str]]:
+    """(microphone absent, with ambient audio, the preprocessed frames and their labels for the references)."""
+    lookup = {label: i for i, label in enumerate(model.scene_labels)}
+    missing = sorted(set(classes) - set(lookup))
+    require(not missing, "scenes", f"class folders named like the model's scene labels {list(model.scene_labels)}",
+             missing)
+    rng = np.random.default_rng(seed)
+    true, pred, pred_ambient, frames, frame_labels = [], [], [], [], []
+    for item in _progress(items, len(items), "scenes (microphone absent)"):
+        bgr = _read_bgr(item.path)
+        if bgr is None:
+            continue
+        frame = timer.time("image_preprocess", preprocess_frame, bgr, model.image_frontend)
+        embedding = timer.time("image_encoder", model.encode_image, frame)
+        _, scene = timer.time("fusion", model.fuse, None, embedding)
+        ambient = log_mel_spectrogram(_ambient_snippet(noise, model.audio_frontend.clip_samples, rng),
+                                      model.audio_frontend)
+        _, scene_with_audio = model.fuse(model.encode_audio(ambient), embedding)
+        true.append(lookup[item.label])
+        pred.append(int(np.argmax(scene)))
+        pred_ambient.append(int(np.argmax(scene_with_audio)))
+        frames.append(frame)
+        frame_labels.append(item.label)
+    labels = model.scene_labels
+    return (classification_report(np.array(true), np.array(pred), labels),
+            classification_report(np.array(true), np.array(pred_ambient), labels), frames, frame_labels)
+
+
+def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int) -> dict[str, Any]:
+    index = data.load_av_folder(av_root)
+    items = _cap(index.items, cap, seed)
+    lookup = {label: i for i, label in enumerate(model.scene_labels)}
+    true, preds = [], {"both": [], "image_only": [], "audio_only": []}
+    for item in _progress(items, len(items), "audio-visual pairs"):
+        bgr = _read_bgr(item.image_path)
+        if bgr is None or item.label not in lookup:
+            continue
+        v = model.encode_image(preprocess_frame(bgr, model.image_frontend))
+        a = model.encode_audio(log_mel_spectrogram(fit_clip(read_wav(item.audio_path), model.audio_frontend),
+                                                   model.audio_frontend))
+        true.append(lookup[item.label])
+        for key, (ea, ev) in {"both": (a, v), "image_only": (None, v), "audio_only": (a, None)}.items():
+            preds[key].append(int(np.argmax(model.fuse(ea, ev)[1])))
+    return {key: classification_report(np.array(true), np.array(p), model.scene_labels) for key, p in preds.items()}

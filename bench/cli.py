@@ -1,0 +1,259 @@
+"""``edgesense bench``: offline accuracy and latency of a deployed model, side by side with references.
+
+What it measures (``report.json``, ``report.md`` and PNG figures in ``--out``):
+
+* **commands**: every clip of ``--speech-commands`` (or its held-out split, see below) through
+  the device path: ``fit_clip`` -> log-mel -> ``encode_audio`` -> ``fuse(audio, None)``
+  (camera absent). Accuracy, per-class accuracy, confusion matrix.
+* **scenes**: every photo of ``--scenes`` (or its held-out split): ``preprocess_frame`` ->
+  ``encode_image`` -> ``fuse(None, image)`` (microphone absent); and a second figure with
+  both present, the audio being ambient noise (``--noise`` / ``_background_noise_`` /
+  coloured noise), which should not change the answer.
+* **latency** per stage (audio_frontend, audio_encoder, image_preprocess, image_encoder,
+  fusion): p50/p95/p99/mean of wall-clock times, one histogram panel per stage.
+* **references** (``--train-references`` builds them once into ``--references``): the MLPerf
+  Tiny KWS DS-CNN and VWW MobileNetV1 (``bench/reference_models.py``), evaluated on the same data
+  with the same interpreter and thread count; compute per second of stream at 10 command
+  hops and 5 scene frames per second, ours vs theirs, in MACs/s and measured ms/s.
+* **streaming commands** (:mod:`edge.streaming_eval`): a long stream (30 min; 2 min with
+  ``--quick``) of held-out clips over background noise through the device's
+  ``CommandRecognizer``; hit rate, false accepts/hour, detection latency, and a
+  threshold x suppression sweep. The recommended setting is chosen on a *tuning* stream
+  built from other speakers (the validation split with ``--split testing``; otherwise half
+  the speakers by hash) and reported on the evaluation stream.
+* **fusion study** (``--fusion-study``, :mod:`train.fusion_study`).
+
+Splits: ``--split all`` evaluates the whole folder, except that a Speech Commands folder
+with a ``testing_list.txt`` is restricted to the clips it names; ``--split testing``
+selects the held-out split exactly as training made it (speakers hashed with ``--salt``,
+validation 10 %, testing 20 %; photos by file-name hash, validation 10 %, testing 15 %,
+the percentages of train/configs/shared_data.yaml).
+
+Deployed models run on the LiteRT interpreter only; the data loaders with the training splits
+come from :mod:`edgesense.train` (the ``[train]`` extra), the references and the fusion study
+too, imported when they are asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesense.bench.accuracy import (
+    SplitSpec,
+    _cap,
+    _noise_recordings,
+    evaluate_av,
+    evaluate_commands,
+    evaluate_scenes,
+    select_command_items,
+    select_scene_items,
+)
+from edgesense.bench.latency import STAGES, _Timer
+from edgesense.bench.options import DEFAULT_REFERENCES_DIR, SPLITS, BenchOptions
+from edgesense.bench.references import (
+    _build_references,
+    compute_comparison,
+    evaluate_reference,
+    find_references,
+)
+from edgesense.bench.report import _fmt, plot_confusion, plot_latency, render_markdown
+from edgesense.bench.streaming import run_streaming
+from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import require
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+
+__all__ = ["BenchOptions", "run_bench", "add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Run the benchmark and write report.json, report.md and the figures; returns the report."""
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    interpreter_options = InterpreterOptions(num_threads=options.threads)
+    model = EdgeModel.load(options.model_path, options=interpreter_options)
+    meta = model.metadata
+    model_sha = _sha256(Path(options.model_path))
+    report: dict[str, Any] = {
+        "model": {"path": str(options.model_path), "name": meta.get("name"), "version": meta.get("model_version"),
+                  "bytes": model.size_bytes, "part_bytes": model.part_bytes,
+                  "params": (meta.get("params") or {}).get("total"), "macs": (meta.get("macs") or {}).get("total"),
+                  "params_by_part": meta.get("params", {}), "macs_by_part": meta.get("macs", {}),
+                  "sha256": model_sha},
+        "settings": {"threads": options.threads, "split": options.split, "salt": options.salt, "quick": options.quick,
+                     "per_class_cap": options.per_class_cap, "interpreter": "LiteRT (edge.interpreter)"},
+        "figures": {},
+    }
+    split = SplitSpec.from_metadata(meta, options.salt or None)
+    report["settings"]["split_spec"] = dataclasses.asdict(split)
+    timer = _Timer(STAGES)
+    noise_paths = list(options.noise)
+    clips = clip_labels = tune_clips = tune_labels = None
+    data = None
+    if options.speech_commands is not None:
+        from edgesense.train import data
+        words = [w for w in model.command_labels if w not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+        index, items, tune_items, how = select_command_items(options, words, split)
+        noise_paths += list(index.noise_paths)
+        items = _cap(items, options.per_class_cap, options.seed)
+        require(len(items) > 0, "speech_commands", "clips to evaluate", 0)
+        clips, load_report = data.load_clips(items, model.audio_frontend, what="benchmark clips")
+        clip_labels = [items[i].label for i in load_report.kept]
+        lookup = {label: i for i, label in enumerate(model.command_labels)}
+        unknown = sorted(set(clip_labels) - set(lookup))
+        require(not unknown, "speech_commands", f"labels among the model's {list(model.command_labels)}", unknown)
+        report["command"] = evaluate_commands(model, clips, np.array([lookup[x] for x in clip_labels]), timer)
+        report["command"]["selection"] = how
+        report["command"]["speakers"] = len({items[i].speaker for i in load_report.kept})
+        report["figures"]["command_confusion"] = plot_confusion(
+            report["command"], out / "confusion_command.png", "Commands (camera absent)").name
+        tune_items = _cap(tune_items, options.per_class_cap, options.seed)
+        if options.split != "testing":
+            tune_set = {id(it) for it in tune_items}
+            keep = [k for k, i in enumerate(load_report.kept) if id(items[i]) not in tune_set]
+            stream_clips, stream_labels = clips[keep], [clip_labels[k] for k in keep]
+        else:
+            stream_clips, stream_labels = clips, clip_labels
+        if tune_items:
+            tune_clips, tune_report = data.load_clips(tune_items, model.audio_frontend, what="tuning clips")
+            tune_labels = [tune_items[i].label for i in tune_report.kept]
+        else:
+            tune_clips, tune_labels = np.zeros((0, model.audio_frontend.clip_samples), np.float32), []
+    noise = _noise_recordings(noise_paths, model.audio_frontend.sample_rate_hz)
+    report["settings"]["noise"] = [str(p) for p in noise_paths] or "synthetic pink noise"
+
+    frames = frame_labels = None
+    if options.scenes is not None:
+        index, items, how = select_scene_items(options, split)
+        items = _cap(items, options.per_class_cap, options.seed)
+        require(len(items) > 0, "scenes", "photos to evaluate", 0)
+        scene, scene_ambient, frames, frame_labels = evaluate_scenes(model, items, index.classes, timer, noise,
+                                                                     options.seed)
+        report["scene"] = {**scene, "selection": how}
+        report["scene_with_ambient_audio"] = scene_ambient
+        report["figures"]["scene_confusion"] = plot_confusion(scene, out / "confusion_scene.png",
+                                                              "Scenes (microphone absent)").name
+        report["figures"]["scene_ambient_confusion"] = plot_confusion(
+            scene_ambient, out / "confusion_scene_ambient_audio.png", "Scenes (microphone: ambient noise)").name
+
+    if options.av is not None:
+        report["av"] = evaluate_av(model, Path(options.av), options.per_class_cap, options.seed)
+
+    report["latency_ms"] = timer.summary()
+    report["figures"]["latency"] = plot_latency(timer.samples, out / "latency.png",
+                                                f"Latency per stage ({options.threads} thread(s))").name
+
+    # References: built on request, evaluated whenever present.
+    if options.train_references:
+        _build_references(options)
+    references: dict[str, Any] = {}
+    for ref in find_references(options.references_dir, interpreter_options):
+        if ref.task == "scene" and frames is not None and set(frame_labels) - set(ref.info["labels"]):
+            logger.warning("reference %s: scene labels differ from the data's; skipped", ref.name)
+            continue
+        result = evaluate_reference(ref, clips=clips, clip_labels=clip_labels, frames=frames,
+                                    frame_labels=frame_labels, audio_frontend=model.audio_frontend)
+        if result is not None:
+            references[ref.name] = result
+    if references:
+        report["references"] = references
+        report["comparison_per_second"] = compute_comparison(meta.get("macs", {}), report["latency_ms"], references)
+        for name, result in references.items():
+            task = result["task"]
+            fig = plot_confusion(result[task], out / f"confusion_{name}.png", f"{name} ({task}s)")
+            report["figures"][f"{name}_confusion"] = fig.name
+
+    if options.speech_commands is not None and options.streaming:
+        report["streaming"] = run_streaming(model, stream_clips, stream_labels, tune_clips, tune_labels, noise,
+                                            options, model_sha)
+        if "figure" in report["streaming"]:
+            report["figures"]["streaming_sweep"] = report["streaming"]["figure"]
+
+    if options.fusion_study:
+        from edgesense.train import fusion_study as study
+        study_options = study.FusionStudyOptions.quick() if options.quick else study.FusionStudyOptions()
+        ambient = next((p for p in options.noise if Path(p).is_dir()), None)
+        report["fusion_study"] = study.run_fusion_study(options.scenes, out, ambient_dir=ambient, av_root=options.av,
+                                                        options=study_options)
+        report["figures"]["fusion_study"] = "fusion_study.png"
+
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    logger.info("wrote %s", out / "report.json")
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"), help="the deployed .tflite")
+    parser.add_argument("--speech-commands", type=Path, help="a Speech Commands layout folder")
+    parser.add_argument("--scenes", type=Path, help="an image-folder layout (CLASS/NAME.jpg)")
+    parser.add_argument("--av", type=Path, help="paired audio-visual folder (CLASS/NAME.jpg + CLASS/NAME.wav)")
+    parser.add_argument("--noise", type=Path, action="append", default=[],
+                        help="background noise .wav file or folder (repeatable) for streams and the ambient figure")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
+    parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder")
+    parser.add_argument("--quick", action="store_true", help="small subsets, 2-min stream, tiny references (CI)")
+    parser.add_argument("--split", choices=SPLITS, default="all",
+                        help="'testing': only the held-out split, as training made it (with --salt)")
+    parser.add_argument("--salt", default="", help="speaker-split salt used in training (e.g. edgesense)")
+    parser.add_argument("--train-references", action="store_true",
+                        help="train + quantize the MLPerf Tiny references into --references (cached)")
+    parser.add_argument("--references", type=Path, default=DEFAULT_REFERENCES_DIR, help="reference models folder")
+    parser.add_argument("--reference-config", type=Path,
+                        help="train YAML for the references' data (default: --speech-commands/--scenes/--salt)")
+    parser.add_argument("--fusion-study", action="store_true", help="run the fusion study (trains small models)")
+    parser.add_argument("--no-streaming", action="store_true", help="skip the streaming evaluation")
+    parser.add_argument("--stream-minutes", type=float, help="evaluation stream length (default 30; 2 with --quick)")
+    parser.add_argument("--write-config", type=Path,
+                        help="write the recommended threshold/suppression into this firmware YAML's commands:")
+    parser.add_argument("--max-per-class", type=int, help="evaluate at most this many items per class")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = BenchOptions(
+        model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
+        av=args.av, noise=tuple(args.noise), threads=args.threads, quick=args.quick, split=args.split,
+        salt=args.salt, train_references=args.train_references, references_dir=args.references,
+        reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
+        stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
+        write_config=args.write_config, max_per_class=args.max_per_class, seed=args.seed)
+    report = run_bench(options)
+    print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")
+    for key in ("command", "scene", "scene_with_ambient_audio"):
+        if key in report:
+            print(f"  {key:<26} accuracy {_fmt(report[key]['accuracy'])}  (n={report[key]['count']})")
+    for name, r in report.get("references", {}).items():
+        print(f"  {name:<26} accuracy {_fmt(r[r['task']]['accuracy'])}  ({r['task']}s)")
+    for stage, s in report.get("latency_ms", {}).items():
+        print(f"  latency {stage:<18} p50 {_fmt(s['p50'])} ms  p95 {_fmt(s['p95'])} ms  p99 {_fmt(s['p99'])} ms")
+    st = report.get("streaming", {})
+    if "at_recommended" in st:
+        r = st["at_recommended"]
+        print(f"  streaming: threshold {st['recommended']['threshold']:g}, suppression "
+              f"{st['recommended']['suppression_ms']:g} ms -> hit rate {r['hit_rate']:.3f}, "
+              f"{r['false_accepts_per_hour']:.2f} FA/hour")
+    return 0

@@ -1,0 +1,372 @@
+"""Reference models from the MLPerf Tiny benchmark, trained and quantized like ours, for side-by-side numbers.
+
+* ``kws_dscnn``: the MLPerf Tiny keyword-spotting DS-CNN (Zhang et al., "Hello Edge"; MLPerf
+  Tiny ``keyword_spotting/keras_model.py``): conv 64 (10x4) stride 2 + BN + ReLU + dropout 0.2,
+  four depthwise-separable blocks of 64 (3x3 depthwise + BN + ReLU, 1x1 conv 64 + BN + ReLU),
+  dropout 0.4, average pool over the whole map, dense 12 softmax. The original input is
+  49x10 MFCC; **here it is our 49x40 log-mel frontend**, so the data path is identical to our
+  model's (the first conv therefore sees 4x more input columns than the published model).
+* ``vww_mobilenet_v1``: the Visual Wake Words MobileNetV1 (Howard et al.; MLPerf Tiny
+  ``visual_wake_words``): width multiplier alpha = 0.25, 96x96x3 input, the standard layer
+  stack (3x3 conv 32a stride 2, then 13 depthwise-separable blocks 64a, 128a/2, 128a, 256a/2,
+  256a, 512a/2, 5x 512a, 1024a/2, 1024a), global average pool, dense with **N scene classes
+  instead of 2**. Pixels [0, 255] are rescaled to [-1, 1] inside the model, as in ours.
+
+Both are trained by OUR training pipeline (:func:`train.trainer.load_dataset` for the
+speaker-/photo-disjoint splits, :class:`train.trainer.FusionBatches` for class-balanced
+sampling, augmentation and class weights), with the checkpoint chosen on the validation
+split only, and quantized like ours: full-integer int8 (int8 inputs and outputs) with a
+representative set of real, class-balanced training samples. Each is written as a
+single-signature ``NAME.tflite`` plus a ``NAME.json`` sidecar (labels, frontend, input name,
+params, MACs, validation accuracy, a fingerprint of what it was trained on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+from keras import layers
+
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.schema.validate import require
+from edgesense.train import data as datasets
+from edgesense.train.config import DataConfig, TrainConfig
+from edgesense.train.model import PIXEL_SCALE, count_macs, count_params
+from edgesense.train.trainer import AudioSet, Dataset, FusionBatches, ImageSet, features_of, load_dataset
+
+__all__ = [
+    "KWS_DSCNN",
+    "VWW_MOBILENET",
+    "REFERENCE_NAMES",
+    "ReferenceOptions",
+    "ReferenceModel",
+    "build_kws_dscnn",
+    "build_vww_mobilenet",
+    "reference_config",
+    "train_reference",
+    "convert_reference",
+    "build_references",
+    "load_sidecar",
+]
+
+log = logging.getLogger(__name__)
+
+KWS_DSCNN = "kws_dscnn"
+VWW_MOBILENET = "vww_mobilenet_v1"
+REFERENCE_NAMES = (KWS_DSCNN, VWW_MOBILENET)
+SIDECAR_FORMAT_VERSION = 1
+OUTPUT_NAME = "probabilities"
+#: MobileNetV1 (filters at alpha = 1, stride) of the 13 depthwise-separable blocks.
+MOBILENET_V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+                       (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+MOBILENET_V1_STEM = 32
+
+
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+def build_kws_dscnn(frontend: AudioFrontendOptions = AudioFrontendOptions(), num_classes: int = 12, *,
+                    filters: int = 64, blocks: int = 4) -> keras.Model:
+    """The MLPerf Tiny KWS DS-CNN on our log-mel features ``(frames, bins)``."""
+    require(num_classes >= 2, "num_classes", ">= 2", num_classes)
+    frames, bins = frontend.feature_shape
+    reg = keras.regularizers.l2(1e-4)
+    inputs = keras.Input((frames, bins), name="audio_features")
+    x = layers.Reshape((frames, bins, 1))(inputs)
+    x = layers.Conv2D(filters, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Dropout(0.2)(x)
+    for _ in range(blocks):
+        x = layers.DepthwiseConv2D((3, 3), padding="same", depthwise_regularizer=reg)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.Conv2D(filters, (1, 1), padding="same", kernel_regularizer=reg)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.AveragePooling2D(pool_size=(int(x.shape[1]), int(x.shape[2])))(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, outputs, name=KWS_DSCNN)
+
+
+def build_vww_mobilenet(frontend: ImageFrontendOptions = ImageFrontendOptions(), num_classes: int = 2, *,
+                        alpha: float = 0.25) -> keras.Model:
+    """MobileNetV1 (width ``alpha``) as in MLPerf Tiny Visual Wake Words, with ``num_classes`` outputs."""
+    require(num_classes >= 2, "num_classes", ">= 2", num_classes)
+    require(0 < alpha <= 1, "alpha", "in (0, 1]", alpha)
+    inputs = keras.Input(frontend.input_shape, name="image")
+    x = layers.Rescaling(PIXEL_SCALE, offset=-1.0)(inputs)
+    x = layers.Conv2D(int(MOBILENET_V1_STEM * alpha), 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    for filters, stride in MOBILENET_V1_BLOCKS:
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+        x = layers.Conv2D(int(filters * alpha), 1, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(1e-3)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
+    return keras.Model(inputs, outputs, name=VWW_MOBILENET)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceOptions:
+    """Training schedule of the references (the rest comes from the TrainConfig)."""
+
+    kws_epochs: int = 20
+    vww_epochs: int = 8
+    steps_per_epoch: int | None = None
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    patience: int = 8
+    calibration_per_class: int = 30
+    vww_alpha: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("kws_epochs", "vww_epochs", "batch_size", "patience", "calibration_per_class"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
+        require(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
+               "steps_per_epoch", "None or an integer >= 1", self.steps_per_epoch)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(0 < self.vww_alpha <= 1, "vww_alpha", "in (0, 1]", self.vww_alpha)
+
+    @classmethod
+    def quick(cls) -> "ReferenceOptions":
+        return cls(kws_epochs=1, vww_epochs=1, steps_per_epoch=3, batch_size=16, calibration_per_class=4)
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """A trained (float) reference: the Keras model, its task, labels and validation accuracy."""
+
+    name: str
+    task: str  # "command" | "scene"
+    model: keras.Model
+    labels: tuple[str, ...]
+    val_accuracy: float
+    epochs_run: int
+    calibration: np.ndarray
+
+
+def reference_config(*, speech_commands: Path | None, scenes: Path | None, salt: str = "edgesense",
+                     noise: tuple[Path, ...] = (), seed: int = 42) -> TrainConfig:
+    """A TrainConfig with train/configs/shared_data.yaml's split percentages on the given folders."""
+    data = DataConfig(speech_commands=(Path(speech_commands),) if speech_commands else (),
+                      scenes=Path(scenes) if scenes else None, noise=tuple(Path(p) for p in noise),
+                      validation_percent=10.0, testing_percent=20.0, image_validation_percent=10.0,
+                      image_testing_percent=15.0, speaker_split_salt=salt)
+    return TrainConfig(name="references", seed=seed, data=data)
+
+
+class _SingleHead(keras.utils.PyDataset):
+    """One input and one head out of the trainer's :class:`FusionBatches`."""
+
+    def __init__(self, batches: FusionBatches, input_name: str, output_name: str):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.batches, self.input_name, self.output_name = batches, input_name, output_name
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def on_epoch_end(self) -> None:
+        self.batches.on_epoch_end()
+
+    def __getitem__(self, step: int):
+        x, y, w = self.batches[step]
+        return x[self.input_name], y[self.output_name], w[self.output_name]
+
+
+def _only(ds: Dataset, task: str, config: TrainConfig) -> Dataset:
+    """The dataset with the other modality's training data removed (so batches skip its work)."""
+    if task == "command":
+        empty = ImageSet(np.zeros((0, *config.image_frontend.input_shape), np.uint8), np.zeros(0, np.int32))
+        return dataclasses.replace(ds, image_train=empty)
+    empty_audio = AudioSet(np.zeros((0, config.audio_frontend.clip_samples), np.float32), np.zeros(0, np.int32))
+    return dataclasses.replace(ds, audio_train=empty_audio)
+
+
+def train_reference(name: str, ds: Dataset, config: TrainConfig,
+                    options: ReferenceOptions = ReferenceOptions(), *, verbose: int = 0) -> ReferenceModel:
+    """Train one reference on ``ds`` (from :func:`train.trainer.load_dataset`) with the trainer's batches."""
+    require(name in REFERENCE_NAMES, "name", f"one of {', '.join(REFERENCE_NAMES)}", name)
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if name == KWS_DSCNN:
+        task, labels, input_name = "command", ds.command_labels, "audio_features"
+        train_y = ds.audio_train.labels
+        require(train_y.size > 0, "data.speech_commands", "training clips for the KWS reference", 0)
+        model = build_kws_dscnn(config.audio_frontend, len(labels))
+        val_x = features_of(ds.audio_val.clips, config)
+        val_y = ds.audio_val.labels
+        calibration = features_of(ds.audio_train.clips[datasets.balanced_indices(
+            train_y, options.calibration_per_class, rng)], config)
+        epochs = options.kws_epochs
+    else:
+        task, labels, input_name = "scene", ds.scene_labels, "image"
+        train_y = ds.image_train.labels
+        require(train_y.size > 0, "data.scenes", "training photos for the VWW reference", 0)
+        model = build_vww_mobilenet(config.image_frontend, len(labels), alpha=options.vww_alpha)
+        val_x = ds.image_val.images.astype(np.float32)
+        val_y = ds.image_val.labels
+        calibration = ds.image_train.images[datasets.balanced_indices(
+            train_y, options.calibration_per_class, rng)].astype(np.float32)
+        epochs = options.vww_epochs
+    train_config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, batch_size=options.batch_size, modality_dropout=0.0))
+    steps = options.steps_per_epoch or max(1, train_y.size // options.batch_size)
+    batches = _SingleHead(FusionBatches(_only(ds, task, config), train_config, steps=steps, epoch_seed=config.seed),
+                          input_name, task)
+    schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=options.learning_rate,
+                                                      decay_steps=steps * epochs, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+                  weighted_metrics=["categorical_accuracy"])
+    callbacks = []
+    validation_data = None
+    if val_y.size:
+        validation_data = (val_x, keras.utils.to_categorical(val_y, len(labels)))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_categorical_accuracy", mode="max",
+                                                       patience=options.patience, restore_best_weights=True))
+    log.info("training reference %s: %d epochs x %d steps", name, epochs, steps)
+    history = model.fit(batches, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
+                        verbose=verbose)
+    val_accuracy = float("nan")
+    if val_y.size:
+        probs = model.predict(val_x, batch_size=256, verbose=0)
+        val_accuracy = float(np.mean(probs.argmax(-1) == val_y))
+    log.info("reference %s: validation accuracy %.4f", name, val_accuracy)
+    return ReferenceModel(name=name, task=task, model=model, labels=tuple(labels), val_accuracy=val_accuracy,
+                          epochs_run=len(history.history.get("loss", [])), calibration=calibration)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def convert_reference(ref: ReferenceModel, out_dir: str | Path, *, frontend: Mapping[str, Any],
+                      extra: Mapping[str, Any] | None = None) -> Path:
+    """Full-integer int8 ``NAME.tflite`` (one signature) + ``NAME.json`` sidecar in ``out_dir``."""
+    import tensorflow as tf
+
+    from edgesense.quantize.convert import check_builtin_ops
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = ref.model
+    input_name = "audio_features" if ref.task == "command" else "image"
+    shape = (1,) + tuple(int(s) for s in model.inputs[0].shape[1:])
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name=input_name)])
+    def serving(x):
+        return {OUTPUT_NAME: model(x, training=False)}
+
+    holder = tf.Module()
+    holder.variables_ = [getattr(v, "value", v) for v in model.weights]
+    holder.function = serving
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving.get_concrete_function()], holder)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    calibration = ref.calibration
+
+    def representative():
+        for x in calibration:
+            yield {input_name: x[None].astype(np.float32)}
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        data = bytes(converter.convert())
+    check_builtin_ops(data, ref.name)
+    path = out_dir / f"{ref.name}.tflite"
+    path.write_bytes(data)
+    sidecar = {
+        "format_version": SIDECAR_FORMAT_VERSION,
+        "name": ref.name,
+        "task": ref.task,
+        "labels": list(ref.labels),
+        "input": {"name": input_name, "shape": list(shape)},
+        "output": OUTPUT_NAME,
+        "frontend": dict(frontend),
+        "params": count_params(model),
+        "macs": count_macs(model),
+        "quantization": {"mode": "int8", "calibration_samples": int(len(calibration))},
+        "metrics": {"val_accuracy_float": round(ref.val_accuracy, 4), "epochs_run": ref.epochs_run},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "converter": {"tensorflow": tf.__version__},
+        **dict(extra or {}),
+    }
+    (out_dir / f"{ref.name}.json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    log.info("wrote %s (%d bytes)", path, len(data))
+    return path
+
+
+def load_sidecar(tflite_path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar next to a reference ``.tflite``."""
+    path = Path(tflite_path).with_suffix(".json")
+    if not path.is_file():
+        raise ValueError(f"{tflite_path}: no sidecar {path.name} next to it")
+    return json.loads(path.read_text())
+
+
+def _fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
+    payload = json.dumps({"config": config.to_dict(), "options": dataclasses.asdict(options)}, sort_keys=True,
+                         default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def build_references(config: TrainConfig, out_dir: str | Path, options: ReferenceOptions = ReferenceOptions(), *,
+                     names: tuple[str, ...] = REFERENCE_NAMES, force: bool = False) -> dict[str, Path]:
+    """Train and convert the references (once): reused from ``out_dir`` when their sidecars'
+    fingerprint (config + options) matches. Returns {name: .tflite path}."""
+    out_dir = Path(out_dir)
+    fingerprint = _fingerprint(config, options)
+    wanted = [n for n in names if (n != KWS_DSCNN or config.data.speech_commands)
+              and (n != VWW_MOBILENET or config.data.scenes is not None)]
+    paths: dict[str, Path] = {}
+    todo = []
+    for name in wanted:
+        path = out_dir / f"{name}.tflite"
+        try:
+            cached = not force and path.is_file() and load_sidecar(path).get("fingerprint") == fingerprint
+        except (ValueError, json.JSONDecodeError):
+            cached = False
+        if cached:
+            log.info("reference %s: cached at %s", name, path)
+            paths[name] = path
+        else:
+            todo.append(name)
+    if not todo:
+        return paths
+    ds = load_dataset(config)
+    for name in todo:
+        ref = train_reference(name, ds, config, options)
+        frontend = (config.audio_frontend.to_dict() if ref.task == "command" else config.image_frontend.to_dict())
+        paths[name] = convert_reference(ref, out_dir, frontend=frontend, extra={
+            "fingerprint": fingerprint,
+            "training": {"data": {k: v for k, v in ds.summary.items() if k != "load_reports"},
+                         "options": dataclasses.asdict(options)},
+        })
+    return paths

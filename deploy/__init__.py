@@ -1,0 +1,1 @@
+"""``edgesense deploy`` (desktop): a self-contained install bundle for a Raspberry Pi, a Jetson or a desktop."""

@@ -1,0 +1,357 @@
+"""``edgesense deploy``: a self-contained install bundle for a Raspberry Pi, a Jetson or a desktop.
+
+The bundle holds the model (and its embedded metadata as JSON), the device config
+(pointing at the bundled model), a wheelhouse of the device dependencies built for
+the target's platform tags and Python version, EdgeSense's own wheel, ``install.sh``
+(offline install into a virtual environment plus a systemd unit) and ``MANIFEST.json``.
+
+Dependencies are *resolved* for the target before anything is downloaded, with
+``pip install --dry-run --report`` (PyPI metadata only). Where the target has no wheel
+for a dependency, a fallback is chosen (``tflite-runtime`` for the interpreter on
+Python <= 3.11, the system ``python3-opencv`` for OpenCV) or the command fails with
+a message naming the dependency, before writing a bundle that would fail on the device.
+
+This module runs on the desktop; it never imports TensorFlow. pip runs as a
+subprocess with argument lists only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from edgesense import __version__
+from edgesense.deploy.resolve import (
+    KNOWN_EXTRAS,
+    Resolution,
+    ResolveOptions,
+    _interpreter_allowed,
+    _Pip,
+    _pip_error,
+    project_root,
+    resolve,
+    static_resolution,
+)
+from edgesense.deploy.targets import TARGETS, Target, _parse_python_version
+from edgesense.runtime.flatbuffer import read_layout
+from edgesense.runtime.model import embedded_metadata
+
+__all__ = ["BUNDLE_CONFIG", "BUNDLE_MODEL", "DeployOptions", "build_bundle"]
+
+logger = logging.getLogger(__name__)
+
+
+INSTALL_PREFIX = "/opt/edgesense"
+EVENTS_PATH = "/var/lib/edgesense/events.jsonl"
+STATE_DIR = "/var/lib/edgesense"
+SERVICE_USER = "edgesense"
+SERVICE_GROUPS = ("audio", "video")
+BUNDLE_MODEL = "models/edgesense.tflite"
+BUNDLE_METADATA = "models/edgesense.metadata.json"
+BUNDLE_CONFIG = "config.yaml"
+MANIFEST = "MANIFEST.json"
+#: The config field that holds the model path (see ``edge/config.py``).
+MODEL_PATH_FIELD = "model.path"
+
+
+# --------------------------------------------------------------------------- bundle
+
+@dataclass(frozen=True, kw_only=True)
+class DeployOptions:
+    """What ``edgesense deploy`` writes (see the module docstring).
+
+    ``model_path``/``config_path`` default to ``models/edgesense.tflite`` and
+    ``firmware_configs/<target>.yaml`` of the source checkout. ``wheels=False`` skips
+    resolution and downloads (the device installs from PyPI). ``edgesense_wheel``: a
+    prebuilt EdgeSense wheel instead of ``pip wheel`` of the checkout. ``force``
+    replaces an existing bundle in ``out_dir`` (only a folder with a MANIFEST.json).
+    """
+
+    target: str
+    out_dir: Path
+    model_path: Path | None = None
+    config_path: Path | None = None
+    wheels: bool = True
+    python_version: str | None = None
+    extras: tuple[str, ...] = ()
+    edgesense_wheel: Path | None = None
+    force: bool = False
+    resolve_options: ResolveOptions = field(default_factory=ResolveOptions)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {self.target!r}")
+        for name in ("out_dir", "model_path", "config_path", "edgesense_wheel"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ValueError(f"{name}: expected a path, got {type(value).__name__}")
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        if self.out_dir is None:
+            raise ValueError("out_dir: expected a path, got None")
+        if self.python_version is not None:
+            _parse_python_version(self.python_version, "python_version")
+        if not isinstance(self.extras, tuple) or any(e not in KNOWN_EXTRAS for e in self.extras):
+            raise ValueError(f"extras: expected a tuple of {KNOWN_EXTRAS}, got {self.extras!r}")
+        if not isinstance(self.wheels, bool) or not isinstance(self.force, bool):
+            raise ValueError(f"wheels/force: expected booleans, got {self.wheels!r}/{self.force!r}")
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    resolution: Resolution
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _template(name: str) -> str:
+    return resources.files("edgesense.deploy").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _render(text: str, values: Mapping[str, str]) -> str:
+    def sub(m: re.Match) -> str:
+        key = m.group(1)
+        if key not in values:
+            raise KeyError(f"template placeholder @@{key}@@ has no value")
+        return values[key]
+
+    out = re.sub(r"@@([A-Z_]+)@@", sub, text)
+    return out
+
+
+def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"model {path}: no such file (train and quantize one, or pass --model)") from None
+    metadata = embedded_metadata(read_layout(data, f"model {path}"), f"model {path}")
+    return data, metadata
+
+
+def _rewrite_model_path(config: dict[str, Any], new_path: str, source: Path) -> str:
+    """Set the config's ``model.path`` to ``new_path`` (creating the section); returns ``"model.path"``.
+
+    ``edge.config`` resolves a relative ``model.path`` against the YAML file's folder, so
+    ``models/edgesense.tflite`` in a ``config.yaml`` at the bundle's top works wherever the
+    bundle is unpacked.
+    """
+    model = config.setdefault("model", {})
+    if model is None:
+        model = config["model"] = {}
+    if not isinstance(model, dict):
+        raise ValueError(f"config {source}: model: expected a mapping, got {type(model).__name__}")
+    model["path"] = new_path
+    return MODEL_PATH_FIELD
+
+
+def _check_bundled_config(config_file: Path, model_file: Path) -> dict[str, Any]:
+    """Load the written config with ``edge.config.load_config`` (when present); its model must be ``model_file``."""
+    try:
+        from edgesense.config.device import load_config
+    except ImportError as exc:  # the device-config module is optional for deploy
+        logger.debug("edgesense.config is not importable (%s); the bundled config is not validated", exc)
+        return {}
+    config = load_config(config_file)
+    if Path(config.model_path).resolve() != model_file.resolve():
+        raise RuntimeError(f"the bundled config's model path resolves to {config.model_path}, not {model_file}")
+    return {"delegate": getattr(config.model, "delegate", None),
+            "delegate_library": getattr(config.model, "delegate_library", None),
+            "num_threads": getattr(config.model, "num_threads", None)}
+
+
+def _build_own_wheel(dest: Path, options: ResolveOptions) -> Path:
+    root = project_root()
+    if root is None:
+        raise RuntimeError("EdgeSense is not running from a source checkout; pass --edgesense-wheel")
+    with tempfile.TemporaryDirectory(prefix="edgesense-wheel-") as tmp:
+        argv = [*options.pip_command, "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", tmp, str(root)]
+        logger.info("building EdgeSense's wheel: %s", shlex.join(argv))
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=options.timeout_s, check=False)
+        wheels = sorted(Path(tmp).glob("edgesense-*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            raise RuntimeError(f"pip wheel of {root} failed: {_pip_error(proc)}")
+        return Path(shutil.copy2(wheels[0], dest / wheels[0].name))
+
+
+def _prepare_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ValueError(f"--out {out_dir}: exists and is not a folder")
+        if any(out_dir.iterdir()):
+            if not force:
+                raise ValueError(f"--out {out_dir}: folder is not empty (--force replaces an earlier bundle)")
+            if not (out_dir / MANIFEST).is_file():
+                raise ValueError(f"--out {out_dir}: not empty and not a bundle (no {MANIFEST}); refusing to delete it")
+            shutil.rmtree(out_dir)
+
+
+def _check_deployable(resolution: Resolution) -> None:
+    if resolution.ok:
+        return
+    t = resolution.target
+    raise RuntimeError(
+        f"cannot deploy to {t.name} ({t.description}, Python {resolution.python_version}): "
+        + " | ".join(resolution.problems)
+        + ". No bundle was written."
+    )
+
+
+def build_bundle(options: DeployOptions) -> BundleResult:
+    """Write the bundle for ``options.target`` into ``options.out_dir`` (see :class:`DeployOptions`)."""
+    target = TARGETS[options.target]
+    python_version = options.python_version or target.python_version
+    root = project_root()
+    model_path = options.model_path or (root or Path.cwd()) / BUNDLE_MODEL
+    config_path = options.config_path or (root or Path.cwd()) / "firmware_configs" / target.config_name
+
+    # Everything that can fail without side effects happens first: no half-written bundle.
+    static = static_resolution(target, python_version=python_version, extras=options.extras)
+    _check_deployable(static)
+    model_bytes, metadata = _read_model(model_path)
+    from edgesense.schema.yaml import load_yaml_mapping
+
+    config = load_yaml_mapping(config_path)
+    model_field = _rewrite_model_path(config, BUNDLE_MODEL, config_path)
+    if options.edgesense_wheel is not None and not options.edgesense_wheel.is_file():
+        raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
+    resolution = static
+    if options.wheels:
+        resolution = resolve(target, python_version=python_version, extras=options.extras, options=options.resolve_options)
+        _check_deployable(resolution)
+    _prepare_out_dir(options.out_dir, options.force)
+
+    out = options.out_dir
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700
+    try:
+        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config, model_field, config_path)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    return BundleResult(out_dir=out, manifest=manifest, resolution=resolution)
+
+
+def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution: Resolution, model_bytes: bytes,
+                  metadata: dict[str, Any], config: dict[str, Any], model_field: str, config_path: Path) -> None:
+    (out / "models").mkdir(parents=True)
+    (out / BUNDLE_MODEL).write_bytes(model_bytes)
+    (out / BUNDLE_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    header = (f"# EdgeSense device config for {target.name}, from {config_path.name} by edgesense deploy;\n"
+              f"# {model_field} points at the bundled model (relative to this file's folder).\n")
+    (out / BUNDLE_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    model_settings = _check_bundled_config(out / BUNDLE_CONFIG, out / BUNDLE_MODEL)
+
+    wheelhouse = out / "wheelhouse"
+    wheelhouse.mkdir()
+    if options.edgesense_wheel is not None:
+        own = Path(shutil.copy2(options.edgesense_wheel, wheelhouse / options.edgesense_wheel.name))
+    else:
+        own = _build_own_wheel(wheelhouse, options.resolve_options)
+    if options.wheels:
+        lock = out / "requirements.lock"
+        lock.write_text(resolution.lock_text(), encoding="utf-8")
+        with tempfile.TemporaryDirectory(prefix="edgesense-dl-") as tmp:
+            _Pip(target, resolution.python_version, options.resolve_options, Path(tmp)).download(lock, wheelhouse)
+        expected = {p.filename for p in resolution.packages}
+        got = {p.name for p in wheelhouse.glob("*.whl")} - {own.name}
+        if expected - got:
+            raise RuntimeError(f"pip download did not bring {', '.join(sorted(expected - got))}")
+    (out / "requirements.txt").write_text(resolution.requirements_text(), encoding="utf-8")
+
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    q = shlex.quote
+    values = {
+        "TARGET": target.name, "TARGET_Q": q(target.name), "TARGET_DESCRIPTION": target.description,
+        "ARCH": target.arch, "ARCH_Q": q(target.arch),
+        "PYTHON_VERSION": resolution.python_version, "PYTHON_VERSION_Q": q(resolution.python_version),
+        "EDGESENSE_VERSION": __version__, "CREATED": created,
+        "PREFIX": INSTALL_PREFIX, "PREFIX_Q": q(INSTALL_PREFIX),
+        "APT_PACKAGES": " ".join(q(p) for p in resolution.apt_packages),
+        "APT_LIST": ", ".join(f"`{p}`" for p in resolution.apt_packages),
+        "OFFLINE": "1" if options.wheels else "0",
+        "SYSTEM_SITE_PACKAGES": "1" if resolution.system_site_packages else "0",
+        "USER": SERVICE_USER, "USER_Q": q(SERVICE_USER),
+        "GROUPS": " ".join(SERVICE_GROUPS), "GROUPS_Q": q(" ".join(SERVICE_GROUPS)),
+        "STATE_DIR_Q": q(STATE_DIR), "STATE_DIR_NAME": Path(STATE_DIR).name,
+        "CONFIG": BUNDLE_CONFIG, "CONFIG_Q": q(BUNDLE_CONFIG), "CONFIG_SOURCE": f"firmware_configs/{config_path.name}",
+        "EVENTS": EVENTS_PATH, "EVENTS_Q": q(EVENTS_PATH),
+        "INTERPRETER": resolution.interpreter or "none",
+        "WHEELS_LINE": ("Python packages install offline from `wheelhouse/` (hashes pinned in `requirements.lock`)."
+                        if options.wheels else
+                        "Made with `--no-wheels`: the device installs the Python packages from PyPI (needs network)."),
+        "WHEELHOUSE_TAIL": (" and the pinned dependency wheels for this target" if options.wheels else " only (--no-wheels)"),
+    }
+    install = out / "install.sh"
+    install.write_text(_render(_template("install.sh.in"), values), encoding="utf-8")
+    install.chmod(0o755)
+    (out / "edgesense.service").write_text(_render(_template("edgesense.service.in"), values), encoding="utf-8")
+    (out / "README.md").write_text(_render(_template("README.md.in"), values), encoding="utf-8")
+
+    files = {
+        p.relative_to(out).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(out.rglob("*")) if p.is_file()
+    }
+    manifest = {
+        "format_version": 1,
+        "created": created,
+        "edgesense_version": __version__,
+        "target": {
+            "name": target.name, "description": target.description, "arch": target.arch,
+            "glibc": ".".join(map(str, target.glibc)), "python_version": resolution.python_version,
+            "platform_tags": list(target.platform_tags), "apt_packages": list(resolution.apt_packages),
+            "opencv": "apt" if resolution.system_site_packages and any(
+                c.role == "opencv" and c.status == "system" for c in resolution.choices) else "pip",
+            "system_site_packages": resolution.system_site_packages,
+        },
+        "interpreter": {
+            "package": resolution.interpreter,
+            "fallback_order": [p for p in target.interpreters if _interpreter_allowed(p, resolution.python_version)],
+            "runtime_order": ["ai_edge_litert", "tflite_runtime", "tensorflow.lite"],
+            **model_settings,
+        },
+        "wheels": options.wheels,
+        "resolved": resolution.resolved,
+        "dependencies": [c.to_dict() for c in resolution.choices],
+        "packages": [
+            {"name": p.name, "version": p.version, "file": f"wheelhouse/{p.filename}", "sha256": p.sha256}
+            for p in resolution.packages
+        ],
+        "edgesense_wheel": f"wheelhouse/{own.name}",
+        "model": {
+            "path": BUNDLE_MODEL, "metadata": BUNDLE_METADATA, "source": str(options.model_path or BUNDLE_MODEL),
+            "sha256": files[BUNDLE_MODEL]["sha256"], "bytes": len(model_bytes),
+        },
+        "config": {"path": BUNDLE_CONFIG, "source": config_path.name, "model_field": model_field},
+        "install": {"prefix": INSTALL_PREFIX, "service": "edgesense.service", "user": SERVICE_USER,
+                    "groups": list(SERVICE_GROUPS), "events": EVENTS_PATH},
+        "files": files,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,49 @@
+"""``edgesense deploy``: the command line of the bundle builder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgesense.deploy.bundle import DeployOptions, build_bundle
+from edgesense.deploy.resolve import KNOWN_EXTRAS
+from edgesense.deploy.targets import TARGETS
+
+__all__ = ["add_arguments", "run"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", required=True, choices=list(TARGETS), help="the device kind")
+    parser.add_argument("--out", required=True, type=Path, help="bundle folder to write (new or empty)")
+    parser.add_argument("--model", type=Path, default=None, help="model to bundle (default models/edgesense.tflite)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="device config to bundle (default firmware_configs/<target>.yaml)")
+    parser.add_argument("--no-wheels", action="store_true",
+                        help="no resolution or downloads: the device installs the packages from PyPI")
+    parser.add_argument("--python-version", default=None, metavar="X.Y",
+                        help="the device's Python (default: the target's, e.g. 3.11 on Raspberry Pi OS Bookworm)")
+    parser.add_argument("--extra", action="append", default=[], choices=list(KNOWN_EXTRAS),
+                        help="also bundle an optional dependency group (mqtt)")
+    parser.add_argument("--edgesense-wheel", type=Path, default=None, help="use this EdgeSense wheel instead of building one")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = DeployOptions(
+        target=args.target, out_dir=args.out, model_path=args.model, config_path=args.config,
+        wheels=not args.no_wheels, python_version=args.python_version, extras=tuple(args.extra),
+        edgesense_wheel=args.edgesense_wheel, force=args.force,
+    )
+    result = build_bundle(options)
+    m = result.manifest
+    wheels = f"{len(m['packages'])} pinned wheels" if m["wheels"] else "no wheels (the device installs from PyPI)"
+    print(f"edgesense deploy: wrote {result.out_dir} for {m['target']['name']} "
+          f"({m['target']['arch']}, Python {m['target']['python_version']}): {len(m['files'])} files, "
+          f"interpreter {m['interpreter']['package']}, {wheels}")
+    for c in result.resolution.choices:
+        print(f"  {c.dependency:24s} {c.display}")
+    print(f"  apt: {' '.join(m['target']['apt_packages'])}")
+    print(f"next: copy {result.out_dir} to the device and run sudo ./install.sh there")
+    return 0

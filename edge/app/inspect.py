@@ -1,0 +1,50 @@
+"""``edgesense inspect MODEL``: a deployed model's metadata, signatures, tensors and sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
+from edgesense.runtime.quant import QuantParams
+
+__all__ = ["add_arguments", "run"]
+
+
+# --------------------------------------------------------------------------- edgesense inspect
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path to a .tflite written by 'edgesense quantize'")
+    parser.add_argument("--json", action="store_true", help="print only the embedded metadata JSON")
+
+
+def _format_quant(q: QuantParams) -> str:
+    return f"scale={q.scale:.6g} zero_point={q.zero_point}" if q.is_quantized else "float"
+
+
+def run(args: argparse.Namespace) -> int:
+    model = EdgeModel.load(args.model)
+    if args.json:
+        print(json.dumps(model.metadata, indent=2, sort_keys=True))
+        return 0
+    meta = model.metadata
+    print(f"model: {model.path}")
+    print(f"  size: {model.size_bytes} bytes ({model.size_bytes / _BYTES_PER_KB:.1f} KB)")
+    print(f"  name: {meta.get('name')}  version: {meta.get('model_version')}  created: {meta.get('created')}")
+    print(f"  quantization: {meta.get('quantization', {}).get('mode')}")
+    print(f"  command labels ({len(model.command_labels)}): {', '.join(model.command_labels)}")
+    print(f"  scene labels ({len(model.scene_labels)}): {', '.join(model.scene_labels)}")
+    print(f"  audio frontend: {model.audio_frontend.to_dict()} -> {model.audio_frontend.feature_shape}")
+    print(f"  image frontend: {model.image_frontend.to_dict()} -> {model.image_frontend.input_shape}")
+    for key in ("params", "macs", "metrics", "data"):
+        if meta.get(key):
+            print(f"  {key}: {json.dumps(meta[key], sort_keys=True)}")
+    print("signatures:")
+    parts = model.part_bytes
+    for key, sig in model.signatures.items():
+        print(f"  {key} (subgraph {sig.subgraph_index}, {PART_NAMES[key]}, weights {parts.get(key, 0)} bytes)")
+        for kind, tensors in (("in ", sig.inputs), ("out", sig.outputs)):
+            for info in tensors.values():
+                print(f"    {kind} {info.name:<16} {info.dtype.name:<8} {list(info.shape)!s:<16} {_format_quant(info.quant)}")
+    return 0

@@ -1,0 +1,104 @@
+"""``edgesense run``: the device loop on a camera and microphone, or on replayed media.
+
+Events go to stdout as JSON Lines (or to ``--events FILE``, or MQTT); logs and the
+final one-line summary (events, real-time factor, p50/p95 per stage) go to stderr.
+
+``--video`` / ``--audio`` replace the camera / microphone with a file, played in
+real time unless ``--fast``. When either is given **no live device is opened**: a
+modality without a file is absent (the model fuses ``None`` for it). So ``--audio
+x.wav`` alone is keyword spotting only, and ``--video x.mp4`` alone scene only.
+
+SIGINT and SIGTERM stop the sources, flush the outputs and exit 0. Any error a
+user can fix prints one line and exits 2 (see :mod:`edge.cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+EXIT_OK = 0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="YAML",
+                        help="device config, e.g. firmware_configs/rpi4.yaml")
+    parser.add_argument("--model", metavar="PATH", help="a .tflite from 'edgesense quantize' (default: model.path "
+                        "in the config)")
+    parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (no live device "
+                        "is opened when --video or --audio is given)")
+    parser.add_argument("--audio", metavar="FILE", help="replay this WAV instead of the microphone")
+    parser.add_argument("--headless", action="store_true",
+                        help="never open a preview window (without it a window is shown when a display is there)")
+    parser.add_argument("--events", metavar="FILE|-", help="JSON Lines destination: a file (appended) or - for "
+                        "stdout (default: outputs.events in the config)")
+    parser.add_argument("--mqtt", metavar="URL", help="publish events to mqtt[s]://[user[:pass]@]host[:port][/prefix]"
+                        " (default: outputs.mqtt in the config)")
+    parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time)")
+    parser.add_argument("--duration-s", type=float, metavar="N", help="stop after N seconds of media")
+    parser.add_argument("--stats", action="store_true", help="also print the full statistics as JSON on stderr")
+
+
+def _stats_json(stats: Any) -> str:
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    return json.dumps(clean(stats.to_dict()), sort_keys=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesense.config.device import load_config
+    from edgesense.loop.pipeline import Pipeline
+
+    if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
+        raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
+    stop_requested = threading.Event()
+    pipeline: Pipeline | None = None
+
+    def on_signal(signum: int, frame: Any) -> None:  # only sets flags: no I/O in a signal handler
+        stop_requested.set()
+        if pipeline is not None:
+            pipeline.stop()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        config = load_config(args.config)
+        preview = None
+        if not args.headless:
+            from edgesense.app.demo import display_available, open_preview
+
+            if display_available()[0]:
+                preview = open_preview(f"EdgeSense ({config.device.name})")
+        pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio,
+                                        fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
+        with pipeline:
+            if not stop_requested.is_set():
+                pipeline.run(duration_s=args.duration_s)
+        stats = pipeline.stats
+        if stop_requested.is_set():
+            logger.info("stopped by a signal")
+        print(f"edgesense run: {stats.summary()}", file=sys.stderr)
+        if args.stats:
+            print(_stats_json(stats), file=sys.stderr)
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

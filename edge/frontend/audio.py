@@ -1,0 +1,221 @@
+"""The feature frontend shared by training and the device.
+
+Audio: 16 kHz mono float samples -> log-mel frames, computed identically whether a
+clip is given whole (:func:`log_mel_spectrogram`) or in chunks of any size
+(:class:`StreamingAudioFrontend`).
+
+Image: a BGR camera frame -> centre crop -> resize -> RGB float32 in [0, 255]
+(:func:`preprocess_frame`). The model rescales pixels itself, so an int8 model's
+input maps pixel values onto int8 exactly.
+
+Everything here is pure numpy (plus OpenCV for resizing); ``train/`` imports it, so
+training and the device compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgesense.schema.validate import require
+
+__all__ = ["AudioFrontendOptions", "StreamingAudioFrontend", "log_mel_spectrogram", "mel_filterbank", "fit_clip"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioFrontendOptions:
+    """Parameters of the log-mel audio frontend (defaults follow micro_speech)."""
+
+    sample_rate_hz: int = 16000
+    window_ms: float = 30.0
+    hop_ms: float = 20.0
+    num_mel_bins: int = 40
+    lower_edge_hz: float = 125.0
+    upper_edge_hz: float = 7500.0
+    clip_duration_ms: int = 1000
+    log_floor: float = 1e-6
+
+    def __post_init__(self) -> None:
+        require(self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer", self.sample_rate_hz)
+        require(self.window_ms > 0, "window_ms", "> 0", self.window_ms)
+        require(0 < self.hop_ms <= self.window_ms, "hop_ms", f"in (0, window_ms={self.window_ms}]", self.hop_ms)
+        require(self.num_mel_bins >= 1, "num_mel_bins", ">= 1", self.num_mel_bins)
+        nyquist = self.sample_rate_hz / 2
+        require(0 <= self.lower_edge_hz < self.upper_edge_hz, "lower_edge_hz",
+                 f"in [0, upper_edge_hz={self.upper_edge_hz})", self.lower_edge_hz)
+        require(self.upper_edge_hz <= nyquist, "upper_edge_hz", f"<= Nyquist ({nyquist:g} Hz)", self.upper_edge_hz)
+        require(self.clip_duration_ms >= self.window_ms, "clip_duration_ms",
+                 f">= window_ms={self.window_ms}", self.clip_duration_ms)
+        require(self.log_floor > 0, "log_floor", "> 0", self.log_floor)
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.sample_rate_hz * self.window_ms / 1000))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.sample_rate_hz * self.hop_ms / 1000))
+
+    @property
+    def fft_length(self) -> int:
+        return 1 << (self.window_samples - 1).bit_length()
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate_hz * self.clip_duration_ms / 1000))
+
+    @property
+    def frames_per_clip(self) -> int:
+        return 1 + (self.clip_samples - self.window_samples) // self.hop_samples
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """Shape of one clip's features: (frames, mel bins)."""
+        return (self.frames_per_clip, self.num_mel_bins)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "AudioFrontendOptions":
+        return _from_dict(cls, values, "audio_frontend")
+
+
+
+
+def _from_dict(cls, values: Mapping[str, Any], where: str):
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
+    return cls(**dict(values))
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(options: AudioFrontendOptions) -> np.ndarray:
+    """Triangular mel filters, shape (fft_length // 2 + 1, num_mel_bins), float64 (HTK mel scale)."""
+    num_bins = options.fft_length // 2 + 1
+    bin_hz = np.linspace(0.0, options.sample_rate_hz / 2, num_bins)
+    edges = np.linspace(_hz_to_mel(options.lower_edge_hz), _hz_to_mel(options.upper_edge_hz),
+                        options.num_mel_bins + 2)
+    mel = _hz_to_mel(bin_hz)[:, None]
+    lower, centre, upper = edges[:-2][None, :], edges[1:-1][None, :], edges[2:][None, :]
+    rising = (mel - lower) / (centre - lower)
+    falling = (upper - mel) / (upper - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights[0, :] = 0.0  # never let DC leak into the lowest band
+    weights.setflags(write=False)
+    return weights
+
+
+@functools.lru_cache(maxsize=8)
+def _window(length: int) -> np.ndarray:
+    w = np.hanning(length + 1)[:-1]  # periodic Hann
+    w.setflags(write=False)
+    return w
+
+
+def _frames_to_log_mel(frames: np.ndarray, options: AudioFrontendOptions) -> np.ndarray:
+    """Frames (n, window_samples) float64 -> log-mel (n, num_mel_bins) float32.
+
+    Each frame is transformed on its own (a loop over rows, not one batched matmul),
+    so the result for a frame never depends on how many frames were computed with it.
+    """
+    out = np.empty((frames.shape[0], options.num_mel_bins), dtype=np.float32)
+    if frames.shape[0] == 0:
+        return out
+    spectra = np.fft.rfft(frames * _window(options.window_samples), n=options.fft_length, axis=-1)
+    power = spectra.real ** 2 + spectra.imag ** 2
+    filters = mel_filterbank(options)
+    for i in range(power.shape[0]):
+        out[i] = np.log(power[i] @ filters + options.log_floor)
+    return out
+
+
+def _as_samples(samples: np.ndarray, name: str = "samples") -> np.ndarray:
+    samples = np.asarray(samples)
+    if samples.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D mono array, got shape {samples.shape}")
+    if samples.dtype == np.int16:
+        return samples.astype(np.float64) / 32768.0
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise ValueError(f"{name}: expected float samples in [-1, 1] or int16, got dtype {samples.dtype}")
+    return samples.astype(np.float64, copy=False)
+
+
+def log_mel_spectrogram(samples: np.ndarray, options: AudioFrontendOptions = AudioFrontendOptions()) -> np.ndarray:
+    """Log-mel frames of a whole signal: shape (frames, num_mel_bins), float32.
+
+    ``samples`` is mono at ``options.sample_rate_hz``: float in [-1, 1] or int16.
+    Frame ``i`` covers samples ``[i * hop, i * hop + window)``; a tail shorter than a
+    window produces no frame.
+    """
+    x = _as_samples(samples)
+    win, hop = options.window_samples, options.hop_samples
+    count = 0 if x.size < win else 1 + (x.size - win) // hop
+    if count == 0:
+        return np.empty((0, options.num_mel_bins), dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count]
+    return _frames_to_log_mel(frames, options)
+
+
+def fit_clip(samples: np.ndarray, options: AudioFrontendOptions = AudioFrontendOptions()) -> np.ndarray:
+    """Pad with zeros (centred) or trim (centred) to exactly one clip, float32."""
+    x = _as_samples(samples).astype(np.float32)
+    n = options.clip_samples
+    if x.size >= n:
+        start = (x.size - n) // 2
+        return x[start:start + n].copy()
+    out = np.zeros(n, dtype=np.float32)
+    start = (n - x.size) // 2
+    out[start:start + x.size] = x
+    return out
+
+
+class StreamingAudioFrontend:
+    """Incremental log-mel: :meth:`push` any chunk, get the frames it completes.
+
+    Feeding a signal in chunks of any sizes yields exactly the frames that
+    :func:`log_mel_spectrogram` gives for the whole signal.
+    """
+
+    def __init__(self, options: AudioFrontendOptions = AudioFrontendOptions()) -> None:
+        self.options = options
+        self._pending = np.empty(0, dtype=np.float64)
+        self._frames_emitted = 0
+
+    @property
+    def frames_emitted(self) -> int:
+        return self._frames_emitted
+
+    def reset(self) -> None:
+        self._pending = np.empty(0, dtype=np.float64)
+        self._frames_emitted = 0
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Append samples; return the newly completed frames, shape (n, num_mel_bins)."""
+        x = _as_samples(chunk, "chunk")
+        buffer = np.concatenate([self._pending, x]) if self._pending.size else x
+        win, hop = self.options.window_samples, self.options.hop_samples
+        count = 0 if buffer.size < win else 1 + (buffer.size - win) // hop
+        if count == 0:
+            self._pending = buffer.copy()
+            return np.empty((0, self.options.num_mel_bins), dtype=np.float32)
+        frames = np.lib.stride_tricks.sliding_window_view(buffer, win)[::hop][:count]
+        out = _frames_to_log_mel(frames, self.options)
+        self._pending = buffer[count * hop:].copy()
+        self._frames_emitted += count
+        return out

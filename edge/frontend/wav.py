@@ -1,0 +1,232 @@
+"""WAV reading/writing and resampling for the device and training (numpy + stdlib only).
+
+:func:`read_wav` parses the RIFF chunks itself, so it reads 8-bit unsigned, 16/24/32-bit
+integer PCM and 32/64-bit IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes
+any number of channels down to mono and resamples with :func:`resample` (windowed-sinc,
+polyphase). Anything it cannot read raises ``ValueError`` naming the file, what was
+expected and what was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesense.frontend.resample import resample
+from edgesense.schema.validate import require
+
+__all__ = ["WavInfo", "probe_wav", "read_wav", "read_wav_native", "write_wav"]
+
+logger = logging.getLogger(__name__)
+
+
+_FORMAT_PCM = 0x0001
+_FORMAT_IEEE_FLOAT = 0x0003
+_FORMAT_EXTENSIBLE = 0xFFFE
+_FORMAT_NAMES = {_FORMAT_PCM: "pcm", _FORMAT_IEEE_FLOAT: "float"}
+_PCM_BITS = (8, 16, 24, 32)
+_FLOAT_BITS = (32, 64)
+_RIFF_HEADER_BYTES = 12
+_CHUNK_HEADER_BYTES = 8
+_FMT_MIN_BYTES = 16
+_FMT_EXTENSIBLE_MIN_BYTES = 40
+#: Data sizes some streaming writers put in the header when they cannot seek back.
+_STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF)
+_MAX_CHANNELS = 64
+_INT16_SCALE = 32767.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WavInfo:
+    """What a WAV file's header says."""
+
+    path: Path
+    format: str  # "pcm" or "float"
+    sample_rate_hz: int
+    channels: int
+    bits_per_sample: int
+    num_frames: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.sample_rate_hz
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path)
+        return out
+
+
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    info: WavInfo
+    data: memoryview
+
+
+def _bad(path: Path, expected: str, found: str) -> ValueError:
+    return ValueError(f"{path}: not a readable WAV file: expected {expected}, found {found}")
+
+
+def _parse(path: Path, raw: bytes) -> _Parsed:
+    if len(raw) == 0:
+        raise _bad(path, "a RIFF/WAVE file", "an empty file (0 bytes)")
+    if len(raw) < _RIFF_HEADER_BYTES:
+        raise _bad(path, f"a {_RIFF_HEADER_BYTES}-byte RIFF header", f"only {len(raw)} bytes")
+    magic, _, kind = struct.unpack_from("<4sI4s", raw, 0)
+    if magic != b"RIFF" or kind != b"WAVE":
+        raise _bad(path, "'RIFF'....'WAVE' (little-endian WAV)", f"{magic!r}....{kind!r}")
+    view = memoryview(raw)
+    pos = _RIFF_HEADER_BYTES
+    fmt: tuple[int, int, int, int, int] | None = None  # tag, channels, rate, block_align, bits
+    data: memoryview | None = None
+    while pos + _CHUNK_HEADER_BYTES <= len(raw):
+        chunk_id, size = struct.unpack_from("<4sI", raw, pos)
+        body = pos + _CHUNK_HEADER_BYTES
+        available = len(raw) - body
+        if chunk_id == b"fmt ":
+            if size < _FMT_MIN_BYTES or available < _FMT_MIN_BYTES:
+                raise _bad(path, f"a fmt chunk of >= {_FMT_MIN_BYTES} bytes", f"{min(size, available)} bytes")
+            tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", raw, body)
+            if tag == _FORMAT_EXTENSIBLE:
+                if size < _FMT_EXTENSIBLE_MIN_BYTES or available < _FMT_EXTENSIBLE_MIN_BYTES:
+                    raise _bad(path, f"an extensible fmt chunk of {_FMT_EXTENSIBLE_MIN_BYTES} bytes",
+                               f"{min(size, available)} bytes")
+                tag = struct.unpack_from("<H", raw, body + 24)[0]  # first two bytes of the SubFormat GUID
+            fmt = (tag, channels, rate, block_align, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise _bad(path, "a 'fmt ' chunk before the 'data' chunk", "'data' first")
+            if size > available:
+                if size in _STREAMING_SIZES:
+                    size = available  # written by a streaming writer that never fixed up the header
+                else:
+                    raise _bad(path, f"{size} bytes of audio data (as the header declares)",
+                               f"only {available} bytes (truncated file)")
+            data = view[body:body + size]
+            break
+        pos = body + size + (size & 1)  # chunks are padded to even sizes
+    if fmt is None:
+        raise _bad(path, "a 'fmt ' chunk", "none (truncated or not a WAV file)")
+    if data is None:
+        raise _bad(path, "a 'data' chunk", "none (truncated file)")
+    tag, channels, rate, block_align, bits = fmt
+    if tag not in _FORMAT_NAMES:
+        raise _bad(path, "PCM (1) or IEEE float (3) sample format", f"format tag {tag:#06x}")
+    allowed = _PCM_BITS if tag == _FORMAT_PCM else _FLOAT_BITS
+    if bits not in allowed:
+        raise _bad(path, f"{_FORMAT_NAMES[tag]} samples of {'/'.join(map(str, allowed))} bits", f"{bits} bits")
+    if not 1 <= channels <= _MAX_CHANNELS:
+        raise _bad(path, f"1..{_MAX_CHANNELS} channels", f"{channels}")
+    if rate <= 0:
+        raise _bad(path, "a positive sample rate", f"{rate} Hz")
+    frame_bytes = channels * bits // 8
+    if block_align != frame_bytes:
+        raise _bad(path, f"block align {frame_bytes} for {channels} x {bits}-bit", f"{block_align}")
+    num_frames = len(data) // frame_bytes
+    if len(data) % frame_bytes:
+        logger.warning("%s: data chunk ends with a partial frame (%d bytes); ignoring it",
+                       path, len(data) % frame_bytes)
+        data = data[:num_frames * frame_bytes]
+    info = WavInfo(path=path, format=_FORMAT_NAMES[tag], sample_rate_hz=rate, channels=channels,
+                   bits_per_sample=bits, num_frames=num_frames)
+    return _Parsed(info=info, data=data)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except IsADirectoryError as exc:
+        raise ValueError(f"{path}: expected a WAV file, found a directory") from exc
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path}: expected a WAV file, found nothing (no such file)") from exc
+
+
+def _decode(parsed: _Parsed) -> np.ndarray:
+    """Samples as float32 (frames, channels) in [-1, 1]."""
+    info, data = parsed.info, parsed.data
+    bits = info.bits_per_sample
+    if info.format == "float":
+        x = np.frombuffer(data, dtype="<f4" if bits == 32 else "<f8").astype(np.float32)
+        if not np.all(np.isfinite(x)):
+            raise _bad(info.path, "finite float samples", "NaN or infinity")
+        x = np.clip(x, -1.0, 1.0)
+    elif bits == 8:
+        x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif bits == 16:
+        x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    elif bits == 24:
+        b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3)
+        wide = np.zeros((b.shape[0], 4), dtype=np.uint8)
+        wide[:, 1:] = b  # little-endian: the 24 bits become the top of an int32
+        x = (wide.view("<i4")[:, 0].astype(np.float64) / 2.0 ** 31).astype(np.float32)
+    else:
+        x = (np.frombuffer(data, dtype="<i4").astype(np.float64) / 2.0 ** 31).astype(np.float32)
+    return x.reshape(-1, info.channels)
+
+
+def probe_wav(path: str | Path) -> WavInfo:
+    """Read a WAV file's header (format, rate, channels, length); ``ValueError`` if unreadable."""
+    path = Path(path)
+    return _parse(path, _read_bytes(path)).info
+
+
+def read_wav_native(path: str | Path) -> tuple[np.ndarray, int]:
+    """A WAV file as float32 mono samples in [-1, 1] at its own rate, and that rate in Hz."""
+    path = Path(path)
+    parsed = _parse(path, _read_bytes(path))
+    if parsed.info.num_frames == 0:
+        raise _bad(path, "at least one audio frame", "an empty data chunk")
+    frames = _decode(parsed)
+    mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), parsed.info.sample_rate_hz
+
+
+def read_wav(path: str | Path, *, sample_rate_hz: int = 16000) -> np.ndarray:
+    """A WAV file as float32 mono samples in [-1, 1], resampled to ``sample_rate_hz``."""
+    require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
+             "a positive integer", sample_rate_hz)
+    samples, rate = read_wav_native(path)
+    if rate != sample_rate_hz:
+        samples = np.clip(resample(samples, rate, sample_rate_hz), -1.0, 1.0)
+    return samples
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Path:
+    """Write float samples in [-1, 1] (or int16) as 16-bit PCM; (n,) mono or (n, channels)."""
+    require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
+             "a positive integer", sample_rate_hz)
+    x = np.asarray(samples)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or not 1 <= x.shape[1] <= _MAX_CHANNELS:
+        raise ValueError(f"samples: expected shape (n,) or (n, channels), got {np.shape(samples)}")
+    if x.dtype == np.int16:
+        pcm = x
+    elif np.issubdtype(x.dtype, np.floating):
+        if not np.all(np.isfinite(x)):
+            raise ValueError("samples: expected finite values, got NaN or infinity")
+        pcm = np.round(np.clip(x, -1.0, 1.0) * _INT16_SCALE).astype(np.int16)
+    else:
+        raise ValueError(f"samples: expected float in [-1, 1] or int16, got dtype {x.dtype}")
+    path = Path(path)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(pcm.shape[1])
+        f.setsampwidth(2)
+        f.setframerate(sample_rate_hz)
+        f.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+    return path

@@ -1,0 +1,615 @@
+"""The device loop: audio and video sources -> frontends -> the model -> events.
+
+Scheduling (one loop thread; the clock is the audio's stream time when there is
+audio, else the video's):
+
+* **Audio** is read in chunks (``audio.chunk_ms``, 20 ms) and turned into log-mel
+  frames incrementally (:class:`edge.features.StreamingAudioFrontend`); the last
+  49 frames (1 s) are kept in a :class:`edge.scheduler.FeatureWindow`. Every
+  ``command_hop_ms`` (100 ms) of stream time the window goes through
+  ``encode_audio``, then ``fuse`` (with the latest image embedding) gives command
+  probabilities for :class:`edge.postprocess.CommandRecognizer`.
+* **Video**: the image encoder runs at ``scene_rate_hz`` (5 Hz) on the newest frame
+  only; older frames are dropped, never queued. Replayed video is read inside the
+  loop and aligned on stream timestamps: at audio time ``t`` the frame used is the
+  newest one with ``t_frame <= t`` (:class:`edge.scheduler.ReplayVideoAligner`),
+  so ``--fast`` replays give the same events as real-time ones. A live camera is
+  read on its own thread that keeps only the newest frame
+  (:class:`edge.scheduler.LatestFrameReader`). Scene probabilities from ``fuse``
+  go to :class:`edge.postprocess.SceneSmoother`.
+* When a command hop and a scene update fall on the same tick, one ``fuse`` call
+  serves both. An embedding older than ``embedding_max_age_ms`` counts as absent,
+  so ``fuse`` gets ``None`` for a modality whose source is missing, failing or
+  (audio) gated.
+* **Energy gate** (optional, ``commands.vad_enabled``): command inference is skipped
+  while the audio level stays below the threshold (after its hangover). The
+  recogniser is fed nothing for gated hops, and it is reset (re-armed, as after a
+  confident ``_silence_``) when the gate closes, so the same word said twice with
+  silence in between fires twice. Frontend features are still computed on silence,
+  so the window is complete the moment the gate opens.
+
+Faults: a failing camera (:class:`edge.sources.SourceReadError`) is logged once per
+outage; the loop runs on audio (scene events pause) while the camera reopens with
+backoff, and resumes when frames come back. A stalled microphone is logged once
+and retried. Devices that cannot be opened at start raise ``RuntimeError``.
+
+Each event's ``latency_ms`` holds the per-stage times (``audio_frontend``: the
+chunk that completed the window, ``audio_encoder``, ``image_preprocess``,
+``image_encoder``, ``fusion``) of the inputs that produced it (0 for a modality
+that was absent), and command events add ``audio_end_to_event``: from the moment
+the last chunk of audio was available (its end on the microphone's clock, or when
+a replay handed it over) to the event.
+
+Use it as a generator (``for event in pipeline.events(): ...``) or let
+:meth:`Pipeline.run` send events to sinks and ``on_event`` callbacks.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from edgesense.config.device import DeviceConfig, load_config
+from edgesense.frontend.audio import StreamingAudioFrontend
+from edgesense.frontend.image import preprocess_frame
+from edgesense.loop.scheduler import (
+    FeatureWindow,
+    LatestFrameReader,
+    LatestFrameReaderOptions,
+    PeriodicSchedule,
+    ReplayVideoAligner,
+)
+from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, STAGES, VIDEO_READ, PipelineStats
+from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
+from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
+from edgesense.schema.validate import require
+from edgesense.sinks.base import EventSink, FanOutSink
+from edgesense.sinks.jsonl import JsonLinesSink
+from edgesense.sources.base import AudioChunk, SourceReadError, VideoFrame, monotonic_ms
+from edgesense.sources.camera import CameraSource
+from edgesense.sources.microphone import MicrophoneSource
+from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
+from edgesense.types import CommandEvent, SceneEvent
+
+__all__ = ["PipelineOptions", "PipelineState", "Pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+Event = CommandEvent | SceneEvent
+#: An embedding is fused for this many scheduling periods before it counts as absent.
+EMBEDDING_AGE_PERIODS = 2
+
+
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _elapsed_ms(start_s: float) -> float:
+    return (time.perf_counter() - start_s) * MS_PER_S
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineOptions:
+    """Scheduling and post-processing of the device loop.
+
+    ``command_hop_ms``: stream time between command inferences. ``scene_rate_hz``:
+    image-encoder rate. ``embedding_max_age_ms``: an embedding older than this is
+    fused as absent (``None``: two periods of the slower of the two schedules).
+    ``energy_gate``: ``None`` to run command inference on every hop.
+    ``stats_window``: the most recent timings kept per stage for percentiles.
+    ``idle_wait_ms``: with only a live camera, how long the loop waits for a frame
+    before it checks whether it was asked to stop.
+    """
+
+    command_hop_ms: float = 100.0
+    scene_rate_hz: float = 5.0
+    embedding_max_age_ms: float | None = None
+    recognizer: CommandRecognizerOptions = field(default_factory=CommandRecognizerOptions)
+    smoother: SceneSmootherOptions = field(default_factory=SceneSmootherOptions)
+    energy_gate: EnergyGateOptions | None = None
+    reader: LatestFrameReaderOptions = field(default_factory=LatestFrameReaderOptions)
+    stats_window: int = 10000
+    idle_wait_ms: float = 200.0
+
+    def __post_init__(self) -> None:
+        require(_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
+        require(_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
+        require(self.embedding_max_age_ms is None or _positive(self.embedding_max_age_ms), "embedding_max_age_ms",
+                 "None or a positive number", self.embedding_max_age_ms)
+        require(isinstance(self.recognizer, CommandRecognizerOptions), "recognizer", "CommandRecognizerOptions",
+                 self.recognizer)
+        require(isinstance(self.smoother, SceneSmootherOptions), "smoother", "SceneSmootherOptions", self.smoother)
+        require(self.energy_gate is None or isinstance(self.energy_gate, EnergyGateOptions), "energy_gate",
+                 "None or EnergyGateOptions", self.energy_gate)
+        require(isinstance(self.reader, LatestFrameReaderOptions), "reader", "LatestFrameReaderOptions",
+                 self.reader)
+        require(isinstance(self.stats_window, int) and not isinstance(self.stats_window, bool)
+                 and self.stats_window >= 1, "stats_window", "an integer >= 1", self.stats_window)
+        require(_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
+
+    @property
+    def scene_period_ms(self) -> float:
+        return MS_PER_S / self.scene_rate_hz
+
+    @property
+    def max_embedding_age_ms(self) -> float:
+        """The effective ``embedding_max_age_ms``."""
+        if self.embedding_max_age_ms is not None:
+            return float(self.embedding_max_age_ms)
+        return EMBEDDING_AGE_PERIODS * max(self.command_hop_ms, self.scene_period_ms)
+
+    @classmethod
+    def from_config(cls, config: DeviceConfig, **overrides: Any) -> "PipelineOptions":
+        """The options a :class:`edge.config.DeviceConfig` describes (``overrides`` win)."""
+        values: dict[str, Any] = dict(
+            command_hop_ms=float(config.scheduler.command_hop_ms),
+            scene_rate_hz=float(config.scheduler.scene_rate_hz),
+            recognizer=config.commands.recognizer_options(),
+            smoother=config.scenes.smoother_options(),
+            energy_gate=config.commands.energy_gate_options(),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- state and stats
+
+
+@dataclass(frozen=True)
+class PipelineState:
+    """What an overlay shows: a snapshot after the latest tick."""
+
+    t_ms: float
+    scene_label: str | None  #: the smoothed top scene (None before the first scene update)
+    scene_score: float
+    last_command: CommandEvent | None
+    level_dbfs: float | None  #: level of the latest audio chunk (None without audio)
+    gate_open: bool
+    stage_ms: Mapping[str, float]  #: the latest time of each stage
+
+    def command_age_ms(self) -> float | None:
+        return None if self.last_command is None else self.t_ms - self.last_command.t_ms
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class _Tick:
+    t_ms: float
+    chunk: AudioChunk | None = None
+    chunk_arrival_ms: float = 0.0
+    frame: VideoFrame | None = None
+
+
+FrameHook = Callable[[VideoFrame, PipelineState], Any]
+EventCallback = Callable[[Event], Any]
+
+
+class Pipeline:
+    """The device loop over one audio and/or one video source (see the module docstring).
+
+    ``audio``: an :class:`edge.sources.MicrophoneSource` (live, read in the loop; its
+    PortAudio callback only fills the ring buffer) or a :class:`WavReplaySource`.
+    ``video``: a :class:`CameraSource` (live: read on a thread) or a
+    :class:`VideoReplaySource` (read in the loop, aligned to the audio). ``live_video``
+    overrides the live/replay choice made from the source's type. ``sinks`` and
+    ``on_event`` callbacks receive events in :meth:`run`. ``on_frame(frame, state)``
+    is called in the loop thread for every frame the loop receives; returning
+    ``False`` stops the loop. The pipeline owns the sources and sinks: :meth:`close`
+    (or the ``with`` block) releases them.
+    """
+
+    def __init__(self, model: Any, options: PipelineOptions = PipelineOptions(), *,
+                 audio: Any = None, video: Any = None, sinks: Sequence[EventSink] = (),
+                 on_event: EventCallback | Sequence[EventCallback] | None = None,
+                 on_frame: FrameHook | None = None, live_video: bool | None = None,
+                 wall_time: Callable[[], float] = time.time) -> None:
+        if audio is None and video is None:
+            raise ValueError("audio, video: expected at least one source, got neither")
+        require(isinstance(options, PipelineOptions), "options", "PipelineOptions", options)
+        self.model = model
+        self.options = options
+        self.audio = audio
+        self.video = video
+        self.live_audio = isinstance(audio, MicrophoneSource)
+        self.live_video = isinstance(video, CameraSource) if live_video is None else bool(live_video)
+        self._sink = FanOutSink(sinks)
+        callbacks = on_event if isinstance(on_event, Sequence) else ([on_event] if on_event else [])
+        self._callbacks: list[EventCallback] = list(callbacks)
+        self._on_frame = on_frame
+        self._wall_time = wall_time
+
+        frontend = model.audio_frontend
+        self._frontend = StreamingAudioFrontend(frontend)
+        frames, bins = frontend.feature_shape
+        self._window = FeatureWindow(frames, bins)
+        self._recognizer = CommandRecognizer(model.command_labels, options.recognizer, wall_time=wall_time)
+        self._smoother = SceneSmoother(model.scene_labels, options.smoother, wall_time=wall_time)
+        self._gate = EnergyGate(options.energy_gate) if options.energy_gate is not None else None
+        self._hop = PeriodicSchedule(options.command_hop_ms)
+        self._scene = PeriodicSchedule(options.scene_period_ms)
+        self._aligner = ReplayVideoAligner(video) if video is not None and not self.live_video else None
+        self._reader = LatestFrameReader(video, options.reader) if video is not None and self.live_video else None
+
+        self._stop = threading.Event()
+        self._running = False
+        self._closed = False
+        self._audio_ended = audio is None
+        self._audio_outage = False
+        # latest results
+        self._audio_embedding: np.ndarray | None = None
+        self._audio_embedding_t = -math.inf
+        self._audio_stage = {"audio_frontend": 0.0, "audio_encoder": 0.0}
+        self._image_embedding: np.ndarray | None = None
+        self._image_embedding_t = -math.inf
+        self._image_stage = {"image_preprocess": 0.0, "image_encoder": 0.0}
+        self._new_frame: VideoFrame | None = None
+        self._last_command: CommandEvent | None = None
+        self._level_dbfs: float | None = None
+        self._gate_open = True
+        self._latest_stage: dict[str, float] = {}
+        self._t_ms = 0.0
+        # counters
+        self._counts = collections.Counter()
+        self._stage_ms: dict[str, collections.deque[float]] = {}
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+        self._wall_ms = 0.0
+        self._compute_ms = 0.0
+
+    # ------------------------------------------------------------------ construction from a config
+
+    @classmethod
+    def from_config(cls, path_or_config: str | os.PathLike[str] | DeviceConfig, *,
+                    model_path: str | os.PathLike[str] | None = None,
+                    video: str | os.PathLike[str] | None = None, audio: str | os.PathLike[str] | None = None,
+                    fast: bool = False, events: str | os.PathLike[str] | bool | None = None,
+                    mqtt: str | bool | None = None,
+                    on_event: EventCallback | Sequence[EventCallback] | None = None,
+                    on_frame: FrameHook | None = None,
+                    options: PipelineOptions | None = None) -> "Pipeline":
+        """Model, sources and sinks as a device config describes them.
+
+        ``video`` / ``audio``: replay these files instead of the camera / microphone.
+        **When either is given, no live device is opened**: the other modality is
+        absent (the model fuses ``None`` for it). Replays run in real time unless
+        ``fast``; with both files, the audio sets the pace and the video follows it
+        by timestamp. Without files, the camera and the microphone are opened when
+        enabled in the config (``RuntimeError`` if one cannot be opened).
+        ``events`` / ``mqtt``: override ``outputs.events`` / ``outputs.mqtt``
+        (``None``: the config's; ``False``: off). ``on_frame`` sees every frame with the
+        loop's state (the app's preview window is one such hook). ``options`` replaces the
+        scheduling options derived from the config.
+        """
+        from edgesense.runtime.model import EdgeModel
+
+        config = path_or_config if isinstance(path_or_config, DeviceConfig) else load_config(path_or_config)
+        model = EdgeModel.load(model_path if model_path is not None else config.model.path,
+                               options=config.model.interpreter_options())
+        rate = model.audio_frontend.sample_rate_hz
+        replay = video is not None or audio is not None
+        with contextlib.ExitStack() as stack:
+            audio_source: Any = None
+            video_source: Any = None
+            if audio is not None:
+                audio_source = stack.enter_context(WavReplaySource(audio, WavReplayOptions(
+                    sample_rate_hz=rate, chunk_ms=float(config.audio.chunk_ms), realtime=not fast)))
+            if video is not None:
+                video_source = stack.enter_context(VideoReplaySource(video, VideoReplayOptions(
+                    realtime=not fast and audio is None)))
+            if not replay:
+                if config.audio.enabled:
+                    if config.audio.sample_rate_hz != rate:
+                        raise ValueError(f"audio.sample_rate_hz: expected {rate} (the model's audio frontend), "
+                                         f"got {config.audio.sample_rate_hz}")
+                    audio_source = stack.enter_context(MicrophoneSource(config.audio.microphone_options()))
+                if config.camera.enabled:
+                    video_source = stack.enter_context(CameraSource(config.camera.camera_options()))
+            sinks: list[EventSink] = []
+            target = config.outputs.events if events is None else events
+            if target not in (None, False):
+                sinks.append(stack.enter_context(JsonLinesSink(os.fspath(target))))
+            url = config.outputs.mqtt if mqtt is None else mqtt
+            if url not in (None, False):
+                from edgesense.sinks.mqtt import MqttSink
+
+                outputs = dataclasses.replace(config.outputs, mqtt=str(url))
+                sinks.append(stack.enter_context(MqttSink(outputs.mqtt_options(config.device))))
+            pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
+                           video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame)
+            stack.pop_all()
+        return pipeline
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current tick (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop, release the sources, flush and close the sinks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.stop()
+        for source in (self.audio, self.video):
+            if source is not None:
+                try:
+                    source.close()
+                except Exception as exc:  # noqa: BLE001 - releasing one device must not block the others
+                    logger.warning("closing %s failed: %s", type(source).__name__, exc)
+        self._sink.flush()
+        self._sink.close()
+        close = getattr(self._on_frame, "close", None)
+        if callable(close):
+            close()
+
+    # ------------------------------------------------------------------ observers
+
+    def add_callback(self, callback: EventCallback) -> None:
+        """Call ``callback(event)`` for every event :meth:`run` dispatches."""
+        if not callable(callback):
+            raise ValueError(f"callback: expected a callable, got {callback!r}")
+        self._callbacks.append(callback)
+
+    @property
+    def state(self) -> PipelineState:
+        smoothed = self._smoother.smoothed
+        label, score = None, 0.0
+        if smoothed is not None:
+            top = int(np.argmax(smoothed))
+            label, score = self._smoother.labels[top], float(smoothed[top])
+        return PipelineState(t_ms=self._t_ms, scene_label=label, scene_score=score,
+                             last_command=self._last_command, level_dbfs=self._level_dbfs,
+                             gate_open=self._gate_open, stage_ms=dict(self._latest_stage))
+
+    @property
+    def stats(self) -> PipelineStats:
+        audio_stats = self.audio.stats if self.audio is not None else None
+        video_stats = self.video.stats if self.video is not None else None
+        frames = video_stats.items if video_stats is not None else 0
+        stream_ms = 0.0 if self._t_first is None or self._t_last is None else self._t_last - self._t_first
+        return PipelineStats(
+            audio_chunks=self._counts["audio_chunks"],
+            video_frames=frames,
+            frames_dropped=max(0, frames - self._counts["image_inferences"]),
+            audio_inferences=self._counts["audio_inferences"],
+            audio_gated=self._counts["audio_gated"],
+            image_inferences=self._counts["image_inferences"],
+            fusions=self._counts["fusions"],
+            command_events=self._counts["command_events"],
+            scene_events=self._counts["scene_events"],
+            audio_overflows=audio_stats.overflows if audio_stats else 0,
+            audio_dropped_samples=audio_stats.dropped_samples if audio_stats else 0,
+            audio_read_failures=self._counts["audio_read_failures"],
+            camera_read_failures=video_stats.read_failures if video_stats else 0,
+            camera_outages=self._reader.outages if self._reader is not None else 0,
+            camera_reopens=video_stats.reopens if video_stats else 0,
+            stream_start_ms=self._t_first or 0.0,
+            stream_ms=stream_ms,
+            wall_ms=self._wall_ms,
+            compute_ms=self._compute_ms,
+            stage_ms={stage: tuple(values) for stage, values in self._stage_ms.items()},
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, *, duration_s: float | None = None) -> PipelineStats:
+        """Run until the media ends, :meth:`stop` or ``duration_s`` of media; events go to the
+        sinks and callbacks (a failing sink or callback is logged, not fatal). Sinks are flushed."""
+        try:
+            for event in self.events(duration_s=duration_s):
+                self._sink.emit(event)
+                for callback in self._callbacks:
+                    try:
+                        callback(event)
+                    except Exception as exc:  # noqa: BLE001 - a user callback must not stop the device
+                        logger.warning("on_event callback %r failed: %s", callback, exc)
+        finally:
+            self._sink.flush()
+        return self.stats
+
+    def events(self, *, duration_s: float | None = None) -> Iterator[Event]:
+        """Yield events as they happen until the media ends, :meth:`stop` or ``duration_s`` of media."""
+        if duration_s is not None:
+            require(_positive(duration_s), "duration_s", "None or a positive number", duration_s)
+        if self._closed:
+            raise RuntimeError("pipeline: events() after close()")
+        if self._running:
+            raise RuntimeError("pipeline: events() is already running")
+        self._running = True
+        if self._reader is not None:
+            self._reader.start()
+        start_s = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                tick = self._next_tick()
+                if tick is None:
+                    break
+                if isinstance(tick, _Tick):
+                    yield from self._process(tick)
+                if (duration_s is not None and self._t_first is not None and self._t_last is not None
+                        and self._t_last - self._t_first >= duration_s * MS_PER_S):
+                    break
+        finally:
+            self._wall_ms += _elapsed_ms(start_s)
+            self._running = False
+
+    # ------------------------------------------------------------------ the loop
+
+    def _next_tick(self) -> _Tick | bool | None:
+        """The next unit of work; ``True`` for an idle round, ``None`` at the end of the media."""
+        if not self._audio_ended:
+            try:
+                chunk = self.audio.read()
+            except SourceReadError as exc:
+                self._counts["audio_read_failures"] += 1
+                if not self._audio_outage:
+                    self._audio_outage = True
+                    logger.warning("%s; retrying", exc)
+                return True
+            if chunk is not None:
+                if self._audio_outage:
+                    self._audio_outage = False
+                    logger.warning("microphone: audio is flowing again")
+                arrival = chunk.end_t_ms if self.live_audio else monotonic_ms()
+                return _Tick(t_ms=chunk.end_t_ms, chunk=chunk, chunk_arrival_ms=arrival)
+            self._audio_ended = True
+            if self.audio is not None and (self._aligner is None or self._aligner.exhausted):
+                return None  # the audio ended the session (a live camera never does)
+        if self._aligner is not None:
+            frame = self._aligner.next_frame()
+            return None if frame is None else _Tick(t_ms=frame.t_ms, frame=frame)
+        if self._reader is not None:
+            frame = self._reader.take(timeout_s=self.options.idle_wait_ms / MS_PER_S)
+            if frame is None:
+                return None if self._reader.ended else True
+            return _Tick(t_ms=frame.t_ms, frame=frame)
+        return None
+
+    def _timed(self, stage: str, ms: float) -> float:
+        values = self._stage_ms.get(stage)
+        if values is None:
+            values = self._stage_ms[stage] = collections.deque(maxlen=self.options.stats_window)
+        values.append(ms)
+        self._latest_stage[stage] = ms
+        return ms
+
+    def _fresh(self, t_embedding: float, t_ms: float) -> bool:
+        return t_ms - t_embedding <= self.options.max_embedding_age_ms
+
+    def _process(self, tick: _Tick) -> Iterator[Event]:
+        start_s = time.perf_counter()
+        t = tick.t_ms
+        if self._t_last is not None and t < self._t_last:  # a live camera's clock vs a replay's: keep order
+            t = self._t_last
+        if self._t_first is None:
+            self._t_first = tick.chunk.t_ms if tick.chunk is not None else t
+            self._hop.anchor(self._t_first)  # one grid: command hops and scene updates coincide
+            self._scene.anchor(self._t_first)
+        self._t_last = self._t_ms = t
+        out: list[Event] = []
+        model = self.model
+
+        # audio: features, level, gate
+        chunk = tick.chunk
+        frontend_ms = 0.0
+        if chunk is not None:
+            if chunk.sample_rate_hz != self._frontend.options.sample_rate_hz:
+                raise ValueError(f"audio: expected {self._frontend.options.sample_rate_hz} Hz chunks (the model's "
+                                 f"audio frontend), got {chunk.sample_rate_hz} Hz")
+            self._counts["audio_chunks"] += 1
+            s = time.perf_counter()
+            self._window.push(self._frontend.push(chunk.samples))
+            frontend_ms = self._timed("audio_frontend", _elapsed_ms(s))
+            self._level_dbfs = rms_dbfs(chunk.samples)
+            if self._gate is not None:
+                was_open = self._gate_open
+                self._gate_open = self._gate.update(chunk.samples, t)
+                if was_open and not self._gate_open:
+                    self._recognizer.reset()  # silence re-arms the recogniser (see the module docstring)
+
+        # video: the newest frame at t
+        frame = tick.frame
+        read_ms = 0.0
+        if frame is None and chunk is not None:
+            if self._aligner is not None:
+                s = time.perf_counter()
+                frame = self._aligner.frame_at(t)  # decodes replayed frames: media I/O, not compute
+                read_ms = self._timed(VIDEO_READ, _elapsed_ms(s))
+            elif self._reader is not None:
+                frame = self._reader.take()
+        if frame is not None:
+            self._new_frame = frame
+
+        command_due = chunk is not None and self._window.full and self._hop.due(t)
+        if command_due and not self._gate_open:
+            self._counts["audio_gated"] += 1
+            command_due = False
+        scene_due = self._new_frame is not None and self._scene.due(t)
+
+        if command_due:
+            s = time.perf_counter()
+            self._audio_embedding = model.encode_audio(self._window.view())
+            self._audio_embedding_t = t
+            self._audio_stage = {"audio_frontend": frontend_ms,
+                                 "audio_encoder": self._timed("audio_encoder", _elapsed_ms(s))}
+            self._counts["audio_inferences"] += 1
+        if scene_due:
+            image = self._new_frame.image  # type: ignore[union-attr]
+            self._new_frame = None
+            s = time.perf_counter()
+            pixels = preprocess_frame(image, model.image_frontend)
+            preprocess_ms = self._timed("image_preprocess", _elapsed_ms(s))
+            s = time.perf_counter()
+            self._image_embedding = model.encode_image(pixels)
+            self._image_embedding_t = t
+            self._image_stage = {"image_preprocess": preprocess_ms,
+                                 "image_encoder": self._timed("image_encoder", _elapsed_ms(s))}
+            self._counts["image_inferences"] += 1
+
+        if command_due or scene_due:
+            audio_used = self._audio_embedding is not None and self._fresh(self._audio_embedding_t, t)
+            image_used = self._image_embedding is not None and self._fresh(self._image_embedding_t, t)
+            s = time.perf_counter()
+            command_probs, scene_probs = model.fuse(self._audio_embedding if audio_used else None,
+                                                    self._image_embedding if image_used else None)
+            fusion_ms = self._timed("fusion", _elapsed_ms(s))
+            self._counts["fusions"] += 1
+            latency = {stage: 0.0 for stage in STAGES}
+            if audio_used:
+                latency.update(self._audio_stage)
+            if image_used:
+                latency.update(self._image_stage)
+            latency["fusion"] = fusion_ms
+            if command_due:
+                # max(0): the microphone's clock is anchored at its first callback, a little late
+                latency[AUDIO_END_TO_EVENT] = max(0.0, monotonic_ms() - tick.chunk_arrival_ms)
+                event = self._recognizer.process(command_probs, t, latency_ms=latency)
+                self._timed(AUDIO_END_TO_RESULT, max(0.0, monotonic_ms() - tick.chunk_arrival_ms))
+                if event is not None:
+                    self._last_command = event
+                    self._counts["command_events"] += 1
+                    out.append(event)
+                del latency[AUDIO_END_TO_EVENT]
+            if scene_due:
+                scene_event = self._smoother.update(scene_probs, t, latency_ms=latency)
+                if scene_event is not None:
+                    self._counts["scene_events"] += 1
+                    out.append(scene_event)
+
+        self._compute_ms += _elapsed_ms(start_s) - read_ms
+        if frame is not None and self._on_frame is not None:
+            if self._on_frame(frame, self.state) is False:
+                self._stop.set()
+        yield from out

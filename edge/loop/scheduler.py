@@ -1,0 +1,289 @@
+"""Timing pieces of the device loop (:mod:`edge.pipeline`): periodic schedules, the
+rolling feature window, replayed-video alignment and the live-camera reader thread.
+
+* :class:`PeriodicSchedule`: "is it time again?" on a fixed grid of stream times
+  (command hops every ``command_hop_ms``, scene updates at ``scene_rate_hz``).
+* :class:`FeatureWindow`: the last ``frames`` log-mel frames (1 s of audio), fed
+  with whatever :class:`edge.features.StreamingAudioFrontend` completes.
+* :class:`ReplayVideoAligner`: replayed video read inside the loop. At stream time
+  ``t`` it hands out the newest frame with ``t_frame <= t`` (one frame of
+  look-ahead, no queue); older unread frames are dropped and counted.
+* :class:`LatestFrameReader`: a live camera read on its own thread, keeping only the
+  newest frame. A failed read is logged once per outage and retried (the
+  :class:`edge.sources.CameraSource` reopens itself with exponential backoff).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgesense.schema.validate import require
+from edgesense.sources.base import SourceReadError, VideoFrame
+
+__all__ = ["PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions", "LatestFrameReader"]
+
+logger = logging.getLogger(__name__)
+
+
+MS_PER_S = 1000.0
+
+
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+class PeriodicSchedule:
+    """Due once per ``period_ms`` on a fixed grid of stream times.
+
+    The grid starts at ``origin_ms`` (set with :meth:`anchor`; without one, at the
+    first time asked). Schedules anchored at the same origin fall due on the same
+    ticks, so the loop can serve several of them with one model call. ``due(t_ms)``
+    is True at most once per grid cell; when the caller skips cells (a stall), the
+    grid jumps forward instead of firing a burst to catch up.
+    """
+
+    #: Stream times within this much of a grid time count as on it (float rounding of live clocks).
+    TOLERANCE_MS = 1e-6
+
+    def __init__(self, period_ms: float) -> None:
+        require(_positive(period_ms), "period_ms", "a positive number", period_ms)
+        self.period_ms = float(period_ms)
+        self._next_ms: float | None = None
+
+    @property
+    def next_ms(self) -> float | None:
+        return self._next_ms
+
+    def anchor(self, origin_ms: float) -> None:
+        """Put the grid at ``origin_ms + k * period_ms``; the next due time is the origin."""
+        self._next_ms = float(origin_ms)
+
+    def reset(self) -> None:
+        self._next_ms = None
+
+    def due(self, t_ms: float) -> bool:
+        """True (and advance the grid past ``t_ms``) when ``t_ms`` reached the next grid time."""
+        if self._next_ms is None:
+            self._next_ms = t_ms
+        if t_ms < self._next_ms - self.TOLERANCE_MS:
+            return False
+        missed = math.floor((t_ms - self._next_ms + self.TOLERANCE_MS) / self.period_ms)
+        self._next_ms += (missed + 1) * self.period_ms
+        return True
+
+
+class FeatureWindow:
+    """The newest ``frames`` rows of log-mel features, in time order (a preallocated ring)."""
+
+    def __init__(self, frames: int, bins: int) -> None:
+        require(isinstance(frames, int) and frames >= 1, "frames", "an integer >= 1", frames)
+        require(isinstance(bins, int) and bins >= 1, "bins", "an integer >= 1", bins)
+        self._buffer = np.zeros((2 * frames, bins), dtype=np.float32)  # doubled: contiguous reads
+        self._frames = frames
+        self._count = 0
+        self._end = frames  # window = buffer[end - frames:end]
+
+    @property
+    def full(self) -> bool:
+        return self._count >= self._frames
+
+    @property
+    def count(self) -> int:
+        """Frames pushed so far (saturates at the window length)."""
+        return min(self._count, self._frames)
+
+    def reset(self) -> None:
+        self._buffer[:] = 0.0
+        self._count = 0
+        self._end = self._frames
+
+    def push(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self._buffer.shape[1]:
+            raise ValueError(f"rows: expected shape (n, {self._buffer.shape[1]}), got {rows.shape}")
+        if rows.shape[0] > self._frames:
+            rows = rows[-self._frames:]
+        n = rows.shape[0]
+        if n == 0:
+            return
+        if self._end + n > self._buffer.shape[0]:  # slide the live window back to the start
+            keep = self._frames - n
+            self._buffer[:keep] = self._buffer[self._end - keep:self._end]
+            self._end = keep
+        self._buffer[self._end:self._end + n] = rows
+        self._end += n
+        self._count += n
+
+    def view(self) -> np.ndarray:
+        """The window (frames, bins): a read-only view, valid until the next :meth:`push`."""
+        out = self._buffer[self._end - self._frames:self._end]
+        out.flags.writeable = False
+        return out
+
+
+class ReplayVideoAligner:
+    """Replayed video aligned to the audio's stream time, read in the caller's thread.
+
+    :meth:`frame_at` returns the newest not-yet-returned frame with ``t_ms <= t``
+    (or None); the frames it skipped over are counted in :attr:`dropped`.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._pending: VideoFrame | None = None
+        self.ended = False
+        self.dropped = 0
+        self.read_failures = 0
+
+    def _next(self) -> VideoFrame | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        if self.ended:
+            return None
+        try:
+            frame = self.source.read()
+        except SourceReadError as exc:
+            self.read_failures += 1
+            logger.debug("video: %s", exc)
+            return None
+        if frame is None:
+            self.ended = True
+        return frame
+
+    def frame_at(self, t_ms: float) -> VideoFrame | None:
+        newest: VideoFrame | None = None
+        while True:
+            frame = self._next()
+            if frame is None:
+                break
+            if frame.t_ms > t_ms:
+                self._pending = frame
+                break
+            if newest is not None:
+                self.dropped += 1
+            newest = frame
+        return newest
+
+    def next_frame(self) -> VideoFrame | None:
+        """The next frame whatever its time (video-only replay drives the clock with it)."""
+        return self._next()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.ended and self._pending is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatestFrameReaderOptions:
+    """``retry_ms``: pause after a failed read before trying again (the camera's own
+    backoff decides when it actually reopens); ``join_timeout_ms``: how long
+    :meth:`LatestFrameReader.stop` waits for the thread."""
+
+    retry_ms: float = 100.0
+    join_timeout_ms: float = 2000.0
+
+    def __post_init__(self) -> None:
+        require(_positive(self.retry_ms), "retry_ms", "a positive number", self.retry_ms)
+        require(_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
+
+
+class LatestFrameReader:
+    """Reads a live video source on a daemon thread and keeps only the newest frame.
+
+    :meth:`take` returns the newest frame not taken yet (or None); frames that were
+    replaced before anyone took them are counted in :attr:`dropped`. The source's
+    :class:`SourceReadError` is survivable: the outage is logged once (and its end),
+    counted, and the read retried after ``retry_ms``. Any other exception ends the
+    thread and is re-raised by :meth:`take`.
+    """
+
+    def __init__(self, source: Any, options: LatestFrameReaderOptions = LatestFrameReaderOptions()) -> None:
+        self.source = source
+        self.options = options
+        self._cond = threading.Condition()
+        self._frame: VideoFrame | None = None
+        self._seq = 0
+        self._taken_seq = 0
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self.dropped = 0
+        self.read_failures = 0
+        self.outages = 0
+        self.ended = False
+        self._in_outage = False
+        self._thread = threading.Thread(target=self._loop, name="edgesense-camera", daemon=True)
+
+    def start(self) -> "LatestFrameReader":
+        self._thread.start()
+        return self
+
+    @property
+    def in_outage(self) -> bool:
+        """True between a failed read and the next good frame."""
+        return self._in_outage
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self.source.read()
+                except SourceReadError as exc:
+                    self.read_failures += 1
+                    if not self._in_outage:
+                        self._in_outage = True
+                        self.outages += 1
+                        logger.warning("%s; going on with audio only, scene events paused until it recovers", exc)
+                    self._stop.wait(self.options.retry_ms / MS_PER_S)
+                    continue
+                if frame is None:
+                    break
+                if self._in_outage:
+                    self._in_outage = False
+                    logger.warning("camera: recovered, scene events resume")
+                with self._cond:
+                    if self._seq > self._taken_seq:
+                        self.dropped += 1
+                    self._frame = frame
+                    self._seq += 1
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread by take()
+            self._error = exc
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def take(self, timeout_s: float | None = None) -> VideoFrame | None:
+        """The newest frame not taken yet; waits up to ``timeout_s`` for one (None: don't wait)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._seq == self._taken_seq and not self.ended and deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._seq == self._taken_seq:
+                return None
+            self._taken_seq = self._seq
+            return self._frame
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.options.join_timeout_ms / MS_PER_S)
+            if self._thread.is_alive():
+                logger.warning("camera: the reader thread did not stop within %g ms",
+                               self.options.join_timeout_ms)

@@ -1,0 +1,87 @@
+"""Counters and per-stage timings of a device-loop run, and its one-line summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["STAGES", "AUDIO_END_TO_EVENT", "AUDIO_END_TO_RESULT", "VIDEO_READ", "PipelineStats"]
+
+
+#: Per-stage latencies every event carries (milliseconds).
+STAGES = ("audio_frontend", "audio_encoder", "image_preprocess", "image_encoder", "fusion")
+#: Command events: from the end of the audio that triggered it to the event.
+AUDIO_END_TO_EVENT = "audio_end_to_event"
+#: Stats only: the same for every command inference (event or not).
+AUDIO_END_TO_RESULT = "audio_end_to_result"
+#: Stats only: reading (decoding) replayed video frames inside the loop.
+VIDEO_READ = "video_read"
+MS_PER_S = 1000.0
+PERCENTILES = (50, 95)
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """Counters and timings of a run (``stage_ms``: the most recent ``stats_window`` values per stage)."""
+
+    audio_chunks: int = 0
+    video_frames: int = 0  #: frames the video source delivered
+    frames_dropped: int = 0  #: delivered frames that never reached the image encoder (stale or between updates)
+    audio_inferences: int = 0
+    audio_gated: int = 0  #: command hops skipped by the energy gate
+    image_inferences: int = 0
+    fusions: int = 0
+    command_events: int = 0
+    scene_events: int = 0
+    audio_overflows: int = 0
+    audio_dropped_samples: int = 0
+    audio_read_failures: int = 0
+    camera_read_failures: int = 0
+    camera_outages: int = 0
+    camera_reopens: int = 0
+    stream_start_ms: float = 0.0  #: stream time of the first sample or frame (0 for replays)
+    stream_ms: float = 0.0  #: media time processed
+    wall_ms: float = 0.0  #: wall-clock time of the run
+    compute_ms: float = 0.0  #: time spent processing (frontends, model, post-processing), not reading media
+    stage_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time / media time: below 1 is faster than real time (meaningful for ``--fast`` replays)."""
+        return self.wall_ms / self.stream_ms if self.stream_ms > 0 else math.nan
+
+    @property
+    def compute_load(self) -> float:
+        """Compute time / media time: the share of one core the loop needs to keep up."""
+        return self.compute_ms / self.stream_ms if self.stream_ms > 0 else math.nan
+
+    def percentile(self, stage: str, q: float) -> float:
+        values = self.stage_ms.get(stage, ())
+        return float(np.percentile(values, q)) if values else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "stage_ms"}
+        out["real_time_factor"] = self.real_time_factor
+        out["compute_load"] = self.compute_load
+        out["latency_ms"] = {
+            stage: {"count": len(values), **{f"p{q}": round(self.percentile(stage, q), 3) for q in PERCENTILES}}
+            for stage, values in self.stage_ms.items()
+        }
+        return out
+
+    def summary(self) -> str:
+        """One line: events, real-time factor, p50/p95 per stage."""
+        stages = " ".join(
+            f"{stage}={self.percentile(stage, 50):.2f}/{self.percentile(stage, 95):.2f}"
+            for stage in (*STAGES, AUDIO_END_TO_RESULT) if self.stage_ms.get(stage)
+        )
+        return (f"events: {self.command_events} command, {self.scene_events} scene | "
+                f"{self.stream_ms / MS_PER_S:.1f} s of media in {self.wall_ms / MS_PER_S:.1f} s, "
+                f"RTF {self.real_time_factor:.3f}, load {self.compute_load:.3f} | "
+                f"audio {self.audio_chunks} chunks, {self.audio_inferences} inferences, {self.audio_gated} gated | "
+                f"video {self.video_frames} frames, {self.image_inferences} encoded, {self.frames_dropped} dropped | "
+                f"p50/p95 ms: {stages or '-'}")

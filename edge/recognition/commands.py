@@ -1,0 +1,133 @@
+"""Turning per-hop model scores into events: pure numpy, no model needed.
+
+* :class:`CommandRecognizer`: TensorFlow's ``RecognizeCommands`` (speech_commands
+  example) semantics: posteriors averaged over ``average_window_ms``; a word fires
+  when its average beats ``detection_threshold``, differs from the previous top
+  label and more than ``suppression_ms`` passed since that one; too few results
+  (fewer than ``minimum_count``, or spanning less than a quarter of the window)
+  never fire. ``_silence_`` / ``_unknown_`` take part (a confident silence re-arms
+  the word before it) but produce no event.
+* :class:`EnergyGate`: RMS level in dBFS with hangover, to skip command inference
+  on silence.
+* :class:`SceneSmoother`: smoothed scene probabilities with hysteresis: a change
+  event when a new label beats the current one by ``hysteresis_margin`` for
+  ``min_hold_ms``, and a heartbeat every ``heartbeat_ms`` while it holds.
+
+All of them take monotonic stream times in milliseconds and raise ``ValueError``
+when they go backwards. They return :class:`edge.types.CommandEvent` /
+:class:`edge.types.SceneEvent` (``wall_time`` from the ``wall_time`` supplier) or
+``None`` when nothing happened.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgesense.recognition.scores import _check_labels, _check_scores, _check_time, _is_number
+from edgesense.schema.validate import require
+from edgesense.types import DEFAULT_COMMAND_LABELS, SILENCE_LABEL, UNKNOWN_LABEL, CommandEvent
+
+__all__ = ["CommandRecognizerOptions", "CommandRecognizer", "RecognitionResult"]
+
+
+#: Results must span at least this fraction of the averaging window (as in RecognizeCommands).
+MINIMUM_WINDOW_FRACTION = 0.25
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRecognizerOptions:
+    """Smoothing of keyword-spotting posteriors (TensorFlow RecognizeCommands)."""
+
+    average_window_ms: float = 1000.0
+    detection_threshold: float = 0.7
+    suppression_ms: float = 750.0
+    minimum_count: int = 3
+    ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
+
+    def __post_init__(self) -> None:
+        require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
+                 "a positive number", self.average_window_ms)
+        require(_is_number(self.detection_threshold) and 0 <= self.detection_threshold < 1, "detection_threshold",
+                 "a number in [0, 1)", self.detection_threshold)
+        require(_is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
+                 "a number >= 0", self.suppression_ms)
+        require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
+                 and self.minimum_count >= 1, "minimum_count", "an integer >= 1", self.minimum_count)
+        require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),
+                 "ignored_labels", "a tuple of labels", self.ignored_labels)
+
+
+@dataclass(frozen=True)
+class RecognitionResult:
+    """The averaged top label after the latest scores (whether or not it fired)."""
+
+    label: str
+    score: float
+    t_ms: float
+    is_new_command: bool
+
+
+class CommandRecognizer:
+    """Feed one score vector per hop with :meth:`process`; get a :class:`CommandEvent` when a word fires."""
+
+    def __init__(self, labels: Sequence[str] = DEFAULT_COMMAND_LABELS,
+                 options: CommandRecognizerOptions = CommandRecognizerOptions(), *,
+                 wall_time: Callable[[], float] = time.time) -> None:
+        self.labels = _check_labels(labels)
+        self.options = options
+        self._wall_time = wall_time
+        self._results: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._last_t_ms: float | None = None
+        self._previous_top_label = SILENCE_LABEL
+        self._previous_top_t_ms = -math.inf
+        self.last_result: RecognitionResult | None = None
+
+    def reset(self) -> None:
+        self._results.clear()
+        self._last_t_ms = None
+        self._previous_top_label = SILENCE_LABEL
+        self._previous_top_t_ms = -math.inf
+        self.last_result = None
+
+    def process(self, scores: Any, t_ms: float, *,
+                latency_ms: Mapping[str, float] | None = None) -> CommandEvent | None:
+        """Add the posteriors computed for the audio ending at ``t_ms``; return an event or ``None``."""
+        x = _check_scores(scores, len(self.labels), "scores")
+        t_ms = _check_time(t_ms, self._last_t_ms)
+        self._last_t_ms = t_ms
+        opts = self.options
+        self._results.append((t_ms, x))
+        time_limit = t_ms - opts.average_window_ms
+        while self._results[0][0] < time_limit:
+            self._results.popleft()
+        count = len(self._results)
+        span_ms = t_ms - self._results[0][0]
+        if count < opts.minimum_count or span_ms < opts.average_window_ms * MINIMUM_WINDOW_FRACTION:
+            self.last_result = RecognitionResult(self._previous_top_label, 0.0, t_ms, False)
+            return None
+        average = np.mean([r for _, r in self._results], axis=0)
+        top = int(np.argmax(average))
+        label, score = self.labels[top], float(average[top])
+        if self._previous_top_label == SILENCE_LABEL or self._previous_top_t_ms == -math.inf:
+            since_ms = math.inf
+        else:
+            since_ms = t_ms - self._previous_top_t_ms
+        is_new = (score > opts.detection_threshold and label != self._previous_top_label
+                  and since_ms > opts.suppression_ms)
+        if is_new:
+            self._previous_top_label = label
+            self._previous_top_t_ms = t_ms
+        self.last_result = RecognitionResult(label, score, t_ms, is_new)
+        if not is_new or label in opts.ignored_labels:
+            return None
+        return CommandEvent(label=label, score=score, t_ms=t_ms, wall_time=self._wall_time(),
+                            latency_ms=dict(latency_ms or {}))

@@ -1,0 +1,70 @@
+"""An energy gate: skip command inference on hops quieter than a threshold (dBFS)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgesense.recognition.scores import _check_time, _is_number
+from edgesense.schema.validate import require
+
+__all__ = ["EnergyGateOptions", "EnergyGate", "rms_dbfs"]
+
+
+# --------------------------------------------------------------------------- energy gate
+
+
+def rms_dbfs(samples: Any, floor_dbfs: float = -120.0) -> float:
+    """RMS level of float samples in [-1, 1] in dB relative to full scale (a full-scale square is 0 dBFS)."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        return floor_dbfs
+    rms = math.sqrt(float(np.mean(x * x)))
+    return max(floor_dbfs, 20.0 * math.log10(rms)) if rms > 0 else floor_dbfs
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergyGateOptions:
+    """Open while the level is at least ``threshold_dbfs`` and for ``hangover_ms`` after."""
+
+    threshold_dbfs: float = -50.0
+    hangover_ms: float = 500.0
+    floor_dbfs: float = -120.0
+
+    def __post_init__(self) -> None:
+        require(_is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
+                 self.floor_dbfs)
+        require(_is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",
+                 f"a number in ({self.floor_dbfs:g}, 0]", self.threshold_dbfs)
+        require(_is_number(self.hangover_ms) and self.hangover_ms >= 0, "hangover_ms", "a number >= 0",
+                 self.hangover_ms)
+
+
+class EnergyGate:
+    """A voice-activity gate on signal energy: :meth:`update` says whether to run inference."""
+
+    def __init__(self, options: EnergyGateOptions = EnergyGateOptions()) -> None:
+        self.options = options
+        self._last_t_ms: float | None = None
+        self._open_until_ms = -math.inf
+        self.last_dbfs = options.floor_dbfs
+        self.is_open = False
+
+    def reset(self) -> None:
+        self._last_t_ms = None
+        self._open_until_ms = -math.inf
+        self.last_dbfs = self.options.floor_dbfs
+        self.is_open = False
+
+    def update(self, samples: Any, t_ms: float) -> bool:
+        """Measure the chunk that ends at ``t_ms``; True while speech-level audio (or its hangover) lasts."""
+        t_ms = _check_time(t_ms, self._last_t_ms)
+        self._last_t_ms = t_ms
+        self.last_dbfs = rms_dbfs(samples, self.options.floor_dbfs)
+        if self.last_dbfs >= self.options.threshold_dbfs:
+            self._open_until_ms = t_ms + self.options.hangover_ms
+        self.is_open = t_ms <= self._open_until_ms
+        return self.is_open

@@ -1,0 +1,120 @@
+"""Scene smoothing: averaged scene scores with hysteresis and a heartbeat, one event per change."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgesense.recognition.scores import _check_labels, _check_scores, _check_time, _is_number
+from edgesense.schema.validate import require
+from edgesense.types import SceneEvent
+
+__all__ = ["SceneSmootherOptions", "SceneSmoother"]
+
+
+SMOOTHING_METHODS = ("ema", "window")
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+@dataclass(frozen=True, kw_only=True)
+class SceneSmootherOptions:
+    """Scene smoothing: ``method`` "ema" (time constant ``window_ms``) or "window" (mean over ``window_ms``);
+    a new label must lead the current one by more than ``hysteresis_margin`` for ``min_hold_ms``;
+    a heartbeat every ``heartbeat_ms`` while the label holds (``None``: no heartbeats)."""
+
+    method: str = "ema"
+    window_ms: float = 2000.0
+    hysteresis_margin: float = 0.1
+    min_hold_ms: float = 1000.0
+    heartbeat_ms: float | None = 10000.0
+
+    def __post_init__(self) -> None:
+        require(self.method in SMOOTHING_METHODS, "method", f"one of {', '.join(SMOOTHING_METHODS)}", self.method)
+        require(_is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
+        require(_is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
+                 "a number in [0, 1)", self.hysteresis_margin)
+        require(_is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",
+                 self.min_hold_ms)
+        require(self.heartbeat_ms is None or (_is_number(self.heartbeat_ms) and self.heartbeat_ms > 0),
+                 "heartbeat_ms", "None or a positive number", self.heartbeat_ms)
+
+
+class SceneSmoother:
+    """Feed scene probabilities with :meth:`update`; get a :class:`SceneEvent` on a change or a heartbeat."""
+
+    def __init__(self, labels: Sequence[str], options: SceneSmootherOptions = SceneSmootherOptions(), *,
+                 wall_time: Callable[[], float] = time.time) -> None:
+        self.labels = _check_labels(labels)
+        self.options = options
+        self._wall_time = wall_time
+        self.reset()
+
+    def reset(self) -> None:
+        self._last_t_ms: float | None = None
+        self._smoothed: np.ndarray | None = None
+        self._window: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._current: int | None = None
+        self._candidate: int | None = None
+        self._candidate_since_ms = 0.0
+        self._last_emit_ms = 0.0
+
+    @property
+    def current_label(self) -> str | None:
+        return None if self._current is None else self.labels[self._current]
+
+    @property
+    def smoothed(self) -> np.ndarray | None:
+        """The smoothed probabilities after the latest update (a copy)."""
+        return None if self._smoothed is None else self._smoothed.copy()
+
+    def _smooth(self, x: np.ndarray, t_ms: float) -> np.ndarray:
+        if self.options.method == "window":
+            self._window.append((t_ms, x))
+            while self._window[0][0] <= t_ms - self.options.window_ms:
+                self._window.popleft()
+            return np.mean([p for _, p in self._window], axis=0)
+        if self._smoothed is None or self._last_t_ms is None:
+            return x
+        alpha = 1.0 - math.exp(-(t_ms - self._last_t_ms) / self.options.window_ms)
+        return self._smoothed + alpha * (x - self._smoothed)
+
+    def update(self, probabilities: Any, t_ms: float, *,
+               latency_ms: Mapping[str, float] | None = None) -> SceneEvent | None:
+        """Add the scene probabilities of the frame at ``t_ms``; return a change/heartbeat event or ``None``."""
+        x = _check_scores(probabilities, len(self.labels), "probabilities")
+        t_ms = _check_time(t_ms, self._last_t_ms)
+        self._smoothed = self._smooth(x, t_ms)
+        self._last_t_ms = t_ms
+        p = self._smoothed
+        top = int(np.argmax(p))
+        current = self._current
+        leads = current is None or (top != current and p[top] - p[current] > self.options.hysteresis_margin)
+        if not leads:
+            self._candidate = None
+        else:
+            if self._candidate != top:
+                self._candidate, self._candidate_since_ms = top, t_ms
+            if t_ms - self._candidate_since_ms >= self.options.min_hold_ms:
+                self._current, self._candidate = top, None
+                self._last_emit_ms = t_ms
+                return self._event(top, t_ms, "change", None if current is None else self.labels[current],
+                                   latency_ms)
+        heartbeat = self.options.heartbeat_ms
+        if current is not None and heartbeat is not None and t_ms - self._last_emit_ms >= heartbeat:
+            self._last_emit_ms = t_ms
+            return self._event(current, t_ms, "heartbeat", None, latency_ms)
+        return None
+
+    def _event(self, index: int, t_ms: float, reason: str, previous: str | None,
+               latency_ms: Mapping[str, float] | None) -> SceneEvent:
+        assert self._smoothed is not None
+        return SceneEvent(label=self.labels[index], score=float(self._smoothed[index]), t_ms=t_ms,
+                          wall_time=self._wall_time(), reason=reason, previous=previous,
+                          latency_ms=dict(latency_ms or {}))

@@ -1,0 +1,293 @@
+"""The deployed EdgeSense model: one ``.tflite`` with three signatures and embedded metadata.
+
+``encode_audio(audio_features) -> audio_embedding`` and ``encode_image(image) ->
+image_embedding`` run at their own rates; ``fuse(audio_embedding, image_embedding,
+audio_present, image_present) -> command, scene`` combines the latest embeddings. Each
+signature has its own quantization parameters, so an embedding is dequantized when it
+leaves its encoder and quantized again for ``fuse`` (both through :mod:`edge.quant`).
+Float models (float16 / dynamic-range exports) run through the same code: their
+float tensors pass through :mod:`edge.quant` unchanged.
+
+Also the ``edgesense inspect MODEL`` command (:func:`add_arguments`, :func:`run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.runtime.flatbuffer import ModelLayout, read_layout
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
+from edgesense.runtime.quant import QuantParams, dequantize, quantize
+
+__all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS", "EdgeModel", "SignatureInfo", "embedded_metadata", "labels_and_frontends"]
+
+
+#: Name of the ``Model.metadata`` entry holding EdgeSense's metadata JSON (UTF-8).
+METADATA_NAME = "edgesense"
+METADATA_FORMAT_VERSION = 1
+#: Signature key -> the Keras sub-model it was converted from.
+PART_NAMES = {"encode_audio": "audio_encoder", "encode_image": "image_encoder", "fuse": "fusion_head"}
+SIGNATURE_INPUTS: Mapping[str, tuple[str, ...]] = {
+    "encode_audio": ("audio_features",),
+    "encode_image": ("image",),
+    "fuse": ("audio_embedding", "image_embedding", "audio_present", "image_present"),
+}
+SIGNATURE_OUTPUTS: Mapping[str, tuple[str, ...]] = {
+    "encode_audio": ("audio_embedding",),
+    "encode_image": ("image_embedding",),
+    "fuse": ("command", "scene"),
+}
+PRESENT, ABSENT = 1.0, 0.0
+_MS_PER_S = 1000.0
+_BYTES_PER_KB = 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One signature input or output: name, shape (with the batch axis), dtype, quantization."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    quant: QuantParams
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """A signature's tensors and the subgraph that runs it."""
+
+    key: str
+    subgraph_index: int
+    inputs: Mapping[str, TensorInfo]
+    outputs: Mapping[str, TensorInfo]
+
+
+def _tensor_info(name: str, detail: Mapping[str, Any]) -> TensorInfo:
+    return TensorInfo(name=name, shape=tuple(int(s) for s in detail["shape"]),
+                      dtype=np.dtype(detail["dtype"]), quant=QuantParams.from_detail(detail))
+
+
+def embedded_metadata(layout: ModelLayout, what: str) -> dict[str, Any]:
+    """The metadata JSON that ``edgesense quantize`` embeds; ValueError naming ``what`` when it is
+    missing or not a JSON object."""
+    raw = layout.metadata.get(METADATA_NAME)
+    if raw is None:
+        raise ValueError(f"{what}: no {METADATA_NAME!r} metadata in the model (has "
+                         f"{sorted(layout.metadata) or 'none'}); convert it with 'edgesense quantize'")
+    try:
+        metadata = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what}: the {METADATA_NAME!r} metadata is not UTF-8 JSON ({exc})") from exc
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{what}: the {METADATA_NAME!r} metadata is not a JSON object")
+    return metadata
+
+
+def labels_and_frontends(info: Mapping[str, Any], where: str
+                         ) -> tuple[dict[str, list[str]], AudioFrontendOptions, ImageFrontendOptions]:
+    """The ``labels`` and frontend parameters shared by a model's metadata and a run's
+    ``run.json``; ValueError prefixed with ``where`` when they are malformed."""
+    labels = info.get("labels")
+    if (not isinstance(labels, dict) or not isinstance(labels.get("command"), list) or not labels["command"]
+            or not isinstance(labels.get("scene"), list) or not labels["scene"]):
+        raise ValueError(f"{where} labels: expected {{'command': [...], 'scene': [...]}}, got {labels!r}")
+    try:
+        audio_frontend = AudioFrontendOptions.from_dict(info.get("audio_frontend", {}))
+        image_frontend = ImageFrontendOptions.from_dict(info.get("image_frontend", {}))
+    except ValueError as exc:
+        raise ValueError(f"{where} {exc}") from exc
+    return labels, audio_frontend, image_frontend
+
+
+class EdgeModel:
+    """A loaded EdgeSense model. Create with :meth:`load`."""
+
+    def __init__(self, *, path: str, interpreter: Any, metadata: Mapping[str, Any],
+                 audio_frontend: AudioFrontendOptions, image_frontend: ImageFrontendOptions,
+                 signatures: Mapping[str, SignatureInfo], part_bytes: Mapping[str, int], size_bytes: int) -> None:
+        self.path = path
+        self._interpreter = interpreter
+        self._metadata = dict(metadata)
+        self._audio_frontend = audio_frontend
+        self._image_frontend = image_frontend
+        self._signatures = dict(signatures)
+        self._runners = {key: interpreter.get_signature_runner(key) for key in SIGNATURE_INPUTS}
+        self._part_bytes = dict(part_bytes)
+        self._size_bytes = size_bytes
+        self.last_timings_ms: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, options: InterpreterOptions = InterpreterOptions(),
+             expected_audio_frontend: AudioFrontendOptions | None = None) -> "EdgeModel":
+        """Load a model written by ``edgesense quantize``.
+
+        Raises ValueError naming the file when the metadata is missing or malformed, a
+        signature is missing, an input/output has the wrong shape, or the model's audio
+        frontend differs from ``expected_audio_frontend`` (naming each differing field).
+        """
+        data, what = read_model_bytes(path)
+        layout = read_layout(data, what)
+        metadata = embedded_metadata(layout, what)
+        if metadata.get("format_version") != METADATA_FORMAT_VERSION:
+            raise ValueError(f"{what}: metadata format_version: expected {METADATA_FORMAT_VERSION}, "
+                             f"got {metadata.get('format_version')!r}")
+        labels, audio_frontend, image_frontend = labels_and_frontends(metadata, f"{what}: metadata")
+        if expected_audio_frontend is not None and expected_audio_frontend != audio_frontend:
+            diffs = [f"{f.name}: model has {getattr(audio_frontend, f.name)!r}, "
+                     f"expected {getattr(expected_audio_frontend, f.name)!r}"
+                     for f in dataclasses.fields(AudioFrontendOptions)
+                     if getattr(audio_frontend, f.name) != getattr(expected_audio_frontend, f.name)]
+            raise ValueError(f"{what}: audio frontend mismatch ({'; '.join(diffs)})")
+
+        interpreter = make_interpreter(data, options, name=what)
+        available = interpreter.get_signature_list()
+        signatures = {}
+        for key in SIGNATURE_INPUTS:
+            if key not in available:
+                raise ValueError(f"{what}: missing signature {key!r} (has {sorted(available) or 'none'})")
+            runner = interpreter.get_signature_runner(key)
+            inputs, outputs = runner.get_input_details(), runner.get_output_details()
+            for kind, want, got in (("inputs", SIGNATURE_INPUTS[key], inputs),
+                                    ("outputs", SIGNATURE_OUTPUTS[key], outputs)):
+                if sorted(got) != sorted(want):
+                    raise ValueError(f"{what}: signature {key!r} {kind}: expected {sorted(want)}, got {sorted(got)}")
+            signatures[key] = SignatureInfo(
+                key=key, subgraph_index=layout.signatures.get(key, -1),
+                inputs={n: _tensor_info(n, inputs[n]) for n in SIGNATURE_INPUTS[key]},
+                outputs={n: _tensor_info(n, outputs[n]) for n in SIGNATURE_OUTPUTS[key]},
+            )
+        _check_shapes(what, signatures, audio_frontend, image_frontend,
+                      len(labels["command"]), len(labels["scene"]))
+        part_bytes = {key: layout.subgraph_weight_bytes[sig.subgraph_index]
+                      for key, sig in signatures.items() if 0 <= sig.subgraph_index < len(layout.subgraph_weight_bytes)}
+        return cls(path=what, interpreter=interpreter, metadata=metadata, audio_frontend=audio_frontend,
+                   image_frontend=image_frontend, signatures=signatures, part_bytes=part_bytes,
+                   size_bytes=len(data))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    @property
+    def command_labels(self) -> tuple[str, ...]:
+        return tuple(self._metadata["labels"]["command"])
+
+    @property
+    def scene_labels(self) -> tuple[str, ...]:
+        return tuple(self._metadata["labels"]["scene"])
+
+    @property
+    def audio_frontend(self) -> AudioFrontendOptions:
+        return self._audio_frontend
+
+    @property
+    def image_frontend(self) -> ImageFrontendOptions:
+        return self._image_frontend
+
+    @property
+    def signatures(self) -> Mapping[str, SignatureInfo]:
+        return self._signatures
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the whole .tflite file."""
+        return self._size_bytes
+
+    @property
+    def part_bytes(self) -> dict[str, int]:
+        """Per signature: bytes of the constant buffers (weights) its subgraph references."""
+        return dict(self._part_bytes)
+
+    @property
+    def audio_embedding_dim(self) -> int:
+        return self._signatures["encode_audio"].outputs["audio_embedding"].shape[-1]
+
+    @property
+    def image_embedding_dim(self) -> int:
+        return self._signatures["encode_image"].outputs["image_embedding"].shape[-1]
+
+    # ------------------------------------------------------------------ inference
+
+    def _run(self, key: str, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sig = self._signatures[key]
+        feeds = {name: quantize(values[name].reshape(info.shape), info.quant) for name, info in sig.inputs.items()}
+        start = time.perf_counter()
+        raw = self._runners[key](**feeds)
+        self.last_timings_ms[key] = (time.perf_counter() - start) * _MS_PER_S
+        return {name: dequantize(raw[name], info.quant).reshape(-1) for name, info in sig.outputs.items()}
+
+    def _checked(self, value: Any, key: str, name: str) -> np.ndarray:
+        info = self._signatures[key].inputs[name]
+        array = np.asarray(value)
+        want = info.shape[1:]
+        if array.shape != want and array.shape != info.shape:
+            raise ValueError(f"{key}: {name}: expected shape {want}, got {array.shape}")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"{key}: {name}: expected real numbers, got dtype {array.dtype}")
+        return array.astype(np.float32, copy=False)
+
+    def encode_audio(self, features: np.ndarray) -> np.ndarray:
+        """Log-mel features (frames, bins) float32 -> the audio embedding, float32 (Da,)."""
+        x = self._checked(features, "encode_audio", "audio_features")
+        return self._run("encode_audio", {"audio_features": x})["audio_embedding"]
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        """An RGB image (H, W, 3) with values in [0, 255] -> the image embedding, float32 (Dv,)."""
+        x = self._checked(image, "encode_image", "image")
+        return self._run("encode_image", {"image": x})["image_embedding"]
+
+    def fuse(self, audio_embedding: np.ndarray | None,
+             image_embedding: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (None = modality absent) -> (command probabilities, scene probabilities), float32 1-D."""
+        values = {}
+        for name, flag, value in (("audio_embedding", "audio_present", audio_embedding),
+                                  ("image_embedding", "image_present", image_embedding)):
+            if value is None:
+                values[name] = np.zeros(self._signatures["fuse"].inputs[name].shape[1:], np.float32)
+                values[flag] = np.full((1,), ABSENT, np.float32)
+            else:
+                values[name] = self._checked(value, "fuse", name)
+                values[flag] = np.full((1,), PRESENT, np.float32)
+        out = self._run("fuse", values)
+        return out["command"], out["scene"]
+
+    def __repr__(self) -> str:
+        return (f"EdgeModel({self.path!r}, {self._metadata.get('name')!r}, version "
+                f"{self._metadata.get('model_version')!r}, {self._size_bytes} bytes)")
+
+
+def _check_shapes(what: str, sigs: Mapping[str, SignatureInfo], audio: AudioFrontendOptions,
+                  image: ImageFrontendOptions, n_commands: int, n_scenes: int) -> None:
+    da = sigs["encode_audio"].outputs["audio_embedding"].shape
+    dv = sigs["encode_image"].outputs["image_embedding"].shape
+    expected = {
+        ("encode_audio", "audio_features"): (1,) + audio.feature_shape,
+        ("encode_image", "image"): (1,) + image.input_shape,
+        ("fuse", "audio_embedding"): da,
+        ("fuse", "image_embedding"): dv,
+        ("fuse", "audio_present"): (1, 1),
+        ("fuse", "image_present"): (1, 1),
+        ("fuse", "command"): (1, n_commands),
+        ("fuse", "scene"): (1, n_scenes),
+    }
+    for (key, name), want in expected.items():
+        info = sigs[key].inputs.get(name) or sigs[key].outputs[name]
+        if info.shape != tuple(want):
+            raise ValueError(f"{what}: signature {key!r} tensor {name!r}: expected shape {tuple(want)}, got {info.shape}")
+    for key, name in (("encode_audio", "audio_embedding"), ("encode_image", "image_embedding")):
+        shape = sigs[key].outputs[name].shape
+        if len(shape) != 2 or shape[0] != 1:
+            raise ValueError(f"{what}: signature {key!r} tensor {name!r}: expected shape (1, D), got {shape}")

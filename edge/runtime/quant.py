@@ -1,0 +1,125 @@
+"""The one place where EdgeSense quantizes and dequantizes tensors.
+
+A quantized tensor holds integers ``q`` with ``real = (q - zero_point) * scale``.
+:func:`quantize` rounds half away from zero (like TFLite's ``Quantize`` kernel) and
+clips to the integer type's range; :func:`dequantize` upcasts to int32 *before*
+subtracting the zero point, so int8/uint8 arithmetic never wraps. Float tensors
+(scale 0, float dtype) pass through unchanged apart from the dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["QuantParams", "quantize", "dequantize", "requantize"]
+
+
+#: Integer types a model's inputs/outputs may be quantized to.
+QUANTIZED_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
+#: Float types that pass through.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+_HALF = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantParams:
+    """Per-tensor affine quantization of one input/output tensor.
+
+    ``scale == 0`` means "not quantized" (a float tensor, or an integer tensor that
+    carries plain integers); then ``zero_point`` must be 0.
+    """
+
+    scale: float
+    zero_point: int
+    dtype: Any
+
+    def __post_init__(self) -> None:
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError as exc:
+            raise ValueError(f"dtype: expected a numpy dtype, got {self.dtype!r}") from exc
+        object.__setattr__(self, "dtype", dtype)
+        scale = float(self.scale)
+        if not np.isfinite(scale) or scale < 0:
+            raise ValueError(f"scale: expected a finite value >= 0, got {self.scale!r}")
+        object.__setattr__(self, "scale", scale)
+        if int(self.zero_point) != self.zero_point:
+            raise ValueError(f"zero_point: expected an integer, got {self.zero_point!r}")
+        object.__setattr__(self, "zero_point", int(self.zero_point))
+        if scale > 0:
+            if dtype not in QUANTIZED_DTYPES:
+                raise ValueError(
+                    f"dtype: expected one of {', '.join(map(str, QUANTIZED_DTYPES))} for a quantized tensor "
+                    f"(scale {scale:g}), got {dtype}"
+                )
+            info = np.iinfo(dtype)
+            if not info.min <= self.zero_point <= info.max:
+                raise ValueError(f"zero_point: expected in [{info.min}, {info.max}] for {dtype}, got {self.zero_point}")
+        elif self.zero_point != 0:
+            raise ValueError(f"zero_point: expected 0 for an unquantized tensor (scale 0), got {self.zero_point}")
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.scale > 0
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> "QuantParams":
+        """From an interpreter tensor detail dict (``get_input_details()`` and friends).
+
+        Uses ``quantization_parameters`` (``scales``/``zero_points`` arrays) when present,
+        else the legacy ``quantization`` tuple. Per-channel parameters are rejected:
+        model inputs and outputs are quantized per tensor.
+        """
+        name = detail.get("name", "?")
+        if "dtype" not in detail:
+            raise ValueError(f"tensor {name!r}: detail has no 'dtype'")
+        params = detail.get("quantization_parameters")
+        if params is not None:
+            scales = np.asarray(params.get("scales", ()), dtype=np.float64).ravel()
+            zero_points = np.asarray(params.get("zero_points", ()), dtype=np.int64).ravel()
+            if scales.size > 1:
+                raise ValueError(f"tensor {name!r}: expected per-tensor quantization, got {scales.size} scales")
+            if scales.size == 1:
+                return cls(scale=float(scales[0]), zero_point=int(zero_points[0]) if zero_points.size else 0,
+                           dtype=detail["dtype"])
+            return cls(scale=0.0, zero_point=0, dtype=detail["dtype"])
+        scale, zero_point = detail.get("quantization", (0.0, 0))
+        return cls(scale=float(scale), zero_point=int(zero_point) if scale else 0, dtype=detail["dtype"])
+
+
+def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
+    """Real values -> ``params.dtype``: ``clip(round(x / scale) + zero_point)``.
+
+    Float tensors pass through (cast to their dtype). NaN is rejected.
+    """
+    x = np.asarray(x)
+    if not params.is_quantized:
+        return x.astype(params.dtype, copy=False)
+    scaled = x.astype(np.float32) / np.float32(params.scale)
+    if np.isnan(scaled).any():
+        raise ValueError("quantize: input contains NaN")
+    rounded = np.trunc(scaled + np.copysign(np.float32(_HALF), scaled))  # half away from zero
+    info = np.iinfo(params.dtype)
+    # Clip in float first (inf and huge values), then add the zero point in int32.
+    limit = np.float32(max(abs(info.min), abs(info.max)) + abs(params.zero_point))
+    q = np.clip(rounded, -limit, limit).astype(np.int32) + np.int32(params.zero_point)
+    return np.clip(q, info.min, info.max).astype(params.dtype)
+
+
+def dequantize(q: np.ndarray, params: QuantParams) -> np.ndarray:
+    """``params.dtype`` values -> float32 reals: ``(int32(q) - zero_point) * scale``."""
+    q = np.asarray(q)
+    if not params.is_quantized:
+        return q.astype(np.float32, copy=False)
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ValueError(f"dequantize: expected integer values ({params.dtype}), got dtype {q.dtype}")
+    centred = q.astype(np.int32) - np.int32(params.zero_point)
+    return centred.astype(np.float32) * np.float32(params.scale)
+
+
+def requantize(q: np.ndarray, source: QuantParams, target: QuantParams) -> np.ndarray:
+    """Values quantized with ``source`` -> the same reals quantized with ``target``."""
+    return quantize(dequantize(q, source), target)

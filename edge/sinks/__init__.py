@@ -1,0 +1,1 @@
+"""Where events go: JSON Lines, callbacks, MQTT and the at-least-once spool."""

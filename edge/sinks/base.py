@@ -1,0 +1,130 @@
+"""Where events go: JSON Lines (stdout or a file), a Python callback, or MQTT.
+
+Every sink follows :class:`EventSink`: ``emit(event)`` takes anything with a
+``type`` and a ``to_dict()`` (:class:`edge.types.CommandEvent`,
+:class:`edge.types.SceneEvent`), ``flush()`` waits until what was emitted has
+left, ``close()`` releases the sink (emitting afterwards is a ``ValueError``, as
+for a closed file).
+
+MQTT layout (``prefix`` defaults to ``edgesense``)::
+
+    {prefix}/status            "online" / "offline", retained; "offline" is also the last will
+    {prefix}/{type}            every event as JSON (type: command, scene)
+    {prefix}/{type}/state      the latest event of that type, retained
+    homeassistant/sensor/{node_id}/last_command/config   Home Assistant discovery, retained
+    homeassistant/sensor/{node_id}/scene/config
+
+At-least-once delivery: with ``MqttOptions.spool_dir`` every event is first
+stored in an on-disk spool (:mod:`edge.spool`) and removed only when the broker
+has acknowledged it (QoS 1 or 2); events the broker never acknowledged (broker
+down, EdgeSense killed) are published again, in order, after the reconnection or
+by the next process that opens the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+
+__all__ = ["Event", "EventSink", "CallbackSink", "FanOutSink", "event_to_json"]
+
+logger = logging.getLogger(__name__)
+
+
+STDOUT = "-"
+
+
+@runtime_checkable
+class Event(Protocol):
+    type: str
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def event_to_json(event: Event) -> str:
+    """One event as a single-line JSON object (``ValueError`` for NaN/inf or non-JSON values)."""
+    try:
+        return json.dumps(event.to_dict(), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event: cannot serialise {event!r} as JSON: {exc}") from exc
+
+
+class _ClosableSink:
+    def __init__(self) -> None:
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__}: emit() on a closed sink")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class CallbackSink(_ClosableSink):
+    """Calls ``callback(event)`` for every event (tests, GUIs, custom integrations)."""
+
+    def __init__(self, callback: Callable[[Event], None]) -> None:
+        super().__init__()
+        if not callable(callback):
+            raise ValueError(f"callback: expected a callable, got {callback!r}")
+        self._callback = callback
+
+    def emit(self, event: Event) -> None:
+        self._check_open()
+        self._callback(event)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class FanOutSink(_ClosableSink):
+    """Sends each event to several sinks; one failing sink is logged and does not stop the others."""
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        super().__init__()
+        self.sinks = tuple(sinks)
+        for sink in self.sinks:
+            if not isinstance(sink, EventSink):
+                raise ValueError(f"sinks: expected EventSink objects, got {sink!r}")
+        self.failures = 0
+
+    def _each(self, action: str, *args: Any) -> None:
+        for sink in self.sinks:
+            try:
+                getattr(sink, action)(*args)
+            except Exception as exc:  # noqa: BLE001 - isolate sinks from one another
+                self.failures += 1
+                logger.warning("events: %s.%s failed: %s", type(sink).__name__, action, exc)
+
+    def emit(self, event: Event) -> None:
+        self._check_open()
+        self._each("emit", event)
+
+    def flush(self) -> None:
+        self._each("flush")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._each("close")

@@ -1,0 +1,94 @@
+"""JSON Lines events to a file or stdout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from edgesense.sinks.base import STDOUT, Event, _ClosableSink, event_to_json
+
+__all__ = ["JsonLinesSink"]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- JSON Lines
+
+
+class JsonLinesSink(_ClosableSink):
+    """One JSON object per line to stdout (``"-"``), a file path (appended to), or an open text stream.
+
+    Each event is serialised first, then written with a single write (one
+    ``os.write`` of the whole line for files opened here, under a lock) and
+    flushed, so a reader never sees a torn line, even with several writers
+    appending to the same file. A closed pipe (``edgesense run | head``) turns
+    the sink off with one warning instead of stopping the device loop.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | TextIO = STDOUT) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._stream: TextIO | None = None
+        self._broken = False
+        self.lines_written = 0
+        if isinstance(target, (str, os.PathLike)) and os.fspath(target) == STDOUT:
+            self._stream, self.name = sys.stdout, "<stdout>"
+        elif isinstance(target, (str, os.PathLike)):
+            path = Path(target)
+            if path.parent and not path.parent.is_dir():
+                raise ValueError(f"{path}: the folder for the events file does not exist")
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.name = str(path)
+        elif hasattr(target, "write"):
+            self._stream, self.name = target, getattr(target, "name", repr(target))
+        else:
+            raise ValueError(f"target: expected '-', a path or a text stream, got {target!r}")
+
+    def emit(self, event: Event) -> None:
+        self._check_open()
+        line = event_to_json(event) + "\n"
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                if self._fd is not None:
+                    data = line.encode("utf-8")
+                    while data:  # os.write on a regular file writes all at once; loop for the odd case
+                        data = data[os.write(self._fd, data):]
+                else:
+                    assert self._stream is not None
+                    self._stream.write(line)
+                    self._stream.flush()
+            except BrokenPipeError:
+                self._broken = True
+                logger.warning("events: %s was closed by its reader; no more events will be written", self.name)
+                return
+            self.lines_written += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._stream is not None and not self._broken:
+                try:
+                    self._stream.flush()
+                except BrokenPipeError:
+                    self._broken = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            # Streams passed in (stdout included) belong to the caller: flushed, not closed.
+            elif self._stream is not None and not self._broken:
+                try:
+                    self._stream.flush()
+                except (BrokenPipeError, ValueError):
+                    pass

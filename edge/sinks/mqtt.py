@@ -1,0 +1,396 @@
+"""MQTT events (paho-mqtt) with Home Assistant discovery, TLS and a URL form for the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgesense import __version__
+from edgesense.schema.validate import require
+from edgesense.sinks.base import Event, _ClosableSink, event_to_json
+
+__all__ = ["MqttOptions", "MqttSink", "mqtt_options_from_url", "is_valid_topic_prefix"]
+
+logger = logging.getLogger(__name__)
+
+
+DEFAULT_TOPIC_PREFIX = "edgesense"
+DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+_NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+# --------------------------------------------------------------------------- MQTT
+
+
+
+
+def is_valid_topic_prefix(prefix: Any) -> bool:
+    """A publishable topic prefix: non-empty, no wildcards, no leading or trailing '/'."""
+    return (isinstance(prefix, str) and bool(prefix) and not prefix.startswith("/") and not prefix.endswith("/")
+            and not any(c in prefix for c in "+#\0"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttOptions:
+    """Connection and topic settings of :class:`MqttSink` (see the module docstring for topics)."""
+
+    host: str
+    port: int = MQTT_PORT
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    qos: int = 1
+    client_id: str = ""  #: empty: the client library makes a random one
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  #: never shown in repr/logs
+    tls: bool = False
+    ca_certs: str | None = None  #: CA bundle; None: the system's trust store
+    certfile: str | None = None  #: client certificate (mutual TLS)
+    keyfile: str | None = None
+    keepalive_s: int = 60
+    connect_timeout_s: float = 10.0
+    publish_timeout_s: float = 5.0
+    ha_discovery: bool = True
+    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
+    node_id: str = "edgesense"
+    device_name: str = "EdgeSense"
+    spool_dir: str | None = None  #: on-disk spool for at-least-once delivery (None: in memory only)
+    reconnect_max_delay_s: int = 30  #: paho retries 1 s, 2 s, 4 s, ... capped here (paho's default: 120)
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.host, str) and bool(self.host.strip()), "host", "a host name", self.host)
+        require(isinstance(self.port, int) and not isinstance(self.port, bool) and 0 < self.port < 65536, "port",
+                 "an integer in [1, 65535]", self.port)
+        require(is_valid_topic_prefix(self.topic_prefix), "topic_prefix",
+                 "a topic without wildcards or leading/trailing '/'", self.topic_prefix)
+        require(self.qos in (0, 1, 2) and not isinstance(self.qos, bool), "qos", "0, 1 or 2", self.qos)
+        require(isinstance(self.client_id, str), "client_id", "a string", self.client_id)
+        require(self.password is None or self.username is not None, "username",
+                 "a user name when a password is given", self.username)
+        require(isinstance(self.tls, bool), "tls", "a bool", self.tls)
+        for name in ("ca_certs", "certfile", "keyfile"):
+            value = getattr(self, name)
+            require(value is None or (self.tls and os.path.isfile(value)), name,
+                     "None, or an existing file with tls=True", value)
+        require(self.keyfile is None or self.certfile is not None, "certfile", "a file when keyfile is given",
+                 self.certfile)
+        require(isinstance(self.keepalive_s, int) and not isinstance(self.keepalive_s, bool)
+                 and self.keepalive_s >= 5, "keepalive_s", "an integer >= 5", self.keepalive_s)
+        require(isinstance(self.connect_timeout_s, (int, float)) and self.connect_timeout_s > 0,
+                 "connect_timeout_s", "a positive number", self.connect_timeout_s)
+        require(isinstance(self.publish_timeout_s, (int, float)) and self.publish_timeout_s > 0,
+                 "publish_timeout_s", "a positive number", self.publish_timeout_s)
+        require(isinstance(self.ha_discovery, bool), "ha_discovery", "a bool", self.ha_discovery)
+        require(is_valid_topic_prefix(self.discovery_prefix), "discovery_prefix", "a topic without wildcards",
+                 self.discovery_prefix)
+        require(isinstance(self.node_id, str) and bool(_NODE_ID.match(self.node_id)), "node_id",
+                 "letters, digits, '_' and '-' only", self.node_id)
+        require(self.spool_dir is None or (isinstance(self.spool_dir, str) and bool(self.spool_dir.strip())),
+                 "spool_dir", "None or a folder path", self.spool_dir)
+        require(isinstance(self.reconnect_max_delay_s, int) and not isinstance(self.reconnect_max_delay_s, bool)
+                 and self.reconnect_max_delay_s >= 1, "reconnect_max_delay_s", "an integer >= 1",
+                 self.reconnect_max_delay_s)
+        require(self.spool_dir is None or self.qos >= 1, "qos", "1 or 2 with spool_dir (acknowledged delivery)",
+                 self.qos)
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topic_prefix}/status"
+
+    def event_topic(self, event_type: str) -> str:
+        return f"{self.topic_prefix}/{event_type}"
+
+    def state_topic(self, event_type: str) -> str:
+        return f"{self.topic_prefix}/{event_type}/state"
+
+    def discovery_topic(self, object_id: str) -> str:
+        return f"{self.discovery_prefix}/sensor/{self.node_id}/{object_id}/config"
+
+
+_URL_SCHEMES = {"mqtt": (False, MQTT_PORT), "tcp": (False, MQTT_PORT), "mqtts": (True, MQTTS_PORT),
+                "ssl": (True, MQTTS_PORT)}
+_URL_QUERY = {"qos": int, "client_id": str, "keepalive_s": int, "ca_certs": str, "certfile": str, "keyfile": str,
+              "node_id": str}
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
+    """``mqtt://[user[:password]@]host[:port][/topic/prefix][?qos=1&client_id=..&ca_certs=..]``.
+
+    ``mqtts://`` (or ``ssl://``) turns TLS on (default port 8883). User name and
+    password are percent-decoded. ``overrides`` are :class:`MqttOptions` fields
+    that win over the URL (e.g. ``ha_discovery=False``). Bad URLs are
+    ``ValueError`` (with the password masked).
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"mqtt url: expected a string, got {url!r}")
+    shown = _redact(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in _URL_SCHEMES:
+        raise ValueError(f"mqtt url {shown!r}: expected a scheme of {', '.join(_URL_SCHEMES)}, got {parts.scheme!r}")
+    tls, default_port = _URL_SCHEMES[parts.scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ValueError(f"mqtt url {shown!r}: bad port ({exc})") from exc
+    if not parts.hostname:
+        raise ValueError(f"mqtt url {shown!r}: expected a host name")
+    values: dict[str, Any] = {"host": parts.hostname, "port": port, "tls": tls}
+    if parts.username is not None:
+        values["username"] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = urllib.parse.unquote(parts.password)
+    prefix = parts.path.strip("/")
+    if prefix:
+        values["topic_prefix"] = urllib.parse.unquote(prefix)
+    for key, raw in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _URL_QUERY:
+            raise ValueError(f"mqtt url {shown!r}: unknown query parameter {key!r}; expected some of "
+                             f"{', '.join(_URL_QUERY)}")
+        try:
+            values[key] = _URL_QUERY[key](raw)
+        except ValueError as exc:
+            raise ValueError(f"mqtt url {shown!r}: {key}: expected {_URL_QUERY[key].__name__}, got {raw!r}") from exc
+    values.update(overrides)
+    try:
+        return MqttOptions(**values)
+    except TypeError as exc:  # an unknown override
+        raise ValueError(f"mqtt options: {exc}") from exc
+
+
+def _import_paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("MQTT output needs paho-mqtt >= 2: pip install 'edgesense[mqtt]'") from exc
+    return mqtt
+
+
+class MqttSink(_ClosableSink):
+    """Publishes events to an MQTT broker, with Home Assistant discovery and availability.
+
+    Connecting happens in the constructor: ``RuntimeError`` if the broker cannot
+    be reached or refuses the connection within ``connect_timeout_s``. Later
+    disconnections are retried by paho in the background; availability and
+    discovery are re-published on every (re)connection.
+
+    With ``options.spool_dir`` events go through an :class:`edge.spool.EventSpool`
+    (``spool_options``: its bounds and fsync policy) and a delivery thread
+    (:class:`edge.spool.SpoolDelivery`) publishes them, oldest first, removing each
+    when the broker acknowledges it. Should the spool fail to store an event (disk
+    full), that event is published directly (at most once) and counted in
+    ``spool_failures``.
+    """
+
+    def __init__(self, options: MqttOptions, *, spool_options: Any = None, delivery_options: Any = None) -> None:
+        super().__init__()
+        self.options = options
+        mqtt = _import_paho()
+        self._spool: Any = None
+        self._delivery: Any = None
+        self._last_seq = 0
+        self.spool_failures = 0
+        self._mqtt = mqtt
+        self._connected = threading.Event()
+        self._connack = threading.Event()
+        self._refused: str | None = None
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self.published = 0
+        self.failed = 0
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
+                             protocol=mqtt.MQTTv311)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(min_delay=1, max_delay=options.reconnect_max_delay_s)
+        if options.spool_dir is not None:
+            from edgesense.sinks.spool import DeliveryOptions, EventSpool, SpoolDelivery, SpoolOptions
+
+            delivery_options = delivery_options or DeliveryOptions()
+            self._spool = EventSpool(options.spool_dir, spool_options or SpoolOptions())
+            self._delivery = SpoolDelivery(self._spool, self._publish_spooled, delivery_options)
+            client.on_publish = self._on_publish
+            client.max_inflight_messages_set(2 * delivery_options.window_events + 8)  # + status and discovery
+        client.will_set(options.status_topic, STATUS_OFFLINE, qos=options.qos, retain=True)
+        if options.username is not None:
+            client.username_pw_set(options.username, options.password)
+        if options.tls:
+            client.tls_set(ca_certs=options.ca_certs, certfile=options.certfile, keyfile=options.keyfile)
+        self._client = client
+        where = f"{options.host}:{options.port}"
+        try:
+            client.connect(options.host, options.port, keepalive=options.keepalive_s)
+        except (OSError, ValueError) as exc:
+            self._close_spool()
+            raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
+        client.loop_start()
+        if not self._connack.wait(options.connect_timeout_s) or self._refused is not None:
+            reason = self._refused or f"no answer within {options.connect_timeout_s:g} s"
+            client.loop_stop()
+            client.disconnect()
+            self._close_spool()
+            raise RuntimeError(f"mqtt: broker {where} refused the connection: {reason}")
+        logger.info("mqtt: connected to %s, publishing under %s/", where, options.topic_prefix)
+
+    # paho's network thread ------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            client.disconnect()  # do not retry with bad credentials
+            self._connack.set()
+            return
+        self._connected.set()
+        self._connack.set()
+        opts = self.options
+        client.publish(opts.status_topic, STATUS_ONLINE, qos=opts.qos, retain=True)
+        if opts.ha_discovery:
+            for object_id, payload in self.discovery_payloads().items():
+                client.publish(opts.discovery_topic(object_id), json.dumps(payload), qos=opts.qos, retain=True)
+        if self._delivery is not None:
+            self._delivery.connected()  # replays the spool, oldest first
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+        if self._delivery is not None:
+            self._delivery.disconnected()
+        if not self._closed:
+            logger.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
+                           reason_code)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        if self._delivery is not None:  # paho holds its message lock here: only note the id
+            self._delivery.acknowledged(mid)
+
+    # spool --------------------------------------------------------------------
+
+    def _publish_spooled(self, event: Any) -> list[int]:
+        """Queue a spooled event's two messages with paho (delivery thread); their message ids."""
+        mids = []
+        for topic, retain in ((self.options.event_topic(event.kind), False),
+                              (self.options.state_topic(event.kind), True)):
+            info = self._client.publish(topic, event.payload, qos=self.options.qos, retain=retain)
+            # NO_CONN: paho keeps the message and sends it after reconnecting.
+            if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
+                raise RuntimeError(f"mqtt: publishing to {topic} failed: {self._mqtt.error_string(info.rc)}")
+            mids.append(info.mid)
+        return mids
+
+    def _close_spool(self) -> None:
+        if self._delivery is not None:
+            self._delivery.stop()
+        if self._spool is not None:
+            self._spool.close()
+
+    @property
+    def spool(self) -> Any:
+        """The :class:`edge.spool.EventSpool` (None without ``spool_dir``)."""
+        return self._spool
+
+    @property
+    def delivery(self) -> Any:
+        """The :class:`edge.spool.SpoolDelivery` (None without ``spool_dir``)."""
+        return self._delivery
+
+    # ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def discovery_payloads(self) -> dict[str, dict[str, Any]]:
+        """Home Assistant MQTT discovery configs, by object id."""
+        opts = self.options
+        device = {"identifiers": [opts.node_id], "name": opts.device_name, "manufacturer": "EdgeSense",
+                  "model": "EdgeSense audio+vision", "sw_version": __version__}
+        common = {"availability_topic": opts.status_topic, "payload_available": STATUS_ONLINE,
+                  "payload_not_available": STATUS_OFFLINE, "value_template": "{{ value_json.label }}",
+                  "device": device}
+        return {
+            "last_command": {"name": "Last command", "unique_id": f"{opts.node_id}_last_command",
+                             "state_topic": opts.state_topic("command"),
+                             "json_attributes_topic": opts.state_topic("command"),
+                             "icon": "mdi:microphone-message", **common},
+            "scene": {"name": "Scene", "unique_id": f"{opts.node_id}_scene",
+                      "state_topic": opts.state_topic("scene"), "json_attributes_topic": opts.state_topic("scene"),
+                      "icon": "mdi:image-filter-center-focus", **common},
+        }
+
+    def _publish(self, topic: str, payload: str, retain: bool) -> None:
+        info = self._client.publish(topic, payload, qos=self.options.qos, retain=retain)
+        if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
+            self.failed += 1
+            logger.warning("mqtt: publishing to %s failed: %s", topic, self._mqtt.error_string(info.rc))
+            return
+        with self._lock:
+            self._pending = [p for p in self._pending if not p.is_published()]
+            self._pending.append(info)
+
+    def emit(self, event: Event) -> None:
+        """Publish ``event`` to ``{prefix}/{type}`` and (retained) ``{prefix}/{type}/state``."""
+        self._check_open()
+        payload = event_to_json(event)
+        if self._spool is not None:
+            try:
+                seq = self._spool.append(event.type, payload)
+            except RuntimeError as exc:
+                self.spool_failures += 1
+                logger.warning("mqtt: %s; publishing this event without the spool", exc)
+            else:
+                self._last_seq = max(self._last_seq, seq)  # -1: too large for the spool, dropped and counted
+                self._delivery.wake()
+                self.published += 1
+                return
+        self._publish(self.options.event_topic(event.type), payload, retain=False)
+        self._publish(self.options.state_topic(event.type), payload, retain=True)
+        self.published += 1
+
+    def flush(self) -> None:
+        """Wait (up to ``publish_timeout_s`` each) until emitted messages reached the broker.
+
+        With a spool: up to ``publish_timeout_s`` in all for every event emitted so far
+        to be acknowledged; what is not stays spooled (and is logged).
+        """
+        if self._spool is not None and not self._spool.closed:
+            target = self._last_seq
+            if target > 0 and not self._delivery.wait_delivered(target, self.options.publish_timeout_s):
+                logger.warning("mqtt: %d events not acknowledged yet; they stay in the spool %s",
+                               len(self._spool), self.options.spool_dir)
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for info in pending:
+            try:
+                info.wait_for_publish(self.options.publish_timeout_s)
+            except (RuntimeError, ValueError) as exc:  # not connected / queue full
+                logger.warning("mqtt: message %s not delivered: %s", info.mid, exc)
+            if not info.is_published():
+                self.failed += 1
+                logger.warning("mqtt: message %s not acknowledged within %g s", info.mid,
+                               self.options.publish_timeout_s)
+
+    def close(self) -> None:
+        """Publish ``offline`` (retained), deliver what is pending, disconnect."""
+        if self._closed:
+            return
+        if self._connected.is_set():
+            self._publish(self.options.status_topic, STATUS_OFFLINE, retain=True)
+            self.flush()
+        self._closed = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._close_spool()

@@ -1,0 +1,1 @@
+"""Where media comes from: microphone, camera and replay sources behind one protocol, and the audio ring buffer."""

@@ -1,0 +1,225 @@
+"""Media sources for the device loop: live microphone and camera, replayed WAV and video.
+
+Every source has the same small interface (:class:`Source`): ``read()`` returns the
+next :class:`AudioChunk` or :class:`VideoFrame`, or ``None`` at the end of the
+stream; ``close()`` releases the device; sources are context managers and their
+counters are in :attr:`Source.stats`.
+
+Timestamps (``t_ms``) are monotonic milliseconds:
+
+* replayed media: stream time, 0 at the first sample / frame, computed from the
+  sample index or the frame index and the file's frame rate (never from the wall
+  clock), so replays are deterministic;
+* live devices: ``time.monotonic()`` based. The microphone timestamps each chunk
+  from the absolute index of its first sample, anchored at the first callback, so
+  chunk timestamps are exactly contiguous even when samples are dropped.
+
+Live-device faults are ``RuntimeError``: :class:`SourceReadError` (a subclass) for a
+failed read the loop can survive (a camera that stops delivering frames, a
+microphone that stalls). Bad caller input (options, missing or corrupt files) is
+``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgesense.schema.validate import require
+
+__all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions", "ExponentialBackoff"]
+
+
+MS_PER_S = 1000.0
+
+
+def monotonic_ms() -> float:
+    """The monotonic clock in milliseconds (the live sources' time base)."""
+    return time.monotonic_ns() / 1e6
+
+
+# --------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioChunk:
+    """Mono float32 samples; ``t_ms`` is the stream time of the first sample."""
+
+    samples: np.ndarray
+    t_ms: float
+    sample_rate_hz: int
+
+    def __post_init__(self) -> None:
+        samples = np.asarray(self.samples)
+        if samples.ndim != 1 or samples.dtype != np.float32:
+            raise ValueError(f"samples: expected a 1-D float32 array, got shape {samples.shape} dtype {samples.dtype}")
+        if not (isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0):
+            raise ValueError(f"sample_rate_hz: expected a positive integer, got {self.sample_rate_hz!r}")
+        if not math.isfinite(self.t_ms):
+            raise ValueError(f"t_ms: expected a finite number, got {self.t_ms!r}")
+        samples.setflags(write=False)
+        object.__setattr__(self, "samples", samples)
+
+    @property
+    def duration_ms(self) -> float:
+        return self.samples.shape[0] * MS_PER_S / self.sample_rate_hz
+
+    @property
+    def end_t_ms(self) -> float:
+        """Stream time just after the last sample."""
+        return self.t_ms + self.duration_ms
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoFrame:
+    """A BGR uint8 image (H, W, 3) captured at ``t_ms``."""
+
+    image: np.ndarray
+    t_ms: float
+
+    def __post_init__(self) -> None:
+        image = np.asarray(self.image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image: expected a BGR uint8 array (H, W, 3), got shape {image.shape} dtype {image.dtype}")
+        if not math.isfinite(self.t_ms):
+            raise ValueError(f"t_ms: expected a finite number, got {self.t_ms!r}")
+
+    @property
+    def width_px(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height_px(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """A snapshot of a source's counters."""
+
+    items: int = 0  #: chunks or frames returned by read()
+    overflows: int = 0  #: PortAudio input-overflow callbacks (samples lost in the driver)
+    dropped_samples: int = 0  #: samples overwritten in the ring buffer before they were read
+    read_failures: int = 0  #: reads that raised SourceReadError
+    reopens: int = 0  #: successful device reopenings
+
+
+class SourceReadError(RuntimeError):
+    """A live device failed to deliver this read; the source stays usable.
+
+    The device loop catches it, counts it and goes on with its other modality;
+    a :class:`CameraSource` reopens itself (with exponential backoff) after
+    repeated failures.
+    """
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What the device loop needs from a media source."""
+
+    @property
+    def stats(self) -> SourceStats: ...
+
+    def read(self) -> AudioChunk | VideoFrame | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Source": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class _SourceBase:
+    """Context manager, iteration and counters shared by the sources."""
+
+    def __init__(self) -> None:
+        self._items = 0
+        self._overflows = 0
+        self._read_failures = 0
+        self._reopens = 0
+        self._closed = False
+
+    def _dropped_samples(self) -> int:
+        return 0
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(items=self._items, overflows=self._overflows, dropped_samples=self._dropped_samples(),
+                           read_failures=self._read_failures, reopens=self._reopens)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def read(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield items until the end of the stream (``read()`` returns ``None``)."""
+        while True:
+            item = self.read()
+            if item is None:
+                return
+            yield item
+
+
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- backoff
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackoffOptions:
+    """Exponential backoff: ``initial_ms``, then times ``multiplier`` per failure, capped at ``max_ms``."""
+
+    initial_ms: float = 250.0
+    max_ms: float = 10000.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        require(_is_number(self.initial_ms) and self.initial_ms > 0, "initial_ms", "a positive number",
+                 self.initial_ms)
+        require(_is_number(self.max_ms) and self.max_ms >= self.initial_ms, "max_ms",
+                 f"a number >= initial_ms={self.initial_ms}", self.max_ms)
+        require(_is_number(self.multiplier) and self.multiplier >= 1, "multiplier", "a number >= 1",
+                 self.multiplier)
+
+
+class ExponentialBackoff:
+    """Delays between retries: ``next_delay_ms()`` grows after each call, ``reset()`` after a success."""
+
+    def __init__(self, options: BackoffOptions = BackoffOptions()) -> None:
+        self.options = options
+        self._next_ms = options.initial_ms
+        self.failures = 0
+
+    def next_delay_ms(self) -> float:
+        delay = self._next_ms
+        self._next_ms = min(self.options.max_ms, self._next_ms * self.options.multiplier)
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self._next_ms = self.options.initial_ms
+        self.failures = 0

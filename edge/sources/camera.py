@@ -1,0 +1,186 @@
+"""The camera source: OpenCV capture (device index, path or GStreamer string) with reopen back-off."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import cv2
+
+from edgesense.schema.validate import require
+from edgesense.sources.base import (
+    BackoffOptions,
+    ExponentialBackoff,
+    SourceReadError,
+    VideoFrame,
+    _is_int,
+    _is_number,
+    _SourceBase,
+    monotonic_ms,
+)
+
+__all__ = ["CameraOptions", "CameraSource", "is_gstreamer_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+GSTREAMER_LINK = "!"  # elements of a GStreamer launch string are linked with "!"
+
+
+# --------------------------------------------------------------------------- camera
+
+
+CameraSpec = Union[int, str]
+
+
+def is_gstreamer_pipeline(source: CameraSpec) -> bool:
+    """True for a GStreamer launch string such as ``"nvarguscamerasrc ! ... ! appsink"``."""
+    return isinstance(source, str) and GSTREAMER_LINK in source
+
+
+def _opencv_has_gstreamer() -> bool:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line.split(":", 1)[1]
+    return False
+
+
+CAMERA_REOPEN_MAX_MS = 1000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CameraOptions:
+    """A live camera through ``cv2.VideoCapture``.
+
+    ``source``: a device index (``0``), a device path (``"/dev/video0"``) or a
+    GStreamer pipeline ending in ``appsink`` (Jetson CSI cameras; opened with
+    ``cv2.CAP_GSTREAMER``, whose caps then define size and rate). After
+    ``reopen_after_failures`` consecutive failed reads the device is closed and
+    reopened on later reads, spaced by ``backoff``.
+    """
+
+    source: CameraSpec = 0
+    width_px: int = 640
+    height_px: int = 480
+    fps: float = 15.0
+    reopen_after_failures: int = 5
+    #: Reopen attempts back off to at most once a second, so frames return within about
+    #: a second of the camera's return even after a long outage (an attempt is cheap).
+    backoff: BackoffOptions = field(default_factory=lambda: BackoffOptions(max_ms=CAMERA_REOPEN_MAX_MS))
+
+    def __post_init__(self) -> None:
+        require((_is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
+                 "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
+        require(_is_int(self.width_px) and self.width_px > 0, "width_px", "a positive integer", self.width_px)
+        require(_is_int(self.height_px) and self.height_px > 0, "height_px", "a positive integer", self.height_px)
+        require(_is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
+        require(_is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
+                 "an integer >= 1", self.reopen_after_failures)
+        require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)
+
+
+class CameraSource(_SourceBase):
+    """Frames from a live camera, timestamped with the monotonic clock.
+
+    Opening fails with ``RuntimeError``. A failed read raises
+    :class:`SourceReadError` (the loop keeps running on audio); after
+    ``reopen_after_failures`` in a row the capture is released and reopened
+    by later reads, retrying with exponential backoff, or by :meth:`reopen`.
+    """
+
+    def __init__(self, options: CameraOptions = CameraOptions(), *,
+                 clock_ms: Callable[[], float] = monotonic_ms) -> None:
+        super().__init__()
+        self.options = options
+        self._clock_ms = clock_ms
+        self._backoff = ExponentialBackoff(options.backoff)
+        self._consecutive_failures = 0
+        self._next_attempt_ms = 0.0
+        self._cap: cv2.VideoCapture | None = self._open()
+
+    @property
+    def description(self) -> str:
+        source = self.options.source
+        if is_gstreamer_pipeline(source):
+            return f"GStreamer pipeline {source!r}"
+        return f"camera index {source}" if isinstance(source, int) else f"camera {source!r}"
+
+    @property
+    def is_open(self) -> bool:
+        return self._cap is not None
+
+    def _open(self) -> cv2.VideoCapture:
+        source = self.options.source
+        if is_gstreamer_pipeline(source):
+            if not _opencv_has_gstreamer():
+                raise RuntimeError(f"camera: {self.description} needs OpenCV built with GStreamer, and this "
+                                   f"OpenCV {cv2.__version__} has no GStreamer support (on a Jetson use the "
+                                   f"system python3-opencv from JetPack)")
+            cap = cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
+        else:
+            cap = cv2.VideoCapture(source)
+            if cap.isOpened():
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.options.width_px)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.options.height_px)
+                cap.set(cv2.CAP_PROP_FPS, self.options.fps)
+        if not cap.isOpened():
+            cap.release()
+            raise RuntimeError(f"camera: cannot open {self.description} (no such device, busy, or no permission "
+                               f"for /dev/video*?)")
+        logger.info("camera: opened %s (%dx%d @ %g fps reported)", self.description,
+                    int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                    cap.get(cv2.CAP_PROP_FPS))
+        return cap
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def reopen(self) -> None:
+        """Close and reopen the device now; ``RuntimeError`` if it cannot be opened."""
+        if self._closed:
+            raise RuntimeError("camera: reopen() after close()")
+        self._release()
+        self._cap = self._open()
+        self._reopens += 1
+        self._consecutive_failures = 0
+        self._backoff.reset()
+
+    def read(self) -> VideoFrame | None:
+        """The next frame; ``None`` after :meth:`close`; :class:`SourceReadError` on a failed read."""
+        if self._closed:
+            return None
+        if self._cap is None:
+            now = self._clock_ms()
+            if now < self._next_attempt_ms:
+                self._read_failures += 1
+                raise SourceReadError(f"camera: {self.description} is unavailable; next reopen attempt in "
+                                      f"{self._next_attempt_ms - now:.0f} ms")
+            try:
+                self.reopen()
+            except RuntimeError as exc:
+                self._read_failures += 1
+                self._next_attempt_ms = now + self._backoff.next_delay_ms()
+                raise SourceReadError(f"camera: reopening failed ({exc})") from exc
+            logger.info("camera: %s reopened", self.description)
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            self._read_failures += 1
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= self.options.reopen_after_failures:
+                logger.warning("camera: %d failed reads in a row from %s; reopening it", self._consecutive_failures,
+                               self.description)
+                self._release()
+                self._next_attempt_ms = self._clock_ms()
+            raise SourceReadError(f"camera: failed to read a frame from {self.description}")
+        self._consecutive_failures = 0
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        self._items += 1
+        return VideoFrame(image=image, t_ms=self._clock_ms())
+
+    def close(self) -> None:
+        super().close()
+        self._release()

@@ -1,0 +1,188 @@
+"""The microphone source: a sounddevice input stream whose callback only copies into a ring buffer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from edgesense.schema.validate import require
+from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, _is_int, _is_number, _SourceBase, monotonic_ms
+from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
+
+__all__ = ["MicrophoneOptions", "MicrophoneSource", "list_input_devices"]
+
+logger = logging.getLogger(__name__)
+
+
+TARGET_SAMPLE_RATE_HZ = 16000
+
+
+# --------------------------------------------------------------------------- microphone
+
+
+DeviceSpec = Union[int, str, None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MicrophoneOptions:
+    """A live microphone read through PortAudio (sounddevice).
+
+    ``device``: a PortAudio device index, a (sub)string of its name, or ``None``
+    for the default input. ``buffer_ms``: ring-buffer length; when the loop falls
+    further behind than that, the oldest audio is dropped and counted.
+    ``read_timeout_ms``: how long :meth:`MicrophoneSource.read` waits for a chunk
+    before it raises :class:`SourceReadError`.
+    """
+
+    device: DeviceSpec = None
+    sample_rate_hz: int = TARGET_SAMPLE_RATE_HZ
+    chunk_ms: float = 20.0
+    buffer_ms: float = 2000.0
+    read_timeout_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        require(self.device is None or isinstance(self.device, str) or (_is_int(self.device) and self.device >= 0),
+                 "device", "None, a device index >= 0 or a device name", self.device)
+        require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
+                 self.sample_rate_hz)
+        require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
+        require(_is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
+                 f"a number >= 2 * chunk_ms = {2 * self.chunk_ms:g}", self.buffer_ms)
+        require(_is_number(self.read_timeout_ms) and self.read_timeout_ms > 0, "read_timeout_ms",
+                 "a positive number", self.read_timeout_ms)
+
+
+def _import_sounddevice():
+    try:
+        import sounddevice
+    except OSError as exc:  # the PortAudio shared library is missing
+        raise RuntimeError(f"microphone: PortAudio is not available ({exc}); install libportaudio2") from exc
+    return sounddevice
+
+
+def list_input_devices() -> list[dict[str, Any]]:
+    """PortAudio's input devices: ``[{"index", "name", "max_input_channels", "default_samplerate"}, ...]``."""
+    sd = _import_sounddevice()
+    try:
+        devices = sd.query_devices()
+    except sd.PortAudioError as exc:
+        raise RuntimeError(f"microphone: cannot list audio devices: {exc}") from exc
+    return [
+        {"index": int(d.get("index", i)), "name": str(d["name"]),
+         "max_input_channels": int(d["max_input_channels"]),
+         "default_samplerate": float(d["default_samplerate"])}
+        for i, d in enumerate(devices) if int(d["max_input_channels"]) > 0
+    ]
+
+
+def _describe_inputs(devices: list[dict[str, Any]]) -> str:
+    if not devices:
+        return "none (is a microphone connected, and is this user in the 'audio' group?)"
+    return "; ".join(f"[{d['index']}] {d['name']} ({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)"
+                     for d in devices)
+
+
+class MicrophoneSource(_SourceBase):
+    """Chunks of ``chunk_ms`` from a live microphone, at ``sample_rate_hz``.
+
+    The PortAudio callback only copies into a preallocated :class:`AudioRingBuffer`
+    and counts input overflows; :meth:`read` blocks (up to ``read_timeout_ms``) for
+    the next chunk. If the device cannot record at ``sample_rate_hz`` it is opened
+    at its default rate and each chunk is resampled with
+    ``edge.audio_io.resample``.
+
+    Raises ``RuntimeError`` (listing the available input devices) when there is
+    no such input device or it cannot be opened.
+    """
+
+    def __init__(self, options: MicrophoneOptions = MicrophoneOptions()) -> None:
+        super().__init__()
+        self.options = options
+        sd = _import_sounddevice()
+        devices = list_input_devices()
+        if not devices:
+            raise RuntimeError(f"microphone: no audio input device found; available input devices: "
+                               f"{_describe_inputs(devices)}")
+        try:
+            info = sd.query_devices(options.device, "input")
+        except (ValueError, sd.PortAudioError) as exc:
+            raise RuntimeError(f"microphone: no input device {options.device!r} ({exc}); available input devices: "
+                               f"{_describe_inputs(devices)}") from exc
+        self.device_name = str(info["name"])
+        try:
+            sd.check_input_settings(device=options.device, channels=1, dtype="float32",
+                                    samplerate=options.sample_rate_hz)
+            self.device_rate_hz = options.sample_rate_hz
+        except (ValueError, sd.PortAudioError):
+            self.device_rate_hz = int(round(float(info["default_samplerate"])))
+            logger.info("microphone %r cannot record at %d Hz; opening it at %d Hz and resampling",
+                        self.device_name, options.sample_rate_hz, self.device_rate_hz)
+        self._resample: Callable[[np.ndarray, int, int], np.ndarray] | None = None
+        if self.device_rate_hz != options.sample_rate_hz:
+            from edgesense.frontend.resample import resample  # lazily: only devices without native 16 kHz need it
+
+            self._resample = resample
+        self._chunk_samples = max(1, int(round(self.device_rate_hz * options.chunk_ms / MS_PER_S)))
+        capacity = max(2 * self._chunk_samples, int(round(self.device_rate_hz * options.buffer_ms / MS_PER_S)))
+        self._ring = AudioRingBuffer(RingBufferOptions(capacity_samples=capacity))
+        self._t0_ms: float | None = None
+        try:
+            self._stream = sd.InputStream(device=options.device, samplerate=self.device_rate_hz, channels=1,
+                                          dtype="float32", callback=self._callback)
+            self._stream.start()
+        except (ValueError, sd.PortAudioError) as exc:
+            raise RuntimeError(f"microphone: cannot open input device {self.device_name!r} at "
+                               f"{self.device_rate_hz} Hz: {exc}; available input devices: "
+                               f"{_describe_inputs(devices)}") from exc
+        logger.info("microphone %r open at %d Hz (chunks of %d samples)", self.device_name, self.device_rate_hz,
+                    self._chunk_samples)
+
+    # Runs on PortAudio's thread: copy, count, nothing else.
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self._overflows += 1
+        if self._t0_ms is None:
+            self._t0_ms = monotonic_ms() - frames * MS_PER_S / self.device_rate_hz
+        self._ring.write(indata[:, 0])
+
+    def _dropped_samples(self) -> int:
+        return self._ring.dropped_samples
+
+    def read(self) -> AudioChunk | None:
+        """The next ``chunk_ms`` of audio; ``None`` after :meth:`close`.
+
+        Raises :class:`SourceReadError` when no audio arrives within ``read_timeout_ms``.
+        """
+        if self._closed:
+            return None
+        got = self._ring.read(self._chunk_samples, timeout_s=self.options.read_timeout_ms / MS_PER_S)
+        if got is None:
+            if self._ring.closed:
+                return None
+            self._read_failures += 1
+            raise SourceReadError(f"microphone {self.device_name!r}: no audio for "
+                                  f"{self.options.read_timeout_ms:g} ms (device stalled or unplugged?)")
+        samples, first_index = got
+        assert self._t0_ms is not None  # set by the callback before its first write
+        t_ms = self._t0_ms + first_index * MS_PER_S / self.device_rate_hz
+        if self._resample is not None:
+            samples = np.asarray(self._resample(samples, self.device_rate_hz, self.options.sample_rate_hz),
+                                 dtype=np.float32)
+        self._items += 1
+        return AudioChunk(samples=samples, t_ms=t_ms, sample_rate_hz=self.options.sample_rate_hz)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        super().close()
+        self._ring.close()
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            try:
+                stream.stop()
+                stream.close()
+            except Exception as exc:  # noqa: BLE001 - closing a dead device must not mask the caller's error
+                logger.warning("microphone: error while closing %r: %s", self.device_name, exc)

@@ -1,0 +1,168 @@
+"""``edgesense bench --quick`` on generated data with the tiny int8 model (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import TINY_SCENE_LABELS, _command_clip, make_scene_images
+from datagen import make_speech_commands
+
+from edgesense.app import cli
+from edgesense.bench.accuracy import classification_report
+from edgesense.bench.cli import BenchOptions
+from edgesense.bench.latency import STAGES, latency_summary
+from edgesense.bench.references import compute_comparison
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.wav import write_wav
+from edgesense.types import DEFAULT_COMMAND_LABELS
+
+pytestmark = pytest.mark.slow  # builds the tiny model (a few seconds)
+
+
+def _speech_folder(root: Path, per_class: int = 4, seed: int = 7) -> Path:
+    """Speech Commands layout whose 'words' are the tones the tiny model was trained on."""
+    rng = np.random.default_rng(seed)
+    options = AudioFrontendOptions()
+    for k, label in enumerate(DEFAULT_COMMAND_LABELS):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            name = f"{i}.wav" if label == "_silence_" else (
+                f"other_{i:08x}_nohash_0.wav" if label == "_unknown_" else f"{i:08x}_nohash_{k}.wav")
+            write_wav(folder / name, _command_clip(k, rng, options), options.sample_rate_hz)
+    return root
+
+
+def _scene_folder(root: Path, per_class: int = 6, seed: int = 3) -> Path:
+    images, labels = make_scene_images(per_class, np.random.default_rng(seed))
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / TINY_SCENE_LABELS[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"img_{i:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return root
+
+
+@pytest.fixture(scope="module")
+def quick_report(tiny_model_path, tmp_path_factory):
+    base = tmp_path_factory.mktemp("bench")
+    speech, scenes, out = _speech_folder(base / "sc"), _scene_folder(base / "scenes"), base / "out"
+    config = base / "device.yaml"
+    config.write_text("device:\n  name: test\n# keep me\ncommands:\n  threshold: 0.7  # old\n  suppression_ms: 750\n")
+    code = cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
+                     str(scenes), "--out", str(out), "--quick", "--references", str(base / "no_refs"),
+                     "--write-config", str(config)])
+    assert code == 0
+    return json.loads((out / "report.json").read_text()), out, config
+
+
+def test_report_has_accuracy_per_class_and_latency_for_every_stage(quick_report):
+    report, out, _ = quick_report
+    assert report["command"]["count"] == 12 * 4
+    assert set(report["command"]["per_class"]) == set(DEFAULT_COMMAND_LABELS)
+    assert sum(c["count"] for c in report["command"]["per_class"].values()) == 48
+    # The tiny model learned these tones: far above the 1/12 chance level.
+    assert report["command"]["accuracy"] > 0.5
+    assert report["scene"]["count"] == 18 and report["scene"]["accuracy"] > 0.8
+    assert set(report["scene"]["per_class"]) == set(TINY_SCENE_LABELS)
+    assert 0.0 <= report["scene_with_ambient_audio"]["accuracy"] <= 1.0
+    for stage in STAGES:
+        s = report["latency_ms"][stage]
+        assert s["n"] > 0 and 0 < s["p50"] <= s["p95"] <= s["p99"]
+    assert report["latency_ms"]["audio_encoder"]["n"] == 48 and report["latency_ms"]["image_encoder"]["n"] == 18
+    assert report["latency_ms"]["fusion"]["n"] == 48 + 18
+    assert report["model"]["bytes"] == Path(report["model"]["path"]).stat().st_size
+    assert report["model"]["params"] > 0 and report["model"]["macs"] > 0
+    for name in ("confusion_command.png", "confusion_scene.png", "confusion_scene_ambient_audio.png", "latency.png",
+                 "streaming_sweep.png", "report.md"):
+        assert (out / name).stat().st_size > 1000, name
+    assert "references" not in report  # none built, none found
+
+
+def test_streaming_section_recommends_and_writes_the_firmware_config(quick_report):
+    report, out, config = quick_report
+    st = report["streaming"]
+    assert st["evaluation_stream"]["duration_s"] == 120.0 and st["evaluation_stream"]["command_words"] > 10
+    rec = st["recommended"]
+    assert rec["chosen_on"] == "tuning"
+    assert len(st["sweep"]["evaluation"]) == 4 * 2
+    at = st["at_recommended"]
+    assert 0 <= at["hit_rate"] <= 1 and at["false_accepts_per_hour"] >= 0
+    assert at["hits"] + at["misses"] == at["command_words"] == st["evaluation_stream"]["command_words"]
+    text = config.read_text()
+    assert f"threshold: {rec['threshold']:g}" in text and f"suppression_ms: {rec['suppression_ms']:g}" in text
+    assert "# keep me" in text
+    assert list((out / "cache").glob("posteriors-*.npz"))
+
+
+def test_pure_helpers():
+    r = classification_report(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), ["a", "b", "c"])
+    assert r["accuracy"] == 0.75 and r["per_class"]["a"] == {"accuracy": 0.5, "count": 2}
+    assert r["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    s = latency_summary(np.arange(1, 101, dtype=float))
+    assert (s["p50"], s["n"], s["max"]) == (50.5, 100, 100.0)
+    comp = compute_comparison(
+        {"audio_encoder": 100, "image_encoder": 1000, "fusion_head": 10},
+        {"audio_encoder": {"mean": 1.0}, "image_encoder": {"mean": 4.0}, "fusion": {"mean": 0.5},
+         "audio_frontend": {"mean": 0.2}, "image_preprocess": {"mean": 0.1}},
+        {"k": {"task": "command", "model": {"macs": 55}, "latency_ms": {"inference": {"mean": 0.75}}},
+         "v": {"task": "scene", "model": {"macs": 505}, "latency_ms": {"inference": {"mean": 2.25}}}})
+    assert comp["commands"]["ours_macs_per_s"] == 10 * 110 and comp["commands"]["macs_ratio"] == 2.0
+    assert comp["scenes"]["ours_macs_per_s"] == 5 * 1010 and comp["scenes"]["macs_ratio"] == 2.0
+    assert comp["commands"]["ms_ratio"] == 2.0 and comp["scenes"]["ours_ms_per_s"] == 22.5
+    assert comp["total"]["ours_ms_per_s"] == 15.0 + 22.5
+    assert comp["frontend_ms_per_s"] == 2.5
+
+
+def test_testing_split_selects_held_out_speakers_only(tiny_model_path, tmp_path):
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_LABELS[2:], speakers=10, per_speaker=1)
+    from edgesense.bench.accuracy import select_command_items
+    from edgesense.train.data import load_speech_commands
+
+    options = BenchOptions(model_path=tiny_model_path, speech_commands=speech, split="testing", salt="edgesense")
+    _, items, tune, _ = select_command_items(options)
+    splits = load_speech_commands(speech).split(validation_percent=10, testing_percent=20, salt="edgesense")
+    assert {it.path for it in items} == {it.path for it in splits["testing"]}
+    assert not {it.speaker for it in items} & {it.speaker for it in tune}
+
+
+def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
+    with pytest.raises(ValueError, match="threads"):
+        BenchOptions(model_path=tiny_model_path, scenes=tmp_path, threads=0)
+    with pytest.raises(ValueError, match="split"):
+        BenchOptions(model_path=tiny_model_path, scenes=tmp_path, split="train")
+    with pytest.raises(ValueError, match="speech_commands"):
+        BenchOptions(model_path=tiny_model_path)
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(tmp_path / "missing")]) == 2
+
+
+def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_path, tmp_path):
+    """--train-references --quick builds both references on the bench's data and reports them next to ours."""
+    # 16 speakers: with salt "edgesense" one of them lands in validation (the references need one).
+    speech, scenes = _speech_folder(tmp_path / "sc", per_class=16), _scene_folder(tmp_path / "scenes", per_class=10)
+    out, refs = tmp_path / "out", tmp_path / "refs"
+    code = cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
+                     str(scenes), "--out", str(out), "--quick", "--no-streaming", "--train-references",
+                     "--references", str(refs), "--salt", "edgesense", "--threads", "2"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["references"]) == {"kws_dscnn", "vww_mobilenet_v1"}
+    kws, vww = report["references"]["kws_dscnn"], report["references"]["vww_mobilenet_v1"]
+    assert kws["command"]["count"] == report["command"]["count"]  # the same clips
+    assert vww["scene"]["count"] == report["scene"]["count"]  # the same photos
+    assert set(kws["command"]["per_class"]) == set(report["command"]["per_class"])
+    for ref in (kws, vww):
+        assert ref["model"]["bytes"] > 0 and ref["model"]["params"] > 0 and ref["model"]["macs"] > 1e6
+        s = ref["latency_ms"]["inference"]
+        assert 0 < s["p50"] <= s["p95"] <= s["p99"]
+    assert report["settings"]["threads"] == 2
+    comp = report["comparison_per_second"]
+    assert comp["commands"]["theirs_macs_per_s"] == 10 * kws["model"]["macs"]
+    assert comp["scenes"]["theirs_macs_per_s"] == 5 * vww["model"]["macs"]
+    assert comp["total"]["macs_ratio"] == pytest.approx(
+        comp["total"]["ours_macs_per_s"] / comp["total"]["theirs_macs_per_s"], rel=1e-3)
+    assert (out / "confusion_kws_dscnn.png").is_file() and (out / "confusion_vww_mobilenet_v1.png").is_file()
+    assert "kws_dscnn" in (out / "report.md").read_text()

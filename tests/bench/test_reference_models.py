@@ -1,0 +1,87 @@
+"""The MLPerf Tiny reference models: published architectures, trained and converted on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from datagen import make_scenes, make_speech_commands
+
+from edgesense.bench.reference_models import (
+    KWS_DSCNN,
+    VWW_MOBILENET,
+    ReferenceOptions,
+    build_kws_dscnn,
+    build_references,
+    build_vww_mobilenet,
+    reference_config,
+)
+from edgesense.bench.references import ReferenceRunner, evaluate_reference
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
+from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.train.model import count_macs, count_params
+from edgesense.types import DEFAULT_COMMAND_LABELS, DEFAULT_COMMAND_WORDS
+
+
+def test_kws_dscnn_is_the_published_stack_on_our_features():
+    model = build_kws_dscnn(AudioFrontendOptions(), 12)
+    convs = [l for l in model.layers if type(l) is keras.layers.Conv2D]
+    depthwise = [l for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    assert model.input.shape[1:] == (49, 40)
+    assert convs[0].kernel_size == (10, 4) and convs[0].strides == (2, 2) and convs[0].filters == 64
+    assert len(depthwise) == 4 and all(l.kernel_size == (3, 3) for l in depthwise)
+    assert [c.filters for c in convs[1:]] == [64] * 4 and all(c.kernel_size == (1, 1) for c in convs[1:])
+    assert any(isinstance(l, keras.layers.AveragePooling2D) for l in model.layers)
+    assert model.output.shape[-1] == 12
+    # 25x20 map: stem 25*20*64*40, blocks 4 * (25*20*64*9 + 25*20*64*64), dense 64*12
+    assert count_macs(model) == 25 * 20 * 64 * 40 + 4 * (25 * 20 * 64 * 9 + 25 * 20 * 64 * 64) + 64 * 12
+
+
+def test_vww_mobilenet_is_mobilenet_v1_quarter_width():
+    model = build_vww_mobilenet(ImageFrontendOptions(), 6, alpha=0.25)
+    convs = [l for l in model.layers if type(l) is keras.layers.Conv2D]
+    depthwise = [l for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    assert model.input.shape[1:] == (96, 96, 3)
+    assert len(depthwise) == 13 and len(convs) == 14
+    assert [c.filters for c in convs] == [8, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128, 128, 256, 256]
+    assert [d.strides[0] for d in depthwise] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    assert model.output.shape[-1] == 6
+    assert 7.0e6 < count_macs(model) < 8.0e6  # the published VWW model: about 7.5 M MACs
+    assert 200_000 < count_params(model) < 230_000
+
+
+@pytest.mark.slow
+def test_references_train_convert_cache_and_run_on_litert(tmp_path):
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)
+    scenes = make_scenes(tmp_path / "scenes", per_class=12)
+    config = reference_config(speech_commands=speech, scenes=scenes, salt="edgesense")
+    out = tmp_path / "refs"
+    paths = build_references(config, out, ReferenceOptions.quick())
+    assert set(paths) == {KWS_DSCNN, VWW_MOBILENET}
+    for name, path in paths.items():
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert sidecar["name"] == name and sidecar["quantization"]["mode"] == "int8"
+        assert sidecar["macs"] > 1e6 and sidecar["params"] > 1e4
+        runner = ReferenceRunner(path, InterpreterOptions(num_threads=1))
+        assert runner.in_q.dtype == np.int8 and runner.out_q.dtype == np.int8  # full-integer I/O
+    kws = json.loads(paths[KWS_DSCNN].with_suffix(".json").read_text())
+    vww = json.loads(paths[VWW_MOBILENET].with_suffix(".json").read_text())
+    assert kws["labels"] == list(DEFAULT_COMMAND_LABELS) and kws["input"]["shape"] == [1, 49, 40]
+    assert vww["labels"] == ["beach", "forest", "street"] and vww["input"]["shape"] == [1, 96, 96, 3]
+
+    # Cached: a second call does not retrain (same files, untouched).
+    stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
+    again = build_references(config, out, ReferenceOptions.quick())
+    assert {p: p.stat().st_mtime_ns for p in again.values()} == stamps
+
+    # The benchmark's LiteRT runner evaluates them.
+    rng = np.random.default_rng(0)
+    clips = rng.normal(0, 0.01, (3, 16000)).astype(np.float32)
+    result = evaluate_reference(ReferenceRunner(paths[KWS_DSCNN], InterpreterOptions()), clips=clips,
+                                clip_labels=["yes", "no", "_silence_"], frames=None, frame_labels=None,
+                                audio_frontend=AudioFrontendOptions())
+    assert result["command"]["count"] == 3 and result["latency_ms"]["inference"]["n"] == 3
+    assert result["model"]["macs"] == kws["macs"]

@@ -1,0 +1,523 @@
+"""``edgesense deploy``: bundles per target, resolution (with a stub pip, and against PyPI when reachable)."""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import flatbuffers
+import pytest
+
+import edgesense.deploy.bundle as bundle_mod
+import edgesense.deploy.resolve as resolve_mod
+import edgesense.deploy.targets as targets_mod
+from edgesense.app.cli import main
+from edgesense.runtime.flatbuffer import read_metadata
+
+SUPPORTED = [name for name, t in targets_mod.TARGETS.items() if t.supported]
+METADATA = {"model_version": "test-1", "labels": {"command": ["_silence_", "yes"], "scene": ["kitchen", "office"]}}
+
+
+# --------------------------------------------------------------------------- stand-in files
+
+def write_tflite(path: Path, metadata: dict | None = METADATA) -> Path:
+    """A minimal TFLite flatbuffer (Model with buffers and, optionally, the 'edgesense' metadata entry)."""
+    b = flatbuffers.Builder(0)
+    buffers = []
+    if metadata is not None:
+        data = b.CreateByteVector(json.dumps(metadata).encode("utf-8"))
+        b.StartObject(3)
+        b.PrependUOffsetTRelativeSlot(0, data, 0)
+        buffers.append(b.EndObject())
+    b.StartObject(3)
+    buffers.append(b.EndObject())  # buffer 0: the empty sentinel
+    b.StartVector(4, len(buffers), 4)
+    for buf in buffers:  # prepended: ends up [sentinel, metadata]
+        b.PrependUOffsetTRelative(buf)
+    buffers_vec = b.EndVector()
+    metas_vec = None
+    if metadata is not None:
+        name = b.CreateString("edgesense")
+        b.StartObject(2)
+        b.PrependUOffsetTRelativeSlot(0, name, 0)
+        b.PrependUint32Slot(1, 1, 0)
+        entry = b.EndObject()
+        b.StartVector(4, 1, 4)
+        b.PrependUOffsetTRelative(entry)
+        metas_vec = b.EndVector()
+    b.StartObject(8)
+    b.PrependUint32Slot(0, 3, 0)
+    b.PrependUOffsetTRelativeSlot(4, buffers_vec, 0)
+    if metas_vec is not None:
+        b.PrependUOffsetTRelativeSlot(6, metas_vec, 0)
+    b.Finish(b.EndObject(), file_identifier=b"TFL3")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
+def write_config(path: Path, target: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(f"""\
+        # stand-in for firmware_configs/{target}.yaml
+        device:
+          name: test-{target}
+        model:
+          path: ../models/edgesense.tflite
+          num_threads: 4
+        camera:
+          width_px: 320
+          height_px: 240
+        """), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    def make(target: str) -> tuple[Path, Path]:
+        model = write_tflite(tmp_path / "src" / "models" / "edgesense.tflite")
+        config = write_config(tmp_path / "src" / "firmware_configs" / f"{target}.yaml", target)
+        return model, config
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def own_wheel(tmp_path_factory) -> Path:
+    """EdgeSense's wheel, built once with the same code path as the bundle (pip wheel --no-deps)."""
+    dest = tmp_path_factory.mktemp("wheel")
+    wheel = bundle_mod._build_own_wheel(dest, resolve_mod.ResolveOptions())
+    assert re.fullmatch(r"edgesense-[\w.]+-py3-none-any\.whl", wheel.name), wheel.name
+    return wheel
+
+
+def cli_deploy(target: str, out: Path, model: Path, config: Path, *extra: str) -> int:
+    return main(["deploy", "--target", target, "--out", str(out), "--model", str(model), "--config", str(config), *extra])
+
+
+# --------------------------------------------------------------------------- targets
+
+def test_target_table():
+    assert set(targets_mod.TARGETS) == {"rpi5", "rpi4", "jetson-orin", "jetson-nano", "desktop"}
+    rpi5 = targets_mod.TARGETS["rpi5"]
+    tags = rpi5.platform_tags
+    for tag in ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64",
+                "manylinux_2_28_aarch64", "manylinux_2_36_aarch64"):
+        assert tag in tags
+    assert "manylinux_2_37_aarch64" not in tags and rpi5.python_version == "3.11"
+    nano = targets_mod.TARGETS["jetson-nano"]
+    assert "manylinux_2_27_aarch64" in nano.platform_tags and "manylinux_2_28_aarch64" not in nano.platform_tags
+    assert not nano.supported and "3.6" in nano.python_version
+    for name in ("jetson-orin", "jetson-nano"):
+        t = targets_mod.TARGETS[name]
+        assert t.opencv == "apt" and "python3-opencv" in t.apt_packages and t.system_site_packages
+    assert all(t.arch == "x86_64" for n, t in targets_mod.TARGETS.items() if n == "desktop")
+    assert all("libportaudio2" in t.apt_packages for t in targets_mod.TARGETS.values())
+
+
+def test_target_validation_names_the_field():
+    with pytest.raises(ValueError, match=r"apt_packages: expected Debian package names, got 'bad;rm'"):
+        targets_mod.Target(name="x", description="x", arch="aarch64", glibc=(2, 36), python_version="3.11",
+                      apt_packages=("bad;rm",), config_name="x.yaml")
+    with pytest.raises(ValueError, match=r"python_version: expected a Python version like '3.11', got '3'"):
+        bundle_mod.DeployOptions(target="rpi5", out_dir=Path("x"), python_version="3")
+    with pytest.raises(ValueError, match=r"target: expected one of .*rpi5.*got 'pi'"):
+        bundle_mod.DeployOptions(target="pi", out_dir=Path("x"))
+
+
+def test_plan_uses_the_markers_and_the_target_policy():
+    rpi, _ = resolve_mod.plan_dependencies(targets_mod.TARGETS["rpi5"])
+    names = {d.name: d for d in rpi}
+    assert {"numpy", "opencv-python-headless", "sounddevice", "pyyaml", "ai-edge-litert"} <= set(names)
+    assert "tflite-runtime" not in names  # its marker says python < 3.10
+    orin, fallbacks = resolve_mod.plan_dependencies(targets_mod.TARGETS["jetson-orin"])
+    assert [d.name for d in orin if d.role == "interpreter"] == ["ai-edge-litert"]
+    assert [d.name for d in fallbacks["ai-edge-litert"]] == ["tflite-runtime"]
+    _, fallbacks_312 = resolve_mod.plan_dependencies(targets_mod.TARGETS["rpi5"], python_version="3.12")
+    assert fallbacks_312["ai-edge-litert"] == []  # tflite-runtime has no wheels past 3.11
+
+
+# --------------------------------------------------------------------------- bundles without wheels
+
+def check_manifest(bundle: Path) -> dict:
+    manifest = json.loads((bundle / "MANIFEST.json").read_text())
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"MANIFEST.json"}
+    assert set(manifest["files"]) == on_disk
+    for rel, info in manifest["files"].items():
+        data = (bundle / rel).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"], rel
+        assert len(data) == info["bytes"], rel
+    return manifest
+
+
+def check_unit(path: Path, config: str = "/opt/edgesense/config.yaml") -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read_string(path.read_text())
+    assert unit.sections() == ["Unit", "Service", "Install"]
+    svc = unit["Service"]
+    assert svc["Restart"] == "on-failure"
+    assert svc["User"] == "edgesense" and svc["Group"] == "edgesense"
+    assert set(svc["SupplementaryGroups"].split()) == {"audio", "video"}
+    argv = svc["ExecStart"].split()
+    assert argv[0] == "/opt/edgesense/venv/bin/edgesense" and argv[1] == "run"
+    assert argv[argv.index("--config") + 1] == config
+    assert "--headless" in argv
+    assert argv[argv.index("--events") + 1] == "/var/lib/edgesense/events.jsonl"
+    assert svc["WorkingDirectory"] == "/opt/edgesense"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    if shutil.which("systemd-analyze"):
+        # The unit's ExecStart binary does not exist here; only syntax problems fail the check.
+        proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False)
+        problems = [line for line in proc.stderr.splitlines()
+                    if "edgesense.service" in line and "Command" not in line and "executable" not in line.lower()
+                    and "not found" not in line.lower()]
+        assert not problems, proc.stderr
+    return unit
+
+
+def apt_array(install_sh: str) -> list[str]:
+    m = re.search(r"^APT_PACKAGES=\((.*)\)$", install_sh, re.M)
+    assert m, "install.sh has no APT_PACKAGES=( ... ) line"
+    return m.group(1).split()
+
+
+@pytest.mark.parametrize("target", SUPPORTED)
+def test_no_wheels_bundle(target, tmp_path, inputs, own_wheel):
+    model, config = inputs(target)
+    out = tmp_path / "bundle"
+    assert cli_deploy(target, out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    t = targets_mod.TARGETS[target]
+
+    for rel in ("config.yaml", "models/edgesense.tflite", "models/edgesense.metadata.json", "install.sh",
+                "edgesense.service", "README.md", "MANIFEST.json", "requirements.txt", f"wheelhouse/{own_wheel.name}"):
+        assert (out / rel).is_file(), rel
+    assert not (out / "requirements.lock").exists()  # nothing was resolved
+    assert not list(tmp_path.glob(".bundle.partial-*"))
+
+    manifest = check_manifest(out)
+    assert manifest["target"]["name"] == target and manifest["target"]["arch"] == t.arch
+    assert manifest["target"]["python_version"] == t.python_version
+    assert manifest["wheels"] is False and manifest["resolved"] is False
+    assert manifest["interpreter"]["package"] == "ai-edge-litert"
+    assert manifest["interpreter"]["num_threads"] == 4  # read back through edge.config
+    assert manifest["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+    # The model is byte-identical, and its embedded metadata is written out as it is.
+    assert (out / "models/edgesense.tflite").read_bytes() == model.read_bytes()
+    assert json.loads((out / "models/edgesense.metadata.json").read_text()) == \
+        json.loads(read_metadata(model.read_bytes(), "edgesense"))
+
+    # The config points at the bundled model wherever the bundle is unpacked.
+    from edgesense.config.device import load_config
+
+    moved = tmp_path / "elsewhere" / "edgesense"
+    shutil.copytree(out, moved)
+    for where in (out, moved):
+        cfg = load_config(where / "config.yaml")
+        assert Path(cfg.model_path).resolve() == (where / "models/edgesense.tflite").resolve()
+        assert cfg.device.name == f"test-{target}" and cfg.camera.width_px == 320  # the rest is kept
+
+    # install.sh: valid bash, executable, names every apt package, installs from PyPI (no wheels).
+    install = out / "install.sh"
+    assert os.access(install, os.X_OK)
+    proc = subprocess.run(["bash", "-n", str(install)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = install.read_text()
+    assert apt_array(text) == list(t.apt_packages)
+    assert "@@" not in text and "OFFLINE=0" in text
+    assert f"SYSTEM_SITE_PACKAGES={1 if t.system_site_packages else 0}" in text
+    assert "python3 -m venv" in text and "--no-deps" in text
+
+    check_unit(out / "edgesense.service")
+
+    reqs = (out / "requirements.txt").read_text().split()
+    assert any(r.startswith("ai-edge-litert") for r in reqs)
+    assert any(r.startswith("numpy") for r in reqs) and any(r.lower().startswith("pyyaml") for r in reqs)
+    if t.opencv == "apt":
+        assert not any(r.startswith("opencv") for r in reqs)
+        assert "numpy<2" in reqs
+    else:
+        assert any(r.startswith("opencv-python-headless") for r in reqs)
+
+
+def test_bundle_builds_its_own_wheel(tmp_path, inputs):
+    model, config = inputs("rpi5")
+    result = bundle_mod.build_bundle(bundle_mod.DeployOptions(
+        target="rpi5", out_dir=tmp_path / "b", model_path=model, config_path=config, wheels=False))
+    wheels = list((tmp_path / "b" / "wheelhouse").glob("edgesense-*.whl"))
+    assert len(wheels) == 1 and result.manifest["edgesense_wheel"] == f"wheelhouse/{wheels[0].name}"
+    import zipfile
+
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert "edgesense/app/cli.py" in names and "edgesense/deploy/bundle.py" in names
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"edgesense"}  # one namespace: nothing generic like train/ lands in site-packages
+
+
+def test_install_sh_parses_its_options_and_refuses_the_wrong_machine(tmp_path, inputs, own_wheel):
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    if os.uname().machine == "aarch64":
+        pytest.skip("this machine is aarch64: the architecture check would pass")
+    proc = subprocess.run(["bash", str(out / "install.sh"), "--no-systemd", "--prefix", str(tmp_path / "p")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "this bundle is for aarch64 (rpi5)" in proc.stderr
+    assert not (tmp_path / "p").exists()
+    proc = subprocess.run(["bash", str(out / "install.sh"), "--bogus"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "unknown argument: --bogus" in proc.stderr
+
+
+# --------------------------------------------------------------------------- refusals
+
+@pytest.mark.parametrize("args, message", [
+    (("--target", "jetson-nano"), r"cannot deploy to jetson-nano .*Python 3\.6.*end-of-life"),
+    (("--target", "rpi5", "--python-version", "3.8"), r"cannot deploy to rpi5 .*needs Python >= 3\.10, the target has 3\.8"),
+    (("--target", "jetson-orin", "--python-version", "3.9"), r"needs Python >= 3\.10, the target has 3\.9"),
+])
+def test_unsupported_combinations_exit_2(args, message, tmp_path, inputs, capsys, own_wheel):
+    model, config = inputs("x")
+    out = tmp_path / "bundle"
+    rc = main(["deploy", *args, "--out", str(out), "--model", str(model), "--config", str(config),
+               "--edgesense-wheel", str(own_wheel)])  # with wheels: it must fail before any network use
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("edgesense: error: ")
+    assert re.search(message, err), err
+    assert "No bundle was written" in err
+    assert not out.exists() and not list(tmp_path.glob(".bundle.partial-*"))
+
+
+def test_bad_inputs_exit_2(tmp_path, inputs, capsys, own_wheel):
+    model, config = inputs("rpi5")
+    common = ("--no-wheels", "--edgesense-wheel", str(own_wheel))
+    not_tflite = tmp_path / "x.tflite"
+    not_tflite.write_bytes(b"\x00" * 64)
+    assert cli_deploy("rpi5", tmp_path / "a", not_tflite, config, *common) == 2
+    assert "not a TFLite model" in capsys.readouterr().err
+    bare = write_tflite(tmp_path / "bare.tflite", metadata=None)
+    assert cli_deploy("rpi5", tmp_path / "a", bare, config, *common) == 2
+    assert "no 'edgesense' metadata in the model" in capsys.readouterr().err
+    assert cli_deploy("rpi5", tmp_path / "a", tmp_path / "missing.tflite", config, *common) == 2
+    assert "no such file" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("device: {name: x}\ncamera: {fps: fast}\n")
+    assert cli_deploy("rpi5", tmp_path / "a", model, broken, *common) == 2
+    assert "camera.fps" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+    # An existing folder: refused unless --force, and --force only replaces a bundle.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    assert cli_deploy("rpi5", other, model, config, *common, "--force") == 2
+    assert "not a bundle" in capsys.readouterr().err and (other / "precious.txt").exists()
+    assert cli_deploy("rpi5", tmp_path / "b", model, config, *common) == 0
+    assert cli_deploy("rpi5", tmp_path / "b", model, config, *common) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert cli_deploy("rpi5", tmp_path / "b", model, config, *common, "--force") == 0
+
+
+# --------------------------------------------------------------------------- resolution with a stub pip
+
+STUB_PIP = r'''
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["STUB_PIP_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+if os.environ.get("STUB_PIP_OFFLINE"):
+    print("WARNING: Retrying after connection broken by 'NewConnectionError': /simple/numpy/", file=sys.stderr)
+    print("ERROR: Could not find a version that satisfies the requirement numpy (from versions: none)", file=sys.stderr)
+    sys.exit(1)
+valued = {"--report", "--target", "--retries", "--timeout", "--python-version", "--implementation", "--platform",
+          "--constraint", "--index-url", "-d", "-r"}
+opts, reqs, i = {}, [], 1
+while i < len(args):
+    a = args[i]
+    if a in valued:
+        opts.setdefault(a, []).append(args[i + 1]); i += 2; continue
+    if not a.startswith("-"):
+        reqs.append(a)
+    i += 1
+fail = set(os.environ.get("STUB_PIP_FAIL", "").split(","))
+for r in reqs:
+    name = r.split(";")[0].split("<")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower()
+    if name in fail:
+        print(f"ERROR: Could not find a version that satisfies the requirement {r} (from versions: none)", file=sys.stderr)
+        print(f"ERROR: No matching distribution found for {name}", file=sys.stderr)
+        sys.exit(1)
+install = [{"metadata": {"name": r.split("<")[0].split(">")[0].split("=")[0], "version": "1.0"}, "requested": True,
+            "download_info": {"url": "https://files.example/x/" + r.split(">")[0].split("<")[0].replace("-", "_") + "-1.0-py3-none-any.whl",
+                              "archive_info": {"hashes": {"sha256": "ab" * 32}}}} for r in reqs]
+Path(opts["--report"][0]).write_text(json.dumps({"version": "1", "install": install}))
+'''
+
+
+@pytest.fixture
+def stub_pip(tmp_path, monkeypatch):
+    script = tmp_path / "stub_pip.py"
+    script.write_text(STUB_PIP)
+    log = tmp_path / "pip.log"
+    log.write_text("")
+    monkeypatch.setenv("STUB_PIP_LOG", str(log))
+    options = resolve_mod.ResolveOptions(pip_command=(sys.executable, str(script)), timeout_s=60)
+
+    def calls() -> list[list[str]]:
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    return options, calls
+
+
+def test_resolution_passes_the_target_platform_to_pip(stub_pip):
+    options, calls = stub_pip
+    res = resolve_mod.resolve("rpi5", options=options)
+    assert res.ok and res.resolved and res.interpreter == "ai-edge-litert"
+    assert len(calls()) == 1  # the whole set at once
+    argv = calls()[0]
+    assert argv[:2] == ["install", "--dry-run"] and "--ignore-installed" in argv and "--only-binary=:all:" in argv
+    platforms = [argv[i + 1] for i, a in enumerate(argv) if a == "--platform"]
+    assert platforms == list(targets_mod.TARGETS["rpi5"].platform_tags)
+    assert argv[argv.index("--python-version") + 1] == "3.11" and argv[argv.index("--implementation") + 1] == "cp"
+    assert "--target" in argv and "--report" in argv
+    assert {c.dependency for c in res.choices} >= {"numpy", "opencv-python-headless", "ai-edge-litert"}
+    assert "numpy==1.0 --hash=sha256:" + "ab" * 32 in res.lock_text()
+
+
+def test_interpreter_falls_back_to_tflite_runtime(stub_pip, monkeypatch):
+    options, calls = stub_pip
+    monkeypatch.setenv("STUB_PIP_FAIL", "ai-edge-litert")
+    res = resolve_mod.resolve("rpi5", options=options)
+    assert res.ok, res.problems
+    interp = [c for c in res.choices if c.role == "interpreter"]
+    assert len(interp) == 1 and interp[0].status == "fallback" and interp[0].package == "tflite-runtime"
+    assert interp[0].display == "fallback tflite-runtime 1.0"
+    assert res.interpreter == "tflite-runtime"
+    assert "numpy<2" in res.constraints  # tflite-runtime 2.14 is built against NumPy 1.x
+    assert "numpy<2" in res.requirements_text().split()
+    assert any(r.startswith("tflite-runtime") for r in res.requirements)
+    assert not any(r.startswith("ai-edge-litert") for r in res.requirements)
+    # the final, consistent resolution asked for the fallback together with the rest
+    assert any("tflite-runtime>=2.14" in c and "numpy>=1.21" in c for c in calls())
+
+
+def test_no_interpreter_wheel_past_311_is_unsupported(stub_pip, monkeypatch, tmp_path, inputs, own_wheel):
+    options, _ = stub_pip
+    monkeypatch.setenv("STUB_PIP_FAIL", "ai-edge-litert")
+    res = resolve_mod.resolve("rpi5", python_version="3.12", options=options)
+    assert not res.ok
+    interp = [c for c in res.choices if c.role == "interpreter"][0]
+    assert interp.status == "unsupported" and interp.display.startswith("UNSUPPORTED")
+    assert any("no wheel for ai-edge-litert on rpi5 (aarch64, Python 3.12)" in p for p in res.problems)
+
+    model, config = inputs("rpi5")
+    out = tmp_path / "bundle"
+    with pytest.raises(RuntimeError, match=r"cannot deploy to rpi5 .*ai-edge-litert.*No bundle was written"):
+        bundle_mod.build_bundle(bundle_mod.DeployOptions(
+            target="rpi5", out_dir=out, model_path=model, config_path=config, python_version="3.12",
+            edgesense_wheel=own_wheel, resolve_options=options))
+    assert not out.exists() and not list(tmp_path.glob(".bundle.partial-*"))
+
+
+def test_opencv_without_a_wheel_comes_from_apt(stub_pip, monkeypatch):
+    options, _ = stub_pip
+    monkeypatch.setenv("STUB_PIP_FAIL", "opencv-python-headless")
+    res = resolve_mod.resolve("rpi5", options=options)
+    assert res.ok, res.problems
+    cv = [c for c in res.choices if c.role == "opencv"][0]
+    assert cv.status == "system" and cv.package == "python3-opencv"
+    assert "python3-opencv" in res.apt_packages and res.system_site_packages
+    assert not any(r.startswith("opencv") for r in res.requirements)
+
+
+def test_unreachable_index_is_a_clear_error(stub_pip, monkeypatch):
+    options, _ = stub_pip
+    monkeypatch.setenv("STUB_PIP_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="cannot reach the package index.*--no-wheels"):
+        resolve_mod.resolve("rpi5", options=options)
+
+
+# --------------------------------------------------------------------------- resolution against PyPI
+
+def _pypi_reachable() -> bool:
+    try:
+        req = urllib.request.Request("https://pypi.org/simple/numpy/", method="HEAD")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+network = pytest.mark.skipif(not _pypi_reachable(), reason="PyPI (https://pypi.org/simple/numpy/) is unreachable")
+
+
+def _wheel(res: resolve_mod.Resolution, name: str) -> resolve_mod.ResolvedPackage:
+    found = [p for p in res.packages if p.name.lower().replace("_", "-") == name]
+    assert len(found) == 1, f"{name} not in {[p.name for p in res.packages]}"
+    return found[0]
+
+
+@pytest.mark.network
+@network
+def test_rpi5_resolves_aarch64_wheels_from_pypi():
+    res = resolve_mod.resolve("rpi5")
+    assert res.ok, res.problems
+    for name in ("numpy", "opencv-python-headless", "ai-edge-litert", "pyyaml", "cffi"):
+        wheel = _wheel(res, name)
+        assert wheel.filename.endswith(".whl") and "aarch64" in wheel.filename, wheel.filename
+        assert re.fullmatch(r"[0-9a-f]{64}", wheel.sha256 or "")
+    assert "cp311" in _wheel(res, "numpy").filename
+    assert _wheel(res, "sounddevice").filename.endswith("py3-none-any.whl")
+    assert res.interpreter == "ai-edge-litert"
+    assert all(c.status == "wheel" for c in res.choices)
+
+
+@pytest.mark.network
+@network
+@pytest.mark.parametrize("target", list(targets_mod.TARGETS))
+def test_every_target_resolves_or_says_why(target):
+    t = targets_mod.TARGETS[target]
+    res = resolve_mod.resolve(t)
+    if not t.supported:
+        assert not res.ok and any("not supported" in p for p in res.problems)
+        return
+    assert res.ok, res.problems
+    assert all(t.arch in p.filename or p.filename.endswith("-none-any.whl") or "abi3" in p.filename
+               for p in res.packages), [p.filename for p in res.packages]
+    if t.opencv == "apt":
+        assert not any(p.name.lower().startswith("opencv") for p in res.packages)
+        assert int(_wheel(res, "numpy").version.split(".")[0]) < 2  # the system OpenCV's ABI
+
+
+@pytest.mark.network
+@network
+@pytest.mark.skipif(os.environ.get("EDGESENSE_TEST_INSTALL") != "1",
+                    reason="downloads ~100 MB of wheels; set EDGESENSE_TEST_INSTALL=1")
+def test_desktop_bundle_installs_offline_here(tmp_path, inputs, own_wheel):
+    """The whole path on this (x86_64) machine: resolve, download, install.sh offline, interpreter import."""
+    if os.uname().machine != "x86_64" or sys.version_info[:2] != (3, 11):
+        pytest.skip("needs an x86_64 host with Python 3.11 (the desktop target)")
+    model, config = inputs("desktop")
+    out = tmp_path / "bundle"
+    assert cli_deploy("desktop", out, model, config, "--edgesense-wheel", str(own_wheel)) == 0
+    manifest = check_manifest(out)
+    assert manifest["wheels"] and (out / "requirements.lock").is_file()
+    for pkg in manifest["packages"]:
+        assert (out / pkg["file"]).is_file(), pkg
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    proc = subprocess.run(["bash", str(out / "install.sh"), "--no-systemd", "--skip-apt", "--prefix", str(tmp_path / "p")],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "install.sh: interpreter ai_edge_litert" in proc.stdout + proc.stderr

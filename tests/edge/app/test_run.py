@@ -1,0 +1,180 @@
+"""``edgesense run`` end to end: replayed media, JSON Lines, summary, signals, errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sounddevice as sd
+import yaml
+from media import REQUIRED_KEYS, TEST_THRESHOLD, scene_video, tone_wav  # noqa: E402
+
+from edgesense.app.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+SUMMARY_PREFIX = "edgesense run: events:"
+ERROR_PREFIX = "edgesense: error:"
+
+
+def write_config(tmp_path: Path, **sections) -> Path:
+    data = {"device": {"name": "test-device"},
+            "commands": {"threshold": TEST_THRESHOLD},
+            "scenes": {"window_ms": 500, "min_hold_ms": 400, "heartbeat_ms": 1000},
+            "outputs": {"events": "-", "mqtt": None}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def media(tmp_path):
+    wav = tone_wav(tmp_path / "words.wav", [("yes", 1.0)], 4.0)
+    video = scene_video(tmp_path / "scene.avi", [("indoor", 2.0), ("vehicle", 2.0)])
+    return wav, video
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_run_replay_fast_to_stdout_with_summary(tiny_model_path, tmp_path, media, capsys):
+    wav, video = media
+    config = write_config(tmp_path)
+    rc = main(["run", "--config", str(config), "--model", str(tiny_model_path), "--video", str(video),
+               "--audio", str(wav), "--fast", "--events", "-", "--stats"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    events = json_lines(out)
+    assert events and all(REQUIRED_KEYS <= set(e) for e in events)
+    assert [e["label"] for e in events if e["type"] == "command"] == ["yes"]
+    changes = [e["label"] for e in events if e["type"] == "scene" and e["reason"] == "change"]
+    assert changes == ["indoor", "vehicle"]
+    lines = err.splitlines()
+    summary = next(line for line in lines if line.startswith(SUMMARY_PREFIX))
+    assert "1 command" in summary and "RTF" in summary and "audio_encoder=" in summary
+    stats = json.loads(lines[-1])
+    assert stats["stream_ms"] == pytest.approx(4000.0) and stats["command_events"] == 1
+    assert stats["latency_ms"]["image_encoder"]["p95"] >= stats["latency_ms"]["image_encoder"]["p50"] > 0
+
+
+def test_run_events_file_and_duration(tiny_model_path, tmp_path, media, capsys):
+    wav, video = media
+    events_file = tmp_path / "out" / "events.jsonl"
+    events_file.parent.mkdir()
+    rc = main(["run", "--config", str(write_config(tmp_path)), "--model", str(tiny_model_path),
+               "--video", str(video), "--audio", str(wav), "--fast", "--events", str(events_file),
+               "--duration-s", "2", "--stats"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out == ""
+    events = json_lines(events_file.read_text())
+    assert events and max(e["t_ms"] for e in events) <= 2000
+    assert json.loads(err.splitlines()[-1])["stream_ms"] == pytest.approx(2000.0)
+
+
+def test_only_audio_or_only_video_leaves_the_other_modality_absent(tiny_model_path, tmp_path, media, capsys):
+    wav, video = media
+    config = str(write_config(tmp_path))  # camera and microphone enabled: neither may be opened
+    assert main(["run", "--config", config, "--model", str(tiny_model_path), "--audio", str(wav), "--fast"]) == 0
+    audio_only = json_lines(capsys.readouterr().out)
+    assert [e["type"] for e in audio_only] == ["command"]
+    assert audio_only[0]["latency_ms"]["image_encoder"] == 0.0
+    assert main(["run", "--config", config, "--model", str(tiny_model_path), "--video", str(video), "--fast"]) == 0
+    video_only = json_lines(capsys.readouterr().out)
+    assert video_only and {e["type"] for e in video_only} == {"scene"}
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_flushes_and_exits_0(tiny_model_path, tmp_path, stop_signal):
+    wav = tone_wav(tmp_path / "long.wav", [("yes", 1.0)], 8.0)
+    video = scene_video(tmp_path / "long.avi", [("indoor", 8.0)])
+    config = write_config(tmp_path, scenes={"min_hold_ms": 0, "heartbeat_ms": 100})  # an event every 200 ms
+    events_file = tmp_path / "events.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(config), "--model", str(tiny_model_path),
+         "--video", str(video), "--audio", str(wav), "--events", str(events_file), "--headless"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if events_file.exists() and events_file.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(stop_signal)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    text = events_file.read_text()
+    assert text.endswith("\n")  # no torn last line
+    events = json_lines(text)
+    assert len(events) >= 3 and all(REQUIRED_KEYS <= set(e) for e in events)
+    summary = next(line for line in err.splitlines() if line.startswith(SUMMARY_PREFIX))
+    assert "8.0 s of media" not in summary  # stopped before the end of the replay
+    assert "Traceback" not in err
+
+
+def test_missing_video_file_is_one_line_exit_2(tiny_model_path, tmp_path, capsys):
+    rc = main(["run", "--config", str(write_config(tmp_path)), "--model", str(tiny_model_path),
+               "--video", str(tmp_path / "nope.mp4"), "--fast"])
+    assert rc == 2
+    assert "nope.mp4: video file not found" in one_error_line(capsys.readouterr().err)
+
+
+def test_corrupt_inputs_are_one_line_exit_2(tiny_model_path, tmp_path, media, capsys):
+    wav, video = media
+    config = str(write_config(tmp_path))
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(Path(tiny_model_path).read_bytes()[:2000])
+    assert main(["run", "--config", config, "--model", str(truncated), "--audio", str(wav), "--fast"]) == 2
+    assert "truncated.tflite" in one_error_line(capsys.readouterr().err)
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4096))
+    assert main(["run", "--config", config, "--model", str(tiny_model_path), "--video", str(garbage), "--fast"]) == 2
+    assert "garbage.mp4" in one_error_line(capsys.readouterr().err)
+
+    assert main(["run", "--config", str(tmp_path / "none.yaml"), "--audio", str(wav)]) == 2
+    assert "config file not found" in one_error_line(capsys.readouterr().err)
+
+    assert main(["run", "--config", config, "--model", str(tiny_model_path), "--audio", str(wav),
+                 "--duration-s", "-1"]) == 2
+    assert "--duration-s" in one_error_line(capsys.readouterr().err)
+
+    missing_model = tmp_path / "models" / "missing.tflite"
+    assert main(["run", "--config", config, "--model", str(missing_model), "--audio", str(wav)]) == 2
+    assert "missing.tflite" in one_error_line(capsys.readouterr().err)
+
+
+def test_no_microphone_is_one_line_exit_2(tiny_model_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sd, "query_devices", lambda device=None, kind=None: [])  # a machine without a sound card
+    config = write_config(tmp_path, camera={"enabled": False})
+    assert main(["run", "--config", str(config), "--model", str(tiny_model_path)]) == 2
+    assert "no audio input device" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_runs_the_documented_command():
+    makefile = (ROOT / "Makefile").read_text()
+    assert ("edgesense run --config firmware_configs/desktop.yaml" in makefile
+            and "--video samples/scene.mp4 --audio samples/commands.wav --fast --events -" in makefile)
+    for name in ("scene.mp4", "commands.wav", "commands.json"):
+        assert (ROOT / "samples" / name).is_file()

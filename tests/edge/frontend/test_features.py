@@ -1,0 +1,152 @@
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgesense.frontend.audio import (
+    AudioFrontendOptions,
+    StreamingAudioFrontend,
+    fit_clip,
+    log_mel_spectrogram,
+    mel_filterbank,
+)
+from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
+
+DATA = Path(__file__).parents[2] / "data"
+
+
+def _pcm16(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def test_golden_audio_features():
+    features = log_mel_spectrogram(_pcm16(DATA / "golden_yes.wav"))
+    expected = np.load(DATA / "golden_yes_features.npy")
+    assert features.shape == expected.shape == (49, 40)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, expected, rtol=0, atol=1e-4)
+
+
+def test_golden_audio_has_speech_in_the_middle():
+    # Guards the golden file itself: the spoken word must stand out from the floor.
+    features = np.load(DATA / "golden_yes_features.npy")
+    energy = features.mean(axis=1)
+    assert energy[15:35].max() > energy[:5].max() + 5
+
+
+def test_golden_image():
+    frame = cv2.imread(str(DATA / "golden_scene.png"), cv2.IMREAD_COLOR)
+    image = preprocess_frame(frame)
+    expected = np.load(DATA / "golden_scene_input.npy")
+    assert image.shape == (96, 96, 3) and image.dtype == np.float32
+    assert np.abs(image - expected.astype(np.float32)).max() <= 1.0
+
+
+def test_default_shapes_follow_micro_speech():
+    options = AudioFrontendOptions()
+    assert (options.window_samples, options.hop_samples, options.fft_length) == (480, 320, 512)
+    assert options.feature_shape == (49, 40)
+    assert log_mel_spectrogram(np.zeros(16000, np.float32)).shape == (49, 40)
+
+
+def test_tone_lands_in_the_right_mel_band():
+    options = AudioFrontendOptions()
+    t = np.arange(16000) / 16000
+    low = log_mel_spectrogram(0.5 * np.sin(2 * np.pi * 300 * t)).mean(axis=0).argmax()
+    high = log_mel_spectrogram(0.5 * np.sin(2 * np.pi * 4000 * t)).mean(axis=0).argmax()
+    assert low < high
+    centres_hz = np.linspace(0, 8000, options.fft_length // 2 + 1) @ mel_filterbank(options) / \
+        mel_filterbank(options).sum(axis=0)
+    assert abs(centres_hz[low] - 300) < 120 and abs(centres_hz[high] - 4000) < 500
+
+
+def test_int16_and_float_inputs_agree():
+    x = (np.random.default_rng(0).normal(size=16000) * 3000).astype(np.int16)
+    np.testing.assert_allclose(log_mel_spectrogram(x), log_mel_spectrogram(x / 32768.0), atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=40),
+       seed=st.integers(min_value=0, max_value=2**31 - 1))
+def test_streaming_gives_exactly_the_frames_of_the_whole_clip(chunks, seed):
+    rng = np.random.default_rng(seed)
+    signal = (rng.normal(size=sum(chunks)) * 0.1).astype(np.float32)
+    whole = log_mel_spectrogram(signal)
+    stream = StreamingAudioFrontend()
+    parts, start = [], 0
+    for size in chunks:
+        parts.append(stream.push(signal[start:start + size]))
+        start += size
+    streamed = np.concatenate(parts)
+    assert streamed.shape == whole.shape
+    assert np.array_equal(streamed, whole)
+    assert stream.frames_emitted == whole.shape[0]
+
+
+def test_stream_reset_starts_over():
+    stream = StreamingAudioFrontend()
+    x = np.random.default_rng(1).normal(size=5000).astype(np.float32) * 0.1
+    first = stream.push(x)
+    stream.reset()
+    assert np.array_equal(stream.push(x), first)
+
+
+def test_fit_clip_pads_and_trims_centred():
+    short = np.ones(8000, np.float32)
+    padded = fit_clip(short)
+    assert padded.shape == (16000,) and padded[:4000].sum() == 0 and padded[4000:12000].sum() == 8000
+    long = np.arange(20000, dtype=np.float32) / 20000
+    trimmed = fit_clip(long)
+    assert trimmed.shape == (16000,) and trimmed[0] == pytest.approx(2000 / 20000)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"hop_ms": 40.0}, "hop_ms"),
+    ({"upper_edge_hz": 9000.0}, "upper_edge_hz"),
+    ({"num_mel_bins": 0}, "num_mel_bins"),
+    ({"sample_rate_hz": 0}, "sample_rate_hz"),
+    ({"lower_edge_hz": 8000.0, "upper_edge_hz": 7000.0}, "lower_edge_hz"),
+])
+def test_bad_audio_options_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        AudioFrontendOptions(**kwargs)
+
+
+def test_options_round_trip_and_reject_unknown_fields():
+    options = AudioFrontendOptions(num_mel_bins=32)
+    assert AudioFrontendOptions.from_dict(options.to_dict()) == options
+    with pytest.raises(ValueError, match="window_size"):
+        AudioFrontendOptions.from_dict({"window_size": 30})
+
+
+def test_bad_samples_are_rejected():
+    with pytest.raises(ValueError, match="1-D"):
+        log_mel_spectrogram(np.zeros((2, 100), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        log_mel_spectrogram(np.zeros(100, np.int32))
+
+
+def test_preprocess_crops_the_centre_and_converts_to_rgb():
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, :80] = (255, 0, 0)  # a blue band on the left edge, outside the centred square crop
+    frame[:, 80:560] = (0, 0, 255)  # red (BGR) in the centre
+    image = preprocess_frame(frame)
+    assert image.shape == (96, 96, 3)
+    assert np.all(image[..., 0] == 255) and np.all(image[..., 2] == 0)  # RGB: red channel first
+
+
+def test_preprocess_accepts_gray_and_bgra_and_rejects_the_rest():
+    assert preprocess_frame(np.zeros((50, 50), np.uint8)).shape == (96, 96, 3)
+    assert preprocess_frame(np.zeros((50, 70, 4), np.uint8)).shape == (96, 96, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_frame(np.zeros((50, 50, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        preprocess_frame(np.zeros((50, 50, 2), np.uint8))
+    with pytest.raises(ValueError, match="width_px"):
+        ImageFrontendOptions(width_px=2)

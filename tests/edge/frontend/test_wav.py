@@ -1,0 +1,214 @@
+"""edge.audio_io: WAV formats, downmix, resampling, error messages."""
+
+from __future__ import annotations
+
+import struct
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgesense.frontend.resample import ResampleOptions, resample
+from edgesense.frontend.wav import probe_wav, read_wav, read_wav_native, write_wav
+
+RATE = 16000
+PCM, FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
+
+
+def _tone(freq_hz: float, rate: int, seconds: float = 0.25, amp: float = 0.5) -> np.ndarray:
+    return amp * np.sin(2 * np.pi * freq_hz * np.arange(int(rate * seconds)) / rate)
+
+
+def _encode(x: np.ndarray, fmt: int, bits: int) -> bytes:
+    """Interleaved frames (n, channels) float in [-1, 1] -> little-endian sample bytes."""
+    if fmt == FLOAT:
+        return x.astype("<f4" if bits == 32 else "<f8").tobytes()
+    if bits == 8:
+        return np.clip(np.round(x * 128 + 128), 0, 255).astype(np.uint8).tobytes()
+    full = np.clip(np.round(x * 2.0 ** (bits - 1)), -2 ** (bits - 1), 2 ** (bits - 1) - 1).astype(np.int64)
+    if bits == 24:
+        u = (full & 0xFFFFFF).astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3]
+        return u.tobytes()
+    return full.astype("<i2" if bits == 16 else "<i4").tobytes()
+
+
+def _wav_bytes(x: np.ndarray, *, rate: int, fmt: int = PCM, bits: int = 16, extensible: bool = False,
+               before_data: bytes = b"", declared_data: int | None = None) -> bytes:
+    frames = x[:, None] if x.ndim == 1 else x
+    channels = frames.shape[1]
+    data = _encode(frames, fmt, bits)
+    block = channels * bits // 8
+    if extensible:
+        guid_tail = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+        fmt_body = struct.pack("<HHIIHHHHI", EXTENSIBLE, channels, rate, rate * block, block, bits, 22, bits, 0)
+        fmt_body += struct.pack("<H", fmt) + guid_tail
+    else:
+        fmt_body = struct.pack("<HHIIHH", fmt, channels, rate, rate * block, block, bits)
+    size = len(data) if declared_data is None else declared_data
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_body)) + fmt_body + before_data
+    body += b"data" + struct.pack("<I", size) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "fmt,bits,extensible,tolerance",
+    [(PCM, 8, False, 1 / 100), (PCM, 16, False, 1 / 30000), (PCM, 24, False, 1e-6), (PCM, 32, False, 1e-7),
+     (FLOAT, 32, False, 1e-7), (FLOAT, 64, False, 1e-7), (PCM, 24, True, 1e-6), (FLOAT, 32, True, 1e-7)],
+)
+def test_reads_every_supported_format(tmp_path: Path, fmt: int, bits: int, extensible: bool, tolerance: float) -> None:
+    x = _tone(440, RATE)
+    path = tmp_path / "a.wav"
+    path.write_bytes(_wav_bytes(x, rate=RATE, fmt=fmt, bits=bits, extensible=extensible))
+    y = read_wav(path)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.max(np.abs(y - x)) <= tolerance
+    info = probe_wav(path)
+    assert (info.format, info.bits_per_sample, info.num_frames) == ("float" if fmt == FLOAT else "pcm", bits, x.size)
+
+
+def test_stdlib_wave_rejects_float_but_we_read_it(tmp_path: Path) -> None:
+    path = tmp_path / "f.wav"
+    path.write_bytes(_wav_bytes(_tone(300, RATE), rate=RATE, fmt=FLOAT, bits=32))
+    with pytest.raises(wave.Error):
+        wave.open(str(path)).close()
+    assert np.max(np.abs(read_wav(path))) > 0.49
+
+
+def test_float_samples_are_clipped_to_unit_range(tmp_path: Path) -> None:
+    path = tmp_path / "loud.wav"
+    path.write_bytes(_wav_bytes(np.array([2.0, -3.0, 0.5]), rate=RATE, fmt=FLOAT, bits=32))
+    np.testing.assert_array_equal(read_wav(path), np.array([1.0, -1.0, 0.5], dtype=np.float32))
+
+
+def test_multichannel_is_mixed_down_by_mean(tmp_path: Path) -> None:
+    left = _tone(440, RATE)
+    frames = np.stack([left, -0.5 * left, np.zeros_like(left)], axis=1)
+    path = tmp_path / "three.wav"
+    path.write_bytes(_wav_bytes(frames, rate=RATE, fmt=FLOAT, bits=32))
+    np.testing.assert_allclose(read_wav(path), left * 0.5 / 3, atol=1e-6)
+    assert probe_wav(path).channels == 3
+
+
+def test_skips_unknown_and_odd_sized_chunks(tmp_path: Path) -> None:
+    x = _tone(440, RATE)
+    odd_chunk = b"LIST" + struct.pack("<I", 3) + b"abc" + b"\x00"  # padded to an even size
+    path = tmp_path / "list.wav"
+    path.write_bytes(_wav_bytes(x, rate=RATE, before_data=odd_chunk))
+    assert np.max(np.abs(read_wav(path) - x)) < 1e-4
+
+
+def test_write_then_read_round_trip_and_stdlib_agrees(tmp_path: Path) -> None:
+    x = _tone(1000, RATE).astype(np.float32)
+    path = write_wav(tmp_path / "w.wav", x, RATE)
+    with wave.open(str(path)) as f:
+        assert (f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()) == (1, 2, RATE, x.size)
+    assert np.max(np.abs(read_wav(path) - x)) < 1e-4
+
+
+def test_write_wav_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="samples"):
+        write_wav(tmp_path / "x.wav", np.zeros((2, 2, 2)), RATE)
+    with pytest.raises(ValueError, match="sample_rate_hz"):
+        write_wav(tmp_path / "x.wav", np.zeros(4), 0)
+    with pytest.raises(ValueError, match="finite"):
+        write_wav(tmp_path / "x.wav", np.array([np.nan]), RATE)
+
+
+def test_read_resamples_other_rates(tmp_path: Path) -> None:
+    rate = 22050
+    path = tmp_path / "r.wav"
+    path.write_bytes(_wav_bytes(_tone(1000, rate, seconds=0.5), rate=rate, fmt=FLOAT, bits=32))
+    y = read_wav(path, sample_rate_hz=RATE)
+    expected = _tone(1000, RATE, seconds=0.5)
+    assert y.size == expected.size
+    edge = 200  # the ends see the zero padding
+    assert np.max(np.abs(y[edge:-edge] - expected[edge:-edge])) < 1e-3
+    native, native_rate = read_wav_native(path)
+    assert native_rate == rate and native.size == int(rate * 0.5)
+
+
+@pytest.mark.parametrize("from_hz,to_hz", [(44100, 16000), (8000, 16000), (48000, 16000), (16000, 22050)])
+def test_resample_preserves_in_band_tones(from_hz: int, to_hz: int) -> None:
+    x = _tone(1000, from_hz, seconds=0.3)
+    y = resample(x, from_hz, to_hz)
+    expected = _tone(1000, to_hz, seconds=0.3)
+    assert y.dtype == np.float32 and y.size == expected.size
+    edge = 300
+    assert np.max(np.abs(y[edge:-edge] - expected[edge:-edge])) < 1e-3
+
+
+def test_resample_removes_content_above_the_new_nyquist() -> None:
+    x = _tone(10000, 44100, seconds=0.3)  # above 8 kHz: must not alias into the 16 kHz output
+    y = resample(x, 44100, RATE)
+    edge = 300
+    rms_db = 20 * np.log10(np.sqrt(np.mean(y[edge:-edge] ** 2)) / np.sqrt(np.mean(x ** 2)))
+    assert rms_db < -60
+
+
+def test_resample_same_rate_is_identity_and_dc_is_kept() -> None:
+    x = np.linspace(-0.5, 0.5, 101)
+    np.testing.assert_array_equal(resample(x, RATE, RATE), x.astype(np.float32))
+    y = resample(np.full(4000, 0.25), 48000, RATE)
+    np.testing.assert_allclose(y[100:-100], 0.25, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 500), from_hz=st.sampled_from([8000, 11025, 22050, 44100, 48000]),
+       to_hz=st.sampled_from([8000, 16000, 22050]))
+def test_resample_length(n: int, from_hz: int, to_hz: int) -> None:
+    y = resample(np.ones(n), from_hz, to_hz)
+    assert y.size == -(-n * to_hz // from_hz)
+
+
+def test_resample_options_validated() -> None:
+    with pytest.raises(ValueError, match="rolloff"):
+        ResampleOptions(rolloff=1.5)
+    with pytest.raises(ValueError, match="from_hz"):
+        resample(np.ones(4), 0, RATE)
+    with pytest.raises(ValueError, match="1-D"):
+        resample(np.ones((2, 2)), 8000, RATE)
+
+
+@pytest.mark.parametrize(
+    "name,content,found",
+    [
+        ("empty.wav", b"", "empty file"),
+        ("short.wav", b"RIFF", "only 4 bytes"),
+        ("text.wav", b"hello, this is not audio at all", "b'hell'"),
+        ("truncated.wav", None, "truncated"),
+        ("adpcm.wav", None, "format tag 0x0002"),
+        ("bits12.wav", None, "12 bits"),
+        ("nodata.wav", None, "'data' chunk"),
+        ("zero.wav", None, "at least one audio frame"),
+    ],
+)
+def test_unreadable_files_raise_value_error_naming_file(tmp_path: Path, name: str, content: bytes | None,
+                                                        found: str) -> None:
+    x = _tone(440, RATE)
+    good = _wav_bytes(x, rate=RATE)
+    if name == "truncated.wav":
+        content = good[: len(good) // 2]
+    elif name == "adpcm.wav":
+        content = good[:20] + struct.pack("<H", 2) + good[22:]
+    elif name == "bits12.wav":
+        content = good[:34] + struct.pack("<H", 12) + good[36:]
+    elif name == "nodata.wav":
+        content = good[:36]
+    elif name == "zero.wav":
+        content = _wav_bytes(np.zeros(0), rate=RATE)
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        read_wav(path)
+    message = str(info.value)
+    assert str(path) in message and "expected" in message and found in message
+
+
+def test_missing_file_and_directory_raise_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        read_wav(tmp_path / "nope.wav")
+    with pytest.raises(ValueError, match="directory"):
+        read_wav(tmp_path)

@@ -1,0 +1,329 @@
+"""Faults injected into the device loop (edge.pipeline) with the tiny int8 model.
+
+Only what this machine lacks is faked, at the very edge: ``cv2.VideoCapture`` (no
+camera) and the ``sounddevice`` module (no microphone). Everything above them (the
+real CameraSource with its reopen/backoff, MicrophoneSource with its ring buffer,
+LatestFrameReader, Pipeline, sinks) is the production code.
+
+* camera unplugged for ``OUTAGE_S`` seconds of stream time and plugged back: the
+  loop keeps running audio inference (and emitting commands), scene events stop,
+  and resume within ``SCENE_RESUME_MS`` of the camera's return;
+* microphone input overflows in bursts: counted in the stats, the loop goes on;
+* SIGTERM in the middle of ``edgesense run``: exit 0, events flushed, no torn line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from media import TEST_THRESHOLD, tone_wav
+
+import edgesense.sources.microphone as microphone_mod
+from edgesense.loop.pipeline import Pipeline, PipelineOptions
+from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.recognition.gate import EnergyGateOptions
+from edgesense.recognition.scenes import SceneSmootherOptions
+from edgesense.sources.base import SourceReadError
+from edgesense.sources.camera import CameraOptions, CameraSource
+from edgesense.sources.microphone import MicrophoneOptions, MicrophoneSource
+from edgesense.sources.replay import WavReplayOptions, WavReplaySource
+
+REPO = Path(__file__).resolve().parents[3]
+SAMPLES = REPO / "samples"
+RATE_HZ = 16000
+OUTAGE_S = float(os.environ.get("EDGESENSE_CAMERA_OUTAGE_S", "3"))
+SCENE_RESUME_MS = 2000.0
+HEARTBEAT_MS = 400.0
+HOP_MS = 100.0
+
+
+def _words_wav(path: Path, starts_s: list[float], seconds: float) -> Path:
+    """'yes' (the tiny model's most confident tone word, tests/media.py) with near-silence between words,
+    so that the energy gate re-arms the recogniser and the same word fires again."""
+    return tone_wav(path, [("yes", start) for start in starts_s], seconds, seed=1, quiet_between=True)
+
+
+# --------------------------------------------------------------------------- fake camera (cv2.VideoCapture)
+
+
+class UnpluggableCamera:
+    """/dev/video0 that is unplugged between stream times ``down_ms`` and ``up_ms``.
+
+    ``clock_ms`` tells the stream time. As with V4L2, a capture opened before an
+    unplug stays dead after it: the CameraSource must reopen the device.
+    """
+
+    def __init__(self, clock_ms, down_ms: float, up_ms: float, fps: float = 15.0, realtime: bool = True) -> None:
+        self.clock_ms, self.down_ms, self.up_ms, self.fps, self.realtime = clock_ms, down_ms, up_ms, fps, realtime
+        self.opens = 0
+        rng = np.random.default_rng(0)
+        self.frame = np.clip(np.array([60, 190, 60]) + rng.normal(0, 12, (480, 640, 3)), 0, 255).astype(np.uint8)
+
+    def plugged(self) -> bool:
+        return not (self.down_ms <= self.clock_ms() < self.up_ms)
+
+    def capture_class(self):
+        camera = self
+
+        class FakeCapture:
+            def __init__(self, source, *args) -> None:
+                self.open = camera.plugged()
+                self.opened_at_ms = camera.clock_ms()
+                camera.opens += self.open
+
+            def isOpened(self) -> bool:
+                return self.open
+
+            def set(self, prop, value) -> bool:
+                return True
+
+            def get(self, prop) -> float:
+                return camera.fps
+
+            def read(self):
+                if camera.realtime:
+                    time.sleep(1.0 / camera.fps)  # a camera blocks until its next frame
+                now = camera.clock_ms()
+                dead = self.opened_at_ms < camera.down_ms <= now  # unplugged since it was opened
+                if not self.open or dead or not camera.plugged():
+                    return False, None
+                return True, camera.frame.copy()
+
+            def release(self) -> None:
+                self.open = False
+
+        return FakeCapture
+
+
+def test_camera_outage_audio_goes_on_and_scenes_resume(tiny_model_path, tmp_path, monkeypatch, outage_s=OUTAGE_S):
+    from edgesense.runtime.model import EdgeModel
+
+    model = EdgeModel.load(tiny_model_path)
+    down_ms = 2000.0
+    up_ms = down_ms + outage_s * 1000.0
+    seconds = up_ms / 1000.0 + 3.0
+    word_s = (down_ms + 200) / 1000.0  # a word inside the outage (its event comes <= 1.5 s after it ends)
+    assert word_s + 0.6 + 1.5 < up_ms / 1000.0, "outage too short to contain a word and its detection"
+    wav = _words_wav(tmp_path / "words.wav", [0.4, word_s, up_ms / 1000.0 + 0.5], seconds)
+    holder: dict = {}
+    camera = UnpluggableCamera(lambda: holder["pipeline"].state.t_ms if "pipeline" in holder else 0.0,
+                               down_ms, up_ms)
+    monkeypatch.setattr(cv2, "VideoCapture", camera.capture_class())
+    events = []
+    options = PipelineOptions(command_hop_ms=HOP_MS, scene_rate_hz=5.0,
+                              recognizer=CommandRecognizerOptions(detection_threshold=TEST_THRESHOLD),
+                              energy_gate=EnergyGateOptions(threshold_dbfs=-45.0, hangover_ms=300.0),
+                              smoother=SceneSmootherOptions(heartbeat_ms=HEARTBEAT_MS, min_hold_ms=0.0))
+    audio = WavReplaySource(wav, WavReplayOptions(realtime=True))  # real-time pacing: the camera is live
+    video = CameraSource(CameraOptions(fps=15.0))  # the device's defaults: reopen after 5 failures, backoff
+    samples: list[tuple[float, int]] = []  # (stream ms, command hops: inferred or gated) from another thread
+    pipeline = Pipeline(model, options, audio=audio, video=video, on_event=events.append)
+    holder["pipeline"] = pipeline
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            stats = pipeline.stats
+            samples.append((pipeline.state.t_ms, stats.audio_inferences + stats.audio_gated))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with pipeline:
+        stats = pipeline.run()
+    stop.set()
+    sampler.join()
+
+    # The camera really failed and really came back through a reopen.
+    assert stats.camera_read_failures > 0 and stats.camera_outages == 1 and stats.camera_reopens >= 1
+    # The command side went on through the outage: every hop inferred (or skipped by the energy gate on
+    # silence), and the word said during the outage was recognised (fused with the image absent).
+    during = [n for t, n in samples if down_ms + 200 <= t <= up_ms - 200]
+    assert len(during) >= 2, "no samples during the outage"
+    expected = (up_ms - down_ms - 400) / HOP_MS
+    assert during[-1] - during[0] >= 0.8 * expected, (during[0], during[-1], expected)
+    assert stats.audio_inferences > 0 and stats.audio_gated > 0
+    commands = [e.t_ms for e in events if e.type == "command"]
+    assert any(down_ms <= t < up_ms for t in commands), f"no command event during the outage: {commands}"
+    # Scene events: regular before, none during, back within SCENE_RESUME_MS after.
+    scenes = [e.t_ms for e in events if e.type == "scene"]
+    assert any(t < down_ms for t in scenes)
+    slack_ms = 1000.0 / 15 + options.scene_period_ms  # a frame taken just before the unplug
+    assert not [t for t in scenes if down_ms + slack_ms < t < up_ms], scenes
+    after = [t for t in scenes if t >= up_ms]
+    assert after, f"scene events never resumed: {scenes}"
+    assert after[0] - up_ms <= SCENE_RESUME_MS, f"scene events resumed {after[0] - up_ms:.0f} ms after the camera"
+
+
+def test_camera_long_outage_reopened_within_2s_of_return():
+    """Fake clock, no pipeline: CameraSource read every 100 ms as LatestFrameReader does, 30 s unplugged."""
+    now = {"ms": 0.0}
+    camera = UnpluggableCamera(lambda: now["ms"], 1000.0, 31000.0, realtime=False)
+    original = cv2.VideoCapture
+    cv2.VideoCapture = camera.capture_class()
+    try:
+        source = CameraSource(CameraOptions(), clock_ms=lambda: now["ms"])
+        first_frame_after = None
+        while now["ms"] < 60000 and first_frame_after is None:
+            try:
+                source.read()
+                if now["ms"] >= camera.up_ms:
+                    first_frame_after = now["ms"]
+            except SourceReadError:
+                pass
+            now["ms"] += 100.0
+        source.close()
+    finally:
+        cv2.VideoCapture = original
+    assert first_frame_after is not None
+    assert first_frame_after - camera.up_ms <= SCENE_RESUME_MS
+
+
+# --------------------------------------------------------------------------- fake microphone (sounddevice)
+
+
+class FakeSoundDevice:
+    """The sounddevice module with one 16 kHz input whose callback reports overflow bursts.
+
+    The stream plays ``samples`` in blocks of ``block`` frames at ``speed`` x real time;
+    blocks in ``overflow_blocks`` carry ``status.input_overflow`` and, as a real
+    overflow does, lose the block's samples (the driver dropped them).
+    """
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, samples: np.ndarray, block: int, overflow_blocks: set[int], speed: float = 2.0) -> None:
+        self.samples, self.block, self.overflow_blocks, self.speed = samples, block, overflow_blocks, speed
+        self.finished = threading.Event()
+        self.overflows_sent = 0
+
+    def query_devices(self, device=None, kind=None):
+        info = {"index": 0, "name": "fake mic", "max_input_channels": 1, "default_samplerate": float(RATE_HZ)}
+        return info if kind else [info]
+
+    def check_input_settings(self, **kwargs) -> None:
+        pass
+
+    def InputStream(self, *, callback, samplerate, **kwargs):  # noqa: N802 - sounddevice's name
+        fake = self
+
+        class Stream:
+            def __init__(self) -> None:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, daemon=True)
+
+            def _run(self) -> None:
+                for i, start in enumerate(range(0, fake.samples.size - fake.block + 1, fake.block)):
+                    if self._stop.is_set():
+                        return
+                    overflow = i in fake.overflow_blocks
+                    fake.overflows_sent += overflow
+                    if not overflow:
+                        block = fake.samples[start:start + fake.block, None].astype(np.float32)
+                        callback(block, fake.block, None, SimpleNamespace(input_overflow=False))
+                    else:  # the driver lost this block: PortAudio reports it on the next callback
+                        callback(np.zeros((0, 1), np.float32), 0, None, SimpleNamespace(input_overflow=True))
+                    time.sleep(fake.block / samplerate / fake.speed)
+                fake.finished.set()
+
+            def start(self) -> None:
+                self._thread.start()
+
+            def stop(self) -> None:
+                self._stop.set()
+
+            def close(self) -> None:
+                self._thread.join(1.0)
+
+        return Stream()
+
+
+def test_microphone_overflow_bursts_are_counted_and_the_loop_goes_on(tiny_model_path, tmp_path, monkeypatch):
+    from edgesense.runtime.model import EdgeModel
+
+    model = EdgeModel.load(tiny_model_path)
+    seconds = 4.0
+    samples = np.random.default_rng(2).normal(0, 0.05, int(seconds * RATE_HZ)).astype(np.float32)
+    block = 320  # 20 ms
+    bursts = {*range(50, 60), *range(100, 115), *range(150, 152)}  # 27 blocks (0.54 s) lost in three bursts
+    fake = FakeSoundDevice(samples, block, bursts)
+    monkeypatch.setattr(microphone_mod, "_import_sounddevice", lambda: fake)
+    mic = MicrophoneSource(MicrophoneOptions(read_timeout_ms=300.0))
+    pipeline = Pipeline(model, PipelineOptions(command_hop_ms=HOP_MS), audio=mic)
+    inferences_at_end_of_bursts = []
+
+    def watch() -> None:
+        while not fake.finished.wait(0.02):
+            if fake.overflows_sent == len(bursts) and not inferences_at_end_of_bursts:
+                inferences_at_end_of_bursts.append(pipeline.stats.audio_inferences)
+        pipeline.stop()  # the fake stream is over: end the run (a live microphone never ends by itself)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with pipeline:
+        stats = pipeline.run()
+    watcher.join(5)
+    assert stats.audio_overflows == len(bursts) == fake.overflows_sent
+    delivered_s = seconds - len(bursts) * block / RATE_HZ
+    # Every delivered chunk was processed and inference ran every hop after the first full window.
+    assert stats.audio_chunks >= 0.95 * delivered_s * 1000 / 20
+    assert stats.audio_inferences >= 0.9 * (delivered_s * 1000 - 1000) / HOP_MS
+    assert inferences_at_end_of_bursts and stats.audio_inferences > inferences_at_end_of_bursts[0], \
+        "no inference after the last overflow burst"
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def _config(tmp_path: Path, model: Path, **outputs) -> Path:
+    path = tmp_path / "device.yaml"
+    lines = ["device: {name: fault-test}", f"model: {{path: {model}}}",
+             "scenes: {heartbeat_ms: 500, min_hold_ms: 0}", "commands: {threshold: 0.5, minimum_count: 2}"]
+    if outputs:
+        lines.append("outputs: {" + ", ".join(f"{k}: {v}" for k, v in outputs.items()) + "}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_flushes_events_and_exits_0(tiny_model_path, tmp_path, sig):
+    events = tmp_path / "events.jsonl"
+    cmd = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(_config(tmp_path, tiny_model_path)),
+           "--video", str(SAMPLES / "scene.mp4"), "--audio", str(SAMPLES / "commands.wav"), "--headless",
+           "--events", str(events)]  # real time (no --fast): 14 s of media, stopped after a few events
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if events.exists() and events.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "edgesense run: events:" in err  # the summary: the loop ended normally
+    text = events.read_text()
+    assert text.endswith("\n"), "torn last line"
+    lines = text.splitlines()
+    assert len(lines) >= 3
+    parsed = [json.loads(line) for line in lines]  # raises on a torn line
+    assert all(p["type"] in ("command", "scene") for p in parsed)
+    assert max(p["t_ms"] for p in parsed) < 14000, "stopped mid-run, not at the end of the media"

@@ -1,0 +1,469 @@
+"""The device loop on real media with the real tiny int8 model.
+
+Media are written for each test: WAVs (tone "words" in the tiny model's frequency
+bands, over the noise floor it was trained with) and videos encoded with
+cv2.VideoWriter (frames tinted like the tiny model's scene classes), decoded back by
+OpenCV. Only the hardware edges are faked: PortAudio (sounddevice's device list and
+InputStream, whose callback the test drives with the WAV's samples) and the camera
+(cv2.VideoCapture for a device index).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import sounddevice as sd
+from media import (
+    DETECTION_SLACK_MS,
+    REQUIRED_KEYS,
+    TEST_THRESHOLD,
+    TONE_S,
+    scene_image,
+    scene_video,
+    tone_samples,
+    tone_wav,
+    write_wav,
+)
+
+import edgesense.sources.microphone as microphone_mod
+from edgesense.config.device import DeviceConfig
+from edgesense.loop.pipeline import Pipeline, PipelineOptions
+from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner
+from edgesense.loop.stats import AUDIO_END_TO_EVENT, STAGES, PipelineStats
+from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.recognition.gate import EnergyGateOptions
+from edgesense.recognition.scenes import SceneSmootherOptions
+from edgesense.runtime.model import EdgeModel
+from edgesense.sinks.jsonl import JsonLinesSink
+from edgesense.sources.base import BackoffOptions
+from edgesense.sources.camera import CameraOptions, CameraSource
+from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
+from edgesense.types import CommandEvent, SceneEvent
+
+
+def quick_smoother() -> SceneSmootherOptions:
+    return SceneSmootherOptions(window_ms=500.0, min_hold_ms=400.0, heartbeat_ms=1000.0)
+
+
+def test_options(**overrides) -> PipelineOptions:
+    values = dict(recognizer=CommandRecognizerOptions(detection_threshold=TEST_THRESHOLD), smoother=quick_smoother())
+    values.update(overrides)
+    return PipelineOptions(**values)
+
+
+test_options.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path) -> EdgeModel:
+    return EdgeModel.load(tiny_model_path)
+
+
+class RecordingModel:
+    """Delegates to the real model and records what ``fuse`` was given (present or None)."""
+
+    def __init__(self, model: EdgeModel) -> None:
+        self._model = model
+        self.fused: list[tuple[bool, bool]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def fuse(self, audio_embedding, image_embedding):
+        self.fused.append((audio_embedding is not None, image_embedding is not None))
+        return self._model.fuse(audio_embedding, image_embedding)
+
+
+# --------------------------------------------------------------------------- the whole loop on replayed media
+
+
+def test_replay_loop_emits_commands_and_scenes_with_stats(model, tmp_path):
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 1.0)], 5.5)
+    video = scene_video(tmp_path / "v.avi", [("indoor", 2.5), ("vehicle", 3.0)])
+    events_file = tmp_path / "events.jsonl"
+    seen = []
+    pipeline = Pipeline(model, test_options(), audio=WavReplaySource(wav), video=VideoReplaySource(video),
+                        sinks=[JsonLinesSink(events_file)], on_event=seen.append)
+    with pipeline:
+        stats = pipeline.run()
+
+    lines = events_file.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == len(seen) == stats.command_events + stats.scene_events
+    for record in records:
+        assert REQUIRED_KEYS <= set(record)
+        assert set(STAGES) <= set(record["latency_ms"])
+        assert all(v >= 0 for v in record["latency_ms"].values())
+    times = [r["t_ms"] for r in records]
+    assert times == sorted(times)
+
+    commands = [r for r in records if r["type"] == "command"]
+    assert [c["label"] for c in commands] == ["yes"]
+    word_end_ms = (1.0 + TONE_S) * 1000
+    assert word_end_ms - TONE_S * 500 <= commands[0]["t_ms"] <= word_end_ms + DETECTION_SLACK_MS
+    assert commands[0]["score"] > TEST_THRESHOLD
+    assert commands[0]["latency_ms"]["audio_encoder"] > 0 and commands[0]["latency_ms"]["image_encoder"] > 0
+    assert 0 < commands[0]["latency_ms"][AUDIO_END_TO_EVENT] < 1000
+
+    scenes = [r for r in records if r["type"] == "scene"]
+    changes = [s for s in scenes if s["reason"] == "change"]
+    assert [s["label"] for s in changes] == ["indoor", "vehicle"]
+    assert changes[1]["previous"] == "indoor"
+    assert 2500 <= changes[1]["t_ms"] <= 2500 + 1500  # the video switched at 2.5 s
+    assert any(s["reason"] == "heartbeat" for s in scenes)
+
+    assert stats.audio_chunks == 275  # 5.5 s in 20 ms chunks
+    assert stats.video_frames == 55
+    assert stats.stream_ms == pytest.approx(5500.0) and stats.stream_start_ms == 0.0
+    hops = int((5500 - 990) // 100) + 1  # one per 100 ms once the first second is in
+    assert abs(stats.audio_inferences - hops) <= 1 and stats.audio_gated == 0
+    assert abs(stats.image_inferences - 5.5 * 5) <= 1  # 5 Hz of a 10 fps video
+    assert stats.frames_dropped == stats.video_frames - stats.image_inferences > 0
+    assert stats.fusions < stats.audio_inferences + stats.image_inferences  # shared ticks fuse once
+    assert 0 < stats.real_time_factor < 1 and 0 < stats.compute_load <= stats.real_time_factor
+    for stage in STAGES:
+        assert 0 < stats.percentile(stage, 50) <= stats.percentile(stage, 95)
+    assert "RTF" in stats.summary() and "p50/p95" in stats.summary()
+
+
+def test_fast_replay_aligns_frames_by_timestamp(model, tmp_path, make_video, level_frames):
+    """With --fast nothing paces the video: the frame used at audio time t is the newest with t_frame <= t."""
+    fps = 25.0
+    video = make_video("levels.avi", level_frames(50), fps=fps)
+    wav = write_wav(tmp_path / "a.wav", tone_samples([], 2.0))
+    used = []
+
+    def on_frame(frame, state):
+        used.append((state.t_ms, frame.t_ms, int(np.median(frame.image))))
+
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav), video=VideoReplaySource(video),
+                  on_frame=on_frame) as pipeline:
+        list(pipeline.events())
+    assert len(used) == 50  # audio ticks every 20 ms, frames every 40 ms: each frame is the newest once
+    for audio_t, frame_t, level in used:
+        assert frame_t <= audio_t < frame_t + 1000 / fps + 20
+        index = round(frame_t * fps / 1000)
+        assert abs(level - (index * 20) % 256) <= 8  # the decoded frame really is that one
+
+
+def test_audio_only_and_video_only_fuse_none_for_the_absent_modality(model, tmp_path):
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 3.0)
+    video = scene_video(tmp_path / "v.avi", [("outdoor", 3.0)])
+
+    audio_model = RecordingModel(model)
+    with Pipeline(audio_model, test_options(), audio=WavReplaySource(wav)) as pipeline:
+        events = list(pipeline.events())
+    assert [e.label for e in events if isinstance(e, CommandEvent)] == ["yes"]
+    assert not any(isinstance(e, SceneEvent) for e in events)
+    assert audio_model.fused and set(audio_model.fused) == {(True, False)}
+    assert events[0].latency_ms["image_encoder"] == 0.0
+
+    video_model = RecordingModel(model)
+    with Pipeline(video_model, test_options(), video=VideoReplaySource(video)) as pipeline:
+        events = list(pipeline.events())
+        stats = pipeline.stats
+    assert events and all(isinstance(e, SceneEvent) for e in events)
+    assert events[0].label == "outdoor"
+    assert set(video_model.fused) == {(False, True)}
+    assert stats.audio_chunks == 0 and stats.image_inferences == pytest.approx(15, abs=1)
+    assert stats.stream_ms == pytest.approx(2900.0)  # first to last frame
+
+
+def test_energy_gate_skips_silence_and_rearms_the_recognizer(model, tmp_path):
+    words = [("yes", 1.0), ("yes", 4.0)]
+    wav = tone_wav(tmp_path / "a.wav", words, 6.5, quiet_between=True)
+    gate = EnergyGateOptions(threshold_dbfs=-45.0, hangover_ms=300.0)
+    with Pipeline(model, test_options(energy_gate=gate), audio=WavReplaySource(wav)) as pipeline:
+        events = list(pipeline.events())
+        stats = pipeline.stats
+    assert [e.label for e in events] == ["yes", "yes"]
+    assert 1600 <= events[0].t_ms <= 1600 + DETECTION_SLACK_MS and 4600 <= events[1].t_ms <= 4600 + DETECTION_SLACK_MS
+    hops = int((6500 - 990) // 100) + 1
+    assert abs(stats.audio_inferences + stats.audio_gated - hops) <= 1
+    assert stats.audio_gated > hops // 3  # most of the quiet time was skipped
+
+
+def test_duration_stop_and_on_frame_stop(model, tmp_path):
+    wav = tone_wav(tmp_path / "a.wav", [], 4.0)
+    video = scene_video(tmp_path / "v.avi", [("indoor", 4.0)])
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav)) as pipeline:
+        pipeline.run(duration_s=1.5)
+        assert pipeline.stats.stream_ms == pytest.approx(1500.0)
+
+    frames = []
+
+    def stop_after_five(frame, state):
+        frames.append(frame)
+        return len(frames) < 5
+
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav), video=VideoReplaySource(video),
+                  on_frame=stop_after_five) as pipeline:
+        pipeline.run()
+        assert len(frames) == 5 and pipeline.stats.stream_ms < 1000
+    with pytest.raises(RuntimeError, match="after close"):
+        next(pipeline.events())
+
+
+def test_failing_sink_and_callback_do_not_stop_the_loop(model, tmp_path, caplog):
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 2.5)
+    good = []
+
+    def broken(event):
+        raise RuntimeError("boom")
+
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav), on_event=[broken, good.append]) as pipeline:
+        stats = pipeline.run()
+    assert [e.label for e in good] == ["yes"] and stats.command_events == 1
+    assert "boom" in caplog.text
+
+
+# --------------------------------------------------------------------------- live microphone (PortAudio faked)
+
+
+class FakeStream:
+    """sounddevice.InputStream with the real signature; start() plays a WAV's samples into the
+    callback from a thread, in 10 ms blocks at real time (like PortAudio's thread)."""
+
+    samples: np.ndarray = np.zeros(0, np.float32)
+    overflow_at_block = 3
+    instances: list["FakeStream"] = []
+
+    def __init__(self, *, device, samplerate, channels, dtype, callback):
+        assert channels == 1 and dtype == "float32"
+        self.samplerate, self.callback = samplerate, callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, daemon=True)
+        self.blocks = 0
+        FakeStream.instances.append(self)
+
+    def _play(self):
+        block = self.samplerate // 100
+        next_at = time.monotonic()
+        for i, start in enumerate(range(0, self.samples.size, block)):
+            if self._stop.is_set():
+                return
+            status = sd.CallbackFlags()
+            status.input_overflow = i == self.overflow_at_block
+            data = self.samples[start:start + block].reshape(-1, 1)
+            self.callback(data, data.shape[0], None, status)
+            self.blocks += 1
+            next_at += block / self.samplerate
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake_portaudio(monkeypatch):
+    devices = [{"index": 0, "name": "USB PnP Sound Device", "max_input_channels": 1, "default_samplerate": 16000.0}]
+
+    def query_devices(device=None, kind=None):
+        return list(devices) if device is None and kind is None else devices[0]
+
+    monkeypatch.setattr(sd, "query_devices", query_devices)
+    monkeypatch.setattr(sd, "check_input_settings", lambda **kwargs: None)
+    FakeStream.instances = []
+    monkeypatch.setattr(sd, "InputStream", FakeStream)
+    return FakeStream
+
+
+def test_live_microphone_through_its_callback(fake_portaudio, tiny_model_path):
+    samples = tone_samples([("yes", 0.5)], 2.8).astype(np.float32)
+    fake_portaudio.samples = samples
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False},
+                                     "commands": {"threshold": TEST_THRESHOLD}})
+    pipeline = Pipeline.from_config(config, model_path=tiny_model_path, events=False,
+                                    options=test_options())
+    watchdog = threading.Timer(30.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with pipeline:
+            assert isinstance(pipeline.audio, microphone_mod.MicrophoneSource) and pipeline.video is None
+            events = list(pipeline.events(duration_s=2.7))
+            stats = pipeline.stats
+    finally:
+        watchdog.cancel()
+    assert fake_portaudio.instances and fake_portaudio.instances[0].blocks >= 270
+    assert [e.label for e in events] == ["yes"]
+    assert stats.audio_chunks == 135  # 2.7 s in 20 ms chunks
+    assert stats.audio_overflows == 1 and stats.audio_dropped_samples == 0
+    # Live times are on the microphone's monotonic clock: the word ended 1.1 s after its first sample.
+    assert stats.stream_start_ms > 0
+    assert 1100 - TONE_S * 500 <= events[0].t_ms - stats.stream_start_ms <= 1100 + DETECTION_SLACK_MS
+    assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
+
+
+def test_no_microphone_is_a_clear_error_at_start(monkeypatch, tiny_model_path):
+    monkeypatch.setattr(sd, "query_devices", lambda device=None, kind=None: [])
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False}})
+    with pytest.raises(RuntimeError, match="no audio input device"):
+        Pipeline.from_config(config, model_path=tiny_model_path, events=False)
+
+
+# --------------------------------------------------------------------------- live camera (the capture device faked)
+
+
+class FakeCamera:
+    """cv2.VideoCapture for a device index: frames at ``fps`` (read() blocks like a webcam);
+    while ``broken`` is set, opening fails and reads return (False, None)."""
+
+    broken = threading.Event()
+    fps = 20.0
+    opened = 0
+
+    def __init__(self, source, *args):
+        self._open = not self.broken.is_set()
+        self._rng = np.random.default_rng(FakeCamera.opened)
+        FakeCamera.opened += 1
+
+    def isOpened(self):
+        return self._open
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 160, cv2.CAP_PROP_FRAME_HEIGHT: 120, cv2.CAP_PROP_FPS: self.fps}.get(prop, 0)
+
+    def read(self):
+        time.sleep(1 / self.fps)
+        if self.broken.is_set() or not self._open:
+            return False, None
+        return True, scene_image("vehicle", self._rng)
+
+    def release(self):
+        self._open = False
+
+
+def test_camera_failure_keeps_audio_running_and_scenes_resume(model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.broken.clear()
+    outage_s = (1.2, 2.8)
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 1.5)], 4.2)
+    camera = CameraSource(CameraOptions(source=0, reopen_after_failures=2,
+                                        backoff=BackoffOptions(initial_ms=50.0, max_ms=200.0)))
+    options = test_options(smoother=SceneSmootherOptions(window_ms=300.0, min_hold_ms=0.0, heartbeat_ms=200.0))
+    pipeline = Pipeline(model, options, audio=WavReplaySource(wav, WavReplayOptions(realtime=True)), video=camera)
+    timers = [threading.Timer(outage_s[0], FakeCamera.broken.set), threading.Timer(outage_s[1], FakeCamera.broken.clear)]
+    events = []
+    with caplog.at_level("WARNING"), pipeline:
+        for timer in timers:
+            timer.start()
+        for event in pipeline.events():
+            events.append(event)
+        stats = pipeline.stats
+    for timer in timers:
+        timer.cancel()
+    FakeCamera.broken.clear()
+
+    scenes = [e.t_ms for e in events if isinstance(e, SceneEvent)]
+    commands = [e for e in events if isinstance(e, CommandEvent)]
+    margin_ms = 250  # timers vs the replay's pacing
+    assert any(t < outage_s[0] * 1000 for t in scenes)
+    assert not [t for t in scenes if outage_s[0] * 1000 + margin_ms < t < outage_s[1] * 1000]
+    assert any(t > outage_s[1] * 1000 + margin_ms for t in scenes)  # resumed after the reopen
+    assert [c.label for c in commands] == ["yes"]  # the word inside the outage still fired
+    assert outage_s[0] * 1000 < commands[0].t_ms < outage_s[1] * 1000
+    assert commands[0].latency_ms["image_encoder"] == 0.0  # fused without the (stale) image
+    assert stats.camera_read_failures >= 2 and stats.camera_reopens >= 1 and stats.camera_outages == 1
+    assert stats.audio_chunks == 210
+    outage_logs = [r for r in caplog.records if "scene events paused" in r.getMessage()]
+    assert len(outage_logs) == 1  # logged once, not per failed read
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- scheduler pieces and options
+
+
+def test_periodic_schedule_fires_on_a_grid_without_bursts():
+    s = PeriodicSchedule(100.0)
+    fired = [t for t in range(0, 1000, 20) if s.due(float(t))]
+    assert fired == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
+    assert s.due(1530.0) and not s.due(1590.0) and s.due(1600.0)  # a stall skips cells, no catch-up burst
+    with pytest.raises(ValueError, match="period_ms"):
+        PeriodicSchedule(0)
+    hop, scene = PeriodicSchedule(100.0), PeriodicSchedule(200.0)
+    origin = 123456.789  # a live clock: anchored grids coincide despite float rounding
+    hop.anchor(origin)
+    scene.anchor(origin)
+    ticks = [origin + k * 20.0 for k in range(50, 61)]  # 1000 .. 1200 ms
+    both = [t for t in ticks if hop.due(t) & scene.due(t)]
+    assert len(both) == 2 and hop.next_ms == pytest.approx(origin + 1300.0)
+
+
+def test_feature_window_keeps_the_newest_frames_in_order():
+    w = FeatureWindow(4, 2)
+    rows = np.arange(20, dtype=np.float32).reshape(10, 2)
+    w.push(rows[:3])
+    assert not w.full
+    for i in range(3, 10):
+        w.push(rows[i:i + 1])
+        assert np.array_equal(w.view(), rows[i - 3:i + 1])
+    w.push(rows)  # more than the window at once
+    assert np.array_equal(w.view(), rows[-4:])
+    with pytest.raises(ValueError, match="rows"):
+        w.push(np.zeros((1, 3)))
+
+
+def test_replay_aligner_hands_out_the_newest_frame_not_after_t(make_video, level_frames):
+    video = make_video("levels.avi", level_frames(10), fps=10.0)
+    aligner = ReplayVideoAligner(VideoReplaySource(video, VideoReplayOptions()))
+    assert aligner.frame_at(0.0).t_ms == 0.0
+    assert aligner.frame_at(50.0) is None  # frame 1 is at 100 ms
+    frame = aligner.frame_at(350.0)
+    assert frame.t_ms == 300.0 and aligner.dropped == 2  # frames 1 and 2 were stale
+    assert abs(int(np.median(frame.image)) - 60) <= 8
+    assert aligner.frame_at(10_000.0).t_ms == 900.0 and aligner.exhausted
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"command_hop_ms": 0}, "command_hop_ms"),
+    ({"scene_rate_hz": -1}, "scene_rate_hz"),
+    ({"embedding_max_age_ms": float("nan")}, "embedding_max_age_ms"),
+    ({"recognizer": {}}, "recognizer"),
+    ({"energy_gate": 3}, "energy_gate"),
+    ({"stats_window": 0}, "stats_window"),
+])
+def test_pipeline_options_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}: expected"):
+        PipelineOptions(**kwargs)
+
+
+def test_options_from_config_and_embedding_age():
+    config = DeviceConfig.from_dict({"device": {"name": "x"}, "scheduler": {"command_hop_ms": 50, "scene_rate_hz": 2},
+                                     "commands": {"vad_enabled": True, "threshold": 0.6}})
+    options = PipelineOptions.from_config(config)
+    assert options.command_hop_ms == 50 and options.scene_period_ms == 500
+    assert options.recognizer.detection_threshold == 0.6 and options.energy_gate is not None
+    assert options.max_embedding_age_ms == 1000  # two scene periods
+    assert PipelineOptions(embedding_max_age_ms=250).max_embedding_age_ms == 250
+
+
+def test_pipeline_needs_a_source_and_matching_sample_rate(model, tmp_path):
+    with pytest.raises(ValueError, match="at least one source"):
+        Pipeline(model)
+    wav = write_wav(tmp_path / "a.wav", tone_samples([], 1.0))
+    source = WavReplaySource(wav, WavReplayOptions(sample_rate_hz=8000))
+    with Pipeline(model, audio=source) as pipeline, pytest.raises(ValueError, match="16000 Hz"):
+        list(pipeline.events())
+
+
+def test_stats_percentiles_and_summary_without_data():
+    stats = PipelineStats()
+    assert math.isnan(stats.real_time_factor) and math.isnan(stats.percentile("fusion", 50))
+    assert "0 command" in stats.summary()
+    assert json.dumps({k: v for k, v in stats.to_dict().items() if isinstance(v, (int, dict))})

@@ -1,0 +1,241 @@
+"""Post-processing on hand-made score sequences (no model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
+from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
+from edgesense.types import DEFAULT_COMMAND_LABELS, CommandEvent, SceneEvent
+
+LABELS = DEFAULT_COMMAND_LABELS
+HOP_MS = 100.0
+
+
+def scores(label: str, p: float = 0.9, labels=LABELS) -> np.ndarray:
+    """``p`` on ``label``, the rest spread evenly on the others."""
+    out = np.full(len(labels), (1.0 - p) / (len(labels) - 1))
+    out[labels.index(label)] = p
+    return out
+
+
+def feed(recognizer: CommandRecognizer, timeline: list[tuple[float, np.ndarray]]) -> list[CommandEvent]:
+    events = [recognizer.process(s, t) for t, s in timeline]
+    return [e for e in events if e is not None]
+
+
+def steady(label: str, start_ms: float, stop_ms: float, p: float = 0.9) -> list[tuple[float, np.ndarray]]:
+    return [(t, scores(label, p)) for t in np.arange(start_ms, stop_ms, HOP_MS)]
+
+
+def clock():
+    return 1_700_000_000.5
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_sustained_word_fires_once_after_enough_results():
+    recognizer = CommandRecognizer(LABELS, CommandRecognizerOptions(), wall_time=clock)
+    results = [recognizer.process(s, t) for t, s in steady("yes", 0, 1500)]
+    # t=0, 100: fewer than minimum_count=3; t=200: 3 results spanning 200 ms < window/4 = 250 ms.
+    assert results[:3] == [None, None, None]
+    event = results[3]
+    assert isinstance(event, CommandEvent)
+    assert (event.label, event.t_ms, event.wall_time) == ("yes", 300.0, clock())
+    assert event.score == pytest.approx(0.9)
+    assert all(r is None for r in results[4:])  # same label: never again while it stays on top
+    assert recognizer.last_result.label == "yes" and not recognizer.last_result.is_new_command
+
+
+def test_minimum_count_blocks_sparse_results():
+    timeline = [(t, scores("go")) for t in (0.0, 400.0, 800.0, 1200.0, 1600.0)]
+    assert [e.t_ms for e in feed(CommandRecognizer(LABELS), timeline)] == [800.0]
+    # With 4 required, a 1000 ms window never holds more than 3 results 400 ms apart.
+    strict = CommandRecognizer(LABELS, CommandRecognizerOptions(minimum_count=4))
+    assert feed(strict, timeline) == []
+
+
+@pytest.mark.parametrize("threshold, fires", [(0.7, False), (0.6, True)])
+def test_detection_threshold(threshold, fires):
+    recognizer = CommandRecognizer(LABELS, CommandRecognizerOptions(detection_threshold=threshold))
+    events = feed(recognizer, steady("left", 0, 1200, p=0.65))
+    assert [e.label for e in events] == (["left"] if fires else [])
+
+
+def test_single_spike_is_averaged_away():
+    timeline = steady("_silence_", 0, 1000, p=0.95)
+    timeline[5] = (timeline[5][0], scores("stop", 1.0))
+    assert feed(CommandRecognizer(LABELS), timeline) == []
+
+
+@pytest.mark.parametrize("suppression_ms, expected_t_ms", [(750.0, 1000.0), (500.0, 900.0)])
+def test_suppression_after_a_detection(suppression_ms, expected_t_ms):
+    # Window 300 ms (4 results): "yes" fires at 200; "no" averages 0.9 from t=900 on,
+    # but within 750 ms of the "yes" it is suppressed until t=1000.
+    options = CommandRecognizerOptions(average_window_ms=300, suppression_ms=suppression_ms)
+    timeline = steady("yes", 0, 600) + steady("no", 600, 1500)
+    events = feed(CommandRecognizer(LABELS, options), timeline)
+    assert [(e.label, e.t_ms) for e in events] == [("yes", 200.0), ("no", expected_t_ms)]
+
+
+def test_silence_and_unknown_never_emit_but_silence_rearms_a_repeated_word():
+    timeline = steady("yes", 0, 600) + steady("_silence_", 600, 2000, p=0.95) + steady("yes", 2000, 3000)
+    events = feed(CommandRecognizer(LABELS), timeline)
+    assert [e.label for e in events] == ["yes", "yes"]
+    assert events[1].t_ms > 2000.0
+    # Without a confident silence in between, the same word does not fire twice.
+    no_gap = steady("yes", 0, 600) + steady("_silence_", 600, 2000, p=0.5) + steady("yes", 2000, 3000)
+    assert [e.label for e in feed(CommandRecognizer(LABELS), no_gap)] == ["yes"]
+    assert feed(CommandRecognizer(LABELS), steady("_unknown_", 0, 3000, p=0.99)) == []
+
+
+def test_latency_is_attached_to_the_event():
+    recognizer = CommandRecognizer(LABELS)
+    events = [recognizer.process(s, t, latency_ms={"inference": 4.2}) for t, s in steady("up", 0, 400)]
+    assert events[-1].latency_ms == {"inference": 4.2}
+    assert events[-1].to_dict()["latency_ms"] == {"inference": 4.2}
+
+
+def test_out_of_order_and_malformed_scores_are_value_errors():
+    recognizer = CommandRecognizer(LABELS)
+    recognizer.process(scores("yes"), 500.0)
+    recognizer.process(scores("yes"), 500.0)  # equal times are fine
+    with pytest.raises(ValueError, match="t_ms.*500.*got 400"):
+        recognizer.process(scores("yes"), 400.0)
+    with pytest.raises(ValueError, match=r"scores: expected shape \(12,\)"):
+        recognizer.process(np.zeros(11), 600.0)
+    with pytest.raises(ValueError, match="finite"):
+        recognizer.process(np.full(12, np.nan), 600.0)
+    recognizer.reset()
+    assert recognizer.process(scores("yes"), 0.0) is None  # time restarts after reset
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"detection_threshold": 1.5}, "detection_threshold"), ({"minimum_count": 0}, "minimum_count"),
+    ({"suppression_ms": -1}, "suppression_ms"), ({"average_window_ms": "1s"}, "average_window_ms"),
+])
+def test_recognizer_options_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        CommandRecognizerOptions(**kwargs)
+
+
+# --------------------------------------------------------------------------- energy gate
+
+
+def tone(amplitude: float, ms: float = 20.0, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(rate * ms / 1000)) / rate
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_rms_dbfs():
+    assert rms_dbfs(np.ones(100)) == pytest.approx(0.0)
+    assert rms_dbfs(tone(0.5, ms=1000)) == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.01)
+    assert rms_dbfs(np.zeros(10)) == -120.0 and rms_dbfs(np.zeros(0)) == -120.0
+
+
+def test_energy_gate_opens_on_speech_and_holds_for_hangover():
+    gate = EnergyGate(EnergyGateOptions(threshold_dbfs=-40, hangover_ms=100))
+    rng = np.random.default_rng(1)
+    quiet = (rng.standard_normal(320) * 1e-4).astype(np.float32)  # about -80 dBFS
+    opened = []
+    t = 0.0
+    for chunk in [quiet, quiet, tone(0.3), tone(0.3)] + [quiet] * 8:
+        t += 20.0
+        opened.append(gate.update(chunk, t))
+    # Loud at t=60, 80 -> open until 180; closed from 200 on.
+    assert opened == [False, False, True, True, True, True, True, True, True, False, False, False]
+    assert gate.last_dbfs < -70
+    with pytest.raises(ValueError, match="t_ms"):
+        gate.update(quiet, 100.0)
+
+
+def test_energy_gate_options_validation():
+    with pytest.raises(ValueError, match="threshold_dbfs"):
+        EnergyGateOptions(threshold_dbfs=3.0)
+    with pytest.raises(ValueError, match="hangover_ms"):
+        EnergyGateOptions(hangover_ms=-5)
+
+
+# --------------------------------------------------------------------------- scenes
+
+SCENES = ("home", "office", "street")
+
+
+def probs(**values: float) -> np.ndarray:
+    return np.array([values.get(label, 0.05) for label in SCENES])
+
+
+def run_scenes(smoother: SceneSmoother, timeline) -> list[SceneEvent]:
+    events = [smoother.update(p, t) for t, p in timeline]
+    return [e for e in events if e is not None]
+
+
+WINDOW = SceneSmootherOptions(method="window", window_ms=400, hysteresis_margin=0.1, min_hold_ms=1000,
+                              heartbeat_ms=None)
+
+
+def test_first_label_needs_min_hold_then_switch_needs_margin_for_min_hold():
+    smoother = SceneSmoother(SCENES, WINDOW, wall_time=clock)
+    timeline = [(float(t), probs(home=0.9)) for t in range(0, 1200, 200)]
+    timeline += [(float(t), probs(office=0.9)) for t in range(1200, 3000, 200)]
+    events = run_scenes(smoother, timeline)
+    # home: candidate at 0, held 1000 ms. office: tie at 1200 (window mean), leads from 1400, held until 2400.
+    assert [(e.label, e.t_ms, e.reason, e.previous) for e in events] == [
+        ("home", 1000.0, "change", None), ("office", 2400.0, "change", "home")]
+    assert events[1].score == pytest.approx(0.9) and events[1].wall_time == clock()
+    assert smoother.current_label == "office"
+
+
+def test_flicker_and_near_ties_never_switch():
+    smoother = SceneSmoother(SCENES, SceneSmootherOptions(method="window", window_ms=400, min_hold_ms=0,
+                                                          hysteresis_margin=0.1, heartbeat_ms=None))
+    assert smoother.update(probs(home=0.9), 0.0).label == "home"  # min_hold_ms=0: at once
+    near_tie = [(float(t), probs(home=0.42, office=0.48)) for t in range(200, 3000, 200)]
+    assert run_scenes(smoother, near_tie) == []  # office leads by 0.06 < margin
+    # No smoothing (a 200 ms window at 200 ms hops): each office spike leads by 0.85 for one
+    # frame. The spikes are 1000 ms apart, so only resetting the candidate keeps them from switching.
+    held = SceneSmoother(SCENES, dataclasses.replace(WINDOW, window_ms=200))
+    timeline = [(float(t), probs(street=0.9)) for t in range(0, 1200, 200)]
+    timeline += [(float(t), probs(office=0.95) if (t // 200) % 5 == 0 else probs(street=0.9))
+                 for t in range(1200, 6000, 200)]
+    assert [e.label for e in run_scenes(held, timeline)] == ["street"]
+
+
+def test_heartbeats_while_the_label_holds():
+    options = SceneSmootherOptions(method="window", window_ms=400, min_hold_ms=0, heartbeat_ms=1000)
+    smoother = SceneSmoother(SCENES, options)
+    events = run_scenes(smoother, [(float(t), probs(street=0.8)) for t in range(0, 3500, 250)])
+    assert [(e.reason, e.t_ms) for e in events] == [
+        ("change", 0.0), ("heartbeat", 1000.0), ("heartbeat", 2000.0), ("heartbeat", 3000.0)]
+    assert all(e.label == "street" for e in events)
+    assert events[1].to_dict()["reason"] == "heartbeat" and "previous" not in events[1].to_dict()
+
+
+def test_ema_time_constant():
+    smoother = SceneSmoother(SCENES, SceneSmootherOptions(method="ema", window_ms=1000, heartbeat_ms=None))
+    smoother.update(np.array([1.0, 0.0, 0.0]), 0.0)
+    smoother.update(np.array([0.0, 1.0, 0.0]), 1000.0)  # one time constant later
+    assert smoother.smoothed[1] == pytest.approx(1 - math.exp(-1))
+    smoother.update(np.array([0.0, 1.0, 0.0]), 1500.0)  # irregular steps use the elapsed time
+    assert smoother.smoothed[1] == pytest.approx(1 - math.exp(-1.5))
+
+
+def test_scene_input_validation():
+    smoother = SceneSmoother(SCENES)
+    smoother.update(probs(home=0.9), 100.0)
+    with pytest.raises(ValueError, match="t_ms"):
+        smoother.update(probs(home=0.9), 50.0)
+    with pytest.raises(ValueError, match="probabilities"):
+        smoother.update(np.ones(4), 200.0)
+    with pytest.raises(ValueError, match="labels"):
+        SceneSmoother(("a", "a"))
+    with pytest.raises(ValueError, match="method"):
+        SceneSmootherOptions(method="median")
+    with pytest.raises(ValueError, match="heartbeat_ms"):
+        SceneSmootherOptions(heartbeat_ms=0)

@@ -1,0 +1,134 @@
+"""edge.interpreter: backend choice, delegate fallback, bad model files."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import pytest
+
+import edgesense.runtime.interpreter as interp_mod
+from edgesense.runtime.interpreter import (
+    InterpreterBackend,
+    InterpreterOptions,
+    load_interpreter_backend,
+    load_interpreter_class,
+    make_interpreter,
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backend_cache():
+    load_interpreter_backend.cache_clear()
+    yield
+    load_interpreter_backend.cache_clear()
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"num_threads": 0}, "num_threads"),
+    ({"num_threads": True}, "num_threads"),
+    ({"num_threads": 1.5}, "num_threads"),
+    ({"delegate": "tpu"}, "delegate"),
+    ({"delegate_library": "libx.so"}, "delegate_library"),
+    ({"delegate": "gpu", "delegate_library": ""}, "delegate_library"),
+])
+def test_invalid_options_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}: expected"):
+        InterpreterOptions(**kwargs)
+
+
+def test_delegate_library_defaults():
+    assert InterpreterOptions(delegate="edgetpu").library == "libedgetpu.so.1"
+    assert InterpreterOptions(delegate="gpu").library == "libtensorflowlite_gpu_delegate.so"
+    assert InterpreterOptions().library is None
+    assert InterpreterOptions(delegate="xnnpack").library is None
+    assert InterpreterOptions(delegate="gpu", delegate_library="/opt/x.so").library == "/opt/x.so"
+
+
+def test_prefers_ai_edge_litert(caplog):
+    import ai_edge_litert.interpreter
+
+    with caplog.at_level(logging.INFO, logger="edgesense.runtime.interpreter"):
+        assert load_interpreter_class() is ai_edge_litert.interpreter.Interpreter
+    assert "ai_edge_litert" in caplog.text
+
+
+def _fake_import(available: dict[str, object]):
+    def import_module(name):
+        if name in available:
+            return available[name]
+        raise ImportError(f"No module named {name!r}")
+    return import_module
+
+
+def test_falls_back_in_order(monkeypatch):
+    tflite_rt = types.SimpleNamespace(Interpreter="tflite_runtime.Interpreter", load_delegate="tflite_rt.load")
+    tf_lite = types.SimpleNamespace(Interpreter="tf.lite.Interpreter",
+                                    experimental=types.SimpleNamespace(load_delegate="tf.load"))
+    monkeypatch.setattr(interp_mod.importlib, "import_module",
+                        _fake_import({"tflite_runtime.interpreter": tflite_rt, "tensorflow.lite": tf_lite}))
+    backend = load_interpreter_backend()
+    assert (backend.module, backend.interpreter_class, backend.load_delegate) == (
+        "tflite_runtime.interpreter", "tflite_runtime.Interpreter", "tflite_rt.load")
+    load_interpreter_backend.cache_clear()
+    monkeypatch.setattr(interp_mod.importlib, "import_module", _fake_import({"tensorflow.lite": tf_lite}))
+    backend = load_interpreter_backend()
+    assert (backend.module, backend.load_delegate) == ("tensorflow.lite", "tf.load")
+    load_interpreter_backend.cache_clear()
+    monkeypatch.setattr(interp_mod.importlib, "import_module", _fake_import({}))
+    with pytest.raises(RuntimeError, match="ai-edge-litert"):
+        load_interpreter_backend()
+
+
+def test_runs_from_path_and_bytes(tiny_model_path):
+    for source in (tiny_model_path, str(tiny_model_path), tiny_model_path.read_bytes()):
+        interpreter = make_interpreter(source, InterpreterOptions(num_threads=2))
+        assert set(interpreter.get_signature_list()) == {"encode_audio", "encode_image", "fuse"}
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage that is not a model at all", "truncate"])
+def test_bad_model_file_is_a_value_error_naming_the_file(tmp_path, tiny_model_path, content):
+    if content == "truncate":
+        content = tiny_model_path.read_bytes()[:-200]
+    path = tmp_path / "broken_model.tflite"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="broken_model.tflite"):
+        make_interpreter(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.tflite"):
+        make_interpreter(tmp_path / "nowhere.tflite")
+
+
+@pytest.mark.parametrize("options", [
+    InterpreterOptions(delegate="edgetpu"),
+    InterpreterOptions(delegate="gpu", delegate_library="/nonexistent/libgpu_delegate.so"),
+])
+def test_missing_delegate_falls_back_to_cpu_with_one_warning(tiny_model_path, caplog, options):
+    with caplog.at_level(logging.WARNING):
+        interpreter = make_interpreter(tiny_model_path, options)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert options.delegate in warnings[0].getMessage() and "CPU" in warnings[0].getMessage()
+    assert "fuse" in interpreter.get_signature_list()
+
+
+def test_delegate_that_fails_to_apply_falls_back(monkeypatch, caplog):
+    calls = []
+
+    class FakeInterpreter:
+        def __init__(self, model_content, num_threads, experimental_delegates):
+            calls.append(experimental_delegates)
+            if experimental_delegates:
+                raise RuntimeError("Failed to apply delegate")
+
+    monkeypatch.setattr(interp_mod, "load_interpreter_backend",
+                        lambda: InterpreterBackend("fake", FakeInterpreter, lambda lib: f"delegate:{lib}"))
+    monkeypatch.setattr(interp_mod.ctypes, "CDLL", lambda lib: None)
+    model = b"\x10\x00\x00\x00TFL3" + b"\x00" * 16
+    with caplog.at_level(logging.WARNING):
+        result = make_interpreter(model, InterpreterOptions(delegate="gpu"))
+    assert isinstance(result, FakeInterpreter)
+    assert calls == [["delegate:libtensorflowlite_gpu_delegate.so"], None]
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1

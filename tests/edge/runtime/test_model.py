@@ -1,0 +1,203 @@
+"""edge.model.EdgeModel: loading checks, the three signatures, parity with Keras, `edgesense inspect`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.runtime.model import METADATA_NAME, EdgeModel
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path) -> EdgeModel:
+    return EdgeModel.load(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def validation(tiny_run_dir):
+    with np.load(tiny_run_dir / "validation.npz") as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def _rewrite(path: Path, out: Path, edit) -> Path:
+    """Copy a model through TF's flatbuffer object API with ``edit(model_object)`` applied."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    edit(obj)
+    out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return out
+
+
+def _set_metadata(obj, meta: dict) -> None:
+    for entry in obj.metadata:
+        if entry.name.decode() == METADATA_NAME:
+            obj.buffers[entry.buffer].data = np.frombuffer(json.dumps(meta).encode(), np.uint8).copy()
+
+
+def test_metadata_and_labels(model, tiny_run_dir):
+    run = json.loads((tiny_run_dir / "run.json").read_text())
+    meta = model.metadata
+    assert meta["format_version"] == 1
+    assert meta["name"] == "tiny"
+    assert meta["labels"] == run["labels"]
+    assert model.command_labels == tuple(run["labels"]["command"]) and len(model.command_labels) == 12
+    assert model.scene_labels == tuple(run["labels"]["scene"])
+    assert model.audio_frontend == AudioFrontendOptions.from_dict(run["audio_frontend"])
+    assert model.image_frontend.input_shape == (96, 96, 3)
+    assert meta["quantization"]["mode"] == "int8"
+    assert meta["params"] == run["params"] and meta["macs"] == run["macs"]
+    assert meta["metrics"] == run["metrics"] and meta["data"] == run["data"]
+    assert meta["signatures"]["encode_audio"]["inputs"]["audio_features"] == {"shape": [1, 49, 40], "dtype": "int8"}
+    assert len(meta["model_version"].split("-")[1]) == 12
+
+
+def test_sizes(model, tiny_model_path):
+    assert model.size_bytes == tiny_model_path.stat().st_size
+    parts = model.part_bytes
+    assert set(parts) == {"encode_audio", "encode_image", "fuse"}
+    assert all(v > 0 for v in parts.values()) and sum(parts.values()) < model.size_bytes
+    assert parts == model.metadata["part_bytes"]  # pure-Python reader == converter's TF-side count
+
+
+def test_signatures_run_with_int8_io(model, validation):
+    for sig in model.signatures.values():
+        for info in list(sig.inputs.values()) + list(sig.outputs.values()):
+            assert info.dtype == np.int8 and info.quant.is_quantized
+    a = model.encode_audio(validation["audio_features"][0])
+    v = model.encode_image(validation["image"][0].astype(np.float32))
+    assert a.shape == (model.audio_embedding_dim,) and a.dtype == np.float32
+    assert v.shape == (model.image_embedding_dim,) and v.dtype == np.float32
+    for audio, image in ((a, v), (a, None), (None, v), (None, None)):
+        command, scene = model.fuse(audio, image)
+        assert command.shape == (12,) and scene.shape == (len(model.scene_labels),)
+        assert command.dtype == np.float32 and scene.dtype == np.float32
+        assert abs(command.sum() - 1) < 0.05 and abs(scene.sum() - 1) < 0.05
+    assert set(model.last_timings_ms) == {"encode_audio", "encode_image", "fuse"}
+
+
+def test_presence_flags_change_the_outputs(model, validation):
+    a = model.encode_audio(validation["audio_features"][0])
+    v = model.encode_image(validation["image"][0].astype(np.float32))
+    with_both = model.fuse(a, v)
+    audio_only = model.fuse(a, None)
+    assert not np.array_equal(with_both[1], audio_only[1])
+
+
+def test_int8_model_tracks_the_float_model(model, tiny_run_dir, validation):
+    from edgesense.quantize.convert import float_embeddings, load_run
+
+    run = load_run(tiny_run_dir)
+    feats = validation["audio_features"]
+    emb = float_embeddings(run.audio_encoder, feats)
+    n = len(feats)
+    want = np.asarray(run.fusion_head([emb, np.zeros((n, run.image_embedding_dim), np.float32),
+                                       np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)])["command"])
+    got = np.stack([model.fuse(model.encode_audio(f), None)[0] for f in feats])
+    assert np.abs(got - want).mean() < 0.02
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.8
+    accuracy = (got.argmax(1) == validation["command_label"]).mean()
+    assert accuracy > 3 / 12  # well above chance: the fixture model is not degenerate
+
+
+def test_input_shape_checks(model):
+    with pytest.raises(ValueError, match=r"audio_features: expected shape \(49, 40\)"):
+        model.encode_audio(np.zeros((40, 49), np.float32))
+    with pytest.raises(ValueError, match="image: expected shape"):
+        model.encode_image(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="audio_embedding: expected shape"):
+        model.fuse(np.zeros(3, np.float32), None)
+    assert model.encode_audio(np.zeros((1, 49, 40), np.float32)).shape == (model.audio_embedding_dim,)
+
+
+def test_expected_audio_frontend_mismatch_names_the_fields(tiny_model_path):
+    expected = AudioFrontendOptions(window_ms=25.0, num_mel_bins=32)
+    with pytest.raises(ValueError) as info:
+        EdgeModel.load(tiny_model_path, expected_audio_frontend=expected)
+    message = str(info.value)
+    assert "window_ms: model has 30.0, expected 25.0" in message
+    assert "num_mel_bins: model has 40, expected 32" in message
+    assert "hop_ms" not in message and str(tiny_model_path) in message
+    assert EdgeModel.load(tiny_model_path, expected_audio_frontend=AudioFrontendOptions()).audio_frontend == AudioFrontendOptions()
+
+
+def test_missing_metadata(tiny_model_path, tmp_path):
+    path = _rewrite(tiny_model_path, tmp_path / "no_meta.tflite",
+                    lambda obj: setattr(obj, "metadata", [m for m in obj.metadata if m.name != b"edgesense"]))
+    with pytest.raises(ValueError, match=r"no_meta.tflite: no 'edgesense' metadata"):
+        EdgeModel.load(path)
+
+
+def test_missing_signature(tiny_model_path, tmp_path):
+    path = _rewrite(tiny_model_path, tmp_path / "two_sigs.tflite",
+                    lambda obj: setattr(obj, "signatureDefs", obj.signatureDefs[:2]))
+    with pytest.raises(ValueError, match=r"two_sigs.tflite: missing signature 'fuse'"):
+        EdgeModel.load(path)
+
+
+def test_input_shape_that_disagrees_with_the_metadata(tiny_model_path, model, tmp_path):
+    meta = dict(model.metadata)
+    meta["audio_frontend"] = dict(meta["audio_frontend"], clip_duration_ms=500)
+    path = _rewrite(tiny_model_path, tmp_path / "short_clip.tflite", lambda obj: _set_metadata(obj, meta))
+    with pytest.raises(ValueError, match=r"short_clip.tflite: .*'audio_features': expected shape \(1, 24, 40\), got \(1, 49, 40\)"):
+        EdgeModel.load(path)
+
+
+def test_label_count_that_disagrees_with_the_outputs(tiny_model_path, model, tmp_path):
+    meta = dict(model.metadata, labels={"command": ["a", "b"], "scene": list(model.scene_labels)})
+    path = _rewrite(tiny_model_path, tmp_path / "labels.tflite", lambda obj: _set_metadata(obj, meta))
+    with pytest.raises(ValueError, match=r"labels.tflite: .*'command': expected shape \(1, 2\)"):
+        EdgeModel.load(path)
+
+
+def test_not_a_model(tmp_path):
+    path = tmp_path / "photo.tflite"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(ValueError, match="photo.tflite"):
+        EdgeModel.load(path)
+
+
+def test_device_path_never_imports_tensorflow(tiny_model_path):
+    code = (
+        "import sys, numpy as np\n"
+        "from edgesense.runtime.model import EdgeModel\n"
+        f"m = EdgeModel.load({str(tiny_model_path)!r})\n"
+        "c, s = m.fuse(m.encode_audio(np.zeros((49, 40), np.float32)), m.encode_image(np.zeros((96, 96, 3), np.float32)))\n"
+        "assert c.shape == (12,)\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras'))\n"
+        "print('TF_MODULES', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "TF_MODULES []" in out.stdout
+
+
+def test_inspect_command(tiny_model_path):
+    out = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "inspect", str(tiny_model_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for text in ("encode_audio (subgraph 0", "encode_image (subgraph 1", "fuse (subgraph 2", "audio_features",
+                 "[1, 49, 40]", "int8", "scale=", "zero_point=", "command labels (12)", "bytes"):
+        assert text in out.stdout
+    js = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "inspect", "--json", str(tiny_model_path)],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert js.returncode == 0 and json.loads(js.stdout)["name"] == "tiny"
+
+
+def test_inspect_bad_file_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "empty.tflite"
+    path.write_bytes(b"")
+    out = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "inspect", str(path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("edgesense: error:") and "empty.tflite" in out.stderr
+

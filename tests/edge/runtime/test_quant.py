@@ -1,0 +1,129 @@
+"""edge.quant: the one place that quantizes and dequantizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgesense.runtime.quant import QuantParams, dequantize, quantize, requantize
+
+INT8 = QuantParams(scale=0.05, zero_point=-10, dtype=np.int8)
+
+
+def test_from_detail_quantization_parameters_and_legacy_tuple():
+    detail = {"name": "x", "dtype": np.int8, "quantization": (0.0, 0),
+              "quantization_parameters": {"scales": np.array([0.25], np.float32),
+                                          "zero_points": np.array([3], np.int32), "quantized_dimension": 0}}
+    assert QuantParams.from_detail(detail) == QuantParams(scale=0.25, zero_point=3, dtype=np.int8)
+    legacy = {"name": "x", "dtype": np.uint8, "quantization": (0.5, 128)}
+    assert QuantParams.from_detail(legacy) == QuantParams(scale=0.5, zero_point=128, dtype=np.uint8)
+    float_detail = {"name": "f", "dtype": np.float32, "quantization": (0.0, 0),
+                    "quantization_parameters": {"scales": np.array([], np.float32),
+                                                "zero_points": np.array([], np.int32), "quantized_dimension": 0}}
+    params = QuantParams.from_detail(float_detail)
+    assert not params.is_quantized and params.dtype == np.float32
+
+
+def test_from_detail_rejects_per_channel():
+    detail = {"name": "w", "dtype": np.int8,
+              "quantization_parameters": {"scales": np.array([0.1, 0.2]), "zero_points": np.array([0, 0])}}
+    with pytest.raises(ValueError, match="per-tensor"):
+        QuantParams.from_detail(detail)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"scale": -1.0, "zero_point": 0, "dtype": np.int8}, "scale"),
+    ({"scale": float("nan"), "zero_point": 0, "dtype": np.int8}, "scale"),
+    ({"scale": 0.1, "zero_point": 300, "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": -1, "dtype": np.uint8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": 0, "dtype": np.float32}, "dtype"),
+    ({"scale": 0.0, "zero_point": 5, "dtype": np.float32}, "zero_point"),
+    ({"scale": 0.1, "zero_point": 0, "dtype": "not-a-dtype"}, "dtype"),
+])
+def test_invalid_params_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}: expected"):
+        QuantParams(**kwargs)
+
+
+def test_quantize_rounds_half_away_from_zero_and_adds_zero_point():
+    p = QuantParams(scale=0.5, zero_point=3, dtype=np.int8)
+    x = np.array([0.25, 0.75, -0.25, -0.75, 0.0, 1.0], np.float32)  # x / scale = .5, 1.5, -.5, -1.5, 0, 2
+    assert quantize(x, p).tolist() == [4, 5, 2, 1, 3, 5]
+    assert quantize(x, p).dtype == np.int8
+
+
+def test_quantize_clips_to_the_dtype_range():
+    assert quantize(np.array([1e9, -1e9, np.inf, -np.inf]), INT8).tolist() == [127, -128, 127, -128]
+    p = QuantParams(scale=1.0, zero_point=128, dtype=np.uint8)
+    out = quantize(np.array([-200.0, 0.0, 200.0]), p)
+    assert out.dtype == np.uint8 and out.tolist() == [0, 128, 255]
+
+
+def test_quantize_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        quantize(np.array([np.nan]), INT8)
+
+
+def test_dequantize_upcasts_before_subtracting_the_zero_point():
+    p = QuantParams(scale=1.0, zero_point=127, dtype=np.int8)
+    # In int8 arithmetic -128 - 127 would wrap to 1.
+    assert dequantize(np.array([-128, 127], np.int8), p).tolist() == [-255.0, 0.0]
+    u = QuantParams(scale=2.0, zero_point=200, dtype=np.uint8)
+    assert dequantize(np.array([0, 255], np.uint8), u).tolist() == [-400.0, 110.0]
+    assert dequantize(np.array([0], np.int8), p).dtype == np.float32
+
+
+def test_dequantize_rejects_float_input_for_a_quantized_tensor():
+    with pytest.raises(ValueError, match="integer"):
+        dequantize(np.array([0.5], np.float32), INT8)
+
+
+def test_float_tensors_pass_through():
+    p = QuantParams(scale=0.0, zero_point=0, dtype=np.float32)
+    x = np.array([[0.123, -4.5]], np.float64)
+    q = quantize(x, p)
+    assert q.dtype == np.float32 and np.allclose(q, x)
+    assert np.array_equal(dequantize(q, p), q)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1e-4, 10.0), st.integers(-128, 127),
+       st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=32))
+def test_round_trip_error_is_at_most_half_a_step(scale, zero_point, unit_values):
+    p = QuantParams(scale=scale, zero_point=zero_point, dtype=np.int8)
+    lo, hi = (-128 - zero_point) * scale, (127 - zero_point) * scale
+    x = (lo + (np.asarray(unit_values) + 1) / 2 * (hi - lo)).astype(np.float32)
+    back = dequantize(quantize(x, p), p)
+    assert np.all(np.abs(back - x) <= scale * 0.5 + 1e-5 * max(1.0, abs(lo), abs(hi)))
+
+
+def test_requantize_maps_between_scales():
+    a = QuantParams(scale=0.1, zero_point=0, dtype=np.int8)
+    b = QuantParams(scale=0.2, zero_point=10, dtype=np.int8)
+    q = np.array([-40, 0, 40], np.int8)  # -4.0, 0, 4.0
+    assert requantize(q, a, b).tolist() == [-10, 10, 30]
+
+
+@pytest.mark.slow
+def test_quantized_encoder_tracks_the_float_model(tiny_run_dir, tiny_model_path):
+    """Quantize real inputs, run the int8 encode_audio signature, dequantize: close to Keras float."""
+    from edgesense.quantize.convert import float_embeddings, load_run
+    from edgesense.runtime.interpreter import make_interpreter
+
+    run = load_run(tiny_run_dir)
+    features = np.load(tiny_run_dir / "validation.npz")["audio_features"][:16]
+    want = float_embeddings(run.audio_encoder, features)
+    runner = make_interpreter(tiny_model_path).get_signature_runner("encode_audio")
+    p_in = QuantParams.from_detail(runner.get_input_details()["audio_features"])
+    p_out = QuantParams.from_detail(runner.get_output_details()["audio_embedding"])
+    assert p_in.is_quantized and p_in.dtype == np.int8 and p_out.dtype == np.int8
+    got = np.stack([dequantize(runner(audio_features=quantize(f[None], p_in))["audio_embedding"], p_out)[0]
+                    for f in features])
+    spread = float(np.abs(want).mean())
+    assert spread > 0.05  # the embeddings are not degenerate
+    assert np.abs(got - want).mean() < 0.1 * spread
+    # Without dequantizing (raw int8 codes) the values would be far off: the test is not vacuous.
+    raw = np.stack([runner(audio_features=quantize(f[None], p_in))["audio_embedding"][0] for f in features])
+    assert np.abs(raw.astype(np.float32) - want).mean() > 10 * np.abs(got - want).mean()

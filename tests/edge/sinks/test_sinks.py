@@ -1,0 +1,327 @@
+"""Event sinks: JSON Lines on real files and pipes, MQTT against a real mosquitto broker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from brokers import MOSQUITTO, WAIT_S, Broker, free_port, make_tls_files
+
+from edgesense.sinks.base import CallbackSink, EventSink, FanOutSink
+from edgesense.sinks.jsonl import JsonLinesSink
+from edgesense.sinks.mqtt import MqttOptions, MqttSink, mqtt_options_from_url
+from edgesense.types import CommandEvent, SceneEvent
+
+
+def command(label: str = "yes", t_ms: float = 1200.0) -> CommandEvent:
+    return CommandEvent(label=label, score=0.91234, t_ms=t_ms, wall_time=1_700_000_000.25,
+                        latency_ms={"features": 1.5, "inference": 3.25})
+
+
+def scene(label: str = "kitchen", reason: str = "change") -> SceneEvent:
+    return SceneEvent(label=label, score=0.8, t_ms=5000.0, wall_time=1_700_000_004.0, reason=reason,
+                      previous="office" if reason == "change" else None)
+
+
+# --------------------------------------------------------------------------- JSON Lines
+
+
+def test_json_lines_file_one_parseable_line_per_event(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with JsonLinesSink(path) as sink:
+        assert isinstance(sink, EventSink)
+        sink.emit(command())
+        # Flushed on every event: another reader sees the line before close().
+        assert path.read_text(encoding="utf-8").count("\n") == 1
+        sink.emit(scene())
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [command().to_dict(), scene().to_dict()]
+    with JsonLinesSink(path) as sink:  # appends
+        sink.emit(command("no"))
+    assert len(path.read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="closed"):
+        sink.emit(command())
+
+
+def test_json_lines_concurrent_writers_never_tear_lines(tmp_path):
+    path = tmp_path / "shared.jsonl"
+    sinks = [JsonLinesSink(path) for _ in range(4)]
+    long_label = "x" * 3000  # lines longer than a pipe/stdio buffer chunk
+
+    def writer(sink: JsonLinesSink, k: int) -> None:
+        for i in range(50):
+            sink.emit(command(f"{long_label}{k}", t_ms=float(i)))
+
+    threads = [threading.Thread(target=writer, args=(s, k)) for k, s in enumerate(sinks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in sinks:
+        s.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 200
+    parsed = [json.loads(line) for line in lines]  # raises on any torn or interleaved line
+    assert sorted(p["label"][-1] for p in parsed) == sorted("0123" * 50)
+
+
+def test_json_lines_stdout_and_streams(capsys):
+    sink = JsonLinesSink("-")
+    sink.emit(scene(reason="heartbeat"))
+    sink.close()
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and json.loads(out)["reason"] == "heartbeat"
+    buffer = io.StringIO()
+    with JsonLinesSink(buffer) as sink:
+        sink.emit(command())
+    assert json.loads(buffer.getvalue())["label"] == "yes"
+
+
+def test_json_lines_rejects_nan_without_writing(tmp_path):
+    path = tmp_path / "e.jsonl"
+    with JsonLinesSink(path) as sink:
+        with pytest.raises(ValueError, match="JSON"):
+            sink.emit(CommandEvent(label="yes", score=float("nan"), t_ms=0.0, wall_time=0.0))
+    assert path.read_text() == ""
+
+
+def test_json_lines_closed_pipe_disables_sink(tmp_path):
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    stream = os.fdopen(write_fd, "w")
+    sink = JsonLinesSink(stream)
+    sink.emit(command())  # EPIPE: logged, not raised
+    sink.emit(command())
+    assert sink.lines_written == 0
+    sink.close()
+    try:
+        stream.close()
+    except BrokenPipeError:
+        pass
+
+
+def test_json_lines_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        JsonLinesSink(tmp_path / "nope" / "events.jsonl")
+
+
+def test_callback_and_fan_out_sinks(tmp_path):
+    got = []
+    broken_calls = []
+
+    def broken(event):
+        broken_calls.append(event)
+        raise OSError("disk full")
+
+    fan = FanOutSink([CallbackSink(broken), CallbackSink(got.append), JsonLinesSink(tmp_path / "e.jsonl")])
+    fan.emit(command())
+    fan.emit(scene())
+    fan.close()
+    assert [e.type for e in got] == ["command", "scene"] and len(broken_calls) == 2 and fan.failures == 2
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="callback"):
+        CallbackSink("not callable")
+
+
+# --------------------------------------------------------------------------- URL parsing
+
+
+def test_mqtt_url_parsing():
+    opts = mqtt_options_from_url("mqtt://user:p%40ss@broker.local:1884/home/edge?qos=2&client_id=pi4")
+    assert (opts.host, opts.port, opts.username, opts.password, opts.topic_prefix, opts.qos, opts.client_id,
+            opts.tls) == ("broker.local", 1884, "user", "p@ss", "home/edge", 2, "pi4", False)
+    assert "p@ss" not in repr(opts)
+    tls = mqtt_options_from_url("mqtts://broker.example.com", ha_discovery=False)
+    assert (tls.port, tls.tls, tls.topic_prefix, tls.ha_discovery, tls.username) == (
+        8883, True, "edgesense", False, None)
+    assert mqtt_options_from_url("mqtt://10.0.0.2").port == 1883
+
+
+@pytest.mark.parametrize("url, match", [
+    ("http://host", "scheme"), ("mqtt://", "host"), ("mqtt://host:99999", "port"),
+    ("mqtt://host?retain=1", "unknown query parameter 'retain'"), ("mqtt://host?qos=high", "qos"),
+    ("mqtt://host?qos=3", "qos"), ("mqtt://host/a/+/b", "topic_prefix"),
+])
+def test_mqtt_url_errors(url, match):
+    with pytest.raises(ValueError, match=match):
+        mqtt_options_from_url(url)
+
+
+def test_mqtt_url_errors_mask_the_password():
+    with pytest.raises(ValueError) as info:
+        mqtt_options_from_url("mqtt://bob:hunter2@host:notaport")
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+# --------------------------------------------------------------------------- real broker
+
+
+@pytest.fixture
+def start_broker(tmp_path):
+    if not os.path.exists(MOSQUITTO):
+        pytest.skip(f"{MOSQUITTO} is not installed")
+    brokers: list[Broker] = []
+
+    def start(*extra: str) -> Broker:
+        brokers.append(Broker(tmp_path / f"broker{len(brokers)}", tuple(extra)))
+        return brokers[-1]
+
+    yield start
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(start_broker) -> Broker:
+    return start_broker("allow_anonymous true")
+
+
+class Subscriber:
+    """A plain paho client that records every message it receives."""
+
+    def __init__(self, broker: Broker, *topics: str, qos: int = 2, **tls) -> None:
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        subscribed = threading.Event()
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe([(t, qos) for t in topics])
+        assert subscribed.wait(WAIT_S), "no SUBACK"
+
+    def collect(self, count: int) -> dict[str, list[mqtt.MQTTMessage]]:
+        by_topic: dict[str, list[mqtt.MQTTMessage]] = {}
+        for _ in range(count):
+            msg = self.messages.get(timeout=WAIT_S)
+            by_topic.setdefault(msg.topic, []).append(msg)
+        return by_topic
+
+    def assert_quiet(self, seconds: float = 0.2) -> None:
+        time.sleep(seconds)
+        assert self.messages.empty(), [m.topic for m in list(self.messages.queue)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_mqtt_publishes_events_state_status_and_discovery(broker):
+    live = Subscriber(broker, "edgesense/#", "homeassistant/#")
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, qos=1, node_id="pi4_kitchen",
+                                device_name="Kitchen Pi"))
+    assert isinstance(sink, EventSink) and sink.connected
+    sink.emit(command())
+    sink.emit(scene())
+    sink.flush()
+    got = live.collect(7)  # status + 2 discovery configs + 2 x (event, state)
+    live.assert_quiet()
+    assert [m.payload for m in got["edgesense/status"]] == [b"online"]
+    for topic, event in (("edgesense/command", command()), ("edgesense/scene", scene())):
+        for t in (topic, f"{topic}/state"):
+            (msg,) = got[t]
+            assert json.loads(msg.payload) == event.to_dict()
+            assert msg.qos == 1  # published with QoS 1 (the subscription allows 2)
+    config = json.loads(got["homeassistant/sensor/pi4_kitchen/last_command/config"][0].payload)
+    assert config["state_topic"] == "edgesense/command/state"
+    assert config["availability_topic"] == "edgesense/status"
+    assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+    assert config["value_template"] == "{{ value_json.label }}"
+    assert config["unique_id"] == "pi4_kitchen_last_command"
+    assert config["device"]["identifiers"] == ["pi4_kitchen"] and config["device"]["name"] == "Kitchen Pi"
+    scene_config = json.loads(got["homeassistant/sensor/pi4_kitchen/scene/config"][0].payload)
+    assert scene_config["state_topic"] == "edgesense/scene/state"
+    sink.close()
+    assert live.collect(1)["edgesense/status"][0].payload == b"offline"
+    live.close()
+
+    # A client that connects later gets the retained state, status and discovery only.
+    late = Subscriber(broker, "edgesense/#", "homeassistant/#")
+    retained = late.collect(5)
+    late.assert_quiet()
+    assert set(retained) == {"edgesense/status", "edgesense/command/state", "edgesense/scene/state",
+                             "homeassistant/sensor/pi4_kitchen/last_command/config",
+                             "homeassistant/sensor/pi4_kitchen/scene/config"}
+    assert all(m.retain for msgs in retained.values() for m in msgs)
+    assert retained["edgesense/status"][0].payload == b"offline"
+    assert json.loads(retained["edgesense/command/state"][0].payload)["label"] == "yes"
+    late.close()
+
+
+def test_mqtt_custom_prefix_qos0_without_discovery(broker):
+    live = Subscriber(broker, "#")
+    sink = MqttSink(mqtt_options_from_url(f"mqtt://{broker.host}:{broker.port}/home/edge1?qos=0",
+                                          ha_discovery=False))
+    sink.emit(command("stop"))
+    sink.flush()
+    got = live.collect(3)
+    live.assert_quiet()
+    assert set(got) == {"home/edge1/status", "home/edge1/command", "home/edge1/command/state"}
+    assert got["home/edge1/command"][0].qos == 0
+    assert json.loads(got["home/edge1/command"][0].payload)["label"] == "stop"
+    sink.close()
+    live.close()
+
+
+def test_mqtt_last_will_marks_the_device_offline(broker):
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, ha_discovery=False, keepalive_s=5))
+    live = Subscriber(broker, "edgesense/status")
+    assert live.collect(1)["edgesense/status"][0].payload == b"online"  # retained
+    # Crash: the network thread stops and the socket drops without a DISCONNECT.
+    sink._client.loop_stop()
+    sink._client.socket().close()
+    assert live.collect(1)["edgesense/status"][0].payload == b"offline"
+    live.close()
+
+
+def test_mqtt_unreachable_broker_is_runtime_error():
+    port = free_port()  # nothing listens there
+    with pytest.raises(RuntimeError, match=f"cannot connect to 127.0.0.1:{port}"):
+        MqttSink(MqttOptions(host="127.0.0.1", port=port))
+
+
+def test_mqtt_username_password(start_broker, tmp_path):
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", "s3cret:/@"], check=True)
+    broker = start_broker("allow_anonymous false", f"password_file {passwords}")
+    with pytest.raises(RuntimeError, match="refused.*[Nn]ot authori[sz]ed"):
+        MqttSink(mqtt_options_from_url(f"mqtt://edge:wrong@{broker.host}:{broker.port}"))
+    sink = MqttSink(mqtt_options_from_url(f"mqtt://edge:s3cret%3A%2F%40@{broker.host}:{broker.port}/auth",
+                                          ha_discovery=False))
+    assert sink.connected
+    sink.close()
+
+
+def test_mqtts_with_a_private_ca(start_broker, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    ca, cert, key = make_tls_files(tmp_path)
+    broker = start_broker("allow_anonymous true", f"cafile {ca}", f"certfile {cert}", f"keyfile {key}")
+    sink = MqttSink(mqtt_options_from_url(f"mqtts://{broker.host}:{broker.port}/tls?ca_certs={ca}",
+                                          ha_discovery=False))
+    sink.emit(command("go"))
+    sink.flush()
+    assert sink.connected and sink.failed == 0
+    sink.close()
+    # Without trusting the private CA the handshake fails.
+    with pytest.raises(RuntimeError, match="cannot connect"):
+        MqttSink(mqtt_options_from_url(f"mqtts://{broker.host}:{broker.port}"))
+
+
+def test_mqtt_options_validation(tmp_path):
+    with pytest.raises(ValueError, match="node_id"):
+        MqttOptions(host="h", node_id="has space")
+    with pytest.raises(ValueError, match="ca_certs"):
+        MqttOptions(host="h", tls=True, ca_certs=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="username"):
+        MqttOptions(host="h", password="x")

@@ -1,0 +1,307 @@
+"""At-least-once MQTT delivery: the on-disk spool alone, then MqttSink + spool against a real mosquitto.
+
+The broker tests stop mosquitto for ``OUTAGE_S`` seconds (``EDGESENSE_OUTAGE_S``
+overrides it; ``scripts/soak.py``-style runs may use 60) while events keep coming,
+start it again on the same port, and check that a subscriber with a persistent
+session got every event exactly in emission order (duplicates allowed: at least
+once). A second test SIGKILLs the EdgeSense process with events still spooled and
+lets a new process deliver them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from brokers import WAIT_S, Broker
+
+from edgesense.sinks.mqtt import MqttOptions, MqttSink
+from edgesense.sinks.spool import DeliveryOptions, EventSpool, SpoolOptions
+from edgesense.types import CommandEvent
+
+OUTAGE_S = float(os.environ.get("EDGESENSE_OUTAGE_S", "3"))
+REPO = Path(__file__).resolve().parents[3]
+
+
+def command(i: int) -> CommandEvent:
+    return CommandEvent(label="yes", score=0.9, t_ms=float(i), wall_time=1_700_000_000.0 + i)
+
+
+# --------------------------------------------------------------------------- the spool alone
+
+
+def test_spool_keeps_order_and_survives_reopen(tmp_path):
+    with EventSpool(tmp_path / "s", SpoolOptions(sync="off")) as spool:
+        seqs = [spool.append("command", f'{{"i": {i}}}') for i in range(5)]
+        assert seqs == sorted(seqs) and len(spool) == 5
+        assert [json.loads(e.payload)["i"] for e in spool.read()] == [0, 1, 2, 3, 4]
+        assert spool.remove([seqs[0], seqs[2], 999]) == 2
+        assert [e.seq for e in spool.read(after_seq=seqs[0], limit=2)] == [seqs[1], seqs[3]]
+    with EventSpool(tmp_path / "s") as again:  # a new process opening the same folder
+        assert [json.loads(e.payload)["i"] for e in again.read()] == [1, 3, 4]
+        assert again.size_bytes == sum(len(e.payload) for e in again.read())
+        assert again.append("scene", "{}") > seqs[-1]  # seq keeps growing: order across restarts
+
+
+def test_spool_bounds_drop_oldest_and_count_persistently(tmp_path):
+    with EventSpool(tmp_path, SpoolOptions(max_events=3, sync="off")) as spool:
+        for i in range(5):
+            spool.append("command", str(i))
+        assert [e.payload for e in spool.read()] == ["2", "3", "4"] and spool.dropped == 2
+    with EventSpool(tmp_path, SpoolOptions(max_events=100, max_bytes=4, sync="off")) as spool:
+        assert spool.dropped == 2  # the count survives a restart
+        spool.append("command", "ab")  # 3 stored bytes + 2 > 4: drop the oldest until it fits
+        assert [e.payload for e in spool.read()] == ["3", "4", "ab"] and spool.dropped == 3
+        assert spool.append("command", "x" * 5) == -1  # larger than the whole spool: only it is dropped
+        assert spool.dropped == 4 and [e.payload for e in spool.read()] == ["3", "4", "ab"]
+
+
+def test_spool_folder_is_locked_while_open(tmp_path):
+    spool = EventSpool(tmp_path)
+    with pytest.raises(RuntimeError, match="in use"):
+        EventSpool(tmp_path)
+    spool.close()
+    EventSpool(tmp_path).close()  # released by close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="spool_dir"):
+        EventSpool(tmp_path / "file")
+
+
+def test_spool_lock_is_released_when_the_process_dies(tmp_path):
+    code = f"from edgesense.sinks.spool import EventSpool; s = EventSpool({str(tmp_path)!r}); s.append('command', '1'); " \
+           "print('ready', flush=True); import time; time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(RuntimeError, match="in use"):
+            EventSpool(tmp_path)
+    finally:
+        child.kill()
+        child.wait()
+    with EventSpool(tmp_path) as spool:
+        assert [e.payload for e in spool.read()] == ["1"]  # fsync'ed before append() returned
+
+
+def test_corrupt_spool_is_set_aside_not_fatal(tmp_path, caplog):
+    (tmp_path / "spool.sqlite3").write_bytes(b"this is not a database" * 100)
+    with EventSpool(tmp_path) as spool:
+        assert len(spool) == 0
+        spool.append("command", "{}")
+    assert list(tmp_path.glob("spool.sqlite3.corrupt-*")), "the corrupt file is kept for inspection"
+    assert "unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"max_events": 0}, "max_events"), ({"max_bytes": -1}, "max_bytes"), ({"sync": "sometimes"}, "sync"),
+    ({"max_events": True}, "max_events"),
+])
+def test_spool_options_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SpoolOptions(**kwargs)
+
+
+def test_mqtt_options_spool_validation(tmp_path):
+    with pytest.raises(ValueError, match="qos"):
+        MqttOptions(host="h", qos=0, spool_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="spool_dir"):
+        MqttOptions(host="h", spool_dir="  ")
+
+
+# --------------------------------------------------------------------------- a real broker
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker", ("allow_anonymous true",))
+    yield b
+    b.stop()
+
+
+class PersistentSubscriber:
+    """A QoS 1 subscriber with a persistent session (clean_session=False) on ``{prefix}/command``."""
+
+    def __init__(self, broker: Broker, topic: str = "edgesense/command", client_id: str = "test-sub") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.payloads: list[dict] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        subscribed = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(topic, qos=1)
+        assert subscribed.wait(WAIT_S), "no SUBACK"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.endswith("/status"):
+            return  # "online" / "offline", not an event
+        with self._lock:
+            self.payloads.append(json.loads(msg.payload))
+
+    def first_occurrences(self) -> list[float]:
+        """t_ms of each distinct event in arrival order (at-least-once may repeat one)."""
+        seen, out = set(), []
+        with self._lock:
+            for p in self.payloads:
+                if p["t_ms"] not in seen:
+                    seen.add(p["t_ms"])
+                    out.append(p["t_ms"])
+        return out
+
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> list[float]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.first_occurrences()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.first_occurrences()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _sink(broker: Broker, spool_dir: Path, **overrides) -> MqttSink:
+    options = MqttOptions(host=broker.host, port=broker.port, qos=1, ha_discovery=False, spool_dir=str(spool_dir),
+                          reconnect_max_delay_s=1, keepalive_s=5, publish_timeout_s=5.0, **overrides)
+    return MqttSink(options, spool_options=SpoolOptions(sync="normal"),
+                    delivery_options=DeliveryOptions(resend_after_s=3.0))
+
+
+def test_broker_outage_loses_nothing_and_keeps_order(broker, tmp_path, outage_s=OUTAGE_S):
+    subscriber = PersistentSubscriber(broker)
+    sink = _sink(broker, tmp_path / "spool")
+    try:
+        emitted = 0
+        for _ in range(20):  # before the outage
+            sink.emit(command(emitted))
+            emitted += 1
+        sink.flush()
+        assert subscriber.wait_for(emitted) == [float(i) for i in range(emitted)]
+
+        broker.stop()
+        deadline = time.monotonic() + outage_s
+        while time.monotonic() < deadline:  # the device keeps emitting: ~50 events/s
+            sink.emit(command(emitted))
+            emitted += 1
+            time.sleep(0.02)
+        assert not sink.connected
+        assert len(sink.spool) > 0, "events of the outage are on disk"
+        broker.start()
+        for _ in range(20):  # right after the broker is back, maybe before the sink reconnected
+            sink.emit(command(emitted))
+            emitted += 1
+        got = subscriber.wait_for(emitted, timeout_s=30 + outage_s)
+        assert got == [float(i) for i in range(emitted)], f"lost or reordered: {len(got)} of {emitted}"
+        sink.flush()
+        assert len(sink.spool) == 0 and sink.spool.dropped == 0
+        assert sink.delivery.delivered == emitted
+    finally:
+        sink.close()
+        subscriber.close()
+
+
+def test_restart_without_flush_delivers_the_rest(broker, tmp_path):
+    """close() while the broker is down: the events stay on disk and the next sink sends them first."""
+    subscriber = PersistentSubscriber(broker)
+    spool_dir = tmp_path / "spool"
+    first = _sink(broker, spool_dir)
+    first.emit(command(0))
+    first.flush()
+    broker.stop()
+    for i in range(1, 30):
+        first.emit(command(i))
+    first.close()
+    broker.start()
+    second = _sink(broker, spool_dir)
+    try:
+        second.emit(command(30))  # new events queue behind the replayed ones
+        assert subscriber.wait_for(31) == [float(i) for i in range(31)]
+    finally:
+        second.close()
+        subscriber.close()
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    from edgesense.sinks.mqtt import MqttOptions, MqttSink
+    from edgesense.sinks.spool import SpoolOptions
+    from edgesense.types import CommandEvent, SceneEvent
+    host, port, spool_dir, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    sink = MqttSink(MqttOptions(host=host, port=port, qos=1, ha_discovery=False, spool_dir=spool_dir,
+                                reconnect_max_delay_s=1), spool_options=SpoolOptions(sync="full"))
+    print("connected", flush=True)
+    sys.stdin.readline()  # the broker is stopped now
+    for i in range(count):
+        sink.emit(CommandEvent(label="go", score=0.8, t_ms=float(i), wall_time=0.0))
+    sink.emit(SceneEvent(label="indoor", score=0.7, t_ms=float(count), wall_time=0.0))
+    print("emitted", flush=True)
+    time.sleep(60)  # killed here, never closed
+""")
+
+
+def test_killed_process_events_are_delivered_by_the_next_process(broker, tmp_path):
+    subscriber = PersistentSubscriber(broker, topic="edgesense/#")
+    spool_dir = tmp_path / "spool"
+    count = 25
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, broker.host, str(broker.port), str(spool_dir),
+                              str(count)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "connected"
+        broker.stop()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "emitted"
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    rows = sqlite3.connect(spool_dir / "spool.sqlite3").execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    assert rows == count + 1, "every event was on disk when the process died"
+    broker.start()
+    nxt = _sink(broker, spool_dir)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with subscriber._lock:
+                events = [p for p in subscriber.payloads if "label" in p]
+            commands = [p["t_ms"] for p in events if p["type"] == "command"]
+            if len(dict.fromkeys(commands)) >= count and any(p["type"] == "scene" for p in events):
+                break
+            time.sleep(0.05)
+        assert list(dict.fromkeys(commands)) == [float(i) for i in range(count)]
+        assert any(p["type"] == "scene" and p["label"] == "indoor" for p in events)
+        nxt.flush()
+        assert len(nxt.spool) == 0
+    finally:
+        nxt.close()
+        subscriber.close()
+
+
+def test_spool_full_during_outage_drops_oldest_and_counts(broker, tmp_path):
+    subscriber = PersistentSubscriber(broker)
+    options = MqttOptions(host=broker.host, port=broker.port, qos=1, ha_discovery=False,
+                          spool_dir=str(tmp_path / "spool"), reconnect_max_delay_s=1)
+    sink = MqttSink(options, spool_options=SpoolOptions(max_events=10, sync="off"))
+    try:
+        broker.stop()
+        for i in range(25):
+            sink.emit(command(i))
+        assert len(sink.spool) == 10 and sink.spool.dropped == 15
+        broker.start()
+        assert subscriber.wait_for(10) == [float(i) for i in range(15, 25)]  # the newest 10, in order
+    finally:
+        sink.close()
+        subscriber.close()

@@ -1,0 +1,447 @@
+"""Sources against real media: WAVs and videos written in tmp_path and decoded by OpenCV.
+
+The machine has no microphone or camera, so only those edges are replaced: the
+microphone's PortAudio stream is a stand-in whose callback the test calls, and the
+camera is a real ``cv2.VideoCapture`` opened on a video file as the device path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import sounddevice as sd
+
+import edgesense.sources.base as base_mod
+import edgesense.sources.camera as camera_mod
+import edgesense.sources.microphone as microphone_mod
+from edgesense.sources.base import AudioChunk, BackoffOptions, ExponentialBackoff, Source, SourceReadError, VideoFrame
+from edgesense.sources.camera import CameraOptions, CameraSource
+from edgesense.sources.microphone import MicrophoneOptions, MicrophoneSource
+from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
+
+RATE = 16000
+
+
+def frame_level(frame: VideoFrame) -> float:
+    return float(frame.image.mean())
+
+
+# --------------------------------------------------------------------------- items
+
+
+def test_items_validate_and_are_read_only():
+    chunk = AudioChunk(samples=np.zeros(320, dtype=np.float32), t_ms=40.0, sample_rate_hz=RATE)
+    assert chunk.duration_ms == 20.0 and chunk.end_t_ms == 60.0
+    with pytest.raises(ValueError):
+        chunk.samples[0] = 1.0
+    with pytest.raises(ValueError, match="samples"):
+        AudioChunk(samples=np.zeros(4, dtype=np.float64), t_ms=0.0, sample_rate_hz=RATE)
+    with pytest.raises(ValueError, match="image"):
+        VideoFrame(image=np.zeros((4, 4), dtype=np.uint8), t_ms=0.0)
+
+
+def test_backoff_grows_caps_and_resets():
+    backoff = ExponentialBackoff(BackoffOptions(initial_ms=100, max_ms=350, multiplier=2))
+    assert [backoff.next_delay_ms() for _ in range(4)] == [100, 200, 350, 350]
+    backoff.reset()
+    assert backoff.next_delay_ms() == 100
+    with pytest.raises(ValueError, match="max_ms"):
+        BackoffOptions(initial_ms=100, max_ms=50)
+
+
+# --------------------------------------------------------------------------- WAV replay
+
+
+def test_wav_replay_chunks_timestamps_and_samples(make_wav):
+    rng = np.random.default_rng(0)
+    pcm = rng.integers(-20000, 20000, size=RATE // 2 + 100, dtype=np.int16)  # 0.5 s + 100 samples
+    path = make_wav("speech.wav", pcm)
+    with WavReplaySource(path, WavReplayOptions(chunk_ms=20)) as source:
+        assert isinstance(source, Source)
+        chunks = list(source)
+        assert source.read() is None  # stays at end of stream
+        assert source.stats.items == len(chunks)
+    assert [c.samples.size for c in chunks[:-1]] == [320] * 25 and chunks[-1].samples.size == 100
+    assert [c.t_ms for c in chunks] == pytest.approx([20.0 * i for i in range(26)])
+    assert all(c.sample_rate_hz == RATE and c.samples.dtype == np.float32 for c in chunks)
+    joined = np.concatenate([c.samples for c in chunks])
+    np.testing.assert_allclose(joined, pcm / 32768.0, atol=1e-4)
+
+
+def test_wav_replay_stereo_is_mixed_to_mono(make_wav):
+    mono = (np.sin(np.arange(1600) / 10) * 10000).astype(np.int16)
+    path = make_wav("stereo.wav", np.stack([mono, mono], axis=1))
+    chunks = list(WavReplaySource(path, WavReplayOptions(chunk_ms=50)))
+    np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), mono / 32768.0, atol=1e-4)
+
+
+def test_wav_replay_realtime_paces_to_stream_clock(make_wav):
+    path = make_wav("tone.wav", np.zeros(int(RATE * 0.3), dtype=np.int16))
+    start = time.monotonic()
+    chunks = list(WavReplaySource(path, WavReplayOptions(chunk_ms=50, realtime=True)))
+    elapsed = time.monotonic() - start
+    assert len(chunks) == 6
+    assert elapsed >= 0.25 - 0.01  # the last chunk starts at 250 ms of stream time
+    fast_start = time.monotonic()
+    list(WavReplaySource(path, WavReplayOptions(chunk_ms=50)))
+    assert time.monotonic() - fast_start < 0.2
+
+
+def test_wav_replay_loop_keeps_stream_time_increasing(make_wav):
+    path = make_wav("short.wav", np.arange(800, dtype=np.int16))  # 50 ms
+    source = WavReplaySource(path, WavReplayOptions(chunk_ms=20, loop=True))
+    chunks = [source.read() for _ in range(9)]  # 3 chunks per pass (20, 20, 10 ms)
+    assert [c.samples.size for c in chunks] == [320, 320, 160] * 3
+    assert [c.t_ms for c in chunks] == pytest.approx([0, 20, 40, 50, 70, 90, 100, 120, 140])
+    np.testing.assert_array_equal(chunks[3].samples, chunks[0].samples)
+    source.close()
+    assert source.read() is None
+
+
+def test_wav_replay_bad_files_name_the_file(tmp_path):
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(ValueError, match="missing.wav"):
+        WavReplaySource(missing)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not a RIFF file" * 10)
+    with pytest.raises(ValueError, match="garbage.wav"):
+        WavReplaySource(garbage)
+
+
+def test_wav_replay_resamples_to_requested_rate(make_wav):
+    t = np.arange(8000) / 8000
+    path = make_wav("8k.wav", (np.sin(2 * np.pi * 440 * t) * 16000).astype(np.int16), sample_rate_hz=8000)
+    chunks = list(WavReplaySource(path, WavReplayOptions(sample_rate_hz=RATE, chunk_ms=100)))
+    assert sum(c.samples.size for c in chunks) == pytest.approx(RATE, abs=2)
+    assert chunks[1].t_ms == pytest.approx(100.0)
+
+
+def test_wav_options_validation():
+    with pytest.raises(ValueError, match="chunk_ms"):
+        WavReplayOptions(chunk_ms=0)
+    with pytest.raises(ValueError, match="realtime"):
+        WavReplayOptions(realtime="yes")
+
+
+# --------------------------------------------------------------------------- video replay
+
+
+@pytest.mark.parametrize("fourcc, name", [("MJPG", "clip.avi"), ("mp4v", "clip.mp4")])
+def test_video_replay_decodes_every_frame_with_file_timestamps(make_video, level_frames, fourcc, name):
+    images = level_frames(8)
+    path = make_video(name, images, fps=20.0, fourcc=fourcc)
+    with VideoReplaySource(path) as source:
+        assert isinstance(source, Source) and source.fps == pytest.approx(20.0)
+        frames = list(source)
+    assert len(frames) == 8
+    assert [f.t_ms for f in frames] == pytest.approx([50.0 * i for i in range(8)])
+    assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
+    # Each decoded frame is the one written at that position (levels 0, 20, 40, ...).
+    assert [frame_level(f) for f in frames] == pytest.approx([20.0 * i for i in range(8)], abs=4)
+
+
+def test_video_replay_fps_override_and_loop(make_video, level_frames):
+    path = make_video("loop.avi", level_frames(3), fps=10.0)
+    source = VideoReplaySource(path, VideoReplayOptions(fps=4.0, loop=True))
+    frames = [source.read() for _ in range(7)]
+    assert [f.t_ms for f in frames] == pytest.approx([250.0 * i for i in range(7)])
+    assert [round(frame_level(f) / 20) for f in frames] == [0, 1, 2, 0, 1, 2, 0]
+    source.close()
+    assert source.read() is None
+
+
+def test_video_replay_realtime(make_video, level_frames):
+    path = make_video("rt.avi", level_frames(6), fps=20.0)
+    start = time.monotonic()
+    frames = list(VideoReplaySource(path, VideoReplayOptions(realtime=True)))
+    assert len(frames) == 6
+    assert time.monotonic() - start >= 0.25 - 0.01  # frame 5 is due at 250 ms
+
+
+def test_video_replay_unreadable_files_raise_value_error_naming_them(tmp_path, make_video, level_frames):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2048))
+    with pytest.raises(ValueError, match="corrupt.mp4"):
+        VideoReplaySource(corrupt)
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.avi"):
+        VideoReplaySource(empty)
+    with pytest.raises(ValueError, match="nope.mp4"):
+        VideoReplaySource(tmp_path / "nope.mp4")
+    # A real file whose header is intact but whose frames were cut off.
+    good = make_video("cut.avi", level_frames(4))
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ValueError, match="truncated.avi"):
+        VideoReplaySource(truncated)
+
+
+# --------------------------------------------------------------------------- camera
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_ms = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_ms
+
+
+def test_camera_reads_then_fails_then_reopens(make_video, level_frames):
+    """A device path that stops delivering frames: SourceReadError, then an automatic reopen."""
+    path = make_video("cam.avi", level_frames(3), fps=15.0)
+    clock = FakeClock()
+    camera = CameraSource(CameraOptions(source=str(path), reopen_after_failures=2), clock_ms=clock)
+    levels = []
+    for _ in range(3):
+        frame = camera.read()
+        clock.now_ms += 66.0
+        levels.append(round(frame_level(frame) / 20))
+    assert levels == [0, 1, 2]
+    for _ in range(2):
+        with pytest.raises(SourceReadError, match="cam.avi"):
+            camera.read()
+    assert not camera.is_open  # released after 2 failures in a row
+    frame = camera.read()  # reopened on this read
+    assert round(frame_level(frame) / 20) == 0 and frame.t_ms == clock.now_ms
+    assert camera.stats.read_failures == 2 and camera.stats.reopens == 1 and camera.stats.items == 4
+    camera.close()
+    assert camera.read() is None
+
+
+def test_camera_reopen_uses_exponential_backoff(make_video, level_frames, tmp_path):
+    path = make_video("cam.avi", level_frames(2), fps=15.0)
+    clock = FakeClock()
+    backoff = BackoffOptions(initial_ms=100, max_ms=1000, multiplier=2)
+    camera = CameraSource(CameraOptions(source=str(path), reopen_after_failures=1, backoff=backoff), clock_ms=clock)
+    camera.read(), camera.read()
+    hidden = tmp_path / "unplugged.avi"
+    path.rename(hidden)  # the device disappears
+    with pytest.raises(SourceReadError):
+        camera.read()  # end of frames -> released
+    with pytest.raises(SourceReadError, match="reopening failed"):
+        camera.read()  # first attempt is immediate and fails -> next in 100 ms
+    clock.now_ms += 50
+    with pytest.raises(SourceReadError, match="next reopen attempt in 50 ms"):
+        camera.read()  # too early: no attempt
+    clock.now_ms += 50
+    with pytest.raises(SourceReadError, match="reopening failed"):
+        camera.read()  # second attempt fails -> next in 200 ms
+    hidden.rename(path)  # plugged back in
+    clock.now_ms += 199
+    with pytest.raises(SourceReadError, match="next reopen attempt"):
+        camera.read()
+    clock.now_ms += 1
+    assert round(frame_level(camera.read()) / 20) == 0
+    assert camera.stats.reopens == 1
+
+
+def test_camera_missing_device_is_runtime_error():
+    index = 57
+    if os.path.exists(f"/dev/video{index}"):
+        pytest.skip("this machine has that camera")
+    with pytest.raises(RuntimeError, match="cannot open camera index 57"):
+        CameraSource(CameraOptions(source=index))
+
+
+def test_camera_gstreamer_pipeline_without_gstreamer_support_is_explained():
+    if camera_mod._opencv_has_gstreamer():
+        pytest.skip("this OpenCV has GStreamer")
+    pipeline = "videotestsrc ! videoconvert ! appsink"
+    assert camera_mod.is_gstreamer_pipeline(pipeline) and not camera_mod.is_gstreamer_pipeline("/dev/video0")
+    with pytest.raises(RuntimeError, match="GStreamer"):
+        CameraSource(CameraOptions(source=pipeline))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"source": -1}, "source"), ({"source": " "}, "source"), ({"fps": "fast"}, "fps"),
+    ({"width_px": 0}, "width_px"), ({"reopen_after_failures": 0}, "reopen_after_failures"),
+])
+def test_camera_options_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        CameraOptions(**kwargs)
+
+
+# --------------------------------------------------------------------------- microphone
+
+
+class FakePortAudio:
+    """Stands in for the sound card only: device list, rate check and an InputStream whose
+    callback the test drives, with sounddevice's own signatures and exceptions."""
+
+    def __init__(self, devices: list[dict], native_rates: set[int]) -> None:
+        self.devices = devices
+        self.native_rates = native_rates
+        self.streams: list[FakeInputStream] = []
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(sd, "query_devices", self.query_devices)
+        monkeypatch.setattr(sd, "check_input_settings", self.check_input_settings)
+        fake = self
+
+        class _Stream(FakeInputStream):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                fake.streams.append(self)
+
+        monkeypatch.setattr(sd, "InputStream", _Stream)
+
+    def query_devices(self, device=None, kind=None):
+        if device is None and kind is None:
+            return list(self.devices)
+        if device is None:
+            device = next(i for i, d in enumerate(self.devices) if d["max_input_channels"] > 0)
+        if isinstance(device, str):
+            matches = [d for d in self.devices if device.lower() in d["name"].lower()]
+            if not matches:
+                raise ValueError(f"No input device matching {device!r}")
+            info = matches[0]
+        elif not 0 <= device < len(self.devices):
+            raise sd.PortAudioError(f"Error querying device {device}")
+        else:
+            info = self.devices[device]
+        if kind == "input" and info["max_input_channels"] < 1:
+            raise ValueError("Not an input device")
+        return info
+
+    def check_input_settings(self, device=None, channels=None, dtype=None, samplerate=None, **_):
+        if samplerate not in self.native_rates:
+            raise sd.PortAudioError("Error opening InputStream: Invalid sample rate [PaErrorCode -9997]")
+
+
+class FakeInputStream:
+    def __init__(self, *, device, samplerate, channels, dtype, callback):
+        self.device, self.samplerate, self.channels, self.dtype = device, samplerate, channels, dtype
+        self.callback = callback
+        self.started = self.closed = False
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.started = False
+
+    def close(self):
+        self.closed = True
+
+    def feed(self, samples: np.ndarray, overflow: bool = False) -> None:
+        status = sd.CallbackFlags()
+        status.input_overflow = overflow
+        indata = np.asarray(samples, dtype=np.float32).reshape(-1, 1)
+        self.callback(indata, indata.shape[0], None, status)
+
+
+DEVICES = [
+    {"index": 0, "name": "HDMI output", "max_input_channels": 0, "default_samplerate": 48000.0},
+    {"index": 1, "name": "USB PnP Sound Device", "max_input_channels": 1, "default_samplerate": 48000.0},
+]
+
+
+@pytest.fixture
+def portaudio(monkeypatch) -> FakePortAudio:
+    fake = FakePortAudio(DEVICES, native_rates={16000, 48000})
+    fake.install(monkeypatch)
+    return fake
+
+
+def test_microphone_chunks_are_contiguous_and_exact(portaudio):
+    with MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20)) as mic:
+        stream = portaudio.streams[-1]
+        assert stream.started and stream.samplerate == RATE and stream.channels == 1 and stream.dtype == "float32"
+        signal = np.arange(1000, dtype=np.float32) / 1000
+        before = base_mod.monotonic_ms()
+        for block in np.array_split(signal, 7):  # PortAudio blocks unrelated to chunk size
+            stream.feed(block)
+        chunks = [mic.read() for _ in range(3)]
+        assert isinstance(mic, Source)
+    assert stream.closed
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), signal[:960])
+    assert [c.t_ms - chunks[0].t_ms for c in chunks] == pytest.approx([0.0, 20.0, 40.0])
+    # The first sample was captured before the first callback ran.
+    assert chunks[0].t_ms <= before + 1.0
+    assert mic.read() is None
+
+
+def test_microphone_counts_overflows_and_dropped_samples(portaudio):
+    mic = MicrophoneSource(MicrophoneOptions(device=1, chunk_ms=10, buffer_ms=100))  # 1600-sample ring
+    stream = portaudio.streams[-1]
+    stream.feed(np.zeros(1000), overflow=True)
+    stream.feed(np.ones(1000))
+    assert mic.stats.overflows == 1 and mic.stats.dropped_samples == 400
+    chunk = mic.read()
+    # The oldest 400 samples are gone; the timestamp accounts for them.
+    assert chunk.samples[:5].tolist() == [0.0] * 5
+    later = [mic.read() for _ in range(9)]
+    assert later[-1].t_ms - chunk.t_ms == pytest.approx(90.0)
+    np.testing.assert_array_equal(later[-1].samples, np.ones(160, dtype=np.float32))
+    mic.close()
+
+
+def test_microphone_read_blocks_until_the_callback_delivers(portaudio):
+    mic = MicrophoneSource(MicrophoneOptions(chunk_ms=20, read_timeout_ms=2000))
+    stream = portaudio.streams[-1]
+
+    def audio_thread():
+        for _ in range(4):
+            time.sleep(0.01)
+            stream.feed(np.full(80, 0.5))
+
+    thread = threading.Thread(target=audio_thread)
+    thread.start()
+    chunk = mic.read()
+    thread.join()
+    assert chunk.samples.size == 320 and float(chunk.samples.mean()) == 0.5
+    mic.close()
+
+
+def test_microphone_stall_raises_source_read_error(portaudio):
+    mic = MicrophoneSource(MicrophoneOptions(chunk_ms=20, read_timeout_ms=30))
+    portaudio.streams[-1].feed(np.zeros(100))
+    with pytest.raises(SourceReadError, match="no audio for 30 ms"):
+        mic.read()
+    assert mic.stats.read_failures == 1
+    mic.close()
+
+
+def test_microphone_unknown_device_lists_available_inputs(portaudio):
+    with pytest.raises(RuntimeError, match=r"no input device 'webcam mic'.*\[1\] USB PnP Sound Device"):
+        MicrophoneSource(MicrophoneOptions(device="webcam mic"))
+    with pytest.raises(RuntimeError, match=r"no input device 0 .*available input devices: \[1\] USB"):
+        MicrophoneSource(MicrophoneOptions(device=0))  # an output-only device
+    with pytest.raises(RuntimeError, match="no input device 9"):
+        MicrophoneSource(MicrophoneOptions(device=9))
+
+
+def test_microphone_without_native_16k_opens_at_default_rate_and_resamples(monkeypatch):
+    fake = FakePortAudio(DEVICES, native_rates={48000})
+    fake.install(monkeypatch)
+    mic = MicrophoneSource(MicrophoneOptions(device=1, chunk_ms=20))
+    stream = fake.streams[-1]
+    assert stream.samplerate == 48000 and mic.device_rate_hz == 48000
+    stream.feed(np.zeros(960 * 2))
+    first, second = mic.read(), mic.read()
+    assert first.sample_rate_hz == RATE and first.samples.size == 320
+    assert second.t_ms - first.t_ms == pytest.approx(20.0)
+    mic.close()
+
+
+def test_microphone_on_this_machine_without_devices_is_a_clear_runtime_error():
+    """Real PortAudio, no mock: this machine has no sound card."""
+    if microphone_mod.list_input_devices():
+        pytest.skip("this machine has an audio input")
+    with pytest.raises(RuntimeError, match="no audio input device found; available input devices: none"):
+        MicrophoneSource()
+
+
+def test_microphone_options_validation():
+    with pytest.raises(ValueError, match="buffer_ms"):
+        MicrophoneOptions(chunk_ms=100, buffer_ms=150)
+    with pytest.raises(ValueError, match="device"):
+        MicrophoneOptions(device=-2)
+    with pytest.raises(ValueError, match="sample_rate_hz"):
+        MicrophoneOptions(sample_rate_hz=16000.0)
