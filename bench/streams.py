@@ -7,7 +7,7 @@ log-mel frames every ``hop_ms`` -> ``EdgeModel.encode_audio`` -> ``EdgeModel.fus
 the camera absent) and the device's post-processing (:class:`edge.postprocess.CommandRecognizer`).
 
 The per-hop posteriors are computed once and cached (:class:`PosteriorCache`), so a sweep of
-``detection_threshold`` x ``suppression_ms`` (:func:`sweep`) only replays the recognizer.
+``threshold`` x ``suppression_ms`` (:func:`sweep`) only replays the recognizer.
 
 Scoring (:func:`evaluate_stream`): a detection of label L at time t *hits* the earliest
 not-yet-hit placed word of label L with ``start_ms <= t <= end_ms + match_tolerance_ms``;
@@ -416,7 +416,7 @@ def evaluate_stream(times_ms: np.ndarray, posteriors: np.ndarray, labels: Sequen
         per_class.setdefault(words[j].label, []).append(hit[j])
     hits = sum(hit[j] for j in command_words)
     return StreamingMetrics(
-        threshold=float(options.detection_threshold), suppression_ms=float(options.suppression_ms),
+        threshold=float(options.threshold), suppression_ms=float(options.suppression_ms),
         command_words=len(command_words), hits=hits, misses=len(command_words) - hits,
         false_accepts=substitutions + on_unknown + on_background, substitutions=substitutions,
         on_unknown=on_unknown, on_background=on_background, duration_hours=duration_ms / _MS_PER_HOUR,
@@ -454,7 +454,7 @@ class SweepOptions:
                  "a number >= 0", self.match_tolerance_ms)
 
     def recognizer_options(self, threshold: float, suppression_ms: float) -> CommandRecognizerOptions:
-        return CommandRecognizerOptions(average_window_ms=self.average_window_ms, detection_threshold=threshold,
+        return CommandRecognizerOptions(average_window_ms=self.average_window_ms, threshold=threshold,
                                         suppression_ms=suppression_ms, minimum_count=self.minimum_count)
 
 

@@ -213,7 +213,7 @@ class CommandsConfig:
 
     def recognizer_options(self) -> CommandRecognizerOptions:
         return CommandRecognizerOptions(average_window_ms=float(self.average_window_ms),
-                                        detection_threshold=float(self.threshold),
+                                        threshold=float(self.threshold),
                                         suppression_ms=float(self.suppression_ms), minimum_count=self.minimum_count)
 
     def energy_gate_options(self) -> EnergyGateOptions | None:
@@ -240,7 +240,7 @@ class ScenesConfig:
         _check(self, "heartbeat_ms", lambda v: v is None or _positive(v), "null (no heartbeat) or a positive number")
 
     def smoother_options(self) -> SceneSmootherOptions:
-        return SceneSmootherOptions(method=self.smoothing, window_ms=float(self.window_ms),
+        return SceneSmootherOptions(smoothing=self.smoothing, window_ms=float(self.window_ms),
                                     hysteresis_margin=float(self.hysteresis_margin),
                                     min_hold_ms=float(self.min_hold_ms),
                                     heartbeat_ms=None if self.heartbeat_ms is None else float(self.heartbeat_ms))

@@ -2,7 +2,7 @@
 
 * :class:`CommandRecognizer`: TensorFlow's ``RecognizeCommands`` (speech_commands
   example) semantics: posteriors averaged over ``average_window_ms``; a word fires
-  when its average beats ``detection_threshold``, differs from the previous top
+  when its average beats ``threshold``, differs from the previous top
   label and more than ``suppression_ms`` passed since that one; too few results
   (fewer than ``minimum_count``, or spanning less than a quarter of the window)
   never fire. ``_silence_`` / ``_unknown_`` take part (a confident silence re-arms
@@ -48,7 +48,7 @@ class CommandRecognizerOptions:
     """Smoothing of keyword-spotting posteriors (TensorFlow RecognizeCommands)."""
 
     average_window_ms: float = 1000.0
-    detection_threshold: float = 0.7
+    threshold: float = 0.7
     suppression_ms: float = 750.0
     minimum_count: int = 3
     ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
@@ -56,8 +56,8 @@ class CommandRecognizerOptions:
     def __post_init__(self) -> None:
         require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
                  "a positive number", self.average_window_ms)
-        require(_is_number(self.detection_threshold) and 0 <= self.detection_threshold < 1, "detection_threshold",
-                 "a number in [0, 1)", self.detection_threshold)
+        require(_is_number(self.threshold) and 0 <= self.threshold < 1, "threshold",
+                 "a number in [0, 1)", self.threshold)
         require(_is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
                  "a number >= 0", self.suppression_ms)
         require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
@@ -121,7 +121,7 @@ class CommandRecognizer:
             since_ms = math.inf
         else:
             since_ms = t_ms - self._previous_top_t_ms
-        is_new = (score > opts.detection_threshold and label != self._previous_top_label
+        is_new = (score > opts.threshold and label != self._previous_top_label
                   and since_ms > opts.suppression_ms)
         if is_new:
             self._previous_top_label = label

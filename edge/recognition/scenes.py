@@ -25,18 +25,18 @@ SMOOTHING_METHODS = ("ema", "window")
 
 @dataclass(frozen=True, kw_only=True)
 class SceneSmootherOptions:
-    """Scene smoothing: ``method`` "ema" (time constant ``window_ms``) or "window" (mean over ``window_ms``);
+    """Scene smoothing: ``smoothing`` "ema" (time constant ``window_ms``) or "window" (mean over ``window_ms``);
     a new label must lead the current one by more than ``hysteresis_margin`` for ``min_hold_ms``;
     a heartbeat every ``heartbeat_ms`` while the label holds (``None``: no heartbeats)."""
 
-    method: str = "ema"
+    smoothing: str = "ema"
     window_ms: float = 2000.0
     hysteresis_margin: float = 0.1
     min_hold_ms: float = 1000.0
     heartbeat_ms: float | None = 10000.0
 
     def __post_init__(self) -> None:
-        require(self.method in SMOOTHING_METHODS, "method", f"one of {', '.join(SMOOTHING_METHODS)}", self.method)
+        require(self.smoothing in SMOOTHING_METHODS, "smoothing", f"one of {', '.join(SMOOTHING_METHODS)}", self.smoothing)
         require(_is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
         require(_is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
                  "a number in [0, 1)", self.hysteresis_margin)
@@ -75,7 +75,7 @@ class SceneSmoother:
         return None if self._smoothed is None else self._smoothed.copy()
 
     def _smooth(self, x: np.ndarray, t_ms: float) -> np.ndarray:
-        if self.options.method == "window":
+        if self.options.smoothing == "window":
             self._window.append((t_ms, x))
             while self._window[0][0] <= t_ms - self.options.window_ms:
                 self._window.popleft()

@@ -61,7 +61,7 @@ BURSTS = [("yes", 1800, 2400),        # the "yes" word, detected late
 def test_hits_false_accepts_and_latency_are_exact():
     times, post = timeline(BURSTS)
     m = evaluate_stream(times, post, LABELS, WORDS,
-                        CommandRecognizerOptions(detection_threshold=0.5, suppression_ms=0.0, **SHORT),
+                        CommandRecognizerOptions(threshold=0.5, suppression_ms=0.0, **SHORT),
                         duration_ms=DURATION_MS)
     assert (m.command_words, m.hits, m.misses) == (2, 1, 1)
     assert m.hit_rate == 0.5
@@ -76,7 +76,7 @@ def test_hits_false_accepts_and_latency_are_exact():
 def test_a_higher_threshold_fires_one_hop_later():
     times, post = timeline(BURSTS)
     m = evaluate_stream(times, post, LABELS, WORDS,
-                        CommandRecognizerOptions(detection_threshold=0.7, suppression_ms=0.0, **SHORT),
+                        CommandRecognizerOptions(threshold=0.7, suppression_ms=0.0, **SHORT),
                         duration_ms=DURATION_MS)
     assert m.latencies_ms == (500.0,)  # 2/3 < 0.7: fires at 2000, when the average is 1
     assert m.hits == 1
@@ -85,7 +85,7 @@ def test_a_higher_threshold_fires_one_hop_later():
 def test_late_detection_beyond_the_tolerance_is_a_false_accept_not_a_hit():
     times, post = timeline(BURSTS)
     m = evaluate_stream(times, post, LABELS, WORDS,
-                        CommandRecognizerOptions(detection_threshold=0.5, suppression_ms=0.0, **SHORT),
+                        CommandRecognizerOptions(threshold=0.5, suppression_ms=0.0, **SHORT),
                         duration_ms=DURATION_MS, match_tolerance_ms=300.0)
     assert m.hits == 0 and m.on_background == 2 and m.latencies_ms == ()
 
@@ -95,10 +95,10 @@ def test_suppression_turns_a_double_detection_into_one():
     times, post = timeline([("yes", 1000, 1400), ("yes", 1700, 2100)])
     words = [word("yes", 800, 1300)]
     loose = evaluate_stream(times, post, LABELS, words,
-                            CommandRecognizerOptions(detection_threshold=0.5, suppression_ms=0.0, **SHORT),
+                            CommandRecognizerOptions(threshold=0.5, suppression_ms=0.0, **SHORT),
                             duration_ms=DURATION_MS, match_tolerance_ms=1000.0)
     strict = evaluate_stream(times, post, LABELS, words,
-                             CommandRecognizerOptions(detection_threshold=0.5, suppression_ms=2000.0, **SHORT),
+                             CommandRecognizerOptions(threshold=0.5, suppression_ms=2000.0, **SHORT),
                              duration_ms=DURATION_MS, match_tolerance_ms=1000.0)
     assert (loose.hits, loose.substitutions, loose.false_accepts) == (1, 1, 1)
     assert (strict.hits, strict.false_accepts) == (1, 0)

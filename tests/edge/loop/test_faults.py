@@ -122,7 +122,7 @@ def test_camera_outage_audio_goes_on_and_scenes_resume(tiny_model_path, tmp_path
     monkeypatch.setattr(cv2, "VideoCapture", camera.capture_class())
     events = []
     options = PipelineOptions(command_hop_ms=HOP_MS, scene_rate_hz=5.0,
-                              recognizer=CommandRecognizerOptions(detection_threshold=TEST_THRESHOLD),
+                              recognizer=CommandRecognizerOptions(threshold=TEST_THRESHOLD),
                               energy_gate=EnergyGateOptions(threshold_dbfs=-45.0, hangover_ms=300.0),
                               smoother=SceneSmootherOptions(heartbeat_ms=HEARTBEAT_MS, min_hold_ms=0.0))
     audio = WavReplaySource(wav, WavReplayOptions(realtime=True))  # real-time pacing: the camera is live

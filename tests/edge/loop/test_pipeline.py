@@ -52,7 +52,7 @@ def quick_smoother() -> SceneSmootherOptions:
 
 
 def test_options(**overrides) -> PipelineOptions:
-    values = dict(recognizer=CommandRecognizerOptions(detection_threshold=TEST_THRESHOLD), smoother=quick_smoother())
+    values = dict(recognizer=CommandRecognizerOptions(threshold=TEST_THRESHOLD), smoother=quick_smoother())
     values.update(overrides)
     return PipelineOptions(**values)
 
@@ -448,7 +448,7 @@ def test_options_from_config_and_embedding_age():
                                      "commands": {"vad_enabled": True, "threshold": 0.6}})
     options = PipelineOptions.from_config(config)
     assert options.command_hop_ms == 50 and options.scene_period_ms == 500
-    assert options.recognizer.detection_threshold == 0.6 and options.energy_gate is not None
+    assert options.recognizer.threshold == 0.6 and options.energy_gate is not None
     assert options.max_embedding_age_ms == 1000  # two scene periods
     assert PipelineOptions(embedding_max_age_ms=250).max_embedding_age_ms == 250
 

@@ -62,8 +62,8 @@ def test_minimum_count_blocks_sparse_results():
 
 
 @pytest.mark.parametrize("threshold, fires", [(0.7, False), (0.6, True)])
-def test_detection_threshold(threshold, fires):
-    recognizer = CommandRecognizer(LABELS, CommandRecognizerOptions(detection_threshold=threshold))
+def test_threshold(threshold, fires):
+    recognizer = CommandRecognizer(LABELS, CommandRecognizerOptions(threshold=threshold))
     events = feed(recognizer, steady("left", 0, 1200, p=0.65))
     assert [e.label for e in events] == (["left"] if fires else [])
 
@@ -117,7 +117,7 @@ def test_out_of_order_and_malformed_scores_are_value_errors():
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"detection_threshold": 1.5}, "detection_threshold"), ({"minimum_count": 0}, "minimum_count"),
+    ({"threshold": 1.5}, "threshold"), ({"minimum_count": 0}, "minimum_count"),
     ({"suppression_ms": -1}, "suppression_ms"), ({"average_window_ms": "1s"}, "average_window_ms"),
 ])
 def test_recognizer_options_validation(kwargs, field):
@@ -176,7 +176,7 @@ def run_scenes(smoother: SceneSmoother, timeline) -> list[SceneEvent]:
     return [e for e in events if e is not None]
 
 
-WINDOW = SceneSmootherOptions(method="window", window_ms=400, hysteresis_margin=0.1, min_hold_ms=1000,
+WINDOW = SceneSmootherOptions(smoothing="window", window_ms=400, hysteresis_margin=0.1, min_hold_ms=1000,
                               heartbeat_ms=None)
 
 
@@ -193,7 +193,7 @@ def test_first_label_needs_min_hold_then_switch_needs_margin_for_min_hold():
 
 
 def test_flicker_and_near_ties_never_switch():
-    smoother = SceneSmoother(SCENES, SceneSmootherOptions(method="window", window_ms=400, min_hold_ms=0,
+    smoother = SceneSmoother(SCENES, SceneSmootherOptions(smoothing="window", window_ms=400, min_hold_ms=0,
                                                           hysteresis_margin=0.1, heartbeat_ms=None))
     assert smoother.update(probs(home=0.9), 0.0).label == "home"  # min_hold_ms=0: at once
     near_tie = [(float(t), probs(home=0.42, office=0.48)) for t in range(200, 3000, 200)]
@@ -208,7 +208,7 @@ def test_flicker_and_near_ties_never_switch():
 
 
 def test_heartbeats_while_the_label_holds():
-    options = SceneSmootherOptions(method="window", window_ms=400, min_hold_ms=0, heartbeat_ms=1000)
+    options = SceneSmootherOptions(smoothing="window", window_ms=400, min_hold_ms=0, heartbeat_ms=1000)
     smoother = SceneSmoother(SCENES, options)
     events = run_scenes(smoother, [(float(t), probs(street=0.8)) for t in range(0, 3500, 250)])
     assert [(e.reason, e.t_ms) for e in events] == [
@@ -218,7 +218,7 @@ def test_heartbeats_while_the_label_holds():
 
 
 def test_ema_time_constant():
-    smoother = SceneSmoother(SCENES, SceneSmootherOptions(method="ema", window_ms=1000, heartbeat_ms=None))
+    smoother = SceneSmoother(SCENES, SceneSmootherOptions(smoothing="ema", window_ms=1000, heartbeat_ms=None))
     smoother.update(np.array([1.0, 0.0, 0.0]), 0.0)
     smoother.update(np.array([0.0, 1.0, 0.0]), 1000.0)  # one time constant later
     assert smoother.smoothed[1] == pytest.approx(1 - math.exp(-1))
@@ -235,7 +235,7 @@ def test_scene_input_validation():
         smoother.update(np.ones(4), 200.0)
     with pytest.raises(ValueError, match="labels"):
         SceneSmoother(("a", "a"))
-    with pytest.raises(ValueError, match="method"):
-        SceneSmootherOptions(method="median")
+    with pytest.raises(ValueError, match="smoothing"):
+        SceneSmootherOptions(smoothing="median")
     with pytest.raises(ValueError, match="heartbeat_ms"):
         SceneSmootherOptions(heartbeat_ms=0)
