@@ -522,44 +522,22 @@ def plot_sweep(curves: Mapping[str, Sequence[StreamingMetrics]], recommended: St
 
 
 def update_firmware_config(path: str | Path, *, threshold: float, suppression_ms: float) -> Path:
-    """Set ``commands.threshold`` and ``commands.suppression_ms`` in a firmware YAML, keeping its
-    comments and layout (a ``commands:`` section is appended when missing). The result is
-    validated with :func:`edge.config.load_config` before the file is replaced."""
-    from edgesense.config.device import load_config
+    """Set ``commands.threshold`` and ``commands.suppression_ms`` in a firmware YAML in place, every
+    other field and comment kept (:func:`edgesense.schema.yaml.update_yaml_file`). The result is
+    validated with :func:`edgesense.loop.config.load_config` before the file is replaced."""
+    from edgesense.loop.config import load_config
+    from edgesense.schema.yaml import update_yaml_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: config file not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    values = {"threshold": f"{threshold:g}", "suppression_ms": f"{suppression_ms:g}"}
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip().split("#")[0].strip() == "commands:"
-                  and not ln.startswith((" ", "\t"))), None)
-    if start is None:
-        lines += ["", "commands:"] + [f"  {k}: {v}" for k, v in values.items()]
-    else:
-        end = next((i for i in range(start + 1, len(lines))
-                    if lines[i].strip() and not lines[i].startswith((" ", "\t")) and not lines[i].startswith("#")),
-                   len(lines))
-        for key, value in values.items():
-            for i in range(start + 1, end):
-                body = lines[i].strip()
-                if body.startswith(f"{key}:"):
-                    indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
-                    comment = lines[i].split("#", 1)[1] if "#" in lines[i] else None
-                    lines[i] = f"{indent}{key}: {value}" + (f"  # {comment.strip()}" if comment else "")
-                    break
-            else:
-                lines.insert(start + 1, f"  {key}: {value}")
-                end += 1
-    text = "\n".join(lines) + "\n"
+    load_config(path)  # the file as it is must be valid (a duplicate key is refused here)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    update_yaml_file(path, {"commands.threshold": float(threshold), "commands.suppression_ms": float(suppression_ms)},
+                     out=tmp)
     try:
         load_config(tmp)
-    except ValueError:
+    except ValueError as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise ValueError(str(exc).replace(str(tmp), str(path))) from None
     tmp.replace(path)
-    logger.info("wrote commands.threshold=%s, commands.suppression_ms=%s into %s", values["threshold"],
-                values["suppression_ms"], path)
+    logger.info("wrote commands.threshold=%g, commands.suppression_ms=%g into %s", threshold, suppression_ms, path)
     return path

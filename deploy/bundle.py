@@ -32,8 +32,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from edgesense import __version__
 from edgesense.deploy.resolve import (
     KNOWN_EXTRAS,
@@ -47,8 +45,10 @@ from edgesense.deploy.resolve import (
     static_resolution,
 )
 from edgesense.deploy.targets import TARGETS, Target, _parse_python_version
+from edgesense.loop.config import load_config
 from edgesense.runtime.flatbuffer import read_layout
 from edgesense.runtime.model import embedded_metadata
+from edgesense.schema.yaml import update_yaml_file
 
 __all__ = ["BUNDLE_CONFIG", "BUNDLE_MODEL", "DeployOptions", "build_bundle"]
 
@@ -64,7 +64,7 @@ BUNDLE_MODEL = "models/edgesense.tflite"
 BUNDLE_METADATA = "models/edgesense.metadata.json"
 BUNDLE_CONFIG = "config.yaml"
 MANIFEST = "MANIFEST.json"
-#: The config field that holds the model path (see ``edge/config.py``).
+#: The config field that holds the model path (see ``edge/loop/config.py``).
 MODEL_PATH_FIELD = "model.path"
 
 
@@ -150,35 +150,21 @@ def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
     return data, metadata
 
 
-def _rewrite_model_path(config: dict[str, Any], new_path: str, source: Path) -> str:
-    """Set the config's ``model.path`` to ``new_path`` (creating the section); returns ``"model.path"``.
+def _write_bundled_config(source: Path, dest: Path, header: str) -> dict[str, Any]:
+    """Copy the device config with ``model.path`` pointing at the bundled model, every other field
+    and comment kept; check it loads and points there; return its interpreter settings.
 
-    ``edge.config`` resolves a relative ``model.path`` against the YAML file's folder, so
-    ``models/edgesense.tflite`` in a ``config.yaml`` at the bundle's top works wherever the
-    bundle is unpacked.
+    A relative ``model.path`` resolves against the YAML file's folder, so ``models/edgesense.tflite``
+    in a ``config.yaml`` at the bundle's top works wherever the bundle is unpacked.
     """
-    model = config.setdefault("model", {})
-    if model is None:
-        model = config["model"] = {}
-    if not isinstance(model, dict):
-        raise ValueError(f"config {source}: model: expected a mapping, got {type(model).__name__}")
-    model["path"] = new_path
-    return MODEL_PATH_FIELD
-
-
-def _check_bundled_config(config_file: Path, model_file: Path) -> dict[str, Any]:
-    """Load the written config with ``edge.config.load_config`` (when present); its model must be ``model_file``."""
-    try:
-        from edgesense.config.device import load_config
-    except ImportError as exc:  # the device-config module is optional for deploy
-        logger.debug("edgesense.config is not importable (%s); the bundled config is not validated", exc)
-        return {}
-    config = load_config(config_file)
-    if Path(config.model_path).resolve() != model_file.resolve():
-        raise RuntimeError(f"the bundled config's model path resolves to {config.model_path}, not {model_file}")
-    return {"delegate": getattr(config.model, "delegate", None),
-            "delegate_library": getattr(config.model, "delegate_library", None),
-            "num_threads": getattr(config.model, "num_threads", None)}
+    update_yaml_file(source, {MODEL_PATH_FIELD: BUNDLE_MODEL}, out=dest)
+    dest.write_text(header + dest.read_text(encoding="utf-8"), encoding="utf-8")
+    config = load_config(dest)
+    bundled_model = dest.parent / BUNDLE_MODEL
+    if Path(config.model_path).resolve() != bundled_model.resolve():
+        raise RuntimeError(f"the bundled config's model path resolves to {config.model_path}, not {bundled_model}")
+    return {"delegate": config.model.delegate, "delegate_library": config.model.delegate_library,
+            "num_threads": config.model.num_threads}
 
 
 def _build_own_wheel(dest: Path, options: ResolveOptions) -> Path:
@@ -230,10 +216,7 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     static = static_resolution(target, python_version=python_version, extras=options.extras)
     _check_deployable(static)
     model_bytes, metadata = _read_model(model_path)
-    from edgesense.schema.yaml import load_yaml_mapping
-
-    config = load_yaml_mapping(config_path)
-    model_field = _rewrite_model_path(config, BUNDLE_MODEL, config_path)
+    load_config(config_path)  # the same checks, and the same one-line errors, as edgesense run
     if options.edgesense_wheel is not None and not options.edgesense_wheel.is_file():
         raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
     resolution = static
@@ -248,7 +231,7 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
     staging.chmod(0o755)  # mkdtemp makes it 0700
     try:
-        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config, model_field, config_path)
+        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config_path)
         if out.exists():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
@@ -260,14 +243,13 @@ def build_bundle(options: DeployOptions) -> BundleResult:
 
 
 def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution: Resolution, model_bytes: bytes,
-                  metadata: dict[str, Any], config: dict[str, Any], model_field: str, config_path: Path) -> None:
+                  metadata: dict[str, Any], config_path: Path) -> None:
     (out / "models").mkdir(parents=True)
     (out / BUNDLE_MODEL).write_bytes(model_bytes)
     (out / BUNDLE_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     header = (f"# EdgeSense device config for {target.name}, from {config_path.name} by edgesense deploy;\n"
-              f"# {model_field} points at the bundled model (relative to this file's folder).\n")
-    (out / BUNDLE_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    model_settings = _check_bundled_config(out / BUNDLE_CONFIG, out / BUNDLE_MODEL)
+              f"# {MODEL_PATH_FIELD} points at the bundled model (relative to this file's folder).\n")
+    model_settings = _write_bundled_config(config_path, out / BUNDLE_CONFIG, header)
 
     wheelhouse = out / "wheelhouse"
     wheelhouse.mkdir()
@@ -349,7 +331,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
             "path": BUNDLE_MODEL, "metadata": BUNDLE_METADATA, "source": str(options.model_path or BUNDLE_MODEL),
             "sha256": files[BUNDLE_MODEL]["sha256"], "bytes": len(model_bytes),
         },
-        "config": {"path": BUNDLE_CONFIG, "source": config_path.name, "model_field": model_field},
+        "config": {"path": BUNDLE_CONFIG, "source": config_path.name, "model_field": MODEL_PATH_FIELD},
         "install": {"prefix": INSTALL_PREFIX, "service": "edgesense.service", "user": SERVICE_USER,
                     "groups": list(SERVICE_GROUPS), "events": EVENTS_PATH},
         "files": files,

@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgesense.config.device import load_config  # noqa: E402
+from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline
 from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, STAGES, VIDEO_READ  # noqa: E402
 from edgesense.types import CommandEvent  # noqa: E402

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgesense.config.device import load_config  # noqa: E402
+from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from edgesense.runtime.model import EdgeModel  # noqa: E402
 from edgesense.sinks.base import CallbackSink

@@ -104,7 +104,7 @@ def test_run_bad_model(bad_models, tmp_path, case):
 
 
 YAML_CASES = {
-    "unknown_section": ("camra: {fps: 10}\n", "camra: unknown section"),
+    "unknown_section": ("camra: {fps: 10}\n", "camra: unknown field; expected one of audio, camera"),
     "unknown_key": ("camera: {fsp: 10}\n", "camera.fsp: unknown field"),
     "wrong_type": ("camera: {fps: fast}\n", "camera.fps"),
     "wrong_type_bool": ("audio: {enabled: maybe}\n", "audio.enabled"),
@@ -121,6 +121,28 @@ def test_run_bad_yaml(tiny_model_path, tmp_path, case):
     proc = cli("run", "--config", config, "--audio", SAMPLES / "commands.wav", "--fast", "--headless",
                cwd=tmp_path)
     assert_one_line_error(proc, str(config), needle)
+
+
+STRICT_YAML_CASES = {  # line 3 of the file (device and model take lines 1 and 2)
+    "duplicate_key": ("commands: {threshold: 0.5, threshold: 0.9}\n", ":3: duplicate key 'threshold'"),
+    "yaml_1_1_boolean": ("vad: {enabled: yes}\n", ":3: vad.enabled: expected true or false, got 'yes'"),
+    "renamed_field": ("commands: {vad_enabled: true}\n", ":3: commands.vad_enabled: this field is now vad.enabled"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "deploy"])
+@pytest.mark.parametrize("case", sorted(STRICT_YAML_CASES))
+def test_run_and_deploy_refuse_the_same_firmware_file_naming_its_line(tiny_model_path, tmp_path, case, command):
+    extra, needle = STRICT_YAML_CASES[case]
+    config = _config(tmp_path, tiny_model_path, extra)
+    if command == "run":
+        proc = cli("run", "--config", config, "--audio", SAMPLES / "commands.wav", "--fast", "--headless",
+                   cwd=tmp_path)
+    else:
+        proc = cli("deploy", "--target", "rpi5", "--out", tmp_path / "bundle", "--model", tiny_model_path,
+                   "--config", config, "--no-wheels", cwd=tmp_path)
+        assert not (tmp_path / "bundle").exists()
+    assert_one_line_error(proc, f"{config}{needle}")
 
 
 @pytest.mark.parametrize("case", ["config", "model", "video", "audio"])

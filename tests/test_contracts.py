@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-DEVICE_ROOMS = ("app", "config", "frontend", "loop", "recognition", "runtime", "schema", "sinks", "sources")
+DEVICE_ROOMS = ("app", "frontend", "loop", "recognition", "runtime", "schema", "sinks", "sources")
 
 
 def test_import_linter_contracts_are_kept():

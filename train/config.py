@@ -12,7 +12,7 @@ from typing import Literal
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.schema.validate import from_mapping, require, to_mapping
-from edgesense.schema.yaml import load_yaml_mapping, parse_yaml_value
+from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.model import ModelOptions
 from edgesense.types import DEFAULT_COMMAND_WORDS
@@ -135,9 +135,12 @@ def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Load and validate ``train.yaml`` (with ``--set`` style ``overrides``); relative data
     paths are resolved against its folder."""
-    path = Path(path)
-    mapping = apply_overrides(load_yaml_mapping(path), overrides)
-    config = from_mapping(TrainConfig, mapping, source=str(path))
+    document = load_yaml_document(path)
+    path = document.path
+    mapping = apply_overrides(document.data, overrides)
+    # A field set on the command line has no line in the file (None stops the look-up at its section).
+    lines = {**document.lines, **{item.partition("=")[0].strip(): None for item in overrides}}
+    config = from_mapping(TrainConfig, mapping, source=str(path), lines=lines)
     base = path.resolve().parent
     data = config.data
     data = replace(

@@ -150,7 +150,7 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.config.device import load_config
+    from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import Pipeline
 
     if args.duration_s is not None and not _positive(args.duration_s):

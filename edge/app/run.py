@@ -63,7 +63,7 @@ def _stats_json(stats: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.config.device import load_config
+    from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import Pipeline
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):

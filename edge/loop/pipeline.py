@@ -59,15 +59,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgesense.config.device import DeviceConfig, load_config
 from edgesense.frontend.audio import StreamingAudioFrontend
 from edgesense.frontend.image import preprocess_frame
+from edgesense.loop.config import DeviceConfig, load_config
 from edgesense.loop.scheduler import (
     FeatureWindow,
     LatestFrameReader,
     LatestFrameReaderOptions,
     PeriodicSchedule,
     ReplayVideoAligner,
+    SchedulerOptions,
 )
 from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, STAGES, VIDEO_READ, PipelineStats
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
@@ -89,7 +90,6 @@ logger = logging.getLogger(__name__)
 
 Event = CommandEvent | SceneEvent
 #: An embedding is fused for this many scheduling periods before it counts as absent.
-EMBEDDING_AGE_PERIODS = 2
 
 
 
@@ -109,18 +109,14 @@ def _elapsed_ms(start_s: float) -> float:
 class PipelineOptions:
     """Scheduling and post-processing of the device loop.
 
-    ``command_hop_ms``: stream time between command inferences. ``scene_rate_hz``:
-    image-encoder rate. ``embedding_max_age_ms``: an embedding older than this is
-    fused as absent (``None``: two periods of the slower of the two schedules).
-    ``energy_gate``: ``None`` to run command inference on every hop.
+    ``scheduler``: command hops and scene rate. ``energy_gate``: ``None`` to run command
+    inference on every hop.
     ``stats_window``: the most recent timings kept per stage for percentiles.
     ``idle_wait_ms``: with only a live camera, how long the loop waits for a frame
     before it checks whether it was asked to stop.
     """
 
-    command_hop_ms: float = 100.0
-    scene_rate_hz: float = 5.0
-    embedding_max_age_ms: float | None = None
+    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     recognizer: CommandRecognizerOptions = field(default_factory=CommandRecognizerOptions)
     smoother: SceneSmootherOptions = field(default_factory=SceneSmootherOptions)
     energy_gate: EnergyGateOptions | None = None
@@ -129,10 +125,7 @@ class PipelineOptions:
     idle_wait_ms: float = 200.0
 
     def __post_init__(self) -> None:
-        require(_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
-        require(_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
-        require(self.embedding_max_age_ms is None or _positive(self.embedding_max_age_ms), "embedding_max_age_ms",
-                 "None or a positive number", self.embedding_max_age_ms)
+        require(isinstance(self.scheduler, SchedulerOptions), "scheduler", "SchedulerOptions", self.scheduler)
         require(isinstance(self.recognizer, CommandRecognizerOptions), "recognizer", "CommandRecognizerOptions",
                  self.recognizer)
         require(isinstance(self.smoother, SceneSmootherOptions), "smoother", "SceneSmootherOptions", self.smoother)
@@ -144,27 +137,11 @@ class PipelineOptions:
                  and self.stats_window >= 1, "stats_window", "an integer >= 1", self.stats_window)
         require(_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
 
-    @property
-    def scene_period_ms(self) -> float:
-        return MS_PER_S / self.scene_rate_hz
-
-    @property
-    def max_embedding_age_ms(self) -> float:
-        """The effective ``embedding_max_age_ms``."""
-        if self.embedding_max_age_ms is not None:
-            return float(self.embedding_max_age_ms)
-        return EMBEDDING_AGE_PERIODS * max(self.command_hop_ms, self.scene_period_ms)
-
     @classmethod
     def from_config(cls, config: DeviceConfig, **overrides: Any) -> "PipelineOptions":
         """The options a :class:`edge.config.DeviceConfig` describes (``overrides`` win)."""
-        values: dict[str, Any] = dict(
-            command_hop_ms=float(config.scheduler.command_hop_ms),
-            scene_rate_hz=float(config.scheduler.scene_rate_hz),
-            recognizer=config.commands.recognizer_options(),
-            smoother=config.scenes.smoother_options(),
-            energy_gate=config.commands.energy_gate_options(),
-        )
+        values: dict[str, Any] = dict(scheduler=config.scheduler, recognizer=config.commands,
+                                      smoother=config.scenes, energy_gate=config.vad if config.vad.enabled else None)
         values.update(overrides)
         return cls(**values)
 
@@ -244,8 +221,8 @@ class Pipeline:
         self._recognizer = CommandRecognizer(model.command_labels, options.recognizer, wall_time=wall_time)
         self._smoother = SceneSmoother(model.scene_labels, options.smoother, wall_time=wall_time)
         self._gate = EnergyGate(options.energy_gate) if options.energy_gate is not None else None
-        self._hop = PeriodicSchedule(options.command_hop_ms)
-        self._scene = PeriodicSchedule(options.scene_period_ms)
+        self._hop = PeriodicSchedule(options.scheduler.command_hop_ms)
+        self._scene = PeriodicSchedule(options.scheduler.scene_period_ms)
         self._aligner = ReplayVideoAligner(video) if video is not None and not self.live_video else None
         self._reader = LatestFrameReader(video, options.reader) if video is not None and self.live_video else None
 
@@ -320,9 +297,9 @@ class Pipeline:
                     if config.audio.sample_rate_hz != rate:
                         raise ValueError(f"audio.sample_rate_hz: expected {rate} (the model's audio frontend), "
                                          f"got {config.audio.sample_rate_hz}")
-                    audio_source = stack.enter_context(MicrophoneSource(config.audio.microphone_options()))
+                    audio_source = stack.enter_context(MicrophoneSource(config.audio))
                 if config.camera.enabled:
-                    video_source = stack.enter_context(CameraSource(config.camera.camera_options()))
+                    video_source = stack.enter_context(CameraSource(config.camera))
             sinks: list[EventSink] = []
             target = config.outputs.events if events is None else events
             if target not in (None, False):
@@ -332,7 +309,8 @@ class Pipeline:
                 from edgesense.sinks.mqtt import MqttSink
 
                 outputs = dataclasses.replace(config.outputs, mqtt=str(url))
-                sinks.append(stack.enter_context(MqttSink(outputs.mqtt_options(config.device))))
+                sinks.append(stack.enter_context(MqttSink(outputs.mqtt_options(node_id=config.device.node_id,
+                                                                               device_name=config.device.name))))
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
                            video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame)
             stack.pop_all()
@@ -506,7 +484,7 @@ class Pipeline:
         return ms
 
     def _fresh(self, t_embedding: float, t_ms: float) -> bool:
-        return t_ms - t_embedding <= self.options.max_embedding_age_ms
+        return t_ms - t_embedding <= self.options.scheduler.max_embedding_age_ms
 
     def _process(self, tick: _Tick) -> Iterator[Event]:
         start_s = time.perf_counter()

@@ -27,18 +27,50 @@ import numpy as np
 from edgesense.schema.validate import require
 from edgesense.sources.base import SourceReadError, VideoFrame
 
-__all__ = ["PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions", "LatestFrameReader"]
+__all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions", "LatestFrameReader"]
 
 logger = logging.getLogger(__name__)
 
 
 MS_PER_S = 1000.0
+EMBEDDING_AGE_PERIODS = 2  #: an embedding counts as present for this many periods of the slower schedule
 
 
 
 
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerOptions:
+    """When the loop runs what (the ``scheduler:`` section of a device config).
+
+    ``command_hop_ms``: stream time between command inferences. ``scene_rate_hz``:
+    image-encoder rate. ``embedding_max_age_ms``: an embedding older than this is fused
+    as absent (``None``: two periods of the slower of the two schedules).
+    """
+
+    command_hop_ms: float = 100.0
+    scene_rate_hz: float = 5.0
+    embedding_max_age_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        require(_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
+        require(_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
+        require(self.embedding_max_age_ms is None or _positive(self.embedding_max_age_ms), "embedding_max_age_ms",
+                 "null or a positive number", self.embedding_max_age_ms)
+
+    @property
+    def scene_period_ms(self) -> float:
+        return MS_PER_S / self.scene_rate_hz
+
+    @property
+    def max_embedding_age_ms(self) -> float:
+        """The effective ``embedding_max_age_ms``."""
+        if self.embedding_max_age_ms is not None:
+            return float(self.embedding_max_age_ms)
+        return EMBEDDING_AGE_PERIODS * max(self.command_hop_ms, self.scene_period_ms)
 
 
 class PeriodicSchedule:

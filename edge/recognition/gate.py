@@ -28,13 +28,19 @@ def rms_dbfs(samples: Any, floor_dbfs: float = -120.0) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class EnergyGateOptions:
-    """Open while the level is at least ``threshold_dbfs`` and for ``hangover_ms`` after."""
+    """Open while the level is at least ``threshold_dbfs`` and for ``hangover_ms`` after.
 
+    ``enabled``: whether the device loop gates command inference at all (the ``vad:`` section of
+    a device config); the gate itself ignores it.
+    """
+
+    enabled: bool = False
     threshold_dbfs: float = -50.0
     hangover_ms: float = 500.0
     floor_dbfs: float = -120.0
 
     def __post_init__(self) -> None:
+        require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
         require(_is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
                  self.floor_dbfs)
         require(_is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",

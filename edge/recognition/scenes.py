@@ -43,7 +43,7 @@ class SceneSmootherOptions:
         require(_is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",
                  self.min_hold_ms)
         require(self.heartbeat_ms is None or (_is_number(self.heartbeat_ms) and self.heartbeat_ms > 0),
-                 "heartbeat_ms", "None or a positive number", self.heartbeat_ms)
+                 "heartbeat_ms", "null (no heartbeat) or a positive number", self.heartbeat_ms)
 
 
 class SceneSmoother:

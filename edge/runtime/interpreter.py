@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 #: CPU: LiteRT applies its built-in XNNPACK delegate by default; "xnnpack" with a
 #: ``delegate_library`` loads that external XNNPACK delegate instead.
 DELEGATES = (None, "xnnpack", "edgetpu", "gpu")
+NO_DELEGATE = "none"  #: how a config file says None
+MAX_THREADS = 64
 #: Shared library loaded for each delegate when ``delegate_library`` is not given.
 DEFAULT_DELEGATE_LIBRARIES = {
     "edgetpu": "libedgetpu.so.1",
@@ -45,22 +47,27 @@ _BACKENDS = (
 
 @dataclass(frozen=True, kw_only=True)
 class InterpreterOptions:
-    """How to run a model: CPU threads and an optional delegate (see :data:`DELEGATES`)."""
+    """How to run a model: CPU threads and an optional delegate (see :data:`DELEGATES`; ``"none"``
+    is read as ``None``, as device configs write it)."""
 
     num_threads: int = 1
     delegate: str | None = None
     delegate_library: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1:
-            raise ValueError(f"num_threads: expected an integer >= 1, got {self.num_threads!r}")
+        if self.delegate == NO_DELEGATE:
+            object.__setattr__(self, "delegate", None)
+        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) \
+                or not 1 <= self.num_threads <= MAX_THREADS:
+            raise ValueError(f"num_threads: expected an integer in [1, {MAX_THREADS}], got {self.num_threads!r}")
         if self.delegate not in DELEGATES:
-            raise ValueError(f"delegate: expected one of {DELEGATES}, got {self.delegate!r}")
+            raise ValueError(f"delegate: expected one of {NO_DELEGATE}, {', '.join(d for d in DELEGATES if d)}, "
+                             f"got {self.delegate!r}")
         if self.delegate_library is not None:
             if not isinstance(self.delegate_library, str) or not self.delegate_library:
                 raise ValueError(f"delegate_library: expected a non-empty path or library name, got {self.delegate_library!r}")
             if self.delegate is None:
-                raise ValueError(f"delegate_library: expected None when delegate is None, got {self.delegate_library!r}")
+                raise ValueError(f"delegate_library: expected null when delegate is none, got {self.delegate_library!r}")
 
     @property
     def library(self) -> str | None:

@@ -32,6 +32,7 @@ __all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_
 
 
 #: Name of the ``Model.metadata`` entry holding EdgeSense's metadata JSON (UTF-8).
+DEFAULT_MODEL_PATH = "models/edgesense.tflite"
 METADATA_NAME = "edgesense"
 METADATA_FORMAT_VERSION = 1
 #: Signature key -> the Keras sub-model it was converted from.
@@ -106,6 +107,26 @@ def labels_and_frontends(info: Mapping[str, Any], where: str
     except ValueError as exc:
         raise ValueError(f"{where} {exc}") from exc
     return labels, audio_frontend, image_frontend
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions(InterpreterOptions):
+    """A deployed model file and how to run it (the ``model:`` section of a device config).
+
+    A relative ``path`` in a device config resolves against the config file's folder.
+    """
+
+    path: str = DEFAULT_MODEL_PATH
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise ValueError(f"path: expected a path to a .tflite file, got {self.path!r}")
+        super().__post_init__()
+
+    def interpreter_options(self) -> InterpreterOptions:
+        """The interpreter part alone."""
+        return InterpreterOptions(num_threads=self.num_threads, delegate=self.delegate,
+                                  delegate_library=self.delegate_library)
 
 
 class EdgeModel:

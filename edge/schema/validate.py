@@ -7,32 +7,28 @@ and what was found, e.g. ``train.yaml: model.fusion: expected one of 'concat',
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-import re
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union
 
-import yaml
-
-from edgesense.schema.yaml import _Yaml12BoolLoader
-
-__all__ = ["from_mapping", "require", "to_mapping"]
+__all__ = ["from_mapping", "require", "to_mapping", "is_number", "is_int", "Located"]
 
 
 T = TypeVar("T")
 
 
-_Yaml12BoolLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12BoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Yaml12BoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+def is_number(value: Any) -> bool:
+    """A finite real number (an int or a float, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    """An integer, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def require(ok: bool, field: str, expected: str, got: Any) -> None:
@@ -41,41 +37,78 @@ def require(ok: bool, field: str, expected: str, got: Any) -> None:
         raise ValueError(f"{field}: expected {expected}, got {got!r}")
 
 
-def from_mapping(cls: type[T], data: Any, *, source: str = "config", path: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``, checking keys and types field by field."""
-    where = f"{source}: {path}" if path else source
+@dataclasses.dataclass(frozen=True)
+class Located:
+    """Where data came from: a source name (a file) and, for YAML files, each key's line."""
+
+    source: str = "config"
+    lines: Mapping[str, int | None] = dataclasses.field(default_factory=dict)
+
+    def at(self, path: str) -> str:
+        """``source:line: path`` (or ``source: path`` when the line is unknown, ``source`` alone without a path)."""
+        line = _line_of(self.lines, path)
+        where = f"{self.source}:{line}" if line is not None else self.source
+        return f"{where}: {path}" if path else where
+
+
+def _line_of(lines: Mapping[str, int | None], path: str) -> int | None:
+    """The line of ``path`` or of its nearest enclosing key; a key mapped to None has no line."""
+    key = path
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else ""
+    return None
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def from_mapping(cls: type[T], data: Any, *, source: str = "config", path: str = "",
+                 lines: Mapping[str, int | None] | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``, checking keys and types field by field.
+
+    ``lines`` (from :class:`edgesense.schema.yaml.YamlDocument`) lets every error name the
+    line of the field it is about.
+    """
+    return _from_mapping(cls, data, Located(source=source, lines=lines or {}), path)
+
+
+def _from_mapping(cls: type[T], data: Any, loc: Located, path: str) -> T:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {_describe(data)}")
+        raise ValueError(f"{loc.at(path)}: expected a mapping, got {_describe(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ValueError(
-            f"{where}{'.' if path else ': '}{unknown[0]}: unknown field; expected one of {', '.join(sorted(fields))}"
-        )
+        raise ValueError(f"{loc.at(_join(path, str(unknown[0])))}: unknown field; expected one of "
+                         f"{', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        field_path = f"{path}.{name}" if path else name
-        kwargs[name] = _convert(hints[name], value, source, field_path)
+    kwargs = {name: _convert(hints[name], value, loc, _join(path, name)) for name, value in data.items()}
     missing = [
         name for name, f in fields.items()
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        field_path = f"{path}.{missing[0]}" if path else missing[0]
-        raise ValueError(f"{source}: {field_path}: required field is missing")
+        raise ValueError(f"{loc.at(_join(path, missing[0]))}: required field is missing")
     try:
         return cls(**kwargs)
-    except ValueError as exc:  # the dataclass's own validation
-        raise ValueError(f"{where}{'.' if path else ': '}{exc}") from None
+    except ValueError as exc:  # the dataclass's own validation: "field: expected ..., got ..."
+        field_name, _, rest = str(exc).partition(": ")
+        if rest:
+            raise ValueError(f"{loc.at(_join(path, field_name))}: {rest}") from None
+        raise ValueError(f"{loc.at(path)}: {exc}") from None
 
 
 def to_mapping(obj: Any) -> Any:
     """Dataclass tree -> plain dicts/lists (tuples become lists, paths strings)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, Mapping):
+        return {k: to_mapping(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_mapping(v) for v in obj]
     if isinstance(obj, Path):
@@ -87,10 +120,10 @@ def _describe(value: Any) -> str:
     return f"{value!r}" if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
 
 
-def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
+def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    fail = f"{source}: {path}: expected {{}}, got {_describe(value)}"
+    fail = f"{loc.at(path)}: expected {{}}, got {_describe(value)}"
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
@@ -100,7 +133,7 @@ def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
         errors = []
         for option in options:
             try:
-                return _convert(option, value, source, path)
+                return _convert(option, value, loc, path)
             except ValueError as exc:
                 errors.append(exc)
         if len(options) == 1:
@@ -111,12 +144,18 @@ def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
             return value
         raise ValueError(fail.format("one of " + ", ".join(repr(a) for a in args)))
     if dataclasses.is_dataclass(tp):
-        return from_mapping(tp, value, source=source, path=path)
+        return _from_mapping(tp, value, loc, path)
+    if origin in (dict, collections.abc.Mapping):
+        key_type, value_type = args
+        if not isinstance(value, Mapping):
+            raise ValueError(fail.format(f"a mapping of {_name(key_type)} to {_name(value_type)}"))
+        return types.MappingProxyType({_convert(key_type, k, loc, path): _convert(value_type, v, loc, _join(path, str(k)))
+                                       for k, v in value.items()})
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(fail.format(f"a list of {_name(args[0])}"))
         item_type = args[0]
-        return tuple(_convert(item_type, v, source, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(item_type, v, loc, f"{path}[{i}]") for i, v in enumerate(value))
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -1,44 +1,184 @@
-"""The one YAML loader for every config file EdgeSense reads."""
+"""The one YAML loader for every config file EdgeSense reads: device, training and benchmark.
+
+* **YAML 1.2** (ruamel.yaml): only ``true``/``false`` are booleans, so ``words: [yes, no, on,
+  off]`` are words and ``vad_enabled: yes`` is the string ``'yes'`` (which the field's check
+  then refuses); ``1e-6`` is a number.
+* **Strict**: a key written twice in one mapping is an error naming the file, the line and the
+  key (YAML 1.1 loaders silently keep the last value).
+* **Located**: every key keeps its line, so a later error about a field (a wrong type, an
+  unknown name) names the line too: ``firmware_configs/rpi4.yaml:34: commands.threshold: ...``.
+* **Round trip**: :func:`update_yaml_file` changes some values of a file in place and keeps
+  every other field, the order and the comments.
+
+Errors are ``ValueError`` with one line; the command line prints it and exits with 2.
+"""
 
 from __future__ import annotations
 
+import io
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-__all__ = ["load_yaml_mapping"]
+__all__ = ["YamlDocument", "load_yaml_document", "load_yaml_mapping", "parse_yaml_value", "dump_yaml",
+           "update_yaml_file"]
+
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
+_FIRST_LINE = 1  #: ruamel counts lines from 0; people and editors from 1
 
 
-class _Yaml12BoolLoader(yaml.SafeLoader):
-    """YAML with 1.2 booleans and floats. Booleans: only true/false (YAML 1.1 also reads
-    yes/no/on/off as booleans, which would turn the command words ``[yes, no, on, off]`` into
-    ``True``/``False``). Floats: ``1e-6`` is a number (YAML 1.1 wants ``1.0e-6``)."""
+def _parser() -> YAML:
+    yaml = YAML(typ="rt")  # round-trip: keeps line numbers (and comments, for update_yaml_file)
+    yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True
+    return yaml
 
 
-def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file whose top level is a mapping; clear ValueError otherwise."""
-    path = Path(path)
+@dataclass(frozen=True)
+class YamlDocument:
+    """A parsed YAML file: plain data (dicts, lists, str, int, float, bool, None) and where each key is.
+
+    ``lines`` maps a dotted key path (``"commands.threshold"``, ``"data.noise[1]"``) to its
+    1-based line: give it to :func:`edgesense.schema.validate.from_mapping` so that errors name lines.
+    """
+
+    path: Path
+    data: Any
+    lines: Mapping[str, int] = field(default_factory=dict)
+
+
+def _plain(node: Any, prefix: str, lines: dict[str, int]) -> Any:
+    """ruamel's round-trip nodes -> plain Python, recording each key's line."""
+    if isinstance(node, CommentedMap):
+        out = {}
+        for key, value in node.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            line, _ = node.lc.key(key)
+            lines[dotted] = line + _FIRST_LINE
+            out[_scalar(key)] = _plain(value, dotted, lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        out_list = []
+        for i, value in enumerate(node):
+            dotted = f"{prefix}[{i}]"
+            line, _ = node.lc.item(i)
+            lines[dotted] = line + _FIRST_LINE
+            out_list.append(_plain(value, dotted, lines))
+        return out_list
+    return _scalar(node)
+
+
+def _scalar(value: Any) -> Any:
+    """ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings, ...) -> the builtin type."""
+    if value is None or isinstance(value, bool):
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def _describe_error(exc: YAMLError) -> tuple[int | None, str]:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + _FIRST_LINE if mark is not None else None
+    if isinstance(exc, DuplicateKeyError):
+        found = _DUPLICATE_KEY.search(str(exc.problem))
+        key = found.group("key") if found else "?"
+        return line, f"duplicate key {key!r} (each key may appear once in a mapping)"
+    problem = exc.problem if isinstance(exc, MarkedYAMLError) and exc.problem else str(exc).splitlines()[0]
+    context = exc.context if isinstance(exc, MarkedYAMLError) and exc.context else ""
+    return line, f"not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise ValueError(f"{path}: expected a YAML file, found a folder")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: expected a UTF-8 text file, found binary data") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _parse(text: str, where: str) -> Any:
     try:
-        data = yaml.load(text, Loader=_Yaml12BoolLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        return _parser().load(text)
+    except YAMLError as exc:
+        line, message = _describe_error(exc)
+        raise ValueError(f"{where}:{line}: {message}" if line is not None else f"{where}: {message}") from None
+
+
+def load_yaml_document(path: str | Path) -> YamlDocument:
+    """Read a YAML file whose top level is a mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    node = _parse(_read_text(path), str(path))
+    lines: dict[str, int] = {}
+    data = _plain(node, "", lines)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+        raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return YamlDocument(path=path, data=data, lines=lines)
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The plain data of :func:`load_yaml_document`."""
+    return load_yaml_document(path).data
 
 
 def parse_yaml_value(text: str, *, source: str = "value") -> Any:
     """One value written in YAML (a command-line override), read as config files are."""
-    try:
-        return yaml.load(text, Loader=_Yaml12BoolLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: not valid YAML ({exc})") from None
+    return _plain(_parse(text, source), "", {})
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain data as block-style YAML 1.2 (what :func:`load_yaml_mapping` reads back)."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None) -> Path:
+    """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
+
+    Comments, order, quoting and the other fields are kept (ruamel's round trip); a missing
+    section or key is added at the end of its mapping. The file is checked like
+    :func:`load_yaml_document` first (duplicate keys are refused). Writes ``out`` (default: in
+    place) and returns its path.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    yaml = _parser()
+    root = _parse(text, str(path))
+    if root is None:
+        root = CommentedMap()
+    if not isinstance(root, CommentedMap):
+        raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(root).__name__}")
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = root
+        for i, key in enumerate(parents):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = CommentedMap()
+            if not isinstance(child, CommentedMap):
+                raise ValueError(f"{path}: {'.'.join(parents[:i + 1])}: expected a mapping, got {child!r}")
+            node = child
+        node[leaf] = value
+    target = Path(out) if out is not None else path
+    buffer = io.StringIO()
+    yaml.dump(root, buffer)
+    target.write_text(buffer.getvalue(), encoding="utf-8")
+    return target

@@ -47,6 +47,7 @@ def _opencv_has_gstreamer() -> bool:
 
 
 CAMERA_REOPEN_MAX_MS = 1000.0
+MAX_FRAME_PX = 8192
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,9 +58,11 @@ class CameraOptions:
     GStreamer pipeline ending in ``appsink`` (Jetson CSI cameras; opened with
     ``cv2.CAP_GSTREAMER``, whose caps then define size and rate). After
     ``reopen_after_failures`` consecutive failed reads the device is closed and
-    reopened on later reads, spaced by ``backoff``.
+    reopened on later reads, spaced by ``backoff``. ``enabled``: whether the device loop
+    opens the camera (the ``camera:`` section of a device config).
     """
 
+    enabled: bool = True
     source: CameraSpec = 0
     width_px: int = 640
     height_px: int = 480
@@ -70,10 +73,13 @@ class CameraOptions:
     backoff: BackoffOptions = field(default_factory=lambda: BackoffOptions(max_ms=CAMERA_REOPEN_MAX_MS))
 
     def __post_init__(self) -> None:
+        require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
         require((_is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
                  "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
-        require(_is_int(self.width_px) and self.width_px > 0, "width_px", "a positive integer", self.width_px)
-        require(_is_int(self.height_px) and self.height_px > 0, "height_px", "a positive integer", self.height_px)
+        require(_is_int(self.width_px) and 0 < self.width_px <= MAX_FRAME_PX, "width_px",
+                 f"an integer in [1, {MAX_FRAME_PX}]", self.width_px)
+        require(_is_int(self.height_px) and 0 < self.height_px <= MAX_FRAME_PX, "height_px",
+                 f"an integer in [1, {MAX_FRAME_PX}]", self.height_px)
         require(_is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
         require(_is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
                  "an integer >= 1", self.reopen_after_failures)

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 TARGET_SAMPLE_RATE_HZ = 16000
+MAX_SAMPLE_RATE_HZ = 192000
 
 
 # --------------------------------------------------------------------------- microphone
@@ -34,9 +35,11 @@ class MicrophoneOptions:
     for the default input. ``buffer_ms``: ring-buffer length; when the loop falls
     further behind than that, the oldest audio is dropped and counted.
     ``read_timeout_ms``: how long :meth:`MicrophoneSource.read` waits for a chunk
-    before it raises :class:`SourceReadError`.
+    before it raises :class:`SourceReadError`. ``enabled``: whether the device loop opens
+    the microphone (the ``audio:`` section of a device config).
     """
 
+    enabled: bool = True
     device: DeviceSpec = None
     sample_rate_hz: int = TARGET_SAMPLE_RATE_HZ
     chunk_ms: float = 20.0
@@ -44,10 +47,11 @@ class MicrophoneOptions:
     read_timeout_ms: float = 1000.0
 
     def __post_init__(self) -> None:
+        require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
         require(self.device is None or isinstance(self.device, str) or (_is_int(self.device) and self.device >= 0),
-                 "device", "None, a device index >= 0 or a device name", self.device)
-        require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
-                 self.sample_rate_hz)
+                 "device", "null (the default input), a device index >= 0 or a device name", self.device)
+        require(_is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
+                 f"an integer in [1, {MAX_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
         require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
         require(_is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
                  f"a number >= 2 * chunk_ms = {2 * self.chunk_ms:g}", self.buffer_ms)

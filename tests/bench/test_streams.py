@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from edgesense.bench.streams import (
     PlacedWord,
@@ -25,6 +24,7 @@ from edgesense.bench.streams import (
 )
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.schema.yaml import load_yaml_mapping
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 HOP_MS = 100.0
@@ -196,10 +196,19 @@ def test_update_firmware_config_keeps_comments_and_validates(tmp_path):
         pytest.skip("firmware_configs/rpi4.yaml not present")
     path = Path(shutil.copy(src, tmp_path / "rpi4.yaml"))
     update_firmware_config(path, threshold=0.85, suppression_ms=1000)
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml_mapping(path)
     assert data["commands"]["threshold"] == 0.85 and data["commands"]["suppression_ms"] == 1000
     assert data["commands"]["average_window_ms"] == 1000  # the rest untouched
     assert "# skip command inference on silence" in path.read_text()
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{device: {name: x}, commands: {threshold: 0.5, average_window_ms: 800, minimum_count: 2}}\n")
+    update_firmware_config(flow, threshold=0.6, suppression_ms=900)
+    assert load_yaml_mapping(flow)["commands"] == {"threshold": 0.6, "average_window_ms": 800, "minimum_count": 2,
+                                                   "suppression_ms": 900}
+    duplicate = tmp_path / "dup.yaml"
+    duplicate.write_text("device: {name: x}\ncommands: {threshold: 0.5}\ncommands: {threshold: 0.6}\n")
+    with pytest.raises(ValueError, match=r"dup.yaml:3: duplicate key 'commands'"):
+        update_firmware_config(duplicate, threshold=0.7, suppression_ms=900)
     with pytest.raises(ValueError, match="threshold"):
         update_firmware_config(path, threshold=1.5, suppression_ms=1000)
-    assert yaml.safe_load(path.read_text())["commands"]["threshold"] == 0.85  # a bad value is not written
+    assert load_yaml_mapping(path)["commands"]["threshold"] == 0.85  # a bad value is not written

@@ -137,7 +137,7 @@ def test_target_validation_names_the_field():
 def test_plan_uses_the_markers_and_the_target_policy():
     rpi, _ = resolve_mod.plan_dependencies(targets_mod.TARGETS["rpi5"])
     names = {d.name: d for d in rpi}
-    assert {"numpy", "opencv-python-headless", "sounddevice", "pyyaml", "ai-edge-litert"} <= set(names)
+    assert {"numpy", "opencv-python-headless", "sounddevice", "ruamel-yaml", "ai-edge-litert"} <= set(names)
     assert "tflite-runtime" not in names  # its marker says python < 3.10
     orin, fallbacks = resolve_mod.plan_dependencies(targets_mod.TARGETS["jetson-orin"])
     assert [d.name for d in orin if d.role == "interpreter"] == ["ai-edge-litert"]
@@ -218,7 +218,7 @@ def test_no_wheels_bundle(target, tmp_path, inputs, own_wheel):
         json.loads(read_metadata(model.read_bytes(), "edgesense"))
 
     # The config points at the bundled model wherever the bundle is unpacked.
-    from edgesense.config.device import load_config
+    from edgesense.loop.config import load_config
 
     moved = tmp_path / "elsewhere" / "edgesense"
     shutil.copytree(out, moved)
@@ -242,7 +242,7 @@ def test_no_wheels_bundle(target, tmp_path, inputs, own_wheel):
 
     reqs = (out / "requirements.txt").read_text().split()
     assert any(r.startswith("ai-edge-litert") for r in reqs)
-    assert any(r.startswith("numpy") for r in reqs) and any(r.lower().startswith("pyyaml") for r in reqs)
+    assert any(r.startswith("numpy") for r in reqs) and any(r.lower().startswith("ruamel") for r in reqs)
     if t.opencv == "apt":
         assert not any(r.startswith("opencv") for r in reqs)
         assert "numpy<2" in reqs
@@ -473,7 +473,7 @@ def _wheel(res: resolve_mod.Resolution, name: str) -> resolve_mod.ResolvedPackag
 def test_rpi5_resolves_aarch64_wheels_from_pypi():
     res = resolve_mod.resolve("rpi5")
     assert res.ok, res.problems
-    for name in ("numpy", "opencv-python-headless", "ai-edge-litert", "pyyaml", "cffi"):
+    for name in ("numpy", "opencv-python-headless", "ai-edge-litert", "cffi"):
         wheel = _wheel(res, name)
         assert wheel.filename.endswith(".whl") and "aarch64" in wheel.filename, wheel.filename
         assert re.fullmatch(r"[0-9a-f]{64}", wheel.sha256 or "")

@@ -9,10 +9,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edgesense.config.device import DELEGATE_NAMES, SECTIONS, DeviceConfig
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend, log_mel_spectrogram
 from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
+from edgesense.loop.config import SECTIONS, DeviceConfig
 from edgesense.recognition.scenes import SMOOTHING_METHODS
+from edgesense.runtime.interpreter import DELEGATES, NO_DELEGATE
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTIONS = AudioFrontendOptions()
@@ -142,7 +143,7 @@ def valid_configs(draw) -> dict:
     hop = draw(st.floats(10, 1000, **finite))
     window = draw(st.floats(hop, 5000, **finite))
     camera_on = draw(st.booleans())
-    delegate = draw(st.sampled_from(DELEGATE_NAMES))
+    delegate = draw(st.sampled_from([NO_DELEGATE, *(d for d in DELEGATES if d)]))
     data = {
         "device": {"name": draw(st.text(min_size=1, max_size=20).filter(str.strip)),
                    "description": draw(st.text(max_size=20))},
@@ -158,9 +159,9 @@ def valid_configs(draw) -> dict:
         "scheduler": {"command_hop_ms": hop, "scene_rate_hz": draw(st.floats(0.1, 30, **finite))},
         "commands": {"threshold": draw(st.floats(0, 0.99, **finite)),
                      "suppression_ms": draw(st.floats(0, 5000, **finite)), "average_window_ms": window,
-                     "minimum_count": draw(st.integers(1, int(window // hop) + 1)),
-                     "vad_enabled": draw(st.booleans()), "vad_threshold_dbfs": draw(st.floats(-119, 0, **finite)),
-                     "vad_hangover_ms": draw(st.floats(0, 2000, **finite))},
+                     "minimum_count": draw(st.integers(1, int(window // hop) + 1))},
+        "vad": {"enabled": draw(st.booleans()), "threshold_dbfs": draw(st.floats(-119, 0, **finite)),
+                "hangover_ms": draw(st.floats(0, 2000, **finite))},
         "scenes": {"smoothing": draw(st.sampled_from(SMOOTHING_METHODS)),
                    "window_ms": draw(st.floats(1, 10000, **finite)),
                    "hysteresis_margin": draw(st.floats(0, 0.99, **finite)),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import sounddevice as sd
-import yaml
 from media import REQUIRED_KEYS, TEST_THRESHOLD, scene_video, tone_wav  # noqa: E402
 
 from edgesense.app.cli import main
+from edgesense.schema.yaml import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 SUMMARY_PREFIX = "edgesense run: events:"
@@ -31,7 +31,7 @@ def write_config(tmp_path: Path, **sections) -> Path:
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     path = tmp_path / "device.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    path.write_text(dump_yaml(data), encoding="utf-8")
     return path
 
 
@@ -153,7 +153,7 @@ def test_corrupt_inputs_are_one_line_exit_2(tiny_model_path, tmp_path, media, ca
     assert "garbage.mp4" in one_error_line(capsys.readouterr().err)
 
     assert main(["run", "--config", str(tmp_path / "none.yaml"), "--audio", str(wav)]) == 2
-    assert "config file not found" in one_error_line(capsys.readouterr().err)
+    assert "no such file" in one_error_line(capsys.readouterr().err)
 
     assert main(["run", "--config", config, "--model", str(tiny_model_path), "--audio", str(wav),
                  "--duration-s", "-1"]) == 2

@@ -31,6 +31,7 @@ from media import TEST_THRESHOLD, tone_wav
 
 import edgesense.sources.microphone as microphone_mod
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
+from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
 from edgesense.recognition.scenes import SceneSmootherOptions
@@ -121,7 +122,7 @@ def test_camera_outage_audio_goes_on_and_scenes_resume(tiny_model_path, tmp_path
                                down_ms, up_ms)
     monkeypatch.setattr(cv2, "VideoCapture", camera.capture_class())
     events = []
-    options = PipelineOptions(command_hop_ms=HOP_MS, scene_rate_hz=5.0,
+    options = PipelineOptions(scheduler=SchedulerOptions(command_hop_ms=HOP_MS, scene_rate_hz=5.0),
                               recognizer=CommandRecognizerOptions(threshold=TEST_THRESHOLD),
                               energy_gate=EnergyGateOptions(threshold_dbfs=-45.0, hangover_ms=300.0),
                               smoother=SceneSmootherOptions(heartbeat_ms=HEARTBEAT_MS, min_hold_ms=0.0))
@@ -158,7 +159,7 @@ def test_camera_outage_audio_goes_on_and_scenes_resume(tiny_model_path, tmp_path
     # Scene events: regular before, none during, back within SCENE_RESUME_MS after.
     scenes = [e.t_ms for e in events if e.type == "scene"]
     assert any(t < down_ms for t in scenes)
-    slack_ms = 1000.0 / 15 + options.scene_period_ms  # a frame taken just before the unplug
+    slack_ms = 1000.0 / 15 + options.scheduler.scene_period_ms  # a frame taken just before the unplug
     assert not [t for t in scenes if down_ms + slack_ms < t < up_ms], scenes
     after = [t for t in scenes if t >= up_ms]
     assert after, f"scene events never resumed: {scenes}"
@@ -260,7 +261,7 @@ def test_microphone_overflow_bursts_are_counted_and_the_loop_goes_on(tiny_model_
     fake = FakeSoundDevice(samples, block, bursts)
     monkeypatch.setattr(microphone_mod, "_import_sounddevice", lambda: fake)
     mic = MicrophoneSource(MicrophoneOptions(read_timeout_ms=300.0))
-    pipeline = Pipeline(model, PipelineOptions(command_hop_ms=HOP_MS), audio=mic)
+    pipeline = Pipeline(model, PipelineOptions(scheduler=SchedulerOptions(command_hop_ms=HOP_MS)), audio=mic)
     inferences_at_end_of_bursts = []
 
     def watch() -> None:

@@ -32,9 +32,9 @@ from media import (
 )
 
 import edgesense.sources.microphone as microphone_mod
-from edgesense.config.device import DeviceConfig
+from edgesense.loop.config import DeviceConfig
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
-from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner
+from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
 from edgesense.loop.stats import AUDIO_END_TO_EVENT, STAGES, PipelineStats
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
@@ -431,9 +431,7 @@ def test_replay_aligner_hands_out_the_newest_frame_not_after_t(make_video, level
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"command_hop_ms": 0}, "command_hop_ms"),
-    ({"scene_rate_hz": -1}, "scene_rate_hz"),
-    ({"embedding_max_age_ms": float("nan")}, "embedding_max_age_ms"),
+    ({"scheduler": {}}, "scheduler"),
     ({"recognizer": {}}, "recognizer"),
     ({"energy_gate": 3}, "energy_gate"),
     ({"stats_window": 0}, "stats_window"),
@@ -443,14 +441,25 @@ def test_pipeline_options_validation_names_the_field(kwargs, field):
         PipelineOptions(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, field", [
+    ({"command_hop_ms": 0}, "command_hop_ms"),
+    ({"scene_rate_hz": -1}, "scene_rate_hz"),
+    ({"embedding_max_age_ms": float("nan")}, "embedding_max_age_ms"),
+])
+def test_scheduler_options_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}: expected"):
+        SchedulerOptions(**kwargs)
+
+
 def test_options_from_config_and_embedding_age():
     config = DeviceConfig.from_dict({"device": {"name": "x"}, "scheduler": {"command_hop_ms": 50, "scene_rate_hz": 2},
-                                     "commands": {"vad_enabled": True, "threshold": 0.6}})
+                                     "commands": {"threshold": 0.6}, "vad": {"enabled": True}})
     options = PipelineOptions.from_config(config)
-    assert options.command_hop_ms == 50 and options.scene_period_ms == 500
-    assert options.recognizer.threshold == 0.6 and options.energy_gate is not None
-    assert options.max_embedding_age_ms == 1000  # two scene periods
-    assert PipelineOptions(embedding_max_age_ms=250).max_embedding_age_ms == 250
+    assert options.scheduler.command_hop_ms == 50 and options.scheduler.scene_period_ms == 500
+    assert options.recognizer.threshold == 0.6 and options.energy_gate == config.vad
+    assert options.scheduler.max_embedding_age_ms == 1000  # two scene periods
+    assert SchedulerOptions(embedding_max_age_ms=250).max_embedding_age_ms == 250
+    assert PipelineOptions.from_config(DeviceConfig.from_dict({"device": {"name": "x"}})).energy_gate is None
 
 
 def test_pipeline_needs_a_source_and_matching_sample_rate(model, tmp_path):

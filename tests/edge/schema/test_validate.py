@@ -5,7 +5,6 @@ from typing import Literal
 import pytest
 
 from edgesense.schema.validate import from_mapping, to_mapping
-from edgesense.schema.yaml import load_yaml_mapping, parse_yaml_value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,31 +53,25 @@ def test_errors_name_the_file_and_the_field(data, message):
     assert message in str(info.value)
 
 
-def test_yaml_loading_errors_name_the_file(tmp_path):
-    with pytest.raises(ValueError, match="no such file"):
-        load_yaml_mapping(tmp_path / "missing.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("a: [1, 2\n")
-    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
-        load_yaml_mapping(bad)
-    scalar = tmp_path / "scalar.yaml"
-    scalar.write_text("3\n")
-    with pytest.raises(ValueError, match="scalar.yaml: expected a mapping"):
-        load_yaml_mapping(scalar)
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("")
-    assert load_yaml_mapping(empty) == {}
+def test_errors_name_the_line_when_lines_are_known():
+    lines = {"name": 1, "inner": 2, "inner.rate_hz": 3, "paths": 4, "paths[1]": 5}
+    with pytest.raises(ValueError, match=r"^cfg.yaml:3: inner.rate_hz: expected > 0"):
+        from_mapping(Outer, {"name": "x", "inner": {"rate_hz": -1}}, source="cfg.yaml", lines=lines)
+    with pytest.raises(ValueError, match=r"^cfg.yaml:5: paths\[1\]: expected a path"):
+        from_mapping(Outer, {"name": "x", "paths": ["a", 3]}, source="cfg.yaml", lines=lines)
+    with pytest.raises(ValueError, match=r"^cfg.yaml:2: inner.speed: unknown field; expected one of mode, rate_hz"):
+        from_mapping(Outer, {"name": "x", "inner": {"speed": 1}}, source="cfg.yaml", lines=lines)
 
 
-def test_yaml_reads_command_words_as_words_not_booleans(tmp_path):
-    path = tmp_path / "words.yaml"
-    path.write_text("words: [yes, no, on, off, stop]\nenabled: true\nother: False\n")
-    assert load_yaml_mapping(path) == {"words": ["yes", "no", "on", "off", "stop"], "enabled": True, "other": False}
+@dataclass(frozen=True, kw_only=True)
+class WithMapping:
+    thresholds: dict[str, float] = None
 
 
-def test_yaml_reads_exponents_as_numbers_as_yaml_1_2_does(tmp_path):
-    path = tmp_path / "numbers.yaml"
-    path.write_text("lr: 1e-6\nbig: 3E+2\nplain: 1.5e-3\nint: 12\nword: e5\nversion: 1.2.3\n")
-    assert load_yaml_mapping(path) == {"lr": 1e-6, "big": 300.0, "plain": 1.5e-3, "int": 12, "word": "e5",
-                                       "version": "1.2.3"}
-    assert parse_yaml_value("1e-6") == 1e-6 and parse_yaml_value("no") == "no"
+def test_mappings_of_plain_values_are_read_and_checked():
+    cfg = from_mapping(WithMapping, {"thresholds": {"yes": 0.5, "off": 1}})
+    assert cfg.thresholds == {"yes": 0.5, "off": 1.0} and isinstance(cfg.thresholds["off"], float)
+    assert to_mapping(cfg) == {"thresholds": {"yes": 0.5, "off": 1.0}}
+    with pytest.raises(ValueError, match="thresholds.off: expected a number, got 'high'"):
+        from_mapping(WithMapping, {"thresholds": {"off": "high"}})
+

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.config.device import DEFAULT_MODEL_PATH, DeviceConfig, load_config
+from edgesense.loop.config import SECTIONS, DeviceConfig, load_config
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
 from edgesense.recognition.scenes import SceneSmootherOptions
 from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.runtime.model import DEFAULT_MODEL_PATH
 from edgesense.sinks.mqtt import MqttOptions
 from edgesense.sources.camera import CameraOptions, is_gstreamer_pipeline
 from edgesense.sources.microphone import MicrophoneOptions
@@ -24,18 +25,17 @@ def test_all_expected_configs_are_bundled():
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
-def test_bundled_config_loads_and_converts(path):
+def test_bundled_config_loads_and_each_section_is_its_component_options(path):
     config = load_config(path)
     assert config.device.name == path.stem and config.source_path == str(path)
     # model.path is relative to the YAML's folder: firmware_configs/../models/edgesense.tflite
     assert config.model_path == REPO / DEFAULT_MODEL_PATH
-    assert isinstance(config.model.interpreter_options(), InterpreterOptions)
-    assert isinstance(config.camera.camera_options(), CameraOptions)
-    assert isinstance(config.audio.microphone_options(), MicrophoneOptions)
-    assert isinstance(config.commands.recognizer_options(), CommandRecognizerOptions)
-    assert isinstance(config.scenes.smoother_options(), SceneSmootherOptions)
-    gate = config.commands.energy_gate_options()
-    assert (gate is not None) == config.commands.vad_enabled
+    assert isinstance(config.model, InterpreterOptions)
+    assert isinstance(config.camera, CameraOptions) and isinstance(config.audio, MicrophoneOptions)
+    assert isinstance(config.commands, CommandRecognizerOptions) and isinstance(config.vad, EnergyGateOptions)
+    assert isinstance(config.scenes, SceneSmootherOptions)
+    assert set(SECTIONS) == {"device", "model", "camera", "audio", "scheduler", "commands", "vad", "scenes",
+                             "outputs"}
     # Round trip through plain data.
     assert DeviceConfig.from_dict(config.to_dict(), source=str(path)) == config
 
@@ -45,16 +45,16 @@ def test_bundled_device_specifics():
     assert rpi4.model.num_threads == 4 and rpi5.model.num_threads == 4
     assert (rpi4.camera.width_px, rpi4.camera.height_px, rpi4.camera.fps) == (640, 480, 15)
     assert rpi4.scheduler.scene_rate_hz == 2 and rpi5.scheduler.scene_rate_hz == 5
-    assert isinstance(rpi4.commands.energy_gate_options(), EnergyGateOptions)
+    assert rpi4.vad.enabled and not rpi5.vad.enabled
     for name in ("jetson-nano", "jetson-orin"):
         jetson = load_config(REPO / f"firmware_configs/{name}.yaml")
         assert is_gstreamer_pipeline(jetson.camera.source)
         assert jetson.camera.source.startswith("nvarguscamerasrc") and jetson.camera.source.endswith(
             "appsink drop=true max-buffers=1")
         assert "\n" not in jetson.camera.source
-        assert jetson.model.interpreter_options().delegate == "gpu"
+        assert jetson.model.delegate == "gpu"
     desktop = load_config(REPO / "firmware_configs/desktop.yaml")
-    assert desktop.camera.source == 0 and desktop.model.interpreter_options().delegate is None
+    assert desktop.camera.source == 0 and desktop.model.delegate is None  # "delegate: none" in the file
 
 
 def write(tmp_path: Path, text: str, name: str = "device.yaml") -> Path:
@@ -70,7 +70,7 @@ def test_minimal_config_uses_defaults(tmp_path):
     assert (config.commands.threshold, config.commands.suppression_ms, config.commands.average_window_ms,
             config.commands.minimum_count) == (0.7, 750.0, 1000.0, 3)
     assert config.scenes.heartbeat_ms == 10000.0 and config.outputs.events == "-"
-    assert config.outputs.mqtt_options(config.device) is None
+    assert config.outputs.mqtt_options(node_id=config.device.node_id, device_name=config.device.name) is None
 
 
 def test_model_path_absolute_and_home(tmp_path, monkeypatch):
@@ -86,7 +86,7 @@ def test_mqtt_options_from_config(tmp_path):
         device: {name: Kitchen Pi 4}
         outputs: {mqtt: "mqtts://u:p@broker.lan", topic_prefix: house/kitchen, ha_discovery: false}
     """))
-    opts = config.outputs.mqtt_options(config.device)
+    opts = config.outputs.mqtt_options(node_id=config.device.node_id, device_name=config.device.name)
     assert isinstance(opts, MqttOptions)
     assert (opts.host, opts.port, opts.tls, opts.topic_prefix, opts.ha_discovery, opts.node_id, opts.device_name) == (
         "broker.lan", 8883, True, "house/kitchen", False, "kitchen_pi_4", "Kitchen Pi 4")
@@ -94,63 +94,92 @@ def test_mqtt_options_from_config(tmp_path):
         device: {name: x}
         outputs: {mqtt: "mqtt://broker.lan/from/url", topic_prefix: ignored}
     """))
-    assert with_path.outputs.mqtt_options(with_path.device).topic_prefix == "from/url"
+    assert with_path.outputs.mqtt_options(node_id="x", device_name="x").topic_prefix == "from/url"
 
 
-BAD = [
-    ("camera: {fps: fast}", "camera.fps: expected a positive number, got 'fast'"),
-    ("camera: {fsp: 15}", "camera.fsp: unknown field; expected one of enabled, source, width_px, height_px, fps"),
-    ("cameras: {}", "cameras: unknown section"),
-    ("audio: {sample_rate_hz: 16k}", "audio.sample_rate_hz: expected an integer in [1, 192000], got '16k'"),
+BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2: ")
+    ("camera: {fps: fast}", "camera.fps: expected a number, got 'fast'"),
+    ("camera: {fps: 0}", "camera.fps: expected a positive number, got 0.0"),
+    ("camera: {fsp: 15}", "camera.fsp: unknown field; expected one of backoff, enabled, fps, height_px, "
+                          "reopen_after_failures, source, width_px"),
+    ("cameras: {}", "cameras: unknown field; expected one of audio, camera, commands, device, model, outputs, "
+                    "scenes, scheduler, vad"),
+    ("audio: {sample_rate_hz: 16k}", "audio.sample_rate_hz: expected an integer, got '16k'"),
     ("audio: {sample_rate_hz: 16000.0}", "audio.sample_rate_hz: expected an integer"),
+    ("audio: {sample_rate_hz: 400000}", "audio.sample_rate_hz: expected an integer in [1, 192000], got 400000"),
     ("audio: {device: -1}", "audio.device: expected null (the default input)"),
-    ("model: {num_threads: true}", "model.num_threads: expected an integer in [1, 64], got True"),
+    ("model: {num_threads: true}", "model.num_threads: expected an integer, got True"),
+    ("model: {num_threads: 65}", "model.num_threads: expected an integer in [1, 64], got 65"),
     ("model: {delegate: tpu}", "model.delegate: expected one of none, xnnpack, edgetpu, gpu, got 'tpu'"),
     ("model: {delegate: none, delegate_library: libx.so}", "model.delegate_library: expected null"),
     ("commands: {threshold: 1.5}", "commands.threshold: expected a number in [0, 1), got 1.5"),
     ("commands: {minimum_count: 20}", "commands.minimum_count: expected <= 11"),
+    ("commands: {vad_enabled: true}", "commands.vad_enabled: this field is now vad.enabled"),
+    ("vad: {enabled: yes}", "vad.enabled: expected true or false, got 'yes'"),
     ("scenes: {smoothing: median}", "scenes.smoothing: expected one of ema, window, got 'median'"),
     ("scenes: {heartbeat_ms: 0}", "scenes.heartbeat_ms: expected null (no heartbeat) or a positive number, got 0"),
     ("scheduler: {scene_rate_hz: -2}", "scheduler.scene_rate_hz: expected a positive number, got -2"),
     ("audio: {chunk_ms: 200}", "audio.chunk_ms: expected <= scheduler.command_hop_ms (100)"),
     ("outputs: {mqtt: 'http://broker'}", "outputs.mqtt: mqtt url 'http://broker': expected a scheme"),
     ("outputs: {topic_prefix: 'a/#'}", "outputs.topic_prefix: expected an MQTT topic"),
-    ("outputs: {events: 3}", "outputs.events: expected '-' (stdout), a file path or null, got 3"),
+    ("outputs: {events: 3}", "outputs.events: expected a string, got 3"),
     ("camera: {enabled: false}\naudio: {enabled: false}", "camera.enabled: expected the camera or the audio"),
-    ("camera: 15", "camera: expected a mapping of fields, got 15"),
+    ("camera: 15", "camera: expected a mapping, got 15"),
 ]
 
 
 @pytest.mark.parametrize("extra, message", BAD, ids=[m.split(":")[0] for _, m in BAD])
-def test_errors_name_file_and_dotted_field(tmp_path, extra, message):
+def test_errors_name_file_line_and_dotted_field(tmp_path, extra, message):
     path = write(tmp_path, "device: {name: test}\n" + extra + "\n", name="rpi4.yaml")
     with pytest.raises(ValueError) as info:
         load_config(path)
-    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+    assert str(info.value).startswith(f"{path}:2: {message}"), str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_error_message_matches_the_documented_example(tmp_path, monkeypatch):
     (tmp_path / "firmware_configs").mkdir()
-    write(tmp_path / "firmware_configs", "device: {name: rpi4}\ncamera: {fps: fast}\n", name="rpi4.yaml")
+    write(tmp_path / "firmware_configs", "device: {name: rpi4}\ncamera: {fps: high}\n", name="rpi4.yaml")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(
-            "firmware_configs/rpi4.yaml: camera.fps: expected a positive number, got 'fast'")):
+            "firmware_configs/rpi4.yaml:2: camera.fps: expected a number, got 'high'")):
         load_config("firmware_configs/rpi4.yaml")
 
 
+def test_a_duplicate_key_and_a_yaml_1_1_boolean_name_file_and_line(tmp_path):
+    duplicate = write(tmp_path, """\
+        device: {name: test}
+        commands:
+          threshold: 0.5
+          minimum_count: 3
+          threshold: 0.9
+        """)
+    with pytest.raises(ValueError, match=re.escape(f"{duplicate}:5: duplicate key 'threshold'")):
+        load_config(duplicate)
+    yes = write(tmp_path, """\
+        device: {name: test}
+        vad:
+          enabled: yes
+        """, name="yes.yaml")
+    with pytest.raises(ValueError, match=re.escape(f"{yes}:3: vad.enabled: expected true or false, got 'yes'")):
+        load_config(yes)
+
+
 @pytest.mark.parametrize("text, message", [
-    ("camera: {fps: 15}\n", "device: missing required section"),
-    ("device: {description: no name}\n", "device.name: missing required field"),
-    ("- just\n- a list\n", "expected a mapping of sections, got list"),
-    ("device: {name: [unclosed\n", "not valid YAML"),
-    ("device: {name: '  '}\n", "device.name: expected a non-empty string"),
+    ("camera: {fps: 15}\n", ": device: required field is missing"),
+    ("device: {description: no name}\n", ":1: device.name: required field is missing"),
+    ("- just\n- a list\n", ": expected a mapping of fields at the top level, got list"),
+    ("device: {name: [unclosed\n", ":2: not valid YAML"),
+    ("device: {name: '  '}\n", ":1: device.name: expected a non-empty string"),
 ])
 def test_structural_errors(tmp_path, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}{message}")):
         load_config(path)
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="nope.yaml: config file not found"):
+def test_missing_file_and_a_folder(tmp_path):
+    with pytest.raises(ValueError, match="nope.yaml: no such file"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="expected a YAML file, found a folder"):
+        load_config(tmp_path)

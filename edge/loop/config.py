@@ -1,0 +1,171 @@
+"""Device configuration: one YAML file (``firmware_configs/*.yaml``) whose sections are the
+options of the loop's components, one definition and one default per field::
+
+    device:    DeviceInfo                 {name, description}
+    model:     runtime.model.ModelOptions {path, num_threads, delegate: none|xnnpack|edgetpu|gpu,
+                                           delegate_library}
+    camera:    sources.camera.CameraOptions {enabled, source: index | /dev/videoN | GStreamer pipeline,
+                                           width_px, height_px, fps, reopen_after_failures,
+                                           backoff: {initial_ms, max_ms, multiplier}}
+    audio:     sources.microphone.MicrophoneOptions {enabled, device: index | name | null,
+                                           sample_rate_hz, chunk_ms, buffer_ms, read_timeout_ms}
+    scheduler: loop.scheduler.SchedulerOptions {command_hop_ms, scene_rate_hz, embedding_max_age_ms}
+    commands:  recognition.commands.CommandRecognizerOptions {threshold, suppression_ms,
+                                           average_window_ms, minimum_count, ...}
+    vad:       recognition.gate.EnergyGateOptions {enabled, threshold_dbfs, hangover_ms}
+    scenes:    recognition.scenes.SceneSmootherOptions {smoothing: ema|window, window_ms,
+                                           hysteresis_margin, min_hold_ms, heartbeat_ms | null}
+    outputs:   sinks.outputs.OutputsOptions {events: "-" | path | null, mqtt: URL | null,
+                                           topic_prefix, ha_discovery, mqtt_spool_dir: path | null}
+
+Every section but ``device`` is optional; every field has a default except ``device.name``.
+The file is read by the one strict loader (:mod:`edgesense.schema.yaml`): YAML 1.2 (only
+``true``/``false`` are booleans), a duplicate key is an error, and every error names the file
+and the line: ``firmware_configs/rpi4.yaml:34: commands.threshold: expected a number in [0,
+1), got 'high'``. A field that was renamed gets an error naming its new name.
+
+**Relative ``model.path`` resolves against the folder of the YAML file** (not the working
+directory), so a config and its model can be moved together: the bundled
+``firmware_configs/*.yaml`` say ``../models/edgesense.tflite``, and a deploy bundle with
+``config.yaml`` next to ``models/`` can keep the default ``models/edgesense.tflite``. ``~``
+is expanded. After :func:`load_config`, ``config.model.path`` is absolute. Other paths
+(``outputs.events``, a camera device path) are used as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgesense.loop.scheduler import SchedulerOptions
+from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.recognition.gate import EnergyGateOptions
+from edgesense.recognition.scenes import SceneSmootherOptions
+from edgesense.runtime.model import DEFAULT_MODEL_PATH, ModelOptions
+from edgesense.schema.validate import from_mapping, to_mapping
+from edgesense.schema.yaml import load_yaml_document
+from edgesense.sinks.outputs import OutputsOptions
+from edgesense.sources.camera import CameraOptions
+from edgesense.sources.microphone import MicrophoneOptions
+
+__all__ = ["DeviceInfo", "DeviceConfig", "SECTIONS", "RENAMED_FIELDS", "load_config"]
+
+#: Fields that moved: the old dotted name -> the new one (an old name is an error naming the new).
+RENAMED_FIELDS: Mapping[str, str] = {
+    "commands.vad_enabled": "vad.enabled",
+    "commands.vad_threshold_dbfs": "vad.threshold_dbfs",
+    "commands.vad_hangover_ms": "vad.hangover_ms",
+    "camera.reopen_max_ms": "camera.backoff.max_ms",
+}
+_NODE_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]+")
+_DEFAULT_NODE_ID = "edgesense"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceInfo:
+    """Who this device is: ``name`` (required) and a free-text ``description``."""
+
+    name: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"name: expected a non-empty string, got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise ValueError(f"description: expected a string, got {self.description!r}")
+
+    @property
+    def node_id(self) -> str:
+        """``name`` as an MQTT / Home Assistant node id (letters, digits, '_' and '-')."""
+        return _NODE_ID_INVALID.sub("_", self.name.strip()).strip("_").lower() or _DEFAULT_NODE_ID
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceConfig:
+    """A whole device configuration (see the module docstring)."""
+
+    device: DeviceInfo
+    model: ModelOptions = field(default_factory=ModelOptions)
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    audio: MicrophoneOptions = field(default_factory=MicrophoneOptions)
+    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
+    commands: CommandRecognizerOptions = field(default_factory=CommandRecognizerOptions)
+    vad: EnergyGateOptions = field(default_factory=EnergyGateOptions)
+    scenes: SceneSmootherOptions = field(default_factory=SceneSmootherOptions)
+    outputs: OutputsOptions = field(default_factory=OutputsOptions)
+    #: The YAML file it came from (set by :func:`load_config`, never read from the file).
+    source_path: str | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, kind in SECTIONS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name}: expected {kind.__name__}, got {getattr(self, name)!r}")
+        if not (self.camera.enabled or self.audio.enabled):
+            raise ValueError("camera.enabled: expected the camera or the audio (or both) enabled, got both disabled")
+        hop, window = self.scheduler.command_hop_ms, self.commands.average_window_ms
+        most = int(window // hop) + 1  # results one averaging window can hold
+        if self.audio.enabled and self.commands.minimum_count > most:
+            raise ValueError(f"commands.minimum_count: expected <= {most} (average_window_ms {window:g} / "
+                             f"scheduler.command_hop_ms {hop:g} + 1), got {self.commands.minimum_count}")
+        if self.audio.enabled and self.audio.chunk_ms > hop:
+            raise ValueError(f"audio.chunk_ms: expected <= scheduler.command_hop_ms ({hop:g}), "
+                             f"got {self.audio.chunk_ms!r}")
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Sections as plain data (what :meth:`from_dict` reads back)."""
+        return to_mapping(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<config>", base_dir: str | os.PathLike[str] | None = None,
+                  lines: Mapping[str, int] | None = None) -> "DeviceConfig":
+        """Validate plain data (parsed YAML). ``base_dir``: where a relative ``model.path`` resolves;
+        ``lines``: each dotted key's line, for errors (:class:`edgesense.schema.yaml.YamlDocument`)."""
+        lines = lines or {}
+        if isinstance(data, Mapping):
+            _refuse_renamed(data, source, lines)
+            model = {} if data.get("model") is None else data["model"]
+            if base_dir is not None and isinstance(model, Mapping) and isinstance(model.get("path", ""), str):
+                data = {**data, "model": {**model, "path": _resolve(model.get("path", DEFAULT_MODEL_PATH),
+                                                                     Path(base_dir))}}
+        return from_mapping(cls, data, source=source, lines=lines)
+
+
+#: Section name -> the options dataclass it is.
+SECTIONS: Mapping[str, type] = types.MappingProxyType(
+    {f.name: typing.get_type_hints(DeviceConfig)[f.name] for f in dataclasses.fields(DeviceConfig) if f.init})
+
+
+def _refuse_renamed(data: Mapping[str, Any], source: str, lines: Mapping[str, int]) -> None:
+    for old, new in RENAMED_FIELDS.items():
+        section, _, name = old.partition(".")
+        values = data.get(section)
+        if isinstance(values, Mapping) and name in values:
+            line = lines.get(old)
+            where = f"{source}:{line}" if line is not None else source
+            raise ValueError(f"{where}: {old}: this field is now {new}")
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    if not path.strip():
+        return path  # left for ModelOptions to reject
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else Path(os.path.normpath(base_dir.resolve() / p)))
+
+
+def load_config(path: str | os.PathLike[str]) -> DeviceConfig:
+    """Read and validate a device YAML file (relative ``model.path`` resolves against its folder)."""
+    document = load_yaml_document(path)
+    config = DeviceConfig.from_dict(document.data, source=str(document.path), base_dir=document.path.parent,
+                                    lines=document.lines)
+    object.__setattr__(config, "source_path", str(document.path))
+    return config

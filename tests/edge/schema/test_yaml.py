@@ -1,0 +1,102 @@
+"""edgesense.schema.yaml: the one strict YAML 1.2 loader, with lines, and the round-trip editor."""
+
+import pytest
+
+from edgesense.schema.validate import from_mapping
+from edgesense.schema.yaml import dump_yaml, load_yaml_document, load_yaml_mapping, parse_yaml_value, update_yaml_file
+
+
+def test_yaml_loading_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_yaml_mapping(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ValueError, match=r"bad.yaml:2: not valid YAML: expected ',' or ']'"):
+        load_yaml_mapping(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ValueError, match="scalar.yaml: expected a mapping"):
+        load_yaml_mapping(scalar)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_yaml_mapping(empty) == {}
+
+
+def test_yaml_reads_command_words_as_words_not_booleans(tmp_path):
+    path = tmp_path / "words.yaml"
+    path.write_text("words: [yes, no, on, off, stop]\nenabled: true\nother: False\n")
+    assert load_yaml_mapping(path) == {"words": ["yes", "no", "on", "off", "stop"], "enabled": True, "other": False}
+
+
+def test_yaml_reads_exponents_as_numbers_as_yaml_1_2_does(tmp_path):
+    path = tmp_path / "numbers.yaml"
+    path.write_text("lr: 1e-6\nbig: 3E+2\nplain: 1.5e-3\nint: 12\nword: e5\nversion: 1.2.3\n")
+    assert load_yaml_mapping(path) == {"lr": 1e-6, "big": 300.0, "plain": 1.5e-3, "int": 12, "word": "e5",
+                                       "version": "1.2.3"}
+    assert parse_yaml_value("1e-6") == 1e-6 and parse_yaml_value("no") == "no"
+
+
+def test_a_duplicate_key_is_an_error_naming_file_line_and_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("commands:\n  threshold: 0.5\n  minimum_count: 3\n  threshold: 0.9\n")
+    with pytest.raises(ValueError) as info:
+        load_yaml_mapping(path)
+    assert str(info.value) == f"{path}:4: duplicate key 'threshold' (each key may appear once in a mapping)"
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{commands: {threshold: 0.5}, commands: {threshold: 0.6}}\n")
+    with pytest.raises(ValueError, match=r"flow.yaml:1: duplicate key 'commands'"):
+        load_yaml_mapping(flow)
+
+
+def test_errors_are_one_line_and_a_folder_is_not_a_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\n  b: 2\nc: [\n")
+    with pytest.raises(ValueError) as info:
+        load_yaml_mapping(bad)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{bad}:")
+    with pytest.raises(ValueError, match="expected a YAML file, found a folder"):
+        load_yaml_mapping(tmp_path)
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(b"\xff\xfe\x00TFL3")
+    with pytest.raises(ValueError, match="expected a UTF-8 text file"):
+        load_yaml_mapping(binary)
+
+
+def test_yes_is_a_string_so_a_boolean_field_names_its_line(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True, kw_only=True)
+    class Section:
+        vad_enabled: bool = False
+
+    path = tmp_path / "c.yaml"
+    path.write_text("# a comment\nvad_enabled: yes\n")
+    doc = load_yaml_document(path)
+    assert doc.data == {"vad_enabled": "yes"} and doc.lines == {"vad_enabled": 2}
+    with pytest.raises(ValueError, match=r"c.yaml:2: vad_enabled: expected true or false, got 'yes'"):
+        from_mapping(Section, doc.data, source=str(path), lines=doc.lines)
+
+
+def test_update_keeps_comments_order_and_other_fields(tmp_path):
+    path = tmp_path / "device.yaml"
+    original = ("# my device\ndevice:\n  name: pi   # the kitchen one\ncommands:\n  threshold: 0.5  # tuned\n"
+                "  minimum_count: 3\nscenes: {window_ms: 2000}\n")
+    path.write_text(original)
+    update_yaml_file(path, {"commands.threshold": 0.61, "commands.release": 0.3, "scenes.window_ms": 1500,
+                            "vad.enabled": True})
+    text = path.read_text()
+    assert text.startswith("# my device\ndevice:\n  name: pi   # the kitchen one\n")
+    assert "threshold: 0.61 # tuned" in text  # the comment stays on its line
+    assert load_yaml_mapping(path) == {"device": {"name": "pi"},
+                                       "commands": {"threshold": 0.61, "minimum_count": 3, "release": 0.3},
+                                       "scenes": {"window_ms": 1500}, "vad": {"enabled": True}}
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("commands: {threshold: 0.5}\ncommands: {threshold: 0.6}\n")
+    with pytest.raises(ValueError, match="duplicate key 'commands'"):
+        update_yaml_file(dup, {"commands.threshold": 0.7})
+    assert dup.read_text() == "commands: {threshold: 0.5}\ncommands: {threshold: 0.6}\n"  # untouched
+
+
+def test_dump_reads_back():
+    data = {"device": {"name": "x"}, "words": ["yes", "no", "on"], "lr": 1e-6, "flag": False, "none": None}
+    assert parse_yaml_value(dump_yaml(data)) == data
