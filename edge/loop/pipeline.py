@@ -23,9 +23,8 @@ audio, else the video's):
   (audio) gated.
 * **Energy gate** (optional, ``commands.vad_enabled``): command inference is skipped
   while the audio level stays below the threshold (after its hangover). The
-  recogniser is fed nothing for gated hops, and it is reset (re-armed, as after a
-  confident ``_silence_``) when the gate closes, so the same word said twice with
-  silence in between fires twice. Frontend features are still computed on silence,
+  recogniser is fed nothing for gated hops, and it is reset (its window emptied,
+  every word re-armed) when the gate closes. Frontend features are still computed on silence,
   so the window is complete the moment the gate opens.
 
 Faults: a failing camera (:class:`edge.sources.SourceReadError`) is logged once per
