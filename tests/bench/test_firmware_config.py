@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgesense.app import cli
 from edgesense.bench.firmware_config import update_firmware_config
 from edgesense.config.device import load_config
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -94,3 +95,13 @@ def test_a_result_the_loader_rejects_is_not_written(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(ValueError, match="not found"):
         update_firmware_config(tmp_path / "missing.yaml", CHOSEN)
+
+
+def test_the_cli_refuses_a_duplicate_key_before_the_benchmark_runs(tmp_path, capsys):
+    path = _device_yaml(tmp_path, "device:\n  name: t\ndevice:\n  name: u\n")
+    speech = tmp_path / "sc"
+    speech.mkdir()  # empty: the benchmark itself would fail later, on the data
+    code = cli.main(["bench", "--model", str(REPO / "models" / "edgesense.tflite"), "--speech-commands", str(speech),
+                     "--write-config", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "line 3: duplicate key 'device'" in err[0] and str(path) in err[0]
