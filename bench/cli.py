@@ -90,8 +90,8 @@ def _sha256(path: Path) -> str:
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
-    if options.write_config is not None:
-        check_firmware_config(options.write_config)  # refused now, not after the run
+    for path in options.write_config:
+        check_firmware_config(path)  # refused now, not after the run
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -192,10 +192,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             negative_paths=list(options.negatives), clip_accuracy=command_word_accuracy(report["command"]))
         if "det" in st:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
-        if options.write_config is not None and "recommended" in st:
-            update_firmware_config(options.write_config,
-                                   CommandRecognizerOptions(**st["recommended"]["settings"]))
-            st["written_to"] = str(options.write_config)
+        if "recommended" in st:
+            chosen = CommandRecognizerOptions(**st["recommended"]["settings"])
+            st["written_to"] = [str(update_firmware_config(path, chosen)) for path in options.write_config]
 
     if options.fusion_study:
         from edgesense.train import fusion_study as study
@@ -244,8 +243,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="command-free talk per split for false accepts/hour (default 120; 4 with --quick)")
     parser.add_argument("--class-thresholds", action="store_true",
                         help="recommend per-word thresholds calibrated on the tuning streams (else one threshold)")
-    parser.add_argument("--write-config", type=Path,
-                        help="write the recommended recognizer settings into this firmware YAML's commands: (in place)")
+    parser.add_argument("--write-config", type=Path, action="append", default=[],
+                        help="write the recommended recognizer settings into this firmware YAML's commands: "
+                             "(in place; repeatable)")
     parser.add_argument("--max-per-class", type=int, help="evaluate at most this many items per class")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
         talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
         class_thresholds=args.class_thresholds,
-        write_config=args.write_config, max_per_class=args.max_per_class, seed=args.seed)
+        write_config=tuple(args.write_config), max_per_class=args.max_per_class, seed=args.seed)
     report = run_bench(options)
     print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")
     for key in ("command", "scene", "scene_with_ambient_audio"):

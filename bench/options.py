@@ -37,7 +37,7 @@ class BenchOptions:
     stream_s: float | None = None
     talk_s: float | None = None
     class_thresholds: bool = False
-    write_config: Path | None = None
+    write_config: tuple[Path, ...] = ()
     max_per_class: int | None = None
     seed: int = 0
 
@@ -53,7 +53,7 @@ class BenchOptions:
             value = getattr(self, name)
             require(value is None or (isinstance(value, (int, float)) and value >= 20), name,
                     "None or a number >= 20", value)
-        require(self.write_config is None or self.speech_commands is not None, "write_config",
+        require(not self.write_config or self.speech_commands is not None, "write_config",
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
         for name in ("speech_commands", "scenes", "av"):
             path = getattr(self, name)
