@@ -70,6 +70,7 @@ from edgesense.bench.references import (
 )
 from edgesense.bench.report import _fmt, command_word_accuracy, plot_confusion, plot_det, plot_latency, render_markdown
 from edgesense.bench.streaming import clip_utterances, run_streaming
+from edgesense.bench.streams import Utterance
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
@@ -138,7 +139,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         keep = [k for k, it in enumerate(kept) if id(it) not in tune_set]  # --split all: the other speakers
         sr = model.audio_frontend.sample_rate_hz
         stream_utterances = clip_utterances(clips[keep], [kept[k] for k in keep], sr)
-        tune_utterances: list = []
+        tune_utterances: list[Utterance] = []
         if tune_items:
             tune_clips, tune_report = data.load_clips(tune_items, model.audio_frontend, what="tuning clips")
             tune_utterances = clip_utterances(tune_clips, [tune_items[i] for i in tune_report.kept], sr)
@@ -253,7 +254,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = BenchOptions(
         model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
-        av=args.av, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads, quick=args.quick, split=args.split,
+        av=args.av, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads,
+        quick=args.quick, split=args.split,
         salt=args.salt, train_references=args.train_references, references_dir=args.references,
         reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
         stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,

@@ -34,8 +34,11 @@ __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "Oper
 
 logger = logging.getLogger(__name__)
 
-_MS_PER_HOUR = 3_600_000.0
 _PER_100 = 100.0
+#: Per-word calibration: hits gained minus this many per false accept added (within the budget).
+CALIBRATION_FALSE_ACCEPT_COST = 0.25
+#: A threshold no average of int8 posteriors (at most 255/256) beats: silences a word.
+_NEVER = 0.999
 #: Latency percentiles reported.
 LATENCY_PERCENTILES = (50, 95)
 
@@ -318,7 +321,8 @@ def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[
     """(the highest hit rate within the false-accept budget, True); ties: see :func:`_rank`. Without
     any point in budget: (the one with the fewest false accepts, False)."""
     require(len(points) > 0, "points", "at least one sweep point", 0)
-    within = [p for p in points if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
+    within = [p for p in points
+              if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
     if within:
         return max(within, key=_rank), True
     logger.warning("no setting reaches %.2f false accepts/hour and %.2f per 100 words on the tuning streams; "
@@ -331,19 +335,20 @@ def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[
 def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecognizerOptions, options: SweepOptions,
                                *, max_offset: float = 0.1, step: float = 0.025) -> CommandRecognizerOptions:
     """Per-word thresholds within ``max_offset`` of ``base.threshold``, greedily: each step moves
-    the one word's threshold that gains the most hits on the tuning streams while the split
-    stays within the false-accept budget (a word's threshold barely changes the others' events,
-    so it is scored alone, then the whole is checked)."""
+    the one word's threshold that gains the most hits (less ``CALIBRATION_FALSE_ACCEPT_COST`` per
+    false accept) on the tuning streams while the split stays within the false-accept budget. A
+    word's threshold barely changes the others' events, so each word is scored alone (the others
+    silenced); the result is then checked as a whole, and ``base`` is returned when it is over
+    the budget or no better."""
     labels = next(iter(replays.values())).posteriors.labels
     words = [w for w in labels if w not in base.ignored_labels]
     offsets = np.arange(-max_offset, max_offset + step / 2, step)
     candidates = sorted({round(float(np.clip(base.threshold + o, base.release_threshold + step, 0.99)), 4)
                          for o in offsets})
-    never = 0.999  # a threshold no average beats: the word alone is scored with the others silenced
     table: dict[tuple[str, float], tuple[int, int, int]] = {}
     for word in words:
         for t in candidates:
-            alone = dataclasses.replace(base, class_thresholds={**{w: never for w in words if w != word}, word: t})
+            alone = dataclasses.replace(base, class_thresholds={**{w: _NEVER for w in words if w != word}, word: t})
             p = evaluate(replays, alone, match_tolerance_ms=options.match_tolerance_ms)
             table[(word, t)] = (p.commands.hits if p.commands else 0, p.talk.false_accepts if p.talk else 0,
                                 p.words.false_accepts if p.words else 0)
@@ -370,13 +375,20 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
                 h, ft, fw = totals(trial)
                 if not in_budget(ft, fw):
                     continue
-                gain = (h - hits) - 0.25 * ((ft - fa_talk) + (fw - fa_words))
+                gain = (h - hits) - CALIBRATION_FALSE_ACCEPT_COST * ((ft - fa_talk) + (fw - fa_words))
                 if gain > 1e-9 and (best is None or gain > best[0]):
                     best = (gain, trial)
         if best is None:
             break
         chosen = best[1]
-    return dataclasses.replace(base, class_thresholds={w: t for w, t in chosen.items() if t != base.threshold})
+    tuned = dataclasses.replace(base, class_thresholds={w: t for w, t in chosen.items() if t != base.threshold})
+    before = evaluate(replays, base, match_tolerance_ms=options.match_tolerance_ms)
+    after = evaluate(replays, tuned, match_tolerance_ms=options.match_tolerance_ms)
+    if not after.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words) \
+            or after.hit_rate <= before.hit_rate:
+        logger.info("per-word thresholds: no gain within the budget on the tuning streams; one threshold kept")
+        return base
+    return tuned
 
 
 def det_curve(replays: Mapping[str, Replay], base: CommandRecognizerOptions, thresholds: Sequence[float], *,

@@ -20,7 +20,6 @@ import numpy as np
 
 from edgesense.bench.options import BenchOptions
 from edgesense.bench.scoring import (
-    OperatingPoint,
     Replay,
     SweepOptions,
     calibrate_class_thresholds,
@@ -43,6 +42,7 @@ from edgesense.frontend.wav import read_wav
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import split_recordings
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamingPlan", "run_streaming", "clip_utterances", "recording_pools"]
 
@@ -89,7 +89,7 @@ class StreamingPlan:
 def clip_utterances(clips: np.ndarray, items: Sequence[Any], sample_rate_hz: int) -> list[Utterance]:
     """One utterance per clip (``items``: their :class:`edgesense.train.data.AudioItem`), silence dropped."""
     return [utterance(clip, item.label, item.path.name, sample_rate_hz, group=item.speaker)
-            for clip, item in zip(clips, items) if item.label != "_silence_"]
+            for clip, item in zip(clips, items) if item.label != SILENCE_LABEL]
 
 
 def _recordings(paths: Sequence[Path]) -> list[Path]:
@@ -120,7 +120,7 @@ def _other_speech(paths: Sequence[Path], sample_rate_hz: int) -> tuple[list[Utte
     """(words, sentences) of other-speech recordings."""
     words, sentences = [], []
     for p, x in _read(paths, sample_rate_hz):
-        u = utterance(x, "_unknown_", f"{p.parent.name}/{p.name}", sample_rate_hz)
+        u = utterance(x, UNKNOWN_LABEL, f"{p.parent.name}/{p.name}", sample_rate_hz)
         (sentences if (u.end - u.first) > SENTENCE_MIN_S * sample_rate_hz else words).append(u)
     return words, sentences
 
@@ -163,10 +163,6 @@ def _summary(posteriors: StreamPosteriors) -> dict[str, Any]:
             "other_utterances": sum(not w.is_command for w in words),
             "unique_sources": len({w.source for w in words}),
             "speech_s": round(sum(w.end_ms - w.start_ms for w in words) / 1000.0, 1)}
-
-
-def _point(p: OperatingPoint | None) -> dict[str, Any] | None:
-    return None if p is None else p.to_dict()
 
 
 def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, evaluation: Sequence[Utterance],
@@ -222,7 +218,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "recommended": {"settings": at["recommended"].to_dict()["settings"], "chosen_on": tuned_on,
                         "within_budget_on_tuning": in_budget,
                         "tuning": evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()},
-        "evaluation": {k: _point(p) for k, p in at.items()},
+        "evaluation": {k: p.to_dict() for k, p in at.items()},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
         "sweep_points": len(points),
