@@ -15,12 +15,14 @@ What it measures (``report.json``, ``report.md`` and PNG figures in ``--out``):
   Tiny KWS DS-CNN and VWW MobileNetV1 (``bench/reference_models.py``), evaluated on the same data
   with the same interpreter and thread count; compute per second of stream at 10 command
   hops and 5 scene frames per second, ours vs theirs, in MACs/s and measured ms/s.
-* **streaming commands** (:mod:`edge.streaming_eval`): a long stream (30 min; 2 min with
-  ``--quick``) of held-out clips over background noise through the device's
-  ``CommandRecognizer``; hit rate, false accepts/hour, detection latency, and a
-  threshold x suppression sweep. The recommended setting is chosen on a *tuning* stream
-  built from other speakers (the validation split with ``--split testing``; otherwise half
-  the speakers by hash) and reported on the evaluation stream.
+* **streaming commands** (:mod:`edgesense.bench.streaming`): per split, a stream of command
+  words among other words (30 min; 2 with ``--quick``), 2 hours of command-free talk
+  (``--talk-minutes``) and other words said one at a time, over real noise and music, through the
+  device's ``CommandRecognizer``: hit rate, false accepts per hour of talk and per 100 other words,
+  latency from word end, the streaming cost and a DET curve. The operating point is chosen on the
+  *tuning* split (validation speakers with ``--split testing``, otherwise half the speakers by hash;
+  the training pool of the recordings) and reported on the *evaluation* split (the test speakers,
+  the evaluation pool of ``edgesense.train.pools``).
 * **fusion study** (``--fusion-study``, :mod:`train.fusion_study`).
 
 Splits: ``--split all`` evaluates the whole folder, except that a Speech Commands folder
@@ -57,6 +59,7 @@ from edgesense.bench.accuracy import (
     select_command_items,
     select_scene_items,
 )
+from edgesense.bench.firmware_config import check_firmware_config, update_firmware_config
 from edgesense.bench.latency import STAGES, _Timer
 from edgesense.bench.options import DEFAULT_REFERENCES_DIR, SPLITS, BenchOptions
 from edgesense.bench.references import (
@@ -65,8 +68,10 @@ from edgesense.bench.references import (
     evaluate_reference,
     find_references,
 )
-from edgesense.bench.report import _fmt, plot_confusion, plot_latency, render_markdown
-from edgesense.bench.streaming import run_streaming
+from edgesense.bench.report import _fmt, command_word_accuracy, plot_confusion, plot_det, plot_latency, render_markdown
+from edgesense.bench.streaming import clip_utterances, run_streaming
+from edgesense.bench.streams import Utterance
+from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
@@ -86,6 +91,8 @@ def _sha256(path: Path) -> str:
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
+    for path in options.write_config:
+        check_firmware_config(path)  # refused now, not after the run
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -100,14 +107,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                   "params_by_part": meta.get("params", {}), "macs_by_part": meta.get("macs", {}),
                   "sha256": model_sha},
         "settings": {"threads": options.threads, "split": options.split, "salt": options.salt, "quick": options.quick,
-                     "per_class_cap": options.per_class_cap, "interpreter": "LiteRT (edge.interpreter)"},
+                     "per_class_cap": options.per_class_cap, "interpreter": "LiteRT (edgesense.runtime.interpreter)"},
         "figures": {},
     }
     split = SplitSpec.from_metadata(meta, options.salt or None)
     report["settings"]["split_spec"] = dataclasses.asdict(split)
     timer = _Timer(STAGES)
     noise_paths = list(options.noise)
-    clips = clip_labels = tune_clips = tune_labels = None
+    clips = clip_labels = None
     data = None
     if options.speech_commands is not None:
         from edgesense.train import data
@@ -127,17 +134,15 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         report["figures"]["command_confusion"] = plot_confusion(
             report["command"], out / "confusion_command.png", "Commands (camera absent)").name
         tune_items = _cap(tune_items, options.per_class_cap, options.seed)
-        if options.split != "testing":
-            tune_set = {id(it) for it in tune_items}
-            keep = [k for k, i in enumerate(load_report.kept) if id(items[i]) not in tune_set]
-            stream_clips, stream_labels = clips[keep], [clip_labels[k] for k in keep]
-        else:
-            stream_clips, stream_labels = clips, clip_labels
+        kept = [items[i] for i in load_report.kept]
+        tune_set = {id(it) for it in tune_items}
+        keep = [k for k, it in enumerate(kept) if id(it) not in tune_set]  # --split all: the other speakers
+        sr = model.audio_frontend.sample_rate_hz
+        stream_utterances = clip_utterances(clips[keep], [kept[k] for k in keep], sr)
+        tune_utterances: list[Utterance] = []
         if tune_items:
             tune_clips, tune_report = data.load_clips(tune_items, model.audio_frontend, what="tuning clips")
-            tune_labels = [tune_items[i].label for i in tune_report.kept]
-        else:
-            tune_clips, tune_labels = np.zeros((0, model.audio_frontend.clip_samples), np.float32), []
+            tune_utterances = clip_utterances(tune_clips, [tune_items[i] for i in tune_report.kept], sr)
     noise = _noise_recordings(noise_paths, model.audio_frontend.sample_rate_hz)
     report["settings"]["noise"] = [str(p) for p in noise_paths] or "synthetic pink noise"
 
@@ -183,10 +188,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             report["figures"][f"{name}_confusion"] = fig.name
 
     if options.speech_commands is not None and options.streaming:
-        report["streaming"] = run_streaming(model, stream_clips, stream_labels, tune_clips, tune_labels, noise,
-                                            options, model_sha)
-        if "figure" in report["streaming"]:
-            report["figures"]["streaming_sweep"] = report["streaming"]["figure"]
+        st = report["streaming"] = run_streaming(
+            model, model_sha, options, evaluation=stream_utterances, tuning=tune_utterances, noise_paths=noise_paths,
+            negative_paths=list(options.negatives), clip_accuracy=command_word_accuracy(report["command"]))
+        if "det" in st:
+            report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
+        if "recommended" in st:
+            chosen = CommandRecognizerOptions(**st["recommended"]["settings"])
+            st["written_to"] = [str(update_firmware_config(path, chosen)) for path in options.write_config]
 
     if options.fusion_study:
         from edgesense.train import fusion_study as study
@@ -225,10 +234,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-config", type=Path,
                         help="train YAML for the references' data (default: --speech-commands/--scenes/--salt)")
     parser.add_argument("--fusion-study", action="store_true", help="run the fusion study (trains small models)")
+    parser.add_argument("--negatives", type=Path, action="append", default=[],
+                        help="other speech (.wav file or folder, repeatable; e.g. ../shared/data/speech_negatives) "
+                             "for the talk and other-words streams")
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming evaluation")
-    parser.add_argument("--stream-minutes", type=float, help="evaluation stream length (default 30; 2 with --quick)")
-    parser.add_argument("--write-config", type=Path,
-                        help="write the recommended threshold/suppression into this firmware YAML's commands:")
+    parser.add_argument("--stream-minutes", type=float,
+                        help="evaluation commands stream length (default 30; 2 with --quick)")
+    parser.add_argument("--talk-minutes", type=float,
+                        help="command-free talk per split for false accepts/hour (default 120; 4 with --quick)")
+    parser.add_argument("--class-thresholds", action="store_true",
+                        help="recommend per-word thresholds calibrated on the tuning streams (else one threshold)")
+    parser.add_argument("--write-config", type=Path, action="append", default=[],
+                        help="write the recommended recognizer settings into this firmware YAML's commands: "
+                             "(in place; repeatable)")
     parser.add_argument("--max-per-class", type=int, help="evaluate at most this many items per class")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -236,11 +254,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = BenchOptions(
         model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
-        av=args.av, noise=tuple(args.noise), threads=args.threads, quick=args.quick, split=args.split,
+        av=args.av, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads,
+        quick=args.quick, split=args.split,
         salt=args.salt, train_references=args.train_references, references_dir=args.references,
         reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
         stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
-        write_config=args.write_config, max_per_class=args.max_per_class, seed=args.seed)
+        talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
+        class_thresholds=args.class_thresholds,
+        write_config=tuple(args.write_config), max_per_class=args.max_per_class, seed=args.seed)
     report = run_bench(options)
     print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")
     for key in ("command", "scene", "scene_with_ambient_audio"):
@@ -251,9 +272,10 @@ def run(args: argparse.Namespace) -> int:
     for stage, s in report.get("latency_ms", {}).items():
         print(f"  latency {stage:<18} p50 {_fmt(s['p50'])} ms  p95 {_fmt(s['p95'])} ms  p99 {_fmt(s['p99'])} ms")
     st = report.get("streaming", {})
-    if "at_recommended" in st:
-        r = st["at_recommended"]
-        print(f"  streaming: threshold {st['recommended']['threshold']:g}, suppression "
-              f"{st['recommended']['suppression_ms']:g} ms -> hit rate {r['hit_rate']:.3f}, "
-              f"{r['false_accepts_per_hour']:.2f} FA/hour")
+    if "recommended" in st:
+        r = st["evaluation"]["recommended"]
+        settings = ", ".join(f"{k} {v}" for k, v in st["recommended"]["settings"].items())
+        print(f"  streaming ({settings}): hit rate {r['hit_rate']:.3f}, {r['false_accepts_per_hour']:.2f} FA/hour of "
+              f"talk, {r['false_accepts_per_100_words']:.2f} FA/100 other words, latency p50 "
+              f"{_fmt(r['latency_ms']['p50'], 0)} ms p95 {_fmt(r['latency_ms']['p95'], 0)} ms")
     return 0

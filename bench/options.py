@@ -13,11 +13,6 @@ SPLITS = ("all", "testing")
 QUICK_PER_CLASS = 12  #: clips or photos per class with --quick
 DEFAULT_REFERENCES_DIR = Path("models/references")
 
-QUICK_STREAM_S, FULL_STREAM_S = 120.0, 1800.0
-QUICK_TUNE_STREAM_S, FULL_TUNE_STREAM_S = 60.0, 900.0
-
-
-
 
 @dataclass(frozen=True, kw_only=True)
 class BenchOptions:
@@ -29,6 +24,7 @@ class BenchOptions:
     scenes: Path | None = None
     av: Path | None = None
     noise: tuple[Path, ...] = ()
+    negatives: tuple[Path, ...] = ()
     threads: int = 1
     quick: bool = False
     split: str = "all"
@@ -39,7 +35,9 @@ class BenchOptions:
     fusion_study: bool = False
     streaming: bool = True
     stream_s: float | None = None
-    write_config: Path | None = None
+    talk_s: float | None = None
+    class_thresholds: bool = False
+    write_config: tuple[Path, ...] = ()
     max_per_class: int | None = None
     seed: int = 0
 
@@ -51,13 +49,18 @@ class BenchOptions:
                  or self.fusion_study, "speech_commands", "at least one of speech_commands, scenes, av", None)
         require(self.max_per_class is None or (isinstance(self.max_per_class, int) and self.max_per_class >= 1),
                  "max_per_class", "None or an integer >= 1", self.max_per_class)
-        require(self.stream_s is None or (isinstance(self.stream_s, (int, float)) and self.stream_s >= 20),
-                 "stream_s", "None or a number >= 20", self.stream_s)
-        require(self.write_config is None or self.speech_commands is not None, "write_config",
+        for name in ("stream_s", "talk_s"):
+            value = getattr(self, name)
+            require(value is None or (isinstance(value, (int, float)) and value >= 20), name,
+                    "None or a number >= 20", value)
+        require(not self.write_config or self.speech_commands is not None, "write_config",
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
         for name in ("speech_commands", "scenes", "av"):
             path = getattr(self, name)
             require(path is None or Path(path).is_dir(), name, "an existing folder", str(path))
+        for name in ("noise", "negatives"):
+            missing = [str(p) for p in getattr(self, name) if not Path(p).exists()]
+            require(not missing, name, "existing files or folders", missing)
 
     @property
     def per_class_cap(self) -> int | None:

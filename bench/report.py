@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 # --------------------------------------------------------------------------- figures
 
@@ -74,6 +75,50 @@ def plot_latency(samples: Mapping[str, Sequence[float]], path: Path, title: str)
     return path
 
 
+def command_word_accuracy(command: Mapping[str, Any]) -> float | None:
+    """Clip accuracy over the command-word clips only (what a stream's hit rate compares with)."""
+    rows = [(c["accuracy"], c["count"]) for label, c in command["per_class"].items()
+            if label not in (SILENCE_LABEL, UNKNOWN_LABEL) and c["count"]]
+    total = sum(n for _, n in rows)
+    return round(sum(a * n for a, n in rows) / total, 4) if total else None
+
+
+def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
+    """The DET curve: miss rate against false accepts per hour of talk (log axis), one line per
+    split over the thresholds, the operating points marked. A point with no false accept is drawn
+    at half the smallest non-zero rate the stream can show (one per stream length)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    hours = max((s.get("talk", {}).get("duration_s", 0.0) for s in (streaming.get("evaluation_streams", {}),
+                                                                       streaming.get("tuning_streams", {}))),
+                default=0.0) / 3600.0
+    floor = 0.5 / hours if hours > 0 else 0.1
+    for (name, curve), style in zip(streaming["det"].items(), ("-", "--", ":")):
+        if not curve:
+            continue
+        x = [max(p["false_accepts_per_hour"], floor) for p in curve]
+        ax.plot(x, [p["miss_rate"] for p in curve], style, marker="o", markersize=3, label=f"{name} streams")
+    markers = {"one_threshold": "bs", "class_thresholds": "g^", "previous_firmware": "rx", "recommended": "k*"}
+    points = streaming.get("evaluation", {})
+    for key in markers:  # the recommended point last, on top
+        point = points.get(key)
+        if point is None:
+            continue
+        ax.plot([max(point["false_accepts_per_hour"], floor)], [point["miss_rate"]], markers[key], markersize=11,
+                label=f"{key.replace('_', ' ')} (evaluation)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"false accepts per hour of command-free talk (log; 0 drawn at {floor:.2g})")
+    ax.set_ylabel("miss rate (command words not detected)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title("Streaming commands: DET curve (threshold swept)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 # --------------------------------------------------------------------------- markdown
 
 
@@ -85,6 +130,46 @@ def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, int) and abs(x) >= 10_000:
         return f"{x:,}"
     return str(x)
+
+
+def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
+    if "recommended" not in st:
+        return []
+    rec = st["recommended"]
+    lines = ["", "## Streaming commands", "",
+             "| split | pool of noise and other speech | stream | minutes | command words | other utterances | "
+             "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for split in ("tuning", "evaluation"):
+        for kind, s in st.get(f"{split}_streams", {}).items():
+            lines.append(f"| {split} | {st['pools'][split]['pool']} | {kind} | {s['duration_s'] / 60:.1f} | "
+                         f"{s['command_words']} | {s['other_utterances']} | {s['unique_sources']} |")
+    settings = ", ".join(f"`{k}: {v}`" for k, v in rec["settings"].items())
+    sw = st["sweep_options"]
+    lines += ["", f"**Recommended** (chosen on the {rec['chosen_on']} streams among {st['sweep_points']} settings: "
+              f"the highest hit rate with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
+              f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words"
+              f"{'' if rec['within_budget_on_tuning'] else '; none was within that budget, so the quietest'}): "
+              f"{settings}.", "",
+              "Evaluation streams (test speakers, evaluation pool):", "",
+              "| setting | hit rate | FA/hour of talk | FA/100 other words | latency p50 / p95 ms | "
+              "FA/hour on the commands stream (subst. / other speech / background) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for key, r in st["evaluation"].items():
+        if r is None:
+            continue
+        c = r.get("commands_stream", {}).get("false_accepts_per_hour", {})
+        lines.append(f"| {key.replace('_', ' ')} | {_fmt(r['hit_rate'])} | {_fmt(r['false_accepts_per_hour'], 2)} | "
+                     f"{_fmt(r['false_accepts_per_100_words'], 2)} | {_fmt(r['latency_ms']['p50'], 0)} / "
+                     f"{_fmt(r['latency_ms']['p95'], 0)} | {c.get('substitutions')} / {c.get('other_speech')} / "
+                     f"{c.get('background')} |")
+    r = st["evaluation"]["recommended"]
+    talk = r.get("talk_stream", {}).get("false_accepts_per_hour", {})
+    lines += ["", f"Talk false accepts per hour: {talk.get('other_speech')} during speech, {talk.get('background')} "
+              f"in the pauses. Clip accuracy on the same command words: {_fmt(st['clip_accuracy_commands'])}; "
+              f"**streaming cost** {_fmt(st['streaming_cost_points'], 1)} points.", "",
+              "Hit rate per word: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                r.get("commands_stream", {}).get("per_word_hit_rate", {}).items())]
+    return lines
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -129,22 +214,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                              f"{_fmt(c['macs_ratio'])} | {_fmt(c['ours_ms_per_s'])} | {_fmt(c['theirs_ms_per_s'])} | "
                              f"{_fmt(c['ms_ratio'])} |")
         lines.append(f"\nFrontends (same code for both): {_fmt(comp.get('frontend_ms_per_s'))} ms/s.")
-    st = report.get("streaming", {})
-    if "at_recommended" in st:
-        rec, at, dflt = st["recommended"], st["at_recommended"], st["at_firmware_default"]
-        lines += ["", "## Streaming commands", "",
-                  f"Evaluation stream: {json.dumps(st.get('evaluation_stream'))}; tuning stream: "
-                  f"{json.dumps(st.get('tuning_stream'))}.", "",
-                  f"**Recommended** (chosen on the {rec['chosen_on']} stream: highest hit rate with at most "
-                  f"{st['max_false_accepts_per_hour']:g} false accepts/hour): `commands.threshold: {rec['threshold']:g}`, "
-                  f"`commands.suppression_ms: {rec['suppression_ms']:g}`.", "",
-                  "| setting | hit rate | FA/hour | FA (subst./unknown/background) | latency p50 / p90 ms |",
-                  "| --- | --- | --- | --- | --- |"]
-        for title, r in (("recommended", at), ("firmware default 0.7 / 750 ms", dflt)):
-            lat = r["latency_ms"]
-            lines.append(f"| {title} | {_fmt(r['hit_rate'])} | {_fmt(r['false_accepts_per_hour'], 2)} | "
-                         f"{r['false_accepts']} ({r['substitutions']}/{r['false_accepts_on_unknown_words']}/"
-                         f"{r['false_accepts_on_background']}) | {_fmt(lat['p50'], 0)} / {_fmt(lat['p90'], 0)} |")
+    lines += _streaming_markdown(report.get("streaming", {}))
     fs = report.get("fusion_study")
     if fs:
         lines += ["", "## Fusion study", "", f"> {fs['note']}", "",

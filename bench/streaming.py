@@ -1,88 +1,232 @@
-"""Benchmark streaming: the long command stream, the operating-point sweep and its recommendation."""
+"""Benchmark streaming: the streams of each split, the sweep on the tuning split, the operating
+point on the evaluation split, the DET curve and the firmware config.
+
+Splits: *evaluation* = the test speakers of the model's recorded split (the clips the accuracy
+section scores), with the **evaluation pool** of the noise and other-speech recordings
+(:func:`edgesense.train.pools.split_recordings`); *tuning* = the validation speakers, with the
+**training pool** (the evaluation pool is never used to choose anything). Each split has a
+``commands`` stream, a ``talk`` stream and a ``words`` stream (:mod:`edgesense.bench.streams`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.bench.options import FULL_STREAM_S, FULL_TUNE_STREAM_S, QUICK_STREAM_S, QUICK_TUNE_STREAM_S, BenchOptions
+from edgesense.bench.options import BenchOptions
+from edgesense.bench.scoring import (
+    Replay,
+    SweepOptions,
+    calibrate_class_thresholds,
+    det_curve,
+    evaluate,
+    recommend,
+    sweep,
+)
 from edgesense.bench.streams import (
     PosteriorCache,
     StreamOptions,
-    SweepOptions,
+    StreamPosteriors,
+    Utterance,
+    build_segments,
     build_stream,
-    evaluate_stream,
-    plot_sweep,
-    recommend,
-    stream_posteriors,
-    sweep,
-    update_firmware_config,
+    concat_posteriors,
+    utterance,
 )
+from edgesense.frontend.wav import read_wav
+from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.train.pools import split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+
+__all__ = ["StreamingPlan", "run_streaming", "clip_utterances", "recording_pools"]
 
 logger = logging.getLogger(__name__)
 
+HOP_MS = 100.0
+SEGMENT_S = 600.0
+#: Other-speech recordings whose spoken part is longer than this are sentences (talk only);
+#: shorter ones are words (talk, the words stream and the commands stream's distractors).
+SENTENCE_MIN_S = 2.0
+#: Thresholds of the DET curve.
+DET_THRESHOLDS = tuple(round(0.2 + 0.02 * k, 2) for k in range(40))  # 0.2 … 0.98
+RECORDING_SUFFIX = ".wav"
+#: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
+#: then), replayed with today's rule, for comparison.
+PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
+                                             minimum_count=3)
 
-# --------------------------------------------------------------------------- streaming
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StreamingPlan:
+    """Stream lengths and the sweep, full or ``--quick``."""
+
+    commands_s: dict[str, float]
+    talk_s: dict[str, float]
+    word_passes: int
+    sweep: SweepOptions
+
+    @classmethod
+    def for_options(cls, options: BenchOptions) -> "StreamingPlan":
+        quick = options.quick
+        commands = options.stream_s or (120.0 if quick else 1800.0)
+        talk = options.talk_s or (240.0 if quick else 7200.0)
+        sweep_options = SweepOptions(average_windows_ms=(500.0, 1000.0), thresholds=(0.5, 0.7, 0.9),
+                                     release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,)) \
+            if quick else SweepOptions()
+        return cls(commands_s={"tuning": max(60.0, commands / 2), "evaluation": commands},
+                   talk_s={"tuning": talk, "evaluation": talk}, word_passes=1 if quick else 2, sweep=sweep_options)
 
 
-def run_streaming(model: EdgeModel, eval_clips: np.ndarray, eval_labels: Sequence[str], tune_clips: np.ndarray,
-                  tune_labels: Sequence[str], noise: Sequence[np.ndarray], options: BenchOptions,
-                  model_sha256: str) -> dict[str, Any]:
-    eval_s = options.stream_s or (QUICK_STREAM_S if options.quick else FULL_STREAM_S)
-    tune_s = max(20.0, eval_s / 2) if options.stream_s else (QUICK_TUNE_STREAM_S if options.quick else FULL_TUNE_STREAM_S)
-    sweep_options = SweepOptions(thresholds=(0.5, 0.7, 0.8, 0.9), suppressions_ms=(500.0, 1000.0)) \
-        if options.quick else SweepOptions()
+# --------------------------------------------------------------------------- material
+
+
+def clip_utterances(clips: np.ndarray, items: Sequence[Any], sample_rate_hz: int) -> list[Utterance]:
+    """One utterance per clip (``items``: their :class:`edgesense.train.data.AudioItem`), silence dropped."""
+    return [utterance(clip, item.label, item.path.name, sample_rate_hz, group=item.speaker)
+            for clip, item in zip(clips, items) if item.label != SILENCE_LABEL]
+
+
+def _recordings(paths: Sequence[Path]) -> list[Path]:
+    files: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        files.update(p.rglob(f"*{RECORDING_SUFFIX}") if p.is_dir() else [p])
+    return sorted(files)
+
+
+def recording_pools(paths: Sequence[Path]) -> dict[str, list[Path]]:
+    """The recordings under ``paths`` split by :func:`edgesense.train.pools.split_recordings`."""
+    files = _recordings(paths)
+    return split_recordings(files) if files else {"training": [], "evaluation": []}
+
+
+def _read(paths: Sequence[Path], sample_rate_hz: int) -> list[tuple[Path, np.ndarray]]:
+    out = []
+    for p in paths:
+        try:
+            out.append((p, read_wav(p, sample_rate_hz=sample_rate_hz)))
+        except (OSError, ValueError) as exc:
+            logger.warning("skipping recording %s: %s", p, exc)
+    return out
+
+
+def _other_speech(paths: Sequence[Path], sample_rate_hz: int) -> tuple[list[Utterance], list[Utterance]]:
+    """(words, sentences) of other-speech recordings."""
+    words, sentences = [], []
+    for p, x in _read(paths, sample_rate_hz):
+        u = utterance(x, UNKNOWN_LABEL, f"{p.parent.name}/{p.name}", sample_rate_hz)
+        (sentences if (u.end - u.first) > SENTENCE_MIN_S * sample_rate_hz else words).append(u)
+    return words, sentences
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name: str, seed: int,
+                   commands: list[Utterance], words: list[Utterance], sentences: list[Utterance],
+                   noise: list[np.ndarray], plan: StreamingPlan) -> dict[str, StreamPosteriors]:
+    sr = model.audio_frontend.sample_rate_hz
+    out: dict[str, StreamPosteriors] = {}
+
+    def run(streams) -> StreamPosteriors:
+        return concat_posteriors([cache.posteriors(model, model_sha, s, hop_ms=HOP_MS) for s in streams])
+
+    base = StreamOptions(sample_rate_hz=sr, seed=seed)
+    if commands:
+        out["commands"] = run(build_segments(dataclasses.replace(base, kind="commands",
+                                                                 duration_s=plan.commands_s[name]),
+                                             SEGMENT_S, commands=commands, others=words, noise=noise))
+    else:
+        logger.warning("streaming: no command words for the %s split", name)
+    if words or sentences:
+        out["talk"] = run(build_segments(dataclasses.replace(base, kind="talk", duration_s=plan.talk_s[name],
+                                                             seed=seed + 1000),
+                                         SEGMENT_S, others=words + sentences, noise=noise))
+    else:
+        logger.warning("streaming: no other speech for the %s split: no talk stream", name)
+    if words:
+        out["words"] = run([build_stream(dataclasses.replace(base, kind="words", passes=plan.word_passes,
+                                                             seed=seed + 2000), others=words, noise=noise)])
+    return out
+
+
+def _summary(posteriors: StreamPosteriors) -> dict[str, Any]:
+    words = posteriors.words
+    return {"duration_s": round(posteriors.duration_ms / 1000.0, 1), "hops": int(posteriors.times_ms.size),
+            "command_words": sum(w.is_command for w in words),
+            "other_utterances": sum(not w.is_command for w in words),
+            "unique_sources": len({w.source for w in words}),
+            "speech_s": round(sum(w.end_ms - w.start_ms for w in words) / 1000.0, 1)}
+
+
+def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, evaluation: Sequence[Utterance],
+                  tuning: Sequence[Utterance], noise_paths: Sequence[Path], negative_paths: Sequence[Path],
+                  clip_accuracy: float | None) -> dict[str, Any]:
+    """The streaming section of the report (see the module docstring)."""
+    started = time.perf_counter()
+    plan = StreamingPlan.for_options(options)
+    sr = model.audio_frontend.sample_rate_hz
+    noise_pools, speech_pools = recording_pools(noise_paths), recording_pools(negative_paths)
+    pool_of_split = {"tuning": "training", "evaluation": "evaluation"}
     cache = PosteriorCache(options.out_dir / "cache")
-    out: dict[str, Any] = {"hop_ms": 100.0, "average_window_ms": sweep_options.average_window_ms,
-                           "minimum_count": sweep_options.minimum_count,
-                           "max_false_accepts_per_hour": sweep_options.max_false_accepts_per_hour}
-    curves, results = {}, {}
-    for name, clips, labels, seconds, seed in (("tuning", tune_clips, tune_labels, tune_s, options.seed + 101),
-                                               ("evaluation", eval_clips, eval_labels, eval_s, options.seed + 202)):
-        if not any(lab not in (SILENCE_LABEL, UNKNOWN_LABEL) for lab in labels):
-            logger.warning("streaming: no command-word clips for the %s stream; skipped", name)
-            continue
-        stream = build_stream(clips, list(labels), StreamOptions(duration_s=seconds, seed=seed), noise=noise)
-        key = cache.key(model_sha256, stream, 100.0)
-        posteriors = cache.load(key)
-        if posteriors is None:
-            posteriors = stream_posteriors(model, stream.samples, hop_ms=100.0)
-            cache.save(key, posteriors)
-        else:
-            logger.info("streaming: %s posteriors from the cache", name)
-        points = sweep(posteriors, stream.words, stream.duration_ms, sweep_options)
-        curves[name], results[name] = points, (stream, posteriors)
-        out[f"{name}_stream"] = stream.summary()
-    if "evaluation" not in results:
+    out: dict[str, Any] = {"hop_ms": HOP_MS, "sweep_options": dataclasses.asdict(plan.sweep),
+                           "pools": {split: {"pool": pool, "noise": [str(p) for p in noise_pools[pool]],
+                                             "other_speech": len(speech_pools[pool])}
+                                     for split, pool in pool_of_split.items()}}
+    replays: dict[str, dict[str, Replay]] = {}
+    for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
+                                                                            options.seed + 202)):
+        pool = pool_of_split[name]
+        noise = [x for _, x in _read(noise_pools[pool], sr)]
+        if not noise:
+            logger.warning("streaming: no %s-pool noise recordings; the %s streams use pink/brown noise", pool, name)
+        words, sentences = _other_speech(speech_pools[pool], sr)
+        commands = [u for u in utterances if u.is_command]
+        words += [u for u in utterances if not u.is_command]
+        streams = _split_streams(model, model_sha, cache, name, seed, commands, words, sentences, noise, plan)
+        replays[name] = {kind: Replay(p) for kind, p in streams.items()}
+        out[f"{name}_streams"] = {kind: _summary(p) for kind, p in streams.items()}
+    out["posteriors_s"] = round(time.perf_counter() - started, 1)
+    tuning_replays, eval_replays = replays["tuning"], replays["evaluation"]
+    if "commands" not in eval_replays:
         return out
-    tuned_on = "tuning" if "tuning" in curves else "evaluation"
-    best = recommend(curves[tuned_on], sweep_options.max_false_accepts_per_hour)
-    stream, posteriors = results["evaluation"]
-    at_best = evaluate_stream(posteriors.times_ms, posteriors.posteriors, posteriors.labels, stream.words,
-                              sweep_options.recognizer_options(best.threshold, best.suppression_ms),
-                              duration_ms=stream.duration_ms, match_tolerance_ms=sweep_options.match_tolerance_ms)
-    device_default = evaluate_stream(posteriors.times_ms, posteriors.posteriors, posteriors.labels, stream.words,
-                                     sweep_options.recognizer_options(0.7, 750.0), duration_ms=stream.duration_ms,
-                                     match_tolerance_ms=sweep_options.match_tolerance_ms)
-    out.update({
-        "recommended": {"threshold": best.threshold, "suppression_ms": best.suppression_ms, "chosen_on": tuned_on,
-                        "tuning_metrics": best.to_dict()},
-        "at_recommended": at_best.to_dict(),
-        "at_firmware_default": device_default.to_dict(),
-        "sweep": {name: [p.to_dict() for p in pts] for name, pts in curves.items()},
-    })
+    tuned_on = "tuning" if "commands" in tuning_replays else "evaluation"
     if tuned_on == "evaluation":
-        logger.warning("streaming: no tuning stream; the recommendation was chosen on the evaluation stream")
-    plot_sweep({"evaluation stream": curves["evaluation"], **({"tuning stream": curves["tuning"]}
-                                                               if "tuning" in curves else {})},
-               at_best, options.out_dir / "streaming_sweep.png",
-               title=f"Streaming commands ({stream.duration_ms / 60000:.0f} min evaluation stream)")
-    out["figure"] = "streaming_sweep.png"
-    if options.write_config is not None:
-        update_firmware_config(options.write_config, threshold=best.threshold, suppression_ms=best.suppression_ms)
-        out["written_to"] = str(options.write_config)
+        logger.warning("streaming: no tuning streams; the operating point is chosen on the evaluation streams")
+    chosen_from = replays[tuned_on]
+    points = sweep(chosen_from, plan.sweep)
+    best, in_budget = recommend(points, plan.sweep)
+    recommended = best.options
+    per_word = calibrate_class_thresholds(chosen_from, recommended, plan.sweep)
+    if options.class_thresholds:
+        recommended = per_word
+    match = plan.sweep.match_tolerance_ms
+    at = {
+        "recommended": evaluate(eval_replays, recommended, match_tolerance_ms=match),
+        "one_threshold": evaluate(eval_replays, best.options, match_tolerance_ms=match),
+        "class_thresholds": evaluate(eval_replays, per_word, match_tolerance_ms=match),
+        "previous_firmware": evaluate(eval_replays, PREVIOUS_FIRMWARE, match_tolerance_ms=match),
+    }
+    hit_rate = at["recommended"].hit_rate
+    out.update({
+        "recommended": {"settings": at["recommended"].to_dict()["settings"], "chosen_on": tuned_on,
+                        "within_budget_on_tuning": in_budget,
+                        "tuning": evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()},
+        "evaluation": {k: p.to_dict() for k, p in at.items()},
+        "clip_accuracy_commands": clip_accuracy,
+        "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
+        "sweep_points": len(points),
+        "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
+                      if p.within(plan.sweep.max_false_accepts_per_hour,
+                                  plan.sweep.max_false_accepts_per_100_words)][:10],
+        "det": {"evaluation": det_curve(eval_replays, recommended, DET_THRESHOLDS, match_tolerance_ms=match),
+                "tuning": det_curve(chosen_from, recommended, DET_THRESHOLDS, match_tolerance_ms=match)},
+    })
+    out["elapsed_s"] = round(time.perf_counter() - started, 1)
     return out

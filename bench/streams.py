@@ -1,54 +1,71 @@
-"""Streaming keyword-spotting evaluation: hit rate, false accepts per hour, detection latency.
+"""Streams for the streaming keyword-spotting evaluation: utterances placed at known times over
+real backgrounds, and the model's per-hop posteriors on them (cached).
 
-A long stream is assembled from held-out clips placed at known times over background
-noise (command words, with ``_unknown_`` words mixed in as distractors), run through the
-device's own path (:class:`edge.features.StreamingAudioFrontend` -> the last second of
-log-mel frames every ``hop_ms`` -> ``EdgeModel.encode_audio`` -> ``EdgeModel.fuse`` with
-the camera absent) and the device's post-processing (:class:`edge.postprocess.CommandRecognizer`).
+Three kinds of stream (:func:`build_stream`), each a plan of utterances with a gap before each
+one, mixed over background noise and music:
 
-The per-hop posteriors are computed once and cached (:class:`PosteriorCache`), so a sweep of
-``threshold`` x ``suppression_ms`` (:func:`sweep`) only replays the recognizer.
+* ``commands``: command words of unseen speakers among other words (``_unknown_`` clips and other
+  people's wake words), 1.5–4 s apart, some only 0.2–0.6 s apart ("… stop, go …") and some
+  repeated by the same speaker ("stop … stop"): hit rate, latency, substitutions.
+* ``talk``: continuous talk without any command word (read sentences, other wake words, unknown
+  words, 0.1–0.8 s pauses, sometimes a 3–10 s stretch of background alone): false accepts per hour.
+* ``words``: other words said one at a time (every one, ``passes`` times): false accepts per 100 words.
 
-Scoring (:func:`evaluate_stream`): a detection of label L at time t *hits* the earliest
-not-yet-hit placed word of label L with ``start_ms <= t <= end_ms + match_tolerance_ms``;
-every other detection is a *false accept*, split into ``substitutions`` (inside a command
-word's span, wrong label or a second detection), ``on_unknown`` (inside an unknown word's
-span) and ``on_background`` (elsewhere). Latency is ``t - end_ms`` of the hit word, where
-``end_ms`` is the end of the *spoken* part of the clip (energy envelope), not of the clip.
+Each utterance's spoken part (:func:`speech_span`) is scaled to an RMS level drawn from
+``speech_level_dbfs`` (−32…−16 dBFS) and the background under it to that level minus an SNR drawn
+from ``snr_db`` (5–20 dB); the background level changes in the gap before each utterance (a
+200 ms ramp). Backgrounds are 10 s pieces of the noise and music recordings at random offsets
+(50 ms crossfades), or pink/brown noise when there are none.
+
+Placing is cheap; :meth:`Stream.render` mixes the audio only when the posteriors are not in the
+:class:`PosteriorCache` (keyed by model, stream fingerprint and hop), so a re-run or a new sweep
+neither mixes nor runs the model again. Long streams are built as ``segment_s`` pieces
+(:func:`build_segments`) so that no more than a few minutes of audio is in memory at once.
 
 Pure numpy plus ``edge``: runs on the device as well as the desktop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
-from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.schema.validate import require
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["PlacedWord", "Stream", "StreamOptions", "StreamPosteriors", "PosteriorCache", "StreamingMetrics", "SweepOptions", "SweepPoint", "build_stream", "speech_span", "stream_posteriors", "evaluate_stream", "sweep", "recommend", "plot_sweep", "update_firmware_config"]
+__all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
+           "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments", "stream_posteriors",
+           "concat_posteriors"]
 
 logger = logging.getLogger(__name__)
 
 
 _MS_PER_S = 1000.0
-_MS_PER_HOUR = 3_600_000.0
 _ENVELOPE_FRAME_MS = 10.0
 #: A clip's spoken part: envelope frames within this many dB of the loudest frame.
 _SPEECH_SPAN_DB = 25.0
+#: Audio kept before and after an utterance's spoken part (faded in and out).
+UTTERANCE_MARGIN_MS = 100.0
+_FADE_MS = 20.0
+#: Backgrounds are cut into pieces this long, joined with crossfades of _CROSSFADE_MS.
+_BACKGROUND_PIECE_S = 10.0
+_CROSSFADE_MS = 50.0
+#: The background level moves to the next utterance's level over this long (in the gap before it).
+_LEVEL_RAMP_MS = 200.0
 _EPS = 1e-12
 
-
+STREAM_KINDS = ("commands", "talk", "words")
+StreamKind = Literal["commands", "talk", "words"]
 
 
 def _is_number(value: Any) -> bool:
@@ -61,70 +78,11 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
     require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
 
 
-# --------------------------------------------------------------------------- the stream
+def _check_fraction(name: str, value: Any) -> None:
+    require(_is_number(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
 
 
-@dataclass(frozen=True, kw_only=True)
-class StreamOptions:
-    """How to assemble a stream.
-
-    Words follow each other with a silence of ``gap_s`` (uniform in the range) after the
-    previous clip; ``unknown_fraction`` of the placed clips are ``_unknown_`` words. Each
-    word's spoken part is scaled to an RMS level in ``speech_level_dbfs``; the background
-    (noise recordings, or coloured noise when there are none) to ``noise_level_dbfs``.
-    """
-
-    duration_s: float = 1800.0
-    sample_rate_hz: int = 16000
-    gap_s: tuple[float, float] = (1.5, 5.0)
-    unknown_fraction: float = 0.25
-    speech_level_dbfs: tuple[float, float] = (-30.0, -18.0)
-    noise_level_dbfs: tuple[float, float] = (-55.0, -40.0)
-    lead_in_s: float = 2.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(_is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
-                 self.duration_s)
-        require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
-                 "a positive integer", self.sample_rate_hz)
-        _check_range("gap_s", self.gap_s, 0.0, 600.0)
-        require(_is_number(self.unknown_fraction) and 0 <= self.unknown_fraction < 1, "unknown_fraction",
-                 "a number in [0, 1)", self.unknown_fraction)
-        _check_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)
-        _check_range("noise_level_dbfs", self.noise_level_dbfs, -120.0, 0.0)
-        require(_is_number(self.lead_in_s) and self.lead_in_s >= 0, "lead_in_s", "a number >= 0", self.lead_in_s)
-        require(isinstance(self.seed, int), "seed", "an integer", self.seed)
-
-
-@dataclass(frozen=True)
-class PlacedWord:
-    """A clip placed in the stream. ``start_ms``/``end_ms``: its spoken part; ``clip_*``: the whole clip."""
-
-    label: str
-    start_ms: float
-    end_ms: float
-    clip_start_ms: float
-    clip_end_ms: float
-    is_command: bool
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class Stream:
-    samples: np.ndarray  # float32 (n,)
-    sample_rate_hz: int
-    words: tuple[PlacedWord, ...]
-    fingerprint: str
-
-    @property
-    def duration_ms(self) -> float:
-        return self.samples.size * _MS_PER_S / self.sample_rate_hz
-
-    def summary(self) -> dict[str, Any]:
-        commands = sum(w.is_command for w in self.words)
-        return {"duration_s": round(self.duration_ms / _MS_PER_S, 1), "command_words": commands,
-                "unknown_words": len(self.words) - commands, "fingerprint": self.fingerprint}
+# --------------------------------------------------------------------------- utterances
 
 
 def speech_span(clip: np.ndarray, sample_rate_hz: int) -> tuple[int, int]:
@@ -141,6 +99,180 @@ def speech_span(clip: np.ndarray, sample_rate_hz: int) -> tuple[int, int]:
     return int(loud[0] * frame), int(min(x.size, (loud[-1] + 1) * frame))
 
 
+@dataclass(frozen=True, eq=False)
+class Utterance:
+    """One recording's spoken part with ``UTTERANCE_MARGIN_MS`` around it (faded), float32;
+    ``first``/``end``: the spoken part inside ``samples``. ``label``: a command word, or
+    ``_unknown_`` for any other speech. ``group``: what a repeat may be drawn from (a speaker)."""
+
+    samples: np.ndarray
+    first: int
+    end: int
+    label: str
+    source: str
+    group: str = ""
+
+    @property
+    def is_command(self) -> bool:
+        return self.label not in (SILENCE_LABEL, UNKNOWN_LABEL)
+
+
+def utterance(clip: np.ndarray, label: str, source: str, sample_rate_hz: int, *, group: str = "") -> Utterance:
+    """The spoken part of ``clip`` (:func:`speech_span`) with its margins, the DC removed."""
+    x = np.asarray(clip, dtype=np.float64)
+    x = x - x.mean()
+    first, end = speech_span(x, sample_rate_hz)
+    margin = int(round(sample_rate_hz * UTTERANCE_MARGIN_MS / _MS_PER_S))
+    lo, hi = max(0, first - margin), min(x.size, end + margin)
+    piece = x[lo:hi].copy()
+    fade = min(int(round(sample_rate_hz * _FADE_MS / _MS_PER_S)), piece.size // 2)
+    if fade > 0:
+        ramp = np.linspace(0.0, 1.0, fade)
+        piece[:fade] *= ramp
+        piece[-fade:] *= ramp[::-1]
+    return Utterance(samples=piece.astype(np.float32), first=first - lo, end=end - lo, label=label, source=source,
+                     group=group)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamOptions:
+    """How to assemble a stream (see the module docstring); fields a kind does not use are ignored.
+
+    ``gap_s``: silence between one spoken part and the next; ``close_fraction`` of the gaps
+    (``commands``) are ``close_gap_s`` instead; after ``repeat_fraction`` of the command words the
+    same speaker says the same word again after ``close_gap_s``. ``other_fraction``: share of
+    ``commands`` placements that are other words. ``talk`` uses ``pause_s``, and
+    ``long_pause_fraction`` of its pauses are ``long_pause_s`` of background alone. ``words``
+    places every other word ``passes`` times (shuffled each pass)."""
+
+    kind: StreamKind = "commands"
+    duration_s: float = 1800.0
+    sample_rate_hz: int = 16000
+    speech_level_dbfs: tuple[float, float] = (-32.0, -16.0)
+    snr_db: tuple[float, float] = (5.0, 20.0)
+    gap_s: tuple[float, float] = (1.5, 4.0)
+    close_fraction: float = 0.2
+    close_gap_s: tuple[float, float] = (0.2, 0.6)
+    repeat_fraction: float = 0.15
+    other_fraction: float = 1.0 / 3.0
+    pause_s: tuple[float, float] = (0.1, 0.8)
+    long_pause_fraction: float = 0.1
+    long_pause_s: tuple[float, float] = (3.0, 10.0)
+    passes: int = 2
+    lead_in_s: float = 1.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.kind in STREAM_KINDS, "kind", f"one of {', '.join(STREAM_KINDS)}", self.kind)
+        require(_is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
+                self.duration_s)
+        require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+                "a positive integer", self.sample_rate_hz)
+        _check_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)
+        _check_range("snr_db", self.snr_db, -20.0, 100.0)
+        for name in ("gap_s", "close_gap_s", "pause_s", "long_pause_s"):
+            _check_range(name, getattr(self, name), 0.0, 600.0)
+        for name in ("close_fraction", "repeat_fraction", "other_fraction", "long_pause_fraction"):
+            _check_fraction(name, getattr(self, name))
+        require(isinstance(self.passes, int) and self.passes >= 1, "passes", "an integer >= 1", self.passes)
+        require(_is_number(self.lead_in_s) and self.lead_in_s >= 0, "lead_in_s", "a number >= 0", self.lead_in_s)
+        require(isinstance(self.seed, int), "seed", "an integer", self.seed)
+
+
+# --------------------------------------------------------------------------- streams
+
+
+@dataclass(frozen=True)
+class PlacedWord:
+    """An utterance in a stream: ``start_ms``/``end_ms`` of its spoken part."""
+
+    label: str
+    start_ms: float
+    end_ms: float
+    is_command: bool
+    source: str = ""
+
+    def to_list(self) -> list[Any]:
+        return [self.label, self.start_ms, self.end_ms, self.is_command, self.source]
+
+    @classmethod
+    def from_list(cls, row: Sequence[Any]) -> "PlacedWord":
+        label, start, end, is_command, source = row
+        return cls(label=str(label), start_ms=float(start), end_ms=float(end), is_command=bool(is_command),
+                   source=str(source))
+
+
+@dataclass(frozen=True, eq=False)
+class _Placement:
+    utterance: Utterance
+    start: int  # sample of utterance.samples[0] in the stream
+    gain: float
+    background_db: float
+
+
+class Stream:
+    """Placed utterances and how to mix them; :meth:`render` makes the audio (float32)."""
+
+    def __init__(self, *, options: StreamOptions, total: int, placements: Sequence[_Placement],
+                 noise: Sequence[np.ndarray], fingerprint: str) -> None:
+        self.options = options
+        self.sample_rate_hz = options.sample_rate_hz
+        self.total = total
+        self._placements = tuple(placements)
+        self._noise = tuple(noise)
+        self.fingerprint = fingerprint
+        sr = self.sample_rate_hz
+        self.words = tuple(PlacedWord(label=p.utterance.label, start_ms=(p.start + p.utterance.first) * _MS_PER_S / sr,
+                                      end_ms=(p.start + p.utterance.end) * _MS_PER_S / sr,
+                                      is_command=p.utterance.is_command, source=p.utterance.source)
+                           for p in self._placements)
+
+    @property
+    def duration_ms(self) -> float:
+        return self.total * _MS_PER_S / self.sample_rate_hz
+
+    def summary(self) -> dict[str, Any]:
+        commands = sum(w.is_command for w in self.words)
+        speech_ms = sum(w.end_ms - w.start_ms for w in self.words)
+        return {"kind": self.options.kind, "duration_s": round(self.duration_ms / _MS_PER_S, 1),
+                "command_words": commands, "other_utterances": len(self.words) - commands,
+                "speech_s": round(speech_ms / _MS_PER_S, 1), "fingerprint": self.fingerprint}
+
+    def _level_envelope_db(self) -> np.ndarray:
+        """Background level (dB) per sample: each placement's level, ramped in the gap before it."""
+        if not self._placements:
+            return np.full(self.total, float(np.mean(self.options.speech_level_dbfs) - np.mean(self.options.snr_db)),
+                           np.float32)
+        ramp = int(round(self.sample_rate_hz * _LEVEL_RAMP_MS / _MS_PER_S))
+        knots_x, knots_y = [0.0], [self._placements[0].background_db]
+        previous_end = 0
+        for p in self._placements:
+            spoken = p.start + p.utterance.first
+            mid = (previous_end + spoken) / 2
+            half = min(ramp, max(1, spoken - previous_end)) / 2
+            knots_x += [mid - half, mid + half]
+            knots_y += [knots_y[-1], p.background_db]
+            previous_end = p.start + p.utterance.end
+        knots_x.append(float(self.total))
+        knots_y.append(knots_y[-1])
+        return np.interp(np.arange(self.total, dtype=np.float64), knots_x, knots_y).astype(np.float32)
+
+    def render(self) -> np.ndarray:
+        """The stream's samples, float32 in [-1, 1] (the same every time)."""
+        rng = np.random.default_rng([self.options.seed, 2])
+        samples = _background(self.total, self._noise, rng, self.sample_rate_hz)
+        samples *= np.power(np.float32(10.0), self._level_envelope_db() / np.float32(20.0))
+        for p in self._placements:
+            x = p.utterance.samples
+            end = min(self.total, p.start + x.size)
+            samples[p.start:end] += x[:end - p.start] * np.float32(p.gain)
+        np.clip(samples, -1.0, 1.0, out=samples)
+        return samples
+
+
 def _coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
     """Noise with power spectrum ~ 1/f**exponent (0 white, 1 pink, 2 brown), unit RMS."""
     spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
@@ -150,22 +282,28 @@ def _coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.nda
     return x / (np.sqrt(np.mean(x ** 2)) + _EPS)
 
 
-def _background(n: int, noise: Sequence[np.ndarray], rng: np.random.Generator, segment: int) -> np.ndarray:
-    """Unit-RMS background: segments cut from the recordings at random offsets (or pink/brown noise)."""
-    out = np.empty(n, dtype=np.float64)
-    pool = [np.asarray(r, dtype=np.float64) for r in noise if np.asarray(r).size >= 2]
-    for start in range(0, n, segment):
-        length = min(segment, n - start)
+def _background(n: int, noise: Sequence[np.ndarray], rng: np.random.Generator, sample_rate_hz: int) -> np.ndarray:
+    """Unit-RMS float32 background: 10 s pieces of the recordings at random offsets, crossfaded
+    (pink or brown noise when there are none)."""
+    piece_len = int(round(_BACKGROUND_PIECE_S * sample_rate_hz))
+    fade = int(round(_CROSSFADE_MS * sample_rate_hz / _MS_PER_S))
+    out = np.zeros(n, dtype=np.float32)
+    pool = [np.asarray(r, dtype=np.float32) for r in noise if np.asarray(r).size > fade * 2]
+    fade_in = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    for start in range(0, n, piece_len):
+        length = min(piece_len + fade, n - start)
         if pool:
             rec = pool[int(rng.integers(len(pool)))]
-            reps = int(math.ceil(length / rec.size)) + 1
-            tiled = np.tile(rec, reps) if reps > 1 else rec
-            offset = int(rng.integers(0, max(1, tiled.size - length)))
-            piece = tiled[offset:offset + length]
+            offset = int(rng.integers(0, rec.size))
+            piece = np.resize(np.roll(rec, -offset), length).astype(np.float64)
         else:
             piece = _coloured_noise(length, rng, float(rng.choice([1.0, 2.0])))
         piece = piece - piece.mean()
-        out[start:start + length] = piece / (np.sqrt(np.mean(piece ** 2)) + _EPS)
+        piece = (piece / (np.sqrt(np.mean(piece ** 2)) + _EPS)).astype(np.float32)
+        if start > 0:
+            piece[:fade] *= fade_in
+            out[start:start + fade] *= fade_in[::-1]
+        out[start:start + length] += piece
     return out
 
 
@@ -179,56 +317,95 @@ def _fingerprint(parts: Iterable[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_stream(clips: np.ndarray, labels: Sequence[str], options: StreamOptions = StreamOptions(), *,
-                 noise: Sequence[np.ndarray] = (), sources: Sequence[str] | None = None) -> Stream:
-    """Assemble a stream from one-clip arrays ``clips`` (N, samples) with string ``labels``.
+def _cycle(items: Sequence[Any], rng: np.random.Generator) -> Iterator[Any]:
+    """The items in a new shuffled order on each pass, forever."""
+    while True:
+        for i in rng.permutation(len(items)):
+            yield items[int(i)]
 
-    Command words (labels other than ``_silence_``/``_unknown_``) are cycled through in a
-    shuffled order, ``_unknown_`` clips are mixed in at ``unknown_fraction``; ``_silence_``
-    clips are not placed (the background is the silence).
-    """
-    clips = np.asarray(clips)
-    require(clips.ndim == 2 and clips.shape[0] == len(labels), "clips",
-             f"an array (N, samples) with N = len(labels) = {len(labels)}", clips.shape)
-    rng = np.random.default_rng(options.seed)
+
+def _plan(options: StreamOptions, commands: Sequence[Utterance], others: Sequence[Utterance],
+          rng: np.random.Generator) -> Iterator[tuple[Utterance, float]]:
+    """(utterance, gap before its spoken part in s), in stream order."""
+    o = options
+    if o.kind == "words":
+        for _ in range(o.passes):
+            for i in rng.permutation(len(others)):
+                yield others[int(i)], float(rng.uniform(*o.gap_s))
+        return
+    if o.kind == "talk":
+        for u in _cycle(others, rng):
+            long = rng.random() < o.long_pause_fraction
+            yield u, float(rng.uniform(*(o.long_pause_s if long else o.pause_s)))
+    by_group: dict[tuple[str, str], list[Utterance]] = {}
+    for u in commands:
+        by_group.setdefault((u.group, u.label), []).append(u)
+    next_command, next_other = _cycle(commands, rng), (_cycle(others, rng) if others else None)
+    while True:
+        gap = float(rng.uniform(*(o.close_gap_s if rng.random() < o.close_fraction else o.gap_s)))
+        if next_other is not None and rng.random() < o.other_fraction:
+            yield next(next_other), gap
+            continue
+        u = next(next_command)
+        yield u, gap
+        if rng.random() < o.repeat_fraction:
+            same = by_group[(u.group, u.label)]
+            again = [v for v in same if v is not u] or same
+            yield again[int(rng.integers(len(again)))], float(rng.uniform(*o.close_gap_s))
+
+
+def build_stream(options: StreamOptions, *, commands: Sequence[Utterance] = (), others: Sequence[Utterance] = (),
+                 noise: Sequence[np.ndarray] = ()) -> Stream:
+    """Place ``commands`` and ``others`` (see :class:`StreamOptions`) over ``noise`` recordings.
+
+    ``commands`` streams need command words; ``talk`` and ``words`` streams need other speech and
+    must not be given command words. A ``words`` stream lasts as long as its words need (its
+    ``duration_s`` is ignored); the others are cut at ``duration_s`` (the last utterance that
+    does not fit is dropped)."""
+    commands, others = list(commands), list(others)
+    require(all(u.is_command for u in commands), "commands", "command words only",
+            sorted({u.label for u in commands if not u.is_command}))
+    require(not any(u.is_command for u in others), "others", "no command words",
+            sorted({u.label for u in others if u.is_command}))
+    if options.kind == "commands":
+        require(len(commands) > 0, "commands", "at least one command word for a 'commands' stream", 0)
+    else:
+        require(len(others) > 0, "others", f"other speech for a '{options.kind}' stream", 0)
     sr = options.sample_rate_hz
-    command_idx = [i for i, lab in enumerate(labels) if lab not in (SILENCE_LABEL, UNKNOWN_LABEL)]
-    unknown_idx = [i for i, lab in enumerate(labels) if lab == UNKNOWN_LABEL]
-    require(len(command_idx) > 0, "labels", "at least one command-word clip", sorted(set(labels)))
-    total = int(round(options.duration_s * sr))
-    background = _background(total, noise, rng, segment=10 * sr)
-    envelope_db = np.repeat(rng.uniform(*options.noise_level_dbfs, size=total // sr + 1), sr)[:total]
-    samples = background * 10 ** (envelope_db / 20)
+    rng = np.random.default_rng([options.seed, 1])
+    limit = None if options.kind == "words" else int(round(options.duration_s * sr))
+    placements: list[_Placement] = []
+    spoken_end = int(round(options.lead_in_s * sr))
+    for u, gap_s in _plan(options, commands, others, rng):
+        spoken_start = spoken_end + int(round(gap_s * sr))
+        start = max(0, spoken_start - u.first)
+        if limit is not None and start + u.samples.size > limit:
+            break
+        spoken = u.samples[u.first:u.end].astype(np.float64)
+        rms = float(np.sqrt(np.mean(spoken ** 2))) + _EPS
+        level = float(rng.uniform(*options.speech_level_dbfs))
+        placements.append(_Placement(utterance=u, start=start, gain=10 ** (level / 20) / rms,
+                                     background_db=level - float(rng.uniform(*options.snr_db))))
+        spoken_end = start + u.end
+    total = limit if limit is not None else spoken_end + int(round(max(options.gap_s) * sr))
+    fingerprint = _fingerprint([asdict(options), total,
+                                [(u.source, u.label, u.samples.size, u.samples[::211]) for u in commands + others],
+                                [np.asarray(n)[::997] for n in noise]])
+    stream = Stream(options=options, total=total, placements=placements, noise=noise, fingerprint=fingerprint)
+    logger.info("%s stream: %.1f min, %d command words, %d other utterances", options.kind, total / sr / 60,
+                sum(w.is_command for w in stream.words), sum(not w.is_command for w in stream.words))
+    return stream
 
-    command_order = list(rng.permutation(command_idx))
-    unknown_order = list(rng.permutation(unknown_idx)) if unknown_idx else []
-    words: list[PlacedWord] = []
-    t = int(options.lead_in_s * sr)
-    clip_len = clips.shape[1]
-    while t + clip_len <= total:
-        if unknown_order and rng.random() < options.unknown_fraction:
-            i = unknown_order.pop(0)
-            unknown_order.append(i)
-        else:
-            i = command_order.pop(0)
-            command_order.append(i)
-        clip = clips[i].astype(np.float64)
-        first, end = speech_span(clip, sr)
-        rms = np.sqrt(np.mean(clip[first:end] ** 2)) + _EPS
-        gain = 10 ** (rng.uniform(*options.speech_level_dbfs) / 20) / rms
-        samples[t:t + clip_len] += np.clip(clip * gain, -1.0, 1.0)
-        label = labels[i]
-        words.append(PlacedWord(label=label, start_ms=(t + first) * _MS_PER_S / sr, end_ms=(t + end) * _MS_PER_S / sr,
-                                clip_start_ms=t * _MS_PER_S / sr, clip_end_ms=(t + clip_len) * _MS_PER_S / sr,
-                                is_command=label not in (SILENCE_LABEL, UNKNOWN_LABEL),
-                                source=str(sources[i]) if sources is not None else str(i)))
-        t += clip_len + int(rng.uniform(*options.gap_s) * sr)
-    samples = np.clip(samples, -1.0, 1.0).astype(np.float32)
-    fingerprint = _fingerprint([asdict(options), clips.shape, list(labels), clips[:, ::97],
-                                [n[::997] for n in noise]])
-    logger.info("stream: %.1f min, %d command words, %d unknown words", total / sr / 60,
-                sum(w.is_command for w in words), sum(not w.is_command for w in words))
-    return Stream(samples=samples, sample_rate_hz=sr, words=tuple(words), fingerprint=fingerprint)
+
+def build_segments(options: StreamOptions, segment_s: float, **kwargs: Any) -> list[Stream]:
+    """A ``commands`` or ``talk`` stream of ``options.duration_s`` as independent pieces of at most
+    ``segment_s`` (seeds ``seed``, ``seed + 1``, …), so that only one piece is in memory at a time."""
+    require(options.kind != "words", "kind", "'commands' or 'talk' (a words stream is one piece)", options.kind)
+    require(_is_number(segment_s) and segment_s >= 10, "segment_s", "a number >= 10", segment_s)
+    count = max(1, math.ceil(options.duration_s / segment_s - 1e-9))
+    length = options.duration_s / count
+    return [build_stream(dataclasses.replace(options, duration_s=length, seed=options.seed + k), **kwargs)
+            for k in range(count)]
 
 
 # --------------------------------------------------------------------------- posteriors
@@ -237,18 +414,24 @@ def build_stream(clips: np.ndarray, labels: Sequence[str], options: StreamOption
 @dataclass(frozen=True)
 class StreamPosteriors:
     """Command posteriors for each hop: ``times_ms`` (H,) stream time of the hop's last sample,
-    ``posteriors`` (H, C) float32, and the model's per-hop timings."""
+    ``posteriors`` (H, C) float32, the placed ``words`` and the stream's ``duration_ms``."""
 
     times_ms: np.ndarray
     posteriors: np.ndarray
     labels: tuple[str, ...]
     hop_ms: float
+    words: tuple[PlacedWord, ...] = ()
+    duration_ms: float = 0.0
     timings_ms: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def hours(self) -> float:
+        return self.duration_ms / (_MS_PER_S * 3600.0)
 
 
 def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = 100.0,
                       frontend: AudioFrontendOptions | None = None, progress: bool = True) -> StreamPosteriors:
-    """Run ``model`` (an :class:`edge.model.EdgeModel`) over a stream as the device does:
+    """Run ``model`` (an :class:`edgesense.runtime.model.EdgeModel`) over a stream as the device does:
     push ``hop_ms`` of audio into :class:`StreamingAudioFrontend`, and once a clip's worth of
     frames exists, run ``encode_audio`` on the latest ``frames_per_clip`` frames and
     ``fuse(audio, None)`` (camera absent)."""
@@ -287,11 +470,27 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = 100.0,
     labels = tuple(model.command_labels)
     posteriors = np.stack(posts) if posts else np.zeros((0, len(labels)), np.float32)
     return StreamPosteriors(times_ms=np.asarray(times, np.float64), posteriors=posteriors, labels=labels,
-                            hop_ms=float(hop_ms), timings_ms={k: np.asarray(v) for k, v in timings.items()})
+                            hop_ms=float(hop_ms), duration_ms=samples.size * _MS_PER_S / frontend.sample_rate_hz,
+                            timings_ms={k: np.asarray(v) for k, v in timings.items()})
+
+
+def concat_posteriors(parts: Sequence[StreamPosteriors]) -> StreamPosteriors:
+    """Pieces of one stream (:func:`build_segments`) end to end: times and words shifted by the
+    durations before them."""
+    require(len(parts) > 0, "parts", "at least one piece", 0)
+    require(len({p.labels for p in parts}) == 1 and len({p.hop_ms for p in parts}) == 1, "parts",
+            "pieces with the same labels and hop", [(p.labels, p.hop_ms) for p in parts])
+    offsets = np.concatenate([[0.0], np.cumsum([p.duration_ms for p in parts])[:-1]])
+    words = tuple(dataclasses.replace(w, start_ms=w.start_ms + off, end_ms=w.end_ms + off)
+                  for p, off in zip(parts, offsets) for w in p.words)
+    return StreamPosteriors(times_ms=np.concatenate([p.times_ms + off for p, off in zip(parts, offsets)]),
+                            posteriors=np.concatenate([p.posteriors for p in parts]), labels=parts[0].labels,
+                            hop_ms=parts[0].hop_ms, words=words, duration_ms=float(sum(p.duration_ms for p in parts)))
 
 
 class PosteriorCache:
-    """Per-hop posteriors on disk (``<folder>/posteriors-<key>.npz``), keyed by model and stream."""
+    """Per-hop posteriors and the placed words on disk (``<folder>/posteriors-<key>.npz``), keyed by
+    model and stream."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -309,8 +508,10 @@ class PosteriorCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
+                words = tuple(PlacedWord.from_list(r) for r in json.loads(str(data["words"])))
                 return StreamPosteriors(times_ms=data["times_ms"], posteriors=data["posteriors"],
-                                        labels=tuple(str(x) for x in data["labels"]), hop_ms=float(data["hop_ms"]))
+                                        labels=tuple(str(x) for x in data["labels"]), hop_ms=float(data["hop_ms"]),
+                                        words=words, duration_ms=float(data["duration_ms"]))
         except (OSError, KeyError, ValueError) as exc:
             logger.warning("ignoring unreadable posterior cache %s: %s", path, exc)
             return None
@@ -318,226 +519,22 @@ class PosteriorCache:
     def save(self, key: str, result: StreamPosteriors) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        np.savez_compressed(path, times_ms=result.times_ms, posteriors=result.posteriors,
-                            labels=np.array(result.labels), hop_ms=np.float64(result.hop_ms))
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez_compressed(tmp, times_ms=result.times_ms, posteriors=result.posteriors,
+                            labels=np.array(result.labels), hop_ms=np.float64(result.hop_ms),
+                            words=np.array(json.dumps([w.to_list() for w in result.words])),
+                            duration_ms=np.float64(result.duration_ms))
+        tmp.replace(path)
         return path
 
-
-# --------------------------------------------------------------------------- scoring
-
-
-@dataclass(frozen=True, kw_only=True)
-class StreamingMetrics:
-    """Detections scored against the placed words (see the module docstring)."""
-
-    threshold: float
-    suppression_ms: float
-    command_words: int
-    hits: int
-    misses: int
-    false_accepts: int
-    substitutions: int
-    on_unknown: int
-    on_background: int
-    duration_hours: float
-    latencies_ms: tuple[float, ...]
-    per_class_hit_rate: Mapping[str, float] = field(default_factory=dict)
-
-    @property
-    def hit_rate(self) -> float:
-        return self.hits / self.command_words if self.command_words else 0.0
-
-    @property
-    def false_accepts_per_hour(self) -> float:
-        return self.false_accepts / self.duration_hours if self.duration_hours > 0 else 0.0
-
-    def latency_summary(self) -> dict[str, float | None]:
-        if not self.latencies_ms:
-            return {"mean": None, "p50": None, "p90": None, "max": None}
-        x = np.asarray(self.latencies_ms)
-        return {"mean": round(float(x.mean()), 1), "p50": round(float(np.percentile(x, 50)), 1),
-                "p90": round(float(np.percentile(x, 90)), 1), "max": round(float(x.max()), 1)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold, "suppression_ms": self.suppression_ms,
-            "hit_rate": round(self.hit_rate, 4), "false_accepts_per_hour": round(self.false_accepts_per_hour, 2),
-            "command_words": self.command_words, "hits": self.hits, "misses": self.misses,
-            "false_accepts": self.false_accepts, "substitutions": self.substitutions,
-            "false_accepts_on_unknown_words": self.on_unknown, "false_accepts_on_background": self.on_background,
-            "duration_hours": round(self.duration_hours, 4),
-            "latency_ms": self.latency_summary(),
-            "per_class_hit_rate": {k: round(v, 4) for k, v in self.per_class_hit_rate.items()},
-        }
-
-
-def evaluate_stream(times_ms: np.ndarray, posteriors: np.ndarray, labels: Sequence[str],
-                    words: Sequence[PlacedWord], options: CommandRecognizerOptions, *, duration_ms: float,
-                    match_tolerance_ms: float = 1000.0) -> StreamingMetrics:
-    """Replay ``posteriors`` through :class:`CommandRecognizer` and score its events."""
-    times_ms = np.asarray(times_ms, dtype=np.float64)
-    posteriors = np.asarray(posteriors, dtype=np.float64)
-    require(posteriors.ndim == 2 and posteriors.shape == (times_ms.size, len(labels)), "posteriors",
-             f"shape ({times_ms.size}, {len(labels)})", posteriors.shape)
-    require(_is_number(duration_ms) and duration_ms > 0, "duration_ms", "a positive number", duration_ms)
-    require(_is_number(match_tolerance_ms) and match_tolerance_ms >= 0, "match_tolerance_ms", "a number >= 0",
-             match_tolerance_ms)
-    recognizer = CommandRecognizer(labels, options, wall_time=lambda: 0.0)
-    events = [(e.label, e.t_ms) for t, p in zip(times_ms, posteriors)
-              if (e := recognizer.process(p, float(t))) is not None]
-    words = sorted(words, key=lambda w: w.start_ms)
-    hit = [False] * len(words)
-    latencies: list[float] = []
-    substitutions = on_unknown = on_background = 0
-    starts = np.array([w.start_ms for w in words])
-    for label, t in events:
-        matched = False
-        # Candidate words: started at or before t, and t within their tolerance window.
-        for j in range(int(np.searchsorted(starts, t, side="right")) - 1, -1, -1):
-            w = words[j]
-            if w.end_ms + match_tolerance_ms < t - 60 * _MS_PER_S:
-                break
-            if not hit[j] and w.is_command and w.label == label and w.start_ms <= t <= w.end_ms + match_tolerance_ms:
-                hit[j] = matched = True
-                latencies.append(t - w.end_ms)
-                break
-        if matched:
-            continue
-        inside = [w for w in words if w.start_ms <= t <= w.end_ms + match_tolerance_ms]
-        if any(w.is_command for w in inside):
-            substitutions += 1
-        elif inside:
-            on_unknown += 1
-        else:
-            on_background += 1
-    command_words = [j for j, w in enumerate(words) if w.is_command]
-    per_class: dict[str, list[bool]] = {}
-    for j in command_words:
-        per_class.setdefault(words[j].label, []).append(hit[j])
-    hits = sum(hit[j] for j in command_words)
-    return StreamingMetrics(
-        threshold=float(options.threshold), suppression_ms=float(options.suppression_ms),
-        command_words=len(command_words), hits=hits, misses=len(command_words) - hits,
-        false_accepts=substitutions + on_unknown + on_background, substitutions=substitutions,
-        on_unknown=on_unknown, on_background=on_background, duration_hours=duration_ms / _MS_PER_HOUR,
-        latencies_ms=tuple(latencies),
-        per_class_hit_rate={k: float(np.mean(v)) for k, v in sorted(per_class.items())},
-    )
-
-
-# --------------------------------------------------------------------------- sweep
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepOptions:
-    """The grid of post-processing settings to replay, and the false-accept budget for the recommendation."""
-
-    thresholds: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-    suppressions_ms: tuple[float, ...] = (500.0, 750.0, 1000.0, 1500.0)
-    average_window_ms: float = 1000.0
-    minimum_count: int = 3
-    max_false_accepts_per_hour: float = 2.0
-    match_tolerance_ms: float = 1000.0
-
-    def __post_init__(self) -> None:
-        require(len(self.thresholds) >= 1 and all(_is_number(t) and 0 <= t < 1 for t in self.thresholds),
-                 "thresholds", "a non-empty tuple of numbers in [0, 1)", self.thresholds)
-        require(len(self.suppressions_ms) >= 1 and all(_is_number(s) and s >= 0 for s in self.suppressions_ms),
-                 "suppressions_ms", "a non-empty tuple of numbers >= 0", self.suppressions_ms)
-        require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
-                 "a positive number", self.average_window_ms)
-        require(isinstance(self.minimum_count, int) and self.minimum_count >= 1, "minimum_count",
-                 "an integer >= 1", self.minimum_count)
-        require(_is_number(self.max_false_accepts_per_hour) and self.max_false_accepts_per_hour >= 0,
-                 "max_false_accepts_per_hour", "a number >= 0", self.max_false_accepts_per_hour)
-        require(_is_number(self.match_tolerance_ms) and self.match_tolerance_ms >= 0, "match_tolerance_ms",
-                 "a number >= 0", self.match_tolerance_ms)
-
-    def recognizer_options(self, threshold: float, suppression_ms: float) -> CommandRecognizerOptions:
-        return CommandRecognizerOptions(average_window_ms=self.average_window_ms, threshold=threshold,
-                                        suppression_ms=suppression_ms, minimum_count=self.minimum_count)
-
-
-SweepPoint = StreamingMetrics
-
-
-def sweep(posteriors: StreamPosteriors, words: Sequence[PlacedWord], duration_ms: float,
-          options: SweepOptions = SweepOptions()) -> list[StreamingMetrics]:
-    """Every (threshold, suppression) of the grid, replayed on cached posteriors."""
-    out = []
-    for suppression in options.suppressions_ms:
-        for threshold in options.thresholds:
-            out.append(evaluate_stream(posteriors.times_ms, posteriors.posteriors, posteriors.labels, words,
-                                       options.recognizer_options(threshold, suppression), duration_ms=duration_ms,
-                                       match_tolerance_ms=options.match_tolerance_ms))
-    return out
-
-
-def recommend(points: Sequence[StreamingMetrics], max_false_accepts_per_hour: float) -> StreamingMetrics:
-    """The highest hit rate within the false-accept budget (ties: fewer false accepts, then the
-    higher threshold); when no point is within budget, the one with the fewest false accepts."""
-    require(len(points) > 0, "points", "at least one sweep point", len(points))
-    within = [p for p in points if p.false_accepts_per_hour <= max_false_accepts_per_hour]
-    if within:
-        return max(within, key=lambda p: (p.hit_rate, -p.false_accepts, p.threshold, p.suppression_ms))
-    logger.warning("no setting reaches %.2f false accepts/hour; recommending the fewest", max_false_accepts_per_hour)
-    return min(points, key=lambda p: (p.false_accepts, -p.hit_rate, -p.threshold))
-
-
-def plot_sweep(curves: Mapping[str, Sequence[StreamingMetrics]], recommended: StreamingMetrics | None,
-               path: str | Path, *, title: str = "") -> Path:
-    """Hit rate vs false accepts/hour, one line per (stream, suppression) over the thresholds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    styles = ["-", "--", ":", "-."]
-    for k, (name, points) in enumerate(curves.items()):
-        for suppression in sorted({p.suppression_ms for p in points}):
-            pts = sorted((p for p in points if p.suppression_ms == suppression), key=lambda p: p.threshold)
-            ax.plot([p.false_accepts_per_hour for p in pts], [p.hit_rate for p in pts], styles[k % len(styles)],
-                    marker="o", markersize=3, label=f"{name}, suppression {suppression:g} ms")
-    if recommended is not None:
-        ax.plot([recommended.false_accepts_per_hour], [recommended.hit_rate], "k*", markersize=14,
-                label=f"recommended: threshold {recommended.threshold:g}, suppression {recommended.suppression_ms:g} ms")
-    ax.set_xscale("symlog", linthresh=1.0)
-    most = max([p.false_accepts_per_hour for pts in curves.values() for p in pts] + [1.0])
-    ax.set_xlim(0, most * 1.3)
-    ax.set_xlabel("false accepts per hour")
-    ax.set_ylabel("hit rate (command words detected)")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(title or "Streaming commands: threshold sweep")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-# --------------------------------------------------------------------------- firmware config
-
-
-def update_firmware_config(path: str | Path, *, threshold: float, suppression_ms: float) -> Path:
-    """Set ``commands.threshold`` and ``commands.suppression_ms`` in a firmware YAML in place, every
-    other field and comment kept (:func:`edgesense.schema.yaml.update_yaml_file`). The result is
-    validated with :func:`edgesense.loop.config.load_config` before the file is replaced."""
-    from edgesense.loop.config import load_config
-    from edgesense.schema.yaml import update_yaml_file
-
-    path = Path(path)
-    load_config(path)  # the file as it is must be valid (a duplicate key is refused here)
-    tmp = path.with_name(f".{path.name}.tmp")
-    update_yaml_file(path, {"commands.threshold": float(threshold), "commands.suppression_ms": float(suppression_ms)},
-                     out=tmp)
-    try:
-        load_config(tmp)
-    except ValueError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(str(exc).replace(str(tmp), str(path))) from None
-    tmp.replace(path)
-    logger.info("wrote commands.threshold=%g, commands.suppression_ms=%g into %s", threshold, suppression_ms, path)
-    return path
+    def posteriors(self, model: Any, model_sha256: str, stream: Stream, *, hop_ms: float = 100.0) -> StreamPosteriors:
+        """The stream's posteriors from the cache, or rendered and computed (and saved)."""
+        key = self.key(model_sha256, stream, hop_ms)
+        cached = self.load(key)
+        if cached is not None:
+            logger.info("%s stream %s: posteriors from the cache", stream.options.kind, stream.fingerprint)
+            return cached
+        result = stream_posteriors(model, stream.render(), hop_ms=hop_ms)
+        result = dataclasses.replace(result, words=stream.words, duration_ms=stream.duration_ms)
+        self.save(key, result)
+        return result

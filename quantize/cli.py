@@ -2,7 +2,7 @@
 
 Converts a training run to one ``.tflite`` (three signatures, embedded metadata) and
 optionally writes the float-vs-TFLite parity report. Problems a user can fix raise
-ValueError / RuntimeError / OSError with one clear message; ``edge.cli`` prints it and
+ValueError / RuntimeError / OSError with one clear message; ``edgesense.app.cli`` prints it and
 exits with status 2.
 """
 

@@ -14,7 +14,7 @@ float activations and I/O).
 The int8 representative set comes from ``calibration.npz``: the encoders see the real
 samples; the fusion head sees the *float* encoders' embeddings of those samples, with
 the presence flags cycling through (1, 1), (1, 0) and (0, 1) (an absent modality's
-embedding is zeros, exactly as ``edge.model.EdgeModel.fuse`` feeds it).
+embedding is zeros, exactly as ``edgesense.runtime.model.EdgeModel.fuse`` feeds it).
 """
 
 from __future__ import annotations
@@ -418,7 +418,7 @@ def merge_tflite_parts(parts: Mapping[str, bytes], metadata: Mapping[str, bytes]
     """Merge single-subgraph models into one model with one subgraph and SignatureDef per part.
 
     ``parts``: signature key -> a converted single-signature model whose signature
-    input/output names are :data:`edge.model.SIGNATURE_INPUTS` / ``SIGNATURE_OUTPUTS``.
+    input/output names are :data:`edgesense.runtime.model.SIGNATURE_INPUTS` / ``SIGNATURE_OUTPUTS``.
     Operator codes are deduplicated and remapped, buffers concatenated (buffer 0 stays
     the empty sentinel), ``min_runtime_version`` is the highest of the parts', and each
     ``metadata`` entry (name -> bytes) is added with its own buffer. ``short_tensor_names``

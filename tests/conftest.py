@@ -2,7 +2,7 @@
 
 ``tiny_run_dir`` (session): a run folder with a tiny, briefly trained Keras fusion
 model on synthetic data: command "words" are tones (one frequency band per class,
-silence is faint noise) turned into log-mel features by ``edge.features``; scenes
+silence is faint noise) turned into log-mel features by ``edgesense.frontend.audio``; scenes
 are coloured shapes on tinted backgrounds. ``tiny_model_path`` (session): that run
 converted to full-integer int8 by ``quantize.convert`` (one .tflite, three
 signatures, embedded metadata). Building both takes a few seconds; TensorFlow is

@@ -1,4 +1,4 @@
-"""Bad inputs through the real command line (``python -m edge.cli ...`` in a subprocess).
+"""Bad inputs through the real command line (``python -m edgesense.app.cli ...`` in a subprocess).
 
 Interactive commands (``run``, ``inspect``, ``quantize``) must answer a bad input
 with one line ``edgesense: error: ...`` naming the item and exit code 2; batch

@@ -1,7 +1,7 @@
 """Datasets on disk -> indexes -> arrays: Speech Commands audio, image folders, paired audio-visual folders.
 
 Indexes hold paths and labels only; :func:`load_clips` and :func:`load_images` decode
-them with the device's own code (:mod:`edge.audio_io`, :mod:`edge.features`), so
+them with the device's own code (:mod:`edgesense.frontend.wav`, :mod:`edgesense.frontend.audio`), so
 training sees exactly the numbers the device will. A file that cannot be read is
 skipped, logged and named in the :class:`LoadReport`; the report's ``kept`` indices
 say which items the returned rows belong to.
@@ -485,7 +485,7 @@ def load_clips(items: Sequence[AudioItem], options: AudioFrontendOptions = Audio
                *, what: str = "audio clips") -> tuple[np.ndarray, LoadReport]:
     """Decode audio items into float32 ``(N, clip_samples)`` at ``options.sample_rate_hz``.
 
-    Whole files are centred/padded with :func:`edge.features.fit_clip`; snippets
+    Whole files are centred/padded with :func:`edgesense.frontend.audio.fit_clip`; snippets
     (``offset_ms`` set) are cut from their recording. Unreadable files are skipped and
     reported (``report.kept`` maps rows to items).
     """
@@ -539,7 +539,7 @@ def _image_path(item: Any) -> Path:
 def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
                 *, what: str = "images") -> tuple[np.ndarray, LoadReport]:
     """Decode images into uint8 RGB ``(N, h, w, 3)`` with the device's crop/resize
-    (:func:`edge.features.preprocess_frame`). ``size_px`` is ``(height, width)``; items are
+    (:func:`edgesense.frontend.image.preprocess_frame`). ``size_px`` is ``(height, width)``; items are
     :class:`ImageItem`, :class:`AVItem` or paths."""
     require(len(size_px) == 2, "size_px", "(height, width)", size_px)
     frontend = ImageFrontendOptions(height_px=int(size_px[0]), width_px=int(size_px[1]))

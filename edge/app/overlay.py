@@ -65,7 +65,7 @@ class OverlayOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class OverlayView:
-    """What the overlay shows (built from :class:`edge.pipeline.PipelineState` with :meth:`from_state`)."""
+    """What the overlay shows (built from :class:`edgesense.loop.pipeline.PipelineState` with :meth:`from_state`)."""
 
     scene_label: str | None = None
     scene_score: float = 0.0

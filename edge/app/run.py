@@ -9,7 +9,7 @@ modality without a file is absent (the model fuses ``None`` for it). So ``--audi
 x.wav`` alone is keyword spotting only, and ``--video x.mp4`` alone scene only.
 
 SIGINT and SIGTERM stop the sources, flush the outputs and exit 0. Any error a
-user can fix prints one line and exits 2 (see :mod:`edge.cli`).
+user can fix prints one line and exits 2 (see :mod:`edgesense.app.cli`).
 """
 
 from __future__ import annotations

@@ -4,31 +4,30 @@ Scheduling (one loop thread; the clock is the audio's stream time when there is
 audio, else the video's):
 
 * **Audio** is read in chunks (``audio.chunk_ms``, 20 ms) and turned into log-mel
-  frames incrementally (:class:`edge.features.StreamingAudioFrontend`); the last
-  49 frames (1 s) are kept in a :class:`edge.scheduler.FeatureWindow`. Every
+  frames incrementally (:class:`edgesense.frontend.audio.StreamingAudioFrontend`); the last
+  49 frames (1 s) are kept in a :class:`edgesense.loop.scheduler.FeatureWindow`. Every
   ``command_hop_ms`` (100 ms) of stream time the window goes through
   ``encode_audio``, then ``fuse`` (with the latest image embedding) gives command
-  probabilities for :class:`edge.postprocess.CommandRecognizer`.
+  probabilities for :class:`edgesense.recognition.CommandRecognizer`.
 * **Video**: the image encoder runs at ``scene_rate_hz`` (5 Hz) on the newest frame
   only; older frames are dropped, never queued. Replayed video is read inside the
   loop and aligned on stream timestamps: at audio time ``t`` the frame used is the
-  newest one with ``t_frame <= t`` (:class:`edge.scheduler.ReplayVideoAligner`),
+  newest one with ``t_frame <= t`` (:class:`edgesense.loop.scheduler.ReplayVideoAligner`),
   so ``--fast`` replays give the same events as real-time ones. A live camera is
   read on its own thread that keeps only the newest frame
-  (:class:`edge.scheduler.LatestFrameReader`). Scene probabilities from ``fuse``
-  go to :class:`edge.postprocess.SceneSmoother`.
+  (:class:`edgesense.loop.scheduler.LatestFrameReader`). Scene probabilities from ``fuse``
+  go to :class:`edgesense.recognition.SceneSmoother`.
 * When a command hop and a scene update fall on the same tick, one ``fuse`` call
   serves both. An embedding older than ``embedding_max_age_ms`` counts as absent,
   so ``fuse`` gets ``None`` for a modality whose source is missing, failing or
   (audio) gated.
-* **Energy gate** (optional, ``commands.vad_enabled``): command inference is skipped
+* **Energy gate** (optional, ``vad.enabled``): command inference is skipped
   while the audio level stays below the threshold (after its hangover). The
-  recogniser is fed nothing for gated hops, and it is reset (re-armed, as after a
-  confident ``_silence_``) when the gate closes, so the same word said twice with
-  silence in between fires twice. Frontend features are still computed on silence,
+  recogniser is fed nothing for gated hops, and it is reset (its window emptied,
+  every word re-armed) when the gate closes. Frontend features are still computed on silence,
   so the window is complete the moment the gate opens.
 
-Faults: a failing camera (:class:`edge.sources.SourceReadError`) is logged once per
+Faults: a failing camera (:class:`edgesense.sources.SourceReadError`) is logged once per
 outage; the loop runs on audio (scene events pause) while the camera reopens with
 backoff, and resumes when frames come back. A stalled microphone is logged once
 and retried. Devices that cannot be opened at start raise ``RuntimeError``.
@@ -139,7 +138,7 @@ class PipelineOptions:
 
     @classmethod
     def from_config(cls, config: DeviceConfig, **overrides: Any) -> "PipelineOptions":
-        """The options a :class:`edge.config.DeviceConfig` describes (``overrides`` win)."""
+        """The options a :class:`edgesense.loop.config.DeviceConfig` describes (``overrides`` win)."""
         values: dict[str, Any] = dict(scheduler=config.scheduler, recognizer=config.commands,
                                       smoother=config.scenes, energy_gate=config.vad if config.vad.enabled else None)
         values.update(overrides)
@@ -183,7 +182,7 @@ EventCallback = Callable[[Event], Any]
 class Pipeline:
     """The device loop over one audio and/or one video source (see the module docstring).
 
-    ``audio``: an :class:`edge.sources.MicrophoneSource` (live, read in the loop; its
+    ``audio``: an :class:`edgesense.sources.MicrophoneSource` (live, read in the loop; its
     PortAudio callback only fills the ring buffer) or a :class:`WavReplaySource`.
     ``video``: a :class:`CameraSource` (live: read on a thread) or a
     :class:`VideoReplaySource` (read in the loop, aligned to the audio). ``live_video``

@@ -1,16 +1,16 @@
-"""Timing pieces of the device loop (:mod:`edge.pipeline`): periodic schedules, the
+"""Timing pieces of the device loop (:mod:`edgesense.loop.pipeline`): periodic schedules, the
 rolling feature window, replayed-video alignment and the live-camera reader thread.
 
 * :class:`PeriodicSchedule`: "is it time again?" on a fixed grid of stream times
   (command hops every ``command_hop_ms``, scene updates at ``scene_rate_hz``).
 * :class:`FeatureWindow`: the last ``frames`` log-mel frames (1 s of audio), fed
-  with whatever :class:`edge.features.StreamingAudioFrontend` completes.
+  with whatever :class:`edgesense.frontend.audio.StreamingAudioFrontend` completes.
 * :class:`ReplayVideoAligner`: replayed video read inside the loop. At stream time
   ``t`` it hands out the newest frame with ``t_frame <= t`` (one frame of
   look-ahead, no queue); older unread frames are dropped and counted.
 * :class:`LatestFrameReader`: a live camera read on its own thread, keeping only the
   newest frame. A failed read is logged once per outage and retried (the
-  :class:`edge.sources.CameraSource` reopens itself with exponential backoff).
+  :class:`edgesense.sources.CameraSource` reopens itself with exponential backoff).
 """
 
 from __future__ import annotations

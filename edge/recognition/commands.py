@@ -1,12 +1,14 @@
 """Turning per-hop model scores into events: pure numpy, no model needed.
 
-* :class:`CommandRecognizer`: TensorFlow's ``RecognizeCommands`` (speech_commands
-  example) semantics: posteriors averaged over ``average_window_ms``; a word fires
-  when its average beats ``threshold``, differs from the previous top
-  label and more than ``suppression_ms`` passed since that one; too few results
-  (fewer than ``minimum_count``, or spanning less than a quarter of the window)
-  never fire. ``_silence_`` / ``_unknown_`` take part (a confident silence re-arms
-  the word before it) but produce no event.
+* :class:`CommandRecognizer`: posteriors averaged over ``average_window_ms``; a word
+  fires when it is the top label of the average, its average beats its threshold
+  (``class_thresholds[word]``, else ``threshold``), it is *armed*, and more than
+  ``suppression_ms`` passed since the previous event. Firing disarms the word; it
+  re-arms when its own average falls to ``release_threshold`` or below (hysteresis),
+  so a word said twice fires twice whatever the background does between the two,
+  and a word held for a long time fires once. Too few results (fewer than
+  ``minimum_count``, or spanning less than a quarter of the window) never fire.
+  ``_silence_`` / ``_unknown_`` never fire.
 * :class:`EnergyGate`: RMS level in dBFS with hangover, to skip command inference
   on silence.
 * :class:`SceneSmoother`: smoothed scene probabilities with hysteresis: a change
@@ -14,8 +16,8 @@
   ``min_hold_ms``, and a heartbeat every ``heartbeat_ms`` while it holds.
 
 All of them take monotonic stream times in milliseconds and raise ``ValueError``
-when they go backwards. They return :class:`edge.types.CommandEvent` /
-:class:`edge.types.SceneEvent` (``wall_time`` from the ``wall_time`` supplier) or
+when they go backwards. They return :class:`edgesense.types.CommandEvent` /
+:class:`edgesense.types.SceneEvent` (``wall_time`` from the ``wall_time`` supplier) or
 ``None`` when nothing happened.
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import collections
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -45,25 +47,46 @@ MINIMUM_WINDOW_FRACTION = 0.25
 
 @dataclass(frozen=True, kw_only=True)
 class CommandRecognizerOptions:
-    """Smoothing of keyword-spotting posteriors (TensorFlow RecognizeCommands)."""
+    """Smoothing and firing of keyword-spotting posteriors (see the module docstring).
+
+    ``threshold``: the average a word must beat to fire; ``class_thresholds``: per-word
+    overrides (``{"off": 0.6}``; words not named use ``threshold``). ``release_threshold``:
+    the average at or below which a word that fired re-arms; below every threshold.
+    """
 
     average_window_ms: float = 1000.0
     threshold: float = 0.7
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+    release_threshold: float = 0.3
     suppression_ms: float = 750.0
     minimum_count: int = 3
     ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
 
     def __post_init__(self) -> None:
         require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
-                 "a positive number", self.average_window_ms)
+                "a positive number", self.average_window_ms)
         require(_is_number(self.threshold) and 0 <= self.threshold < 1, "threshold",
-                 "a number in [0, 1)", self.threshold)
+                "a number in [0, 1)", self.threshold)
+        require(isinstance(self.class_thresholds, Mapping)
+                and all(isinstance(k, str) and k and _is_number(v) and 0 <= v < 1
+                        for k, v in self.class_thresholds.items()),
+                "class_thresholds", "a mapping of labels to numbers in [0, 1)", self.class_thresholds)
+        object.__setattr__(self, "class_thresholds", {k: float(v) for k, v in self.class_thresholds.items()})
+        lowest = min([self.threshold, *self.class_thresholds.values()])
+        require(_is_number(self.release_threshold) and 0 <= self.release_threshold < lowest, "release_threshold",
+                f"a number in [0, {lowest:g}) (below every threshold)", self.release_threshold)
         require(_is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
-                 "a number >= 0", self.suppression_ms)
+                "a number >= 0", self.suppression_ms)
         require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
-                 and self.minimum_count >= 1, "minimum_count", "an integer >= 1", self.minimum_count)
+                and self.minimum_count >= 1, "minimum_count", "an integer >= 1", self.minimum_count)
         require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),
-                 "ignored_labels", "a tuple of labels", self.ignored_labels)
+                "ignored_labels", "a tuple of labels", self.ignored_labels)
+        ignored = sorted(set(self.class_thresholds) & set(self.ignored_labels))
+        require(not ignored, "class_thresholds", "command words only (ignored labels never fire)", ignored)
+
+    def threshold_of(self, label: str) -> float:
+        """The threshold ``label`` must beat: its ``class_thresholds`` entry, else ``threshold``."""
+        return self.class_thresholds.get(label, self.threshold)
 
 
 @dataclass(frozen=True)
@@ -83,19 +106,24 @@ class CommandRecognizer:
                  options: CommandRecognizerOptions = CommandRecognizerOptions(), *,
                  wall_time: Callable[[], float] = time.time) -> None:
         self.labels = _check_labels(labels)
+        unknown = sorted(set(options.class_thresholds) - set(self.labels))
+        require(not unknown, "class_thresholds", f"labels of the model {list(self.labels)}", unknown)
         self.options = options
         self._wall_time = wall_time
+        self._thresholds = np.array([options.threshold_of(label) for label in self.labels])
+        self._fires = np.array([label not in options.ignored_labels for label in self.labels])
         self._results: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._last_t_ms: float | None = None
-        self._previous_top_label = SILENCE_LABEL
-        self._previous_top_t_ms = -math.inf
+        self._armed = np.ones(len(self.labels), dtype=bool)
+        self._last_event_t_ms = -math.inf
         self.last_result: RecognitionResult | None = None
 
     def reset(self) -> None:
+        """Forget the window and re-arm every word (the loop calls it when the energy gate closes)."""
         self._results.clear()
         self._last_t_ms = None
-        self._previous_top_label = SILENCE_LABEL
-        self._previous_top_t_ms = -math.inf
+        self._armed[:] = True
+        self._last_event_t_ms = -math.inf
         self.last_result = None
 
     def process(self, scores: Any, t_ms: float, *,
@@ -112,22 +140,18 @@ class CommandRecognizer:
         count = len(self._results)
         span_ms = t_ms - self._results[0][0]
         if count < opts.minimum_count or span_ms < opts.average_window_ms * MINIMUM_WINDOW_FRACTION:
-            self.last_result = RecognitionResult(self._previous_top_label, 0.0, t_ms, False)
+            self.last_result = RecognitionResult(SILENCE_LABEL, 0.0, t_ms, False)
             return None
         average = np.mean([r for _, r in self._results], axis=0)
+        self._armed |= average <= opts.release_threshold
         top = int(np.argmax(average))
         label, score = self.labels[top], float(average[top])
-        if self._previous_top_label == SILENCE_LABEL or self._previous_top_t_ms == -math.inf:
-            since_ms = math.inf
-        else:
-            since_ms = t_ms - self._previous_top_t_ms
-        is_new = (score > opts.threshold and label != self._previous_top_label
-                  and since_ms > opts.suppression_ms)
-        if is_new:
-            self._previous_top_label = label
-            self._previous_top_t_ms = t_ms
+        is_new = bool(self._fires[top] and self._armed[top] and score > self._thresholds[top]
+                      and t_ms - self._last_event_t_ms > opts.suppression_ms)
         self.last_result = RecognitionResult(label, score, t_ms, is_new)
-        if not is_new or label in opts.ignored_labels:
+        if not is_new:
             return None
+        self._armed[top] = False
+        self._last_event_t_ms = t_ms
         return CommandEvent(label=label, score=score, t_ms=t_ms, wall_time=self._wall_time(),
                             latency_ms=dict(latency_ms or {}))

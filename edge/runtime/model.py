@@ -4,9 +4,9 @@
 image_embedding`` run at their own rates; ``fuse(audio_embedding, image_embedding,
 audio_present, image_present) -> command, scene`` combines the latest embeddings. Each
 signature has its own quantization parameters, so an embedding is dequantized when it
-leaves its encoder and quantized again for ``fuse`` (both through :mod:`edge.quant`).
+leaves its encoder and quantized again for ``fuse`` (both through :mod:`edgesense.runtime.quant`).
 Float models (float16 / dynamic-range exports) run through the same code: their
-float tensors pass through :mod:`edge.quant` unchanged.
+float tensors pass through :mod:`edgesense.runtime.quant` unchanged.
 
 Also the ``edgesense inspect MODEL`` command (:func:`add_arguments`, :func:`run`).
 """

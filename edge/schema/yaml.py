@@ -27,17 +27,29 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 __all__ = ["YamlDocument", "load_yaml_document", "load_yaml_mapping", "parse_yaml_value", "dump_yaml",
-           "update_yaml_file"]
+           "update_yaml_file", "DELETE"]
 
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
 _FIRST_LINE = 1  #: ruamel counts lines from 0; people and editors from 1
+_NEVER_WRAP = 4096  #: line width for writing: never re-wrap a long line (a GStreamer pipeline)
+DELETE = object()  #: a value for :func:`update_yaml_file` that removes the key
 
 
 def _parser() -> YAML:
     yaml = YAML(typ="rt")  # round-trip: keeps line numbers (and comments, for update_yaml_file)
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
+    yaml.width = _NEVER_WRAP
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return yaml
+
+
+def _leading_comments(text: str) -> str:
+    """The comment and blank lines a file starts with (ruamel drops them before a flow mapping)."""
+    lines = text.splitlines(keepends=True)
+    count = next((i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")), len(lines))
+    return "".join(lines[:count])
 
 
 @dataclass(frozen=True)
@@ -153,10 +165,10 @@ def dump_yaml(data: Any) -> str:
 def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None) -> Path:
     """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
 
-    Comments, order, quoting and the other fields are kept (ruamel's round trip); a missing
-    section or key is added at the end of its mapping. The file is checked like
-    :func:`load_yaml_document` first (duplicate keys are refused). Writes ``out`` (default: in
-    place) and returns its path.
+    Comments, order, quoting, flow or block style and the other fields are kept (ruamel's round
+    trip); a missing section or key is added at the end of its mapping; the value :data:`DELETE`
+    removes a key. The file is checked like :func:`load_yaml_document` first (duplicate keys are
+    refused). Writes ``out`` (default: in place) and returns its path.
     """
     path = Path(path)
     text = _read_text(path)
@@ -176,9 +188,13 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
             if not isinstance(child, CommentedMap):
                 raise ValueError(f"{path}: {'.'.join(parents[:i + 1])}: expected a mapping, got {child!r}")
             node = child
-        node[leaf] = value
+        if value is DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
     target = Path(out) if out is not None else path
     buffer = io.StringIO()
     yaml.dump(root, buffer)
-    target.write_text(buffer.getvalue(), encoding="utf-8")
+    written, head = buffer.getvalue(), _leading_comments(text)
+    target.write_text(written if written.startswith(head) else head + written, encoding="utf-8")
     return target

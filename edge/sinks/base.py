@@ -1,8 +1,8 @@
 """Where events go: JSON Lines (stdout or a file), a Python callback, or MQTT.
 
 Every sink follows :class:`EventSink`: ``emit(event)`` takes anything with a
-``type`` and a ``to_dict()`` (:class:`edge.types.CommandEvent`,
-:class:`edge.types.SceneEvent`), ``flush()`` waits until what was emitted has
+``type`` and a ``to_dict()`` (:class:`edgesense.types.CommandEvent`,
+:class:`edgesense.types.SceneEvent`), ``flush()`` waits until what was emitted has
 left, ``close()`` releases the sink (emitting afterwards is a ``ValueError``, as
 for a closed file).
 
@@ -15,7 +15,7 @@ MQTT layout (``prefix`` defaults to ``edgesense``)::
     homeassistant/sensor/{node_id}/scene/config
 
 At-least-once delivery: with ``MqttOptions.spool_dir`` every event is first
-stored in an on-disk spool (:mod:`edge.spool`) and removed only when the broker
+stored in an on-disk spool (:mod:`edgesense.sinks.spool`) and removed only when the broker
 has acknowledged it (QoS 1 or 2); events the broker never acknowledged (broker
 down, EdgeSense killed) are published again, in order, after the reconnection or
 by the next process that opens the same folder.

@@ -189,9 +189,9 @@ class MqttSink(_ClosableSink):
     disconnections are retried by paho in the background; availability and
     discovery are re-published on every (re)connection.
 
-    With ``options.spool_dir`` events go through an :class:`edge.spool.EventSpool`
+    With ``options.spool_dir`` events go through an :class:`edgesense.sinks.spool.EventSpool`
     (``spool_options``: its bounds and fsync policy) and a delivery thread
-    (:class:`edge.spool.SpoolDelivery`) publishes them, oldest first, removing each
+    (:class:`edgesense.sinks.spool.SpoolDelivery`) publishes them, oldest first, removing each
     when the broker acknowledges it. Should the spool fail to store an event (disk
     full), that event is published directly (at most once) and counted in
     ``spool_failures``.
@@ -299,12 +299,12 @@ class MqttSink(_ClosableSink):
 
     @property
     def spool(self) -> Any:
-        """The :class:`edge.spool.EventSpool` (None without ``spool_dir``)."""
+        """The :class:`edgesense.sinks.spool.EventSpool` (None without ``spool_dir``)."""
         return self._spool
 
     @property
     def delivery(self) -> Any:
-        """The :class:`edge.spool.SpoolDelivery` (None without ``spool_dir``)."""
+        """The :class:`edgesense.sinks.spool.SpoolDelivery` (None without ``spool_dir``)."""
         return self._delivery
 
     # ----------------------------------------------------------------------------

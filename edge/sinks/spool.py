@@ -1,6 +1,6 @@
 """A bounded on-disk FIFO of events for at-least-once delivery (SQLite, stdlib only).
 
-:class:`edge.outputs.MqttSink` with ``spool_dir`` writes every event here *before*
+:class:`edgesense.sinks.mqtt.MqttSink` with ``spool_dir`` writes every event here *before*
 it publishes it, and removes it only when the broker has acknowledged it (QoS 1
 ``PUBACK``). Whatever is still here when the broker is unreachable, or when
 EdgeSense is killed, is published again, oldest first, on the next (re)connection

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 
+from edgesense.frontend.resample import StreamingResampler
 from edgesense.schema.validate import require
 from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, _is_int, _is_number, _SourceBase, monotonic_ms
 from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
@@ -94,9 +95,12 @@ class MicrophoneSource(_SourceBase):
 
     The PortAudio callback only copies into a preallocated :class:`AudioRingBuffer`
     and counts input overflows; :meth:`read` blocks (up to ``read_timeout_ms``) for
-    the next chunk. If the device cannot record at ``sample_rate_hz`` it is opened
-    at its default rate and each chunk is resampled with
-    ``edge.audio_io.resample``.
+    the next chunk. If the device cannot record at ``sample_rate_hz`` (many USB
+    microphones offer only 44.1 or 48 kHz) it is opened at its default rate and the
+    audio is resampled by a :class:`edgesense.frontend.resample.StreamingResampler`:
+    the samples are those of resampling the whole recording at once (no chunk edges),
+    about 2 ms late; chunks then hold about ``chunk_ms`` (a few samples more or less).
+    When the ring buffer dropped audio, the resampler starts again where the audio resumes.
 
     Raises ``RuntimeError`` (listing the available input devices) when there is
     no such input device or it cannot be opened.
@@ -124,11 +128,8 @@ class MicrophoneSource(_SourceBase):
             self.device_rate_hz = int(round(float(info["default_samplerate"])))
             logger.info("microphone %r cannot record at %d Hz; opening it at %d Hz and resampling",
                         self.device_name, options.sample_rate_hz, self.device_rate_hz)
-        self._resample: Callable[[np.ndarray, int, int], np.ndarray] | None = None
-        if self.device_rate_hz != options.sample_rate_hz:
-            from edgesense.frontend.resample import resample  # lazily: only devices without native 16 kHz need it
-
-            self._resample = resample
+        self._resampler: StreamingResampler | None = None  # when the device rate is not the one asked for
+        self._resampler_origin = 0  # device sample index where the resampler's input starts
         self._chunk_samples = max(1, int(round(self.device_rate_hz * options.chunk_ms / MS_PER_S)))
         capacity = max(2 * self._chunk_samples, int(round(self.device_rate_hz * options.buffer_ms / MS_PER_S)))
         self._ring = AudioRingBuffer(RingBufferOptions(capacity_samples=capacity))
@@ -172,11 +173,24 @@ class MicrophoneSource(_SourceBase):
         samples, first_index = got
         assert self._t0_ms is not None  # set by the callback before its first write
         t_ms = self._t0_ms + first_index * MS_PER_S / self.device_rate_hz
-        if self._resample is not None:
-            samples = np.asarray(self._resample(samples, self.device_rate_hz, self.options.sample_rate_hz),
-                                 dtype=np.float32)
+        if self.device_rate_hz != self.options.sample_rate_hz:
+            samples, t_ms = self._resampled(samples, first_index)
+            if samples.size == 0:
+                return self.read()  # too little audio yet for one output sample (tiny chunks only)
         self._items += 1
         return AudioChunk(samples=samples, t_ms=t_ms, sample_rate_hz=self.options.sample_rate_hz)
+
+    def _resampled(self, samples: np.ndarray, first_index: int) -> tuple[np.ndarray, float]:
+        """(the output samples now complete, the stream time of the first)."""
+        if self._resampler is None or first_index != self._resampler_origin + self._resampler.samples_in:
+            self._resampler = StreamingResampler(self.device_rate_hz, self.options.sample_rate_hz)
+            self._resampler_origin = first_index
+        first_out = self._resampler.samples_out
+        out = self._resampler.push(samples)
+        assert self._t0_ms is not None
+        t_ms = (self._t0_ms + self._resampler_origin * MS_PER_S / self.device_rate_hz
+                + first_out * MS_PER_S / self.options.sample_rate_hz)
+        return out, t_ms
 
     def close(self) -> None:
         if self._closed:

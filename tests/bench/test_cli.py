@@ -77,7 +77,7 @@ def test_report_has_accuracy_per_class_and_latency_for_every_stage(quick_report)
     assert report["model"]["bytes"] == Path(report["model"]["path"]).stat().st_size
     assert report["model"]["params"] > 0 and report["model"]["macs"] > 0
     for name in ("confusion_command.png", "confusion_scene.png", "confusion_scene_ambient_audio.png", "latency.png",
-                 "streaming_sweep.png", "report.md"):
+                 "streaming_det.png", "report.md"):
         assert (out / name).stat().st_size > 1000, name
     assert "references" not in report  # none built, none found
 
@@ -85,17 +85,27 @@ def test_report_has_accuracy_per_class_and_latency_for_every_stage(quick_report)
 def test_streaming_section_recommends_and_writes_the_firmware_config(quick_report):
     report, out, config = quick_report
     st = report["streaming"]
-    assert st["evaluation_stream"]["duration_s"] == 120.0 and st["evaluation_stream"]["command_words"] > 10
+    streams = st["evaluation_streams"]
+    assert streams["commands"]["duration_s"] == 120.0 and streams["commands"]["command_words"] > 10
+    assert streams["talk"]["duration_s"] == 240.0 and streams["talk"]["command_words"] == 0
+    assert streams["words"]["other_utterances"] > 0 and set(st["tuning_streams"]) == {"commands", "talk", "words"}
+    assert st["pools"]["tuning"]["pool"] == "training" and st["pools"]["evaluation"]["pool"] == "evaluation"
     rec = st["recommended"]
-    assert rec["chosen_on"] == "tuning"
-    assert len(st["sweep"]["evaluation"]) == 4 * 2
-    at = st["at_recommended"]
-    assert 0 <= at["hit_rate"] <= 1 and at["false_accepts_per_hour"] >= 0
-    assert at["hits"] + at["misses"] == at["command_words"] == st["evaluation_stream"]["command_words"]
+    assert rec["chosen_on"] == "tuning" and st["sweep_points"] == 2 * 3
+    at = st["evaluation"]["recommended"]
+    assert 0 <= at["hit_rate"] <= 1 and at["false_accepts_per_hour"] >= 0 and at["false_accepts_per_100_words"] >= 0
+    assert at["hit_rate"] + at["miss_rate"] == pytest.approx(1.0)
+    assert at["commands_stream"]["command_words"] == streams["commands"]["command_words"]
+    assert set(at["commands_stream"]["per_word_hit_rate"]) <= set(DEFAULT_COMMAND_LABELS[2:])
+    assert st["streaming_cost_points"] == pytest.approx(100 * (st["clip_accuracy_commands"] - at["hit_rate"]), abs=0.01)
+    assert len(st["det"]["evaluation"]) > 10
     text = config.read_text()
-    assert f"threshold: {rec['threshold']:g}" in text and f"suppression_ms: {rec['suppression_ms']:g}" in text
-    assert "# keep me" in text
+    settings = rec["settings"]
+    assert f"threshold: {settings['threshold']:g}" in text and f"average_window_ms: {settings['average_window_ms']:g}" \
+        in text
+    assert "# keep me" in text and text.count("commands:") == 1
     assert list((out / "cache").glob("posteriors-*.npz"))
+    assert "Streaming commands" in (out / "report.md").read_text()
 
 
 def test_pure_helpers():

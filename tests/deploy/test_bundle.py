@@ -209,7 +209,7 @@ def test_no_wheels_bundle(target, tmp_path, inputs, own_wheel):
     assert manifest["target"]["python_version"] == t.python_version
     assert manifest["wheels"] is False and manifest["resolved"] is False
     assert manifest["interpreter"]["package"] == "ai-edge-litert"
-    assert manifest["interpreter"]["num_threads"] == 4  # read back through edge.config
+    assert manifest["interpreter"]["num_threads"] == 4  # read back through edgesense.loop.config
     assert manifest["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
 
     # The model is byte-identical, and its embedded metadata is written out as it is.

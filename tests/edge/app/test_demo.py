@@ -133,12 +133,16 @@ def test_demo_without_display_writes_the_overlaid_sample_video(tiny_model_path, 
 
 def test_samples_are_small_and_described():
     sizes = {p.name: p.stat().st_size for p in (ROOT / "samples").iterdir() if p.is_file()}
-    assert {"scene.mp4", "commands.wav", "commands.json", "scenes.json", "README.md"} <= set(sizes)
+    assert {"scene.mp4", "commands.wav", "commands.json", "scenes.json", "speech_commands.wav",
+            "speech_commands.json", "README.md"} <= set(sizes)
     assert sum(sizes.values()) <= 2 * 1024 * 1024
     truth = json.loads((ROOT / "samples" / "commands.json").read_text())
     assert truth["sample_rate_hz"] == 16000 and len(truth["words"]) >= 4
     assert all(0 <= w["start_ms"] < w["end_ms"] <= truth["duration_ms"] for w in truth["words"])
-    assert "CC0" in (ROOT / "samples" / "README.md").read_text()
+    readme = (ROOT / "samples" / "README.md").read_text()
+    assert "CC0" in readme and "CC BY 4.0" in readme
+    real = json.loads((ROOT / "samples" / "speech_commands.json").read_text())
+    assert all(f"`{w['speaker']}`" in readme for w in real["words"])  # every speaker attributed
 
 
 def test_preview_without_display_is_a_clear_error(monkeypatch):

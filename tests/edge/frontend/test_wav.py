@@ -1,4 +1,4 @@
-"""edge.audio_io: WAV formats, downmix, resampling, error messages."""
+"""edgesense.frontend.wav: WAV formats, downmix, resampling, error messages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesense.frontend.resample import ResampleOptions, resample
+from edgesense.frontend.resample import ResampleOptions, StreamingResampler, resample
 from edgesense.frontend.wav import probe_wav, read_wav, read_wav_native, write_wav
 
 RATE = 16000
@@ -161,6 +161,55 @@ def test_resample_same_rate_is_identity_and_dc_is_kept() -> None:
 def test_resample_length(n: int, from_hz: int, to_hz: int) -> None:
     y = resample(np.ones(n), from_hz, to_hz)
     assert y.size == -(-n * to_hz // from_hz)
+
+
+def _chirp(rate: int, seconds: float = 1.0) -> np.ndarray:
+    """A sine sweep from 50 Hz to just below the lower Nyquist frequency of the tests."""
+    t = np.arange(int(rate * seconds)) / rate
+    return 0.5 * np.sin(2 * np.pi * (50 * t + 3700 * t ** 2 / seconds))
+
+
+def _chunked(x: np.ndarray, sizes, from_hz: int, to_hz: int) -> np.ndarray:
+    r = StreamingResampler(from_hz, to_hz)
+    out, start, k = [], 0, 0
+    while start < x.size:
+        size = sizes[k % len(sizes)]
+        out.append(r.push(x[start:start + size]))
+        start, k = start + size, k + 1
+    out.append(r.flush())
+    assert r.samples_in == x.size and r.samples_out == sum(o.size for o in out)
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 160, 441, 4096])
+@pytest.mark.parametrize("from_hz,to_hz", [(44100, 16000), (48000, 16000), (8000, 16000), (22050, 16000)])
+def test_streaming_resampler_equals_one_pass_on_a_chunked_sweep(chunk: int, from_hz: int, to_hz: int) -> None:
+    x = _chirp(from_hz)
+    y = _chunked(x, [chunk], from_hz, to_hz)
+    reference = resample(x, from_hz, to_hz)
+    assert y.dtype == np.float32 and y.size == reference.size
+    np.testing.assert_allclose(y, reference, atol=1e-3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(0, 4096), min_size=1, max_size=8).filter(any),
+       from_hz=st.sampled_from([11025, 44100, 48000]))
+def test_streaming_resampler_any_chunking(sizes, from_hz: int) -> None:
+    x = _chirp(from_hz, seconds=0.4)
+    np.testing.assert_allclose(_chunked(x, sizes, from_hz, RATE), resample(x, from_hz, RATE), atol=1e-3)
+
+
+def test_streaming_resampler_emits_as_soon_as_the_input_is_there() -> None:
+    r = StreamingResampler(48000, RATE)
+    assert r.lookahead_samples > 0 and r.push(np.zeros(r.lookahead_samples)).size == 0  # not yet
+    assert r.push(np.zeros(3)).size == 1  # inputs 0..lookahead+2: output 0 (at input 0) is complete
+    assert r.samples_out == 1
+    r.flush()
+    with pytest.raises(ValueError, match="flushed"):
+        r.push(np.zeros(3))
+    same = StreamingResampler(RATE, RATE)
+    np.testing.assert_array_equal(same.push(np.arange(5.0)), np.arange(5.0, dtype=np.float32))
+    assert same.lookahead_samples == 0 and same.flush().size == 0
 
 
 def test_resample_options_validated() -> None:

@@ -1,4 +1,4 @@
-"""Faults injected into the device loop (edge.pipeline) with the tiny int8 model.
+"""Faults injected into the device loop (edgesense.loop.pipeline) with the tiny int8 model.
 
 Only what this machine lacks is faked, at the very edge: ``cv2.VideoCapture`` (no
 camera) and the ``sounddevice`` module (no microphone). Everything above them (the

@@ -1,4 +1,4 @@
-"""edge.tflite_metadata: the pure-Python flatbuffer reader, cross-checked against TF's schema."""
+"""edgesense.runtime.flatbuffer: the pure-Python flatbuffer reader, cross-checked against TF's schema."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""edge.interpreter: backend choice, delegate fallback, bad model files."""
+"""edgesense.runtime.interpreter: backend choice, delegate fallback, bad model files."""
 
 from __future__ import annotations
 

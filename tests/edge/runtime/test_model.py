@@ -1,4 +1,4 @@
-"""edge.model.EdgeModel: loading checks, the three signatures, parity with Keras, `edgesense inspect`."""
+"""edgesense.runtime.model.EdgeModel: loading checks, the three signatures, parity with Keras, `edgesense inspect`."""
 
 from __future__ import annotations
 

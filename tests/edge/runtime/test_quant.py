@@ -1,4 +1,4 @@
-"""edge.quant: the one place that quantizes and dequantizes."""
+"""edgesense.runtime.quant: the one place that quantizes and dequantizes."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import sounddevice as sd
 import edgesense.sources.base as base_mod
 import edgesense.sources.camera as camera_mod
 import edgesense.sources.microphone as microphone_mod
+from edgesense.frontend.resample import resample
 from edgesense.sources.base import AudioChunk, BackoffOptions, ExponentialBackoff, Source, SourceReadError, VideoFrame
 from edgesense.sources.camera import CameraOptions, CameraSource
 from edgesense.sources.microphone import MicrophoneOptions, MicrophoneSource
@@ -417,16 +418,41 @@ def test_microphone_unknown_device_lists_available_inputs(portaudio):
         MicrophoneSource(MicrophoneOptions(device=9))
 
 
-def test_microphone_without_native_16k_opens_at_default_rate_and_resamples(monkeypatch):
+def _sweep(rate: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * (100 * t + 3500 * t ** 2))).astype(np.float32)  # 100 Hz -> 7.1 kHz
+
+
+@pytest.mark.parametrize("device_rate", [44100, 48000])
+def test_microphone_without_native_16k_resamples_as_one_pass_would(monkeypatch, device_rate):
+    fake = FakePortAudio([{**DEVICES[1], "default_samplerate": float(device_rate)}], native_rates={device_rate})
+    fake.install(monkeypatch)
+    mic = MicrophoneSource(MicrophoneOptions(device=0, chunk_ms=20))
+    stream = fake.streams[-1]
+    assert stream.samplerate == device_rate and mic.device_rate_hz == device_rate
+    signal = _sweep(device_rate, 1.0)
+    for block in np.array_split(signal, 37):  # PortAudio blocks unrelated to chunk size
+        stream.feed(block)
+    chunks = [mic.read() for _ in range(int(1000 // 20))]
+    mic.close()
+    out = np.concatenate([c.samples for c in chunks])
+    assert all(c.sample_rate_hz == RATE for c in chunks) and abs(out.size - RATE) < RATE * 0.02
+    np.testing.assert_allclose(out, resample(signal, device_rate, RATE)[:out.size], atol=1e-3)  # no chunk edges
+    for a, b in zip(chunks, chunks[1:]):  # contiguous stream time
+        assert b.t_ms == pytest.approx(a.t_ms + a.samples.size * 1000 / RATE)
+
+
+def test_microphone_resampler_restarts_where_audio_resumes_after_a_drop(monkeypatch):
     fake = FakePortAudio(DEVICES, native_rates={48000})
     fake.install(monkeypatch)
-    mic = MicrophoneSource(MicrophoneOptions(device=1, chunk_ms=20))
+    mic = MicrophoneSource(MicrophoneOptions(device=1, chunk_ms=10, buffer_ms=40))  # a 1920-sample ring
     stream = fake.streams[-1]
-    assert stream.samplerate == 48000 and mic.device_rate_hz == 48000
-    stream.feed(np.zeros(960 * 2))
-    first, second = mic.read(), mic.read()
-    assert first.sample_rate_hz == RATE and first.samples.size == 320
-    assert second.t_ms - first.t_ms == pytest.approx(20.0)
+    stream.feed(np.zeros(960))
+    first = mic.read()
+    stream.feed(np.ones(4800))  # 100 ms while the loop was busy: 480 + 4800 unread, the oldest 3360 dropped
+    later = mic.read()
+    assert mic.stats.dropped_samples == 3360
+    assert first.t_ms == pytest.approx(later.t_ms - (960 + 4800 - 1920) / 48)  # where the kept audio starts
     mic.close()
 
 

@@ -1,0 +1,73 @@
+"""``edgesense bench --write-config``: the recommended recognizer settings written into a firmware
+YAML's ``commands:`` section, in place.
+
+The file is edited as a round trip (:func:`edgesense.schema.yaml.update_yaml_file`): every other
+field, comment, blank line, flow or block style and key order stays as it was; only the
+recognizer's fields of ``commands:`` change (a ``commands:`` section is added when there is
+none). The file is checked with the device config loader before the run (a duplicate key, or
+anything else ``edgesense run`` would refuse, is one line naming the file and the line), and the
+result is checked again before it replaces the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgesense.loop.config import load_config
+from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.schema.yaml import DELETE, update_yaml_file
+
+__all__ = ["RECOGNIZER_FIELDS", "check_firmware_config", "update_firmware_config"]
+
+logger = logging.getLogger(__name__)
+
+#: The fields of ``commands:`` the benchmark chooses (CommandRecognizerOptions minus ignored_labels).
+RECOGNIZER_FIELDS = ("threshold", "class_thresholds", "release_threshold", "suppression_ms", "average_window_ms",
+                     "minimum_count")
+_SECTION = "commands"
+_DIGITS = 4
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if float(value).is_integer() and abs(value) >= 1 else value
+
+
+def _values(options: CommandRecognizerOptions) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in RECOGNIZER_FIELDS:
+        value = getattr(options, name)
+        if name == "class_thresholds":
+            values[name] = {k: round(float(v), _DIGITS) for k, v in sorted(value.items())} or DELETE
+        elif isinstance(value, float):
+            values[name] = _plain(round(value, _DIGITS))
+        else:
+            values[name] = value
+    return values
+
+
+def check_firmware_config(path: str | Path) -> None:
+    """Raise the one-line ``ValueError`` :func:`update_firmware_config` would (before a long run)."""
+    load_config(path)
+
+
+def update_firmware_config(path: str | Path, options: CommandRecognizerOptions) -> Path:
+    """Write ``options`` into ``path``'s ``commands:`` (see the module docstring); returns the path.
+
+    Raises ``ValueError`` (one line) for a missing or unreadable file, a duplicate key, or a
+    result the config loader rejects; the file is then left untouched."""
+    path = Path(path)
+    check_firmware_config(path)
+    values = _values(options)
+    tmp = path.with_name(f".{path.name}.tmp")
+    update_yaml_file(path, {f"{_SECTION}.{name}": value for name, value in values.items()}, out=tmp)
+    try:
+        load_config(tmp)
+    except ValueError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(str(exc).replace(str(tmp), str(path))) from None
+    tmp.replace(path)
+    logger.info("wrote %s into %s", ", ".join(f"{_SECTION}.{k}={v}" for k, v in values.items() if v is not DELETE),
+                path)
+    return path

@@ -1,0 +1,407 @@
+"""Scoring streams: detections against the placed words, the operating-point sweep, per-word
+thresholds and the DET curve.
+
+:func:`detect` replays cached posteriors through the device's rule and gives exactly the
+events :class:`edgesense.recognition.commands.CommandRecognizer` gives (tests compare the two),
+vectorized, so a sweep of a few thousand settings over hours of stream takes seconds.
+
+:func:`score_stream`: a detection of word W at time t *hits* the earliest not-yet-hit command
+word W with ``start_ms <= t <= end_ms + match_tolerance_ms``; every other detection is a *false
+accept*: a ``substitution`` (inside a command word's span, wrong word or a second detection),
+``on_other_speech`` (inside another utterance's span) or ``on_background`` (elsewhere). Latency
+is ``t - end_ms`` of the word hit, ``end_ms`` being the end of its *spoken* part.
+
+:class:`OperatingPoint`: one setting scored on the three streams of a split: hit rate (commands),
+false accepts per hour (talk), false accepts per 100 other words (words).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgesense.bench.streams import PlacedWord, StreamPosteriors
+from edgesense.recognition.commands import MINIMUM_WINDOW_FRACTION, CommandRecognizerOptions
+from edgesense.schema.validate import require
+
+__all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
+           "evaluate", "sweep", "recommend", "calibrate_class_thresholds", "det_curve"]
+
+logger = logging.getLogger(__name__)
+
+_PER_100 = 100.0
+#: Per-word calibration: hits gained minus this many per false accept added (within the budget).
+CALIBRATION_FALSE_ACCEPT_COST = 0.25
+#: A threshold no average of int8 posteriors (at most 255/256) beats: silences a word.
+_NEVER = 0.999
+#: Latency percentiles reported.
+LATENCY_PERCENTILES = (50, 95)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    t_ms: float
+    score: float
+
+
+class Replay:
+    """One stream's posteriors, with the window averages of each ``average_window_ms`` cached."""
+
+    def __init__(self, posteriors: StreamPosteriors) -> None:
+        self.posteriors = posteriors
+        self._p = np.asarray(posteriors.posteriors, dtype=np.float64)
+        self._cumsum = np.concatenate([np.zeros((1, self._p.shape[1])), np.cumsum(self._p, axis=0)])
+        self._times = np.asarray(posteriors.times_ms, dtype=np.float64)
+        self._averages: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def averages(self, window_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(averages (H, C), results per window (H,), span ms (H,), top label (H,)) as the recognizer sees them."""
+        if window_ms not in self._averages:
+            t = self._times
+            first = np.searchsorted(t, t - window_ms, side="left")  # the deque keeps results >= t - window
+            idx = np.arange(t.size)
+            count = idx + 1 - first
+            averages = (self._cumsum[idx + 1] - self._cumsum[first]) / np.maximum(count, 1)[:, None]
+            self._averages[window_ms] = (averages, count, t - t[first] if t.size else t, np.argmax(averages, axis=1))
+        return self._averages[window_ms]
+
+
+def detect(replay: Replay | StreamPosteriors, options: CommandRecognizerOptions) -> list[Detection]:
+    """The events :class:`CommandRecognizer` would give on these posteriors (one recognizer, never reset)."""
+    if not isinstance(replay, Replay):
+        replay = Replay(replay)
+    labels = replay.posteriors.labels
+    averages, count, span, top = replay.averages(float(options.average_window_ms))
+    if averages.shape[0] == 0:
+        return []
+    ready = (count >= options.minimum_count) & (span >= options.average_window_ms * MINIMUM_WINDOW_FRACTION)
+    thresholds = np.array([options.threshold_of(label) for label in labels])
+    fires = np.array([label not in options.ignored_labels for label in labels])
+    rows = np.arange(averages.shape[0])
+    top_score = averages[rows, top]
+    candidates = np.flatnonzero(ready & fires[top] & (top_score > thresholds[top]))
+    if candidates.size == 0:
+        return []
+    released = ready[:, None] & (averages <= options.release_threshold)
+    release_rows = [np.flatnonzero(released[:, c]) for c in range(len(labels))]
+    times = replay.posteriors.times_ms
+    last_fired = np.full(len(labels), -1)
+    last_t = -math.inf
+    out = []
+    for i in candidates:
+        c = top[i]
+        if times[i] - last_t <= options.suppression_ms:
+            continue
+        if last_fired[c] >= 0:  # armed again only if its average fell to the release level since
+            r = release_rows[c]
+            k = np.searchsorted(r, last_fired[c], side="right")
+            if k >= r.size or r[k] >= i:
+                continue
+        last_fired[c], last_t = i, float(times[i])
+        out.append(Detection(label=labels[c], t_ms=float(times[i]), score=float(top_score[i])))
+    return out
+
+
+# --------------------------------------------------------------------------- scoring one stream
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamScore:
+    """Detections on one stream, scored against its placed words (see the module docstring)."""
+
+    command_words: int
+    hits: int
+    other_utterances: int
+    substitutions: int
+    on_other_speech: int
+    on_background: int
+    hours: float
+    latencies_ms: tuple[float, ...] = ()
+    per_word: Mapping[str, tuple[int, int]] = field(default_factory=dict)  #: word -> (hits, said)
+
+    @property
+    def false_accepts(self) -> int:
+        return self.substitutions + self.on_other_speech + self.on_background
+
+    def per_hour(self, count: int) -> float:
+        return count / self.hours if self.hours > 0 else 0.0
+
+
+def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], *,
+                 match_tolerance_ms: float = 1000.0) -> StreamScore:
+    words: list[PlacedWord] = sorted(posteriors.words, key=lambda w: w.start_ms)
+    starts = np.array([w.start_ms for w in words])
+    reach_ms = max((w.end_ms - w.start_ms for w in words), default=0.0) + match_tolerance_ms
+    hit = [False] * len(words)
+    latencies: list[float] = []
+    substitutions = on_other = on_background = 0
+    for d in detections:
+        lo = int(np.searchsorted(starts, d.t_ms - reach_ms, side="left"))
+        hi = int(np.searchsorted(starts, d.t_ms, side="right"))  # words started by t
+        inside = [j for j in range(lo, hi) if d.t_ms <= words[j].end_ms + match_tolerance_ms]
+        match = next((j for j in inside if not hit[j] and words[j].is_command and words[j].label == d.label), None)
+        if match is not None:
+            hit[match] = True
+            latencies.append(d.t_ms - words[match].end_ms)
+        elif any(words[j].is_command for j in inside):
+            substitutions += 1
+        elif inside:
+            on_other += 1
+        else:
+            on_background += 1
+    per_word: dict[str, list[int]] = {}
+    for w, h in zip(words, hit):
+        if w.is_command:
+            tally = per_word.setdefault(w.label, [0, 0])
+            tally[0] += h
+            tally[1] += 1
+    return StreamScore(command_words=sum(w.is_command for w in words), hits=sum(hit),
+                       other_utterances=sum(not w.is_command for w in words), substitutions=substitutions,
+                       on_other_speech=on_other, on_background=on_background, hours=posteriors.hours,
+                       latencies_ms=tuple(latencies),
+                       per_word={k: (v[0], v[1]) for k, v in sorted(per_word.items())})
+
+
+# --------------------------------------------------------------------------- operating points
+
+
+def _options_dict(options: CommandRecognizerOptions) -> dict[str, Any]:
+    d = dataclasses.asdict(options)
+    d.pop("ignored_labels")
+    return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatingPoint:
+    """One recognizer setting on a split's streams (any of them may be missing)."""
+
+    options: CommandRecognizerOptions
+    commands: StreamScore | None = None
+    talk: StreamScore | None = None
+    words: StreamScore | None = None
+
+    @property
+    def hit_rate(self) -> float:
+        c = self.commands
+        return c.hits / c.command_words if c is not None and c.command_words else 0.0
+
+    @property
+    def false_accepts_per_hour(self) -> float:
+        """On the command-free talk (all false accepts there, per hour of talk)."""
+        return self.talk.per_hour(self.talk.false_accepts) if self.talk is not None else 0.0
+
+    @property
+    def false_accepts_per_100_words(self) -> float:
+        """On the other words said one at a time (every false accept on that stream, per 100 words)."""
+        w = self.words
+        return _PER_100 * w.false_accepts / w.other_utterances if w is not None and w.other_utterances else 0.0
+
+    def latency_ms(self, percentile: float) -> float | None:
+        lat = self.commands.latencies_ms if self.commands is not None else ()
+        return float(np.percentile(lat, percentile)) if lat else None
+
+    def within(self, max_per_hour: float, max_per_100_words: float) -> bool:
+        return (self.false_accepts_per_hour <= max_per_hour + 1e-9
+                and self.false_accepts_per_100_words <= max_per_100_words + 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"settings": _options_dict(self.options), "hit_rate": round(self.hit_rate, 4),
+                               "miss_rate": round(1 - self.hit_rate, 4) if self.commands else None,
+                               "false_accepts_per_hour": round(self.false_accepts_per_hour, 3),
+                               "false_accepts_per_100_words": round(self.false_accepts_per_100_words, 3)}
+        out["latency_ms"] = {f"p{p}": None if self.latency_ms(p) is None else round(self.latency_ms(p), 1)
+                             for p in LATENCY_PERCENTILES}
+        c = self.commands
+        if c is not None:
+            out["commands_stream"] = {
+                "command_words": c.command_words, "hits": c.hits, "other_utterances": c.other_utterances,
+                "false_accepts": c.false_accepts, "hours": round(c.hours, 4),
+                "false_accepts_per_hour": {"substitutions": round(c.per_hour(c.substitutions), 2),
+                                           "other_speech": round(c.per_hour(c.on_other_speech), 2),
+                                           "background": round(c.per_hour(c.on_background), 2)},
+                "per_word_hit_rate": {k: round(h / n, 4) for k, (h, n) in c.per_word.items()}}
+        if self.talk is not None:
+            t = self.talk
+            out["talk_stream"] = {"hours": round(t.hours, 3), "utterances": t.other_utterances,
+                                  "false_accepts": t.false_accepts,
+                                  "false_accepts_per_hour": {"other_speech": round(t.per_hour(t.on_other_speech), 2),
+                                                             "background": round(t.per_hour(t.on_background), 2)}}
+        if self.words is not None:
+            w = self.words
+            out["words_stream"] = {"words": w.other_utterances, "false_accepts_on_words": w.on_other_speech,
+                                   "false_accepts_on_background": w.on_background}
+        return out
+
+
+def evaluate(replays: Mapping[str, Replay], options: CommandRecognizerOptions, *,
+             match_tolerance_ms: float = 1000.0) -> OperatingPoint:
+    """``options`` on a split's streams (``replays``: some of ``commands``, ``talk``, ``words``)."""
+    scores = {kind: score_stream(r.posteriors, detect(r, options), match_tolerance_ms=match_tolerance_ms)
+              for kind, r in replays.items()}
+    return OperatingPoint(options=options, **scores)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """The settings swept together, and the false-accept budget of the recommendation."""
+
+    average_windows_ms: tuple[float, ...] = (300.0, 500.0, 700.0, 1000.0)
+    thresholds: tuple[float, ...] = (*(round(0.3 + 0.05 * k, 2) for k in range(14)), 0.97, 0.99)  # 0.3 … 0.99
+    release_thresholds: tuple[float, ...] = (0.2, 0.35, 0.5)
+    minimum_counts: tuple[int, ...] = (1, 3)
+    suppressions_ms: tuple[float, ...] = (0.0, 500.0, 1000.0)
+    max_false_accepts_per_hour: float = 1.0
+    max_false_accepts_per_100_words: float = 2.0
+    match_tolerance_ms: float = 1000.0
+    hop_ms: float = 100.0
+
+    def __post_init__(self) -> None:
+        def numbers(name: str, ok) -> None:
+            value = getattr(self, name)
+            require(isinstance(value, tuple) and len(value) >= 1 and all(ok(v) for v in value), name,
+                    "a non-empty tuple of valid values", value)
+
+        numbers("average_windows_ms", lambda v: isinstance(v, (int, float)) and v > 0)
+        numbers("thresholds", lambda v: isinstance(v, (int, float)) and 0 < v < 1)
+        numbers("release_thresholds", lambda v: isinstance(v, (int, float)) and 0 <= v < 1)
+        numbers("minimum_counts", lambda v: isinstance(v, int) and v >= 1)
+        numbers("suppressions_ms", lambda v: isinstance(v, (int, float)) and v >= 0)
+        for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "match_tolerance_ms"):
+            require(isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0, name,
+                    "a number >= 0", getattr(self, name))
+
+    def grid(self) -> list[CommandRecognizerOptions]:
+        """Every valid combination (release below threshold; minimum count a window can hold)."""
+        out = []
+        for window in self.average_windows_ms:
+            most = int(window // self.hop_ms) + 1
+            for count in self.minimum_counts:
+                if count > most:
+                    continue
+                for threshold in self.thresholds:
+                    for release in self.release_thresholds:
+                        if release >= threshold:
+                            continue
+                        for suppression in self.suppressions_ms:
+                            out.append(CommandRecognizerOptions(
+                                average_window_ms=float(window), threshold=float(threshold),
+                                release_threshold=float(release), minimum_count=int(count),
+                                suppression_ms=float(suppression)))
+        return out
+
+
+def sweep(replays: Mapping[str, Replay], options: SweepOptions) -> list[OperatingPoint]:
+    """Every setting of the grid on the same streams."""
+    grid = options.grid()
+    logger.info("streaming sweep: %d settings", len(grid))
+    return [evaluate(replays, o, match_tolerance_ms=options.match_tolerance_ms) for o in grid]
+
+
+def _rank(p: OperatingPoint) -> tuple[float, ...]:
+    """Higher is better: hits, then fewer false accepts (talk, words, the commands stream), then
+    lower latency, then the more conservative setting (higher threshold, count, suppression)."""
+    latency = p.latency_ms(50)
+    o = p.options
+    return (p.hit_rate, -p.false_accepts_per_hour, -p.false_accepts_per_100_words,
+            -(p.commands.false_accepts if p.commands is not None else 0),
+            -(latency if latency is not None else math.inf), o.threshold, o.minimum_count, o.suppression_ms,
+            o.release_threshold)
+
+
+def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, bool]:
+    """(the highest hit rate within the false-accept budget, True); ties: see :func:`_rank`. Without
+    any point in budget: (the one with the fewest false accepts, False)."""
+    require(len(points) > 0, "points", "at least one sweep point", 0)
+    within = [p for p in points
+              if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
+    if within:
+        return max(within, key=_rank), True
+    logger.warning("no setting reaches %.2f false accepts/hour and %.2f per 100 words on the tuning streams; "
+                   "recommending the fewest", options.max_false_accepts_per_hour,
+                   options.max_false_accepts_per_100_words)
+    return min(points, key=lambda p: (p.false_accepts_per_hour + p.false_accepts_per_100_words,
+                                      *(-x for x in _rank(p)))), False
+
+
+def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecognizerOptions, options: SweepOptions,
+                               *, max_offset: float = 0.1, step: float = 0.025) -> CommandRecognizerOptions:
+    """Per-word thresholds within ``max_offset`` of ``base.threshold``, greedily: each step moves
+    the one word's threshold that gains the most hits (less ``CALIBRATION_FALSE_ACCEPT_COST`` per
+    false accept) on the tuning streams while the split stays within the false-accept budget. A
+    word's threshold barely changes the others' events, so each word is scored alone (the others
+    silenced); the result is then checked as a whole, and ``base`` is returned when it is over
+    the budget or no better."""
+    labels = next(iter(replays.values())).posteriors.labels
+    words = [w for w in labels if w not in base.ignored_labels]
+    offsets = np.arange(-max_offset, max_offset + step / 2, step)
+    candidates = sorted({round(float(np.clip(base.threshold + o, base.release_threshold + step, 0.99)), 4)
+                         for o in offsets})
+    table: dict[tuple[str, float], tuple[int, int, int]] = {}
+    for word in words:
+        for t in candidates:
+            alone = dataclasses.replace(base, class_thresholds={**{w: _NEVER for w in words if w != word}, word: t})
+            p = evaluate(replays, alone, match_tolerance_ms=options.match_tolerance_ms)
+            table[(word, t)] = (p.commands.hits if p.commands else 0, p.talk.false_accepts if p.talk else 0,
+                                p.words.false_accepts if p.words else 0)
+    talk_hours = replays["talk"].posteriors.hours if "talk" in replays else 0.0
+    n_words = sum(not w.is_command for w in replays["words"].posteriors.words) if "words" in replays else 0
+
+    def totals(chosen: Mapping[str, float]) -> tuple[int, int, int]:
+        return tuple(int(sum(table[(w, chosen[w])][k] for w in words)) for k in range(3))  # type: ignore[return-value]
+
+    def in_budget(fa_talk: int, fa_words: int) -> bool:
+        return ((talk_hours == 0 or fa_talk / talk_hours <= options.max_false_accepts_per_hour + 1e-9)
+                and (n_words == 0 or _PER_100 * fa_words / n_words <= options.max_false_accepts_per_100_words + 1e-9))
+
+    start = min(candidates, key=lambda t: abs(t - base.threshold))
+    chosen = {w: start for w in words}
+    while True:
+        hits, fa_talk, fa_words = totals(chosen)
+        best: tuple[float, dict[str, float]] | None = None
+        for w in words:
+            for t in candidates:
+                if t == chosen[w]:
+                    continue
+                trial = {**chosen, w: t}
+                h, ft, fw = totals(trial)
+                if not in_budget(ft, fw):
+                    continue
+                gain = (h - hits) - CALIBRATION_FALSE_ACCEPT_COST * ((ft - fa_talk) + (fw - fa_words))
+                if gain > 1e-9 and (best is None or gain > best[0]):
+                    best = (gain, trial)
+        if best is None:
+            break
+        chosen = best[1]
+    tuned = dataclasses.replace(base, class_thresholds={w: t for w, t in chosen.items() if t != base.threshold})
+    before = evaluate(replays, base, match_tolerance_ms=options.match_tolerance_ms)
+    after = evaluate(replays, tuned, match_tolerance_ms=options.match_tolerance_ms)
+    if not after.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words) \
+            or after.hit_rate <= before.hit_rate:
+        logger.info("per-word thresholds: no gain within the budget on the tuning streams; one threshold kept")
+        return base
+    return tuned
+
+
+def det_curve(replays: Mapping[str, Replay], base: CommandRecognizerOptions, thresholds: Sequence[float], *,
+              match_tolerance_ms: float = 1000.0) -> list[dict[str, float]]:
+    """Miss rate and false accepts per hour (talk) of ``base`` at each global threshold (per-word
+    thresholds dropped): the DET curve's points."""
+    out = []
+    for t in thresholds:
+        if t <= base.release_threshold:
+            continue
+        o = dataclasses.replace(base, threshold=float(t), class_thresholds={})
+        p = evaluate(replays, o, match_tolerance_ms=match_tolerance_ms)
+        out.append({"threshold": float(t), "miss_rate": round(1 - p.hit_rate, 4),
+                    "false_accepts_per_hour": round(p.false_accepts_per_hour, 3),
+                    "false_accepts_per_100_words": round(p.false_accepts_per_100_words, 3)})
+    return out

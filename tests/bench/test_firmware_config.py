@@ -1,0 +1,107 @@
+"""``bench --write-config``: the recommended settings edited into a firmware YAML in place."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgesense.app import cli
+from edgesense.bench.firmware_config import update_firmware_config
+from edgesense.loop.config import load_config
+from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.schema.yaml import load_yaml_mapping
+
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE = sorted((REPO / "firmware_configs").glob("*.yaml"))
+CHOSEN = CommandRecognizerOptions(threshold=0.85, suppression_ms=1000.0, average_window_ms=500.0, minimum_count=3)
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    return [line for line in difflib.ndiff(before.splitlines(), after.splitlines()) if line[:2] in ("- ", "+ ")]
+
+
+@pytest.mark.parametrize("src", FIRMWARE, ids=[p.stem for p in FIRMWARE])
+def test_each_firmware_config_changes_only_its_commands_values(src, tmp_path):
+    path = Path(shutil.copy(src, tmp_path / src.name))
+    before = path.read_text()
+    update_firmware_config(path, CHOSEN)
+    after = path.read_text()
+    data = load_yaml_mapping(path)
+    for key in ("threshold", "suppression_ms", "average_window_ms", "minimum_count"):
+        assert data["commands"][key] == getattr(CHOSEN, key)
+    assert isinstance(data["commands"]["suppression_ms"], int)  # 1000, not 1000.0
+    changed = _changed_lines(before, after)
+    assert changed and all(line[2:].startswith("  ") for line in changed)  # only indented fields ...
+    assert {line[2:].split(":")[0].strip() for line in changed} <= {"threshold", "suppression_ms",
+                                                                     "average_window_ms", "minimum_count",
+                                                                     "release_threshold", "class_thresholds"}
+    assert [ln for ln in before.splitlines() if "#" in ln and not ln.lstrip().startswith(
+        ("threshold", "suppression_ms", "average_window_ms", "minimum_count"))] == \
+        [ln for ln in after.splitlines() if "#" in ln and not ln.lstrip().startswith(
+            ("threshold", "suppression_ms", "average_window_ms", "minimum_count"))]  # every comment kept
+    assert load_config(path).commands.threshold == 0.85
+    update_firmware_config(path, CHOSEN)
+    assert path.read_text() == after  # idempotent
+
+
+def _device_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "device.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_flow_style_file_is_edited_in_place_not_appended_to(tmp_path):
+    path = _device_yaml(tmp_path, "# my device\n{device: {name: t}, commands: {threshold: 0.7, suppression_ms: 750}, "
+                                  "vad: {enabled: true}, scenes: {window_ms: 2000}}  # end\n")
+    update_firmware_config(path, CHOSEN)
+    text = path.read_text()
+    assert text.count("commands") == 1 and text.startswith("# my device\n") and "# end" in text
+    data = load_yaml_mapping(path)
+    assert data["commands"]["threshold"] == 0.85 and data["vad"]["enabled"] is True
+    assert data["scenes"] == {"window_ms": 2000}
+    config = load_config(path)
+    assert config.vad.enabled is True and config.commands.average_window_ms == 500
+
+
+def test_a_missing_commands_section_is_added(tmp_path):
+    path = _device_yaml(tmp_path, "device:\n  name: t   # keep\n")
+    update_firmware_config(path, CHOSEN)
+    text = path.read_text()
+    assert text.startswith("device:\n  name: t   # keep\n") and load_yaml_mapping(path)["commands"]["threshold"] == 0.85
+
+
+def test_duplicate_keys_are_refused_in_one_line_and_the_file_is_untouched(tmp_path):
+    text = "device:\n  name: t\ncommands:\n  threshold: 0.7\n  minimum_count: 3\ncommands: {threshold: 0.5}\n"
+    path = _device_yaml(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        update_firmware_config(path, CHOSEN)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}:6: duplicate key 'commands'")
+    assert path.read_text() == text
+    nested = _device_yaml(tmp_path, "device:\n  name: t\ncommands:\n  threshold: 0.7\n  threshold: 0.6\n")
+    with pytest.raises(ValueError, match=r"device.yaml:5: duplicate key 'threshold'"):
+        update_firmware_config(nested, CHOSEN)
+
+
+def test_a_result_the_loader_rejects_is_not_written(tmp_path):
+    text = "device:\n  name: t\nscheduler:\n  command_hop_ms: 100\ncommands:\n  threshold: 0.7\n"
+    path = _device_yaml(tmp_path, text)
+    with pytest.raises(ValueError, match="minimum_count"):  # 7 results never fit a 500 ms window at 100 ms hops
+        update_firmware_config(path, CommandRecognizerOptions(average_window_ms=500.0, minimum_count=7))
+    assert path.read_text() == text
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(ValueError, match="no such file"):
+        update_firmware_config(tmp_path / "missing.yaml", CHOSEN)
+
+
+def test_the_cli_refuses_a_duplicate_key_before_the_benchmark_runs(tmp_path, capsys):
+    path = _device_yaml(tmp_path, "device:\n  name: t\ndevice:\n  name: u\n")
+    speech = tmp_path / "sc"
+    speech.mkdir()  # empty: the benchmark itself would fail later, on the data
+    code = cli.main(["bench", "--model", str(REPO / "models" / "edgesense.tflite"), "--speech-commands", str(speech),
+                     "--write-config", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{path}:3: duplicate key 'device'" in err[0] and str(path) in err[0]
