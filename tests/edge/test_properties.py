@@ -143,6 +143,7 @@ def valid_configs(draw) -> dict:
     hop = draw(st.floats(10, 1000, **finite))
     window = draw(st.floats(hop, 5000, **finite))
     camera_on = draw(st.booleans())
+    threshold = draw(st.floats(0.01, 0.99, **finite))
     delegate = draw(st.sampled_from([NO_DELEGATE, *(d for d in DELEGATES if d)]))
     data = {
         "device": {"name": draw(st.text(min_size=1, max_size=20).filter(str.strip)),
@@ -157,7 +158,7 @@ def valid_configs(draw) -> dict:
                   "sample_rate_hz": draw(st.integers(1, 192000)),
                   "chunk_ms": draw(st.floats(0.5, hop, **finite))},
         "scheduler": {"command_hop_ms": hop, "scene_rate_hz": draw(st.floats(0.1, 30, **finite))},
-        "commands": {"threshold": draw(st.floats(0, 0.99, **finite)),
+        "commands": {"threshold": threshold, "release_threshold": draw(st.floats(0, threshold * 0.99, **finite)),
                      "suppression_ms": draw(st.floats(0, 5000, **finite)), "average_window_ms": window,
                      "minimum_count": draw(st.integers(1, int(window // hop) + 1))},
         "vad": {"enabled": draw(st.booleans()), "threshold_dbfs": draw(st.floats(-119, 0, **finite)),
