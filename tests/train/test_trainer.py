@@ -120,9 +120,16 @@ def test_cli_reports_a_bad_config_in_one_line_before_tensorflow_starts(tmp_path)
     path = tmp_path / "bad.yaml"
     path.write_text(f"data: {{scenes: {tmp_path}}}\nmodel: {{fusion: sum}}\n")
     line = only_line(edgesense("train", "--config", path))  # no TensorFlow start-up log before it
-    assert f"--config {path}: model.fusion: expected one of" in line
+    assert f"{path}:2: model.fusion: expected one of" in line
     assert only_line(edgesense("train", "--config", tmp_path)) == (
         f"{ERROR_PREFIX} --config {tmp_path}: is a folder; expected a file")
+
+
+def test_cli_reports_a_yaml_syntax_error_in_one_line_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("name: x\ndata: [\n")
+    line = only_line(edgesense("train", "--config", path))
+    assert line.startswith(f"{ERROR_PREFIX} {path}:3: not valid YAML") and "<unicode string>" not in line
 
 
 def test_cli_never_replaces_a_run_without_force(tmp_path, tiny_data):

@@ -233,3 +233,11 @@ def test_neither_camera_nor_microphone_reports_both_and_says_how_to_run_without(
     assert "microphone:" in line and "camera: cannot open camera" in line
     assert f"audio.enabled: false in {config}" in line and "camera.enabled: false" in line
     assert "--video FILE / --audio FILE" in line
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_line(tmp_path):
+    config = tmp_path / "device.yaml"
+    config.write_text("device:\n  name: x\ncamera: {fps: 3\n")
+    for command in ("run", "demo"):
+        line = only_line(edgesense(command, "--config", config, env={"DISPLAY": ""}))
+        assert line.startswith(f"{ERROR_PREFIX} {config}:4: not valid YAML") and "<unicode string>" not in line
