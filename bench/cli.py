@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesense.app.cli import extra_hint, input_file, user_names
 from edgesense.bench.accuracy import (
     SplitSpec,
     _cap,
@@ -69,17 +70,20 @@ from edgesense.bench.references import (
     find_references,
 )
 from edgesense.bench.report import _fmt, command_word_accuracy, plot_confusion, plot_det, plot_latency, render_markdown
-from edgesense.bench.streaming import clip_utterances, run_streaming
+from edgesense.bench.streaming import FirmwareSetting, clip_utterances, run_streaming
 from edgesense.bench.streams import Utterance
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
+from edgesense.shipped import shipped_config
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["BenchOptions", "run_bench", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_FIRMWARE_CONFIG = "desktop"
 
 
 # --------------------------------------------------------------------------- the run
@@ -89,10 +93,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _check_plotting() -> None:
+    """The figures need matplotlib: say so before any work, not in a traceback after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(f"edgesense bench draws its figures with matplotlib, which is not installed here "
+                           f"({exc}): {extra_hint('bench')} (matplotlib and tqdm only)") from None
+
+
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
+    _check_plotting()
     for path in options.write_config:
         check_firmware_config(path)  # refused now, not after the run
+    firmware = FirmwareSetting.load(options.firmware_config or shipped_config(DEFAULT_FIRMWARE_CONFIG))
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -190,7 +205,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.speech_commands is not None and options.streaming:
         st = report["streaming"] = run_streaming(
             model, model_sha, options, evaluation=stream_utterances, tuning=tune_utterances, noise_paths=noise_paths,
-            negative_paths=list(options.negatives), clip_accuracy=command_word_accuracy(report["command"]))
+            negative_paths=list(options.negatives), clip_accuracy=command_word_accuracy(report["command"]),
+            firmware=firmware)
         if "det" in st:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
         if "recommended" in st:
@@ -247,21 +263,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-config", type=Path, action="append", default=[],
                         help="write the recommended recognizer settings into this firmware YAML's commands: "
                              "(in place; repeatable)")
+    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
+                        help="device config whose commands: settings the streaming section scores next to the "
+                             f"recommendation (default: the shipped firmware_configs/{DEFAULT_FIRMWARE_CONFIG}.yaml)")
     parser.add_argument("--max-per-class", type=int, help="evaluate at most this many items per class")
     parser.add_argument("--seed", type=int, default=0)
 
 
+#: BenchOptions fields as the flags a user types (messages name the flag, not the field).
+FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--speech-commands", "scenes": "--scenes",
+         "av": "--av", "noise": "--noise", "negatives": "--negatives", "threads": "--threads", "split": "--split",
+         "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
+         "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config"}
+
+
 def run(args: argparse.Namespace) -> int:
-    options = BenchOptions(
-        model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
-        av=args.av, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads,
-        quick=args.quick, split=args.split,
-        salt=args.salt, train_references=args.train_references, references_dir=args.references,
-        reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
-        stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
-        talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
-        class_thresholds=args.class_thresholds,
-        write_config=tuple(args.write_config), max_per_class=args.max_per_class, seed=args.seed)
+    _check_plotting()
+    input_file("--model", args.model)
+    input_file("--config", args.config)
+    with user_names(FLAGS):
+        options = BenchOptions(
+            model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
+            av=args.av, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads,
+            quick=args.quick, split=args.split,
+            salt=args.salt, train_references=args.train_references, references_dir=args.references,
+            reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
+            stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
+            talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
+            class_thresholds=args.class_thresholds, write_config=tuple(args.write_config),
+            firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed)
     report = run_bench(options)
     print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")
     for key in ("command", "scene", "scene_with_ambient_audio"):
@@ -270,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
     for name, r in report.get("references", {}).items():
         print(f"  {name:<26} accuracy {_fmt(r[r['task']]['accuracy'])}  ({r['task']}s)")
     for stage, s in report.get("latency_ms", {}).items():
-        print(f"  latency {stage:<18} p50 {_fmt(s['p50'])} ms  p95 {_fmt(s['p95'])} ms  p99 {_fmt(s['p99'])} ms")
+        if s.get("n"):  # stages this run never measured (e.g. the image ones without --scenes) are left out
+            print(f"  latency {stage:<18} p50 {_fmt(s['p50'])} ms  p95 {_fmt(s['p95'])} ms  p99 {_fmt(s['p99'])} ms")
     st = report.get("streaming", {})
     if "recommended" in st:
         r = st["evaluation"]["recommended"]

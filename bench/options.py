@@ -38,6 +38,9 @@ class BenchOptions:
     talk_s: float | None = None
     class_thresholds: bool = False
     write_config: tuple[Path, ...] = ()
+    #: The device config whose ``commands:`` settings the streaming section scores next to the
+    #: recommendation (``None``: the shipped firmware_configs/desktop.yaml).
+    firmware_config: Path | None = None
     max_per_class: int | None = None
     seed: int = 0
 

@@ -98,7 +98,8 @@ def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
             continue
         x = [max(p["false_accepts_per_hour"], floor) for p in curve]
         ax.plot(x, [p["miss_rate"] for p in curve], style, marker="o", markersize=3, label=f"{name} streams")
-    markers = {"one_threshold": "bs", "class_thresholds": "g^", "previous_firmware": "rx", "recommended": "k*"}
+    markers = {"one_threshold": "bs", "class_thresholds": "g^", "previous_firmware": "rx", "firmware_config": "mD",
+               "recommended": "k*"}
     points = streaming.get("evaluation", {})
     for key in markers:  # the recommended point last, on top
         point = points.get(key)
@@ -158,7 +159,8 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
         if r is None:
             continue
         c = r.get("commands_stream", {}).get("false_accepts_per_hour", {})
-        lines.append(f"| {key.replace('_', ' ')} | {_fmt(r['hit_rate'])} | {_fmt(r['false_accepts_per_hour'], 2)} | "
+        title = st.get("firmware_config", {}).get("title", key) if key == "firmware_config" else key.replace("_", " ")
+        lines.append(f"| {title} | {_fmt(r['hit_rate'])} | {_fmt(r['false_accepts_per_hour'], 2)} | "
                      f"{_fmt(r['false_accepts_per_100_words'], 2)} | {_fmt(r['latency_ms']['p50'], 0)} / "
                      f"{_fmt(r['latency_ms']['p95'], 0)} | {c.get('substitutions')} / {c.get('other_speech')} / "
                      f"{c.get('background')} |")
@@ -192,6 +194,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["", "## Latency (ms, wall clock per call)", "", "| stage | p50 | p95 | p99 | mean | n |",
               "| --- | --- | --- | --- | --- | --- |"]
     for stage, s in report.get("latency_ms", {}).items():
+        if not s["n"]:
+            continue  # not measured in this run (e.g. the image stages without --scenes)
         lines.append(f"| {stage} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | {_fmt(s['p99'])} | {_fmt(s['mean'])} | {s['n']} |")
     for name, r in refs.items():
         for stage, s in r["latency_ms"].items():

@@ -165,10 +165,30 @@ def _summary(posteriors: StreamPosteriors) -> dict[str, Any]:
             "speech_s": round(sum(w.end_ms - w.start_ms for w in words) / 1000.0, 1)}
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FirmwareSetting:
+    """A device config's command recognizer, named by the config's file name in the report."""
+
+    file: str
+    recognizer: CommandRecognizerOptions
+
+    @classmethod
+    def load(cls, path: Path) -> "FirmwareSetting":
+        from edgesense.loop.config import load_config
+
+        return cls(file=Path(path).name, recognizer=load_config(path).commands)
+
+    @property
+    def title(self) -> str:
+        r = self.recognizer
+        return f"firmware {self.file} ({r.threshold:g} / {r.suppression_ms:g} ms)"
+
+
 def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, evaluation: Sequence[Utterance],
                   tuning: Sequence[Utterance], noise_paths: Sequence[Path], negative_paths: Sequence[Path],
-                  clip_accuracy: float | None) -> dict[str, Any]:
-    """The streaming section of the report (see the module docstring)."""
+                  clip_accuracy: float | None, firmware: FirmwareSetting) -> dict[str, Any]:
+    """The streaming section of the report (see the module docstring); ``firmware``: the device
+    config's own setting, scored on the evaluation streams next to the recommendation."""
     started = time.perf_counter()
     plan = StreamingPlan.for_options(options)
     sr = model.audio_frontend.sample_rate_hz
@@ -212,6 +232,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "one_threshold": evaluate(eval_replays, best.options, match_tolerance_ms=match),
         "class_thresholds": evaluate(eval_replays, per_word, match_tolerance_ms=match),
         "previous_firmware": evaluate(eval_replays, PREVIOUS_FIRMWARE, match_tolerance_ms=match),
+        "firmware_config": evaluate(eval_replays, firmware.recognizer, match_tolerance_ms=match),
     }
     hit_rate = at["recommended"].hit_rate
     out.update({
@@ -219,6 +240,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                         "within_budget_on_tuning": in_budget,
                         "tuning": evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()},
         "evaluation": {k: p.to_dict() for k, p in at.items()},
+        "firmware_config": {"file": firmware.file, "title": firmware.title},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
         "sweep_points": len(points),

@@ -40,15 +40,18 @@ from edgesense.deploy.resolve import (
     _interpreter_allowed,
     _Pip,
     _pip_error,
+    build_backend_installed,
     project_root,
     resolve,
     static_resolution,
 )
 from edgesense.deploy.targets import TARGETS, Target, _parse_python_version
 from edgesense.loop.config import load_config
-from edgesense.runtime.flatbuffer import read_layout
-from edgesense.runtime.model import embedded_metadata
+from edgesense.quantize.convert import portable_paths
+from edgesense.runtime.flatbuffer import read_layout, read_metadata
+from edgesense.runtime.model import METADATA_NAME, embedded_metadata
 from edgesense.schema.yaml import update_yaml_file
+from edgesense.shipped import MODELS, shipped_config, shipped_path
 
 __all__ = ["BUNDLE_CONFIG", "BUNDLE_MODEL", "DeployOptions", "build_bundle"]
 
@@ -64,6 +67,10 @@ BUNDLE_MODEL = "models/edgesense.tflite"
 BUNDLE_METADATA = "models/edgesense.metadata.json"
 BUNDLE_CONFIG = "config.yaml"
 MANIFEST = "MANIFEST.json"
+LOGROTATE = "edgesense.logrotate"
+#: logrotate: rotate the events file past this size, keep this many older files (compressed).
+ROTATE_SIZE = "10M"
+ROTATE_COUNT = 5
 #: The config field that holds the model path (see ``edge/loop/config.py``).
 MODEL_PATH_FIELD = "model.path"
 
@@ -74,8 +81,9 @@ MODEL_PATH_FIELD = "model.path"
 class DeployOptions:
     """What ``edgesense deploy`` writes (see the module docstring).
 
-    ``model_path``/``config_path`` default to ``models/edgesense.tflite`` and
-    ``firmware_configs/<target>.yaml`` of the source checkout. ``wheels=False`` skips
+    ``model_path``/``config_path`` default to the shipped ``models/edgesense.tflite`` and
+    ``firmware_configs/<target>.yaml`` (:mod:`edgesense.shipped`: the checkout's, or the
+    installed wheel's). ``wheels=False`` skips
     resolution and downloads (the device installs from PyPI). ``edgesense_wheel``: a
     prebuilt EdgeSense wheel instead of ``pip wheel`` of the checkout. ``force``
     replaces an existing bundle in ``out_dir`` (only a folder with a MANIFEST.json).
@@ -146,8 +154,31 @@ def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"model {path}: no such file (train and quantize one, or pass --model)") from None
+    except IsADirectoryError:
+        raise ValueError(f"model {path}: is a folder; expected a .tflite file") from None
     metadata = embedded_metadata(read_layout(data, f"model {path}"), f"model {path}")
     return data, metadata
+
+
+def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
+    """The model with its embedded metadata's absolute paths (the build machine's data folders, in
+    models converted before ``edgesense quantize`` cut them) shortened by :func:`portable_paths`.
+
+    The metadata buffer is rewritten in place, padded with spaces to its old length (JSON allows
+    trailing whitespace), so the flatbuffer's layout does not change."""
+    portable = portable_paths(metadata)
+    if portable == metadata:
+        return data, metadata
+    raw = read_metadata(data, METADATA_NAME, what)
+    start = data.find(raw) if raw else -1
+    text = json.dumps(portable, sort_keys=True).encode("utf-8")
+    if start < 0 or data.find(raw, start + 1) >= 0 or len(text) > len(raw):
+        logger.warning("%s: could not shorten the paths in its metadata; bundled as it is", what)
+        return data, metadata
+    out = data[:start] + text.ljust(len(raw), b" ") + data[start + len(raw):]
+    if embedded_metadata(read_layout(out, what), what) != portable:  # pragma: no cover - a safety net
+        raise RuntimeError(f"{what}: rewriting its metadata failed")
+    return out, portable
 
 
 def _write_bundled_config(source: Path, dest: Path, header: str) -> dict[str, Any]:
@@ -172,12 +203,17 @@ def _build_own_wheel(dest: Path, options: ResolveOptions) -> Path:
     if root is None:
         raise RuntimeError("EdgeSense is not running from a source checkout; pass --edgesense-wheel")
     with tempfile.TemporaryDirectory(prefix="edgesense-wheel-") as tmp:
-        argv = [*options.pip_command, "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", tmp, str(root)]
+        # With the build backend pyproject.toml asks for already here, build in place (no download);
+        # otherwise (e.g. the `make demo` environment, whose setuptools is too old) let pip fetch it.
+        in_place = build_backend_installed(root)
+        isolation = ["--no-build-isolation"] if in_place else []
+        argv = [*options.pip_command, "wheel", "--no-deps", *isolation, "--quiet", "-w", tmp, str(root)]
         logger.info("building EdgeSense's wheel: %s", shlex.join(argv))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=options.timeout_s, check=False)
         wheels = sorted(Path(tmp).glob("edgesense-*.whl"))
         if proc.returncode != 0 or len(wheels) != 1:
-            raise RuntimeError(f"pip wheel of {root} failed: {_pip_error(proc)}")
+            how = "with this Python's build backend" if in_place else "fetching the build backend from the index"
+            raise RuntimeError(f"pip wheel of {root} ({how}) failed: {_pip_error(proc)}")
         return Path(shutil.copy2(wheels[0], dest / wheels[0].name))
 
 
@@ -208,14 +244,13 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     """Write the bundle for ``options.target`` into ``options.out_dir`` (see :class:`DeployOptions`)."""
     target = TARGETS[options.target]
     python_version = options.python_version or target.python_version
-    root = project_root()
-    model_path = options.model_path or (root or Path.cwd()) / BUNDLE_MODEL
-    config_path = options.config_path or (root or Path.cwd()) / "firmware_configs" / target.config_name
+    model_path = options.model_path or shipped_path(MODELS, Path(BUNDLE_MODEL).name)
+    config_path = options.config_path or shipped_config(target.config_name)
 
     # Everything that can fail without side effects happens first: no half-written bundle.
     static = static_resolution(target, python_version=python_version, extras=options.extras)
     _check_deployable(static)
-    model_bytes, metadata = _read_model(model_path)
+    model_bytes, metadata = _portable_model(*_read_model(model_path), f"model {model_path}")
     load_config(config_path)  # the same checks, and the same one-line errors, as edgesense run
     if options.edgesense_wheel is not None and not options.edgesense_wheel.is_file():
         raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
@@ -231,7 +266,7 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
     staging.chmod(0o755)  # mkdtemp makes it 0700
     try:
-        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config_path)
+        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config_path, model_path)
         if out.exists():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
@@ -243,7 +278,7 @@ def build_bundle(options: DeployOptions) -> BundleResult:
 
 
 def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution: Resolution, model_bytes: bytes,
-                  metadata: dict[str, Any], config_path: Path) -> None:
+                  metadata: dict[str, Any], config_path: Path, model_path: Path) -> None:
     (out / "models").mkdir(parents=True)
     (out / BUNDLE_MODEL).write_bytes(model_bytes)
     (out / BUNDLE_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -285,6 +320,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "STATE_DIR_Q": q(STATE_DIR), "STATE_DIR_NAME": Path(STATE_DIR).name,
         "CONFIG": BUNDLE_CONFIG, "CONFIG_Q": q(BUNDLE_CONFIG), "CONFIG_SOURCE": f"firmware_configs/{config_path.name}",
         "EVENTS": EVENTS_PATH, "EVENTS_Q": q(EVENTS_PATH),
+        "ROTATE_SIZE": ROTATE_SIZE, "ROTATE_COUNT": str(ROTATE_COUNT),
         "INTERPRETER": resolution.interpreter or "none",
         "WHEELS_LINE": ("Python packages install offline from `wheelhouse/` (hashes pinned in `requirements.lock`)."
                         if options.wheels else
@@ -296,6 +332,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
     install.chmod(0o755)
     (out / "edgesense.service").write_text(_render(_template("edgesense.service.in"), values), encoding="utf-8")
     (out / "README.md").write_text(_render(_template("README.md.in"), values), encoding="utf-8")
+    (out / LOGROTATE).write_text(_render(_template(f"{LOGROTATE}.in"), values), encoding="utf-8")
 
     files = {
         p.relative_to(out).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
@@ -328,12 +365,13 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         ],
         "edgesense_wheel": f"wheelhouse/{own.name}",
         "model": {
-            "path": BUNDLE_MODEL, "metadata": BUNDLE_METADATA, "source": str(options.model_path or BUNDLE_MODEL),
+            "path": BUNDLE_MODEL, "metadata": BUNDLE_METADATA, "source": model_path.name,
             "sha256": files[BUNDLE_MODEL]["sha256"], "bytes": len(model_bytes),
         },
         "config": {"path": BUNDLE_CONFIG, "source": config_path.name, "model_field": MODEL_PATH_FIELD},
         "install": {"prefix": INSTALL_PREFIX, "service": "edgesense.service", "user": SERVICE_USER,
-                    "groups": list(SERVICE_GROUPS), "events": EVENTS_PATH},
+                    "groups": list(SERVICE_GROUPS), "events": EVENTS_PATH,
+                    "logrotate": {"file": LOGROTATE, "size": ROTATE_SIZE, "rotate": ROTATE_COUNT}},
         "files": files,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgesense.app.cli import input_file, user_names
 from edgesense.deploy.bundle import DeployOptions, build_bundle
 from edgesense.deploy.resolve import KNOWN_EXTRAS
 from edgesense.deploy.targets import TARGETS
@@ -30,12 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out")
 
 
+#: DeployOptions fields as the flags a user types (messages name the flag, not the field).
+FLAGS = {"target": "--target", "out_dir": "--out", "model_path": "--model", "config_path": "--config",
+         "python_version": "--python-version", "extras": "--extra", "edgesense_wheel": "--edgesense-wheel"}
+
+
 def run(args: argparse.Namespace) -> int:
-    options = DeployOptions(
-        target=args.target, out_dir=args.out, model_path=args.model, config_path=args.config,
-        wheels=not args.no_wheels, python_version=args.python_version, extras=tuple(args.extra),
-        edgesense_wheel=args.edgesense_wheel, force=args.force,
-    )
+    for flag in ("--model", "--config", "--edgesense-wheel"):
+        input_file(flag, getattr(args, flag[2:].replace("-", "_")))
+    with user_names(FLAGS):
+        options = DeployOptions(
+            target=args.target, out_dir=args.out, model_path=args.model, config_path=args.config,
+            wheels=not args.no_wheels, python_version=args.python_version, extras=tuple(args.extra),
+            edgesense_wheel=args.edgesense_wheel, force=args.force,
+        )
     result = build_bundle(options)
     m = result.manifest
     wheels = f"{len(m['packages'])} pinned wheels" if m["wheels"] else "no wheels (the device installs from PyPI)"

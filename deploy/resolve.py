@@ -47,20 +47,45 @@ def project_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() else None
 
 
+def _pyproject(root: Path) -> dict[str, Any] | None:
+    """The checkout's pyproject.toml as a mapping (None on Python 3.10, which has no tomllib)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        return None
+    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def build_backend_installed(root: Path) -> bool:
+    """Whether this Python already has every ``[build-system] requires`` of the checkout at ``root``
+    at a version that satisfies it (then the own wheel builds without fetching a backend)."""
+    from importlib import metadata
+
+    project = _pyproject(root)
+    if project is None:
+        return False
+    Requirement, _ = _packaging()
+    for text in project.get("build-system", {}).get("requires", []):
+        requirement = Requirement(text)
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            return False
+        if not requirement.specifier.contains(version, prereleases=True):
+            return False
+    return True
+
+
 def _project_requirements(extras: Sequence[str]) -> list[str]:
     """EdgeSense's dependency strings (with markers) and those of ``extras``, from pyproject.toml or metadata."""
     root = project_root()
-    if root is not None:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            tomllib = None  # type: ignore[assignment]
-        if tomllib is not None:
-            project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-            reqs = list(project.get("dependencies", []))
-            for extra in extras:
-                reqs += project.get("optional-dependencies", {}).get(extra, [])
-            return reqs
+    pyproject = _pyproject(root) if root is not None else None
+    if pyproject is not None:
+        project = pyproject["project"]
+        reqs = list(project.get("dependencies", []))
+        for extra in extras:
+            reqs += project.get("optional-dependencies", {}).get(extra, [])
+        return reqs
     from importlib import metadata
 
     reqs = []
@@ -344,12 +369,45 @@ class _Pip:
             raise RuntimeError(f"pip download for {self.target.name} failed: {_pip_error(proc)}")
 
 
+#: pip's lines that only point elsewhere ("see above"): never the cause a user needs.
+_PIP_GENERIC = re.compile(
+    r"subprocess-exited-with-error|metadata-generation-failed|failed-wheel-build|See above for details"
+    r"|Failed building wheel|Failed to build|originates from a subprocess|not a problem with pip|"
+    r"Encountered error while|is an issue with the package|is ignored", re.IGNORECASE)
+_PIP_ERROR_WORD = re.compile(r"\berror\b|Error:", re.IGNORECASE)
+
+
+def _subprocess_output(lines: Sequence[str]) -> list[str]:
+    """The lines a failed build backend printed (pip frames them: ``╰─> [N lines of output]`` ... ``[end of output]``)."""
+    inner, inside = [], False
+    for line in lines:
+        if "lines of output]" in line:
+            inside = True
+        elif "[end of output]" in line:
+            inside = False
+        elif inside and line:
+            inner.append(line)
+    return inner
+
+
 def _pip_error(proc: subprocess.CompletedProcess) -> str:
+    """The underlying cause of a failed pip run, in one line: the build backend's own error
+    (e.g. ``invalid command 'bdist_wheel'``) before pip's ``ERROR:`` lines; never just "see above"."""
     text = (proc.stderr or "") + (proc.stdout or "")
-    errors = [line.strip()[len("ERROR:"):].strip() for line in text.splitlines() if line.strip().startswith("ERROR:")]
+    lines = [line.strip() for line in text.splitlines()]
+    logger.debug("pip's whole output:\n%s", text)
+    causes = [line for line in _subprocess_output(lines) if _PIP_ERROR_WORD.search(line)]
+    parts = causes[-1:]
+    for line in lines:
+        if line.startswith("ERROR:") and not _PIP_GENERIC.search(line):
+            parts.append(line[len("ERROR:"):].strip())
+    parts = list(dict.fromkeys(parts))[:2]
+    if parts:
+        return "; ".join(parts)
+    tail = [line for line in lines if line and not _PIP_GENERIC.search(line)]
+    errors = [line for line in tail if _PIP_ERROR_WORD.search(line)]
     if errors:
-        return "; ".join(errors[:2])
-    tail = [line.strip() for line in text.splitlines() if line.strip() and "is ignored" not in line]
+        return errors[-1]
     return tail[-1] if tail else f"pip exited with {proc.returncode}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgesense.app.cli import user_names
 from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
@@ -39,17 +40,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qat-epochs", type=int, default=None, metavar="N", help="fine-tuning epochs for --qat (3)")
 
 
+#: QuantizeOptions / ReportOptions / QatOptions fields as the flags a user types.
+FLAGS = {"calibration_samples": "--calibration-samples", "name": "--name", "mode": "--mode",
+         "epochs": "--qat-epochs", "max_model_bytes": "--max-kb"}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.max_kb is not None and args.max_kb < 1:  # checked before the conversion, in the flag's unit
+        raise ValueError(f"--max-kb: expected a positive number of KB, got {args.max_kb}")
+    if args.qat and args.mode != "int8":
+        raise ValueError(f"--qat: expected --mode int8 (quantization-aware training targets int8), got {args.mode}")
+    with user_names(FLAGS):
+        options = QuantizeOptions(mode=args.mode, calibration_samples=args.calibration_samples, name=args.name)
+        if args.qat:
+            from edgesense.quantize.qat import QatOptions
+
+            qat_options = QatOptions() if args.qat_epochs is None else QatOptions(epochs=args.qat_epochs)
     run_dir = args.run_dir
     if args.qat:
-        from edgesense.quantize.qat import QatOptions, qat_finetune
+        from edgesense.quantize.qat import qat_finetune
 
-        if args.mode != "int8":
-            raise ValueError(f"--qat: expected --mode int8 (quantization-aware training targets int8), got {args.mode}")
-        qat_options = QatOptions() if args.qat_epochs is None else QatOptions(epochs=args.qat_epochs)
         run_dir = str(qat_finetune(run_dir, options=qat_options))
         print(f"quantization-aware fine-tuning: wrote {run_dir}")
-    options = QuantizeOptions(mode=args.mode, calibration_samples=args.calibration_samples, name=args.name)
     result = convert_run(run_dir, args.out, options)
     parts = ", ".join(f"{key} {size} B" for key, size in result.part_bytes.items())
     print(f"wrote {result.path} ({result.size_bytes} bytes, {result.mode}; weights: {parts})")

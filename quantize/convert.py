@@ -27,7 +27,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -56,6 +56,7 @@ __all__ = [
     "convert_run",
     "convert_parts",
     "build_metadata",
+    "portable_paths",
     "float_embeddings",
     "merge_tflite_parts",
     "check_builtin_ops",
@@ -521,6 +522,35 @@ def _verify_merged(merged: bytes, parts: Mapping[str, bytes]) -> None:
 
 # --------------------------------------------------------------------------- metadata
 
+#: An absolute path in shipped metadata keeps this many trailing parts ("data/speech_commands").
+PORTABLE_PATH_PARTS = 2
+
+
+def _absolute_path(text: str) -> PurePath | None:
+    if not text or any(c.isspace() for c in text):
+        return None
+    for flavour in (PurePosixPath, PureWindowsPath):
+        path = flavour(text)
+        if path.is_absolute() and len(path.parts) > 1:
+            return path
+    return None
+
+
+def portable_paths(value: Any) -> Any:
+    """``value`` (JSON-like) with every absolute path cut to its last :data:`PORTABLE_PATH_PARTS`
+    parts (``/home/me/shared/data/speech_commands`` -> ``data/speech_commands``): metadata that
+    ships with a model names the data, never the build machine's folders."""
+    if isinstance(value, Mapping):
+        return {key: portable_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_paths(item) for item in value]
+    if isinstance(value, str):
+        path = _absolute_path(value)
+        if path is not None:
+            return "/".join(path.parts[-PORTABLE_PATH_PARTS:])
+    return value
+
+
 
 def _weights_sha256(model: Any) -> str:
     digest = hashlib.sha256()
@@ -574,7 +604,7 @@ def build_metadata(run: RunFolder, parts: Mapping[str, bytes], options: Quantize
         "fusion_strategy": info.get("fusion_strategy"),
         "params": info.get("params", {}),
         "macs": info.get("macs", {}),
-        "data": info.get("data", {}),
+        "data": portable_paths(info.get("data", {})),
         "metrics": info.get("metrics", {}),
         "converter": {"tensorflow": tf.__version__},
     }

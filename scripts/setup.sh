@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for EdgeSense: Debian packages (when apt is there), a virtual
 # environment in .venv, and the project installed into it in editable mode.
-#   scripts/setup.sh            device + desktop + test dependencies
-#   EXTRAS=mqtt scripts/setup.sh  only what the device loop needs (plus MQTT)
+#   scripts/setup.sh              device + desktop + test dependencies
+#   EXTRAS=mqtt scripts/setup.sh  only what the device loop needs (plus MQTT), as `make demo` does
+#   GUI=1 / GUI=0                 the demo window: with a display (GUI=auto, the default) or GUI=1,
+#                                 OpenCV's GUI build (opencv-python) replaces the headless one that
+#                                 EdgeSense depends on (for servers and devices); GUI=0 keeps headless.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-train,dev}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES="libportaudio2 espeak-ng sox mosquitto"
+GUI="${GUI:-auto}"
+# The device loop needs PortAudio only; espeak-ng (synth-commands) and mosquitto (the MQTT tests)
+# are for the desktop and test setup.
+APT_PACKAGES="libportaudio2"
+case ",$EXTRAS," in
+  *,train,*|*,dev,*) APT_PACKAGES="$APT_PACKAGES espeak-ng mosquitto" ;;
+esac
+want_gui=0
+case "$GUI" in
+  1|yes) want_gui=1 ;;
+  auto) if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then want_gui=1; fi ;;
+  0|no) ;;
+  *) echo "setup: GUI must be auto, 1 or 0, got $GUI" >&2; exit 2 ;;
+esac
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
@@ -30,10 +46,32 @@ fi
 # the package is importable. A module added or removed needs this install again: the stamp holds
 # the list of package files, and a change to it (or to pyproject.toml) re-installs.
 stamp=".venv/.edgesense-installed-$EXTRAS"
-files="$(find edge train quantize bench deploy -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)"
+# pip's and the build backend's notes (e.g. on the strict editable install) go to this log, not
+# the screen; on failure the log is shown.
+log=".venv/edgesense-install.log"
+files="$(find edge train quantize bench deploy firmware_configs samples models -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$files" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]" --config-settings editable_mode=strict
+  if ! { .venv/bin/python -m pip install -q --upgrade pip \
+         && .venv/bin/python -m pip install -q -e ".[$EXTRAS]" --config-settings editable_mode=strict; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: pip install -e .[$EXTRAS] failed (above; also in $log)" >&2
+    exit 1
+  fi
   printf '%s' "$files" > "$stamp"
+fi
+# pip cannot swap one OpenCV wheel for the other (both install the cv2 package): remove both, then
+# install the GUI build at the same version. Reinstalling EdgeSense brings the headless build back,
+# and this runs again.
+if [ "$want_gui" -eq 1 ]; then
+  headless="$(.venv/bin/python -m pip list --format=freeze 2>/dev/null | sed -n 's/^opencv-python-headless==//p')"
+  if [ -n "$headless" ]; then
+    echo "setup: installing OpenCV's GUI build (opencv-python $headless) for the demo window; GUI=0 keeps the headless one"
+    if ! { .venv/bin/python -m pip uninstall -q -y opencv-python-headless opencv-python \
+           && .venv/bin/python -m pip install -q "opencv-python==$headless"; } >>"$log" 2>&1; then
+      cat "$log" >&2
+      echo "setup: installing opencv-python $headless failed (above); GUI=0 keeps the headless OpenCV" >&2
+      exit 1
+    fi
+  fi
 fi
 echo "setup: ready (.venv, extras: $EXTRAS)"

@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="training YAML (see train/configs/)")
-    parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/NAME)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder (default: runs/NAME); an existing run is never replaced without --force")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the run already in --out (it is emptied once the data has loaded)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
                         help="tf.distribute strategy: mirrored for several GPUs, multi_worker for a cluster "
@@ -40,10 +43,16 @@ def _configure_devices(logical_cpus: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Everything a user can get wrong is checked before TensorFlow starts (and logs) and before
+    # the data loads: the config, --out, --init-from.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edgesense.app.cli import input_file, user_names
     from edgesense.train.config import load_train_config
+    from edgesense.train.runfolder import check_init_from, check_out_dir
 
-    config = load_train_config(args.config, args.overrides or ())
+    config_path = input_file("--config", args.config)
+    with user_names({str(config_path): f"--config {config_path}"}):
+        config = load_train_config(config_path, args.overrides or ())
     overrides = {}
     if args.epochs is not None:
         if args.epochs < 1:
@@ -56,11 +65,15 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
     out_dir = args.out or Path("runs") / config.name
+    check_out_dir(out_dir, args.force)
+    if args.init_from is not None:
+        check_init_from(args.init_from, out_dir)
     _configure_devices(args.logical_cpus)
 
     from edgesense.train.trainer import train
 
     logging.getLogger("train").setLevel(logging.INFO)
-    metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from)
+    metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from,
+                    replace=args.force)
     print(json.dumps({"run": str(out_dir), **metrics}, indent=2))
     return 0

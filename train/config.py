@@ -14,12 +14,43 @@ from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.schema.validate import from_mapping, require, to_mapping
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
-from edgesense.train.model import ModelOptions
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
+FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
+FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
 
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """Architecture of the fusion model."""
+
+    fusion: FusionStrategy = "attention"
+    audio_channels: int = 80
+    audio_blocks: int = 4
+    image_channels: tuple[int, ...] = (16, 32, 64, 64, 128, 128, 128)
+    image_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1, 2)
+    embedding_dim: int = 48
+    dropout: float = 0.1
+    #: Keras' default; lower it (e.g. 0.9) for short runs on small data, where the moving
+    #: statistics would otherwise not settle and validation would stay at chance.
+    batchnorm_momentum: float = 0.99
+    command_vision_gate: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.fusion in FUSION_STRATEGIES, "fusion", "one of " + ", ".join(FUSION_STRATEGIES), self.fusion)
+        require(self.audio_channels >= 4, "audio_channels", ">= 4", self.audio_channels)
+        require(self.audio_blocks >= 1, "audio_blocks", ">= 1", self.audio_blocks)
+        require(len(self.image_channels) >= 2, "image_channels", "at least 2 layers", self.image_channels)
+        require(all(c >= 4 for c in self.image_channels), "image_channels", "all >= 4", self.image_channels)
+        require(len(self.image_strides) == len(self.image_channels), "image_strides",
+              f"{len(self.image_channels)} entries (one per image_channels entry)", self.image_strides)
+        require(all(s in (1, 2) for s in self.image_strides), "image_strides", "each 1 or 2", self.image_strides)
+        require(self.embedding_dim >= 4, "embedding_dim", ">= 4", self.embedding_dim)
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        require(0.0 < self.batchnorm_momentum < 1.0, "batchnorm_momentum", "in (0, 1)", self.batchnorm_momentum)
 
 
 @dataclass(frozen=True, kw_only=True)

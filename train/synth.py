@@ -353,14 +353,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=defaults.workers, help="espeak-ng processes at a time")
 
 
+#: SynthOptions fields as the flags a user types (messages name the flag, not the field).
+FLAGS = {"words": "--words", "per_word": "--per-word", "unknown_words": "--unknown-words",
+         "unknown_clips": "--unknown-clips", "voices": "--voices", "seed": "--seed", "workers": "--workers"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import user_names
+
     words = _word_list(args.words)
     builtin = args.unknown_words.strip() in _BUILTIN_UNKNOWN_NAMES
     unknown = DEFAULT_UNKNOWN_WORDS if builtin else _word_list(args.unknown_words)
     unknown = tuple(w for w in unknown if w not in words)
-    options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
-                           unknown_clips=args.unknown_clips, voices=_word_list(args.voices), seed=args.seed,
-                           workers=args.workers)
+    with user_names(FLAGS):
+        options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
+                               unknown_clips=args.unknown_clips, voices=_word_list(args.voices), seed=args.seed,
+                               workers=args.workers)
     report = synthesize_commands(args.out, options)
     print(report.summary())
     return 0 if not report.failed else 1

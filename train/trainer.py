@@ -27,12 +27,12 @@ from edgesense.train.model import (
     build_fusion_model,
     describe,
 )
+from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT_VERSION = 1
-MODEL_FILE = "model.keras"
 
 
 # ----------------------------------------------------------------------------- data assembly
@@ -353,27 +353,40 @@ def _strategy(name: str):
 
 def _load_initial_weights(model: keras.Model, run_dir: str | Path) -> None:
     path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
-        raise ValueError(f"init_from: expected a run folder with {MODEL_FILE}, got {run_dir}")
     try:
         model.load_weights(path)
     except ValueError as exc:  # Keras names the first layer whose weights do not fit
         raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None) -> dict:
+def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None,
+          replace: bool = False) -> dict:
     """Train per ``config`` and write the run folder; returns the metrics. ``init_from`` (a run
     folder of the same architecture) starts from that run's weights: a fine-tune with a fresh
-    schedule."""
+    schedule. An ``out_dir`` holding files is refused unless ``replace`` (and it is a run folder);
+    it is emptied only once the data has loaded. A failed run leaves no empty folder."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, replace, flag="out_dir", force_flag="replace=True")
+    if init_from is not None:
+        check_init_from(Path(init_from), out_dir, flag="init_from", out_flag="out_dir")
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     ds = load_dataset(config)
     if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
         raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
     load_s = time.perf_counter() - started
+    if out_dir.is_dir():
+        clear_run_dir(out_dir)  # empty, or an earlier run that replace=True gives up
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fit_and_write(config, out_dir, ds, load_s, verbose=verbose, init_from=init_from)
+    except BaseException:
+        remove_if_empty(out_dir)
+        raise
 
+
+def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: float, *, verbose: int,
+                   init_from: str | Path | None) -> dict:
     audio_val_features = features_of(ds.audio_val.clips, config)
     num_scenes = max(len(ds.scene_labels), 2)
     scene_labels = ds.scene_labels or ("none", "other")

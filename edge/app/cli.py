@@ -9,10 +9,13 @@ Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
 
 from edgesense import __version__
 
@@ -29,30 +32,79 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EXIT_USAGE = 2
+DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
+#: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
+COMMAND_EXTRAS = {"bench": "bench"}
 
 
-def _load(module_name: str):
+def extra_hint(extra: str) -> str:
+    """How to add an extra. EdgeSense is installed from its checkout, a wheel or a deploy bundle,
+    never by name from PyPI (where "edgesense" is somebody else's project)."""
+    return f"from the EdgeSense checkout: pip install -e '.[{extra}]' (or scripts/setup.sh)"
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> RuntimeError | None:
+    """A desktop library that is not installed, said with the extra to install (None: another module)."""
+    if not exc.name or exc.name.split(".")[0] not in DESKTOP_MODULES:
+        return None
+    extra = COMMAND_EXTRAS.get(command or "", "train")
+    return RuntimeError(f"this command needs the {extra} extra ({exc.name} is not installed): {extra_hint(extra)}")
+
+
+def _load(module_name: str, command: str | None = None):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("tensorflow", "keras", "tqdm", "matplotlib"):
-            raise RuntimeError(
-                f"this command needs the desktop extra ({exc.name} is not installed): pip install 'edgesense[train]'"
-            ) from exc
+        error = _missing_extra(exc, command)
+        if error is not None:
+            raise error from exc
         raise
+
+
+def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
+    """``value`` of ``flag`` as a Path (None stays None); ValueError naming the flag when it is
+    a folder or does not exist."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; expected a file")
+    if not path.exists():
+        raise ValueError(f"{flag} {path}: no such file")
+    return path
+
+
+@contextlib.contextmanager
+def user_names(names: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a ValueError whose message starts with a key of ``names`` (an options field such
+    as ``per_word``, or a path the user gave) with that key replaced by its value (the flag the
+    user typed, e.g. ``--per-word``, or ``--video PATH``)."""
+    try:
+        yield
+    except ValueError as exc:
+        text = str(exc)
+        for name, shown in names.items():
+            if text.startswith(f"{name}: "):
+                raise ValueError(f"{shown}{text[len(name):]}") from None
+        raise
+
+
+def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest=dest, help="more logging (-vv for debug)")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesense", description="EdgeSense: audio+vision sensing on the edge.")
     parser.add_argument("--version", action="version", version=f"edgesense {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    _add_verbose(parser, "verbose")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported (for --help, each one is listed by name).
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_verbose(p, "command_verbose")  # -v also after the command: edgesense run ... -v
         if name == chosen:
-            _load(module_name).add_arguments(p)
+            _load(module_name, name).add_arguments(p)
     return parser
 
 
@@ -61,17 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
+        verbose = args.verbose + getattr(args, "command_verbose", 0)
         logging.basicConfig(
-            level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+            level=logging.WARNING - 10 * min(verbose + 1, 2),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
-        return int(_load(COMMANDS[args.command][0]).run(args) or 0)
+        return int(_load(COMMANDS[args.command][0], args.command).run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # e.g. TensorFlow, imported when a desktop command gets to it
+        error = _missing_extra(exc, next((a for a in argv if not a.startswith("-")), None))
+        if error is None:
+            raise
+        print(f"edgesense: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"edgesense: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

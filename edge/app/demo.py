@@ -1,23 +1,28 @@
 """``edgesense demo``: a live camera+microphone window with an overlay.
 
-The overlay (:func:`draw_overlay`, a pure function: frame in, new frame out) shows
-the smoothed scene label and its confidence (top left), the last command (a
-flashing banner for ``command_flash_ms``), the latest per-stage latencies (bottom
-left) and an audio level meter (right edge).
+The overlay (:func:`draw_overlay`, a pure function: frame in, new frame out) shows the
+scene the events say (top left; the smoothed top scene under it while it differs), the
+last command (a flashing banner for ``command_flash_ms``), the latest per-stage latencies
+(bottom left) and the audio level in dBFS with its scale and the energy gate's threshold
+(right edge).
 
-Without a camera or a microphone the demo says so and plays the bundled sample
-media (``samples/scene.mp4`` + ``samples/commands.wav``) instead. Without a display
-(no ``DISPLAY``/``WAYLAND_DISPLAY``, or an OpenCV without GUI support such as
-``opencv-python-headless``, whose ``cv2.imshow`` raises) it plays the samples as
-fast as it can and writes the overlaid frames to ``--out`` (default ``demo.mp4``).
-Events are printed as JSON Lines on stdout, as with ``edgesense run``.
+Without a camera or a microphone the demo says so and plays the bundled sample media
+(``samples/scene.mp4`` + ``samples/commands.wav``, shipped in the package) instead.
+Without a window (no ``DISPLAY``/``WAYLAND_DISPLAY``, or an OpenCV without GUI support
+such as ``opencv-python-headless``) it says in one line what to install or set, plays the
+samples as fast as it can and writes the overlaid frames to ``--out`` (default
+``demo.mp4`` in the per-user cache folder, ``~/.cache/edgesense/``). Events are printed as
+JSON Lines on stdout, as with ``edgesense run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.metadata
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,33 +31,89 @@ import cv2
 
 from edgesense.app.overlay import OverlayOptions, OverlayView, _positive, draw_overlay
 from edgesense.schema.validate import require
+from edgesense.shipped import SAMPLES, shipped_config, shipped_path
+from edgesense.sources.base import quiet_opencv
 
-__all__ = ["display_available", "open_preview", "PreviewWindow", "VideoFileWriter", "SAMPLES_DIR", "add_arguments", "run"]
+__all__ = ["display_available", "open_preview", "PreviewWindow", "VideoFileWriter", "default_out", "add_arguments",
+           "run"]
 
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
 SAMPLE_VIDEO = "scene.mp4"
 SAMPLE_AUDIO = "commands.wav"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "firmware_configs" / "desktop.yaml"
-DEFAULT_OUT = "demo.mp4"
+DEFAULT_CONFIG = "desktop"
+DEFAULT_OUT_NAME = "demo.mp4"
 OUT_FOURCC = "mp4v"
-WINDOW_PROBE = "edgesense-probe"
+OUT_SUFFIXES = (".mp4",)  #: what the mp4v writer can write
+WINDOW_PROBE_TIMEOUT_S = 15.0
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 WAIT_KEY_MS = 1
+HEADLESS_OPENCV = "opencv-python-headless"
+GUI_OPENCV = "opencv-python"
+#: Qt (the GUI of opencv-python) warns about fonts it does not ship; our overlay needs none.
+QT_QUIET = {"QT_LOGGING_RULES": "default.warning=false"}
+#: A child process opens (and closes) a window: a GUI OpenCV aborts the whole process when
+#: the display cannot be reached, so the probe must not run in ours.
+WINDOW_PROBE = ("import cv2, numpy; cv2.namedWindow('edgesense-probe', cv2.WINDOW_AUTOSIZE); "
+                "cv2.imshow('edgesense-probe', numpy.zeros((8, 8, 3), numpy.uint8)); cv2.waitKey(1); "
+                "cv2.destroyAllWindows()")
 
 
 # --------------------------------------------------------------------------- display and file output
 
 
-def display_available() -> tuple[bool, str]:
-    """(True, "") when ``cv2.imshow`` can open a window here, else (False, why not)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False, "no display (DISPLAY and WAYLAND_DISPLAY are not set)"
+def _opencv_gui() -> str:
+    """The GUI backend this OpenCV was built with (``NONE`` for the headless wheels)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _installed_version(distribution: str) -> str | None:
     try:
-        cv2.namedWindow(WINDOW_PROBE, cv2.WINDOW_AUTOSIZE)
-        cv2.destroyWindow(WINDOW_PROBE)
-    except cv2.error:
-        return False, "this OpenCV has no GUI support (e.g. opencv-python-headless): cv2.imshow is unavailable"
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def gui_install_hint() -> str:
+    """The commands that replace the headless OpenCV of this environment with the GUI build."""
+    pip = f"{sys.executable} -m pip"
+    headless = _installed_version(HEADLESS_OPENCV)
+    pin = f"=={headless}" if headless else ""
+    remove = f"{pip} uninstall -y {HEADLESS_OPENCV} && " if headless else ""
+    return (f"{remove}{pip} install '{GUI_OPENCV}{pin}' (in a checkout, GUI=1 scripts/setup.sh does it; "
+            f"reinstalling EdgeSense brings the headless build back)")
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_window() -> tuple[bool, str]:
+    env = {**os.environ, **QT_QUIET}
+    try:
+        proc = subprocess.run([sys.executable, "-c", WINDOW_PROBE], capture_output=True, text=True, env=env,
+                              timeout=WINDOW_PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return False, f"opening a test window took more than {WINDOW_PROBE_TIMEOUT_S:g} s"
+    if proc.returncode == 0:
+        return True, ""
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    return False, lines[0] if lines else f"the test window's process exited with {proc.returncode}"
+
+
+def display_available() -> tuple[bool, str]:
+    """(True, "") when ``cv2.imshow`` can open a window here, else (False, why not and what to do)."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, ("no display (DISPLAY and WAYLAND_DISPLAY are not set): run it in a desktop session, "
+                       "or set DISPLAY (e.g. DISPLAY=:0 on the machine's own screen, ssh -X from another)")
+    gui = _opencv_gui()
+    if gui.upper() == "NONE":
+        name = HEADLESS_OPENCV if _installed_version(HEADLESS_OPENCV) else "this OpenCV"
+        return False, f"{name} {cv2.__version__} has no GUI support; for the window: {gui_install_hint()}"
+    shown, why = _probe_window()
+    if not shown:
+        where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        return False, (f"OpenCV ({gui}) cannot open a window on display {where!r} ({why}): check that the "
+                       f"display is running and this user may use it (xhost), or set DISPLAY")
     return True, ""
 
 
@@ -60,7 +121,7 @@ def open_preview(title: str) -> "PreviewWindow":
     """A preview window (an ``on_frame`` hook), or RuntimeError saying why none can open here."""
     shown, why = display_available()
     if not shown:
-        raise RuntimeError(f"preview window: {why}; run with --headless")
+        raise RuntimeError(f"preview window: {why}; or run with --headless")
     return PreviewWindow(title=title)
 
 
@@ -71,6 +132,8 @@ class PreviewWindow:
         self.title = title
         self.options = options
         self.frames = 0
+        for key, value in QT_QUIET.items():
+            os.environ.setdefault(key, value)
 
     def __call__(self, frame: Any, state: Any) -> bool:
         cv2.imshow(self.title, draw_overlay(frame.image, OverlayView.from_state(state), self.options))
@@ -90,9 +153,7 @@ class VideoFileWriter:
     def __init__(self, path: str | os.PathLike[str], *, fps: float,
                  options: OverlayOptions = OverlayOptions()) -> None:
         require(_positive(fps), "fps", "a positive number", fps)
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise ValueError(f"{self.path}: the folder for the output video does not exist")
+        self.path = check_out_path(path)
         self.fps = float(fps)
         self.options = options
         self.frames = 0
@@ -102,7 +163,8 @@ class VideoFileWriter:
         image = draw_overlay(frame.image, OverlayView.from_state(state), self.options)
         if self._writer is None:
             h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*OUT_FOURCC), self.fps, (w, h))
+            with quiet_opencv():
+                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*OUT_FOURCC), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"{self.path}: OpenCV cannot write {OUT_FOURCC} video here")
         self._writer.write(image)
@@ -114,32 +176,52 @@ class VideoFileWriter:
             self._writer = None
 
 
+def check_out_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` for the overlaid video: ValueError naming it unless it ends in .mp4 and its folder exists."""
+    out = Path(path)
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise ValueError(f"{out}: expected a {' or '.join(OUT_SUFFIXES)} file (the demo writes {OUT_FOURCC} video), "
+                         f"got {out.suffix or 'no extension'!r}")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; expected a {' or '.join(OUT_SUFFIXES)} file")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: the folder for the output video does not exist")
+    return out
+
+
+def default_out() -> Path:
+    """``demo.mp4`` in the per-user cache folder (``$XDG_CACHE_HOME/edgesense``, else ``~/.cache/edgesense``),
+    created when missing: the demo never writes into the current folder unasked."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(cache) / "edgesense"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / DEFAULT_OUT_NAME
+
+
 # --------------------------------------------------------------------------- the command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="YAML",
-                        help="device config (default: firmware_configs/desktop.yaml)")
+    parser.add_argument("--config", metavar="YAML",
+                        help="device config (default: the shipped firmware_configs/desktop.yaml)")
     parser.add_argument("--model", metavar="PATH", help="a .tflite (default: model.path in the config)")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="FILE",
-                        help=f"without a display: write the overlaid sample video here (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", metavar="FILE.mp4",
+                        help=f"without a window: write the overlaid sample video here (default: {DEFAULT_OUT_NAME} "
+                             f"in ~/.cache/edgesense/)")
     parser.add_argument("--duration-s", type=float, metavar="N", help="stop after N seconds of media")
 
 
 def _sample_paths() -> tuple[Path, Path]:
-    video, audio = SAMPLES_DIR / SAMPLE_VIDEO, SAMPLES_DIR / SAMPLE_AUDIO
-    for path in (video, audio):
-        if not path.is_file():
-            raise ValueError(f"{path}: sample media not found (run scripts/make_samples.py)")
-    return video, audio
+    return shipped_path(SAMPLES, SAMPLE_VIDEO), shipped_path(SAMPLES, SAMPLE_AUDIO)
 
 
 def _video_fps(path: Path) -> float:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-    finally:
-        cap.release()
+    with quiet_opencv():
+        cap = cv2.VideoCapture(str(path))
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+        finally:
+            cap.release()
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"{path}: the video has no usable frame rate")
     return fps
@@ -150,31 +232,38 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import input_file, user_names
     from edgesense.loop.config import load_config
-    from edgesense.loop.pipeline import Pipeline
+    from edgesense.loop.pipeline import LiveDeviceError, Pipeline
 
     if args.duration_s is not None and not _positive(args.duration_s):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
-    config = load_config(args.config)
+    with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
+        out = check_out_path(args.out) if args.out else None  # before anything is opened
+    config_path = input_file("--config", args.config) or shipped_config(DEFAULT_CONFIG)
+    model = input_file("--model", args.model)
+    with user_names({str(config_path): f"--config {config_path}"} if args.config else {}):
+        config = load_config(config_path)
     has_display, why = display_available()
     pipeline = None
     if has_display:
         try:
-            pipeline = Pipeline.from_config(config, model_path=args.model, events="-", mqtt=False,
+            pipeline = Pipeline.from_config(config, model_path=model, events="-", mqtt=False,
                                             on_frame=PreviewWindow(title=f"EdgeSense ({config.device.name})"))
             _say("live camera and microphone; press q or Esc in the window to quit")
-        except RuntimeError as exc:  # no camera or no microphone
-            _say(f"{exc}; playing the bundled sample media instead")
-    else:
-        _say(f"{why}; playing the bundled sample media and writing the overlaid frames to {args.out}")
+        except LiveDeviceError as exc:  # no camera or no microphone
+            _say(f"{' | '.join(exc.failures)}; playing the bundled sample media instead")
     writer = None
     if pipeline is None:
         video, audio = _sample_paths()
         if has_display:
             hook: Any = PreviewWindow(title="EdgeSense (sample media)")
         else:
-            hook = writer = VideoFileWriter(args.out, fps=_video_fps(video))
-        pipeline = Pipeline.from_config(config, model_path=args.model, video=video, audio=audio,
+            out = out or default_out()
+            _say(f"no window: {why}")
+            _say(f"playing the bundled sample media and writing the overlaid frames to {out}")
+            hook = writer = VideoFileWriter(out, fps=_video_fps(video))
+        pipeline = Pipeline.from_config(config, model_path=model, video=video, audio=audio,
                                         fast=not has_display, events="-", mqtt=False, on_frame=hook)
     with pipeline:
         stats = pipeline.run(duration_s=args.duration_s)

@@ -62,12 +62,33 @@ def _stats_json(stats: Any) -> str:
     return json.dumps(clean(stats.to_dict()), sort_keys=True)
 
 
+def file_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The file flags given (``--config``, ``--model``, ``--video``, ``--audio``), checked to be
+    files: {path as messages name it: "--flag path"}, for :func:`edgesense.app.cli.user_names`."""
+    from edgesense.app.cli import input_file
+
+    shown = {}
+    for flag in ("--config", "--model", "--video", "--audio"):
+        path = input_file(flag, getattr(args, flag[2:].replace("-", "_"), None))
+        if path is not None:
+            shown[str(path)] = f"{flag} {path}"
+    return shown
+
+
+def live_device_help(exc: Any, config: str) -> RuntimeError:
+    """A :class:`edgesense.loop.pipeline.LiveDeviceError` reworded with the flags and the config file."""
+    return RuntimeError(" | ".join(exc.failures) + f" | set camera.enabled: false / audio.enabled: false in {config} "
+                        "to run without it, or replay files with --video FILE / --audio FILE")
+
+
 def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import user_names
     from edgesense.loop.config import load_config
-    from edgesense.loop.pipeline import Pipeline
+    from edgesense.loop.pipeline import LiveDeviceError, Pipeline
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
+    names = file_flags(args)
     stop_requested = threading.Event()
     pipeline: Pipeline | None = None
 
@@ -80,15 +101,20 @@ def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
-        config = load_config(args.config)
+        with user_names(names):
+            config = load_config(args.config)
         preview = None
         if not args.headless:
             from edgesense.app.demo import display_available, open_preview
 
             if display_available()[0]:
                 preview = open_preview(f"EdgeSense ({config.device.name})")
-        pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio,
-                                        fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
+        try:
+            with user_names(names):
+                pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio,
+                                                fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
+        except LiveDeviceError as exc:
+            raise live_device_help(exc, args.config) from None
         with pipeline:
             if not stop_requested.is_set():
                 pipeline.run(duration_s=args.duration_s)

@@ -82,7 +82,7 @@ from edgesense.sources.microphone import MicrophoneSource
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
 from edgesense.types import CommandEvent, SceneEvent
 
-__all__ = ["PipelineOptions", "PipelineState", "Pipeline"]
+__all__ = ["PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,20 @@ class PipelineOptions:
         return cls(**values)
 
 
+class LiveDeviceError(RuntimeError):
+    """The camera and/or the microphone named in the config could not be opened (``failures``:
+    one message per device). The message says how to run without them."""
+
+    def __init__(self, failures: Sequence[str]) -> None:
+        self.failures = tuple(failures)
+        super().__init__(" | ".join(self.failures) + " | " + LIVE_DEVICE_HINT)
+
+
+#: How to run without a live device (appended to :class:`LiveDeviceError`).
+LIVE_DEVICE_HINT = ("set camera.enabled: false / audio.enabled: false in the config to run without it, "
+                    "or replay files instead of the live devices")
+
+
 # --------------------------------------------------------------------------- state and stats
 
 
@@ -159,6 +173,10 @@ class PipelineState:
     level_dbfs: float | None  #: level of the latest audio chunk (None without audio)
     gate_open: bool
     stage_ms: Mapping[str, float]  #: the latest time of each stage
+    #: The latest scene event: what the events say (hysteresis and hold), which the smoothed
+    #: top scene can run ahead of. None before the first scene event.
+    last_scene: SceneEvent | None = None
+    gate_threshold_dbfs: float | None = None  #: the energy gate's threshold (None: no gate)
 
     def command_age_ms(self) -> float | None:
         return None if self.last_command is None else self.t_ms - self.last_command.t_ms
@@ -239,6 +257,7 @@ class Pipeline:
         self._image_stage = {"image_preprocess": 0.0, "image_encoder": 0.0}
         self._new_frame: VideoFrame | None = None
         self._last_command: CommandEvent | None = None
+        self._last_scene: SceneEvent | None = None
         self._level_dbfs: float | None = None
         self._gate_open = True
         self._latest_stage: dict[str, float] = {}
@@ -269,7 +288,8 @@ class Pipeline:
         absent (the model fuses ``None`` for it). Replays run in real time unless
         ``fast``; with both files, the audio sets the pace and the video follows it
         by timestamp. Without files, the camera and the microphone are opened when
-        enabled in the config (``RuntimeError`` if one cannot be opened).
+        enabled in the config (:class:`LiveDeviceError`, a ``RuntimeError`` naming every device
+        that cannot be opened).
         ``events`` / ``mqtt``: override ``outputs.events`` / ``outputs.mqtt``
         (``None``: the config's; ``False``: off). ``on_frame`` sees every frame with the
         loop's state (the app's preview window is one such hook). ``options`` replaces the
@@ -292,13 +312,22 @@ class Pipeline:
                 video_source = stack.enter_context(VideoReplaySource(video, VideoReplayOptions(
                     realtime=not fast and audio is None)))
             if not replay:
+                failures: list[str] = []
                 if config.audio.enabled:
                     if config.audio.sample_rate_hz != rate:
                         raise ValueError(f"audio.sample_rate_hz: expected {rate} (the model's audio frontend), "
                                          f"got {config.audio.sample_rate_hz}")
-                    audio_source = stack.enter_context(MicrophoneSource(config.audio))
+                    try:
+                        audio_source = stack.enter_context(MicrophoneSource(config.audio))
+                    except RuntimeError as exc:
+                        failures.append(str(exc))
                 if config.camera.enabled:
-                    video_source = stack.enter_context(CameraSource(config.camera))
+                    try:
+                        video_source = stack.enter_context(CameraSource(config.camera))
+                    except RuntimeError as exc:
+                        failures.append(str(exc))
+                if failures:  # every device that failed, in one message
+                    raise LiveDeviceError(failures)
             sinks: list[EventSink] = []
             target = config.outputs.events if events is None else events
             if target not in (None, False):
@@ -366,9 +395,12 @@ class Pipeline:
         if smoothed is not None:
             top = int(np.argmax(smoothed))
             label, score = self._smoother.labels[top], float(smoothed[top])
+        gate = self.options.energy_gate
         return PipelineState(t_ms=self._t_ms, scene_label=label, scene_score=score,
                              last_command=self._last_command, level_dbfs=self._level_dbfs,
-                             gate_open=self._gate_open, stage_ms=dict(self._latest_stage))
+                             gate_open=self._gate_open, stage_ms=dict(self._latest_stage),
+                             last_scene=self._last_scene,
+                             gate_threshold_dbfs=None if gate is None else gate.threshold_dbfs)
 
     @property
     def stats(self) -> PipelineStats:
@@ -582,6 +614,7 @@ class Pipeline:
             if scene_due:
                 scene_event = self._smoother.update(scene_probs, t, latency_ms=latency)
                 if scene_event is not None:
+                    self._last_scene = scene_event
                     self._counts["scene_events"] += 1
                     out.append(scene_event)
 

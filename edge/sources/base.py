@@ -22,7 +22,10 @@ microphone that stalls). Bad caller input (options, missing or corrupt files) is
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, runtime_checkable
@@ -31,10 +34,38 @@ import numpy as np
 
 from edgesense.schema.validate import require
 
-__all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions", "ExponentialBackoff"]
+__all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions", "ExponentialBackoff",
+           "quiet_opencv"]
 
+logger = logging.getLogger(__name__)
 
 MS_PER_S = 1000.0
+#: FFmpeg's log level for OpenCV's FFmpeg backend (AV_LOG_QUIET); read once, when FFmpeg starts.
+FFMPEG_QUIET = "-8"
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's and FFmpeg's own console output (``[ WARN:0@0.01] ... can't open camera``,
+    ``moov atom not found``, assertion dumps) while a device or a file is opened: the caller
+    says what went wrong, in one line. With debug logging (``-vv``) nothing is silenced.
+    ``OPENCV_FFMPEG_LOGLEVEL`` set by the user wins."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", FFMPEG_QUIET)
+    api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if api is None:  # an OpenCV without the logging API: only FFmpeg is quieted
+        yield
+        return
+    previous = api.getLogLevel()
+    api.setLogLevel(api.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        api.setLogLevel(previous)
 
 
 def monotonic_ms() -> float:

@@ -18,6 +18,7 @@ from edgesense.sources.base import (
     _is_number,
     _SourceBase,
     monotonic_ms,
+    quiet_opencv,
 )
 
 __all__ = ["CameraOptions", "CameraSource", "is_gstreamer_pipeline"]
@@ -117,6 +118,10 @@ class CameraSource(_SourceBase):
         return self._cap is not None
 
     def _open(self) -> cv2.VideoCapture:
+        with quiet_opencv():  # OpenCV's V4L2/FFmpeg warnings would precede our one line
+            return self._open_quietly()
+
+    def _open_quietly(self) -> cv2.VideoCapture:
         source = self.options.source
         if is_gstreamer_pipeline(source):
             if not _opencv_has_gstreamer():

@@ -13,10 +13,22 @@ import cv2
 import numpy as np
 
 from edgesense.schema.validate import require
-from edgesense.sources.base import MS_PER_S, AudioChunk, VideoFrame, _is_int, _is_number, _SourceBase, monotonic_ms
+from edgesense.sources.base import (
+    MS_PER_S,
+    AudioChunk,
+    VideoFrame,
+    _is_int,
+    _is_number,
+    _SourceBase,
+    monotonic_ms,
+    quiet_opencv,
+)
 from edgesense.sources.microphone import TARGET_SAMPLE_RATE_HZ
 
 __all__ = ["WavReplayOptions", "WavReplaySource", "VideoReplayOptions", "VideoReplaySource"]
+
+#: A video decodes to at least this many frames; fewer is a still image.
+MIN_VIDEO_FRAMES = 2
 
 
 # --------------------------------------------------------------------------- replay
@@ -81,6 +93,8 @@ class WavReplaySource(_SourceBase):
         super().__init__()
         self.path = Path(path)
         self.options = options
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: is a folder; expected a WAV file")
         if not self.path.is_file():
             raise ValueError(f"{self.path}: WAV file not found")
         self._samples = _read_wav(self.path, options.sample_rate_hz)
@@ -136,38 +150,53 @@ class VideoReplaySource(_SourceBase):
     """Frames of a video file decoded by OpenCV; frame ``i`` has ``t_ms = i * 1000 / fps``.
 
     A missing, corrupt or unreadable file (no decodable first frame, no frame
-    rate) is a ``ValueError`` naming it.
+    rate) and a still image (one frame only) are a ``ValueError`` naming it.
+    OpenCV's and FFmpeg's own messages are silenced while the file is probed.
     """
 
     def __init__(self, path: str | os.PathLike[str], options: VideoReplayOptions = VideoReplayOptions()) -> None:
         super().__init__()
         self.path = Path(path)
         self.options = options
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: is a folder; expected a video file")
         if not self.path.is_file():
             raise ValueError(f"{self.path}: video file not found")
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise ValueError(f"{self.path}: not a readable video file (OpenCV cannot open it)")
-        fps = options.fps if options.fps is not None else float(self._cap.get(cv2.CAP_PROP_FPS))
-        if not (math.isfinite(fps) and fps > 0):
-            self._cap.release()
-            raise ValueError(f"{self.path}: the video has no usable frame rate ({fps!r}); pass fps=")
-        self.fps = fps
-        ok, first = self._cap.read()
-        if not ok or first is None:
-            self._cap.release()
-            raise ValueError(f"{self.path}: not a readable video file (no frame could be decoded)")
-        self._pending: np.ndarray | None = first
+        with quiet_opencv():
+            self._cap = cv2.VideoCapture(str(self.path))
+            try:
+                self.fps, self._pending = self._probe(options)
+            except ValueError:
+                self._cap.release()
+                raise
         self._index = 0  # frames returned so far (grows across loops)
         self._frames_this_pass = 0
         self._pacer = _Pacer(options.realtime)
         self._lock = threading.Lock()
 
+    def _probe(self, options: VideoReplayOptions) -> tuple[float, list[np.ndarray]]:
+        """The frame rate and the first two frames (a video has at least two; a still image one)."""
+        if not self._cap.isOpened():
+            raise ValueError(f"{self.path}: not a readable video file (OpenCV cannot open it)")
+        fps = options.fps if options.fps is not None else float(self._cap.get(cv2.CAP_PROP_FPS))
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"{self.path}: the video has no usable frame rate ({fps!r}); pass fps=")
+        frames = []
+        for _ in range(MIN_VIDEO_FRAMES):
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                break
+            frames.append(image)
+        if not frames:
+            raise ValueError(f"{self.path}: not a readable video file (no frame could be decoded)")
+        if len(frames) < MIN_VIDEO_FRAMES:
+            raise ValueError(f"{self.path}: a still image, not a video (only one frame could be decoded); "
+                             f"expected a video file such as .mp4")
+        return fps, frames
+
     def _next_image(self) -> np.ndarray | None:
-        if self._pending is not None:
-            image, self._pending = self._pending, None
-            return image
+        if self._pending:
+            return self._pending.pop(0)
         ok, image = self._cap.read()
         if ok and image is not None:
             return image

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_run import edgesense, only_line
 from conftest import TINY_SCENE_LABELS, _command_clip, make_scene_images
 from datagen import make_speech_commands
 
@@ -21,6 +22,7 @@ from edgesense.frontend.wav import write_wav
 from edgesense.types import DEFAULT_COMMAND_LABELS
 
 pytestmark = pytest.mark.slow  # builds the tiny model (a few seconds)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _speech_folder(root: Path, per_class: int = 4, seed: int = 7) -> Path:
@@ -52,9 +54,11 @@ def quick_report(tiny_model_path, tmp_path_factory):
     speech, scenes, out = _speech_folder(base / "sc"), _scene_folder(base / "scenes"), base / "out"
     config = base / "device.yaml"
     config.write_text("device:\n  name: test\n# keep me\ncommands:\n  threshold: 0.7  # old\n  suppression_ms: 750\n")
+    firmware = base / "pi-kitchen.yaml"
+    firmware.write_text("device:\n  name: kitchen\ncommands:\n  threshold: 0.65\n  suppression_ms: 900\n")
     code = cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
                      str(scenes), "--out", str(out), "--quick", "--references", str(base / "no_refs"),
-                     "--write-config", str(config)])
+                     "--write-config", str(config), "--config", str(firmware)])
     assert code == 0
     return json.loads((out / "report.json").read_text()), out, config
 
@@ -106,6 +110,36 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert "# keep me" in text and text.count("commands:") == 1
     assert list((out / "cache").glob("posteriors-*.npz"))
     assert "Streaming commands" in (out / "report.md").read_text()
+
+
+def test_the_firmware_row_is_the_given_configs_setting(quick_report):
+    report, out, _ = quick_report
+    st = report["streaming"]
+    assert st["firmware_config"] == {"file": "pi-kitchen.yaml", "title": "firmware pi-kitchen.yaml (0.65 / 900 ms)"}
+    settings = st["evaluation"]["firmware_config"]["settings"]
+    assert (settings["threshold"], settings["suppression_ms"]) == (0.65, 900.0)
+    assert "| firmware pi-kitchen.yaml (0.65 / 900 ms) |" in (out / "report.md").read_text()
+
+
+def test_without_matplotlib_bench_says_which_extra_before_any_work(tmp_path):
+    shim = tmp_path / "no_matplotlib" / "matplotlib"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'matplotlib'\", name='matplotlib')\n")
+    out = tmp_path / "out"
+    proc = edgesense("bench", "--model", REPO / "models" / "edgesense.tflite", "--scenes", tmp_path, "--out", out,
+                     env={"PYTHONPATH": str(shim.parent)})
+    line = only_line(proc)
+    assert "matplotlib, which is not installed here" in line and "pip install -e '.[bench]'" in line
+    assert not out.exists()  # nothing was done
+
+
+def test_the_summary_leaves_out_stages_it_did_not_measure(tiny_model_path, tmp_path):
+    speech = _speech_folder(tmp_path / "sc", per_class=2)
+    proc = edgesense("bench", "--model", tiny_model_path, "--speech-commands", speech, "--out", tmp_path / "out",
+                     "--quick", "--no-streaming", "--references", tmp_path / "no_refs")
+    assert proc.returncode == 0, proc.stderr
+    assert "latency audio_encoder" in proc.stdout
+    assert "n/a" not in proc.stdout and "image_encoder" not in proc.stdout  # no --scenes: not measured
 
 
 def test_pure_helpers():

@@ -279,6 +279,106 @@ def test_install_sh_parses_its_options_and_refuses_the_wrong_machine(tmp_path, i
     assert proc.returncode == 2 and "unknown argument: --bogus" in proc.stderr
 
 
+def test_install_sh_help_is_a_usage_text(tmp_path, inputs, own_wheel):
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    proc = subprocess.run(["bash", str(out / "install.sh"), "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: sudo ./install.sh [--prefix DIR]")
+    for option in ("--prefix DIR", "--no-systemd", "--skip-apt", "--force", "-h, --help"):
+        assert option in proc.stdout, option
+    assert "set -euo" not in proc.stdout and "#" not in proc.stdout and "@@" not in proc.stdout
+
+
+def test_the_events_file_is_rotated(tmp_path, inputs, own_wheel):
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    manifest = check_manifest(out)
+    assert manifest["install"]["logrotate"]["file"] == "edgesense.logrotate"
+    rule = (out / "edgesense.logrotate").read_text()
+    assert "/var/lib/edgesense/events.jsonl {" in rule and "copytruncate" in rule and "su edgesense edgesense" in rule
+    install = (out / "install.sh").read_text()
+    assert "/etc/logrotate.d/edgesense" in install and "edgesense.logrotate" in install
+    if shutil.which("logrotate") is None:
+        pytest.skip("logrotate is not installed: the rule's syntax is not checked")
+    # The bundle's rule, on a file of ours: rotated by size, the service's file emptied in place.
+    events = tmp_path / "state" / "events.jsonl"
+    events.parent.mkdir()
+    events.write_text('{"type": "scene"}\n' * 100_000)
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout.strip()
+    local = tmp_path / "rule"
+    local.write_text(rule.replace("/var/lib/edgesense/events.jsonl", str(events))
+                     .replace("su edgesense edgesense", f"su {user} {group}").replace("size 10M", "size 1k"))
+    proc = subprocess.run(["logrotate", "-s", str(tmp_path / "logrotate.state"), str(local)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert events.stat().st_size == 0 and (events.parent / "events.jsonl.1").stat().st_size > 1_000_000
+
+
+def test_build_machine_paths_do_not_ship(tmp_path, own_wheel):
+    builder = "/home/builder/edgesense-checkout"
+    metadata = {**METADATA, "data": {"speech_commands": ["/home/builder/shared/data/speech_commands"],
+                                     "scenes": "/home/builder/shared/data/intel_scenes/train",
+                                     "synthetic_speech": [f"{builder}/runs/synth"], "noise_files": 3}}
+    model = write_tflite(tmp_path / "home" / "builder" / "models" / "edgesense.tflite", metadata=metadata)
+    config = write_config(tmp_path / "src" / "firmware_configs" / "rpi5.yaml", "rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    shipped = json.loads(read_metadata((out / "models/edgesense.tflite").read_bytes(), "edgesense"))
+    assert shipped["data"] == {"speech_commands": ["data/speech_commands"], "scenes": "intel_scenes/train",
+                               "synthetic_speech": ["runs/synth"], "noise_files": 3}
+    assert json.loads((out / "models/edgesense.metadata.json").read_text()) == shipped
+    assert shipped["labels"] == METADATA["labels"]  # the rest is untouched
+    manifest = check_manifest(out)
+    assert manifest["model"]["source"] == "edgesense.tflite"
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix != ".whl":
+            data = path.read_bytes()
+            assert b"/home/builder" not in data and str(tmp_path).encode() not in data, path
+
+
+def test_deploy_errors_name_the_flags(tmp_path, inputs, capsys, own_wheel):
+    model, config = inputs("rpi5")
+    common = ("--no-wheels", "--edgesense-wheel", str(own_wheel))
+    assert cli_deploy("rpi5", tmp_path / "a", model, config, "--python-version", "3", *common) == 2
+    assert "edgesense: error: --python-version: expected a Python version like '3.11', got '3'" in \
+        capsys.readouterr().err
+    assert cli_deploy("rpi5", tmp_path / "a", tmp_path, config, *common) == 2
+    assert f"--model {tmp_path}: is a folder; expected a file" in capsys.readouterr().err
+
+
+def test_own_wheel_builds_where_the_build_backend_is_too_old(tmp_path, inputs):
+    """The `make demo` environment has the setuptools of Python's ensurepip, older than pyproject.toml's
+    build-system asks: deploy then lets pip fetch the backend instead of failing."""
+    fake = tmp_path / "old-setuptools" / "setuptools-65.5.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: setuptools\nVersion: 65.5.0\n")
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "deploy", "--target", "rpi5", "--out", str(out),
+                           "--model", str(model), "--config", str(config), "--no-wheels"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(fake.parent)},
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "--no-build-isolation" not in proc.stderr
+    assert len(list((out / "wheelhouse").glob("edgesense-*.whl"))) == 1
+
+
+def test_pip_errors_show_the_build_backends_cause(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\n'
+                                            'build-backend = "setuptools.build_meta"\n')
+    (project / "setup.py").write_text("import sys\nprint('running bdist_wheel')\n"
+                                      "sys.exit(\"error: invalid command 'bdist_wheel'\")\n")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                           "-w", str(tmp_path / "w"), str(project)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert resolve_mod._pip_error(proc) == "error: invalid command 'bdist_wheel'"
+
+
 # --------------------------------------------------------------------------- refusals
 
 @pytest.mark.parametrize("args, message", [

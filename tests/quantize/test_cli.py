@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import edgesense, only_line
 
 from edgesense.app.cli import main
 from edgesense.runtime.model import EdgeModel
@@ -75,7 +76,19 @@ def test_unwritable_output(tiny_run_dir, tmp_path, capsys):
 def test_bad_calibration_count(tiny_run_dir, tmp_path, capsys):
     assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"),
                  "--calibration-samples", "0"]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "calibration_samples")
+    _assert_one_line_error(capsys.readouterr().err, "--calibration-samples: expected")
+
+
+def test_bad_flags_are_named_as_typed_before_any_conversion(tmp_path):
+    """Flags in the user's words and units (--max-kb in KB, not max_model_bytes in bytes), before
+    TensorFlow starts: no run folder is needed to hear about them."""
+    common = ("quantize", tmp_path / "no-run", "--out", tmp_path / "m.tflite")
+    assert only_line(edgesense(*common, "--report", "--max-kb", "-1")) == (
+        "edgesense: error: --max-kb: expected a positive number of KB, got -1")
+    assert only_line(edgesense(*common, "--calibration-samples", "0")).startswith(
+        "edgesense: error: --calibration-samples: expected an integer")
+    assert only_line(edgesense(*common, "--qat", "--qat-epochs", "0")).startswith(
+        "edgesense: error: --qat-epochs: expected an integer >= 1, got 0")
 
 
 @pytest.mark.slow

@@ -95,6 +95,19 @@ def test_metadata_content(tiny_model_path, tiny_run_dir):
     assert len(date) == 8 and date.isdigit() and int(digest, 16) >= 0
 
 
+def test_metadata_carries_no_build_machine_paths(run_dir_copy, tmp_path):
+    info = json.loads((run_dir_copy / "run.json").read_text())
+    info["data"] = {"speech_commands": ["/home/builder/shared/data/speech_commands"],
+                    "scenes": "/home/builder/shared/data/intel_scenes/train", "noise_files": 3,
+                    "load_reports": {"noise": "noise recordings: loaded 3 of 3"}}
+    (run_dir_copy / "run.json").write_text(json.dumps(info))
+    result = convert_run(run_dir_copy, tmp_path / "m.tflite", QuantizeOptions(calibration_samples=8))
+    assert EdgeModel.load(result.path).metadata["data"] == {
+        "speech_commands": ["data/speech_commands"], "scenes": "intel_scenes/train", "noise_files": 3,
+        "load_reports": {"noise": "noise recordings: loaded 3 of 3"}}
+    assert b"/home/builder" not in result.path.read_bytes()
+
+
 def test_merged_signatures_match_the_separate_parts_bit_exactly(tiny_run_dir):
     run = load_run(tiny_run_dir)
     parts, _ = convert_parts(run, QuantizeOptions(calibration_samples=24))

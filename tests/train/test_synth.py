@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import edgesense, only_line
 
 from edgesense.app.cli import main as cli_main
 from edgesense.frontend.wav import probe_wav, read_wav
@@ -61,6 +62,14 @@ def test_cli_subcommand(tmp_path: Path) -> None:
     assert cli_main(["synth-commands", "--out", str(alias), "--words", "no", "--per-word", "1",
                      "--unknown-words", "auto", "--seed", "5"]) == 0
     assert len(list((alias / "_unknown_").glob("*.wav"))) == 1
+
+
+def test_cli_errors_name_the_flags_not_the_fields(tmp_path: Path) -> None:
+    line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--per-word", "0"))
+    assert line == "edgesense: error: --per-word: expected an integer >= 1, got 0"
+    line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--unknown-clips", "-2"))
+    assert line.startswith("edgesense: error: --unknown-clips: expected")
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_espeak_is_a_runtime_error_with_the_fix(tmp_path: Path) -> None:

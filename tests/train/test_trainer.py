@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from cli_run import ERROR_PREFIX, edgesense, only_line  # noqa: E402
 from datagen import make_scenes, make_speech_commands, write_train_yaml  # noqa: E402
 
 from edgesense.train.config import load_train_config  # noqa: E402
@@ -57,7 +58,7 @@ def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path, ti
     with pytest.raises(ValueError, match=r"init_from: .*model.keras does not match this config's model"):
         train(load_train_config(path, ["model.audio_channels=24"]), tmp_path / "other", verbose=0,
               init_from=tmp_path / "first")
-    with pytest.raises(ValueError, match=r"init_from: expected a run folder with model.keras"):
+    with pytest.raises(ValueError, match=r"init_from .*nowhere: no such folder; expected a run folder with model.keras"):
         train(load_train_config(path), tmp_path / "none", verbose=0, init_from=tmp_path / "nowhere")
 
 
@@ -115,14 +116,61 @@ def test_config_errors_name_the_field(tmp_path, tiny_data):
         load_train_config(path)
 
 
-def test_cli_reports_a_bad_config_in_one_line(tmp_path):
+def test_cli_reports_a_bad_config_in_one_line_before_tensorflow_starts(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("data: {}\nmodel: {fusion: sum}\n")
-    out = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "train", "--config", str(path)],
-                         capture_output=True, text=True)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert "bad.yaml" in out.stderr
+    path.write_text(f"data: {{scenes: {tmp_path}}}\nmodel: {{fusion: sum}}\n")
+    line = only_line(edgesense("train", "--config", path))  # no TensorFlow start-up log before it
+    assert f"{path}:2: model.fusion: expected one of" in line
+    assert only_line(edgesense("train", "--config", tmp_path)) == (
+        f"{ERROR_PREFIX} --config {tmp_path}: is a folder; expected a file")
+
+
+def test_cli_reports_a_yaml_syntax_error_in_one_line_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("name: x\ndata: [\n")
+    line = only_line(edgesense("train", "--config", path))
+    assert line.startswith(f"{ERROR_PREFIX} {path}:3: not valid YAML") and "<unicode string>" not in line
+
+
+def test_cli_never_replaces_a_run_without_force(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"47 minutes of training")
+    (run / "run.json").write_text("{}")
+    line = only_line(edgesense("train", "--config", path, "--out", run))
+    assert f"--out {run}: already holds a run (model.keras, run.json)" in line and "--force" in line
+    assert (run / "model.keras").read_bytes() == b"47 minutes of training"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    line = only_line(edgesense("train", "--config", path, "--out", other, "--force"))
+    assert "not a run folder" in line and (other / "todo.txt").read_text() == "mine"
+
+
+def test_cli_checks_init_from_before_the_data_loads(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "new", "--init-from", tmp_path))
+    assert line == f"{ERROR_PREFIX} --init-from {tmp_path}: expected a run folder with model.keras, found none"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_run_leaves_no_folder_and_force_keeps_the_old_run_until_the_data_loads(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    empty = tmp_path / "scenes"
+    empty.mkdir()
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=empty)
+    proc = edgesense("train", "--config", path, "--out", tmp_path / "new")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "new").exists()  # no empty run folder left behind
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.keras").write_bytes(b"keep")
+    proc = edgesense("train", "--config", path, "--out", old, "--force")
+    assert proc.returncode == 2 and (old / "model.keras").read_bytes() == b"keep"
 
 
 @pytest.mark.slow

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from cli_run import edgesense, folder_files, only_line
 
 import edgesense.app.demo as demo_mod
 import edgesense.app.overlay as overlay_mod
 from edgesense.app.cli import main
 from edgesense.app.overlay import OverlayOptions, OverlayView, draw_overlay, overlay_regions
+from edgesense.types import SceneEvent
 
 ROOT = Path(__file__).resolve().parents[3]
+NO_DISPLAY = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
 
 
 @pytest.fixture
@@ -48,13 +54,13 @@ def test_overlay_is_pure_and_draws_only_in_its_regions(frame):
     assert out.shape == frame.shape and out.dtype == np.uint8 and out is not frame
     regions = overlay_regions(frame.shape)
     diff = changed(out, frame)
-    for name in ("scene", "command", "latency", "meter"):
+    for name in ("scene", "command", "latency", "meter", "meter_bar"):
         assert region(diff, regions[name]).mean() > 0.05, name  # every element drew something
     assert not outside(diff, regions.values()).any()  # and nothing else was touched
 
 
 def test_level_meter_follows_the_audio_level(frame):
-    meter = overlay_regions(frame.shape)["meter"]
+    meter = overlay_regions(frame.shape)["meter_bar"]
     heights = []
     for level in (-80.0, -40.0, -6.0):
         out = region(draw_overlay(frame, OverlayView(level_dbfs=level)), meter)
@@ -67,6 +73,63 @@ def test_level_meter_follows_the_audio_level(frame):
     assert tuple(loud) == overlay_mod.BGR_RED
     no_audio = region(draw_overlay(frame, OverlayView(level_dbfs=None)), meter)[1:-1, 2:-2]
     assert not no_audio.any()
+
+
+def bright_columns(image: np.ndarray) -> np.ndarray:
+    """Columns holding white text (the panels darken the frame well below this)."""
+    return np.nonzero(np.all(image > 170, axis=-1).any(axis=0))[0]
+
+
+def test_level_meter_has_a_label_a_dbfs_scale_and_the_gate_marker(frame):
+    regions = overlay_regions(frame.shape)
+    x0, y0, _, y1 = regions["meter"]
+    bx0, by0, bx1, by1 = regions["meter_bar"]
+    scale_box = (x0, by0, bx0 - overlay_mod.TICK_LENGTH_PX - 1, by1)  # the labels, not the tick marks
+    plain = draw_overlay(frame, OverlayView(level_dbfs=-30.0))
+    # "dBFS" above the bar, and the labelled ticks of the scale (0, -20, ..., -80) left of it
+    assert bright_columns(region(plain, (x0, y0, bx1, by0))).size > 0
+    scale = region(plain, scale_box)
+    text_rows = np.nonzero(np.all(scale > 170, axis=-1).any(axis=1))[0]
+    bands = np.split(text_rows, np.nonzero(np.diff(text_rows) > 1)[0] + 1)
+    assert len(bands) == 5  # one label per 20 dB from 0 to -80
+    assert not np.any(np.all(region(plain, regions["meter"]) == overlay_mod.BGR_CYAN, axis=-1))  # no gate: no marker
+
+    gated = draw_overlay(frame, OverlayView(level_dbfs=-30.0, gate_threshold_dbfs=-40.0))
+    bar = region(gated, regions["meter_bar"])
+    cyan_rows = np.nonzero(np.all(bar == overlay_mod.BGR_CYAN, axis=-1).any(axis=1))[0]
+    assert cyan_rows.size and abs(cyan_rows.mean() - (by1 - by0) / 2) <= 2  # -40 dBFS: half way up
+
+    closed = draw_overlay(frame, OverlayView(level_dbfs=-60.0, gate_threshold_dbfs=-40.0, gate_open=False))
+    assert tuple(region(closed, regions["meter_bar"])[-3, (bx1 - bx0) // 2]) == overlay_mod.BGR_GREY  # gated: grey
+
+
+def test_latency_values_are_right_aligned(frame):
+    x0, y0, x1, y1 = overlay_regions(frame.shape)["latency"]
+    stages = {"audio_frontend": 0.05, "audio_encoder": 1.25, "image_preprocess": 0.3, "image_encoder": 12.5,
+              "fusion": 0.1}
+    out = region(draw_overlay(np.zeros_like(frame), OverlayView(stage_ms=stages)), (x0, y0, x1, y1))
+    lh = OverlayOptions().line_height_px
+    right_edges = []
+    for row in range(2, 2 + len(stages)):  # row 1 is the title
+        band = out[(row - 1) * lh + 4:row * lh + 2, (x1 - x0) // 2:]
+        right_edges.append(bright_columns(band).max())
+    assert max(right_edges) - min(right_edges) <= 2  # one column, whatever the number of digits
+
+
+def test_scene_panel_shows_the_events_label_and_the_smoothed_top_only_when_it_differs(frame):
+    event = SceneEvent(label="sea", score=0.9, t_ms=1000.0, wall_time=0.0)
+    state = SimpleNamespace(last_command=None, last_scene=event, scene_label="forest", scene_score=0.6,
+                            command_age_ms=lambda: None, stage_ms={}, level_dbfs=None, gate_threshold_dbfs=None,
+                            gate_open=True)
+    view = OverlayView.from_state(state)
+    assert (view.scene_label, view.smoothed_label) == ("sea", "forest")  # the event's label leads
+    box = overlay_regions(frame.shape)["scene"]
+    lh = OverlayOptions().line_height_px
+    second_line = (box[0], box[1] + lh + 4, box[2], box[3])
+    differ = region(draw_overlay(frame, view), second_line)
+    agree = region(draw_overlay(frame, OverlayView(scene_label="sea", smoothed_label="sea")), second_line)
+    assert np.any(np.all(differ == overlay_mod.BGR_GREY, axis=-1) | np.all(differ > 120, axis=-1))
+    assert not np.any(np.all(agree > 120, axis=-1))  # the same label is not repeated
 
 
 def test_command_banner_flashes_then_disappears(frame):
@@ -109,7 +172,7 @@ def test_demo_without_display_writes_the_overlaid_sample_video(tiny_model_path, 
     rc = main(["demo", "--model", str(tiny_model_path), "--out", str(out_path), "--duration-s", "3"])
     out, err = capsys.readouterr()
     assert rc == 0
-    assert "no display" in err and "sample media" in err and str(out_path) in err
+    assert "no display" in err and "set DISPLAY" in err and "sample media" in err and str(out_path) in err
     events = [json.loads(line) for line in out.splitlines()]
     assert events and all(e["type"] in ("command", "scene") for e in events)
 
@@ -125,7 +188,7 @@ def test_demo_without_display_writes_the_overlaid_sample_video(tiny_model_path, 
     source = cv2.VideoCapture(str(ROOT / "samples" / "scene.mp4"))
     ok, first = source.read()
     source.release()
-    x0, y0, x1, y1 = overlay_regions(first.shape)["meter"]
+    x0, y0, x1, y1 = overlay_regions(first.shape)["meter_bar"]
     meter_column = frames[0][y0 + 2:y1 - 2, (x0 + x1) // 2].astype(int)
     scene_column = first[y0 + 2:y1 - 2, (x0 + x1) // 2].astype(int)
     assert np.abs(meter_column - scene_column).mean() > 40  # the meter is drawn over the sky
@@ -148,5 +211,58 @@ def test_samples_are_small_and_described():
 def test_preview_without_display_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    with pytest.raises(RuntimeError, match="preview window: no display .*--headless"):
+    with pytest.raises(RuntimeError, match="preview window: no display .*set DISPLAY.*--headless"):
         demo_mod.open_preview("test")
+
+
+# --------------------------------------------------------------------------- what a user sees (subprocess)
+
+
+def test_demo_without_a_window_writes_to_the_user_cache_not_the_current_folder(tmp_path):
+    cwd, cache = tmp_path / "cwd", tmp_path / "cache"
+    cwd.mkdir()
+    proc = edgesense("demo", "--duration-s", "2", cwd=cwd, env={**NO_DISPLAY, "XDG_CACHE_HOME": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    written = cache / "edgesense" / "demo.mp4"
+    assert f"writing the overlaid frames to {written}" in proc.stderr and f"to {written}" in proc.stderr
+    assert "set DISPLAY" in proc.stderr  # what to set for the window
+    assert written.stat().st_size > 0 and folder_files(cwd) == []  # nothing in the current folder
+    assert [json.loads(line)["type"] for line in proc.stdout.splitlines()]
+
+
+def test_demo_out_must_be_an_mp4_before_anything_opens(tmp_path):
+    proc = edgesense("demo", "--out", "x.txt", cwd=tmp_path, env=NO_DISPLAY)
+    line = only_line(proc)  # no OpenCV assertion dump before it
+    assert "--out x.txt: expected a .mp4 file" in line and "'.txt'" in line
+    assert folder_files(tmp_path) == []
+
+
+@pytest.mark.skipif(demo_mod._opencv_gui().upper() != "NONE", reason="this OpenCV has GUI support")
+def test_headless_opencv_says_exactly_what_to_install_for_the_window(tmp_path):
+    proc = edgesense("demo", "--duration-s", "1", cwd=tmp_path,
+                     env={"DISPLAY": ":0", "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    why = next(line for line in proc.stderr.splitlines() if "no window" in line)
+    assert "opencv-python-headless" in why and "has no GUI support" in why
+    assert "pip uninstall -y opencv-python-headless" in why and "pip install 'opencv-python==" in why
+
+
+def _gui_opencv() -> bool:
+    return demo_mod._opencv_gui().upper() not in ("NONE", "UNKNOWN")
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or not _gui_opencv(),
+                    reason="needs xvfb-run and a GUI OpenCV (opencv-python; GUI=1 scripts/setup.sh)")
+def test_demo_opens_its_window_on_a_display(tmp_path):
+    """Under a virtual X server, with the GUI OpenCV, the demo shows its window (the sample media,
+    as this machine has no camera or microphone) and writes no video."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    import subprocess
+    import sys
+
+    proc = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "edgesense.app.cli", "demo", "--duration-s", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "no window" not in proc.stderr and "writing the overlaid frames" not in proc.stderr
+    assert "press q" in proc.stderr or "playing the bundled sample media instead" in proc.stderr
+    assert not (tmp_path / "cache" / "edgesense" / "demo.mp4").exists()

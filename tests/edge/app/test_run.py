@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sounddevice as sd
+from cli_run import ERROR_PREFIX, edgesense, error_line, only_line
 from media import REQUIRED_KEYS, TEST_THRESHOLD, scene_video, tone_wav  # noqa: E402
 
 from edgesense.app.cli import main
@@ -20,7 +21,6 @@ from edgesense.schema.yaml import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 SUMMARY_PREFIX = "edgesense run: events:"
-ERROR_PREFIX = "edgesense: error:"
 
 
 def write_config(tmp_path: Path, **sections) -> Path:
@@ -136,7 +136,7 @@ def test_missing_video_file_is_one_line_exit_2(tiny_model_path, tmp_path, capsys
     rc = main(["run", "--config", str(write_config(tmp_path)), "--model", str(tiny_model_path),
                "--video", str(tmp_path / "nope.mp4"), "--fast"])
     assert rc == 2
-    assert "nope.mp4: video file not found" in one_error_line(capsys.readouterr().err)
+    assert f"--video {tmp_path / 'nope.mp4'}: no such file" in one_error_line(capsys.readouterr().err)
 
 
 def test_corrupt_inputs_are_one_line_exit_2(tiny_model_path, tmp_path, media, capsys):
@@ -153,7 +153,7 @@ def test_corrupt_inputs_are_one_line_exit_2(tiny_model_path, tmp_path, media, ca
     assert "garbage.mp4" in one_error_line(capsys.readouterr().err)
 
     assert main(["run", "--config", str(tmp_path / "none.yaml"), "--audio", str(wav)]) == 2
-    assert "no such file" in one_error_line(capsys.readouterr().err)
+    assert f"--config {tmp_path / 'none.yaml'}: no such file" in one_error_line(capsys.readouterr().err)
 
     assert main(["run", "--config", config, "--model", str(tiny_model_path), "--audio", str(wav),
                  "--duration-s", "-1"]) == 2
@@ -178,3 +178,66 @@ def test_make_demo_runs_the_documented_command():
             and "--video samples/scene.mp4 --audio samples/commands.wav --fast --events -" in makefile)
     for name in ("scene.mp4", "commands.wav", "commands.json"):
         assert (ROOT / "samples" / name).is_file()
+
+
+# --------------------------------------------------------------------------- what a user sees (subprocess)
+
+BUNDLED_MODEL = ROOT / "models" / "edgesense.tflite"
+STILL_IMAGE = ROOT / "tests" / "data" / "golden_scene.png"
+
+
+@pytest.fixture
+def bundled_config(tmp_path) -> Path:
+    """A device config for the bundled model (no tiny model, no TensorFlow needed)."""
+    path = tmp_path / "device.yaml"
+    path.write_text(dump_yaml({"device": {"name": "test-device"}, "model": {"path": str(BUNDLED_MODEL)},
+                                    "outputs": {"events": "-", "mqtt": None}}), encoding="utf-8")
+    return path
+
+
+def test_a_still_image_as_video_is_one_line_exit_2(bundled_config, tmp_path):
+    image = shutil.copy(STILL_IMAGE, tmp_path / "photo.png")
+    for extra in ((), ("--audio", str(ROOT / "samples" / "commands.wav"))):
+        proc = edgesense("run", "--config", bundled_config, "--video", image, *extra, "--fast", "--headless")
+        line = error_line(proc)
+        assert f"--video {image}: a still image, not a video" in line
+        assert proc.stdout == ""  # no events, no "RTF nan" summary
+
+
+@pytest.mark.parametrize("flag", ["--config", "--model", "--video", "--audio"])
+def test_a_folder_where_a_file_is_expected_names_the_flag(flag, bundled_config, tmp_path):
+    args = {"--config": str(bundled_config), "--audio": str(ROOT / "samples" / "commands.wav")}
+    args[flag] = str(tmp_path)
+    proc = edgesense("run", *[x for pair in args.items() for x in pair], "--fast", "--headless")
+    assert only_line(proc) == f"{ERROR_PREFIX} {flag} {tmp_path}: is a folder; expected a file"
+
+
+def test_a_truncated_video_is_our_line_only_and_v_after_the_command_shows_ffmpeg(bundled_config, tmp_path):
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes((ROOT / "samples" / "scene.mp4").read_bytes()[:5000])
+    args = ("run", "--config", bundled_config, "--video", truncated, "--fast", "--headless")
+    ffmpeg_default = {"OPENCV_FFMPEG_LOGLEVEL": None}  # as a user's shell has it
+    quiet = edgesense(*args, env=ffmpeg_default)
+    assert f"--video {truncated}: not a readable video file" in error_line(quiet)  # no "moov atom not found"
+    verbose = edgesense(*args, "-v", env=ffmpeg_default)  # -v after the command works: the chatter is back
+    assert verbose.returncode == 2 and "moov atom not found" in verbose.stderr
+
+
+def test_neither_camera_nor_microphone_reports_both_and_says_how_to_run_without(tmp_path):
+    config = tmp_path / "nodev.yaml"
+    config.write_text(dump_yaml({"device": {"name": "nodev"}, "model": {"path": str(BUNDLED_MODEL)},
+                                      "camera": {"enabled": True, "source": str(tmp_path / "video-none")},
+                                      "audio": {"enabled": True, "device": "no-such-microphone"},
+                                      "outputs": {"events": "-", "mqtt": None}}), encoding="utf-8")
+    line = error_line(edgesense("run", "--config", config, "--headless"))
+    assert "microphone:" in line and "camera: cannot open camera" in line
+    assert f"audio.enabled: false in {config}" in line and "camera.enabled: false" in line
+    assert "--video FILE / --audio FILE" in line
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_line(tmp_path):
+    config = tmp_path / "device.yaml"
+    config.write_text("device:\n  name: x\ncamera: {fps: 3\n")
+    for command in ("run", "demo"):
+        line = only_line(edgesense(command, "--config", config, env={"DISPLAY": ""}))
+        assert line.startswith(f"{ERROR_PREFIX} {config}:4: not valid YAML") and "<unicode string>" not in line

@@ -1,0 +1,40 @@
+"""Files shipped inside the package: the device configs, the bundled model and the sample media.
+
+They live in the checkout's top-level ``firmware_configs/``, ``models/`` and ``samples/``
+folders, which the wheel installs as the data-only subpackages ``edgesense.firmware_configs``,
+``edgesense.models`` and ``edgesense.samples`` (pyproject.toml). Looking them up through
+:mod:`importlib.resources` finds them in an editable install, a wheel and a deploy bundle alike.
+The configs' ``model.path: ../models/edgesense.tflite`` holds in both layouts.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["CONFIGS", "MODELS", "SAMPLES", "shipped_path", "shipped_config"]
+
+CONFIGS = "firmware_configs"
+MODELS = "models"
+SAMPLES = "samples"
+_FOLDERS = (CONFIGS, MODELS, SAMPLES)
+
+
+def shipped_path(folder: str, name: str) -> Path:
+    """The installed file ``folder/name`` (``folder``: one of :data:`CONFIGS`, :data:`MODELS`,
+    :data:`SAMPLES`); ``ValueError`` naming it when this installation does not have it."""
+    if folder not in _FOLDERS:
+        raise ValueError(f"folder: expected one of {', '.join(_FOLDERS)}, got {folder!r}")
+    try:
+        path = Path(str(resources.files(f"edgesense.{folder}").joinpath(name)))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise ValueError(f"{folder}/{name}: not part of this EdgeSense installation (the wheel and the "
+                         f"checkout ship it; reinstall EdgeSense)")
+    return path
+
+
+def shipped_config(name: str) -> Path:
+    """A shipped device config by name, e.g. ``shipped_config("desktop")`` -> ``.../firmware_configs/desktop.yaml``."""
+    return shipped_path(CONFIGS, name if name.endswith(".yaml") else f"{name}.yaml")

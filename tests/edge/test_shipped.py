@@ -1,0 +1,27 @@
+"""The files shipped in the package, found where the installation put them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgesense.shipped import CONFIGS, MODELS, SAMPLES, shipped_config, shipped_path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_files_are_the_checkouts_in_a_development_install():
+    assert shipped_config("desktop").read_bytes() == (REPO / "firmware_configs" / "desktop.yaml").read_bytes()
+    assert shipped_config("rpi5.yaml").name == "rpi5.yaml"
+    assert shipped_path(MODELS, "edgesense.tflite").read_bytes() == (REPO / "models" / "edgesense.tflite").read_bytes()
+    assert shipped_path(SAMPLES, "scene.mp4").stat().st_size == (REPO / "samples" / "scene.mp4").stat().st_size
+
+
+def test_a_missing_file_names_it_and_no_script_that_is_not_shipped():
+    with pytest.raises(ValueError, match=r"^samples/nope.mp4: not part of this EdgeSense installation") as info:
+        shipped_path(SAMPLES, "nope.mp4")
+    assert "scripts/" not in str(info.value)
+    with pytest.raises(ValueError, match=r"^folder: expected one of"):
+        shipped_path("tests", "x")
+    assert shipped_config("desktop").parent.name == CONFIGS

@@ -1,0 +1,68 @@
+"""The run folder ``edgesense train`` writes: never over an earlier run unasked, never left empty.
+
+No TensorFlow here: ``edgesense train`` checks ``--out`` and ``--init-from`` with these before
+TensorFlow starts (and before the data loads).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+__all__ = ["MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir", "clear_run_dir", "remove_if_empty"]
+
+MODEL_FILE = "model.keras"
+#: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
+RUN_MARKERS = ("run.json", MODEL_FILE, "history.csv", "metrics.json")
+_SHOWN_FILES = 3
+
+
+def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: str = "--force") -> None:
+    """ValueError unless ``out_dir`` is new, empty, or (with ``force``) an earlier run folder; the
+    message names ``flag`` and ``force_flag`` (the CLI's, or the API's parameters)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"{flag} {out_dir}: exists and is not a folder")
+    files = sorted(p.name for p in out_dir.iterdir())
+    if not files:
+        return
+    shown = ", ".join(files[:_SHOWN_FILES]) + (", ..." if len(files) > _SHOWN_FILES else "")
+    if not force:
+        raise ValueError(f"{flag} {out_dir}: already holds a run ({shown}); choose another {flag}, or pass "
+                         f"{force_flag} to replace it")
+    if not any((out_dir / name).exists() for name in RUN_MARKERS):
+        raise ValueError(f"{flag} {out_dir}: not empty and not a run folder ({shown}; none of "
+                         f"{', '.join(RUN_MARKERS)}); refusing to replace it even with {force_flag}")
+
+
+def check_init_from(run_dir: Path, out_dir: Path | None = None, flag: str = "--init-from",
+                    out_flag: str = "--out") -> Path:
+    """``run_dir`` when it is a run folder with a model (ValueError naming ``flag`` otherwise); it may
+    not be ``out_dir``, which training replaces."""
+    if not run_dir.is_dir():
+        what = "no such folder" if not run_dir.exists() else "is a file"
+        raise ValueError(f"{flag} {run_dir}: {what}; expected a run folder with {MODEL_FILE}")
+    if not (run_dir / MODEL_FILE).is_file():
+        raise ValueError(f"{flag} {run_dir}: expected a run folder with {MODEL_FILE}, found none")
+    if out_dir is not None and out_dir.exists() and run_dir.resolve() == out_dir.resolve():
+        raise ValueError(f"{flag} {run_dir}: the same folder as {out_flag}, which this run replaces; choose "
+                         f"another {out_flag}")
+    return run_dir
+
+
+def clear_run_dir(out_dir: Path) -> None:
+    """Empty an earlier run folder (``check_out_dir(..., force=True)`` said it is one)."""
+    for path in out_dir.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def remove_if_empty(out_dir: Path) -> None:
+    """Remove ``out_dir`` if a failed run left it empty."""
+    try:
+        out_dir.rmdir()  # only succeeds on an empty folder
+    except OSError:
+        pass
