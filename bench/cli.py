@@ -49,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesense.app.cli import extra_hint, input_file, user_names
+from edgesense import extra_hint
+from edgesense.app.cli import input_file, user_names
 from edgesense.bench.accuracy import (
     SplitSpec,
     _cap,

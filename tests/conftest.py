@@ -218,6 +218,13 @@ def write_tiny_run(dest: Path, seed: int = TINY_SEED) -> Path:
     return dest
 
 
+@pytest.fixture(autouse=True)
+def _own_state_folder(tmp_path_factory, monkeypatch):
+    """The automatic MQTT spool goes to the state folder: a test's own, never the user's."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 #: Fixtures that train or convert a model: tests using them are marked ``slow`` automatically.
 SLOW_FIXTURES = frozenset({"tiny_run_dir", "tiny_model_path", "run_dir_copy"})
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from edgesense import __version__
+from edgesense import __version__, extra_hint
 
 #: name -> (module, one-line help). Desktop commands live in edgesense.train, .quantize, .bench and .deploy.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,12 +35,6 @@ EXIT_USAGE = 2
 DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
 #: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
 COMMAND_EXTRAS = {"bench": "bench"}
-
-
-def extra_hint(extra: str) -> str:
-    """How to add an extra. EdgeSense is installed from its checkout, a wheel or a deploy bundle,
-    never by name from PyPI (where "edgesense" is somebody else's project)."""
-    return f"from the EdgeSense checkout: pip install -e '.[{extra}]' (or scripts/setup.sh)"
 
 
 def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> RuntimeError | None:

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 EXIT_OK = 0
+EXIT_EVENTS_LOST = 1  #: the run ended with events neither delivered nor spooled
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -124,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgesense run: {stats.summary()}", file=sys.stderr)
         if args.stats:
             print(_stats_json(stats), file=sys.stderr)
+        if stats.events_lost:
+            print(f"edgesense run: {stats.events_lost} events were neither delivered to the MQTT broker nor "
+                  "spooled (outputs.mqtt_spool_dir: null keeps them in memory only)", file=sys.stderr)
+            return EXIT_EVENTS_LOST
         return EXIT_OK
     finally:
         for sig, handler in previous.items():

@@ -1,7 +1,7 @@
 """Device configuration: one YAML file (``firmware_configs/*.yaml``) whose sections are the
 options of the loop's components, one definition and one default per field::
 
-    device:    DeviceInfo                 {name, description}
+    device:    DeviceInfo                 {name, description, device_id}
     model:     runtime.model.ModelOptions {path, num_threads, delegate: none|xnnpack|edgetpu|gpu,
                                            delegate_library}
     camera:    sources.camera.CameraOptions {enabled, source: index | /dev/videoN | GStreamer pipeline,
@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from edgesense.sinks.outputs import OutputsOptions
 from edgesense.sources.camera import CameraOptions
 from edgesense.sources.microphone import MicrophoneOptions
 
-__all__ = ["DeviceInfo", "DeviceConfig", "SECTIONS", "RENAMED_FIELDS", "load_config"]
+__all__ = ["DeviceInfo", "default_device_id", "DeviceConfig", "SECTIONS", "RENAMED_FIELDS", "load_config"]
 
 #: Fields that moved: the old dotted name -> the new one (an old name is an error naming the new).
 RENAMED_FIELDS: Mapping[str, str] = {
@@ -65,25 +66,52 @@ RENAMED_FIELDS: Mapping[str, str] = {
 }
 _NODE_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]+")
 _DEFAULT_NODE_ID = "edgesense"
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+MACHINE_ID_CHARS = 8
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def default_device_id() -> str:
+    """This machine's id: the host name and the start of systemd's machine id
+    (``raspberrypi-3f2a9c1d``), unique even among devices that keep the stock host name; the host
+    name alone where there is no machine id."""
+    host = socket.gethostname().split(".")[0] or _DEFAULT_NODE_ID
+    for path in MACHINE_ID_FILES:
+        try:
+            machine_id = Path(path).read_text(encoding="ascii").strip().lower()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if _MACHINE_ID.fullmatch(machine_id):
+            return f"{host}-{machine_id[:MACHINE_ID_CHARS]}"
+    return host
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceInfo:
-    """Who this device is: ``name`` (required) and a free-text ``description``."""
+    """Who this device is: ``name`` (required; shown in Home Assistant), a free-text
+    ``description`` and ``device_id``, which tells devices apart on the broker (Home Assistant
+    node and unique ids, ``{device_id}`` in the topic prefix, the automatic MQTT spool); it
+    defaults to :func:`default_device_id`, so two devices with the same stock config differ."""
 
     name: str
     description: str = ""
+    device_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"name: expected a non-empty string, got {self.name!r}")
         if not isinstance(self.description, str):
             raise ValueError(f"description: expected a string, got {self.description!r}")
+        if self.device_id is not None and not (isinstance(self.device_id, str)
+                                               and _NODE_ID_INVALID.sub("", self.device_id.strip())):
+            raise ValueError(f"device_id: expected null (this machine's id) or letters, digits, '_' and '-', "
+                             f"got {self.device_id!r}")
 
     @property
     def node_id(self) -> str:
-        """``name`` as an MQTT / Home Assistant node id (letters, digits, '_' and '-')."""
-        return _NODE_ID_INVALID.sub("_", self.name.strip()).strip("_").lower() or _DEFAULT_NODE_ID
+        """``device_id`` (or this machine's) as an MQTT / Home Assistant node id (letters, digits, '_', '-')."""
+        device_id = self.device_id if self.device_id is not None else default_device_id()
+        return _NODE_ID_INVALID.sub("_", device_id.strip()).strip("_").lower() or _DEFAULT_NODE_ID
 
 
 @dataclass(frozen=True, kw_only=True)

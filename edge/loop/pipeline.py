@@ -428,6 +428,7 @@ class Pipeline:
             stream_ms=stream_ms,
             wall_ms=self._wall_ms,
             compute_ms=self._compute_ms,
+            events_lost=self._sink.lost_events,
             stage_ms={stage: tuple(values) for stage, values in self._stage_ms.items()},
         )
 

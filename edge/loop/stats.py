@@ -47,6 +47,7 @@ class PipelineStats:
     stream_ms: float = 0.0  #: media time processed
     wall_ms: float = 0.0  #: wall-clock time of the run
     compute_ms: float = 0.0  #: time spent processing (frontends, model, post-processing), not reading media
+    events_lost: int = 0  #: events a sink could neither deliver nor keep for later (MQTT without a spool)
     stage_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property

@@ -124,6 +124,11 @@ class FanOutSink(_ClosableSink):
     def flush(self) -> None:
         self._each("flush")
 
+    @property
+    def lost_events(self) -> int:
+        """Events that sinks counted as lost (neither delivered nor kept for later)."""
+        return sum(getattr(sink, "lost_events", 0) for sink in self.sinks)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

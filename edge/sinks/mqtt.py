@@ -11,7 +11,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgesense import __version__
+from edgesense import __version__, extra_hint
 from edgesense.schema.validate import require
 from edgesense.sinks.base import Event, _ClosableSink, event_to_json
 
@@ -140,6 +140,9 @@ def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
     if not isinstance(url, str):
         raise ValueError(f"mqtt url: expected a string, got {url!r}")
     shown = _redact(url)
+    if "#" in url:  # urlsplit would take it for a fragment and silently drop what follows
+        raise ValueError(f"mqtt url {shown!r}: expected no '#' (an MQTT wildcard; percent-encoded too) in the "
+                         f"topic prefix, got one")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in _URL_SCHEMES:
         raise ValueError(f"mqtt url {shown!r}: expected a scheme of {', '.join(_URL_SCHEMES)}, got {parts.scheme!r}")
@@ -173,11 +176,19 @@ def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
         raise ValueError(f"mqtt options: {exc}") from exc
 
 
+def _published(info: Any) -> bool:
+    """Whether paho saw the broker acknowledge a message (False while it cannot know)."""
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):  # not connected, or never queued
+        return False
+
+
 def _import_paho():
     try:
         import paho.mqtt.client as mqtt
     except ModuleNotFoundError as exc:
-        raise RuntimeError("MQTT output needs paho-mqtt >= 2: pip install 'edgesense[mqtt]'") from exc
+        raise RuntimeError(f"MQTT output needs paho-mqtt >= 2: {extra_hint('mqtt')}") from exc
     return mqtt
 
 
@@ -213,6 +224,7 @@ class MqttSink(_ClosableSink):
         self._lock = threading.Lock()
         self.published = 0
         self.failed = 0
+        self.lost_events = 0  #: events neither acknowledged by the broker nor kept in the spool
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
                              protocol=mqtt.MQTTv311)
         client.on_connect = self._on_connect
@@ -233,18 +245,28 @@ class MqttSink(_ClosableSink):
             client.tls_set(ca_certs=options.ca_certs, certfile=options.certfile, keyfile=options.keyfile)
         self._client = client
         where = f"{options.host}:{options.port}"
+        keeping = (f"events wait in the spool {options.spool_dir}" if options.spool_dir is not None
+                   else "events are kept in memory only (no spool)")
         try:
             client.connect(options.host, options.port, keepalive=options.keepalive_s)
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # not an address paho can use
             self._close_spool()
             raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
+        except OSError as exc:  # the broker is away: start anyway, paho keeps trying in the background
+            logger.warning("mqtt: broker %s unreachable (%s); %s until it answers", where, exc, keeping)
+            client.connect_async(options.host, options.port, keepalive=options.keepalive_s)
+            client.loop_start()
+            return
         client.loop_start()
-        if not self._connack.wait(options.connect_timeout_s) or self._refused is not None:
-            reason = self._refused or f"no answer within {options.connect_timeout_s:g} s"
+        if self._connack.wait(options.connect_timeout_s) and self._refused is not None:
             client.loop_stop()
             client.disconnect()
             self._close_spool()
-            raise RuntimeError(f"mqtt: broker {where} refused the connection: {reason}")
+            raise RuntimeError(f"mqtt: broker {where} refused the connection: {self._refused}")
+        if not self._connected.is_set():
+            logger.warning("mqtt: broker %s gave no answer within %g s; %s until it does", where,
+                           options.connect_timeout_s, keeping)
+            return
         logger.info("mqtt: connected to %s, publishing under %s/", where, options.topic_prefix)
 
     # paho's network thread ------------------------------------------------------
@@ -331,15 +353,18 @@ class MqttSink(_ClosableSink):
                       "icon": "mdi:image-filter-center-focus", **common},
         }
 
-    def _publish(self, topic: str, payload: str, retain: bool) -> None:
+    def _publish(self, topic: str, payload: str, retain: bool, *, event: bool = False) -> None:
+        """Queue one message with paho; ``event``: it carries an event (counted in ``lost_events``
+        when it never reaches the broker)."""
         info = self._client.publish(topic, payload, qos=self.options.qos, retain=retain)
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
             self.failed += 1
+            self.lost_events += event
             logger.warning("mqtt: publishing to %s failed: %s", topic, self._mqtt.error_string(info.rc))
             return
         with self._lock:
-            self._pending = [p for p in self._pending if not p.is_published()]
-            self._pending.append(info)
+            self._pending = [(p, e) for p, e in self._pending if not _published(p)]
+            self._pending.append((info, event))
 
     def emit(self, event: Event) -> None:
         """Publish ``event`` to ``{prefix}/{type}`` and (retained) ``{prefix}/{type}/state``."""
@@ -352,11 +377,13 @@ class MqttSink(_ClosableSink):
                 self.spool_failures += 1
                 logger.warning("mqtt: %s; publishing this event without the spool", exc)
             else:
-                self._last_seq = max(self._last_seq, seq)  # -1: too large for the spool, dropped and counted
+                if seq < 0:  # too large for the spool: dropped (and counted by the spool)
+                    self.lost_events += 1
+                self._last_seq = max(self._last_seq, seq)
                 self._delivery.wake()
                 self.published += 1
                 return
-        self._publish(self.options.event_topic(event.type), payload, retain=False)
+        self._publish(self.options.event_topic(event.type), payload, retain=False, event=True)
         self._publish(self.options.state_topic(event.type), payload, retain=True)
         self.published += 1
 
@@ -373,13 +400,14 @@ class MqttSink(_ClosableSink):
                                len(self._spool), self.options.spool_dir)
         with self._lock:
             pending, self._pending = self._pending, []
-        for info in pending:
+        for info, event in pending:
             try:
                 info.wait_for_publish(self.options.publish_timeout_s)
             except (RuntimeError, ValueError) as exc:  # not connected / queue full
                 logger.warning("mqtt: message %s not delivered: %s", info.mid, exc)
-            if not info.is_published():
+            if not _published(info):
                 self.failed += 1
+                self.lost_events += event
                 logger.warning("mqtt: message %s not acknowledged within %g s", info.mid,
                                self.options.publish_timeout_s)
 
@@ -390,6 +418,14 @@ class MqttSink(_ClosableSink):
         if self._connected.is_set():
             self._publish(self.options.status_topic, STATUS_OFFLINE, retain=True)
             self.flush()
+        else:  # never (re)connected: what paho still holds in memory goes with the process
+            with self._lock:
+                pending, self._pending = self._pending, []
+            unsent = [info for info, event in pending if event and not _published(info)]
+            self.lost_events += len(unsent)
+        if self._spool is not None and not self._spool.closed and len(self._spool):
+            logger.info("mqtt: %d events wait in the spool %s for the broker", len(self._spool),
+                        self.options.spool_dir)
         self._closed = True
         self._client.disconnect()
         self._client.loop_stop()

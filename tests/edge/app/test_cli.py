@@ -28,8 +28,6 @@ REPO = Path(__file__).resolve().parents[3]
 #: `pip install edgesense`, `pip install 'edgesense[mqtt]'`, `pip install --no-deps edgesense`: a name
 #: from PyPI, where "edgesense" is somebody else's project. (A path or a wheel file is fine.)
 INSTALL_BY_NAME = re.compile(r"pip3? install (?:-[-\w]+ )*['\"]?edgesense(?:\[[\w,]+\])?(?![\w./-])")
-#: Files owned elsewhere that still say it; the owner removes them from here with the fix.
-NOT_YET_FIXED = {"edge/sinks/mqtt.py"}
 
 
 def test_nothing_tells_users_to_install_edgesense_by_name_from_pypi():
@@ -38,11 +36,9 @@ def test_nothing_tells_users_to_install_edgesense_by_name_from_pypi():
     for folder in ("edge", "train", "quantize", "bench", "deploy", "scripts"):
         files += (REPO / folder).rglob("*.py")
     found = [f"{p.relative_to(REPO)}: {m.group(0).strip()}" for p in files
-             for m in INSTALL_BY_NAME.finditer(p.read_text(encoding="utf-8"))
-             if p.relative_to(REPO).as_posix() not in NOT_YET_FIXED]
+             for m in INSTALL_BY_NAME.finditer(p.read_text(encoding="utf-8"))]
     assert not found
     assert INSTALL_BY_NAME.search("pip install 'edgesense[mqtt]'") and INSTALL_BY_NAME.search("pip install edgesense")
-    assert INSTALL_BY_NAME.search((REPO / "edge/sinks/mqtt.py").read_text()) is not None  # NOT_YET_FIXED is real
     assert not INSTALL_BY_NAME.search("pip install './edgesense-0.1.0-py3-none-any.whl[mqtt]'")
 
 

@@ -241,3 +241,58 @@ def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_line(tmp_path):
     for command in ("run", "demo"):
         line = only_line(edgesense(command, "--config", config, env={"DISPLAY": ""}))
         assert line.startswith(f"{ERROR_PREFIX} {config}:4: not valid YAML") and "<unicode string>" not in line
+
+
+def test_mqtt_broker_away_at_start_spools_by_default_and_the_next_run_delivers_in_order(
+        tiny_model_path, tmp_path, media, caplog):
+    from brokers import MOSQUITTO, WAIT_S, Broker, free_port
+
+    if not os.path.exists(MOSQUITTO):
+        pytest.skip(f"{MOSQUITTO} is not installed")
+    import paho.mqtt.client as mqtt
+
+    wav, _ = media
+    port = free_port()
+    config = write_config(tmp_path, device={"device_id": "test-pi"}, outputs={"events": None})
+    url = f"mqtt://127.0.0.1:{port}"
+    run = ["run", "--config", str(config), "--model", str(tiny_model_path), "--audio", str(wav), "--fast",
+           "--mqtt", url]
+    with caplog.at_level("WARNING", logger="edgesense.sinks.mqtt"):
+        assert main(run) == 0  # the broker is away: the loop runs anyway
+    assert "unreachable" in caplog.text and "spool" in caplog.text
+    from edgesense.sinks.spool import EventSpool
+
+    spool = EventSpool(Path(os.environ["XDG_STATE_HOME"]) / "edgesense" / "spool" / "test-pi")
+    assert len(spool) == 1  # the event waits on disk
+    spool.close()
+    broker = Broker(tmp_path / "broker", ("allow_anonymous true",), port=port)
+    received: list[dict] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, msg: received.append(json.loads(msg.payload))
+    try:
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        client.subscribe("edgesense/test-pi/command", qos=1)
+        time.sleep(0.5)
+        assert main(run) == 0  # second run: first the first run's events, then its own
+        deadline = time.monotonic() + WAIT_S
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(received) >= 2 and received[0]["label"] == received[1]["label"] == "yes"
+        assert received[0]["wall_time"] < received[1]["wall_time"]  # the older event first
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+
+
+def test_mqtt_without_a_spool_says_how_many_events_were_lost_and_exits_1(tiny_model_path, tmp_path, media, capsys):
+    from brokers import free_port
+
+    wav, _ = media
+    config = write_config(tmp_path, outputs={"events": None, "mqtt_spool_dir": None})
+    rc = main(["run", "--config", str(config), "--model", str(tiny_model_path), "--audio", str(wav), "--fast",
+               "--mqtt", f"mqtt://127.0.0.1:{free_port()}?qos=1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "1 events were neither delivered to the MQTT broker nor spooled" in err

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_model_path_absolute_and_home(tmp_path, monkeypatch):
 
 def test_mqtt_options_from_config(tmp_path):
     config = load_config(write(tmp_path, """
-        device: {name: Kitchen Pi 4}
+        device: {name: Kitchen Pi 4, device_id: kitchen_pi_4}
         outputs: {mqtt: "mqtts://u:p@broker.lan", topic_prefix: house/kitchen, ha_discovery: false}
     """))
     opts = config.outputs.mqtt_options(node_id=config.device.node_id, device_name=config.device.name)
@@ -183,3 +184,48 @@ def test_missing_file_and_a_folder(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ValueError, match="expected a YAML file, found a folder"):
         load_config(tmp_path)
+
+
+def test_device_id_defaults_to_host_and_machine_id_so_stock_configs_differ(tmp_path, monkeypatch):
+    from edgesense.loop import config as config_mod
+
+    machine_a, machine_b = tmp_path / "a-machine-id", tmp_path / "b-machine-id"
+    machine_a.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    machine_b.write_text("77e0c1d2b3a4958687f6e5d4c3b2a190\n")
+    monkeypatch.setattr(config_mod.socket, "gethostname", lambda: "raspberrypi")
+    stock = REPO / "firmware_configs" / "rpi5.yaml"
+    node_ids = []
+    for machine in (machine_a, machine_b):
+        monkeypatch.setattr(config_mod, "MACHINE_ID_FILES", (str(machine),))
+        config = load_config(stock)
+        options = config.outputs.mqtt_options(node_id=config.device.node_id, device_name=config.device.name) \
+            if config.outputs.mqtt else None
+        assert options is None  # the stock file has no broker; the id is ready for one
+        node_ids.append(config.device.node_id)
+    assert node_ids == ["raspberrypi-3d1219c7", "raspberrypi-77e0c1d2"]
+    monkeypatch.setattr(config_mod, "MACHINE_ID_FILES", (str(tmp_path / "none"),))
+    assert config_mod.default_device_id() == "raspberrypi"
+    pinned = DeviceConfig.from_dict({"device": {"name": "x", "device_id": "Kitchen Pi"}})
+    assert pinned.device.node_id == "kitchen_pi"
+    with pytest.raises(ValueError, match="device.device_id: expected null"):
+        DeviceConfig.from_dict({"device": {"name": "x", "device_id": "!!"}})
+
+
+def test_topics_discovery_ids_and_the_automatic_spool_follow_the_device_id(tmp_path, monkeypatch):
+    config = load_config(write(tmp_path, """
+        device: {name: Kitchen, device_id: kitchen-pi}
+        outputs: {mqtt: "mqtt://broker.lan", topic_prefix: "home/{device_id}"}
+    """))
+    opts = config.outputs.mqtt_options(node_id=config.device.node_id, device_name=config.device.name)
+    assert (opts.topic_prefix, opts.node_id, opts.device_name) == ("home/kitchen-pi", "kitchen-pi", "Kitchen")
+    assert opts.spool_dir == str(Path(os.environ["XDG_STATE_HOME"]) / "edgesense" / "spool" / "kitchen-pi")
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edgesense")  # under the bundle's systemd unit
+    assert config.outputs.mqtt_options(node_id="k", device_name="K").spool_dir == "/var/lib/edgesense/spool"
+    at_most_once = DeviceConfig.from_dict({"device": {"name": "x"}, "outputs": {"mqtt": "mqtt://h?qos=0"}})
+    assert at_most_once.outputs.mqtt_options(node_id="x", device_name="x").spool_dir is None
+    off = DeviceConfig.from_dict({"device": {"name": "x"}, "outputs": {"mqtt": "mqtt://h", "mqtt_spool_dir": None}})
+    assert off.outputs.mqtt_options(node_id="x", device_name="x").spool_dir is None
+    default = DeviceConfig.from_dict({"device": {"name": "x", "device_id": "d1"}, "outputs": {"mqtt": "mqtt://h"}})
+    assert default.outputs.mqtt_options(node_id="d1", device_name="x").topic_prefix == "edgesense/d1"
+    with pytest.raises(ValueError, match="outputs.topic_prefix: expected an MQTT topic"):
+        DeviceConfig.from_dict({"device": {"name": "x"}, "outputs": {"topic_prefix": "a/{host}"}})

@@ -149,6 +149,7 @@ def test_mqtt_url_parsing():
     ("http://host", "scheme"), ("mqtt://", "host"), ("mqtt://host:99999", "port"),
     ("mqtt://host?retain=1", "unknown query parameter 'retain'"), ("mqtt://host?qos=high", "qos"),
     ("mqtt://host?qos=3", "qos"), ("mqtt://host/a/+/b", "topic_prefix"),
+    ("mqtt://host/home/#", "expected no '#'"), ("mqtt://host/home#x", "expected no '#'"),
 ])
 def test_mqtt_url_errors(url, match):
     with pytest.raises(ValueError, match=match):
@@ -282,10 +283,36 @@ def test_mqtt_last_will_marks_the_device_offline(broker):
     live.close()
 
 
-def test_mqtt_unreachable_broker_is_runtime_error():
-    port = free_port()  # nothing listens there
-    with pytest.raises(RuntimeError, match=f"cannot connect to 127.0.0.1:{port}"):
-        MqttSink(MqttOptions(host="127.0.0.1", port=port))
+def test_a_broker_away_at_start_gets_the_spooled_events_in_order_when_it_comes(tmp_path, caplog):
+    if not os.path.exists(MOSQUITTO):
+        pytest.skip(f"{MOSQUITTO} is not installed")
+    port = free_port()  # nothing listens there yet
+    options = MqttOptions(host="127.0.0.1", port=port, qos=1, spool_dir=str(tmp_path / "spool"),
+                          reconnect_max_delay_s=1)
+    with caplog.at_level("WARNING", logger="edgesense.sinks.mqtt"):
+        sink = MqttSink(options)  # starts anyway
+    assert not sink.connected and "unreachable" in caplog.text and "spool" in caplog.text
+    for i in range(5):
+        sink.emit(command(label=f"w{i}", t_ms=float(i)))
+    assert len(sink.spool) == 5
+    broker = Broker(tmp_path / "broker", ("allow_anonymous true",), port=port)
+    try:
+        live = Subscriber(broker, "edgesense/command")
+        got = [json.loads(m.payload)["label"] for m in live.collect(5)["edgesense/command"]]
+        assert got == [f"w{i}" for i in range(5)]  # every event, oldest first
+        sink.close()
+        assert sink.lost_events == 0 and len(sink.spool or []) == 0
+        live.close()
+    finally:
+        broker.stop()
+
+
+def test_without_a_spool_events_that_never_reach_the_broker_are_counted_as_lost():
+    sink = MqttSink(MqttOptions(host="127.0.0.1", port=free_port(), publish_timeout_s=0.2))
+    sink.emit(command())
+    sink.emit(scene())
+    sink.close()
+    assert sink.lost_events == 2
 
 
 def test_mqtt_username_password(start_broker, tmp_path):
@@ -325,3 +352,26 @@ def test_mqtt_options_validation(tmp_path):
         MqttOptions(host="h", tls=True, ca_certs=str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match="username"):
         MqttOptions(host="h", password="x")
+
+
+def test_two_devices_with_the_same_config_keep_their_own_topics_and_entities(broker):
+    """Two Pis with the stock config: their device ids (host name + machine id) keep them apart."""
+    from edgesense.sinks.outputs import OutputsOptions
+
+    outputs = OutputsOptions(mqtt=f"mqtt://{broker.host}:{broker.port}", mqtt_spool_dir=None)
+    live = Subscriber(broker, "homeassistant/#", "edgesense/#")
+    sinks = [MqttSink(outputs.mqtt_options(node_id=node, device_name="rpi5"))
+             for node in ("raspberrypi-3d1219c7", "raspberrypi-77e0c1d2")]
+    for sink in sinks:
+        sink.emit(command())
+        sink.flush()
+    got = live.collect(2 * (1 + 2 + 2))  # per device: status, 2 discovery configs, event and state
+    configs = {topic: json.loads(msgs[0].payload) for topic, msgs in got.items() if topic.startswith("homeassistant/")}
+    assert len(configs) == 4
+    assert len({c["unique_id"] for c in configs.values()}) == 4
+    assert {tuple(c["device"]["identifiers"]) for c in configs.values()} == {("raspberrypi-3d1219c7",),
+                                                                            ("raspberrypi-77e0c1d2",)}
+    assert {"edgesense/raspberrypi-3d1219c7/command", "edgesense/raspberrypi-77e0c1d2/command"} <= set(got)
+    for sink in sinks:
+        sink.close()
+    live.close()
