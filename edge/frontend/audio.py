@@ -1,15 +1,11 @@
-"""The feature frontend shared by training and the device.
+"""The audio feature frontend shared by training and the device.
 
-Audio: 16 kHz mono float samples -> log-mel frames, computed identically whether a
-clip is given whole (:func:`log_mel_spectrogram`) or in chunks of any size
-(:class:`StreamingAudioFrontend`).
+16 kHz mono float samples -> log-mel frames, computed identically whether a clip is
+given whole (:func:`log_mel_spectrogram`) or in chunks of any size
+(:class:`StreamingAudioFrontend`). The image side is :mod:`.image`.
 
-Image: a BGR camera frame -> centre crop -> resize -> RGB float32 in [0, 255]
-(:func:`preprocess_frame`). The model rescales pixels itself, so an int8 model's
-input maps pixel values onto int8 exactly.
-
-Everything here is pure numpy (plus OpenCV for resizing); ``train/`` imports it, so
-training and the device compute the same numbers.
+Everything here is pure numpy; ``train/`` imports it, so training and the device
+compute the same numbers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""WAV reading/writing and resampling for the device and training (numpy + stdlib only).
+"""WAV reading and writing for the device and training (numpy + stdlib only).
 
 :func:`read_wav` parses the RIFF chunks itself, so it reads 8-bit unsigned, 16/24/32-bit
 integer PCM and 32/64-bit IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes

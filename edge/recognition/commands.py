@@ -1,6 +1,6 @@
-"""Turning per-hop model scores into events: pure numpy, no model needed.
+"""Command words from per-hop model scores: pure numpy, no model needed.
 
-* :class:`CommandRecognizer`: posteriors averaged over ``average_window_ms``; a word
+* :class:`CommandRecognizer` (here): posteriors averaged over ``average_window_ms``; a word
   fires when it is the top label of the average, its average beats its threshold
   (``class_thresholds[word]``, else ``threshold``), it is *armed*, and more than
   ``suppression_ms`` passed since the previous event. Firing disarms the word; it
@@ -9,9 +9,9 @@
   and a word held for a long time fires once. Too few results (fewer than
   ``minimum_count``, or spanning less than a quarter of the window) never fire.
   ``_silence_`` / ``_unknown_`` never fire.
-* :class:`EnergyGate`: RMS level in dBFS with hangover, to skip command inference
+* :class:`EnergyGate` (:mod:`.gate`): RMS level in dBFS with hangover, to skip command inference
   on silence.
-* :class:`SceneSmoother`: smoothed scene probabilities with hysteresis: a change
+* :class:`SceneSmoother` (:mod:`.scenes`): smoothed scene probabilities with hysteresis: a change
   event when a new label beats the current one by ``hysteresis_margin`` for
   ``min_hold_ms``, and a heartbeat every ``heartbeat_ms`` while it holds.
 

@@ -1,4 +1,5 @@
-"""Where events go: JSON Lines (stdout or a file), a Python callback, or MQTT.
+"""The event-sink protocol, callbacks and fan-out; JSON Lines (:mod:`.jsonl`), MQTT (:mod:`.mqtt`)
+and the spool (:mod:`.spool`) live beside it.
 
 Every sink follows :class:`EventSink`: ``emit(event)`` takes anything with a
 ``type`` and a ``to_dict()`` (:class:`edgesense.types.CommandEvent`,
@@ -6,7 +7,7 @@ Every sink follows :class:`EventSink`: ``emit(event)`` takes anything with a
 left, ``close()`` releases the sink (emitting afterwards is a ``ValueError``, as
 for a closed file).
 
-MQTT layout (``prefix`` defaults to ``edgesense``)::
+MQTT layout (``prefix``: ``outputs.topic_prefix``, by default ``edgesense/{device_id}``)::
 
     {prefix}/status            "online" / "offline", retained; "offline" is also the last will
     {prefix}/{type}            every event as JSON (type: command, scene)

@@ -1,4 +1,6 @@
-"""Media sources for the device loop: live microphone and camera, replayed WAV and video.
+"""The source protocol of the device loop and what every source shares: chunks and frames with
+monotonic timestamps, counters, read errors, reopen back-off. The sources themselves are
+:mod:`.microphone`, :mod:`.camera` and :mod:`.replay` (WAV and video).
 
 Every source has the same small interface (:class:`Source`): ``read()`` returns the
 next :class:`AudioChunk` or :class:`VideoFrame`, or ``None`` at the end of the
