@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
@@ -68,18 +68,16 @@ STREAM_KINDS = ("commands", "talk", "words")
 StreamKind = Literal["commands", "talk", "words"]
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_number(v) for v in value)
           and lo <= value[0] <= value[1] <= hi)
     require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 def _check_fraction(name: str, value: Any) -> None:
-    require(_is_number(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
+    require(is_number(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
 
 
 # --------------------------------------------------------------------------- utterances
@@ -167,7 +165,7 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         require(self.kind in STREAM_KINDS, "kind", f"one of {', '.join(STREAM_KINDS)}", self.kind)
-        require(_is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
+        require(is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
                 self.duration_s)
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                 "a positive integer", self.sample_rate_hz)
@@ -178,7 +176,7 @@ class StreamOptions:
         for name in ("close_fraction", "repeat_fraction", "other_fraction", "long_pause_fraction"):
             _check_fraction(name, getattr(self, name))
         require(isinstance(self.passes, int) and self.passes >= 1, "passes", "an integer >= 1", self.passes)
-        require(_is_number(self.lead_in_s) and self.lead_in_s >= 0, "lead_in_s", "a number >= 0", self.lead_in_s)
+        require(is_number(self.lead_in_s) and self.lead_in_s >= 0, "lead_in_s", "a number >= 0", self.lead_in_s)
         require(isinstance(self.seed, int), "seed", "an integer", self.seed)
 
 
@@ -401,7 +399,7 @@ def build_segments(options: StreamOptions, segment_s: float, **kwargs: Any) -> l
     """A ``commands`` or ``talk`` stream of ``options.duration_s`` as independent pieces of at most
     ``segment_s`` (seeds ``seed``, ``seed + 1``, …), so that only one piece is in memory at a time."""
     require(options.kind != "words", "kind", "'commands' or 'talk' (a words stream is one piece)", options.kind)
-    require(_is_number(segment_s) and segment_s >= 10, "segment_s", "a number >= 10", segment_s)
+    require(is_number(segment_s) and segment_s >= 10, "segment_s", "a number >= 10", segment_s)
     count = max(1, math.ceil(options.duration_s / segment_s - 1e-9))
     length = options.duration_s / count
     return [build_stream(dataclasses.replace(options, duration_s=length, seed=options.seed + k), **kwargs)
@@ -436,7 +434,7 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = 100.0,
     frames exists, run ``encode_audio`` on the latest ``frames_per_clip`` frames and
     ``fuse(audio, None)`` (camera absent)."""
     frontend = frontend or model.audio_frontend
-    require(_is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
+    require(is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
     hop = int(round(frontend.sample_rate_hz * hop_ms / _MS_PER_S))
     require(hop >= 1, "hop_ms", "at least one sample", hop_ms)
     streaming = StreamingAudioFrontend(frontend)

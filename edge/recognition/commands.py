@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgesense.recognition.scores import _check_labels, _check_scores, _check_time, _is_number
-from edgesense.schema.validate import require
+from edgesense.recognition.scores import _check_labels, _check_scores, _check_time
+from edgesense.schema.validate import is_number, require
 from edgesense.types import DEFAULT_COMMAND_LABELS, SILENCE_LABEL, UNKNOWN_LABEL, CommandEvent
 
 __all__ = ["CommandRecognizerOptions", "CommandRecognizer", "RecognitionResult"]
@@ -63,19 +63,19 @@ class CommandRecognizerOptions:
     ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
 
     def __post_init__(self) -> None:
-        require(_is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
+        require(is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
                 "a positive number", self.average_window_ms)
-        require(_is_number(self.threshold) and 0 <= self.threshold < 1, "threshold",
+        require(is_number(self.threshold) and 0 <= self.threshold < 1, "threshold",
                 "a number in [0, 1)", self.threshold)
         require(isinstance(self.class_thresholds, Mapping)
-                and all(isinstance(k, str) and k and _is_number(v) and 0 <= v < 1
+                and all(isinstance(k, str) and k and is_number(v) and 0 <= v < 1
                         for k, v in self.class_thresholds.items()),
                 "class_thresholds", "a mapping of labels to numbers in [0, 1)", self.class_thresholds)
         object.__setattr__(self, "class_thresholds", {k: float(v) for k, v in self.class_thresholds.items()})
         lowest = min([self.threshold, *self.class_thresholds.values()])
-        require(_is_number(self.release_threshold) and 0 <= self.release_threshold < lowest, "release_threshold",
+        require(is_number(self.release_threshold) and 0 <= self.release_threshold < lowest, "release_threshold",
                 f"a number in [0, {lowest:g}) (below every threshold)", self.release_threshold)
-        require(_is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
+        require(is_number(self.suppression_ms) and self.suppression_ms >= 0, "suppression_ms",
                 "a number >= 0", self.suppression_ms)
         require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
                 and self.minimum_count >= 1, "minimum_count", "an integer >= 1", self.minimum_count)

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from edgesense.recognition.scores import _check_time, _is_number
-from edgesense.schema.validate import require
+from edgesense.recognition.scores import _check_time
+from edgesense.schema.validate import is_number, require
 
 __all__ = ["EnergyGateOptions", "EnergyGate", "rms_dbfs"]
 
@@ -41,11 +41,11 @@ class EnergyGateOptions:
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
-        require(_is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
+        require(is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
                  self.floor_dbfs)
-        require(_is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",
+        require(is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",
                  f"a number in ({self.floor_dbfs:g}, 0]", self.threshold_dbfs)
-        require(_is_number(self.hangover_ms) and self.hangover_ms >= 0, "hangover_ms", "a number >= 0",
+        require(is_number(self.hangover_ms) and self.hangover_ms >= 0, "hangover_ms", "a number >= 0",
                  self.hangover_ms)
 
 

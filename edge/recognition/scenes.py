@@ -10,8 +10,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgesense.recognition.scores import _check_labels, _check_scores, _check_time, _is_number
-from edgesense.schema.validate import require
+from edgesense.recognition.scores import _check_labels, _check_scores, _check_time
+from edgesense.schema.validate import is_number, require
 from edgesense.types import SceneEvent
 
 __all__ = ["SceneSmootherOptions", "SceneSmoother"]
@@ -37,12 +37,12 @@ class SceneSmootherOptions:
 
     def __post_init__(self) -> None:
         require(self.smoothing in SMOOTHING_METHODS, "smoothing", f"one of {', '.join(SMOOTHING_METHODS)}", self.smoothing)
-        require(_is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
-        require(_is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
+        require(is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
+        require(is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
                  "a number in [0, 1)", self.hysteresis_margin)
-        require(_is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",
+        require(is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",
                  self.min_hold_ms)
-        require(self.heartbeat_ms is None or (_is_number(self.heartbeat_ms) and self.heartbeat_ms > 0),
+        require(self.heartbeat_ms is None or (is_number(self.heartbeat_ms) and self.heartbeat_ms > 0),
                  "heartbeat_ms", "null (no heartbeat) or a positive number", self.heartbeat_ms)
 
 

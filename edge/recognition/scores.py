@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.schema.validate import require
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+from edgesense.schema.validate import is_number, require
 
 
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
@@ -32,7 +27,7 @@ def _check_scores(scores: Any, count: int, name: str) -> np.ndarray:
 
 
 def _check_time(t_ms: Any, previous: float | None) -> float:
-    if not _is_number(t_ms):
+    if not is_number(t_ms):
         raise ValueError(f"t_ms: expected a finite number, got {t_ms!r}")
     if previous is not None and t_ms < previous:
         raise ValueError(f"t_ms: expected >= the previous time {previous:g} (in order), got {t_ms:g}")

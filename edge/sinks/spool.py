@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_int, require
 
 __all__ = ["SYNC_MODES", "SpoolOptions", "SpooledEvent", "EventSpool", "DeliveryOptions", "SpoolDelivery"]
 
@@ -68,8 +68,6 @@ _SCHEMA = (
 
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +79,8 @@ class SpoolOptions:
     sync: str = "full"
 
     def __post_init__(self) -> None:
-        require(_is_int(self.max_events) and self.max_events >= 1, "max_events", "an integer >= 1", self.max_events)
-        require(_is_int(self.max_bytes) and self.max_bytes >= 1, "max_bytes", "an integer >= 1", self.max_bytes)
+        require(is_int(self.max_events) and self.max_events >= 1, "max_events", "an integer >= 1", self.max_events)
+        require(is_int(self.max_bytes) and self.max_bytes >= 1, "max_bytes", "an integer >= 1", self.max_bytes)
         require(self.sync in SYNC_MODES, "sync", f"one of {', '.join(SYNC_MODES)}", self.sync)
 
 
@@ -201,7 +199,7 @@ class EventSpool:
 
     def read(self, *, after_seq: int = 0, limit: int | None = None) -> list[SpooledEvent]:
         """Stored events with ``seq > after_seq``, oldest first (at most ``limit``)."""
-        require(limit is None or (_is_int(limit) and limit >= 0), "limit", "None or an integer >= 0", limit)
+        require(limit is None or (is_int(limit) and limit >= 0), "limit", "None or an integer >= 0", limit)
         with self._lock:
             self._check_open()
             rows = self._db.execute("SELECT seq, kind, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -355,7 +353,7 @@ class DeliveryOptions:
     idle_wait_s: float = 0.5
 
     def __post_init__(self) -> None:
-        require(_is_int(self.window_events) and self.window_events >= 1, "window_events", "an integer >= 1",
+        require(is_int(self.window_events) and self.window_events >= 1, "window_events", "an integer >= 1",
                  self.window_events)
         for name in ("resend_after_s", "idle_wait_s"):
             value = getattr(self, name)

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 
 __all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions", "ExponentialBackoff",
            "quiet_opencv"]
@@ -211,12 +211,8 @@ class _SourceBase:
 
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- backoff
@@ -231,11 +227,11 @@ class BackoffOptions:
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        require(_is_number(self.initial_ms) and self.initial_ms > 0, "initial_ms", "a positive number",
+        require(is_number(self.initial_ms) and self.initial_ms > 0, "initial_ms", "a positive number",
                  self.initial_ms)
-        require(_is_number(self.max_ms) and self.max_ms >= self.initial_ms, "max_ms",
+        require(is_number(self.max_ms) and self.max_ms >= self.initial_ms, "max_ms",
                  f"a number >= initial_ms={self.initial_ms}", self.max_ms)
-        require(_is_number(self.multiplier) and self.multiplier >= 1, "multiplier", "a number >= 1",
+        require(is_number(self.multiplier) and self.multiplier >= 1, "multiplier", "a number >= 1",
                  self.multiplier)
 
 

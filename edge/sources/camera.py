@@ -8,14 +8,12 @@ from typing import Callable, Union
 
 import cv2
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
     BackoffOptions,
     ExponentialBackoff,
     SourceReadError,
     VideoFrame,
-    _is_int,
-    _is_number,
     _SourceBase,
     monotonic_ms,
     quiet_opencv,
@@ -75,14 +73,14 @@ class CameraOptions:
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
-        require((_is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
+        require((is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
                  "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
-        require(_is_int(self.width_px) and 0 < self.width_px <= MAX_FRAME_PX, "width_px",
+        require(is_int(self.width_px) and 0 < self.width_px <= MAX_FRAME_PX, "width_px",
                  f"an integer in [1, {MAX_FRAME_PX}]", self.width_px)
-        require(_is_int(self.height_px) and 0 < self.height_px <= MAX_FRAME_PX, "height_px",
+        require(is_int(self.height_px) and 0 < self.height_px <= MAX_FRAME_PX, "height_px",
                  f"an integer in [1, {MAX_FRAME_PX}]", self.height_px)
-        require(_is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
-        require(_is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
+        require(is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
+        require(is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
                  "an integer >= 1", self.reopen_after_failures)
         require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)
 

@@ -9,8 +9,8 @@ from typing import Any, Union
 import numpy as np
 
 from edgesense.frontend.resample import StreamingResampler
-from edgesense.schema.validate import require
-from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, _is_int, _is_number, _SourceBase, monotonic_ms
+from edgesense.schema.validate import is_int, is_number, require
+from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, _SourceBase, monotonic_ms
 from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
 
 __all__ = ["MicrophoneOptions", "MicrophoneSource", "list_input_devices"]
@@ -49,14 +49,14 @@ class MicrophoneOptions:
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
-        require(self.device is None or isinstance(self.device, str) or (_is_int(self.device) and self.device >= 0),
+        require(self.device is None or isinstance(self.device, str) or (is_int(self.device) and self.device >= 0),
                  "device", "null (the default input), a device index >= 0 or a device name", self.device)
-        require(_is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
+        require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
                  f"an integer in [1, {MAX_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
-        require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
-        require(_is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
+        require(is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
+        require(is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
                  f"a number >= 2 * chunk_ms = {2 * self.chunk_ms:g}", self.buffer_ms)
-        require(_is_number(self.read_timeout_ms) and self.read_timeout_ms > 0, "read_timeout_ms",
+        require(is_number(self.read_timeout_ms) and self.read_timeout_ms > 0, "read_timeout_ms",
                  "a positive number", self.read_timeout_ms)
 
 

@@ -12,13 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
     MS_PER_S,
     AudioChunk,
     VideoFrame,
-    _is_int,
-    _is_number,
     _SourceBase,
     monotonic_ms,
     quiet_opencv,
@@ -66,9 +64,9 @@ class WavReplayOptions:
     loop: bool = False
 
     def __post_init__(self) -> None:
-        require(_is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
+        require(is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
                  self.sample_rate_hz)
-        require(_is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
+        require(is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
         require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
         require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
 
@@ -142,7 +140,7 @@ class VideoReplayOptions:
     def __post_init__(self) -> None:
         require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
         require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
-        require(self.fps is None or (_is_number(self.fps) and self.fps > 0), "fps", "None or a positive number",
+        require(self.fps is None or (is_number(self.fps) and self.fps > 0), "fps", "None or a positive number",
                  self.fps)
 
 
