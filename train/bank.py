@@ -41,14 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXTENT_FRAME_MS = 10.0  #: frame length of the energy envelope that finds a word
-_POWER_FLOOR = 1e-12
+_POWER_FLOOR = augment._POWER_FLOOR
 _RIR_MAX_MS = 1000.0  #: real room responses are cut to this length after the direct path
-
-
-def _check_range(name: str, value, lo: float = -np.inf, hi: float = np.inf) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-          and lo <= value[0] <= value[1] <= hi)
-    require(ok, name, f"a (low, high) pair with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,8 +76,8 @@ class BankOptions:
         for name in ("placement_probability", "partial_word_probability", "real_rir_probability"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
-        _check_range("partial_fraction_range", self.partial_fraction_range, lo=0.0, hi=1.0)
-        _check_range("silence_dbfs_range", self.silence_dbfs_range, hi=0.0)
+        augment._check_range("partial_fraction_range", self.partial_fraction_range, lo=0.0, hi=1.0)
+        augment._check_range("silence_dbfs_range", self.silence_dbfs_range, hi=0.0)
         require(self.word_floor_db > 0, "word_floor_db", "> 0", self.word_floor_db)
         require(self.other_speech_min_dbfs <= 0, "other_speech_min_dbfs", "<= 0 dBFS", self.other_speech_min_dbfs)
         for name in ("silence_per_variant", "other_speech_per_variant"):
@@ -111,13 +105,6 @@ def word_extent(clips: np.ndarray, *, sample_rate_hz: int = 16000, floor_db: flo
     return first * frame, np.minimum((last + 1) * frame, x.shape[1])
 
 
-def _shift_rows(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    n = x.shape[1]
-    source = np.arange(n)[None, :] - shifts[:, None]
-    valid = (source >= 0) & (source < n)
-    return np.where(valid, np.take_along_axis(x, np.clip(source, 0, n - 1), axis=1), 0).astype(x.dtype)
-
-
 def place_words(clips: np.ndarray, rng: np.random.Generator, *, placeable: np.ndarray, partial_ok: np.ndarray,
                 placement_probability: float, partial_probability: float,
                 partial_fraction_range: tuple[float, float] = (0.1, 0.5), max_shift_samples: int = 0,
@@ -140,7 +127,7 @@ def place_words(clips: np.ndarray, rng: np.random.Generator, *, placeable: np.nd
     partial_target = np.where(at_end, n - visible, visible - length)
     shifts = np.where(partial, partial_target - start, shifts)
     shifts[~placeable & ~partial] = 0
-    return _shift_rows(x, shifts), partial
+    return augment.shift_rows(x, shifts), partial
 
 
 def prepare_rirs(recordings: Sequence[np.ndarray], *, sample_rate_hz: int = 16000) -> np.ndarray:
