@@ -30,8 +30,8 @@ from edgesense.train.model import (
     build_fusion_model,
     describe,
 )
-from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.pools import split_recordings
+from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
