@@ -49,7 +49,8 @@ _RIR_MAX_MS = 1000.0  #: real room responses are cut to this length after the di
 class BankOptions:
     """How the cached example bank is made (see the module docstring).
 
-    ``variants``: augmented copies of every training clip. ``placement_probability``: share of
+    ``variants``: augmented copies of every training clip (0: no bank; every step augments the
+    drawn clips anew, the trainer before the bank, about twice as slow). ``placement_probability``: share of
     clips whose word is moved to a uniformly drawn place where it fits whole (the others keep
     the ±``audio_augment.max_shift_ms`` shift). ``partial_word_probability``: share of command
     clips cut so that only ``partial_fraction_range`` of the word stays in the window, labelled
@@ -72,7 +73,7 @@ class BankOptions:
     real_rir_probability: float = 0.3
 
     def __post_init__(self) -> None:
-        require(isinstance(self.variants, int) and self.variants >= 1, "variants", "an integer >= 1", self.variants)
+        require(isinstance(self.variants, int) and self.variants >= 0, "variants", "an integer >= 0", self.variants)
         for name in ("placement_probability", "partial_word_probability", "real_rir_probability"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)

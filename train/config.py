@@ -162,6 +162,8 @@ class TrainConfig:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
         require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled, "train.distill_weight",
                 "0 unless audio_teacher.enabled is true", self.train.distill_weight)
+        require(not self.audio_teacher.enabled or self.bank.variants >= 1, "bank.variants",
+                ">= 1 when audio_teacher.enabled (the teacher learns from the bank)", self.bank.variants)
 
     def to_dict(self) -> dict:
         return to_mapping(self)

@@ -227,8 +227,10 @@ class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
     unpaired), with modality dropout, augmentation and per-head sample weights."""
 
-    def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1):
+    def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
+                 packed_targets: bool = False):
         super().__init__(workers=workers, use_multiprocessing=False)
+        self.packed_targets = packed_targets  # command targets for DistillationLoss rather than one-hot
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
         self.epoch = 0
@@ -311,6 +313,8 @@ class FusionBatches(keras.utils.PyDataset):
         return feats, labels, self.command_target(labels, idx)
 
     def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        if self.packed_targets:
+            return pack_targets(labels, self.n_cmd)
         return keras.utils.to_categorical(labels, self.n_cmd).astype(np.float32)
 
     def draw_audio_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
@@ -331,7 +335,7 @@ class BankBatches(FusionBatches):
 
     def __init__(self, dataset: Dataset, config: TrainConfig, bank: ExampleBank, *, steps: int, epoch_seed: int,
                  soft_targets: np.ndarray | None = None, workers: int = 1):
-        super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers)
+        super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers, packed_targets=True)
         self.bank, self.soft = bank, soft_targets
         self.weight = np.where(bank.known_negative, 0.0, config.train.distill_weight).astype(np.float32)
         self.by_class = [(np.flatnonzero(bank.labels == c), np.flatnonzero((bank.labels == c) & ~bank.synthetic),
@@ -520,7 +524,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     cache = ArrayCache(config.data.cache_dir)
     teacher = AudioTeacher(config, cache) if config.audio_teacher.enabled and ds.audio_train.labels.size else None
     bank = (make_bank(ds, config, cache, teacher.embedder if teacher else None)
-            if ds.audio_train.labels.size else None)
+            if ds.audio_train.labels.size and config.bank.variants else None)
     teacher_metrics: dict = {}
     soft_targets = None
     if teacher is not None:
@@ -557,7 +561,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         batches = BankBatches(ds, config, bank, steps=steps, epoch_seed=config.seed, soft_targets=soft_targets,
                               workers=config.train.workers)
     else:
-        batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers)
+        batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
+                                packed_targets=True)
     validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     callbacks = [
         validation,

@@ -99,7 +99,7 @@ def test_real_rooms_keep_length_and_level():
 
 def test_bank_options_are_validated():
     with pytest.raises(ValueError, match="variants"):
-        BankOptions(variants=0)
+        BankOptions(variants=-1)
     with pytest.raises(ValueError, match="silence_dbfs_range"):
         BankOptions(silence_dbfs_range=(-30.0, 5.0))
     with pytest.raises(ValueError, match="partial_word_probability"):

@@ -55,6 +55,8 @@ def test_distill_needs_the_teacher_enabled(tmp_path):
     path = write_train_yaml(tmp_path / "t.yaml", speech=tmp_path, scenes=None)
     with pytest.raises(ValueError, match="distill_weight"):
         load_train_config(path, ["train.distill_weight=0.5"])
+    with pytest.raises(ValueError, match="bank.variants"):
+        load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0"])
 
 
 @pytest.fixture(scope="module")

@@ -231,3 +231,11 @@ def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(t
     assert np.all(bank.labels[partial] == unknown) and bank.known_negative[partial].all()
     again = make_bank(ds, config, ArrayCache(tmp_path / "cache"))  # read back from the cache
     np.testing.assert_array_equal(again.features, bank.features)
+
+
+@pytest.mark.slow
+def test_without_a_bank_every_step_augments_anew(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None, epochs=1, steps_per_epoch=2)
+    metrics = train(load_train_config(path, ["bank.variants=0"]), tmp_path / "run", verbose=0)
+    assert metrics["example_bank_rows"] == 0 and metrics["command_accuracy"] is not None
