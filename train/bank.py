@@ -32,6 +32,7 @@ __all__ = [
     "ExampleBank",
     "background_windows",
     "convolve_rirs",
+    "log_mel_features",
     "place_words",
     "prepare_rirs",
     "speech_windows",
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 EXTENT_FRAME_MS = 10.0  #: frame length of the energy envelope that finds a word
 _POWER_FLOOR = augment._POWER_FLOOR
 _RIR_MAX_MS = 1000.0  #: real room responses are cut to this length after the direct path
+_FEATURE_BATCH = 512  #: clips per log-mel call (bounds the spectra's memory)
+_AT_END_SHARE = 0.5  #: partial words: share whose word runs off the window's end (the rest off its start)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +127,7 @@ def place_words(clips: np.ndarray, rng: np.random.Generator, *, placeable: np.nd
     shifts = np.where(place, target - start, shifts)
     partial = partial_ok & (rng.random(batch) < partial_probability) & (length > 0)
     visible = (rng.uniform(*partial_fraction_range, size=batch) * length).astype(np.int64)
-    at_end = rng.random(batch) < 0.5  # the word runs off the end of the window, else off its start
+    at_end = rng.random(batch) < _AT_END_SHARE
     partial_target = np.where(at_end, n - visible, visible - length)
     shifts = np.where(partial, partial_target - start, shifts)
     shifts[~placeable & ~partial] = 0
@@ -197,6 +200,14 @@ def speech_windows(recordings: Sequence[np.ndarray], clip_samples: int, *, min_d
     return out[_dbfs(out) >= min_dbfs]
 
 
+def log_mel_features(clips: np.ndarray, frontend: AudioFrontendOptions) -> np.ndarray:
+    """Clips ``(N, samples)`` -> float32 features ``(N, frames, bins)``, a batch of clips at a time."""
+    out = np.empty((len(clips), *frontend.feature_shape), np.float32)
+    for start in range(0, len(clips), _FEATURE_BATCH):
+        out[start:start + _FEATURE_BATCH] = log_mel_batch(clips[start:start + _FEATURE_BATCH], frontend)
+    return out
+
+
 # --------------------------------------------------------------------------- the bank
 
 
@@ -223,7 +234,6 @@ def make_variant(clips: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, *
                  ) -> dict[str, np.ndarray]:
     """One variant of the bank as arrays (``clips`` are returned too, for the teacher)."""
     rng = np.random.default_rng([seed, variant])
-    n = frontend.clip_samples
     rows = [clips]
     row_labels = [labels]
     negative = [labels == silence_id]
@@ -271,8 +281,7 @@ def make_variant(clips: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, *
         x = augment.mix_noise(x, noise_pool, rng, snr_db_range=augment_options.snr_db_range,
                               probability=augment_options.noise_probability,
                               silent_reference_dbfs=augment_options.silent_reference_dbfs)
-    assert x.shape[1] == n
-    features = np.concatenate([log_mel_batch(x[i:i + 512], frontend) for i in range(0, len(x), 512)])
+    features = log_mel_features(x, frontend)
     return {"clips": x, "features": features.astype(np.float16), "labels": y, "known_negative": negative_mask,
             "synthetic": np.concatenate(is_synthetic), "source": np.concatenate(source)}
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edgesense.frontend.audio import log_mel_batch
 from edgesense.train import augment
 from edgesense.train import data as datasets
-from edgesense.train.bank import ExampleBank, build_bank, prepare_rirs, speech_windows
+from edgesense.train.bank import ExampleBank, build_bank, log_mel_features, prepare_rirs, speech_windows
 from edgesense.train.cache import ArrayCache, content_key
 from edgesense.train.config import TrainConfig
 from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy
@@ -37,7 +36,6 @@ from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 log = logging.getLogger(__name__)
 
 RUN_FORMAT_VERSION = 1
-FEATURE_BATCH = 512  #: clips per vectorised log-mel call (bounds the spectra's memory)
 
 
 # ----------------------------------------------------------------------------- data assembly
@@ -217,10 +215,7 @@ def _counts(labels: np.ndarray, names) -> dict[str, int]:
 
 def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
     """Clips (N, samples) -> features (N, frames, bins) with the device's own frontend."""
-    out = np.empty((len(clips), *config.audio_frontend.feature_shape), np.float32)
-    for start in range(0, len(clips), FEATURE_BATCH):
-        out[start:start + FEATURE_BATCH] = log_mel_batch(clips[start:start + FEATURE_BATCH], config.audio_frontend)
-    return out
+    return log_mel_features(clips, config.audio_frontend)
 
 
 class FusionBatches(keras.utils.PyDataset):
