@@ -235,6 +235,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _private_feature_cache(tmp_path_factory, monkeypatch):
+    """Training runs in tests cache their features in a temporary folder, never ~/.cache."""
+    monkeypatch.setenv("EDGESENSE_CACHE", str(tmp_path_factory.getbasetemp() / "edgesense-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory) -> Path:
     """A complete, tiny run folder (docs/CONTRACTS.md). Treat as read-only: copy it to modify."""

@@ -31,6 +31,7 @@ __all__ = [
     "prepare_noise_pool",
     "random_crop",
     "random_gain",
+    "shift_rows",
     "spec_augment",
     "time_shift",
 ]
@@ -223,7 +224,14 @@ def time_shift(clips: np.ndarray, rng: np.random.Generator, *, max_shift_samples
     batch, n = x.shape
     shifts = rng.integers(-max_shift_samples, max_shift_samples + 1, size=batch)
     shifts[~_apply_mask(rng, batch, probability)] = 0
-    source = np.arange(n)[None, :] - shifts[:, None]
+    return shift_rows(x, shifts)
+
+
+def shift_rows(clips: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Shift row ``i`` of ``(B, samples)`` by ``shifts[i]`` samples (positive: later), filling with zeros."""
+    x = np.asarray(clips)
+    n = x.shape[1]
+    source = np.arange(n)[None, :] - np.asarray(shifts)[:, None]
     valid = (source >= 0) & (source < n)
     return np.where(valid, np.take_along_axis(x, np.clip(source, 0, n - 1), axis=1), 0).astype(x.dtype)
 

@@ -14,6 +14,8 @@ from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.schema.validate import from_mapping, require, to_mapping
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
+from edgesense.train.bank import BankOptions
+from edgesense.train.teachers.audio import AudioTeacherOptions
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
@@ -55,13 +57,23 @@ class ModelOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Where the data comes from. Relative paths are resolved against the YAML file's folder."""
+    """Where the data comes from. Relative paths are resolved against the YAML file's folder.
+
+    ``noise`` (background recordings), ``speech_negatives`` (other people's speech: folders of
+    WAV files, searched recursively) and ``rirs`` (real room impulse responses) are split by
+    recording with :func:`edgesense.train.pools.split_recordings`; only the training pool is
+    used. ``cache_dir``: where features and teacher outputs are cached (default
+    ``$EDGESENSE_CACHE`` or ``~/.cache/edgesense``).
+    """
 
     speech_commands: tuple[Path, ...] = ()
     synthetic_speech: tuple[Path, ...] = ()
     scenes: Path | None = None
     av: Path | None = None
     noise: tuple[Path, ...] = ()
+    speech_negatives: tuple[Path, ...] = ()
+    rirs: tuple[Path, ...] = ()
+    cache_dir: Path | None = None
     words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
     validation_percent: float = 10.0
     testing_percent: float = 10.0
@@ -98,12 +110,20 @@ class TrainOptions:
     steps_per_epoch: int | None = None
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  #: the scene head's
+    #: The command head's: 0 lets a clear word score near 1 (what a streaming threshold needs).
+    command_label_smoothing: float = 0.0
     patience: int = 8
     modality_dropout: float = 0.2
     class_weighting: bool = True
     real_speech_share: float | None = None
     strategy: Strategy = "default"
+    #: Share of each command example's loss taken from the audio teacher's soft targets at
+    #: ``distill_temperature`` (0: hard labels only; > 0 needs ``audio_teacher.enabled``).
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
+    #: Threads that prepare batches ahead of the fit loop.
+    workers: int = 2
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
@@ -113,10 +133,15 @@ class TrainOptions:
         require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
         require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
+        require(0.0 <= self.command_label_smoothing < 1.0, "command_label_smoothing", "in [0, 1)",
+                self.command_label_smoothing)
         require(self.patience >= 1, "patience", ">= 1", self.patience)
         require(self.real_speech_share is None or 0.0 <= self.real_speech_share <= 1.0, "real_speech_share",
                 "in [0, 1] or null", self.real_speech_share)
         require(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
+        require(0.0 <= self.distill_weight <= 1.0, "distill_weight", "in [0, 1]", self.distill_weight)
+        require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
+        require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,10 +154,16 @@ class TrainConfig:
     image_frontend: ImageFrontendOptions = ImageFrontendOptions()
     audio_augment: AudioAugmentOptions = AudioAugmentOptions()
     image_augment: ImageAugmentOptions = ImageAugmentOptions()
+    bank: BankOptions = BankOptions()
+    audio_teacher: AudioTeacherOptions = AudioTeacherOptions()
     train: TrainOptions = TrainOptions()
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
+        require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled, "train.distill_weight",
+                "0 unless audio_teacher.enabled is true", self.train.distill_weight)
+        require(not self.audio_teacher.enabled or self.bank.variants >= 1, "bank.variants",
+                ">= 1 when audio_teacher.enabled (the teacher learns from the bank)", self.bank.variants)
 
     def to_dict(self) -> dict:
         return to_mapping(self)
@@ -181,9 +212,13 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         scenes=_resolve(data.scenes, base),
         av=_resolve(data.av, base),
         noise=tuple(_resolve(p, base) for p in data.noise),
+        speech_negatives=tuple(_resolve(p, base) for p in data.speech_negatives),
+        rirs=tuple(_resolve(p, base) for p in data.rirs),
+        cache_dir=_resolve(data.cache_dir, base),
     )
     for name, paths in (("speech_commands", data.speech_commands), ("synthetic_speech", data.synthetic_speech),
-                        ("noise", data.noise), ("scenes", (data.scenes,)), ("av", (data.av,))):
+                        ("noise", data.noise), ("speech_negatives", data.speech_negatives), ("rirs", data.rirs),
+                        ("scenes", (data.scenes,)), ("av", (data.av,))):
         for p in paths:
             if p is not None and not p.exists():
                 raise ValueError(f"{path}: data.{name}: no such file or folder: {p}")

@@ -13,10 +13,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edgesense.frontend.audio import log_mel_spectrogram
 from edgesense.train import augment
 from edgesense.train import data as datasets
+from edgesense.train.bank import ExampleBank, build_bank, log_mel_features, prepare_rirs, speech_windows
+from edgesense.train.cache import ArrayCache, content_key
 from edgesense.train.config import TrainConfig
+from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy
 from edgesense.train.model import (
     INPUT_AUDIO,
     INPUT_AUDIO_PRESENT,
@@ -27,6 +29,7 @@ from edgesense.train.model import (
     build_fusion_model,
     describe,
 )
+from edgesense.train.pools import split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
@@ -63,6 +66,8 @@ class Dataset:
     image_test: ImageSet
     noise: tuple[np.ndarray, ...]
     summary: dict
+    other_speech: np.ndarray | None = None  # float32 (K, clip_samples): windows of other speech (_unknown_)
+    rirs: np.ndarray | None = None  # float32 (R, taps): real room responses (bank.prepare_rirs)
 
 
 def command_labels_for(words) -> tuple[str, ...]:
@@ -129,10 +134,28 @@ def load_dataset(config: TrainConfig) -> Dataset:
     audio_val = _audio_set(val_items, command_labels, config, "audio_validation", reports)
     audio_test = _audio_set(test_items, command_labels, config, "audio_test", reports)
     noise: tuple[np.ndarray, ...] = ()
+    rate = config.audio_frontend.sample_rate_hz
+    noise_paths = split_recordings(noise_paths)["training"]  # the evaluation pool never feeds training
     if noise_paths:
-        pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=config.audio_frontend.sample_rate_hz)
+        pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=rate)
         reports["noise"] = report.summary()
         noise = tuple(pool)
+    negative_paths = split_recordings(_wav_files(cfg.speech_negatives))["training"]
+    other_speech = np.zeros((0, config.audio_frontend.clip_samples), np.float32)
+    if negative_paths:
+        recordings, report = datasets.load_noise_pool(negative_paths, sample_rate_hz=rate)
+        reports["speech_negatives"] = report.summary()
+        other_speech = speech_windows(recordings, config.audio_frontend.clip_samples,
+                                      min_dbfs=config.bank.other_speech_min_dbfs)
+    rir_paths = split_recordings(_wav_files(cfg.rirs))["training"]
+    rirs = np.zeros((0, 1), np.float32)
+    if rir_paths:
+        recordings, report = datasets.load_noise_pool(rir_paths, sample_rate_hz=rate)
+        reports["rirs"] = report.summary()
+        rirs = prepare_rirs(recordings, sample_rate_hz=rate)
+    summary["training_pool"] = {"noise": [str(p) for p in noise_paths],
+                                "speech_negatives": len(negative_paths), "rirs": [str(p) for p in rir_paths]}
+    summary["other_speech_windows"] = int(other_speech.shape[0])
     summary["audio_train_clips"] = _counts(audio_train.labels, command_labels)
     summary["audio_validation_clips"] = _counts(audio_val.labels, command_labels)
     summary["audio_test_clips"] = _counts(audio_test.labels, command_labels)
@@ -155,7 +178,7 @@ def load_dataset(config: TrainConfig) -> Dataset:
         summary["image_test"] = _counts(image_test.labels, scene_labels)
     summary["load_reports"] = reports
     return Dataset(command_labels, scene_labels, audio_train, audio_val, audio_test, image_train, image_val,
-                   image_test, noise, summary)
+                   image_test, noise, summary, other_speech=other_speech, rirs=rirs)
 
 
 def _image_set(items, labels, config: TrainConfig, what: str, reports: dict) -> ImageSet:
@@ -165,6 +188,14 @@ def _image_set(items, labels, config: TrainConfig, what: str, reports: dict) -> 
     reports[what] = report.summary()
     y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
     return ImageSet(images, y)
+
+
+def _wav_files(paths) -> list[Path]:
+    """WAV files under folders (recursively) or named directly."""
+    out: list[Path] = []
+    for p in paths:
+        out += sorted(p.rglob("*.wav")) if p.is_dir() else [p]
+    return out
 
 
 def _noise_files(paths):
@@ -184,18 +215,17 @@ def _counts(labels: np.ndarray, names) -> dict[str, int]:
 
 def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
     """Clips (N, samples) -> features (N, frames, bins) with the device's own frontend."""
-    out = np.empty((len(clips), *config.audio_frontend.feature_shape), np.float32)
-    for i, clip in enumerate(clips):
-        out[i] = log_mel_spectrogram(clip, config.audio_frontend)
-    return out
+    return log_mel_features(clips, config.audio_frontend)
 
 
 class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
     unpaired), with modality dropout, augmentation and per-head sample weights."""
 
-    def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int):
-        super().__init__(workers=1, use_multiprocessing=False)
+    def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
+                 packed_targets: bool = False):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.packed_targets = packed_targets  # command targets for DistillationLoss rather than one-hot
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
         self.epoch = 0
@@ -231,14 +261,11 @@ class FusionBatches(keras.utils.PyDataset):
         has_image = self.ds.image_train.labels.size > 0
 
         if has_audio:
-            idx = self.draw_audio_indices(rng, b)
-            clips = self.ds.audio_train.clips[idx]
-            clips = augment.augment_audio(clips, rng, cfg.audio_augment, noise_pool=self.noise_pool)
-            feats = augment.augment_features(features_of(clips, cfg), rng, cfg.audio_augment)
-            y_cmd = self.ds.audio_train.labels[idx]
+            feats, y_cmd, cmd_target = self.audio_batch(rng, b)
         else:
             feats = np.zeros((b, *cfg.audio_frontend.feature_shape), np.float32)
             y_cmd = np.zeros(b, np.int32)
+            cmd_target = self.command_target(y_cmd, None)
         if has_image:
             idx = rng.integers(0, self.ds.image_train.labels.size, size=b)
             images = augment.augment_images(self.ds.image_train.images[idx], rng, cfg.image_augment)
@@ -261,7 +288,7 @@ class FusionBatches(keras.utils.PyDataset):
             INPUT_IMAGE_PRESENT: image_present[:, None],
         }
         y = {
-            OUTPUT_COMMAND: keras.utils.to_categorical(y_cmd, self.n_cmd).astype(np.float32),
+            OUTPUT_COMMAND: cmd_target,
             OUTPUT_SCENE: keras.utils.to_categorical(y_scene, self.n_scene).astype(np.float32),
         }
         w = {
@@ -270,6 +297,20 @@ class FusionBatches(keras.utils.PyDataset):
         }
         return x, y, w
 
+
+    def audio_batch(self, rng: np.random.Generator, count: int):
+        """``(features, labels, command targets)`` of ``count`` drawn clips, augmented now."""
+        idx = self.draw_audio_indices(rng, count)
+        clips = augment.augment_audio(self.ds.audio_train.clips[idx], rng, self.config.audio_augment,
+                                      noise_pool=self.noise_pool)
+        feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
+        labels = self.ds.audio_train.labels[idx]
+        return feats, labels, self.command_target(labels, idx)
+
+    def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        if self.packed_targets:
+            return pack_targets(labels, self.n_cmd)
+        return keras.utils.to_categorical(labels, self.n_cmd).astype(np.float32)
 
     def draw_audio_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """Indices of ``count`` training clips: a uniformly drawn class, then a clip of it."""
@@ -280,6 +321,32 @@ class FusionBatches(keras.utils.PyDataset):
                 pool = real if rng.random() < self.real_share else synthesized
             out[i] = rng.choice(pool)
         return out
+
+
+class BankBatches(FusionBatches):
+    """Batches whose audio rows come from the cached :class:`ExampleBank` (augmented once):
+    per step only row drawing and SpecAugment. Command targets are packed for
+    :class:`DistillationLoss` (hard label, the teacher's soft targets, the row's weight)."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, bank: ExampleBank, *, steps: int, epoch_seed: int,
+                 soft_targets: np.ndarray | None = None, workers: int = 1):
+        super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers, packed_targets=True)
+        self.bank, self.soft = bank, soft_targets
+        self.weight = np.where(bank.known_negative, 0.0, config.train.distill_weight).astype(np.float32)
+        self.by_class = [(np.flatnonzero(bank.labels == c), np.flatnonzero((bank.labels == c) & ~bank.synthetic),
+                          np.flatnonzero((bank.labels == c) & bank.synthetic)) for c in range(self.n_cmd)]
+        self.by_class = [pools for pools in self.by_class if pools[0].size]
+
+    def audio_batch(self, rng: np.random.Generator, count: int):
+        rows = self.draw_audio_indices(rng, count)
+        feats = augment.augment_features(self.bank.features[rows].astype(np.float32), rng, self.config.audio_augment)
+        labels = self.bank.labels[rows]
+        return feats, labels, self.command_target(labels, rows)
+
+    def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        if rows is None or self.soft is None:
+            return pack_targets(labels, self.n_cmd)
+        return pack_targets(labels, self.n_cmd, self.soft[rows], self.weight[rows])
 
 
 def _class_weights(labels: np.ndarray, num_classes: int, enabled: bool) -> np.ndarray:
@@ -359,6 +426,63 @@ def _load_initial_weights(model: keras.Model, run_dir: str | Path) -> None:
         raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
 
 
+def make_bank(ds: Dataset, config: TrainConfig, cache: ArrayCache, embedder=None) -> ExampleBank:
+    """The cached example bank of ``ds``' training clips (:mod:`edgesense.train.bank`)."""
+    labels = ds.command_labels
+    word_ids = np.array([i for i, name in enumerate(labels) if name not in (SILENCE_LABEL, UNKNOWN_LABEL)])
+    synthetic = ds.audio_train.synthetic if ds.audio_train.synthetic is not None else np.zeros(
+        ds.audio_train.labels.shape, bool)
+    empty = np.zeros((0, config.audio_frontend.clip_samples), np.float32)
+    return build_bank(ds.audio_train.clips, ds.audio_train.labels, synthetic, seed=config.seed, options=config.bank,
+                      augment_options=config.audio_augment, frontend=config.audio_frontend, word_ids=word_ids,
+                      silence_id=labels.index(SILENCE_LABEL), unknown_id=labels.index(UNKNOWN_LABEL),
+                      noise=ds.noise, rirs=ds.rirs if ds.rirs is not None else np.zeros((0, 1), np.float32),
+                      other_speech=ds.other_speech if ds.other_speech is not None else empty, cache=cache,
+                      embed=embedder, embed_key=repr(embedder.options) if embedder is not None else None)
+
+
+class AudioTeacher:
+    """The speech-embedding teacher of one run: embeddings (cached), its head, its logits."""
+
+    def __init__(self, config: TrainConfig, cache: ArrayCache):
+        from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions
+
+        self.config, self.cache = config, cache
+        self.embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=config.audio_teacher.pad_ms))
+        self.head = None
+
+    def embed(self, clips: np.ndarray) -> np.ndarray:
+        key = content_key(clips, repr(self.embedder.options))
+        return self.cache.get_or_compute("embeddings", key, lambda: {"x": self.embedder(clips).astype(np.float16)})[
+            "x"].astype(np.float32)
+
+    def fit(self, bank: ExampleBank, ds: Dataset) -> dict[str, float]:
+        """Train the head on the bank's rows (every variant, negatives included) plus the clean
+        training clips; returns its validation accuracy."""
+        from edgesense.train.teachers.audio import fit_audio_head
+
+        x = np.concatenate([bank.embeddings.astype(np.float32), self.embed(ds.audio_train.clips)])
+        y = np.concatenate([bank.labels, ds.audio_train.labels])
+        val = (self.embed(ds.audio_val.clips), ds.audio_val.labels)
+        started = time.perf_counter()
+        self.head = fit_audio_head(x, y, len(ds.command_labels), self.config.audio_teacher, seed=self.config.seed,
+                                   validation=val)
+        accuracy = self.accuracy(ds.audio_val.clips, ds.audio_val.labels)
+        log.info("audio teacher: %d examples, %.0f s, validation accuracy %.4f", len(y),
+                 time.perf_counter() - started, accuracy)
+        return {"teacher_command_accuracy": accuracy, "teacher_train_examples": int(len(y))}
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        from edgesense.train.teachers.audio import teacher_logits
+
+        return teacher_logits(self.head, embeddings)
+
+    def accuracy(self, clips: np.ndarray, labels: np.ndarray) -> float:
+        if not labels.size:
+            return float("nan")
+        return float(np.mean(self.logits(self.embed(clips)).argmax(-1) == labels))
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None,
           replace: bool = False) -> dict:
     """Train per ``config`` and write the run folder; returns the metrics. ``init_from`` (a run
@@ -369,6 +493,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     check_out_dir(out_dir, replace, flag="out_dir", force_flag="replace=True")
     if init_from is not None:
         check_init_from(Path(init_from), out_dir, flag="init_from", out_flag="out_dir")
+    if config.audio_teacher.enabled:  # a missing [teacher] extra is one line, before minutes of loading
+        from edgesense.train.teachers.speech_embedding import model_files
+
+        model_files()
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     ds = load_dataset(config)
@@ -387,6 +515,20 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
 
 def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: float, *, verbose: int,
                    init_from: str | Path | None) -> dict:
+    prepare_started = time.perf_counter()
+    cache = ArrayCache(config.data.cache_dir)
+    teacher = AudioTeacher(config, cache) if config.audio_teacher.enabled and ds.audio_train.labels.size else None
+    bank = (make_bank(ds, config, cache, teacher.embedder if teacher else None)
+            if ds.audio_train.labels.size and config.bank.variants else None)
+    teacher_metrics: dict = {}
+    soft_targets = None
+    if teacher is not None:
+        teacher_metrics = teacher.fit(bank, ds)
+        soft_targets = soften(teacher.logits(bank.embeddings.astype(np.float32)), config.train.distill_temperature)
+    prepare_s = time.perf_counter() - prepare_started
+    log.info("data %.0f s, example bank and teacher %.0f s (cache: %d hits, %d misses)", load_s, prepare_s,
+             cache.hits, cache.misses)
+
     audio_val_features = features_of(ds.audio_val.clips, config)
     num_scenes = max(len(ds.scene_labels), 2)
     scene_labels = ds.scene_labels or ("none", "other")
@@ -402,13 +544,20 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         steps = config.train.steps_per_epoch or max(1, anchor // config.train.batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=config.train.learning_rate, decay_steps=steps * config.train.epochs, alpha=0.02)
+        n_cmd = len(ds.command_labels)
         model.compile(
             optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
-            loss={OUTPUT_COMMAND: keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+            loss={OUTPUT_COMMAND: DistillationLoss(n_cmd, config.train.distill_temperature,
+                                                   label_smoothing=config.train.command_label_smoothing),
                   OUTPUT_SCENE: keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)},
-            weighted_metrics={OUTPUT_COMMAND: ["categorical_accuracy"], OUTPUT_SCENE: ["categorical_accuracy"]},
+            weighted_metrics={OUTPUT_COMMAND: [target_accuracy(n_cmd)], OUTPUT_SCENE: ["categorical_accuracy"]},
         )
-    batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed)
+    if bank is not None:
+        batches = BankBatches(ds, config, bank, steps=steps, epoch_seed=config.seed, soft_targets=soft_targets,
+                              workers=config.train.workers)
+    else:
+        batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
+                                packed_targets=True)
     validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     callbacks = [
         validation,
@@ -422,7 +571,10 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     history = model.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_s = time.perf_counter() - fit_started
 
-    model = keras.models.load_model(out_dir / MODEL_FILE)
+    # The best checkpoint, saved again without its training configuration (the distillation
+    # loss): other tools load the model without importing the trainer.
+    model = keras.models.load_model(out_dir / MODEL_FILE, compile=False)
+    model.save(out_dir / MODEL_FILE)
     validation.set_model(model)
     final = validation.evaluate()
     # The test split is scored once, at the end: it never picks a checkpoint.
@@ -440,7 +592,13 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         "best_epoch": int(np.argmax(history.history["val_score"])) + 1 if history.history.get("val_score") else None,
         "init_from": str(init_from) if init_from is not None else None,
         "load_seconds": round(load_s, 1),
+        "prepare_seconds": round(prepare_s, 1),
         "train_seconds": round(train_s, 1),
+        "seconds_per_epoch": round(train_s / max(1, len(history.history.get("loss", []))), 1),
+        "example_bank_rows": len(bank) if bank is not None else 0,
+        **teacher_metrics,
+        "test_teacher_command_accuracy": (teacher.accuracy(ds.audio_test.clips, ds.audio_test.labels)
+                                          if teacher is not None else None),
         "validation_clips": int(ds.audio_val.labels.size),
         "validation_photos": int(ds.image_val.labels.size),
         "test_clips": int(ds.audio_test.labels.size),

@@ -19,7 +19,8 @@ import numpy as np
 
 from edgesense.schema.validate import require
 
-__all__ = ["AudioFrontendOptions", "StreamingAudioFrontend", "log_mel_spectrogram", "mel_filterbank", "fit_clip"]
+__all__ = ["AudioFrontendOptions", "StreamingAudioFrontend", "log_mel_batch", "log_mel_spectrogram", "mel_filterbank",
+           "fit_clip"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +167,27 @@ def log_mel_spectrogram(samples: np.ndarray, options: AudioFrontendOptions = Aud
         return np.empty((0, options.num_mel_bins), dtype=np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count]
     return _frames_to_log_mel(frames, options)
+
+
+def log_mel_batch(clips: np.ndarray, options: AudioFrontendOptions = AudioFrontendOptions()) -> np.ndarray:
+    """Log-mel frames of many equal-length clips at once: ``(B, samples)`` -> ``(B, frames, bins)``.
+
+    For training (one matrix product for the whole batch); equal to :func:`log_mel_spectrogram`
+    of each row up to float rounding (the device computes frame by frame).
+    """
+    x = np.asarray(clips)
+    if x.ndim != 2:
+        raise ValueError(f"clips: expected a (batch, samples) array, got shape {x.shape}")
+    win, hop = options.window_samples, options.hop_samples
+    count = 0 if x.shape[1] < win else 1 + (x.shape[1] - win) // hop
+    if count == 0 or x.shape[0] == 0:
+        return np.empty((x.shape[0], count, options.num_mel_bins), dtype=np.float32)
+    if x.dtype == np.int16:
+        x = x.astype(np.float64) / 32768.0
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64, copy=False), win, axis=1)[:, ::hop][:, :count]
+    spectra = np.fft.rfft(frames * _window(win), n=options.fft_length, axis=-1)
+    power = spectra.real ** 2 + spectra.imag ** 2
+    return np.log(power @ mel_filterbank(options) + options.log_floor).astype(np.float32)
 
 
 def fit_clip(samples: np.ndarray, options: AudioFrontendOptions = AudioFrontendOptions()) -> np.ndarray:

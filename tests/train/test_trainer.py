@@ -184,3 +184,58 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 devices" in out.stderr or "CPU:1" in out.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 1
+
+
+def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(tmp_path, tiny_data):
+    from edgesense.frontend.wav import write_wav
+    from edgesense.train.cache import ArrayCache
+    from edgesense.train.config import TrainConfig
+    from edgesense.train.pools import split_recordings
+    from edgesense.train.trainer import make_bank
+
+    speech, scenes = tiny_data
+    rng = np.random.default_rng(5)
+    folders = {"noise": tmp_path / "noise", "speech_negatives": tmp_path / "negatives" / "alexa",
+               "rirs": tmp_path / "rirs"}
+    for kind, folder in folders.items():
+        folder.mkdir(parents=True)
+        for i in range(5):
+            length = 8000 if kind == "rirs" else 48000
+            write_wav(folder / f"{kind}_{i}.wav", (0.1 * rng.normal(size=length)).astype(np.float32), 16000)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    config = load_train_config(path, [f"data.noise=[{folders['noise']}]",
+                                      f"data.speech_negatives=[{tmp_path / 'negatives'}]",
+                                      f"data.rirs=[{folders['rirs']}]", "bank.variants=2",
+                                      "bank.silence_per_variant=7", "bank.other_speech_per_variant=9"])
+    assert isinstance(config, TrainConfig)
+    ds = load_dataset(config)
+    pool = ds.summary["training_pool"]
+    candidates = [*folders["noise"].glob("*.wav"), *(speech / "_background_noise_").glob("*.wav")]
+    assert pool["noise"] == [str(p) for p in split_recordings(candidates)["training"]]
+    assert 0 < sum("noise_" in p for p in pool["noise"]) < 5 and len(pool["rirs"]) < 5
+    assert len(ds.noise) == len(pool["noise"]) and ds.rirs.shape[0] == len(pool["rirs"])
+    trained_negatives = split_recordings(folders["speech_negatives"].glob("*.wav"))["training"]
+    assert pool["speech_negatives"] == len(trained_negatives)
+    assert ds.other_speech.shape[0] == 5 * len(trained_negatives)  # 3 s at half-second hops: 5 windows each
+
+    bank = make_bank(ds, config, ArrayCache(tmp_path / "cache"))
+    n = ds.audio_train.labels.size
+    assert len(bank) == 2 * (n + 7 + 9)
+    generated = bank.source < 0
+    assert bank.known_negative[generated].all()
+    silence, unknown = ds.command_labels.index("_silence_"), ds.command_labels.index("_unknown_")
+    assert set(np.unique(bank.labels[generated])) == {silence, unknown}
+    assert np.sum(generated & (bank.labels == silence)) == 2 * 7
+    # Partial words became known _unknown_ negatives; their source clip was a command word.
+    partial = ~generated & (bank.labels != ds.audio_train.labels[np.maximum(bank.source, 0)])
+    assert np.all(bank.labels[partial] == unknown) and bank.known_negative[partial].all()
+    again = make_bank(ds, config, ArrayCache(tmp_path / "cache"))  # read back from the cache
+    np.testing.assert_array_equal(again.features, bank.features)
+
+
+@pytest.mark.slow
+def test_without_a_bank_every_step_augments_anew(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None, epochs=1, steps_per_epoch=2)
+    metrics = train(load_train_config(path, ["bank.variants=0"]), tmp_path / "run", verbose=0)
+    assert metrics["example_bank_rows"] == 0 and metrics["command_accuracy"] is not None

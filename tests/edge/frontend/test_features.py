@@ -150,3 +150,15 @@ def test_preprocess_accepts_gray_and_bgra_and_rejects_the_rest():
         preprocess_frame(np.zeros((50, 50, 2), np.uint8))
     with pytest.raises(ValueError, match="width_px"):
         ImageFrontendOptions(width_px=2)
+
+
+def test_log_mel_batch_equals_the_per_clip_frontend():
+    from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch, log_mel_spectrogram
+
+    options = AudioFrontendOptions()
+    clips = np.random.default_rng(7).uniform(-0.5, 0.5, size=(5, options.clip_samples)).astype(np.float32)
+    batch = log_mel_batch(clips, options)
+    assert batch.shape == (5, *options.feature_shape) and batch.dtype == np.float32
+    for clip, features in zip(clips, batch):
+        np.testing.assert_allclose(features, log_mel_spectrogram(clip, options), atol=1e-5)
+    assert log_mel_batch(np.zeros((2, 100), np.float32), options).shape == (2, 0, options.num_mel_bins)

