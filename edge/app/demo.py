@@ -29,8 +29,8 @@ from typing import Any
 
 import cv2
 
-from edgesense.app.overlay import OverlayOptions, OverlayView, _positive, draw_overlay
-from edgesense.schema.validate import require
+from edgesense.app.overlay import OverlayOptions, OverlayView, draw_overlay
+from edgesense.schema.validate import is_positive, require
 from edgesense.shipped import SAMPLES, shipped_config, shipped_path
 from edgesense.sources.base import quiet_opencv
 
@@ -152,7 +152,7 @@ class VideoFileWriter:
 
     def __init__(self, path: str | os.PathLike[str], *, fps: float,
                  options: OverlayOptions = OverlayOptions()) -> None:
-        require(_positive(fps), "fps", "a positive number", fps)
+        require(is_positive(fps), "fps", "a positive number", fps)
         self.path = check_out_path(path)
         self.fps = float(fps)
         self.options = options
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, Pipeline
 
-    if args.duration_s is not None and not _positive(args.duration_s):
+    if args.duration_s is not None and not is_positive(args.duration_s):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
     with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
         out = check_out_path(args.out) if args.out else None  # before anything is opened

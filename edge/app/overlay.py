@@ -8,14 +8,13 @@ is on, the gate's threshold (the bar turns grey while the gate is closed).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_positive, require
 
 __all__ = ["OverlayOptions", "OverlayView", "draw_overlay", "overlay_regions"]
 
@@ -40,8 +39,6 @@ SMALL_TEXT = 0.7  #: the meter's scale and the latency rows, relative to ``font_
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 # --------------------------------------------------------------------------- overlay
@@ -66,17 +63,17 @@ class OverlayOptions:
     banner_height_px: int = 44
 
     def __post_init__(self) -> None:
-        require(_positive(self.command_flash_ms), "command_flash_ms", "a positive number", self.command_flash_ms)
-        require(_positive(self.blink_period_ms), "blink_period_ms", "a positive number", self.blink_period_ms)
+        require(is_positive(self.command_flash_ms), "command_flash_ms", "a positive number", self.command_flash_ms)
+        require(is_positive(self.blink_period_ms), "blink_period_ms", "a positive number", self.blink_period_ms)
         require(isinstance(self.level_floor_dbfs, (int, float)) and self.level_floor_dbfs < 0, "level_floor_dbfs",
                  "a negative number", self.level_floor_dbfs)
-        require(_positive(self.level_tick_db), "level_tick_db", "a positive number", self.level_tick_db)
+        require(is_positive(self.level_tick_db), "level_tick_db", "a positive number", self.level_tick_db)
         for name in ("meter_width_px", "meter_scale_width_px", "margin_px", "line_height_px", "banner_height_px"):
             value = getattr(self, name)
             require(isinstance(value, int) and value > 0, name, "a positive integer", value)
         require(isinstance(self.panel_alpha, (int, float)) and 0 <= self.panel_alpha <= 1, "panel_alpha",
                  "a number in [0, 1]", self.panel_alpha)
-        require(_positive(self.font_scale), "font_scale", "a positive number", self.font_scale)
+        require(is_positive(self.font_scale), "font_scale", "a positive number", self.font_scale)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,7 +73,7 @@ from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
 from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_positive, require
 from edgesense.sinks.base import EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
 from edgesense.sources.base import AudioChunk, SourceReadError, VideoFrame, monotonic_ms
@@ -93,8 +93,6 @@ Event = CommandEvent | SceneEvent
 
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _elapsed_ms(start_s: float) -> float:
@@ -134,7 +132,7 @@ class PipelineOptions:
                  self.reader)
         require(isinstance(self.stats_window, int) and not isinstance(self.stats_window, bool)
                  and self.stats_window >= 1, "stats_window", "an integer >= 1", self.stats_window)
-        require(_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
+        require(is_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
 
     @classmethod
     def from_config(cls, config: DeviceConfig, **overrides: Any) -> "PipelineOptions":
@@ -452,7 +450,7 @@ class Pipeline:
     def events(self, *, duration_s: float | None = None) -> Iterator[Event]:
         """Yield events as they happen until the media ends, :meth:`stop` or ``duration_s`` of media."""
         if duration_s is not None:
-            require(_positive(duration_s), "duration_s", "None or a positive number", duration_s)
+            require(is_positive(duration_s), "duration_s", "None or a positive number", duration_s)
         if self._closed:
             raise RuntimeError("pipeline: events() after close()")
         if self._running:

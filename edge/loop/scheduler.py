@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_positive, require
 from edgesense.sources.base import SourceReadError, VideoFrame
 
 __all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions", "LatestFrameReader"]
@@ -38,8 +38,6 @@ EMBEDDING_AGE_PERIODS = 2  #: an embedding counts as present for this many perio
 
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +54,9 @@ class SchedulerOptions:
     embedding_max_age_ms: float | None = None
 
     def __post_init__(self) -> None:
-        require(_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
-        require(_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
-        require(self.embedding_max_age_ms is None or _positive(self.embedding_max_age_ms), "embedding_max_age_ms",
+        require(is_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
+        require(is_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
+        require(self.embedding_max_age_ms is None or is_positive(self.embedding_max_age_ms), "embedding_max_age_ms",
                  "null or a positive number", self.embedding_max_age_ms)
 
     @property
@@ -87,7 +85,7 @@ class PeriodicSchedule:
     TOLERANCE_MS = 1e-6
 
     def __init__(self, period_ms: float) -> None:
-        require(_positive(period_ms), "period_ms", "a positive number", period_ms)
+        require(is_positive(period_ms), "period_ms", "a positive number", period_ms)
         self.period_ms = float(period_ms)
         self._next_ms: float | None = None
 
@@ -225,8 +223,8 @@ class LatestFrameReaderOptions:
     join_timeout_ms: float = 2000.0
 
     def __post_init__(self) -> None:
-        require(_positive(self.retry_ms), "retry_ms", "a positive number", self.retry_ms)
-        require(_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
+        require(is_positive(self.retry_ms), "retry_ms", "a positive number", self.retry_ms)
+        require(is_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
 
 
 class LatestFrameReader:

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union
 
-__all__ = ["from_mapping", "require", "to_mapping", "is_number", "is_int", "Located"]
+__all__ = ["from_mapping", "require", "to_mapping", "is_number", "is_positive", "is_int", "Located"]
 
 
 T = TypeVar("T")
@@ -24,6 +24,11 @@ T = TypeVar("T")
 def is_number(value: Any) -> bool:
     """A finite real number (an int or a float, not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_positive(value: Any) -> bool:
+    """A finite real number above 0 (not a bool)."""
+    return is_number(value) and value > 0
 
 
 def is_int(value: Any) -> bool:

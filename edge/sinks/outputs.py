@@ -74,10 +74,9 @@ class OutputsOptions:
             if not ok:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
         if self.mqtt is not None:
-            try:
-                options = mqtt_options_from_url(self.mqtt)
-                if self.mqtt_spool_dir not in (None, AUTO_SPOOL):
-                    dataclasses.replace(options, spool_dir=self.mqtt_spool_dir)
+            try:  # the URL, and a named spool folder against the URL's qos
+                mqtt_options_from_url(self.mqtt, spool_dir=None if self.mqtt_spool_dir == AUTO_SPOOL
+                                      else self.mqtt_spool_dir)
             except ValueError as exc:
                 raise ValueError(f"mqtt: {exc}") from None
 
