@@ -52,8 +52,12 @@ def make_speech_commands(root: Path, *, words=DEFAULT_COMMAND_WORDS[:4], speaker
     return root
 
 
-def scene_image(label: str, rng: np.random.Generator, size_px: int = 100) -> np.ndarray:
-    base = np.array(SCENE_COLOURS_BGR[label], np.float32)
+#: Each scene class's sound: noise around its own frequency.
+SCENE_SOUND_HZ = {"beach": 300.0, "forest": 2500.0, "street": 800.0, "kitchen": 1500.0}
+
+
+def scene_image(label: str, rng: np.random.Generator, size_px: int = 100, colour_bgr=None) -> np.ndarray:
+    base = np.array(colour_bgr if colour_bgr is not None else SCENE_COLOURS_BGR[label], np.float32)
     img = base + rng.normal(scale=20.0, size=(size_px, size_px, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -97,3 +101,33 @@ def write_train_yaml(path: Path, *, speech: Path | None, scenes: Path | None, ep
     ]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def scene_sound(label: str, rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """A class's sound: a tone at its frequency under a little noise."""
+    t = np.arange(int(SAMPLE_RATE_HZ * seconds)) / SAMPLE_RATE_HZ
+    x = 0.2 * np.sin(2 * np.pi * SCENE_SOUND_HZ[label] * t) + 0.02 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def make_scene_sounds(root: Path, *, labels=tuple(SCENE_COLOURS_BGR), per_class: int = 3, seconds: float = 3.0,
+                      seed: int = 0) -> Path:
+    """A ``scene_ambient`` layout: CLASS/NAME.wav recordings of each class's sound."""
+    rng = np.random.default_rng(seed)
+    for label in labels:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            write_wav(root / label / f"{label}_rec{i}.wav", scene_sound(label, rng, seconds), SAMPLE_RATE_HZ)
+    return root
+
+
+def make_av_folder(root: Path, colours_bgr: dict, *, per_class: int = 8, seed: int = 0) -> Path:
+    """A paired folder as ``edgesense record`` writes it: CLASS/NAME.jpg + CLASS/NAME.wav (1 s)."""
+    rng = np.random.default_rng(seed)
+    for label, colour in colours_bgr.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            cv2.imwrite(str(folder / f"{label}-{i:04d}.jpg"), scene_image(label, rng, colour_bgr=colour))
+            write_wav(folder / f"{label}-{i:04d}.wav", scene_sound(label, rng, 1.0), SAMPLE_RATE_HZ)
+    return root

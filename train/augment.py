@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edgesense.schema.validate import require
+from edgesense.train.degrade import degrade_randomly
 
 __all__ = [
     "AudioAugmentOptions",
@@ -110,7 +111,9 @@ class AudioAugmentOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class ImageAugmentOptions:
-    """Image augmentation: random resized crop -> horizontal flip -> colour jitter.
+    """Image augmentation: random resized crop -> horizontal flip -> colour jitter -> (with
+    ``degrade_probability``) a poor camera (:mod:`edgesense.train.degrade`: dark, over-exposed,
+    blurred, occluded or noisy), so that a fusion model learns to lean on sound when sight is poor.
 
     ``crop_scale_range`` is the crop's side length as a fraction of the image's;
     jitter factors are drawn from ``[1 - delta, 1 + delta]``.
@@ -122,9 +125,11 @@ class ImageAugmentOptions:
     brightness_delta: float = 0.2
     contrast_delta: float = 0.2
     saturation_delta: float = 0.2
+    degrade_probability: float = 0.0
 
     def __post_init__(self) -> None:
         _check_probability("crop_probability", self.crop_probability)
+        _check_probability("degrade_probability", self.degrade_probability)
         _check_probability("flip_probability", self.flip_probability)
         _check_range("crop_scale_range", self.crop_scale_range, lo=np.finfo(float).tiny, hi=1.0)
         for name in ("brightness_delta", "contrast_delta", "saturation_delta"):
@@ -408,8 +413,11 @@ def color_jitter(images: np.ndarray, rng: np.random.Generator, *, brightness_del
 
 def augment_images(images: np.ndarray, rng: np.random.Generator,
                    options: ImageAugmentOptions = ImageAugmentOptions()) -> np.ndarray:
-    """Random resized crop, horizontal flip and colour jitter, as ``options`` says."""
+    """Random resized crop, horizontal flip, colour jitter and a poor camera, as ``options`` says."""
     x = random_crop(images, rng, scale_range=options.crop_scale_range, probability=options.crop_probability)
     x = horizontal_flip(x, rng, probability=options.flip_probability)
-    return color_jitter(x, rng, brightness_delta=options.brightness_delta, contrast_delta=options.contrast_delta,
-                        saturation_delta=options.saturation_delta)
+    x = color_jitter(x, rng, brightness_delta=options.brightness_delta, contrast_delta=options.contrast_delta,
+                     saturation_delta=options.saturation_delta)
+    if options.degrade_probability > 0:
+        x, _ = degrade_randomly(x, rng, probability=options.degrade_probability)
+    return x

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", type=Path, default=None, metavar="RUN",
                         help="start from the weights of run folder RUN (same architecture): a fine-tune, "
                              "e.g. a longer schedule continued at a lower --set train.learning_rate")
+    parser.add_argument("--av", type=Path, default=None, metavar="DIR",
+                        help="your own places: a paired CLASS/NAME.jpg + CLASS/NAME.wav folder (edgesense record); "
+                             "its photos and sounds join the scene data (sets data.av)")
     parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",
                         help="override one config field, value in YAML (repeatable), e.g. "
                              "--set train.real_speech_share=0.5")
@@ -51,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.train.runfolder import check_init_from, check_out_dir
 
     config_path = input_file("--config", args.config)
+    overrides = list(args.overrides or ())
+    if args.av is not None:
+        if not args.av.is_dir():
+            raise ValueError(f"--av: expected a folder of CLASS/NAME.jpg + CLASS/NAME.wav pairs, got {str(args.av)!r}"
+                             f" ({'a file' if args.av.exists() else 'does not exist'})")
+        overrides.append(f"data.av={args.av.resolve()}")
     with user_names({str(config_path): f"--config {config_path}"}):
-        config = load_train_config(config_path, args.overrides or ())
+        config = load_train_config(config_path, overrides)
     overrides = {}
     if args.epochs is not None:
         if args.epochs < 1:

@@ -15,6 +15,7 @@ from edgesense.schema.validate import from_mapping, require, to_mapping
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.bank import BankOptions
+from edgesense.train.scene_audio import SceneAudioOptions
 from edgesense.train.teachers.audio import AudioTeacherOptions
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
@@ -62,7 +63,11 @@ class DataConfig:
     ``noise`` (background recordings), ``speech_negatives`` (other people's speech: folders of
     WAV files, searched recursively) and ``rirs`` (real room impulse responses) are split by
     recording with :func:`edgesense.train.pools.split_recordings`; only the training pool is
-    used. ``cache_dir``: where features and teacher outputs are cached (default
+    used. ``scene_ambient``: the sound of each scene class (``CLASS/*.wav``, class folders named like
+    the scene classes), split by recording the same way; every training photo is paired with
+    its class's sound (:mod:`edgesense.train.scene_audio`). ``av``: a paired folder
+    (``CLASS/NAME.jpg + CLASS/NAME.wav``, e.g. from ``edgesense record``): its photos join the scene
+    photos (split by file name like them) and its sounds join their class's sound. ``cache_dir``: where features and teacher outputs are cached (default
     ``$EDGESENSE_CACHE`` or ``~/.cache/edgesense``).
     """
 
@@ -70,6 +75,7 @@ class DataConfig:
     synthetic_speech: tuple[Path, ...] = ()
     scenes: Path | None = None
     av: Path | None = None
+    scene_ambient: Path | None = None
     noise: tuple[Path, ...] = ()
     speech_negatives: tuple[Path, ...] = ()
     rirs: tuple[Path, ...] = ()
@@ -156,6 +162,7 @@ class TrainConfig:
     image_augment: ImageAugmentOptions = ImageAugmentOptions()
     bank: BankOptions = BankOptions()
     audio_teacher: AudioTeacherOptions = AudioTeacherOptions()
+    scene_audio: SceneAudioOptions = SceneAudioOptions()
     train: TrainOptions = TrainOptions()
 
     def __post_init__(self) -> None:
@@ -211,6 +218,7 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         synthetic_speech=tuple(_resolve(p, base) for p in data.synthetic_speech),
         scenes=_resolve(data.scenes, base),
         av=_resolve(data.av, base),
+        scene_ambient=_resolve(data.scene_ambient, base),
         noise=tuple(_resolve(p, base) for p in data.noise),
         speech_negatives=tuple(_resolve(p, base) for p in data.speech_negatives),
         rirs=tuple(_resolve(p, base) for p in data.rirs),
@@ -218,7 +226,8 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
     )
     for name, paths in (("speech_commands", data.speech_commands), ("synthetic_speech", data.synthetic_speech),
                         ("noise", data.noise), ("speech_negatives", data.speech_negatives), ("rirs", data.rirs),
-                        ("scenes", (data.scenes,)), ("av", (data.av,))):
+                        ("scenes", (data.scenes,)), ("av", (data.av,)),
+                        ("scene_ambient", (data.scene_ambient,))):
         for p in paths:
             if p is not None and not p.exists():
                 raise ValueError(f"{path}: data.{name}: no such file or folder: {p}")

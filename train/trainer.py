@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edgesense.schema.validate import require
 from edgesense.train import augment
 from edgesense.train import data as datasets
 from edgesense.train.bank import ExampleBank, build_bank, log_mel_features, prepare_rirs, speech_windows
@@ -31,6 +32,7 @@ from edgesense.train.model import (
 )
 from edgesense.train.pools import split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
+from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ class Dataset:
     summary: dict
     other_speech: np.ndarray | None = None  # float32 (K, clip_samples): windows of other speech (_unknown_)
     rirs: np.ndarray | None = None  # float32 (R, taps): real room responses (bank.prepare_rirs)
+    #: Per scene class, recordings of its sound (scene_audio.PlaceSounds); None: photos get unrelated audio.
+    place_sounds: tuple[tuple[np.ndarray, ...], ...] | None = None
 
 
 def command_labels_for(words) -> tuple[str, ...]:
@@ -164,21 +168,61 @@ def load_dataset(config: TrainConfig) -> Dataset:
     scene_labels: tuple[str, ...] = ()
     empty_images = ImageSet(np.zeros((0, *config.image_frontend.input_shape), np.uint8), np.zeros(0, np.int32))
     image_train = image_val = image_test = empty_images
-    if cfg.scenes is not None:
-        index = datasets.load_image_folder(cfg.scenes)
-        scene_labels = tuple(index.classes)
-        splits = datasets.split_image_items(index.items, validation_percent=cfg.image_validation_percent,
-                                            testing_percent=cfg.image_testing_percent)
-        image_train = _image_set(_cap(splits["training"], cfg.max_items_per_class, rng), scene_labels, config,
+    photo_splits: dict[str, list] = {"training": [], "validation": [], "testing": []}
+    av_index = datasets.load_av_folder(cfg.av) if cfg.av is not None else None
+    classes: set[str] = set(av_index.classes) if av_index is not None else set()
+    for index in ([datasets.load_image_folder(cfg.scenes)] if cfg.scenes is not None else []) + (
+            [av_index] if av_index is not None else []):
+        classes |= set(index.classes)
+        for name, items in datasets.split_image_items(
+                index.items, validation_percent=cfg.image_validation_percent,
+                testing_percent=cfg.image_testing_percent).items():
+            photo_splits[name] += items
+    place_sounds = None
+    if classes:
+        scene_labels = tuple(sorted(classes))
+        image_train = _image_set(_cap(photo_splits["training"], cfg.max_items_per_class, rng), scene_labels, config,
                                  "image_train", reports)
-        image_val = _image_set(splits["validation"], scene_labels, config, "image_validation", reports)
-        image_test = _image_set(splits["testing"], scene_labels, config, "image_test", reports)
+        image_val = _image_set(photo_splits["validation"], scene_labels, config, "image_validation", reports)
+        image_test = _image_set(photo_splits["testing"], scene_labels, config, "image_test", reports)
         summary["image_train"] = _counts(image_train.labels, scene_labels)
         summary["image_validation"] = _counts(image_val.labels, scene_labels)
         summary["image_test"] = _counts(image_test.labels, scene_labels)
+        place_sounds = _place_sounds(cfg, scene_labels, photo_splits["training"], rate, reports, summary)
     summary["load_reports"] = reports
     return Dataset(command_labels, scene_labels, audio_train, audio_val, audio_test, image_train, image_val,
-                   image_test, noise, summary, other_speech=other_speech, rirs=rirs)
+                   image_test, noise, summary, other_speech=other_speech, rirs=rirs, place_sounds=place_sounds)
+
+
+def _place_sounds(cfg, scene_labels: tuple[str, ...], training_photos, rate: int, reports: dict,
+                  summary: dict) -> tuple[tuple[np.ndarray, ...], ...] | None:
+    """Per scene class, the recordings of its sound that may train: the training pool of
+    ``data.scene_ambient`` and the sounds of the paired training photos (``data.av``)."""
+    paths: dict[str, list[Path]] = {label: [] for label in scene_labels}
+    if cfg.scene_ambient is not None:
+        folders = [p for p in sorted(cfg.scene_ambient.iterdir()) if p.is_dir()]
+        unknown = [p.name for p in folders if p.name not in paths]
+        require(not unknown, "data.scene_ambient", f"class folders named like the scene classes {list(scene_labels)}",
+                unknown)
+        recordings = [p for folder in folders for p in sorted(folder.glob("*.wav"))]
+        require(bool(recordings), "data.scene_ambient", f"CLASS/*.wav recordings under {cfg.scene_ambient}", "none")
+        pools = split_recordings(recordings)
+        for p in pools["training"]:
+            paths[p.parent.name].append(p)
+        summary["scene_ambient"] = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in pools.items()}
+    for item in training_photos:
+        if isinstance(item, datasets.AVItem):
+            paths[item.label].append(item.audio_path)
+    if not any(paths.values()):
+        return None
+    out = []
+    for label in scene_labels:
+        recordings, report = datasets.load_noise_pool(paths[label], sample_rate_hz=rate)
+        reports[f"place_sounds/{label}"] = report.summary()
+        out.append(tuple(r for r in recordings if r.size and np.any(r)))
+    summary["place_sound_seconds"] = {label: round(sum(r.size for r in rs) / rate, 1)
+                                      for label, rs in zip(scene_labels, out)}
+    return tuple(out)
 
 
 def _image_set(items, labels, config: TrainConfig, what: str, reports: dict) -> ImageSet:
@@ -246,6 +290,9 @@ class FusionBatches(keras.utils.PyDataset):
                           np.flatnonzero((labels == c) & synthetic)) for c in range(n_cmd)]
         self.by_class = [pools for pools in self.by_class if pools[0].size]
         self.real_share = config.train.real_speech_share
+        self.place_sounds = (PlaceSounds(dataset.place_sounds, config.audio_frontend.clip_samples)
+                             if dataset.place_sounds else None)
+        self.silence_id = dataset.command_labels.index(SILENCE_LABEL)
 
     def __len__(self) -> int:
         return self.steps
@@ -260,12 +307,6 @@ class FusionBatches(keras.utils.PyDataset):
         has_audio = self.ds.audio_train.labels.size > 0
         has_image = self.ds.image_train.labels.size > 0
 
-        if has_audio:
-            feats, y_cmd, cmd_target = self.audio_batch(rng, b)
-        else:
-            feats = np.zeros((b, *cfg.audio_frontend.feature_shape), np.float32)
-            y_cmd = np.zeros(b, np.int32)
-            cmd_target = self.command_target(y_cmd, None)
         if has_image:
             idx = rng.integers(0, self.ds.image_train.labels.size, size=b)
             images = augment.augment_images(self.ds.image_train.images[idx], rng, cfg.image_augment)
@@ -273,6 +314,14 @@ class FusionBatches(keras.utils.PyDataset):
         else:
             images = np.zeros((b, *cfg.image_frontend.input_shape), np.uint8)
             y_scene = np.zeros(b, np.int32)
+        if has_audio:
+            feats, y_cmd, cmd_target, cmd_weight, related = self.audio_batch(
+                rng, b, y_scene if has_image else None)
+        else:
+            feats = np.zeros((b, *cfg.audio_frontend.feature_shape), np.float32)
+            y_cmd = np.zeros(b, np.int32)
+            cmd_target = self.command_target(y_cmd, None)
+            cmd_weight, related = np.ones(b, np.float32), np.zeros(b, bool)
 
         audio_present = np.full(b, float(has_audio), np.float32)
         image_present = np.full(b, float(has_image), np.float32)
@@ -281,6 +330,8 @@ class FusionBatches(keras.utils.PyDataset):
             p = cfg.train.modality_dropout
             audio_present[drop < p] = 0.0
             image_present[(drop >= p) & (drop < 2 * p)] = 0.0
+        # The scene loss counts where the photo is seen or where the audio is its place's sound.
+        scene_seen = np.maximum(image_present, audio_present * related * float(has_image))
         x = {
             INPUT_AUDIO: feats,
             INPUT_IMAGE: images.astype(np.float32),
@@ -292,20 +343,32 @@ class FusionBatches(keras.utils.PyDataset):
             OUTPUT_SCENE: keras.utils.to_categorical(y_scene, self.n_scene).astype(np.float32),
         }
         w = {
-            OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd],
-            OUTPUT_SCENE: image_present * self.scene_weights[y_scene],
+            OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd] * cmd_weight,
+            OUTPUT_SCENE: scene_seen * self.scene_weights[y_scene],
         }
         return x, y, w
 
+    def place_rows(self, rng: np.random.Generator, labels: np.ndarray, scenes: np.ndarray | None):
+        """:func:`edgesense.train.scene_audio.place_rows` for this batch, or None without place sounds."""
+        if self.place_sounds is None or scenes is None:
+            return None
+        return place_rows(scenes, labels, self.place_sounds, rng, self.config.scene_audio, silence_id=self.silence_id)
 
-    def audio_batch(self, rng: np.random.Generator, count: int):
-        """``(features, labels, command targets)`` of ``count`` drawn clips, augmented now."""
+    def audio_batch(self, rng: np.random.Generator, count: int, scenes: np.ndarray | None = None):
+        """``(features, labels, command targets, command weights, related)`` of ``count`` drawn
+        clips, augmented now; with place sounds, each row also carries the sound of the place in
+        ``scenes`` (``related``: the audio belongs to the row's photo)."""
         idx = self.draw_audio_indices(rng, count)
         clips = augment.augment_audio(self.ds.audio_train.clips[idx], rng, self.config.audio_augment,
                                       noise_pool=self.noise_pool)
-        feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
         labels = self.ds.audio_train.labels[idx]
-        return feats, labels, self.command_target(labels, idx)
+        weight, related = np.ones(count, np.float32), np.zeros(count, bool)
+        rows = self.place_rows(rng, labels, scenes)
+        if rows is not None:
+            clips = mix_under(clips, rows, rng, self.config.scene_audio)
+            labels, weight, related = rows["labels"], rows["command_weight"], rows["only"] | rows["under"]
+        feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
+        return feats, labels, self.command_target(labels, idx), weight, related
 
     def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         if self.packed_targets:
@@ -337,11 +400,21 @@ class BankBatches(FusionBatches):
                           np.flatnonzero((bank.labels == c) & bank.synthetic)) for c in range(self.n_cmd)]
         self.by_class = [pools for pools in self.by_class if pools[0].size]
 
-    def audio_batch(self, rng: np.random.Generator, count: int):
+    def audio_batch(self, rng: np.random.Generator, count: int, scenes: np.ndarray | None = None):
+        """As :meth:`FusionBatches.audio_batch`, from the bank; its rows hold features, not
+        clips, so a place's sound only enters as the whole audio of a row (``only`` rows)."""
         rows = self.draw_audio_indices(rng, count)
-        feats = augment.augment_features(self.bank.features[rows].astype(np.float32), rng, self.config.audio_augment)
+        feats = self.bank.features[rows].astype(np.float32)
         labels = self.bank.labels[rows]
-        return feats, labels, self.command_target(labels, rows)
+        weight, related = np.ones(count, np.float32), np.zeros(count, bool)
+        place = self.place_rows(rng, labels, scenes)
+        if place is not None and place["only"].any():
+            only = place["only"]
+            feats[only] = features_of(place["sound"][only], self.config)
+            labels, related = place["labels"], only
+            weight = np.where(only, place["command_weight"], 1.0).astype(np.float32)
+        feats = augment.augment_features(feats, rng, self.config.audio_augment)
+        return feats, labels, self.command_target(labels, rows), weight, related
 
     def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         if rows is None or self.soft is None:
@@ -418,10 +491,20 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _load_initial_weights(model: keras.Model, run_dir: str | Path) -> None:
+def _load_initial_weights(model: keras.Model, run_dir: str | Path, scene_labels: tuple[str, ...]) -> None:
+    """The weights of run ``run_dir``. When its scene classes differ from ``scene_labels`` (a user's
+    own places, ``data.av``), the layers whose shapes changed (the scene output) start afresh."""
     path = Path(run_dir) / MODEL_FILE
     try:
-        model.load_weights(path)
+        earlier = tuple(json.loads((Path(run_dir) / "run.json").read_text())["labels"]["scene"])
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = None
+    new_classes = earlier is not None and earlier != tuple(scene_labels)
+    if new_classes:
+        log.info("init_from %s: scene classes %s -> %s; the scene output layer starts afresh", run_dir,
+                 list(earlier), list(scene_labels))
+    try:
+        model.load_weights(path, skip_mismatch=new_classes)
     except ValueError as exc:  # Keras names the first layer whose weights do not fit
         raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
 
@@ -539,7 +622,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                    options=config.model, audio_frontend=config.audio_frontend,
                                    image_frontend=config.image_frontend)
         if init_from is not None:
-            _load_initial_weights(model, init_from)
+            _load_initial_weights(model, init_from, scene_labels)
         anchor = max(ds.image_train.labels.size, ds.audio_train.labels.size)
         steps = config.train.steps_per_epoch or max(1, anchor // config.train.batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(

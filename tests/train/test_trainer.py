@@ -8,9 +8,17 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from cli_run import ERROR_PREFIX, edgesense, only_line  # noqa: E402
-from datagen import make_scenes, make_speech_commands, write_train_yaml  # noqa: E402
+from datagen import (  # noqa: E402
+    SCENE_COLOURS_BGR,
+    make_av_folder,
+    make_scene_sounds,
+    make_scenes,
+    make_speech_commands,
+    write_train_yaml,
+)
 
 from edgesense.train.config import load_train_config  # noqa: E402
+from edgesense.train.model import INPUT_AUDIO_PRESENT, INPUT_IMAGE_PRESENT  # noqa: E402
 from edgesense.train.trainer import FusionBatches, load_dataset, train  # noqa: E402
 
 
@@ -239,3 +247,69 @@ def test_without_a_bank_every_step_augments_anew(tmp_path, tiny_data):
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None, epochs=1, steps_per_epoch=2)
     metrics = train(load_train_config(path, ["bank.variants=0"]), tmp_path / "run", verbose=0)
     assert metrics["example_bank_rows"] == 0 and metrics["command_accuracy"] is not None
+
+
+def _rows(batches, steps):
+    """Presence flags, command labels and the per-head weights of ``steps`` batches, row by row."""
+    parts = [batches[i] for i in range(steps)]
+    cat = lambda f: np.concatenate([f(x, y, w) for x, y, w in parts])  # noqa: E731
+    return {"audio": cat(lambda x, y, w: x[INPUT_AUDIO_PRESENT][:, 0]),
+            "image": cat(lambda x, y, w: x[INPUT_IMAGE_PRESENT][:, 0]),
+            # Command targets are packed (one-hot, soft targets, weight): the label is the one-hot's argmax.
+            "command_label": cat(lambda x, y, w: y["command"][:, :(y["command"].shape[1] - 1) // 2].argmax(-1)),
+            "command_weight": cat(lambda x, y, w: w["command"]), "scene_weight": cat(lambda x, y, w: w["scene"])}
+
+
+def test_photos_train_with_the_sound_of_their_place(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    ambience = make_scene_sounds(tmp_path / "ambience", per_class=3)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, [f"data.scene_ambient={ambience}", "scene_audio.only_probability=0.5",
+                                      "train.modality_dropout=0.3"])
+    ds = load_dataset(config)
+    pools = ds.summary["scene_ambient"]
+    # One recording of each class is held out for evaluation and never feeds training.
+    assert sorted(name.split("/")[0] for name in pools["evaluation"]) == ["beach", "forest", "street"]
+    assert not set(pools["evaluation"]) & set(pools["training"])
+    assert [len(sounds) for sounds in ds.place_sounds] == [2, 2, 2]
+    rows = _rows(FusionBatches(ds, config, steps=6, epoch_seed=0), 6)
+    heard_only = (rows["audio"] == 1) & (rows["image"] == 0)
+    # The scene loss now counts where only the sound of the place is there...
+    assert heard_only.any() and (rows["scene_weight"][heard_only] > 0).all()
+    # ...and a word replaced by the place's sound has no command loss.
+    silence = ds.command_labels.index("_silence_")
+    heard = rows["audio"] == 1
+    replaced = heard & (rows["command_weight"] == 0)
+    assert replaced.any() and (rows["command_label"][replaced] == silence).all()
+    assert (rows["command_weight"][heard & (rows["command_label"] != silence)] > 0).all()
+    # Without place sounds, a photo that is not seen teaches the scene head nothing.
+    plain = load_train_config(path, ["train.modality_dropout=0.3"])
+    rows = _rows(FusionBatches(load_dataset(plain), plain, steps=6, epoch_seed=0), 6)
+    assert (rows["scene_weight"][rows["image"] == 0] == 0).all()
+    with pytest.raises(ValueError, match=r"data.scene_ambient: expected class folders named like the scene"):
+        make_scene_sounds(tmp_path / "other", labels=("kitchen",), per_class=1)
+        load_dataset(load_train_config(path, [f"data.scene_ambient={tmp_path / 'other'}"]))
+
+
+@pytest.mark.slow
+def test_own_places_join_the_scene_classes_and_fine_tune_the_run(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    mine = make_av_folder(tmp_path / "mine", {"kitchen": (30, 60, 200), "forest": SCENE_COLOURS_BGR["forest"]})
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
+    train(load_train_config(path), tmp_path / "first", verbose=0)
+    proc = edgesense("train", "--config", path, "--av", mine, "--init-from", tmp_path / "first",
+                     "--out", tmp_path / "tuned", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "scene output layer starts afresh" in proc.stderr
+    run = json.loads((tmp_path / "tuned" / "run.json").read_text())
+    assert run["labels"]["scene"] == ["beach", "forest", "kitchen", "street"]
+    assert run["data"]["place_sound_seconds"]["kitchen"] > 0 and run["data"]["place_sound_seconds"]["beach"] == 0
+    assert run["data"]["image_train"]["kitchen"] > 0
+
+
+def test_av_flag_names_a_missing_folder(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    line = only_line(edgesense("train", "--config", path, "--av", tmp_path / "nowhere"))
+    assert line == (f"{ERROR_PREFIX} --av: expected a folder of CLASS/NAME.jpg + CLASS/NAME.wav pairs, "
+                    f"got {str(tmp_path / 'nowhere')!r} (does not exist)")
