@@ -219,7 +219,7 @@ class RecordResult:
     expected: int
     sampled_s: float  #: stream time from the first sample's slot to the end
     media_ended: bool  #: the audio or the video ended before ``seconds``
-    skipped: int  #: frames dropped because the audio before them had a gap
+    skipped: int  #: frames dropped with less than a whole second of audio before them
     stopped: bool  #: stopped by :meth:`Recorder.stop` (a signal, q in the preview)
 
 
@@ -454,7 +454,8 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
     elif result.stopped:
         _say(f"stopped after {result.sampled_s:.1f} s of the {options.seconds:g} s asked")
     if result.skipped:
-        _say(f"{result.skipped} frames skipped: the audio before them had a gap")
+        _say(f"{result.skipped} frames skipped: less than a whole second of audio before them (the microphone "
+             f"lost samples, or the camera stalled)")
     _say(f"{result.pairs} pairs written to {where}{names}")
     if result.pairs:
         _say(f"next: record your other places the same way (one run per place, the same --out), copy {out} to "
