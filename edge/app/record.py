@@ -70,6 +70,7 @@ OVERLAY_COLOUR = (40, 40, 230)  # BGR red: recording
 OVERLAY_ORIGIN_PX = (10, 30)
 OVERLAY_SCALE = 0.8
 OVERLAY_THICKNESS = 2
+SLOT_TOLERANCE = 1e-9  #: seconds x rate within this of a whole number is that number (float rounding)
 FLAG_NAMES = {"label": "--label", "seconds": "--seconds"}
 
 
@@ -113,7 +114,7 @@ class RecordOptions:
     @property
     def expected_pairs(self) -> int:
         """Pairs in ``seconds`` at the scene rate: one at the start and one every period after."""
-        return max(1, math.ceil(self.seconds * self.scheduler.scene_rate_hz - 1e-9))
+        return max(1, math.ceil(self.seconds * self.scheduler.scene_rate_hz - SLOT_TOLERANCE))
 
 
 # --------------------------------------------------------------------------- files
