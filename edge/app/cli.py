@@ -23,6 +23,7 @@ from edgesense import __version__, extra_hint
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edgesense.app.run", "run the device loop on a camera+mic or replayed media"),
     "demo": ("edgesense.app.demo", "live camera+mic window with an overlay (falls back to the sample media)"),
+    "record": ("edgesense.app.record", "record labelled camera+mic pairs of a place, to train the scenes on"),
     "inspect": ("edgesense.app.inspect", "print a model's metadata, parts and sizes"),
     "bench": ("edgesense.bench.cli", "offline accuracy and latency benchmark"),
     "train": ("edgesense.train.cli", "train the fusion model from a YAML config"),

@@ -136,7 +136,11 @@ class PreviewWindow:
             os.environ.setdefault(key, value)
 
     def __call__(self, frame: Any, state: Any) -> bool:
-        cv2.imshow(self.title, draw_overlay(frame.image, OverlayView.from_state(state), self.options))
+        return self.show(draw_overlay(frame.image, OverlayView.from_state(state), self.options))
+
+    def show(self, image: Any) -> bool:
+        """Show a BGR image as it is; False once q or Esc was pressed."""
+        cv2.imshow(self.title, image)
         self.frames += 1
         return (cv2.waitKey(WAIT_KEY_MS) & 0xFF) not in QUIT_KEYS
 

@@ -82,7 +82,7 @@ from edgesense.sources.microphone import MicrophoneSource
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
 from edgesense.types import CommandEvent, SceneEvent
 
-__all__ = ["PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError"]
+__all__ = ["PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError", "open_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,49 @@ class LiveDeviceError(RuntimeError):
 #: How to run without a live device (appended to :class:`LiveDeviceError`).
 LIVE_DEVICE_HINT = ("set camera.enabled: false / audio.enabled: false in the config to run without it, "
                     "or replay files instead of the live devices")
+
+
+def open_sources(config: DeviceConfig, *, sample_rate_hz: int, video: str | os.PathLike[str] | None = None,
+                 audio: str | os.PathLike[str] | None = None, fast: bool = False) -> tuple[Any, Any]:
+    """``(audio source, video source)`` as a device config describes them (``None`` where absent);
+    the caller closes them (each is a context manager).
+
+    ``video`` / ``audio``: replay these files instead of the camera / microphone; **when either is
+    given, no live device is opened** and a modality without a file is ``None``. The WAV is read at
+    ``sample_rate_hz`` (the model's audio frontend) in chunks of ``audio.chunk_ms``; replays run in
+    real time unless ``fast`` (with both files the audio sets the pace). Without files, the camera
+    and the microphone enabled in the config are opened: :class:`LiveDeviceError` names every
+    device that cannot be, and a microphone configured at another rate than ``sample_rate_hz`` is
+    a ``ValueError``.
+    """
+    with contextlib.ExitStack() as stack:
+        audio_source: Any = None
+        video_source: Any = None
+        if audio is not None:
+            audio_source = stack.enter_context(WavReplaySource(audio, WavReplayOptions(
+                sample_rate_hz=sample_rate_hz, chunk_ms=float(config.audio.chunk_ms), realtime=not fast)))
+        if video is not None:
+            video_source = stack.enter_context(VideoReplaySource(video, VideoReplayOptions(
+                realtime=not fast and audio is None)))
+        if video is None and audio is None:
+            failures: list[str] = []
+            if config.audio.enabled:
+                if config.audio.sample_rate_hz != sample_rate_hz:
+                    raise ValueError(f"audio.sample_rate_hz: expected {sample_rate_hz} (the model's audio frontend), "
+                                     f"got {config.audio.sample_rate_hz}")
+                try:
+                    audio_source = stack.enter_context(MicrophoneSource(config.audio))
+                except RuntimeError as exc:
+                    failures.append(str(exc))
+            if config.camera.enabled:
+                try:
+                    video_source = stack.enter_context(CameraSource(config.camera))
+                except RuntimeError as exc:
+                    failures.append(str(exc))
+            if failures:  # every device that failed, in one message
+                raise LiveDeviceError(failures)
+        stack.pop_all()
+    return audio_source, video_source
 
 
 # --------------------------------------------------------------------------- state and stats
@@ -298,34 +341,12 @@ class Pipeline:
         config = path_or_config if isinstance(path_or_config, DeviceConfig) else load_config(path_or_config)
         model = EdgeModel.load(model_path if model_path is not None else config.model.path,
                                options=config.model.interpreter_options())
-        rate = model.audio_frontend.sample_rate_hz
-        replay = video is not None or audio is not None
         with contextlib.ExitStack() as stack:
-            audio_source: Any = None
-            video_source: Any = None
-            if audio is not None:
-                audio_source = stack.enter_context(WavReplaySource(audio, WavReplayOptions(
-                    sample_rate_hz=rate, chunk_ms=float(config.audio.chunk_ms), realtime=not fast)))
-            if video is not None:
-                video_source = stack.enter_context(VideoReplaySource(video, VideoReplayOptions(
-                    realtime=not fast and audio is None)))
-            if not replay:
-                failures: list[str] = []
-                if config.audio.enabled:
-                    if config.audio.sample_rate_hz != rate:
-                        raise ValueError(f"audio.sample_rate_hz: expected {rate} (the model's audio frontend), "
-                                         f"got {config.audio.sample_rate_hz}")
-                    try:
-                        audio_source = stack.enter_context(MicrophoneSource(config.audio))
-                    except RuntimeError as exc:
-                        failures.append(str(exc))
-                if config.camera.enabled:
-                    try:
-                        video_source = stack.enter_context(CameraSource(config.camera))
-                    except RuntimeError as exc:
-                        failures.append(str(exc))
-                if failures:  # every device that failed, in one message
-                    raise LiveDeviceError(failures)
+            audio_source, video_source = open_sources(config, sample_rate_hz=model.audio_frontend.sample_rate_hz,
+                                                      video=video, audio=audio, fast=fast)
+            for source in (audio_source, video_source):
+                if source is not None:
+                    stack.enter_context(source)
             sinks: list[EventSink] = []
             target = config.outputs.events if events is None else events
             if target not in (None, False):

@@ -132,6 +132,21 @@ class AudioRingBuffer:
 
     # ------------------------------------------------------------------ consumer
 
+    def _copy(self, first_index: int, num_samples: int) -> np.ndarray:
+        """The held samples ``first_index ..`` as a new array (call with the lock held)."""
+        start = first_index % self._capacity
+        first = min(num_samples, self._capacity - start)
+        out = np.empty(num_samples, dtype=self._buffer.dtype)
+        out[:first] = self._buffer[start:start + first]
+        if first < num_samples:
+            out[first:] = self._buffer[:num_samples - first]
+        return out
+
+    def _check_count(self, num_samples: int) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) \
+                or not 1 <= num_samples <= self._capacity:
+            raise ValueError(f"num_samples: expected an integer in [1, {self._capacity}], got {num_samples!r}")
+
     def read(self, num_samples: int, timeout_s: float | None = None) -> tuple[np.ndarray, int] | None:
         """Wait until ``num_samples`` are available, then return ``(samples, first_index)``.
 
@@ -139,9 +154,7 @@ class AudioRingBuffer:
         index of its first sample. Returns ``None`` on timeout, or when the
         buffer is closed with fewer than ``num_samples`` left.
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) \
-                or not 1 <= num_samples <= self._capacity:
-            raise ValueError(f"num_samples: expected an integer in [1, {self._capacity}], got {num_samples!r}")
+        self._check_count(num_samples)
         if timeout_s is not None and timeout_s < 0:
             raise ValueError(f"timeout_s: expected >= 0 or None, got {timeout_s!r}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -154,14 +167,19 @@ class AudioRingBuffer:
                     return None
                 self._cond.wait(remaining)
             first_index = self._read_index
-            start = first_index % self._capacity
-            first = min(num_samples, self._capacity - start)
-            out = np.empty(num_samples, dtype=self._buffer.dtype)
-            out[:first] = self._buffer[start:start + first]
-            if first < num_samples:
-                out[first:] = self._buffer[:num_samples - first]
+            out = self._copy(first_index, num_samples)
             self._read_index += num_samples
             return out, first_index
+
+    def peek(self, first_index: int, num_samples: int) -> np.ndarray | None:
+        """A copy of the samples with absolute indexes ``first_index`` to ``first_index + num_samples - 1``,
+        read or not, without moving the read position (a consumer that keeps a sliding history);
+        ``None`` unless all of them are held (written, and not yet overwritten by newer ones)."""
+        self._check_count(num_samples)
+        with self._cond:
+            if first_index < self._write_index - self._capacity or first_index + num_samples > self._write_index:
+                return None
+            return self._copy(first_index, num_samples)
 
     def clear(self) -> None:
         """Discard unread samples (not counted as dropped)."""

@@ -127,3 +127,17 @@ def test_matches_a_reference_deque(capacity, ops):
                 del model[:n]
     assert buf.dropped_samples == dropped
     assert buf.available_samples == len(model)
+
+
+def test_peek_returns_held_samples_by_absolute_index_without_consuming():
+    buf = ring(8)
+    buf.write(np.arange(13, dtype=np.float32))  # holds 5..12, wrapped around the end of the array
+    assert buf.peek(5, 8).tolist() == list(range(5, 13))
+    assert buf.peek(9, 3).tolist() == [9, 10, 11]
+    assert buf.peek(4, 2) is None  # 4 was overwritten
+    assert buf.peek(11, 3) is None  # 13 is not written yet
+    samples, first = buf.read(8, timeout_s=0)
+    assert first == 5 and samples.tolist() == list(range(5, 13))
+    assert buf.peek(10, 3).tolist() == [10, 11, 12]  # read samples stay until overwritten
+    with pytest.raises(ValueError, match="num_samples"):
+        buf.peek(5, 9)

@@ -1,0 +1,532 @@
+"""``edgesense record``: labelled camera+microphone pairs, to teach the device your own places.
+
+At the scene rate of the device config (``scheduler.scene_rate_hz``, the rate the loop runs the
+image encoder at) it writes one pair: the newest camera frame as ``OUT/LABEL/NAME.jpg`` and the
+second of microphone audio that ends at that frame's timestamp as ``OUT/LABEL/NAME.wav`` (16-bit
+mono at the model frontend's rate and clip length, :class:`edgesense.frontend.audio.AudioFrontendOptions`:
+16 kHz, 1 s). That is the layout ``edgesense train --av OUT`` reads
+(:func:`edgesense.train.data.load_av_folder`). Sampling starts once a whole second of audio is
+buffered; ``--seconds`` of sampling then give about ``seconds x scene_rate_hz`` pairs.
+
+``NAME`` is ``LABEL-YYYYmmdd-HHMMSS-0001`` (the session's start, then a count), so sessions never
+collide; an existing file is never overwritten. Sources are opened as ``edgesense run`` opens them
+(:func:`edgesense.loop.pipeline.open_sources`): the camera and microphone of the config, or with
+``--video FILE --audio FILE`` replayed files (in real time unless ``--fast``). Both are needed.
+
+Progress (pairs done / expected, seconds, the audio level in dBFS) goes to stderr; a preview window
+shows the camera when a display is there (``--no-preview``: never). SIGINT/SIGTERM (Ctrl-C) stop
+cleanly: every pair written so far is kept, the summary is printed, the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import cv2
+import numpy as np
+
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.wav import write_wav
+from edgesense.loop.scheduler import LatestFrameReader, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
+from edgesense.recognition.gate import rms_dbfs
+from edgesense.schema.validate import is_int, is_positive, require
+from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, VideoFrame
+from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
+
+__all__ = ["RecordOptions", "PairWriter", "ProgressBar", "Recorder", "RecordResult", "add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIX = ".jpg"
+AUDIO_SUFFIX = ".wav"
+SESSION_TIME_FORMAT = "%Y%m%d-%H%M%S"
+INDEX_DIGITS = 4
+JPEG_QUALITY = 95
+#: The audio history holds this many clips: room for a camera frame that arrives before its audio.
+HISTORY_CLIPS = 2
+#: A chunk that starts later than this after the previous one's end is a gap in the audio.
+GAP_TOLERANCE_MS = 1.0
+PROGRESS_BAR_CHARS = 24
+PROGRESS_REDRAW_S = 0.2  #: on a terminal, the bar is redrawn at most this often
+PROGRESS_LINES = 10  #: elsewhere (a pipe, a log), one line per tenth of the pairs
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEFAULT_CONFIG = "desktop"
+#: What the next step names (README "Teach the device your own places").
+TRAIN_CONFIG = "train/configs/shared_data.yaml"
+BUNDLED_RUN = "models/edgesense-run"
+README_SECTION = "README.md, 'Teach the device your own places'"
+OVERLAY_COLOUR = (40, 40, 230)  # BGR red: recording
+OVERLAY_ORIGIN_PX = (10, 30)
+OVERLAY_SCALE = 0.8
+OVERLAY_THICKNESS = 2
+SLOT_TOLERANCE = 1e-9  #: seconds x rate within this of a whole number is that number (float rounding)
+FLAG_NAMES = {"label": "--label", "seconds": "--seconds"}
+
+
+def label_problem(label: Any) -> str | None:
+    """Why ``label`` cannot name a class folder (None: it can)."""
+    if not isinstance(label, str) or not label:
+        return "it is empty"
+    if "/" in label or "\\" in label:
+        return "it contains a '/'"
+    if ".." in label:
+        return "it contains '..'"
+    if any(c.isspace() for c in label):
+        return "it contains whitespace"
+    if label.startswith("."):
+        return "it starts with '.' (a hidden folder, which training skips)"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordOptions:
+    """One recording session: ``label`` (the class folder's name: no '/', '..', whitespace or
+    leading '.'), ``seconds`` of sampling after the first full second of audio, the scene rate
+    from ``scheduler`` (a device config's ``scheduler:`` section) and the clip from ``frontend``."""
+
+    label: str
+    seconds: float
+    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
+    frontend: AudioFrontendOptions = field(default_factory=AudioFrontendOptions)
+    jpeg_quality: int = JPEG_QUALITY
+
+    def __post_init__(self) -> None:
+        problem = label_problem(self.label)
+        require(problem is None, "label", f"a folder name without '/', '..', whitespace or a leading '.' "
+                f"({problem})", self.label)
+        require(is_positive(self.seconds), "seconds", "a number of seconds > 0", self.seconds)
+        require(isinstance(self.scheduler, SchedulerOptions), "scheduler", "SchedulerOptions", self.scheduler)
+        require(isinstance(self.frontend, AudioFrontendOptions), "frontend", "AudioFrontendOptions", self.frontend)
+        require(is_int(self.jpeg_quality) and 0 <= self.jpeg_quality <= 100, "jpeg_quality",
+                "an integer in [0, 100]", self.jpeg_quality)
+
+    @property
+    def expected_pairs(self) -> int:
+        """Pairs in ``seconds`` at the scene rate: one at the start and one every period after."""
+        return max(1, math.ceil(self.seconds * self.scheduler.scene_rate_hz - SLOT_TOLERANCE))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def session_prefix(folder: Path, label: str, *, now: Callable[[], datetime] = datetime.now,
+                   sleep: Callable[[float], None] = time.sleep) -> str:
+    """``LABEL-YYYYmmdd-HHMMSS-`` for a session starting now; when a session of the same second
+    already wrote into ``folder``, the next second's (waiting for it), so names never collide."""
+    while True:
+        prefix = f"{label}-{now().strftime(SESSION_TIME_FORMAT)}-"
+        if not (folder.is_dir() and any(p.name.startswith(prefix) for p in folder.iterdir())):
+            return prefix
+        sleep(1.0 - now().microsecond / 1e6)
+
+
+class PairWriter:
+    """Writes ``folder/PREFIX0001.jpg`` + ``.wav``, ``0002``, ...; creates ``folder`` with the first
+    pair (a session that writes nothing leaves nothing behind) and never overwrites a file
+    (``FileExistsError`` naming it)."""
+
+    def __init__(self, folder: Path, prefix: str, *, sample_rate_hz: int, jpeg_quality: int = JPEG_QUALITY) -> None:
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.sample_rate_hz = sample_rate_hz
+        self.jpeg_quality = jpeg_quality
+        self.written = 0
+
+    def name(self, number: int) -> str:
+        return f"{self.prefix}{number:0{INDEX_DIGITS}d}"
+
+    def write(self, image: np.ndarray, samples: np.ndarray) -> Path:
+        """Write one pair; return the image's path."""
+        stem = self.folder / self.name(self.written + 1)
+        image_path, audio_path = stem.with_suffix(IMAGE_SUFFIX), stem.with_suffix(AUDIO_SUFFIX)
+        for path in (image_path, audio_path):
+            if path.exists():
+                raise FileExistsError(f"{path}: already exists; edgesense record never overwrites a file")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ok, encoded = cv2.imencode(IMAGE_SUFFIX, image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"{image_path}: OpenCV could not encode the frame as JPEG")
+        with open(image_path, "xb") as f:  # x: never overwrite, even a file that appeared just now
+            f.write(encoded.tobytes())
+        try:
+            write_wav(audio_path, samples, self.sample_rate_hz)
+        except BaseException:
+            image_path.unlink(missing_ok=True)  # no image without its sound
+            raise
+        self.written += 1
+        return image_path
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """``LABEL [#####.....] 12/600 pairs  2.4 s  -31.5 dBFS`` on ``stream``: redrawn in place on a
+    terminal (at most every ``PROGRESS_REDRAW_S``), one line per tenth of the pairs elsewhere."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label = label
+        self.total = max(1, total)
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._clock = clock
+        self._drawn_at: float | None = None
+        self._step = 0
+
+    def text(self, done: int, elapsed_s: float, level_dbfs: float | None) -> str:
+        filled = min(PROGRESS_BAR_CHARS, PROGRESS_BAR_CHARS * done // self.total)
+        level = "   - dBFS" if level_dbfs is None else f"{level_dbfs:5.1f} dBFS"
+        return (f"{self.label} [{'#' * filled}{'.' * (PROGRESS_BAR_CHARS - filled)}] {done}/{self.total} pairs  "
+                f"{elapsed_s:5.1f} s  {level}")
+
+    def update(self, done: int, elapsed_s: float, level_dbfs: float | None) -> None:
+        if self.tty:
+            now = self._clock()
+            if self._drawn_at is not None and now - self._drawn_at < PROGRESS_REDRAW_S and done < self.total:
+                return
+            self._drawn_at = now
+            self.stream.write("\r" + self.text(done, elapsed_s, level_dbfs) + "\x1b[K")
+            self.stream.flush()
+            return
+        step = min(PROGRESS_LINES, PROGRESS_LINES * done // self.total)
+        if step > self._step:
+            self._step = step
+            print(self.text(done, elapsed_s, level_dbfs), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.tty and self._drawn_at is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- the recorder
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    pairs: int
+    expected: int
+    sampled_s: float  #: stream time from the first sample's slot to the end
+    media_ended: bool  #: the audio or the video ended before ``seconds``
+    skipped: int  #: frames dropped with less than a whole second of audio before them
+    stopped: bool  #: stopped by :meth:`Recorder.stop` (a signal, q in the preview)
+
+
+class Recorder:
+    """Pairs of the newest frame and the second of audio ending at its timestamp (module docstring).
+
+    ``audio``: a source of :class:`AudioChunk` at ``options.frontend.sample_rate_hz`` (a
+    microphone or a WAV replay), which sets the clock; ``video``: a live camera (``live_video``:
+    read on a thread, newest frame kept) or a replay (aligned to the audio by timestamp). Every
+    chunk goes into an :class:`AudioRingBuffer` by its absolute sample index (from its
+    timestamp), so a frame's second is cut at the frame's own time; a gap in the audio (samples
+    the microphone lost) is not bridged: frames need a whole second after it.
+    ``on_frame(frame, recorder)`` sees each new frame (the preview); returning False stops.
+    """
+
+    def __init__(self, audio: Any, video: Any, options: RecordOptions, writer: PairWriter, *, live_video: bool,
+                 on_frame: Callable[[VideoFrame, "Recorder"], Any] | None = None,
+                 progress: ProgressBar | None = None) -> None:
+        self.audio = audio
+        self.options = options
+        self.writer = writer
+        self.rate_hz = options.frontend.sample_rate_hz
+        self.clip_samples = options.frontend.clip_samples
+        self._ring = AudioRingBuffer(RingBufferOptions(capacity_samples=HISTORY_CLIPS * self.clip_samples))
+        self._schedule = PeriodicSchedule(options.scheduler.scene_period_ms)
+        self._aligner = None if live_video else ReplayVideoAligner(video)
+        self._reader = LatestFrameReader(video) if live_video else None
+        self._on_frame = on_frame
+        self._progress = progress
+        self._stop = threading.Event()
+        self._t0_ms: float | None = None  # stream time of ring index 0
+        self._valid_from = 0  # ring index where the audio after the latest gap starts
+        self._start_ms: float | None = None  # the first sample's slot
+        self._newest: VideoFrame | None = None  # the newest frame not sampled yet
+        self._pending: VideoFrame | None = None  # chosen for a sample, waiting for its audio
+        self._audio_outage = False
+        self.t_ms = 0.0
+        self.level_dbfs: float | None = None  #: the level of the latest pair's audio
+        self.skipped = 0
+
+    @property
+    def pairs(self) -> int:
+        return self.writer.written
+
+    @property
+    def sampled_s(self) -> float:
+        return 0.0 if self._start_ms is None else (self.t_ms - self._start_ms) / MS_PER_S
+
+    def stop(self) -> None:
+        """End after the current chunk (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def _index(self, t_ms: float) -> int:
+        assert self._t0_ms is not None
+        return int(round((t_ms - self._t0_ms) * self.rate_hz / MS_PER_S))
+
+    def _push(self, chunk: AudioChunk) -> None:
+        if chunk.sample_rate_hz != self.rate_hz:
+            raise ValueError(f"audio: expected {self.rate_hz} Hz chunks (the model's audio frontend), "
+                             f"got {chunk.sample_rate_hz} Hz")
+        if self._t0_ms is None:
+            self._t0_ms = chunk.t_ms
+        start, written = self._index(chunk.t_ms), self._ring.total_written
+        if start - written > GAP_TOLERANCE_MS * self.rate_hz / MS_PER_S:
+            logger.warning("audio: %.0f ms missing (the microphone lost samples); frames need a whole second "
+                           "of audio after it", (start - written) * MS_PER_S / self.rate_hz)
+            self._ring.write(np.zeros(start - written, dtype=np.float32))  # keeps index == time
+            self._valid_from = start
+        self._ring.write(chunk.samples)
+
+    def _new_frame(self, t_ms: float) -> VideoFrame | None:
+        if self._aligner is not None:
+            frame = self._aligner.frame_at(t_ms)
+        else:
+            assert self._reader is not None
+            frame = self._reader.take()
+        if frame is not None:
+            self._newest = frame
+        return frame
+
+    def _sample(self) -> None:
+        """Write the pending frame with its second of audio, once the audio is there."""
+        frame = self._pending
+        assert frame is not None
+        end = self._index(frame.t_ms)
+        start = end - self.clip_samples
+        samples = self._ring.peek(start, self.clip_samples) if start >= self._valid_from else None
+        if samples is None:
+            if start >= self._valid_from and end > self._ring.total_written:
+                return  # a live frame ahead of the microphone: wait for its audio
+            self.skipped += 1
+            logger.debug("frame at %.0f ms: not a whole second of audio before it; skipped", frame.t_ms)
+        else:
+            self.writer.write(frame.image, samples)
+            self.level_dbfs = rms_dbfs(samples)
+            if self._progress is not None:
+                self._progress.update(self.pairs, self.sampled_s, self.level_dbfs)
+        self._pending = None
+
+    def _video_ended(self) -> bool:
+        if self._aligner is not None:
+            return self._aligner.exhausted and self._newest is None and self._pending is None
+        assert self._reader is not None
+        return self._reader.ended and self._newest is None and self._pending is None
+
+    def run(self) -> RecordResult:
+        """Record until ``seconds`` of sampling, the end of the media or :meth:`stop`."""
+        limit_ms = self.options.seconds * MS_PER_S
+        media_ended = False
+        if self._reader is not None:
+            self._reader.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = self.audio.read()
+                except SourceReadError as exc:
+                    if not self._audio_outage:
+                        self._audio_outage = True
+                        logger.warning("%s; retrying", exc)
+                    continue
+                if chunk is None:
+                    media_ended = True
+                    break
+                self._audio_outage = False
+                self._push(chunk)
+                self.t_ms = t = chunk.end_t_ms
+                frame = self._new_frame(t)
+                if self._start_ms is None and self._index(t) - self._valid_from >= self.clip_samples:
+                    self._start_ms = t  # a whole second is buffered
+                    self._schedule.anchor(t)
+                if self._start_ms is not None:
+                    if t - self._start_ms >= limit_ms:
+                        break
+                    if self._pending is None and self._newest is not None and self._schedule.due(t):
+                        self._pending, self._newest = self._newest, None
+                    if self._pending is not None:
+                        self._sample()
+                if frame is not None and self._on_frame is not None and self._on_frame(frame, self) is False:
+                    self.stop()
+                if self._video_ended():
+                    media_ended = True
+                    break
+        finally:
+            if self._reader is not None:
+                self._reader.stop()
+            if self._progress is not None:
+                self._progress.close()
+        return RecordResult(pairs=self.pairs, expected=self.options.expected_pairs, sampled_s=self.sampled_s,
+                            media_ended=media_ended, skipped=self.skipped, stopped=self._stop.is_set())
+
+
+class RecordPreview:
+    """The preview: the camera frame with ``REC LABEL 12/600 -31.5 dBFS``; q or Esc stops."""
+
+    def __init__(self, window: Any, label: str) -> None:
+        self.window = window
+        self.label = label
+
+    def __call__(self, frame: VideoFrame, recorder: Recorder) -> bool:
+        image = frame.image.copy()
+        level = "" if recorder.level_dbfs is None else f"  {recorder.level_dbfs:.1f} dBFS"
+        text = f"REC {self.label}  {recorder.pairs}/{recorder.options.expected_pairs}{level}"
+        cv2.putText(image, text, OVERLAY_ORIGIN_PX, cv2.FONT_HERSHEY_SIMPLEX, OVERLAY_SCALE, OVERLAY_COLOUR,
+                    OVERLAY_THICKNESS, cv2.LINE_AA)
+        return self.window.show(image)
+
+    def close(self) -> None:
+        self.window.close()
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label", required=True, metavar="NAME",
+                        help="the place being recorded: the class folder's name (no '/', '..' or spaces)")
+    parser.add_argument("--seconds", required=True, metavar="N",
+                        help="seconds of sampling (after the first full second of audio); about N x "
+                             "scheduler.scene_rate_hz pairs")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="where the pairs go: DIR/LABEL/NAME.jpg + NAME.wav (created when missing; "
+                             "earlier sessions' files are kept)")
+    parser.add_argument("--config", metavar="YAML",
+                        help="device config: camera, microphone and scene rate (default: the shipped "
+                             "firmware_configs/desktop.yaml; on a deployed device /opt/edgesense/config.yaml)")
+    parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (needs --audio)")
+    parser.add_argument("--audio", metavar="FILE", help="replay this WAV instead of the microphone (needs --video)")
+    parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time)")
+    parser.add_argument("--no-preview", action="store_true",
+                        help="never open a preview window (without it a window is shown when a display is there)")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"--seconds: expected a number of seconds > 0, got {value!r}") from None
+    return seconds
+
+
+def _out_folder(value: str) -> Path:
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: expected a folder (created when missing), found a file")
+    return out
+
+
+def _check_sources(args: argparse.Namespace, config: Any, config_path: Path) -> None:
+    """Both modalities are needed: ValueError naming the one that is missing."""
+    replay_hint = "or replay files with --video FILE --audio FILE"
+    if (args.video is None) != (args.audio is None):
+        given, missing = ("--video", "--audio") if args.video is not None else ("--audio", "--video")
+        raise ValueError(f"{missing}: expected a file to go with {given} (record needs a camera and a microphone: "
+                         f"replay both files, or neither for the live devices), found none")
+    if args.video is None:
+        for section, device in (("camera", "camera"), ("audio", "microphone")):
+            if not getattr(config, section).enabled:
+                raise ValueError(f"{config_path}: {section}.enabled: expected true (record needs the {device}), "
+                                 f"found false; enable it, {replay_hint}")
+
+
+def _say(message: str) -> None:
+    print(f"edgesense record: {message}", file=sys.stderr)
+
+
+def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, out: Path) -> None:
+    where = writer.folder
+    names = "" if not result.pairs else f" ({writer.name(1)} .. {writer.name(result.pairs)})"
+    if result.media_ended and not result.stopped:
+        _say(f"the media ended after {result.sampled_s:.1f} s of sampling, before the {options.seconds:g} s "
+             f"asked (about {result.expected} pairs)")
+    elif result.stopped:
+        _say(f"stopped after {result.sampled_s:.1f} s of the {options.seconds:g} s asked")
+    if result.skipped:
+        _say(f"{result.skipped} frames skipped: less than a whole second of audio before them (the microphone "
+             f"lost samples, or the camera stalled)")
+    _say(f"{result.pairs} pairs written to {where}{names}")
+    if result.pairs:
+        _say(f"next: record your other places the same way (one run per place, the same --out), copy {out} to "
+             f"the desktop and train: edgesense train --config {TRAIN_CONFIG} --av {out} --init-from {BUNDLED_RUN} "
+             f"--out runs/{out.resolve().name} (see {README_SECTION})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import user_names
+    from edgesense.app.run import file_flags
+    from edgesense.loop.config import load_config
+    from edgesense.loop.pipeline import LiveDeviceError, open_sources
+    from edgesense.shipped import shipped_config
+
+    with user_names(FLAG_NAMES):
+        options = RecordOptions(label=args.label, seconds=_seconds(args.seconds))
+    out = _out_folder(args.out)
+    folder = out / options.label
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {out}: expected {folder} to be a folder (or missing), found a file")
+    names = file_flags(args)
+    config_path = Path(args.config) if args.config else shipped_config(DEFAULT_CONFIG)
+    with user_names(names):
+        config = load_config(config_path)
+    _check_sources(args, config, config_path)
+    options = dataclasses.replace(options, scheduler=config.scheduler)
+    writer = PairWriter(folder, session_prefix(folder, options.label),
+                        sample_rate_hz=options.frontend.sample_rate_hz, jpeg_quality=options.jpeg_quality)
+    recorder: Recorder | None = None
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:  # only sets flags: no I/O in a signal handler
+        stop_requested.set()
+        if recorder is not None:
+            recorder.stop()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        try:
+            with user_names(names):
+                audio, video = open_sources(config, sample_rate_hz=options.frontend.sample_rate_hz,
+                                            video=args.video, audio=args.audio, fast=args.fast)
+        except LiveDeviceError as exc:
+            raise RuntimeError(" | ".join(exc.failures) + " | record needs a camera and a microphone: connect "
+                               f"them (or name them in {config_path}), or replay files with --video FILE "
+                               "--audio FILE") from None
+        preview = None
+        with audio, video:
+            if not args.no_preview:
+                from edgesense.app.demo import PreviewWindow, display_available
+
+                shown, why = display_available()
+                if shown:
+                    preview = RecordPreview(PreviewWindow(title=f"edgesense record: {options.label}"),
+                                            options.label)
+                else:
+                    logger.info("no preview window: %s", why)
+            recorder = Recorder(audio, video, options, writer, live_video=args.video is None, on_frame=preview,
+                                progress=ProgressBar(options.label, options.expected_pairs))
+            if stop_requested.is_set():
+                recorder.stop()
+            try:
+                result = recorder.run()
+            finally:
+                if preview is not None:
+                    preview.close()
+        _report(result, options, writer, out)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

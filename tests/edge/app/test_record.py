@@ -1,0 +1,296 @@
+"""``edgesense record``: labelled frame + 1 s sound pairs from replayed sample media (real OpenCV
+decoding, real WAV and JPEG files), read back by the training loader."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from cli_run import edgesense, error_line
+
+from edgesense.app.cli import main
+from edgesense.app.record import PairWriter, ProgressBar, Recorder, RecordOptions, session_prefix
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.wav import probe_wav, read_wav
+from edgesense.loop.config import load_config
+from edgesense.loop.pipeline import open_sources
+from edgesense.schema.yaml import dump_yaml
+from edgesense.shipped import SAMPLES, shipped_config, shipped_path
+
+VIDEO = shipped_path(SAMPLES, "scene.mp4")
+AUDIO = shipped_path(SAMPLES, "commands.wav")
+RATE_HZ = AudioFrontendOptions().sample_rate_hz
+CLIP = AudioFrontendOptions().clip_samples
+SCENE_RATE_HZ = load_config(shipped_config("desktop")).scheduler.scene_rate_hz  # the default config's
+CHUNK_SAMPLES = int(load_config(shipped_config("desktop")).audio.chunk_ms * RATE_HZ / 1000)
+LSB = 2.0 / 32768  # 16-bit in, 16-bit out: the samples agree to a rounding step
+WAIT_S = 120.0  # for a real-time subprocess to write its first pairs (not a speed assertion)
+
+
+def replay(*args: object) -> list[str]:
+    return ["record", "--video", str(VIDEO), "--audio", str(AUDIO), "--fast", "--no-preview", *map(str, args)]
+
+
+def pairs(folder: Path) -> list[str]:
+    images = sorted(p.stem for p in folder.glob("*.jpg"))
+    assert images == sorted(p.stem for p in folder.glob("*.wav")), "every image has its sound and back"
+    return images
+
+
+def decoded_frames() -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(VIDEO))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image.astype(np.float32))
+    cap.release()
+    return frames
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+# --------------------------------------------------------------------------- what it writes
+
+
+def test_replayed_pairs_come_at_the_scene_rate_are_aligned_and_load_for_training(tmp_path):
+    seconds = 4
+    out = tmp_path / "my_places"
+    proc = edgesense(*replay("--label", "kitchen", "--seconds", seconds, "--out", out))
+    assert proc.returncode == 0, proc.stderr
+    names = pairs(out / "kitchen")
+    assert abs(len(names) - seconds * SCENE_RATE_HZ) <= 1
+    assert f"{len(names)} pairs written to {out / 'kitchen'}" in proc.stderr
+    assert f"--av {out}" in proc.stderr  # the next step
+    assert f"] {len(names)}/{len(names)} pairs" in proc.stderr  # the progress bar's last line
+    assert "Traceback" not in proc.stderr
+
+    frames = decoded_frames()
+    source = read_wav(AUDIO, sample_rate_hz=RATE_HZ)
+    fps = cv2.VideoCapture(str(VIDEO)).get(cv2.CAP_PROP_FPS)
+    previous = -1
+    for name in names:
+        info = probe_wav(out / "kitchen" / f"{name}.wav")
+        assert (info.sample_rate_hz, info.channels, info.bits_per_sample, info.num_frames) == (RATE_HZ, 1, 16, CLIP)
+        image = cv2.imread(str(out / "kitchen" / f"{name}.jpg")).astype(np.float32)
+        index = int(np.argmin([np.abs(image - f).mean() for f in frames]))  # which decoded frame it is
+        assert index > previous
+        previous = index
+        implied = int(round(index / fps * RATE_HZ)) - CLIP  # the second that ends at the frame's time
+        assert implied >= 0, "no pair before a whole second of audio"
+        samples = read_wav(out / "kitchen" / f"{name}.wav", sample_rate_hz=RATE_HZ)
+        offsets = range(max(0, implied - CHUNK_SAMPLES), min(len(source) - CLIP, implied + CHUNK_SAMPLES) + 1)
+        errors = [np.abs(samples - source[o:o + CLIP]).max() for o in offsets]
+        assert min(errors) <= LSB, name
+        assert abs(offsets[int(np.argmin(errors))] - implied) <= CHUNK_SAMPLES
+
+    from edgesense.train.data import load_av_folder
+
+    index = load_av_folder(out)
+    assert index.classes == ("kitchen",)
+    assert sorted(item.label for item in index.items) == ["kitchen"] * len(names)
+    assert not index.unpaired
+
+
+def test_the_scene_rate_comes_from_the_device_config(tmp_path, capsys):
+    config = tmp_path / "device.yaml"
+    config.write_text(dump_yaml({"device": {"name": "t"}, "scheduler": {"scene_rate_hz": 2}}), encoding="utf-8")
+    assert main(replay("--label", "office", "--seconds", 3, "--out", tmp_path / "out", "--config", config)) == 0
+    assert len(pairs(tmp_path / "out" / "office")) == 6
+    assert "6 pairs written" in capsys.readouterr().err
+
+
+def test_a_second_session_adds_files_without_touching_the_first(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(replay("--label", "hall", "--seconds", 1, "--out", out)) == 0
+    first = digest(out / "hall")
+    assert main(replay("--label", "hall", "--seconds", 1, "--out", out)) == 0
+    second = digest(out / "hall")
+    assert {name: second[name] for name in first} == first  # same files, same bytes
+    added = sorted(set(second) - set(first))
+    assert len(added) == len(first)
+    prefixes = {name.rsplit("-", 1)[0] for name in first}, {name.rsplit("-", 1)[0] for name in added}
+    assert len(prefixes[0]) == len(prefixes[1]) == 1 and prefixes[0] != prefixes[1]
+    assert all(name.startswith("hall-") for name in second)
+
+
+def test_media_that_ends_before_the_seconds_stops_and_says_how_many_pairs(tmp_path, capsys):
+    assert main(replay("--label", "park", "--seconds", 600, "--out", tmp_path)) == 0
+    written = len(pairs(tmp_path / "park"))
+    err = capsys.readouterr().err
+    assert "the media ended after" in err and "before the 600 s asked" in err
+    assert f"{written} pairs written to {tmp_path / 'park'}" in err
+    duration_s = probe_wav(AUDIO).duration_s
+    assert abs(written - (duration_s - 1) * SCENE_RATE_HZ) <= 2
+
+
+def test_ctrl_c_keeps_every_pair_prints_the_summary_and_exits_0(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edgesense.app.cli", "record", "--label", "den", "--seconds", "60", "--out",
+           str(out), "--video", str(VIDEO), "--audio", str(AUDIO), "--no-preview"]  # real time: still running
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(list((out / "den").glob("*.wav"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped after" in err
+    written = len(pairs(out / "den"))
+    assert written >= 2 and f"{written} pairs written to {out / 'den'}" in err
+
+
+def test_the_headless_preview_is_skipped_and_a_window_that_quits_stops_the_recording(tmp_path):
+    proc = edgesense("record", "--label", "x", "--seconds", 1, "--out", tmp_path, "--video", VIDEO, "--audio", AUDIO,
+                     "--fast", env={"DISPLAY": None, "WAYLAND_DISPLAY": None})
+    assert proc.returncode == 0, proc.stderr
+    assert len(pairs(tmp_path / "x")) == SCENE_RATE_HZ
+
+    class Window:  # a preview whose user presses q at the 12th frame
+        frames = 0
+
+        def __call__(self, frame, recorder):
+            self.frames += 1
+            return self.frames < 12
+
+    config = load_config(shipped_config("desktop"))
+    options = RecordOptions(label="y", seconds=10, scheduler=config.scheduler)
+    audio, video = open_sources(config, sample_rate_hz=RATE_HZ, video=VIDEO, audio=AUDIO, fast=True)
+    writer = PairWriter(tmp_path / "y", session_prefix(tmp_path / "y", "y"), sample_rate_hz=RATE_HZ)
+    with audio, video:
+        result = Recorder(audio, video, options, writer, live_video=False, on_frame=Window()).run()
+    assert result.stopped and not result.media_ended
+    assert result.pairs == len(pairs(tmp_path / "y")) == 1  # frames 0-11: one slot (1.0 s) after a full second
+
+
+# --------------------------------------------------------------------------- names, files, progress
+
+
+def test_names_never_collide_with_an_earlier_session_and_no_file_is_overwritten(tmp_path):
+    clock = [datetime(2026, 1, 2, 3, 4, 5, 600000)]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        clock[0] += timedelta(seconds=s)
+
+    folder = tmp_path / "kitchen"
+    assert session_prefix(folder, "kitchen", now=lambda: clock[0], sleep=sleep) == "kitchen-20260102-030405-"
+    writer = PairWriter(folder, "kitchen-20260102-030405-", sample_rate_hz=RATE_HZ)
+    image, sound = np.zeros((8, 8, 3), np.uint8), np.zeros(CLIP, np.float32)
+    assert writer.write(image, sound).name == "kitchen-20260102-030405-0001.jpg"
+    # the same second again: the next session takes the next second
+    assert session_prefix(folder, "kitchen", now=lambda: clock[0], sleep=sleep) == "kitchen-20260102-030406-"
+    assert slept and sum(slept) <= 1.0
+    (folder / "kitchen-20260102-030405-0002.wav").write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError, match="0002.wav: already exists"):
+        writer.write(image, sound)
+    assert (folder / "kitchen-20260102-030405-0002.wav").read_bytes() == b"someone else's"
+    assert not (folder / "kitchen-20260102-030405-0002.jpg").exists()
+
+
+def test_progress_bar_redraws_on_a_terminal_and_writes_a_line_per_tenth_elsewhere(tmp_path):
+    class Stream(list):
+        def __init__(self, tty):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+        def write(self, text):
+            self.append(text)
+
+        def flush(self):
+            pass
+
+    log = Stream(False)
+    bar = ProgressBar("kitchen", 40, log)
+    for done in range(1, 41):
+        bar.update(done, done / 5, -30.0)
+    bar.close()
+    lines = "".join(log).splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("kitchen [########################] 40/40 pairs")
+    assert lines[-1].endswith("8.0 s  -30.0 dBFS")
+    now = [0.0]
+    term = Stream(True)
+    bar = ProgressBar("kitchen", 40, term, clock=lambda: now[0])
+    for done in range(1, 41):
+        bar.update(done, done / 5, None)  # no time passes: drawn once, and at the end
+    bar.close()
+    assert len(term) == 3 and all(t.startswith("\r") for t in term[:2]) and term[-1] == "\n"
+    assert "40/40 pairs" in term[1] and "- dBFS" in term[1]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("--label", "", "--seconds", "5"), ("--label", "it is empty", "got ''")),
+    (("--label", "a/b", "--seconds", "5"), ("--label", "'/'", "got 'a/b'")),
+    (("--label", "..", "--seconds", "5"), ("--label", "'..'", "got '..'")),
+    (("--label", "my kitchen", "--seconds", "5"), ("--label", "whitespace", "got 'my kitchen'")),
+    (("--label", "k", "--seconds", "0"), ("--seconds", "> 0", "got 0")),
+    (("--label", "k", "--seconds", "-3"), ("--seconds", "> 0", "got -3")),
+    (("--label", "k", "--seconds", "soon"), ("--seconds", "> 0", "got 'soon'")),
+])
+def test_bad_label_or_seconds_is_one_line_and_exit_2(tmp_path, args, needles):
+    line = error_line(edgesense("record", *args, "--out", tmp_path / "out", "--video", VIDEO, "--audio", AUDIO))
+    for needle in needles:
+        assert needle in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_that_is_a_file_is_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "places"
+    out.write_text("not a folder")
+    line = error_line(edgesense("record", "--label", "k", "--seconds", 5, "--out", out, "--video", VIDEO,
+                                "--audio", AUDIO))
+    assert f"--out {out}: expected a folder" in line and "found a file" in line
+
+
+def test_a_missing_camera_or_microphone_is_one_line_naming_it_with_the_replay_hint(tmp_path):
+    common = ("record", "--label", "k", "--seconds", 5, "--out", tmp_path / "out")
+    line = error_line(edgesense(*common, "--video", VIDEO))
+    assert line.startswith("edgesense: error: --audio: expected a file to go with --video") and "found none" in line
+    line = error_line(edgesense(*common, "--audio", AUDIO))
+    assert line.startswith("edgesense: error: --video: expected a file to go with --audio")
+
+    no_camera = tmp_path / "no_camera.yaml"
+    no_camera.write_text(dump_yaml({"device": {"name": "t"}, "camera": {"enabled": False}}), encoding="utf-8")
+    line = error_line(edgesense(*common, "--config", no_camera))
+    assert "camera.enabled: expected true (record needs the camera), found false" in line
+    assert "--video FILE --audio FILE" in line
+
+    absent = tmp_path / "absent.yaml"  # devices that exist nowhere: the same answer on any machine
+    absent.write_text(dump_yaml({"device": {"name": "t"}, "camera": {"source": "/dev/video-edgesense-absent"},
+                                 "audio": {"device": "edgesense-absent-microphone"}}), encoding="utf-8")
+    line = error_line(edgesense(*common, "--config", absent))
+    assert "microphone" in line and "camera" in line and "/dev/video-edgesense-absent" in line
+    assert "--video FILE --audio FILE" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_record_is_a_device_command_without_desktop_imports():
+    code = ("import sys, edgesense.app.record; "
+            "bad = [m for m in ('tensorflow', 'tqdm', 'edgesense.train') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
