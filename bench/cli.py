@@ -9,6 +9,9 @@ What it measures (``report.json``, ``report.md`` and PNG figures in ``--out``):
   ``encode_image`` -> ``fuse(None, image)`` (microphone absent); and a second figure with
   both present, the audio being ambient noise (``--noise`` / ``_background_noise_`` /
   coloured noise), which should not change the answer.
+* **degraded-camera table** (``--scene-ambient DIR``, and ``--av``; :mod:`edgesense.bench.scenes_av`):
+  the scored photos with sound of their own place (evaluation pool only), camera clean, dark,
+  blurred and occluded; fused, image-only and audio-only accuracy, and what sound adds.
 * **latency** per stage (audio_frontend, audio_encoder, image_preprocess, image_encoder,
   fusion): p50/p95/p99/mean of wall-clock times, one histogram panel per stage.
 * **references** (``--train-references`` builds them once into ``--references``): the MLPerf
