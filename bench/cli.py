@@ -138,12 +138,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "figures": {},
     }
     split = SplitSpec.from_metadata(meta, options.salt or None)
+    report["settings"]["split_spec"] = dataclasses.asdict(split)
     ambience = None
     if options.scene_ambient is not None:  # refused now, not after the commands
         from edgesense.train import data as image_data
         ambience = load_scene_ambience(options.scene_ambient, image_data.load_image_folder(options.scenes).classes,
                                        model.audio_frontend.sample_rate_hz)
-    report["settings"]["split_spec"] = dataclasses.asdict(split)
     timer = _Timer(STAGES)
     noise_paths = list(options.noise)
     clips = clip_labels = None
@@ -202,7 +202,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.av is not None:
         report["av"] = evaluate_av(model, Path(options.av), options.per_class_cap, options.seed)
         report["figures"]["av_audio_only_confusion"] = plot_confusion(
-            report["av"]["audio_only"], out / "confusion_av_audio_only.png", "Paired AV: audio only (camera absent)").name
+            report["av"]["audio_only"], out / "confusion_av_audio_only.png",
+            "Paired AV: audio only (camera absent)").name
 
     report["latency_ms"] = timer.summary()
     report["figures"]["latency"] = plot_latency(timer.samples, out / "latency.png",
@@ -301,7 +302,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 #: BenchOptions fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--speech-commands", "scenes": "--scenes",
-         "av": "--av", "scene_ambient": "--scene-ambient", "noise": "--noise", "negatives": "--negatives", "threads": "--threads", "split": "--split",
+         "av": "--av", "scene_ambient": "--scene-ambient", "noise": "--noise", "negatives": "--negatives",
+         "threads": "--threads", "split": "--split",
          "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
          "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config"}
 
@@ -313,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     with user_names(FLAGS):
         options = BenchOptions(
             model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
-            av=args.av, scene_ambient=args.scene_ambient, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads,
+            av=args.av, scene_ambient=args.scene_ambient, noise=tuple(args.noise), negatives=tuple(args.negatives),
+            threads=args.threads,
             quick=args.quick, split=args.split,
             salt=args.salt, train_references=args.train_references, references_dir=args.references,
             reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,

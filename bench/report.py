@@ -189,7 +189,8 @@ def av_summary(section: Mapping[str, Any]) -> str:
 
 def _av_markdown(section: Mapping[str, Any], title: str, sound: str) -> list[str]:
     """The degraded-camera table (edgesense.bench.scenes_av) of one section."""
-    lines = ["", f"## {title}", "", sound, "", "| photo | fused | image only | audio only |", "| --- | --- | --- | --- |"]
+    lines = ["", f"## {title}", "", sound, "", "| photo | fused | image only | audio only |",
+             "| --- | --- | --- | --- |"]
     for condition in section["conditions"]:
         row = section["table"][condition]
         lines.append(f"| {condition} | {_fmt(row['fused'])} | {_fmt(row['image_only'])} | {_fmt(row['audio_only'])} |")
@@ -198,7 +199,8 @@ def _av_markdown(section: Mapping[str, Any], title: str, sound: str) -> list[str
     lines += ["", f"Fused − image only, mean over the degraded conditions: "
               f"**{_points(s['degraded_fused_minus_image_only_points'])} points** (target ≥ "
               f"{s['degraded_target_points']:+g}); with a clean camera: "
-              f"**{_points(s['clean_fused_minus_image_only_points'])} points** (target ≥ {s['clean_target_points']:+g}).",
+              f"**{_points(s['clean_fused_minus_image_only_points'])} points** "
+              f"(target ≥ {s['clean_target_points']:+g}).",
               "", "Audio only, per class: " + ", ".join(f"{label} {_fmt(c['accuracy'])} (n={c['count']})"
                                                        for label, c in per_class.items() if c["count"])]
     return lines

@@ -17,7 +17,6 @@ Summary figures, in accuracy points: the mean over the degraded conditions of fu
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,8 @@ from edgesense.train import data
 from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade
 from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
 
-__all__ = ["CONDITIONS", "PATHS", "SceneAmbience", "degraded_camera_table", "evaluate_av", "evaluate_scenes_av",
-           "load_scene_ambience"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CONDITIONS", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table", "evaluate_av",
+           "evaluate_scenes_av", "load_scene_ambience"]
 
 CONDITIONS: tuple[str, ...] = ("clean", *BENCH_DEGRADATIONS)
 PATHS: tuple[str, ...] = ("fused", "image_only", "audio_only")

@@ -1,8 +1,9 @@
-"""The degraded-camera table (edgesense.bench.scenes_av) with the bundled model in the real interpreter.
+"""The degraded-camera table (edgesense.bench.scenes_av), the bundled model in the real interpreter.
 
-The sounds are a tmp ``scene_ambient``-like folder of coloured noise (seven recordings per class, two of them in the evaluation pool);
-the training-pool recordings are written as broken WAV files, so a run that read one would fail.
-The photos are real ones from ../shared/data/intel_scenes when it is there, generated ones otherwise.
+The sounds are a tmp ``scene_ambient``-like folder of coloured noise (seven recordings per class,
+two of them in the evaluation pool); the training-pool recordings are written as broken WAV files,
+so a run that read one would fail. The photos are real ones from ../shared/data/intel_scenes when
+it is there, generated ones otherwise.
 """
 
 from __future__ import annotations
