@@ -75,21 +75,32 @@ def _noise_recordings(paths: Sequence[Path], sample_rate_hz: int) -> list[np.nda
     return out
 
 
+AMBIENT_NOISE_DBFS_RANGE = (-45.0, -25.0)  #: level of the "ambient audio" figure's noise (RMS)
+
+
+def _cut(recording: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples from a random place of ``recording`` (tiled when it is shorter), float64."""
+    if recording.size < n:
+        recording = np.tile(recording, n // max(recording.size, 1) + 1)
+    start = int(rng.integers(0, recording.size - n + 1))
+    return recording[start:start + n].astype(np.float64)
+
+
+def _at_level(x: np.ndarray, level_dbfs: float) -> np.ndarray:
+    """``x`` without its mean, scaled to an RMS of ``level_dbfs`` (silence stays silent), float32."""
+    x = x - x.mean()
+    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12) * 10 ** (level_dbfs / 20)).astype(np.float32)
+
+
 def _ambient_snippet(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
     if noise:
-        rec = noise[int(rng.integers(len(noise)))]
-        if rec.size < n:
-            rec = np.tile(rec, n // max(rec.size, 1) + 1)
-        start = int(rng.integers(0, rec.size - n + 1))
-        x = rec[start:start + n].astype(np.float64)
+        x = _cut(noise[int(rng.integers(len(noise)))], n, rng)
     else:  # pink noise
         spectrum = rng.normal(size=n // 2 + 1) + 1j * rng.normal(size=n // 2 + 1)
         f = np.fft.rfftfreq(n)
         f[0] = f[1]
         x = np.fft.irfft(spectrum / np.sqrt(f), n=n)
-    x = x - x.mean()
-    level = 10 ** (rng.uniform(-45, -25) / 20)
-    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12) * level).astype(np.float32)
+    return _at_level(x, rng.uniform(*AMBIENT_NOISE_DBFS_RANGE))
 
 
 def _cap(items: Sequence[Any], cap: int | None, seed: int) -> list[Any]:
@@ -196,21 +207,3 @@ def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[st
     labels = model.scene_labels
     return (classification_report(np.array(true), np.array(pred), labels),
             classification_report(np.array(true), np.array(pred_ambient), labels), frames, frame_labels)
-
-
-def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int) -> dict[str, Any]:
-    index = data.load_av_folder(av_root)
-    items = _cap(index.items, cap, seed)
-    lookup = {label: i for i, label in enumerate(model.scene_labels)}
-    true, preds = [], {"both": [], "image_only": [], "audio_only": []}
-    for item in _progress(items, len(items), "audio-visual pairs"):
-        bgr = _read_bgr(item.image_path)
-        if bgr is None or item.label not in lookup:
-            continue
-        v = model.encode_image(preprocess_frame(bgr, model.image_frontend))
-        a = model.encode_audio(log_mel_spectrogram(fit_clip(read_wav(item.audio_path), model.audio_frontend),
-                                                   model.audio_frontend))
-        true.append(lookup[item.label])
-        for key, (ea, ev) in {"both": (a, v), "image_only": (None, v), "audio_only": (a, None)}.items():
-            preds[key].append(int(np.argmax(model.fuse(ea, ev)[1])))
-    return {key: classification_report(np.array(true), np.array(p), model.scene_labels) for key, p in preds.items()}

@@ -9,6 +9,9 @@ What it measures (``report.json``, ``report.md`` and PNG figures in ``--out``):
   ``encode_image`` -> ``fuse(None, image)`` (microphone absent); and a second figure with
   both present, the audio being ambient noise (``--noise`` / ``_background_noise_`` /
   coloured noise), which should not change the answer.
+* **degraded-camera table** (``--scene-ambient DIR``, and ``--av``; :mod:`edgesense.bench.scenes_av`):
+  the scored photos with sound of their own place (evaluation pool only), camera clean, dark,
+  blurred and occluded; fused, image-only and audio-only accuracy, and what sound adds.
 * **latency** per stage (audio_frontend, audio_encoder, image_preprocess, image_encoder,
   fusion): p50/p95/p99/mean of wall-clock times, one histogram panel per stage.
 * **references** (``--train-references`` builds them once into ``--references``): the MLPerf
@@ -55,7 +58,6 @@ from edgesense.bench.accuracy import (
     SplitSpec,
     _cap,
     _noise_recordings,
-    evaluate_av,
     evaluate_commands,
     evaluate_scenes,
     select_command_items,
@@ -70,7 +72,16 @@ from edgesense.bench.references import (
     evaluate_reference,
     find_references,
 )
-from edgesense.bench.report import _fmt, command_word_accuracy, plot_confusion, plot_det, plot_latency, render_markdown
+from edgesense.bench.report import (
+    _fmt,
+    av_summary,
+    command_word_accuracy,
+    plot_confusion,
+    plot_det,
+    plot_latency,
+    render_markdown,
+)
+from edgesense.bench.scenes_av import evaluate_av, evaluate_scenes_av, load_scene_ambience
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, run_streaming
 from edgesense.bench.streams import Utterance
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -128,6 +139,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     }
     split = SplitSpec.from_metadata(meta, options.salt or None)
     report["settings"]["split_spec"] = dataclasses.asdict(split)
+    ambience = None
+    if options.scene_ambient is not None:  # refused now, not after the commands
+        from edgesense.train import data as image_data
+        ambience = load_scene_ambience(options.scene_ambient, image_data.load_image_folder(options.scenes).classes,
+                                       model.audio_frontend.sample_rate_hz)
     timer = _Timer(STAGES)
     noise_paths = list(options.noise)
     clips = clip_labels = None
@@ -175,9 +191,19 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                                               "Scenes (microphone absent)").name
         report["figures"]["scene_ambient_confusion"] = plot_confusion(
             scene_ambient, out / "confusion_scene_ambient_audio.png", "Scenes (microphone: ambient noise)").name
+        if ambience is not None:
+            report["scene_av"] = evaluate_scenes_av(model, frames, frame_labels, ambience,
+                                                    options.ambience_dbfs_range, options.seed)
+            report["scene_av"]["selection"] = how
+            report["figures"]["scene_av_audio_only_confusion"] = plot_confusion(
+                report["scene_av"]["audio_only"], out / "confusion_scene_audio_only.png",
+                "Scenes: their own sound only (camera absent)").name
 
     if options.av is not None:
         report["av"] = evaluate_av(model, Path(options.av), options.per_class_cap, options.seed)
+        report["figures"]["av_audio_only_confusion"] = plot_confusion(
+            report["av"]["audio_only"], out / "confusion_av_audio_only.png",
+            "Paired AV: audio only (camera absent)").name
 
     report["latency_ms"] = timer.summary()
     report["figures"]["latency"] = plot_latency(timer.samples, out / "latency.png",
@@ -237,6 +263,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-commands", type=Path, help="a Speech Commands layout folder")
     parser.add_argument("--scenes", type=Path, help="an image-folder layout (CLASS/NAME.jpg)")
     parser.add_argument("--av", type=Path, help="paired audio-visual folder (CLASS/NAME.jpg + CLASS/NAME.wav)")
+    parser.add_argument("--scene-ambient", type=Path, metavar="DIR",
+                        help="sounds of the scene classes (CLASS/*.wav, e.g. ../shared/data/scene_ambient): the "
+                             "--scenes test photos with sound of their place, camera clean and degraded")
     parser.add_argument("--noise", type=Path, action="append", default=[],
                         help="background noise .wav file or folder (repeatable) for streams and the ambient figure")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
@@ -273,7 +302,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 #: BenchOptions fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--speech-commands", "scenes": "--scenes",
-         "av": "--av", "noise": "--noise", "negatives": "--negatives", "threads": "--threads", "split": "--split",
+         "av": "--av", "scene_ambient": "--scene-ambient", "noise": "--noise", "negatives": "--negatives",
+         "threads": "--threads", "split": "--split",
          "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
          "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config"}
 
@@ -285,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     with user_names(FLAGS):
         options = BenchOptions(
             model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
-            av=args.av, noise=tuple(args.noise), negatives=tuple(args.negatives), threads=args.threads,
+            av=args.av, scene_ambient=args.scene_ambient, noise=tuple(args.noise), negatives=tuple(args.negatives),
+            threads=args.threads,
             quick=args.quick, split=args.split,
             salt=args.salt, train_references=args.train_references, references_dir=args.references,
             reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
@@ -293,11 +324,15 @@ def run(args: argparse.Namespace) -> int:
             talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
             class_thresholds=args.class_thresholds, write_config=tuple(args.write_config),
             firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed)
-    report = run_bench(options)
+    with user_names(FLAGS):
+        report = run_bench(options)
     print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")
     for key in ("command", "scene", "scene_with_ambient_audio"):
         if key in report:
             print(f"  {key:<26} accuracy {_fmt(report[key]['accuracy'])}  (n={report[key]['count']})")
+    for key in ("scene_av", "av"):
+        if key in report:
+            print(f"  {key:<26} {av_summary(report[key])}")
     for name, r in report.get("references", {}).items():
         print(f"  {name:<26} accuracy {_fmt(r[r['task']]['accuracy'])}  ({r['task']}s)")
     for stage, s in report.get("latency_ms", {}).items():

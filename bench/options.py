@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 
 __all__ = ["BenchOptions"]
 
 SPLITS = ("all", "testing")
 QUICK_PER_CLASS = 12  #: clips or photos per class with --quick
 DEFAULT_REFERENCES_DIR = Path("models/references")
+#: RMS level of the sound paired with each test photo in the degraded-camera table (--scene-ambient).
+AMBIENCE_DBFS_RANGE = (-35.0, -20.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +25,10 @@ class BenchOptions:
     speech_commands: Path | None = None
     scenes: Path | None = None
     av: Path | None = None
+    #: ``CLASS/*.wav`` sounds of the scene classes: each test photo of ``scenes`` is also scored with a
+    #: snippet of its own class (evaluation pool only) at an RMS level in ``ambience_dbfs_range``.
+    scene_ambient: Path | None = None
+    ambience_dbfs_range: tuple[float, float] = AMBIENCE_DBFS_RANGE
     noise: tuple[Path, ...] = ()
     negatives: tuple[Path, ...] = ()
     threads: int = 1
@@ -58,7 +64,13 @@ class BenchOptions:
                     "None or a number >= 20", value)
         require(not self.write_config or self.speech_commands is not None, "write_config",
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
-        for name in ("speech_commands", "scenes", "av"):
+        require(self.scene_ambient is None or self.scenes is not None, "scene_ambient",
+                 "--scenes too (its test photos are paired with these sounds)", str(self.scene_ambient))
+        low_high = self.ambience_dbfs_range
+        require(isinstance(low_high, tuple) and len(low_high) == 2 and all(is_number(v) for v in low_high)
+                 and low_high[0] <= low_high[1] <= 0, "ambience_dbfs_range", "a (low, high) pair with low <= high <= 0",
+                 low_high)
+        for name in ("speech_commands", "scenes", "av", "scene_ambient"):
             path = getattr(self, name)
             require(path is None or Path(path).is_dir(), name, "an existing folder", str(path))
         for name in ("noise", "negatives"):

@@ -174,6 +174,38 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _points(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.1f}"
+
+
+def av_summary(section: Mapping[str, Any]) -> str:
+    """One line: the two summary figures of a degraded-camera table against their targets."""
+    s = section["summary"]
+    return (f"fused - image only: degraded camera {_points(s['degraded_fused_minus_image_only_points'])} points "
+            f"(target >= {s['degraded_target_points']:+g}), clean {_points(s['clean_fused_minus_image_only_points'])} "
+            f"(target >= {s['clean_target_points']:+g}); audio only {_fmt(section['audio_only']['accuracy'])} "
+            f"(n={section['count']})")
+
+
+def _av_markdown(section: Mapping[str, Any], title: str, sound: str) -> list[str]:
+    """The degraded-camera table (edgesense.bench.scenes_av) of one section."""
+    lines = ["", f"## {title}", "", sound, "", "| photo | fused | image only | audio only |",
+             "| --- | --- | --- | --- |"]
+    for condition in section["conditions"]:
+        row = section["table"][condition]
+        lines.append(f"| {condition} | {_fmt(row['fused'])} | {_fmt(row['image_only'])} | {_fmt(row['audio_only'])} |")
+    s = section["summary"]
+    per_class = section["audio_only"]["per_class"]
+    lines += ["", f"Fused − image only, mean over the degraded conditions: "
+              f"**{_points(s['degraded_fused_minus_image_only_points'])} points** (target ≥ "
+              f"{s['degraded_target_points']:+g}); with a clean camera: "
+              f"**{_points(s['clean_fused_minus_image_only_points'])} points** "
+              f"(target ≥ {s['clean_target_points']:+g}).",
+              "", "Audio only, per class: " + ", ".join(f"{label} {_fmt(c['accuracy'])} (n={c['count']})"
+                                                       for label, c in per_class.items() if c["count"])]
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     m = report["model"]
     lines = [f"# EdgeSense benchmark: {m.get('name')} ({m.get('version')})", "",
@@ -188,9 +220,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {title} | ours | {_fmt(r['accuracy'])} | {r['count']} | {r.get('selection', '')} |")
     for name, r in refs.items():
         lines.append(f"| {r['task']}s | {name} | {_fmt(r[r['task']]['accuracy'])} | {r[r['task']]['count']} | same |")
+    if "scene_av" in report:
+        a = report["scene_av"]["ambience"]
+        lines += _av_markdown(report["scene_av"], "Scenes with the sound of their place, camera clean and degraded",
+                              f"The scored photos ({report['scene_av'].get('selection', '')}), each with a "
+                              f"{a['snippet_s']:g} s snippet of a recording of its own class from `{a['folder']}` "
+                              f"(evaluation pool only: {sum(map(len, a['evaluation_files'].values()))} recordings, "
+                              f"{a['training_files_left_out']} training-pool recordings left out) at "
+                              f"{a['dbfs_range'][0]:g}…{a['dbfs_range'][1]:g} dBFS RMS.")
     if "av" in report:
-        for key, r in report["av"].items():
-            lines.append(f"| scenes, paired AV ({key}) | ours | {_fmt(r['accuracy'])} | {r['count']} | --av |")
+        lines += _av_markdown(report["av"], "Paired audio-visual folder (--av), camera clean and degraded",
+                              "Each photo with its own recording.")
     lines += ["", "## Latency (ms, wall clock per call)", "", "| stage | p50 | p95 | p99 | mean | n |",
               "| --- | --- | --- | --- | --- | --- |"]
     for stage, s in report.get("latency_ms", {}).items():

@@ -1,0 +1,184 @@
+"""Scenes with their own sound, the camera clean and degraded: the benchmark's degraded-camera table.
+
+Does the scene head use sound that belongs to the place when the camera is poor? Each test photo
+is scored with the camera ``clean`` and degraded (:data:`edgesense.train.degrade.BENCH_DEGRADATIONS`:
+dark, blurred, occluded, applied with a seeded generator to the model-size frame the image
+frontend produces), three ways: ``fused`` (sound and photo), ``image_only`` (microphone absent)
+and ``audio_only`` (camera absent; the same for every condition, so computed once).
+
+The sound is either a 1 s snippet of a recording of the photo's own class
+(``--scenes`` + ``--scene-ambient DIR``, ``DIR/CLASS/*.wav``; only the recordings of the
+*evaluation* pool of :func:`edgesense.train.pools.split_recordings`, which never feed training,
+at a random RMS level in ``ambience_dbfs_range``) or the pair's own wav (``--av``).
+
+Summary figures, in accuracy points: the mean over the degraded conditions of fused − image-only
+(the issue's target: at least +20) and clean fused − clean image-only (target: at least 0).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgesense.bench.accuracy import _at_level, _cap, _cut, _read_bgr, classification_report
+from edgesense.bench.options import _progress
+from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
+from edgesense.frontend.image import preprocess_frame
+from edgesense.frontend.wav import read_wav
+from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import require
+from edgesense.train import data
+from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade
+from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
+
+__all__ = ["CONDITIONS", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table", "evaluate_av",
+           "evaluate_scenes_av", "load_scene_ambience"]
+
+CONDITIONS: tuple[str, ...] = ("clean", *BENCH_DEGRADATIONS)
+PATHS: tuple[str, ...] = ("fused", "image_only", "audio_only")
+#: The issue's targets, in accuracy points: what sound adds with a degraded camera, and with a clean one.
+TARGET_DEGRADED_GAIN_POINTS = 20.0
+TARGET_CLEAN_GAIN_POINTS = 0.0
+_POINTS = 100.0
+_UINT8_MAX = 255
+#: Independent random streams under one --seed: the pairing of sounds, and each degradation.
+_AMBIENCE_STREAM = 1
+_DEGRADE_STREAM = 2
+
+
+# --------------------------------------------------------------------------- the sounds of the places
+
+
+@dataclass(frozen=True, kw_only=True)
+class SceneAmbience:
+    """The evaluation pool of a ``CLASS/*.wav`` folder: per class, its recordings (read, at the
+    model's rate); ``training_files``: how many recordings of the folder were left out."""
+
+    root: Path
+    recordings: Mapping[str, Mapping[str, np.ndarray]]  #: class -> file name -> samples
+    training_files: int
+
+    def evaluation_files(self) -> dict[str, list[str]]:
+        return {label: sorted(files) for label, files in self.recordings.items()}
+
+
+def load_scene_ambience(root: Path, classes: Sequence[str], sample_rate_hz: int) -> SceneAmbience:
+    """Split ``root``'s recordings into pools (by recording) and read the evaluation pool of each
+    of ``classes``. ValueError naming the folders when a class has no evaluation recording."""
+    root = Path(root)
+    folders = {label: root / label for label in classes}
+    wavs = {label: sorted(p for p in folder.glob("*.wav") if p.is_file()) if folder.is_dir() else []
+            for label, folder in folders.items()}
+    pools = split_recordings([p for files in wavs.values() for p in files])
+    evaluation = set(pools["evaluation"])
+    problems = []
+    for label, files in wavs.items():
+        if not folders[label].is_dir():
+            problems.append(f"{folders[label]} (no such folder)")
+        elif not any(p in evaluation for p in files):
+            problems.append(f"{folders[label]} ({len(files)} .wav file(s), none in the evaluation pool)")
+    require(not problems, "scene_ambient",
+            f"a folder of .wav recordings for each scene class with at least one in the evaluation pool "
+            f"({EVALUATION_PERCENT:g} % of 2 or more recordings, by file name)", "; ".join(problems))
+    recordings = {label: {p.name: read_wav(p, sample_rate_hz=sample_rate_hz) for p in files if p in evaluation}
+                  for label, files in wavs.items()}
+    return SceneAmbience(root=root, recordings=recordings, training_files=len(pools["training"]))
+
+
+def ambience_clips(ambience: SceneAmbience, labels: Sequence[str], clip_samples: int,
+                   dbfs_range: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """One clip per label: a random snippet of a random evaluation recording of that class at a
+    random RMS level in ``dbfs_range``; and the file each came from."""
+    clips, sources = np.empty((len(labels), clip_samples), np.float32), []
+    for i, label in enumerate(labels):
+        names = sorted(ambience.recordings[label])
+        name = names[int(rng.integers(len(names)))]
+        clips[i] = _at_level(_cut(ambience.recordings[label][name], clip_samples, rng), rng.uniform(*dbfs_range))
+        sources.append(f"{label}/{name}")
+    return clips, sources
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _to_uint8(frames: Sequence[np.ndarray]) -> np.ndarray:
+    return np.clip(np.rint(np.stack(frames)), 0, _UINT8_MAX).astype(np.uint8)
+
+
+def _embed_audio(model: EdgeModel, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Audio embeddings of one-clip sounds (each exactly ``clip_samples`` long)."""
+    return [model.encode_audio(log_mel_spectrogram(c, model.audio_frontend))
+            for c in _progress(clips, len(clips), "scene sounds")]
+
+
+def degraded_camera_table(model: EdgeModel, frames: Sequence[np.ndarray], true: Sequence[int],
+                          audio: Sequence[np.ndarray], seed: int, what: str) -> dict[str, Any]:
+    """The table for these preprocessed frames (float32 RGB in [0, 255]), their classes (indices
+    into the model's scene labels) and the audio embedding of each one's sound."""
+    labels = model.scene_labels
+    true = np.asarray(true, np.int64)
+    audio_only = classification_report(true, np.array([int(np.argmax(model.fuse(a, None)[1])) for a in audio]),
+                                       labels)
+    clean = _to_uint8(frames) if len(frames) else np.zeros((0, *model.image_frontend.input_shape), np.uint8)
+    table: dict[str, dict[str, float | None]] = {}
+    for k, condition in enumerate(CONDITIONS):
+        rng = np.random.default_rng([seed, _DEGRADE_STREAM, k])
+        images = clean if condition == "clean" else degrade(clean, condition, rng)
+        fused, image_only = [], []
+        for image, a in _progress(zip(images, audio), len(images), f"{what}: {condition} camera"):
+            v = model.encode_image(image.astype(np.float32))
+            fused.append(int(np.argmax(model.fuse(a, v)[1])))
+            image_only.append(int(np.argmax(model.fuse(None, v)[1])))
+        table[condition] = {"fused": classification_report(true, np.array(fused), labels)["accuracy"],
+                            "image_only": classification_report(true, np.array(image_only), labels)["accuracy"],
+                            "audio_only": audio_only["accuracy"]}
+
+    def gain(condition: str) -> float | None:
+        row = table[condition]
+        return None if row["fused"] is None else (row["fused"] - row["image_only"]) * _POINTS
+
+    degraded = [gain(c) for c in BENCH_DEGRADATIONS]
+    degraded_gain = None if None in degraded else round(float(np.mean(degraded)), 1)
+    clean_gain = None if gain("clean") is None else round(gain("clean"), 1)
+    return {"count": int(true.size), "conditions": list(CONDITIONS), "table": table, "audio_only": audio_only,
+            "summary": {"degraded_fused_minus_image_only_points": degraded_gain,
+                        "degraded_target_points": TARGET_DEGRADED_GAIN_POINTS,
+                        "clean_fused_minus_image_only_points": clean_gain,
+                        "clean_target_points": TARGET_CLEAN_GAIN_POINTS}}
+
+
+def evaluate_scenes_av(model: EdgeModel, frames: Sequence[np.ndarray], frame_labels: Sequence[str],
+                       ambience: SceneAmbience, dbfs_range: tuple[float, float], seed: int) -> dict[str, Any]:
+    """The table for the scored test photos (``evaluate_scenes``' frames), each with sound of its place."""
+    lookup = {label: i for i, label in enumerate(model.scene_labels)}
+    rng = np.random.default_rng([seed, _AMBIENCE_STREAM])
+    clips, sources = ambience_clips(ambience, frame_labels, model.audio_frontend.clip_samples, dbfs_range, rng)
+    result = degraded_camera_table(model, frames, [lookup[x] for x in frame_labels], _embed_audio(model, clips),
+                                   seed, "scenes with their sound")
+    result["ambience"] = {"folder": str(ambience.root), "pool": "evaluation", "dbfs_range": list(dbfs_range),
+                          "snippet_s": model.audio_frontend.clip_samples / model.audio_frontend.sample_rate_hz,
+                          "evaluation_files": ambience.evaluation_files(),
+                          "training_files_left_out": ambience.training_files,
+                          "snippets_per_file": dict(sorted(Counter(sources).items()))}
+    return result
+
+
+def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int) -> dict[str, Any]:
+    """The table for a paired folder (``CLASS/NAME.jpg`` + ``CLASS/NAME.wav``), each photo with its own wav."""
+    index = data.load_av_folder(av_root)
+    items = _cap(index.items, cap, seed)
+    lookup = {label: i for i, label in enumerate(model.scene_labels)}
+    frames, true, clips = [], [], []
+    for item in _progress(items, len(items), "audio-visual pairs"):
+        bgr = _read_bgr(item.image_path)
+        if bgr is None or item.label not in lookup:
+            continue
+        frames.append(preprocess_frame(bgr, model.image_frontend))
+        clips.append(fit_clip(read_wav(item.audio_path, sample_rate_hz=model.audio_frontend.sample_rate_hz),
+                              model.audio_frontend))
+        true.append(lookup[item.label])
+    return degraded_camera_table(model, frames, true, _embed_audio(model, clips), seed, "audio-visual pairs")
