@@ -144,7 +144,7 @@ class SynthOptions:
     espeak_binary: str = "espeak-ng"
     engines: tuple[str, ...] = ("espeak",)
     piper_voices: tuple[str, ...] = DEFAULT_PIPER_VOICES
-    piper_length_scale_range: tuple[float, float] = (0.8, 1.3)
+    piper_length_scale_range: tuple[float, float] = (0.9, 1.7)
     piper_noise_scale_range: tuple[float, float] = (0.4, 0.9)
     piper_noise_w_range: tuple[float, float] = (0.5, 1.1)
     piper_shift_semitones_range: tuple[float, float] = (-3.0, 4.0)
