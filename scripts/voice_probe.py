@@ -93,7 +93,7 @@ def main() -> None:
              for name, folder in (("espeak", args.espeak), ("piper", args.piper))}
 
     embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=HEAD.pad_ms))
-    sets = {name: split[part] for name, part in (("real", "train"), ("val", "validation"), ("test", "testing"))}
+    sets = {name: split[part] for name, part in (("real", "training"), ("val", "validation"), ("test", "testing"))}
     sets.update(synth)
     x = {name: _embed(items, embedder, args.cache, name) for name, items in sets.items()}
     y = {name: np.array([lookup[it.label] for it in items], np.int32) for name, items in sets.items()}
