@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("edgesense.app.inspect", "print a model's metadata, parts and sizes"),
     "bench": ("edgesense.bench.cli", "offline accuracy and latency benchmark"),
     "train": ("edgesense.train.cli", "train the fusion model from a YAML config"),
-    "synth-commands": ("edgesense.train.synth", "speak command words with espeak-ng into the Speech Commands layout"),
+    "synth-commands": ("edgesense.train.synth", "speak command words (espeak-ng or piper voices) into the Speech Commands layout"),
     "quantize": ("edgesense.quantize.cli", "convert a training run to int8 TFLite (and fp16 / dynamic range)"),
     "deploy": ("edgesense.deploy.cli", "write a self-contained bundle for a Raspberry Pi or Jetson"),
 }
