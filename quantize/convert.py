@@ -59,6 +59,7 @@ __all__ = [
     "portable_paths",
     "float_embeddings",
     "merge_tflite_parts",
+    "split_tflite_parts",
     "check_builtin_ops",
 ]
 
@@ -313,9 +314,17 @@ def _part_functions(run: RunFolder) -> dict[str, tuple[Callable, Any]]:
     def encode_image(image):
         return {"image_embedding": image_enc(image, training=False)}
 
+    return {"encode_audio": (encode_audio, audio_enc), "encode_image": (encode_image, image_enc),
+            "fuse": (fuse_function(head, da, dv), head)}
+
+
+def fuse_function(head: Any, audio_dim: int, image_dim: int) -> Callable:
+    """The batch-1 tf.function of the ``fuse`` signature around a Keras fusion head."""
+    tf = _import_tf()
+
     @tf.function(input_signature=[
-        tf.TensorSpec((1, da), tf.float32, name="audio_embedding"),
-        tf.TensorSpec((1, dv), tf.float32, name="image_embedding"),
+        tf.TensorSpec((1, audio_dim), tf.float32, name="audio_embedding"),
+        tf.TensorSpec((1, image_dim), tf.float32, name="image_embedding"),
         tf.TensorSpec((1, 1), tf.float32, name="audio_present"),
         tf.TensorSpec((1, 1), tf.float32, name="image_present"),
     ])
@@ -323,7 +332,7 @@ def _part_functions(run: RunFolder) -> dict[str, tuple[Callable, Any]]:
         out = head([audio_embedding, image_embedding, audio_present, image_present], training=False)
         return {"command": out["command"], "scene": out["scene"]}
 
-    return {"encode_audio": (encode_audio, audio_enc), "encode_image": (encode_image, image_enc), "fuse": (fuse, head)}
+    return fuse
 
 
 def _convert_part(key: str, function: Callable, part: Any, mode: str,
@@ -498,6 +507,42 @@ def merge_tflite_parts(parts: Mapping[str, bytes], metadata: Mapping[str, bytes]
         merged.buffers.append(buffer)
         merged.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(merged))
+
+
+def split_tflite_parts(data: bytes) -> dict[str, bytes]:
+    """The inverse of :func:`merge_tflite_parts`: signature key -> a single-subgraph model of that
+    signature alone (its tensors, operators and buffers; the model's ``min_runtime_version``), so
+    that a deployed model's parts can be merged again with one of them replaced (``edgesense adapt``)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    keys = [sig.signatureKey.decode() for sig in _read_model_object(data).signatureDefs or []]
+    parts: dict[str, bytes] = {}
+    for position, key in enumerate(keys):
+        source = _read_model_object(data)  # a fresh copy: the objects below are moved into the part
+        sig = source.signatureDefs[position]
+        graph = source.subgraphs[sig.subgraphIndex]
+        used = sorted({int(t.buffer) for t in graph.tensors or []} - {0})
+        remap = {0: 0, **{b: i + 1 for i, b in enumerate(used)}}
+        for tensor in graph.tensors or []:
+            tensor.buffer = remap[int(tensor.buffer)]
+        part = schema.ModelT()
+        part.version = source.version
+        part.description = source.description
+        part.operatorCodes = source.operatorCodes
+        part.buffers = [schema.BufferT()] + [source.buffers[b] for b in used]
+        part.subgraphs = [graph]
+        sig.subgraphIndex = 0
+        part.signatureDefs = [sig]
+        part.metadata = []
+        for entry in source.metadata or []:
+            if entry.name == b"min_runtime_version":
+                payload = source.buffers[entry.buffer]
+                entry.buffer = len(part.buffers)
+                part.buffers.append(payload)
+                part.metadata.append(entry)
+        parts[key] = bytes(flatbuffer_utils.convert_object_to_bytearray(part))
+    return parts
 
 
 def _verify_merged(merged: bytes, parts: Mapping[str, bytes]) -> None:

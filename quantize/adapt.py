@@ -1,0 +1,507 @@
+"""``edgesense adapt``: teach a deployed model places by retraining its fusion head alone.
+
+Last-layer retraining in the manner of pycoral's on-device imprinting: the deployed model's
+encoders (``encode_audio``, ``encode_image``) are kept bit for bit, and so is the command head
+inside ``fuse``, so command recognition cannot change. Only the scene part of the fusion head
+learns, on the model's own int8 embeddings of
+
+* training photos (the model's recorded photo split, training part only; ``--scenes`` and/or
+  the photos of a paired ``--av`` folder such as ``edgesense record`` writes), each in
+  ``image_variants`` augmented copies of which ``degrade_probability`` are a poor camera
+  (:mod:`edgesense.train.degrade`), and
+* 1-s snippets of each class's sound: the *training* pool of ``--scene-ambient``
+  (:func:`edgesense.train.pools.split_recordings`; the evaluation pool is the benchmark's) and
+  the sounds of the ``--av`` pairs,
+
+paired by class, with the camera or the microphone absent on a share of the rows (so the
+head learns each modality alone and leans on sound when sight is poor). A class of ``--av``
+the model does not know becomes a new scene class. Embeddings are computed once, so a run
+takes minutes on a CPU and needs neither the bundled model's training run nor its speech data.
+
+The new ``fuse`` is converted to full-integer int8 like ``edgesense quantize`` does (its inputs
+calibrated over the encoders' whole output range, so no embedding is clipped) and merged with
+the unchanged encoders into one ``.tflite`` with updated metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesense.frontend.audio import log_mel_batch
+from edgesense.frontend.wav import read_wav
+from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import is_int, is_number, require
+from edgesense.shipped import SAMPLES, shipped_path
+from edgesense.train import data as datasets
+from edgesense.train.augment import ImageAugmentOptions, augment_images
+from edgesense.train.pools import split_recordings
+from edgesense.train.scene_audio import PlaceSounds
+
+__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "dense_weights", "run"]
+
+logger = logging.getLogger(__name__)
+
+#: Shipped speech recordings: their 1-s windows calibrate the command path of the new ``fuse``.
+SPEECH_SAMPLES = ("speech_commands.wav", "commands.wav")
+SPEECH_HOP_S = 0.25
+INT8_MAX = 127
+OUTPUT_COMMAND, OUTPUT_SCENE = "command", "scene"
+SCENE_LABEL_SMOOTHING = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptOptions:
+    """How the fusion head is retrained (see the module docstring). ``rows_per_epoch`` rows are
+    drawn class-balanced each epoch; ``audio_only_share`` / ``image_only_share`` of them have the
+    camera / the microphone absent."""
+
+    epochs: int = 30
+    rows_per_epoch: int = 20000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    image_variants: int = 3
+    degrade_probability: float = 0.35
+    sounds_per_class: int = 800
+    sound_dbfs_range: tuple[float, float] = (-45.0, -15.0)
+    audio_only_share: float = 0.3
+    image_only_share: float = 0.2
+    #: Share of the rows with both modalities whose sound is another place's; None: one minus
+    #: :func:`sound_reliability` (sound's accuracy on recordings left out, measured on the training pool).
+    sound_mismatch: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "rows_per_epoch", "batch_size", "image_variants", "sounds_per_class"):
+            value = getattr(self, name)
+            require(is_int(value) and value >= 1, name, "an integer >= 1", value)
+        require(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(self.sound_mismatch is None or (is_number(self.sound_mismatch) and 0 <= self.sound_mismatch < 1),
+                "sound_mismatch", "null or a probability in [0, 1)", self.sound_mismatch)
+        for name in ("degrade_probability", "audio_only_share", "image_only_share"):
+            value = getattr(self, name)
+            require(is_number(value) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
+        require(self.audio_only_share + self.image_only_share < 1.0, "audio_only_share",
+                "audio_only_share + image_only_share < 1 (some rows must have both)",
+                self.audio_only_share + self.image_only_share)
+        lo, hi = self.sound_dbfs_range
+        require(is_number(lo) and is_number(hi) and lo <= hi <= 0, "sound_dbfs_range", "(low, high) <= 0 dBFS",
+                self.sound_dbfs_range)
+        require(is_int(self.seed), "seed", "an integer", self.seed)
+
+
+# --------------------------------------------------------------------------- the deployed fuse part
+
+
+def dense_weights(part: bytes) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """A converted part's fully-connected layers, dequantized: ``(in, out)`` -> (Keras kernel
+    ``(in, out)``, bias ``(out,)``). Shapes that occur twice are left out (ambiguous)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgesense.quantize.convert import _read_model_object
+
+    obj = _read_model_object(part)
+    graph = obj.subgraphs[0]
+    found: dict[tuple[int, int], list] = {}
+    for op in graph.operators or []:
+        if flatbuffer_utils.opcode_to_name(obj, op.opcodeIndex) != "FULLY_CONNECTED":
+            continue
+        w_t = graph.tensors[op.inputs[1]]
+        out_dim, in_dim = (int(s) for s in w_t.shape)
+        q = np.frombuffer(bytes(np.asarray(obj.buffers[w_t.buffer].data, np.uint8)), np.int8).reshape(out_dim, in_dim)
+        scale = np.broadcast_to(np.asarray(w_t.quantization.scale, np.float64), (out_dim,))
+        zero = np.broadcast_to(np.asarray(w_t.quantization.zeroPoint, np.float64), (out_dim,))
+        kernel = ((q - zero[:, None]) * scale[:, None]).T.astype(np.float32)
+        bias = np.zeros(out_dim, np.float32)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b_t = graph.tensors[op.inputs[2]]
+            raw = np.frombuffer(bytes(np.asarray(obj.buffers[b_t.buffer].data, np.uint8)), np.int32)
+            bias = (raw * np.broadcast_to(np.asarray(b_t.quantization.scale, np.float64), (out_dim,))).astype(
+                np.float32)
+        found.setdefault((in_dim, out_dim), []).append((kernel, bias))
+    return {shape: layers[0] for shape, layers in found.items() if len(layers) == 1}
+
+
+def build_head(model: EdgeModel, scene_labels: Sequence[str], fuse_part: bytes):
+    """The Keras fusion head with the deployed weights where shapes fit; the command head frozen."""
+    import keras
+
+    from edgesense.train.config import ModelOptions
+    from edgesense.train.model import build_fusion_head
+
+    weights = dense_weights(fuse_part)
+    n_cmd = len(model.command_labels)
+    projections = [out for (i, out) in weights if i == model.audio_embedding_dim and out != n_cmd]
+    require(bool(projections), "--model", "a fusion head with an audio projection (a model written by edgesense "
+            "quantize)", sorted(weights))
+    fusion = model.metadata.get("fusion_strategy") or ModelOptions().fusion
+    options = ModelOptions(fusion=fusion, embedding_dim=projections[0])
+    head = build_fusion_head(model.audio_embedding_dim, model.image_embedding_dim, n_cmd, len(scene_labels), options)
+    loaded = []
+    for layer in head.layers:
+        if isinstance(layer, keras.layers.Dense):
+            shape = tuple(int(s) for s in layer.kernel.shape)
+            if shape in weights:
+                layer.set_weights(list(weights[shape]))
+                loaded.append(layer.name)
+    command = head.get_layer(OUTPUT_COMMAND)
+    require(command.name in loaded, "--model", f"a command head of shape ({model.audio_embedding_dim}, {n_cmd})",
+            "none")
+    command.trainable = False
+    logger.info("fusion head: deployed weights for %s; the command head is frozen", ", ".join(loaded))
+    return head
+
+
+# --------------------------------------------------------------------------- data -> embeddings
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Per scene class: image embeddings (V, Di), sound embeddings (S, Da) and the recording
+    (an index within the class) each sound snippet was cut from."""
+
+    images: tuple[np.ndarray, ...]
+    sounds: tuple[np.ndarray, ...]
+    recordings: tuple[np.ndarray, ...]
+
+
+def _split_percents(model: EdgeModel) -> tuple[float, float]:
+    split = (model.metadata.get("data") or {}).get("split") or {}
+    return float(split.get("image_validation_percent", 10.0)), float(split.get("image_testing_percent", 10.0))
+
+
+def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None, av: Path | None,
+           options: AdaptOptions) -> tuple[tuple[str, ...], dict[str, Any], Embeddings, tuple[np.ndarray, np.ndarray]]:
+    """(scene labels, a summary, training embeddings per class, validation (image embeddings, labels))."""
+    val_percent, test_percent = _split_percents(model)
+    splits: dict[str, list] = {"training": [], "validation": [], "testing": []}
+    classes = set(model.scene_labels)
+    indexes = ([datasets.load_image_folder(scenes)] if scenes is not None else []) + (
+        [datasets.load_av_folder(av)] if av is not None else [])
+    for index in indexes:
+        classes |= set(index.classes)
+        for name, items in datasets.split_image_items(index.items, validation_percent=val_percent,
+                                                      testing_percent=test_percent).items():
+            splits[name] += items
+    labels = tuple(sorted(classes))
+    lookup = {label: i for i, label in enumerate(labels)}
+    rng = np.random.default_rng(options.seed)
+
+    size = (model.image_frontend.height_px, model.image_frontend.width_px)
+    images, report = datasets.load_images(splits["training"], size_px=size, what="training photos")
+    y_img = np.array([lookup[splits["training"][i].label] for i in report.kept], np.int32)
+    augment = ImageAugmentOptions(degrade_probability=options.degrade_probability)
+    variants = [augment_images(images, rng, augment) for _ in range(options.image_variants)]
+    image_emb = np.concatenate([_encode_images(model, v) for v in variants])
+    y_variants = np.tile(y_img, options.image_variants)
+
+    sound_paths: dict[str, list[Path]] = {label: [] for label in labels}
+    summary: dict[str, Any] = {"training_photos": int(len(y_img)), "image_variants": options.image_variants}
+    if scene_ambient is not None:
+        recordings = sorted(p for p in scene_ambient.glob("*/*.wav"))
+        unknown = sorted({p.parent.name for p in recordings} - set(labels))
+        require(not unknown, "--scene-ambient", f"class folders named like the scene classes {list(labels)}", unknown)
+        pools = split_recordings(recordings)
+        for p in pools["training"]:
+            sound_paths[p.parent.name].append(p)
+        summary["scene_ambient"] = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in pools.items()}
+    for item in splits["training"]:
+        if isinstance(item, datasets.AVItem):
+            sound_paths[item.label].append(item.audio_path)
+    rate, clip = model.audio_frontend.sample_rate_hz, model.audio_frontend.clip_samples
+    recordings = [[r for r in (read_wav(p, sample_rate_hz=rate) for p in sound_paths[label]) if r.size and r.any()]
+                  for label in labels]
+    require(any(recordings), "--scene-ambient", "sounds for at least one scene class (--scene-ambient or --av)",
+            "none")
+    sound_emb, sound_rec = [], []
+    for k, class_recordings in enumerate(recordings):
+        embs, ids = [np.zeros((0, model.audio_embedding_dim), np.float32)], [np.zeros(0, np.int32)]
+        for r, recording in enumerate(class_recordings):  # as many snippets from each recording
+            count = -(-options.sounds_per_class // len(class_recordings))
+            snippets = PlaceSounds([[recording]], clip).draw(np.zeros(count, int), rng).astype(np.float64)
+            level = 10.0 ** (rng.uniform(*options.sound_dbfs_range, size=count) / 20.0)
+            rms = np.sqrt(np.maximum(np.mean(snippets ** 2, axis=1), 1e-12))
+            embs.append(_encode_audio(model, np.clip(snippets * (level / rms)[:, None], -1.0, 1.0).astype(np.float32)))
+            ids.append(np.full(count, r, np.int32))
+        sound_emb.append(np.concatenate(embs))
+        sound_rec.append(np.concatenate(ids))
+    summary["sound_seconds"] = {label: round(sum(r.size for r in rs) / rate, 1) for label, rs in zip(labels, recordings)}
+    per_class = Embeddings(images=tuple(image_emb[y_variants == k] for k in range(len(labels))),
+                           sounds=tuple(sound_emb), recordings=tuple(sound_rec))
+    val_images, val_report = datasets.load_images(splits["validation"], size_px=size, what="validation photos")
+    y_val = np.array([lookup[splits["validation"][i].label] for i in val_report.kept], np.int32)
+    summary["validation_photos"] = int(len(y_val))
+    return labels, summary, per_class, (_encode_images(model, val_images), y_val)
+
+
+def _encode_images(model: EdgeModel, images: np.ndarray) -> np.ndarray:
+    if not len(images):
+        return np.zeros((0, model.image_embedding_dim), np.float32)
+    return np.stack([model.encode_image(x.astype(np.float32)) for x in images])
+
+
+def _encode_audio(model: EdgeModel, clips: np.ndarray) -> np.ndarray:
+    return np.stack([model.encode_audio(f) for f in log_mel_batch(clips, model.audio_frontend)])
+
+
+def speech_embeddings(model: EdgeModel) -> np.ndarray:
+    """Embeddings of 1-s windows of the shipped speech samples (for calibrating the command path)."""
+    rate, clip = model.audio_frontend.sample_rate_hz, model.audio_frontend.clip_samples
+    hop = int(SPEECH_HOP_S * rate)
+    windows = []
+    for name in SPEECH_SAMPLES:
+        samples = read_wav(shipped_path(SAMPLES, name), sample_rate_hz=rate)
+        windows += [samples[s:s + clip] for s in range(0, max(1, samples.size - clip + 1), hop)]
+    return _encode_audio(model, np.stack(windows).astype(np.float32))
+
+
+# --------------------------------------------------------------------------- how far sound can be trusted
+
+PROBE_STEPS = 500
+PROBE_LEARNING_RATE = 0.5
+PROBE_L2 = 1e-3
+RELIABILITY_FOLDS = 2
+
+
+def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, classes: int) -> np.ndarray:
+    """Predicted classes of ``x_test`` by softmax regression fitted on standardised ``x_train``."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    a, b = (x_train - mean) / std, (x_test - mean) / std
+    w, bias = np.zeros((a.shape[1], classes)), np.zeros(classes)
+    onehot = np.eye(classes)[y_train]
+    for _ in range(PROBE_STEPS):
+        logits = a @ w + bias
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = (p - onehot) / len(a)
+        w -= PROBE_LEARNING_RATE * (a.T @ grad + PROBE_L2 * w)
+        bias -= PROBE_LEARNING_RATE * grad.sum(0)
+    return (b @ w + bias).argmax(1)
+
+
+def sound_reliability(emb: Embeddings) -> float | None:
+    """How often sound alone names the place of a recording it never heard: a linear probe on
+    the sound embeddings, cross-validated by recording (folds of each class's recordings) over
+    the classes with two recordings or more. None when no class has two."""
+    split = [k for k in range(len(emb.sounds)) if len(np.unique(emb.recordings[k])) >= RELIABILITY_FOLDS]
+    if not split:
+        return None
+    x = np.concatenate([emb.sounds[k] for k in range(len(emb.sounds))])
+    y = np.concatenate([np.full(len(emb.sounds[k]), k) for k in range(len(emb.sounds))])
+    fold = np.concatenate([emb.recordings[k] % RELIABILITY_FOLDS if k in split else np.full(len(emb.sounds[k]), -1)
+                           for k in range(len(emb.sounds))])
+    hits = total = 0
+    for f in range(RELIABILITY_FOLDS):
+        test, train = fold == f, fold != f  # unsplit classes always train
+        pred = linear_probe(x[train], y[train], x[test], len(emb.sounds))
+        hits += int(np.sum(pred == y[test]))
+        total += int(test.sum())
+    return hits / max(total, 1)
+
+
+# --------------------------------------------------------------------------- training and export
+
+
+def _rows(emb: Embeddings, count: int, options: AdaptOptions, rng: np.random.Generator, mismatch: float = 0.0):
+    """``count`` class-balanced rows: (x dict, classes). Where both modalities are present the
+    sound is another place's with probability ``mismatch``: on places it never heard, sound is only
+    that reliable, and the head must not trust it more than that."""
+    usable = [k for k in range(len(emb.images)) if len(emb.images[k]) or len(emb.sounds[k])]
+    cls = np.array(usable)[rng.integers(0, len(usable), size=count)]
+    da, dv = emb.sounds[0].shape[1], emb.images[0].shape[1]
+    audio, image = np.zeros((count, da), np.float32), np.zeros((count, dv), np.float32)
+    draw = rng.random(count)
+    pa = (draw >= options.image_only_share).astype(np.float32)  # image-only rows: no sound
+    pv = (draw < 1.0 - options.audio_only_share).astype(np.float32)  # audio-only rows: no photo
+    for k in usable:
+        rows = np.flatnonzero(cls == k)
+        if len(emb.sounds[k]):
+            audio[rows] = emb.sounds[k][rng.integers(0, len(emb.sounds[k]), size=rows.size)]
+        else:
+            pa[rows] = 0.0
+        if len(emb.images[k]):
+            image[rows] = emb.images[k][rng.integers(0, len(emb.images[k]), size=rows.size)]
+        else:
+            pv[rows] = 0.0
+    if mismatch > 0:
+        with_sound = [k for k in usable if len(emb.sounds[k])]
+        swap = np.flatnonzero((rng.random(count) < mismatch) & (pa > 0) & (pv > 0))
+        for i in swap:
+            others = [k for k in with_sound if k != cls[i]]
+            if others:
+                k = others[rng.integers(len(others))]
+                audio[i] = emb.sounds[k][rng.integers(len(emb.sounds[k]))]
+    both_absent = (pa == 0) & (pv == 0)
+    pv[both_absent & np.array([len(emb.images[k]) > 0 for k in cls])] = 1.0
+    pa[both_absent & (pv == 0)] = 1.0
+    x = {"audio_embedding": audio * pa[:, None], "image_embedding": image * pv[:, None],
+         "audio_present": pa[:, None], "image_present": pv[:, None]}
+    return x, cls
+
+
+def train_head(head, emb: Embeddings, validation: tuple[np.ndarray, np.ndarray], options: AdaptOptions,
+               n_scenes: int, mismatch: float) -> dict[str, float]:
+    import keras
+
+    rng = np.random.default_rng(options.seed)
+    head.compile(optimizer=keras.optimizers.Adam(learning_rate=keras.optimizers.schedules.CosineDecay(
+                     options.learning_rate, decay_steps=options.rows_per_epoch * options.epochs // options.batch_size,
+                     alpha=0.05)),
+                 loss={OUTPUT_SCENE: keras.losses.CategoricalCrossentropy(label_smoothing=SCENE_LABEL_SMOOTHING)})
+    for _ in range(options.epochs):  # every epoch draws fresh rows
+        x, cls = _rows(emb, options.rows_per_epoch, options, rng, mismatch)
+        y = {OUTPUT_SCENE: keras.utils.to_categorical(cls, n_scenes).astype(np.float32)}
+        history = head.fit(x, y, batch_size=options.batch_size, epochs=1, verbose=0, shuffle=False)
+    val_images, val_labels = validation
+    metrics = {"rows": options.rows_per_epoch * options.epochs,
+               "final_loss": round(float(history.history["loss"][-1]), 4)}
+    if len(val_labels):
+        n = len(val_labels)
+        out = head.predict({"audio_embedding": np.zeros((n, head.inputs[0].shape[-1]), np.float32),
+                            "image_embedding": val_images, "audio_present": np.zeros((n, 1), np.float32),
+                            "image_present": np.ones((n, 1), np.float32)}, verbose=0, batch_size=512)
+        metrics["validation_image_only_accuracy"] = round(float(np.mean(out[OUTPUT_SCENE].argmax(-1) == val_labels)), 4)
+    return metrics
+
+
+def _range_rows(model: EdgeModel) -> list[np.ndarray]:
+    """The largest value each encoder can output, as an embedding: calibrates ``fuse``'s inputs
+    over the encoders' whole int8 range."""
+    out = []
+    for key, name in (("encode_audio", "audio_embedding"), ("encode_image", "image_embedding")):
+        q = model.signatures[key].outputs[name].quant
+        out.append(np.full((1, model.signatures[key].outputs[name].shape[-1]),
+                           (INT8_MAX - float(np.ravel(q.zero_point)[0])) * float(np.ravel(q.scale)[0]), np.float32))
+    return out
+
+
+def convert_fuse(head, model: EdgeModel, emb: Embeddings, speech: np.ndarray, rng: np.random.Generator) -> bytes:
+    from edgesense.quantize.convert import FUSION_PRESENCE_PATTERNS, _convert_part, fuse_function
+
+    sounds = np.concatenate([s for s in emb.sounds if len(s)] + [speech])
+    images = np.concatenate([i for i in emb.images if len(i)])
+    top_audio, top_image = _range_rows(model)
+    count = 600
+
+    def representative():
+        for i in range(count):
+            a_on, v_on = FUSION_PRESENCE_PATTERNS[i % len(FUSION_PRESENCE_PATTERNS)]
+            a = top_audio[0] if i == 0 else sounds[rng.integers(len(sounds))]
+            v = top_image[0] if i == 0 else images[rng.integers(len(images))]
+            yield {"audio_embedding": (a * a_on)[None].astype(np.float32),
+                   "image_embedding": (v * v_on)[None].astype(np.float32),
+                   "audio_present": np.full((1, 1), a_on, np.float32),
+                   "image_present": np.full((1, 1), v_on, np.float32)}
+
+    function = fuse_function(head, model.audio_embedding_dim, model.image_embedding_dim)
+    return _convert_part("fuse", function, head, "int8", representative)
+
+
+def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None, scene_ambient: Path | None = None,
+                av: Path | None = None, options: AdaptOptions = AdaptOptions(), name: str | None = None
+                ) -> dict[str, Any]:
+    """Adapt ``model_path``'s scene head (module docstring); write ``out_path``; return its metadata."""
+    import keras
+
+    from edgesense.quantize.convert import (
+        METADATA_NAME,
+        _check_writable,
+        _io_spec,
+        _part_weight_bytes,
+        _verify_merged,
+        _write_atomic,
+        check_builtin_ops,
+        merge_tflite_parts,
+        split_tflite_parts,
+    )
+
+    require(scenes is not None or av is not None, "--scenes", "photos to learn from: --scenes and/or --av", "neither")
+    _check_writable(out_path)
+    keras.utils.set_random_seed(options.seed)
+    model = EdgeModel.load(model_path)
+    parts = split_tflite_parts(Path(model_path).read_bytes())
+    labels, summary, emb, validation = gather(model, scenes=scenes, scene_ambient=scene_ambient, av=av,
+                                              options=options)
+    logger.info("scene classes %s; photos %d (x%d variants), sounds %s", list(labels), summary["training_photos"],
+                options.image_variants, summary["sound_seconds"])
+    head = build_head(model, labels, parts["fuse"])
+    reliability = sound_reliability(emb)
+    mismatch = options.sound_mismatch if options.sound_mismatch is not None else (
+        1.0 - reliability if reliability is not None else 0.0)
+    logger.info("sound names an unheard recording's place %s of the time: mismatched sound in %.0f %% of the rows",
+                "?" if reliability is None else f"{reliability:.0%}", 100 * mismatch)
+    metrics = {"sound_reliability": None if reliability is None else round(reliability, 4),
+               "sound_mismatch": round(mismatch, 4),
+               **train_head(head, emb, validation, options, len(labels), mismatch)}
+    logger.info("trained the fusion head: %s", metrics)
+    parts["fuse"] = convert_fuse(head, model, emb, speech_embeddings(model), np.random.default_rng(options.seed))
+    metadata = dict(model.metadata)
+    now = _dt.datetime.now(_dt.timezone.utc)
+    metadata.update({
+        "name": name or f"{metadata.get('name', 'edgesense')}-adapted",
+        "model_version": f"{now:%Y%m%d}-adapted-{model.metadata.get('model_version', '?')}",
+        "created": now.isoformat(timespec="seconds"),
+        "labels": {"command": list(model.command_labels), "scene": list(labels)},
+        "signatures": {key: _io_spec(data, key) for key, data in parts.items()},
+        "part_bytes": {key: _part_weight_bytes(data) for key, data in parts.items()},
+        "part_model_bytes": {key: len(data) for key, data in parts.items()},
+        "adapted": {"from": {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")},
+                    "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
+                    "scene_ambient": str(scene_ambient) if scene_ambient else None,
+                    "options": {k: v for k, v in options.__dict__.items()}, **summary, "metrics": metrics},
+    })
+    from edgesense.quantize.convert import portable_paths
+
+    metadata["adapted"] = portable_paths(metadata["adapted"])
+    payload = json.dumps(metadata, indent=None, sort_keys=True, default=str).encode("utf-8")
+    merged = merge_tflite_parts(parts, {METADATA_NAME: payload}, description=f"EdgeSense {metadata['name']}")
+    check_builtin_ops(merged, str(out_path))
+    _verify_merged(merged, parts)
+    _write_atomic(out_path, merged)
+    logger.info("wrote %s (%d bytes)", out_path, len(merged))
+    return metadata
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="the deployed .tflite to adapt")
+    parser.add_argument("--out", required=True, type=Path, help="the adapted .tflite to write")
+    parser.add_argument("--scenes", type=Path, help="photos CLASS/*.jpg (the model's training split of them is used)")
+    parser.add_argument("--scene-ambient", type=Path, help="sounds of each place, CLASS/*.wav (training pool only)")
+    parser.add_argument("--av", type=Path, help="your own places: CLASS/NAME.jpg + CLASS/NAME.wav (edgesense record)")
+    parser.add_argument("--epochs", type=int, default=AdaptOptions.epochs, help="passes of fresh rows")
+    parser.add_argument("--seed", type=int, default=AdaptOptions.seed)
+    parser.add_argument("--name", help="the adapted model's name in its metadata")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import input_file
+
+    input_file("--model", args.model)
+    for flag, path in (("--scenes", args.scenes), ("--scene-ambient", args.scene_ambient), ("--av", args.av)):
+        if path is not None and not path.is_dir():
+            raise ValueError(f"{flag}: expected a folder, got {str(path)!r} "
+                             f"({'a file' if path.exists() else 'does not exist'})")
+    if args.scenes is None and args.av is None:
+        raise ValueError("--scenes/--av: expected photos to learn from (one or both), got neither")
+    if args.out.exists() and not args.force:
+        raise ValueError(f"--out: {args.out} exists; add --force to replace it")
+    if args.out.resolve() == args.model.resolve():
+        raise ValueError(f"--out: expected another file than --model, got {args.out}")
+    options = AdaptOptions(epochs=args.epochs, seed=args.seed)
+    metadata = adapt_model(args.model, args.out, scenes=args.scenes, scene_ambient=args.scene_ambient, av=args.av,
+                           options=options, name=args.name)
+    print(json.dumps({"model": str(args.out), "labels": metadata["labels"]["scene"],
+                      **metadata["adapted"]["metrics"]}, indent=2))
+    return 0
+

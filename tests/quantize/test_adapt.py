@@ -1,0 +1,123 @@
+"""edgesense adapt: the fusion head learns places; the encoders and the command head stay as they were."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from cli_run import ERROR_PREFIX, edgesense, only_line  # noqa: E402
+from datagen import make_av_folder, make_scene_sounds  # noqa: E402
+
+from edgesense.frontend.audio import log_mel_batch  # noqa: E402
+from edgesense.frontend.wav import read_wav  # noqa: E402
+from edgesense.quantize.adapt import (  # noqa: E402
+    AdaptOptions,
+    Embeddings,
+    adapt_model,
+    dense_weights,
+    sound_reliability,
+    speech_embeddings,
+)
+from edgesense.quantize.convert import merge_tflite_parts, split_tflite_parts  # noqa: E402
+from edgesense.runtime.interpreter import make_interpreter  # noqa: E402
+from edgesense.runtime.model import EdgeModel  # noqa: E402
+from edgesense.shipped import MODELS, SAMPLES, shipped_path  # noqa: E402
+
+BUNDLED = shipped_path(MODELS, "edgesense.tflite")
+FAST = AdaptOptions(epochs=2, rows_per_epoch=2000, image_variants=1, sounds_per_class=40)
+
+
+def _speech_windows(model):
+    samples = read_wav(shipped_path(SAMPLES, "speech_commands.wav"), sample_rate_hz=16000)
+    clip = model.audio_frontend.clip_samples
+    return log_mel_batch(np.stack([samples[s:s + clip] for s in range(0, samples.size - clip, 4000)]),
+                         model.audio_frontend)
+
+
+def test_split_parts_merge_back_to_the_same_signatures():
+    data = BUNDLED.read_bytes()
+    parts = split_tflite_parts(data)
+    assert sorted(parts) == ["encode_audio", "encode_image", "fuse"]
+    whole, merged = make_interpreter(data), make_interpreter(merge_tflite_parts(parts, {}))
+    rng = np.random.default_rng(0)
+    for key in parts:
+        a, b = whole.get_signature_runner(key), merged.get_signature_runner(key)
+        feeds = {name: rng.integers(-128, 128, d["shape"], dtype=np.int8) if d["dtype"] == np.int8 else
+                 rng.random(d["shape"]).astype(d["dtype"]) for name, d in a.get_input_details().items()}
+        want, got = a(**feeds), b(**feeds)
+        assert all(np.array_equal(want[k], got[k]) for k in want), key
+
+
+def test_dense_weights_reproduce_the_deployed_command_head():
+    model = EdgeModel.load(BUNDLED)
+    weights = dense_weights(split_tflite_parts(BUNDLED.read_bytes())["fuse"])
+    kernel, bias = weights[(model.audio_embedding_dim, len(model.command_labels))]
+    for features in _speech_windows(model)[:10]:
+        embedding = model.encode_audio(features)
+        logits = embedding @ kernel + bias
+        mine = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        deployed, _ = model.fuse(embedding, None)
+        assert np.argmax(mine) == np.argmax(deployed)
+        assert np.abs(mine - deployed).max() < 0.03  # int8 arithmetic against float
+
+
+def test_reliability_is_measured_on_recordings_left_out():
+    rng = np.random.default_rng(0)
+    # Two classes, two recordings each; within a class each recording sounds different, so sound
+    # identifies the recording but not, across recordings, the class.
+    centres = rng.normal(size=(2, 2, 8)) * 5
+    sounds = tuple(np.concatenate([centres[k, r] + rng.normal(size=(50, 8)) for r in range(2)]) for k in range(2))
+    recordings = tuple(np.repeat([0, 1], 50) for _ in range(2))
+    chance_like = sound_reliability(Embeddings(images=(np.zeros((1, 4)),) * 2, sounds=sounds, recordings=recordings))
+    shared = rng.normal(size=(2, 8)) * 5  # now every recording of a class sounds alike
+    sounds = tuple(shared[k] + rng.normal(size=(100, 8)) for k in range(2))
+    reliable = sound_reliability(Embeddings(images=(np.zeros((1, 4)),) * 2, sounds=sounds, recordings=recordings))
+    assert reliable > 0.95 and chance_like < 0.8
+    single = (np.zeros(10, int), np.zeros(10, int))
+    assert sound_reliability(Embeddings(images=(np.zeros((1, 4)),) * 2, sounds=sounds, recordings=single)) is None
+
+
+@pytest.mark.slow
+def test_adapt_learns_a_new_place_and_keeps_encoders_and_commands(tmp_path):
+    mine = make_av_folder(tmp_path / "mine", {"kitchen": (30, 60, 200), "forest": (40, 140, 30)}, per_class=12)
+    ambience = make_scene_sounds(tmp_path / "ambience", labels=("kitchen", "forest"), per_class=3)
+    out = tmp_path / "adapted.tflite"
+    metadata = adapt_model(BUNDLED, out, av=mine, scene_ambient=ambience, options=FAST, name="mine")
+    old, new = EdgeModel.load(BUNDLED), EdgeModel.load(out)
+    assert new.scene_labels == tuple(sorted(set(old.scene_labels) | {"kitchen"}))
+    assert metadata["adapted"]["from"]["model_version"] == old.metadata["model_version"]
+    assert metadata["adapted"]["scene_ambient"]["evaluation"]  # held out, and named
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, old.image_frontend.input_shape).astype(np.float32)
+    assert np.array_equal(old.encode_image(image), new.encode_image(image))
+    agree = []
+    for features in _speech_windows(old):
+        a_old, a_new = old.encode_audio(features), new.encode_audio(features)
+        assert np.array_equal(a_old, a_new)
+        c_old, c_new = old.fuse(a_old, None)[0], new.fuse(a_new, None)[0]
+        agree.append(np.argmax(c_old) == np.argmax(c_new))
+        assert np.abs(c_old - c_new).max() < 0.05
+    assert np.mean(agree) >= 0.95
+    # The new place is learned: its own photos (seen in training) come out as kitchen.
+    kitchen = sorted((mine / "kitchen").glob("*.jpg"))[0]
+    import cv2
+
+    from edgesense.frontend.image import preprocess_frame
+
+    frame = preprocess_frame(cv2.imread(str(kitchen)), new.image_frontend)
+    _, scene = new.fuse(None, new.encode_image(frame))
+    assert new.scene_labels[int(np.argmax(scene))] == "kitchen"
+    assert speech_embeddings(new).shape[1] == new.audio_embedding_dim
+
+
+def test_cli_refuses_bad_input_in_one_line(tmp_path):
+    out = tmp_path / "out.tflite"
+    out.write_bytes(b"mine")
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", tmp_path))
+    assert line == f"{ERROR_PREFIX} --out: {out} exists; add --force to replace it"
+    assert out.read_bytes() == b"mine"
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite"))
+    assert line == f"{ERROR_PREFIX} --scenes/--av: expected photos to learn from (one or both), got neither"
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite",
+                               "--av", tmp_path / "nowhere"))
+    assert line == f"{ERROR_PREFIX} --av: expected a folder, got {str(tmp_path / 'nowhere')!r} (does not exist)"
