@@ -25,16 +25,12 @@ import numpy as np
 
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
+from edgesense.quantize.adapt import linear_probe
 from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import split_recordings
 
 TRAIN_DBFS = (-45.0, -15.0)
 EVAL_DBFS = (-35.0, -20.0)
-PROBE_STEPS = 500
-PROBE_LEARNING_RATE = 0.5
-PROBE_L2 = 1e-3
-
-
 def snippets(paths: list[Path], classes: list[str], per_class: int, dbfs: tuple[float, float], clip: int,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     by_class = {c: [read_wav(p, sample_rate_hz=16000) for p in paths if p.parent.name == c] for c in classes}
@@ -57,21 +53,6 @@ def represent(model: EdgeModel, clips: np.ndarray) -> dict[str, np.ndarray]:
             "log_mel_stats": np.concatenate([feats.mean(axis=1), feats.std(axis=1)], axis=1)}
 
 
-def probe(x_train, y_train, x_test, classes: int) -> np.ndarray:
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    a, b = (x_train - mean) / std, (x_test - mean) / std
-    w, bias = np.zeros((a.shape[1], classes)), np.zeros(classes)
-    onehot = np.eye(classes)[y_train]
-    for _ in range(PROBE_STEPS):
-        logits = a @ w + bias
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        grad = (p - onehot) / len(a)
-        w -= PROBE_LEARNING_RATE * (a.T @ grad + PROBE_L2 * w)
-        bias -= PROBE_LEARNING_RATE * grad.sum(0)
-    return (b @ w + bias).argmax(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -90,7 +71,7 @@ def main() -> None:
     r_train, r_eval = represent(model, x_train), represent(model, x_eval)
     out = {}
     for name in r_train:
-        pred = probe(r_train[name], y_train, r_eval[name], len(classes))
+        pred = linear_probe(r_train[name], y_train, r_eval[name], len(classes))
         out[name] = {"accuracy": round(float(np.mean(pred == y_eval)), 3),
                      "per_class": {c: round(float(np.mean(pred[y_eval == k] == k)), 3) for k, c in enumerate(classes)},
                      "dimensions": int(r_train[name].shape[1])}

@@ -63,8 +63,7 @@ PROGRESS_LINES = 10  #: elsewhere (a pipe, a log), one line per tenth of the pai
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_CONFIG = "desktop"
 #: What the next step names (README "Teach the device your own places").
-TRAIN_CONFIG = "train/configs/shared_data.yaml"
-BUNDLED_RUN = "models/edgesense-run"
+BUNDLED_MODEL = "models/edgesense.tflite"
 README_SECTION = "README.md, 'Teach the device your own places'"
 OVERLAY_COLOUR = (40, 40, 230)  # BGR red: recording
 OVERLAY_ORIGIN_PX = (10, 30)
@@ -460,8 +459,8 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
     _say(f"{result.pairs} pairs written to {where}{names}")
     if result.pairs:
         _say(f"next: record your other places the same way (one run per place, the same --out), copy {out} to "
-             f"the desktop and train: edgesense train --config {TRAIN_CONFIG} --av {out} --init-from {BUNDLED_RUN} "
-             f"--out runs/{out.resolve().name} (see {README_SECTION})")
+             f"the desktop and adapt the model to them: edgesense adapt --model {BUNDLED_MODEL} --av {out} "
+             f"--out models/{out.resolve().name}.tflite (see {README_SECTION})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,7 +73,7 @@ def test_replayed_pairs_come_at_the_scene_rate_are_aligned_and_load_for_training
     names = pairs(out / "kitchen")
     assert abs(len(names) - seconds * SCENE_RATE_HZ) <= 1
     assert f"{len(names)} pairs written to {out / 'kitchen'}" in proc.stderr
-    assert f"--av {out}" in proc.stderr  # the next step
+    assert f"edgesense adapt --model models/edgesense.tflite --av {out}" in proc.stderr  # the next step
     assert f"] {len(names)}/{len(names)} pairs" in proc.stderr  # the progress bar's last line
     assert "Traceback" not in proc.stderr
 
