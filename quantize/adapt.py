@@ -479,13 +479,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scene-ambient", type=Path, help="sounds of each place, CLASS/*.wav (training pool only)")
     parser.add_argument("--av", type=Path, help="your own places: CLASS/NAME.jpg + CLASS/NAME.wav (edgesense record)")
     parser.add_argument("--epochs", type=int, default=AdaptOptions.epochs, help="passes of fresh rows")
+    parser.add_argument("--sound-mismatch", type=float, default=None, metavar="P",
+                        help="share of the rows with both modalities whose sound is another place's (default: one "
+                             "minus how often sound names the place of a recording left out)")
     parser.add_argument("--seed", type=int, default=AdaptOptions.seed)
     parser.add_argument("--name", help="the adapted model's name in its metadata")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import input_file
+    from edgesense.app.cli import input_file, user_names
 
     input_file("--model", args.model)
     for flag, path in (("--scenes", args.scenes), ("--scene-ambient", args.scene_ambient), ("--av", args.av)):
@@ -498,7 +501,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out: {args.out} exists; add --force to replace it")
     if args.out.resolve() == args.model.resolve():
         raise ValueError(f"--out: expected another file than --model, got {args.out}")
-    options = AdaptOptions(epochs=args.epochs, seed=args.seed)
+    with user_names({"epochs": "--epochs", "sound_mismatch": "--sound-mismatch", "seed": "--seed"}):
+        options = AdaptOptions(epochs=args.epochs, sound_mismatch=args.sound_mismatch, seed=args.seed)
     metadata = adapt_model(args.model, args.out, scenes=args.scenes, scene_ambient=args.scene_ambient, av=args.av,
                            options=options, name=args.name)
     print(json.dumps({"model": str(args.out), "labels": metadata["labels"]["scene"],
