@@ -330,10 +330,10 @@ class _Piper:
     """The piper voices of ``options.piper_voices``, loaded once; called as a :data:`_Speak`."""
 
     def __init__(self, options: SynthOptions) -> None:
-        try:
-            import onnxruntime
+        try:  # piper first: the package a user knows to install (onnxruntime comes with it)
             from piper import PiperVoice, SynthesisConfig
             from piper.config import PiperConfig
+            onnxruntime = importlib.import_module("onnxruntime")
         except ImportError as exc:
             raise RuntimeError(f"--engine piper needs the voices extra ({exc.name} is not installed): "
                                f"{VOICES_INSTALL_HINT}") from None
