@@ -42,8 +42,7 @@ from edgesense.schema.validate import is_int, is_number, require
 from edgesense.shipped import SAMPLES, shipped_path
 from edgesense.train import data as datasets
 from edgesense.train.augment import ImageAugmentOptions, augment_images
-from edgesense.train.pools import split_recordings
-from edgesense.train.scene_audio import PlaceSounds
+from edgesense.train.scene_audio import PlaceSounds, place_sound_files
 
 __all__ = ["AdaptOptions", "adapt_model", "add_arguments", "dense_weights", "run"]
 
@@ -202,19 +201,10 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
     image_emb = np.concatenate([_encode_images(model, v) for v in variants])
     y_variants = np.tile(y_img, options.image_variants)
 
-    sound_paths: dict[str, list[Path]] = {label: [] for label in labels}
     summary: dict[str, Any] = {"training_photos": int(len(y_img)), "image_variants": options.image_variants}
-    if scene_ambient is not None:
-        recordings = sorted(p for p in scene_ambient.glob("*/*.wav"))
-        unknown = sorted({p.parent.name for p in recordings} - set(labels))
-        require(not unknown, "--scene-ambient", f"class folders named like the scene classes {list(labels)}", unknown)
-        pools = split_recordings(recordings)
-        for p in pools["training"]:
-            sound_paths[p.parent.name].append(p)
-        summary["scene_ambient"] = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in pools.items()}
-    for item in splits["training"]:
-        if isinstance(item, datasets.AVItem):
-            sound_paths[item.label].append(item.audio_path)
+    sound_paths, pools = place_sound_files(scene_ambient, labels, splits["training"], field="--scene-ambient")
+    if pools:
+        summary["scene_ambient"] = pools
     rate, clip = model.audio_frontend.sample_rate_hz, model.audio_frontend.clip_samples
     recordings = [[r for r in (read_wav(p, sample_rate_hz=rate) for p in sound_paths[label]) if r.size and r.any()]
                   for label in labels]

@@ -13,7 +13,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edgesense.schema.validate import require
 from edgesense.train import augment
 from edgesense.train import data as datasets
 from edgesense.train.bank import ExampleBank, build_bank, log_mel_features, prepare_rirs, speech_windows
@@ -32,7 +31,7 @@ from edgesense.train.model import (
 )
 from edgesense.train.pools import split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
-from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
+from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows, place_sound_files
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
@@ -198,21 +197,9 @@ def _place_sounds(cfg, scene_labels: tuple[str, ...], training_photos, rate: int
                   summary: dict) -> tuple[tuple[np.ndarray, ...], ...] | None:
     """Per scene class, the recordings of its sound that may train: the training pool of
     ``data.scene_ambient`` and the sounds of the paired training photos (``data.av``)."""
-    paths: dict[str, list[Path]] = {label: [] for label in scene_labels}
-    if cfg.scene_ambient is not None:
-        folders = [p for p in sorted(cfg.scene_ambient.iterdir()) if p.is_dir()]
-        unknown = [p.name for p in folders if p.name not in paths]
-        require(not unknown, "data.scene_ambient", f"class folders named like the scene classes {list(scene_labels)}",
-                unknown)
-        recordings = [p for folder in folders for p in sorted(folder.glob("*.wav"))]
-        require(bool(recordings), "data.scene_ambient", f"CLASS/*.wav recordings under {cfg.scene_ambient}", "none")
-        pools = split_recordings(recordings)
-        for p in pools["training"]:
-            paths[p.parent.name].append(p)
-        summary["scene_ambient"] = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in pools.items()}
-    for item in training_photos:
-        if isinstance(item, datasets.AVItem):
-            paths[item.label].append(item.audio_path)
+    paths, pools = place_sound_files(cfg.scene_ambient, scene_labels, training_photos)
+    if pools:
+        summary["scene_ambient"] = pools
     if not any(paths.values()):
         return None
     out = []
