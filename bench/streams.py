@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_number, require, require_range
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
@@ -68,12 +68,6 @@ STREAM_KINDS = ("commands", "talk", "words")
 StreamKind = Literal["commands", "talk", "words"]
 
 
-
-
-def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_number(v) for v in value)
-          and lo <= value[0] <= value[1] <= hi)
-    require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 def _check_fraction(name: str, value: Any) -> None:
@@ -169,10 +163,10 @@ class StreamOptions:
                 self.duration_s)
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                 "a positive integer", self.sample_rate_hz)
-        _check_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)
-        _check_range("snr_db", self.snr_db, -20.0, 100.0)
+        require_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)
+        require_range("snr_db", self.snr_db, -20.0, 100.0)
         for name in ("gap_s", "close_gap_s", "pause_s", "long_pause_s"):
-            _check_range(name, getattr(self, name), 0.0, 600.0)
+            require_range(name, getattr(self, name), 0.0, 600.0)
         for name in ("close_fraction", "repeat_fraction", "other_fraction", "long_pause_fraction"):
             _check_fraction(name, getattr(self, name))
         require(isinstance(self.passes, int) and self.passes >= 1, "passes", "an integer >= 1", self.passes)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import require, require_range
 from edgesense.train.degrade import degrade_randomly
 
 __all__ = [
@@ -44,12 +44,6 @@ _DECAY_60_DB = 3.0 * np.log(10.0)  # amplitude envelope exp(-this * t / RT60) is
 _REVERB_TAIL_GAIN = 0.05  # reverberant tail's per-tap amplitude relative to the direct path
 
 
-
-
-def _check_range(name: str, value: Any, lo: float = -np.inf, hi: float = np.inf) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-          and lo <= value[0] <= value[1] <= hi)
-    require(ok, name, f"a (low, high) tuple with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 def _check_probability(name: str, value: Any) -> None:
@@ -94,10 +88,10 @@ class AudioAugmentOptions:
         for name in ("speed_probability", "reverb_probability", "noise_probability", "shift_probability",
                      "gain_probability"):
             _check_probability(name, getattr(self, name))
-        _check_range("speed_range", self.speed_range, lo=np.finfo(float).tiny)
-        _check_range("rt60_ms_range", self.rt60_ms_range, lo=np.finfo(float).tiny)
-        _check_range("snr_db_range", self.snr_db_range)
-        _check_range("gain_db_range", self.gain_db_range)
+        require_range("speed_range", self.speed_range, lo=np.finfo(float).tiny)
+        require_range("rt60_ms_range", self.rt60_ms_range, lo=np.finfo(float).tiny)
+        require_range("snr_db_range", self.snr_db_range)
+        require_range("gain_db_range", self.gain_db_range)
         require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
         require(self.max_shift_ms >= 0, "max_shift_ms", ">= 0", self.max_shift_ms)
         for name in ("time_masks", "max_time_mask_frames", "freq_masks", "max_freq_mask_bins"):
@@ -131,7 +125,7 @@ class ImageAugmentOptions:
         _check_probability("crop_probability", self.crop_probability)
         _check_probability("degrade_probability", self.degrade_probability)
         _check_probability("flip_probability", self.flip_probability)
-        _check_range("crop_scale_range", self.crop_scale_range, lo=np.finfo(float).tiny, hi=1.0)
+        require_range("crop_scale_range", self.crop_scale_range, lo=np.finfo(float).tiny, hi=1.0)
         for name in ("brightness_delta", "contrast_delta", "saturation_delta"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "in [0, 1]", value)
@@ -197,7 +191,7 @@ def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], r
     noise was added, when ``return_snr_db``).
     """
     x = _clips(clips)
-    _check_range("snr_db_range", tuple(snr_db_range))
+    require_range("snr_db_range", tuple(snr_db_range))
     _check_probability("probability", probability)
     batch, n = x.shape
     pool = noise_pool if isinstance(noise_pool, NoisePool) else prepare_noise_pool(noise_pool, n)
@@ -245,7 +239,7 @@ def random_gain(clips: np.ndarray, rng: np.random.Generator, *, gain_db_range: t
                 probability: float = 1.0) -> np.ndarray:
     """Scale each clip by a gain drawn uniformly in dB from ``gain_db_range``; clip to [-1, 1]."""
     x = _clips(clips)
-    _check_range("gain_db_range", tuple(gain_db_range))
+    require_range("gain_db_range", tuple(gain_db_range))
     _check_probability("probability", probability)
     gain_db = rng.uniform(gain_db_range[0], gain_db_range[1], size=x.shape[0])
     gain_db[~_apply_mask(rng, x.shape[0], probability)] = 0.0
@@ -258,7 +252,7 @@ def change_speed(clips: np.ndarray, rng: np.random.Generator, *, speed_range: tu
     higher), about the clip's centre so a centred word stays centred; the clip keeps its length
     (zeros where the source runs out)."""
     x = _clips(clips)
-    _check_range("speed_range", tuple(speed_range), lo=np.finfo(float).tiny)
+    require_range("speed_range", tuple(speed_range), lo=np.finfo(float).tiny)
     _check_probability("probability", probability)
     batch, n = x.shape
     factor = rng.uniform(speed_range[0], speed_range[1], size=batch)
@@ -279,7 +273,7 @@ def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: i
     by Gaussian noise decaying 60 dB over an RT60 drawn from ``rt60_ms_range``. The result keeps
     the clip's length and RMS level, clipped to [-1, 1]."""
     x = _clips(clips)
-    _check_range("rt60_ms_range", tuple(rt60_ms_range), lo=np.finfo(float).tiny)
+    require_range("rt60_ms_range", tuple(rt60_ms_range), lo=np.finfo(float).tiny)
     _check_probability("probability", probability)
     batch, n = x.shape
     apply = _apply_mask(rng, batch, probability)
@@ -369,7 +363,7 @@ def random_crop(images: np.ndarray, rng: np.random.Generator, *, scale_range: tu
                 probability: float = 1.0) -> np.ndarray:
     """Crop a random aspect-preserving window (side = scale * size) and resize it back."""
     x = _images(images)
-    _check_range("scale_range", tuple(scale_range), lo=np.finfo(float).tiny, hi=1.0)
+    require_range("scale_range", tuple(scale_range), lo=np.finfo(float).tiny, hi=1.0)
     _check_probability("probability", probability)
     batch, h, w, _ = x.shape
     scale = rng.uniform(scale_range[0], scale_range[1], size=batch)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch
-from edgesense.schema.validate import require
+from edgesense.schema.validate import require, require_range
 from edgesense.train import augment
 
 __all__ = [
@@ -80,8 +80,8 @@ class BankOptions:
         for name in ("placement_probability", "partial_word_probability", "real_rir_probability"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
-        augment._check_range("partial_fraction_range", self.partial_fraction_range, lo=0.0, hi=1.0)
-        augment._check_range("silence_dbfs_range", self.silence_dbfs_range, hi=0.0)
+        require_range("partial_fraction_range", self.partial_fraction_range, lo=0.0, hi=1.0)
+        require_range("silence_dbfs_range", self.silence_dbfs_range, hi=0.0)
         require(self.word_floor_db > 0, "word_floor_db", "> 0", self.word_floor_db)
         require(self.other_speech_min_dbfs <= 0, "other_speech_min_dbfs", "<= 0 dBFS", self.other_speech_min_dbfs)
         for name in ("silence_per_variant", "other_speech_per_variant"):

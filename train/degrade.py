@@ -14,7 +14,7 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_number, require, require_range
 
 __all__ = ["BENCH_DEGRADATIONS", "DEGRADATIONS", "Degradation", "DegradeOptions", "degrade", "degrade_randomly"]
 
@@ -24,12 +24,6 @@ DEGRADATIONS: tuple[Degradation, ...] = get_args(Degradation)
 BENCH_DEGRADATIONS: tuple[Degradation, ...] = ("dark", "blurred", "occluded")
 _UINT8_MAX = 255.0
 _MEAN_GRAY = 0.5 * _UINT8_MAX  # what an occluder is filled with
-
-
-def _check_range(name: str, value, lo: float, hi: float) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_number(v) for v in value)
-          and lo <= value[0] <= value[1] <= hi)
-    require(ok, name, f"a (low, high) pair with {lo:g} <= low <= high <= {hi:g}", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,13 +45,13 @@ class DegradeOptions:
     noise_std_range: tuple[float, float] = (15.0, 35.0)
 
     def __post_init__(self) -> None:
-        _check_range("dark_gain_range", self.dark_gain_range, 0.0, 1.0)
+        require_range("dark_gain_range", self.dark_gain_range, 0.0, 1.0)
         require(is_number(self.dark_gamma) and self.dark_gamma >= 1.0, "dark_gamma", "a number >= 1",
                 self.dark_gamma)
-        _check_range("overexposed_gain_range", self.overexposed_gain_range, 1.0, np.inf)
-        _check_range("blur_sigma_fraction_range", self.blur_sigma_fraction_range, 0.0, 1.0)
-        _check_range("occluded_area_range", self.occluded_area_range, 0.0, 1.0)
-        _check_range("noise_std_range", self.noise_std_range, 0.0, _UINT8_MAX)
+        require_range("overexposed_gain_range", self.overexposed_gain_range, 1.0, np.inf)
+        require_range("blur_sigma_fraction_range", self.blur_sigma_fraction_range, 0.0, 1.0)
+        require_range("occluded_area_range", self.occluded_area_range, 0.0, 1.0)
+        require_range("noise_std_range", self.noise_std_range, 0.0, _UINT8_MAX)
 
 
 def _images(images: np.ndarray) -> np.ndarray:

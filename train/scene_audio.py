@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train.augment import NoisePool, prepare_noise_pool
 from edgesense.train.data import AVItem
 from edgesense.train.pools import split_recordings
@@ -32,12 +32,6 @@ from edgesense.train.pools import split_recordings
 __all__ = ["PlaceSounds", "SceneAudioOptions", "mix_under", "place_rows", "place_sound_files"]
 
 _POWER_FLOOR = 1e-12
-
-
-def _check_range(name: str, value, hi: float) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_number(v) for v in value)
-          and value[0] <= value[1] <= hi)
-    require(ok, name, f"a (low, high) pair with low <= high <= {hi:g}", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +45,8 @@ class SceneAudioOptions:
     def __post_init__(self) -> None:
         require(is_number(self.only_probability) and 0.0 <= self.only_probability <= 1.0, "only_probability",
                 "a probability in [0, 1]", self.only_probability)
-        _check_range("level_dbfs_range", self.level_dbfs_range, 0.0)
-        _check_range("snr_db_range", self.snr_db_range, np.inf)
+        require_range("level_dbfs_range", self.level_dbfs_range, hi=0.0)
+        require_range("snr_db_range", self.snr_db_range)
 
 
 class PlaceSounds:

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union
 
-__all__ = ["from_mapping", "require", "to_mapping", "is_number", "is_positive", "is_int", "Located"]
+__all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "Located"]
 
 
 T = TypeVar("T")
@@ -54,6 +54,15 @@ class Located:
         line = _line_of(self.lines, path)
         where = f"{self.source}:{line}" if line is not None else self.source
         return f"{where}: {path}" if path else where
+
+
+def require_range(field: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> None:
+    """``value`` must be a ``(low, high)`` pair of numbers with ``lo <= low <= high <= hi``."""
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_number(v) for v in value)
+          and lo <= value[0] <= value[1] <= hi)
+    bounds = " <= ".join([*([f"{lo:g}"] if math.isfinite(lo) else []), "low", "high",
+                          *([f"{hi:g}"] if math.isfinite(hi) else [])])
+    require(ok, field, f"a (low, high) pair with {bounds}", value)
 
 
 def _line_of(lines: Mapping[str, int | None], path: str) -> int | None:
