@@ -42,7 +42,8 @@ from edgesense.schema.validate import is_int, is_number, require
 from edgesense.shipped import SAMPLES, shipped_path
 from edgesense.train import data as datasets
 from edgesense.train.augment import ImageAugmentOptions, augment_images
-from edgesense.train.scene_audio import PlaceSounds, place_sound_files
+from edgesense.train.pools import place_sound_files
+from edgesense.train.scene_audio import PlaceSounds
 
 __all__ = ["AdaptOptions", "adapt_model", "add_arguments", "dense_weights", "run"]
 

@@ -11,12 +11,12 @@ other noise) at least one recording goes to each pool when the group has two or 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 from edgesense.schema.validate import require
-from edgesense.train.data import hash_percent
+from edgesense.train.data import AVItem, hash_percent
 
-__all__ = ["EVALUATION_PERCENT", "POOLS", "pool_of", "split_recordings"]
+__all__ = ["EVALUATION_PERCENT", "POOLS", "place_sound_files", "pool_of", "split_recordings"]
 
 Pool = Literal["training", "evaluation"]
 POOLS: tuple[Pool, ...] = ("training", "evaluation")
@@ -58,3 +58,31 @@ def pool_of(path: str | Path, siblings: Iterable[str | Path], *, evaluation_perc
     """The pool ``path`` belongs to among ``siblings`` (the whole collection it was split with)."""
     split = split_recordings([path, *siblings], evaluation_percent=evaluation_percent)
     return "evaluation" if Path(path) in split["evaluation"] else "training"
+
+
+def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], training_items: Sequence[Any],
+                      *, field: str = "data.scene_ambient") -> tuple[dict[str, list[Path]], dict[str, list[str]]]:
+    """The recordings that may teach each scene class its sound: the *training* pool of
+    ``scene_ambient`` (``CLASS/*.wav``, split by recording with
+    :func:`split_recordings`; the evaluation pool is the benchmark's) and the
+    sounds of the paired photos among ``training_items`` (:class:`edgesense.train.data.AVItem`).
+
+    Returns ``({label: [paths]}, {"training": [...], "evaluation": [...]})`` (``CLASS/NAME`` of
+    each pool; empty without ``scene_ambient``). A class folder not named like a scene class, or
+    a folder without recordings, is a ValueError naming ``field``."""
+    paths: dict[str, list[Path]] = {label: [] for label in scene_labels}
+    pools: dict[str, list[str]] = {}
+    if scene_ambient is not None:
+        folders = [p for p in sorted(Path(scene_ambient).iterdir()) if p.is_dir()]
+        unknown = [p.name for p in folders if p.name not in paths]
+        require(not unknown, field, f"class folders named like the scene classes {list(scene_labels)}", unknown)
+        recordings = [p for folder in folders for p in sorted(folder.glob("*.wav"))]
+        require(bool(recordings), field, f"CLASS/*.wav recordings under {scene_ambient}", "none")
+        split = split_recordings(recordings)
+        for p in split["training"]:
+            paths[p.parent.name].append(p)
+        pools = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in split.items()}
+    for item in training_items:
+        if isinstance(item, AVItem):
+            paths[item.label].append(item.audio_path)
+    return paths, pools

@@ -19,17 +19,14 @@ Pure numpy; the batch generators in :mod:`edgesense.train.trainer` call it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train.augment import NoisePool, prepare_noise_pool
-from edgesense.train.data import AVItem
-from edgesense.train.pools import split_recordings
 
-__all__ = ["PlaceSounds", "SceneAudioOptions", "mix_under", "place_rows", "place_sound_files"]
+__all__ = ["PlaceSounds", "SceneAudioOptions", "mix_under", "place_rows"]
 
 _POWER_FLOOR = 1e-12
 
@@ -77,34 +74,6 @@ class PlaceSounds:
             start = pool.starts[k] + rng.integers(0, pool.lengths[k] - n + 1)
             out[i] = pool.samples[start:start + n]
         return out
-
-
-def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], training_items: Sequence[Any],
-                      *, field: str = "data.scene_ambient") -> tuple[dict[str, list[Path]], dict[str, list[str]]]:
-    """The recordings that may teach each scene class its sound: the *training* pool of
-    ``scene_ambient`` (``CLASS/*.wav``, split by recording with
-    :func:`edgesense.train.pools.split_recordings`; the evaluation pool is the benchmark's) and the
-    sounds of the paired photos among ``training_items`` (:class:`edgesense.train.data.AVItem`).
-
-    Returns ``({label: [paths]}, {"training": [...], "evaluation": [...]})`` (``CLASS/NAME`` of
-    each pool; empty without ``scene_ambient``). A class folder not named like a scene class, or
-    a folder without recordings, is a ValueError naming ``field``."""
-    paths: dict[str, list[Path]] = {label: [] for label in scene_labels}
-    pools: dict[str, list[str]] = {}
-    if scene_ambient is not None:
-        folders = [p for p in sorted(Path(scene_ambient).iterdir()) if p.is_dir()]
-        unknown = [p.name for p in folders if p.name not in paths]
-        require(not unknown, field, f"class folders named like the scene classes {list(scene_labels)}", unknown)
-        recordings = [p for folder in folders for p in sorted(folder.glob("*.wav"))]
-        require(bool(recordings), field, f"CLASS/*.wav recordings under {scene_ambient}", "none")
-        split = split_recordings(recordings)
-        for p in split["training"]:
-            paths[p.parent.name].append(p)
-        pools = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in split.items()}
-    for item in training_items:
-        if isinstance(item, AVItem):
-            paths[item.label].append(item.audio_path)
-    return paths, pools
 
 
 def _rms(x: np.ndarray) -> np.ndarray:

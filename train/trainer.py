@@ -29,9 +29,9 @@ from edgesense.train.model import (
     build_fusion_model,
     describe,
 )
-from edgesense.train.pools import split_recordings
+from edgesense.train.pools import place_sound_files, split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
-from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows, place_sound_files
+from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger(__name__)
