@@ -1,8 +1,9 @@
 """``edgesense adapt``: teach a deployed model places by retraining its fusion head alone.
 
 Last-layer retraining in the manner of pycoral's on-device imprinting: the deployed model's
-encoders (``encode_audio``, ``encode_image``) are kept bit for bit, and so is the command head
-inside ``fuse``, so command recognition cannot change. Only the scene part of the fusion head
+encoders (``encode_audio``, ``encode_image``) are kept bit for bit, and the command head inside
+``fuse`` keeps its weights (frozen; re-quantized with the new ``fuse``, its inputs on the encoders'
+scales), so command recognition does not change. Only the scene part of the fusion head
 learns, on the model's own int8 embeddings of
 
 * training photos (the model's recorded photo split, training part only; ``--scenes`` and/or
