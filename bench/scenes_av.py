@@ -32,7 +32,7 @@ from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.train import data
-from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade
+from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade, to_uint8
 from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
 
 __all__ = ["CONDITIONS", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table", "evaluate_av",
@@ -44,7 +44,6 @@ PATHS: tuple[str, ...] = ("fused", "image_only", "audio_only")
 TARGET_DEGRADED_GAIN_POINTS = 20.0
 TARGET_CLEAN_GAIN_POINTS = 0.0
 _POINTS = 100.0
-_UINT8_MAX = 255
 #: Independent random streams under one --seed: the pairing of sounds, and each degradation.
 _AMBIENCE_STREAM = 1
 _DEGRADE_STREAM = 2
@@ -105,10 +104,6 @@ def ambience_clips(ambience: SceneAmbience, labels: Sequence[str], clip_samples:
 # --------------------------------------------------------------------------- the table
 
 
-def _to_uint8(frames: Sequence[np.ndarray]) -> np.ndarray:
-    return np.clip(np.rint(np.stack(frames)), 0, _UINT8_MAX).astype(np.uint8)
-
-
 def _embed_audio(model: EdgeModel, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Audio embeddings of one-clip sounds (each exactly ``clip_samples`` long)."""
     return [model.encode_audio(log_mel_spectrogram(c, model.audio_frontend))
@@ -123,7 +118,7 @@ def degraded_camera_table(model: EdgeModel, frames: Sequence[np.ndarray], true: 
     true = np.asarray(true, np.int64)
     audio_only = classification_report(true, np.array([int(np.argmax(model.fuse(a, None)[1])) for a in audio]),
                                        labels)
-    clean = _to_uint8(frames) if len(frames) else np.zeros((0, *model.image_frontend.input_shape), np.uint8)
+    clean = to_uint8(np.stack(frames)) if len(frames) else np.zeros((0, *model.image_frontend.input_shape), np.uint8)
     table: dict[str, dict[str, float | None]] = {}
     for k, condition in enumerate(CONDITIONS):
         rng = np.random.default_rng([seed, _DEGRADE_STREAM, k])

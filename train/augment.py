@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from edgesense.schema.validate import require, require_range
-from edgesense.train.degrade import degrade_randomly
+from edgesense.train.degrade import as_images, degrade_randomly, to_uint8
 
 __all__ = [
     "AudioAugmentOptions",
@@ -39,7 +39,6 @@ __all__ = [
 
 _POWER_FLOOR = 1e-12  # a clip with less mean power than this counts as silent
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma of RGB
-_UINT8_MAX = 255.0
 _DECAY_60_DB = 3.0 * np.log(10.0)  # amplitude envelope exp(-this * t / RT60) is down 60 dB at RT60
 _REVERB_TAIL_GAIN = 0.05  # reverberant tail's per-tap amplitude relative to the direct path
 
@@ -352,17 +351,10 @@ def augment_features(features: np.ndarray, rng: np.random.Generator,
 # --------------------------------------------------------------------------- images
 
 
-def _images(images: np.ndarray) -> np.ndarray:
-    x = np.asarray(images)
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-        raise ValueError(f"images: expected uint8 array (batch, height, width, 3), got {x.dtype} {x.shape}")
-    return x
-
-
 def random_crop(images: np.ndarray, rng: np.random.Generator, *, scale_range: tuple[float, float] = (0.75, 1.0),
                 probability: float = 1.0) -> np.ndarray:
     """Crop a random aspect-preserving window (side = scale * size) and resize it back."""
-    x = _images(images)
+    x = as_images(images)
     require_range("scale_range", tuple(scale_range), lo=np.finfo(float).tiny, hi=1.0)
     _check_probability("probability", probability)
     batch, h, w, _ = x.shape
@@ -381,7 +373,7 @@ def random_crop(images: np.ndarray, rng: np.random.Generator, *, scale_range: tu
 
 def horizontal_flip(images: np.ndarray, rng: np.random.Generator, *, probability: float = 0.5) -> np.ndarray:
     """Mirror each image left-right with ``probability``."""
-    x = _images(images)
+    x = as_images(images)
     _check_probability("probability", probability)
     flip = _apply_mask(rng, x.shape[0], probability)
     return np.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
@@ -391,7 +383,7 @@ def color_jitter(images: np.ndarray, rng: np.random.Generator, *, brightness_del
                  contrast_delta: float = 0.2, saturation_delta: float = 0.2) -> np.ndarray:
     """Random brightness (scale), contrast (about the mean gray) and saturation (about each
     pixel's gray), factors uniform in ``[1 - delta, 1 + delta]``; rounded back to uint8."""
-    x = _images(images)
+    x = as_images(images)
     batch = x.shape[0]
     shape = (batch, 1, 1, 1)
     brightness = rng.uniform(1 - brightness_delta, 1 + brightness_delta, size=shape).astype(np.float32)
@@ -402,7 +394,7 @@ def color_jitter(images: np.ndarray, rng: np.random.Generator, *, brightness_del
     f = (f - mean_gray) * contrast + mean_gray
     gray = (f @ _GRAY_WEIGHTS)[..., None]
     f = (f - gray) * saturation + gray
-    return np.clip(np.rint(f), 0, _UINT8_MAX).astype(np.uint8)
+    return to_uint8(f)
 
 
 def augment_images(images: np.ndarray, rng: np.random.Generator,

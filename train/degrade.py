@@ -16,7 +16,8 @@ import numpy as np
 
 from edgesense.schema.validate import is_number, require, require_range
 
-__all__ = ["BENCH_DEGRADATIONS", "DEGRADATIONS", "Degradation", "DegradeOptions", "degrade", "degrade_randomly"]
+__all__ = ["BENCH_DEGRADATIONS", "DEGRADATIONS", "Degradation", "DegradeOptions", "as_images", "degrade",
+           "degrade_randomly", "to_uint8"]
 
 Degradation = Literal["dark", "overexposed", "blurred", "occluded", "noisy"]
 DEGRADATIONS: tuple[Degradation, ...] = get_args(Degradation)
@@ -54,24 +55,26 @@ class DegradeOptions:
         require_range("noise_std_range", self.noise_std_range, 0.0, _UINT8_MAX)
 
 
-def _images(images: np.ndarray) -> np.ndarray:
+def as_images(images: np.ndarray) -> np.ndarray:
+    """``images`` as an array, checked to be uint8 ``(B, H, W, 3)`` (ValueError otherwise)."""
     x = np.asarray(images)
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
         raise ValueError(f"images: expected uint8 array (batch, height, width, 3), got {x.dtype} {x.shape}")
     return x
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Pixel values rounded and clipped to uint8."""
     return np.clip(np.rint(x), 0, _UINT8_MAX).astype(np.uint8)
 
 
 def _dark(x, rng, o: DegradeOptions):
     gain = rng.uniform(*o.dark_gain_range, size=(len(x), 1, 1, 1))
-    return _to_uint8(_UINT8_MAX * (x / _UINT8_MAX) ** o.dark_gamma * gain)
+    return to_uint8(_UINT8_MAX * (x / _UINT8_MAX) ** o.dark_gamma * gain)
 
 
 def _overexposed(x, rng, o: DegradeOptions):
-    return _to_uint8(x * rng.uniform(*o.overexposed_gain_range, size=(len(x), 1, 1, 1)))
+    return to_uint8(x * rng.uniform(*o.overexposed_gain_range, size=(len(x), 1, 1, 1)))
 
 
 def _blurred(x, rng, o: DegradeOptions):
@@ -95,7 +98,7 @@ def _occluded(x, rng, o: DegradeOptions):
 
 def _noisy(x, rng, o: DegradeOptions):
     std = rng.uniform(*o.noise_std_range, size=(len(x), 1, 1, 1))
-    return _to_uint8(x + rng.normal(size=x.shape) * std)
+    return to_uint8(x + rng.normal(size=x.shape) * std)
 
 
 _APPLY = {"dark": _dark, "overexposed": _overexposed, "blurred": _blurred, "occluded": _occluded, "noisy": _noisy}
@@ -104,7 +107,7 @@ _APPLY = {"dark": _dark, "overexposed": _overexposed, "blurred": _blurred, "occl
 def degrade(images: np.ndarray, kind: Degradation, rng: np.random.Generator,
             options: DegradeOptions = DegradeOptions()) -> np.ndarray:
     """Every image degraded the ``kind`` way (strength drawn per image from ``options``)."""
-    x = _images(images)
+    x = as_images(images)
     require(kind in _APPLY, "kind", f"one of {', '.join(DEGRADATIONS)}", kind)
     if not len(x):
         return x.copy()
@@ -116,7 +119,7 @@ def degrade_randomly(images: np.ndarray, rng: np.random.Generator, *, probabilit
                      options: DegradeOptions = DegradeOptions()) -> tuple[np.ndarray, np.ndarray]:
     """``(images, degraded)``: each image, with ``probability``, degraded one of ``kinds`` (drawn
     uniformly); ``degraded`` is a bool mask of the images that were."""
-    x = _images(images)
+    x = as_images(images)
     require(is_number(probability) and 0.0 <= probability <= 1.0, "probability", "a probability in [0, 1]",
             probability)
     require(bool(kinds) and all(k in _APPLY for k in kinds), "kinds", f"some of {', '.join(DEGRADATIONS)}", kinds)

@@ -59,9 +59,6 @@ class PlaceSounds:
         self.clip_samples = int(clip_samples)
         require(bool(self.has_sound.any()), "recordings", "at least one scene class with a recording", "none")
 
-    def __len__(self) -> int:
-        return len(self.pools)
-
     def draw(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One snippet per row of its class (zeros for a class without sound), float32 (B, clip)."""
         n = self.clip_samples
