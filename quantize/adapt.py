@@ -27,6 +27,7 @@ the unchanged encoders into one ``.tflite`` with updated metadata.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -56,6 +57,7 @@ SPEECH_HOP_S = 0.25
 INT8_MAX = 127
 OUTPUT_COMMAND, OUTPUT_SCENE = "command", "scene"
 SCENE_LABEL_SMOOTHING = 0.1
+FUSE_CALIBRATION_SAMPLES = 600  #: representative inputs for the new ``fuse``
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,8 +207,7 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
 
     summary: dict[str, Any] = {"training_photos": int(len(y_img)), "image_variants": options.image_variants}
     sound_paths, pools = place_sound_files(scene_ambient, labels, splits["training"], field="--scene-ambient")
-    if pools:
-        summary["scene_ambient"] = pools
+    summary["scene_ambient"] = pools or None  # the recordings of each pool, or no --scene-ambient
     rate, clip = model.audio_frontend.sample_rate_hz, model.audio_frontend.clip_samples
     recordings = [[r for r in (read_wav(p, sample_rate_hz=rate) for p in sound_paths[label]) if r.size and r.any()]
                   for label in labels]
@@ -375,25 +376,18 @@ def _range_rows(model: EdgeModel) -> list[np.ndarray]:
 
 
 def convert_fuse(head, model: EdgeModel, emb: Embeddings, speech: np.ndarray, rng: np.random.Generator) -> bytes:
-    from edgesense.quantize.convert import FUSION_PRESENCE_PATTERNS, _convert_part, fuse_function
+    """The retrained head as an int8 ``fuse`` part, calibrated on the encoders' largest outputs
+    (first sample), then on random sounds (places and speech) and photos."""
+    from edgesense.quantize.convert import _convert_part, fuse_function, fuse_samples
 
     sounds = np.concatenate([s for s in emb.sounds if len(s)] + [speech])
     images = np.concatenate([i for i in emb.images if len(i)])
     top_audio, top_image = _range_rows(model)
-    count = 600
-
-    def representative():
-        for i in range(count):
-            a_on, v_on = FUSION_PRESENCE_PATTERNS[i % len(FUSION_PRESENCE_PATTERNS)]
-            a = top_audio[0] if i == 0 else sounds[rng.integers(len(sounds))]
-            v = top_image[0] if i == 0 else images[rng.integers(len(images))]
-            yield {"audio_embedding": (a * a_on)[None].astype(np.float32),
-                   "image_embedding": (v * v_on)[None].astype(np.float32),
-                   "audio_present": np.full((1, 1), a_on, np.float32),
-                   "image_present": np.full((1, 1), v_on, np.float32)}
-
+    picks = [(rng.integers(len(sounds)), rng.integers(len(images))) for _ in range(FUSE_CALIBRATION_SAMPLES - 1)]
+    audio = np.concatenate([top_audio, sounds[[a for a, _ in picks]]])
+    image = np.concatenate([top_image, images[[v for _, v in picks]]])
     function = fuse_function(head, model.audio_embedding_dim, model.image_embedding_dim)
-    return _convert_part("fuse", function, head, "int8", representative)
+    return _convert_part("fuse", function, head, "int8", lambda: fuse_samples(audio, image, len(audio)))
 
 
 def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None, scene_ambient: Path | None = None,
@@ -403,15 +397,11 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
     import keras
 
     from edgesense.quantize.convert import (
-        METADATA_NAME,
         _check_writable,
-        _io_spec,
-        _part_weight_bytes,
-        _verify_merged,
-        _write_atomic,
-        check_builtin_ops,
-        merge_tflite_parts,
+        part_metadata,
+        portable_paths,
         split_tflite_parts,
+        write_merged,
     )
 
     require(scenes is not None or av is not None, "--scenes", "photos to learn from: --scenes and/or --av", "neither")
@@ -441,23 +431,13 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
         "model_version": f"{now:%Y%m%d}-adapted-{model.metadata.get('model_version', '?')}",
         "created": now.isoformat(timespec="seconds"),
         "labels": {"command": list(model.command_labels), "scene": list(labels)},
-        "signatures": {key: _io_spec(data, key) for key, data in parts.items()},
-        "part_bytes": {key: _part_weight_bytes(data) for key, data in parts.items()},
-        "part_model_bytes": {key: len(data) for key, data in parts.items()},
-        "adapted": {"from": {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")},
-                    "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
-                    "scene_ambient": str(scene_ambient) if scene_ambient else None,
-                    "options": {k: v for k, v in options.__dict__.items()}, **summary, "metrics": metrics},
+        **part_metadata(parts),
+        "adapted": portable_paths({
+            "from": {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")},
+            "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
+            "options": dataclasses.asdict(options), **summary, "metrics": metrics}),
     })
-    from edgesense.quantize.convert import portable_paths
-
-    metadata["adapted"] = portable_paths(metadata["adapted"])
-    payload = json.dumps(metadata, indent=None, sort_keys=True, default=str).encode("utf-8")
-    merged = merge_tflite_parts(parts, {METADATA_NAME: payload}, description=f"EdgeSense {metadata['name']}")
-    check_builtin_ops(merged, str(out_path))
-    _verify_merged(merged, parts)
-    _write_atomic(out_path, merged)
-    logger.info("wrote %s (%d bytes)", out_path, len(merged))
+    write_merged(parts, metadata, out_path)
     return metadata
 
 

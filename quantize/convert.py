@@ -58,7 +58,10 @@ __all__ = [
     "build_metadata",
     "portable_paths",
     "float_embeddings",
+    "fuse_samples",
     "merge_tflite_parts",
+    "part_metadata",
+    "write_merged",
     "split_tflite_parts",
     "check_builtin_ops",
 ]
@@ -621,6 +624,14 @@ def _part_weight_bytes(data: bytes) -> int:
     return int(sum(len(obj.buffers[b].data) if obj.buffers[b].data is not None else 0 for b in used if b > 0))
 
 
+def part_metadata(parts: Mapping[str, bytes]) -> dict[str, Any]:
+    """The metadata entries that describe the parts: each signature's inputs and outputs, the
+    bytes of its weights and of its whole single-signature model."""
+    return {"signatures": {key: _io_spec(data, key) for key, data in parts.items()},
+            "part_bytes": {key: _part_weight_bytes(data) for key, data in parts.items()},
+            "part_model_bytes": {key: len(data) for key, data in parts.items()}}
+
+
 def build_metadata(run: RunFolder, parts: Mapping[str, bytes], options: QuantizeOptions,
                    calibration_counts: Mapping[str, int]) -> dict[str, Any]:
     """The metadata JSON embedded as ``Model.metadata['edgesense']``."""
@@ -637,15 +648,13 @@ def build_metadata(run: RunFolder, parts: Mapping[str, bytes], options: Quantize
         "audio_frontend": run.audio_frontend.to_dict(),
         "image_frontend": run.image_frontend.to_dict(),
         "embedding_dims": {"audio": run.audio_embedding_dim, "image": run.image_embedding_dim},
-        "signatures": {key: _io_spec(data, key) for key, data in parts.items()},
         "quantization": {
             "mode": options.mode,
             "io_dtype": "int8" if options.mode == "int8" else "float32",
             "calibration_samples": dict(calibration_counts),
             "fusion_presence_patterns": [list(p) for p in FUSION_PRESENCE_PATTERNS] if options.mode == "int8" else [],
         },
-        "part_bytes": {key: _part_weight_bytes(data) for key, data in parts.items()},
-        "part_model_bytes": {key: len(data) for key, data in parts.items()},
+        **part_metadata(parts),
         "fusion_strategy": info.get("fusion_strategy"),
         "params": info.get("params", {}),
         "macs": info.get("macs", {}),
@@ -685,6 +694,20 @@ def _write_atomic(out_path: Path, data: bytes) -> None:
         raise OSError(f"cannot write the output model {out_path}: {exc.strerror or exc}") from exc
 
 
+def fuse_samples(audio: np.ndarray, image: np.ndarray, count: int) -> Iterator[dict[str, np.ndarray]]:
+    """``count`` representative inputs of ``fuse``: sample ``i`` is ``audio[i % len]`` and
+    ``image[i % len]`` under the presence pattern ``i`` of :data:`FUSION_PRESENCE_PATTERNS` (cycled),
+    an absent embedding zeroed as the device does."""
+    for i in range(count):
+        a_on, v_on = FUSION_PRESENCE_PATTERNS[i % len(FUSION_PRESENCE_PATTERNS)]
+        yield {
+            "audio_embedding": (audio[i % len(audio)] * a_on)[None].astype(np.float32),
+            "image_embedding": (image[i % len(image)] * v_on)[None].astype(np.float32),
+            "audio_present": np.full((1, 1), a_on, np.float32),
+            "image_present": np.full((1, 1), v_on, np.float32),
+        }
+
+
 def _representative_sets(run: RunFolder, options: QuantizeOptions) -> tuple[dict[str, Callable], dict[str, int]]:
     calibration = load_calibration(run)
     audio = calibration["audio_features"][_spread(len(calibration["audio_features"]), options.calibration_samples)]
@@ -706,14 +729,7 @@ def _representative_sets(run: RunFolder, options: QuantizeOptions) -> tuple[dict
             yield {"image": x[None].astype(np.float32)}
 
     def fuse_set():
-        for i in range(n_fuse):
-            a_on, v_on = FUSION_PRESENCE_PATTERNS[i % len(FUSION_PRESENCE_PATTERNS)]
-            yield {
-                "audio_embedding": (audio_emb[i % len(audio_emb)] * a_on)[None].astype(np.float32),
-                "image_embedding": (image_emb[i % len(image_emb)] * v_on)[None].astype(np.float32),
-                "audio_present": np.full((1, 1), a_on, np.float32),
-                "image_present": np.full((1, 1), v_on, np.float32),
-            }
+        return fuse_samples(audio_emb, image_emb, n_fuse)
 
     counts = {"encode_audio": len(audio), "encode_image": len(image), "fuse": n_fuse}
     return {"encode_audio": audio_set, "encode_image": image_set, "fuse": fuse_set}, counts
@@ -732,6 +748,18 @@ def convert_parts(run: RunFolder, options: QuantizeOptions = QuantizeOptions()) 
     return parts, counts
 
 
+def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_path: Path) -> int:
+    """Merge ``parts`` with ``metadata`` embedded, check the ops, check every signature against its
+    part, and write ``out_path`` atomically; returns the file's size."""
+    payload = json.dumps(metadata, indent=None, sort_keys=True, default=str).encode("utf-8")
+    merged = merge_tflite_parts(parts, {METADATA_NAME: payload}, description=f"EdgeSense {metadata['name']}")
+    check_builtin_ops(merged, str(out_path))
+    _verify_merged(merged, parts)
+    _write_atomic(out_path, merged)
+    logger.info("wrote %s (%d bytes; parts %s)", out_path, len(merged), metadata["part_bytes"])
+    return len(merged)
+
+
 def convert_run(run_dir: str | os.PathLike, out_path: str | os.PathLike,
                 options: QuantizeOptions = QuantizeOptions()) -> ExportResult:
     """Convert a run folder to one ``.tflite`` (three signatures + metadata) at ``out_path``."""
@@ -741,11 +769,6 @@ def convert_run(run_dir: str | os.PathLike, out_path: str | os.PathLike,
     run = load_run(run_dir)
     parts, counts = convert_parts(run, options)
     metadata = build_metadata(run, parts, options, counts)
-    payload = json.dumps(metadata, indent=None, sort_keys=True, default=str).encode("utf-8")
-    merged = merge_tflite_parts(parts, {METADATA_NAME: payload}, description=f"EdgeSense {metadata['name']}")
-    check_builtin_ops(merged, str(out_path))
-    _verify_merged(merged, parts)
-    _write_atomic(out_path, merged)
-    logger.info("wrote %s (%d bytes; parts %s)", out_path, len(merged), metadata["part_bytes"])
-    return ExportResult(path=out_path, mode=options.mode, size_bytes=len(merged),
+    size = write_merged(parts, metadata, out_path)
+    return ExportResult(path=out_path, mode=options.mode, size_bytes=size,
                         part_bytes=dict(metadata["part_bytes"]), metadata=metadata, calibration_counts=counts)
