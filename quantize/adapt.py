@@ -22,6 +22,10 @@ takes minutes on a CPU and needs neither the bundled model's training run nor it
 The new ``fuse`` is converted to full-integer int8 like ``edgesense quantize`` does (its inputs
 calibrated over the encoders' whole output range, so no embedding is clipped) and merged with
 the unchanged encoders into one ``.tflite`` with updated metadata.
+
+``image_encoder`` (``--image-encoder``) grafts another model's ``encode_image`` in place of the
+deployed one first, e.g. from a run trained with the vision teacher: its commands stay the
+deployed model's, and the scene head is retrained on the new image embeddings.
 """
 
 from __future__ import annotations
@@ -390,25 +394,49 @@ def convert_fuse(head, model: EdgeModel, emb: Embeddings, speech: np.ndarray, rn
     return _convert_part("fuse", function, head, "int8", lambda: fuse_samples(audio, image, len(audio)))
 
 
+class GraftedModel:
+    """The deployed model with another model's image encoder, as far as adapting reads a model:
+    photos are encoded by the donor, everything else is the deployed model's."""
+
+    def __init__(self, deployed: EdgeModel, donor: EdgeModel) -> None:
+        require(donor.image_frontend == deployed.image_frontend, "--image-encoder",
+                f"a model whose image frontend is {deployed.image_frontend.to_dict()}", donor.image_frontend.to_dict())
+        self._deployed = deployed
+        self.encode_image = donor.encode_image
+        self.image_embedding_dim = donor.image_embedding_dim
+        self.signatures = {**deployed.signatures, "encode_image": donor.signatures["encode_image"]}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._deployed, name)
+
+
 def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None, scene_ambient: Path | None = None,
-                av: Path | None = None, options: AdaptOptions = AdaptOptions(), name: str | None = None
-                ) -> dict[str, Any]:
+                av: Path | None = None, options: AdaptOptions = AdaptOptions(), name: str | None = None,
+                image_encoder: Path | None = None) -> dict[str, Any]:
     """Adapt ``model_path``'s scene head (module docstring); write ``out_path``; return its metadata."""
     import keras
 
-    from edgesense.quantize.convert import (
-        _check_writable,
-        part_metadata,
-        portable_paths,
-        split_tflite_parts,
-        write_merged,
-    )
+    from edgesense.quantize.convert import _check_writable, split_tflite_parts
 
     require(scenes is not None or av is not None, "--scenes", "photos to learn from: --scenes and/or --av", "neither")
     _check_writable(out_path)
     keras.utils.set_random_seed(options.seed)
     model = EdgeModel.load(model_path)
     parts = split_tflite_parts(Path(model_path).read_bytes())
+    deployed = {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")}
+    if image_encoder is not None:
+        model = GraftedModel(model, EdgeModel.load(image_encoder))
+        parts["encode_image"] = split_tflite_parts(Path(image_encoder).read_bytes())["encode_image"]
+        logger.info("image encoder from %s", image_encoder)
+    return _adapt(model, parts, deployed, out_path, scenes=scenes, scene_ambient=scene_ambient, av=av,
+                  options=options, name=name, image_encoder=image_encoder)
+
+
+def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], out_path: Path, *,
+           scenes: Path | None, scene_ambient: Path | None, av: Path | None, options: AdaptOptions, name: str | None,
+           image_encoder: Path | None) -> dict[str, Any]:
+    from edgesense.quantize.convert import part_metadata, portable_paths, write_merged
+
     labels, summary, emb, validation = gather(model, scenes=scenes, scene_ambient=scene_ambient, av=av,
                                               options=options)
     logger.info("scene classes %s; photos %d (x%d variants), sounds %s", list(labels), summary["training_photos"],
@@ -428,17 +456,26 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
     now = _dt.datetime.now(_dt.timezone.utc)
     metadata.update({
         "name": name or f"{metadata.get('name', 'edgesense')}-adapted",
-        "model_version": f"{now:%Y%m%d}-adapted-{model.metadata.get('model_version', '?')}",
+        "model_version": f"{now:%Y%m%d}-adapted-{deployed['model_version'] or '?'}",
         "created": now.isoformat(timespec="seconds"),
         "labels": {"command": list(model.command_labels), "scene": list(labels)},
         **part_metadata(parts),
         "adapted": portable_paths({
-            "from": {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")},
+            "from": deployed,
+            "image_encoder": _describe(image_encoder),
             "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
             "options": dataclasses.asdict(options), **summary, "metrics": metrics}),
     })
     write_merged(parts, metadata, out_path)
     return metadata
+
+
+def _describe(path: Path | None) -> dict[str, Any] | None:
+    """The donor of a grafted image encoder: its file name and its metadata's name and version."""
+    if path is None:
+        return None
+    metadata = EdgeModel.load(path).metadata
+    return {"file": Path(path).name, "name": metadata.get("name"), "model_version": metadata.get("model_version")}
 
 
 # --------------------------------------------------------------------------- command line
@@ -450,6 +487,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=Path, help="photos CLASS/*.jpg (the model's training split of them is used)")
     parser.add_argument("--scene-ambient", type=Path, help="sounds of each place, CLASS/*.wav (training pool only)")
     parser.add_argument("--av", type=Path, help="your own places: CLASS/NAME.jpg + CLASS/NAME.wav (edgesense record)")
+    parser.add_argument("--image-encoder", type=Path, metavar="TFLITE",
+                        help="take the image encoder from this model (e.g. one trained with the vision teacher); "
+                             "the commands stay --model's")
     parser.add_argument("--epochs", type=int, default=AdaptOptions.epochs, help="passes of fresh rows")
     parser.add_argument("--sound-mismatch", type=float, default=None, metavar="P",
                         help="share of the rows with both modalities whose sound is another place's (default: one "
@@ -463,6 +503,8 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import input_file, user_names
 
     input_file("--model", args.model)
+    if args.image_encoder is not None:
+        input_file("--image-encoder", args.image_encoder)
     for flag, path in (("--scenes", args.scenes), ("--scene-ambient", args.scene_ambient), ("--av", args.av)):
         if path is not None and not path.is_dir():
             raise ValueError(f"{flag}: expected a folder, got {str(path)!r} "
@@ -476,7 +518,7 @@ def run(args: argparse.Namespace) -> int:
     with user_names({"epochs": "--epochs", "sound_mismatch": "--sound-mismatch", "seed": "--seed"}):
         options = AdaptOptions(epochs=args.epochs, sound_mismatch=args.sound_mismatch, seed=args.seed)
     metadata = adapt_model(args.model, args.out, scenes=args.scenes, scene_ambient=args.scene_ambient, av=args.av,
-                           options=options, name=args.name)
+                           options=options, name=args.name, image_encoder=args.image_encoder)
     print(json.dumps({"model": str(args.out), "labels": metadata["labels"]["scene"],
                       **metadata["adapted"]["metrics"]}, indent=2))
     return 0

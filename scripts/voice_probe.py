@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.train.data import AudioItem, load_clips, load_speech_commands
-from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head, teacher_logits
+from edgesense.train.teachers import teacher_logits
+from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
 from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions
 from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
 

@@ -17,6 +17,7 @@ from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.bank import BankOptions
 from edgesense.train.scene_audio import SceneAudioOptions
 from edgesense.train.teachers.audio import AudioTeacherOptions
+from edgesense.train.teachers.vision import VisionTeacherOptions
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
@@ -127,7 +128,9 @@ class TrainOptions:
     #: Share of each command example's loss taken from the audio teacher's soft targets at
     #: ``distill_temperature`` (0: hard labels only; > 0 needs ``audio_teacher.enabled``).
     distill_weight: float = 0.0
-    distill_temperature: float = 2.0
+    #: The same for each photo's scene loss and the vision teacher (> 0 needs ``vision_teacher.enabled``).
+    scene_distill_weight: float = 0.0
+    distill_temperature: float = 2.0  #: both teachers' soft targets
     #: Threads that prepare batches ahead of the fit loop.
     workers: int = 2
 
@@ -146,6 +149,8 @@ class TrainOptions:
                 "in [0, 1] or null", self.real_speech_share)
         require(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
         require(0.0 <= self.distill_weight <= 1.0, "distill_weight", "in [0, 1]", self.distill_weight)
+        require(0.0 <= self.scene_distill_weight <= 1.0, "scene_distill_weight", "in [0, 1]",
+                self.scene_distill_weight)
         require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
         require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
 
@@ -162,6 +167,7 @@ class TrainConfig:
     image_augment: ImageAugmentOptions = ImageAugmentOptions()
     bank: BankOptions = BankOptions()
     audio_teacher: AudioTeacherOptions = AudioTeacherOptions()
+    vision_teacher: VisionTeacherOptions = VisionTeacherOptions()
     scene_audio: SceneAudioOptions = SceneAudioOptions()
     train: TrainOptions = TrainOptions()
 
@@ -169,6 +175,8 @@ class TrainConfig:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
         require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled, "train.distill_weight",
                 "0 unless audio_teacher.enabled is true", self.train.distill_weight)
+        require(self.train.scene_distill_weight == 0.0 or self.vision_teacher.enabled, "train.scene_distill_weight",
+                "0 unless vision_teacher.enabled is true", self.train.scene_distill_weight)
         require(not self.audio_teacher.enabled or self.bank.variants >= 1, "bank.variants",
                 ">= 1 when audio_teacher.enabled (the teacher learns from the bank)", self.bank.variants)
 

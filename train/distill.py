@@ -66,9 +66,11 @@ class DistillationLoss(keras.losses.Loss):
                 "label_smoothing": self.label_smoothing}
 
 
-def target_accuracy(num_classes: int):
-    """A Keras metric function: top-1 of the student against the packed targets' hard labels."""
-    def command_accuracy(y_true, y_pred):
+def target_accuracy(num_classes: int, name: str = "accuracy"):
+    """A Keras metric function named ``name``: top-1 of the student against the packed targets'
+    hard labels."""
+    def accuracy(y_true, y_pred):
         return ops.cast(ops.argmax(y_true[:, :num_classes], axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
 
-    return command_accuracy
+    accuracy.__name__ = name
+    return accuracy

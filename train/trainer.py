@@ -251,12 +251,15 @@ def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
 
 class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
-    unpaired), with modality dropout, augmentation and per-head sample weights."""
+    unpaired), with modality dropout, augmentation and per-head sample weights. Scene targets
+    are packed for :class:`DistillationLoss`: with ``scene_soft_targets`` (the vision teacher's,
+    one row per training photo) a seen photo's row learns from them too."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
-                 packed_targets: bool = False):
+                 packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.packed_targets = packed_targets  # command targets for DistillationLoss rather than one-hot
+        self.scene_soft = scene_soft_targets
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
         self.epoch = 0
@@ -294,10 +297,11 @@ class FusionBatches(keras.utils.PyDataset):
         has_audio = self.ds.audio_train.labels.size > 0
         has_image = self.ds.image_train.labels.size > 0
 
+        photos = None
         if has_image:
-            idx = rng.integers(0, self.ds.image_train.labels.size, size=b)
-            images = augment.augment_images(self.ds.image_train.images[idx], rng, cfg.image_augment)
-            y_scene = self.ds.image_train.labels[idx]
+            photos = rng.integers(0, self.ds.image_train.labels.size, size=b)
+            images = augment.augment_images(self.ds.image_train.images[photos], rng, cfg.image_augment)
+            y_scene = self.ds.image_train.labels[photos]
         else:
             images = np.zeros((b, *cfg.image_frontend.input_shape), np.uint8)
             y_scene = np.zeros(b, np.int32)
@@ -327,13 +331,21 @@ class FusionBatches(keras.utils.PyDataset):
         }
         y = {
             OUTPUT_COMMAND: cmd_target,
-            OUTPUT_SCENE: keras.utils.to_categorical(y_scene, self.n_scene).astype(np.float32),
+            OUTPUT_SCENE: self.scene_target(y_scene, photos, image_present),
         }
         w = {
             OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd] * cmd_weight,
             OUTPUT_SCENE: scene_seen * self.scene_weights[y_scene],
         }
         return x, y, w
+
+    def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray) -> np.ndarray:
+        """Packed scene targets; the teacher's soft targets count only where the photo is seen
+        (a row that only hears its place learns the hard label)."""
+        if self.scene_soft is None or photos is None:
+            return pack_targets(labels, self.n_scene)
+        weight = np.where(image_present > 0, self.config.train.scene_distill_weight, 0.0)
+        return pack_targets(labels, self.n_scene, self.scene_soft[photos], weight)
 
     def place_rows(self, rng: np.random.Generator, labels: np.ndarray, scenes: np.ndarray | None):
         """:func:`edgesense.train.scene_audio.place_rows` for this batch, or None without place sounds."""
@@ -379,8 +391,10 @@ class BankBatches(FusionBatches):
     :class:`DistillationLoss` (hard label, the teacher's soft targets, the row's weight)."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, bank: ExampleBank, *, steps: int, epoch_seed: int,
-                 soft_targets: np.ndarray | None = None, workers: int = 1):
-        super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers, packed_targets=True)
+                 soft_targets: np.ndarray | None = None, workers: int = 1,
+                 scene_soft_targets: np.ndarray | None = None):
+        super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers, packed_targets=True,
+                         scene_soft_targets=scene_soft_targets)
         self.bank, self.soft = bank, soft_targets
         self.weight = np.where(bank.known_negative, 0.0, config.train.distill_weight).astype(np.float32)
         self.by_class = [(np.flatnonzero(bank.labels == c), np.flatnonzero((bank.labels == c) & ~bank.synthetic),
@@ -543,7 +557,7 @@ class AudioTeacher:
         return {"teacher_command_accuracy": accuracy, "teacher_train_examples": int(len(y))}
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        from edgesense.train.teachers.audio import teacher_logits
+        from edgesense.train.teachers import teacher_logits
 
         return teacher_logits(self.head, embeddings)
 
@@ -551,6 +565,47 @@ class AudioTeacher:
         if not labels.size:
             return float("nan")
         return float(np.mean(self.logits(self.embed(clips)).argmax(-1) == labels))
+
+
+class VisionTeacher:
+    """The ImageNet teacher of one run: backbone features (cached), its head, its logits."""
+
+    def __init__(self, config: TrainConfig, cache: ArrayCache):
+        from edgesense.train.teachers.vision import ImageNetFeatures
+
+        self.config, self.cache = config, cache
+        self.features = ImageNetFeatures(config.vision_teacher)
+        self.head = None
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        key = content_key(images, repr(self.features.options))
+        return self.cache.get_or_compute("imagenet_features", key,
+                                         lambda: {"x": self.features(images).astype(np.float16)})["x"].astype(
+            np.float32)
+
+    def fit(self, ds: Dataset) -> dict[str, float]:
+        """Train the head on the training photos; returns its validation accuracy."""
+        from edgesense.train.teachers.vision import fit_vision_head
+
+        started = time.perf_counter()
+        validation = (self.embed(ds.image_val.images), ds.image_val.labels) if ds.image_val.labels.size else None
+        self.head = fit_vision_head(self.embed(ds.image_train.images), ds.image_train.labels,
+                                    max(len(ds.scene_labels), 2), self.config.vision_teacher, seed=self.config.seed,
+                                    validation=validation)
+        accuracy = self.accuracy(ds.image_val.images, ds.image_val.labels)
+        log.info("vision teacher: %d photos, %.0f s, validation accuracy %.4f", ds.image_train.labels.size,
+                 time.perf_counter() - started, accuracy)
+        return {"teacher_scene_accuracy": accuracy}
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        from edgesense.train.teachers import teacher_logits
+
+        return teacher_logits(self.head, self.embed(images))
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        if not labels.size:
+            return float("nan")
+        return float(np.mean(self.logits(images).argmax(-1) == labels))
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None,
@@ -567,6 +622,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
         from edgesense.train.teachers.speech_embedding import model_files
 
         model_files()
+    if config.vision_teacher.enabled:
+        from edgesense.train.teachers.vision import weights_file
+
+        weights_file()
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     ds = load_dataset(config)
@@ -595,6 +654,12 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     if teacher is not None:
         teacher_metrics = teacher.fit(bank, ds)
         soft_targets = soften(teacher.logits(bank.embeddings.astype(np.float32)), config.train.distill_temperature)
+    vision_teacher = (VisionTeacher(config, cache) if config.vision_teacher.enabled and ds.image_train.labels.size
+                      else None)
+    scene_soft = None
+    if vision_teacher is not None:
+        teacher_metrics.update(vision_teacher.fit(ds))
+        scene_soft = soften(vision_teacher.logits(ds.image_train.images), config.train.distill_temperature)
     prepare_s = time.perf_counter() - prepare_started
     log.info("data %.0f s, example bank and teacher %.0f s (cache: %d hits, %d misses)", load_s, prepare_s,
              cache.hits, cache.misses)
@@ -615,19 +680,22 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=config.train.learning_rate, decay_steps=steps * config.train.epochs, alpha=0.02)
         n_cmd = len(ds.command_labels)
+        temperature = config.train.distill_temperature
         model.compile(
             optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
-            loss={OUTPUT_COMMAND: DistillationLoss(n_cmd, config.train.distill_temperature,
+            loss={OUTPUT_COMMAND: DistillationLoss(n_cmd, temperature,
                                                    label_smoothing=config.train.command_label_smoothing),
-                  OUTPUT_SCENE: keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing)},
-            weighted_metrics={OUTPUT_COMMAND: [target_accuracy(n_cmd)], OUTPUT_SCENE: ["categorical_accuracy"]},
+                  OUTPUT_SCENE: DistillationLoss(num_scenes, temperature, label_smoothing=config.train.label_smoothing,
+                                                 name="scene_distillation")},
+            weighted_metrics={OUTPUT_COMMAND: [target_accuracy(n_cmd)],
+                              OUTPUT_SCENE: [target_accuracy(num_scenes)]},
         )
     if bank is not None:
         batches = BankBatches(ds, config, bank, steps=steps, epoch_seed=config.seed, soft_targets=soft_targets,
-                              workers=config.train.workers)
+                              workers=config.train.workers, scene_soft_targets=scene_soft)
     else:
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
-                                packed_targets=True)
+                                packed_targets=True, scene_soft_targets=scene_soft)
     validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     callbacks = [
         validation,
@@ -669,6 +737,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         **teacher_metrics,
         "test_teacher_command_accuracy": (teacher.accuracy(ds.audio_test.clips, ds.audio_test.labels)
                                           if teacher is not None else None),
+        "test_teacher_scene_accuracy": (vision_teacher.accuracy(ds.image_test.images, ds.image_test.labels)
+                                        if vision_teacher is not None else None),
         "validation_clips": int(ds.audio_val.labels.size),
         "validation_photos": int(ds.image_val.labels.size),
         "test_clips": int(ds.audio_test.labels.size),

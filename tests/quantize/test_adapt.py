@@ -110,6 +110,22 @@ def test_adapt_learns_a_new_place_and_keeps_encoders_and_commands(tmp_path):
     assert speech_embeddings(new).shape[1] == new.audio_embedding_dim
 
 
+def test_a_grafted_image_encoder_keeps_the_commands(tmp_path, tiny_model_path):
+    ambience = make_scene_sounds(tmp_path / "ambience", labels=("forest", "street"), per_class=3)
+    mine = make_av_folder(tmp_path / "mine", {"forest": (40, 140, 30), "street": (120, 120, 120)}, per_class=12)
+    out = tmp_path / "grafted.tflite"
+    metadata = adapt_model(BUNDLED, out, av=mine, scene_ambient=ambience, options=FAST, image_encoder=tiny_model_path)
+    old, donor, new = EdgeModel.load(BUNDLED), EdgeModel.load(tiny_model_path), EdgeModel.load(out)
+    assert metadata["adapted"]["image_encoder"]["file"] == tiny_model_path.name
+    assert new.image_embedding_dim == donor.image_embedding_dim != old.image_embedding_dim
+    image = np.random.default_rng(2).uniform(0, 255, old.image_frontend.input_shape).astype(np.float32)
+    assert np.array_equal(new.encode_image(image), donor.encode_image(image))
+    for features in _speech_windows(old)[:8]:
+        a_old, a_new = old.encode_audio(features), new.encode_audio(features)
+        assert np.array_equal(a_old, a_new)
+        assert np.abs(old.fuse(a_old, None)[0] - new.fuse(a_new, None)[0]).max() < 0.05
+
+
 def test_cli_refuses_bad_input_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     out.write_bytes(b"mine")
@@ -121,3 +137,6 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite",
                                "--av", tmp_path / "nowhere"))
     assert line == f"{ERROR_PREFIX} --av: expected a folder, got {str(tmp_path / 'nowhere')!r} (does not exist)"
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
+                               "--image-encoder", tmp_path / "nowhere.tflite"))
+    assert line == f"{ERROR_PREFIX} --image-encoder {tmp_path / 'nowhere.tflite'}: no such file"

@@ -13,7 +13,7 @@ def _missing(name):
 
 
 def test_missing_package_is_one_line_naming_what_to_install(monkeypatch):
-    monkeypatch.setattr(se.importlib.metadata, "distribution", _missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", _missing)
     with pytest.raises(se.TeacherUnavailable) as info:
         se.model_files()
     message = str(info.value)
@@ -27,7 +27,7 @@ def test_cli_refuses_a_teacher_run_without_the_extra(monkeypatch, tmp_path, caps
 
     from edgesense.app.cli import main
 
-    monkeypatch.setattr(se.importlib.metadata, "distribution", _missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", _missing)
     speech = make_speech_commands(tmp_path / "speech", speakers=6, per_speaker=1)
     config = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None,
                               extra="audio_teacher:\n  enabled: true\n")
@@ -87,7 +87,8 @@ def test_embeddings_of_installed_models(embedder):
 @pytest.mark.slow
 def test_head_learns_from_embeddings(embedder):
     pytest.importorskip("tensorflow")
-    from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head, teacher_logits
+    from edgesense.train.teachers import teacher_logits
+    from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
 
     rng = np.random.default_rng(1)
     freqs = np.array([300, 2000] * 12) * rng.uniform(0.95, 1.05, size=24)

@@ -313,3 +313,44 @@ def test_av_flag_names_a_missing_folder(tmp_path, tiny_data):
     line = only_line(edgesense("train", "--config", path, "--av", tmp_path / "nowhere"))
     assert line == (f"{ERROR_PREFIX} --av: expected a folder of CLASS/NAME.jpg + CLASS/NAME.wav pairs, "
                     f"got {str(tmp_path / 'nowhere')!r} (does not exist)")
+
+
+def test_seen_photos_learn_from_the_vision_teachers_soft_targets(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, ["vision_teacher.enabled=true", "train.scene_distill_weight=0.7",
+                                      "train.modality_dropout=0.3"])
+    ds = load_dataset(config)
+    n, classes = ds.image_train.labels.size, len(ds.scene_labels)
+    # Each photo's soft target names its own row (column 0) and its label (the largest of the rest).
+    soft = np.full((n, classes), 0.01, np.float32)
+    soft[np.arange(n), 0] = np.arange(n) / (10 * n)
+    soft[np.arange(n), ds.image_train.labels] = 0.9
+    batches = FusionBatches(ds, config, steps=4, epoch_seed=0, packed_targets=True, scene_soft_targets=soft)
+    for x, y, w in (batches[i] for i in range(4)):
+        target = y["scene"]
+        hard, soft_part, weight = target[:, :classes], target[:, classes:2 * classes], target[:, -1]
+        assert np.all(soft_part.argmax(-1) == hard.argmax(-1))
+        seen = x[INPUT_IMAGE_PRESENT][:, 0] > 0
+        assert np.all(weight[seen] == np.float32(0.7)) and np.all(weight[~seen] == 0.0) and (~seen).any()
+    plain = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True)[0][1]["scene"]
+    assert np.all(plain[:, -1] == 0.0) and np.all(plain[:, classes:2 * classes] == 0.0)
+
+
+@pytest.mark.slow
+def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data):
+    from edgesense.train.teachers import TeacherUnavailable
+    from edgesense.train.teachers.vision import weights_file
+
+    try:
+        weights_file()
+    except TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
+    metrics = train(load_train_config(path, ["vision_teacher.enabled=true", "vision_teacher.input_size_px=64",
+                                             "train.scene_distill_weight=0.5",
+                                             f"data.cache_dir={tmp_path / 'cache'}"]), tmp_path / "run", verbose=0)
+    # Colours are trivially separable: the teacher names them all.
+    assert metrics["teacher_scene_accuracy"] > 0.9 and metrics["test_teacher_scene_accuracy"] > 0.9
+    assert (tmp_path / "cache").is_dir()

