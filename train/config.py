@@ -22,6 +22,7 @@ from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
 FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
+CheckpointMetric = Literal["score", "command", "scene"]
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
 
 
@@ -133,6 +134,10 @@ class TrainOptions:
     distill_temperature: float = 2.0  #: both teachers' soft targets
     #: Threads that prepare batches ahead of the fit loop.
     workers: int = 2
+    #: What picks the checkpoint and stops early, on validation: ``score`` (the mean of both heads'
+    #: accuracies), or one head's accuracy (e.g. ``scene`` for a run whose image encoder
+    #: ``edgesense adapt --image-encoder`` takes).
+    checkpoint_metric: CheckpointMetric = "score"
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)

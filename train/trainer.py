@@ -37,6 +37,8 @@ from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 log = logging.getLogger(__name__)
 
 RUN_FORMAT_VERSION = 1
+#: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors.
+CHECKPOINT_MONITORS = {"score": "val_score", "command": "val_command_accuracy", "scene": "val_scene_accuracy"}
 
 
 # ----------------------------------------------------------------------------- data assembly
@@ -578,7 +580,7 @@ class VisionTeacher:
         self.head = None
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        key = content_key(images, repr(self.features.options))
+        key = content_key(images, self.features.key)  # the backbone and its input size, not the head
         return self.cache.get_or_compute("imagenet_features", key,
                                          lambda: {"x": self.features(images).astype(np.float16)})["x"].astype(
             np.float32)
@@ -697,11 +699,16 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
                                 packed_targets=True, scene_soft_targets=scene_soft)
     validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
+    monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
+    for metric, held_out, what in (("command", ds.audio_val, "validation clips"),
+                                   ("scene", ds.image_val, "validation photos")):
+        if config.train.checkpoint_metric == metric and not held_out.labels.size:
+            raise ValueError(f"train.checkpoint_metric: {metric!r} needs {what}, and this data has none")
     callbacks = [
         validation,
-        keras.callbacks.ModelCheckpoint(str(out_dir / MODEL_FILE), monitor="val_score", mode="max",
+        keras.callbacks.ModelCheckpoint(str(out_dir / MODEL_FILE), monitor=monitor, mode="max",
                                         save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_score", mode="max", patience=config.train.patience,
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.train.patience,
                                       restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
     ]
@@ -727,7 +734,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         "test_command_accuracy": tested.get("val_command_accuracy"),
         "test_scene_accuracy": tested.get("val_scene_accuracy"),
         "epochs_run": len(history.history.get("loss", [])),
-        "best_epoch": int(np.argmax(history.history["val_score"])) + 1 if history.history.get("val_score") else None,
+        "best_epoch": int(np.argmax(history.history[monitor])) + 1 if history.history.get(monitor) else None,
         "init_from": str(init_from) if init_from is not None else None,
         "load_seconds": round(load_s, 1),
         "prepare_seconds": round(prepare_s, 1),

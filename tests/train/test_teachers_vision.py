@@ -97,6 +97,7 @@ def test_head_learns_from_features():
     labels = np.repeat([0, 1, 2], 20)
     centres = rng.normal(size=(3, 64)) * 3.0 + 5.0  # unstandardised, as backbone features are
     features = (centres[labels] + rng.normal(size=(60, 64))).astype(np.float32)
-    head = vision.fit_vision_head(features, labels, 3, vision.VisionTeacherOptions(epochs=40, batch_size=16))
-    logits = teacher_logits(head, features)
-    assert logits.shape == (60, 3) and np.mean(logits.argmax(1) == labels) > 0.95
+    for hidden in (0, 32):
+        options = vision.VisionTeacherOptions(epochs=40, batch_size=16, hidden_units=hidden)
+        logits = teacher_logits(vision.fit_vision_head(features, labels, 3, options), features)
+        assert logits.shape == (60, 3) and np.mean(logits.argmax(1) == labels) > 0.95

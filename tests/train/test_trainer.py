@@ -354,3 +354,18 @@ def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data):
     # Colours are trivially separable: the teacher names them all.
     assert metrics["teacher_scene_accuracy"] > 0.9 and metrics["test_teacher_scene_accuracy"] > 0.9
     assert (tmp_path / "cache").is_dir()
+
+
+@pytest.mark.slow
+def test_the_checkpoint_can_follow_one_head(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=3, steps_per_epoch=3)
+    metrics = train(load_train_config(path, ["train.checkpoint_metric=scene"]), tmp_path / "run", verbose=0)
+    history = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)
+    assert metrics["best_epoch"] == int(np.argmax(history["val_scene_accuracy"])) + 1
+    assert metrics["scene_accuracy"] == pytest.approx(np.max(history["val_scene_accuracy"]))
+    only_speech = write_train_yaml(tmp_path / "speech.yaml", speech=speech, scenes=None)
+    with pytest.raises(ValueError, match="checkpoint_metric: 'scene' needs validation photos"):
+        train(load_train_config(only_speech, ["train.checkpoint_metric=scene"]), tmp_path / "run2", verbose=0)
+    with pytest.raises(ValueError, match="checkpoint_metric"):
+        load_train_config(path, ["train.checkpoint_metric=loss"])

@@ -1,5 +1,5 @@
 """Pretrained teachers (desktop only): frozen feature models with small heads trained here,
-whose outputs the compact student learns from (docs/TRAINING.md, "Teachers").
+whose outputs the compact student learns from (README.md, "Training the default model").
 
 What the teachers share: :class:`TeacherUnavailable` (a missing package, one line naming what
 to install), :func:`installed_file` (a file inside an installed wheel; nothing is downloaded)

