@@ -260,7 +260,7 @@ class FusionBatches(keras.utils.PyDataset):
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
                  packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.packed_targets = packed_targets  # command targets for DistillationLoss rather than one-hot
+        self.packed_targets = packed_targets  # targets for DistillationLoss rather than one-hot
         self.scene_soft = scene_soft_targets
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
@@ -344,6 +344,8 @@ class FusionBatches(keras.utils.PyDataset):
     def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray) -> np.ndarray:
         """Packed scene targets; the teacher's soft targets count only where the photo is seen
         (a row that only hears its place learns the hard label)."""
+        if not self.packed_targets:
+            return keras.utils.to_categorical(labels, self.n_scene).astype(np.float32)
         if self.scene_soft is None or photos is None:
             return pack_targets(labels, self.n_scene)
         weight = np.where(image_present > 0, self.config.train.scene_distill_weight, 0.0)
