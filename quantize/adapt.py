@@ -424,17 +424,21 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
     model = EdgeModel.load(model_path)
     parts = split_tflite_parts(Path(model_path).read_bytes())
     deployed = {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")}
+    donor_summary = None
     if image_encoder is not None:
-        model = GraftedModel(model, EdgeModel.load(image_encoder))
+        donor = EdgeModel.load(image_encoder)
+        donor_summary = {"file": Path(image_encoder).name, "name": donor.metadata.get("name"),
+                         "model_version": donor.metadata.get("model_version")}
+        model = GraftedModel(model, donor)
         parts["encode_image"] = split_tflite_parts(Path(image_encoder).read_bytes())["encode_image"]
         logger.info("image encoder from %s", image_encoder)
     return _adapt(model, parts, deployed, out_path, scenes=scenes, scene_ambient=scene_ambient, av=av,
-                  options=options, name=name, image_encoder=image_encoder)
+                  options=options, name=name, image_encoder=donor_summary)
 
 
 def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], out_path: Path, *,
            scenes: Path | None, scene_ambient: Path | None, av: Path | None, options: AdaptOptions, name: str | None,
-           image_encoder: Path | None) -> dict[str, Any]:
+           image_encoder: dict[str, Any] | None) -> dict[str, Any]:
     from edgesense.quantize.convert import part_metadata, portable_paths, write_merged
 
     labels, summary, emb, validation = gather(model, scenes=scenes, scene_ambient=scene_ambient, av=av,
@@ -462,20 +466,12 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
         **part_metadata(parts),
         "adapted": portable_paths({
             "from": deployed,
-            "image_encoder": _describe(image_encoder),
+            "image_encoder": image_encoder,
             "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
             "options": dataclasses.asdict(options), **summary, "metrics": metrics}),
     })
     write_merged(parts, metadata, out_path)
     return metadata
-
-
-def _describe(path: Path | None) -> dict[str, Any] | None:
-    """The donor of a grafted image encoder: its file name and its metadata's name and version."""
-    if path is None:
-        return None
-    metadata = EdgeModel.load(path).metadata
-    return {"file": Path(path).name, "name": metadata.get("name"), "model_version": metadata.get("model_version")}
 
 
 # --------------------------------------------------------------------------- command line

@@ -253,8 +253,8 @@ def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
 
 class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
-    unpaired), with modality dropout, augmentation and per-head sample weights. Scene targets
-    are packed for :class:`DistillationLoss`: with ``scene_soft_targets`` (the vision teacher's,
+    unpaired), with modality dropout, augmentation and per-head sample weights. With
+    ``packed_targets`` both heads' targets are packed for :class:`DistillationLoss`; with ``scene_soft_targets`` (the vision teacher's,
     one row per training photo) a seen photo's row learns from them too."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
