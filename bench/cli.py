@@ -71,6 +71,7 @@ from edgesense.bench.references import (
     compute_comparison,
     evaluate_reference,
     find_references,
+    reference_train_config,
 )
 from edgesense.bench.report import (
     _fmt,
@@ -224,10 +225,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if references:
         report["references"] = references
         report["comparison_per_second"] = compute_comparison(meta.get("macs", {}), report["latency_ms"], references)
-        for name, result in references.items():
-            task = result["task"]
-            fig = plot_confusion(result[task], out / f"confusion_{name}.png", f"{name} ({task}s)")
-            report["figures"][f"{name}_confusion"] = fig.name
+    if options.teachers:
+        report["teachers"] = _score_teachers(options, clips, clip_labels, frames, frame_labels)
+    for name, result in {**references, **report.get("teachers", {})}.items():
+        task = result["task"]
+        fig = plot_confusion(result[task], out / f"confusion_{name}.png", f"{name} ({task}s)")
+        report["figures"][f"{name}_confusion"] = fig.name
 
     if options.speech_commands is not None and options.streaming:
         st = report["streaming"] = run_streaming(
@@ -255,6 +258,20 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     return report
 
 
+def _score_teachers(options: BenchOptions, clips, clip_labels, frames, frame_labels) -> dict[str, Any]:
+    """The teachers (trained once on the references' data, next to them) on this run's test data."""
+    from edgesense.bench import teachers
+
+    teachers.build_teachers(reference_train_config(options), options.references_dir)
+    scored = {}
+    for path in teachers.find_teachers(options.references_dir):
+        result = teachers.evaluate_teacher(path, clips=clips, clip_labels=clip_labels, frames=frames,
+                                           frame_labels=frame_labels)
+        if result is not None:
+            scored[path.stem] = result
+    return scored
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -279,6 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--references", type=Path, default=DEFAULT_REFERENCES_DIR, help="reference models folder")
     parser.add_argument("--reference-config", type=Path,
                         help="train YAML for the references' data (default: --speech-commands/--scenes/--salt)")
+    parser.add_argument("--teachers", action="store_true",
+                        help="train (once, into --references, on the references' data) and score the pretrained "
+                             "teachers as rows (needs the [teacher] and [vision-teacher] extras)")
     parser.add_argument("--fusion-study", action="store_true", help="run the fusion study (trains small models)")
     parser.add_argument("--negatives", type=Path, action="append", default=[],
                         help="other speech (.wav file or folder, repeatable; e.g. ../shared/data/speech_negatives) "
@@ -319,7 +339,8 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             quick=args.quick, split=args.split,
             salt=args.salt, train_references=args.train_references, references_dir=args.references,
-            reference_config=args.reference_config, fusion_study=args.fusion_study, streaming=not args.no_streaming,
+            reference_config=args.reference_config, teachers=args.teachers,
+            fusion_study=args.fusion_study, streaming=not args.no_streaming,
             stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
             talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
             class_thresholds=args.class_thresholds, write_config=tuple(args.write_config),
@@ -333,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
     for key in ("scene_av", "av"):
         if key in report:
             print(f"  {key:<26} {av_summary(report[key])}")
-    for name, r in report.get("references", {}).items():
+    for name, r in {**report.get("references", {}), **report.get("teachers", {})}.items():
         print(f"  {name:<26} accuracy {_fmt(r[r['task']]['accuracy'])}  ({r['task']}s)")
     for stage, s in report.get("latency_ms", {}).items():
         if s.get("n"):  # stages this run never measured (e.g. the image ones without --scenes) are left out

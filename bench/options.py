@@ -38,6 +38,8 @@ class BenchOptions:
     train_references: bool = False
     references_dir: Path = DEFAULT_REFERENCES_DIR
     reference_config: Path | None = None
+    #: Train (cached next to the references) and score the pretrained teachers as rows.
+    teachers: bool = False
     fusion_study: bool = False
     streaming: bool = True
     stream_s: float | None = None

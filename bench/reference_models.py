@@ -43,13 +43,23 @@ from edgesense.schema.validate import require
 from edgesense.train import data as datasets
 from edgesense.train.config import DataConfig, TrainConfig
 from edgesense.train.model import PIXEL_SCALE, count_macs, count_params
-from edgesense.train.trainer import AudioSet, Dataset, FusionBatches, ImageSet, features_of, load_dataset
+from edgesense.train.trainer import (
+    COSINE_DECAY_FLOOR,
+    AudioSet,
+    Dataset,
+    FusionBatches,
+    ImageSet,
+    features_of,
+    load_dataset,
+    steps_per_epoch,
+)
 
 __all__ = [
     "KWS_DSCNN",
     "VWW_MOBILENET",
     "REFERENCE_NAMES",
     "ReferenceOptions",
+    "quick_schedule",
     "ReferenceModel",
     "build_kws_dscnn",
     "build_vww_mobilenet",
@@ -132,29 +142,32 @@ def build_vww_mobilenet(frontend: ImageFrontendOptions = ImageFrontendOptions(),
 
 @dataclass(frozen=True, kw_only=True)
 class ReferenceOptions:
-    """Training schedule of the references (the rest comes from the TrainConfig)."""
+    """How the references are built beyond their training schedule.
 
-    kws_epochs: int = 20
-    vww_epochs: int = 8
-    steps_per_epoch: int | None = None
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    patience: int = 8
+    The schedule is the student's, read from the TrainConfig they are trained with: ``epochs``,
+    ``batch_size``, steps per epoch (as many as the student takes: its larger training set over
+    the batch size, or ``steps_per_epoch``), learning rate and its cosine decay, weight decay,
+    ``patience`` and each head's label smoothing. "Ahead of the references" then compares models,
+    not budgets.
+    """
+
     calibration_per_class: int = 30
     vww_alpha: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("kws_epochs", "vww_epochs", "batch_size", "patience", "calibration_per_class"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
-        require(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
-               "steps_per_epoch", "None or an integer >= 1", self.steps_per_epoch)
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(isinstance(self.calibration_per_class, int) and self.calibration_per_class >= 1,
+                "calibration_per_class", "an integer >= 1", self.calibration_per_class)
         require(0 < self.vww_alpha <= 1, "vww_alpha", "in (0, 1]", self.vww_alpha)
 
     @classmethod
     def quick(cls) -> "ReferenceOptions":
-        return cls(kws_epochs=1, vww_epochs=1, steps_per_epoch=3, batch_size=16, calibration_per_class=4)
+        return cls(calibration_per_class=4)
+
+
+def quick_schedule(config: TrainConfig) -> TrainConfig:
+    """``config`` with a schedule for smoke tests: one epoch of 3 steps of 16."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1, steps_per_epoch=3,
+                                                                 batch_size=16))
 
 
 @dataclass(frozen=True)
@@ -222,7 +235,6 @@ def train_reference(name: str, ds: Dataset, config: TrainConfig,
         val_y = ds.audio_val.labels
         calibration = features_of(ds.audio_train.clips[datasets.balanced_indices(
             train_y, options.calibration_per_class, rng)], config)
-        epochs = options.kws_epochs
     else:
         task, labels, input_name = "scene", ds.scene_labels, "image"
         train_y = ds.image_train.labels
@@ -232,23 +244,27 @@ def train_reference(name: str, ds: Dataset, config: TrainConfig,
         val_y = ds.image_val.labels
         calibration = ds.image_train.images[datasets.balanced_indices(
             train_y, options.calibration_per_class, rng)].astype(np.float32)
-        epochs = options.vww_epochs
-    train_config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, batch_size=options.batch_size, modality_dropout=0.0))
-    steps = options.steps_per_epoch or max(1, train_y.size // options.batch_size)
+    schedule_options = config.train
+    train_config = dataclasses.replace(config, train=dataclasses.replace(schedule_options, modality_dropout=0.0))
+    steps = steps_per_epoch(ds, config)
+    epochs = schedule_options.epochs
     batches = _SingleHead(FusionBatches(_only(ds, task, config), train_config, steps=steps, epoch_seed=config.seed),
                           input_name, task)
-    schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=options.learning_rate,
-                                                      decay_steps=steps * epochs, alpha=0.02)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.train.label_smoothing),
+    schedule = keras.optimizers.schedules.CosineDecay(initial_learning_rate=schedule_options.learning_rate,
+                                                      decay_steps=steps * epochs, alpha=COSINE_DECAY_FLOOR)
+    smoothing = (schedule_options.command_label_smoothing if task == "command"
+                 else schedule_options.label_smoothing)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule,
+                                                   weight_decay=schedule_options.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
                   weighted_metrics=["categorical_accuracy"])
     callbacks = []
     validation_data = None
     if val_y.size:
         validation_data = (val_x, keras.utils.to_categorical(val_y, len(labels)))
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_categorical_accuracy", mode="max",
-                                                       patience=options.patience, restore_best_weights=True))
+                                                       patience=schedule_options.patience,
+                                                       restore_best_weights=True))
     log.info("training reference %s: %d epochs x %d steps", name, epochs, steps)
     history = model.fit(batches, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
                         verbose=verbose)

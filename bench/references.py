@@ -158,13 +158,21 @@ def _ratio(a, b):
     return None if a is None or not b else float(f"{a / b:.4g}")
 
 
-def _build_references(options: BenchOptions) -> dict[str, Path]:
+def reference_train_config(options: BenchOptions):
+    """The TrainConfig the references and teachers learn from: ``--reference-config``, or the
+    benchmark's own folders with the bundled split."""
     from edgesense.bench import reference_models as references
     from edgesense.train.config import load_train_config
     if options.reference_config is not None:
-        config = load_train_config(options.reference_config)
-    else:
-        config = references.reference_config(speech_commands=options.speech_commands, scenes=options.scenes,
-                                             salt=options.salt, noise=tuple(options.noise))
-    ref_options = references.ReferenceOptions.quick() if options.quick else references.ReferenceOptions()
-    return references.build_references(config, options.references_dir, ref_options)
+        return load_train_config(options.reference_config)
+    return references.reference_config(speech_commands=options.speech_commands, scenes=options.scenes,
+                                       salt=options.salt, noise=tuple(options.noise))
+
+
+def _build_references(options: BenchOptions) -> dict[str, Path]:
+    from edgesense.bench import reference_models as references
+    config = reference_train_config(options)
+    if options.quick:
+        return references.build_references(references.quick_schedule(config), options.references_dir,
+                                           references.ReferenceOptions.quick())
+    return references.build_references(config, options.references_dir, references.ReferenceOptions())

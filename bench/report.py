@@ -220,6 +220,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {title} | ours | {_fmt(r['accuracy'])} | {r['count']} | {r.get('selection', '')} |")
     for name, r in refs.items():
         lines.append(f"| {r['task']}s | {name} | {_fmt(r[r['task']]['accuracy'])} | {r[r['task']]['count']} | same |")
+    teachers = report.get("teachers", {})
+    for name, r in teachers.items():
+        lines.append(f"| {r['task']}s | {name} (teacher, float, desktop) | {_fmt(r[r['task']]['accuracy'])} | "
+                     f"{r[r['task']]['count']} | same |")
     if "scene_av" in report:
         a = report["scene_av"]["ambience"]
         lines += _av_markdown(report["scene_av"], "Scenes with the sound of their place, camera clean and degraded",
@@ -258,6 +262,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                              f"{_fmt(c['macs_ratio'])} | {_fmt(c['ours_ms_per_s'])} | {_fmt(c['theirs_ms_per_s'])} | "
                              f"{_fmt(c['ms_ratio'])} |")
         lines.append(f"\nFrontends (same code for both): {_fmt(comp.get('frontend_ms_per_s'))} ms/s.")
+    if teachers:
+        lines += ["", "## Teachers", "", "What the student learns from (trained on the references' data; not "
+                  "deployable: float, desktop only):", ""]
+        for name, r in teachers.items():
+            lines.append(f"* **{name}**: {r['architecture_note']}; {_fmt(r['model']['bytes'])} bytes on disk "
+                         f"(feature model + head of {_fmt(r['model']['head_params'])} params), "
+                         f"{_fmt(r['ms_per_item_batched'])} ms per item batched on this machine, validation "
+                         f"{_fmt(r['validation_accuracy_float'])}.")
     lines += _streaming_markdown(report.get("streaming", {}))
     fs = report.get("fusion_study")
     if fs:

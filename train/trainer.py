@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 RUN_FORMAT_VERSION = 1
 #: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors.
+#: The learning rate decays along a cosine to this share of its initial value over the run.
+COSINE_DECAY_FLOOR = 0.02
 CHECKPOINT_MONITORS = {"score": "val_score", "command": "val_command_accuracy", "scene": "val_scene_accuracy"}
 
 
@@ -244,6 +246,12 @@ def _counts(labels: np.ndarray, names) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- batches
+
+
+def steps_per_epoch(ds: Dataset, config: TrainConfig) -> int:
+    """Steps in one epoch: ``train.steps_per_epoch``, or the larger training set over the batch size."""
+    anchor = max(ds.image_train.labels.size, ds.audio_train.labels.size)
+    return config.train.steps_per_epoch or max(1, anchor // config.train.batch_size)
 
 
 def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
@@ -544,13 +552,15 @@ class AudioTeacher:
         return self.cache.get_or_compute("embeddings", key, lambda: {"x": self.embedder(clips).astype(np.float16)})[
             "x"].astype(np.float32)
 
-    def fit(self, bank: ExampleBank, ds: Dataset) -> dict[str, float]:
-        """Train the head on the bank's rows (every variant, negatives included) plus the clean
-        training clips; returns its validation accuracy."""
+    def fit(self, ds: Dataset, bank: ExampleBank | None = None) -> dict[str, float]:
+        """Train the head on the clean training clips plus, with a ``bank``, its rows (every
+        variant, negatives included); returns its validation accuracy."""
         from edgesense.train.teachers.audio import fit_audio_head
 
-        x = np.concatenate([bank.embeddings.astype(np.float32), self.embed(ds.audio_train.clips)])
-        y = np.concatenate([bank.labels, ds.audio_train.labels])
+        x, y = self.embed(ds.audio_train.clips), ds.audio_train.labels
+        if bank is not None:
+            x = np.concatenate([bank.embeddings.astype(np.float32), x])
+            y = np.concatenate([bank.labels, y])
         val = (self.embed(ds.audio_val.clips), ds.audio_val.labels)
         started = time.perf_counter()
         self.head = fit_audio_head(x, y, len(ds.command_labels), self.config.audio_teacher, seed=self.config.seed,
@@ -656,7 +666,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     teacher_metrics: dict = {}
     soft_targets = None
     if teacher is not None:
-        teacher_metrics = teacher.fit(bank, ds)
+        teacher_metrics = teacher.fit(ds, bank)
         soft_targets = soften(teacher.logits(bank.embeddings.astype(np.float32)), config.train.distill_temperature)
     vision_teacher = (VisionTeacher(config, cache) if config.vision_teacher.enabled and ds.image_train.labels.size
                       else None)
@@ -679,10 +689,10 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                    image_frontend=config.image_frontend)
         if init_from is not None:
             _load_initial_weights(model, init_from, scene_labels)
-        anchor = max(ds.image_train.labels.size, ds.audio_train.labels.size)
-        steps = config.train.steps_per_epoch or max(1, anchor // config.train.batch_size)
+        steps = steps_per_epoch(ds, config)
         schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.train.learning_rate, decay_steps=steps * config.train.epochs, alpha=0.02)
+            initial_learning_rate=config.train.learning_rate, decay_steps=steps * config.train.epochs,
+            alpha=COSINE_DECAY_FLOOR)
         n_cmd = len(ds.command_labels)
         temperature = config.train.distill_temperature
         model.compile(

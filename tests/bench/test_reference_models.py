@@ -16,6 +16,7 @@ from edgesense.bench.reference_models import (
     build_kws_dscnn,
     build_references,
     build_vww_mobilenet,
+    quick_schedule,
     reference_config,
 )
 from edgesense.bench.references import ReferenceRunner, evaluate_reference
@@ -57,7 +58,7 @@ def test_vww_mobilenet_is_mobilenet_v1_quarter_width():
 def test_references_train_convert_cache_and_run_on_litert(tmp_path):
     speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)
     scenes = make_scenes(tmp_path / "scenes", per_class=12)
-    config = reference_config(speech_commands=speech, scenes=scenes, salt="edgesense")
+    config = quick_schedule(reference_config(speech_commands=speech, scenes=scenes, salt="edgesense"))
     out = tmp_path / "refs"
     paths = build_references(config, out, ReferenceOptions.quick())
     assert set(paths) == {KWS_DSCNN, VWW_MOBILENET}

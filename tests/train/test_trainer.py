@@ -349,6 +349,7 @@ def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data):
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
     metrics = train(load_train_config(path, ["vision_teacher.enabled=true", "vision_teacher.input_size_px=64",
+                                             "vision_teacher.hidden_units=0",  # linear: a few photos suffice
                                              "train.scene_distill_weight=0.5",
                                              f"data.cache_dir={tmp_path / 'cache'}"]), tmp_path / "run", verbose=0)
     # Colours are trivially separable: the teacher names them all.

