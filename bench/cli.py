@@ -262,13 +262,14 @@ def _score_teachers(options: BenchOptions, clips, clip_labels, frames, frame_lab
     """The teachers (trained once on the references' data, next to them) on this run's test data."""
     from edgesense.bench import teachers
 
-    teachers.build_teachers(reference_train_config(options), options.references_dir)
+    # Only the heads trained on this config: a head left there from other data is not scored.
+    paths = teachers.build_teachers(reference_train_config(options), options.references_dir)
     scored = {}
-    for path in teachers.find_teachers(options.references_dir):
+    for name, path in sorted(paths.items()):
         result = teachers.evaluate_teacher(path, clips=clips, clip_labels=clip_labels, frames=frames,
                                            frame_labels=frame_labels)
         if result is not None:
-            scored[path.stem] = result
+            scored[name] = result
     return scored
 
 

