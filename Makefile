@@ -10,7 +10,7 @@ setup:
 demo:
 	EXTRAS=mqtt scripts/setup.sh
 	.venv/bin/edgesense run --config firmware_configs/desktop.yaml \
-		--video samples/scene.mp4 --audio samples/commands.wav --fast --events -
+		--video samples/scene.mp4 --audio samples/speech_commands.wav --fast --events -
 
 test: setup
 	.venv/bin/python -m pytest -q

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "edgesense/firmware_configs": {"desktop.yaml", "rpi4.yaml", "rpi5.yaml", "jetson-orin.yaml", "jetson-nano.yaml"},
     "edgesense/models": {"edgesense.tflite", "README.md"},
-    "edgesense/samples": {"scene.mp4", "commands.wav", "commands.json", "scenes.json", "README.md"},
+    "edgesense/samples": {"scene.mp4", "commands.wav", "commands.json", "scenes.json", "speech_commands.wav",
+                          "speech_commands.json", "README.md"},
 }
 NO_DISPLAY = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
 
@@ -76,7 +77,7 @@ def test_demo_and_run_work_from_the_installed_wheel(venv, tmp_path):
 
     samples = Path(where).parent.parent / "samples"
     run = subprocess.run([str(cli), "run", "--config", where, "--video", str(samples / "scene.mp4"),
-                          "--audio", str(samples / "commands.wav"), "--fast", "--headless"],
+                          "--audio", str(samples / "speech_commands.wav"), "--fast", "--headless"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines()]

@@ -7,7 +7,8 @@ last command (a flashing banner for ``command_flash_ms``), the latest per-stage 
 (right edge).
 
 Without a camera or a microphone the demo says so and plays the bundled sample media
-(``samples/scene.mp4`` + ``samples/commands.wav``, shipped in the package) instead.
+(``samples/scene.mp4`` + ``samples/speech_commands.wav``, real speakers, shipped in the package)
+instead.
 Without a window (no ``DISPLAY``/``WAYLAND_DISPLAY``, or an OpenCV without GUI support
 such as ``opencv-python-headless``) it says in one line what to install or set, plays the
 samples as fast as it can and writes the overlaid frames to ``--out`` (default
@@ -39,7 +40,7 @@ __all__ = ["display_available", "open_preview", "PreviewWindow", "VideoFileWrite
 
 
 SAMPLE_VIDEO = "scene.mp4"
-SAMPLE_AUDIO = "commands.wav"
+SAMPLE_AUDIO = "speech_commands.wav"
 DEFAULT_CONFIG = "desktop"
 DEFAULT_OUT_NAME = "demo.mp4"
 OUT_FOURCC = "mp4v"

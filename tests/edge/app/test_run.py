@@ -175,8 +175,8 @@ def test_no_microphone_is_one_line_exit_2(tiny_model_path, tmp_path, monkeypatch
 def test_make_demo_runs_the_documented_command():
     makefile = (ROOT / "Makefile").read_text()
     assert ("edgesense run --config firmware_configs/desktop.yaml" in makefile
-            and "--video samples/scene.mp4 --audio samples/commands.wav --fast --events -" in makefile)
-    for name in ("scene.mp4", "commands.wav", "commands.json"):
+            and "--video samples/scene.mp4 --audio samples/speech_commands.wav --fast --events -" in makefile)
+    for name in ("scene.mp4", "speech_commands.wav", "speech_commands.json"):
         assert (ROOT / "samples" / name).is_file()
 
 
