@@ -67,6 +67,7 @@ __all__ = [
     "train_reference",
     "convert_reference",
     "build_references",
+    "reference_fingerprint",
     "load_sidecar",
 ]
 
@@ -354,12 +355,40 @@ def training_fingerprint(**parts: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
+#: Sections of a training config that only the student (its architecture, its example bank) or
+#: its teachers read: the references train without them, so they stay out of the fingerprint.
+STUDENT_ONLY_SECTIONS = ("name", "model", "bank", "audio_teacher", "vision_teacher")
+
+
+#: Data fields that say where files go, not what the references learn from.
+_PLACE_ONLY_DATA_FIELDS = ("cache_dir",)
+
+
+def _folder_names(value: Any) -> Any:
+    """A data field with each path replaced by its last component (the same data in a checkout
+    somewhere else keeps its fingerprint)."""
+    if isinstance(value, Path):
+        return value.name
+    if isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value):
+        return [v.name for v in value]
+    return value
+
+
+def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
+    """The fingerprint of what the references train from: ``config`` without
+    :data:`STUDENT_ONLY_SECTIONS`, its data folders by name, and ``options``."""
+    inputs = {k: v for k, v in config.to_dict().items() if k not in STUDENT_ONLY_SECTIONS}
+    inputs["data"] = {f.name: _folder_names(getattr(config.data, f.name)) for f in dataclasses.fields(config.data)
+                      if f.name not in _PLACE_ONLY_DATA_FIELDS}
+    return training_fingerprint(config=inputs, options=dataclasses.asdict(options))
+
+
 def build_references(config: TrainConfig, out_dir: str | Path, options: ReferenceOptions = ReferenceOptions(), *,
                      names: tuple[str, ...] = REFERENCE_NAMES, force: bool = False) -> dict[str, Path]:
-    """Train and convert the references (once): reused from ``out_dir`` when their sidecars'
-    fingerprint (config + options) matches. Returns {name: .tflite path}."""
+    """Train and convert the references (once): reused from ``out_dir`` while their sidecars'
+    fingerprint (:func:`reference_fingerprint`) matches. Returns {name: .tflite path}."""
     out_dir = Path(out_dir)
-    fingerprint = training_fingerprint(config=config.to_dict(), options=dataclasses.asdict(options))
+    fingerprint = reference_fingerprint(config, options)
     wanted = [n for n in names if (n != KWS_DSCNN or config.data.speech_commands)
               and (n != VWW_MOBILENET or config.data.scenes is not None)]
     paths: dict[str, Path] = {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,6 +20,8 @@ from edgesense.bench.reference_models import (
     build_vww_mobilenet,
     quick_schedule,
     reference_config,
+    reference_fingerprint,
+    training_fingerprint,
 )
 from edgesense.bench.references import ReferenceRunner, evaluate_reference
 from edgesense.frontend.audio import AudioFrontendOptions
@@ -52,6 +56,33 @@ def test_vww_mobilenet_is_mobilenet_v1_quarter_width():
     assert model.output.shape[-1] == 6
     assert 7.0e6 < count_macs(model) < 8.0e6  # the published VWW model: about 7.5 M MACs
     assert 200_000 < count_params(model) < 230_000
+
+
+def test_training_fingerprint_is_stable():
+    # Sidecars committed next to the references hold these hashes: a change here retrains them all.
+    assert training_fingerprint(config={"seed": 42}, options={"vww_alpha": 0.25}) == "3e1f310634397877"
+
+
+def test_the_reference_fingerprint_follows_what_the_references_learn_from_only():
+    config = reference_config(speech_commands=Path("/a/speech_commands"), scenes=Path("/a/scenes"))
+    base = reference_fingerprint(config, ReferenceOptions())
+    # What only the student or its teachers read, and where the data lies, leave it alone.
+    same = [dataclasses.replace(config, name="other"),
+            dataclasses.replace(config, model=dataclasses.replace(config.model, embedding_dim=64)),
+            dataclasses.replace(config, audio_teacher=dataclasses.replace(config.audio_teacher, pad_ms=0.0)),
+            dataclasses.replace(config, vision_teacher=dataclasses.replace(config.vision_teacher, hidden_units=0)),
+            dataclasses.replace(config, bank=dataclasses.replace(config.bank, variants=1)),
+            reference_config(speech_commands=Path("/elsewhere/speech_commands"), scenes=Path("/elsewhere/scenes")),
+            dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=Path("/tmp/c")))]
+    assert {reference_fingerprint(c, ReferenceOptions()) for c in same} == {base}
+    # The schedule, the data and the options change it.
+    changed = [dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=7)),
+               dataclasses.replace(config, seed=1),
+               reference_config(speech_commands=Path("/a/other_words"), scenes=Path("/a/scenes")),
+               dataclasses.replace(config, audio_augment=dataclasses.replace(config.audio_augment,
+                                                                             noise_probability=0.1))]
+    assert base not in {reference_fingerprint(c, ReferenceOptions()) for c in changed}
+    assert reference_fingerprint(config, ReferenceOptions(vww_alpha=0.5)) != base
 
 
 @pytest.mark.slow
