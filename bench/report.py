@@ -138,11 +138,13 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
         return []
     rec = st["recommended"]
     lines = ["", "## Streaming commands", "",
-             "| split | pool of noise and other speech | stream | minutes | command words | other utterances | "
+             "| split | pool of noise / of other speech | stream | minutes | command words | other utterances | "
              "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for split in ("tuning", "evaluation"):
+        pools = st["pools"][split]
         for kind, s in st.get(f"{split}_streams", {}).items():
-            lines.append(f"| {split} | {st['pools'][split]['pool']} | {kind} | {s['duration_s'] / 60:.1f} | "
+            lines.append(f"| {split} | {pools['pool']} / {pools['other_speech_pool']} | {kind} | "
+                         f"{s['duration_s'] / 60:.1f} | "
                          f"{s['command_words']} | {s['other_utterances']} | {s['unique_sources']} |")
     settings = ", ".join(f"`{k}: {v}`" for k, v in rec["settings"].items())
     sw = st["sweep_options"]

@@ -3,8 +3,10 @@ point on the evaluation split, the DET curve and the firmware config.
 
 Splits: *evaluation* = the test speakers of the model's recorded split (the clips the accuracy
 section scores), with the **evaluation pool** of the noise and other-speech recordings
-(:func:`edgesense.train.pools.split_recordings`); *tuning* = the validation speakers, with the
-**training pool** (the evaluation pool is never used to choose anything). Each split has a
+(:mod:`edgesense.train.pools`); *tuning* = the validation speakers, with the **training pool** of
+the noise and the **tuning pool** of other speech, which trains nothing (the evaluation pool is
+never used to choose anything; a model that learned talk as ``_unknown_`` is quiet on the talk it
+learned, so that talk cannot choose its threshold). Each split has a
 ``commands`` stream, a ``talk`` stream and a ``words`` stream (:mod:`edgesense.bench.streams`).
 """
 
@@ -41,7 +43,7 @@ from edgesense.bench.streams import (
 from edgesense.frontend.wav import read_wav
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
-from edgesense.train.pools import split_recordings
+from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamingPlan", "run_streaming", "clip_utterances", "recording_pools"]
@@ -103,7 +105,7 @@ def _recordings(paths: Sequence[Path]) -> list[Path]:
 def recording_pools(paths: Sequence[Path]) -> dict[str, list[Path]]:
     """The recordings under ``paths`` split by :func:`edgesense.train.pools.split_recordings`."""
     files = _recordings(paths)
-    return split_recordings(files) if files else {"training": [], "evaluation": []}
+    return split_recordings(files)
 
 
 def _read(paths: Sequence[Path], sample_rate_hz: int) -> list[tuple[Path, np.ndarray]]:
@@ -192,21 +194,24 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     started = time.perf_counter()
     plan = StreamingPlan.for_options(options)
     sr = model.audio_frontend.sample_rate_hz
-    noise_pools, speech_pools = recording_pools(noise_paths), recording_pools(negative_paths)
-    pool_of_split = {"tuning": "training", "evaluation": "evaluation"}
+    noise_pools, speech_pools = recording_pools(noise_paths), speech_negative_pools(_recordings(negative_paths))
+    # (noise pool, other-speech pool) of each split; the tuning split's talk is neither trained on nor evaluated.
+    pools_of_split = {"tuning": ("training", "tuning"), "evaluation": ("evaluation", "evaluation")}
     cache = PosteriorCache(options.out_dir / "cache")
     out: dict[str, Any] = {"hop_ms": HOP_MS, "sweep_options": dataclasses.asdict(plan.sweep),
-                           "pools": {split: {"pool": pool, "noise": [str(p) for p in noise_pools[pool]],
-                                             "other_speech": len(speech_pools[pool])}
-                                     for split, pool in pool_of_split.items()}}
+                           "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],
+                                             "other_speech_pool": speech_pool,
+                                             "other_speech": len(speech_pools[speech_pool])}
+                                     for split, (noise_pool, speech_pool) in pools_of_split.items()}}
     replays: dict[str, dict[str, Replay]] = {}
     for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
                                                                             options.seed + 202)):
-        pool = pool_of_split[name]
-        noise = [x for _, x in _read(noise_pools[pool], sr)]
+        noise_pool, speech_pool = pools_of_split[name]
+        noise = [x for _, x in _read(noise_pools[noise_pool], sr)]
         if not noise:
-            logger.warning("streaming: no %s-pool noise recordings; the %s streams use pink/brown noise", pool, name)
-        words, sentences = _other_speech(speech_pools[pool], sr)
+            logger.warning("streaming: no %s-pool noise recordings; the %s streams use pink/brown noise", noise_pool,
+                           name)
+        words, sentences = _other_speech(speech_pools[speech_pool], sr)
         commands = [u for u in utterances if u.is_command]
         words += [u for u in utterances if not u.is_command]
         streams = _split_streams(model, model_sha, cache, name, seed, commands, words, sentences, noise, plan)

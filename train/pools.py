@@ -1,4 +1,5 @@
-"""Recordings split by file into a training pool and an evaluation pool.
+"""Recordings split by file into a training pool and an evaluation pool (and, for other
+people's speech, a tuning pool).
 
 Every recording-derived set (noise, music, ambience, other people's speech) is split by
 recording, never by snippet: a recording whose snippets trained the model never appears in
@@ -6,6 +7,12 @@ an evaluation stream. The rule is a hash of the recording's folder and file name
 the same on every machine and for every tool (the trainer draws from ``training``, the
 benchmark's streams from ``evaluation``). Within each group (a folder, with music apart from
 other noise) at least one recording goes to each pool when the group has two or more.
+
+Other people's speech (:func:`speech_negative_pools`) also keeps a **tuning** pool that
+neither trains nor evaluates: the benchmark chooses its operating point on it. A model that
+learned talk as ``_unknown_`` is quiet on the very talk it learned, so an operating point chosen
+on the training pool fires on talk it never heard. Noise (14 recordings in all) has no tuning
+pool: its training pool serves the tuning streams.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from typing import Any, Iterable, Literal, Sequence
 from edgesense.schema.validate import require
 from edgesense.train.data import AVItem, hash_percent
 
-__all__ = ["EVALUATION_PERCENT", "POOLS", "place_sound_files", "pool_of", "split_recordings"]
+__all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "place_sound_files", "pool_of", "speech_negative_pools",
+           "split_recordings"]
 
-Pool = Literal["training", "evaluation"]
-POOLS: tuple[Pool, ...] = ("training", "evaluation")
+Pool = Literal["training", "tuning", "evaluation"]
+POOLS: tuple[Pool, ...] = ("training", "tuning", "evaluation")
 EVALUATION_PERCENT = 30.0  #: share of each group's recordings kept for evaluation
+TUNING_PERCENT = 20.0  #: share of each group of other people's speech kept for choosing the operating point
 POOL_SALT = "edgesense-pools"
 _MUSIC_PREFIX = "music"
 _PERCENT = 100.0
@@ -35,29 +44,44 @@ def _group(path: Path) -> str:
     return f"{path.parent.name}:{kind}"
 
 
-def split_recordings(paths: Iterable[str | Path], *, evaluation_percent: float = EVALUATION_PERCENT
-                     ) -> dict[Pool, list[Path]]:
-    """``{"training": [...], "evaluation": [...]}``, each sorted; see the module docstring."""
+def split_recordings(paths: Iterable[str | Path], *, evaluation_percent: float = EVALUATION_PERCENT,
+                     tuning_percent: float = 0.0) -> dict[Pool, list[Path]]:
+    """``{"training": [...], "tuning": [...], "evaluation": [...]}``, each sorted; see the module
+    docstring. ``tuning`` is empty unless ``tuning_percent`` > 0; it never takes a group's last
+    training recording, and the evaluation pool does not depend on it."""
     require(0 < evaluation_percent < _PERCENT, "evaluation_percent", "a number in (0, 100)", evaluation_percent)
+    require(0 <= tuning_percent < _PERCENT - evaluation_percent, "tuning_percent",
+            f"a number in [0, {_PERCENT - evaluation_percent:g})", tuning_percent)
     groups: dict[str, list[Path]] = {}
     for p in sorted({Path(p) for p in paths}):
         groups.setdefault(_group(p), []).append(p)
-    out: dict[Pool, list[Path]] = {"training": [], "evaluation": []}
+    out: dict[Pool, list[Path]] = {"training": [], "tuning": [], "evaluation": []}
     for members in groups.values():
         ranked = sorted(members, key=lambda p: (hash_percent(_key(p), POOL_SALT), _key(p)))
         count = round(len(ranked) * evaluation_percent / _PERCENT)
         if len(ranked) >= 2:
             count = min(max(count, 1), len(ranked) - 1)
+        tune = round(len(ranked) * tuning_percent / _PERCENT)
+        if tuning_percent > 0 and len(ranked) >= 3:
+            tune = max(tune, 1)
+        tune = max(0, min(tune, len(ranked) - count - 1))
         out["evaluation"] += ranked[:count]
-        out["training"] += ranked[count:]
+        out["tuning"] += ranked[count:count + tune]
+        out["training"] += ranked[count + tune:]
     return {pool: sorted(files) for pool, files in out.items()}
+
+
+def speech_negative_pools(paths: Iterable[str | Path]) -> dict[Pool, list[Path]]:
+    """Other people's speech split three ways (:data:`TUNING_PERCENT` kept for tuning); the
+    trainer and the benchmark both split it with this."""
+    return split_recordings(paths, tuning_percent=TUNING_PERCENT)
 
 
 def pool_of(path: str | Path, siblings: Iterable[str | Path], *, evaluation_percent: float = EVALUATION_PERCENT
             ) -> Pool:
     """The pool ``path`` belongs to among ``siblings`` (the whole collection it was split with)."""
     split = split_recordings([path, *siblings], evaluation_percent=evaluation_percent)
-    return "evaluation" if Path(path) in split["evaluation"] else "training"
+    return next(pool for pool in POOLS if Path(path) in split[pool])
 
 
 def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], training_items: Sequence[Any],

@@ -29,7 +29,7 @@ from edgesense.train.model import (
     build_fusion_model,
     describe,
 )
-from edgesense.train.pools import place_sound_files, split_recordings
+from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
@@ -147,7 +147,7 @@ def load_dataset(config: TrainConfig) -> Dataset:
         pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=rate)
         reports["noise"] = report.summary()
         noise = tuple(pool)
-    negative_paths = split_recordings(_wav_files(cfg.speech_negatives))["training"]
+    negative_paths = speech_negative_pools(_wav_files(cfg.speech_negatives))["training"]
     other_speech = np.zeros((0, config.audio_frontend.clip_samples), np.float32)
     if negative_paths:
         recordings, report = datasets.load_noise_pool(negative_paths, sample_rate_hz=rate)

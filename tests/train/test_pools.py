@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.train.pools import POOLS, pool_of, split_recordings
+from edgesense.train.pools import POOLS, TUNING_PERCENT, pool_of, speech_negative_pools, split_recordings
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -17,11 +17,27 @@ def test_every_recording_lands_in_exactly_one_pool_and_each_group_in_both():
     music = _names(7, prefix="music")
     other = _names(4)
     split = split_recordings(music + other)
-    assert set(split) == set(POOLS)
+    assert set(split) == set(POOLS) and split["tuning"] == []
     assert sorted(split["training"] + split["evaluation"]) == sorted(music + other)
     assert not set(split["training"]) & set(split["evaluation"])
     for group in (music, other):
         assert set(group) & set(split["evaluation"]) and set(group) & set(split["training"])
+
+
+def test_other_speech_keeps_a_tuning_pool_without_moving_the_evaluation_pool():
+    files = _names(50, folder="read_speech")
+    two, three = split_recordings(files), speech_negative_pools(files)
+    assert three["evaluation"] == two["evaluation"]  # earlier evaluation figures stay comparable
+    assert sorted(three["training"] + three["tuning"] + three["evaluation"]) == sorted(files)
+    assert not set(three["tuning"]) & (set(three["training"]) | set(three["evaluation"]))
+    assert len(three["tuning"]) == round(50 * TUNING_PERCENT / 100)
+    assert set(three["tuning"]) <= set(two["training"])
+    small = speech_negative_pools(_names(3, folder="keywords"))  # one recording for each pool
+    assert [len(small[pool]) for pool in ("training", "tuning", "evaluation")] == [1, 1, 1]
+    pair = speech_negative_pools(_names(2, folder="keywords"))  # no tuning at the cost of training
+    assert pair["tuning"] == [] and len(pair["training"]) == 1
+    with pytest.raises(ValueError, match="tuning_percent"):
+        split_recordings(files, tuning_percent=70)
 
 
 def test_the_split_is_stable_and_independent_of_order_and_folder_prefix():
@@ -36,7 +52,7 @@ def test_the_split_is_stable_and_independent_of_order_and_folder_prefix():
 
 
 def test_a_single_recording_stays_in_training_and_bad_percent_is_refused():
-    assert split_recordings(_names(1)) == {"training": _names(1), "evaluation": []}
+    assert split_recordings(_names(1)) == {"training": _names(1), "tuning": [], "evaluation": []}
     with pytest.raises(ValueError, match="evaluation_percent"):
         split_recordings(_names(3), evaluation_percent=100)
 
@@ -46,5 +62,6 @@ def test_shared_noise_and_negatives_have_both_pools():
     if not SHARED.is_dir():
         pytest.skip("needs ../shared/data")
     for folder in ("noise", "speech_negatives/read_speech", "speech_negatives/keywords/alexa"):
-        split = split_recordings(sorted((SHARED / folder).glob("*.wav")))
+        split = speech_negative_pools(sorted((SHARED / folder).glob("*.wav")))
         assert split["training"] and split["evaluation"], folder
+        assert split["tuning"] or folder == "noise", folder

@@ -198,7 +198,7 @@ def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(t
     from edgesense.frontend.wav import write_wav
     from edgesense.train.cache import ArrayCache
     from edgesense.train.config import TrainConfig
-    from edgesense.train.pools import split_recordings
+    from edgesense.train.pools import speech_negative_pools, split_recordings
     from edgesense.train.trainer import make_bank
 
     speech, scenes = tiny_data
@@ -222,8 +222,9 @@ def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(t
     assert pool["noise"] == [str(p) for p in split_recordings(candidates)["training"]]
     assert 0 < sum("noise_" in p for p in pool["noise"]) < 5 and len(pool["rirs"]) < 5
     assert len(ds.noise) == len(pool["noise"]) and ds.rirs.shape[0] == len(pool["rirs"])
-    trained_negatives = split_recordings(folders["speech_negatives"].glob("*.wav"))["training"]
-    assert pool["speech_negatives"] == len(trained_negatives)
+    negative_pools = speech_negative_pools(folders["speech_negatives"].glob("*.wav"))
+    trained_negatives = negative_pools["training"]
+    assert pool["speech_negatives"] == len(trained_negatives) and negative_pools["tuning"]  # the bench tunes on those
     assert ds.other_speech.shape[0] == 5 * len(trained_negatives)  # 3 s at half-second hops: 5 windows each
 
     bank = make_bank(ds, config, ArrayCache(tmp_path / "cache"))
