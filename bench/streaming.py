@@ -6,7 +6,8 @@ section scores), with the **evaluation pool** of the noise and other-speech reco
 (:mod:`edgesense.train.pools`); *tuning* = the validation speakers, with the **training pool** of
 the noise and the **tuning pool** of other speech, which trains nothing (the evaluation pool is
 never used to choose anything; a model that learned talk as ``_unknown_`` is quiet on the talk it
-learned, so that talk cannot choose its threshold). Each split has a
+learned, so that talk cannot choose its threshold; a model that learned none is tuned on the
+training and tuning pools together). Each split has a
 ``commands`` stream, a ``talk`` stream and a ``words`` stream (:mod:`edgesense.bench.streams`).
 """
 
@@ -58,6 +59,9 @@ SENTENCE_MIN_S = 2.0
 #: Thresholds of the DET curve.
 DET_THRESHOLDS = tuple(round(0.2 + 0.02 * k, 2) for k in range(40))  # 0.2 … 0.98
 RECORDING_SUFFIX = ".wav"
+#: The tuning streams' other speech for a model that never learned any: the training and tuning
+#: pools together (more talk, so one recording that fires weighs less in the false-accept rate).
+TALK_NOT_LEARNED = "training+tuning"
 #: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
 #: then), replayed with today's rule, for comparison.
 PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
@@ -186,6 +190,13 @@ class FirmwareSetting:
         return f"firmware {self.file} ({r.threshold:g} / {r.suppression_ms:g} ms)"
 
 
+def learned_other_speech(model: EdgeModel) -> bool:
+    """Whether ``model`` trained on windows of other people's speech (its metadata's
+    ``data.other_speech_windows``; models from before there were any have no such field)."""
+    data = model.metadata.get("data")
+    return bool(isinstance(data, dict) and data.get("other_speech_windows"))
+
+
 def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, evaluation: Sequence[Utterance],
                   tuning: Sequence[Utterance], noise_paths: Sequence[Path], negative_paths: Sequence[Path],
                   clip_accuracy: float | None, firmware: FirmwareSetting) -> dict[str, Any]:
@@ -195,8 +206,10 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     plan = StreamingPlan.for_options(options)
     sr = model.audio_frontend.sample_rate_hz
     noise_pools, speech_pools = recording_pools(noise_paths), speech_negative_pools(_recordings(negative_paths))
-    # (noise pool, other-speech pool) of each split; the tuning split's talk is neither trained on nor evaluated.
-    pools_of_split = {"tuning": ("training", "tuning"), "evaluation": ("evaluation", "evaluation")}
+    # (noise pool, other-speech pool) of each split: the tuning split's talk is talk the model never learned.
+    tuning_talk = "tuning" if learned_other_speech(model) else TALK_NOT_LEARNED
+    speech_pools[TALK_NOT_LEARNED] = sorted(speech_pools["training"] + speech_pools["tuning"])
+    pools_of_split = {"tuning": ("training", tuning_talk), "evaluation": ("evaluation", "evaluation")}
     cache = PosteriorCache(options.out_dir / "cache")
     out: dict[str, Any] = {"hop_ms": HOP_MS, "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],

@@ -94,8 +94,8 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert streams["talk"]["duration_s"] == 240.0 and streams["talk"]["command_words"] == 0
     assert streams["words"]["other_utterances"] > 0 and set(st["tuning_streams"]) == {"commands", "talk", "words"}
     assert st["pools"]["tuning"]["pool"] == "training" and st["pools"]["evaluation"]["pool"] == "evaluation"
-    # Talk that chooses the operating point neither trains the model nor evaluates it.
-    assert st["pools"]["tuning"]["other_speech_pool"] == "tuning"
+    # Talk that chooses the operating point is talk the model never learned (the tiny model learned none).
+    assert st["pools"]["tuning"]["other_speech_pool"] == "training+tuning"
     assert st["pools"]["evaluation"]["other_speech_pool"] == "evaluation"
     rec = st["recommended"]
     assert rec["chosen_on"] == "tuning" and st["sweep_points"] == 2 * 3
