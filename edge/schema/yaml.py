@@ -15,6 +15,7 @@ Errors are ``ValueError`` with one line; the command line prints it and exits wi
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 from dataclasses import dataclass, field
@@ -162,6 +163,25 @@ def dump_yaml(data: Any) -> str:
     return out.getvalue()
 
 
+def _append(node: CommentedMap, key: str, value: Any) -> None:
+    """Add ``key`` at the end of ``node``. The blank lines and full-line comments that followed
+    the old last key (ruamel keeps them with it, after its own inline comment) end the mapping,
+    so they move after the new key: a section keeps its blank line before the next one."""
+    last = next(reversed(node), None) if len(node) else None
+    node[key] = value
+    comments = node.ca.items.get(last) if last is not None else None
+    token = comments[2] if comments and len(comments) > 2 else None
+    if token is None or "\n" not in token.value:
+        return
+    inline, rest = token.value.split("\n", 1)
+    if not rest:
+        return  # only the old key's own inline comment
+    moved = copy.copy(token)
+    moved.value = "\n" + rest
+    token.value = inline + "\n"
+    node.ca.items[key] = [None, None, moved, None]
+
+
 def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None) -> Path:
     """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
 
@@ -190,8 +210,10 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
             node = child
         if value is DELETE:
             node.pop(leaf, None)
-        else:
+        elif leaf in node:
             node[leaf] = value
+        else:
+            _append(node, leaf, value)
     target = Path(out) if out is not None else path
     buffer = io.StringIO()
     yaml.dump(root, buffer)

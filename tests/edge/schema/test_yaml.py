@@ -97,6 +97,18 @@ def test_update_keeps_comments_order_and_other_fields(tmp_path):
     assert dup.read_text() == "commands: {threshold: 0.5}\ncommands: {threshold: 0.6}\n"  # untouched
 
 
+def test_a_key_added_to_a_section_comes_before_the_blank_line_and_comments_that_end_it(tmp_path):
+    path = tmp_path / "device.yaml"
+    path.write_text("commands:\n  threshold: 0.9\n  minimum_count: 3  # three\n\n# the gate\nvad:\n  enabled: false\n")
+    update_yaml_file(path, {"commands.release_threshold": 0.5})
+    assert path.read_text() == ("commands:\n  threshold: 0.9\n  minimum_count: 3  # three\n  release_threshold: 0.5\n"
+                                "\n# the gate\nvad:\n  enabled: false\n")
+    last = tmp_path / "last.yaml"  # a section at the end of the file: nothing to move
+    last.write_text("commands:\n  threshold: 0.9\n")
+    update_yaml_file(last, {"commands.release_threshold": 0.5})
+    assert last.read_text() == "commands:\n  threshold: 0.9\n  release_threshold: 0.5\n"
+
+
 def test_dump_reads_back():
     data = {"device": {"name": "x"}, "words": ["yes", "no", "on"], "lr": 1e-6, "flag": False, "none": None}
     assert parse_yaml_value(dump_yaml(data)) == data
