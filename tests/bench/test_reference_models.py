@@ -59,7 +59,7 @@ def test_vww_mobilenet_is_mobilenet_v1_quarter_width():
 
 
 def test_training_fingerprint_is_stable():
-    # Sidecars committed next to the references hold these hashes: a change here retrains them all.
+    # The committed sidecars hold hashes made this way: a change here makes every reference retrain.
     assert training_fingerprint(config={"seed": 42}, options={"vww_alpha": 0.25}) == "3e1f310634397877"
 
 
