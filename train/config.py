@@ -125,6 +125,10 @@ class TrainOptions:
     modality_dropout: float = 0.2
     class_weighting: bool = True
     real_speech_share: float | None = None
+    #: Per-step pipeline (``bank.variants: 0``): share of the drawn ``_unknown_`` rows that are a
+    #: window of other people's speech (``data.speech_negatives``, training pool) instead of a
+    #: clip, augmented like the clips at every step (the bank has ``bank.other_speech_per_variant``).
+    other_speech_share: float = 0.0
     strategy: Strategy = "default"
     #: Share of each command example's loss taken from the audio teacher's soft targets at
     #: ``distill_temperature`` (0: hard labels only; > 0 needs ``audio_teacher.enabled``).
@@ -152,6 +156,7 @@ class TrainOptions:
         require(self.patience >= 1, "patience", ">= 1", self.patience)
         require(self.real_speech_share is None or 0.0 <= self.real_speech_share <= 1.0, "real_speech_share",
                 "in [0, 1] or null", self.real_speech_share)
+        require(0.0 <= self.other_speech_share <= 1.0, "other_speech_share", "in [0, 1]", self.other_speech_share)
         require(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
         require(0.0 <= self.distill_weight <= 1.0, "distill_weight", "in [0, 1]", self.distill_weight)
         require(0.0 <= self.scene_distill_weight <= 1.0, "scene_distill_weight", "in [0, 1]",
@@ -184,6 +189,8 @@ class TrainConfig:
                 "0 unless vision_teacher.enabled is true", self.train.scene_distill_weight)
         require(not self.audio_teacher.enabled or self.bank.variants >= 1, "bank.variants",
                 ">= 1 when audio_teacher.enabled (the teacher learns from the bank)", self.bank.variants)
+        require(self.train.other_speech_share == 0.0 or bool(self.data.speech_negatives), "train.other_speech_share",
+                "0 unless data.speech_negatives names other speech", self.train.other_speech_share)
 
     def to_dict(self) -> dict:
         return to_mapping(self)

@@ -293,6 +293,7 @@ class FusionBatches(keras.utils.PyDataset):
         self.place_sounds = (PlaceSounds(dataset.place_sounds, config.audio_frontend.clip_samples)
                              if dataset.place_sounds else None)
         self.silence_id = dataset.command_labels.index(SILENCE_LABEL)
+        self.unknown_id = dataset.command_labels.index(UNKNOWN_LABEL)
 
     def __len__(self) -> int:
         return self.steps
@@ -370,9 +371,9 @@ class FusionBatches(keras.utils.PyDataset):
         clips, augmented now; with place sounds, each row also carries the sound of the place in
         ``scenes`` (``related``: the audio belongs to the row's photo)."""
         idx = self.draw_audio_indices(rng, count)
-        clips = augment.augment_audio(self.ds.audio_train.clips[idx], rng, self.config.audio_augment,
-                                      noise_pool=self.noise_pool)
         labels = self.ds.audio_train.labels[idx]
+        clips, _ = self.with_other_speech(rng, self.ds.audio_train.clips[idx], labels)
+        clips = augment.augment_audio(clips, rng, self.config.audio_augment, noise_pool=self.noise_pool)
         weight, related = np.ones(count, np.float32), np.zeros(count, bool)
         rows = self.place_rows(rng, labels, scenes)
         if rows is not None:
@@ -380,6 +381,20 @@ class FusionBatches(keras.utils.PyDataset):
             labels, weight, related = rows["labels"], rows["command_weight"], rows["only"] | rows["under"]
         feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
         return feats, labels, self.command_target(labels, idx), weight, related
+
+    def with_other_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """``clips`` with ``train.other_speech_share`` of the ``_unknown_`` rows replaced by
+        windows of other speech (still ``_unknown_``); returns ``(clips, replaced)``."""
+        talk = self.ds.other_speech
+        share = self.config.train.other_speech_share
+        replaced = np.zeros(labels.shape, bool)
+        if share <= 0 or talk is None or not len(talk):
+            return clips, replaced
+        replaced = (labels == self.unknown_id) & (rng.random(labels.size) < share)
+        clips = clips.copy()
+        clips[replaced] = talk[rng.integers(0, len(talk), size=int(replaced.sum()))]
+        return clips, replaced
 
     def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         if self.packed_targets:

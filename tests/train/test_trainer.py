@@ -242,6 +242,35 @@ def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(t
     np.testing.assert_array_equal(again.features, bank.features)
 
 
+def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data):
+    from edgesense.frontend.wav import write_wav
+
+    speech, _ = tiny_data
+    talk = tmp_path / "negatives" / "read_speech"
+    talk.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for i in range(5):
+        write_wav(talk / f"talk_{i}.wav", (0.1 * rng.normal(size=48000)).astype(np.float32), 16000)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    config = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0",
+                                      "train.other_speech_share=1.0"])
+    ds = load_dataset(config)
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0)
+    unknown = ds.command_labels.index("_unknown_")
+    labels = np.array([unknown, 2, unknown, 3, unknown], np.int32)
+    clips = np.zeros((labels.size, config.audio_frontend.clip_samples), np.float32)
+    out, replaced = batches.with_other_speech(np.random.default_rng(0), clips, labels)
+    np.testing.assert_array_equal(replaced, labels == unknown)  # every _unknown_ row, nothing else
+    for row in np.flatnonzero(replaced):
+        assert np.any(np.all(ds.other_speech == out[row], axis=1))  # a window of the training pool's talk
+    assert not out[~replaced].any() and not clips.any()  # the others untouched, the input not changed
+    off = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0"])
+    _, none = FusionBatches(ds, off, steps=1, epoch_seed=0).with_other_speech(np.random.default_rng(0), clips, labels)
+    assert not none.any()
+    with pytest.raises(ValueError, match="train.other_speech_share"):
+        load_train_config(path, ["train.other_speech_share=0.5"])  # no data.speech_negatives
+
+
 @pytest.mark.slow
 def test_without_a_bank_every_step_augments_anew(tmp_path, tiny_data):
     speech, _ = tiny_data
