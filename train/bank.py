@@ -30,6 +30,7 @@ from edgesense.train import augment
 __all__ = [
     "BankOptions",
     "ExampleBank",
+    "augment_stream_rows",
     "background_windows",
     "convolve_rirs",
     "log_mel_features",
@@ -62,6 +63,11 @@ class BankOptions:
     ``other_speech_per_variant`` windows of other speech are added per variant.
     ``real_rir_probability``: share of clips convolved with a real room response (when
     ``data.rirs`` names some), drawn before the synthetic rooms of ``audio_augment``.
+
+    The per-step pipeline (``variants: 0``) draws the same stream-aware data at every step
+    (:func:`augment_stream_rows`): placement, partial words and real rooms as above, and
+    ``background_silence_probability`` of its drawn ``_silence_`` rows replaced by a background
+    window at ``silence_dbfs_range`` (its other speech is ``train.other_speech_share``).
     """
 
     variants: int = 4
@@ -74,10 +80,12 @@ class BankOptions:
     other_speech_per_variant: int = 600
     other_speech_min_dbfs: float = -45.0
     real_rir_probability: float = 0.3
+    background_silence_probability: float = 0.5
 
     def __post_init__(self) -> None:
         require(isinstance(self.variants, int) and self.variants >= 0, "variants", "an integer >= 0", self.variants)
-        for name in ("placement_probability", "partial_word_probability", "real_rir_probability"):
+        for name in ("placement_probability", "partial_word_probability", "real_rir_probability",
+                     "background_silence_probability"):
             value = getattr(self, name)
             require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
         require_range("partial_fraction_range", self.partial_fraction_range, lo=0.0, hi=1.0)
@@ -208,6 +216,39 @@ def log_mel_features(clips: np.ndarray, frontend: AudioFrontendOptions) -> np.nd
     return out
 
 
+def augment_stream_rows(clips: np.ndarray, rng: np.random.Generator, *, options: BankOptions,
+                        augment_options: augment.AudioAugmentOptions, sample_rate_hz: int, placeable: np.ndarray,
+                        partial_ok: np.ndarray, noise_pool: augment.NoisePool | None, rirs: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The stream-aware augmentation both pipelines share: speed -> word placement or a partial
+    word (:func:`place_words`) -> a real room (``options.real_rir_probability``) or a synthetic
+    one -> gain -> background noise. Returns ``(clips, partial)``: the rows cut to part of a word,
+    which the caller relabels ``_unknown_``."""
+    x = clips
+    if augment_options.speed_probability > 0:
+        x = augment.change_speed(x, rng, speed_range=augment_options.speed_range,
+                                 probability=augment_options.speed_probability)
+    x, partial = place_words(x, rng, placeable=placeable, partial_ok=partial_ok,
+                             placement_probability=options.placement_probability,
+                             partial_probability=options.partial_word_probability,
+                             partial_fraction_range=options.partial_fraction_range,
+                             max_shift_samples=augment_options.max_shift_samples,
+                             sample_rate_hz=sample_rate_hz, floor_db=options.word_floor_db)
+    x, real_room = convolve_rirs(x, rng, rirs, probability=options.real_rir_probability if len(rirs) else 0.0)
+    if augment_options.reverb_probability > 0:
+        reverb = augment.add_reverb(x, rng, sample_rate_hz=augment_options.sample_rate_hz,
+                                    rt60_ms_range=augment_options.rt60_ms_range,
+                                    probability=augment_options.reverb_probability)
+        x = np.where(real_room[:, None], x, reverb)
+    x = augment.random_gain(x, rng, gain_db_range=augment_options.gain_db_range,
+                            probability=augment_options.gain_probability)
+    if noise_pool is not None:
+        x = augment.mix_noise(x, noise_pool, rng, snr_db_range=augment_options.snr_db_range,
+                              probability=augment_options.noise_probability,
+                              silent_reference_dbfs=augment_options.silent_reference_dbfs)
+    return x, partial
+
+
 # --------------------------------------------------------------------------- the bank
 
 
@@ -258,29 +299,12 @@ def make_variant(clips: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, *
     from_clip = np.concatenate(source) >= 0
     is_word = np.isin(y, word_ids) & from_clip
 
-    if augment_options.speed_probability > 0:
-        x = augment.change_speed(x, rng, speed_range=augment_options.speed_range,
-                                 probability=augment_options.speed_probability)
-    x, partial = place_words(x, rng, placeable=from_clip & (y != silence_id), partial_ok=is_word,
-                             placement_probability=options.placement_probability,
-                             partial_probability=options.partial_word_probability,
-                             partial_fraction_range=options.partial_fraction_range,
-                             max_shift_samples=augment_options.max_shift_samples,
-                             sample_rate_hz=frontend.sample_rate_hz, floor_db=options.word_floor_db)
+    x, partial = augment_stream_rows(x, rng, options=options, augment_options=augment_options,
+                                     sample_rate_hz=frontend.sample_rate_hz,
+                                     placeable=from_clip & (y != silence_id), partial_ok=is_word,
+                                     noise_pool=noise_pool, rirs=rirs)
     y = np.where(partial, unknown_id, y).astype(np.int32)
     negative_mask |= partial
-    x, real_room = convolve_rirs(x, rng, rirs, probability=options.real_rir_probability if len(rirs) else 0.0)
-    if augment_options.reverb_probability > 0:
-        reverb = augment.add_reverb(x, rng, sample_rate_hz=augment_options.sample_rate_hz,
-                                    rt60_ms_range=augment_options.rt60_ms_range,
-                                    probability=augment_options.reverb_probability)
-        x = np.where(real_room[:, None], x, reverb)
-    x = augment.random_gain(x, rng, gain_db_range=augment_options.gain_db_range,
-                            probability=augment_options.gain_probability)
-    if noise_pool is not None:
-        x = augment.mix_noise(x, noise_pool, rng, snr_db_range=augment_options.snr_db_range,
-                              probability=augment_options.noise_probability,
-                              silent_reference_dbfs=augment_options.silent_reference_dbfs)
     features = log_mel_features(x, frontend)
     return {"clips": x, "features": features.astype(np.float16), "labels": y, "known_negative": negative_mask,
             "synthetic": np.concatenate(is_synthetic), "source": np.concatenate(source)}

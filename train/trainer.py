@@ -15,7 +15,8 @@ import numpy as np
 
 from edgesense.train import augment
 from edgesense.train import data as datasets
-from edgesense.train.bank import ExampleBank, build_bank, log_mel_features, prepare_rirs, speech_windows
+from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
+                                  prepare_rirs, speech_windows)
 from edgesense.train.cache import ArrayCache, content_key
 from edgesense.train.config import TrainConfig
 from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy
@@ -294,6 +295,8 @@ class FusionBatches(keras.utils.PyDataset):
                              if dataset.place_sounds else None)
         self.silence_id = dataset.command_labels.index(SILENCE_LABEL)
         self.unknown_id = dataset.command_labels.index(UNKNOWN_LABEL)
+        self.is_word = np.array([label not in (SILENCE_LABEL, UNKNOWN_LABEL) for label in dataset.command_labels])
+        self.rirs = dataset.rirs if dataset.rirs is not None else np.zeros((0, 1), np.float32)
 
     def __len__(self) -> int:
         return self.steps
@@ -372,8 +375,15 @@ class FusionBatches(keras.utils.PyDataset):
         ``scenes`` (``related``: the audio belongs to the row's photo)."""
         idx = self.draw_audio_indices(rng, count)
         labels = self.ds.audio_train.labels[idx]
-        clips, _ = self.with_other_speech(rng, self.ds.audio_train.clips[idx], labels)
-        clips = augment.augment_audio(clips, rng, self.config.audio_augment, noise_pool=self.noise_pool)
+        clips, talk = self.with_other_speech(rng, self.ds.audio_train.clips[idx], labels)
+        clips, background = self.with_background_silence(rng, clips, labels)
+        from_clip = ~talk & ~background
+        clips, partial = augment_stream_rows(
+            clips, rng, options=self.config.bank, augment_options=self.config.audio_augment,
+            sample_rate_hz=self.config.audio_frontend.sample_rate_hz,
+            placeable=from_clip & (labels != self.silence_id), partial_ok=from_clip & self.is_word[labels],
+            noise_pool=self.noise_pool, rirs=self.rirs)
+        labels = np.where(partial, self.unknown_id, labels).astype(labels.dtype)
         weight, related = np.ones(count, np.float32), np.zeros(count, bool)
         rows = self.place_rows(rng, labels, scenes)
         if rows is not None:
@@ -394,6 +404,21 @@ class FusionBatches(keras.utils.PyDataset):
         replaced = (labels == self.unknown_id) & (rng.random(labels.size) < share)
         clips = clips.copy()
         clips[replaced] = talk[rng.integers(0, len(talk), size=int(replaced.sum()))]
+        return clips, replaced
+
+    def with_background_silence(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """``clips`` with ``bank.background_silence_probability`` of the ``_silence_`` rows replaced
+        by a window of the noise pool at ``bank.silence_dbfs_range``; returns ``(clips, replaced)``."""
+        options = self.config.bank
+        replaced = np.zeros(labels.shape, bool)
+        if self.noise_pool is None or options.background_silence_probability <= 0:
+            return clips, replaced
+        replaced = (labels == self.silence_id) & (rng.random(labels.size) < options.background_silence_probability)
+        if replaced.any():
+            clips = clips.copy()
+            clips[replaced] = background_windows(self.noise_pool, int(replaced.sum()), rng,
+                                                 dbfs_range=options.silence_dbfs_range)
         return clips, replaced
 
     def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:

@@ -271,6 +271,42 @@ def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data)
         load_train_config(path, ["train.other_speech_share=0.5"])  # no data.speech_negatives
 
 
+def test_per_step_batches_are_stream_aware(tmp_path, tiny_data):
+    from edgesense.frontend.wav import write_wav
+
+    speech, _ = tiny_data
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        write_wav(noise / f"noise_{i}.wav", (0.1 * rng.normal(size=48000)).astype(np.float32), 16000)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    base = [f"data.noise=[{noise}]", "bank.variants=0"]
+    config = load_train_config(path, [*base, "bank.partial_word_probability=1.0",
+                                      "bank.background_silence_probability=1.0"])
+    ds = load_dataset(config)
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0)
+    silence, unknown = ds.command_labels.index("_silence_"), ds.command_labels.index("_unknown_")
+
+    # Every _silence_ row becomes a window of the noise pool at a level in silence_dbfs_range.
+    labels = np.array([silence, 2, silence, unknown], np.int32)
+    clips = np.zeros((labels.size, config.audio_frontend.clip_samples), np.float32)
+    out, replaced = batches.with_background_silence(np.random.default_rng(0), clips, labels)
+    np.testing.assert_array_equal(replaced, labels == silence)
+    level = 10 * np.log10(np.mean(np.square(out[replaced], dtype=np.float64), axis=1))
+    low, high = config.bank.silence_dbfs_range
+    assert np.all((level >= low - 0.1) & (level <= high + 0.1)) and not out[~replaced].any()
+
+    # Cut to part of a word, a command clip is an _unknown_ row; nothing else changes its label.
+    drawn = ds.audio_train.labels[batches.draw_audio_indices(np.random.default_rng(1), 64)]
+    _, got, *_ = batches.audio_batch(np.random.default_rng(1), 64)
+    words = ~np.isin(drawn, [silence, unknown])
+    assert words.any() and np.all(got[words] == unknown) and np.array_equal(got[~words], drawn[~words])
+    whole = load_train_config(path, [*base, "bank.partial_word_probability=0"])
+    _, kept, *_ = FusionBatches(ds, whole, steps=1, epoch_seed=0).audio_batch(np.random.default_rng(1), 64)
+    np.testing.assert_array_equal(kept, drawn)
+
+
 @pytest.mark.slow
 def test_without_a_bank_every_step_augments_anew(tmp_path, tiny_data):
     speech, _ = tiny_data
