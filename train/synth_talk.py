@@ -1,0 +1,267 @@
+"""``edgesense synth-talk``: continuous talk that holds no command word, read by every synthetic voice.
+
+A stream model hears people talk near it far more often than it hears a command; it learns to
+stay quiet on talk only from talk labelled ``_unknown_``. This module writes sentences drawn
+from a small grammar whose vocabulary (:data:`VOCABULARY`) holds none of the command words,
+none of their homophones ("know", "write") and no word that begins or ends with one ("going",
+"yesterday", "ago", "cup"), spoken by the voices of :mod:`edgesense.train.synth` (espeak-ng's
+voices and variants, piper's neural voices) at drawn speeds and pitches.
+
+Output: ``DIR/SPEAKER/SPEAKER_N.wav`` (16 kHz mono 16-bit, one sentence each, peak-normalised)
+and ``DIR/transcripts.txt`` (``SPEAKER/SPEAKER_N.wav<TAB>sentence``). Name ``DIR`` in a training
+config's ``data.speech_negatives``: the trainer cuts it into 1 s windows of ``_unknown_`` and
+splits it by recording like real talk. Never give it to ``edgesense bench --negatives``: the
+benchmark measures false accepts on real people's talk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edgesense.frontend.wav import write_wav
+from edgesense.schema.validate import require
+from edgesense.train import synth
+from edgesense.types import DEFAULT_COMMAND_WORDS
+
+__all__ = ["HOMOPHONES", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
+           "run", "synthesize_talk"]
+
+logger = logging.getLogger(__name__)
+
+#: Words that sound like a command word (or nearly: "of" is kept, talk is full of it).
+HOMOPHONES = {"no": ("know", "knows", "noh"), "right": ("write", "writes", "rite", "wright"),
+              "up": ("upp",), "go": ("goe",), "off": ("awf",)}
+
+#: The grammar's words by part of speech. :func:`clashes` checks them against the command words.
+VOCABULARY: dict[str, tuple[str, ...]] = {
+    "name": ("anna", "peter", "maria", "thomas", "lucy", "samuel", "helen", "david", "clara", "james", "emma",
+             "robert", "sophie", "daniel", "julia", "michael", "laura", "william", "kate", "martin"),
+    "noun": ("house", "garden", "kitchen", "window", "table", "chair", "river", "mountain", "forest", "city",
+             "village", "market", "bridge", "library", "teacher", "doctor", "farmer", "painter", "neighbour",
+             "brother", "sister", "mother", "father", "child", "family", "friend", "letter", "paper", "pencil",
+             "basket", "bottle", "coffee", "bread", "butter", "cheese", "apple", "banana", "flower", "tree",
+             "bird", "cat", "dog", "horse", "rabbit", "fish", "boat", "car", "bicycle", "train", "plane",
+             "ticket", "picture", "book", "song", "music", "weather", "winter", "summer", "holiday",
+             "meeting", "school", "hospital", "museum", "church", "castle", "island", "beach", "ocean", "lake",
+             "field", "road", "street", "corner", "shop", "bakery", "restaurant", "hotel", "airport",
+             "computer", "camera", "telephone", "radio", "blanket", "pillow", "carpet", "curtain", "mirror",
+             "candle", "lamp", "clock", "jacket", "shirt", "hat", "umbrella", "wallet", "key", "box", "bag",
+             "plate", "spoon", "knife", "fork", "glass", "jar", "bucket", "ladder", "hammer", "rope", "wheel",
+             "engine", "machine", "sandwich", "kettle", "newspaper", "magazine", "parcel", "garage", "cellar",
+             "balcony", "chimney", "fence", "gate", "path", "hill", "valley", "desert", "harbour", "tower"),
+    "adjective": ("old", "new", "small", "large", "red", "blue", "green", "yellow", "white", "black", "quiet",
+                  "busy", "warm", "cold", "heavy", "light", "dark", "clean", "dirty", "friendly",
+                  "careful", "happy", "tired", "hungry", "strange", "beautiful", "wooden", "broken", "empty",
+                  "full", "famous", "simple", "useful", "little", "tall", "short", "wide", "narrow", "soft"),
+    "verb_past": ("found", "carried", "painted", "cleaned", "visited", "watched", "bought", "sold", "built",
+                  "fixed", "washed", "moved", "opened", "closed", "liked", "wanted", "needed", "borrowed",
+                  "brought", "heard", "remembered", "forgot", "packed", "dropped", "cooked", "planted",
+                  "ordered", "picked", "carved", "mended", "described", "showed", "sent", "kept", "lost"),
+    "verb_base": ("find", "carry", "paint", "clean", "visit", "watch", "buy", "sell", "build", "fix", "wash",
+                  "move", "open", "close", "like", "want", "need", "borrow", "bring", "hear", "remember",
+                  "pack", "drop", "cook", "plant", "order", "pick", "describe", "show", "send", "keep"),
+    "preposition": ("near", "behind", "beside", "under", "over", "inside", "across", "around", "through",
+                    "after", "before", "with", "without", "from", "into", "at", "by", "for", "in"),
+    "time": ("this morning", "last week", "every evening", "at the weekend", "in the summer", "before lunch",
+             "after dinner", "three days earlier", "last winter", "at night",
+             "in the afternoon", "every year", "at midday", "early in the day", "late at night"),
+    "determiner": ("the", "a", "my", "her", "his", "their", "our", "that", "this", "every", "some"),
+    "joiner": ("and", "but", "because", "while", "so", "although", "when", "until"),
+}
+
+#: Sentence patterns; each ``{part}`` is one word (or phrase) of that part of speech.
+_PATTERNS = (
+    "{determiner} {adjective} {noun} {verb_past} {determiner} {noun} {preposition} {determiner} {noun}",
+    "{name} {verb_past} {determiner} {adjective} {noun} {time}",
+    "we will {verb_base} {determiner} {noun} {preposition} {determiner} {noun} {time}",
+    "did you {verb_base} {determiner} {adjective} {noun} {time}",
+    "{time} {name} and {name} {verb_past} {determiner} {noun}",
+    "i think {determiner} {noun} is {adjective} {preposition} {determiner} {noun}",
+    "{name} said that {determiner} {noun} was {adjective} and {adjective}",
+    "there was {determiner} {adjective} {noun} {preposition} {determiner} {noun}",
+    "could you {verb_base} {determiner} {noun} for {name}",
+    "{determiner} {noun} {preposition} {determiner} {adjective} {noun} looks {adjective}",
+)
+
+
+def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> list[str]:
+    """Vocabulary words that are, sound like, begin with or end with a command word ("on" may end
+    a word: "-tion", "lemon" do not say it)."""
+    found = []
+    for part, entries in vocabulary.items():
+        for entry in entries:
+            for token in entry.split():
+                for word in words:
+                    ends = word != "on" and token.endswith(word)
+                    if token.startswith(word) or ends or token in HOMOPHONES.get(word, ()):
+                        found.append(f"{part}: {token} ({word})")
+    return found
+
+
+def draw_sentences(count: int, rng: np.random.Generator, *, clauses_range: tuple[int, int] = (1, 2)) -> list[str]:
+    """``count`` sentences of one to ``clauses_range[1]`` clauses joined by a conjunction."""
+    out = []
+    for _ in range(count):
+        parts = []
+        for i in range(int(rng.integers(clauses_range[0], clauses_range[1] + 1))):
+            pattern = _PATTERNS[int(rng.integers(len(_PATTERNS)))]
+            fields = {part: entries[int(rng.integers(len(entries)))] for part, entries in VOCABULARY.items()}
+            clause = pattern.format(**fields)
+            parts.append(clause if i == 0 else f"{fields['joiner']} {clause}")
+        out.append(" ".join(parts) + ".")
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class TalkOptions:
+    """``sentences`` per engine; ``words``: the command words no sentence may hold; ``voices``:
+    the engines, voices, speeds and pitches (:class:`edgesense.train.synth.SynthOptions`; its
+    word fields are not used); ``max_clauses``: a sentence's longest run of joined clauses."""
+
+    sentences: int = 300
+    words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
+    seed: int = 0
+    max_clauses: int = 2
+    voices: synth.SynthOptions = synth.SynthOptions()
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.sentences, int) and self.sentences >= 1, "sentences", "an integer >= 1",
+                self.sentences)
+        require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
+                self.max_clauses)
+        found = clashes(VOCABULARY, self.words)
+        require(not found, "words", "command words that the talk vocabulary never says", found[:5])
+
+
+@dataclass(frozen=True, kw_only=True)
+class TalkReport:
+    out_dir: Path
+    written: tuple[Path, ...]
+    failed: tuple[tuple[Path, str], ...]
+    seconds: float
+    speakers: tuple[str, ...]
+    elapsed_s: float
+
+    def summary(self) -> str:
+        text = (f"wrote {len(self.written)} sentences ({self.seconds / 60:.1f} min of talk) to {self.out_dir} from "
+                f"{len(self.speakers)} synthetic speakers in {self.elapsed_s:.1f} s")
+        if self.failed:
+            text += f"; {len(self.failed)} failed, e.g. {self.failed[0][0].name}: {self.failed[0][1]}"
+        return text
+
+
+def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions) -> tuple[Path, float]:
+    speech = speak(job, 1.0)
+    peak = float(np.max(np.abs(speech))) if speech.size else 0.0
+    if peak <= 0:
+        raise RuntimeError(f"{job.engine} produced silence")
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(job.path, (speech * (10.0 ** (options.peak_dbfs / 20.0) / peak)).astype(np.float32),
+              options.sample_rate_hz)
+    return job.path, speech.size / options.sample_rate_hz
+
+
+def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *, force: bool = False) -> TalkReport:
+    """Write ``options.sentences`` sentences per engine into ``out_dir`` (module docstring),
+    each engine's speakers taken round robin in a random order. A folder that holds files is a
+    ValueError unless ``force``; a missing engine or voice is a RuntimeError naming what to
+    install; both before anything is written."""
+    voices = options.voices
+    out_dir = Path(out_dir)
+    if not force and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ValueError(f"--out: expected a new or empty folder, got {out_dir}, which holds files "
+                         "(pass --force to write into it)")
+    speakers, piper = synth.engine_speakers(voices)
+    rng = np.random.default_rng(options.seed)
+    jobs: list[synth.SpeakJob] = []
+    taken: Counter[str] = Counter()
+    for engine, pairs in speakers.items():
+        order = rng.permutation(len(pairs))
+        for i, sentence in enumerate(draw_sentences(options.sentences, rng, clauses_range=(1, options.max_clauses))):
+            voice, variant = pairs[order[i % len(order)]]
+            speaker = synth.speaker_name(engine, voice, variant)
+            path = out_dir / speaker / f"{speaker}_{taken[speaker]}.wav"
+            taken[speaker] += 1
+            jobs.append(synth.SpeakJob(path=path, label="talk", word=sentence, engine=engine, voice=voice,
+                                   variant=variant, **synth.draw_parameters(engine, voices, rng)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    seconds = 0.0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgesense-talk-") as tmp:
+        for engine in speakers:
+            mine = [job for job in jobs if job.engine == engine]
+            speak = piper if engine == "piper" else synth.espeak_speaker(voices, Path(tmp))
+            workers = 1 if engine == "piper" else voices.workers  # piper's phonemizer is not thread-safe
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_say, job, speak, voices): job for job in mine}
+                for future in tqdm(as_completed(futures), total=len(futures), desc=f"talk ({engine})",
+                                   unit="sentence", disable=None, leave=False):
+                    job = futures[future]
+                    try:
+                        path, duration_s = future.result()
+                    except (RuntimeError, ValueError, OSError) as exc:
+                        logger.warning("could not synthesise %s: %s", job.path, exc)
+                        failed.append((job.path, str(exc)))
+                        continue
+                    written.append(path)
+                    seconds += duration_s
+    ok = set(written)
+    lines = [f"{job.path.relative_to(out_dir).as_posix()}\t{job.word}" for job in jobs if job.path in ok]
+    (out_dir / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = TalkReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed), seconds=seconds,
+                        speakers=tuple(sorted({job.path.parent.name for job in jobs if job.path in ok})),
+                        elapsed_s=time.perf_counter() - started)
+    logger.info("%s", report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TalkOptions()
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder (name it in a training config's data.speech_negatives)")
+    parser.add_argument("--sentences", type=int, default=defaults.sentences, help="sentences per engine")
+    parser.add_argument("--engine", choices=tuple(synth.ENGINE_CHOICES), default="espeak",
+                        help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all")
+    parser.add_argument("--words", default=",".join(defaults.words),
+                        help="comma-separated command words the talk must never say")
+    parser.add_argument("--voices", default=",".join(defaults.voices.voices), help="comma-separated espeak-ng voices")
+    parser.add_argument("--piper-voices", default=",".join(defaults.voices.piper_voices),
+                        help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (sentences, voices, speeds)")
+    parser.add_argument("--workers", type=int, default=defaults.voices.workers,
+                        help="espeak-ng processes at a time; piper's onnxruntime threads")
+    parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+
+
+#: Option fields as the flags a user types (messages name the flag, not the field).
+FLAGS = {"sentences": "--sentences", "words": "--words", "seed": "--seed", **synth.FLAGS}
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import user_names
+
+    with user_names(FLAGS):
+        voices = replace(synth.SynthOptions(), voices=synth.word_list(args.voices), workers=args.workers,
+                         engines=synth.ENGINE_CHOICES[args.engine], piper_voices=synth.word_list(args.piper_voices),
+                         seed=args.seed)
+        options = TalkOptions(sentences=args.sentences, words=synth.word_list(args.words), seed=args.seed,
+                              voices=voices)
+    report = synthesize_talk(args.out, options, force=args.force)
+    print(report.summary())
+    return 0 if not report.failed else 1
