@@ -355,9 +355,12 @@ def training_fingerprint(**parts: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-#: Sections of a training config that only the student (its architecture, its example bank) or
-#: its teachers read: the references train without them, so they stay out of the fingerprint.
-STUDENT_ONLY_SECTIONS = ("name", "model", "bank", "audio_teacher", "vision_teacher")
+#: Sections of a training config that only the student (its architecture) or its teachers read:
+#: the references train without them, so they stay out of the fingerprint.
+STUDENT_ONLY_SECTIONS = ("name", "model", "audio_teacher", "vision_teacher")
+#: Fields of ``bank`` that only the cached bank reads (the references train per step, which reads
+#: the rest: word placement, partial words, background silence, real rooms).
+_BANK_ONLY_FIELDS = ("variants", "silence_per_variant", "other_speech_per_variant")
 
 
 #: Data fields that say where files go, not what the references learn from.
@@ -376,8 +379,9 @@ def _folder_names(value: Any) -> Any:
 
 def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
     """The fingerprint of what the references train from: ``config`` without
-    :data:`STUDENT_ONLY_SECTIONS`, its data folders by name, and ``options``."""
+    :data:`STUDENT_ONLY_SECTIONS` and the bank-only fields, its data folders by name, and ``options``."""
     inputs = {k: v for k, v in config.to_dict().items() if k not in STUDENT_ONLY_SECTIONS}
+    inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
     inputs["data"] = {f.name: _folder_names(getattr(config.data, f.name)) for f in dataclasses.fields(config.data)
                       if f.name not in _PLACE_ONLY_DATA_FIELDS}
     return training_fingerprint(config=inputs, options=dataclasses.asdict(options))

@@ -80,7 +80,8 @@ def test_the_reference_fingerprint_follows_what_the_references_learn_from_only()
                dataclasses.replace(config, seed=1),
                reference_config(speech_commands=Path("/a/other_words"), scenes=Path("/a/scenes")),
                dataclasses.replace(config, audio_augment=dataclasses.replace(config.audio_augment,
-                                                                             noise_probability=0.1))]
+                                                                             noise_probability=0.1)),
+               dataclasses.replace(config, bank=dataclasses.replace(config.bank, placement_probability=0.0))]
     assert base not in {reference_fingerprint(c, ReferenceOptions()) for c in changed}
     assert reference_fingerprint(config, ReferenceOptions(vww_alpha=0.5)) != base
 
