@@ -20,10 +20,10 @@ TRUTH = ROOT / "samples" / "speech_commands.json"
 CONFIG = ROOT / "firmware_configs" / "desktop.yaml"
 #: A word counts as detected by an event with its label from its start to this long after its end.
 MATCH_TOLERANCE_MS = 1000.0
-#: The bundled model with the firmware settings detects 4 of the 12 words (yes, no, down, on), in
-#: line with what `edgesense bench` measures on test speakers at its operating point (30 % at 1.5
-#: false accepts per hour of talk); one word of margin.
-MINIMUM_HITS = 3
+#: The bundled model with the firmware settings detects 6 of the 12 words (yes, no, down, on, and
+#: both go), in line with what `edgesense bench` measures on test speakers at its operating point
+#: (41 % at 5.5 false accepts per hour of talk); one word of margin.
+MINIMUM_HITS = 5
 
 
 def test_the_loop_hears_real_speakers_in_the_sample_and_fires_on_nothing_else():
