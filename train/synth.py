@@ -419,7 +419,7 @@ def _plan(out_dir: Path, options: SynthOptions, speakers: dict[str, list[tuple[s
         taken[(label, word, speaker)] += 1
         path = folder / f"{prefix}{speaker}_nohash_{index}.wav"
         jobs.append(SpeakJob(path=path, label=label, word=word, engine=engine, voice=voice, variant=variant,
-                         **draw_parameters(engine, options, rng)))
+                             **draw_parameters(engine, options, rng)))
 
     unknown_total = options.per_word if options.unknown_clips is None else options.unknown_clips
     for engine, pairs in speakers.items():
