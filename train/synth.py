@@ -64,7 +64,9 @@ __all__ = [
     "draw_parameters",
     "engine_speakers",
     "espeak_speaker",
+    "peak_normalised",
     "run",
+    "speak_jobs",
     "speaker_name",
     "synthesize_commands",
     "word_list",
@@ -384,14 +386,19 @@ def _render(job: SpeakJob, options: SynthOptions, speak: _Speak) -> Path:
         if speech.size > n:
             raise RuntimeError(f"'{job.word}' lasts {1000 * speech.size / options.sample_rate_hz:.0f} ms "
                                f"even {faster:.2f}x faster (> {options.clip_duration_ms} ms)")
+    clip = np.zeros(n, dtype=np.float32)
+    start = (n - speech.size) // 2
+    clip[start:start + speech.size] = peak_normalised(speech, job, options)
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    return write_wav(job.path, clip, options.sample_rate_hz)
+
+
+def peak_normalised(speech: np.ndarray, job: SpeakJob, options: SynthOptions) -> np.ndarray:
+    """``speech`` scaled to a peak of ``options.peak_dbfs`` (float32); silence is a RuntimeError."""
     peak = float(np.max(np.abs(speech))) if speech.size else 0.0
     if peak <= 0:
         raise RuntimeError(f"{job.engine} produced silence")
-    clip = np.zeros(n, dtype=np.float32)
-    start = (n - speech.size) // 2
-    clip[start:start + speech.size] = speech * (10.0 ** (options.peak_dbfs / 20.0) / peak)
-    job.path.parent.mkdir(parents=True, exist_ok=True)
-    return write_wav(job.path, clip, options.sample_rate_hz)
+    return (speech * (10.0 ** (options.peak_dbfs / 20.0) / peak)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- planning and running
@@ -472,18 +479,33 @@ def espeak_speaker(options: SynthOptions, tmp_dir: Path) -> _Speak:
     return functools.partial(_speak_espeak, options=options, binary=_espeak(options.espeak_binary), tmp_dir=tmp_dir)
 
 
-def _run_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, speak: _Speak, workers: int,
-              written: list[Path], failed: list[tuple[Path, str]]) -> None:
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_render, job, options, speak): job for job in jobs}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="synthesising", unit="clip",
-                           disable=None, leave=False):
-            job = futures[future]
-            try:
-                written.append(future.result())
-            except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
-                logger.warning("could not synthesise %s: %s", job.path, exc)
-                failed.append((job.path, str(exc)))
+def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | None,
+               render: Callable[[SpeakJob, _Speak], Any], *, unit: str = "clip"
+               ) -> tuple[list[tuple[SpeakJob, Any]], list[tuple[Path, str]]]:
+    """``render(job, speak)`` for every job, engine by engine (``options.engines``; ``piper`` from
+    :func:`engine_speakers`): espeak-ng on ``options.workers`` threads, piper on one. Returns
+    ``([(job, what render returned)], [(path, why)])``: a job that fails is logged and listed,
+    the others go on."""
+    done: list[tuple[SpeakJob, Any]] = []
+    failed: list[tuple[Path, str]] = []
+    with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp:
+        for engine in options.engines:
+            mine = [job for job in jobs if job.engine == engine]
+            if engine == "espeak":
+                speak, workers = espeak_speaker(options, Path(tmp)), options.workers
+            else:  # one thread: piper's phonemizer (espeak-ng's library) is not thread-safe
+                speak, workers = piper, 1
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(render, job, speak): job for job in mine}
+                for future in tqdm(as_completed(futures), total=len(futures), desc=f"synthesising ({engine})",
+                                   unit=unit, disable=None, leave=False):
+                    job = futures[future]
+                    try:
+                        done.append((job, future.result()))
+                    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+                        logger.warning("could not synthesise %s: %s", job.path, exc)
+                        failed.append((job.path, str(exc)))
+    return done, failed
 
 
 def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions()) -> SynthReport:
@@ -494,16 +516,9 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = _plan(out_dir, options, speakers)
-    written: list[Path] = []
-    failed: list[tuple[Path, str]] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp:
-        for engine in options.engines:
-            mine = [job for job in jobs if job.engine == engine]
-            if engine == "espeak":
-                _run_jobs(mine, options, espeak_speaker(options, Path(tmp)), options.workers, written, failed)
-            else:  # one thread: piper's phonemizer (espeak-ng's library) is not thread-safe
-                _run_jobs(mine, options, piper, 1, written, failed)
+    done, failed = speak_jobs(jobs, options, piper, lambda job, speak: _render(job, options, speak))
+    written = [path for _, path in done]
     ok = set(written)
     counts = Counter(job.label for job in jobs if job.path in ok)
     labels = list(options.words) + ([UNKNOWN_LABEL] if counts[UNKNOWN_LABEL] else [])

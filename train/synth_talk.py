@@ -17,17 +17,13 @@ benchmark measures false accepts on real people's talk.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
-import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edgesense.frontend.wav import write_wav
 from edgesense.schema.validate import require
@@ -161,15 +157,12 @@ class TalkReport:
         return text
 
 
-def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions) -> tuple[Path, float]:
-    speech = speak(job, 1.0)
-    peak = float(np.max(np.abs(speech))) if speech.size else 0.0
-    if peak <= 0:
-        raise RuntimeError(f"{job.engine} produced silence")
+def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions) -> float:
+    """Speak and write one sentence; returns its length in seconds."""
+    speech = synth.peak_normalised(speak(job, 1.0), job, options)
     job.path.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(job.path, (speech * (10.0 ** (options.peak_dbfs / 20.0) / peak)).astype(np.float32),
-              options.sample_rate_hz)
-    return job.path, speech.size / options.sample_rate_hz
+    write_wav(job.path, speech, options.sample_rate_hz)
+    return speech.size / options.sample_rate_hz
 
 
 def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *, force: bool = False) -> TalkReport:
@@ -194,30 +187,12 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
             path = out_dir / speaker / f"{speaker}_{taken[speaker]}.wav"
             taken[speaker] += 1
             jobs.append(synth.SpeakJob(path=path, label="talk", word=sentence, engine=engine, voice=voice,
-                                   variant=variant, **synth.draw_parameters(engine, voices, rng)))
+                                       variant=variant, **synth.draw_parameters(engine, voices, rng)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    seconds = 0.0
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgesense-talk-") as tmp:
-        for engine in speakers:
-            mine = [job for job in jobs if job.engine == engine]
-            speak = piper if engine == "piper" else synth.espeak_speaker(voices, Path(tmp))
-            workers = 1 if engine == "piper" else voices.workers  # piper's phonemizer is not thread-safe
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(_say, job, speak, voices): job for job in mine}
-                for future in tqdm(as_completed(futures), total=len(futures), desc=f"talk ({engine})",
-                                   unit="sentence", disable=None, leave=False):
-                    job = futures[future]
-                    try:
-                        path, duration_s = future.result()
-                    except (RuntimeError, ValueError, OSError) as exc:
-                        logger.warning("could not synthesise %s: %s", job.path, exc)
-                        failed.append((job.path, str(exc)))
-                        continue
-                    written.append(path)
-                    seconds += duration_s
+    done, failed = synth.speak_jobs(jobs, voices, piper, lambda job, speak: _say(job, speak, voices), unit="sentence")
+    written = [job.path for job, _ in done]
+    seconds = sum(duration_s for _, duration_s in done)
     ok = set(written)
     lines = [f"{job.path.relative_to(out_dir).as_posix()}\t{job.word}" for job in jobs if job.path in ok]
     (out_dir / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
