@@ -77,6 +77,16 @@ class Dataset:
     #: Per scene class, recordings of its sound (scene_audio.PlaceSounds); None: photos get unrelated audio.
     place_sounds: tuple[tuple[np.ndarray, ...], ...] | None = None
 
+    @property
+    def is_word(self) -> np.ndarray:
+        """Per command label: is it a command word (not ``_silence_`` or ``_unknown_``)."""
+        return np.array([label not in (SILENCE_LABEL, UNKNOWN_LABEL) for label in self.command_labels], bool)
+
+    @property
+    def real_rooms(self) -> np.ndarray:
+        """``rirs``, or an empty ``(0, 1)`` array when there are none."""
+        return self.rirs if self.rirs is not None else np.zeros((0, 1), np.float32)
+
 
 def command_labels_for(words) -> tuple[str, ...]:
     return (SILENCE_LABEL, UNKNOWN_LABEL) + tuple(words)
@@ -295,8 +305,7 @@ class FusionBatches(keras.utils.PyDataset):
                              if dataset.place_sounds else None)
         self.silence_id = dataset.command_labels.index(SILENCE_LABEL)
         self.unknown_id = dataset.command_labels.index(UNKNOWN_LABEL)
-        self.is_word = np.array([label not in (SILENCE_LABEL, UNKNOWN_LABEL) for label in dataset.command_labels])
-        self.rirs = dataset.rirs if dataset.rirs is not None else np.zeros((0, 1), np.float32)
+        self.is_word = dataset.is_word
 
     def __len__(self) -> int:
         return self.steps
@@ -382,7 +391,7 @@ class FusionBatches(keras.utils.PyDataset):
             clips, rng, options=self.config.bank, augment_options=self.config.audio_augment,
             sample_rate_hz=self.config.audio_frontend.sample_rate_hz,
             placeable=from_clip & (labels != self.silence_id), partial_ok=from_clip & self.is_word[labels],
-            noise_pool=self.noise_pool, rirs=self.rirs)
+            noise_pool=self.noise_pool, rirs=self.ds.real_rooms)
         labels = np.where(partial, self.unknown_id, labels).astype(labels.dtype)
         weight, related = np.ones(count, np.float32), np.zeros(count, bool)
         rows = self.place_rows(rng, labels, scenes)
@@ -565,14 +574,14 @@ def _load_initial_weights(model: keras.Model, run_dir: str | Path, scene_labels:
 def make_bank(ds: Dataset, config: TrainConfig, cache: ArrayCache, embedder=None) -> ExampleBank:
     """The cached example bank of ``ds``' training clips (:mod:`edgesense.train.bank`)."""
     labels = ds.command_labels
-    word_ids = np.array([i for i, name in enumerate(labels) if name not in (SILENCE_LABEL, UNKNOWN_LABEL)])
+    word_ids = np.flatnonzero(ds.is_word)
     synthetic = ds.audio_train.synthetic if ds.audio_train.synthetic is not None else np.zeros(
         ds.audio_train.labels.shape, bool)
     empty = np.zeros((0, config.audio_frontend.clip_samples), np.float32)
     return build_bank(ds.audio_train.clips, ds.audio_train.labels, synthetic, seed=config.seed, options=config.bank,
                       augment_options=config.audio_augment, frontend=config.audio_frontend, word_ids=word_ids,
                       silence_id=labels.index(SILENCE_LABEL), unknown_id=labels.index(UNKNOWN_LABEL),
-                      noise=ds.noise, rirs=ds.rirs if ds.rirs is not None else np.zeros((0, 1), np.float32),
+                      noise=ds.noise, rirs=ds.real_rooms,
                       other_speech=ds.other_speech if ds.other_speech is not None else empty, cache=cache,
                       embed=embedder, embed_key=repr(embedder.options) if embedder is not None else None)
 
