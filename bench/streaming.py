@@ -47,7 +47,8 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["StreamingPlan", "run_streaming", "clip_utterances", "recording_pools"]
+__all__ = ["HOP_MS", "SEGMENT_S", "StreamingPlan", "clip_utterances", "other_speech_utterances", "read_recordings",
+           "recording_pools", "run_streaming", "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def clip_utterances(clips: np.ndarray, items: Sequence[Any], sample_rate_hz: int
             for clip, item in zip(clips, items) if item.label != SILENCE_LABEL]
 
 
-def _recordings(paths: Sequence[Path]) -> list[Path]:
+def wav_recordings(paths: Sequence[Path]) -> list[Path]:
+    """The WAV files under ``paths`` (folders searched recursively, files as they are), sorted."""
     files: set[Path] = set()
     for p in paths:
         p = Path(p)
@@ -108,11 +110,12 @@ def _recordings(paths: Sequence[Path]) -> list[Path]:
 
 def recording_pools(paths: Sequence[Path]) -> dict[str, list[Path]]:
     """The recordings under ``paths`` split by :func:`edgesense.train.pools.split_recordings`."""
-    files = _recordings(paths)
+    files = wav_recordings(paths)
     return split_recordings(files)
 
 
-def _read(paths: Sequence[Path], sample_rate_hz: int) -> list[tuple[Path, np.ndarray]]:
+def read_recordings(paths: Sequence[Path], sample_rate_hz: int) -> list[tuple[Path, np.ndarray]]:
+    """``(path, samples)`` of each readable recording at ``sample_rate_hz``; an unreadable one is logged and skipped."""
     out = []
     for p in paths:
         try:
@@ -122,10 +125,10 @@ def _read(paths: Sequence[Path], sample_rate_hz: int) -> list[tuple[Path, np.nda
     return out
 
 
-def _other_speech(paths: Sequence[Path], sample_rate_hz: int) -> tuple[list[Utterance], list[Utterance]]:
+def other_speech_utterances(paths: Sequence[Path], sample_rate_hz: int) -> tuple[list[Utterance], list[Utterance]]:
     """(words, sentences) of other-speech recordings."""
     words, sentences = [], []
-    for p, x in _read(paths, sample_rate_hz):
+    for p, x in read_recordings(paths, sample_rate_hz):
         u = utterance(x, UNKNOWN_LABEL, f"{p.parent.name}/{p.name}", sample_rate_hz)
         (sentences if (u.end - u.first) > SENTENCE_MIN_S * sample_rate_hz else words).append(u)
     return words, sentences
@@ -205,7 +208,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     started = time.perf_counter()
     plan = StreamingPlan.for_options(options)
     sr = model.audio_frontend.sample_rate_hz
-    noise_pools, speech_pools = recording_pools(noise_paths), speech_negative_pools(_recordings(negative_paths))
+    noise_pools, speech_pools = recording_pools(noise_paths), speech_negative_pools(wav_recordings(negative_paths))
     # (noise pool, other-speech pool) of each split: the tuning split's talk is talk the model never learned.
     tuning_talk = "tuning" if learned_other_speech(model) else TALK_NOT_LEARNED
     speech_pools[TALK_NOT_LEARNED] = sorted(speech_pools["training"] + speech_pools["tuning"])
@@ -220,11 +223,11 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
                                                                             options.seed + 202)):
         noise_pool, speech_pool = pools_of_split[name]
-        noise = [x for _, x in _read(noise_pools[noise_pool], sr)]
+        noise = [x for _, x in read_recordings(noise_pools[noise_pool], sr)]
         if not noise:
             logger.warning("streaming: no %s-pool noise recordings; the %s streams use pink/brown noise", noise_pool,
                            name)
-        words, sentences = _other_speech(speech_pools[speech_pool], sr)
+        words, sentences = other_speech_utterances(speech_pools[speech_pool], sr)
         commands = [u for u in utterances if u.is_command]
         words += [u for u in utterances if not u.is_command]
         streams = _split_streams(model, model_sha, cache, name, seed, commands, words, sentences, noise, plan)

@@ -65,7 +65,10 @@ class DataConfig:
     ``noise`` (background recordings), ``speech_negatives`` (other people's speech: folders of
     WAV files, searched recursively) and ``rirs`` (real room impulse responses) are split by
     recording with :func:`edgesense.train.pools.split_recordings`; only the training pool is
-    used. ``scene_ambient``: the sound of each scene class (``CLASS/*.wav``, class folders named like
+    used. ``hard_negatives``: folders of 1 s windows where a model fired on talk (written by
+    ``edgesense mine`` from the training pool of other speech); every window is an ``_unknown_``
+    row drawn like the windows of ``speech_negatives`` (``train.other_speech_share``), no pool
+    split. ``scene_ambient``: the sound of each scene class (``CLASS/*.wav``, class folders named like
     the scene classes), split by recording the same way; every training photo is paired with
     its class's sound (:mod:`edgesense.train.scene_audio`). ``av``: a paired folder
     (``CLASS/NAME.jpg + CLASS/NAME.wav``, e.g. from ``edgesense record``): its photos join the scene
@@ -80,6 +83,7 @@ class DataConfig:
     scene_ambient: Path | None = None
     noise: tuple[Path, ...] = ()
     speech_negatives: tuple[Path, ...] = ()
+    hard_negatives: tuple[Path, ...] = ()
     rirs: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
@@ -189,8 +193,9 @@ class TrainConfig:
                 "0 unless vision_teacher.enabled is true", self.train.scene_distill_weight)
         require(not self.audio_teacher.enabled or self.bank.variants >= 1, "bank.variants",
                 ">= 1 when audio_teacher.enabled (the teacher learns from the bank)", self.bank.variants)
-        require(self.train.other_speech_share == 0.0 or bool(self.data.speech_negatives), "train.other_speech_share",
-                "0 unless data.speech_negatives names other speech", self.train.other_speech_share)
+        require(self.train.other_speech_share == 0.0 or bool(self.data.speech_negatives or self.data.hard_negatives),
+                "train.other_speech_share", "0 unless data.speech_negatives or data.hard_negatives names other speech",
+                self.train.other_speech_share)
 
     def to_dict(self) -> dict:
         return to_mapping(self)
@@ -241,11 +246,13 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         scene_ambient=_resolve(data.scene_ambient, base),
         noise=tuple(_resolve(p, base) for p in data.noise),
         speech_negatives=tuple(_resolve(p, base) for p in data.speech_negatives),
+        hard_negatives=tuple(_resolve(p, base) for p in data.hard_negatives),
         rirs=tuple(_resolve(p, base) for p in data.rirs),
         cache_dir=_resolve(data.cache_dir, base),
     )
     for name, paths in (("speech_commands", data.speech_commands), ("synthetic_speech", data.synthetic_speech),
-                        ("noise", data.noise), ("speech_negatives", data.speech_negatives), ("rirs", data.rirs),
+                        ("noise", data.noise), ("speech_negatives", data.speech_negatives),
+                        ("hard_negatives", data.hard_negatives), ("rirs", data.rirs),
                         ("scenes", (data.scenes,)), ("av", (data.av,)),
                         ("scene_ambient", (data.scene_ambient,))):
         for p in paths:

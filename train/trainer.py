@@ -165,6 +165,13 @@ def load_dataset(config: TrainConfig) -> Dataset:
         reports["speech_negatives"] = report.summary()
         other_speech = speech_windows(recordings, config.audio_frontend.clip_samples,
                                       min_dbfs=config.bank.other_speech_min_dbfs)
+    hard_paths = _wav_files(cfg.hard_negatives)  # mined from the training pool: no pool split
+    if hard_paths:
+        recordings, report = datasets.load_noise_pool(hard_paths, sample_rate_hz=rate)
+        reports["hard_negatives"] = report.summary()
+        hard = speech_windows(recordings, config.audio_frontend.clip_samples, min_dbfs=config.bank.other_speech_min_dbfs)
+        summary["hard_negative_windows"] = int(hard.shape[0])
+        other_speech = np.concatenate([other_speech, hard])
     rir_paths = split_recordings(_wav_files(cfg.rirs))["training"]
     rirs = np.zeros((0, 1), np.float32)
     if rir_paths:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("edgesense.train.cli", "train the fusion model from a YAML config"),
     "synth-commands": ("edgesense.train.synth", "speak command words (espeak-ng or piper voices) into the Speech Commands layout"),
     "synth-talk": ("edgesense.train.synth_talk", "speak sentences that hold no command word: talk negatives to train on"),
+    "mine": ("edgesense.bench.mining", "find the windows of talk where a model fires: hard negatives to train on"),
     "quantize": ("edgesense.quantize.cli", "convert a training run to int8 TFLite (and fp16 / dynamic range)"),
     "adapt": ("edgesense.quantize.adapt", "teach a deployed model places: retrain its fusion head on photos and their sounds"),
     "deploy": ("edgesense.deploy.cli", "write a self-contained bundle for a Raspberry Pi or Jetson"),
@@ -37,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 EXIT_USAGE = 2
 DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
 #: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
-COMMAND_EXTRAS = {"bench": "bench"}
+COMMAND_EXTRAS = {"bench": "bench", "mine": "bench"}
 
 
 def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> RuntimeError | None:

@@ -271,6 +271,32 @@ def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data)
         load_train_config(path, ["train.other_speech_share=0.5"])  # no data.speech_negatives
 
 
+def test_mined_hard_negatives_all_join_the_other_speech(tmp_path, tiny_data):
+    from edgesense.frontend.wav import write_wav
+
+    speech, _ = tiny_data
+    rng = np.random.default_rng(8)
+    mined = tmp_path / "mined"
+    windows = []
+    for word in ("yes", "no"):
+        (mined / word).mkdir(parents=True)
+        for i in range(3):  # edgesense mine's layout: WORD/STREAM_TIMEms.wav, one 1 s window each
+            window = (0.1 * rng.normal(size=16000)).astype(np.float32)
+            write_wav(mined / word / f"talk00_{i:08d}ms.wav", window, 16000)
+            windows.append(window)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    # Other speech from mined windows alone is enough for other_speech_share.
+    config = load_train_config(path, [f"data.hard_negatives=[{mined}]", "bank.variants=0",
+                                      "train.other_speech_share=0.5"])
+    ds = load_dataset(config)
+    # Every window, none held out: edgesense mine read the training pool only.
+    assert ds.summary["hard_negative_windows"] == 6 and ds.other_speech.shape == (6, 16000)
+    for window in windows:
+        assert np.any(np.abs(ds.other_speech - window).max(axis=1) < 1e-4)
+    with pytest.raises(ValueError, match="data.hard_negatives: no such file or folder"):
+        load_train_config(path, [f"data.hard_negatives=[{tmp_path / 'nowhere'}]"])
+
+
 def test_per_step_batches_are_stream_aware(tmp_path, tiny_data):
     from edgesense.frontend.wav import write_wav
 

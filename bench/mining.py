@@ -1,0 +1,307 @@
+"""``edgesense mine``: hard negatives, the moments of talk where a model fires (or nearly fires).
+
+A model learns to stay quiet on talk from windows of talk labelled ``_unknown_``, but most windows
+of talk are easy: the few that sound like a command word are the ones that fire on a device. This
+command streams the **training pool** of other people's speech (``--negatives``, split by
+recording with :func:`edgesense.train.pools.speech_negative_pools`) over the training pool of
+noise and music (``--noise``), as the benchmark's talk streams do, through the deployed model at the
+device's hop, and keeps the 1 s window the model saw at each peak where a command word's posterior
+reaches ``threshold``: one per peak, peaks at least ``min_gap_ms`` apart, strongest first.
+
+It writes ``OUT/WORD/STREAM_TIMEms.wav`` (WORD: the command the window scored as) and
+``OUT/mined.json`` (the model, the recordings streamed, the counts). Name ``OUT`` in a training
+config's ``data.hard_negatives`` and train again (``edgesense train --init-from RUN`` to fine-tune):
+every window becomes an ``_unknown_`` row like the windows of other speech. The tuning and evaluation
+pools are never streamed, so the benchmark's operating point and figures stay honest.
+
+Runs without TensorFlow (the ``[bench]`` extra): the model is the deployed ``.tflite`` on the
+LiteRT interpreter, so the windows are where the device itself fires.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesense.bench.streaming import HOP_MS, SEGMENT_S, other_speech_utterances, read_recordings, wav_recordings
+from edgesense.bench.streams import Stream, StreamOptions, StreamPosteriors, build_segments, build_stream, stream_posteriors
+from edgesense.frontend.wav import write_wav
+from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import is_number, require
+from edgesense.train.pools import speech_negative_pools, split_recordings
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+
+__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "refuse_non_empty", "write_mined",
+           "add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "mined.json"
+_MS_PER_S = 1000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MineOptions:
+    """How much talk to stream and which windows to keep."""
+
+    #: Length of the talk stream (training pool of other speech over the training pool of noise).
+    talk_s: float = 7200.0
+    #: Each other word of the training pool is also said alone this many times (the words stream).
+    word_passes: int = 2
+    #: A window is kept where a command word's posterior reaches this (below the firmware's
+    #: threshold, so near misses teach too).
+    threshold: float = 0.5
+    #: Two kept windows of one stream are at least this far apart (one per peak).
+    min_gap_ms: float = 1000.0
+    #: At most this many windows, the strongest first (None: all).
+    max_windows: int | None = 3000
+    hop_ms: float = HOP_MS
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(is_number(self.talk_s) and self.talk_s >= 0, "talk_s", "a number of seconds >= 0", self.talk_s)
+        require(isinstance(self.word_passes, int) and self.word_passes >= 0, "word_passes", "an integer >= 0",
+                self.word_passes)
+        require(self.talk_s > 0 or self.word_passes > 0, "talk_s", "> 0 unless word_passes > 0", self.talk_s)
+        require(is_number(self.threshold) and 0.0 < self.threshold < 1.0, "threshold", "a number in (0, 1)",
+                self.threshold)
+        require(is_number(self.min_gap_ms) and self.min_gap_ms >= 0, "min_gap_ms", "a number >= 0",
+                self.min_gap_ms)
+        require(self.max_windows is None or (isinstance(self.max_windows, int) and self.max_windows >= 1),
+                "max_windows", "an integer >= 1 or None", self.max_windows)
+        require(is_number(self.hop_ms) and self.hop_ms > 0, "hop_ms", "a positive number", self.hop_ms)
+        require(isinstance(self.threads, int) and self.threads >= 1, "threads", "an integer >= 1", self.threads)
+        require(isinstance(self.seed, int), "seed", "an integer", self.seed)
+
+
+@dataclass(frozen=True)
+class MinedWindow:
+    """One window the model scored as ``word`` with posterior ``score``; ``end_ms``: where the
+    window ends in ``stream`` (the hop the model ran at)."""
+
+    samples: np.ndarray
+    word: str
+    score: float
+    stream: str
+    end_ms: float
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.word}/{self.stream}_{int(round(self.end_ms)):08d}ms.wav"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MineReport:
+    """What :func:`mine` streamed and found."""
+
+    windows: tuple[MinedWindow, ...]
+    talk_s: float
+    words_said: int
+    candidates: int
+    negatives: tuple[str, ...]
+    noise: tuple[str, ...]
+    elapsed_s: float
+
+    @property
+    def per_word(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for w in self.windows:
+            counts[w.word] = counts.get(w.word, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> str:
+        hours = self.talk_s / 3600.0
+        words = ", ".join(f"{word} {n}" for word, n in self.per_word.items()) or "none"
+        return (f"mined {len(self.windows)} windows ({self.candidates} peaks at or above the threshold) from "
+                f"{hours:.2f} h of talk and {self.words_said} other words said alone, in {self.elapsed_s:.0f} s; "
+                f"by the word they scored as: {words}")
+
+
+def peaks(posteriors: np.ndarray, times_ms: np.ndarray, columns: Sequence[int], *, threshold: float,
+          min_gap_ms: float) -> list[tuple[int, int, float]]:
+    """``(hop, column, score)`` of each kept peak: hops where the highest posterior among
+    ``columns`` reaches ``threshold``, taken strongest first, each suppressing every other hop
+    within ``min_gap_ms`` of it; sorted by hop. Pure (no model)."""
+    posteriors = np.asarray(posteriors, dtype=np.float32)
+    times_ms = np.asarray(times_ms, dtype=np.float64)
+    require(posteriors.ndim == 2 and posteriors.shape[0] == times_ms.size, "posteriors",
+            f"shape (hops, classes) with {times_ms.size} hops", posteriors.shape)
+    cols = np.asarray(columns, dtype=np.int64)
+    if not cols.size or not times_ms.size:
+        return []
+    scores = posteriors[:, cols]
+    best = scores.argmax(axis=1)
+    top = scores[np.arange(scores.shape[0]), best]
+    kept: list[tuple[int, int, float]] = []
+    free = np.ones(top.size, bool)
+    for hop in np.argsort(-top, kind="stable"):
+        if top[hop] < threshold:
+            break
+        if not free[hop]:
+            continue
+        kept.append((int(hop), int(cols[best[hop]]), float(top[hop])))
+        free[np.abs(times_ms - times_ms[hop]) < min_gap_ms] = False
+    return sorted(kept)
+
+
+def _windows_of(stream_name: str, samples: np.ndarray, post: StreamPosteriors, *, sample_rate_hz: int,
+                clip_samples: int, options: MineOptions) -> list[MinedWindow]:
+    """The window of ``samples`` that ends at each of :func:`peaks`' hops (zero-padded at the start)."""
+    labels = post.labels
+    columns = [i for i, label in enumerate(labels) if label not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+    out = []
+    for hop, column, score in peaks(post.posteriors, post.times_ms, columns, threshold=options.threshold,
+                                    min_gap_ms=options.min_gap_ms):
+        end = int(round(post.times_ms[hop] * sample_rate_hz / _MS_PER_S))
+        start = max(0, end - clip_samples)
+        window = np.zeros(clip_samples, np.float32)
+        window[clip_samples - (end - start):] = samples[start:end]
+        out.append(MinedWindow(samples=window, word=labels[column], score=score, stream=stream_name,
+                               end_ms=float(post.times_ms[hop])))
+    return out
+
+
+def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: Sequence[Path],
+         noise: Sequence[Path] = ()) -> MineReport:
+    """Stream the training pools of ``negatives`` (other speech) over those of ``noise`` through
+    ``model`` and keep the windows where it scores a command word (see the module docstring)."""
+    started = time.perf_counter()
+    sr = model.audio_frontend.sample_rate_hz
+    clip_samples = model.audio_frontend.clip_samples
+    speech_paths = speech_negative_pools(wav_recordings(negatives))["training"]
+    if not speech_paths:
+        raise ValueError(f"negatives: other speech (.wav recordings) whose training pool is not empty, "
+                         f"got none under {', '.join(str(p) for p in negatives) or 'no folder'}")
+    noise_paths = split_recordings(wav_recordings(noise))["training"] if noise else []
+    background = [x for _, x in read_recordings(noise_paths, sr)]
+    words, sentences = other_speech_utterances(speech_paths, sr)
+    base = StreamOptions(sample_rate_hz=sr, seed=options.seed)
+    streams: list[tuple[str, Stream]] = []
+    if options.talk_s > 0:
+        pieces = build_segments(dataclasses.replace(base, kind="talk", duration_s=max(options.talk_s, 10.0)),
+                                SEGMENT_S, others=words + sentences, noise=background)
+        streams += [(f"talk{k:02d}", piece) for k, piece in enumerate(pieces)]
+    if options.word_passes > 0 and words:
+        streams.append(("words", build_stream(dataclasses.replace(base, kind="words", passes=options.word_passes,
+                                                                  seed=options.seed + 1),
+                                              others=words, noise=background)))
+    found: list[MinedWindow] = []
+    words_said = 0
+    talk_ms = 0.0
+    for name, stream in streams:
+        samples = stream.render()
+        post = stream_posteriors(model, samples, hop_ms=options.hop_ms)
+        found += _windows_of(name, samples, post, sample_rate_hz=sr, clip_samples=clip_samples, options=options)
+        if name == "words":
+            words_said = len(stream.words)
+        else:
+            talk_ms += stream.duration_ms
+        logger.info("%s: %.1f min streamed, %d windows so far", name, stream.duration_ms / 60000.0, len(found))
+    candidates = len(found)
+    found.sort(key=lambda w: -w.score)
+    if options.max_windows is not None:
+        found = found[:options.max_windows]
+    return MineReport(windows=tuple(found), talk_s=talk_ms / _MS_PER_S, words_said=words_said,
+                      candidates=candidates, negatives=tuple(str(p) for p in speech_paths),
+                      noise=tuple(str(p) for p in noise_paths), elapsed_s=time.perf_counter() - started)
+
+
+def refuse_non_empty(out: Path, *, force: bool) -> None:
+    """A ValueError naming ``--out`` if ``out`` already holds files (unless ``force``)."""
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"--out {out}: expected an empty or new folder, found files in it "
+                         "(pass --force to write into it)")
+
+
+def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Path, options: MineOptions,
+                sample_rate_hz: int, force: bool = False) -> Path:
+    """Write the windows and :data:`MANIFEST_NAME` into ``out_dir``; a folder that already holds
+    files is a ValueError unless ``force``. Returns the manifest's path."""
+    out = Path(out_dir)
+    refuse_non_empty(out, force=force)
+    for window in report.windows:
+        path = out / window.file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, window.samples, sample_rate_hz)
+    model_bytes = Path(model_path).read_bytes()
+    manifest: dict[str, Any] = {
+        "model": {"path": str(model_path), "sha256": hashlib.sha256(model_bytes).hexdigest()},
+        "options": dataclasses.asdict(options),
+        "pool": "training",
+        "talk_s": round(report.talk_s, 1),
+        "words_said": report.words_said,
+        "candidates": report.candidates,
+        "windows": len(report.windows),
+        "per_word": report.per_word,
+        "negatives": list(report.negatives),
+        "noise": list(report.noise),
+        "files": [{"file": w.file_name, "word": w.word, "score": round(w.score, 4)} for w in report.windows],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+#: Option fields as the flags a user types (messages name the flag, not the field).
+FLAGS = {"talk_s": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
+         "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
+         "negatives": "--negatives"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = MineOptions()
+    parser.add_argument("--model", required=True, type=Path, help="the deployed .tflite to mine with")
+    parser.add_argument("--negatives", type=Path, action="append", required=True,
+                        help="other speech, .wav file or folder (repeatable; e.g. ../shared/data/speech_negatives): "
+                             "its training pool is streamed")
+    parser.add_argument("--noise", type=Path, action="append", default=[],
+                        help="noise and music, .wav file or folder (repeatable): its training pool is the background")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (name it in data.hard_negatives)")
+    parser.add_argument("--talk-minutes", type=float, default=defaults.talk_s / 60.0, help="minutes of talk to stream")
+    parser.add_argument("--word-passes", type=int, default=defaults.word_passes,
+                        help="times each other word is also said alone (0: none)")
+    parser.add_argument("--threshold", type=float, default=defaults.threshold,
+                        help="keep a window where a command word's posterior reaches this")
+    parser.add_argument("--min-gap-ms", type=float, default=defaults.min_gap_ms, help="kept windows at least this far apart")
+    parser.add_argument("--max-windows", type=int, default=defaults.max_windows, help="keep at most this many, strongest first")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the streams")
+    parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import input_file, user_names
+
+    with user_names(FLAGS):
+        options = MineOptions(talk_s=args.talk_minutes * 60.0, word_passes=args.word_passes, threshold=args.threshold,
+                              min_gap_ms=args.min_gap_ms, max_windows=args.max_windows, threads=args.threads,
+                              seed=args.seed)
+        model_path = input_file("--model", args.model)
+        for flag, paths in (("--negatives", args.negatives), ("--noise", args.noise)):
+            for p in paths:
+                if not p.exists():
+                    raise ValueError(f"{flag} {p}: no such file or folder")
+        out = Path(args.out)
+        refuse_non_empty(out, force=args.force)  # before the streaming, not after it
+        model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))
+        report = mine(model, options, negatives=args.negatives, noise=args.noise)
+    write_mined(out, report, model_path=model_path, options=options,
+                sample_rate_hz=model.audio_frontend.sample_rate_hz, force=args.force)
+    print(report.summary())
+    print(f"wrote {out}/WORD/*.wav and {out / MANIFEST_NAME}: name {out} in a training config's data.hard_negatives")
+    return 0

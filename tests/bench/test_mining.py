@@ -1,0 +1,126 @@
+"""edgesense.bench.mining: the windows of talk where a model fires, mined from the training pool only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgesense.app.cli import main
+from edgesense.bench.mining import MANIFEST_NAME, MineOptions, mine, peaks, write_mined
+from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
+from edgesense.frontend.wav import read_wav, write_wav
+from edgesense.runtime.model import EdgeModel
+from edgesense.train.pools import speech_negative_pools
+
+SR = 16000
+LABELS = ("_silence_", "_unknown_", "yes", "no")
+#: The tiny model (tests/conftest.py, trained on tones) scores some of the bursts here this high.
+THRESHOLD = 0.25
+
+
+def _bumps(hops: int, bumps: dict[tuple[int, int], float]) -> np.ndarray:
+    post = np.zeros((hops, len(LABELS)), np.float32)
+    post[:, 0] = 0.9
+    for (hop, column), score in bumps.items():
+        post[hop, column] = score
+    return post
+
+
+def test_peaks_keep_one_window_per_peak_strongest_first_and_never_silence_or_unknown():
+    times = 1000.0 + 100.0 * np.arange(60)
+    post = _bumps(60, {(10, 2): 0.9, (12, 2): 0.7, (13, 3): 0.8,  # one peak: "yes" at 0.9 wins its second
+                       (40, 3): 0.6, (50, 2): 0.45,  # a second peak; one below the threshold
+                       (30, 1): 0.99})  # _unknown_ is not a command word
+    words = [2, 3]
+    assert peaks(post, times, words, threshold=0.5, min_gap_ms=1000.0) == [(10, 2, pytest.approx(0.9)),
+                                                                           (40, 3, pytest.approx(0.6))]
+    # Without the gap every hop at or above the threshold is a window of its own, by hop.
+    assert [hop for hop, _, _ in peaks(post, times, words, threshold=0.5, min_gap_ms=0.0)] == [10, 12, 13, 40]
+    assert peaks(post, times, words, threshold=0.95, min_gap_ms=0.0) == []
+    assert peaks(post[:0], times[:0], words, threshold=0.5, min_gap_ms=0.0) == []
+    with pytest.raises(ValueError, match="posteriors"):
+        peaks(post, times[:10], words, threshold=0.5, min_gap_ms=0.0)
+
+
+@pytest.mark.parametrize("field, value", [("threshold", 1.0), ("threshold", 0.0), ("min_gap_ms", -1.0),
+                                          ("max_windows", 0), ("talk_s", -1.0), ("hop_ms", 0.0)])
+def test_mine_options_are_checked_when_built(field, value):
+    with pytest.raises(ValueError, match=field):
+        MineOptions(**{field: value})
+
+
+def _talk_folder(root, rng):
+    """Ten recordings of 'talk': tone bursts (what the tiny model knows of words) and noise."""
+    folder = root / "negatives" / "read_speech"
+    folder.mkdir(parents=True)
+    t = np.arange(SR // 2) / SR
+    for i in range(10):
+        x = 0.01 * rng.normal(size=3 * SR)
+        x[SR:SR + t.size] += 0.4 * np.hanning(t.size) * np.sin(2 * np.pi * (300.0 + 550.0 * (i % 6)) * t)
+        write_wav(folder / f"talk_{i}.wav", x.astype(np.float32), SR)
+    return folder
+
+
+def _score(model, window: np.ndarray) -> np.ndarray:
+    """The model's command posteriors on one window, computed apart from the stream."""
+    features = log_mel_spectrogram(fit_clip(window, model.audio_frontend), model.audio_frontend)
+    command, _ = model.fuse(model.encode_audio(features), None)
+    return np.asarray(command)
+
+
+def test_mine_keeps_the_windows_a_real_model_fires_on_from_the_training_pool_only(tmp_path, tiny_model_path):
+    folder = _talk_folder(tmp_path, np.random.default_rng(3))
+    model = EdgeModel.load(tiny_model_path)
+    options = MineOptions(talk_s=60.0, word_passes=1, threshold=THRESHOLD)
+    report = mine(model, options, negatives=[folder.parent])
+    pools = speech_negative_pools(folder.glob("*.wav"))
+    assert list(report.negatives) == [str(p) for p in pools["training"]]  # the tuning and evaluation pools unheard
+    assert pools["evaluation"] and pools["tuning"]
+    assert report.windows and report.talk_s == pytest.approx(60.0) and report.words_said > 0
+    labels = model.command_labels
+    for window in report.windows:
+        assert window.word not in ("_silence_", "_unknown_") and window.score >= THRESHOLD
+        assert window.samples.shape == (model.audio_frontend.clip_samples,)
+        # The window is the audio the model scored: scored again on its own, the same word.
+        assert _score(model, window.samples)[labels.index(window.word)] == pytest.approx(window.score, abs=0.08)
+    scores = [w.score for w in report.windows]
+    assert scores == sorted(scores, reverse=True)
+    capped = mine(model, MineOptions(talk_s=60.0, word_passes=1, threshold=THRESHOLD, max_windows=1),
+                  negatives=[folder])
+    assert len(capped.windows) == 1 and capped.candidates == report.candidates
+
+    out = tmp_path / "mined"
+    manifest_path = write_mined(out, report, model_path=tiny_model_path, options=options, sample_rate_hz=SR)
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["windows"] == len(report.windows) and sum(manifest["per_word"].values()) == len(report.windows)
+    assert manifest["pool"] == "training" and manifest["negatives"] == list(report.negatives)
+    first = report.windows[0]
+    np.testing.assert_allclose(read_wav(out / first.file_name, sample_rate_hz=SR), first.samples, atol=1e-4)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == sorted(
+        w.file_name for w in report.windows)
+    with pytest.raises(ValueError, match="--force"):
+        write_mined(out, report, model_path=tiny_model_path, options=options, sample_rate_hz=SR)
+
+
+def test_mine_command_writes_its_folder_once_and_refuses_bad_input_in_one_line(tmp_path, tiny_model_path, capsys):
+    folder = _talk_folder(tmp_path, np.random.default_rng(4))
+    out = tmp_path / "mined"
+    args = ["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out", str(out),
+            "--talk-minutes", "1", "--word-passes", "0", "--threshold", str(THRESHOLD)]
+    assert main(args) == 0
+    assert "mined" in capsys.readouterr().out and (out / MANIFEST_NAME).is_file()
+    assert list(out.rglob("*.wav"))
+
+    kept = sorted(out.rglob("*"))
+    assert main(args) == 2  # the folder holds the mined windows: nothing overwritten without --force
+    assert sorted(out.rglob("*")) == kept
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "--force" in err[0]
+    for bad, flag in (([*args[:4], str(tmp_path / "nowhere"), *args[5:]], "--negatives"),
+                      ([*args, "--threshold", "1.5", "--force"], "--threshold"),
+                      ([*args, "--noise", str(tmp_path / "nowhere"), "--force"], "--noise")):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
