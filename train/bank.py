@@ -120,9 +120,11 @@ def word_extent(clips: np.ndarray, *, sample_rate_hz: int = 16000, floor_db: flo
 def place_words(clips: np.ndarray, rng: np.random.Generator, *, placeable: np.ndarray, partial_ok: np.ndarray,
                 placement_probability: float, partial_probability: float,
                 partial_fraction_range: tuple[float, float] = (0.1, 0.5), max_shift_samples: int = 0,
-                sample_rate_hz: int = 16000, floor_db: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+                shift_probability: float = 1.0, sample_rate_hz: int = 16000, floor_db: float = 25.0
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Move each ``placeable`` clip's word (see :func:`word_extent`) to a random place where it
-    fits whole (with ``placement_probability``; else a shift of at most ``max_shift_samples``);
+    fits whole (with ``placement_probability``; else, with ``shift_probability``, a shift of at
+    most ``max_shift_samples``);
     cut a ``partial_ok`` clip with ``partial_probability`` so that only a fraction in
     ``partial_fraction_range`` of its word stays in the window. Returns ``(clips, partial)``."""
     x = np.asarray(clips, dtype=np.float32)
@@ -130,6 +132,8 @@ def place_words(clips: np.ndarray, rng: np.random.Generator, *, placeable: np.nd
     start, end = word_extent(x, sample_rate_hz=sample_rate_hz, floor_db=floor_db)
     length = end - start
     shifts = rng.integers(-max_shift_samples, max_shift_samples + 1, size=batch)
+    if shift_probability < 1.0:  # (always shifting draws nothing more: the same rows as before there was a choice)
+        shifts[rng.random(batch) >= shift_probability] = 0
     place = placeable & (rng.random(batch) < placement_probability)
     target = (rng.random(batch) * (n - length + 1)).astype(np.int64)
     shifts = np.where(place, target - start, shifts)
@@ -233,6 +237,7 @@ def augment_stream_rows(clips: np.ndarray, rng: np.random.Generator, *, options:
                              partial_probability=options.partial_word_probability,
                              partial_fraction_range=options.partial_fraction_range,
                              max_shift_samples=augment_options.max_shift_samples,
+                             shift_probability=augment_options.shift_probability,
                              sample_rate_hz=sample_rate_hz, floor_db=options.word_floor_db)
     x, real_room = convolve_rirs(x, rng, rirs, probability=options.real_rir_probability if len(rirs) else 0.0)
     if augment_options.reverb_probability > 0:

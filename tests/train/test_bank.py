@@ -64,6 +64,21 @@ def test_placement_off_keeps_the_small_shift():
     assert not partial.any() and np.all(np.abs(starts - 4800) <= 160 + 5)
 
 
+def test_shift_probability_chooses_which_unplaced_words_shift():
+    x = _bursts(400, 4800, 6400, np.random.default_rng(2))
+    common = dict(placeable=np.ones(400, bool), partial_ok=np.zeros(400, bool), placement_probability=0.0,
+                  partial_probability=0.0, max_shift_samples=1600)
+    moved = {}
+    for p in (0.0, 0.25, 1.0):
+        out, _ = place_words(x, np.random.default_rng(4), shift_probability=p, **common)
+        moved[p] = np.mean(np.abs(np.argmax(np.abs(out) > 0.01, axis=1) - 4800) > 5)
+    assert moved[0.0] == 0.0 and 0.15 < moved[0.25] < 0.35 and moved[1.0] > 0.95
+    # Always shifting (the default) draws the same shifts as before the choice existed.
+    default, _ = place_words(x, np.random.default_rng(4), **common)
+    always, _ = place_words(x, np.random.default_rng(4), shift_probability=1.0, **common)
+    np.testing.assert_array_equal(default, always)
+
+
 def test_background_windows_are_at_the_asked_levels():
     rng = np.random.default_rng(3)
     pool = augment.prepare_noise_pool([rng.normal(scale=0.2, size=5 * N), rng.normal(scale=0.01, size=3 * N)], N)
