@@ -47,7 +47,10 @@ __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "mined.json"
+#: The shortest stream :class:`edgesense.bench.streams.StreamOptions` builds.
+MIN_STREAM_S = 10.0
 _MS_PER_S = 1000.0
+_S_PER_MINUTE = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +58,7 @@ class MineOptions:
     """How much talk to stream and which windows to keep."""
 
     #: Length of the talk stream (training pool of other speech over the training pool of noise).
-    talk_s: float = 7200.0
+    talk_minutes: float = 120.0
     #: Each other word of the training pool is also said alone this many times (the words stream).
     word_passes: int = 2
     #: A window is kept where a command word's posterior reaches this (below the firmware's
@@ -70,10 +73,13 @@ class MineOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(is_number(self.talk_s) and self.talk_s >= 0, "talk_s", "a number of seconds >= 0", self.talk_s)
+        require(is_number(self.talk_minutes) and (self.talk_minutes == 0 or self.talk_minutes * _S_PER_MINUTE
+                                                  >= MIN_STREAM_S), "talk_minutes",
+                f"0 or at least {MIN_STREAM_S / _S_PER_MINUTE:.2f} minutes", self.talk_minutes)
         require(isinstance(self.word_passes, int) and self.word_passes >= 0, "word_passes", "an integer >= 0",
                 self.word_passes)
-        require(self.talk_s > 0 or self.word_passes > 0, "talk_s", "> 0 unless word_passes > 0", self.talk_s)
+        require(self.talk_minutes > 0 or self.word_passes > 0, "talk_minutes", "> 0 unless word_passes > 0",
+                self.talk_minutes)
         require(is_number(self.threshold) and 0.0 < self.threshold < 1.0, "threshold", "a number in (0, 1)",
                 self.threshold)
         require(is_number(self.min_gap_ms) and self.min_gap_ms >= 0, "min_gap_ms", "a number >= 0",
@@ -188,8 +194,8 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
     words, sentences = other_speech_utterances(speech_paths, sr)
     base = StreamOptions(sample_rate_hz=sr, seed=options.seed)
     streams: list[tuple[str, Stream]] = []
-    if options.talk_s > 0:
-        pieces = build_segments(dataclasses.replace(base, kind="talk", duration_s=max(options.talk_s, 10.0)),
+    if options.talk_minutes > 0:
+        pieces = build_segments(dataclasses.replace(base, kind="talk", duration_s=options.talk_minutes * _S_PER_MINUTE),
                                 SEGMENT_S, others=words + sentences, noise=background)
         streams += [(f"talk{k:02d}", piece) for k, piece in enumerate(pieces)]
     if options.word_passes > 0 and words:
@@ -258,7 +264,7 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
 
 
 #: Option fields as the flags a user types (messages name the flag, not the field).
-FLAGS = {"talk_s": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
+FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
          "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
          "negatives": "--negatives"}
 
@@ -272,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=Path, action="append", default=[],
                         help="noise and music, .wav file or folder (repeatable): its training pool is the background")
     parser.add_argument("--out", required=True, type=Path, help="output folder (name it in data.hard_negatives)")
-    parser.add_argument("--talk-minutes", type=float, default=defaults.talk_s / 60.0, help="minutes of talk to stream")
+    parser.add_argument("--talk-minutes", type=float, default=defaults.talk_minutes, help="minutes of talk to stream")
     parser.add_argument("--word-passes", type=int, default=defaults.word_passes,
                         help="times each other word is also said alone (0: none)")
     parser.add_argument("--threshold", type=float, default=defaults.threshold,
@@ -288,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import input_file, user_names
 
     with user_names(FLAGS):
-        options = MineOptions(talk_s=args.talk_minutes * 60.0, word_passes=args.word_passes, threshold=args.threshold,
+        options = MineOptions(talk_minutes=args.talk_minutes, word_passes=args.word_passes, threshold=args.threshold,
                               min_gap_ms=args.min_gap_ms, max_windows=args.max_windows, threads=args.threads,
                               seed=args.seed)
         model_path = input_file("--model", args.model)

@@ -45,7 +45,8 @@ def test_peaks_keep_one_window_per_peak_strongest_first_and_never_silence_or_unk
 
 
 @pytest.mark.parametrize("field, value", [("threshold", 1.0), ("threshold", 0.0), ("min_gap_ms", -1.0),
-                                          ("max_windows", 0), ("talk_s", -1.0), ("hop_ms", 0.0)])
+                                          ("max_windows", 0), ("talk_minutes", -1.0),
+                                          ("talk_minutes", 0.1), ("hop_ms", 0.0)])
 def test_mine_options_are_checked_when_built(field, value):
     with pytest.raises(ValueError, match=field):
         MineOptions(**{field: value})
@@ -73,7 +74,7 @@ def _score(model, window: np.ndarray) -> np.ndarray:
 def test_mine_keeps_the_windows_a_real_model_fires_on_from_the_training_pool_only(tmp_path, tiny_model_path):
     folder = _talk_folder(tmp_path, np.random.default_rng(3))
     model = EdgeModel.load(tiny_model_path)
-    options = MineOptions(talk_s=60.0, word_passes=1, threshold=THRESHOLD)
+    options = MineOptions(talk_minutes=1.0, word_passes=1, threshold=THRESHOLD)
     report = mine(model, options, negatives=[folder.parent])
     pools = speech_negative_pools(folder.glob("*.wav"))
     assert list(report.negatives) == [str(p) for p in pools["training"]]  # the tuning and evaluation pools unheard
@@ -87,7 +88,7 @@ def test_mine_keeps_the_windows_a_real_model_fires_on_from_the_training_pool_onl
         assert _score(model, window.samples)[labels.index(window.word)] == pytest.approx(window.score, abs=0.08)
     scores = [w.score for w in report.windows]
     assert scores == sorted(scores, reverse=True)
-    capped = mine(model, MineOptions(talk_s=60.0, word_passes=1, threshold=THRESHOLD, max_windows=1),
+    capped = mine(model, MineOptions(talk_minutes=1.0, word_passes=1, threshold=THRESHOLD, max_windows=1),
                   negatives=[folder])
     assert len(capped.windows) == 1 and capped.candidates == report.candidates
 
