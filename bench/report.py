@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -172,8 +173,21 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               f"in the pauses. Clip accuracy on the same command words: {_fmt(st['clip_accuracy_commands'])}; "
               f"**streaming cost** {_fmt(st['streaming_cost_points'], 1)} points.", "",
               "Hit rate per word: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                r.get("commands_stream", {}).get("per_word_hit_rate", {}).items())]
+                                                r.get("commands_stream", {}).get("per_word_hit_rate", {}).items()),
+              "", "False accepts on the talk and other words, by the word fired: "
+              + (", ".join(f"{k} {v}" for k, v in _summed(r, "false_accepts_by_word").items()) or "none")
+              + "; fired on most: "
+              + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5]) or "none")
+              + "."]
     return lines
+
+
+def _summed(point: dict, key: str) -> dict[str, int]:
+    """``key``'s counts of the talk and words streams of one operating point, added, most first."""
+    total: Counter[str] = Counter()
+    for stream in ("talk_stream", "words_stream"):
+        total.update(point.get(stream, {}).get(key, {}))
+    return dict(total.most_common())
 
 
 def _points(x: float | None) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +42,10 @@ CALIBRATION_FALSE_ACCEPT_COST = 0.25
 _NEVER = 0.999
 #: Latency percentiles reported.
 LATENCY_PERCENTILES = (50, 95)
+#: A false accept that falls in no utterance's span is on the background.
+BACKGROUND_SOURCE = "background"
+#: How many of the utterances fired on most the report lists.
+TOP_FALSE_ACCEPT_SOURCES = 10
 
 
 # --------------------------------------------------------------------------- detection
@@ -127,6 +132,10 @@ class StreamScore:
     hours: float
     latencies_ms: tuple[float, ...] = ()
     per_word: Mapping[str, tuple[int, int]] = field(default_factory=dict)  #: word -> (hits, said)
+    #: False accepts by the command they fired as, and by the utterance they fired on (its
+    #: ``source``; ``background`` for none), most first.
+    false_accepts_by_word: Mapping[str, int] = field(default_factory=dict)
+    false_accepts_by_source: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def false_accepts(self) -> int:
@@ -144,6 +153,8 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
     hit = [False] * len(words)
     latencies: list[float] = []
     substitutions = on_other = on_background = 0
+    by_word: Counter[str] = Counter()
+    by_source: Counter[str] = Counter()
     for d in detections:
         lo = int(np.searchsorted(starts, d.t_ms - reach_ms, side="left"))
         hi = int(np.searchsorted(starts, d.t_ms, side="right"))  # words started by t
@@ -152,7 +163,10 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
         if match is not None:
             hit[match] = True
             latencies.append(d.t_ms - words[match].end_ms)
-        elif any(words[j].is_command for j in inside):
+            continue
+        by_word[d.label] += 1
+        by_source[words[inside[-1]].source if inside else BACKGROUND_SOURCE] += 1
+        if any(words[j].is_command for j in inside):
             substitutions += 1
         elif inside:
             on_other += 1
@@ -168,7 +182,9 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
                        other_utterances=sum(not w.is_command for w in words), substitutions=substitutions,
                        on_other_speech=on_other, on_background=on_background, hours=posteriors.hours,
                        latencies_ms=tuple(latencies),
-                       per_word={k: (v[0], v[1]) for k, v in sorted(per_word.items())})
+                       per_word={k: (v[0], v[1]) for k, v in sorted(per_word.items())},
+                       false_accepts_by_word=dict(by_word.most_common()),
+                       false_accepts_by_source=dict(by_source.most_common()))
 
 
 # --------------------------------------------------------------------------- operating points
@@ -234,12 +250,19 @@ class OperatingPoint:
             out["talk_stream"] = {"hours": round(t.hours, 3), "utterances": t.other_utterances,
                                   "false_accepts": t.false_accepts,
                                   "false_accepts_per_hour": {"other_speech": round(t.per_hour(t.on_other_speech), 2),
-                                                             "background": round(t.per_hour(t.on_background), 2)}}
+                                                             "background": round(t.per_hour(t.on_background), 2)},
+                                  **_false_accepts_by(t)}
         if self.words is not None:
             w = self.words
             out["words_stream"] = {"words": w.other_utterances, "false_accepts_on_words": w.on_other_speech,
-                                   "false_accepts_on_background": w.on_background}
+                                   "false_accepts_on_background": w.on_background, **_false_accepts_by(w)}
         return out
+
+
+def _false_accepts_by(score: StreamScore) -> dict[str, Any]:
+    """The report's view of a stream's false accepts: every word fired, the sources fired on most."""
+    top = dict(list(score.false_accepts_by_source.items())[:TOP_FALSE_ACCEPT_SOURCES])
+    return {"false_accepts_by_word": dict(score.false_accepts_by_word), "false_accepts_top_sources": top}
 
 
 def evaluate(replays: Mapping[str, Replay], options: CommandRecognizerOptions, *,

@@ -112,7 +112,13 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
         in text
     assert "# keep me" in text and text.count("commands:") == 1
     assert list((out / "cache").glob("posteriors-*.npz"))
-    assert "Streaming commands" in (out / "report.md").read_text()
+    # False accepts on talk and other words, by the word fired and by the utterance fired on.
+    talk = at["talk_stream"]
+    assert sum(talk["false_accepts_by_word"].values()) == talk["false_accepts"]
+    assert set(talk["false_accepts_by_word"]) <= set(DEFAULT_COMMAND_LABELS[2:])
+    assert sum(talk["false_accepts_top_sources"].values()) <= talk["false_accepts"]
+    markdown = (out / "report.md").read_text()
+    assert "Streaming commands" in markdown and "by the word fired:" in markdown
 
 
 def test_the_firmware_row_is_the_given_configs_setting(quick_report):

@@ -42,9 +42,9 @@ DURATION_MS = 12_000.0
 SR = 16000
 
 
-def word(label: str, start_ms: float, end_ms: float) -> PlacedWord:
+def word(label: str, start_ms: float, end_ms: float, source: str = "") -> PlacedWord:
     return PlacedWord(label=label, start_ms=start_ms, end_ms=end_ms,
-                      is_command=label not in ("_silence_", "_unknown_"))
+                      is_command=label not in ("_silence_", "_unknown_"), source=source)
 
 
 def timeline(bursts: list[tuple[str, float, float]], words=(), duration_ms: float = DURATION_MS) -> StreamPosteriors:
@@ -63,7 +63,7 @@ def timeline(bursts: list[tuple[str, float, float]], words=(), duration_ms: floa
 # Averaging window 200 ms at a 100 ms hop = the last 3 results: a one-hot burst starting at
 # t0 averages 1/3 at t0, 2/3 at t0 + 100 and 1 at t0 + 200.
 SHORT = dict(average_window_ms=200.0, minimum_count=1, release_threshold=0.2)
-WORDS = [word("yes", 1000, 1500), word("no", 5000, 5600), word("_unknown_", 10_000, 10_500)]
+WORDS = [word("yes", 1000, 1500), word("no", 5000, 5600), word("_unknown_", 10_000, 10_500, "talk/u.wav")]
 BURSTS = [("yes", 1800, 2400),        # the "yes" word, detected late
           ("no", 8000, 8600),         # no word there: a false accept on background
           ("yes", 10_300, 10_900)]    # during the unknown word: a false accept on other speech
@@ -83,6 +83,9 @@ def test_hits_false_accepts_and_latency_are_exact():
     assert (s.false_accepts, s.on_background, s.on_other_speech, s.substitutions) == (2, 1, 1, 0)
     assert s.per_hour(s.false_accepts) == pytest.approx(2 / (DURATION_MS / 3_600_000))
     assert s.per_word == {"no": (0, 1), "yes": (1, 1)}
+    # Each false accept by the word it fired as and the utterance it fired on.
+    assert s.false_accepts_by_word == {"no": 1, "yes": 1}
+    assert s.false_accepts_by_source == {"background": 1, "talk/u.wav": 1}
 
 
 def test_a_higher_threshold_fires_one_hop_later():
