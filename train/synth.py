@@ -50,6 +50,7 @@ from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 __all__ = [
     "DEFAULT_PIPER_VOICES",
     "DEFAULT_UNKNOWN_WORDS",
+    "HOMOPHONES",
     "DEFAULT_VARIANTS",
     "DEFAULT_VOICES",
     "ENGINES",
@@ -66,6 +67,7 @@ __all__ = [
     "espeak_speaker",
     "peak_normalised",
     "run",
+    "says_a_command",
     "speak_jobs",
     "speaker_name",
     "synthesize_commands",
@@ -96,6 +98,10 @@ DEFAULT_UNKNOWN_WORDS = (
     "train", "plane", "boat", "paper", "pencil", "minute", "hundred", "weather", "volume",
     "again", "maybe", "never", "always",
 )
+#: Words that sound like a command word (or nearly: "of" is kept, talk is full of it). An
+#: ``_unknown_`` clip of one would teach the model that the command itself is not a command.
+HOMOPHONES = {"no": ("know", "knows", "noh"), "right": ("write", "writes", "rite", "wright"),
+              "up": ("upp",), "go": ("goe",), "off": ("awf",)}
 #: Synthesis engines, in the order their clips are planned.
 ENGINES = ("espeak", "piper")
 #: Installed packages whose ``*.onnx`` + ``*.onnx.json`` files are piper voices.
@@ -114,6 +120,9 @@ _SYNTH_SPEAKER_PREFIX = "synth"
 _BUILTIN_UNKNOWN_NAMES = ("default", "auto")  # --unknown-words values that select DEFAULT_UNKNOWN_WORDS
 
 
+def says_a_command(token: str, words: Sequence[str]) -> bool:
+    """Whether ``token`` is one of ``words`` or sounds like one (:data:`HOMOPHONES`)."""
+    return token in words or any(token in HOMOPHONES.get(word, ()) for word in words)
 
 
 def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:
@@ -175,8 +184,8 @@ class SynthOptions:
                      name, "a tuple of words (letters and '-', starting with a letter)", value)
             require(len(set(value)) == len(value), name, "no duplicates", value)
         require(len(self.words) > 0, "words", "at least one word", self.words)
-        clash = sorted(set(self.words) & set(self.unknown_words))
-        require(not clash, "unknown_words", "no command words", clash)
+        clash = [w for w in self.unknown_words if says_a_command(w, self.words)]
+        require(not clash, "unknown_words", "no command words nor homophones of them", clash)
         require(isinstance(self.per_word, int) and self.per_word >= 1, "per_word", "an integer >= 1", self.per_word)
         require(self.unknown_clips is None or (isinstance(self.unknown_clips, int) and self.unknown_clips >= 0),
                  "unknown_clips", "None or an integer >= 0", self.unknown_clips)
@@ -570,7 +579,7 @@ def run(args: argparse.Namespace) -> int:
     words = word_list(args.words)
     builtin = args.unknown_words.strip() in _BUILTIN_UNKNOWN_NAMES
     unknown = DEFAULT_UNKNOWN_WORDS if builtin else word_list(args.unknown_words)
-    unknown = tuple(w for w in unknown if w not in words)
+    unknown = tuple(w for w in unknown if not says_a_command(w, words))  # "know" is no unknown word beside "no"
     with user_names(FLAGS):
         options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
                                unknown_clips=args.unknown_clips, voices=word_list(args.voices), seed=args.seed,

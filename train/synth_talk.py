@@ -30,14 +30,10 @@ from edgesense.schema.validate import require
 from edgesense.train import synth
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
-__all__ = ["HOMOPHONES", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
+__all__ = ["VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
            "run", "synthesize_talk"]
 
 logger = logging.getLogger(__name__)
-
-#: Words that sound like a command word (or nearly: "of" is kept, talk is full of it).
-HOMOPHONES = {"no": ("know", "knows", "noh"), "right": ("write", "writes", "rite", "wright"),
-              "up": ("upp",), "go": ("goe",), "off": ("awf",)}
 
 #: The grammar's words by part of speech. :func:`clashes` checks them against the command words.
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -100,7 +96,7 @@ def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> l
             for token in entry.split():
                 for word in words:
                     ends = word != "on" and token.endswith(word)
-                    if token.startswith(word) or ends or token in HOMOPHONES.get(word, ()):
+                    if token.startswith(word) or ends or token in synth.HOMOPHONES.get(word, ()):
                         found.append(f"{part}: {token} ({word})")
     return found
 

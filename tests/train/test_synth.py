@@ -15,7 +15,14 @@ from cli_run import edgesense, only_line
 from edgesense.app.cli import main as cli_main
 from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.train.data import load_speech_commands, split_items
-from edgesense.train.synth import DEFAULT_PIPER_VOICES, DEFAULT_UNKNOWN_WORDS, SynthOptions, _plan, synthesize_commands
+from edgesense.train.synth import (
+    DEFAULT_PIPER_VOICES,
+    DEFAULT_UNKNOWN_WORDS,
+    SynthOptions,
+    _plan,
+    says_a_command,
+    synthesize_commands,
+)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -78,6 +85,11 @@ def test_cli_subcommand(tmp_path: Path) -> None:
     assert cli_main(["synth-commands", "--out", str(alias), "--words", "no", "--per-word", "1",
                      "--unknown-words", "auto", "--seed", "5"]) == 0
     assert len(list((alias / "_unknown_").glob("*.wav"))) == 1
+    # An unknown word that sounds like a command is left out: "know" would teach that "no" is no command.
+    homophone = tmp_path / "homophone"
+    assert cli_main(["synth-commands", "--out", str(homophone), "--words", "no", "--per-word", "1",
+                     "--unknown-words", "know,bed", "--unknown-clips", "2", "--seed", "5"]) == 0
+    assert sorted(p.name.split("_", 1)[0] for p in (homophone / "_unknown_").glob("*.wav")) == ["bed", "bed"]
 
 
 def test_cli_errors_name_the_flags_not_the_fields(tmp_path: Path) -> None:
@@ -98,6 +110,9 @@ def test_options_validation() -> None:
     assert len(DEFAULT_UNKNOWN_WORDS) >= 100 and len(set(DEFAULT_UNKNOWN_WORDS)) == len(DEFAULT_UNKNOWN_WORDS)
     with pytest.raises(ValueError, match="unknown_words"):
         SynthOptions(words=("yes",), unknown_words=("yes",))
+    with pytest.raises(ValueError, match=r"unknown_words: expected no command words nor homophones of them, got \['write'\]"):
+        SynthOptions(words=("no", "right"), unknown_words=("bed", "write"))
+    assert says_a_command("know", ("no",)) and says_a_command("no", ("no",)) and not says_a_command("know", ("yes",))
     with pytest.raises(ValueError, match="words"):
         SynthOptions(words=("rm -rf",))
     with pytest.raises(ValueError, match="speed_wpm_range"):
