@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgesense.app.cli import refuse_files_in
 from edgesense.bench.streaming import HOP_MS, SEGMENT_S, other_speech_utterances, read_recordings, wav_recordings
 from edgesense.bench.streams import Stream, StreamOptions, StreamPosteriors, build_segments, build_stream, stream_posteriors
 from edgesense.frontend.wav import write_wav
@@ -41,7 +42,7 @@ from edgesense.schema.validate import is_number, require
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "refuse_non_empty", "write_mined",
+__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "write_mined",
            "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
@@ -223,19 +224,12 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
                       noise=tuple(str(p) for p in noise_paths), elapsed_s=time.perf_counter() - started)
 
 
-def refuse_non_empty(out: Path, *, force: bool) -> None:
-    """A ValueError naming ``--out`` if ``out`` already holds files (unless ``force``)."""
-    if not force and out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"--out {out}: expected an empty or new folder, found files in it "
-                         "(pass --force to write into it)")
-
-
 def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Path, options: MineOptions,
                 sample_rate_hz: int, force: bool = False) -> Path:
     """Write the windows and :data:`MANIFEST_NAME` into ``out_dir``; a folder that already holds
     files is a ValueError unless ``force``. Returns the manifest's path."""
     out = Path(out_dir)
-    refuse_non_empty(out, force=force)
+    refuse_files_in("--out", out, force=force)
     for window in report.windows:
         path = out / window.file_name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
                 if not p.exists():
                     raise ValueError(f"{flag} {p}: no such file or folder")
         out = Path(args.out)
-        refuse_non_empty(out, force=args.force)  # before the streaming, not after it
+        refuse_files_in("--out", out, force=args.force)  # before the streaming, not after it
         model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))
         report = mine(model, options, negatives=args.negatives, noise=args.noise)
     write_mined(out, report, model_path=model_path, options=options,

@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from edgesense.app.cli import refuse_files_in
 from edgesense.frontend.resample import resample
 from edgesense.frontend.wav import read_wav_native, write_wav
 from edgesense.schema.validate import require
@@ -517,12 +518,15 @@ def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | 
     return done, failed
 
 
-def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions()) -> SynthReport:
+def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions(), *,
+                        force: bool = False) -> SynthReport:
     """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout.
-    Every engine is checked (a missing espeak-ng, piper or voice package is a RuntimeError naming
-    what to install) before anything is written."""
-    speakers, piper = engine_speakers(options)
+    A folder that holds files is a ValueError unless ``force``; every engine is checked (a missing
+    espeak-ng, piper or voice package is a RuntimeError naming what to install); both before
+    anything is written."""
     out_dir = Path(out_dir)
+    refuse_files_in("--out", out_dir, force=force)
+    speakers, piper = engine_speakers(options)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = _plan(out_dir, options, speakers)
     started = time.perf_counter()
@@ -563,6 +567,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--piper-voices", default=",".join(defaults.piper_voices),
                         help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (voices, speeds, pitches)")
+    parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="espeak-ng processes at a time; piper's onnxruntime threads")
 
@@ -585,6 +590,6 @@ def run(args: argparse.Namespace) -> int:
                                unknown_clips=args.unknown_clips, voices=word_list(args.voices), seed=args.seed,
                                workers=args.workers, engines=ENGINE_CHOICES[args.engine],
                                piper_voices=word_list(args.piper_voices))
-    report = synthesize_commands(args.out, options)
+    report = synthesize_commands(args.out, options, force=args.force)
     print(report.summary())
     return 0 if not report.failed else 1

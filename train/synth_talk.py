@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import refuse_files_in
 from edgesense.frontend.wav import write_wav
 from edgesense.schema.validate import require
 from edgesense.train import synth
@@ -168,9 +169,7 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
     install; both before anything is written."""
     voices = options.voices
     out_dir = Path(out_dir)
-    if not force and out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ValueError(f"--out: expected a new or empty folder, got {out_dir}, which holds files "
-                         "(pass --force to write into it)")
+    refuse_files_in("--out", out_dir, force=force)
     speakers, piper = synth.engine_speakers(voices)
     rng = np.random.default_rng(options.seed)
     jobs: list[synth.SpeakJob] = []

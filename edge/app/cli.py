@@ -72,6 +72,15 @@ def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
     return path
 
 
+def refuse_files_in(flag: str, folder: str | os.PathLike[str], *, force: bool) -> None:
+    """A ValueError naming ``flag`` when ``folder`` already holds files and ``force`` is not set:
+    nothing a user made is written over without being asked."""
+    path = Path(folder)
+    if not force and path.is_dir() and any(path.iterdir()):
+        raise ValueError(f"{flag}: expected a new or empty folder, got {path}, which holds files "
+                         "(pass --force to write into it)")
+
+
 @contextlib.contextmanager
 def user_names(names: Mapping[str, str]) -> Iterator[None]:
     """Re-raise a ValueError whose message starts with a key of ``names`` (an options field such

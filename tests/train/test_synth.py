@@ -100,6 +100,25 @@ def test_cli_errors_name_the_flags_not_the_fields(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_that_holds_files_is_refused_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    line = only_line(edgesense("synth-commands", "--out", out, "--words", "yes", "--per-word", "1"))
+    assert line == (f"edgesense: error: --out: expected a new or empty folder, got {out}, which holds files "
+                    "(pass --force to write into it)")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    with pytest.raises(ValueError, match="--force"):
+        synthesize_commands(out, SynthOptions(words=("yes",), per_word=1))
+
+
+@needs_espeak
+def test_force_writes_beside_what_the_folder_holds(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    report = synthesize_commands(tmp_path, SynthOptions(words=("yes",), per_word=1), force=True)
+    assert len(report.written) == 1 and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_missing_espeak_is_a_runtime_error_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
         synthesize_commands(tmp_path, SynthOptions(words=("yes",), per_word=1,
