@@ -21,7 +21,6 @@ __all__ = [
     "AudioAugmentOptions",
     "ImageAugmentOptions",
     "NoisePool",
-    "augment_audio",
     "add_reverb",
     "change_speed",
     "augment_features",
@@ -34,7 +33,6 @@ __all__ = [
     "random_gain",
     "shift_rows",
     "spec_augment",
-    "time_shift",
 ]
 
 _POWER_FLOOR = 1e-12  # a clip with less mean power than this counts as silent
@@ -212,19 +210,6 @@ def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], r
     return out
 
 
-def time_shift(clips: np.ndarray, rng: np.random.Generator, *, max_shift_samples: int,
-               probability: float = 1.0) -> np.ndarray:
-    """Shift each clip by a random whole number of samples in [-max, max], filling with zeros."""
-    x = _clips(clips)
-    require(isinstance(max_shift_samples, (int, np.integer)) and max_shift_samples >= 0,
-             "max_shift_samples", "an integer >= 0", max_shift_samples)
-    _check_probability("probability", probability)
-    batch, n = x.shape
-    shifts = rng.integers(-max_shift_samples, max_shift_samples + 1, size=batch)
-    shifts[~_apply_mask(rng, batch, probability)] = 0
-    return shift_rows(x, shifts)
-
-
 def shift_rows(clips: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """Shift row ``i`` of ``(B, samples)`` by ``shifts[i]`` samples (positive: later), filling with zeros."""
     x = np.asarray(clips)
@@ -320,24 +305,6 @@ def spec_augment(features: np.ndarray, rng: np.random.Generator, *, time_masks: 
     masked = time_mask[:, :, None] | freq_mask[:, None, :]
     fill = f.mean(axis=(1, 2), keepdims=True) if mask_value is None else np.full((batch, 1, 1), mask_value)
     return np.where(masked, fill, f).astype(f.dtype)
-
-
-def augment_audio(clips: np.ndarray, rng: np.random.Generator, options: AudioAugmentOptions = AudioAugmentOptions(),
-                  noise_pool: NoisePool | Sequence[np.ndarray] | None = None) -> np.ndarray:
-    """Speed, reverberation, time shift, gain and (if a pool is given) background noise, as
-    ``options`` says."""
-    x = clips
-    if options.speed_probability > 0:
-        x = change_speed(x, rng, speed_range=options.speed_range, probability=options.speed_probability)
-    if options.reverb_probability > 0:
-        x = add_reverb(x, rng, sample_rate_hz=options.sample_rate_hz, rt60_ms_range=options.rt60_ms_range,
-                       probability=options.reverb_probability)
-    x = time_shift(x, rng, max_shift_samples=options.max_shift_samples, probability=options.shift_probability)
-    x = random_gain(x, rng, gain_db_range=options.gain_db_range, probability=options.gain_probability)
-    if noise_pool is not None:
-        x = mix_noise(x, noise_pool, rng, snr_db_range=options.snr_db_range, probability=options.noise_probability,
-                      silent_reference_dbfs=options.silent_reference_dbfs)
-    return x
 
 
 def augment_features(features: np.ndarray, rng: np.random.Generator,
