@@ -210,11 +210,12 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
         samples = stream.render()
         post = stream_posteriors(model, samples, hop_ms=options.hop_ms)
         found += _windows_of(name, samples, post, sample_rate_hz=sr, clip_samples=clip_samples, options=options)
-        if name == "words":
+        if stream.options.kind == "words":
             words_said = len(stream.words)
         else:
             talk_ms += stream.duration_ms
-        logger.info("%s: %.1f min streamed, %d windows so far", name, stream.duration_ms / 60000.0, len(found))
+        logger.info("%s: %.1f min streamed, %d windows so far", name, stream.duration_ms / (_MS_PER_S * _S_PER_MINUTE),
+                    len(found))
     candidates = len(found)
     found.sort(key=lambda w: -w.score)
     if options.max_windows is not None:
