@@ -1,0 +1,68 @@
+"""Where a training epoch's time goes: making a batch against the training step itself.
+
+Issue 15 asks for a default training run in 15 minutes on 2 cores. This loads a training config's
+data once, then times, over ``--steps`` steps each, (1) making one per-step batch
+(:class:`edgesense.train.trainer.FusionBatches`: drawing, augmenting and the log-mel features of
+64 clips and 64 photos) and (2) one ``train_on_batch`` of the fused model on a fixed batch (forward
+and backward, the optimizer step), and projects an epoch and a run from them. Run it on a quiet
+machine: another job on the same cores doubles both.
+
+    .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+WARMUP_STEPS = 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="training YAML")
+    parser.add_argument("--steps", type=int, default=20, help="steps to time, each part")
+    args = parser.parse_args()
+
+    import keras
+
+    from edgesense.train.config import load_train_config
+    from edgesense.train.distill import DistillationLoss
+    from edgesense.train.model import OUTPUT_COMMAND, OUTPUT_SCENE, build_fusion_model
+    from edgesense.train.trainer import FusionBatches, load_dataset, steps_per_epoch
+
+    config = load_train_config(args.config)
+    started = time.perf_counter()
+    ds = load_dataset(config)
+    print(f"data loaded in {time.perf_counter() - started:.1f} s")
+    steps = steps_per_epoch(ds, config)
+    batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, packed_targets=True)
+    started = time.perf_counter()
+    for step in range(args.steps):
+        x, y, w = batches[step]
+    batch_s = (time.perf_counter() - started) / args.steps
+
+    model = build_fusion_model(num_commands=len(ds.command_labels), num_scenes=max(len(ds.scene_labels), 2),
+                               options=config.model, audio_frontend=config.audio_frontend,
+                               image_frontend=config.image_frontend)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.train.learning_rate),
+                  loss={OUTPUT_COMMAND: DistillationLoss(len(ds.command_labels), config.train.distill_temperature),
+                        OUTPUT_SCENE: DistillationLoss(max(len(ds.scene_labels), 2), config.train.distill_temperature,
+                                                       name="scene_distillation")})
+    for _ in range(WARMUP_STEPS):
+        model.train_on_batch(x, y, w)
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        model.train_on_batch(x, y, w)
+    step_s = (time.perf_counter() - started) / args.steps
+
+    epoch_s = steps * (batch_s + step_s)
+    print(f"per step: batch {batch_s:.3f} s, training step {step_s:.3f} s ({args.steps} steps each)")
+    print(f"per epoch of {steps} steps: {steps * batch_s:.0f} s making batches + {steps * step_s:.0f} s training "
+          f"= {epoch_s:.0f} s in sequence; {config.train.epochs} epochs: {config.train.epochs * epoch_s / 60:.1f} min "
+          f"(without validation; batches made beside the step hide up to {steps * min(batch_s, step_s):.0f} s an epoch)")
+
+
+if __name__ == "__main__":
+    main()
