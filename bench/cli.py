@@ -90,7 +90,7 @@ from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.shipped import shipped_config
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import is_command_word
 
 __all__ = ["BenchOptions", "run_bench", "add_arguments", "run"]
 
@@ -151,7 +151,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     data = None
     if options.speech_commands is not None:
         from edgesense.train import data
-        words = [w for w in model.command_labels if w not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+        words = [w for w in model.command_labels if is_command_word(w)]
         index, items, tune_items, how = select_command_items(options, words, split)
         noise_paths += list(index.noise_paths)
         items = _cap(items, options.per_class_cap, options.seed)

@@ -26,21 +26,30 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.app.cli import refuse_files_in
+from edgesense.app.cli import input_file, refuse_files_in, user_names
 from edgesense.bench.streaming import HOP_MS, SEGMENT_S, other_speech_utterances, read_recordings, wav_recordings
-from edgesense.bench.streams import Stream, StreamOptions, StreamPosteriors, build_segments, build_stream, stream_posteriors
+from edgesense.bench.streams import (
+    MIN_STREAM_S,
+    Stream,
+    StreamOptions,
+    StreamPosteriors,
+    build_segments,
+    build_stream,
+    stream_posteriors,
+)
 from edgesense.frontend.wav import write_wav
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import is_number, require
 from edgesense.train.pools import speech_negative_pools, split_recordings
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import is_command_word
 
 __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "write_mined",
            "add_arguments", "run"]
@@ -48,8 +57,6 @@ __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "mined.json"
-#: The shortest stream :class:`edgesense.bench.streams.StreamOptions` builds.
-MIN_STREAM_S = 10.0
 _MS_PER_S = 1000.0
 _S_PER_MINUTE = 60.0
 
@@ -122,10 +129,7 @@ class MineReport:
 
     @property
     def per_word(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for w in self.windows:
-            counts[w.word] = counts.get(w.word, 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(w.word for w in self.windows).items()))
 
     def summary(self) -> str:
         hours = self.talk_s / 3600.0
@@ -166,7 +170,7 @@ def _windows_of(stream_name: str, samples: np.ndarray, post: StreamPosteriors, *
                 clip_samples: int, options: MineOptions) -> list[MinedWindow]:
     """The window of ``samples`` that ends at each of :func:`peaks`' hops (zero-padded at the start)."""
     labels = post.labels
-    columns = [i for i, label in enumerate(labels) if label not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+    columns = [i for i, label in enumerate(labels) if is_command_word(label)]
     out = []
     for hop, column, score in peaks(post.posteriors, post.times_ms, columns, threshold=options.threshold,
                                     min_gap_ms=options.min_gap_ms):
@@ -278,16 +282,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="times each other word is also said alone (0: none)")
     parser.add_argument("--threshold", type=float, default=defaults.threshold,
                         help="keep a window where a command word's posterior reaches this")
-    parser.add_argument("--min-gap-ms", type=float, default=defaults.min_gap_ms, help="kept windows at least this far apart")
-    parser.add_argument("--max-windows", type=int, default=defaults.max_windows, help="keep at most this many, strongest first")
+    parser.add_argument("--min-gap-ms", type=float, default=defaults.min_gap_ms,
+                        help="kept windows at least this far apart")
+    parser.add_argument("--max-windows", type=int, default=defaults.max_windows,
+                        help="keep at most this many, strongest first")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the streams")
     parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import input_file, user_names
-
     with user_names(FLAGS):
         options = MineOptions(talk_minutes=args.talk_minutes, word_passes=args.word_passes, threshold=args.threshold,
                               min_gap_ms=args.min_gap_ms, max_windows=args.max_windows, threads=args.threads,

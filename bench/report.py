@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import is_command_word
 
 # --------------------------------------------------------------------------- figures
 
@@ -79,7 +79,7 @@ def plot_latency(samples: Mapping[str, Sequence[float]], path: Path, title: str)
 def command_word_accuracy(command: Mapping[str, Any]) -> float | None:
     """Clip accuracy over the command-word clips only (what a stream's hit rate compares with)."""
     rows = [(c["accuracy"], c["count"]) for label, c in command["per_class"].items()
-            if label not in (SILENCE_LABEL, UNKNOWN_LABEL) and c["count"]]
+            if is_command_word(label) and c["count"]]
     total = sum(n for _, n in rows)
     return round(sum(a * n for a, n in rows) / total, 4) if total else None
 
@@ -177,7 +177,8 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               "", "False accepts on the talk and other words, by the word fired: "
               + (", ".join(f"{k} {v}" for k, v in _summed(r, "false_accepts_by_word").items()) or "none")
               + "; fired on most: "
-              + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5]) or "none")
+              + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5])
+                 or "none")
               + "."]
     return lines
 

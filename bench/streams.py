@@ -41,11 +41,11 @@ import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
 from edgesense.schema.validate import is_number, require, require_range
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import is_command_word
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
-           "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments", "stream_posteriors",
-           "concat_posteriors"]
+           "MIN_STREAM_S", "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments",
+           "stream_posteriors", "concat_posteriors"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ _CROSSFADE_MS = 50.0
 #: The background level moves to the next utterance's level over this long (in the gap before it).
 _LEVEL_RAMP_MS = 200.0
 _EPS = 1e-12
+
+#: The shortest stream (and stream piece) there is, in seconds.
+MIN_STREAM_S = 10.0
 
 STREAM_KINDS = ("commands", "talk", "words")
 StreamKind = Literal["commands", "talk", "words"]
@@ -106,7 +109,7 @@ class Utterance:
 
     @property
     def is_command(self) -> bool:
-        return self.label not in (SILENCE_LABEL, UNKNOWN_LABEL)
+        return is_command_word(self.label)
 
 
 def utterance(clip: np.ndarray, label: str, source: str, sample_rate_hz: int, *, group: str = "") -> Utterance:
@@ -159,8 +162,8 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         require(self.kind in STREAM_KINDS, "kind", f"one of {', '.join(STREAM_KINDS)}", self.kind)
-        require(is_number(self.duration_s) and self.duration_s >= 10, "duration_s", "a number >= 10",
-                self.duration_s)
+        require(is_number(self.duration_s) and self.duration_s >= MIN_STREAM_S, "duration_s",
+                f"a number >= {MIN_STREAM_S:g}", self.duration_s)
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                 "a positive integer", self.sample_rate_hz)
         require_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)
@@ -393,7 +396,8 @@ def build_segments(options: StreamOptions, segment_s: float, **kwargs: Any) -> l
     """A ``commands`` or ``talk`` stream of ``options.duration_s`` as independent pieces of at most
     ``segment_s`` (seeds ``seed``, ``seed + 1``, …), so that only one piece is in memory at a time."""
     require(options.kind != "words", "kind", "'commands' or 'talk' (a words stream is one piece)", options.kind)
-    require(is_number(segment_s) and segment_s >= 10, "segment_s", "a number >= 10", segment_s)
+    require(is_number(segment_s) and segment_s >= MIN_STREAM_S, "segment_s", f"a number >= {MIN_STREAM_S:g}",
+            segment_s)
     count = max(1, math.ceil(options.duration_s / segment_s - 1e-9))
     length = options.duration_s / count
     return [build_stream(dataclasses.replace(options, duration_s=length, seed=options.seed + k), **kwargs)

@@ -13,6 +13,11 @@ DEFAULT_COMMAND_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off"
 DEFAULT_COMMAND_LABELS = (SILENCE_LABEL, UNKNOWN_LABEL) + DEFAULT_COMMAND_WORDS
 
 
+def is_command_word(label: str) -> bool:
+    """Whether a command label is a word to act on (not ``_silence_`` or ``_unknown_``)."""
+    return label not in (SILENCE_LABEL, UNKNOWN_LABEL)
+
+
 def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:
     return MappingProxyType(dict(values or {}))
 

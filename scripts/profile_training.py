@@ -61,7 +61,8 @@ def main() -> None:
     print(f"per step: batch {batch_s:.3f} s, training step {step_s:.3f} s ({args.steps} steps each)")
     print(f"per epoch of {steps} steps: {steps * batch_s:.0f} s making batches + {steps * step_s:.0f} s training "
           f"= {epoch_s:.0f} s in sequence; {config.train.epochs} epochs: {config.train.epochs * epoch_s / 60:.1f} min "
-          f"(without validation; batches made beside the step hide up to {steps * min(batch_s, step_s):.0f} s an epoch)")
+          f"(without validation; batches made beside the step hide up to "
+          f"{steps * min(batch_s, step_s):.0f} s an epoch)")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> l
             for token in entry.split():
                 for word in words:
                     ends = word != "on" and token.endswith(word)
-                    if token.startswith(word) or ends or token in synth.HOMOPHONES.get(word, ()):
+                    if token.startswith(word) or ends or synth.says_a_command(token, (word,)):
                         found.append(f"{part}: {token} ({word})")
     return found
 

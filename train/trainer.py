@@ -33,7 +33,7 @@ from edgesense.train.model import (
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Dataset:
     @property
     def is_word(self) -> np.ndarray:
         """Per command label: is it a command word (not ``_silence_`` or ``_unknown_``)."""
-        return np.array([label not in (SILENCE_LABEL, UNKNOWN_LABEL) for label in self.command_labels], bool)
+        return np.array([is_command_word(label) for label in self.command_labels], bool)
 
     @property
     def real_rooms(self) -> np.ndarray:
@@ -169,7 +169,8 @@ def load_dataset(config: TrainConfig) -> Dataset:
     if hard_paths:
         recordings, report = datasets.load_noise_pool(hard_paths, sample_rate_hz=rate)
         reports["hard_negatives"] = report.summary()
-        hard = speech_windows(recordings, config.audio_frontend.clip_samples, min_dbfs=config.bank.other_speech_min_dbfs)
+        hard = speech_windows(recordings, config.audio_frontend.clip_samples,
+                              min_dbfs=config.bank.other_speech_min_dbfs)
         summary["hard_negative_windows"] = int(hard.shape[0])
         other_speech = np.concatenate([other_speech, hard])
     rir_paths = split_recordings(_wav_files(cfg.rirs))["training"]
