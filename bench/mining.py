@@ -14,6 +14,12 @@ config's ``data.hard_negatives`` and train again (``edgesense train --init-from 
 every window becomes an ``_unknown_`` row like the windows of other speech. The tuning and evaluation
 pools are never streamed, so the benchmark's operating point and figures stay honest.
 
+With ``--speech-commands DIR`` the other words of the model's **training speakers** (the
+``_unknown_`` clips of DIR's training split, re-made from the split the model records) are said
+alone and in the talk too: on unseen speakers most false accepts are other short words (digits
+above all) that sound like a command, and other-speech recordings hold few of them. The
+validation and test speakers' clips are never streamed.
+
 Runs without TensorFlow (the ``[bench]`` extra): the model is the deployed ``.tflite`` on the
 LiteRT interpreter, so the windows are where the device itself fires.
 """
@@ -34,12 +40,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.app.cli import input_file, refuse_files_in, user_names
-from edgesense.bench.streaming import HOP_MS, SEGMENT_S, other_speech_utterances, read_recordings, wav_recordings
+from edgesense.bench.accuracy import SplitSpec
+from edgesense.bench.streaming import (
+    HOP_MS,
+    SEGMENT_S,
+    clip_utterances,
+    other_speech_utterances,
+    read_recordings,
+    wav_recordings,
+)
 from edgesense.bench.streams import (
     MIN_STREAM_S,
     Stream,
     StreamOptions,
     StreamPosteriors,
+    Utterance,
     build_segments,
     build_stream,
     stream_posteriors,
@@ -49,10 +64,10 @@ from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import is_number, require
 from edgesense.train.pools import speech_negative_pools, split_recordings
-from edgesense.types import is_command_word
+from edgesense.types import UNKNOWN_LABEL, is_command_word
 
-__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "write_mined",
-           "add_arguments", "run"]
+__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "training_other_words",
+           "write_mined", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +139,8 @@ class MineReport:
     words_said: int
     candidates: int
     negatives: tuple[str, ...]
+    #: Sources of the training speakers' other words streamed (``--speech-commands``).
+    speaker_words: tuple[str, ...] = ()
     noise: tuple[str, ...]
     elapsed_s: float
 
@@ -135,7 +152,9 @@ class MineReport:
         hours = self.talk_s / 3600.0
         words = ", ".join(f"{word} {n}" for word, n in self.per_word.items()) or "none"
         return (f"mined {len(self.windows)} windows ({self.candidates} peaks at or above the threshold) from "
-                f"{hours:.2f} h of talk and {self.words_said} other words said alone, in {self.elapsed_s:.0f} s; "
+                f"{hours:.2f} h of talk and {self.words_said} other words said alone"
+                f"{f' (with the {len(self.speaker_words)} other words of training speakers)' if self.speaker_words else ''}, "
+                f"in {self.elapsed_s:.0f} s; "
                 f"by the word they scored as: {words}")
 
 
@@ -183,20 +202,39 @@ def _windows_of(stream_name: str, samples: np.ndarray, post: StreamPosteriors, *
     return out
 
 
-def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: Sequence[Path],
-         noise: Sequence[Path] = ()) -> MineReport:
-    """Stream the training pools of ``negatives`` (other speech) over those of ``noise`` through
-    ``model`` and keep the windows where it scores a command word (see the module docstring)."""
+def training_other_words(model: EdgeModel, speech_commands: Path, *, salt: str | None = None) -> list[Utterance]:
+    """The ``_unknown_`` clips of the training speakers of ``speech_commands``, split as the model
+    records (:class:`edgesense.bench.accuracy.SplitSpec`; ``salt`` overrides its salt), as utterances."""
+    from edgesense.train import data  # the dataset reader (numpy, OpenCV), only when asked for
+
+    split = SplitSpec.from_metadata(model.metadata, salt)
+    index = data.load_speech_commands(speech_commands,
+                                      words=tuple(w for w in model.command_labels if is_command_word(w)))
+    items = index.split(validation_percent=split.validation_percent, testing_percent=split.testing_percent,
+                        salt=split.speaker_salt)["training"]
+    items = [it for it in items if it.label == UNKNOWN_LABEL]
+    if not items:
+        return []
+    clips, report = data.load_clips(items, model.audio_frontend, what="training speakers' other words")
+    return clip_utterances(clips, [items[i] for i in report.kept], model.audio_frontend.sample_rate_hz)
+
+
+def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: Sequence[Path] = (),
+         noise: Sequence[Path] = (), other_words: Sequence[Utterance] = ()) -> MineReport:
+    """Stream the training pools of ``negatives`` (other speech) and ``other_words`` (e.g.
+    :func:`training_other_words`) over the training pool of ``noise`` through ``model`` and keep
+    the windows where it scores a command word (see the module docstring)."""
     started = time.perf_counter()
     sr = model.audio_frontend.sample_rate_hz
     clip_samples = model.audio_frontend.clip_samples
     speech_paths = speech_negative_pools(wav_recordings(negatives))["training"]
-    if not speech_paths:
+    if not speech_paths and not other_words:
         raise ValueError(f"negatives: other speech (.wav recordings) whose training pool is not empty, "
                          f"got none under {', '.join(str(p) for p in negatives) or 'no folder'}")
     noise_paths = split_recordings(wav_recordings(noise))["training"] if noise else []
     background = [x for _, x in read_recordings(noise_paths, sr)]
     words, sentences = other_speech_utterances(speech_paths, sr)
+    words += list(other_words)
     base = StreamOptions(sample_rate_hz=sr, seed=options.seed)
     streams: list[tuple[str, Stream]] = []
     if options.talk_minutes > 0:
@@ -226,6 +264,7 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
         found = found[:options.max_windows]
     return MineReport(windows=tuple(found), talk_s=talk_ms / _MS_PER_S, words_said=words_said,
                       candidates=candidates, negatives=tuple(str(p) for p in speech_paths),
+                      speaker_words=tuple(u.source for u in other_words),
                       noise=tuple(str(p) for p in noise_paths), elapsed_s=time.perf_counter() - started)
 
 
@@ -250,6 +289,7 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
         "windows": len(report.windows),
         "per_word": report.per_word,
         "negatives": list(report.negatives),
+        "speaker_words": list(report.speaker_words),
         "noise": list(report.noise),
         "files": [{"file": w.file_name, "word": w.word, "score": round(w.score, 4)} for w in report.windows],
     }
@@ -265,15 +305,20 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
 #: Option fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
          "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
-         "negatives": "--negatives"}
+         "negatives": "--negatives", "speech_commands": "--speech-commands"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = MineOptions()
     parser.add_argument("--model", required=True, type=Path, help="the deployed .tflite to mine with")
-    parser.add_argument("--negatives", type=Path, action="append", required=True,
+    parser.add_argument("--negatives", type=Path, action="append", default=[],
                         help="other speech, .wav file or folder (repeatable; e.g. ../shared/data/speech_negatives): "
                              "its training pool is streamed")
+    parser.add_argument("--speech-commands", type=Path, default=None,
+                        help="a Speech Commands folder: the _unknown_ words of the model's training speakers "
+                             "(its recorded split) are streamed too")
+    parser.add_argument("--salt", default=None,
+                        help="speaker-split salt of --speech-commands (default: the one the model records)")
     parser.add_argument("--noise", type=Path, action="append", default=[],
                         help="noise and music, .wav file or folder (repeatable): its training pool is the background")
     parser.add_argument("--out", required=True, type=Path, help="output folder (name it in data.hard_negatives)")
@@ -297,14 +342,22 @@ def run(args: argparse.Namespace) -> int:
                               min_gap_ms=args.min_gap_ms, max_windows=args.max_windows, threads=args.threads,
                               seed=args.seed)
         model_path = input_file("--model", args.model)
-        for flag, paths in (("--negatives", args.negatives), ("--noise", args.noise)):
+        if not args.negatives and args.speech_commands is None:
+            raise ValueError("--negatives: other speech to stream (or --speech-commands), got neither")
+        extra = [] if args.speech_commands is None else [args.speech_commands]
+        for flag, paths in (("--negatives", args.negatives), ("--noise", args.noise), ("--speech-commands", extra)):
             for p in paths:
                 if not p.exists():
                     raise ValueError(f"{flag} {p}: no such file or folder")
         out = Path(args.out)
         refuse_files_in("--out", out, force=args.force)  # before the streaming, not after it
         model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))
-        report = mine(model, options, negatives=args.negatives, noise=args.noise)
+        other_words = ([] if args.speech_commands is None
+                       else training_other_words(model, args.speech_commands, salt=args.salt))
+        if args.speech_commands is not None and not other_words:
+            raise ValueError(f"--speech-commands {args.speech_commands}: _unknown_ clips of training speakers, "
+                             f"found none")
+        report = mine(model, options, negatives=args.negatives, noise=args.noise, other_words=other_words)
     write_mined(out, report, model_path=model_path, options=options,
                 sample_rate_hz=model.audio_frontend.sample_rate_hz, force=args.force)
     print(report.summary())

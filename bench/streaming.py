@@ -94,8 +94,10 @@ class StreamingPlan:
 
 
 def clip_utterances(clips: np.ndarray, items: Sequence[Any], sample_rate_hz: int) -> list[Utterance]:
-    """One utterance per clip (``items``: their :class:`edgesense.train.data.AudioItem`), silence dropped."""
-    return [utterance(clip, item.label, item.path.name, sample_rate_hz, group=item.speaker)
+    """One utterance per clip (``items``: their :class:`edgesense.train.data.AudioItem`), silence
+    dropped; its source is ``FOLDER/FILE`` (clip names repeat across the word folders of a v2 layout)."""
+    return [utterance(clip, item.label, f"{item.path.parent.name}/{item.path.name}", sample_rate_hz,
+                      group=item.speaker)
             for clip, item in zip(clips, items) if item.label != SILENCE_LABEL]
 
 

@@ -6,13 +6,17 @@ import json
 
 import numpy as np
 import pytest
+from datagen import make_speech_commands
 
 from edgesense.app.cli import main
-from edgesense.bench.mining import MANIFEST_NAME, MineOptions, mine, peaks, write_mined
+from edgesense.bench.accuracy import SplitSpec
+from edgesense.bench.mining import MANIFEST_NAME, MineOptions, mine, peaks, training_other_words, write_mined
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.frontend.wav import read_wav, write_wav
 from edgesense.runtime.model import EdgeModel
+from edgesense.train.data import load_speech_commands
 from edgesense.train.pools import speech_negative_pools
+from edgesense.types import DEFAULT_COMMAND_WORDS
 
 SR = 16000
 LABELS = ("_silence_", "_unknown_", "yes", "no")
@@ -122,6 +126,37 @@ def test_mine_command_writes_its_folder_once_and_refuses_bad_input_in_one_line(t
     for bad, flag in (([*args[:4], str(tmp_path / "nowhere"), *args[5:]], "--negatives"),
                       ([*args, "--threshold", "1.5", "--force"], "--threshold"),
                       ([*args, "--noise", str(tmp_path / "nowhere"), "--force"], "--noise")):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
+
+
+def test_mine_streams_the_training_speakers_other_words_and_no_held_out_speaker(tmp_path, tiny_model_path, capsys):
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS, speakers=12, per_speaker=1, unknown_words=("bed", "cat"))
+    model = EdgeModel.load(tiny_model_path)
+    split = SplitSpec.from_metadata(model.metadata, None)
+    splits = load_speech_commands(speech).split(validation_percent=split.validation_percent,
+                                                testing_percent=split.testing_percent, salt=split.speaker_salt)
+    expected = sorted(f"{it.path.parent.name}/{it.path.name}" for it in splits["training"] if it.label == "_unknown_")
+    held_out = {it.speaker for name in ("validation", "testing") for it in splits[name]}
+    assert expected and held_out  # twelve speakers: some on each side
+    words = training_other_words(model, speech)
+    assert sorted(u.source for u in words) == expected
+    assert all(u.label == "_unknown_" and u.group not in held_out for u in words)
+
+    report = mine(model, MineOptions(talk_minutes=0, word_passes=1, threshold=THRESHOLD), other_words=words)
+    assert sorted(report.speaker_words) == expected and report.words_said == len(expected)
+    assert report.negatives == () and report.talk_s == 0
+
+    out = tmp_path / "mined"
+    args = ["mine", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out),
+            "--talk-minutes", "0", "--word-passes", "1", "--threshold", str(THRESHOLD)]
+    assert main(args) == 0
+    assert f"with the {len(expected)} other words of training speakers" in capsys.readouterr().out
+    assert sorted(json.loads((out / MANIFEST_NAME).read_text())["speaker_words"]) == expected
+    no_other_words = make_speech_commands(tmp_path / "commands_only", words=DEFAULT_COMMAND_WORDS, speakers=12, per_speaker=1, unknown_words=())
+    for bad, flag in ((["mine", "--model", str(tiny_model_path), "--out", str(tmp_path / "m2")], "--negatives"),
+                      ([*args[:4], str(no_other_words), *args[5:], "--force"], "--speech-commands")):
         assert main(bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
