@@ -83,6 +83,7 @@ from edgesense.bench.report import (
     render_markdown,
 )
 from edgesense.bench.scenes_av import evaluate_av, evaluate_scenes_av, load_scene_ambience
+from edgesense.bench.scoring import SweepOptions
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, run_streaming
 from edgesense.bench.streams import Utterance
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -311,6 +312,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="command-free talk per split for false accepts/hour (default 120; 4 with --quick)")
     parser.add_argument("--class-thresholds", action="store_true",
                         help="recommend per-word thresholds calibrated on the tuning streams (else one threshold)")
+    parser.add_argument("--max-false-accepts-per-hour", type=float, default=None, metavar="N",
+                        help="choose the operating point within N false accepts per hour of the tuning talk "
+                             f"(default {SweepOptions.max_false_accepts_per_hour:g}: the target)")
+    parser.add_argument("--max-false-accepts-per-100-words", type=float, default=None, metavar="N",
+                        help="... and N per 100 other words said alone "
+                             f"(default {SweepOptions.max_false_accepts_per_100_words:g})")
     parser.add_argument("--write-config", type=Path, action="append", default=[],
                         help="write the recommended recognizer settings into this firmware YAML's commands: "
                              "(in place; repeatable)")
@@ -326,7 +333,9 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "av": "--av", "scene_ambient": "--scene-ambient", "noise": "--noise", "negatives": "--negatives",
          "threads": "--threads", "split": "--split",
          "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
-         "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config"}
+         "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config",
+         "max_false_accepts_per_hour": "--max-false-accepts-per-hour",
+         "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -344,7 +353,8 @@ def run(args: argparse.Namespace) -> int:
             fusion_study=args.fusion_study, streaming=not args.no_streaming,
             stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
             talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
-            class_thresholds=args.class_thresholds, write_config=tuple(args.write_config),
+            class_thresholds=args.class_thresholds, max_false_accepts_per_hour=args.max_false_accepts_per_hour,
+            max_false_accepts_per_100_words=args.max_false_accepts_per_100_words, write_config=tuple(args.write_config),
             firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed)
     with user_names(FLAGS):
         report = run_bench(options)

@@ -83,9 +83,11 @@ class StreamingPlan:
         quick = options.quick
         commands = options.stream_s or (120.0 if quick else 1800.0)
         talk = options.talk_s or (240.0 if quick else 7200.0)
+        budget = {name: value for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words")
+                  if (value := getattr(options, name)) is not None}
         sweep_options = SweepOptions(average_windows_ms=(500.0, 1000.0), thresholds=(0.5, 0.7, 0.9),
-                                     release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,)) \
-            if quick else SweepOptions()
+                                     release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,),
+                                     **budget) if quick else SweepOptions(**budget)
         return cls(commands_s={"tuning": max(60.0, commands / 2), "evaluation": commands},
                    talk_s={"tuning": talk, "evaluation": talk}, word_passes=1 if quick else 2, sweep=sweep_options)
 

@@ -190,6 +190,28 @@ def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
     with pytest.raises(ValueError, match="speech_commands"):
         BenchOptions(model_path=tiny_model_path)
     assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(tmp_path / "missing")]) == 2
+    with pytest.raises(ValueError, match="max_false_accepts_per_hour"):
+        BenchOptions(model_path=tiny_model_path, scenes=tmp_path, max_false_accepts_per_hour=-1.0)
+
+
+def test_a_tighter_false_accept_budget_reaches_the_sweep_and_the_rest_keeps_its_default(tiny_model_path, tmp_path,
+                                                                                         capsys):
+    from edgesense.bench.scoring import SweepOptions
+    from edgesense.bench.streaming import StreamingPlan
+
+    for quick in (False, True):
+        plan = StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path, quick=quick,
+                                                      max_false_accepts_per_hour=0.5))
+        assert plan.sweep.max_false_accepts_per_hour == 0.5
+        assert plan.sweep.max_false_accepts_per_100_words == SweepOptions.max_false_accepts_per_100_words
+    plan = StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path,
+                                                  max_false_accepts_per_100_words=0.0))
+    assert (plan.sweep.max_false_accepts_per_hour, plan.sweep.max_false_accepts_per_100_words) == (
+        SweepOptions.max_false_accepts_per_hour, 0.0)
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(tmp_path),
+                     "--max-false-accepts-per-100-words", "-2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesense: error: --max-false-accepts-per-100-words"), err
 
 
 def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_path, tmp_path):
