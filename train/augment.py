@@ -241,14 +241,20 @@ def change_speed(clips: np.ndarray, rng: np.random.Generator, *, speed_range: tu
     batch, n = x.shape
     factor = rng.uniform(speed_range[0], speed_range[1], size=batch)
     factor[~_apply_mask(rng, batch, probability)] = 1.0
+    out = x.copy()
+    rows = np.flatnonzero(factor != 1.0)  # only the rows that change are resampled
+    if not rows.size:
+        return out
+    src = x[rows]
     centre = (n - 1) / 2.0
-    source = centre + (np.arange(n)[None, :] - centre) * factor[:, None]
+    source = centre + (np.arange(n)[None, :] - centre) * factor[rows, None]
     left = np.floor(source).astype(np.int64)
     frac = (source - left).astype(x.dtype)
     valid = (source >= 0) & (source <= n - 1)
-    lo = np.take_along_axis(x, np.clip(left, 0, n - 1), axis=1)
-    hi = np.take_along_axis(x, np.clip(left + 1, 0, n - 1), axis=1)
-    return np.where(valid, lo + frac * (hi - lo), 0).astype(x.dtype)
+    lo = np.take_along_axis(src, np.clip(left, 0, n - 1), axis=1)
+    hi = np.take_along_axis(src, np.clip(left + 1, 0, n - 1), axis=1)
+    out[rows] = np.where(valid, lo + frac * (hi - lo), 0)
+    return out
 
 
 def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: int = 16000,
@@ -267,13 +273,16 @@ def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: i
     taps = int(np.ceil(rt60_ms_range[1] / 1000.0 * sample_rate_hz))
     t = np.arange(taps) / sample_rate_hz
     decay = np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[:, None])
-    rir = rng.standard_normal((batch, taps)) * decay * _REVERB_TAIL_GAIN
+    rir = rng.standard_normal((batch, taps)) * decay * _REVERB_TAIL_GAIN  # drawn for every row: same stream
     rir[:, 0] = 1.0
     size = 1 << int(np.ceil(np.log2(n + taps)))
-    wet = np.fft.irfft(np.fft.rfft(x, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
-    dry_rms, wet_rms = np.sqrt(_power(x)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
+    dry, rir = x[apply], rir[apply]  # only the rows that get a room are convolved
+    wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
+    dry_rms, wet_rms = np.sqrt(_power(dry)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
     wet *= (dry_rms / wet_rms)[:, None]
-    return np.where(apply[:, None], np.clip(wet, -1.0, 1.0), x).astype(x.dtype)
+    out = x.copy()
+    out[apply] = np.clip(wet, -1.0, 1.0)
+    return out
 
 
 def _band_mask(rng: np.random.Generator, batch: int, length: int, count: int, max_width: int) -> np.ndarray:

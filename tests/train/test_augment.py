@@ -153,6 +153,19 @@ def test_add_reverb_adds_a_decaying_tail_at_the_same_level() -> None:
     np.testing.assert_array_equal(add_reverb(click, rng, probability=0.0), click)
 
 
+@pytest.mark.parametrize("augment", [add_reverb, change_speed])
+def test_a_row_left_alone_is_untouched_and_a_changed_row_does_not_depend_on_the_others(augment) -> None:
+    """Only the drawn rows are computed: with half of them drawn, those are what every row drawn
+    gives (the same random draws), the rest are the input as it was."""
+    x = np.random.default_rng(3).normal(scale=0.1, size=(16, N)).astype(np.float32)
+    every = augment(x, np.random.default_rng(7), probability=1.0)
+    half = augment(x, np.random.default_rng(7), probability=0.5)
+    changed = np.any(half != x, axis=1)
+    assert 0 < changed.sum() < len(x) and half.dtype == x.dtype
+    np.testing.assert_array_equal(half[changed], every[changed])
+    np.testing.assert_array_equal(half[~changed], x[~changed])
+
+
 def test_augment_features_keeps_the_shape() -> None:
     options = AudioAugmentOptions(speed_probability=0.5, reverb_probability=0.5)
     feats = np.zeros((4, 49, 40), dtype=np.float32)
