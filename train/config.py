@@ -7,7 +7,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
@@ -23,6 +23,9 @@ from edgesense.types import DEFAULT_COMMAND_WORDS
 Strategy = Literal["default", "mirrored", "multi_worker"]
 FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
 CheckpointMetric = Literal["score", "command", "scene"]
+#: The fused model's three parts, each a sub-model of that name (``train/model.py``).
+ModelPart = Literal["audio_encoder", "image_encoder", "fusion_head"]
+MODEL_PARTS: tuple[str, ...] = get_args(ModelPart)
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
 
 
@@ -146,6 +149,10 @@ class TrainOptions:
     #: accuracies), or one head's accuracy (e.g. ``scene`` for a run whose image encoder
     #: ``edgesense adapt --image-encoder`` takes).
     checkpoint_metric: CheckpointMetric = "score"
+    #: Parts that keep the weights ``--init-from`` gave them while the rest trains (batch-norm
+    #: statistics included), e.g. ``[image_encoder]``: fine-tune the commands and leave the
+    #: camera path as it was. Needs ``--init-from``.
+    frozen_parts: tuple[ModelPart, ...] = ()
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
@@ -167,6 +174,9 @@ class TrainOptions:
                 self.scene_distill_weight)
         require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
         require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
+        require(isinstance(self.frozen_parts, tuple) and set(self.frozen_parts) <= set(MODEL_PARTS)
+                and len(set(self.frozen_parts)) == len(self.frozen_parts) < len(MODEL_PARTS), "frozen_parts",
+                f"some of {', '.join(MODEL_PARTS)}, each once, not all", self.frozen_parts)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ from keras import layers, ops
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
-from edgesense.train.config import FUSION_STRATEGIES, ModelOptions  # noqa: F401  (validated there, without Keras)
+from edgesense.train.config import FUSION_STRATEGIES, MODEL_PARTS, ModelOptions  # noqa: F401  (validated there, without Keras)
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def count_macs(model: keras.Model) -> int:
 
 def describe(model: keras.Model) -> dict[str, dict[str, int]]:
     """Params and MACs per part and in total."""
-    parts = {name: model.get_layer(name) for name in ("audio_encoder", "image_encoder", "fusion_head")}
+    parts = {name: model.get_layer(name) for name in MODEL_PARTS}
     params = {name: count_params(part) for name, part in parts.items()}
     macs = {name: count_macs(part) for name, part in parts.items()}
     params["total"] = sum(params.values())

@@ -689,6 +689,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     check_out_dir(out_dir, replace, flag="out_dir", force_flag="replace=True")
     if init_from is not None:
         check_init_from(Path(init_from), out_dir, flag="init_from", out_flag="out_dir")
+    elif config.train.frozen_parts:
+        raise ValueError(f"train.frozen_parts: {', '.join(config.train.frozen_parts)} would keep random weights; "
+                         f"expected --init-from a run to freeze them at")
     if config.audio_teacher.enabled:  # a missing [teacher] extra is one line, before minutes of loading
         from edgesense.train.teachers.speech_embedding import model_files
 
@@ -746,6 +749,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                    image_frontend=config.image_frontend)
         if init_from is not None:
             _load_initial_weights(model, init_from, scene_labels)
+        for part in config.train.frozen_parts:
+            model.get_layer(part).trainable = False  # its batch norms then run on their stored statistics
         steps = steps_per_epoch(ds, config)
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=config.train.learning_rate, decay_steps=steps * config.train.epochs,

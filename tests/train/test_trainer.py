@@ -70,6 +70,33 @@ def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path, ti
         train(load_train_config(path), tmp_path / "none", verbose=0, init_from=tmp_path / "nowhere")
 
 
+@pytest.mark.slow
+def test_a_frozen_part_keeps_the_weights_it_started_from_while_the_rest_trains(tmp_path, tiny_data):
+    import keras
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=3)
+    train(load_train_config(path), tmp_path / "first", verbose=0)
+    frozen = load_train_config(path, ["train.frozen_parts=[image_encoder]", "train.learning_rate=0.01"])
+    train(frozen, tmp_path / "tuned", verbose=0, init_from=tmp_path / "first")
+
+    def weights(run, part):
+        return keras.models.load_model(tmp_path / run / "model.keras", compile=False).get_layer(part).get_weights()
+
+    before, after = weights("first", "image_encoder"), weights("tuned", "image_encoder")
+    assert len(before) == len(after) > 0  # batch-norm statistics included
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(weights("first", "audio_encoder"),
+                                                         weights("tuned", "audio_encoder")))
+    with pytest.raises(ValueError, match=r"train.frozen_parts: image_encoder would keep random weights"):
+        train(frozen, tmp_path / "from_nothing", verbose=0)
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "bad", "--init-from",
+                               tmp_path / "first", "--set", "train.frozen_parts=[camera]"))
+    assert line.startswith(ERROR_PREFIX) and "train.frozen_parts[0]" in line and "'camera'" in line, line
+    assert "image_encoder" in line and not (tmp_path / "bad").exists()
+
+
 def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path, tiny_data):
     speech, scenes = tiny_data
     synthetic = make_speech_commands(tmp_path / "synth", speakers=10, per_speaker=2, seed=3)
