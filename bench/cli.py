@@ -354,7 +354,8 @@ def run(args: argparse.Namespace) -> int:
             stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
             talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
             class_thresholds=args.class_thresholds, max_false_accepts_per_hour=args.max_false_accepts_per_hour,
-            max_false_accepts_per_100_words=args.max_false_accepts_per_100_words, write_config=tuple(args.write_config),
+            max_false_accepts_per_100_words=args.max_false_accepts_per_100_words,
+            write_config=tuple(args.write_config),
             firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed)
     with user_names(FLAGS):
         report = run_bench(options)

@@ -139,10 +139,10 @@ class MineReport:
     words_said: int
     candidates: int
     negatives: tuple[str, ...]
-    #: Sources of the training speakers' other words streamed (``--speech-commands``).
-    speaker_words: tuple[str, ...] = ()
     noise: tuple[str, ...]
     elapsed_s: float
+    #: Sources of the training speakers' other words streamed (``--speech-commands``).
+    speaker_words: tuple[str, ...] = ()
 
     @property
     def per_word(self) -> dict[str, int]:
@@ -151,11 +151,11 @@ class MineReport:
     def summary(self) -> str:
         hours = self.talk_s / 3600.0
         words = ", ".join(f"{word} {n}" for word, n in self.per_word.items()) or "none"
+        speakers = (f" (with the {len(self.speaker_words)} other words of training speakers)" if self.speaker_words
+                    else "")
         return (f"mined {len(self.windows)} windows ({self.candidates} peaks at or above the threshold) from "
-                f"{hours:.2f} h of talk and {self.words_said} other words said alone"
-                f"{f' (with the {len(self.speaker_words)} other words of training speakers)' if self.speaker_words else ''}, "
-                f"in {self.elapsed_s:.0f} s; "
-                f"by the word they scored as: {words}")
+                f"{hours:.2f} h of talk and {self.words_said} other words said alone{speakers}, "
+                f"in {self.elapsed_s:.0f} s; by the word they scored as: {words}")
 
 
 def peaks(posteriors: np.ndarray, times_ms: np.ndarray, columns: Sequence[int], *, threshold: float,

@@ -16,7 +16,11 @@ from keras import layers, ops
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
-from edgesense.train.config import FUSION_STRATEGIES, MODEL_PARTS, ModelOptions  # noqa: F401  (validated there, without Keras)
+from edgesense.train.config import (
+    FUSION_STRATEGIES,  # noqa: F401  (validated there, without Keras)
+    MODEL_PARTS,
+    ModelOptions,
+)
 
 log = logging.getLogger(__name__)
 

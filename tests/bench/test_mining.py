@@ -132,7 +132,8 @@ def test_mine_command_writes_its_folder_once_and_refuses_bad_input_in_one_line(t
 
 
 def test_mine_streams_the_training_speakers_other_words_and_no_held_out_speaker(tmp_path, tiny_model_path, capsys):
-    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS, speakers=12, per_speaker=1, unknown_words=("bed", "cat"))
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS, speakers=12, per_speaker=1,
+                                  unknown_words=("bed", "cat"))
     model = EdgeModel.load(tiny_model_path)
     split = SplitSpec.from_metadata(model.metadata, None)
     splits = load_speech_commands(speech).split(validation_percent=split.validation_percent,
@@ -154,7 +155,8 @@ def test_mine_streams_the_training_speakers_other_words_and_no_held_out_speaker(
     assert main(args) == 0
     assert f"with the {len(expected)} other words of training speakers" in capsys.readouterr().out
     assert sorted(json.loads((out / MANIFEST_NAME).read_text())["speaker_words"]) == expected
-    no_other_words = make_speech_commands(tmp_path / "commands_only", words=DEFAULT_COMMAND_WORDS, speakers=12, per_speaker=1, unknown_words=())
+    no_other_words = make_speech_commands(tmp_path / "commands_only", words=DEFAULT_COMMAND_WORDS, speakers=12,
+                                          per_speaker=1, unknown_words=())
     for bad, flag in ((["mine", "--model", str(tiny_model_path), "--out", str(tmp_path / "m2")], "--negatives"),
                       ([*args[:4], str(no_other_words), *args[5:], "--force"], "--speech-commands")):
         assert main(bad) == 2
