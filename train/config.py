@@ -26,6 +26,7 @@ CheckpointMetric = Literal["score", "command", "scene"]
 #: The fused model's three parts, each a sub-model of that name (``train/model.py``).
 ModelPart = Literal["audio_encoder", "image_encoder", "fusion_head"]
 MODEL_PARTS: tuple[str, ...] = get_args(ModelPart)
+AUDIO_ENCODER, IMAGE_ENCODER, FUSION_HEAD = MODEL_PARTS
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
 
 

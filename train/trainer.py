@@ -18,7 +18,7 @@ from edgesense.train import data as datasets
 from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
                                   prepare_rirs, speech_windows)
 from edgesense.train.cache import ArrayCache, content_key
-from edgesense.train.config import TrainConfig
+from edgesense.train.config import FUSION_HEAD, TrainConfig
 from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy
 from edgesense.train.model import (
     INPUT_AUDIO,
@@ -561,15 +561,21 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _load_initial_weights(model: keras.Model, run_dir: str | Path, scene_labels: tuple[str, ...]) -> None:
+def _load_initial_weights(model: keras.Model, run_dir: str | Path, scene_labels: tuple[str, ...],
+                          frozen_parts: tuple[str, ...] = ()) -> None:
     """The weights of run ``run_dir``. When its scene classes differ from ``scene_labels`` (a user's
-    own places, ``data.av``), the layers whose shapes changed (the scene output) start afresh."""
+    own places, ``data.av``), the layers whose shapes changed (the scene output) start afresh, so
+    the fusion head cannot be among ``frozen_parts`` then."""
     path = Path(run_dir) / MODEL_FILE
     try:
         earlier = tuple(json.loads((Path(run_dir) / "run.json").read_text())["labels"]["scene"])
     except (OSError, ValueError, KeyError, TypeError):
         earlier = None
     new_classes = earlier is not None and earlier != tuple(scene_labels)
+    if new_classes and FUSION_HEAD in frozen_parts:
+        raise ValueError(f"train.frozen_parts: {FUSION_HEAD} cannot stay as {run_dir} left it: its scene classes "
+                         f"change ({', '.join(earlier)} -> {', '.join(scene_labels)}), so its scene output starts "
+                         f"afresh")
     if new_classes:
         log.info("init_from %s: scene classes %s -> %s; the scene output layer starts afresh", run_dir,
                  list(earlier), list(scene_labels))
@@ -748,7 +754,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                    options=config.model, audio_frontend=config.audio_frontend,
                                    image_frontend=config.image_frontend)
         if init_from is not None:
-            _load_initial_weights(model, init_from, scene_labels)
+            _load_initial_weights(model, init_from, scene_labels, config.train.frozen_parts)
         for part in config.train.frozen_parts:
             model.get_layer(part).trainable = False  # its batch norms then run on their stored statistics
         steps = steps_per_epoch(ds, config)

@@ -424,6 +424,13 @@ def test_own_places_join_the_scene_classes_and_fine_tune_the_run(tmp_path, tiny_
     assert run["labels"]["scene"] == ["beach", "forest", "kitchen", "street"]
     assert run["data"]["place_sound_seconds"]["kitchen"] > 0 and run["data"]["place_sound_seconds"]["beach"] == 0
     assert run["data"]["image_train"]["kitchen"] > 0
+    # New scene classes give the fusion head a new scene output: it cannot stay frozen.
+    proc = edgesense("train", "--config", path, "--av", mine, "--init-from", tmp_path / "first",
+                     "--out", tmp_path / "frozen", "--set", "train.frozen_parts=[fusion_head]", timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1 and errors[0].startswith(f"{ERROR_PREFIX} train.frozen_parts: fusion_head"), errors
+    assert "kitchen" in errors[0] and not (tmp_path / "frozen").exists()
 
 
 def test_av_flag_names_a_missing_folder(tmp_path, tiny_data):
