@@ -30,6 +30,10 @@ class BenchOptions:
     scene_ambient: Path | None = None
     ambience_dbfs_range: tuple[float, float] = AMBIENCE_DBFS_RANGE
     noise: tuple[Path, ...] = ()
+    #: Noise and music for the tuning streams only, every recording of them (None of it may have fed
+    #: training: a model trained on stream-like mixtures of its own noise is flattered by it).
+    #: Empty: the training pool of ``noise``.
+    tuning_noise: tuple[Path, ...] = ()
     negatives: tuple[Path, ...] = ()
     threads: int = 1
     quick: bool = False
@@ -83,7 +87,7 @@ class BenchOptions:
         for name in ("speech_commands", "scenes", "av", "scene_ambient"):
             path = getattr(self, name)
             require(path is None or Path(path).is_dir(), name, "an existing folder", str(path))
-        for name in ("noise", "negatives"):
+        for name in ("noise", "tuning_noise", "negatives"):
             missing = [str(p) for p in getattr(self, name) if not Path(p).exists()]
             require(not missing, name, "existing files or folders", missing)
 

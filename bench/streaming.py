@@ -63,6 +63,8 @@ RECORDING_SUFFIX = ".wav"
 #: The tuning streams' other speech for a model that never learned any: the training and tuning
 #: pools together (more talk, so one recording that fires weighs less in the false-accept rate).
 TALK_NOT_LEARNED = "training+tuning"
+#: The tuning streams' noise pool when ``--tuning-noise`` names one (every recording of it).
+TUNING_NOISE = "tuning-noise"
 #: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
 #: then), replayed with today's rule, for comparison.
 PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
@@ -216,7 +218,11 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     # (noise pool, other-speech pool) of each split: the tuning split's talk is talk the model never learned.
     tuning_talk = "tuning" if learned_other_speech(model) else TALK_NOT_LEARNED
     speech_pools[TALK_NOT_LEARNED] = sorted(speech_pools["training"] + speech_pools["tuning"])
-    pools_of_split = {"tuning": ("training", tuning_talk), "evaluation": ("evaluation", "evaluation")}
+    tuning_noise = "training"
+    if options.tuning_noise:  # noise no training used, all of it
+        tuning_noise = TUNING_NOISE
+        noise_pools[TUNING_NOISE] = wav_recordings(options.tuning_noise)
+    pools_of_split = {"tuning": (tuning_noise, tuning_talk), "evaluation": ("evaluation", "evaluation")}
     cache = PosteriorCache(options.out_dir / "cache")
     out: dict[str, Any] = {"hop_ms": HOP_MS, "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],

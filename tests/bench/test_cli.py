@@ -214,6 +214,28 @@ def test_a_tighter_false_accept_budget_reaches_the_sweep_and_the_rest_keeps_its_
     assert len(err) == 1 and err[0].startswith("edgesense: error: --max-false-accepts-per-100-words"), err
 
 
+def test_tuning_noise_is_the_tuning_streams_background_and_the_evaluation_keeps_its_pool(tiny_model_path, tmp_path,
+                                                                                         capsys):
+    speech = _speech_folder(tmp_path / "sc", per_class=3)
+    unheard = tmp_path / "unheard"
+    unheard.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("wind.wav", "waves.wav"):
+        write_wav(unheard / name, (0.05 * rng.normal(size=16000 * 5)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    args = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out), "--quick",
+            "--no-streaming", "--references", str(tmp_path / "no_refs")]
+    assert cli.main([*args[:-3], "--tuning-noise", str(unheard), *args[-2:]]) == 0
+    pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
+    assert pools["tuning"]["pool"] == "tuning-noise"
+    assert sorted(pools["tuning"]["noise"]) == sorted(str(unheard / n) for n in ("waves.wav", "wind.wav"))
+    assert pools["evaluation"]["pool"] == "evaluation" and not set(pools["evaluation"]["noise"]) & set(
+        pools["tuning"]["noise"])
+    assert cli.main([*args, "--tuning-noise", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesense: error: --tuning-noise"), err
+
+
 def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_path, tmp_path):
     """--train-references --quick builds both references on the bench's data and reports them next to ours."""
     # 16 speakers: with salt "edgesense" one of them lands in validation (the references need one).
