@@ -46,6 +46,12 @@ class SplitSpec:
         spec = cls(**{k: v for k, v in recorded.items() if k in known})
         return dataclasses.replace(spec, speaker_salt=salt) if salt else spec
 
+    def split_clips(self, index: Any) -> dict[str, list[Any]]:
+        """``index``'s clips (a :class:`edgesense.train.data.SpeechCommandsIndex`) split by speaker
+        as training split them."""
+        return index.split(validation_percent=self.validation_percent, testing_percent=self.testing_percent,
+                           salt=self.speaker_salt)
+
 
 def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class accuracy (recall) and counts, and the confusion matrix (rows: true)."""
@@ -128,8 +134,7 @@ def select_command_items(options: BenchOptions, words: Sequence[str] | None = No
     index = (data.load_speech_commands(options.speech_commands) if words is None
              else data.load_speech_commands(options.speech_commands, words=tuple(words)))
     if options.split == "testing":
-        splits = index.split(validation_percent=split.validation_percent, testing_percent=split.testing_percent,
-                             salt=split.speaker_salt)
+        splits = split.split_clips(index)
         how = ("testing split (list files)" if index.has_list_files else
                f"testing split: speakers hashed with salt {split.speaker_salt!r}, validation "
                f"{split.validation_percent:g} %, testing {split.testing_percent:g} %")

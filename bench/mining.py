@@ -207,12 +207,10 @@ def training_other_words(model: EdgeModel, speech_commands: Path, *, salt: str |
     records (:class:`edgesense.bench.accuracy.SplitSpec`; ``salt`` overrides its salt), as utterances."""
     from edgesense.train import data  # the dataset reader (numpy, OpenCV), only when asked for
 
-    split = SplitSpec.from_metadata(model.metadata, salt)
     index = data.load_speech_commands(speech_commands,
                                       words=tuple(w for w in model.command_labels if is_command_word(w)))
-    items = index.split(validation_percent=split.validation_percent, testing_percent=split.testing_percent,
-                        salt=split.speaker_salt)["training"]
-    items = [it for it in items if it.label == UNKNOWN_LABEL]
+    training = SplitSpec.from_metadata(model.metadata, salt).split_clips(index)["training"]
+    items = [it for it in training if it.label == UNKNOWN_LABEL]
     if not items:
         return []
     clips, report = data.load_clips(items, model.audio_frontend, what="training speakers' other words")
