@@ -202,8 +202,6 @@ class TrainConfig:
                 "0 unless audio_teacher.enabled is true", self.train.distill_weight)
         require(self.train.scene_distill_weight == 0.0 or self.vision_teacher.enabled, "train.scene_distill_weight",
                 "0 unless vision_teacher.enabled is true", self.train.scene_distill_weight)
-        require(not self.audio_teacher.enabled or self.bank.variants >= 1, "bank.variants",
-                ">= 1 when audio_teacher.enabled (the teacher learns from the bank)", self.bank.variants)
         require(self.train.other_speech_share == 0.0 or bool(self.data.speech_negatives or self.data.hard_negatives),
                 "train.other_speech_share", "0 unless data.speech_negatives or data.hard_negatives names other speech",
                 self.train.other_speech_share)

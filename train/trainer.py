@@ -33,6 +33,7 @@ from edgesense.train.model import (
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
+from edgesense.schema.validate import require
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class AudioSet:
     clips: np.ndarray  # float32 (N, clip_samples)
     labels: np.ndarray  # int32 (N,)
     synthetic: np.ndarray | None = None  # bool (N,): synthesized speech rather than a recording
+    speakers: np.ndarray | None = None  # str (N,): each clip's speaker (the split's grouping key)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ def _audio_set(items, labels, config: TrainConfig, what: str, reports: dict, syn
     reports[what] = report.summary()
     y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
     is_synthetic = np.array([items[i] in synthetic for i in report.kept], dtype=bool)
-    return AudioSet(clips.astype(np.float32), y, is_synthetic)
+    speakers = np.array([items[i].speaker for i in report.kept], dtype=str)
+    return AudioSet(clips.astype(np.float32), y, is_synthetic, speakers)
 
 
 def _cap(items, max_per_class: int | None, rng: np.random.Generator):
@@ -282,13 +285,18 @@ class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
     unpaired), with modality dropout, augmentation and per-head sample weights. With
     ``packed_targets`` both heads' targets are packed for :class:`DistillationLoss`; with ``scene_soft_targets`` (the vision teacher's,
-    one row per training photo) a seen photo's row learns from them too."""
+    one row per training photo) a seen photo's row learns from them too, and with
+    ``clip_soft_targets`` (the audio teacher's, one row per training clip) so does a command row
+    that still holds its clip's word (not talk, background or a cut-off part of a word)."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
-                 packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None):
+                 packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None,
+                 clip_soft_targets: np.ndarray | None = None):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.packed_targets = packed_targets  # targets for DistillationLoss rather than one-hot
-        self.scene_soft = scene_soft_targets
+        require(clip_soft_targets is None or packed_targets, "clip_soft_targets", "packed_targets=True",
+                packed_targets)
+        self.scene_soft, self.clip_soft = scene_soft_targets, clip_soft_targets
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
         self.epoch = 0
@@ -407,7 +415,8 @@ class FusionBatches(keras.utils.PyDataset):
             clips = mix_under(clips, rows, rng, self.config.scene_audio)
             labels, weight, related = rows["labels"], rows["command_weight"], rows["only"] | rows["under"]
         feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
-        return feats, labels, self.command_target(labels, idx), weight, related
+        holds_clip = from_clip & ~partial & (labels == self.ds.audio_train.labels[idx])
+        return feats, labels, self.command_target(labels, idx, holds_clip), weight, related
 
     def with_other_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray]:
@@ -438,10 +447,16 @@ class FusionBatches(keras.utils.PyDataset):
                                                  dbfs_range=options.silence_dbfs_range)
         return clips, replaced
 
-    def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        if self.packed_targets:
+    def command_target(self, labels: np.ndarray, clips: np.ndarray | None,
+                       holds_clip: np.ndarray | None = None) -> np.ndarray:
+        """One-hot targets, or packed ones; the teacher's soft targets of training clips ``clips``
+        count (at ``train.distill_weight``) on the rows ``holds_clip``."""
+        if not self.packed_targets:
+            return keras.utils.to_categorical(labels, self.n_cmd).astype(np.float32)
+        if self.clip_soft is None or clips is None:
             return pack_targets(labels, self.n_cmd)
-        return keras.utils.to_categorical(labels, self.n_cmd).astype(np.float32)
+        weight = np.where(holds_clip, self.config.train.distill_weight, 0.0)
+        return pack_targets(labels, self.n_cmd, self.clip_soft[clips], weight)
 
     def draw_audio_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """Indices of ``count`` training clips: a uniformly drawn class, then a clip of it."""
@@ -638,6 +653,38 @@ class AudioTeacher:
 
         return teacher_logits(self.head, embeddings)
 
+    def clip_logits(self, ds: Dataset) -> np.ndarray:
+        """The teacher's logits for each training clip, the per-step pipeline's soft targets.
+
+        With ``audio_teacher.cross_fit_folds`` k > 1 the training speakers fall into k folds and
+        each clip's logits come from a head trained on the other folds: a head scores the clips
+        it trained on near one-hot, which would teach the student little beyond the label."""
+        from edgesense.train.teachers import teacher_logits
+        from edgesense.train.teachers.audio import fit_audio_head
+
+        folds = self.config.audio_teacher.cross_fit_folds
+        x, y = self.embed(ds.audio_train.clips), ds.audio_train.labels
+        if folds == 1:
+            return self.logits(x)
+        speakers = ds.audio_train.speakers
+        names = np.unique(speakers)
+        if names.size < folds:
+            raise ValueError(f"audio_teacher.cross_fit_folds: expected at most the {names.size} training speakers, "
+                             f"got {folds}")
+        order = np.random.default_rng(self.config.seed).permutation(names.size)
+        fold_of = dict(zip(names[order], np.arange(names.size) % folds))
+        fold = np.array([fold_of[s] for s in speakers])
+        out = np.zeros((y.size, len(ds.command_labels)), np.float32)
+        val = (self.embed(ds.audio_val.clips), ds.audio_val.labels)
+        for k in range(folds):
+            held = fold == k
+            head = fit_audio_head(x[~held], y[~held], len(ds.command_labels), self.config.audio_teacher,
+                                  seed=self.config.seed + k, validation=val)
+            out[held] = teacher_logits(head, x[held])
+        log.info("audio teacher, %d speaker folds: out-of-fold accuracy on the training clips %.4f", folds,
+                 float(np.mean(out.argmax(-1) == y)))
+        return out
+
     def accuracy(self, clips: np.ndarray, labels: np.ndarray) -> float:
         if not labels.size:
             return float("nan")
@@ -733,7 +780,9 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     soft_targets = None
     if teacher is not None:
         teacher_metrics = teacher.fit(ds, bank)
-        soft_targets = soften(teacher.logits(bank.embeddings.astype(np.float32)), config.train.distill_temperature)
+        logits = (teacher.logits(bank.embeddings.astype(np.float32)) if bank is not None
+                  else teacher.clip_logits(ds))  # per step: each drawn clip's targets
+        soft_targets = soften(logits, config.train.distill_temperature)
     vision_teacher = (VisionTeacher(config, cache) if config.vision_teacher.enabled and ds.image_train.labels.size
                       else None)
     scene_soft = None
@@ -777,7 +826,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                               workers=config.train.workers, scene_soft_targets=scene_soft)
     else:
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
-                                packed_targets=True, scene_soft_targets=scene_soft)
+                                packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets)
     validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
     for metric, held_out, what in (("command", ds.audio_val, "validation clips"),

@@ -55,8 +55,11 @@ def test_distill_needs_the_teacher_enabled(tmp_path):
     path = write_train_yaml(tmp_path / "t.yaml", speech=tmp_path, scenes=None)
     with pytest.raises(ValueError, match="distill_weight"):
         load_train_config(path, ["train.distill_weight=0.5"])
-    with pytest.raises(ValueError, match="bank.variants"):
-        load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0"])
+    # The per-step pipeline learns from the teacher too (each clip's soft targets, cross-fitted).
+    config = load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0", "train.distill_weight=0.5"])
+    assert config.audio_teacher.cross_fit_folds == 5
+    with pytest.raises(ValueError, match="cross_fit_folds"):
+        load_train_config(path, ["audio_teacher.enabled=true", "audio_teacher.cross_fit_folds=0"])
 
 
 @pytest.fixture(scope="module")

@@ -463,6 +463,66 @@ def test_seen_photos_learn_from_the_vision_teachers_soft_targets(tmp_path, tiny_
     assert np.all(plain[:, -1] == 0.0) and np.all(plain[:, classes:2 * classes] == 0.0)
 
 
+def test_rows_that_hold_their_clip_learn_from_the_audio_teachers_soft_targets(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    config = load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0", "train.distill_weight=0.4",
+                                      "bank.partial_word_probability=0.5", "bank.background_silence_probability=0"])
+    ds = load_dataset(config)
+    n, classes = ds.audio_train.labels.size, len(ds.command_labels)
+    # Each clip's soft target peaks at its own label and names its row in its smallest entries.
+    soft = (np.full((n, classes), 0.01) + (np.arange(n) / (1000 * n))[:, None]).astype(np.float32)
+    soft[np.arange(n), ds.audio_train.labels] = 0.9
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True, clip_soft_targets=soft)
+    rng = np.random.default_rng(5)
+    drawn = batches.draw_audio_indices(np.random.default_rng(5), 64)
+    _, labels, target, *_ = batches.audio_batch(rng, 64)
+    hard, soft_part, weight = target[:, :classes], target[:, classes:2 * classes], target[:, -1]
+    np.testing.assert_array_equal(hard.argmax(-1), labels)
+    np.testing.assert_array_equal(soft_part, soft[drawn])  # the drawn clip's own targets
+    partial = labels != ds.audio_train.labels[drawn]  # cut to part of a word: now _unknown_
+    assert partial.any() and (~partial).any()
+    assert np.all(weight[partial] == 0.0) and np.all(weight[~partial] == np.float32(0.4))
+    with pytest.raises(ValueError, match="clip_soft_targets"):
+        FusionBatches(ds, config, steps=1, epoch_seed=0, clip_soft_targets=soft)
+
+
+def test_each_clips_teacher_targets_come_from_a_head_that_never_heard_its_speaker(monkeypatch, tmp_path, tiny_data):
+    from edgesense.train import teachers
+    from edgesense.train.teachers import audio
+    from edgesense.train.trainer import AudioTeacher
+
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    config = load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0",
+                                      "audio_teacher.cross_fit_folds=3"])
+    ds = load_dataset(config)
+    teacher = AudioTeacher.__new__(AudioTeacher)  # no speech-embedding models needed: embeddings are row ids
+    teacher.config = config
+    rows = {id(ds.audio_train.clips): np.arange(ds.audio_train.labels.size), id(ds.audio_val.clips): None}
+    monkeypatch.setattr(AudioTeacher, "embed", lambda self, clips: (
+        rows[id(clips)][:, None, None].astype(np.float32) if rows[id(clips)] is not None else np.zeros((len(clips), 1, 1))))
+    heads = []
+    monkeypatch.setattr(audio, "fit_audio_head", lambda x, y, *a, **k: heads.append(set(x[:, 0, 0].astype(int))) or
+                        len(heads) - 1)
+    monkeypatch.setattr(teachers, "teacher_logits", lambda head, x: np.full((len(x), len(ds.command_labels)), head,
+                                                                             np.float32))
+    logits = teacher.clip_logits(ds)
+    speakers = ds.audio_train.speakers
+    assert len(heads) == 3 and sorted(set(logits[:, 0].astype(int))) == [0, 1, 2]
+    for k, trained_on in enumerate(heads):
+        scored = np.flatnonzero(logits[:, 0] == k)
+        # A fold's clips are scored by the one head that trained on every other speaker and none of theirs.
+        assert set(speakers[scored]).isdisjoint(speakers[sorted(trained_on)])
+        assert trained_on | set(scored) == set(range(len(speakers)))
+    many = np.unique(speakers).size + 1
+    teacher.config = load_train_config(path, ["audio_teacher.enabled=true", "bank.variants=0",
+                                              f"audio_teacher.cross_fit_folds={many}"])
+    with pytest.raises(ValueError, match=f"cross_fit_folds: expected at most the {many - 1} training speakers, "
+                                         f"got {many}"):
+        teacher.clip_logits(ds)
+
+
 @pytest.mark.slow
 def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data):
     from edgesense.train.teachers import TeacherUnavailable

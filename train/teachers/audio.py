@@ -36,10 +36,14 @@ class AudioTeacherOptions:
     epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 2e-3
+    #: Per-step training (``bank.variants: 0``): each training clip's soft targets come from a
+    #: head trained on the other speakers when > 1 (this many folds of the training speakers);
+    #: 1: from the run's head, which trained on the clip itself.
+    cross_fit_folds: int = 5
 
     def __post_init__(self) -> None:
         require(self.pad_ms >= 0, "pad_ms", ">= 0", self.pad_ms)
-        for name in ("conv_channels", "kernel_frames", "dense_units", "epochs", "batch_size"):
+        for name in ("conv_channels", "kernel_frames", "dense_units", "epochs", "batch_size", "cross_fit_folds"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
