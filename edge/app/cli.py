@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("edgesense.app.inspect", "print a model's metadata, parts and sizes"),
     "bench": ("edgesense.bench.cli", "offline accuracy and latency benchmark"),
     "train": ("edgesense.train.cli", "train the fusion model from a YAML config"),
+    "average": ("edgesense.train.average", "average the weights of runs of one model (a model soup) into a new run"),
     "synth-commands": ("edgesense.train.synth", "speak command words (espeak-ng or piper voices) into the Speech Commands layout"),
     "synth-talk": ("edgesense.train.synth_talk", "speak sentences that hold no command word: talk negatives to train on"),
     "mine": ("edgesense.bench.mining", "find the windows of talk where a model fires: hard negatives to train on"),

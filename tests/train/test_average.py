@@ -1,0 +1,100 @@
+"""``edgesense average``: the mean of several runs' weights, greedy or uniform, as a run folder."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from cli_run import ERROR_PREFIX, edgesense, only_line  # noqa: E402
+
+from edgesense.train.average import average_runs  # noqa: E402
+
+
+def _variant(src, dest, scale, seed):
+    """A copy of run ``src`` with every float weight moved by ``scale`` times its own size at random."""
+    import keras
+
+    import edgesense.train.model  # noqa: F401
+
+    shutil.copytree(src, dest)
+    model = keras.saving.load_model(src / "model.keras", compile=False)
+    rng = np.random.default_rng(seed)
+    model.set_weights([w + (scale * np.abs(w) * rng.normal(size=w.shape)).astype(w.dtype) for w in
+                       model.get_weights()])
+    model.save(dest / "model.keras")
+    return dest, model.get_weights()
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_run_dir, tmp_path_factory):
+    """The tiny run, a close variant of it and a ruined one (weights moved by ten times their size)."""
+    import keras
+
+    import edgesense.train.model  # noqa: F401
+
+    root = tmp_path_factory.mktemp("soup")
+    first = keras.saving.load_model(tiny_run_dir / "model.keras", compile=False).get_weights()
+    near, near_w = _variant(tiny_run_dir, root / "near", 0.05, 1)
+    ruined, _ = _variant(tiny_run_dir, root / "ruined", 10.0, 2)
+    return {"first": tiny_run_dir, "near": near, "ruined": ruined, "first_w": first, "near_w": near_w}
+
+
+def test_the_average_is_the_mean_of_the_weights_and_a_run_folder(runs, tmp_path):
+    import keras
+
+    metrics = average_runs([runs["first"], runs["near"]], tmp_path / "soup")
+    soup = keras.saving.load_model(tmp_path / "soup" / "model.keras", compile=False)
+    for got, a, b in zip(soup.get_weights(), runs["first_w"], runs["near_w"]):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    info = json.loads((tmp_path / "soup" / "run.json").read_text())
+    original = json.loads((runs["first"] / "run.json").read_text())
+    assert info["labels"] == original["labels"] and info["params"] == original["params"]
+    assert info["metrics"]["averaged_from"] == [str(runs["first"]), str(runs["near"])]
+    assert 0 <= metrics["command_accuracy"] <= 1 and 0 <= metrics["scene_accuracy"] <= 1
+    for name in ("calibration.npz", "validation.npz"):
+        assert (tmp_path / "soup" / name).read_bytes() == (runs["first"] / name).read_bytes()
+
+
+def test_greedy_leaves_out_a_run_that_pulls_the_mean_down(runs, tmp_path):
+    uniform = average_runs([runs["first"], runs["ruined"]], tmp_path / "uniform")
+    greedy = average_runs([runs["ruined"], runs["first"], runs["near"]], tmp_path / "greedy", greedy=True)
+    assert str(runs["ruined"]) in greedy["left_out"]
+    assert greedy["averaged_from"] and set(greedy["averaged_from"]) <= {str(runs["first"]), str(runs["near"])}
+    ingredients = greedy["ingredients"]
+    assert ingredients[str(runs["ruined"])]["val_score"] < ingredients[str(runs["first"])]["val_score"]
+    assert greedy["command_accuracy"] + greedy["scene_accuracy"] > uniform["command_accuracy"] + uniform[
+        "scene_accuracy"]
+
+
+def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_path):
+    other = shutil.copytree(runs["near"], tmp_path / "other")
+    info = json.loads((other / "run.json").read_text())
+    info["labels"]["scene"] = ["kitchen", "garden"]
+    (other / "run.json").write_text(json.dumps(info))
+    line = only_line(edgesense("average", runs["first"], other, "--out", tmp_path / "soup"))
+    assert line.startswith(f"{ERROR_PREFIX} runs {other}: its labels differs from {runs['first']}'s")
+    assert not (tmp_path / "soup").exists()
+    line = only_line(edgesense("average", runs["first"], "--out", tmp_path / "soup"))
+    assert line == f"{ERROR_PREFIX} runs: expected at least two run folders to average, got 1"
+    line = only_line(edgesense("average", runs["first"], tmp_path / "nowhere", "--out", tmp_path / "soup"))
+    assert line == (f"{ERROR_PREFIX} runs {tmp_path / 'nowhere'}: no such folder; expected a run folder with "
+                    f"model.keras")
+    # Nothing the user made is replaced unasked; --force replaces an earlier run.
+    line = only_line(edgesense("average", runs["first"], runs["near"], "--out", runs["ruined"]))
+    assert line.startswith(f"{ERROR_PREFIX} --out {runs['ruined']}: already holds a run") and "--force" in line
+    line = only_line(edgesense("average", runs["first"], runs["near"], "--out", runs["near"], "--force"))
+    assert line == f"{ERROR_PREFIX} runs {runs['near']}: the same folder as --out, which the average replaces"
+
+
+def test_the_cli_writes_an_averaged_run_that_quantizes(runs, tmp_path):
+    proc = edgesense("average", runs["first"], runs["near"], "--out", tmp_path / "soup", "--greedy",
+                     "--monitor", "command", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["run"] == str(tmp_path / "soup") and out["monitor"] == "command" and out["greedy"] is True
+    proc = edgesense("quantize", tmp_path / "soup", "--out", tmp_path / "soup.tflite", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "soup.tflite").stat().st_size > 0

@@ -1,0 +1,158 @@
+"""``edgesense average RUN RUN ... --out RUN``: one run whose weights are the mean of several.
+
+Runs fine-tuned from one starting point (``--init-from`` the same run) sit in one basin of the
+loss, and the mean of their weights (a "model soup", Wortsman et al. 2022; checkpoint averaging)
+often generalises better than any of them, at no cost on the device: the averaged run has the
+same architecture, and ``edgesense quantize`` takes it like any run. ``--greedy`` adds the runs
+best first and keeps each only if the validation figure does not fall, so a run that pulls the
+mean out of the basin is left out.
+
+The runs must share labels, frontends and architecture (checked before any weight is read); the
+averaged folder takes the first run's calibration and validation sets and records its
+ingredients and their validation figures in ``run.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
+
+__all__ = ["RUN_MATCH_FIELDS", "average_runs"]
+
+log = logging.getLogger(__name__)
+
+#: ``run.json`` fields that must agree for the runs' weights to be averaged.
+RUN_MATCH_FIELDS = ("labels", "audio_frontend", "image_frontend", "fusion_strategy", "params")
+#: Files the averaged run takes from the first run as they are (docs/CONTRACTS.md, run folder).
+_COPIED_FILES = ("calibration.npz", "validation.npz")
+_MONITORS = ("score", "command", "scene")
+
+
+def _read_run(path: Path) -> dict:
+    check_init_from(path, flag="runs")
+    try:
+        return json.loads((path / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"runs {path}: expected a readable run.json, got {exc}") from None
+
+
+def _signature(info: dict) -> dict:
+    """What must agree between averaged runs: ``RUN_MATCH_FIELDS`` and the model's config."""
+    return {**{field: info.get(field) for field in RUN_MATCH_FIELDS},
+            "config.model": (info.get("config") or {}).get("model")}
+
+
+def _check_same(runs: list[Path], infos: list[dict]) -> None:
+    first = _signature(infos[0])
+    for path, info in zip(runs[1:], infos[1:]):
+        for field, value in _signature(info).items():
+            if value != first[field]:
+                raise ValueError(f"runs {path}: its {field} differs from {runs[0]}'s ({value} vs {first[field]}); "
+                                 f"only runs of one architecture and labels can be averaged")
+
+
+def _validation(path: Path):
+    from edgesense.train.trainer import HeadValidation
+
+    data = np.load(path / "validation.npz")
+    return HeadValidation(data["audio_features"], data["command_label"], data["image"], data["scene_label"])
+
+
+def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = False, monitor: str = "score",
+                 replace: bool = False, out_flag: str = "out_dir", force_flag: str = "replace=True") -> dict:
+    """Average the weights of ``runs`` into the run folder ``out_dir``; returns its ``run.json``
+    metrics. ``greedy``: runs in order of their validation ``monitor`` (``score``: the mean of both
+    heads, ``command`` or ``scene``), each kept only if the mean so far does not fall. Messages
+    name ``out_dir`` and ``replace`` as ``out_flag`` and ``force_flag`` (the CLI's flags)."""
+    runs, out_dir = [Path(r) for r in runs], Path(out_dir)
+    if len(runs) < 2:
+        raise ValueError(f"runs: expected at least two run folders to average, got {len(runs)}")
+    if monitor not in _MONITORS:
+        raise ValueError(f"monitor: expected one of {', '.join(_MONITORS)}, got {monitor!r}")
+    check_out_dir(out_dir, replace, flag=out_flag, force_flag=force_flag)
+    infos = [_read_run(r) for r in runs]
+    for r in runs:
+        if out_dir.exists() and r.resolve() == out_dir.resolve():
+            raise ValueError(f"runs {r}: the same folder as {out_flag}, which the average replaces")
+    _check_same(runs, infos)
+
+    import keras
+
+    import edgesense.train.model  # noqa: F401  (registers the custom layers)
+
+    validation = _validation(runs[0])
+    key = f"val_{monitor}" if monitor == "score" else f"val_{monitor}_accuracy"
+    models = [keras.saving.load_model(r / MODEL_FILE, compile=False) for r in runs]
+    weights = [m.get_weights() for m in models]
+    scores = []
+    for model in models:
+        validation.set_model(model)
+        scores.append(validation.evaluate())
+    if key not in scores[0]:
+        raise ValueError(f"monitor: {monitor!r} needs validation {'clips' if monitor == 'command' else 'photos'} "
+                         f"in {runs[0] / 'validation.npz'}, and it has none")
+    order = sorted(range(len(runs)), key=lambda i: -scores[i][key]) if greedy else list(range(len(runs)))
+    soup = models[0]  # holds each candidate mean in turn (same architecture)
+    kept: list[int] = []
+    best: dict[str, float] = {}
+    for i in order:
+        candidate = kept + [i]
+        soup.set_weights([np.mean([weights[j][w] for j in candidate], axis=0).astype(weights[i][w].dtype)
+                          for w in range(len(weights[i]))])
+        validation.set_model(soup)
+        figures = validation.evaluate()
+        if not greedy or not kept or figures[key] >= best[key]:
+            kept, best = candidate, figures
+        log.info("%s %s: %s = %.4f (mean of %d so far: %.4f)", "kept" if kept == candidate else "left out",
+                 runs[i], key, scores[i][key], len(candidate), figures[key])
+    soup.set_weights([np.mean([weights[j][w] for j in kept], axis=0).astype(weights[kept[0]][w].dtype)
+                      for w in range(len(weights[kept[0]]))])
+
+    if out_dir.is_dir():
+        clear_run_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    soup.save(out_dir / MODEL_FILE)
+    for name in _COPIED_FILES:
+        shutil.copy(runs[0] / name, out_dir / name)
+    metrics = {
+        "command_accuracy": best.get("val_command_accuracy"),
+        "scene_accuracy": best.get("val_scene_accuracy"),
+        "averaged_from": [str(runs[i]) for i in kept],
+        "left_out": [str(runs[i]) for i in order if i not in kept],
+        "ingredients": {str(r): {k: round(v, 4) for k, v in s.items()} for r, s in zip(runs, scores)},
+        "greedy": greedy,
+        "monitor": monitor,
+    }
+    info = {**infos[0], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "metrics": metrics}
+    (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                        help="run folders of one architecture and labels, e.g. fine-tunes of one run")
+    parser.add_argument("--out", required=True, type=Path, help="the averaged run folder")
+    parser.add_argument("--force", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--greedy", action="store_true",
+                        help="add the runs best first, keeping each only if the validation figure does not fall")
+    parser.add_argument("--monitor", choices=_MONITORS, default="score",
+                        help="the validation figure --greedy ranks and keeps by (score: the mean of both heads)")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    metrics = average_runs(args.runs, args.out, greedy=args.greedy, monitor=args.monitor, replace=args.force,
+                           out_flag="--out", force_flag="--force")
+    print(json.dumps({"run": str(args.out), **metrics}, indent=2))
+    return 0
