@@ -363,6 +363,11 @@ STUDENT_ONLY_SECTIONS = ("name", "model", "audio_teacher", "vision_teacher")
 _BANK_ONLY_FIELDS = ("variants", "silence_per_variant", "other_speech_per_variant")
 
 
+#: Fields of ``train`` that only the student's run reads: the references train from scratch on
+#: hard labels (no ``--init-from`` parts to freeze, no teacher's soft targets).
+_STUDENT_ONLY_TRAIN_FIELDS = ("frozen_parts", "distill_weight", "scene_distill_weight", "distill_temperature")
+
+
 #: Data fields that say where files go, not what the references learn from.
 _PLACE_ONLY_DATA_FIELDS = ("cache_dir",)
 
@@ -379,9 +384,10 @@ def _folder_names(value: Any) -> Any:
 
 def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
     """The fingerprint of what the references train from: ``config`` without
-    :data:`STUDENT_ONLY_SECTIONS` and the bank-only fields, its data folders by name, and ``options``."""
+    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, its data folders by name, and ``options``."""
     inputs = {k: v for k, v in config.to_dict().items() if k not in STUDENT_ONLY_SECTIONS}
     inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
+    inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in _STUDENT_ONLY_TRAIN_FIELDS}
     inputs["data"] = {f.name: _folder_names(getattr(config.data, f.name)) for f in dataclasses.fields(config.data)
                       if f.name not in _PLACE_ONLY_DATA_FIELDS}
     return training_fingerprint(config=inputs, options=dataclasses.asdict(options))

@@ -56,7 +56,7 @@ def _check_same(runs: list[Path], infos: list[dict]) -> None:
     for path, info in zip(runs[1:], infos[1:]):
         for field, value in _signature(info).items():
             if value != first[field]:
-                raise ValueError(f"runs {path}: its {field} differs from {runs[0]}'s ({value} vs {first[field]}); "
+                raise ValueError(f"runs {path}: does not match {runs[0]} in {field} ({value} vs {first[field]}); "
                                  f"only runs of one architecture and labels can be averaged")
 
 

@@ -72,6 +72,9 @@ def test_the_reference_fingerprint_follows_what_the_references_learn_from_only()
             dataclasses.replace(config, audio_teacher=dataclasses.replace(config.audio_teacher, pad_ms=0.0)),
             dataclasses.replace(config, vision_teacher=dataclasses.replace(config.vision_teacher, hidden_units=0)),
             dataclasses.replace(config, bank=dataclasses.replace(config.bank, variants=1)),
+            dataclasses.replace(config, train=dataclasses.replace(config.train, frozen_parts=("image_encoder",))),
+            dataclasses.replace(config, audio_teacher=dataclasses.replace(config.audio_teacher, enabled=True),
+                                train=dataclasses.replace(config.train, distill_weight=0.5, distill_temperature=4.0)),
             reference_config(speech_commands=Path("/elsewhere/speech_commands"), scenes=Path("/elsewhere/scenes")),
             dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=Path("/tmp/c")))]
     assert {reference_fingerprint(c, ReferenceOptions()) for c in same} == {base}

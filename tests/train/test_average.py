@@ -75,7 +75,7 @@ def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_
     info["labels"]["scene"] = ["kitchen", "garden"]
     (other / "run.json").write_text(json.dumps(info))
     line = only_line(edgesense("average", runs["first"], other, "--out", tmp_path / "soup"))
-    assert line.startswith(f"{ERROR_PREFIX} runs {other}: its labels differs from {runs['first']}'s")
+    assert line.startswith(f"{ERROR_PREFIX} runs {other}: does not match {runs['first']} in labels (")
     assert not (tmp_path / "soup").exists()
     line = only_line(edgesense("average", runs["first"], "--out", tmp_path / "soup"))
     assert line == f"{ERROR_PREFIX} runs: expected at least two run folders to average, got 1"
