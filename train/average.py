@@ -7,8 +7,8 @@ same architecture, and ``edgesense quantize`` takes it like any run. ``--greedy`
 best first and keeps each only if the validation figure does not fall, so a run that pulls the
 mean out of the basin is left out.
 
-The runs must share labels, frontends and architecture (checked before any weight is read); the
-averaged folder takes the first run's calibration and validation sets and records its
+The runs must share labels, frontends, architecture and held-out split (checked before any
+weight is read); the averaged folder takes the first run's calibration and validation sets and records its
 ingredients and their validation figures in ``run.json``.
 """
 
@@ -46,9 +46,17 @@ def _read_run(path: Path) -> dict:
 
 
 def _signature(info: dict) -> dict:
-    """What must agree between averaged runs: ``RUN_MATCH_FIELDS`` and the model's config."""
+    """What must agree between averaged runs: ``RUN_MATCH_FIELDS``, the model's config and the
+    held-out split (the runs are judged on the first one's validation set)."""
     return {**{field: info.get(field) for field in RUN_MATCH_FIELDS},
-            "config.model": (info.get("config") or {}).get("model")}
+            "config.model": (info.get("config") or {}).get("model"),
+            "data.split": (info.get("data") or {}).get("split")}
+
+
+def _mean(weights: list[list[np.ndarray]], members: list[int]) -> list[np.ndarray]:
+    """The element-wise mean of the weight lists ``weights[i]`` for ``i`` in ``members``."""
+    return [np.mean([weights[i][w] for i in members], axis=0).astype(weights[members[0]][w].dtype)
+            for w in range(len(weights[members[0]]))]
 
 
 def _check_same(runs: list[Path], infos: list[dict]) -> None:
@@ -106,16 +114,14 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     best: dict[str, float] = {}
     for i in order:
         candidate = kept + [i]
-        soup.set_weights([np.mean([weights[j][w] for j in candidate], axis=0).astype(weights[i][w].dtype)
-                          for w in range(len(weights[i]))])
+        soup.set_weights(_mean(weights, candidate))
         validation.set_model(soup)
         figures = validation.evaluate()
         if not greedy or not kept or figures[key] >= best[key]:
             kept, best = candidate, figures
         log.info("%s %s: %s = %.4f (mean of %d so far: %.4f)", "kept" if kept == candidate else "left out",
                  runs[i], key, scores[i][key], len(candidate), figures[key])
-    soup.set_weights([np.mean([weights[j][w] for j in kept], axis=0).astype(weights[kept[0]][w].dtype)
-                      for w in range(len(weights[kept[0]]))])
+    soup.set_weights(_mean(weights, kept))
 
     if out_dir.is_dir():
         clear_run_dir(out_dir)

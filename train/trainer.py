@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edgesense.schema.validate import require
 from edgesense.train import augment
 from edgesense.train import data as datasets
 from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
@@ -33,7 +34,6 @@ from edgesense.train.model import (
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
-from edgesense.schema.validate import require
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
 log = logging.getLogger(__name__)

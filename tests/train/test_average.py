@@ -77,6 +77,12 @@ def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_
     line = only_line(edgesense("average", runs["first"], other, "--out", tmp_path / "soup"))
     assert line.startswith(f"{ERROR_PREFIX} runs {other}: does not match {runs['first']} in labels (")
     assert not (tmp_path / "soup").exists()
+    split = shutil.copytree(runs["near"], tmp_path / "split")
+    info = json.loads((split / "run.json").read_text())
+    info["data"]["split"] = {"speaker_salt": "other"}
+    (split / "run.json").write_text(json.dumps(info))
+    line = only_line(edgesense("average", runs["first"], split, "--out", tmp_path / "soup"))
+    assert line.startswith(f"{ERROR_PREFIX} runs {split}: does not match {runs['first']} in data.split (")
     line = only_line(edgesense("average", runs["first"], "--out", tmp_path / "soup"))
     assert line == f"{ERROR_PREFIX} runs: expected at least two run folders to average, got 1"
     line = only_line(edgesense("average", runs["first"], tmp_path / "nowhere", "--out", tmp_path / "soup"))
