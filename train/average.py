@@ -96,6 +96,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     import keras
 
     import edgesense.train.model  # noqa: F401  (registers the custom layers)
+    from edgesense.train.trainer import write_model_summary
 
     validation = _validation(runs[0])
     key = f"val_{monitor}" if monitor == "score" else f"val_{monitor}_accuracy"
@@ -142,6 +143,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
             "metrics": metrics}
     (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_summary(soup, out_dir / "model_summary.txt")
     return metrics
 
 

@@ -915,10 +915,15 @@ def _write_run_folder(out_dir: Path, model, config: TrainConfig, ds: Dataset, sc
     }
     (out_dir / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_summary(model, out_dir / "model_summary.txt")
+    plot_curves(history, out_dir / "curves.png")
+
+
+def write_model_summary(model, path: Path) -> None:
+    """Keras' summary of ``model``, its sub-models expanded, as text."""
     lines: list[str] = []
     model.summary(print_fn=lambda line, **_: lines.append(line), expand_nested=True)
-    (out_dir / "model_summary.txt").write_text("\n".join(lines) + "\n")
-    plot_curves(history, out_dir / "curves.png")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def plot_curves(history: dict, path: Path) -> None:

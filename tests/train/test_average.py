@@ -56,6 +56,8 @@ def test_the_average_is_the_mean_of_the_weights_and_a_run_folder(runs, tmp_path)
     assert 0 <= metrics["command_accuracy"] <= 1 and 0 <= metrics["scene_accuracy"] <= 1
     for name in ("calibration.npz", "validation.npz"):
         assert (tmp_path / "soup" / name).read_bytes() == (runs["first"] / name).read_bytes()
+    assert "audio_encoder" in (tmp_path / "soup" / "model_summary.txt").read_text()
+    assert json.loads((tmp_path / "soup" / "metrics.json").read_text()) == metrics
 
 
 def test_greedy_leaves_out_a_run_that_pulls_the_mean_down(runs, tmp_path):
