@@ -384,7 +384,8 @@ def _folder_names(value: Any) -> Any:
 
 def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
     """The fingerprint of what the references train from: ``config`` without
-    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, its data folders by name, and ``options``."""
+    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, its data
+    folders by name, and ``options``."""
     inputs = {k: v for k, v in config.to_dict().items() if k not in STUDENT_ONLY_SECTIONS}
     inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
     inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in _STUDENT_ONLY_TRAIN_FIELDS}

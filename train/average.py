@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.train.config import CHECKPOINT_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
 __all__ = ["RUN_MATCH_FIELDS", "average_runs"]
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 RUN_MATCH_FIELDS = ("labels", "audio_frontend", "image_frontend", "fusion_strategy", "params")
 #: Files the averaged run takes from the first run as they are (docs/CONTRACTS.md, run folder).
 _COPIED_FILES = ("calibration.npz", "validation.npz")
-_MONITORS = ("score", "command", "scene")
 
 
 def _read_run(path: Path) -> dict:
@@ -84,8 +84,8 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     runs, out_dir = [Path(r) for r in runs], Path(out_dir)
     if len(runs) < 2:
         raise ValueError(f"runs: expected at least two run folders to average, got {len(runs)}")
-    if monitor not in _MONITORS:
-        raise ValueError(f"monitor: expected one of {', '.join(_MONITORS)}, got {monitor!r}")
+    if monitor not in CHECKPOINT_METRICS:
+        raise ValueError(f"monitor: expected one of {', '.join(CHECKPOINT_METRICS)}, got {monitor!r}")
     check_out_dir(out_dir, replace, flag=out_flag, force_flag=force_flag)
     infos = [_read_run(r) for r in runs]
     for r in runs:
@@ -96,10 +96,10 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     import keras
 
     import edgesense.train.model  # noqa: F401  (registers the custom layers)
-    from edgesense.train.trainer import write_model_summary
+    from edgesense.train.trainer import CHECKPOINT_MONITORS, write_model_summary
 
     validation = _validation(runs[0])
-    key = f"val_{monitor}" if monitor == "score" else f"val_{monitor}_accuracy"
+    key = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
     models = [keras.saving.load_model(r / MODEL_FILE, compile=False) for r in runs]
     weights = [m.get_weights() for m in models]
     scores = []
@@ -154,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace the run already in --out")
     parser.add_argument("--greedy", action="store_true",
                         help="add the runs best first, keeping each only if the validation figure does not fall")
-    parser.add_argument("--monitor", choices=_MONITORS, default="score",
+    parser.add_argument("--monitor", choices=CHECKPOINT_METRICS, default="score",
                         help="the validation figure --greedy ranks and keeps by (score: the mean of both heads)")
 
 

@@ -23,6 +23,7 @@ from edgesense.types import DEFAULT_COMMAND_WORDS
 Strategy = Literal["default", "mirrored", "multi_worker"]
 FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
 CheckpointMetric = Literal["score", "command", "scene"]
+CHECKPOINT_METRICS: tuple[str, ...] = get_args(CheckpointMetric)
 #: The fused model's three parts, each a sub-model of that name (``train/model.py``).
 ModelPart = Literal["audio_encoder", "image_encoder", "fusion_head"]
 MODEL_PARTS: tuple[str, ...] = get_args(ModelPart)
