@@ -42,7 +42,7 @@ from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.schema.validate import require
 from edgesense.train import data as datasets
 from edgesense.train.config import DataConfig, TrainConfig
-from edgesense.train.model import PIXEL_SCALE, count_macs, count_params
+from edgesense.train.model import PIXEL_SCALE, FusedBatchNormalization, count_macs, count_params
 from edgesense.train.trainer import (
     COSINE_DECAY_FLOOR,
     AudioSet,
@@ -98,15 +98,15 @@ def build_kws_dscnn(frontend: AudioFrontendOptions = AudioFrontendOptions(), num
     inputs = keras.Input((frames, bins), name="audio_features")
     x = layers.Reshape((frames, bins, 1))(inputs)
     x = layers.Conv2D(filters, (10, 4), strides=(2, 2), padding="same", kernel_regularizer=reg)(x)
-    x = layers.BatchNormalization()(x)
+    x = FusedBatchNormalization()(x)
     x = layers.Activation("relu")(x)
     x = layers.Dropout(0.2)(x)
     for _ in range(blocks):
         x = layers.DepthwiseConv2D((3, 3), padding="same", depthwise_regularizer=reg)(x)
-        x = layers.BatchNormalization()(x)
+        x = FusedBatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.Conv2D(filters, (1, 1), padding="same", kernel_regularizer=reg)(x)
-        x = layers.BatchNormalization()(x)
+        x = FusedBatchNormalization()(x)
         x = layers.Activation("relu")(x)
     x = layers.Dropout(0.4)(x)
     x = layers.AveragePooling2D(pool_size=(int(x.shape[1]), int(x.shape[2])))(x)
@@ -123,14 +123,14 @@ def build_vww_mobilenet(frontend: ImageFrontendOptions = ImageFrontendOptions(),
     inputs = keras.Input(frontend.input_shape, name="image")
     x = layers.Rescaling(PIXEL_SCALE, offset=-1.0)(inputs)
     x = layers.Conv2D(int(MOBILENET_V1_STEM * alpha), 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = FusedBatchNormalization()(x)
     x = layers.ReLU(6.0)(x)
     for filters, stride in MOBILENET_V1_BLOCKS:
         x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = FusedBatchNormalization()(x)
         x = layers.ReLU(6.0)(x)
         x = layers.Conv2D(int(filters * alpha), 1, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = FusedBatchNormalization()(x)
         x = layers.ReLU(6.0)(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(1e-3)(x)

@@ -3,11 +3,17 @@
 Issue 15 asks for a default training run in 15 minutes on 2 cores. This loads a training config's
 data once, then times, over ``--steps`` steps each, (1) making one per-step batch
 (:class:`edgesense.train.trainer.FusionBatches`: drawing, augmenting and the log-mel features of
-64 clips and 64 photos) and (2) one ``train_on_batch`` of the fused model on a fixed batch (forward
-and backward, the optimizer step), and projects an epoch and a run from them. Run it on a quiet
-machine: another job on the same cores doubles both.
+64 clips and 64 photos) and (2) one ``train_on_batch`` on a fixed batch (forward and backward, the
+optimizer step) of what the trainer fits: the fused model's present-rows view, each encoder on the
+rows where its modality is present. It projects an epoch and a run from them. Run it on a quiet
+machine: another job on the same cores doubles both. The two flags time the step as it was before
+issue 15's changes, for a before/after figure on one machine:
 
     .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml
+    # every encoder on every row (the whole model fitted, as before the present-rows view)
+    .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml --all-rows
+    # and Keras' own batch normalization too (before the fused kernel)
+    .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml --all-rows --keras-batch-norm
 """
 
 from __future__ import annotations
@@ -23,13 +29,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="training YAML")
     parser.add_argument("--steps", type=int, default=20, help="steps to time, each part")
+    parser.add_argument("--keras-batch-norm", action="store_true",
+                        help="build the model with keras.layers.BatchNormalization instead of the fused layer")
+    parser.add_argument("--all-rows", action="store_true",
+                        help="fit the whole model, every encoder on every row, instead of the present-rows view")
     args = parser.parse_args()
 
     import keras
 
+    import edgesense.train.model
+    if args.keras_batch_norm:
+        edgesense.train.model.FusedBatchNormalization = keras.layers.BatchNormalization
+
     from edgesense.train.config import load_train_config
     from edgesense.train.distill import DistillationLoss
-    from edgesense.train.model import OUTPUT_COMMAND, OUTPUT_SCENE, build_fusion_model
+    from edgesense.train.model import OUTPUT_COMMAND, OUTPUT_SCENE, build_fusion_model, build_present_rows_view
     from edgesense.train.trainer import FusionBatches, load_dataset, steps_per_epoch
 
     config = load_train_config(args.config)
@@ -37,7 +51,8 @@ def main() -> None:
     ds = load_dataset(config)
     print(f"data loaded in {time.perf_counter() - started:.1f} s")
     steps = steps_per_epoch(ds, config)
-    batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, packed_targets=True)
+    batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, packed_targets=True,
+                            present_rows_only=not args.all_rows)
     started = time.perf_counter()
     for step in range(args.steps):
         x, y, w = batches[step]
@@ -46,6 +61,8 @@ def main() -> None:
     model = build_fusion_model(num_commands=len(ds.command_labels), num_scenes=max(len(ds.scene_labels), 2),
                                options=config.model, audio_frontend=config.audio_frontend,
                                image_frontend=config.image_frontend)
+    if not args.all_rows:
+        model = build_present_rows_view(model)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.train.learning_rate),
                   loss={OUTPUT_COMMAND: DistillationLoss(len(ds.command_labels), config.train.distill_temperature),
                         OUTPUT_SCENE: DistillationLoss(max(len(ds.scene_labels), 2), config.train.distill_temperature,

@@ -93,6 +93,8 @@ def write_train_yaml(path: Path, *, speech: Path | None, scenes: Path | None, ep
         "  image_channels: [8, 16, 16]",
         "  image_strides: [2, 2, 2]",
         "  embedding_dim: 16",
+        # a short run: batch statistics that settle within its few steps
+        "  batchnorm_momentum: 0.9",
         "train:",
         f"  epochs: {epochs}",
         f"  steps_per_epoch: {steps_per_epoch}",

@@ -24,11 +24,14 @@ from edgesense.train.distill import DistillationLoss, pack_targets, soften, targ
 from edgesense.train.model import (
     INPUT_AUDIO,
     INPUT_AUDIO_PRESENT,
+    INPUT_AUDIO_ROW,
     INPUT_IMAGE,
     INPUT_IMAGE_PRESENT,
+    INPUT_IMAGE_ROW,
     OUTPUT_COMMAND,
     OUTPUT_SCENE,
     build_fusion_model,
+    build_present_rows_view,
     describe,
 )
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
@@ -291,9 +294,10 @@ class FusionBatches(keras.utils.PyDataset):
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
                  packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None,
-                 clip_soft_targets: np.ndarray | None = None):
+                 clip_soft_targets: np.ndarray | None = None, present_rows_only: bool = False):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.packed_targets = packed_targets  # targets for DistillationLoss rather than one-hot
+        self.present_rows_only = present_rows_only  # inputs for build_present_rows_view (see present_rows)
         require(clip_soft_targets is None or packed_targets, "clip_soft_targets", "packed_targets=True",
                 packed_targets)
         self.scene_soft, self.clip_soft = scene_soft_targets, clip_soft_targets
@@ -376,7 +380,7 @@ class FusionBatches(keras.utils.PyDataset):
             OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd] * cmd_weight,
             OUTPUT_SCENE: scene_seen * self.scene_weights[y_scene],
         }
-        return x, y, w
+        return (present_rows(x) if self.present_rows_only else x), y, w
 
     def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray) -> np.ndarray:
         """Packed scene targets; the teacher's soft targets count only where the photo is seen
@@ -469,6 +473,21 @@ class FusionBatches(keras.utils.PyDataset):
         return out
 
 
+def present_rows(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch of the whole model's inputs as :func:`edgesense.train.model.build_present_rows_view`
+    takes it: each modality's rows only where its flag is set, and for every row the index of its
+    own among them (0 where absent: masked). A modality absent from every row keeps one row, so
+    no encoder ever sees an empty batch."""
+    out = dict(x)
+    for feature, flag, index in ((INPUT_AUDIO, INPUT_AUDIO_PRESENT, INPUT_AUDIO_ROW),
+                                 (INPUT_IMAGE, INPUT_IMAGE_PRESENT, INPUT_IMAGE_ROW)):
+        present = np.asarray(x[flag]).reshape(-1) > 0
+        kept = np.flatnonzero(present) if present.any() else np.zeros(1, np.int64)
+        out[feature] = x[feature][kept]
+        out[index] = np.where(present, np.cumsum(present) - 1, 0).astype(np.int32)
+    return out
+
+
 class BankBatches(FusionBatches):
     """Batches whose audio rows come from the cached :class:`ExampleBank` (augmented once):
     per step only row drawing and SpecAugment. Command targets are packed for
@@ -476,9 +495,9 @@ class BankBatches(FusionBatches):
 
     def __init__(self, dataset: Dataset, config: TrainConfig, bank: ExampleBank, *, steps: int, epoch_seed: int,
                  soft_targets: np.ndarray | None = None, workers: int = 1,
-                 scene_soft_targets: np.ndarray | None = None):
+                 scene_soft_targets: np.ndarray | None = None, present_rows_only: bool = False):
         super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers, packed_targets=True,
-                         scene_soft_targets=scene_soft_targets)
+                         scene_soft_targets=scene_soft_targets, present_rows_only=present_rows_only)
         self.bank, self.soft = bank, soft_targets
         self.weight = np.where(bank.known_negative, 0.0, config.train.distill_weight).astype(np.float32)
         self.by_class = [(np.flatnonzero(bank.labels == c), np.flatnonzero((bank.labels == c) & ~bank.synthetic),
@@ -561,6 +580,23 @@ class HeadValidation(keras.callbacks.Callback):
         if logs is not None:
             logs.update(scores)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+
+
+def _OnModel(callback_class: type) -> type:
+    """``callback_class`` acting on the model given as ``on=`` whatever model ``fit()`` hands it:
+    a run fits the present-rows view (:func:`build_present_rows_view`), which shares the model's
+    weights, while validation, checkpoints and early stopping must see the model itself."""
+
+    class OnModel(callback_class):
+        def __init__(self, *args, on: keras.Model, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._on = on
+
+        def set_model(self, model):
+            super().set_model(self._on)
+
+    OnModel.__name__ = OnModel.__qualname__ = f"{callback_class.__name__}OnModel"
+    return OnModel
 
 
 # ----------------------------------------------------------------------------- the run
@@ -812,7 +848,12 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
             alpha=COSINE_DECAY_FLOOR)
         n_cmd = len(ds.command_labels)
         temperature = config.train.distill_temperature
-        model.compile(
+        # Trained through a view whose encoders skip the rows without their modality (a fifth of
+        # each, by modality dropout): the same rows and losses, a sixth less compute a step. Not
+        # when a strategy splits each batch across replicas: its inputs have rows of their own.
+        present_rows_only = config.train.strategy == "default"
+        view = build_present_rows_view(model) if present_rows_only else model
+        view.compile(
             optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
             loss={OUTPUT_COMMAND: DistillationLoss(n_cmd, temperature,
                                                    label_smoothing=config.train.command_label_smoothing),
@@ -823,32 +864,35 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         )
     if bank is not None:
         batches = BankBatches(ds, config, bank, steps=steps, epoch_seed=config.seed, soft_targets=soft_targets,
-                              workers=config.train.workers, scene_soft_targets=scene_soft)
+                              workers=config.train.workers, scene_soft_targets=scene_soft,
+                              present_rows_only=present_rows_only)
     else:
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
-                                packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets)
-    validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
+                                packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets,
+                                present_rows_only=present_rows_only)
+    validation = _OnModel(HeadValidation)(audio_val_features, ds.audio_val.labels, ds.image_val.images,
+                                          ds.image_val.labels, on=model)
     monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
     for metric, held_out, what in (("command", ds.audio_val, "validation clips"),
                                    ("scene", ds.image_val, "validation photos")):
         if config.train.checkpoint_metric == metric and not held_out.labels.size:
             raise ValueError(f"train.checkpoint_metric: {metric!r} needs {what}, and this data has none")
+    # Validation, the checkpoint and early stopping act on the model (which the view trains), not the view.
     callbacks = [
         validation,
-        keras.callbacks.ModelCheckpoint(str(out_dir / MODEL_FILE), monitor=monitor, mode="max",
-                                        save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.train.patience,
-                                      restore_best_weights=True),
+        _OnModel(keras.callbacks.ModelCheckpoint)(str(out_dir / MODEL_FILE), monitor=monitor, mode="max",
+                                                  save_best_only=True, on=model),
+        _OnModel(keras.callbacks.EarlyStopping)(monitor=monitor, mode="max", patience=config.train.patience,
+                                                restore_best_weights=True, on=model),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
     ]
     fit_started = time.perf_counter()
-    history = model.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
+    history = view.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_s = time.perf_counter() - fit_started
 
-    # The best checkpoint, saved again without its training configuration (the distillation
-    # loss): other tools load the model without importing the trainer.
+    # The best checkpoint (the model was never compiled itself: the file holds no training configuration).
     model = keras.models.load_model(out_dir / MODEL_FILE, compile=False)
-    model.save(out_dir / MODEL_FILE)
+    validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation.set_model(model)
     final = validation.evaluate()
     # The test split is scored once, at the end: it never picks a checkpoint.

@@ -3,7 +3,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from edgesense.train.model import FUSION_STRATEGIES, ModelOptions, build_fusion_model, count_macs, describe  # noqa: E402
+from edgesense.train.model import (  # noqa: E402
+    FUSION_STRATEGIES,
+    FusedBatchNormalization,
+    ModelOptions,
+    build_fusion_model,
+    build_present_rows_view,
+    count_macs,
+    describe,
+)
 
 SIZE_BUDGET_PARAMS = 200_000  # int8: about one byte per parameter, 200 KB for the whole model
 
@@ -51,6 +59,57 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     x = _inputs(2, np.random.default_rng(2))
     np.testing.assert_allclose(model(x)["scene"], loaded(x)["scene"], atol=1e-6)
+
+
+def test_the_present_rows_view_computes_the_model_and_trains_its_weights():
+    from edgesense.train.distill import DistillationLoss, pack_targets
+    from edgesense.train.trainer import present_rows
+
+    model = build_fusion_model(num_commands=4, num_scenes=3, options=ModelOptions(
+        audio_channels=8, audio_blocks=1, image_channels=(8, 8), image_strides=(2, 2), embedding_dim=8))
+    view = build_present_rows_view(model)
+    x = _inputs(6, np.random.default_rng(5))
+    x["audio_present"][[1, 4]] = 0.0
+    x["image_present"][[0, 4, 5]] = 0.0
+    rows = present_rows(x)
+    assert len(rows["audio_features"]) == 4 and len(rows["image"]) == 3
+    for head, out in view(rows, training=False).items():
+        np.testing.assert_allclose(out, model(x, training=False)[head], atol=1e-6)
+    before = model.get_layer("fusion_head").get_weights()
+    view.compile(optimizer="adam", loss={"command": DistillationLoss(4, 1.0), "scene": DistillationLoss(3, 1.0)})
+    view.train_on_batch(rows, {"command": pack_targets(np.zeros(6, int), 4), "scene": pack_targets(np.ones(6, int), 3)})
+    after = model.get_layer("fusion_head").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(before, after))  # the view trains the model's own weights
+
+
+def test_fused_batch_norm_trains_like_keras_batch_norm():
+    """The fused kernel gives Keras' outputs and gradients in training, Keras' moving statistics
+    (up to Bessel's correction of the variance) and Keras' own inference path."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(3).normal(2.0, 3.0, size=(8, 5, 4, 6)).astype(np.float32))
+    upstream = tf.constant(np.random.default_rng(4).normal(size=(8, 5, 4, 6)).astype(np.float32))
+    fused, plain = FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 6).astype(np.float32))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 6).astype(np.float32))
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        results.append((y, *tape.gradient(loss, [x, layer.gamma, layer.beta])))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    n = 8 * 5 * 4
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance - 0.9, (plain.moving_variance - 0.9) * n / (n - 1), rtol=1e-4)
+    plain.set_weights(fused.get_weights())
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-6)
+    fused.trainable = False  # a frozen layer normalizes with its moving statistics, as Keras' does
+    np.testing.assert_allclose(fused(x, training=True), fused(x, training=False), atol=1e-6)
 
 
 def test_mac_count_of_a_known_layer_stack():

@@ -18,8 +18,15 @@ from datagen import (  # noqa: E402
 )
 
 from edgesense.train.config import load_train_config  # noqa: E402
-from edgesense.train.model import INPUT_AUDIO_PRESENT, INPUT_IMAGE_PRESENT  # noqa: E402
-from edgesense.train.trainer import FusionBatches, load_dataset, train  # noqa: E402
+from edgesense.train.model import (  # noqa: E402
+    INPUT_AUDIO,
+    INPUT_AUDIO_PRESENT,
+    INPUT_AUDIO_ROW,
+    INPUT_IMAGE,
+    INPUT_IMAGE_PRESENT,
+    INPUT_IMAGE_ROW,
+)
+from edgesense.train.trainer import FusionBatches, load_dataset, present_rows, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +124,40 @@ def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path,
     # Drawing balanced is the whole correction: command losses are not also class-weighted.
     _, _, weights = batches[0]
     assert set(np.unique(weights["command"])) <= {0.0, 1.0}
+
+
+def test_present_rows_keep_each_modalitys_rows_and_point_every_row_at_its_own():
+    x = {INPUT_AUDIO: np.arange(5.0)[:, None] * 10, INPUT_IMAGE: np.arange(5.0)[:, None] * 100,
+         INPUT_AUDIO_PRESENT: np.array([[1], [0], [1], [1], [0]], np.float32),
+         INPUT_IMAGE_PRESENT: np.array([[1], [1], [0], [1], [1]], np.float32)}
+    out = present_rows(x)
+    np.testing.assert_array_equal(out[INPUT_AUDIO][:, 0], [0, 20, 30])
+    np.testing.assert_array_equal(out[INPUT_IMAGE][:, 0], [0, 100, 300, 400])
+    present = x[INPUT_AUDIO_PRESENT][:, 0] > 0
+    np.testing.assert_array_equal(out[INPUT_AUDIO][out[INPUT_AUDIO_ROW]][present], x[INPUT_AUDIO][present])
+    present = x[INPUT_IMAGE_PRESENT][:, 0] > 0
+    np.testing.assert_array_equal(out[INPUT_IMAGE][out[INPUT_IMAGE_ROW]][present], x[INPUT_IMAGE][present])
+    # The flags are untouched; a modality absent from every row keeps one row (masked), never none.
+    np.testing.assert_array_equal(out[INPUT_AUDIO_PRESENT], x[INPUT_AUDIO_PRESENT])
+    none = present_rows(dict(x, **{INPUT_IMAGE_PRESENT: np.zeros((5, 1), np.float32)}))
+    assert none[INPUT_IMAGE].shape == (1, 1) and not none[INPUT_IMAGE_ROW].any()
+
+
+def test_batches_for_the_present_rows_view_hold_the_same_rows(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes))
+    ds = load_dataset(config)
+    x, y, w = FusionBatches(ds, config, steps=1, epoch_seed=0)[0]
+    xv, yv, wv = FusionBatches(ds, config, steps=1, epoch_seed=0, present_rows_only=True)[0]
+    for flag, feature, index in ((INPUT_AUDIO_PRESENT, INPUT_AUDIO, INPUT_AUDIO_ROW),
+                                 (INPUT_IMAGE_PRESENT, INPUT_IMAGE, INPUT_IMAGE_ROW)):
+        present = x[flag][:, 0] > 0
+        assert 0 < present.sum() < present.size  # modality dropout left some rows without it
+        assert len(xv[feature]) == present.sum()
+        np.testing.assert_array_equal(xv[feature][xv[index]][present], x[feature][present])
+    for head in y:
+        np.testing.assert_array_equal(yv[head], y[head])
+        np.testing.assert_array_equal(wv[head], w[head])
 
 
 def test_set_overrides_any_config_field(tmp_path, tiny_data):
