@@ -52,7 +52,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
     anything the kernel does not cover (a mask, renormalization, another layout or dtype) take
     Keras' own path, so an exported graph is the same as with ``keras.layers.BatchNormalization``.
     The only numerical difference: the kernel's batch variance for the moving average carries
-    Bessel's correction, n / (n - 1) with n the rows times positions (at least 2,304 here).
+    Bessel's correction, n / (n - 1) with n the rows times positions (over a thousand in these models).
     """
 
     def call(self, inputs, training=None, mask=None):
