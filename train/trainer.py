@@ -870,8 +870,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
                                 packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets,
                                 present_rows_only=present_rows_only)
-    validation = _OnModel(HeadValidation)(audio_val_features, ds.audio_val.labels, ds.image_val.images,
-                                          ds.image_val.labels, on=model)
+    validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
+    validation = _OnModel(HeadValidation)(*validation_split, on=model)
     monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
     for metric, held_out, what in (("command", ds.audio_val, "validation clips"),
                                    ("scene", ds.image_val, "validation photos")):
@@ -890,9 +890,11 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     history = view.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_s = time.perf_counter() - fit_started
 
-    # The best checkpoint (the model was never compiled itself: the file holds no training configuration).
+    # The best checkpoint, saved again without any training configuration (with --strategy the model
+    # itself was compiled with the distillation loss): other tools load it without the trainer.
     model = keras.models.load_model(out_dir / MODEL_FILE, compile=False)
-    validation = HeadValidation(audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
+    model.save(out_dir / MODEL_FILE)
+    validation = HeadValidation(*validation_split)
     validation.set_model(model)
     final = validation.evaluate()
     # The test split is scored once, at the end: it never picks a checkpoint.
