@@ -180,7 +180,24 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5])
                  or "none")
               + "."]
-    return lines
+    return lines + _breakdown_markdown(st)
+
+
+def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
+    """Where the streaming cost goes: the evaluation streams' command words, one window each."""
+    rows = st.get("cost_breakdown") or []
+    if not rows:
+        return []
+    lines = ["", "Where the streaming cost goes: the evaluation streams' command words, each in one 1-s window at "
+                 "the streams' levels and SNR over their noise (*confident*: its own word scores above the "
+                 "recommended threshold, what the detector can fire on):", "",
+             "| the command words | named right | confident |", "| --- | ---: | ---: |",
+             f"| clean clips, as recorded | {_fmt(st.get('clip_accuracy_commands'))} | – |"]
+    for row in rows:
+        where = "centred" if row["offset_ms"] == 0 else f"{row['offset_ms']:g} ms off centre"
+        lines.append(f"| in the streams' noise, {where} | {_fmt(row['accuracy'])} | {_fmt(row['confident'])} |")
+    hit_rate = st["evaluation"]["recommended"]["hit_rate"]
+    return lines + [f"| on the streams, detected (recommended setting) | {_fmt(hit_rate)} | – |"]
 
 
 def _summed(point: dict, key: str) -> dict[str, int]:

@@ -40,15 +40,17 @@ from edgesense.bench.streams import (
     build_stream,
     concat_posteriors,
     utterance,
+    word_windows,
 )
+from edgesense.frontend.audio import log_mel_spectrogram
 from edgesense.frontend.wav import read_wav
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["HOP_MS", "SEGMENT_S", "StreamingPlan", "clip_utterances", "other_speech_utterances", "read_recordings",
-           "recording_pools", "run_streaming", "wav_recordings"]
+__all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "StreamingPlan", "clip_utterances", "cost_breakdown",
+           "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ TALK_NOT_LEARNED = "training+tuning"
 TUNING_NOISE = "tuning-noise"
 #: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
 #: then), replayed with today's rule, for comparison.
+#: The streaming-cost breakdown scores each command word this far off the middle of the model's window.
+BREAKDOWN_OFFSETS_MS = (0.0, 200.0, 400.0)
 PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
                                              minimum_count=3)
 
@@ -138,6 +142,29 @@ def other_speech_utterances(paths: Sequence[Path], sample_rate_hz: int) -> tuple
         u = utterance(x, UNKNOWN_LABEL, f"{p.parent.name}/{p.name}", sample_rate_hz)
         (sentences if (u.end - u.first) > SENTENCE_MIN_S * sample_rate_hz else words).append(u)
     return words, sentences
+
+
+def cost_breakdown(model: EdgeModel, commands: Sequence[Utterance], options: StreamOptions, *,
+                   noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> list[dict[str, Any]]:
+    """Where a stream's hits go: each command word in one 1-s window in the stream's levels and
+    noise (:func:`edgesense.bench.streams.word_windows`), at each of ``BREAKDOWN_OFFSETS_MS`` off
+    the window's middle; per offset the share named right (``accuracy``) and the share whose own
+    word scores above its threshold in ``recognizer`` (``confident``: what the detector can fire on)."""
+    labels = list(model.command_labels)
+    words = [u for u in commands if u.label in labels]
+    truth = np.array([labels.index(u.label) for u in words], np.int64)
+    thresholds = np.array([recognizer.threshold_of(u.label) for u in words])
+    frontend = model.audio_frontend
+    rows = []
+    for offset_ms in BREAKDOWN_OFFSETS_MS:
+        windows = word_windows(words, options, window_samples=frontend.clip_samples, offset_ms=offset_ms, noise=noise)
+        scores = np.array([model.fuse(model.encode_audio(log_mel_spectrogram(x, frontend)), None)[0] for x in windows],
+                          np.float64).reshape(len(words), len(labels))
+        own = scores[np.arange(truth.size), truth]
+        rows.append({"offset_ms": offset_ms, "words": int(truth.size),
+                     "accuracy": round(float(np.mean(scores.argmax(axis=1) == truth)), 4) if truth.size else None,
+                     "confident": round(float(np.mean(own > thresholds)), 4) if truth.size else None})
+    return rows
 
 
 # --------------------------------------------------------------------------- streams
@@ -230,6 +257,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                                              "other_speech": len(speech_pools[speech_pool])}
                                      for split, (noise_pool, speech_pool) in pools_of_split.items()}}
     replays: dict[str, dict[str, Replay]] = {}
+    material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
     for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
                                                                             options.seed + 202)):
         noise_pool, speech_pool = pools_of_split[name]
@@ -241,6 +269,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         commands = [u for u in utterances if u.is_command]
         words += [u for u in utterances if not u.is_command]
         streams = _split_streams(model, model_sha, cache, name, seed, commands, words, sentences, noise, plan)
+        material[name] = (commands, noise, StreamOptions(sample_rate_hz=sr, seed=seed))
         replays[name] = {kind: Replay(p) for kind, p in streams.items()}
         out[f"{name}_streams"] = {kind: _summary(p) for kind, p in streams.items()}
     out["posteriors_s"] = round(time.perf_counter() - started, 1)
@@ -274,6 +303,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "firmware_config": {"file": firmware.file, "title": firmware.title},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
+        "cost_breakdown": cost_breakdown(model, material["evaluation"][0], material["evaluation"][2],
+                                         noise=material["evaluation"][1], recognizer=recommended),
         "sweep_points": len(points),
         "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
                       if p.within(plan.sweep.max_false_accepts_per_hour,

@@ -45,7 +45,7 @@ from edgesense.types import is_command_word
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
            "MIN_STREAM_S", "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments",
-           "stream_posteriors", "concat_posteriors"]
+           "word_windows", "stream_posteriors", "concat_posteriors"]
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +349,15 @@ def _plan(options: StreamOptions, commands: Sequence[Utterance], others: Sequenc
             yield again[int(rng.integers(len(again)))], float(rng.uniform(*o.close_gap_s))
 
 
+def _draw_levels(u: Utterance, options: StreamOptions, rng: np.random.Generator) -> tuple[float, float]:
+    """(gain that brings ``u``'s spoken part to a level drawn from ``speech_level_dbfs``, the
+    background's level in dBFS: that level minus an SNR drawn from ``snr_db``)."""
+    spoken = u.samples[u.first:u.end].astype(np.float64)
+    rms = float(np.sqrt(np.mean(spoken ** 2))) + _EPS
+    level = float(rng.uniform(*options.speech_level_dbfs))
+    return 10 ** (level / 20) / rms, level - float(rng.uniform(*options.snr_db))
+
+
 def build_stream(options: StreamOptions, *, commands: Sequence[Utterance] = (), others: Sequence[Utterance] = (),
                  noise: Sequence[np.ndarray] = ()) -> Stream:
     """Place ``commands`` and ``others`` (see :class:`StreamOptions`) over ``noise`` recordings.
@@ -376,11 +385,8 @@ def build_stream(options: StreamOptions, *, commands: Sequence[Utterance] = (), 
         start = max(0, spoken_start - u.first)
         if limit is not None and start + u.samples.size > limit:
             break
-        spoken = u.samples[u.first:u.end].astype(np.float64)
-        rms = float(np.sqrt(np.mean(spoken ** 2))) + _EPS
-        level = float(rng.uniform(*options.speech_level_dbfs))
-        placements.append(_Placement(utterance=u, start=start, gain=10 ** (level / 20) / rms,
-                                     background_db=level - float(rng.uniform(*options.snr_db))))
+        gain, background_db = _draw_levels(u, options, rng)
+        placements.append(_Placement(utterance=u, start=start, gain=gain, background_db=background_db))
         spoken_end = start + u.end
     total = limit if limit is not None else spoken_end + int(round(max(options.gap_s) * sr))
     fingerprint = _fingerprint([asdict(options), total,
@@ -402,6 +408,32 @@ def build_segments(options: StreamOptions, segment_s: float, **kwargs: Any) -> l
     length = options.duration_s / count
     return [build_stream(dataclasses.replace(options, duration_s=length, seed=options.seed + k), **kwargs)
             for k in range(count)]
+
+
+def word_windows(utterances: Sequence[Utterance], options: StreamOptions, *, window_samples: int,
+                 offset_ms: float = 0.0, noise: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """One window of ``window_samples`` per utterance as a stream holds it: the spoken part at the
+    level and SNR :func:`build_stream` would draw, over a piece of ``noise`` (pink or brown noise
+    when there is none), the middle of the spoken part ``offset_ms`` before or after the window's
+    middle (the side drawn). ``(len(utterances), window_samples)`` float32 in [-1, 1]; the same for
+    the same ``options.seed`` and ``offset_ms``."""
+    require(isinstance(window_samples, int) and window_samples >= 1, "window_samples", "a positive integer",
+            window_samples)
+    require(is_number(offset_ms) and offset_ms >= 0, "offset_ms", "a number >= 0", offset_ms)
+    sr = options.sample_rate_hz
+    rng = np.random.default_rng([options.seed, 3, int(round(offset_ms))])
+    shift = int(round(sr * offset_ms / _MS_PER_S))
+    out = np.empty((len(utterances), window_samples), np.float32)
+    for i, u in enumerate(utterances):
+        gain, background_db = _draw_levels(u, options, rng)
+        x = _background(window_samples, noise, rng, sr) * np.float32(10 ** (background_db / 20))
+        side = 1 if rng.random() < 0.5 else -1
+        start = window_samples // 2 - (u.first + u.end) // 2 + side * shift
+        lo, hi = max(0, start), min(window_samples, start + u.samples.size)
+        if lo < hi:
+            x[lo:hi] += u.samples[lo - start:hi - start] * np.float32(gain)
+        out[i] = np.clip(x, -1.0, 1.0)
+    return out
 
 
 # --------------------------------------------------------------------------- posteriors

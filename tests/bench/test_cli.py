@@ -119,6 +119,14 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert sum(talk["false_accepts_top_sources"].values()) <= talk["false_accepts"]
     markdown = (out / "report.md").read_text()
     assert "Streaming commands" in markdown and "by the word fired:" in markdown
+    # The breakdown scores the evaluation streams' command words, the same words at every offset.
+    breakdown = st["cost_breakdown"]
+    assert [row["offset_ms"] for row in breakdown] == [0.0, 200.0, 400.0]
+    assert len({row["words"] for row in breakdown}) == 1 and breakdown[0]["words"] > 10
+    # Above a threshold of at least 0.5 a word's own score is its window's top score: confident means named right.
+    assert rec["settings"]["threshold"] >= 0.5
+    assert all(0 <= row["confident"] <= row["accuracy"] <= 1 for row in breakdown)
+    assert "Where the streaming cost goes" in markdown and "| in the streams' noise, 200 ms off centre |" in markdown
 
 
 def test_the_firmware_row_is_the_given_configs_setting(quick_report):

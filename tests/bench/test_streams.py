@@ -32,6 +32,7 @@ from edgesense.bench.streams import (
     speech_span,
     stream_posteriors,
     utterance,
+    word_windows,
 )
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
@@ -239,6 +240,39 @@ def test_a_commands_stream_places_words_at_their_levels_with_close_and_repeated_
     assert again.fingerprint == stream.fingerprint and again.words == stream.words
     other_seed = build_stream(dataclasses.replace(options, seed=4), commands=commands, others=others[:1])
     assert other_seed.fingerprint != stream.fingerprint
+
+
+def test_word_windows_hold_each_word_at_the_streams_levels_and_the_asked_offset():
+    commands, _ = _material()
+    noise = [np.random.default_rng(0).normal(size=3 * SR).astype(np.float32)]
+    options = StreamOptions(seed=5)
+    frame = SR // 100
+
+    def spoken_frames(x):  # 10 ms frames more than 3 dB above the background
+        power = np.mean(x[:x.size // frame * frame].astype(np.float64).reshape(-1, frame) ** 2, axis=1)
+        return np.flatnonzero(power > 2 * np.median(power))
+
+    for offset_ms in (0.0, 200.0):
+        windows = word_windows(commands, options, window_samples=SR, offset_ms=offset_ms, noise=noise)
+        assert windows.shape == (len(commands), SR) and windows.dtype == np.float32
+        assert np.array_equal(windows, word_windows(commands, options, window_samples=SR, offset_ms=offset_ms,
+                                                    noise=noise))
+        for u, x in zip(commands, windows):
+            loud = spoken_frames(x)
+            middle_ms = (loud[0] + loud[-1] + 1) / 2 * 10
+            assert abs(abs(middle_ms - 500) - offset_ms) <= 20  # the spoken part's middle, offset_ms off centre
+            spoken = x[loud[0] * frame:(loud[-1] + 1) * frame].astype(np.float64)
+            assert -33.0 < 10 * np.log10(np.mean(spoken ** 2)) < -14.0  # -32…-16 dBFS plus the background
+            background = np.concatenate([x[:loud[0] * frame - frame], x[(loud[-1] + 2) * frame:]]).astype(np.float64)
+            snr_db = 10 * np.log10(np.mean(spoken ** 2) / np.mean(background ** 2))
+            assert 4.0 < snr_db < 21.0 and len(loud) * 10 == pytest.approx((u.end - u.first) * 1000 / SR, abs=30)
+    sides = {np.sign(spoken_frames(x).mean() * 10 - 500) for x in
+             word_windows(commands * 4, options, window_samples=SR, offset_ms=200.0, noise=noise)}
+    assert sides == {-1.0, 1.0}
+    with pytest.raises(ValueError, match="offset_ms"):
+        word_windows(commands, options, window_samples=SR, offset_ms=-1.0)
+    with pytest.raises(ValueError, match="window_samples"):
+        word_windows(commands, options, window_samples=0)
 
 
 def test_talk_and_words_streams_hold_no_command_word():
