@@ -67,10 +67,10 @@ RECORDING_SUFFIX = ".wav"
 TALK_NOT_LEARNED = "training+tuning"
 #: The tuning streams' noise pool when ``--tuning-noise`` names one (every recording of it).
 TUNING_NOISE = "tuning-noise"
-#: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
-#: then), replayed with today's rule, for comparison.
 #: The streaming-cost breakdown scores each command word this far off the middle of the model's window.
 BREAKDOWN_OFFSETS_MS = (0.0, 200.0, 400.0)
+#: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
+#: then), replayed with today's rule, for comparison.
 PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
                                              minimum_count=3)
 
@@ -257,6 +257,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                                              "other_speech": len(speech_pools[speech_pool])}
                                      for split, (noise_pool, speech_pool) in pools_of_split.items()}}
     replays: dict[str, dict[str, Replay]] = {}
+    # each split's (command words, noise recordings, stream options), for the cost breakdown
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
     for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
                                                                             options.seed + 202)):
@@ -295,6 +296,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "firmware_config": evaluate(eval_replays, firmware.recognizer, match_tolerance_ms=match),
     }
     hit_rate = at["recommended"].hit_rate
+    eval_commands, eval_noise, eval_options = material["evaluation"]
     out.update({
         "recommended": {"settings": at["recommended"].to_dict()["settings"], "chosen_on": tuned_on,
                         "within_budget_on_tuning": in_budget,
@@ -303,8 +305,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "firmware_config": {"file": firmware.file, "title": firmware.title},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
-        "cost_breakdown": cost_breakdown(model, material["evaluation"][0], material["evaluation"][2],
-                                         noise=material["evaluation"][1], recognizer=recommended),
+        "cost_breakdown": cost_breakdown(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
         "sweep_points": len(points),
         "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
                       if p.within(plan.sweep.max_false_accepts_per_hour,
