@@ -14,6 +14,9 @@ issue 15's changes, for a before/after figure on one machine:
     .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml --all-rows
     # and Keras' own batch normalization too (before the fused kernel)
     .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml --all-rows --keras-batch-norm
+    # inside Keras' fit, as the trainer runs it: the step with batches that cost nothing (a few made
+    # beforehand, served again and again) against the step with batches made beside it
+    .venv/bin/python scripts/profile_training.py --config train/configs/shared_data.yaml --fit
 """
 
 from __future__ import annotations
@@ -23,6 +26,31 @@ import time
 from pathlib import Path
 
 WARMUP_STEPS = 3
+#: Batches made beforehand for the --fit timing, served in turn (a few, so that fit's input shapes vary).
+SERVED_BATCHES = 4
+
+
+def _served(batches, steps: int, *, workers: int):
+    """A Keras dataset of ``steps`` steps serving ``batches`` in turn: fit's own cost, without making batches."""
+    import keras
+
+    class Served(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, step: int):
+            return batches[step % len(batches)]
+
+    return Served(workers=workers, use_multiprocessing=False)
+
+
+def _fit_step_s(model, source, steps: int) -> float:
+    """Seconds a step of ``model.fit`` over ``source`` (one epoch of ``steps``), after one epoch
+    that traces the step for the shapes ``source`` gives."""
+    model.fit(source, epochs=1, verbose=0)
+    started = time.perf_counter()
+    model.fit(source, epochs=1, verbose=0)
+    return (time.perf_counter() - started) / steps
 
 
 def main() -> None:
@@ -33,6 +61,9 @@ def main() -> None:
                         help="build the model with keras.layers.BatchNormalization instead of the fused layer")
     parser.add_argument("--all-rows", action="store_true",
                         help="fit the whole model, every encoder on every row, instead of the present-rows view")
+    parser.add_argument("--fit", action="store_true",
+                        help="also time --steps steps inside Keras' fit (the trainer's batch threads): batches made "
+                             "beforehand against batches made beside the step")
     args = parser.parse_args()
 
     import keras
@@ -74,6 +105,16 @@ def main() -> None:
         model.train_on_batch(x, y, w)
     step_s = (time.perf_counter() - started) / args.steps
 
+    if args.fit:
+        fit_step_s = {what: _fit_step_s(model, source, args.steps) for what, source in (
+            ("made beforehand", _served([batches[k] for k in range(SERVED_BATCHES)], args.steps,
+                                        workers=config.train.workers)),
+            ("made beside the step", FusionBatches(ds, config, steps=args.steps, epoch_seed=config.seed,
+                                                   workers=config.train.workers, packed_targets=True,
+                                                   present_rows_only=not args.all_rows)))}
+        for what, s in fit_step_s.items():
+            print(f"inside fit ({config.train.workers} batch threads), batches {what}: {s:.3f} s a step; "
+                  f"{config.train.epochs} epochs of {steps} steps: {config.train.epochs * steps * s / 60:.1f} min")
     epoch_s = steps * (batch_s + step_s)
     print(f"per step: batch {batch_s:.3f} s, training step {step_s:.3f} s ({args.steps} steps each)")
     print(f"per epoch of {steps} steps: {steps * batch_s:.0f} s making batches + {steps * step_s:.0f} s training "
