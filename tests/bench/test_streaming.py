@@ -52,7 +52,8 @@ def test_the_cost_breakdown_scores_every_word_at_every_offset_against_its_thresh
     model = _ConstantModel()
     rows = cost_breakdown(model, words, StreamOptions(seed=1), noise=[],
                           recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3))
-    assert [r["offset_ms"] for r in rows] == list(BREAKDOWN_OFFSETS_MS) and model.windows == 3 * len(BREAKDOWN_OFFSETS_MS)
+    assert [r["offset_ms"] for r in rows] == list(BREAKDOWN_OFFSETS_MS)
+    assert model.windows == 3 * len(BREAKDOWN_OFFSETS_MS)
     # "go" is not one of the model's words; "yes" is named right twice of three words, above 0.85 both times.
     assert all(r["words"] == 3 and r["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
                and r["confident"] == pytest.approx(2 / 3, abs=1e-4) for r in rows)
