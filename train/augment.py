@@ -269,14 +269,15 @@ def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: i
     apply = _apply_mask(rng, batch, probability)
     if not apply.any():
         return x.copy()
-    rt60_s = rng.uniform(rt60_ms_range[0], rt60_ms_range[1], size=batch) / 1000.0
+    rt60_s = rng.uniform(rt60_ms_range[0], rt60_ms_range[1], size=batch)[apply] / 1000.0
     taps = int(np.ceil(rt60_ms_range[1] / 1000.0 * sample_rate_hz))
     t = np.arange(taps) / sample_rate_hz
-    decay = np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[:, None])
-    rir = rng.standard_normal((batch, taps)) * decay * _REVERB_TAIL_GAIN  # drawn for every row: same stream
+    tail = rng.standard_normal((batch, taps))[apply]  # drawn for every row (the same random stream), used for some
+    # only the rows that get a room are built and convolved
+    rir = tail * np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[:, None]) * _REVERB_TAIL_GAIN
     rir[:, 0] = 1.0
     size = 1 << int(np.ceil(np.log2(n + taps)))
-    dry, rir = x[apply], rir[apply]  # only the rows that get a room are convolved
+    dry = x[apply]
     wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
     dry_rms, wet_rms = np.sqrt(_power(dry)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
     wet *= (dry_rms / wet_rms)[:, None]
@@ -352,7 +353,9 @@ def horizontal_flip(images: np.ndarray, rng: np.random.Generator, *, probability
     x = as_images(images)
     _check_probability("probability", probability)
     flip = _apply_mask(rng, x.shape[0], probability)
-    return np.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+    out = x.copy()
+    out[flip] = x[flip, :, ::-1, :]
+    return out
 
 
 def color_jitter(images: np.ndarray, rng: np.random.Generator, *, brightness_delta: float = 0.2,

@@ -153,6 +153,17 @@ def test_add_reverb_adds_a_decaying_tail_at_the_same_level() -> None:
     np.testing.assert_array_equal(add_reverb(click, rng, probability=0.0), click)
 
 
+def test_add_reverb_builds_rooms_for_the_rows_it_changes_only_and_leaves_the_others() -> None:
+    # The same draws with every row in a room: a row's room does not depend on which other rows got one.
+    speech = _speech_like(16)
+    some = add_reverb(speech, np.random.default_rng(3), probability=0.5)
+    every = add_reverb(speech, np.random.default_rng(3), probability=1.0)
+    changed = np.any(some != speech, axis=1)
+    assert 3 < changed.sum() < 13
+    np.testing.assert_array_equal(some[changed], every[changed])
+    np.testing.assert_array_equal(some[~changed], speech[~changed])
+
+
 @pytest.mark.parametrize("augment", [add_reverb, change_speed])
 def test_a_row_left_alone_is_untouched_and_a_changed_row_does_not_depend_on_the_others(augment) -> None:
     """Only the drawn rows are computed: with half of them drawn, those are what every row drawn
@@ -204,9 +215,12 @@ def test_horizontal_flip() -> None:
     x = _images()
     np.testing.assert_array_equal(horizontal_flip(x, np.random.default_rng(0), probability=1.0), x[:, :, ::-1])
     np.testing.assert_array_equal(horizontal_flip(x, np.random.default_rng(0), probability=0.0), x)
-    some = horizontal_flip(_images(64), np.random.default_rng(0), probability=0.5)
-    flipped = np.all(some == _images(64)[:, :, ::-1], axis=(1, 2, 3))
+    original = _images(64)
+    some = horizontal_flip(original, np.random.default_rng(0), probability=0.5)
+    flipped = np.all(some == original[:, :, ::-1], axis=(1, 2, 3))
     assert 10 < flipped.sum() < 54
+    np.testing.assert_array_equal(some[~flipped], original[~flipped])
+    np.testing.assert_array_equal(original, _images(64))  # the input is left as it was
 
 
 def test_random_crop_zooms_in() -> None:
