@@ -290,7 +290,7 @@ def _background(n: int, noise: Sequence[np.ndarray], rng: np.random.Generator, s
         if pool:
             rec = pool[int(rng.integers(len(pool)))]
             offset = int(rng.integers(0, rec.size))
-            piece = np.resize(np.roll(rec, -offset), length).astype(np.float64)
+            piece = rec[(offset + np.arange(length)) % rec.size].astype(np.float64)  # wraps around its end
         else:
             piece = _coloured_noise(length, rng, float(rng.choice([1.0, 2.0])))
         piece = piece - piece.mean()
