@@ -33,6 +33,7 @@ __all__ = [
     "random_gain",
     "shift_rows",
     "spec_augment",
+    "warp_frequency",
 ]
 
 _POWER_FLOOR = 1e-12  # a clip with less mean power than this counts as silent
@@ -59,6 +60,10 @@ class AudioAugmentOptions:
     ``silent_reference_dbfs``: for clips with no signal (digital silence) the noise level
     is set relative to this RMS level instead of the clip's power. ``mask_value=None``
     fills SpecAugment masks with each example's mean feature value.
+
+    ``warp_probability``: share of feature rows whose mel axis is stretched by a factor drawn from
+    ``warp_factor_range`` (:func:`warp_frequency`, a vocal-tract-length perturbation: the same
+    words from a longer or shorter vocal tract), before SpecAugment.
     """
 
     sample_rate_hz: int = 16000
@@ -78,17 +83,20 @@ class AudioAugmentOptions:
     freq_masks: int = 2
     max_freq_mask_bins: int = 5
     mask_value: float | None = None
+    warp_probability: float = 0.0
+    warp_factor_range: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
         for name in ("speed_probability", "reverb_probability", "noise_probability", "shift_probability",
-                     "gain_probability"):
+                     "gain_probability", "warp_probability"):
             _check_probability(name, getattr(self, name))
         require_range("speed_range", self.speed_range, lo=np.finfo(float).tiny)
         require_range("rt60_ms_range", self.rt60_ms_range, lo=np.finfo(float).tiny)
         require_range("snr_db_range", self.snr_db_range)
         require_range("gain_db_range", self.gain_db_range)
+        require_range("warp_factor_range", self.warp_factor_range, lo=np.finfo(float).tiny)
         require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
         require(self.max_shift_ms >= 0, "max_shift_ms", ">= 0", self.max_shift_ms)
         for name in ("time_masks", "max_time_mask_frames", "freq_masks", "max_freq_mask_bins"):
@@ -317,9 +325,41 @@ def spec_augment(features: np.ndarray, rng: np.random.Generator, *, time_masks: 
     return np.where(masked, fill, f).astype(f.dtype)
 
 
+def warp_frequency(features: np.ndarray, rng: np.random.Generator, *, probability: float,
+                   factor_range: tuple[float, float] = (0.9, 1.1)) -> np.ndarray:
+    """Stretch the bin axis of ``(B, frames, bins)`` features about bin 0 by a factor drawn uniformly
+    from ``factor_range`` for a ``probability`` share of the rows (linear interpolation between bins;
+    a factor above 1 moves the spectrum up, as a shorter vocal tract does; the top bin is repeated
+    where a factor below 1 runs out of bins). The other rows are returned as they are."""
+    f = np.asarray(features)
+    if f.ndim != 3 or not np.issubdtype(f.dtype, np.floating):
+        raise ValueError(f"features: expected float array (batch, frames, bins), got {f.dtype} {f.shape}")
+    _check_probability("probability", probability)
+    require_range("factor_range", tuple(factor_range), lo=np.finfo(float).tiny)
+    rows = np.flatnonzero(_apply_mask(rng, f.shape[0], probability))
+    out = f.copy()
+    if not rows.size:
+        return out
+    bins = f.shape[2]
+    factors = rng.uniform(factor_range[0], factor_range[1], size=rows.size)
+    source = np.clip(np.arange(bins)[None, :] / factors[:, None], 0.0, bins - 1)  # (rows, bins)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, bins - 1)
+    frac = (source - low)[:, None, :]
+    picked = f[rows]
+    below = np.take_along_axis(picked, np.broadcast_to(low[:, None, :], picked.shape), axis=2)
+    above = np.take_along_axis(picked, np.broadcast_to(high[:, None, :], picked.shape), axis=2)
+    out[rows] = (below * (1.0 - frac) + above * frac).astype(f.dtype)
+    return out
+
+
 def augment_features(features: np.ndarray, rng: np.random.Generator,
                      options: AudioAugmentOptions = AudioAugmentOptions()) -> np.ndarray:
-    """SpecAugment with ``options``' mask counts and widths."""
+    """The mel-axis warp (when ``options.warp_probability`` > 0), then SpecAugment with ``options``'
+    mask counts and widths."""
+    if options.warp_probability > 0:
+        features = warp_frequency(features, rng, probability=options.warp_probability,
+                                  factor_range=options.warp_factor_range)
     return spec_augment(features, rng, time_masks=options.time_masks,
                         max_time_mask_frames=options.max_time_mask_frames, freq_masks=options.freq_masks,
                         max_freq_mask_bins=options.max_freq_mask_bins, mask_value=options.mask_value)

@@ -155,6 +155,11 @@ class TrainOptions:
     #: statistics included), e.g. ``[image_encoder]``: fine-tune the commands and leave the
     #: camera path as it was. Needs ``--init-from``.
     frozen_parts: tuple[ModelPart, ...] = ()
+    #: Keep an exponential moving average of the trained weights ("Polyak averaging": each step
+    #: ``average = m * average + (1 - m) * weights``) and validate, checkpoint and keep *it* instead of
+    #: the weights themselves; ``null`` keeps the weights. ``m`` = 0.998 averages over about 500
+    #: steps, the way a soup of fine-tunes (``edgesense average``) averages whole runs.
+    ema_momentum: float | None = None
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
@@ -176,6 +181,8 @@ class TrainOptions:
                 self.scene_distill_weight)
         require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
         require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
+        require(self.ema_momentum is None or 0.0 < self.ema_momentum < 1.0, "ema_momentum", "in (0, 1) or null",
+                self.ema_momentum)
         require(isinstance(self.frozen_parts, tuple) and set(self.frozen_parts) <= set(MODEL_PARTS)
                 and len(set(self.frozen_parts)) == len(self.frozen_parts) < len(MODEL_PARTS), "frozen_parts",
                 f"some of {', '.join(MODEL_PARTS)}, each once, not all", self.frozen_parts)

@@ -19,7 +19,7 @@ from edgesense.train import data as datasets
 from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
                                   prepare_rirs, speech_windows)
 from edgesense.train.cache import ArrayCache, content_key
-from edgesense.train.config import FUSION_HEAD, TrainConfig
+from edgesense.train.config import FUSION_HEAD, TrainConfig, TrainOptions
 from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy
 from edgesense.train.model import (
     INPUT_AUDIO,
@@ -768,6 +768,13 @@ class VisionTeacher:
         return float(np.mean(self.logits(images).argmax(-1) == labels))
 
 
+def _optimizer(options: TrainOptions, schedule):
+    """AdamW at ``schedule``, keeping the weights' moving average when ``options.ema_momentum`` is set."""
+    averaged = options.ema_momentum is not None
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=options.weight_decay, use_ema=averaged,
+                                  **({"ema_momentum": options.ema_momentum} if averaged else {}))
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None,
           replace: bool = False) -> dict:
     """Train per ``config`` and write the run folder; returns the metrics. ``init_from`` (a run
@@ -854,7 +861,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         present_rows_only = config.train.strategy == "default"
         view = build_present_rows_view(model) if present_rows_only else model
         view.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.train.weight_decay),
+            optimizer=_optimizer(config.train, schedule),
             loss={OUTPUT_COMMAND: DistillationLoss(n_cmd, temperature,
                                                    label_smoothing=config.train.command_label_smoothing),
                   OUTPUT_SCENE: DistillationLoss(num_scenes, temperature, label_smoothing=config.train.label_smoothing,
@@ -878,7 +885,9 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         if config.train.checkpoint_metric == metric and not held_out.labels.size:
             raise ValueError(f"train.checkpoint_metric: {metric!r} needs {what}, and this data has none")
     # Validation, the checkpoint and early stopping act on the model (which the view trains), not the view.
+    # With a weight average, it stands in for the weights at each epoch's end, before they act.
     callbacks = [
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.train.ema_momentum is not None else []),
         validation,
         _OnModel(keras.callbacks.ModelCheckpoint)(str(out_dir / MODEL_FILE), monitor=monitor, mode="max",
                                                   save_best_only=True, on=model),

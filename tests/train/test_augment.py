@@ -20,6 +20,7 @@ from edgesense.train.augment import (
     random_gain,
     shift_rows,
     spec_augment,
+    warp_frequency,
 )
 
 N = 16000
@@ -181,6 +182,38 @@ def test_augment_features_keeps_the_shape() -> None:
     options = AudioAugmentOptions(speed_probability=0.5, reverb_probability=0.5)
     feats = np.zeros((4, 49, 40), dtype=np.float32)
     assert augment_features(feats + np.arange(40), np.random.default_rng(0), options).shape == feats.shape
+
+
+def test_warp_frequency_moves_a_formant_by_its_factor_on_the_drawn_rows_only() -> None:
+    bins = 40
+    feats = np.zeros((64, 49, bins), dtype=np.float32)
+    feats[:, :, 10] = 1.0  # one spectral peak at bin 10
+    up = warp_frequency(feats, np.random.default_rng(0), probability=1.0, factor_range=(1.2, 1.2))
+    assert up.dtype == feats.dtype and up.shape == feats.shape
+    assert np.all(up[:, :, 12] == 1.0) and np.all(up.sum(axis=2) > 0)  # 10 * 1.2
+    down = warp_frequency(feats, np.random.default_rng(0), probability=1.0, factor_range=(0.8, 0.8))
+    np.testing.assert_allclose(down[0, 0, 8], 1.0)  # 10 * 0.8
+    assert np.all(down.argmax(axis=2) == 8)
+    np.testing.assert_array_equal(warp_frequency(feats, np.random.default_rng(0), probability=1.0,
+                                                 factor_range=(1.0, 1.0)), feats)
+    half = warp_frequency(feats, np.random.default_rng(1), probability=0.5, factor_range=(1.2, 1.2))
+    changed = np.any(half != feats, axis=(1, 2))
+    assert 0 < changed.sum() < len(feats)
+    np.testing.assert_array_equal(half[changed][:, :, 12], 1.0)
+    assert np.all(feats[:, :, 10] == 1.0) and feats.sum() == 64 * 49  # the input is untouched
+    with pytest.raises(ValueError, match="factor_range"):
+        warp_frequency(feats, np.random.default_rng(0), probability=1.0, factor_range=(1.1, 0.9))
+
+
+def test_augment_features_warps_only_when_asked() -> None:
+    feats = np.random.default_rng(0).normal(size=(8, 49, 40)).astype(np.float32)
+    plain = AudioAugmentOptions(time_masks=0, freq_masks=0)
+    np.testing.assert_array_equal(augment_features(feats, np.random.default_rng(0), plain), feats)
+    warped = augment_features(feats, np.random.default_rng(0), AudioAugmentOptions(
+        time_masks=0, freq_masks=0, warp_probability=1.0, warp_factor_range=(1.1, 1.1)))
+    assert np.all(np.any(warped != feats, axis=(1, 2)))
+    with pytest.raises(ValueError, match="warp_probability"):
+        AudioAugmentOptions(warp_probability=1.5)
 
 
 def test_audio_options_validation_names_the_field() -> None:

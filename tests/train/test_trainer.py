@@ -104,6 +104,36 @@ def test_a_frozen_part_keeps_the_weights_it_started_from_while_the_rest_trains(t
     assert "image_encoder" in line and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
+def test_a_weight_average_is_what_the_run_validates_and_keeps(tmp_path, tiny_data):
+    import keras
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=3)
+    train(load_train_config(path), tmp_path / "first", verbose=0)
+    # The average starts at the weights after the first step, which Adam moves by at most the learning
+    # rate; an average that barely moves keeps them, however far the later steps take the weights.
+    learning_rate = 0.05
+    fast = [f"train.learning_rate={learning_rate}", "train.epochs=2"]
+    train(load_train_config(path, fast), tmp_path / "raw", verbose=0, init_from=tmp_path / "first")
+    metrics = train(load_train_config(path, [*fast, "train.ema_momentum=0.999999"]), tmp_path / "averaged",
+                    verbose=0, init_from=tmp_path / "first")
+
+    def trained(run):
+        model = keras.models.load_model(tmp_path / run / "model.keras", compile=False)
+        return [w.numpy() for w in model.get_layer("audio_encoder").trainable_weights]
+
+    def moved(run):
+        return max(np.abs(w - s).max() for w, s in zip(trained(run), trained("first")))
+
+    assert moved("averaged") <= 1.01 * learning_rate < 1.5 * learning_rate < moved("raw")
+    history = np.genfromtxt(tmp_path / "averaged" / "history.csv", delimiter=",", names=True)
+    assert metrics["command_accuracy"] == pytest.approx(
+        np.atleast_1d(history["val_command_accuracy"])[metrics["best_epoch"] - 1])
+    with pytest.raises(ValueError, match=r"ema_momentum"):
+        load_train_config(path, ["train.ema_momentum=1.0"])
+
+
 def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path, tiny_data):
     speech, scenes = tiny_data
     synthetic = make_speech_commands(tmp_path / "synth", speakers=10, per_speaker=2, seed=3)
