@@ -180,7 +180,7 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5])
                  or "none")
               + "."]
-    return lines + _breakdown_markdown(st)
+    return lines + _breakdown_markdown(st) + _envelope_markdown(st)
 
 
 def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
@@ -198,6 +198,25 @@ def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
         lines.append(f"| in the streams' noise, {where} | {_fmt(row['accuracy'])} | {_fmt(row['confident'])} |")
     hit_rate = st["evaluation"]["recommended"]["hit_rate"]
     return lines + [f"| on the streams, detected (recommended setting) | {_fmt(hit_rate)} | – |"]
+
+
+def _envelope_markdown(st: Mapping[str, Any]) -> list[str]:
+    """The level envelope: named right / confident by speech level (rows) and SNR (columns)."""
+    rows = st.get("level_envelope") or []
+    if not rows:
+        return []
+    snrs = list(dict.fromkeys(row["snr_db"] for row in rows))
+    lines = ["", "Level envelope: the same words, centred, with the spoken part at each level over the streams' noise "
+                 "at each SNR (named right / confident; 100 dB: no audible noise). Speech far outside the levels "
+                 "where the model works is a microphone-gain problem, not a threshold one:", "",
+             "| speech level | " + " | ".join(f"{snr:g} dB SNR" for snr in snrs) + " |",
+             "| --- |" + " ---: |" * len(snrs)]
+    for level in dict.fromkeys(row["level_dbfs"] for row in rows):
+        cells = {row["snr_db"]: row for row in rows if row["level_dbfs"] == level}
+        lines.append(f"| {level:g} dBFS | " + " | ".join(
+            f"{_fmt(cells[snr]['accuracy'])} / {_fmt(cells[snr]['confident'])}" if snr in cells else "–"
+            for snr in snrs) + " |")
+    return lines
 
 
 def _summed(point: dict, key: str) -> dict[str, int]:

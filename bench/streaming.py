@@ -49,8 +49,8 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "StreamingPlan", "clip_utterances", "cost_breakdown",
-           "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "wav_recordings"]
+__all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB", "StreamingPlan",
+           "clip_utterances", "cost_breakdown", "level_envelope", "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ TALK_NOT_LEARNED = "training+tuning"
 TUNING_NOISE = "tuning-noise"
 #: The streaming-cost breakdown scores each command word this far off the middle of the model's window.
 BREAKDOWN_OFFSETS_MS = (0.0, 200.0, 400.0)
+#: The level envelope scores each command word, centred, with its spoken part at each of these
+#: levels (a quiet talker far off to a loud one close to a hot microphone) …
+ENVELOPE_LEVELS_DBFS = (-40.0, -32.0, -24.0, -16.0, -8.0)
+#: … over the noise at each of these SNRs (100 dB: no audible noise).
+ENVELOPE_SNRS_DB = (100.0, 20.0, 10.0, 5.0)
 #: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
 #: then), replayed with today's rule, for comparison.
 PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
@@ -144,27 +149,46 @@ def other_speech_utterances(paths: Sequence[Path], sample_rate_hz: int) -> tuple
     return words, sentences
 
 
+def _window_figures(model: EdgeModel, words: Sequence[Utterance], options: StreamOptions, *, offset_ms: float,
+                    noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> dict[str, Any]:
+    """``words`` (the model's command words) each in one window (:func:`word_windows`): how many,
+    the share named right (``accuracy``) and the share whose own word scores above its threshold in
+    ``recognizer`` (``confident``: what the detector can fire on)."""
+    labels = list(model.command_labels)
+    truth = np.array([labels.index(u.label) for u in words], np.int64)
+    thresholds = np.array([recognizer.threshold_of(u.label) for u in words])
+    frontend = model.audio_frontend
+    windows = word_windows(words, options, window_samples=frontend.clip_samples, offset_ms=offset_ms, noise=noise)
+    scores = np.array([model.fuse(model.encode_audio(log_mel_spectrogram(x, frontend)), None)[0] for x in windows],
+                      np.float64).reshape(len(words), len(labels))
+    own = scores[np.arange(truth.size), truth]
+    return {"words": int(truth.size),
+            "accuracy": round(float(np.mean(scores.argmax(axis=1) == truth)), 4) if truth.size else None,
+            "confident": round(float(np.mean(own > thresholds)), 4) if truth.size else None}
+
+
 def cost_breakdown(model: EdgeModel, commands: Sequence[Utterance], options: StreamOptions, *,
                    noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> list[dict[str, Any]]:
     """Where a stream's hits go: each command word in one 1-s window in the stream's levels and
     noise (:func:`edgesense.bench.streams.word_windows`), at each of ``BREAKDOWN_OFFSETS_MS`` off
-    the window's middle; per offset the share named right (``accuracy``) and the share whose own
-    word scores above its threshold in ``recognizer`` (``confident``: what the detector can fire on)."""
-    labels = list(model.command_labels)
-    words = [u for u in commands if u.label in labels]
-    truth = np.array([labels.index(u.label) for u in words], np.int64)
-    thresholds = np.array([recognizer.threshold_of(u.label) for u in words])
-    frontend = model.audio_frontend
-    rows = []
-    for offset_ms in BREAKDOWN_OFFSETS_MS:
-        windows = word_windows(words, options, window_samples=frontend.clip_samples, offset_ms=offset_ms, noise=noise)
-        scores = np.array([model.fuse(model.encode_audio(log_mel_spectrogram(x, frontend)), None)[0] for x in windows],
-                          np.float64).reshape(len(words), len(labels))
-        own = scores[np.arange(truth.size), truth]
-        rows.append({"offset_ms": offset_ms, "words": int(truth.size),
-                     "accuracy": round(float(np.mean(scores.argmax(axis=1) == truth)), 4) if truth.size else None,
-                     "confident": round(float(np.mean(own > thresholds)), 4) if truth.size else None})
-    return rows
+    the window's middle; per offset the share named right and the share confident (:func:`_window_figures`)."""
+    words = [u for u in commands if u.label in model.command_labels]
+    return [{"offset_ms": offset_ms, **_window_figures(model, words, options, offset_ms=offset_ms, noise=noise,
+                                                       recognizer=recognizer)}
+            for offset_ms in BREAKDOWN_OFFSETS_MS]
+
+
+def level_envelope(model: EdgeModel, commands: Sequence[Utterance], options: StreamOptions, *,
+                   noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> list[dict[str, Any]]:
+    """Where on the microphone's scale the model works: each command word, centred in one window,
+    with its spoken part at each of ``ENVELOPE_LEVELS_DBFS`` over ``noise`` at each of
+    ``ENVELOPE_SNRS_DB``; per level and SNR the share named right and the share confident."""
+    words = [u for u in commands if u.label in model.command_labels]
+    return [{"level_dbfs": level, "snr_db": snr,
+             **_window_figures(model, words, dataclasses.replace(options, speech_level_dbfs=(level, level),
+                                                                 snr_db=(snr, snr)),
+                               offset_ms=0.0, noise=noise, recognizer=recognizer)}
+            for level in ENVELOPE_LEVELS_DBFS for snr in ENVELOPE_SNRS_DB]
 
 
 # --------------------------------------------------------------------------- streams
@@ -306,6 +330,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
         "cost_breakdown": cost_breakdown(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
+        "level_envelope": level_envelope(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
         "sweep_points": len(points),
         "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
                       if p.within(plan.sweep.max_false_accepts_per_hour,

@@ -127,6 +127,12 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert rec["settings"]["threshold"] >= 0.5
     assert all(0 <= row["confident"] <= row["accuracy"] <= 1 for row in breakdown)
     assert "Where the streaming cost goes" in markdown and "| in the streams' noise, 200 ms off centre |" in markdown
+    # The level envelope scores the same words at every level and SNR.
+    envelope = st["level_envelope"]
+    assert len(envelope) == len({(row["level_dbfs"], row["snr_db"]) for row in envelope}) > 1
+    assert {row["words"] for row in envelope} == {breakdown[0]["words"]}
+    assert all(0 <= row["confident"] <= row["accuracy"] <= 1 for row in envelope)
+    assert "Level envelope" in markdown and "| -8 dBFS |" in markdown and "| 5 dB SNR |" in markdown
 
 
 def test_the_firmware_row_is_the_given_configs_setting(quick_report):

@@ -1,4 +1,5 @@
-"""edgesense.bench.streaming: which talk may choose a model's operating point; the streaming-cost breakdown."""
+"""edgesense.bench.streaming: which talk may choose a model's operating point; the streaming-cost breakdown and
+the level envelope."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgesense.bench.streaming import BREAKDOWN_OFFSETS_MS, cost_breakdown, learned_other_speech
+from edgesense.bench.streaming import (
+    BREAKDOWN_OFFSETS_MS,
+    ENVELOPE_LEVELS_DBFS,
+    ENVELOPE_SNRS_DB,
+    cost_breakdown,
+    learned_other_speech,
+    level_envelope,
+)
 from edgesense.bench.streams import StreamOptions, utterance
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -60,3 +68,39 @@ def test_the_cost_breakdown_scores_every_word_at_every_offset_against_its_thresh
     stricter = CommandRecognizerOptions(threshold=0.85, class_thresholds={"yes": 0.95}, release_threshold=0.3)
     assert all(r["confident"] == 0.0 for r in cost_breakdown(model, words, StreamOptions(seed=1), noise=[],
                                                                recognizer=stricter))
+
+
+class _LoudnessModel(_ConstantModel):
+    """Names ``yes`` (0.9) when the window's mean log-mel energy is above ``loud``, else ``no``."""
+
+    def __init__(self, loud: float) -> None:
+        super().__init__()
+        self.loud = loud
+
+    def encode_audio(self, features):
+        return super().encode_audio(features).mean()
+
+    def fuse(self, audio, image):
+        assert image is None
+        return (np.array([0.0, 0.0, 0.9, 0.1], np.float32) if audio > self.loud
+                else np.array([0.0, 0.0, 0.1, 0.9], np.float32)), None
+
+
+def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
+    sr = AudioFrontendOptions().sample_rate_hz
+    tone = np.zeros(sr, np.float32)
+    tone[4000:9000] = 0.3 * np.sin(np.arange(5000) * 0.2)
+    words = [utterance(tone, "yes", f"yes{k}.wav", sr) for k in range(3)]
+    quiet_floor = _LoudnessModel(loud=np.inf)
+    rows = level_envelope(quiet_floor, words, StreamOptions(seed=1), noise=[],
+                          recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3))
+    assert [(r["level_dbfs"], r["snr_db"]) for r in rows] == [(level, snr) for level in ENVELOPE_LEVELS_DBFS
+                                                              for snr in ENVELOPE_SNRS_DB]
+    assert quiet_floor.windows == 3 * len(rows) and all(r["words"] == 3 for r in rows)
+    assert all(r["accuracy"] == r["confident"] == 0.0 for r in rows)
+    # A model that names the word only when it is loud: right above some level, wrong below it.
+    clean = {r["level_dbfs"]: r["accuracy"] for r in level_envelope(
+        _LoudnessModel(loud=-12.8), words, StreamOptions(seed=1), noise=[],
+        recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3)) if r["snr_db"] == 100.0}
+    assert clean[min(ENVELOPE_LEVELS_DBFS)] == 0.0 and clean[max(ENVELOPE_LEVELS_DBFS)] == 1.0
+    assert list(clean.values()) == sorted(clean.values())
