@@ -180,7 +180,7 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5])
                  or "none")
               + "."]
-    return lines + _breakdown_markdown(st) + _envelope_markdown(st)
+    return lines + _tuning_budgets_markdown(st) + _breakdown_markdown(st) + _envelope_markdown(st)
 
 
 def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
@@ -198,6 +198,20 @@ def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
         lines.append(f"| in the streams' noise, {where} | {_fmt(row['accuracy'])} | {_fmt(row['confident'])} |")
     hit_rate = st["evaluation"]["recommended"]["hit_rate"]
     return lines + [f"| on the streams, detected (recommended setting) | {_fmt(hit_rate)} | – |"]
+
+
+def _tuning_budgets_markdown(st: Mapping[str, Any]) -> list[str]:
+    """The tuning streams' best hit rate within each false-accept budget, and their mean."""
+    section = st.get("tuning_budgets")
+    if not section:
+        return []
+    rows = section["budgets"]
+    return ["", f"The {section['streams']} streams' best setting within each budget of false accepts per hour "
+                f"(and {section['max_false_accepts_per_100_words']:g} per 100 other words); the mean of these hit "
+                "rates is the steadier figure to compare models by:", "",
+            "| false accepts per hour | " + " | ".join(f"≤ {r['max_false_accepts_per_hour']:g}" for r in rows)
+            + " | mean |", "| --- |" + " ---: |" * (len(rows) + 1),
+            "| hit rate | " + " | ".join(_fmt(r["hit_rate"]) for r in rows) + f" | {_fmt(section['mean_hit_rate'])} |"]
 
 
 def _envelope_markdown(st: Mapping[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ from edgesense.recognition.commands import MINIMUM_WINDOW_FRACTION, CommandRecog
 from edgesense.schema.validate import require
 
 __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
-           "evaluate", "sweep", "recommend", "calibrate_class_thresholds", "det_curve"]
+           "evaluate", "sweep", "best_within", "recommend", "calibrate_class_thresholds", "det_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,14 +340,21 @@ def _rank(p: OperatingPoint) -> tuple[float, ...]:
             o.release_threshold)
 
 
+def best_within(points: Sequence[OperatingPoint], options: SweepOptions) -> OperatingPoint | None:
+    """The highest hit rate within ``options``' false-accept budget (ties: see :func:`_rank`); None
+    when no point is within it."""
+    within = [p for p in points
+              if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
+    return max(within, key=_rank) if within else None
+
+
 def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, bool]:
     """(the highest hit rate within the false-accept budget, True); ties: see :func:`_rank`. Without
     any point in budget: (the one with the fewest false accepts, False)."""
     require(len(points) > 0, "points", "at least one sweep point", 0)
-    within = [p for p in points
-              if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
-    if within:
-        return max(within, key=_rank), True
+    best = best_within(points, options)
+    if best is not None:
+        return best, True
     logger.warning("no setting reaches %.2f false accepts/hour and %.2f per 100 words on the tuning streams; "
                    "recommending the fewest", options.max_false_accepts_per_hour,
                    options.max_false_accepts_per_100_words)

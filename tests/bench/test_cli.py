@@ -127,6 +127,16 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert rec["settings"]["threshold"] >= 0.5
     assert all(0 <= row["confident"] <= row["accuracy"] <= 1 for row in breakdown)
     assert "Where the streaming cost goes" in markdown and "| in the streams' noise, 200 ms off centre |" in markdown
+    # The tuning streams' best hit rate within each budget grows with the budget; within the sweep's own
+    # budget (1 per hour) it is the recommended setting's.
+    budgets = st["tuning_budgets"]
+    rates = [row["hit_rate"] or 0.0 for row in budgets["budgets"]]
+    assert [row["max_false_accepts_per_hour"] for row in budgets["budgets"]] == [0.5, 1.0, 2.0, 5.0]
+    assert rates == sorted(rates) and budgets["mean_hit_rate"] == pytest.approx(np.mean(rates), abs=1e-4)
+    at_one = budgets["budgets"][1]
+    assert at_one["hit_rate"] == (rec["tuning"]["hit_rate"] if rec["within_budget_on_tuning"] else None)
+    assert at_one["hit_rate"] is None or at_one["false_accepts_per_hour"] <= 1.0
+    assert "best setting within each budget" in markdown and "| ≤ 0.5 | ≤ 1 | ≤ 2 | ≤ 5 | mean |" in markdown
     # The level envelope scores the same words at every level and SNR.
     envelope = st["level_envelope"]
     assert len(envelope) == len({(row["level_dbfs"], row["snr_db"]) for row in envelope}) > 1

@@ -13,6 +13,7 @@ from edgesense.bench.scoring import (
     Detection,
     Replay,
     SweepOptions,
+    best_within,
     calibrate_class_thresholds,
     det_curve,
     detect,
@@ -166,6 +167,8 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
                                                                                  (0.7, 0.0), (0.7, 500.0)}
     best, ok = recommend(points, options)
     assert ok and best.options.threshold == 0.7 and best.hit_rate == 0.5 and best.false_accepts_per_hour == 0
+    assert best_within(points, options) is best
+    assert best_within([p for p in points if p.options.threshold == 0.5], options) is None  # each fires on talk
     loose, ok = recommend(points, dataclasses.replace(options, max_false_accepts_per_hour=1e9))
     assert ok and loose.options.threshold == 0.5 and loose.hit_rate == 1.0 and loose.false_accepts_per_hour > 0
     assert loose.options.suppression_ms == 500.0  # ties go to the more conservative setting
