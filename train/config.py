@@ -138,6 +138,11 @@ class TrainOptions:
     #: window of other people's speech (``data.speech_negatives``, training pool) instead of a
     #: clip, augmented like the clips at every step (the bank has ``bank.other_speech_per_variant``).
     other_speech_share: float = 0.0
+    #: Per-step pipeline: share of the drawn ``_unknown_`` rows that are not other speech that become
+    #: a command word of the training clips played backwards (still ``_unknown_``): the voices and
+    #: sounds of the words without their order, which a model that hears words as a bag of sounds
+    #: takes for them.
+    reversed_speech_share: float = 0.0
     strategy: Strategy = "default"
     #: Share of each command example's loss taken from the audio teacher's soft targets at
     #: ``distill_temperature`` (0: hard labels only; > 0 needs ``audio_teacher.enabled``).
@@ -175,6 +180,8 @@ class TrainOptions:
         require(self.real_speech_share is None or 0.0 <= self.real_speech_share <= 1.0, "real_speech_share",
                 "in [0, 1] or null", self.real_speech_share)
         require(0.0 <= self.other_speech_share <= 1.0, "other_speech_share", "in [0, 1]", self.other_speech_share)
+        require(0.0 <= self.reversed_speech_share <= 1.0, "reversed_speech_share", "in [0, 1]",
+                self.reversed_speech_share)
         require(0.0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
         require(0.0 <= self.distill_weight <= 1.0, "distill_weight", "in [0, 1]", self.distill_weight)
         require(0.0 <= self.scene_distill_weight <= 1.0, "scene_distill_weight", "in [0, 1]",

@@ -405,6 +405,7 @@ class FusionBatches(keras.utils.PyDataset):
         idx = self.draw_audio_indices(rng, count)
         labels = self.ds.audio_train.labels[idx]
         clips, talk = self.with_other_speech(rng, self.ds.audio_train.clips[idx], labels)
+        clips, backwards = self.with_reversed_speech(rng, clips, labels, talk)
         clips, background = self.with_background_silence(rng, clips, labels)
         from_clip = ~talk & ~background
         clips, partial = augment_stream_rows(
@@ -419,7 +420,7 @@ class FusionBatches(keras.utils.PyDataset):
             clips = mix_under(clips, rows, rng, self.config.scene_audio)
             labels, weight, related = rows["labels"], rows["command_weight"], rows["only"] | rows["under"]
         feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
-        holds_clip = from_clip & ~partial & (labels == self.ds.audio_train.labels[idx])
+        holds_clip = from_clip & ~backwards & ~partial & (labels == self.ds.audio_train.labels[idx])
         return feats, labels, self.command_target(labels, idx, holds_clip), weight, related
 
     def with_other_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray
@@ -434,6 +435,22 @@ class FusionBatches(keras.utils.PyDataset):
         replaced = (labels == self.unknown_id) & (rng.random(labels.size) < share)
         clips = clips.copy()
         clips[replaced] = talk[rng.integers(0, len(talk), size=int(replaced.sum()))]
+        return clips, replaced
+
+    def with_reversed_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray,
+                             taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``clips`` with ``train.reversed_speech_share`` of the ``_unknown_`` rows not ``taken``
+        replaced by a training command word played backwards (still ``_unknown_``); returns
+        ``(clips, replaced)``."""
+        share = self.config.train.reversed_speech_share
+        words = np.flatnonzero(self.is_word[self.ds.audio_train.labels])
+        replaced = np.zeros(labels.shape, bool)
+        if share <= 0 or not words.size:
+            return clips, replaced
+        replaced = (labels == self.unknown_id) & ~taken & (rng.random(labels.size) < share)
+        if replaced.any():
+            clips = clips.copy()
+            clips[replaced] = self.ds.audio_train.clips[rng.choice(words, size=int(replaced.sum())), ::-1]
         return clips, replaced
 
     def with_background_silence(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray

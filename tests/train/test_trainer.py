@@ -369,6 +369,31 @@ def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data)
         load_train_config(path, ["train.other_speech_share=0.5"])  # no data.speech_negatives
 
 
+def test_per_step_batches_play_command_words_backwards_as_unknown_rows(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    ds = load_dataset(load_train_config(path, ["bank.variants=0"]))
+    unknown = ds.command_labels.index("_unknown_")
+    labels = np.array([unknown, 2, unknown, 3, unknown, unknown], np.int32)
+    taken = np.array([False, False, False, False, False, True])  # already other speech
+    clips = np.zeros((labels.size, ds.audio_train.clips.shape[1]), np.float32)
+    config = load_train_config(path, ["bank.variants=0", "train.reversed_speech_share=1.0"])
+    out, replaced = FusionBatches(ds, config, steps=1, epoch_seed=0).with_reversed_speech(
+        np.random.default_rng(0), clips, labels, taken)
+    np.testing.assert_array_equal(replaced, (labels == unknown) & ~taken)
+    words = ds.audio_train.clips[ds.is_word[ds.audio_train.labels]]
+    for row in np.flatnonzero(replaced):  # a training command word, backwards
+        assert np.any(np.all(words[:, ::-1] == out[row], axis=1))
+    assert not out[~replaced].any() and not clips.any()
+    # Off by default, and then it draws nothing (earlier runs keep their batches).
+    rng = np.random.default_rng(0)
+    _, none = FusionBatches(ds, load_train_config(path, ["bank.variants=0"]), steps=1,
+                            epoch_seed=0).with_reversed_speech(rng, clips, labels, taken)
+    assert not none.any() and rng.random() == np.random.default_rng(0).random()
+    with pytest.raises(ValueError, match="reversed_speech_share"):
+        load_train_config(path, ["train.reversed_speech_share=2"])
+
+
 def test_mined_hard_negatives_all_join_the_other_speech(tmp_path, tiny_data):
     from edgesense.frontend.wav import write_wav
 
