@@ -23,6 +23,7 @@ import numpy as np
 
 from edgesense.bench.options import BenchOptions
 from edgesense.bench.scoring import (
+    OperatingPoint,
     Replay,
     SweepOptions,
     best_within,
@@ -50,8 +51,10 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB", "StreamingPlan",
-           "TUNING_BUDGETS_PER_HOUR", "clip_utterances", "cost_breakdown", "level_envelope", "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "wav_recordings"]
+__all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
+           "TUNING_BUDGETS_PER_HOUR", "StreamingPlan", "clip_utterances", "cost_breakdown", "level_envelope",
+           "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "tuning_budgets",
+           "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +199,7 @@ def level_envelope(model: EdgeModel, commands: Sequence[Utterance], options: Str
             for level in ENVELOPE_LEVELS_DBFS for snr in ENVELOPE_SNRS_DB]
 
 
-def tuning_budgets(points: Sequence[Any], options: SweepOptions, *, chosen_on: str) -> dict[str, Any]:
+def tuning_budgets(points: Sequence[OperatingPoint], options: SweepOptions, *, chosen_on: str) -> dict[str, Any]:
     """The sweep's best hit rate (and its setting) within each of ``TUNING_BUDGETS_PER_HOUR`` false
     accepts per hour, ``options``' per-100-words budget kept, and the mean of those hit rates (a
     budget no setting meets counts as 0)."""

@@ -220,6 +220,9 @@ class TrainConfig:
         require(self.train.other_speech_share == 0.0 or bool(self.data.speech_negatives or self.data.hard_negatives),
                 "train.other_speech_share", "0 unless data.speech_negatives or data.hard_negatives names other speech",
                 self.train.other_speech_share)
+        require(self.train.reversed_speech_share == 0.0 or self.bank.variants == 0, "train.reversed_speech_share",
+                "0 with an example bank (bank.variants > 0): the per-step pipeline draws it",
+                self.train.reversed_speech_share)
 
     def to_dict(self) -> dict:
         return to_mapping(self)

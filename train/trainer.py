@@ -326,6 +326,7 @@ class FusionBatches(keras.utils.PyDataset):
         self.silence_id = dataset.command_labels.index(SILENCE_LABEL)
         self.unknown_id = dataset.command_labels.index(UNKNOWN_LABEL)
         self.is_word = dataset.is_word
+        self.word_clips = np.flatnonzero(self.is_word[labels])  # the command words, for reversed speech
 
     def __len__(self) -> int:
         return self.steps
@@ -443,14 +444,13 @@ class FusionBatches(keras.utils.PyDataset):
         replaced by a training command word played backwards (still ``_unknown_``); returns
         ``(clips, replaced)``."""
         share = self.config.train.reversed_speech_share
-        words = np.flatnonzero(self.is_word[self.ds.audio_train.labels])
         replaced = np.zeros(labels.shape, bool)
-        if share <= 0 or not words.size:
+        if share <= 0 or not self.word_clips.size:
             return clips, replaced
         replaced = (labels == self.unknown_id) & ~taken & (rng.random(labels.size) < share)
         if replaced.any():
             clips = clips.copy()
-            clips[replaced] = self.ds.audio_train.clips[rng.choice(words, size=int(replaced.sum())), ::-1]
+            clips[replaced] = self.ds.audio_train.clips[rng.choice(self.word_clips, size=int(replaced.sum())), ::-1]
         return clips, replaced
 
     def with_background_silence(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray

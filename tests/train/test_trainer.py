@@ -392,6 +392,8 @@ def test_per_step_batches_play_command_words_backwards_as_unknown_rows(tmp_path,
     assert not none.any() and rng.random() == np.random.default_rng(0).random()
     with pytest.raises(ValueError, match="reversed_speech_share"):
         load_train_config(path, ["train.reversed_speech_share=2"])
+    with pytest.raises(ValueError, match=r"train.reversed_speech_share: expected 0 with an example bank"):
+        load_train_config(path, ["bank.variants=2", "train.reversed_speech_share=0.5"])
 
 
 def test_mined_hard_negatives_all_join_the_other_speech(tmp_path, tiny_data):
