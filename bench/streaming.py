@@ -343,6 +343,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     }
     hit_rate = at["recommended"].hit_rate
     eval_commands, eval_noise, eval_options = material["evaluation"]
+    tune_commands, tune_noise, tune_options = material["tuning"]
     out.update({
         "recommended": {"settings": at["recommended"].to_dict()["settings"], "chosen_on": tuned_on,
                         "within_budget_on_tuning": in_budget,
@@ -353,6 +354,9 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
         "cost_breakdown": cost_breakdown(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
         "level_envelope": level_envelope(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
+        # the same on the tuning streams' words (validation speakers): what a change to the model may be chosen by
+        "level_envelope_tuning": (level_envelope(model, tune_commands, tune_options, noise=tune_noise,
+                                                 recognizer=recommended) if tuned_on == "tuning" else None),
         "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
         "sweep_points": len(points),
         "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)

@@ -143,6 +143,11 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert {row["words"] for row in envelope} == {breakdown[0]["words"]}
     assert all(0 <= row["confident"] <= row["accuracy"] <= 1 for row in envelope)
     assert "Level envelope" in markdown and "| -8 dBFS |" in markdown and "| 5 dB SNR |" in markdown
+    # … and on the tuning streams' words, for choosing without the test speakers.
+    tuning_envelope = st["level_envelope_tuning"]
+    assert [(r["level_dbfs"], r["snr_db"]) for r in tuning_envelope] == [(r["level_dbfs"], r["snr_db"])
+                                                                         for r in envelope]
+    assert len({r["words"] for r in tuning_envelope}) == 1 and tuning_envelope[0]["words"] > 0
 
 
 def test_the_firmware_row_is_the_given_configs_setting(quick_report):
