@@ -303,7 +303,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                                              "other_speech": len(speech_pools[speech_pool])}
                                      for split, (noise_pool, speech_pool) in pools_of_split.items()}}
     replays: dict[str, dict[str, Replay]] = {}
-    # each split's (command words, noise recordings, stream options), for the cost breakdown
+    # each split's (command words, noise recordings, stream options), for the cost breakdown and level envelopes
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
     for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
                                                                             options.seed + 202)):

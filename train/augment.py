@@ -305,15 +305,21 @@ def _band_mask(rng: np.random.Generator, batch: int, length: int, count: int, ma
     return np.any((pos >= starts[..., None]) & (pos < (starts + widths)[..., None]), axis=1)
 
 
+def _as_features(features: np.ndarray) -> np.ndarray:
+    """``features`` as a float ``(batch, frames, bins)`` array; ValueError otherwise."""
+    f = np.asarray(features)
+    if f.ndim != 3 or not np.issubdtype(f.dtype, np.floating):
+        raise ValueError(f"features: expected float array (batch, frames, bins), got {f.dtype} {f.shape}")
+    return f
+
+
 def spec_augment(features: np.ndarray, rng: np.random.Generator, *, time_masks: int = 2,
                  max_time_mask_frames: int = 5, freq_masks: int = 2, max_freq_mask_bins: int = 5,
                  mask_value: float | None = None) -> np.ndarray:
     """SpecAugment on ``(B, frames, bins)`` features: blank ``time_masks`` bands of frames and
     ``freq_masks`` bands of bins per example (each width uniform in [0, max]); masked cells
     become ``mask_value`` (default: the example's mean)."""
-    f = np.asarray(features)
-    if f.ndim != 3 or not np.issubdtype(f.dtype, np.floating):
-        raise ValueError(f"features: expected float array (batch, frames, bins), got {f.dtype} {f.shape}")
+    f = _as_features(features)
     for name, value in (("time_masks", time_masks), ("max_time_mask_frames", max_time_mask_frames),
                         ("freq_masks", freq_masks), ("max_freq_mask_bins", max_freq_mask_bins)):
         require(isinstance(value, (int, np.integer)) and value >= 0, name, "an integer >= 0", value)
@@ -331,9 +337,7 @@ def warp_frequency(features: np.ndarray, rng: np.random.Generator, *, probabilit
     from ``factor_range`` for a ``probability`` share of the rows (linear interpolation between bins;
     a factor above 1 moves the spectrum up, as a shorter vocal tract does; the top bin is repeated
     where a factor below 1 runs out of bins). The other rows are returned as they are."""
-    f = np.asarray(features)
-    if f.ndim != 3 or not np.issubdtype(f.dtype, np.floating):
-        raise ValueError(f"features: expected float array (batch, frames, bins), got {f.dtype} {f.shape}")
+    f = _as_features(features)
     _check_probability("probability", probability)
     require_range("factor_range", tuple(factor_range), lo=np.finfo(float).tiny)
     rows = np.flatnonzero(_apply_mask(rng, f.shape[0], probability))
