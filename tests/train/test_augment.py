@@ -154,17 +154,6 @@ def test_add_reverb_adds_a_decaying_tail_at_the_same_level() -> None:
     np.testing.assert_array_equal(add_reverb(click, rng, probability=0.0), click)
 
 
-def test_add_reverb_builds_rooms_for_the_rows_it_changes_only_and_leaves_the_others() -> None:
-    # The same draws with every row in a room: a row's room does not depend on which other rows got one.
-    speech = _speech_like(16)
-    some = add_reverb(speech, np.random.default_rng(3), probability=0.5)
-    every = add_reverb(speech, np.random.default_rng(3), probability=1.0)
-    changed = np.any(some != speech, axis=1)
-    assert 3 < changed.sum() < 13
-    np.testing.assert_array_equal(some[changed], every[changed])
-    np.testing.assert_array_equal(some[~changed], speech[~changed])
-
-
 @pytest.mark.parametrize("augment", [add_reverb, change_speed])
 def test_a_row_left_alone_is_untouched_and_a_changed_row_does_not_depend_on_the_others(augment) -> None:
     """Only the drawn rows are computed: with half of them drawn, those are what every row drawn
@@ -173,7 +162,7 @@ def test_a_row_left_alone_is_untouched_and_a_changed_row_does_not_depend_on_the_
     every = augment(x, np.random.default_rng(7), probability=1.0)
     half = augment(x, np.random.default_rng(7), probability=0.5)
     changed = np.any(half != x, axis=1)
-    assert 0 < changed.sum() < len(x) and half.dtype == x.dtype
+    assert 3 < changed.sum() < 13 and half.dtype == x.dtype  # about half of the 16 rows
     np.testing.assert_array_equal(half[changed], every[changed])
     np.testing.assert_array_equal(half[~changed], x[~changed])
 
