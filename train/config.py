@@ -75,7 +75,10 @@ class DataConfig:
     row drawn like the windows of ``speech_negatives`` (``train.other_speech_share``), no pool
     split. ``scene_ambient``: the sound of each scene class (``CLASS/*.wav``, class folders named like
     the scene classes), split by recording the same way; every training photo is paired with
-    its class's sound (:mod:`edgesense.train.scene_audio`). ``av``: a paired folder
+    its class's sound (:mod:`edgesense.train.scene_audio`). ``teacher_models``: EdgeSense model
+    files (``edgesense quantize``) taught to the student as one ensemble: the mean of their command
+    probabilities on every window a step draws is each audio row's soft target (at
+    ``train.distill_weight`` and ``train.distill_temperature``; the per-step pipeline only). ``av``: a paired folder
     (``CLASS/NAME.jpg + CLASS/NAME.wav``, e.g. from ``edgesense record``): its photos join the scene
     photos (split by file name like them) and its sounds join their class's sound. ``cache_dir``: where features and teacher outputs are cached (default
     ``$EDGESENSE_CACHE`` or ``~/.cache/edgesense``).
@@ -90,6 +93,7 @@ class DataConfig:
     speech_negatives: tuple[Path, ...] = ()
     hard_negatives: tuple[Path, ...] = ()
     rirs: tuple[Path, ...] = ()
+    teacher_models: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     words: tuple[str, ...] = DEFAULT_COMMAND_WORDS
     validation_percent: float = 10.0
@@ -145,7 +149,8 @@ class TrainOptions:
     reversed_speech_share: float = 0.0
     strategy: Strategy = "default"
     #: Share of each command example's loss taken from the audio teacher's soft targets at
-    #: ``distill_temperature`` (0: hard labels only; > 0 needs ``audio_teacher.enabled``).
+    #: ``distill_temperature`` (0: hard labels only; > 0 needs ``audio_teacher.enabled`` or
+    #: ``data.teacher_models``).
     distill_weight: float = 0.0
     #: The same for each photo's scene loss and the vision teacher (> 0 needs ``vision_teacher.enabled``).
     scene_distill_weight: float = 0.0
@@ -213,8 +218,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
-        require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled, "train.distill_weight",
-                "0 unless audio_teacher.enabled is true", self.train.distill_weight)
+        teachers = self.data.teacher_models
+        require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled or bool(teachers),
+                "train.distill_weight", "0 unless audio_teacher.enabled is true or data.teacher_models names models",
+                self.train.distill_weight)
+        require(not teachers or self.train.distill_weight > 0.0, "train.distill_weight",
+                "> 0 with data.teacher_models (the share of each loss their soft targets take)",
+                self.train.distill_weight)
+        require(not teachers or not self.audio_teacher.enabled, "data.teacher_models",
+                "none while audio_teacher.enabled is true (one audio teacher a run)", [str(p) for p in teachers])
+        require(not teachers or self.bank.variants == 0, "data.teacher_models",
+                "none with an example bank (bank.variants > 0): they score the windows each step draws",
+                [str(p) for p in teachers])
         require(self.train.scene_distill_weight == 0.0 or self.vision_teacher.enabled, "train.scene_distill_weight",
                 "0 unless vision_teacher.enabled is true", self.train.scene_distill_weight)
         require(self.train.other_speech_share == 0.0 or bool(self.data.speech_negatives or self.data.hard_negatives),
@@ -275,11 +290,13 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         speech_negatives=tuple(_resolve(p, base) for p in data.speech_negatives),
         hard_negatives=tuple(_resolve(p, base) for p in data.hard_negatives),
         rirs=tuple(_resolve(p, base) for p in data.rirs),
+        teacher_models=tuple(_resolve(p, base) for p in data.teacher_models),
         cache_dir=_resolve(data.cache_dir, base),
     )
     for name, paths in (("speech_commands", data.speech_commands), ("synthetic_speech", data.synthetic_speech),
                         ("noise", data.noise), ("speech_negatives", data.speech_negatives),
                         ("hard_negatives", data.hard_negatives), ("rirs", data.rirs),
+                        ("teacher_models", data.teacher_models),
                         ("scenes", (data.scenes,)), ("av", (data.av,)),
                         ("scene_ambient", (data.scene_ambient,))):
         for p in paths:

@@ -37,6 +37,7 @@ from edgesense.train.model import (
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
+from edgesense.train.teachers.models import ModelEnsembleTeacher
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ RUN_FORMAT_VERSION = 1
 #: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors.
 #: The learning rate decays along a cosine to this share of its initial value over the run.
 COSINE_DECAY_FLOOR = 0.02
+#: A teacher model's probabilities are floored here before their log (an int8 output can be exactly 0).
+_PROBABILITY_FLOOR = 1e-6
 CHECKPOINT_MONITORS = {"score": "val_score", "command": "val_command_accuracy", "scene": "val_scene_accuracy"}
 
 
@@ -290,17 +293,22 @@ class FusionBatches(keras.utils.PyDataset):
     ``packed_targets`` both heads' targets are packed for :class:`DistillationLoss`; with ``scene_soft_targets`` (the vision teacher's,
     one row per training photo) a seen photo's row learns from them too, and with
     ``clip_soft_targets`` (the audio teacher's, one row per training clip) so does a command row
-    that still holds its clip's word (not talk, background or a cut-off part of a word)."""
+    that still holds its clip's word (not talk, background or a cut-off part of a word). With a
+    ``window_teacher`` (:class:`~edgesense.train.teachers.models.ModelEnsembleTeacher`) every audio
+    row learns from its scores on the row's own window, as drawn and mixed, before SpecAugment."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
                  packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None,
-                 clip_soft_targets: np.ndarray | None = None, present_rows_only: bool = False):
+                 clip_soft_targets: np.ndarray | None = None, window_teacher: ModelEnsembleTeacher | None = None,
+                 present_rows_only: bool = False):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.packed_targets = packed_targets  # targets for DistillationLoss rather than one-hot
         self.present_rows_only = present_rows_only  # inputs for build_present_rows_view (see present_rows)
-        require(clip_soft_targets is None or packed_targets, "clip_soft_targets", "packed_targets=True",
-                packed_targets)
-        self.scene_soft, self.clip_soft = scene_soft_targets, clip_soft_targets
+        for name, teacher in (("clip_soft_targets", clip_soft_targets), ("window_teacher", window_teacher)):
+            require(teacher is None or packed_targets, name, "packed_targets=True", packed_targets)
+        require(clip_soft_targets is None or window_teacher is None, "window_teacher",
+                "None with clip_soft_targets (one audio teacher)", window_teacher)
+        self.scene_soft, self.clip_soft, self.window_teacher = scene_soft_targets, clip_soft_targets, window_teacher
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
         self.epoch = 0
@@ -420,9 +428,22 @@ class FusionBatches(keras.utils.PyDataset):
         if rows is not None:
             clips = mix_under(clips, rows, rng, self.config.scene_audio)
             labels, weight, related = rows["labels"], rows["command_weight"], rows["only"] | rows["under"]
-        feats = augment.augment_features(features_of(clips, self.config), rng, self.config.audio_augment)
-        holds_clip = from_clip & ~backwards & ~partial & (labels == self.ds.audio_train.labels[idx])
-        return feats, labels, self.command_target(labels, idx, holds_clip), weight, related
+        feats = features_of(clips, self.config)
+        if self.window_teacher is not None:
+            target = self.window_target(labels, feats)
+        else:
+            holds_clip = from_clip & ~backwards & ~partial & (labels == self.ds.audio_train.labels[idx])
+            target = self.command_target(labels, idx, holds_clip)
+        feats = augment.augment_features(feats, rng, self.config.audio_augment)
+        return feats, labels, target, weight, related
+
+    def window_target(self, labels: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Packed targets: the hard ``labels`` and the window teacher's scores of ``features`` at
+        ``train.distill_temperature``, at ``train.distill_weight`` on every row."""
+        options = self.config.train
+        probabilities = self.window_teacher.probabilities(features)
+        soft = soften(np.log(np.maximum(probabilities, _PROBABILITY_FLOOR)), options.distill_temperature)
+        return pack_targets(labels, self.n_cmd, soft, options.distill_weight)
 
     def with_other_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray]:
@@ -843,6 +864,14 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         logits = (teacher.logits(bank.embeddings.astype(np.float32)) if bank is not None
                   else teacher.clip_logits(ds))  # per step: each drawn clip's targets
         soft_targets = soften(logits, config.train.distill_temperature)
+    window_teacher = (ModelEnsembleTeacher(config.data.teacher_models, command_labels=ds.command_labels,
+                                           audio_frontend=config.audio_frontend)
+                      if config.data.teacher_models and ds.audio_train.labels.size else None)
+    if window_teacher is not None:
+        teacher_metrics["teacher_command_accuracy"] = window_teacher.accuracy(
+            features_of(ds.audio_val.clips, config), ds.audio_val.labels)
+        log.info("teacher models %s: validation accuracy of their mean %.4f", ", ".join(window_teacher.paths),
+                 teacher_metrics["teacher_command_accuracy"])
     vision_teacher = (VisionTeacher(config, cache) if config.vision_teacher.enabled and ds.image_train.labels.size
                       else None)
     scene_soft = None
@@ -893,7 +922,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     else:
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
                                 packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets,
-                                present_rows_only=present_rows_only)
+                                window_teacher=window_teacher, present_rows_only=present_rows_only)
     validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation = _OnModel(HeadValidation)(*validation_split, on=model)
     monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
@@ -943,8 +972,10 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         "seconds_per_epoch": round(train_s / max(1, len(history.history.get("loss", []))), 1),
         "example_bank_rows": len(bank) if bank is not None else 0,
         **teacher_metrics,
-        "test_teacher_command_accuracy": (teacher.accuracy(ds.audio_test.clips, ds.audio_test.labels)
-                                          if teacher is not None else None),
+        "test_teacher_command_accuracy": (
+            teacher.accuracy(ds.audio_test.clips, ds.audio_test.labels) if teacher is not None
+            else window_teacher.accuracy(features_of(ds.audio_test.clips, config), ds.audio_test.labels)
+            if window_teacher is not None else None),
         "test_teacher_scene_accuracy": (vision_teacher.accuracy(ds.image_test.images, ds.image_test.labels)
                                         if vision_teacher is not None else None),
         "validation_clips": int(ds.audio_val.labels.size),

@@ -585,6 +585,105 @@ def test_rows_that_hold_their_clip_learn_from_the_audio_teachers_soft_targets(tm
         FusionBatches(ds, config, steps=1, epoch_seed=0, clip_soft_targets=soft)
 
 
+class _RecordingTeacher:
+    """A window teacher that keeps what it was shown and scores a window by its first values."""
+
+    def __init__(self, classes: int):
+        self.classes, self.shown = classes, []
+
+    def probabilities(self, features):
+        self.shown.append(features.copy())
+        first = features.reshape(len(features), -1)[:, :self.classes].astype(np.float64)
+        e = np.exp(first - first.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_every_row_learns_from_the_teacher_models_scores_of_its_own_window_before_specaugment(tmp_path, tiny_data):
+    from edgesense.train.distill import soften
+
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    from edgesense.shipped import MODELS, shipped_path
+
+    bundled = shipped_path(MODELS, "edgesense.tflite")  # the config's; the batches get the recording teacher
+    config = load_train_config(path, [f"data.teacher_models=[{bundled}]", "bank.variants=0",
+                                      "train.distill_weight=0.3", "train.distill_temperature=2",
+                                      "train.other_speech_share=0", "bank.partial_word_probability=0.5",
+                                      "audio_augment.time_masks=3", "audio_augment.max_time_mask_frames=10"])
+    ds = load_dataset(config)
+    classes = len(ds.command_labels)
+    teacher = _RecordingTeacher(classes)
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True, window_teacher=teacher)
+    feats, labels, target, *_ = batches.audio_batch(np.random.default_rng(3), 64)
+    (shown,) = teacher.shown
+    hard, soft, weight = target[:, :classes], target[:, classes:2 * classes], target[:, -1]
+    np.testing.assert_array_equal(hard.argmax(-1), labels)
+    assert np.all(weight == np.float32(0.3))  # every row: words, cut-off words, silence and other words alike
+    assert (labels != ds.audio_train.labels[batches.draw_audio_indices(np.random.default_rng(3), 64)]).any()
+    np.testing.assert_allclose(soft, soften(np.log(teacher.probabilities(shown)), 2.0), atol=1e-6)
+    # The teacher saw each window whole: the student's copy is masked after it.
+    masked = np.any(shown != feats, axis=(1, 2))
+    assert masked.mean() > 0.9
+    with pytest.raises(ValueError, match="window_teacher: expected packed_targets=True"):
+        FusionBatches(ds, config, steps=1, epoch_seed=0, window_teacher=teacher)
+    with pytest.raises(ValueError, match="window_teacher: expected None with clip_soft_targets"):
+        FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True, window_teacher=teacher,
+                      clip_soft_targets=np.zeros((ds.audio_train.labels.size, classes), np.float32))
+
+
+def test_teacher_models_need_a_distillation_weight_the_per_step_pipeline_and_no_other_audio_teacher(
+        tmp_path, tiny_data, tiny_model_path):
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    teachers = f"data.teacher_models=[{tiny_model_path}]"
+    config = load_train_config(path, [teachers, "bank.variants=0", "train.distill_weight=0.5"])
+    assert config.data.teacher_models == (tiny_model_path,)
+    for extra, message in (([], r"train.distill_weight: expected > 0 with data.teacher_models"),
+                           (["train.distill_weight=0.5"], r"data.teacher_models: expected none with an example bank"),
+                           (["train.distill_weight=0.5", "bank.variants=0", "audio_teacher.enabled=true"],
+                            r"data.teacher_models: expected none while audio_teacher.enabled is true")):
+        with pytest.raises(ValueError, match=message):
+            load_train_config(path, [teachers, "bank.variants=1", *extra] if "bank.variants=0" not in extra
+                              else [teachers, *extra])
+    with pytest.raises(ValueError, match=r"data.teacher_models: no such file or folder: .*nowhere.tflite"):
+        load_train_config(path, [f"data.teacher_models=[{tmp_path / 'nowhere.tflite'}]", "bank.variants=0",
+                                 "train.distill_weight=0.5"])
+    # A model whose classes are not the run's is refused, naming it, in one line.
+    out = edgesense("train", "--config", str(path), "--out", str(tmp_path / "run"), "--set", teachers,
+                    "--set", "bank.variants=0", "--set", "train.distill_weight=0.5")
+    assert out.returncode == 2 and "Traceback" not in out.stderr  # TensorFlow has started: its notes come first
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{ERROR_PREFIX} data.teacher_models: {tiny_model_path}: command labels")
+    assert line.endswith("expected this run's _silence_, _unknown_, yes, no, up, down")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_learns_from_teacher_models_and_reports_their_accuracy(monkeypatch, tmp_path, tiny_data):
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+    from edgesense.train.teachers.models import ModelEnsembleTeacher
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=3)
+    train(load_train_config(path, ["bank.variants=0"]), tmp_path / "first", verbose=0)
+    convert_run(tmp_path / "first", tmp_path / "first.tflite", QuantizeOptions(mode="int8", calibration_samples=16))
+    scored = []
+    own = ModelEnsembleTeacher.probabilities
+
+    def spy(self, features):
+        scored.append(len(features))
+        return own(self, features)
+
+    monkeypatch.setattr(ModelEnsembleTeacher, "probabilities", spy)
+    metrics = train(load_train_config(path, ["bank.variants=0", "train.distill_weight=0.5",
+                                             f"data.teacher_models=[{tmp_path / 'first.tflite'}]"]),
+                    tmp_path / "second", verbose=0)
+    # Validation, each of the 3 steps' audio rows (16 less the camera-only ones) and the test clips.
+    assert len(scored) >= 5 and scored[0] == metrics["validation_clips"] and scored[-1] == metrics["test_clips"]
+    assert all(0 < n <= 16 for n in scored[1:-1])
+    assert 0.0 <= metrics["teacher_command_accuracy"] <= 1.0 and 0.0 <= metrics["test_teacher_command_accuracy"] <= 1.0
+
+
 def test_each_clips_teacher_targets_come_from_a_head_that_never_heard_its_speaker(monkeypatch, tmp_path, tiny_data):
     from edgesense.train import teachers
     from edgesense.train.teachers import audio
