@@ -249,25 +249,30 @@ def av_summary(section: Mapping[str, Any]) -> str:
     """One line: the two summary figures of a degraded-camera table against their targets."""
     s = section["summary"]
     return (f"fused - image only: degraded camera {_points(s['degraded_fused_minus_image_only_points'])} points "
-            f"(target >= {s['degraded_target_points']:+g}), clean {_points(s['clean_fused_minus_image_only_points'])} "
+            f"(target >= {s['degraded_target_points']:+g}; ceiling "
+            f"{_points(s['degraded_either_path_minus_image_only_points'])}), "
+            f"clean {_points(s['clean_fused_minus_image_only_points'])} "
             f"(target >= {s['clean_target_points']:+g}); audio only {_fmt(section['audio_only']['accuracy'])} "
             f"(n={section['count']})")
 
 
 def _av_markdown(section: Mapping[str, Any], title: str, sound: str) -> list[str]:
     """The degraded-camera table (edgesense.bench.scenes_av) of one section."""
-    lines = ["", f"## {title}", "", sound, "", "| photo | fused | image only | audio only |",
-             "| --- | --- | --- | --- |"]
+    lines = ["", f"## {title}", "", sound, "", "| photo | fused | image only | audio only | either path (ceiling) |",
+             "| --- | --- | --- | --- | --- |"]
     for condition in section["conditions"]:
         row = section["table"][condition]
-        lines.append(f"| {condition} | {_fmt(row['fused'])} | {_fmt(row['image_only'])} | {_fmt(row['audio_only'])} |")
+        lines.append(f"| {condition} | {_fmt(row['fused'])} | {_fmt(row['image_only'])} | {_fmt(row['audio_only'])} "
+                     f"| {_fmt(row['either_path'])} |")
     s = section["summary"]
     per_class = section["audio_only"]["per_class"]
     lines += ["", f"Fused − image only, mean over the degraded conditions: "
               f"**{_points(s['degraded_fused_minus_image_only_points'])} points** (target ≥ "
               f"{s['degraded_target_points']:+g}); with a clean camera: "
               f"**{_points(s['clean_fused_minus_image_only_points'])} points** "
-              f"(target ≥ {s['clean_target_points']:+g}).",
+              f"(target ≥ {s['clean_target_points']:+g}). The ceiling of the first with this audio path "
+              f"(right where image only or audio only is right): "
+              f"{_points(s['degraded_either_path_minus_image_only_points'])} points.",
               "", "Audio only, per class: " + ", ".join(f"{label} {_fmt(c['accuracy'])} (n={c['count']})"
                                                        for label, c in per_class.items() if c["count"])]
     return lines

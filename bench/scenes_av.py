@@ -11,8 +11,15 @@ The sound is either a 1 s snippet of a recording of the photo's own class
 *evaluation* pool of :func:`edgesense.train.pools.split_recordings`, which never feed training,
 at a random RMS level in ``ambience_dbfs_range``) or the pair's own wav (``--av``).
 
+Beside the three paths, ``either_path``: the share of photos that image-only *or* audio-only names
+right, the ceiling of a fusion that always knew which of its two paths to believe. Scored on the
+same photos and sounds, it tells how much sound can add at best with this audio path: a fused
+head above image-only by more than ``either_path`` − image-only would need pairs where both paths
+are wrong.
+
 Summary figures, in accuracy points: the mean over the degraded conditions of fused − image-only
-(the issue's target: at least +20) and clean fused − clean image-only (target: at least 0).
+(the issue's target: at least +20), of either-path − image-only (the ceiling of that gain), and
+clean fused − clean image-only (target: at least 0).
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ from edgesense.train import data
 from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade, to_uint8
 from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
 
-__all__ = ["CONDITIONS", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table", "evaluate_av",
-           "evaluate_scenes_av", "load_scene_ambience"]
+__all__ = ["CONDITIONS", "EITHER_PATH", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table",
+           "evaluate_av", "evaluate_scenes_av", "load_scene_ambience"]
 
 CONDITIONS: tuple[str, ...] = ("clean", *BENCH_DEGRADATIONS)
 PATHS: tuple[str, ...] = ("fused", "image_only", "audio_only")
+#: The table's ceiling column: right where image-only or audio-only is right.
+EITHER_PATH = "either_path"
 #: The issue's targets, in accuracy points: what sound adds with a degraded camera, and with a clean one.
 TARGET_DEGRADED_GAIN_POINTS = 20.0
 TARGET_CLEAN_GAIN_POINTS = 0.0
@@ -116,8 +125,8 @@ def degraded_camera_table(model: EdgeModel, frames: Sequence[np.ndarray], true: 
     into the model's scene labels) and the audio embedding of each one's sound."""
     labels = model.scene_labels
     true = np.asarray(true, np.int64)
-    audio_only = classification_report(true, np.array([int(np.argmax(model.fuse(a, None)[1])) for a in audio]),
-                                       labels)
+    heard = np.array([int(np.argmax(model.fuse(a, None)[1])) for a in audio], np.int64)
+    audio_only = classification_report(true, heard, labels)
     clean = to_uint8(np.stack(frames)) if len(frames) else np.zeros((0, *model.image_frontend.input_shape), np.uint8)
     table: dict[str, dict[str, float | None]] = {}
     for k, condition in enumerate(CONDITIONS):
@@ -128,20 +137,25 @@ def degraded_camera_table(model: EdgeModel, frames: Sequence[np.ndarray], true: 
             v = model.encode_image(image.astype(np.float32))
             fused.append(int(np.argmax(model.fuse(a, v)[1])))
             image_only.append(int(np.argmax(model.fuse(None, v)[1])))
+        either = (np.array(image_only, np.int64) == true) | (heard == true)
         table[condition] = {"fused": classification_report(true, np.array(fused), labels)["accuracy"],
                             "image_only": classification_report(true, np.array(image_only), labels)["accuracy"],
-                            "audio_only": audio_only["accuracy"]}
+                            "audio_only": audio_only["accuracy"],
+                            EITHER_PATH: round(float(either.mean()), 4) if true.size else None}
 
-    def gain(condition: str) -> float | None:
+    def gain(condition: str, path: str = "fused") -> float | None:
         row = table[condition]
-        return None if row["fused"] is None else (row["fused"] - row["image_only"]) * _POINTS
+        return None if row[path] is None else (row[path] - row["image_only"]) * _POINTS
 
-    degraded = [gain(c) for c in BENCH_DEGRADATIONS]
-    degraded_gain = None if None in degraded else round(float(np.mean(degraded)), 1)
+    def mean_gain(path: str) -> float | None:
+        gains = [gain(c, path) for c in BENCH_DEGRADATIONS]
+        return None if None in gains else round(float(np.mean(gains)), 1)
+
     clean_gain = None if gain("clean") is None else round(gain("clean"), 1)
     return {"count": int(true.size), "conditions": list(CONDITIONS), "table": table, "audio_only": audio_only,
-            "summary": {"degraded_fused_minus_image_only_points": degraded_gain,
+            "summary": {"degraded_fused_minus_image_only_points": mean_gain("fused"),
                         "degraded_target_points": TARGET_DEGRADED_GAIN_POINTS,
+                        "degraded_either_path_minus_image_only_points": mean_gain(EITHER_PATH),
                         "clean_fused_minus_image_only_points": clean_gain,
                         "clean_target_points": TARGET_CLEAN_GAIN_POINTS}}
 

@@ -19,7 +19,7 @@ from cli_run import edgesense, error_line
 
 from edgesense.bench.cli import run_bench
 from edgesense.bench.options import BenchOptions
-from edgesense.bench.scenes_av import CONDITIONS, PATHS, ambience_clips, load_scene_ambience
+from edgesense.bench.scenes_av import CONDITIONS, EITHER_PATH, PATHS, ambience_clips, load_scene_ambience
 from edgesense.frontend.wav import write_wav
 from edgesense.runtime.model import EdgeModel
 from edgesense.train.pools import split_recordings
@@ -102,7 +102,10 @@ def test_the_table_has_every_condition_and_path(report, labels):
     assert av["conditions"] == ["clean", "dark", "blurred", "occluded"] == list(CONDITIONS)
     assert set(av["table"]) == set(CONDITIONS)
     for row in av["table"].values():
-        assert set(row) == set(PATHS) and all(0.0 <= row[p] <= 1.0 for p in PATHS)
+        assert set(row) == {*PATHS, EITHER_PATH} and all(0.0 <= row[p] <= 1.0 for p in PATHS)
+        # Right where either path is right: at least each path's share, at most both together.
+        assert max(row["image_only"], row["audio_only"]) <= row[EITHER_PATH] <= min(
+            1.0, row["image_only"] + row["audio_only"] + 1e-4)
     # Audio only does not depend on the camera; image only on the clean camera is the scene figure.
     assert {row["audio_only"] for row in av["table"].values()} == {av["audio_only"]["accuracy"]}
     assert av["table"]["clean"]["image_only"] == report["scene"]["accuracy"]
@@ -110,6 +113,9 @@ def test_the_table_has_every_condition_and_path(report, labels):
     s = av["summary"]
     gains = [(av["table"][c]["fused"] - av["table"][c]["image_only"]) * 100 for c in ("dark", "blurred", "occluded")]
     assert s["degraded_fused_minus_image_only_points"] == pytest.approx(np.mean(gains), abs=0.051)
+    ceiling = [(av["table"][c][EITHER_PATH] - av["table"][c]["image_only"]) * 100
+               for c in ("dark", "blurred", "occluded")]
+    assert s["degraded_either_path_minus_image_only_points"] == pytest.approx(np.mean(ceiling), abs=0.051)
     assert s["clean_fused_minus_image_only_points"] == pytest.approx(
         (av["table"]["clean"]["fused"] - av["table"]["clean"]["image_only"]) * 100, abs=0.051)
     assert (s["degraded_target_points"], s["clean_target_points"]) == (20.0, 0.0)
@@ -162,10 +168,13 @@ def test_the_same_seed_gives_the_same_figures(report, folders):
 
 def test_markdown_renders_the_table(report, folders):
     md = (folders[0] / "out" / "report.md").read_text()
-    assert "| photo | fused | image only | audio only |" in md
+    assert "| photo | fused | image only | audio only | either path (ceiling) |" in md
     for condition in CONDITIONS:
         row = report["scene_av"]["table"][condition]
-        assert f"| {condition} | {row['fused']:.3f} | {row['image_only']:.3f} | {row['audio_only']:.3f} |" in md
+        assert (f"| {condition} | {row['fused']:.3f} | {row['image_only']:.3f} | {row['audio_only']:.3f} "
+                f"| {row[EITHER_PATH]:.3f} |") in md
+    ceiling = report["scene_av"]["summary"]["degraded_either_path_minus_image_only_points"]
+    assert f"(right where image only or audio only is right): {ceiling:+.1f} points." in md
     assert "mean over the degraded conditions" in md and "Audio only, per class:" in md
     saved = json.loads((folders[0] / "out" / "report.json").read_text())
     assert saved["scene_av"]["table"] == report["scene_av"]["table"]
@@ -181,7 +190,7 @@ def test_the_av_folder_gets_the_same_table(tmp_path, labels):
                                     out_dir=tmp_path / "out"))
     av = report["av"]
     assert av["count"] == 2 * len(labels) and set(av["table"]) == set(CONDITIONS)
-    assert all(set(row) == set(PATHS) for row in av["table"].values())
+    assert all(set(row) == {*PATHS, EITHER_PATH} for row in av["table"].values())
     assert sum(c["count"] for c in av["audio_only"]["per_class"].values()) == av["count"]
     assert "Paired audio-visual folder (--av)" in (tmp_path / "out" / "report.md").read_text()
 
