@@ -48,6 +48,11 @@ class ModelOptions:
     #: statistics would otherwise not settle and validation would stay at chance.
     batchnorm_momentum: float = 0.99
     command_vision_gate: bool = False
+    #: 0: the audio encoder sees the log-mel window as it is. N > 0: beside it, as a second input
+    #: channel, the window above each mel channel's floor (the minimum over the window of an
+    #: N-frame moving average): what rises over the steady background, whatever its level
+    #: (minimum statistics, Martin 2001).
+    audio_floor_frames: int = 0
 
     def __post_init__(self) -> None:
         require(self.fusion in FUSION_STRATEGIES, "fusion", "one of " + ", ".join(FUSION_STRATEGIES), self.fusion)
@@ -58,6 +63,8 @@ class ModelOptions:
         require(len(self.image_strides) == len(self.image_channels), "image_strides",
               f"{len(self.image_channels)} entries (one per image_channels entry)", self.image_strides)
         require(all(s in (1, 2) for s in self.image_strides), "image_strides", "each 1 or 2", self.image_strides)
+        require(isinstance(self.audio_floor_frames, int) and self.audio_floor_frames >= 0, "audio_floor_frames",
+                "an integer >= 0", self.audio_floor_frames)
         require(self.embedding_dim >= 4, "embedding_dim", ">= 4", self.embedding_dim)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         require(0.0 < self.batchnorm_momentum < 1.0, "batchnorm_momentum", "in (0, 1)", self.batchnorm_momentum)

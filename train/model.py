@@ -117,6 +117,24 @@ class LateFusion(layers.Layer):
         return (wa * audio_logits + wv * image_logits) / total
 
 
+@keras.saving.register_keras_serializable(package="edgesense")
+class AboveFloor(layers.Layer):
+    """Log-mel ``(batch, frames, bins, 1)`` minus each bin's floor over the window: the minimum
+    over the frames of a ``smoothing_frames``-frame moving average (the average tames the single
+    frames' spread, so the floor follows the steady background rather than its deepest dip)."""
+
+    def __init__(self, smoothing_frames: int, **kwargs):
+        super().__init__(**kwargs)
+        self.smoothing_frames = int(smoothing_frames)
+
+    def call(self, x):
+        smooth = ops.average_pool(x, pool_size=(self.smoothing_frames, 1), strides=(1, 1), padding="valid")
+        return x - ops.min(smooth, axis=1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing_frames": self.smoothing_frames}
+
+
 # ----------------------------------------------------------------------------- encoders
 
 
@@ -136,8 +154,14 @@ def _ds_block(x, filters, strides, name, momentum):
 def build_audio_encoder(frontend: AudioFrontendOptions, options: ModelOptions) -> keras.Model:
     """DS-CNN (Zhang et al., 'Hello Edge'): a strided conv, then depthwise-separable blocks."""
     frames, bins = frontend.feature_shape
+    if options.audio_floor_frames > frames:
+        raise ValueError(f"model.audio_floor_frames: expected at most the window's {frames} frames, "
+                         f"got {options.audio_floor_frames}")
     inputs = keras.Input((frames, bins), name=INPUT_AUDIO)
     x = layers.Reshape((frames, bins, 1), name="audio_reshape")(inputs)
+    if options.audio_floor_frames:
+        above = AboveFloor(options.audio_floor_frames, name="audio_above_floor")(x)
+        x = layers.Concatenate(axis=-1, name="audio_with_floor")([x, above])
     x = _conv_bn_relu(x, options.audio_channels, (10, 4), (2, 2), "audio_stem", options.batchnorm_momentum)
     x = layers.Dropout(options.dropout, name="audio_stem_dropout")(x)
     for i in range(options.audio_blocks):

@@ -1,5 +1,6 @@
-"""The real trainer's model, for every fusion strategy, through the int8 converter and the
-device runtime: what `edgesense train` writes, `edgesense quantize` must deploy."""
+"""The real trainer's model, for every fusion strategy and the audio encoder's floor channel,
+through the int8 converter and the device runtime: what `edgesense train` writes, `edgesense
+quantize` must deploy."""
 
 import numpy as np
 import pytest
@@ -21,17 +22,24 @@ def data(tmp_path_factory):
     return make_speech_commands(root / "speech", speakers=12, per_speaker=1), make_scenes(root / "scenes", per_class=12)
 
 
+#: The model options each case sets; the last one adds the audio encoder's floor channel.
+MODEL_CASES = [f"fusion: {fusion}" for fusion in FUSION_STRATEGIES] + ["audio_floor_frames: 3"]
+#: The builtin ops that compute the floor channel (``edgesense.train.model.AboveFloor``).
+FLOOR_OPS = {"AVERAGE_POOL_2D", "REDUCE_MIN", "SUB", "CONCATENATION"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fusion", FUSION_STRATEGIES)
-def test_trained_model_converts_to_int8_and_runs_on_the_device_runtime(tmp_path, data, fusion):
+@pytest.mark.parametrize("model_line", MODEL_CASES)
+def test_trained_model_converts_to_int8_and_runs_on_the_device_runtime(tmp_path, data, model_line):
     speech, scenes = data
     yaml_path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=3)
-    yaml_path.write_text(yaml_path.read_text().replace("model:\n", f"model:\n  fusion: {fusion}\n"))
+    yaml_path.write_text(yaml_path.read_text().replace("model:\n", f"model:\n  {model_line}\n"))
     train(load_train_config(yaml_path), tmp_path / "run", verbose=0)
 
     result = convert_run(tmp_path / "run", tmp_path / "model.tflite", QuantizeOptions(mode="int8"))
-    ops = check_builtin_ops((tmp_path / "model.tflite").read_bytes())  # raises on Flex/custom ops
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
+    ops = set(check_builtin_ops((tmp_path / "model.tflite").read_bytes()))  # raises on Flex/custom ops
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= ops
+    assert (FLOOR_OPS <= ops) == model_line.startswith("audio_floor_frames")
     assert result.path.stat().st_mode & 0o044 == 0o044  # readable by the device's service user
     model = EdgeModel.load(result.path)
     assert model.command_labels == ("_silence_", "_unknown_", "yes", "no", "up", "down")

@@ -5,6 +5,7 @@ keras = pytest.importorskip("keras")
 
 from edgesense.train.model import (  # noqa: E402
     FUSION_STRATEGIES,
+    AboveFloor,
     FusedBatchNormalization,
     ModelOptions,
     build_fusion_model,
@@ -59,6 +60,39 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     x = _inputs(2, np.random.default_rng(2))
     np.testing.assert_allclose(model(x)["scene"], loaded(x)["scene"], atol=1e-6)
+
+
+def test_above_floor_is_the_window_over_each_bins_steady_background():
+    rng = np.random.default_rng(4)
+    frames, bins = 49, 40
+    background = rng.uniform(-12.0, -4.0, bins)  # a steady noise, its own level in each bin
+    window = np.tile(background, (frames, 1)) + rng.normal(0.0, 0.3, (frames, bins))
+    window[20:30, 5:15] += 6.0  # a word, in some bins for a fifth of the window
+    x = window[None, :, :, None].astype(np.float32)
+    above = np.asarray(AboveFloor(3)(x))[0, :, :, 0]
+    quiet = np.ones((frames, bins), bool)
+    quiet[20:30, 5:15] = False
+    assert np.abs(above[quiet]).mean() < 0.6 and above[~quiet].mean() > 5.0
+    # Each bin's floor is the least 3-frame average of that bin: a louder background changes nothing.
+    smooth = np.stack([window[i:i + 3].mean(axis=0) for i in range(frames - 2)])
+    np.testing.assert_allclose(above, window - smooth.min(axis=0), atol=1e-4)
+    louder = x + rng.uniform(0.0, 8.0, (1, 1, bins, 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(AboveFloor(3)(louder)), np.asarray(AboveFloor(3)(x)), atol=1e-4)
+
+
+def test_the_floor_channel_joins_the_audio_encoders_input_and_survives_saving(tmp_path):
+    options = ModelOptions(audio_floor_frames=3)
+    model = build_fusion_model(num_commands=12, num_scenes=3, options=options)
+    stem = model.get_layer("audio_encoder").get_layer("audio_stem_conv")
+    assert stem.kernel.shape[2] == 2  # the log-mel and the log-mel above its floor
+    plain = build_fusion_model(num_commands=12, num_scenes=3).get_layer("audio_encoder").get_layer("audio_stem_conv")
+    assert plain.kernel.shape[2] == 1
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    x = _inputs(2, np.random.default_rng(3))
+    np.testing.assert_allclose(model(x)["command"], loaded(x)["command"], atol=1e-6)
+    with pytest.raises(ValueError, match=r"model.audio_floor_frames: expected at most the window's 49 frames, got 50"):
+        build_fusion_model(num_commands=12, num_scenes=3, options=ModelOptions(audio_floor_frames=50))
 
 
 def test_the_present_rows_view_computes_the_model_and_trains_its_weights():
@@ -126,5 +160,7 @@ def test_bad_options_name_the_field():
         ModelOptions(fusion="sum")
     with pytest.raises(ValueError, match="image_strides"):
         ModelOptions(image_channels=(8, 16), image_strides=(2,))
+    with pytest.raises(ValueError, match="audio_floor_frames: expected an integer >= 0, got -1"):
+        ModelOptions(audio_floor_frames=-1)
     with pytest.raises(ValueError, match="num_commands"):
         build_fusion_model(num_commands=1, num_scenes=6)
