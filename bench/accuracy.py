@@ -135,10 +135,11 @@ def select_command_items(options: BenchOptions, words: Sequence[str] | None = No
              else data.load_speech_commands(options.speech_commands, words=tuple(words)))
     if options.split == "testing":
         splits = split.split_clips(index)
-        how = ("testing split (list files)" if index.has_list_files else
-               f"testing split: speakers hashed with salt {split.speaker_salt!r}, validation "
+        part = "validation" if options.tuning_only else "testing"
+        how = (f"{part} split (list files)" if index.has_list_files else
+               f"{part} split: speakers hashed with salt {split.speaker_salt!r}, validation "
                f"{split.validation_percent:g} %, testing {split.testing_percent:g} %")
-        return index, splits["testing"], splits["validation"], how
+        return index, splits[part], splits["validation"], how
     if index.has_list_files and any(v == "testing" for v in index.assigned.values()):
         items = [it for it in index.items if index.assigned.get(it.path.resolve()) == "testing"]
         how = "the clips named in testing_list.txt"
@@ -156,9 +157,10 @@ def select_scene_items(options: BenchOptions, split: SplitSpec | None = None) ->
     split = split or SplitSpec(speaker_salt=options.salt)
     index = data.load_image_folder(options.scenes)
     if options.split == "testing":
+        part = "validation" if options.tuning_only else "testing"
         items = data.split_image_items(index.items, validation_percent=split.image_validation_percent,
-                                       testing_percent=split.image_testing_percent)["testing"]
-        return index, items, (f"testing split: file-name hash, validation {split.image_validation_percent:g} %, "
+                                       testing_percent=split.image_testing_percent)[part]
+        return index, items, (f"{part} split: file-name hash, validation {split.image_validation_percent:g} %, "
                               f"testing {split.image_testing_percent:g} %")
     return index, list(index.items), "every photo of the folder"
 

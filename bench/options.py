@@ -60,6 +60,11 @@ class BenchOptions:
     firmware_config: Path | None = None
     max_per_class: int | None = None
     seed: int = 0
+    #: Score only what a model may be chosen by: the validation part of the written-down split
+    #: (``split: testing``; clip accuracy on its speakers and photos) and the tuning streams
+    #: (their operating point, budgets, level envelope and DET curve). Nothing of the test
+    #: speakers or photos, nor of the evaluation pools, is read.
+    tuning_only: bool = False
 
     def __post_init__(self) -> None:
         require(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1,
@@ -76,6 +81,11 @@ class BenchOptions:
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 0), name, "a number >= 0", value)
+        require(not self.tuning_only or self.split == "testing", "tuning_only",
+                "--split testing (the validation part of the split training wrote down)", self.split)
+        require(not self.tuning_only or (self.scene_ambient is None and self.av is None), "tuning_only",
+                "no --scene-ambient or --av (evaluation material)",
+                ", ".join(f for f, v in (("--scene-ambient", self.scene_ambient), ("--av", self.av)) if v))
         require(not self.write_config or self.speech_commands is not None, "write_config",
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
         require(self.scene_ambient is None or self.scenes is not None, "scene_ambient",

@@ -141,8 +141,7 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     lines = ["", "## Streaming commands", "",
              "| split | pool of noise / of other speech | stream | minutes | command words | other utterances | "
              "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for split in ("tuning", "evaluation"):
-        pools = st["pools"][split]
+    for split, pools in st["pools"].items():
         for kind, s in st.get(f"{split}_streams", {}).items():
             lines.append(f"| {split} | {pools['pool']} / {pools['other_speech_pool']} | {kind} | "
                          f"{s['duration_s'] / 60:.1f} | "
@@ -153,8 +152,17 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               f"the highest hit rate with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
               f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words"
               f"{'' if rec['within_budget_on_tuning'] else '; none was within that budget, so the quietest'}): "
-              f"{settings}.", "",
-              "Evaluation streams (test speakers, evaluation pool):", "",
+              f"{settings}."]
+    if "evaluation" not in st:  # --tuning-only
+        r = rec["tuning"]
+        lines += ["", "Tuning streams only (`--tuning-only`: validation speakers; nothing of the test split or the "
+                      "evaluation pools was read). At the recommended setting: "
+                      f"hit rate {_fmt(r['hit_rate'])}, {_fmt(r['false_accepts_per_hour'], 2)} false accepts per hour "
+                      f"of talk, {_fmt(r['false_accepts_per_100_words'], 2)} per 100 other words, latency p50 / p95 "
+                      f"{_fmt(r['latency_ms']['p50'], 0)} / {_fmt(r['latency_ms']['p95'], 0)} ms."]
+        return lines + _tuning_budgets_markdown(st) + _envelope_markdown(st, "level_envelope_tuning",
+                                                                         "the tuning streams' words")
+    lines += ["", "Evaluation streams (test speakers, evaluation pool):", "",
               "| setting | hit rate | FA/hour of talk | FA/100 other words | latency p50 / p95 ms | "
               "FA/hour on the commands stream (subst. / other speech / background) |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -180,7 +188,9 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               + (", ".join(f"`{k}` {v}" for k, v in list(_summed(r, "false_accepts_top_sources").items())[:5])
                  or "none")
               + "."]
-    return lines + _tuning_budgets_markdown(st) + _breakdown_markdown(st) + _envelope_markdown(st)
+    return (lines + _tuning_budgets_markdown(st) + _breakdown_markdown(st)
+            + _envelope_markdown(st, "level_envelope", "the same words")
+            + _envelope_markdown(st, "level_envelope_tuning", "the tuning streams' words (validation speakers)"))
 
 
 def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
@@ -214,13 +224,13 @@ def _tuning_budgets_markdown(st: Mapping[str, Any]) -> list[str]:
             "| hit rate | " + " | ".join(_fmt(r["hit_rate"]) for r in rows) + f" | {_fmt(section['mean_hit_rate'])} |"]
 
 
-def _envelope_markdown(st: Mapping[str, Any]) -> list[str]:
-    """The level envelope: named right / confident by speech level (rows) and SNR (columns)."""
-    rows = st.get("level_envelope") or []
+def _envelope_markdown(st: Mapping[str, Any], key: str, words: str) -> list[str]:
+    """A level envelope (``key``, of ``words``): named right / confident by speech level (rows) and SNR (columns)."""
+    rows = st.get(key) or []
     if not rows:
         return []
     snrs = list(dict.fromkeys(row["snr_db"] for row in rows))
-    lines = ["", "Level envelope: the same words, centred, with the spoken part at each level over the streams' noise "
+    lines = ["", f"Level envelope: {words}, centred, with the spoken part at each level over the streams' noise "
                  "at each SNR (named right / confident; 100 dB: no audible noise). Speech far outside the levels "
                  "where the model works is a microphone-gain problem, not a threshold one:", "",
              "| speech level | " + " | ".join(f"{snr:g} dB SNR" for snr in snrs) + " |",

@@ -9,6 +9,8 @@ never used to choose anything; a model that learned talk as ``_unknown_`` is qui
 learned, so that talk cannot choose its threshold; a model that learned none is tuned on the
 training and tuning pools together). Each split has a
 ``commands`` stream, a ``talk`` stream and a ``words`` stream (:mod:`edgesense.bench.streams`).
+With ``tuning_only`` (``--tuning-only``) only the tuning split is built and scored: what a change
+to the model may be chosen by, without a look at the test speakers or the evaluation pools.
 """
 
 from __future__ import annotations
@@ -295,7 +297,9 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if options.tuning_noise:  # noise no training used, all of it
         tuning_noise = TUNING_NOISE
         noise_pools[TUNING_NOISE] = wav_recordings(options.tuning_noise)
-    pools_of_split = {"tuning": (tuning_noise, tuning_talk), "evaluation": ("evaluation", "evaluation")}
+    pools_of_split = {"tuning": (tuning_noise, tuning_talk)}
+    if not options.tuning_only:
+        pools_of_split["evaluation"] = ("evaluation", "evaluation")
     cache = PosteriorCache(options.out_dir / "cache")
     out: dict[str, Any] = {"hop_ms": HOP_MS, "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],
@@ -305,8 +309,10 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     replays: dict[str, dict[str, Replay]] = {}
     # each split's (command words, noise recordings, stream options), for the cost breakdown and level envelopes
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
-    for name, utterances, seed in (("tuning", tuning, options.seed + 101), ("evaluation", evaluation,
-                                                                            options.seed + 202)):
+    splits = [("tuning", tuning, options.seed + 101)]
+    if not options.tuning_only:  # the evaluation pools are not even read
+        splits.append(("evaluation", evaluation, options.seed + 202))
+    for name, utterances, seed in splits:
         noise_pool, speech_pool = pools_of_split[name]
         noise = [x for _, x in read_recordings(noise_pools[noise_pool], sr)]
         if not noise:
@@ -320,8 +326,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         replays[name] = {kind: Replay(p) for kind, p in streams.items()}
         out[f"{name}_streams"] = {kind: _summary(p) for kind, p in streams.items()}
     out["posteriors_s"] = round(time.perf_counter() - started, 1)
-    tuning_replays, eval_replays = replays["tuning"], replays["evaluation"]
-    if "commands" not in eval_replays:
+    tuning_replays, eval_replays = replays["tuning"], replays.get("evaluation", {})
+    if "commands" not in (tuning_replays if options.tuning_only else eval_replays):
         return out
     tuned_on = "tuning" if "commands" in tuning_replays else "evaluation"
     if tuned_on == "evaluation":
@@ -334,6 +340,24 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if options.class_thresholds:
         recommended = per_word
     match = plan.sweep.match_tolerance_ms
+    tune_commands, tune_noise, tune_options = material["tuning"]
+    tuned = evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()
+    out.update({
+        "recommended": {"settings": tuned["settings"], "chosen_on": tuned_on, "within_budget_on_tuning": in_budget,
+                        "tuning": tuned},
+        # the tuning streams' words (validation speakers): what a change to the model may be chosen by
+        "level_envelope_tuning": (level_envelope(model, tune_commands, tune_options, noise=tune_noise,
+                                                 recognizer=recommended) if tuned_on == "tuning" else None),
+        "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
+        "sweep_points": len(points),
+        "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
+                      if p.within(plan.sweep.max_false_accepts_per_hour,
+                                  plan.sweep.max_false_accepts_per_100_words)][:10],
+        "det": {"tuning": det_curve(chosen_from, recommended, DET_THRESHOLDS, match_tolerance_ms=match)},
+    })
+    if options.tuning_only:
+        out["elapsed_s"] = round(time.perf_counter() - started, 1)
+        return out
     at = {
         "recommended": evaluate(eval_replays, recommended, match_tolerance_ms=match),
         "one_threshold": evaluate(eval_replays, best.options, match_tolerance_ms=match),
@@ -343,27 +367,15 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     }
     hit_rate = at["recommended"].hit_rate
     eval_commands, eval_noise, eval_options = material["evaluation"]
-    tune_commands, tune_noise, tune_options = material["tuning"]
     out.update({
-        "recommended": {"settings": at["recommended"].to_dict()["settings"], "chosen_on": tuned_on,
-                        "within_budget_on_tuning": in_budget,
-                        "tuning": evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()},
         "evaluation": {k: p.to_dict() for k, p in at.items()},
         "firmware_config": {"file": firmware.file, "title": firmware.title},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
         "cost_breakdown": cost_breakdown(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
         "level_envelope": level_envelope(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
-        # the same on the tuning streams' words (validation speakers): what a change to the model may be chosen by
-        "level_envelope_tuning": (level_envelope(model, tune_commands, tune_options, noise=tune_noise,
-                                                 recognizer=recommended) if tuned_on == "tuning" else None),
-        "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
-        "sweep_points": len(points),
-        "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
-                      if p.within(plan.sweep.max_false_accepts_per_hour,
-                                  plan.sweep.max_false_accepts_per_100_words)][:10],
         "det": {"evaluation": det_curve(eval_replays, recommended, DET_THRESHOLDS, match_tolerance_ms=match),
-                "tuning": det_curve(chosen_from, recommended, DET_THRESHOLDS, match_tolerance_ms=match)},
+                **out["det"]},
     })
     out["elapsed_s"] = round(time.perf_counter() - started, 1)
     return out

@@ -292,3 +292,62 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
         comp["total"]["ours_macs_per_s"] / comp["total"]["theirs_macs_per_s"], rel=1e-3)
     assert (out / "confusion_kws_dscnn.png").is_file() and (out / "confusion_vww_mobilenet_v1.png").is_file()
     assert "kws_dscnn" in (out / "report.md").read_text()
+
+
+def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_model_path, tmp_path, monkeypatch):
+    from edgesense.bench import accuracy, streaming
+    from edgesense.train import data
+    from edgesense.train.data import load_speech_commands, split_image_items
+    from edgesense.train.pools import split_recordings
+
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_LABELS[2:], speakers=20, per_speaker=1)
+    scenes = _scene_folder(tmp_path / "scenes")
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        write_wav(noise / f"hum_{i}.wav", (0.02 * rng.normal(size=16000 * 3)).astype(np.float32), 16000)
+    read: list[Path] = []
+    for module, name in ((data, "load_clips"), (accuracy, "_read_bgr"), (streaming, "read_recordings")):
+        own = getattr(module, name)
+
+        def spy(first, *args, _own=own, _name=name, **kwargs):
+            paths = [first] if _name == "_read_bgr" else [p if isinstance(p, Path) else p.path for p in first]
+            read.extend(Path(p) for p in paths)
+            return _own(first, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    out = tmp_path / "out"
+    args = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes", str(scenes),
+            "--noise", str(noise), "--out", str(out), "--quick", "--references", str(tmp_path / "no_refs"),
+            "--split", "testing", "--salt", "edgesense"]
+    assert cli.main([*args, "--tuning-only"]) == 0
+    report = json.loads((out / "report.json").read_text())
+
+    clips = load_speech_commands(speech).split(validation_percent=10, testing_percent=20, salt="edgesense")
+    photos = split_image_items(data.load_image_folder(scenes).items, validation_percent=10, testing_percent=20)
+    all_noise = sorted(noise.glob("*.wav")) + sorted((speech / "_background_noise_").glob("*.wav"))
+    evaluation_noise = set(split_recordings(all_noise)["evaluation"])
+    assert clips["validation"] and clips["testing"] and photos["validation"] and evaluation_noise
+    allowed = ({it.path for it in clips["validation"]} | {it.path for it in photos["validation"]}
+               | (set(all_noise) - evaluation_noise))
+    assert read and set(read) <= allowed
+    assert not set(read) & ({it.path for it in clips["testing"]} | {it.path for it in photos["testing"]}
+                            | evaluation_noise)
+    assert report["command"]["selection"].startswith("validation split")
+    assert report["command"]["count"] == len(clips["validation"])
+    assert report["scene"]["count"] == len(photos["validation"])
+    st = report["streaming"]
+    assert list(st["pools"]) == ["tuning"] and list(st["det"]) == ["tuning"]
+    assert "evaluation" not in st and "evaluation_streams" not in st and "tuning_streams" in st
+    assert st["recommended"]["chosen_on"] == "tuning" and st["tuning_budgets"]["streams"] == "tuning"
+    assert st["level_envelope_tuning"]
+    markdown = (out / "report.md").read_text()
+    assert "Tuning streams only" in markdown and "Level envelope: the tuning streams' words" in markdown
+    assert "Evaluation streams" not in markdown
+
+    assert cli.main([*args[:-4], "--tuning-only"]) == 2  # the validation part of which split?
+    with pytest.raises(ValueError, match=r"tuning_only: expected --split testing"):
+        BenchOptions(model_path=tiny_model_path, scenes=scenes, tuning_only=True)
+    with pytest.raises(ValueError, match=r"tuning_only: expected no --scene-ambient or --av .*got '--av'"):
+        BenchOptions(model_path=tiny_model_path, scenes=scenes, av=scenes, split="testing", tuning_only=True)
