@@ -52,10 +52,16 @@ class _ConstantModel:
         return np.array([0.0, 0.0, 0.9, 0.1], np.float32), None
 
 
-def test_the_cost_breakdown_scores_every_word_at_every_offset_against_its_threshold():
-    sr = AudioFrontendOptions().sample_rate_hz
+def _tone_word(sr: int) -> np.ndarray:
+    """One second holding a short tone, the "word" the fake models name."""
     tone = np.zeros(sr, np.float32)
     tone[4000:9000] = 0.3 * np.sin(np.arange(5000) * 0.2)
+    return tone
+
+
+def test_the_cost_breakdown_scores_every_word_at_every_offset_against_its_threshold():
+    sr = AudioFrontendOptions().sample_rate_hz
+    tone = _tone_word(sr)
     words = [utterance(tone, label, f"{label}{k}.wav", sr) for k, label in enumerate(["yes", "yes", "no", "go"])]
     model = _ConstantModel()
     rows = cost_breakdown(model, words, StreamOptions(seed=1), noise=[],
@@ -88,8 +94,7 @@ class _LoudnessModel(_ConstantModel):
 
 def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
     sr = AudioFrontendOptions().sample_rate_hz
-    tone = np.zeros(sr, np.float32)
-    tone[4000:9000] = 0.3 * np.sin(np.arange(5000) * 0.2)
+    tone = _tone_word(sr)
     words = [utterance(tone, "yes", f"yes{k}.wav", sr) for k in range(3)]
     quiet_floor = _LoudnessModel(loud=np.inf)
     rows = level_envelope(quiet_floor, words, StreamOptions(seed=1), noise=[],
