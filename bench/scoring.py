@@ -31,7 +31,7 @@ from edgesense.recognition.commands import MINIMUM_WINDOW_FRACTION, CommandRecog
 from edgesense.schema.validate import require
 
 __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
-           "evaluate", "sweep", "best_within", "recommend", "calibrate_class_thresholds", "det_curve"]
+           "evaluate", "sweep", "within_budget", "best_within", "recommend", "calibrate_class_thresholds", "det_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,11 +340,16 @@ def _rank(p: OperatingPoint) -> tuple[float, ...]:
             o.release_threshold)
 
 
+def within_budget(points: Sequence[OperatingPoint], options: SweepOptions) -> list[OperatingPoint]:
+    """The points within ``options``' false-accept budget, in their order."""
+    return [p for p in points
+            if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
+
+
 def best_within(points: Sequence[OperatingPoint], options: SweepOptions) -> OperatingPoint | None:
     """The highest hit rate within ``options``' false-accept budget (ties: see :func:`_rank`); None
     when no point is within it."""
-    within = [p for p in points
-              if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
+    within = within_budget(points, options)
     return max(within, key=_rank) if within else None
 
 

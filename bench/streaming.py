@@ -34,6 +34,7 @@ from edgesense.bench.scoring import (
     evaluate,
     recommend,
     sweep,
+    within_budget,
 )
 from edgesense.bench.streams import (
     PosteriorCache,
@@ -309,11 +310,9 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     replays: dict[str, dict[str, Replay]] = {}
     # each split's (command words, noise recordings, stream options), for the cost breakdown and level envelopes
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
-    splits = [("tuning", tuning, options.seed + 101)]
-    if not options.tuning_only:  # the evaluation pools are not even read
-        splits.append(("evaluation", evaluation, options.seed + 202))
-    for name, utterances, seed in splits:
-        noise_pool, speech_pool = pools_of_split[name]
+    utterances_of_split = {"tuning": (tuning, options.seed + 101), "evaluation": (evaluation, options.seed + 202)}
+    for name, (noise_pool, speech_pool) in pools_of_split.items():  # --tuning-only: the evaluation pools unread
+        utterances, seed = utterances_of_split[name]
         noise = [x for _, x in read_recordings(noise_pools[noise_pool], sr)]
         if not noise:
             logger.warning("streaming: no %s-pool noise recordings; the %s streams use pink/brown noise", noise_pool,
@@ -350,9 +349,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                                                  recognizer=recommended) if tuned_on == "tuning" else None),
         "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
         "sweep_points": len(points),
-        "sweep_top": [p.to_dict() for p in sorted(points, key=lambda p: -p.hit_rate)
-                      if p.within(plan.sweep.max_false_accepts_per_hour,
-                                  plan.sweep.max_false_accepts_per_100_words)][:10],
+        "sweep_top": [p.to_dict() for p in sorted(within_budget(points, plan.sweep), key=lambda p: -p.hit_rate)][:10],
         "det": {"tuning": det_curve(chosen_from, recommended, DET_THRESHOLDS, match_tolerance_ms=match)},
     })
     if options.tuning_only:

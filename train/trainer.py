@@ -867,9 +867,9 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     window_teacher = (ModelEnsembleTeacher(config.data.teacher_models, command_labels=ds.command_labels,
                                            audio_frontend=config.audio_frontend)
                       if config.data.teacher_models and ds.audio_train.labels.size else None)
+    audio_val_features = features_of(ds.audio_val.clips, config)
     if window_teacher is not None:
-        teacher_metrics["teacher_command_accuracy"] = window_teacher.accuracy(
-            features_of(ds.audio_val.clips, config), ds.audio_val.labels)
+        teacher_metrics["teacher_command_accuracy"] = window_teacher.accuracy(audio_val_features, ds.audio_val.labels)
         log.info("teacher models %s: validation accuracy of their mean %.4f", ", ".join(window_teacher.paths),
                  teacher_metrics["teacher_command_accuracy"])
     vision_teacher = (VisionTeacher(config, cache) if config.vision_teacher.enabled and ds.image_train.labels.size
@@ -882,7 +882,6 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     log.info("data %.0f s, example bank and teacher %.0f s (cache: %d hits, %d misses)", load_s, prepare_s,
              cache.hits, cache.misses)
 
-    audio_val_features = features_of(ds.audio_val.clips, config)
     num_scenes = max(len(ds.scene_labels), 2)
     scene_labels = ds.scene_labels or ("none", "other")
 
@@ -953,7 +952,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     validation.set_model(model)
     final = validation.evaluate()
     # The test split is scored once, at the end: it never picks a checkpoint.
-    test = HeadValidation(features_of(ds.audio_test.clips, config), ds.audio_test.labels,
+    audio_test_features = features_of(ds.audio_test.clips, config)
+    test = HeadValidation(audio_test_features, ds.audio_test.labels,
                           ds.image_test.images, ds.image_test.labels)
     test.set_model(model)
     tested = test.evaluate() if ds.audio_test.labels.size or ds.image_test.labels.size else {}
@@ -974,7 +974,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         **teacher_metrics,
         "test_teacher_command_accuracy": (
             teacher.accuracy(ds.audio_test.clips, ds.audio_test.labels) if teacher is not None
-            else window_teacher.accuracy(features_of(ds.audio_test.clips, config), ds.audio_test.labels)
+            else window_teacher.accuracy(audio_test_features, ds.audio_test.labels)
             if window_teacher is not None else None),
         "test_teacher_scene_accuracy": (vision_teacher.accuracy(ds.image_test.images, ds.image_test.labels)
                                         if vision_teacher is not None else None),

@@ -21,6 +21,7 @@ from edgesense.bench.scoring import (
     recommend,
     score_stream,
     sweep,
+    within_budget,
 )
 from edgesense.bench.streams import (
     PlacedWord,
@@ -168,6 +169,9 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
     best, ok = recommend(points, options)
     assert ok and best.options.threshold == 0.7 and best.hit_rate == 0.5 and best.false_accepts_per_hour == 0
     assert best_within(points, options) is best
+    within = within_budget(points, options)
+    assert best in within and all(p.false_accepts_per_hour <= options.max_false_accepts_per_hour for p in within)
+    assert [p for p in points if p in within] == within and len(within) < len(points)
     assert best_within([p for p in points if p.options.threshold == 0.5], options) is None  # each fires on talk
     loose, ok = recommend(points, dataclasses.replace(options, max_false_accepts_per_hour=1e9))
     assert ok and loose.options.threshold == 0.5 and loose.hit_rate == 1.0 and loose.false_accepts_per_hour > 0
