@@ -76,6 +76,19 @@ class PresenceMask(layers.Layer):
         return x * present
 
 
+#: Keeps the weighted mean finite when both modalities are absent.
+_WEIGHT_EPSILON = 1e-6
+
+
+def _presence_weighted_mean(logits, audio, image, audio_present, image_present):
+    """The softmax of the two ``logits`` as weights, each zeroed with its modality's presence flag
+    (an absent modality's weight goes to the other)."""
+    w = ops.exp(logits - ops.max(logits))
+    wa = w[0] * audio_present
+    wv = w[1] * image_present
+    return (wa * audio + wv * image) / (wa + wv + _WEIGHT_EPSILON)
+
+
 @keras.saving.register_keras_serializable(package="edgesense")
 class WeightedSum(layers.Layer):
     """Learned weighted sum of two embeddings; an absent modality's weight goes to the other."""
@@ -84,11 +97,7 @@ class WeightedSum(layers.Layer):
         self.logits = self.add_weight(name="logits", shape=(2,), initializer="zeros")
 
     def call(self, audio, image, audio_present, image_present):
-        w = ops.exp(self.logits - ops.max(self.logits))
-        wa = w[0] * audio_present
-        wv = w[1] * image_present
-        total = wa + wv + 1e-6
-        return (wa * audio + wv * image) / total
+        return _presence_weighted_mean(self.logits, audio, image, audio_present, image_present)
 
 
 @keras.saving.register_keras_serializable(package="edgesense")
@@ -110,11 +119,7 @@ class LateFusion(layers.Layer):
         self.logits = self.add_weight(name="logits", shape=(2,), initializer="zeros")
 
     def call(self, audio_logits, image_logits, audio_present, image_present):
-        w = ops.exp(self.logits - ops.max(self.logits))
-        wa = w[0] * audio_present
-        wv = w[1] * image_present
-        total = wa + wv + 1e-6
-        return (wa * audio_logits + wv * image_logits) / total
+        return _presence_weighted_mean(self.logits, audio_logits, image_logits, audio_present, image_present)
 
 
 @keras.saving.register_keras_serializable(package="edgesense")

@@ -13,9 +13,11 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from edgesense import __version__, extra_hint
 
@@ -37,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EXIT_USAGE = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
 #: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
 COMMAND_EXTRAS = {"bench": "bench", "mine": "bench"}
@@ -95,6 +98,48 @@ def user_names(names: Mapping[str, str]) -> Iterator[None]:
             if text.startswith(f"{name}: "):
                 raise ValueError(f"{shown}{text[len(name):]}") from None
         raise
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+class StopRequest:
+    """What SIGINT or SIGTERM asked: :attr:`requested`, and the ``stop()`` of the attached runner
+    (a pipeline, a recorder), called from the handler, which only sets flags: no I/O there."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._target: Stoppable | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def attach(self, target: Stoppable) -> None:
+        """Stop ``target`` on the next signal (one that came before is seen in :attr:`requested`)."""
+        self._target = target
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self._event.set()
+        if self._target is not None:
+            self._target.stop()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """SIGINT and SIGTERM set the yielded :class:`StopRequest` instead of raising, and the previous
+    handlers come back on exit. Off the main thread (where Python cannot install handlers) the
+    request is never set."""
+    request = StopRequest()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, request.on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:

@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import logging
 import math
-import signal
 import sys
 import threading
 import time
@@ -60,7 +59,6 @@ GAP_TOLERANCE_MS = 1.0
 PROGRESS_BAR_CHARS = 24
 PROGRESS_REDRAW_S = 0.2  #: on a terminal, the bar is redrawn at most this often
 PROGRESS_LINES = 10  #: elsewhere (a pipe, a log), one line per tenth of the pairs
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_CONFIG = "desktop"
 #: What the next step names (README "Teach the device your own places").
 BUNDLED_MODEL = "models/edgesense.tflite"
@@ -464,7 +462,7 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import user_names
+    from edgesense.app.cli import stop_on_signals, user_names
     from edgesense.app.run import file_flags
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, open_sources
@@ -484,18 +482,7 @@ def run(args: argparse.Namespace) -> int:
     options = dataclasses.replace(options, scheduler=config.scheduler)
     writer = PairWriter(folder, session_prefix(folder, options.label),
                         sample_rate_hz=options.frontend.sample_rate_hz, jpeg_quality=options.jpeg_quality)
-    recorder: Recorder | None = None
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:  # only sets flags: no I/O in a signal handler
-        stop_requested.set()
-        if recorder is not None:
-            recorder.stop()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    try:
+    with stop_on_signals() as stop:
         try:
             with user_names(names):
                 audio, video = open_sources(config, sample_rate_hz=options.frontend.sample_rate_hz,
@@ -517,7 +504,8 @@ def run(args: argparse.Namespace) -> int:
                     logger.info("no preview window: %s", why)
             recorder = Recorder(audio, video, options, writer, live_video=args.video is None, on_frame=preview,
                                 progress=ProgressBar(options.label, options.expected_pairs))
-            if stop_requested.is_set():
+            stop.attach(recorder)
+            if stop.requested:
                 recorder.stop()
             try:
                 result = recorder.run()
@@ -526,6 +514,3 @@ def run(args: argparse.Namespace) -> int:
                     preview.close()
         _report(result, options, writer, out)
         return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

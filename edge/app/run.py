@@ -18,9 +18,7 @@ import argparse
 import json
 import logging
 import math
-import signal
 import sys
-import threading
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -30,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_EVENTS_LOST = 1  #: the run ended with events neither delivered nor spooled
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,25 +80,14 @@ def live_device_help(exc: Any, config: str) -> RuntimeError:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import user_names
+    from edgesense.app.cli import stop_on_signals, user_names
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, Pipeline
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
     names = file_flags(args)
-    stop_requested = threading.Event()
-    pipeline: Pipeline | None = None
-
-    def on_signal(signum: int, frame: Any) -> None:  # only sets flags: no I/O in a signal handler
-        stop_requested.set()
-        if pipeline is not None:
-            pipeline.stop()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-    try:
+    with stop_on_signals() as stop:
         with user_names(names):
             config = load_config(args.config)
         preview = None
@@ -116,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
                                                 fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
         except LiveDeviceError as exc:
             raise live_device_help(exc, args.config) from None
+        stop.attach(pipeline)
         with pipeline:
-            if not stop_requested.is_set():
+            if not stop.requested:
                 pipeline.run(duration_s=args.duration_s)
         stats = pipeline.stats
-        if stop_requested.is_set():
+        if stop.requested:
             logger.info("stopped by a signal")
         print(f"edgesense run: {stats.summary()}", file=sys.stderr)
         if args.stats:
@@ -130,6 +117,3 @@ def run(args: argparse.Namespace) -> int:
                   "spooled (outputs.mqtt_spool_dir: null keeps them in memory only)", file=sys.stderr)
             return EXIT_EVENTS_LOST
         return EXIT_OK
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

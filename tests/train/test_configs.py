@@ -38,3 +38,4 @@ def test_the_bundled_recipe_trains_on_real_speakers_and_the_noise_pool():
     assert config.data.synthetic_speech == () and config.train.real_speech_share is None
     assert {p.name for p in config.data.noise} == {"ambient", "noise"}
     assert config.audio_augment.max_shift_ms == 200
+    assert config.model.audio_floor_frames == 3  # p1, the bundled file's audio side

@@ -2,6 +2,8 @@
 
 import importlib
 import re
+import signal
+import threading
 from pathlib import Path
 
 from cli_run import edgesense, only_line
@@ -65,3 +67,38 @@ def test_verbose_is_accepted_before_and_after_the_command():
         proc = edgesense(*args)
         assert proc.returncode == 0, (args, proc.stderr)
         assert "encode_audio" in proc.stdout
+
+
+class _Runner:
+    def __init__(self) -> None:
+        self.stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+def test_stop_on_signals_stops_the_attached_runner_and_restores_the_handlers():
+    before = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
+    runner = _Runner()
+    with cli.stop_on_signals() as stop:
+        assert not stop.requested
+        signal.raise_signal(signal.SIGTERM)  # before attach: only the request is kept
+        assert stop.requested and runner.stops == 0
+        stop.attach(runner)
+        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt: the handler only sets flags
+        assert runner.stops == 1
+    assert {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS} == before
+
+
+def test_stop_on_signals_off_the_main_thread_installs_nothing():
+    before = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
+    seen = []
+
+    def body() -> None:
+        with cli.stop_on_signals() as stop:
+            seen.append(({sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}, stop.requested))
+
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen == [(before, False)]
