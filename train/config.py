@@ -145,6 +145,10 @@ class TrainOptions:
     modality_dropout: float = 0.2
     class_weighting: bool = True
     real_speech_share: float | None = None
+    #: Share of the drawn audio rows that are ``_unknown_`` (the other classes share the rest
+    #: evenly); ``null``: every class as often (1 / 12 with the ten words). What the stream hears
+    #: most is not a command: a larger share teaches more talk and other words per step.
+    unknown_share: float | None = None
     #: Per-step pipeline (``bank.variants: 0``): share of the drawn ``_unknown_`` rows that are a
     #: window of other people's speech (``data.speech_negatives``, training pool) instead of a
     #: clip, augmented like the clips at every step (the bank has ``bank.other_speech_per_variant``).
@@ -191,6 +195,8 @@ class TrainOptions:
         require(self.patience >= 1, "patience", ">= 1", self.patience)
         require(self.real_speech_share is None or 0.0 <= self.real_speech_share <= 1.0, "real_speech_share",
                 "in [0, 1] or null", self.real_speech_share)
+        require(self.unknown_share is None or 0.0 < self.unknown_share < 1.0, "unknown_share", "in (0, 1) or null",
+                self.unknown_share)
         require(0.0 <= self.other_speech_share <= 1.0, "other_speech_share", "in [0, 1]", self.other_speech_share)
         require(0.0 <= self.reversed_speech_share <= 1.0, "reversed_speech_share", "in [0, 1]",
                 self.reversed_speech_share)

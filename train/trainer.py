@@ -325,14 +325,13 @@ class FusionBatches(keras.utils.PyDataset):
         labels, synthetic = dataset.audio_train.labels, dataset.audio_train.synthetic
         if synthetic is None:
             synthetic = np.zeros(labels.shape, bool)
-        self.by_class = [(np.flatnonzero(labels == c), np.flatnonzero((labels == c) & ~synthetic),
-                          np.flatnonzero((labels == c) & synthetic)) for c in range(n_cmd)]
-        self.by_class = [pools for pools in self.by_class if pools[0].size]
+        self.unknown_id = dataset.command_labels.index(UNKNOWN_LABEL)
+        self.by_class, self.class_ids = class_pools(labels, synthetic, n_cmd)
+        self.unknown_pool = self.pool_of_unknown()
         self.real_share = config.train.real_speech_share
         self.place_sounds = (PlaceSounds(dataset.place_sounds, config.audio_frontend.clip_samples)
                              if dataset.place_sounds else None)
         self.silence_id = dataset.command_labels.index(SILENCE_LABEL)
-        self.unknown_id = dataset.command_labels.index(UNKNOWN_LABEL)
         self.is_word = dataset.is_word
         self.word_clips = np.flatnonzero(self.is_word[labels])  # the command words, for reversed speech
 
@@ -500,15 +499,44 @@ class FusionBatches(keras.utils.PyDataset):
         weight = np.where(holds_clip, self.config.train.distill_weight, 0.0)
         return pack_targets(labels, self.n_cmd, self.clip_soft[clips], weight)
 
+    def pool_of_unknown(self) -> int | None:
+        """Where ``_unknown_`` stands in :attr:`by_class` when ``train.unknown_share`` asks for it
+        (None otherwise); a ValueError when there is no ``_unknown_`` clip to draw."""
+        if self.config.train.unknown_share is None:
+            return None
+        where = np.flatnonzero(self.class_ids == self.unknown_id)
+        if not where.size:
+            raise ValueError(f"train.unknown_share: expected {UNKNOWN_LABEL} clips among the training clips, found none")
+        return int(where[0])
+
+    def draw_classes(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Positions in :attr:`by_class` of ``count`` draws: uniform, or ``_unknown_`` with
+        probability ``train.unknown_share`` and the other classes uniformly."""
+        if self.unknown_pool is None:
+            return rng.integers(0, len(self.by_class), size=count)
+        others = np.delete(np.arange(len(self.by_class)), self.unknown_pool)
+        unknown = rng.random(count) < self.config.train.unknown_share
+        return np.where(unknown, self.unknown_pool, others[rng.integers(0, others.size, size=count)])
+
     def draw_audio_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """Indices of ``count`` training clips: a uniformly drawn class, then a clip of it."""
+        """Indices of ``count`` training clips: a drawn class (:meth:`draw_classes`), then a clip of it."""
         out = np.empty(count, np.int64)
-        for i, c in enumerate(rng.integers(0, len(self.by_class), size=count)):
+        for i, c in enumerate(self.draw_classes(rng, count)):
             pool, real, synthesized = self.by_class[c]
             if self.real_share is not None and real.size and synthesized.size:
                 pool = real if rng.random() < self.real_share else synthesized
             out[i] = rng.choice(pool)
         return out
+
+
+def class_pools(labels: np.ndarray, synthetic: np.ndarray, n_classes: int
+                ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
+    """Per class that has rows, ``(all, recorded, synthesized)`` row indices, and the class ids
+    in that order."""
+    pools = [(np.flatnonzero(labels == c), np.flatnonzero((labels == c) & ~synthetic),
+              np.flatnonzero((labels == c) & synthetic)) for c in range(n_classes)]
+    kept = [c for c in range(n_classes) if pools[c][0].size]
+    return [pools[c] for c in kept], np.asarray(kept, np.int64)
 
 
 def present_rows(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -538,9 +566,8 @@ class BankBatches(FusionBatches):
                          scene_soft_targets=scene_soft_targets, present_rows_only=present_rows_only)
         self.bank, self.soft = bank, soft_targets
         self.weight = np.where(bank.known_negative, 0.0, config.train.distill_weight).astype(np.float32)
-        self.by_class = [(np.flatnonzero(bank.labels == c), np.flatnonzero((bank.labels == c) & ~bank.synthetic),
-                          np.flatnonzero((bank.labels == c) & bank.synthetic)) for c in range(self.n_cmd)]
-        self.by_class = [pools for pools in self.by_class if pools[0].size]
+        self.by_class, self.class_ids = class_pools(bank.labels, bank.synthetic, self.n_cmd)
+        self.unknown_pool = self.pool_of_unknown()
 
     def audio_batch(self, rng: np.random.Generator, count: int, scenes: np.ndarray | None = None):
         """As :meth:`FusionBatches.audio_batch`, from the bank; its rows hold features, not

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from edgesense.train.model import (  # noqa: E402
     INPUT_IMAGE_PRESENT,
     INPUT_IMAGE_ROW,
 )
-from edgesense.train.trainer import FusionBatches, load_dataset, present_rows, train  # noqa: E402
+from edgesense.train.trainer import AudioSet, FusionBatches, load_dataset, present_rows, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,33 @@ def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path,
     # Drawing balanced is the whole correction: command losses are not also class-weighted.
     _, _, weights = batches[0]
     assert set(np.unique(weights["command"])) <= {0.0, 1.0}
+
+
+def test_batches_draw_unknown_rows_at_the_asked_share_and_the_other_classes_evenly(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, ["train.unknown_share=0.4"])
+    ds = load_dataset(config)
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0)
+    drawn = np.concatenate([batches.draw_audio_indices(np.random.default_rng(i), 100) for i in range(40)])
+    shares = np.bincount(ds.audio_train.labels[drawn], minlength=len(ds.command_labels)) / drawn.size
+    unknown = ds.command_labels.index("_unknown_")
+    assert shares[unknown] == pytest.approx(0.4, abs=0.03)
+    np.testing.assert_allclose(np.delete(shares, unknown), 0.6 / (shares.size - 1), atol=0.025)
+    for bad in ("0", "1", "1.5"):
+        with pytest.raises(ValueError, match=f"train.unknown_share: expected in \\(0, 1\\) or null, got {bad}"):
+            load_train_config(path, [f"train.unknown_share={bad}"])
+
+
+def test_an_unknown_share_needs_unknown_clips_to_draw(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, ["train.unknown_share=0.4"])
+    ds = load_dataset(config)
+    keep = ds.audio_train.labels != ds.command_labels.index("_unknown_")
+    ds = dataclasses.replace(ds, audio_train=AudioSet(ds.audio_train.clips[keep], ds.audio_train.labels[keep]))
+    with pytest.raises(ValueError, match="train.unknown_share: expected _unknown_ clips among the training clips"):
+        FusionBatches(ds, config, steps=1, epoch_seed=0)
 
 
 def test_present_rows_keep_each_modalitys_rows_and_point_every_row_at_its_own():
