@@ -101,12 +101,14 @@ def user_names(names: Mapping[str, str]) -> Iterator[None]:
 
 
 class Stoppable(Protocol):
+    """What a stop request ends: a pipeline, a recorder."""
+
     def stop(self) -> None: ...
 
 
 class StopRequest:
-    """What SIGINT or SIGTERM asked: :attr:`requested`, and the ``stop()`` of the attached runner
-    (a pipeline, a recorder), called from the handler, which only sets flags: no I/O there."""
+    """What SIGINT or SIGTERM asked: :attr:`requested`, and the ``stop()`` of the attached
+    :class:`Stoppable`, called from the handler, which only sets flags: no I/O there."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
