@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 #: The fields of ``commands:`` the benchmark chooses (CommandRecognizerOptions minus ignored_labels).
 RECOGNIZER_FIELDS = ("threshold", "class_thresholds", "release_threshold", "suppression_ms", "average_window_ms",
-                     "minimum_count")
+                     "minimum_count", "max_context_unknown")
 _SECTION = "commands"
 _DIGITS = 4
 

@@ -29,6 +29,7 @@ import numpy as np
 from edgesense.bench.streams import PlacedWord, StreamPosteriors
 from edgesense.recognition.commands import MINIMUM_WINDOW_FRACTION, CommandRecognizerOptions
 from edgesense.schema.validate import require
+from edgesense.types import UNKNOWN_LABEL
 
 __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
            "evaluate", "sweep", "within_budget", "best_within", "recommend", "calibrate_class_thresholds", "det_curve"]
@@ -67,6 +68,7 @@ class Replay:
         self._cumsum = np.concatenate([np.zeros((1, self._p.shape[1])), np.cumsum(self._p, axis=0)])
         self._times = np.asarray(posteriors.times_ms, dtype=np.float64)
         self._averages: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._contexts: dict[tuple[int, float, float], np.ndarray] = {}
 
     def averages(self, window_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(averages (H, C), results per window (H,), span ms (H,), top label (H,)) as the recognizer sees them."""
@@ -78,6 +80,20 @@ class Replay:
             averages = (self._cumsum[idx + 1] - self._cumsum[first]) / np.maximum(count, 1)[:, None]
             self._averages[window_ms] = (averages, count, t - t[first] if t.size else t, np.argmax(averages, axis=1))
         return self._averages[window_ms]
+
+
+    def context_means(self, label: int, offset_ms: float, window_ms: float) -> np.ndarray:
+        """(H,) mean score of ``label`` over the results ``offset_ms + window_ms`` … ``offset_ms``
+        before each result, as the recognizer's context rule sees it (0 where there are none)."""
+        key = (label, offset_ms, window_ms)
+        if key not in self._contexts:
+            t = self._times
+            first = np.searchsorted(t, t - offset_ms - window_ms, side="left")
+            last = np.searchsorted(t, t - offset_ms, side="right")
+            count = last - first
+            total = self._cumsum[last, label] - self._cumsum[first, label]
+            self._contexts[key] = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+        return self._contexts[key]
 
 
 def detect(replay: Replay | StreamPosteriors, options: CommandRecognizerOptions) -> list[Detection]:
@@ -93,7 +109,14 @@ def detect(replay: Replay | StreamPosteriors, options: CommandRecognizerOptions)
     fires = np.array([label not in options.ignored_labels for label in labels])
     rows = np.arange(averages.shape[0])
     top_score = averages[rows, top]
-    candidates = np.flatnonzero(ready & fires[top] & (top_score > thresholds[top]))
+    candidate = ready & fires[top] & (top_score > thresholds[top])
+    if options.uses_context:
+        require(UNKNOWN_LABEL in labels, "max_context_unknown", f"1 for a model without an {UNKNOWN_LABEL!r} label",
+                options.max_context_unknown)
+        context = replay.context_means(labels.index(UNKNOWN_LABEL), float(options.context_offset_ms),
+                                       float(options.context_window_ms))
+        candidate &= context <= options.max_context_unknown
+    candidates = np.flatnonzero(candidate)
     if candidates.size == 0:
         return []
     released = ready[:, None] & (averages <= options.release_threshold)
@@ -282,6 +305,8 @@ class SweepOptions:
     release_thresholds: tuple[float, ...] = (0.2, 0.35, 0.5)
     minimum_counts: tuple[int, ...] = (1, 3)
     suppressions_ms: tuple[float, ...] = (0.0, 500.0, 1000.0)
+    #: The context rule's levels (1: off); a model without ``_unknown_`` is swept at 1 alone.
+    max_context_unknowns: tuple[float, ...] = (1.0, 0.6, 0.5, 0.4)
     max_false_accepts_per_hour: float = 1.0
     max_false_accepts_per_100_words: float = 2.0
     match_tolerance_ms: float = 1000.0
@@ -298,12 +323,15 @@ class SweepOptions:
         numbers("release_thresholds", lambda v: isinstance(v, (int, float)) and 0 <= v < 1)
         numbers("minimum_counts", lambda v: isinstance(v, int) and v >= 1)
         numbers("suppressions_ms", lambda v: isinstance(v, (int, float)) and v >= 0)
+        numbers("max_context_unknowns", lambda v: isinstance(v, (int, float)) and 0 <= v <= 1)
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "match_tolerance_ms"):
             require(isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0, name,
                     "a number >= 0", getattr(self, name))
 
-    def grid(self) -> list[CommandRecognizerOptions]:
-        """Every valid combination (release below threshold; minimum count a window can hold)."""
+    def grid(self, *, context: bool = True) -> list[CommandRecognizerOptions]:
+        """Every valid combination (release below threshold; minimum count a window can hold);
+        without ``context`` (a model without ``_unknown_``) the context rule stays off."""
+        contexts = self.max_context_unknowns if context else (1.0,)
         out = []
         for window in self.average_windows_ms:
             most = int(window // self.hop_ms) + 1
@@ -315,29 +343,32 @@ class SweepOptions:
                         if release >= threshold:
                             continue
                         for suppression in self.suppressions_ms:
-                            out.append(CommandRecognizerOptions(
+                            out.extend(CommandRecognizerOptions(
                                 average_window_ms=float(window), threshold=float(threshold),
                                 release_threshold=float(release), minimum_count=int(count),
-                                suppression_ms=float(suppression)))
+                                suppression_ms=float(suppression), max_context_unknown=float(most_unknown))
+                                for most_unknown in dict.fromkeys(contexts))
         return out
 
 
 def sweep(replays: Mapping[str, Replay], options: SweepOptions) -> list[OperatingPoint]:
     """Every setting of the grid on the same streams."""
-    grid = options.grid()
+    labels = next((r.posteriors.labels for r in replays.values()), ())
+    grid = options.grid(context=UNKNOWN_LABEL in labels)
     logger.info("streaming sweep: %d settings", len(grid))
     return [evaluate(replays, o, match_tolerance_ms=options.match_tolerance_ms) for o in grid]
 
 
 def _rank(p: OperatingPoint) -> tuple[float, ...]:
     """Higher is better: hits, then fewer false accepts (talk, words, the commands stream), then
-    lower latency, then the more conservative setting (higher threshold, count, suppression)."""
+    lower latency, then the more conservative setting (higher threshold, count, suppression), then
+    the one whose context rule blocks less."""
     latency = p.latency_ms(50)
     o = p.options
     return (p.hit_rate, -p.false_accepts_per_hour, -p.false_accepts_per_100_words,
             -(p.commands.false_accepts if p.commands is not None else 0),
             -(latency if latency is not None else math.inf), o.threshold, o.minimum_count, o.suppression_ms,
-            o.release_threshold)
+            o.release_threshold, o.max_context_unknown)
 
 
 def within_budget(points: Sequence[OperatingPoint], options: SweepOptions) -> list[OperatingPoint]:

@@ -109,6 +109,7 @@ class StreamingPlan:
                   if (value := getattr(options, name)) is not None}
         sweep_options = SweepOptions(average_windows_ms=(500.0, 1000.0), thresholds=(0.5, 0.7, 0.9),
                                      release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,),
+                                     max_context_unknowns=(1.0, 0.5),
                                      **budget) if quick else SweepOptions(**budget)
         return cls(commands_s={"tuning": max(60.0, commands / 2), "evaluation": commands},
                    talk_s={"tuning": talk, "evaluation": talk}, word_passes=1 if quick else 2, sweep=sweep_options)

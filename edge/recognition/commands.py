@@ -3,7 +3,11 @@
 * :class:`CommandRecognizer` (here): posteriors averaged over ``average_window_ms``; a word
   fires when it is the top label of the average, its average beats its threshold
   (``class_thresholds[word]``, else ``threshold``), it is *armed*, and more than
-  ``suppression_ms`` passed since the previous event. Firing disarms the word; it
+  ``suppression_ms`` passed since the previous event, and what came before the word was not
+  other speech (*context*: the mean ``_unknown_`` score of the results between
+  ``context_offset_ms + context_window_ms`` and ``context_offset_ms`` ago is at most
+  ``max_context_unknown``; a command is said after a pause, a false peak in talk sits inside
+  continuous speech; no results there, at the start or after a reset, pass). Firing disarms the word; it
   re-arms when its own average falls to ``release_threshold`` or below (hysteresis),
   so a word said twice fires twice whatever the background does between the two,
   and a word held for a long time fires once. Too few results (fewer than
@@ -52,6 +56,9 @@ class CommandRecognizerOptions:
     ``threshold``: the average a word must beat to fire; ``class_thresholds``: per-word
     overrides (``{"off": 0.6}``; words not named use ``threshold``). ``release_threshold``:
     the average at or below which a word that fired re-arms; below every threshold.
+    ``max_context_unknown``: the most ``_unknown_`` (other speech) the context before a word may
+    hold for it to fire, a mean over the results from ``context_offset_ms + context_window_ms`` to
+    ``context_offset_ms`` ago (1: no context rule).
     """
 
     average_window_ms: float = 1000.0
@@ -61,6 +68,9 @@ class CommandRecognizerOptions:
     suppression_ms: float = 750.0
     minimum_count: int = 3
     ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
+    max_context_unknown: float = 1.0
+    context_window_ms: float = 800.0
+    context_offset_ms: float = 1200.0
 
     def __post_init__(self) -> None:
         require(is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
@@ -83,6 +93,17 @@ class CommandRecognizerOptions:
                 "ignored_labels", "a tuple of labels", self.ignored_labels)
         ignored = sorted(set(self.class_thresholds) & set(self.ignored_labels))
         require(not ignored, "class_thresholds", "command words only (ignored labels never fire)", ignored)
+        require(is_number(self.max_context_unknown) and 0 <= self.max_context_unknown <= 1, "max_context_unknown",
+                "a number in [0, 1] (1: no context rule)", self.max_context_unknown)
+        require(is_number(self.context_window_ms) and self.context_window_ms > 0, "context_window_ms",
+                "a positive number", self.context_window_ms)
+        require(is_number(self.context_offset_ms) and self.context_offset_ms >= 0, "context_offset_ms",
+                "a number >= 0", self.context_offset_ms)
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether the context rule can block a word (``max_context_unknown`` below 1)."""
+        return self.max_context_unknown < 1
 
     def threshold_of(self, label: str) -> float:
         """The threshold ``label`` must beat: its ``class_thresholds`` entry, else ``threshold``."""
@@ -108,11 +129,15 @@ class CommandRecognizer:
         self.labels = _check_labels(labels)
         unknown = sorted(set(options.class_thresholds) - set(self.labels))
         require(not unknown, "class_thresholds", f"labels of the model {list(self.labels)}", unknown)
+        require(not options.uses_context or UNKNOWN_LABEL in self.labels, "max_context_unknown",
+                f"1 for a model without an {UNKNOWN_LABEL!r} label", options.max_context_unknown)
         self.options = options
         self._wall_time = wall_time
         self._thresholds = np.array([options.threshold_of(label) for label in self.labels])
         self._fires = np.array([label not in options.ignored_labels for label in self.labels])
         self._results: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._unknown = self.labels.index(UNKNOWN_LABEL) if options.uses_context else -1
+        self._context: collections.deque[tuple[float, float]] = collections.deque()  # (t_ms, p(_unknown_))
         self._last_t_ms: float | None = None
         self._armed = np.ones(len(self.labels), dtype=bool)
         self._last_event_t_ms = -math.inf
@@ -121,10 +146,28 @@ class CommandRecognizer:
     def reset(self) -> None:
         """Forget the window and re-arm every word (the loop calls it when the energy gate closes)."""
         self._results.clear()
+        self._context.clear()
         self._last_t_ms = None
         self._armed[:] = True
         self._last_event_t_ms = -math.inf
         self.last_result = None
+
+    def _remember_context(self, scores: np.ndarray, t_ms: float) -> None:
+        """Keep the ``_unknown_`` scores the context rule may still look at."""
+        if self._unknown < 0:
+            return
+        self._context.append((t_ms, float(scores[self._unknown])))
+        oldest_ms = t_ms - self.options.context_offset_ms - self.options.context_window_ms
+        while self._context[0][0] < oldest_ms:
+            self._context.popleft()
+
+    def _context_allows(self, t_ms: float) -> bool:
+        """Whether the context before ``t_ms`` holds little enough other speech (see the options)."""
+        if self._unknown < 0:
+            return True
+        newest_ms = t_ms - self.options.context_offset_ms
+        values = [p for t, p in self._context if t <= newest_ms]
+        return not values or float(np.mean(values)) <= self.options.max_context_unknown
 
     def process(self, scores: Any, t_ms: float, *,
                 latency_ms: Mapping[str, float] | None = None) -> CommandEvent | None:
@@ -134,6 +177,7 @@ class CommandRecognizer:
         self._last_t_ms = t_ms
         opts = self.options
         self._results.append((t_ms, x))
+        self._remember_context(x, t_ms)
         time_limit = t_ms - opts.average_window_ms
         while self._results[0][0] < time_limit:
             self._results.popleft()
@@ -147,7 +191,7 @@ class CommandRecognizer:
         top = int(np.argmax(average))
         label, score = self.labels[top], float(average[top])
         is_new = bool(self._fires[top] and self._armed[top] and score > self._thresholds[top]
-                      and t_ms - self._last_event_t_ms > opts.suppression_ms)
+                      and t_ms - self._last_event_t_ms > opts.suppression_ms and self._context_allows(t_ms))
         self.last_result = RecognitionResult(label, score, t_ms, is_new)
         if not is_new:
             return None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgesense.app import cli
-from edgesense.bench.firmware_config import update_firmware_config
+from edgesense.bench.firmware_config import RECOGNIZER_FIELDS, update_firmware_config
 from edgesense.loop.config import load_config
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.schema.yaml import load_yaml_mapping
@@ -35,9 +35,7 @@ def test_each_firmware_config_changes_only_its_commands_values(src, tmp_path):
     assert isinstance(data["commands"]["suppression_ms"], int)  # 1000, not 1000.0
     changed = _changed_lines(before, after)
     assert changed and all(line[2:].startswith("  ") for line in changed)  # only indented fields ...
-    assert {line[2:].split(":")[0].strip() for line in changed} <= {"threshold", "suppression_ms",
-                                                                     "average_window_ms", "minimum_count",
-                                                                     "release_threshold", "class_thresholds"}
+    assert {line[2:].split(":")[0].strip() for line in changed} <= set(RECOGNIZER_FIELDS)
     assert [ln for ln in before.splitlines() if "#" in ln and not ln.lstrip().startswith(
         ("threshold", "suppression_ms", "average_window_ms", "minimum_count"))] == \
         [ln for ln in after.splitlines() if "#" in ln and not ln.lstrip().startswith(

@@ -126,8 +126,10 @@ def _recognizer_events(post: StreamPosteriors, options: CommandRecognizerOptions
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 31), window=st.sampled_from([100.0, 300.0, 500.0, 1000.0]),
        threshold=st.sampled_from([0.4, 0.55, 0.7, 0.9]), release=st.sampled_from([0.0, 0.2, 0.35]),
-       count=st.integers(1, 4), suppression=st.sampled_from([0.0, 250.0, 1000.0]), per_word=st.booleans())
-def test_detect_gives_exactly_the_recognizers_events(seed, window, threshold, release, count, suppression, per_word):
+       count=st.integers(1, 4), suppression=st.sampled_from([0.0, 250.0, 1000.0]), per_word=st.booleans(),
+       context=st.sampled_from([1.0, 0.2, 0.3, 0.5]), context_offset=st.sampled_from([0.0, 300.0, 1200.0]))
+def test_detect_gives_exactly_the_recognizers_events(seed, window, threshold, release, count, suppression, per_word,
+                                                     context, context_offset):
     """On int8-like posteriors (multiples of 1/256, as the model gives), with a gap in time."""
     rng = np.random.default_rng(seed)
     n = 300
@@ -141,7 +143,7 @@ def test_detect_gives_exactly_the_recognizers_events(seed, window, threshold, re
     options = CommandRecognizerOptions(average_window_ms=window, threshold=threshold, release_threshold=release,
                                        minimum_count=count, suppression_ms=suppression,
                                        class_thresholds={"no": max(threshold - 0.1, release + 0.01)} if per_word
-                                       else {})
+                                       else {}, max_context_unknown=context, context_offset_ms=context_offset)
     assert detect(p, options) == _recognizer_events(p, options)
 
 
@@ -161,7 +163,8 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
                 3000, 3400, [0.4, 0, 0.6, 0])
     replays = {"commands": Replay(commands), "talk": Replay(talk)}
     options = SweepOptions(average_windows_ms=(200.0,), thresholds=(0.5, 0.7), release_thresholds=(0.2,),
-                           minimum_counts=(1,), suppressions_ms=(0.0, 500.0), max_false_accepts_per_hour=0.0)
+                           minimum_counts=(1,), suppressions_ms=(0.0, 500.0), max_context_unknowns=(1.0,),
+                           max_false_accepts_per_hour=0.0)
     points = sweep(replays, options)
     assert len(points) == 4
     assert {(p.options.threshold, p.options.suppression_ms) for p in points} == {(0.5, 0.0), (0.5, 500.0),
@@ -190,13 +193,43 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
     assert d["commands_stream"]["per_word_hit_rate"] == {"no": 0.0, "yes": 1.0}
 
 
+def test_the_context_rule_keeps_words_after_a_pause_and_drops_peaks_inside_talk():
+    # Commands: each word after background. Talk: a weak "yes" right after other speech.
+    commands = timeline([("yes", 2000, 2600), ("no", 6000, 6600)], [word("yes", 1900, 2500), word("no", 5900, 6500)])
+    talk = timeline([("_unknown_", 1000, 4000), ("yes", 4000, 4500), ("_unknown_", 4500, 8000)],
+                    [word("_unknown_", 1000, 8000, "talk/sentence.wav")])
+    replays = {"commands": Replay(commands), "talk": Replay(talk)}
+    options = SweepOptions(average_windows_ms=(200.0,), thresholds=(0.5,), release_thresholds=(0.2,),
+                           minimum_counts=(1,), suppressions_ms=(0.0,), max_context_unknowns=(1.0, 0.5),
+                           max_false_accepts_per_hour=0.0)
+    points = {p.options.max_context_unknown: p for p in sweep(replays, options)}
+    assert set(points) == {1.0, 0.5}
+    assert points[1.0].hit_rate == points[0.5].hit_rate == 1.0
+    assert points[1.0].false_accepts_per_hour > 0 == points[0.5].false_accepts_per_hour
+    best, ok = recommend(list(points.values()), options)
+    assert ok and best.options.max_context_unknown == 0.5
+    tied = sweep({"commands": Replay(commands)}, options)  # the rule changes nothing there: a tie
+    assert recommend(tied, options)[0].options.max_context_unknown == 1.0  # ties go to the rule off
+    # A model without _unknown_ is swept with the rule off, and refuses it when asked.
+    plain = StreamPosteriors(times_ms=commands.times_ms, posteriors=np.delete(commands.posteriors, 1, axis=1),
+                             labels=("_silence_", "yes", "no"), hop_ms=HOP_MS, words=commands.words,
+                             duration_ms=DURATION_MS)
+    assert {p.options.max_context_unknown for p in sweep({"commands": Replay(plain)}, options)} == {1.0}
+    with pytest.raises(ValueError, match="max_context_unknown"):
+        detect(plain, dataclasses.replace(best.options))
+
+
 def test_sweep_options_make_only_valid_settings():
     grid = SweepOptions(average_windows_ms=(200.0, 1000.0), thresholds=(0.3, 0.6), release_thresholds=(0.3, 0.5),
                         minimum_counts=(3, 5), suppressions_ms=(0.0,)).grid()
     assert all(o.release_threshold < o.threshold for o in grid)
     assert not any(o.average_window_ms == 200.0 and o.minimum_count == 5 for o in grid)  # 3 results at most
+    assert {o.max_context_unknown for o in grid} == set(SweepOptions().max_context_unknowns)
+    assert {o.max_context_unknown for o in SweepOptions().grid(context=False)} == {1.0}
     with pytest.raises(ValueError, match="thresholds"):
         SweepOptions(thresholds=())
+    with pytest.raises(ValueError, match="max_context_unknowns"):
+        SweepOptions(max_context_unknowns=(1.5,))
 
 
 # --------------------------------------------------------------------------- streams

@@ -120,6 +120,28 @@ def test_class_thresholds_override_the_threshold_for_their_word():
         CommandRecognizer(LABELS, CommandRecognizerOptions(class_thresholds={"of": 0.5}))
 
 
+def test_the_context_rule_blocks_a_word_inside_other_speech_and_not_after_a_pause():
+    # Context: the mean _unknown_ of the results 1200 + 800 … 1200 ms before (the defaults).
+    options = CommandRecognizerOptions(max_context_unknown=0.5)
+    after_talk = steady("_unknown_", 0, 2000) + steady("stop", 2000, 3000)
+    assert feed(CommandRecognizer(LABELS, options), after_talk) == []
+    assert [e.label for e in feed(CommandRecognizer(LABELS), after_talk)] == ["stop"]  # the rule off (1)
+    after_pause = steady("_unknown_", 0, 1000) + steady("_silence_", 1000, 2000) + steady("stop", 2000, 3000)
+    assert [e.label for e in feed(CommandRecognizer(LABELS, options), after_pause)] == ["stop"]
+    # A word held while the talk before it leaves the context fires once the context is quiet.
+    talk_then_word = steady("_unknown_", 0, 1500) + steady("stop", 1500, 4000)
+    events = feed(CommandRecognizer(LABELS, options), talk_then_word)
+    # At 3000 the context (1000…1800) holds 5 of 9 results of talk (mean 0.50); at 3100, 4 (0.41).
+    assert [(e.label, e.t_ms) for e in events] == [("stop", 3100.0)]
+    # No results in the context (the stream's start, or after a reset) pass.
+    recognizer = CommandRecognizer(LABELS, options)
+    feed(recognizer, steady("_unknown_", 0, 2000))
+    recognizer.reset()
+    assert [e.label for e in feed(recognizer, steady("stop", 0, 1000))] == ["stop"]
+    with pytest.raises(ValueError, match="max_context_unknown"):
+        CommandRecognizer(("_silence_", "yes", "no"), options)
+
+
 def test_latency_is_attached_to_the_event():
     recognizer = CommandRecognizer(LABELS)
     events = [recognizer.process(s, t, latency_ms={"inference": 4.2}) for t, s in steady("up", 0, 400)]
@@ -148,6 +170,8 @@ def test_out_of_order_and_malformed_scores_are_value_errors():
     ({"class_thresholds": {"off": 0.2}}, "release_threshold"), ({"class_thresholds": {"off": 1.0}}, "class_thresholds"),
     ({"class_thresholds": [("off", 0.5)]}, "class_thresholds"),
     ({"class_thresholds": {"_unknown_": 0.5}}, "class_thresholds"),
+    ({"max_context_unknown": 1.5}, "max_context_unknown"), ({"context_window_ms": 0}, "context_window_ms"),
+    ({"context_offset_ms": -1}, "context_offset_ms"),
 ])
 def test_recognizer_options_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
