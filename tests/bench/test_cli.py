@@ -98,7 +98,7 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert st["pools"]["tuning"]["other_speech_pool"] == "training+tuning"
     assert st["pools"]["evaluation"]["other_speech_pool"] == "evaluation"
     rec = st["recommended"]
-    assert rec["chosen_on"] == "tuning" and st["sweep_points"] == 2 * 3
+    assert rec["chosen_on"] == "tuning" and st["sweep_points"] == 2 * 3 * 2  # windows, thresholds, context rule
     at = st["evaluation"]["recommended"]
     assert 0 <= at["hit_rate"] <= 1 and at["false_accepts_per_hour"] >= 0 and at["false_accepts_per_100_words"] >= 0
     assert at["hit_rate"] + at["miss_rate"] == pytest.approx(1.0)
