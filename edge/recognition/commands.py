@@ -69,8 +69,8 @@ class CommandRecognizerOptions:
     minimum_count: int = 3
     ignored_labels: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL)
     max_context_unknown: float = 1.0
-    context_window_ms: float = 800.0
-    context_offset_ms: float = 1200.0
+    context_window_ms: float = 3000.0
+    context_offset_ms: float = 1500.0
 
     def __post_init__(self) -> None:
         require(is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",

@@ -121,8 +121,8 @@ def test_class_thresholds_override_the_threshold_for_their_word():
 
 
 def test_the_context_rule_blocks_a_word_inside_other_speech_and_not_after_a_pause():
-    # Context: the mean _unknown_ of the results 1200 + 800 … 1200 ms before (the defaults).
-    options = CommandRecognizerOptions(max_context_unknown=0.5)
+    # Context: the mean _unknown_ of the results 1200 + 800 … 1200 ms before.
+    options = CommandRecognizerOptions(max_context_unknown=0.5, context_window_ms=800, context_offset_ms=1200)
     after_talk = steady("_unknown_", 0, 2000) + steady("stop", 2000, 3000)
     assert feed(CommandRecognizer(LABELS, options), after_talk) == []
     assert [e.label for e in feed(CommandRecognizer(LABELS), after_talk)] == ["stop"]  # the rule off (1)
