@@ -16,6 +16,7 @@ to the model may be chosen by, without a look at the test speakers or the evalua
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -51,13 +52,14 @@ from edgesense.frontend.audio import log_mel_spectrogram
 from edgesense.frontend.wav import read_wav
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import require
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
            "TUNING_BUDGETS_PER_HOUR", "StreamingPlan", "clip_utterances", "cost_breakdown", "level_envelope",
            "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "tuning_budgets",
-           "wav_recordings"]
+           "cached_streams", "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,12 +224,15 @@ def tuning_budgets(points: Sequence[OperatingPoint], options: SweepOptions, *, c
 
 def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name: str, seed: int,
                    commands: list[Utterance], words: list[Utterance], sentences: list[Utterance],
-                   noise: list[np.ndarray], plan: StreamingPlan) -> dict[str, StreamPosteriors]:
+                   noise: list[np.ndarray], plan: StreamingPlan) -> dict[str, tuple[StreamPosteriors, list[str]]]:
+    """Each stream kind's posteriors and the cache keys of its segments (the report names them, so a
+    study can replay the split's streams from ``cache/`` without the model: :func:`cached_streams`)."""
     sr = model.audio_frontend.sample_rate_hz
-    out: dict[str, StreamPosteriors] = {}
+    out: dict[str, tuple[StreamPosteriors, list[str]]] = {}
 
-    def run(streams) -> StreamPosteriors:
-        return concat_posteriors([cache.posteriors(model, model_sha, s, hop_ms=HOP_MS) for s in streams])
+    def run(streams) -> tuple[StreamPosteriors, list[str]]:
+        return (concat_posteriors([cache.posteriors(model, model_sha, s, hop_ms=HOP_MS) for s in streams]),
+                [cache.key(model_sha, s, HOP_MS) for s in streams])
 
     base = StreamOptions(sample_rate_hz=sr, seed=seed)
     if commands:
@@ -274,6 +279,31 @@ class FirmwareSetting:
     def title(self) -> str:
         r = self.recognizer
         return f"firmware {self.file} ({r.threshold:g} / {r.suppression_ms:g} ms)"
+
+
+def cached_streams(bench_dir: str | Path, split: str = "tuning") -> dict[str, StreamPosteriors]:
+    """A split's streams as a bench run left them (its ``report.json`` and ``cache/``), by kind.
+
+    Raises ``ValueError`` naming the file when the report has no such split or a segment is missing."""
+    bench_dir = Path(bench_dir)
+    report_path = bench_dir / "report.json"
+    try:
+        streams = json.loads(report_path.read_text())["streaming"][f"{split}_streams"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{report_path}: expected a bench report with {split} streams, got "
+                         f"{type(exc).__name__}: {exc}") from None
+    cache = PosteriorCache(bench_dir / "cache")
+    out = {}
+    for kind, summary in streams.items():
+        keys = summary.get("cache_keys") if isinstance(summary, dict) else None
+        require(isinstance(keys, list) and keys, f"{report_path}: streaming.{split}_streams.{kind}.cache_keys",
+                "the segments' cache keys (a report of this version of edgesense bench)", keys)
+        parts = [cache.load(key) for key in keys]
+        missing = [key for key, part in zip(keys, parts) if part is None]
+        require(not missing, f"{bench_dir / 'cache'}", f"the cached posteriors of {split} {kind}",
+                f"none for {missing[:3]}")
+        out[kind] = concat_posteriors(parts)
+    return out
 
 
 def learned_other_speech(model: EdgeModel) -> bool:
@@ -323,8 +353,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         words += [u for u in utterances if not u.is_command]
         streams = _split_streams(model, model_sha, cache, name, seed, commands, words, sentences, noise, plan)
         material[name] = (commands, noise, StreamOptions(sample_rate_hz=sr, seed=seed))
-        replays[name] = {kind: Replay(p) for kind, p in streams.items()}
-        out[f"{name}_streams"] = {kind: _summary(p) for kind, p in streams.items()}
+        replays[name] = {kind: Replay(p) for kind, (p, _) in streams.items()}
+        out[f"{name}_streams"] = {kind: {**_summary(p), "cache_keys": keys} for kind, (p, keys) in streams.items()}
     out["posteriors_s"] = round(time.perf_counter() - started, 1)
     tuning_replays, eval_replays = replays["tuning"], replays.get("evaluation", {})
     if "commands" not in (tuning_replays if options.tuning_only else eval_replays):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -17,8 +19,11 @@ from edgesense.bench.accuracy import classification_report
 from edgesense.bench.cli import BenchOptions
 from edgesense.bench.latency import STAGES, latency_summary
 from edgesense.bench.references import compute_comparison
+from edgesense.bench.scoring import Replay, evaluate
+from edgesense.bench.streaming import cached_streams
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import write_wav
+from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.types import DEFAULT_COMMAND_LABELS
 
 pytestmark = pytest.mark.slow  # builds the tiny model (a few seconds)
@@ -157,6 +162,50 @@ def test_the_firmware_row_is_the_given_configs_setting(quick_report):
     settings = st["evaluation"]["firmware_config"]["settings"]
     assert (settings["threshold"], settings["suppression_ms"]) == (0.65, 900.0)
     assert "| firmware pi-kitchen.yaml (0.65 / 900 ms) |" in (out / "report.md").read_text()
+
+
+def test_a_splits_streams_replay_from_the_report_and_its_cache(quick_report, tmp_path):
+    report, out, _ = quick_report
+    st = report["streaming"]
+    streams = cached_streams(out, "evaluation")
+    assert set(streams) == set(st["evaluation_streams"]) == {"commands", "talk", "words"}
+    for kind, posteriors in streams.items():
+        summary = st["evaluation_streams"][kind]
+        assert posteriors.times_ms.size == summary["hops"]
+        assert len(posteriors.words) == summary["command_words"] + summary["other_utterances"]
+    # Replayed without the model, the recommended setting scores what the report says.
+    recommended = CommandRecognizerOptions(**st["recommended"]["settings"])
+    point = evaluate({kind: Replay(p) for kind, p in streams.items()}, recommended)
+    assert point.hit_rate == pytest.approx(st["evaluation"]["recommended"]["hit_rate"], abs=1e-4)
+    assert point.false_accepts_per_hour == pytest.approx(st["evaluation"]["recommended"]["false_accepts_per_hour"],
+                                                         abs=1e-3)
+    with pytest.raises(ValueError, match="report.json: expected a bench report with tuning streams"):
+        cached_streams(tmp_path)
+    partial = Path(shutil.copytree(out, tmp_path / "partial"))
+    (partial / "cache" / f"posteriors-{st['tuning_streams']['talk']['cache_keys'][0]}.npz").unlink()
+    with pytest.raises(ValueError, match="cached posteriors of tuning talk"):
+        cached_streams(partial)
+
+
+def test_the_context_rule_study_scores_each_position_on_the_tuning_streams(quick_report, tmp_path, capsys):
+    _, out, _ = quick_report
+    assert _study().main([str(out), "--position", "800,1200"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| off") or
+            line.startswith("| 800, 1200")]
+    assert len(rows) == 4  # off and the position: the model's row and the mean of one model
+    assert all(0 <= float(x) <= 100 for row in rows for x in row.split("|")[3:-1])
+    assert _study().main([str(tmp_path)]) == 2
+    assert "report.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        _study().main([str(out), "--position", "3000"])
+    assert bad.value.code == 2 and "--position: expected WINDOW_MS,OFFSET_MS" in capsys.readouterr().err
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("context_rule_study", REPO / "scripts" / "context_rule_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_without_matplotlib_bench_says_which_extra_before_any_work(tmp_path):
