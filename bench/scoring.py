@@ -81,7 +81,6 @@ class Replay:
             self._averages[window_ms] = (averages, count, t - t[first] if t.size else t, np.argmax(averages, axis=1))
         return self._averages[window_ms]
 
-
     def context_means(self, label: int, offset_ms: float, window_ms: float) -> np.ndarray:
         """(H,) mean score of ``label`` over the results ``offset_ms + window_ms`` … ``offset_ms``
         before each result, as the recognizer's context rule sees it (0 where there are none)."""
