@@ -109,11 +109,9 @@ def detect(replay: Replay | StreamPosteriors, options: CommandRecognizerOptions)
     rows = np.arange(averages.shape[0])
     top_score = averages[rows, top]
     candidate = ready & fires[top] & (top_score > thresholds[top])
-    if options.uses_context:
-        require(UNKNOWN_LABEL in labels, "max_context_unknown", f"1 for a model without an {UNKNOWN_LABEL!r} label",
-                options.max_context_unknown)
-        context = replay.context_means(labels.index(UNKNOWN_LABEL), float(options.context_offset_ms),
-                                       float(options.context_window_ms))
+    unknown = options.context_label_index(labels)
+    if unknown is not None:
+        context = replay.context_means(unknown, float(options.context_offset_ms), float(options.context_window_ms))
         candidate &= context <= options.max_context_unknown
     candidates = np.flatnonzero(candidate)
     if candidates.size == 0:

@@ -100,10 +100,14 @@ class CommandRecognizerOptions:
         require(is_number(self.context_offset_ms) and self.context_offset_ms >= 0, "context_offset_ms",
                 "a number >= 0", self.context_offset_ms)
 
-    @property
-    def uses_context(self) -> bool:
-        """Whether the context rule can block a word (``max_context_unknown`` below 1)."""
-        return self.max_context_unknown < 1
+    def context_label_index(self, labels: Sequence[str]) -> int | None:
+        """Where ``_unknown_`` is in ``labels`` when the context rule is on (``max_context_unknown``
+        below 1), else None; ``ValueError`` when the rule is on and the model has no such label."""
+        if self.max_context_unknown >= 1:
+            return None
+        require(UNKNOWN_LABEL in labels, "max_context_unknown", f"1 for a model without an {UNKNOWN_LABEL!r} label",
+                self.max_context_unknown)
+        return list(labels).index(UNKNOWN_LABEL)
 
     def threshold_of(self, label: str) -> float:
         """The threshold ``label`` must beat: its ``class_thresholds`` entry, else ``threshold``."""
@@ -129,14 +133,12 @@ class CommandRecognizer:
         self.labels = _check_labels(labels)
         unknown = sorted(set(options.class_thresholds) - set(self.labels))
         require(not unknown, "class_thresholds", f"labels of the model {list(self.labels)}", unknown)
-        require(not options.uses_context or UNKNOWN_LABEL in self.labels, "max_context_unknown",
-                f"1 for a model without an {UNKNOWN_LABEL!r} label", options.max_context_unknown)
         self.options = options
         self._wall_time = wall_time
         self._thresholds = np.array([options.threshold_of(label) for label in self.labels])
         self._fires = np.array([label not in options.ignored_labels for label in self.labels])
         self._results: collections.deque[tuple[float, np.ndarray]] = collections.deque()
-        self._unknown = self.labels.index(UNKNOWN_LABEL) if options.uses_context else -1
+        self._unknown = options.context_label_index(self.labels)  # None: no context rule
         self._context: collections.deque[tuple[float, float]] = collections.deque()  # (t_ms, p(_unknown_))
         self._last_t_ms: float | None = None
         self._armed = np.ones(len(self.labels), dtype=bool)
@@ -154,7 +156,7 @@ class CommandRecognizer:
 
     def _remember_context(self, scores: np.ndarray, t_ms: float) -> None:
         """Keep the ``_unknown_`` scores the context rule may still look at."""
-        if self._unknown < 0:
+        if self._unknown is None:
             return
         self._context.append((t_ms, float(scores[self._unknown])))
         oldest_ms = t_ms - self.options.context_offset_ms - self.options.context_window_ms
@@ -163,7 +165,7 @@ class CommandRecognizer:
 
     def _context_allows(self, t_ms: float) -> bool:
         """Whether the context before ``t_ms`` holds little enough other speech (see the options)."""
-        if self._unknown < 0:
+        if self._unknown is None:
             return True
         newest_ms = t_ms - self.options.context_offset_ms
         values = [p for t, p in self._context if t <= newest_ms]
