@@ -129,13 +129,12 @@ class ImageNetFeatures:
 
     def __init__(self, options: VisionTeacherOptions = VisionTeacherOptions(),
                  weights: Mapping[str, np.ndarray] | None = None) -> None:
-        weights_file()
+        self._net = _network(None if weights is None else int(weights[CLASSIFIER_PREFIX + "bias"].shape[0]))
         import torch
 
         torch.set_num_threads(options.num_threads)
         self.options = options
         self._torch = torch
-        self._net = _network(None if weights is None else int(weights[CLASSIFIER_PREFIX + "bias"].shape[0]))
         self._tuned = None
         if weights is not None:
             self._net.load_state_dict({name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()})
