@@ -3,7 +3,11 @@
 Last-layer retraining in the manner of pycoral's on-device imprinting: the deployed model's
 encoders (``encode_audio``, ``encode_image``) are kept bit for bit, and the command head inside
 ``fuse`` keeps its weights (frozen; re-quantized with the new ``fuse``, its inputs on the encoders'
-scales), so command recognition does not change. Only the scene part of the fusion head
+scales, the presence flags on scales of their own where 0 and 1 are exact, its calibration drawn
+apart from the photos), so command recognition does not change: two adaptations of one model with
+the same places, sounds and seed give the same command outputs bit for bit, whatever image encoder
+they graft. (A ``fuse`` converted before the flags had scales of their own read 1.0 as 1.02; adapting
+it changes its command outputs once, by a few 1/256.) Only the scene part of the fusion head
 learns, on the model's own int8 embeddings of
 
 * training photos (the model's recorded photo split, training part only; ``--scenes`` and/or
@@ -24,8 +28,9 @@ calibrated over the encoders' whole output range, so no embedding is clipped) an
 the unchanged encoders into one ``.tflite`` with updated metadata.
 
 ``image_encoder`` (``--image-encoder``) grafts another model's ``encode_image`` in place of the
-deployed one first, e.g. from a run trained with the vision teacher: its commands stay the
-deployed model's, and the scene head is retrained on the new image embeddings.
+deployed one first, e.g. from a run trained with the vision teacher or at another input size (the
+donor's image frontend comes with it): its commands stay the deployed model's, and the scene head is
+retrained on the new image embeddings.
 """
 
 from __future__ import annotations
@@ -199,13 +204,15 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
             splits[name] += items
     labels = tuple(sorted(classes))
     lookup = {label: i for i, label in enumerate(labels)}
-    rng = np.random.default_rng(options.seed)
+    # Photos and sounds draw from streams of their own: another image encoder (another input size)
+    # leaves the sound snippets, and with them the command path's calibration, as they were.
+    image_rng, sound_rng = np.random.default_rng(options.seed).spawn(2)
 
     size = (model.image_frontend.height_px, model.image_frontend.width_px)
     images, report = datasets.load_images(splits["training"], size_px=size, what="training photos")
     y_img = np.array([lookup[splits["training"][i].label] for i in report.kept], np.int32)
     augment = ImageAugmentOptions(degrade_probability=options.degrade_probability)
-    variants = [augment_images(images, rng, augment) for _ in range(options.image_variants)]
+    variants = [augment_images(images, image_rng, augment) for _ in range(options.image_variants)]
     image_emb = np.concatenate([_encode_images(model, v) for v in variants])
     y_variants = np.tile(y_img, options.image_variants)
 
@@ -222,8 +229,8 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
         embs, ids = [np.zeros((0, model.audio_embedding_dim), np.float32)], [np.zeros(0, np.int32)]
         for r, recording in enumerate(class_recordings):  # as many snippets from each recording
             count = -(-options.sounds_per_class // len(class_recordings))
-            snippets = PlaceSounds([[recording]], clip).draw(np.zeros(count, int), rng).astype(np.float64)
-            level = 10.0 ** (rng.uniform(*options.sound_dbfs_range, size=count) / 20.0)
+            snippets = PlaceSounds([[recording]], clip).draw(np.zeros(count, int), sound_rng).astype(np.float64)
+            level = 10.0 ** (sound_rng.uniform(*options.sound_dbfs_range, size=count) / 20.0)
             rms = np.sqrt(np.maximum(np.mean(snippets ** 2, axis=1), 1e-12))
             embs.append(_encode_audio(model, np.clip(snippets * (level / rms)[:, None], -1.0, 1.0).astype(np.float32)))
             ids.append(np.full(count, r, np.int32))
@@ -387,21 +394,21 @@ def convert_fuse(head, model: EdgeModel, emb: Embeddings, speech: np.ndarray, rn
     sounds = np.concatenate([s for s in emb.sounds if len(s)] + [speech])
     images = np.concatenate([i for i in emb.images if len(i)])
     top_audio, top_image = _range_rows(model)
-    picks = [(rng.integers(len(sounds)), rng.integers(len(images))) for _ in range(FUSE_CALIBRATION_SAMPLES - 1)]
-    audio = np.concatenate([top_audio, sounds[[a for a, _ in picks]]])
-    image = np.concatenate([top_image, images[[v for _, v in picks]]])
+    # The sounds are drawn first, so the command path's calibration does not depend on the photos.
+    audio = np.concatenate([top_audio, sounds[rng.integers(len(sounds), size=FUSE_CALIBRATION_SAMPLES - 1)]])
+    image = np.concatenate([top_image, images[rng.integers(len(images), size=FUSE_CALIBRATION_SAMPLES - 1)]])
     function = fuse_function(head, model.audio_embedding_dim, model.image_embedding_dim)
     return _convert_part("fuse", function, head, "int8", lambda: fuse_samples(audio, image, len(audio)))
 
 
 class GraftedModel:
     """The deployed model with another model's image encoder, as far as adapting reads a model:
-    photos are encoded by the donor, everything else is the deployed model's."""
+    photos are prepared and encoded as the donor does (its image frontend, e.g. another input
+    size, comes along), everything else is the deployed model's."""
 
     def __init__(self, deployed: EdgeModel, donor: EdgeModel) -> None:
-        require(donor.image_frontend == deployed.image_frontend, "--image-encoder",
-                f"a model whose image frontend is {deployed.image_frontend.to_dict()}", donor.image_frontend.to_dict())
         self._deployed = deployed
+        self.image_frontend = donor.image_frontend
         self.encode_image = donor.encode_image
         self.image_embedding_dim = donor.image_embedding_dim
         self.signatures = {**deployed.signatures, "encode_image": donor.signatures["encode_image"]}
@@ -463,6 +470,7 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
         "model_version": f"{now:%Y%m%d}-adapted-{deployed['model_version'] or '?'}",
         "created": now.isoformat(timespec="seconds"),
         "labels": {"command": list(model.command_labels), "scene": list(labels)},
+        "image_frontend": model.image_frontend.to_dict(),
         **part_metadata(parts),
         "adapted": portable_paths({
             "from": deployed,

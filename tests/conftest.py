@@ -153,13 +153,13 @@ def _count_macs(model) -> dict[str, int]:
     return macs
 
 
-def write_tiny_run(dest: Path, seed: int = TINY_SEED) -> Path:
-    """Train the tiny model briefly and write a complete run folder at ``dest``."""
+def write_tiny_run(dest: Path, seed: int = TINY_SEED, image_options: ImageFrontendOptions = ImageFrontendOptions()) -> Path:
+    """Train the tiny model briefly and write a complete run folder at ``dest`` (photos as ``image_options``)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    audio_options, image_options = AudioFrontendOptions(), ImageFrontendOptions()
+    audio_options = AudioFrontendOptions()
     dest.mkdir(parents=True, exist_ok=True)
 
     xa, ya = make_command_features(TINY_TRAIN_PER_CLASS["command"], rng, audio_options)

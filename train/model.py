@@ -76,6 +76,20 @@ class PresenceMask(layers.Layer):
         return x * present
 
 
+@keras.saving.register_keras_serializable(package="edgesense")
+class PresenceFlag(layers.Layer):
+    """A presence flag (0 or 1) as ``present * present``: the same value in a tensor of its own.
+
+    A concatenation shares one int8 scale among all its inputs, so a flag input fed straight into
+    one takes the concatenation's scale, on which 1.0 is not exact (1.02 in a bundled model), and
+    that scale depends on the whole scene head's calibration: re-quantizing the fusion head moved
+    the command path, which reads the audio embedding times this flag. Through this product the
+    flag inputs keep a scale of their own, calibrated on [0, 1], where 0 and 1 are exact."""
+
+    def call(self, present):
+        return present * present
+
+
 #: Keeps the weighted mean finite when both modalities are absent.
 _WEIGHT_EPSILON = 1e-6
 
@@ -224,7 +238,8 @@ def build_fusion_head(audio_dim: int, image_dim: int, num_commands: int, num_sce
         elif options.fusion == "weighted_sum":
             z = WeightedSum(name="fuse_weighted_sum")(pa_proj, pv_proj, pa, pv)
         else:  # attention / gated fusion
-            both = layers.Concatenate(name="fuse_gate_in")([pa_proj, pv_proj, pa, pv])
+            flags = [PresenceFlag(name=f"fuse_gate_{m}_flag")(p) for m, p in (("audio", pa), ("image", pv))]
+            both = layers.Concatenate(name="fuse_gate_in")([pa_proj, pv_proj, *flags])
             gate = layers.Dense(dim, activation="sigmoid", name="fuse_gate")(both)
             z = GatedSum(name="fuse_gated_sum")(gate, pa_proj, pv_proj, pa, pv)
         z = layers.Dropout(options.dropout, name="fuse_dropout")(z)

@@ -53,8 +53,9 @@ def test_an_absent_modality_has_no_influence(fusion):
     np.testing.assert_allclose(model(x, training=False)["scene"], model(y, training=False)["scene"], atol=1e-6)
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = build_fusion_model(num_commands=12, num_scenes=3, options=ModelOptions(fusion="weighted_sum"))
+@pytest.mark.parametrize("fusion", ["weighted_sum", "attention"])  # attention: the gate's PresenceFlag layers
+def test_save_and_load_round_trip(tmp_path, fusion):
+    model = build_fusion_model(num_commands=12, num_scenes=3, options=ModelOptions(fusion=fusion))
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
