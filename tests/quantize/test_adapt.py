@@ -140,6 +140,23 @@ def test_a_grafted_image_encoder_keeps_the_commands_bit_for_bit(tmp_path, tiny_b
         assert np.array_equal(old.fuse(a_old, None)[0], new.fuse(a_new, None)[0])
 
 
+def test_a_graft_starts_its_image_side_from_the_donors_head(tmp_path):
+    from edgesense.quantize.adapt import GraftedModel, build_head
+
+    ambience = make_scene_sounds(tmp_path / "ambience", labels=("forest", "street"), per_class=3)
+    mine = make_av_folder(tmp_path / "mine", {"forest": (40, 140, 30), "street": (120, 120, 120)}, per_class=12)
+    donor_path = tmp_path / "donor.tflite"  # the bundle adapted: its image projection has learned anew
+    adapt_model(BUNDLED, donor_path, av=mine, scene_ambient=ambience, options=FAST)
+    deployed, donor = EdgeModel.load(BUNDLED), EdgeModel.load(donor_path)
+    deployed_fuse, donor_fuse = (split_tflite_parts(path.read_bytes())["fuse"] for path in (BUNDLED, donor_path))
+    head = build_head(GraftedModel(deployed, donor), deployed.scene_labels, deployed_fuse, donor_fuse)
+    projection = head.get_layer("fuse_image_proj").get_weights()[0]
+    assert np.array_equal(projection, dense_weights(donor_fuse)[projection.shape][0])
+    assert not np.array_equal(projection, dense_weights(deployed_fuse)[projection.shape][0])
+    command = head.get_layer("command").get_weights()[0]
+    assert np.array_equal(command, dense_weights(deployed_fuse)[command.shape][0])
+
+
 def test_cli_refuses_bad_input_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     out.write_bytes(b"mine")
