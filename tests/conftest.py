@@ -153,7 +153,8 @@ def _count_macs(model) -> dict[str, int]:
     return macs
 
 
-def write_tiny_run(dest: Path, seed: int = TINY_SEED, image_options: ImageFrontendOptions = ImageFrontendOptions()) -> Path:
+def write_tiny_run(dest: Path, seed: int = TINY_SEED,
+                   image_options: ImageFrontendOptions = ImageFrontendOptions()) -> Path:
     """Train the tiny model briefly and write a complete run folder at ``dest`` (photos as ``image_options``)."""
     import keras
 
