@@ -58,7 +58,7 @@ from edgesense.train.augment import ImageAugmentOptions, augment_images
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
-__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "dense_weights", "run"]
+__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "command_changes", "dense_weights", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +275,18 @@ def speech_embeddings(model: EdgeModel) -> np.ndarray:
     return _encode_audio(model, np.stack(windows).astype(np.float32))
 
 
+def command_changes(before: EdgeModel, after: EdgeModel, audio: np.ndarray) -> dict[str, Any]:
+    """How the command outputs moved from ``before`` to ``after`` on audio embeddings (camera
+    absent): the windows whose probabilities differ at all, those whose top label changed, and the
+    largest difference."""
+    old = np.stack([before.fuse(a, None)[0] for a in audio])
+    new = np.stack([after.fuse(a, None)[0] for a in audio])
+    diff = np.abs(old - new).max(axis=1)
+    return {"speech_windows": len(audio), "command_windows_changed": int(np.sum(diff > 0)),
+            "command_top_label_changed": int(np.sum(old.argmax(axis=1) != new.argmax(axis=1))),
+            "command_max_difference": round(float(diff.max(initial=0.0)), 5)}
+
+
 # --------------------------------------------------------------------------- how far sound can be trusted
 
 PROBE_STEPS = 500
@@ -472,7 +484,8 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
                "sound_mismatch": round(mismatch, 4),
                **train_head(head, emb, validation, options, len(labels), mismatch)}
     logger.info("trained the fusion head: %s", metrics)
-    parts["fuse"] = convert_fuse(head, model, emb, speech_embeddings(model), np.random.default_rng(options.seed))
+    speech = speech_embeddings(model)
+    parts["fuse"] = convert_fuse(head, model, emb, speech, np.random.default_rng(options.seed))
     metadata = dict(model.metadata)
     now = _dt.datetime.now(_dt.timezone.utc)
     metadata.update({
@@ -488,6 +501,13 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
             "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
             "options": dataclasses.asdict(options), **summary, "metrics": metrics}),
     })
+    write_merged(parts, metadata, out_path)
+    # The command path should not have moved (module docstring): measured on the written file, recorded in it.
+    changes = command_changes(model, EdgeModel.load(out_path), speech)
+    logger.info("command outputs against --model's on %d speech windows: %d differ, %d change their top label "
+                "(largest difference %.4f)", changes["speech_windows"], changes["command_windows_changed"],
+                changes["command_top_label_changed"], changes["command_max_difference"])
+    metadata["adapted"] = {**metadata["adapted"], "metrics": {**metadata["adapted"]["metrics"], **changes}}
     write_merged(parts, metadata, out_path)
     return metadata
 

@@ -98,6 +98,11 @@ def test_adapt_learns_a_new_place_and_keeps_encoders_and_commands(tmp_path):
         agree.append(np.argmax(c_old) == np.argmax(c_new))
         assert np.abs(c_old - c_new).max() < 0.05
     assert np.mean(agree) >= 0.95
+    # What moved is measured on the written file and recorded in it.
+    audio = speech_embeddings(old)
+    differ = sum(not np.array_equal(old.fuse(e, None)[0], new.fuse(e, None)[0]) for e in audio)
+    recorded = new.metadata["adapted"]["metrics"]
+    assert (recorded["speech_windows"], recorded["command_windows_changed"]) == (len(audio), differ)
     # The new place is learned: its own photos (seen in training) come out as kitchen.
     kitchen = sorted((mine / "kitchen").glob("*.jpg"))[0]
     import cv2
@@ -138,6 +143,9 @@ def test_a_grafted_image_encoder_keeps_the_commands_bit_for_bit(tmp_path, tiny_b
         a_old, a_new = old.encode_audio(features), new.encode_audio(features)
         assert np.array_equal(a_old, a_new)
         assert np.array_equal(old.fuse(a_old, None)[0], new.fuse(a_new, None)[0])
+    recorded = new.metadata["adapted"]["metrics"]
+    assert recorded["speech_windows"] > 0 and recorded["command_windows_changed"] == 0
+    assert recorded["command_max_difference"] == 0.0
 
 
 def test_a_graft_starts_its_image_side_from_the_donors_head(tmp_path):
