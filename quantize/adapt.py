@@ -422,6 +422,16 @@ def convert_fuse(head, model: EdgeModel, emb: Embeddings, speech: np.ndarray, rn
     return _convert_part("fuse", function, head, "int8", lambda: fuse_samples(audio, image, len(audio)))
 
 
+def _with_image_encoder(deployed: dict[str, int] | None, donor: dict[str, int] | None) -> dict[str, int] | None:
+    """Per-part counts (``params`` or ``macs`` of the metadata) with the donor's image encoder in
+    place of the deployed one, and their total."""
+    if not deployed or not donor or "image_encoder" not in donor:
+        return deployed
+    counts = {key: value for key, value in {**deployed, "image_encoder": donor["image_encoder"]}.items()
+              if key != "total"}
+    return {**counts, "total": sum(counts.values())}
+
+
 class GraftedModel:
     """The deployed model with another model's image encoder, as far as adapting reads a model:
     photos are prepared and encoded as the donor does (its image frontend, e.g. another input
@@ -430,6 +440,9 @@ class GraftedModel:
     def __init__(self, deployed: EdgeModel, donor: EdgeModel) -> None:
         self._deployed = deployed
         self.image_frontend = donor.image_frontend
+        self.metadata = {**deployed.metadata, "image_frontend": donor.image_frontend.to_dict(),
+                         **{key: _with_image_encoder(deployed.metadata.get(key), donor.metadata.get(key))
+                            for key in ("params", "macs")}}
         self.encode_image = donor.encode_image
         self.image_embedding_dim = donor.image_embedding_dim
         self.signatures = {**deployed.signatures, "encode_image": donor.signatures["encode_image"]}
@@ -493,7 +506,6 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
         "model_version": f"{now:%Y%m%d}-adapted-{deployed['model_version'] or '?'}",
         "created": now.isoformat(timespec="seconds"),
         "labels": {"command": list(model.command_labels), "scene": list(labels)},
-        "image_frontend": model.image_frontend.to_dict(),
         **part_metadata(parts),
         "adapted": portable_paths({
             "from": deployed,

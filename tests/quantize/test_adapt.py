@@ -133,6 +133,10 @@ def test_a_grafted_image_encoder_keeps_the_commands_bit_for_bit(tmp_path, tiny_b
     old, donor, new = EdgeModel.load(base), EdgeModel.load(donor_path), EdgeModel.load(out)
     assert metadata["adapted"]["image_encoder"]["file"] == donor_path.name
     assert new.image_frontend == donor.image_frontend != old.image_frontend
+    for counts in ("params", "macs"):  # the donor's image encoder, in the parts and in the total
+        assert new.metadata[counts]["image_encoder"] == donor.metadata[counts]["image_encoder"]
+        assert new.metadata[counts]["audio_encoder"] == old.metadata[counts]["audio_encoder"]
+        assert new.metadata[counts]["total"] == sum(v for k, v in new.metadata[counts].items() if k != "total")
     assert new.image_embedding_dim == donor.image_embedding_dim != old.image_embedding_dim
     image = np.random.default_rng(2).uniform(0, 255, donor.image_frontend.input_shape).astype(np.float32)
     assert np.array_equal(new.encode_image(image), donor.encode_image(image))
