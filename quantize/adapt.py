@@ -481,7 +481,7 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
 def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], out_path: Path, *,
            scenes: Path | None, scene_ambient: Path | None, av: Path | None, options: AdaptOptions, name: str | None,
            image_encoder: dict[str, Any] | None, donor_fuse: bytes | None = None) -> dict[str, Any]:
-    from edgesense.quantize.convert import part_metadata, portable_paths, write_merged
+    from edgesense.quantize.convert import merged_model, part_metadata, portable_paths, write_merged
 
     labels, summary, emb, validation = gather(model, scenes=scenes, scene_ambient=scene_ambient, av=av,
                                               options=options)
@@ -513,9 +513,8 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
             "scenes": str(scenes) if scenes else None, "av": str(av) if av else None,
             "options": dataclasses.asdict(options), **summary, "metrics": metrics}),
     })
-    write_merged(parts, metadata, out_path)
-    # The command path should not have moved (module docstring): measured on the written file, recorded in it.
-    changes = command_changes(model, EdgeModel.load(out_path), speech)
+    # The command path should not have moved (module docstring): measured on the merged model, recorded in it.
+    changes = command_changes(model, EdgeModel.load(merged_model(parts, metadata, str(out_path))), speech)
     logger.info("command outputs against --model's on %d speech windows: %d differ, %d change their top label "
                 "(largest difference %.4f)", changes["speech_windows"], changes["command_windows_changed"],
                 changes["command_top_label_changed"], changes["command_max_difference"])

@@ -61,6 +61,7 @@ __all__ = [
     "fuse_samples",
     "merge_tflite_parts",
     "part_metadata",
+    "merged_model",
     "write_merged",
     "split_tflite_parts",
     "check_builtin_ops",
@@ -748,13 +749,19 @@ def convert_parts(run: RunFolder, options: QuantizeOptions = QuantizeOptions()) 
     return parts, counts
 
 
-def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_path: Path) -> int:
-    """Merge ``parts`` with ``metadata`` embedded, check the ops, check every signature against its
-    part, and write ``out_path`` atomically; returns the file's size."""
+def merged_model(parts: Mapping[str, bytes], metadata: Mapping[str, Any], what: str) -> bytes:
+    """``parts`` merged into one model with ``metadata`` embedded; its ops checked (``what`` names it
+    in errors) and every signature checked against its part."""
     payload = json.dumps(metadata, indent=None, sort_keys=True, default=str).encode("utf-8")
     merged = merge_tflite_parts(parts, {METADATA_NAME: payload}, description=f"EdgeSense {metadata['name']}")
-    check_builtin_ops(merged, str(out_path))
+    check_builtin_ops(merged, what)
     _verify_merged(merged, parts)
+    return merged
+
+
+def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_path: Path) -> int:
+    """:func:`merged_model`, written to ``out_path`` atomically; returns the file's size."""
+    merged = merged_model(parts, metadata, str(out_path))
     _write_atomic(out_path, merged)
     logger.info("wrote %s (%d bytes; parts %s)", out_path, len(merged), metadata["part_bytes"])
     return len(merged)

@@ -149,9 +149,9 @@ class EdgeModel:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, path: str | os.PathLike, options: InterpreterOptions = InterpreterOptions(),
+    def load(cls, path: bytes | str | os.PathLike, options: InterpreterOptions = InterpreterOptions(),
              expected_audio_frontend: AudioFrontendOptions | None = None) -> "EdgeModel":
-        """Load a model written by ``edgesense quantize``.
+        """Load a model written by ``edgesense quantize`` (a path, or the model's bytes).
 
         Raises ValueError naming the file when the metadata is missing or malformed, a
         signature is missing, an input/output has the wrong shape, or the model's audio
