@@ -146,7 +146,8 @@ def dense_weights(part: bytes) -> dict[tuple[int, int], tuple[np.ndarray, np.nda
 def build_head(model: EdgeModel, scene_labels: Sequence[str], fuse_part: bytes, donor_fuse: bytes | None = None):
     """The Keras fusion head with the deployed weights where shapes fit; the command head frozen.
     With ``donor_fuse`` (a graft: the image encoder's own model) the layers that read the image
-    embedding start from the donor's weights, which were learned on that encoder's embeddings."""
+    embedding start from the donor's weights, which were learned on that encoder's embeddings (told
+    apart by their input width: where the two embeddings are as wide, the deployed weights stay)."""
     import keras
 
     from edgesense.train.config import ModelOptions
