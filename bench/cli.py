@@ -119,9 +119,9 @@ def _check_plotting() -> None:
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
     _check_plotting()
-    for path in options.write_config:
-        check_firmware_config(path)  # refused now, not after the run
     firmware = FirmwareSetting.load(options.firmware_config or shipped_config(DEFAULT_FIRMWARE_CONFIG))
+    for path in options.write_config:  # refused now, not after the run
+        check_firmware_config(path, command_hop_ms=firmware.command_hop_ms)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -244,7 +244,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
         if "recommended" in st:
             chosen = CommandRecognizerOptions(**st["recommended"]["settings"])
-            st["written_to"] = [str(update_firmware_config(path, chosen)) for path in options.write_config]
+            st["written_to"] = [str(update_firmware_config(path, chosen, command_hop_ms=firmware.command_hop_ms))
+                                for path in options.write_config]
 
     if options.fusion_study:
         from edgesense.train import fusion_study as study
@@ -328,8 +329,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the recommended recognizer settings into this firmware YAML's commands: "
                              "(in place; repeatable)")
     parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="device config whose commands: settings the streaming section scores next to the "
-                             f"recommendation (default: the shipped firmware_configs/{DEFAULT_FIRMWARE_CONFIG}.yaml)")
+                        help="device config whose scheduler.command_hop_ms the streams are scored at and whose "
+                             "commands: settings the streaming section scores next to the recommendation "
+                             f"(default: the shipped firmware_configs/{DEFAULT_FIRMWARE_CONFIG}.yaml); "
+                             "--write-config takes configs of the same hop")
     parser.add_argument("--tuning-only", action="store_true",
                         help="score only what a model may be chosen by (needs --split testing): the validation "
                              "speakers' clips and photos and the tuning streams; nothing of the test split or the "

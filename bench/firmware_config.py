@@ -47,18 +47,27 @@ def _values(options: CommandRecognizerOptions) -> dict[str, Any]:
     return values
 
 
-def check_firmware_config(path: str | Path) -> None:
+def check_firmware_config(path: str | Path, *, command_hop_ms: float | None = None) -> None:
     """Raise the one-line ``ValueError`` :func:`update_firmware_config` would (before a long run)."""
-    load_config(path)
+    hop = load_config(path).scheduler.command_hop_ms
+    if command_hop_ms is not None and hop != command_hop_ms:
+        raise ValueError(f"{path}: scheduler.command_hop_ms: expected {command_hop_ms:g} (the hop the operating "
+                         f"point is measured at, that of bench --config), got {hop:g}; measure this device with "
+                         f"--config {path}")
 
 
-def update_firmware_config(path: str | Path, options: CommandRecognizerOptions) -> Path:
+def update_firmware_config(path: str | Path, options: CommandRecognizerOptions, *,
+                           command_hop_ms: float | None = None) -> Path:
     """Write ``options`` into ``path``'s ``commands:`` (see the module docstring); returns the path.
 
-    Raises ``ValueError`` (one line) for a missing or unreadable file, a duplicate key, or a
-    result the config loader rejects; the file is then left untouched."""
+    ``command_hop_ms``: the hop ``options`` were measured at; a config whose
+    ``scheduler.command_hop_ms`` differs is refused (the same averaging window holds another
+    number of results there, and the chosen point was not measured for it).
+
+    Raises ``ValueError`` (one line) for a missing or unreadable file, a duplicate key, another
+    command hop, or a result the config loader rejects; the file is then left untouched."""
     path = Path(path)
-    check_firmware_config(path)
+    check_firmware_config(path, command_hop_ms=command_hop_ms)
     values = _values(options)
     tmp = path.with_name(f".{path.name}.tmp")
     update_yaml_file(path, {f"{_SECTION}.{name}": value for name, value in values.items()}, out=tmp)

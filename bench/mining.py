@@ -42,7 +42,6 @@ import numpy as np
 from edgesense.app.cli import input_file, refuse_files_in, user_names
 from edgesense.bench.accuracy import SplitSpec
 from edgesense.bench.streaming import (
-    HOP_MS,
     SEGMENT_S,
     clip_utterances,
     other_speech_utterances,
@@ -60,6 +59,7 @@ from edgesense.bench.streams import (
     stream_posteriors,
 )
 from edgesense.frontend.wav import write_wav
+from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import is_number, require
@@ -91,7 +91,7 @@ class MineOptions:
     min_gap_ms: float = 1000.0
     #: At most this many windows, the strongest first (None: all).
     max_windows: int | None = 3000
-    hop_ms: float = HOP_MS
+    hop_ms: float = SchedulerOptions.command_hop_ms
     threads: int = 1
     seed: int = 0
 

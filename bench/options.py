@@ -55,8 +55,9 @@ class BenchOptions:
     max_false_accepts_per_hour: float | None = None
     max_false_accepts_per_100_words: float | None = None
     write_config: tuple[Path, ...] = ()
-    #: The device config whose ``commands:`` settings the streaming section scores next to the
-    #: recommendation (``None``: the shipped firmware_configs/desktop.yaml).
+    #: The device config whose ``scheduler.command_hop_ms`` the streams are scored at and whose
+    #: ``commands:`` settings the streaming section scores next to the recommendation (``None``:
+    #: the shipped firmware_configs/desktop.yaml). ``write_config`` takes configs of the same hop.
     firmware_config: Path | None = None
     max_per_class: int | None = None
     seed: int = 0

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgesense.bench.streams import PlacedWord, StreamPosteriors
+from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import MINIMUM_WINDOW_FRACTION, CommandRecognizerOptions
 from edgesense.schema.validate import require
 from edgesense.types import UNKNOWN_LABEL
@@ -307,7 +308,8 @@ class SweepOptions:
     max_false_accepts_per_hour: float = 1.0
     max_false_accepts_per_100_words: float = 2.0
     match_tolerance_ms: float = 1000.0
-    hop_ms: float = 100.0
+    #: Stream time between two scored windows: the device loop's (``scheduler.command_hop_ms``).
+    hop_ms: float = SchedulerOptions.command_hop_ms
 
     def __post_init__(self) -> None:
         def numbers(name: str, ok) -> None:

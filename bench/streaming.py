@@ -56,14 +56,13 @@ from edgesense.schema.validate import require
 from edgesense.train.pools import speech_negative_pools, split_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["HOP_MS", "SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
+__all__ = ["SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
            "TUNING_BUDGETS_PER_HOUR", "StreamingPlan", "clip_utterances", "cost_breakdown", "level_envelope",
            "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "tuning_budgets",
            "cached_streams", "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
-HOP_MS = 100.0
 SEGMENT_S = 600.0
 #: Other-speech recordings whose spoken part is longer than this are sentences (talk only);
 #: shorter ones are words (talk, the words stream and the commands stream's distractors).
@@ -102,8 +101,13 @@ class StreamingPlan:
     word_passes: int
     sweep: SweepOptions
 
+    @property
+    def hop_ms(self) -> float:
+        """Stream time between two scored windows, the device's ``scheduler.command_hop_ms``."""
+        return self.sweep.hop_ms
+
     @classmethod
-    def for_options(cls, options: BenchOptions) -> "StreamingPlan":
+    def for_options(cls, options: BenchOptions, *, hop_ms: float = SweepOptions.hop_ms) -> "StreamingPlan":
         quick = options.quick
         commands = options.stream_s or (120.0 if quick else 1800.0)
         talk = options.talk_s or (240.0 if quick else 7200.0)
@@ -111,8 +115,8 @@ class StreamingPlan:
                   if (value := getattr(options, name)) is not None}
         sweep_options = SweepOptions(average_windows_ms=(500.0, 1000.0), thresholds=(0.5, 0.7, 0.9),
                                      release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,),
-                                     max_context_unknowns=(1.0, 0.5),
-                                     **budget) if quick else SweepOptions(**budget)
+                                     max_context_unknowns=(1.0, 0.5), hop_ms=hop_ms,
+                                     **budget) if quick else SweepOptions(hop_ms=hop_ms, **budget)
         return cls(commands_s={"tuning": max(60.0, commands / 2), "evaluation": commands},
                    talk_s={"tuning": talk, "evaluation": talk}, word_passes=1 if quick else 2, sweep=sweep_options)
 
@@ -231,8 +235,8 @@ def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name
     out: dict[str, tuple[StreamPosteriors, list[str]]] = {}
 
     def run(streams) -> tuple[StreamPosteriors, list[str]]:
-        return (concat_posteriors([cache.posteriors(model, model_sha, s, hop_ms=HOP_MS) for s in streams]),
-                [cache.key(model_sha, s, HOP_MS) for s in streams])
+        return (concat_posteriors([cache.posteriors(model, model_sha, s, hop_ms=plan.hop_ms) for s in streams]),
+                [cache.key(model_sha, s, plan.hop_ms) for s in streams])
 
     base = StreamOptions(sample_rate_hz=sr, seed=seed)
     if commands:
@@ -264,16 +268,19 @@ def _summary(posteriors: StreamPosteriors) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FirmwareSetting:
-    """A device config's command recognizer, named by the config's file name in the report."""
+    """A device config's command recognizer and command hop (the streams are scored at that hop),
+    named by the config's file name in the report."""
 
     file: str
     recognizer: CommandRecognizerOptions
+    command_hop_ms: float = SweepOptions.hop_ms
 
     @classmethod
     def load(cls, path: Path) -> "FirmwareSetting":
         from edgesense.loop.config import load_config
 
-        return cls(file=Path(path).name, recognizer=load_config(path).commands)
+        config = load_config(path)
+        return cls(file=Path(path).name, recognizer=config.commands, command_hop_ms=config.scheduler.command_hop_ms)
 
     @property
     def title(self) -> str:
@@ -317,9 +324,10 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                   tuning: Sequence[Utterance], noise_paths: Sequence[Path], negative_paths: Sequence[Path],
                   clip_accuracy: float | None, firmware: FirmwareSetting) -> dict[str, Any]:
     """The streaming section of the report (see the module docstring); ``firmware``: the device
-    config's own setting, scored on the evaluation streams next to the recommendation."""
+    config whose command hop the streams are scored at, and whose own setting is scored on the
+    evaluation streams next to the recommendation."""
     started = time.perf_counter()
-    plan = StreamingPlan.for_options(options)
+    plan = StreamingPlan.for_options(options, hop_ms=firmware.command_hop_ms)
     sr = model.audio_frontend.sample_rate_hz
     noise_pools, speech_pools = recording_pools(noise_paths), speech_negative_pools(wav_recordings(negative_paths))
     # (noise pool, other-speech pool) of each split: the tuning split's talk is talk the model never learned.
@@ -333,7 +341,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if not options.tuning_only:
         pools_of_split["evaluation"] = ("evaluation", "evaluation")
     cache = PosteriorCache(options.out_dir / "cache")
-    out: dict[str, Any] = {"hop_ms": HOP_MS, "sweep_options": dataclasses.asdict(plan.sweep),
+    out: dict[str, Any] = {"hop_ms": plan.hop_ms, "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],
                                              "other_speech_pool": speech_pool,
                                              "other_speech": len(speech_pools[speech_pool])}

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
+from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.schema.validate import is_number, require, require_range
 from edgesense.types import is_command_word
 
@@ -457,7 +458,7 @@ class StreamPosteriors:
         return self.duration_ms / (_MS_PER_S * 3600.0)
 
 
-def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = 100.0,
+def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = SchedulerOptions.command_hop_ms,
                       frontend: AudioFrontendOptions | None = None, progress: bool = True) -> StreamPosteriors:
     """Run ``model`` (an :class:`edgesense.runtime.model.EdgeModel`) over a stream as the device does:
     push ``hop_ms`` of audio into :class:`StreamingAudioFrontend`, and once a clip's worth of
@@ -555,7 +556,8 @@ class PosteriorCache:
         tmp.replace(path)
         return path
 
-    def posteriors(self, model: Any, model_sha256: str, stream: Stream, *, hop_ms: float = 100.0) -> StreamPosteriors:
+    def posteriors(self, model: Any, model_sha256: str, stream: Stream, *,
+                   hop_ms: float = SchedulerOptions.command_hop_ms) -> StreamPosteriors:
         """The stream's posteriors from the cache, or rendered and computed (and saved)."""
         key = self.key(model_sha256, stream, hop_ms)
         cached = self.load(key)

@@ -28,6 +28,8 @@ from edgesense.types import DEFAULT_COMMAND_LABELS
 
 pytestmark = pytest.mark.slow  # builds the tiny model (a few seconds)
 REPO = Path(__file__).resolve().parents[2]
+#: A 240-s talk stream scored every 200 ms once its first 1-s window is full.
+HOPS_OF_240_S_AT_200_MS = (240_000 - 1000) // 200 + 1
 
 
 def _speech_folder(root: Path, per_class: int = 4, seed: int = 7) -> Path:
@@ -58,9 +60,13 @@ def quick_report(tiny_model_path, tmp_path_factory):
     base = tmp_path_factory.mktemp("bench")
     speech, scenes, out = _speech_folder(base / "sc"), _scene_folder(base / "scenes"), base / "out"
     config = base / "device.yaml"
-    config.write_text("device:\n  name: test\n# keep me\ncommands:\n  threshold: 0.7  # old\n  suppression_ms: 750\n")
+    # Both at a 200 ms command hop (the default is 100): the streams are scored at --config's hop, and
+    # --write-config takes configs of that hop.
+    config.write_text("device:\n  name: test\n# keep me\nscheduler:\n  command_hop_ms: 200\n"
+                      "commands:\n  threshold: 0.7  # old\n  suppression_ms: 750\n")
     firmware = base / "pi-kitchen.yaml"
-    firmware.write_text("device:\n  name: kitchen\ncommands:\n  threshold: 0.65\n  suppression_ms: 900\n")
+    firmware.write_text("device:\n  name: kitchen\nscheduler:\n  command_hop_ms: 200\n"
+                        "commands:\n  threshold: 0.65\n  suppression_ms: 900\n")
     code = cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
                      str(scenes), "--out", str(out), "--quick", "--references", str(base / "no_refs"),
                      "--write-config", str(config), "--config", str(firmware)])
@@ -97,6 +103,8 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     streams = st["evaluation_streams"]
     assert streams["commands"]["duration_s"] == 120.0 and streams["commands"]["command_words"] > 10
     assert streams["talk"]["duration_s"] == 240.0 and streams["talk"]["command_words"] == 0
+    assert st["hop_ms"] == st["sweep_options"]["hop_ms"] == 200.0  # --config's scheduler.command_hop_ms
+    assert streams["talk"]["hops"] == HOPS_OF_240_S_AT_200_MS
     assert streams["words"]["other_utterances"] > 0 and set(st["tuning_streams"]) == {"commands", "talk", "words"}
     assert st["pools"]["tuning"]["pool"] == "training" and st["pools"]["evaluation"]["pool"] == "evaluation"
     # Talk that chooses the operating point is talk the model never learned (the tiny model learned none).

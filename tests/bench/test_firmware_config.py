@@ -103,3 +103,31 @@ def test_the_cli_refuses_a_duplicate_key_before_the_benchmark_runs(tmp_path, cap
                      "--write-config", str(path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"{path}:3: duplicate key 'device'" in err[0] and str(path) in err[0]
+
+
+def test_a_config_of_another_command_hop_is_refused_and_left_untouched(tmp_path):
+    text = "device:\n  name: t\nscheduler:\n  command_hop_ms: 50\ncommands:\n  threshold: 0.7\n"
+    path = _device_yaml(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        update_firmware_config(path, CHOSEN, command_hop_ms=100.0)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: scheduler.command_hop_ms: expected 100 ")
+    assert message.endswith(f"got 50; measure this device with --config {path}")
+    assert path.read_text() == text
+    update_firmware_config(path, CHOSEN, command_hop_ms=50.0)  # measured at its own hop: written
+    assert load_config(path).commands.threshold == CHOSEN.threshold
+
+
+def test_the_cli_refuses_a_config_of_another_hop_than_config_before_the_benchmark_runs(tmp_path, capsys):
+    orin = REPO / "firmware_configs" / "jetson-orin.yaml"
+    assert load_config(orin).scheduler.command_hop_ms != load_config(REPO / "firmware_configs" /
+                                                                     "desktop.yaml").scheduler.command_hop_ms
+    path = Path(shutil.copy(orin, tmp_path / orin.name))
+    before = path.read_text()
+    speech = tmp_path / "sc"
+    speech.mkdir()
+    code = cli.main(["bench", "--model", str(REPO / "models" / "edgesense.tflite"), "--speech-commands", str(speech),
+                     "--write-config", str(path), "--out", str(tmp_path / "out")])  # --config: desktop.yaml
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{path}: scheduler.command_hop_ms: expected 100" in err[0], err
+    assert path.read_text() == before and not (tmp_path / "out").exists()
