@@ -138,7 +138,8 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     if "recommended" not in st:
         return []
     rec = st["recommended"]
-    lines = ["", "## Streaming commands", "",
+    lines = ["", "## Streaming commands", "", f"Every stream is scored every {st['hop_ms']:g} ms of audio (the command "
+             "hop of `--config`; write the recommendation only into configs of that hop).", "",
              "| split | pool of noise / of other speech | stream | minutes | command words | other utterances | "
              "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for split, pools in st["pools"].items():

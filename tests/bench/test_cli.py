@@ -104,6 +104,7 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert streams["commands"]["duration_s"] == 120.0 and streams["commands"]["command_words"] > 10
     assert streams["talk"]["duration_s"] == 240.0 and streams["talk"]["command_words"] == 0
     assert st["hop_ms"] == st["sweep_options"]["hop_ms"] == 200.0  # --config's scheduler.command_hop_ms
+    assert "Every stream is scored every 200 ms of audio" in (out / "report.md").read_text()
     assert streams["talk"]["hops"] == HOPS_OF_240_S_AT_200_MS
     assert streams["words"]["other_utterances"] > 0 and set(st["tuning_streams"]) == {"commands", "talk", "words"}
     assert st["pools"]["tuning"]["pool"] == "training" and st["pools"]["evaluation"]["pool"] == "evaluation"
