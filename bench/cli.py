@@ -64,7 +64,7 @@ from edgesense.bench.accuracy import (
     select_scene_items,
 )
 from edgesense.bench.firmware_config import check_firmware_config, update_firmware_config
-from edgesense.bench.latency import STAGES, _Timer
+from edgesense.bench.latency import STAGES, _Timer, device_rates
 from edgesense.bench.options import DEFAULT_REFERENCES_DIR, SPLITS, BenchOptions
 from edgesense.bench.references import (
     _build_references,
@@ -227,7 +227,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             references[ref.name] = result
     if references:
         report["references"] = references
-        report["comparison_per_second"] = compute_comparison(meta.get("macs", {}), report["latency_ms"], references)
+        hops, frames = device_rates(firmware.scheduler)
+        report["comparison_per_second"] = compute_comparison(meta.get("macs", {}), report["latency_ms"], references,
+                                                             command_hops_per_s=hops, scene_frames_per_s=frames)
     if options.teachers:
         report["teachers"] = _score_teachers(options, clips, clip_labels, frames, frame_labels)
     for name, result in {**references, **report.get("teachers", {})}.items():

@@ -7,13 +7,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["STAGES", "COMMAND_HOPS_PER_S", "SCENE_FRAMES_PER_S"]
+from edgesense.loop.scheduler import SchedulerOptions
+
+__all__ = ["STAGES", "COMMAND_HOPS_PER_S", "SCENE_FRAMES_PER_S", "device_rates"]
 
 
 STAGES = ("audio_frontend", "audio_encoder", "image_preprocess", "image_encoder", "fusion")
-COMMAND_HOPS_PER_S = 10
-SCENE_FRAMES_PER_S = 5
 _MS_PER_S = 1000.0
+
+
+def device_rates(scheduler: SchedulerOptions) -> tuple[float, float]:
+    """(command hops, scene frames) per second of stream at ``scheduler``'s rates; whole numbers as int."""
+    def plain(value: float) -> float:
+        return int(value) if float(value).is_integer() else value
+
+    return plain(_MS_PER_S / scheduler.command_hop_ms), plain(scheduler.scene_rate_hz)
+
+
+#: The device loop's default rates (:class:`edgesense.loop.scheduler.SchedulerOptions`).
+COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S = device_rates(SchedulerOptions())
 _PERCENTILES = (50, 95, 99)
 
 

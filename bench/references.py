@@ -110,8 +110,10 @@ _REFERENCE_NOTES = {
 
 
 def compute_comparison(ours_macs: Mapping[str, Any], latency: Mapping[str, Mapping[str, Any]],
-                       references: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Ours vs the references per second of stream: 10 command hops and 5 scene frames per second.
+                       references: Mapping[str, Mapping[str, Any]], *, command_hops_per_s: float = COMMAND_HOPS_PER_S,
+                       scene_frames_per_s: float = SCENE_FRAMES_PER_S) -> dict[str, Any]:
+    """Ours vs the references per second of stream at the device's rates (by default the loop's: 10
+    command hops and 5 scene frames per second; ``rates_per_s`` in the result).
 
     Ours: each hop runs audio_encoder + fusion, each frame image_encoder + fusion. Theirs: each hop
     the KWS model, each frame the VWW model. Frontends are the same code for both and listed apart.
@@ -121,8 +123,8 @@ def compute_comparison(ours_macs: Mapping[str, Any], latency: Mapping[str, Mappi
 
     fusion_macs = int(ours_macs.get("fusion_head", 0) or 0)
     parts = {}
-    for part, task, rate, encoder in (("commands", "command", COMMAND_HOPS_PER_S, "audio_encoder"),
-                                      ("scenes", "scene", SCENE_FRAMES_PER_S, "image_encoder")):
+    for part, task, rate, encoder in (("commands", "command", command_hops_per_s, "audio_encoder"),
+                                      ("scenes", "scene", scene_frames_per_s, "image_encoder")):
         reference = next((r for r in references.values() if r.get("task") == task), None)
         if reference is None:
             continue
@@ -139,8 +141,9 @@ def compute_comparison(ours_macs: Mapping[str, Any], latency: Mapping[str, Mappi
     for values in parts.values():
         values["macs_ratio"] = _ratio(values["ours_macs_per_s"], values["theirs_macs_per_s"])
         values["ms_ratio"] = _ratio(values["ours_ms_per_s"], values["theirs_ms_per_s"])
-    parts["frontend_ms_per_s"] = _add(_mul(COMMAND_HOPS_PER_S, mean(latency.get("audio_frontend"))),
-                                      _mul(SCENE_FRAMES_PER_S, mean(latency.get("image_preprocess"))))
+    parts["frontend_ms_per_s"] = _add(_mul(command_hops_per_s, mean(latency.get("audio_frontend"))),
+                                      _mul(scene_frames_per_s, mean(latency.get("image_preprocess"))))
+    parts["rates_per_s"] = {"command_hops": command_hops_per_s, "scene_frames": scene_frames_per_s}
     return parts
 
 

@@ -334,8 +334,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"* **{name}**: {r['architecture_note']}; {_fmt(r['model']['bytes'])} bytes, "
                          f"{_fmt(r['model']['params'])} params, {_fmt(r['model']['macs'])} MACs.")
         comp = report.get("comparison_per_second", {})
-        lines += ["", f"Compute per second of stream ({COMMAND_HOPS_PER_S} command hops/s, {SCENE_FRAMES_PER_S} "
-                  "scene frames/s; ours = encoder + fusion head per call, theirs = the reference model):", "",
+        rates = comp.get("rates_per_s", {})
+        hops, frames = rates.get("command_hops", COMMAND_HOPS_PER_S), rates.get("scene_frames", SCENE_FRAMES_PER_S)
+        lines += ["", f"Compute per second of stream ({hops:g} command hops/s, {frames:g} scene frames/s, the rates "
+                  "of `--config`; "
+                  "ours = encoder + fusion head per call, theirs = the reference model):", "",
                   "| part | ours MACs/s | theirs MACs/s | ratio | ours ms/s | theirs ms/s | ratio |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for part in ("commands", "scenes", "total"):

@@ -50,6 +50,7 @@ from edgesense.bench.streams import (
 )
 from edgesense.frontend.audio import log_mel_spectrogram
 from edgesense.frontend.wav import read_wav
+from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
@@ -268,19 +269,24 @@ def _summary(posteriors: StreamPosteriors) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FirmwareSetting:
-    """A device config's command recognizer and command hop (the streams are scored at that hop),
-    named by the config's file name in the report."""
+    """A device config's command recognizer and its rates (the streams are scored at its command
+    hop; the references are compared at its hops and frames per second), named by the config's
+    file name in the report."""
 
     file: str
     recognizer: CommandRecognizerOptions
-    command_hop_ms: float = SweepOptions.hop_ms
+    scheduler: SchedulerOptions = SchedulerOptions()
 
     @classmethod
     def load(cls, path: Path) -> "FirmwareSetting":
         from edgesense.loop.config import load_config
 
         config = load_config(path)
-        return cls(file=Path(path).name, recognizer=config.commands, command_hop_ms=config.scheduler.command_hop_ms)
+        return cls(file=Path(path).name, recognizer=config.commands, scheduler=config.scheduler)
+
+    @property
+    def command_hop_ms(self) -> float:
+        return self.scheduler.command_hop_ms
 
     @property
     def title(self) -> str:

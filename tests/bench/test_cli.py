@@ -17,12 +17,13 @@ from datagen import make_speech_commands
 from edgesense.app import cli
 from edgesense.bench.accuracy import classification_report
 from edgesense.bench.cli import BenchOptions
-from edgesense.bench.latency import STAGES, latency_summary
+from edgesense.bench.latency import STAGES, device_rates, latency_summary
 from edgesense.bench.references import compute_comparison
 from edgesense.bench.scoring import Replay, evaluate
 from edgesense.bench.streaming import cached_streams
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import write_wav
+from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.types import DEFAULT_COMMAND_LABELS
 
@@ -254,7 +255,16 @@ def test_pure_helpers():
     assert comp["scenes"]["ours_macs_per_s"] == 5 * 1010 and comp["scenes"]["macs_ratio"] == 2.0
     assert comp["commands"]["ms_ratio"] == 2.0 and comp["scenes"]["ours_ms_per_s"] == 22.5
     assert comp["total"]["ours_ms_per_s"] == 15.0 + 22.5
-    assert comp["frontend_ms_per_s"] == 2.5
+    assert comp["frontend_ms_per_s"] == 2.5 and comp["rates_per_s"] == {"command_hops": 10, "scene_frames": 5}
+    jetson = compute_comparison({"audio_encoder": 100, "image_encoder": 1000, "fusion_head": 10},
+                                {"audio_encoder": {"mean": 1.0}, "image_encoder": {"mean": 4.0}},
+                                {"k": {"task": "command", "model": {"macs": 55}, "latency_ms": {"inference": {}}}},
+                                command_hops_per_s=20, scene_frames_per_s=10)
+    assert jetson["commands"]["ours_macs_per_s"] == 20 * 110 and jetson["commands"]["rate_per_s"] == 20
+    assert jetson["rates_per_s"] == {"command_hops": 20, "scene_frames": 10}
+    assert device_rates(SchedulerOptions(command_hop_ms=50.0, scene_rate_hz=10.0)) == (20, 10)
+    assert device_rates(SchedulerOptions(command_hop_ms=30.0, scene_rate_hz=2.5)) == (pytest.approx(33.333, abs=1e-3),
+                                                                                     2.5)
 
 
 def test_testing_split_selects_held_out_speakers_only(tiny_model_path, tmp_path):
@@ -350,6 +360,17 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
         comp["total"]["ours_macs_per_s"] / comp["total"]["theirs_macs_per_s"], rel=1e-3)
     assert (out / "confusion_kws_dscnn.png").is_file() and (out / "confusion_vww_mobilenet_v1.png").is_file()
     assert "kws_dscnn" in (out / "report.md").read_text()
+    assert "(10 command hops/s, 5 scene frames/s, the rates of `--config`;" in (out / "report.md").read_text()
+    # A device of other rates (Jetson Orin: 50 ms hops, 10 scene frames/s) is compared at its own.
+    orin = tmp_path / "orin"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
+                     str(scenes), "--out", str(orin), "--quick", "--no-streaming", "--references", str(refs),
+                     "--salt", "edgesense", "--config", str(REPO / "firmware_configs" / "jetson-orin.yaml")]) == 0
+    comp = json.loads((orin / "report.json").read_text())["comparison_per_second"]
+    assert comp["rates_per_s"] == {"command_hops": 20, "scene_frames": 10}
+    assert comp["commands"]["theirs_macs_per_s"] == 20 * kws["model"]["macs"]
+    assert comp["scenes"]["theirs_macs_per_s"] == 10 * vww["model"]["macs"]
+    assert "(20 command hops/s, 10 scene frames/s" in (orin / "report.md").read_text()
 
 
 def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_model_path, tmp_path, monkeypatch):
