@@ -82,7 +82,7 @@ from edgesense.bench.report import (
     plot_latency,
     render_markdown,
 )
-from edgesense.bench.scenes_av import evaluate_av, evaluate_scenes_av, load_scene_ambience
+from edgesense.bench.scenes_av import degraded_image_only, evaluate_av, evaluate_scenes_av, load_scene_ambience
 from edgesense.bench.scoring import SweepOptions
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, run_streaming
 from edgesense.bench.streams import Utterance
@@ -195,6 +195,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                                               "Scenes (microphone absent)").name
         report["figures"]["scene_ambient_confusion"] = plot_confusion(
             scene_ambient, out / "confusion_scene_ambient_audio.png", "Scenes (microphone: ambient noise)").name
+        if options.tuning_only:  # the validation photos, camera clean and poor: what adapt's trade is weighed on
+            lookup = {label: i for i, label in enumerate(model.scene_labels)}
+            report["scene_degraded"] = {**degraded_image_only(model, frames, [lookup[x] for x in frame_labels],
+                                                              options.seed, "validation photos"), "selection": how}
         if ambience is not None:
             report["scene_av"] = evaluate_scenes_av(model, frames, frame_labels, ambience,
                                                     options.ambience_dbfs_range, options.seed)

@@ -315,6 +315,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                               f"(evaluation pool only: {sum(map(len, a['evaluation_files'].values()))} recordings, "
                               f"{a['training_files_left_out']} training-pool recordings left out) at "
                               f"{a['dbfs_range'][0]:g}…{a['dbfs_range'][1]:g} dBFS RMS.")
+    if "scene_degraded" in report:
+        d = report["scene_degraded"]
+        lines += ["", "## Scenes, camera clean and degraded (image only)", "",
+                  f"The scored photos ({d.get('selection', '')}, n={d['count']}), microphone absent, degraded as in "
+                  "the degraded-camera table:", "", "| " + " | ".join(d["conditions"]) + " |",
+                  "| " + " | ".join("---" for _ in d["conditions"]) + " |",
+                  "| " + " | ".join(_fmt(d["image_only"][c]) for c in d["conditions"]) + " |"]
     if "av" in report:
         lines += _av_markdown(report["av"], "Paired audio-visual folder (--av), camera clean and degraded",
                               "Each photo with its own recording.")

@@ -43,7 +43,7 @@ from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade, to_uint8
 from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
 
 __all__ = ["CONDITIONS", "EITHER_PATH", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table",
-           "evaluate_av", "evaluate_scenes_av", "load_scene_ambience"]
+           "degraded_image_only", "evaluate_av", "evaluate_scenes_av", "load_scene_ambience"]
 
 CONDITIONS: tuple[str, ...] = ("clean", *BENCH_DEGRADATIONS)
 PATHS: tuple[str, ...] = ("fused", "image_only", "audio_only")
@@ -127,11 +127,8 @@ def degraded_camera_table(model: EdgeModel, frames: Sequence[np.ndarray], true: 
     true = np.asarray(true, np.int64)
     heard = np.array([int(np.argmax(model.fuse(a, None)[1])) for a in audio], np.int64)
     audio_only = classification_report(true, heard, labels)
-    clean = to_uint8(np.stack(frames)) if len(frames) else np.zeros((0, *model.image_frontend.input_shape), np.uint8)
     table: dict[str, dict[str, float | None]] = {}
-    for k, condition in enumerate(CONDITIONS):
-        rng = np.random.default_rng([seed, _DEGRADE_STREAM, k])
-        images = clean if condition == "clean" else degrade(clean, condition, rng)
+    for condition, images in _camera_conditions(model, frames, seed):
         fused, image_only = [], []
         for image, a in _progress(zip(images, audio), len(images), f"{what}: {condition} camera"):
             v = model.encode_image(image.astype(np.float32))
@@ -158,6 +155,30 @@ def degraded_camera_table(model: EdgeModel, frames: Sequence[np.ndarray], true: 
                         "degraded_either_path_minus_image_only_points": mean_gain(EITHER_PATH),
                         "clean_fused_minus_image_only_points": clean_gain,
                         "clean_target_points": TARGET_CLEAN_GAIN_POINTS}}
+
+
+def _camera_conditions(model: EdgeModel, frames: Sequence[np.ndarray], seed: int):
+    """``(condition, uint8 images)`` for each of :data:`CONDITIONS`: the frames as they are, then
+    degraded each way, every degradation from a random stream of its own under ``seed``."""
+    clean = to_uint8(np.stack(frames)) if len(frames) else np.zeros((0, *model.image_frontend.input_shape), np.uint8)
+    for k, condition in enumerate(CONDITIONS):
+        yield condition, clean if condition == "clean" else degrade(clean, condition,
+                                                                     np.random.default_rng([seed, _DEGRADE_STREAM, k]))
+
+
+def degraded_image_only(model: EdgeModel, frames: Sequence[np.ndarray], true: Sequence[int], seed: int,
+                        what: str) -> dict[str, Any]:
+    """The camera path alone on these frames, clean and degraded as in :func:`degraded_camera_table`
+    (the same conditions and random streams), without sound: what ``bench --tuning-only`` reports
+    on the validation photos, so the trade between clean and poor cameras can be weighed without
+    the test split. ``image_only``: condition -> accuracy."""
+    true = np.asarray(true, np.int64)
+    image_only = {}
+    for condition, images in _camera_conditions(model, frames, seed):
+        named = [int(np.argmax(model.fuse(None, model.encode_image(image.astype(np.float32)))[1]))
+                 for image in _progress(images, len(images), f"{what}: {condition} camera")]
+        image_only[condition] = classification_report(true, np.array(named, np.int64), model.scene_labels)["accuracy"]
+    return {"count": int(true.size), "conditions": list(CONDITIONS), "image_only": image_only}
 
 
 def evaluate_scenes_av(model: EdgeModel, frames: Sequence[np.ndarray], frame_labels: Sequence[str],

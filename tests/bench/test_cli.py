@@ -416,6 +416,12 @@ def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_
     assert report["command"]["selection"].startswith("validation split")
     assert report["command"]["count"] == len(clips["validation"])
     assert report["scene"]["count"] == len(photos["validation"])
+    # The camera path on those photos, clean and degraded; clean is the scene row's own figure.
+    degraded = report["scene_degraded"]
+    assert degraded["count"] == len(photos["validation"]) and degraded["conditions"][0] == "clean"
+    assert degraded["image_only"]["clean"] == report["scene"]["accuracy"]
+    assert set(degraded["image_only"]) == set(degraded["conditions"]) and len(degraded["conditions"]) > 1
+    assert all(0 <= v <= 1 for v in degraded["image_only"].values())
     st = report["streaming"]
     assert list(st["pools"]) == ["tuning"] and list(st["det"]) == ["tuning"]
     assert "evaluation" not in st and "evaluation_streams" not in st and "tuning_streams" in st
@@ -423,6 +429,7 @@ def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_
     assert st["level_envelope_tuning"]
     markdown = (out / "report.md").read_text()
     assert "Tuning streams only" in markdown and "Level envelope: the tuning streams' words" in markdown
+    assert "## Scenes, camera clean and degraded (image only)" in markdown
     assert "Evaluation streams" not in markdown
 
     assert cli.main([*args[:-4], "--tuning-only"]) == 2  # the validation part of which split?
