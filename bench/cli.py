@@ -231,9 +231,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             references[ref.name] = result
     if references:
         report["references"] = references
-        hops, frames = device_rates(firmware.scheduler)
+        hops_per_s, frames_per_s = device_rates(firmware.scheduler)
         report["comparison_per_second"] = compute_comparison(meta.get("macs", {}), report["latency_ms"], references,
-                                                             command_hops_per_s=hops, scene_frames_per_s=frames)
+                                                             command_hops_per_s=hops_per_s,
+                                                             scene_frames_per_s=frames_per_s)
     if options.teachers:
         report["teachers"] = _score_teachers(options, clips, clip_labels, frames, frame_labels)
     for name, result in {**references, **report.get("teachers", {})}.items():

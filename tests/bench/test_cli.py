@@ -373,6 +373,28 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
     assert "(20 command hops/s, 10 scene frames/s" in (orin / "report.md").read_text()
 
 
+def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny_model_path, tmp_path, monkeypatch):
+    """The teachers (extras not needed here: their scoring is replaced) see the same clips and photos as ours."""
+    from edgesense.bench import cli as bench_cli
+
+    speech, scenes = _speech_folder(tmp_path / "sc", per_class=16), _scene_folder(tmp_path / "scenes", per_class=10)
+    seen = {}
+
+    def score_teachers(options, clips, clip_labels, frames, frame_labels):
+        seen.update(clips=len(clips), frames=len(frames), frame_labels=list(frame_labels))
+        return {}
+
+    monkeypatch.setattr(bench_cli, "_score_teachers", score_teachers)
+    out = tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
+                     str(scenes), "--out", str(out), "--quick", "--no-streaming", "--train-references",
+                     "--references", str(tmp_path / "refs"), "--salt", "edgesense", "--teachers"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "comparison_per_second" in report  # the references were compared before the teachers ran
+    assert seen["frames"] == report["scene"]["count"] == len(seen["frame_labels"]) > 0
+    assert seen["clips"] == report["command"]["count"]
+
+
 def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_model_path, tmp_path, monkeypatch):
     from edgesense.bench import accuracy, streaming
     from edgesense.train import data
