@@ -196,9 +196,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         report["figures"]["scene_ambient_confusion"] = plot_confusion(
             scene_ambient, out / "confusion_scene_ambient_audio.png", "Scenes (microphone: ambient noise)").name
         if options.tuning_only:  # the validation photos, camera clean and poor: what adapt's trade is weighed on
-            lookup = {label: i for i, label in enumerate(model.scene_labels)}
-            report["scene_degraded"] = {**degraded_image_only(model, frames, [lookup[x] for x in frame_labels],
-                                                              options.seed, "validation photos"), "selection": how}
+            report["scene_degraded"] = {**degraded_image_only(model, frames, frame_labels, options.seed,
+                                                              "validation photos"), "selection": how}
         if ambience is not None:
             report["scene_av"] = evaluate_scenes_av(model, frames, frame_labels, ambience,
                                                     options.ambience_dbfs_range, options.seed)

@@ -166,13 +166,15 @@ def _camera_conditions(model: EdgeModel, frames: Sequence[np.ndarray], seed: int
                                                                      np.random.default_rng([seed, _DEGRADE_STREAM, k]))
 
 
-def degraded_image_only(model: EdgeModel, frames: Sequence[np.ndarray], true: Sequence[int], seed: int,
+def degraded_image_only(model: EdgeModel, frames: Sequence[np.ndarray], frame_labels: Sequence[str], seed: int,
                         what: str) -> dict[str, Any]:
-    """The camera path alone on these frames, clean and degraded as in :func:`degraded_camera_table`
-    (the same conditions and random streams), without sound: what ``bench --tuning-only`` reports
-    on the validation photos, so the trade between clean and poor cameras can be weighed without
-    the test split. ``image_only``: condition -> accuracy."""
-    true = np.asarray(true, np.int64)
+    """The camera path alone on the scored photos (``evaluate_scenes``' frames and labels), clean
+    and degraded as in :func:`degraded_camera_table` (the same conditions and random streams),
+    without sound: what ``bench --tuning-only`` reports on the validation photos, so the trade
+    between clean and poor cameras can be weighed without the test split. ``image_only``:
+    condition -> accuracy."""
+    lookup = {label: i for i, label in enumerate(model.scene_labels)}
+    true = np.array([lookup[x] for x in frame_labels], np.int64)
     image_only = {}
     for condition, images in _camera_conditions(model, frames, seed):
         named = [int(np.argmax(model.fuse(None, model.encode_image(image.astype(np.float32)))[1]))
