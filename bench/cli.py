@@ -331,6 +331,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-false-accepts-per-100-words", type=float, default=None, metavar="N",
                         help="... and N per 100 other words said alone "
                              f"(default {SweepOptions.max_false_accepts_per_100_words:g})")
+    parser.add_argument("--max-latency-p95-ms", type=float, default=None, metavar="MS",
+                        help="... and a 95th-percentile latency from word end of at most MS on the tuning streams "
+                             f"(default {_latency_default()}; 0: no latency budget)")
     parser.add_argument("--write-config", type=Path, action="append", default=[],
                         help="write the recommended recognizer settings into this firmware YAML's commands: "
                              "(in place; repeatable)")
@@ -355,7 +358,13 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
          "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config",
          "max_false_accepts_per_hour": "--max-false-accepts-per-hour",
-         "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words", "tuning_only": "--tuning-only"}
+         "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words",
+         "max_latency_p95_ms": "--max-latency-p95-ms", "tuning_only": "--tuning-only"}
+
+
+def _latency_default() -> str:
+    budget = SweepOptions.max_latency_p95_ms
+    return "none" if budget is None else f"{budget:g} ms: the target"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -376,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
             talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
             class_thresholds=args.class_thresholds, max_false_accepts_per_hour=args.max_false_accepts_per_hour,
             max_false_accepts_per_100_words=args.max_false_accepts_per_100_words,
-            write_config=tuple(args.write_config),
+            max_latency_p95_ms=args.max_latency_p95_ms, write_config=tuple(args.write_config),
             firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed,
             tuning_only=args.tuning_only)
     with user_names(FLAGS):

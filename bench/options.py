@@ -54,6 +54,9 @@ class BenchOptions:
     #: target leaves a margin for talk the tuning streams do not hold.
     max_false_accepts_per_hour: float | None = None
     max_false_accepts_per_100_words: float | None = None
+    #: The latency budget (95th percentile from word end, ms) the operating point is chosen within
+    #: (None: ``SweepOptions``' own; 0: none).
+    max_latency_p95_ms: float | None = None
     write_config: tuple[Path, ...] = ()
     #: The device config whose ``scheduler.command_hop_ms`` the streams are scored at and whose
     #: ``commands:`` settings the streaming section scores next to the recommendation (``None``:
@@ -79,7 +82,7 @@ class BenchOptions:
             value = getattr(self, name)
             require(value is None or (isinstance(value, (int, float)) and value >= 20), name,
                     "None or a number >= 20", value)
-        for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words"):
+        for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "max_latency_p95_ms"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 0), name, "a number >= 0", value)
         require(not self.tuning_only or self.split == "testing", "tuning_only",

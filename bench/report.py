@@ -149,11 +149,18 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
                          f"{s['command_words']} | {s['other_utterances']} | {s['unique_sources']} |")
     settings = ", ".join(f"`{k}: {v}`" for k, v in rec["settings"].items())
     sw = st["sweep_options"]
+    latency = sw.get("max_latency_p95_ms")
+    missed = ""
+    if not rec["within_budget_on_tuning"]:
+        r = rec["tuning"]
+        quiet = (r["false_accepts_per_hour"] <= sw["max_false_accepts_per_hour"]
+                 and r["false_accepts_per_100_words"] <= sw["max_false_accepts_per_100_words"])
+        missed = ("; none within the false-accept budget was within the latency budget, so the best of them"
+                  if quiet and latency is not None else "; none was within that budget, so the quietest")
     lines += ["", f"**Recommended** (chosen on the {rec['chosen_on']} streams among {st['sweep_points']} settings: "
               f"the highest hit rate with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
               f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words"
-              f"{'' if rec['within_budget_on_tuning'] else '; none was within that budget, so the quietest'}): "
-              f"{settings}."]
+              f"{'' if latency is None else f', latency p95 at most {latency:g} ms'}{missed}): {settings}."]
     if "evaluation" not in st:  # --tuning-only
         r = rec["tuning"]
         lines += ["", "Tuning streams only (`--tuning-only`: validation speakers; nothing of the test split or the "

@@ -246,9 +246,13 @@ class OperatingPoint:
         lat = self.commands.latencies_ms if self.commands is not None else ()
         return float(np.percentile(lat, percentile)) if lat else None
 
-    def within(self, max_per_hour: float, max_per_100_words: float) -> bool:
+    def within(self, max_per_hour: float, max_per_100_words: float, max_latency_p95_ms: float | None = None) -> bool:
+        """Within the false-accept budgets and, when one is given, the latency budget (the 95th
+        percentile from word end; a point that detects nothing shows no latency and is not within one)."""
+        latency = self.latency_ms(LATENCY_PERCENTILES[-1])
         return (self.false_accepts_per_hour <= max_per_hour + 1e-9
-                and self.false_accepts_per_100_words <= max_per_100_words + 1e-9)
+                and self.false_accepts_per_100_words <= max_per_100_words + 1e-9
+                and (max_latency_p95_ms is None or (latency is not None and latency <= max_latency_p95_ms + 1e-9)))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"settings": _options_dict(self.options), "hit_rate": round(self.hit_rate, 4),
@@ -307,6 +311,8 @@ class SweepOptions:
     max_context_unknowns: tuple[float, ...] = (1.0, 0.6, 0.5, 0.4)
     max_false_accepts_per_hour: float = 1.0
     max_false_accepts_per_100_words: float = 2.0
+    #: The latency budget (95th percentile from word end, ms) of the recommendation; None: none.
+    max_latency_p95_ms: float | None = None
     match_tolerance_ms: float = 1000.0
     #: Stream time between two scored windows: the device loop's (``scheduler.command_hop_ms``).
     hop_ms: float = SchedulerOptions.command_hop_ms
@@ -326,6 +332,9 @@ class SweepOptions:
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "match_tolerance_ms"):
             require(isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0, name,
                     "a number >= 0", getattr(self, name))
+        require(self.max_latency_p95_ms is None or (isinstance(self.max_latency_p95_ms, (int, float))
+                                                    and self.max_latency_p95_ms > 0),
+                "max_latency_p95_ms", "None or a number > 0", self.max_latency_p95_ms)
 
     def grid(self, *, context: bool = True) -> list[CommandRecognizerOptions]:
         """Every valid combination (release below threshold; minimum count a window can hold);
@@ -371,25 +380,35 @@ def _rank(p: OperatingPoint) -> tuple[float, ...]:
 
 
 def within_budget(points: Sequence[OperatingPoint], options: SweepOptions) -> list[OperatingPoint]:
-    """The points within ``options``' false-accept budget, in their order."""
-    return [p for p in points
-            if p.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words)]
+    """The points within ``options``' false-accept (and latency) budget, in their order."""
+    return [p for p in points if _within(p, options)]
+
+
+def _within(point: OperatingPoint, options: SweepOptions) -> bool:
+    return point.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words,
+                        options.max_latency_p95_ms)
 
 
 def best_within(points: Sequence[OperatingPoint], options: SweepOptions) -> OperatingPoint | None:
-    """The highest hit rate within ``options``' false-accept budget (ties: see :func:`_rank`); None
-    when no point is within it."""
+    """The highest hit rate within ``options``' false-accept (and latency) budget (ties: see
+    :func:`_rank`); None when no point is within it."""
     within = within_budget(points, options)
     return max(within, key=_rank) if within else None
 
 
 def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, bool]:
-    """(the highest hit rate within the false-accept budget, True); ties: see :func:`_rank`. Without
-    any point in budget: (the one with the fewest false accepts, False)."""
+    """(the highest hit rate within the false-accept and latency budget, True); ties: see
+    :func:`_rank`. Without any point in budget: (the one with the fewest false accepts, False)."""
     require(len(points) > 0, "points", "at least one sweep point", 0)
     best = best_within(points, options)
     if best is not None:
         return best, True
+    if options.max_latency_p95_ms is not None:
+        quiet = best_within(points, dataclasses.replace(options, max_latency_p95_ms=None))
+        if quiet is not None:
+            logger.warning("no setting within the false-accept budget reaches a p95 latency of %g ms on the tuning "
+                           "streams; recommending the best of them regardless", options.max_latency_p95_ms)
+            return quiet, False
     logger.warning("no setting reaches %.2f false accepts/hour and %.2f per 100 words on the tuning streams; "
                    "recommending the fewest", options.max_false_accepts_per_hour,
                    options.max_false_accepts_per_100_words)
@@ -449,8 +468,7 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
     tuned = dataclasses.replace(base, class_thresholds={w: t for w, t in chosen.items() if t != base.threshold})
     before = evaluate(replays, base, match_tolerance_ms=options.match_tolerance_ms)
     after = evaluate(replays, tuned, match_tolerance_ms=options.match_tolerance_ms)
-    if not after.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words) \
-            or after.hit_rate <= before.hit_rate:
+    if not _within(after, options) or after.hit_rate <= before.hit_rate:
         logger.info("per-word thresholds: no gain within the budget on the tuning streams; one threshold kept")
         return base
     return tuned

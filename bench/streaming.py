@@ -114,6 +114,8 @@ class StreamingPlan:
         talk = options.talk_s or (240.0 if quick else 7200.0)
         budget = {name: value for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words")
                   if (value := getattr(options, name)) is not None}
+        if options.max_latency_p95_ms is not None:
+            budget["max_latency_p95_ms"] = options.max_latency_p95_ms or None  # 0: no latency budget
         sweep_options = SweepOptions(average_windows_ms=(500.0, 1000.0), thresholds=(0.5, 0.7, 0.9),
                                      release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,),
                                      max_context_unknowns=(1.0, 0.5), hop_ms=hop_ms,

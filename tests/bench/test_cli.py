@@ -311,6 +311,42 @@ def test_a_tighter_false_accept_budget_reaches_the_sweep_and_the_rest_keeps_its_
     assert len(err) == 1 and err[0].startswith("edgesense: error: --max-false-accepts-per-100-words"), err
 
 
+def test_a_latency_budget_reaches_the_sweep_and_zero_switches_it_off(tiny_model_path, tmp_path, capsys):
+    from edgesense.bench.scoring import SweepOptions
+    from edgesense.bench.streaming import StreamingPlan
+
+    def budget(**kwargs):
+        return StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path,
+                                                      **kwargs)).sweep.max_latency_p95_ms
+
+    assert budget() == SweepOptions.max_latency_p95_ms
+    assert budget(max_latency_p95_ms=450.0) == 450.0 and budget(max_latency_p95_ms=450.0, quick=True) == 450.0
+    assert budget(max_latency_p95_ms=0.0) is None
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(tmp_path),
+                     "--max-latency-p95-ms", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesense: error: --max-latency-p95-ms"), err
+
+
+def test_the_report_says_when_the_latency_budget_was_missed(quick_report):
+    import copy
+
+    from edgesense.bench.report import render_markdown
+
+    report = copy.deepcopy(quick_report[0])
+    st = report["streaming"]
+    assert "latency p95 at most" not in render_markdown(report)  # no latency budget by default
+    st["sweep_options"]["max_latency_p95_ms"] = 450.0
+    assert "latency p95 at most 450 ms):" in render_markdown(report)
+    st["recommended"]["within_budget_on_tuning"] = False
+    tuning = st["recommended"]["tuning"]
+    tuning["false_accepts_per_hour"] = tuning["false_accepts_per_100_words"] = 0.0
+    assert "none within the false-accept budget was within the latency budget, so the best of them" \
+        in render_markdown(report)
+    tuning["false_accepts_per_hour"] = 99.0
+    assert "none was within that budget, so the quietest" in render_markdown(report)
+
+
 def test_tuning_noise_is_the_tuning_streams_background_and_the_evaluation_keeps_its_pool(tiny_model_path, tmp_path,
                                                                                          capsys):
     speech = _speech_folder(tmp_path / "sc", per_class=3)

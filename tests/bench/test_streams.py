@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from edgesense.bench.scoring import (
     Detection,
+    OperatingPoint,
     Replay,
+    StreamScore,
     SweepOptions,
     best_within,
     calibrate_class_thresholds,
@@ -191,6 +193,33 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
     d = best.to_dict()
     assert d["settings"]["threshold"] == 0.7 and "ignored_labels" not in d["settings"]
     assert d["commands_stream"]["per_word_hit_rate"] == {"no": 0.0, "yes": 1.0}
+
+
+def _point(threshold: float, hits: int, latencies_ms: tuple[float, ...], talk_false_accepts: int) -> OperatingPoint:
+    """A setting's figures as the sweep would give them: 10 command words, 1 hour of talk."""
+    commands = StreamScore(command_words=10, hits=hits, other_utterances=0, substitutions=0, on_other_speech=0,
+                           on_background=0, hours=0.25, latencies_ms=latencies_ms)
+    talk = StreamScore(command_words=0, hits=0, other_utterances=100, substitutions=0,
+                       on_other_speech=talk_false_accepts, on_background=0, hours=1.0)
+    return OperatingPoint(options=CommandRecognizerOptions(threshold=threshold), commands=commands, talk=talk)
+
+
+def test_the_latency_budget_trades_hits_for_a_prompt_p95_within_the_false_accept_budget():
+    slow = _point(0.6, 9, (300.0,) * 8 + (700.0,), 1)     # most hits, p95 above 500 ms
+    prompt = _point(0.7, 8, (250.0,) * 7 + (450.0,), 0)   # fewer hits, p95 within 500 ms
+    loud = _point(0.5, 10, (200.0,) * 10, 5)              # every word, far over the false-accept budget
+    silent = _point(0.99, 0, (), 0)                       # detects nothing: shows no latency
+    points = [slow, prompt, loud, silent]
+    assert slow.latency_ms(95) > 500 >= prompt.latency_ms(95)
+    assert recommend(points, SweepOptions()) == (slow, True)  # no latency budget: the most hits
+    budget = SweepOptions(max_latency_p95_ms=500.0)
+    assert recommend(points, budget) == (prompt, True)
+    assert within_budget(points, budget) == [prompt]
+    assert silent.within(1.0, 2.0) and not silent.within(1.0, 2.0, 1e6) and not loud.within(1.0, 2.0, 1e6)
+    # No setting within both: the best within the false-accept budget, flagged as over budget.
+    assert recommend(points, SweepOptions(max_latency_p95_ms=100.0)) == (slow, False)
+    with pytest.raises(ValueError, match="max_latency_p95_ms"):
+        SweepOptions(max_latency_p95_ms=0.0)
 
 
 def test_the_context_rule_keeps_words_after_a_pause_and_drops_peaks_inside_talk():
