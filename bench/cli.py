@@ -60,6 +60,7 @@ from edgesense.bench.accuracy import (
     _noise_recordings,
     evaluate_commands,
     evaluate_scenes,
+    photo_frames,
     select_command_items,
     select_scene_items,
 )
@@ -187,6 +188,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         index, items, how = select_scene_items(options, split)
         items = _cap(items, options.per_class_cap, options.seed)
         require(len(items) > 0, "scenes", "photos to evaluate", 0)
+        scene_items = items
         scene, scene_ambient, frames, frame_labels = evaluate_scenes(model, items, index.classes, timer, noise,
                                                                      options.seed)
         report["scene"] = {**scene, "selection": how}
@@ -224,8 +226,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         if ref.task == "scene" and frames is not None and set(frame_labels) - set(ref.info["labels"]):
             logger.warning("reference %s: scene labels differ from the data's; skipped", ref.name)
             continue
-        result = evaluate_reference(ref, clips=clips, clip_labels=clip_labels, frames=frames,
-                                    frame_labels=frame_labels, audio_frontend=model.audio_frontend)
+        ref_frames, ref_labels = frames, frame_labels
+        if ref.task == "scene" and frames is not None and ref.input_shape[1:3] != model.image_frontend.input_shape[:2]:
+            # a reference of another input size sees the photos as the device would give them to it
+            ref_frames, ref_labels = photo_frames(scene_items, ref.input_shape[1:3])
+        result = evaluate_reference(ref, clips=clips, clip_labels=clip_labels, frames=ref_frames,
+                                    frame_labels=ref_labels, audio_frontend=model.audio_frontend)
         if result is not None:
             references[ref.name] = result
     if references:

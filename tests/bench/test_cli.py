@@ -409,6 +409,24 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
     assert "(20 command hops/s, 10 scene frames/s" in (orin / "report.md").read_text()
 
 
+def test_a_reference_of_another_input_size_sees_the_photos_at_its_own(tiny_builders, tmp_path):
+    """A camera path at 128 px beside the 96-px VWW reference: each gets the photos at its input size."""
+    from edgesense.frontend.image import ImageFrontendOptions
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+
+    speech, scenes = _speech_folder(tmp_path / "sc", per_class=16), _scene_folder(tmp_path / "scenes", per_class=10)
+    big = tmp_path / "tiny128.tflite"
+    convert_run(tiny_builders.write_tiny_run(tmp_path / "run128", image_options=ImageFrontendOptions(
+        height_px=128, width_px=128)), big, QuantizeOptions(mode="int8", calibration_samples=32))
+    out, refs = tmp_path / "out", tmp_path / "refs"
+    assert cli.main(["bench", "--model", str(big), "--speech-commands", str(speech), "--scenes", str(scenes),
+                     "--out", str(out), "--quick", "--no-streaming", "--train-references", "--references",
+                     str(refs), "--salt", "edgesense"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    vww = report["references"]["vww_mobilenet_v1"]
+    assert vww["scene"]["count"] == report["scene"]["count"] > 0  # the same photos, each model at its own size
+
+
 def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny_model_path, tmp_path, monkeypatch):
     """The teachers (extras not needed here: their scoring is replaced) see the same clips and photos as ours."""
     from edgesense.bench import cli as bench_cli
