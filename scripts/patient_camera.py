@@ -276,15 +276,16 @@ def train(args: argparse.Namespace) -> None:
     log.info("device %s; %d training, %d validation photos (%.0f s)", device, n, len(val_labels),
              time.monotonic() - started)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    record: dict = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "device": str(device), "teacher": [], "student": []}
+    record: dict = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "device": str(device),
+                    "teacher": [], "student": []}
 
     # --- the teacher: ImageNet EfficientNet-Lite0, fine-tuned on the training photos.
     teacher = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(_weights_file()),
                                            num_classes=num_classes).to(device).to(memory_format=torch.channels_last)
     head = [p for name, p in teacher.named_parameters() if name.startswith("_fc.")]
     body = [p for name, p in teacher.named_parameters() if not name.startswith("_fc.")]
-    optimizer = torch.optim.AdamW([{"params": body, "lr": args.teacher_lr}, {"params": head, "lr": args.teacher_lr * 4}],
-                                  weight_decay=1e-4)
+    optimizer = torch.optim.AdamW([{"params": body, "lr": args.teacher_lr},
+                                   {"params": head, "lr": args.teacher_lr * 4}], weight_decay=1e-4)
     steps = args.teacher_epochs * (n // args.batch)
     base = [g["lr"] for g in optimizer.param_groups]
 
@@ -307,10 +308,10 @@ def train(args: argparse.Namespace) -> None:
             for start in range(0, n - args.batch + 1, args.batch):
                 for group, lr in zip(optimizer.param_groups, base):
                     group["lr"] = lr * _schedule(step, steps, max(1, steps // 10))
-                (views,) = _views(torch, F, train_photos, order[start:start + args.batch], (args.teacher_px,), generator,
+                rows = order[start:start + args.batch]
+                (views,) = _views(torch, F, train_photos, rows, (args.teacher_px,), generator,
                                   crop_area=(0.35, 1.0), flip=True, jitter=0.2)
-                loss = F.cross_entropy(teacher_logits(views), train_labels[order[start:start + args.batch]],
-                                       label_smoothing=0.1)
+                loss = F.cross_entropy(teacher_logits(views), train_labels[rows], label_smoothing=0.1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
