@@ -14,7 +14,7 @@ import numpy as np
 from edgesense.bench.latency import _Timer
 from edgesense.bench.options import BenchOptions, _progress
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
-from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
+from edgesense.frontend.image import preprocess_frame
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
@@ -215,15 +215,3 @@ def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[st
     return (classification_report(np.array(true), np.array(pred), labels),
             classification_report(np.array(true), np.array(pred_ambient), labels), frames, frame_labels)
 
-
-def photo_frames(items: Sequence[Any], size_px: tuple[int, int]) -> tuple[list[np.ndarray], list[str]]:
-    """The readable photos of ``items`` through the device's ``preprocess_frame`` at ``size_px``
-    (height, width), and their labels: what a model of another input size (a reference) is scored on."""
-    frontend = ImageFrontendOptions(height_px=int(size_px[0]), width_px=int(size_px[1]))
-    frames, labels = [], []
-    for item in items:
-        bgr = _read_bgr(item.path)
-        if bgr is not None:
-            frames.append(preprocess_frame(bgr, frontend))
-            labels.append(item.label)
-    return frames, labels

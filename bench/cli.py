@@ -60,7 +60,6 @@ from edgesense.bench.accuracy import (
     _noise_recordings,
     evaluate_commands,
     evaluate_scenes,
-    photo_frames,
     select_command_items,
     select_scene_items,
 )
@@ -92,6 +91,7 @@ from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.shipped import shipped_config
+from edgesense.train.data import load_images
 from edgesense.types import is_command_word
 
 __all__ = ["BenchOptions", "run_bench", "add_arguments", "run"]
@@ -229,7 +229,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         ref_frames, ref_labels = frames, frame_labels
         if ref.task == "scene" and frames is not None and ref.input_shape[1:3] != model.image_frontend.input_shape[:2]:
             # a reference of another input size sees the photos as the device would give them to it
-            ref_frames, ref_labels = photo_frames(scene_items, ref.input_shape[1:3])
+            photos, loaded = load_images(scene_items, tuple(ref.input_shape[1:3]), what=f"{ref.name} photos")
+            ref_frames, ref_labels = list(photos), [scene_items[i].label for i in loaded.kept]
         result = evaluate_reference(ref, clips=clips, clip_labels=clip_labels, frames=ref_frames,
                                     frame_labels=ref_labels, audio_frontend=model.audio_frontend)
         if result is not None:
