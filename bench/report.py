@@ -152,11 +152,8 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     latency = sw.get("max_latency_p95_ms")
     missed = ""
     if not rec["within_budget_on_tuning"]:
-        r = rec["tuning"]
-        quiet = (r["false_accepts_per_hour"] <= sw["max_false_accepts_per_hour"]
-                 and r["false_accepts_per_100_words"] <= sw["max_false_accepts_per_100_words"])
         missed = ("; none within the false-accept budget was within the latency budget, so the best of them"
-                  if quiet and latency is not None else "; none was within that budget, so the quietest")
+                  if rec.get("budget_missed") == "latency" else "; none was within that budget, so the quietest")
     lines += ["", f"**Recommended** (chosen on the {rec['chosen_on']} streams among {st['sweep_points']} settings: "
               f"the highest hit rate with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
               f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words"

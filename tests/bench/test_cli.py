@@ -338,12 +338,12 @@ def test_the_report_says_when_the_latency_budget_was_missed(quick_report):
     assert "latency p95 at most" not in render_markdown(report)  # no latency budget by default
     st["sweep_options"]["max_latency_p95_ms"] = 450.0
     assert "latency p95 at most 450 ms):" in render_markdown(report)
+    assert st["recommended"]["budget_missed"] is None  # the quick sweep's recommendation is within its budget
     st["recommended"]["within_budget_on_tuning"] = False
-    tuning = st["recommended"]["tuning"]
-    tuning["false_accepts_per_hour"] = tuning["false_accepts_per_100_words"] = 0.0
+    st["recommended"]["budget_missed"] = "latency"
     assert "none within the false-accept budget was within the latency budget, so the best of them" \
         in render_markdown(report)
-    tuning["false_accepts_per_hour"] = 99.0
+    st["recommended"]["budget_missed"] = "false_accepts"
     assert "none was within that budget, so the quietest" in render_markdown(report)
 
 
