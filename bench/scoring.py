@@ -42,8 +42,10 @@ _PER_100 = 100.0
 CALIBRATION_FALSE_ACCEPT_COST = 0.25
 #: A threshold no average of int8 posteriors (at most 255/256) beats: silences a word.
 _NEVER = 0.999
+#: The latency percentile a latency budget (``SweepOptions.max_latency_p95_ms``) bounds.
+LATENCY_BUDGET_PERCENTILE = 95
 #: Latency percentiles reported.
-LATENCY_PERCENTILES = (50, 95)
+LATENCY_PERCENTILES = (50, LATENCY_BUDGET_PERCENTILE)
 #: A false accept that falls in no utterance's span is on the background.
 BACKGROUND_SOURCE = "background"
 #: How many of the utterances fired on most the report lists.
@@ -249,7 +251,7 @@ class OperatingPoint:
     def within(self, max_per_hour: float, max_per_100_words: float, max_latency_p95_ms: float | None = None) -> bool:
         """Within the false-accept budgets and, when one is given, the latency budget (the 95th
         percentile from word end; a point that detects nothing shows no latency and is not within one)."""
-        latency = self.latency_ms(LATENCY_PERCENTILES[-1])
+        latency = self.latency_ms(LATENCY_BUDGET_PERCENTILE)
         return (self.false_accepts_per_hour <= max_per_hour + 1e-9
                 and self.false_accepts_per_100_words <= max_per_100_words + 1e-9
                 and (max_latency_p95_ms is None or (latency is not None and latency <= max_latency_p95_ms + 1e-9)))
