@@ -152,28 +152,23 @@ def _torch_modules():
             """The weights under train/model.py's layer names, in Keras' layouts."""
             out: dict[str, np.ndarray] = {}
 
-            def put(name: str, unit: ConvBnRelu, depthwise: bool = False) -> None:
+            def put(conv: str, norm: str, unit: ConvBnRelu, depthwise: bool = False) -> None:
                 kernel = unit.conv.weight.detach().cpu().numpy()
-                out[f"{name}/0"] = kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(2, 3, 1, 0)
+                out[f"{conv}/0"] = kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(2, 3, 1, 0)
                 bn = unit.bn
                 for i, value in enumerate((bn.weight, bn.bias, bn.running_mean, bn.running_var)):
-                    out[f"{name}_bn/{i}"] = value.detach().cpu().numpy()
+                    out[f"{norm}/{i}"] = value.detach().cpu().numpy()
 
-            put("image_stem_conv", self.stem)
+            put("image_stem_conv", "image_stem_bn", self.stem)
             for i in range(len(self.blocks) // 2):
-                put(f"image_ds{i}_dw", self.blocks[2 * i], depthwise=True)
-                put(f"image_ds{i}_pw_conv", self.blocks[2 * i + 1])
+                put(f"image_ds{i}_dw", f"image_ds{i}_dw_bn", self.blocks[2 * i], depthwise=True)
+                put(f"image_ds{i}_pw_conv", f"image_ds{i}_pw_bn", self.blocks[2 * i + 1])
             for name, layer in (("fuse_image_proj", self.proj), ("scene_logits", self.logits)):
                 out[f"{name}/0"] = layer.weight.detach().cpu().numpy().T
                 out[f"{name}/1"] = layer.bias.detach().cpu().numpy()
             return out
 
     return torch, F, nn, Student
-
-
-def _bn_name(name: str) -> str:
-    """``image_stem_conv_bn`` -> ``image_stem_bn`` and ``image_ds0_pw_conv_bn`` -> ``image_ds0_pw_bn``."""
-    return name.replace("_conv_bn", "_bn")
 
 
 def _views(torch, F, photos, rows, sizes, generator, *, crop_area, flip: bool, jitter: float):
@@ -402,7 +397,7 @@ def train(args: argparse.Namespace) -> None:
     with torch.no_grad():
         probe_logits = student(probe).cpu().numpy()
     weights = student.keras_weights()
-    np.savez(out / "student.npz", **{_bn_name(k): v for k, v in weights.items()},
+    np.savez(out / "student.npz", **weights,
              probe_photos=probe.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8), probe_logits=probe_logits)
     record["seconds"] = time.monotonic() - started
     (out / "log.json").write_text(json.dumps(record, indent=1, default=str))
