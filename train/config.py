@@ -166,6 +166,12 @@ class TrainOptions:
     #: The same for each photo's scene loss and the vision teacher (> 0 needs ``vision_teacher.enabled``).
     scene_distill_weight: float = 0.0
     distill_temperature: float = 2.0  #: both teachers' soft targets
+    #: Per-step pipeline: weight of the embedding hint, a loss (1 - cosine) that makes a linear map of
+    #: the audio encoder's embedding (trained with it, in the training view only: never exported)
+    #: point where Google's ``speech_embedding`` points for the row's clean clip or window of other
+    #: speech (the mean and maximum of its embeddings), on every row that still holds one, as drawn
+    #: and mixed. 0: off. Needs the ``[teacher]`` extra, not ``audio_teacher.enabled``.
+    embedding_hint_weight: float = 0.0
     #: Threads that prepare batches ahead of the fit loop.
     workers: int = 2
     #: What picks the checkpoint and stops early, on validation: ``score`` (the mean of both heads'
@@ -205,6 +211,7 @@ class TrainOptions:
         require(0.0 <= self.scene_distill_weight <= 1.0, "scene_distill_weight", "in [0, 1]",
                 self.scene_distill_weight)
         require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
+        require(self.embedding_hint_weight >= 0.0, "embedding_hint_weight", ">= 0", self.embedding_hint_weight)
         require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
         require(self.ema_momentum is None or 0.0 < self.ema_momentum < 1.0, "ema_momentum", "in (0, 1) or null",
                 self.ema_momentum)
@@ -251,6 +258,12 @@ class TrainConfig:
         require(self.train.reversed_speech_share == 0.0 or self.bank.variants == 0, "train.reversed_speech_share",
                 "0 with an example bank (bank.variants > 0): the per-step pipeline draws it",
                 self.train.reversed_speech_share)
+        require(self.train.embedding_hint_weight == 0.0 or self.bank.variants == 0, "train.embedding_hint_weight",
+                "0 with an example bank (bank.variants > 0): the per-step pipeline draws its rows",
+                self.train.embedding_hint_weight)
+        require(self.train.embedding_hint_weight == 0.0 or self.train.strategy == "default",
+                "train.embedding_hint_weight", "0 with a distribution strategy (the hint lives in the training view)",
+                self.train.embedding_hint_weight)
 
     def to_dict(self) -> dict:
         return to_mapping(self)

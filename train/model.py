@@ -36,6 +36,8 @@ INPUT_AUDIO_ROW = "audio_row"
 INPUT_IMAGE_ROW = "image_row"
 OUTPUT_COMMAND = "command"
 OUTPUT_SCENE = "scene"
+#: Output of the training view only, with an embedding hint (:func:`build_present_rows_view`).
+OUTPUT_AUDIO_HINT = "audio_hint"
 
 
 # ----------------------------------------------------------------------------- custom layers
@@ -267,7 +269,7 @@ def build_fusion_model(*, num_commands: int, num_scenes: int, options: ModelOpti
                        outputs, name="edgesense_fusion")
 
 
-def build_present_rows_view(model: keras.Model) -> keras.Model:
+def build_present_rows_view(model: keras.Model, *, hint_dim: int | None = None) -> keras.Model:
     """A training view of the fusion model in which each encoder runs only on the rows whose
     modality is present.
 
@@ -279,6 +281,10 @@ def build_present_rows_view(model: keras.Model) -> keras.Model:
     the fusion head then sees every row as the whole model would. It shares the model's layers,
     so training it trains the model; the model alone is saved and exported. Batch statistics are
     those of the present rows only.
+
+    With ``hint_dim`` the view has a third output, ``audio_hint``: a linear map of each row's audio
+    embedding to ``hint_dim`` values, for a teacher's embedding to pull on (``train.embedding_hint_weight``).
+    The map is the view's own layer, so it is trained and then left behind.
     """
     audio_encoder, image_encoder = model.get_layer("audio_encoder"), model.get_layer("image_encoder")
     audio = keras.Input(audio_encoder.input_shape[1:], name=INPUT_AUDIO)
@@ -289,7 +295,9 @@ def build_present_rows_view(model: keras.Model) -> keras.Model:
     pv = keras.Input((1,), name=INPUT_IMAGE_PRESENT)
     audio_embedding = ops.take(audio_encoder(audio), audio_row, axis=0)
     image_embedding = ops.take(image_encoder(image), image_row, axis=0)
-    outputs = model.get_layer("fusion_head")([audio_embedding, image_embedding, pa, pv])
+    outputs = dict(model.get_layer("fusion_head")([audio_embedding, image_embedding, pa, pv]))
+    if hint_dim is not None:
+        outputs[OUTPUT_AUDIO_HINT] = layers.Dense(hint_dim, name=OUTPUT_AUDIO_HINT)(audio_embedding)
     inputs = {INPUT_AUDIO: audio, INPUT_IMAGE: image, INPUT_AUDIO_ROW: audio_row, INPUT_IMAGE_ROW: image_row,
               INPUT_AUDIO_PRESENT: pa, INPUT_IMAGE_PRESENT: pv}
     return keras.Model(inputs, outputs, name=f"{model.name}_present_rows")

@@ -28,6 +28,7 @@ from edgesense.train.model import (
     INPUT_IMAGE,
     INPUT_IMAGE_PRESENT,
     INPUT_IMAGE_ROW,
+    OUTPUT_AUDIO_HINT,
     OUTPUT_COMMAND,
     OUTPUT_SCENE,
     build_fusion_model,
@@ -94,6 +95,16 @@ class Dataset:
     def real_rooms(self) -> np.ndarray:
         """``rirs``, or an empty ``(0, 1)`` array when there are none."""
         return self.rirs if self.rirs is not None else np.zeros((0, 1), np.float32)
+
+
+@dataclass(frozen=True)
+class HintTargets:
+    """The embedding hint's targets (``train.embedding_hint_weight``): the speech embedding's
+    summary (:func:`~edgesense.train.teachers.speech_embedding.clip_summary`) of each training
+    clip, and of each window of other speech (None without any)."""
+
+    clips: np.ndarray  # float32 (N, D)
+    talk: np.ndarray | None = None  # float32 (K, D)
 
 
 def command_labels_for(words) -> tuple[str, ...]:
@@ -295,12 +306,14 @@ class FusionBatches(keras.utils.PyDataset):
     ``clip_soft_targets`` (the audio teacher's, one row per training clip) so does a command row
     that still holds its clip's word (not talk, background or a cut-off part of a word). With a
     ``window_teacher`` (:class:`~edgesense.train.teachers.models.ModelEnsembleTeacher`) every audio
-    row learns from its scores on the row's own window, as drawn and mixed, before SpecAugment."""
+    row learns from its scores on the row's own window, as drawn and mixed, before SpecAugment.
+    With ``hint`` (:class:`HintTargets`) each batch also has ``audio_hint`` targets: the teacher's
+    summary of the clip or window of other speech a row still holds (weight 0 on the other rows)."""
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
                  packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None,
                  clip_soft_targets: np.ndarray | None = None, window_teacher: ModelEnsembleTeacher | None = None,
-                 present_rows_only: bool = False):
+                 present_rows_only: bool = False, hint: HintTargets | None = None):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.packed_targets = packed_targets  # targets for DistillationLoss rather than one-hot
         self.present_rows_only = present_rows_only  # inputs for build_present_rows_view (see present_rows)
@@ -309,6 +322,10 @@ class FusionBatches(keras.utils.PyDataset):
         require(clip_soft_targets is None or window_teacher is None, "window_teacher",
                 "None with clip_soft_targets (one audio teacher)", window_teacher)
         self.scene_soft, self.clip_soft, self.window_teacher = scene_soft_targets, clip_soft_targets, window_teacher
+        require(hint is None or len(hint.clips) == dataset.audio_train.labels.size, "hint",
+                f"one target per training clip ({dataset.audio_train.labels.size})",
+                None if hint is None else len(hint.clips))
+        self.hint = hint
         self.ds, self.config, self.steps = dataset, config, steps
         self.base_seed = epoch_seed
         self.epoch = 0
@@ -357,13 +374,13 @@ class FusionBatches(keras.utils.PyDataset):
             images = np.zeros((b, *cfg.image_frontend.input_shape), np.uint8)
             y_scene = np.zeros(b, np.int32)
         if has_audio:
-            feats, y_cmd, cmd_target, cmd_weight, related = self.audio_batch(
+            feats, y_cmd, cmd_target, cmd_weight, related, hint = self.audio_batch(
                 rng, b, y_scene if has_image else None)
         else:
             feats = np.zeros((b, *cfg.audio_frontend.feature_shape), np.float32)
             y_cmd = np.zeros(b, np.int32)
             cmd_target = self.command_target(y_cmd, None)
-            cmd_weight, related = np.ones(b, np.float32), np.zeros(b, bool)
+            cmd_weight, related, hint = np.ones(b, np.float32), np.zeros(b, bool), None
 
         audio_present = np.full(b, float(has_audio), np.float32)
         image_present = np.full(b, float(has_image), np.float32)
@@ -388,6 +405,10 @@ class FusionBatches(keras.utils.PyDataset):
             OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd] * cmd_weight,
             OUTPUT_SCENE: scene_seen * self.scene_weights[y_scene],
         }
+        if self.hint is not None:
+            hint_target, hint_weight = hint if hint is not None else (
+                np.zeros((b, self.hint.clips.shape[1]), np.float32), np.zeros(b, np.float32))
+            y[OUTPUT_AUDIO_HINT], w[OUTPUT_AUDIO_HINT] = hint_target, audio_present * hint_weight
         return (present_rows(x) if self.present_rows_only else x), y, w
 
     def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray) -> np.ndarray:
@@ -407,12 +428,14 @@ class FusionBatches(keras.utils.PyDataset):
         return place_rows(scenes, labels, self.place_sounds, rng, self.config.scene_audio, silence_id=self.silence_id)
 
     def audio_batch(self, rng: np.random.Generator, count: int, scenes: np.ndarray | None = None):
-        """``(features, labels, command targets, command weights, related)`` of ``count`` drawn
+        """``(features, labels, command targets, command weights, related, hint)`` of ``count`` drawn
         clips, augmented now; with place sounds, each row also carries the sound of the place in
-        ``scenes`` (``related``: the audio belongs to the row's photo)."""
+        ``scenes`` (``related``: the audio belongs to the row's photo). ``hint``: ``(targets, weights)``
+        of the embedding hint (:meth:`hint_rows`), or None without one."""
         idx = self.draw_audio_indices(rng, count)
         labels = self.ds.audio_train.labels[idx]
-        clips, talk = self.with_other_speech(rng, self.ds.audio_train.clips[idx], labels)
+        clips, talk_index = self.with_other_speech(rng, self.ds.audio_train.clips[idx], labels)
+        talk = talk_index >= 0
         clips, backwards = self.with_reversed_speech(rng, clips, labels, talk)
         clips, background = self.with_background_silence(rng, clips, labels)
         from_clip = ~talk & ~background
@@ -422,19 +445,37 @@ class FusionBatches(keras.utils.PyDataset):
             placeable=from_clip & (labels != self.silence_id), partial_ok=from_clip & self.is_word[labels],
             noise_pool=self.noise_pool, rirs=self.ds.real_rooms)
         labels = np.where(partial, self.unknown_id, labels).astype(labels.dtype)
+        holds_clip = from_clip & ~backwards & ~partial
         weight, related = np.ones(count, np.float32), np.zeros(count, bool)
         rows = self.place_rows(rng, labels, scenes)
         if rows is not None:
             clips = mix_under(clips, rows, rng, self.config.scene_audio)
             labels, weight, related = rows["labels"], rows["command_weight"], rows["only"] | rows["under"]
+            only = rows["only"]  # rows that are the place's sound alone hold no clip or talk
+            holds_clip, talk = holds_clip & ~only, talk & ~only
+        holds_clip &= labels == self.ds.audio_train.labels[idx]
         feats = features_of(clips, self.config)
         if self.window_teacher is not None:
             target = self.window_target(labels, feats)
         else:
-            holds_clip = from_clip & ~backwards & ~partial & (labels == self.ds.audio_train.labels[idx])
             target = self.command_target(labels, idx, holds_clip)
         feats = augment.augment_features(feats, rng, self.config.audio_augment)
-        return feats, labels, target, weight, related
+        return feats, labels, target, weight, related, self.hint_rows(idx, holds_clip, talk_index, talk)
+
+    def hint_rows(self, clips: np.ndarray, holds_clip: np.ndarray, talk_index: np.ndarray, holds_talk: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The embedding hint's ``(targets, weights)`` for rows drawn from training clips ``clips``:
+        the clip's summary where the row ``holds_clip``, the window's where it ``holds_talk``
+        (``talk_index``: which window of other speech), zeros at weight 0 elsewhere."""
+        if self.hint is None:
+            return None
+        target = np.zeros((clips.size, self.hint.clips.shape[1]), np.float32)
+        target[holds_clip] = self.hint.clips[clips[holds_clip]]
+        if self.hint.talk is not None:
+            target[holds_talk] = self.hint.talk[talk_index[holds_talk]]
+        else:
+            holds_talk = np.zeros_like(holds_talk)
+        return target, (holds_clip | holds_talk).astype(np.float32)
 
     def window_target(self, labels: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Packed targets: the hard ``labels`` and the window teacher's scores of ``features`` at
@@ -447,16 +488,18 @@ class FusionBatches(keras.utils.PyDataset):
     def with_other_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray]:
         """``clips`` with ``train.other_speech_share`` of the ``_unknown_`` rows replaced by
-        windows of other speech (still ``_unknown_``); returns ``(clips, replaced)``."""
+        windows of other speech (still ``_unknown_``); returns ``(clips, window)``: per row, the
+        window of ``Dataset.other_speech`` it now holds, or -1."""
         talk = self.ds.other_speech
         share = self.config.train.other_speech_share
-        replaced = np.zeros(labels.shape, bool)
+        window = np.full(labels.shape, -1, np.int64)
         if share <= 0 or talk is None or not len(talk):
-            return clips, replaced
+            return clips, window
         replaced = (labels == self.unknown_id) & (rng.random(labels.size) < share)
+        window[replaced] = rng.integers(0, len(talk), size=int(replaced.sum()))
         clips = clips.copy()
-        clips[replaced] = talk[rng.integers(0, len(talk), size=int(replaced.sum()))]
-        return clips, replaced
+        clips[replaced] = talk[window[replaced]]
+        return clips, window
 
     def with_reversed_speech(self, rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray,
                              taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -583,7 +626,7 @@ class BankBatches(FusionBatches):
             labels, related = place["labels"], only
             weight = np.where(only, place["command_weight"], 1.0).astype(np.float32)
         feats = augment.augment_features(feats, rng, self.config.audio_augment)
-        return feats, labels, self.command_target(labels, rows), weight, related
+        return feats, labels, self.command_target(labels, rows), weight, related, None
 
     def command_target(self, labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         if rows is None or self.soft is None:
@@ -754,6 +797,15 @@ class AudioTeacher:
 
         return teacher_logits(self.head, embeddings)
 
+    def hint_targets(self, ds: Dataset) -> HintTargets:
+        """The embedding hint's targets for ``ds``' training clips and windows of other speech
+        (cached like every embedding); no head is needed."""
+        from edgesense.train.teachers.speech_embedding import clip_summary
+
+        talk = ds.other_speech if ds.other_speech is not None and len(ds.other_speech) else None
+        return HintTargets(clip_summary(self.embed(ds.audio_train.clips)),
+                           clip_summary(self.embed(talk)) if talk is not None else None)
+
     def clip_logits(self, ds: Dataset) -> np.ndarray:
         """The teacher's logits for each training clip, the per-step pipeline's soft targets.
 
@@ -869,7 +921,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     elif config.train.frozen_parts:
         raise ValueError(f"train.frozen_parts: {', '.join(config.train.frozen_parts)} would keep random weights; "
                          f"expected --init-from a run to freeze them at")
-    if config.audio_teacher.enabled:  # a missing [teacher] extra is one line, before minutes of loading
+    if config.audio_teacher.enabled or config.train.embedding_hint_weight:
+        # A missing [teacher] extra is one line, before minutes of loading.
         from edgesense.train.teachers.speech_embedding import model_files
 
         model_files()
@@ -901,6 +954,9 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     bank = (make_bank(ds, config, cache, teacher.embedder if teacher else None)
             if ds.audio_train.labels.size and config.bank.variants else None)
     teacher_metrics: dict = {}
+    hint = None
+    if config.train.embedding_hint_weight and ds.audio_train.labels.size:
+        hint = (teacher or AudioTeacher(config, cache)).hint_targets(ds)
     soft_targets = None
     if teacher is not None:
         teacher_metrics = teacher.fit(ds, bank)
@@ -947,13 +1003,19 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         # each, by modality dropout): the same rows and losses, a sixth less compute a step. Not
         # when a strategy splits each batch across replicas: its inputs have rows of their own.
         present_rows_only = config.train.strategy == "default"
-        view = build_present_rows_view(model) if present_rows_only else model
-        view.compile(
-            optimizer=_optimizer(config.train, schedule),
-            loss={OUTPUT_COMMAND: DistillationLoss(n_cmd, temperature,
+        view = (build_present_rows_view(model, hint_dim=hint.clips.shape[1] if hint is not None else None)
+                if present_rows_only else model)
+        losses = {OUTPUT_COMMAND: DistillationLoss(n_cmd, temperature,
                                                    label_smoothing=config.train.command_label_smoothing),
                   OUTPUT_SCENE: DistillationLoss(num_scenes, temperature, label_smoothing=config.train.label_smoothing,
-                                                 name="scene_distillation")},
+                                                 name="scene_distillation")}
+        if hint is not None:
+            losses[OUTPUT_AUDIO_HINT] = keras.losses.CosineSimilarity(axis=-1, name="embedding_hint")
+        view.compile(
+            optimizer=_optimizer(config.train, schedule),
+            loss=losses,
+            loss_weights={name: config.train.embedding_hint_weight if name == OUTPUT_AUDIO_HINT else 1.0
+                          for name in losses},
             weighted_metrics={OUTPUT_COMMAND: [target_accuracy(n_cmd)],
                               OUTPUT_SCENE: [target_accuracy(num_scenes)]},
         )
@@ -964,7 +1026,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     else:
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
                                 packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets,
-                                window_teacher=window_teacher, present_rows_only=present_rows_only)
+                                window_teacher=window_teacher, present_rows_only=present_rows_only, hint=hint)
     validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation = _OnModel(HeadValidation)(*validation_split, on=model)
     monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]

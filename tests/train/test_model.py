@@ -117,6 +117,31 @@ def test_the_present_rows_view_computes_the_model_and_trains_its_weights():
     assert any(not np.allclose(a, b) for a, b in zip(before, after))  # the view trains the model's own weights
 
 
+def test_the_views_embedding_hint_trains_the_audio_encoder_and_stays_out_of_the_model():
+    from edgesense.train.distill import pack_targets
+    from edgesense.train.trainer import present_rows
+
+    model = build_fusion_model(num_commands=4, num_scenes=3, options=ModelOptions(
+        audio_channels=8, audio_blocks=1, image_channels=(8, 8), image_strides=(2, 2), embedding_dim=8))
+    view = build_present_rows_view(model, hint_dim=5)
+    x = _inputs(6, np.random.default_rng(6))
+    x["audio_present"][[2]] = 0.0
+    rows = present_rows(x)
+    out = view(rows, training=False)
+    assert out["audio_hint"].shape == (6, 5)
+    assert "audio_hint" not in [layer.name for layer in model.layers]
+    np.testing.assert_allclose(out["command"], model(x, training=False)["command"], atol=1e-6)
+    # With the heads' losses switched off, only the hint moves the audio encoder.
+    view.compile(optimizer="adam", loss={"command": "mse", "scene": "mse", "audio_hint": keras.losses.CosineSimilarity()},
+                 loss_weights={"command": 0.0, "scene": 0.0, "audio_hint": 1.0})
+    before = model.get_layer("audio_encoder").get_weights()
+    targets = np.random.default_rng(7).normal(size=(6, 5)).astype(np.float32)
+    view.train_on_batch(rows, {"command": pack_targets(np.zeros(6, int), 4)[:, :4],
+                               "scene": pack_targets(np.ones(6, int), 3)[:, :3], "audio_hint": targets})
+    after = model.get_layer("audio_encoder").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
 def test_fused_batch_norm_trains_like_keras_batch_norm():
     """The fused kernel gives Keras' outputs and gradients in training, Keras' moving statistics
     (up to Bessel's correction of the variance) and Keras' own inference path."""

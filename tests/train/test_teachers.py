@@ -100,3 +100,15 @@ def test_head_learns_from_embeddings(embedder):
     head = fit_audio_head(emb, labels, 2, AudioTeacherOptions(epochs=30, batch_size=8))
     logits = teacher_logits(head, emb)
     assert logits.shape == (24, 2) and np.mean(logits.argmax(1) == labels) > 0.9
+
+
+def test_clip_summary_is_the_mean_then_the_maximum_of_each_clips_embeddings():
+    e = np.zeros((2, 3, se.EMBEDDING_DIM), np.float32)
+    e[0, :, 0] = [1.0, 2.0, 6.0]
+    e[1, 1, 5] = -3.0
+    summary = se.clip_summary(e)
+    assert summary.shape == (2, se.HINT_DIM)
+    assert summary[0, 0] == 3.0 and summary[0, se.EMBEDDING_DIM] == 6.0  # mean, then maximum
+    assert summary[1, 5] == -1.0 and summary[1, se.EMBEDDING_DIM + 5] == 0.0
+    with pytest.raises(ValueError, match="embeddings"):
+        se.clip_summary(e[:, :, :10])

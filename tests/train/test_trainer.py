@@ -385,14 +385,15 @@ def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data)
     unknown = ds.command_labels.index("_unknown_")
     labels = np.array([unknown, 2, unknown, 3, unknown], np.int32)
     clips = np.zeros((labels.size, config.audio_frontend.clip_samples), np.float32)
-    out, replaced = batches.with_other_speech(np.random.default_rng(0), clips, labels)
+    out, window = batches.with_other_speech(np.random.default_rng(0), clips, labels)
+    replaced = window >= 0
     np.testing.assert_array_equal(replaced, labels == unknown)  # every _unknown_ row, nothing else
     for row in np.flatnonzero(replaced):
-        assert np.any(np.all(ds.other_speech == out[row], axis=1))  # a window of the training pool's talk
+        np.testing.assert_array_equal(out[row], ds.other_speech[window[row]])  # the window of talk it names
     assert not out[~replaced].any() and not clips.any()  # the others untouched, the input not changed
     off = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0"])
     _, none = FusionBatches(ds, off, steps=1, epoch_seed=0).with_other_speech(np.random.default_rng(0), clips, labels)
-    assert not none.any()
+    assert np.all(none == -1)
     with pytest.raises(ValueError, match="train.other_speech_share"):
         load_train_config(path, ["train.other_speech_share=0.5"])  # no data.speech_negatives
 
@@ -611,6 +612,85 @@ def test_rows_that_hold_their_clip_learn_from_the_audio_teachers_soft_targets(tm
     assert np.all(weight[partial] == 0.0) and np.all(weight[~partial] == np.float32(0.4))
     with pytest.raises(ValueError, match="clip_soft_targets"):
         FusionBatches(ds, config, steps=1, epoch_seed=0, clip_soft_targets=soft)
+
+
+def test_rows_that_hold_a_clip_or_a_window_of_talk_get_its_embedding_hint(tmp_path, tiny_data):
+    from edgesense.frontend.wav import write_wav
+    from edgesense.train.model import OUTPUT_AUDIO_HINT
+    from edgesense.train.trainer import HintTargets
+
+    speech, _ = tiny_data
+    talk = tmp_path / "negatives" / "read_speech"
+    talk.mkdir(parents=True)
+    noise = np.random.default_rng(7)
+    for i in range(4):
+        write_wav(talk / f"talk_{i}.wav", (0.1 * noise.normal(size=48000)).astype(np.float32), 16000)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    config = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0",
+                                      "train.other_speech_share=0.5", "train.embedding_hint_weight=0.5",
+                                      "bank.partial_word_probability=0.5", "bank.background_silence_probability=0",
+                                      "train.modality_dropout=0"])
+    ds = load_dataset(config)
+    n, k = ds.audio_train.labels.size, len(ds.other_speech)
+    # Each target names its source: clip i -> (i + 1) in the first column, window j -> -(j + 1).
+    hint = HintTargets(np.repeat(np.arange(1, n + 1, dtype=np.float32)[:, None], 4, axis=1),
+                       np.repeat(-np.arange(1, k + 1, dtype=np.float32)[:, None], 4, axis=1))
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True, hint=hint)
+    rng = np.random.default_rng(4)
+    drawn = batches.draw_audio_indices(np.random.default_rng(4), 64)
+    _, labels, _, _, _, (target, weight) = batches.audio_batch(rng, 64)
+    source = target[:, 0]
+    clip_rows, talk_rows = source > 0, source < 0
+    np.testing.assert_array_equal(source[clip_rows], drawn[clip_rows] + 1)  # the row's own clip
+    np.testing.assert_array_equal(labels[clip_rows], ds.audio_train.labels[drawn[clip_rows]])
+    unknown = ds.command_labels.index("_unknown_")
+    assert talk_rows.any() and np.all(labels[talk_rows] == unknown)
+    cut = labels != ds.audio_train.labels[drawn]  # words cut to a part: _unknown_, no clip to point at
+    assert (cut & ~talk_rows).any() and not np.any(clip_rows & cut)
+    np.testing.assert_array_equal(weight, (clip_rows | talk_rows).astype(np.float32))
+    assert not target[weight == 0].any()
+    # The batch carries the hint as a third output, weighted where the row hears its audio.
+    _, y, w = batches[0]
+    b = config.train.batch_size
+    assert y[OUTPUT_AUDIO_HINT].shape == (b, 4) and w[OUTPUT_AUDIO_HINT].shape == (b,)
+    assert set(np.unique(w[OUTPUT_AUDIO_HINT])) <= {0.0, 1.0} and w[OUTPUT_AUDIO_HINT].any()
+    with pytest.raises(ValueError, match="hint: expected one target per training clip"):
+        FusionBatches(ds, config, steps=1, epoch_seed=0, hint=HintTargets(hint.clips[:-1]))
+
+
+def test_the_embedding_hint_needs_the_per_step_pipeline_and_no_strategy(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    assert load_train_config(path, ["bank.variants=0", "train.embedding_hint_weight=0.5"])
+    for refused in (["bank.variants=2", "train.embedding_hint_weight=0.5"],
+                    ["bank.variants=0", "train.embedding_hint_weight=0.5", "train.strategy=mirrored"],
+                    ["bank.variants=0", "train.embedding_hint_weight=-1"]):
+        with pytest.raises(ValueError, match="train.embedding_hint_weight"):
+            load_train_config(path, refused)
+
+
+@pytest.mark.slow
+def test_a_run_with_the_embedding_hint_learns_it_and_keeps_it_out_of_the_model(tmp_path, tiny_data):
+    from edgesense.train.teachers import speech_embedding
+
+    try:
+        speech_embedding.model_files()
+    except speech_embedding.TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    speech, scenes = tiny_data
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=3,
+                                                steps_per_epoch=6),
+                               ["bank.variants=0", "train.embedding_hint_weight=1.0",
+                                f"data.cache_dir={tmp_path / 'cache'}"])
+    train(config, tmp_path / "run", verbose=0)
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("audio_hint_loss")
+    losses = [float(line.split(",")[column]) for line in history[1:]]
+    assert len(losses) == 3 and losses[-1] < losses[0]  # minus the cosine: falls as the map learns to point
+    import keras
+
+    model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert "audio_hint" not in [layer.name for layer in model.layers] and set(model.output) == {"command", "scene"}
 
 
 class _RecordingTeacher:

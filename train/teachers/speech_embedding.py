@@ -26,6 +26,8 @@ __all__ = [
     "SpeechEmbedding",
     "SpeechEmbeddingOptions",
     "TeacherUnavailable",
+    "HINT_DIM",
+    "clip_summary",
     "embedding_windows",
     "mel_transform",
     "model_files",
@@ -45,6 +47,7 @@ MEL_HOP_SAMPLES = 160  #: 10 ms
 WINDOW_FRAMES = 76  #: mel frames per embedding (775 ms)
 STRIDE_FRAMES = 8  #: 80 ms between embeddings
 EMBEDDING_DIM = 96
+HINT_DIM = 2 * EMBEDDING_DIM  #: :func:`clip_summary`: the mean and the maximum of a clip's embeddings
 MEL_SCALE = 0.1  #: openWakeWord's transform of the mel model's output: x / 10 + 2
 MEL_OFFSET = 2.0
 PCM16_SCALE = 32767.0
@@ -77,6 +80,15 @@ def embedding_windows(mel: np.ndarray, *, window_frames: int = WINDOW_FRAMES,
     count = 1 + (m.shape[1] - window_frames) // stride_frames
     starts = np.arange(count) * stride_frames
     return m[:, starts[:, None] + np.arange(window_frames)[None, :], :]
+
+
+def clip_summary(embeddings: np.ndarray) -> np.ndarray:
+    """``(N, windows, 96)`` -> ``(N, 192)``: per clip, the mean of its embeddings then their
+    maximum (what the whole second holds, and what its strongest window holds)."""
+    e = np.asarray(embeddings, dtype=np.float32)
+    require(e.ndim == 3 and e.shape[1] >= 1 and e.shape[2] == EMBEDDING_DIM, "embeddings",
+            f"a (clips, windows >= 1, {EMBEDDING_DIM}) array", e.shape)
+    return np.concatenate([e.mean(axis=1), e.max(axis=1)], axis=1)
 
 
 @dataclass(frozen=True, kw_only=True)
