@@ -49,6 +49,8 @@ RUN_FORMAT_VERSION = 1
 COSINE_DECAY_FLOOR = 0.02
 #: A teacher model's probabilities are floored here before their log (an int8 output can be exactly 0).
 _PROBABILITY_FLOOR = 1e-6
+#: The embedding hint's targets are divided by at least this standard deviation per value.
+_HINT_SCALE_FLOOR = 1e-3
 CHECKPOINT_MONITORS = {"score": "val_score", "command": "val_command_accuracy", "scene": "val_scene_accuracy"}
 
 
@@ -799,12 +801,17 @@ class AudioTeacher:
 
     def hint_targets(self, ds: Dataset) -> HintTargets:
         """The embedding hint's targets for ``ds``' training clips and windows of other speech
-        (cached like every embedding); no head is needed."""
+        (embeddings cached like every embedding; no head is needed), standardized per value over
+        all of them: the summaries share a large common part (a constant output is at cosine 0.7
+        of them), and the cosine must compare what tells them apart."""
         from edgesense.train.teachers.speech_embedding import clip_summary
 
         talk = ds.other_speech if ds.other_speech is not None and len(ds.other_speech) else None
-        return HintTargets(clip_summary(self.embed(ds.audio_train.clips)),
-                           clip_summary(self.embed(talk)) if talk is not None else None)
+        clips = clip_summary(self.embed(ds.audio_train.clips))
+        windows = clip_summary(self.embed(talk)) if talk is not None else np.zeros((0, clips.shape[1]), np.float32)
+        both = np.concatenate([clips, windows])
+        mean, scale = both.mean(axis=0), np.maximum(both.std(axis=0), _HINT_SCALE_FLOOR)
+        return HintTargets((clips - mean) / scale, (windows - mean) / scale if talk is not None else None)
 
     def clip_logits(self, ds: Dataset) -> np.ndarray:
         """The teacher's logits for each training clip, the per-step pipeline's soft targets.

@@ -658,6 +658,33 @@ def test_rows_that_hold_a_clip_or_a_window_of_talk_get_its_embedding_hint(tmp_pa
         FusionBatches(ds, config, steps=1, epoch_seed=0, hint=HintTargets(hint.clips[:-1]))
 
 
+def test_hint_targets_are_the_teachers_summaries_standardized_over_clips_and_talk():
+    from edgesense.train.teachers.speech_embedding import EMBEDDING_DIM, HINT_DIM
+    from edgesense.train.trainer import AudioTeacher
+
+    rng = np.random.default_rng(2)
+    clips, talk = rng.normal(size=(7, 16000)).astype(np.float32), rng.normal(size=(3, 16000)).astype(np.float32)
+    teacher = object.__new__(AudioTeacher)  # no embedder: embed() stands in for the cached one
+    # A large part common to every clip (10 + ...), as the speech embedding's summaries have.
+    teacher.embed = lambda x: (10.0 + x[:, :9 * EMBEDDING_DIM].reshape(len(x), 9, EMBEDDING_DIM)).astype(np.float32)
+    ds = _hint_dataset(clips, talk)
+    hint = teacher.hint_targets(ds)
+    assert hint.clips.shape == (7, HINT_DIM) and hint.talk.shape == (3, HINT_DIM)
+    both = np.concatenate([hint.clips, hint.talk])
+    np.testing.assert_allclose(both.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(both.std(axis=0), 1.0, atol=1e-4)
+    assert teacher.hint_targets(_hint_dataset(clips, None)).talk is None
+
+
+def _hint_dataset(clips, talk):
+    from edgesense.train.trainer import Dataset, ImageSet
+
+    empty_audio = AudioSet(np.zeros((0, 16000), np.float32), np.zeros(0, np.int32))
+    empty_images = ImageSet(np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int32))
+    return Dataset(("_silence_", "_unknown_", "yes"), (), AudioSet(clips, np.zeros(len(clips), np.int32)),
+                   empty_audio, empty_audio, empty_images, empty_images, empty_images, (), {}, other_speech=talk)
+
+
 def test_the_embedding_hint_needs_the_per_step_pipeline_and_no_strategy(tmp_path, tiny_data):
     speech, _ = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
