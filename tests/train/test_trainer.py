@@ -368,17 +368,23 @@ def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(t
     np.testing.assert_array_equal(again.features, bank.features)
 
 
-def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data):
+def _talk_folder(root, recordings: int):
+    """A folder of other speech (``read_speech/``) holding ``recordings`` 3 s recordings of noise."""
     from edgesense.frontend.wav import write_wav
 
-    speech, _ = tiny_data
-    talk = tmp_path / "negatives" / "read_speech"
+    talk = root / "negatives" / "read_speech"
     talk.mkdir(parents=True)
     rng = np.random.default_rng(7)
-    for i in range(5):
+    for i in range(recordings):
         write_wav(talk / f"talk_{i}.wav", (0.1 * rng.normal(size=48000)).astype(np.float32), 16000)
+    return root / "negatives"
+
+
+def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data):
+    speech, _ = tiny_data
+    negatives = _talk_folder(tmp_path, 5)
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
-    config = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0",
+    config = load_train_config(path, [f"data.speech_negatives=[{negatives}]", "bank.variants=0",
                                       "train.other_speech_share=1.0"])
     ds = load_dataset(config)
     batches = FusionBatches(ds, config, steps=1, epoch_seed=0)
@@ -391,7 +397,7 @@ def test_per_step_batches_draw_other_speech_as_unknown_rows(tmp_path, tiny_data)
     for row in np.flatnonzero(replaced):
         np.testing.assert_array_equal(out[row], ds.other_speech[window[row]])  # the window of talk it names
     assert not out[~replaced].any() and not clips.any()  # the others untouched, the input not changed
-    off = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0"])
+    off = load_train_config(path, [f"data.speech_negatives=[{negatives}]", "bank.variants=0"])
     _, none = FusionBatches(ds, off, steps=1, epoch_seed=0).with_other_speech(np.random.default_rng(0), clips, labels)
     assert np.all(none == -1)
     with pytest.raises(ValueError, match="train.other_speech_share"):
@@ -615,18 +621,12 @@ def test_rows_that_hold_their_clip_learn_from_the_audio_teachers_soft_targets(tm
 
 
 def test_rows_that_hold_a_clip_or_a_window_of_talk_get_its_embedding_hint(tmp_path, tiny_data):
-    from edgesense.frontend.wav import write_wav
     from edgesense.train.model import OUTPUT_AUDIO_HINT
     from edgesense.train.trainer import HintTargets
 
     speech, _ = tiny_data
-    talk = tmp_path / "negatives" / "read_speech"
-    talk.mkdir(parents=True)
-    noise = np.random.default_rng(7)
-    for i in range(4):
-        write_wav(talk / f"talk_{i}.wav", (0.1 * noise.normal(size=48000)).astype(np.float32), 16000)
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
-    config = load_train_config(path, [f"data.speech_negatives=[{tmp_path / 'negatives'}]", "bank.variants=0",
+    config = load_train_config(path, [f"data.speech_negatives=[{_talk_folder(tmp_path, 4)}]", "bank.variants=0",
                                       "train.other_speech_share=0.5", "train.embedding_hint_weight=0.5",
                                       "bank.partial_word_probability=0.5", "bank.background_silence_probability=0",
                                       "train.modality_dropout=0"])
