@@ -172,6 +172,9 @@ class TrainOptions:
     #: speech (the mean and maximum of its embeddings), on every row that still holds one, as drawn
     #: and mixed. 0: off. Needs the ``[teacher]`` extra, not ``audio_teacher.enabled``.
     embedding_hint_weight: float = 0.0
+    #: Whether the rows that hold a window of other speech get the hint too (false: only the rows
+    #: that hold a training clip).
+    embedding_hint_talk: bool = True
     #: Threads that prepare batches ahead of the fit loop.
     workers: int = 2
     #: What picks the checkpoint and stops early, on validation: ``score`` (the mean of both heads'

@@ -801,12 +801,14 @@ class AudioTeacher:
 
     def hint_targets(self, ds: Dataset) -> HintTargets:
         """The embedding hint's targets for ``ds``' training clips and windows of other speech
-        (embeddings cached like every embedding; no head is needed), standardized per value over
+        (those only with ``train.embedding_hint_talk``; embeddings cached like every embedding;
+        no head is needed), standardized per value over
         all of them: the summaries share a large common part (a constant output is at cosine 0.7
         of them), and the cosine must compare what tells them apart."""
         from edgesense.train.teachers.speech_embedding import clip_summary
 
-        talk = ds.other_speech if ds.other_speech is not None and len(ds.other_speech) else None
+        talk = (ds.other_speech if ds.other_speech is not None and len(ds.other_speech)
+                and self.config.train.embedding_hint_talk else None)
         clips = clip_summary(self.embed(ds.audio_train.clips))
         windows = clip_summary(self.embed(talk)) if talk is not None else np.zeros((0, clips.shape[1]), np.float32)
         both = np.concatenate([clips, windows])

@@ -659,12 +659,16 @@ def test_rows_that_hold_a_clip_or_a_window_of_talk_get_its_embedding_hint(tmp_pa
 
 
 def test_hint_targets_are_the_teachers_summaries_standardized_over_clips_and_talk():
+    from types import SimpleNamespace
+
+    from edgesense.train.config import TrainOptions
     from edgesense.train.teachers.speech_embedding import EMBEDDING_DIM, HINT_DIM
     from edgesense.train.trainer import AudioTeacher
 
     rng = np.random.default_rng(2)
     clips, talk = rng.normal(size=(7, 16000)).astype(np.float32), rng.normal(size=(3, 16000)).astype(np.float32)
     teacher = object.__new__(AudioTeacher)  # no embedder: embed() stands in for the cached one
+    teacher.config = SimpleNamespace(train=TrainOptions(embedding_hint_weight=0.5))
     # A large part common to every clip (10 + ...), as the speech embedding's summaries have.
     teacher.embed = lambda x: (10.0 + x[:, :9 * EMBEDDING_DIM].reshape(len(x), 9, EMBEDDING_DIM)).astype(np.float32)
     ds = _hint_dataset(clips, talk)
@@ -674,6 +678,11 @@ def test_hint_targets_are_the_teachers_summaries_standardized_over_clips_and_tal
     np.testing.assert_allclose(both.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(both.std(axis=0), 1.0, atol=1e-4)
     assert teacher.hint_targets(_hint_dataset(clips, None)).talk is None
+    # Clips only: standardized over the clips alone, and no target for talk.
+    teacher.config = SimpleNamespace(train=TrainOptions(embedding_hint_weight=0.5, embedding_hint_talk=False))
+    hint = teacher.hint_targets(ds)
+    assert hint.talk is None
+    np.testing.assert_allclose(hint.clips.mean(axis=0), 0.0, atol=1e-5)
 
 
 def _hint_dataset(clips, talk):
