@@ -802,9 +802,9 @@ class AudioTeacher:
     def hint_targets(self, ds: Dataset) -> HintTargets:
         """The embedding hint's targets for ``ds``' training clips and windows of other speech
         (those only with ``train.embedding_hint_talk``; embeddings cached like every embedding;
-        no head is needed), standardized per value over
-        all of them: the summaries share a large common part (a constant output is at cosine 0.7
-        of them), and the cosine must compare what tells them apart."""
+        no head is needed), standardized per value over all of them: the summaries share so large
+        a common part that a constant is within cosine 0.94 of them, and the cosine must compare
+        what tells them apart."""
         from edgesense.train.teachers.speech_embedding import clip_summary
 
         talk = (ds.other_speech if ds.other_speech is not None and len(ds.other_speech)
