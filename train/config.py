@@ -166,11 +166,13 @@ class TrainOptions:
     #: The same for each photo's scene loss and the vision teacher (> 0 needs ``vision_teacher.enabled``).
     scene_distill_weight: float = 0.0
     distill_temperature: float = 2.0  #: both teachers' soft targets
-    #: Per-step pipeline: weight of the embedding hint, a loss (1 - cosine) that makes a linear map of
-    #: the audio encoder's embedding (trained with it, in the training view only: never exported)
-    #: point where Google's ``speech_embedding`` points for the row's clean clip or window of other
-    #: speech (the mean and maximum of its embeddings), on every row that still holds one, as drawn
-    #: and mixed. 0: off. Needs the ``[teacher]`` extra, not ``audio_teacher.enabled``.
+    #: Per-step pipeline: weight of the embedding hint, a loss (minus the cosine) that makes a linear
+    #: map of the audio encoder's embedding (trained with it, in the training view only: never
+    #: exported) point where Google's ``speech_embedding`` points for the row's clean clip or window
+    #: of other speech (the mean and maximum of its embeddings, standardized), on every row that
+    #: still holds one, as drawn and mixed. 0: off. Needs the ``[teacher]`` extra, not
+    #: ``audio_teacher.enabled``. On the bundled recipe it lifted words said alone and sank the
+    #: stream (models/README.md, h0-h3f).
     embedding_hint_weight: float = 0.0
     #: Whether the rows that hold a window of other speech get the hint too (false: only the rows
     #: that hold a training clip).

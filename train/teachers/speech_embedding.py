@@ -22,11 +22,11 @@ from edgesense.train.teachers import TeacherUnavailable, installed_file
 __all__ = [
     "DISTRIBUTION",
     "EMBEDDING_DIM",
+    "HINT_DIM",
     "INSTALL_HINT",
     "SpeechEmbedding",
     "SpeechEmbeddingOptions",
     "TeacherUnavailable",
-    "HINT_DIM",
     "clip_summary",
     "embedding_windows",
     "mel_transform",
