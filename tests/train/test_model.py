@@ -132,7 +132,8 @@ def test_the_views_embedding_hint_trains_the_audio_encoder_and_stays_out_of_the_
     assert "audio_hint" not in [layer.name for layer in model.layers]
     np.testing.assert_allclose(out["command"], model(x, training=False)["command"], atol=1e-6)
     # With the heads' losses switched off, only the hint moves the audio encoder.
-    view.compile(optimizer="adam", loss={"command": "mse", "scene": "mse", "audio_hint": keras.losses.CosineSimilarity()},
+    view.compile(optimizer="adam",
+                 loss={"command": "mse", "scene": "mse", "audio_hint": keras.losses.CosineSimilarity()},
                  loss_weights={"command": 0.0, "scene": 0.0, "audio_hint": 1.0})
     before = model.get_layer("audio_encoder").get_weights()
     targets = np.random.default_rng(7).normal(size=(6, 5)).astype(np.float32)

@@ -707,6 +707,8 @@ def test_the_embedding_hint_needs_the_per_step_pipeline_and_no_strategy(tmp_path
 
 @pytest.mark.slow
 def test_a_run_with_the_embedding_hint_learns_it_and_keeps_it_out_of_the_model(tmp_path, tiny_data):
+    import keras
+
     from edgesense.train.teachers import speech_embedding
 
     try:
@@ -723,8 +725,6 @@ def test_a_run_with_the_embedding_hint_learns_it_and_keeps_it_out_of_the_model(t
     column = history[0].split(",").index("audio_hint_loss")
     losses = [float(line.split(",")[column]) for line in history[1:]]
     assert len(losses) == 3 and losses[-1] < losses[0]  # minus the cosine: falls as the map learns to point
-    import keras
-
     model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert "audio_hint" not in [layer.name for layer in model.layers] and set(model.output) == {"command", "scene"}
 
