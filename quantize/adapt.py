@@ -482,7 +482,7 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
 def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], out_path: Path, *,
            scenes: Path | None, scene_ambient: Path | None, av: Path | None, options: AdaptOptions, name: str | None,
            image_encoder: dict[str, Any] | None, donor_fuse: bytes | None = None) -> dict[str, Any]:
-    from edgesense.quantize.convert import merged_model, part_metadata, portable_paths, write_merged
+    from edgesense.quantize.convert import merged_model, part_metadata, parts_version_hash, portable_paths, write_merged
 
     labels, summary, emb, validation = gather(model, scenes=scenes, scene_ambient=scene_ambient, av=av,
                                               options=options)
@@ -504,7 +504,9 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
     now = _dt.datetime.now(_dt.timezone.utc)
     metadata.update({
         "name": name or f"{metadata.get('name', 'edgesense')}-adapted",
-        "model_version": f"{now:%Y%m%d}-adapted-{deployed['model_version'] or '?'}",
+        # This file's own parts name it; where it came from is "adapted.from" (a chain of versions
+        # would grow with every adaptation).
+        "model_version": f"{now:%Y%m%d}-adapted-{parts_version_hash(parts)}",
         "created": now.isoformat(timespec="seconds"),
         "labels": {"command": list(model.command_labels), "scene": list(labels)},
         **part_metadata(parts),

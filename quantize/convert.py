@@ -625,6 +625,16 @@ def _part_weight_bytes(data: bytes) -> int:
     return int(sum(len(obj.buffers[b].data) if obj.buffers[b].data is not None else 0 for b in used if b > 0))
 
 
+def parts_version_hash(parts: Mapping[str, bytes]) -> str:
+    """The first :data:`VERSION_HASH_CHARS` hex digits of the sha256 of the parts (by signature
+    name): the ``model_version`` suffix of a file assembled from parts (``edgesense adapt``)."""
+    digest = hashlib.sha256()
+    for key in sorted(parts):
+        digest.update(key.encode())
+        digest.update(parts[key])
+    return digest.hexdigest()[:VERSION_HASH_CHARS]
+
+
 def part_metadata(parts: Mapping[str, bytes]) -> dict[str, Any]:
     """The metadata entries that describe the parts: each signature's inputs and outputs, the
     bytes of its weights and of its whole single-signature model."""

@@ -1,5 +1,7 @@
 """edgesense adapt: the fusion head learns places; the encoders and the command head stay as they were."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -86,6 +88,9 @@ def test_adapt_learns_a_new_place_and_keeps_encoders_and_commands(tmp_path):
     old, new = EdgeModel.load(BUNDLED), EdgeModel.load(out)
     assert new.scene_labels == tuple(sorted(set(old.scene_labels) | {"kitchen"}))
     assert metadata["adapted"]["from"]["model_version"] == old.metadata["model_version"]
+    # Its own version names its parts, however many adaptations the file it came from went through.
+    assert re.fullmatch(r"\d{8}-adapted-[0-9a-f]{12}", metadata["model_version"]), metadata["model_version"]
+    assert new.metadata["model_version"] == metadata["model_version"]
     assert metadata["adapted"]["scene_ambient"]["evaluation"]  # held out, and named
     rng = np.random.default_rng(1)
     image = rng.uniform(0, 255, old.image_frontend.input_shape).astype(np.float32)
