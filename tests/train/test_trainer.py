@@ -658,6 +658,35 @@ def test_rows_that_hold_a_clip_or_a_window_of_talk_get_its_embedding_hint(tmp_pa
         FusionBatches(ds, config, steps=1, epoch_seed=0, hint=HintTargets(hint.clips[:-1]))
 
 
+def test_a_row_that_is_only_its_places_sound_learns_no_clips_teacher_targets(tmp_path, tiny_data):
+    from edgesense.train.trainer import HintTargets
+
+    speech, scenes = tiny_data
+    ambience = make_scene_sounds(tmp_path / "ambience", per_class=3)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, [f"data.scene_ambient={ambience}", "scene_audio.only_probability=0.5",
+                                      "bank.variants=0", "audio_teacher.enabled=true", "train.distill_weight=0.4",
+                                      "train.embedding_hint_weight=0.5", "bank.partial_word_probability=0"])
+    ds = load_dataset(config)
+    n, classes = ds.audio_train.labels.size, len(ds.command_labels)
+    soft = np.full((n, classes), 1.0 / classes, np.float32)
+    hint = HintTargets(np.ones((n, 4), np.float32))
+    batches = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True, clip_soft_targets=soft,
+                            hint=hint)
+    scenes_drawn = np.random.default_rng(0).integers(0, ds.image_train.labels.size, size=64)
+    _, labels, target, _, related, (_, hint_weight) = batches.audio_batch(
+        np.random.default_rng(3), 64, ds.image_train.labels[scenes_drawn])
+    drawn = batches.draw_audio_indices(np.random.default_rng(3), 64)
+    silence = ds.command_labels.index("_silence_")
+    # A drawn _silence_ clip with a place sound becomes that sound alone, still labelled _silence_:
+    # its clip's teacher targets no longer describe it. A word with the sound under it keeps them.
+    only = related & (labels == silence)
+    kept = related & (labels != silence) & (labels == ds.audio_train.labels[drawn])
+    assert (only & (ds.audio_train.labels[drawn] == silence)).any() and kept.any()
+    assert np.all(target[only, -1] == 0.0) and np.all(hint_weight[only] == 0.0)
+    assert np.all(target[kept, -1] == np.float32(0.4)) and np.all(hint_weight[kept] == 1.0)
+
+
 def test_hint_targets_are_the_teachers_summaries_standardized_over_clips_and_talk():
     from types import SimpleNamespace
 
