@@ -172,7 +172,7 @@ class TrainOptions:
     #: of other speech (the mean and maximum of its embeddings, standardized), on every row that
     #: still holds one, as drawn and mixed. 0: off. Needs the ``[teacher]`` extra, not
     #: ``audio_teacher.enabled``. On the bundled recipe it lifted words said alone and sank the
-    #: stream (models/README.md, h0-h3m).
+    #: stream (models/README.md, h0-h4).
     embedding_hint_weight: float = 0.0
     #: Whether the rows that hold a window of other speech get the hint too (false: only the rows
     #: that hold a training clip).
