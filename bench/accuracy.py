@@ -214,4 +214,3 @@ def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[st
     labels = model.scene_labels
     return (classification_report(np.array(true), np.array(pred), labels),
             classification_report(np.array(true), np.array(pred_ambient), labels), frames, frame_labels)
-
