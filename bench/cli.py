@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -91,6 +90,7 @@ from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.shipped import shipped_config
+from edgesense.train.cache import file_sha256
 from edgesense.train.data import load_images
 from edgesense.types import is_command_word
 
@@ -102,10 +102,6 @@ DEFAULT_FIRMWARE_CONFIG = "desktop"
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _check_plotting() -> None:
@@ -129,7 +125,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     interpreter_options = InterpreterOptions(num_threads=options.threads)
     model = EdgeModel.load(options.model_path, options=interpreter_options)
     meta = model.metadata
-    model_sha = _sha256(Path(options.model_path))
+    model_sha = file_sha256(options.model_path)
     report: dict[str, Any] = {
         "model": {"path": str(options.model_path), "name": meta.get("name"), "version": meta.get("model_version"),
                   "bytes": model.size_bytes, "part_bytes": model.part_bytes,

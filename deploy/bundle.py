@@ -18,7 +18,6 @@ subprocess with argument lists only.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from edgesense.runtime.flatbuffer import read_layout, read_metadata
 from edgesense.runtime.model import METADATA_NAME, embedded_metadata
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import MODELS, shipped_config, shipped_path
+from edgesense.train.cache import file_sha256
 
 __all__ = ["BUNDLE_CONFIG", "BUNDLE_MODEL", "DeployOptions", "build_bundle"]
 
@@ -124,14 +124,6 @@ class BundleResult:
     out_dir: Path
     manifest: dict[str, Any]
     resolution: Resolution
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _template(name: str) -> str:
@@ -335,7 +327,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
     (out / LOGROTATE).write_text(_render(_template(f"{LOGROTATE}.in"), values), encoding="utf-8")
 
     files = {
-        p.relative_to(out).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        p.relative_to(out).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
         for p in sorted(out.rglob("*")) if p.is_file()
     }
     manifest = {

@@ -17,13 +17,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir"]
+__all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir", "file_sha256"]
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "EDGESENSE_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/edgesense"
 CACHE_FORMAT = 1  #: bump when what an entry holds changes
+_READ_CHUNK_BYTES = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -49,6 +50,15 @@ def content_key(*parts: Any) -> str:
     for part in parts:
         _feed(digest, part)
     return digest.hexdigest()[:32]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read a chunk at a time (a model, a bundle's file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_READ_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ArrayCache:

@@ -1,6 +1,8 @@
+import hashlib
+
 import numpy as np
 
-from edgesense.train.cache import ArrayCache, content_key, default_cache_dir
+from edgesense.train.cache import ArrayCache, content_key, default_cache_dir, file_sha256
 
 
 def test_key_follows_content_options_and_seed_not_identity():
@@ -40,3 +42,11 @@ def test_default_folder_follows_the_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("EDGESENSE_CACHE")
     assert default_cache_dir().parts[-2:] == (".cache", "edgesense")
+
+
+def test_file_sha256_reads_a_file_larger_than_one_chunk(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, size=(3 << 20) + 7, dtype=np.uint8).tobytes()
+    path = tmp_path / "model.tflite"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(str(path)) == file_sha256(path)
