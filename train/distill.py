@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["DistillationLoss", "pack_targets", "soften", "target_accuracy"]
+__all__ = ["CosineDistance", "DistillationLoss", "pack_targets", "soften", "target_accuracy"]
 
 _EPS = 1e-7
 
@@ -64,6 +64,18 @@ class DistillationLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "temperature": self.temperature,
                 "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="edgesense")
+class CosineDistance(keras.losses.Loss):
+    """``1 - cos(y_true, y_pred)`` per row: 0 when they point the same way, 2 when opposite. The
+    gradient of Keras' ``CosineSimilarity`` loss (``-cos``), without its negative figures in the log."""
+
+    def __init__(self, name: str = "cosine_distance", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return 1.0 + keras.losses.cosine_similarity(y_true, y_pred, axis=-1)
 
 
 def target_accuracy(num_classes: int, name: str = "accuracy"):

@@ -20,7 +20,7 @@ from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_w
                                   prepare_rirs, speech_windows)
 from edgesense.train.cache import ArrayCache, content_key
 from edgesense.train.config import FUSION_HEAD, TrainConfig, TrainOptions
-from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy
+from edgesense.train.distill import CosineDistance, DistillationLoss, pack_targets, soften, target_accuracy
 from edgesense.train.model import (
     INPUT_AUDIO,
     INPUT_AUDIO_PRESENT,
@@ -1019,7 +1019,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                   OUTPUT_SCENE: DistillationLoss(num_scenes, temperature, label_smoothing=config.train.label_smoothing,
                                                  name="scene_distillation")}
         if hint is not None:
-            losses[OUTPUT_AUDIO_HINT] = keras.losses.CosineSimilarity(axis=-1, name="embedding_hint")
+            losses[OUTPUT_AUDIO_HINT] = CosineDistance(name="embedding_hint")
         view.compile(
             optimizer=_optimizer(config.train, schedule),
             loss=losses,

@@ -3,7 +3,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from edgesense.train.distill import DistillationLoss, pack_targets, soften, target_accuracy  # noqa: E402
+from edgesense.train.distill import (  # noqa: E402
+    CosineDistance, DistillationLoss, pack_targets, soften, target_accuracy)
 
 C = 4
 
@@ -53,3 +54,12 @@ def test_label_smoothing_applies_to_the_hard_labels_and_accuracy_reads_them():
     np.testing.assert_allclose(smooth, -np.sum(target * np.log(p), axis=1), rtol=1e-4)
     hits = np.asarray(target_accuracy(C)(pack_targets(labels, C), p))
     np.testing.assert_array_equal(hits, (p.argmax(1) == labels).astype(np.float32))
+
+
+def test_cosine_distance_is_one_minus_the_cosine_per_row():
+    target = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]], np.float32)
+    pred = np.array([[2.0, 0.0], [0.0, -1.0], [4.0, -3.0]], np.float32)  # aligned, opposite, orthogonal
+    per_row = CosineDistance(reduction=None)(target, pred)
+    np.testing.assert_allclose(np.asarray(per_row), [0.0, 2.0, 1.0], atol=1e-6)
+    restored = CosineDistance.from_config(CosineDistance(name="embedding_hint").get_config())
+    assert restored.name == "embedding_hint"
