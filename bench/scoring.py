@@ -22,7 +22,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +36,9 @@ __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "Oper
            "evaluate", "sweep", "within_budget", "best_within", "recommend", "calibrate_class_thresholds", "det_curve"]
 
 logger = logging.getLogger(__name__)
+
+#: Which budget a recommendation misses (:func:`recommend`).
+Missed = Literal["latency", "false_accepts"]
 
 _PER_100 = 100.0
 #: Per-word calibration: hits gained minus this many per false accept added (within the budget).
@@ -398,24 +401,26 @@ def best_within(points: Sequence[OperatingPoint], options: SweepOptions) -> Oper
     return max(within, key=_rank) if within else None
 
 
-def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, bool]:
-    """(the highest hit rate within the false-accept and latency budget, True); ties: see
-    :func:`_rank`. Without any point in budget: (the one with the fewest false accepts, False)."""
+def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, Missed | None]:
+    """(the highest hit rate within the false-accept and latency budget, None); ties: see
+    :func:`_rank`. Without any point in budget, the point and which budget it misses: the best
+    within the false-accept budget, ``"latency"``; else the one with the fewest false accepts,
+    ``"false_accepts"``."""
     require(len(points) > 0, "points", "at least one sweep point", 0)
     best = best_within(points, options)
     if best is not None:
-        return best, True
+        return best, None
     if options.max_latency_p95_ms is not None:
         quiet = best_within(points, dataclasses.replace(options, max_latency_p95_ms=None))
         if quiet is not None:
             logger.warning("no setting within the false-accept budget reaches a p95 latency of %g ms on the tuning "
                            "streams; recommending the best of them regardless", options.max_latency_p95_ms)
-            return quiet, False
+            return quiet, "latency"
     logger.warning("no setting reaches %.2f false accepts/hour and %.2f per 100 words on the tuning streams; "
                    "recommending the fewest", options.max_false_accepts_per_hour,
                    options.max_false_accepts_per_100_words)
     return min(points, key=lambda p: (p.false_accepts_per_hour + p.false_accepts_per_100_words,
-                                      *(-x for x in _rank(p)))), False
+                                      *(-x for x in _rank(p)))), "false_accepts"
 
 
 def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecognizerOptions, options: SweepOptions,

@@ -171,15 +171,15 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
     assert len(points) == 4
     assert {(p.options.threshold, p.options.suppression_ms) for p in points} == {(0.5, 0.0), (0.5, 500.0),
                                                                                  (0.7, 0.0), (0.7, 500.0)}
-    best, ok = recommend(points, options)
-    assert ok and best.options.threshold == 0.7 and best.hit_rate == 0.5 and best.false_accepts_per_hour == 0
+    best, missed = recommend(points, options)
+    assert missed is None and best.options.threshold == 0.7 and best.hit_rate == 0.5 and best.false_accepts_per_hour == 0
     assert best_within(points, options) is best
     within = within_budget(points, options)
     assert best in within and all(p.false_accepts_per_hour <= options.max_false_accepts_per_hour for p in within)
     assert [p for p in points if p in within] == within and len(within) < len(points)
     assert best_within([p for p in points if p.options.threshold == 0.5], options) is None  # each fires on talk
-    loose, ok = recommend(points, dataclasses.replace(options, max_false_accepts_per_hour=1e9))
-    assert ok and loose.options.threshold == 0.5 and loose.hit_rate == 1.0 and loose.false_accepts_per_hour > 0
+    loose, missed = recommend(points, dataclasses.replace(options, max_false_accepts_per_hour=1e9))
+    assert missed is None and loose.options.threshold == 0.5 and loose.hit_rate == 1.0 and loose.false_accepts_per_hour > 0
     assert loose.options.suppression_ms == 500.0  # ties go to the more conservative setting
     # Per-word thresholds: "no" may go down to 0.55 without a false accept; "yes" must stay up.
     base = best.options
@@ -211,13 +211,15 @@ def test_the_latency_budget_trades_hits_for_a_prompt_p95_within_the_false_accept
     silent = _point(0.99, 0, (), 0)                       # detects nothing: shows no latency
     points = [slow, prompt, loud, silent]
     assert slow.latency_ms(95) > 500 >= prompt.latency_ms(95)
-    assert recommend(points, SweepOptions()) == (slow, True)  # no latency budget: the most hits
+    assert recommend(points, SweepOptions()) == (slow, None)  # no latency budget: the most hits
     budget = SweepOptions(max_latency_p95_ms=500.0)
-    assert recommend(points, budget) == (prompt, True)
+    assert recommend(points, budget) == (prompt, None)
     assert within_budget(points, budget) == [prompt]
     assert silent.within(1.0, 2.0) and not silent.within(1.0, 2.0, 1e6) and not loud.within(1.0, 2.0, 1e6)
     # No setting within both: the best within the false-accept budget, flagged as over budget.
-    assert recommend(points, SweepOptions(max_latency_p95_ms=100.0)) == (slow, False)
+    assert recommend(points, SweepOptions(max_latency_p95_ms=100.0)) == (slow, "latency")
+    # None within the false-accept budget either: the quietest, flagged as over that budget.
+    assert recommend([loud, _point(0.55, 10, (200.0,) * 10, 9)], budget) == (loud, "false_accepts")
     with pytest.raises(ValueError, match="max_latency_p95_ms"):
         SweepOptions(max_latency_p95_ms=0.0)
 
@@ -235,8 +237,8 @@ def test_the_context_rule_keeps_words_after_a_pause_and_drops_peaks_inside_talk(
     assert set(points) == {1.0, 0.5}
     assert points[1.0].hit_rate == points[0.5].hit_rate == 1.0
     assert points[1.0].false_accepts_per_hour > 0 == points[0.5].false_accepts_per_hour
-    best, ok = recommend(list(points.values()), options)
-    assert ok and best.options.max_context_unknown == 0.5
+    best, missed = recommend(list(points.values()), options)
+    assert missed is None and best.options.max_context_unknown == 0.5
     tied = sweep({"commands": Replay(commands)}, options)  # the rule changes nothing there: a tie
     assert recommend(tied, options)[0].options.max_context_unknown == 1.0  # ties go to the rule off
     # A model without _unknown_ is swept with the rule off, and refuses it when asked.
