@@ -20,8 +20,6 @@ from edgesense.schema.validate import require
 logger = logging.getLogger(__name__)
 
 
-
-
 # --------------------------------------------------------------------------- references
 
 

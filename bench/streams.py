@@ -72,8 +72,6 @@ STREAM_KINDS = ("commands", "talk", "words")
 StreamKind = Literal["commands", "talk", "words"]
 
 
-
-
 def _check_fraction(name: str, value: Any) -> None:
     require(is_number(value) and 0 <= value < 1, name, "a number in [0, 1)", value)
 

@@ -600,7 +600,6 @@ def portable_paths(value: Any) -> Any:
     return value
 
 
-
 def _weights_sha256(model: Any) -> str:
     digest = hashlib.sha256()
     for weight in model.weights:

@@ -42,8 +42,6 @@ _DECAY_60_DB = 3.0 * np.log(10.0)  # amplitude envelope exp(-this * t / RT60) is
 _REVERB_TAIL_GAIN = 0.05  # reverberant tail's per-tap amplitude relative to the direct path
 
 
-
-
 def _check_probability(name: str, value: Any) -> None:
     require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
 

@@ -75,8 +75,6 @@ _SPLIT_TOLERANCE = 0.5
 _MIN_ITEMS_TO_CHECK_SPLIT = 200
 
 
-
-
 # --------------------------------------------------------------------------- items and reports
 
 

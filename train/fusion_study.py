@@ -78,8 +78,6 @@ PAIRING_NOTE = ("SYNTHETIC pairing: each photo is paired with a 1-s ambient snip
                 "second, partly informative modality when the camera degrades, not the value of real sound.")
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class FusionStudyOptions:
     """Size of the study. ``per_class``: photos per scene class in the AV set."""

@@ -39,8 +39,6 @@ SMALL_TEXT = 0.7  #: the meter's scale and the latency rows, relative to ``font_
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-
-
 # --------------------------------------------------------------------------- overlay
 
 

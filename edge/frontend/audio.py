@@ -82,8 +82,6 @@ class AudioFrontendOptions:
         return _from_dict(cls, values, "audio_frontend")
 
 
-
-
 def _from_dict(cls, values: Mapping[str, Any], where: str):
     if not isinstance(values, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")

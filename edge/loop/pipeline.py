@@ -91,10 +91,6 @@ Event = CommandEvent | SceneEvent
 #: An embedding is fused for this many scheduling periods before it counts as absent.
 
 
-
-
-
-
 def _elapsed_ms(start_s: float) -> float:
     return (time.perf_counter() - start_s) * MS_PER_S
 

@@ -36,10 +36,6 @@ MS_PER_S = 1000.0
 EMBEDDING_AGE_PERIODS = 2  #: an embedding counts as present for this many periods of the slower schedule
 
 
-
-
-
-
 @dataclass(frozen=True, kw_only=True)
 class SchedulerOptions:
     """When the loop runs what (the ``scheduler:`` section of a device config).

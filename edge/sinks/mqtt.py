@@ -32,8 +32,6 @@ _NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 # --------------------------------------------------------------------------- MQTT
 
 
-
-
 def is_valid_topic_prefix(prefix: Any) -> bool:
     """A publishable topic prefix: non-empty, no wildcards, no leading or trailing '/'."""
     return (isinstance(prefix, str) and bool(prefix) and not prefix.startswith("/") and not prefix.endswith("/")

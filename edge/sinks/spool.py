@@ -66,10 +66,6 @@ _SCHEMA = (
 )
 
 
-
-
-
-
 @dataclass(frozen=True, kw_only=True)
 class SpoolOptions:
     """Bounds and durability of an :class:`EventSpool` (see the module docstring)."""
