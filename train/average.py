@@ -79,7 +79,8 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
                  replace: bool = False, out_flag: str = "out_dir", force_flag: str = "replace=True") -> dict:
     """Average the weights of ``runs`` into the run folder ``out_dir``; returns its ``run.json``
     metrics. ``greedy``: runs in order of their validation ``monitor`` (``score``: the mean of both
-    heads, ``command`` or ``scene``), each kept only if the mean so far does not fall. Messages
+    heads, ``command`` or ``scene``: a head's accuracy, ``command_loss``: the clips' cross-entropy),
+    each kept only if the mean so far does not get worse by it. Messages
     name ``out_dir`` and ``replace`` as ``out_flag`` and ``force_flag`` (the CLI's flags)."""
     runs, out_dir = [Path(r) for r in runs], Path(out_dir)
     if len(runs) < 2:
@@ -99,7 +100,8 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     from edgesense.train.trainer import CHECKPOINT_MONITORS, write_model_summary
 
     validation = _validation(runs[0])
-    key = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
+    key, mode = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
+    better = 1.0 if mode == "max" else -1.0  # a figure times this: the higher, the better
     models = [keras.saving.load_model(r / MODEL_FILE, compile=False) for r in runs]
     weights = [m.get_weights() for m in models]
     scores = []
@@ -107,9 +109,9 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         validation.set_model(model)
         scores.append(validation.evaluate())
     if key not in scores[0]:
-        raise ValueError(f"monitor: {monitor!r} needs validation {'clips' if monitor == 'command' else 'photos'} "
+        raise ValueError(f"monitor: {monitor!r} needs validation {'photos' if monitor == 'scene' else 'clips'} "
                          f"in {runs[0] / 'validation.npz'}, and it has none")
-    order = sorted(range(len(runs)), key=lambda i: -scores[i][key]) if greedy else list(range(len(runs)))
+    order = sorted(range(len(runs)), key=lambda i: -better * scores[i][key]) if greedy else list(range(len(runs)))
     soup = models[0]  # holds each candidate mean in turn (same architecture)
     kept: list[int] = []
     best: dict[str, float] = {}
@@ -118,7 +120,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         soup.set_weights(_mean(weights, candidate))
         validation.set_model(soup)
         figures = validation.evaluate()
-        if not greedy or not kept or figures[key] >= best[key]:
+        if not greedy or not kept or better * figures[key] >= better * best[key]:
             kept, best = candidate, figures
         log.info("%s %s: %s = %.4f (mean of %d so far: %.4f)", "kept" if kept == candidate else "left out",
                  runs[i], key, scores[i][key], len(candidate), figures[key])
@@ -155,7 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--greedy", action="store_true",
                         help="add the runs best first, keeping each only if the validation figure does not fall")
     parser.add_argument("--monitor", choices=CHECKPOINT_METRICS, default="score",
-                        help="the validation figure --greedy ranks and keeps by (score: the mean of both heads)")
+                        help="the validation figure --greedy ranks and keeps by (score: the mean of both heads' "
+                             "accuracies; command_loss: the clips' cross-entropy, lowest best)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,15 +22,13 @@ from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
 FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
-CheckpointMetric = Literal["score", "command", "scene"]
+CheckpointMetric = Literal["score", "command", "scene", "command_loss"]
 CHECKPOINT_METRICS: tuple[str, ...] = get_args(CheckpointMetric)
 #: The fused model's three parts, each a sub-model of that name (``train/model.py``).
 ModelPart = Literal["audio_encoder", "image_encoder", "fusion_head"]
 MODEL_PARTS: tuple[str, ...] = get_args(ModelPart)
 AUDIO_ENCODER, IMAGE_ENCODER, FUSION_HEAD = MODEL_PARTS
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
-
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,8 +178,10 @@ class TrainOptions:
     #: Threads that prepare batches ahead of the fit loop.
     workers: int = 2
     #: What picks the checkpoint and stops early, on validation: ``score`` (the mean of both heads'
-    #: accuracies), or one head's accuracy (e.g. ``scene`` for a run whose image encoder
-    #: ``edgesense adapt --image-encoder`` takes).
+    #: accuracies), one head's accuracy (e.g. ``scene`` for a run whose image encoder
+    #: ``edgesense adapt --image-encoder`` takes), or ``command_loss``, the validation clips' mean
+    #: cross-entropy (lowest wins): it moves with every clip's confidence, where the accuracy of a
+    #: small validation split moves a step per clip and ties.
     checkpoint_metric: CheckpointMetric = "score"
     #: Parts that keep the weights ``--init-from`` gave them while the rest trains (batch-norm
     #: statistics included), e.g. ``[image_encoder]``: fine-tune the commands and leave the
@@ -272,7 +272,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return to_mapping(self)
-
 
 
 def _resolve(path: Path | None, base: Path) -> Path | None:

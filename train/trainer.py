@@ -44,14 +44,16 @@ from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 log = logging.getLogger(__name__)
 
 RUN_FORMAT_VERSION = 1
-#: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors.
 #: The learning rate decays along a cosine to this share of its initial value over the run.
 COSINE_DECAY_FLOOR = 0.02
 #: A teacher model's probabilities are floored here before their log (an int8 output can be exactly 0).
 _PROBABILITY_FLOOR = 1e-6
 #: The embedding hint's targets are divided by at least this standard deviation per value.
 _HINT_SCALE_FLOOR = 1e-3
-CHECKPOINT_MONITORS = {"score": "val_score", "command": "val_command_accuracy", "scene": "val_scene_accuracy"}
+#: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors and
+#: whether the highest (``max``) or the lowest (``min``) is best.
+CHECKPOINT_MONITORS = {"score": ("val_score", "max"), "command": ("val_command_accuracy", "max"),
+                       "scene": ("val_scene_accuracy", "max"), "command_loss": ("val_command_loss", "min")}
 
 
 # ----------------------------------------------------------------------------- data assembly
@@ -666,7 +668,9 @@ def predict_heads(model: keras.Model, *, audio_features: np.ndarray | None = Non
 
 class HeadValidation(keras.callbacks.Callback):
     """Per-head validation accuracy each epoch: commands on held-out speakers (camera
-    absent), scenes on held-out photos (microphone absent). ``val_score`` is their mean."""
+    absent), scenes on held-out photos (microphone absent). ``val_score`` is their mean;
+    ``val_command_loss`` the clips' mean cross-entropy (natural log, probabilities floored at
+    :data:`_PROBABILITY_FLOOR`)."""
 
     def __init__(self, audio_val_features: np.ndarray, audio_val_labels: np.ndarray,
                  image_val: np.ndarray, image_val_labels: np.ndarray):
@@ -678,11 +682,16 @@ class HeadValidation(keras.callbacks.Callback):
         scores = {}
         if self.audio_labels.size:
             out = predict_heads(self.model, audio_features=self.audio)
-            scores["val_command_accuracy"] = float(np.mean(out[OUTPUT_COMMAND].argmax(-1) == self.audio_labels))
+            probabilities = out[OUTPUT_COMMAND]
+            scores["val_command_accuracy"] = float(np.mean(probabilities.argmax(-1) == self.audio_labels))
+            true = probabilities[np.arange(self.audio_labels.size), self.audio_labels]
+            command_loss = float(np.mean(-np.log(np.maximum(true, _PROBABILITY_FLOOR))))
         if self.image_labels.size:
             out = predict_heads(self.model, images=self.images)
             scores["val_scene_accuracy"] = float(np.mean(out[OUTPUT_SCENE].argmax(-1) == self.image_labels))
         scores["val_score"] = float(np.mean(list(scores.values()))) if scores else 0.0
+        if self.audio_labels.size:
+            scores["val_command_loss"] = command_loss
         return scores
 
     def on_epoch_end(self, epoch, logs=None):
@@ -1038,8 +1047,9 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                 window_teacher=window_teacher, present_rows_only=present_rows_only, hint=hint)
     validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation = _OnModel(HeadValidation)(*validation_split, on=model)
-    monitor = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
+    monitor, mode = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
     for metric, held_out, what in (("command", ds.audio_val, "validation clips"),
+                                   ("command_loss", ds.audio_val, "validation clips"),
                                    ("scene", ds.image_val, "validation photos")):
         if config.train.checkpoint_metric == metric and not held_out.labels.size:
             raise ValueError(f"train.checkpoint_metric: {metric!r} needs {what}, and this data has none")
@@ -1048,9 +1058,9 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
     callbacks = [
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.train.ema_momentum is not None else []),
         validation,
-        _OnModel(keras.callbacks.ModelCheckpoint)(str(out_dir / MODEL_FILE), monitor=monitor, mode="max",
+        _OnModel(keras.callbacks.ModelCheckpoint)(str(out_dir / MODEL_FILE), monitor=monitor, mode=mode,
                                                   save_best_only=True, on=model),
-        _OnModel(keras.callbacks.EarlyStopping)(monitor=monitor, mode="max", patience=config.train.patience,
+        _OnModel(keras.callbacks.EarlyStopping)(monitor=monitor, mode=mode, patience=config.train.patience,
                                                 restore_best_weights=True, on=model),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
     ]
@@ -1078,7 +1088,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         "test_command_accuracy": tested.get("val_command_accuracy"),
         "test_scene_accuracy": tested.get("val_scene_accuracy"),
         "epochs_run": len(history.history.get("loss", [])),
-        "best_epoch": int(np.argmax(history.history[monitor])) + 1 if history.history.get(monitor) else None,
+        "best_epoch": (int((np.argmax if mode == "max" else np.argmin)(history.history[monitor])) + 1
+                       if history.history.get(monitor) else None),
         "init_from": str(init_from) if init_from is not None else None,
         "load_seconds": round(load_s, 1),
         "prepare_seconds": round(prepare_s, 1),

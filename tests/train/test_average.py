@@ -71,6 +71,26 @@ def test_greedy_leaves_out_a_run_that_pulls_the_mean_down(runs, tmp_path):
         "scene_accuracy"]
 
 
+def test_greedy_by_the_command_loss_ranks_the_lowest_first_and_leaves_out_a_rise(runs, tmp_path):
+    import keras
+
+    from edgesense.train.trainer import HeadValidation
+
+    greedy = average_runs([runs["ruined"], runs["near"], runs["first"]], tmp_path / "by_loss", greedy=True,
+                          monitor="command_loss")
+    loss = {run: figures["val_command_loss"] for run, figures in greedy["ingredients"].items()}
+    assert loss[str(runs["ruined"])] > max(loss[str(runs["first"])], loss[str(runs["near"])])
+    assert str(runs["ruined"]) in greedy["left_out"]
+    assert greedy["averaged_from"][0] == min((str(runs["first"]), str(runs["near"])), key=loss.get)
+    # What it kept is no worse by the cross-entropy than its best ingredient alone.
+    validation = np.load(runs["first"] / "validation.npz")
+    check = HeadValidation(validation["audio_features"], validation["command_label"], validation["image"],
+                           validation["scene_label"])
+    check.set_model(keras.saving.load_model(tmp_path / "by_loss" / "model.keras", compile=False))
+    assert check.evaluate()["val_command_loss"] <= min(loss.values()) + 1e-6
+    assert greedy["monitor"] == "command_loss"
+
+
 def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_path):
     other = shutil.copytree(runs["near"], tmp_path / "other")
     info = json.loads((other / "run.json").read_text())

@@ -934,3 +934,29 @@ def test_the_checkpoint_can_follow_one_head(tmp_path, tiny_data):
         train(load_train_config(only_speech, ["train.checkpoint_metric=scene"]), tmp_path / "run2", verbose=0)
     with pytest.raises(ValueError, match="checkpoint_metric"):
         load_train_config(path, ["train.checkpoint_metric=loss"])
+
+
+@pytest.mark.slow
+def test_the_checkpoint_can_follow_the_lowest_validation_cross_entropy(tmp_path, tiny_data):
+    import keras
+
+    from edgesense.train.trainer import HeadValidation, predict_heads
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=4, steps_per_epoch=3)
+    metrics = train(load_train_config(path, ["train.checkpoint_metric=command_loss"]), tmp_path / "run", verbose=0)
+    history = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)
+    assert metrics["best_epoch"] == int(np.argmin(history["val_command_loss"])) + 1
+    # The saved model is that epoch's, and the figure is the clips' mean -log p(true word).
+    model = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    validation = np.load(tmp_path / "run" / "validation.npz")
+    labels = validation["command_label"]
+    probabilities = predict_heads(model, audio_features=validation["audio_features"])["command"]
+    by_hand = float(np.mean(-np.log(probabilities[np.arange(labels.size), labels])))
+    check = HeadValidation(validation["audio_features"], labels, validation["image"], validation["scene_label"])
+    check.set_model(model)
+    assert check.evaluate()["val_command_loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert by_hand == pytest.approx(np.min(history["val_command_loss"]), rel=1e-4)
+    only_scenes = write_train_yaml(tmp_path / "scenes.yaml", speech=None, scenes=scenes)
+    with pytest.raises(ValueError, match="checkpoint_metric: 'command_loss' needs validation clips"):
+        train(load_train_config(only_scenes, ["train.checkpoint_metric=command_loss"]), tmp_path / "run2", verbose=0)
