@@ -679,20 +679,17 @@ class HeadValidation(keras.callbacks.Callback):
         self.images, self.image_labels = image_val, image_val_labels
 
     def evaluate(self) -> dict[str, float]:
-        scores = {}
+        accuracies, losses = {}, {}
         if self.audio_labels.size:
-            out = predict_heads(self.model, audio_features=self.audio)
-            probabilities = out[OUTPUT_COMMAND]
-            scores["val_command_accuracy"] = float(np.mean(probabilities.argmax(-1) == self.audio_labels))
+            probabilities = predict_heads(self.model, audio_features=self.audio)[OUTPUT_COMMAND]
+            accuracies["val_command_accuracy"] = float(np.mean(probabilities.argmax(-1) == self.audio_labels))
             true = probabilities[np.arange(self.audio_labels.size), self.audio_labels]
-            command_loss = float(np.mean(-np.log(np.maximum(true, _PROBABILITY_FLOOR))))
+            losses["val_command_loss"] = float(np.mean(-np.log(np.maximum(true, _PROBABILITY_FLOOR))))
         if self.image_labels.size:
             out = predict_heads(self.model, images=self.images)
-            scores["val_scene_accuracy"] = float(np.mean(out[OUTPUT_SCENE].argmax(-1) == self.image_labels))
-        scores["val_score"] = float(np.mean(list(scores.values()))) if scores else 0.0
-        if self.audio_labels.size:
-            scores["val_command_loss"] = command_loss
-        return scores
+            accuracies["val_scene_accuracy"] = float(np.mean(out[OUTPUT_SCENE].argmax(-1) == self.image_labels))
+        score = float(np.mean(list(accuracies.values()))) if accuracies else 0.0
+        return {**accuracies, "val_score": score, **losses}
 
     def on_epoch_end(self, epoch, logs=None):
         scores = self.evaluate()
