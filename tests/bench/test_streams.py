@@ -172,14 +172,16 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
     assert {(p.options.threshold, p.options.suppression_ms) for p in points} == {(0.5, 0.0), (0.5, 500.0),
                                                                                  (0.7, 0.0), (0.7, 500.0)}
     best, missed = recommend(points, options)
-    assert missed is None and best.options.threshold == 0.7 and best.hit_rate == 0.5 and best.false_accepts_per_hour == 0
+    assert missed is None
+    assert best.options.threshold == 0.7 and best.hit_rate == 0.5 and best.false_accepts_per_hour == 0
     assert best_within(points, options) is best
     within = within_budget(points, options)
     assert best in within and all(p.false_accepts_per_hour <= options.max_false_accepts_per_hour for p in within)
     assert [p for p in points if p in within] == within and len(within) < len(points)
     assert best_within([p for p in points if p.options.threshold == 0.5], options) is None  # each fires on talk
     loose, missed = recommend(points, dataclasses.replace(options, max_false_accepts_per_hour=1e9))
-    assert missed is None and loose.options.threshold == 0.5 and loose.hit_rate == 1.0 and loose.false_accepts_per_hour > 0
+    assert missed is None
+    assert loose.options.threshold == 0.5 and loose.hit_rate == 1.0 and loose.false_accepts_per_hour > 0
     assert loose.options.suppression_ms == 500.0  # ties go to the more conservative setting
     # Per-word thresholds: "no" may go down to 0.55 without a false accept; "yes" must stay up.
     base = best.options
