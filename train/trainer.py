@@ -886,20 +886,20 @@ class VisionTeacher:
         options = self.config.vision_teacher
         num_classes = max(len(ds.scene_labels), 2)
         photos = (ds.image_val.images, ds.image_val.labels) if ds.image_val.labels.size else None
+        seed = options.seed if options.seed is not None else self.config.seed
         if options.fine_tune_epochs:
-            settings = {k: v for k, v in asdict(options).items() if k != "enabled"}
+            settings = {k: v for k, v in asdict(options).items() if k not in ("enabled", "seed")}
             key = content_key(ds.image_train.images, ds.image_train.labels, *(photos or ()), settings, num_classes,
-                              self.config.seed)
+                              seed)
             self.weights = self.cache.get_or_compute("imagenet_fine_tuned", key, lambda: vision.fine_tune(
-                ds.image_train.images, ds.image_train.labels, num_classes, options, seed=self.config.seed,
-                validation=photos))
+                ds.image_train.images, ds.image_train.labels, num_classes, options, seed=seed, validation=photos))
             self.features = vision.ImageNetFeatures(options, weights=self.weights)
             self.head = vision.linear_head(self.weights)
         else:
             self.features = vision.ImageNetFeatures(options)
             validation = (self.embed(photos[0]), photos[1]) if photos is not None else None
             self.head = vision.fit_vision_head(self.embed(ds.image_train.images), ds.image_train.labels, num_classes,
-                                               options, seed=self.config.seed, validation=validation)
+                                               options, seed=seed, validation=validation)
         accuracy = self.accuracy(ds.image_val.images, ds.image_val.labels)
         log.info("vision teacher: %d photos, %.0f s, validation accuracy %.4f", ds.image_train.labels.size,
                  time.perf_counter() - started, accuracy)

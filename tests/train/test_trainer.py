@@ -922,6 +922,32 @@ def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher):
 
 
 @pytest.mark.slow
+def test_runs_of_other_seeds_share_a_fine_tuned_vision_teacher_of_one_seed(tmp_path, tiny_data):
+    from edgesense.train.teachers import TeacherUnavailable
+    from edgesense.train.teachers.vision import weights_file
+
+    try:
+        weights_file()
+    except TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=1)
+    cache = tmp_path / "cache"
+    teacher = ["vision_teacher.enabled=true", "vision_teacher.input_size_px=64", "vision_teacher.fine_tune_epochs=1",
+               "vision_teacher.batch_images=8", f"data.cache_dir={cache}"]
+
+    def fine_tuned_after(run: str, *overrides: str) -> int:
+        train(load_train_config(path, [*teacher, *overrides]), tmp_path / run, verbose=0)
+        return len(list((cache / "imagenet_fine_tuned").glob("*.npz")))
+
+    assert fine_tuned_after("a", "seed=1", "vision_teacher.seed=7") == 1
+    assert fine_tuned_after("b", "seed=2", "vision_teacher.seed=7") == 1  # the same teacher, read from the cache
+    assert fine_tuned_after("c", "seed=2") == 2  # null: the run's seed, a teacher of its own
+    with pytest.raises(ValueError, match="vision_teacher.seed"):
+        load_train_config(path, ["vision_teacher.seed=0.5"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("metric, column, best_of, needs", [("scene", "val_scene_accuracy", np.argmax, "photos"),
                                                             ("command_loss", "val_command_loss", np.argmin, "clips")])
 def test_the_checkpoint_can_follow_one_validation_figure(tmp_path, tiny_data, metric, column, best_of, needs):

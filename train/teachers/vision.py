@@ -77,6 +77,9 @@ class VisionTeacherOptions:
     #: of photos needs them recomputed, or the network evaluates on statistics it no longer has.
     fine_tune_batch_norm_photos: int = 0
     hidden_units: int = 256
+    #: The seed of the teacher's fine-tuning (or head), which its cache entry is keyed by; None: the
+    #: run's ``seed``. Fixing it lets runs of other seeds share one fine-tuned teacher.
+    seed: int | None = None
     dropout: float = 0.5
     l2: float = 1e-4
     epochs: int = 60
@@ -86,6 +89,8 @@ class VisionTeacherOptions:
     def __post_init__(self) -> None:
         for name in ("input_size_px", "batch_images", "num_threads", "epochs", "batch_size"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)), "seed",
+                "an integer, or null for the run's seed", self.seed)
         require(isinstance(self.fine_tune_epochs, int) and self.fine_tune_epochs >= 0, "fine_tune_epochs",
                 "an integer >= 0 (0: the backbone frozen)", self.fine_tune_epochs)
         require(self.fine_tune_learning_rate > 0, "fine_tune_learning_rate", "> 0", self.fine_tune_learning_rate)
