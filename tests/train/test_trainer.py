@@ -895,13 +895,9 @@ def test_each_clips_teacher_targets_come_from_a_head_that_never_heard_its_speake
         teacher.clip_logits(ds)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("teacher", [
-    ["vision_teacher.fine_tune_epochs=0", "vision_teacher.hidden_units=0"],  # frozen, linear: a few photos suffice
-    ["vision_teacher.fine_tune_epochs=12", "vision_teacher.batch_images=8", "vision_teacher.fine_tune_learning_rate=0.002",
-     "vision_teacher.fine_tune_batch_norm_photos=64"],  # a few photos: their own statistics
-], ids=["frozen", "fine-tuned"])
-def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher):
+@pytest.fixture
+def vision_teacher_weights():
+    """Skips the test unless the [vision-teacher] extra's ImageNet weights are installed."""
     from edgesense.train.teachers import TeacherUnavailable
     from edgesense.train.teachers.vision import weights_file
 
@@ -909,6 +905,15 @@ def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher):
         weights_file()
     except TeacherUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("teacher", [
+    ["vision_teacher.fine_tune_epochs=0", "vision_teacher.hidden_units=0"],  # frozen, linear: a few photos suffice
+    ["vision_teacher.fine_tune_epochs=12", "vision_teacher.batch_images=8", "vision_teacher.fine_tune_learning_rate=0.002",
+     "vision_teacher.fine_tune_batch_norm_photos=64"],  # a few photos: their own statistics
+], ids=["frozen", "fine-tuned"])
+def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher, vision_teacher_weights):
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
     metrics = train(load_train_config(path, ["vision_teacher.enabled=true", "vision_teacher.input_size_px=64", *teacher,
@@ -922,14 +927,8 @@ def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher):
 
 
 @pytest.mark.slow
-def test_runs_of_other_seeds_share_a_fine_tuned_vision_teacher_of_one_seed(tmp_path, tiny_data):
-    from edgesense.train.teachers import TeacherUnavailable
-    from edgesense.train.teachers.vision import weights_file
-
-    try:
-        weights_file()
-    except TeacherUnavailable as exc:
-        pytest.skip(str(exc))
+def test_runs_of_other_seeds_share_a_fine_tuned_vision_teacher_of_one_seed(tmp_path, tiny_data,
+                                                                            vision_teacher_weights):
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=1)
     cache = tmp_path / "cache"
