@@ -100,7 +100,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     from edgesense.train.trainer import CHECKPOINT_MONITORS, write_model_summary
 
     validation = _validation(runs[0])
-    key, mode = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
+    key, mode, needs = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
     better = 1.0 if mode == "max" else -1.0  # a figure times this: the higher, the better
     models = [keras.saving.load_model(r / MODEL_FILE, compile=False) for r in runs]
     weights = [m.get_weights() for m in models]
@@ -109,7 +109,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         validation.set_model(model)
         scores.append(validation.evaluate())
     if key not in scores[0]:
-        raise ValueError(f"monitor: {monitor!r} needs validation {'photos' if monitor == 'scene' else 'clips'} "
+        raise ValueError(f"monitor: {monitor!r} needs validation {needs} "
                          f"in {runs[0] / 'validation.npz'}, and it has none")
     order = sorted(range(len(runs)), key=lambda i: -better * scores[i][key]) if greedy else list(range(len(runs)))
     soup = models[0]  # holds each candidate mean in turn (same architecture)

@@ -50,10 +50,12 @@ COSINE_DECAY_FLOOR = 0.02
 _PROBABILITY_FLOOR = 1e-6
 #: The embedding hint's targets are divided by at least this standard deviation per value.
 _HINT_SCALE_FLOOR = 1e-3
-#: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors and
-#: whether the highest (``max``) or the lowest (``min``) is best.
-CHECKPOINT_MONITORS = {"score": ("val_score", "max"), "command": ("val_command_accuracy", "max"),
-                       "scene": ("val_scene_accuracy", "max"), "command_loss": ("val_command_loss", "min")}
+#: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors,
+#: whether the highest (``max``) or the lowest (``min``) is best, and the held-out data it needs
+#: (``clips``, ``photos``; None: either).
+CHECKPOINT_MONITORS = {"score": ("val_score", "max", None), "command": ("val_command_accuracy", "max", "clips"),
+                       "scene": ("val_scene_accuracy", "max", "photos"),
+                       "command_loss": ("val_command_loss", "min", "clips")}
 
 
 # ----------------------------------------------------------------------------- data assembly
@@ -1044,12 +1046,11 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                 window_teacher=window_teacher, present_rows_only=present_rows_only, hint=hint)
     validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation = _OnModel(HeadValidation)(*validation_split, on=model)
-    monitor, mode = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
-    for metric, held_out, what in (("command", ds.audio_val, "validation clips"),
-                                   ("command_loss", ds.audio_val, "validation clips"),
-                                   ("scene", ds.image_val, "validation photos")):
-        if config.train.checkpoint_metric == metric and not held_out.labels.size:
-            raise ValueError(f"train.checkpoint_metric: {metric!r} needs {what}, and this data has none")
+    monitor, mode, needs = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
+    held_out = {"clips": ds.audio_val, "photos": ds.image_val}.get(needs)
+    if held_out is not None and not held_out.labels.size:
+        raise ValueError(f"train.checkpoint_metric: {config.train.checkpoint_metric!r} needs validation {needs}, "
+                         f"and this data has none")
     # Validation, the checkpoint and early stopping act on the model (which the view trains), not the view.
     # With a weight average, it stands in for the weights at each epoch's end, before they act.
     callbacks = [
