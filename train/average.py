@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.train.config import CHECKPOINT_METRICS
+from edgesense.train.config import VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
 __all__ = ["RUN_MATCH_FIELDS", "average_runs"]
@@ -85,8 +85,8 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     runs, out_dir = [Path(r) for r in runs], Path(out_dir)
     if len(runs) < 2:
         raise ValueError(f"runs: expected at least two run folders to average, got {len(runs)}")
-    if monitor not in CHECKPOINT_METRICS:
-        raise ValueError(f"monitor: expected one of {', '.join(CHECKPOINT_METRICS)}, got {monitor!r}")
+    if monitor not in VALIDATION_METRICS:
+        raise ValueError(f"monitor: expected one of {', '.join(VALIDATION_METRICS)}, got {monitor!r}")
     check_out_dir(out_dir, replace, flag=out_flag, force_flag=force_flag)
     infos = [_read_run(r) for r in runs]
     for r in runs:
@@ -156,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace the run already in --out")
     parser.add_argument("--greedy", action="store_true",
                         help="add the runs best first, keeping each only if the validation figure does not fall")
-    parser.add_argument("--monitor", choices=CHECKPOINT_METRICS, default="score",
+    parser.add_argument("--monitor", choices=VALIDATION_METRICS, default="score",
                         help="the validation figure --greedy ranks and keeps by (score: the mean of both heads' "
                              "accuracies; command_loss: the clips' cross-entropy, lowest best)")
 

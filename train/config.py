@@ -22,8 +22,11 @@ from edgesense.types import DEFAULT_COMMAND_WORDS
 
 Strategy = Literal["default", "mirrored", "multi_worker"]
 FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
-CheckpointMetric = Literal["score", "command", "scene", "command_loss"]
-CHECKPOINT_METRICS: tuple[str, ...] = get_args(CheckpointMetric)
+#: Validation figures a checkpoint can follow (``edgesense average --monitor`` ranks by them too).
+ValidationMetric = Literal["score", "command", "scene", "command_loss"]
+VALIDATION_METRICS: tuple[str, ...] = get_args(ValidationMetric)
+#: ``train.checkpoint_metric``: one of those, or the last epoch's weights.
+CheckpointMetric = Literal[ValidationMetric, "last"]
 #: The fused model's three parts, each a sub-model of that name (``train/model.py``).
 ModelPart = Literal["audio_encoder", "image_encoder", "fusion_head"]
 MODEL_PARTS: tuple[str, ...] = get_args(ModelPart)
@@ -181,7 +184,9 @@ class TrainOptions:
     #: accuracies), one head's accuracy (e.g. ``scene`` for a run whose image encoder
     #: ``edgesense adapt --image-encoder`` takes), or ``command_loss``, the validation clips' mean
     #: cross-entropy (lowest wins): it moves with every clip's confidence, where the accuracy of a
-    #: small validation split moves a step per clip and ties.
+    #: small validation split moves a step per clip and ties. ``last`` keeps the weights of the last
+    #: epoch, where the cosine schedule ends, and never stops early: no validation figure chooses,
+    #: so two runs compare without the luck of a best-of-N pick (validation is still logged).
     checkpoint_metric: CheckpointMetric = "score"
     #: Parts that keep the weights ``--init-from`` gave them while the rest trains (batch-norm
     #: statistics included), e.g. ``[image_encoder]``: fine-tune the commands and leave the

@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import keras
 import numpy as np
@@ -52,7 +53,7 @@ _PROBABILITY_FLOOR = 1e-6
 _HINT_SCALE_FLOOR = 1e-3
 #: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors,
 #: whether the highest (``max``) or the lowest (``min``) is best, and the held-out data it needs
-#: (``clips``, ``photos``; None: either).
+#: (``clips``, ``photos``; None: either). ``last`` monitors nothing: the last epoch is kept.
 CHECKPOINT_MONITORS = {"score": ("val_score", "max", None), "command": ("val_command_accuracy", "max", "clips"),
                        "scene": ("val_scene_accuracy", "max", "photos"),
                        "command_loss": ("val_command_loss", "min", "clips")}
@@ -918,6 +919,32 @@ class VisionTeacher:
         return float(np.mean(self.logits(images).argmax(-1) == labels))
 
 
+def _checkpointing(options: TrainOptions, ds: Dataset, path: Path, model) -> list:
+    """The callbacks that keep the checkpoint ``options.checkpoint_metric`` names (and stop early by
+    its figure); ValueError when the data hold none of the validation items that figure needs."""
+    if options.checkpoint_metric == "last":
+        return [_OnModel(keras.callbacks.ModelCheckpoint)(str(path), save_best_only=False, on=model)]
+    monitor, mode, needs = CHECKPOINT_MONITORS[options.checkpoint_metric]
+    held_out = {"clips": ds.audio_val, "photos": ds.image_val}.get(needs)
+    if held_out is not None and not held_out.labels.size:
+        raise ValueError(f"train.checkpoint_metric: {options.checkpoint_metric!r} needs validation {needs}, "
+                         f"and this data has none")
+    return [_OnModel(keras.callbacks.ModelCheckpoint)(str(path), monitor=monitor, mode=mode, save_best_only=True,
+                                                      on=model),
+            _OnModel(keras.callbacks.EarlyStopping)(monitor=monitor, mode=mode, patience=options.patience,
+                                                    restore_best_weights=True, on=model)]
+
+
+def _kept_epoch(metric: str, history: Mapping[str, Sequence[float]]) -> int | None:
+    """The 1-based epoch whose weights the run kept (None when nothing was validated)."""
+    if metric == "last":
+        return len(history.get("loss", [])) or None
+    monitor, mode, _ = CHECKPOINT_MONITORS[metric]
+    if not history.get(monitor):
+        return None
+    return int((np.argmax if mode == "max" else np.argmin)(history[monitor])) + 1
+
+
 def _optimizer(options: TrainOptions, schedule):
     """AdamW at ``schedule``, keeping the weights' moving average when ``options.ema_momentum`` is set."""
     averaged = options.ema_momentum is not None
@@ -1046,20 +1073,12 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                 window_teacher=window_teacher, present_rows_only=present_rows_only, hint=hint)
     validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation = _OnModel(HeadValidation)(*validation_split, on=model)
-    monitor, mode, needs = CHECKPOINT_MONITORS[config.train.checkpoint_metric]
-    held_out = {"clips": ds.audio_val, "photos": ds.image_val}.get(needs)
-    if held_out is not None and not held_out.labels.size:
-        raise ValueError(f"train.checkpoint_metric: {config.train.checkpoint_metric!r} needs validation {needs}, "
-                         f"and this data has none")
     # Validation, the checkpoint and early stopping act on the model (which the view trains), not the view.
     # With a weight average, it stands in for the weights at each epoch's end, before they act.
     callbacks = [
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.train.ema_momentum is not None else []),
         validation,
-        _OnModel(keras.callbacks.ModelCheckpoint)(str(out_dir / MODEL_FILE), monitor=monitor, mode=mode,
-                                                  save_best_only=True, on=model),
-        _OnModel(keras.callbacks.EarlyStopping)(monitor=monitor, mode=mode, patience=config.train.patience,
-                                                restore_best_weights=True, on=model),
+        *_checkpointing(config.train, ds, out_dir / MODEL_FILE, model),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
     ]
     fit_started = time.perf_counter()
@@ -1086,8 +1105,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         "test_command_accuracy": tested.get("val_command_accuracy"),
         "test_scene_accuracy": tested.get("val_scene_accuracy"),
         "epochs_run": len(history.history.get("loss", [])),
-        "best_epoch": (int((np.argmax if mode == "max" else np.argmin)(history.history[monitor])) + 1
-                       if history.history.get(monitor) else None),
+        "best_epoch": _kept_epoch(config.train.checkpoint_metric, history.history),
         "init_from": str(init_from) if init_from is not None else None,
         "load_seconds": round(load_s, 1),
         "prepare_seconds": round(prepare_s, 1),

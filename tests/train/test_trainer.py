@@ -974,6 +974,26 @@ def test_the_checkpoint_can_follow_one_validation_figure(tmp_path, tiny_data, me
         load_train_config(path, ["train.checkpoint_metric=loss"])
 
 
+@pytest.mark.slow
+def test_the_last_epoch_is_kept_when_no_figure_chooses(tmp_path, tiny_data):
+    import keras
+
+    from edgesense.train.trainer import HeadValidation
+
+    speech, scenes = tiny_data
+    # patience 1 would stop a run that follows a figure after its first epoch without gain.
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=4, steps_per_epoch=2)
+    metrics = train(load_train_config(path, ["train.checkpoint_metric=last", "train.patience=1"]), tmp_path / "run",
+                    verbose=0)
+    history = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)
+    assert metrics["epochs_run"] == metrics["best_epoch"] == len(history) == 4
+    validation = np.load(tmp_path / "run" / "validation.npz")
+    check = HeadValidation(validation["audio_features"], validation["command_label"], validation["image"],
+                           validation["scene_label"])
+    check.set_model(keras.models.load_model(tmp_path / "run" / "model.keras", compile=False))
+    assert check.evaluate()["val_command_loss"] == pytest.approx(history["val_command_loss"][-1], rel=1e-4)
+
+
 def test_the_validation_cross_entropy_is_the_clips_mean_minus_log_probability_of_their_word(tiny_run_dir):
     import keras
 
