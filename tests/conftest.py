@@ -11,11 +11,13 @@ imported only when a test asks for them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +28,8 @@ from edgesense.frontend.audio import AudioFrontendOptions, fit_clip, log_mel_spe
 from edgesense.frontend.image import ImageFrontendOptions  # noqa: E402
 from edgesense.types import DEFAULT_COMMAND_LABELS  # noqa: E402
 
+#: The project's scripts/ folder (study and tool scripts, see load_script).
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY_SCENE_LABELS = ("indoor", "outdoor", "vehicle")
 TINY_AUDIO_EMBEDDING = 8
 TINY_IMAGE_EMBEDDING = 8
@@ -256,6 +260,15 @@ def tiny_model_path(tiny_run_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model") / "tiny_int8.tflite"
     convert_run(tiny_run_dir, out, QuantizeOptions(mode="int8", calibration_samples=64))
     return out
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` imported as module ``NAME`` (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

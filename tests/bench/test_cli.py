@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from cli_run import edgesense, only_line
-from conftest import TINY_SCENE_LABELS, _command_clip, make_scene_images
+from conftest import TINY_SCENE_LABELS, _command_clip, load_script, make_scene_images
 from datagen import make_speech_commands
 
 from edgesense.app import cli
@@ -212,10 +211,7 @@ def test_the_context_rule_study_scores_each_position_on_the_tuning_streams(quick
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("context_rule_study", REPO / "scripts" / "context_rule_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("context_rule_study")
 
 
 def test_without_matplotlib_bench_says_which_extra_before_any_work(tmp_path):

@@ -3,28 +3,20 @@ port into the Keras model with the [vision-teacher] extra (PyTorch) and TensorFl
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_script
 from datagen import make_scenes, make_speech_commands, write_train_yaml
 
 from edgesense.train.data import load_image_folder, load_images
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "patient_camera.py"
 #: Mean absolute difference a JPEG round trip of these noisy photos stays within (0-255).
 JPEG_TOLERANCE = 8.0
 
 
 @pytest.fixture(scope="module")
 def patient_camera():
-    spec = importlib.util.spec_from_file_location("patient_camera", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["patient_camera"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("patient_camera")
 
 
 def test_the_pack_holds_the_splits_training_and_validation_photos_and_no_test_photo(patient_camera, tmp_path):

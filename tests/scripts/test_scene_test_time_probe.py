@@ -3,31 +3,24 @@ run folder, and bad input as one line with exit code 2."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_SCENE_LABELS, make_scene_images
+from conftest import TINY_SCENE_LABELS, load_script, make_scene_images
 from datagen import make_scenes, make_speech_commands, write_train_yaml
 
 from edgesense.frontend.image import preprocess_frame
 from edgesense.runtime.model import EdgeModel
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scene_test_time_probe.py"
 PHOTOS_PER_CLASS = 40
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("scene_test_time_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scene_test_time_probe"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scene_test_time_probe")
 
 
 @pytest.fixture(scope="module")
