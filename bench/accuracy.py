@@ -52,6 +52,12 @@ class SplitSpec:
         return index.split(validation_percent=self.validation_percent, testing_percent=self.testing_percent,
                            salt=self.speaker_salt)
 
+    def split_photos(self, index: Any) -> dict[str, list[Any]]:
+        """``index``'s photos (a :class:`edgesense.train.data.ImageIndex`) split by file-name hash
+        as training split them."""
+        return data.split_image_items(index.items, validation_percent=self.image_validation_percent,
+                                      testing_percent=self.image_testing_percent)
+
 
 def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class accuracy (recall) and counts, and the confusion matrix (rows: true)."""
@@ -158,8 +164,7 @@ def select_scene_items(options: BenchOptions, split: SplitSpec | None = None) ->
     index = data.load_image_folder(options.scenes)
     if options.split == "testing":
         part = "validation" if options.tuning_only else "testing"
-        items = data.split_image_items(index.items, validation_percent=split.image_validation_percent,
-                                       testing_percent=split.image_testing_percent)[part]
+        items = split.split_photos(index)[part]
         return index, items, (f"{part} split: file-name hash, validation {split.image_validation_percent:g} %, "
                               f"testing {split.image_testing_percent:g} %")
     return index, list(index.items), "every photo of the folder"

@@ -33,9 +33,7 @@ SPLITS = ("validation", "testing")
 
 
 def split_items(scenes: Path, split: SplitSpec, part: str) -> list:
-    index = data.load_image_folder(scenes)
-    return data.split_image_items(index.items, validation_percent=split.image_validation_percent,
-                                  testing_percent=split.image_testing_percent)[part]
+    return split.split_photos(data.load_image_folder(scenes))[part]
 
 
 def mirror_probe(model: EdgeModel, photos: np.ndarray, labels: np.ndarray) -> dict[str, float]:
