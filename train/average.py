@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.train.config import VALIDATION_METRICS
+from edgesense.train.config import TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
 __all__ = ["RUN_MATCH_FIELDS", "average_runs"]
@@ -46,10 +46,14 @@ def _read_run(path: Path) -> dict:
 
 
 def _signature(info: dict) -> dict:
-    """What must agree between averaged runs: ``RUN_MATCH_FIELDS``, the model's config and the
-    held-out split (the runs are judged on the first one's validation set)."""
+    """What must agree between averaged runs: ``RUN_MATCH_FIELDS``, the model's config but for the
+    fields that act in training only (``TRAINING_ONLY_MODEL_FIELDS``: the soup takes the first
+    run's) and the held-out split (the runs are judged on the first one's validation set)."""
+    model = (info.get("config") or {}).get("model")
+    if isinstance(model, dict):
+        model = {k: v for k, v in model.items() if k not in TRAINING_ONLY_MODEL_FIELDS}
     return {**{field: info.get(field) for field in RUN_MATCH_FIELDS},
-            "config.model": (info.get("config") or {}).get("model"),
+            "config.model": model,
             "data.split": (info.get("data") or {}).get("split")}
 
 

@@ -34,6 +34,11 @@ AUDIO_ENCODER, IMAGE_ENCODER, FUSION_HEAD = MODEL_PARTS
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
 
 
+#: ``ModelOptions`` fields that act in training only: runs that differ in them have weights of the
+#: same shapes and meaning (a soup of them is one model; ``edgesense average``).
+TRAINING_ONLY_MODEL_FIELDS: tuple[str, ...] = ("dropout", "batchnorm_momentum")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelOptions:
     """Architecture of the fusion model."""

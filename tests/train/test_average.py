@@ -91,6 +91,28 @@ def test_greedy_by_the_command_loss_ranks_the_lowest_first_and_leaves_out_a_rise
     assert greedy["monitor"] == "command_loss"
 
 
+def _with_model(run, dest, **model):
+    """A copy of ``run`` whose ``run.json`` records ``model`` as its config's model options."""
+    copy = shutil.copytree(run, dest)
+    info = json.loads((copy / "run.json").read_text())
+    info.setdefault("config", {})["model"] = model
+    (copy / "run.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_runs_that_differ_in_a_training_only_field_are_averaged_and_other_models_refused(runs, tmp_path):
+    model = {"audio_channels": 8, "dropout": 0.1, "batchnorm_momentum": 0.99}
+    first = _with_model(runs["first"], tmp_path / "first", **model)
+    no_dropout = _with_model(runs["near"], tmp_path / "no_dropout", **{**model, "dropout": 0.0,
+                                                                      "batchnorm_momentum": 0.9})
+    average_runs([first, no_dropout], tmp_path / "soup")
+    assert json.loads((tmp_path / "soup" / "run.json").read_text())["config"]["model"] == model
+    wider = _with_model(runs["near"], tmp_path / "wider", **{**model, "audio_channels": 16})
+    with pytest.raises(ValueError, match=r"does not match .* in config\.model \("):
+        average_runs([first, wider], tmp_path / "soup2")
+    assert not (tmp_path / "soup2").exists()
+
+
 def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_path):
     other = shutil.copytree(runs["near"], tmp_path / "other")
     info = json.loads((other / "run.json").read_text())
