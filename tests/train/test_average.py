@@ -101,6 +101,12 @@ def _with_model(run, dest, **model):
 
 
 def test_runs_that_differ_in_a_training_only_field_are_averaged_and_other_models_refused(runs, tmp_path):
+    import dataclasses
+
+    from edgesense.train.config import TRAINING_ONLY_MODEL_FIELDS, ModelOptions
+
+    assert set(TRAINING_ONLY_MODEL_FIELDS) == {"dropout", "batchnorm_momentum"}
+    assert set(TRAINING_ONLY_MODEL_FIELDS) <= {f.name for f in dataclasses.fields(ModelOptions)}
     model = {"audio_channels": 8, "dropout": 0.1, "batchnorm_momentum": 0.99}
     first = _with_model(runs["first"], tmp_path / "first", **model)
     no_dropout = _with_model(runs["near"], tmp_path / "no_dropout", **{**model, "dropout": 0.0,
