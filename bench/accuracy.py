@@ -55,8 +55,8 @@ class SplitSpec:
     def split_photos(self, index: Any) -> dict[str, list[Any]]:
         """``index``'s photos (a :class:`edgesense.train.data.ImageIndex`) split by file-name hash
         as training split them."""
-        return data.split_image_items(index.items, validation_percent=self.image_validation_percent,
-                                      testing_percent=self.image_testing_percent)
+        return index.split(validation_percent=self.image_validation_percent,
+                           testing_percent=self.image_testing_percent)
 
 
 def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
