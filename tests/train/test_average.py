@@ -91,13 +91,18 @@ def test_greedy_by_the_command_loss_ranks_the_lowest_first_and_leaves_out_a_rise
     assert greedy["monitor"] == "command_loss"
 
 
-def _with_model(run, dest, **model):
-    """A copy of ``run`` whose ``run.json`` records ``model`` as its config's model options."""
+def _edited_copy(run, dest, edit):
+    """A copy of ``run`` whose ``run.json`` is changed in place by ``edit(info)``."""
     copy = shutil.copytree(run, dest)
     info = json.loads((copy / "run.json").read_text())
-    info.setdefault("config", {})["model"] = model
+    edit(info)
     (copy / "run.json").write_text(json.dumps(info))
     return copy
+
+
+def _with_model(run, dest, **model):
+    """A copy of ``run`` whose ``run.json`` records ``model`` as its config's model options."""
+    return _edited_copy(run, dest, lambda info: info.setdefault("config", {}).update(model=model))
 
 
 def test_runs_that_differ_in_a_training_only_field_are_averaged_and_other_models_refused(runs, tmp_path):
@@ -120,17 +125,13 @@ def test_runs_that_differ_in_a_training_only_field_are_averaged_and_other_models
 
 
 def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_path):
-    other = shutil.copytree(runs["near"], tmp_path / "other")
-    info = json.loads((other / "run.json").read_text())
-    info["labels"]["scene"] = ["kitchen", "garden"]
-    (other / "run.json").write_text(json.dumps(info))
+    other = _edited_copy(runs["near"], tmp_path / "other",
+                         lambda info: info["labels"].update(scene=["kitchen", "garden"]))
     line = only_line(edgesense("average", runs["first"], other, "--out", tmp_path / "soup"))
     assert line.startswith(f"{ERROR_PREFIX} runs {other}: does not match {runs['first']} in labels (")
     assert not (tmp_path / "soup").exists()
-    split = shutil.copytree(runs["near"], tmp_path / "split")
-    info = json.loads((split / "run.json").read_text())
-    info["data"]["split"] = {"speaker_salt": "other"}
-    (split / "run.json").write_text(json.dumps(info))
+    split = _edited_copy(runs["near"], tmp_path / "split",
+                         lambda info: info["data"].update(split={"speaker_salt": "other"}))
     line = only_line(edgesense("average", runs["first"], split, "--out", tmp_path / "soup"))
     assert line.startswith(f"{ERROR_PREFIX} runs {split}: does not match {runs['first']} in data.split (")
     line = only_line(edgesense("average", runs["first"], "--out", tmp_path / "soup"))
