@@ -8,10 +8,11 @@ Runs ``edgesense.loop.pipeline.Pipeline`` on the sample video (640x480) and 16 k
   time / media time, i.e. without decoding the media);
 * per-stage latency p50/p95 (audio frontend per 20 ms chunk, audio encoder, image
   preprocess, image encoder, fusion) and each stage's share of the compute time;
-* for each word in the ground truth (``samples/commands.json``): whether a command
-  event with that label fired, its *detection delay* (event stream time minus the end
-  of the spoken word: the audio the recogniser needed after the word) and its
-  *processing latency* (from the end of the last chunk of audio to the event).
+* for each word in the ground truth (``samples/speech_commands.json``, the demo's real speakers,
+  whom the bundled model never heard): whether a command event with that label fired, its
+  *detection delay* (event stream time minus the end of the spoken word: the audio the
+  recogniser needed after the word) and its *processing latency* (from the end of the last
+  chunk of audio to the event).
 
 Usage::
 
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "edgesense.tflite"))
     parser.add_argument("--config", default=str(ROOT / "firmware_configs" / "desktop.yaml"))
     parser.add_argument("--video", default=str(ROOT / "samples" / "scene.mp4"))
-    parser.add_argument("--audio", default=str(ROOT / "samples" / "commands.wav"))
-    parser.add_argument("--truth", default=str(ROOT / "samples" / "commands.json"))
+    parser.add_argument("--audio", default=str(ROOT / "samples" / "speech_commands.wav"))
+    parser.add_argument("--truth", default=str(ROOT / "samples" / "speech_commands.json"))
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the figures are from the fastest (default 3)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")

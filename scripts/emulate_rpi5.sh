@@ -16,7 +16,7 @@
 #   --model/--config  model and device config for the bundle built here (default
 #              models/edgesense.tflite, firmware_configs/rpi5.yaml)
 #   --video/--audio  media replayed on the emulated device (default samples/scene.mp4,
-#              samples/commands.wav)
+#              samples/speech_commands.wav, the demo's)
 #   --stage rootfs  only build the root file system
 #   --swap-wheel FILE  after install.sh, install this aarch64 wheel over the bundle's (an emulation
 #              workaround: ai-edge-litert 2.3.0 segfaults creating an interpreter under
@@ -32,7 +32,7 @@ BUNDLE=""
 MODEL="$ROOT_DIR/models/edgesense.tflite"
 CONFIG="$ROOT_DIR/firmware_configs/rpi5.yaml"
 VIDEO="$ROOT_DIR/samples/scene.mp4"
-AUDIO="$ROOT_DIR/samples/commands.wav"
+AUDIO="$ROOT_DIR/samples/speech_commands.wav"
 STAGE="all"
 SWAP_WHEEL=""
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
@@ -131,7 +131,7 @@ rm -rf "$ROOTFS/opt/edgesense-bundle" "$ROOTFS/opt/edgesense" "$ROOTFS/tmp/edges
 mkdir -p "$ROOTFS/opt/edgesense-bundle" "$ROOTFS/tmp/edgesense-media"
 cp -a "$BUNDLE/." "$ROOTFS/opt/edgesense-bundle/"
 cp "$VIDEO" "$ROOTFS/tmp/edgesense-media/scene.${VIDEO##*.}"
-cp "$AUDIO" "$ROOTFS/tmp/edgesense-media/commands.wav"
+cp "$AUDIO" "$ROOTFS/tmp/edgesense-media/audio.wav"
 
 mounted=()
 cleanup() {
@@ -180,7 +180,7 @@ rm -f "$ROOTFS/tmp/edgesense-events.jsonl"
 start=$(date +%s)
 in_chroot /opt/edgesense /opt/edgesense/venv/bin/edgesense -v run \
   --config /opt/edgesense/config.yaml --headless \
-  --video "/tmp/edgesense-media/scene.${VIDEO##*.}" --audio /tmp/edgesense-media/commands.wav \
+  --video "/tmp/edgesense-media/scene.${VIDEO##*.}" --audio /tmp/edgesense-media/audio.wav \
   --fast --events /tmp/edgesense-events.jsonl 2>&1 | tee "$WORKDIR/run.log"
 log "run took $(( $(date +%s) - start )) s"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak test: a simulated day of stream through the whole device loop, watching memory.
 
-The bundled sample media (``samples/scene.mp4`` + ``samples/commands.wav``, 14 s)
+The bundled sample media (``samples/scene.mp4`` + ``samples/speech_commands.wav``, the demo's)
 are replayed in a loop, as fast as possible, through :class:`edgesense.loop.pipeline.Pipeline`
 (frontends, the int8 model, post-processing) into real sinks (JSON Lines to a file
 and a callback), for ``--hours`` of *stream* time (default 24). Every
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="a .tflite (default: models/edgesense.tflite or the tiny model)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="device YAML for scheduling options")
     parser.add_argument("--video", type=Path, default=REPO / "samples" / "scene.mp4")
-    parser.add_argument("--audio", type=Path, default=REPO / "samples" / "commands.wav")
+    parser.add_argument("--audio", type=Path, default=REPO / "samples" / "speech_commands.wav")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/edgesense-soak"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
