@@ -21,6 +21,7 @@ __all__ = [
     "AudioAugmentOptions",
     "ImageAugmentOptions",
     "NoisePool",
+    "PhotoViews",
     "add_reverb",
     "change_speed",
     "augment_features",
@@ -428,3 +429,34 @@ def augment_images(images: np.ndarray, rng: np.random.Generator,
     if options.degrade_probability > 0:
         x, _ = degrade_randomly(x, rng, probability=options.degrade_probability)
     return x
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhotoViews:
+    """``count`` fixed augmented views of every photo: view ``v`` of photo ``i`` is
+    :func:`augment_images` of that photo alone with a generator seeded by ``(seed, i, v)``, so it
+    is the same image whichever batch draws it, and a teacher can score every view once."""
+
+    count: int
+    seed: int
+    augment: ImageAugmentOptions = ImageAugmentOptions()
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.count, int) and not isinstance(self.count, bool) and self.count >= 1, "count",
+                "an integer >= 1", self.count)
+
+    def render(self, images: np.ndarray, photos: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """View ``views[k]`` of photo ``photos[k]`` (rows of ``images``, uint8 (N, H, W, 3)), for each k."""
+        photos, views = np.asarray(photos), np.asarray(views)
+        require(photos.shape == views.shape and photos.ndim == 1, "views", f"one per photo ({photos.shape})",
+                views.shape)
+        require(views.size == 0 or 0 <= views.min() <= views.max() < self.count, "views",
+                f"indices in [0, {self.count})", views)
+        return np.stack([augment_images(images[i:i + 1], np.random.default_rng([self.seed, int(i), int(v)]),
+                                        self.augment)[0]
+                         for i, v in zip(photos, views)]) if photos.size else images[:0].copy()
+
+    def all_photos(self, images: np.ndarray, view: int) -> np.ndarray:
+        """View ``view`` of every photo in ``images``."""
+        photos = np.arange(len(images))
+        return self.render(images, photos, np.full_like(photos, view))

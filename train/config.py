@@ -171,6 +171,12 @@ class TrainOptions:
     distill_weight: float = 0.0
     #: The same for each photo's scene loss and the vision teacher (> 0 needs ``vision_teacher.enabled``).
     scene_distill_weight: float = 0.0
+    #: Augmented views of each training photo that the vision teacher scores (cached, like its other
+    #: outputs): a drawn photo is shown as one of its views and learns the teacher's targets *for that
+    #: view*, so what the student sees and what it is told agree (a crop that lost the mountain is not
+    #: told "mountain" with the clean photo's confidence). 0: the teacher scores each photo as it is
+    #: and the student sees a fresh augmentation of it. > 0 needs ``scene_distill_weight`` > 0.
+    scene_distill_views: int = 0
     distill_temperature: float = 2.0  #: both teachers' soft targets
     #: Per-step pipeline: weight of the embedding hint, a loss (minus the cosine) that makes a linear
     #: map of the audio encoder's embedding (trained with it, in the training view only: never
@@ -226,6 +232,11 @@ class TrainOptions:
         require(0.0 <= self.scene_distill_weight <= 1.0, "scene_distill_weight", "in [0, 1]",
                 self.scene_distill_weight)
         require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
+        require(isinstance(self.scene_distill_views, int) and not isinstance(self.scene_distill_views, bool)
+                and self.scene_distill_views >= 0, "scene_distill_views", "an integer >= 0", self.scene_distill_views)
+        require(self.scene_distill_views == 0 or self.scene_distill_weight > 0, "scene_distill_views",
+                "0 unless scene_distill_weight > 0 (the views carry the vision teacher's targets)",
+                self.scene_distill_views)
         require(self.embedding_hint_weight >= 0.0, "embedding_hint_weight", ">= 0", self.embedding_hint_weight)
         require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
         require(self.ema_momentum is None or 0.0 < self.ema_momentum < 1.0, "ema_momentum", "in (0, 1) or null",

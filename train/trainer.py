@@ -309,7 +309,8 @@ class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
     unpaired), with modality dropout, augmentation and per-head sample weights. With
     ``packed_targets`` both heads' targets are packed for :class:`DistillationLoss`; with ``scene_soft_targets`` (the vision teacher's,
-    one row per training photo) a seen photo's row learns from them too, and with
+    one row per training photo) a seen photo's row learns from them too (with ``photo_views``, one
+    row per photo and view: the photo is shown as a drawn view of it, with that view's targets), and with
     ``clip_soft_targets`` (the audio teacher's, one row per training clip) so does a command row
     that still holds its clip's word (not talk, background or a cut-off part of a word). With a
     ``window_teacher`` (:class:`~edgesense.train.teachers.models.ModelEnsembleTeacher`) every audio
@@ -319,9 +320,17 @@ class FusionBatches(keras.utils.PyDataset):
 
     def __init__(self, dataset: Dataset, config: TrainConfig, *, steps: int, epoch_seed: int, workers: int = 1,
                  packed_targets: bool = False, scene_soft_targets: np.ndarray | None = None,
+                 photo_views: augment.PhotoViews | None = None,
                  clip_soft_targets: np.ndarray | None = None, window_teacher: ModelEnsembleTeacher | None = None,
                  present_rows_only: bool = False, hint: HintTargets | None = None):
         super().__init__(workers=workers, use_multiprocessing=False)
+        photos_shape = (dataset.image_train.labels.size, *(() if photo_views is None else (photo_views.count,)))
+        require(scene_soft_targets is None or scene_soft_targets.shape[:-1] == photos_shape, "scene_soft_targets",
+                f"one row per training photo{'' if photo_views is None else ' and view'} {photos_shape}",
+                None if scene_soft_targets is None else scene_soft_targets.shape[:-1])
+        require(photo_views is None or scene_soft_targets is not None, "photo_views",
+                "None without scene_soft_targets (the views carry the teacher's targets)", photo_views)
+        self.photo_views = photo_views
         self.packed_targets = packed_targets  # targets for DistillationLoss rather than one-hot
         self.present_rows_only = present_rows_only  # inputs for build_present_rows_view (see present_rows)
         for name, teacher in (("clip_soft_targets", clip_soft_targets), ("window_teacher", window_teacher)):
@@ -372,10 +381,14 @@ class FusionBatches(keras.utils.PyDataset):
         has_audio = self.ds.audio_train.labels.size > 0
         has_image = self.ds.image_train.labels.size > 0
 
-        photos = None
+        photos = views = None
         if has_image:
             photos = rng.integers(0, self.ds.image_train.labels.size, size=b)
-            images = augment.augment_images(self.ds.image_train.images[photos], rng, cfg.image_augment)
+            if self.photo_views is not None:
+                views = rng.integers(0, self.photo_views.count, size=b)
+                images = self.photo_views.render(self.ds.image_train.images, photos, views)
+            else:
+                images = augment.augment_images(self.ds.image_train.images[photos], rng, cfg.image_augment)
             y_scene = self.ds.image_train.labels[photos]
         else:
             images = np.zeros((b, *cfg.image_frontend.input_shape), np.uint8)
@@ -406,7 +419,7 @@ class FusionBatches(keras.utils.PyDataset):
         }
         y = {
             OUTPUT_COMMAND: cmd_target,
-            OUTPUT_SCENE: self.scene_target(y_scene, photos, image_present),
+            OUTPUT_SCENE: self.scene_target(y_scene, photos, image_present, views),
         }
         w = {
             OUTPUT_COMMAND: audio_present * self.command_weights[y_cmd] * cmd_weight,
@@ -418,15 +431,17 @@ class FusionBatches(keras.utils.PyDataset):
             y[OUTPUT_AUDIO_HINT], w[OUTPUT_AUDIO_HINT] = hint_target, audio_present * hint_weight
         return (present_rows(x) if self.present_rows_only else x), y, w
 
-    def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray) -> np.ndarray:
-        """Packed scene targets; the teacher's soft targets count only where the photo is seen
-        (a row that only hears its place learns the hard label)."""
+    def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray,
+                     views: np.ndarray | None = None) -> np.ndarray:
+        """Packed scene targets; the teacher's soft targets (of the drawn view, with views) count
+        only where the photo is seen (a row that only hears its place learns the hard label)."""
         if not self.packed_targets:
             return keras.utils.to_categorical(labels, self.n_scene).astype(np.float32)
         if self.scene_soft is None or photos is None:
             return pack_targets(labels, self.n_scene)
         weight = np.where(image_present > 0, self.config.train.scene_distill_weight, 0.0)
-        return pack_targets(labels, self.n_scene, self.scene_soft[photos], weight)
+        soft = self.scene_soft[photos] if views is None else self.scene_soft[photos, views]
+        return pack_targets(labels, self.n_scene, soft, weight)
 
     def place_rows(self, rng: np.random.Generator, labels: np.ndarray, scenes: np.ndarray | None):
         """:func:`edgesense.train.scene_audio.place_rows` for this batch, or None without place sounds."""
@@ -611,9 +626,11 @@ class BankBatches(FusionBatches):
 
     def __init__(self, dataset: Dataset, config: TrainConfig, bank: ExampleBank, *, steps: int, epoch_seed: int,
                  soft_targets: np.ndarray | None = None, workers: int = 1,
-                 scene_soft_targets: np.ndarray | None = None, present_rows_only: bool = False):
+                 scene_soft_targets: np.ndarray | None = None, photo_views: augment.PhotoViews | None = None,
+                 present_rows_only: bool = False):
         super().__init__(dataset, config, steps=steps, epoch_seed=epoch_seed, workers=workers, packed_targets=True,
-                         scene_soft_targets=scene_soft_targets, present_rows_only=present_rows_only)
+                         scene_soft_targets=scene_soft_targets, photo_views=photo_views,
+                         present_rows_only=present_rows_only)
         self.bank, self.soft = bank, soft_targets
         self.weight = np.where(bank.known_negative, 0.0, config.train.distill_weight).astype(np.float32)
         self.by_class, self.class_ids = class_pools(bank.labels, bank.synthetic, self.n_cmd)
@@ -913,6 +930,11 @@ class VisionTeacher:
 
         return teacher_logits(self.head, self.embed(images))
 
+    def view_logits(self, images: np.ndarray, views: augment.PhotoViews) -> np.ndarray:
+        """The logits of every view of every photo, (N, views.count, classes); each view's
+        features are cached by their content, like the photos'."""
+        return np.stack([self.logits(views.all_photos(images, v)) for v in range(views.count)], axis=1)
+
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
         if not labels.size:
             return float("nan")
@@ -1017,10 +1039,16 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                  teacher_metrics["teacher_command_accuracy"])
     vision_teacher = (VisionTeacher(config, cache) if config.vision_teacher.enabled and ds.image_train.labels.size
                       else None)
-    scene_soft = None
+    scene_soft = photo_views = None
     if vision_teacher is not None:
         teacher_metrics.update(vision_teacher.fit(ds))
-        scene_soft = soften(vision_teacher.logits(ds.image_train.images), config.train.distill_temperature)
+        if config.train.scene_distill_views:
+            photo_views = augment.PhotoViews(count=config.train.scene_distill_views, seed=config.seed,
+                                             augment=config.image_augment)
+            logits = vision_teacher.view_logits(ds.image_train.images, photo_views)
+        else:
+            logits = vision_teacher.logits(ds.image_train.images)
+        scene_soft = soften(logits, config.train.distill_temperature)
     prepare_s = time.perf_counter() - prepare_started
     log.info("data %.0f s, example bank and teacher %.0f s (cache: %d hits, %d misses)", load_s, prepare_s,
              cache.hits, cache.misses)
@@ -1065,11 +1093,12 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         )
     if bank is not None:
         batches = BankBatches(ds, config, bank, steps=steps, epoch_seed=config.seed, soft_targets=soft_targets,
-                              workers=config.train.workers, scene_soft_targets=scene_soft,
+                              workers=config.train.workers, scene_soft_targets=scene_soft, photo_views=photo_views,
                               present_rows_only=present_rows_only)
     else:
         batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed, workers=config.train.workers,
-                                packed_targets=True, scene_soft_targets=scene_soft, clip_soft_targets=soft_targets,
+                                packed_targets=True, scene_soft_targets=scene_soft, photo_views=photo_views,
+                                clip_soft_targets=soft_targets,
                                 window_teacher=window_teacher, present_rows_only=present_rows_only, hint=hint)
     validation_split = (audio_val_features, ds.audio_val.labels, ds.image_val.images, ds.image_val.labels)
     validation = _OnModel(HeadValidation)(*validation_split, on=model)

@@ -8,6 +8,7 @@ import pytest
 from edgesense.train.augment import (
     AudioAugmentOptions,
     ImageAugmentOptions,
+    PhotoViews,
     add_reverb,
     augment_features,
     augment_images,
@@ -276,3 +277,25 @@ def test_augment_images_deterministic_and_validated() -> None:
         ImageAugmentOptions(crop_scale_range=(0.5, 1.5))
     with pytest.raises(ValueError, match="images"):
         augment_images(x.astype(np.float32), np.random.default_rng(0), options)
+
+
+def test_a_photo_view_is_the_same_image_whichever_batch_draws_it() -> None:
+    x = _images()
+    views = PhotoViews(count=3, seed=7)
+    batch = views.render(x, np.array([5, 2, 5, 5]), np.array([1, 0, 1, 2]))
+    np.testing.assert_array_equal(batch[0], batch[2])  # photo 5, view 1, twice in one batch
+    np.testing.assert_array_equal(batch[0], views.render(x, np.array([5]), np.array([1]))[0])  # and alone
+    np.testing.assert_array_equal(batch[1], views.all_photos(x, 0)[2])  # and among every photo's view 0
+    assert not np.array_equal(batch[0], batch[3])  # another view of the same photo
+    assert not np.array_equal(batch[0], PhotoViews(count=3, seed=8).render(x, np.array([5]), np.array([1]))[0])
+    assert views.render(x, np.array([], int), np.array([], int)).shape == (0, *x.shape[1:])
+
+
+def test_photo_views_are_validated() -> None:
+    x = _images()
+    with pytest.raises(ValueError, match="count: expected an integer >= 1, got 0"):
+        PhotoViews(count=0, seed=0)
+    with pytest.raises(ValueError, match=r"views: expected indices in \[0, 2\)"):
+        PhotoViews(count=2, seed=0).render(x, np.array([0, 1]), np.array([0, 2]))
+    with pytest.raises(ValueError, match="views: expected one per photo"):
+        PhotoViews(count=2, seed=0).render(x, np.array([0, 1]), np.array([0]))

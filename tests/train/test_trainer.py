@@ -18,7 +18,9 @@ from datagen import (  # noqa: E402
     write_train_yaml,
 )
 
+from edgesense.train.augment import PhotoViews  # noqa: E402
 from edgesense.train.config import load_train_config  # noqa: E402
+from edgesense.train.distill import soften  # noqa: E402
 from edgesense.train.model import (  # noqa: E402
     INPUT_AUDIO,
     INPUT_AUDIO_PRESENT,
@@ -574,12 +576,17 @@ def test_av_flag_names_a_missing_folder(tmp_path, tiny_data):
                     f"got {str(tmp_path / 'nowhere')!r} (does not exist)")
 
 
-def test_seen_photos_learn_from_the_vision_teachers_soft_targets(tmp_path, tiny_data):
+def _with_vision_teacher(tmp_path, tiny_data, *settings):
+    """(the config file, its config, its data): the tiny data with the vision teacher's targets at
+    weight 0.7 and ``settings``."""
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
-    config = load_train_config(path, ["vision_teacher.enabled=true", "train.scene_distill_weight=0.7",
-                                      "train.modality_dropout=0.3"])
-    ds = load_dataset(config)
+    config = load_train_config(path, ["vision_teacher.enabled=true", "train.scene_distill_weight=0.7", *settings])
+    return path, config, load_dataset(config)
+
+
+def test_seen_photos_learn_from_the_vision_teachers_soft_targets(tmp_path, tiny_data):
+    _, config, ds = _with_vision_teacher(tmp_path, tiny_data, "train.modality_dropout=0.3")
     n, classes = ds.image_train.labels.size, len(ds.scene_labels)
     # Each photo's soft target names its own row (column 0) and its label (the largest of the rest).
     soft = np.full((n, classes), 0.01, np.float32)
@@ -594,6 +601,38 @@ def test_seen_photos_learn_from_the_vision_teachers_soft_targets(tmp_path, tiny_
         assert np.all(weight[seen] == np.float32(0.7)) and np.all(weight[~seen] == 0.0) and (~seen).any()
     plain = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True)[0][1]["scene"]
     assert np.all(plain[:, -1] == 0.0) and np.all(plain[:, classes:2 * classes] == 0.0)
+
+
+def _strip_teacher(images: np.ndarray, classes: int) -> np.ndarray:
+    """A stand-in vision teacher that reads the pixels it is shown: one class per vertical strip,
+    scored by the strip's brightness (a crop, a flip or a colour change moves its targets)."""
+    strips = np.array_split(np.asarray(images, np.float64).mean(axis=(1, 3)), classes, axis=1)
+    logits = np.stack([strip.mean(axis=1) for strip in strips], axis=1) / 8.0
+    return soften(logits, 1.0)
+
+
+def test_with_photo_views_a_seen_photo_learns_the_teachers_targets_for_the_view_it_is_shown(tmp_path, tiny_data):
+    path, config, ds = _with_vision_teacher(tmp_path, tiny_data, "train.scene_distill_views=3")
+    classes = len(ds.scene_labels)
+    views = PhotoViews(count=3, seed=config.seed, augment=config.image_augment)
+    photos = ds.image_train.images
+    soft = np.stack([_strip_teacher(views.all_photos(photos, v), classes) for v in range(views.count)], axis=1)
+    batches = FusionBatches(ds, config, steps=3, epoch_seed=0, packed_targets=True, scene_soft_targets=soft,
+                            photo_views=views)
+    for x, y, _ in (batches[i] for i in range(3)):
+        seen = x[INPUT_IMAGE_PRESENT][:, 0] > 0
+        shown = x[INPUT_IMAGE][seen].astype(np.uint8)
+        np.testing.assert_allclose(y["scene"][seen, classes:2 * classes], _strip_teacher(shown, classes), rtol=1e-5)
+    # Without views the teacher scored each photo as it is, and the rows show fresh augmentations of it.
+    plain = FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True,
+                          scene_soft_targets=_strip_teacher(photos, classes))
+    x, y, _ = plain[0]
+    assert not np.allclose(y["scene"][:, classes:2 * classes], _strip_teacher(x[INPUT_IMAGE].astype(np.uint8), classes))
+    with pytest.raises(ValueError, match=r"scene_soft_targets: expected one row per training photo and view"):
+        FusionBatches(ds, config, steps=1, epoch_seed=0, packed_targets=True,
+                      scene_soft_targets=_strip_teacher(photos, classes), photo_views=views)
+    with pytest.raises(ValueError, match="train.scene_distill_views: expected 0 unless scene_distill_weight > 0"):
+        load_train_config(path, ["vision_teacher.enabled=true", "train.scene_distill_views=3"])
 
 
 def test_rows_that_hold_their_clip_learn_from_the_audio_teachers_soft_targets(tmp_path, tiny_data):
