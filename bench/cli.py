@@ -417,5 +417,6 @@ def run(args: argparse.Namespace) -> int:
         if budgets:
             print("  tuning streams, best hit rate within " + ", ".join(
                 f"{b['max_false_accepts_per_hour']:g}" for b in budgets["budgets"]) + " FA/hour: " + " / ".join(
-                _fmt(b["hit_rate"]) for b in budgets["budgets"]) + f" (mean {_fmt(budgets['mean_hit_rate'])})")
+                _fmt(b["hit_rate"]) for b in budgets["budgets"]) + f" (mean {_fmt(budgets['mean_hit_rate'])}; "
+                "p95 latency " + " / ".join(_fmt(b.get("latency_p95_ms"), 0) for b in budgets["budgets"]) + " ms)")
     return 0

@@ -226,7 +226,8 @@ def _tuning_budgets_markdown(st: Mapping[str, Any]) -> list[str]:
                 "rates is the steadier figure to compare models by:", "",
             "| false accepts per hour | " + " | ".join(f"≤ {r['max_false_accepts_per_hour']:g}" for r in rows)
             + " | mean |", "| --- |" + " ---: |" * (len(rows) + 1),
-            "| hit rate | " + " | ".join(_fmt(r["hit_rate"]) for r in rows) + f" | {_fmt(section['mean_hit_rate'])} |"]
+            "| hit rate | " + " | ".join(_fmt(r["hit_rate"]) for r in rows) + f" | {_fmt(section['mean_hit_rate'])} |",
+            "| latency p95 (ms) | " + " | ".join(_fmt(r.get("latency_p95_ms"), 0) for r in rows) + " | |"]
 
 
 def _envelope_markdown(st: Mapping[str, Any], key: str, words: str) -> list[str]:

@@ -150,7 +150,11 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     at_one = budgets["budgets"][1]
     assert at_one["hit_rate"] == (rec["tuning"]["hit_rate"] if rec["within_budget_on_tuning"] else None)
     assert at_one["hit_rate"] is None or at_one["false_accepts_per_hour"] <= 1.0
+    # … with each best setting's latency beside it, since a setting that waits longer hears more.
+    assert at_one["latency_p95_ms"] == (rec["tuning"]["latency_ms"]["p95"] if rec["within_budget_on_tuning"] else None)
+    assert all((row["latency_p95_ms"] is None) == (not row["hit_rate"]) for row in budgets["budgets"])
     assert "best setting within each budget" in markdown and "| ≤ 0.5 | ≤ 1 | ≤ 2 | ≤ 5 | mean |" in markdown
+    assert "| latency p95 (ms) |" in markdown
     # The level envelope scores the same words at every level and SNR.
     envelope = st["level_envelope"]
     assert len(envelope) == len({(row["level_dbfs"], row["snr_db"]) for row in envelope}) > 1
