@@ -262,6 +262,17 @@ def tiny_model_path(tiny_run_dir, tmp_path_factory) -> Path:
     return out
 
 
+def installed_speech_embedding(pad_ms: float):
+    """Google's ``speech_embedding`` from the ``[teacher]`` extra, or the test skipped naming what to install."""
+    from edgesense.train.teachers import speech_embedding as se
+
+    try:
+        se.model_files()
+    except se.TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    return se.SpeechEmbedding(se.SpeechEmbeddingOptions(pad_ms=pad_ms))
+
+
 def load_script(name: str) -> ModuleType:
     """``scripts/NAME.py`` imported as module ``NAME`` (the scripts are not a package)."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")

@@ -4,6 +4,7 @@ import importlib.metadata
 
 import numpy as np
 import pytest
+from conftest import installed_speech_embedding
 
 from edgesense.train.teachers import speech_embedding as se
 
@@ -64,11 +65,7 @@ def test_distill_needs_the_teacher_enabled(tmp_path):
 
 @pytest.fixture(scope="module")
 def embedder():
-    try:
-        se.model_files()
-    except se.TeacherUnavailable as exc:
-        pytest.skip(str(exc))
-    return se.SpeechEmbedding(se.SpeechEmbeddingOptions(pad_ms=250.0))
+    return installed_speech_embedding(pad_ms=250.0)
 
 
 def _tone_clips(freqs, rng):
@@ -85,6 +82,12 @@ def test_embeddings_of_installed_models(embedder):
     # Batch-independent up to float rounding (XNNPACK), and different sounds give different embeddings.
     np.testing.assert_allclose(embedder(clips[:1])[0], emb[0], atol=0.05)
     assert np.abs(emb[0] - emb[1]).mean() > np.abs(emb[0] - emb[2]).mean()
+    # embed(): mel windows of any leading shape -> their embeddings (what a stream scorer calls)
+    windows = se.embedding_windows(embedder.mel(clips))
+    np.testing.assert_allclose(embedder.embed(windows), emb, atol=0.05)
+    assert embedder.embed(windows[0, :4]).shape == (4, se.EMBEDDING_DIM)
+    with pytest.raises(ValueError, match="windows"):
+        embedder.embed(windows[..., :16])
 
 
 @pytest.mark.slow

@@ -143,16 +143,20 @@ class SpeechEmbedding:
         raw, self._mel_shape = self._run(self._mel, np.ascontiguousarray(x), self._mel_shape)
         return mel_transform(raw.reshape(x.shape[0], -1, MEL_BINS))
 
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        """``(..., 76, 32)`` mel windows (:func:`embedding_windows`) -> ``(..., 96)`` embeddings."""
+        windows = np.asarray(windows, dtype=np.float32)
+        require(windows.shape[-2:] == (WINDOW_FRAMES, MEL_BINS), "windows",
+                f"(..., {WINDOW_FRAMES}, {MEL_BINS}) mel windows", windows.shape)
+        flat = np.ascontiguousarray(windows.reshape(-1, WINDOW_FRAMES, MEL_BINS, 1))
+        emb, self._embed_shape = self._run(self._embed, flat, self._embed_shape)
+        return emb.reshape(*windows.shape[:-2], EMBEDDING_DIM).astype(np.float32)
+
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         clips = np.asarray(clips, dtype=np.float32)
         require(clips.ndim == 2, "clips", "a (batch, samples) array", clips.shape)
-        out = []
-        for start in range(0, len(clips), self.options.batch_clips):
-            windows = embedding_windows(self.mel(clips[start:start + self.options.batch_clips]))
-            b, w = windows.shape[:2]
-            flat = np.ascontiguousarray(windows.reshape(b * w, WINDOW_FRAMES, MEL_BINS, 1))
-            emb, self._embed_shape = self._run(self._embed, flat, self._embed_shape)
-            out.append(emb.reshape(b, w, EMBEDDING_DIM))
+        out = [self.embed(embedding_windows(self.mel(clips[start:start + self.options.batch_clips])))
+               for start in range(0, len(clips), self.options.batch_clips)]
         if not out:
             return np.zeros((0, 0, EMBEDDING_DIM), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        return np.concatenate(out)

@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""How far Google's speech_embedding gets on the benchmark's streams once a head on it is taught the stream.
+
+``speech_embedding`` (the audio teacher's backbone, the ``[teacher]`` extra) with a small head
+(the audio teacher's: layer norm, Conv1D, max-pool, dense) trained here for the stream: the
+training speakers' clips placed anywhere in a 1.5 s window over the training pool's noise at drawn
+levels and SNRs, windows of other people's talk from the training pool of ``speech_negatives`` as
+``_unknown_``, and background windows as ``_silence_``. The head runs over the benchmark's tuning
+streams as a device would run it (every hop, on the last 1.4 s of audio: nine embeddings), and
+``edgesense bench --tuning-only`` scores those posteriors exactly as it scores a model's (the
+sweep, the budgets, the DET curve): the bench runs in-process with its per-hop scorer replaced
+by the head's. ``--with-student`` scores the mean of the head's and ``--model``'s posteriors
+instead: a two-model detector. Every other figure of that report (clips, photos, the level
+envelope) is the ``--model``'s own; the evaluation streams are never built.
+
+A study, not a deployable detector: the two TFLite files of ``speech_embedding`` are 2.4 MB
+(float) and their audio path costs about twice the student's per second of stream (one thread).
+
+    .venv/bin/python scripts/teacher_stream_study.py --out runs/ts --heads 5 [--with-student]
+    .venv/bin/python scripts/teacher_stream_study.py --cost     # what it costs against the bundled model
+
+writes ``<out>/study.json`` (the tuning budgets and DET curve) and ``<out>/bench/`` (the bench run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgesense.bench import streams as bench_streams
+from edgesense.bench.accuracy import SplitSpec
+from edgesense.bench.streams import StreamPosteriors, speech_span
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.wav import read_wav
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
+from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import require
+from edgesense.train import data
+from edgesense.train.pools import speech_negative_pools, split_recordings
+from edgesense.train.teachers.audio import AudioTeacherOptions
+from edgesense.train.teachers.speech_embedding import (
+    EMBEDDING_DIM, MEL_BINS, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbedding, SpeechEmbeddingOptions, embedding_windows,
+    model_files,
+)
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+
+log = logging.getLogger("teacher_stream_study")
+
+SAMPLE_RATE_HZ = 16000
+MEL_HOP_SAMPLES = 160
+MEL_LEAD_FRAMES = 3  #: the mel model gives floor(samples / 160) - 3 frames
+CONTEXT_EMBEDDINGS = 9  #: the default: 1.4 s of audio, what the head sees at every hop
+SPARE_FRAMES = 7  #: a training window's frames after its last embedding (1.5 s windows for nine)
+CHUNK_FRAMES = 3000  #: 30 s of mel frames a call on a stream
+EMBED_BATCH = 512  #: embeddings a call
+COST_REPEATS = 300
+COST_STREAM_S = 20
+SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
+SNR_DB = (0.0, 30.0)
+SILENCE_DBFS = (-70.0, -30.0)
+
+
+def window_samples(context: int) -> int:
+    """A training window's length for a head on ``context`` embeddings (24,000 samples for nine)."""
+    frames = WINDOW_FRAMES + STRIDE_FRAMES * (context - 1) + MEL_LEAD_FRAMES + SPARE_FRAMES
+    return frames * MEL_HOP_SAMPLES
+
+
+WINDOW_SAMPLES = window_samples(CONTEXT_EMBEDDINGS)
+
+
+def _rms_db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
+
+
+def _noise_window(noise: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    rec = noise[rng.integers(len(noise))]
+    if rec.size <= n:
+        rec = np.tile(rec, n // max(rec.size, 1) + 1)
+    start = rng.integers(rec.size - n + 1)
+    return rec[start:start + n].astype(np.float32)
+
+
+def _mix(speech: np.ndarray, span: tuple[int, int], noise: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """``speech`` (a window) scaled so its spoken ``span`` sits at a drawn level, over noise at a drawn SNR."""
+    a, b = span
+    level = rng.uniform(*SPEECH_DBFS)
+    spoken = speech[a:b] if b > a else speech
+    out = speech * np.float32(10 ** ((level - _rms_db(spoken)) / 20))
+    bg = _noise_window(noise, speech.size, rng)  # the streams are never clean
+    out = out + bg * np.float32(10 ** ((level - rng.uniform(*SNR_DB) - _rms_db(bg)) / 20))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def training_windows(clips: np.ndarray, labels: np.ndarray, talk: list[np.ndarray], noise: list[np.ndarray], *,
+                     variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
+                     seed: int, length: int = WINDOW_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``length`` samples: every word clip ``variants`` times (placed anywhere the whole
+    second fits, over noise), windows of talk as ``unknown``, background alone at a drawn level as
+    ``silence``."""
+    rng = np.random.default_rng(seed)
+    rows, ys = [], []
+    spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
+    for _ in range(variants):
+        for clip, y, (a, b) in zip(clips, labels, spans):
+            if y == silence:  # snippets of a noise recording: the background windows below stand for them
+                continue
+            window = np.zeros(length, np.float32)
+            offset = int(rng.integers(length - clip.size + 1))
+            window[offset:offset + clip.size] = clip
+            rows.append(_mix(window, (offset + a, offset + b), noise, rng))
+            ys.append(y)
+        for _ in range(talk_per_variant):
+            window = _noise_window(talk, length, rng)
+            rows.append(_mix(window, (0, length), noise, rng))
+            ys.append(unknown)
+        for _ in range(silence_per_variant):
+            bg = _noise_window(noise, length, rng)
+            rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - _rms_db(bg)) / 20))).astype(np.float32))
+            ys.append(silence)
+    return np.stack(rows), np.asarray(ys, np.int32)
+
+
+def talk_contexts(scorer: "StreamHead", talk: list[np.ndarray], noise: list[np.ndarray], *, variants: int,
+                  seed: int) -> np.ndarray:
+    context = scorer.context
+    """Every 1.4 s context of every talk recording (each ``variants`` times over drawn noise at a drawn
+    level): the head learns continuous talk as a whole, not a few windows of it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(variants):
+        for rec in talk:
+            emb = scorer.embeddings(_mix(rec.astype(np.float32), (0, rec.size), noise, rng))
+            if len(emb) >= context:
+                idx = np.arange(len(emb) - context + 1)[:, None] + np.arange(context)[None, :]
+                out.append(emb[idx])
+    return np.concatenate(out) if out else np.zeros((0, context, EMBEDDING_DIM), np.float32)
+
+
+def fit(x: np.ndarray, y: np.ndarray, num_classes: int, *, unknown: int, unknown_weight: float, epochs: int,
+        seed: int, validation: tuple[np.ndarray, np.ndarray]):
+    """The audio teacher's head, class-balanced, with ``_unknown_`` weighing ``unknown_weight`` classes."""
+    import keras
+
+    from edgesense.train.teachers.audio import build_audio_head
+
+    options = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=epochs)
+    keras.utils.set_random_seed(seed)
+    model = build_audio_head(x.shape[1], x.shape[2], num_classes, options)
+    counts = np.bincount(y, minlength=num_classes).astype(np.float32)
+    per_class = counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts))
+    per_class[unknown] *= unknown_weight
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate), loss="sparse_categorical_crossentropy",
+                  weighted_metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
+                                         restore_best_weights=True)
+    model.fit(x, y, sample_weight=per_class[y], epochs=epochs, batch_size=options.batch_size,
+              validation_data=validation, callbacks=[stop], verbose=0, shuffle=True)
+    return model
+
+
+class HeadEnsemble:
+    """The mean of several heads' probabilities (seeds differ: one head's stream figures swing by
+    tens of points from seed to seed)."""
+
+    def __init__(self, heads: list) -> None:
+        require(len(heads) >= 1, "heads", "at least one", len(heads))
+        self.heads = heads
+
+    def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
+        return np.mean([h.predict(x, **kwargs) for h in self.heads], axis=0)
+
+
+class StreamHead:
+    """The head over a stream: embeddings every 80 ms, then the head on the last ``context`` at every hop."""
+
+    def __init__(self, embedder: SpeechEmbedding, head, labels: tuple[str, ...], *, student=None,
+                 context: int = CONTEXT_EMBEDDINGS) -> None:
+        require(context >= 1, "context", "at least one embedding", context)
+        self.embedder, self.head, self.labels, self.context = embedder, head, labels, context
+        self.student = student  # the bench's own scorer: with it, each hop's posteriors are the mean of both
+
+    def embeddings(self, samples: np.ndarray) -> np.ndarray:
+        """``(E, 96)``: embedding ``j`` holds mel frames ``[8 j, 8 j + 76)`` of the stream."""
+        frames_total = samples.size // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES
+        mel = []
+        for first in range(0, max(frames_total, 0), CHUNK_FRAMES):
+            count = min(CHUNK_FRAMES, frames_total - first)
+            start = first * MEL_HOP_SAMPLES
+            piece = samples[start:start + (count + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES]
+            mel.append(self.embedder.mel(piece[None, :])[0, :count])
+        mel_all = np.concatenate(mel)[None]
+        windows = embedding_windows(mel_all, window_frames=WINDOW_FRAMES, stride_frames=STRIDE_FRAMES)[0]
+        return np.concatenate([self.embedder.embed(windows[s:s + EMBED_BATCH])
+                               for s in range(0, len(windows), EMBED_BATCH)])
+
+    def posteriors(self, model, samples: np.ndarray, *, hop_ms: float = 100.0, **_: object) -> StreamPosteriors:
+        samples = np.asarray(samples, np.float32)
+        emb = self.embeddings(samples)
+        hop = int(round(SAMPLE_RATE_HZ * hop_ms / 1000))
+        ends = np.arange(hop, samples.size + 1, hop)
+        frames = ends // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES
+        available = np.where(frames >= WINDOW_FRAMES, (frames - WINDOW_FRAMES) // STRIDE_FRAMES + 1, 0)
+        available = np.minimum(available, len(emb))
+        keep = available >= self.context
+        idx = available[keep][:, None] - self.context + np.arange(self.context)[None, :]
+        probs = self.head.predict(emb[idx], batch_size=4096, verbose=0).astype(np.float32)
+        times = ends[keep] * 1000.0 / SAMPLE_RATE_HZ
+        if self.student is not None:
+            own = self.student(model, samples, hop_ms=hop_ms, progress=False)
+            require(own.labels == self.labels, "labels", f"the model's {own.labels}", self.labels)
+            common, mine, theirs = np.intersect1d(np.round(times, 3), np.round(own.times_ms, 3), return_indices=True)
+            times, probs = times[mine], 0.5 * (probs[mine] + own.posteriors[theirs])
+        return StreamPosteriors(times_ms=times, posteriors=probs, labels=self.labels,
+                                hop_ms=float(hop_ms), duration_ms=samples.size * 1000.0 / SAMPLE_RATE_HZ)
+
+
+def _wavs(folders: list[Path]) -> list[Path]:
+    return sorted(p for f in folders for p in Path(f).rglob("*.wav"))
+
+
+def study(args: argparse.Namespace) -> dict:
+    """Train the head, score the tuning streams with it; the summary (``<out>/study.json``)."""
+    started = time.perf_counter()
+    model = EdgeModel.load(args.model)
+    index = data.load_speech_commands(args.speech_commands)
+    split = SplitSpec.from_metadata(model.metadata, None).split_clips(index)
+    lookup = {label: i for i, label in enumerate(index.labels)}
+    require(tuple(index.labels) == tuple(model.command_labels), "--model",
+            f"the command labels of {args.speech_commands} {list(index.labels)}", list(model.command_labels))
+
+    def clips_of(part: str) -> tuple[np.ndarray, np.ndarray]:
+        clips, report = data.load_clips(split[part], AudioFrontendOptions(), what=f"{part} clips")
+        return clips, np.array([lookup[split[part][i].label] for i in report.kept], np.int32)
+
+    clips, labels = clips_of("training")
+    val_clips, val_labels = clips_of("validation")
+    noise, _ = data.load_noise_pool(split_recordings(_wavs(args.noise) + list(index.noise_paths))["training"])
+    length = window_samples(args.context)
+    talk_paths = speech_negative_pools(_wavs([args.negatives]))["training"]
+    talk = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in talk_paths) if t.size >= length]
+    require(bool(noise) and bool(talk), "--noise/--negatives", "recordings in their training pools",
+            f"{len(noise)} noise, {len(talk)} talk")
+    log.info("%d training clips, %d noise recordings, %d talk recordings (training pools)", len(clips), len(noise),
+             len(talk))
+
+    silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
+    x, y = training_windows(clips, labels, talk, noise, variants=args.variants,
+                            talk_per_variant=args.talk_per_variant, silence_per_variant=args.silence_per_variant,
+                            unknown=unknown, silence=silence, seed=args.seed, length=length)
+    vx, vy = training_windows(val_clips, val_labels, talk, noise, variants=1, talk_per_variant=0,
+                              silence_per_variant=0, unknown=unknown, silence=silence, seed=args.seed + 1,
+                              length=length)
+    embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))
+    t0 = time.perf_counter()
+    ex, vex = embedder(x), embedder(vx)
+    log.info("%d training windows embedded in %.0f s", len(x), time.perf_counter() - t0)
+    scorer = StreamHead(embedder, None, tuple(index.labels), context=args.context)
+    contexts = talk_contexts(scorer, talk, noise, variants=args.talk_variants, seed=args.seed + 2)
+    log.info("%d contexts of talk", len(contexts))
+    ex = np.concatenate([ex, contexts])
+    y = np.concatenate([y, np.full(len(contexts), unknown, np.int32)])
+    scorer.head = HeadEnsemble([fit(ex, y, len(index.labels), unknown=unknown, unknown_weight=args.unknown_weight,
+                                    epochs=args.epochs, seed=args.seed + k, validation=(vex, vy))
+                                for k in range(args.heads)])
+    val_accuracy = float(np.mean(np.argmax(scorer.head.predict(vex, verbose=0), axis=1) == vy))
+    log.info("validation speakers, one window each over training-pool noise: %.1f %%", 100 * val_accuracy)
+
+    if args.with_student:
+        scorer.student = bench_streams.stream_posteriors
+    bench_streams.stream_posteriors = scorer.posteriors  # the bench's per-hop scorer, for this process
+    from edgesense.app.cli import main as edgesense_main
+
+    bench = ["bench", "--model", str(args.model), "--speech-commands", str(args.speech_commands), "--split", "testing",
+             "--negatives", str(args.negatives), "--references", str(args.out / "no-references"), "--tuning-only",
+             "--out", str(args.out / "bench")]
+    for flag, folders in (("--noise", args.noise), ("--tuning-noise", args.tuning_noise)):
+        bench += [part for folder in folders for part in (flag, str(folder))]
+    if args.max_latency_p95_ms is not None:
+        bench += ["--max-latency-p95-ms", f"{args.max_latency_p95_ms:g}"]
+    rc = edgesense_main(bench)
+    require(rc == 0, "edgesense bench", "exit code 0", rc)
+    streaming = json.loads((args.out / "bench" / "report.json").read_text())["streaming"]
+    return {"model": str(args.model), "training_windows": int(len(x)), "talk_contexts": int(len(contexts)),
+            "options": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, bool)) or v is None},
+            "validation_window_accuracy": round(val_accuracy, 4),
+            "tuning_budgets": streaming["tuning_budgets"], "det_tuning": streaming["det"]["tuning"],
+            "elapsed_s": round(time.perf_counter() - started, 1)}
+
+
+def cost(model_path: Path, *, repeats: int = COST_REPEATS) -> dict:
+    """What the head's audio path costs against ``model_path``'s, on one thread: ``speech_embedding``'s
+    mel step on 80 ms of new audio and one embedding (best of ``repeats``), the student's mean per
+    100 ms hop over a 20 s stream (the bench's stage timings, best of three), each per second of audio."""
+    one = InterpreterOptions(num_threads=1)
+    rng = np.random.default_rng(0)
+    files = model_files()
+    timings = []
+    for path, shape in zip(files, [(1, (STRIDE_FRAMES + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES),
+                                   (1, WINDOW_FRAMES, MEL_BINS, 1)]):
+        interpreter = make_interpreter(path, one)
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, list(shape), strict=True)
+        interpreter.allocate_tensors()
+        x = rng.normal(size=shape).astype(np.float32)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            interpreter.set_tensor(index, x)
+            interpreter.invoke()
+            best = min(best, time.perf_counter() - t0)
+        timings.append(best * 1000.0)
+    student = EdgeModel.load(model_path, one)
+    stream = (0.05 * rng.normal(size=COST_STREAM_S * SAMPLE_RATE_HZ)).astype(np.float32)
+    per_hop = min(sum(float(np.sum(v)) for v in p.timings_ms.values()) / p.times_ms.size
+                  for p in (bench_streams.stream_posteriors(student, stream, hop_ms=100.0, progress=False)
+                            for _ in range(3)))
+    steps_per_s = 1000.0 / (STRIDE_FRAMES * MEL_HOP_SAMPLES * 1000.0 / SAMPLE_RATE_HZ)
+    head_ms_per_s, student_ms_per_s = steps_per_s * sum(timings), 10 * per_hop
+    return {"files_bytes": sum(os.path.getsize(f) for f in files), "mel_step_ms": round(timings[0], 3),
+            "embedding_ms": round(timings[1], 3), "student_hop_ms": round(per_hop, 3),
+            "ms_per_s_of_audio": {"speech_embedding": round(head_ms_per_s, 2), "student": round(student_ms_per_s, 2)},
+            "ratio": round(head_ms_per_s / student_ms_per_s, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    shared = Path("../shared/data")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"),
+                   help="the deployed model whose split (and, with --with-student, posteriors) the study uses")
+    p.add_argument("--out", type=Path, help="the study's folder (not with --cost)")
+    p.add_argument("--cost", action="store_true", help="only time speech_embedding against --model on one thread")
+    p.add_argument("--speech-commands", type=Path, default=shared / "speech_commands")
+    p.add_argument("--noise", type=Path, action="append", help="default: ambient/ and noise/ (their training pool)")
+    p.add_argument("--negatives", type=Path, default=shared / "speech_negatives")
+    p.add_argument("--tuning-noise", type=Path, action="append", help="default: scene_ambient/ (all of it)")
+    p.add_argument("--variants", type=int, default=6, help="noisy placements of every training clip")
+    p.add_argument("--talk-per-variant", type=int, default=1500, help="1.5 s windows of talk per variant")
+    p.add_argument("--silence-per-variant", type=int, default=200, help="background windows per variant")
+    p.add_argument("--talk-variants", type=int, default=0,
+                   help="every context of the training pool's talk, this many times over noise, as _unknown_")
+    p.add_argument("--unknown-weight", type=float, default=1.0, help="_unknown_'s weight, in classes")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--context", type=int, default=CONTEXT_EMBEDDINGS,
+                   help="embeddings the head sees (9: 1.4 s; 5: 1.1 s, for earlier decisions)")
+    p.add_argument("--heads", type=int, default=1, help="heads trained with seeds SEED, SEED+1, ...; their mean scores")
+    p.add_argument("--with-student", action="store_true",
+                   help="score the mean of the head's and the --model's posteriors (a two-model detector)")
+    p.add_argument("--max-latency-p95-ms", type=float, default=None, help="the bench's option of that name")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.noise = args.noise or [shared / "ambient", shared / "noise"]
+    args.tuning_noise = args.tuning_noise or [shared / "scene_ambient"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not args.cost and args.out is None:
+        p.error("--out is required (or --cost)")
+    try:
+        if args.cost:
+            print(json.dumps(cost(args.model), indent=1))
+            return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        summary = study(args)
+    except (ValueError, OSError, RuntimeError) as exc:  # TeacherUnavailable is a RuntimeError: what to install
+        print(f"teacher_stream_study: {exc}", file=sys.stderr)
+        return 2
+    (args.out / "study.json").write_text(json.dumps(summary, indent=1))
+    rows = summary["tuning_budgets"]["budgets"]
+    print("tuning streams, hit rate within " + ", ".join(f"{r['max_false_accepts_per_hour']:g}" for r in rows)
+          + " false accepts per hour: " + " / ".join(f"{100 * (r['hit_rate'] or 0):.1f}" for r in rows)
+          + f" % (mean {100 * summary['tuning_budgets']['mean_hit_rate']:.1f} %); p95 latency "
+          + " / ".join(f"{r['latency_p95_ms']}" for r in rows) + " ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""scripts/teacher_stream_study.py: the head scores every hop on the audio before it (1.4 s for
+nine embeddings, 1.1 s for five: the embeddings a training window cut there gives, across the
+30 s pieces a stream is embedded in), its training windows are what they say, a two-model
+detector averages the two on their common hops, the cost probe times both audio paths, and bad
+input is one line with exit code 2. The models need the ``[teacher]`` extra (skipped without it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import installed_speech_embedding, load_script
+
+from edgesense.bench.streams import stream_posteriors
+from edgesense.runtime.model import EdgeModel
+from edgesense.train.teachers import speech_embedding as se
+from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
+
+SR = 16000
+LABELS = ("_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_script("teacher_stream_study")
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return installed_speech_embedding(pad_ms=0.0)
+
+
+def _stream(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    tone = 0.2 * np.sin(2 * np.pi * (300 + 200 * np.sin(0.5 * t)) * t) * (np.sin(1.3 * t) > 0)
+    return (tone + rng.normal(scale=0.02, size=t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("context", [9, 5])
+def test_every_hop_is_scored_on_the_window_that_ends_there_across_pieces(study, embedder, context):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    head = build_audio_head(context, se.EMBEDDING_DIM, len(LABELS), AudioTeacherOptions(enabled=True, pad_ms=0))
+    x = _stream(70.0)  # more than two of the 30 s pieces the stream's mel is computed in
+    scorer = study.StreamHead(embedder, head, LABELS, context=context)
+    posts = scorer.posteriors(None, x, hop_ms=100.0)
+    assert posts.labels == LABELS and posts.posteriors.shape == (posts.times_ms.size, len(LABELS))
+    length = study.window_samples(context)
+    assert length == (24000 if context == 9 else 18880)
+    assert posts.times_ms[0] == pytest.approx(100.0 * np.ceil((length - study.SPARE_FRAMES * 160) / 1600))
+    # hops on the 80 ms embedding grid: a training-length window ending there holds exactly those embeddings
+    for end_ms in (3900.0, 32300.0, 64300.0):
+        end = int(end_ms * SR / 1000)
+        window = embedder(x[None, end - length:end])
+        assert window.shape[1] == context
+        expected = head.predict(window, verbose=0)[0]
+        row = int(np.flatnonzero(posts.times_ms == end_ms)[0])
+        np.testing.assert_allclose(posts.posteriors[row], expected, atol=1e-5)
+
+
+def test_training_windows_place_whole_words_over_noise_and_background_at_its_level(study):
+    rng = np.random.default_rng(1)
+    word = np.zeros(SR, np.float32)
+    word[6000:10000] = 0.3 * np.sin(2 * np.pi * 500 * np.arange(4000) / SR)
+    clips = np.stack([word, word, rng.normal(scale=0.1, size=SR).astype(np.float32)])
+    labels = np.array([2, 3, 0], np.int32)  # yes, no, and a _silence_ snippet (left to the background windows)
+    noise = [rng.normal(scale=0.05, size=5 * SR).astype(np.float32)]
+    talk = [rng.normal(scale=0.1, size=4 * SR).astype(np.float32)]
+    x, y = study.training_windows(clips, labels, talk, noise, variants=2, talk_per_variant=3, silence_per_variant=4,
+                                  unknown=1, silence=0, seed=0)
+    assert x.shape == (2 * (2 + 3 + 4), study.WINDOW_SAMPLES)
+    assert np.bincount(y, minlength=4).tolist() == [8, 6, 2, 2]
+    for row in x[y == 0]:
+        level = 10 * np.log10(np.mean(np.square(row, dtype=np.float64)))
+        assert study.SILENCE_DBFS[0] - 0.01 <= level <= study.SILENCE_DBFS[1] + 0.01
+    for row in x[y >= 2]:  # the whole tone stands out of the noise (SNR >= 0 dB) wherever it was placed
+        energy = np.convolve(np.square(row), np.ones(4000), "valid")
+        assert energy.max() > 1.8 * np.median(energy)
+    again, _ = study.training_windows(clips, labels, talk, noise, variants=2, talk_per_variant=3,
+                                      silence_per_variant=4, unknown=1, silence=0, seed=0)
+    np.testing.assert_array_equal(x, again)
+
+
+def test_with_the_student_each_hop_is_the_mean_of_both_on_their_common_hops(study, embedder, tiny_model_path):
+    model = EdgeModel.load(tiny_model_path)
+    labels = tuple(model.command_labels)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tiny_head = build_audio_head(9, se.EMBEDDING_DIM, len(labels), AudioTeacherOptions(enabled=True, pad_ms=0))
+    x = _stream(6.0, seed=2)
+    alone = study.StreamHead(embedder, tiny_head, labels).posteriors(model, x, hop_ms=100.0)
+    student = stream_posteriors(model, x, hop_ms=100.0, progress=False)
+    both = study.StreamHead(embedder, tiny_head, labels, student=stream_posteriors).posteriors(model, x, hop_ms=100.0)
+    common = np.intersect1d(alone.times_ms, student.times_ms)
+    np.testing.assert_array_equal(both.times_ms, common)
+    a = alone.posteriors[np.isin(alone.times_ms, common)]
+    s = student.posteriors[np.isin(student.times_ms, common)]
+    np.testing.assert_allclose(both.posteriors, 0.5 * (a + s), atol=1e-6)
+
+
+def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys):
+    missing = tmp_path / "no_such_folder"
+    assert study.main(["--out", str(tmp_path / "out"), "--model", str(missing / "m.tflite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "m.tflite" in err
+    assert not (tmp_path / "out" / "study.json").exists()
+
+
+
+def test_cost_times_both_audio_paths_per_second_of_audio(study, embedder, tiny_model_path):
+    cost = study.cost(tiny_model_path, repeats=3)
+    per_s = cost["ms_per_s_of_audio"]
+    assert cost["files_bytes"] > 1_000_000 and cost["mel_step_ms"] > 0 and cost["embedding_ms"] > 0
+    assert per_s["speech_embedding"] == pytest.approx(12.5 * (cost["mel_step_ms"] + cost["embedding_ms"]), rel=0.01)
+    assert per_s["student"] == pytest.approx(10 * cost["student_hop_ms"], rel=0.01)
+    assert cost["ratio"] == pytest.approx(per_s["speech_embedding"] / per_s["student"], rel=0.02)
