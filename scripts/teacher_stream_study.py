@@ -3,20 +3,22 @@
 
 ``speech_embedding`` (the audio teacher's backbone, the ``[teacher]`` extra) with a small head
 (the audio teacher's: layer norm, Conv1D, max-pool, dense) trained here for the stream: the
-training speakers' clips placed anywhere in a 1.5 s window over the training pool's noise at drawn
+training speakers' clips placed anywhere in a window over the training pool's noise at drawn
 levels and SNRs, windows of other people's talk from the training pool of ``speech_negatives`` as
 ``_unknown_``, and background windows as ``_silence_``. The head runs over the benchmark's tuning
-streams as a device would run it (every hop, on the last 1.4 s of audio: nine embeddings), and
-``edgesense bench --tuning-only`` scores those posteriors exactly as it scores a model's (the
-sweep, the budgets, the DET curve): the bench runs in-process with its per-hop scorer replaced
-by the head's. ``--with-student`` scores the mean of the head's and ``--model``'s posteriors
+streams as a device would run it (every hop, on the audio before it: nine embeddings, 1.4 s, or
+with ``--context 5`` five, 1.1 s), and ``edgesense bench --tuning-only`` scores those posteriors
+exactly as it scores a model's (the sweep, the budgets, the DET curve): the bench runs in-process
+with its per-hop scorer replaced by the head's. ``--heads N`` averages N heads (seeds SEED …
+SEED + N − 1); ``--with-student`` scores the mean of the head's and ``--model``'s posteriors
 instead: a two-model detector. Every other figure of that report (clips, photos, the level
 envelope) is the ``--model``'s own; the evaluation streams are never built.
 
 A study, not a deployable detector: the two TFLite files of ``speech_embedding`` are 2.4 MB
-(float) and their audio path costs about twice the student's per second of stream (one thread).
+(float) and their audio path costs about twice the student's per second of stream (``--cost``).
+Findings and every command: docs/BENCHMARK.md, "Is the gap the student's or the streams'?".
 
-    .venv/bin/python scripts/teacher_stream_study.py --out runs/ts --heads 5 [--with-student]
+    .venv/bin/python scripts/teacher_stream_study.py --out runs/ts --heads 5 --context 5 --with-student
     .venv/bin/python scripts/teacher_stream_study.py --cost     # what it costs against the bundled model
 
 writes ``<out>/study.json`` (the tuning budgets and DET curve) and ``<out>/bench/`` (the bench run).
