@@ -132,9 +132,9 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: list[np.ndarra
 
 def talk_contexts(scorer: "StreamHead", talk: list[np.ndarray], noise: list[np.ndarray], *, variants: int,
                   seed: int) -> np.ndarray:
+    """Every context of ``scorer``'s length in every talk recording (each ``variants`` times over drawn
+    noise at a drawn level): the head learns continuous talk as a whole, not a few windows of it."""
     context = scorer.context
-    """Every 1.4 s context of every talk recording (each ``variants`` times over drawn noise at a drawn
-    level): the head learns continuous talk as a whole, not a few windows of it."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(variants):
@@ -218,7 +218,7 @@ class StreamHead:
         if self.student is not None:
             own = self.student(model, samples, hop_ms=hop_ms, progress=False)
             require(own.labels == self.labels, "labels", f"the model's {own.labels}", self.labels)
-            common, mine, theirs = np.intersect1d(np.round(times, 3), np.round(own.times_ms, 3), return_indices=True)
+            _, mine, theirs = np.intersect1d(np.round(times, 3), np.round(own.times_ms, 3), return_indices=True)
             times, probs = times[mine], 0.5 * (probs[mine] + own.posteriors[theirs])
         return StreamPosteriors(times_ms=times, posteriors=probs, labels=self.labels,
                                 hop_ms=float(hop_ms), duration_ms=samples.size * 1000.0 / SAMPLE_RATE_HZ)
@@ -275,10 +275,11 @@ def study(args: argparse.Namespace) -> dict:
     val_accuracy = float(np.mean(np.argmax(scorer.head.predict(vex, verbose=0), axis=1) == vy))
     log.info("validation speakers, one window each over training-pool noise: %.1f %%", 100 * val_accuracy)
 
-    if args.with_student:
-        scorer.student = bench_streams.stream_posteriors
-    bench_streams.stream_posteriors = scorer.posteriors  # the bench's per-hop scorer, for this process
     from edgesense.app.cli import main as edgesense_main
+
+    own_scorer = bench_streams.stream_posteriors
+    if args.with_student:
+        scorer.student = own_scorer
 
     bench = ["bench", "--model", str(args.model), "--speech-commands", str(args.speech_commands), "--split", "testing",
              "--negatives", str(args.negatives), "--references", str(args.out / "no-references"), "--tuning-only",
@@ -287,7 +288,11 @@ def study(args: argparse.Namespace) -> dict:
         bench += [part for folder in folders for part in (flag, str(folder))]
     if args.max_latency_p95_ms is not None:
         bench += ["--max-latency-p95-ms", f"{args.max_latency_p95_ms:g}"]
-    rc = edgesense_main(bench)
+    bench_streams.stream_posteriors = scorer.posteriors  # the bench's per-hop scorer, for this run
+    try:
+        rc = edgesense_main(bench)
+    finally:
+        bench_streams.stream_posteriors = own_scorer
     require(rc == 0, "edgesense bench", "exit code 0", rc)
     streaming = json.loads((args.out / "bench" / "report.json").read_text())["streaming"]
     return {"model": str(args.model), "training_windows": int(len(x)), "talk_contexts": int(len(contexts)),
