@@ -288,6 +288,8 @@ def study(args: argparse.Namespace) -> dict:
         bench += [part for folder in folders for part in (flag, str(folder))]
     if args.max_latency_p95_ms is not None:
         bench += ["--max-latency-p95-ms", f"{args.max_latency_p95_ms:g}"]
+    if args.quick:
+        bench.append("--quick")
     bench_streams.stream_posteriors = scorer.posteriors  # the bench's per-hop scorer, for this run
     try:
         rc = edgesense_main(bench)
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-student", action="store_true",
                    help="score the mean of the head's and the --model's posteriors (a two-model detector)")
     p.add_argument("--max-latency-p95-ms", type=float, default=None, help="the bench's option of that name")
+    p.add_argument("--quick", action="store_true", help="the bench's --quick (minutes of stream, to try it out)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.noise = args.noise or [shared / "ambient", shared / "noise"]

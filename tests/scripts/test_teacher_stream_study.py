@@ -1,16 +1,22 @@
 """scripts/teacher_stream_study.py: the head scores every hop on the audio before it (1.4 s for
 nine embeddings, 1.1 s for five: the embeddings a training window cut there gives, across the
 30 s pieces a stream is embedded in), its training windows are what they say, a two-model
-detector averages the two on their common hops, the cost probe times both audio paths, and bad
-input is one line with exit code 2. The models need the ``[teacher]`` extra (skipped without it)."""
+detector averages the two on their common hops, the cost probe times both audio paths, the whole
+study on small stand-in data (tones for words and talk) trains its heads and leaves the bench's
+report of the tuning streams and its own summary, and bad input is one line with exit code 2. The
+models need the ``[teacher]`` extra (skipped without it)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import installed_speech_embedding, load_script
 
 from edgesense.bench.streams import stream_posteriors
+from edgesense.frontend.wav import write_wav
 from edgesense.runtime.model import EdgeModel
 from edgesense.train.teachers import speech_embedding as se
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
@@ -116,3 +122,48 @@ def test_cost_times_both_audio_paths_per_second_of_audio(study, embedder, tiny_m
     assert per_s["speech_embedding"] == pytest.approx(12.5 * (cost["mel_step_ms"] + cost["embedding_ms"]), rel=0.01)
     assert per_s["student"] == pytest.approx(10 * cost["student_hop_ms"], rel=0.01)
     assert cost["ratio"] == pytest.approx(per_s["speech_embedding"] / per_s["student"], rel=0.02)
+
+
+def _talk_folder(root: Path, rng: np.random.Generator, *, recordings: int, seconds: float) -> Path:
+    """Recordings of 'talk': runs of other tones, as long as the study's windows need."""
+    from datagen import speech_clip
+
+    root.mkdir(parents=True)
+    for i in range(recordings):
+        clips = [speech_clip(6 + (i + k) % 3, rng) for k in range(int(seconds))]  # pitches no command word has
+        write_wav(root / f"reader{i:02d}.wav", np.concatenate(clips), SR)
+    return root
+
+
+@pytest.mark.slow
+def test_the_study_trains_the_head_and_the_bench_scores_its_tuning_streams(study, embedder, tiny_model_path,
+                                                                        tmp_path, capsys):
+    from datagen import make_speech_commands
+
+    model = EdgeModel.load(tiny_model_path)
+    words = [w for w in model.command_labels if not w.startswith("_")]
+    rng = np.random.default_rng(5)
+    speech = make_speech_commands(tmp_path / "speech", words=words, speakers=24, per_speaker=1)
+    talk = _talk_folder(tmp_path / "negatives" / "read_speech", rng, recordings=6, seconds=4.0)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    for i in range(4):
+        write_wav(noise / f"fan{i}.wav", rng.normal(scale=0.05, size=3 * SR).astype(np.float32), SR)
+    tuning_noise = tmp_path / "tuning_noise"
+    tuning_noise.mkdir()
+    write_wav(tuning_noise / "wind.wav", rng.normal(scale=0.05, size=3 * SR).astype(np.float32), SR)
+    out = tmp_path / "study"
+    rc = study.main(["--out", str(out), "--model", str(tiny_model_path), "--speech-commands", str(speech),
+                     "--negatives", str(talk.parent), "--noise", str(noise), "--tuning-noise", str(tuning_noise),
+                     "--variants", "1", "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2",
+                     "--heads", "2", "--context", "5", "--quick"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["options"]["heads"] == 2 and summary["options"]["context"] == 5
+    assert [b["max_false_accepts_per_hour"] for b in summary["tuning_budgets"]["budgets"]] == [0.5, 1.0, 2.0, 5.0]
+    assert summary["det_tuning"] and 0.0 <= summary["validation_window_accuracy"] <= 1.0
+    report = json.loads((out / "bench" / "report.json").read_text())
+    assert "evaluation_streams" not in report["streaming"]  # the tuning streams only
+    assert "tuning streams, hit rate within 0.5, 1, 2, 5 false accepts per hour" in capsys.readouterr().out
+    # the bench's own scorer is back for whatever runs next in this process
+    assert study.bench_streams.stream_posteriors is stream_posteriors
