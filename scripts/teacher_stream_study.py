@@ -184,10 +184,12 @@ class StreamHead:
     """The head over a stream: embeddings every 80 ms, then the head on the last ``context`` at every hop."""
 
     def __init__(self, embedder: SpeechEmbedding, head, labels: tuple[str, ...], *, student=None,
-                 context: int = CONTEXT_EMBEDDINGS) -> None:
+                 student_weight: float = 0.5, context: int = CONTEXT_EMBEDDINGS) -> None:
         require(context >= 1, "context", "at least one embedding", context)
+        require(0.0 <= student_weight <= 1.0, "student_weight", "a number in [0, 1]", student_weight)
         self.embedder, self.head, self.labels, self.context = embedder, head, labels, context
-        self.student = student  # the bench's own scorer: with it, each hop's posteriors are the mean of both
+        # the bench's own scorer: with it, each hop's posteriors are the weighted mean of both
+        self.student, self.student_weight = student, student_weight
 
     def embeddings(self, samples: np.ndarray) -> np.ndarray:
         """``(E, 96)``: embedding ``j`` holds mel frames ``[8 j, 8 j + 76)`` of the stream."""
@@ -219,7 +221,8 @@ class StreamHead:
             own = self.student(model, samples, hop_ms=hop_ms, progress=False)
             require(own.labels == self.labels, "labels", f"the model's {own.labels}", self.labels)
             _, mine, theirs = np.intersect1d(np.round(times, 3), np.round(own.times_ms, 3), return_indices=True)
-            times, probs = times[mine], 0.5 * (probs[mine] + own.posteriors[theirs])
+            w = self.student_weight
+            times, probs = times[mine], (1.0 - w) * probs[mine] + w * own.posteriors[theirs]
         return StreamPosteriors(times_ms=times, posteriors=probs, labels=self.labels,
                                 hop_ms=float(hop_ms), duration_ms=samples.size * 1000.0 / SAMPLE_RATE_HZ)
 
@@ -264,7 +267,8 @@ def study(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     ex, vex = embedder(x), embedder(vx)
     log.info("%d training windows embedded in %.0f s", len(x), time.perf_counter() - t0)
-    scorer = StreamHead(embedder, None, tuple(index.labels), context=args.context)
+    scorer = StreamHead(embedder, None, tuple(index.labels), context=args.context,
+                        student_weight=args.student_weight)
     contexts = talk_contexts(scorer, talk, noise, variants=args.talk_variants, seed=args.seed + 2)
     log.info("%d contexts of talk", len(contexts))
     ex = np.concatenate([ex, contexts])
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", type=int, default=1, help="heads trained with seeds SEED, SEED+1, ...; their mean scores")
     p.add_argument("--with-student", action="store_true",
                    help="score the mean of the head's and the --model's posteriors (a two-model detector)")
+    p.add_argument("--student-weight", type=float, default=0.5, help="the --model's weight in that mean")
     p.add_argument("--max-latency-p95-ms", type=float, default=None, help="the bench's option of that name")
     p.add_argument("--quick", action="store_true", help="the bench's --quick (minutes of stream, to try it out)")
     p.add_argument("--seed", type=int, default=0)

@@ -88,7 +88,7 @@ def test_training_windows_place_whole_words_over_noise_and_background_at_its_lev
     np.testing.assert_array_equal(x, again)
 
 
-def test_with_the_student_each_hop_is_the_mean_of_both_on_their_common_hops(study, embedder, tiny_model_path):
+def test_with_the_student_each_hop_is_the_weighted_mean_of_both_on_their_common_hops(study, embedder, tiny_model_path):
     model = EdgeModel.load(tiny_model_path)
     labels = tuple(model.command_labels)
     import keras
@@ -104,6 +104,10 @@ def test_with_the_student_each_hop_is_the_mean_of_both_on_their_common_hops(stud
     a = alone.posteriors[np.isin(alone.times_ms, common)]
     s = student.posteriors[np.isin(student.times_ms, common)]
     np.testing.assert_allclose(both.posteriors, 0.5 * (a + s), atol=1e-6)
+    leaning = study.StreamHead(embedder, tiny_head, labels, student=stream_posteriors, student_weight=0.25)
+    np.testing.assert_allclose(leaning.posteriors(model, x, hop_ms=100.0).posteriors, 0.75 * a + 0.25 * s, atol=1e-6)
+    with pytest.raises(ValueError, match="student_weight"):
+        study.StreamHead(embedder, tiny_head, labels, student_weight=1.5)
 
 
 def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys):
