@@ -64,6 +64,7 @@ CHUNK_FRAMES = 3000  #: 30 s of mel frames a call on a stream
 EMBED_BATCH = 512  #: embeddings a call
 COST_REPEATS = 300
 COST_STREAM_S = 20
+COST_HOP_MS = 100.0  #: the student's command hop on every device config but Jetson Orin's
 SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
 SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
@@ -333,10 +334,10 @@ def cost(model_path: Path, *, repeats: int = COST_REPEATS) -> dict:
     student = EdgeModel.load(model_path, one)
     stream = (0.05 * rng.normal(size=COST_STREAM_S * SAMPLE_RATE_HZ)).astype(np.float32)
     per_hop = min(sum(float(np.sum(v)) for v in p.timings_ms.values()) / p.times_ms.size
-                  for p in (bench_streams.stream_posteriors(student, stream, hop_ms=100.0, progress=False)
+                  for p in (bench_streams.stream_posteriors(student, stream, hop_ms=COST_HOP_MS, progress=False)
                             for _ in range(3)))
-    steps_per_s = 1000.0 / (STRIDE_FRAMES * MEL_HOP_SAMPLES * 1000.0 / SAMPLE_RATE_HZ)
-    head_ms_per_s, student_ms_per_s = steps_per_s * sum(timings), 10 * per_hop
+    steps_per_s = SAMPLE_RATE_HZ / (STRIDE_FRAMES * MEL_HOP_SAMPLES)
+    head_ms_per_s, student_ms_per_s = steps_per_s * sum(timings), per_hop * 1000.0 / COST_HOP_MS
     return {"files_bytes": sum(os.path.getsize(f) for f in files), "mel_step_ms": round(timings[0], 3),
             "embedding_ms": round(timings[1], 3), "student_hop_ms": round(per_hop, 3),
             "ms_per_s_of_audio": {"speech_embedding": round(head_ms_per_s, 2), "student": round(student_ms_per_s, 2)},
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--negatives", type=Path, default=shared / "speech_negatives")
     p.add_argument("--tuning-noise", type=Path, action="append", help="default: scene_ambient/ (all of it)")
     p.add_argument("--variants", type=int, default=6, help="noisy placements of every training clip")
-    p.add_argument("--talk-per-variant", type=int, default=1500, help="1.5 s windows of talk per variant")
+    p.add_argument("--talk-per-variant", type=int, default=1500, help="windows of talk per variant")
     p.add_argument("--silence-per-variant", type=int, default=200, help="background windows per variant")
     p.add_argument("--talk-variants", type=int, default=0,
                    help="every context of the training pool's talk, this many times over noise, as _unknown_")
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="embeddings the head sees (9: 1.4 s; 5: 1.1 s, for earlier decisions)")
     p.add_argument("--heads", type=int, default=1, help="heads trained with seeds SEED, SEED+1, ...; their mean scores")
     p.add_argument("--with-student", action="store_true",
-                   help="score the mean of the head's and the --model's posteriors (a two-model detector)")
+                   help="score the weighted mean of the head's and the --model's posteriors (a two-model detector)")
     p.add_argument("--student-weight", type=float, default=0.5, help="the --model's weight in that mean")
     p.add_argument("--max-latency-p95-ms", type=float, default=None, help="the bench's option of that name")
     p.add_argument("--quick", action="store_true", help="the bench's --quick (minutes of stream, to try it out)")
@@ -376,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.cost and args.out is None:
         p.error("--out is required (or --cost)")
+    for flag in ("variants", "epochs", "context", "heads"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag}: expected at least 1, got {getattr(args, flag)}")
+    for flag in ("talk_per_variant", "silence_per_variant", "talk_variants"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag.replace('_', '-')}: expected at least 0, got {getattr(args, flag)}")
     try:
         if args.cost:
             print(json.dumps(cost(args.model), indent=1))

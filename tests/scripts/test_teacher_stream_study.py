@@ -116,6 +116,9 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "m.tflite" in err
     assert not (tmp_path / "out" / "study.json").exists()
+    with pytest.raises(SystemExit) as info:  # refused before anything is read or trained
+        study.main(["--out", str(tmp_path / "out"), "--heads", "0"])
+    assert info.value.code == 2 and "--heads: expected at least 1, got 0" in capsys.readouterr().err
 
 
 
