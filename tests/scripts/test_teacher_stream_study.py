@@ -121,7 +121,6 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys):
     assert info.value.code == 2 and "--heads: expected at least 1, got 0" in capsys.readouterr().err
 
 
-
 def test_cost_times_both_audio_paths_per_second_of_audio(study, embedder, tiny_model_path):
     cost = study.cost(tiny_model_path, repeats=3)
     per_s = cost["ms_per_s_of_audio"]
