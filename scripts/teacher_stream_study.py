@@ -38,15 +38,17 @@ import numpy as np
 
 from edgesense.bench import streams as bench_streams
 from edgesense.bench.accuracy import SplitSpec
+from edgesense.bench.streaming import wav_recordings
 from edgesense.bench.streams import StreamPosteriors, speech_span
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import read_wav
+from edgesense.recognition.gate import rms_dbfs
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.train import data
 from edgesense.train.pools import speech_negative_pools, split_recordings
-from edgesense.train.teachers.audio import AudioTeacherOptions
+from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
 from edgesense.train.teachers.speech_embedding import (
     EMBEDDING_DIM, MEL_BINS, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbedding, SpeechEmbeddingOptions, embedding_windows,
     model_files,
@@ -79,10 +81,6 @@ def window_samples(context: int) -> int:
 WINDOW_SAMPLES = window_samples(CONTEXT_EMBEDDINGS)
 
 
-def _rms_db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
-
-
 def _noise_window(noise: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
     rec = noise[rng.integers(len(noise))]
     if rec.size <= n:
@@ -96,9 +94,9 @@ def _mix(speech: np.ndarray, span: tuple[int, int], noise: list[np.ndarray], rng
     a, b = span
     level = rng.uniform(*SPEECH_DBFS)
     spoken = speech[a:b] if b > a else speech
-    out = speech * np.float32(10 ** ((level - _rms_db(spoken)) / 20))
+    out = speech * np.float32(10 ** ((level - rms_dbfs(spoken)) / 20))
     bg = _noise_window(noise, speech.size, rng)  # the streams are never clean
-    out = out + bg * np.float32(10 ** ((level - rng.uniform(*SNR_DB) - _rms_db(bg)) / 20))
+    out = out + bg * np.float32(10 ** ((level - rng.uniform(*SNR_DB) - rms_dbfs(bg)) / 20))
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
@@ -126,7 +124,7 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: list[np.ndarra
             ys.append(unknown)
         for _ in range(silence_per_variant):
             bg = _noise_window(noise, length, rng)
-            rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - _rms_db(bg)) / 20))).astype(np.float32))
+            rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - rms_dbfs(bg)) / 20))).astype(np.float32))
             ys.append(silence)
     return np.stack(rows), np.asarray(ys, np.int32)
 
@@ -145,28 +143,6 @@ def talk_contexts(scorer: "StreamHead", talk: list[np.ndarray], noise: list[np.n
                 idx = np.arange(len(emb) - context + 1)[:, None] + np.arange(context)[None, :]
                 out.append(emb[idx])
     return np.concatenate(out) if out else np.zeros((0, context, EMBEDDING_DIM), np.float32)
-
-
-def fit(x: np.ndarray, y: np.ndarray, num_classes: int, *, unknown: int, unknown_weight: float, epochs: int,
-        seed: int, validation: tuple[np.ndarray, np.ndarray]):
-    """The audio teacher's head, class-balanced, with ``_unknown_`` weighing ``unknown_weight`` classes."""
-    import keras
-
-    from edgesense.train.teachers.audio import build_audio_head
-
-    options = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=epochs)
-    keras.utils.set_random_seed(seed)
-    model = build_audio_head(x.shape[1], x.shape[2], num_classes, options)
-    counts = np.bincount(y, minlength=num_classes).astype(np.float32)
-    per_class = counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts))
-    per_class[unknown] *= unknown_weight
-    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate), loss="sparse_categorical_crossentropy",
-                  weighted_metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
-                                         restore_best_weights=True)
-    model.fit(x, y, sample_weight=per_class[y], epochs=epochs, batch_size=options.batch_size,
-              validation_data=validation, callbacks=[stop], verbose=0, shuffle=True)
-    return model
 
 
 class HeadEnsemble:
@@ -228,10 +204,6 @@ class StreamHead:
                                 hop_ms=float(hop_ms), duration_ms=samples.size * 1000.0 / SAMPLE_RATE_HZ)
 
 
-def _wavs(folders: list[Path]) -> list[Path]:
-    return sorted(p for f in folders for p in Path(f).rglob("*.wav"))
-
-
 def study(args: argparse.Namespace) -> dict:
     """Train the head, score the tuning streams with it; the summary (``<out>/study.json``)."""
     started = time.perf_counter()
@@ -248,9 +220,9 @@ def study(args: argparse.Namespace) -> dict:
 
     clips, labels = clips_of("training")
     val_clips, val_labels = clips_of("validation")
-    noise, _ = data.load_noise_pool(split_recordings(_wavs(args.noise) + list(index.noise_paths))["training"])
+    noise, _ = data.load_noise_pool(split_recordings(wav_recordings(args.noise) + list(index.noise_paths))["training"])
     length = window_samples(args.context)
-    talk_paths = speech_negative_pools(_wavs([args.negatives]))["training"]
+    talk_paths = speech_negative_pools(wav_recordings([args.negatives]))["training"]
     talk = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in talk_paths) if t.size >= length]
     require(bool(noise) and bool(talk), "--noise/--negatives", "recordings in their training pools",
             f"{len(noise)} noise, {len(talk)} talk")
@@ -274,8 +246,9 @@ def study(args: argparse.Namespace) -> dict:
     log.info("%d contexts of talk", len(contexts))
     ex = np.concatenate([ex, contexts])
     y = np.concatenate([y, np.full(len(contexts), unknown, np.int32)])
-    scorer.head = HeadEnsemble([fit(ex, y, len(index.labels), unknown=unknown, unknown_weight=args.unknown_weight,
-                                    epochs=args.epochs, seed=args.seed + k, validation=(vex, vy))
+    options = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=args.epochs)
+    scorer.head = HeadEnsemble([fit_audio_head(ex, y, len(index.labels), options, seed=args.seed + k,
+                                               validation=(vex, vy), class_scale={unknown: args.unknown_weight})
                                 for k in range(args.heads)])
     val_accuracy = float(np.mean(np.argmax(scorer.head.predict(vex, verbose=0), axis=1) == vy))
     log.info("validation speakers, one window each over training-pool noise: %.1f %%", 100 * val_accuracy)

@@ -115,3 +115,16 @@ def test_clip_summary_is_the_mean_then_the_maximum_of_each_clips_embeddings():
     assert summary[1, 5] == -1.0 and summary[1, se.EMBEDDING_DIM + 5] == 0.0
     with pytest.raises(ValueError, match="embeddings"):
         se.clip_summary(e[:, :, :10])
+
+
+def test_class_weights_balance_the_classes_and_scale_the_named_ones():
+    from edgesense.train.teachers import class_weights
+
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    w = class_weights(labels, 4)
+    totals = np.bincount(labels, weights=w[labels], minlength=4)
+    np.testing.assert_allclose(totals[:3], totals[0])
+    np.testing.assert_allclose(totals.sum(), labels.size)
+    assert totals[3] == 0.0  # an absent class weighs nothing
+    scaled = class_weights(labels, 4, {1: 3.0})
+    np.testing.assert_allclose(scaled, w * np.array([1.0, 3.0, 1.0, 1.0]))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-__all__ = ["LOGITS_LAYER", "TeacherUnavailable", "fit_head", "installed_file", "teacher_logits"]
+__all__ = ["LOGITS_LAYER", "TeacherUnavailable", "class_weights", "fit_head", "installed_file", "teacher_logits"]
 
 #: The name of a teacher head's logits layer (the layer before its softmax).
 LOGITS_LAYER = "teacher_logits"
@@ -45,14 +46,26 @@ def teacher_logits(model, inputs: np.ndarray, batch_size: int = 1024) -> np.ndar
     return np.asarray(logits_model.predict(inputs, batch_size=batch_size, verbose=0), np.float32)
 
 
+def class_weights(labels: np.ndarray, num_classes: int, class_scale: Mapping[int, float] | None = None) -> np.ndarray:
+    """Per-class weights ``(num_classes,)`` that make every present class weigh the same in total
+    (``class_scale`` multiplies the classes it names)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
+    per_class = counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts))
+    for label, scale in (class_scale or {}).items():
+        per_class[label] *= scale
+    return per_class
+
+
 def fit_head(model, x: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int, batch_size: int,
-             learning_rate: float, validation: tuple[np.ndarray, np.ndarray] | None = None):
+             learning_rate: float, validation: tuple[np.ndarray, np.ndarray] | None = None,
+             class_scale: Mapping[int, float] | None = None):
     """Train a head (softmax output) with Adam and class-balanced sample weights; returns it
-    with the weights of its best validation epoch when ``validation`` is given."""
+    with the weights of its best validation epoch when ``validation`` is given. ``class_scale``
+    multiplies the balanced weight of the classes it names (``{unknown: 3.0}``: that class weighs
+    three)."""
     import keras
 
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
-    weights = (counts.sum() / (np.maximum(counts, 1) * np.count_nonzero(counts)))[labels]
+    weights = class_weights(labels, num_classes, class_scale)[labels]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   weighted_metrics=["accuracy"])
     callbacks = []

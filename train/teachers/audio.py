@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -67,11 +68,13 @@ def build_audio_head(windows: int, embedding_dim: int, num_classes: int, options
 
 
 def fit_audio_head(embeddings: np.ndarray, labels: np.ndarray, num_classes: int, options: AudioTeacherOptions, *,
-                   seed: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None):
-    """Train the head on ``(N, windows, dim)`` embeddings (:func:`edgesense.train.teachers.fit_head`)."""
+                   seed: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None,
+                   class_scale: Mapping[int, float] | None = None):
+    """Train the head on ``(N, windows, dim)`` embeddings (:func:`edgesense.train.teachers.fit_head`,
+    ``class_scale`` included)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build_audio_head(embeddings.shape[1], embeddings.shape[2], num_classes, options)
     return fit_head(model, embeddings, labels, num_classes, epochs=options.epochs, batch_size=options.batch_size,
-                    learning_rate=options.learning_rate, validation=validation)
+                    learning_rate=options.learning_rate, validation=validation, class_scale=class_scale)
