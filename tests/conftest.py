@@ -273,6 +273,41 @@ def installed_speech_embedding(pad_ms: float):
     return se.SpeechEmbedding(se.SpeechEmbeddingOptions(pad_ms=pad_ms))
 
 
+def require_speech_embedding() -> None:
+    """Skip the test, naming what to install, when the wheel holding ``speech_embedding`` is missing."""
+    from edgesense.runtime.speech_embedding import SpeechEmbeddingUnavailable, model_files
+
+    try:
+        model_files()
+    except SpeechEmbeddingUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+TINY_HEADS_CONTEXT = 3
+
+
+@pytest.fixture(scope="session")
+def tiny_heads_path(tmp_path_factory) -> Path:
+    """A stream-heads file (two small untrained heads of the teacher's shape on three embeddings),
+    labelled like the tiny model, written by ``edgesense train-stream-heads``' own writer."""
+    import keras
+
+    from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
+    from edgesense.train.stream_heads import ensemble_model, heads_tflite
+    from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
+
+    options = AudioTeacherOptions(conv_channels=8, dense_units=8)
+    heads = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        heads.append(build_audio_head(TINY_HEADS_CONTEXT, 96, len(DEFAULT_COMMAND_LABELS), options))
+    metadata = {"kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": list(DEFAULT_COMMAND_LABELS),
+                "context_embeddings": TINY_HEADS_CONTEXT, "heads": 2}
+    out = tmp_path_factory.mktemp("tiny_heads") / "heads.tflite"
+    out.write_bytes(heads_tflite(ensemble_model(heads, TINY_HEADS_CONTEXT), metadata))
+    return out
+
+
 def load_script(name: str) -> ModuleType:
     """``scripts/NAME.py`` imported as module ``NAME`` (the scripts are not a package)."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")

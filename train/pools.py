@@ -24,7 +24,7 @@ from edgesense.schema.validate import require
 from edgesense.train.data import AVItem, hash_percent
 
 __all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "place_sound_files", "pool_of", "speech_negative_pools",
-           "split_recordings"]
+           "split_recordings", "wav_recordings"]
 
 Pool = Literal["training", "tuning", "evaluation"]
 POOLS: tuple[Pool, ...] = ("training", "tuning", "evaluation")
@@ -33,6 +33,16 @@ TUNING_PERCENT = 20.0  #: share of each group of other people's speech kept for 
 POOL_SALT = "edgesense-pools"
 _MUSIC_PREFIX = "music"
 _PERCENT = 100.0
+RECORDING_SUFFIX = ".wav"
+
+
+def wav_recordings(paths: Iterable[str | Path]) -> list[Path]:
+    """The WAV files under ``paths`` (folders searched recursively, files as they are), sorted."""
+    files: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        files.update(p.rglob(f"*{RECORDING_SUFFIX}") if p.is_dir() else [p])
+    return sorted(files)
 
 
 def _key(path: Path) -> str:

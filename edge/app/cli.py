@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("edgesense.train.cli", "train the fusion model from a YAML config"),
     "average": ("edgesense.train.average", "average the weights of runs of one model (a model soup) into a new run"),
     "synth-commands": ("edgesense.train.synth", "speak command words (espeak-ng or piper voices) into the Speech Commands layout"),
+    "train-stream-heads": ("edgesense.train.stream_heads",
+                           "train the second opinion: stream heads on speech_embedding (the [teacher] extra)"),
     "synth-talk": ("edgesense.train.synth_talk", "speak sentences that hold no command word: talk negatives to train on"),
     "mine": ("edgesense.bench.mining", "find the windows of talk where a model fires: hard negatives to train on"),
     "quantize": ("edgesense.quantize.cli", "convert a training run to int8 TFLite (and fp16 / dynamic range)"),

@@ -17,6 +17,8 @@ options of the loop's components, one definition and one default per field::
                                            hysteresis_margin, min_hold_ms, heartbeat_ms | null}
     outputs:   sinks.outputs.OutputsOptions {events: "-" | path | null, mqtt: URL | null,
                                            topic_prefix, ha_discovery, mqtt_spool_dir: path | null}
+    second_opinion: runtime.second_opinion.SecondOpinionOptions {heads_path: path | null,
+                                           student_weight, num_threads}
 
 Every section but ``device`` is optional; every field has a default except ``device.name``.
 The file is read by the one strict loader (:mod:`edgesense.schema.yaml`): YAML 1.2 (only
@@ -24,8 +26,8 @@ The file is read by the one strict loader (:mod:`edgesense.schema.yaml`): YAML 1
 and the line: ``firmware_configs/rpi4.yaml:34: commands.threshold: expected a number in [0,
 1), got 'high'``. A field that was renamed gets an error naming its new name.
 
-**Relative ``model.path`` resolves against the folder of the YAML file** (not the working
-directory), so a config and its model can be moved together: the bundled
+**Relative ``model.path`` (and ``second_opinion.heads_path``) resolves against the folder of the
+YAML file** (not the working directory), so a config and its model can be moved together: the bundled
 ``firmware_configs/*.yaml`` say ``../models/edgesense.tflite``, and a deploy bundle with
 ``config.yaml`` next to ``models/`` can keep the default ``models/edgesense.tflite``. ``~``
 is expanded. After :func:`load_config`, ``config.model.path`` is absolute. Other paths
@@ -49,6 +51,7 @@ from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
 from edgesense.recognition.scenes import SceneSmootherOptions
 from edgesense.runtime.model import DEFAULT_MODEL_PATH, ModelOptions
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import from_mapping, to_mapping
 from edgesense.schema.yaml import load_yaml_document
 from edgesense.sinks.outputs import OutputsOptions
@@ -64,6 +67,8 @@ RENAMED_FIELDS: Mapping[str, str] = {
     "commands.vad_hangover_ms": "vad.hangover_ms",
     "camera.reopen_max_ms": "camera.backoff.max_ms",
 }
+#: (section, field, default) of the paths that resolve against the config's folder.
+PATH_FIELDS = (("model", "path", DEFAULT_MODEL_PATH), ("second_opinion", "heads_path", None))
 _NODE_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]+")
 _DEFAULT_NODE_ID = "edgesense"
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
@@ -127,6 +132,7 @@ class DeviceConfig:
     vad: EnergyGateOptions = field(default_factory=EnergyGateOptions)
     scenes: SceneSmootherOptions = field(default_factory=SceneSmootherOptions)
     outputs: OutputsOptions = field(default_factory=OutputsOptions)
+    second_opinion: SecondOpinionOptions = field(default_factory=SecondOpinionOptions)
     #: The YAML file it came from (set by :func:`load_config`, never read from the file).
     source_path: str | None = field(default=None, init=False, compare=False)
 
@@ -161,10 +167,12 @@ class DeviceConfig:
         lines = lines or {}
         if isinstance(data, Mapping):
             _refuse_renamed(data, source, lines)
-            model = {} if data.get("model") is None else data["model"]
-            if base_dir is not None and isinstance(model, Mapping) and isinstance(model.get("path", ""), str):
-                data = {**data, "model": {**model, "path": _resolve(model.get("path", DEFAULT_MODEL_PATH),
-                                                                     Path(base_dir))}}
+            if base_dir is not None:
+                for section, name, default in PATH_FIELDS:
+                    values = {} if data.get(section) is None else data[section]
+                    if isinstance(values, Mapping) and isinstance(values.get(name, default), str):
+                        data = {**data, section: {**values, name: _resolve(values.get(name, default),
+                                                                           Path(base_dir))}}
         return from_mapping(cls, data, source=source, lines=lines)
 
 

@@ -17,6 +17,10 @@ audio, else the video's):
   read on its own thread that keeps only the newest frame
   (:class:`edgesense.loop.scheduler.LatestFrameReader`). Scene probabilities from ``fuse``
   go to :class:`edgesense.recognition.SceneSmoother`.
+* **Second opinion** (optional, ``second_opinion.heads_path``): every chunk also goes to
+  :class:`edgesense.runtime.second_opinion.SecondOpinion` (Google's ``speech_embedding`` and a
+  file of stream heads); at each command hop the recognizer gets the weighted mean of the fused
+  command probabilities and the heads', and no hop is scored before the heads have their context.
 * When a command hop and a scene update fall on the same tick, one ``fuse`` call
   serves both. An embedding older than ``embedding_max_age_ms`` counts as absent,
   so ``fuse`` gets ``None`` for a modality whose source is missing, failing or
@@ -69,10 +73,13 @@ from edgesense.loop.scheduler import (
     ReplayVideoAligner,
     SchedulerOptions,
 )
-from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, STAGES, VIDEO_READ, PipelineStats
+from edgesense.loop.stats import (
+    AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, SECOND_OPINION, STAGES, VIDEO_READ, PipelineStats,
+)
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
 from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
+from edgesense.runtime.second_opinion import SecondOpinion
 from edgesense.schema.validate import is_positive, require
 from edgesense.sinks.base import EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
@@ -244,7 +251,9 @@ class Pipeline:
     overrides the live/replay choice made from the source's type. ``sinks`` and
     ``on_event`` callbacks receive events in :meth:`run`. ``on_frame(frame, state)``
     is called in the loop thread for every frame the loop receives; returning
-    ``False`` stops the loop. The pipeline owns the sources and sinks: :meth:`close`
+    ``False`` stops the loop. ``second_opinion``: a second audio model whose posteriors are blended
+    into every command hop's (:meth:`from_config` builds it from the config's ``second_opinion``
+    section). The pipeline owns the sources and sinks: :meth:`close`
     (or the ``with`` block) releases them.
     """
 
@@ -252,7 +261,7 @@ class Pipeline:
                  audio: Any = None, video: Any = None, sinks: Sequence[EventSink] = (),
                  on_event: EventCallback | Sequence[EventCallback] | None = None,
                  on_frame: FrameHook | None = None, live_video: bool | None = None,
-                 wall_time: Callable[[], float] = time.time) -> None:
+                 wall_time: Callable[[], float] = time.time, second_opinion: SecondOpinion | None = None) -> None:
         if audio is None and video is None:
             raise ValueError("audio, video: expected at least one source, got neither")
         require(isinstance(options, PipelineOptions), "options", "PipelineOptions", options)
@@ -275,6 +284,7 @@ class Pipeline:
         self._recognizer = CommandRecognizer(model.command_labels, options.recognizer, wall_time=wall_time)
         self._smoother = SceneSmoother(model.scene_labels, options.smoother, wall_time=wall_time)
         self._gate = EnergyGate(options.energy_gate) if options.energy_gate is not None else None
+        self._second = second_opinion
         self._hop = PeriodicSchedule(options.scheduler.command_hop_ms)
         self._scene = PeriodicSchedule(options.scheduler.scene_period_ms)
         self._aligner = ReplayVideoAligner(video) if video is not None and not self.live_video else None
@@ -354,8 +364,14 @@ class Pipeline:
                 outputs = dataclasses.replace(config.outputs, mqtt=str(url))
                 sinks.append(stack.enter_context(MqttSink(outputs.mqtt_options(node_id=config.device.node_id,
                                                                                device_name=config.device.name))))
+            second = None
+            if config.second_opinion.enabled and audio_source is not None:
+                second = SecondOpinion(config.second_opinion, labels=model.command_labels,
+                                       sample_rate_hz=model.audio_frontend.sample_rate_hz)
+                logger.info("second opinion: %s", second.describe())
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
-                           video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame)
+                           video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame,
+                           second_opinion=second)
             stack.pop_all()
         return pipeline
 
@@ -557,6 +573,10 @@ class Pipeline:
             s = time.perf_counter()
             self._window.push(self._frontend.push(chunk.samples))
             frontend_ms = self._timed("audio_frontend", _elapsed_ms(s))
+            if self._second is not None:
+                s = time.perf_counter()
+                self._second.push(chunk.samples)
+                self._timed(SECOND_OPINION, _elapsed_ms(s))
             self._level_dbfs = rms_dbfs(chunk.samples)
             if self._gate is not None:
                 was_open = self._gate_open
@@ -577,7 +597,8 @@ class Pipeline:
         if frame is not None:
             self._new_frame = frame
 
-        command_due = chunk is not None and self._window.full and self._hop.due(t)
+        command_due = (chunk is not None and self._window.full and (self._second is None or self._second.ready)
+                       and self._hop.due(t))
         if command_due and not self._gate_open:
             self._counts["audio_gated"] += 1
             command_due = False
@@ -619,6 +640,10 @@ class Pipeline:
             latency["fusion"] = fusion_ms
             if command_due:
                 # max(0): the microphone's clock is anchored at its first callback, a little late
+                if self._second is not None:
+                    s = time.perf_counter()
+                    command_probs = self._second.blend(command_probs)
+                    self._timed(SECOND_OPINION, _elapsed_ms(s))
                 latency[AUDIO_END_TO_EVENT] = max(0.0, monotonic_ms() - tick.chunk_arrival_ms)
                 event = self._recognizer.process(command_probs, t, latency_ms=latency)
                 self._timed(AUDIO_END_TO_RESULT, max(0.0, monotonic_ms() - tick.chunk_arrival_ms))

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["STAGES", "AUDIO_END_TO_EVENT", "AUDIO_END_TO_RESULT", "VIDEO_READ", "PipelineStats"]
+__all__ = ["STAGES", "AUDIO_END_TO_EVENT", "AUDIO_END_TO_RESULT", "VIDEO_READ", "SECOND_OPINION", "PipelineStats"]
 
 
 #: Per-stage latencies every event carries (milliseconds).
@@ -18,6 +18,8 @@ STAGES = ("audio_frontend", "audio_encoder", "image_preprocess", "image_encoder"
 AUDIO_END_TO_EVENT = "audio_end_to_event"
 #: Stats only: the same for every command inference (event or not).
 AUDIO_END_TO_RESULT = "audio_end_to_result"
+#: Stats only: the second opinion's embeddings (each chunk) and heads (each hop), when it runs.
+SECOND_OPINION = "second_opinion"
 #: Stats only: reading (decoding) replayed video frames inside the loop.
 VIDEO_READ = "video_read"
 MS_PER_S = 1000.0

@@ -11,7 +11,13 @@ import numpy as np
 from edgesense.recognition.scores import _check_time
 from edgesense.schema.validate import is_number, require
 
-__all__ = ["EnergyGateOptions", "EnergyGate", "rms_dbfs"]
+__all__ = ["EnergyGateOptions", "EnergyGate", "rms_dbfs", "speech_span"]
+
+MS_PER_S = 1000.0
+ENVELOPE_FRAME_MS = 10.0
+#: A clip's spoken part: envelope frames within this many dB of the loudest frame.
+SPEECH_SPAN_DB = 25.0
+_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------- energy gate
@@ -24,6 +30,20 @@ def rms_dbfs(samples: Any, floor_dbfs: float = -120.0) -> float:
         return floor_dbfs
     rms = math.sqrt(float(np.mean(x * x)))
     return max(floor_dbfs, 20.0 * math.log10(rms)) if rms > 0 else floor_dbfs
+
+
+def speech_span(clip: np.ndarray, sample_rate_hz: int) -> tuple[int, int]:
+    """(first, end) sample of a clip's spoken part: 10 ms envelope frames within 25 dB of the loudest."""
+    x = np.asarray(clip, dtype=np.float64)
+    frame = max(1, int(round(sample_rate_hz * ENVELOPE_FRAME_MS / MS_PER_S)))
+    n = x.size // frame
+    if n == 0:
+        return 0, x.size
+    power = np.mean(x[:n * frame].reshape(n, frame) ** 2, axis=1)
+    loud = np.flatnonzero(power >= power.max() * 10 ** (-SPEECH_SPAN_DB / 10) + _EPS)
+    if loud.size == 0:
+        return 0, x.size
+    return int(loud[0] * frame), int(min(x.size, (loud[-1] + 1) * frame))
 
 
 @dataclass(frozen=True, kw_only=True)

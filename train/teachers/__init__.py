@@ -9,11 +9,12 @@ temperature can be applied).
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from edgesense.runtime.speech_embedding import installed_file as device_installed_file
 
 __all__ = ["LOGITS_LAYER", "TeacherUnavailable", "class_weights", "fit_head", "installed_file", "teacher_logits"]
 
@@ -27,15 +28,8 @@ class TeacherUnavailable(RuntimeError):
 
 def installed_file(distribution: str, relative_path: str, *, what: str, hint: str) -> Path:
     """``relative_path`` inside the installed ``distribution``; :class:`TeacherUnavailable` naming
-    ``hint`` when the package or the file is missing."""
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise TeacherUnavailable(f"the {what} needs the {distribution} package: {hint}") from None
-    path = Path(str(dist.locate_file(relative_path)))
-    if not path.is_file():
-        raise TeacherUnavailable(f"{distribution} {dist.version} lacks {path}: {hint}")
-    return path
+    ``hint`` when the package or the file is missing (the device runtime's lookup)."""
+    return device_installed_file(distribution, relative_path, what=what, hint=hint, error=TeacherUnavailable)
 
 
 def teacher_logits(model, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:

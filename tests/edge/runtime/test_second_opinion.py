@@ -1,0 +1,70 @@
+"""The second opinion: a stream-heads file in the real interpreter, blended into the student's posteriors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_HEADS_CONTEXT, require_speech_embedding
+
+from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions, StreamHeads
+from edgesense.runtime.speech_embedding import EMBEDDING_DIM, SpeechEmbeddingStream
+from edgesense.types import DEFAULT_COMMAND_LABELS
+
+SR = 16000
+
+
+def test_heads_file_runs_the_mean_of_its_heads(tiny_heads_path):
+    heads = StreamHeads(tiny_heads_path)
+    assert heads.labels == tuple(DEFAULT_COMMAND_LABELS) and heads.context == TINY_HEADS_CONTEXT
+    x = np.random.default_rng(0).normal(size=(TINY_HEADS_CONTEXT, EMBEDDING_DIM)).astype(np.float32)
+    probs = heads(x)
+    assert probs.shape == (len(DEFAULT_COMMAND_LABELS),)
+    assert abs(float(probs.sum()) - 1.0) < 1e-4 and probs.min() >= 0.0
+    assert not np.allclose(heads(x), heads(-x))  # the embeddings reach the output
+
+
+def test_the_student_model_is_not_a_heads_file(tiny_model_path):
+    with pytest.raises(ValueError, match="a stream-heads file"):
+        StreamHeads(tiny_model_path)
+
+
+def test_blend_is_the_weighted_mean_once_the_context_exists(tiny_heads_path):
+    require_speech_embedding()
+    options = SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.25)
+    second = SecondOpinion(options, labels=DEFAULT_COMMAND_LABELS, sample_rate_hz=SR)
+    student = np.full(len(DEFAULT_COMMAND_LABELS), 1.0 / len(DEFAULT_COMMAND_LABELS), np.float32)
+    rng = np.random.default_rng(1)
+    hop = SR // 10
+    while not second.ready:
+        assert second.probabilities() is None
+        np.testing.assert_array_equal(second.blend(student), student)  # not ready: the student's own
+        second.push((0.05 * rng.normal(size=hop)).astype(np.float32))
+    assert second.stream.count == TINY_HEADS_CONTEXT
+    # the heads see the newest context, as a stream of their own gives it
+    alone = SpeechEmbeddingStream()
+    second.reset()
+    rng = np.random.default_rng(2)
+    audio = (0.05 * rng.normal(size=SR * 2)).astype(np.float32)
+    for i in range(0, audio.size, hop):
+        second.push(audio[i:i + hop])
+    embeddings = alone.push(audio)
+    heads = StreamHeads(tiny_heads_path)(embeddings[-TINY_HEADS_CONTEXT:])
+    np.testing.assert_allclose(second.probabilities(), heads, atol=1e-4)
+    np.testing.assert_allclose(second.blend(student), 0.25 * student + 0.75 * heads, atol=1e-5)
+
+
+def test_labels_and_rate_must_match_the_student(tiny_heads_path):
+    require_speech_embedding()
+    options = SecondOpinionOptions(heads_path=str(tiny_heads_path))
+    with pytest.raises(ValueError, match="labels: expected the model's"):
+        SecondOpinion(options, labels=("yes", "no"), sample_rate_hz=SR)
+    with pytest.raises(ValueError, match="16000 Hz"):
+        SecondOpinion(options, labels=DEFAULT_COMMAND_LABELS, sample_rate_hz=8000)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"heads_path": ""}, "heads_path"), ({"student_weight": 1.0}, "student_weight"),
+                                           ({"student_weight": -0.1}, "student_weight"), ({"num_threads": 0}, "num_threads")])
+def test_options_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SecondOpinionOptions(**kwargs)
+    assert not SecondOpinionOptions().enabled

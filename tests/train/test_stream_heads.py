@@ -1,0 +1,128 @@
+"""edgesense train-stream-heads: its training windows hold what they say, its file is the mean of
+its heads in the real interpreter with metadata the device reads, the whole command runs on
+stand-in data, and bad input is one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import require_speech_embedding
+
+from edgesense.app.cli import main
+from edgesense.frontend.wav import write_wav
+from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
+from edgesense.runtime.speech_embedding import EMBEDDING_DIM
+from edgesense.train.stream_heads import (
+    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, heads_tflite, training_windows, window_samples,
+)
+from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
+
+SR = 16000
+
+
+def test_training_windows_place_whole_words_over_noise_and_background_at_its_level():
+    rng = np.random.default_rng(1)
+    word = np.zeros(SR, np.float32)
+    word[6000:10000] = 0.3 * np.sin(2 * np.pi * 500 * np.arange(4000) / SR)
+    clips = np.stack([word, word, rng.normal(scale=0.1, size=SR).astype(np.float32)])
+    labels = np.array([2, 3, 0], np.int32)  # yes, no, and a _silence_ snippet (left to the background windows)
+    noise = [rng.normal(scale=0.05, size=5 * SR).astype(np.float32)]
+    talk = [rng.normal(scale=0.1, size=4 * SR).astype(np.float32)]
+    length = window_samples(5)
+    assert length == 18880 == StreamHeadsOptions().window_samples
+    x, y = training_windows(clips, labels, talk, noise, variants=2, talk_per_variant=3, silence_per_variant=4,
+                            unknown=1, silence=0, seed=0, length=length)
+    assert x.shape == (2 * (2 + 3 + 4), length)
+    assert np.bincount(y, minlength=4).tolist() == [8, 6, 2, 2]
+    for row in x[y == 0]:
+        level = 10 * np.log10(np.mean(np.square(row, dtype=np.float64)))
+        assert SILENCE_DBFS[0] - 0.01 <= level <= SILENCE_DBFS[1] + 0.01
+    for row in x[y >= 2]:  # the whole tone stands out of the noise (SNR >= 0 dB) wherever it was placed
+        energy = np.convolve(np.square(row), np.ones(4000), "valid")
+        assert energy.max() > 1.8 * np.median(energy)
+    again, _ = training_windows(clips, labels, talk, noise, variants=2, talk_per_variant=3, silence_per_variant=4,
+                                unknown=1, silence=0, seed=0, length=length)
+    np.testing.assert_array_equal(x, again)
+
+
+def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_path):
+    import keras
+
+    heads = []
+    for seed in (3, 4, 5):
+        keras.utils.set_random_seed(seed)
+        heads.append(build_audio_head(4, EMBEDDING_DIM, 12, AudioTeacherOptions(conv_channels=16, dense_units=16)))
+    labels = [f"w{i}" for i in range(12)]
+    path = tmp_path / "heads.tflite"
+    path.write_bytes(heads_tflite(ensemble_model(heads, 4), {"kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION,
+                                                           "labels": labels, "context_embeddings": 4, "heads": 3}))
+    device = StreamHeads(path)
+    assert device.labels == tuple(labels) and device.context == 4 and device.metadata["heads"] == 3
+    x = np.random.default_rng(0).normal(size=(8, 4, EMBEDDING_DIM)).astype(np.float32)
+    mean = np.mean([h.predict(x, verbose=0) for h in heads], axis=0)
+    got = np.stack([device(row) for row in x])
+    np.testing.assert_allclose(got, mean, atol=0.02)  # int8 weights, float activations
+    assert np.array_equal(got.argmax(1), mean.argmax(1))
+
+
+@pytest.mark.parametrize("kwargs, field", [({"heads": 0}, "heads"), ({"context_embeddings": 0}, "context_embeddings"),
+                                           ({"talk_per_variant": -1}, "talk_per_variant"),
+                                           ({"unknown_weight": 0.0}, "unknown_weight")])
+def test_options_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        StreamHeadsOptions(**kwargs)
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "heads.tflite"
+    out.write_bytes(b"mine")
+    for argv, needle in (([], "--out"), (["--force", "--model", str(tmp_path / "none.tflite")], "none.tflite"),
+                         (["--force", "--model", str(tiny_model_path), "--speech-commands", str(tmp_path / "x")],
+                          "--speech-commands"),
+                         (["--model", str(tiny_model_path)], "exists; pass --force")):
+        if argv == []:
+            with pytest.raises(SystemExit) as info:
+                main(["train-stream-heads"])
+            assert info.value.code == 2 and "--out" in capsys.readouterr().err
+            continue
+        assert main(["train-stream-heads", "--out", str(out), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and needle in err, err
+    assert out.read_bytes() == b"mine"  # never overwritten unasked
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--model", str(tiny_model_path),
+                 "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
+                 "--heads", "0"]) == 2
+    assert "--heads: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, capsys):
+    require_speech_embedding()
+    from datagen import make_speech_commands, speech_clip
+
+    from edgesense.runtime.model import EdgeModel
+
+    model = EdgeModel.load(tiny_model_path)
+    rng = np.random.default_rng(5)
+    speech = make_speech_commands(tmp_path / "speech", words=[w for w in model.command_labels if not w.startswith("_")],
+                                  speakers=24, per_speaker=1)
+    talk = tmp_path / "negatives" / "read_speech"
+    talk.mkdir(parents=True)
+    for i in range(6):  # 'talk': runs of tones no command word has, as long as a window
+        write_wav(talk / f"reader{i:02d}.wav", np.concatenate([speech_clip(6 + (i + k) % 3, rng) for k in range(4)]), SR)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    for i in range(4):
+        write_wav(noise / f"fan{i}.wav", rng.normal(scale=0.05, size=3 * SR).astype(np.float32), SR)
+    out = tmp_path / "heads.tflite"
+    assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
+                 str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
+                 "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    heads = StreamHeads(out)
+    assert heads.labels == tuple(model.command_labels) and heads.context == 5
+    meta = heads.metadata
+    assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
+    assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0

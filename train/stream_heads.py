@@ -1,0 +1,299 @@
+"""``edgesense train-stream-heads``: the second opinion's heads, trained for the stream.
+
+Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Google's
+``speech_embedding`` (the ``[teacher]`` extra), taught what a device hears between words:
+
+* every training speaker's clip ``variants`` times, placed anywhere in the window, scaled to a
+  drawn level (−40…−14 dBFS over its spoken span) over the training pool's noise at 0–30 dB SNR;
+* windows of other people's talk (the training pool of ``speech_negatives``) as ``_unknown_``;
+* background alone at −70…−30 dBFS as ``_silence_``.
+
+A window is as long as ``context_embeddings`` embeddings need (five: 1.1 s), so a head sees at
+each hop what the device's :class:`edgesense.runtime.second_opinion.SecondOpinion` gives it.
+``heads`` heads (seeds ``seed`` …) are trained and their mean is written as one float TFLite file
+with its metadata (``kind: stream_heads``, labels, context). One head's stream figures swing by
+tens of points from seed to seed; the mean of five does not (docs/BENCHMARK.md).
+
+The speakers are split as ``--model`` (the student the heads will sit beside) was trained, so the
+benchmark's held-out speakers stay unheard by both; the labels are that model's.
+
+    edgesense train-stream-heads --out models/stream_heads.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.wav import read_wav
+from edgesense.recognition.gate import rms_dbfs, speech_span
+from edgesense.runtime.model import METADATA_NAME, EdgeModel
+from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
+from edgesense.runtime.speech_embedding import (
+    DISTRIBUTION, DISTRIBUTION_VERSION, EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ,
+    STRIDE_FRAMES, WINDOW_FRAMES,
+)
+from edgesense.schema.validate import require
+from edgesense.train import data
+from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+
+__all__ = ["StreamHeadsOptions", "ensemble_model", "heads_tflite", "train_stream_heads", "training_windows",
+           "window_samples"]
+
+logger = logging.getLogger(__name__)
+
+SPARE_FRAMES = 7  #: a training window's frames after its last embedding
+SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
+SNR_DB = (0.0, 30.0)
+SILENCE_DBFS = (-70.0, -30.0)
+SHARED = Path("../shared/data")
+
+
+def window_samples(context: int) -> int:
+    """A training window's length for a head on ``context`` embeddings (17,600 samples for five)."""
+    frames = WINDOW_FRAMES + STRIDE_FRAMES * (context - 1) + MEL_LEAD_FRAMES + SPARE_FRAMES
+    return frames * MEL_HOP_SAMPLES
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamHeadsOptions:
+    """What :func:`train_stream_heads` trains (module docstring). ``unknown_weight``: ``_unknown_``'s
+    weight, in classes."""
+
+    heads: int = 5
+    context_embeddings: int = 5
+    variants: int = 6
+    talk_per_variant: int = 1500
+    silence_per_variant: int = 200
+    unknown_weight: float = 1.0
+    epochs: int = 30
+    seed: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("heads", "context_embeddings", "variants", "epochs"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
+        for name in ("talk_per_variant", "silence_per_variant"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
+        require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
+
+    @property
+    def window_samples(self) -> int:
+        return window_samples(self.context_embeddings)
+
+
+def noise_window(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of a drawn recording from a drawn start (tiled when it is shorter)."""
+    rec = noise[rng.integers(len(noise))]
+    if rec.size <= n:
+        rec = np.tile(rec, n // max(rec.size, 1) + 1)
+    start = rng.integers(rec.size - n + 1)
+    return rec[start:start + n].astype(np.float32)
+
+
+def mix(speech: np.ndarray, span: tuple[int, int], noise: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """``speech`` (a window) scaled so its spoken ``span`` sits at a drawn level, over noise at a drawn SNR."""
+    a, b = span
+    level = rng.uniform(*SPEECH_DBFS)
+    spoken = speech[a:b] if b > a else speech
+    out = speech * np.float32(10 ** ((level - rms_dbfs(spoken)) / 20))
+    bg = noise_window(noise, speech.size, rng)  # the streams are never clean
+    out = out + bg * np.float32(10 ** ((level - rng.uniform(*SNR_DB) - rms_dbfs(bg)) / 20))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.ndarray], noise: Sequence[np.ndarray], *,
+                     variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
+                     seed: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``length`` samples: every word clip ``variants`` times (placed anywhere the whole
+    second fits, over noise), windows of talk as ``unknown``, background alone at a drawn level as
+    ``silence``."""
+    rng = np.random.default_rng(seed)
+    rows, ys = [], []
+    spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
+    for _ in range(variants):
+        for clip, y, (a, b) in zip(clips, labels, spans):
+            if y == silence:  # snippets of a noise recording: the background windows below stand for them
+                continue
+            window = np.zeros(length, np.float32)
+            offset = int(rng.integers(length - clip.size + 1))
+            window[offset:offset + clip.size] = clip
+            rows.append(mix(window, (offset + a, offset + b), noise, rng))
+            ys.append(y)
+        for _ in range(talk_per_variant):
+            window = noise_window(talk, length, rng)
+            rows.append(mix(window, (0, length), noise, rng))
+            ys.append(unknown)
+        for _ in range(silence_per_variant):
+            bg = noise_window(noise, length, rng)
+            rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - rms_dbfs(bg)) / 20))).astype(np.float32))
+            ys.append(silence)
+    return np.stack(rows), np.asarray(ys, np.int32)
+
+
+def split_of(model: EdgeModel, index: data.SpeechCommandsIndex) -> dict[str, list[Any]]:
+    """``index``'s clips split by speaker as ``model`` was trained (its metadata's ``data.split``)."""
+    recorded = dict((model.metadata.get("data") or {}).get("split") or {})
+    return index.split(validation_percent=recorded.get("validation_percent", 10.0),
+                       testing_percent=recorded.get("testing_percent", 20.0),
+                       salt=recorded.get("speaker_salt", ""))
+
+
+def ensemble_model(heads: Sequence[Any], context: int):
+    """One Keras model: ``(1, context, 96)`` embeddings -> the mean of ``heads``' probabilities."""
+    import keras
+
+    x = keras.Input((context, EMBEDDING_DIM), batch_size=1, name="embeddings")
+    # each head under a name of its own (the teacher's heads all share one)
+    outs = [keras.Model(head.input, head.output, name=f"head_{k}")(x, training=False) for k, head in enumerate(heads)]
+    y = keras.layers.Average(name="mean")(outs) if len(outs) > 1 else outs[0]
+    return keras.Model(x, y, name="stream_heads")
+
+
+def heads_tflite(model, metadata: dict[str, Any]) -> bytes:
+    """``model`` (:func:`ensemble_model`) as a float TFLite file, its weights int8 (dynamic range),
+    with ``metadata`` embedded under :data:`METADATA_NAME`."""
+    import tensorflow as tf
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name="embeddings")
+    function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    holder = tf.Module()  # the converter saves captured variables only when a tf.Module tracks them
+    holder.variables_ = [getattr(v, "value", v) for v in model.weights]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(converter.convert()))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode("utf-8"), dtype=np.uint8).copy()
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME.encode(), len(flat.buffers)
+    flat.buffers.append(buffer)
+    flat.metadata = list(flat.metadata or []) + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
+
+
+def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[Path], negatives: Path,
+                       options: StreamHeadsOptions = StreamHeadsOptions()) -> tuple[bytes, dict[str, Any]]:
+    """Train the heads (module docstring); the TFLite file's bytes and its metadata."""
+    from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
+    from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions
+
+    started = time.perf_counter()
+    embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))  # the teacher extra first: one line if missing
+    student = EdgeModel.load(model_path)
+    index = data.load_speech_commands(speech_commands)
+    labels = tuple(index.labels)
+    require(labels == tuple(student.command_labels), "--model",
+            f"the command labels of {speech_commands} {list(labels)}", list(student.command_labels))
+    split = split_of(student, index)
+    lookup = {label: i for i, label in enumerate(labels)}
+
+    def clips_of(part: str) -> tuple[np.ndarray, np.ndarray]:
+        clips, report = data.load_clips(split[part], AudioFrontendOptions(), what=f"{part} clips")
+        return clips, np.array([lookup[split[part][i].label] for i in report.kept], np.int32)
+
+    length = options.window_samples
+    clips, ys = clips_of("training")
+    val_clips, val_ys = clips_of("validation")
+    noise_pool, _ = data.load_noise_pool(split_recordings(wav_recordings(noise) + list(index.noise_paths))["training"])
+    talk_paths = speech_negative_pools(wav_recordings([negatives]))["training"]
+    talk = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in talk_paths) if t.size >= length]
+    require(bool(noise_pool), "--noise", "recordings in the training pool", "none")
+    require(bool(talk), "--negatives", f"talk recordings of at least {length / SAMPLE_RATE_HZ:g} s in the training pool",
+            "none")
+    logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools)", len(clips),
+                len(noise_pool), len(talk))
+    silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
+    x, y = training_windows(clips, ys, talk, noise_pool, variants=options.variants,
+                            talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
+                            unknown=unknown, silence=silence, seed=options.seed, length=length)
+    vx, vy = training_windows(val_clips, val_ys, talk, noise_pool, variants=1, talk_per_variant=0,
+                              silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
+                              length=length)
+    ex, vex = embedder(x), embedder(vx)
+    require(ex.shape[1] == options.context_embeddings, "windows", f"{options.context_embeddings} embeddings each",
+            ex.shape[1])
+    logger.info("%d training windows embedded", len(x))
+    teacher = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=options.epochs)
+    heads = [fit_audio_head(ex, y, len(labels), teacher, seed=options.seed + k, validation=(vex, vy),
+                            class_scale={unknown: options.unknown_weight}) for k in range(options.heads)]
+    model = ensemble_model(heads, options.context_embeddings)
+    val_accuracy = (float(np.mean(np.argmax(np.mean([h.predict(vex, verbose=0) for h in heads], axis=0), axis=1)
+                                  == vy)) if len(vex) else None)
+    metadata = {"kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": list(labels),
+                "context_embeddings": options.context_embeddings, "heads": options.heads,
+                "embedding": {"distribution": DISTRIBUTION, "version": DISTRIBUTION_VERSION},
+                "student": {"path": str(model_path), "name": student.metadata.get("name")},
+                "options": dataclasses.asdict(options), "training_windows": int(len(x)),
+                "validation_window_accuracy": None if val_accuracy is None else round(val_accuracy, 4),
+                "elapsed_s": round(time.perf_counter() - started, 1)}
+    return heads_tflite(model, metadata), metadata
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = StreamHeadsOptions()
+    parser.add_argument("--out", type=Path, required=True, help="the heads file to write (.tflite)")
+    parser.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"),
+                        help="the student the heads sit beside: its labels and speaker split")
+    parser.add_argument("--speech-commands", type=Path, default=SHARED / "speech_commands")
+    parser.add_argument("--noise", type=Path, action="append",
+                        help="noise and music folders, their training pool (default: ambient/ and noise/)")
+    parser.add_argument("--negatives", type=Path, default=SHARED / "speech_negatives",
+                        help="other people's speech, its training pool as _unknown_")
+    parser.add_argument("--heads", type=int, default=defaults.heads, help="heads averaged (seeds SEED, SEED+1, ...)")
+    parser.add_argument("--context", type=int, default=defaults.context_embeddings,
+                        help="embeddings a head sees at each hop (5: 1.1 s)")
+    parser.add_argument("--variants", type=int, default=defaults.variants, help="noisy placements of every clip")
+    parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant)
+    parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant)
+    parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--force", action="store_true", help="replace --out when it exists")
+
+
+FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--variants",
+         "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
+         "unknown_weight": "--unknown-weight", "epochs": "--epochs", "seed": "--seed"}
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import input_file, user_names
+
+    input_file("--model", args.model)
+    noise = args.noise or [SHARED / "ambient", SHARED / "noise"]
+    for flag, folder in [("--speech-commands", args.speech_commands), ("--negatives", args.negatives)] + \
+            [("--noise", n) for n in noise]:
+        require(Path(folder).is_dir(), flag, "a folder", str(folder))
+    require(args.out.suffix == ".tflite", "--out", "a .tflite path", str(args.out))
+    if args.out.exists() and not args.force:
+        raise ValueError(f"--out {args.out}: exists; pass --force to replace it")
+    with user_names(FLAGS):
+        options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
+                                     talk_per_variant=args.talk_per_variant,
+                                     silence_per_variant=args.silence_per_variant,
+                                     unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed)
+    blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(args.out)
+    print(f"wrote {args.out} ({len(blob):,} bytes; {options.heads} heads on {options.context_embeddings} embeddings; "
+          f"validation windows {metadata['validation_window_accuracy']}; {metadata['elapsed_s']:.0f} s)")
+    return 0
