@@ -134,12 +134,21 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _second_opinion_line(second: Mapping[str, Any]) -> list[str]:
+    if not second.get("heads_path"):
+        return []
+    return [f"Each hop's posteriors are the blend `--config` runs: {second['student_weight']:g} x the model's + "
+            f"{1 - second['student_weight']:g} x the second opinion's (`{Path(second['heads_path']).name}` on "
+            "speech_embedding).", ""]
+
+
 def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     if "recommended" not in st:
         return []
     rec = st["recommended"]
     lines = ["", "## Streaming commands", "", f"Every stream is scored every {st['hop_ms']:g} ms of audio (the command "
              "hop of `--config`; write the recommendation only into configs of that hop).", "",
+             *_second_opinion_line(st.get("second_opinion") or {}),
              "| split | pool of noise / of other speech | stream | minutes | command words | other utterances | "
              "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for split, pools in st["pools"].items():

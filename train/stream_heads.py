@@ -60,7 +60,7 @@ SHARED = Path("../shared/data")
 
 
 def window_samples(context: int) -> int:
-    """A training window's length for a head on ``context`` embeddings (17,600 samples for five)."""
+    """A training window's length for a head on ``context`` embeddings (18,880 samples for five)."""
     frames = WINDOW_FRAMES + STRIDE_FRAMES * (context - 1) + MEL_LEAD_FRAMES + SPARE_FRAMES
     return frames * MEL_HOP_SAMPLES
 
@@ -78,6 +78,8 @@ class StreamHeadsOptions:
     unknown_weight: float = 1.0
     epochs: int = 30
     seed: int = 10
+    #: The file's weights: int8 (dynamic range, a quarter of the size) or float32.
+    int8_weights: bool = True
 
     def __post_init__(self) -> None:
         for name in ("heads", "context_embeddings", "variants", "epochs"):
@@ -161,9 +163,10 @@ def ensemble_model(heads: Sequence[Any], context: int):
     return keras.Model(x, y, name="stream_heads")
 
 
-def heads_tflite(model, metadata: dict[str, Any]) -> bytes:
-    """``model`` (:func:`ensemble_model`) as a float TFLite file, its weights int8 (dynamic range),
-    with ``metadata`` embedded under :data:`METADATA_NAME`."""
+def heads_tflite(model, metadata: dict[str, Any], *, int8_weights: bool = True) -> bytes:
+    """``model`` (:func:`ensemble_model`) as a TFLite file with float inputs and activations, its
+    weights int8 (dynamic range; ``int8_weights=False``: float32), with ``metadata`` embedded under
+    :data:`METADATA_NAME`."""
     import tensorflow as tf
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
@@ -173,7 +176,8 @@ def heads_tflite(model, metadata: dict[str, Any]) -> bytes:
     holder = tf.Module()  # the converter saves captured variables only when a tf.Module tracks them
     holder.variables_ = [getattr(v, "value", v) for v in model.weights]
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], holder)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if int8_weights:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     flat = flatbuffer_utils.read_model_from_bytearray(bytearray(converter.convert()))
     buffer = schema.BufferT()
@@ -240,7 +244,7 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
                 "options": dataclasses.asdict(options), "training_windows": int(len(x)),
                 "validation_window_accuracy": None if val_accuracy is None else round(val_accuracy, 4),
                 "elapsed_s": round(time.perf_counter() - started, 1)}
-    return heads_tflite(model, metadata), metadata
+    return heads_tflite(model, metadata, int8_weights=options.int8_weights), metadata
 
 
 # --------------------------------------------------------------------------- command line
@@ -265,6 +269,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--float-weights", action="store_true", help="write float32 weights (default: int8)")
     parser.add_argument("--force", action="store_true", help="replace --out when it exists")
 
 
@@ -288,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
         options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
                                      talk_per_variant=args.talk_per_variant,
                                      silence_per_variant=args.silence_per_variant,
-                                     unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed)
+                                     unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed,
+                                     int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")

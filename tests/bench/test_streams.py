@@ -40,6 +40,7 @@ from edgesense.bench.streams import (
 )
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 
 LABELS = ("_silence_", "_unknown_", "yes", "no")
 HOP_MS = 100.0
@@ -416,3 +417,12 @@ def test_stream_posteriors_runs_every_hop_after_one_second_and_caches(tmp_path):
     assert np.array_equal(again.posteriors, first.posteriors) and again.labels == LABELS
     assert again.words == stream.words and again.duration_ms == stream.duration_ms
     assert cache.load("other") is None
+    # a second opinion is part of what is cached: its heads' bytes and the blend's weight
+    heads = tmp_path / "heads.tflite"
+    heads.write_bytes(b"heads one")
+    keys = {PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions(heads_path=str(heads), student_weight=w))
+            .key("sha", stream, 100.0) for w in (0.3, 0.5)}
+    heads.write_bytes(b"heads two")
+    keys.add(PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions(heads_path=str(heads))).key("sha", stream, 100.0))
+    keys.add(PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions()).key("sha", stream, 100.0))
+    assert len(keys) == 4 and cache.key("sha", stream, 100.0) in keys  # no heads: the model's own key

@@ -415,6 +415,11 @@ def test_bad_inputs_exit_2(tmp_path, inputs, capsys, own_wheel):
     broken.write_text("device: {name: x}\ncamera: {fps: fast}\n")
     assert cli_deploy("rpi5", tmp_path / "a", model, broken, *common) == 2
     assert "camera.fps" in capsys.readouterr().err
+    second = tmp_path / "second.yaml"
+    second.write_text("device: {name: x}\nsecond_opinion: {heads_path: heads.tflite}\n")
+    assert cli_deploy("rpi5", tmp_path / "a", model, second, *common) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "second_opinion.heads_path: a bundle does not carry the second opinion" in err
     assert not (tmp_path / "a").exists()
 
     # An existing folder: refused unless --force, and --force only replaces a bundle.
