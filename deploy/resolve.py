@@ -361,6 +361,15 @@ class _Pip:
             ))
         return packages, ""
 
+    def download_any(self, requirement: str, dest: Path) -> None:
+        """One pure-Python wheel (``py3-none-any``: the same for every target), without its dependencies."""
+        args = ["download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(dest), "--retries", "2",
+                "--timeout", "60", *(["--index-url", self.options.index_url] if self.options.index_url else []),
+                requirement]
+        proc = self._run(args)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip download of {requirement} failed: {_pip_error(proc)}")
+
     def download(self, lock_file: Path, dest: Path) -> None:
         args = ["download", "--no-deps", "--require-hashes", "--quiet", "-d", str(dest), "--retries", "2",
                 "--timeout", "60", *self.platform_args(), "-r", str(lock_file)]

