@@ -14,9 +14,12 @@ SEED + N − 1); ``--with-student`` scores the mean of the head's and ``--model`
 instead: a two-model detector. Every other figure of that report (clips, photos, the level
 envelope) is the ``--model``'s own; the evaluation streams are never built.
 
-A study, not a deployable detector: the two TFLite files of ``speech_embedding`` are 2.4 MB
-(float) and their audio path costs about twice the student's per second of stream (``--cost``).
-Findings and every command: docs/BENCHMARK.md, "Is the gap the student's or the streams'?".
+The study that led to the device's second opinion: ``edgesense train-stream-heads`` trains the
+same heads (:mod:`edgesense.train.stream_heads`, whose training windows this script uses) into one
+file that a device config names, and ``edgesense bench --config`` scores the pair as the loop runs
+it. The two TFLite files of ``speech_embedding`` are 2.4 MB (float) and their audio path costs
+about twice the student's per second of stream (``--cost``). Findings and every command:
+docs/BENCHMARK.md, "Is the gap the student's or the streams'?".
 
     .venv/bin/python scripts/teacher_stream_study.py --out runs/ts --heads 5 --context 5 --with-student
     .venv/bin/python scripts/teacher_stream_study.py --cost     # what it costs against the bundled model
