@@ -46,7 +46,6 @@ from edgesense.bench.streaming import (
     clip_utterances,
     other_speech_utterances,
     read_recordings,
-    wav_recordings,
 )
 from edgesense.bench.streams import (
     MIN_STREAM_S,
@@ -62,8 +61,9 @@ from edgesense.frontend.wav import write_wav
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import is_number, require
-from edgesense.train.pools import speech_negative_pools, split_recordings
+from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
 __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "training_other_words",
@@ -94,6 +94,8 @@ class MineOptions:
     hop_ms: float = SchedulerOptions.command_hop_ms
     threads: int = 1
     seed: int = 0
+    #: Mine where the model *and its second opinion* fire (the blend the device runs), to teach the heads.
+    second_opinion: SecondOpinionOptions = SecondOpinionOptions()
 
     def __post_init__(self) -> None:
         require(is_number(self.talk_minutes) and (self.talk_minutes == 0 or self.talk_minutes * _S_PER_MINUTE
@@ -112,6 +114,8 @@ class MineOptions:
         require(is_number(self.hop_ms) and self.hop_ms > 0, "hop_ms", "a positive number", self.hop_ms)
         require(isinstance(self.threads, int) and self.threads >= 1, "threads", "an integer >= 1", self.threads)
         require(isinstance(self.seed, int), "seed", "an integer", self.seed)
+        require(isinstance(self.second_opinion, SecondOpinionOptions), "second_opinion", "SecondOpinionOptions",
+                self.second_opinion)
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
     talk_ms = 0.0
     for name, stream in streams:
         samples = stream.render()
-        post = stream_posteriors(model, samples, hop_ms=options.hop_ms)
+        post = stream_posteriors(model, samples, hop_ms=options.hop_ms, second_opinion=options.second_opinion)
         found += _windows_of(name, samples, post, sample_rate_hz=sr, clip_samples=clip_samples, options=options)
         if stream.options.kind == "words":
             words_said = len(stream.words)
@@ -279,6 +283,8 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
     model_bytes = Path(model_path).read_bytes()
     manifest: dict[str, Any] = {
         "model": {"path": str(model_path), "sha256": hashlib.sha256(model_bytes).hexdigest()},
+        **({"second_opinion_sha256": hashlib.sha256(Path(options.second_opinion.heads_path).read_bytes()).hexdigest()}
+           if options.second_opinion.enabled else {}),
         "options": dataclasses.asdict(options),
         "pool": "training",
         "talk_s": round(report.talk_s, 1),
@@ -303,7 +309,8 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
 #: Option fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
          "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
-         "negatives": "--negatives", "speech_commands": "--speech-commands"}
+         "negatives": "--negatives", "speech_commands": "--speech-commands", "heads_path": "--second-opinion",
+         "student_weight": "--student-weight"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -329,6 +336,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kept windows at least this far apart")
     parser.add_argument("--max-windows", type=int, default=defaults.max_windows,
                         help="keep at most this many, strongest first")
+    parser.add_argument("--second-opinion", type=Path, default=None, metavar="HEADS",
+                        help="mine where the model blended with these stream heads fires (edgesense train-stream-heads)")
+    parser.add_argument("--student-weight", type=float, default=defaults.second_opinion.student_weight,
+                        help="the model's share of that blend")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the streams")
     parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
@@ -336,9 +347,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with user_names(FLAGS):
+        heads = input_file("--second-opinion", args.second_opinion)
+        second = SecondOpinionOptions(heads_path=None if heads is None else str(heads),
+                                      student_weight=args.student_weight)
         options = MineOptions(talk_minutes=args.talk_minutes, word_passes=args.word_passes, threshold=args.threshold,
                               min_gap_ms=args.min_gap_ms, max_windows=args.max_windows, threads=args.threads,
-                              seed=args.seed)
+                              seed=args.seed, second_opinion=second)
         model_path = input_file("--model", args.model)
         if not args.negatives and args.speech_commands is None:
             raise ValueError("--negatives: other speech to stream (or --speech-commands), got neither")

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.wav import read_wav
 from edgesense.recognition.gate import rms_dbfs, speech_span
 from edgesense.runtime.model import METADATA_NAME, EdgeModel
@@ -189,9 +189,19 @@ def heads_tflite(model, metadata: dict[str, Any], *, int8_weights: bool = True) 
     return bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
 
 
+def hard_negative_clips(folders: Sequence[Path]) -> np.ndarray:
+    """Every WAV under ``folders`` (``edgesense mine``'s windows) as a 1 s clip ``(N, 16000)``."""
+    frontend = AudioFrontendOptions()
+    clips = [fit_clip(read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ), frontend) for p in wav_recordings(folders)]
+    return np.stack(clips).astype(np.float32) if clips else np.zeros((0, frontend.clip_samples), np.float32)
+
+
 def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[Path], negatives: Path,
-                       options: StreamHeadsOptions = StreamHeadsOptions()) -> tuple[bytes, dict[str, Any]]:
-    """Train the heads (module docstring); the TFLite file's bytes and its metadata."""
+                       options: StreamHeadsOptions = StreamHeadsOptions(), *,
+                       hard_negatives: Sequence[Path] = ()) -> tuple[bytes, dict[str, Any]]:
+    """Train the heads (module docstring); the TFLite file's bytes and its metadata. ``hard_negatives``:
+    folders of windows where a detector fired on other speech (``edgesense mine``), learned as
+    ``_unknown_`` like the clips: placed anywhere, over noise, ``variants`` times."""
     from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
     from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions
 
@@ -211,6 +221,11 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
 
     length = options.window_samples
     clips, ys = clips_of("training")
+    mined = hard_negative_clips(hard_negatives)
+    if hard_negatives:
+        require(len(mined) > 0, "--hard-negatives", "folders with .wav windows", [str(p) for p in hard_negatives])
+        clips = np.concatenate([clips, mined])
+        ys = np.concatenate([ys, np.full(len(mined), lookup[UNKNOWN_LABEL], np.int32)])
     val_clips, val_ys = clips_of("validation")
     noise_pool, _ = data.load_noise_pool(split_recordings(wav_recordings(noise) + list(index.noise_paths))["training"])
     talk_paths = speech_negative_pools(wav_recordings([negatives]))["training"]
@@ -242,6 +257,7 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
                 "embedding": {"distribution": DISTRIBUTION, "version": DISTRIBUTION_VERSION},
                 "student": {"path": str(model_path), "name": student.metadata.get("name")},
                 "options": dataclasses.asdict(options), "training_windows": int(len(x)),
+                "hard_negatives": {"folders": [str(p) for p in hard_negatives], "windows": int(len(mined))},
                 "validation_window_accuracy": None if val_accuracy is None else round(val_accuracy, 4),
                 "elapsed_s": round(time.perf_counter() - started, 1)}
     return heads_tflite(model, metadata, int8_weights=options.int8_weights), metadata
@@ -260,6 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise and music folders, their training pool (default: ambient/ and noise/)")
     parser.add_argument("--negatives", type=Path, default=SHARED / "speech_negatives",
                         help="other people's speech, its training pool as _unknown_")
+    parser.add_argument("--hard-negatives", type=Path, action="append", default=[],
+                        help="folders of windows where a detector fired on talk (edgesense mine), as _unknown_")
     parser.add_argument("--heads", type=int, default=defaults.heads, help="heads averaged (seeds SEED, SEED+1, ...)")
     parser.add_argument("--context", type=int, default=defaults.context_embeddings,
                         help="embeddings a head sees at each hop (5: 1.1 s)")
@@ -284,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     input_file("--model", args.model)
     noise = args.noise or [SHARED / "ambient", SHARED / "noise"]
     for flag, folder in [("--speech-commands", args.speech_commands), ("--negatives", args.negatives)] + \
-            [("--noise", n) for n in noise]:
+            [("--noise", n) for n in noise] + [("--hard-negatives", h) for h in args.hard_negatives]:
         require(Path(folder).is_dir(), flag, "a folder", str(folder))
     require(args.out.suffix == ".tflite", "--out", "a .tflite path", str(args.out))
     if args.out.exists() and not args.force:
@@ -295,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
                                      silence_per_variant=args.silence_per_variant,
                                      unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed,
                                      int8_weights=not args.float_weights)
-    blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options)
+    blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
+                                        hard_negatives=args.hard_negatives)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_bytes(blob)

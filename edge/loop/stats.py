@@ -80,7 +80,7 @@ class PipelineStats:
         """One line: events, real-time factor, p50/p95 per stage."""
         stages = " ".join(
             f"{stage}={self.percentile(stage, 50):.2f}/{self.percentile(stage, 95):.2f}"
-            for stage in (*STAGES, AUDIO_END_TO_RESULT) if self.stage_ms.get(stage)
+            for stage in (*STAGES, SECOND_OPINION, AUDIO_END_TO_RESULT) if self.stage_ms.get(stage)
         )
         return (f"events: {self.command_events} command, {self.scene_events} scene | "
                 f"{self.stream_ms / MS_PER_S:.1f} s of media in {self.wall_ms / MS_PER_S:.1f} s, "

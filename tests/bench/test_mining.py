@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require_speech_embedding
 from datagen import make_speech_commands
 
 from edgesense.app.cli import main
@@ -14,6 +15,7 @@ from edgesense.bench.mining import MANIFEST_NAME, MineOptions, mine, peaks, trai
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.frontend.wav import read_wav, write_wav
 from edgesense.runtime.model import EdgeModel
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.train.data import load_speech_commands
 from edgesense.train.pools import speech_negative_pools
 from edgesense.types import DEFAULT_COMMAND_WORDS
@@ -129,6 +131,31 @@ def test_mine_command_writes_its_folder_once_and_refuses_bad_input_in_one_line(t
         assert main(bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
+
+
+def test_mine_with_a_second_opinion_keeps_where_the_blend_fires(tmp_path, tiny_model_path, tiny_heads_path, capsys):
+    require_speech_embedding()
+    folder = _talk_folder(tmp_path, np.random.default_rng(5))
+    model = EdgeModel.load(tiny_model_path)
+    second = SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.5)
+    report = mine(model, MineOptions(talk_minutes=1.0, word_passes=0, threshold=0.05, second_opinion=second),
+                  negatives=[folder.parent])
+    alone = mine(model, MineOptions(talk_minutes=1.0, word_passes=0, threshold=0.05), negatives=[folder.parent])
+    assert report.windows and alone.windows
+    ends = {(w.stream, w.end_ms): w.score for w in alone.windows}
+    blended = [w for w in report.windows if (w.stream, w.end_ms) in ends]
+    assert any(abs(w.score - ends[(w.stream, w.end_ms)]) > 1e-3 for w in blended)  # the heads took part
+    out = tmp_path / "mined"
+    assert main(["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out", str(out),
+                 "--talk-minutes", "1", "--word-passes", "0", "--threshold", "0.05",
+                 "--second-opinion", str(tiny_heads_path)]) == 0
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["options"]["second_opinion"]["heads_path"] == str(tiny_heads_path)
+    assert len(manifest["second_opinion_sha256"]) == 64
+    capsys.readouterr()
+    assert main(["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out",
+                 str(tmp_path / "m2"), "--second-opinion", str(tmp_path / "none.tflite")]) == 2
+    assert capsys.readouterr().err.strip().startswith("edgesense: error: --second-opinion")
 
 
 def test_mine_streams_the_training_speakers_other_words_and_no_held_out_speaker(tmp_path, tiny_model_path, capsys):

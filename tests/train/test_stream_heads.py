@@ -15,7 +15,8 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, heads_tflite, training_windows, window_samples,
+    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, training_windows,
+    window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -67,6 +68,17 @@ def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_pa
     assert np.array_equal(got.argmax(1), mean.argmax(1))
 
 
+def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_path):
+    (tmp_path / "on").mkdir()
+    (tmp_path / "right").mkdir()
+    write_wav(tmp_path / "on" / "a.wav", np.full(SR // 2, 0.1, np.float32), SR)
+    write_wav(tmp_path / "right" / "b.wav", np.full(2 * SR, 0.2, np.float32), SR)
+    clips = hard_negative_clips([tmp_path])
+    assert clips.shape == (2, SR) and clips.dtype == np.float32
+    assert np.count_nonzero(clips[0]) == SR // 2 and np.allclose(clips[1], 0.2, atol=1e-3)  # padded, trimmed
+    assert hard_negative_clips([]).shape == (0, SR)
+
+
 @pytest.mark.parametrize("kwargs, field", [({"heads": 0}, "heads"), ({"context_embeddings": 0}, "context_embeddings"),
                                            ({"talk_per_variant": -1}, "talk_per_variant"),
                                            ({"unknown_weight": 0.0}, "unknown_weight")])
@@ -116,13 +128,19 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     noise.mkdir()
     for i in range(4):
         write_wav(noise / f"fan{i}.wav", rng.normal(scale=0.05, size=3 * SR).astype(np.float32), SR)
+    mined = tmp_path / "mined" / "yes"  # edgesense mine's layout: WORD/*.wav
+    mined.mkdir(parents=True)
+    for i in range(3):
+        write_wav(mined / f"talk00_{i:08d}ms.wav", speech_clip(7, rng), SR)
     out = tmp_path / "heads.tflite"
     assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
                  str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
-                 "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2"]) == 0
+                 "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
+                 "--hard-negatives", str(mined.parent)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
     meta = heads.metadata
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
+    assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
