@@ -40,23 +40,17 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.bench import streams as bench_streams
-from edgesense.bench.accuracy import SplitSpec
 from edgesense.bench.streams import StreamPosteriors
-from edgesense.frontend.audio import AudioFrontendOptions
-from edgesense.frontend.wav import read_wav
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
 from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.speech_embedding import MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ
 from edgesense.schema.validate import require
-from edgesense.train import data
-from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
-from edgesense.train.stream_heads import mix, training_windows, window_samples
+from edgesense.train.stream_heads import StreamHeadsOptions, mix, training_material
 from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
 from edgesense.train.teachers.speech_embedding import (
     EMBEDDING_DIM, MEL_BINS, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbedding, SpeechEmbeddingOptions, embedding_windows,
     model_files,
 )
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 log = logging.getLogger("teacher_stream_study")
 
@@ -66,9 +60,6 @@ EMBED_BATCH = 512  #: embeddings a call
 COST_REPEATS = 300
 COST_STREAM_S = 20
 COST_HOP_MS = 100.0  #: the student's command hop on every device config but Jetson Orin's
-
-
-WINDOW_SAMPLES = window_samples(CONTEXT_EMBEDDINGS)
 
 
 def talk_contexts(scorer: "StreamHead", talk: list[np.ndarray], noise: list[np.ndarray], *, variants: int,
@@ -150,46 +141,23 @@ def study(args: argparse.Namespace) -> dict:
     """Train the head, score the tuning streams with it; the summary (``<out>/study.json``)."""
     started = time.perf_counter()
     model = EdgeModel.load(args.model)
-    index = data.load_speech_commands(args.speech_commands)
-    split = SplitSpec.from_metadata(model.metadata, None).split_clips(index)
-    lookup = {label: i for i, label in enumerate(index.labels)}
-    require(tuple(index.labels) == tuple(model.command_labels), "--model",
-            f"the command labels of {args.speech_commands} {list(index.labels)}", list(model.command_labels))
-
-    def clips_of(part: str) -> tuple[np.ndarray, np.ndarray]:
-        clips, report = data.load_clips(split[part], AudioFrontendOptions(), what=f"{part} clips")
-        return clips, np.array([lookup[split[part][i].label] for i in report.kept], np.int32)
-
-    clips, labels = clips_of("training")
-    val_clips, val_labels = clips_of("validation")
-    noise, _ = data.load_noise_pool(split_recordings(wav_recordings(args.noise) + list(index.noise_paths))["training"])
-    length = window_samples(args.context)
-    talk_paths = speech_negative_pools(wav_recordings([args.negatives]))["training"]
-    talk = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in talk_paths) if t.size >= length]
-    require(bool(noise) and bool(talk), "--noise/--negatives", "recordings in their training pools",
-            f"{len(noise)} noise, {len(talk)} talk")
-    log.info("%d training clips, %d noise recordings, %d talk recordings (training pools)", len(clips), len(noise),
-             len(talk))
-
-    silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
-    x, y = training_windows(clips, labels, talk, noise, variants=args.variants,
-                            talk_per_variant=args.talk_per_variant, silence_per_variant=args.silence_per_variant,
-                            unknown=unknown, silence=silence, seed=args.seed, length=length)
-    vx, vy = training_windows(val_clips, val_labels, talk, noise, variants=1, talk_per_variant=0,
-                              silence_per_variant=0, unknown=unknown, silence=silence, seed=args.seed + 1,
-                              length=length)
+    options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
+                                 talk_per_variant=args.talk_per_variant, silence_per_variant=args.silence_per_variant,
+                                 unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed)
+    m = training_material(model, args.speech_commands, args.noise, args.negatives, options)
+    x, y, vx, vy, talk, noise, unknown = m.x, m.y, m.vx, m.vy, m.talk, m.noise, m.unknown
     embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))
     t0 = time.perf_counter()
     ex, vex = embedder(x), embedder(vx)
     log.info("%d training windows embedded in %.0f s", len(x), time.perf_counter() - t0)
-    scorer = StreamHead(embedder, None, tuple(index.labels), context=args.context,
+    scorer = StreamHead(embedder, None, m.labels, context=args.context,
                         student_weight=args.student_weight)
     contexts = talk_contexts(scorer, talk, noise, variants=args.talk_variants, seed=args.seed + 2)
     log.info("%d contexts of talk", len(contexts))
     ex = np.concatenate([ex, contexts])
     y = np.concatenate([y, np.full(len(contexts), unknown, np.int32)])
-    options = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=args.epochs)
-    scorer.head = HeadEnsemble([fit_audio_head(ex, y, len(index.labels), options, seed=args.seed + k,
+    teacher = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=args.epochs)
+    scorer.head = HeadEnsemble([fit_audio_head(ex, y, len(m.labels), teacher, seed=args.seed + k,
                                                validation=(vex, vy), class_scale={unknown: args.unknown_weight})
                                 for k in range(args.heads)])
     val_accuracy = float(np.mean(np.argmax(scorer.head.predict(vex, verbose=0), axis=1) == vy))

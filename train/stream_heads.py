@@ -196,18 +196,30 @@ def hard_negative_clips(folders: Sequence[Path]) -> np.ndarray:
     return np.stack(clips).astype(np.float32) if clips else np.zeros((0, frontend.clip_samples), np.float32)
 
 
-def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[Path], negatives: Path,
-                       options: StreamHeadsOptions = StreamHeadsOptions(), *,
-                       hard_negatives: Sequence[Path] = ()) -> tuple[bytes, dict[str, Any]]:
-    """Train the heads (module docstring); the TFLite file's bytes and its metadata. ``hard_negatives``:
-    folders of windows where a detector fired on other speech (``edgesense mine``), learned as
-    ``_unknown_`` like the clips: placed anywhere, over noise, ``variants`` times."""
-    from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
-    from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions
+@dataclass(frozen=True)
+class TrainingMaterial:
+    """What the heads learn from: training windows ``x``/``y``, one window per validation clip
+    ``vx``/``vy``, the training pools' ``talk`` and ``noise`` recordings, the labels and the
+    indices of ``_unknown_`` and ``_silence_``; ``mined``: how many hard negatives took part."""
 
-    started = time.perf_counter()
-    embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))  # the teacher extra first: one line if missing
-    student = EdgeModel.load(model_path)
+    labels: tuple[str, ...]
+    x: np.ndarray
+    y: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    talk: list[np.ndarray]
+    noise: list[np.ndarray]
+    unknown: int
+    silence: int
+    mined: int
+
+
+def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence[Path], negatives: Path,
+                      options: StreamHeadsOptions, *, hard_negatives: Sequence[Path] = ()) -> TrainingMaterial:
+    """The windows of :func:`training_windows` from the training speakers (split as ``student`` was
+    trained), the training pools of ``noise`` and ``negatives``, and ``hard_negatives`` (folders of
+    windows where a detector fired on other speech, ``edgesense mine``), learned as ``_unknown_``
+    like the clips: placed anywhere, over noise, ``variants`` times."""
     index = data.load_speech_commands(speech_commands)
     labels = tuple(index.labels)
     require(labels == tuple(student.command_labels), "--model",
@@ -220,12 +232,13 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
         return clips, np.array([lookup[split[part][i].label] for i in report.kept], np.int32)
 
     length = options.window_samples
+    silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
     clips, ys = clips_of("training")
     mined = hard_negative_clips(hard_negatives)
     if hard_negatives:
         require(len(mined) > 0, "--hard-negatives", "folders with .wav windows", [str(p) for p in hard_negatives])
         clips = np.concatenate([clips, mined])
-        ys = np.concatenate([ys, np.full(len(mined), lookup[UNKNOWN_LABEL], np.int32)])
+        ys = np.concatenate([ys, np.full(len(mined), unknown, np.int32)])
     val_clips, val_ys = clips_of("validation")
     noise_pool, _ = data.load_noise_pool(split_recordings(wav_recordings(noise) + list(index.noise_paths))["training"])
     talk_paths = speech_negative_pools(wav_recordings([negatives]))["training"]
@@ -235,20 +248,36 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
             "none")
     logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools)", len(clips),
                 len(noise_pool), len(talk))
-    silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
     x, y = training_windows(clips, ys, talk, noise_pool, variants=options.variants,
                             talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
                             unknown=unknown, silence=silence, seed=options.seed, length=length)
     vx, vy = training_windows(val_clips, val_ys, talk, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
                               length=length)
+    return TrainingMaterial(labels=labels, x=x, y=y, vx=vx, vy=vy, talk=talk, noise=noise_pool, unknown=unknown,
+                            silence=silence, mined=len(mined))
+
+
+def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[Path], negatives: Path,
+                       options: StreamHeadsOptions = StreamHeadsOptions(), *,
+                       hard_negatives: Sequence[Path] = ()) -> tuple[bytes, dict[str, Any]]:
+    """Train the heads (module docstring) on :func:`training_material`; the TFLite file's bytes and
+    its metadata."""
+    from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
+    from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions
+
+    started = time.perf_counter()
+    embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))  # the teacher extra first: one line if missing
+    student = EdgeModel.load(model_path)
+    m = training_material(student, speech_commands, noise, negatives, options, hard_negatives=hard_negatives)
+    labels, x, y, vx, vy = m.labels, m.x, m.y, m.vx, m.vy
     ex, vex = embedder(x), embedder(vx)
     require(ex.shape[1] == options.context_embeddings, "windows", f"{options.context_embeddings} embeddings each",
             ex.shape[1])
     logger.info("%d training windows embedded", len(x))
     teacher = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=options.epochs)
     heads = [fit_audio_head(ex, y, len(labels), teacher, seed=options.seed + k, validation=(vex, vy),
-                            class_scale={unknown: options.unknown_weight}) for k in range(options.heads)]
+                            class_scale={m.unknown: options.unknown_weight}) for k in range(options.heads)]
     model = ensemble_model(heads, options.context_embeddings)
     val_accuracy = (float(np.mean(np.argmax(np.mean([h.predict(vex, verbose=0) for h in heads], axis=0), axis=1)
                                   == vy)) if len(vex) else None)
@@ -257,7 +286,7 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
                 "embedding": {"distribution": DISTRIBUTION, "version": DISTRIBUTION_VERSION},
                 "student": {"path": str(model_path), "name": student.metadata.get("name")},
                 "options": dataclasses.asdict(options), "training_windows": int(len(x)),
-                "hard_negatives": {"folders": [str(p) for p in hard_negatives], "windows": int(len(mined))},
+                "hard_negatives": {"folders": [str(p) for p in hard_negatives], "windows": m.mined},
                 "validation_window_accuracy": None if val_accuracy is None else round(val_accuracy, 4),
                 "elapsed_s": round(time.perf_counter() - started, 1)}
     return heads_tflite(model, metadata, int8_weights=options.int8_weights), metadata

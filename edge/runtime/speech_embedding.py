@@ -24,6 +24,7 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,8 @@ from edgesense.schema.validate import require
 __all__ = [
     "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
     "MEL_LEAD_FRAMES", "SAMPLE_RATE_HZ", "STRIDE_FRAMES", "WINDOW_FRAMES", "SpeechEmbeddingStream",
-    "SpeechEmbeddingStreamOptions", "SpeechEmbeddingUnavailable", "installed_file", "mel_transform", "model_files",
-    "run_resized", "to_pcm16",
+    "SpeechEmbeddingStreamOptions", "SpeechEmbeddingUnavailable", "installed_file", "make_interpreters", "mel_transform",
+    "model_files", "run_resized", "to_pcm16",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,14 @@ def model_files(*, what: str = "speech_embedding", hint: str = INSTALL_HINT,
     """``(melspectrogram.tflite, embedding_model.tflite)`` inside the installed wheel."""
     return (installed_file(DISTRIBUTION, MEL_MODEL, what=what, hint=hint, error=error),
             installed_file(DISTRIBUTION, EMBEDDING_MODEL, what=what, hint=hint, error=error))
+
+
+def make_interpreters(num_threads: int, files: tuple[Path, Path] | None = None) -> tuple[Any, Any]:
+    """The mel and the embedding interpreters on ``num_threads`` threads (``files``: those of
+    :func:`model_files` by default)."""
+    mel_path, embedding_path = files if files is not None else model_files()
+    threads = InterpreterOptions(num_threads=num_threads)
+    return make_interpreter(mel_path, threads), make_interpreter(embedding_path, threads)
 
 
 def to_pcm16(clips: np.ndarray) -> np.ndarray:
@@ -130,10 +139,7 @@ class SpeechEmbeddingStream:
     def __init__(self, options: SpeechEmbeddingStreamOptions = SpeechEmbeddingStreamOptions()) -> None:
         require(isinstance(options, SpeechEmbeddingStreamOptions), "options", "SpeechEmbeddingStreamOptions", options)
         self.options = options
-        mel_path, embedding_path = model_files()
-        threads = InterpreterOptions(num_threads=options.num_threads)
-        self._mel = make_interpreter(mel_path, threads)
-        self._embed = make_interpreter(embedding_path, threads)
+        self._mel, self._embed = make_interpreters(options.num_threads)
         self._mel_shape: tuple[int, ...] | None = None
         self._embed_shape: tuple[int, ...] | None = None
         self.reset()

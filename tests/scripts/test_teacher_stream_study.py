@@ -18,7 +18,7 @@ from conftest import installed_speech_embedding, load_script
 from edgesense.bench.streams import stream_posteriors
 from edgesense.frontend.wav import write_wav
 from edgesense.runtime.model import EdgeModel
-from edgesense.train.stream_heads import SPARE_FRAMES
+from edgesense.train.stream_heads import SPARE_FRAMES, window_samples
 from edgesense.train.teachers import speech_embedding as se
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -53,7 +53,7 @@ def test_every_hop_is_scored_on_the_window_that_ends_there_across_pieces(study, 
     scorer = study.StreamHead(embedder, head, LABELS, context=context)
     posts = scorer.posteriors(None, x, hop_ms=100.0)
     assert posts.labels == LABELS and posts.posteriors.shape == (posts.times_ms.size, len(LABELS))
-    length = study.window_samples(context)
+    length = window_samples(context)
     assert length == (24000 if context == 9 else 18880)
     assert posts.times_ms[0] == pytest.approx(100.0 * np.ceil((length - SPARE_FRAMES * 160) / 1600))
     # hops on the 80 ms embedding grid: a training-length window ending there holds exactly those embeddings

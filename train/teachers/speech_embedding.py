@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.runtime.speech_embedding import (
-    DISTRIBUTION, EMBEDDING_DIM, MEL_BINS, SAMPLE_RATE_HZ, STRIDE_FRAMES, WINDOW_FRAMES, mel_transform, run_resized,
-    to_pcm16,
+    DISTRIBUTION, EMBEDDING_DIM, MEL_BINS, SAMPLE_RATE_HZ, STRIDE_FRAMES, WINDOW_FRAMES, make_interpreters,
+    mel_transform, run_resized, to_pcm16,
 )
 from edgesense.runtime.speech_embedding import INSTALL_HINT as DEVICE_INSTALL_HINT
 from edgesense.runtime.speech_embedding import model_files as device_model_files
@@ -95,13 +95,8 @@ class SpeechEmbedding:
     """Clips ``(N, samples)`` at 16 kHz -> embeddings ``(N, windows, 96)``."""
 
     def __init__(self, options: SpeechEmbeddingOptions = SpeechEmbeddingOptions()) -> None:
-        from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
-
         self.options = options
-        mel_path, embedding_path = model_files()
-        threads = InterpreterOptions(num_threads=options.num_threads)
-        self._mel = make_interpreter(mel_path, threads)
-        self._embed = make_interpreter(embedding_path, threads)
+        self._mel, self._embed = make_interpreters(options.num_threads, model_files())
         self._mel_shape: tuple[int, ...] | None = None
         self._embed_shape: tuple[int, ...] | None = None
 
