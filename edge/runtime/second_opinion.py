@@ -77,9 +77,10 @@ class StreamHeads:
             metadata = json.loads(raw.decode("utf-8")) if raw is not None else None
         except (UnicodeDecodeError, json.JSONDecodeError):
             metadata = None
-        require(isinstance(metadata, dict) and metadata.get("kind") == HEADS_KIND, what,
-                f"a stream-heads file (metadata kind {HEADS_KIND!r}; edgesense train-stream-heads)",
-                "another model" if not isinstance(metadata, dict) else f"kind {metadata.get('kind')!r}")
+        kind = metadata.get("kind") if isinstance(metadata, dict) else None
+        if kind != HEADS_KIND:
+            raise ValueError(f"{what}: expected a stream-heads file (metadata kind {HEADS_KIND!r}; edgesense "
+                             f"train-stream-heads), got " + (f"kind {kind!r}" if kind else "a model without one"))
         require(metadata.get("format_version") == HEADS_FORMAT_VERSION, f"{what}: metadata format_version",
                 str(HEADS_FORMAT_VERSION), metadata.get("format_version"))
         labels, context = metadata.get("labels"), metadata.get("context_embeddings")
@@ -119,7 +120,10 @@ class SecondOpinion:
                 "(speech_embedding's rate)", f"{sample_rate_hz} Hz")
         self.options = options
         threads = InterpreterOptions(num_threads=options.num_threads)
-        self.heads = StreamHeads(options.heads_path, threads)  # type: ignore[arg-type]
+        try:
+            self.heads = StreamHeads(options.heads_path, threads)  # type: ignore[arg-type]
+        except (ValueError, OSError) as exc:  # the config field the user wrote, then what is wrong with the file
+            raise ValueError(f"second_opinion.heads_path: {exc}") from None
         require(self.heads.labels == tuple(labels), f"{self.heads.path}: labels", f"the model's {list(labels)}",
                 list(self.heads.labels))
         self.stream = SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(

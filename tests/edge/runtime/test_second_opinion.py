@@ -53,6 +53,12 @@ def test_blend_is_the_weighted_mean_once_the_context_exists(tiny_heads_path):
     np.testing.assert_allclose(second.blend(student), 0.25 * student + 0.75 * heads, atol=1e-5)
 
 
+def test_a_missing_or_wrong_heads_file_names_the_config_field(tmp_path, tiny_model_path):
+    for path, needle in ((tmp_path / "none.tflite", "does not exist"), (tiny_model_path, "got a model without one")):
+        with pytest.raises(ValueError, match=f"^second_opinion.heads_path: .*{needle}"):
+            SecondOpinion(SecondOpinionOptions(heads_path=str(path)), labels=DEFAULT_COMMAND_LABELS, sample_rate_hz=SR)
+
+
 def test_labels_and_rate_must_match_the_student(tiny_heads_path):
     require_speech_embedding()
     options = SecondOpinionOptions(heads_path=str(tiny_heads_path))
