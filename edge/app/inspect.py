@@ -7,6 +7,7 @@ import json
 
 from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
 from edgesense.runtime.quant import QuantParams
+from edgesense.runtime.second_opinion import StreamHeads, is_stream_heads
 
 __all__ = ["add_arguments", "run"]
 
@@ -15,7 +16,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="path to a .tflite written by 'edgesense quantize'")
+    parser.add_argument("model", help="path to a .tflite written by 'edgesense quantize' (or train-stream-heads)")
     parser.add_argument("--json", action="store_true", help="print only the embedded metadata JSON")
 
 
@@ -23,7 +24,25 @@ def _format_quant(q: QuantParams) -> str:
     return f"scale={q.scale:.6g} zero_point={q.zero_point}" if q.is_quantized else "float"
 
 
+def _inspect_heads(heads: StreamHeads, as_json: bool) -> int:
+    """A stream-heads file (the second opinion): its metadata, labels, context and tensors."""
+    meta = heads.metadata
+    if as_json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    print(f"stream heads (second opinion): {heads.path}")
+    print(f"  size: {heads.size_bytes} bytes ({heads.size_bytes / _BYTES_PER_KB:.1f} KB)")
+    print(f"  heads: {meta.get('heads')} on {heads.context} speech_embedding embeddings ({meta.get('embedding')})")
+    print(f"  command labels ({len(heads.labels)}): {', '.join(heads.labels)}")
+    for key in ("student", "options", "hard_negatives", "training_windows", "validation_window_accuracy"):
+        if meta.get(key) is not None:
+            print(f"  {key}: {json.dumps(meta[key], sort_keys=True)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if is_stream_heads(args.model):
+        return _inspect_heads(StreamHeads(args.model), args.json)
     model = EdgeModel.load(args.model)
     if args.json:
         print(json.dumps(model.metadata, indent=2, sort_keys=True))

@@ -33,7 +33,7 @@ from edgesense.runtime.speech_embedding import (
 )
 from edgesense.schema.validate import is_number, require
 
-__all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads"]
+__all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads", "is_stream_heads"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,32 @@ class SecondOpinionOptions:
         return self.heads_path is not None
 
 
+def _heads_metadata(data: bytes, what: str) -> dict[str, Any] | None:
+    raw = read_layout(data, what).metadata.get(METADATA_NAME)
+    try:
+        metadata = json.loads(raw.decode("utf-8")) if raw is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def is_stream_heads(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a stream-heads file (its metadata says so); ``False`` for anything else."""
+    try:
+        data, what = read_model_bytes(path)
+        metadata = _heads_metadata(data, what)
+    except (ValueError, OSError):
+        return False
+    return metadata is not None and metadata.get("kind") == HEADS_KIND
+
+
 class StreamHeads:
     """A stream-heads file: ``(context, 96)`` embeddings -> class probabilities."""
 
     def __init__(self, path: str | os.PathLike[str] | bytes, options: InterpreterOptions = InterpreterOptions()) -> None:
         data, what = read_model_bytes(path)
-        raw = read_layout(data, what).metadata.get(METADATA_NAME)
-        try:
-            metadata = json.loads(raw.decode("utf-8")) if raw is not None else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            metadata = None
-        kind = metadata.get("kind") if isinstance(metadata, dict) else None
+        metadata = _heads_metadata(data, what)
+        kind = metadata.get("kind") if metadata is not None else None
         if kind != HEADS_KIND:
             raise ValueError(f"{what}: expected a stream-heads file (metadata kind {HEADS_KIND!r}; edgesense "
                              f"train-stream-heads), got " + (f"kind {kind!r}" if kind else "a model without one"))
@@ -88,7 +103,7 @@ class StreamHeads:
                 f"{what}: metadata labels", "a list of class names", labels)
         require(isinstance(context, int) and context >= 1, f"{what}: metadata context_embeddings", "an integer >= 1",
                 context)
-        self.path, self.metadata = what, metadata
+        self.path, self.metadata, self.size_bytes = what, metadata, len(data)
         self.labels: tuple[str, ...] = tuple(labels)
         self.context: int = context
         self._interpreter = make_interpreter(data, options, name=what)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import TINY_HEADS_CONTEXT, require_speech_embedding
 
-from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions, StreamHeads
+from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions, StreamHeads, is_stream_heads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM, SpeechEmbeddingStream
 from edgesense.types import DEFAULT_COMMAND_LABELS
 
@@ -21,6 +23,17 @@ def test_heads_file_runs_the_mean_of_its_heads(tiny_heads_path):
     assert probs.shape == (len(DEFAULT_COMMAND_LABELS),)
     assert abs(float(probs.sum()) - 1.0) < 1e-4 and probs.min() >= 0.0
     assert not np.allclose(heads(x), heads(-x))  # the embeddings reach the output
+
+
+def test_inspect_prints_a_heads_files_metadata(tiny_heads_path, tiny_model_path, capsys):
+    from edgesense.app.cli import main
+
+    assert is_stream_heads(tiny_heads_path) and not is_stream_heads(tiny_model_path)
+    assert main(["inspect", str(tiny_heads_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"stream heads (second opinion): {tiny_heads_path}") and f"heads: 2 on {TINY_HEADS_CONTEXT}" in out
+    assert main(["inspect", "--json", str(tiny_heads_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "stream_heads"
 
 
 def test_the_student_model_is_not_a_heads_file(tiny_model_path):
