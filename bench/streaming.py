@@ -345,7 +345,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if not options.tuning_only:
         pools_of_split["evaluation"] = ("evaluation", "evaluation")
     cache = PosteriorCache(options.out_dir / "cache", second_opinion=firmware.second_opinion)
-    out: dict[str, Any] = {"hop_ms": plan.hop_ms, "second_opinion": dataclasses.asdict(firmware.second_opinion), "sweep_options": dataclasses.asdict(plan.sweep),
+    out: dict[str, Any] = {"hop_ms": plan.hop_ms, "second_opinion": dataclasses.asdict(firmware.second_opinion),
+                           "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],
                                              "other_speech_pool": speech_pool,
                                              "other_speech": len(speech_pools[speech_pool])}

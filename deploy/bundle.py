@@ -209,8 +209,9 @@ def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool 
     update_yaml_file(source, fields, out=dest)
     dest.write_text(header + dest.read_text(encoding="utf-8"), encoding="utf-8")
     config = load_config(dest)
-    for field_name, got, bundled in ((MODEL_PATH_FIELD, config.model_path, BUNDLE_MODEL),
-                                     (HEADS_PATH_FIELD, config.second_opinion.heads_path, BUNDLE_HEADS if heads else None)):
+    checks = ((MODEL_PATH_FIELD, config.model_path, BUNDLE_MODEL),
+              (HEADS_PATH_FIELD, config.second_opinion.heads_path, BUNDLE_HEADS if heads else None))
+    for field_name, got, bundled in checks:
         if bundled is not None and Path(got).resolve() != (dest.parent / bundled).resolve():  # type: ignore[arg-type]
             raise RuntimeError(f"the bundled config's {field_name} resolves to {got}, not {dest.parent / bundled}")
     return {"delegate": config.model.delegate, "delegate_library": config.model.delegate_library,

@@ -244,8 +244,8 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     talk_paths = speech_negative_pools(wav_recordings([negatives]))["training"]
     talk = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in talk_paths) if t.size >= length]
     require(bool(noise_pool), "--noise", "recordings in the training pool", "none")
-    require(bool(talk), "--negatives", f"talk recordings of at least {length / SAMPLE_RATE_HZ:g} s in the training pool",
-            "none")
+    require(bool(talk), "--negatives",
+            f"talk recordings of at least {length / SAMPLE_RATE_HZ:g} s in the training pool", "none")
     logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools)", len(clips),
                 len(noise_pool), len(talk))
     x, y = training_windows(clips, ys, talk, noise_pool, variants=options.variants,

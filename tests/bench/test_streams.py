@@ -423,6 +423,7 @@ def test_stream_posteriors_runs_every_hop_after_one_second_and_caches(tmp_path):
     keys = {PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions(heads_path=str(heads), student_weight=w))
             .key("sha", stream, 100.0) for w in (0.3, 0.5)}
     heads.write_bytes(b"heads two")
-    keys.add(PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions(heads_path=str(heads))).key("sha", stream, 100.0))
+    keys.add(PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions(heads_path=str(heads)))
+             .key("sha", stream, 100.0))
     keys.add(PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions()).key("sha", stream, 100.0))
     assert len(keys) == 4 and cache.key("sha", stream, 100.0) in keys  # no heads: the model's own key

