@@ -175,7 +175,7 @@ class SecondOpinion:
         return (w * np.asarray(student, np.float32) + (np.float32(1.0) - w) * heads).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        """What the report and the logs name: the heads file, its context and the weights."""
+        """What the log names when the loop starts: the heads file, its context and the weights."""
         return {"heads_path": self.heads.path, "context_embeddings": self.heads.context,
                 "student_weight": self.options.student_weight, "embedding": DISTRIBUTION,
                 "heads": self.heads.metadata.get("heads")}
