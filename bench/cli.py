@@ -303,6 +303,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise and music for the tuning streams only, all of it (repeatable; default: the "
                              "training pool of --noise): recordings no training used, e.g. "
                              "../shared/data/scene_ambient")
+    parser.add_argument("--tuning-negatives", type=Path, action="append", default=[],
+                        help="other speech for the tuning streams only, all of it, beside the tuning pool of "
+                             "--negatives (repeatable): talk like the device's, e.g. edgesense synth-talk sentences")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="small subsets, 2-min stream, tiny references (CI)")
@@ -356,6 +359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: BenchOptions fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--speech-commands", "scenes": "--scenes",
          "av": "--av", "scene_ambient": "--scene-ambient", "noise": "--noise", "tuning_noise": "--tuning-noise",
+         "tuning_negatives": "--tuning-negatives",
          "negatives": "--negatives",
          "threads": "--threads", "split": "--split",
          "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
@@ -379,6 +383,7 @@ def run(args: argparse.Namespace) -> int:
             model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
             av=args.av, scene_ambient=args.scene_ambient, noise=tuple(args.noise),
             tuning_noise=tuple(args.tuning_noise), negatives=tuple(args.negatives),
+            tuning_negatives=tuple(args.tuning_negatives),
             threads=args.threads,
             quick=args.quick, split=args.split,
             salt=args.salt, train_references=args.train_references, references_dir=args.references,

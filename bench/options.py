@@ -35,6 +35,10 @@ class BenchOptions:
     #: Empty: the training pool of ``noise``.
     tuning_noise: tuple[Path, ...] = ()
     negatives: tuple[Path, ...] = ()
+    #: Other speech for the tuning streams only, every recording of it, beside the tuning pool of
+    #: ``negatives``: talk like the device will hear (e.g. ``edgesense synth-talk`` sentences), so the
+    #: operating point is chosen on more than one reader. The evaluation streams never hear it.
+    tuning_negatives: tuple[Path, ...] = ()
     threads: int = 1
     quick: bool = False
     split: str = "all"
@@ -101,7 +105,7 @@ class BenchOptions:
         for name in ("speech_commands", "scenes", "av", "scene_ambient"):
             path = getattr(self, name)
             require(path is None or Path(path).is_dir(), name, "an existing folder", str(path))
-        for name in ("noise", "tuning_noise", "negatives"):
+        for name in ("noise", "tuning_noise", "negatives", "tuning_negatives"):
             missing = [str(p) for p in getattr(self, name) if not Path(p).exists()]
             require(not missing, name, "existing files or folders", missing)
 

@@ -76,6 +76,8 @@ DET_THRESHOLDS = tuple(round(0.2 + 0.02 * k, 2) for k in range(40))  # 0.2 … 0
 TALK_NOT_LEARNED = "training+tuning"
 #: The tuning streams' noise pool when ``--tuning-noise`` names one (every recording of it).
 TUNING_NOISE = "tuning-noise"
+#: The tuning streams' other speech with ``--tuning-negatives`` added.
+TUNING_NEGATIVES = "tuning+tuning-negatives"
 #: The streaming-cost breakdown scores each command word this far off the middle of the model's window.
 BREAKDOWN_OFFSETS_MS = (0.0, 200.0, 400.0)
 #: The level envelope scores each command word, centred, with its spoken part at each of these
@@ -341,6 +343,9 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if options.tuning_noise:  # noise no training used, all of it
         tuning_noise = TUNING_NOISE
         noise_pools[TUNING_NOISE] = wav_recordings(options.tuning_noise)
+    if options.tuning_negatives:  # talk like the device's, beside the tuning pool's reader
+        speech_pools[TUNING_NEGATIVES] = sorted(speech_pools[tuning_talk] + wav_recordings(options.tuning_negatives))
+        tuning_talk = TUNING_NEGATIVES
     pools_of_split = {"tuning": (tuning_noise, tuning_talk)}
     if not options.tuning_only:
         pools_of_split["evaluation"] = ("evaluation", "evaluation")

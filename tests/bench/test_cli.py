@@ -369,6 +369,25 @@ def test_tuning_noise_is_the_tuning_streams_background_and_the_evaluation_keeps_
     assert len(err) == 1 and err[0].startswith("edgesense: error: --tuning-noise"), err
 
 
+def test_tuning_negatives_join_the_tuning_streams_talk_only(tiny_model_path, tmp_path, capsys):
+    speech = _speech_folder(tmp_path / "sc", per_class=3)
+    talk = tmp_path / "synth_talk"
+    talk.mkdir()
+    rng = np.random.default_rng(6)
+    for name in ("s0.wav", "s1.wav"):
+        write_wav(talk / name, (0.05 * rng.normal(size=16000 * 3)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    args = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out), "--quick",
+            "--no-streaming", "--references", str(tmp_path / "no_refs")]
+    assert cli.main([*args[:-3], "--tuning-negatives", str(talk), *args[-2:]]) == 0  # with the (quick) streams
+    pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
+    assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 2
+    assert pools["evaluation"]["other_speech"] == 0  # the evaluation streams never hear it
+    assert cli.main([*args, "--tuning-negatives", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[-1].startswith("edgesense: error: --tuning-negatives"), err
+
+
 def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_path, tmp_path):
     """--train-references --quick builds both references on the bench's data and reports them next to ours."""
     # 16 speakers: with salt "edgesense" one of them lands in validation (the references need one).
