@@ -10,8 +10,10 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
 
 A window is as long as ``context_embeddings`` embeddings need (five: 1.1 s), so a head sees at
 each hop what the device's :class:`edgesense.runtime.second_opinion.SecondOpinion` gives it.
-``heads`` heads (seeds ``seed`` …) are trained and their mean is written as one float TFLite file
-with its metadata (``kind: stream_heads``, labels, context). One head's stream figures swing by
+``heads`` heads (seeds ``seed`` …) are trained and their mean is written as one TFLite file (float
+inputs, int8 weights; ``--float-weights``: float32) with its metadata (``kind: stream_heads``,
+labels, context). ``--hard-negatives`` adds windows where a detector fired on talk
+(``edgesense mine``) as ``_unknown_``. One head's stream figures swing by
 tens of points from seed to seed; the mean of five does not (docs/BENCHMARK.md).
 
 The speakers are split as ``--model`` (the student the heads will sit beside) was trained, so the
@@ -47,8 +49,8 @@ from edgesense.train import data
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
-__all__ = ["StreamHeadsOptions", "ensemble_model", "heads_tflite", "train_stream_heads", "training_windows",
-           "window_samples"]
+__all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_negative_clips", "heads_tflite",
+           "train_stream_heads", "training_material", "training_windows", "window_samples"]
 
 logger = logging.getLogger(__name__)
 
