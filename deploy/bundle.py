@@ -190,7 +190,10 @@ def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str
         data = Path(heads_path).read_bytes()
     except OSError as exc:
         raise ValueError(f"{where}: expected a stream-heads file, got {heads_path} ({exc.strerror or exc})") from None
-    heads = StreamHeads(data)
+    try:
+        heads = StreamHeads(data)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {heads_path}: {exc}") from None
     labels = list((metadata.get("labels") or {}).get("command") or [])
     if list(heads.labels) != labels:
         raise ValueError(f"{where}: expected heads with the model's labels {labels}, got {list(heads.labels)}")

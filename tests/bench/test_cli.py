@@ -347,17 +347,24 @@ def test_the_report_says_when_the_latency_budget_was_missed(quick_report):
     assert "none was within that budget, so the quietest" in render_markdown(report)
 
 
+def _bench_with_recordings(model: Path, tmp_path: Path, folder: str, names: tuple[str, ...]):
+    """A folder of noise recordings ``names``, the bench's output folder, and a quick bench's
+    arguments whose last three (``--no-streaming --references DIR``) a test may cut to stream."""
+    speech = _speech_folder(tmp_path / "sc", per_class=3)
+    recordings = tmp_path / folder
+    recordings.mkdir()
+    rng = np.random.default_rng(5)
+    for name in names:
+        write_wav(recordings / name, (0.05 * rng.normal(size=16000 * 5)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    args = ["bench", "--model", str(model), "--speech-commands", str(speech), "--out", str(out), "--quick",
+            "--no-streaming", "--references", str(tmp_path / "no_refs")]
+    return recordings, out, args
+
+
 def test_tuning_noise_is_the_tuning_streams_background_and_the_evaluation_keeps_its_pool(tiny_model_path, tmp_path,
                                                                                          capsys):
-    speech = _speech_folder(tmp_path / "sc", per_class=3)
-    unheard = tmp_path / "unheard"
-    unheard.mkdir()
-    rng = np.random.default_rng(5)
-    for name in ("wind.wav", "waves.wav"):
-        write_wav(unheard / name, (0.05 * rng.normal(size=16000 * 5)).astype(np.float32), 16000)
-    out = tmp_path / "out"
-    args = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out), "--quick",
-            "--no-streaming", "--references", str(tmp_path / "no_refs")]
+    unheard, out, args = _bench_with_recordings(tiny_model_path, tmp_path, "unheard", ("wind.wav", "waves.wav"))
     assert cli.main([*args[:-3], "--tuning-noise", str(unheard), *args[-2:]]) == 0
     pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
     assert pools["tuning"]["pool"] == "tuning-noise"
@@ -370,15 +377,7 @@ def test_tuning_noise_is_the_tuning_streams_background_and_the_evaluation_keeps_
 
 
 def test_tuning_negatives_join_the_tuning_streams_talk_only(tiny_model_path, tmp_path, capsys):
-    speech = _speech_folder(tmp_path / "sc", per_class=3)
-    talk = tmp_path / "synth_talk"
-    talk.mkdir()
-    rng = np.random.default_rng(6)
-    for name in ("s0.wav", "s1.wav"):
-        write_wav(talk / name, (0.05 * rng.normal(size=16000 * 3)).astype(np.float32), 16000)
-    out = tmp_path / "out"
-    args = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out), "--quick",
-            "--no-streaming", "--references", str(tmp_path / "no_refs")]
+    talk, out, args = _bench_with_recordings(tiny_model_path, tmp_path, "synth_talk", ("s0.wav", "s1.wav"))
     assert cli.main([*args[:-3], "--tuning-negatives", str(talk), *args[-2:]]) == 0  # with the (quick) streams
     pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
     assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 2
