@@ -18,7 +18,7 @@ Usage::
 
     .venv/bin/python scripts/bench_loop.py --model models/edgesense.tflite
     .venv/bin/python scripts/bench_loop.py --model /tmp/tiny.tflite --repeat 3 --json
-    .venv/bin/python scripts/bench_loop.py --config firmware_configs/desktop-second-opinion.yaml   # with the second opinion
+    .venv/bin/python scripts/bench_loop.py --config firmware_configs/my.yaml   # a config with a second_opinion section
 """
 
 from __future__ import annotations
