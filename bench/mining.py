@@ -63,6 +63,7 @@ from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import is_number, require
+from edgesense.train.cache import file_sha256
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
@@ -283,7 +284,7 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
     model_bytes = Path(model_path).read_bytes()
     manifest: dict[str, Any] = {
         "model": {"path": str(model_path), "sha256": hashlib.sha256(model_bytes).hexdigest()},
-        **({"second_opinion_sha256": hashlib.sha256(Path(options.second_opinion.heads_path).read_bytes()).hexdigest()}
+        **({"second_opinion_sha256": file_sha256(options.second_opinion.heads_path)}
            if options.second_opinion.enabled else {}),
         "options": dataclasses.asdict(options),
         "pool": "training",
@@ -337,7 +338,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-windows", type=int, default=defaults.max_windows,
                         help="keep at most this many, strongest first")
     parser.add_argument("--second-opinion", type=Path, default=None, metavar="HEADS",
-                        help="mine where the model blended with these stream heads fires (edgesense train-stream-heads)")
+                        help="mine where the model blended with these stream heads fires "
+                             "(edgesense train-stream-heads)")
     parser.add_argument("--student-weight", type=float, default=defaults.second_opinion.student_weight,
                         help="the model's share of that blend")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")

@@ -45,6 +45,7 @@ from edgesense.loop.stats import SECOND_OPINION
 from edgesense.recognition.gate import speech_span
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_number, require, require_range
+from edgesense.train.cache import file_sha256
 from edgesense.types import is_command_word
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
@@ -452,12 +453,12 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     goes to :class:`SecondOpinion` and each hop's posteriors are its blend; hops before its heads
     have their context have no result, as in the device loop."""
     frontend = frontend or model.audio_frontend
-    second = None
-    if second_opinion is not None and second_opinion.enabled:
-        second = SecondOpinion(second_opinion, labels=model.command_labels, sample_rate_hz=frontend.sample_rate_hz)
     require(is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
     hop = int(round(frontend.sample_rate_hz * hop_ms / _MS_PER_S))
     require(hop >= 1, "hop_ms", "at least one sample", hop_ms)
+    second = None  # loaded after the cheap checks
+    if second_opinion is not None and second_opinion.enabled:
+        second = SecondOpinion(second_opinion, labels=model.command_labels, sample_rate_hz=frontend.sample_rate_hz)
     streaming = StreamingAudioFrontend(frontend)
     frames_needed, bins = frontend.feature_shape
     window = np.zeros((0, bins), np.float32)
@@ -526,8 +527,8 @@ class PosteriorCache:
         self.second_opinion = second_opinion if second_opinion is not None and second_opinion.enabled else None
         self._second_key: list[Any] = []
         if self.second_opinion is not None:  # the heads' bytes and the blend are part of what is cached
-            heads = Path(self.second_opinion.heads_path)  # type: ignore[arg-type]
-            self._second_key = [hashlib.sha256(heads.read_bytes()).hexdigest(), self.second_opinion.student_weight]
+            self._second_key = [file_sha256(self.second_opinion.heads_path),  # type: ignore[arg-type]
+                                self.second_opinion.student_weight]
 
     def key(self, model_sha256: str, stream: Stream, hop_ms: float) -> str:
         return _fingerprint([model_sha256, stream.fingerprint, float(hop_ms), *self._second_key])

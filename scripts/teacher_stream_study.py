@@ -41,9 +41,9 @@ import numpy as np
 
 from edgesense.bench import streams as bench_streams
 from edgesense.bench.streams import StreamPosteriors
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
+from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
-from edgesense.runtime.speech_embedding import MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ
+from edgesense.runtime.speech_embedding import MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ, make_interpreters
 from edgesense.schema.validate import require
 from edgesense.train.stream_heads import StreamHeadsOptions, mix, training_material
 from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
@@ -196,13 +196,11 @@ def cost(model_path: Path, *, repeats: int = COST_REPEATS) -> dict:
     """What the head's audio path costs against ``model_path``'s, on one thread: ``speech_embedding``'s
     mel step on 80 ms of new audio and one embedding (best of ``repeats``), the student's mean per
     100 ms hop over a 20 s stream (the bench's stage timings, best of three), each per second of audio."""
-    one = InterpreterOptions(num_threads=1)
     rng = np.random.default_rng(0)
     files = model_files()
     timings = []
-    for path, shape in zip(files, [(1, (STRIDE_FRAMES + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES),
-                                   (1, WINDOW_FRAMES, MEL_BINS, 1)]):
-        interpreter = make_interpreter(path, one)
+    shapes = [(1, (STRIDE_FRAMES + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES), (1, WINDOW_FRAMES, MEL_BINS, 1)]
+    for interpreter, shape in zip(make_interpreters(1, files), shapes):
         index = interpreter.get_input_details()[0]["index"]
         interpreter.resize_tensor_input(index, list(shape), strict=True)
         interpreter.allocate_tensors()
@@ -214,7 +212,7 @@ def cost(model_path: Path, *, repeats: int = COST_REPEATS) -> dict:
             interpreter.invoke()
             best = min(best, time.perf_counter() - t0)
         timings.append(best * 1000.0)
-    student = EdgeModel.load(model_path, one)
+    student = EdgeModel.load(model_path, InterpreterOptions(num_threads=1))
     stream = (0.05 * rng.normal(size=COST_STREAM_S * SAMPLE_RATE_HZ)).astype(np.float32)
     per_hop = min(sum(float(np.sum(v)) for v in p.timings_ms.values()) / p.times_ms.size
                   for p in (bench_streams.stream_posteriors(student, stream, hop_ms=COST_HOP_MS, progress=False)

@@ -266,10 +266,7 @@ def installed_speech_embedding(pad_ms: float):
     """Google's ``speech_embedding`` from the ``[teacher]`` extra, or the test skipped naming what to install."""
     from edgesense.train.teachers import speech_embedding as se
 
-    try:
-        se.model_files()
-    except se.TeacherUnavailable as exc:
-        pytest.skip(str(exc))
+    require_speech_embedding()
     return se.SpeechEmbedding(se.SpeechEmbeddingOptions(pad_ms=pad_ms))
 
 
