@@ -41,7 +41,7 @@ import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend
 from edgesense.loop.scheduler import SchedulerOptions
-from edgesense.loop.stats import SECOND_OPINION
+from edgesense.loop.stats import SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, SECOND_OPINION_STAGES
 from edgesense.recognition.gate import speech_span
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_number, require, require_range
@@ -465,7 +465,7 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     times, posts = [], []
     timings: dict[str, list[float]] = {"audio_frontend": [], "audio_encoder": [], "fusion": []}
     if second is not None:
-        timings[SECOND_OPINION] = []
+        timings.update({stage: [] for stage in SECOND_OPINION_STAGES})
     samples = np.asarray(samples, dtype=np.float32)
     steps = range(0, samples.size - hop + 1, hop)
     iterator: Iterable[int] = steps
@@ -491,7 +491,8 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
         t3 = time.perf_counter()
         if second is not None:
             command = second.blend(command)
-            timings[SECOND_OPINION].append((time.perf_counter() - t3 + second_s) * _MS_PER_S)
+            timings[SECOND_OPINION_EMBEDDING].append(second_s * _MS_PER_S)
+            timings[SECOND_OPINION_HEADS].append((time.perf_counter() - t3) * _MS_PER_S)
         times.append((start + hop) * _MS_PER_S / frontend.sample_rate_hz)
         posts.append(np.asarray(command, np.float32))
         timings["audio_frontend"].append(frontend_s * _MS_PER_S)

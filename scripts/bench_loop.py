@@ -18,7 +18,7 @@ Usage::
 
     .venv/bin/python scripts/bench_loop.py --model models/edgesense.tflite
     .venv/bin/python scripts/bench_loop.py --model /tmp/tiny.tflite --repeat 3 --json
-    .venv/bin/python scripts/bench_loop.py --config firmware_configs/my.yaml   # a config with a second_opinion section
+    .venv/bin/python scripts/bench_loop.py --config firmware_configs/rpi5.yaml   # the model alone (no second_opinion)
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline
-from edgesense.loop.stats import AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, SECOND_OPINION, STAGES, VIDEO_READ  # noqa: E402
+from edgesense.loop.stats import (  # noqa: E402
+    AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, SECOND_OPINION_STAGES, STAGES, VIDEO_READ,
+)
 from edgesense.types import CommandEvent  # noqa: E402
 
 #: A word counts as detected by an event with its label up to this long after the word ends.
@@ -98,18 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work: {stats.audio_chunks} audio chunks, {stats.audio_inferences} audio inferences, "
           f"{stats.video_frames} frames -> {stats.image_inferences} encoded ({stats.frames_dropped} dropped), "
           f"{stats.fusions} fusions; events: {stats.command_events} command, {stats.scene_events} scene")
-    print(f"{'stage':<22}{'count':>7}{'p50 ms':>10}{'p95 ms':>10}{'share of compute':>19}")
+    print(f"{'stage':<26}{'count':>7}{'p50 ms':>10}{'p95 ms':>10}{'share of compute':>19}")
     figures: dict = {"real_time_factor": stats.real_time_factor, "compute_load": stats.compute_load, "stages": {}}
-    computed = (*STAGES, SECOND_OPINION)  # stages inside the compute time (the second opinion: with a config that has one)
+    computed = (*STAGES, *SECOND_OPINION_STAGES)  # inside the compute time (the second opinion's: a config with one)
     for stage in (*computed, VIDEO_READ, AUDIO_END_TO_RESULT):
         values = stats.stage_ms.get(stage, ())
+        if stage in SECOND_OPINION_STAGES and not values:
+            continue  # a config without a second opinion
         share = sum(values) / stats.compute_ms if stage in computed and stats.compute_ms else math.nan
         p50, p95 = _pct(values, 50), _pct(values, 95)
         figures["stages"][stage] = {"count": len(values), "p50_ms": p50, "p95_ms": p95, "share": share}
         shown = "" if math.isnan(share) else f"{share:.0%}"
-        print(f"{stage:<22}{len(values):>7}{p50:>10.3f}{p95:>10.3f}{shown:>19}")
+        print(f"{stage:<26}{len(values):>7}{p50:>10.3f}{p95:>10.3f}{shown:>19}")
     staged = sum(sum(stats.stage_ms.get(stage, ())) for stage in computed)
-    print(f"{'other (loop, post-processing)':<39}{'':>10}{1 - staged / stats.compute_ms:>19.0%}")
+    print(f"{'other (loop, post-processing)':<43}{'':>10}{1 - staged / stats.compute_ms:>19.0%}")
     per_second = {
         "audio": stats.stage_ms and (sum(stats.stage_ms.get("audio_encoder", ())) / stats.stream_ms * 1000),
         "image": stats.stage_ms and (sum(stats.stage_ms.get("image_encoder", ())) / stats.stream_ms * 1000),

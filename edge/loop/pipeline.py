@@ -74,7 +74,8 @@ from edgesense.loop.scheduler import (
     SchedulerOptions,
 )
 from edgesense.loop.stats import (
-    AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, SECOND_OPINION, STAGES, VIDEO_READ, PipelineStats,
+    AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, STAGES,
+    VIDEO_READ, PipelineStats,
 )
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
@@ -576,7 +577,7 @@ class Pipeline:
             if self._second is not None:
                 s = time.perf_counter()
                 self._second.push(chunk.samples)
-                self._timed(SECOND_OPINION, _elapsed_ms(s))
+                self._timed(SECOND_OPINION_EMBEDDING, _elapsed_ms(s))
             self._level_dbfs = rms_dbfs(chunk.samples)
             if self._gate is not None:
                 was_open = self._gate_open
@@ -643,7 +644,7 @@ class Pipeline:
                 if self._second is not None:
                     s = time.perf_counter()
                     command_probs = self._second.blend(command_probs)
-                    self._timed(SECOND_OPINION, _elapsed_ms(s))
+                    self._timed(SECOND_OPINION_HEADS, _elapsed_ms(s))
                 latency[AUDIO_END_TO_EVENT] = max(0.0, monotonic_ms() - tick.chunk_arrival_ms)
                 event = self._recognizer.process(command_probs, t, latency_ms=latency)
                 self._timed(AUDIO_END_TO_RESULT, max(0.0, monotonic_ms() - tick.chunk_arrival_ms))

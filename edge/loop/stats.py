@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["STAGES", "AUDIO_END_TO_EVENT", "AUDIO_END_TO_RESULT", "VIDEO_READ", "SECOND_OPINION", "PipelineStats"]
+__all__ = ["STAGES", "AUDIO_END_TO_EVENT", "AUDIO_END_TO_RESULT", "VIDEO_READ", "SECOND_OPINION_EMBEDDING",
+           "SECOND_OPINION_HEADS", "SECOND_OPINION_STAGES", "PipelineStats"]
 
 
 #: Per-stage latencies every event carries (milliseconds).
@@ -18,8 +19,11 @@ STAGES = ("audio_frontend", "audio_encoder", "image_preprocess", "image_encoder"
 AUDIO_END_TO_EVENT = "audio_end_to_event"
 #: Stats only: the same for every command inference (event or not).
 AUDIO_END_TO_RESULT = "audio_end_to_result"
-#: Stats only: the second opinion's embeddings (each chunk) and heads (each hop), when it runs.
-SECOND_OPINION = "second_opinion"
+#: Stats only, when a second opinion runs: its mel frames and embeddings (each audio chunk)...
+SECOND_OPINION_EMBEDDING = "second_opinion_embedding"
+#: ... and its heads and the blend (each command hop).
+SECOND_OPINION_HEADS = "second_opinion_heads"
+SECOND_OPINION_STAGES = (SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS)
 #: Stats only: reading (decoding) replayed video frames inside the loop.
 VIDEO_READ = "video_read"
 MS_PER_S = 1000.0
@@ -80,7 +84,7 @@ class PipelineStats:
         """One line: events, real-time factor, p50/p95 per stage."""
         stages = " ".join(
             f"{stage}={self.percentile(stage, 50):.2f}/{self.percentile(stage, 95):.2f}"
-            for stage in (*STAGES, SECOND_OPINION, AUDIO_END_TO_RESULT) if self.stage_ms.get(stage)
+            for stage in (*STAGES, *SECOND_OPINION_STAGES, AUDIO_END_TO_RESULT) if self.stage_ms.get(stage)
         )
         return (f"events: {self.command_events} command, {self.scene_events} scene | "
                 f"{self.stream_ms / MS_PER_S:.1f} s of media in {self.wall_ms / MS_PER_S:.1f} s, "

@@ -37,7 +37,9 @@ from edgesense.frontend.wav import read_wav
 from edgesense.loop.config import DeviceConfig
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
 from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
-from edgesense.loop.stats import AUDIO_END_TO_EVENT, STAGES, PipelineStats
+from edgesense.loop.stats import (
+    AUDIO_END_TO_EVENT, SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, SECOND_OPINION_STAGES, STAGES, PipelineStats,
+)
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
 from edgesense.recognition.scenes import SceneSmootherOptions
@@ -204,7 +206,11 @@ def test_second_opinion_blends_every_hop_as_the_bench_scores_it(model, tmp_path,
     times = np.array([t for t, _ in seen]) - stats.stream_start_ms
     assert len(seen) == bench.times_ms.size and np.allclose(times, bench.times_ms)
     np.testing.assert_allclose(np.stack([p for _, p in seen]), bench.posteriors, atol=1e-4)
-    assert stats.stage_ms["second_opinion"] and "second_opinion" in bench.timings_ms
+    for stage in SECOND_OPINION_STAGES:
+        assert stats.stage_ms[stage] and bench.timings_ms[stage].size == bench.times_ms.size
+    # the embeddings are timed every chunk (20 ms), the heads every hop (100 ms)
+    assert len(stats.stage_ms[SECOND_OPINION_EMBEDDING]) == stats.audio_chunks
+    assert len(stats.stage_ms[SECOND_OPINION_HEADS]) == len(seen)
 
 
 def test_energy_gate_skips_silence_and_rearms_the_recognizer(model, tmp_path):
