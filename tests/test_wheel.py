@@ -17,7 +17,7 @@ from cli_run import folder_files
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "edgesense/firmware_configs": {"desktop.yaml", "rpi4.yaml", "rpi5.yaml", "jetson-orin.yaml", "jetson-nano.yaml"},
-    "edgesense/models": {"edgesense.tflite", "README.md"},
+    "edgesense/models": {"edgesense.tflite", "stream_heads.tflite", "README.md"},
     "edgesense/samples": {"scene.mp4", "commands.wav", "commands.json", "scenes.json", "speech_commands.wav",
                           "speech_commands.json", "README.md"},
 }

@@ -291,6 +291,17 @@ def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
         BenchOptions(model_path=tiny_model_path, scenes=tmp_path, max_false_accepts_per_hour=-1.0)
 
 
+def test_a_config_naming_missing_heads_is_one_line_before_any_stream(tiny_model_path, tmp_path, capsys):
+    config = tmp_path / "pair.yaml"
+    config.write_text("device: {name: a}\nsecond_opinion: {heads_path: gone.tflite}\n")
+    speech = _speech_folder(tmp_path / "sc", per_class=1)
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--config",
+                     str(config), "--out", str(tmp_path / "out"), "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "second_opinion.heads_path" in err[0] and "gone.tflite does not exist" in err[0]
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_a_tighter_false_accept_budget_reaches_the_sweep_and_the_rest_keeps_its_default(tiny_model_path, tmp_path,
                                                                                          capsys):
     from edgesense.bench.scoring import SweepOptions

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import require_speech_embedding
+
 from edgesense.loop.pipeline import Pipeline
 from edgesense.types import CommandEvent
 
@@ -20,13 +22,13 @@ TRUTH = ROOT / "samples" / "speech_commands.json"
 CONFIG = ROOT / "firmware_configs" / "desktop.yaml"
 #: A word counts as detected by an event with its label from its start to this long after its end.
 MATCH_TOLERANCE_MS = 1000.0
-#: The bundled model with the firmware settings detects 6 of the 12 words (yes, no, down, on, and
-#: both go), in line with what `edgesense bench` measures on test speakers at its operating point
-#: (56.8 % at 8.0 false accepts per hour of talk); one word of margin.
-MINIMUM_HITS = 5
+#: The bundled model with its second opinion (desktop.yaml) detects 11 of the 12 words (all but
+#: ``up``; the model alone: 6); one word of margin.
+MINIMUM_HITS = 10
 
 
 def test_the_loop_hears_real_speakers_in_the_sample_and_fires_on_nothing_else():
+    require_speech_embedding()  # desktop.yaml's second opinion
     truth = json.loads(TRUTH.read_text())
     words = truth["words"]
     assert len(words) == 12 and truth["sample_rate_hz"] == 16000
