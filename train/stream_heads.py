@@ -5,7 +5,8 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
 
 * every training speaker's clip ``variants`` times, placed anywhere in the window, scaled to a
   drawn level (−40…−14 dBFS over its spoken span) over the training pool's noise at 0–30 dB SNR;
-* windows of other people's talk (the training pool of ``speech_negatives``) as ``_unknown_``;
+* windows of other people's talk (the training pool of ``speech_negatives``, and all of any
+  ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences) as ``_unknown_``;
 * background alone at −70…−30 dBFS as ``_silence_``.
 
 A window is as long as ``context_embeddings`` embeddings need (five: 1.1 s), so a head sees at
@@ -217,11 +218,13 @@ class TrainingMaterial:
 
 
 def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence[Path], negatives: Path,
-                      options: StreamHeadsOptions, *, hard_negatives: Sequence[Path] = ()) -> TrainingMaterial:
+                      options: StreamHeadsOptions, *, hard_negatives: Sequence[Path] = (),
+                      talk: Sequence[Path] = ()) -> TrainingMaterial:
     """The windows of :func:`training_windows` from the training speakers (split as ``student`` was
-    trained), the training pools of ``noise`` and ``negatives``, and ``hard_negatives`` (folders of
-    windows where a detector fired on other speech, ``edgesense mine``), learned as ``_unknown_``
-    like the clips: placed anywhere, over noise, ``variants`` times."""
+    trained), the training pools of ``noise`` and ``negatives``, every recording of the ``talk``
+    folders (talk for training only), and ``hard_negatives`` (folders of windows where a detector
+    fired on other speech, ``edgesense mine``), learned as ``_unknown_`` like the clips: placed
+    anywhere, over noise, ``variants`` times."""
     index = data.load_speech_commands(speech_commands)
     labels = tuple(index.labels)
     require(labels == tuple(student.command_labels), "--model",
@@ -244,25 +247,28 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     val_clips, val_ys = clips_of("validation")
     noise_pool, _ = data.load_noise_pool(split_recordings(wav_recordings(noise) + list(index.noise_paths))["training"])
     talk_paths = speech_negative_pools(wav_recordings([negatives]))["training"]
-    talk = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in talk_paths) if t.size >= length]
+    extra_talk = wav_recordings(talk)
+    require(not talk or bool(extra_talk), "--talk", "folders with .wav recordings", [str(p) for p in talk])
+    talk_audio = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in [*talk_paths, *extra_talk])
+                  if t.size >= length]
     require(bool(noise_pool), "--noise", "recordings in the training pool", "none")
-    require(bool(talk), "--negatives",
+    require(bool(talk_audio), "--negatives",
             f"talk recordings of at least {length / SAMPLE_RATE_HZ:g} s in the training pool", "none")
-    logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools)", len(clips),
-                len(noise_pool), len(talk))
-    x, y = training_windows(clips, ys, talk, noise_pool, variants=options.variants,
+    logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools; %d of --talk)",
+                len(clips), len(noise_pool), len(talk_audio), len(extra_talk))
+    x, y = training_windows(clips, ys, talk_audio, noise_pool, variants=options.variants,
                             talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
                             unknown=unknown, silence=silence, seed=options.seed, length=length)
-    vx, vy = training_windows(val_clips, val_ys, talk, noise_pool, variants=1, talk_per_variant=0,
+    vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
                               length=length)
-    return TrainingMaterial(labels=labels, x=x, y=y, vx=vx, vy=vy, talk=talk, noise=noise_pool, unknown=unknown,
+    return TrainingMaterial(labels=labels, x=x, y=y, vx=vx, vy=vy, talk=talk_audio, noise=noise_pool, unknown=unknown,
                             silence=silence, mined=len(mined))
 
 
 def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[Path], negatives: Path,
                        options: StreamHeadsOptions = StreamHeadsOptions(), *,
-                       hard_negatives: Sequence[Path] = ()) -> tuple[bytes, dict[str, Any]]:
+                       hard_negatives: Sequence[Path] = (), talk: Sequence[Path] = ()) -> tuple[bytes, dict[str, Any]]:
     """Train the heads (module docstring) on :func:`training_material`; the TFLite file's bytes and
     its metadata."""
     from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
@@ -271,7 +277,8 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
     started = time.perf_counter()
     embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))  # the teacher extra first: one line if missing
     student = EdgeModel.load(model_path)
-    m = training_material(student, speech_commands, noise, negatives, options, hard_negatives=hard_negatives)
+    m = training_material(student, speech_commands, noise, negatives, options, hard_negatives=hard_negatives,
+                          talk=talk)
     labels, x, y, vx, vy = m.labels, m.x, m.y, m.vx, m.vy
     ex, vex = embedder(x), embedder(vx)
     require(ex.shape[1] == options.context_embeddings, "windows", f"{options.context_embeddings} embeddings each",
@@ -289,6 +296,7 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
                 "student": {"path": str(model_path), "name": student.metadata.get("name")},
                 "options": dataclasses.asdict(options), "training_windows": int(len(x)),
                 "hard_negatives": {"folders": [str(p) for p in hard_negatives], "windows": m.mined},
+                "talk": [str(p) for p in talk],
                 "validation_window_accuracy": None if val_accuracy is None else round(val_accuracy, 4),
                 "elapsed_s": round(time.perf_counter() - started, 1)}
     return heads_tflite(model, metadata, int8_weights=options.int8_weights), metadata
@@ -309,6 +317,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other people's speech, its training pool as _unknown_")
     parser.add_argument("--hard-negatives", type=Path, action="append", default=[],
                         help="folders of windows where a detector fired on talk (edgesense mine), as _unknown_")
+    parser.add_argument("--talk", type=Path, action="append", default=[],
+                        help="more talk to learn as _unknown_, all of it (e.g. edgesense synth-talk sentences; "
+                             "keep the voices you tune on out)")
     parser.add_argument("--heads", type=int, default=defaults.heads, help="heads averaged (seeds SEED, SEED+1, ...)")
     parser.add_argument("--context", type=int, default=defaults.context_embeddings,
                         help="embeddings a head sees at each hop (5: 1.1 s)")
@@ -333,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
     input_file("--model", args.model)
     noise = args.noise or [SHARED / "ambient", SHARED / "noise"]
     for flag, folder in [("--speech-commands", args.speech_commands), ("--negatives", args.negatives)] + \
-            [("--noise", n) for n in noise] + [("--hard-negatives", h) for h in args.hard_negatives]:
+            [("--noise", n) for n in noise] + [("--hard-negatives", h) for h in args.hard_negatives] + \
+            [("--talk", t) for t in args.talk]:
         require(Path(folder).is_dir(), flag, "a folder", str(folder))
     require(args.out.suffix == ".tflite", "--out", "a .tflite path", str(args.out))
     if args.out.exists() and not args.force:
@@ -345,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
                                      unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed,
                                      int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
-                                        hard_negatives=args.hard_negatives)
+                                        hard_negatives=args.hard_negatives, talk=args.talk)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_bytes(blob)

@@ -15,8 +15,8 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, training_windows,
-    window_samples,
+    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, training_material,
+    training_windows, window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -107,6 +107,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_model_path, tmp_path, capsys
                  "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
                  "--heads", "0"]) == 2
     assert "--heads: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--model", str(tiny_model_path),
+                 "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
+                 "--talk", str(tmp_path / "no-talk")]) == 2
+    assert "--talk: expected a folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -132,15 +136,24 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     mined.mkdir(parents=True)
     for i in range(3):
         write_wav(mined / f"talk00_{i:08d}ms.wav", speech_clip(7, rng), SR)
+    synthesized = tmp_path / "synth-talk" / "voice-a"  # edgesense synth-talk's layout: VOICE/*.wav, all of it learned
+    synthesized.mkdir(parents=True)
+    for i in range(2):
+        write_wav(synthesized / f"s{i}.wav", np.concatenate([speech_clip(6 + k % 3, rng) for k in range(3)]), SR)
+    options = StreamHeadsOptions(variants=1, talk_per_variant=4, silence_per_variant=1)
+    pools = [training_material(model, speech, [noise], talk.parent, options, talk=extra)
+             for extra in ([], [synthesized.parent])]
+    assert len(pools[1].talk) == len(pools[0].talk) + 2
     out = tmp_path / "heads.tflite"
     assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
                  str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
-                 "--hard-negatives", str(mined.parent)]) == 0
+                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
     meta = heads.metadata
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
+    assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
