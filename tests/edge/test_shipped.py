@@ -25,3 +25,18 @@ def test_a_missing_file_names_it_and_no_script_that_is_not_shipped():
     with pytest.raises(ValueError, match=r"^folder: expected one of"):
         shipped_path("tests", "x")
     assert shipped_config("desktop").parent.name == CONFIGS
+
+
+def test_the_desktop_configs_second_opinion_is_the_shipped_heads_with_the_bundled_models_labels():
+    from edgesense.loop.config import load_config
+    from edgesense.runtime.model import EdgeModel
+    from edgesense.runtime.second_opinion import StreamHeads
+
+    config = load_config(shipped_config("desktop"))
+    heads_path = Path(config.second_opinion.heads_path)
+    assert heads_path.resolve() == shipped_path(MODELS, "stream_heads.tflite").resolve()
+    heads, model = StreamHeads(heads_path), EdgeModel.load(config.model.path)
+    assert heads.labels == tuple(model.command_labels)
+    assert Path(config.model.path).resolve() == shipped_path(MODELS, "edgesense.tflite").resolve()
+    for name in ("rpi4", "rpi5", "jetson-nano", "jetson-orin"):  # the model alone, unmeasured with the pair
+        assert not load_config(shipped_config(name)).second_opinion.enabled
