@@ -230,13 +230,22 @@ def _tuning_budgets_markdown(st: Mapping[str, Any]) -> list[str]:
     if not section:
         return []
     rows = section["budgets"]
+    cap = section.get("max_latency_p95_ms")
+    capped = "" if cap is None else f", latency p95 at most {cap:g} ms; the last two rows without that budget"
     return ["", f"The {section['streams']} streams' best setting within each budget of false accepts per hour "
-                f"(and {section['max_false_accepts_per_100_words']:g} per 100 other words); the mean of these hit "
-                "rates is the steadier figure to compare models by:", "",
+                f"(and {section['max_false_accepts_per_100_words']:g} per 100 other words{capped}); the mean of these "
+                "hit rates is the steadier figure to compare models by:", "",
             "| false accepts per hour | " + " | ".join(f"≤ {r['max_false_accepts_per_hour']:g}" for r in rows)
             + " | mean |", "| --- |" + " ---: |" * (len(rows) + 1),
-            "| hit rate | " + " | ".join(_fmt(r["hit_rate"]) for r in rows) + f" | {_fmt(section['mean_hit_rate'])} |",
-            "| latency p95 (ms) | " + " | ".join(_fmt(r.get("latency_p95_ms"), 0) for r in rows) + " | |"]
+            *_budget_rows(section, "hit rate", "latency p95 (ms)"),
+            *(_budget_rows(section["uncapped"], "without the latency budget", "its latency p95 (ms)")
+              if section.get("uncapped") else ())]
+
+
+def _budget_rows(section: Mapping[str, Any], hits: str, latency: str) -> list[str]:
+    rows = section["budgets"]
+    return [f"| {hits} | " + " | ".join(_fmt(r["hit_rate"]) for r in rows) + f" | {_fmt(section['mean_hit_rate'])} |",
+            f"| {latency} | " + " | ".join(_fmt(r.get("latency_p95_ms"), 0) for r in rows) + " | |"]
 
 
 def _envelope_markdown(st: Mapping[str, Any], key: str, words: str) -> list[str]:

@@ -16,7 +16,9 @@ from edgesense.bench.streaming import (
     cost_breakdown,
     learned_other_speech,
     level_envelope,
+    tuning_budgets,
 )
+from edgesense.bench.report import _tuning_budgets_markdown
 from edgesense.bench.streams import StreamOptions, utterance
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -109,3 +111,24 @@ def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
         recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3)) if r["snr_db"] == 100.0}
     assert clean[min(ENVELOPE_LEVELS_DBFS)] == 0.0 and clean[max(ENVELOPE_LEVELS_DBFS)] == 1.0
     assert list(clean.values()) == sorted(clean.values())
+
+
+def test_tuning_budgets_with_a_latency_budget_also_give_the_figures_without_it():
+    from edgesense.bench.scoring import OperatingPoint, StreamScore, SweepOptions
+
+    def point(threshold: float, hits: int, p95_ms: float, talk_false_accepts: int) -> OperatingPoint:
+        commands = StreamScore(command_words=10, hits=hits, other_utterances=0, substitutions=0, on_other_speech=0,
+                               on_background=0, hours=0.25, latencies_ms=(p95_ms,) * hits)
+        talk = StreamScore(command_words=0, hits=0, other_utterances=100, substitutions=0,
+                           on_other_speech=talk_false_accepts, on_background=0, hours=1.0)
+        return OperatingPoint(options=CommandRecognizerOptions(threshold=threshold), commands=commands, talk=talk)
+
+    slow, prompt = point(0.6, 9, 520.0, 1), point(0.8, 5, 300.0, 0)  # the best sits 20 ms over the budget
+    capped = tuning_budgets([slow, prompt], SweepOptions(max_latency_p95_ms=500.0), chosen_on="tuning")
+    assert [row["hit_rate"] for row in capped["budgets"]] == [0.5] * 4 and capped["max_latency_p95_ms"] == 500.0
+    uncapped = capped["uncapped"]
+    assert [row["hit_rate"] for row in uncapped["budgets"]] == [0.5, 0.9, 0.9, 0.9]
+    assert uncapped["mean_hit_rate"] == 0.8 and uncapped["budgets"][1]["latency_p95_ms"] == 520.0
+    assert "uncapped" not in tuning_budgets([slow, prompt], SweepOptions(), chosen_on="tuning")
+    markdown = "\n".join(_tuning_budgets_markdown({"tuning_budgets": capped}))
+    assert "latency p95 at most 500 ms" in markdown and "| without the latency budget | 0.500 | 0.900 |" in markdown
