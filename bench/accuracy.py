@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -19,44 +17,9 @@ from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.train import data
+from edgesense.train.data import SplitSpec
 
 logger = logging.getLogger(__name__)
-
-
-#: The split percentages of train/configs/shared_data.yaml (what --split testing reproduces).
-
-
-@dataclass(frozen=True, kw_only=True)
-class SplitSpec:
-    """How training split the data: ``--split testing`` re-makes exactly its held-out part.
-    Read from the model's metadata (``data.split``, written by the trainer); these defaults
-    are train/configs/shared_data.yaml's, for models without it."""
-
-    speaker_salt: str = ""
-    validation_percent: float = 10.0
-    testing_percent: float = 20.0
-    image_validation_percent: float = 10.0
-    image_testing_percent: float = 15.0
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any], salt: str | None) -> "SplitSpec":
-        """The model's recorded split; ``salt`` (the --salt option), when given, overrides its salt."""
-        recorded = dict((metadata.get("data") or {}).get("split") or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        spec = cls(**{k: v for k, v in recorded.items() if k in known})
-        return dataclasses.replace(spec, speaker_salt=salt) if salt else spec
-
-    def split_clips(self, index: Any) -> dict[str, list[Any]]:
-        """``index``'s clips (a :class:`edgesense.train.data.SpeechCommandsIndex`) split by speaker
-        as training split them."""
-        return index.split(validation_percent=self.validation_percent, testing_percent=self.testing_percent,
-                           salt=self.speaker_salt)
-
-    def split_photos(self, index: Any) -> dict[str, list[Any]]:
-        """``index``'s photos (a :class:`edgesense.train.data.ImageIndex`) split by file-name hash
-        as training split them."""
-        return index.split(validation_percent=self.image_validation_percent,
-                           testing_percent=self.image_testing_percent)
 
 
 def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:

@@ -54,7 +54,6 @@ import numpy as np
 from edgesense import extra_hint
 from edgesense.app.cli import input_file, user_names
 from edgesense.bench.accuracy import (
-    SplitSpec,
     _cap,
     _noise_recordings,
     evaluate_commands,
@@ -91,7 +90,7 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
-from edgesense.train.data import load_images
+from edgesense.train.data import SplitSpec, load_images
 from edgesense.types import is_command_word
 
 __all__ = ["BenchOptions", "run_bench", "add_arguments", "run"]

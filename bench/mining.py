@@ -40,7 +40,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.app.cli import input_file, refuse_files_in, user_names
-from edgesense.bench.accuracy import SplitSpec
 from edgesense.bench.streaming import (
     SEGMENT_S,
     clip_utterances,
@@ -209,12 +208,12 @@ def _windows_of(stream_name: str, samples: np.ndarray, post: StreamPosteriors, *
 
 def training_other_words(model: EdgeModel, speech_commands: Path, *, salt: str | None = None) -> list[Utterance]:
     """The ``_unknown_`` clips of the training speakers of ``speech_commands``, split as the model
-    records (:class:`edgesense.bench.accuracy.SplitSpec`; ``salt`` overrides its salt), as utterances."""
+    records (:class:`edgesense.train.data.SplitSpec`; ``salt`` overrides its salt), as utterances."""
     from edgesense.train import data  # the dataset reader (numpy, OpenCV), only when asked for
 
     index = data.load_speech_commands(speech_commands,
                                       words=tuple(w for w in model.command_labels if is_command_word(w)))
-    training = SplitSpec.from_metadata(model.metadata, salt).split_clips(index)["training"]
+    training = data.SplitSpec.from_metadata(model.metadata, salt).split_clips(index)["training"]
     items = [it for it in training if it.label == UNKNOWN_LABEL]
     if not items:
         return []

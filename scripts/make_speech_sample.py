@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.bench.accuracy import SplitSpec
+from edgesense.train.data import SplitSpec
 from edgesense.bench.streams import utterance
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import read_wav, write_wav

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.bench.accuracy import SplitSpec
+from edgesense.train.data import SplitSpec
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.train import data

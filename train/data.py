@@ -13,6 +13,7 @@ file stem.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import Counter
@@ -43,6 +44,7 @@ __all__ = [
     "SPLITS",
     "SpeechCommandsIndex",
     "SpeechCommandsOptions",
+    "SplitSpec",
     "balanced_indices",
     "hash_percent",
     "load_av_folder",
@@ -583,3 +585,36 @@ def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, rng: np
     if not chosen:
         return np.empty(0, dtype=np.int64)
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSpec:
+    """How training split the data: ``--split testing`` re-makes exactly its held-out part.
+    Read from the model's metadata (``data.split``, written by the trainer); these defaults
+    are train/configs/shared_data.yaml's, for models without it."""
+
+    speaker_salt: str = ""
+    validation_percent: float = 10.0
+    testing_percent: float = 20.0
+    image_validation_percent: float = 10.0
+    image_testing_percent: float = 15.0
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], salt: str | None) -> "SplitSpec":
+        """The model's recorded split; ``salt`` (the --salt option), when given, overrides its salt."""
+        recorded = dict((metadata.get("data") or {}).get("split") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in recorded.items() if k in known})
+        return dataclasses.replace(spec, speaker_salt=salt) if salt else spec
+
+    def split_clips(self, index: Any) -> dict[str, list[Any]]:
+        """``index``'s clips (a :class:`edgesense.train.data.SpeechCommandsIndex`) split by speaker
+        as training split them."""
+        return index.split(validation_percent=self.validation_percent, testing_percent=self.testing_percent,
+                           salt=self.speaker_salt)
+
+    def split_photos(self, index: Any) -> dict[str, list[Any]]:
+        """``index``'s photos (a :class:`edgesense.train.data.ImageIndex`) split by file-name hash
+        as training split them."""
+        return index.split(validation_percent=self.image_validation_percent,
+                           testing_percent=self.image_testing_percent)

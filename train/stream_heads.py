@@ -147,14 +147,6 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
     return np.stack(rows), np.asarray(ys, np.int32)
 
 
-def split_of(model: EdgeModel, index: data.SpeechCommandsIndex) -> dict[str, list[Any]]:
-    """``index``'s clips split by speaker as ``model`` was trained (its metadata's ``data.split``)."""
-    recorded = dict((model.metadata.get("data") or {}).get("split") or {})
-    return index.split(validation_percent=recorded.get("validation_percent", 10.0),
-                       testing_percent=recorded.get("testing_percent", 20.0),
-                       salt=recorded.get("speaker_salt", ""))
-
-
 def ensemble_model(heads: Sequence[Any], context: int):
     """One Keras model: ``(1, context, 96)`` embeddings -> the mean of ``heads``' probabilities."""
     import keras
@@ -229,7 +221,7 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     labels = tuple(index.labels)
     require(labels == tuple(student.command_labels), "--model",
             f"the command labels of {speech_commands} {list(labels)}", list(student.command_labels))
-    split = split_of(student, index)
+    split = data.SplitSpec.from_metadata(student.metadata, None).split_clips(index)
     lookup = {label: i for i, label in enumerate(labels)}
 
     def clips_of(part: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ context, the embedding's wheel) embedded under the name ``edgesense``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 from edgesense.runtime.flatbuffer import read_layout
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
-from edgesense.runtime.model import METADATA_NAME
+from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
 )
@@ -68,12 +67,12 @@ class SecondOpinionOptions:
 
 
 def _heads_metadata(data: bytes, what: str) -> dict[str, Any] | None:
-    raw = read_layout(data, what).metadata.get(METADATA_NAME)
+    """The embedded metadata JSON object, or ``None`` when there is none (not a heads file)."""
+    layout = read_layout(data, what)
     try:
-        metadata = json.loads(raw.decode("utf-8")) if raw is not None else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return embedded_metadata(layout, what)
+    except ValueError:
         return None
-    return metadata if isinstance(metadata, dict) else None
 
 
 def is_stream_heads(path: str | os.PathLike[str]) -> bool:

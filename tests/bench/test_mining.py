@@ -10,7 +10,7 @@ from conftest import require_speech_embedding
 from datagen import make_speech_commands
 
 from edgesense.app.cli import main
-from edgesense.bench.accuracy import SplitSpec
+from edgesense.train.data import SplitSpec
 from edgesense.bench.mining import MANIFEST_NAME, MineOptions, mine, peaks, training_other_words, write_mined
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.frontend.wav import read_wav, write_wav
