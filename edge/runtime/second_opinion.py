@@ -88,7 +88,8 @@ def is_stream_heads(path: str | os.PathLike[str]) -> bool:
 class StreamHeads:
     """A stream-heads file: ``(context, 96)`` embeddings -> class probabilities."""
 
-    def __init__(self, path: str | os.PathLike[str] | bytes, options: InterpreterOptions = InterpreterOptions()) -> None:
+    def __init__(self, path: str | os.PathLike[str] | bytes,
+                 options: InterpreterOptions = InterpreterOptions()) -> None:
         data, what = read_model_bytes(path)
         metadata = _heads_metadata(data, what)
         kind = metadata.get("kind") if metadata is not None else None

@@ -34,8 +34,8 @@ from edgesense.schema.validate import require
 __all__ = [
     "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
     "MEL_LEAD_FRAMES", "SAMPLE_RATE_HZ", "STRIDE_FRAMES", "WINDOW_FRAMES", "SpeechEmbeddingStream",
-    "SpeechEmbeddingStreamOptions", "SpeechEmbeddingUnavailable", "installed_file", "make_interpreters", "mel_transform",
-    "model_files", "run_resized", "to_pcm16",
+    "SpeechEmbeddingStreamOptions", "SpeechEmbeddingUnavailable", "installed_file", "make_interpreters",
+    "mel_transform", "model_files", "run_resized", "to_pcm16",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,8 @@ class SpeechEmbeddingStream:
                                            self._mel_shape)
         self._pending = self._pending[frames * MEL_HOP_SAMPLES:]
         self._frames = np.concatenate([self._frames, mel_transform(raw.reshape(-1, MEL_BINS))])
-        windows = 0 if self._frames.shape[0] < WINDOW_FRAMES else 1 + (self._frames.shape[0] - WINDOW_FRAMES) // STRIDE_FRAMES
+        have = self._frames.shape[0]
+        windows = 0 if have < WINDOW_FRAMES else 1 + (have - WINDOW_FRAMES) // STRIDE_FRAMES
         if windows == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         out = []

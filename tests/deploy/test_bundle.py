@@ -496,7 +496,8 @@ for r in reqs:
         sys.exit(1)
 if args[0] == "download" and "-r" not in opts:  # one named wheel
     for r in reqs:
-        Path(opts["-d"][0], r.split("==")[0].replace("-", "_") + "-" + r.split("==")[1] + "-py3-none-any.whl").write_bytes(b"w")
+        name, version = r.split("==")
+        Path(opts["-d"][0], f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"w")
     sys.exit(0)
 install = [{"metadata": {"name": r.split("<")[0].split(">")[0].split("=")[0], "version": "1.0"}, "requested": True,
             "download_info": {"url": "https://files.example/x/" + r.split(">")[0].split("<")[0].replace("-", "_") + "-1.0-py3-none-any.whl",

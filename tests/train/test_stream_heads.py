@@ -127,7 +127,8 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     talk = tmp_path / "negatives" / "read_speech"
     talk.mkdir(parents=True)
     for i in range(6):  # 'talk': runs of tones no command word has, as long as a window
-        write_wav(talk / f"reader{i:02d}.wav", np.concatenate([speech_clip(6 + (i + k) % 3, rng) for k in range(4)]), SR)
+        reading = np.concatenate([speech_clip(6 + (i + k) % 3, rng) for k in range(4)])
+        write_wav(talk / f"reader{i:02d}.wav", reading, SR)
     noise = tmp_path / "noise"
     noise.mkdir()
     for i in range(4):

@@ -89,7 +89,8 @@ def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default
     assert config.second_opinion.heads_path == str(tmp_path.resolve() / "m" / "heads.tflite")
     assert config.second_opinion.student_weight == 0.25 and config.second_opinion.enabled
     path = write(tmp_path, "device: {name: a}\nsecond_opinion:\n  student_weight: 1.5\n")
-    with pytest.raises(ValueError, match=r"device.yaml:3: second_opinion.student_weight: expected a number in \[0, 1\)"):
+    expected = r"device.yaml:3: second_opinion.student_weight: expected a number in \[0, 1\)"
+    with pytest.raises(ValueError, match=expected):
         load_config(path)
 
 
