@@ -31,7 +31,8 @@ _DIGITS = 4
 
 
 def _plain(value: float) -> float | int:
-    return int(value) if float(value).is_integer() and abs(value) >= 1 else value
+    """A whole number as an int (``suppression_ms: 0``, ``1000``), any other value as it is."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _values(options: CommandRecognizerOptions) -> dict[str, Any]:

@@ -64,6 +64,13 @@ def test_a_flow_style_file_is_edited_in_place_not_appended_to(tmp_path):
     assert config.vad.enabled is True and config.commands.average_window_ms == 500
 
 
+def test_whole_numbers_are_written_as_integers_zero_included(tmp_path):
+    path = _device_yaml(tmp_path, "device:\n  name: t\ncommands:\n  suppression_ms: 750\n")
+    update_firmware_config(path, CommandRecognizerOptions(threshold=0.7, suppression_ms=0.0, release_threshold=0.5))
+    assert "  suppression_ms: 0\n" in path.read_text()  # not 0.0
+    assert load_yaml_mapping(path)["commands"]["threshold"] == 0.7
+
+
 def test_a_missing_commands_section_is_added(tmp_path):
     path = _device_yaml(tmp_path, "device:\n  name: t   # keep\n")
     update_firmware_config(path, CHOSEN)
