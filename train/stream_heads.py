@@ -3,8 +3,12 @@
 Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Google's
 ``speech_embedding`` (the ``[teacher]`` extra), taught what a device hears between words:
 
-* every training speaker's clip ``variants`` times, placed anywhere in the window, scaled to a
-  drawn level (−40…−14 dBFS over its spoken span) over the training pool's noise at 0–30 dB SNR;
+* every training speaker's clip ``variants`` times, scaled to a drawn level (−40…−14 dBFS over its
+  spoken span) over the training pool's noise at 0–30 dB SNR, and placed by ``placement``:
+  ``clip``, the whole second anywhere it fits (its spoken part near the window's centre, so a head
+  is surest some 0.3–0.5 s after a word ends), or ``word``, the spoken part anywhere in what the
+  last embedding sees, its end as near the window's end as a stream has it when the word has just
+  ended (the clip's audio around it cut at the window's edges);
 * windows of other people's talk (the training pool of ``speech_negatives``, and all of any
   ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences) as ``_unknown_``;
 * background alone at −70…−30 dBFS as ``_silence_``.
@@ -51,7 +55,7 @@ from edgesense.train.pools import speech_negative_pools, split_recordings, wav_r
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_negative_clips", "heads_tflite",
-           "train_stream_heads", "training_material", "training_windows", "window_samples"]
+           "place", "seen_samples", "train_stream_heads", "training_material", "training_windows", "window_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +63,18 @@ SPARE_FRAMES = 7  #: a training window's frames after its last embedding
 SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
 SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
+PLACEMENTS = ("clip", "word")
 SHARED = Path("../shared/data")
 
 
 def window_samples(context: int) -> int:
     """A training window's length for a head on ``context`` embeddings (18,880 samples for five)."""
-    frames = WINDOW_FRAMES + STRIDE_FRAMES * (context - 1) + MEL_LEAD_FRAMES + SPARE_FRAMES
-    return frames * MEL_HOP_SAMPLES
+    return seen_samples(context) + (MEL_LEAD_FRAMES + SPARE_FRAMES) * MEL_HOP_SAMPLES
+
+
+def seen_samples(context: int) -> int:
+    """How much of a training window, from its start, the ``context`` embeddings see (17,280 samples for five)."""
+    return (WINDOW_FRAMES + STRIDE_FRAMES * (context - 1)) * MEL_HOP_SAMPLES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +90,8 @@ class StreamHeadsOptions:
     unknown_weight: float = 1.0
     epochs: int = 30
     seed: int = 10
+    #: Where a word sits in its training windows (module docstring): ``clip`` or ``word``.
+    placement: str = "clip"
     #: The file's weights: int8 (dynamic range, a quarter of the size) or float32.
     int8_weights: bool = True
 
@@ -92,6 +103,7 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
         require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
+        require(self.placement in PLACEMENTS, "placement", f"one of {', '.join(PLACEMENTS)}", self.placement)
 
     @property
     def window_samples(self) -> int:
@@ -118,12 +130,30 @@ def mix(speech: np.ndarray, span: tuple[int, int], noise: Sequence[np.ndarray], 
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def place(clip: np.ndarray, span: tuple[int, int], length: int, *, placement: str, seen: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+    """A window of ``length`` samples holding ``clip`` and where its spoken ``span`` lies in it:
+    ``clip``: the whole clip anywhere it fits; ``word``: the span anywhere within the first ``seen``
+    samples (at the start when it is longer), the rest of the clip cut at the window's edges."""
+    window = np.zeros(length, np.float32)
+    a, b = span
+    if placement == "clip":
+        shift = int(rng.integers(length - clip.size + 1))
+    else:
+        shift = int(rng.integers(max(seen - (b - a), 0) + 1)) - a
+    first, last = max(shift, 0), min(shift + clip.size, length)
+    window[first:last] = clip[first - shift:last - shift]
+    return window, (max(a + shift, 0), min(b + shift, length))
+
+
 def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.ndarray], noise: Sequence[np.ndarray], *,
                      variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
-                     seed: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of ``length`` samples: every word clip ``variants`` times (placed anywhere the whole
-    second fits, over noise), windows of talk as ``unknown``, background alone at a drawn level as
-    ``silence``."""
+                     seed: int, length: int, placement: str = StreamHeadsOptions.placement,
+                     seen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d, over noise;
+    ``seen``: the samples the embeddings see, default all), windows of talk as ``unknown``,
+    background alone at a drawn level as ``silence``."""
+    seen = length if seen is None else seen
     rng = np.random.default_rng(seed)
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
@@ -131,10 +161,8 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
         for clip, y, (a, b) in zip(clips, labels, spans):
             if y == silence:  # snippets of a noise recording: the background windows below stand for them
                 continue
-            window = np.zeros(length, np.float32)
-            offset = int(rng.integers(length - clip.size + 1))
-            window[offset:offset + clip.size] = clip
-            rows.append(mix(window, (offset + a, offset + b), noise, rng))
+            window, spoken = place(clip, (a, b), length, placement=placement, seen=seen, rng=rng)
+            rows.append(mix(window, spoken, noise, rng))
             ys.append(y)
         for _ in range(talk_per_variant):
             window = noise_window(talk, length, rng)
@@ -229,6 +257,7 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
         return clips, np.array([lookup[split[part][i].label] for i in report.kept], np.int32)
 
     length = options.window_samples
+    placed = {"placement": options.placement, "seen": seen_samples(options.context_embeddings)}
     silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
     clips, ys = clips_of("training")
     mined = hard_negative_clips(hard_negatives)
@@ -250,10 +279,10 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
                 len(clips), len(noise_pool), len(talk_audio), len(extra_talk))
     x, y = training_windows(clips, ys, talk_audio, noise_pool, variants=options.variants,
                             talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
-                            unknown=unknown, silence=silence, seed=options.seed, length=length)
+                            unknown=unknown, silence=silence, seed=options.seed, length=length, **placed)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
-                              length=length)
+                              length=length, **placed)
     return TrainingMaterial(labels=labels, x=x, y=y, vx=vx, vy=vy, talk=talk_audio, noise=noise_pool, unknown=unknown,
                             silence=silence, mined=len(mined))
 
@@ -316,6 +345,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=defaults.context_embeddings,
                         help="embeddings a head sees at each hop (5: 1.1 s)")
     parser.add_argument("--variants", type=int, default=defaults.variants, help="noisy placements of every clip")
+    parser.add_argument("--placement", choices=PLACEMENTS, default=defaults.placement,
+                        help="where a word sits in its windows: the whole clip anywhere it fits (its spoken part "
+                             "near the centre), or the spoken part anywhere, its end up to the window's end")
     parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant)
     parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant)
     parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight)
@@ -327,7 +359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--variants",
          "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
-         "unknown_weight": "--unknown-weight", "epochs": "--epochs", "seed": "--seed"}
+         "unknown_weight": "--unknown-weight", "epochs": "--epochs", "seed": "--seed", "placement": "--placement"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -347,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
                                      talk_per_variant=args.talk_per_variant,
                                      silence_per_variant=args.silence_per_variant,
                                      unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed,
-                                     int8_weights=not args.float_weights)
+                                     placement=args.placement, int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
                                         hard_negatives=args.hard_negatives, talk=args.talk)
     args.out.parent.mkdir(parents=True, exist_ok=True)

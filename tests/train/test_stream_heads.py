@@ -15,8 +15,8 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, training_material,
-    training_windows, window_samples,
+    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, place, seen_samples,
+    training_material, training_windows, window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -46,6 +46,28 @@ def test_training_windows_place_whole_words_over_noise_and_background_at_its_lev
     again, _ = training_windows(clips, labels, talk, noise, variants=2, talk_per_variant=3, silence_per_variant=4,
                                 unknown=1, silence=0, seed=0, length=length)
     np.testing.assert_array_equal(x, again)
+
+
+def test_word_placement_puts_the_spoken_part_anywhere_the_embeddings_see_it_clip_placement_near_the_centre():
+    clip = np.zeros(SR, np.float32)
+    clip[5000:11000] = np.linspace(0.1, 0.9, 6000, dtype=np.float32)  # a ramp: where each sample went is visible
+    length, seen, rng = window_samples(5), seen_samples(5), np.random.default_rng(0)
+    assert seen == 17280 < length
+    ends = {}
+    for placement in ("clip", "word"):
+        ends[placement] = []
+        for _ in range(300):
+            window, (a, b) = place(clip, (5000, 11000), length, placement=placement, seen=seen, rng=rng)
+            assert window.shape == (length,) and b - a == 6000
+            np.testing.assert_array_equal(window[a:b], clip[5000:11000])  # the spoken part whole, in order
+            assert np.count_nonzero(window) == 6000  # nothing else of the clip is audible here
+            ends[placement].append(b)
+    assert min(ends["clip"]) >= 11000 and max(ends["clip"]) <= 11000 + length - SR  # never near the window's end
+    assert max(ends["word"]) <= seen and min(ends["word"]) >= 6000
+    assert max(ends["word"]) > seen - 300 and min(ends["word"]) < 6300  # from the seen end back to the start
+    long = np.ones(SR, np.float32)  # a spoken part longer than the seen part starts the window
+    window, span = place(long, (0, SR), 8000, placement="word", seen=6000, rng=rng)
+    assert span == (0, 8000) and np.all(window == 1.0)
 
 
 def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_path):
@@ -81,7 +103,8 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
 
 @pytest.mark.parametrize("kwargs, field", [({"heads": 0}, "heads"), ({"context_embeddings": 0}, "context_embeddings"),
                                            ({"talk_per_variant": -1}, "talk_per_variant"),
-                                           ({"unknown_weight": 0.0}, "unknown_weight")])
+                                           ({"unknown_weight": 0.0}, "unknown_weight"),
+                                           ({"placement": "centre"}, "placement")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
@@ -149,12 +172,13 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
                  str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
-                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent)]) == 0
+                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "word"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
     meta = heads.metadata
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
+    assert meta["options"]["placement"] == "word"
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
