@@ -143,7 +143,8 @@ def study(args: argparse.Namespace) -> dict:
     model = EdgeModel.load(args.model)
     options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
                                  talk_per_variant=args.talk_per_variant, silence_per_variant=args.silence_per_variant,
-                                 unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed)
+                                 unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed,
+                                 placement="clip")  # the study's tables were made with whole clips placed
     m = training_material(model, args.speech_commands, args.noise, args.negatives, options)
     x, y, vx, vy, talk, noise, unknown = m.x, m.y, m.vx, m.vy, m.talk, m.noise, m.unknown
     embedder = SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=0))

@@ -5,10 +5,10 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
 
 * every training speaker's clip ``variants`` times, scaled to a drawn level (−40…−14 dBFS over its
   spoken span) over the training pool's noise at 0–30 dB SNR, and placed by ``placement``:
-  ``clip``, the whole second anywhere it fits (its spoken part near the window's centre, so a head
-  is surest some 0.3–0.5 s after a word ends), or ``word``, the spoken part anywhere in what the
-  last embedding sees, its end as near the window's end as a stream has it when the word has just
-  ended (the clip's audio around it cut at the window's edges);
+  ``word`` (the default), the spoken part anywhere in what the last embedding sees, its end as near
+  the window's end as a stream has it when the word has just ended (the clip's audio around it cut
+  at the window's edges), or ``clip``, the whole second anywhere it fits (its spoken part near the
+  window's centre, so a head is surest some 0.3–0.5 s after a word ends: the heads before);
 * windows of other people's talk (the training pool of ``speech_negatives``, and all of any
   ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences) as ``_unknown_``;
 * background alone at −70…−30 dBFS as ``_silence_``.
@@ -91,7 +91,7 @@ class StreamHeadsOptions:
     epochs: int = 30
     seed: int = 10
     #: Where a word sits in its training windows (module docstring): ``clip`` or ``word``.
-    placement: str = "clip"
+    placement: str = "word"
     #: The file's weights: int8 (dynamic range, a quarter of the size) or float32.
     int8_weights: bool = True
 
@@ -346,8 +346,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="embeddings a head sees at each hop (5: 1.1 s)")
     parser.add_argument("--variants", type=int, default=defaults.variants, help="noisy placements of every clip")
     parser.add_argument("--placement", choices=PLACEMENTS, default=defaults.placement,
-                        help="where a word sits in its windows: the whole clip anywhere it fits (its spoken part "
-                             "near the centre), or the spoken part anywhere, its end up to the window's end")
+                        help="where a word sits in its windows: its spoken part anywhere, its end up to the "
+                             "window's end (default), or the whole clip anywhere it fits (its spoken part near the "
+                             "centre: detections come later)")
     parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant)
     parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant)
     parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight)

@@ -172,13 +172,13 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
                  str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
-                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "word"]) == 0
+                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
     meta = heads.metadata
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
-    assert meta["options"]["placement"] == "word"
+    assert meta["options"]["placement"] == "clip"
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
