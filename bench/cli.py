@@ -304,7 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "../shared/data/scene_ambient")
     parser.add_argument("--tuning-negatives", type=Path, action="append", default=[],
                         help="other speech for the tuning streams only, all of it, beside the tuning pool of "
-                             "--negatives (repeatable): talk like the device's, e.g. edgesense synth-talk sentences")
+                             "--negatives (repeatable): talk like the device's, e.g. edgesense synth-talk sentences; "
+                             "it fills half the tuning talk stream's time, the pool's own talk the other half")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="small subsets, 2-min stream, tiny references (CI)")

@@ -66,6 +66,7 @@ __all__ = ["SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOP
 logger = logging.getLogger(__name__)
 
 SEGMENT_S = 600.0
+_TALK_PART_SEEDS = 500  #: seeds apart between the talk stream's parts (one a segment within a part)
 #: Other-speech recordings whose spoken part is longer than this are sentences (talk only);
 #: shorter ones are words (talk, the words stream and the commands stream's distractors).
 SENTENCE_MIN_S = 2.0
@@ -74,9 +75,13 @@ DET_THRESHOLDS = tuple(round(0.2 + 0.02 * k, 2) for k in range(40))  # 0.2 … 0
 #: The tuning streams' other speech for a model that never learned any: the training and tuning
 #: pools together (more talk, so one recording that fires weighs less in the false-accept rate).
 TALK_NOT_LEARNED = "training+tuning"
+#: The ``--tuning-negatives`` recordings alone (the second part of the tuning talk stream).
+TUNING_NEGATIVES_ONLY = "tuning-negatives"
 #: The tuning streams' noise pool when ``--tuning-noise`` names one (every recording of it).
 TUNING_NOISE = "tuning-noise"
-#: The tuning streams' other speech with ``--tuning-negatives`` added.
+#: The tuning streams' other speech with ``--tuning-negatives`` added: the words stream draws from both, and
+#: the talk stream gives each half its time (the pool's own talk is real people's, like the evaluation
+#: talk; drawn from all the recordings alike, a few hundred synthesized ones would leave it a few per cent).
 TUNING_NEGATIVES = "tuning+tuning-negatives"
 #: The streaming-cost breakdown scores each command word this far off the middle of the model's window.
 BREAKDOWN_OFFSETS_MS = (0.0, 200.0, 400.0)
@@ -235,10 +240,12 @@ def tuning_budgets(points: Sequence[OperatingPoint], options: SweepOptions, *, c
 
 
 def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name: str, seed: int,
-                   commands: list[Utterance], words: list[Utterance], sentences: list[Utterance],
+                   commands: list[Utterance], words: list[Utterance], talk: Sequence[list[Utterance]],
                    noise: list[np.ndarray], plan: StreamingPlan) -> dict[str, tuple[StreamPosteriors, list[str]]]:
     """Each stream kind's posteriors and the cache keys of its segments (the report names them, so a
-    study can replay the split's streams from ``cache/`` without the model: :func:`cached_streams`)."""
+    study can replay the split's streams from ``cache/`` without the model: :func:`cached_streams`).
+    ``words``: the other words, said alone and between commands; ``talk``: the talk stream's parts,
+    each given an equal share of its time."""
     sr = model.audio_frontend.sample_rate_hz
     out: dict[str, tuple[StreamPosteriors, list[str]]] = {}
 
@@ -253,10 +260,12 @@ def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name
                                              SEGMENT_S, commands=commands, others=words, noise=noise))
     else:
         logger.warning("streaming: no command words for the %s split", name)
-    if words or sentences:
-        out["talk"] = run(build_segments(dataclasses.replace(base, kind="talk", duration_s=plan.talk_s[name],
-                                                             seed=seed + 1000),
-                                         SEGMENT_S, others=words + sentences, noise=noise))
+    parts = [part for part in talk if part]
+    if parts:
+        share = plan.talk_s[name] / len(parts)
+        out["talk"] = run([segment for k, part in enumerate(parts) for segment in build_segments(  # part by part
+            dataclasses.replace(base, kind="talk", duration_s=share, seed=seed + 1000 + _TALK_PART_SEEDS * k),
+            SEGMENT_S, others=part, noise=noise)])
     else:
         logger.warning("streaming: no other speech for the %s split: no talk stream", name)
     if words:
@@ -356,8 +365,11 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if options.tuning_noise:  # noise no training used, all of it
         tuning_noise = TUNING_NOISE
         noise_pools[TUNING_NOISE] = wav_recordings(options.tuning_noise)
+    talk_parts = {"tuning": [tuning_talk], "evaluation": ["evaluation"]}  # each pool a share of the talk stream
     if options.tuning_negatives:  # talk like the device's, beside the tuning pool's reader
-        speech_pools[TUNING_NEGATIVES] = sorted(speech_pools[tuning_talk] + wav_recordings(options.tuning_negatives))
+        speech_pools[TUNING_NEGATIVES_ONLY] = wav_recordings(options.tuning_negatives)
+        talk_parts["tuning"].append(TUNING_NEGATIVES_ONLY)
+        speech_pools[TUNING_NEGATIVES] = sorted(speech_pools[tuning_talk] + speech_pools[TUNING_NEGATIVES_ONLY])
         tuning_talk = TUNING_NEGATIVES
     pools_of_split = {"tuning": (tuning_noise, tuning_talk)}
     if not options.tuning_only:
@@ -379,10 +391,16 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         if not noise:
             logger.warning("streaming: no %s-pool noise recordings; the %s streams use pink/brown noise", noise_pool,
                            name)
-        words, sentences = other_speech_utterances(speech_pools[speech_pool], sr)
+        parts = [other_speech_utterances(speech_pools[part], sr) for part in talk_parts[name]]
         commands = [u for u in utterances if u.is_command]
-        words += [u for u in utterances if not u.is_command]
-        streams = _split_streams(model, model_sha, cache, name, seed, commands, words, sentences, noise, plan)
+        others = [u for u in utterances if not u.is_command]  # the split's speakers' other words, in the first part
+        words = [u for part_words, _ in parts for u in part_words] + others
+        talk = {pool: part_words + (others if k == 0 else []) + sentences
+                for k, (pool, (part_words, sentences)) in enumerate(zip(talk_parts[name], parts))}
+        talk = {pool: part for pool, part in talk.items() if part}
+        out["pools"][name]["talk_shares"] = {pool: round(1 / len(talk), 4) for pool in talk}
+        streams = _split_streams(model, model_sha, cache, name, seed, commands, words, list(talk.values()), noise,
+                                 plan)
         material[name] = (commands, noise, StreamOptions(sample_rate_hz=sr, seed=seed))
         replays[name] = {kind: Replay(p) for kind, (p, _) in streams.items()}
         out[f"{name}_streams"] = {kind: {**_summary(p), "cache_keys": keys} for kind, (p, keys) in streams.items()}

@@ -393,6 +393,12 @@ def test_tuning_negatives_join_the_tuning_streams_talk_only(tiny_model_path, tmp
     pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
     assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 2
     assert pools["evaluation"]["other_speech"] == 0  # the evaluation streams never hear it
+    assert pools["tuning"]["talk_shares"] == {"training+tuning": 0.5, "tuning-negatives": 0.5}
+    # the talk stream: the pool's own talk (here its speakers' other words), then as long of the added talk
+    stream = cached_streams(out)["talk"]
+    own = [w for w in stream.words if not w.source.startswith("synth_talk/")]
+    added = [w for w in stream.words if w.source.startswith("synth_talk/")]
+    assert own and added and max(w.end_ms for w in own) <= stream.duration_ms / 2 <= min(w.start_ms for w in added)
     assert cli.main([*args, "--tuning-negatives", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[-1].startswith("edgesense: error: --tuning-negatives"), err
