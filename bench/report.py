@@ -152,8 +152,12 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
              "| split | pool of noise / of other speech | stream | minutes | command words | other utterances | "
              "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for split, pools in st["pools"].items():
+        shares = pools.get("talk_shares") or {}
         for kind, s in st.get(f"{split}_streams", {}).items():
-            lines.append(f"| {split} | {pools['pool']} / {pools['other_speech_pool']} | {kind} | "
+            pool = f"{pools['pool']} / {pools['other_speech_pool']}"
+            if kind == "talk" and len(shares) > 1:  # the talk stream's time, pool by pool
+                pool += " (" + ", ".join(f"{100 * share:.0f} % {name}" for name, share in shares.items()) + ")"
+            lines.append(f"| {split} | {pool} | {kind} | "
                          f"{s['duration_s'] / 60:.1f} | "
                          f"{s['command_words']} | {s['other_utterances']} | {s['unique_sources']} |")
     settings = ", ".join(f"`{k}: {v}`" for k, v in rec["settings"].items())

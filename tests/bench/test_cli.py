@@ -394,6 +394,8 @@ def test_tuning_negatives_join_the_tuning_streams_talk_only(tiny_model_path, tmp
     assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 2
     assert pools["evaluation"]["other_speech"] == 0  # the evaluation streams never hear it
     assert pools["tuning"]["talk_shares"] == {"training+tuning": 0.5, "tuning-negatives": 0.5}
+    assert "tuning+tuning-negatives (50 % training+tuning, 50 % tuning-negatives) | talk |" in (
+        out / "report.md").read_text()
     # the talk stream: the pool's own talk (here its speakers' other words), then as long of the added talk
     stream = cached_streams(out)["talk"]
     own = [w for w in stream.words if not w.source.startswith("synth_talk/")]
