@@ -385,7 +385,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     # each split's (command words, noise recordings, stream options), for the cost breakdown and level envelopes
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
     utterances_of_split = {"tuning": (tuning, options.seed + 101), "evaluation": (evaluation, options.seed + 202)}
-    for name, (noise_pool, speech_pool) in pools_of_split.items():  # --tuning-only: the evaluation pools unread
+    for name, (noise_pool, _) in pools_of_split.items():  # --tuning-only: the evaluation pools unread
         utterances, seed = utterances_of_split[name]
         noise = [x for _, x in read_recordings(noise_pools[noise_pool], sr)]
         if not noise:

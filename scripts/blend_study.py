@@ -73,10 +73,6 @@ def aligned(student: StreamPosteriors, heads: StreamPosteriors) -> tuple[np.ndar
     return np.asarray(student.posteriors[index], np.float64), np.asarray(heads.posteriors, np.float64)
 
 
-def budgets(replays: dict[str, Replay], options: SweepOptions) -> dict:
-    return tuning_budgets(sweep(replays, options), options, chosen_on="tuning")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("student_run", type=Path, help="a bench --tuning-only run of the model alone")
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, weight in args.blend or [("arithmetic", 0.3), ("geometric", 0.3), ("geometric", 0.5)]:
         replays = {name: Replay(dataclasses.replace(heads[name], posteriors=blend(s, h, kind, weight)))
                    for name, (s, h) in pairs.items()}
-        rows = budgets(replays, options)
+        rows = tuning_budgets(sweep(replays, options), options, chosen_on="tuning")
         for cap, table in ((f"{args.max_latency_p95_ms:g} ms", rows), ("none", rows["uncapped"])):
             cells = " | ".join(f"{100 * (r['hit_rate'] or 0.0):.1f}" for r in table["budgets"])
             print(f"| {kind} | {weight:g} | {cap} | {cells} | {100 * table['mean_hit_rate']:.1f} |", flush=True)

@@ -60,6 +60,8 @@ __all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_neg
 logger = logging.getLogger(__name__)
 
 SPARE_FRAMES = 7  #: a training window's frames after its last embedding
+#: A training window's samples after what its last embedding sees (the mel model's lead and the spare frames).
+UNSEEN_SAMPLES = (MEL_LEAD_FRAMES + SPARE_FRAMES) * MEL_HOP_SAMPLES
 SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
 SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
@@ -69,7 +71,7 @@ SHARED = Path("../shared/data")
 
 def window_samples(context: int) -> int:
     """A training window's length for a head on ``context`` embeddings (18,880 samples for five)."""
-    return seen_samples(context) + (MEL_LEAD_FRAMES + SPARE_FRAMES) * MEL_HOP_SAMPLES
+    return seen_samples(context) + UNSEEN_SAMPLES
 
 
 def seen_samples(context: int) -> int:
@@ -148,12 +150,12 @@ def place(clip: np.ndarray, span: tuple[int, int], length: int, *, placement: st
 
 def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.ndarray], noise: Sequence[np.ndarray], *,
                      variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
-                     seed: int, length: int, placement: str = StreamHeadsOptions.placement,
-                     seen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d, over noise;
-    ``seen``: the samples the embeddings see, default all), windows of talk as ``unknown``,
-    background alone at a drawn level as ``silence``."""
-    seen = length if seen is None else seen
+                     seed: int, length: int, placement: str = StreamHeadsOptions.placement
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d within what
+    the embeddings see of the window, over noise), windows of talk as ``unknown``, background alone
+    at a drawn level as ``silence``."""
+    seen = length - UNSEEN_SAMPLES
     rng = np.random.default_rng(seed)
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
@@ -257,7 +259,6 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
         return clips, np.array([lookup[split[part][i].label] for i in report.kept], np.int32)
 
     length = options.window_samples
-    placed = {"placement": options.placement, "seen": seen_samples(options.context_embeddings)}
     silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
     clips, ys = clips_of("training")
     mined = hard_negative_clips(hard_negatives)
@@ -279,10 +280,11 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
                 len(clips), len(noise_pool), len(talk_audio), len(extra_talk))
     x, y = training_windows(clips, ys, talk_audio, noise_pool, variants=options.variants,
                             talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
-                            unknown=unknown, silence=silence, seed=options.seed, length=length, **placed)
+                            unknown=unknown, silence=silence, seed=options.seed, length=length,
+                            placement=options.placement)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
-                              length=length, **placed)
+                              length=length, placement=options.placement)
     return TrainingMaterial(labels=labels, x=x, y=y, vx=vx, vy=vy, talk=talk_audio, noise=noise_pool, unknown=unknown,
                             silence=silence, mined=len(mined))
 
