@@ -11,7 +11,13 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
   window's centre, so a head is surest some 0.3–0.5 s after a word ends: the heads before);
 * windows of other people's talk (the training pool of ``speech_negatives``, and all of any
   ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences) as ``_unknown_``;
-* background alone at −70…−30 dBFS as ``_silence_``.
+* background alone at −70…−30 dBFS as ``_silence_``;
+* with ``--partial-words SHARE``, for that share of the command clips, one window more holding only
+  part of the word (10–50 % of its spoken span: its beginning or its end, the rest of the clip
+  silent), placed like a word, as ``_unknown_``: what a stream shows in the middle of a word, or of
+  a longer one that holds a command word's sound;
+* with ``--speed SHARE``, that share of the clips played faster or slower in each variant (the
+  student's speed range, 0.9–1.1).
 
 A window is as long as ``context_embeddings`` embeddings need (five: 1.1 s), so a head sees at
 each hop what the device's :class:`edgesense.runtime.second_opinion.SecondOpinion` gives it.
@@ -50,12 +56,14 @@ from edgesense.runtime.speech_embedding import (
     STRIDE_FRAMES, WINDOW_FRAMES,
 )
 from edgesense.schema.validate import require
-from edgesense.train import data
+from edgesense.train import augment, data
+from edgesense.train.bank import BankOptions
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_negative_clips", "heads_tflite",
-           "place", "seen_samples", "train_stream_heads", "training_material", "training_windows", "window_samples"]
+           "partial_word", "place", "seen_samples", "train_stream_heads", "training_material", "training_windows",
+           "window_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,9 @@ SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
 SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
 PLACEMENTS = ("clip", "word")
+PARTIAL_KEPT = BankOptions().partial_fraction_range  #: a partial word's share of its spoken span, as the student's
+PARTIAL_AT_END_SHARE = 0.5  #: partial words: share that keep the word's end (the rest its beginning)
+SPEED_RANGE = augment.AudioAugmentOptions().speed_range  #: playback speeds of ``--speed``, as the student's
 SHARED = Path("../shared/data")
 
 
@@ -90,6 +101,10 @@ class StreamHeadsOptions:
     talk_per_variant: int = 1500
     silence_per_variant: int = 200
     unknown_weight: float = 1.0
+    #: Share of the command clips that also give a window of part of their word, as ``_unknown_``.
+    partial_share: float = 0.0
+    #: Share of the clips played at another speed (:data:`SPEED_RANGE`) in each variant.
+    speed_share: float = 0.0
     epochs: int = 30
     seed: int = 10
     #: Where a word sits in its training windows (module docstring): ``clip`` or ``word``.
@@ -105,6 +120,9 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
         require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
+        for name in ("partial_share", "speed_share"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 1.0, name, "a share in [0, 1]", value)
         require(self.placement in PLACEMENTS, "placement", f"one of {', '.join(PLACEMENTS)}", self.placement)
 
     @property
@@ -148,24 +166,49 @@ def place(clip: np.ndarray, span: tuple[int, int], length: int, *, placement: st
     return window, (max(a + shift, 0), min(b + shift, length))
 
 
+def partial_word(clip: np.ndarray, span: tuple[int, int], rng: np.random.Generator
+                 ) -> tuple[np.ndarray, tuple[int, int]]:
+    """``clip`` with only part of its spoken ``span`` left (a drawn :data:`PARTIAL_KEPT` share of it,
+    its end with :data:`PARTIAL_AT_END_SHARE`, else its beginning), everything else silent, and the
+    span of what is left."""
+    a, b = span
+    kept = max(int(rng.uniform(*PARTIAL_KEPT) * (b - a)), 1)
+    a, b = (b - kept, b) if rng.random() < PARTIAL_AT_END_SHARE else (a, a + kept)
+    out = np.zeros_like(clip)
+    out[a:b] = clip[a:b]
+    return out, (a, b)
+
+
 def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.ndarray], noise: Sequence[np.ndarray], *,
                      variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
-                     seed: int, length: int, placement: str = StreamHeadsOptions.placement
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     seed: int, length: int, placement: str = StreamHeadsOptions.placement,
+                     partial_share: float = StreamHeadsOptions.partial_share,
+                     speed_share: float = StreamHeadsOptions.speed_share) -> tuple[np.ndarray, np.ndarray]:
     """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d within what
-    the embeddings see of the window, over noise), windows of talk as ``unknown``, background alone
-    at a drawn level as ``silence``."""
+    the embeddings see of the window, over noise; ``speed_share`` of them at a drawn
+    :data:`SPEED_RANGE` speed, about the clip's centre), for ``partial_share`` of the command clips one
+    more window of a :func:`partial_word` as ``unknown``, windows of talk as ``unknown``, background
+    alone at a drawn level as ``silence``."""
     seen = length - UNSEEN_SAMPLES
     rng = np.random.default_rng(seed)
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
     for _ in range(variants):
-        for clip, y, (a, b) in zip(clips, labels, spans):
+        varied, varied_spans = clips, spans
+        if speed_share > 0:  # (0 draws nothing)
+            varied = augment.change_speed(clips, rng, speed_range=SPEED_RANGE, probability=speed_share)
+            varied_spans = [speech_span(c, SAMPLE_RATE_HZ) for c in varied]
+        for clip, y, (a, b) in zip(varied, labels, varied_spans):
             if y == silence:  # snippets of a noise recording: the background windows below stand for them
                 continue
             window, spoken = place(clip, (a, b), length, placement=placement, seen=seen, rng=rng)
             rows.append(mix(window, spoken, noise, rng))
             ys.append(y)
+            if partial_share > 0 and y != unknown and rng.random() < partial_share:  # (0 draws nothing)
+                part, kept = partial_word(clip, (a, b), rng)
+                window, spoken = place(part, kept, length, placement=placement, seen=seen, rng=rng)
+                rows.append(mix(window, spoken, noise, rng))
+                ys.append(unknown)
         for _ in range(talk_per_variant):
             window = noise_window(talk, length, rng)
             rows.append(mix(window, (0, length), noise, rng))
@@ -281,7 +324,8 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     x, y = training_windows(clips, ys, talk_audio, noise_pool, variants=options.variants,
                             talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
                             unknown=unknown, silence=silence, seed=options.seed, length=length,
-                            placement=options.placement)
+                            placement=options.placement, partial_share=options.partial_share,
+                            speed_share=options.speed_share)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
                               length=length, placement=options.placement)
@@ -354,6 +398,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant)
     parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant)
     parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight)
+    parser.add_argument("--partial-words", type=float, default=defaults.partial_share, metavar="SHARE",
+                        help="share of the command clips that also give a window of part of their word, as "
+                             f"_unknown_ (default {defaults.partial_share:g})")
+    parser.add_argument("--speed", type=float, default=defaults.speed_share, metavar="SHARE",
+                        help=f"share of the clips played {SPEED_RANGE[0]:g}-{SPEED_RANGE[1]:g} times as fast in each "
+                             f"variant (default {defaults.speed_share:g})")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--float-weights", action="store_true", help="write float32 weights (default: int8)")
@@ -362,7 +412,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--variants",
          "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
-         "unknown_weight": "--unknown-weight", "epochs": "--epochs", "seed": "--seed", "placement": "--placement"}
+         "unknown_weight": "--unknown-weight", "partial_share": "--partial-words", "speed_share": "--speed",
+         "epochs": "--epochs",
+         "seed": "--seed", "placement": "--placement"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -381,7 +433,8 @@ def run(args: argparse.Namespace) -> int:
         options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
                                      talk_per_variant=args.talk_per_variant,
                                      silence_per_variant=args.silence_per_variant,
-                                     unknown_weight=args.unknown_weight, epochs=args.epochs, seed=args.seed,
+                                     unknown_weight=args.unknown_weight, partial_share=args.partial_words,
+                                     speed_share=args.speed, epochs=args.epochs, seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
                                         hard_negatives=args.hard_negatives, talk=args.talk)

@@ -15,8 +15,8 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, place, seen_samples,
-    training_material, training_windows, window_samples,
+    PARTIAL_KEPT, SILENCE_DBFS, SPEED_RANGE, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, partial_word,
+    place, seen_samples, training_material, training_windows, window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -70,6 +70,62 @@ def test_word_placement_puts_the_spoken_part_anywhere_the_embeddings_see_it_clip
     assert span == (0, 8000) and np.all(window == 1.0)
 
 
+def test_a_partial_word_keeps_only_its_beginning_or_its_end_and_the_rest_is_silent():
+    clip = np.zeros(SR, np.float32)
+    clip[4000:12000] = np.linspace(0.1, 0.9, 8000, dtype=np.float32)
+    clip[:1000] = 0.05  # a breath before the word: gone from every partial
+    rng = np.random.default_rng(0)
+    sides = set()
+    for _ in range(200):
+        part, (a, b) = partial_word(clip, (4000, 12000), rng)
+        assert PARTIAL_KEPT[0] * 8000 - 1 <= b - a <= PARTIAL_KEPT[1] * 8000
+        assert a == 4000 or b == 12000
+        sides.add("beginning" if a == 4000 else "end")
+        np.testing.assert_array_equal(part[a:b], clip[a:b])
+        assert np.count_nonzero(part) == b - a
+    assert sides == {"beginning", "end"}
+
+
+def test_partial_words_add_unknown_windows_for_their_share_of_the_command_clips_and_none_at_zero():
+    rng = np.random.default_rng(1)
+    word = np.zeros(SR, np.float32)
+    word[6000:10000] = 0.3 * np.sin(2 * np.pi * 500 * np.arange(4000) / SR)
+    clips = np.stack([word] * 40 + [word] * 10)
+    labels = np.array([2] * 40 + [1] * 10, np.int32)  # 40 commands, 10 _unknown_ words (never cut)
+    noise = [rng.normal(scale=0.05, size=5 * SR).astype(np.float32)]
+    talk = [rng.normal(scale=0.1, size=4 * SR).astype(np.float32)]
+    common = dict(variants=3, talk_per_variant=2, silence_per_variant=0, unknown=1, silence=0, seed=0,
+                  length=window_samples(5))
+    x0, y0 = training_windows(clips, labels, talk, noise, **common)
+    default, _ = training_windows(clips, labels, talk, noise, **common, partial_share=0.0, speed_share=0.0)
+    np.testing.assert_array_equal(x0, default)  # shares of 0 draw nothing: the windows of before
+    assert np.bincount(y0).tolist() == [0, 3 * (10 + 2), 3 * 40]
+    x, y = training_windows(clips, labels, talk, noise, **common, partial_share=1.0)
+    assert np.bincount(y).tolist() == [0, 3 * (10 + 2 + 40), 3 * 40]
+    half, _ = training_windows(clips, labels, talk, noise, **common, partial_share=0.5)
+    assert 3 * 40 * 0.25 < len(half) - len(x0) < 3 * 40 * 0.75
+    silent = [np.zeros(5 * SR, np.float32)]  # no noise: what is audible is what was kept of the word
+    x, y = training_windows(clips, labels, talk, silent, **dict(common, talk_per_variant=0), partial_share=1.0)
+    audible = np.count_nonzero(x, axis=1)
+    assert np.all(audible[y == 2] > 0.9 * 4000)
+    parts = (audible > 0) & (audible <= PARTIAL_KEPT[1] * 4000)
+    assert np.all(y[parts] == 1) and parts.sum() == 3 * 40  # the _unknown_ words themselves stay whole
+
+
+def test_speed_plays_its_share_of_the_words_faster_or_slower_within_the_range():
+    word = np.zeros(SR, np.float32)
+    word[6000:10000] = 0.3 * np.sin(2 * np.pi * 500 * np.arange(4000) / SR)
+    clips, labels = np.stack([word] * 60), np.full(60, 2, np.int32)
+    silent = [np.zeros(5 * SR, np.float32)]  # no noise: a word's audible length is its length
+    common = dict(variants=2, talk_per_variant=0, silence_per_variant=0, unknown=1, silence=0, seed=0,
+                  length=window_samples(5))
+    for share, changed in ((0.0, (0, 0)), (0.5, (30, 90)), (1.0, (100, 120))):
+        x, _ = training_windows(clips, labels, silent, silent, **common, speed_share=share)
+        span = np.array([np.flatnonzero(row)[-1] - np.flatnonzero(row)[0] + 1 for row in x])
+        assert np.all((span >= 4000 / SPEED_RANGE[1] - 20) & (span <= 4000 / SPEED_RANGE[0] + 20))
+        assert changed[0] <= np.count_nonzero(np.abs(span - 4000) > 20) <= changed[1], share
+
+
 def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_path):
     import keras
 
@@ -104,7 +160,9 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
 @pytest.mark.parametrize("kwargs, field", [({"heads": 0}, "heads"), ({"context_embeddings": 0}, "context_embeddings"),
                                            ({"talk_per_variant": -1}, "talk_per_variant"),
                                            ({"unknown_weight": 0.0}, "unknown_weight"),
-                                           ({"placement": "centre"}, "placement")])
+                                           ({"placement": "centre"}, "placement"),
+                                           ({"partial_share": 1.5}, "partial_share"),
+                                           ({"speed_share": -0.1}, "speed_share")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
@@ -134,6 +192,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_model_path, tmp_path, capsys
                  "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
                  "--talk", str(tmp_path / "no-talk")]) == 2
     assert "--talk: expected a folder" in capsys.readouterr().err
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--model", str(tiny_model_path),
+                 "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
+                 "--partial-words", "2"]) == 2
+    assert "--partial-words: expected a share in [0, 1], got 2" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -172,13 +234,15 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
                  str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
-                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip"]) == 0
+                 "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip",
+                 "--partial-words", "0.5", "--speed", "0.5"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
     meta = heads.metadata
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
-    assert meta["options"]["placement"] == "clip"
+    assert meta["options"]["placement"] == "clip" and meta["options"]["partial_share"] == 0.5
+    assert meta["options"]["speed_share"] == 0.5
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
