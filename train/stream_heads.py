@@ -13,9 +13,10 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
   ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences) as ``_unknown_``;
 * background alone at −70…−30 dBFS as ``_silence_``;
 * with ``--partial-words SHARE``, for that share of the command clips, one window more holding only
-  part of the word (10–50 % of its spoken span: its beginning or its end, the rest of the clip
-  silent), placed like a word, as ``_unknown_``: what a stream shows in the middle of a word, or of
-  a longer one that holds a command word's sound;
+  part of the word (``--partial-kept``, 10–50 % of its spoken span: its beginning or, with
+  ``--partial-end-share``, half the time, its end; the rest of the clip silent), placed like a word,
+  as ``_unknown_``: what a stream shows in the middle of a word, or of a longer one that holds a
+  command word's sound;
 * with ``--speed SHARE``, that share of the clips played faster or slower in each variant (the
   student's speed range, 0.9–1.1).
 
@@ -55,7 +56,7 @@ from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, DISTRIBUTION_VERSION, EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ,
     STRIDE_FRAMES, WINDOW_FRAMES,
 )
-from edgesense.schema.validate import require
+from edgesense.schema.validate import require, require_range
 from edgesense.train import augment, data
 from edgesense.train.bank import BankOptions
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
@@ -74,8 +75,6 @@ SPEECH_DBFS = (-40.0, -14.0)  #: RMS of the spoken span
 SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
 PLACEMENTS = ("clip", "word")
-PARTIAL_KEPT = BankOptions().partial_fraction_range  #: a partial word's share of its spoken span, as the student's
-PARTIAL_AT_END_SHARE = 0.5  #: partial words: share that keep the word's end (the rest its beginning)
 SPEED_RANGE = augment.AudioAugmentOptions().speed_range  #: playback speeds of ``--speed``, as the student's
 SHARED = Path("../shared/data")
 
@@ -103,6 +102,10 @@ class StreamHeadsOptions:
     unknown_weight: float = 1.0
     #: Share of the command clips that also give a window of part of their word, as ``_unknown_``.
     partial_share: float = 0.0
+    #: A partial word's share of its spoken span (the student's range).
+    partial_kept: tuple[float, float] = BankOptions().partial_fraction_range
+    #: Share of the partial words that keep the word's end (the rest its beginning).
+    partial_end_share: float = 0.5
     #: Share of the clips played at another speed (:data:`SPEED_RANGE`) in each variant.
     speed_share: float = 0.0
     epochs: int = 30
@@ -120,9 +123,10 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
         require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
-        for name in ("partial_share", "speed_share"):
+        for name in ("partial_share", "speed_share", "partial_end_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, "a share in [0, 1]", value)
+        require_range("partial_kept", self.partial_kept, lo=0.0, hi=1.0)
         require(self.placement in PLACEMENTS, "placement", f"one of {', '.join(PLACEMENTS)}", self.placement)
 
     @property
@@ -166,14 +170,15 @@ def place(clip: np.ndarray, span: tuple[int, int], length: int, *, placement: st
     return window, (max(a + shift, 0), min(b + shift, length))
 
 
-def partial_word(clip: np.ndarray, span: tuple[int, int], rng: np.random.Generator
-                 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """``clip`` with only part of its spoken ``span`` left (a drawn :data:`PARTIAL_KEPT` share of it,
-    its end with :data:`PARTIAL_AT_END_SHARE`, else its beginning), everything else silent, and the
-    span of what is left."""
+def partial_word(clip: np.ndarray, span: tuple[int, int], rng: np.random.Generator, *,
+                 kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
+                 end_share: float = StreamHeadsOptions.partial_end_share) -> tuple[np.ndarray, tuple[int, int]]:
+    """``clip`` with only part of its spoken ``span`` left (a drawn ``kept`` share of it, its end
+    with probability ``end_share``, else its beginning), everything else silent, and the span of
+    what is left."""
     a, b = span
-    kept = max(int(rng.uniform(*PARTIAL_KEPT) * (b - a)), 1)
-    a, b = (b - kept, b) if rng.random() < PARTIAL_AT_END_SHARE else (a, a + kept)
+    size = max(int(rng.uniform(*kept) * (b - a)), 1)
+    a, b = (b - size, b) if rng.random() < end_share else (a, a + size)
     out = np.zeros_like(clip)
     out[a:b] = clip[a:b]
     return out, (a, b)
@@ -183,12 +188,14 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                      variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
                      seed: int, length: int, placement: str = StreamHeadsOptions.placement,
                      partial_share: float = StreamHeadsOptions.partial_share,
+                     partial_kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
+                     partial_end_share: float = StreamHeadsOptions.partial_end_share,
                      speed_share: float = StreamHeadsOptions.speed_share) -> tuple[np.ndarray, np.ndarray]:
     """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d within what
     the embeddings see of the window, over noise; ``speed_share`` of them at a drawn
     :data:`SPEED_RANGE` speed, about the clip's centre), for ``partial_share`` of the command clips one
-    more window of a :func:`partial_word` as ``unknown``, windows of talk as ``unknown``, background
-    alone at a drawn level as ``silence``."""
+    more window of a :func:`partial_word` (``partial_kept``, ``partial_end_share``) as ``unknown``,
+    windows of talk as ``unknown``, background alone at a drawn level as ``silence``."""
     seen = length - UNSEEN_SAMPLES
     rng = np.random.default_rng(seed)
     rows, ys = [], []
@@ -205,7 +212,7 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
             rows.append(mix(window, spoken, noise, rng))
             ys.append(y)
             if partial_share > 0 and y != unknown and rng.random() < partial_share:  # (0 draws nothing)
-                part, kept = partial_word(clip, (a, b), rng)
+                part, kept = partial_word(clip, (a, b), rng, kept=partial_kept, end_share=partial_end_share)
                 window, spoken = place(part, kept, length, placement=placement, seen=seen, rng=rng)
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
@@ -325,6 +332,7 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
                             talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
                             unknown=unknown, silence=silence, seed=options.seed, length=length,
                             placement=options.placement, partial_share=options.partial_share,
+                            partial_kept=options.partial_kept, partial_end_share=options.partial_end_share,
                             speed_share=options.speed_share)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
@@ -401,6 +409,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partial-words", type=float, default=defaults.partial_share, metavar="SHARE",
                         help="share of the command clips that also give a window of part of their word, as "
                              f"_unknown_ (default {defaults.partial_share:g})")
+    parser.add_argument("--partial-kept", type=float, nargs=2, default=defaults.partial_kept, metavar=("LOW", "HIGH"),
+                        help="a partial word's share of its spoken part (default %(default)s)")
+    parser.add_argument("--partial-end-share", type=float, default=defaults.partial_end_share, metavar="SHARE",
+                        help="share of the partial words that keep the word's end, the rest its beginning "
+                             f"(default {defaults.partial_end_share:g})")
     parser.add_argument("--speed", type=float, default=defaults.speed_share, metavar="SHARE",
                         help=f"share of the clips played {SPEED_RANGE[0]:g}-{SPEED_RANGE[1]:g} times as fast in each "
                              f"variant (default {defaults.speed_share:g})")
@@ -413,6 +426,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--variants",
          "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
          "unknown_weight": "--unknown-weight", "partial_share": "--partial-words", "speed_share": "--speed",
+         "partial_kept": "--partial-kept", "partial_end_share": "--partial-end-share",
          "epochs": "--epochs",
          "seed": "--seed", "placement": "--placement"}
 
@@ -434,6 +448,7 @@ def run(args: argparse.Namespace) -> int:
                                      talk_per_variant=args.talk_per_variant,
                                      silence_per_variant=args.silence_per_variant,
                                      unknown_weight=args.unknown_weight, partial_share=args.partial_words,
+                                     partial_kept=tuple(args.partial_kept), partial_end_share=args.partial_end_share,
                                      speed_share=args.speed, epochs=args.epochs, seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,

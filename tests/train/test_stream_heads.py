@@ -15,8 +15,8 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    PARTIAL_KEPT, SILENCE_DBFS, SPEED_RANGE, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite, partial_word,
-    place, seen_samples, training_material, training_windows, window_samples,
+    SILENCE_DBFS, SPEED_RANGE, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite,
+    partial_word, place, seen_samples, training_material, training_windows, window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -71,6 +71,7 @@ def test_word_placement_puts_the_spoken_part_anywhere_the_embeddings_see_it_clip
 
 
 def test_a_partial_word_keeps_only_its_beginning_or_its_end_and_the_rest_is_silent():
+    kept = StreamHeadsOptions().partial_kept
     clip = np.zeros(SR, np.float32)
     clip[4000:12000] = np.linspace(0.1, 0.9, 8000, dtype=np.float32)
     clip[:1000] = 0.05  # a breath before the word: gone from every partial
@@ -78,12 +79,15 @@ def test_a_partial_word_keeps_only_its_beginning_or_its_end_and_the_rest_is_sile
     sides = set()
     for _ in range(200):
         part, (a, b) = partial_word(clip, (4000, 12000), rng)
-        assert PARTIAL_KEPT[0] * 8000 - 1 <= b - a <= PARTIAL_KEPT[1] * 8000
+        assert kept[0] * 8000 - 1 <= b - a <= kept[1] * 8000
         assert a == 4000 or b == 12000
         sides.add("beginning" if a == 4000 else "end")
         np.testing.assert_array_equal(part[a:b], clip[a:b])
         assert np.count_nonzero(part) == b - a
     assert sides == {"beginning", "end"}
+    for _ in range(50):  # only ends, most of the word: its onset cut
+        part, (a, b) = partial_word(clip, (4000, 12000), rng, kept=(0.5, 0.8), end_share=1.0)
+        assert b == 12000 and 4000 - 1 <= b - a <= 6400 and np.count_nonzero(part) == b - a
 
 
 def test_partial_words_add_unknown_windows_for_their_share_of_the_command_clips_and_none_at_zero():
@@ -108,7 +112,7 @@ def test_partial_words_add_unknown_windows_for_their_share_of_the_command_clips_
     x, y = training_windows(clips, labels, talk, silent, **dict(common, talk_per_variant=0), partial_share=1.0)
     audible = np.count_nonzero(x, axis=1)
     assert np.all(audible[y == 2] > 0.9 * 4000)
-    parts = (audible > 0) & (audible <= PARTIAL_KEPT[1] * 4000)
+    parts = (audible > 0) & (audible <= StreamHeadsOptions().partial_kept[1] * 4000)
     assert np.all(y[parts] == 1) and parts.sum() == 3 * 40  # the _unknown_ words themselves stay whole
 
 
@@ -162,7 +166,9 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
                                            ({"unknown_weight": 0.0}, "unknown_weight"),
                                            ({"placement": "centre"}, "placement"),
                                            ({"partial_share": 1.5}, "partial_share"),
-                                           ({"speed_share": -0.1}, "speed_share")])
+                                           ({"speed_share": -0.1}, "speed_share"),
+                                           ({"partial_kept": (0.6, 0.3)}, "partial_kept"),
+                                           ({"partial_end_share": 2.0}, "partial_end_share")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
@@ -235,14 +241,16 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
                  str(speech), "--negatives", str(talk.parent), "--noise", str(noise), "--variants", "1",
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
                  "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip",
-                 "--partial-words", "0.5", "--speed", "0.5"]) == 0
+                 "--partial-words", "0.5", "--speed", "0.5", "--partial-kept", "0.5", "0.8",
+                 "--partial-end-share", "1"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
     meta = heads.metadata
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
     assert meta["options"]["placement"] == "clip" and meta["options"]["partial_share"] == 0.5
-    assert meta["options"]["speed_share"] == 0.5
+    assert meta["options"]["speed_share"] == 0.5 and meta["options"]["partial_kept"] == [0.5, 0.8]
+    assert meta["options"]["partial_end_share"] == 1.0
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
