@@ -389,9 +389,13 @@ def test_tuning_noise_is_the_tuning_streams_background_and_the_evaluation_keeps_
 
 def test_tuning_negatives_join_the_tuning_streams_talk_only(tiny_model_path, tmp_path, capsys):
     talk, out, args = _bench_with_recordings(tiny_model_path, tmp_path, "synth_talk", ("s0.wav", "s1.wav"))
+    word = np.zeros(16000, np.float32)  # a word said alone (e.g. synth-commands' other words): the words stream's too
+    word[4000:12000] = 0.2 * np.sin(2 * np.pi * 300 * np.arange(8000) / 16000)
+    write_wav(talk / "w0.wav", word, 16000)
     assert cli.main([*args[:-3], "--tuning-negatives", str(talk), *args[-2:]]) == 0  # with the (quick) streams
     pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
-    assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 2
+    assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 3
+    assert "synth_talk/w0.wav" in {w.source for w in cached_streams(out)["words"].words}
     assert pools["evaluation"]["other_speech"] == 0  # the evaluation streams never hear it
     assert pools["tuning"]["talk_shares"] == {"training+tuning": 0.5, "tuning-negatives": 0.5}
     assert "tuning+tuning-negatives (50 % training+tuning, 50 % tuning-negatives) | talk |" in (
