@@ -18,7 +18,10 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
   as ``_unknown_``: what a stream shows in the middle of a word, or of a longer one that holds a
   command word's sound;
 * with ``--speed SHARE``, that share of the clips played faster or slower in each variant (the
-  student's speed range, 0.9–1.1).
+  student's speed range, 0.9–1.1);
+* with ``--talk-ends SHARE``, that share of the talk windows cut where the talk stops (the end of a
+  word or phrase, :func:`speech_ends`) and placed as ``word`` places a command word: other words that
+  have just ended, the moment a device decides on a command.
 
 A window is as long as ``context_embeddings`` embeddings need (five: 1.1 s), so a head sees at
 each hop what the device's :class:`edgesense.runtime.second_opinion.SecondOpinion` gives it.
@@ -49,7 +52,7 @@ import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.wav import read_wav
-from edgesense.recognition.gate import rms_dbfs, speech_span
+from edgesense.recognition.gate import ENVELOPE_FRAME_MS, MS_PER_S, SPEECH_SPAN_DB, rms_dbfs, speech_span
 from edgesense.runtime.model import METADATA_NAME, EdgeModel
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
 from edgesense.runtime.speech_embedding import (
@@ -63,8 +66,8 @@ from edgesense.train.pools import speech_negative_pools, split_recordings, wav_r
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_negative_clips", "heads_tflite",
-           "partial_word", "place", "seen_samples", "train_stream_heads", "training_material", "training_windows",
-           "window_samples"]
+           "partial_word", "place", "seen_samples", "speech_ends", "talk_end_window", "train_stream_heads",
+           "training_material", "training_windows", "window_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,9 @@ SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
 PLACEMENTS = ("clip", "word")
 SPEED_RANGE = augment.AudioAugmentOptions().speed_range  #: playback speeds of ``--speed``, as the student's
+PAUSE_MS = 100.0  #: quiet after speech that makes a place where talk stops (:func:`speech_ends`)
+#: The least time of talk that a ``--talk-ends`` window holds before the place where the talk stops.
+TALK_BEFORE_END_MS = 300.0
 SHARED = Path("../shared/data")
 
 
@@ -108,6 +114,8 @@ class StreamHeadsOptions:
     partial_end_share: float = 0.5
     #: Share of the clips played at another speed (:data:`SPEED_RANGE`) in each variant.
     speed_share: float = 0.0
+    #: Share of the talk windows cut where the talk stops (:func:`talk_end_window`).
+    talk_ends_share: float = 0.0
     epochs: int = 30
     seed: int = 10
     #: Where a word sits in its training windows (module docstring): ``clip`` or ``word``.
@@ -123,7 +131,7 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
         require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
-        for name in ("partial_share", "speed_share", "partial_end_share"):
+        for name in ("partial_share", "speed_share", "partial_end_share", "talk_ends_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, "a share in [0, 1]", value)
         require_range("partial_kept", self.partial_kept, lo=0.0, hi=1.0)
@@ -170,6 +178,39 @@ def place(clip: np.ndarray, span: tuple[int, int], length: int, *, placement: st
     return window, (max(a + shift, 0), min(b + shift, length))
 
 
+def speech_ends(recording: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """Sample indices where ``recording``'s speech stops: the end of a 10-ms envelope frame within
+    25 dB of the loudest that is followed by at least :data:`PAUSE_MS` of quieter frames (or by the
+    recording's end)."""
+    x = np.asarray(recording, dtype=np.float64)
+    frame = int(round(sample_rate_hz * ENVELOPE_FRAME_MS / MS_PER_S))
+    n = x.size // frame
+    if n == 0:
+        return np.zeros(0, np.int64)
+    power = np.mean(x[:n * frame].reshape(n, frame) ** 2, axis=1)
+    loud = power >= power.max() * 10 ** (-SPEECH_SPAN_DB / 10) if power.max() > 0 else np.zeros(n, bool)
+    pause = int(round(PAUSE_MS / ENVELOPE_FRAME_MS))
+    quiet_after = np.concatenate([~loud, np.ones(pause, bool)])  # past the recording's end is quiet
+    window = np.lib.stride_tricks.sliding_window_view(quiet_after[1:], pause)[:n]
+    return (np.flatnonzero(loud & window.all(axis=1)) + 1) * frame
+
+
+def talk_end_window(talk: Sequence[np.ndarray], ends: Sequence[np.ndarray], length: int, seen: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``length`` samples of a drawn recording of ``talk`` around a drawn place of its ``ends``
+    (:func:`speech_ends`), that place anywhere from :data:`TALK_BEFORE_END_MS` into the window up to
+    ``seen``; silent where the recording runs out."""
+    candidates = [k for k, e in enumerate(ends) if e.size]
+    k = candidates[rng.integers(len(candidates))]
+    rec, end = talk[k], int(ends[k][rng.integers(ends[k].size)])
+    at = int(rng.integers(min(int(TALK_BEFORE_END_MS * SAMPLE_RATE_HZ / MS_PER_S), seen), seen + 1))
+    start = end - at
+    window = np.zeros(length, np.float32)
+    first, last = max(start, 0), min(start + length, rec.size)
+    window[first - start:last - start] = rec[first:last]
+    return window
+
+
 def partial_word(clip: np.ndarray, span: tuple[int, int], rng: np.random.Generator, *,
                  kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
                  end_share: float = StreamHeadsOptions.partial_end_share) -> tuple[np.ndarray, tuple[int, int]]:
@@ -190,16 +231,20 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                      partial_share: float = StreamHeadsOptions.partial_share,
                      partial_kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
                      partial_end_share: float = StreamHeadsOptions.partial_end_share,
-                     speed_share: float = StreamHeadsOptions.speed_share) -> tuple[np.ndarray, np.ndarray]:
+                     speed_share: float = StreamHeadsOptions.speed_share,
+                     talk_ends_share: float = StreamHeadsOptions.talk_ends_share) -> tuple[np.ndarray, np.ndarray]:
     """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d within what
     the embeddings see of the window, over noise; ``speed_share`` of them at a drawn
     :data:`SPEED_RANGE` speed, about the clip's centre), for ``partial_share`` of the command clips one
     more window of a :func:`partial_word` (``partial_kept``, ``partial_end_share``) as ``unknown``,
-    windows of talk as ``unknown``, background alone at a drawn level as ``silence``."""
+    windows of talk as ``unknown`` (``talk_ends_share`` of them a :func:`talk_end_window`), background
+    alone at a drawn level as ``silence``."""
     seen = length - UNSEEN_SAMPLES
     rng = np.random.default_rng(seed)
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
+    ends = [speech_ends(t) for t in talk] if talk_ends_share > 0 else []
+    talk_ends_share = talk_ends_share if any(e.size for e in ends) else 0.0
     for _ in range(variants):
         varied, varied_spans = clips, spans
         if speed_share > 0:  # (0 draws nothing)
@@ -217,7 +262,10 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
         for _ in range(talk_per_variant):
-            window = noise_window(talk, length, rng)
+            if talk_ends_share > 0 and rng.random() < talk_ends_share:  # (0 draws nothing)
+                window = talk_end_window(talk, ends, length, seen, rng)
+            else:
+                window = noise_window(talk, length, rng)
             rows.append(mix(window, (0, length), noise, rng))
             ys.append(unknown)
         for _ in range(silence_per_variant):
@@ -333,7 +381,7 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
                             unknown=unknown, silence=silence, seed=options.seed, length=length,
                             placement=options.placement, partial_share=options.partial_share,
                             partial_kept=options.partial_kept, partial_end_share=options.partial_end_share,
-                            speed_share=options.speed_share)
+                            speed_share=options.speed_share, talk_ends_share=options.talk_ends_share)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
                               length=length, placement=options.placement)
@@ -417,6 +465,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=defaults.speed_share, metavar="SHARE",
                         help=f"share of the clips played {SPEED_RANGE[0]:g}-{SPEED_RANGE[1]:g} times as fast in each "
                              f"variant (default {defaults.speed_share:g})")
+    parser.add_argument("--talk-ends", type=float, default=defaults.talk_ends_share, metavar="SHARE",
+                        help="share of the talk windows cut where the talk stops, placed as a word is "
+                             f"(default {defaults.talk_ends_share:g})")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--float-weights", action="store_true", help="write float32 weights (default: int8)")
@@ -427,8 +478,7 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
          "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
          "unknown_weight": "--unknown-weight", "partial_share": "--partial-words", "speed_share": "--speed",
          "partial_kept": "--partial-kept", "partial_end_share": "--partial-end-share",
-         "epochs": "--epochs",
-         "seed": "--seed", "placement": "--placement"}
+         "talk_ends_share": "--talk-ends", "epochs": "--epochs", "seed": "--seed", "placement": "--placement"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -449,7 +499,8 @@ def run(args: argparse.Namespace) -> int:
                                      silence_per_variant=args.silence_per_variant,
                                      unknown_weight=args.unknown_weight, partial_share=args.partial_words,
                                      partial_kept=tuple(args.partial_kept), partial_end_share=args.partial_end_share,
-                                     speed_share=args.speed, epochs=args.epochs, seed=args.seed,
+                                     speed_share=args.speed, talk_ends_share=args.talk_ends, epochs=args.epochs,
+                                     seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
                                         hard_negatives=args.hard_negatives, talk=args.talk)

@@ -15,8 +15,9 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, SPEED_RANGE, StreamHeadsOptions, ensemble_model, hard_negative_clips, heads_tflite,
-    partial_word, place, seen_samples, training_material, training_windows, window_samples,
+    SILENCE_DBFS, SPEED_RANGE, TALK_BEFORE_END_MS, StreamHeadsOptions, ensemble_model, hard_negative_clips,
+    heads_tflite, partial_word, place, seen_samples, speech_ends, talk_end_window, training_material, training_windows,
+    window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -130,6 +131,41 @@ def test_speed_plays_its_share_of_the_words_faster_or_slower_within_the_range():
         assert changed[0] <= np.count_nonzero(np.abs(span - 4000) > 20) <= changed[1], share
 
 
+def _talk_with_pauses() -> np.ndarray:
+    """3 s: speech 0.2-0.8 s, a 50-ms gap (too short to be a pause), speech 0.85-1.4 s, then 1.9-2.95 s."""
+    rng = np.random.default_rng(3)
+    talk = (0.0005 * rng.normal(size=3 * SR)).astype(np.float32)
+    for a, b in ((0.2, 0.8), (0.85, 1.4), (1.9, 2.95)):
+        first, last = round(a * SR), round(b * SR)
+        talk[first:last] += (0.3 * np.sin(2 * np.pi * 220 * np.arange(last - first) / SR)).astype(np.float32)
+    return talk
+
+
+def test_speech_ends_are_where_speech_stops_for_a_pause_or_the_recording_end():
+    ends = speech_ends(_talk_with_pauses())
+    np.testing.assert_allclose(ends / SR, [1.4, 2.95], atol=0.011)  # not at 0.8 s: 50 ms is no pause
+    assert speech_ends(np.zeros(SR, np.float32)).size == 0 and speech_ends(np.zeros(5, np.float32)).size == 0
+
+
+def test_talk_end_windows_put_a_place_where_talk_stops_within_what_the_embeddings_see():
+    talk = [_talk_with_pauses(), np.zeros(2 * SR, np.float32)]  # a recording without speech is never drawn
+    ends = [speech_ends(t) for t in talk]
+    length, seen, rng = window_samples(5), seen_samples(5), np.random.default_rng(0)
+    stops = []
+    for _ in range(300):
+        window = talk_end_window(talk, ends, length, seen, rng)
+        assert window.shape == (length,) and np.abs(window).max() > 0.1
+        loud = np.flatnonzero(np.abs(window) > 0.05)
+        stops.append(loud[-1] if loud[-1] < seen else None)  # the last loud sample before what is unseen
+    placed = [x for x in stops if x is not None]
+    assert len(placed) > 0.9 * len(stops)
+    assert min(placed) >= TALK_BEFORE_END_MS / 1000 * SR - 200 and max(placed) > seen - 400
+    x, y = training_windows(np.zeros((0, SR), np.float32), np.zeros(0, np.int32), talk, [np.zeros(SR, np.float32)],
+                            variants=1, talk_per_variant=40, silence_per_variant=0, unknown=1, silence=0, seed=0,
+                            length=length, talk_ends_share=1.0)
+    assert np.all(y == 1) and len(x) == 40
+
+
 def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_path):
     import keras
 
@@ -168,7 +204,8 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
                                            ({"partial_share": 1.5}, "partial_share"),
                                            ({"speed_share": -0.1}, "speed_share"),
                                            ({"partial_kept": (0.6, 0.3)}, "partial_kept"),
-                                           ({"partial_end_share": 2.0}, "partial_end_share")])
+                                           ({"partial_end_share": 2.0}, "partial_end_share"),
+                                           ({"talk_ends_share": 1.1}, "talk_ends_share")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
@@ -242,7 +279,7 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
                  "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip",
                  "--partial-words", "0.5", "--speed", "0.5", "--partial-kept", "0.5", "0.8",
-                 "--partial-end-share", "1"]) == 0
+                 "--partial-end-share", "1", "--talk-ends", "0.5"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
@@ -250,7 +287,7 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert meta["heads"] == 2 and meta["options"]["epochs"] == 2 and meta["training_windows"] > 0
     assert meta["options"]["placement"] == "clip" and meta["options"]["partial_share"] == 0.5
     assert meta["options"]["speed_share"] == 0.5 and meta["options"]["partial_kept"] == [0.5, 0.8]
-    assert meta["options"]["partial_end_share"] == 1.0
+    assert meta["options"]["partial_end_share"] == 1.0 and meta["options"]["talk_ends_share"] == 0.5
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
