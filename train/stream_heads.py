@@ -21,7 +21,10 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
   student's speed range, 0.9–1.1);
 * with ``--talk-ends SHARE``, that share of the talk windows cut where the talk stops (the end of a
   word or phrase, :func:`speech_ends`) and placed as ``word`` places a command word: other words that
-  have just ended, the moment a device decides on a command.
+  have just ended, the moment a device decides on a command;
+* with ``--unknown-voices SHARE``, for that share of the ``_unknown_`` clips (real other words) one
+  window more of the clip played 0.8–1.25 times as fast (:data:`VOICE_SPEED_RANGE`: pitch and formants
+  move with it, another voice), the command clips untouched.
 
 A window is as long as ``context_embeddings`` embeddings need (five: 1.1 s), so a head sees at
 each hop what the device's :class:`edgesense.runtime.second_opinion.SecondOpinion` gives it.
@@ -79,6 +82,8 @@ SNR_DB = (0.0, 30.0)
 SILENCE_DBFS = (-70.0, -30.0)
 PLACEMENTS = ("clip", "word")
 SPEED_RANGE = augment.AudioAugmentOptions().speed_range  #: playback speeds of ``--speed``, as the student's
+#: Playback speeds of ``--unknown-voices``: wide enough to move a voice's pitch and formants.
+VOICE_SPEED_RANGE = (0.8, 1.25)
 PAUSE_MS = 100.0  #: quiet after speech that makes a place where talk stops (:func:`speech_ends`)
 #: The least time of talk that a ``--talk-ends`` window holds before the place where the talk stops.
 TALK_BEFORE_END_MS = 300.0
@@ -116,6 +121,8 @@ class StreamHeadsOptions:
     speed_share: float = 0.0
     #: Share of the talk windows cut where the talk stops (:func:`talk_end_window`).
     talk_ends_share: float = 0.0
+    #: Share of the ``_unknown_`` clips that also give a window in another voice (:data:`VOICE_SPEED_RANGE`).
+    unknown_voices_share: float = 0.0
     epochs: int = 30
     seed: int = 10
     #: Where a word sits in its training windows (module docstring): ``clip`` or ``word``.
@@ -131,7 +138,7 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
         require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
-        for name in ("partial_share", "speed_share", "partial_end_share", "talk_ends_share"):
+        for name in ("partial_share", "speed_share", "partial_end_share", "talk_ends_share", "unknown_voices_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, "a share in [0, 1]", value)
         require_range("partial_kept", self.partial_kept, lo=0.0, hi=1.0)
@@ -232,13 +239,16 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                      partial_kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
                      partial_end_share: float = StreamHeadsOptions.partial_end_share,
                      speed_share: float = StreamHeadsOptions.speed_share,
-                     talk_ends_share: float = StreamHeadsOptions.talk_ends_share) -> tuple[np.ndarray, np.ndarray]:
+                     talk_ends_share: float = StreamHeadsOptions.talk_ends_share,
+                     unknown_voices_share: float = StreamHeadsOptions.unknown_voices_share
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d within what
     the embeddings see of the window, over noise; ``speed_share`` of them at a drawn
     :data:`SPEED_RANGE` speed, about the clip's centre), for ``partial_share`` of the command clips one
     more window of a :func:`partial_word` (``partial_kept``, ``partial_end_share``) as ``unknown``,
-    windows of talk as ``unknown`` (``talk_ends_share`` of them a :func:`talk_end_window`), background
-    alone at a drawn level as ``silence``."""
+    for ``unknown_voices_share`` of the ``unknown`` clips one more window at a drawn
+    :data:`VOICE_SPEED_RANGE` speed, windows of talk as ``unknown`` (``talk_ends_share`` of them a
+    :func:`talk_end_window`), background alone at a drawn level as ``silence``."""
     seen = length - UNSEEN_SAMPLES
     rng = np.random.default_rng(seed)
     rows, ys = [], []
@@ -259,6 +269,12 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
             if partial_share > 0 and y != unknown and rng.random() < partial_share:  # (0 draws nothing)
                 part, kept = partial_word(clip, (a, b), rng, kept=partial_kept, end_share=partial_end_share)
                 window, spoken = place(part, kept, length, placement=placement, seen=seen, rng=rng)
+                rows.append(mix(window, spoken, noise, rng))
+                ys.append(unknown)
+            if unknown_voices_share > 0 and y == unknown and rng.random() < unknown_voices_share:  # (0: nothing)
+                voiced = augment.change_speed(clip[None], rng, speed_range=VOICE_SPEED_RANGE)[0]
+                window, spoken = place(voiced, speech_span(voiced, SAMPLE_RATE_HZ), length, placement=placement,
+                                       seen=seen, rng=rng)
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
         for _ in range(talk_per_variant):
@@ -381,7 +397,8 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
                             unknown=unknown, silence=silence, seed=options.seed, length=length,
                             placement=options.placement, partial_share=options.partial_share,
                             partial_kept=options.partial_kept, partial_end_share=options.partial_end_share,
-                            speed_share=options.speed_share, talk_ends_share=options.talk_ends_share)
+                            speed_share=options.speed_share, talk_ends_share=options.talk_ends_share,
+                            unknown_voices_share=options.unknown_voices_share)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
                               silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
                               length=length, placement=options.placement)
@@ -468,6 +485,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--talk-ends", type=float, default=defaults.talk_ends_share, metavar="SHARE",
                         help="share of the talk windows cut where the talk stops, placed as a word is "
                              f"(default {defaults.talk_ends_share:g})")
+    parser.add_argument("--unknown-voices", type=float, default=defaults.unknown_voices_share, metavar="SHARE",
+                        help="share of the _unknown_ clips that also give a window played "
+                             f"{VOICE_SPEED_RANGE[0]:g}-{VOICE_SPEED_RANGE[1]:g} times as fast, another voice "
+                             f"(default {defaults.unknown_voices_share:g})")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--float-weights", action="store_true", help="write float32 weights (default: int8)")
@@ -478,7 +499,8 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
          "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
          "unknown_weight": "--unknown-weight", "partial_share": "--partial-words", "speed_share": "--speed",
          "partial_kept": "--partial-kept", "partial_end_share": "--partial-end-share",
-         "talk_ends_share": "--talk-ends", "epochs": "--epochs", "seed": "--seed", "placement": "--placement"}
+         "talk_ends_share": "--talk-ends", "unknown_voices_share": "--unknown-voices", "epochs": "--epochs",
+         "seed": "--seed", "placement": "--placement"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -499,7 +521,8 @@ def run(args: argparse.Namespace) -> int:
                                      silence_per_variant=args.silence_per_variant,
                                      unknown_weight=args.unknown_weight, partial_share=args.partial_words,
                                      partial_kept=tuple(args.partial_kept), partial_end_share=args.partial_end_share,
-                                     speed_share=args.speed, talk_ends_share=args.talk_ends, epochs=args.epochs,
+                                     speed_share=args.speed, talk_ends_share=args.talk_ends,
+                                     unknown_voices_share=args.unknown_voices, epochs=args.epochs,
                                      seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,

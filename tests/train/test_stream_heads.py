@@ -15,7 +15,7 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, SPEED_RANGE, TALK_BEFORE_END_MS, StreamHeadsOptions, ensemble_model, hard_negative_clips,
+    SILENCE_DBFS, SPEED_RANGE, TALK_BEFORE_END_MS, VOICE_SPEED_RANGE, StreamHeadsOptions, ensemble_model, hard_negative_clips,
     heads_tflite, partial_word, place, seen_samples, speech_ends, talk_end_window, training_material, training_windows,
     window_samples,
 )
@@ -131,6 +131,25 @@ def test_speed_plays_its_share_of_the_words_faster_or_slower_within_the_range():
         assert changed[0] <= np.count_nonzero(np.abs(span - 4000) > 20) <= changed[1], share
 
 
+def test_unknown_voices_add_windows_of_the_other_words_at_another_speed_and_leave_the_commands_alone():
+    word = np.zeros(SR, np.float32)
+    word[6000:10000] = 0.3 * np.sin(2 * np.pi * 500 * np.arange(4000) / SR)
+    clips, labels = np.stack([word] * 30), np.array([2] * 20 + [1] * 10, np.int32)  # 20 commands, 10 other words
+    silent = [np.zeros(5 * SR, np.float32)]  # no noise: a word's audible length is its length
+    common = dict(variants=2, talk_per_variant=0, silence_per_variant=0, unknown=1, silence=0, seed=0,
+                  length=window_samples(5))
+    x, y = training_windows(clips, labels, silent, silent, **common, unknown_voices_share=1.0)
+    assert np.bincount(y).tolist() == [0, 2 * (10 + 10), 2 * 20]
+    span = np.array([np.flatnonzero(row)[-1] - np.flatnonzero(row)[0] + 1 for row in x])
+    assert np.all(np.abs(span[y == 2] - 4000) <= 20)  # the commands as they were
+    low, high = 4000 / VOICE_SPEED_RANGE[1] - 20, 4000 / VOICE_SPEED_RANGE[0] + 20
+    assert np.all((span[y == 1] >= low) & (span[y == 1] <= high))
+    assert np.count_nonzero(np.abs(span[y == 1] - 4000) > 20) >= 15  # the extra windows, in other voices
+    plain, _ = training_windows(clips, labels, silent, silent, **common)
+    default, _ = training_windows(clips, labels, silent, silent, **common, unknown_voices_share=0.0)
+    np.testing.assert_array_equal(plain, default)
+
+
 def _talk_with_pauses() -> np.ndarray:
     """3 s: speech 0.2-0.8 s, a 50-ms gap (too short to be a pause), speech 0.85-1.4 s, then 1.9-2.95 s."""
     rng = np.random.default_rng(3)
@@ -205,7 +224,8 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
                                            ({"speed_share": -0.1}, "speed_share"),
                                            ({"partial_kept": (0.6, 0.3)}, "partial_kept"),
                                            ({"partial_end_share": 2.0}, "partial_end_share"),
-                                           ({"talk_ends_share": 1.1}, "talk_ends_share")])
+                                           ({"talk_ends_share": 1.1}, "talk_ends_share"),
+                                           ({"unknown_voices_share": -1.0}, "unknown_voices_share")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
@@ -279,7 +299,7 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
                  "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip",
                  "--partial-words", "0.5", "--speed", "0.5", "--partial-kept", "0.5", "0.8",
-                 "--partial-end-share", "1", "--talk-ends", "0.5"]) == 0
+                 "--partial-end-share", "1", "--talk-ends", "0.5", "--unknown-voices", "1"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
@@ -288,6 +308,7 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert meta["options"]["placement"] == "clip" and meta["options"]["partial_share"] == 0.5
     assert meta["options"]["speed_share"] == 0.5 and meta["options"]["partial_kept"] == [0.5, 0.8]
     assert meta["options"]["partial_end_share"] == 1.0 and meta["options"]["talk_ends_share"] == 0.5
+    assert meta["options"]["unknown_voices_share"] == 1.0
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
