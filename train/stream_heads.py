@@ -148,6 +148,12 @@ class StreamHeadsOptions:
     def window_samples(self) -> int:
         return window_samples(self.context_embeddings)
 
+    def for_validation(self) -> StreamHeadsOptions:
+        """The options of the validation windows: each clip once, placed as in training (seed + 1),
+        nothing added."""
+        return dataclasses.replace(self, variants=1, talk_per_variant=0, silence_per_variant=0, partial_share=0.0,
+                                   speed_share=0.0, talk_ends_share=0.0, unknown_voices_share=0.0, seed=self.seed + 1)
+
 
 def noise_window(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` samples of a drawn recording from a drawn start (tiled when it is shorter)."""
@@ -232,59 +238,53 @@ def partial_word(clip: np.ndarray, span: tuple[int, int], rng: np.random.Generat
     return out, (a, b)
 
 
-def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.ndarray], noise: Sequence[np.ndarray], *,
-                     variants: int, talk_per_variant: int, silence_per_variant: int, unknown: int, silence: int,
-                     seed: int, length: int, placement: str = StreamHeadsOptions.placement,
-                     partial_share: float = StreamHeadsOptions.partial_share,
-                     partial_kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
-                     partial_end_share: float = StreamHeadsOptions.partial_end_share,
-                     speed_share: float = StreamHeadsOptions.speed_share,
-                     talk_ends_share: float = StreamHeadsOptions.talk_ends_share,
-                     unknown_voices_share: float = StreamHeadsOptions.unknown_voices_share
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of ``length`` samples: every word clip ``variants`` times (:func:`place`d within what
-    the embeddings see of the window, over noise; ``speed_share`` of them at a drawn
-    :data:`SPEED_RANGE` speed, about the clip's centre), for ``partial_share`` of the command clips one
-    more window of a :func:`partial_word` (``partial_kept``, ``partial_end_share``) as ``unknown``,
+def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.ndarray], noise: Sequence[np.ndarray],
+                     options: StreamHeadsOptions, *, unknown: int, silence: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``options.window_samples`` samples, drawn from ``options.seed``: every word clip
+    ``variants`` times (:func:`place`d within what the embeddings see of the window, over noise;
+    ``speed_share`` of them at a drawn :data:`SPEED_RANGE` speed, about the clip's centre), for
+    ``partial_share`` of the command clips one more window of a :func:`partial_word` as ``unknown``,
     for ``unknown_voices_share`` of the ``unknown`` clips one more window at a drawn
-    :data:`VOICE_SPEED_RANGE` speed, windows of talk as ``unknown`` (``talk_ends_share`` of them a
-    :func:`talk_end_window`), background alone at a drawn level as ``silence``."""
+    :data:`VOICE_SPEED_RANGE` speed, ``talk_per_variant`` windows of talk as ``unknown``
+    (``talk_ends_share`` of them a :func:`talk_end_window`), ``silence_per_variant`` windows of
+    background alone at a drawn level as ``silence``."""
+    o, length = options, options.window_samples
     seen = length - UNSEEN_SAMPLES
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(o.seed)
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
-    ends = [speech_ends(t) for t in talk] if talk_ends_share > 0 else []
-    talk_ends_share = talk_ends_share if any(e.size for e in ends) else 0.0
-    for _ in range(variants):
+    ends = [speech_ends(t) for t in talk] if o.talk_ends_share > 0 else []
+    talk_ends_share = o.talk_ends_share if any(e.size for e in ends) else 0.0
+    for _ in range(o.variants):
         varied, varied_spans = clips, spans
-        if speed_share > 0:  # (0 draws nothing)
-            varied = augment.change_speed(clips, rng, speed_range=SPEED_RANGE, probability=speed_share)
+        if o.speed_share > 0:  # (0 draws nothing)
+            varied = augment.change_speed(clips, rng, speed_range=SPEED_RANGE, probability=o.speed_share)
             varied_spans = [speech_span(c, SAMPLE_RATE_HZ) for c in varied]
         for clip, y, (a, b) in zip(varied, labels, varied_spans):
             if y == silence:  # snippets of a noise recording: the background windows below stand for them
                 continue
-            window, spoken = place(clip, (a, b), length, placement=placement, seen=seen, rng=rng)
+            window, spoken = place(clip, (a, b), length, placement=o.placement, seen=seen, rng=rng)
             rows.append(mix(window, spoken, noise, rng))
             ys.append(y)
-            if partial_share > 0 and y != unknown and rng.random() < partial_share:  # (0 draws nothing)
-                part, kept = partial_word(clip, (a, b), rng, kept=partial_kept, end_share=partial_end_share)
-                window, spoken = place(part, kept, length, placement=placement, seen=seen, rng=rng)
+            if o.partial_share > 0 and y != unknown and rng.random() < o.partial_share:  # (0 draws nothing)
+                part, kept = partial_word(clip, (a, b), rng, kept=o.partial_kept, end_share=o.partial_end_share)
+                window, spoken = place(part, kept, length, placement=o.placement, seen=seen, rng=rng)
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
-            if unknown_voices_share > 0 and y == unknown and rng.random() < unknown_voices_share:  # (0: nothing)
+            if o.unknown_voices_share > 0 and y == unknown and rng.random() < o.unknown_voices_share:  # (0: none)
                 voiced = augment.change_speed(clip[None], rng, speed_range=VOICE_SPEED_RANGE)[0]
-                window, spoken = place(voiced, speech_span(voiced, SAMPLE_RATE_HZ), length, placement=placement,
+                window, spoken = place(voiced, speech_span(voiced, SAMPLE_RATE_HZ), length, placement=o.placement,
                                        seen=seen, rng=rng)
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
-        for _ in range(talk_per_variant):
+        for _ in range(o.talk_per_variant):
             if talk_ends_share > 0 and rng.random() < talk_ends_share:  # (0 draws nothing)
                 window = talk_end_window(talk, ends, length, seen, rng)
             else:
                 window = noise_window(talk, length, rng)
             rows.append(mix(window, (0, length), noise, rng))
             ys.append(unknown)
-        for _ in range(silence_per_variant):
+        for _ in range(o.silence_per_variant):
             bg = noise_window(noise, length, rng)
             rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - rms_dbfs(bg)) / 20))).astype(np.float32))
             ys.append(silence)
@@ -392,16 +392,9 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
             f"talk recordings of at least {length / SAMPLE_RATE_HZ:g} s in the training pool", "none")
     logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools; %d of --talk)",
                 len(clips), len(noise_pool), len(talk_audio), len(extra_talk))
-    x, y = training_windows(clips, ys, talk_audio, noise_pool, variants=options.variants,
-                            talk_per_variant=options.talk_per_variant, silence_per_variant=options.silence_per_variant,
-                            unknown=unknown, silence=silence, seed=options.seed, length=length,
-                            placement=options.placement, partial_share=options.partial_share,
-                            partial_kept=options.partial_kept, partial_end_share=options.partial_end_share,
-                            speed_share=options.speed_share, talk_ends_share=options.talk_ends_share,
-                            unknown_voices_share=options.unknown_voices_share)
-    vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, variants=1, talk_per_variant=0,
-                              silence_per_variant=0, unknown=unknown, silence=silence, seed=options.seed + 1,
-                              length=length, placement=options.placement)
+    x, y = training_windows(clips, ys, talk_audio, noise_pool, options, unknown=unknown, silence=silence)
+    vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, options.for_validation(), unknown=unknown,
+                              silence=silence)
     return TrainingMaterial(labels=labels, x=x, y=y, vx=vx, vy=vy, talk=talk_audio, noise=noise_pool, unknown=unknown,
                             silence=silence, mined=len(mined))
 
