@@ -208,14 +208,13 @@ def speech_ends(recording: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> 
     return (np.flatnonzero(loud & window.all(axis=1)) + 1) * frame
 
 
-def talk_end_window(talk: Sequence[np.ndarray], ends: Sequence[np.ndarray], length: int, seen: int,
+def talk_end_window(ended: Sequence[tuple[np.ndarray, np.ndarray]], length: int, seen: int,
                     rng: np.random.Generator) -> np.ndarray:
-    """``length`` samples of a drawn recording of ``talk`` around a drawn place of its ``ends``
-    (:func:`speech_ends`), that place anywhere from :data:`TALK_BEFORE_END_MS` into the window up to
-    ``seen``; silent where the recording runs out."""
-    candidates = [k for k, e in enumerate(ends) if e.size]
-    k = candidates[rng.integers(len(candidates))]
-    rec, end = talk[k], int(ends[k][rng.integers(ends[k].size)])
+    """``length`` samples of a drawn recording of ``ended`` (recordings of talk, each with its
+    :func:`speech_ends`, at least one) around a drawn place of its ends, that place anywhere from
+    :data:`TALK_BEFORE_END_MS` into the window up to ``seen``; silent where the recording runs out."""
+    rec, ends = ended[rng.integers(len(ended))]
+    end = int(ends[rng.integers(ends.size)])
     at = int(rng.integers(min(int(TALK_BEFORE_END_MS * SAMPLE_RATE_HZ / MS_PER_S), seen), seen + 1))
     start = end - at
     window = np.zeros(length, np.float32)
@@ -253,8 +252,8 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
     rng = np.random.default_rng(o.seed)
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
-    ends = [speech_ends(t) for t in talk] if o.talk_ends_share > 0 else []
-    talk_ends_share = o.talk_ends_share if any(e.size for e in ends) else 0.0
+    # the talk recordings where talk stops, with those places (none: the lever draws nothing)
+    ended = [(t, e) for t, e in ((t, speech_ends(t)) for t in talk) if e.size] if o.talk_ends_share > 0 else []
     for _ in range(o.variants):
         varied, varied_spans = clips, spans
         if o.speed_share > 0:  # (0 draws nothing)
@@ -278,8 +277,8 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
         for _ in range(o.talk_per_variant):
-            if talk_ends_share > 0 and rng.random() < talk_ends_share:  # (0 draws nothing)
-                window = talk_end_window(talk, ends, length, seen, rng)
+            if ended and rng.random() < o.talk_ends_share:  # (0 draws nothing)
+                window = talk_end_window(ended, length, seen, rng)
             else:
                 window = noise_window(talk, length, rng)
             rows.append(mix(window, (0, length), noise, rng))

@@ -189,19 +189,18 @@ def test_speech_ends_are_where_speech_stops_for_a_pause_or_the_recording_end():
 def test_talk_end_windows_put_a_place_where_talk_stops_within_what_the_embeddings_see():
     said = np.zeros(3 * SR, np.float32)  # one stretch of speech, 0.2-1.4 s: one place where it stops
     said[int(0.2 * SR):int(1.4 * SR)] = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(1.2 * SR)) / SR)
-    talk = [said, np.zeros(2 * SR, np.float32)]  # a recording without speech is never drawn
-    ends = [speech_ends(t) for t in talk]
     length, seen, rng = window_samples(5), seen_samples(5), np.random.default_rng(0)
     stops = []
     for _ in range(300):
-        window = talk_end_window(talk, ends, length, seen, rng)
+        window = talk_end_window([(said, speech_ends(said))], length, seen, rng)
         assert window.shape == (length,) and np.abs(window).max() > 0.1
         stops.append(np.flatnonzero(np.abs(window) > 0.05)[-1] + 1)
     assert min(stops) >= TALK_BEFORE_END_MS / 1000 * SR - 200 and max(stops) <= seen + 200
     assert min(stops) < TALK_BEFORE_END_MS / 1000 * SR + 1000 and max(stops) > seen - 300  # anywhere between
+    talk = [said, np.zeros(2 * SR, np.float32)]  # a recording without speech is never drawn
     x, y = _windows(np.zeros((0, SR), np.float32), np.zeros(0, np.int32), talk, [np.zeros(SR, np.float32)],
                     variants=1, talk_per_variant=40, silence_per_variant=0, talk_ends_share=1.0)
-    assert np.all(y == 1) and len(x) == 40
+    assert np.all(y == 1) and len(x) == 40 and np.all(np.abs(x).max(axis=1) > 0)  # no noise: all of it talk
 
 
 def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_path):
