@@ -395,13 +395,14 @@ def test_tuning_negatives_join_the_tuning_streams_talk_only(tiny_model_path, tmp
     assert cli.main([*args[:-3], "--tuning-negatives", str(talk), *args[-2:]]) == 0  # with the (quick) streams
     pools = json.loads((out / "report.json").read_text())["streaming"]["pools"]
     assert pools["tuning"]["other_speech_pool"] == "tuning+tuning-negatives" and pools["tuning"]["other_speech"] == 3
-    assert "synth_talk/w0.wav" in {w.source for w in cached_streams(out)["words"].words}
+    streams = cached_streams(out)
+    assert "synth_talk/w0.wav" in {w.source for w in streams["words"].words}
     assert pools["evaluation"]["other_speech"] == 0  # the evaluation streams never hear it
     assert pools["tuning"]["talk_shares"] == {"training+tuning": 0.5, "tuning-negatives": 0.5}
     assert "tuning+tuning-negatives (50 % training+tuning, 50 % tuning-negatives) | talk |" in (
         out / "report.md").read_text()
     # the talk stream: the pool's own talk (here its speakers' other words), then as long of the added talk
-    stream = cached_streams(out)["talk"]
+    stream = streams["talk"]
     own = [w for w in stream.words if not w.source.startswith("synth_talk/")]
     added = [w for w in stream.words if w.source.startswith("synth_talk/")]
     assert own and added and max(w.end_ms for w in own) <= stream.duration_ms / 2 <= min(w.start_ms for w in added)
