@@ -17,8 +17,9 @@ Engines (``SynthOptions.engines``; each writes ``per_word`` clips per word):
   ``noise_w`` (phoneme-duration noise), and a shift of ``shift_semitones``: the waveform is
   resampled as if played faster or slower, which moves pitch and formants together (a smaller
   or larger speaker); the word is first spoken that much slower or faster, so the shift leaves
-  its length as drawn. Runs in this process on ``workers`` onnxruntime threads. piper's noise is
-  not seeded: the same seed gives the same plan (names and parameters), not the same audio.
+  its length as drawn. Runs in this process on ``workers`` onnxruntime threads, the clips one
+  after another in the plan's order; piper's noise comes from onnxruntime's generator, seeded
+  with ``seed``, so the same seed gives the same audio too (with the same onnxruntime and voice).
 """
 
 from __future__ import annotations
@@ -358,6 +359,9 @@ class _Piper:
                                f"{VOICES_INSTALL_HINT}") from None
         models = [m for package in options.piper_voices for m in _piper_voice_files(package)]
         self.options, self._config_type = options, SynthesisConfig
+        # the voices draw their noise inside the graph, from onnxruntime's one generator: seeded
+        # before the sessions are made, the same plan gives the same audio
+        onnxruntime.set_seed(options.seed)
         session_options = onnxruntime.SessionOptions()
         session_options.intra_op_num_threads = options.workers
         session_options.inter_op_num_threads = 1
