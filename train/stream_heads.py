@@ -22,6 +22,10 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
 * with ``--talk-ends SHARE``, that share of the talk windows cut where the talk stops (the end of a
   word or phrase, :func:`speech_ends`) and placed as ``word`` places a command word: other words that
   have just ended, the moment a device decides on a command;
+* with ``--talk-words SHARE``, that share of the talk windows a piece of talk said alone instead
+  (:func:`talk_word_window`: :data:`TALK_WORD_MS` of it up to where the talk stops, quiet before and
+  after), placed as ``word`` places a command word: real people's other words said alone, in voices
+  the 144 ``_unknown_`` clips lack;
 * with ``--unknown-voices SHARE``, for that share of the ``_unknown_`` clips (real other words) one
   window more of the clip played 0.8–1.25 times as fast (:data:`VOICE_SPEED_RANGE`: pitch and formants
   move with it, another voice), the command clips untouched.
@@ -69,8 +73,8 @@ from edgesense.train.pools import speech_negative_pools, split_recordings, wav_r
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_negative_clips", "heads_tflite",
-           "partial_word", "place", "seen_samples", "speech_ends", "talk_end_window", "train_stream_heads",
-           "training_material", "training_windows", "window_samples"]
+           "partial_word", "place", "seen_samples", "speech_ends", "talk_end_window", "talk_word_window",
+           "train_stream_heads", "training_material", "training_windows", "window_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +91,9 @@ VOICE_SPEED_RANGE = (0.8, 1.25)
 PAUSE_MS = 100.0  #: quiet after speech that makes a place where talk stops (:func:`speech_ends`)
 #: The least time of talk that a ``--talk-ends`` window holds before the place where the talk stops.
 TALK_BEFORE_END_MS = 300.0
+#: How long a ``--talk-words`` piece of talk is, about a word or two.
+TALK_WORD_MS = (200.0, 800.0)
+FADE_IN_MS = 20.0  #: a ``--talk-words`` piece's fade in from quiet (its start is cut in the talk)
 SHARED = Path("../shared/data")
 
 
@@ -121,6 +128,8 @@ class StreamHeadsOptions:
     speed_share: float = 0.0
     #: Share of the talk windows cut where the talk stops (:func:`talk_end_window`).
     talk_ends_share: float = 0.0
+    #: Share of the talk windows that are a piece of talk said alone (:func:`talk_word_window`).
+    talk_words_share: float = 0.0
     #: Share of the ``_unknown_`` clips that also give a window in another voice (:data:`VOICE_SPEED_RANGE`).
     unknown_voices_share: float = 0.0
     epochs: int = 30
@@ -138,7 +147,8 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
         require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
-        for name in ("partial_share", "speed_share", "partial_end_share", "talk_ends_share", "unknown_voices_share"):
+        for name in ("partial_share", "speed_share", "partial_end_share", "talk_ends_share", "talk_words_share",
+                     "unknown_voices_share"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, "a share in [0, 1]", value)
         require_range("partial_kept", self.partial_kept, lo=0.0, hi=1.0)
@@ -152,7 +162,8 @@ class StreamHeadsOptions:
         """The options of the validation windows: each clip once, placed as in training (seed + 1),
         nothing added."""
         return dataclasses.replace(self, variants=1, talk_per_variant=0, silence_per_variant=0, partial_share=0.0,
-                                   speed_share=0.0, talk_ends_share=0.0, unknown_voices_share=0.0, seed=self.seed + 1)
+                                   speed_share=0.0, talk_ends_share=0.0, talk_words_share=0.0,
+                                   unknown_voices_share=0.0, seed=self.seed + 1)
 
 
 def noise_window(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -223,6 +234,21 @@ def talk_end_window(ended: Sequence[tuple[np.ndarray, np.ndarray]], length: int,
     return window
 
 
+def talk_word_window(ended: Sequence[tuple[np.ndarray, np.ndarray]], length: int, seen: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+    """A piece of a drawn recording of ``ended`` (as :func:`talk_end_window`'s) said alone: a drawn
+    :data:`TALK_WORD_MS` of talk up to a drawn place where the talk stops, faded in over
+    :data:`FADE_IN_MS`, :func:`place`d as ``word`` places a word in ``length`` silent samples; the
+    window and the piece's span in it."""
+    rec, ends = ended[rng.integers(len(ended))]
+    end = int(ends[rng.integers(ends.size)])
+    start = max(end - int(rng.uniform(*TALK_WORD_MS) * SAMPLE_RATE_HZ / MS_PER_S), 0)
+    piece = rec[start:end].astype(np.float32)
+    fade = min(int(FADE_IN_MS * SAMPLE_RATE_HZ / MS_PER_S), piece.size)
+    piece[:fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+    return place(piece, (0, piece.size), length, placement="word", seen=seen, rng=rng)
+
+
 def partial_word(clip: np.ndarray, span: tuple[int, int], rng: np.random.Generator, *,
                  kept: tuple[float, float] = StreamHeadsOptions.partial_kept,
                  end_share: float = StreamHeadsOptions.partial_end_share) -> tuple[np.ndarray, tuple[int, int]]:
@@ -245,7 +271,8 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
     ``partial_share`` of the command clips one more window of a :func:`partial_word` as ``unknown``,
     for ``unknown_voices_share`` of the ``unknown`` clips one more window at a drawn
     :data:`VOICE_SPEED_RANGE` speed, ``talk_per_variant`` windows of talk as ``unknown``
-    (``talk_ends_share`` of them a :func:`talk_end_window`), ``silence_per_variant`` windows of
+    (``talk_ends_share`` of them a :func:`talk_end_window`, ``talk_words_share`` of the rest a
+    :func:`talk_word_window`), ``silence_per_variant`` windows of
     background alone at a drawn level as ``silence``."""
     o, length = options, options.window_samples
     seen = length - UNSEEN_SAMPLES
@@ -253,7 +280,8 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
     rows, ys = [], []
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
     # the talk recordings where talk stops, with those places (none: the lever draws nothing)
-    ended = [(t, e) for t, e in ((t, speech_ends(t)) for t in talk) if e.size] if o.talk_ends_share > 0 else []
+    cut = o.talk_ends_share > 0 or o.talk_words_share > 0
+    ended = [(t, e) for t, e in ((t, speech_ends(t)) for t in talk) if e.size] if cut else []
     for _ in range(o.variants):
         varied, varied_spans = clips, spans
         if o.speed_share > 0:  # (0 draws nothing)
@@ -277,11 +305,14 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                 rows.append(mix(window, spoken, noise, rng))
                 ys.append(unknown)
         for _ in range(o.talk_per_variant):
-            if ended and rng.random() < o.talk_ends_share:  # (0 draws nothing)
+            spoken = (0, length)
+            if ended and o.talk_ends_share > 0 and rng.random() < o.talk_ends_share:  # (0 draws nothing)
                 window = talk_end_window(ended, length, seen, rng)
+            elif ended and o.talk_words_share > 0 and rng.random() < o.talk_words_share:  # (0 draws nothing)
+                window, spoken = talk_word_window(ended, length, seen, rng)
             else:
                 window = noise_window(talk, length, rng)
-            rows.append(mix(window, (0, length), noise, rng))
+            rows.append(mix(window, spoken, noise, rng))
             ys.append(unknown)
         for _ in range(o.silence_per_variant):
             bg = noise_window(noise, length, rng)
@@ -477,6 +508,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--talk-ends", type=float, default=defaults.talk_ends_share, metavar="SHARE",
                         help="share of the talk windows cut where the talk stops, placed as a word is "
                              f"(default {defaults.talk_ends_share:g})")
+    parser.add_argument("--talk-words", type=float, default=defaults.talk_words_share, metavar="SHARE",
+                        help=f"share of the talk windows that are a {TALK_WORD_MS[0]:g}-{TALK_WORD_MS[1]:g} ms "
+                             f"piece of talk said alone, placed as a word is (default {defaults.talk_words_share:g})")
     parser.add_argument("--unknown-voices", type=float, default=defaults.unknown_voices_share, metavar="SHARE",
                         help="share of the _unknown_ clips that also give a window played "
                              f"{VOICE_SPEED_RANGE[0]:g}-{VOICE_SPEED_RANGE[1]:g} times as fast, another voice "
@@ -491,7 +525,8 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
          "talk_per_variant": "--talk-per-variant", "silence_per_variant": "--silence-per-variant",
          "unknown_weight": "--unknown-weight", "partial_share": "--partial-words", "speed_share": "--speed",
          "partial_kept": "--partial-kept", "partial_end_share": "--partial-end-share",
-         "talk_ends_share": "--talk-ends", "unknown_voices_share": "--unknown-voices", "epochs": "--epochs",
+         "talk_ends_share": "--talk-ends", "talk_words_share": "--talk-words",
+         "unknown_voices_share": "--unknown-voices", "epochs": "--epochs",
          "seed": "--seed", "placement": "--placement"}
 
 
@@ -514,6 +549,7 @@ def run(args: argparse.Namespace) -> int:
                                      unknown_weight=args.unknown_weight, partial_share=args.partial_words,
                                      partial_kept=tuple(args.partial_kept), partial_end_share=args.partial_end_share,
                                      speed_share=args.speed, talk_ends_share=args.talk_ends,
+                                     talk_words_share=args.talk_words,
                                      unknown_voices_share=args.unknown_voices, epochs=args.epochs,
                                      seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)

@@ -15,9 +15,9 @@ from edgesense.frontend.wav import write_wav
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
-    SILENCE_DBFS, SPEED_RANGE, TALK_BEFORE_END_MS, VOICE_SPEED_RANGE, StreamHeadsOptions, ensemble_model,
-    hard_negative_clips, heads_tflite, partial_word, place, seen_samples, speech_ends, talk_end_window,
-    training_material, training_windows, window_samples,
+    FADE_IN_MS, SILENCE_DBFS, SPEED_RANGE, TALK_BEFORE_END_MS, TALK_WORD_MS, VOICE_SPEED_RANGE, StreamHeadsOptions,
+    ensemble_model, hard_negative_clips, heads_tflite, partial_word, place, seen_samples, speech_ends,
+    talk_end_window, talk_word_window, training_material, training_windows, window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
 
@@ -93,10 +93,11 @@ def test_word_placement_puts_the_spoken_part_anywhere_the_embeddings_see_it_clip
 
 def test_validation_windows_hold_each_clip_once_placed_as_in_training_with_nothing_added():
     options = StreamHeadsOptions(variants=6, partial_share=0.5, speed_share=0.5, talk_ends_share=0.5,
-                                 unknown_voices_share=1.0, placement="clip", seed=4)
+                                 talk_words_share=0.5, unknown_voices_share=1.0, placement="clip", seed=4)
     v = options.for_validation()
     assert (v.variants, v.talk_per_variant, v.silence_per_variant, v.seed, v.placement) == (1, 0, 0, 5, "clip")
-    assert v.partial_share == v.speed_share == v.talk_ends_share == v.unknown_voices_share == 0.0
+    assert v.partial_share == v.speed_share == v.talk_ends_share == v.talk_words_share == 0.0
+    assert v.unknown_voices_share == 0.0
 
 
 def test_a_partial_word_keeps_only_its_beginning_or_its_end_and_the_rest_is_silent():
@@ -203,6 +204,26 @@ def test_talk_end_windows_put_a_place_where_talk_stops_within_what_the_embedding
     assert np.all(y == 1) and len(x) == 40 and np.all(np.abs(x).max(axis=1) > 0)  # no noise: all of it talk
 
 
+def test_talk_words_are_a_piece_of_talk_up_to_where_it_stops_said_alone_where_a_word_is_placed():
+    said = np.zeros(4 * SR, np.float32)  # talk from 0.2 s that stops at 2.5 s: one place where it stops
+    said[int(0.2 * SR):int(2.5 * SR)] = 0.3 * np.sin(2 * np.pi * 220 * np.arange(int(2.3 * SR)) / SR)
+    length, seen, rng = window_samples(5), seen_samples(5), np.random.default_rng(0)
+    sizes, ends = [], []
+    for _ in range(300):
+        window, (a, b) = talk_word_window([(said, speech_ends(said))], length, seen, rng)
+        assert window.shape == (length,) and not window[:a].any() and not window[b:].any()  # quiet around it
+        sizes.append((b - a) / SR * 1000)
+        ends.append(b)
+        fade = int(FADE_IN_MS / 1000 * SR)
+        assert np.abs(window[a:a + fade // 2]).max() < 0.16 and np.abs(window[a + fade:b]).max() > 0.29  # faded in
+    assert TALK_WORD_MS[0] - 1 <= min(sizes) < TALK_WORD_MS[0] + 50 and TALK_WORD_MS[1] - 50 < max(sizes) <= 800
+    assert max(ends) <= seen and max(ends) > seen - 300 and min(ends) < 0.4 * seen  # anywhere the embeddings see
+    x, y = _windows(np.zeros((0, SR), np.float32), np.zeros(0, np.int32), [said], [np.zeros(SR, np.float32)],
+                    variants=1, talk_per_variant=200, silence_per_variant=0, talk_words_share=0.5)
+    alone = np.abs(x[:, :2000]).max(axis=1) == 0  # a piece said alone starts after some quiet more often than not
+    assert np.all(y == 1) and 50 < np.count_nonzero(alone) < 150
+
+
 def test_the_file_is_the_mean_of_the_heads_with_metadata_the_device_reads(tmp_path):
     import keras
 
@@ -243,6 +264,7 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
                                            ({"partial_kept": (0.6, 0.3)}, "partial_kept"),
                                            ({"partial_end_share": 2.0}, "partial_end_share"),
                                            ({"talk_ends_share": 1.1}, "talk_ends_share"),
+                                           ({"talk_words_share": 1.5}, "talk_words_share"),
                                            ({"unknown_voices_share": -1.0}, "unknown_voices_share")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -317,7 +339,8 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
                  "--talk-per-variant", "20", "--silence-per-variant", "5", "--epochs", "2", "--heads", "2",
                  "--hard-negatives", str(mined.parent), "--talk", str(synthesized.parent), "--placement", "clip",
                  "--partial-words", "0.5", "--speed", "0.5", "--partial-kept", "0.5", "0.8",
-                 "--partial-end-share", "1", "--talk-ends", "0.5", "--unknown-voices", "1"]) == 0
+                 "--partial-end-share", "1", "--talk-ends", "0.5", "--talk-words", "0.5",
+                 "--unknown-voices", "1"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     heads = StreamHeads(out)
     assert heads.labels == tuple(model.command_labels) and heads.context == 5
@@ -326,7 +349,7 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert meta["options"]["placement"] == "clip" and meta["options"]["partial_share"] == 0.5
     assert meta["options"]["speed_share"] == 0.5 and meta["options"]["partial_kept"] == [0.5, 0.8]
     assert meta["options"]["partial_end_share"] == 1.0 and meta["options"]["talk_ends_share"] == 0.5
-    assert meta["options"]["unknown_voices_share"] == 1.0
+    assert meta["options"]["unknown_voices_share"] == 1.0 and meta["options"]["talk_words_share"] == 0.5
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
