@@ -7,7 +7,14 @@ sounddevice and a LiteRT interpreter only.
 __version__ = "0.1.0"
 
 
+def editable_install(extra: str) -> str:
+    """The command that adds ``extra`` to a checkout's install. Strict, as ``scripts/setup.sh``
+    installs: a plain ``pip install -e`` over it leaves the shipped configs, models and samples
+    (:mod:`edgesense.shipped`) where the package cannot find them."""
+    return f"pip install -e '.[{extra}]' --config-settings editable_mode=strict"
+
+
 def extra_hint(extra: str) -> str:
     """How to add an extra. EdgeSense is installed from its checkout, a wheel or a deploy bundle,
     never by name from PyPI (where "edgesense" is somebody else's project)."""
-    return f"from the EdgeSense checkout: pip install -e '.[{extra}]' (or scripts/setup.sh)"
+    return f"from the EdgeSense checkout: {editable_install(extra)} (or scripts/setup.sh)"

