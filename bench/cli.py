@@ -425,6 +425,9 @@ def run(args: argparse.Namespace) -> int:
                 + _budget_figures(budgets))
             if budgets.get("uncapped"):
                 print("  ... without the latency budget: " + _budget_figures(budgets["uncapped"]))
+            if budgets.get("timely"):
+                print(f"  ... words detected within {budgets['max_latency_p95_ms']:g} ms (a later detection a miss): "
+                      + _budget_figures(budgets["timely"]))
     return 0
 
 

@@ -251,6 +251,14 @@ class OperatingPoint:
         lat = self.commands.latencies_ms if self.commands is not None else ()
         return float(np.percentile(lat, percentile)) if lat else None
 
+    def hit_rate_within(self, latency_ms: float) -> float:
+        """The share of the command words detected at most ``latency_ms`` after they end (a later
+        detection counts as a miss)."""
+        c = self.commands
+        if c is None or not c.command_words:
+            return 0.0
+        return sum(1 for lat in c.latencies_ms if lat <= latency_ms + 1e-9) / c.command_words
+
     def within(self, max_per_hour: float, max_per_100_words: float, max_latency_p95_ms: float | None = None) -> bool:
         """Within the false-accept budgets and, when one is given, the latency budget (the 95th
         percentile from word end; a point that detects nothing shows no latency and is not within one)."""
@@ -394,11 +402,15 @@ def _within(point: OperatingPoint, options: SweepOptions) -> bool:
                         options.max_latency_p95_ms)
 
 
-def best_within(points: Sequence[OperatingPoint], options: SweepOptions) -> OperatingPoint | None:
+def best_within(points: Sequence[OperatingPoint], options: SweepOptions, *,
+                hits_within_ms: float | None = None) -> OperatingPoint | None:
     """The highest hit rate within ``options``' false-accept (and latency) budget (ties: see
-    :func:`_rank`); None when no point is within it."""
+    :func:`_rank`); with ``hits_within_ms``, the most words detected within that latency
+    (:meth:`OperatingPoint.hit_rate_within`) first. None when no point is within the budget."""
     within = within_budget(points, options)
-    return max(within, key=_rank) if within else None
+    if hits_within_ms is None:
+        return max(within, key=_rank) if within else None
+    return max(within, key=lambda p: (p.hit_rate_within(hits_within_ms), *_rank(p))) if within else None
 
 
 def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, Missed | None]:

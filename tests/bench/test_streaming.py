@@ -132,3 +132,26 @@ def test_tuning_budgets_with_a_latency_budget_also_give_the_figures_without_it()
     assert "uncapped" not in tuning_budgets([slow, prompt], SweepOptions(), chosen_on="tuning")
     markdown = "\n".join(_tuning_budgets_markdown({"tuning_budgets": capped}))
     assert "latency p95 at most 500 ms" in markdown and "| without the latency budget | 0.500 | 0.900 |" in markdown
+
+
+def test_timely_budgets_count_a_word_detected_after_the_latency_budget_as_missed():
+    from edgesense.bench.scoring import OperatingPoint, StreamScore, SweepOptions
+
+    def point(threshold: float, latencies_ms: tuple[float, ...], talk_false_accepts: int) -> OperatingPoint:
+        commands = StreamScore(command_words=10, hits=len(latencies_ms), other_utterances=0, substitutions=0,
+                               on_other_speech=0, on_background=0, hours=0.25, latencies_ms=latencies_ms)
+        talk = StreamScore(command_words=0, hits=0, other_utterances=100, substitutions=0,
+                           on_other_speech=talk_false_accepts, on_background=0, hours=1.0)
+        return OperatingPoint(options=CommandRecognizerOptions(threshold=threshold), commands=commands, talk=talk)
+
+    # 9 words, 2 of them late: its p95 misses the budget, so the capped figures fall to the prompt 5 words
+    mostly_prompt, prompt = point(0.6, (300.0,) * 7 + (700.0,) * 2, 1), point(0.8, (300.0,) * 5, 0)
+    assert mostly_prompt.hit_rate_within(500.0) == 0.7 and mostly_prompt.hit_rate_within(700.0) == 0.9
+    section = tuning_budgets([mostly_prompt, prompt], SweepOptions(max_latency_p95_ms=500.0), chosen_on="tuning")
+    assert [row["hit_rate"] for row in section["budgets"]] == [0.5] * 4
+    timely = section["timely"]
+    assert [row["hit_rate"] for row in timely["budgets"]] == [0.5, 0.7, 0.7, 0.7] and timely["mean_hit_rate"] == 0.65
+    assert timely["budgets"][1]["settings"]["threshold"] == 0.6 and timely["budgets"][1]["latency_p95_ms"] == 700.0
+    assert "timely" not in tuning_budgets([mostly_prompt, prompt], SweepOptions(), chosen_on="tuning")
+    markdown = "\n".join(_tuning_budgets_markdown({"tuning_budgets": section}))
+    assert "| detected within 500 ms | 0.500 | 0.700 | 0.700 | 0.700 | 0.650 |" in markdown
