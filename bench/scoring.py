@@ -408,9 +408,11 @@ def best_within(points: Sequence[OperatingPoint], options: SweepOptions, *,
     :func:`_rank`); with ``hits_within_ms``, the most words detected within that latency
     (:meth:`OperatingPoint.hit_rate_within`) first. None when no point is within the budget."""
     within = within_budget(points, options)
+    if not within:
+        return None
     if hits_within_ms is None:
-        return max(within, key=_rank) if within else None
-    return max(within, key=lambda p: (p.hit_rate_within(hits_within_ms), *_rank(p))) if within else None
+        return max(within, key=_rank)
+    return max(within, key=lambda p: (p.hit_rate_within(hits_within_ms), *_rank(p)))
 
 
 def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, Missed | None]:

@@ -219,13 +219,18 @@ def speech_ends(recording: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> 
     return (np.flatnonzero(loud & window.all(axis=1)) + 1) * frame
 
 
+def talk_stop(ended: Sequence[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A drawn recording of ``ended`` (recordings of talk, each with its :func:`speech_ends`, at
+    least one) and a drawn place of its ends."""
+    rec, ends = ended[rng.integers(len(ended))]
+    return rec, int(ends[rng.integers(ends.size)])
+
+
 def talk_end_window(ended: Sequence[tuple[np.ndarray, np.ndarray]], length: int, seen: int,
                     rng: np.random.Generator) -> np.ndarray:
-    """``length`` samples of a drawn recording of ``ended`` (recordings of talk, each with its
-    :func:`speech_ends`, at least one) around a drawn place of its ends, that place anywhere from
+    """``length`` samples of talk around a :func:`talk_stop` of ``ended``, that place anywhere from
     :data:`TALK_BEFORE_END_MS` into the window up to ``seen``; silent where the recording runs out."""
-    rec, ends = ended[rng.integers(len(ended))]
-    end = int(ends[rng.integers(ends.size)])
+    rec, end = talk_stop(ended, rng)
     at = int(rng.integers(min(int(TALK_BEFORE_END_MS * SAMPLE_RATE_HZ / MS_PER_S), seen), seen + 1))
     start = end - at
     window = np.zeros(length, np.float32)
@@ -236,12 +241,10 @@ def talk_end_window(ended: Sequence[tuple[np.ndarray, np.ndarray]], length: int,
 
 def talk_word_window(ended: Sequence[tuple[np.ndarray, np.ndarray]], length: int, seen: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
-    """A piece of a drawn recording of ``ended`` (as :func:`talk_end_window`'s) said alone: a drawn
-    :data:`TALK_WORD_MS` of talk up to a drawn place where the talk stops, faded in over
-    :data:`FADE_IN_MS`, :func:`place`d as ``word`` places a word in ``length`` silent samples; the
-    window and the piece's span in it."""
-    rec, ends = ended[rng.integers(len(ended))]
-    end = int(ends[rng.integers(ends.size)])
+    """A piece of talk said alone: a drawn :data:`TALK_WORD_MS` of it up to a :func:`talk_stop` of
+    ``ended``, faded in over :data:`FADE_IN_MS`, :func:`place`d as ``word`` places a word in
+    ``length`` silent samples; the window and the piece's span in it."""
+    rec, end = talk_stop(ended, rng)
     start = max(end - int(rng.uniform(*TALK_WORD_MS) * SAMPLE_RATE_HZ / MS_PER_S), 0)
     piece = rec[start:end].astype(np.float32)
     fade = min(int(FADE_IN_MS * SAMPLE_RATE_HZ / MS_PER_S), piece.size)
