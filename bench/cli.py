@@ -81,7 +81,7 @@ from edgesense.bench.report import (
     render_markdown,
 )
 from edgesense.bench.scenes_av import degraded_image_only, evaluate_av, evaluate_scenes_av, load_scene_ambience
-from edgesense.bench.scoring import SweepOptions
+from edgesense.bench.scoring import LATENCY_RULES, SweepOptions
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, run_streaming
 from edgesense.bench.streams import Utterance
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -338,8 +338,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="... and N per 100 other words said alone "
                              f"(default {SweepOptions.max_false_accepts_per_100_words:g})")
     parser.add_argument("--max-latency-p95-ms", type=float, default=None, metavar="MS",
-                        help="... and a 95th-percentile latency from word end of at most MS on the tuning streams "
+                        help="... and a latency from word end of MS on the tuning streams, as --latency-rule says "
                              f"(default {_latency_default()}; 0: no latency budget)")
+    parser.add_argument("--latency-rule", choices=LATENCY_RULES, default=None,
+                        help="how the latency budget chooses among the settings within the false-accept budget: "
+                             "in-time ranks them by the words detected within MS of their end (a later detection "
+                             "a miss); p95 keeps only those whose 95th percentile is within MS "
+                             f"(default {SweepOptions.latency_rule})")
     parser.add_argument("--write-config", type=Path, action="append", default=[],
                         help="write the recommended recognizer settings into this firmware YAML's commands: "
                              "(in place; repeatable)")
@@ -366,7 +371,8 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config",
          "max_false_accepts_per_hour": "--max-false-accepts-per-hour",
          "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words",
-         "max_latency_p95_ms": "--max-latency-p95-ms", "tuning_only": "--tuning-only"}
+         "max_latency_p95_ms": "--max-latency-p95-ms", "latency_rule": "--latency-rule",
+         "tuning_only": "--tuning-only"}
 
 
 def _latency_default() -> str:
@@ -393,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
             talk_s=None if args.talk_minutes is None else args.talk_minutes * 60.0,
             class_thresholds=args.class_thresholds, max_false_accepts_per_hour=args.max_false_accepts_per_hour,
             max_false_accepts_per_100_words=args.max_false_accepts_per_100_words,
-            max_latency_p95_ms=args.max_latency_p95_ms, write_config=tuple(args.write_config),
+            max_latency_p95_ms=args.max_latency_p95_ms, latency_rule=args.latency_rule, write_config=tuple(args.write_config),
             firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed,
             tuning_only=args.tuning_only)
     with user_names(FLAGS):

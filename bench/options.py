@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesense.bench.scoring import LATENCY_RULES
 from edgesense.schema.validate import is_number, require
 
 __all__ = ["BenchOptions"]
@@ -61,6 +62,8 @@ class BenchOptions:
     #: The latency budget (95th percentile from word end, ms) the operating point is chosen within
     #: (None: ``SweepOptions``' own; 0: none).
     max_latency_p95_ms: float | None = None
+    #: How that budget chooses (None: ``SweepOptions``' own): one of ``LATENCY_RULES`` (see there).
+    latency_rule: str | None = None
     write_config: tuple[Path, ...] = ()
     #: The device config whose ``scheduler.command_hop_ms`` the streams are scored at and whose
     #: ``commands:`` settings the streaming section scores next to the recommendation (``None``:
@@ -89,6 +92,8 @@ class BenchOptions:
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "max_latency_p95_ms"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 0), name, "a number >= 0", value)
+        require(self.latency_rule is None or self.latency_rule in LATENCY_RULES, "latency_rule",
+                f"one of {', '.join(LATENCY_RULES)}", self.latency_rule)
         require(not self.tuning_only or self.split == "testing", "tuning_only",
                 "--split testing (the validation part of the split training wrote down)", self.split)
         require(not self.tuning_only or (self.scene_ambient is None and self.av is None), "tuning_only",

@@ -33,7 +33,8 @@ from edgesense.schema.validate import require
 from edgesense.types import UNKNOWN_LABEL
 
 __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
-           "evaluate", "sweep", "within_budget", "best_within", "recommend", "calibrate_class_thresholds", "det_curve"]
+           "evaluate", "sweep", "within_budget", "ranked", "best_within", "recommend", "calibrate_class_thresholds",
+           "det_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ CALIBRATION_FALSE_ACCEPT_COST = 0.25
 _NEVER = 0.999
 #: The latency percentile a latency budget (``SweepOptions.max_latency_p95_ms``) bounds.
 LATENCY_BUDGET_PERCENTILE = 95
+#: How a latency budget chooses among the settings within the false-accept budget
+#: (``SweepOptions.latency_rule``): ``in-time`` ranks them by the words detected at most that long
+#: after they end (a later detection a miss: a late word costs its own share); ``p95`` keeps only
+#: the settings whose 95th percentile is within it (a step: a few slow words drop a setting whole).
+LATENCY_RULES = ("in-time", "p95")
 #: Latency percentiles reported.
 LATENCY_PERCENTILES = (50, LATENCY_BUDGET_PERCENTILE)
 #: A false accept that falls in no utterance's span is on the background.
@@ -324,8 +330,10 @@ class SweepOptions:
     max_context_unknowns: tuple[float, ...] = (1.0, 0.6, 0.5, 0.4)
     max_false_accepts_per_hour: float = 1.0
     max_false_accepts_per_100_words: float = 2.0
-    #: The latency budget (95th percentile from word end, ms) of the recommendation; None: none.
+    #: The latency budget (ms from word end) of the recommendation; None: none.
     max_latency_p95_ms: float | None = None
+    #: How that budget chooses: one of ``LATENCY_RULES``.
+    latency_rule: str = LATENCY_RULES[0]
     match_tolerance_ms: float = 1000.0
     #: Stream time between two scored windows: the device loop's (``scheduler.command_hop_ms``).
     hop_ms: float = SchedulerOptions.command_hop_ms
@@ -348,6 +356,14 @@ class SweepOptions:
         require(self.max_latency_p95_ms is None or (isinstance(self.max_latency_p95_ms, (int, float))
                                                     and self.max_latency_p95_ms > 0),
                 "max_latency_p95_ms", "None or a number > 0", self.max_latency_p95_ms)
+        require(self.latency_rule in LATENCY_RULES, "latency_rule", f"one of {', '.join(LATENCY_RULES)}",
+                self.latency_rule)
+
+    @property
+    def in_time_ms(self) -> float | None:
+        """The latency within which a detected word counts when ranking settings (the ``in-time``
+        rule's budget); None when the budget is a p95 cap or there is none."""
+        return self.max_latency_p95_ms if self.latency_rule == "in-time" else None
 
     def grid(self, *, context: bool = True) -> list[CommandRecognizerOptions]:
         """Every valid combination (release below threshold; minimum count a window can hold);
@@ -393,38 +409,42 @@ def _rank(p: OperatingPoint) -> tuple[float, ...]:
 
 
 def within_budget(points: Sequence[OperatingPoint], options: SweepOptions) -> list[OperatingPoint]:
-    """The points within ``options``' false-accept (and latency) budget, in their order."""
+    """The points within ``options``' false-accept budget (and, by the ``p95`` rule, its latency
+    budget), in their order."""
     return [p for p in points if _within(p, options)]
 
 
 def _within(point: OperatingPoint, options: SweepOptions) -> bool:
-    return point.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words,
-                        options.max_latency_p95_ms)
+    cap = options.max_latency_p95_ms if options.in_time_ms is None else None
+    return point.within(options.max_false_accepts_per_hour, options.max_false_accepts_per_100_words, cap)
 
 
-def best_within(points: Sequence[OperatingPoint], options: SweepOptions, *,
-                hits_within_ms: float | None = None) -> OperatingPoint | None:
-    """The highest hit rate within ``options``' false-accept (and latency) budget (ties: see
-    :func:`_rank`); with ``hits_within_ms``, the most words detected within that latency
-    (:meth:`OperatingPoint.hit_rate_within`) first. None when no point is within the budget."""
-    within = within_budget(points, options)
-    if not within:
-        return None
-    if hits_within_ms is None:
-        return max(within, key=_rank)
-    return max(within, key=lambda p: (p.hit_rate_within(hits_within_ms), *_rank(p)))
+def ranked(points: Sequence[OperatingPoint], options: SweepOptions) -> list[OperatingPoint]:
+    """The points within ``options``' budget, best first: the most words detected within the
+    latency budget by the ``in-time`` rule, else the highest hit rate; ties: see :func:`_rank`."""
+    return sorted(within_budget(points, options), key=lambda p: (_hits(p, options), *_rank(p)), reverse=True)
+
+
+def _hits(point: OperatingPoint, options: SweepOptions) -> float:
+    """What ``options`` ranks a point by first: its words detected in time (``in-time``), else its hit rate."""
+    in_time = options.in_time_ms
+    return point.hit_rate if in_time is None else point.hit_rate_within(in_time)
+
+
+def best_within(points: Sequence[OperatingPoint], options: SweepOptions) -> OperatingPoint | None:
+    """The best point within ``options``' budget (:func:`ranked`); None when no point is within it."""
+    return next(iter(ranked(points, options)), None)
 
 
 def recommend(points: Sequence[OperatingPoint], options: SweepOptions) -> tuple[OperatingPoint, Missed | None]:
-    """(the highest hit rate within the false-accept and latency budget, None); ties: see
-    :func:`_rank`. Without any point in budget, the point and which budget it misses: the best
-    within the false-accept budget, ``"latency"``; else the one with the fewest false accepts,
-    ``"false_accepts"``."""
+    """(the best point within the budget, None): see :func:`ranked`. Without any point in budget,
+    the point and which budget it misses: by the ``p95`` rule, the best within the false-accept
+    budget, ``"latency"``; else the one with the fewest false accepts, ``"false_accepts"``."""
     require(len(points) > 0, "points", "at least one sweep point", 0)
     best = best_within(points, options)
     if best is not None:
         return best, None
-    if options.max_latency_p95_ms is not None:
+    if options.max_latency_p95_ms is not None and options.in_time_ms is None:
         quiet = best_within(points, dataclasses.replace(options, max_latency_p95_ms=None))
         if quiet is not None:
             logger.warning("no setting within the false-accept budget reaches a p95 latency of %g ms on the tuning "
@@ -489,7 +509,7 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
     tuned = dataclasses.replace(base, class_thresholds={w: t for w, t in chosen.items() if t != base.threshold})
     before = evaluate(replays, base, match_tolerance_ms=options.match_tolerance_ms)
     after = evaluate(replays, tuned, match_tolerance_ms=options.match_tolerance_ms)
-    if not _within(after, options) or after.hit_rate <= before.hit_rate:
+    if not _within(after, options) or _hits(after, options) <= _hits(before, options):
         logger.info("per-word thresholds: no gain within the budget on the tuning streams; one threshold kept")
         return base
     return tuned

@@ -33,9 +33,9 @@ from edgesense.bench.scoring import (
     calibrate_class_thresholds,
     det_curve,
     evaluate,
+    ranked,
     recommend,
     sweep,
-    within_budget,
 )
 from edgesense.bench.streams import (
     PosteriorCache,
@@ -94,6 +94,8 @@ ENVELOPE_SNRS_DB = (100.0, 20.0, 10.0, 5.0)
 #: hour of talk; the per-100-words budget stays the sweep's), and their mean: a steadier figure to
 #: compare models by than the one budget, which the few highest false peaks of talk decide.
 TUNING_BUDGETS_PER_HOUR = (0.5, 1.0, 2.0, 5.0)
+#: How many of the best settings within the budget the report lists (``sweep_top``).
+SWEEP_TOP = 10
 #: The firmware's settings before issue 14 (the recognizer re-armed only after a confident silence
 #: then), replayed with today's rule, for comparison.
 PREVIOUS_FIRMWARE = CommandRecognizerOptions(threshold=0.55, suppression_ms=1500.0, average_window_ms=1000.0,
@@ -123,6 +125,8 @@ class StreamingPlan:
                   if (value := getattr(options, name)) is not None}
         if options.max_latency_p95_ms is not None:
             budget["max_latency_p95_ms"] = options.max_latency_p95_ms or None  # 0: no latency budget
+        if options.latency_rule is not None:
+            budget["latency_rule"] = options.latency_rule
         sweep_options = SweepOptions(average_windows_ms=(500.0, 1000.0), thresholds=(0.5, 0.7, 0.9),
                                      release_thresholds=(0.3,), minimum_counts=(3,), suppressions_ms=(500.0,),
                                      max_context_unknowns=(1.0, 0.5), hop_ms=hop_ms,
@@ -215,20 +219,20 @@ def tuning_budgets(points: Sequence[OperatingPoint], options: SweepOptions, *, c
     ``TUNING_BUDGETS_PER_HOUR`` false accepts per hour, ``options``' per-100-words (and latency)
     budget kept, and the mean of those hit rates (a budget no setting meets counts as 0). Two models
     compare fairly by the mean only at like latencies: a setting that waits longer hears more.
-    With a latency budget, ``uncapped`` gives the same without it: where the best settings sit just
-    above the budget, a few milliseconds decide the capped figures, and the two side by side show it.
-    ``timely`` gives, without the p95 budget, the most words detected within that latency (a later
-    detection a miss): a late word costs its own share, not the whole setting, so this figure moves
-    little when a few of the slowest words change."""
+    With a latency budget the main rows cap the p95 (the ``p95`` rule, whichever rule ``options``
+    recommends by), ``uncapped`` gives the same without it (where the best settings sit just above
+    the budget, a few milliseconds decide the capped figures, and the two side by side show it), and
+    ``timely`` the most words detected within that latency (the ``in-time`` rule: a later detection
+    a miss): a late word costs its own share, not the whole setting, so this figure moves little
+    when a few of the slowest words change."""
 
-    def budgets(sweep: SweepOptions, hits_within_ms: float | None = None) -> dict[str, Any]:
+    def budgets(sweep: SweepOptions) -> dict[str, Any]:
         rows = []
         for budget in TUNING_BUDGETS_PER_HOUR:
-            best = best_within(points, dataclasses.replace(sweep, max_false_accepts_per_hour=budget),
-                               hits_within_ms=hits_within_ms)
+            best = best_within(points, dataclasses.replace(sweep, max_false_accepts_per_hour=budget))
             point = {} if best is None else best.to_dict()
-            if best is not None and hits_within_ms is not None:
-                point["hit_rate"] = round(best.hit_rate_within(hits_within_ms), 4)
+            if best is not None and sweep.in_time_ms is not None:
+                point["hit_rate"] = round(best.hit_rate_within(sweep.in_time_ms), 4)
             rows.append({"max_false_accepts_per_hour": budget, "hit_rate": point.get("hit_rate"),
                          "false_accepts_per_hour": point.get("false_accepts_per_hour"),
                          "latency_p95_ms": (point.get("latency_ms") or {}).get("p95"),
@@ -236,11 +240,11 @@ def tuning_budgets(points: Sequence[OperatingPoint], options: SweepOptions, *, c
         return {"budgets": rows, "mean_hit_rate": round(float(np.mean([r["hit_rate"] or 0.0 for r in rows])), 4)}
 
     out = {"streams": chosen_on, "max_false_accepts_per_100_words": options.max_false_accepts_per_100_words,
-           "max_latency_p95_ms": options.max_latency_p95_ms, **budgets(options)}
+           "max_latency_p95_ms": options.max_latency_p95_ms, "latency_rule": options.latency_rule,
+           **budgets(dataclasses.replace(options, latency_rule="p95"))}
     if options.max_latency_p95_ms is not None:
         out["uncapped"] = budgets(dataclasses.replace(options, max_latency_p95_ms=None))
-        out["timely"] = budgets(dataclasses.replace(options, max_latency_p95_ms=None),
-                                hits_within_ms=options.max_latency_p95_ms)
+        out["timely"] = budgets(dataclasses.replace(options, latency_rule="in-time"))
     return out
 
 
@@ -438,7 +442,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                                                  recognizer=recommended) if tuned_on == "tuning" else None),
         "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
         "sweep_points": len(points),
-        "sweep_top": [p.to_dict() for p in sorted(within_budget(points, plan.sweep), key=lambda p: -p.hit_rate)][:10],
+        "sweep_top": [p.to_dict() for p in ranked(points, plan.sweep)[:SWEEP_TOP]],
         "det": {"tuning": det_curve(chosen_from, recommended, DET_THRESHOLDS, match_tolerance_ms=match)},
     })
     if options.tuning_only:

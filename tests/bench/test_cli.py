@@ -338,6 +338,19 @@ def test_a_latency_budget_reaches_the_sweep_and_zero_switches_it_off(tiny_model_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("edgesense: error: --max-latency-p95-ms"), err
 
+    def rule(**kwargs):
+        return StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path,
+                                                      **kwargs)).sweep.latency_rule
+
+    assert rule() == SweepOptions.latency_rule == "in-time" and rule(latency_rule="p95", quick=True) == "p95"
+    with pytest.raises(ValueError, match="latency_rule: expected one of in-time, p95"):
+        BenchOptions(model_path=tiny_model_path, scenes=tmp_path, latency_rule="p50")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(tmp_path), "--latency-rule", "p50"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edgesense bench: error: argument --latency-rule: invalid choice: 'p50'"), err
+
 
 def test_the_report_says_when_the_latency_budget_was_missed(quick_report):
     import copy
@@ -348,6 +361,11 @@ def test_the_report_says_when_the_latency_budget_was_missed(quick_report):
     st = report["streaming"]
     assert "latency p95 at most" not in render_markdown(report)  # no latency budget by default
     st["sweep_options"]["max_latency_p95_ms"] = 450.0
+    assert st["sweep_options"]["latency_rule"] == "in-time"
+    assert "the most words detected within 450 ms of their end with at most" in render_markdown(report)
+    assert "latency p95 at most 450 ms):" not in render_markdown(report)
+    st["sweep_options"]["latency_rule"] = "p95"
+    assert "the highest hit rate with at most" in render_markdown(report)
     assert "latency p95 at most 450 ms):" in render_markdown(report)
     assert st["recommended"]["budget_missed"] is None  # the quick sweep's recommendation is within its budget
     st["recommended"]["within_budget_on_tuning"] = False

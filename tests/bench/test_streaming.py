@@ -153,5 +153,9 @@ def test_timely_budgets_count_a_word_detected_after_the_latency_budget_as_missed
     assert [row["hit_rate"] for row in timely["budgets"]] == [0.5, 0.7, 0.7, 0.7] and timely["mean_hit_rate"] == 0.65
     assert timely["budgets"][1]["settings"]["threshold"] == 0.6 and timely["budgets"][1]["latency_p95_ms"] == 700.0
     assert "timely" not in tuning_budgets([mostly_prompt, prompt], SweepOptions(), chosen_on="tuning")
+    # The rows are the same whichever rule the recommendation follows; the section names that rule.
+    by_p95 = tuning_budgets([mostly_prompt, prompt], SweepOptions(max_latency_p95_ms=500.0, latency_rule="p95"),
+                            chosen_on="tuning")
+    assert section["latency_rule"] == "in-time" and by_p95 == {**section, "latency_rule": "p95"}
     markdown = "\n".join(_tuning_budgets_markdown({"tuning_budgets": section}))
     assert "| detected within 500 ms | 0.500 | 0.700 | 0.700 | 0.700 | 0.650 |" in markdown

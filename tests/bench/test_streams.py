@@ -20,6 +20,7 @@ from edgesense.bench.scoring import (
     det_curve,
     detect,
     evaluate,
+    ranked,
     recommend,
     score_stream,
     sweep,
@@ -207,7 +208,7 @@ def _point(threshold: float, hits: int, latencies_ms: tuple[float, ...], talk_fa
     return OperatingPoint(options=CommandRecognizerOptions(threshold=threshold), commands=commands, talk=talk)
 
 
-def test_the_latency_budget_trades_hits_for_a_prompt_p95_within_the_false_accept_budget():
+def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budget():
     slow = _point(0.6, 9, (300.0,) * 8 + (700.0,), 1)     # most hits, p95 above 500 ms
     prompt = _point(0.7, 8, (250.0,) * 7 + (450.0,), 0)   # fewer hits, p95 within 500 ms
     loud = _point(0.5, 10, (200.0,) * 10, 5)              # every word, far over the false-accept budget
@@ -215,16 +216,38 @@ def test_the_latency_budget_trades_hits_for_a_prompt_p95_within_the_false_accept
     points = [slow, prompt, loud, silent]
     assert slow.latency_ms(95) > 500 >= prompt.latency_ms(95)
     assert recommend(points, SweepOptions()) == (slow, None)  # no latency budget: the most hits
-    budget = SweepOptions(max_latency_p95_ms=500.0)
+    budget = SweepOptions(max_latency_p95_ms=500.0, latency_rule="p95")
     assert recommend(points, budget) == (prompt, None)
-    assert within_budget(points, budget) == [prompt]
+    assert within_budget(points, budget) == [prompt] and ranked(points, budget) == [prompt]
     assert silent.within(1.0, 2.0) and not silent.within(1.0, 2.0, 1e6) and not loud.within(1.0, 2.0, 1e6)
     # No setting within both: the best within the false-accept budget, flagged as over budget.
-    assert recommend(points, SweepOptions(max_latency_p95_ms=100.0)) == (slow, "latency")
+    assert recommend(points, SweepOptions(max_latency_p95_ms=100.0, latency_rule="p95")) == (slow, "latency")
     # None within the false-accept budget either: the quietest, flagged as over that budget.
     assert recommend([loud, _point(0.55, 10, (200.0,) * 10, 9)], budget) == (loud, "false_accepts")
     with pytest.raises(ValueError, match="max_latency_p95_ms"):
         SweepOptions(max_latency_p95_ms=0.0)
+    with pytest.raises(ValueError, match="latency_rule"):
+        SweepOptions(latency_rule="p50")
+
+
+def test_the_in_time_rule_counts_a_late_word_as_missed_not_the_whole_setting():
+    mostly_prompt = _point(0.6, 9, (300.0,) * 8 + (700.0,), 1)  # 8 words in time, 1 late: p95 above 500 ms
+    prompt = _point(0.7, 7, (250.0,) * 6 + (450.0,), 0)        # 7 words, all in time
+    late = _point(0.5, 10, (600.0,) * 10, 0)                   # every word, all late
+    loud = _point(0.4, 10, (200.0,) * 10, 5)                   # every word in time, far over the false-accept budget
+    points = [mostly_prompt, prompt, late, loud]
+    budget = SweepOptions(max_latency_p95_ms=500.0)
+    assert budget.latency_rule == "in-time" and budget.in_time_ms == 500.0
+    assert SweepOptions(max_latency_p95_ms=500.0, latency_rule="p95").in_time_ms is None
+    assert recommend(points, budget) == (mostly_prompt, None)  # 8 in time beats 7, whatever its p95
+    assert ranked(points, budget) == [mostly_prompt, prompt, late]  # late: 0 in time, still within the budget
+    assert recommend(points, dataclasses.replace(budget, latency_rule="p95")) == (prompt, None)
+    # A tie in time goes to the more hits: a late detection beats none.
+    slower = _point(0.65, 10, (300.0,) * 8 + (700.0,) * 2, 1)
+    assert recommend([mostly_prompt, slower], budget) == (slower, None)
+    # Nothing detected in time is no missed budget: the in-time rule ranks, it does not exclude.
+    assert recommend([late, prompt], SweepOptions(max_latency_p95_ms=100.0)) == (late, None)
+    assert recommend([loud], budget) == (loud, "false_accepts")
 
 
 def test_the_context_rule_keeps_words_after_a_pause_and_drops_peaks_inside_talk():
