@@ -168,11 +168,11 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     if not rec["within_budget_on_tuning"]:
         missed = ("; none within the false-accept budget was within the latency budget, so the best of them"
                   if rec.get("budget_missed") == "latency" else "; none was within that budget, so the quietest")
+    ranks_by = f"the most words detected within {latency:g} ms of their end" if in_time else "the highest hit rate"
+    cap = "" if latency is None or in_time else f", latency p95 at most {latency:g} ms"
     lines += ["", f"**Recommended** (chosen on the {rec['chosen_on']} streams among {st['sweep_points']} settings: "
-              f"{f'the most words detected within {latency:g} ms of their end' if in_time else 'the highest hit rate'}"
-              f" with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
-              f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words"
-              f"{'' if latency is None or in_time else f', latency p95 at most {latency:g} ms'}{missed}): {settings}."]
+              f"{ranks_by} with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
+              f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words{cap}{missed}): {settings}."]
     if "evaluation" not in st:  # --tuning-only
         r = rec["tuning"]
         lines += ["", "Tuning streams only (`--tuning-only`: validation speakers; nothing of the test split or the "
