@@ -321,10 +321,10 @@ def evaluate(replays: Mapping[str, Replay], options: CommandRecognizerOptions, *
 class SweepOptions:
     """The settings swept together, and the false-accept budget of the recommendation."""
 
-    average_windows_ms: tuple[float, ...] = (300.0, 500.0, 700.0, 1000.0)
+    average_windows_ms: tuple[float, ...] = (200.0, 300.0, 500.0, 700.0, 1000.0)
     thresholds: tuple[float, ...] = (*(round(0.3 + 0.05 * k, 2) for k in range(14)), 0.97, 0.99)  # 0.3 … 0.99
     release_thresholds: tuple[float, ...] = (0.2, 0.35, 0.5)
-    minimum_counts: tuple[int, ...] = (1, 3)
+    minimum_counts: tuple[int, ...] = (1, 2, 3)
     suppressions_ms: tuple[float, ...] = (0.0, 500.0, 1000.0)
     #: The context rule's levels (1: off); a model without ``_unknown_`` is swept at 1 alone.
     max_context_unknowns: tuple[float, ...] = (1.0, 0.6, 0.5, 0.4)

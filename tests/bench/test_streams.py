@@ -283,6 +283,10 @@ def test_sweep_options_make_only_valid_settings():
     assert not any(o.average_window_ms == 200.0 and o.minimum_count == 5 for o in grid)  # 3 results at most
     assert {o.max_context_unknown for o in grid} == set(SweepOptions().max_context_unknowns)
     assert {o.max_context_unknown for o in SweepOptions().grid(context=False)} == {1.0}
+    default = SweepOptions().grid()
+    assert len(default) == 7380  # docs/BENCHMARK.md, *Operating point*, quotes it
+    assert any(o.average_window_ms == 200.0 and o.minimum_count == 3 for o in default)  # all 3 results of 200 ms
+    assert {o.minimum_count for o in default} == {1, 2, 3}
     with pytest.raises(ValueError, match="thresholds"):
         SweepOptions(thresholds=())
     with pytest.raises(ValueError, match="max_context_unknowns"):
