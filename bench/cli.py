@@ -400,8 +400,8 @@ def run(args: argparse.Namespace) -> int:
             class_thresholds=args.class_thresholds, max_false_accepts_per_hour=args.max_false_accepts_per_hour,
             max_false_accepts_per_100_words=args.max_false_accepts_per_100_words,
             max_latency_p95_ms=args.max_latency_p95_ms, latency_rule=args.latency_rule,
-            write_config=tuple(args.write_config), firmware_config=args.config, max_per_class=args.max_per_class, seed=args.seed,
-            tuning_only=args.tuning_only)
+            write_config=tuple(args.write_config), firmware_config=args.config, max_per_class=args.max_per_class,
+            seed=args.seed, tuning_only=args.tuning_only)
     with user_names(FLAGS):
         report = run_bench(options)
     print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")

@@ -59,8 +59,8 @@ class BenchOptions:
     #: target leaves a margin for talk the tuning streams do not hold.
     max_false_accepts_per_hour: float | None = None
     max_false_accepts_per_100_words: float | None = None
-    #: The latency budget (95th percentile from word end, ms) the operating point is chosen within
-    #: (None: ``SweepOptions``' own; 0: none).
+    #: The latency budget (ms from word end) the operating point is chosen by, as ``latency_rule``
+    #: says (None: ``SweepOptions``' own; 0: none).
     max_latency_p95_ms: float | None = None
     #: How that budget chooses (None: ``SweepOptions``' own): one of ``LATENCY_RULES`` (see there).
     latency_rule: str | None = None
