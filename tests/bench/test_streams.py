@@ -199,6 +199,26 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
     assert d["commands_stream"]["per_word_hit_rate"] == {"no": 0.0, "yes": 1.0}
 
 
+def test_per_word_thresholds_that_only_add_late_words_are_no_gain_by_the_in_time_rule():
+    # "no" is weak (0.6) and peaks 700 ms after its word ended: a lower threshold for it hears it, late.
+    commands = _set(timeline([("yes", 1000, 1600)], [word("yes", 900, 1500), word("no", 4000, 4500)]),
+                    5000, 5600, [0.4, 0, 0, 0.6])
+    talk = _set(timeline([], [word("_unknown_", 1000 * k, 1000 * k + 600) for k in range(1, 12)]),
+                3000, 3400, [0.4, 0, 0.6, 0])
+    replays = {"commands": Replay(commands), "talk": Replay(talk)}
+    options = SweepOptions(average_windows_ms=(200.0,), thresholds=(0.7,), release_thresholds=(0.2,),
+                           minimum_counts=(1,), suppressions_ms=(0.0,), max_context_unknowns=(1.0,),
+                           max_false_accepts_per_hour=0.0)
+    (base,) = [p.options for p in sweep(replays, options)]
+    tuned = calibrate_class_thresholds(replays, base, options, max_offset=0.15, step=0.05)
+    assert tuned.class_thresholds.get("no", base.threshold) < 0.6 and "yes" not in tuned.class_thresholds
+    before, after = evaluate(replays, base), evaluate(replays, tuned)
+    assert (before.hit_rate, after.hit_rate) == (0.5, 1.0) and after.commands.latencies_ms[-1] == 700.0
+    assert before.hit_rate_within(500.0) == after.hit_rate_within(500.0) == 0.5
+    in_time = dataclasses.replace(options, max_latency_p95_ms=500.0)
+    assert calibrate_class_thresholds(replays, base, in_time, max_offset=0.15, step=0.05) == base
+
+
 def _point(threshold: float, hits: int, latencies_ms: tuple[float, ...], talk_false_accepts: int) -> OperatingPoint:
     """A setting's figures as the sweep would give them: 10 command words, 1 hour of talk."""
     commands = StreamScore(command_words=10, hits=hits, other_utterances=0, substitutions=0, on_other_speech=0,
