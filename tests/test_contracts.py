@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edgesense import editable_install
+
 REPO = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 DEVICE_ROOMS = ("app", "frontend", "loop", "recognition", "runtime", "schema", "sinks", "sources")
@@ -13,7 +15,7 @@ DEVICE_ROOMS = ("app", "frontend", "loop", "recognition", "runtime", "schema", "
 
 def test_import_linter_contracts_are_kept():
     if not LINT_IMPORTS.exists():
-        pytest.fail(f"{LINT_IMPORTS} is missing: install the dev extra (pip install -e '.[dev]')")
+        pytest.fail(f"{LINT_IMPORTS} is missing: install the dev extra ({editable_install('dev')})")
     proc = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout

