@@ -8,7 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from operating_points import operating_point
 
+from edgesense.bench.report import _tuning_budgets_markdown
+from edgesense.bench.scoring import SweepOptions
 from edgesense.bench.streaming import (
     BREAKDOWN_OFFSETS_MS,
     ENVELOPE_LEVELS_DBFS,
@@ -18,8 +21,6 @@ from edgesense.bench.streaming import (
     level_envelope,
     tuning_budgets,
 )
-from edgesense.bench.report import _tuning_budgets_markdown
-from edgesense.bench.scoring import OperatingPoint, StreamScore, SweepOptions
 from edgesense.bench.streams import StreamOptions, utterance
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -114,17 +115,9 @@ def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
     assert list(clean.values()) == sorted(clean.values())
 
 
-def _point(threshold: float, latencies_ms: tuple[float, ...], talk_false_accepts: int) -> OperatingPoint:
-    """A setting's figures as the sweep gives them: 10 command words, a hit per latency, 1 hour of talk."""
-    commands = StreamScore(command_words=10, hits=len(latencies_ms), other_utterances=0, substitutions=0,
-                           on_other_speech=0, on_background=0, hours=0.25, latencies_ms=latencies_ms)
-    talk = StreamScore(command_words=0, hits=0, other_utterances=100, substitutions=0,
-                       on_other_speech=talk_false_accepts, on_background=0, hours=1.0)
-    return OperatingPoint(options=CommandRecognizerOptions(threshold=threshold), commands=commands, talk=talk)
-
-
 def test_tuning_budgets_with_a_latency_budget_also_give_the_figures_without_it():
-    slow, prompt = _point(0.6, (520.0,) * 9, 1), _point(0.8, (300.0,) * 5, 0)  # the best sits 20 ms over the budget
+    slow = operating_point(0.6, (520.0,) * 9, 1)  # the best sits 20 ms over the budget
+    prompt = operating_point(0.8, (300.0,) * 5, 0)
     capped = tuning_budgets([slow, prompt], SweepOptions(max_latency_p95_ms=500.0), chosen_on="tuning")
     assert [row["hit_rate"] for row in capped["budgets"]] == [0.5] * 4 and capped["max_latency_p95_ms"] == 500.0
     uncapped = capped["uncapped"]
@@ -137,7 +130,8 @@ def test_tuning_budgets_with_a_latency_budget_also_give_the_figures_without_it()
 
 def test_timely_budgets_count_a_word_detected_after_the_latency_budget_as_missed():
     # 9 words, 2 of them late: its p95 misses the budget, so the capped figures fall to the prompt 5 words
-    mostly_prompt, prompt = _point(0.6, (300.0,) * 7 + (700.0,) * 2, 1), _point(0.8, (300.0,) * 5, 0)
+    mostly_prompt = operating_point(0.6, (300.0,) * 7 + (700.0,) * 2, 1)
+    prompt = operating_point(0.8, (300.0,) * 5, 0)
     assert mostly_prompt.hit_rate_within(500.0) == 0.7 and mostly_prompt.hit_rate_within(700.0) == 0.9
     section = tuning_budgets([mostly_prompt, prompt], SweepOptions(max_latency_p95_ms=500.0), chosen_on="tuning")
     assert [row["hit_rate"] for row in section["budgets"]] == [0.5] * 4

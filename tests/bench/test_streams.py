@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from operating_points import operating_point
 
 from edgesense.bench.scoring import (
     Detection,
-    OperatingPoint,
     Replay,
-    StreamScore,
     SweepOptions,
     best_within,
     calibrate_class_thresholds,
@@ -220,20 +219,11 @@ def test_per_word_thresholds_that_only_add_late_words_are_no_gain_by_the_in_time
     assert calibrate_class_thresholds(replays, base, in_time, max_offset=0.15, step=0.05) == base
 
 
-def _point(threshold: float, hits: int, latencies_ms: tuple[float, ...], talk_false_accepts: int) -> OperatingPoint:
-    """A setting's figures as the sweep would give them: 10 command words, 1 hour of talk."""
-    commands = StreamScore(command_words=10, hits=hits, other_utterances=0, substitutions=0, on_other_speech=0,
-                           on_background=0, hours=0.25, latencies_ms=latencies_ms)
-    talk = StreamScore(command_words=0, hits=0, other_utterances=100, substitutions=0,
-                       on_other_speech=talk_false_accepts, on_background=0, hours=1.0)
-    return OperatingPoint(options=CommandRecognizerOptions(threshold=threshold), commands=commands, talk=talk)
-
-
 def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budget():
-    slow = _point(0.6, 9, (300.0,) * 8 + (700.0,), 1)     # most hits, p95 above 500 ms
-    prompt = _point(0.7, 8, (250.0,) * 7 + (450.0,), 0)   # fewer hits, p95 within 500 ms
-    loud = _point(0.5, 10, (200.0,) * 10, 5)              # every word, far over the false-accept budget
-    silent = _point(0.99, 0, (), 0)                       # detects nothing: shows no latency
+    slow = operating_point(0.6, (300.0,) * 8 + (700.0,), 1)    # most hits, p95 above 500 ms
+    prompt = operating_point(0.7, (250.0,) * 7 + (450.0,), 0)  # fewer hits, p95 within 500 ms
+    loud = operating_point(0.5, (200.0,) * 10, 5)              # every word, far over the false-accept budget
+    silent = operating_point(0.99, (), 0)                      # detects nothing: shows no latency
     points = [slow, prompt, loud, silent]
     assert slow.latency_ms(95) > 500 >= prompt.latency_ms(95)
     assert recommend(points, SweepOptions()) == (slow, None)  # no latency budget: the most hits
@@ -244,7 +234,7 @@ def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budge
     # No setting within both: the best within the false-accept budget, flagged as over budget.
     assert recommend(points, SweepOptions(max_latency_p95_ms=100.0, latency_rule="p95")) == (slow, "latency")
     # None within the false-accept budget either: the quietest, flagged as over that budget.
-    assert recommend([loud, _point(0.55, 10, (200.0,) * 10, 9)], budget) == (loud, "false_accepts")
+    assert recommend([loud, operating_point(0.55, (200.0,) * 10, 9)], budget) == (loud, "false_accepts")
     with pytest.raises(ValueError, match="max_latency_p95_ms"):
         SweepOptions(max_latency_p95_ms=0.0)
     with pytest.raises(ValueError, match="latency_rule"):
@@ -252,10 +242,10 @@ def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budge
 
 
 def test_the_in_time_rule_counts_a_late_word_as_missed_not_the_whole_setting():
-    mostly_prompt = _point(0.6, 9, (300.0,) * 8 + (700.0,), 1)  # 8 words in time, 1 late: p95 above 500 ms
-    prompt = _point(0.7, 7, (250.0,) * 6 + (450.0,), 0)        # 7 words, all in time
-    late = _point(0.5, 10, (600.0,) * 10, 0)                   # every word, all late
-    loud = _point(0.4, 10, (200.0,) * 10, 5)                   # every word in time, far over the false-accept budget
+    mostly_prompt = operating_point(0.6, (300.0,) * 8 + (700.0,), 1)  # 8 words in time, 1 late: p95 above 500 ms
+    prompt = operating_point(0.7, (250.0,) * 6 + (450.0,), 0)         # 7 words, all in time
+    late = operating_point(0.5, (600.0,) * 10, 0)                     # every word, all late
+    loud = operating_point(0.4, (200.0,) * 10, 5)  # every word in time, far over the false-accept budget
     points = [mostly_prompt, prompt, late, loud]
     budget = SweepOptions(max_latency_p95_ms=500.0)
     assert budget.latency_rule == "in-time" and budget.in_time_ms == 500.0
@@ -264,7 +254,7 @@ def test_the_in_time_rule_counts_a_late_word_as_missed_not_the_whole_setting():
     assert ranked(points, budget) == [mostly_prompt, prompt, late]  # late: 0 in time, still within the budget
     assert recommend(points, dataclasses.replace(budget, latency_rule="p95")) == (prompt, None)
     # A tie in time goes to the more hits: a late detection beats none.
-    slower = _point(0.65, 10, (300.0,) * 8 + (700.0,) * 2, 1)
+    slower = operating_point(0.65, (300.0,) * 8 + (700.0,) * 2, 1)
     assert recommend([mostly_prompt, slower], budget) == (slower, None)
     # Nothing detected in time is no missed budget: the in-time rule ranks, it does not exclude.
     assert recommend([late, prompt], SweepOptions(max_latency_p95_ms=100.0)) == (late, None)
