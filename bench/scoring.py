@@ -330,8 +330,8 @@ class SweepOptions:
     max_context_unknowns: tuple[float, ...] = (1.0, 0.6, 0.5, 0.4)
     max_false_accepts_per_hour: float = 1.0
     max_false_accepts_per_100_words: float = 2.0
-    #: The latency budget (ms from word end) of the recommendation; None: none.
-    max_latency_p95_ms: float | None = None
+    #: The latency budget (ms from word end) of the recommendation, the target's p95; None: none.
+    max_latency_p95_ms: float | None = 500.0
     #: How that budget chooses: one of ``LATENCY_RULES``.
     latency_rule: str = LATENCY_RULES[0]
     match_tolerance_ms: float = 1000.0

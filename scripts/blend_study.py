@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("heads_run", type=Path, help="a bench --tuning-only run of the heads alone (student_weight 0)")
     parser.add_argument("--blend", action="append", type=_blend_arg, metavar="KIND:STUDENT_WEIGHT",
                         help="a blend to score (repeatable; default arithmetic:0.3, geometric:0.3, geometric:0.5)")
-    parser.add_argument("--max-latency-p95-ms", type=float, default=500.0, help="the latency budget (default 500)")
-    parser.add_argument("--max-false-accepts-per-100-words", type=float, default=2.0)
+    parser.add_argument("--max-latency-p95-ms", type=float, default=SweepOptions.max_latency_p95_ms,
+                        help=f"the latency budget (default {SweepOptions.max_latency_p95_ms:g}: the bench's)")
+    parser.add_argument("--max-false-accepts-per-100-words", type=float,
+                        default=SweepOptions.max_false_accepts_per_100_words)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:

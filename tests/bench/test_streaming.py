@@ -118,12 +118,13 @@ def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
 def test_tuning_budgets_with_a_latency_budget_also_give_the_figures_without_it():
     slow = operating_point(0.6, (520.0,) * 9, 1)  # the best sits 20 ms over the budget
     prompt = operating_point(0.8, (300.0,) * 5, 0)
-    capped = tuning_budgets([slow, prompt], SweepOptions(max_latency_p95_ms=500.0), chosen_on="tuning")
+    capped = tuning_budgets([slow, prompt], SweepOptions(), chosen_on="tuning")  # the default: the 500-ms target
     assert [row["hit_rate"] for row in capped["budgets"]] == [0.5] * 4 and capped["max_latency_p95_ms"] == 500.0
     uncapped = capped["uncapped"]
     assert [row["hit_rate"] for row in uncapped["budgets"]] == [0.5, 0.9, 0.9, 0.9]
     assert uncapped["mean_hit_rate"] == 0.8 and uncapped["budgets"][1]["latency_p95_ms"] == 520.0
-    assert "uncapped" not in tuning_budgets([slow, prompt], SweepOptions(), chosen_on="tuning")
+    no_budget = SweepOptions(max_latency_p95_ms=None)
+    assert "uncapped" not in tuning_budgets([slow, prompt], no_budget, chosen_on="tuning")
     markdown = "\n".join(_tuning_budgets_markdown({"tuning_budgets": capped}))
     assert "latency p95 at most 500 ms" in markdown and "| without the latency budget | 0.500 | 0.900 |" in markdown
 
@@ -138,7 +139,8 @@ def test_timely_budgets_count_a_word_detected_after_the_latency_budget_as_missed
     timely = section["timely"]
     assert [row["hit_rate"] for row in timely["budgets"]] == [0.5, 0.7, 0.7, 0.7] and timely["mean_hit_rate"] == 0.65
     assert timely["budgets"][1]["settings"]["threshold"] == 0.6 and timely["budgets"][1]["latency_p95_ms"] == 700.0
-    assert "timely" not in tuning_budgets([mostly_prompt, prompt], SweepOptions(), chosen_on="tuning")
+    no_budget = SweepOptions(max_latency_p95_ms=None)
+    assert "timely" not in tuning_budgets([mostly_prompt, prompt], no_budget, chosen_on="tuning")
     # The rows are the same whichever rule the recommendation follows; the section names that rule.
     by_p95 = tuning_budgets([mostly_prompt, prompt], SweepOptions(max_latency_p95_ms=500.0, latency_rule="p95"),
                             chosen_on="tuning")

@@ -208,9 +208,9 @@ def test_per_word_thresholds_that_only_add_late_words_are_no_gain_by_the_in_time
     replays = _weak_no_replays((4000, 4500))
     options = SweepOptions(average_windows_ms=(200.0,), thresholds=(0.7,), release_thresholds=(0.2,),
                            minimum_counts=(1,), suppressions_ms=(0.0,), max_context_unknowns=(1.0,),
-                           max_false_accepts_per_hour=0.0)
+                           max_false_accepts_per_hour=0.0, max_latency_p95_ms=None)
     (base,) = [p.options for p in sweep(replays, options)]
-    tuned = calibrate_class_thresholds(replays, base, options, max_offset=0.15, step=0.05)
+    tuned = calibrate_class_thresholds(replays, base, options, max_offset=0.15, step=0.05)  # no latency budget
     assert tuned.class_thresholds.get("no", base.threshold) < 0.6 and "yes" not in tuned.class_thresholds
     before, after = evaluate(replays, base), evaluate(replays, tuned)
     assert (before.hit_rate, after.hit_rate) == (0.5, 1.0) and after.commands.latencies_ms[-1] == 700.0
@@ -226,7 +226,7 @@ def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budge
     silent = operating_point(0.99, (), 0)                      # detects nothing: shows no latency
     points = [slow, prompt, loud, silent]
     assert slow.latency_ms(95) > 500 >= prompt.latency_ms(95)
-    assert recommend(points, SweepOptions()) == (slow, None)  # no latency budget: the most hits
+    assert recommend(points, SweepOptions(max_latency_p95_ms=None)) == (slow, None)  # no latency budget: the most hits
     budget = SweepOptions(max_latency_p95_ms=500.0, latency_rule="p95")
     assert recommend(points, budget) == (prompt, None)
     assert within_budget(points, budget) == [prompt] and ranked(points, budget) == [prompt]
