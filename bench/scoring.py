@@ -461,10 +461,11 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
                                *, max_offset: float = 0.1, step: float = 0.025) -> CommandRecognizerOptions:
     """Per-word thresholds within ``max_offset`` of ``base.threshold``, greedily: each step moves
     the one word's threshold that gains the most hits (less ``CALIBRATION_FALSE_ACCEPT_COST`` per
-    false accept) on the tuning streams while the split stays within the false-accept budget. A
-    word's threshold barely changes the others' events, so each word is scored alone (the others
-    silenced); the result is then checked as a whole, and ``base`` is returned when it is over
-    the budget or no better."""
+    false accept) on the tuning streams while the split stays within the false-accept budget. Hits
+    are counted as ``options`` ranks settings: by the ``in-time`` rule only the words detected
+    within its latency budget. A word's threshold barely changes the others' events, so each word
+    is scored alone (the others silenced); the result is then checked as a whole, and ``base`` is
+    returned when it is over the budget or no better."""
     labels = next(iter(replays.values())).posteriors.labels
     words = [w for w in labels if w not in base.ignored_labels]
     offsets = np.arange(-max_offset, max_offset + step / 2, step)
@@ -475,7 +476,8 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
         for t in candidates:
             alone = dataclasses.replace(base, class_thresholds={**{w: _NEVER for w in words if w != word}, word: t})
             p = evaluate(replays, alone, match_tolerance_ms=options.match_tolerance_ms)
-            table[(word, t)] = (p.commands.hits if p.commands else 0, p.talk.false_accepts if p.talk else 0,
+            detected = round(_hits(p, options) * p.commands.command_words) if p.commands else 0
+            table[(word, t)] = (detected, p.talk.false_accepts if p.talk else 0,
                                 p.words.false_accepts if p.words else 0)
     talk_hours = replays["talk"].posteriors.hours if "talk" in replays else 0.0
     n_words = sum(not w.is_command for w in replays["words"].posteriors.words) if "words" in replays else 0

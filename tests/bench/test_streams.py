@@ -219,6 +219,29 @@ def test_per_word_thresholds_that_only_add_late_words_are_no_gain_by_the_in_time
     assert calibrate_class_thresholds(replays, base, in_time, max_offset=0.15, step=0.05) == base
 
 
+def test_per_word_calibration_spends_the_false_accept_budget_on_words_heard_in_time():
+    # Two weak "yes" peak 700 ms after their words end, one weak "no" 100 ms after; the talk holds a weak
+    # "yes" and a weak "no", and the budget allows one false accept on it: the word to lower is the one
+    # heard in time, though "yes" would add more (late) hits.
+    commands = timeline([], [word("yes", 900, 1500), word("yes", 2900, 3500), word("no", 4900, 5500)])
+    for start_ms, scores in ((2200, [0.4, 0, 0.6, 0]), (4200, [0.4, 0, 0.6, 0]), (5600, [0.4, 0, 0, 0.6])):
+        _set(commands, start_ms, start_ms + 400, scores)
+    talk = _set(_set(timeline([], [word("_unknown_", 1000 * k, 1000 * k + 600) for k in range(1, 12)]),
+                     3000, 3400, [0.4, 0, 0.6, 0]), 7000, 7400, [0.4, 0, 0, 0.6])
+    replays = {"commands": Replay(commands), "talk": Replay(talk)}
+    one_per_talk = 1.5 / talk.hours  # false accepts per hour: one on the talk stream, not two
+    base = CommandRecognizerOptions(average_window_ms=200.0, threshold=0.7, release_threshold=0.2, minimum_count=1,
+                                    suppression_ms=0.0, max_context_unknown=1.0)
+    in_time = SweepOptions(max_false_accepts_per_hour=one_per_talk)
+    tuned = calibrate_class_thresholds(replays, base, in_time, max_offset=0.15, step=0.05)
+    assert tuned.class_thresholds.get("no", base.threshold) < 0.6 and "yes" not in tuned.class_thresholds
+    assert evaluate(replays, tuned).hit_rate_within(500.0) == pytest.approx(1 / 3)
+    # Without a latency budget the two late "yes" are worth more.
+    any_time = dataclasses.replace(in_time, max_latency_p95_ms=None)
+    tuned = calibrate_class_thresholds(replays, base, any_time, max_offset=0.15, step=0.05)
+    assert tuned.class_thresholds.get("yes", base.threshold) < 0.6 and "no" not in tuned.class_thresholds
+
+
 def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budget():
     slow = operating_point(0.6, (300.0,) * 8 + (700.0,), 1)    # most hits, p95 above 500 ms
     prompt = operating_point(0.7, (250.0,) * 7 + (450.0,), 0)  # fewer hits, p95 within 500 ms
