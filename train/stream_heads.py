@@ -476,7 +476,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the heads file to write (.tflite)")
     parser.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"),
                         help="the student the heads sit beside: its labels and speaker split")
-    parser.add_argument("--speech-commands", type=Path, default=SHARED / "speech_commands")
+    parser.add_argument("--speech-commands", type=Path, default=SHARED / "speech_commands",
+                        help="the labelled clips, split by speaker as --model was (default %(default)s)")
     parser.add_argument("--noise", type=Path, action="append",
                         help="noise and music folders, their training pool (default: ambient/ and noise/)")
     parser.add_argument("--negatives", type=Path, default=SHARED / "speech_negatives",
@@ -486,17 +487,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--talk", type=Path, action="append", default=[],
                         help="more talk to learn as _unknown_, all of it (e.g. edgesense synth-talk sentences; "
                              "keep the voices you tune on out)")
-    parser.add_argument("--heads", type=int, default=defaults.heads, help="heads averaged (seeds SEED, SEED+1, ...)")
+    parser.add_argument("--heads", type=int, default=defaults.heads,
+                        help="heads averaged (seeds SEED, SEED+1, ...; default %(default)s)")
     parser.add_argument("--context", type=int, default=defaults.context_embeddings,
-                        help="embeddings a head sees at each hop (5: 1.1 s)")
-    parser.add_argument("--variants", type=int, default=defaults.variants, help="noisy placements of every clip")
+                        help="embeddings a head sees at each hop (default %(default)s: 1.1 s)")
+    parser.add_argument("--variants", type=int, default=defaults.variants,
+                        help="noisy placements of every clip (default %(default)s)")
     parser.add_argument("--placement", choices=PLACEMENTS, default=defaults.placement,
                         help="where a word sits in its windows: its spoken part anywhere, its end up to the "
                              "window's end (default), or the whole clip anywhere it fits (its spoken part near the "
                              "centre: detections come later)")
-    parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant)
-    parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant)
-    parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight)
+    parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant,
+                        help="windows of other speech as _unknown_ in each variant (default %(default)s)")
+    parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant,
+                        help="windows of background alone as _silence_ in each variant (default %(default)s)")
+    parser.add_argument("--unknown-weight", type=float, default=defaults.unknown_weight,
+                        help="_unknown_'s weight in the loss, in classes (default %(default)s)")
     parser.add_argument("--partial-words", type=float, default=defaults.partial_share, metavar="SHARE",
                         help="share of the command clips that also give a window of part of their word, as "
                              f"_unknown_ (default {defaults.partial_share:g})")
@@ -518,8 +524,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the _unknown_ clips that also give a window played "
                              f"{VOICE_SPEED_RANGE[0]:g}-{VOICE_SPEED_RANGE[1]:g} times as fast, another voice "
                              f"(default {defaults.unknown_voices_share:g})")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of each head (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="the first head's seed (default %(default)s)")
     parser.add_argument("--float-weights", action="store_true", help="write float32 weights (default: int8)")
     parser.add_argument("--force", action="store_true", help="replace --out when it exists")
 
