@@ -358,7 +358,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "speakers' clips and photos and the tuning streams; nothing of the test split or the "
                              "evaluation pools is read")
     parser.add_argument("--max-per-class", type=int, help="evaluate at most this many items per class")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=BenchOptions.seed,
+                        help="random seed of the streams, the capped items and the degraded photos "
+                             "(default %(default)s)")
 
 
 #: BenchOptions fields as the flags a user types (messages name the flag, not the field).

@@ -246,7 +246,8 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
             ids.append(np.full(count, r, np.int32))
         sound_emb.append(np.concatenate(embs))
         sound_rec.append(np.concatenate(ids))
-    summary["sound_seconds"] = {label: round(sum(r.size for r in rs) / rate, 1) for label, rs in zip(labels, recordings)}
+    summary["sound_seconds"] = {label: round(sum(r.size for r in rs) / rate, 1)
+                                for label, rs in zip(labels, recordings)}
     per_class = Embeddings(images=tuple(image_emb[y_variants == k] for k in range(len(labels))),
                            sounds=tuple(sound_emb), recordings=tuple(sound_rec))
     val_images, val_report = datasets.load_images(splits["validation"], size_px=size, what="validation photos")
@@ -542,7 +543,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sound-mismatch", type=float, default=None, metavar="P",
                         help="share of the rows with both modalities whose sound is another place's (default: one "
                              "minus how often sound names the place of a recording left out)")
-    parser.add_argument("--seed", type=int, default=AdaptOptions.seed)
+    parser.add_argument("--seed", type=int, default=AdaptOptions.seed,
+                        help="random seed of the drawn photos, sounds and weights (default %(default)s)")
     parser.add_argument("--name", help="the adapted model's name in its metadata")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
