@@ -1,5 +1,6 @@
 """edgesense.app.cli: one console script over every command, each module in the edgesense namespace."""
 
+import argparse
 import importlib
 import re
 import signal
@@ -17,6 +18,13 @@ def test_every_command_module_lives_in_edgesense_and_has_the_command_interface()
         module = importlib.import_module(module_name)  # the test environment has every extra
         assert callable(module.add_arguments) and callable(module.run), module_name
         assert help_text
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    for name in cli.COMMANDS:
+        sub = next(a for a in cli.build_parser([name])._actions if isinstance(a, argparse._SubParsersAction))
+        silent = [action.option_strings or action.dest for action in sub.choices[name]._actions if not action.help]
+        assert silent == [], f"edgesense {name}: flags without help: {silent}"
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
