@@ -50,6 +50,18 @@ def _blend_arg(text: str) -> tuple[str, float]:
     return kind, value
 
 
+def _budget_ms(text: str) -> float:
+    """A latency budget: the study's rows compare blends within one, so it must be a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a latency budget in ms > 0 (the rows compare blends within "
+                                         f"it), got {text!r}")
+    return value
+
+
 def blend(student: np.ndarray, heads: np.ndarray, kind: str, student_weight: float) -> np.ndarray:
     """(H, C) posteriors of the two detectors blended: their weighted mean, or their weighted
     geometric mean renormalised to sum to 1 on every hop."""
@@ -80,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("heads_run", type=Path, help="a bench --tuning-only run of the heads alone (student_weight 0)")
     parser.add_argument("--blend", action="append", type=_blend_arg, metavar="KIND:STUDENT_WEIGHT",
                         help="a blend to score (repeatable; default arithmetic:0.3, geometric:0.3, geometric:0.5)")
-    parser.add_argument("--max-latency-p95-ms", type=float, default=SweepOptions.max_latency_p95_ms,
+    parser.add_argument("--max-latency-p95-ms", type=_budget_ms, default=SweepOptions.max_latency_p95_ms,
                         help=f"the latency budget (default {SweepOptions.max_latency_p95_ms:g}: the bench's)")
     parser.add_argument("--max-false-accepts-per-100-words", type=float,
                         default=SweepOptions.max_false_accepts_per_100_words)

@@ -61,3 +61,7 @@ def test_a_folder_that_is_not_a_bench_run_is_one_line_and_exit_code_2(study, tmp
     with pytest.raises(SystemExit) as exc:
         study.main([str(tmp_path), str(tmp_path), "--blend", "harmonic:0.3"])
     assert exc.value.code == 2 and "--blend" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        study.main([str(tmp_path), str(tmp_path), "--max-latency-p95-ms", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and "--max-latency-p95-ms: expected a latency budget in ms > 0" in err[-1]
