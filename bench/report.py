@@ -198,7 +198,8 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     r = st["evaluation"]["recommended"]
     talk = r.get("talk_stream", {}).get("false_accepts_per_hour", {})
     lines += ["", f"Talk false accepts per hour: {talk.get('other_speech')} during speech, {talk.get('background')} "
-              f"in the pauses. Clip accuracy on the same command words: {_fmt(st['clip_accuracy_commands'])}; "
+              f"in the pauses{_recordings_fired_on(st, r)}. Clip accuracy on the same command words: "
+              f"{_fmt(st['clip_accuracy_commands'])}; "
               f"**streaming cost** {_fmt(st['streaming_cost_points'], 1)} points.", "",
               "Hit rate per word: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                 r.get("commands_stream", {}).get("per_word_hit_rate", {}).items()),
@@ -228,6 +229,18 @@ def _breakdown_markdown(st: Mapping[str, Any]) -> list[str]:
         lines.append(f"| in the streams' noise, {where} | {_fmt(row['accuracy'])} | {_fmt(row['confident'])} |")
     hit_rate = st["evaluation"]["recommended"]["hit_rate"]
     return lines + [f"| on the streams, detected (recommended setting) | {_fmt(hit_rate)} | – |"]
+
+
+def _recordings_fired_on(st: Mapping[str, Any], point: Mapping[str, Any]) -> str:
+    """``; from N of the talk's M recordings (each heard about K times)``: how many independent
+    events the evaluation talk's false accepts are ("" for a report without the counts)."""
+    fired_on = point.get("talk_stream", {}).get("recordings_fired_on")
+    stream = st.get("evaluation_streams", {}).get("talk", {})
+    recordings, utterances = stream.get("unique_sources"), stream.get("other_utterances")
+    if fired_on is None or not recordings or not utterances:
+        return ""
+    return (f"; from {fired_on} of the talk's {recordings} recordings (each heard about "
+            f"{utterances / recordings:.0f} times)")
 
 
 def _tuning_budgets_markdown(st: Mapping[str, Any]) -> list[str]:

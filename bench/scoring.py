@@ -304,9 +304,13 @@ class OperatingPoint:
 
 
 def _false_accepts_by(score: StreamScore) -> dict[str, Any]:
-    """The report's view of a stream's false accepts: every word fired, the sources fired on most."""
+    """The report's view of a stream's false accepts: every word fired, the sources fired on most, and
+    how many recordings were fired on at all (a stream repeats its recordings, so its false accepts
+    are fewer independent events than their count)."""
     top = dict(list(score.false_accepts_by_source.items())[:TOP_FALSE_ACCEPT_SOURCES])
-    return {"false_accepts_by_word": dict(score.false_accepts_by_word), "false_accepts_top_sources": top}
+    fired_on = sum(1 for source in score.false_accepts_by_source if source != BACKGROUND_SOURCE)
+    return {"false_accepts_by_word": dict(score.false_accepts_by_word), "false_accepts_top_sources": top,
+            "recordings_fired_on": fired_on}
 
 
 def evaluate(replays: Mapping[str, Replay], options: CommandRecognizerOptions, *,

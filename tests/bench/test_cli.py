@@ -131,8 +131,10 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert sum(talk["false_accepts_by_word"].values()) == talk["false_accepts"]
     assert set(talk["false_accepts_by_word"]) <= set(DEFAULT_COMMAND_LABELS[2:])
     assert sum(talk["false_accepts_top_sources"].values()) <= talk["false_accepts"]
+    assert talk["recordings_fired_on"] <= min(talk["false_accepts"], st["evaluation_streams"]["talk"]["unique_sources"])
     markdown = (out / "report.md").read_text()
     assert "Streaming commands" in markdown and "by the word fired:" in markdown
+    assert f"in the pauses; from {talk['recordings_fired_on']} of the talk's" in markdown
     # The breakdown scores the evaluation streams' command words, the same words at every offset.
     breakdown = st["cost_breakdown"]
     assert [row["offset_ms"] for row in breakdown] == [0.0, 200.0, 400.0]

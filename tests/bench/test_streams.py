@@ -12,6 +12,7 @@ from operating_points import operating_point
 
 from edgesense.bench.scoring import (
     Detection,
+    OperatingPoint,
     Replay,
     SweepOptions,
     best_within,
@@ -92,6 +93,8 @@ def test_hits_false_accepts_and_latency_are_exact():
     # Each false accept by the word it fired as and the utterance it fired on.
     assert s.false_accepts_by_word == {"no": 1, "yes": 1}
     assert s.false_accepts_by_source == {"background": 1, "talk/u.wav": 1}
+    talk = OperatingPoint(options=CommandRecognizerOptions(), talk=s).to_dict()["talk_stream"]
+    assert talk["recordings_fired_on"] == 1  # the background is no recording
 
 
 def test_a_higher_threshold_fires_one_hop_later():
