@@ -163,31 +163,70 @@ def dump_yaml(data: Any) -> str:
     return out.getvalue()
 
 
-def _append(node: CommentedMap, key: str, value: Any) -> None:
-    """Add ``key`` at the end of ``node``. The blank lines and full-line comments that followed
-    the old last key (ruamel keeps them with it, after its own inline comment) end the mapping,
-    so they move after the new key: a section keeps its blank line before the next one."""
-    last = next(reversed(node), None) if len(node) else None
-    node[key] = value
-    comments = node.ca.items.get(last) if last is not None else None
+def _tail_key(node: CommentedMap) -> tuple[CommentedMap, Any]:
+    """The mapping and key whose line is ``node``'s last (the last key of a mapping value, deep)."""
+    holder, at = node, next(reversed(node))
+    while isinstance(holder[at], CommentedMap) and len(holder[at]):
+        holder, at = holder[at], next(reversed(holder[at]))
+    return holder, at
+
+
+def _detach_tail(node: CommentedMap) -> Any:
+    """Take the blank lines and full-line comments that end ``node`` (ruamel keeps them with its
+    last line's key, after that key's own inline comment) off that key; None when there are none."""
+    if not len(node):
+        return None
+    holder, at = _tail_key(node)
+    comments = holder.ca.items.get(at)
     token = comments[2] if comments and len(comments) > 2 else None
     if token is None or "\n" not in token.value:
-        return
+        return None
     inline, rest = token.value.split("\n", 1)
     if not rest:
-        return  # only the old key's own inline comment
-    moved = copy.copy(token)
-    moved.value = "\n" + rest
+        return None  # only the key's own inline comment
+    tail = copy.copy(token)
+    tail.value = "\n" + rest
     token.value = inline + "\n"
-    node.ca.items[key] = [None, None, moved, None]
+    return tail
+
+
+def _attach_tail(node: CommentedMap, tail: Any) -> None:
+    """Put :func:`_detach_tail`'s lines back after ``node``'s (new) last line."""
+    if tail is None or not len(node):
+        return
+    holder, at = _tail_key(node)
+    comments = holder.ca.items.setdefault(at, [None, None, None, None])
+    own = comments[2]
+    if own is None:
+        comments[2] = tail
+    else:  # the key's own inline comment ends its line
+        own.value = own.value + tail.value[1:] if own.value.endswith("\n") else own.value + tail.value
+
+
+def _set(node: CommentedMap, key: str, value: Any) -> None:
+    """``node[key] = value``, a mapping merged into the one there (its order, style and comments
+    kept; keys it lacks removed), or added at the end; the lines that ended ``node`` end it still,
+    so a section keeps its blank line and comments before the next one."""
+    tail = _detach_tail(node)
+    old = node.get(key)
+    if value is DELETE:
+        node.pop(key, None)
+    elif isinstance(old, CommentedMap) and isinstance(value, Mapping):
+        for gone in [k for k in old if k not in value]:
+            del old[gone]
+        for k, v in value.items():
+            old[k] = v
+    else:
+        node[key] = CommentedMap(value) if isinstance(value, Mapping) and key not in node else value
+    _attach_tail(node, tail)
 
 
 def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None) -> Path:
     """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
 
     Comments, order, quoting, flow or block style and the other fields are kept (ruamel's round
-    trip); a missing section or key is added at the end of its mapping; the value :data:`DELETE`
-    removes a key. The file is checked like :func:`load_yaml_document` first (duplicate keys are
+    trip); a missing section or key is added at the end of its mapping, a mapping value replaces the
+    one there in place (:func:`_set`); the value :data:`DELETE` removes a key. The file is checked like :func:`load_yaml_document` first (duplicate keys are
     refused). Writes ``out`` (default: in place) and returns its path.
     """
     path = Path(path)
@@ -208,12 +247,7 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
             if not isinstance(child, CommentedMap):
                 raise ValueError(f"{path}: {'.'.join(parents[:i + 1])}: expected a mapping, got {child!r}")
             node = child
-        if value is DELETE:
-            node.pop(leaf, None)
-        elif leaf in node:
-            node[leaf] = value
-        else:
-            _append(node, leaf, value)
+        _set(node, leaf, value)
     target = Path(out) if out is not None else path
     buffer = io.StringIO()
     yaml.dump(root, buffer)

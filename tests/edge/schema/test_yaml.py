@@ -3,7 +3,14 @@
 import pytest
 
 from edgesense.schema.validate import from_mapping
-from edgesense.schema.yaml import dump_yaml, load_yaml_document, load_yaml_mapping, parse_yaml_value, update_yaml_file
+from edgesense.schema.yaml import (
+    DELETE,
+    dump_yaml,
+    load_yaml_document,
+    load_yaml_mapping,
+    parse_yaml_value,
+    update_yaml_file,
+)
 
 
 def test_yaml_loading_errors_name_the_file(tmp_path):
@@ -107,6 +114,26 @@ def test_a_key_added_to_a_section_comes_before_the_blank_line_and_comments_that_
     last.write_text("commands:\n  threshold: 0.9\n")
     update_yaml_file(last, {"commands.release_threshold": 0.5})
     assert last.read_text() == "commands:\n  threshold: 0.9\n  release_threshold: 0.5\n"
+
+
+def test_a_mapping_added_to_a_section_keeps_its_items_under_its_key_and_the_blank_line_after_them(tmp_path):
+    path = tmp_path / "device.yaml"
+    path.write_text("commands:\n  threshold: 0.8\n\nvad:\n  enabled: false\n")
+    update_yaml_file(path, {"commands.class_thresholds": {"go": 0.725, "no": 0.775}})
+    assert path.read_text() == ("commands:\n  threshold: 0.8\n  class_thresholds:\n    go: 0.725\n    no: 0.775\n"
+                                "\nvad:\n  enabled: false\n")
+    assert load_yaml_mapping(path)["commands"]["class_thresholds"] == {"go": 0.725, "no": 0.775}
+    # Replaced, the mapping keeps its place, its style and the lines that end the section; removed, too.
+    path.write_text("commands:\n  threshold: 0.8\n  class_thresholds:\n    go: 0.725\n    no: 0.775  # weak\n"
+                    "\n# the gate\nvad:\n  enabled: false\n")
+    update_yaml_file(path, {"commands.class_thresholds": {"go": 0.7, "up": 0.75}})
+    assert path.read_text() == ("commands:\n  threshold: 0.8\n  class_thresholds:\n    go: 0.7\n    up: 0.75\n"
+                                "\n# the gate\nvad:\n  enabled: false\n")
+    update_yaml_file(path, {"commands.class_thresholds": DELETE})
+    assert path.read_text() == "commands:\n  threshold: 0.8\n\n# the gate\nvad:\n  enabled: false\n"
+    path.write_text("commands:\n  class_thresholds: {go: 0.725}\n  threshold: 0.8\n")
+    update_yaml_file(path, {"commands.class_thresholds": {"go": 0.7, "up": 0.75}})
+    assert path.read_text() == "commands:\n  class_thresholds: {go: 0.7, up: 0.75}\n  threshold: 0.8\n"
 
 
 def test_dump_reads_back():
