@@ -203,6 +203,11 @@ def _attach_tail(node: CommentedMap, tail: Any) -> None:
         own.value = own.value + tail.value[1:] if own.value.endswith("\n") else own.value + tail.value
 
 
+def _commented(value: Any) -> Any:
+    """``value`` with every mapping in it a ``CommentedMap``, which can carry the lines after it."""
+    return CommentedMap((k, _commented(v)) for k, v in value.items()) if isinstance(value, Mapping) else value
+
+
 def _set(node: CommentedMap, key: str, value: Any) -> None:
     """``node[key] = value``, a mapping merged into the one there (its order, style and comments
     kept; keys it lacks removed), or added at the end; the lines that ended ``node`` end it still,
@@ -215,9 +220,9 @@ def _set(node: CommentedMap, key: str, value: Any) -> None:
         for gone in [k for k in old if k not in value]:
             del old[gone]
         for k, v in value.items():
-            old[k] = v
+            old[k] = _commented(v)
     else:
-        node[key] = CommentedMap(value) if isinstance(value, Mapping) and key not in node else value
+        node[key] = _commented(value)
     _attach_tail(node, tail)
 
 
@@ -226,8 +231,9 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
 
     Comments, order, quoting, flow or block style and the other fields are kept (ruamel's round
     trip); a missing section or key is added at the end of its mapping, a mapping value replaces the
-    one there in place (:func:`_set`); the value :data:`DELETE` removes a key. The file is checked like :func:`load_yaml_document` first (duplicate keys are
-    refused). Writes ``out`` (default: in place) and returns its path.
+    one there in place (:func:`_set`); the value :data:`DELETE` removes a key. The file is checked
+    like :func:`load_yaml_document` first (duplicate keys are refused). Writes ``out`` (default: in
+    place) and returns its path.
     """
     path = Path(path)
     text = _read_text(path)
