@@ -74,7 +74,6 @@ from edgesense.bench.references import (
 from edgesense.bench.report import (
     _fmt,
     av_summary,
-    command_word_accuracy,
     plot_confusion,
     plot_det,
     plot_latency,
@@ -246,8 +245,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.speech_commands is not None and options.streaming:
         st = report["streaming"] = run_streaming(
             model, model_sha, options, evaluation=stream_utterances, tuning=tune_utterances, noise_paths=noise_paths,
-            negative_paths=list(options.negatives), clip_accuracy=command_word_accuracy(report["command"]),
-            firmware=firmware)
+            negative_paths=list(options.negatives), clips=clips, clip_labels=clip_labels, firmware=firmware)
         if "det" in st:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
         if "recommended" in st:

@@ -11,7 +11,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S
-from edgesense.types import is_command_word
 
 # --------------------------------------------------------------------------- figures
 
@@ -76,14 +75,6 @@ def plot_latency(samples: Mapping[str, Sequence[float]], path: Path, title: str)
     return path
 
 
-def command_word_accuracy(command: Mapping[str, Any]) -> float | None:
-    """Clip accuracy over the command-word clips only (what a stream's hit rate compares with)."""
-    rows = [(c["accuracy"], c["count"]) for label, c in command["per_class"].items()
-            if is_command_word(label) and c["count"]]
-    total = sum(n for _, n in rows)
-    return round(sum(a * n for a, n in rows) / total, 4) if total else None
-
-
 def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
     """The DET curve: miss rate against false accepts per hour of talk (log axis), one line per
     split over the thresholds, the operating points marked. A point with no false accept is drawn
@@ -139,7 +130,8 @@ def _second_opinion_line(second: Mapping[str, Any]) -> list[str]:
         return []
     return [f"Each hop's posteriors are the blend `--config` runs: {second['student_weight']:g} x the model's + "
             f"{1 - second['student_weight']:g} x the second opinion's (`{Path(second['heads_path']).name}` on "
-            "speech_embedding).", ""]
+            "speech_embedding); the clip accuracy, the breakdown of the streaming cost and the level envelopes "
+            "score that blend too.", ""]
 
 
 def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:

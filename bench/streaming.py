@@ -48,20 +48,21 @@ from edgesense.bench.streams import (
     utterance,
     word_windows,
 )
-from edgesense.frontend.audio import log_mel_spectrogram
+from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.frontend.wav import read_wav
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
-from edgesense.runtime.second_opinion import SecondOpinionOptions
+from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
+from edgesense.runtime.speech_embedding import samples_for_embeddings
 from edgesense.schema.validate import require
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
 __all__ = ["SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
-           "TUNING_BUDGETS_PER_HOUR", "StreamingPlan", "clip_utterances", "cost_breakdown", "level_envelope",
-           "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming", "tuning_budgets",
-           "cached_streams"]
+           "TUNING_BUDGETS_PER_HOUR", "StreamingPlan", "WindowDetector", "clip_utterances", "cost_breakdown",
+           "level_envelope", "other_speech_utterances", "read_recordings", "recording_pools", "run_streaming",
+           "tuning_budgets", "cached_streams"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,44 +173,98 @@ def other_speech_utterances(paths: Sequence[Path], sample_rate_hz: int) -> tuple
     return words, sentences
 
 
-def _window_figures(model: EdgeModel, words: Sequence[Utterance], options: StreamOptions, *, offset_ms: float,
-                    noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> dict[str, Any]:
-    """``words`` (the model's command words) each in one window (:func:`word_windows`): how many,
+class WindowDetector:
+    """The detector the streams run, on single windows: the model's command posteriors on a
+    1-s window and, with an enabled ``second_opinion``, their blend with its heads, which also hear
+    ``lead_samples`` before the window so that their newest embedding ends where the window ends
+    (as at the stream's hop that ends there). The cost breakdown, the level envelopes and the clip
+    accuracy the streaming cost is measured from score this, so with a second opinion they describe
+    the pair the streams ran, not the model alone."""
+
+    def __init__(self, model: EdgeModel, second_opinion: SecondOpinionOptions | None = None) -> None:
+        self.model = model
+        self.window_samples = model.audio_frontend.clip_samples
+        self.second: SecondOpinion | None = None
+        self.lead_samples = 0
+        if second_opinion is not None and second_opinion.enabled:
+            self.second = SecondOpinion(second_opinion, labels=model.command_labels,
+                                        sample_rate_hz=model.audio_frontend.sample_rate_hz)
+            embeddings = self.second.heads.context
+            while samples_for_embeddings(embeddings) < self.window_samples:
+                embeddings += 1
+            self.lead_samples = samples_for_embeddings(embeddings) - self.window_samples
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.model.command_labels)
+
+    def scores(self, audio: np.ndarray) -> np.ndarray:
+        """``(N, lead_samples + window_samples)`` audio -> ``(N, labels)`` command posteriors, the
+        model's on each window (its last ``window_samples``), blended with the heads' on all of it."""
+        frontend = self.model.audio_frontend
+        out = np.empty((len(audio), len(self.labels)), np.float64)
+        for i, x in enumerate(audio):
+            window = x[self.lead_samples:]
+            command, _ = self.model.fuse(self.model.encode_audio(log_mel_spectrogram(window, frontend)), None)
+            if self.second is not None:
+                self.second.reset()
+                self.second.push(x)
+                command = self.second.blend(command)
+            out[i] = command
+        return out
+
+    def clip_accuracy(self, clips: np.ndarray, labels: Sequence[str]) -> float | None:
+        """The share of the command-word clips among ``clips`` (one per label) named right, each
+        clip a window with silence before it; ``None`` without any."""
+        keep = [k for k, label in enumerate(labels) if is_command_word(label) and label in self.labels]
+        if not keep:
+            return None
+        frontend = self.model.audio_frontend
+        audio = np.zeros((len(keep), self.lead_samples + self.window_samples), np.float32)
+        for row, k in enumerate(keep):
+            audio[row, self.lead_samples:] = fit_clip(clips[k], frontend)
+        truth = np.array([self.labels.index(labels[k]) for k in keep])
+        return round(float(np.mean(self.scores(audio).argmax(axis=1) == truth)), 4)
+
+
+def _window_figures(detector: WindowDetector, words: Sequence[Utterance], options: StreamOptions, *,
+                    offset_ms: float, noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions
+                    ) -> dict[str, Any]:
+    """``words`` (the detector's command words) each in one window (:func:`word_windows`): how many,
     the share named right (``accuracy``) and the share whose own word scores above its threshold in
     ``recognizer`` (``confident``: what the detector can fire on)."""
-    labels = list(model.command_labels)
+    labels = list(detector.labels)
     truth = np.array([labels.index(u.label) for u in words], np.int64)
     thresholds = np.array([recognizer.threshold_of(u.label) for u in words])
-    frontend = model.audio_frontend
-    windows = word_windows(words, options, window_samples=frontend.clip_samples, offset_ms=offset_ms, noise=noise)
-    scores = np.array([model.fuse(model.encode_audio(log_mel_spectrogram(x, frontend)), None)[0] for x in windows],
-                      np.float64).reshape(len(words), len(labels))
+    windows = word_windows(words, options, window_samples=detector.window_samples, offset_ms=offset_ms, noise=noise,
+                           lead_samples=detector.lead_samples)
+    scores = detector.scores(windows).reshape(len(words), len(labels))
     own = scores[np.arange(truth.size), truth]
     return {"words": int(truth.size),
             "accuracy": round(float(np.mean(scores.argmax(axis=1) == truth)), 4) if truth.size else None,
             "confident": round(float(np.mean(own > thresholds)), 4) if truth.size else None}
 
 
-def cost_breakdown(model: EdgeModel, commands: Sequence[Utterance], options: StreamOptions, *,
+def cost_breakdown(detector: WindowDetector, commands: Sequence[Utterance], options: StreamOptions, *,
                    noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> list[dict[str, Any]]:
     """Where a stream's hits go: each command word in one 1-s window in the stream's levels and
     noise (:func:`edgesense.bench.streams.word_windows`), at each of ``BREAKDOWN_OFFSETS_MS`` off
     the window's middle; per offset the share named right and the share confident (:func:`_window_figures`)."""
-    words = [u for u in commands if u.label in model.command_labels]
-    return [{"offset_ms": offset_ms, **_window_figures(model, words, options, offset_ms=offset_ms, noise=noise,
+    words = [u for u in commands if u.label in detector.labels]
+    return [{"offset_ms": offset_ms, **_window_figures(detector, words, options, offset_ms=offset_ms, noise=noise,
                                                        recognizer=recognizer)}
             for offset_ms in BREAKDOWN_OFFSETS_MS]
 
 
-def level_envelope(model: EdgeModel, commands: Sequence[Utterance], options: StreamOptions, *,
+def level_envelope(detector: WindowDetector, commands: Sequence[Utterance], options: StreamOptions, *,
                    noise: Sequence[np.ndarray], recognizer: CommandRecognizerOptions) -> list[dict[str, Any]]:
-    """Where on the microphone's scale the model works: each command word, centred in one window,
+    """Where on the microphone's scale the detector works: each command word, centred in one window,
     with its spoken part at each of ``ENVELOPE_LEVELS_DBFS`` over ``noise`` at each of
     ``ENVELOPE_SNRS_DB``; per level and SNR the share named right and the share confident."""
-    words = [u for u in commands if u.label in model.command_labels]
+    words = [u for u in commands if u.label in detector.labels]
     return [{"level_dbfs": level, "snr_db": snr,
-             **_window_figures(model, words, dataclasses.replace(options, speech_level_dbfs=(level, level),
-                                                                 snr_db=(snr, snr)),
+             **_window_figures(detector, words, dataclasses.replace(options, speech_level_dbfs=(level, level),
+                                                                    snr_db=(snr, snr)),
                                offset_ms=0.0, noise=noise, recognizer=recognizer)}
             for level in ENVELOPE_LEVELS_DBFS for snr in ENVELOPE_SNRS_DB]
 
@@ -362,10 +417,13 @@ def learned_other_speech(model: EdgeModel) -> bool:
 
 def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, evaluation: Sequence[Utterance],
                   tuning: Sequence[Utterance], noise_paths: Sequence[Path], negative_paths: Sequence[Path],
-                  clip_accuracy: float | None, firmware: FirmwareSetting) -> dict[str, Any]:
+                  clips: np.ndarray | None, clip_labels: Sequence[str] | None,
+                  firmware: FirmwareSetting) -> dict[str, Any]:
     """The streaming section of the report (see the module docstring); ``firmware``: the device
-    config whose command hop the streams are scored at, and whose own setting is scored on the
-    evaluation streams next to the recommendation."""
+    config whose command hop the streams are scored at (with its second opinion, when it has one),
+    and whose own setting is scored on the evaluation streams next to the recommendation;
+    ``clips``: the clips of the accuracy section (their command words' accuracy, by the same
+    detector, is what the streaming cost is measured from)."""
     started = time.perf_counter()
     plan = StreamingPlan.for_options(options, hop_ms=firmware.command_hop_ms)
     sr = model.audio_frontend.sample_rate_hz
@@ -434,11 +492,12 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     match = plan.sweep.match_tolerance_ms
     tune_commands, tune_noise, tune_options = material["tuning"]
     tuned = evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()
+    detector = WindowDetector(model, firmware.second_opinion)
     out.update({
         "recommended": {"settings": tuned["settings"], "chosen_on": tuned_on, "within_budget_on_tuning": in_budget,
                         "budget_missed": missed, "tuning": tuned},
         # the tuning streams' words (validation speakers): what a change to the model may be chosen by
-        "level_envelope_tuning": (level_envelope(model, tune_commands, tune_options, noise=tune_noise,
+        "level_envelope_tuning": (level_envelope(detector, tune_commands, tune_options, noise=tune_noise,
                                                  recognizer=recommended) if tuned_on == "tuning" else None),
         "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
         "sweep_points": len(points),
@@ -456,14 +515,17 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "firmware_config": evaluate(eval_replays, firmware.recognizer, match_tolerance_ms=match),
     }
     hit_rate = at["recommended"].hit_rate
+    clip_accuracy = None if clips is None or clip_labels is None else detector.clip_accuracy(clips, clip_labels)
     eval_commands, eval_noise, eval_options = material["evaluation"]
     out.update({
         "evaluation": {k: p.to_dict() for k, p in at.items()},
         "firmware_config": {"file": firmware.file, "title": firmware.title},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
-        "cost_breakdown": cost_breakdown(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
-        "level_envelope": level_envelope(model, eval_commands, eval_options, noise=eval_noise, recognizer=recommended),
+        "cost_breakdown": cost_breakdown(detector, eval_commands, eval_options, noise=eval_noise,
+                                         recognizer=recommended),
+        "level_envelope": level_envelope(detector, eval_commands, eval_options, noise=eval_noise,
+                                         recognizer=recommended),
         "det": {"evaluation": det_curve(eval_replays, recommended, DET_THRESHOLDS, match_tolerance_ms=match),
                 **out["det"]},
     })

@@ -397,25 +397,28 @@ def build_segments(options: StreamOptions, segment_s: float, **kwargs: Any) -> l
 
 
 def word_windows(utterances: Sequence[Utterance], options: StreamOptions, *, window_samples: int,
-                 offset_ms: float = 0.0, noise: Sequence[np.ndarray] = ()) -> np.ndarray:
+                 offset_ms: float = 0.0, noise: Sequence[np.ndarray] = (), lead_samples: int = 0) -> np.ndarray:
     """One window of ``window_samples`` per utterance as a stream holds it: the spoken part at the
     level and SNR :func:`build_stream` would draw, over a piece of ``noise`` (pink or brown noise
     when there is none), the middle of the spoken part ``offset_ms`` before or after the window's
-    middle (the side drawn). ``(len(utterances), window_samples)`` float32 in [-1, 1]; the same for
-    the same ``options.seed`` and ``offset_ms``."""
+    middle (the side drawn), and ``lead_samples`` of the same background before the window (for a
+    detector that also listens further back). ``(len(utterances), lead_samples + window_samples)``
+    float32 in [-1, 1]; the same for the same ``options.seed``, ``offset_ms`` and ``lead_samples``."""
     require(isinstance(window_samples, int) and window_samples >= 1, "window_samples", "a positive integer",
             window_samples)
+    require(isinstance(lead_samples, int) and lead_samples >= 0, "lead_samples", "an integer >= 0", lead_samples)
     require(is_number(offset_ms) and offset_ms >= 0, "offset_ms", "a number >= 0", offset_ms)
     sr = options.sample_rate_hz
     rng = np.random.default_rng([options.seed, 3, int(round(offset_ms))])
     shift = int(round(sr * offset_ms / _MS_PER_S))
-    out = np.empty((len(utterances), window_samples), np.float32)
+    total = lead_samples + window_samples
+    out = np.empty((len(utterances), total), np.float32)
     for i, u in enumerate(utterances):
         gain, background_db = _draw_levels(u, options, rng)
-        x = _background(window_samples, noise, rng, sr) * np.float32(10 ** (background_db / 20))
+        x = _background(total, noise, rng, sr) * np.float32(10 ** (background_db / 20))
         side = 1 if rng.random() < 0.5 else -1
-        start = window_samples // 2 - (u.first + u.end) // 2 + side * shift
-        lo, hi = max(0, start), min(window_samples, start + u.samples.size)
+        start = lead_samples + window_samples // 2 - (u.first + u.end) // 2 + side * shift
+        lo, hi = max(0, start), min(total, start + u.samples.size)
         if lo < hi:
             x[lo:hi] += u.samples[lo - start:hi - start] * np.float32(gain)
         out[i] = np.clip(x, -1.0, 1.0)

@@ -35,7 +35,7 @@ __all__ = [
     "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
     "MEL_LEAD_FRAMES", "SAMPLE_RATE_HZ", "STRIDE_FRAMES", "WINDOW_FRAMES", "SpeechEmbeddingStream",
     "SpeechEmbeddingStreamOptions", "SpeechEmbeddingUnavailable", "installed_file", "make_interpreters",
-    "mel_transform", "model_files", "run_resized", "to_pcm16",
+    "mel_transform", "model_files", "run_resized", "samples_for_embeddings", "to_pcm16",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,13 @@ def make_interpreters(num_threads: int, files: tuple[Path, Path] | None = None) 
     mel_path, embedding_path = files if files is not None else model_files()
     threads = InterpreterOptions(num_threads=num_threads)
     return make_interpreter(mel_path, threads), make_interpreter(embedding_path, threads)
+
+
+def samples_for_embeddings(count: int) -> int:
+    """The length of audio that gives exactly ``count`` embeddings, the last of them ending on its
+    last sample (the span a consumer of the newest ``count`` embeddings looks at)."""
+    require(isinstance(count, int) and count >= 1, "count", "an integer >= 1", count)
+    return (WINDOW_FRAMES + MEL_LEAD_FRAMES + (count - 1) * STRIDE_FRAMES) * MEL_HOP_SAMPLES
 
 
 def to_pcm16(clips: np.ndarray) -> np.ndarray:

@@ -119,6 +119,11 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert at["commands_stream"]["command_words"] == streams["commands"]["command_words"]
     assert set(at["commands_stream"]["per_word_hit_rate"]) <= set(DEFAULT_COMMAND_LABELS[2:])
     assert st["streaming_cost_points"] == pytest.approx(100 * (st["clip_accuracy_commands"] - at["hit_rate"]), abs=0.01)
+    # Without a second opinion the streams' detector is the model: its clip accuracy is the accuracy section's
+    # on the command words.
+    words = [c for label, c in report["command"]["per_class"].items() if label in DEFAULT_COMMAND_LABELS[2:]]
+    named_right = sum(c["accuracy"] * c["count"] for c in words) / sum(c["count"] for c in words)
+    assert st["clip_accuracy_commands"] == pytest.approx(named_right, abs=1e-4)
     assert len(st["det"]["evaluation"]) > 10
     text = config.read_text()
     settings = rec["settings"]

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import TINY_HEADS_CONTEXT, require_speech_embedding
 from operating_points import operating_point
 
 from edgesense.bench.report import _tuning_budgets_markdown
@@ -16,15 +17,18 @@ from edgesense.bench.streaming import (
     BREAKDOWN_OFFSETS_MS,
     ENVELOPE_LEVELS_DBFS,
     ENVELOPE_SNRS_DB,
+    WindowDetector,
     cost_breakdown,
     learned_other_speech,
     level_envelope,
     tuning_budgets,
 )
 from edgesense.bench.streams import StreamOptions, utterance
-from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.audio import AudioFrontendOptions, log_mel_spectrogram
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.runtime.second_opinion import SecondOpinionOptions, StreamHeads
+from edgesense.runtime.speech_embedding import SpeechEmbeddingStream, samples_for_embeddings
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "models" / "edgesense.tflite"
 
@@ -68,7 +72,7 @@ def test_the_cost_breakdown_scores_every_word_at_every_offset_against_its_thresh
     tone = _tone_word(sr)
     words = [utterance(tone, label, f"{label}{k}.wav", sr) for k, label in enumerate(["yes", "yes", "no", "go"])]
     model = _ConstantModel()
-    rows = cost_breakdown(model, words, StreamOptions(seed=1), noise=[],
+    rows = cost_breakdown(WindowDetector(model), words, StreamOptions(seed=1), noise=[],
                           recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3))
     assert [r["offset_ms"] for r in rows] == list(BREAKDOWN_OFFSETS_MS)
     assert model.windows == 3 * len(BREAKDOWN_OFFSETS_MS)
@@ -76,8 +80,43 @@ def test_the_cost_breakdown_scores_every_word_at_every_offset_against_its_thresh
     assert all(r["words"] == 3 and r["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
                and r["confident"] == pytest.approx(2 / 3, abs=1e-4) for r in rows)
     stricter = CommandRecognizerOptions(threshold=0.85, class_thresholds={"yes": 0.95}, release_threshold=0.3)
-    assert all(r["confident"] == 0.0 for r in cost_breakdown(model, words, StreamOptions(seed=1), noise=[],
-                                                               recognizer=stricter))
+    assert all(r["confident"] == 0.0 for r in cost_breakdown(WindowDetector(model), words, StreamOptions(seed=1),
+                                                               noise=[], recognizer=stricter))
+
+
+def test_the_clip_accuracy_counts_the_command_words_named_right():
+    sr = AudioFrontendOptions().sample_rate_hz
+    clips = np.zeros((5, sr), np.float32)
+    detector = WindowDetector(_ConstantModel())  # names "yes" every time
+    assert detector.lead_samples == 0
+    assert detector.clip_accuracy(clips, ["yes", "no", "yes", "_unknown_", "go"]) == pytest.approx(2 / 3, abs=1e-4)
+    assert detector.clip_accuracy(clips[:1], ["_unknown_"]) is None
+
+
+def test_with_a_second_opinion_each_window_is_scored_by_the_pair(tiny_model_path, tiny_heads_path):
+    require_speech_embedding()
+    model = EdgeModel.load(tiny_model_path)
+    options = SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.25)
+    detector = WindowDetector(model, options)
+    frontend = model.audio_frontend
+    size = detector.lead_samples + detector.window_samples
+    rng = np.random.default_rng(4)
+    audio = (0.05 * rng.normal(size=(2, size))).astype(np.float32)
+    audio[0, -9000:-4000] += _tone_word(frontend.sample_rate_hz)[4000:9000]
+    embeddings = SpeechEmbeddingStream().push(audio[0])
+    # the heads' newest embedding ends where the window ends; the audio is the least that holds the window and
+    # their context
+    count = len(embeddings)
+    assert samples_for_embeddings(count) == size and count >= TINY_HEADS_CONTEXT
+    assert count - 1 < TINY_HEADS_CONTEXT or samples_for_embeddings(count - 1) < detector.window_samples
+    student, _ = model.fuse(model.encode_audio(log_mel_spectrogram(audio[0, detector.lead_samples:], frontend)), None)
+    pair = 0.25 * student + 0.75 * StreamHeads(tiny_heads_path)(embeddings[-TINY_HEADS_CONTEXT:])
+    scores = detector.scores(audio[[0, 1, 0]])
+    np.testing.assert_allclose(scores[0], pair, atol=1e-5)
+    np.testing.assert_allclose(scores[2], scores[0], atol=1e-6)  # each window alone: nothing heard before it
+    assert not np.allclose(scores[1], scores[0], atol=1e-4)
+    alone = WindowDetector(model).scores(audio[:1, detector.lead_samples:])[0]
+    np.testing.assert_allclose(alone, student, atol=1e-6)
 
 
 class _LoudnessModel(_ConstantModel):
@@ -101,7 +140,7 @@ def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
     tone = _tone_word(sr)
     words = [utterance(tone, "yes", f"yes{k}.wav", sr) for k in range(3)]
     quiet_floor = _LoudnessModel(loud=np.inf)
-    rows = level_envelope(quiet_floor, words, StreamOptions(seed=1), noise=[],
+    rows = level_envelope(WindowDetector(quiet_floor), words, StreamOptions(seed=1), noise=[],
                           recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3))
     assert [(r["level_dbfs"], r["snr_db"]) for r in rows] == [(level, snr) for level in ENVELOPE_LEVELS_DBFS
                                                               for snr in ENVELOPE_SNRS_DB]
@@ -109,7 +148,7 @@ def test_the_level_envelope_scores_every_word_at_every_level_and_snr():
     assert all(r["accuracy"] == r["confident"] == 0.0 for r in rows)
     # A model that names the word only when it is loud: right above some level, wrong below it.
     clean = {r["level_dbfs"]: r["accuracy"] for r in level_envelope(
-        _LoudnessModel(loud=-12.8), words, StreamOptions(seed=1), noise=[],
+        WindowDetector(_LoudnessModel(loud=-12.8)), words, StreamOptions(seed=1), noise=[],
         recognizer=CommandRecognizerOptions(threshold=0.85, release_threshold=0.3)) if r["snr_db"] == 100.0}
     assert clean[min(ENVELOPE_LEVELS_DBFS)] == 0.0 and clean[max(ENVELOPE_LEVELS_DBFS)] == 1.0
     assert list(clean.values()) == sorted(clean.values())

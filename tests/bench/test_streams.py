@@ -407,6 +407,12 @@ def test_word_windows_hold_each_word_at_the_streams_levels_and_the_asked_offset(
     sides = {np.sign(spoken_frames(x).mean() * 10 - 500) for x in
              word_windows(commands * 4, options, window_samples=SR, offset_ms=200.0, noise=noise)}
     assert sides == {-1.0, 1.0}
+    # with background before the window (a detector that listens further back): the word where it was
+    lead = SR // 4
+    for u, x in zip(commands, word_windows(commands, options, window_samples=SR, noise=noise, lead_samples=lead)):
+        assert x.shape == (lead + SR,) and abs(spoken_frames(x[lead:]).mean() * 10 - 495) <= 20
+    with pytest.raises(ValueError, match="lead_samples"):
+        word_windows(commands, options, window_samples=SR, lead_samples=-1)
     with pytest.raises(ValueError, match="offset_ms"):
         word_windows(commands, options, window_samples=SR, offset_ms=-1.0)
     with pytest.raises(ValueError, match="window_samples"):

@@ -9,7 +9,7 @@ from conftest import installed_speech_embedding, require_speech_embedding
 
 from edgesense.runtime.speech_embedding import (
     EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbeddingStream,
-    SpeechEmbeddingStreamOptions, SpeechEmbeddingUnavailable, installed_file,
+    SpeechEmbeddingStreamOptions, SpeechEmbeddingUnavailable, installed_file, samples_for_embeddings,
 )
 
 SR = 16000
@@ -56,6 +56,16 @@ def test_embeddings_equal_the_teachers_on_a_whole_clip(stream):
     teacher = installed_speech_embedding(pad_ms=0)(audio[None])[0]
     assert teacher.shape == streamed.shape
     np.testing.assert_allclose(streamed, teacher, atol=1e-3)
+
+
+@pytest.mark.parametrize("count", [1, 3, 5, 9])
+def test_samples_for_embeddings_is_the_least_audio_that_gives_them(stream, count):
+    size = samples_for_embeddings(count)
+    assert expected_count(size) == count and expected_count(size - 1) == count - 1
+    stream.reset()
+    assert len(stream.push(speechlike(2.0)[:size])) == count
+    with pytest.raises(ValueError, match="count"):
+        samples_for_embeddings(0)
 
 
 def test_latest_waits_for_enough_embeddings_and_reset_forgets(stream):
