@@ -33,8 +33,8 @@ from edgesense.schema.validate import require
 from edgesense.types import UNKNOWN_LABEL
 
 __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
-           "evaluate", "sweep", "within_budget", "ranked", "best_within", "recommend", "calibrate_class_thresholds",
-           "det_curve"]
+           "evaluate", "sweep", "within_budget", "ranked", "ranked_hit_rate", "best_within", "recommend",
+           "calibrate_class_thresholds", "det_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -426,10 +426,11 @@ def _within(point: OperatingPoint, options: SweepOptions) -> bool:
 def ranked(points: Sequence[OperatingPoint], options: SweepOptions) -> list[OperatingPoint]:
     """The points within ``options``' budget, best first: the most words detected within the
     latency budget by the ``in-time`` rule, else the highest hit rate; ties: see :func:`_rank`."""
-    return sorted(within_budget(points, options), key=lambda p: (_hits(p, options), *_rank(p)), reverse=True)
+    return sorted(within_budget(points, options), key=lambda p: (ranked_hit_rate(p, options), *_rank(p)),
+                  reverse=True)
 
 
-def _hits(point: OperatingPoint, options: SweepOptions) -> float:
+def ranked_hit_rate(point: OperatingPoint, options: SweepOptions) -> float:
     """What ``options`` ranks a point by first: its words detected in time (``in-time``), else its hit rate."""
     in_time = options.in_time_ms
     return point.hit_rate if in_time is None else point.hit_rate_within(in_time)
@@ -480,7 +481,7 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
         for t in candidates:
             alone = dataclasses.replace(base, class_thresholds={**{w: _NEVER for w in words if w != word}, word: t})
             p = evaluate(replays, alone, match_tolerance_ms=options.match_tolerance_ms)
-            detected = round(_hits(p, options) * p.commands.command_words) if p.commands else 0
+            detected = round(ranked_hit_rate(p, options) * p.commands.command_words) if p.commands else 0
             table[(word, t)] = (detected, p.talk.false_accepts if p.talk else 0,
                                 p.words.false_accepts if p.words else 0)
     talk_hours = replays["talk"].posteriors.hours if "talk" in replays else 0.0
@@ -515,7 +516,7 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
     tuned = dataclasses.replace(base, class_thresholds={w: t for w, t in chosen.items() if t != base.threshold})
     before = evaluate(replays, base, match_tolerance_ms=options.match_tolerance_ms)
     after = evaluate(replays, tuned, match_tolerance_ms=options.match_tolerance_ms)
-    if not _within(after, options) or _hits(after, options) <= _hits(before, options):
+    if not _within(after, options) or ranked_hit_rate(after, options) <= ranked_hit_rate(before, options):
         logger.info("per-word thresholds: no gain within the budget on the tuning streams; one threshold kept")
         return base
     return tuned

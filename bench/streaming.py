@@ -34,6 +34,7 @@ from edgesense.bench.scoring import (
     det_curve,
     evaluate,
     ranked,
+    ranked_hit_rate,
     recommend,
     sweep,
 )
@@ -285,9 +286,7 @@ def tuning_budgets(points: Sequence[OperatingPoint], options: SweepOptions, *, c
         rows = []
         for budget in TUNING_BUDGETS_PER_HOUR:
             best = best_within(points, dataclasses.replace(sweep, max_false_accepts_per_hour=budget))
-            point = {} if best is None else best.to_dict()
-            if best is not None and sweep.in_time_ms is not None:
-                point["hit_rate"] = round(best.hit_rate_within(sweep.in_time_ms), 4)
+            point = {} if best is None else {**best.to_dict(), "hit_rate": round(ranked_hit_rate(best, sweep), 4)}
             rows.append({"max_false_accepts_per_hour": budget, "hit_rate": point.get("hit_rate"),
                          "false_accepts_per_hour": point.get("false_accepts_per_hour"),
                          "latency_p95_ms": (point.get("latency_ms") or {}).get("p95"),
