@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -132,6 +133,8 @@ class StreamHeadsOptions:
     talk_words_share: float = 0.0
     #: Share of the ``_unknown_`` clips that also give a window in another voice (:data:`VOICE_SPEED_RANGE`).
     unknown_voices_share: float = 0.0
+    #: The range of SNRs (the spoken span's power over the noise's) every window is mixed at.
+    snr_db: tuple[float, float] = SNR_DB
     epochs: int = 30
     seed: int = 10
     #: Where a word sits in its training windows (module docstring): ``clip`` or ``word``.
@@ -152,6 +155,7 @@ class StreamHeadsOptions:
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, "a share in [0, 1]", value)
         require_range("partial_kept", self.partial_kept, lo=0.0, hi=1.0)
+        require_range("snr_db", self.snr_db)
         require(self.placement in PLACEMENTS, "placement", f"one of {', '.join(PLACEMENTS)}", self.placement)
 
     @property
@@ -175,14 +179,16 @@ def noise_window(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) 
     return rec[start:start + n].astype(np.float32)
 
 
-def mix(speech: np.ndarray, span: tuple[int, int], noise: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """``speech`` (a window) scaled so its spoken ``span`` sits at a drawn level, over noise at a drawn SNR."""
+def mix(speech: np.ndarray, span: tuple[int, int], noise: Sequence[np.ndarray], rng: np.random.Generator, *,
+        snr_db: tuple[float, float] = SNR_DB) -> np.ndarray:
+    """``speech`` (a window) scaled so its spoken ``span`` sits at a drawn level, over noise at a drawn
+    SNR in ``snr_db``."""
     a, b = span
     level = rng.uniform(*SPEECH_DBFS)
     spoken = speech[a:b] if b > a else speech
     out = speech * np.float32(10 ** ((level - rms_dbfs(spoken)) / 20))
     bg = noise_window(noise, speech.size, rng)  # the streams are never clean
-    out = out + bg * np.float32(10 ** ((level - rng.uniform(*SNR_DB) - rms_dbfs(bg)) / 20))
+    out = out + bg * np.float32(10 ** ((level - rng.uniform(*snr_db) - rms_dbfs(bg)) / 20))
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
@@ -281,6 +287,7 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
     seen = length - UNSEEN_SAMPLES
     rng = np.random.default_rng(o.seed)
     rows, ys = [], []
+    mix_at = functools.partial(mix, snr_db=o.snr_db)
     spans = [speech_span(c, SAMPLE_RATE_HZ) for c in clips]
     # the talk recordings where talk stops, with those places (none: the lever draws nothing)
     cut = o.talk_ends_share > 0 or o.talk_words_share > 0
@@ -294,18 +301,18 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
             if y == silence:  # snippets of a noise recording: the background windows below stand for them
                 continue
             window, spoken = place(clip, (a, b), length, placement=o.placement, seen=seen, rng=rng)
-            rows.append(mix(window, spoken, noise, rng))
+            rows.append(mix_at(window, spoken, noise, rng))
             ys.append(y)
             if o.partial_share > 0 and y != unknown and rng.random() < o.partial_share:  # (0 draws nothing)
                 part, kept = partial_word(clip, (a, b), rng, kept=o.partial_kept, end_share=o.partial_end_share)
                 window, spoken = place(part, kept, length, placement=o.placement, seen=seen, rng=rng)
-                rows.append(mix(window, spoken, noise, rng))
+                rows.append(mix_at(window, spoken, noise, rng))
                 ys.append(unknown)
             if o.unknown_voices_share > 0 and y == unknown and rng.random() < o.unknown_voices_share:  # (0: none)
                 voiced = augment.change_speed(clip[None], rng, speed_range=VOICE_SPEED_RANGE)[0]
                 window, spoken = place(voiced, speech_span(voiced, SAMPLE_RATE_HZ), length, placement=o.placement,
                                        seen=seen, rng=rng)
-                rows.append(mix(window, spoken, noise, rng))
+                rows.append(mix_at(window, spoken, noise, rng))
                 ys.append(unknown)
         for _ in range(o.talk_per_variant):
             spoken = (0, length)
@@ -315,7 +322,7 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
                 window, spoken = talk_word_window(ended, length, seen, rng)
             else:
                 window = noise_window(talk, length, rng)
-            rows.append(mix(window, spoken, noise, rng))
+            rows.append(mix_at(window, spoken, noise, rng))
             ys.append(unknown)
         for _ in range(o.silence_per_variant):
             bg = noise_window(noise, length, rng)
@@ -524,6 +531,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the _unknown_ clips that also give a window played "
                              f"{VOICE_SPEED_RANGE[0]:g}-{VOICE_SPEED_RANGE[1]:g} times as fast, another voice "
                              f"(default {defaults.unknown_voices_share:g})")
+    parser.add_argument("--snr-db", type=float, nargs=2, default=defaults.snr_db, metavar=("LOW", "HIGH"),
+                        help="the SNRs the words and talk are mixed at over the noise, in dB (default "
+                             f"{defaults.snr_db[0]:g} {defaults.snr_db[1]:g})")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of each head (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="the first head's seed (default %(default)s)")
     parser.add_argument("--float-weights", action="store_true", help="write float32 weights (default: int8)")
@@ -535,7 +545,7 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
          "unknown_weight": "--unknown-weight", "partial_share": "--partial-words", "speed_share": "--speed",
          "partial_kept": "--partial-kept", "partial_end_share": "--partial-end-share",
          "talk_ends_share": "--talk-ends", "talk_words_share": "--talk-words",
-         "unknown_voices_share": "--unknown-voices", "epochs": "--epochs",
+         "unknown_voices_share": "--unknown-voices", "snr_db": "--snr-db", "epochs": "--epochs",
          "seed": "--seed", "placement": "--placement"}
 
 
@@ -559,7 +569,8 @@ def run(args: argparse.Namespace) -> int:
                                      partial_kept=tuple(args.partial_kept), partial_end_share=args.partial_end_share,
                                      speed_share=args.speed, talk_ends_share=args.talk_ends,
                                      talk_words_share=args.talk_words,
-                                     unknown_voices_share=args.unknown_voices, epochs=args.epochs,
+                                     unknown_voices_share=args.unknown_voices, snr_db=tuple(args.snr_db),
+                                     epochs=args.epochs,
                                      seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,

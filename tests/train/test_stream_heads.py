@@ -16,7 +16,7 @@ from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND, S
 from edgesense.runtime.speech_embedding import EMBEDDING_DIM
 from edgesense.train.stream_heads import (
     FADE_IN_MS, SILENCE_DBFS, SPEED_RANGE, TALK_BEFORE_END_MS, TALK_WORD_MS, VOICE_SPEED_RANGE, StreamHeadsOptions,
-    ensemble_model, hard_negative_clips, heads_tflite, partial_word, place, seen_samples, speech_ends,
+    ensemble_model, hard_negative_clips, heads_tflite, mix, partial_word, place, seen_samples, speech_ends,
     talk_end_window, talk_word_window, training_material, training_windows, window_samples,
 )
 from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
@@ -51,6 +51,18 @@ def test_training_windows_place_whole_words_over_noise_and_background_at_its_lev
         assert energy.max() > 1.8 * np.median(energy)
     again, _ = _windows(clips, labels, talk, noise, variants=2, talk_per_variant=3, silence_per_variant=4)
     np.testing.assert_array_equal(x, again)
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
+def test_mix_puts_the_spoken_part_over_the_noise_at_a_drawn_snr_within_the_range(snr_db):
+    rng = np.random.default_rng(2)
+    speech = np.zeros(SR, np.float32)
+    speech[4000:12000] = 0.3 * np.sin(2 * np.pi * 300 * np.arange(8000) / SR)
+    noise = [rng.normal(scale=0.1, size=3 * SR).astype(np.float32)]
+    out = mix(speech, (4000, 12000), noise, rng, snr_db=(snr_db, snr_db)).astype(np.float64)
+    background = np.mean(np.concatenate([out[:4000], out[12000:]]) ** 2)
+    spoken = np.mean(out[4000:12000] ** 2) - background
+    assert 10 * np.log10(spoken / background) == pytest.approx(snr_db, abs=0.5)
 
 
 def test_with_every_lever_off_the_windows_are_those_the_bundled_heads_learned_from():
@@ -265,7 +277,8 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
                                            ({"partial_end_share": 2.0}, "partial_end_share"),
                                            ({"talk_ends_share": 1.1}, "talk_ends_share"),
                                            ({"talk_words_share": 1.5}, "talk_words_share"),
-                                           ({"unknown_voices_share": -1.0}, "unknown_voices_share")])
+                                           ({"unknown_voices_share": -1.0}, "unknown_voices_share"),
+                                           ({"snr_db": (20.0, 10.0)}, "snr_db")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
