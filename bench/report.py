@@ -369,7 +369,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for stage, s in report.get("latency_ms", {}).items():
         if not s["n"]:
             continue  # not measured in this run (e.g. the image stages without --scenes)
-        lines.append(f"| {stage} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | {_fmt(s['p99'])} | {_fmt(s['mean'])} | {s['n']} |")
+        lines.append(f"| {stage} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | {_fmt(s['p99'])} | {_fmt(s['mean'])} | "
+                     f"{s['n']} |")
     for name, r in refs.items():
         for stage, s in r["latency_ms"].items():
             lines.append(f"| {name}: {stage} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | {_fmt(s['p99'])} | "

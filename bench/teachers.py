@@ -198,7 +198,8 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
                                    tuple(info["labels"]))
     size = sum(Path(f).stat().st_size for f in files) + path.stat().st_size
     return {"task": task, task: report, "kind": TEACHER_KIND,
-            "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path), "precision": "float32"},
+            "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path),
+                      "precision": "float32"},
             "ms_per_item_batched": round(elapsed_ms / max(len(inputs), 1), 3),
             "validation_accuracy_float": info.get("metrics", {}).get("val_accuracy_float"),
             "architecture_note": _note(info)}

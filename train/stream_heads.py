@@ -4,7 +4,7 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
 ``speech_embedding`` (the ``[teacher]`` extra), taught what a device hears between words:
 
 * every training speaker's clip ``variants`` times, scaled to a drawn level (−40…−14 dBFS over its
-  spoken span) over the training pool's noise at 0–30 dB SNR, and placed by ``placement``:
+  spoken span) over the training pool's noise at 0–30 dB SNR (``snr_db``), and placed by ``placement``:
   ``word`` (the default), the spoken part anywhere in what the last embedding sees, its end as near
   the window's end as a stream has it when the word has just ended (the clip's audio around it cut
   at the window's edges), or ``clip``, the whole second anywhere it fits (its spoken part near the

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from cli_run import edgesense, only_line
-from conftest import TINY_SCENE_LABELS, _command_clip, load_script, make_scene_images
+from conftest import TINY_SCENE_LABELS, _command_clip, load_script, make_scene_images, require_speech_embedding
 from datagen import make_speech_commands
 
 from edgesense.app import cli
@@ -232,7 +232,8 @@ def _study():
 def test_without_matplotlib_bench_says_which_extra_before_any_work(tmp_path):
     shim = tmp_path / "no_matplotlib" / "matplotlib"
     shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'matplotlib'\", name='matplotlib')\n")
+    (shim / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'matplotlib'\", name='matplotlib')\n")
     out = tmp_path / "out"
     proc = edgesense("bench", "--model", REPO / "models" / "edgesense.tflite", "--scenes", tmp_path, "--out", out,
                      env={"PYTHONPATH": str(shim.parent)})
@@ -300,6 +301,26 @@ def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
     assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(tmp_path / "missing")]) == 2
     with pytest.raises(ValueError, match="max_false_accepts_per_hour"):
         BenchOptions(model_path=tiny_model_path, scenes=tmp_path, max_false_accepts_per_hour=-1.0)
+
+
+def test_with_a_second_opinion_the_streams_and_the_clip_figures_are_the_pairs(tiny_model_path, tiny_heads_path,
+                                                                              tmp_path):
+    require_speech_embedding()
+    config = tmp_path / "pair.yaml"  # the heads alone (untrained: they name one word whatever they hear)
+    config.write_text(f"device: {{name: pair}}\nscheduler: {{command_hop_ms: 200}}\n"
+                      f"second_opinion: {{heads_path: {tiny_heads_path}, student_weight: 0.0}}\n")
+    speech, out = _speech_folder(tmp_path / "sc", per_class=2), tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--config",
+                     str(config), "--out", str(out), "--quick", "--references", str(tmp_path / "no_refs")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    st = report["streaming"]
+    assert st["second_opinion"]["heads_path"] == str(tiny_heads_path)
+    words = [c for label, c in report["command"]["per_class"].items() if label in DEFAULT_COMMAND_LABELS[2:]]
+    model_named_right = sum(c["accuracy"] * c["count"] for c in words) / sum(c["count"] for c in words)
+    # the tiny model names most of its words; the heads it is scored through here do not
+    assert model_named_right > 0.5 and st["clip_accuracy_commands"] <= 0.3
+    assert all(row["accuracy"] <= 0.3 for row in st["cost_breakdown"] + st["level_envelope"])
+    assert "score that blend too" in (out / "report.md").read_text()
 
 
 def test_a_config_naming_missing_heads_is_one_line_before_any_stream(tiny_model_path, tmp_path, capsys):
