@@ -65,7 +65,7 @@ from edgesense.runtime.model import METADATA_NAME, EdgeModel
 from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, DISTRIBUTION_VERSION, EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ,
-    STRIDE_FRAMES, WINDOW_FRAMES,
+    samples_for_embeddings,
 )
 from edgesense.schema.validate import require, require_range
 from edgesense.train import augment, data
@@ -104,8 +104,9 @@ def window_samples(context: int) -> int:
 
 
 def seen_samples(context: int) -> int:
-    """How much of a training window, from its start, the ``context`` embeddings see (17,280 samples for five)."""
-    return (WINDOW_FRAMES + STRIDE_FRAMES * (context - 1)) * MEL_HOP_SAMPLES
+    """How much of a training window, from its start, the ``context`` embeddings see (17,280 samples for five):
+    the audio that gives them, less the mel model's lead."""
+    return samples_for_embeddings(context) - MEL_LEAD_FRAMES * MEL_HOP_SAMPLES
 
 
 @dataclass(frozen=True, kw_only=True)
