@@ -114,9 +114,10 @@ def _check_plotting() -> None:
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
     _check_plotting()
-    firmware = FirmwareSetting.load(options.firmware_config or shipped_config(DEFAULT_FIRMWARE_CONFIG))
+    firmware = FirmwareSetting.load(options.firmware_config or shipped_config(DEFAULT_FIRMWARE_CONFIG),
+                                    model_alone=options.model_alone)
     for path in options.write_config:  # refused now, not after the run
-        check_firmware_config(path, command_hop_ms=firmware.command_hop_ms)
+        check_firmware_config(path, command_hop_ms=firmware.command_hop_ms, second_opinion=firmware.second_opinion)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -250,7 +251,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
         if "recommended" in st:
             chosen = CommandRecognizerOptions(**st["recommended"]["settings"])
-            st["written_to"] = [str(update_firmware_config(path, chosen, command_hop_ms=firmware.command_hop_ms))
+            st["written_to"] = [str(update_firmware_config(path, chosen, command_hop_ms=firmware.command_hop_ms,
+                                                               second_opinion=firmware.second_opinion))
                                 for path in options.write_config]
 
     if options.fusion_study:
@@ -351,6 +353,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "commands: settings the streaming section scores next to the recommendation "
                              f"(default: the shipped firmware_configs/{DEFAULT_FIRMWARE_CONFIG}.yaml); "
                              "--write-config takes configs of the same hop")
+    parser.add_argument("--model-alone", action="store_true",
+                        help="score --model alone, without the second opinion --config blends it with (its hop and "
+                             "commands: are kept; --write-config then takes configs without a second opinion)")
     parser.add_argument("--tuning-only", action="store_true",
                         help="score only what a model may be chosen by (needs --split testing): the validation "
                              "speakers' clips and photos and the tuning streams; nothing of the test split or the "
@@ -369,6 +374,7 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "threads": "--threads", "split": "--split",
          "max_per_class": "--max-per-class", "stream_s": "--stream-minutes (in seconds)",
          "talk_s": "--talk-minutes (in seconds)", "write_config": "--write-config", "firmware_config": "--config",
+         "model_alone": "--model-alone",
          "max_false_accepts_per_hour": "--max-false-accepts-per-hour",
          "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words",
          "max_latency_p95_ms": "--max-latency-p95-ms", "latency_rule": "--latency-rule",
@@ -400,7 +406,8 @@ def run(args: argparse.Namespace) -> int:
             class_thresholds=args.class_thresholds, max_false_accepts_per_hour=args.max_false_accepts_per_hour,
             max_false_accepts_per_100_words=args.max_false_accepts_per_100_words,
             max_latency_p95_ms=args.max_latency_p95_ms, latency_rule=args.latency_rule,
-            write_config=tuple(args.write_config), firmware_config=args.config, max_per_class=args.max_per_class,
+            write_config=tuple(args.write_config), firmware_config=args.config,
+            model_alone=args.model_alone, max_per_class=args.max_per_class,
             seed=args.seed, tuning_only=args.tuning_only)
     with user_names(FLAGS):
         report = run_bench(options)

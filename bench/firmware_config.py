@@ -6,7 +6,9 @@ field, comment, blank line, flow or block style and key order stays as it was; o
 recognizer's fields of ``commands:`` change (a ``commands:`` section is added when there is
 none). The file is checked with the device config loader before the run (a duplicate key, or
 anything else ``edgesense run`` would refuse, is one line naming the file and the line), and the
-result is checked again before it replaces the file.
+result is checked again before it replaces the file. A point goes only into configs that run the
+detector it was measured on: the same command hop and the same second opinion (heads file and
+blend, or none).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 
 from edgesense.loop.config import load_config
 from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.yaml import DELETE, update_yaml_file
+from edgesense.train.cache import file_sha256
 
 __all__ = ["RECOGNIZER_FIELDS", "check_firmware_config", "update_firmware_config"]
 
@@ -48,27 +52,50 @@ def _values(options: CommandRecognizerOptions) -> dict[str, Any]:
     return values
 
 
-def check_firmware_config(path: str | Path, *, command_hop_ms: float | None = None) -> None:
+def _detector(second: SecondOpinionOptions) -> tuple[str, float] | None:
+    """What a config's second opinion makes of each hop: its heads' bytes and the blend (None: the model alone)."""
+    if second.heads_path is None:
+        return None
+    heads = Path(second.heads_path)
+    return (file_sha256(heads) if heads.is_file() else str(heads)), second.student_weight
+
+
+def _describe(second: SecondOpinionOptions) -> str:
+    if second.heads_path is None:
+        return "no second opinion (the model alone)"
+    return f"heads {Path(second.heads_path).name} at student_weight {second.student_weight:g}"
+
+
+def check_firmware_config(path: str | Path, *, command_hop_ms: float | None = None,
+                          second_opinion: SecondOpinionOptions | None = None) -> None:
     """Raise the one-line ``ValueError`` :func:`update_firmware_config` would (before a long run)."""
-    hop = load_config(path).scheduler.command_hop_ms
+    config = load_config(path)
+    hop = config.scheduler.command_hop_ms
     if command_hop_ms is not None and hop != command_hop_ms:
         raise ValueError(f"{path}: scheduler.command_hop_ms: expected {command_hop_ms:g} (the hop the operating "
                          f"point is measured at, that of bench --config), got {hop:g}; measure this device with "
                          f"--config {path}")
+    if second_opinion is not None and _detector(config.second_opinion) != _detector(second_opinion):
+        raise ValueError(f"{path}: second_opinion: expected {_describe(second_opinion)} (the detector the operating "
+                         f"point is measured on, that of bench --config and --model-alone), got "
+                         f"{_describe(config.second_opinion)}; measure this device with --config {path}")
 
 
 def update_firmware_config(path: str | Path, options: CommandRecognizerOptions, *,
-                           command_hop_ms: float | None = None) -> Path:
+                           command_hop_ms: float | None = None,
+                           second_opinion: SecondOpinionOptions | None = None) -> Path:
     """Write ``options`` into ``path``'s ``commands:`` (see the module docstring); returns the path.
 
     ``command_hop_ms``: the hop ``options`` were measured at; a config whose
     ``scheduler.command_hop_ms`` differs is refused (the same averaging window holds another
-    number of results there, and the chosen point was not measured for it).
+    number of results there, and the chosen point was not measured for it). ``second_opinion``:
+    the detector they were measured on; a config that blends the model with other heads, with
+    another weight, or not at all where it was blended (or the other way round) is refused too.
 
     Raises ``ValueError`` (one line) for a missing or unreadable file, a duplicate key, another
-    command hop, or a result the config loader rejects; the file is then left untouched."""
+    command hop or detector, or a result the config loader rejects; the file is then left untouched."""
     path = Path(path)
-    check_firmware_config(path, command_hop_ms=command_hop_ms)
+    check_firmware_config(path, command_hop_ms=command_hop_ms, second_opinion=second_opinion)
     values = _values(options)
     tmp = path.with_name(f".{path.name}.tmp")
     update_yaml_file(path, {f"{_SECTION}.{name}": value for name, value in values.items()}, out=tmp)

@@ -69,6 +69,9 @@ class BenchOptions:
     #: ``commands:`` settings the streaming section scores next to the recommendation (``None``:
     #: the shipped firmware_configs/desktop.yaml). ``write_config`` takes configs of the same hop.
     firmware_config: Path | None = None
+    #: Score ``model_path`` alone, leaving out the ``second_opinion`` that ``firmware_config`` blends it
+    #: with (its hop and ``commands:`` are kept); ``write_config`` then takes configs without one.
+    model_alone: bool = False
     max_per_class: int | None = None
     seed: int = 0
     #: Score only what a model may be chosen by: the validation part of the written-down split

@@ -125,7 +125,9 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def _second_opinion_line(second: Mapping[str, Any]) -> list[str]:
+def _second_opinion_line(second: Mapping[str, Any], model_alone: bool) -> list[str]:
+    if model_alone:
+        return ["The model alone (`--model-alone`): the second opinion `--config` may name is left out.", ""]
     if not second.get("heads_path"):
         return []
     return [f"Each hop's posteriors are the blend `--config` runs: {second['student_weight']:g} x the model's + "
@@ -140,7 +142,7 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
     rec = st["recommended"]
     lines = ["", "## Streaming commands", "", f"Every stream is scored every {st['hop_ms']:g} ms of audio (the command "
              "hop of `--config`; write the recommendation only into configs of that hop).", "",
-             *_second_opinion_line(st.get("second_opinion") or {}),
+             *_second_opinion_line(st.get("second_opinion") or {}, bool(st.get("model_alone"))),
              "| split | pool of noise / of other speech | stream | minutes | command words | other utterances | "
              "unique recordings |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for split, pools in st["pools"].items():

@@ -360,17 +360,21 @@ class FirmwareSetting:
     scheduler: SchedulerOptions = SchedulerOptions()
     #: The config's second audio model: with heads, the streams are scored on the blend, as the loop runs it.
     second_opinion: SecondOpinionOptions = SecondOpinionOptions()
+    #: The config's second opinion left out on purpose (``bench --model-alone``): the model is scored alone.
+    model_alone: bool = False
 
     @classmethod
-    def load(cls, path: Path) -> "FirmwareSetting":
+    def load(cls, path: Path, *, model_alone: bool = False) -> "FirmwareSetting":
+        """``path``'s settings; with ``model_alone``, without its second opinion."""
         from edgesense.loop.config import load_config
 
         config = load_config(path)
-        heads = config.second_opinion.heads_path
+        second = SecondOpinionOptions() if model_alone else config.second_opinion
+        heads = second.heads_path
         if heads is not None and not Path(heads).is_file():  # before any stream is scored (and hashed for the cache)
             raise ValueError(f"{path}: second_opinion.heads_path: expected a stream-heads file, {heads} does not exist")
         return cls(file=Path(path).name, recognizer=config.commands, scheduler=config.scheduler,
-                   second_opinion=config.second_opinion)
+                   second_opinion=second, model_alone=model_alone)
 
     @property
     def command_hop_ms(self) -> float:
@@ -379,7 +383,8 @@ class FirmwareSetting:
     @property
     def title(self) -> str:
         r = self.recognizer
-        return f"firmware {self.file} ({r.threshold:g} / {r.suppression_ms:g} ms)"
+        alone = ", the model alone" if self.model_alone else ""
+        return f"firmware {self.file}{alone} ({r.threshold:g} / {r.suppression_ms:g} ms)"
 
 
 def cached_streams(bench_dir: str | Path, split: str = "tuning") -> dict[str, StreamPosteriors]:
@@ -445,6 +450,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         pools_of_split["evaluation"] = ("evaluation", "evaluation")
     cache = PosteriorCache(options.out_dir / "cache", second_opinion=firmware.second_opinion)
     out: dict[str, Any] = {"hop_ms": plan.hop_ms, "second_opinion": dataclasses.asdict(firmware.second_opinion),
+                           "model_alone": firmware.model_alone,
                            "sweep_options": dataclasses.asdict(plan.sweep),
                            "pools": {split: {"pool": noise_pool, "noise": [str(p) for p in noise_pools[noise_pool]],
                                              "other_speech_pool": speech_pool,

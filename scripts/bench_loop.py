@@ -18,7 +18,7 @@ Usage::
 
     .venv/bin/python scripts/bench_loop.py --model models/edgesense.tflite
     .venv/bin/python scripts/bench_loop.py --model /tmp/tiny.tflite --repeat 3 --json
-    .venv/bin/python scripts/bench_loop.py --config firmware_configs/rpi5.yaml   # the model alone (no second_opinion)
+    .venv/bin/python scripts/bench_loop.py --model-alone   # without the config's second_opinion
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from edgesense.loop.pipeline import Pipeline
 from edgesense.loop.stats import (  # noqa: E402
     AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, SECOND_OPINION_STAGES, STAGES, VIDEO_READ,
 )
+from edgesense.runtime.second_opinion import SecondOpinionOptions  # noqa: E402
 from edgesense.types import CommandEvent  # noqa: E402
 
 #: A word counts as detected by an event with its label up to this long after the word ends.
@@ -54,6 +55,8 @@ def _pct(values, q) -> float:
 def run_once(args: argparse.Namespace) -> tuple[list, object]:
     config = load_config(args.config)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_threads=args.threads))
+    if args.model_alone:
+        config = dataclasses.replace(config, second_opinion=SecondOpinionOptions())
     pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio, fast=True,
                                     events=False, mqtt=False)
     with pipeline:
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "edgesense.tflite"))
     parser.add_argument("--config", default=str(ROOT / "firmware_configs" / "desktop.yaml"))
+    parser.add_argument("--model-alone", action="store_true", help="leave the config's second_opinion out")
     parser.add_argument("--video", default=str(ROOT / "samples" / "scene.mp4"))
     parser.add_argument("--audio", default=str(ROOT / "samples" / "speech_commands.wav"))
     parser.add_argument("--truth", default=str(ROOT / "samples" / "speech_commands.json"))

@@ -323,6 +323,24 @@ def test_with_a_second_opinion_the_streams_and_the_clip_figures_are_the_pairs(ti
     assert "score that blend too" in (out / "report.md").read_text()
 
 
+def test_model_alone_leaves_the_configs_second_opinion_out(tiny_model_path, tiny_heads_path, tmp_path):
+    config = tmp_path / "pair.yaml"  # the heads alone, as above: scored, they would name few words
+    config.write_text(f"device: {{name: pair}}\nscheduler: {{command_hop_ms: 200}}\n"
+                      f"second_opinion: {{heads_path: {tiny_heads_path}, student_weight: 0.0}}\n")
+    speech, out = _speech_folder(tmp_path / "sc", per_class=2), tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--config",
+                     str(config), "--model-alone", "--out", str(out), "--quick", "--references",
+                     str(tmp_path / "no_refs")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    st = report["streaming"]
+    assert st["model_alone"] and st["second_opinion"]["heads_path"] is None and st["hop_ms"] == 200
+    words = [c for label, c in report["command"]["per_class"].items() if label in DEFAULT_COMMAND_LABELS[2:]]
+    model_named_right = sum(c["accuracy"] * c["count"] for c in words) / sum(c["count"] for c in words)
+    assert st["clip_accuracy_commands"] == pytest.approx(model_named_right)
+    text = (out / "report.md").read_text()
+    assert "The model alone (`--model-alone`)" in text and "firmware pair.yaml, the model alone" in text
+
+
 def test_a_config_naming_missing_heads_is_one_line_before_any_stream(tiny_model_path, tmp_path, capsys):
     config = tmp_path / "pair.yaml"
     config.write_text("device: {name: a}\nsecond_opinion: {heads_path: gone.tflite}\n")

@@ -12,6 +12,7 @@ from edgesense.app import cli
 from edgesense.bench.firmware_config import RECOGNIZER_FIELDS, update_firmware_config
 from edgesense.loop.config import load_config
 from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.yaml import load_yaml_mapping
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,6 +124,47 @@ def test_a_config_of_another_command_hop_is_refused_and_left_untouched(tmp_path)
     assert path.read_text() == text
     update_firmware_config(path, CHOSEN, command_hop_ms=50.0)  # measured at its own hop: written
     assert load_config(path).commands.threshold == CHOSEN.threshold
+
+
+def test_a_config_of_another_detector_is_refused_and_left_untouched(tmp_path, tiny_heads_path):
+    measured_on = SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.3)
+    alone = _device_yaml(tmp_path, "device:\n  name: t\ncommands:\n  threshold: 0.7\n")
+    before = alone.read_text()
+    with pytest.raises(ValueError) as err:
+        update_firmware_config(alone, CHOSEN, second_opinion=measured_on)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{alone}: second_opinion: expected heads "
+                                                       f"{tiny_heads_path.name} at student_weight 0.3 ")
+    assert "got no second opinion (the model alone)" in message and alone.read_text() == before
+    update_firmware_config(alone, CHOSEN, second_opinion=SecondOpinionOptions())  # measured alone: written
+    assert load_config(alone).commands.threshold == CHOSEN.threshold
+
+    copy = Path(shutil.copy(tiny_heads_path, tmp_path / "same_bytes.tflite"))  # the same heads elsewhere: one detector
+    pair = tmp_path / "pair.yaml"
+    pair.write_text(f"device: {{name: p}}\nsecond_opinion: {{heads_path: {copy.name}, student_weight: 0.3}}\n")
+    update_firmware_config(pair, CHOSEN, second_opinion=measured_on)
+    assert load_config(pair).commands.threshold == CHOSEN.threshold
+    for other in (SecondOpinionOptions(), SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.5)):
+        before = pair.read_text()
+        with pytest.raises(ValueError, match=r"pair\.yaml: second_opinion: expected .* got heads same_bytes\.tflite "
+                                             r"at student_weight 0\.3; measure this device with --config"):
+            update_firmware_config(pair, CommandRecognizerOptions(threshold=0.9), second_opinion=other)
+        assert pair.read_text() == before
+
+
+def test_the_cli_measures_the_model_alone_for_a_config_without_a_second_opinion(tmp_path, capsys):
+    path = _device_yaml(tmp_path, "device:\n  name: t\n")  # no second opinion; desktop.yaml, the default, has one
+    speech = tmp_path / "sc"
+    speech.mkdir()  # empty: the benchmark itself fails later, on the data
+    args = ["bench", "--model", str(REPO / "models" / "edgesense.tflite"), "--speech-commands", str(speech),
+            "--write-config", str(path), "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}: second_opinion: expected heads stream_heads.tflite" in err[0], err
+    assert not (tmp_path / "out").exists()
+    assert cli.main([*args, "--model-alone"]) == 2  # the detector it measures now: refused for the data instead
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "second_opinion" not in err[0] and str(speech) in err[0], err
 
 
 def test_the_cli_refuses_a_config_of_another_hop_than_config_before_the_benchmark_runs(tmp_path, capsys):
