@@ -3,7 +3,7 @@
 
 The bundled sample media (``samples/scene.mp4`` + ``samples/speech_commands.wav``, the demo's)
 are replayed in a loop, as fast as possible, through :class:`edgesense.loop.pipeline.Pipeline`
-(frontends, the int8 model, post-processing) into real sinks (JSON Lines to a file
+(frontends, the int8 model, the config's second opinion, post-processing) into real sinks (JSON Lines to a file
 and a callback), for ``--hours`` of *stream* time (default 24). Every
 ``--sample-minutes`` of stream time the resident set size is read from
 ``/proc/self/status`` (``VmRSS``; psutil is not needed). After ``--warmup-minutes``
@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from edgesense.runtime.model import EdgeModel  # noqa: E402
+from edgesense.runtime.second_opinion import SecondOpinion  # noqa: E402
 from edgesense.sinks.base import CallbackSink
 from edgesense.sinks.jsonl import JsonLinesSink  # noqa: E402
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource  # noqa: E402
@@ -152,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         counted[event.type] += 1
 
     sinks = [JsonLinesSink(events_path), CallbackSink(count)]
+    second = None  # the config's second opinion, as the device runs it
+    if config.second_opinion.enabled:
+        second = SecondOpinion(config.second_opinion, labels=model.command_labels,
+                               sample_rate_hz=model.audio_frontend.sample_rate_hz)
     with Pipeline(model, PipelineOptions.from_config(config), audio=audio, video=video, sinks=sinks,
-                  on_frame=on_frame) as pipeline:
+                  on_frame=on_frame, second_opinion=second) as pipeline:
         stats = pipeline.run(duration_s=args.hours * 3600.0)
     samples.append(Sample(stats.stream_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
                           counted["command"] + counted["scene"]))

@@ -38,5 +38,17 @@ def test_the_desktop_configs_second_opinion_is_the_shipped_heads_with_the_bundle
     heads, model = StreamHeads(heads_path), EdgeModel.load(config.model.path)
     assert heads.labels == tuple(model.command_labels)
     assert Path(config.model.path).resolve() == shipped_path(MODELS, "edgesense.tflite").resolve()
-    for name in ("rpi4", "rpi5", "jetson-nano", "jetson-orin"):  # the model alone, unmeasured with the pair
-        assert not load_config(shipped_config(name)).second_opinion.enabled
+
+
+def test_every_config_runs_the_desktops_pair_and_those_at_its_hop_its_point():
+    """One operating point was measured for the pair at the 100-ms hop, and every config of that hop
+    runs it; Orin's 50-ms hop has its own."""
+    from edgesense.loop.config import load_config
+
+    desktop = load_config(shipped_config("desktop"))
+    for name in ("rpi4", "rpi5", "jetson-nano", "jetson-orin"):
+        config = load_config(shipped_config(name))
+        assert config.second_opinion == desktop.second_opinion  # the same heads (paths resolve alike), the blend
+        same_hop = config.scheduler.command_hop_ms == desktop.scheduler.command_hop_ms
+        assert same_hop == (name != "jetson-orin")
+        assert (config.commands == desktop.commands) == same_hop
