@@ -4,8 +4,8 @@ The device loop blends each command hop as a weighted mean of the two detectors'
 (``student_weight * model + (1 - student_weight) * heads``, :mod:`edgesense.runtime.second_opinion`).
 This study compares that with a weighted geometric mean (a product of experts, renormalised over the
 labels), which damps a peak that one of the two detectors all but rules out. It needs two
-``edgesense bench --tuning-only`` runs on the same streams: one of the model alone (e.g.
-``--config firmware_configs/rpi5.yaml``, the desktop's hop) and one of the heads alone (a copy of
+``edgesense bench --tuning-only`` runs on the same streams: one of the model alone (``--model-alone``;
+until 2026-12-06 ``--config firmware_configs/rpi5.yaml``, the desktop's hop) and one of the heads alone (a copy of
 ``desktop.yaml`` with ``second_opinion.student_weight: 0``); it blends their cached posteriors hop by
 hop (the hops where the heads have a result), replays the bench's whole grid (``SweepOptions``) on
 each blend and prints the best hit rate within 0.5 / 1 / 2 / 5 false accepts per hour (the bench's

@@ -81,6 +81,7 @@ from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerO
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
 from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
 from edgesense.runtime.second_opinion import SecondOpinion
+from edgesense.runtime.speech_embedding import SpeechEmbeddingUnavailable
 from edgesense.schema.validate import is_positive, require
 from edgesense.sinks.base import EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
@@ -367,8 +368,13 @@ class Pipeline:
                                                                                device_name=config.device.name))))
             second = None
             if config.second_opinion.enabled and audio_source is not None:
-                second = SecondOpinion(config.second_opinion, labels=model.command_labels,
-                                       sample_rate_hz=model.audio_frontend.sample_rate_hz)
+                try:
+                    second = SecondOpinion(config.second_opinion, labels=model.command_labels,
+                                           sample_rate_hz=model.audio_frontend.sample_rate_hz)
+                except SpeechEmbeddingUnavailable as exc:  # the config asks for it: say which, and the way out
+                    raise SpeechEmbeddingUnavailable(
+                        f"{config.source_path or 'the config'}: second_opinion: {exc} (or delete the "
+                        f"second_opinion: section to run the model alone)") from None
                 logger.info("second opinion: %s", second.describe())
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
                            video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame,
