@@ -167,8 +167,8 @@ from edgesense.runtime.interpreter import load_interpreter_backend
 from edgesense.runtime.model import EdgeModel
 model = EdgeModel.load("models/edgesense.tflite")
 t0 = time.perf_counter()
-a = model.encode_audio(np.zeros((49, 40), np.float32))
-v = model.encode_image(np.full((96, 96, 3), 128, np.float32))
+a = model.encode_audio(np.zeros(model.audio_frontend.feature_shape, np.float32))  # the model's own input shapes
+v = model.encode_image(np.full(model.image_frontend.input_shape, 128, np.float32))
 command, scene = model.fuse(a, v)
 print(f"smoke: {platform.machine()} {load_interpreter_backend().module}: command {command.shape} "
       f"scene {scene.shape} sum {float(command.sum()):.3f} in {time.perf_counter() - t0:.2f} s")
