@@ -280,7 +280,8 @@ def build_bundle(options: DeployOptions) -> BundleResult:
         raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
     resolution = static
     if options.wheels:
-        resolution = resolve(target, python_version=python_version, extras=options.extras, options=options.resolve_options)
+        resolution = resolve(target, python_version=python_version, extras=options.extras,
+                             options=options.resolve_options)
         _check_deployable(resolution)
     _prepare_out_dir(options.out_dir, options.force)
 
@@ -358,7 +359,8 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "WHEELS_LINE": ("Python packages install offline from `wheelhouse/` (hashes pinned in `requirements.lock`)."
                         if options.wheels else
                         "Made with `--no-wheels`: the device installs the Python packages from PyPI (needs network)."),
-        "WHEELHOUSE_TAIL": (" and the pinned dependency wheels for this target" if options.wheels else " only (--no-wheels)"),
+        "WHEELHOUSE_TAIL": (" and the pinned dependency wheels for this target" if options.wheels
+                            else " only (--no-wheels)"),
     }
     install = out / "install.sh"
     install.write_text(_render(_template("install.sh.in"), values), encoding="utf-8")

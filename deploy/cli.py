@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the device's Python (default: the target's, e.g. 3.11 on Raspberry Pi OS Bookworm)")
     parser.add_argument("--extra", action="append", default=[], choices=list(KNOWN_EXTRAS),
                         help="also bundle an optional dependency group (mqtt)")
-    parser.add_argument("--edgesense-wheel", type=Path, default=None, help="use this EdgeSense wheel instead of building one")
+    parser.add_argument("--edgesense-wheel", type=Path, default=None,
+                        help="use this EdgeSense wheel instead of building one")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out")
 
 

@@ -24,7 +24,8 @@ from edgesense.deploy.targets import (
     _parse_python_version,
 )
 
-__all__ = ["DependencyChoice", "ResolveOptions", "Resolution", "ResolvedPackage", "plan_dependencies", "project_root", "resolve"]
+__all__ = ["DependencyChoice", "ResolveOptions", "Resolution", "ResolvedPackage", "plan_dependencies", "project_root",
+           "resolve"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,8 @@ def _python_ok(python_version: str) -> bool:
 
 
 def _interpreter_allowed(package: str, python_version: str) -> bool:
-    return package != "tflite-runtime" or _parse_python_version(python_version, "python_version") <= TFLITE_RUNTIME_MAX_PYTHON
+    return (package != "tflite-runtime"
+            or _parse_python_version(python_version, "python_version") <= TFLITE_RUNTIME_MAX_PYTHON)
 
 
 def plan_dependencies(target: Target, *, python_version: str | None = None,
@@ -278,11 +280,13 @@ def plan_dependencies(target: Target, *, python_version: str | None = None,
             if interpreter_done:
                 continue
             chain = [p for p in target.interpreters if _interpreter_allowed(p, python_version)]
-            applicable = [p for p in chain if p in by_name and (by_name[p].marker is None or by_name[p].marker.evaluate(env))]
+            applicable = [p for p in chain
+                          if p in by_name and (by_name[p].marker is None or by_name[p].marker.evaluate(env))]
             first = applicable[0] if applicable else (chain[0] if chain else None)
             interpreter_done = True
             if first is None:
-                preferred.append(Dependency(target.interpreters[0], plain(by_name.get(target.interpreters[0], req)), "interpreter"))
+                default = target.interpreters[0]
+                preferred.append(Dependency(default, plain(by_name.get(default, req)), "interpreter"))
                 continue
             preferred.append(Dependency(first, plain(by_name[first]) if first in by_name else first, "interpreter"))
             fallbacks[first] = [Dependency(p, plain(by_name[p]) if p in by_name else p, "interpreter")
@@ -326,7 +330,8 @@ class _Pip:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.options.timeout_s, check=False)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"pip took longer than {self.options.timeout_s:.0f} s ({shlex.join(argv[:6])} ...)") from None
+            raise RuntimeError(f"pip took longer than {self.options.timeout_s:.0f} s "
+                               f"({shlex.join(argv[:6])} ...)") from None
         if proc.returncode != 0 and _NETWORK_ERRORS.search(proc.stdout + proc.stderr):
             raise RuntimeError(
                 "cannot reach the package index to resolve the dependencies (use --no-wheels to make a bundle "
@@ -334,7 +339,8 @@ class _Pip:
             )
         return proc
 
-    def dry_run(self, requirements: Sequence[str], constraints: Sequence[str]) -> tuple[list[ResolvedPackage] | None, str]:
+    def dry_run(self, requirements: Sequence[str],
+                constraints: Sequence[str]) -> tuple[list[ResolvedPackage] | None, str]:
         """Resolve ``requirements`` for the target: (packages, "") or (None, pip's error)."""
         report = self.workdir / f"report-{self.calls}.json"
         args = ["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
@@ -387,7 +393,8 @@ _PIP_ERROR_WORD = re.compile(r"\berror\b|Error:", re.IGNORECASE)
 
 
 def _subprocess_output(lines: Sequence[str]) -> list[str]:
-    """The lines a failed build backend printed (pip frames them: ``╰─> [N lines of output]`` ... ``[end of output]``)."""
+    """The lines a failed build backend printed (pip frames them: ``╰─> [N lines of output]`` ...
+    ``[end of output]``)."""
     inner, inside = [], False
     for line in lines:
         if "lines of output]" in line:
@@ -476,7 +483,8 @@ def resolve(target: Target | str, *, python_version: str | None = None, extras: 
                     continue
                 alone, why = pip.dry_run([d.requirement], target.constraints)
                 if alone is not None:
-                    choices.append(DependencyChoice(d.name, d.role, "wheel", d.name, _version_of(alone, d.name), d.requirement))
+                    choices.append(DependencyChoice(d.name, d.role, "wheel", d.name, _version_of(alone, d.name),
+                                                    d.requirement))
                     chosen.append(d.requirement)
                     continue
                 picked = None
@@ -486,7 +494,8 @@ def resolve(target: Target | str, *, python_version: str | None = None, extras: 
                     got, why_fb = pip.dry_run([fb.requirement], target.constraints + fb_constraints)
                     if got is not None:
                         extra_constraints += [c for c in fb_constraints if c not in target.constraints]
-                        picked = DependencyChoice(d.name, d.role, "fallback", fb.name, _version_of(got, fb.name), fb.requirement,
+                        picked = DependencyChoice(d.name, d.role, "fallback", fb.name, _version_of(got, fb.name),
+                                                  fb.requirement,
                                                   detail=f"no {d.name} wheel for {target.arch} Python {python_version}")
                         chosen.append(fb.requirement)
                         break

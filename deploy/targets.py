@@ -11,7 +11,8 @@ __all__ = ["MIN_PYTHON", "TARGETS", "Target"]
 
 #: The oldest Python EdgeSense runs on: ``edge/`` uses ``dataclass(kw_only=True)`` (3.10+).
 INTERPRETER_PACKAGES = ("ai-edge-litert", "tflite-runtime")
-OPENCV_PIP_PACKAGES = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
+OPENCV_PIP_PACKAGES = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
+                       "opencv-contrib-python")
 OPENCV_APT_PACKAGE = "python3-opencv"
 
 MIN_PYTHON = (3, 10)
@@ -72,7 +73,8 @@ class Target:
             raise ValueError(f"opencv: 'apt' needs {OPENCV_APT_PACKAGE} in apt_packages and system_site_packages=True")
         unknown = [i for i in self.interpreters if i not in INTERPRETER_PACKAGES]
         if not self.interpreters or unknown:
-            raise ValueError(f"interpreters: expected a non-empty subset of {INTERPRETER_PACKAGES}, got {self.interpreters!r}")
+            raise ValueError(f"interpreters: expected a non-empty subset of {INTERPRETER_PACKAGES}, "
+                             f"got {self.interpreters!r}")
         if not self.config_name.endswith(".yaml") or "/" in self.config_name:
             raise ValueError(f"config_name: expected a file name ending in .yaml, got {self.config_name!r}")
         if not self.supported and not self.note:

@@ -65,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key} (subgraph {sig.subgraph_index}, {PART_NAMES[key]}, weights {parts.get(key, 0)} bytes)")
         for kind, tensors in (("in ", sig.inputs), ("out", sig.outputs)):
             for info in tensors.values():
-                print(f"    {kind} {info.name:<16} {info.dtype.name:<8} {list(info.shape)!s:<16} {_format_quant(info.quant)}")
+                print(f"    {kind} {info.name:<16} {info.dtype.name:<8} {list(info.shape)!s:<16} "
+                      f"{_format_quant(info.quant)}")
     return 0

@@ -1,1 +1,2 @@
-"""Feature frontends shared by training and the device: log-mel audio features, frame preprocessing, WAV reading, resampling."""
+"""Feature frontends shared by training and the device: log-mel audio features, frame preprocessing, WAV
+reading, resampling."""

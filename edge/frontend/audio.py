@@ -182,7 +182,8 @@ def log_mel_batch(clips: np.ndarray, options: AudioFrontendOptions = AudioFronte
         return np.empty((x.shape[0], count, options.num_mel_bins), dtype=np.float32)
     if x.dtype == np.int16:
         x = x.astype(np.float64) / 32768.0
-    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64, copy=False), win, axis=1)[:, ::hop][:, :count]
+    windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64, copy=False), win, axis=1)
+    frames = windows[:, ::hop][:, :count]
     spectra = np.fft.rfft(frames * _window(win), n=options.fft_length, axis=-1)
     power = spectra.real ** 2 + spectra.imag ** 2
     return np.log(power @ mel_filterbank(options) + options.log_floor).astype(np.float32)

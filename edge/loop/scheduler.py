@@ -27,7 +27,8 @@ import numpy as np
 from edgesense.schema.validate import is_positive, require
 from edgesense.sources.base import SourceReadError, VideoFrame
 
-__all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions", "LatestFrameReader"]
+__all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions",
+           "LatestFrameReader"]
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ class SceneSmootherOptions:
     heartbeat_ms: float | None = 10000.0
 
     def __post_init__(self) -> None:
-        require(self.smoothing in SMOOTHING_METHODS, "smoothing", f"one of {', '.join(SMOOTHING_METHODS)}", self.smoothing)
+        require(self.smoothing in SMOOTHING_METHODS, "smoothing", f"one of {', '.join(SMOOTHING_METHODS)}",
+                self.smoothing)
         require(is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
         require(is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
                  "a number in [0, 1)", self.hysteresis_margin)

@@ -24,7 +24,8 @@ import struct
 from dataclasses import dataclass
 from typing import Mapping
 
-__all__ = ["TFLITE_FILE_IDENTIFIER", "ModelLayout", "check_tflite_bytes", "read_layout", "read_metadata", "metadata_names"]
+__all__ = ["TFLITE_FILE_IDENTIFIER", "ModelLayout", "check_tflite_bytes", "read_layout", "read_metadata",
+           "metadata_names"]
 
 
 #: Bytes 4..8 of every TFLite flatbuffer.

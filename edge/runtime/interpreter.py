@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from edgesense.runtime.flatbuffer import check_tflite_bytes
 
-__all__ = ["DELEGATES", "DEFAULT_DELEGATE_LIBRARIES", "InterpreterBackend", "InterpreterOptions", "load_interpreter_backend", "load_interpreter_class", "make_interpreter", "read_model_bytes"]
+__all__ = ["DELEGATES", "DEFAULT_DELEGATE_LIBRARIES", "InterpreterBackend", "InterpreterOptions",
+           "load_interpreter_backend", "load_interpreter_class", "make_interpreter", "read_model_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,11 @@ class InterpreterOptions:
                              f"got {self.delegate!r}")
         if self.delegate_library is not None:
             if not isinstance(self.delegate_library, str) or not self.delegate_library:
-                raise ValueError(f"delegate_library: expected a non-empty path or library name, got {self.delegate_library!r}")
+                raise ValueError(f"delegate_library: expected a non-empty path or library name, "
+                                 f"got {self.delegate_library!r}")
             if self.delegate is None:
-                raise ValueError(f"delegate_library: expected null when delegate is none, got {self.delegate_library!r}")
+                raise ValueError(f"delegate_library: expected null when delegate is none, "
+                                 f"got {self.delegate_library!r}")
 
     @property
     def library(self) -> str | None:

@@ -28,7 +28,8 @@ from edgesense.runtime.flatbuffer import ModelLayout, read_layout
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.quant import QuantParams, dequantize, quantize
 
-__all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS", "EdgeModel", "SignatureInfo", "embedded_metadata", "labels_and_frontends"]
+__all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS",
+           "EdgeModel", "SignatureInfo", "embedded_metadata", "labels_and_frontends"]
 
 
 #: Name of the ``Model.metadata`` entry holding EdgeSense's metadata JSON (UTF-8).
@@ -307,7 +308,8 @@ def _check_shapes(what: str, sigs: Mapping[str, SignatureInfo], audio: AudioFron
     for (key, name), want in expected.items():
         info = sigs[key].inputs.get(name) or sigs[key].outputs[name]
         if info.shape != tuple(want):
-            raise ValueError(f"{what}: signature {key!r} tensor {name!r}: expected shape {tuple(want)}, got {info.shape}")
+            raise ValueError(f"{what}: signature {key!r} tensor {name!r}: expected shape {tuple(want)}, "
+                             f"got {info.shape}")
     for key, name in (("encode_audio", "audio_embedding"), ("encode_image", "image_embedding")):
         shape = sigs[key].outputs[name].shape
         if len(shape) != 2 or shape[0] != 1:

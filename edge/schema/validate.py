@@ -152,7 +152,8 @@ def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
                 errors.append(exc)
         if len(options) == 1:
             raise errors[0]
-        raise ValueError(fail.format(" or ".join(_name(o) for o in options) + (" or null" if type(None) in args else "")))
+        nullable = " or null" if type(None) in args else ""
+        raise ValueError(fail.format(" or ".join(_name(o) for o in options) + nullable))
     if origin is Literal:
         if value in args and type(value) is type(args[args.index(value)]):
             return value
@@ -163,7 +164,8 @@ def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
         key_type, value_type = args
         if not isinstance(value, Mapping):
             raise ValueError(fail.format(f"a mapping of {_name(key_type)} to {_name(value_type)}"))
-        return types.MappingProxyType({_convert(key_type, k, loc, path): _convert(value_type, v, loc, _join(path, str(k)))
+        return types.MappingProxyType({_convert(key_type, k, loc, path):
+                                           _convert(value_type, v, loc, _join(path, str(k)))
                                        for k, v in value.items()})
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

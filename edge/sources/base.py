@@ -36,8 +36,8 @@ import numpy as np
 
 from edgesense.schema.validate import is_number, require
 
-__all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions", "ExponentialBackoff",
-           "quiet_opencv"]
+__all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions",
+           "ExponentialBackoff", "quiet_opencv"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ class VideoFrame:
     def __post_init__(self) -> None:
         image = np.asarray(self.image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image: expected a BGR uint8 array (H, W, 3), got shape {image.shape} dtype {image.dtype}")
+            raise ValueError(f"image: expected a BGR uint8 array (H, W, 3), got shape {image.shape} "
+                             f"dtype {image.dtype}")
         if not math.isfinite(self.t_ms):
             raise ValueError(f"t_ms: expected a finite number, got {self.t_ms!r}")
 
