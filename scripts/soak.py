@@ -35,9 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgesense.loop.config import load_config  # noqa: E402
-from edgesense.loop.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from edgesense.loop.pipeline import Pipeline, PipelineOptions, second_opinion_of  # noqa: E402
 from edgesense.runtime.model import EdgeModel  # noqa: E402
-from edgesense.runtime.second_opinion import SecondOpinion  # noqa: E402
 from edgesense.sinks.base import CallbackSink
 from edgesense.sinks.jsonl import JsonLinesSink  # noqa: E402
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource  # noqa: E402
@@ -153,12 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         counted[event.type] += 1
 
     sinks = [JsonLinesSink(events_path), CallbackSink(count)]
-    second = None  # the config's second opinion, as the device runs it
-    if config.second_opinion.enabled:
-        second = SecondOpinion(config.second_opinion, labels=model.command_labels,
-                               sample_rate_hz=model.audio_frontend.sample_rate_hz)
     with Pipeline(model, PipelineOptions.from_config(config), audio=audio, video=video, sinks=sinks,
-                  on_frame=on_frame, second_opinion=second) as pipeline:
+                  on_frame=on_frame, second_opinion=second_opinion_of(config, model)) as pipeline:
         stats = pipeline.run(duration_s=args.hours * 3600.0)
     samples.append(Sample(stats.stream_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
                           counted["command"] + counted["scene"]))

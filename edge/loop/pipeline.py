@@ -58,7 +58,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -91,7 +91,11 @@ from edgesense.sources.microphone import MicrophoneSource
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
 from edgesense.types import CommandEvent, SceneEvent
 
-__all__ = ["PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError", "open_sources"]
+if TYPE_CHECKING:
+    from edgesense.runtime.model import EdgeModel
+
+__all__ = ["PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError", "open_sources",
+           "second_opinion_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +207,22 @@ def open_sources(config: DeviceConfig, *, sample_rate_hz: int, video: str | os.P
                 raise LiveDeviceError(failures)
         stack.pop_all()
     return audio_source, video_source
+
+
+def second_opinion_of(config: DeviceConfig, model: "EdgeModel") -> SecondOpinion | None:
+    """The second audio model ``config`` asks for beside ``model`` (``None`` without one). Without the
+    wheel that holds ``speech_embedding``, the one-line error names the config and the way out."""
+    if not config.second_opinion.enabled:
+        return None
+    try:
+        second = SecondOpinion(config.second_opinion, labels=model.command_labels,
+                               sample_rate_hz=model.audio_frontend.sample_rate_hz)
+    except SpeechEmbeddingUnavailable as exc:  # the config asks for it: say which, and the way out
+        raise SpeechEmbeddingUnavailable(
+            f"{config.source_path or 'the config'}: second_opinion: {exc} (or delete the "
+            f"second_opinion: section to run the model alone)") from None
+    logger.info("second opinion: %s", second.describe())
+    return second
 
 
 # --------------------------------------------------------------------------- state and stats
@@ -366,16 +386,7 @@ class Pipeline:
                 outputs = dataclasses.replace(config.outputs, mqtt=str(url))
                 sinks.append(stack.enter_context(MqttSink(outputs.mqtt_options(node_id=config.device.node_id,
                                                                                device_name=config.device.name))))
-            second = None
-            if config.second_opinion.enabled and audio_source is not None:
-                try:
-                    second = SecondOpinion(config.second_opinion, labels=model.command_labels,
-                                           sample_rate_hz=model.audio_frontend.sample_rate_hz)
-                except SpeechEmbeddingUnavailable as exc:  # the config asks for it: say which, and the way out
-                    raise SpeechEmbeddingUnavailable(
-                        f"{config.source_path or 'the config'}: second_opinion: {exc} (or delete the "
-                        f"second_opinion: section to run the model alone)") from None
-                logger.info("second opinion: %s", second.describe())
+            second = second_opinion_of(config, model) if audio_source is not None else None
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
                            video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame,
                            second_opinion=second)
