@@ -21,7 +21,8 @@ _REPORT_NEXT_TO_MODEL = ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="training run folder (model.keras, run.json, calibration.npz, ...)")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="training run folder (model.keras, run.json, calibration.npz, ...)")
     parser.add_argument("--out", required=True, metavar="PATH", help="output .tflite path, e.g. models/NAME.tflite")
     parser.add_argument("--mode", choices=MODES, default="int8",
                         help="int8: full-integer (device default); float16 / dynamic: float I/O variants")
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    report_options = ReportOptions() if args.max_kb is None else ReportOptions(max_model_bytes=args.max_kb * BYTES_PER_KB)
+    report_options = (ReportOptions() if args.max_kb is None
+                      else ReportOptions(max_model_bytes=args.max_kb * BYTES_PER_KB))
     json_path, md_path = report_paths(result.path, args.report or None)
     report = build_report(run_dir, result.path, report_options)
     write_report(report, json_path, md_path)

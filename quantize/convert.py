@@ -197,7 +197,8 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
     if not isinstance(info, dict):
         raise ValueError(f"{run_path}: expected a JSON object, got {type(info).__name__}")
     if info.get("format_version") != RUN_FORMAT_VERSION:
-        raise ValueError(f"{run_path}: format_version: expected {RUN_FORMAT_VERSION}, got {info.get('format_version')!r}")
+        raise ValueError(f"{run_path}: format_version: expected {RUN_FORMAT_VERSION}, "
+                         f"got {info.get('format_version')!r}")
     labels, audio_frontend, image_frontend = labels_and_frontends(info, f"{run_path}:")
 
     model = _load_keras_model(model_path)
@@ -455,7 +456,8 @@ def merge_tflite_parts(parts: Mapping[str, bytes], metadata: Mapping[str, bytes]
             raise ValueError(f"parts: unknown signature {key!r}; expected some of {', '.join(SIGNATURE_INPUTS)}")
         part = _read_model_object(data)
         if len(part.subgraphs) != 1:
-            raise ValueError(f"part {key!r}: expected 1 subgraph, got {len(part.subgraphs)} (control flow is not supported)")
+            raise ValueError(f"part {key!r}: expected 1 subgraph, got {len(part.subgraphs)} "
+                             "(control flow is not supported)")
         if len(part.signatureDefs or []) != 1:
             raise ValueError(f"part {key!r}: expected 1 SignatureDef, got {len(part.signatureDefs or [])}")
         # Operator codes.
@@ -745,7 +747,8 @@ def _representative_sets(run: RunFolder, options: QuantizeOptions) -> tuple[dict
     return {"encode_audio": audio_set, "encode_image": image_set, "fuse": fuse_set}, counts
 
 
-def convert_parts(run: RunFolder, options: QuantizeOptions = QuantizeOptions()) -> tuple[dict[str, bytes], dict[str, int]]:
+def convert_parts(run: RunFolder,
+                  options: QuantizeOptions = QuantizeOptions()) -> tuple[dict[str, bytes], dict[str, int]]:
     """Convert each part alone: ({signature key: single-signature .tflite bytes}, calibration counts)."""
     if options.mode == "int8":
         representative, counts = _representative_sets(run, options)

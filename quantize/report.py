@@ -70,8 +70,10 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_accuracy_drop_points, (int, float)) and 0 <= self.max_accuracy_drop_points <= 100):
-            raise ValueError(f"max_accuracy_drop_points: expected a number in [0, 100], got {self.max_accuracy_drop_points!r}")
-        if isinstance(self.max_model_bytes, bool) or not isinstance(self.max_model_bytes, int) or self.max_model_bytes < 1:
+            raise ValueError("max_accuracy_drop_points: expected a number in [0, 100], "
+                             f"got {self.max_accuracy_drop_points!r}")
+        size = self.max_model_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"max_model_bytes: expected a positive integer, got {self.max_model_bytes!r}")
         if not isinstance(self.interpreter, InterpreterOptions):
             raise ValueError(f"interpreter: expected InterpreterOptions, got {type(self.interpreter).__name__}")
@@ -124,7 +126,8 @@ def build_report(run_dir: str | os.PathLike, model_path: str | os.PathLike,
         if tuple(got) != tuple(labels):
             raise ValueError(f"{model_path}: {head} labels differ from the run's ({list(got)} vs {list(labels)})")
     if model.image_frontend != run.image_frontend:
-        raise ValueError(f"{model_path}: image frontend {model.image_frontend} differs from the run's {run.image_frontend}")
+        raise ValueError(f"{model_path}: image frontend {model.image_frontend} differs from the run's "
+                         f"{run.image_frontend}")
 
     heads: dict[str, Any] = {}
     embeddings: dict[str, Any] = {}
@@ -201,7 +204,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
              f"- run: `{report['run']}`", "", "## Budget", ""]
     lines += [f"- {line}" for line in budget_lines(report)]
     lines += ["", "## Accuracy (validation.npz)", "",
-              "| head | samples | float acc | tflite acc | drop (points) | top-1 agreement | mean abs diff | max abs diff |",
+              "| head | samples | float acc | tflite acc | drop (points) | top-1 agreement | mean abs diff "
+              "| max abs diff |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for head, s in report["heads"].items():
         lines.append(f"| {head} | {s['samples']} | {s['float_accuracy']:.4f} | {s['tflite_accuracy']:.4f} | "
@@ -210,16 +214,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["", "## Embeddings (dequantized vs float)", "", "| encoder | mean abs diff | max abs diff | relative |",
               "|---|---:|---:|---:|"]
     for name, s in report["embeddings"].items():
-        lines.append(f"| {name} | {s['mean_abs_diff']:.5f} | {s['max_abs_diff']:.5f} | {s['relative_mean_abs_diff']:.4f} |")
+        lines.append(f"| {name} | {s['mean_abs_diff']:.5f} | {s['max_abs_diff']:.5f} | "
+                     f"{s['relative_mean_abs_diff']:.4f} |")
     size = report["size"]
-    lines += ["", "## Size", "", f"- whole file: {size['total_bytes']} bytes ({size['total_bytes'] / BYTES_PER_KB:.1f} KB)",
+    lines += ["", "## Size", "",
+              f"- whole file: {size['total_bytes']} bytes ({size['total_bytes'] / BYTES_PER_KB:.1f} KB)",
               "", "| part | weight bytes | converted part bytes | params | MACs |", "|---|---:|---:|---:|---:|"]
     part_models = {"encode_audio": "audio_encoder", "encode_image": "image_encoder", "fuse": "fusion_head"}
     for key, part in part_models.items():
         lines.append(f"| {key} ({part}) | {size['part_weight_bytes'].get(key, '')} | "
                      f"{size['part_model_bytes'].get(key, '')} | {report['params'].get(part, '')} | "
                      f"{report['macs'].get(part, '')} |")
-    lines += ["", f"- params total: {report['params'].get('total', 'n/a')}; MACs total: {report['macs'].get('total', 'n/a')}",
+    lines += ["", f"- params total: {report['params'].get('total', 'n/a')}; "
+                  f"MACs total: {report['macs'].get('total', 'n/a')}",
               "", "## Evaluation protocol", ""]
     lines += [f"- {key}: {text}" for key, text in report["evaluation"].items()]
     return "\n".join(lines) + "\n"

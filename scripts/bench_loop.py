@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgesense.loop.config import load_config  # noqa: E402
-from edgesense.loop.pipeline import Pipeline
+from edgesense.loop.pipeline import Pipeline  # noqa: E402
 from edgesense.loop.stats import (  # noqa: E402
     AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, SECOND_OPINION_STAGES, STAGES, VIDEO_READ,
 )

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgesense.frontend.resample import resample
+from edgesense.frontend.resample import resample  # noqa: E402
 from edgesense.frontend.wav import read_wav, read_wav_native, write_wav  # noqa: E402
 from edgesense.recognition.gate import rms_dbfs  # noqa: E402
 

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
     names = args.target or list(TARGETS)
     results: list[Resolution] = []
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([
             {"target": r.target.name, "python_version": r.python_version, "ok": r.ok, "problems": list(r.problems),
              "choices": [c.to_dict() for c in r.choices], "apt_packages": list(r.apt_packages),
-             "packages": [{"name": p.name, "version": p.version, "file": p.filename, "sha256": p.sha256} for p in r.packages]}
+             "packages": [{"name": p.name, "version": p.version, "file": p.filename, "sha256": p.sha256}
+                          for p in r.packages]}
             for r in results
         ], indent=2) + "\n", encoding="utf-8")
     failed = [r.target.name for r in results if r.target.supported and not r.ok]

@@ -37,9 +37,11 @@ sys.path.insert(0, str(REPO))
 from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline, PipelineOptions, second_opinion_of  # noqa: E402
 from edgesense.runtime.model import EdgeModel  # noqa: E402
-from edgesense.sinks.base import CallbackSink
+from edgesense.sinks.base import CallbackSink  # noqa: E402
 from edgesense.sinks.jsonl import JsonLinesSink  # noqa: E402
-from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource  # noqa: E402
+from edgesense.sources.replay import (  # noqa: E402
+    VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource,
+)
 
 logger = logging.getLogger("soak")
 

@@ -32,7 +32,8 @@ def test_importing_every_device_module_loads_no_desktop_package():
         "for name in names:\n"
         "    importlib.import_module(name)\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')\n"
-        "                or m.startswith(('edgesense.train', 'edgesense.quantize', 'edgesense.bench', 'edgesense.deploy')))\n"
+        "                or m.startswith(('edgesense.train', 'edgesense.quantize', 'edgesense.bench',\n"
+        "                                 'edgesense.deploy')))\n"
         "print(len(names), ','.join(loaded))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -104,7 +104,8 @@ def _dbfs(x: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(np.mean(np.square(x, dtype=np.float64), axis=-1), _POWER_FLOOR))
 
 
-def word_extent(clips: np.ndarray, *, sample_rate_hz: int = 16000, floor_db: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+def word_extent(clips: np.ndarray, *, sample_rate_hz: int = 16000,
+                floor_db: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
     """``(start, end)`` sample indices per clip of the span of 10 ms frames within ``floor_db``
     of the clip's loudest frame (the whole clip for digital silence)."""
     x = np.asarray(clips, dtype=np.float32)

@@ -72,7 +72,8 @@ class ArrayCache:
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.npz"
 
-    def get_or_compute(self, kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def get_or_compute(self, kind: str, key: str,
+                       compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         path = self.path(kind, key)
         if path.is_file():
             try:

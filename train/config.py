@@ -93,8 +93,8 @@ class DataConfig:
     probabilities on every window a step draws is each audio row's soft target (at
     ``train.distill_weight`` and ``train.distill_temperature``; the per-step pipeline only). ``av``: a paired folder
     (``CLASS/NAME.jpg + CLASS/NAME.wav``, e.g. from ``edgesense record``): its photos join the scene
-    photos (split by file name like them) and its sounds join their class's sound. ``cache_dir``: where features and teacher outputs are cached (default
-    ``$EDGESENSE_CACHE`` or ``~/.cache/edgesense``).
+    photos (split by file name like them) and its sounds join their class's sound. ``cache_dir``: where
+    features and teacher outputs are cached (default ``$EDGESENSE_CACHE`` or ``~/.cache/edgesense``).
     """
 
     speech_commands: tuple[Path, ...] = ()

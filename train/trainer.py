@@ -308,9 +308,10 @@ def features_of(clips: np.ndarray, config: TrainConfig) -> np.ndarray:
 class FusionBatches(keras.utils.PyDataset):
     """Training batches: each pairs a photo with an unrelated speech clip (they come
     unpaired), with modality dropout, augmentation and per-head sample weights. With
-    ``packed_targets`` both heads' targets are packed for :class:`DistillationLoss`; with ``scene_soft_targets`` (the vision teacher's,
-    one row per training photo) a seen photo's row learns from them too (with ``photo_views``, one
-    row per photo and view: the photo is shown as a drawn view of it, with that view's targets), and with
+    ``packed_targets`` both heads' targets are packed for :class:`DistillationLoss`; with
+    ``scene_soft_targets`` (the vision teacher's, one row per training photo) a seen photo's row learns
+    from them too (with ``photo_views``, one row per photo and view: the photo is shown as a drawn view
+    of it, with that view's targets), and with
     ``clip_soft_targets`` (the audio teacher's, one row per training clip) so does a command row
     that still holds its clip's word (not talk, background or a cut-off part of a word). With a
     ``window_teacher`` (:class:`~edgesense.train.teachers.models.ModelEnsembleTeacher`) every audio
@@ -571,7 +572,8 @@ class FusionBatches(keras.utils.PyDataset):
             return None
         where = np.flatnonzero(self.class_ids == self.unknown_id)
         if not where.size:
-            raise ValueError(f"train.unknown_share: expected {UNKNOWN_LABEL} clips among the training clips, found none")
+            raise ValueError(f"train.unknown_share: expected {UNKNOWN_LABEL} clips among the training clips, "
+                             "found none")
         return int(where[0])
 
     def draw_classes(self, rng: np.random.Generator, count: int) -> np.ndarray:

@@ -33,13 +33,13 @@ from edgesense.types import DEFAULT_COMMAND_LABELS, DEFAULT_COMMAND_WORDS
 
 def test_kws_dscnn_is_the_published_stack_on_our_features():
     model = build_kws_dscnn(AudioFrontendOptions(), 12)
-    convs = [l for l in model.layers if type(l) is keras.layers.Conv2D]
-    depthwise = [l for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    convs = [layer for layer in model.layers if type(layer) is keras.layers.Conv2D]
+    depthwise = [layer for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
     assert model.input.shape[1:] == (49, 40)
     assert convs[0].kernel_size == (10, 4) and convs[0].strides == (2, 2) and convs[0].filters == 64
-    assert len(depthwise) == 4 and all(l.kernel_size == (3, 3) for l in depthwise)
+    assert len(depthwise) == 4 and all(d.kernel_size == (3, 3) for d in depthwise)
     assert [c.filters for c in convs[1:]] == [64] * 4 and all(c.kernel_size == (1, 1) for c in convs[1:])
-    assert any(isinstance(l, keras.layers.AveragePooling2D) for l in model.layers)
+    assert any(isinstance(layer, keras.layers.AveragePooling2D) for layer in model.layers)
     assert model.output.shape[-1] == 12
     # 25x20 map: stem 25*20*64*40, blocks 4 * (25*20*64*9 + 25*20*64*64), dense 64*12
     assert count_macs(model) == 25 * 20 * 64 * 40 + 4 * (25 * 20 * 64 * 9 + 25 * 20 * 64 * 64) + 64 * 12
@@ -47,8 +47,8 @@ def test_kws_dscnn_is_the_published_stack_on_our_features():
 
 def test_vww_mobilenet_is_mobilenet_v1_quarter_width():
     model = build_vww_mobilenet(ImageFrontendOptions(), 6, alpha=0.25)
-    convs = [l for l in model.layers if type(l) is keras.layers.Conv2D]
-    depthwise = [l for l in model.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    convs = [layer for layer in model.layers if type(layer) is keras.layers.Conv2D]
+    depthwise = [layer for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
     assert model.input.shape[1:] == (96, 96, 3)
     assert len(depthwise) == 13 and len(convs) == 14
     assert [c.filters for c in convs] == [8, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128, 128, 256, 256]

@@ -15,7 +15,6 @@ from edgesense.bench import teachers
 from edgesense.bench.reference_models import reference_config
 from edgesense.bench.report import render_markdown
 from edgesense.train import data as datasets
-from edgesense.train.teachers import TeacherUnavailable
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 

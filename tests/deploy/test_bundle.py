@@ -101,7 +101,8 @@ def own_wheel(tmp_path_factory) -> Path:
 
 
 def cli_deploy(target: str, out: Path, model: Path, config: Path, *extra: str) -> int:
-    return main(["deploy", "--target", target, "--out", str(out), "--model", str(model), "--config", str(config), *extra])
+    return main(["deploy", "--target", target, "--out", str(out), "--model", str(model), "--config", str(config),
+                 *extra])
 
 
 # --------------------------------------------------------------------------- targets
@@ -414,7 +415,8 @@ def test_pip_errors_show_the_build_backends_cause(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("--target", "jetson-nano"), r"cannot deploy to jetson-nano .*Python 3\.6.*end-of-life"),
-    (("--target", "rpi5", "--python-version", "3.8"), r"cannot deploy to rpi5 .*needs Python >= 3\.10, the target has 3\.8"),
+    (("--target", "rpi5", "--python-version", "3.8"),
+     r"cannot deploy to rpi5 .*needs Python >= 3\.10, the target has 3\.8"),
     (("--target", "jetson-orin", "--python-version", "3.9"), r"needs Python >= 3\.10, the target has 3\.9"),
 ])
 def test_unsupported_combinations_exit_2(args, message, tmp_path, inputs, capsys, own_wheel):
@@ -491,7 +493,8 @@ fail = set(os.environ.get("STUB_PIP_FAIL", "").split(","))
 for r in reqs:
     name = r.split(";")[0].split("<")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower()
     if name in fail:
-        print(f"ERROR: Could not find a version that satisfies the requirement {r} (from versions: none)", file=sys.stderr)
+        print(f"ERROR: Could not find a version that satisfies the requirement {r} (from versions: none)",
+              file=sys.stderr)
         print(f"ERROR: No matching distribution found for {name}", file=sys.stderr)
         sys.exit(1)
 if args[0] == "download" and "-r" not in opts:  # one named wheel
@@ -500,7 +503,8 @@ if args[0] == "download" and "-r" not in opts:  # one named wheel
         Path(opts["-d"][0], f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"w")
     sys.exit(0)
 install = [{"metadata": {"name": r.split("<")[0].split(">")[0].split("=")[0], "version": "1.0"}, "requested": True,
-            "download_info": {"url": "https://files.example/x/" + r.split(">")[0].split("<")[0].replace("-", "_") + "-1.0-py3-none-any.whl",
+            "download_info": {"url": "https://files.example/x/"
+                                     + r.split(">")[0].split("<")[0].replace("-", "_") + "-1.0-py3-none-any.whl",
                               "archive_info": {"hashes": {"sha256": "ab" * 32}}}} for r in reqs]
 Path(opts["--report"][0]).write_text(json.dumps({"version": "1", "install": install}))
 '''
@@ -671,7 +675,7 @@ def test_desktop_bundle_installs_offline_here(tmp_path, inputs, own_wheel):
         assert (out / pkg["file"]).is_file(), pkg
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
-    proc = subprocess.run(["bash", str(out / "install.sh"), "--no-systemd", "--skip-apt", "--prefix", str(tmp_path / "p")],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(["bash", str(out / "install.sh"), "--no-systemd", "--skip-apt",
+                           "--prefix", str(tmp_path / "p")], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "install.sh: interpreter ai_edge_litert" in proc.stdout + proc.stderr

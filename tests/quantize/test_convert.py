@@ -171,7 +171,8 @@ def test_missing_run_folder(tmp_path):
 def test_empty_representative_set(run_dir_copy, tmp_path):
     np.savez(run_dir_copy / "calibration.npz", audio_features=np.zeros((0, 49, 40), np.float32),
              image=np.zeros((0, 96, 96, 3), np.uint8))
-    with pytest.raises(ValueError, match="'audio_features' has no samples; full-integer int8 needs a representative set"):
+    with pytest.raises(ValueError,
+                       match="'audio_features' has no samples; full-integer int8 needs a representative set"):
         convert_run(run_dir_copy, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
 

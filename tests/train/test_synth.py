@@ -129,7 +129,8 @@ def test_options_validation() -> None:
     assert len(DEFAULT_UNKNOWN_WORDS) >= 100 and len(set(DEFAULT_UNKNOWN_WORDS)) == len(DEFAULT_UNKNOWN_WORDS)
     with pytest.raises(ValueError, match="unknown_words"):
         SynthOptions(words=("yes",), unknown_words=("yes",))
-    with pytest.raises(ValueError, match=r"unknown_words: expected no command words nor homophones of them, got \['write'\]"):
+    with pytest.raises(ValueError,
+                       match=r"unknown_words: expected no command words nor homophones of them, got \['write'\]"):
         SynthOptions(words=("no", "right"), unknown_words=("bed", "write"))
     assert says_a_command("know", ("no",)) and says_a_command("no", ("no",)) and not says_a_command("know", ("yes",))
     with pytest.raises(ValueError, match="words"):

@@ -76,7 +76,8 @@ def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path, ti
     with pytest.raises(ValueError, match=r"init_from: .*model.keras does not match this config's model"):
         train(load_train_config(path, ["model.audio_channels=24"]), tmp_path / "other", verbose=0,
               init_from=tmp_path / "first")
-    with pytest.raises(ValueError, match=r"init_from .*nowhere: no such folder; expected a run folder with model.keras"):
+    with pytest.raises(ValueError,
+                       match=r"init_from .*nowhere: no such folder; expected a run folder with model.keras"):
         train(load_train_config(path), tmp_path / "none", verbose=0, init_from=tmp_path / "nowhere")
 
 
@@ -949,8 +950,9 @@ def vision_teacher_weights():
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher", [
     ["vision_teacher.fine_tune_epochs=0", "vision_teacher.hidden_units=0"],  # frozen, linear: a few photos suffice
-    ["vision_teacher.fine_tune_epochs=12", "vision_teacher.batch_images=8", "vision_teacher.fine_tune_learning_rate=0.002",
-     "vision_teacher.fine_tune_batch_norm_photos=64"],  # a few photos: their own statistics
+    # a few photos: their own statistics
+    ["vision_teacher.fine_tune_epochs=12", "vision_teacher.batch_images=8",
+     "vision_teacher.fine_tune_learning_rate=0.002", "vision_teacher.fine_tune_batch_norm_photos=64"],
 ], ids=["frozen", "fine-tuned"])
 def test_a_run_with_the_vision_teacher_reports_it(tmp_path, tiny_data, teacher, vision_teacher_weights):
     speech, scenes = tiny_data

@@ -3,8 +3,8 @@ whose outputs the compact student learns from (README.md, "Training the default 
 
 What the teachers share: :class:`TeacherUnavailable` (a missing package, one line naming what
 to install), :func:`installed_file` (a file inside an installed wheel; nothing is downloaded)
-how a head is trained (:func:`fit_head`) and :func:`teacher_logits` (a head's logits, kept before its softmax so that any distillation
-temperature can be applied).
+how a head is trained (:func:`fit_head`) and :func:`teacher_logits` (a head's logits, kept before its
+softmax so that any distillation temperature can be applied).
 """
 
 from __future__ import annotations

@@ -396,7 +396,8 @@ def test_camera_failure_keeps_audio_running_and_scenes_resume(model, tmp_path, m
                                         backoff=BackoffOptions(initial_ms=50.0, max_ms=200.0)))
     options = test_options(smoother=SceneSmootherOptions(window_ms=300.0, min_hold_ms=0.0, heartbeat_ms=200.0))
     pipeline = Pipeline(model, options, audio=WavReplaySource(wav, WavReplayOptions(realtime=True)), video=camera)
-    timers = [threading.Timer(outage_s[0], FakeCamera.broken.set), threading.Timer(outage_s[1], FakeCamera.broken.clear)]
+    timers = [threading.Timer(outage_s[0], FakeCamera.broken.set),
+              threading.Timer(outage_s[1], FakeCamera.broken.clear)]
     events = []
     with caplog.at_level("WARNING"), pipeline:
         for timer in timers:

@@ -126,7 +126,8 @@ def test_expected_audio_frontend_mismatch_names_the_fields(tiny_model_path):
     assert "window_ms: model has 30.0, expected 25.0" in message
     assert "num_mel_bins: model has 40, expected 32" in message
     assert "hop_ms" not in message and str(tiny_model_path) in message
-    assert EdgeModel.load(tiny_model_path, expected_audio_frontend=AudioFrontendOptions()).audio_frontend == AudioFrontendOptions()
+    loaded = EdgeModel.load(tiny_model_path, expected_audio_frontend=AudioFrontendOptions())
+    assert loaded.audio_frontend == AudioFrontendOptions()
 
 
 def test_missing_metadata(tiny_model_path, tmp_path):
@@ -147,7 +148,8 @@ def test_input_shape_that_disagrees_with_the_metadata(tiny_model_path, model, tm
     meta = dict(model.metadata)
     meta["audio_frontend"] = dict(meta["audio_frontend"], clip_duration_ms=500)
     path = _rewrite(tiny_model_path, tmp_path / "short_clip.tflite", lambda obj: _set_metadata(obj, meta))
-    with pytest.raises(ValueError, match=r"short_clip.tflite: .*'audio_features': expected shape \(1, 24, 40\), got \(1, 49, 40\)"):
+    with pytest.raises(ValueError,
+                       match=r"short_clip.tflite: .*'audio_features': expected shape \(1, 24, 40\), got \(1, 49, 40\)"):
         EdgeModel.load(path)
 
 
@@ -170,7 +172,8 @@ def test_device_path_never_imports_tensorflow(tiny_model_path):
         "import sys, numpy as np\n"
         "from edgesense.runtime.model import EdgeModel\n"
         f"m = EdgeModel.load({str(tiny_model_path)!r})\n"
-        "c, s = m.fuse(m.encode_audio(np.zeros((49, 40), np.float32)), m.encode_image(np.zeros((96, 96, 3), np.float32)))\n"
+        "a = m.encode_audio(np.zeros((49, 40), np.float32))\n"
+        "c, s = m.fuse(a, m.encode_image(np.zeros((96, 96, 3), np.float32)))\n"
         "assert c.shape == (12,)\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras'))\n"
         "print('TF_MODULES', bad)\n"

@@ -131,8 +131,9 @@ def test_edgesense_run_listens_on_no_port(tiny_model_path, tmp_path, with_mqtt):
     config = tmp_path / "device.yaml"
     config.write_text(f"device: {{name: port-check}}\nmodel: {{path: {tiny_model_path}}}\n"
                       "scenes: {heartbeat_ms: 300, min_hold_ms: 0}\n")
-    cmd = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(config), "--video", str(SAMPLES / "scene.mp4"),
-           "--audio", str(SAMPLES / "commands.wav"), "--headless", "--events", str(tmp_path / "e.jsonl")]
+    cmd = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(config),
+           "--video", str(SAMPLES / "scene.mp4"), "--audio", str(SAMPLES / "commands.wav"), "--headless",
+           "--events", str(tmp_path / "e.jsonl")]
     broker = None
     if with_mqtt:
         broker = Broker(tmp_path / "broker", ("allow_anonymous true",))

@@ -77,8 +77,8 @@ def test_spool_folder_is_locked_while_open(tmp_path):
 
 
 def test_spool_lock_is_released_when_the_process_dies(tmp_path):
-    code = f"from edgesense.sinks.spool import EventSpool; s = EventSpool({str(tmp_path)!r}); s.append('command', '1'); " \
-           "print('ready', flush=True); import time; time.sleep(60)"
+    code = (f"from edgesense.sinks.spool import EventSpool; s = EventSpool({str(tmp_path)!r}); "
+            "s.append('command', '1'); print('ready', flush=True); import time; time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
