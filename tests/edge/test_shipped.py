@@ -42,7 +42,7 @@ def test_the_desktop_configs_second_opinion_is_the_shipped_heads_with_the_bundle
 
 def test_every_config_runs_the_desktops_pair_and_those_at_its_hop_its_point():
     """One operating point was measured for the pair at the 100-ms hop, and every config of that hop
-    runs it; Orin's 50-ms hop has its own."""
+    runs it; Orin's 50-ms hop has its own, chosen there (since 2026-12-06 the same settings)."""
     from edgesense.loop.config import load_config
 
     desktop = load_config(shipped_config("desktop"))
@@ -51,4 +51,5 @@ def test_every_config_runs_the_desktops_pair_and_those_at_its_hop_its_point():
         assert config.second_opinion == desktop.second_opinion  # the same heads (paths resolve alike), the blend
         same_hop = config.scheduler.command_hop_ms == desktop.scheduler.command_hop_ms
         assert same_hop == (name != "jetson-orin")
-        assert (config.commands == desktop.commands) == same_hop
+        if same_hop:
+            assert config.commands == desktop.commands
