@@ -74,7 +74,7 @@ class ReportOptions:
                              f"got {self.max_accuracy_drop_points!r}")
         size = self.max_model_bytes
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"max_model_bytes: expected a positive integer, got {self.max_model_bytes!r}")
+            raise ValueError(f"max_model_bytes: expected a positive integer, got {size!r}")
         if not isinstance(self.interpreter, InterpreterOptions):
             raise ValueError(f"interpreter: expected InterpreterOptions, got {type(self.interpreter).__name__}")
 
