@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the float-vs-TFLite parity report (report.json + report.md) next to the model, "
                              "or in folder PATH, or at PATH.json / PATH.md")
     parser.add_argument("--calibration-samples", type=int, default=QuantizeOptions().calibration_samples, metavar="N",
-                        help="at most N audio clips and N images from calibration.npz (int8 only)")
+                        help="at most N audio clips and N images from calibration.npz (int8 only; default: all)")
     parser.add_argument("--name", default=None, help="model name in the metadata (default: the run's name)")
     parser.add_argument("--max-kb", type=int, default=None, metavar="KB", help="model size budget for --report (200)")
     parser.add_argument("--fail-on-budget", action="store_true",

@@ -97,13 +97,14 @@ class QuantizeOptions:
     """How to convert a run.
 
     ``calibration_samples``: at most this many audio clips and this many images from
-    calibration.npz (evenly spread, all when fewer); ``fusion_calibration_samples``:
+    calibration.npz (evenly spread), or ``None`` for every one the run wrote (the default: over eight
+    runs, 300 of 360 clips lost 8 validation clips to int8 and all of them 5); ``fusion_calibration_samples``:
     representative samples for the fusion head (default: the larger of the two counts).
     ``name``: the model name in the metadata (default: run.json's name).
     """
 
     mode: str = "int8"
-    calibration_samples: int = 300
+    calibration_samples: int | None = None
     fusion_calibration_samples: int | None = None
     name: str | None = None
 
@@ -112,7 +113,7 @@ class QuantizeOptions:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
         for field_name in ("calibration_samples", "fusion_calibration_samples"):
             value = getattr(self, field_name)
-            if value is None and field_name == "fusion_calibration_samples":
+            if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CALIBRATION_SAMPLES:
                 raise ValueError(f"{field_name}: expected an integer in [1, {MAX_CALIBRATION_SAMPLES}], got {value!r}")
@@ -293,9 +294,9 @@ def float_embeddings(encoder: Any, x: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0,) + tuple(encoder.outputs[0].shape[1:]), np.float32)
 
 
-def _spread(count: int, limit: int) -> np.ndarray:
-    """At most ``limit`` indices evenly spread over ``range(count)`` (keeps the class balance)."""
-    if count <= limit:
+def _spread(count: int, limit: int | None) -> np.ndarray:
+    """At most ``limit`` indices evenly spread over ``range(count)`` (keeps the class balance); all for ``None``."""
+    if limit is None or count <= limit:
         return np.arange(count)
     return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
 

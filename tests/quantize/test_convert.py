@@ -9,6 +9,7 @@ import pytest
 
 from edgesense.quantize.convert import (
     QuantizeOptions,
+    _spread,
     check_builtin_ops,
     convert_parts,
     convert_run,
@@ -41,6 +42,14 @@ def _model_object(data: bytes):
 def test_options_validation(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}: expected"):
         QuantizeOptions(**kwargs)
+
+
+def test_calibration_takes_every_sample_unless_capped():
+    assert QuantizeOptions().calibration_samples is None  # the default: every sample calibration.npz holds
+    assert _spread(360, None).tolist() == list(range(360))
+    capped = _spread(360, 300)
+    assert len(capped) == 300 and capped[0] == 0 and capped[-1] == 359  # evenly spread, both ends kept
+    assert _spread(20, 300).tolist() == list(range(20))
 
 
 def test_merged_model_structure(tiny_model_path):
