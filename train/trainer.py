@@ -997,7 +997,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     if config.vision_teacher.enabled:
         from edgesense.train.teachers.vision import weights_file
 
-        weights_file()
+        weights_file(config.vision_teacher.backbone)
     keras.utils.set_random_seed(config.seed)
     started = time.perf_counter()
     ds = load_dataset(config)

