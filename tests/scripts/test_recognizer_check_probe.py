@@ -1,0 +1,54 @@
+"""scripts/recognizer_check_probe.py: what it reads never holds a test speaker, and its mixes have the SNR
+asked (the recognizer itself, PyPI pocketsphinx, is not a project dependency)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import load_script
+
+from edgesense.frontend.wav import write_wav
+from edgesense.train.data import which_set
+from edgesense.types import UNKNOWN_LABEL
+
+SPEAKERS = 60
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return load_script("recognizer_check_probe")
+
+
+def test_clips_of_test_speakers_are_never_read(probe, tmp_path):
+    clip = np.zeros(160, np.float32)
+    speakers = [f"{k:08x}" for k in range(SPEAKERS)]
+    for folder in ("yes", UNKNOWN_LABEL):
+        (tmp_path / folder).mkdir()
+    for speaker in speakers:
+        write_wav(tmp_path / "yes" / f"{speaker}_nohash_0.wav", clip, probe.SAMPLE_RATE_HZ)
+        write_wav(tmp_path / UNKNOWN_LABEL / f"bed_{speaker}_nohash_0.wav", clip, probe.SAMPLE_RATE_HZ)
+    split = probe.SPLIT
+    kept = {s for s in speakers
+            if which_set(s, split["validation_percent"], split["testing_percent"], salt=split["salt"]) != "testing"}
+    assert 0 < len(kept) < SPEAKERS  # the split does hold test speakers here
+    assert {p.stem.split("_nohash_")[0] for p in probe._clips(tmp_path, "yes")} == kept
+    assert {p.stem.split("_nohash_")[0].split("_")[1] for p in probe._clips(tmp_path, UNKNOWN_LABEL)} == kept
+
+
+@pytest.mark.parametrize("snr_db", [5.0, 10.0, 20.0])
+def test_mix_pads_the_clip_and_adds_noise_at_the_snr_asked(probe, snr_db):
+    rng = np.random.default_rng(0)
+    rate = probe.SAMPLE_RATE_HZ
+    clip = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
+    noise = rng.normal(scale=0.1, size=10 * rate).astype(np.float32)
+    pad = int(probe.PAD_S * rate)
+    padded = np.pad(clip, (pad, pad))
+
+    quiet = probe._mix(clip, noise, None, rng)
+    assert quiet.dtype == np.int16 and quiet.size == padded.size
+    np.testing.assert_allclose(quiet / probe.INT16_FULL_SCALE, padded, atol=1.0 / probe.INT16_FULL_SCALE)
+
+    mixed = probe._mix(clip, noise, snr_db, rng).astype(np.float64) / probe.INT16_FULL_SCALE
+    residual = mixed - padded
+    measured_db = 10 * np.log10(np.mean(padded ** 2) / np.mean(residual ** 2))
+    assert abs(measured_db - snr_db) < 0.1
