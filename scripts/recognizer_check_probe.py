@@ -3,9 +3,9 @@
 The pair fires on talk (10.5 false accepts an hour on the evaluation streams), half of it on other
 words said by the test speakers ("two" for "go", "one" for "on"). A large-vocabulary recognizer
 knows those words apart, so a second stage that decodes the second before each detection and keeps it
-only when the word is there could cut such false accepts. The one installable offline with its model
-inside the wheel is PyPI ``pocketsphinx`` (5.x bundles CMU's US-English acoustic model, dictionary and
-language model, about 30 MB; not a project dependency: ``pip install pocketsphinx`` into the venv).
+only when the word is there could cut such false accepts. One recognizer installable offline with its
+model inside the wheel is PyPI ``pocketsphinx`` (5.x bundles CMU's US-English acoustic model, dictionary
+and language model, about 30 MB; not a project dependency: ``pip install pocketsphinx`` into the venv).
 
 This scores it on Speech Commands clips of the training and validation speakers (the written-down
 split: salt ``edgesense``, 10 % validation, 20 % testing; the test speakers are never read), clean
@@ -33,22 +33,24 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.frontend.wav import read_wav
-from edgesense.train.data import speaker_of, which_set
+from edgesense.train.data import AudioItem, SplitSpec, load_speech_commands
 from edgesense.train.pools import split_recordings, wav_recordings
 from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
 SAMPLE_RATE_HZ = 16000
 INT16_FULL_SCALE = 32767
-SPLIT = {"validation_percent": 10.0, "testing_percent": 20.0, "salt": "edgesense"}
+#: train/configs/shared_data.yaml's split (SplitSpec's percentages, its salt).
+SPLIT = SplitSpec(speaker_salt="edgesense")
+#: The parts read: never the test speakers'.
+PARTS = ("training", "validation")
 #: Silence either side of a one-second clip, as a detection's window holds some.
 PAD_S = 0.25
 
 
-def _clips(root: Path, label: str) -> list[Path]:
-    unknown = label == UNKNOWN_LABEL
-    return [path for path in sorted((root / label).glob("*.wav"))
-            if which_set(speaker_of(path, unknown_layout=unknown), SPLIT["validation_percent"],
-                         SPLIT["testing_percent"], salt=SPLIT["salt"]) != "testing"]
+def _clips(root: Path) -> list[AudioItem]:
+    """The whole clips (no silence snippets) of the training and validation speakers."""
+    parts = SPLIT.split_clips(load_speech_commands(root))
+    return [item for part in PARTS for item in parts[part] if item.offset_ms is None]
 
 
 def _mix(clip: np.ndarray, noise: np.ndarray, snr_db: float | None, rng: np.random.Generator) -> np.ndarray:
@@ -74,9 +76,10 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     words = list(DEFAULT_COMMAND_WORDS)
-    commands = [(word, path) for word in words for path in _clips(args.speech_commands, word)]
+    clips = sorted(_clips(args.speech_commands), key=lambda item: item.path)
+    commands = [(word, item.path) for word in words for item in clips if item.label == word]
     commands = [commands[i] for i in rng.choice(len(commands), min(args.clips, len(commands)), replace=False)]
-    unknown = _clips(args.speech_commands, UNKNOWN_LABEL)
+    unknown = [item.path for item in clips if item.label == UNKNOWN_LABEL]
     noise = np.concatenate([read_wav(p) for p in split_recordings(wav_recordings([args.noise]))["training"]])
     with tempfile.TemporaryDirectory() as tmp:
         grammar = Path(tmp) / "commands.gram"
