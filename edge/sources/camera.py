@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
@@ -47,6 +48,9 @@ def _opencv_has_gstreamer() -> bool:
 
 CAMERA_REOPEN_MAX_MS = 1000.0
 MAX_FRAME_PX = 8192
+#: How long :meth:`CameraSource.close` waits for a read in progress before it leaves the release to
+#: that read (a stalled device must not hang the loop's shutdown).
+CLOSE_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +96,10 @@ class CameraSource(_SourceBase):
     :class:`SourceReadError` (the loop keeps running on audio); after
     ``reopen_after_failures`` in a row the capture is released and reopened
     by later reads, retrying with exponential backoff, or by :meth:`reopen`.
+
+    :meth:`read` runs on the loop's reader thread and :meth:`close` on another: the capture is
+    never released under a read in progress (OpenCV would crash), so a read that was under way
+    when the source closed releases it on its way out.
     """
 
     def __init__(self, options: CameraOptions = CameraOptions(), *,
@@ -102,6 +110,7 @@ class CameraSource(_SourceBase):
         self._backoff = ExponentialBackoff(options.backoff)
         self._consecutive_failures = 0
         self._next_attempt_ms = 0.0
+        self._lock = threading.RLock()  # held by a read (which may reopen), and by close() as it releases
         self._cap: cv2.VideoCapture | None = self._open()
 
     @property
@@ -149,18 +158,28 @@ class CameraSource(_SourceBase):
 
     def reopen(self) -> None:
         """Close and reopen the device now; ``RuntimeError`` if it cannot be opened."""
-        if self._closed:
-            raise RuntimeError("camera: reopen() after close()")
-        self._release()
-        self._cap = self._open()
-        self._reopens += 1
-        self._consecutive_failures = 0
-        self._backoff.reset()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("camera: reopen() after close()")
+            self._release()
+            self._cap = self._open()
+            self._reopens += 1
+            self._consecutive_failures = 0
+            self._backoff.reset()
 
     def read(self) -> VideoFrame | None:
         """The next frame; ``None`` after :meth:`close`; :class:`SourceReadError` on a failed read."""
-        if self._closed:
-            return None
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                frame = self._read_locked()
+            finally:
+                if self._closed:  # closed during this read: close() left the release to us
+                    self._release()
+            return None if self._closed else frame
+
+    def _read_locked(self) -> VideoFrame:
         if self._cap is None:
             now = self._clock_ms()
             if now < self._next_attempt_ms:
@@ -192,4 +211,11 @@ class CameraSource(_SourceBase):
 
     def close(self) -> None:
         super().close()
-        self._release()
+        if self._lock.acquire(timeout=CLOSE_WAIT_S):
+            try:
+                self._release()
+            finally:
+                self._lock.release()
+        else:
+            logger.warning("camera: a read from %s is still in progress; it releases the camera when it returns",
+                           self.description)

@@ -215,6 +215,46 @@ def test_camera_reads_then_fails_then_reopens(make_video, level_frames):
     assert camera.read() is None
 
 
+class StalledCapture:
+    """The real capture, whose next read stalls until ``resume`` is set (a USB camera that hangs)."""
+
+    def __init__(self, real) -> None:
+        self.real, self.reading, self.resume = real, threading.Event(), threading.Event()
+        self.releases_during_read = []
+
+    def read(self):
+        self.reading.set()
+        self.resume.wait(5.0)
+        return self.real.read()
+
+    def release(self) -> None:
+        self.releases_during_read.append(not self.resume.is_set())
+        self.real.release()
+
+
+@pytest.mark.parametrize("close_wait_s", [5.0, 0.01], ids=["close waits for the read", "the read releases"])
+def test_camera_closed_during_a_read_is_released_only_after_it(make_video, level_frames, monkeypatch, close_wait_s):
+    """OpenCV crashes when a capture is released under a read in progress on another thread: close() waits
+    for the read, or, when the read stalls past CLOSE_WAIT_S, leaves the release to it."""
+    monkeypatch.setattr(camera_mod, "CLOSE_WAIT_S", close_wait_s)
+    camera = CameraSource(CameraOptions(source=str(make_video("cam.avi", level_frames(3), fps=15.0))))
+    stalled = camera._cap = StalledCapture(camera._cap)
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(frame=camera.read()))
+    reader.start()
+    assert stalled.reading.wait(5.0)
+    closer = threading.Thread(target=camera.close)
+    closer.start()
+    if close_wait_s < 1.0:
+        closer.join(5.0)
+        assert not closer.is_alive() and camera.is_open  # close() returned; the read still holds the capture
+    stalled.resume.set()
+    reader.join(5.0)
+    closer.join(5.0)
+    assert result == {"frame": None} and stalled.releases_during_read == [False] and not camera.is_open
+    assert camera.read() is None
+
+
 def test_camera_reopen_uses_exponential_backoff(make_video, level_frames, tmp_path):
     path = make_video("cam.avi", level_frames(2), fps=15.0)
     clock = FakeClock()
