@@ -40,7 +40,9 @@ _FMT_EXTENSIBLE_MIN_BYTES = 40
 #: Data sizes some streaming writers put in the header when they cannot seek back.
 _STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF)
 _MAX_CHANNELS = 64
-_INT16_SCALE = 32767.0
+#: 16-bit PCM <-> float, both ways (read_wav and write_wav): a file read and written again is unchanged.
+_INT16_SCALE = 32768.0
+_INT16_MIN, _INT16_MAX = -32768, 32767
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,7 +165,7 @@ def _decode(parsed: _Parsed) -> np.ndarray:
     elif bits == 8:
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif bits == 16:
-        x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        x = np.frombuffer(data, dtype="<i2").astype(np.float32) / _INT16_SCALE
     elif bits == 24:
         b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3)
         wide = np.zeros((b.shape[0], 4), dtype=np.uint8)
@@ -205,7 +207,8 @@ def read_wav(path: str | Path, *, sample_rate_hz: int = 16000) -> np.ndarray:
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Path:
-    """Write float samples in [-1, 1] (or int16) as 16-bit PCM; (n,) mono or (n, channels)."""
+    """Write float samples in [-1, 1] (or int16) as 16-bit PCM; (n,) mono or (n, channels). Floats are scaled
+    as :func:`read_wav` reads them (by 32768, +1.0 clipped to 32767), so a file read and written back is unchanged."""
     require(isinstance(sample_rate_hz, int) and sample_rate_hz > 0, "sample_rate_hz",
              "a positive integer", sample_rate_hz)
     x = np.asarray(samples)
@@ -218,7 +221,7 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int) -> Pat
     elif np.issubdtype(x.dtype, np.floating):
         if not np.all(np.isfinite(x)):
             raise ValueError("samples: expected finite values, got NaN or infinity")
-        pcm = np.round(np.clip(x, -1.0, 1.0) * _INT16_SCALE).astype(np.int16)
+        pcm = np.clip(np.round(x * _INT16_SCALE), _INT16_MIN, _INT16_MAX).astype(np.int16)
     else:
         raise ValueError(f"samples: expected float in [-1, 1] or int16, got dtype {x.dtype}")
     path = Path(path)

@@ -134,14 +134,18 @@ class MicrophoneSource(_SourceBase):
         capacity = max(2 * self._chunk_samples, int(round(self.device_rate_hz * options.buffer_ms / MS_PER_S)))
         self._ring = AudioRingBuffer(RingBufferOptions(capacity_samples=capacity))
         self._t0_ms: float | None = None
+        stream = None
         try:
-            self._stream = sd.InputStream(device=options.device, samplerate=self.device_rate_hz, channels=1,
-                                          dtype="float32", callback=self._callback)
-            self._stream.start()
+            stream = sd.InputStream(device=options.device, samplerate=self.device_rate_hz, channels=1,
+                                    dtype="float32", callback=self._callback)
+            stream.start()
         except (ValueError, sd.PortAudioError) as exc:
+            if stream is not None:  # opened but not started: PortAudio would hold the device on
+                stream.close()
             raise RuntimeError(f"microphone: cannot open input device {self.device_name!r} at "
                                f"{self.device_rate_hz} Hz: {exc}; available input devices: "
                                f"{_describe_inputs(devices)}") from exc
+        self._stream = stream
         logger.info("microphone %r open at %d Hz (chunks of %d samples)", self.device_name, self.device_rate_hz,
                     self._chunk_samples)
 

@@ -177,7 +177,8 @@ class AudioRingBuffer:
         ``None`` unless all of them are held (written, and not yet overwritten by newer ones)."""
         self._check_count(num_samples)
         with self._cond:
-            if first_index < self._write_index - self._capacity or first_index + num_samples > self._write_index:
+            if (first_index < max(0, self._write_index - self._capacity)
+                    or first_index + num_samples > self._write_index):
                 return None
             return self._copy(first_index, num_samples)
 

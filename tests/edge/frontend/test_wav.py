@@ -108,6 +108,21 @@ def test_write_then_read_round_trip_and_stdlib_agrees(tmp_path: Path) -> None:
     assert np.max(np.abs(read_wav(path) - x)) < 1e-4
 
 
+def test_a_16_bit_file_read_and_written_back_is_unchanged(tmp_path: Path) -> None:
+    pcm = np.array([32767, -32768, 20000, 100, -1, 0], dtype="<i2")
+    original = tmp_path / "in.wav"
+    with wave.open(str(original), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(RATE)
+        f.writeframes(pcm.tobytes())
+    copy = write_wav(tmp_path / "out.wav", read_wav(original), RATE)
+    with wave.open(str(copy)) as f:
+        assert np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").tolist() == pcm.tolist()
+    full = write_wav(tmp_path / "full.wav", np.array([1.0, -1.0], np.float32), RATE)
+    assert read_wav(full).ravel().tolist() == [32767 / 32768, -1.0]  # +1.0 clips to the largest code
+
+
 def test_write_wav_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="samples"):
         write_wav(tmp_path / "x.wav", np.zeros((2, 2, 2)), RATE)

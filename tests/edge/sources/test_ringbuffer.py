@@ -141,3 +141,10 @@ def test_peek_returns_held_samples_by_absolute_index_without_consuming():
     assert buf.peek(10, 3).tolist() == [10, 11, 12]  # read samples stay until overwritten
     with pytest.raises(ValueError, match="num_samples"):
         buf.peek(5, 9)
+
+
+def test_peek_before_the_first_sample_is_none_before_the_buffer_wraps():
+    buf = ring(8)
+    buf.write(np.array([1, 2, 3], dtype=np.float32))  # the array's end is never written yet
+    assert buf.peek(-2, 4) is None
+    assert buf.peek(0, 3).tolist() == [1, 2, 3]

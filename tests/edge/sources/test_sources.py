@@ -496,6 +496,16 @@ def test_microphone_resampler_restarts_where_audio_resumes_after_a_drop(monkeypa
     mic.close()
 
 
+def test_microphone_that_opens_but_cannot_start_is_closed_again(portaudio, monkeypatch):
+    def busy(self):
+        raise sd.PortAudioError("Error starting stream: Device unavailable [PaErrorCode -9985]")
+
+    monkeypatch.setattr(FakeInputStream, "start", busy)
+    with pytest.raises(RuntimeError, match="cannot open input device 'USB PnP Sound Device'.*Device unavailable"):
+        MicrophoneSource(MicrophoneOptions(device="usb"))
+    assert [stream.closed for stream in portaudio.streams] == [True]  # PortAudio does not keep the device
+
+
 def test_microphone_on_this_machine_without_devices_is_a_clear_runtime_error():
     """Real PortAudio, no mock: this machine has no sound card."""
     if microphone_mod.list_input_devices():
