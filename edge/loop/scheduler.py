@@ -251,7 +251,9 @@ class LatestFrameReader:
         self._thread = threading.Thread(target=self._loop, name="edgesense-camera", daemon=True)
 
     def start(self) -> "LatestFrameReader":
-        self._thread.start()
+        """Start reading; a reader already started goes on (a pipeline's second ``events()`` starts it again)."""
+        if self._thread.ident is None:
+            self._thread.start()
         return self
 
     @property

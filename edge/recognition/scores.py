@@ -18,7 +18,8 @@ def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def _check_scores(scores: Any, count: int, name: str) -> np.ndarray:
-    x = np.asarray(scores, dtype=np.float64)
+    """``scores`` as a float64 copy (a caller may refill its array for the next hop) of shape ``(count,)``."""
+    x = np.array(scores, dtype=np.float64)
     if x.shape != (count,):
         raise ValueError(f"{name}: expected shape ({count},), got {x.shape}")
     if not np.all(np.isfinite(x)):

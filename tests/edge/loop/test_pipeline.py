@@ -515,3 +515,16 @@ def test_stats_percentiles_and_summary_without_data():
     assert math.isnan(stats.real_time_factor) and math.isnan(stats.percentile("fusion", 50))
     assert "0 command" in stats.summary()
     assert json.dumps({k: v for k, v in stats.to_dict().items() if isinstance(v, (int, dict))})
+
+
+def test_a_live_camera_pipeline_runs_again_after_a_run_ends(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.broken.clear()
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 2.0)
+    camera = CameraSource(CameraOptions(source=0))
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav, WavReplayOptions(realtime=True)),
+                  video=camera) as pipeline:
+        list(pipeline.events(duration_s=0.4))
+        first = pipeline.stats.audio_chunks
+        list(pipeline.events(duration_s=0.8))  # the camera's reader goes on; it is not started twice
+        assert pipeline.stats.audio_chunks > first

@@ -142,6 +142,18 @@ def test_the_context_rule_blocks_a_word_inside_other_speech_and_not_after_a_paus
         CommandRecognizer(("_silence_", "yes", "no"), options)
 
 
+def test_a_caller_that_refills_one_array_each_hop_gets_the_same_events():
+    timeline = steady("yes", 0, 600) + steady("_silence_", 600, 2000) + steady("yes", 2000, 3200)
+    fresh = feed(CommandRecognizer(LABELS, wall_time=clock), timeline)
+    buffer = np.zeros(len(LABELS))
+    reused = CommandRecognizer(LABELS, wall_time=clock)
+    events = []
+    for t, s in timeline:
+        buffer[:] = s  # one array, refilled for every hop
+        events.append(reused.process(buffer, t))
+    assert [e.label for e in fresh] == ["yes", "yes"] and [e for e in events if e is not None] == fresh
+
+
 def test_latency_is_attached_to_the_event():
     recognizer = CommandRecognizer(LABELS)
     events = [recognizer.process(s, t, latency_ms={"inference": 4.2}) for t, s in steady("up", 0, 400)]
@@ -277,6 +289,16 @@ def test_ema_time_constant():
     assert smoother.smoothed[1] == pytest.approx(1 - math.exp(-1))
     smoother.update(np.array([0.0, 1.0, 0.0]), 1500.0)  # irregular steps use the elapsed time
     assert smoother.smoothed[1] == pytest.approx(1 - math.exp(-1.5))
+
+
+@pytest.mark.parametrize("smoothing", ["window", "ema"])
+def test_the_scene_smoother_keeps_its_own_copy_of_each_update(smoothing):
+    smoother = SceneSmoother(SCENES, SceneSmootherOptions(smoothing=smoothing, window_ms=1000, heartbeat_ms=None))
+    buffer = probs(home=0.9)
+    smoother.update(buffer, 0.0)
+    buffer[:] = probs(office=0.9)  # the caller refills its array for the next frame
+    smoother.update(buffer, 1.0)
+    assert smoother.smoothed[0] > 0.45  # home's first frame still counts
 
 
 def test_scene_input_validation():
