@@ -153,12 +153,13 @@ class PreviewWindow:
 
 
 class VideoFileWriter:
-    """An ``on_frame`` hook: writes each frame with the overlay to a video file (mp4v)."""
+    """An ``on_frame`` hook: writes each frame with the overlay to a video file (mp4v); an existing
+    file only when ``replace``."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fps: float,
+    def __init__(self, path: str | os.PathLike[str], *, fps: float, replace: bool = False,
                  options: OverlayOptions = OverlayOptions()) -> None:
         require(is_positive(fps), "fps", "a positive number", fps)
-        self.path = check_out_path(path)
+        self.path = check_out_path(path, replace=replace)
         self.fps = float(fps)
         self.options = options
         self.frames = 0
@@ -181,8 +182,9 @@ class VideoFileWriter:
             self._writer = None
 
 
-def check_out_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` for the overlaid video: ValueError naming it unless it ends in .mp4 and its folder exists."""
+def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
+    """``path`` for the overlaid video: ValueError naming it unless it ends in .mp4, its folder exists and
+    it does not exist yet (or ``replace``)."""
     out = Path(path)
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise ValueError(f"{out}: expected a {' or '.join(OUT_SUFFIXES)} file (the demo writes {OUT_FOURCC} video), "
@@ -191,6 +193,8 @@ def check_out_path(path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{out}: is a folder; expected a {' or '.join(OUT_SUFFIXES)} file")
     if not out.parent.is_dir():
         raise ValueError(f"{out}: the folder for the output video does not exist")
+    if out.exists() and not replace:
+        raise ValueError(f"{out}: exists; pass --force to replace it")
     return out
 
 
@@ -213,6 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE.mp4",
                         help=f"without a window: write the overlaid sample video here (default: {DEFAULT_OUT_NAME} "
                              f"in ~/.cache/edgesense/)")
+    parser.add_argument("--force", action="store_true", help="replace --out when it exists")
     parser.add_argument("--duration-s", type=float, metavar="N", help="stop after N seconds of media")
 
 
@@ -244,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration_s is not None and not is_positive(args.duration_s):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
     with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
-        out = check_out_path(args.out) if args.out else None  # before anything is opened
+        out = check_out_path(args.out, replace=args.force) if args.out else None  # before anything is opened
     config_path = input_file("--config", args.config) or shipped_config(DEFAULT_CONFIG)
     model = input_file("--model", args.model)
     with user_names({str(config_path): f"--config {config_path}"} if args.config else {}):
@@ -264,10 +269,11 @@ def run(args: argparse.Namespace) -> int:
         if has_display:
             hook: Any = PreviewWindow(title="EdgeSense (sample media)")
         else:
-            out = out or default_out()
             _say(f"no window: {why}")
+            # The default file is the demo's own, replaced on every run; --out was checked above.
+            out = out or default_out()
             _say(f"playing the bundled sample media and writing the overlaid frames to {out}")
-            hook = writer = VideoFileWriter(out, fps=_video_fps(video))
+            hook = writer = VideoFileWriter(out, fps=_video_fps(video), replace=True)
         pipeline = Pipeline.from_config(config, model_path=model, video=video, audio=audio,
                                         fast=not has_display, events="-", mqtt=False, on_frame=hook)
     with pipeline:

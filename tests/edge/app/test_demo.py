@@ -237,6 +237,17 @@ def test_demo_out_must_be_an_mp4_before_anything_opens(tmp_path):
     assert folder_files(tmp_path) == []
 
 
+def test_demo_never_replaces_a_users_file_unasked(tmp_path):
+    mine = tmp_path / "holiday.mp4"
+    mine.write_bytes(b"my own video")
+    proc = edgesense("demo", "--out", "holiday.mp4", "--duration-s", "1", cwd=tmp_path, env=NO_DISPLAY)
+    line = only_line(proc)
+    assert "holiday.mp4: exists; pass --force to replace it" in line and mine.read_bytes() == b"my own video"
+    proc = edgesense("demo", "--out", "holiday.mp4", "--duration-s", "1", "--force", cwd=tmp_path, env=NO_DISPLAY)
+    assert proc.returncode == 0, proc.stderr
+    assert mine.read_bytes() != b"my own video" and cv2.VideoCapture(str(mine)).read()[0]
+
+
 @pytest.mark.skipif(demo_mod._opencv_gui().upper() != "NONE", reason="this OpenCV has GUI support")
 def test_headless_opencv_says_exactly_what_to_install_for_the_window(tmp_path):
     proc = edgesense("demo", "--duration-s", "1", cwd=tmp_path,
