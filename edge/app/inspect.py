@@ -41,9 +41,12 @@ def _inspect_heads(heads: StreamHeads, as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if is_stream_heads(args.model):
-        return _inspect_heads(StreamHeads(args.model), args.json)
-    model = EdgeModel.load(args.model)
+    from edgesense.app.cli import input_file
+
+    path = input_file("model", args.model)
+    if is_stream_heads(path):
+        return _inspect_heads(StreamHeads(path), args.json)
+    model = EdgeModel.load(path)
     if args.json:
         print(json.dumps(model.metadata, indent=2, sort_keys=True))
         return 0

@@ -69,6 +69,12 @@ def test_a_missing_desktop_library_names_the_extra_to_install_from_the_checkout(
     assert "needs the bench extra (tqdm is not installed)" in line and "pip install -e '.[bench]'" in line
 
 
+def test_inspect_names_a_folder_or_a_missing_file_as_such(tmp_path):
+    assert only_line(edgesense("inspect", tmp_path)).endswith(f"model {tmp_path}: is a folder; expected a file")
+    missing = tmp_path / "m.tflite"
+    assert only_line(edgesense("inspect", missing)).endswith(f"model {missing}: no such file")
+
+
 def test_verbose_is_accepted_before_and_after_the_command():
     model = REPO / "models" / "edgesense.tflite"
     for args in (("-v", "inspect", model), ("inspect", model, "-v"), ("inspect", "-v", model)):
