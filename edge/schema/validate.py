@@ -23,7 +23,9 @@ T = TypeVar("T")
 
 def is_number(value: Any) -> bool:
     """A finite real number (an int or a float, not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))  # no int overflows
 
 
 def is_positive(value: Any) -> bool:
@@ -182,7 +184,10 @@ def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
         raise ValueError(fail.format("an integer"))
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer past float's range (about 1.8e308)
+                pass
         raise ValueError(fail.format("a number"))
     if tp is str:
         if isinstance(value, str):

@@ -66,23 +66,36 @@ class YamlDocument:
     lines: Mapping[str, int] = field(default_factory=dict)
 
 
-def _plain(node: Any, prefix: str, lines: dict[str, int]) -> Any:
-    """ruamel's round-trip nodes -> plain Python, recording each key's line."""
+def _line(node: CommentedMap | CommentedSeq, at: Any, fallback: int | None) -> int | None:
+    """The 0-based line of key or index ``at`` of ``node``; else the line ``node`` starts on, else
+    ``fallback``. A key merged in with ``<<: *anchor`` and the entries of ``!!omap`` have no line of
+    their own in ruamel's ``node.lc``."""
+    position = (node.lc.data or {}).get(at)
+    if position is not None:
+        return position[0]
+    return node.lc.line if node.lc.line is not None else fallback
+
+
+def _plain(node: Any, prefix: str, lines: dict[str, int], fallback: int | None = None) -> Any:
+    """ruamel's round-trip nodes -> plain Python, recording each key's line (merge keys ``<<``
+    resolved: a merged key gets the line of the mapping it was merged into)."""
     if isinstance(node, CommentedMap):
         out = {}
         for key, value in node.items():
             dotted = f"{prefix}.{key}" if prefix else str(key)
-            line, _ = node.lc.key(key)
-            lines[dotted] = line + _FIRST_LINE
-            out[_scalar(key)] = _plain(value, dotted, lines)
+            line = _line(node, key, fallback)
+            if line is not None:
+                lines[dotted] = line + _FIRST_LINE
+            out[_scalar(key)] = _plain(value, dotted, lines, line)
         return out
     if isinstance(node, CommentedSeq):
         out_list = []
         for i, value in enumerate(node):
             dotted = f"{prefix}[{i}]"
-            line, _ = node.lc.item(i)
-            lines[dotted] = line + _FIRST_LINE
-            out_list.append(_plain(value, dotted, lines))
+            line = _line(node, i, fallback)
+            if line is not None:
+                lines[dotted] = line + _FIRST_LINE
+            out_list.append(_plain(value, dotted, lines, line))
         return out_list
     return _scalar(node)
 
@@ -128,6 +141,9 @@ def _parse(text: str, where: str) -> Any:
     except YAMLError as exc:
         line, message = _describe_error(exc)
         raise ValueError(f"{where}:{line}: {message}" if line is not None else f"{where}: {message}") from None
+    except ValueError as exc:  # a tagged scalar that is not what its tag says (``!!int abc``), a 5000-digit int
+        problem = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{where}: not valid YAML: {problem}") from None
 
 
 def load_yaml_document(path: str | Path) -> YamlDocument:
@@ -226,6 +242,39 @@ def _set(node: CommentedMap, key: str, value: Any) -> None:
     _attach_tail(node, tail)
 
 
+def _shared(root: Any) -> set[int]:
+    """The ``id`` of every mapping and list that ``root`` reaches more than once: through an alias
+    (``*name``) or a merge key (``<<: *name``), so that changing it in place changes every place."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, (CommentedMap, CommentedSeq)):
+            continue
+        if id(node) in seen:
+            shared.add(id(node))
+            continue
+        seen.add(id(node))
+        if isinstance(node, CommentedMap):
+            stack.extend(node.values())  # merged-in values too: reached through the merged mapping as well
+            merged = getattr(node, "merge", None) or ()
+            stack.extend(m[1] if isinstance(m, tuple) else m for m in merged)
+        else:
+            stack.extend(node)
+    return shared
+
+
+def _refuse_shared(path: Path, node: CommentedMap, key: str, dotted: str, at: str) -> None:
+    """ValueError when ``node[key]`` (the mapping at dotted key ``at``) is shared (:func:`_shared`)."""
+    line = _line(node, key, None)
+    where = f"{path}:{line + _FIRST_LINE}" if line is not None else str(path)
+    anchor = getattr(getattr(node[key], "anchor", None), "value", None)
+    name = f" (&{anchor})" if anchor else ""
+    raise ValueError(f"{where}: {dotted}: cannot write it: {at} is shared through a YAML anchor{name} and "
+                     f"alias or merge key, so writing it would change other sections too; edit the file by hand")
+
+
 def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None) -> Path:
     """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
 
@@ -234,6 +283,13 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
     one there in place (:func:`_set`); the value :data:`DELETE` removes a key. The file is checked
     like :func:`load_yaml_document` first (duplicate keys are refused). Writes ``out`` (default: in
     place) and returns its path.
+
+    A mapping shared through a YAML anchor (``base: &b {...}`` with ``commands: *b`` or
+    ``<<: *b`` elsewhere) is never written into: changing it would change every section that refers
+    to it, so such an update is refused with a ``ValueError`` naming the file, line and field, and
+    nothing is written. Replacing a whole aliased value (``commands: *b`` -> a new mapping, or
+    :data:`DELETE`) and setting a key of a mapping that merges ``<<: *b`` (the key is then written
+    in that mapping, overriding the merged value) change only that section, so they are done.
     """
     path = Path(path)
     text = _read_text(path)
@@ -245,6 +301,7 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
         raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(root).__name__}")
     for dotted, value in updates.items():
         *parents, leaf = dotted.split(".")
+        shared = _shared(root)
         node = root
         for i, key in enumerate(parents):
             child = node.get(key)
@@ -252,7 +309,11 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
                 child = node[key] = CommentedMap()
             if not isinstance(child, CommentedMap):
                 raise ValueError(f"{path}: {'.'.join(parents[:i + 1])}: expected a mapping, got {child!r}")
+            if id(child) in shared:
+                _refuse_shared(path, node, key, dotted, ".".join(parents[:i + 1]))
             node = child
+        if isinstance(node.get(leaf), CommentedMap) and isinstance(value, Mapping) and id(node[leaf]) in shared:
+            _refuse_shared(path, node, leaf, dotted, dotted)  # _set would merge ``value`` into it in place
         _set(node, leaf, value)
     target = Path(out) if out is not None else path
     buffer = io.StringIO()

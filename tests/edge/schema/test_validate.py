@@ -4,7 +4,7 @@ from typing import Literal
 
 import pytest
 
-from edgesense.schema.validate import from_mapping, to_mapping
+from edgesense.schema.validate import from_mapping, is_number, is_positive, to_mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,3 +75,11 @@ def test_mappings_of_plain_values_are_read_and_checked():
     with pytest.raises(ValueError, match="thresholds.off: expected a number, got 'high'"):
         from_mapping(WithMapping, {"thresholds": {"off": "high"}})
 
+
+
+def test_an_integer_too_large_for_a_float_is_a_one_line_error_not_an_overflow():
+    huge = 10 ** 400
+    with pytest.raises(ValueError) as info:
+        from_mapping(Outer, {"name": "x", "inner": {"rate_hz": huge}}, source="cfg.yaml", lines={"inner.rate_hz": 3})
+    assert str(info.value) == f"cfg.yaml:3: inner.rate_hz: expected a number, got {huge}"
+    assert is_number(huge) and is_positive(huge) and not is_number(float("inf")) and not is_number(True)

@@ -1,5 +1,7 @@
 """edgesense.schema.yaml: the one strict YAML 1.2 loader, with lines, and the round-trip editor."""
 
+from dataclasses import dataclass
+
 import pytest
 
 from edgesense.schema.validate import from_mapping
@@ -139,3 +141,63 @@ def test_a_mapping_added_to_a_section_keeps_its_items_under_its_key_and_the_blan
 def test_dump_reads_back():
     data = {"device": {"name": "x"}, "words": ["yes", "no", "on"], "lr": 1e-6, "flag": False, "none": None}
     assert parse_yaml_value(dump_yaml(data)) == data
+
+
+def test_merge_keys_and_omap_load_with_the_merged_values_and_lines(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {fps: 10, height_px: 240}\n\ncamera: {<<: *b, width_px: 320, height_px: 480}\n"
+                    "list: {<<: [*b, *b]}\nitems:\n  - *b\nordered: !!omap\n  - fps: 10\n  - width_px: 320\n")
+    doc = load_yaml_document(path)
+    assert doc.data["camera"] == {"fps": 10, "width_px": 320, "height_px": 480}  # own keys win over merged ones
+    assert doc.data["list"] == {"fps": 10, "height_px": 240}
+    assert doc.data["items"] == [{"fps": 10, "height_px": 240}]
+    assert doc.data["ordered"] == {"fps": 10, "width_px": 320}
+    # a merged key has no line of its own: it is named at the line of the mapping it was merged into
+    assert doc.lines["camera.fps"] == 3 and doc.lines["camera.width_px"] == 3 and doc.lines["list.fps"] == 4
+    assert doc.lines["ordered.fps"] == 7
+
+    @dataclass(frozen=True, kw_only=True)
+    class Camera:
+        fps: float = 30.0
+        width_px: int = 640
+        height_px: int = 480
+
+    path.write_text("camera:\n  <<: {fps: fast}\n  width_px: 320\n")
+    doc = load_yaml_document(path)
+    with pytest.raises(ValueError, match=r"^.*merge.yaml:2: camera.fps: expected a number, got 'fast'$"):
+        from_mapping(Camera, doc.data["camera"], source=str(path), path="camera", lines=doc.lines)
+
+
+def test_a_value_that_is_not_what_its_tag_says_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "tags.yaml"
+    for text, problem in [("t: !!int abc\n", "invalid literal"), ("t: " + "1" * 5000 + "\n", "4300 digits")]:
+        path.write_text(text)
+        with pytest.raises(ValueError) as info:
+            load_yaml_mapping(path)
+        assert str(info.value).startswith(f"{path}: not valid YAML: ") and problem in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_update_refuses_to_write_into_a_mapping_shared_through_an_anchor(tmp_path):
+    path = tmp_path / "device.yaml"
+    original = "base: &b {threshold: 0.5}  # shared\ncommands: *b\nother: *b\n"
+    for dotted, value, field in [("commands.threshold", 0.6, "commands"), ("base.threshold", 0.6, "base"),
+                                 ("other", {"threshold": 0.6}, "other")]:
+        path.write_text(original)
+        with pytest.raises(ValueError) as info:
+            update_yaml_file(path, {dotted: value})
+        message = str(info.value)
+        assert message.startswith(f"{path}:") and f": {dotted}: cannot write it: {field} is shared" in message
+        assert "(&b)" in message and "\n" not in message
+        assert path.read_text() == original  # nothing written
+    # a merge key shares the mapping too: writing `base` would change `commands`
+    path.write_text("base: &b {threshold: 0.5}\ncommands: {<<: *b}\n")
+    with pytest.raises(ValueError, match=r"device.yaml:1: base.threshold: cannot write it: base is shared"):
+        update_yaml_file(path, {"base.threshold": 0.6})
+    # ... but a key set in the mapping that merges it is written there, overriding the merged value only
+    update_yaml_file(path, {"commands.threshold": 0.6})
+    assert load_yaml_mapping(path) == {"base": {"threshold": 0.5}, "commands": {"threshold": 0.6}}
+    # replacing an aliased value changes that section only
+    path.write_text(original)
+    update_yaml_file(path, {"commands": 3})
+    assert load_yaml_mapping(path) == {"base": {"threshold": 0.5}, "commands": 3, "other": {"threshold": 0.5}}
