@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 EXIT_OK = 0
-EXIT_EVENTS_LOST = 1  #: the run ended with events neither delivered nor spooled
+EXIT_EVENTS_LOST = 1  #: the run ended with events neither written, delivered nor spooled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,15 +63,35 @@ def _stats_json(stats: Any) -> str:
 
 def file_flags(args: argparse.Namespace) -> dict[str, str]:
     """The file flags given (``--config``, ``--model``, ``--video``, ``--audio``), checked to be
-    files: {path as messages name it: "--flag path"}, for :func:`edgesense.app.cli.user_names`."""
+    files: {path as messages name it: "--flag path"}, for :func:`edgesense.app.cli.user_names`.
+    One path given to several flags names them all: "--video/--audio path"."""
     from edgesense.app.cli import input_file
 
-    shown = {}
+    flags: dict[str, list[str]] = {}
     for flag in ("--config", "--model", "--video", "--audio"):
         path = input_file(flag, getattr(args, flag[2:].replace("-", "_"), None))
         if path is not None:
-            shown[str(path)] = f"{flag} {path}"
-    return shown
+            flags.setdefault(str(path), []).append(flag)
+    return {path: f"{'/'.join(names)} {path}" for path, names in flags.items()}
+
+
+def output_names(args: argparse.Namespace, config: Any) -> dict[str, str]:
+    """{what output errors start with: how the user named it}: ``--events PATH`` / ``--mqtt``, or
+    ``outputs.events PATH`` / ``outputs.mqtt`` of the config file when the flag was not given."""
+    from edgesense.sinks.base import STDOUT
+
+    if args.events == "":
+        raise ValueError(f"--events: expected a JSON Lines file or {STDOUT}, got an empty path")
+    names = {}
+    if args.events is not None:
+        names[str(Path(args.events))] = f"--events {Path(args.events)}"
+    elif config.outputs.events not in (None, STDOUT):
+        names[str(Path(config.outputs.events))] = f"{args.config}: outputs.events {Path(config.outputs.events)}"
+    if args.mqtt is not None:
+        names["mqtt"] = "--mqtt"
+    elif config.outputs.mqtt is not None:
+        names["mqtt"] = f"{args.config}: outputs.mqtt"
+    return names
 
 
 def live_device_help(exc: Any, config: str) -> RuntimeError:
@@ -97,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             if display_available()[0]:
                 preview = open_preview(f"EdgeSense ({config.device.name})")
         try:
-            with user_names(names):
+            with user_names({**output_names(args, config), **names}):
                 pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio,
                                                 fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
         except LiveDeviceError as exc:
@@ -113,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         if args.stats:
             print(_stats_json(stats), file=sys.stderr)
         if stats.events_lost:
-            print(f"edgesense run: {stats.events_lost} events were neither delivered to the MQTT broker nor "
-                  "spooled (outputs.mqtt_spool_dir: null keeps them in memory only)", file=sys.stderr)
+            print(f"edgesense run: {stats.events_lost} events were lost: not written to the events file, or "
+                  "neither delivered to the MQTT broker nor spooled (see the warnings above; "
+                  "outputs.mqtt_spool_dir: null keeps MQTT events in memory only)", file=sys.stderr)
             return EXIT_EVENTS_LOST
         return EXIT_OK

@@ -26,7 +26,9 @@ class JsonLinesSink(_ClosableSink):
     ``os.write`` of the whole line for files opened here, under a lock) and
     flushed, so a reader never sees a torn line, even with several writers
     appending to the same file. A closed pipe (``edgesense run | head``) turns
-    the sink off with one warning instead of stopping the device loop.
+    the sink off with one warning instead of stopping the device loop. Any other
+    write error (disk full, I/O error) is logged and the event counted in
+    ``lost_events``; later events are tried again.
     """
 
     def __init__(self, target: str | os.PathLike[str] | TextIO = STDOUT) -> None:
@@ -36,10 +38,15 @@ class JsonLinesSink(_ClosableSink):
         self._stream: TextIO | None = None
         self._broken = False
         self.lines_written = 0
+        self.lost_events = 0  #: events that could not be written (not those after the reader closed a pipe)
+        if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "":
+            raise ValueError("events path '': expected a JSON Lines file or -, got an empty path")
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == STDOUT:
             self._stream, self.name = sys.stdout, "<stdout>"
         elif isinstance(target, (str, os.PathLike)):
             path = Path(target)
+            if path.is_dir():
+                raise ValueError(f"{path}: is a folder; expected a JSON Lines file or -")
             if path.parent and not path.parent.is_dir():
                 raise ValueError(f"{path}: the folder for the events file does not exist")
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -67,6 +74,13 @@ class JsonLinesSink(_ClosableSink):
             except BrokenPipeError:
                 self._broken = True
                 logger.warning("events: %s was closed by its reader; no more events will be written", self.name)
+                return
+            except OSError as exc:  # disk full, I/O error: this event is lost, the next ones are tried
+                self.lost_events += 1
+                if self.lost_events == 1:
+                    logger.warning("events: cannot write to %s (%s); events are lost while this lasts", self.name, exc)
+                else:
+                    logger.debug("events: cannot write to %s (%s)", self.name, exc)
                 return
             self.lines_written += 1
 

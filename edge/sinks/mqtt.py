@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -120,7 +121,10 @@ _URL_QUERY = {"qos": int, "client_id": str, "keepalive_s": int, "ca_certs": str,
 
 
 def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed '[' of an IPv6 address: mask what looks like user:password@
+        return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
@@ -141,14 +145,20 @@ def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
     if "#" in url:  # urlsplit would take it for a fragment and silently drop what follows
         raise ValueError(f"mqtt url {shown!r}: expected no '#' (an MQTT wildcard; percent-encoded too) in the "
                          f"topic prefix, got one")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise ValueError(f"mqtt url {shown!r}: expected mqtt[s]://host[:port][/prefix], got a URL that cannot "
+                         f"be read ({exc})") from None
     if parts.scheme not in _URL_SCHEMES:
         raise ValueError(f"mqtt url {shown!r}: expected a scheme of {', '.join(_URL_SCHEMES)}, got {parts.scheme!r}")
     tls, default_port = _URL_SCHEMES[parts.scheme]
     try:
-        port = parts.port or default_port
+        port = default_port if parts.port is None else parts.port
     except ValueError as exc:
         raise ValueError(f"mqtt url {shown!r}: bad port ({exc})") from exc
+    if port == 0:
+        raise ValueError(f"mqtt url {shown!r}: expected a port in [1, 65535], got 0")
     if not parts.hostname:
         raise ValueError(f"mqtt url {shown!r}: expected a host name")
     values: dict[str, Any] = {"host": parts.hostname, "port": port, "tls": tls}
@@ -180,6 +190,27 @@ def _published(info: Any) -> bool:
         return bool(info.is_published())
     except (RuntimeError, ValueError):  # not connected, or never queued
         return False
+
+
+def _tls_error(options: MqttOptions, exc: Exception) -> ValueError:
+    """``tls_set``'s failure as one line naming the file (URL parameter) that could not be loaded."""
+    def one_line(error: Exception) -> str:
+        return " ".join(str(error).split())
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for name in ("certfile", "ca_certs"):  # both must hold certificates in PEM form
+        path = getattr(options, name)
+        if path is not None:
+            try:
+                context.load_verify_locations(path)
+            except (ssl.SSLError, OSError) as error:
+                return ValueError(f"mqtt: {name}={path}: expected a PEM file with certificates, got one that "
+                                  f"cannot be loaded ({one_line(error)})")
+    if options.certfile is not None:
+        key = f"keyfile={options.keyfile}" if options.keyfile is not None else f"certfile={options.certfile}"
+        return ValueError(f"mqtt: {key}: expected a PEM file with the private key of certfile={options.certfile}, "
+                          f"got one that cannot be loaded ({one_line(exc)})")
+    return ValueError(f"mqtt: TLS: expected PEM files for ca_certs/certfile/keyfile, got an error ({one_line(exc)})")
 
 
 def _import_paho():
@@ -222,12 +253,17 @@ class MqttSink(_ClosableSink):
         self._lock = threading.Lock()
         self.published = 0
         self.failed = 0
-        self.lost_events = 0  #: events neither acknowledged by the broker nor kept in the spool
+        self._lost = 0  #: events lost here (the spool counts those it dropped); see lost_events
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
                              protocol=mqtt.MQTTv311)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.reconnect_delay_set(min_delay=1, max_delay=options.reconnect_max_delay_s)
+        if options.tls:  # before the spool opens: a bad file leaves nothing to release
+            try:
+                client.tls_set(ca_certs=options.ca_certs, certfile=options.certfile, keyfile=options.keyfile)
+            except (ssl.SSLError, OSError) as exc:
+                raise _tls_error(options, exc) from None
         if options.spool_dir is not None:
             from edgesense.sinks.spool import DeliveryOptions, EventSpool, SpoolDelivery, SpoolOptions
 
@@ -239,8 +275,6 @@ class MqttSink(_ClosableSink):
         client.will_set(options.status_topic, STATUS_OFFLINE, qos=options.qos, retain=True)
         if options.username is not None:
             client.username_pw_set(options.username, options.password)
-        if options.tls:
-            client.tls_set(ca_certs=options.ca_certs, certfile=options.certfile, keyfile=options.keyfile)
         self._client = client
         where = f"{options.host}:{options.port}"
         keeping = (f"events wait in the spool {options.spool_dir}" if options.spool_dir is not None
@@ -330,6 +364,13 @@ class MqttSink(_ClosableSink):
     # ----------------------------------------------------------------------------
 
     @property
+    def lost_events(self) -> int:
+        """Events neither acknowledged by the broker nor kept in the spool: lost here, or dropped by
+        the spool (full, or one event larger than it) since it was opened."""
+        dropped = self._spool.dropped_since_open if self._spool is not None else 0
+        return self._lost + dropped
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -357,7 +398,7 @@ class MqttSink(_ClosableSink):
         info = self._client.publish(topic, payload, qos=self.options.qos, retain=retain)
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
             self.failed += 1
-            self.lost_events += event
+            self._lost += event
             logger.warning("mqtt: publishing to %s failed: %s", topic, self._mqtt.error_string(info.rc))
             return
         with self._lock:
@@ -375,8 +416,7 @@ class MqttSink(_ClosableSink):
                 self.spool_failures += 1
                 logger.warning("mqtt: %s; publishing this event without the spool", exc)
             else:
-                if seq < 0:  # too large for the spool: dropped (and counted by the spool)
-                    self.lost_events += 1
+                # seq < 0: too large for the spool, dropped (and counted in the spool's dropped events)
                 self._last_seq = max(self._last_seq, seq)
                 self._delivery.wake()
                 self.published += 1
@@ -405,7 +445,7 @@ class MqttSink(_ClosableSink):
                 logger.warning("mqtt: message %s not delivered: %s", info.mid, exc)
             if not _published(info):
                 self.failed += 1
-                self.lost_events += event
+                self._lost += event
                 logger.warning("mqtt: message %s not acknowledged within %g s", info.mid,
                                self.options.publish_timeout_s)
 
@@ -420,7 +460,7 @@ class MqttSink(_ClosableSink):
             with self._lock:
                 pending, self._pending = self._pending, []
             unsent = [info for info, event in pending if event and not _published(info)]
-            self.lost_events += len(unsent)
+            self._lost += len(unsent)
         if self._spool is not None and not self._spool.closed and len(self._spool):
             logger.info("mqtt: %d events wait in the spool %s for the broker", len(self._spool),
                         self.options.spool_dir)

@@ -295,4 +295,55 @@ def test_mqtt_without_a_spool_says_how_many_events_were_lost_and_exits_1(tiny_mo
                "--mqtt", f"mqtt://127.0.0.1:{free_port()}?qos=1"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "1 events were neither delivered to the MQTT broker nor spooled" in err
+    assert "1 events were lost: not written to the events file, or neither delivered to the MQTT broker nor " \
+           "spooled" in err
+
+
+def test_an_events_file_that_cannot_be_written_reports_the_lost_events_and_exits_1(tiny_model_path, tmp_path,
+                                                                                   media, capsys):
+    wav, _ = media
+    rc = main(["run", "--config", str(write_config(tmp_path)), "--model", str(tiny_model_path), "--audio", str(wav),
+               "--fast", "--events", "/dev/full"])  # every write: ENOSPC
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "1 events were lost: not written to the events file" in err
+
+
+def test_an_events_path_that_is_a_folder_is_one_line_naming_the_flag_or_the_config_field(tiny_model_path, tmp_path,
+                                                                                        media, capsys):
+    wav, _ = media
+    run = ["run", "--model", str(tiny_model_path), "--audio", str(wav), "--fast"]
+    config = write_config(tmp_path)
+    assert main([*run, "--config", str(config), "--events", str(tmp_path)]) == 2
+    assert one_error_line(capsys.readouterr().err) == (f"{ERROR_PREFIX} --events {tmp_path}: is a folder; "
+                                                       "expected a JSON Lines file or -")
+    assert main([*run, "--config", str(config), "--events", ""]) == 2
+    assert one_error_line(capsys.readouterr().err) == (f"{ERROR_PREFIX} --events: expected a JSON Lines file or -, "
+                                                       "got an empty path")
+    config = write_config(tmp_path, outputs={"events": str(tmp_path)})
+    assert main([*run, "--config", str(config)]) == 2
+    assert one_error_line(capsys.readouterr().err) == (f"{ERROR_PREFIX} {config}: outputs.events {tmp_path}: "
+                                                       "is a folder; expected a JSON Lines file or -")
+
+
+def test_one_file_given_to_two_flags_names_both(bundled_config, tmp_path):
+    wav = shutil.copy(ROOT / "samples" / "commands.wav", tmp_path / "w.wav")
+    line = error_line(edgesense("run", "--config", bundled_config, "--video", wav, "--audio", wav, "--fast",
+                                "--headless"))
+    assert f"--video/--audio {wav}: not a readable video file" in line
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("mqtt://127.0.0.1:0", "--mqtt: mqtt url 'mqtt://127.0.0.1:0': expected a port in [1, 65535], got 0"),
+    ("mqtt://u:secret@[::1", "--mqtt: mqtt url 'mqtt://u:***@[::1': "),
+    ("mqtts://127.0.0.1:1?certfile={notes}", "--mqtt: certfile={notes}: expected a PEM file"),
+])
+def test_a_bad_mqtt_url_or_tls_file_is_one_line_naming_the_flag(tiny_model_path, tmp_path, media, capsys, url,
+                                                                needle):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a certificate\n")
+    wav, _ = media
+    rc = main(["run", "--config", str(write_config(tmp_path)), "--model", str(tiny_model_path), "--audio", str(wav),
+               "--fast", "--mqtt", url.format(notes=notes)])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2 and needle.format(notes=notes) in line and "secret" not in line

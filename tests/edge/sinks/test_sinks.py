@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -113,6 +114,30 @@ def test_json_lines_missing_folder(tmp_path):
         JsonLinesSink(tmp_path / "nope" / "events.jsonl")
 
 
+def test_json_lines_write_errors_count_lost_events_and_a_closed_pipe_does_not():
+    sink = JsonLinesSink("/dev/full")  # every write: ENOSPC
+    fan = FanOutSink([sink])
+    fan.emit(command())
+    fan.emit(scene())
+    assert (sink.lost_events, sink.lines_written, fan.lost_events, fan.failures) == (2, 0, 2, 0)
+    fan.close()
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with os.fdopen(write_fd, "w") as stream, JsonLinesSink(stream) as piped:
+        piped.emit(command())  # the reader went away on purpose (| head): not a loss
+        assert piped.lost_events == 0
+        with contextlib.suppress(BrokenPipeError):
+            stream.close()
+
+
+@pytest.mark.parametrize("target, match", [("", "events path '': expected a JSON Lines file or -"),
+                                           (None, "is a folder; expected a JSON Lines file or -")])
+def test_json_lines_refuses_a_folder_and_an_empty_path(tmp_path, target, match):
+    with pytest.raises(ValueError, match=match) as info:
+        JsonLinesSink(tmp_path if target is None else target)
+    assert "\n" not in str(info.value)
+
+
 def test_callback_and_fan_out_sinks(tmp_path):
     got = []
     broken_calls = []
@@ -150,6 +175,8 @@ def test_mqtt_url_parsing():
     ("mqtt://host?retain=1", "unknown query parameter 'retain'"), ("mqtt://host?qos=high", "qos"),
     ("mqtt://host?qos=3", "qos"), ("mqtt://host/a/+/b", "topic_prefix"),
     ("mqtt://host/home/#", "expected no '#'"), ("mqtt://host/home#x", "expected no '#'"),
+    ("mqtt://host:0", r"mqtt url 'mqtt://host:0': expected a port in \[1, 65535\], got 0"),
+    ("mqtts://host:0", "got 0"), ("mqtt://[::1", r"mqtt url 'mqtt://\[::1': .*Invalid IPv6 URL"),
 ])
 def test_mqtt_url_errors(url, match):
     with pytest.raises(ValueError, match=match):
@@ -160,6 +187,32 @@ def test_mqtt_url_errors_mask_the_password():
     with pytest.raises(ValueError) as info:
         mqtt_options_from_url("mqtt://bob:hunter2@host:notaport")
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
+    with pytest.raises(ValueError, match="Invalid IPv6") as info:
+        mqtt_options_from_url("mqtt://bob:hunter2@[::1")
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.parametrize("param", ["certfile", "ca_certs"])
+def test_a_tls_file_that_is_not_pem_is_one_line_naming_the_parameter_and_opens_no_spool(tmp_path, param):
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    spool = tmp_path / "spool"
+    options = mqtt_options_from_url(f"mqtts://127.0.0.1:{free_port()}?{param}={not_pem}", spool_dir=str(spool))
+    with pytest.raises(ValueError, match=f"^mqtt: {param}={not_pem}: expected a PEM file") as info:
+        MqttSink(options)
+    assert "\n" not in str(info.value)
+    assert not spool.exists()  # nothing was opened before the refusal
+
+
+def test_a_key_that_is_not_pem_names_the_keyfile(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    _, cert, _ = make_tls_files(tmp_path)
+    not_pem = tmp_path / "key.txt"
+    not_pem.write_text("not a key\n")
+    url = f"mqtts://127.0.0.1:{free_port()}?certfile={cert}&keyfile={not_pem}"
+    with pytest.raises(ValueError, match=f"^mqtt: keyfile={not_pem}: expected a PEM file with the private key"):
+        MqttSink(mqtt_options_from_url(url))
 
 
 # --------------------------------------------------------------------------- real broker
@@ -313,6 +366,25 @@ def test_without_a_spool_events_that_never_reach_the_broker_are_counted_as_lost(
     sink.emit(scene())
     sink.close()
     assert sink.lost_events == 2
+
+
+def test_events_dropped_by_a_full_spool_are_counted_as_lost_once(tmp_path):
+    from edgesense.sinks.spool import SpoolOptions
+
+    options = mqtt_options_from_url(f"mqtt://127.0.0.1:{free_port()}", spool_dir=str(tmp_path / "spool"),
+                                    publish_timeout_s=0.2)
+    sink = MqttSink(options, spool_options=SpoolOptions(max_events=2, max_bytes=400, sync="off"))
+    fan = FanOutSink([sink])
+    for i in range(5):
+        fan.emit(command(t_ms=float(i)))
+    assert sink.spool.dropped_since_open == 3 and fan.lost_events == 3
+    fan.emit(command(label="x" * 500))  # larger than the whole spool: dropped on arrival, counted once
+    assert sink.spool.dropped_since_open == 4 and fan.lost_events == 4
+    fan.close()
+    assert fan.lost_events == 4  # the two kept in the spool are not lost
+    reopened = MqttSink(options)  # the next run: earlier drops are not this run's losses
+    assert reopened.lost_events == 0
+    reopened.close()
 
 
 def test_mqtt_username_password(start_broker, tmp_path):
