@@ -9,9 +9,10 @@ exits with status 2.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edgesense.app.cli import user_names
-from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
+from edgesense.quantize.convert import MODES, QuantizeOptions, check_new_output, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
 
@@ -39,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="quantization-aware fine-tuning first (needs the run's training data); the fine-tuned "
                              "run is written to RUN_DIR-qat and converted")
     parser.add_argument("--qat-epochs", type=int, default=None, metavar="N", help="fine-tuning epochs for --qat (3)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out (and, with --qat, the run already in RUN_DIR-qat)")
 
 
 #: QuantizeOptions / ReportOptions / QatOptions fields as the flags a user types.
@@ -57,13 +60,19 @@ def run(args: argparse.Namespace) -> int:
             from edgesense.quantize.qat import QatOptions
 
             qat_options = QatOptions() if args.qat_epochs is None else QatOptions(epochs=args.qat_epochs)
+    # Nothing already there is replaced unasked, and that is said before any fine-tuning or conversion.
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
+    check_new_output(Path(args.out), args.force, "--out", "--force")
     run_dir = args.run_dir
     if args.qat:
-        from edgesense.quantize.qat import qat_finetune
+        from edgesense.quantize.qat import default_out_dir, qat_finetune
+        from edgesense.train.runfolder import check_out_dir
 
-        run_dir = str(qat_finetune(run_dir, options=qat_options))
+        check_out_dir(default_out_dir(run_dir), args.force, flag="--qat")
+        run_dir = str(qat_finetune(run_dir, options=qat_options, force=args.force))
         print(f"quantization-aware fine-tuning: wrote {run_dir}")
-    result = convert_run(run_dir, args.out, options)
+    result = convert_run(run_dir, args.out, options, force=args.force)
     parts = ", ".join(f"{key} {size} B" for key, size in result.part_bytes.items())
     print(f"wrote {result.path} ({result.size_bytes} bytes, {result.mode}; weights: {parts})")
     if args.report is None:

@@ -53,6 +53,7 @@ __all__ = [
     "load_run",
     "load_calibration",
     "load_validation",
+    "check_new_output",
     "convert_run",
     "convert_parts",
     "build_metadata",
@@ -680,10 +681,20 @@ def build_metadata(run: RunFolder, parts: Mapping[str, bytes], options: Quantize
 # --------------------------------------------------------------------------- entry point
 
 
-def _check_writable(out_path: Path) -> None:
-    """Fail early (OSError naming the path) when ``out_path`` cannot be written."""
+def check_new_output(out_path: Path, force: bool, flag: str = "out_path", force_flag: str = "force=True") -> None:
+    """ValueError naming ``flag`` when ``out_path`` exists and ``force`` is not set: a model already
+    there (a user's, or an earlier conversion) is never replaced unasked."""
+    if out_path.exists() and not force:
+        raise ValueError(f"{flag} {out_path}: exists; pass {force_flag} to replace it")
+
+
+def _check_writable(out_path: Path, *, replace: bool = True, flag: str = "out_path",
+                    force_flag: str = "force=True") -> None:
+    """Fail early (OSError naming the path) when ``out_path`` cannot be written; unless ``replace``,
+    also when it already exists (ValueError naming ``flag`` and ``force_flag``)."""
     if out_path.is_dir():
         raise IsADirectoryError(f"output path {out_path} is a folder; expected a .tflite file path")
+    check_new_output(out_path, replace, flag, force_flag)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_path.parent, prefix=".probe-", delete=True):
@@ -781,11 +792,12 @@ def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_pa
 
 
 def convert_run(run_dir: str | os.PathLike, out_path: str | os.PathLike,
-                options: QuantizeOptions = QuantizeOptions()) -> ExportResult:
-    """Convert a run folder to one ``.tflite`` (three signatures + metadata) at ``out_path``."""
+                options: QuantizeOptions = QuantizeOptions(), *, force: bool = False) -> ExportResult:
+    """Convert a run folder to one ``.tflite`` (three signatures + metadata) at ``out_path``; a file
+    already at ``out_path`` is refused (ValueError) unless ``force``."""
     out_path = Path(out_path)
     _require_run_files(run_dir)  # cheap checks first, then the output, then the slow model load
-    _check_writable(out_path)
+    _check_writable(out_path, replace=force)
     run = load_run(run_dir)
     parts, counts = convert_parts(run, options)
     metadata = build_metadata(run, parts, options, counts)

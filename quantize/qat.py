@@ -10,7 +10,8 @@ in, a per-channel scale) and per tensor for dense layers. Activations are left t
 post-training calibration that follows, as in any conversion.
 
 The result is a new run folder (``RUN-qat`` by default) that ``edgesense quantize``
-converts as usual.
+converts as usual. A folder already there is refused before the fine-tuning starts unless
+``force`` (``--force``), and even then only when it is a run folder.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from edgesense.schema.validate import from_mapping, require
+from edgesense.train.runfolder import check_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +101,27 @@ def _load_training_config(run_dir: Path):
     return info, from_mapping(TrainConfig, info["config"], source=f"{run_json}: config")
 
 
+def default_out_dir(run_dir: str | Path) -> Path:
+    """Where :func:`qat_finetune` writes the fine-tuned run by default: ``RUN-qat`` beside ``RUN``."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(run_dir.name + QAT_SUFFIX)
+
+
 def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
-                 options: QatOptions = QatOptions()) -> Path:
-    """Fine-tune ``run_dir``'s model with fake-quantized kernels; write a new run folder and return it."""
+                 options: QatOptions = QatOptions(), *, force: bool = False) -> Path:
+    """Fine-tune ``run_dir``'s model with fake-quantized kernels; write a new run folder and return it.
+    An ``out_dir`` (default ``RUN-qat``) that holds files is refused, before any training, unless
+    ``force`` (and it is a run folder)."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
+    require(out_dir.resolve() != run_dir.resolve(), "out_dir", "a folder other than the run's", str(out_dir))
+    check_out_dir(out_dir, force, flag="out_dir", force_flag="force=True")
+
     import keras
 
     from edgesense.train.model import OUTPUT_COMMAND, OUTPUT_SCENE
     from edgesense.train.trainer import MODEL_FILE, FusionBatches, HeadValidation, features_of, load_dataset
 
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir.with_name(run_dir.name + QAT_SUFFIX)
-    require(out_dir.resolve() != run_dir.resolve(), "out_dir", "a folder other than the run's", str(out_dir))
     info, config = _load_training_config(run_dir)
     model_path = run_dir / MODEL_FILE
     if not model_path.is_file():
@@ -148,6 +160,7 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
 
     after = validation.evaluate()
     log.info("qat: validation before %s, after %s", before, after)
+    check_out_dir(out_dir, force, flag="out_dir", force_flag="force=True")  # again: the fine-tuning took a while
     if out_dir.exists():
         shutil.rmtree(out_dir)
     shutil.copytree(run_dir, out_dir)

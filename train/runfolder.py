@@ -7,13 +7,17 @@ TensorFlow starts (and before the data loads).
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
-__all__ = ["MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir", "clear_run_dir", "remove_if_empty"]
+__all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir", "clear_run_dir",
+           "remove_if_empty"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
 RUN_MARKERS = ("run.json", MODEL_FILE, "history.csv", "metrics.json")
+#: The entry of a ``.keras`` archive that holds the weights (what ``--init-from`` loads).
+KERAS_WEIGHTS_ENTRY = "model.weights.h5"
 _SHOWN_FILES = 3
 
 
@@ -28,23 +32,42 @@ def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: s
     if not files:
         return
     shown = ", ".join(files[:_SHOWN_FILES]) + (", ..." if len(files) > _SHOWN_FILES else "")
+    is_run = any((out_dir / name).exists() for name in RUN_MARKERS)
     if not force:
-        raise ValueError(f"{flag} {out_dir}: already holds a run ({shown}); choose another {flag}, or pass "
-                         f"{force_flag} to replace it")
-    if not any((out_dir / name).exists() for name in RUN_MARKERS):
+        holds = "already holds a run" if is_run else "holds files"
+        raise ValueError(f"{flag} {out_dir}: {holds} ({shown}); choose another {flag}, or pass {force_flag} to "
+                         "replace it")
+    if not is_run:
         raise ValueError(f"{flag} {out_dir}: not empty and not a run folder ({shown}; none of "
                          f"{', '.join(RUN_MARKERS)}); refusing to replace it even with {force_flag}")
 
 
+def _keras_archive_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a saved Keras model (a zip archive with its weights), or None."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return "is not a Keras model (not a zip archive)"
+        with zipfile.ZipFile(path) as archive:
+            if KERAS_WEIGHTS_ENTRY not in archive.namelist():
+                return f"is not a Keras model (a zip archive without {KERAS_WEIGHTS_ENTRY})"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"cannot be read ({exc})"
+    return None
+
+
 def check_init_from(run_dir: Path, out_dir: Path | None = None, flag: str = "--init-from",
                     out_flag: str = "--out") -> Path:
-    """``run_dir`` when it is a run folder with a model (ValueError naming ``flag`` otherwise); it may
-    not be ``out_dir``, which training replaces."""
+    """``run_dir`` when it is a run folder with a model that Keras can open (ValueError naming
+    ``flag`` otherwise); it may not be ``out_dir``, which training replaces."""
     if not run_dir.is_dir():
         what = "no such folder" if not run_dir.exists() else "is a file"
         raise ValueError(f"{flag} {run_dir}: {what}; expected a run folder with {MODEL_FILE}")
     if not (run_dir / MODEL_FILE).is_file():
         raise ValueError(f"{flag} {run_dir}: expected a run folder with {MODEL_FILE}, found none")
+    problem = _keras_archive_problem(run_dir / MODEL_FILE)
+    if problem is not None:
+        raise ValueError(f"{flag} {run_dir}: expected a run folder with a saved {MODEL_FILE}, but its "
+                         f"{MODEL_FILE} {problem}")
     if out_dir is not None and out_dir.exists() and run_dir.resolve() == out_dir.resolve():
         raise ValueError(f"{flag} {run_dir}: the same folder as {out_flag}, which this run replaces; choose "
                          f"another {out_flag}")

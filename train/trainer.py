@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 import logging
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -772,6 +773,8 @@ def _load_initial_weights(model: keras.Model, run_dir: str | Path, scene_labels:
         model.load_weights(path, skip_mismatch=new_classes)
     except ValueError as exc:  # Keras names the first layer whose weights do not fit
         raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
+    except (zipfile.BadZipFile, KeyError) as exc:  # not a .keras archive, or one without weights
+        raise ValueError(f"init_from: {path}: expected a saved Keras model, could not read it ({exc})") from None
 
 
 def make_bank(ds: Dataset, config: TrainConfig, cache: ArrayCache, embedder=None) -> ExampleBank:
@@ -981,7 +984,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     """Train per ``config`` and write the run folder; returns the metrics. ``init_from`` (a run
     folder of the same architecture) starts from that run's weights: a fine-tune with a fresh
     schedule. An ``out_dir`` holding files is refused unless ``replace`` (and it is a run folder);
-    it is emptied only once the data has loaded. A failed run leaves no empty folder."""
+    it is emptied only once everything has been checked (the data loaded, the model built, the
+    ``init_from`` weights loaded into it), just before the first epoch. A failed run leaves no
+    empty folder."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, replace, flag="out_dir", force_flag="replace=True")
     if init_from is not None:
@@ -1004,14 +1009,19 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
         raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
     load_s = time.perf_counter() - started
-    if out_dir.is_dir():
-        clear_run_dir(out_dir)  # empty, or an earlier run that replace=True gives up
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _fit_and_write(config, out_dir, ds, load_s, verbose=verbose, init_from=init_from)
     except BaseException:
         remove_if_empty(out_dir)
         raise
+
+
+def _start_run_folder(out_dir: Path) -> None:
+    """Empty (or make) ``out_dir`` for the run: only once every input has been checked, so an earlier
+    run that ``replace=True`` gives up is kept when the new one cannot start."""
+    if out_dir.is_dir():
+        clear_run_dir(out_dir)  # empty, or an earlier run that replace=True gives up
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: float, *, verbose: int,
@@ -1112,6 +1122,7 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         *_checkpointing(config.train, ds, out_dir / MODEL_FILE, model),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
     ]
+    _start_run_folder(out_dir)
     fit_started = time.perf_counter()
     history = view.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_s = time.perf_counter() - fit_started

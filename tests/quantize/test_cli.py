@@ -59,6 +59,30 @@ def test_qat_needs_a_run_with_its_training_config(tiny_run_dir, tmp_path, capsys
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_an_existing_out_is_refused_before_anything_runs_unless_force(tiny_run_dir, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"the user's model")
+    for extra in ((), ("--qat",)):
+        assert main(["quantize", str(tiny_run_dir), "--out", str(out), *extra]) == 2
+        _assert_one_line_error(capsys.readouterr().err, f"--out {out}: exists; pass --force to replace it")
+        assert out.read_bytes() == b"the user's model"
+    assert not tiny_run_dir.with_name(tiny_run_dir.name + "-qat").exists()  # no fine-tuning started
+
+
+def test_qat_never_replaces_what_is_in_run_qat_unasked(run_dir_copy, tmp_path, capsys):
+    qat = tmp_path / "run-qat"
+    qat.mkdir()
+    (qat / "keep.txt").write_text("the user's")
+    assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, f"--qat {qat}: holds files (keep.txt); choose another --qat, "
+                           "or pass --force to replace it")
+    # --force replaces a run, never a folder that is not one.
+    assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"), "--qat", "--force"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, f"--qat {qat}: not empty and not a run folder (keep.txt;",
+                           "even with --force")
+    assert (qat / "keep.txt").read_text() == "the user's" and not (tmp_path / "m.tflite").exists()
+
+
 def test_empty_representative_set(run_dir_copy, tmp_path, capsys):
     np.savez(run_dir_copy / "calibration.npz", audio_features=np.zeros((0, 49, 40), np.float32),
              image=np.zeros((0, 96, 96, 3), np.uint8))

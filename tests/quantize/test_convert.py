@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -200,6 +201,16 @@ def test_unwritable_output(tiny_run_dir, tmp_path):
         convert_run(tiny_run_dir, blocker / "m.tflite")
     with pytest.raises(OSError, match="is a folder"):
         convert_run(tiny_run_dir, tmp_path)
+
+
+def test_an_existing_model_is_replaced_only_with_force(tiny_run_dir, tmp_path):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"the user's model")
+    with pytest.raises(ValueError, match=rf"^out_path {re.escape(str(out))}: exists; pass force=True to replace it$"):
+        convert_run(tiny_run_dir, out, QuantizeOptions(calibration_samples=8))
+    assert out.read_bytes() == b"the user's model"
+    result = convert_run(tiny_run_dir, out, QuantizeOptions(calibration_samples=8), force=True)
+    assert result.path == out and EdgeModel.load(out).metadata["quantization"]["mode"] == "int8"
 
 
 def test_model_that_needs_unsupported_ops(unsupported_op_run, tmp_path):

@@ -27,6 +27,20 @@ def test_options_are_validated():
         QatOptions(learning_rate=0.0)
 
 
+def test_an_out_dir_holding_files_is_refused_before_any_training(tmp_path):
+    from edgesense.quantize.qat import qat_finetune
+
+    run, out = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's")
+    with pytest.raises(ValueError, match=r"^out_dir .*: holds files \(keep.txt\); .* pass force=True"):
+        qat_finetune(run, out)
+    with pytest.raises(ValueError, match=r"^out_dir .*: not empty and not a run folder .*even with force=True$"):
+        qat_finetune(run, out, force=True)
+    assert (out / "keep.txt").read_text() == "the user's"
+
+
 @pytest.mark.slow
 def test_qat_fine_tunes_a_trained_run_and_converts_it(tmp_path):
     pytest.importorskip("tensorflow")
@@ -44,8 +58,14 @@ def test_qat_fine_tunes_a_trained_run_and_converts_it(tmp_path):
     train(config, tmp_path / "run", verbose=0)
 
     out = tmp_path / "qat.tflite"
-    assert main(["quantize", str(tmp_path / "run"), "--out", str(out), "--qat", "--qat-epochs", "1",
-                 "--report", str(tmp_path / "report")]) == 0
+    mine = tmp_path / "run-qat" / "keep.txt"  # the default output folder, already holding a user's file
+    mine.parent.mkdir()
+    mine.write_text("the user's")
+    command = ["quantize", str(tmp_path / "run"), "--out", str(out), "--qat", "--qat-epochs", "1"]
+    assert main(command) == 2
+    assert mine.read_text() == "the user's" and not out.exists()
+    mine.unlink()
+    assert main([*command, "--report", str(tmp_path / "report")]) == 0
     info = json.loads((tmp_path / "run-qat" / "run.json").read_text())
     assert info["metrics"]["qat"]["kernels"] > 5 and info["name"].endswith("-qat")
     model = EdgeModel.load(out)
@@ -53,3 +73,6 @@ def test_qat_fine_tunes_a_trained_run_and_converts_it(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert set(report["heads"]) == {"command", "scene"}
     assert report["run"].endswith("run-qat")  # the float side of the parity is the fine-tuned model
+    # Again, onto the same model and fine-tuned run: refused unless --force, which replaces both.
+    assert main(command) == 2 and info == json.loads((tmp_path / "run-qat" / "run.json").read_text())
+    assert main([*command, "--force"]) == 0 and EdgeModel.load(out).metadata["name"].endswith("-qat")

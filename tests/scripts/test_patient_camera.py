@@ -3,6 +3,8 @@ port into the Keras model with the [vision-teacher] extra (PyTorch) and TensorFl
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 from conftest import load_script
@@ -41,7 +43,8 @@ def test_bad_input_is_one_line_and_exit_code_2(patient_camera, tmp_path, capsys)
     (tmp_path / "taken" / "notes.txt").write_text("the user's")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "model.keras").write_bytes(b"")
+    with zipfile.ZipFile(run / "model.keras", "w") as archive:  # what --init-from style checks open
+        archive.writestr("model.weights.h5", b"")
     cases = [(["import", "--run", str(tmp_path / "missing"), "--weights", "w.npz", "--out", str(tmp_path / "o")],
               "--run"),
              (["import", "--run", str(run), "--weights", "w.npz", "--out", str(tmp_path / "taken")], "--out"),

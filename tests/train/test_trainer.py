@@ -73,9 +73,12 @@ def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path, ti
                   tmp_path / "tuned", verbose=0, init_from=tmp_path / "first")
     assert tuned["init_from"] == str(tmp_path / "first")
     assert tuned["scene_accuracy"] == pytest.approx(first["scene_accuracy"], abs=0.1)
+    # Another architecture is only found once the model is built: the run replace=True gives up is kept.
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "tuned").iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"init_from: .*model.keras does not match this config's model"):
-        train(load_train_config(path, ["model.audio_channels=24"]), tmp_path / "other", verbose=0,
-              init_from=tmp_path / "first")
+        train(load_train_config(path, ["model.audio_channels=24"]), tmp_path / "tuned", verbose=0,
+              init_from=tmp_path / "first", replace=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tuned").iterdir() if p.is_file()} == kept
     with pytest.raises(ValueError,
                        match=r"init_from .*nowhere: no such folder; expected a run folder with model.keras"):
         train(load_train_config(path), tmp_path / "none", verbose=0, init_from=tmp_path / "nowhere")
@@ -292,6 +295,40 @@ def test_cli_checks_init_from_before_the_data_loads(tmp_path, tiny_data):
     line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "new", "--init-from", tmp_path))
     assert line == f"{ERROR_PREFIX} --init-from {tmp_path}: expected a run folder with model.keras, found none"
     assert not (tmp_path / "new").exists()
+
+
+def _fake_run(path, model: bytes):
+    path.mkdir()
+    (path / "model.keras").write_bytes(model)
+    (path / "run.json").write_text("{}")
+    return path
+
+
+def test_force_with_an_unreadable_init_from_is_one_line_and_keeps_the_run_in_out(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    old = _fake_run(tmp_path / "old", b"47 minutes of training")
+    broken = _fake_run(tmp_path / "broken", b"not a keras file")
+    proc = edgesense("train", "--config", path, "--out", old, "--force", "--init-from", broken, "--epochs", "1")
+    assert proc.returncode == 2
+    line = only_line(proc)
+    assert line.startswith(f"{ERROR_PREFIX} --init-from {broken}: ") and "not a Keras model" in line, line
+    assert (old / "model.keras").read_bytes() == b"47 minutes of training" and (old / "run.json").is_file()
+    # The same through the API, which checks before the data loads too.
+    with pytest.raises(ValueError, match=r"^init_from .*broken: .*not a Keras model"):
+        train(load_train_config(path), old, verbose=0, init_from=broken, replace=True)
+    assert (old / "model.keras").read_bytes() == b"47 minutes of training"
+
+
+def test_weights_that_are_not_a_keras_archive_are_one_line(tmp_path):
+    import keras
+
+    from edgesense.train.trainer import _load_initial_weights
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    run = _fake_run(tmp_path / "run", b"text")
+    with pytest.raises(ValueError, match=r"^init_from: .*model.keras: expected a saved Keras model"):
+        _load_initial_weights(model, run, ("a", "b"))
 
 
 @pytest.mark.slow
