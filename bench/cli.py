@@ -111,6 +111,17 @@ def _check_plotting() -> None:
                            f"({exc}): {extra_hint('bench')} (matplotlib and tqdm only)") from None
 
 
+def _out_folder(out: Path) -> Path:
+    """``out`` made (an existing folder is kept, and written into); ValueError naming ``out_dir`` (``--out``
+    on the command line) when it, or a folder it would be made in, is a file."""
+    file = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if file is not None:
+        inside = "" if file == out else f", inside {file}"
+        raise ValueError(f"out_dir: expected a folder, got {out}{inside}, which is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
     _check_plotting()
@@ -118,8 +129,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                     model_alone=options.model_alone)
     for path in options.write_config:  # refused now, not after the run
         check_firmware_config(path, command_hop_ms=firmware.command_hop_ms, second_opinion=firmware.second_opinion)
-    out = Path(options.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out_folder(Path(options.out_dir))
     started = time.perf_counter()
     interpreter_options = InterpreterOptions(num_threads=options.threads)
     model = EdgeModel.load(options.model_path, options=interpreter_options)
@@ -378,7 +388,7 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "max_false_accepts_per_hour": "--max-false-accepts-per-hour",
          "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words",
          "max_latency_p95_ms": "--max-latency-p95-ms", "latency_rule": "--latency-rule",
-         "tuning_only": "--tuning-only"}
+         "tuning_only": "--tuning-only", "seed": "--seed"}
 
 
 def _latency_default() -> str:

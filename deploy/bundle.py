@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -48,8 +49,8 @@ from edgesense.deploy.targets import TARGETS, Target, _parse_python_version
 from edgesense.loop.config import load_config
 from edgesense.quantize.convert import portable_paths
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
-from edgesense.runtime.model import METADATA_NAME, embedded_metadata
-from edgesense.runtime.second_opinion import StreamHeads
+from edgesense.runtime.model import METADATA_NAME, embedded_metadata, labels_and_frontends
+from edgesense.runtime.second_opinion import HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import DISTRIBUTION, DISTRIBUTION_VERSION
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import MODELS, shipped_config, shipped_path
@@ -156,7 +157,23 @@ def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
     except IsADirectoryError:
         raise ValueError(f"model {path}: is a folder; expected a .tflite file") from None
     metadata = embedded_metadata(read_layout(data, f"model {path}"), f"model {path}")
+    if metadata.get("kind") == HEADS_KIND:
+        raise ValueError(f"model {path}: metadata labels: expected {{'command': [...], 'scene': [...]}} (an "
+                         f"EdgeSense fused model), got a stream-heads file (metadata kind {HEADS_KIND!r}); it "
+                         f"belongs in a config's {HEADS_PATH_FIELD}")
+    labels_and_frontends(metadata, f"model {path}: metadata")  # the checks EdgeModel.load makes on the device
     return data, metadata
+
+
+def _check_wheel(path: Path) -> None:
+    """``--edgesense-wheel``: an existing ``.whl`` file that is a zip archive; ValueError otherwise."""
+    if not path.is_file():
+        raise ValueError(f"--edgesense-wheel {path}: no such file")
+    if path.suffix != ".whl":
+        raise ValueError(f"--edgesense-wheel {path}: expected a wheel file (a name ending in .whl), "
+                         f"got {path.name!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--edgesense-wheel {path}: expected a wheel (a zip archive), got a file that is not a zip")
 
 
 def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
@@ -276,8 +293,8 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     model_bytes, metadata = _portable_model(*_read_model(model_path), f"model {model_path}")
     config = load_config(config_path)  # the same checks, and the same one-line errors, as edgesense run
     heads_bytes = _read_heads(config.second_opinion.heads_path, config_path, metadata)
-    if options.edgesense_wheel is not None and not options.edgesense_wheel.is_file():
-        raise ValueError(f"--edgesense-wheel {options.edgesense_wheel}: no such file")
+    if options.edgesense_wheel is not None:
+        _check_wheel(options.edgesense_wheel)
     resolution = static
     if options.wheels:
         resolution = resolve(target, python_version=python_version, extras=options.extras,

@@ -82,9 +82,14 @@ def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
 
 
 def refuse_files_in(flag: str, folder: str | os.PathLike[str], *, force: bool) -> None:
-    """A ValueError naming ``flag`` when ``folder`` already holds files and ``force`` is not set:
-    nothing a user made is written over without being asked."""
+    """A ValueError naming ``flag`` when ``folder`` is a file (or lies inside one), or already holds
+    files and ``force`` is not set: nothing a user made is written over without being asked."""
     path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag}: expected a new or empty folder, got {path}, which is a file")
+    inside = next((p for p in path.parents if p.exists()), None)  # the folder it would be made in
+    if inside is not None and not inside.is_dir():
+        raise ValueError(f"{flag}: expected a new or empty folder, got {path}, inside {inside}, which is a file")
     if not force and path.is_dir() and any(path.iterdir()):
         raise ValueError(f"{flag}: expected a new or empty folder, got {path}, which holds files "
                          "(pass --force to write into it)")

@@ -291,6 +291,17 @@ def test_testing_split_selects_held_out_speakers_only(tiny_model_path, tmp_path)
     assert not {it.speaker for it in items} & {it.speaker for it in tune}
 
 
+def test_an_out_that_is_a_file_is_one_line_naming_the_flag(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("keep")
+    model = REPO / "models" / "edgesense.tflite"
+    for out, inside in ((file, ""), (file / "a" / "b", f", inside {file}")):
+        assert cli.main(["bench", "--model", str(model), "--scenes", str(tmp_path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"edgesense: error: --out: expected a folder, got {out}{inside}, which is a file\n", err
+    assert file.read_text() == "keep"
+
+
 def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
     with pytest.raises(ValueError, match="threads"):
         BenchOptions(model_path=tiny_model_path, scenes=tmp_path, threads=0)

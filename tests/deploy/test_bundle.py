@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import flatbuffers
@@ -465,6 +466,49 @@ def test_bad_inputs_exit_2(tmp_path, inputs, capsys, own_wheel):
     assert cli_deploy("rpi5", tmp_path / "b", model, config, *common) == 2
     assert "not empty" in capsys.readouterr().err
     assert cli_deploy("rpi5", tmp_path / "b", model, config, *common, "--force") == 0
+
+
+@pytest.fixture
+def small_wheel(tmp_path) -> Path:
+    """A stand-in EdgeSense wheel (a zip named like one): enough for --no-wheels, without pip wheel."""
+    path = tmp_path / "wheels" / "edgesense-0.0.0-py3-none-any.whl"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("edgesense/__init__.py", "")
+    return path
+
+
+def test_a_model_that_is_not_a_fused_model_is_one_line(tmp_path, inputs, capsys, small_wheel):
+    _, config = inputs("rpi5")
+    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
+    heads = write_tflite(tmp_path / "stream_heads.tflite",
+                         metadata={"kind": "stream_heads", "format_version": 1, "labels": ["_silence_", "yes"],
+                                   "context_embeddings": 3})
+    assert cli_deploy("rpi5", tmp_path / "a", heads, config, *common) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"edgesense: error: model {heads}: metadata labels: expected "
+                                                    "{'command': [...], 'scene': [...]}"), err
+    assert "stream-heads file" in err and "second_opinion.heads_path" in err
+    listed = write_tflite(tmp_path / "listed.tflite", metadata={"labels": ["_silence_", "yes"]})
+    assert cli_deploy("rpi5", tmp_path / "a", listed, config, *common) == 2
+    assert capsys.readouterr().err == (f"edgesense: error: model {listed}: metadata labels: expected "
+                                       "{'command': [...], 'scene': [...]}, got ['_silence_', 'yes']\n")
+    assert not (tmp_path / "a").exists()
+
+
+def test_edgesense_wheel_must_be_a_wheel(tmp_path, inputs, capsys, small_wheel):
+    model, config = inputs("rpi5")
+    text = tmp_path / "text.txt"
+    text.write_text("not a wheel")
+    named = tmp_path / "edgesense-0.0.0-py3-none-any.whl"
+    named.write_text("not a zip either")
+    for wheel, message in ((text, "expected a wheel file (a name ending in .whl), got 'text.txt'"),
+                           (named, "expected a wheel (a zip archive), got a file that is not a zip")):
+        assert cli_deploy("rpi5", tmp_path / "a", model, config, "--no-wheels", "--edgesense-wheel", str(wheel)) == 2
+        assert capsys.readouterr().err == f"edgesense: error: --edgesense-wheel {wheel}: {message}\n"
+        assert not (tmp_path / "a").exists()
+    assert cli_deploy("rpi5", tmp_path / "a", model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    assert (tmp_path / "a" / "wheelhouse" / small_wheel.name).read_bytes() == small_wheel.read_bytes()
 
 
 # --------------------------------------------------------------------------- resolution with a stub pip

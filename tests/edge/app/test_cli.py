@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
 from cli_run import edgesense, only_line
 
 from edgesense.app import cli
@@ -116,3 +117,32 @@ def test_stop_on_signals_off_the_main_thread_installs_nothing():
     worker.start()
     worker.join()
     assert seen == [(before, False)]
+
+
+def test_refuse_files_in_names_a_file_where_a_folder_was_expected(tmp_path):
+    file = tmp_path / "notes.txt"
+    file.write_text("keep")
+    for force in (False, True):
+        with pytest.raises(ValueError) as exc:
+            cli.refuse_files_in("--out", file, force=force)
+        assert str(exc.value) == f"--out: expected a new or empty folder, got {file}, which is a file"
+        with pytest.raises(ValueError) as exc:
+            cli.refuse_files_in("--out", file / "sub", force=force)
+        assert str(exc.value) == (f"--out: expected a new or empty folder, got {file / 'sub'}, inside {file}, "
+                                  "which is a file")
+    cli.refuse_files_in("--out", tmp_path / "new" / "folder", force=False)  # new: fine
+    assert file.read_text() == "keep"
+
+
+def test_an_out_that_is_a_file_is_one_line_before_any_work(tmp_path):
+    """synth-commands, synth-talk and mine write folders: a file there is refused up front (mine
+    before it streams), not an OS error after the work."""
+    file = tmp_path / "notes.txt"
+    file.write_text("keep")
+    talk = tmp_path / "talk.wav"
+    talk.write_bytes(b"")
+    expected = f"edgesense: error: --out: expected a new or empty folder, got {file}, which is a file"
+    for args in (("synth-commands",), ("synth-talk",),
+                 ("mine", "--model", REPO / "models" / "edgesense.tflite", "--negatives", talk)):
+        assert only_line(edgesense(*args, "--out", file)) == expected, args
+    assert file.read_text() == "keep"
