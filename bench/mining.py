@@ -63,6 +63,7 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import is_number, require
 from edgesense.train.cache import file_sha256
+from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
@@ -113,7 +114,7 @@ class MineOptions:
                 "max_windows", "an integer >= 1 or None", self.max_windows)
         require(is_number(self.hop_ms) and self.hop_ms > 0, "hop_ms", "a positive number", self.hop_ms)
         require(isinstance(self.threads, int) and self.threads >= 1, "threads", "an integer >= 1", self.threads)
-        require(isinstance(self.seed, int), "seed", "an integer", self.seed)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         require(isinstance(self.second_opinion, SecondOpinionOptions), "second_opinion", "SecondOpinionOptions",
                 self.second_opinion)
 

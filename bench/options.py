@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgesense.bench.scoring import LATENCY_RULES
 from edgesense.schema.validate import is_number, require
+from edgesense.train.config import SEED_EXPECTED, is_seed
 
 __all__ = ["BenchOptions"]
 
@@ -84,6 +85,7 @@ class BenchOptions:
         require(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1,
                  "threads", "an integer >= 1", self.threads)
         require(self.split in SPLITS, "split", f"one of {', '.join(SPLITS)}", self.split)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         require(self.speech_commands is not None or self.scenes is not None or self.av is not None
                  or self.fusion_study, "speech_commands", "at least one of speech_commands, scenes, av", None)
         require(self.max_per_class is None or (isinstance(self.max_per_class, int) and self.max_per_class >= 1),

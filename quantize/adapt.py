@@ -55,6 +55,7 @@ from edgesense.schema.validate import is_int, is_number, require
 from edgesense.shipped import SAMPLES, shipped_path
 from edgesense.train import data as datasets
 from edgesense.train.augment import ImageAugmentOptions, augment_images
+from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
@@ -108,7 +109,7 @@ class AdaptOptions:
         lo, hi = self.sound_dbfs_range
         require(is_number(lo) and is_number(hi) and lo <= hi <= 0, "sound_dbfs_range", "(low, high) <= 0 dBFS",
                 self.sound_dbfs_range)
-        require(is_int(self.seed), "seed", "an integer", self.seed)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
 
 
 # --------------------------------------------------------------------------- the deployed fuse part

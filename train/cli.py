@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
                         help="tf.distribute strategy: mirrored for several GPUs, multi_worker for a cluster "
                              "(TF_CONFIG names the workers)")
-    parser.add_argument("--logical-cpus", type=int, default=0, metavar="N",
-                        help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)")
+    parser.add_argument("--logical-cpus", type=int, default=None, metavar="N",
+                        help="split the CPU into N >= 1 logical devices (to try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", type=int, default=None, help="override seed")
     parser.add_argument("--init-from", type=Path, default=None, metavar="RUN",
                         help="start from the weights of run folder RUN (same architecture): a fine-tune, "
@@ -37,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--set train.real_speech_share=0.5")
 
 
-def _configure_devices(logical_cpus: int) -> None:
+def _configure_devices(logical_cpus: int | None) -> None:
     import tensorflow as tf
 
-    if logical_cpus > 1:
+    if logical_cpus is not None and logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
 
@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.train.config import load_train_config
     from edgesense.train.runfolder import check_init_from, check_out_dir
 
+    if args.logical_cpus is not None and args.logical_cpus < 1:
+        raise ValueError(f"--logical-cpus: expected an integer >= 1, got {args.logical_cpus}")
     config_path = input_file("--config", args.config)
     overrides = list(args.overrides or ())
     if args.av is not None:
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
     if args.seed is not None:
-        config = dataclasses.replace(config, seed=args.seed)
+        with user_names({"seed": "--seed"}):
+            config = dataclasses.replace(config, seed=args.seed)
     out_dir = args.out or Path("runs") / config.name
     check_out_dir(out_dir, args.force)
     if args.init_from is not None:

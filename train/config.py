@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
-from edgesense.schema.validate import from_mapping, require, to_mapping
+from edgesense.schema.validate import from_mapping, is_int, is_number, require, to_mapping
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.bank import BankOptions
@@ -32,6 +32,17 @@ ModelPart = Literal["audio_encoder", "image_encoder", "fusion_head"]
 MODEL_PARTS: tuple[str, ...] = get_args(ModelPart)
 AUDIO_ENCODER, IMAGE_ENCODER, FUSION_HEAD = MODEL_PARTS
 FUSION_STRATEGIES: tuple[str, ...] = ("concat", "weighted_sum", "attention", "late")
+
+#: Every random seed of the desktop tools lies in ``[0, SEED_LIMIT)``: what numpy's generators (and
+#: Keras', seeded from them) take. Each options class with a seed checks it with :func:`is_seed` and
+#: says :data:`SEED_EXPECTED`, so a bad ``--seed`` is one line naming it before anything loads.
+SEED_LIMIT = 2**32
+SEED_EXPECTED = "an integer in [0, 2**32)"
+
+
+def is_seed(value: object) -> bool:
+    """An integer (not a bool) in ``[0, SEED_LIMIT)``."""
+    return is_int(value) and 0 <= value < SEED_LIMIT
 
 
 #: ``ModelOptions`` fields that act in training only: runs that differ in them have weights of the
@@ -214,7 +225,8 @@ class TrainOptions:
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1 or null",
                self.steps_per_epoch)
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0",
+                self.learning_rate)
         require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
         require(0.0 <= self.command_label_smoothing < 1.0, "command_label_smoothing", "in [0, 1)",
@@ -264,6 +276,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         teachers = self.data.teacher_models
         require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled or bool(teachers),
                 "train.distill_weight", "0 unless audio_teacher.enabled is true or data.teacher_models names models",

@@ -70,6 +70,7 @@ from edgesense.runtime.speech_embedding import (
 from edgesense.schema.validate import require, require_range
 from edgesense.train import augment, data
 from edgesense.train.bank import BankOptions
+from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
@@ -158,6 +159,7 @@ class StreamHeadsOptions:
         require_range("partial_kept", self.partial_kept, lo=0.0, hi=1.0)
         require_range("snr_db", self.snr_db)
         require(self.placement in PLACEMENTS, "placement", f"one of {', '.join(PLACEMENTS)}", self.placement)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
 
     @property
     def window_samples(self) -> int:

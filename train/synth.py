@@ -48,6 +48,7 @@ from edgesense.app.cli import refuse_files_in
 from edgesense.frontend.resample import resample
 from edgesense.frontend.wav import read_wav_native, write_wav
 from edgesense.schema.validate import require
+from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
 __all__ = [
@@ -190,6 +191,7 @@ class SynthOptions:
         clash = [w for w in self.unknown_words if says_a_command(w, self.words)]
         require(not clash, "unknown_words", "no command words nor homophones of them", clash)
         require(isinstance(self.per_word, int) and self.per_word >= 1, "per_word", "an integer >= 1", self.per_word)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         require(self.unknown_clips is None or (isinstance(self.unknown_clips, int) and self.unknown_clips >= 0),
                  "unknown_clips", "None or an integer >= 0", self.unknown_clips)
         require(isinstance(self.voices, tuple) and len(self.voices) > 0 and all(
@@ -587,9 +589,12 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import user_names
 
     words = word_list(args.words)
-    builtin = args.unknown_words.strip() in _BUILTIN_UNKNOWN_NAMES
-    unknown = DEFAULT_UNKNOWN_WORDS if builtin else word_list(args.unknown_words)
-    unknown = tuple(w for w in unknown if not says_a_command(w, words))  # "know" is no unknown word beside "no"
+    if args.unknown_words.strip() in _BUILTIN_UNKNOWN_NAMES:
+        # The built-in list loses what sounds like a command ("know" is no unknown word beside "no");
+        # words the user typed are checked as given, so a command word among them is refused, never dropped.
+        unknown = tuple(w for w in DEFAULT_UNKNOWN_WORDS if not says_a_command(w, words))
+    else:
+        unknown = word_list(args.unknown_words)
     with user_names(FLAGS):
         options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
                                unknown_clips=args.unknown_clips, voices=word_list(args.voices), seed=args.seed,

@@ -29,6 +29,7 @@ from edgesense.app.cli import refuse_files_in
 from edgesense.frontend.wav import write_wav
 from edgesense.schema.validate import require
 from edgesense.train import synth
+from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 __all__ = ["VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
@@ -133,6 +134,7 @@ class TalkOptions:
                 self.sentences)
         require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
                 self.max_clauses)
+        require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         found = clashes(VOCABULARY, self.words)
         require(not found, "words", "command words that the talk vocabulary never says", found[:5])
 

@@ -52,10 +52,17 @@ def test_peaks_keep_one_window_per_peak_strongest_first_and_never_silence_or_unk
 
 @pytest.mark.parametrize("field, value", [("threshold", 1.0), ("threshold", 0.0), ("min_gap_ms", -1.0),
                                           ("max_windows", 0), ("talk_minutes", -1.0),
-                                          ("talk_minutes", 0.1), ("hop_ms", 0.0)])
+                                          ("talk_minutes", 0.1), ("hop_ms", 0.0), ("seed", -1), ("seed", 2**32)])
 def test_mine_options_are_checked_when_built(field, value):
     with pytest.raises(ValueError, match=field):
         MineOptions(**{field: value})
+
+
+def test_a_bad_seed_is_one_line_naming_the_flag_before_anything_loads(tmp_path, capsys):
+    assert main(["mine", "--model", str(tmp_path / "none.tflite"), "--negatives", str(tmp_path),
+                 "--out", str(tmp_path / "out"), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "edgesense: error: --seed: expected an integer in [0, 2**32), got -1"
+    assert not (tmp_path / "out").exists()
 
 
 def _talk_folder(root, rng):

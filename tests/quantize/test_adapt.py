@@ -188,3 +188,8 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
                                "--image-encoder", tmp_path / "nowhere.tflite"))
     assert line == f"{ERROR_PREFIX} --image-encoder {tmp_path / 'nowhere.tflite'}: no such file"
+    for seed in (-1, 2**32):
+        line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
+                                   "--seed", seed))
+        assert line == f"{ERROR_PREFIX} --seed: expected an integer in [0, 2**32), got {seed}"
+    assert not (tmp_path / "x.tflite").exists()

@@ -278,7 +278,9 @@ def test_hard_negatives_are_every_wav_under_the_folders_as_one_second_clips(tmp_
                                            ({"talk_ends_share": 1.1}, "talk_ends_share"),
                                            ({"talk_words_share": 1.5}, "talk_words_share"),
                                            ({"unknown_voices_share": -1.0}, "unknown_voices_share"),
-                                           ({"snr_db": (20.0, 10.0)}, "snr_db")])
+                                           ({"snr_db": (20.0, 10.0)}, "snr_db"),
+                                           ({"seed": -1}, r"seed: expected an integer in \[0, 2\*\*32\)"),
+                                           ({"seed": 2**32}, r"seed: expected an integer in \[0, 2\*\*32\)")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         StreamHeadsOptions(**kwargs)
@@ -312,6 +314,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_model_path, tmp_path, capsys
                  "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
                  "--partial-words", "2"]) == 2
     assert "--partial-words: expected a share in [0, 1], got 2" in capsys.readouterr().err
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--model", str(tiny_model_path),
+                 "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
+                 "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "edgesense: error: --seed: expected an integer in [0, 2**32), got -1"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 from cli_run import edgesense, only_line
 
 from edgesense.frontend.wav import probe_wav, read_wav
+from edgesense.train.config import SEED_EXPECTED, SEED_LIMIT
 from edgesense.train.synth import SynthOptions
 from edgesense.train.synth_talk import VOCABULARY, TalkOptions, clashes, draw_sentences, synthesize_talk
 from edgesense.types import DEFAULT_COMMAND_WORDS
@@ -65,4 +66,15 @@ def test_cli_errors_name_the_flag(tmp_path: Path) -> None:
     assert line == "edgesense: error: --sentences: expected an integer >= 1, got 0"
     line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--words", "table,yes"))
     assert line.startswith("edgesense: error: --words: expected command words that the talk vocabulary never says")
+    for seed in (-1, SEED_LIMIT):
+        line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--seed", seed))
+        assert line == f"edgesense: error: --seed: expected {SEED_EXPECTED}, got {seed}"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_seed_numpy_refuses_is_refused_naming_the_field() -> None:
+    for seed in (-1, SEED_LIMIT, True):
+        with pytest.raises(ValueError) as info:
+            TalkOptions(seed=seed)
+        assert str(info.value) == f"seed: expected {SEED_EXPECTED}, got {seed!r}"
+    assert TalkOptions(seed=SEED_LIMIT - 1).seed == SEED_LIMIT - 1

@@ -1,0 +1,56 @@
+"""``train.yaml``'s strict loader: a bad seed or a non-finite learning rate is one error naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgesense.train.config import SEED_EXPECTED, SEED_LIMIT, TrainOptions, is_seed, load_train_config
+
+NEGATIVE_SEED = -1
+BAD_SEEDS = (NEGATIVE_SEED, SEED_LIMIT)
+GOOD_SEEDS = (0, SEED_LIMIT - 1)
+
+
+def tiny_config(folder: Path) -> Path:
+    """A valid ``train.yaml`` over empty data folders (the loader checks only that they exist)."""
+    (folder / "sc").mkdir()
+    (folder / "scenes").mkdir()
+    path = folder / "train.yaml"
+    path.write_text("name: tiny\nseed: 42\ndata:\n  speech_commands: [sc]\n  scenes: scenes\n")
+    return path
+
+
+def test_a_seed_is_an_integer_below_two_to_the_32():
+    assert SEED_LIMIT == 2**32 and SEED_EXPECTED == "an integer in [0, 2**32)"
+    assert all(is_seed(seed) for seed in GOOD_SEEDS)
+    assert not any(is_seed(seed) for seed in (*BAD_SEEDS, True, 1.0, "1", None))
+
+
+@pytest.mark.parametrize("seed", BAD_SEEDS)
+def test_a_seed_numpy_refuses_is_refused_naming_the_field_and_its_line(tmp_path, seed):
+    path = tiny_config(tmp_path)
+    assert load_train_config(path).seed == 42
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, [f"seed={seed}"])
+    assert str(info.value) == f"{path}: seed: expected {SEED_EXPECTED}, got {seed}"
+    path.write_text(path.read_text().replace("seed: 42", f"seed: {seed}"))
+    with pytest.raises(ValueError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}:2: seed: expected {SEED_EXPECTED}, got {seed}"
+
+
+@pytest.mark.parametrize("seed", GOOD_SEEDS)
+def test_the_edge_seeds_load(tmp_path, seed):
+    assert load_train_config(tiny_config(tmp_path), [f"seed={seed}"]).seed == seed
+
+
+@pytest.mark.parametrize("text, shown", [(".inf", "inf"), ("-.inf", "-inf"), (".nan", "nan")])
+def test_a_learning_rate_that_is_not_finite_is_refused(tmp_path, text, shown):
+    path = tiny_config(tmp_path)
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, [f"train.learning_rate={text}"])
+    assert str(info.value) == f"{path}: train.learning_rate: expected a finite number > 0, got {shown}"
+    with pytest.raises(ValueError, match="learning_rate: expected a finite number > 0"):
+        TrainOptions(learning_rate=float(shown))
