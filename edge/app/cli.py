@@ -199,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"edgesense: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as exc:  # e.g. numpy asked for a batch of 10**8 clips
+        print(f"edgesense: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "
+              f"batch_size, fewer items) or free memory", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover
