@@ -77,12 +77,11 @@ def test_inspect_names_a_folder_or_a_missing_file_as_such(tmp_path):
 
 
 def test_running_out_of_memory_is_one_line_not_a_traceback(monkeypatch, capsys):
-    class Greedy:
-        @staticmethod
-        def run(args):
-            raise MemoryError("Unable to allocate 1.16 TiB for an array with shape (100000000, 49, 40, 2)")
+    def run(args):
+        raise MemoryError("Unable to allocate 1.16 TiB for an array with shape (100000000, 49, 40, 2)")
 
-    monkeypatch.setattr(cli, "_load", lambda module, command: Greedy)
+    inspect = importlib.import_module("edgesense.app.inspect")
+    monkeypatch.setattr(inspect, "run", run)
     assert cli.main(["inspect", "m.tflite"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("edgesense: error: out of memory (Unable to allocate 1.16 TiB")
