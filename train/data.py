@@ -325,8 +325,8 @@ def _silence_snippets(noise_paths: Sequence[Path], options: SpeechCommandsOption
                            path, duration_ms)
             continue
         step_ms = (duration_ms - options.clip_duration_ms) / max(count - 1, 1)
-        for k in range(count):
-            items.append(AudioItem(path, SILENCE_LABEL, f"{path.stem}-{k}", offset_ms=int(k * step_ms)))
+        for k in range(count):  # the recording is the pseudo-speaker: all its snippets fall in one split
+            items.append(AudioItem(path, SILENCE_LABEL, path.stem, offset_ms=int(k * step_ms)))
     return items
 
 
@@ -590,8 +590,9 @@ def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, rng: np
 @dataclass(frozen=True, kw_only=True)
 class SplitSpec:
     """How training split the data: ``--split testing`` re-makes exactly its held-out part.
-    Read from the model's metadata (``data.split``, written by the trainer); these defaults
-    are train/configs/shared_data.yaml's, for models without it."""
+    Read from the model's metadata (``data.split``, written by the trainer); for models without
+    it, these defaults are the trainer's own (``data.speaker_split_salt`` ``""``; the shipped
+    ``train/configs/shared_data.yaml`` salts with ``edgesense``, and its models record it)."""
 
     speaker_salt: str = ""
     validation_percent: float = 10.0

@@ -167,6 +167,9 @@ def load_dataset(config: TrainConfig) -> Dataset:
         val_items += splits["validation"]
         test_items += splits["testing"]
         noise_paths += list(index.noise_paths)
+    noise_pools = split_recordings(noise_paths)
+    evaluation_noise = set(noise_pools["evaluation"])  # the benchmark's stream backgrounds never train
+    train_items = [it for it in train_items if it.offset_ms is None or it.path not in evaluation_noise]
     synthetic_items: set = set()
     for root in cfg.synthetic_speech:  # synthesized voices are for training only
         synthesized = datasets.load_speech_commands(root, words=cfg.words).items
@@ -181,7 +184,7 @@ def load_dataset(config: TrainConfig) -> Dataset:
     audio_test = _audio_set(test_items, command_labels, config, "audio_test", reports)
     noise: tuple[np.ndarray, ...] = ()
     rate = config.audio_frontend.sample_rate_hz
-    noise_paths = split_recordings(noise_paths)["training"]  # the evaluation pool never feeds training
+    noise_paths = noise_pools["training"]  # the evaluation pool never feeds training
     if noise_paths:
         pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=rate)
         reports["noise"] = report.summary()

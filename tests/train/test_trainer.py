@@ -163,6 +163,27 @@ def test_batches_draw_classes_evenly_and_recordings_at_the_asked_share(tmp_path,
     assert set(np.unique(weights["command"])) <= {0.0, 1.0}
 
 
+def test_silence_is_split_by_recording_and_the_benchmarks_backgrounds_never_train(tmp_path):
+    from edgesense.frontend.wav import write_wav
+    from edgesense.train.pools import split_recordings
+
+    speech = make_speech_commands(tmp_path / "speech", speakers=12, per_speaker=1)
+    scenes = make_scenes(tmp_path / "scenes", per_class=12)
+    noise = speech / "_background_noise_"
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        write_wav(noise / f"room{k}.wav", rng.normal(scale=0.05, size=16000 * 4).astype(np.float32), 16000)
+    evaluation = {p.stem for p in split_recordings(sorted(noise.glob("*.wav")))["evaluation"]}
+    assert evaluation  # the benchmark keeps some of them for its streams
+    ds = load_dataset(load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)))
+    silence = ds.command_labels.index("_silence_")
+    recordings = {name: {speaker.split("-")[0]  # a snippet's pseudo-speaker names its recording
+                         for speaker in getattr(ds, name).speakers[getattr(ds, name).labels == silence]}
+                  for name in ("audio_train", "audio_val", "audio_test")}
+    assert recordings["audio_train"] and not recordings["audio_train"] & evaluation
+    assert not recordings["audio_train"] & (recordings["audio_val"] | recordings["audio_test"])
+
+
 def test_batches_draw_unknown_rows_at_the_asked_share_and_the_other_classes_evenly(tmp_path, tiny_data):
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
