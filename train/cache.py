@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,7 +82,7 @@ class ArrayCache:
                     out = {name: stored[name] for name in stored.files}
                 self.hits += 1
                 return out
-            except (OSError, ValueError) as exc:  # a half-written or corrupt entry is recomputed
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # half-written or corrupt: recomputed
                 log.warning("cache entry %s unreadable (%s); recomputing", path, exc)
         self.misses += 1
         arrays = compute()

@@ -34,6 +34,10 @@ def test_cache_computes_once_then_reads_and_recomputes_a_corrupt_entry(tmp_path)
     cache.path("bank", "k1").write_bytes(b"not an npz")
     cache.get_or_compute("bank", "k1", compute)
     assert len(calls) == 2
+    whole = cache.path("bank", "k1").read_bytes()
+    cache.path("bank", "k1").write_bytes(whole[:len(whole) // 2])  # cut short (a full disk, a killed run)
+    cache.get_or_compute("bank", "k1", compute)
+    assert len(calls) == 3
     assert not list(tmp_path.rglob("*.partial.npz"))
 
 
