@@ -44,8 +44,6 @@ Missed = Literal["latency", "false_accepts"]
 _PER_100 = 100.0
 #: Per-word calibration: hits gained minus this many per false accept added (within the budget).
 CALIBRATION_FALSE_ACCEPT_COST = 0.25
-#: A threshold no average of int8 posteriors (at most 255/256) beats: silences a word.
-_NEVER = 0.999
 #: The latency percentile a latency budget (``SweepOptions.max_latency_p95_ms``) bounds.
 LATENCY_BUDGET_PERCENTILE = 95
 #: How a latency budget chooses among the settings within the false-accept budget
@@ -479,7 +477,9 @@ def calibrate_class_thresholds(replays: Mapping[str, Replay], base: CommandRecog
     table: dict[tuple[str, float], tuple[int, int, int]] = {}
     for word in words:
         for t in candidates:
-            alone = dataclasses.replace(base, class_thresholds={**{w: _NEVER for w in words if w != word}, word: t})
+            silenced = tuple(w for w in words if w != word)  # ignored: they never fire, whatever they score
+            alone = dataclasses.replace(base, class_thresholds={word: t},
+                                        ignored_labels=base.ignored_labels + silenced)
             p = evaluate(replays, alone, match_tolerance_ms=options.match_tolerance_ms)
             detected = round(ranked_hit_rate(p, options) * p.commands.command_words) if p.commands else 0
             table[(word, t)] = (detected, p.talk.false_accepts if p.talk else 0,

@@ -281,9 +281,10 @@ def _background(n: int, noise: Sequence[np.ndarray], rng: np.random.Generator, s
             piece = _coloured_noise(length, rng, float(rng.choice([1.0, 2.0])))
         piece = piece - piece.mean()
         piece = (piece / (np.sqrt(np.mean(piece ** 2)) + _EPS)).astype(np.float32)
-        if start > 0:
-            piece[:fade] *= fade_in
-            out[start:start + fade] *= fade_in[::-1]
+        if start > 0:  # the crossfade, shortened when the last piece is shorter than it
+            overlap = min(fade, length)
+            piece[:overlap] *= fade_in[:overlap]
+            out[start:start + overlap] *= fade_in[::-1][:overlap]
         out[start:start + length] += piece
     return out
 

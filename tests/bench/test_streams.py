@@ -245,6 +245,21 @@ def test_per_word_calibration_spends_the_false_accept_budget_on_words_heard_in_t
     assert tuned.class_thresholds.get("yes", base.threshold) < 0.6 and "no" not in tuned.class_thresholds
 
 
+def test_per_word_calibration_silences_the_other_words_whatever_they_score():
+    # A float model scores a clear "yes" 1.0, above any threshold: while "no" is calibrated alone, "yes" must
+    # still stay silent, or its confident false accept on the talk counts against every threshold of "no".
+    commands = _set(timeline([("yes", 1600, 2000)], [word("yes", 1000, 1500), word("no", 5000, 5500)]),
+                    5600, 6000, [0.35, 0, 0, 0.65])
+    talk = timeline([("yes", 3000, 3400)], [word("_unknown_", 1000 * k, 1000 * k + 600) for k in range(1, 12)])
+    replays = {"commands": Replay(commands), "talk": Replay(talk)}
+    base = CommandRecognizerOptions(average_window_ms=200.0, threshold=0.7, release_threshold=0.2, minimum_count=1,
+                                    suppression_ms=0.0)
+    one_per_talk = SweepOptions(max_false_accepts_per_hour=1.5 / talk.hours, max_latency_p95_ms=None)
+    tuned = calibrate_class_thresholds(replays, base, one_per_talk, max_offset=0.15, step=0.05)
+    assert tuned.class_thresholds.get("no", base.threshold) < 0.65 and "yes" not in tuned.class_thresholds
+    assert evaluate(replays, tuned).hit_rate == 1.0
+
+
 def test_the_p95_rule_trades_hits_for_a_prompt_p95_within_the_false_accept_budget():
     slow = operating_point(0.6, (300.0,) * 8 + (700.0,), 1)    # most hits, p95 above 500 ms
     prompt = operating_point(0.7, (250.0,) * 7 + (450.0,), 0)  # fewer hits, p95 within 500 ms
@@ -433,6 +448,17 @@ def test_talk_and_words_streams_hold_no_command_word():
         build_stream(StreamOptions(kind="commands"), others=others)
     with pytest.raises(ValueError, match="snr_db"):
         StreamOptions(snr_db=(20.0, 5.0))
+
+
+@pytest.mark.parametrize("tail_samples", [0, 320, 799, 800, 900])
+def test_a_stream_whose_last_background_piece_is_shorter_than_the_crossfade_renders(tail_samples):
+    tone = np.zeros(SR, np.float32)
+    tone[4000:8000] = 0.3 * np.sin(np.arange(4000) * 0.2)
+    duration_s = 20.0 + tail_samples / SR  # 10-s background pieces: the last one is tail_samples long
+    stream = build_stream(StreamOptions(kind="commands", duration_s=duration_s, seed=0),
+                          commands=[utterance(tone, "yes", "a/yes.wav", SR, group="s1")])
+    audio = stream.render()
+    assert audio.size == stream.total and np.all(np.isfinite(audio))
 
 
 def test_segments_join_into_one_stream():
