@@ -916,7 +916,8 @@ class VisionTeacher:
         photos = (ds.image_val.images, ds.image_val.labels) if ds.image_val.labels.size else None
         seed = options.seed if options.seed is not None else self.config.seed
         if options.fine_tune_epochs:
-            settings = {k: v for k, v in asdict(options).items() if k not in ("enabled", "seed")}
+            unread = ("enabled", "seed", "num_threads", *vision.HEAD_FIELDS)  # what the fine-tuning never reads
+            settings = {k: v for k, v in asdict(options).items() if k not in unread}
             key = content_key(ds.image_train.images, ds.image_train.labels, *(photos or ()), settings, num_classes,
                               seed)
             self.weights = self.cache.get_or_compute("imagenet_fine_tuned", key, lambda: vision.fine_tune(

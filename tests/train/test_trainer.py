@@ -1041,6 +1041,9 @@ def test_runs_of_other_seeds_share_a_fine_tuned_vision_teacher_of_one_seed(tmp_p
     assert fine_tuned_after("a", "seed=1", "vision_teacher.seed=7") == 1
     assert fine_tuned_after("b", "seed=2", "vision_teacher.seed=7") == 1  # the same teacher, read from the cache
     assert fine_tuned_after("c", "seed=2") == 2  # null: the run's seed, a teacher of its own
+    # The frozen backbone's head options are not the fine-tuning's: the same teacher as a and b.
+    assert fine_tuned_after("d", "seed=2", "vision_teacher.seed=7", "vision_teacher.epochs=5",
+                            "vision_teacher.hidden_units=64", "vision_teacher.num_threads=1") == 2
     with pytest.raises(ValueError, match="vision_teacher.seed"):
         load_train_config(path, ["vision_teacher.seed=0.5"])
 

