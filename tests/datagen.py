@@ -56,6 +56,28 @@ def make_speech_commands(root: Path, *, words=DEFAULT_COMMAND_WORDS[:4], speaker
 SCENE_SOUND_HZ = {"beach": 300.0, "forest": 2500.0, "street": 800.0, "kitchen": 1500.0}
 
 
+def speakers_layout(root: Path, split, *, speakers: int = 60) -> set[str]:
+    """A Speech Commands layout in which each of ``speakers`` speakers says "yes" and "bed" (an
+    ``_unknown_`` word), every other command word one speaker; returns the speakers ``split`` (a
+    :class:`~edgesense.train.data.SplitSpec`) keeps out of its testing part."""
+    from edgesense.train.data import which_set
+    from edgesense.types import UNKNOWN_LABEL
+
+    clip = np.zeros(160, np.float32)
+    names = [f"{k:08x}" for k in range(speakers)]
+    for folder in (*DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for speaker in names:
+        write_wav(root / "yes" / f"{speaker}_nohash_0.wav", clip, SAMPLE_RATE_HZ)
+        write_wav(root / UNKNOWN_LABEL / f"bed_{speaker}_nohash_0.wav", clip, SAMPLE_RATE_HZ)
+    for word in DEFAULT_COMMAND_WORDS[1:]:  # every command word needs its folder
+        write_wav(root / word / f"{names[0]}_nohash_0.wav", clip, SAMPLE_RATE_HZ)
+    kept = {s for s in names
+            if which_set(s, split.validation_percent, split.testing_percent, salt=split.speaker_salt) != "testing"}
+    assert 0 < len(kept) < speakers  # the split does hold test speakers here
+    return kept
+
+
 def scene_image(label: str, rng: np.random.Generator, size_px: int = 100, colour_bgr=None) -> np.ndarray:
     base = np.array(colour_bgr if colour_bgr is not None else SCENE_COLOURS_BGR[label], np.float32)
     img = base + rng.normal(scale=20.0, size=(size_px, size_px, 3))
