@@ -22,9 +22,14 @@ from typing import Any, Callable
 from edgesense.runtime.flatbuffer import check_tflite_bytes
 
 __all__ = ["DELEGATES", "DEFAULT_DELEGATE_LIBRARIES", "InterpreterBackend", "InterpreterOptions",
-           "load_interpreter_backend", "load_interpreter_class", "make_interpreter", "read_model_bytes"]
+           "load_interpreter_backend", "load_interpreter_class", "make_interpreter", "one_line", "read_model_bytes"]
 
 logger = logging.getLogger(__name__)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (the interpreter's own messages span several)."""
+    return " ".join(str(exc).split())
 
 
 #: Accepted values of ``InterpreterOptions.delegate``. None and "xnnpack" both use the
@@ -173,10 +178,10 @@ def make_interpreter(model: bytes | bytearray | str | os.PathLike,
         return build(delegates)
     except (ValueError, RuntimeError) as exc:
         if not delegates:
-            raise ValueError(f"{what}: not a valid TFLite model ({exc})") from exc
+            raise ValueError(f"{what}: not a valid TFLite model ({one_line(exc)})") from exc
         logger.warning("delegate %s (%s) could not be applied, running on the CPU: %s",
                        options.delegate, options.library, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     try:
         return build([])
     except (ValueError, RuntimeError) as exc:
-        raise ValueError(f"{what}: not a valid TFLite model ({exc})") from exc
+        raise ValueError(f"{what}: not a valid TFLite model ({one_line(exc)})") from exc

@@ -25,7 +25,7 @@ import numpy as np
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.flatbuffer import ModelLayout, read_layout
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, one_line, read_model_bytes
 from edgesense.runtime.quant import QuantParams, dequantize, quantize
 
 __all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS",
@@ -74,8 +74,12 @@ class SignatureInfo:
 
 
 def _tensor_info(name: str, detail: Mapping[str, Any]) -> TensorInfo:
-    return TensorInfo(name=name, shape=tuple(int(s) for s in detail["shape"]),
-                      dtype=np.dtype(detail["dtype"]), quant=QuantParams.from_detail(detail))
+    try:
+        quant = QuantParams.from_detail(detail)
+    except ValueError as exc:
+        raise ValueError(f"tensor {name!r} {exc}") from None
+    return TensorInfo(name=name, shape=tuple(int(s) for s in detail["shape"]), dtype=np.dtype(detail["dtype"]),
+                      quant=quant)
 
 
 def embedded_metadata(layout: ModelLayout, what: str) -> dict[str, Any]:
@@ -94,13 +98,17 @@ def embedded_metadata(layout: ModelLayout, what: str) -> dict[str, Any]:
     return metadata
 
 
+def _names(value: Any) -> bool:
+    """A non-empty list of class names."""
+    return isinstance(value, list) and bool(value) and all(isinstance(x, str) for x in value)
+
+
 def labels_and_frontends(info: Mapping[str, Any], where: str
                          ) -> tuple[dict[str, list[str]], AudioFrontendOptions, ImageFrontendOptions]:
     """The ``labels`` and frontend parameters shared by a model's metadata and a run's
     ``run.json``; ValueError prefixed with ``where`` when they are malformed."""
     labels = info.get("labels")
-    if (not isinstance(labels, dict) or not isinstance(labels.get("command"), list) or not labels["command"]
-            or not isinstance(labels.get("scene"), list) or not labels["scene"]):
+    if (not isinstance(labels, dict) or not _names(labels.get("command")) or not _names(labels.get("scene"))):
         raise ValueError(f"{where} labels: expected {{'command': [...], 'scene': [...]}}, got {labels!r}")
     try:
         audio_frontend = AudioFrontendOptions.from_dict(info.get("audio_frontend", {}))
@@ -178,19 +186,27 @@ class EdgeModel:
         for key in SIGNATURE_INPUTS:
             if key not in available:
                 raise ValueError(f"{what}: missing signature {key!r} (has {sorted(available) or 'none'})")
-            runner = interpreter.get_signature_runner(key)
-            inputs, outputs = runner.get_input_details(), runner.get_output_details()
-            for kind, want, got in (("inputs", SIGNATURE_INPUTS[key], inputs),
-                                    ("outputs", SIGNATURE_OUTPUTS[key], outputs)):
-                if sorted(got) != sorted(want):
-                    raise ValueError(f"{what}: signature {key!r} {kind}: expected {sorted(want)}, got {sorted(got)}")
-            signatures[key] = SignatureInfo(
-                key=key, subgraph_index=layout.signatures.get(key, -1),
-                inputs={n: _tensor_info(n, inputs[n]) for n in SIGNATURE_INPUTS[key]},
-                outputs={n: _tensor_info(n, outputs[n]) for n in SIGNATURE_OUTPUTS[key]},
-            )
+            try:  # a damaged file can hold names that are not UTF-8, or quantization no tensor can have
+                runner = interpreter.get_signature_runner(key)
+                inputs, outputs = runner.get_input_details(), runner.get_output_details()
+                for kind, want, got in (("inputs", SIGNATURE_INPUTS[key], inputs),
+                                        ("outputs", SIGNATURE_OUTPUTS[key], outputs)):
+                    if sorted(got) != sorted(want):
+                        raise ValueError(f"{kind}: expected {sorted(want)}, got {sorted(got)}")
+                signatures[key] = SignatureInfo(
+                    key=key, subgraph_index=layout.signatures.get(key, -1),
+                    inputs={n: _tensor_info(n, inputs[n]) for n in SIGNATURE_INPUTS[key]},
+                    outputs={n: _tensor_info(n, outputs[n]) for n in SIGNATURE_OUTPUTS[key]},
+                )
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{what}: signature {key!r} {one_line(exc)}") from None
         _check_shapes(what, signatures, audio_frontend, image_frontend,
                       len(labels["command"]), len(labels["scene"]))
+        for key, sig in signatures.items():  # prepared now: a file the interpreter cannot run fails here, named
+            try:
+                interpreter.get_signature_runner(key)(**{n: np.zeros(t.shape, t.dtype) for n, t in sig.inputs.items()})
+            except (ValueError, RuntimeError) as exc:
+                raise ValueError(f"{what}: signature {key!r} cannot run ({one_line(exc)})") from None
         part_bytes = {key: layout.subgraph_weight_bytes[sig.subgraph_index]
                       for key, sig in signatures.items() if 0 <= sig.subgraph_index < len(layout.subgraph_weight_bytes)}
         return cls(path=what, interpreter=interpreter, metadata=metadata, audio_frontend=audio_frontend,

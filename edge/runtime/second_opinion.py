@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.runtime.flatbuffer import read_layout
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, one_line, read_model_bytes
 from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
@@ -107,7 +107,10 @@ class StreamHeads:
         self.labels: tuple[str, ...] = tuple(labels)
         self.context: int = context
         self._interpreter = make_interpreter(data, options, name=what)
-        self._interpreter.allocate_tensors()
+        try:
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:  # a damaged file the interpreter cannot prepare
+            raise ValueError(f"{what}: cannot be prepared to run ({one_line(exc)})") from None
         inp, out = self._interpreter.get_input_details()[0], self._interpreter.get_output_details()[0]
         require(tuple(inp["shape"]) == (1, context, EMBEDDING_DIM) and inp["dtype"] == np.float32,
                 f"{what}: input", f"float32 (1, {context}, {EMBEDDING_DIM})", f"{inp['dtype']} {tuple(inp['shape'])}")

@@ -160,6 +160,34 @@ def test_label_count_that_disagrees_with_the_outputs(tiny_model_path, model, tmp
         EdgeModel.load(path)
 
 
+def test_labels_that_are_not_names_are_one_line(tiny_model_path, model, tmp_path):
+    meta = dict(model.metadata, labels={"command": [7, *model.command_labels[1:]], "scene": list(model.scene_labels)})
+    path = _rewrite(tiny_model_path, tmp_path / "numbers.tflite", lambda obj: _set_metadata(obj, meta))
+    with pytest.raises(ValueError, match=r"numbers.tflite: metadata labels: expected \{'command'"):
+        EdgeModel.load(path)
+
+
+def _bias_zero_point(obj, value: int) -> None:
+    """Give the first per-channel int32 tensor (a bias) a zero point no kernel accepts."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    for graph in obj.subgraphs:
+        for tensor in graph.tensors:
+            q = tensor.quantization
+            if tensor.type == schema.TensorType.INT32 and q is not None and q.zeroPoint is not None \
+                    and len(q.zeroPoint) > 1:
+                q.zeroPoint = np.full(len(q.zeroPoint), value, np.int64)
+                return
+    raise AssertionError("no per-channel int32 tensor")
+
+
+def test_a_model_the_interpreter_cannot_prepare_fails_at_load_naming_the_file(tiny_model_path, tmp_path):
+    path = _rewrite(tiny_model_path, tmp_path / "damaged.tflite", lambda obj: _bias_zero_point(obj, 128))
+    with pytest.raises(ValueError, match=r"damaged.tflite: signature '\w+' cannot run \(") as raised:
+        EdgeModel.load(path)
+    assert "\n" not in str(raised.value)
+
+
 def test_not_a_model(tmp_path):
     path = tmp_path / "photo.tflite"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
