@@ -325,8 +325,8 @@ def _silence_snippets(noise_paths: Sequence[Path], options: SpeechCommandsOption
                            path, duration_ms)
             continue
         step_ms = (duration_ms - options.clip_duration_ms) / max(count - 1, 1)
-        for k in range(count):  # the recording is the pseudo-speaker: all its snippets fall in one split
-            items.append(AudioItem(path, SILENCE_LABEL, path.stem, offset_ms=int(k * step_ms)))
+        for k in range(count):
+            items.append(AudioItem(path, SILENCE_LABEL, f"{path.stem}-{k}", offset_ms=int(k * step_ms)))
     return items
 
 
