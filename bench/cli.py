@@ -317,7 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--negatives (repeatable): talk like the device's, e.g. edgesense synth-talk sentences; "
                              "it fills half the tuning talk stream's time, the pool's own talk the other half")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
-    parser.add_argument("--out", type=Path, default=Path("bench"), help="output folder")
+    parser.add_argument("--out", type=Path, default=BenchOptions.out_dir, help="output folder (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="small subsets, 2-min stream, tiny references (CI)")
     parser.add_argument("--split", choices=SPLITS, default="all",
                         help="'testing': only the held-out split, as training made it (with --salt)")

@@ -23,7 +23,8 @@ class BenchOptions:
     """What to benchmark. Paths are folders unless said otherwise."""
 
     model_path: Path
-    out_dir: Path = Path("bench")
+    #: Not ``bench``: in a checkout that is the benchmark's own source folder (``edgesense.bench``).
+    out_dir: Path = Path("bench-out")
     speech_commands: Path | None = None
     scenes: Path | None = None
     av: Path | None = None
