@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "run is written to RUN_DIR-qat and converted")
     parser.add_argument("--qat-epochs", type=int, default=None, metavar="N", help="fine-tuning epochs for --qat (3)")
     parser.add_argument("--force", action="store_true",
-                        help="replace an existing --out (and, with --qat, the run already in RUN_DIR-qat)")
+                        help="replace an existing --out and --report files (and, with --qat, the run already in "
+                             "RUN_DIR-qat)")
 
 
 #: QuantizeOptions / ReportOptions / QatOptions fields as the flags a user types.
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
     check_new_output(Path(args.out), args.force, "--out", "--force")
+    if args.report is not None:
+        from edgesense.quantize.report import report_paths
+
+        for path in report_paths(args.out, args.report or None):
+            check_new_output(path, args.force, "--report", "--force")
     run_dir = args.run_dir
     if args.qat:
         from edgesense.quantize.qat import default_out_dir, qat_finetune

@@ -69,6 +69,14 @@ def test_an_existing_out_is_refused_before_anything_runs_unless_force(tiny_run_d
     assert not tiny_run_dir.with_name(tiny_run_dir.name + "-qat").exists()  # no fine-tuning started
 
 
+def test_an_existing_report_is_refused_before_anything_runs_unless_force(tiny_run_dir, tmp_path, capsys):
+    notes = tmp_path / "report.md"  # where --report puts the report beside the model
+    notes.write_text("the user's notes")
+    assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"), "--report"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, f"--report {notes}: exists; pass --force to replace it")
+    assert notes.read_text() == "the user's notes" and not (tmp_path / "m.tflite").exists()
+
+
 def test_qat_never_replaces_what_is_in_run_qat_unasked(run_dir_copy, tmp_path, capsys):
     qat = tmp_path / "run-qat"
     qat.mkdir()
