@@ -27,6 +27,7 @@ from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.flatbuffer import ModelLayout, read_layout
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, one_line, read_model_bytes
 from edgesense.runtime.quant import QuantParams, dequantize, quantize
+from edgesense.schema.validate import is_int
 
 __all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS",
            "EdgeModel", "SignatureInfo", "embedded_metadata", "labels_and_frontends"]
@@ -169,9 +170,10 @@ class EdgeModel:
         data, what = read_model_bytes(path)
         layout = read_layout(data, what)
         metadata = embedded_metadata(layout, what)
-        if metadata.get("format_version") != METADATA_FORMAT_VERSION:
+        version = metadata.get("format_version")
+        if not (is_int(version) and version == METADATA_FORMAT_VERSION):
             raise ValueError(f"{what}: metadata format_version: expected {METADATA_FORMAT_VERSION}, "
-                             f"got {metadata.get('format_version')!r}")
+                             f"got {version!r}")
         labels, audio_frontend, image_frontend = labels_and_frontends(metadata, f"{what}: metadata")
         if expected_audio_frontend is not None and expected_audio_frontend != audio_frontend:
             diffs = [f"{f.name}: model has {getattr(audio_frontend, f.name)!r}, "

@@ -93,11 +93,17 @@ class QuantParams:
 def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
     """Real values -> ``params.dtype``: ``clip(round(x / scale) + zero_point)``.
 
-    Float tensors pass through (cast to their dtype). NaN is rejected.
+    Float tensors pass through (cast to their dtype); an integer tensor without quantization takes
+    the values rounded and saturated to its range. NaN is rejected.
     """
     x = np.asarray(x)
     if not params.is_quantized:
-        return x.astype(params.dtype, copy=False)
+        if not np.issubdtype(params.dtype, np.integer):
+            return x.astype(params.dtype, copy=False)
+        if np.isnan(x).any():
+            raise ValueError("quantize: input contains NaN")
+        info = np.iinfo(params.dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(params.dtype)
     scaled = x.astype(np.float32) / np.float32(params.scale)
     if np.isnan(scaled).any():
         raise ValueError("quantize: input contains NaN")

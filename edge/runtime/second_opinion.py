@@ -30,7 +30,7 @@ from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
 )
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_int, is_number, require
 
 __all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads", "is_stream_heads"]
 
@@ -96,13 +96,13 @@ class StreamHeads:
         if kind != HEADS_KIND:
             raise ValueError(f"{what}: expected a stream-heads file (metadata kind {HEADS_KIND!r}; edgesense "
                              f"train-stream-heads), got " + (f"kind {kind!r}" if kind else "a model without one"))
-        require(metadata.get("format_version") == HEADS_FORMAT_VERSION, f"{what}: metadata format_version",
-                str(HEADS_FORMAT_VERSION), metadata.get("format_version"))
+        version = metadata.get("format_version")
+        require(is_int(version) and version == HEADS_FORMAT_VERSION, f"{what}: metadata format_version",
+                str(HEADS_FORMAT_VERSION), version)
         labels, context = metadata.get("labels"), metadata.get("context_embeddings")
         require(isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels),
                 f"{what}: metadata labels", "a list of class names", labels)
-        require(isinstance(context, int) and context >= 1, f"{what}: metadata context_embeddings", "an integer >= 1",
-                context)
+        require(is_int(context) and context >= 1, f"{what}: metadata context_embeddings", "an integer >= 1", context)
         self.path, self.metadata, self.size_bytes = what, metadata, len(data)
         self.labels: tuple[str, ...] = tuple(labels)
         self.context: int = context
@@ -171,11 +171,14 @@ class SecondOpinion:
 
     def blend(self, student: np.ndarray) -> np.ndarray:
         """``student_weight * student + (1 - student_weight) * heads`` (``student`` while not ready)."""
+        student = np.asarray(student, np.float32)
+        require(student.shape == (len(self.heads.labels),), "student", f"posteriors of shape "
+                f"({len(self.heads.labels)},)", student.shape)
         heads = self.probabilities()
         if heads is None:
-            return np.asarray(student, np.float32)
+            return student
         w = np.float32(self.options.student_weight)
-        return (w * np.asarray(student, np.float32) + (np.float32(1.0) - w) * heads).astype(np.float32)
+        return (w * student + (np.float32(1.0) - w) * heads).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
         """What the log names when the loop starts: the heads file, its context and the weights."""

@@ -167,6 +167,13 @@ def test_labels_that_are_not_names_are_one_line(tiny_model_path, model, tmp_path
         EdgeModel.load(path)
 
 
+def test_a_true_is_no_format_version(tiny_model_path, model, tmp_path):
+    meta = dict(model.metadata, format_version=True)
+    path = _rewrite(tiny_model_path, tmp_path / "true.tflite", lambda obj: _set_metadata(obj, meta))
+    with pytest.raises(ValueError, match=r"true.tflite: metadata format_version: expected 1, got True"):
+        EdgeModel.load(path)
+
+
 def _bias_zero_point(obj, value: int) -> None:
     """Give the first per-channel int32 tensor (a bias) a zero point no kernel accepts."""
     from tensorflow.lite.python import schema_py_generated as schema

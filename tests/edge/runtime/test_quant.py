@@ -88,6 +88,14 @@ def test_float_tensors_pass_through():
     assert np.array_equal(dequantize(q, p), q)
 
 
+def test_an_integer_tensor_without_quantization_saturates_and_rounds():
+    p = QuantParams(scale=0.0, zero_point=0, dtype=np.int8)
+    q = quantize(np.array([200.0, -300.0, 1.6, -1.4]), p)
+    assert q.dtype == np.int8 and q.tolist() == [127, -128, 2, -1]  # no wrap-around
+    with pytest.raises(ValueError, match="NaN"):
+        quantize(np.array([np.nan]), p)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(1e-4, 10.0), st.integers(-128, 127),
        st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=32))

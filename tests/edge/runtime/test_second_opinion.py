@@ -67,6 +67,39 @@ def test_blend_is_the_weighted_mean_once_the_context_exists(tiny_heads_path):
     np.testing.assert_allclose(second.blend(student), 0.25 * student + 0.75 * heads, atol=1e-5)
 
 
+def _with_metadata(path, out, **changes):
+    """A copy of a heads file with fields of its metadata changed (through TF's flatbuffer object API)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgesense.runtime.model import METADATA_NAME
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    for entry in obj.metadata:
+        if entry.name.decode() == METADATA_NAME:
+            meta = dict(json.loads(bytes(obj.buffers[entry.buffer].data)), **changes)
+            obj.buffers[entry.buffer].data = np.frombuffer(json.dumps(meta).encode(), np.uint8).copy()
+    out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return out
+
+
+@pytest.mark.parametrize("field", ["format_version", "context_embeddings"])
+def test_a_true_is_no_integer_in_a_heads_files_metadata(tiny_heads_path, tmp_path, field):
+    pytest.importorskip("tensorflow")
+    path = _with_metadata(tiny_heads_path, tmp_path / "h.tflite", **{field: True})
+    with pytest.raises(ValueError, match=f"h.tflite: metadata {field}: expected .*, got True"):
+        StreamHeads(path)
+
+
+def test_blend_refuses_posteriors_of_another_shape(tiny_heads_path):
+    require_speech_embedding()
+    second = SecondOpinion(SecondOpinionOptions(heads_path=str(tiny_heads_path)), labels=DEFAULT_COMMAND_LABELS,
+                           sample_rate_hz=SR)
+    classes = len(DEFAULT_COMMAND_LABELS)
+    for wrong in (np.zeros(1, np.float32), np.zeros((3, classes), np.float32)):
+        with pytest.raises(ValueError, match=f"student: expected posteriors of shape \\({classes},\\)"):
+            second.blend(wrong)
+
+
 def test_a_missing_or_wrong_heads_file_names_the_config_field(tmp_path, tiny_model_path):
     for path, needle in ((tmp_path / "none.tflite", "does not exist"), (tiny_model_path, "got a model without one")):
         with pytest.raises(ValueError, match=f"^second_opinion.heads_path: .*{needle}"):
