@@ -47,7 +47,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -120,6 +120,13 @@ def _out_folder(out: Path) -> Path:
         raise ValueError(f"out_dir: expected a folder, got {out}{inside}, which is a file")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _labels_it_lacks(ref: Any, clip_labels: Sequence[str] | None, frame_labels: Sequence[str] | None) -> list[str]:
+    """The labels of the data ``ref`` would be scored on (its task's) that it does not know: a reference
+    of other words or places is skipped, not scored (it cannot name them)."""
+    data = {"command": clip_labels, "scene": frame_labels}.get(ref.task)
+    return sorted(set(data or ()) - set(ref.info["labels"]))
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
@@ -228,8 +235,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         _build_references(options)
     references: dict[str, Any] = {}
     for ref in find_references(options.references_dir, interpreter_options):
-        if ref.task == "scene" and frames is not None and set(frame_labels) - set(ref.info["labels"]):
-            logger.warning("reference %s: scene labels differ from the data's; skipped", ref.name)
+        if _labels_it_lacks(ref, clip_labels if clips is not None else None,
+                            frame_labels if frames is not None else None):
+            logger.warning("reference %s: %s labels differ from the data's; skipped", ref.name, ref.task)
             continue
         ref_frames, ref_labels = frames, frame_labels
         if ref.task == "scene" and frames is not None and ref.input_shape[1:3] != model.image_frontend.input_shape[:2]:

@@ -125,7 +125,9 @@ _BUILTIN_UNKNOWN_NAMES = ("default", "auto")  # --unknown-words values that sele
 
 
 def says_a_command(token: str, words: Sequence[str]) -> bool:
-    """Whether ``token`` is one of ``words`` or sounds like one (:data:`HOMOPHONES`)."""
+    """Whether ``token`` is one of ``words`` or sounds like one (:data:`HOMOPHONES`), in any case
+    (a synthesizer says "No" as "no")."""
+    token, words = token.lower(), [w.lower() for w in words]
     return token in words or any(token in HOMOPHONES.get(word, ()) for word in words)
 
 
@@ -186,7 +188,7 @@ class SynthOptions:
             value = getattr(self, name)
             require(isinstance(value, tuple) and all(isinstance(w, str) and _WORD_PATTERN.match(w) for w in value),
                      name, "a tuple of words (letters and '-', starting with a letter)", value)
-            require(len(set(value)) == len(value), name, "no duplicates", value)
+            require(len({w.lower() for w in value}) == len(value), name, "no duplicates (in any case)", value)
         require(len(self.words) > 0, "words", "at least one word", self.words)
         clash = [w for w in self.unknown_words if says_a_command(w, self.words)]
         require(not clash, "unknown_words", "no command words nor homophones of them", clash)

@@ -95,8 +95,8 @@ def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> l
     found = []
     for part, entries in vocabulary.items():
         for entry in entries:
-            for token in entry.split():
-                for word in words:
+            for token in entry.lower().split():
+                for word in (w.lower() for w in words):
                     ends = word != "on" and token.endswith(word)
                     if token.startswith(word) or ends or synth.says_a_command(token, (word,)):
                         found.append(f"{part}: {token} ({word})")

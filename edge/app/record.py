@@ -145,8 +145,8 @@ class PairWriter:
 
     def write(self, image: np.ndarray, samples: np.ndarray) -> Path:
         """Write one pair; return the image's path."""
-        stem = self.folder / self.name(self.written + 1)
-        image_path, audio_path = stem.with_suffix(IMAGE_SUFFIX), stem.with_suffix(AUDIO_SUFFIX)
+        name = self.name(self.written + 1)  # not with_suffix: a label may hold a dot ("living.room")
+        image_path, audio_path = self.folder / f"{name}{IMAGE_SUFFIX}", self.folder / f"{name}{AUDIO_SUFFIX}"
         for path in (image_path, audio_path):
             if path.exists():
                 raise FileExistsError(f"{path}: already exists; edgesense record never overwrites a file")

@@ -637,3 +637,15 @@ def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_
         BenchOptions(model_path=tiny_model_path, scenes=scenes, tuning_only=True)
     with pytest.raises(ValueError, match=r"tuning_only: expected no --scene-ambient or --av .*got '--av'"):
         BenchOptions(model_path=tiny_model_path, scenes=scenes, av=scenes, split="testing", tuning_only=True)
+
+
+def test_a_reference_of_other_words_or_places_is_skipped_not_scored():
+    from types import SimpleNamespace
+
+    from edgesense.bench.cli import _labels_it_lacks
+
+    kws = SimpleNamespace(task="command", info={"labels": ["_silence_", "_unknown_", "yes", "no"]})
+    assert _labels_it_lacks(kws, ["yes", "up", "no"], ["forest"]) == ["up"]  # then skipped: it cannot name "up"
+    assert _labels_it_lacks(kws, ["yes", "no"], None) == [] and _labels_it_lacks(kws, None, ["forest"]) == []
+    vww = SimpleNamespace(task="scene", info={"labels": ["forest", "sea"]})
+    assert _labels_it_lacks(vww, ["up"], ["forest", "street"]) == ["street"]

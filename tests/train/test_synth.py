@@ -266,3 +266,13 @@ def test_engine_options_validation() -> None:
         SynthOptions(piper_shift_semitones_range=(3.0, -3.0))
     with pytest.raises(ValueError, match="piper_voices"):
         SynthOptions(piper_voices=("../evil",))
+
+
+def test_a_command_word_in_another_case_is_no_unknown_word():
+    from edgesense.train.synth import SynthOptions, says_a_command
+
+    assert says_a_command("No", ("yes", "no")) and says_a_command("KNOW", ("yes", "no"))
+    with pytest.raises(ValueError, match="unknown_words: expected no command words nor homophones"):
+        SynthOptions(words=("yes", "no"), unknown_words=("No",))
+    with pytest.raises(ValueError, match="words: expected no duplicates"):
+        SynthOptions(words=("yes", "Yes"))

@@ -78,3 +78,9 @@ def test_a_seed_numpy_refuses_is_refused_naming_the_field() -> None:
             TalkOptions(seed=seed)
         assert str(info.value) == f"seed: expected {SEED_EXPECTED}, got {seed!r}"
     assert TalkOptions(seed=SEED_LIMIT - 1).seed == SEED_LIMIT - 1
+
+
+def test_a_command_word_in_another_case_clashes():
+    from edgesense.train.synth_talk import clashes
+
+    assert clashes({"noun": ("Cat", "dog")}, ("cat",)) and clashes({"noun": ("cat",)}, ("Cat",))

@@ -206,6 +206,15 @@ def test_names_never_collide_with_an_earlier_session_and_no_file_is_overwritten(
     assert not (folder / "kitchen-20260102-030405-0002.jpg").exists()
 
 
+def test_a_label_with_a_dot_keeps_every_pair(tmp_path):
+    folder = tmp_path / "living.room"
+    writer = PairWriter(folder, session_prefix(folder, "living.room"), sample_rate_hz=RATE_HZ)
+    image, sound = np.zeros((8, 8, 3), np.uint8), np.zeros(CLIP, np.float32)
+    names = [writer.write(image, sound).name for _ in range(2)]
+    assert all(name.startswith("living.room-") and name.endswith(".jpg") for name in names)
+    assert len(set(names)) == 2 and len(list(folder.glob("*.wav"))) == 2
+
+
 def test_progress_bar_redraws_on_a_terminal_and_writes_a_line_per_tenth_elsewhere(tmp_path):
     class Stream(list):
         def __init__(self, tty):
