@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesense.app.cli import user_names
-from edgesense.quantize.convert import MODES, QuantizeOptions, check_new_output, convert_run
+from edgesense.app.cli import refuse_existing, user_names
+from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
 
@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     # Nothing already there is replaced unasked, and that is said before any fine-tuning or conversion.
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
-    check_new_output(Path(args.out), args.force, "--out", "--force")
+    refuse_existing("--out", Path(args.out), force=args.force)
     if args.report is not None:
         from edgesense.quantize.report import report_paths
 
         for path in report_paths(args.out, args.report or None):
-            check_new_output(path, args.force, "--report", "--force")
+            refuse_existing("--report", path, force=args.force)
     run_dir = args.run_dir
     if args.qat:
         from edgesense.quantize.qat import default_out_dir, qat_finetune

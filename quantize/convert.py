@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from edgesense.app.cli import refuse_existing
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.interpreter import make_interpreter
@@ -53,7 +54,6 @@ __all__ = [
     "load_run",
     "load_calibration",
     "load_validation",
-    "check_new_output",
     "convert_run",
     "convert_parts",
     "build_metadata",
@@ -681,20 +681,13 @@ def build_metadata(run: RunFolder, parts: Mapping[str, bytes], options: Quantize
 # --------------------------------------------------------------------------- entry point
 
 
-def check_new_output(out_path: Path, force: bool, flag: str = "out_path", force_flag: str = "force=True") -> None:
-    """ValueError naming ``flag`` when ``out_path`` exists and ``force`` is not set: a model already
-    there (a user's, or an earlier conversion) is never replaced unasked."""
-    if out_path.exists() and not force:
-        raise ValueError(f"{flag} {out_path}: exists; pass {force_flag} to replace it")
-
-
-def _check_writable(out_path: Path, *, replace: bool = True, flag: str = "out_path",
-                    force_flag: str = "force=True") -> None:
+def _check_writable(out_path: Path, *, replace: bool = True) -> None:
     """Fail early (OSError naming the path) when ``out_path`` cannot be written; unless ``replace``,
-    also when it already exists (ValueError naming ``flag`` and ``force_flag``)."""
+    also when it already exists (a model already there, a user's or an earlier conversion, is never
+    replaced unasked: ValueError)."""
     if out_path.is_dir():
         raise IsADirectoryError(f"output path {out_path} is a folder; expected a .tflite file path")
-    check_new_output(out_path, replace, flag, force_flag)
+    refuse_existing("out_path", out_path, force=replace, force_flag="force=True")
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_path.parent, prefix=".probe-", delete=True):

@@ -553,7 +553,7 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import input_file, user_names
+    from edgesense.app.cli import input_file, refuse_existing, user_names
 
     input_file("--model", args.model)
     noise = args.noise or [SHARED / "ambient", SHARED / "noise"]
@@ -562,8 +562,7 @@ def run(args: argparse.Namespace) -> int:
             [("--talk", t) for t in args.talk]:
         require(Path(folder).is_dir(), flag, "a folder", str(folder))
     require(args.out.suffix == ".tflite", "--out", "a .tflite path", str(args.out))
-    if args.out.exists() and not args.force:
-        raise ValueError(f"--out {args.out}: exists; pass --force to replace it")
+    refuse_existing("--out", args.out, force=args.force)
     with user_names(FLAGS):
         options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
                                      talk_per_variant=args.talk_per_variant,

@@ -81,18 +81,32 @@ def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
     return path
 
 
+def file_in_the_way(folder: str | os.PathLike[str]) -> Path | None:
+    """The file that keeps ``folder`` from being a folder: ``folder`` itself, or the nearest of its
+    parents that exists, when that is not a folder; ``None`` when ``folder`` is one or can be made."""
+    path = Path(folder)
+    nearest = next((p for p in (path, *path.parents) if p.exists()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
+
+
 def refuse_files_in(flag: str, folder: str | os.PathLike[str], *, force: bool) -> None:
     """A ValueError naming ``flag`` when ``folder`` is a file (or lies inside one), or already holds
     files and ``force`` is not set: nothing a user made is written over without being asked."""
     path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag}: expected a new or empty folder, got {path}, which is a file")
-    inside = next((p for p in path.parents if p.exists()), None)  # the folder it would be made in
-    if inside is not None and not inside.is_dir():
-        raise ValueError(f"{flag}: expected a new or empty folder, got {path}, inside {inside}, which is a file")
+    file = file_in_the_way(path)
+    if file is not None:
+        inside = "" if file == path else f", inside {file}"
+        raise ValueError(f"{flag}: expected a new or empty folder, got {path}{inside}, which is a file")
     if not force and path.is_dir() and any(path.iterdir()):
         raise ValueError(f"{flag}: expected a new or empty folder, got {path}, which holds files "
                          "(pass --force to write into it)")
+
+
+def refuse_existing(flag: str, path: str | os.PathLike[str], *, force: bool, force_flag: str = "--force") -> None:
+    """A ValueError naming ``flag`` when the file ``path`` exists and ``force`` is not set: the one-file
+    twin of :func:`refuse_files_in`."""
+    if Path(path).exists() and not force:
+        raise ValueError(f"{flag} {path}: exists; pass {force_flag} to replace it")
 
 
 @contextlib.contextmanager
