@@ -45,7 +45,8 @@ from edgesense.deploy.resolve import (
     resolve,
     static_resolution,
 )
-from edgesense.deploy.targets import TARGETS, Target, _parse_python_version
+from edgesense.app.cli import file_in_the_way
+from edgesense.deploy.targets import ARGUS_SOCKET, TARGETS, Target, _parse_python_version
 from edgesense.loop.config import load_config
 from edgesense.quantize.convert import portable_paths
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
@@ -257,16 +258,54 @@ def _build_own_wheel(dest: Path, options: ResolveOptions) -> Path:
         return Path(shutil.copy2(wheels[0], dest / wheels[0].name))
 
 
-def _prepare_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ValueError(f"--out {out_dir}: exists and is not a folder")
-        if any(out_dir.iterdir()):
-            if not force:
-                raise ValueError(f"--out {out_dir}: folder is not empty (--force replaces an earlier bundle)")
-            if not (out_dir / MANIFEST).is_file():
-                raise ValueError(f"--out {out_dir}: not empty and not a bundle (no {MANIFEST}); refusing to delete it")
-            shutil.rmtree(out_dir)
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    """ValueError naming ``--out`` unless it is a new folder, an empty one, or (with ``force``) an earlier
+    bundle. Nothing is deleted here: :func:`_place_bundle` replaces an earlier bundle once the new one is
+    written, so a failure on the way (a pip download, say) leaves it as it was."""
+    in_the_way = file_in_the_way(out_dir)
+    if in_the_way == out_dir:
+        raise ValueError(f"--out {out_dir}: exists and is not a folder")
+    if in_the_way is not None:
+        raise ValueError(f"--out {out_dir}: expected a new or empty folder, got a path inside {in_the_way}, "
+                         f"which is a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise ValueError(f"--out {out_dir}: folder is not empty (--force replaces an earlier bundle)")
+        if not (out_dir / MANIFEST).is_file():
+            raise ValueError(f"--out {out_dir}: not empty and not a bundle (no {MANIFEST}); refusing to delete it")
+
+
+def _staging_dir(out: Path) -> Path:
+    """An empty folder on ``out``'s file system for the bundle being written: inside ``out`` when it
+    exists (``--out .``, a mount point, an earlier bundle), beside it otherwise."""
+    holder = out.resolve() if out.is_dir() else out.resolve().parent
+    try:
+        holder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.partial-", dir=holder))
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    staging.chmod(0o755)  # mkdtemp makes it 0700
+    return staging
+
+
+def _place_bundle(staging: Path, out: Path) -> None:
+    """Put the bundle written in ``staging`` at ``out``: a new ``out`` is ``staging`` renamed; an existing
+    one keeps its folder, its old entries (an earlier bundle) are removed and the new ones moved in."""
+    if staging.parent != out.resolve():
+        staging.rename(out)
+        return
+    old = [p for p in out.iterdir() if p.name != staging.name]
+    if old:
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.old-", dir=out))
+        for entry in old:
+            entry.rename(trash / entry.name)
+    else:
+        trash = None
+    for entry in staging.iterdir():
+        entry.rename(out / entry.name)
+    staging.rmdir()
+    if trash is not None:
+        shutil.rmtree(trash)
 
 
 def _check_deployable(resolution: Resolution) -> None:
@@ -300,19 +339,14 @@ def build_bundle(options: DeployOptions) -> BundleResult:
         resolution = resolve(target, python_version=python_version, extras=options.extras,
                              options=options.resolve_options)
         _check_deployable(resolution)
-    _prepare_out_dir(options.out_dir, options.force)
+    _check_out_dir(options.out_dir, options.force)
 
     out = options.out_dir
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    staging.chmod(0o755)  # mkdtemp makes it 0700
+    staging = _staging_dir(out)
     try:
         _write_bundle(staging, options, target, resolution, model_bytes, metadata, config_path, model_path,
                       heads_bytes)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        staging.rename(out)
+        _place_bundle(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -369,6 +403,9 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "USER": SERVICE_USER, "USER_Q": q(SERVICE_USER),
         "GROUPS": " ".join(SERVICE_GROUPS), "GROUPS_Q": q(" ".join(SERVICE_GROUPS)),
         "STATE_DIR_Q": q(STATE_DIR), "STATE_DIR_NAME": Path(STATE_DIR).name,
+        "PRIVATE_TMP": ("PrivateTmp=true" if target.private_tmp else
+                        f"# no PrivateTmp: the CSI camera (nvarguscamerasrc) talks to nvargus-daemon through "
+                        f"{ARGUS_SOCKET}\nPrivateTmp=false"),
         "CONFIG": BUNDLE_CONFIG, "CONFIG_Q": q(BUNDLE_CONFIG), "CONFIG_SOURCE": f"firmware_configs/{config_path.name}",
         "EVENTS": EVENTS_PATH, "EVENTS_Q": q(EVENTS_PATH),
         "ROTATE_SIZE": ROTATE_SIZE, "ROTATE_COUNT": str(ROTATE_COUNT),

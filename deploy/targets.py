@@ -19,6 +19,9 @@ MIN_PYTHON = (3, 10)
 #: tflite-runtime (the interpreter fallback) stopped at Python 3.11.
 TFLITE_RUNTIME_MAX_PYTHON = (3, 11)
 
+#: Where nvargus-daemon (JetPack's camera service) listens: a service with PrivateTmp=true cannot see it.
+ARGUS_SOCKET = "/tmp/argus_socket"
+
 _APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _PYTHON_VERSION = re.compile(r"^3\.(\d{1,2})$")
 
@@ -37,8 +40,11 @@ class Target:
     ``opencv``: ``"pip"`` (the opencv-python-headless wheel) or ``"apt"`` (the system
     ``python3-opencv``, e.g. JetPack's, built with GStreamer; the venv then sees system
     site-packages). ``constraints``: extra pip constraints (e.g. ``numpy<2`` where the
-    system OpenCV was built against NumPy 1.x). ``supported=False`` targets are listed
-    (and resolved, for information) but ``deploy`` refuses them with ``note``.
+    system OpenCV was built against NumPy 1.x). ``private_tmp``: the systemd unit's
+    ``PrivateTmp=``; false on a Jetson, whose CSI cameras (``nvarguscamerasrc``) reach
+    nvargus-daemon through its socket :data:`ARGUS_SOCKET` in the host's ``/tmp``.
+    ``supported=False`` targets are listed (and resolved, for information) but ``deploy``
+    refuses them with ``note``.
     """
 
     name: str
@@ -52,6 +58,7 @@ class Target:
     interpreters: tuple[str, ...] = INTERPRETER_PACKAGES
     constraints: tuple[str, ...] = ()
     system_site_packages: bool = False
+    private_tmp: bool = True
     supported: bool = True
     note: str = ""
 
@@ -77,6 +84,8 @@ class Target:
                              f"got {self.interpreters!r}")
         if not self.config_name.endswith(".yaml") or "/" in self.config_name:
             raise ValueError(f"config_name: expected a file name ending in .yaml, got {self.config_name!r}")
+        if not isinstance(self.private_tmp, bool):
+            raise ValueError(f"private_tmp: expected a boolean, got {self.private_tmp!r}")
         if not self.supported and not self.note:
             raise ValueError("note: expected the reason a target is unsupported, got ''")
 
@@ -109,7 +118,7 @@ TARGETS: Mapping[str, Target] = {
         Target(
             name="jetson-orin", description="Jetson Orin, JetPack 6 (Ubuntu 22.04)", arch="aarch64",
             glibc=(2, 35), python_version="3.10", apt_packages=_DEBIAN_BASE + (OPENCV_APT_PACKAGE,),
-            config_name="jetson-orin.yaml", opencv="apt", system_site_packages=True,
+            config_name="jetson-orin.yaml", opencv="apt", system_site_packages=True, private_tmp=False,
             constraints=("numpy<2",),
             note=_JETSON_NOTE_OPENCV + "; numpy<2 because that OpenCV is built against NumPy 1.x. "
                  "JetPack 5 (Python 3.8) is too old for EdgeSense (Python >= 3.10).",
@@ -117,7 +126,7 @@ TARGETS: Mapping[str, Target] = {
         Target(
             name="jetson-nano", description="Jetson Nano, JetPack 4 (Ubuntu 18.04)", arch="aarch64",
             glibc=(2, 27), python_version="3.6", apt_packages=_DEBIAN_BASE + (OPENCV_APT_PACKAGE,),
-            config_name="jetson-nano.yaml", opencv="apt", system_site_packages=True,
+            config_name="jetson-nano.yaml", opencv="apt", system_site_packages=True, private_tmp=False,
             constraints=("numpy<2",), supported=False,
             note="JetPack 4 is end-of-life and ships Python 3.6; EdgeSense needs Python >= 3.10 and "
                  "neither ai-edge-litert nor tflite-runtime >= 2.14 publish wheels for it",

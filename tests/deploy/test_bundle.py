@@ -723,3 +723,141 @@ def test_desktop_bundle_installs_offline_here(tmp_path, inputs, own_wheel):
                            "--prefix", str(tmp_path / "p")], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "install.sh: interpreter ai_edge_litert" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- the --out folder
+
+def test_a_failed_force_keeps_the_earlier_bundle(tmp_path, inputs, small_wheel, stub_pip):
+    """--force replaces an earlier bundle only once the new one is written: a pip download that fails
+    (the stub resolves but cannot download) leaves the earlier bundle as it was."""
+    options, _ = stub_pip
+    model, config = inputs("rpi5")
+    out = tmp_path / "bundle"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(RuntimeError, match="pip download for rpi5 failed"):
+        bundle_mod.build_bundle(bundle_mod.DeployOptions(
+            target="rpi5", out_dir=out, model_path=model, config_path=config, edgesense_wheel=small_wheel,
+            force=True, resolve_options=options))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_force_rebundles_from_the_bundles_own_files(tmp_path, inputs, small_wheel):
+    """A bundle's config.yaml edited on the desktop and bundled again into the same folder with --force:
+    the inputs inside the old bundle are read before it is replaced."""
+    model, config = inputs("rpi5")
+    out = tmp_path / "bundle"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    edited = (out / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 2")
+    (out / "config.yaml").write_text(edited)
+    own = out / "wheelhouse" / small_wheel.name
+    assert cli_deploy("rpi5", out, out / "models/edgesense.tflite", out / "config.yaml", "--no-wheels",
+                      "--edgesense-wheel", str(own), "--force") == 0
+    manifest = check_manifest(out)
+    assert manifest["interpreter"]["num_threads"] == 2
+    assert (out / "wheelhouse" / small_wheel.name).read_bytes() == small_wheel.read_bytes()
+
+
+def test_out_may_be_the_empty_folder_one_is_in(tmp_path, inputs, small_wheel, monkeypatch):
+    model, config = inputs("rpi5")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert cli_deploy("rpi5", Path("."), model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    assert check_manifest(here)["target"]["name"] == "rpi5"
+    assert sorted(p.name for p in here.iterdir() if p.name.startswith(".")) == []
+
+
+def test_out_inside_a_file_names_the_flag(tmp_path, inputs, small_wheel, capsys):
+    model, config = inputs("rpi5")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli_deploy("rpi5", blocker / "bundle", model, config, "--no-wheels",
+                      "--edgesense-wheel", str(small_wheel)) == 2
+    assert capsys.readouterr().err == (f"edgesense: error: --out {blocker / 'bundle'}: expected a new or empty "
+                                       f"folder, got a path inside {blocker}, which is a file\n")
+
+
+# --------------------------------------------------------------------------- the unit and install.sh on a device
+
+@pytest.mark.parametrize("target", SUPPORTED)
+def test_the_unit_lets_a_jetson_camera_reach_nvargus(target, tmp_path, inputs, small_wheel):
+    """nvarguscamerasrc (the Jetson configs' CSI camera) talks to nvargus-daemon through /tmp/argus_socket:
+    a unit with PrivateTmp=true has a /tmp of its own and the camera never opens."""
+    model, config = inputs(target)
+    out = tmp_path / "b"
+    assert cli_deploy(target, out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    unit = check_unit(out / "edgesense.service")
+    jetson = target.startswith("jetson")
+    assert unit["Service"]["PrivateTmp"] == ("false" if jetson else "true")
+    shipped = (Path(__file__).resolve().parents[2] / "firmware_configs" / f"{target}.yaml").read_text()
+    assert ("nvarguscamerasrc" in shipped) == jetson
+
+
+STUB_COMMANDS = {
+    # python3 and the venv's python: "-m venv DIR" makes DIR/bin/python (this stub); "-c" prints the version.
+    "python3": 'if [ "$1" = -m ] && [ "$2" = venv ]; then d="${@: -1}"; mkdir -p "$d/bin"; cp "$0" "$d/bin/python";'
+               ' exit 0; fi\n[ "$1" = -c ] && echo @@PY@@\nexit 0',
+    "sudo": 'exec "$@"',
+    "id": '[ "$#" -eq 1 ] && { echo 0; exit 0; }\nexit 0',  # root; the service user exists
+    "getent": "exit 0",
+}
+
+
+@pytest.fixture
+def device(tmp_path):
+    """A stand-in device for install.sh: stub python3/systemctl/install/... on PATH (their calls logged),
+    /run/systemd/system a folder of ours; run(bundle, *args) runs the bundle's install.sh there."""
+    bin_dir, calls, systemd = tmp_path / "device-bin", tmp_path / "device-calls", tmp_path / "run-systemd"
+    bin_dir.mkdir()
+    systemd.mkdir()
+    calls.write_text("")
+    logged = {name: f'echo "{name} $*" >> {calls}' for name in ("systemctl", "install", "usermod", "useradd")}
+
+    def run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+        python = targets_mod.TARGETS[json.loads((bundle / "MANIFEST.json").read_text())["target"]["name"]]
+        for name, body in {**STUB_COMMANDS, **logged}.items():
+            (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body.replace("@@PY@@", python.python_version)
+                                        + "\n")
+            (bin_dir / name).chmod(0o755)
+        script = tmp_path / "install-here.sh"
+        script.write_text((bundle / "install.sh").read_text().replace("/run/systemd/system", str(systemd))
+                          .replace('HERE="$(cd', f'HERE="{bundle}" #'))
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        return subprocess.run(["bash", str(script), "--force", "--skip-apt", *args], capture_output=True, text=True,
+                              env=env, check=False)
+
+    run.calls = lambda: calls.read_text().splitlines()  # type: ignore[attr-defined]
+    return run
+
+
+def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small_wheel, device):
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    proc = device(out, "--no-systemd", "--prefix", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    assert (prefix / "config.yaml").read_bytes() == (out / "config.yaml").read_bytes()
+    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")  # as DEPLOY.md says
+    (prefix / "config.yaml").write_text(edited)
+    proc = device(out, "--no-systemd", "--prefix", str(prefix))  # a re-install (a new model, say)
+    assert proc.returncode == 0, proc.stderr
+    kept = list(prefix.glob("config.yaml.before-*"))
+    assert len(kept) == 1 and kept[0].read_text() == edited
+    assert f"the old one is kept as {kept[0]}" in proc.stderr
+    assert (prefix / "config.yaml").read_bytes() == (out / "config.yaml").read_bytes()
+    proc = device(out, "--no-systemd", "--prefix", str(prefix))  # nothing edited since: nothing more kept
+    assert proc.returncode == 0 and len(list(prefix.glob("config.yaml.before-*"))) == 1
+
+
+def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, device):
+    """`systemctl enable --now` leaves a running service alone: a re-install would keep the old model running."""
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    proc = device(out, "--prefix", str(tmp_path / "opt-edgesense"))
+    assert proc.returncode == 0, proc.stderr
+    systemctl = [c for c in device.calls() if c.startswith("systemctl ")]
+    assert systemctl[-1] == "systemctl restart edgesense.service", systemctl
+    assert "systemctl enable edgesense.service" in systemctl
