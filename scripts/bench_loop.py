@@ -8,11 +8,11 @@ Runs ``edgesense.loop.pipeline.Pipeline`` on the sample video (640x480) and 16 k
   time / media time, i.e. without decoding the media);
 * per-stage latency p50/p95 (audio frontend per 20 ms chunk, audio encoder, image
   preprocess, image encoder, fusion) and each stage's share of the compute time;
-* for each word in the ground truth (``samples/speech_commands.json``, the demo's real speakers,
-  whom the bundled model never heard): whether a command event with that label fired, its
-  *detection delay* (event stream time minus the end of the spoken word: the audio the
-  recogniser needed after the word) and its *processing latency* (from the end of the last
-  chunk of audio to the event).
+* for each word in the ground truth (``--truth``; by default the JSON beside the audio, e.g.
+  ``samples/speech_commands.json``: the demo's real speakers, whom the bundled model never
+  heard): whether a command event with that label fired, its *detection delay* (event
+  stream time minus the end of the spoken word: the audio the recogniser needed after the
+  word) and its *processing latency* (from the end of the last chunk of audio to the event).
 
 Usage::
 
@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgesense.app.cli import input_file, run_main  # noqa: E402
 from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline  # noqa: E402
 from edgesense.loop.stats import (  # noqa: E402
@@ -46,6 +47,17 @@ from edgesense.types import CommandEvent  # noqa: E402
 #: A word counts as detected by an event with its label up to this long after the word ends.
 MATCH_WINDOW_MS = 1500.0
 PERCENTILES = (50, 95)
+PROG = Path(__file__).name
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _pct(values, q) -> float:
@@ -64,6 +76,24 @@ def run_once(args: argparse.Namespace) -> tuple[list, object]:
         return events, pipeline.stats
 
 
+def load_truth(flag: str, path: Path) -> dict:
+    """The spoken words of a truth JSON (``{"words": [{"word", "start_ms", "end_ms"}, ...]}``, as
+    ``samples/*.json``); a ValueError naming ``flag`` and the file when it is not that."""
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{flag} {path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{flag} {path}: not JSON ({exc})") from None
+    words = truth.get("words") if isinstance(truth, dict) else None
+    if not isinstance(words, list) or not all(
+            isinstance(w, dict) and isinstance(w.get("word"), str)
+            and all(isinstance(w.get(key), (int, float)) for key in ("start_ms", "end_ms")) for w in words):
+        raise ValueError(f"{flag} {path}: expected {{\"words\": [{{\"word\": ..., \"start_ms\": ..., "
+                         f"\"end_ms\": ...}}, ...]}}, found no such list")
+    return truth
+
+
 def match_words(events: list, truth: dict) -> list[dict]:
     commands = [e for e in events if isinstance(e, CommandEvent)]
     rows = []
@@ -78,20 +108,31 @@ def match_words(events: list, truth: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return run_main(PROG, lambda: bench(argv))
+
+
+def bench(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "edgesense.tflite"))
     parser.add_argument("--config", default=str(ROOT / "firmware_configs" / "desktop.yaml"))
     parser.add_argument("--model-alone", action="store_true", help="leave the config's second_opinion out")
     parser.add_argument("--video", default=str(ROOT / "samples" / "scene.mp4"))
     parser.add_argument("--audio", default=str(ROOT / "samples" / "speech_commands.wav"))
-    parser.add_argument("--truth", default=str(ROOT / "samples" / "speech_commands.json"))
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs; the figures are from the fastest (default 3)")
+    parser.add_argument("--truth", help="the spoken words of --audio (default: the .json beside it, when there is "
+                        "one; without one, no words are scored)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--repeat", type=_positive_int, default=3,
+                        help="runs; the figures are from the fastest (default 3)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     args = parser.parse_args(argv)
-    truth = json.loads(Path(args.truth).read_text(encoding="utf-8"))
+    for flag, value in (("--model", args.model), ("--config", args.config), ("--video", args.video),
+                        ("--audio", args.audio)):
+        input_file(flag, value)
+    beside = Path(args.audio).with_suffix(".json")
+    truth_path = Path(args.truth) if args.truth is not None else beside if beside.is_file() else None
+    truth = {"words": []} if truth_path is None else load_truth("--truth", truth_path)
 
-    runs = [run_once(args) for _ in range(max(1, args.repeat))]
+    runs = [run_once(args) for _ in range(args.repeat)]
     events, stats = min(runs, key=lambda run: run[1].wall_ms)
     rtfs = sorted(run[1].real_time_factor for run in runs)
 
@@ -129,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = match_words(events, truth)
     figures["words"] = rows
     detected = [r for r in rows if r["detected"]]
-    print(f"spoken commands detected: {len(detected)}/{len(rows)} (an event with the word's label within "
-          f"{MATCH_WINDOW_MS:.0f} ms of its end)")
+    if truth_path is None:
+        print(f"spoken commands: not scored ({beside.name} is not beside the audio; pass --truth)")
+    else:
+        print(f"spoken commands detected: {len(detected)}/{len(rows)} (an event with the word's label within "
+              f"{MATCH_WINDOW_MS:.0f} ms of its end)")
     for r in rows:
         if r["detected"]:
             print(f"  {r['word']:<6} ends {r['end_ms']:8.1f} ms -> event at {r['event_t_ms']:8.1f} ms: detection "
@@ -140,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     others = [e for e in events if isinstance(e, CommandEvent)
               and not any(r["event_t_ms"] == e.t_ms for r in rows)]
     if others:
-        print("  other command events: " + ", ".join(f"{e.label}@{e.t_ms:.0f}ms" for e in others))
+        print(f"  {'other ' if rows else ''}command events: " + ", ".join(f"{e.label}@{e.t_ms:.0f}ms" for e in others))
     if detected:
         delays = [r["detection_delay_ms"] for r in detected]
         print(f"end of word -> event: detection delay p50 {_pct(delays, 50):.0f} ms (max {max(delays):.0f}) + "

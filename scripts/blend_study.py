@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.bench.scoring import Replay, SweepOptions, sweep
 from edgesense.bench.streaming import TUNING_BUDGETS_PER_HOUR, cached_streams, tuning_budgets
 from edgesense.bench.streams import StreamPosteriors
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(Path(__file__).name, main))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.bench.scoring import Replay, SweepOptions, evaluate
 from edgesense.bench.streaming import TUNING_BUDGETS_PER_HOUR, cached_streams, tuning_budgets
 
@@ -93,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(Path(__file__).name, main))

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgesense.app.cli import run_main  # noqa: E402
 from edgesense.frontend.resample import resample  # noqa: E402
 from edgesense.frontend.wav import read_wav, read_wav_native, write_wav  # noqa: E402
 from edgesense.recognition.gate import rms_dbfs  # noqa: E402
@@ -218,4 +219,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(Path(__file__).name, main))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.train.data import SplitSpec
 from edgesense.bench.streams import utterance
 from edgesense.frontend.audio import AudioFrontendOptions
@@ -136,4 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(Path(__file__).name, main))

@@ -21,12 +21,14 @@ speaker) on every clip at each SNR of the table::
 
 from __future__ import annotations
 
+import sys
 import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.speech_embedding import (MEL_BINS, MEL_OFFSET, MEL_SCALE, STRIDE_FRAMES, WINDOW_FRAMES,
                                               make_interpreters, run_resized, to_pcm16)
@@ -184,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(Path(__file__).name, main))

@@ -25,6 +25,7 @@ and over the training pool's noise at ``--snr-db``:
 
 from __future__ import annotations
 
+import sys
 import argparse
 import tempfile
 import time
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.frontend.wav import read_wav
 from edgesense.train.data import AudioItem, SplitSpec, load_speech_commands
 from edgesense.train.pools import split_recordings, wav_recordings
@@ -110,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(Path(__file__).name, main))

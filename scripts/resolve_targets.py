@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgesense.app.cli import run_main
 from edgesense.deploy.resolve import KNOWN_EXTRAS, Resolution, resolve
 from edgesense.deploy.targets import TARGETS  # noqa: E402
 
@@ -93,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(Path(__file__).name, main))

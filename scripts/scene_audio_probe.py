@@ -17,12 +17,14 @@ scores it on snippets of the *evaluation* pool at -35...-20 dBFS (recordings it 
 
 from __future__ import annotations
 
+import sys
 import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
 from edgesense.quantize.adapt import linear_probe
@@ -79,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(Path(__file__).name, main))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.train.data import SplitSpec
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.model import EdgeModel
@@ -111,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(Path(__file__).name, main))

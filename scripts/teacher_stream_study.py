@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.bench import streams as bench_streams
 from edgesense.bench.streams import StreamPosteriors
 from edgesense.runtime.interpreter import InterpreterOptions
@@ -284,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(Path(__file__).name, main))

@@ -28,6 +28,7 @@ synthetic-only heads are scored on the real clips of the labels they learnt (wor
 
 from __future__ import annotations
 
+import sys
 import argparse
 import hashlib
 import logging
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import run_main
 from edgesense.train.data import AudioItem, load_clips, load_speech_commands
 from edgesense.train.teachers import teacher_logits
 from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
@@ -128,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(Path(__file__).name, main))

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from edgesense import __version__, extra_hint
 
@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EXIT_USAGE = 2
+#: 128 + SIGINT, as a shell reports a command stopped with Ctrl-C.
+EXIT_INTERRUPTED = 130
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
 #: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
@@ -187,36 +189,49 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run_main(prog: str, main: Callable[[], int | None], *, command: str | None = None) -> int:
+    """``main()``'s exit code, with what a user can fix said in one line ``PROG: error: ...`` and exit
+    code 2 instead of a traceback: a ``ValueError``, ``RuntimeError`` or ``OSError`` (bad input, a
+    device fault), a desktop library that is not installed (the extra ``command`` needs) and running
+    out of memory. Ctrl-C exits with 130. The ``edgesense`` command and the scripts share it."""
     try:
-        parser = build_parser(argv)
-        args = parser.parse_args(argv)
-        verbose = args.verbose + getattr(args, "command_verbose", 0)
-        logging.basicConfig(
-            level=logging.WARNING - 10 * min(verbose + 1, 2),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        if not args.command:
-            parser.print_help()
-            return EXIT_USAGE
-        return int(_load(COMMANDS[args.command][0], args.command).run(args) or 0)
+        return int(main() or 0)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except ModuleNotFoundError as exc:  # e.g. TensorFlow, imported when a desktop command gets to it
-        error = _missing_extra(exc, next((a for a in argv if not a.startswith("-")), None))
+        error = _missing_extra(exc, command)
         if error is None:
             raise
-        print(f"edgesense: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"edgesense: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError as exc:  # e.g. numpy asked for a batch of 10**8 clips
-        print(f"edgesense: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "
+        print(f"{prog}: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "
               f"batch_size, fewer items) or free memory", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _run_command(argv: list[str]) -> int:
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    verbose = args.verbose + getattr(args, "command_verbose", 0)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose + 1, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    return int(_load(COMMANDS[args.command][0], args.command).run(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return run_main("edgesense", lambda: _run_command(argv), command=command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import load_script, require_speech_embedding
 
 from edgesense.loop.stats import SECOND_OPINION_STAGES
@@ -38,3 +40,34 @@ def test_model_alone_times_the_loop_without_the_configs_second_opinion(capsys):
         stages[bool(extra)] = set(json.loads(capsys.readouterr().out.splitlines()[-1])["stages"])
     assert set(SECOND_OPINION_STAGES) <= stages[False]  # desktop.yaml, the default, runs the pair
     assert not set(SECOND_OPINION_STAGES) & stages[True] and stages[True] < stages[False]
+
+
+def test_other_audio_is_scored_against_the_truth_beside_it_or_not_at_all(capsys, tmp_path):
+    commands = ROOT / "samples" / "commands.wav"
+    assert load_script("bench_loop").main(["--repeat", "1", "--json", "--audio", str(commands)]) == 0
+    words = [row["word"] for row in json.loads(capsys.readouterr().out.splitlines()[-1])["words"]]
+    truth = json.loads(commands.with_suffix(".json").read_text())
+    assert words == [word["word"] for word in truth["words"]]  # not the demo's twelve words
+
+    alone = tmp_path / "talk.wav"
+    alone.write_bytes(commands.read_bytes())  # no talk.json beside it
+    assert load_script("bench_loop").main(["--repeat", "1", "--json", "--audio", str(alone)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[-1])["words"] == []
+    assert "spoken commands: not scored (talk.json is not beside the audio; pass --truth)" in out
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--model", "nope.tflite"], "bench_loop.py: error: --model nope.tflite: no such file"),
+    (["--truth", "README.md"], "bench_loop.py: error: --truth README.md: not JSON"),
+    (["--truth", "samples/scenes.json"], "bench_loop.py: error: --truth samples/scenes.json: expected {\"words\""),
+    (["--repeat", "0"], "bench_loop.py: error: argument --repeat: expected a whole number >= 1, got '0'"),
+])
+def test_bad_input_gets_one_line_and_exit_code_2(capsys, monkeypatch, flags, expected):
+    monkeypatch.chdir(ROOT)
+    try:
+        code = load_script("bench_loop").main(flags)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(expected)
