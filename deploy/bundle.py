@@ -406,7 +406,11 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "PRIVATE_TMP": ("PrivateTmp=true" if target.private_tmp else
                         f"# no PrivateTmp: the CSI camera (nvarguscamerasrc) talks to nvargus-daemon through "
                         f"{ARGUS_SOCKET}\nPrivateTmp=false"),
-        "CONFIG": BUNDLE_CONFIG, "CONFIG_Q": q(BUNDLE_CONFIG), "CONFIG_SOURCE": f"firmware_configs/{config_path.name}",
+        "CONFIG": BUNDLE_CONFIG, "CONFIG_Q": q(BUNDLE_CONFIG), "CONFIG_SOURCE": (
+            f"firmware_configs/{config_path.name}" if options.config_path is None else config_path.name),
+        "HEADS_ROW": "" if heads_bytes is None else (
+            f"\n| `{BUNDLE_HEADS}` | the second opinion's stream heads (`{HEADS_PATH_FIELD}`); the "
+            f"`speech_embedding` they run on comes with `{SECOND_OPINION_REQUIREMENT}`, which install.sh installs |"),
         "EVENTS": EVENTS_PATH, "EVENTS_Q": q(EVENTS_PATH),
         "ROTATE_SIZE": ROTATE_SIZE, "ROTATE_COUNT": str(ROTATE_COUNT),
         "INTERPRETER": resolution.interpreter or "none",

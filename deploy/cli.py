@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     with user_names(FLAGS):
         options = DeployOptions(
             target=args.target, out_dir=args.out, model_path=args.model, config_path=args.config,
-            wheels=not args.no_wheels, python_version=args.python_version, extras=tuple(args.extra),
+            wheels=not args.no_wheels, python_version=args.python_version, extras=tuple(dict.fromkeys(args.extra)),
             edgesense_wheel=args.edgesense_wheel, force=args.force,
         )
     result = build_bundle(options)

