@@ -59,7 +59,8 @@ from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
-__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "command_changes", "dense_weights", "run"]
+__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "command_changes", "dense_weights", "require_full_integer",
+           "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,18 @@ class AdaptOptions:
 
 
 # --------------------------------------------------------------------------- the deployed fuse part
+
+
+def require_full_integer(flag: str, path: str | Path, model: EdgeModel) -> None:
+    """ValueError naming ``flag`` unless ``model`` is full-integer int8 (int8 inputs and outputs
+    everywhere, as ``edgesense quantize --mode int8`` writes it): its parts are merged with a new
+    int8 ``fuse``, and :func:`dense_weights` reads the deployed weights as int8."""
+    for key, signature in model.signatures.items():
+        for name, tensor in {**signature.inputs, **signature.outputs}.items():
+            if tensor.dtype != np.int8:
+                mode = (model.metadata.get("quantization") or {}).get("mode", "unknown")
+                raise ValueError(f"{flag} {path}: expected a full-integer int8 model (edgesense quantize --mode "
+                                 f"int8), got a {mode} model ({key} {name} is {tensor.dtype})")
 
 
 def dense_weights(part: bytes) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
@@ -458,19 +471,26 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
                 av: Path | None = None, options: AdaptOptions = AdaptOptions(), name: str | None = None,
                 image_encoder: Path | None = None) -> dict[str, Any]:
     """Adapt ``model_path``'s scene head (module docstring); write ``out_path``; return its metadata."""
-    import keras
-
-    from edgesense.quantize.convert import _check_writable, split_tflite_parts
+    from edgesense.quantize.convert import _check_writable
 
     require(scenes is not None or av is not None, "--scenes", "photos to learn from: --scenes and/or --av", "neither")
     _check_writable(out_path)
-    keras.utils.set_random_seed(options.seed)
+    # The models are checked before TensorFlow starts (and logs).
     model = EdgeModel.load(model_path)
+    require_full_integer("--model", model_path, model)
+    donor = EdgeModel.load(image_encoder) if image_encoder is not None else None
+    if donor is not None:
+        require_full_integer("--image-encoder", image_encoder, donor)
+
+    import keras
+
+    from edgesense.quantize.convert import split_tflite_parts
+
+    keras.utils.set_random_seed(options.seed)
     parts = split_tflite_parts(Path(model_path).read_bytes())
     deployed = {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")}
     donor_summary, donor_fuse = None, None
-    if image_encoder is not None:
-        donor = EdgeModel.load(image_encoder)
+    if donor is not None:
         donor_summary = {"file": Path(image_encoder).name, "name": donor.metadata.get("name"),
                          "model_version": donor.metadata.get("model_version")}
         model = GraftedModel(model, donor)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesense.app.cli import refuse_existing, user_names
+from edgesense.app.cli import file_in_the_way, refuse_existing, user_names
 from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
@@ -65,11 +65,19 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
     refuse_existing("--out", Path(args.out), force=args.force)
-    if args.report is not None:
+    if args.report is not None:  # and the report can be made once the model is written
+        from edgesense.quantize.convert import VALIDATION_FILE
         from edgesense.quantize.report import report_paths
 
         for path in report_paths(args.out, args.report or None):
             refuse_existing("--report", path, force=args.force)
+            file = file_in_the_way(path.parent)
+            if file is not None:
+                raise ValueError(f"--report {args.report}: expected a folder for {path.name}, got {path.parent}"
+                                 f"{'' if file == path.parent else f', inside {file}'}, which is a file")
+        validation = Path(args.run_dir) / VALIDATION_FILE
+        if Path(args.run_dir).is_dir() and not validation.is_file():
+            raise ValueError(f"--report: expected the run's {VALIDATION_FILE} to compare on, got no {validation}")
     run_dir = args.run_dir
     if args.qat:
         from edgesense.quantize.qat import default_out_dir, qat_finetune

@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterator, Mapping
@@ -91,6 +92,8 @@ MAX_CALIBRATION_SAMPLES = 100_000
 #: Lines of a converter error that name the unsupported ops.
 _UNSUPPORTED_OP_PREFIXES = ("TF Select ops:", "Flex ops:", "Custom ops:")
 _MAX_ERROR_CHARS = 600
+#: How a .npz (a zip archive) begins: its first member, or the end record of an empty one.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,11 +246,16 @@ def _load_npz(path: Path, spec: Mapping[str, tuple[str, tuple[int, ...]]]) -> di
     """Arrays of an .npz, checked against {key: (dtype, shape after the sample axis)}."""
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
+    with path.open("rb") as handle:
+        magic = handle.read(len(_ZIP_MAGICS[0]))
+    if magic not in _ZIP_MAGICS:  # np.load would take it for a pickle or an .npy, or fail on it with EOFError
+        found = "an empty file (0 bytes)" if not magic else f"a file that starts with {magic!r}"
+        raise ValueError(f"{path}: expected a NumPy .npz archive (numpy.savez), found {found}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot read it as a NumPy .npz archive ({exc})") from exc
     out = {}
     for key, (dtype, tail) in spec.items():
         if key not in arrays:

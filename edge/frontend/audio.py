@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_int, is_number, require
 
 __all__ = ["AudioFrontendOptions", "StreamingAudioFrontend", "log_mel_batch", "log_mel_spectrogram", "mel_filterbank",
            "fit_clip"]
@@ -37,9 +37,16 @@ class AudioFrontendOptions:
     log_floor: float = 1e-6
 
     def __post_init__(self) -> None:
+        for name in ("sample_rate_hz", "num_mel_bins"):
+            require(is_int(getattr(self, name)), name, "an integer", getattr(self, name))
+        for name in ("window_ms", "hop_ms", "lower_edge_hz", "upper_edge_hz", "clip_duration_ms", "log_floor"):
+            require(is_number(getattr(self, name)), name, "a number", getattr(self, name))
         require(self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer", self.sample_rate_hz)
         require(self.window_ms > 0, "window_ms", "> 0", self.window_ms)
         require(0 < self.hop_ms <= self.window_ms, "hop_ms", f"in (0, window_ms={self.window_ms}]", self.hop_ms)
+        # Both are whole samples: a window or hop that rounds to none has no frames.
+        for name, samples in (("window_ms", self.window_samples), ("hop_ms", self.hop_samples)):
+            require(samples >= 1, name, f"at least one sample at {self.sample_rate_hz} Hz", getattr(self, name))
         require(self.num_mel_bins >= 1, "num_mel_bins", ">= 1", self.num_mel_bins)
         nyquist = self.sample_rate_hz / 2
         require(0 <= self.lower_edge_hz < self.upper_edge_hz, "lower_edge_hz",
@@ -176,6 +183,8 @@ def log_mel_batch(clips: np.ndarray, options: AudioFrontendOptions = AudioFronte
     x = np.asarray(clips)
     if x.ndim != 2:
         raise ValueError(f"clips: expected a (batch, samples) array, got shape {x.shape}")
+    if x.dtype != np.int16 and not np.issubdtype(x.dtype, np.floating):  # as log_mel_spectrogram: no unscaled PCM
+        raise ValueError(f"clips: expected float samples in [-1, 1] or int16, got dtype {x.dtype}")
     win, hop = options.window_samples, options.hop_samples
     count = 0 if x.shape[1] < win else 1 + (x.shape[1] - win) // hop
     if count == 0 or x.shape[0] == 0:

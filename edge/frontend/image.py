@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edgesense.frontend.audio import _from_dict
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_int, require
 
 __all__ = ["ImageFrontendOptions", "preprocess_frame"]
 
@@ -23,8 +23,10 @@ class ImageFrontendOptions:
     height_px: int = 96
 
     def __post_init__(self) -> None:
-        require(8 <= self.width_px <= 1024, "width_px", "in [8, 1024]", self.width_px)
-        require(8 <= self.height_px <= 1024, "height_px", "in [8, 1024]", self.height_px)
+        require(is_int(self.width_px) and 8 <= self.width_px <= 1024, "width_px", "an integer in [8, 1024]",
+                self.width_px)
+        require(is_int(self.height_px) and 8 <= self.height_px <= 1024, "height_px", "an integer in [8, 1024]",
+                self.height_px)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -49,14 +51,17 @@ def preprocess_frame(frame_bgr: np.ndarray, options: ImageFrontendOptions = Imag
     frames are accepted and converted.
     """
     frame = np.asarray(frame_bgr)
-    if frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    elif frame.ndim == 3 and frame.shape[2] == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise ValueError(f"frame: expected an image of shape (H, W, 3), got {frame.shape}")
+    # Checked before OpenCV sees it: cvtColor raises its own error on other dtypes and on empty frames.
     if frame.dtype != np.uint8:
         raise ValueError(f"frame: expected dtype uint8, got {frame.dtype}")
+    if frame.ndim not in (2, 3) or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise ValueError(f"frame: expected an image of shape (H, W, 3), got {frame.shape}")
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    elif frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.shape[2] != 3:
+        raise ValueError(f"frame: expected an image of shape (H, W, 3), got {frame.shape}")
     h, w = frame.shape[:2]
     target_aspect = options.width_px / options.height_px
     if w / h > target_aspect:

@@ -144,9 +144,9 @@ class StreamingResampler:
             return x.astype(np.float32)
         self._buffer = np.concatenate([self._buffer, x.astype(np.float64)])
         self.samples_in += x.size
-        # Output n needs input up to floor(n * down / up) + half_width.
+        # Output n needs input up to floor(n * down / up) + half_width: every n with n * down < (last_input + 1) * up.
         last_input = self.samples_in - 1 - self._half_width
-        n_stop = (last_input * self.up) // self.down + 1 if last_input >= 0 else 0
+        n_stop = ((last_input + 1) * self.up - 1) // self.down + 1 if last_input >= 0 else 0
         return self._emit(n_stop)
 
     def flush(self) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from cli_run import ERROR_PREFIX, edgesense, only_line  # noqa: E402
+from cli_run import ERROR_PREFIX, edgesense, error_line, only_line  # noqa: E402
 from datagen import make_av_folder, make_scene_sounds  # noqa: E402
 
 from edgesense.frontend.audio import log_mel_batch  # noqa: E402
@@ -193,3 +193,19 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
                                    "--seed", seed))
         assert line == f"{ERROR_PREFIX} --seed: expected an integer in [0, 2**32), got {seed}"
     assert not (tmp_path / "x.tflite").exists()
+
+
+@pytest.mark.parametrize("mode", ["float16", "dynamic"])
+def test_a_model_that_is_not_full_integer_is_refused_in_one_line(tiny_run_dir, tmp_path, mode):
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+
+    floating = tmp_path / f"{mode}.tflite"
+    convert_run(tiny_run_dir, floating, QuantizeOptions(mode=mode))
+    expected = f"expected a full-integer int8 model (edgesense quantize --mode int8), got a {mode} model"
+    out = tmp_path / "x.tflite"
+    line = error_line(edgesense("adapt", "--model", floating, "--out", out, "--av", tmp_path))
+    assert line.startswith(f"{ERROR_PREFIX} --model {floating}: {expected}"), line
+    line = error_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", tmp_path,
+                               "--image-encoder", floating))
+    assert line.startswith(f"{ERROR_PREFIX} --image-encoder {floating}: {expected}"), line
+    assert not out.exists()

@@ -77,6 +77,23 @@ def test_an_existing_report_is_refused_before_anything_runs_unless_force(tiny_ru
     assert notes.read_text() == "the user's notes" and not (tmp_path / "m.tflite").exists()
 
 
+def test_a_report_that_cannot_be_made_is_refused_before_the_model_is_written(run_dir_copy, tmp_path, capsys):
+    # It was said only after the conversion (or the fine-tuning), and then --out existed.
+    out = tmp_path / "m.tflite"
+    blocker = tmp_path / "notes"
+    blocker.write_text("the user's notes")
+    deeper = blocker / "deeper"
+    for report, where in ((blocker, f"got {blocker}, which is a file"),
+                          (deeper / "r.json", f"got {deeper}, inside {blocker}, which is a file")):
+        assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report", str(report)]) == 2
+        _assert_one_line_error(capsys.readouterr().err, f"--report {report}: expected a folder for", where)
+    (run_dir_copy / "validation.npz").unlink()
+    assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "--report: expected the run's validation.npz to compare on",
+                           str(run_dir_copy / "validation.npz"))
+    assert not out.exists() and blocker.read_text() == "the user's notes"
+
+
 def test_qat_never_replaces_what_is_in_run_qat_unasked(run_dir_copy, tmp_path, capsys):
     qat = tmp_path / "run-qat"
     qat.mkdir()

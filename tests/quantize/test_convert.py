@@ -194,6 +194,21 @@ def test_calibration_with_wrong_shape(run_dir_copy, tmp_path):
         convert_run(run_dir_copy, tmp_path / "m.tflite")
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:len(data) // 2], r"cannot read it as a NumPy \.npz archive \(File is not a zip file\)"),
+    (lambda data: b"", r"expected a NumPy \.npz archive \(numpy\.savez\), found an empty file \(0 bytes\)"),
+    (lambda data: b"audio_features,image\n", r"expected a NumPy \.npz archive \(numpy\.savez\), found a file "
+                                             r"that starts with b'audi'"),
+], ids=["truncated", "empty", "text"])
+def test_a_damaged_calibration_file_is_named_in_one_line(run_dir_copy, tmp_path, damage, message):
+    # A truncated archive raised zipfile.BadZipFile, an empty one EOFError; text was taken for a pickle.
+    path = run_dir_copy / "calibration.npz"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {message}"):
+        convert_run(run_dir_copy, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_unwritable_output(tiny_run_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -11,6 +11,7 @@ from edgesense.frontend.audio import (
     AudioFrontendOptions,
     StreamingAudioFrontend,
     fit_clip,
+    log_mel_batch,
     log_mel_spectrogram,
     mel_filterbank,
 )
@@ -112,10 +113,19 @@ def test_fit_clip_pads_and_trims_centred():
     ({"num_mel_bins": 0}, "num_mel_bins"),
     ({"sample_rate_hz": 0}, "sample_rate_hz"),
     ({"lower_edge_hz": 8000.0, "upper_edge_hz": 7000.0}, "lower_edge_hz"),
+    # A hop or window shorter than one sample (it rounds to none: frames_per_clip divided by zero).
+    ({"hop_ms": 0.01}, "hop_ms: expected at least one sample at 16000 Hz"),
+    ({"window_ms": 0.02, "hop_ms": 0.01, "clip_duration_ms": 1}, "window_ms: expected at least one sample"),
+    # Values of the wrong type (a hand-edited run.json or model metadata) raised TypeError.
+    ({"num_mel_bins": 40.5}, "num_mel_bins: expected an integer"),
+    ({"sample_rate_hz": "16000"}, "sample_rate_hz: expected an integer"),
+    ({"hop_ms": "20"}, "hop_ms: expected a number"),
 ])
 def test_bad_audio_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         AudioFrontendOptions(**kwargs)
+    with pytest.raises(ValueError, match=field):
+        AudioFrontendOptions.from_dict(kwargs)
 
 
 def test_options_round_trip_and_reject_unknown_fields():
@@ -130,6 +140,8 @@ def test_bad_samples_are_rejected():
         log_mel_spectrogram(np.zeros((2, 100), np.float32))
     with pytest.raises(ValueError, match="dtype"):
         log_mel_spectrogram(np.zeros(100, np.int32))
+    with pytest.raises(ValueError, match="clips: expected float samples in \\[-1, 1\\] or int16, got dtype int32"):
+        log_mel_batch(np.full((2, 16000), 1000, np.int32))  # was read as unscaled floats
 
 
 def test_preprocess_crops_the_centre_and_converts_to_rgb():
@@ -150,6 +162,26 @@ def test_preprocess_accepts_gray_and_bgra_and_rejects_the_rest():
         preprocess_frame(np.zeros((50, 50, 2), np.uint8))
     with pytest.raises(ValueError, match="width_px"):
         ImageFrontendOptions(width_px=2)
+
+
+@pytest.mark.parametrize("frame", [
+    np.zeros((50, 50), np.int64),  # grayscale of another dtype: OpenCV's cvtColor raised cv2.error
+    np.zeros((50, 50), bool),
+    np.zeros((50, 70, 4), np.int32),  # BGRA of another dtype
+    np.zeros((50, 50), np.float64),
+])
+def test_preprocess_names_the_dtype_of_any_frame(frame):
+    with pytest.raises(ValueError, match=f"frame: expected dtype uint8, got {frame.dtype}"):
+        preprocess_frame(frame)
+
+
+def test_preprocess_rejects_an_empty_grayscale_frame_and_fractional_sizes():
+    with pytest.raises(ValueError, match=r"frame: expected an image of shape \(H, W, 3\), got \(0, 5\)"):
+        preprocess_frame(np.zeros((0, 5), np.uint8))  # was cv2.error from cvtColor
+    with pytest.raises(ValueError, match="width_px: expected an integer"):
+        ImageFrontendOptions(width_px=96.5)  # was accepted, then cv2.resize failed on it
+    with pytest.raises(ValueError, match="height_px: expected an integer"):
+        ImageFrontendOptions.from_dict({"height_px": "96"})  # was a TypeError
 
 
 def test_log_mel_batch_equals_the_per_clip_frontend():

@@ -227,6 +227,18 @@ def test_streaming_resampler_emits_as_soon_as_the_input_is_there() -> None:
     assert same.lookahead_samples == 0 and same.flush().size == 0
 
 
+@pytest.mark.parametrize("from_hz,to_hz", [(8000, 16000), (11025, 16000), (44100, 16000), (48000, 16000),
+                                           (16000, 44100)])
+def test_streaming_resampler_returns_every_output_whose_input_is_there(from_hz: int, to_hz: int) -> None:
+    r = StreamingResampler(from_hz, to_hz)
+    for _ in range(3 * r.up // r.down + r.lookahead_samples + 5):
+        r.push(np.zeros(1))
+        # Output n needs the input up to floor(n * from_hz / to_hz) + lookahead_samples.
+        complete = [n for n in range(r.samples_out + 3 * r.up)
+                    if (n * r.down) // r.up + r.lookahead_samples <= r.samples_in - 1]
+        assert r.samples_out == len(complete), (r.samples_in, r.samples_out, len(complete))
+
+
 def test_resample_options_validated() -> None:
     with pytest.raises(ValueError, match="rolloff"):
         ResampleOptions(rolloff=1.5)
