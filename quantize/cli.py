@@ -53,6 +53,12 @@ FLAGS = {"calibration_samples": "--calibration-samples", "name": "--name", "mode
 def run(args: argparse.Namespace) -> int:
     if args.max_kb is not None and args.max_kb < 1:  # checked before the conversion, in the flag's unit
         raise ValueError(f"--max-kb: expected a positive number of KB, got {args.max_kb}")
+    # A flag that only acts with another is refused without it (it would be silently ignored).
+    for flag, given, needed, needed_given in (("--max-kb", args.max_kb is not None, "--report", args.report),
+                                              ("--fail-on-budget", args.fail_on_budget, "--report", args.report),
+                                              ("--qat-epochs", args.qat_epochs is not None, "--qat", args.qat or None)):
+        if given and needed_given is None:
+            raise ValueError(f"{flag}: acts only with {needed}, which is not given")
     if args.qat and args.mode != "int8":
         raise ValueError(f"--qat: expected --mode int8 (quantization-aware training targets int8), got {args.mode}")
     with user_names(FLAGS):

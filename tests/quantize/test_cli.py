@@ -140,6 +140,19 @@ def test_bad_flags_are_named_as_typed_before_any_conversion(tmp_path):
         "edgesense: error: --qat-epochs: expected an integer >= 1, got 0")
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (("--max-kb", "150"), "--max-kb: acts only with --report, which is not given"),
+    (("--fail-on-budget",), "--fail-on-budget: acts only with --report, which is not given"),
+    (("--qat-epochs", "2"), "--qat-epochs: acts only with --qat, which is not given"),
+])
+def test_a_flag_that_acts_only_with_another_is_refused_without_it(tiny_run_dir, tmp_path, capsys, flags, expected):
+    # Silently ignored, --fail-on-budget would pass an oversized model with exit code 0.
+    out = tmp_path / "m.tflite"
+    assert main(["quantize", str(tiny_run_dir), "--out", str(out), *flags]) == 2
+    _assert_one_line_error(capsys.readouterr().err, expected)
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_unsupported_ops_message(unsupported_op_run, tmp_path, capsys):
     assert main(["quantize", str(unsupported_op_run), "--out", str(tmp_path / "m.tflite")]) == 2
