@@ -63,7 +63,7 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import is_number, require
 from edgesense.train.cache import file_sha256
-from edgesense.train.config import SEED_EXPECTED, is_seed
+from edgesense.train.config import SEED_EXPECTED, derived_seed, is_seed
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
@@ -246,7 +246,7 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
         streams += [(f"talk{k:02d}", piece) for k, piece in enumerate(pieces)]
     if options.word_passes > 0 and words:
         streams.append(("words", build_stream(dataclasses.replace(base, kind="words", passes=options.word_passes,
-                                                                  seed=options.seed + 1),
+                                                                  seed=derived_seed(options.seed, 1)),
                                               others=words, noise=background)))
     found: list[MinedWindow] = []
     words_said = 0

@@ -28,6 +28,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,24 +371,56 @@ _STUDENT_ONLY_TRAIN_FIELDS = ("frozen_parts", "distill_weight", "scene_distill_w
 _PLACE_ONLY_DATA_FIELDS = ("cache_dir",)
 
 
-def _folder_names(value: Any) -> Any:
-    """A data field with each path replaced by its last component (the same data in a checkout
-    somewhere else keeps its fingerprint)."""
+def _contents(path: Path) -> str | None:
+    """A short hash of what a data path holds, read cheaply: the sorted relative paths and sizes of
+    the files under a folder (following linked folders once each; hidden entries, which no loader
+    reads, left out), or a file's size; ``None`` when nothing is there. No file is read, so a file
+    rewritten at its size keeps it (``--force`` retrains)."""
+    if path.is_file():
+        listing = [("", path.stat().st_size)]
+    elif path.is_dir():
+        listing, seen = [], set()
+        for root, dirs, names in os.walk(path, followlinks=True):
+            here = os.stat(root)
+            if (here.st_dev, here.st_ino) in seen:  # a link back up the tree: once is enough
+                dirs[:] = []
+                continue
+            seen.add((here.st_dev, here.st_ino))
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in names:
+                if name.startswith("."):
+                    continue
+                file = os.path.join(root, name)
+                try:
+                    size = os.stat(file).st_size
+                except OSError:  # a broken link
+                    continue
+                listing.append((Path(os.path.relpath(file, path)).as_posix(), size))
+        listing.sort()
+    else:
+        return None
+    return hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()[:16]
+
+
+def _data_paths(value: Any) -> Any:
+    """A data field with each path replaced by its last component and a hash of what it holds
+    (:func:`_contents`): the same data in a checkout somewhere else keeps its fingerprint, other
+    data at the same place (or changed data) does not."""
     if isinstance(value, Path):
-        return value.name
+        return {"name": value.name, "contents": _contents(value)}
     if isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value):
-        return [v.name for v in value]
+        return [_data_paths(v) for v in value]
     return value
 
 
 def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
     """The fingerprint of what the references train from: ``config`` without
     :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, its data
-    folders by name, and ``options``."""
+    folders by name and what they hold (:func:`_data_paths`), and ``options``."""
     inputs = {k: v for k, v in config.to_dict().items() if k not in STUDENT_ONLY_SECTIONS}
     inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
     inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in _STUDENT_ONLY_TRAIN_FIELDS}
-    inputs["data"] = {f.name: _folder_names(getattr(config.data, f.name)) for f in dataclasses.fields(config.data)
+    inputs["data"] = {f.name: _data_paths(getattr(config.data, f.name)) for f in dataclasses.fields(config.data)
                       if f.name not in _PLACE_ONLY_DATA_FIELDS}
     return training_fingerprint(config=inputs, options=dataclasses.asdict(options))
 

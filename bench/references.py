@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -114,40 +115,50 @@ def compute_comparison(ours_macs: Mapping[str, Any], latency: Mapping[str, Mappi
     command hops and 5 scene frames per second; ``rates_per_s`` in the result).
 
     Ours: each hop runs audio_encoder + fusion, each frame image_encoder + fusion. Theirs: each hop
-    the KWS model, each frame the VWW model. Frontends are the same code for both and listed apart.
+    the KWS model, each frame the VWW model. Frontends are the same code for both and listed apart
+    (those of the parts compared). A figure that is missing (a MAC count or a latency not known)
+    stays ``None`` through every sum and ratio it enters: no total or ratio of partial numbers.
     """
     def mean(stage_stats: Mapping[str, Any] | None) -> float | None:
         return None if not stage_stats or stage_stats.get("mean") is None else float(stage_stats["mean"])
 
-    fusion_macs = int(ours_macs.get("fusion_head", 0) or 0)
+    fusion_macs = _count(ours_macs.get("fusion_head"))
     parts = {}
-    for part, task, rate, encoder in (("commands", "command", command_hops_per_s, "audio_encoder"),
-                                      ("scenes", "scene", scene_frames_per_s, "image_encoder")):
+    frontends = []
+    for part, task, rate, encoder, frontend in (
+            ("commands", "command", command_hops_per_s, "audio_encoder", "audio_frontend"),
+            ("scenes", "scene", scene_frames_per_s, "image_encoder", "image_preprocess")):
         reference = next((r for r in references.values() if r.get("task") == task), None)
         if reference is None:
             continue
         parts[part] = {
             "rate_per_s": rate,
-            "ours_macs_per_s": rate * (int(ours_macs.get(encoder, 0)) + fusion_macs),
-            "theirs_macs_per_s": rate * int(reference["model"]["macs"] or 0),
+            "ours_macs_per_s": _mul(rate, _add(_count(ours_macs.get(encoder)), fusion_macs)),
+            "theirs_macs_per_s": _mul(rate, _count(reference["model"].get("macs"))),
             "ours_ms_per_s": _mul(rate, _add(mean(latency.get(encoder)), mean(latency.get("fusion")))),
             "theirs_ms_per_s": _mul(rate, mean(reference["latency_ms"].get("inference"))),
         }
+        frontends.append(_mul(rate, mean(latency.get(frontend))))
     if len(parts) == 2:
         parts["total"] = {key: _add(parts["commands"][key], parts["scenes"][key])
                           for key in ("ours_macs_per_s", "theirs_macs_per_s", "ours_ms_per_s", "theirs_ms_per_s")}
     for values in parts.values():
         values["macs_ratio"] = _ratio(values["ours_macs_per_s"], values["theirs_macs_per_s"])
         values["ms_ratio"] = _ratio(values["ours_ms_per_s"], values["theirs_ms_per_s"])
-    parts["frontend_ms_per_s"] = _add(_mul(command_hops_per_s, mean(latency.get("audio_frontend"))),
-                                      _mul(scene_frames_per_s, mean(latency.get("image_preprocess"))))
+    parts["frontend_ms_per_s"] = functools.reduce(_add, frontends) if frontends else None
     parts["rates_per_s"] = {"command_hops": command_hops_per_s, "scene_frames": scene_frames_per_s}
     return parts
 
 
+def _count(x: Any) -> int | None:
+    """A MAC count as an integer; ``None`` (not 0) when it is not known."""
+    return None if x is None else int(x)
+
+
 def _add(a, b):
+    """``a + b``; ``None`` when either is: a sum of partial figures is no figure."""
     if a is None or b is None:
-        return a if b is None else b
+        return None
     return round(a + b, 4) if isinstance(a, float) or isinstance(b, float) else a + b
 
 

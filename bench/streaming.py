@@ -57,6 +57,7 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.runtime.speech_embedding import samples_for_embeddings
 from edgesense.schema.validate import require
+from edgesense.train.config import derived_seed
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
@@ -330,13 +331,15 @@ def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name
     if parts:
         share = plan.talk_s[name] / len(parts)
         out["talk"] = run([segment for k, part in enumerate(parts) for segment in build_segments(  # part by part
-            dataclasses.replace(base, kind="talk", duration_s=share, seed=seed + 1000 + _TALK_PART_SEEDS * k),
+            dataclasses.replace(base, kind="talk", duration_s=share,
+                                seed=derived_seed(seed, 1000 + _TALK_PART_SEEDS * k)),
             SEGMENT_S, others=part, noise=noise)])
     else:
         logger.warning("streaming: no other speech for the %s split: no talk stream", name)
     if words:
         out["words"] = run([build_stream(dataclasses.replace(base, kind="words", passes=plan.word_passes,
-                                                             seed=seed + 2000), others=words, noise=noise)])
+                                                             seed=derived_seed(seed, 2000)),
+                                         others=words, noise=noise)])
     return out
 
 
@@ -459,7 +462,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     replays: dict[str, dict[str, Replay]] = {}
     # each split's (command words, noise recordings, stream options), for the cost breakdown and level envelopes
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
-    utterances_of_split = {"tuning": (tuning, options.seed + 101), "evaluation": (evaluation, options.seed + 202)}
+    utterances_of_split = {"tuning": (tuning, derived_seed(options.seed, 101)),
+                           "evaluation": (evaluation, derived_seed(options.seed, 202))}
     for name, (noise_pool, _) in pools_of_split.items():  # --tuning-only: the evaluation pools unread
         utterances, seed = utterances_of_split[name]
         noise = [x for _, x in read_recordings(noise_pools[noise_pool], sr)]

@@ -43,9 +43,12 @@ from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFronten
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.loop.stats import SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, SECOND_OPINION_STAGES
 from edgesense.recognition.gate import speech_span
+from edgesense.runtime import speech_embedding
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train.cache import file_sha256
+from edgesense.train.config import derived_seed
+from edgesense.train.teachers.speech_embedding import models_sha256
 from edgesense.types import is_command_word
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
@@ -65,6 +68,8 @@ _CROSSFADE_MS = 50.0
 #: The background level moves to the next utterance's level over this long (in the gap before it).
 _LEVEL_RAMP_MS = 200.0
 _EPS = 1e-12
+#: A second opinion's key part when the speech-embedding wheel is missing (see :class:`PosteriorCache`).
+_SPEECH_EMBEDDING_MISSING = "speech-embedding-missing"
 
 #: The shortest stream (and stream piece) there is, in seconds.
 MIN_STREAM_S = 10.0
@@ -387,13 +392,14 @@ def build_stream(options: StreamOptions, *, commands: Sequence[Utterance] = (), 
 
 def build_segments(options: StreamOptions, segment_s: float, **kwargs: Any) -> list[Stream]:
     """A ``commands`` or ``talk`` stream of ``options.duration_s`` as independent pieces of at most
-    ``segment_s`` (seeds ``seed``, ``seed + 1``, …), so that only one piece is in memory at a time."""
+    ``segment_s`` (seeds ``seed``, ``seed + 1``, …, wrapped into the seed range: :func:`derived_seed`), so that
+    only one piece is in memory at a time."""
     require(options.kind != "words", "kind", "'commands' or 'talk' (a words stream is one piece)", options.kind)
     require(is_number(segment_s) and segment_s >= MIN_STREAM_S, "segment_s", f"a number >= {MIN_STREAM_S:g}",
             segment_s)
     count = max(1, math.ceil(options.duration_s / segment_s - 1e-9))
     length = options.duration_s / count
-    return [build_stream(dataclasses.replace(options, duration_s=length, seed=options.seed + k), **kwargs)
+    return [build_stream(dataclasses.replace(options, duration_s=length, seed=derived_seed(options.seed, k)), **kwargs)
             for k in range(count)]
 
 
@@ -523,6 +529,16 @@ def concat_posteriors(parts: Sequence[StreamPosteriors]) -> StreamPosteriors:
                             hop_ms=parts[0].hop_ms, words=words, duration_ms=float(sum(p.duration_ms for p in parts)))
 
 
+def _speech_embedding_identity() -> tuple[str, ...]:
+    """The sha256 of the speech-embedding model files a second opinion runs (another wheel may ship
+    other models), or a marker when the wheel is missing: no posteriors are ever saved under it,
+    since the second opinion cannot run, and the run then fails naming what to install."""
+    try:
+        return models_sha256(speech_embedding.model_files())  # the files the second opinion loads
+    except speech_embedding.SpeechEmbeddingUnavailable:
+        return (_SPEECH_EMBEDDING_MISSING,)
+
+
 class PosteriorCache:
     """Per-hop posteriors and the placed words on disk (``<folder>/posteriors-<key>.npz``), keyed by
     model and stream."""
@@ -531,9 +547,9 @@ class PosteriorCache:
         self.folder = Path(folder)
         self.second_opinion = second_opinion if second_opinion is not None and second_opinion.enabled else None
         self._second_key: list[Any] = []
-        if self.second_opinion is not None:  # the heads' bytes and the blend are part of what is cached
+        if self.second_opinion is not None:  # the heads' bytes, the speech embedding's and the blend: what is cached
             self._second_key = [file_sha256(self.second_opinion.heads_path),  # type: ignore[arg-type]
-                                self.second_opinion.student_weight]
+                                *_speech_embedding_identity(), self.second_opinion.student_weight]
 
     def key(self, model_sha256: str, stream: Stream, hop_ms: float) -> str:
         return _fingerprint([model_sha256, stream.fingerprint, float(hop_ms), *self._second_key])

@@ -6,8 +6,10 @@ kernel *fake-quantized* in the forward pass, so the weights settle where the int
 costs little. Gradients are taken at the quantized weights and applied to float shadow
 weights (the straight-through estimator). The grid is the converter's own: symmetric
 int8, per output channel for convolutions (which is unchanged when batch norm is folded
-in, a per-channel scale) and per tensor for dense layers. Activations are left to the
-post-training calibration that follows, as in any conversion.
+in, a per-channel scale) and for dense layers too (TF 2.21's converter gives every
+``FULLY_CONNECTED`` kernel a scale per output unit; a per-tensor grid would be moved by up to
+half a step at conversion). Activations are left to the post-training calibration that follows,
+as in any conversion.
 
 The result is a new run folder (``RUN-qat`` by default) that ``edgesense quantize``
 converts as usual. A folder already there is refused before the fine-tuning starts unless
@@ -73,7 +75,7 @@ def _quantized_kernels(model) -> Iterator[tuple[object, bool]]:
         elif isinstance(layer, layers.Conv2D):
             yield layer, True
         elif isinstance(layer, layers.Dense):
-            yield layer, False
+            yield layer, True  # per output unit: the converter's FULLY_CONNECTED weights are per channel
 
 
 def _depthwise_view(layer, kernel: np.ndarray) -> np.ndarray:
@@ -102,8 +104,11 @@ def _load_training_config(run_dir: Path):
 
 
 def default_out_dir(run_dir: str | Path) -> Path:
-    """Where :func:`qat_finetune` writes the fine-tuned run by default: ``RUN-qat`` beside ``RUN``."""
+    """Where :func:`qat_finetune` writes the fine-tuned run by default: ``RUN-qat`` beside ``RUN``
+    (for ``.`` or a path ending in ``..``, beside the folder they name)."""
     run_dir = Path(run_dir)
+    if run_dir.name in ("", ".."):
+        run_dir = run_dir.resolve()
     return run_dir.with_name(run_dir.name + QAT_SUFFIX)
 
 
@@ -119,6 +124,7 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
 
     import keras
 
+    from edgesense.train.config import derived_seed
     from edgesense.train.model import OUTPUT_COMMAND, OUTPUT_SCENE
     from edgesense.train.trainer import MODEL_FILE, FusionBatches, HeadValidation, features_of, load_dataset
 
@@ -132,7 +138,7 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
     ds = load_dataset(config)
     steps = options.steps_per_epoch or max(1, max(ds.image_train.labels.size, ds.audio_train.labels.size)
                                            // config.train.batch_size)
-    batches = FusionBatches(ds, config, steps=steps, epoch_seed=config.seed + 1)
+    batches = FusionBatches(ds, config, steps=steps, epoch_seed=derived_seed(config.seed, 1))
     smoothing = config.train.label_smoothing
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=options.learning_rate),
                   loss={OUTPUT_COMMAND: keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),

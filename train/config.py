@@ -45,6 +45,14 @@ def is_seed(value: object) -> bool:
     return is_int(value) and 0 <= value < SEED_LIMIT
 
 
+def derived_seed(seed: int, offset: int) -> int:
+    """The seed ``offset`` steps after ``seed`` (a part's, a fold's, a head's), wrapped into
+    ``[0, SEED_LIMIT)``: a valid ``seed`` never derives one that :func:`is_seed` rejects."""
+    if not is_int(seed) or not is_int(offset):
+        raise ValueError(f"derived_seed: expected integers, got seed={seed!r}, offset={offset!r}")
+    return (seed + offset) % SEED_LIMIT
+
+
 #: ``ModelOptions`` fields that act in training only: runs that differ in them have weights of the
 #: same shapes and meaning (a soup of them is one model; ``edgesense average``).
 TRAINING_ONLY_MODEL_FIELDS: tuple[str, ...] = ("dropout", "batchnorm_momentum")

@@ -43,6 +43,7 @@ from edgesense.frontend.wav import read_wav, write_wav
 from edgesense.schema.validate import require
 from edgesense.train import augment
 from edgesense.train import data as datasets
+from edgesense.train.config import derived_seed
 from edgesense.train.model import (
     FUSION_STRATEGIES,
     INPUT_AUDIO,
@@ -316,7 +317,7 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
         test, evaluated_on = val, "validation"
     require(train.labels.size > 0, "av set", "training pairs", 0)
     variants = [("image_only", "concat"), ("audio_only", "concat")] + [("fusion", s) for s in options.strategies]
-    rng = np.random.default_rng(options.seed + 1)
+    rng = np.random.default_rng(derived_seed(options.seed, 1))
     degraded = {c: degrade(test.images, c, rng) for c in CONDITIONS}
     results: dict[str, dict[str, float]] = {}
     for kind, strategy in tqdm(variants, desc="fusion study", unit="model", disable=None, leave=False):

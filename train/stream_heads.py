@@ -70,7 +70,7 @@ from edgesense.runtime.speech_embedding import (
 from edgesense.schema.validate import require, require_range
 from edgesense.train import augment, data
 from edgesense.train.bank import BankOptions
-from edgesense.train.config import SEED_EXPECTED, is_seed
+from edgesense.train.config import SEED_EXPECTED, derived_seed, is_seed
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
@@ -170,7 +170,7 @@ class StreamHeadsOptions:
         nothing added."""
         return dataclasses.replace(self, variants=1, talk_per_variant=0, silence_per_variant=0, partial_share=0.0,
                                    speed_share=0.0, talk_ends_share=0.0, talk_words_share=0.0,
-                                   unknown_voices_share=0.0, seed=self.seed + 1)
+                                   unknown_voices_share=0.0, seed=derived_seed(self.seed, 1))
 
 
 def noise_window(noise: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -461,7 +461,7 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
             ex.shape[1])
     logger.info("%d training windows embedded", len(x))
     teacher = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=options.epochs)
-    heads = [fit_audio_head(ex, y, len(labels), teacher, seed=options.seed + k, validation=(vex, vy),
+    heads = [fit_audio_head(ex, y, len(labels), teacher, seed=derived_seed(options.seed, k), validation=(vex, vy),
                             class_scale={m.unknown: options.unknown_weight}) for k in range(options.heads)]
     model = ensemble_model(heads, options.context_embeddings)
     val_accuracy = (float(np.mean(np.argmax(np.mean([h.predict(vex, verbose=0) for h in heads], axis=0), axis=1)

@@ -21,7 +21,7 @@ from edgesense.train import data as datasets
 from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
                                   prepare_rirs, speech_windows)
 from edgesense.train.cache import ArrayCache, content_key
-from edgesense.train.config import FUSION_HEAD, TrainConfig, TrainOptions
+from edgesense.train.config import FUSION_HEAD, TrainConfig, TrainOptions, derived_seed
 from edgesense.train.distill import CosineDistance, DistillationLoss, pack_targets, soften, target_accuracy
 from edgesense.train.model import (
     INPUT_AUDIO,
@@ -792,7 +792,7 @@ def make_bank(ds: Dataset, config: TrainConfig, cache: ArrayCache, embedder=None
                       silence_id=labels.index(SILENCE_LABEL), unknown_id=labels.index(UNKNOWN_LABEL),
                       noise=ds.noise, rirs=ds.real_rooms,
                       other_speech=ds.other_speech if ds.other_speech is not None else empty, cache=cache,
-                      embed=embedder, embed_key=repr(embedder.options) if embedder is not None else None)
+                      embed=embedder, embed_key=embedder.cache_key if embedder is not None else None)
 
 
 class AudioTeacher:
@@ -806,7 +806,7 @@ class AudioTeacher:
         self.head = None
 
     def embed(self, clips: np.ndarray) -> np.ndarray:
-        key = content_key(clips, repr(self.embedder.options))
+        key = content_key(clips, self.embedder.cache_key)
         return self.cache.get_or_compute("embeddings", key, lambda: {"x": self.embedder(clips).astype(np.float16)})[
             "x"].astype(np.float32)
 
@@ -875,7 +875,7 @@ class AudioTeacher:
         for k in range(folds):
             held = fold == k
             head = fit_audio_head(x[~held], y[~held], len(ds.command_labels), self.config.audio_teacher,
-                                  seed=self.config.seed + k, validation=val)
+                                  seed=derived_seed(self.config.seed, k), validation=val)
             out[held] = teacher_logits(head, x[held])
         log.info("audio teacher, %d speaker folds: out-of-fold accuracy on the training clips %.4f", folds,
                  float(np.mean(out.argmax(-1) == y)))

@@ -89,6 +89,41 @@ def test_the_reference_fingerprint_follows_what_the_references_learn_from_only()
     assert reference_fingerprint(config, ReferenceOptions(vww_alpha=0.5)) != base
 
 
+def _word_folder(root: Path, sizes: dict[str, int]) -> Path:
+    """A Speech Commands-like folder ``root/yes`` of files of the given sizes."""
+    (root / "yes").mkdir(parents=True, exist_ok=True)
+    for name, size in sizes.items():
+        (root / "yes" / name).write_bytes(b"x" * size)
+    return root
+
+
+def test_the_reference_fingerprint_follows_what_the_data_folders_hold_wherever_they_lie(tmp_path):
+    import shutil
+
+    speech = _word_folder(tmp_path / "a" / "speech_commands", {"0.wav": 100, "1.wav": 200})
+    noise = tmp_path / "a" / "fridge.wav"
+    noise.write_bytes(b"n" * 50)
+
+    def fingerprint(folder: Path, noise_file: Path = noise) -> str:
+        return reference_fingerprint(reference_config(speech_commands=folder, scenes=None, noise=(noise_file,)),
+                                     ReferenceOptions())
+
+    base = fingerprint(speech)
+    moved = shutil.copytree(speech, tmp_path / "elsewhere" / "speech_commands")
+    assert fingerprint(moved) == base  # the same data somewhere else
+    (speech / "yes" / ".DS_Store").write_bytes(b"a file no loader reads")
+    assert fingerprint(speech) == base
+    (speech / "yes" / "2.wav").write_bytes(b"x" * 300)  # more data at the same place
+    assert fingerprint(speech) != base
+    (speech / "yes" / "2.wav").unlink()
+    (speech / "yes" / "1.wav").write_bytes(b"x" * 201)  # a file replaced by another
+    assert fingerprint(speech) != base
+    (speech / "yes" / "1.wav").write_bytes(b"x" * 200)
+    assert fingerprint(speech) == base
+    noise.write_bytes(b"n" * 60)  # a listed file changed
+    assert fingerprint(speech) != base
+
+
 @pytest.mark.slow
 def test_references_train_convert_cache_and_run_on_litert(tmp_path):
     speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)

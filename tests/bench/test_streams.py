@@ -473,6 +473,31 @@ def test_segments_join_into_one_stream():
     assert whole.words[len(pieces[0].words)].start_ms == pieces[1].words[0].start_ms + 25_000
 
 
+def test_segments_of_the_last_valid_seed_keep_their_seeds_in_the_seed_range():
+    _, others = _material()
+    last = 2**32 - 1
+    pieces = build_segments(StreamOptions(kind="talk", duration_s=75, seed=last), 30, others=others)
+    assert [p.options.seed for p in pieces] == [last, 0, 1]
+
+
+def test_a_second_opinions_cached_posteriors_are_keyed_by_the_speech_embedding_models(tmp_path, monkeypatch):
+    from edgesense.runtime import speech_embedding
+
+    _, others = _material()
+    stream = build_stream(StreamOptions(kind="words", passes=1), others=others)
+    heads = tmp_path / "heads.tflite"
+    heads.write_bytes(b"heads")
+    models = (tmp_path / "melspectrogram.tflite", tmp_path / "embedding_model.tflite")
+    for path in models:
+        path.write_bytes(b"models of one version of the wheel")
+    monkeypatch.setattr(speech_embedding, "model_files", lambda: models)  # where the second opinion finds them
+    second = SecondOpinionOptions(heads_path=str(heads))
+    before = PosteriorCache(tmp_path, second_opinion=second).key("sha", stream, 100.0)
+    assert PosteriorCache(tmp_path, second_opinion=second).key("sha", stream, 100.0) == before
+    models[1].write_bytes(b"the embedding model of another version")
+    assert PosteriorCache(tmp_path, second_opinion=second).key("sha", stream, 100.0) != before
+
+
 class _FakeModel:
     """Scores 'yes' by the loudness of the latest features: enough to check the plumbing."""
 

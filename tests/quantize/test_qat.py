@@ -20,11 +20,49 @@ def test_fake_quantize_lands_on_a_symmetric_int8_grid_per_channel():
     assert len(np.unique(np.round(per_tensor / (np.abs(kernel).max() / INT8_MAX)))) <= 2 * INT8_MAX + 1
 
 
+def test_the_qat_grid_of_a_dense_kernel_is_the_converters():
+    # The converter's int8 dense weights (the bundled model's fusion head, dequantized) lie on its grid:
+    # fake-quantizing them the way --qat does must leave them where they are.
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from edgesense.quantize.adapt import dense_weights
+    from edgesense.quantize.convert import split_tflite_parts
+    from edgesense.quantize.qat import _quantize_layer_kernel, _quantized_kernels
+    from edgesense.shipped import MODELS, shipped_path
+
+    weights = dense_weights(split_tflite_parts(shipped_path(MODELS, "edgesense.tflite").read_bytes())["fuse"])
+    checked = 0
+    for (in_dim, out_dim), (kernel, _) in weights.items():
+        model = keras.Sequential([keras.Input((in_dim,)), keras.layers.Dense(out_dim)])
+        [(layer, per_channel)] = list(_quantized_kernels(model))
+        step = np.abs(kernel).max(axis=0) / INT8_MAX
+        if np.allclose(step, step.max()):
+            continue  # one scale for every unit: per tensor and per channel agree
+        np.testing.assert_allclose(_quantize_layer_kernel(layer, per_channel, kernel), kernel, rtol=0,
+                                   atol=1e-3 * step.min())
+        checked += 1
+    assert checked
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="epochs"):
         QatOptions(epochs=0)
     with pytest.raises(ValueError, match="learning_rate"):
         QatOptions(learning_rate=0.0)
+
+
+def test_run_qat_sits_beside_the_run_however_the_run_is_named(tmp_path, monkeypatch):
+    from edgesense.quantize.qat import default_out_dir
+
+    run = tmp_path / "runs" / "v1"
+    (run / "sub").mkdir(parents=True)
+    assert default_out_dir(run) == tmp_path / "runs" / "v1-qat"
+    monkeypatch.chdir(run)
+    assert default_out_dir(".").resolve() == tmp_path.resolve() / "runs" / "v1-qat"
+    assert default_out_dir("sub/..").resolve() == tmp_path.resolve() / "runs" / "v1-qat"
+    monkeypatch.chdir(run / "sub")
+    assert default_out_dir("..").resolve() == tmp_path.resolve() / "runs" / "v1-qat"
 
 
 def test_an_out_dir_holding_files_is_refused_before_any_training(tmp_path):

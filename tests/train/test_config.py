@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.train.config import SEED_EXPECTED, SEED_LIMIT, TrainOptions, is_seed, load_train_config
+from edgesense.train.config import (
+    SEED_EXPECTED, SEED_LIMIT, TrainOptions, derived_seed, is_seed, load_train_config,
+)
 
 NEGATIVE_SEED = -1
 BAD_SEEDS = (NEGATIVE_SEED, SEED_LIMIT)
@@ -26,6 +28,16 @@ def test_a_seed_is_an_integer_below_two_to_the_32():
     assert SEED_LIMIT == 2**32 and SEED_EXPECTED == "an integer in [0, 2**32)"
     assert all(is_seed(seed) for seed in GOOD_SEEDS)
     assert not any(is_seed(seed) for seed in (*BAD_SEEDS, True, 1.0, "1", None))
+
+
+def test_a_derived_seed_is_the_seed_plus_its_offset_wrapped_into_the_seed_range():
+    assert derived_seed(42, 3) == 45
+    assert derived_seed(SEED_LIMIT - 1, 1) == 0
+    assert derived_seed(SEED_LIMIT - 1, 2000) == 1999
+    assert all(is_seed(derived_seed(seed, k)) for seed in GOOD_SEEDS for k in (0, 1, 202, 2000))
+    for bad in ((1.5, 1), (1, None), (True, 1)):
+        with pytest.raises(ValueError, match="derived_seed"):
+            derived_seed(*bad)
 
 
 @pytest.mark.parametrize("seed", BAD_SEEDS)

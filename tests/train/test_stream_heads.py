@@ -112,6 +112,11 @@ def test_validation_windows_hold_each_clip_once_placed_as_in_training_with_nothi
     assert v.unknown_voices_share == 0.0
 
 
+def test_the_validation_options_of_the_last_valid_seed_are_valid():
+    last = 2**32 - 1  # a valid --seed: the validation windows' seed wraps to 0, not 2**32
+    assert StreamHeadsOptions(seed=last).for_validation().seed == 0
+
+
 def test_a_partial_word_keeps_only_its_beginning_or_its_end_and_the_rest_is_silent():
     kept = StreamHeadsOptions().partial_kept
     clip = np.zeros(SR, np.float32)

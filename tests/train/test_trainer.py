@@ -1113,3 +1113,40 @@ def test_the_validation_cross_entropy_is_the_clips_mean_minus_log_probability_of
     check = HeadValidation(validation["audio_features"][:0], labels[:0], validation["image"], validation["scene_label"])
     check.set_model(model)
     assert "val_command_loss" not in check.evaluate()
+
+
+class _KeyRecorder:
+    """An :class:`ArrayCache` stand-in that records the keys asked for and computes nothing."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def get_or_compute(self, kind, key, compute):
+        self.keys.append(key)
+        return {"x": np.zeros((1, 1, 1), np.float16)}
+
+
+def test_cached_teacher_embeddings_are_keyed_by_the_bytes_of_the_embedding_models(tmp_path, monkeypatch):
+    import shutil
+    from types import SimpleNamespace
+
+    from conftest import require_speech_embedding
+
+    from edgesense.train.teachers import speech_embedding as se
+    from edgesense.train.teachers.audio import AudioTeacherOptions
+    from edgesense.train.trainer import AudioTeacher
+
+    require_speech_embedding()
+    files = tuple(shutil.copy(path, tmp_path / path.name) for path in se.model_files())
+    monkeypatch.setattr(se, "model_files", lambda: files)
+    config = SimpleNamespace(audio_teacher=AudioTeacherOptions(pad_ms=0.0))
+    clips = np.zeros((2, 16000), np.float32)
+    cache = _KeyRecorder()
+    AudioTeacher(config, cache).embed(clips)
+    AudioTeacher(config, cache).embed(clips)
+    with open(files[1], "ab") as f:  # another version of the wheel: other embedding model bytes, same place
+        f.write(b"another version")
+    teacher = AudioTeacher(config, cache)
+    teacher.embed(clips)
+    assert cache.keys[0] == cache.keys[1] != cache.keys[2]
+    assert teacher.embedder.models_sha256 == se.models_sha256(files)

@@ -24,6 +24,7 @@ from edgesense.runtime.speech_embedding import (
 from edgesense.runtime.speech_embedding import INSTALL_HINT as DEVICE_INSTALL_HINT
 from edgesense.runtime.speech_embedding import model_files as device_model_files
 from edgesense.schema.validate import require
+from edgesense.train.cache import content_key, file_sha256
 from edgesense.train.teachers import TeacherUnavailable
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "embedding_windows",
     "mel_transform",
     "model_files",
+    "models_sha256",
     "to_pcm16",
 ]
 
@@ -50,6 +52,13 @@ HINT_DIM = 2 * EMBEDDING_DIM  #: :func:`clip_summary`: the mean and the maximum 
 def model_files() -> tuple[Path, Path]:
     """``(melspectrogram.tflite, embedding_model.tflite)`` inside the installed wheel."""
     return device_model_files(what="speech_embedding teacher", hint=INSTALL_HINT, error=TeacherUnavailable)
+
+
+def models_sha256(files: tuple[Path, Path]) -> tuple[str, str]:
+    """The sha256 of the mel and the embedding model files: what, beyond the options, decides the
+    embeddings (another version of the wheel may ship other models at the same place)."""
+    mel_path, embedding_path = files
+    return file_sha256(mel_path), file_sha256(embedding_path)
 
 
 def embedding_windows(mel: np.ndarray, *, window_frames: int = WINDOW_FRAMES,
@@ -93,11 +102,17 @@ class SpeechEmbeddingOptions:
 
 
 class SpeechEmbedding:
-    """Clips ``(N, samples)`` at 16 kHz -> embeddings ``(N, windows, 96)``."""
+    """Clips ``(N, samples)`` at 16 kHz -> embeddings ``(N, windows, 96)``.
+
+    :attr:`cache_key` identifies what it computes: its options and the bytes of the model files it
+    loaded (hashed once, here), so cached embeddings of other models are never reused."""
 
     def __init__(self, options: SpeechEmbeddingOptions = SpeechEmbeddingOptions()) -> None:
         self.options = options
-        self._mel, self._embed = make_interpreters(options.num_threads, model_files())
+        files = model_files()
+        self.models_sha256 = models_sha256(files)
+        self.cache_key = content_key(repr(options), *self.models_sha256)
+        self._mel, self._embed = make_interpreters(options.num_threads, files)
         self._mel_shape: tuple[int, ...] | None = None
         self._embed_shape: tuple[int, ...] | None = None
 

@@ -1,0 +1,69 @@
+"""Ours vs the MLPerf Tiny references per second of stream: a figure that is missing stays missing
+through every sum and ratio, and the report says so instead of printing 0 or a partial total."""
+
+from __future__ import annotations
+
+from edgesense.bench.references import compute_comparison
+from edgesense.bench.report import render_markdown
+
+LATENCY = {"audio_encoder": {"mean": 1.0}, "image_encoder": {"mean": 4.0}, "fusion": {"mean": 0.5},
+           "audio_frontend": {"mean": 0.2}, "image_preprocess": {"mean": 0.1}}
+KWS_MACS, VWW_MACS = 55, 505
+
+
+def _references(kws_macs: int | None, vww_macs: int | None) -> dict:
+    return {"kws": {"task": "command", "model": {"macs": kws_macs}, "latency_ms": {"inference": {"mean": 0.75}}},
+            "vww": {"task": "scene", "model": {"macs": vww_macs}, "latency_ms": {"inference": {"mean": 2.25}}}}
+
+
+def test_a_missing_mac_count_leaves_its_part_the_total_and_their_ratios_missing():
+    ours_without_image_encoder = {"audio_encoder": 100, "fusion_head": 10}
+    comp = compute_comparison(ours_without_image_encoder, LATENCY, _references(KWS_MACS, VWW_MACS))
+    assert comp["commands"]["ours_macs_per_s"] == 10 * 110 and comp["commands"]["macs_ratio"] == 2.0
+    assert comp["scenes"]["ours_macs_per_s"] is None and comp["scenes"]["macs_ratio"] is None
+    assert comp["total"]["ours_macs_per_s"] is None and comp["total"]["macs_ratio"] is None
+    assert comp["total"]["theirs_macs_per_s"] == 10 * KWS_MACS + 5 * VWW_MACS
+    # the reference's count unknown: theirs missing, not 0
+    comp = compute_comparison({"audio_encoder": 100, "image_encoder": 1000, "fusion_head": 10}, LATENCY,
+                              _references(None, VWW_MACS))
+    assert comp["commands"]["theirs_macs_per_s"] is None and comp["commands"]["macs_ratio"] is None
+    assert comp["total"]["theirs_macs_per_s"] is None and comp["total"]["macs_ratio"] is None
+    assert comp["scenes"]["macs_ratio"] == 2.0
+    # no fusion head count: neither part has ours
+    comp = compute_comparison({"audio_encoder": 100, "image_encoder": 1000}, LATENCY, _references(KWS_MACS, VWW_MACS))
+    assert comp["commands"]["ours_macs_per_s"] is None and comp["scenes"]["ours_macs_per_s"] is None
+
+
+def test_a_missing_latency_leaves_its_sums_missing_and_frontends_cover_the_parts_compared():
+    partial = {k: v for k, v in LATENCY.items() if k != "fusion"}
+    comp = compute_comparison({"audio_encoder": 100, "image_encoder": 1000, "fusion_head": 10}, partial,
+                              _references(KWS_MACS, VWW_MACS))
+    assert comp["commands"]["ours_ms_per_s"] is None and comp["total"]["ours_ms_per_s"] is None
+    assert comp["total"]["theirs_ms_per_s"] == 10 * 0.75 + 5 * 2.25
+    assert comp["frontend_ms_per_s"] == 10 * 0.2 + 5 * 0.1
+    no_image_preprocess = {k: v for k, v in LATENCY.items() if k != "image_preprocess"}
+    comp = compute_comparison({"audio_encoder": 100, "image_encoder": 1000, "fusion_head": 10}, no_image_preprocess,
+                              _references(KWS_MACS, VWW_MACS))
+    assert comp["frontend_ms_per_s"] is None  # not the audio frontend's alone
+    commands_only = compute_comparison({"audio_encoder": 100, "fusion_head": 10}, no_image_preprocess,
+                                       {"kws": _references(KWS_MACS, None)["kws"]})
+    assert commands_only["frontend_ms_per_s"] == 10 * 0.2 and "scenes" not in commands_only
+
+
+def test_the_report_shows_a_missing_figure_as_missing_not_zero():
+    references = _references(None, VWW_MACS)
+    for r in references.values():
+        r.update(architecture_note="a reference", model={**r["model"], "bytes": 1000, "params": 10})
+        r[r["task"]] = {"accuracy": 0.5, "count": 2}
+        r["latency_ms"]["inference"].update(p50=1.0, p95=1.0, p99=1.0, n=3)
+    comp = compute_comparison({"audio_encoder": 100, "fusion_head": 10}, LATENCY, references)
+    report = {"model": {"path": "model.tflite", "bytes": 1000}, "settings": {}, "latency_ms": {},
+              "references": references, "comparison_per_second": comp}
+    compute_section = render_markdown(report).split("Compute per second")[1]
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in compute_section.splitlines()
+                                               if line.startswith(("| commands", "| scenes", "| total")))}
+    # ours MACs/s, theirs MACs/s, their ratio
+    assert rows["commands"][:3] == ["1100", "n/a", "n/a"]
+    assert rows["scenes"][:3] == ["n/a", "2525", "n/a"]
+    assert rows["total"][:3] == ["n/a", "n/a", "n/a"]
+    assert "**kws**: a reference; 1000 bytes, 10 params, n/a MACs" in render_markdown(report)
