@@ -165,6 +165,11 @@ def _import_tf():
 
 
 def _load_keras_model(path: Path) -> Any:
+    from edgesense.train.runfolder import keras_archive_problem
+
+    problem = keras_archive_problem(path)  # Keras would say "File not found" of a damaged file
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
     import keras
 
     import edgesense.train.model  # noqa: F401  (registers the custom layers)

@@ -42,7 +42,7 @@ def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: s
                          f"{', '.join(RUN_MARKERS)}); refusing to replace it even with {force_flag}")
 
 
-def _keras_archive_problem(path: Path) -> str | None:
+def keras_archive_problem(path: Path) -> str | None:
     """What keeps ``path`` from being a saved Keras model (a zip archive with its weights), or None."""
     try:
         if not zipfile.is_zipfile(path):
@@ -64,7 +64,7 @@ def check_init_from(run_dir: Path, out_dir: Path | None = None, flag: str = "--i
         raise ValueError(f"{flag} {run_dir}: {what}; expected a run folder with {MODEL_FILE}")
     if not (run_dir / MODEL_FILE).is_file():
         raise ValueError(f"{flag} {run_dir}: expected a run folder with {MODEL_FILE}, found none")
-    problem = _keras_archive_problem(run_dir / MODEL_FILE)
+    problem = keras_archive_problem(run_dir / MODEL_FILE)
     if problem is not None:
         raise ValueError(f"{flag} {run_dir}: expected a run folder with a saved {MODEL_FILE}, but its "
                          f"{MODEL_FILE} {problem}")

@@ -52,6 +52,12 @@ def test_missing_model_subprocess(run_dir_copy, tmp_path):
     _assert_one_line_error(result.stderr, "has no model.keras", str(run_dir_copy))
 
 
+def test_a_damaged_model_is_said_to_be_one(run_dir_copy, tmp_path, capsys):
+    (run_dir_copy / "model.keras").write_bytes(b"not a zip")  # Keras itself says "File not found"
+    assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite")]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "model.keras: is not a Keras model (not a zip archive)")
+
+
 def test_qat_needs_a_run_with_its_training_config(tiny_run_dir, tmp_path, capsys):
     # The tiny fixture run is hand-built: it records no training config, so no training data.
     assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
