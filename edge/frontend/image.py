@@ -43,25 +43,31 @@ class ImageFrontendOptions:
 # --------------------------------------------------------------------------- image
 
 
+#: The channel counts a frame may have: grayscale, BGR, BGRA.
+FRAME_CHANNELS = (1, 3, 4)
+
+
 def preprocess_frame(frame_bgr: np.ndarray, options: ImageFrontendOptions = ImageFrontendOptions()) -> np.ndarray:
     """A BGR uint8 frame (H, W, 3) -> RGB float32 (height_px, width_px, 3) in [0, 255].
 
     The largest centred crop with the model's aspect ratio is taken, then resized
-    with area interpolation (bilinear when enlarging). Grayscale (H, W) and BGRA
-    frames are accepted and converted.
+    with area interpolation (bilinear when enlarging). Grayscale ((H, W) or (H, W, 1))
+    and BGRA frames are accepted and converted.
     """
     frame = np.asarray(frame_bgr)
     # Checked before OpenCV sees it: cvtColor raises its own error on other dtypes and on empty frames.
     if frame.dtype != np.uint8:
         raise ValueError(f"frame: expected dtype uint8, got {frame.dtype}")
-    if frame.ndim not in (2, 3) or frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise ValueError(f"frame: expected an image of shape (H, W, 3), got {frame.shape}")
+    if (frame.ndim not in (2, 3) or frame.shape[0] < 1 or frame.shape[1] < 1
+            or (frame.ndim == 3 and frame.shape[2] not in FRAME_CHANNELS)):
+        raise ValueError(f"frame: expected an image of shape (H, W) or (H, W, C) with C in {FRAME_CHANNELS}, "
+                         f"got {frame.shape}")
+    if frame.ndim == 3 and frame.shape[2] == 1:  # grayscale with its channel axis kept
+        frame = frame[:, :, 0]
     if frame.ndim == 2:
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     elif frame.shape[2] == 4:
         frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if frame.shape[2] != 3:
-        raise ValueError(f"frame: expected an image of shape (H, W, 3), got {frame.shape}")
     h, w = frame.shape[:2]
     target_aspect = options.width_px / options.height_px
     if w / h > target_aspect:

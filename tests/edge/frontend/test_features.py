@@ -156,6 +156,8 @@ def test_preprocess_crops_the_centre_and_converts_to_rgb():
 def test_preprocess_accepts_gray_and_bgra_and_rejects_the_rest():
     assert preprocess_frame(np.zeros((50, 50), np.uint8)).shape == (96, 96, 3)
     assert preprocess_frame(np.zeros((50, 70, 4), np.uint8)).shape == (96, 96, 3)
+    gray = np.arange(50 * 50, dtype=np.uint8).reshape(50, 50)
+    np.testing.assert_array_equal(preprocess_frame(gray[:, :, None]), preprocess_frame(gray))  # (H, W, 1) too
     with pytest.raises(ValueError, match="uint8"):
         preprocess_frame(np.zeros((50, 50, 3), np.float32))
     with pytest.raises(ValueError, match="shape"):
@@ -176,7 +178,8 @@ def test_preprocess_names_the_dtype_of_any_frame(frame):
 
 
 def test_preprocess_rejects_an_empty_grayscale_frame_and_fractional_sizes():
-    with pytest.raises(ValueError, match=r"frame: expected an image of shape \(H, W, 3\), got \(0, 5\)"):
+    with pytest.raises(ValueError, match=r"frame: expected an image of shape \(H, W\) or \(H, W, C\) with C in "
+                                         r"\(1, 3, 4\), got \(0, 5\)"):
         preprocess_frame(np.zeros((0, 5), np.uint8))  # was cv2.error from cvtColor
     with pytest.raises(ValueError, match="width_px: expected an integer"):
         ImageFrontendOptions(width_px=96.5)  # was accepted, then cv2.resize failed on it
