@@ -15,6 +15,7 @@ from edgesense.schema.validate import from_mapping, is_int, is_number, require, 
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.bank import BankOptions
+from edgesense.train.pools import wav_recordings
 from edgesense.train.scene_audio import SceneAudioOptions
 from edgesense.train.teachers.audio import AudioTeacherOptions
 from edgesense.train.teachers.vision import VisionTeacherOptions
@@ -99,8 +100,9 @@ class ModelOptions:
 class DataConfig:
     """Where the data comes from. Relative paths are resolved against the YAML file's folder.
 
-    ``noise`` (background recordings), ``speech_negatives`` (other people's speech: folders of
-    WAV files, searched recursively) and ``rirs`` (real room impulse responses) are split by
+    ``noise`` (background recordings), ``speech_negatives`` (other people's speech) and ``rirs``
+    (real room impulse responses), folders of WAV files searched recursively (a folder with none is
+    an error) or files, are split by
     recording with :func:`edgesense.train.pools.split_recordings`; only the training pool is
     used. ``hard_negatives``: folders of 1 s windows where a model fired on talk (written by
     ``edgesense mine`` from the training pool of other speech); every window is an ``_unknown_``
@@ -316,6 +318,12 @@ class TrainConfig:
         return to_mapping(self)
 
 
+#: ``DataConfig`` fields that name folders only (Speech Commands layouts, class folders).
+FOLDER_FIELDS: tuple[str, ...] = ("speech_commands", "synthetic_speech", "scenes", "av", "scene_ambient")
+#: ``DataConfig`` fields that name recordings (folders searched with :func:`edgesense.train.pools.wav_recordings`).
+RECORDING_FIELDS: tuple[str, ...] = ("noise", "speech_negatives", "hard_negatives", "rirs")
+
+
 def _resolve(path: Path | None, base: Path) -> Path | None:
     if path is None:
         return None
@@ -374,4 +382,13 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
         for p in paths:
             if p is not None and not p.exists():
                 raise ValueError(f"{path}: data.{name}: no such file or folder: {p}")
+    for name in FOLDER_FIELDS:
+        value = getattr(data, name)
+        for p in value if isinstance(value, tuple) else (value,):
+            if p is not None and not p.is_dir():
+                raise ValueError(f"{path}: data.{name}: expected a folder, got {p}, which is a file")
+    for name in RECORDING_FIELDS:
+        for p in getattr(data, name):
+            if p.is_dir() and not wav_recordings([p]):
+                raise ValueError(f"{path}: data.{name}: expected .wav recordings under {p}, found none")
     return replace(config, data=data)

@@ -343,7 +343,7 @@ def load_speech_commands(root: str | Path, *, words: Sequence[str] = DEFAULT_COM
     options = options or SpeechCommandsOptions()
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"speech commands root: expected a folder, got {str(root)!r} (does not exist)")
+        raise ValueError(f"speech commands root: expected a folder, got {str(root)!r} ({_not_a_folder(root)})")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = {p.name for p in folders}
     missing = [w for w in words if w not in names]
@@ -414,9 +414,13 @@ class AVIndex:
         return split_image_items(self.items, validation_percent=validation_percent, testing_percent=testing_percent)
 
 
+def _not_a_folder(path: Path) -> str:
+    return "a file" if path.exists() else "does not exist"
+
+
 def _class_folders(root: Path, what: str) -> list[Path]:
     if not root.is_dir():
-        raise ValueError(f"{what} root: expected a folder, got {str(root)!r} (does not exist)")
+        raise ValueError(f"{what} root: expected a folder, got {str(root)!r} ({_not_a_folder(root)})")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ValueError(f"{root}: expected one sub-folder per class, found none")

@@ -17,14 +17,15 @@ pool: its training pool serves the tuning streams.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from edgesense.schema.validate import require
 from edgesense.train.data import AVItem, hash_percent
 
-__all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "place_sound_files", "pool_of", "speech_negative_pools",
-           "split_recordings", "wav_recordings"]
+__all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "is_recording", "place_sound_files", "pool_of",
+           "speech_negative_pools", "split_recordings", "wav_recordings"]
 
 Pool = Literal["training", "tuning", "evaluation"]
 POOLS: tuple[Pool, ...] = ("training", "tuning", "evaluation")
@@ -36,12 +37,30 @@ _PERCENT = 100.0
 RECORDING_SUFFIX = ".wav"
 
 
+def is_recording(path: Path) -> bool:
+    """Whether ``path``'s name is a WAV recording's: the suffix in any case (``.WAV``), not hidden
+    (``._NAME.wav``, the resource forks macOS leaves on shared drives, hold no audio)."""
+    return path.suffix.lower() == RECORDING_SUFFIX and not path.name.startswith(".")
+
+
 def wav_recordings(paths: Iterable[str | Path]) -> list[Path]:
-    """The WAV files under ``paths`` (folders searched recursively, files as they are), sorted."""
+    """The WAV files under ``paths`` (:func:`is_recording`; folders searched recursively, linked
+    folders followed once, hidden folders skipped; files as they are), sorted."""
     files: set[Path] = set()
     for p in paths:
         p = Path(p)
-        files.update(p.rglob(f"*{RECORDING_SUFFIX}") if p.is_dir() else [p])
+        if not p.is_dir():
+            files.add(p)
+            continue
+        walked: set[str] = set()  # real paths: a link back up the tree is walked once
+        for folder, subfolders, names in os.walk(p, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in walked:
+                subfolders[:] = []
+                continue
+            walked.add(real)
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            files.update(Path(folder) / name for name in names if is_recording(Path(name)))
     return sorted(files)
 
 
@@ -107,10 +126,10 @@ def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], t
     paths: dict[str, list[Path]] = {label: [] for label in scene_labels}
     pools: dict[str, list[str]] = {}
     if scene_ambient is not None:
-        folders = [p for p in sorted(Path(scene_ambient).iterdir()) if p.is_dir()]
+        folders = [p for p in sorted(Path(scene_ambient).iterdir()) if p.is_dir() and not p.name.startswith(".")]
         unknown = [p.name for p in folders if p.name not in paths]
         require(not unknown, field, f"class folders named like the scene classes {list(scene_labels)}", unknown)
-        recordings = [p for folder in folders for p in sorted(folder.glob("*.wav"))]
+        recordings = [p for folder in folders for p in sorted(folder.iterdir()) if p.is_file() and is_recording(p)]
         require(bool(recordings), field, f"CLASS/*.wav recordings under {scene_ambient}", "none")
         split = split_recordings(recordings)
         for p in split["training"]:

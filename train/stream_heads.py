@@ -404,7 +404,9 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     folders (talk for training only), and ``hard_negatives`` (folders of windows where a detector
     fired on other speech, ``edgesense mine``), learned as ``_unknown_`` like the clips: placed
     anywhere, over noise, ``variants`` times."""
-    index = data.load_speech_commands(speech_commands)
+    # the student's own words: a folder of another word (one the student was not taught) is _unknown_ as in training
+    words = [label for label in student.command_labels if label not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+    index = data.load_speech_commands(speech_commands, words=words)
     labels = tuple(index.labels)
     require(labels == tuple(student.command_labels), "--model",
             f"the command labels of {speech_commands} {list(labels)}", list(student.command_labels))

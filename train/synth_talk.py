@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ from edgesense.train import synth
 from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
-__all__ = ["VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
+__all__ = ["PATTERN_WORDS", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
            "run", "synthesize_talk"]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ _PATTERNS = (
     "{determiner} {noun} {preposition} {determiner} {adjective} {noun} looks {adjective}",
 )
 
+#: The words the patterns say themselves ("we will", "looks"), checked like :data:`VOCABULARY`'s.
+PATTERN_WORDS: tuple[str, ...] = tuple(sorted({token for pattern in _PATTERNS
+                                               for token in re.sub(r"\{\w+\}", " ", pattern).split()}))
+
 
 def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> list[str]:
     """Vocabulary words that are, sound like, begin with or end with a command word ("on" may end
@@ -135,7 +140,7 @@ class TalkOptions:
         require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
                 self.max_clauses)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
-        found = clashes(VOCABULARY, self.words)
+        found = clashes({**VOCABULARY, "sentence": PATTERN_WORDS}, self.words)
         require(not found, "words", "command words that the talk vocabulary never says", found[:5])
 
 

@@ -37,7 +37,7 @@ from edgesense.train.model import (
     build_present_rows_view,
     describe,
 )
-from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings
+from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings, wav_recordings
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.train.teachers.models import ModelEnsembleTeacher
@@ -158,7 +158,7 @@ def load_dataset(config: TrainConfig) -> Dataset:
                                "image_validation_percent": cfg.image_validation_percent,
                                "image_testing_percent": cfg.image_testing_percent}}
 
-    train_items, val_items, test_items, noise_paths = [], [], [], list(_noise_files(cfg.noise))
+    train_items, val_items, test_items, noise_paths = [], [], [], wav_recordings(cfg.noise)
     for root in cfg.speech_commands:
         index = datasets.load_speech_commands(root, words=cfg.words)
         splits = index.split(validation_percent=cfg.validation_percent, testing_percent=cfg.testing_percent,
@@ -189,14 +189,14 @@ def load_dataset(config: TrainConfig) -> Dataset:
         pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=rate)
         reports["noise"] = report.summary()
         noise = tuple(pool)
-    negative_paths = speech_negative_pools(_wav_files(cfg.speech_negatives))["training"]
+    negative_paths = speech_negative_pools(wav_recordings(cfg.speech_negatives))["training"]
     other_speech = np.zeros((0, config.audio_frontend.clip_samples), np.float32)
     if negative_paths:
         recordings, report = datasets.load_noise_pool(negative_paths, sample_rate_hz=rate)
         reports["speech_negatives"] = report.summary()
         other_speech = speech_windows(recordings, config.audio_frontend.clip_samples,
                                       min_dbfs=config.bank.other_speech_min_dbfs)
-    hard_paths = _wav_files(cfg.hard_negatives)  # mined from the training pool: no pool split
+    hard_paths = wav_recordings(cfg.hard_negatives)  # mined from the training pool: no pool split
     if hard_paths:
         recordings, report = datasets.load_noise_pool(hard_paths, sample_rate_hz=rate)
         reports["hard_negatives"] = report.summary()
@@ -204,7 +204,7 @@ def load_dataset(config: TrainConfig) -> Dataset:
                               min_dbfs=config.bank.other_speech_min_dbfs)
         summary["hard_negative_windows"] = int(hard.shape[0])
         other_speech = np.concatenate([other_speech, hard])
-    rir_paths = split_recordings(_wav_files(cfg.rirs))["training"]
+    rir_paths = split_recordings(wav_recordings(cfg.rirs))["training"]
     rirs = np.zeros((0, 1), np.float32)
     if rir_paths:
         recordings, report = datasets.load_noise_pool(rir_paths, sample_rate_hz=rate)
@@ -273,22 +273,6 @@ def _image_set(items, labels, config: TrainConfig, what: str, reports: dict) -> 
     reports[what] = report.summary()
     y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
     return ImageSet(images, y)
-
-
-def _wav_files(paths) -> list[Path]:
-    """WAV files under folders (recursively) or named directly."""
-    out: list[Path] = []
-    for p in paths:
-        out += sorted(p.rglob("*.wav")) if p.is_dir() else [p]
-    return out
-
-
-def _noise_files(paths):
-    for p in paths:
-        if p.is_dir():
-            yield from sorted(p.glob("*.wav"))
-        else:
-            yield p
 
 
 def _counts(labels: np.ndarray, names) -> dict[str, int]:

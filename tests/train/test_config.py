@@ -66,3 +66,24 @@ def test_a_learning_rate_that_is_not_finite_is_refused(tmp_path, text, shown):
     assert str(info.value) == f"{path}: train.learning_rate: expected a finite number > 0, got {shown}"
     with pytest.raises(ValueError, match="learning_rate: expected a finite number > 0"):
         TrainOptions(learning_rate=float(shown))
+
+
+@pytest.mark.parametrize("field", ["noise", "speech_negatives", "hard_negatives", "rirs"])
+def test_a_folder_of_recordings_that_holds_none_is_refused_naming_the_field(tmp_path, field):
+    path = tiny_config(tmp_path)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "readme.txt").write_text("no audio here")
+    with pytest.raises(ValueError, match=rf"data\.{field}: expected \.wav recordings under .*empty, found none"):
+        load_train_config(path, [f"data.{field}=[empty]"])
+    (tmp_path / "empty" / "sub" / "take1.WAV").write_bytes(b"")
+    assert load_train_config(path, [f"data.{field}=[empty]"])  # nested, in capitals: found
+
+
+@pytest.mark.parametrize(("field", "value"), [("speech_commands", "[train.yaml]"), ("synthetic_speech", "[train.yaml]"),
+                                              ("scenes", "train.yaml"), ("av", "train.yaml"),
+                                              ("scene_ambient", "train.yaml")])
+def test_a_file_where_a_folder_is_due_is_refused_naming_the_field(tmp_path, field, value):
+    path = tiny_config(tmp_path)
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, [f"data.{field}={value}"])
+    assert str(info.value) == f"{path}: data.{field}: expected a folder, got {path}, which is a file"

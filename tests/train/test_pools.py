@@ -65,3 +65,22 @@ def test_shared_noise_and_negatives_have_both_pools():
         split = speech_negative_pools(sorted((SHARED / folder).glob("*.wav")))
         assert split["training"] and split["evaluation"], folder
         assert split["tuning"] or folder == "noise", folder
+
+
+def test_recordings_are_found_in_any_case_in_nested_and_linked_folders_and_hidden_files_are_not(tmp_path):
+    from edgesense.train.pools import wav_recordings
+
+    other = tmp_path / "elsewhere" / "read_speech"
+    other.mkdir(parents=True)
+    (other / "reader.wav").write_bytes(b"")
+    root = tmp_path / "talk"
+    (root / "kitchen").mkdir(parents=True)
+    (root / ".trash").mkdir()
+    for name in ("a.wav", "B.WAV", "kitchen/c.Wav", "._a.wav", ".trash/d.wav", "notes.txt"):
+        (root / name).write_bytes(b"")
+    (root / "read_speech").symlink_to(other, target_is_directory=True)
+    (root / "kitchen" / "loop").symlink_to(root, target_is_directory=True)  # a link back up the tree
+    found = wav_recordings([root])
+    assert sorted(p.relative_to(root).as_posix() for p in found) == [
+        "B.WAV", "a.wav", "kitchen/c.Wav", "read_speech/reader.wav"]
+    assert wav_recordings([root / "B.WAV"]) == [root / "B.WAV"]  # a file named is taken as it is

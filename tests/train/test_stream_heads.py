@@ -377,3 +377,28 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
+
+
+def test_a_student_of_its_own_words_learns_them_and_the_folders_other_words_as_unknown(tmp_path):
+    from types import SimpleNamespace
+
+    from datagen import make_speech_commands, speech_clip
+
+    from edgesense.types import DEFAULT_COMMAND_WORDS
+
+    # a Speech Commands folder of all ten words; the student knows four of them (data.words: [yes, no, up, down])
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS, unknown_words=(), speakers=12,
+                                  per_speaker=1)
+    labels = ("_silence_", "_unknown_", *DEFAULT_COMMAND_WORDS[:4])
+    student = SimpleNamespace(command_labels=labels, metadata={})
+    rng = np.random.default_rng(3)
+    talk = tmp_path / "negatives" / "read_speech"
+    talk.mkdir(parents=True)
+    for i in range(4):
+        write_wav(talk / f"reader{i}.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
+    options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
+    material = training_material(student, speech, [], talk.parent, options)
+    assert material.labels == labels
+    clips = {label: int(np.sum(material.vy == k) + np.sum(material.y == k)) for k, label in enumerate(labels)}
+    assert all(clips[word] > 0 for word in DEFAULT_COMMAND_WORDS[:4])
+    assert clips["_unknown_"] > 6 * 12 * 0.5  # the six other words' clips (most speakers train), and the talk

@@ -84,3 +84,12 @@ def test_a_command_word_in_another_case_clashes():
     from edgesense.train.synth_talk import clashes
 
     assert clashes({"noun": ("Cat", "dog")}, ("cat",)) and clashes({"noun": ("cat",)}, ("Cat",))
+
+
+@pytest.mark.parametrize("word", ["look", "think", "there", "could"])
+def test_a_command_word_the_sentence_patterns_say_clashes(word):
+    sentences = draw_sentences(200, np.random.default_rng(0))
+    assert any(token.strip(".").startswith(word) for s in sentences for token in s.split())  # the talk says it
+    with pytest.raises(ValueError, match=rf"words: expected command words that the talk vocabulary never says, "
+                                         rf"got \['sentence: \w+ \({word}\)"):
+        TalkOptions(words=(word,))

@@ -428,6 +428,32 @@ def test_only_the_training_pool_of_noise_other_speech_and_rooms_feeds_training(t
     np.testing.assert_array_equal(again.features, bank.features)
 
 
+def test_recordings_in_capitals_nested_or_linked_folders_all_join_the_training_pools(tmp_path, tiny_data):
+    from edgesense.frontend.wav import write_wav
+    from edgesense.train.pools import speech_negative_pools, split_recordings
+
+    speech, _ = tiny_data
+    rng = np.random.default_rng(5)
+    noise, talk, elsewhere = tmp_path / "noise", tmp_path / "talk", tmp_path / "elsewhere" / "read_speech"
+    for folder, names in ((noise, ("FAN0.WAV", "FAN1.WAV", "kitchen/tap0.wav", "kitchen/tap1.wav")),
+                          (talk, ("alexa/a0.WAV", "alexa/a1.WAV", "alexa/a2.WAV")),
+                          (elsewhere, ("r0.wav", "r1.wav", "r2.wav"))):
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            write_wav(folder / name, (0.1 * rng.normal(size=48000)).astype(np.float32), 16000)
+    (talk / "read_speech").symlink_to(elsewhere, target_is_directory=True)
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None)
+    ds = load_dataset(load_train_config(path, [f"data.noise=[{noise}]", f"data.speech_negatives=[{talk}]"]))
+    pool = ds.summary["training_pool"]
+    own_noise = [noise / "FAN0.WAV", noise / "FAN1.WAV", noise / "kitchen" / "tap0.wav", noise / "kitchen" / "tap1.wav"]
+    expected = split_recordings([*own_noise, *(speech / "_background_noise_").glob("*.wav")])["training"]
+    assert pool["noise"] == [str(p) for p in expected] and sum(p in expected for p in own_noise) == 2
+    assert len(ds.noise) == len(expected)
+    talk_files = [talk / "alexa" / f"a{i}.WAV" for i in range(3)]
+    talk_files += [talk / "read_speech" / f"r{i}.wav" for i in range(3)]
+    assert pool["speech_negatives"] == len(speech_negative_pools(talk_files)["training"]) == 2
+
+
 def _talk_folder(root, recordings: int):
     """A folder of other speech (``read_speech/``) holding ``recordings`` 3 s recordings of noise."""
     from edgesense.frontend.wav import write_wav
