@@ -15,6 +15,7 @@ from edgesense.schema.validate import from_mapping, is_int, is_number, require, 
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.bank import BankOptions
+from edgesense.train.data import check_words
 from edgesense.train.pools import wav_recordings
 from edgesense.train.scene_audio import SceneAudioOptions
 from edgesense.train.teachers.audio import AudioTeacherOptions
@@ -141,8 +142,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         require(bool(self.speech_commands) or self.scenes is not None or self.av is not None, "speech_commands",
                "at least one of speech_commands, scenes or av", "none")
-        require(len(self.words) >= 1 and len(set(self.words)) == len(self.words), "words",
-               "a non-empty list of distinct words", self.words)
+        check_words(self.words)  # as the Speech Commands loader will: refused here, before TensorFlow starts
         for name in ("validation_percent", "testing_percent", "image_validation_percent", "image_testing_percent"):
             value = getattr(self, name)
             require(0.0 <= value < 50.0, name, "a percentage in [0, 50)", value)

@@ -46,6 +46,7 @@ __all__ = [
     "SpeechCommandsOptions",
     "SplitSpec",
     "balanced_indices",
+    "check_words",
     "hash_percent",
     "load_av_folder",
     "load_clips",
@@ -244,7 +245,7 @@ class SpeechCommandsOptions:
         require(self.clip_duration_ms > 0, "clip_duration_ms", "> 0", self.clip_duration_ms)
 
 
-def _check_words(words: Sequence[str]) -> tuple[str, ...]:
+def check_words(words: Sequence[str]) -> tuple[str, ...]:
     words = tuple(words) if not isinstance(words, str) else (words,)
     require(len(words) > 0 and all(isinstance(w, str) and w and not w.startswith("_") for w in words),
              "words", "a non-empty sequence of word folder names (not starting with '_')", words)
@@ -339,7 +340,7 @@ def load_speech_commands(root: str | Path, *, words: Sequence[str] = DEFAULT_COM
     any other folder is an ``_unknown_`` word. ``validation_list.txt`` and
     ``testing_list.txt`` are honoured by :meth:`SpeechCommandsIndex.split` when present.
     """
-    words = _check_words(words)
+    words = check_words(words)
     options = options or SpeechCommandsOptions()
     root = Path(root)
     if not root.is_dir():

@@ -87,3 +87,14 @@ def test_a_file_where_a_folder_is_due_is_refused_naming_the_field(tmp_path, fiel
     with pytest.raises(ValueError) as info:
         load_train_config(path, [f"data.{field}={value}"])
     assert str(info.value) == f"{path}: data.{field}: expected a folder, got {path}, which is a file"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("[_x]", "data.words: expected a non-empty sequence of word folder names (not starting with '_')"),
+    ("[yes, yes]", "data.words: expected no duplicates"),
+])
+def test_words_are_checked_as_the_loader_will_when_the_config_loads(tmp_path, value, expected):
+    path = tiny_config(tmp_path)  # a word starting with '_' passed here and failed once the data loaded
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, [f"data.words={value}"])
+    assert str(info.value).startswith(f"{path}: {expected}")
