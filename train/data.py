@@ -429,6 +429,14 @@ def _class_folders(root: Path, what: str) -> list[Path]:
 
 
 def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files of ``suffixes`` (any case, not hidden) directly in a class ``folder``; those in its
+    sub-folders are not read, and a warning says how many there are."""
+    nested = sorted(p for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".")
+                    for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                    and not p.name.startswith("."))
+    if nested:
+        logger.warning("%s: %d files in its sub-folders (e.g. %s) are not read: a class's files lie directly in "
+                       "its folder (CLASS/NAME)", folder, len(nested), nested[0].relative_to(folder))
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes
                   and not p.name.startswith("."))
 

@@ -238,6 +238,18 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         load_image_folder(root)
 
 
+def test_photos_in_a_class_folders_sub_folders_are_said_not_to_be_read(tmp_path: Path, caplog) -> None:
+    root = _image_root(tmp_path)
+    write_image(root / "sea" / "2019" / "6.jpg", (190, 95, 0))
+    write_image(root / "sea" / "2019" / "7.jpg", (190, 95, 0))
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
+        index = load_image_folder(root)
+    assert [it.path.name for it in index.items] == ["3.bmp", "4.jpeg", "1.jpg", "2.png"]  # the layout: CLASS/NAME
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{root / 'sea'}: 2 files in its sub-folders (e.g. 2019/6.jpg) are not read: a class's files lie directly "
+        f"in its folder (CLASS/NAME)"]
+
+
 def test_load_images_matches_device_preprocessing(tmp_path: Path) -> None:
     index = load_image_folder(_image_root(tmp_path))
     broken = index.root / "sea" / "5.jpg"
