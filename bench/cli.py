@@ -79,9 +79,15 @@ from edgesense.bench.report import (
     plot_latency,
     render_markdown,
 )
-from edgesense.bench.scenes_av import degraded_image_only, evaluate_av, evaluate_scenes_av, load_scene_ambience
+from edgesense.bench.scenes_av import (
+    check_av_folder,
+    degraded_image_only,
+    evaluate_av,
+    evaluate_scenes_av,
+    load_scene_ambience,
+)
 from edgesense.bench.scoring import LATENCY_RULES, SweepOptions
-from edgesense.bench.streaming import FirmwareSetting, clip_utterances, run_streaming
+from edgesense.bench.streaming import FirmwareSetting, clip_utterances, recording_pools, run_streaming
 from edgesense.bench.streams import Utterance
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
@@ -159,6 +165,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         from edgesense.train import data as image_data
         ambience = load_scene_ambience(options.scene_ambient, image_data.load_image_folder(options.scenes).classes,
                                        model.audio_frontend.sample_rate_hz)
+    if options.av is not None and not options.fusion_study:  # refused now too (the study trains on its own labels)
+        check_av_folder(Path(options.av), model.scene_labels)
     timer = _Timer(STAGES)
     noise_paths = list(options.noise)
     clips = clip_labels = None
@@ -180,10 +188,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         report["command"]["speakers"] = len({items[i].speaker for i in load_report.kept})
         report["figures"]["command_confusion"] = plot_confusion(
             report["command"], out / "confusion_command.png", "Commands (camera absent)").name
+        # --split all: the evaluation streams hear the other speakers only, whether or not the cap below took
+        # a tuning speaker's clip (the whole tuning half is left out, not the capped tuning clips)
+        tune_set = {id(it) for it in tune_items}
         tune_items = _cap(tune_items, options.per_class_cap, options.seed)
         kept = [items[i] for i in load_report.kept]
-        tune_set = {id(it) for it in tune_items}
-        keep = [k for k, it in enumerate(kept) if id(it) not in tune_set]  # --split all: the other speakers
+        keep = [k for k, it in enumerate(kept) if id(it) not in tune_set]
         sr = model.audio_frontend.sample_rate_hz
         stream_utterances = clip_utterances(clips[keep], [kept[k] for k in keep], sr)
         tune_utterances: list[Utterance] = []
@@ -192,7 +202,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         elif tune_items:
             tune_clips, tune_report = data.load_clips(tune_items, model.audio_frontend, what="tuning clips")
             tune_utterances = clip_utterances(tune_clips, [tune_items[i] for i in tune_report.kept], sr)
-    noise = _noise_recordings(noise_paths, model.audio_frontend.sample_rate_hz)
+    # the ambient figure's noise: with --tuning-only the training pool alone (the evaluation pool is never read)
+    ambient_paths = recording_pools(noise_paths)["training"] if options.tuning_only else noise_paths
+    noise = _noise_recordings(ambient_paths, model.audio_frontend.sample_rate_hz)
     report["settings"]["noise"] = [str(p) for p in noise_paths] or "synthetic pink noise"
 
     frames = frame_labels = None

@@ -6,7 +6,8 @@ field, comment, blank line, flow or block style and key order stays as it was; o
 recognizer's fields of ``commands:`` change (a ``commands:`` section is added when there is
 none). The file is checked with the device config loader before the run (a duplicate key, or
 anything else ``edgesense run`` would refuse, is one line naming the file and the line), and the
-result is checked again before it replaces the file. A point goes only into configs that run the
+result is checked again before it replaces the file (its permissions kept; a symbolic link stays
+one, the file it points to is edited). A point goes only into configs that run the
 detector it was measured on: the same command hop and the same second opinion (heads file and
 blend, or none).
 """
@@ -14,6 +15,7 @@ blend, or none).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,14 +99,17 @@ def update_firmware_config(path: str | Path, options: CommandRecognizerOptions, 
     path = Path(path)
     check_firmware_config(path, command_hop_ms=command_hop_ms, second_opinion=second_opinion)
     values = _values(options)
-    tmp = path.with_name(f".{path.name}.tmp")
-    update_yaml_file(path, {f"{_SECTION}.{name}": value for name, value in values.items()}, out=tmp)
+    file = path.resolve()  # a link's file is edited, the link kept
+    tmp = file.with_name(f".{file.name}.tmp")
+    update_yaml_file(file, {f"{_SECTION}.{name}": value for name, value in values.items()}, out=tmp)
     try:
+        shutil.copymode(file, tmp)  # a config readable by its owner only stays so
         load_config(tmp)
+        tmp.replace(file)
     except ValueError as exc:
-        tmp.unlink(missing_ok=True)
         raise ValueError(str(exc).replace(str(tmp), str(path))) from None
-    tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a result the loader refused (or a failed copy) leaves nothing behind
     logger.info("wrote %s into %s", ", ".join(f"{_SECTION}.{k}={v}" for k, v in values.items() if v is not DELETE),
                 path)
     return path

@@ -93,8 +93,7 @@ class BenchOptions:
                  "max_per_class", "None or an integer >= 1", self.max_per_class)
         for name in ("stream_s", "talk_s"):
             value = getattr(self, name)
-            require(value is None or (isinstance(value, (int, float)) and value >= 20), name,
-                    "None or a number >= 20", value)
+            require(value is None or (is_number(value) and value >= 20), name, "None or a number >= 20", value)
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "max_latency_p95_ms"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 0), name, "a number >= 0", value)
@@ -107,6 +106,8 @@ class BenchOptions:
                 ", ".join(f for f, v in (("--scene-ambient", self.scene_ambient), ("--av", self.av)) if v))
         require(not self.write_config or self.speech_commands is not None, "write_config",
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
+        require(not self.write_config or self.streaming, "write_config",
+                 "the streaming evaluation it writes the recommendation of", "--no-streaming")
         require(self.scene_ambient is None or self.scenes is not None, "scene_ambient",
                  "--scenes too (its test photos are paired with these sounds)", str(self.scene_ambient))
         low_high = self.ambience_dbfs_range

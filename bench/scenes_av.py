@@ -24,6 +24,7 @@ clean fused − clean image-only (target: at least 0).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,10 @@ from edgesense.train import data
 from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade, to_uint8
 from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
 
-__all__ = ["CONDITIONS", "EITHER_PATH", "PATHS", "SceneAmbience", "ambience_clips", "degraded_camera_table",
-           "degraded_image_only", "evaluate_av", "evaluate_scenes_av", "load_scene_ambience"]
+__all__ = ["CONDITIONS", "EITHER_PATH", "PATHS", "SceneAmbience", "ambience_clips", "check_av_folder",
+           "degraded_camera_table", "degraded_image_only", "evaluate_av", "evaluate_scenes_av", "load_scene_ambience"]
+
+logger = logging.getLogger(__name__)
 
 CONDITIONS: tuple[str, ...] = ("clean", *BENCH_DEGRADATIONS)
 PATHS: tuple[str, ...] = ("fused", "image_only", "audio_only")
@@ -199,9 +202,21 @@ def evaluate_scenes_av(model: EdgeModel, frames: Sequence[np.ndarray], frame_lab
     return result
 
 
+def check_av_folder(av_root: Path, scene_labels: Sequence[str]) -> None:
+    """ValueError naming ``av`` when ``av_root`` is not a paired folder
+    (:func:`edgesense.train.data.load_av_folder`) or a class folder of it is not one of ``scene_labels``
+    (its pairs could not be scored)."""
+    unknown = sorted(set(data.load_av_folder(av_root).classes) - set(scene_labels))
+    require(not unknown, "av", f"class folders named like the model's scene labels {list(scene_labels)}", unknown)
+
+
 def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int) -> dict[str, Any]:
     """The table for a paired folder (``CLASS/NAME.jpg`` + ``CLASS/NAME.wav``), each photo with its own wav."""
     index = data.load_av_folder(av_root)
+    unknown = sorted(set(index.classes) - set(model.scene_labels))
+    if unknown:  # bench refuses them before the run (check_av_folder) unless the fusion study reads the folder too
+        logger.warning("--av %s: class folders %s are not among the model's scene labels; their pairs are not "
+                       "scored", av_root, unknown)
     items = _cap(index.items, cap, seed)
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
     frames, true, clips = [], [], []

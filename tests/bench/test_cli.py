@@ -291,6 +291,29 @@ def test_testing_split_selects_held_out_speakers_only(tiny_model_path, tmp_path)
     assert not {it.speaker for it in items} & {it.speaker for it in tune}
 
 
+def test_a_capped_split_all_keeps_the_tuning_speakers_out_of_the_evaluation_streams(tiny_model_path, tmp_path,
+                                                                                    monkeypatch):
+    """--split all: the tuning half of the speakers never speaks in the evaluation streams, also when
+    --max-per-class (or --quick) caps the clips and the cap leaves some of a tuning speaker's out."""
+    from edgesense.bench import cli as bench_cli
+    from edgesense.train.data import hash_percent
+
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_LABELS[2:], speakers=20, per_speaker=1)
+    seen = {}
+
+    def run_streaming(model, model_sha, options, *, evaluation, tuning, **kwargs):
+        seen.update(evaluation={u.group for u in evaluation}, tuning={u.group for u in tuning})
+        return {}
+
+    monkeypatch.setattr(bench_cli, "run_streaming", run_streaming)
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out",
+                     str(tmp_path / "out"), "--max-per-class", "3", "--references", str(tmp_path / "no_refs")]) == 0
+    tuning_half = {f"{s:08x}" for s in range(20) if hash_percent(f"{s:08x}", "/stream-tuning") < 50.0}
+    assert seen["evaluation"] and seen["tuning"] and tuning_half
+    assert seen["tuning"] <= tuning_half
+    assert not seen["evaluation"] & tuning_half
+
+
 def test_an_out_that_is_a_file_is_one_line_naming_the_flag(tmp_path, capsys):
     file = tmp_path / "notes.txt"
     file.write_text("keep")
@@ -637,6 +660,32 @@ def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_
         BenchOptions(model_path=tiny_model_path, scenes=scenes, tuning_only=True)
     with pytest.raises(ValueError, match=r"tuning_only: expected no --scene-ambient or --av .*got '--av'"):
         BenchOptions(model_path=tiny_model_path, scenes=scenes, av=scenes, split="testing", tuning_only=True)
+
+
+def test_tuning_only_reads_no_evaluation_pool_noise_for_the_ambient_figure(tiny_model_path, tmp_path, monkeypatch):
+    """The scenes' "ambient audio" figure hears --noise too: with --tuning-only, its training pool only."""
+    from edgesense.bench import accuracy
+    from edgesense.train.pools import split_recordings
+
+    scenes, noise = _scene_folder(tmp_path / "scenes"), tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        write_wav(noise / f"hum_{i}.wav", (0.02 * rng.normal(size=16000 * 2)).astype(np.float32), 16000)
+    evaluation_pool = set(split_recordings(sorted(noise.glob("*.wav")))["evaluation"])
+    read: list[Path] = []
+    own = accuracy.read_wav
+
+    def read_wav(path, *args, **kwargs):
+        read.append(Path(path))
+        return own(path, *args, **kwargs)
+
+    monkeypatch.setattr(accuracy, "read_wav", read_wav)
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(scenes), "--noise", str(noise),
+                     "--out", str(tmp_path / "out"), "--quick", "--references", str(tmp_path / "no_refs"),
+                     "--split", "testing", "--salt", "edgesense", "--tuning-only"]) == 0
+    assert evaluation_pool and read
+    assert not set(read) & evaluation_pool
 
 
 def test_a_reference_of_other_words_or_places_is_skipped_not_scored():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,30 @@ def test_a_result_the_loader_rejects_is_not_written(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(ValueError, match="no such file"):
         update_firmware_config(tmp_path / "missing.yaml", CHOSEN)
+
+
+def test_a_linked_config_is_edited_through_its_link_and_the_link_kept(tmp_path):
+    """A device config that is a symbolic link (e.g. to a shared checkout's file): the file it points to
+    gets the settings; the link is not replaced by a copy, which would leave that file as it was."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = shared / "kitchen.yaml"
+    target.write_text("device:\n  name: t\ncommands:\n  threshold: 0.7  # mine\n")
+    link = tmp_path / "device.yaml"
+    link.symlink_to(target)
+    assert update_firmware_config(link, CHOSEN) == link
+    assert link.is_symlink() and link.resolve() == target
+    assert load_yaml_mapping(target)["commands"]["threshold"] == 0.85 and "# mine" in target.read_text()
+    assert not list(shared.glob(".*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_config_keeps_its_permissions(tmp_path):
+    """A config readable by its owner only (it may hold an MQTT password) does not become readable by all."""
+    path = _device_yaml(tmp_path, "device:\n  name: t\ncommands:\n  threshold: 0.7\n")
+    path.chmod(0o600)
+    update_firmware_config(path, CHOSEN)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_yaml_mapping(path)["commands"]["threshold"] == 0.85
 
 
 def test_the_cli_refuses_a_duplicate_key_before_the_benchmark_runs(tmp_path, capsys):

@@ -195,6 +195,21 @@ def test_the_av_folder_gets_the_same_table(tmp_path, labels):
     assert "Paired audio-visual folder (--av)" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_an_av_class_the_model_does_not_know_is_one_line_before_the_run(tmp_path, labels):
+    """Its pairs cannot be scored: the table was drawn from the other classes (or none: n=0), silently."""
+    rng = np.random.default_rng(4)
+    photos = make_photo_folder(tmp_path / "av", labels[:2], per_class=1)
+    (photos / labels[1]).rename(photos / "kitchen")
+    for k, folder in enumerate(sorted(photos.iterdir())):
+        for photo in folder.iterdir():
+            write_wav(photo.with_suffix(".wav"), _coloured_noise(k / 2, rng), SAMPLE_RATE_HZ)
+    proc = edgesense("bench", "--model", MODEL, "--av", photos, "--no-streaming", "--references", tmp_path / "no_refs",
+                     "--out", tmp_path / "out")
+    assert error_line(proc) == (f"edgesense: error: --av: expected class folders named like the model's scene labels "
+                                f"{list(labels)}, got ['kitchen']")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_a_class_without_sounds_is_one_line_naming_the_flag_and_folder(tmp_path, labels):
     photos = make_photo_folder(tmp_path / "photos", labels, per_class=1)
     make_ambient_folder(tmp_path / "ambient", labels)
