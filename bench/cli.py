@@ -108,8 +108,11 @@ DEFAULT_FIRMWARE_CONFIG = "desktop"
 # --------------------------------------------------------------------------- the run
 
 
-def _check_plotting() -> None:
-    """The figures need matplotlib: say so before any work, not in a traceback after it."""
+def _check_bench_libraries() -> None:
+    """The progress bars need tqdm and the figures matplotlib: say so before any work, not after it
+    (a missing tqdm is said by the command line's missing-extra line)."""
+    import tqdm  # noqa: F401
+
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
@@ -137,7 +140,7 @@ def _labels_it_lacks(ref: Any, clip_labels: Sequence[str] | None, frame_labels: 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark and write report.json, report.md and the figures; returns the report."""
-    _check_plotting()
+    _check_bench_libraries()
     firmware = FirmwareSetting.load(options.firmware_config or shipped_config(DEFAULT_FIRMWARE_CONFIG),
                                     model_alone=options.model_alone)
     for path in options.write_config:  # refused now, not after the run
@@ -417,7 +420,7 @@ def _latency_default() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_plotting()
+    _check_bench_libraries()
     input_file("--model", args.model)
     input_file("--config", args.config)
     with user_names(FLAGS):

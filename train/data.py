@@ -24,7 +24,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
@@ -482,6 +481,8 @@ def load_av_folder(root: str | Path) -> AVIndex:
 
 
 def _progress(iterable: Iterable[Any], total: int, what: str) -> Iterable[Any]:
+    from tqdm import tqdm  # here, not at the top: a config loads (and is checked) without the desktop libraries
+
     return tqdm(iterable, total=total, desc=what, unit="file", disable=None, leave=False)
 
 
