@@ -6,7 +6,7 @@ second of microphone audio that ends at that frame's timestamp as ``OUT/LABEL/NA
 mono at the model frontend's rate and clip length, :class:`edgesense.frontend.audio.AudioFrontendOptions`:
 16 kHz, 1 s). That is the layout ``edgesense train --av OUT`` reads
 (:func:`edgesense.train.data.load_av_folder`). Sampling starts once a whole second of audio is
-buffered; ``--seconds`` of sampling then give about ``seconds x scene_rate_hz`` pairs.
+buffered before a frame; ``--seconds`` of sampling then give about ``seconds x scene_rate_hz`` pairs.
 
 ``NAME`` is ``LABEL-YYYYmmdd-HHMMSS-0001`` (the session's start, then a count), so sessions never
 collide; an existing file is never overwritten. Sources are opened as ``edgesense run`` opens them
@@ -317,11 +317,20 @@ class Recorder:
                 self._progress.update(self.pairs, self.sampled_s, self.level_dbfs)
         self._pending = None
 
+    def _starts_a_session(self) -> bool:
+        """Whether sampling can start: the newest frame has a whole second of audio before it. A frame
+        taken before that (one just before the first second's end, as at 29.97 fps or from a live camera)
+        waits for the next one instead of being skipped as if the microphone had lost samples."""
+        return self._newest is not None and self._index(self._newest.t_ms) - self._valid_from >= self.clip_samples
+
     def _video_ended(self) -> bool:
+        """No frame will come, and none waits for its slot (a frame before sampling started never will)."""
         if self._aligner is not None:
-            return self._aligner.exhausted and self._newest is None and self._pending is None
-        assert self._reader is not None
-        return self._reader.ended and self._newest is None and self._pending is None
+            ended = self._aligner.exhausted
+        else:
+            assert self._reader is not None
+            ended = self._reader.ended
+        return ended and self._pending is None and (self._newest is None or self._start_ms is None)
 
     def run(self) -> RecordResult:
         """Record until ``seconds`` of sampling, the end of the media or :meth:`stop`."""
@@ -345,8 +354,9 @@ class Recorder:
                 self._push(chunk)
                 self.t_ms = t = chunk.end_t_ms
                 frame = self._new_frame(t)
-                if self._start_ms is None and self._index(t) - self._valid_from >= self.clip_samples:
-                    self._start_ms = t  # a whole second is buffered
+                if (self._start_ms is None and self._index(t) - self._valid_from >= self.clip_samples
+                        and self._starts_a_session()):
+                    self._start_ms = t  # a whole second is buffered, and a frame has it before it
                     self._schedule.anchor(t)
                 if self._start_ms is not None:
                     if t - self._start_ms >= limit_ms:

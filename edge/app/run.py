@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,25 @@ def output_names(args: argparse.Namespace, config: Any) -> dict[str, str]:
     return names
 
 
+def refuse_events_onto_inputs(args: argparse.Namespace, config: Any, outputs: dict[str, str]) -> None:
+    """A ValueError when the events file (``--events`` or ``outputs.events``) is one of the run's own input
+    files (config, model, video, WAV, second-opinion heads): events are appended, which would spoil it.
+    ``outputs``: :func:`output_names`, how the user named the events file."""
+    from edgesense.sinks.base import STDOUT
+
+    target = args.events if args.events is not None else config.outputs.events
+    if target in (None, STDOUT) or not Path(target).is_file():
+        return
+    inputs = {"the --config file": args.config, "the --video file": args.video, "the --audio file": args.audio,
+              "the --model file" if args.model is not None else "the config's model.path":
+                  args.model if args.model is not None else config.model.path,
+              "the config's second_opinion.heads_path": config.second_opinion.heads_path}
+    for what, path in inputs.items():
+        if path is not None and Path(path).is_file() and os.path.samefile(target, path):
+            raise ValueError(f"{outputs[str(Path(target))]}: expected a JSON Lines file of its own, got {what} "
+                             f"{path} (events are appended to the file)")
+
+
 def live_device_help(exc: Any, config: str) -> RuntimeError:
     """A :class:`edgesense.loop.pipeline.LiveDeviceError` reworded with the flags and the config file."""
     return RuntimeError(" | ".join(exc.failures) + f" | set camera.enabled: false / audio.enabled: false in {config} "
@@ -111,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         with user_names(names):
             config = load_config(args.config)
+        outputs = output_names(args, config)
+        refuse_events_onto_inputs(args, config, outputs)
         preview = None
         if not args.headless:
             from edgesense.app.demo import display_available, open_preview
@@ -118,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             if display_available()[0]:
                 preview = open_preview(f"EdgeSense ({config.device.name})")
         try:
-            with user_names({**output_names(args, config), **names}):
+            with user_names({**outputs, **names}):
                 pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio,
                                                 fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
         except LiveDeviceError as exc:

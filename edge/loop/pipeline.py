@@ -174,7 +174,8 @@ def open_sources(config: DeviceConfig, *, sample_rate_hz: int, video: str | os.P
     ``video`` / ``audio``: replay these files instead of the camera / microphone; **when either is
     given, no live device is opened** and a modality without a file is ``None``. The WAV is read at
     ``sample_rate_hz`` (the model's audio frontend) in chunks of ``audio.chunk_ms``; replays run in
-    real time unless ``fast`` (with both files the audio sets the pace). Without files, the camera
+    real time unless ``fast`` (with both files the audio sets the pace, and a video that outlasts the
+    audio goes on at it). Without files, the camera
     and the microphone enabled in the config are opened: :class:`LiveDeviceError` names every
     device that cannot be, and a microphone configured at another rate than ``sample_rate_hz`` is
     a ``ValueError``.
@@ -356,9 +357,9 @@ class Pipeline:
         **When either is given, no live device is opened**: the other modality is
         absent (the model fuses ``None`` for it). Replays run in real time unless
         ``fast``; with both files, the audio sets the pace and the video follows it
-        by timestamp. Without files, the camera and the microphone are opened when
-        enabled in the config (:class:`LiveDeviceError`, a ``RuntimeError`` naming every device
-        that cannot be opened).
+        by timestamp (a video longer than the audio goes on at that pace). Without files, the
+        camera and the microphone are opened when enabled in the config (:class:`LiveDeviceError`,
+        a ``RuntimeError`` naming every device that cannot be opened).
         ``events`` / ``mqtt``: override ``outputs.events`` / ``outputs.mqtt``
         (``None``: the config's; ``False``: off). ``on_frame`` sees every frame with the
         loop's state (the app's preview window is one such hook). ``options`` replaces the
@@ -548,7 +549,11 @@ class Pipeline:
                 return None  # the audio ended the session (a live camera never does)
         if self._aligner is not None:
             frame = self._aligner.next_frame()
-            return None if frame is None else _Tick(t_ms=frame.t_ms, frame=frame)
+            if frame is None:
+                return None
+            if isinstance(self.audio, WavReplaySource):  # the video outlasts the audio: it keeps the audio's pace
+                self.audio.wait_until(frame.t_ms)
+            return _Tick(t_ms=frame.t_ms, frame=frame)
         if self._reader is not None:
             frame = self._reader.take(timeout_s=self.options.idle_wait_ms / MS_PER_S)
             if frame is None:

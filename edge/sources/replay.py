@@ -108,6 +108,11 @@ class WavReplaySource(_SourceBase):
         """Length of the file (one pass)."""
         return self._samples.size * MS_PER_S / self.options.sample_rate_hz
 
+    def wait_until(self, t_ms: float) -> None:
+        """Hold the caller until stream time ``t_ms`` on this replay's clock (at once unless ``realtime``):
+        what keeps a replayed video that outlasts the audio in real time."""
+        self._pacer.wait_until(t_ms)
+
     def read(self) -> AudioChunk | None:
         if self._closed:
             return None

@@ -180,6 +180,41 @@ def test_the_headless_preview_is_skipped_and_a_window_that_quits_stops_the_recor
     assert result.pairs == len(pairs(tmp_path / "y")) == 1  # frames 0-11: one slot (1.0 s) after a full second
 
 
+@pytest.mark.parametrize("fps", [30000 / 1001, 24000 / 1001])
+def test_an_ntsc_rate_video_loses_no_pair_at_the_start(tmp_path, make_video, make_wav, level_frames, fps):
+    """At 29.97 or 23.976 fps no frame falls on the first second's end: the frame just before it has
+    less than a second of audio, and sampling starts with the next frame instead of skipping that one
+    (it used to be counted as skipped, "the microphone lost samples, or the camera stalled", every time)."""
+    video = make_video("ntsc.avi", level_frames(int(3 * fps)), fps=fps)
+    audio_file = make_wav("noise.wav", np.random.default_rng(0).integers(-3000, 3000, 3 * RATE_HZ, dtype=np.int16))
+    config = load_config(shipped_config("desktop"))
+    options = RecordOptions(label="z", seconds=1, scheduler=config.scheduler)
+    audio, video = open_sources(config, sample_rate_hz=RATE_HZ, video=video, audio=audio_file, fast=True)
+    writer = PairWriter(tmp_path / "z", session_prefix(tmp_path / "z", "z"), sample_rate_hz=RATE_HZ)
+    with audio, video:
+        result = Recorder(audio, video, options, writer, live_video=False).run()
+    assert result.skipped == 0
+    assert result.pairs == options.expected_pairs == len(pairs(tmp_path / "z"))
+
+
+def test_a_video_shorter_than_the_first_second_ends_the_recording_when_it_ends(tmp_path, make_video, make_wav,
+                                                                             level_frames):
+    """No frame has a whole second of audio before it: no pair, none counted as skipped (nothing was lost),
+    and the recording ends with the video, not with the audio."""
+    video = make_video("short.avi", level_frames(12), fps=25.0)  # 0.48 s
+    audio_file = make_wav("noise.wav", np.random.default_rng(0).integers(-3000, 3000, 3 * RATE_HZ, dtype=np.int16))
+    config = load_config(shipped_config("desktop"))
+    options = RecordOptions(label="s", seconds=1, scheduler=config.scheduler)
+    audio, video = open_sources(config, sample_rate_hz=RATE_HZ, video=video, audio=audio_file, fast=True)
+    writer = PairWriter(tmp_path / "s", session_prefix(tmp_path / "s", "s"), sample_rate_hz=RATE_HZ)
+    with audio, video:
+        recorder = Recorder(audio, video, options, writer, live_video=False)
+        result = recorder.run()
+    assert result.media_ended and result.pairs == 0 and result.skipped == 0
+    assert recorder.t_ms < 1000.0
+    assert not (tmp_path / "s").exists()
+
+
 # --------------------------------------------------------------------------- names, files, progress
 
 

@@ -326,6 +326,29 @@ def test_an_events_path_that_is_a_folder_is_one_line_naming_the_flag_or_the_conf
                                                        "is a folder; expected a JSON Lines file or -")
 
 
+def test_an_events_file_that_is_an_input_of_the_run_is_refused_and_left_as_it_was(tiny_model_path, tmp_path,
+                                                                                  media, capsys):
+    """Events are appended: --events (or outputs.events) naming the config, the model or a replayed file
+    would spoil it (a config with events appended no longer loads). One line naming both, nothing written."""
+    wav, video = media
+    config = write_config(tmp_path)
+    before = {path: path.read_bytes() for path in (config, wav, video, tiny_model_path)}
+    run = ["run", "--config", str(config), "--model", str(tiny_model_path), "--video", str(video), "--audio", str(wav),
+           "--fast", "--headless"]
+    for target, what in ((config, "the --config file"), (wav, "the --audio file"), (video, "the --video file"),
+                         (tiny_model_path, "the --model file")):
+        assert main([*run, "--events", str(target)]) == 2
+        assert one_error_line(capsys.readouterr().err) == (
+            f"{ERROR_PREFIX} --events {target}: expected a JSON Lines file of its own, got {what} {target} "
+            "(events are appended to the file)")
+    config = write_config(tmp_path, outputs={"events": str(wav)})
+    before[config] = config.read_bytes()
+    assert main(run) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(f"{ERROR_PREFIX} {config}: outputs.events {wav}: "
+                                                              "expected a JSON Lines file of its own")
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_one_file_given_to_two_flags_names_both(bundled_config, tmp_path):
     wav = shutil.copy(ROOT / "samples" / "commands.wav", tmp_path / "w.wav")
     line = error_line(edgesense("run", "--config", bundled_config, "--video", wav, "--audio", wav, "--fast",

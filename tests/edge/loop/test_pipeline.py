@@ -33,6 +33,7 @@ from media import (
 )
 
 import edgesense.sources.microphone as microphone_mod
+import edgesense.sources.replay as replay_mod
 from edgesense.frontend.wav import read_wav
 from edgesense.loop.config import DeviceConfig
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
@@ -155,6 +156,40 @@ def test_fast_replay_aligns_frames_by_timestamp(model, tmp_path, make_video, lev
         assert frame_t <= audio_t < frame_t + 1000 / fps + 20
         index = round(frame_t * fps / 1000)
         assert abs(level - (index * 20) % 256) <= 8  # the decoded frame really is that one
+
+
+class ReplayClock:
+    """The replays' clock, moved on only by their own sleeps: what pacing asked for, without waiting."""
+
+    def __init__(self) -> None:
+        self.now_ms = 0.0
+
+    def monotonic_ms(self) -> float:
+        return self.now_ms
+
+    def sleep(self, seconds: float) -> None:
+        self.now_ms += seconds * 1000.0
+
+
+def test_a_real_time_video_that_outlasts_the_audio_stays_in_real_time(model, tmp_path, monkeypatch):
+    """Without --fast the audio paces both replays; once it ends, the rest of the video keeps that pace
+    (it used to be replayed as fast as possible: 3 s of media in about 1 s)."""
+    clock = ReplayClock()
+    monkeypatch.setattr(replay_mod, "monotonic_ms", clock.monotonic_ms)
+    monkeypatch.setattr(replay_mod, "time", clock)
+    wav = write_wav(tmp_path / "a.wav", tone_samples([], 1.0))
+    video = scene_video(tmp_path / "v.avi", [("indoor", 3.0)])  # 30 frames at 10 fps
+    frames = []
+    audio = WavReplaySource(wav, WavReplayOptions(realtime=True))
+    with Pipeline(model, test_options(), audio=audio, video=VideoReplaySource(video),
+                  on_frame=lambda frame, state: frames.append((frame.t_ms, clock.now_ms))) as pipeline:
+        list(pipeline.events())
+    assert len(frames) == 30
+    tail = [(t_ms, shown_at_ms) for t_ms, shown_at_ms in frames if t_ms > 1000.0]  # after the audio's end
+    assert len(tail) == 19
+    for t_ms, shown_at_ms in tail:  # each at its own time on the replay's clock (which starts at 0)
+        assert shown_at_ms == pytest.approx(t_ms)
+    assert clock.now_ms == pytest.approx(2900.0)  # the last frame's time, as a real-time replay of 3 s
 
 
 def test_audio_only_and_video_only_fuse_none_for_the_absent_modality(model, tmp_path):
