@@ -42,6 +42,8 @@ class JsonLinesSink(_ClosableSink):
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "":
             raise ValueError("events path '': expected a JSON Lines file or -, got an empty path")
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == STDOUT:
+            if sys.stdout is None:  # started with standard output closed (e.g. `edgesense run ... >&-`)
+                raise ValueError("events -: expected an open standard output, found it closed; name a file instead")
             self._stream, self.name = sys.stdout, "<stdout>"
         elif isinstance(target, (str, os.PathLike)):
             path = Path(target)
@@ -49,7 +51,11 @@ class JsonLinesSink(_ClosableSink):
                 raise ValueError(f"{path}: is a folder; expected a JSON Lines file or -")
             if path.parent and not path.parent.is_dir():
                 raise ValueError(f"{path}: the folder for the events file does not exist")
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            except OSError as exc:  # no permission, a read-only file system, ...
+                raise ValueError(f"{path}: cannot open the events file for appending "
+                                 f"({exc.strerror or exc})") from None
             self.name = str(path)
         elif hasattr(target, "write"):
             self._stream, self.name = target, getattr(target, "name", repr(target))

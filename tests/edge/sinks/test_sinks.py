@@ -9,8 +9,10 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -136,6 +138,16 @@ def test_json_lines_refuses_a_folder_and_an_empty_path(tmp_path, target, match):
     with pytest.raises(ValueError, match=match) as info:
         JsonLinesSink(tmp_path if target is None else target)
     assert "\n" not in str(info.value)
+
+
+def test_json_lines_that_cannot_be_opened_or_a_closed_stdout_are_one_line(monkeypatch):
+    unwritable = Path("/sys/edgesense-events.jsonl")  # sysfs takes no new files, not even from root
+    with pytest.raises(ValueError) as info:
+        JsonLinesSink(unwritable)
+    assert str(info.value).startswith(f"{unwritable}: cannot open the events file for appending (")
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of a closed standard output
+    with pytest.raises(ValueError, match="events -: expected an open standard output, found it closed"):
+        JsonLinesSink("-")
 
 
 def test_callback_and_fan_out_sinks(tmp_path):
