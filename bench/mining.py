@@ -64,7 +64,7 @@ from edgesense.runtime.second_opinion import SecondOpinionOptions
 from edgesense.schema.validate import is_number, require
 from edgesense.train.cache import file_sha256
 from edgesense.train.config import SEED_EXPECTED, derived_seed, is_seed
-from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
+from edgesense.train.pools import is_recording, speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
 __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "training_other_words",
@@ -340,8 +340,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--second-opinion", type=Path, default=None, metavar="HEADS",
                         help="mine where the model blended with these stream heads fires "
                              "(edgesense train-stream-heads)")
-    parser.add_argument("--student-weight", type=float, default=defaults.second_opinion.student_weight,
-                        help="the model's share of that blend")
+    parser.add_argument("--student-weight", type=float, default=None,
+                        help=f"the model's share of that blend (default {defaults.second_opinion.student_weight})")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the streams")
     parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
@@ -350,8 +350,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     with user_names(FLAGS):
         heads = input_file("--second-opinion", args.second_opinion)
-        second = SecondOpinionOptions(heads_path=None if heads is None else str(heads),
-                                      student_weight=args.student_weight)
+        if heads is None and args.student_weight is not None:
+            raise ValueError("--student-weight: acts only with --second-opinion, which is not given")
+        weight = {} if args.student_weight is None else {"student_weight": args.student_weight}
+        second = SecondOpinionOptions(heads_path=None if heads is None else str(heads), **weight)
         options = MineOptions(talk_minutes=args.talk_minutes, word_passes=args.word_passes, threshold=args.threshold,
                               min_gap_ms=args.min_gap_ms, max_windows=args.max_windows, threads=args.threads,
                               seed=args.seed, second_opinion=second)
@@ -363,6 +365,9 @@ def run(args: argparse.Namespace) -> int:
             for p in paths:
                 if not p.exists():
                     raise ValueError(f"{flag} {p}: no such file or folder")
+                if flag != "--speech-commands" and not p.is_dir() and not is_recording(p):
+                    raise ValueError(f"{flag} {p}: expected a folder of .wav recordings or a .wav file, got another "
+                                     f"file")
         out = Path(args.out)
         refuse_files_in("--out", out, force=args.force)  # before the streaming, not after it
         model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))

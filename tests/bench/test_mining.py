@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,21 @@ def test_a_bad_seed_is_one_line_naming_the_flag_before_anything_loads(tmp_path, 
     assert main(["mine", "--model", str(tmp_path / "none.tflite"), "--negatives", str(tmp_path),
                  "--out", str(tmp_path / "out"), "--seed", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "edgesense: error: --seed: expected an integer in [0, 2**32), got -1"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--student-weight", "0.5"], "edgesense: error: --student-weight: acts only with --second-opinion, which is "
+                                  "not given"),
+    (["--noise", "README.md"], "edgesense: error: --noise README.md: expected a folder of .wav recordings or a .wav "
+                               "file, got another file"),
+])
+def test_flags_that_would_be_ignored_or_misread_are_one_line_before_anything_loads(tmp_path, capsys, monkeypatch,
+                                                                                    flags, expected):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert main(["mine", "--model", "models/edgesense.tflite", "--negatives", str(tmp_path),
+                 "--out", str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == expected
     assert not (tmp_path / "out").exists()
 
 
