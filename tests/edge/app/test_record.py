@@ -65,6 +65,19 @@ def digest(folder: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- what it writes
 
 
+def record_replay(folder: Path, video: Path, audio: Path, *, seconds: float,
+                  on_frame=None) -> tuple[Recorder, RecordOptions, object]:
+    """Record ``folder.name`` pairs from replayed files with the desktop config, as `edgesense record --fast`
+    does: (the recorder, its options, its result)."""
+    config = load_config(shipped_config("desktop"))
+    options = RecordOptions(label=folder.name, seconds=seconds, scheduler=config.scheduler)
+    audio_source, video_source = open_sources(config, sample_rate_hz=RATE_HZ, video=video, audio=audio, fast=True)
+    writer = PairWriter(folder, session_prefix(folder, folder.name), sample_rate_hz=RATE_HZ)
+    with audio_source, video_source:
+        recorder = Recorder(audio_source, video_source, options, writer, live_video=False, on_frame=on_frame)
+        return recorder, options, recorder.run()
+
+
 def test_replayed_pairs_come_at_the_scene_rate_are_aligned_and_load_for_training(tmp_path):
     seconds = 4
     out = tmp_path / "my_places"
@@ -170,12 +183,7 @@ def test_the_headless_preview_is_skipped_and_a_window_that_quits_stops_the_recor
             self.frames += 1
             return self.frames < 12
 
-    config = load_config(shipped_config("desktop"))
-    options = RecordOptions(label="y", seconds=10, scheduler=config.scheduler)
-    audio, video = open_sources(config, sample_rate_hz=RATE_HZ, video=VIDEO, audio=AUDIO, fast=True)
-    writer = PairWriter(tmp_path / "y", session_prefix(tmp_path / "y", "y"), sample_rate_hz=RATE_HZ)
-    with audio, video:
-        result = Recorder(audio, video, options, writer, live_video=False, on_frame=Window()).run()
+    _, _, result = record_replay(tmp_path / "y", VIDEO, AUDIO, seconds=10, on_frame=Window())
     assert result.stopped and not result.media_ended
     assert result.pairs == len(pairs(tmp_path / "y")) == 1  # frames 0-11: one slot (1.0 s) after a full second
 
@@ -187,12 +195,7 @@ def test_an_ntsc_rate_video_loses_no_pair_at_the_start(tmp_path, make_video, mak
     (it used to be counted as skipped, "the microphone lost samples, or the camera stalled", every time)."""
     video = make_video("ntsc.avi", level_frames(int(3 * fps)), fps=fps)
     audio_file = make_wav("noise.wav", np.random.default_rng(0).integers(-3000, 3000, 3 * RATE_HZ, dtype=np.int16))
-    config = load_config(shipped_config("desktop"))
-    options = RecordOptions(label="z", seconds=1, scheduler=config.scheduler)
-    audio, video = open_sources(config, sample_rate_hz=RATE_HZ, video=video, audio=audio_file, fast=True)
-    writer = PairWriter(tmp_path / "z", session_prefix(tmp_path / "z", "z"), sample_rate_hz=RATE_HZ)
-    with audio, video:
-        result = Recorder(audio, video, options, writer, live_video=False).run()
+    _, options, result = record_replay(tmp_path / "z", video, audio_file, seconds=1)
     assert result.skipped == 0
     assert result.pairs == options.expected_pairs == len(pairs(tmp_path / "z"))
 
@@ -203,13 +206,7 @@ def test_a_video_shorter_than_the_first_second_ends_the_recording_when_it_ends(t
     and the recording ends with the video, not with the audio."""
     video = make_video("short.avi", level_frames(12), fps=25.0)  # 0.48 s
     audio_file = make_wav("noise.wav", np.random.default_rng(0).integers(-3000, 3000, 3 * RATE_HZ, dtype=np.int16))
-    config = load_config(shipped_config("desktop"))
-    options = RecordOptions(label="s", seconds=1, scheduler=config.scheduler)
-    audio, video = open_sources(config, sample_rate_hz=RATE_HZ, video=video, audio=audio_file, fast=True)
-    writer = PairWriter(tmp_path / "s", session_prefix(tmp_path / "s", "s"), sample_rate_hz=RATE_HZ)
-    with audio, video:
-        recorder = Recorder(audio, video, options, writer, live_video=False)
-        result = recorder.run()
+    recorder, _, result = record_replay(tmp_path / "s", video, audio_file, seconds=1)
     assert result.media_ended and result.pairs == 0 and result.skipped == 0
     assert recorder.t_ms < 1000.0
     assert not (tmp_path / "s").exists()
