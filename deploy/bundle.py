@@ -227,8 +227,7 @@ def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool 
     in a ``config.yaml`` at the bundle's top works wherever the bundle is unpacked.
     """
     fields = {MODEL_PATH_FIELD: BUNDLE_MODEL, **({HEADS_PATH_FIELD: BUNDLE_HEADS} if heads else {})}
-    update_yaml_file(source, fields, out=dest)
-    dest.write_text(header + dest.read_text(encoding="utf-8"), encoding="utf-8")
+    update_yaml_file(source, fields, out=dest, header=header)  # after a byte order mark, in the file's line endings
     config = load_config(dest)
     checks = ((MODEL_PATH_FIELD, config.model_path, BUNDLE_MODEL),
               (HEADS_PATH_FIELD, config.second_opinion.heads_path, BUNDLE_HEADS if heads else None))

@@ -8,7 +8,9 @@
 * **Located**: every key keeps its line, so a later error about a field (a wrong type, an
   unknown name) names the line too: ``firmware_configs/rpi4.yaml:34: commands.threshold: ...``.
 * **Round trip**: :func:`update_yaml_file` changes some values of a file in place and keeps
-  every other field, the order and the comments.
+  every other field, the order and the comments, and the file's own layout: its mapping and
+  sequence indentation, its line endings (LF or CRLF), a UTF-8 byte order mark, a ``%YAML``
+  directive and the ``---`` / ``...`` document markers.
 
 Errors are ``ValueError`` with one line; the command line prints it and exits with 2.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent
 
 __all__ = ["YamlDocument", "load_yaml_document", "load_yaml_mapping", "parse_yaml_value", "dump_yaml",
            "update_yaml_file", "DELETE"]
@@ -34,6 +38,10 @@ _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
 _FIRST_LINE = 1  #: ruamel counts lines from 0; people and editors from 1
 _NEVER_WRAP = 4096  #: line width for writing: never re-wrap a long line (a GStreamer pipeline)
 DELETE = object()  #: a value for :func:`update_yaml_file` that removes the key
+_MAPPING_INDENT = 2  #: how far a nested mapping is indented, where a file has none to copy
+_DASH_WIDTH = 2  #: ``- ``: a sequence's dash and the space before its item
+_BOM = "\ufeff"  #: the UTF-8 byte order mark, as a character of the decoded text
+_CRLF, _LF = "\r\n", "\n"
 
 
 def _parser() -> YAML:
@@ -41,9 +49,17 @@ def _parser() -> YAML:
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
     yaml.width = _NEVER_WRAP
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    _indent(yaml, _MAPPING_INDENT, None)
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return yaml
+
+
+def _indent(yaml: YAML, mapping: int, sequence: tuple[int, int] | None) -> None:
+    """Indent nested mappings by ``mapping`` and a sequence's items and dashes by ``sequence``
+    (``(item, dash)``, both counted from its key's column); without one, a sequence's dash goes
+    where a nested key would, its item after ``- ``."""
+    item, dash = sequence if sequence is not None else (mapping + _DASH_WIDTH, mapping)
+    yaml.indent(mapping=mapping, sequence=item, offset=dash)
 
 
 def _leading_comments(text: str) -> str:
@@ -122,11 +138,13 @@ def _describe_error(exc: YAMLError) -> tuple[int | None, str]:
     return line, f"not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, *, newline: str | None = None) -> str:
+    """The file's text; ``newline=""`` keeps its line endings as they are (else they read as ``\\n``)."""
     if path.is_dir():
         raise ValueError(f"{path}: expected a YAML file, found a folder")
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline=newline) as file:
+            return file.read()
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except UnicodeDecodeError:
@@ -275,14 +293,80 @@ def _refuse_shared(path: Path, node: CommentedMap, key: str, dotted: str, at: st
                      f"alias or merge key, so writing it would change other sections too; edit the file by hand")
 
 
-def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None) -> Path:
+def _block(node: Any, key_line: int) -> bool:
+    """Whether ``node`` is a block mapping or sequence with items, starting on a line after its key's."""
+    return (isinstance(node, (CommentedMap, CommentedSeq)) and bool(len(node)) and not node.fa.flow_style()
+            and node.lc.line is not None and node.lc.line > key_line)
+
+
+def _indent_samples(node: Any, seen: set[int], mappings: Counter[int], sequences: Counter[tuple[int, int]]) -> None:
+    """Count, in document order, how far each block mapping is indented under its key and how far each
+    block sequence's items and dashes are (``(item, dash)``); a node reached again (an alias) counts once."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, CommentedSeq):
+        for item in node:
+            _indent_samples(item, seen, mappings, sequences)
+        return
+    if not isinstance(node, CommentedMap):
+        return
+    for key, (key_line, key_column, *_) in (node.lc.data or {}).items():
+        value = node[key]
+        if _block(value, key_line) and id(value) not in seen:
+            if isinstance(value, CommentedMap):
+                mappings[value.lc.col - key_column] += 1
+            else:
+                item_line, item_column = value.lc.data[0][:2]
+                if item_line == value.lc.line:  # ``- item``, not a dash alone on its line
+                    sequences[(item_column - key_column, value.lc.col - key_column)] += 1
+        _indent_samples(value, seen, mappings, sequences)
+
+
+def _file_indent(yaml: YAML, root: Any) -> None:
+    """Indent as the file does (:func:`_indent`): its most common mapping and sequence indentation
+    (the first of equally common ones; ruamel writes one indentation for the whole file)."""
+    mappings: Counter[int] = Counter()
+    sequences: Counter[tuple[int, int]] = Counter()
+    _indent_samples(root, set(), mappings, sequences)
+    mapping = mappings.most_common(1)[0][0] if mappings else _MAPPING_INDENT
+    _indent(yaml, mapping, sequences.most_common(1)[0][0] if sequences else None)
+
+
+def _file_markers(yaml: YAML, text: str) -> None:
+    """Write the ``%YAML`` / ``%TAG`` directives and the ``---`` / ``...`` markers ``text`` has."""
+    for event in YAML(typ="rt").parse(text):
+        if isinstance(event, DocumentStartEvent):
+            yaml.explicit_start = event.explicit
+            yaml.version = event.version
+            yaml.tags = event.tags
+        elif isinstance(event, DocumentEndEvent):
+            yaml.explicit_end = event.explicit
+            return
+
+
+def _newline(text: str) -> str:
+    """The file's line ending: that of its first line."""
+    first = text.find(_LF)
+    return _CRLF if first > 0 and text[first - 1] == "\r" else _LF
+
+
+def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None,
+                     header: str = "") -> Path:
     """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
 
     Comments, order, quoting, flow or block style and the other fields are kept (ruamel's round
     trip); a missing section or key is added at the end of its mapping, a mapping value replaces the
     one there in place (:func:`_set`); the value :data:`DELETE` removes a key. The file is checked
     like :func:`load_yaml_document` first (duplicate keys are refused). Writes ``out`` (default: in
-    place) and returns its path.
+    place) and returns its path; ``header``, comment lines ending in ``\\n``, is written first (after
+    a byte order mark).
+
+    The file's layout is kept too: the indentation of its nested mappings and of its sequences'
+    items and dashes (:func:`_file_indent`: ruamel writes one indentation for the whole file, so a
+    file that mixes several comes back with its most common one), its line endings (CRLF or LF, that
+    of its first line), a UTF-8 byte order mark, its ``%YAML`` / ``%TAG`` directives and its ``---``
+    / ``...`` markers.
 
     A mapping shared through a YAML anchor (``base: &b {...}`` with ``commands: *b`` or
     ``<<: *b`` elsewhere) is never written into: changing it would change every section that refers
@@ -292,13 +376,17 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
     in that mapping, overriding the merged value) change only that section, so they are done.
     """
     path = Path(path)
-    text = _read_text(path)
+    raw = _read_text(path, newline="")
+    bom, newline = raw.startswith(_BOM), _newline(raw)
+    text = raw.removeprefix(_BOM).replace(_CRLF, _LF)
     yaml = _parser()
     root = _parse(text, str(path))
     if root is None:
         root = CommentedMap()
     if not isinstance(root, CommentedMap):
         raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(root).__name__}")
+    _file_indent(yaml, root)  # before the updates: the file's own layout, not that of the values added
+    _file_markers(yaml, text)
     for dotted, value in updates.items():
         *parents, leaf = dotted.split(".")
         shared = _shared(root)
@@ -319,5 +407,7 @@ def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str |
     buffer = io.StringIO()
     yaml.dump(root, buffer)
     written, head = buffer.getvalue(), _leading_comments(text)
-    target.write_text(written if written.startswith(head) else head + written, encoding="utf-8")
+    written = header + (written if written.startswith(head) else head + written)
+    with target.open("w", encoding="utf-8", newline="") as file:
+        file.write((_BOM if bom else "") + written.replace(_LF, newline))
     return target

@@ -1,9 +1,12 @@
 """edgesense.schema.yaml: the one strict YAML 1.2 loader, with lines, and the round-trip editor."""
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from edgesense.loop.config import load_config
 from edgesense.schema.validate import from_mapping
 from edgesense.schema.yaml import (
     DELETE,
@@ -201,3 +204,83 @@ def test_update_refuses_to_write_into_a_mapping_shared_through_an_anchor(tmp_pat
     path.write_text(original)
     update_yaml_file(path, {"commands": 3})
     assert load_yaml_mapping(path) == {"base": {"threshold": 0.5}, "commands": 3, "other": {"threshold": 0.5}}
+
+
+# The write-back keeps the file's layout: each variant of each shipped config, with one value edited,
+# changes the line of that value only, every other line byte for byte as it was (docs/BENCHMARK.md).
+FIRMWARE = sorted((Path(__file__).resolve().parents[3] / "firmware_configs").glob("*.yaml"))
+BOM = b"\xef\xbb\xbf"
+SHIPPED_INDENT = 2  # the shipped configs indent nested keys by 2
+THRESHOLD, EDITED = "threshold: 0.75", "threshold: 0.65"  # the shipped value, and one as long: comments stay put
+DASH_AT_KEY = "  ignored_labels:\n  - _silence_\n  - _unknown_\n"  # a sequence's dashes in its key's column
+DASH_UNDER_KEY = "  ignored_labels:\n    - _silence_\n    - _unknown_\n"  # ... and indented under it
+
+
+def _reindent(text: str, width: int) -> str:
+    """``text`` (indented by 2) indented by ``width`` instead."""
+    return re.sub(r"(?m)^( +)", lambda m: " " * (len(m.group(1)) // SHIPPED_INDENT * width), text)
+
+
+def _with_sequence(text: str, sequence: str) -> str:
+    assert "\ncommands:\n" in text
+    return text.replace("\ncommands:\n", "\ncommands:\n" + sequence, 1)
+
+
+VARIANTS = {
+    "four_spaces": lambda t: _reindent(t, 4).encode(),
+    "four_spaces_dash_under_key": lambda t: _reindent(_with_sequence(t, DASH_UNDER_KEY), 4).encode(),
+    "dash_at_key": lambda t: _with_sequence(t, DASH_AT_KEY).encode(),
+    "four_spaces_dash_at_key": lambda t: _reindent(_with_sequence(t, DASH_AT_KEY), 4).encode(),
+    "crlf": lambda t: t.replace("\n", "\r\n").encode(),
+    "bom": lambda t: BOM + t.encode(),
+    "directive_and_markers": lambda t: f"%YAML 1.2\n---\n{t}...\n".encode(),
+    "all_at_once": lambda t: BOM + f"%YAML 1.2\n---\n{_reindent(_with_sequence(t, DASH_AT_KEY), 4)}...\n"
+    .replace("\n", "\r\n").encode(),
+}
+
+
+def _changed_lines(before: bytes, after: bytes) -> list[tuple[bytes, bytes]]:
+    """The (before, after) pairs of lines that differ, line endings included; the files have as many lines."""
+    old, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    assert len(new) == len(old), after.decode("utf-8")
+    return [(a, b) for a, b in zip(old, new) if a != b]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("src", FIRMWARE, ids=[p.stem for p in FIRMWARE])
+def test_update_keeps_the_files_indentation_line_endings_bom_directive_and_markers(src, variant, tmp_path):
+    before = VARIANTS[variant](src.read_text(encoding="utf-8"))
+    path = tmp_path / src.name
+    path.write_bytes(before)
+    assert load_config(path).commands.threshold == 0.75  # the variant is a valid config to begin with
+    update_yaml_file(path, {"commands.threshold": 0.65})
+    after = path.read_bytes()
+    [(old, new)] = _changed_lines(before, after)  # the edited line, and only it
+    assert THRESHOLD.encode() in old and new == old.replace(THRESHOLD.encode(), EDITED.encode())
+    config = load_config(path)
+    assert config.commands.threshold == 0.65
+    assert config.commands.ignored_labels == ("_silence_", "_unknown_")
+    update_yaml_file(path, {"commands.threshold": 0.65})
+    assert path.read_bytes() == after  # and as stable as before
+
+
+def test_a_key_added_to_a_four_space_crlf_file_is_indented_and_ended_as_the_file_is(tmp_path):
+    path = tmp_path / "device.yaml"
+    path.write_bytes(b"commands:\r\n    threshold: 0.8\r\n\r\nvad:\r\n    enabled: false\r\n")
+    update_yaml_file(path, {"commands.class_thresholds": {"go": 0.7}})
+    assert path.read_bytes() == (b"commands:\r\n    threshold: 0.8\r\n    class_thresholds:\r\n        go: 0.7\r\n"
+                                 b"\r\nvad:\r\n    enabled: false\r\n")
+    # a sequence added to a file that has none: its dashes where a nested key would be
+    path.write_bytes(b"commands:\r\n    threshold: 0.8\r\n")
+    update_yaml_file(path, {"commands.ignored_labels": ["_silence_"]})
+    assert path.read_bytes() == b"commands:\r\n    threshold: 0.8\r\n    ignored_labels:\r\n        - _silence_\r\n"
+
+
+def test_a_header_goes_after_the_bom_and_ends_its_lines_as_the_file_does(tmp_path):
+    """``edgesense deploy`` writes its bundled copy of a config with a header of comments."""
+    src, out = tmp_path / "src.yaml", tmp_path / "config.yaml"
+    src.write_bytes(BOM + b"%YAML 1.2\r\n---\r\nmodel:\r\n    path: a.tflite  # the model\r\n...\r\n")
+    update_yaml_file(src, {"model.path": "b.tflite"}, out=out, header="# bundled\n# by deploy\n")
+    assert out.read_bytes() == (BOM + b"# bundled\r\n# by deploy\r\n%YAML 1.2\r\n---\r\nmodel:\r\n"
+                                b"    path: b.tflite  # the model\r\n...\r\n")
+    assert load_yaml_mapping(out) == {"model": {"path": "b.tflite"}}
