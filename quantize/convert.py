@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from edgesense.app.cli import refuse_existing
-from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.interpreter import make_interpreter
 from edgesense.runtime.model import (
@@ -61,6 +61,7 @@ __all__ = [
     "portable_paths",
     "float_embeddings",
     "fuse_samples",
+    "stand_in_inputs",
     "merge_tflite_parts",
     "part_metadata",
     "merged_model",
@@ -89,6 +90,16 @@ CUSTOM_BUILTIN_CODE = 32
 TFLITE_INT8 = 9
 TFLITE_FLOAT_TYPES = (0, 1, 8, 10, 11)  # FLOAT32, FLOAT16, COMPLEX64, FLOAT64, COMPLEX128
 MAX_CALIBRATION_SAMPLES = 100_000
+#: A run that trained one modality only (a recipe without scenes, or without speech) leaves the other
+#: encoder untrained and its calibration set empty. That encoder is then calibrated on this many
+#: stand-in inputs (see :func:`stand_in_inputs`), so that the run still converts and its file runs.
+STAND_IN_SAMPLES = 32
+#: Stand-in audio: white noise from the quietest to the loudest level (dBFS), spread over the samples.
+STAND_IN_NOISE_DBFS = (-90.0, 0.0)
+#: Stand-in photos: uniform pixels over the whole [0, 255] range of a camera frame.
+PIXEL_RANGE = 256
+#: The seed of the stand-in inputs: the same run always converts to the same file.
+STAND_IN_SEED = 0
 #: Lines of a converter error that name the unsupported ops.
 _UNSUPPORTED_OP_PREFIXES = ("TF Select ops:", "Flex ops:", "Custom ops:")
 _MAX_ERROR_CHARS = 600
@@ -679,6 +690,9 @@ def build_metadata(run: RunFolder, parts: Mapping[str, bytes], options: Quantize
             "mode": options.mode,
             "io_dtype": "int8" if options.mode == "int8" else "float32",
             "calibration_samples": dict(calibration_counts),
+            # An encoder the run never trained (no real sample): calibrated on stand-ins (stand_in_inputs).
+            "stand_in_samples": {key: STAND_IN_SAMPLES for key in ("encode_audio", "encode_image")
+                                 if calibration_counts.get(key) == 0},
             "fusion_presence_patterns": [list(p) for p in FUSION_PRESENCE_PATTERNS] if options.mode == "int8" else [],
         },
         **part_metadata(parts),
@@ -738,14 +752,41 @@ def fuse_samples(audio: np.ndarray, image: np.ndarray, count: int) -> Iterator[d
         }
 
 
+def stand_in_inputs(run: RunFolder, key: str, count: int = STAND_IN_SAMPLES) -> np.ndarray:
+    """``count`` inputs of the calibration array ``key`` (``audio_features`` or ``image``) for an
+    encoder that the run never trained: log-mel features of white noise from
+    :data:`STAND_IN_NOISE_DBFS` low to high, or photos of uniform pixels. They set the untrained
+    part's int8 ranges over what the device can feed it; its outputs mean nothing either way."""
+    rng = np.random.default_rng(STAND_IN_SEED)
+    if key == "image":
+        shape = (count, *run.image_frontend.input_shape)
+        return rng.integers(0, PIXEL_RANGE, size=shape, dtype=np.int64).astype(np.uint8)
+    if key != "audio_features":
+        raise ValueError(f"key: expected 'audio_features' or 'image', got {key!r}")
+    frontend = run.audio_frontend
+    levels = 10.0 ** (np.linspace(*STAND_IN_NOISE_DBFS, count) / 20.0)
+    clips = levels[:, None] * np.clip(rng.standard_normal((count, frontend.clip_samples)), -1.0, 1.0)
+    return log_mel_batch(clips.astype(np.float32), frontend)
+
+
 def _representative_sets(run: RunFolder, options: QuantizeOptions) -> tuple[dict[str, Callable], dict[str, int]]:
     calibration = load_calibration(run)
     audio = calibration["audio_features"][_spread(len(calibration["audio_features"]), options.calibration_samples)]
     image = calibration["image"][_spread(len(calibration["image"]), options.calibration_samples)]
     where = run.path / CALIBRATION_FILE
-    for key, array in (("audio_features", audio), ("image", image)):
-        if len(array) == 0:
-            raise ValueError(f"{where}: {key!r} has no samples; full-integer int8 needs a representative set")
+    if len(audio) == 0 and len(image) == 0:
+        raise ValueError(f"{where}: 'audio_features' has no samples; full-integer int8 needs a representative set, "
+                         "and 'image' has none either")
+    # A run that trained one modality: its other encoder is untrained, calibrated on stand-ins.
+    real = {"encode_audio": len(audio), "encode_image": len(image)}
+    if len(audio) == 0:
+        logger.warning("%s: no audio samples (the run trained no commands): encode_audio is calibrated on "
+                       "%d stand-in noise clips and its command head means nothing", where, STAND_IN_SAMPLES)
+        audio = stand_in_inputs(run, "audio_features")
+    elif len(image) == 0:
+        logger.warning("%s: no photos (the run trained no scenes): encode_image is calibrated on %d stand-in "
+                       "photos and its scene head means nothing", where, STAND_IN_SAMPLES)
+        image = stand_in_inputs(run, "image")
     audio_emb = float_embeddings(run.audio_encoder, audio)
     image_emb = float_embeddings(run.image_encoder, image.astype(np.float32))
     n_fuse = options.fusion_calibration_samples or max(len(audio), len(image))
@@ -761,7 +802,7 @@ def _representative_sets(run: RunFolder, options: QuantizeOptions) -> tuple[dict
     def fuse_set():
         return fuse_samples(audio_emb, image_emb, n_fuse)
 
-    counts = {"encode_audio": len(audio), "encode_image": len(image), "fuse": n_fuse}
+    counts = {**real, "fuse": n_fuse}
     return {"encode_audio": audio_set, "encode_image": image_set, "fuse": fuse_set}, counts
 
 

@@ -69,6 +69,8 @@ class ModelOptions:
     audio_blocks: int = 4
     image_channels: tuple[int, ...] = (16, 32, 64, 64, 128, 128, 128)
     image_strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1, 2)
+    #: Width of the scene head's fused embedding (each modality's projection, and the concat's dense
+    #: layer). Late fusion fuses the two modalities' scene logits instead and has no such embedding.
     embedding_dim: int = 48
     dropout: float = 0.1
     #: Keras' default; lower it (e.g. 0.9) for short runs on small data, where the moving
@@ -287,6 +289,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
+        frames = self.audio_frontend.frames_per_clip  # as the model's builder will: refused before any data loads
+        require(self.model.audio_floor_frames <= frames, "model.audio_floor_frames",
+                f"at most the audio window's {frames} frames (audio_frontend)", self.model.audio_floor_frames)
         teachers = self.data.teacher_models
         require(self.train.distill_weight == 0.0 or self.audio_teacher.enabled or bool(teachers),
                 "train.distill_weight", "0 unless audio_teacher.enabled is true or data.teacher_models names models",

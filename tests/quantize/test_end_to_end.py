@@ -52,3 +52,37 @@ def test_trained_model_converts_to_int8_and_runs_on_the_device_runtime(tmp_path,
         command, scene = model.fuse(a, v)
         assert command.shape == (6,) and scene.shape == (3,)
         assert np.all(np.isfinite(command)) and abs(float(scene.sum()) - 1.0) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["speech", "scenes"])
+def test_a_single_modality_recipe_converts_to_int8_and_runs_on_the_device_runtime(tmp_path, data, modality):
+    """A recipe with speech only or scenes only (DataConfig takes either) trains an encoder and head
+    for its own modality; the other encoder has no calibration sample, and the run must convert all
+    the same (it was refused: "'image' has no samples"), its own modality's head working."""
+    speech, scenes = data
+    yaml_path = write_train_yaml(tmp_path / "train.yaml", speech=speech if modality == "speech" else None,
+                                 scenes=scenes if modality == "scenes" else None, epochs=1, steps_per_epoch=2)
+    train(load_train_config(yaml_path), tmp_path / "run", verbose=0)
+    calibration = np.load(tmp_path / "run" / "calibration.npz")
+    untrained = "encode_image" if modality == "speech" else "encode_audio"
+    assert len(calibration["image" if modality == "speech" else "audio_features"]) == 0
+
+    result = convert_run(tmp_path / "run", tmp_path / "model.tflite", QuantizeOptions(mode="int8"))
+    quantization = result.metadata["quantization"]
+    assert quantization["calibration_samples"][untrained] == 0
+    assert set(quantization["stand_in_samples"]) == {untrained}
+    model = EdgeModel.load(result.path)
+    validation = np.load(tmp_path / "run" / "validation.npz")
+    if modality == "speech":
+        assert model.scene_labels == ("none", "other")
+        command, _ = model.fuse(model.encode_audio(validation["audio_features"][0]), None)
+        assert command.shape == (6,) and abs(float(command.sum()) - 1.0) < 0.05
+    else:
+        assert model.scene_labels == ("beach", "forest", "street")
+        _, scene = model.fuse(None, model.encode_image(validation["image"][0].astype(np.float32)))
+        assert scene.shape == (3,) and abs(float(scene.sum()) - 1.0) < 0.05
+    # The device feeds whatever it has: the untrained modality too, with a frame or a second of sound.
+    command, scene = model.fuse(model.encode_audio(np.zeros(model.audio_frontend.feature_shape, np.float32)),
+                                model.encode_image(np.zeros(model.image_frontend.input_shape, np.float32)))
+    assert np.all(np.isfinite(command)) and np.all(np.isfinite(scene))

@@ -98,3 +98,13 @@ def test_words_are_checked_as_the_loader_will_when_the_config_loads(tmp_path, va
     with pytest.raises(ValueError) as info:
         load_train_config(path, [f"data.words={value}"])
     assert str(info.value).startswith(f"{path}: {expected}")
+
+
+def test_a_floor_longer_than_the_audio_window_is_refused_when_the_config_loads(tmp_path):
+    path = tiny_config(tmp_path)  # it was refused by the model's builder, once the data had loaded
+    frames = 39  # an 800-ms window at 20-ms hops
+    assert load_train_config(path, ["audio_frontend.clip_duration_ms=800", f"model.audio_floor_frames={frames}"])
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["audio_frontend.clip_duration_ms=800", f"model.audio_floor_frames={frames + 1}"])
+    assert str(info.value) == (f"{path}: model.audio_floor_frames: expected at most the audio window's {frames} "
+                               f"frames (audio_frontend), got {frames + 1}")
