@@ -152,6 +152,32 @@ class PipelineOptions:
         return cls(**values)
 
 
+def _without_untrained_modalities(model: Any, config: DeviceConfig, *, video: Any, audio: Any
+                                  ) -> tuple[DeviceConfig, Any, Any]:
+    """``config``, ``video`` and ``audio`` without the modality a speech-only or scenes-only model never
+    trained (:attr:`EdgeModel.untrained_encoders`): its camera or microphone stays closed and its file
+    unread (said in a warning), so the model fuses ``None`` for it, as in its training, and no events
+    come from a head that means nothing. A replay left with no file at all is a ``ValueError``."""
+    replay = video is not None or audio is not None
+    for key, flag, part, what in (("encode_image", "--video", "camera", "photos"),
+                                  ("encode_audio", "--audio", "audio", "speech")):
+        if key not in model.untrained_encoders:
+            continue
+        given = video if key == "encode_image" else audio
+        if given is not None or (not replay and getattr(config, part).enabled):
+            logger.warning("%s was trained without %s: %s", model.path, what,
+                           f"{flag} {given} is not read" if given is not None else f"the {part} stays closed")
+        config = dataclasses.replace(config, **{part: dataclasses.replace(getattr(config, part), enabled=False)})
+        if key == "encode_image":
+            video = None
+        else:
+            audio = None
+    if replay and video is None and audio is None:
+        raise ValueError(f"{model.path}: trained on one modality only, expected its file (--audio for a speech "
+                         f"model, --video for a scenes model), got only the other")
+    return config, video, audio
+
+
 class LiveDeviceError(RuntimeError):
     """The camera and/or the microphone named in the config could not be opened (``failures``:
     one message per device). The message says how to run without them."""
@@ -370,6 +396,7 @@ class Pipeline:
         config = path_or_config if isinstance(path_or_config, DeviceConfig) else load_config(path_or_config)
         model = EdgeModel.load(model_path if model_path is not None else config.model.path,
                                options=config.model.interpreter_options())
+        config, video, audio = _without_untrained_modalities(model, config, video=video, audio=audio)
         with contextlib.ExitStack() as stack:
             audio_source, video_source = open_sources(config, sample_rate_hz=model.audio_frontend.sample_rate_hz,
                                                       video=video, audio=audio, fast=fast)

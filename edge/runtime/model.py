@@ -252,6 +252,15 @@ class EdgeModel:
         return dict(self._part_bytes)
 
     @property
+    def untrained_encoders(self) -> frozenset[str]:
+        """The encoders (``encode_audio``, ``encode_image``) the model's training never fed: those of
+        a speech-only or scenes-only recipe, which ``edgesense quantize`` calibrated on stand-in inputs
+        (``quantization.stand_in_samples``); what their modality's head says means nothing."""
+        quantization = self._metadata.get("quantization")
+        stand_ins = quantization.get("stand_in_samples") if isinstance(quantization, Mapping) else None
+        return frozenset(key for key in (stand_ins or ()) if key in ("encode_audio", "encode_image"))
+
+    @property
     def audio_embedding_dim(self) -> int:
         return self._signatures["encode_audio"].outputs["audio_embedding"].shape[-1]
 

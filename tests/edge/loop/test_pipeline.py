@@ -215,6 +215,60 @@ def test_audio_only_and_video_only_fuse_none_for_the_absent_modality(model, tmp_
     assert stats.stream_ms == pytest.approx(2900.0)  # first to last frame
 
 
+def _one_modality_model(tiny_model_path, out, untrained: str):
+    """The tiny model as a one-modality recipe's file: ``untrained`` (an encoder) calibrated on stand-ins."""
+    from edgesense.quantize.convert import split_tflite_parts, write_merged
+
+    metadata = EdgeModel.load(tiny_model_path).metadata
+    metadata["quantization"]["stand_in_samples"] = {untrained: 32}
+    write_merged(split_tflite_parts(tiny_model_path.read_bytes()), metadata, out)
+    return out
+
+
+def test_a_modality_the_model_never_trained_stays_closed(tiny_model_path, tmp_path, caplog, monkeypatch,
+                                                          capsys):
+    speech_only = _one_modality_model(tiny_model_path, tmp_path / "speech.tflite", "encode_image")
+    scenes_only = _one_modality_model(tiny_model_path, tmp_path / "scenes.tflite", "encode_audio")
+    assert EdgeModel.load(speech_only).untrained_encoders == {"encode_image"}
+    assert not EdgeModel.load(tiny_model_path).untrained_encoders
+    from edgesense.app.cli import main
+
+    assert main(["inspect", str(speech_only)]) == 0
+    out = capsys.readouterr().out
+    assert "  untrained: encode_image (the recipe had no photos; run leaves its camera closed)" in out
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 3.0)
+    video = scene_video(tmp_path / "v.avi", [("outdoor", 3.0)])
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "commands": {"threshold": TEST_THRESHOLD}})
+
+    # A speech model given both files reads the audio only: commands, and no scene from an untrained head.
+    with caplog.at_level("WARNING", logger="edgesense.loop.pipeline"):
+        pipeline = Pipeline.from_config(config, model_path=speech_only, video=video, audio=wav, fast=True,
+                                        events=False, options=test_options())
+    assert f"{speech_only} was trained without photos: --video {video} is not read" in caplog.text
+    with pipeline:
+        assert pipeline.video is None
+        events = list(pipeline.events())
+    assert [e.label for e in events] == ["yes"]
+
+    # A scenes model given both files reads the video only.
+    with Pipeline.from_config(config, model_path=scenes_only, video=video, audio=wav, fast=True, events=False,
+                              options=test_options()) as pipeline:
+        assert pipeline.audio is None
+        events = list(pipeline.events())
+    assert events and all(isinstance(e, SceneEvent) for e in events)
+
+    # Live: the camera is not opened for a speech model (the config's camera would be).
+    opened = []
+    monkeypatch.setattr("edgesense.loop.pipeline.CameraSource", lambda *a, **k: opened.append(a))
+    monkeypatch.setattr(sd, "query_devices", lambda device=None, kind=None: [])
+    with pytest.raises(RuntimeError, match="no audio input device") as info:  # no microphone here: said
+        Pipeline.from_config(config, model_path=speech_only, events=False)
+    assert not opened and len(info.value.failures) == 1
+
+    with pytest.raises(ValueError, match="trained on one modality only"):  # its only file is the other modality's
+        Pipeline.from_config(config, model_path=speech_only, video=video, events=False)
+
+
 def test_second_opinion_blends_every_hop_as_the_bench_scores_it(model, tmp_path, tiny_heads_path):
     require_speech_embedding()
     from edgesense.bench.streams import stream_posteriors
