@@ -17,4 +17,5 @@ def editable_install(extra: str) -> str:
 def extra_hint(extra: str) -> str:
     """How to add an extra. EdgeSense is installed from its checkout, a wheel or a deploy bundle,
     never by name from PyPI (where "edgesense" is somebody else's project)."""
-    return f"from the EdgeSense checkout: {editable_install(extra)} (or scripts/setup.sh)"
+    return (f"from the EdgeSense checkout: {editable_install(extra)} (or scripts/setup.sh); from a wheel: "
+            f"pip install 'edgesense-{__version__}-py3-none-any.whl[{extra}]'")

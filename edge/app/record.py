@@ -403,7 +403,8 @@ class RecordPreview:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", required=True, metavar="NAME",
-                        help="the place being recorded: the class folder's name (no '/', '..' or spaces)")
+                        help="the place being recorded: the class folder's name "
+                             "(no '/', '..', whitespace or leading '.')")
     parser.add_argument("--seconds", required=True, metavar="N",
                         help="seconds of sampling (after the first full second of audio); about N x "
                              "scheduler.scene_rate_hz pairs")

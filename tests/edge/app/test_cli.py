@@ -64,7 +64,8 @@ def test_a_missing_desktop_library_names_the_extra_to_install_from_the_checkout(
     config.write_text(f"name: x\ndata: {{scenes: {tmp_path}}}\n")
     line = only_line(edgesense("train", "--config", config, "--out", tmp_path / "run", env=env))
     assert line.endswith("needs the train extra (tensorflow is not installed): from the EdgeSense checkout: "
-                         "pip install -e '.[train]' --config-settings editable_mode=strict (or scripts/setup.sh)")
+                         "pip install -e '.[train]' --config-settings editable_mode=strict (or scripts/setup.sh); "
+                         "from a wheel: pip install 'edgesense-0.1.0-py3-none-any.whl[train]'")
     line = only_line(edgesense("bench", "--model", REPO / "models" / "edgesense.tflite", "--scenes", tmp_path,
                                env=env))
     assert "needs the bench extra (tqdm is not installed)" in line and "pip install -e '.[bench]'" in line
