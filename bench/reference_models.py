@@ -69,6 +69,7 @@ __all__ = [
     "convert_reference",
     "build_references",
     "reference_fingerprint",
+    "config_identity",
     "load_sidecar",
 ]
 
@@ -413,15 +414,21 @@ def _data_paths(value: Any) -> Any:
     return value
 
 
-def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
-    """The fingerprint of what the references train from: ``config`` without
-    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, its data
-    folders by name and what they hold (:func:`_data_paths`), and ``options``."""
-    inputs = {k: v for k, v in config.to_dict().items() if k not in STUDENT_ONLY_SECTIONS}
-    inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
-    inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in _STUDENT_ONLY_TRAIN_FIELDS}
+def config_identity(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as a fingerprint sees it: its fields, with its data folders by name and what they hold
+    (:func:`_data_paths`) instead of where they lie, and without where its caches live."""
+    inputs = config.to_dict()
     inputs["data"] = {f.name: _data_paths(getattr(config.data, f.name)) for f in dataclasses.fields(config.data)
                       if f.name not in _PLACE_ONLY_DATA_FIELDS}
+    return inputs
+
+
+def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
+    """The fingerprint of what the references train from: ``config`` (:func:`config_identity`) without
+    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, and ``options``."""
+    inputs = {k: v for k, v in config_identity(config).items() if k not in STUDENT_ONLY_SECTIONS}
+    inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
+    inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in _STUDENT_ONLY_TRAIN_FIELDS}
     return training_fingerprint(config=inputs, options=dataclasses.asdict(options))
 
 

@@ -53,7 +53,7 @@ from edgesense.types import is_command_word
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
            "MIN_STREAM_S", "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments",
-           "word_windows", "stream_posteriors", "concat_posteriors"]
+           "word_windows", "stream_posteriors", "concat_posteriors", "speech_embedding_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -529,7 +529,7 @@ def concat_posteriors(parts: Sequence[StreamPosteriors]) -> StreamPosteriors:
                             hop_ms=parts[0].hop_ms, words=words, duration_ms=float(sum(p.duration_ms for p in parts)))
 
 
-def _speech_embedding_identity() -> tuple[str, ...]:
+def speech_embedding_identity() -> tuple[str, ...]:
     """The sha256 of the speech-embedding model files a second opinion runs (another wheel may ship
     other models), or a marker when the wheel is missing: no posteriors are ever saved under it,
     since the second opinion cannot run, and the run then fails naming what to install."""
@@ -549,7 +549,7 @@ class PosteriorCache:
         self._second_key: list[Any] = []
         if self.second_opinion is not None:  # the heads' bytes, the speech embedding's and the blend: what is cached
             self._second_key = [file_sha256(self.second_opinion.heads_path),  # type: ignore[arg-type]
-                                *_speech_embedding_identity(), self.second_opinion.student_weight]
+                                *speech_embedding_identity(), self.second_opinion.student_weight]
 
     def key(self, model_sha256: str, stream: Stream, hop_ms: float) -> str:
         return _fingerprint([model_sha256, stream.fingerprint, float(hop_ms), *self._second_key])

@@ -93,16 +93,26 @@ def _sidecar(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and info.get("kind") == TEACHER_KIND else None
 
 
+def teacher_fingerprint(config) -> str:
+    """What the teachers' heads learn from, as their sidecars record it: the recipe and what its data
+    folders hold, wherever they lie (:func:`edgesense.bench.reference_models.config_identity`), and
+    the bytes of the speech-embedding models under the audio teacher."""
+    from edgesense.bench.reference_models import config_identity, training_fingerprint
+    from edgesense.bench.streams import speech_embedding_identity
+
+    return training_fingerprint(config=config_identity(config), format=SIDECAR_FORMAT_VERSION,
+                                speech_embedding=speech_embedding_identity())
+
+
 def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
     """Train (once) the head of each teacher whose package is installed on ``config``'s training
     split; returns {name: NAME.keras}. The audio teacher learns from the clean training clips
     (real and synthesized) plus, when ``config.bank.variants`` > 0, the bank's augmented rows."""
-    from edgesense.bench.reference_models import training_fingerprint
     from edgesense.train.cache import ArrayCache
     from edgesense.train.trainer import AudioTeacher, VisionTeacher, load_dataset, make_bank
 
     out_dir = Path(out_dir)
-    fingerprint = training_fingerprint(config=config.to_dict(), format=SIDECAR_FORMAT_VERSION)
+    fingerprint = teacher_fingerprint(config)
     wanted = [n for n in teacher_names(config) if (config.data.speech_commands if n == AUDIO_TEACHER
                                                    else config.data.scenes is not None)]
     paths: dict[str, Path] = {}

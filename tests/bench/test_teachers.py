@@ -56,6 +56,20 @@ def test_a_missing_teacher_package_is_one_line_and_skipped(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+def test_the_teachers_fingerprint_follows_what_the_data_holds_not_where_it_lies(tmp_path):
+    import shutil
+
+    config = _config(tmp_path / "a")
+    moved_to = tmp_path / "b"
+    shutil.copytree(tmp_path / "a" / "sc", moved_to / "sc")
+    shutil.copytree(tmp_path / "a" / "scenes", moved_to / "scenes")
+    moved = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, speech_commands=(moved_to / "sc",), scenes=moved_to / "scenes"))
+    assert teachers.teacher_fingerprint(moved) == teachers.teacher_fingerprint(config)  # it used the paths
+    (moved_to / "scenes" / "beach" / "extra.jpg").write_bytes(b"another photo")
+    assert teachers.teacher_fingerprint(moved) != teachers.teacher_fingerprint(config)  # and not the contents
+
+
 def test_teachers_train_once_and_score_the_bench_data(tmp_path):
     pytest.importorskip("tensorflow")
     config = _config(tmp_path)
