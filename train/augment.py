@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import require, require_range
+from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train.degrade import as_images, degrade_randomly, to_uint8
 
 __all__ = [
@@ -96,8 +96,12 @@ class AudioAugmentOptions:
         require_range("snr_db_range", self.snr_db_range)
         require_range("gain_db_range", self.gain_db_range)
         require_range("warp_factor_range", self.warp_factor_range, lo=np.finfo(float).tiny)
-        require(self.silent_reference_dbfs <= 0, "silent_reference_dbfs", "<= 0 dBFS", self.silent_reference_dbfs)
-        require(self.max_shift_ms >= 0, "max_shift_ms", ">= 0", self.max_shift_ms)
+        require(is_number(self.silent_reference_dbfs) and self.silent_reference_dbfs <= 0, "silent_reference_dbfs",
+                "a finite level <= 0 dBFS", self.silent_reference_dbfs)
+        require(is_number(self.max_shift_ms) and self.max_shift_ms >= 0, "max_shift_ms", "a finite number >= 0",
+                self.max_shift_ms)
+        require(self.mask_value is None or is_number(self.mask_value), "mask_value",
+                "a finite number, or null for each example's mean", self.mask_value)
         for name in ("time_masks", "max_time_mask_frames", "freq_masks", "max_freq_mask_bins"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch
-from edgesense.schema.validate import require, require_range
+from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train import augment
 
 __all__ = [
@@ -90,8 +90,10 @@ class BankOptions:
             require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
         require_range("partial_fraction_range", self.partial_fraction_range, lo=0.0, hi=1.0)
         require_range("silence_dbfs_range", self.silence_dbfs_range, hi=0.0)
-        require(self.word_floor_db > 0, "word_floor_db", "> 0", self.word_floor_db)
-        require(self.other_speech_min_dbfs <= 0, "other_speech_min_dbfs", "<= 0 dBFS", self.other_speech_min_dbfs)
+        require(is_number(self.word_floor_db) and self.word_floor_db > 0, "word_floor_db", "a finite number > 0",
+                self.word_floor_db)
+        require(is_number(self.other_speech_min_dbfs) and self.other_speech_min_dbfs <= 0, "other_speech_min_dbfs",
+                "a finite level <= 0 dBFS", self.other_speech_min_dbfs)
         for name in ("silence_per_variant", "other_speech_per_variant"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)

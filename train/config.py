@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -53,6 +53,24 @@ def derived_seed(seed: int, offset: int) -> int:
     if not is_int(seed) or not is_int(offset):
         raise ValueError(f"derived_seed: expected integers, got seed={seed!r}, offset={offset!r}")
     return (seed + offset) % SEED_LIMIT
+
+
+#: Every integer of a recipe lies in ``[-INT_LIMIT, INT_LIMIT)``: numpy's and TensorFlow's int64, where each count,
+#: size and seed ends up. Python takes a larger one, and numpy or TensorFlow overflows on it once the data has loaded.
+INT_LIMIT = 2**63
+INT_EXPECTED = "an integer in [-2**63, 2**63)"
+
+
+def _check_integers(options: object, prefix: str = "") -> None:
+    """Every integer field of the options dataclass ``options`` (sections included, and the items of
+    a list field) is within :data:`INT_LIMIT`; the error names the dotted field."""
+    for f in fields(options):
+        value = getattr(options, f.name)
+        if is_dataclass(value):
+            _check_integers(value, f"{prefix}{f.name}.")
+            continue
+        items = value if isinstance(value, tuple) else (value,)
+        require(all(-INT_LIMIT <= v < INT_LIMIT for v in items if is_int(v)), prefix + f.name, INT_EXPECTED, value)
 
 
 #: ``ModelOptions`` fields that act in training only: runs that differ in them have weights of the
@@ -239,7 +257,8 @@ class TrainOptions:
                self.steps_per_epoch)
         require(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0",
                 self.learning_rate)
-        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0",
+                self.weight_decay)
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", self.label_smoothing)
         require(0.0 <= self.command_label_smoothing < 1.0, "command_label_smoothing", "in [0, 1)",
                 self.command_label_smoothing)
@@ -255,13 +274,15 @@ class TrainOptions:
         require(0.0 <= self.distill_weight <= 1.0, "distill_weight", "in [0, 1]", self.distill_weight)
         require(0.0 <= self.scene_distill_weight <= 1.0, "scene_distill_weight", "in [0, 1]",
                 self.scene_distill_weight)
-        require(self.distill_temperature > 0, "distill_temperature", "> 0", self.distill_temperature)
+        require(is_number(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
+                "a finite number > 0", self.distill_temperature)
         require(isinstance(self.scene_distill_views, int) and not isinstance(self.scene_distill_views, bool)
                 and self.scene_distill_views >= 0, "scene_distill_views", "an integer >= 0", self.scene_distill_views)
         require(self.scene_distill_views == 0 or self.scene_distill_weight > 0, "scene_distill_views",
                 "0 unless scene_distill_weight > 0 (the views carry the vision teacher's targets)",
                 self.scene_distill_views)
-        require(self.embedding_hint_weight >= 0.0, "embedding_hint_weight", ">= 0", self.embedding_hint_weight)
+        require(is_number(self.embedding_hint_weight) and self.embedding_hint_weight >= 0.0, "embedding_hint_weight",
+                "a finite number >= 0", self.embedding_hint_weight)
         require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
         require(self.ema_momentum is None or 0.0 < self.ema_momentum < 1.0, "ema_momentum", "in (0, 1) or null",
                 self.ema_momentum)
@@ -289,6 +310,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
+        _check_integers(self)  # before anything below computes with them
+        require(self.vision_teacher.seed is None or is_seed(self.vision_teacher.seed), "vision_teacher.seed",
+                f"{SEED_EXPECTED}, or null for the run's seed", self.vision_teacher.seed)
+        require(self.audio_augment.max_shift_ms <= self.audio_frontend.clip_duration_ms, "audio_augment.max_shift_ms",
+                f"at most the clip's {self.audio_frontend.clip_duration_ms} ms (audio_frontend.clip_duration_ms)",
+                self.audio_augment.max_shift_ms)
         frames = self.audio_frontend.frames_per_clip  # as the model's builder will: refused before any data loads
         require(self.model.audio_floor_frames <= frames, "model.audio_floor_frames",
                 f"at most the audio window's {frames} frames (audio_frontend)", self.model.audio_floor_frames)

@@ -23,6 +23,12 @@ __all__ = ["AudioFrontendOptions", "StreamingAudioFrontend", "log_mel_batch", "l
            "fit_clip"]
 
 
+#: The highest sample rate a frontend takes (professional audio's 384 kHz) and the longest clip it
+#: frames (a minute): bounds that keep every count of samples a finite number.
+MAX_SAMPLE_RATE_HZ = 384_000
+MAX_CLIP_DURATION_MS = 60_000
+
+
 @dataclass(frozen=True, kw_only=True)
 class AudioFrontendOptions:
     """Parameters of the log-mel audio frontend (defaults follow micro_speech)."""
@@ -41,10 +47,16 @@ class AudioFrontendOptions:
             require(is_int(getattr(self, name)), name, "an integer", getattr(self, name))
         for name in ("window_ms", "hop_ms", "lower_edge_hz", "upper_edge_hz", "clip_duration_ms", "log_floor"):
             require(is_number(getattr(self, name)), name, "a number", getattr(self, name))
-        require(self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer", self.sample_rate_hz)
+        require(0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
+                f"a positive integer up to {MAX_SAMPLE_RATE_HZ}", self.sample_rate_hz)
+        require(0 < self.clip_duration_ms <= MAX_CLIP_DURATION_MS, "clip_duration_ms",
+                f"a number in (0, {MAX_CLIP_DURATION_MS}]", self.clip_duration_ms)
         require(self.window_ms > 0, "window_ms", "> 0", self.window_ms)
+        require(self.clip_duration_ms >= self.window_ms, "clip_duration_ms",
+                f">= window_ms={self.window_ms}", self.clip_duration_ms)
         require(0 < self.hop_ms <= self.window_ms, "hop_ms", f"in (0, window_ms={self.window_ms}]", self.hop_ms)
-        # Both are whole samples: a window or hop that rounds to none has no frames.
+        # Both are whole samples (bounded above, so the products are finite): a window or hop that
+        # rounds to none has no frames.
         for name, samples in (("window_ms", self.window_samples), ("hop_ms", self.hop_samples)):
             require(samples >= 1, name, f"at least one sample at {self.sample_rate_hz} Hz", getattr(self, name))
         require(self.num_mel_bins >= 1, "num_mel_bins", ">= 1", self.num_mel_bins)
@@ -52,8 +64,6 @@ class AudioFrontendOptions:
         require(0 <= self.lower_edge_hz < self.upper_edge_hz, "lower_edge_hz",
                  f"in [0, upper_edge_hz={self.upper_edge_hz})", self.lower_edge_hz)
         require(self.upper_edge_hz <= nyquist, "upper_edge_hz", f"<= Nyquist ({nyquist:g} Hz)", self.upper_edge_hz)
-        require(self.clip_duration_ms >= self.window_ms, "clip_duration_ms",
-                 f">= window_ms={self.window_ms}", self.clip_duration_ms)
         require(self.log_floor > 0, "log_floor", "> 0", self.log_floor)
 
     @property

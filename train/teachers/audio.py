@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 from edgesense.train.teachers import LOGITS_LAYER, fit_head
 
 __all__ = ["AudioTeacherOptions", "build_audio_head", "fit_audio_head"]
@@ -43,11 +43,12 @@ class AudioTeacherOptions:
     cross_fit_folds: int = 5
 
     def __post_init__(self) -> None:
-        require(self.pad_ms >= 0, "pad_ms", ">= 0", self.pad_ms)
+        require(is_number(self.pad_ms) and self.pad_ms >= 0, "pad_ms", "a finite number >= 0", self.pad_ms)
         for name in ("conv_channels", "kernel_frames", "dense_units", "epochs", "batch_size", "cross_fit_folds"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0",
+                self.learning_rate)
 
 
 def build_audio_head(windows: int, embedding_dim: int, num_classes: int, options: AudioTeacherOptions):

@@ -31,7 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from edgesense import editable_install
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 from edgesense.train.cache import content_key
 from edgesense.train.teachers import LOGITS_LAYER, TeacherUnavailable, fit_head, installed_file
 
@@ -126,11 +126,13 @@ class VisionTeacherOptions:
                 "an integer, or null for the run's seed", self.seed)
         require(isinstance(self.fine_tune_epochs, int) and self.fine_tune_epochs >= 0, "fine_tune_epochs",
                 "an integer >= 0 (0: the backbone frozen)", self.fine_tune_epochs)
-        require(self.fine_tune_learning_rate > 0, "fine_tune_learning_rate", "> 0", self.fine_tune_learning_rate)
+        require(is_number(self.fine_tune_learning_rate) and self.fine_tune_learning_rate > 0, "fine_tune_learning_rate",
+                "> 0 and finite", self.fine_tune_learning_rate)
         area = self.fine_tune_crop_area
         require(isinstance(area, tuple) and len(area) == 2 and 0 < area[0] <= area[1] <= 1, "fine_tune_crop_area",
                 "[smallest, largest] shares of the photo's area in (0, 1]", area)
-        require(self.fine_tune_weight_decay >= 0, "fine_tune_weight_decay", ">= 0", self.fine_tune_weight_decay)
+        require(is_number(self.fine_tune_weight_decay) and self.fine_tune_weight_decay >= 0, "fine_tune_weight_decay",
+                ">= 0 and finite", self.fine_tune_weight_decay)
         require(isinstance(self.fine_tune_batch_norm_photos, int) and self.fine_tune_batch_norm_photos >= 0,
                 "fine_tune_batch_norm_photos", "an integer >= 0 (0: the running averages)",
                 self.fine_tune_batch_norm_photos)
@@ -138,8 +140,9 @@ class VisionTeacherOptions:
                 self.fine_tune_label_smoothing)
         require(self.hidden_units >= 0, "hidden_units", ">= 0", self.hidden_units)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
-        require(self.l2 >= 0, "l2", ">= 0", self.l2)
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(is_number(self.l2) and self.l2 >= 0, "l2", "a finite number >= 0", self.l2)
+        require(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0",
+                self.learning_rate)
 
 
 def install_hint(backbone: str = DEFAULT_BACKBONE) -> str:
