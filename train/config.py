@@ -313,6 +313,9 @@ class TrainConfig:
         _check_integers(self)  # before anything below computes with them
         require(self.vision_teacher.seed is None or is_seed(self.vision_teacher.seed), "vision_teacher.seed",
                 f"{SEED_EXPECTED}, or null for the run's seed", self.vision_teacher.seed)
+        rate = self.audio_frontend.sample_rate_hz  # the clips augmented are the frontend's
+        require(self.audio_augment.sample_rate_hz == rate, "audio_augment.sample_rate_hz",
+                f"the audio frontend's {rate} Hz (audio_frontend.sample_rate_hz)", self.audio_augment.sample_rate_hz)
         require(self.audio_augment.max_shift_ms <= self.audio_frontend.clip_duration_ms, "audio_augment.max_shift_ms",
                 f"at most the clip's {self.audio_frontend.clip_duration_ms} ms (audio_frontend.clip_duration_ms)",
                 self.audio_augment.max_shift_ms)

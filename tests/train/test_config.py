@@ -108,3 +108,13 @@ def test_a_floor_longer_than_the_audio_window_is_refused_when_the_config_loads(t
         load_train_config(path, ["audio_frontend.clip_duration_ms=800", f"model.audio_floor_frames={frames + 1}"])
     assert str(info.value) == (f"{path}: model.audio_floor_frames: expected at most the audio window's {frames} "
                                f"frames (audio_frontend), got {frames + 1}")
+
+
+def test_the_augmentation_works_at_the_frontends_sample_rate(tmp_path):
+    path = tiny_config(tmp_path)  # shifts and reverb tails were counted at 16 kHz for clips of another rate
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["audio_frontend.sample_rate_hz=8000", "audio_frontend.upper_edge_hz=3800"])
+    assert str(info.value) == (f"{path}: audio_augment.sample_rate_hz: expected the audio frontend's 8000 Hz "
+                               f"(audio_frontend.sample_rate_hz), got 16000")
+    assert load_train_config(path, ["audio_frontend.sample_rate_hz=8000", "audio_frontend.upper_edge_hz=3800",
+                                    "audio_augment.sample_rate_hz=8000"])
