@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
     refuse_existing("--out", Path(args.out), force=args.force)
     if args.report is not None:  # and the report can be made once the model is written
-        from edgesense.quantize.convert import VALIDATION_FILE
+        from edgesense.quantize.convert import VALIDATION_FILE, read_npz
         from edgesense.quantize.report import report_paths
 
         for path in report_paths(args.out, args.report or None):
@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--report {args.report}: expected a folder for {path.name}, got {path.parent}"
                                  f"{'' if file == path.parent else f', inside {file}'}, which is a file")
         validation = Path(args.run_dir) / VALIDATION_FILE
-        if Path(args.run_dir).is_dir() and not validation.is_file():
-            raise ValueError(f"--report: expected the run's {VALIDATION_FILE} to compare on, got no {validation}")
+        if Path(args.run_dir).is_dir():
+            if not validation.is_file():
+                raise ValueError(f"--report: expected the run's {VALIDATION_FILE} to compare on, got no {validation}")
+            read_npz(validation)  # a damaged one is said now, not after the model is written
     run_dir = args.run_dir
     if args.qat:
         from edgesense.quantize.qat import default_out_dir, qat_finetune

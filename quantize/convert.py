@@ -62,6 +62,7 @@ __all__ = [
     "float_embeddings",
     "fuse_samples",
     "stand_in_inputs",
+    "read_npz",
     "merge_tflite_parts",
     "part_metadata",
     "merged_model",
@@ -258,8 +259,8 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
     )
 
 
-def _load_npz(path: Path, spec: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str, np.ndarray]:
-    """Arrays of an .npz, checked against {key: (dtype, shape after the sample axis)}."""
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive; a ValueError naming the file when it is missing or damaged."""
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
     with path.open("rb") as handle:
@@ -272,6 +273,12 @@ def _load_npz(path: Path, spec: Mapping[str, tuple[str, tuple[int, ...]]]) -> di
             arrays = {key: npz[key] for key in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: cannot read it as a NumPy .npz archive ({exc})") from exc
+    return arrays
+
+
+def _load_npz(path: Path, spec: Mapping[str, tuple[str, tuple[int, ...]]]) -> dict[str, np.ndarray]:
+    """Arrays of an .npz (:func:`read_npz`), checked against {key: (dtype, shape after the sample axis)}."""
+    arrays = read_npz(path)
     out = {}
     for key, (dtype, tail) in spec.items():
         if key not in arrays:

@@ -93,7 +93,12 @@ def test_a_report_that_cannot_be_made_is_refused_before_the_model_is_written(run
                           (deeper / "r.json", f"got {deeper}, inside {blocker}, which is a file")):
         assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report", str(report)]) == 2
         _assert_one_line_error(capsys.readouterr().err, f"--report {report}: expected a folder for", where)
-    (run_dir_copy / "validation.npz").unlink()
+    validation = run_dir_copy / "validation.npz"
+    validation.write_bytes(validation.read_bytes()[:100])  # damaged: truncated
+    assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, f"{validation}: cannot read it as a NumPy .npz archive")
+    assert not out.exists()
+    validation.unlink()
     assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report"]) == 2
     _assert_one_line_error(capsys.readouterr().err, "--report: expected the run's validation.npz to compare on",
                            str(run_dir_copy / "validation.npz"))
