@@ -78,6 +78,20 @@ def speakers_layout(root: Path, split, *, speakers: int = 60) -> set[str]:
     return kept
 
 
+def assert_no_test_speaker_is_read(clips_of, split, root: Path) -> None:
+    """``clips_of(root)`` (a script's clip reader) on :func:`speakers_layout` reads "yes" and
+    ``_unknown_`` clips of every speaker ``split`` keeps out of its testing part, and of no other
+    (speakers told by the file names, :func:`edgesense.train.data.speaker_of`)."""
+    from edgesense.train.data import speaker_of
+    from edgesense.types import UNKNOWN_LABEL
+
+    kept = speakers_layout(root, split)
+    clips = clips_of(root)
+    for label in ("yes", UNKNOWN_LABEL):
+        read = {speaker_of(item.path, unknown_layout=label == UNKNOWN_LABEL) for item in clips if item.label == label}
+        assert read == kept, label
+
+
 def scene_image(label: str, rng: np.random.Generator, size_px: int = 100, colour_bgr=None) -> np.ndarray:
     base = np.array(colour_bgr if colour_bgr is not None else SCENE_COLOURS_BGR[label], np.float32)
     img = base + rng.normal(scale=20.0, size=(size_px, size_px, 3))
