@@ -52,7 +52,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense import extra_hint
-from edgesense.app.cli import file_in_the_way, input_file, user_names
+from edgesense.app.cli import input_file, refuse_file_in_the_way, user_names
 from edgesense.bench.accuracy import (
     _cap,
     _noise_recordings,
@@ -123,10 +123,7 @@ def _check_bench_libraries() -> None:
 def _out_folder(out: Path) -> Path:
     """``out`` made (an existing folder is kept, and written into); ValueError naming ``out_dir`` (``--out``
     on the command line) when it, or a folder it would be made in, is a file."""
-    file = file_in_the_way(out)
-    if file is not None:
-        inside = "" if file == out else f", inside {file}"
-        raise ValueError(f"out_dir: expected a folder, got {out}{inside}, which is a file")
+    refuse_file_in_the_way("out_dir", out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgesense.app.cli import file_in_the_way, refuse_existing, user_names
+from edgesense.app.cli import refuse_existing, refuse_file_in_the_way, user_names
 from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
@@ -77,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
         for path in report_paths(args.out, args.report or None):
             refuse_existing("--report", path, force=args.force)
-            file = file_in_the_way(path.parent)
-            if file is not None:
-                raise ValueError(f"--report {args.report}: expected a folder for {path.name}, got {path.parent}"
-                                 f"{'' if file == path.parent else f', inside {file}'}, which is a file")
+            refuse_file_in_the_way(f"--report {args.report}", path.parent, expected=f"a folder for {path.name}")
         validation = Path(args.run_dir) / VALIDATION_FILE
         if Path(args.run_dir).is_dir():
             if not validation.is_file():

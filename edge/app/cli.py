@@ -91,14 +91,21 @@ def file_in_the_way(folder: str | os.PathLike[str]) -> Path | None:
     return nearest if nearest is not None and not nearest.is_dir() else None
 
 
-def refuse_files_in(flag: str, folder: str | os.PathLike[str], *, force: bool) -> None:
-    """A ValueError naming ``flag`` when ``folder`` is a file (or lies inside one), or already holds
-    files and ``force`` is not set: nothing a user made is written over without being asked."""
+def refuse_file_in_the_way(what: str, folder: str | os.PathLike[str], *, expected: str = "a folder") -> None:
+    """A ValueError naming ``what`` (a flag, a field) when ``folder`` is a file or lies inside one
+    (:func:`file_in_the_way`): ``WHAT: expected EXPECTED, got FOLDER[, inside FILE], which is a file``."""
     path = Path(folder)
     file = file_in_the_way(path)
     if file is not None:
         inside = "" if file == path else f", inside {file}"
-        raise ValueError(f"{flag}: expected a new or empty folder, got {path}{inside}, which is a file")
+        raise ValueError(f"{what}: expected {expected}, got {path}{inside}, which is a file")
+
+
+def refuse_files_in(flag: str, folder: str | os.PathLike[str], *, force: bool) -> None:
+    """A ValueError naming ``flag`` when ``folder`` is a file (or lies inside one), or already holds
+    files and ``force`` is not set: nothing a user made is written over without being asked."""
+    path = Path(folder)
+    refuse_file_in_the_way(flag, path, expected="a new or empty folder")
     if not force and path.is_dir() and any(path.iterdir()):
         raise ValueError(f"{flag}: expected a new or empty folder, got {path}, which holds files "
                          "(pass --force to write into it)")
