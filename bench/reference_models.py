@@ -28,7 +28,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from edgesense.schema.validate import require
 from edgesense.train import data as datasets
 from edgesense.train.config import DataConfig, TrainConfig
 from edgesense.train.model import PIXEL_SCALE, FusedBatchNormalization, count_macs, count_params
+from edgesense.train.pools import visible_files
 from edgesense.train.trainer import (
     COSINE_DECAY_FLOOR,
     AudioSet,
@@ -374,29 +374,19 @@ _PLACE_ONLY_DATA_FIELDS = ("cache_dir",)
 
 def _contents(path: Path) -> str | None:
     """A short hash of what a data path holds, read cheaply: the sorted relative paths and sizes of
-    the files under a folder (following linked folders once each; hidden entries, which no loader
-    reads, left out), or a file's size; ``None`` when nothing is there. No file is read, so a file
+    the files under a folder (:func:`edgesense.train.pools.visible_files`: hidden entries, which no
+    loader reads, left out), or a file's size; ``None`` when nothing is there. No file is read, so a file
     rewritten at its size keeps it (``--force`` retrains)."""
     if path.is_file():
         listing = [("", path.stat().st_size)]
     elif path.is_dir():
-        listing, seen = [], set()
-        for root, dirs, names in os.walk(path, followlinks=True):
-            here = os.stat(root)
-            if (here.st_dev, here.st_ino) in seen:  # a link back up the tree: once is enough
-                dirs[:] = []
+        listing = []
+        for file in visible_files(path):
+            try:
+                size = file.stat().st_size
+            except OSError:  # a broken link
                 continue
-            seen.add((here.st_dev, here.st_ino))
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in names:
-                if name.startswith("."):
-                    continue
-                file = os.path.join(root, name)
-                try:
-                    size = os.stat(file).st_size
-                except OSError:  # a broken link
-                    continue
-                listing.append((Path(os.path.relpath(file, path)).as_posix(), size))
+            listing.append((file.relative_to(path).as_posix(), size))
         listing.sort()
     else:
         return None

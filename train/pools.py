@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 from edgesense.schema.validate import require
 from edgesense.train.data import AVItem, hash_percent
 
 __all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "is_recording", "place_sound_files", "pool_of",
-           "speech_negative_pools", "split_recordings", "wav_recordings"]
+           "speech_negative_pools", "split_recordings", "visible_files", "wav_recordings"]
 
 Pool = Literal["training", "tuning", "evaluation"]
 POOLS: tuple[Pool, ...] = ("training", "tuning", "evaluation")
@@ -43,24 +43,27 @@ def is_recording(path: Path) -> bool:
     return path.suffix.lower() == RECORDING_SUFFIX and not path.name.startswith(".")
 
 
+def visible_files(folder: str | Path) -> Iterator[Path]:
+    """Every file name under ``folder``, searched recursively: linked folders followed, each real folder
+    once (a link back up the tree cannot loop), hidden files and folders (a leading ``.``) left out."""
+    walked: set[str] = set()
+    for root, subfolders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            subfolders[:] = []
+            continue
+        walked.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        yield from (Path(root) / name for name in names if not name.startswith("."))
+
+
 def wav_recordings(paths: Iterable[str | Path]) -> list[Path]:
-    """The WAV files under ``paths`` (:func:`is_recording`; folders searched recursively, linked
-    folders followed once, hidden folders skipped; files as they are), sorted."""
+    """The WAV files under ``paths`` (:func:`is_recording`; folders searched with :func:`visible_files`,
+    files as they are), sorted."""
     files: set[Path] = set()
     for p in paths:
         p = Path(p)
-        if not p.is_dir():
-            files.add(p)
-            continue
-        walked: set[str] = set()  # real paths: a link back up the tree is walked once
-        for folder, subfolders, names in os.walk(p, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in walked:
-                subfolders[:] = []
-                continue
-            walked.add(real)
-            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-            files.update(Path(folder) / name for name in names if is_recording(Path(name)))
+        files.update(filter(is_recording, visible_files(p)) if p.is_dir() else [p])
     return sorted(files)
 
 
