@@ -20,16 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgesense.runtime.flatbuffer import check_tflite_bytes
+from edgesense.schema.validate import one_line
 
 __all__ = ["DELEGATES", "DEFAULT_DELEGATE_LIBRARIES", "InterpreterBackend", "InterpreterOptions",
-           "load_interpreter_backend", "load_interpreter_class", "make_interpreter", "one_line", "read_model_bytes"]
+           "load_interpreter_backend", "load_interpreter_class", "make_interpreter", "read_model_bytes"]
 
 logger = logging.getLogger(__name__)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (the interpreter's own messages span several)."""
-    return " ".join(str(exc).split())
 
 
 #: Accepted values of ``InterpreterOptions.delegate``. None and "xnnpack" both use the

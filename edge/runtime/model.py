@@ -25,9 +25,9 @@ import numpy as np
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.flatbuffer import ModelLayout, read_layout
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, one_line, read_model_bytes
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.quant import QuantParams, dequantize, quantize
-from edgesense.schema.validate import is_int
+from edgesense.schema.validate import is_int, one_line
 
 __all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS",
            "EdgeModel", "SignatureInfo", "embedded_metadata", "labels_and_frontends"]

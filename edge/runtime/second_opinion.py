@@ -25,12 +25,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.runtime.flatbuffer import read_layout
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, one_line, read_model_bytes
+from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
 )
-from edgesense.schema.validate import is_int, is_number, require
+from edgesense.schema.validate import is_int, is_number, one_line, require
 
 __all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads", "is_stream_heads"]
 

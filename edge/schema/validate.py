@@ -15,10 +15,16 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union
 
-__all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "Located"]
+__all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "one_line",
+           "Located"]
 
 
 T = TypeVar("T")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (an interpreter's or OpenSSL's own messages span several)."""
+    return " ".join(str(exc).split())
 
 
 def is_number(value: Any) -> bool:

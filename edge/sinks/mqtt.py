@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgesense import __version__, extra_hint
-from edgesense.schema.validate import require
+from edgesense.schema.validate import one_line, require
 from edgesense.sinks.base import Event, _ClosableSink, event_to_json
 
 __all__ = ["MqttOptions", "MqttSink", "mqtt_options_from_url", "is_valid_topic_prefix"]
@@ -194,9 +194,6 @@ def _published(info: Any) -> bool:
 
 def _tls_error(options: MqttOptions, exc: Exception) -> ValueError:
     """``tls_set``'s failure as one line naming the file (URL parameter) that could not be loaded."""
-    def one_line(error: Exception) -> str:
-        return " ".join(str(error).split())
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     for name in ("certfile", "ca_certs"):  # both must hold certificates in PEM form
         path = getattr(options, name)
