@@ -98,10 +98,11 @@ def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> l
     """Vocabulary words that are, sound like, begin with or end with a command word ("on" may end
     a word: "-tion", "lemon" do not say it)."""
     found = []
+    lowered = [w.lower() for w in words]  # in any case, as synth.says_a_command compares
     for part, entries in vocabulary.items():
         for entry in entries:
             for token in entry.lower().split():
-                for word in (w.lower() for w in words):
+                for word in lowered:
                     ends = word != "on" and token.endswith(word)
                     if token.startswith(word) or ends or synth.says_a_command(token, (word,)):
                         found.append(f"{part}: {token} ({word})")
