@@ -63,10 +63,6 @@ def _clips(root: Path) -> list[AudioItem]:
     return [item for part in PARTS for item in parts[part] if item.offset_ms is None and item.label in LABELS]
 
 
-def speaker_of(item: AudioItem) -> str:
-    return item.path.stem.split("_nohash_")[0].split("_")[-1]
-
-
 def suppress(mel_db: np.ndarray, *, over: float, floor_gain: float, history_frames: int = HISTORY_FRAMES,
              smoothing: float = SMOOTHING, bias: float = FLOOR_BIAS) -> np.ndarray:
     """Spectral subtraction on mel frames in dB (``(frames, bins)``, the mel model's raw output), causal."""
@@ -161,9 +157,9 @@ def main() -> None:
     started = time.perf_counter()
     items = sorted(_clips(args.speech_commands), key=lambda item: item.path)
     labels = np.array([LABELS.index(item.label) for item in items])
-    speakers = sorted({speaker_of(item) for item in items})
+    speakers = sorted({item.speaker for item in items})
     fold_of = {s: k % FOLDS for k, s in enumerate(rng.permutation(speakers))}
-    folds = np.array([fold_of[speaker_of(item)] for item in items])
+    folds = np.array([fold_of[item.speaker] for item in items])
     noise = [read_wav(p) for p in split_recordings(wav_recordings(args.noise))["training"]]
     noise = [n for n in noise if n.size > (LEAD_S + TAIL_S + 2) * SAMPLE_RATE_HZ]
     print(f"{len(items)} clips of {len(speakers)} training and validation speakers, {len(noise)} noise recordings")
