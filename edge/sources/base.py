@@ -10,8 +10,9 @@ counters are in :attr:`Source.stats`.
 Timestamps (``t_ms``) are monotonic milliseconds:
 
 * replayed media: stream time, 0 at the first sample / frame, computed from the
-  sample index or the frame index and the file's frame rate (never from the wall
-  clock), so replays are deterministic;
+  sample index, or from the frame's presentation time in the video file (the frame
+  index and the frame rate where the file has none), never from the wall clock, so
+  replays are deterministic and a variable-frame-rate video keeps its timing;
 * live devices: ``time.monotonic()`` based. The microphone timestamps each chunk
   from the absolute index of its first sample, anchored at the first callback, so
   chunk timestamps are exactly contiguous even when samples are dropped.
@@ -37,7 +38,7 @@ import numpy as np
 from edgesense.schema.validate import is_number, require
 
 __all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions",
-           "ExponentialBackoff", "quiet_opencv"]
+           "ExponentialBackoff", "as_bgr", "quiet_opencv"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,23 @@ class VideoFrame:
     @property
     def height_px(self) -> int:
         return int(self.image.shape[0])
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray | None:
+    """An 8-bit frame as OpenCV delivers it, as BGR (H, W, 3): grey (H, W) or (H, W, 1) is expanded and the
+    fourth channel of BGRx/BGRA (a GStreamer pipeline ending in ``format=BGRx ! appsink``) dropped;
+    ``None`` for anything else (another depth or channel count)."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        return None
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image if channels == 3 else None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from edgesense.sources.base import (
     SourceReadError,
     VideoFrame,
     _SourceBase,
+    as_bgr,
     monotonic_ms,
     quiet_opencv,
 )
@@ -109,6 +110,7 @@ class CameraSource(_SourceBase):
         self._clock_ms = clock_ms
         self._backoff = ExponentialBackoff(options.backoff)
         self._consecutive_failures = 0
+        self._frames_since_open = 0
         self._next_attempt_ms = 0.0
         self._lock = threading.RLock()  # held by a read (which may reopen), and by close() as it releases
         self._cap: cv2.VideoCapture | None = self._open()
@@ -165,7 +167,7 @@ class CameraSource(_SourceBase):
             self._cap = self._open()
             self._reopens += 1
             self._consecutive_failures = 0
-            self._backoff.reset()
+            self._frames_since_open = 0
 
     def read(self) -> VideoFrame | None:
         """The next frame; ``None`` after :meth:`close`; :class:`SourceReadError` on a failed read."""
@@ -198,14 +200,26 @@ class CameraSource(_SourceBase):
             self._read_failures += 1
             self._consecutive_failures += 1
             if self._consecutive_failures >= self.options.reopen_after_failures:
-                logger.warning("camera: %d failed reads in a row from %s; reopening it", self._consecutive_failures,
-                               self.description)
                 self._release()
-                self._next_attempt_ms = self._clock_ms()
+                if self._frames_since_open:  # it was delivering: reopen at once
+                    logger.warning("camera: %d failed reads in a row from %s; reopening it",
+                                   self._consecutive_failures, self.description)
+                    self._next_attempt_ms = self._clock_ms()
+                else:  # it opens but delivers nothing: reopening is a failure too, and backs off
+                    delay_ms = self._backoff.next_delay_ms()
+                    logger.debug("camera: %s opened but delivered no frame; next reopen in %.0f ms",
+                                 self.description, delay_ms)
+                    self._next_attempt_ms = self._clock_ms() + delay_ms
             raise SourceReadError(f"camera: failed to read a frame from {self.description}")
+        bgr = as_bgr(image)
+        if bgr is None:  # the device (or the pipeline's caps) delivers a format the models cannot take
+            raise RuntimeError(f"camera: {self.description} delivers frames of shape {image.shape} dtype "
+                               f"{image.dtype}; expected 8-bit BGR, BGRx or grey (end a GStreamer pipeline with "
+                               f"'videoconvert ! video/x-raw, format=BGR ! appsink')")
+        image = bgr
         self._consecutive_failures = 0
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        self._frames_since_open += 1
+        self._backoff.reset()
         self._items += 1
         return VideoFrame(image=image, t_ms=self._clock_ms())
 

@@ -160,10 +160,17 @@ class MicrophoneSource(_SourceBase):
     def _dropped_samples(self) -> int:
         return self._ring.dropped_samples
 
+    def _stream_stopped(self) -> bool:
+        """PortAudio stopped the stream by itself (the device vanished or failed): it never restarts. A stream
+        without ``active`` (a stand-in) counts as running."""
+        return not getattr(self._stream, "active", True)
+
     def read(self) -> AudioChunk | None:
         """The next ``chunk_ms`` of audio; ``None`` after :meth:`close`.
 
-        Raises :class:`SourceReadError` when no audio arrives within ``read_timeout_ms``.
+        Raises :class:`SourceReadError` when no audio arrives within ``read_timeout_ms`` (a stall the loop
+        retries), and ``RuntimeError`` when PortAudio has stopped the stream (the device was unplugged or
+        failed: retrying would wait forever; exiting lets a service manager restart and reopen it).
         """
         if self._closed:
             return None
@@ -171,6 +178,9 @@ class MicrophoneSource(_SourceBase):
         if got is None:
             if self._ring.closed:
                 return None
+            if self._stream_stopped():
+                raise RuntimeError(f"microphone {self.device_name!r}: the input stream stopped (device unplugged "
+                                   f"or failed); no more audio will come from it")
             self._read_failures += 1
             raise SourceReadError(f"microphone {self.device_name!r}: no audio for "
                                   f"{self.options.read_timeout_ms:g} ms (device stalled or unplugged?)")

@@ -18,6 +18,7 @@ from edgesense.sources.base import (
     AudioChunk,
     VideoFrame,
     _SourceBase,
+    as_bgr,
     monotonic_ms,
     quiet_opencv,
 )
@@ -27,6 +28,9 @@ __all__ = ["WavReplayOptions", "WavReplaySource", "VideoReplayOptions", "VideoRe
 
 #: A video decodes to at least this many frames; fewer is a still image.
 MIN_VIDEO_FRAMES = 2
+#: A frame whose presentation time is this close to ``index * 1000 / fps`` is stamped with the latter (a
+#: constant-rate video's timestamps do not depend on how its container rounds them).
+MEDIA_TIME_SNAP_MS = 1.0
 
 
 # --------------------------------------------------------------------------- replay
@@ -150,7 +154,10 @@ class VideoReplayOptions:
 
 
 class VideoReplaySource(_SourceBase):
-    """Frames of a video file decoded by OpenCV; frame ``i`` has ``t_ms = i * 1000 / fps``.
+    """Frames of a video file decoded by OpenCV, stamped with their presentation time in the file
+    (0 at the first frame), so a variable-frame-rate video (phones record them) keeps its timing.
+    Where the file has no usable presentation times, or ``fps`` is given, frame ``i`` has
+    ``t_ms = i * 1000 / fps``. Timestamps always increase (across loops too).
 
     A missing, corrupt or unreadable file (no decodable first frame, no frame
     rate) and a still image (one frame only) are a ``ValueError`` naming it.
@@ -174,10 +181,21 @@ class VideoReplaySource(_SourceBase):
                 raise
         self._index = 0  # frames returned so far (grows across loops)
         self._frames_this_pass = 0
+        self._frame_ms = MS_PER_S / self.fps
+        self._pass_start_ms = 0.0  # stream time of this pass's first frame
+        self._first_media_ms: float | None = None  # presentation time of this pass's first frame
+        self._last_t_ms: float | None = None
         self._pacer = _Pacer(options.realtime)
         self._lock = threading.Lock()
 
-    def _probe(self, options: VideoReplayOptions) -> tuple[float, list[np.ndarray]]:
+    def _grab(self) -> tuple[np.ndarray, float] | None:
+        """The next decoded frame and its presentation time in ms (NaN when OpenCV has none)."""
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            return None
+        return image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+
+    def _probe(self, options: VideoReplayOptions) -> tuple[float, list[tuple[np.ndarray, float]]]:
         """The frame rate and the first two frames (a video has at least two; a still image one)."""
         if not self._cap.isOpened():
             raise ValueError(f"{self.path}: not a readable video file (OpenCV cannot open it)")
@@ -186,10 +204,10 @@ class VideoReplaySource(_SourceBase):
             raise ValueError(f"{self.path}: the video has no usable frame rate ({fps!r}); pass fps=")
         frames = []
         for _ in range(MIN_VIDEO_FRAMES):
-            ok, image = self._cap.read()
-            if not ok or image is None:
+            frame = self._grab()
+            if frame is None:
                 break
-            frames.append(image)
+            frames.append(frame)
         if not frames:
             raise ValueError(f"{self.path}: not a readable video file (no frame could be decoded)")
         if len(frames) < MIN_VIDEO_FRAMES:
@@ -197,30 +215,57 @@ class VideoReplaySource(_SourceBase):
                              f"expected a video file such as .mp4")
         return fps, frames
 
-    def _next_image(self) -> np.ndarray | None:
+    def _next_frame(self) -> tuple[np.ndarray, float] | None:
         if self._pending:
             return self._pending.pop(0)
-        ok, image = self._cap.read()
-        if ok and image is not None:
-            return image
+        frame = self._grab()
+        if frame is not None:
+            return frame
         if not self.options.loop or self._frames_this_pass == 0:
             return None
         self._cap.release()
-        self._cap = cv2.VideoCapture(str(self.path))
+        with quiet_opencv():
+            self._cap = cv2.VideoCapture(str(self.path))
         self._frames_this_pass = 0
-        ok, image = self._cap.read()
-        return image if ok and image is not None else None
+        self._first_media_ms = None
+        assert self._last_t_ms is not None
+        self._pass_start_ms = self._last_t_ms + self._frame_ms
+        return self._grab()
+
+    def _stamp(self, media_ms: float) -> float:
+        """Stream time of the frame just decoded: its presentation time in the file, counted from the pass's
+        first frame; the frame index and the frame rate where that is missing, goes back or ``fps`` is given."""
+        if self.options.fps is not None:
+            return self._index * self._frame_ms
+        if self._first_media_ms is None and math.isfinite(media_ms):
+            self._first_media_ms = media_ms
+        t_ms = math.nan
+        if self._first_media_ms is not None and math.isfinite(media_ms):
+            t_ms = self._pass_start_ms + media_ms - self._first_media_ms
+        if self._last_t_ms is None:
+            return 0.0
+        if not (math.isfinite(t_ms) and t_ms > self._last_t_ms):
+            return self._last_t_ms + self._frame_ms
+        on_grid_ms = self._index * self._frame_ms  # a constant-rate video: exactly as the frame rate says
+        if abs(t_ms - on_grid_ms) <= MEDIA_TIME_SNAP_MS and on_grid_ms > self._last_t_ms:
+            return on_grid_ms
+        return t_ms
 
     def read(self) -> VideoFrame | None:
         with self._lock:
             if self._closed:
                 return None
-            image = self._next_image()
-            if image is None:
+            frame = self._next_frame()
+            if frame is None:
                 return None
-            if image.ndim == 2:
-                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-            t_ms = self._index * MS_PER_S / self.fps
+            image, media_ms = frame
+            bgr = as_bgr(image)
+            if bgr is None:
+                raise ValueError(f"{self.path}: expected 8-bit colour or grey frames, found shape {image.shape} "
+                                 f"dtype {image.dtype}")
+            image = bgr
+            t_ms = self._stamp(media_ms)
+            self._last_t_ms = t_ms
             self._index += 1
             self._frames_this_pass += 1
         self._pacer.wait_until(t_ms)

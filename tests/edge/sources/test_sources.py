@@ -7,10 +7,13 @@ camera is a real ``cv2.VideoCapture`` opened on a video file as the device path.
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import sounddevice as sd
@@ -155,6 +158,66 @@ def test_video_replay_fps_override_and_loop(make_video, level_frames):
     assert source.read() is None
 
 
+_MP4_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts")
+
+
+def _mp4_box(buf: bytearray, path: tuple[bytes, ...]) -> tuple[int, list[int]]:
+    """Offset of the box at ``path`` (e.g. moov/trak/mdia/mdhd) and the offsets of its parents."""
+    start, end, parents = 0, len(buf), []
+    for kind in path:
+        pos = start
+        while struct.unpack_from(">4s", buf, pos + 4)[0] != kind:
+            pos += struct.unpack_from(">I", buf, pos)[0]
+            assert pos + 8 <= end, f"no {kind!r} box"
+        parents.append(pos)
+        start, end = pos + 8, pos + struct.unpack_from(">I", buf, pos)[0]
+    return parents[-1], parents[:-1]
+
+
+def make_vfr_mp4(make_video, name: str, images, frame_durations_ms):
+    """A real variable-frame-rate MP4 (as phones record): encoded by OpenCV at a constant rate, then its
+    time-to-sample table (stts) and durations rewritten so frame ``i`` lasts ``frame_durations_ms[i]``."""
+    path = make_video(name, images, fps=1000.0 / frame_durations_ms[0], fourcc="mp4v")
+    buf = bytearray(path.read_bytes())
+    mdhd, _ = _mp4_box(buf, (b"moov", b"trak", b"mdia", b"mdhd"))
+    assert buf[mdhd + 8] == 0  # version 0: 32-bit times
+    ticks = [round(d * struct.unpack_from(">I", buf, mdhd + 20)[0] / 1000) for d in frame_durations_ms]
+    struct.pack_into(">I", buf, mdhd + 24, sum(ticks))
+    mvhd, _ = _mp4_box(buf, (b"moov", b"mvhd"))
+    movie_ticks = round(sum(frame_durations_ms) * struct.unpack_from(">I", buf, mvhd + 20)[0] / 1000)
+    struct.pack_into(">I", buf, mvhd + 24, movie_ticks)
+    struct.pack_into(">I", buf, _mp4_box(buf, (b"moov", b"trak", b"tkhd"))[0] + 28, movie_ticks)
+    struct.pack_into(">I", buf, _mp4_box(buf, (b"moov", b"trak", b"edts", b"elst"))[0] + 16, movie_ticks)
+    stts, parents = _mp4_box(buf, (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stts"))
+    old_size = struct.unpack_from(">I", buf, stts)[0]
+    table = struct.pack(">I4sII", 16 + 8 * len(ticks), b"stts", 0, len(ticks))
+    table += b"".join(struct.pack(">II", 1, t) for t in ticks)
+    for parent in parents:  # moov is after mdat (OpenCV's muxer): no chunk offset moves
+        struct.pack_into(">I", buf, parent, struct.unpack_from(">I", buf, parent)[0] + len(table) - old_size)
+    buf[stts:stts + old_size] = table
+    path.write_bytes(bytes(buf))
+    return path
+
+
+def test_video_replay_variable_frame_rate_keeps_the_file_timing(make_video, level_frames):
+    """A phone video at a variable rate: frames are stamped with their presentation times, not i / average rate
+    (which put the 4th frame 150 ms late here and drifts further with every slow stretch)."""
+    durations = [50, 50, 50, 50, 150, 150, 150, 150]
+    path = make_vfr_mp4(make_video, "phone.mp4", level_frames(8), durations)
+    with VideoReplaySource(path) as source:
+        frames = list(source)
+    assert [round(frame_level(f) / 20) for f in frames] == list(range(8))
+    assert [f.t_ms for f in frames] == pytest.approx([0, 50, 100, 150, 200, 350, 500, 650])
+    # Looped, the stream time goes on increasing; fps= still stamps frames by their index.
+    looped = VideoReplaySource(path, VideoReplayOptions(loop=True))
+    times = [looped.read().t_ms for _ in range(10)]
+    looped.close()
+    assert times[:8] == pytest.approx([0, 50, 100, 150, 200, 350, 500, 650])
+    assert all(b > a for a, b in zip(times, times[1:])) and times[9] - times[8] == pytest.approx(50)
+    with VideoReplaySource(path, VideoReplayOptions(fps=10.0)) as source:
+        assert [f.t_ms for f in source] == pytest.approx([100.0 * i for i in range(8)])
+
+
 def test_video_replay_realtime(make_video, level_frames):
     path = make_video("rt.avi", level_frames(6), fps=20.0)
     start = time.monotonic()
@@ -255,6 +318,37 @@ def test_camera_closed_during_a_read_is_released_only_after_it(make_video, level
     assert camera.read() is None
 
 
+class PipelineCapture:
+    """The real capture, its frames delivered as another appsink format would (``convert`` maps each BGR frame)."""
+
+    def __init__(self, real, convert) -> None:
+        self.real, self.convert = real, convert
+
+    def read(self):
+        ok, image = self.real.read()
+        return ok, (self.convert(image) if ok else image)
+
+    def release(self) -> None:
+        self.real.release()
+
+
+def test_camera_bgrx_and_grey_frames_become_bgr_and_other_formats_name_the_camera(make_video, level_frames):
+    """A Jetson pipeline that ends in ``format=BGRx ! appsink`` (no CPU videoconvert) delivers 4-channel frames:
+    they are used, not refused with a ValueError about an (H, W, 4) array that ends the loop."""
+    camera = CameraSource(CameraOptions(source=str(make_video("cam.avi", level_frames(4), fps=15.0))))
+    camera._cap = PipelineCapture(camera._cap, lambda bgr: np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]))
+    frame = camera.read()
+    assert frame.image.shape == (48, 64, 3) and round(frame_level(frame) / 20) == 0
+    camera._cap = PipelineCapture(camera._cap.real, lambda bgr: bgr[:, :, :1])  # GRAY8 as (H, W, 1)
+    frame = camera.read()
+    assert frame.image.shape == (48, 64, 3) and round(frame_level(frame) / 20) == 1
+    camera._cap = PipelineCapture(camera._cap.real, lambda bgr: bgr[:, :, 0].astype(np.uint16) * 256)  # GRAY16_LE
+    with pytest.raises(RuntimeError, match=r"camera: camera '.*cam.avi' delivers frames of shape \(48, 64\) "
+                                           r"dtype uint16; expected 8-bit BGR, BGRx or grey"):
+        camera.read()
+    camera.close()
+
+
 def test_camera_reopen_uses_exponential_backoff(make_video, level_frames, tmp_path):
     path = make_video("cam.avi", level_frames(2), fps=15.0)
     clock = FakeClock()
@@ -280,6 +374,31 @@ def test_camera_reopen_uses_exponential_backoff(make_video, level_frames, tmp_pa
     clock.now_ms += 1
     assert round(frame_level(camera.read()) / 20) == 0
     assert camera.stats.reopens == 1
+
+
+def test_camera_that_opens_but_never_delivers_backs_off_and_warns_once(tmp_path, caplog):
+    """A device that opens and then delivers nothing (a webcam's metadata node, a USB camera short of bandwidth):
+    each reopen that brings no frame is a failure too, so reopens back off instead of cycling every
+    ``reopen_after_failures`` reads forever, with a warning each time."""
+    path = tmp_path / "no_frames.avi"  # OpenCV opens it, and it has no frame to read
+    cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (64, 48)).release()
+    clock = FakeClock()
+    backoff = BackoffOptions(initial_ms=250, max_ms=1000, multiplier=2)
+    camera = CameraSource(CameraOptions(source=str(path), backoff=backoff), clock_ms=clock)
+    reopened_at = []
+    with caplog.at_level(logging.INFO, logger="edgesense.sources.camera"):
+        for _ in range(100):  # 10 s of reads, every 100 ms as LatestFrameReader retries
+            reopens = camera.stats.reopens
+            with pytest.raises(SourceReadError):
+                camera.read()
+            if camera.stats.reopens > reopens:
+                reopened_at.append(clock.now_ms)
+            clock.now_ms += 100.0
+    camera.close()
+    gaps = [b - a for a, b in zip(reopened_at, reopened_at[1:])]
+    # 5 failed reads (the reopening one and 4 more), then a wait of 500, 1000, 1000 ... ms (250 before the first).
+    assert len(gaps) == 6 and gaps == [400 + 500] + [400 + 1000] * 5
+    assert [r.levelno for r in caplog.records].count(logging.WARNING) <= 1
 
 
 def test_camera_missing_device_is_runtime_error():
@@ -367,6 +486,10 @@ class FakeInputStream:
     def stop(self):
         self.started = False
 
+    @property
+    def active(self) -> bool:  # sounddevice's: False once PortAudio stopped the stream, by request or on a fault
+        return self.started
+
     def close(self):
         self.closed = True
 
@@ -446,6 +569,21 @@ def test_microphone_stall_raises_source_read_error(portaudio):
     with pytest.raises(SourceReadError, match="no audio for 30 ms"):
         mic.read()
     assert mic.stats.read_failures == 1
+    mic.close()
+
+
+def test_microphone_whose_stream_stops_mid_run_is_a_runtime_error_not_a_stall(portaudio):
+    """USB microphone unplugged mid-run: PortAudio stops the stream for good. The audio already captured is
+    read, then a RuntimeError naming the device (the run ends and systemd's Restart=on-failure reopens it),
+    not a SourceReadError that the loop would retry forever with no audio."""
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20, read_timeout_ms=30))
+    stream = portaudio.streams[-1]
+    stream.feed(np.full(400, 0.25))
+    stream.started = False  # PortAudio's thread hit the device error and ended: the stream is inactive
+    assert float(mic.read().samples.mean()) == 0.25
+    with pytest.raises(RuntimeError, match="microphone 'USB PnP Sound Device': the input stream stopped") as info:
+        mic.read()
+    assert not isinstance(info.value, SourceReadError)
     mic.close()
 
 
