@@ -39,6 +39,8 @@ DEFAULT_DELEGATE_LIBRARIES = {
     "edgetpu": "libedgetpu.so.1",
     "gpu": "libtensorflowlite_gpu_delegate.so",
 }
+#: The symbols every external TFLite delegate exports (what ``load_delegate`` calls).
+DELEGATE_ENTRY_POINTS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
 #: (module, attribute holding the Interpreter class, attribute path of load_delegate), in order of preference.
 _BACKENDS = (
     ("ai_edge_litert.interpreter", "Interpreter", "load_delegate"),
@@ -118,14 +120,16 @@ def load_interpreter_class() -> type:
 def read_model_bytes(model: bytes | bytearray | str | os.PathLike) -> tuple[bytes, str]:
     """(model bytes, a name for messages) from bytes or a path; checks the TFLite identifier.
 
-    Raises FileNotFoundError for a missing file and ValueError for an empty, truncated
-    or non-TFLite one (naming the file).
+    Raises FileNotFoundError for a missing file and ValueError for a folder or an empty,
+    truncated or non-TFLite file (naming it).
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
         data, what = bytes(model), "model bytes"
     else:
         path = Path(model)
         what = str(path)
+        if path.is_dir():
+            raise ValueError(f"model file {path} is a folder; expected a .tflite file")
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
         data = path.read_bytes()
@@ -141,10 +145,13 @@ def _load_delegate(backend: InterpreterBackend, options: InterpreterOptions) -> 
     if backend.load_delegate is None:
         logger.warning("delegate %s: %s cannot load delegates; running on the CPU", options.delegate, backend.module)
         return []
-    try:
-        ctypes.CDLL(library)  # probe first: a failed load_delegate() leaves a noisy half-built object
+    try:  # probe first: a failed load_delegate() leaves a noisy half-built object
+        handle = ctypes.CDLL(library)
+        missing = [name for name in DELEGATE_ENTRY_POINTS if not hasattr(handle, name)]
+        if missing:  # another library, e.g. the wrong .so
+            raise ValueError(f"{library} is not a TFLite delegate (it has no {', '.join(missing)})")
         return [backend.load_delegate(library)]
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, AttributeError) as exc:
         logger.warning("delegate %s (%s) failed to load, running on the CPU: %s",
                        options.delegate, library, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return []

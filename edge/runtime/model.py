@@ -6,9 +6,10 @@ audio_present, image_present) -> command, scene`` combines the latest embeddings
 signature has its own quantization parameters, so an embedding is dequantized when it
 leaves its encoder and quantized again for ``fuse`` (both through :mod:`edgesense.runtime.quant`).
 Float models (float16 / dynamic-range exports) run through the same code: their
-float tensors pass through :mod:`edgesense.runtime.quant` unchanged.
+float tensors pass through :mod:`edgesense.runtime.quant` unchanged. Inputs of the wrong shape
+or dtype, and NaN or infinite values, are refused with a ValueError naming the signature and input.
 
-Also the ``edgesense inspect MODEL`` command (:func:`add_arguments`, :func:`run`).
+``edgesense inspect MODEL`` prints what this loads (:mod:`edgesense.app.inspect`).
 """
 
 from __future__ import annotations
@@ -286,7 +287,13 @@ class EdgeModel:
             raise ValueError(f"{key}: {name}: expected shape {want}, got {array.shape}")
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
             raise ValueError(f"{key}: {name}: expected real numbers, got dtype {array.dtype}")
-        return array.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+            array = array.astype(np.float32, copy=False)
+        finite = np.isfinite(array)
+        if not finite.all():  # a float model would answer NaN probabilities, an int8 one saturate
+            raise ValueError(f"{key}: {name}: expected finite float32 values, got {int(finite.size - finite.sum())} "
+                             f"NaN or infinite of {finite.size}")
+        return array
 
     def encode_audio(self, features: np.ndarray) -> np.ndarray:
         """Log-mel features (frames, bins) float32 -> the audio embedding, float32 (Da,)."""

@@ -9,6 +9,7 @@ subtracting the zero point, so int8/uint8 arithmetic never wraps. Float tensors
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -22,6 +23,11 @@ QUANTIZED_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
 #: Float types that pass through.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 _HALF = 0.5
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool nor a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,15 +44,18 @@ class QuantParams:
 
     def __post_init__(self) -> None:
         try:
-            dtype = np.dtype(self.dtype)
-        except TypeError as exc:
-            raise ValueError(f"dtype: expected a numpy dtype, got {self.dtype!r}") from exc
+            dtype = np.dtype(self.dtype) if self.dtype is not None else None
+        except TypeError:
+            dtype = None
+        if dtype is None:
+            raise ValueError(f"dtype: expected a numpy dtype, got {self.dtype!r}")
         object.__setattr__(self, "dtype", dtype)
-        scale = float(self.scale)
-        if not np.isfinite(scale) or scale < 0:
+        if not _is_real(self.scale) or not np.isfinite(self.scale) or self.scale < 0:
             raise ValueError(f"scale: expected a finite value >= 0, got {self.scale!r}")
+        scale = float(self.scale)
         object.__setattr__(self, "scale", scale)
-        if int(self.zero_point) != self.zero_point:
+        if not _is_real(self.zero_point) or not np.isfinite(self.zero_point) \
+                or int(self.zero_point) != self.zero_point:
             raise ValueError(f"zero_point: expected an integer, got {self.zero_point!r}")
         object.__setattr__(self, "zero_point", int(self.zero_point))
         if scale > 0:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.runtime.flatbuffer import read_layout
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
+from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
@@ -59,7 +59,8 @@ class SecondOpinionOptions:
         require(is_number(self.student_weight) and 0.0 <= self.student_weight < 1.0, "student_weight",
                 "a number in [0, 1)", self.student_weight)
         require(isinstance(self.num_threads, int) and not isinstance(self.num_threads, bool)
-                and self.num_threads >= 1, "num_threads", "an integer >= 1", self.num_threads)
+                and 1 <= self.num_threads <= MAX_THREADS, "num_threads", f"an integer in [1, {MAX_THREADS}]",
+                self.num_threads)
 
     @property
     def enabled(self) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
+from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter
 from edgesense.schema.validate import require
 
 __all__ = [
@@ -130,7 +130,8 @@ class SpeechEmbeddingStreamOptions:
     max_embeddings: int = 32
 
     def __post_init__(self) -> None:
-        require(isinstance(self.num_threads, int) and self.num_threads >= 1, "num_threads", "an integer >= 1",
+        require(isinstance(self.num_threads, int) and not isinstance(self.num_threads, bool)
+                and 1 <= self.num_threads <= MAX_THREADS, "num_threads", f"an integer in [1, {MAX_THREADS}]",
                 self.num_threads)
         require(isinstance(self.max_embeddings, int) and self.max_embeddings >= 1, "max_embeddings",
                 "an integer >= 1", self.max_embeddings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import logging
 import types
 
@@ -101,6 +102,13 @@ def test_missing_file(tmp_path):
         make_interpreter(tmp_path / "nowhere.tflite")
 
 
+def test_a_folder_is_said_to_be_one(tmp_path):
+    folder = tmp_path / "models.tflite"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"models.tflite is a folder; expected a .tflite file"):
+        make_interpreter(folder)
+
+
 @pytest.mark.parametrize("options", [
     InterpreterOptions(delegate="edgetpu"),
     InterpreterOptions(delegate="gpu", delegate_library="/nonexistent/libgpu_delegate.so"),
@@ -111,6 +119,19 @@ def test_missing_delegate_falls_back_to_cpu_with_one_warning(tiny_model_path, ca
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, caplog.text
     assert options.delegate in warnings[0].getMessage() and "CPU" in warnings[0].getMessage()
+    assert "fuse" in interpreter.get_signature_list()
+
+
+def test_a_library_that_is_no_delegate_falls_back_to_cpu_with_one_warning(tiny_model_path, caplog):
+    """delegate_library naming a shared library that exists but is not a TFLite delegate (libm here)."""
+    libm = ctypes.util.find_library("m")
+    if libm is None:
+        pytest.skip("no libm to stand in for the wrong shared library")
+    options = InterpreterOptions(delegate="gpu", delegate_library=libm)
+    with caplog.at_level(logging.WARNING):
+        interpreter = make_interpreter(tiny_model_path, options)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "not a TFLite delegate" in warnings[0] and "CPU" in warnings[0], caplog.text
     assert "fuse" in interpreter.get_signature_list()
 
 
@@ -125,7 +146,8 @@ def test_delegate_that_fails_to_apply_falls_back(monkeypatch, caplog):
 
     monkeypatch.setattr(interp_mod, "load_interpreter_backend",
                         lambda: InterpreterBackend("fake", FakeInterpreter, lambda lib: f"delegate:{lib}"))
-    monkeypatch.setattr(interp_mod.ctypes, "CDLL", lambda lib: None)
+    monkeypatch.setattr(interp_mod.ctypes, "CDLL",
+                        lambda lib: types.SimpleNamespace(**dict.fromkeys(interp_mod.DELEGATE_ENTRY_POINTS)))
     model = b"\x10\x00\x00\x00TFL3" + b"\x00" * 16
     with caplog.at_level(logging.WARNING):
         result = make_interpreter(model, InterpreterOptions(delegate="gpu"))

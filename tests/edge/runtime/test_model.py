@@ -118,6 +118,37 @@ def test_input_shape_checks(model):
     assert model.encode_audio(np.zeros((1, 49, 40), np.float32)).shape == (model.audio_embedding_dim,)
 
 
+@pytest.fixture(scope="module")
+def float_model(tiny_run_dir, tmp_path_factory) -> EdgeModel:
+    """The tiny run as a dynamic-range model: float32 inputs and outputs."""
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+
+    out = tmp_path_factory.mktemp("float_model") / "tiny_dynamic.tflite"
+    convert_run(tiny_run_dir, out, QuantizeOptions(mode="dynamic"))
+    return EdgeModel.load(out)
+
+
+@pytest.mark.parametrize("kind", ["int8", "float"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_non_finite_inputs_are_refused_naming_the_input(model, float_model, kind, bad):
+    """A float model would answer NaN probabilities (and an int8 one saturate) without a word."""
+    m = model if kind == "int8" else float_model
+    features = np.zeros((49, 40), np.float64)
+    features[3, 5] = bad
+    with pytest.raises(ValueError, match=r"encode_audio: audio_features: expected finite float32 values, got 1 "):
+        m.encode_audio(features)
+    image = np.zeros(m.image_frontend.input_shape, np.float64)
+    image[0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"encode_image: image: expected finite"):
+        m.encode_image(image)
+    embedding = m.encode_audio(np.zeros((49, 40), np.float32)).astype(np.float64)
+    embedding[0] = bad
+    with pytest.raises(ValueError, match=r"fuse: audio_embedding: expected finite"):
+        m.fuse(embedding, None)
+    command, scene = m.fuse(m.encode_audio(np.zeros((49, 40), np.float32)), None)
+    assert np.isfinite(command).all() and np.isfinite(scene).all()
+
+
 def test_expected_audio_frontend_mismatch_names_the_fields(tiny_model_path):
     expected = AudioFrontendOptions(window_ms=25.0, num_mel_bins=32)
     with pytest.raises(ValueError) as info:

@@ -41,10 +41,23 @@ def test_from_detail_rejects_per_channel():
     ({"scale": 0.1, "zero_point": 0, "dtype": np.float32}, "dtype"),
     ({"scale": 0.0, "zero_point": 5, "dtype": np.float32}, "zero_point"),
     ({"scale": 0.1, "zero_point": 0, "dtype": "not-a-dtype"}, "dtype"),
+    ({"scale": 0.1, "zero_point": 0, "dtype": None}, "dtype"),
+    ({"scale": None, "zero_point": 0, "dtype": np.int8}, "scale"),
+    ({"scale": "0.1", "zero_point": 0, "dtype": np.int8}, "scale"),
+    ({"scale": True, "zero_point": 0, "dtype": np.int8}, "scale"),
+    ({"scale": 0.1, "zero_point": None, "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": "3", "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": float("nan"), "dtype": np.int8}, "zero_point"),
 ])
 def test_invalid_params_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}: expected"):
         QuantParams(**kwargs)
+
+
+def test_numpy_scalars_are_numbers():
+    params = QuantParams(scale=np.float32(0.5), zero_point=np.int64(-3), dtype=np.int8)
+    assert (params.scale, params.zero_point) == (0.5, -3)
+    assert type(params.scale) is float and type(params.zero_point) is int
 
 
 def test_quantize_rounds_half_away_from_zero_and_adds_zero_point():

@@ -118,8 +118,21 @@ def test_labels_and_rate_must_match_the_student(tiny_heads_path):
 @pytest.mark.parametrize("kwargs, field", [({"heads_path": ""}, "heads_path"),
                                            ({"student_weight": 1.0}, "student_weight"),
                                            ({"student_weight": -0.1}, "student_weight"),
-                                           ({"num_threads": 0}, "num_threads")])
+                                           ({"num_threads": 0}, "num_threads"),
+                                           ({"num_threads": 65}, "num_threads")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SecondOpinionOptions(**kwargs)
     assert not SecondOpinionOptions().enabled
+
+
+def test_too_many_threads_is_refused_naming_the_config_line(tmp_path, tiny_heads_path):
+    """Not the interpreter's unplaced 'num_threads: ...' when the loop starts: the config's own line."""
+    from edgesense.loop.config import load_config
+
+    config = tmp_path / "device.yaml"
+    config.write_text(f"device:\n  name: test\nsecond_opinion:\n  heads_path: {tiny_heads_path}\n"
+                      "  num_threads: 100\n")
+    with pytest.raises(ValueError, match=r"device.yaml:5: second_opinion.num_threads: expected an integer in "
+                                         r"\[1, 64\], got 100"):
+        load_config(config)

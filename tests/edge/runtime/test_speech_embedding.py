@@ -87,6 +87,7 @@ def test_a_missing_wheel_is_one_line_naming_what_to_install():
 
 
 @pytest.mark.parametrize("kwargs, field", [({"num_threads": 0}, "num_threads"),
+                                           ({"num_threads": 65}, "num_threads"),
                                            ({"max_embeddings": 0}, "max_embeddings")])
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
