@@ -236,6 +236,19 @@ def open_sources(config: DeviceConfig, *, sample_rate_hz: int, video: str | os.P
     return audio_source, video_source
 
 
+def _load_model(config: DeviceConfig, model_path: str | os.PathLike | None) -> "EdgeModel":
+    """The model ``model_path`` names, else the config's ``model.path``; a file that cannot be loaded from the
+    config is one line naming the config and the field."""
+    from edgesense.runtime.model import EdgeModel
+
+    if model_path is not None:
+        return EdgeModel.load(model_path, options=config.model.interpreter_options())
+    try:
+        return EdgeModel.load(config.model.path, options=config.model.interpreter_options())
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"{config.source_path or 'the config'}: model.path: {exc}") from None
+
+
 def second_opinion_of(config: DeviceConfig, model: "EdgeModel") -> SecondOpinion | None:
     """The second audio model ``config`` asks for beside ``model`` (``None`` without one). Without the
     wheel that holds ``speech_embedding``, the one-line error names the config and the way out."""
@@ -391,11 +404,8 @@ class Pipeline:
         loop's state (the app's preview window is one such hook). ``options`` replaces the
         scheduling options derived from the config.
         """
-        from edgesense.runtime.model import EdgeModel
-
         config = path_or_config if isinstance(path_or_config, DeviceConfig) else load_config(path_or_config)
-        model = EdgeModel.load(model_path if model_path is not None else config.model.path,
-                               options=config.model.interpreter_options())
+        model = _load_model(config, model_path)
         config, video, audio = _without_untrained_modalities(model, config, video=video, audio=audio)
         with contextlib.ExitStack() as stack:
             audio_source, video_source = open_sources(config, sample_rate_hz=model.audio_frontend.sample_rate_hz,

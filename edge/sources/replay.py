@@ -201,7 +201,8 @@ class VideoReplaySource(_SourceBase):
             raise ValueError(f"{self.path}: not a readable video file (OpenCV cannot open it)")
         fps = options.fps if options.fps is not None else float(self._cap.get(cv2.CAP_PROP_FPS))
         if not (math.isfinite(fps) and fps > 0):
-            raise ValueError(f"{self.path}: the video has no usable frame rate ({fps!r}); pass fps=")
+            raise ValueError(f"{self.path}: the video has no usable frame rate ({fps!r}); expected a video with one "
+                             f"(re-encode it, e.g. ffmpeg -i IN -r 30 OUT.mp4, or give VideoReplayOptions.fps)")
         frames = []
         for _ in range(MIN_VIDEO_FRAMES):
             frame = self._grab()
