@@ -13,7 +13,9 @@ Without a window (no ``DISPLAY``/``WAYLAND_DISPLAY``, or an OpenCV without GUI s
 such as ``opencv-python-headless``) it says in one line what to install or set, plays the
 samples as fast as it can and writes the overlaid frames to ``--out`` (default
 ``demo.mp4`` in the per-user cache folder, ``~/.cache/edgesense/``). Events are printed as
-JSON Lines on stdout, as with ``edgesense run``.
+JSON Lines on stdout, as with ``edgesense run``. q or Esc in the window, closing it, or Ctrl-C
+ends the demo with its summary. With no camera frames (a speech-only model, or a config whose
+camera is disabled) there is nothing to draw on: it says so, and listens only.
 """
 
 from __future__ import annotations
@@ -127,12 +129,14 @@ def open_preview(title: str) -> "PreviewWindow":
 
 
 class PreviewWindow:
-    """An ``on_frame`` hook: shows each frame with the overlay; q or Esc stops the pipeline."""
+    """An ``on_frame`` hook: shows each frame with the overlay; q or Esc, or closing the window, stops the
+    pipeline."""
 
     def __init__(self, *, title: str = "EdgeSense", options: OverlayOptions = OverlayOptions()) -> None:
         self.title = title
         self.options = options
         self.frames = 0
+        self._seen_open = False  # the window was reported visible once (some backends never report it)
         for key, value in QT_QUIET.items():
             os.environ.setdefault(key, value)
 
@@ -140,10 +144,23 @@ class PreviewWindow:
         return self.show(draw_overlay(frame.image, OverlayView.from_state(state), self.options))
 
     def show(self, image: Any) -> bool:
-        """Show a BGR image as it is; False once q or Esc was pressed."""
+        """Show a BGR image as it is; False once q or Esc was pressed or the window was closed."""
         cv2.imshow(self.title, image)
         self.frames += 1
-        return (cv2.waitKey(WAIT_KEY_MS) & 0xFF) not in QUIT_KEYS
+        pressed = cv2.waitKey(WAIT_KEY_MS) & 0xFF
+        return pressed not in QUIT_KEYS and not self.closed_by_user()
+
+    def closed_by_user(self) -> bool:
+        """Whether the user closed the window (its title bar's button): ``cv2.imshow`` would quietly open a
+        new one for the next frame, and the window could never be quit that way."""
+        try:
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
+        except cv2.error:  # no such window any more (some backends)
+            visible = -1.0
+        if visible >= 1:
+            self._seen_open = True
+            return False
+        return self._seen_open
 
     def close(self) -> None:
         try:
@@ -242,7 +259,7 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import input_file, user_names
+    from edgesense.app.cli import input_file, stop_on_signals, user_names
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, Pipeline
 
@@ -256,11 +273,12 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(config_path)
     has_display, why = display_available()
     pipeline = None
+    live = False
     if has_display:
         try:
             pipeline = Pipeline.from_config(config, model_path=model, events="-", mqtt=False,
                                             on_frame=PreviewWindow(title=f"EdgeSense ({config.device.name})"))
-            _say("live camera and microphone; press q or Esc in the window to quit")
+            live = True
         except LiveDeviceError as exc:  # no camera or no microphone
             _say(f"{' | '.join(exc.failures)}; playing the bundled sample media instead")
     writer = None
@@ -272,11 +290,24 @@ def run(args: argparse.Namespace) -> int:
             _say(f"no window: {why}")
             # The default file is the demo's own, replaced on every run; --out was checked above.
             out = out or default_out()
-            _say(f"playing the bundled sample media and writing the overlaid frames to {out}")
             hook = writer = VideoFileWriter(out, fps=_video_fps(video), replace=True)
         pipeline = Pipeline.from_config(config, model_path=model, video=video, audio=audio,
                                         fast=not has_display, events="-", mqtt=False, on_frame=hook)
-    with pipeline:
+    media = "live camera and microphone" if live else "the bundled sample media"
+    if pipeline.video is None:  # a speech-only model or a config without its camera: no frame to draw on
+        heard = "the live microphone" if live else "the bundled sample media's sound"
+        why_not = ("the config disables the camera, or the model was trained without photos" if live
+                   else "the model was trained without photos")
+        not_shown = "no window opens; Ctrl-C stops" if has_display else f"no video is written to {out}"
+        _say(f"listening to {heard} only, with no camera frames to draw on ({why_not}): {not_shown}; "
+             "events go to stdout")
+        writer = None
+    elif writer is not None:
+        _say(f"playing {media} and writing the overlaid frames to {writer.path}")
+    elif live:
+        _say(f"{media}; press q or Esc in the window (or close it) to quit")
+    with stop_on_signals() as stop, pipeline:  # Ctrl-C ends the run as q does: events flushed, the summary
+        stop.attach(pipeline)
         stats = pipeline.run(duration_s=args.duration_s)
     if writer is not None:
         _say(f"wrote {writer.frames} frames to {writer.path}")

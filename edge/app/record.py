@@ -15,7 +15,8 @@ collide; an existing file is never overwritten. Sources are opened as ``edgesens
 
 Progress (pairs done / expected, seconds, the audio level in dBFS) goes to stderr; a preview window
 shows the camera when a display is there (``--no-preview``: never). SIGINT/SIGTERM (Ctrl-C) stop
-cleanly: every pair written so far is kept, the summary is printed, the exit code is 0.
+cleanly: every pair written so far is kept, the summary is printed, the exit code is 0. A pair that
+cannot be written (a full disk) leaves no part of itself behind: the error names its file.
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ OVERLAY_ORIGIN_PX = (10, 30)
 OVERLAY_SCALE = 0.8
 OVERLAY_THICKNESS = 2
 SLOT_TOLERANCE = 1e-9  #: seconds x rate within this of a whole number is that number (float rounding)
+#: Sampling waits this long (of audio, after the first whole second) for a camera frame before giving up.
+FIRST_FRAME_TIMEOUT_S = 10.0
 FLAG_NAMES = {"label": "--label", "seconds": "--seconds"}
+NAME_MAX_BYTES = 255  #: the longest file name most file systems take (ext4, FAT, exFAT, NTFS in UTF-16 units)
+#: What a pair's file name adds to its label: ``-YYYYmmdd-HHMMSS-0001.jpg``.
+NAME_TAIL_CHARS = len(f"-{datetime(2000, 1, 1).strftime(SESSION_TIME_FORMAT)}-{1:0{INDEX_DIGITS}d}{IMAGE_SUFFIX}")
 
 
 def label_problem(label: Any) -> str | None:
@@ -83,30 +89,38 @@ def label_problem(label: Any) -> str | None:
         return "it contains whitespace"
     if label.startswith("."):
         return "it starts with '.' (a hidden folder, which training skips)"
+    if len(label.encode("utf-8", "surrogateescape")) + NAME_TAIL_CHARS > NAME_MAX_BYTES:
+        return (f"it is too long: LABEL-YYYYmmdd-HHMMSS-0001.jpg would pass the {NAME_MAX_BYTES}-byte limit of "
+                f"a file name")
     return None
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecordOptions:
     """One recording session: ``label`` (the class folder's name: no '/', '..', whitespace or
-    leading '.'), ``seconds`` of sampling after the first full second of audio, the scene rate
-    from ``scheduler`` (a device config's ``scheduler:`` section) and the clip from ``frontend``."""
+    leading '.', at most 230 bytes), ``seconds`` of sampling after the first full second of audio,
+    the scene rate from ``scheduler`` (a device config's ``scheduler:`` section) and the clip from
+    ``frontend``; ``first_frame_timeout_s``: how long sampling waits for a camera frame (a camera
+    that opens but delivers none is a RuntimeError then, not a recording that never ends)."""
 
     label: str
     seconds: float
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     frontend: AudioFrontendOptions = field(default_factory=AudioFrontendOptions)
     jpeg_quality: int = JPEG_QUALITY
+    first_frame_timeout_s: float = FIRST_FRAME_TIMEOUT_S
 
     def __post_init__(self) -> None:
         problem = label_problem(self.label)
-        require(problem is None, "label", f"a folder name without '/', '..', whitespace or a leading '.' "
-                f"({problem})", self.label)
+        require(problem is None, "label", f"a folder name without '/', '..', whitespace or a leading '.', of at "
+                f"most {NAME_MAX_BYTES - NAME_TAIL_CHARS} bytes ({problem})", self.label)
         require(is_positive(self.seconds), "seconds", "a number of seconds > 0", self.seconds)
         require(isinstance(self.scheduler, SchedulerOptions), "scheduler", "SchedulerOptions", self.scheduler)
         require(isinstance(self.frontend, AudioFrontendOptions), "frontend", "AudioFrontendOptions", self.frontend)
         require(is_int(self.jpeg_quality) and 0 <= self.jpeg_quality <= 100, "jpeg_quality",
                 "an integer in [0, 100]", self.jpeg_quality)
+        require(is_positive(self.first_frame_timeout_s), "first_frame_timeout_s", "a number of seconds > 0",
+                self.first_frame_timeout_s)
 
     @property
     def expected_pairs(self) -> int:
@@ -150,16 +164,28 @@ class PairWriter:
         for path in (image_path, audio_path):
             if path.exists():
                 raise FileExistsError(f"{path}: already exists; edgesense record never overwrites a file")
-        self.folder.mkdir(parents=True, exist_ok=True)
         ok, encoded = cv2.imencode(IMAGE_SUFFIX, image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
             raise RuntimeError(f"{image_path}: OpenCV could not encode the frame as JPEG")
-        with open(image_path, "xb") as f:  # x: never overwrite, even a file that appeared just now
-            f.write(encoded.tobytes())
+        created: list[Path] = []
+        path, new_folder = self.folder, not self.folder.is_dir()
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = image_path
+            with open(image_path, "xb") as f:  # x: never overwrite, even a file that appeared just now
+                created.append(image_path)
+                f.write(encoded.tobytes())
+            path = audio_path
+            created.append(audio_path)  # checked above: missing, so a file there now is this write's
             write_wav(audio_path, samples, self.sample_rate_hz)
-        except BaseException:
-            image_path.unlink(missing_ok=True)  # no image without its sound
+        except BaseException as exc:
+            for done in created:  # no image without its sound, no half-written file (a full disk)
+                done.unlink(missing_ok=True)
+            if new_folder and self.folder.is_dir() and not any(self.folder.iterdir()):
+                self.folder.rmdir()  # a session that wrote nothing leaves nothing behind
+            if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+                raise OSError(f"{path}: cannot write it ({exc.strerror or exc}); the {self.written} pairs "
+                              f"written before it are kept") from None
             raise
         self.written += 1
         return image_path
@@ -245,6 +271,8 @@ class Recorder:
         self._schedule = PeriodicSchedule(options.scheduler.scene_period_ms)
         self._aligner = None if live_video else ReplayVideoAligner(video)
         self._reader = LatestFrameReader(video) if live_video else None
+        self._video = video
+        self._frames = 0  # frames the video gave
         self._on_frame = on_frame
         self._progress = progress
         self._stop = threading.Event()
@@ -296,6 +324,7 @@ class Recorder:
             frame = self._reader.take()
         if frame is not None:
             self._newest = frame
+            self._frames += 1
         return frame
 
     def _sample(self) -> None:
@@ -332,6 +361,18 @@ class Recorder:
             ended = self._reader.ended
         return ended and self._pending is None and (self._newest is None or self._start_ms is None)
 
+    def _check_first_frame(self, t_ms: float) -> None:
+        """RuntimeError when the live camera gave no frame at all in ``first_frame_timeout_s`` of audio
+        after the first whole second: sampling would wait for ever."""
+        assert self._t0_ms is not None
+        waited_s = (t_ms - self._t0_ms) / MS_PER_S - self.clip_samples / self.rate_hz
+        if waited_s < self.options.first_frame_timeout_s:
+            return
+        camera = getattr(self._video, "description", "the camera")
+        raise RuntimeError(f"camera: {camera} gave no frame in {self.options.first_frame_timeout_s:g} s while the "
+                           "microphone recorded (is it in use by another program, or does it need another "
+                           "camera.source or size in the config?); nothing was recorded")
+
     def run(self) -> RecordResult:
         """Record until ``seconds`` of sampling, the end of the media or :meth:`stop`."""
         limit_ms = self.options.seconds * MS_PER_S
@@ -358,6 +399,8 @@ class Recorder:
                         and self._starts_a_session()):
                     self._start_ms = t  # a whole second is buffered, and a frame has it before it
                     self._schedule.anchor(t)
+                if self._start_ms is None and self._reader is not None and not self._frames:
+                    self._check_first_frame(t)
                 if self._start_ms is not None:
                     if t - self._start_ms >= limit_ms:
                         break
@@ -380,7 +423,8 @@ class Recorder:
 
 
 class RecordPreview:
-    """The preview: the camera frame with ``REC LABEL 12/600 -31.5 dBFS``; q or Esc stops."""
+    """The preview: the camera frame with ``REC LABEL 12/600 -31.5 dBFS``; q or Esc, or closing the window,
+    stops."""
 
     def __init__(self, window: Any, label: str) -> None:
         self.window = window
@@ -404,7 +448,7 @@ class RecordPreview:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", required=True, metavar="NAME",
                         help="the place being recorded: the class folder's name "
-                             "(no '/', '..', whitespace or leading '.')")
+                             "(no '/', '..', whitespace or leading '.'; at most 230 bytes)")
     parser.add_argument("--seconds", required=True, metavar="N",
                         help="seconds of sampling (after the first full second of audio); about N x "
                              "scheduler.scene_rate_hz pairs")

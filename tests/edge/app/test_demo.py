@@ -277,3 +277,108 @@ def test_demo_opens_its_window_on_a_display(tmp_path):
     assert "no window" not in proc.stderr and "writing the overlaid frames" not in proc.stderr
     assert "press q" in proc.stderr or "playing the bundled sample media instead" in proc.stderr
     assert not (tmp_path / "cache" / "edgesense" / "demo.mp4").exists()
+
+
+# --------------------------------------------------------------------------- the window (its display faked)
+
+
+class FakeWindow:
+    """cv2.imshow / waitKey / getWindowProperty of a display: the user presses ``key`` or closes the window
+    (its title bar's button) after ``after`` frames; a closed window reports itself not visible until
+    cv2.imshow opens a new one, as the GTK and Qt backends do."""
+
+    def __init__(self, monkeypatch, *, after: int, key: int | None) -> None:
+        self.after, self.key, self.shown, self.open = after, key, 0, False
+        monkeypatch.setattr(demo_mod, "display_available", lambda: (True, ""))
+        monkeypatch.setattr(cv2, "imshow", self.imshow)
+        monkeypatch.setattr(cv2, "waitKey", self.wait_key)
+        monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: 1.0 if self.open else 0.0)
+        monkeypatch.setattr(cv2, "destroyWindow", lambda title: None)
+
+    def imshow(self, title, image):
+        self.shown += 1
+        self.open = True
+
+    def wait_key(self, delay_ms):
+        if self.shown == self.after:
+            if self.key is None:
+                self.open = False  # closed with the mouse: no key comes
+            else:
+                return self.key
+        return -1
+
+
+@pytest.mark.parametrize("key", [ord("q"), 27, None], ids=["q", "esc", "window-closed"])
+def test_pressing_q_or_closing_the_window_ends_the_demo_cleanly(tmp_path, monkeypatch, capsys, key):
+    """Without it, a closed window came back with the next frame and the demo ran on to the end of the media
+    (for ever on a live camera)."""
+    config = tmp_path / "absent.yaml"  # devices that exist nowhere: the sample media in the window
+    config.write_text(f"device: {{name: t}}\nmodel: {{path: {ROOT / 'models' / 'edgesense.tflite'}}}\n"
+                      "camera: {source: /dev/video-edgesense-absent}\naudio: {device: edgesense-absent-microphone}\n",
+                      encoding="utf-8")
+    window = FakeWindow(monkeypatch, after=5, key=key)
+    assert main(["demo", "--config", str(config), "--duration-s", "8"]) == 0
+    out, err = capsys.readouterr()
+    assert window.shown == 5, "no frame after the user quit"
+    assert "playing the bundled sample media instead" in err and "events:" in err  # the summary
+    assert all(json.loads(line)["type"] in ("command", "scene") for line in out.splitlines())
+
+
+# --------------------------------------------------------------------------- a speech-only model
+
+
+@pytest.fixture(scope="module")
+def speech_only_config(tmp_path_factory) -> Path:
+    """A config with devices that exist nowhere and the bundled model as a speech-only recipe's file (its
+    image encoder marked as calibrated on stand-ins: ``EdgeModel.untrained_encoders``)."""
+    pytest.importorskip("tensorflow")
+    from edgesense.quantize.convert import split_tflite_parts, write_merged
+    from edgesense.runtime.model import EdgeModel
+
+    folder = tmp_path_factory.mktemp("speech_only")
+    bundled = ROOT / "models" / "edgesense.tflite"
+    metadata = EdgeModel.load(bundled).metadata
+    metadata["quantization"]["stand_in_samples"] = {"encode_image": 32}
+    write_merged(split_tflite_parts(bundled.read_bytes()), metadata, folder / "speech.tflite")
+    assert EdgeModel.load(folder / "speech.tflite").untrained_encoders == {"encode_image"}
+    config = folder / "speech.yaml"
+    config.write_text("device: {name: t}\nmodel: {path: speech.tflite}\ncamera: {source: /dev/video-edgesense-absent}"
+                      "\naudio: {device: edgesense-absent-microphone}\n", encoding="utf-8")
+    return config
+
+
+def test_a_speech_only_model_without_a_window_writes_no_video_and_says_so(speech_only_config, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The video is not read (the model never learned photos): the demo used to announce the overlaid
+    video, then report "wrote 0 frames to" a file it never wrote (an earlier run's, when there was one)."""
+    monkeypatch.setattr(demo_mod, "display_available", lambda: (False, "no display (test)"))
+    out = tmp_path / "overlaid.mp4"
+    assert main(["demo", "--config", str(speech_only_config), "--out", str(out), "--duration-s", "4"]) == 0
+    stdout, err = capsys.readouterr()
+    assert "writing the overlaid frames" not in err and "wrote 0 frames" not in err
+    assert f"no camera frames to draw on (the model was trained without photos): no video is written to {out}" in err
+    assert not out.exists() and "events:" in err
+    assert [json.loads(line)["type"] for line in stdout.splitlines()]  # the commands it heard
+
+
+def test_a_speech_only_model_with_a_display_says_there_is_no_window_and_ctrl_c_ends_it_cleanly(
+        speech_only_config, monkeypatch, capsys):
+    """No frame ever comes, so no window opens to press q in: the demo says so, and Ctrl-C (SIGINT) stops it
+    as q would, with the summary and exit 0 (it used to run silently without a window, and Ctrl-C ended it
+    with exit 130 and no summary)."""
+    import signal
+    import threading
+    import time
+
+    window = FakeWindow(monkeypatch, after=5, key=ord("q"))
+    ctrl_c = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    ctrl_c.start()
+    try:
+        rc = main(["demo", "--config", str(speech_only_config), "--duration-s", "30"])  # sample media, real time
+    finally:
+        ctrl_c.cancel()
+    _, err = capsys.readouterr()
+    assert rc == 0 and window.shown == 0
+    assert "listening to the bundled sample media's sound only" in err and "no window opens; Ctrl-C stops" in err
+    assert "events:" in err and time.monotonic() - start < 15

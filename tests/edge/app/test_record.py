@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -212,6 +213,56 @@ def test_a_video_shorter_than_the_first_second_ends_the_recording_when_it_ends(t
     assert not (tmp_path / "s").exists()
 
 
+class SilentCamera:
+    """cv2.VideoCapture of a camera that opens and never delivers a frame (wrong format, held by another
+    program): every read fails after a frame's time."""
+
+    def __init__(self, source, *args):
+        self._open = True
+
+    def isOpened(self):
+        return self._open
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return 0.0
+
+    def read(self):
+        time.sleep(0.01)
+        return False, None
+
+    def release(self):
+        self._open = False
+
+
+def test_a_camera_that_never_gives_a_frame_is_an_error_not_a_recording_without_end(tmp_path, monkeypatch,
+                                                                                    make_wav):
+    """Sampling waits for a frame with a whole second of audio before it; from a silent camera none comes,
+    and it used to wait as long as the microphone ran (for ever), printing nothing but the camera's retries."""
+    from edgesense.sources.camera import CameraOptions, CameraSource
+    from edgesense.sources.replay import WavReplayOptions, WavReplaySource
+
+    monkeypatch.setattr(cv2, "VideoCapture", SilentCamera)
+    wav = make_wav("room.wav", np.random.default_rng(0).integers(-3000, 3000, RATE_HZ, dtype=np.int16))
+    options = RecordOptions(label="den", seconds=5, first_frame_timeout_s=2.0)
+    writer = PairWriter(tmp_path / "den", "den-x-", sample_rate_hz=RATE_HZ)
+    with WavReplaySource(wav, WavReplayOptions(loop=True)) as audio, CameraSource(CameraOptions(source=0)) as video:
+        recorder = Recorder(audio, video, options, writer, live_video=True)  # a microphone that never ends
+        watchdog = threading.Timer(WAIT_S, recorder.stop)
+        watchdog.start()
+        try:
+            with pytest.raises(RuntimeError, match=r"camera: camera index 0 gave no frame in 2 s .*nothing was "):
+                recorder.run()
+        finally:
+            watchdog.cancel()
+    assert 3.0 <= recorder.t_ms / 1000 < 3.1  # the first second, then the 2 s of waiting
+    assert not (tmp_path / "den").exists()
+    with pytest.raises(ValueError, match="first_frame_timeout_s"):
+        RecordOptions(label="den", seconds=5, first_frame_timeout_s=0)
+
+
 # --------------------------------------------------------------------------- names, files, progress
 
 
@@ -236,6 +287,35 @@ def test_names_never_collide_with_an_earlier_session_and_no_file_is_overwritten(
         writer.write(image, sound)
     assert (folder / "kitchen-20260102-030405-0002.wav").read_bytes() == b"someone else's"
     assert not (folder / "kitchen-20260102-030405-0002.jpg").exists()
+
+
+@pytest.mark.parametrize("limit_bytes, failing", [(40_000, ".jpg"), (20_000, ".wav")])
+def test_a_write_that_fails_half_way_leaves_only_whole_pairs_and_names_the_file(tmp_path, make_video, make_wav,
+                                                                                limit_bytes, failing):
+    """A full disk, as a real limit on the size of a file (RLIMIT_FSIZE: writes past it fail with EFBIG):
+    flat frames make small JPEGs, noise ones large JPEGs; the 1-s WAV is 32 KB. The half-written file is
+    removed (it used to stay: an image without its sound, or a broken WAV) and the one error line names it."""
+    resource = pytest.importorskip("resource")
+    rng = np.random.default_rng(0)
+    flat = [np.full((240, 320, 3), 90, np.uint8)] * 50  # 0-2 s at 25 fps
+    noise = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(50)]  # 2-4 s
+    video = make_video("half.avi", flat + noise)
+    audio_file = make_wav("noise.wav", rng.integers(-3000, 3000, 4 * RATE_HZ, dtype=np.int16))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "record", "--video", str(video), "--audio",
+                           str(audio_file), "--fast", "--no-preview", "--label", "den", "--seconds", "3", "--out",
+                           str(out)], capture_output=True, text=True, preexec_fn=limit, timeout=WAIT_S, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.splitlines()[-1]  # after the progress lines of the pairs written
+    assert line.startswith("edgesense: error: ") and sum("error" in x for x in proc.stderr.splitlines()) == 1
+    kept = pairs(out / "den") if (out / "den").exists() else []
+    assert f"{failing}: cannot write it" in line and f"the {len(kept)} pairs written before it are kept" in line
+    assert len(kept) == (5 if failing == ".jpg" else 0)  # the flat frames' slots, 1.0 .. 1.8 s
+    assert all(p.stat().st_size < limit_bytes for p in (out / "den").iterdir()) if kept else not (out / "den").exists()
 
 
 def test_a_label_with_a_dot_keeps_every_pair(tmp_path):
@@ -288,6 +368,7 @@ def test_progress_bar_redraws_on_a_terminal_and_writes_a_line_per_tenth_elsewher
     (("--label", "a/b", "--seconds", "5"), ("--label", "'/'", "got 'a/b'")),
     (("--label", "..", "--seconds", "5"), ("--label", "'..'", "got '..'")),
     (("--label", "my kitchen", "--seconds", "5"), ("--label", "whitespace", "got 'my kitchen'")),
+    (("--label", "k" * 231, "--seconds", "5"), ("--label", "at most 230 bytes", "too long", "got 'kkk")),
     (("--label", "k", "--seconds", "0"), ("--seconds", "> 0", "got 0")),
     (("--label", "k", "--seconds", "-3"), ("--seconds", "> 0", "got -3")),
     (("--label", "k", "--seconds", "soon"), ("--seconds", "> 0", "got 'soon'")),

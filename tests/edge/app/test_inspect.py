@@ -1,0 +1,62 @@
+"""``edgesense inspect``: what it prints for the bundled model, and one line (exit 2) for a TFLite file that
+EdgeSense did not write (a float or an int8 model converted with tf.lite from a Keras model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_run import edgesense, error_line
+
+from edgesense.app.cli import main
+from edgesense.runtime.model import EdgeModel
+
+ROOT = Path(__file__).resolve().parents[3]
+BUNDLED = ROOT / "models" / "edgesense.tflite"
+
+
+def test_the_bundled_model_shows_its_labels_frontends_and_every_signatures_tensors(capsys):
+    assert main(["inspect", str(BUNDLED)]) == 0
+    out = capsys.readouterr().out
+    model = EdgeModel.load(BUNDLED)
+    assert out.startswith(f"model: {BUNDLED}\n") and f"  size: {BUNDLED.stat().st_size} bytes" in out
+    assert f"command labels ({len(model.command_labels)}): {', '.join(model.command_labels)}" in out
+    assert f"scene labels ({len(model.scene_labels)}): {', '.join(model.scene_labels)}" in out
+    assert "untrained:" not in out
+    for key, sig in model.signatures.items():
+        assert f"  {key} (subgraph {sig.subgraph_index}," in out
+        for info in (*sig.inputs.values(), *sig.outputs.values()):
+            assert f" {info.name} " in out
+    assert main(["inspect", "--json", str(BUNDLED)]) == 0
+    assert json.loads(capsys.readouterr().out) == model.metadata
+
+
+@pytest.fixture(scope="module")
+def foreign_models(tmp_path_factory) -> dict[str, Path]:
+    tf = pytest.importorskip("tensorflow")
+    folder = tmp_path_factory.mktemp("foreign")
+    keras_model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(4)])
+    paths = {"float": folder / "float.tflite", "int8": folder / "int8.tflite"}
+    paths["float"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_model).convert())
+
+    def representative():
+        for row in np.random.default_rng(0).random((8, 1, 8), dtype=np.float32):
+            yield [row]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    paths["int8"].write_bytes(converter.convert())
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_tflite_model_edgesense_did_not_write_is_one_line_naming_it(foreign_models, tmp_path, kind, as_json):
+    path = foreign_models[kind]
+    line = error_line(edgesense("inspect", *(["--json"] if as_json else []), path, cwd=tmp_path))
+    assert f"{path}: no 'edgesense' metadata in the model" in line and "edgesense quantize" in line
