@@ -380,5 +380,10 @@ def run(args: argparse.Namespace) -> int:
     write_mined(out, report, model_path=model_path, options=options,
                 sample_rate_hz=model.audio_frontend.sample_rate_hz, force=args.force)
     print(report.summary())
-    print(f"wrote {out}/WORD/*.wav and {out / MANIFEST_NAME}: name {out} in a training config's data.hard_negatives")
+    if report.windows:
+        print(f"wrote {out}/WORD/*.wav and {out / MANIFEST_NAME}: name {out} in a training config's "
+              "data.hard_negatives")
+    else:
+        print(f"wrote only {out / MANIFEST_NAME}: the model never reached --threshold {options.threshold:g} on this "
+              f"talk, so there is no window to train on (a lower --threshold or more --talk-minutes finds some)")
     return 0

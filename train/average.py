@@ -27,12 +27,15 @@ import numpy as np
 from edgesense.train.config import TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
-__all__ = ["RUN_MATCH_FIELDS", "average_runs"]
+__all__ = ["MONITOR_NEEDS", "RUN_MATCH_FIELDS", "average_runs"]
 
 log = logging.getLogger(__name__)
 
 #: ``run.json`` fields that must agree for the runs' weights to be averaged.
 RUN_MATCH_FIELDS = ("labels", "audio_frontend", "image_frontend", "fusion_strategy", "params")
+#: The held-out data each ``--monitor`` figure needs (None: clips or photos), as
+#: ``edgesense.train.trainer.CHECKPOINT_MONITORS`` has it: here without TensorFlow, to check before it starts.
+MONITOR_NEEDS = {"score": None, "command": "clips", "scene": "photos", "command_loss": "clips"}
 #: Files the averaged run takes from the first run as they are (docs/CONTRACTS.md, run folder).
 _COPIED_FILES = ("calibration.npz", "validation.npz")
 
@@ -72,11 +75,23 @@ def _check_same(runs: list[Path], infos: list[dict]) -> None:
                                  f"only runs of one architecture and labels can be averaged")
 
 
-def _validation(path: Path):
-    from edgesense.train.trainer import HeadValidation
+#: The arrays of a run's ``validation.npz``, in :class:`edgesense.train.trainer.HeadValidation`'s order.
+_VALIDATION_ARRAYS = ("audio_features", "command_label", "image", "scene_label")
 
-    data = np.load(path / "validation.npz")
-    return HeadValidation(data["audio_features"], data["command_label"], data["image"], data["scene_label"])
+
+def _validation_arrays(path: Path) -> tuple[np.ndarray, ...]:
+    """The held-out set of the run ``path`` (numpy only: read before TensorFlow starts)."""
+    with np.load(path / "validation.npz") as data:
+        missing = [name for name in _VALIDATION_ARRAYS if name not in data.files]
+        if missing:
+            raise ValueError(f"runs {path}: expected validation.npz with {', '.join(_VALIDATION_ARRAYS)}, missing "
+                             f"{', '.join(missing)}")
+        return tuple(data[name] for name in _VALIDATION_ARRAYS)
+
+
+def _figure(figures: dict[str, float], key: str) -> str:
+    """``figures[key]`` to four places, or ``n/a`` (no validation data behind it)."""
+    return f"{figures[key]:.4f}" if key in figures else "n/a"
 
 
 def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = False, monitor: str = "score",
@@ -93,18 +108,33 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         raise ValueError(f"monitor: expected one of {', '.join(VALIDATION_METRICS)}, got {monitor!r}")
     check_out_dir(out_dir, replace, flag=out_flag, force_flag=force_flag)
     infos = [_read_run(r) for r in runs]
+    seen: dict[Path, Path] = {}
     for r in runs:
         if out_dir.exists() and r.resolve() == out_dir.resolve():
             raise ValueError(f"runs {r}: the same folder as {out_flag}, which the average replaces")
+        if r.resolve() in seen:
+            raise ValueError(f"runs {r}: the same run as {seen[r.resolve()]}; expected distinct run folders")
+        seen[r.resolve()] = r
+    for name in _COPIED_FILES:  # before out_dir is touched: a run half-written is refused, not half-copied
+        if not (runs[0] / name).is_file():
+            raise ValueError(f"runs {runs[0]}: expected a complete run folder with {name} (the average takes it "
+                             f"from the first run), found none")
     _check_same(runs, infos)
+    held_out = _validation_arrays(runs[0])
+    needs = MONITOR_NEEDS[monitor]
+    if greedy:  # it ranks and keeps by that figure: without the data behind it, it would keep every run unjudged
+        sizes = {"clips": held_out[1].size, "photos": held_out[3].size}
+        if not (sizes[needs] if needs else any(sizes.values())):
+            raise ValueError(f"greedy: expected validation {needs or 'clips or photos'} to rank the runs by "
+                             f"({monitor!r}) in {runs[0] / 'validation.npz'}, found none")
 
     import keras
 
     import edgesense.train.model  # noqa: F401  (registers the custom layers)
-    from edgesense.train.trainer import CHECKPOINT_MONITORS, write_model_summary
+    from edgesense.train.trainer import CHECKPOINT_MONITORS, HeadValidation, write_model_summary
 
-    validation = _validation(runs[0])
-    key, mode, needs = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
+    validation = HeadValidation(*held_out)
+    key, mode, _ = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
     better = 1.0 if mode == "max" else -1.0  # a figure times this: the higher, the better
     models = [keras.saving.load_model(r / MODEL_FILE, compile=False) for r in runs]
     weights = [m.get_weights() for m in models]
@@ -112,9 +142,6 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     for model in models:
         validation.set_model(model)
         scores.append(validation.evaluate())
-    if key not in scores[0]:
-        raise ValueError(f"monitor: {monitor!r} needs validation {needs} "
-                         f"in {runs[0] / 'validation.npz'}, and it has none")
     order = sorted(range(len(runs)), key=lambda i: -better * scores[i][key]) if greedy else list(range(len(runs)))
     soup = models[0]  # holds each candidate mean in turn (same architecture)
     kept: list[int] = []
@@ -126,8 +153,8 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         figures = validation.evaluate()
         if not greedy or not kept or better * figures[key] >= better * best[key]:
             kept, best = candidate, figures
-        log.info("%s %s: %s = %.4f (mean of %d so far: %.4f)", "kept" if kept == candidate else "left out",
-                 runs[i], key, scores[i][key], len(candidate), figures[key])
+        log.info("%s %s: %s = %s (mean of %d so far: %s)", "kept" if kept == candidate else "left out",
+                 runs[i], key, _figure(scores[i], key), len(candidate), _figure(figures, key))
     soup.set_weights(_mean(weights, kept))
 
     if out_dir.is_dir():
@@ -160,14 +187,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace the run already in --out")
     parser.add_argument("--greedy", action="store_true",
                         help="add the runs best first, keeping each only if the validation figure does not fall")
-    parser.add_argument("--monitor", choices=VALIDATION_METRICS, default="score",
-                        help="the validation figure --greedy ranks and keeps by (score: the mean of both heads' "
-                             "accuracies; command_loss: the clips' cross-entropy, lowest best)")
+    parser.add_argument("--monitor", choices=VALIDATION_METRICS, default=None,
+                        help="the validation figure --greedy ranks and keeps by (default score: the mean of both "
+                             "heads' accuracies; command_loss: the clips' cross-entropy, lowest best)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgesense.app.cli import user_names
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    metrics = average_runs(args.runs, args.out, greedy=args.greedy, monitor=args.monitor, replace=args.force,
-                           out_flag="--out", force_flag="--force")
+    if args.monitor is not None and not args.greedy:
+        raise ValueError("--monitor: acts only with --greedy, which is not given")
+    with user_names({"greedy": "--greedy", "monitor": "--monitor"}):
+        metrics = average_runs(args.runs, args.out, greedy=args.greedy, monitor=args.monitor or "score",
+                               replace=args.force, out_flag="--out", force_flag="--force")
     print(json.dumps({"run": str(args.out), **metrics}, indent=2))
     return 0

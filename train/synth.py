@@ -60,6 +60,7 @@ __all__ = [
     "ENGINES",
     "ENGINE_CHOICES",
     "VOICES_INSTALL_HINT",
+    "SpeakInterrupted",
     "SpeakJob",
     "SynthOptions",
     "SynthReport",
@@ -434,7 +435,8 @@ def draw_parameters(engine: str, options: SynthOptions, rng: np.random.Generator
 
 def _plan(out_dir: Path, options: SynthOptions, speakers: dict[str, list[tuple[str, str]]]) -> list[SpeakJob]:
     """Every clip to write: ``per_word`` of each word and ``unknown_clips`` unknown words per engine,
-    each engine's (voice, variant) speakers taken in a random order, round robin."""
+    each engine's (voice, variant) speakers taken in a random order, round robin; a speaker's clips
+    numbered from the first number free in ``out_dir`` (a clip already there is never written over)."""
     rng = np.random.default_rng(options.seed)
     jobs: list[SpeakJob] = []
     taken: Counter[tuple[str, str, str]] = Counter()
@@ -442,8 +444,11 @@ def _plan(out_dir: Path, options: SynthOptions, speakers: dict[str, list[tuple[s
     def add(engine: str, label: str, word: str, folder: Path, prefix: str, voice: str, variant: str) -> None:
         speaker = speaker_name(engine, voice, variant)
         index = taken[(label, word, speaker)]
-        taken[(label, word, speaker)] += 1
         path = folder / f"{prefix}{speaker}_nohash_{index}.wav"
+        while path.exists():  # --force into a folder that holds clips: beside them, never over one
+            index += 1
+            path = folder / f"{prefix}{speaker}_nohash_{index}.wav"
+        taken[(label, word, speaker)] = index + 1
         jobs.append(SpeakJob(path=path, label=label, word=word, engine=engine, voice=voice, variant=variant,
                              **draw_parameters(engine, options, rng)))
 
@@ -498,13 +503,30 @@ def espeak_speaker(options: SynthOptions, tmp_dir: Path) -> _Speak:
     return functools.partial(_speak_espeak, options=options, binary=_espeak(options.espeak_binary), tmp_dir=tmp_dir)
 
 
+class SpeakInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`speak_jobs`: the jobs it had ``done`` (each file whole) and ``failed``."""
+
+    def __init__(self, done: list[tuple[SpeakJob, Any]], failed: list[tuple[Path, str]]) -> None:
+        super().__init__()
+        self.done, self.failed = done, failed
+
+
+def _collect(future, job: SpeakJob, done: list[tuple[SpeakJob, Any]], failed: list[tuple[Path, str]]) -> None:
+    try:
+        done.append((job, future.result()))
+    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        logger.warning("could not synthesise %s: %s", job.path, exc)
+        failed.append((job.path, str(exc)))
+
+
 def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | None,
                render: Callable[[SpeakJob, _Speak], Any], *, unit: str = "clip"
                ) -> tuple[list[tuple[SpeakJob, Any]], list[tuple[Path, str]]]:
     """``render(job, speak)`` for every job, engine by engine (``options.engines``; ``piper`` from
     :func:`engine_speakers`): espeak-ng on ``options.workers`` threads, piper on one. Returns
     ``([(job, what render returned)], [(path, why)])``: a job that fails is logged and listed,
-    the others go on."""
+    the others go on. Ctrl-C starts no other job: the ones under way are finished (no file is left
+    half-written) and :class:`SpeakInterrupted` says what was done."""
     done: list[tuple[SpeakJob, Any]] = []
     failed: list[tuple[Path, str]] = []
     with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp:
@@ -516,21 +538,26 @@ def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | 
                 speak, workers = piper, 1
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = {pool.submit(render, job, speak): job for job in mine}
-                for future in tqdm(as_completed(futures), total=len(futures), desc=f"synthesising ({engine})",
-                                   unit=unit, disable=None, leave=False):
-                    job = futures[future]
-                    try:
-                        done.append((job, future.result()))
-                    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
-                        logger.warning("could not synthesise %s: %s", job.path, exc)
-                        failed.append((job.path, str(exc)))
+                collected = set()
+                try:
+                    for future in tqdm(as_completed(futures), total=len(futures), desc=f"synthesising ({engine})",
+                                       unit=unit, disable=None, leave=False):
+                        collected.add(future)
+                        _collect(future, futures[future], done, failed)
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    for future, job in futures.items():
+                        if future not in collected and future.done() and not future.cancelled():
+                            _collect(future, job, done, failed)
+                    raise SpeakInterrupted(done, failed) from None
     return done, failed
 
 
 def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOptions(), *,
                         force: bool = False) -> SynthReport:
     """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout.
-    A folder that holds files is a ValueError unless ``force``; every engine is checked (a missing
+    A folder that holds files is a ValueError unless ``force`` (then the clips join those already
+    there, none written over: :func:`_plan`); every engine is checked (a missing
     espeak-ng, piper or voice package is a RuntimeError naming what to install); both before
     anything is written."""
     out_dir = Path(out_dir)
@@ -539,7 +566,13 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = _plan(out_dir, options, speakers)
     started = time.perf_counter()
-    done, failed = speak_jobs(jobs, options, piper, lambda job, speak: _render(job, options, speak))
+    try:
+        done, failed = speak_jobs(jobs, options, piper, lambda job, speak: _render(job, options, speak))
+    except SpeakInterrupted as stop:
+        logger.warning("interrupted: wrote %d of the %d clips planned into %s, each one whole (usable as it is); "
+                       "for them all, run again into an empty --out (with --force here, a full set joins them)",
+                       len(stop.done), len(jobs), out_dir)
+        raise
     written = [path for _, path in done]
     ok = set(written)
     counts = Counter(job.label for job in jobs if job.path in ok)
@@ -576,7 +609,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--piper-voices", default=",".join(defaults.piper_voices),
                         help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (voices, speeds, pitches)")
-    parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a folder that already holds files (beside them: none is written over)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="espeak-ng processes at a time; piper's onnxruntime threads")
 

@@ -33,10 +33,13 @@ from edgesense.train import synth
 from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
-__all__ = ["PATTERN_WORDS", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments", "clashes", "draw_sentences",
-           "run", "synthesize_talk"]
+__all__ = ["PATTERN_WORDS", "TRANSCRIPTS_NAME", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments",
+           "clashes", "draw_sentences", "run", "synthesize_talk"]
 
 logger = logging.getLogger(__name__)
+
+#: One line per sentence of the folder: ``SPEAKER/SPEAKER_N.wav<TAB>sentence``.
+TRANSCRIPTS_NAME = "transcripts.txt"
 
 #: The grammar's words by part of speech. :func:`clashes` checks them against the command words.
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -170,11 +173,23 @@ def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions) -> float:
     return speech.size / options.sample_rate_hz
 
 
+def _add_transcripts(out_dir: Path, jobs: list[synth.SpeakJob], written: set[Path]) -> None:
+    """Add a line for each of ``jobs`` ``written`` to ``out_dir``'s :data:`TRANSCRIPTS_NAME`, after
+    the lines of the sentences it already lists."""
+    path = out_dir / TRANSCRIPTS_NAME
+    earlier = path.read_text(encoding="utf-8") if path.is_file() else ""
+    lines = [f"{job.path.relative_to(out_dir).as_posix()}\t{job.word}" for job in jobs if job.path in written]
+    if earlier and not earlier.endswith("\n"):
+        earlier += "\n"
+    path.write_text(earlier + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
 def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *, force: bool = False) -> TalkReport:
     """Write ``options.sentences`` sentences per engine into ``out_dir`` (module docstring),
     each engine's speakers taken round robin in a random order. A folder that holds files is a
     ValueError unless ``force``; a missing engine or voice is a RuntimeError naming what to
-    install; both before anything is written."""
+    install; both before anything is written. With ``force`` the sentences join those already
+    there (none is written over) and ``transcripts.txt`` gains their lines."""
     voices = options.voices
     out_dir = Path(out_dir)
     refuse_files_in("--out", out_dir, force=force)
@@ -188,17 +203,27 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
             voice, variant = pairs[order[i % len(order)]]
             speaker = synth.speaker_name(engine, voice, variant)
             path = out_dir / speaker / f"{speaker}_{taken[speaker]}.wav"
+            while path.exists():  # --force into a folder of talk: beside its sentences, never over one
+                taken[speaker] += 1
+                path = out_dir / speaker / f"{speaker}_{taken[speaker]}.wav"
             taken[speaker] += 1
             jobs.append(synth.SpeakJob(path=path, label="talk", word=sentence, engine=engine, voice=voice,
                                        variant=variant, **synth.draw_parameters(engine, voices, rng)))
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    done, failed = synth.speak_jobs(jobs, voices, piper, lambda job, speak: _say(job, speak, voices), unit="sentence")
+    try:
+        done, failed = synth.speak_jobs(jobs, voices, piper, lambda job, speak: _say(job, speak, voices),
+                                        unit="sentence")
+    except synth.SpeakInterrupted as stop:
+        _add_transcripts(out_dir, jobs, {job.path for job, _ in stop.done})
+        logger.warning("interrupted: wrote %d of the %d sentences planned into %s, each one whole and in %s "
+                       "(usable as it is); for them all, run again into an empty --out (with --force here, a full "
+                       "set joins them)", len(stop.done), len(jobs), out_dir, TRANSCRIPTS_NAME)
+        raise
     written = [job.path for job, _ in done]
     seconds = sum(duration_s for _, duration_s in done)
     ok = set(written)
-    lines = [f"{job.path.relative_to(out_dir).as_posix()}\t{job.word}" for job in jobs if job.path in ok]
-    (out_dir / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _add_transcripts(out_dir, jobs, ok)
     report = TalkReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed), seconds=seconds,
                         speakers=tuple(sorted({job.path.parent.name for job in jobs if job.path in ok})),
                         elapsed_s=time.perf_counter() - started)
@@ -224,7 +249,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (sentences, voices, speeds)")
     parser.add_argument("--workers", type=int, default=defaults.voices.workers,
                         help="espeak-ng processes at a time; piper's onnxruntime threads")
-    parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a folder that already holds files (beside them: none is written over, "
+                             "transcripts.txt gains the new sentences)")
 
 
 #: Option fields as the flags a user types (messages name the flag, not the field).

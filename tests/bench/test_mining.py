@@ -156,6 +156,24 @@ def test_mine_command_writes_its_folder_once_and_refuses_bad_input_in_one_line(t
         assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
 
 
+def test_a_model_that_never_fires_writes_a_valid_empty_manifest_and_says_so(tmp_path, tiny_model_path, capsys):
+    folder = tmp_path / "negatives" / "hush"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for i in range(10):  # talk too quiet to hold a word: nothing reaches the threshold
+        write_wav(folder / f"hush_{i}.wav", (1e-4 * rng.normal(size=3 * SR)).astype(np.float32), SR)
+    out = tmp_path / "mined"
+    assert main(["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out", str(out),
+                 "--talk-minutes", "0.5", "--word-passes", "0", "--threshold", "0.99"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0].startswith("mined 0 windows (0 peaks at or above the threshold)")
+    assert printed[1] == (f"wrote only {out / MANIFEST_NAME}: the model never reached --threshold 0.99 on this talk, "
+                          "so there is no window to train on (a lower --threshold or more --talk-minutes finds some)")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["windows"] == 0 and manifest["files"] == [] and manifest["per_word"] == {}
+    assert not list(out.rglob("*.wav"))
+
+
 def test_mine_with_a_second_opinion_keeps_where_the_blend_fires(tmp_path, tiny_model_path, tiny_heads_path, capsys):
     require_speech_embedding()
     folder = _talk_folder(tmp_path, np.random.default_rng(5))

@@ -155,3 +155,45 @@ def test_the_cli_writes_an_averaged_run_that_quantizes(runs, tmp_path):
     proc = edgesense("quantize", tmp_path / "soup", "--out", tmp_path / "soup.tflite", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "soup.tflite").stat().st_size > 0
+
+
+def _without_validation_data(run, dest):
+    """A copy of ``run`` whose validation set holds no clips and no photos."""
+    copy = shutil.copytree(run, dest)
+    data = dict(np.load(copy / "validation.npz"))
+    np.savez(copy / "validation.npz", **{name: array[:0] for name, array in data.items()})
+    return copy
+
+
+def test_greedy_without_validation_data_is_refused_not_a_keep_all(runs, tmp_path):
+    first = _without_validation_data(runs["first"], tmp_path / "first")
+    near = _without_validation_data(runs["near"], tmp_path / "near")
+    line = only_line(edgesense("average", first, near, "--greedy", "--out", tmp_path / "soup"))
+    assert line == (f"{ERROR_PREFIX} --greedy: expected validation clips or photos to rank the runs by ('score') in "
+                    f"{first / 'validation.npz'}, found none")
+    line = only_line(edgesense("average", runs["first"], runs["near"], "--monitor", "command", "--out",
+                               tmp_path / "soup"))
+    assert line == f"{ERROR_PREFIX} --monitor: acts only with --greedy, which is not given"
+    assert not (tmp_path / "soup").exists()
+    from edgesense.train.average import MONITOR_NEEDS
+    from edgesense.train.trainer import CHECKPOINT_MONITORS
+
+    assert MONITOR_NEEDS == {name: needs for name, (_, _, needs) in CHECKPOINT_MONITORS.items()}
+    # Without --greedy nothing is ranked: the uniform mean needs no validation data.
+    metrics = average_runs([first, near], tmp_path / "uniform", monitor="command")
+    assert metrics["averaged_from"] == [str(first), str(near)] and metrics["command_accuracy"] is None
+
+
+def test_a_first_run_that_is_incomplete_or_repeated_is_refused_before_out_is_touched(runs, tmp_path):
+    earlier = shutil.copytree(runs["ruined"], tmp_path / "earlier")
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+    half = shutil.copytree(runs["first"], tmp_path / "half")
+    (half / "calibration.npz").unlink()
+    line = only_line(edgesense("average", half, runs["near"], "--out", earlier, "--force"))
+    assert line == (f"{ERROR_PREFIX} runs {half}: expected a complete run folder with calibration.npz (the average "
+                    f"takes it from the first run), found none")
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before  # the run --force would replace is kept
+    line = only_line(edgesense("average", runs["first"], runs["first"], "--out", tmp_path / "soup"))
+    assert line == (f"{ERROR_PREFIX} runs {runs['first']}: the same run as {runs['first']}; expected distinct run "
+                    "folders")
+    assert not (tmp_path / "soup").exists()

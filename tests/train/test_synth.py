@@ -132,6 +132,51 @@ def test_force_writes_beside_what_the_folder_holds(tmp_path: Path) -> None:
     assert len(report.written) == 1 and (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@needs_espeak
+def test_force_adds_clips_beside_earlier_ones_and_never_over_one(tmp_path: Path) -> None:
+    options = SynthOptions(words=("yes",), per_word=6, voices=("en-us",), variants=("", "m1", "f1"),
+                           unknown_words=("bed",), unknown_clips=3)
+    first = synthesize_commands(tmp_path, options)
+    before = {path: path.read_bytes() for path in first.written}
+    again = synthesize_commands(tmp_path, SynthOptions(**{**options.__dict__, "seed": 1}), force=True)
+    assert len(again.written) == 9 and not set(again.written) & set(first.written)
+    assert {path: path.read_bytes() for path in first.written} == before  # every earlier clip as it was
+    index = load_speech_commands(tmp_path, words=("yes",))
+    assert index.counts() == {"_silence_": 0, "_unknown_": 6, "yes": 12}
+
+
+def interrupted(argv: list[str], out: Path, *, timeout_s: float = 120.0) -> tuple[int, str]:
+    """Run ``edgesense ARGV`` as a terminal does and press Ctrl-C (SIGINT to its process group) once
+    a WAV is under ``out``; its exit code and stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not any(out.rglob("*.wav")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err
+
+
+@needs_espeak
+def test_ctrl_c_stops_at_once_and_leaves_whole_clips(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    planned = 2 * 600
+    code, err = interrupted(["synth-commands", "--out", str(out), "--words", "yes,no", "--per-word", "600",
+                                "--voices", "en-us", "--workers", "1"], out)
+    assert code == 130, err
+    written = sorted(out.rglob("*.wav"))
+    assert 0 < len(written) < planned / 2, len(written)  # no clip started after Ctrl-C
+    assert all(probe_wav(path).num_frames == 16000 for path in written)  # and none left half-written
+    assert f"interrupted: wrote {len(written)} of the {planned} clips planned into {out}" in err
+
+
 def test_missing_espeak_is_a_runtime_error_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
         synthesize_commands(tmp_path, SynthOptions(words=("yes",), per_word=1,

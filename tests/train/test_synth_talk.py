@@ -93,3 +93,48 @@ def test_a_command_word_the_sentence_patterns_say_clashes(word):
     with pytest.raises(ValueError, match=rf"words: expected command words that the talk vocabulary never says, "
                                          rf"got \['sentence: \w+ \({word}\)"):
         TalkOptions(words=(word,))
+
+
+@needs_espeak
+def test_force_adds_sentences_beside_earlier_ones_and_their_transcripts(tmp_path: Path) -> None:
+    options = TalkOptions(sentences=3, seed=2, voices=SynthOptions(voices=("en-us",), variants=("", "m3")))
+    first = synthesize_talk(tmp_path, options)
+    before = {path: path.read_bytes() for path in first.written}
+    again = synthesize_talk(tmp_path, TalkOptions(**{**options.__dict__, "seed": 3}), force=True)
+    assert len(again.written) == 3 and not set(again.written) & set(first.written)
+    assert {path: path.read_bytes() for path in first.written} == before  # every earlier sentence as it was
+    listed = [line.split("\t")[0] for line in (tmp_path / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
+    assert sorted(listed) == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.wav"))
+    assert len(listed) == 6
+
+
+def interrupted(argv: list[str], out: Path, *, timeout_s: float = 120.0) -> tuple[int, str]:
+    """Run ``edgesense ARGV`` as a terminal does and press Ctrl-C (SIGINT to its process group) once
+    a WAV is under ``out``; its exit code and stderr."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not any(out.rglob("*.wav")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err
+
+
+@needs_espeak
+def test_ctrl_c_stops_at_once_and_lists_the_sentences_written(tmp_path: Path) -> None:
+    out = tmp_path / "talk"
+    code, err = interrupted(["synth-talk", "--out", str(out), "--sentences", "600", "--voices", "en-us",
+                                "--workers", "1"], out)
+    assert code == 130, err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
+    assert 0 < len(written) < 300, len(written)  # no sentence started after Ctrl-C
+    listed = [line.split("\t")[0] for line in (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
+    assert sorted(listed) == written
+    assert f"interrupted: wrote {len(written)} of the 600 sentences planned into {out}" in err
