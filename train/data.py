@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = [
     "load_speech_commands",
     "speaker_of",
     "split_image_items",
+    "split_key",
     "split_items",
     "which_set",
 ]
@@ -70,6 +72,11 @@ SPLITS = ("training", "validation", "testing")
 AUDIO_SUFFIXES = (".wav",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _NOHASH = "_nohash_"
+#: The pairs ``edgesense record`` writes (:mod:`edgesense.app.record`): the session's label and start time, then
+#: the pair's index in the session.
+RECORDED_PAIR_NAME = re.compile(r"^(?P<session>.+-\d{8}-\d{6})-(?P<index>\d+)$")
+#: Recorded pairs are split in blocks of this many consecutive pairs (10 s at the 5-Hz scene rate).
+RECORDED_PAIRS_PER_BLOCK = 50
 _PERCENT = 100.0
 _SUMMARY_EXAMPLES = 5  # skipped files named in LoadReport.summary()
 #: split_items warns when a split's share is off by more than this fraction of what was asked.
@@ -212,15 +219,26 @@ def _warn_if_lopsided(out: Mapping[str, list[Any]], validation_percent: float, t
                            name, got, total, percent, salt)
 
 
+def split_key(item: Any) -> str:
+    """What an image or audio-visual item is split by: its file stem, except for the pairs of an
+    ``edgesense record`` session (``LABEL-YYYYmmdd-HHMMSS-NNNN``), split by block of
+    ``RECORDED_PAIRS_PER_BLOCK`` consecutive pairs: neighbours share most of their 1-s sound and
+    nearly the same frame, so pairs hashed one by one put near copies on both sides."""
+    stem = Path(item.image_path if isinstance(item, AVItem) else item.path).stem
+    recorded = RECORDED_PAIR_NAME.match(stem)
+    if recorded is None:
+        return stem
+    return f"{recorded['session']}/{(int(recorded['index']) - 1) // RECORDED_PAIRS_PER_BLOCK}"  # pairs count from 1
+
+
 def split_image_items(items: Sequence[Any], *, validation_percent: float,
                       testing_percent: float = 0.0) -> dict[str, list[Any]]:
-    """Split image (or audio-visual) items by a hash of the file stem: a photo always lands on
+    """Split image (or audio-visual) items by a hash of :func:`split_key`: a photo always lands on
     the same side on every machine, and a paired ``NAME.jpg``/``NAME.wav`` stays together."""
     _check_percents(validation_percent, testing_percent)
     out: dict[str, list[Any]] = {name: [] for name in SPLITS}
     for item in items:
-        path = item.image_path if isinstance(item, AVItem) else item.path
-        out[which_set(Path(path).stem, validation_percent, testing_percent)].append(item)
+        out[which_set(split_key(item), validation_percent, testing_percent)].append(item)
     return out
 
 

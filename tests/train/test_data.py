@@ -16,7 +16,9 @@ from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
 from edgesense.frontend.wav import read_wav, write_wav
 from edgesense.train.data import (
     MAX_NUM_WAVS_PER_CLASS,
+    RECORDED_PAIRS_PER_BLOCK,
     AudioItem,
+    AVItem,
     ImageItem,
     SpeechCommandsOptions,
     balanced_indices,
@@ -227,6 +229,25 @@ def test_image_folder_index_and_split(tmp_path: Path) -> None:
     assert 150 < len(splits["validation"]) < 250 and not splits["testing"]
     again = split_image_items(list(reversed(items)), validation_percent=20)
     assert {it.path for it in again["validation"]} == {it.path for it in splits["validation"]}
+
+
+def test_recorded_pairs_split_by_block_of_a_session_not_one_by_one(tmp_path: Path) -> None:
+    from edgesense.app.record import PairWriter
+
+    sessions = ("kitchen-20261201-101500-", "kitchen-20261202-090000-")
+    names = [PairWriter(tmp_path, prefix, sample_rate_hz=RATE).name(number)
+             for prefix in sessions for number in range(1, 8 * RECORDED_PAIRS_PER_BLOCK + 1)]
+    items = [AVItem(tmp_path / f"{name}.jpg", tmp_path / f"{name}.wav", "kitchen") for name in names]
+    splits = split_image_items(items, validation_percent=30)
+    side = {item.image_path.stem: name for name, held in splits.items() for item in held}
+    blocks = [[side[name] for name in names[start:start + RECORDED_PAIRS_PER_BLOCK]]
+              for start in range(0, len(names), RECORDED_PAIRS_PER_BLOCK)]
+    assert all(len(set(block)) == 1 for block in blocks)  # a block's neighbouring pairs stay on one side
+    assert {block[0] for block in blocks} == {"training", "validation"}
+    # photos of any other name are still split one by one
+    photos = split_image_items([AVItem(Path(f"c/{i}.jpg"), Path(f"c/{i}.wav"), "c") for i in range(400)],
+                               validation_percent=30)
+    assert 80 < len(photos["validation"]) < 160
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:
