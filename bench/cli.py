@@ -89,6 +89,7 @@ from edgesense.bench.scenes_av import (
 from edgesense.bench.scoring import LATENCY_RULES, SweepOptions
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, recording_pools, run_streaming
 from edgesense.bench.streams import Utterance
+from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
@@ -128,6 +129,69 @@ def _out_folder(out: Path) -> Path:
     return out
 
 
+#: The data flags that score a head, by the encoder that feeds it.
+_DATA_OF = {"encode_audio": ("speech_commands",), "encode_image": ("scenes", "av", "scene_ambient")}
+
+
+def _refuse_untrained_heads(options: BenchOptions, model: EdgeModel) -> None:
+    """ValueError naming the data option that would score the head of an encoder the model's training never
+    fed (a speech-only or scenes-only recipe, :attr:`EdgeModel.untrained_encoders`): its figures would mean
+    nothing, and a streaming recommendation from them would be written into a device's config."""
+    for key in sorted(model.untrained_encoders):
+        head = "command" if key == "encode_audio" else "scene"
+        for name in _DATA_OF[key]:
+            path = getattr(options, name)
+            require(path is None or (name == "av" and options.fusion_study), name,
+                    f"a model whose {head}s trained ({options.model_path}: {key} never did, a "
+                    f"{'scenes' if head == 'command' else 'speech'}-only recipe; leave {FLAGS[name]} out)",
+                    str(path))
+
+
+def _check_second_opinion(options: BenchOptions, firmware: FirmwareSetting, model: EdgeModel) -> None:
+    """ValueError naming ``firmware_config`` (``--config``) when the second opinion it blends the model with is of
+    other command labels than the model's (a model of the user's own words beside the shipped config's heads):
+    said before the clips are scored, with the way out, not when the streams start."""
+    from edgesense.runtime.second_opinion import StreamHeads
+
+    heads_path = firmware.second_opinion.heads_path
+    if heads_path is None:
+        return
+    try:
+        heads = StreamHeads(heads_path)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"firmware_config: second_opinion.heads_path: {exc}") from None
+    config = options.firmware_config or f"the shipped {DEFAULT_FIRMWARE_CONFIG}.yaml"
+    if heads.labels != tuple(model.command_labels):
+        raise ValueError(f"firmware_config: expected a second opinion of the model's labels "
+                         f"{list(model.command_labels)} to blend it with (or --model-alone to score the model "
+                         f"without one), got {config}'s {Path(heads_path).name} of {list(heads.labels)}")
+
+
+def _unlike_the_model(info: dict[str, Any], model: EdgeModel) -> str:
+    """Why a command reference or teacher (its sidecar ``info``) cannot be scored beside ``model`` ("" when it
+    can): words other than the model's (a clip of a word only one of them knows is ``_unknown_`` to the
+    other, so one of them is scored wrong on it), or an audio frontend of another sample rate."""
+    if set(info.get("labels", ())) != set(model.command_labels):
+        return (f"trained on the labels {list(info.get('labels', ()))}, the model on {list(model.command_labels)} "
+                "(train references of the model's words with --train-references)")
+    rate = _audio_frontend_of(info, model).sample_rate_hz
+    if rate != model.audio_frontend.sample_rate_hz:
+        return f"its audio frontend is at {rate} Hz, the model's clips at {model.audio_frontend.sample_rate_hz} Hz"
+    return ""
+
+
+def _audio_frontend_of(info: dict[str, Any], model: EdgeModel) -> AudioFrontendOptions:
+    """The audio frontend a command reference was trained on (its sidecar's ``frontend``; the model's when the
+    sidecar has none): the features it is scored on are its own, not the model's."""
+    frontend = info.get("frontend")
+    if info.get("task") != "command" or not isinstance(frontend, dict):
+        return model.audio_frontend
+    try:
+        return AudioFrontendOptions.from_dict(frontend)
+    except (ValueError, TypeError):
+        return model.audio_frontend
+
+
 def _labels_it_lacks(ref: Any, clip_labels: Sequence[str] | None, frame_labels: Sequence[str] | None) -> list[str]:
     """The labels of the data ``ref`` would be scored on (its task's) that it does not know: a reference
     of other words or places is skipped, not scored (it cannot name them)."""
@@ -142,10 +206,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                     model_alone=options.model_alone)
     for path in options.write_config:  # refused now, not after the run
         check_firmware_config(path, command_hop_ms=firmware.command_hop_ms, second_opinion=firmware.second_opinion)
-    out = _out_folder(Path(options.out_dir))
+    refuse_file_in_the_way("out_dir", Path(options.out_dir))
     started = time.perf_counter()
     interpreter_options = InterpreterOptions(num_threads=options.threads)
     model = EdgeModel.load(options.model_path, options=interpreter_options)
+    _refuse_untrained_heads(options, model)
+    if options.speech_commands is not None and options.streaming:
+        _check_second_opinion(options, firmware, model)
+    out = _out_folder(Path(options.out_dir))
     meta = model.metadata
     model_sha = file_sha256(options.model_path)
     report: dict[str, Any] = {
@@ -167,6 +235,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                        model.audio_frontend.sample_rate_hz)
     if options.av is not None and not options.fusion_study:  # refused now too (the study trains on its own labels)
         check_av_folder(Path(options.av), model.scene_labels)
+    if options.train_references:  # a folder too small to train them is said before our figures, not after them
+        try:
+            _build_references(options, model)
+        except ValueError as exc:
+            data = options.reference_config or " and ".join(
+                flag for flag, path in (("--speech-commands", options.speech_commands), ("--scenes", options.scenes))
+                if path is not None)
+            raise ValueError(f"train_references: the references' data ({data}): {exc}") from None
     timer = _Timer(STAGES)
     noise_paths = list(options.noise)
     clips = clip_labels = None
@@ -242,22 +318,25 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     report["figures"]["latency"] = plot_latency(timer.samples, out / "latency.png",
                                                 f"Latency per stage ({options.threads} thread(s))").name
 
-    # References: built on request, evaluated whenever present.
-    if options.train_references:
-        _build_references(options)
+    # References: built on request (before anything of ours is scored), evaluated whenever present.
     references: dict[str, Any] = {}
     for ref in find_references(options.references_dir, interpreter_options):
         if _labels_it_lacks(ref, clip_labels if clips is not None else None,
                             frame_labels if frames is not None else None):
             logger.warning("reference %s: %s labels differ from the data's; skipped", ref.name, ref.task)
             continue
+        if ref.task == "command" and clips is not None:
+            why = _unlike_the_model(ref.info, model)
+            if why:
+                logger.warning("reference %s: %s; skipped", ref.name, why)
+                continue
         ref_frames, ref_labels = frames, frame_labels
         if ref.task == "scene" and frames is not None and ref.input_shape[1:3] != model.image_frontend.input_shape[:2]:
             # a reference of another input size sees the photos as the device would give them to it
             photos, loaded = load_images(scene_items, tuple(ref.input_shape[1:3]), what=f"{ref.name} photos")
             ref_frames, ref_labels = list(photos), [scene_items[i].label for i in loaded.kept]
         result = evaluate_reference(ref, clips=clips, clip_labels=clip_labels, frames=ref_frames,
-                                    frame_labels=ref_labels, audio_frontend=model.audio_frontend)
+                                    frame_labels=ref_labels, audio_frontend=_audio_frontend_of(ref.info, model))
         if result is not None:
             references[ref.name] = result
     if references:
@@ -267,7 +346,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                                              command_hops_per_s=hops_per_s,
                                                              scene_frames_per_s=frames_per_s)
     if options.teachers:
-        report["teachers"] = _score_teachers(options, clips, clip_labels, frames, frame_labels)
+        report["teachers"] = _score_teachers(options, model, clips, clip_labels, frames, frame_labels)
     for name, result in {**references, **report.get("teachers", {})}.items():
         task = result["task"]
         fig = plot_confusion(result[task], out / f"confusion_{name}.png", f"{name} ({task}s)")
@@ -300,14 +379,23 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     return report
 
 
-def _score_teachers(options: BenchOptions, clips, clip_labels, frames, frame_labels) -> dict[str, Any]:
+def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels, frames,
+                    frame_labels) -> dict[str, Any]:
     """The teachers (trained once on the references' data, next to them) on this run's test data."""
     from edgesense.bench import teachers
 
     # Only the heads trained on this config: a head left there from other data is not scored.
-    paths = teachers.build_teachers(reference_train_config(options), options.references_dir)
+    paths = teachers.build_teachers(reference_train_config(options, model), options.references_dir)
     scored = {}
     for name, path in sorted(paths.items()):
+        info = teachers._sidecar(Path(path)) or {}
+        why = _unlike_the_model(info, model) if info.get("task") == "command" and clips is not None else ""
+        if not why and info.get("task") == "scene" and frames is not None:
+            lacks = sorted(set(frame_labels) - set(info.get("labels", ())))
+            why = f"it cannot name {lacks}" if lacks else ""
+        if why:
+            logger.warning("teacher %s: %s; skipped", name, why)
+            continue
         result = teachers.evaluate_teacher(path, clips=clips, clip_labels=clip_labels, frames=frames,
                                            frame_labels=frame_labels)
         if result is not None:
@@ -408,7 +496,9 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "max_false_accepts_per_hour": "--max-false-accepts-per-hour",
          "max_false_accepts_per_100_words": "--max-false-accepts-per-100-words",
          "max_latency_p95_ms": "--max-latency-p95-ms", "latency_rule": "--latency-rule",
-         "tuning_only": "--tuning-only", "seed": "--seed"}
+         "tuning_only": "--tuning-only", "seed": "--seed", "references_dir": "--references",
+         "reference_config": "--reference-config", "class_thresholds": "--class-thresholds",
+         "train_references": "--train-references"}
 
 
 def _latency_default() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesense.app.cli import refuse_file_in_the_way
 from edgesense.bench.scoring import LATENCY_RULES
 from edgesense.schema.validate import is_number, require
 from edgesense.train.config import SEED_EXPECTED, is_seed
@@ -16,6 +17,10 @@ QUICK_PER_CLASS = 12  #: clips or photos per class with --quick
 DEFAULT_REFERENCES_DIR = Path("models/references")
 #: RMS level of the sound paired with each test photo in the degraded-camera table (--scene-ambient).
 AMBIENCE_DBFS_RANGE = (-35.0, -20.0)
+#: The options only the streaming evaluation reads (``--speech-commands`` without ``--no-streaming``).
+STREAMING_ONLY = ("stream_s", "talk_s", "class_thresholds", "max_false_accepts_per_hour",
+                  "max_false_accepts_per_100_words", "max_latency_p95_ms", "latency_rule", "negatives",
+                  "tuning_noise", "tuning_negatives", "model_alone")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +125,18 @@ class BenchOptions:
         for name in ("noise", "tuning_noise", "negatives", "tuning_negatives"):
             missing = [str(p) for p in getattr(self, name) if not Path(p).exists()]
             require(not missing, name, "existing files or folders", missing)
+        # What only the streaming evaluation reads is refused without it, not silently left unused.
+        streams = self.speech_commands is not None and self.streaming
+        for name in STREAMING_ONLY:
+            value = getattr(self, name)
+            require(streams or value in (None, False, ()), name, "--speech-commands and the streaming evaluation "
+                    "(it sets the streams only)", "--no-streaming" if self.speech_commands is not None
+                    else "no --speech-commands")
+        refuse_file_in_the_way("references_dir", self.references_dir)  # not after the run, as an OSError
+        require(self.reference_config is None or Path(self.reference_config).is_file(), "reference_config",
+                "an existing train YAML file", str(self.reference_config))
+        require(self.reference_config is None or self.train_references or self.teachers, "reference_config",
+                "--train-references or --teachers (what it trains)", "neither")
 
     @property
     def per_class_cap(self) -> int | None:

@@ -41,6 +41,7 @@ from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.schema.validate import require
 from edgesense.train import data as datasets
+from edgesense.train.augment import AudioAugmentOptions
 from edgesense.train.config import DataConfig, TrainConfig
 from edgesense.train.model import PIXEL_SCALE, FusedBatchNormalization, count_macs, count_params
 from edgesense.train.pools import visible_files
@@ -185,13 +186,23 @@ class ReferenceModel:
 
 
 def reference_config(*, speech_commands: Path | None, scenes: Path | None, salt: str = "edgesense",
-                     noise: tuple[Path, ...] = (), seed: int = 42) -> TrainConfig:
-    """A TrainConfig with train/configs/shared_data.yaml's split percentages on the given folders."""
+                     noise: tuple[Path, ...] = (), seed: int = 42, words: tuple[str, ...] | None = None,
+                     audio_frontend: AudioFrontendOptions | None = None) -> TrainConfig:
+    """A TrainConfig with train/configs/shared_data.yaml's split percentages on the given folders.
+    ``words`` and ``audio_frontend``: the benchmarked model's (default: the ten words and the standard
+    log-mel), so that the KWS reference names the same classes from the same features as the model."""
     data = DataConfig(speech_commands=(Path(speech_commands),) if speech_commands else (),
                       scenes=Path(scenes) if scenes else None, noise=tuple(Path(p) for p in noise),
                       validation_percent=10.0, testing_percent=20.0, image_validation_percent=10.0,
-                      image_testing_percent=15.0, speaker_split_salt=salt)
-    return TrainConfig(name="references", seed=seed, data=data)
+                      image_testing_percent=15.0, speaker_split_salt=salt,
+                      **({} if words is None else {"words": tuple(words)}))
+    if audio_frontend is None:
+        return TrainConfig(name="references", seed=seed, data=data)
+    augment = AudioAugmentOptions()
+    augment = dataclasses.replace(augment, sample_rate_hz=audio_frontend.sample_rate_hz,
+                                  max_shift_ms=min(augment.max_shift_ms, audio_frontend.clip_duration_ms))
+    return TrainConfig(name="references", seed=seed, data=data, audio_frontend=audio_frontend,
+                       audio_augment=augment)
 
 
 class _SingleHead(keras.utils.PyDataset):

@@ -15,8 +15,10 @@ from edgesense.bench.latency import COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S, _Tim
 from edgesense.bench.options import BenchOptions, _progress
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter
+from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.quant import QuantParams, dequantize, quantize
 from edgesense.schema.validate import require
+from edgesense.types import is_command_word
 
 logger = logging.getLogger(__name__)
 
@@ -170,20 +172,23 @@ def _ratio(a, b):
     return None if a is None or not b else float(f"{a / b:.4g}")
 
 
-def reference_train_config(options: BenchOptions):
+def reference_train_config(options: BenchOptions, model: EdgeModel | None = None):
     """The TrainConfig the references and teachers learn from: ``--reference-config``, or the
-    benchmark's own folders with the bundled split."""
+    benchmark's own folders with the bundled split (and ``model``'s command words and audio frontend:
+    a model of a user's own words is compared with references of those words)."""
     from edgesense.bench import reference_models as references
     from edgesense.train.config import load_train_config
     if options.reference_config is not None:
         return load_train_config(options.reference_config)
+    own = {} if model is None else {"words": tuple(w for w in model.command_labels if is_command_word(w)),
+                                    "audio_frontend": model.audio_frontend}
     return references.reference_config(speech_commands=options.speech_commands, scenes=options.scenes,
-                                       salt=options.salt, noise=tuple(options.noise))
+                                       salt=options.salt, noise=tuple(options.noise), **own)
 
 
-def _build_references(options: BenchOptions) -> dict[str, Path]:
+def _build_references(options: BenchOptions, model: EdgeModel | None = None) -> dict[str, Path]:
     from edgesense.bench import reference_models as references
-    config = reference_train_config(options)
+    config = reference_train_config(options, model)
     if options.quick:
         return references.build_references(references.quick_schedule(config), options.references_dir,
                                            references.ReferenceOptions.quick())

@@ -392,11 +392,11 @@ def test_a_tighter_false_accept_budget_reaches_the_sweep_and_the_rest_keeps_its_
     from edgesense.bench.streaming import StreamingPlan
 
     for quick in (False, True):
-        plan = StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path, quick=quick,
+        plan = StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, speech_commands=tmp_path, quick=quick,
                                                       max_false_accepts_per_hour=0.5))
         assert plan.sweep.max_false_accepts_per_hour == 0.5
         assert plan.sweep.max_false_accepts_per_100_words == SweepOptions.max_false_accepts_per_100_words
-    plan = StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path,
+    plan = StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, speech_commands=tmp_path,
                                                   max_false_accepts_per_100_words=0.0))
     assert (plan.sweep.max_false_accepts_per_hour, plan.sweep.max_false_accepts_per_100_words) == (
         SweepOptions.max_false_accepts_per_hour, 0.0)
@@ -411,7 +411,7 @@ def test_a_latency_budget_reaches_the_sweep_and_zero_switches_it_off(tiny_model_
     from edgesense.bench.streaming import StreamingPlan
 
     def budget(**kwargs):
-        return StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path,
+        return StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, speech_commands=tmp_path,
                                                       **kwargs)).sweep.max_latency_p95_ms
 
     assert budget() == SweepOptions.max_latency_p95_ms
@@ -423,7 +423,7 @@ def test_a_latency_budget_reaches_the_sweep_and_zero_switches_it_off(tiny_model_
     assert len(err) == 1 and err[0].startswith("edgesense: error: --max-latency-p95-ms"), err
 
     def rule(**kwargs):
-        return StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, scenes=tmp_path,
+        return StreamingPlan.for_options(BenchOptions(model_path=tiny_model_path, speech_commands=tmp_path,
                                                       **kwargs)).sweep.latency_rule
 
     assert rule() == SweepOptions.latency_rule == "in-time" and rule(latency_rule="p95", quick=True) == "p95"
@@ -581,7 +581,7 @@ def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny
     speech, scenes = _speech_folder(tmp_path / "sc", per_class=16), _scene_folder(tmp_path / "scenes", per_class=10)
     seen = {}
 
-    def score_teachers(options, clips, clip_labels, frames, frame_labels):
+    def score_teachers(options, model, clips, clip_labels, frames, frame_labels):
         seen.update(clips=len(clips), frames=len(frames), frame_labels=list(frame_labels))
         return {}
 
@@ -698,3 +698,108 @@ def test_a_reference_of_other_words_or_places_is_skipped_not_scored():
     assert _labels_it_lacks(kws, ["yes", "no"], None) == [] and _labels_it_lacks(kws, None, ["forest"]) == []
     vww = SimpleNamespace(task="scene", info={"labels": ["forest", "sea"]})
     assert _labels_it_lacks(vww, ["up"], ["forest", "street"]) == ["street"]
+
+
+@pytest.mark.parametrize("trained, flag", [("scenes", "--speech-commands"), ("speech", "--scenes")])
+def test_a_head_the_model_never_trained_is_refused_not_scored(run_dir_copy, tmp_path, capsys, trained, flag):
+    """A scenes-only (speech-only) recipe's command (scene) head was scored as if it meant something, and its
+    streaming recommendation could be written into a device's config."""
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+
+    calibration = dict(np.load(run_dir_copy / "calibration.npz"))
+    untrained = "audio_features" if trained == "scenes" else "image"
+    calibration[untrained] = calibration[untrained][:0]
+    np.savez(run_dir_copy / "calibration.npz", **calibration)
+    model = tmp_path / f"{trained}_only.tflite"
+    convert_run(run_dir_copy, model, QuantizeOptions(mode="int8", calibration_samples=16))
+    capsys.readouterr()
+    data = {"--speech-commands": _speech_folder(tmp_path / "sc", per_class=1), "--scenes": _scene_folder(
+        tmp_path / "scenes", per_class=1)}
+    out = tmp_path / "out"
+    assert cli.main(["bench", "--model", str(model), flag, str(data[flag]), "--out", str(out), "--no-streaming",
+                     "--references", str(tmp_path / "no_refs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}: expected a model whose "), err
+    assert f"{trained}-only recipe; leave {flag} out" in err[0] and not out.exists()
+    other = next(f for f in data if f != flag)  # the head it trained is scored
+    assert cli.main(["bench", "--model", str(model), other, str(data[other]), "--out", str(out), "--no-streaming",
+                     "--references", str(tmp_path / "no_refs")]) == 0
+
+
+def test_a_second_opinion_of_other_words_is_one_line_before_any_clip_is_scored(tiny_model_path, tmp_path, capsys):
+    """A model of the user's own words beside the shipped config's heads (the ten words): the accuracy section
+    ran, then the streams stopped on the heads file's labels, with no word of --model-alone."""
+    from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
+    from edgesense.train.stream_heads import ensemble_model, heads_tflite
+    from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
+
+    words = list(DEFAULT_COMMAND_LABELS[:5])
+    head = build_audio_head(2, 96, len(words), AudioTeacherOptions(conv_channels=8, dense_units=8))
+    heads = tmp_path / "heads.tflite"
+    heads.write_bytes(heads_tflite(ensemble_model([head], 2), {
+        "kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": words, "context_embeddings": 2,
+        "heads": 1}))
+    config = tmp_path / "pair.yaml"
+    config.write_text(f"device: {{name: pair}}\nsecond_opinion: {{heads_path: {heads}}}\n")
+    speech, out = _speech_folder(tmp_path / "sc", per_class=1), tmp_path / "out"
+    capsys.readouterr()
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--config",
+                     str(config), "--out", str(out), "--quick", "--references", str(tmp_path / "no_refs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesense: error: --config: expected a second opinion of the "
+                                               f"model's labels {list(DEFAULT_COMMAND_LABELS)}"), err
+    assert "--model-alone" in err[0] and f"got {config}'s heads.tflite of {words}" in err[0]
+    assert not out.exists()
+
+
+def test_references_too_small_to_train_are_said_naming_the_flag_before_our_figures(tiny_model_path, tmp_path,
+                                                                                 capsys):
+    speech, out = _speech_folder(tmp_path / "sc", per_class=1), tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out),
+                     "--quick", "--no-streaming", "--train-references", "--references", str(tmp_path / "refs"),
+                     "--salt", "edgesense"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edgesense: error: --train-references: the references' data (--speech-commands): "
+                              "data.validation_percent:"), err
+    assert not (out / "confusion_command.png").exists()  # said before any of ours was scored
+
+
+def test_references_of_the_models_own_words_and_frontend(tiny_builders, tmp_path, monkeypatch):
+    """A model of three words on a 32-band log-mel: the references were trained on the ten words and 40 bands,
+    then scoring stopped on 'cannot reshape array of size 1568 into shape (1,49,40)'; a reference of the ten
+    words would have been scored wrong on every clip of a word the model calls _unknown_."""
+    import functools
+
+    from edgesense.frontend.audio import AudioFrontendOptions
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+
+    labels = DEFAULT_COMMAND_LABELS[:5]
+    builders = tiny_builders.write_tiny_run.__globals__  # the tiny run's labels and frontend, for this test
+    monkeypatch.setitem(builders, "DEFAULT_COMMAND_LABELS", labels)
+    monkeypatch.setitem(builders, "AudioFrontendOptions", functools.partial(AudioFrontendOptions, num_mel_bins=32))
+    model = tmp_path / "own.tflite"
+    convert_run(tiny_builders.write_tiny_run(tmp_path / "run"), model, QuantizeOptions(mode="int8",
+                                                                                      calibration_samples=16))
+    speech, out, refs = _speech_folder(tmp_path / "sc", per_class=16), tmp_path / "out", tmp_path / "refs"
+    assert cli.main(["bench", "--model", str(model), "--speech-commands", str(speech), "--out", str(out), "--quick",
+                     "--no-streaming", "--train-references", "--references", str(refs), "--salt", "edgesense"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    kws = report["references"]["kws_dscnn"]
+    assert kws["command"]["labels"] == list(labels) and kws["command"]["count"] == report["command"]["count"]
+    assert json.loads((refs / "kws_dscnn.json").read_text())["input"]["shape"] == [1, 49, 32]
+
+
+def test_a_reference_of_other_words_or_frontend_than_the_models_is_skipped():
+    from types import SimpleNamespace
+
+    from edgesense.bench.cli import _unlike_the_model
+    from edgesense.frontend.audio import AudioFrontendOptions
+
+    model = SimpleNamespace(command_labels=("_silence_", "_unknown_", "yes"), audio_frontend=AudioFrontendOptions())
+    own = {"task": "command", "labels": ["_silence_", "_unknown_", "yes"],
+           "frontend": AudioFrontendOptions(num_mel_bins=32).to_dict()}
+    assert _unlike_the_model(own, model) == ""  # its own 32 bands: scored on them
+    ten = {**own, "labels": ["_silence_", "_unknown_", "yes", "no"]}  # "no" is _unknown_ to the model
+    assert _unlike_the_model(ten, model).startswith("trained on the labels ['_silence_', '_unknown_', 'yes', 'no']")
+    at_8k = {**own, "frontend": AudioFrontendOptions(sample_rate_hz=8000, upper_edge_hz=3800).to_dict()}
+    assert _unlike_the_model(at_8k, model) == "its audio frontend is at 8000 Hz, the model's clips at 16000 Hz"

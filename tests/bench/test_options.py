@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgesense.bench.options import BenchOptions
+from edgesense.bench.options import STREAMING_ONLY, BenchOptions
 from edgesense.train.config import SEED_EXPECTED, SEED_LIMIT
 
 
@@ -34,3 +34,46 @@ def test_write_config_without_the_streaming_evaluation_is_refused(tmp_path):
         BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, write_config=(config,),
                      streaming=False)
     assert BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, write_config=(config,)).streaming
+
+
+STREAMING_VALUES = {"stream_s": 120.0, "talk_s": 240.0, "class_thresholds": True, "max_false_accepts_per_hour": 0.5,
+                    "max_false_accepts_per_100_words": 1.0, "max_latency_p95_ms": 400.0, "latency_rule": "p95",
+                    "model_alone": True}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMING_ONLY))
+def test_an_option_of_the_streams_alone_is_refused_without_them_not_ignored(tmp_path, name):
+    """--class-thresholds, --model-alone, --negatives... with --scenes only or --no-streaming set nothing: the run
+    said nothing and the report had no trace of them."""
+    value = STREAMING_VALUES.get(name, (tmp_path,))  # the path options: an existing folder
+    with pytest.raises(ValueError, match=rf"^{name}: expected --speech-commands and the streaming evaluation .*, "
+                                         r"got 'no --speech-commands'$"):
+        BenchOptions(model_path=tmp_path / "m.tflite", scenes=tmp_path, **{name: value})
+    with pytest.raises(ValueError, match=rf"^{name}: expected .*, got '--no-streaming'$"):
+        BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, streaming=False, **{name: value})
+    assert getattr(BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, **{name: value}),
+                   name) == value
+
+
+def test_a_references_folder_that_is_a_file_is_refused_when_built(tmp_path):
+    """Not after the run and the references' training, as '[Errno 17] File exists'; nor read as 'no references'."""
+    file = tmp_path / "refs"
+    file.write_text("keep")
+    for folder, inside in ((file, ""), (file / "sub", f", inside {file}")):
+        with pytest.raises(ValueError, match=rf"^references_dir: expected a folder, got {folder}{inside}, which is a "
+                                             "file$"):
+            BenchOptions(model_path=tmp_path / "m.tflite", scenes=tmp_path, references_dir=folder)
+    assert file.read_text() == "keep"
+
+
+def test_a_reference_config_is_an_existing_file_of_something_it_trains(tmp_path):
+    config = tmp_path / "refs.yaml"
+    with pytest.raises(ValueError, match=r"^reference_config: expected an existing train YAML file, got '.*'$"):
+        BenchOptions(model_path=tmp_path / "m.tflite", scenes=tmp_path, reference_config=config, train_references=True)
+    config.write_text("name: refs\n")
+    with pytest.raises(ValueError, match=r"^reference_config: expected --train-references or --teachers .*, "
+                                         r"got 'neither'$"):
+        BenchOptions(model_path=tmp_path / "m.tflite", scenes=tmp_path, reference_config=config)
+    for flag in ("train_references", "teachers"):
+        assert BenchOptions(model_path=tmp_path / "m.tflite", scenes=tmp_path, reference_config=config,
+                            **{flag: True}).reference_config == config
