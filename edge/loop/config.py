@@ -144,6 +144,9 @@ class DeviceConfig:
             raise ValueError("camera.enabled: expected the camera or the audio (or both) enabled, got both disabled")
         hop, window = self.scheduler.command_hop_ms, self.commands.average_window_ms
         most = int(window // hop) + 1  # results one averaging window can hold
+        if self.audio.enabled and window < hop:  # one result never spans the quarter window the recognizer needs
+            raise ValueError(f"commands.average_window_ms: expected >= scheduler.command_hop_ms ({hop:g}; a shorter "
+                             f"window holds one hop and never fires), got {window:g}")
         if self.audio.enabled and self.commands.minimum_count > most:
             raise ValueError(f"commands.minimum_count: expected <= {most} (average_window_ms {window:g} / "
                              f"scheduler.command_hop_ms {hop:g} + 1), got {self.commands.minimum_count}")

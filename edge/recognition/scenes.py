@@ -1,4 +1,13 @@
-"""Scene smoothing: averaged scene scores with hysteresis and a heartbeat, one event per change."""
+"""Scene smoothing: averaged scene scores with hysteresis and a heartbeat, one event per change.
+
+Time without frames is not hold time: after an outage (a camera that stopped delivering frames)
+a new label's hold starts again at the first frame after it, so a change is never issued on the
+first frame back on the strength of a lead last seen before the outage. An interval between two
+frames is an outage when it is longer than ``window_ms``, ``min_hold_ms`` and :data:`GAP_FACTOR`
+times the shortest interval seen before it (the camera's cadence: a slow scene rate is not an
+outage; the first interval after a start or :meth:`SceneSmoother.reset`, with no cadence yet, is
+judged by the window and the hold alone).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +27,9 @@ __all__ = ["SceneSmootherOptions", "SceneSmoother"]
 
 
 SMOOTHING_METHODS = ("ema", "window")
+#: An interval between frames longer than this many times the shortest one (and than the window and the
+#: hold) is an outage, not hold time.
+GAP_FACTOR = 2.0
 
 
 # --------------------------------------------------------------------------- scenes
@@ -26,8 +38,9 @@ SMOOTHING_METHODS = ("ema", "window")
 @dataclass(frozen=True, kw_only=True)
 class SceneSmootherOptions:
     """Scene smoothing: ``smoothing`` "ema" (time constant ``window_ms``) or "window" (mean over ``window_ms``);
-    a new label must lead the current one by more than ``hysteresis_margin`` for ``min_hold_ms``;
-    a heartbeat every ``heartbeat_ms`` while the label holds (``None``: no heartbeats)."""
+    a new label must lead the current one by more than ``hysteresis_margin`` for ``min_hold_ms``
+    (of frames: an outage restarts the hold, see the module docstring); a heartbeat every ``heartbeat_ms``
+    while the label holds (``None``: no heartbeats)."""
 
     smoothing: str = "ema"
     window_ms: float = 2000.0
@@ -65,6 +78,7 @@ class SceneSmoother:
         self._candidate: int | None = None
         self._candidate_since_ms = 0.0
         self._last_emit_ms = 0.0
+        self._shortest_interval_ms = math.inf  # the camera's cadence (see GAP_FACTOR)
 
     @property
     def current_label(self) -> str | None:
@@ -91,6 +105,7 @@ class SceneSmoother:
         """Add the scene probabilities of the frame at ``t_ms``; return a change/heartbeat event or ``None``."""
         x = _check_scores(probabilities, len(self.labels), "probabilities")
         t_ms = _check_time(t_ms, self._last_t_ms)
+        outage = self._outage_before(t_ms)
         self._smoothed = self._smooth(x, t_ms)
         self._last_t_ms = t_ms
         p = self._smoothed
@@ -100,7 +115,7 @@ class SceneSmoother:
         if not leads:
             self._candidate = None
         else:
-            if self._candidate != top:
+            if self._candidate != top or outage:  # the lead before an outage was not seen during it
                 self._candidate, self._candidate_since_ms = top, t_ms
             if t_ms - self._candidate_since_ms >= self.options.min_hold_ms:
                 self._current, self._candidate = top, None
@@ -112,6 +127,18 @@ class SceneSmoother:
             self._last_emit_ms = t_ms
             return self._event(current, t_ms, "heartbeat", None, latency_ms)
         return None
+
+    def _outage_before(self, t_ms: float) -> bool:
+        """Whether the frames stopped between the previous update and ``t_ms`` (see :data:`GAP_FACTOR`)."""
+        if self._last_t_ms is None:
+            return False
+        interval = t_ms - self._last_t_ms
+        opts = self.options
+        finite_shortest = self._shortest_interval_ms if math.isfinite(self._shortest_interval_ms) else 0.0
+        outage = interval > max(opts.window_ms, opts.min_hold_ms, GAP_FACTOR * finite_shortest)
+        if interval > 0:
+            self._shortest_interval_ms = min(self._shortest_interval_ms, interval)
+        return outage
 
     def _event(self, index: int, t_ms: float, reason: str, previous: str | None,
                latency_ms: Mapping[str, float] | None) -> SceneEvent:

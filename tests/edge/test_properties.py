@@ -1,4 +1,5 @@
-"""Property-based tests (hypothesis) of the feature frontend and the device-config loader."""
+"""Property-based tests (hypothesis) of the feature frontend, the device-config loader and the
+post-processing (command recognizer, scene smoother)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis.extra import numpy as hnp
 from edgesense.frontend.audio import AudioFrontendOptions, StreamingAudioFrontend, log_mel_spectrogram
 from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
 from edgesense.loop.config import SECTIONS, DeviceConfig
-from edgesense.recognition.scenes import SMOOTHING_METHODS
+from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+from edgesense.recognition.scenes import SMOOTHING_METHODS, SceneSmoother, SceneSmootherOptions
 from edgesense.runtime.interpreter import DELEGATES, NO_DELEGATE
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -197,3 +199,63 @@ def test_valid_configs_round_trip(data):
     for name, value in data.get("commands", {}).items():
         assert getattr(config.commands, name) == value
 
+
+# --------------------------------------------------------------------------- recognizers
+
+LABELS4 = ("_silence_", "_unknown_", "yes", "no")
+#: A week of live monotonic clock (t_ms near 6e8) with a fractional start.
+LIVE_START_MS = 6.048e8 + 0.123456
+
+
+@st.composite
+def score_sequences(draw, max_size: int = 50) -> list[np.ndarray]:
+    """One-hot-ish score vectors, exactly-at-threshold values common."""
+    n = draw(st.integers(1, max_size))
+    out = []
+    for _ in range(n):
+        p = draw(st.sampled_from([0.0, 0.3, 0.5, 0.6, 0.7, 0.9, 1.0]))
+        x = np.full(len(LABELS4), (1.0 - p) / (len(LABELS4) - 1))
+        x[draw(st.integers(0, len(LABELS4) - 1))] = p
+        out.append(x)
+    return out
+
+
+recognizer_options = st.builds(
+    CommandRecognizerOptions, average_window_ms=st.sampled_from([100.0, 300.0, 1000.0]), threshold=st.just(0.6),
+    release_threshold=st.sampled_from([0.0, 0.3, 0.5]), suppression_ms=st.sampled_from([0.0, 300.0, 500.0]),
+    minimum_count=st.integers(1, 4), max_context_unknown=st.sampled_from([0.5, 1.0]),
+    context_window_ms=st.just(600.0), context_offset_ms=st.just(300.0))
+scene_options = st.builds(
+    SceneSmootherOptions, smoothing=st.sampled_from(SMOOTHING_METHODS), window_ms=st.sampled_from([200.0, 1000.0]),
+    min_hold_ms=st.sampled_from([0.0, 400.0, 1000.0]), heartbeat_ms=st.sampled_from([None, 1000.0]))
+
+
+def _commands(recognizer: CommandRecognizer, seq: list[np.ndarray], start_ms: float) -> list[tuple[int, str]]:
+    return [(k, e.label) for k, x in enumerate(seq) if (e := recognizer.process(x, start_ms + k * 100.0))]
+
+
+def _scenes(smoother: SceneSmoother, seq: list[np.ndarray], start_ms: float) -> list[tuple[int, str, str]]:
+    return [(k, e.label, e.reason) for k, x in enumerate(seq) if (e := smoother.update(x, start_ms + k * 200.0))]
+
+
+@SETTINGS
+@given(before=score_sequences(), seq=score_sequences(), options=recognizer_options)
+def test_command_recognizer_reset_forgets_everything_and_live_clocks_change_nothing(before, seq, options):
+    fresh = _commands(CommandRecognizer(LABELS4, options), seq, 0.0)
+    used = CommandRecognizer(LABELS4, options)
+    _commands(used, before, 0.0)
+    used.reset()
+    assert _commands(used, seq, 0.0) == fresh
+    assert _commands(CommandRecognizer(LABELS4, options), seq, LIVE_START_MS) == fresh  # 100-ms hops a week in
+
+
+@SETTINGS
+@given(before=score_sequences(), seq=score_sequences(), options=scene_options)
+def test_scene_smoother_reset_forgets_everything_and_live_clocks_change_nothing(before, seq, options):
+    labels = LABELS4
+    fresh = _scenes(SceneSmoother(labels, options), seq, 0.0)
+    used = SceneSmoother(labels, options)
+    _scenes(used, before, 0.0)
+    used.reset()
+    assert _scenes(used, seq, 0.0) == fresh
+    assert _scenes(SceneSmoother(labels, options), seq, LIVE_START_MS) == fresh

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from edgesense.loop.config import DeviceConfig
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
 from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
@@ -175,6 +176,22 @@ def test_out_of_order_and_malformed_scores_are_value_errors():
     assert recognizer.process(scores("yes"), 0.0) is None  # time restarts after reset
 
 
+def test_a_window_shorter_than_a_hop_is_refused_by_the_config():
+    # A window shorter than the hop holds one result, which never spans the quarter window the
+    # recognizer needs: even minimum_count 1 and a certain word never fire.
+    short = CommandRecognizerOptions(average_window_ms=80, minimum_count=1)
+    assert feed(CommandRecognizer(LABELS, short), steady("yes", 0, 10_000, p=1.0)) == []
+    assert [e.label for e in feed(CommandRecognizer(LABELS, dataclasses.replace(short, average_window_ms=100)),
+                                  steady("yes", 0, 1000, p=1.0))] == ["yes"]
+    commands = {"average_window_ms": 80, "minimum_count": 1}
+    with pytest.raises(ValueError, match=r"^my.yaml: commands.average_window_ms: expected >= "
+                                         r"scheduler.command_hop_ms \(100; .*got 80$"):
+        DeviceConfig.from_dict({"device": {"name": "x"}, "commands": commands}, source="my.yaml")
+    audio_off = {"device": {"name": "x"}, "commands": commands, "audio": {"enabled": False},
+                 "camera": {"enabled": True}}
+    assert DeviceConfig.from_dict(audio_off).commands.average_window_ms == 80  # no commands are recognized
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"threshold": 1.5}, "threshold"), ({"minimum_count": 0}, "minimum_count"),
     ({"suppression_ms": -1}, "suppression_ms"), ({"average_window_ms": "1s"}, "average_window_ms"),
@@ -314,3 +331,33 @@ def test_scene_input_validation():
         SceneSmootherOptions(smoothing="median")
     with pytest.raises(ValueError, match="heartbeat_ms"):
         SceneSmootherOptions(heartbeat_ms=0)
+
+
+def test_time_without_frames_is_not_hold_time():
+    # Home from 0; office leads from 1400 (window mean); the camera stops after 1800, 400 ms into
+    # the 1000-ms hold, and comes back a minute later with one office frame, then home again.
+    before = [(float(t), probs(home=0.9)) for t in range(0, 1200, 200)]
+    before += [(float(t), probs(office=0.9)) for t in range(1200, 2000, 200)]
+    back = 61_800.0
+    after = [(back, probs(office=0.9))] + [(back + t, probs(home=0.9)) for t in range(200, 2000, 200)]
+    events = run_scenes(SceneSmoother(SCENES, WINDOW), before + after)
+    assert [(e.label, e.t_ms) for e in events] == [("home", 1000.0)]  # no change on the first frame back
+    # An office the camera keeps showing after the outage changes once held again for 1000 ms of frames.
+    kept = [(back + t, probs(office=0.9)) for t in range(0, 2000, 200)]
+    events = run_scenes(SceneSmoother(SCENES, WINDOW), before + kept)
+    assert [(e.label, e.t_ms) for e in events] == [("home", 1000.0), ("office", back + 1000.0)]
+    # The first label too: one street frame, a minute without frames, then street.
+    first = [(0.0, probs(street=0.9))] + [(60_000.0 + t, probs(street=0.9)) for t in range(0, 1400, 200)]
+    assert [e.t_ms for e in run_scenes(SceneSmoother(SCENES, WINDOW), first)] == [61_000.0]
+
+
+def test_a_slow_scene_rate_is_not_an_outage():
+    # One frame every 5 s (longer than the window and the hold): the hold is still met from one frame to the next.
+    timeline = [(k * 5000.0, probs(home=0.9) if k < 4 else probs(office=0.9)) for k in range(8)]
+    events = run_scenes(SceneSmoother(SCENES, WINDOW), timeline)
+    # The first interval has no cadence to compare with, so home waits for the third frame.
+    assert [(e.label, e.t_ms) for e in events] == [("home", 10_000.0), ("office", 25_000.0)]
+    # One frame missed (10 s) is not an outage either: office, held since 20 s, changes at 30 s.
+    skipped = [(t, p) for t, p in timeline if t != 25_000.0]
+    events = run_scenes(SceneSmoother(SCENES, WINDOW), skipped)
+    assert [(e.label, e.t_ms) for e in events] == [("home", 10_000.0), ("office", 30_000.0)]
