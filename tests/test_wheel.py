@@ -83,3 +83,18 @@ def test_demo_and_run_work_from_the_installed_wheel(venv, tmp_path):
     events = [json.loads(line) for line in run.stdout.splitlines()]
     assert {e["type"] for e in events} == {"command", "scene"}
     assert "edgesense run: events:" in run.stderr
+
+
+def test_the_wheel_holds_the_package_and_its_data_only_and_the_device_needs_no_tensorflow(wheel):
+    with zipfile.ZipFile(wheel) as whl:
+        infos = whl.infolist()
+        metadata = whl.read(next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    names = {i.filename for i in infos}
+    assert "edgesense/py.typed" in names and "edgesense/deploy/templates/install.sh.in" in names
+    data = {n for n in names if not n.endswith(".py") and not n.startswith("edgesense-0.1.0.dist-info/")}
+    shipped = {f"{folder}/{name}" for folder, files in SHIPPED.items() for name in files}
+    templates = {n for n in data if n.startswith("edgesense/deploy/templates/") and n.endswith(".in")}
+    assert data - shipped - templates == {"edgesense/py.typed"}  # no data sets, caches, runs, references
+    assert max(i.file_size for i in infos) < 1_000_000 and sum(i.file_size for i in infos) < 5_000_000
+    device = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert device and not [line for line in device if any(w in line for w in ("tensorflow", "keras", "torch"))]
