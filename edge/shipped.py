@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["CONFIGS", "MODELS", "SAMPLES", "shipped_path", "shipped_config"]
+__all__ = ["CONFIGS", "MODELS", "SAMPLES", "config_argument", "shipped_path", "shipped_config"]
 
 CONFIGS = "firmware_configs"
 MODELS = "models"
@@ -38,3 +38,19 @@ def shipped_path(folder: str, name: str) -> Path:
 def shipped_config(name: str) -> Path:
     """A shipped device config by name, e.g. ``shipped_config("desktop")`` -> ``.../firmware_configs/desktop.yaml``."""
     return shipped_path(CONFIGS, name if name.endswith(".yaml") else f"{name}.yaml")
+
+
+def config_argument(value: str | None) -> str | None:
+    """A ``--config`` value as the commands read it: the file when one is there; else, when it names a
+    shipped config (``rpi4``, ``rpi4.yaml`` or ``firmware_configs/rpi4.yaml``: the checkout's path, typed in
+    another folder or on a wheel install), that config's installed path; else the value as given (the
+    command then says it is no such file)."""
+    if value is None or Path(value).exists():
+        return value
+    parts = Path(value).parts
+    if len(parts) == 1 or (len(parts) == 2 and parts[0] == CONFIGS):
+        try:
+            return str(shipped_config(parts[-1]))
+        except ValueError:
+            return value
+    return value

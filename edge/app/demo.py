@@ -34,7 +34,7 @@ import cv2
 
 from edgesense.app.overlay import OverlayOptions, OverlayView, draw_overlay
 from edgesense.schema.validate import is_positive, require
-from edgesense.shipped import SAMPLES, shipped_config, shipped_path
+from edgesense.shipped import SAMPLES, config_argument, shipped_config, shipped_path
 from edgesense.sources.base import quiet_opencv
 
 __all__ = ["display_available", "open_preview", "PreviewWindow", "VideoFileWriter", "default_out", "add_arguments",
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
     with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
         out = check_out_path(args.out, replace=args.force) if args.out else None  # before anything is opened
-    config_path = input_file("--config", args.config) or shipped_config(DEFAULT_CONFIG)
+    config_path = input_file("--config", config_argument(args.config)) or shipped_config(DEFAULT_CONFIG)
     model = input_file("--model", args.model)
     with user_names({str(config_path): f"--config {config_path}"} if args.config else {}):
         config = load_config(config_path)

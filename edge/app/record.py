@@ -521,7 +521,7 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.app.run import file_flags
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, open_sources
-    from edgesense.shipped import shipped_config
+    from edgesense.shipped import config_argument, shipped_config
 
     with user_names(FLAG_NAMES):
         options = RecordOptions(label=args.label, seconds=_seconds(args.seconds))
@@ -529,6 +529,7 @@ def run(args: argparse.Namespace) -> int:
     folder = out / options.label
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {out}: expected {folder} to be a folder (or missing), found a file")
+    args.config = config_argument(args.config)
     names = file_flags(args)
     config_path = Path(args.config) if args.config else shipped_config(DEFAULT_CONFIG)
     with user_names(names):

@@ -34,7 +34,7 @@ EXIT_EVENTS_LOST = 1  #: the run ended with events neither written, delivered no
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="YAML",
-                        help="device config, e.g. firmware_configs/rpi4.yaml")
+                        help="device config, e.g. firmware_configs/rpi4.yaml (or a shipped one by name: rpi4)")
     parser.add_argument("--model", metavar="PATH", help="a .tflite from 'edgesense quantize' (default: model.path "
                         "in the config)")
     parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (no live device "
@@ -124,9 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import stop_on_signals, user_names
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, Pipeline
+    from edgesense.shipped import config_argument
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
+    args.config = config_argument(args.config)
     names = file_flags(args)
     with stop_on_signals() as stop:
         with user_names(names):

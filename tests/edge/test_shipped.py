@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.shipped import CONFIGS, MODELS, SAMPLES, shipped_config, shipped_path
+from edgesense.shipped import CONFIGS, MODELS, SAMPLES, config_argument, shipped_config, shipped_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,16 @@ def test_a_missing_file_names_it_and_no_script_that_is_not_shipped():
     with pytest.raises(ValueError, match=r"^folder: expected one of"):
         shipped_path("tests", "x")
     assert shipped_config("desktop").parent.name == CONFIGS
+
+
+def test_a_config_flag_names_a_shipped_config_from_any_folder_and_a_file_there_comes_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: firmware_configs/rpi4.yaml is no file here
+    for value in ("rpi4", "rpi4.yaml", "firmware_configs/rpi4.yaml"):
+        assert config_argument(value) == str(shipped_config("rpi4"))
+    for value in ("nope", "firmware_configs/nope.yaml", "other/rpi4.yaml", None):
+        assert config_argument(value) == value  # the command then says "no such file"
+    (tmp_path / "rpi4.yaml").write_text("device: {name: mine}\n")
+    assert config_argument("rpi4.yaml") == "rpi4.yaml"
 
 
 def test_the_desktop_configs_second_opinion_is_the_shipped_heads_with_the_bundled_models_labels():
