@@ -238,10 +238,17 @@ def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool 
             "num_threads": config.model.num_threads}
 
 
+#: setuptools' staging folder for wheels in the checkout (emptied before each build of EdgeSense's own wheel).
+BUILD_CACHE = Path("build") / "lib"
+
+
 def _build_own_wheel(dest: Path, options: ResolveOptions) -> Path:
     root = project_root()
     if root is None:
         raise RuntimeError("EdgeSense is not running from a source checkout; pass --edgesense-wheel")
+    # setuptools builds through build/lib and keeps what it holds: a module removed from the checkout since an
+    # earlier build would ship to the device. It is a build cache only (the strict editable install is elsewhere).
+    shutil.rmtree(root / BUILD_CACHE, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="edgesense-wheel-") as tmp:
         # With the build backend pyproject.toml asks for already here, build in place (no download);
         # otherwise (e.g. the `make demo` environment, whose setuptools is too old) let pip fetch it.

@@ -301,6 +301,23 @@ def test_bundle_builds_its_own_wheel(tmp_path, inputs):
     assert top_level == {"edgesense"}  # one namespace: nothing generic like train/ lands in site-packages
 
 
+def test_a_module_left_in_an_earlier_build_does_not_ship(tmp_path):
+    """setuptools stages the wheel in the checkout's build/lib and keeps what is there: a module removed from the
+    checkout since an earlier build went into the device's wheel."""
+    import zipfile
+
+    from edgesense.deploy.resolve import project_root
+
+    stale = project_root() / bundle_mod.BUILD_CACHE / "edgesense" / "removed_since.py"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("REMOVED = True\n")
+    try:
+        wheel = bundle_mod._build_own_wheel(tmp_path, resolve_mod.ResolveOptions())
+    finally:
+        stale.unlink(missing_ok=True)
+    assert "edgesense/removed_since.py" not in zipfile.ZipFile(wheel).namelist()
+
+
 def test_install_sh_parses_its_options_and_refuses_the_wrong_machine(tmp_path, inputs, own_wheel):
     model, config = inputs("rpi5")
     out = tmp_path / "b"
