@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -28,7 +29,10 @@ class JsonLinesSink(_ClosableSink):
     appending to the same file. A closed pipe (``edgesense run | head``) turns
     the sink off with one warning instead of stopping the device loop. Any other
     write error (disk full, I/O error) is logged and the event counted in
-    ``lost_events``; later events are tried again.
+    ``lost_events``; later events are tried again. Should the disk fill in the
+    middle of a line, the part written stays as a line of its own: the next event
+    starts on a new line. A FIFO (named pipe) needs its reader running when the
+    sink opens it (``ValueError`` otherwise, instead of waiting for one forever).
     """
 
     def __init__(self, target: str | os.PathLike[str] | TextIO = STDOUT) -> None:
@@ -37,6 +41,7 @@ class JsonLinesSink(_ClosableSink):
         self._fd: int | None = None
         self._stream: TextIO | None = None
         self._broken = False
+        self._torn = False  # a failed write left part of a line in the file: the next write ends it first
         self.lines_written = 0
         self.lost_events = 0  #: events that could not be written (not those after the reader closed a pipe)
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "":
@@ -51,11 +56,15 @@ class JsonLinesSink(_ClosableSink):
                 raise ValueError(f"{path}: is a folder; expected a JSON Lines file or -")
             if path.parent and not path.parent.is_dir():
                 raise ValueError(f"{path}: the folder for the events file does not exist")
-            try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:  # O_NONBLOCK: a FIFO with no reader is ENXIO here, where a plain open would wait forever
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o644)
             except OSError as exc:  # no permission, a read-only file system, ...
+                if exc.errno == errno.ENXIO:
+                    raise ValueError(f"{path}: expected a file, or a FIFO with its reader running; got a FIFO "
+                                     "that no process reads (start the reader first)") from None
                 raise ValueError(f"{path}: cannot open the events file for appending "
                                  f"({exc.strerror or exc})") from None
+            os.set_blocking(self._fd, True)  # a slow FIFO reader slows the loop down; it loses no event
             self.name = str(path)
         elif hasattr(target, "write"):
             self._stream, self.name = target, getattr(target, "name", repr(target))
@@ -70,9 +79,16 @@ class JsonLinesSink(_ClosableSink):
                 return
             try:
                 if self._fd is not None:
-                    data = line.encode("utf-8")
-                    while data:  # os.write on a regular file writes all at once; loop for the odd case
-                        data = data[os.write(self._fd, data):]
+                    data = (b"\n" if self._torn else b"") + line.encode("utf-8")
+                    size = len(data)
+                    try:
+                        while data:  # os.write on a regular file writes all at once; loop for the odd case
+                            data = data[os.write(self._fd, data):]
+                    finally:
+                        if data and len(data) < size:  # the disk filled mid-line: a fragment is in the file
+                            self._torn = True
+                        elif not data:
+                            self._torn = False
                 else:
                     assert self._stream is not None
                     self._stream.write(line)
@@ -104,6 +120,11 @@ class JsonLinesSink(_ClosableSink):
                 return
             self._closed = True
             if self._fd is not None:
+                if self._torn:  # end the fragment a full disk left, if there is room now
+                    try:
+                        os.write(self._fd, b"\n")
+                    except OSError:
+                        pass
                 os.close(self._fd)
                 self._fd = None
             # Streams passed in (stdout included) belong to the caller: flushed, not closed.

@@ -120,15 +120,28 @@ _URL_QUERY = {"qos": int, "client_id": str, "keepalive_s": int, "ca_certs": str,
               "node_id": str}
 
 
+#: ``scheme://user:`` and the password after it, up to the URL's last '@': read on the raw text, so that a
+#: password holding a '/', '?', '#' or '[' that was not percent-encoded (which urlsplit would take for the
+#: start of the path, query, fragment or an IPv6 address) is masked all the same.
+_USER_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\[\]]*:)(.*)@", re.DOTALL)
+_URL_DELIMITERS = "/?#[]"
+
+
 def _redact(url: str) -> str:
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # e.g. an unclosed '[' of an IPv6 address: mask what looks like user:password@
-        return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with its password shown as ``***`` (a topic prefix holding an '@' may be masked too)."""
+    return _USER_PASSWORD.sub(r"\1***@", url, count=1)
+
+
+def _unencoded_in_password(url: str) -> str:
+    """The URL delimiters ('/', '?', '#', '[', ']') a password holds not percent-encoded ('' when none)."""
+    match = _USER_PASSWORD.match(url)
+    if match is None:
+        return ""
+    password = match.group(2)
+    head = re.split(r"[/?#\[\]]", password, maxsplit=1)[0]
+    if head.isdigit():  # host:PORT/prefix@...: a port and a topic prefix with an '@', not a password
+        return ""
+    return "".join(c for c in _URL_DELIMITERS if c in password)
 
 
 def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
@@ -142,6 +155,11 @@ def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
     if not isinstance(url, str):
         raise ValueError(f"mqtt url: expected a string, got {url!r}")
     shown = _redact(url)
+    unencoded = _unencoded_in_password(url)
+    if unencoded:  # urlsplit would read the rest of the password as the port, path or query, and show it
+        raise ValueError(f"mqtt url {shown!r}: expected a password with its URL delimiters percent-encoded "
+                         f"({', '.join(f'{c} as %{ord(c):02X}' for c in unencoded)}), got one holding "
+                         f"{' and '.join(repr(c) for c in unencoded)}")
     if "#" in url:  # urlsplit would take it for a fragment and silently drop what follows
         raise ValueError(f"mqtt url {shown!r}: expected no '#' (an MQTT wildcard; percent-encoded too) in the "
                          f"topic prefix, got one")
@@ -221,10 +239,12 @@ def _import_paho():
 class MqttSink(_ClosableSink):
     """Publishes events to an MQTT broker, with Home Assistant discovery and availability.
 
-    Connecting happens in the constructor: ``RuntimeError`` if the broker cannot
-    be reached or refuses the connection within ``connect_timeout_s``. Later
-    disconnections are retried by paho in the background; availability and
-    discovery are re-published on every (re)connection.
+    Connecting happens in the constructor: ``RuntimeError`` if the broker refuses
+    the connection within ``connect_timeout_s``; a broker that cannot be reached is
+    a warning and is tried again in the background. Later disconnections are retried
+    by paho in the background, and so is a broker that refuses the connection after
+    the start (an error is logged; e.g. a password file being reloaded);
+    availability and discovery are re-published on every (re)connection.
 
     With ``options.spool_dir`` events go through an :class:`edgesense.sinks.spool.EventSpool`
     (``spool_options``: its bounds and fsync policy) and a delivery thread
@@ -246,6 +266,7 @@ class MqttSink(_ClosableSink):
         self._connected = threading.Event()
         self._connack = threading.Event()
         self._refused: str | None = None
+        self._starting = True  #: in the constructor: a refusal is its RuntimeError, later ones are retried
         self._pending: list[Any] = []
         self._lock = threading.Lock()
         self.published = 0
@@ -274,8 +295,7 @@ class MqttSink(_ClosableSink):
             client.username_pw_set(options.username, options.password)
         self._client = client
         where = f"{options.host}:{options.port}"
-        keeping = (f"events wait in the spool {options.spool_dir}" if options.spool_dir is not None
-                   else "events are kept in memory only (no spool)")
+        keeping = self._keeping()
         try:
             client.connect(options.host, options.port, keepalive=options.keepalive_s)
         except ValueError as exc:  # not an address paho can use
@@ -283,11 +303,15 @@ class MqttSink(_ClosableSink):
             raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
         except OSError as exc:  # the broker is away: start anyway, paho keeps trying in the background
             logger.warning("mqtt: broker %s unreachable (%s); %s until it answers", where, exc, keeping)
+            self._starting = False
             client.connect_async(options.host, options.port, keepalive=options.keepalive_s)
             client.loop_start()
             return
         client.loop_start()
-        if self._connack.wait(options.connect_timeout_s) and self._refused is not None:
+        self._connack.wait(options.connect_timeout_s)
+        with self._lock:
+            self._starting = False
+        if self._refused is not None:
             client.loop_stop()
             client.disconnect()
             self._close_spool()
@@ -302,10 +326,21 @@ class MqttSink(_ClosableSink):
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            self._refused = str(reason_code)
-            client.disconnect()  # do not retry with bad credentials
+            with self._lock:
+                starting = self._starting
+                first = self._refused is None
+                self._refused = str(reason_code)
+            if starting:
+                client.disconnect()  # the constructor raises: do not retry with bad credentials
+            elif first:  # after the start paho tries again (1 s, 2 s, ... at most reconnect_max_delay_s)
+                logger.error("mqtt: broker %s:%d refused the connection: %s; %s, trying again (fix the user name, "
+                             "password or ACL on the broker)", self.options.host, self.options.port, reason_code,
+                             self._keeping())
             self._connack.set()
             return
+        if self._refused is not None:
+            logger.info("mqtt: broker %s:%d accepts the connection again", self.options.host, self.options.port)
+            self._refused = None
         self._connected.set()
         self._connack.set()
         opts = self.options
@@ -320,13 +355,17 @@ class MqttSink(_ClosableSink):
         self._connected.clear()
         if self._delivery is not None:
             self._delivery.disconnected()
-        if not self._closed:
+        if not self._closed and self._refused is None:  # a refusal was logged once, not at every try
             logger.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
                            reason_code)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         if self._delivery is not None:  # paho holds its message lock here: only note the id
             self._delivery.acknowledged(mid)
+
+    def _keeping(self) -> str:
+        return (f"events wait in the spool {self.options.spool_dir}" if self.options.spool_dir is not None
+                else "events are kept in memory only (no spool)")
 
     # spool --------------------------------------------------------------------
 

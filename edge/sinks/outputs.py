@@ -75,10 +75,13 @@ class OutputsOptions:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
         if self.mqtt is not None:
             try:  # the URL, and a named spool folder against the URL's qos
-                mqtt_options_from_url(self.mqtt, spool_dir=None if self.mqtt_spool_dir == AUTO_SPOOL
-                                      else self.mqtt_spool_dir)
+                from_url = mqtt_options_from_url(self.mqtt, spool_dir=None if self.mqtt_spool_dir == AUTO_SPOOL
+                                                 else self.mqtt_spool_dir)
             except ValueError as exc:
                 raise ValueError(f"mqtt: {exc}") from None
+            if not _prefix_ok(from_url.topic_prefix):  # e.g. a misspelt {device_id}, published as it is
+                raise ValueError(f"mqtt: the URL's topic prefix: expected {DEVICE_ID_PLACEHOLDER} as the only "
+                                 f"placeholder, got {from_url.topic_prefix!r}")
 
     def mqtt_options(self, *, node_id: str, device_name: str) -> MqttOptions | None:
         """Options for :class:`edgesense.sinks.mqtt.MqttSink`, or None without ``mqtt``.

@@ -30,7 +30,9 @@ would exceed either, the **oldest** events are dropped and counted in
 :attr:`EventSpool.dropped` (kept in the database, so the count survives
 restarts), with a warning. An unreadable database file (corrupted by a failing
 card) is renamed ``spool.sqlite3.corrupt-<unix time>`` and a new, empty one is
-started, with an error logged: the device keeps running.
+started, with an error logged: the device keeps running. A readable SQLite file
+that is not a spool (other tables or columns: another program's) is a ``ValueError``
+and is left as it is.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ _SCHEMA = (
     "payload TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_s REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
+#: The tables of a spool database and their columns (sqlite_sequence: SQLite's, for AUTOINCREMENT).
+_TABLES = {"events": {"seq", "kind", "payload", "size_bytes", "created_s"}, "meta": {"key", "value"},
+           "sqlite_sequence": set()}
+
+
+class _NotASpool(Exception):
+    """A readable SQLite database that is not a spool (someone else's file): left untouched."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +101,8 @@ class SpooledEvent:
 class EventSpool:
     """The spool in folder ``directory`` (created if missing). Thread-safe; close it when done.
 
-    ``ValueError`` when ``directory`` is not usable as a folder; ``RuntimeError``
+    ``ValueError`` when ``directory`` is not usable as a folder or holds another program's
+    ``spool.sqlite3``; ``RuntimeError``
     when another open spool holds it or SQLite cannot open it.
     """
 
@@ -118,6 +128,10 @@ class EventSpool:
         self.path = self.directory / DB_NAME
         try:
             self._db = self._open()
+        except _NotASpool as exc:
+            self._release_lock()
+            raise ValueError(f"spool_dir: expected {self.path} to be an EdgeSense spool, got a SQLite database "
+                             f"with {exc}; move that file away or name another folder") from None
         except sqlite3.OperationalError as exc:  # locked, unreadable folder, ...: not the file's fault
             self._release_lock()
             raise RuntimeError(f"spool: cannot open {self.path}: {exc}") from exc
@@ -139,6 +153,7 @@ class EventSpool:
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
+            self._check_tables(db)  # before anything is written to it
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.options.sync.upper()}")
             for statement in _SCHEMA:
@@ -146,10 +161,23 @@ class EventSpool:
             db.execute("SELECT COUNT(*) FROM events").fetchone()
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
-        except sqlite3.Error:
+        except (sqlite3.Error, _NotASpool):
             db.close()
             raise
         return db
+
+    @staticmethod
+    def _check_tables(db: sqlite3.Connection) -> None:
+        """``_NotASpool`` when the database holds tables, or columns, that a spool does not."""
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        foreign = [name for name in tables if name not in _TABLES]
+        if foreign:
+            raise _NotASpool(f"the table(s) {', '.join(foreign)}")
+        for name in tables:
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({name})")}
+            if not _TABLES[name] <= columns:
+                missing = ", ".join(sorted(_TABLES[name] - columns))
+                raise _NotASpool(f"a table {name} that has no column {missing}")
 
     def _quarantine(self, exc: Exception) -> None:
         target = self.path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")

@@ -132,6 +132,70 @@ def test_json_lines_write_errors_count_lost_events_and_a_closed_pipe_does_not():
             stream.close()
 
 
+def test_json_lines_a_disk_that_fills_mid_line_spoils_no_later_event(tmp_path):
+    """RLIMIT_FSIZE is a disk that fills at a byte of our choosing: the write stops in the middle of a line."""
+    path = tmp_path / "events.jsonl"
+    script = f"""
+import json, os, resource, signal
+from edgesense.sinks.jsonl import JsonLinesSink
+from edgesense.types import CommandEvent
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+event = lambda i: CommandEvent(label="yes", score=0.9, t_ms=float(i), wall_time=1.7e9 + i)
+line = len(json.dumps(event(0).to_dict())) + 1
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(line * 2.5), resource.RLIM_INFINITY))
+sink = JsonLinesSink({str(path)!r})
+for i in range(3):
+    sink.emit(event(i))
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space freed
+sink.emit(event(3))
+sink.emit(event(4))
+size = os.path.getsize({str(path)!r})
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + line // 2, resource.RLIM_INFINITY))
+sink.emit(event(5))  # the last event of the run tears too
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+sink.close()
+print(sink.lost_events, sink.lines_written)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["2", "4"]
+    lines = path.read_text().splitlines()
+    parsed = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            parsed.append(json.loads(line)["t_ms"])
+    assert parsed == [0.0, 1.0, 3.0, 4.0]  # events 2 and 5 are lost (fragments on lines of their own)
+    assert len(lines) == 6 and path.read_text().endswith("\n")  # close() ended the last fragment
+
+
+def test_json_lines_to_a_fifo_needs_its_reader_and_never_waits_for_one(tmp_path):
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-c", f"from edgesense.sinks.jsonl import JsonLinesSink\n"
+                           f"JsonLinesSink({str(fifo)!r})"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and f"ValueError: {fifo}: expected a file, or a FIFO with its reader running; " \
+                                   f"got a FIFO that no process reads (start the reader first)" in done.stderr
+    received = tmp_path / "received.jsonl"
+    with received.open("w") as out:
+        reader = subprocess.Popen(["cat", str(fifo)], stdout=out)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:  # until cat has opened its end
+            try:
+                sink = JsonLinesSink(fifo)
+                break
+            except ValueError:
+                assert time.monotonic() < deadline, "cat never opened the FIFO"
+                time.sleep(0.02)
+        with sink:
+            for i in range(600):  # 300 KB, more than a pipe buffer holds: writes wait for cat, never fail
+                sink.emit(command("x" * 500, t_ms=float(i)))
+        reader.wait(WAIT_S)  # cat ends when the sink closes the FIFO
+    finally:
+        reader.kill()
+    assert [json.loads(line)["t_ms"] for line in received.read_text().splitlines()] == [float(i) for i in range(600)]
+    assert sink.lost_events == 0
+
+
 @pytest.mark.parametrize("target, match", [("", "events path '': expected a JSON Lines file or -"),
                                            (None, "is a folder; expected a JSON Lines file or -")])
 def test_json_lines_refuses_a_folder_and_an_empty_path(tmp_path, target, match):
@@ -202,6 +266,20 @@ def test_mqtt_url_errors_mask_the_password():
     with pytest.raises(ValueError, match="Invalid IPv6") as info:
         mqtt_options_from_url("mqtt://bob:hunter2@[::1")
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.parametrize("password, encoded", [("s3cr#t99", "%23"), ("s3cr?t99", "%3F"), ("s3/cr3t99", "%2F"),
+                                               ("s3cr[t99", "%5B")])
+def test_a_password_with_a_url_delimiter_is_never_shown_and_the_error_says_to_encode_it(password, encoded):
+    url = f"mqtt://edge:{password}@broker.lan/home"
+    with pytest.raises(ValueError, match=f"'mqtt://edge:\\*\\*\\*@broker.lan/home': expected a password .*"
+                                         f"{encoded}") as info:
+        mqtt_options_from_url(url)
+    assert "cr" not in str(info.value) and "t99" not in str(info.value)
+    # percent-encoded it works; an '@' in a topic prefix after a port is not taken for a password
+    assert mqtt_options_from_url(url.replace(password, password.replace(
+        {"%23": "#", "%3F": "?", "%2F": "/", "%5B": "["}[encoded], encoded))).password == password
+    assert mqtt_options_from_url("mqtt://host:1883/home/a@b").topic_prefix == "home/a@b"
 
 
 @pytest.mark.parametrize("param", ["certfile", "ca_certs"])
@@ -413,6 +491,45 @@ def test_mqtt_username_password(start_broker, tmp_path):
     sink.close()
 
 
+def test_a_broker_that_refuses_after_the_start_is_an_error_and_is_tried_again_until_it_accepts(tmp_path, caplog):
+    """The device starts while the broker is away; the broker comes back refusing its password (a password
+    file not set up yet), then accepts it: one error that says so, no false "reconnecting", events delivered."""
+    if shutil.which("mosquitto_passwd") is None or not os.path.exists(MOSQUITTO):
+        pytest.skip("mosquitto and mosquitto_passwd are needed")
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", "other"], check=True)
+    port = free_port()
+    options = mqtt_options_from_url(f"mqtt://edge:s3cret@127.0.0.1:{port}", spool_dir=str(tmp_path / "spool"),
+                                    ha_discovery=False, reconnect_max_delay_s=1)
+    with caplog.at_level("INFO", logger="edgesense.sinks.mqtt"):
+        sink = MqttSink(options)
+        sink.emit(command("w0"))
+        broker = Broker(tmp_path / "broker", ("allow_anonymous false", f"password_file {passwords}"), port=port)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while "refused the connection" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(2.5)  # paho tries again meanwhile
+            refusals = [r for r in caplog.records if "refused the connection" in r.getMessage()]
+            assert len(refusals) == 1 and refusals[0].levelname == "ERROR", caplog.text
+            assert "Not authori" in refusals[0].getMessage() and "trying again" in refusals[0].getMessage()
+            assert "s3cret" not in caplog.text and "reconnecting" not in caplog.text
+            broker.stop()
+            subprocess.run(["mosquitto_passwd", "-b", str(passwords), "edge", "s3cret"], check=True)
+            broker.start()  # the password is right now
+            deadline = time.monotonic() + WAIT_S
+            while not sink.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sink.connected and "accepts the connection again" in caplog.text
+            sink.emit(command("w1"))
+            sink.flush()
+            assert len(sink.spool) == 0 and sink.delivery.delivered == 2  # w0 (spooled while refused) and w1
+            sink.close()
+            assert sink.lost_events == 0
+        finally:
+            broker.stop()
+
+
 def test_mqtts_with_a_private_ca(start_broker, tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -459,3 +576,15 @@ def test_two_devices_with_the_same_config_keep_their_own_topics_and_entities(bro
     for sink in sinks:
         sink.close()
     live.close()
+
+
+def test_a_misspelt_device_id_placeholder_in_the_url_is_refused_as_in_topic_prefix():
+    from edgesense.sinks.outputs import OutputsOptions
+
+    with pytest.raises(ValueError, match=r"^mqtt: the URL's topic prefix: expected \{device_id\} as the only "
+                                         r"placeholder, got 'home/\{devce_id\}'$"):
+        OutputsOptions(mqtt="mqtt://broker.lan/home/{devce_id}")
+    with pytest.raises(ValueError, match="topic_prefix"):
+        OutputsOptions(topic_prefix="home/{devce_id}")  # the same mistake in topic_prefix, as before
+    url = OutputsOptions(mqtt="mqtt://broker.lan/home/{device_id}")
+    assert url.mqtt_options(node_id="pi", device_name="Pi").topic_prefix == "home/pi"

@@ -100,6 +100,29 @@ def test_corrupt_spool_is_set_aside_not_fatal(tmp_path, caplog):
     assert "unreadable" in caplog.text
 
 
+@pytest.mark.parametrize("tables, found", [
+    (("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)",),
+     "a table events that has no column created_s, kind, payload, seq, size_bytes"),
+    (("CREATE TABLE photos (path TEXT)", "CREATE TABLE meta (key TEXT, value INTEGER)"), "the table(s) photos"),
+])
+def test_someone_elses_sqlite_file_in_the_spool_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path, tables,
+                                                                                               found):
+    path = tmp_path / "spool.sqlite3"
+    with sqlite3.connect(path) as db:
+        for statement in tables:
+            db.execute(statement)
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError) as info:
+        EventSpool(tmp_path)
+    assert str(info.value) == (f"spool_dir: expected {path} to be an EdgeSense spool, got a SQLite database with "
+                               f"{found}; move that file away or name another folder")
+    assert path.read_bytes() == before and not list(tmp_path.glob("*corrupt*"))  # not changed, not moved
+    path.unlink()
+    with EventSpool(tmp_path) as spool:  # the folder was released: usable once the file is gone
+        spool.append("command", "{}")
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"max_events": 0}, "max_events"), ({"max_bytes": -1}, "max_bytes"), ({"sync": "sometimes"}, "sync"),
     ({"max_events": True}, "max_events"),
