@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -44,3 +46,16 @@ def only_line(proc: subprocess.CompletedProcess) -> str:
 
 def folder_files(path: Path) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir())
+
+
+def interrupted_once_a_wav_is_under(argv: list[str], out: Path, *, timeout_s: float = 120.0) -> tuple[int, str]:
+    """Run ``edgesense ARGV`` as a terminal does and press Ctrl-C (SIGINT to its process group) once
+    a WAV is under ``out``; its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not any(out.rglob("*.wav")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, err

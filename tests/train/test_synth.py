@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import edgesense, only_line
+from cli_run import edgesense, interrupted_once_a_wav_is_under, only_line
 
 from edgesense.app.cli import main as cli_main
 from edgesense.frontend.wav import probe_wav, read_wav
@@ -145,31 +145,12 @@ def test_force_adds_clips_beside_earlier_ones_and_never_over_one(tmp_path: Path)
     assert index.counts() == {"_silence_": 0, "_unknown_": 6, "yes": 12}
 
 
-def interrupted(argv: list[str], out: Path, *, timeout_s: float = 120.0) -> tuple[int, str]:
-    """Run ``edgesense ARGV`` as a terminal does and press Ctrl-C (SIGINT to its process group) once
-    a WAV is under ``out``; its exit code and stderr."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while not any(out.rglob("*.wav")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=timeout_s)
-    return proc.returncode, err
-
-
 @needs_espeak
 def test_ctrl_c_stops_at_once_and_leaves_whole_clips(tmp_path: Path) -> None:
     out = tmp_path / "synth"
     planned = 2 * 600
-    code, err = interrupted(["synth-commands", "--out", str(out), "--words", "yes,no", "--per-word", "600",
-                                "--voices", "en-us", "--workers", "1"], out)
+    code, err = interrupted_once_a_wav_is_under(["synth-commands", "--out", str(out), "--words", "yes,no",
+                                                 "--per-word", "600", "--voices", "en-us", "--workers", "1"], out)
     assert code == 130, err
     written = sorted(out.rglob("*.wav"))
     assert 0 < len(written) < planned / 2, len(written)  # no clip started after Ctrl-C

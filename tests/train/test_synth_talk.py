@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import edgesense, only_line
+from cli_run import edgesense, interrupted_once_a_wav_is_under, only_line
 
 from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.train.config import SEED_EXPECTED, SEED_LIMIT
@@ -108,30 +108,11 @@ def test_force_adds_sentences_beside_earlier_ones_and_their_transcripts(tmp_path
     assert len(listed) == 6
 
 
-def interrupted(argv: list[str], out: Path, *, timeout_s: float = 120.0) -> tuple[int, str]:
-    """Run ``edgesense ARGV`` as a terminal does and press Ctrl-C (SIGINT to its process group) once
-    a WAV is under ``out``; its exit code and stderr."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while not any(out.rglob("*.wav")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=timeout_s)
-    return proc.returncode, err
-
-
 @needs_espeak
 def test_ctrl_c_stops_at_once_and_lists_the_sentences_written(tmp_path: Path) -> None:
     out = tmp_path / "talk"
-    code, err = interrupted(["synth-talk", "--out", str(out), "--sentences", "600", "--voices", "en-us",
-                                "--workers", "1"], out)
+    code, err = interrupted_once_a_wav_is_under(["synth-talk", "--out", str(out), "--sentences", "600",
+                                                 "--voices", "en-us", "--workers", "1"], out)
     assert code == 130, err
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
     assert 0 < len(written) < 300, len(written)  # no sentence started after Ctrl-C
