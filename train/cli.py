@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder (default: runs/NAME); an existing run is never replaced without --force")
     parser.add_argument("--force", action="store_true",
-                        help="replace the run already in --out (it is emptied once the data has loaded)")
+                        help="replace the run already in --out (it is kept until the new run is complete)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default=None,
                         help="tf.distribute strategy: mirrored for several GPUs, multi_worker for a cluster "
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before TensorFlow starts (and logs) and before
     # the data loads: the config, --out, --init-from.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edgesense.app.cli import input_file, user_names
+    from edgesense.app.cli import EXIT_INTERRUPTED, input_file, stop_on_signals, user_names
     from edgesense.train.config import load_train_config
-    from edgesense.train.runfolder import check_init_from, check_out_dir
+    from edgesense.train.runfolder import check_init_from, check_out_dir, start_staging
 
     if args.logical_cpus is not None and args.logical_cpus < 1:
         raise ValueError(f"--logical-cpus: expected an integer >= 1, got {args.logical_cpus}")
@@ -80,12 +80,17 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(out_dir, args.force)
     if args.init_from is not None:
         check_init_from(args.init_from, out_dir)
+    start_staging(out_dir).rmdir()  # a read-only folder, or a file in the way, is said now
     _configure_devices(args.logical_cpus)
 
-    from edgesense.train.trainer import train
+    from edgesense.train.trainer import StopSwitch, train
 
     logging.getLogger("train").setLevel(logging.INFO)
-    metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from,
-                    replace=args.force)
+    # Ctrl-C / SIGTERM once an epoch is checkpointed: the run is written from the best one so far.
+    with stop_on_signals() as request:
+        switch = StopSwitch()
+        request.attach(switch)
+        metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from,
+                        replace=args.force, stop=switch)
     print(json.dumps({"run": str(out_dir), **metrics}, indent=2))
-    return 0
+    return EXIT_INTERRUPTED if switch.requested else 0

@@ -1,4 +1,9 @@
-"""The run folder ``edgesense train`` writes: never over an earlier run unasked, never left empty.
+"""The run folder ``edgesense train`` writes: never over an earlier run unasked, never left half-written.
+
+A run is written into a hidden staging folder beside ``--out`` (:func:`start_staging`) and moved
+there only once it is complete (:func:`commit_run`): a run that fails or is interrupted leaves
+nothing in ``--out`` (an earlier run that ``--force`` would replace is kept), and two runs into one
+``--out`` never mix their files.
 
 No TensorFlow here: ``edgesense train`` checks ``--out`` and ``--init-from`` with these before
 TensorFlow starts (and before the data loads).
@@ -6,12 +11,13 @@ TensorFlow starts (and before the data loads).
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 from pathlib import Path
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir", "clear_run_dir",
-           "remove_if_empty"]
+           "commit_run", "remove_if_empty", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -89,3 +95,55 @@ def remove_if_empty(out_dir: Path) -> None:
         out_dir.rmdir()  # only succeeds on an empty folder
     except OSError:
         pass
+
+
+def _staging_dir(out_dir: Path, what: str) -> Path:
+    """A hidden sibling of ``out_dir`` (of the folder it links to) that this process owns."""
+    target = Path(os.path.realpath(out_dir))
+    return target.parent / f".{target.name}.{what}-{os.getpid()}"
+
+
+def start_staging(out_dir: Path, flag: str = "--out") -> Path:
+    """Make the hidden folder beside ``out_dir`` that a run is written into until :func:`commit_run`;
+    ValueError naming ``flag`` when nothing can be written there (a read-only folder, a file in the way)."""
+    staging = _staging_dir(out_dir, "training")
+    try:
+        if staging.exists():  # left by a killed process of the same id
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {out_dir}: cannot write a run there ({exc.strerror or exc})") from None
+    return staging
+
+
+def _kept_aside(out_dir: Path) -> Path:
+    """A free visible name beside ``out_dir`` for a complete run that could not go there."""
+    target = Path(os.path.realpath(out_dir))
+    for number in range(2, 1000):
+        candidate = target.with_name(f"{target.name}-{number}")
+        if not candidate.exists():
+            return candidate
+    return target.with_name(f"{target.name}-{os.getpid()}")
+
+
+def commit_run(staging: Path, out_dir: Path, replace: bool, flag: str = "--out", force_flag: str = "--force") -> None:
+    """Move the complete run in ``staging`` to ``out_dir``, over an earlier run only with ``replace``.
+    When ``out_dir`` changed while the run trained (another run was written there) so that it may not
+    be replaced, the run is kept beside it under a free name, and a ValueError says where."""
+    target = Path(os.path.realpath(out_dir))
+    try:
+        check_out_dir(out_dir, replace, flag, force_flag)
+        if replace and target.is_dir() and any(target.iterdir()):
+            old = _staging_dir(out_dir, "replaced")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)  # fails, replacing nothing, when another run has filled the folder meanwhile
+        return
+    except (ValueError, OSError):
+        pass
+    kept = _kept_aside(out_dir)
+    staging.rename(kept)
+    raise ValueError(f"{flag} {out_dir}: files were written there while this run trained, which it does not replace "
+                     f"unasked; the run was kept in {kept}")

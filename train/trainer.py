@@ -4,8 +4,10 @@ the run folder (docs/CONTRACTS.md)."""
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
+import shutil
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -38,7 +40,7 @@ from edgesense.train.model import (
     describe,
 )
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings, wav_recordings
-from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir, remove_if_empty
+from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, commit_run, start_staging
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.train.teachers.models import ModelEnsembleTeacher
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
@@ -52,6 +54,8 @@ COSINE_DECAY_FLOOR = 0.02
 _PROBABILITY_FLOOR = 1e-6
 #: The embedding hint's targets are divided by at least this standard deviation per value.
 _HINT_SCALE_FLOOR = 1e-3
+#: A write that fails for one of these reasons (a full disk, a file size limit, a read-only disk) is said of the run.
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
 #: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors,
 #: whether the highest (``max``) or the lowest (``min``) is best, and the held-out data it needs
 #: (``clips``, ``photos``; None: either). ``last`` monitors nothing: the last epoch is kept.
@@ -711,7 +715,8 @@ class HeadValidation(keras.callbacks.Callback):
 def _OnModel(callback_class: type) -> type:
     """``callback_class`` acting on the model given as ``on=`` whatever model ``fit()`` hands it:
     a run fits the present-rows view (:func:`build_present_rows_view`), which shares the model's
-    weights, while validation, checkpoints and early stopping must see the model itself."""
+    weights, while validation, checkpoints and early stopping must see the model itself (and the
+    stop that early stopping asks of it is passed on to the fitted view, whose ``fit()`` it ends)."""
 
     class OnModel(callback_class):
         def __init__(self, *args, on: keras.Model, **kwargs):
@@ -719,7 +724,13 @@ def _OnModel(callback_class: type) -> type:
             self._on = on
 
         def set_model(self, model):
+            self._fitted = model
             super().set_model(self._on)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if getattr(self._on, "stop_training", False):  # early stopping: fit() loops on the view
+                self._fitted.stop_training = True
 
     OnModel.__name__ = OnModel.__qualname__ = f"{callback_class.__name__}OnModel"
     return OnModel
@@ -960,6 +971,16 @@ def _kept_epoch(metric: str, history: Mapping[str, Sequence[float]]) -> int | No
     return int((np.argmax if mode == "max" else np.argmin)(history[monitor])) + 1
 
 
+def _stop_reason(options: TrainOptions, epochs_run: int, stop: StopSwitch) -> str | None:
+    """Why a run ran fewer epochs than ``options.epochs`` (None when it ran them all)."""
+    if stop.requested:
+        return f"interrupted in epoch {epochs_run} of {options.epochs}"
+    if epochs_run >= options.epochs or options.checkpoint_metric not in CHECKPOINT_MONITORS:
+        return None
+    monitor = CHECKPOINT_MONITORS[options.checkpoint_metric][0]
+    return f"no better {monitor} for {options.patience} epoch{'s' if options.patience != 1 else ''}"
+
+
 def _optimizer(options: TrainOptions, schedule):
     """AdamW at ``schedule``, keeping the weights' moving average when ``options.ema_momentum`` is set."""
     averaged = options.ema_momentum is not None
@@ -967,14 +988,63 @@ def _optimizer(options: TrainOptions, schedule):
                                   **({"ema_momentum": options.ema_momentum} if averaged else {}))
 
 
+class StopSwitch:
+    """What Ctrl-C (SIGINT) and SIGTERM do to a run (``edgesense train`` attaches it to both with
+    :func:`edgesense.app.cli.stop_on_signals`; :meth:`stop` is called from the signal handler). Once
+    an epoch has been checkpointed, the first one ends training after the current step, and the run
+    is written whole from the best checkpoint so far (``metrics.stopped_early`` says so). Before
+    that (the data loading, the first epoch), during the final evaluation and writing, and a second
+    time, it interrupts at once (KeyboardInterrupt): the run then leaves nothing in ``out_dir``."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.graceful = False
+        #: Asked to interrupt at once: raised again at every check, should a handler have swallowed it.
+        self.aborted = False
+
+    def stop(self) -> None:
+        if self.requested or not self.graceful:
+            self.aborted = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """KeyboardInterrupt when asked to interrupt at once."""
+        if self.aborted:
+            raise KeyboardInterrupt
+
+
+class _StopOnSwitch(keras.callbacks.Callback):
+    """Ends ``fit()`` after the step in which :class:`StopSwitch` was asked to stop; arms the switch
+    once ``checkpoint`` exists (the last callback of an epoch, after the checkpoint's)."""
+
+    def __init__(self, switch: StopSwitch, checkpoint: Path):
+        super().__init__()
+        self.switch, self.checkpoint = switch, checkpoint
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.switch.check()
+        if self.switch.requested:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.switch.check()
+        if self.switch.requested:
+            self.model.stop_training = True
+        self.switch.graceful = self.checkpoint.is_file()
+
+    def on_train_end(self, logs=None):
+        self.switch.graceful = False
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_from: str | Path | None = None,
-          replace: bool = False) -> dict:
+          replace: bool = False, stop: StopSwitch | None = None) -> dict:
     """Train per ``config`` and write the run folder; returns the metrics. ``init_from`` (a run
     folder of the same architecture) starts from that run's weights: a fine-tune with a fresh
-    schedule. An ``out_dir`` holding files is refused unless ``replace`` (and it is a run folder);
-    it is emptied only once everything has been checked (the data loaded, the model built, the
-    ``init_from`` weights loaded into it), just before the first epoch. A failed run leaves no
-    empty folder."""
+    schedule. An ``out_dir`` holding files is refused unless ``replace`` (and it is a run folder).
+    The run is written into a hidden folder beside ``out_dir`` and moved there once it is complete
+    (:func:`edgesense.train.runfolder.commit_run`): a failed or interrupted run leaves nothing, and
+    an earlier run that ``replace`` gives up is kept until then. ``stop``: see :class:`StopSwitch`."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, replace, flag="out_dir", force_flag="replace=True")
     if init_from is not None:
@@ -992,28 +1062,36 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
 
         weights_file(config.vision_teacher.backbone)
     keras.utils.set_random_seed(config.seed)
-    started = time.perf_counter()
-    ds = load_dataset(config)
-    if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
-        raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
-    load_s = time.perf_counter() - started
+    staging = start_staging(out_dir, flag="out_dir")
     try:
-        return _fit_and_write(config, out_dir, ds, load_s, verbose=verbose, init_from=init_from)
+        started = time.perf_counter()
+        ds = load_dataset(config)
+        if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
+            raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
+        load_s = time.perf_counter() - started
+        stop = stop or StopSwitch()
+        stop.check()
+        metrics = _fit_and_write(config, staging, ds, load_s, verbose=verbose, init_from=init_from, stop=stop)
+        stop.check()
+        commit_run(staging, out_dir, replace, flag="out_dir", force_flag="replace=True")
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno not in _FULL_OR_READ_ONLY:
+            raise
+        raise OSError(exc.errno, f"{out_dir}: could not write the run ({exc.strerror or exc}); it left nothing "
+                                 "there") from exc
     except BaseException:
-        remove_if_empty(out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _start_run_folder(out_dir: Path) -> None:
-    """Empty (or make) ``out_dir`` for the run: only once every input has been checked, so an earlier
-    run that ``replace=True`` gives up is kept when the new one cannot start."""
-    if out_dir.is_dir():
-        clear_run_dir(out_dir)  # empty, or an earlier run that replace=True gives up
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if metrics["stopped_early"]:
+        (log.warning if stop.requested else log.info)(
+            "training stopped early (%s): %s keeps epoch %s of the %d it ran", metrics["stopped_early"], out_dir,
+            metrics["best_epoch"], metrics["epochs_run"])
+    return metrics
 
 
 def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: float, *, verbose: int,
-                   init_from: str | Path | None) -> dict:
+                   init_from: str | Path | None, stop: StopSwitch) -> dict:
     prepare_started = time.perf_counter()
     cache = ArrayCache(config.data.cache_dir)
     teacher = AudioTeacher(config, cache) if config.audio_teacher.enabled and ds.audio_train.labels.size else None
@@ -1109,11 +1187,12 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         validation,
         *_checkpointing(config.train, ds, out_dir / MODEL_FILE, model),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
+        _StopOnSwitch(stop, out_dir / MODEL_FILE),
     ]
-    _start_run_folder(out_dir)
     fit_started = time.perf_counter()
     history = view.fit(batches, epochs=config.train.epochs, callbacks=callbacks, verbose=verbose)
     train_s = time.perf_counter() - fit_started
+    epochs_run = len(history.history.get("loss", []))
 
     # The best checkpoint, saved again without any training configuration (with --strategy the model
     # itself was compiled with the distillation loss): other tools load it without the trainer.
@@ -1134,13 +1213,14 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
         "scene_accuracy": final.get("val_scene_accuracy"),
         "test_command_accuracy": tested.get("val_command_accuracy"),
         "test_scene_accuracy": tested.get("val_scene_accuracy"),
-        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_run": epochs_run,
         "best_epoch": _kept_epoch(config.train.checkpoint_metric, history.history),
+        "stopped_early": _stop_reason(config.train, epochs_run, stop),
         "init_from": str(init_from) if init_from is not None else None,
         "load_seconds": round(load_s, 1),
         "prepare_seconds": round(prepare_s, 1),
         "train_seconds": round(train_s, 1),
-        "seconds_per_epoch": round(train_s / max(1, len(history.history.get("loss", []))), 1),
+        "seconds_per_epoch": round(train_s / max(1, epochs_run), 1),
         "example_bank_rows": len(bank) if bank is not None else 0,
         **teacher_metrics,
         "test_teacher_command_accuracy": (

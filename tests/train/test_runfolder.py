@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from edgesense.train.runfolder import KERAS_WEIGHTS_ENTRY, MODEL_FILE, check_init_from
+from edgesense.train.runfolder import KERAS_WEIGHTS_ENTRY, MODEL_FILE, check_init_from, commit_run, start_staging
 
 
 def _run(path, model: bytes | None = None, entries: tuple[str, ...] = ()):
@@ -38,3 +38,40 @@ def test_init_from_a_zip_without_weights_is_refused_and_the_flag_is_named_as_giv
 def test_init_from_a_saved_model_passes(tmp_path):
     run = _run(tmp_path / "run", entries=("config.json", "metadata.json", KERAS_WEIGHTS_ENTRY))
     assert check_init_from(run, tmp_path / "out") == run
+
+
+def _staged(out):
+    staging = start_staging(out)
+    (staging / MODEL_FILE).write_bytes(b"new")
+    (staging / "run.json").write_text("{}")
+    return staging
+
+
+def test_a_run_goes_to_out_only_whole_and_over_an_earlier_run_only_with_replace(tmp_path):
+    out = tmp_path / "run"
+    staging = _staged(out)
+    assert not out.exists() and staging.parent == tmp_path and staging.name.startswith(".")
+    commit_run(staging, out, replace=False)
+    assert (out / MODEL_FILE).read_bytes() == b"new" and not staging.exists()
+    commit_run(_staged(out), out, replace=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_run_written_meanwhile_into_out_is_not_replaced_unasked(tmp_path):
+    # Two trainings into one --out: the later one to finish keeps its run beside the first's.
+    out = tmp_path / "run"
+    staging = _staged(out)
+    out.mkdir()
+    (out / MODEL_FILE).write_bytes(b"the other run")
+    with pytest.raises(ValueError) as caught:
+        commit_run(staging, out, replace=False)
+    assert str(caught.value) == (f"--out {out}: files were written there while this run trained, which it does not "
+                                 f"replace unasked; the run was kept in {tmp_path / 'run-2'}")
+    assert (out / MODEL_FILE).read_bytes() == b"the other run"
+    assert (tmp_path / "run-2" / MODEL_FILE).read_bytes() == b"new" and not staging.exists()
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"^--out .*file/run: cannot write a run there \(Not a directory\)$"):
+        start_staging(tmp_path / "file" / "run")

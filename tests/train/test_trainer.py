@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from cli_run import ERROR_PREFIX, edgesense, only_line  # noqa: E402
+from cli_run import ERROR_PREFIX, edgesense, folder_files, only_line  # noqa: E402
 from datagen import (  # noqa: E402
     SCENE_COLOURS_BGR,
     make_av_folder,
@@ -365,6 +365,92 @@ def test_a_failed_run_leaves_no_folder_and_force_keeps_the_old_run_until_the_dat
     (old / "model.keras").write_bytes(b"keep")
     proc = edgesense("train", "--config", path, "--out", old, "--force")
     assert proc.returncode == 2 and (old / "model.keras").read_bytes() == b"keep"
+
+
+RUN_FILES = ["calibration.npz", "curves.png", "history.csv", "metrics.json", "model.keras", "model_summary.txt",
+             "run.json", "validation.npz"]
+
+
+def _signal_train(config, out, signum, after: str, *extra):
+    """``edgesense train`` sent ``signum`` once a line of its output holds ``after``: (exit code, output)."""
+    import os
+    import time
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", "train", "--config", str(config), "--out",
+                             str(out), *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    lines, sent = [], False
+    for line in proc.stdout:
+        lines.append(line)
+        if not sent and after in line:
+            time.sleep(0.5)
+            proc.send_signal(signum)
+            sent = True
+    assert sent, "".join(lines)
+    return proc.wait(timeout=300), "".join(lines)
+
+
+def _hidden(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_later_epoch_leaves_a_whole_run_of_the_best_epoch_so_far_that_says_so(tmp_path, tiny_data):
+    import signal
+
+    from edgesense.quantize.convert import load_run
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=10, steps_per_epoch=40)
+    code, output = _signal_train(path, tmp_path / "run", signal.SIGINT, "Epoch 3/")
+    assert code == 130, output
+    assert folder_files(tmp_path / "run") == RUN_FILES and not _hidden(tmp_path)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    history = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)
+    assert metrics["epochs_run"] == len(history) == 3 and metrics["stopped_early"] == "interrupted in epoch 3 of 10"
+    assert metrics["best_epoch"] == int(np.argmax(history["val_score"])) + 1
+    assert f"training stopped early (interrupted in epoch 3 of 10): {tmp_path / 'run'} keeps epoch" in output
+    run = load_run(tmp_path / "run")  # what quantize reads: the model and run.json agree
+    assert run.command_labels == ("_silence_", "_unknown_", "yes", "no", "up", "down")
+
+
+@pytest.mark.slow
+def test_a_stop_before_the_first_epoch_ends_leaves_nothing_and_keeps_the_run_force_would_replace(tmp_path, tiny_data):
+    import signal
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=10, steps_per_epoch=40)
+    code, output = _signal_train(path, tmp_path / "new", signal.SIGTERM, "Epoch 1/")
+    assert code == 130 and not (tmp_path / "new").exists() and not _hidden(tmp_path), output
+    old = _fake_run(tmp_path / "old", b"47 minutes of training")
+    code, output = _signal_train(path, old, signal.SIGINT, "Epoch 1/", "--force")
+    assert code == 130 and (old / "model.keras").read_bytes() == b"47 minutes of training", output
+    assert folder_files(old) == ["model.keras", "run.json"] and not _hidden(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_data):
+    import resource
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
+    limit = 300_000  # the checkpoint fits, calibration.npz does not
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    old = _fake_run(tmp_path / "old", b"47 minutes of training")
+    for out, force in ((tmp_path / "new", ()), (old, ("--force",))):
+        proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "train", "--config", str(path), "--out",
+                               str(out), *force], capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last == (f"{ERROR_PREFIX} [Errno 27] {out}: could not write the run (File too large); it left "
+                        "nothing there")
+        assert "Traceback" not in proc.stderr and not _hidden(tmp_path)
+    assert not (tmp_path / "new").exists()
+    assert folder_files(old) == ["model.keras", "run.json"]
 
 
 @pytest.mark.slow
@@ -1119,6 +1205,20 @@ def test_the_last_epoch_is_kept_when_no_figure_chooses(tmp_path, tiny_data):
                            validation["scene_label"])
     check.set_model(keras.models.load_model(tmp_path / "run" / "model.keras", compile=False))
     assert check.evaluate()["val_command_loss"] == pytest.approx(history["val_command_loss"][-1], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_the_run_patience_epochs_after_its_best(tmp_path, tiny_data):
+    # The run fits the present-rows view while early stopping watches the model: its stop must reach fit().
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=8, steps_per_epoch=2)
+    metrics = train(load_train_config(path, ["train.checkpoint_metric=command_loss", "train.patience=1",
+                                             "train.learning_rate=0.5"]), tmp_path / "run", verbose=0)
+    history = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)
+    best = int(np.argmin(history["val_command_loss"])) + 1
+    assert metrics["best_epoch"] == best
+    assert metrics["epochs_run"] == len(history) == min(8, best + 1) < 8
+    assert metrics["stopped_early"] == "no better val_command_loss for 1 epoch"
 
 
 def test_the_validation_cross_entropy_is_the_clips_mean_minus_log_probability_of_their_word(tiny_run_dir):
