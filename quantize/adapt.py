@@ -59,8 +59,8 @@ from edgesense.train.config import SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
-__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "command_changes", "dense_weights", "require_full_integer",
-           "run"]
+__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "check_class_names", "command_changes", "dense_weights",
+           "require_full_integer", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,31 @@ def _split_percents(model: EdgeModel) -> tuple[float, float]:
     return float(split.get("image_validation_percent", 10.0)), float(split.get("image_testing_percent", 10.0))
 
 
+def split_places(split: dict[str, list], places: Sequence[str]) -> dict[str, list]:
+    """The user's pairs (``--av``) as adapting uses them, from the model's split of them (by block of
+    consecutive pairs of a session): adapting tests nothing, so the pairs kept for testing train (an
+    honest test is another session: README), and a place none of whose pairs fell in training trains
+    on all of them (:func:`edgesense.train.data.train_every_class`)."""
+    merged = {"training": split["training"] + split["testing"], "validation": list(split["validation"]), "testing": []}
+    return datasets.train_every_class(merged, places, what="--av")
+
+
+def check_class_names(model: EdgeModel, *, scenes: Path | None, av: Path | None) -> None:
+    """ValueError naming the flag where a class folder differs from another scene class only by case
+    (``Sea`` beside the model's ``sea`` would be a second class of one place)."""
+    known = list(model.scene_labels)
+    for flag, root in (("--scenes", scenes), ("--av", av)):
+        if root is None or not Path(root).is_dir():
+            continue
+        for name in sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            twin = next((label for label in known if label != name and label.casefold() == name.casefold()), None)
+            if twin is not None:
+                raise ValueError(f"{flag} {root}: expected class folders that differ from the other scene classes "
+                                 f"by more than case, got {name!r} beside {twin!r} (name it {twin!r} to teach that "
+                                 f"class)")
+            known.append(name)
+
+
 def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None, av: Path | None,
            options: AdaptOptions) -> tuple[tuple[str, ...], dict[str, Any], Embeddings, tuple[np.ndarray, np.ndarray]]:
     """(scene labels, a summary, training embeddings per class, validation (image embeddings, labels))."""
@@ -223,8 +248,10 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
         [datasets.load_av_folder(av)] if av is not None else [])
     for index in indexes:
         classes |= set(index.classes)
-        for name, items in datasets.split_image_items(index.items, validation_percent=val_percent,
-                                                      testing_percent=test_percent).items():
+        split = datasets.split_image_items(index.items, validation_percent=val_percent, testing_percent=test_percent)
+        if isinstance(index, datasets.AVIndex):
+            split = split_places(split, index.classes)
+        for name, items in split.items():
             splits[name] += items
     labels = tuple(sorted(classes))
     lookup = {label: i for i, label in enumerate(labels)}
@@ -244,14 +271,20 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
     sound_paths, pools = place_sound_files(scene_ambient, labels, splits["training"], field="--scene-ambient")
     summary["scene_ambient"] = pools or None  # the recordings of each pool, or no --scene-ambient
     rate, clip = model.audio_frontend.sample_rate_hz, model.audio_frontend.clip_samples
-    recordings = [[r for r in (read_wav(p, sample_rate_hz=rate) for p in sound_paths[label]) if r.size and r.any()]
-                  for label in labels]
+    read = [[(p, r) for p, r in ((p, read_wav(p, sample_rate_hz=rate)) for p in sound_paths[label])
+             if r.size and r.any()] for label in labels]
+    recordings = [[r for _, r in class_read] for class_read in read]
     require(any(recordings), "--scene-ambient", "sounds for at least one scene class (--scene-ambient or --av)",
             "none")
+    sessions = {item.audio_path: recording_of(item) for item in splits["training"] if isinstance(item, datasets.AVItem)}
     sound_emb, sound_rec = [], []
     for k, class_recordings in enumerate(recordings):
         embs, ids = [np.zeros((0, model.audio_embedding_dim), np.float32)], [np.zeros(0, np.int32)]
-        for r, recording in enumerate(class_recordings):  # as many snippets from each recording
+        # The recording each snippet comes from: a whole session of recorded pairs is one.
+        keys = [sessions.get(p, str(p)) for p, _ in read[k]]
+        recording_id = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        for key, recording in zip(keys, class_recordings):  # as many snippets from each recording
+            r = recording_id[key]
             count = -(-options.sounds_per_class // len(class_recordings))
             snippets = PlaceSounds([[recording]], clip).draw(np.zeros(count, int), sound_rng).astype(np.float64)
             level = 10.0 ** (sound_rng.uniform(*options.sound_dbfs_range, size=count) / 20.0)
@@ -264,10 +297,31 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
                                 for label, rs in zip(labels, recordings)}
     per_class = Embeddings(images=tuple(image_emb[y_variants == k] for k in range(len(labels))),
                            sounds=tuple(sound_emb), recordings=tuple(sound_rec))
+    untrained = [label for k, label in enumerate(labels) if not len(per_class.images[k]) and not len(sound_emb[k])]
+    summary["untrained_labels"] = untrained
+    if untrained:
+        logger.warning("no photos or sounds of %s: the adapted model keeps these scene labels but never learned them "
+                       "(it will not name them); to keep them, give their photos (--scenes) or sounds "
+                       "(--scene-ambient), or your earlier places' pairs in --av", ", ".join(untrained))
     val_images, val_report = datasets.load_images(splits["validation"], size_px=size, what="validation photos")
     y_val = np.array([lookup[splits["validation"][i].label] for i in val_report.kept], np.int32)
     summary["validation_photos"] = int(len(y_val))
+    seen = [k for k in range(len(labels)) if len(per_class.images[k])]  # the classes that train on photos
+    summary["validation_photos_per_class"] = {labels[k]: int(np.sum(y_val == k)) for k in seen}
+    unmeasured = [labels[k] for k in seen if not np.any(y_val == k)]
+    if not len(y_val):
+        logger.warning("no validation photos: adapt gives no validation figure")
+    elif unmeasured:
+        logger.warning("no validation photos of %s: the validation figure leaves %s out",
+                       ", ".join(unmeasured), "it" if len(unmeasured) == 1 else "them")
     return labels, summary, per_class, (_encode_images(model, val_images), y_val)
+
+
+def recording_of(item: datasets.AVItem) -> str:
+    """The recording a pair's sound belongs to: its ``edgesense record`` session (consecutive pairs
+    share most of their sound, so one pair of a session is no recording never heard), else its file."""
+    recorded = datasets.RECORDED_PAIR_NAME.match(Path(item.audio_path).stem)
+    return f"{Path(item.audio_path).parent}/{recorded['session']}" if recorded else str(item.audio_path)
 
 
 def _encode_images(model: EdgeModel, images: np.ndarray) -> np.ndarray:
@@ -330,9 +384,10 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, c
 def sound_reliability(emb: Embeddings) -> float | None:
     """How often sound alone names the place of a recording it never heard: a linear probe on
     the sound embeddings, cross-validated by recording (folds of each class's recordings) over
-    the classes with two recordings or more. None when no class has two."""
+    the classes with two recordings or more (a session of recorded pairs is one recording). None
+    when no class has two, or when only one class has sounds at all."""
     split = [k for k in range(len(emb.sounds)) if len(np.unique(emb.recordings[k])) >= RELIABILITY_FOLDS]
-    if not split:
+    if not split or sum(len(s) > 0 for s in emb.sounds) < 2:  # with one place heard, sound names nothing apart
         return None
     x = np.concatenate([emb.sounds[k] for k in range(len(emb.sounds))])
     y = np.concatenate([np.full(len(emb.sounds[k]), k) for k in range(len(emb.sounds))])
@@ -478,6 +533,7 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
     # The models are checked before TensorFlow starts (and logs).
     model = EdgeModel.load(model_path)
     require_full_integer("--model", model_path, model)
+    check_class_names(model, scenes=scenes, av=av)
     donor = EdgeModel.load(image_encoder) if image_encoder is not None else None
     if donor is not None:
         require_full_integer("--image-encoder", image_encoder, donor)
@@ -582,15 +638,20 @@ def run(args: argparse.Namespace) -> int:
                              f"({'a file' if path.exists() else 'does not exist'})")
     if args.scenes is None and args.av is None:
         raise ValueError("--scenes/--av: expected photos to learn from (one or both), got neither")
+    if args.out.resolve() == args.model.resolve():  # before --force is offered: it would not help
+        raise ValueError(f"--out: expected another file than --model, got {args.out}")
+    if args.out.is_dir():
+        raise ValueError(f"--out: expected a .tflite file path, got {args.out} (a folder)")
     if args.out.exists() and not args.force:
         raise ValueError(f"--out: {args.out} exists; add --force to replace it")
-    if args.out.resolve() == args.model.resolve():
-        raise ValueError(f"--out: expected another file than --model, got {args.out}")
     with user_names({"epochs": "--epochs", "sound_mismatch": "--sound-mismatch", "seed": "--seed"}):
         options = AdaptOptions(epochs=args.epochs, sound_mismatch=args.sound_mismatch, seed=args.seed)
     metadata = adapt_model(args.model, args.out, scenes=args.scenes, scene_ambient=args.scene_ambient, av=args.av,
                            options=options, name=args.name, image_encoder=args.image_encoder)
+    adapted = metadata["adapted"]
     print(json.dumps({"model": str(args.out), "labels": metadata["labels"]["scene"],
-                      **metadata["adapted"]["metrics"]}, indent=2))
+                      "untrained_labels": adapted["untrained_labels"],
+                      "validation_photos_per_class": adapted["validation_photos_per_class"], **adapted["metrics"]},
+                     indent=2))
     return 0
 

@@ -169,3 +169,29 @@ def make_av_folder(root: Path, colours_bgr: dict, *, per_class: int = 8, seed: i
             cv2.imwrite(str(folder / f"{label}-{i:04d}.jpg"), scene_image(label, rng, colour_bgr=colour))
             write_wav(folder / f"{label}-{i:04d}.wav", scene_sound(label, rng, 1.0), SAMPLE_RATE_HZ)
     return root
+
+
+def recorded_session(label: str, side: str, validation_percent: float, testing_percent: float, *,
+                     after: str = "") -> str:
+    """A session name ``LABEL-YYYYmmdd-HHMMSS`` (as ``edgesense record`` writes them) later than ``after``
+    whose first block of pairs the split at these percentages puts on ``side``."""
+    from edgesense.train.data import which_set
+
+    for second in range(3600):
+        session = f"{label}-20260102-{9 + second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}"
+        if session > after and which_set(f"{session}/0", validation_percent, testing_percent) == side:
+            return session
+    raise AssertionError(side)
+
+
+def write_recorded_pairs(root: Path, session: str, pairs: int, colour_bgr, *, tone_hz: float, seed: int = 0) -> Path:
+    """``pairs`` pairs of one recorded session under ``root``: CLASS/SESSION-NNNN.jpg + .wav (a tone)."""
+    rng = np.random.default_rng(seed)
+    folder = root / session.rsplit("-", 2)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(16000) / 16000
+    for i in range(1, pairs + 1):
+        cv2.imwrite(str(folder / f"{session}-{i:04d}.jpg"), scene_image(folder.name, rng, colour_bgr=colour_bgr))
+        sound = 0.1 * np.sin(2 * np.pi * tone_hz * t + rng.uniform(0, 6)) + rng.normal(scale=0.01, size=t.size)
+        write_wav(folder / f"{session}-{i:04d}.wav", sound.astype(np.float32), 16000)
+    return root

@@ -57,6 +57,7 @@ __all__ = [
     "speaker_of",
     "split_image_items",
     "split_key",
+    "train_every_class",
     "split_items",
     "which_set",
 ]
@@ -239,6 +240,28 @@ def split_image_items(items: Sequence[Any], *, validation_percent: float,
     out: dict[str, list[Any]] = {name: [] for name in SPLITS}
     for item in items:
         out[which_set(split_key(item), validation_percent, testing_percent)].append(item)
+    return out
+
+
+def train_every_class(split: dict[str, list[Any]], classes: Sequence[str], *, what: str) -> dict[str, list[Any]]:
+    """``split`` (of :func:`split_image_items`) where every class trains: a class none of whose items fell in
+    training (a short recorded place: its one block of ``RECORDED_PAIRS_PER_BLOCK`` pairs lands whole on one
+    side) trains on all of them, out of validation and testing, with a warning naming it (``what``: the
+    flag or field of its folder); it would otherwise be a label that never learned anything."""
+    out = {name: list(items) for name, items in split.items()}
+    trained = {item.label for item in out["training"]}
+    for label in classes:
+        if label in trained:
+            continue
+        moved = [item for name in ("validation", "testing") for item in out[name] if item.label == label]
+        if not moved:
+            continue
+        for name in ("validation", "testing"):
+            out[name] = [item for item in out[name] if item.label != label]
+        out["training"] += moved
+        logger.warning("%s %s: all %d of its pairs fell in held-out blocks (%d consecutive pairs each): it trains on "
+                       "all of them and has no held-out pairs; record it longer for a figure of its own", what, label,
+                       len(moved), RECORDED_PAIRS_PER_BLOCK)
     return out
 
 

@@ -231,9 +231,11 @@ def load_dataset(config: TrainConfig) -> Dataset:
     for index in ([datasets.load_image_folder(cfg.scenes)] if cfg.scenes is not None else []) + (
             [av_index] if av_index is not None else []):
         classes |= set(index.classes)
-        for name, items in datasets.split_image_items(
-                index.items, validation_percent=cfg.image_validation_percent,
-                testing_percent=cfg.image_testing_percent).items():
+        split = datasets.split_image_items(index.items, validation_percent=cfg.image_validation_percent,
+                                           testing_percent=cfg.image_testing_percent)
+        if index is av_index:  # a short recorded place is one block, held out whole
+            split = datasets.train_every_class(split, index.classes, what="data.av")
+        for name, items in split.items():
             photo_splits[name] += items
     place_sounds = None
     if classes:

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from cli_run import ERROR_PREFIX, edgesense, error_line, only_line  # noqa: E402
-from datagen import make_av_folder, make_scene_sounds  # noqa: E402
+from datagen import make_av_folder, make_scene_sounds, recorded_session, write_recorded_pairs  # noqa: E402
 
 from edgesense.frontend.audio import log_mel_batch  # noqa: E402
 from edgesense.frontend.wav import read_wav  # noqa: E402
@@ -92,6 +92,8 @@ def test_adapt_learns_a_new_place_and_keeps_encoders_and_commands(tmp_path):
     assert re.fullmatch(r"\d{8}-adapted-[0-9a-f]{12}", metadata["model_version"]), metadata["model_version"]
     assert new.metadata["model_version"] == metadata["model_version"]
     assert metadata["adapted"]["scene_ambient"]["evaluation"]  # held out, and named
+    # The stock places given neither photos nor sounds keep their labels, said to be untrained.
+    assert metadata["adapted"]["untrained_labels"] == sorted(set(old.scene_labels) - {"forest"})
     rng = np.random.default_rng(1)
     image = rng.uniform(0, 255, old.image_frontend.input_shape).astype(np.float32)
     assert np.array_equal(old.encode_image(image), new.encode_image(image))
@@ -182,6 +184,11 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     assert out.read_bytes() == b"mine"
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite"))
     assert line == f"{ERROR_PREFIX} --scenes/--av: expected photos to learn from (one or both), got neither"
+    # --out onto --model: refused as such, not "add --force" (which would not help)
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", BUNDLED, "--av", tmp_path))
+    assert line == f"{ERROR_PREFIX} --out: expected another file than --model, got {BUNDLED}"
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path, "--av", tmp_path, "--force"))
+    assert line == f"{ERROR_PREFIX} --out: expected a .tflite file path, got {tmp_path} (a folder)"
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite",
                                "--av", tmp_path / "nowhere"))
     assert line == f"{ERROR_PREFIX} --av: expected a folder, got {str(tmp_path / 'nowhere')!r} (does not exist)"
@@ -208,4 +215,84 @@ def test_a_model_that_is_not_full_integer_is_refused_in_one_line(tiny_run_dir, t
     line = error_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", tmp_path,
                                "--image-encoder", floating))
     assert line.startswith(f"{ERROR_PREFIX} --image-encoder {floating}: {expected}"), line
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the user's places as record writes them
+
+
+def _session(label: str, side: str, *, after: str = "") -> str:
+    """A session name whose first block of pairs the bundled model's split puts on ``side``."""
+    from edgesense.quantize.adapt import _split_percents
+
+    return recorded_session(label, side, *_split_percents(EdgeModel.load(BUNDLED)), after=after)
+
+
+@pytest.mark.parametrize("side", ["testing", "validation"])
+def test_a_short_place_outside_the_training_blocks_still_learns_and_says_it_has_no_validation(tmp_path, side, caplog):
+    from edgesense.quantize.adapt import gather
+
+    # 20 pairs (4 s) are one block of a session: the split puts it whole on one side.
+    mine = write_recorded_pairs(tmp_path / "mine", _session("hall", side), 20, (200, 180, 40), tone_hz=700)
+    write_recorded_pairs(mine, _session("kitchen", "training"), 30, (30, 60, 200), tone_hz=300)
+    write_recorded_pairs(mine, _session("kitchen", "validation"), 10, (30, 60, 200), tone_hz=300, seed=1)
+    with caplog.at_level("WARNING"):
+        labels, summary, emb, (val_images, val_labels) = gather(EdgeModel.load(BUNDLED), scenes=None,
+                                                                scene_ambient=None, av=mine, options=FAST)
+    hall = labels.index("hall")
+    assert len(emb.images[hall]) == 20 and len(emb.sounds[hall]) > 0  # all of its pairs train
+    assert summary["validation_photos_per_class"] == {"hall": 0, "kitchen": 10}
+    assert hall not in val_labels and len(val_labels) == 10
+    assert "no validation photos of hall" in caplog.text
+    if side == "validation":
+        assert "--av hall: all 20 of its pairs fell in held-out blocks" in caplog.text
+    # The stock places, without --scenes or --scene-ambient, learn nothing: said, and recorded.
+    untrained = sorted(set(EdgeModel.load(BUNDLED).scene_labels))
+    assert summary["untrained_labels"] == untrained
+    assert "no photos or sounds of " + ", ".join(untrained) in caplog.text
+
+
+def test_the_pairs_kept_for_testing_train_and_validation_blocks_stay_out(tmp_path):
+    from edgesense.quantize.adapt import gather
+
+    # Three blocks of one session: the split sends one of them to testing, which adapting never reads.
+    session = _session("kitchen", "testing")
+    mine = write_recorded_pairs(tmp_path / "mine", session, 50, (30, 60, 200), tone_hz=300)
+    mine = write_recorded_pairs(mine, _session("kitchen", "validation", after=session), 50, (30, 60, 200), tone_hz=300)
+    write_recorded_pairs(mine, _session("hall", "training"), 50, (200, 180, 40), tone_hz=700)
+    labels, summary, emb, (_, val_labels) = gather(EdgeModel.load(BUNDLED), scenes=None, scene_ambient=None,
+                                                   av=mine, options=FAST)
+    assert len(emb.images[labels.index("kitchen")]) == 50  # the testing block
+    assert summary["validation_photos_per_class"] == {"hall": 0, "kitchen": 50}
+    assert np.sum(val_labels == labels.index("kitchen")) == 50
+
+
+def test_a_recorded_session_is_one_recording_when_sound_reliability_leaves_recordings_out(tmp_path, caplog):
+    from edgesense.quantize.adapt import gather
+
+    mine = tmp_path / "mine"
+    for label, tone, colour in (("kitchen", 300, (30, 60, 200)), ("hall", 700, (200, 180, 40))):
+        first = _session(label, "training")  # two sessions of each place
+        write_recorded_pairs(mine, first, 12, colour, tone_hz=tone)
+        write_recorded_pairs(mine, _session(label, "training", after=first), 12, colour, tone_hz=tone, seed=1)
+    with caplog.at_level("WARNING"):
+        labels, _, emb, _ = gather(EdgeModel.load(BUNDLED), scenes=None, scene_ambient=None, av=mine, options=FAST)
+    for label in ("kitchen", "hall"):
+        assert sorted(np.unique(emb.recordings[labels.index(label)])) == [0, 1]
+    assert "no validation photos: adapt gives no validation figure" in caplog.text
+
+
+def test_reliability_needs_two_places_with_sounds():
+    rng = np.random.default_rng(0)
+    sounds = (rng.normal(size=(100, 8)), np.zeros((0, 8)))  # only the first place is heard
+    emb = Embeddings(images=(np.zeros((1, 4)),) * 2, sounds=sounds, recordings=(np.repeat([0, 1], 50), np.zeros(0)))
+    assert sound_reliability(emb) is None
+
+
+def test_a_place_named_like_a_stock_scene_but_for_case_is_refused_in_one_line(tmp_path):
+    mine = write_recorded_pairs(tmp_path / "mine", "Sea-20260102-090000", 2, (180, 120, 20), tone_hz=400)
+    out = tmp_path / "x.tflite"
+    line = error_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", mine))
+    assert line == (f"{ERROR_PREFIX} --av {mine}: expected class folders that differ from the other scene classes by "
+                    "more than case, got 'Sea' beside 'sea' (name it 'sea' to teach that class)")
     assert not out.exists()

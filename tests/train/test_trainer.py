@@ -15,6 +15,8 @@ from datagen import (  # noqa: E402
     make_scene_sounds,
     make_scenes,
     make_speech_commands,
+    recorded_session,
+    write_recorded_pairs,
     write_train_yaml,
 )
 
@@ -181,6 +183,22 @@ def test_no_silence_snippet_of_the_benchmarks_background_recordings_trains(tmp_p
                          for speaker in getattr(ds, name).speakers[getattr(ds, name).labels == silence]}
                   for name in ("audio_train",)}
     assert recordings["audio_train"] and not recordings["audio_train"] & evaluation
+
+
+def test_a_short_recorded_place_held_out_whole_trains_on_all_its_pairs(tmp_path, tiny_data, caplog):
+    speech, scenes = tiny_data
+    av = tmp_path / "av"
+    for side in ("validation", "testing"):  # 20 pairs: one block of a session, on one side
+        write_recorded_pairs(av, recorded_session(f"hall{side[0]}", side, 20, 20), 20, (200, 180, 40), tone_hz=700)
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes),
+                               [f"data.av={av}"])
+    with caplog.at_level("WARNING"):
+        ds = load_dataset(config)
+    for label in ("hallv", "hallt"):
+        k = ds.scene_labels.index(label)
+        assert np.sum(ds.image_train.labels == k) == 20 and not np.any(ds.image_val.labels == k)
+        assert not np.any(ds.image_test.labels == k)
+        assert f"data.av {label}: all 20 of its pairs fell in held-out blocks" in caplog.text
 
 
 def test_batches_draw_unknown_rows_at_the_asked_share_and_the_other_classes_evenly(tmp_path, tiny_data):
