@@ -510,6 +510,9 @@ def run(args: argparse.Namespace) -> int:
     _check_bench_libraries()
     input_file("--model", args.model)
     input_file("--config", args.config)
+    if args.speech_commands is None and args.scenes is None and args.av is None and not args.fusion_study:
+        raise ValueError("--speech-commands/--scenes/--av: expected at least one, the data to score (or "
+                         "--fusion-study), got none")
     with user_names(FLAGS):
         options = BenchOptions(
             model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,

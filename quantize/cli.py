@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                                               ("--qat-epochs", args.qat_epochs is not None, "--qat", args.qat or None)):
         if given and needed_given is None:
             raise ValueError(f"{flag}: acts only with {needed}, which is not given")
+    if args.calibration_samples is not None and args.mode != "int8":  # float16 / dynamic read no calibration set
+        raise ValueError(f"--calibration-samples: acts only with --mode int8, got --mode {args.mode}")
     if args.qat and args.mode != "int8":
         raise ValueError(f"--qat: expected --mode int8 (quantization-aware training targets int8), got {args.mode}")
     with user_names(FLAGS):

@@ -491,7 +491,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-commands", type=Path, default=SHARED / "speech_commands",
                         help="the labelled clips, split by speaker as --model was (default %(default)s)")
     parser.add_argument("--noise", type=Path, action="append",
-                        help="noise and music folders, their training pool (default: ambient/ and noise/)")
+                        help=f"noise and music folders, their training pool (default: {SHARED / 'ambient'} and "
+                             f"{SHARED / 'noise'})")
     parser.add_argument("--negatives", type=Path, default=SHARED / "speech_negatives",
                         help="other people's speech, its training pool as _unknown_")
     parser.add_argument("--hard-negatives", type=Path, action="append", default=[],
@@ -506,9 +507,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", type=int, default=defaults.variants,
                         help="noisy placements of every clip (default %(default)s)")
     parser.add_argument("--placement", choices=PLACEMENTS, default=defaults.placement,
-                        help="where a word sits in its windows: its spoken part anywhere, its end up to the "
-                             "window's end (default), or the whole clip anywhere it fits (its spoken part near the "
-                             "centre: detections come later)")
+                        help="where a word sits in its windows: word (default): its spoken part anywhere, its end "
+                             "up to the window's end; clip: the whole clip anywhere it fits (its spoken part near "
+                             "the centre: detections come later)")
     parser.add_argument("--talk-per-variant", type=int, default=defaults.talk_per_variant,
                         help="windows of other speech as _unknown_ in each variant (default %(default)s)")
     parser.add_argument("--silence-per-variant", type=int, default=defaults.silence_per_variant,

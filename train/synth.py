@@ -602,7 +602,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word and engine")
     parser.add_argument("--unknown-words", default="",
                         help="comma-separated other words for _unknown_, or 'default' (alias 'auto') for a "
-                             f"built-in list of {len(DEFAULT_UNKNOWN_WORDS)} words")
+                             f"built-in list of {len(DEFAULT_UNKNOWN_WORDS)} words, less those that sound like a "
+                             "command word (know beside no)")
     parser.add_argument("--unknown-clips", type=int, default=None,
                         help="total _unknown_ clips per engine (default: --per-word)")
     parser.add_argument("--voices", default=",".join(defaults.voices), help="comma-separated espeak-ng voices")

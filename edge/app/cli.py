@@ -178,7 +178,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
 
 def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
-    parser.add_argument("-v", "--verbose", action="count", default=0, dest=dest, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest=dest,
+                        help="debug logging, OpenCV's and FFmpeg's messages included (without it: info)")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -229,8 +230,10 @@ def _run_command(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.command:
-        parser.print_help()
+    if not args.command:  # one line, as for any other usage error; --help lists the commands
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: expected a COMMAND, one of {', '.join(COMMANDS)} ({parser.prog} --help says "
+              "what each does)", file=sys.stderr)
         return EXIT_USAGE
     return int(_load(COMMANDS[args.command][0], args.command).run(args) or 0)
 

@@ -233,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="PATH", help="a .tflite (default: model.path in the config)")
     parser.add_argument("--out", metavar="FILE.mp4",
                         help=f"without a window: write the overlaid sample video here (default: {DEFAULT_OUT_NAME} "
-                             f"in ~/.cache/edgesense/)")
+                             "in $XDG_CACHE_HOME/edgesense/ when set, else in ~/.cache/edgesense/)")
     parser.add_argument("--force", action="store_true", help="replace --out when it exists")
     parser.add_argument("--duration-s", type=float, metavar="N", help="stop after N seconds of media")
 

@@ -457,7 +457,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "earlier sessions' files are kept)")
     parser.add_argument("--config", metavar="YAML",
                         help="device config: camera, microphone and scene rate (default: the shipped "
-                             "firmware_configs/desktop.yaml; on a deployed device /opt/edgesense/config.yaml)")
+                             "firmware_configs/desktop.yaml; on a deployed device pass its /opt/edgesense/config.yaml)")
     parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (needs --audio)")
     parser.add_argument("--audio", metavar="FILE", help="replay this WAV instead of the microphone (needs --video)")
     parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time)")

@@ -155,6 +155,10 @@ def test_bad_flags_are_named_as_typed_before_any_conversion(tmp_path):
     (("--max-kb", "150"), "--max-kb: acts only with --report, which is not given"),
     (("--fail-on-budget",), "--fail-on-budget: acts only with --report, which is not given"),
     (("--qat-epochs", "2"), "--qat-epochs: acts only with --qat, which is not given"),
+    (("--mode", "float16", "--calibration-samples", "8"), "--calibration-samples: acts only with --mode int8, got "
+                                                          "--mode float16"),
+    (("--mode", "dynamic", "--calibration-samples", "8"), "--calibration-samples: acts only with --mode int8, got "
+                                                          "--mode dynamic"),
 ])
 def test_a_flag_that_acts_only_with_another_is_refused_without_it(tiny_run_dir, tmp_path, capsys, flags, expected):
     # Silently ignored, --fail-on-budget would pass an oversized model with exit code 0.

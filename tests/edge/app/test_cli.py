@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import logging
 import re
 import signal
 import threading
@@ -28,9 +29,36 @@ def test_every_flag_of_every_command_says_what_it_does():
         assert silent == [], f"edgesense {name}: flags without help: {silent}"
 
 
-def test_no_command_prints_help_and_exits_2(capsys):
-    assert cli.main([]) == 2
-    assert "synth-commands" in capsys.readouterr().out
+@pytest.mark.parametrize("argv", [[], ["-v"], ["-vv"]])
+def test_no_command_is_the_usage_and_one_error_line_naming_the_commands_and_exit_2(capsys, argv):
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    usage, error = captured.err.strip().splitlines()
+    assert usage.startswith("usage: edgesense ")
+    assert error.startswith("edgesense: error: expected a COMMAND, one of run, demo, ") and "synth-commands" in error
+
+
+def test_bench_with_nothing_to_score_names_the_flags_it_needs(capsys):
+    # It said "--speech-commands: expected at least one of speech_commands, scenes, av": field names, and
+    # --fusion-study (which needs none of them) left out.
+    assert cli.main(["bench", "--model", str(REPO / "models" / "edgesense.tflite")]) == 2
+    assert capsys.readouterr().err == ("edgesense: error: --speech-commands/--scenes/--av: expected at least one, "
+                                       "the data to score (or --fusion-study), got none\n")
+
+
+def test_the_verbose_flag_says_what_it_does():
+    """One -v is debug logging already; the help once promised it only for -vv."""
+    levels = {}
+    for argv in ([], ["-v"], ["-vv"]):
+        with pytest.MonkeyPatch.context() as mp:
+            seen = []
+            mp.setattr(logging, "basicConfig", lambda **kwargs: seen.append(kwargs["level"]))
+            cli.main([*argv, "inspect", str(REPO / "models" / "no.tflite")])
+        levels[len(argv) and len(argv[0]) - 1] = seen[0]
+    assert levels == {0: logging.INFO, 1: logging.DEBUG, 2: logging.DEBUG}
+    verbose = next(a for a in cli.build_parser([])._actions if "-v" in a.option_strings)
+    assert "debug" in verbose.help and "-vv" not in verbose.help
 
 
 # --------------------------------------------------------------------------- what a user sees
