@@ -12,7 +12,9 @@ the growth from the first post-warm-up sample to the end is reported (target
 factor (wall time / stream time).
 
 Not a unit test: run it by hand, e.g. ``.venv/bin/python scripts/soak.py --hours 2``.
-Exit status 0 when growth is under ``--max-growth-percent``, 1 otherwise.
+The open file descriptors (``/proc/self/fd``) and threads are sampled beside it.
+Exit status 0 when growth is under ``--max-growth-percent`` and the process holds no more open
+files and threads at the end than at the baseline, 1 otherwise.
 
 Model: ``--model PATH``, else ``models/edgesense.tflite``, else the tests' tiny
 synthetic model, built once in a separate process (so TensorFlow never enters
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -64,13 +67,27 @@ convert_run(run, work / "tiny_int8.tflite", QuantizeOptions(mode="int8", calibra
 """
 
 
-def rss_kib() -> int:
-    """Resident set size of this process in KiB (``VmRSS`` in /proc/self/status)."""
+def _proc_status(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status (not Linux?)")
+    raise RuntimeError(f"no {field} in /proc/self/status (not Linux?)")
+
+
+def rss_kib() -> int:
+    """Resident set size of this process in KiB (``VmRSS`` in /proc/self/status)."""
+    return _proc_status("VmRSS")
+
+
+def threads() -> int:
+    """Threads of this process (``Threads`` in /proc/self/status)."""
+    return _proc_status("Threads")
+
+
+def open_fds() -> int:
+    """Open file descriptors of this process (entries of /proc/self/fd)."""
+    return len(os.listdir("/proc/self/fd"))
 
 
 def resolve_model(args: argparse.Namespace) -> Path:
@@ -95,6 +112,8 @@ class Sample:
     wall_s: float
     rss_kib: int
     events: int
+    fds: int
+    threads: int
 
 
 def slope_kib_per_hour(samples: list[Sample]) -> float:
@@ -107,6 +126,28 @@ def slope_kib_per_hour(samples: list[Sample]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every flag checked before any stream runs (``parser.error``: one line, exit code 2): a run
+    that fails at its end, or passes without a measurement, costs hours."""
+    for name, value in (("--hours", args.hours), ("--sample-minutes", args.sample_minutes),
+                        ("--max-growth-percent", args.max_growth_percent)):
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"{name}: expected a positive number, got {value}")
+    if not (math.isfinite(args.warmup_minutes) and 0 <= args.warmup_minutes < args.hours * 60):
+        parser.error(f"--warmup-minutes: expected a number >= 0 and less than --hours ({args.hours * 60:g} "
+                     f"minutes), got {args.warmup_minutes}")
+    baseline_min = math.ceil(args.warmup_minutes / args.sample_minutes) * args.sample_minutes
+    if baseline_min >= args.hours * 60:  # the baseline would be the final sample: growth 0, a PASS without data
+        parser.error(f"--sample-minutes: expected a sample after --warmup-minutes {args.warmup_minutes:g} and before "
+                     f"the end ({args.hours * 60:g} minutes), got the first one after the warm-up at minute "
+                     f"{baseline_min:g}; sample more often or run longer")
+    if args.work_dir.exists() and not args.work_dir.is_dir():
+        parser.error(f"--work-dir {args.work_dir}: expected a folder, got a file")
+    if args.json is not None and (args.json.is_dir() or not args.json.resolve().parent.is_dir()):
+        parser.error(f"--json {args.json}: expected a file in an existing folder, got "
+                     + ("a folder" if args.json.is_dir() else "a path whose folder does not exist"))
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_main(PROG, lambda: soak(argv))
 
@@ -116,8 +157,8 @@ def soak(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=24.0, help="simulated hours of stream (default 24)")
     parser.add_argument("--sample-minutes", type=float, default=10.0, help="RSS every N simulated minutes")
     parser.add_argument("--warmup-minutes", type=float, default=40.0,
-                        help="simulated minutes before the baseline (the loop's latency statistics, 10 000 values "
-                        "per stage, fill up in the first ~35 min)")
+                        help="simulated minutes before the baseline (the interpreters', the video decoder's and the "
+                        "allocator's first allocations; the loop's latency windows are allocated whole at start)")
     parser.add_argument("--max-growth-percent", type=float, default=5.0)
     parser.add_argument("--model", type=Path, help="a .tflite (default: models/edgesense.tflite or the tiny model)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="device YAML for scheduling options")
@@ -127,11 +168,7 @@ def soak(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name, value in (("--hours", args.hours), ("--sample-minutes", args.sample_minutes)):
-        if not value > 0:
-            parser.error(f"{name}: expected a positive number, got {value}")
-    if args.warmup_minutes >= args.hours * 60:
-        parser.error("--warmup-minutes: expected less than --hours")
+    check_args(parser, args)
 
     model_path = resolve_model(args)
     config = load_config(args.config)
@@ -144,16 +181,18 @@ def soak(argv: list[str] | None = None) -> int:
                                                          chunk_ms=float(config.audio.chunk_ms), loop=True))
     video = VideoReplaySource(args.video, VideoReplayOptions(loop=True))
     samples: list[Sample] = []
+    last: list[Sample] = []  # the newest reading, taken at every frame: the run's end is read in the loop
     next_sample_ms = [0.0]
     start = time.monotonic()
 
     def on_frame(frame, state) -> None:
+        last[:] = [Sample(state.t_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
+                          counted["command"] + counted["scene"], open_fds(), threads())]
         if state.t_ms >= next_sample_ms[0]:
-            samples.append(Sample(state.t_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
-                                  counted["command"] + counted["scene"]))
+            samples.append(last[0])
             s = samples[-1]
-            logger.info("stream %7.1f min  wall %7.1f s  RSS %7.1f MiB  events %d", s.stream_min, s.wall_s,
-                        s.rss_kib / KIB_PER_MIB, s.events)
+            logger.info("stream %7.1f min  wall %7.1f s  RSS %7.1f MiB  events %d  fds %d  threads %d", s.stream_min,
+                        s.wall_s, s.rss_kib / KIB_PER_MIB, s.events, s.fds, s.threads)
             next_sample_ms[0] += args.sample_minutes * MS_PER_MIN
 
     def count(event) -> None:
@@ -163,8 +202,10 @@ def soak(argv: list[str] | None = None) -> int:
     with Pipeline(model, PipelineOptions.from_config(config), audio=audio, video=video, sinks=sinks,
                   on_frame=on_frame, second_opinion=second_opinion_of(config, model)) as pipeline:
         stats = pipeline.run(duration_s=args.hours * 3600.0)
-    samples.append(Sample(stats.stream_ms / MS_PER_MIN, time.monotonic() - start, rss_kib(),
-                          counted["command"] + counted["scene"]))
+        # The final sample is the last frame's, in the loop: not after run(), whose statistics (the latency
+        # windows copied out, a few MB) are the report's memory, nor after close(), with fewer files open.
+        if last and last[0] is not samples[-1]:
+            samples.append(last[0])
 
     after = [s for s in samples if s.stream_min >= args.warmup_minutes]
     baseline, final = after[0], after[-1]
@@ -183,6 +224,10 @@ def soak(argv: list[str] | None = None) -> int:
         "growth_percent": growth,
         "slope_kib_per_hour": slope_kib_per_hour(after),
         "samples": len(samples),
+        "fds_baseline": baseline.fds,
+        "fds_final": final.fds,
+        "threads_baseline": baseline.threads,
+        "threads_final": final.threads,
         "events": counted,
         "events_file_bytes": events_path.stat().st_size,
         "audio_chunks": stats.audio_chunks,
@@ -193,10 +238,12 @@ def soak(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps({**result, "rss_samples": [s.__dict__ for s in samples]}, indent=2))
-    ok = growth < args.max_growth_percent
+    # No more open files or threads at the end than at the baseline (a leaked descriptor or thread is a defect).
+    ok = growth < args.max_growth_percent and final.fds <= baseline.fds and final.threads <= baseline.threads
     print(f"soak: {result['stream_hours']:.2f} h of stream in {result['wall_s']:.0f} s (RTF "
           f"{result['real_time_factor']:.4f}); RSS {result['rss_baseline_mib']:.1f} -> {result['rss_final_mib']:.1f}"
-          f" MiB after warm-up ({growth:+.2f} %, target < {args.max_growth_percent:g} %): "
+          f" MiB after warm-up ({growth:+.2f} %, target < {args.max_growth_percent:g} %), open files "
+          f"{baseline.fds} -> {final.fds}, threads {baseline.threads} -> {final.threads}: "
           f"{'PASS' if ok else 'FAIL'}", file=sys.stderr)
     return 0 if ok else 1
 

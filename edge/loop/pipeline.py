@@ -75,7 +75,7 @@ from edgesense.loop.scheduler import (
 )
 from edgesense.loop.stats import (
     AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, STAGES,
-    VIDEO_READ, PipelineStats,
+    VIDEO_READ, LatencyWindow, PipelineStats,
 )
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
@@ -117,7 +117,8 @@ class PipelineOptions:
 
     ``scheduler``: command hops and scene rate. ``energy_gate``: ``None`` to run command
     inference on every hop.
-    ``stats_window``: the most recent timings kept per stage for percentiles.
+    ``stats_window``: the most recent timings kept per stage for percentiles (a ring of this many
+    8-byte values per stage, allocated whole when the stage first runs).
     ``idle_wait_ms``: with only a live camera, how long the loop waits for a frame
     before it checks whether it was asked to stop.
     """
@@ -373,7 +374,7 @@ class Pipeline:
         self._t_ms = 0.0
         # counters
         self._counts = collections.Counter()
-        self._stage_ms: dict[str, collections.deque[float]] = {}
+        self._stage_ms: dict[str, LatencyWindow] = {}
         self._t_first: float | None = None
         self._t_last: float | None = None
         self._wall_ms = 0.0
@@ -516,7 +517,7 @@ class Pipeline:
             wall_ms=self._wall_ms,
             compute_ms=self._compute_ms,
             events_lost=self._sink.lost_events,
-            stage_ms={stage: tuple(values) for stage, values in self._stage_ms.items()},
+            stage_ms={stage: window.values() for stage, window in self._stage_ms.items()},
         )
 
     # ------------------------------------------------------------------ running
@@ -599,10 +600,10 @@ class Pipeline:
         return None
 
     def _timed(self, stage: str, ms: float) -> float:
-        values = self._stage_ms.get(stage)
-        if values is None:
-            values = self._stage_ms[stage] = collections.deque(maxlen=self.options.stats_window)
-        values.append(ms)
+        window = self._stage_ms.get(stage)
+        if window is None:
+            window = self._stage_ms[stage] = LatencyWindow(self.options.stats_window)
+        window.append(ms)
         self._latest_stage[stage] = ms
         return ms
 

@@ -9,8 +9,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgesense.schema.validate import require
+
 __all__ = ["STAGES", "AUDIO_END_TO_EVENT", "AUDIO_END_TO_RESULT", "VIDEO_READ", "SECOND_OPINION_EMBEDDING",
-           "SECOND_OPINION_HEADS", "SECOND_OPINION_STAGES", "PipelineStats"]
+           "SECOND_OPINION_HEADS", "SECOND_OPINION_STAGES", "LatencyWindow", "PipelineStats"]
 
 
 #: Per-stage latencies every event carries (milliseconds).
@@ -28,6 +30,39 @@ SECOND_OPINION_STAGES = (SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS)
 VIDEO_READ = "video_read"
 MS_PER_S = 1000.0
 PERCENTILES = (50, 95)
+
+
+class LatencyWindow:
+    """The newest ``capacity`` timings (ms) of one stage, in a ring allocated (and written) whole when it is
+    made: its memory is the same after the first value and after a month of them. (A deque of Python floats
+    grew for as long as it was filling, 32 bytes a value, which on a device whose energy gate stays closed
+    most of the day went on for days and read as a leak.)"""
+
+    def __init__(self, capacity: int) -> None:
+        require(isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 1, "capacity",
+                "an integer >= 1", capacity)
+        self.capacity = capacity
+        self._ring = np.full(capacity, np.nan)  # np.full writes every page now: resident from the start
+        self._next = 0
+        self.total = 0  #: values appended so far (the window holds the newest ``len(self)`` of them)
+
+    def append(self, ms: float) -> None:
+        self._ring[self._next] = ms
+        self._next = (self._next + 1) % self.capacity
+        self.total += 1
+
+    def __len__(self) -> int:
+        return min(self.total, self.capacity)
+
+    @property
+    def nbytes(self) -> int:
+        return self._ring.nbytes
+
+    def values(self) -> tuple[float, ...]:
+        """The timings in the window, oldest first."""
+        if self.total < self.capacity:
+            return tuple(self._ring[:self.total].tolist())
+        return tuple(self._ring[self._next:].tolist() + self._ring[:self._next].tolist())
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import load_script
 
@@ -15,3 +17,37 @@ def test_bad_input_gets_one_line_and_exit_code_2(capsys, monkeypatch, flags, exp
     monkeypatch.chdir(load_script("soak").REPO)
     assert load_script("soak").main(["--hours", "0.01", "--warmup-minutes", "0", *flags]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(expected)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    # the first sample after the warm-up would be the final one: growth 0 %, a PASS that measured nothing
+    (["--hours", "0.05", "--sample-minutes", "10", "--warmup-minutes", "1"],
+     "soak.py: error: --sample-minutes: expected a sample after --warmup-minutes 1 and before the end (3 minutes)"),
+    # found only when the figures are written, after the whole (24 h by default) run
+    (["--hours", "0.01", "--json", "no-such-folder/soak.json"],
+     "soak.py: error: --json no-such-folder/soak.json: expected a file in an existing folder"),
+    (["--hours", "0.01", "--work-dir", "README.md"], "soak.py: error: --work-dir README.md: expected a folder"),
+    (["--hours", "inf"], "soak.py: error: --hours: expected a positive number, got inf"),
+    (["--hours", "0.01", "--max-growth-percent", "nan"],
+     "soak.py: error: --max-growth-percent: expected a positive number, got nan"),
+    (["--hours", "0.01", "--warmup-minutes", "-1"], "soak.py: error: --warmup-minutes: expected a number >= 0"),
+])
+def test_flags_that_would_spoil_the_run_are_refused_before_it(capsys, monkeypatch, flags, expected):
+    soak = load_script("soak")
+    monkeypatch.chdir(soak.REPO)
+    with pytest.raises(SystemExit) as exit_info:
+        soak.main(["--warmup-minutes", "0", *flags])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(expected)
+
+
+def test_a_short_soak_reports_open_files_and_threads(capsys, tmp_path):
+    soak = load_script("soak")
+    out = tmp_path / "soak.json"
+    assert soak.main(["--hours", "0.005", "--sample-minutes", "0.1", "--warmup-minutes", "0.1",
+                      "--work-dir", str(tmp_path), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # sampled while the pipeline still holds its files (not after close(), where fewer are open whatever leaked)
+    assert result["fds_final"] == result["fds_baseline"] > 3 and result["threads_final"] == result["threads_baseline"]
+    assert all(sample["fds"] == result["fds_baseline"] for sample in result["rss_samples"][1:])
+    assert "open files" in capsys.readouterr().err.splitlines()[-1]

@@ -14,6 +14,8 @@ import json
 import math
 import threading
 import time
+import tracemalloc
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,6 +34,7 @@ from media import (
     write_wav,
 )
 
+import edgesense.loop
 import edgesense.sources.microphone as microphone_mod
 import edgesense.sources.replay as replay_mod
 from edgesense.frontend.wav import read_wav
@@ -39,7 +42,8 @@ from edgesense.loop.config import DeviceConfig
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
 from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
 from edgesense.loop.stats import (
-    AUDIO_END_TO_EVENT, SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, SECOND_OPINION_STAGES, STAGES, PipelineStats,
+    AUDIO_END_TO_EVENT, SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, SECOND_OPINION_STAGES, STAGES, LatencyWindow,
+    PipelineStats,
 )
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGateOptions
@@ -617,3 +621,43 @@ def test_a_live_camera_pipeline_runs_again_after_a_run_ends(model, tmp_path, mon
         first = pipeline.stats.audio_chunks
         list(pipeline.events(duration_s=0.8))  # the camera's reader goes on; it is not started twice
         assert pipeline.stats.audio_chunks > first
+
+
+def test_latency_window_keeps_the_newest_values_in_fixed_memory():
+    window = LatencyWindow(100)
+    nbytes = window.nbytes
+    for i in range(40):
+        window.append(float(i))
+    assert len(window) == 40 and window.values() == tuple(float(i) for i in range(40))
+    for i in range(40, 100_000):  # a month of a stage, in miniature
+        window.append(float(i))
+    assert len(window) == 100 and window.total == 100_000 and window.nbytes == nbytes
+    assert window.values() == tuple(float(i) for i in range(100_000 - 100, 100_000))  # oldest first, as before
+    with pytest.raises(ValueError, match="capacity"):
+        LatencyWindow(0)
+
+
+def test_the_latency_statistics_do_not_grow_while_they_fill(model, tmp_path):
+    """Memory held by the loop's own code (edgesense/loop) after 10 s of stream and after 60 s is the same,
+    although the per-stage windows (1500 values) went on filling in between: 500 -> 1500 audio chunks,
+    100 -> 500 command hops. (Before, a deque of Python floats grew ~32 bytes a value until full: on a device
+    whose energy gate stays closed most of the day, for days.)"""
+    wav = write_wav(tmp_path / "a.wav", tone_samples([], 60.0))
+    loop_dir = str(Path(edgesense.loop.__file__).parent)
+
+    def held_by_the_loop() -> int:
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, loop_dir + "/*")])
+        return sum(stat.size for stat in snapshot.statistics("filename"))
+
+    with Pipeline(model, test_options(stats_window=1500), audio=WavReplaySource(wav)) as pipeline:
+        tracemalloc.start()
+        try:
+            list(pipeline.events(duration_s=10.0))
+            before = held_by_the_loop()
+            list(pipeline.events(duration_s=59.0))
+            after = held_by_the_loop()
+        finally:
+            tracemalloc.stop()
+        stats = pipeline.stats
+    assert len(stats.stage_ms["audio_frontend"]) == 1500 and 500 <= len(stats.stage_ms["audio_encoder"]) < 1500
+    assert after - before < 4096, f"the loop held {after - before} more bytes after 49 s more of stream"
