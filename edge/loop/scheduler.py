@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesense.schema.validate import is_positive, require
+from edgesense.schema.validate import is_number, is_positive, require
 from edgesense.sources.base import SourceReadError, VideoFrame
 
 __all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions",
@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 MS_PER_S = 1000.0
 EMBEDDING_AGE_PERIODS = 2  #: an embedding counts as present for this many periods of the slower schedule
+#: The periods a schedule may have (``command_hop_ms``, ``1000 / scene_rate_hz``): from a millisecond (the unit of
+#: stream times, far above :attr:`PeriodicSchedule.TOLERANCE_MS`) to an hour.
+MIN_PERIOD_MS = 1.0
+MAX_PERIOD_MS = 3_600_000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +55,11 @@ class SchedulerOptions:
     embedding_max_age_ms: float | None = None
 
     def __post_init__(self) -> None:
-        require(is_positive(self.command_hop_ms), "command_hop_ms", "a positive number", self.command_hop_ms)
-        require(is_positive(self.scene_rate_hz), "scene_rate_hz", "a positive number", self.scene_rate_hz)
+        require(is_number(self.command_hop_ms) and MIN_PERIOD_MS <= self.command_hop_ms <= MAX_PERIOD_MS,
+                "command_hop_ms", f"a number in [{MIN_PERIOD_MS:g}, {MAX_PERIOD_MS:g}] (ms)", self.command_hop_ms)
+        require(is_number(self.scene_rate_hz)
+                and MS_PER_S / MAX_PERIOD_MS <= self.scene_rate_hz <= MS_PER_S / MIN_PERIOD_MS, "scene_rate_hz",
+                f"a number in [{MS_PER_S / MAX_PERIOD_MS:g}, {MS_PER_S / MIN_PERIOD_MS:g}] (Hz)", self.scene_rate_hz)
         require(self.embedding_max_age_ms is None or is_positive(self.embedding_max_age_ms), "embedding_max_age_ms",
                  "null or a positive number", self.embedding_max_age_ms)
 

@@ -44,6 +44,9 @@ __all__ = ["CommandRecognizerOptions", "CommandRecognizer", "RecognitionResult"]
 
 #: Results must span at least this fraction of the averaging window (as in RecognizeCommands).
 MINIMUM_WINDOW_FRACTION = 0.25
+#: The longest stretch of results held (``average_window_ms``, ``context_offset_ms + context_window_ms``): an
+#: hour. Every result of a window is kept, so a longer one grows for as long as the loop runs.
+MAX_HELD_MS = 3_600_000.0
 
 
 # --------------------------------------------------------------------------- commands
@@ -73,8 +76,8 @@ class CommandRecognizerOptions:
     context_offset_ms: float = 1500.0
 
     def __post_init__(self) -> None:
-        require(is_number(self.average_window_ms) and self.average_window_ms > 0, "average_window_ms",
-                "a positive number", self.average_window_ms)
+        require(is_number(self.average_window_ms) and 0 < self.average_window_ms <= MAX_HELD_MS, "average_window_ms",
+                f"a positive number up to {MAX_HELD_MS:g} (an hour)", self.average_window_ms)
         require(is_number(self.threshold) and 0 <= self.threshold < 1, "threshold",
                 "a number in [0, 1)", self.threshold)
         require(isinstance(self.class_thresholds, Mapping)
@@ -95,10 +98,12 @@ class CommandRecognizerOptions:
         require(not ignored, "class_thresholds", "command words only (ignored labels never fire)", ignored)
         require(is_number(self.max_context_unknown) and 0 <= self.max_context_unknown <= 1, "max_context_unknown",
                 "a number in [0, 1] (1: no context rule)", self.max_context_unknown)
-        require(is_number(self.context_window_ms) and self.context_window_ms > 0, "context_window_ms",
-                "a positive number", self.context_window_ms)
-        require(is_number(self.context_offset_ms) and self.context_offset_ms >= 0, "context_offset_ms",
-                "a number >= 0", self.context_offset_ms)
+        require(is_number(self.context_offset_ms) and 0 <= self.context_offset_ms < MAX_HELD_MS, "context_offset_ms",
+                f"a number in [0, {MAX_HELD_MS:g}) (an hour)", self.context_offset_ms)
+        most = MAX_HELD_MS - self.context_offset_ms  # the context ends an hour ago at most
+        require(is_number(self.context_window_ms) and 0 < self.context_window_ms <= most, "context_window_ms",
+                f"a positive number up to {most:g} (context_offset_ms + context_window_ms up to an hour)",
+                self.context_window_ms)
 
     def context_label_index(self, labels: Sequence[str]) -> int | None:
         """Where ``_unknown_`` is in ``labels`` when the context rule is on (``max_context_unknown``

@@ -30,6 +30,9 @@ SMOOTHING_METHODS = ("ema", "window")
 #: An interval between frames longer than this many times the shortest one (and than the window and the
 #: hold) is an outage, not hold time.
 GAP_FACTOR = 2.0
+#: The longest ``window_ms``: an hour (``window`` smoothing keeps every frame of it, so a longer one grows for
+#: as long as the loop runs).
+MAX_WINDOW_MS = 3_600_000.0
 
 
 # --------------------------------------------------------------------------- scenes
@@ -51,7 +54,8 @@ class SceneSmootherOptions:
     def __post_init__(self) -> None:
         require(self.smoothing in SMOOTHING_METHODS, "smoothing", f"one of {', '.join(SMOOTHING_METHODS)}",
                 self.smoothing)
-        require(is_number(self.window_ms) and self.window_ms > 0, "window_ms", "a positive number", self.window_ms)
+        require(is_number(self.window_ms) and 0 < self.window_ms <= MAX_WINDOW_MS, "window_ms",
+                f"a positive number up to {MAX_WINDOW_MS:g} (an hour)", self.window_ms)
         require(is_number(self.hysteresis_margin) and 0 <= self.hysteresis_margin < 1, "hysteresis_margin",
                  "a number in [0, 1)", self.hysteresis_margin)
         require(is_number(self.min_hold_ms) and self.min_hold_ms >= 0, "min_hold_ms", "a number >= 0",

@@ -131,7 +131,9 @@ BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2
     ("vad: {enabled: yes}", "vad.enabled: expected true or false, got 'yes'"),
     ("scenes: {smoothing: median}", "scenes.smoothing: expected one of ema, window, got 'median'"),
     ("scenes: {heartbeat_ms: 0}", "scenes.heartbeat_ms: expected null (no heartbeat) or a positive number, got 0"),
-    ("scheduler: {scene_rate_hz: -2}", "scheduler.scene_rate_hz: expected a positive number, got -2"),
+    ("scheduler: {scene_rate_hz: -2}", "scheduler.scene_rate_hz: expected a number in [0.000277778, 1000] (Hz), "
+                                       "got -2"),
+    ("scheduler: {command_hop_ms: 1.0e-320}", "scheduler.command_hop_ms: expected a number in [1, 3.6e+06] (ms)"),
     ("audio: {chunk_ms: 200}", "audio.chunk_ms: expected <= scheduler.command_hop_ms (100)"),
     ("outputs: {mqtt: 'http://broker'}", "outputs.mqtt: mqtt url 'http://broker': expected a scheme"),
     ("outputs: {topic_prefix: 'a/#'}", "outputs.topic_prefix: expected an MQTT topic"),
