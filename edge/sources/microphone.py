@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 TARGET_SAMPLE_RATE_HZ = 16000
 MAX_SAMPLE_RATE_HZ = 192000
+#: The longest ring buffer and read timeout a microphone takes (a minute): longer ones overflowed or failed to
+#: allocate only when the device opened.
+MAX_BUFFER_MS = 60_000.0
+MAX_READ_TIMEOUT_MS = 60_000.0
 
 
 # --------------------------------------------------------------------------- microphone
@@ -54,10 +58,10 @@ class MicrophoneOptions:
         require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
                  f"an integer in [1, {MAX_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
         require(is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
-        require(is_number(self.buffer_ms) and self.buffer_ms >= 2 * self.chunk_ms, "buffer_ms",
-                 f"a number >= 2 * chunk_ms = {2 * self.chunk_ms:g}", self.buffer_ms)
-        require(is_number(self.read_timeout_ms) and self.read_timeout_ms > 0, "read_timeout_ms",
-                 "a positive number", self.read_timeout_ms)
+        require(is_number(self.buffer_ms) and 2 * self.chunk_ms <= self.buffer_ms <= MAX_BUFFER_MS, "buffer_ms",
+                 f"a number in [2 * chunk_ms = {2 * self.chunk_ms:g}, {MAX_BUFFER_MS:g}]", self.buffer_ms)
+        require(is_number(self.read_timeout_ms) and 0 < self.read_timeout_ms <= MAX_READ_TIMEOUT_MS, "read_timeout_ms",
+                 f"a positive number up to {MAX_READ_TIMEOUT_MS:g}", self.read_timeout_ms)
 
 
 def _import_sounddevice():

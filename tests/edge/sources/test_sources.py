@@ -655,6 +655,12 @@ def test_microphone_on_this_machine_without_devices_is_a_clear_runtime_error():
 def test_microphone_options_validation():
     with pytest.raises(ValueError, match="buffer_ms"):
         MicrophoneOptions(chunk_ms=100, buffer_ms=150)
+    # A ring or a wait past a minute overflowed or failed to allocate only when the device opened.
+    for field in ("buffer_ms", "read_timeout_ms"):
+        for value in (1e308, 10**30, 60_001.0):
+            with pytest.raises(ValueError, match=f"^{field}: expected"):
+                MicrophoneOptions(**{field: value})
+        MicrophoneOptions(**{field: 60_000.0})
     with pytest.raises(ValueError, match="device"):
         MicrophoneOptions(device=-2)
     with pytest.raises(ValueError, match="sample_rate_hz"):
