@@ -52,7 +52,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense import extra_hint
-from edgesense.app.cli import input_file, refuse_file_in_the_way, user_names
+from edgesense.app.cli import input_file, path_argument, refuse_file_in_the_way, user_names
 from edgesense.bench.accuracy import (
     _cap,
     _noise_recordings,
@@ -407,39 +407,42 @@ def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"), help="the deployed .tflite")
-    parser.add_argument("--speech-commands", type=Path, help="a Speech Commands layout folder")
-    parser.add_argument("--scenes", type=Path, help="an image-folder layout (CLASS/NAME.jpg)")
-    parser.add_argument("--av", type=Path, help="paired audio-visual folder (CLASS/NAME.jpg + CLASS/NAME.wav)")
-    parser.add_argument("--scene-ambient", type=Path, metavar="DIR",
+    parser.add_argument("--model", type=path_argument, default=Path("models/edgesense.tflite"),
+                        help="the deployed .tflite")
+    parser.add_argument("--speech-commands", type=path_argument, help="a Speech Commands layout folder")
+    parser.add_argument("--scenes", type=path_argument, help="an image-folder layout (CLASS/NAME.jpg)")
+    parser.add_argument("--av", type=path_argument, help="paired audio-visual folder (CLASS/NAME.jpg + CLASS/NAME.wav)")
+    parser.add_argument("--scene-ambient", type=path_argument, metavar="DIR",
                         help="sounds of the scene classes (CLASS/*.wav, e.g. ../shared/data/scene_ambient): the "
                              "--scenes test photos with sound of their place, camera clean and degraded")
-    parser.add_argument("--noise", type=Path, action="append", default=[],
+    parser.add_argument("--noise", type=path_argument, action="append", default=[],
                         help="background noise .wav file or folder (repeatable) for streams and the ambient figure")
-    parser.add_argument("--tuning-noise", type=Path, action="append", default=[],
+    parser.add_argument("--tuning-noise", type=path_argument, action="append", default=[],
                         help="noise and music for the tuning streams only, all of it (repeatable; default: the "
                              "training pool of --noise): recordings no training used, e.g. "
                              "../shared/data/scene_ambient")
-    parser.add_argument("--tuning-negatives", type=Path, action="append", default=[],
+    parser.add_argument("--tuning-negatives", type=path_argument, action="append", default=[],
                         help="other speech for the tuning streams only, all of it, beside the tuning pool of "
                              "--negatives (repeatable): talk like the device's, e.g. edgesense synth-talk sentences; "
                              "it fills half the tuning talk stream's time, the pool's own talk the other half")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
-    parser.add_argument("--out", type=Path, default=BenchOptions.out_dir, help="output folder (default %(default)s)")
+    parser.add_argument("--out", type=path_argument, default=BenchOptions.out_dir,
+                        help="output folder (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="small subsets, 2-min stream, tiny references (CI)")
     parser.add_argument("--split", choices=SPLITS, default="all",
                         help="'testing': only the held-out split, as training made it (with --salt)")
     parser.add_argument("--salt", default="", help="speaker-split salt used in training (e.g. edgesense)")
     parser.add_argument("--train-references", action="store_true",
                         help="train + quantize the MLPerf Tiny references into --references (cached)")
-    parser.add_argument("--references", type=Path, default=DEFAULT_REFERENCES_DIR, help="reference models folder")
-    parser.add_argument("--reference-config", type=Path,
+    parser.add_argument("--references", type=path_argument, default=DEFAULT_REFERENCES_DIR,
+                        help="reference models folder")
+    parser.add_argument("--reference-config", type=path_argument,
                         help="train YAML for the references' data (default: --speech-commands/--scenes/--salt)")
     parser.add_argument("--teachers", action="store_true",
                         help="train (once, into --references, on the references' data) and score the pretrained "
                              "teachers as rows (needs the [teacher] and [vision-teacher] extras)")
     parser.add_argument("--fusion-study", action="store_true", help="run the fusion study (trains small models)")
-    parser.add_argument("--negatives", type=Path, action="append", default=[],
+    parser.add_argument("--negatives", type=path_argument, action="append", default=[],
                         help="other speech (.wav file or folder, repeatable; e.g. ../shared/data/speech_negatives) "
                              "for the talk and other-words streams")
     parser.add_argument("--no-streaming", action="store_true", help="skip the streaming evaluation")
@@ -463,10 +466,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "in-time ranks them by the words detected within MS of their end (a later detection "
                              "a miss); p95 keeps only those whose 95th percentile is within MS "
                              f"(default {SweepOptions.latency_rule})")
-    parser.add_argument("--write-config", type=Path, action="append", default=[],
+    parser.add_argument("--write-config", type=path_argument, action="append", default=[],
                         help="write the recommended recognizer settings into this firmware YAML's commands: "
                              "(in place; repeatable)")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
+    parser.add_argument("--config", type=path_argument, default=None, metavar="YAML",
                         help="device config whose scheduler.command_hop_ms the streams are scored at and whose "
                              "commands: settings the streaming section scores next to the recommendation "
                              f"(default: the shipped firmware_configs/{DEFAULT_FIRMWARE_CONFIG}.yaml); "

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.app.cli import input_file, refuse_files_in, user_names
+from edgesense.app.cli import input_file, path_argument, refuse_files_in, user_names
 from edgesense.bench.streaming import (
     SEGMENT_S,
     clip_utterances,
@@ -316,18 +316,19 @@ FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "thre
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = MineOptions()
-    parser.add_argument("--model", required=True, type=Path, help="the deployed .tflite to mine with")
-    parser.add_argument("--negatives", type=Path, action="append", default=[],
+    parser.add_argument("--model", required=True, type=path_argument, help="the deployed .tflite to mine with")
+    parser.add_argument("--negatives", type=path_argument, action="append", default=[],
                         help="other speech, .wav file or folder (repeatable; e.g. ../shared/data/speech_negatives): "
                              "its training pool is streamed")
-    parser.add_argument("--speech-commands", type=Path, default=None,
+    parser.add_argument("--speech-commands", type=path_argument, default=None,
                         help="a Speech Commands folder: the _unknown_ words of the model's training speakers "
                              "(its recorded split) are streamed too")
     parser.add_argument("--salt", default=None,
                         help="speaker-split salt of --speech-commands (default: the one the model records)")
-    parser.add_argument("--noise", type=Path, action="append", default=[],
+    parser.add_argument("--noise", type=path_argument, action="append", default=[],
                         help="noise and music, .wav file or folder (repeatable): its training pool is the background")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (name it in data.hard_negatives)")
+    parser.add_argument("--out", required=True, type=path_argument,
+                        help="output folder (name it in data.hard_negatives)")
     parser.add_argument("--talk-minutes", type=float, default=defaults.talk_minutes, help="minutes of talk to stream")
     parser.add_argument("--word-passes", type=int, default=defaults.word_passes,
                         help="times each other word is also said alone (0: none)")
@@ -337,7 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kept windows at least this far apart")
     parser.add_argument("--max-windows", type=int, default=defaults.max_windows,
                         help="keep at most this many, strongest first")
-    parser.add_argument("--second-opinion", type=Path, default=None, metavar="HEADS",
+    parser.add_argument("--second-opinion", type=path_argument, default=None, metavar="HEADS",
                         help="mine where the model blended with these stream heads fires "
                              "(edgesense train-stream-heads)")
     parser.add_argument("--student-weight", type=float, default=None,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from edgesense.app.cli import input_file, user_names
+from edgesense.app.cli import input_file, path_argument, user_names
 from edgesense.deploy.bundle import DeployOptions, build_bundle
 from edgesense.deploy.resolve import KNOWN_EXTRAS
 from edgesense.deploy.targets import TARGETS
@@ -17,9 +16,10 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, choices=list(TARGETS), help="the device kind")
-    parser.add_argument("--out", required=True, type=Path, help="bundle folder to write (new or empty)")
-    parser.add_argument("--model", type=Path, default=None, help="model to bundle (default models/edgesense.tflite)")
-    parser.add_argument("--config", type=Path, default=None,
+    parser.add_argument("--out", required=True, type=path_argument, help="bundle folder to write (new or empty)")
+    parser.add_argument("--model", type=path_argument, default=None,
+                        help="model to bundle (default models/edgesense.tflite)")
+    parser.add_argument("--config", type=path_argument, default=None,
                         help="device config to bundle (default firmware_configs/<target>.yaml)")
     parser.add_argument("--no-wheels", action="store_true",
                         help="no resolution or downloads: the device installs the packages from PyPI")
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the device's Python (default: the target's, e.g. 3.11 on Raspberry Pi OS Bookworm)")
     parser.add_argument("--extra", action="append", default=[], choices=list(KNOWN_EXTRAS),
                         help="also bundle an optional dependency group (mqtt)")
-    parser.add_argument("--edgesense-wheel", type=Path, default=None,
+    parser.add_argument("--edgesense-wheel", type=path_argument, default=None,
                         help="use this EdgeSense wheel instead of building one")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle in --out")
 

@@ -48,6 +48,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgesense.app.cli import path_argument
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
@@ -608,12 +609,15 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="the deployed .tflite to adapt")
-    parser.add_argument("--out", required=True, type=Path, help="the adapted .tflite to write")
-    parser.add_argument("--scenes", type=Path, help="photos CLASS/*.jpg (the model's training split of them is used)")
-    parser.add_argument("--scene-ambient", type=Path, help="sounds of each place, CLASS/*.wav (training pool only)")
-    parser.add_argument("--av", type=Path, help="your own places: CLASS/NAME.jpg + CLASS/NAME.wav (edgesense record)")
-    parser.add_argument("--image-encoder", type=Path, metavar="TFLITE",
+    parser.add_argument("--model", required=True, type=path_argument, help="the deployed .tflite to adapt")
+    parser.add_argument("--out", required=True, type=path_argument, help="the adapted .tflite to write")
+    parser.add_argument("--scenes", type=path_argument,
+                        help="photos CLASS/*.jpg (the model's training split of them is used)")
+    parser.add_argument("--scene-ambient", type=path_argument,
+                        help="sounds of each place, CLASS/*.wav (training pool only)")
+    parser.add_argument("--av", type=path_argument,
+                        help="your own places: CLASS/NAME.jpg + CLASS/NAME.wav (edgesense record)")
+    parser.add_argument("--image-encoder", type=path_argument, metavar="TFLITE",
                         help="take the image encoder (and its image frontend) from this model, e.g. one trained "
                              "with the vision teacher; the commands stay --model's")
     parser.add_argument("--epochs", type=int, default=AdaptOptions.epochs, help="passes of fresh rows")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesense.app.cli import path_argument
 from edgesense.train.config import TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
@@ -181,9 +182,9 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+    parser.add_argument("runs", nargs="+", type=path_argument, metavar="RUN",
                         help="run folders of one architecture and labels, e.g. fine-tunes of one run")
-    parser.add_argument("--out", required=True, type=Path, help="the averaged run folder")
+    parser.add_argument("--out", required=True, type=path_argument, help="the averaged run folder")
     parser.add_argument("--force", action="store_true", help="replace the run already in --out")
     parser.add_argument("--greedy", action="store_true",
                         help="add the runs best first, keeping each only if the validation figure does not fall")

@@ -10,12 +10,14 @@ import os
 import sys
 from pathlib import Path
 
+from edgesense.app.cli import path_argument
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="training YAML (see train/configs/)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--config", required=True, type=path_argument, help="training YAML (see train/configs/)")
+    parser.add_argument("--out", type=path_argument, default=None,
                         help="run folder (default: runs/NAME); an existing run is never replaced without --force")
     parser.add_argument("--force", action="store_true",
                         help="replace the run already in --out (it is kept until the new run is complete)")
@@ -26,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logical-cpus", type=int, default=None, metavar="N",
                         help="split the CPU into N >= 1 logical devices (to try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", type=int, default=None, help="override seed")
-    parser.add_argument("--init-from", type=Path, default=None, metavar="RUN",
+    parser.add_argument("--init-from", type=path_argument, default=None, metavar="RUN",
                         help="start from the weights of run folder RUN (same architecture): a fine-tune, "
                              "e.g. a longer schedule continued at a lower --set train.learning_rate")
-    parser.add_argument("--av", type=Path, default=None, metavar="DIR",
+    parser.add_argument("--av", type=path_argument, default=None, metavar="DIR",
                         help="your own places: a paired CLASS/NAME.jpg + CLASS/NAME.wav folder (edgesense record); "
                              "its photos and sounds join the scene data (sets data.av)")
     parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",

@@ -58,6 +58,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgesense.app.cli import path_argument
 from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.wav import read_wav
 from edgesense.recognition.gate import ENVELOPE_FRAME_MS, MS_PER_S, SPEECH_SPAN_DB, rms_dbfs, speech_span
@@ -485,19 +486,19 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = StreamHeadsOptions()
-    parser.add_argument("--out", type=Path, required=True, help="the heads file to write (.tflite)")
-    parser.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"),
+    parser.add_argument("--out", type=path_argument, required=True, help="the heads file to write (.tflite)")
+    parser.add_argument("--model", type=path_argument, default=Path("models/edgesense.tflite"),
                         help="the student the heads sit beside: its labels and speaker split")
-    parser.add_argument("--speech-commands", type=Path, default=SHARED / "speech_commands",
+    parser.add_argument("--speech-commands", type=path_argument, default=SHARED / "speech_commands",
                         help="the labelled clips, split by speaker as --model was (default %(default)s)")
-    parser.add_argument("--noise", type=Path, action="append",
+    parser.add_argument("--noise", type=path_argument, action="append",
                         help=f"noise and music folders, their training pool (default: {SHARED / 'ambient'} and "
                              f"{SHARED / 'noise'})")
-    parser.add_argument("--negatives", type=Path, default=SHARED / "speech_negatives",
+    parser.add_argument("--negatives", type=path_argument, default=SHARED / "speech_negatives",
                         help="other people's speech, its training pool as _unknown_")
-    parser.add_argument("--hard-negatives", type=Path, action="append", default=[],
+    parser.add_argument("--hard-negatives", type=path_argument, action="append", default=[],
                         help="folders of windows where a detector fired on talk (edgesense mine), as _unknown_")
-    parser.add_argument("--talk", type=Path, action="append", default=[],
+    parser.add_argument("--talk", type=path_argument, action="append", default=[],
                         help="more talk to learn as _unknown_, all of it (e.g. edgesense synth-talk sentences; "
                              "keep the voices you tune on out)")
     parser.add_argument("--heads", type=int, default=defaults.heads,

@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgesense import editable_install
-from edgesense.app.cli import refuse_files_in
+from edgesense.app.cli import path_argument, refuse_files_in
 from edgesense.frontend.resample import resample
 from edgesense.frontend.wav import read_wav_native, write_wav
 from edgesense.schema.validate import require
@@ -594,7 +594,7 @@ def word_list(text: str) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthOptions()
-    parser.add_argument("--out", required=True, type=Path, help="output folder (Speech Commands layout)")
+    parser.add_argument("--out", required=True, type=path_argument, help="output folder (Speech Commands layout)")
     parser.add_argument("--words", default=",".join(defaults.words), help="comma-separated command words")
     parser.add_argument("--engine", choices=tuple(ENGINE_CHOICES), default="espeak",
                         help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all; each engine "

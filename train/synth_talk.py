@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import refuse_files_in
+from edgesense.app.cli import path_argument, refuse_files_in
 from edgesense.frontend.wav import write_wav
 from edgesense.schema.validate import require
 from edgesense.train import synth
@@ -236,7 +236,7 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TalkOptions()
-    parser.add_argument("--out", required=True, type=Path,
+    parser.add_argument("--out", required=True, type=path_argument,
                         help="output folder (name it in a training config's data.speech_negatives)")
     parser.add_argument("--sentences", type=int, default=defaults.sentences, help="sentences per engine")
     parser.add_argument("--engine", choices=tuple(synth.ENGINE_CHOICES), default="espeak",

@@ -70,6 +70,21 @@ def _load(module_name: str, command: str | None = None):
         raise
 
 
+def path_argument(value: str) -> Path:
+    """An argparse ``type`` for a path flag: an empty value (a shell variable that was not set) is refused
+    instead of becoming ``Path("")``, which is the current folder."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(value)
+
+
+def one_line_message(exc: BaseException) -> str:
+    """``exc``'s message on one line: a line break (in a path the user typed) is shown as ``\\n`` (where
+    :func:`edgesense.schema.validate.one_line` folds a library's multi-line message into spaces, this keeps
+    the path as it is)."""
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
     """``value`` of ``flag`` as a Path (None stays None); ValueError naming the flag when it is
     a folder or does not exist."""
@@ -213,7 +228,7 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError as exc:  # e.g. numpy asked for a batch of 10**8 clips
         print(f"{prog}: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "

@@ -265,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration_s is not None and not is_positive(args.duration_s):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
+    if args.out == "":  # not the default path: a shell variable that was not set
+        raise ValueError("--out: expected a .mp4 file path, got an empty string")
     with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
         out = check_out_path(args.out, replace=args.force) if args.out else None  # before anything is opened
     config_path = input_file("--config", config_argument(args.config)) or shipped_config(DEFAULT_CONFIG)

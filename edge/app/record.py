@@ -474,9 +474,16 @@ def _seconds(value: str) -> float:
 
 
 def _out_folder(value: str) -> Path:
+    """``--out`` as a folder that is there or can be made: not empty (the current folder unasked), not a file
+    and not inside one (found before a device is opened or a pair recorded)."""
+    from edgesense.app.cli import refuse_file_in_the_way
+
+    if not value:
+        raise ValueError("--out: expected a folder (created when missing), got an empty string")
     out = Path(value)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: expected a folder (created when missing), found a file")
+    refuse_file_in_the_way("--out", out, expected="a folder (created when missing)")
     return out
 
 
