@@ -48,7 +48,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.app.cli import path_argument
+from edgesense.app.cli import path_argument, refuse_file_in_the_way
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
@@ -56,7 +56,7 @@ from edgesense.schema.validate import is_int, is_number, require
 from edgesense.shipped import SAMPLES, shipped_path
 from edgesense.train import data as datasets
 from edgesense.train.augment import ImageAugmentOptions, augment_images
-from edgesense.train.config import SEED_EXPECTED, is_seed
+from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
@@ -98,7 +98,7 @@ class AdaptOptions:
     def __post_init__(self) -> None:
         for name in ("epochs", "rows_per_epoch", "batch_size", "image_variants", "sounds_per_class"):
             value = getattr(self, name)
-            require(is_int(value) and value >= 1, name, "an integer >= 1", value)
+            require(is_int(value) and 1 <= value < INT_LIMIT, name, "an integer in [1, 2**63)", value)
         require(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
         require(self.sound_mismatch is None or (is_number(self.sound_mismatch) and 0 <= self.sound_mismatch < 1),
                 "sound_mismatch", "null or a probability in [0, 1)", self.sound_mismatch)
@@ -646,6 +646,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out: expected another file than --model, got {args.out}")
     if args.out.is_dir():
         raise ValueError(f"--out: expected a .tflite file path, got {args.out} (a folder)")
+    refuse_file_in_the_way("--out", args.out.parent, expected="a folder for the model")
     if args.out.exists() and not args.force:
         raise ValueError(f"--out: {args.out} exists; add --force to replace it")
     with user_names({"epochs": "--epochs", "sound_mismatch": "--sound-mismatch", "seed": "--seed"}):

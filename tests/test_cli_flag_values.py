@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgesense.app.cli import main
-from tests.cli_run import edgesense, error_line
+from cli_run import edgesense, error_line
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -88,3 +88,16 @@ def test_a_number_or_path_it_cannot_use_is_refused_naming_its_flag(capsys, tmp_p
     line = _error(capsys, argv)
     assert flag in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_adapt_refuses_an_out_inside_a_file_and_epochs_past_int64_before_any_work(capsys, tmp_path):
+    """``--out /etc/passwd/x.tflite`` said "cannot write the output model ...: File exists" after the work, and
+    ``--epochs 99999999999999999999`` started it."""
+    model = str(REPO / "models" / "edgesense.tflite")
+    file = tmp_path / "notes.txt"
+    file.write_text("mine\n")
+    line = _error(capsys, ["adapt", "--model", model, "--av", str(tmp_path), "--out", str(file / "x.tflite")])
+    assert line.startswith("edgesense: error: --out: expected a folder for the model") and str(file) in line, line
+    line = _error(capsys, ["adapt", "--model", model, "--av", str(tmp_path), "--out", str(tmp_path / "x.tflite"),
+                           "--epochs", "99999999999999999999"])
+    assert line.startswith("edgesense: error: --epochs: expected an integer in [1, 2**63)"), line
