@@ -9,11 +9,10 @@ import copy
 import dataclasses
 import json
 import math
-import re
-import typing
 from pathlib import Path
 
 import pytest
+from config_fuzz import BEYOND_FLOAT, HUGE, SOURCE, error_field, leaf_fields, put, yaml_flow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +24,7 @@ from edgesense.train.config import (
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "train" / "configs"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
-SOURCE = "fuzz.yaml"
 TINY = {"name": "tiny", "seed": 42, "data": {"speech_commands": ["sc"], "scenes": "scenes"}}
-HUGE = 10**30
-#: Past float's range: YAML reads it as an integer that no float holds.
-BEYOND_FLOAT = 10**400
 #: Wrong types and edge values, each put in place of every field in turn.
 BAD_VALUES = (
     None, True, False, "", "x", "1e3", "inf", [], [None], ["x"], [1, "a"], [[1]], [{}], {}, {"a": 1},
@@ -39,21 +34,9 @@ BAD_VALUES = (
 )
 #: Crashes of ``edgesense.frontend.audio.AudioFrontendOptions`` (edge/, outside train/): it computes samples
 #: from a rate and a duration before checking they fit a float. Tested apart, below, until it is fixed.
-#: ``fuzz.yaml: field.path: ...`` or ``fuzz.yaml:12: field.path[3]: ...`` (one line; an unknown key as written).
-MESSAGE = re.compile(rf"^{re.escape(SOURCE)}(:\d+)?: (?P<field>[^:]+): \S")
 
 
-def _fields(cls: type, prefix: str = "") -> list[str]:
-    """Every leaf field of ``cls``, dotted (``train.learning_rate``)."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        out.extend(_fields(tp, f"{prefix}{f.name}.") if dataclasses.is_dataclass(tp) else [prefix + f.name])
-    return out
-
-
-FIELDS = _fields(TrainConfig)
+FIELDS = leaf_fields(TrainConfig)
 SECTIONS = sorted({f.split(".")[0] for f in FIELDS if "." in f})
 NAMES = sorted({f.split(".")[-1] for f in FIELDS})
 PATHS = ("sc", "scenes", "noise")  # the tiny data folders of _data_folders
@@ -87,18 +70,6 @@ def _data_folders(folder: Path) -> Path:
     return path
 
 
-def _put(mapping: dict, path: str, value: object) -> dict:
-    out = copy.deepcopy(mapping)
-    *parents, last = path.split(".")
-    node = out
-    for part in parents:
-        child = node.get(part)
-        node[part] = child = dict(child) if isinstance(child, dict) else {}
-        node = child
-    node[last] = value
-    return out
-
-
 def _walk(value: object, path: str = ""):
     """``(dotted path, leaf)`` of every number in a loaded config."""
     if dataclasses.is_dataclass(value):
@@ -125,32 +96,12 @@ def _check_loaded(config: TrainConfig) -> None:
     assert from_mapping(TrainConfig, config.to_dict()) == config
 
 
-def _check_error(exc: ValueError) -> str:
-    """One line that names the file and a field; returns the field."""
-    text = str(exc)
-    assert "\n" not in text, text
-    match = MESSAGE.match(text)
-    assert match, text
-    return match["field"]
-
-
-def _yaml(value: object) -> str:
-    """``value`` in YAML flow style (JSON, with YAML's spellings of the floats JSON has none for)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
-    if isinstance(value, list):
-        return "[" + ", ".join(_yaml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))}: {_yaml(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value)
-
-
 def _build(mapping: object) -> None:
     try:
         config = from_mapping(TrainConfig, mapping, source=SOURCE)
     except ValueError as exc:
         if mapping is None or isinstance(mapping, dict):
-            _check_error(exc)
+            error_field(exc)
         else:  # nothing to name but the file
             assert str(exc).startswith(f"{SOURCE}: expected a mapping, got ") and "\n" not in str(exc), exc
         return
@@ -162,11 +113,11 @@ def test_each_field_with_a_wrong_type_or_an_edge_value_is_one_value_error_naming
     bases = list(BASES.values())
     for i, value in enumerate(BAD_VALUES):
         base = bases[(i + FIELDS.index(field)) % len(bases)]  # every recipe meets every value somewhere
-        mapping = _put(base, field, value)
+        mapping = put(base, field, value)
         try:
             config = from_mapping(TrainConfig, mapping, source=SOURCE)
         except ValueError as exc:
-            _check_error(exc)
+            error_field(exc)
             continue
         except Exception as exc:  # noqa: BLE001 - the failure this test is about
             pytest.fail(f"{field}={value!r}: {type(exc).__name__}: {exc}")
@@ -177,8 +128,8 @@ def test_each_field_with_a_wrong_type_or_an_edge_value_is_one_value_error_naming
 def test_a_value_of_the_wrong_type_is_refused_naming_its_own_field(name):
     for field in FIELDS:
         with pytest.raises(ValueError) as info:
-            from_mapping(TrainConfig, _put(BASES[name], field, {"a": 1}), source=SOURCE)
-        assert _check_error(info.value) == field
+            from_mapping(TrainConfig, put(BASES[name], field, {"a": 1}), source=SOURCE)
+        assert error_field(info.value) == field
 
 
 @pytest.mark.parametrize("name", BASES)
@@ -187,8 +138,8 @@ def test_an_unknown_key_at_every_level_is_refused_naming_it(name):
     for section in ["", *SECTIONS]:
         key = f"{section}.colour".lstrip(".")
         with pytest.raises(ValueError) as info:
-            from_mapping(TrainConfig, _put(base, key, 1), source=SOURCE)
-        assert _check_error(info.value) == key and "unknown field; expected one of" in str(info.value)
+            from_mapping(TrainConfig, put(base, key, 1), source=SOURCE)
+        assert error_field(info.value) == key and "unknown field; expected one of" in str(info.value)
 
 
 @pytest.mark.parametrize("name", BASES)
@@ -199,8 +150,8 @@ def test_a_section_or_field_written_twice_is_refused_naming_it(tmp_path, name):
         twice, key = [(section, value), *base.items()], section
         if isinstance(value, dict) and value:  # a field written twice within its section
             key, item = next(iter(value.items()))
-            twice = [(f"{section}:\n  {key}: {_yaml(item)}\n  {key}", item), *base.items()]
-        path.write_text("".join(f"{key}: {_yaml(item)}\n" for key, item in twice))
+            twice = [(f"{section}:\n  {key}: {yaml_flow(item)}\n  {key}", item), *base.items()]
+        path.write_text("".join(f"{key}: {yaml_flow(item)}\n" for key, item in twice))
         with pytest.raises(ValueError) as info:
             load_train_config(path)
         assert "\n" not in str(info.value) and f"duplicate key {key!r}" in str(info.value)
@@ -242,7 +193,7 @@ def test_random_set_overrides_are_one_value_error_or_a_sound_config(tiny_path, b
     path = tiny_path.parent / f"{base}.yaml"
     if not path.exists():
         path.write_text(json.dumps(BASES[base]))
-    overrides = [f"{key}={_yaml(value)}" for key, value in items]
+    overrides = [f"{key}={yaml_flow(value)}" for key, value in items]
     try:
         config = load_train_config(path, overrides)
     except ValueError as exc:

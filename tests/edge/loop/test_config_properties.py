@@ -5,16 +5,12 @@ stream). Deterministic (a fixed grid of values, a derandomized search) and fast.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
 import math
-import re
-import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from config_fuzz import BEYOND_FLOAT, HUGE, SOURCE, error_field, leaf_fields, put, yaml_flow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,10 +28,6 @@ REPO = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO / "firmware_configs"
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 BASES = {p.name: load_yaml_document(p).data for p in SHIPPED}
-SOURCE = "fuzz.yaml"
-HUGE = 10**30
-#: Past float's range: YAML reads it as an integer that no float holds.
-BEYOND_FLOAT = 10**400
 #: Wrong types and edge values, each put in place of every field in turn.
 BAD_VALUES = (
     None, True, False, "", "x", "1e3", "inf", [], [None], ["x"], [1, 2], {}, {"a": 1}, -1, 0, 1, 2, -0.5, 0.5,
@@ -44,54 +36,9 @@ BAD_VALUES = (
 SCENE_LABELS = ("home", "office", "street")
 #: Stream time fed to the loop's pieces (ms), and the chunks it is cut in at most.
 RUN_MS, MAX_CHUNKS = 3000.0, 150
-#: ``fuzz.yaml: section.field: ...`` or ``fuzz.yaml:12: section.field: ...`` (one line).
-MESSAGE = re.compile(rf"^{re.escape(SOURCE)}(:\d+)?: (?P<field>[^:]+): \S")
 
 
-def _fields(cls: type, prefix: str = "") -> list[str]:
-    """Every leaf field of ``cls``, dotted (``camera.backoff.max_ms``)."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.init:
-            tp = hints[f.name]
-            out.extend(_fields(tp, f"{prefix}{f.name}.") if dataclasses.is_dataclass(tp) else [prefix + f.name])
-    return out
-
-
-FIELDS = _fields(DeviceConfig)
-
-
-def _put(mapping: dict, path: str, value: object) -> dict:
-    out = copy.deepcopy(mapping)
-    *parents, last = path.split(".")
-    node = out
-    for part in parents:
-        child = node.get(part)
-        node[part] = child = dict(child) if isinstance(child, dict) else {}
-        node = child
-    node[last] = value
-    return out
-
-
-def _yaml(value: object) -> str:
-    """``value`` in YAML flow style (JSON, with YAML's spellings of the floats JSON has none for)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
-    if isinstance(value, list):
-        return "[" + ", ".join(_yaml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))}: {_yaml(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value)
-
-
-def _check_error(exc: ValueError) -> str:
-    """One line that names the file and a field (an unknown key as written); returns the field."""
-    text = str(exc)
-    assert "\n" not in text, text
-    match = MESSAGE.match(text)
-    assert match, text
-    return match["field"]
+FIELDS = leaf_fields(DeviceConfig)
 
 
 def _run(config: DeviceConfig) -> None:
@@ -128,7 +75,7 @@ def _load_or_refuse(mapping: object) -> DeviceConfig | None:
         return DeviceConfig.from_dict(mapping, source=SOURCE, base_dir=CONFIG_DIR)
     except ValueError as exc:
         if mapping is None or isinstance(mapping, dict):
-            _check_error(exc)
+            error_field(exc)
         else:
             assert str(exc).startswith(f"{SOURCE}: expected a mapping, got ") and "\n" not in str(exc), exc
         return None
@@ -140,7 +87,7 @@ def test_each_field_with_a_wrong_type_or_an_edge_value_is_refused_naming_a_field
     for i, value in enumerate(BAD_VALUES):
         base = bases[(i + FIELDS.index(field)) % len(bases)]  # every config meets every value somewhere
         try:
-            config = _load_or_refuse(_put(base, field, value))
+            config = _load_or_refuse(put(base, field, value))
             if config is not None:
                 _run(config)
         except Exception as exc:  # noqa: BLE001 - the failure this test is about
@@ -151,8 +98,8 @@ def test_each_field_with_a_wrong_type_or_an_edge_value_is_refused_naming_a_field
 def test_a_value_of_the_wrong_type_is_refused_naming_its_own_field(name):
     for field in FIELDS:
         with pytest.raises(ValueError) as info:
-            DeviceConfig.from_dict(_put(BASES[name], field, {"a": 1}), source=SOURCE, base_dir=CONFIG_DIR)
-        assert _check_error(info.value) == field
+            DeviceConfig.from_dict(put(BASES[name], field, {"a": 1}), source=SOURCE, base_dir=CONFIG_DIR)
+        assert error_field(info.value) == field
 
 
 @pytest.mark.parametrize("name", BASES)
@@ -167,10 +114,10 @@ def test_the_shipped_configs_run(name):
                                               ("scheduler.scene_rate_hz", 1e308)])
 def test_a_schedule_period_out_of_range_is_one_cli_error_naming_the_file_line_and_field(tmp_path, capsys, field,
                                                                                          value):
-    base = _put(BASES["desktop.yaml"], "model.path", str(REPO / "models" / "edgesense.tflite"))
-    base = _put(base, "second_opinion.heads_path", None)
+    base = put(BASES["desktop.yaml"], "model.path", str(REPO / "models" / "edgesense.tflite"))
+    base = put(base, "second_opinion.heads_path", None)
     path = tmp_path / "device.yaml"
-    path.write_text("".join(f"{key}: {_yaml(item)}\n" for key, item in _put(base, field, value).items()))
+    path.write_text("".join(f"{key}: {yaml_flow(item)}\n" for key, item in put(base, field, value).items()))
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("scheduler:"))
@@ -195,7 +142,7 @@ anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_siz
 def test_several_edge_values_at_once_are_one_value_error_or_a_config_that_runs(base, items):
     mapping = BASES[base]
     for field, value in items:
-        mapping = _put(mapping, field, value)
+        mapping = put(mapping, field, value)
     config = _load_or_refuse(mapping)
     if config is not None:
         _run(config)
@@ -217,8 +164,8 @@ def test_random_data_as_a_config_or_a_section_is_one_value_error_or_a_config_tha
 def test_a_window_past_an_hour_is_refused_naming_it(field, value):
     """Every result of these windows is held: a longer one grew for as long as the loop ran (a window of 1e12 ms
     held 36,000 results an hour, and the recognizer never fired, its results never spanning a quarter of it)."""
-    mapping = _put(BASES["rpi5.yaml"], "commands.max_context_unknown", 0.5)  # the context rule on
-    mapping = _put(_put(mapping, "scenes.smoothing", "window"), field, value)
+    mapping = put(BASES["rpi5.yaml"], "commands.max_context_unknown", 0.5)  # the context rule on
+    mapping = put(put(mapping, "scenes.smoothing", "window"), field, value)
     with pytest.raises(ValueError) as info:
         DeviceConfig.from_dict(mapping, source=SOURCE, base_dir=CONFIG_DIR)
-    assert _check_error(info.value) == field and "an hour" in str(info.value)
+    assert error_field(info.value) == field and "an hour" in str(info.value)
