@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tf.distribute strategy: mirrored for several GPUs, multi_worker for a cluster "
                              "(TF_CONFIG names the workers)")
     parser.add_argument("--logical-cpus", type=int, default=None, metavar="N",
-                        help="split the CPU into N >= 1 logical devices (to try --strategy mirrored without GPUs)")
+                        help=f"split the CPU into N logical devices, 1 to {MAX_LOGICAL_CPUS} (to try --strategy "
+                             "mirrored without GPUs)")
     parser.add_argument("--seed", type=int, default=None, help="override seed")
     parser.add_argument("--init-from", type=path_argument, default=None, metavar="RUN",
                         help="start from the weights of run folder RUN (same architecture): a fine-tune, "
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",
                         help="override one config field, value in YAML (repeatable), e.g. "
                              "--set train.real_speech_share=0.5")
+
+
+#: The most logical CPU devices --logical-cpus makes (a way to try --strategy mirrored without GPUs).
+MAX_LOGICAL_CPUS = 64
 
 
 def _configure_devices(logical_cpus: int | None) -> None:
@@ -52,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
     # the data loads: the config, --out, --init-from.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgesense.app.cli import EXIT_INTERRUPTED, input_file, stop_on_signals, user_names
-    from edgesense.train.config import load_train_config
+    from edgesense.train.config import INT_LIMIT, load_train_config
     from edgesense.train.runfolder import check_init_from, check_out_dir, start_staging
 
-    if args.logical_cpus is not None and args.logical_cpus < 1:
-        raise ValueError(f"--logical-cpus: expected an integer >= 1, got {args.logical_cpus}")
+    if args.logical_cpus is not None and not 1 <= args.logical_cpus <= MAX_LOGICAL_CPUS:
+        raise ValueError(f"--logical-cpus: expected an integer in [1, {MAX_LOGICAL_CPUS}], got {args.logical_cpus}")
+    if args.epochs is not None and not 1 <= args.epochs < INT_LIMIT:  # refused before the data loads
+        raise ValueError(f"--epochs: expected an integer in [1, 2**63), got {args.epochs}")
     config_path = input_file("--config", args.config)
     overrides = list(args.overrides or ())
     if args.av is not None:
@@ -68,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         config = load_train_config(config_path, overrides)
     overrides = {}
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise ValueError(f"--epochs: expected >= 1, got {args.epochs}")
         overrides["epochs"] = args.epochs
     if args.strategy is not None:
         overrides["strategy"] = args.strategy

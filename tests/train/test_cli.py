@@ -30,12 +30,15 @@ def test_a_bad_seed_names_the_flag_or_the_field(tmp_path, seed):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("count", [0, -2])
-def test_logical_cpus_must_be_positive(tmp_path, count):
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--logical-cpus", 0, "[1, 64]"), ("--logical-cpus", -2, "[1, 64]"),
+    ("--logical-cpus", 10**20, "[1, 64]"),  # passed the check and started TensorFlow before
+    ("--epochs", 0, "[1, 2**63)"), ("--epochs", 10**20, "[1, 2**63)"),  # the latter named train.epochs
+])
+def test_device_and_epoch_counts_out_of_range_are_refused_naming_the_flag(tmp_path, flag, value, expected):
     path = _config(tmp_path)
-    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", "--logical-cpus", count,
-                               timeout=QUICK_S))
-    assert line == f"{ERROR_PREFIX} --logical-cpus: expected an integer >= 1, got {count}"
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", flag, value, timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} {flag}: expected an integer in {expected}, got {value}"
     assert not (tmp_path / "run").exists()
 
 
