@@ -1064,6 +1064,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
 
         weights_file(config.vision_teacher.backbone)
     keras.utils.set_random_seed(config.seed)
+    stop = stop or StopSwitch()
     staging = start_staging(out_dir, flag="out_dir")
     try:
         started = time.perf_counter()
@@ -1071,19 +1072,19 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
         if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
             raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
         load_s = time.perf_counter() - started
-        stop = stop or StopSwitch()
         stop.check()
         metrics = _fit_and_write(config, staging, ds, load_s, verbose=verbose, init_from=init_from, stop=stop)
         stop.check()
         commit_run(staging, out_dir, replace, flag="out_dir", force_flag="replace=True")
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno not in _FULL_OR_READ_ONLY:
-            raise
-        raise OSError(exc.errno, f"{out_dir}: could not write the run ({exc.strerror or exc}); it left nothing "
-                                 "there") from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if stop.aborted and not isinstance(exc, KeyboardInterrupt):
+            # The signal's KeyboardInterrupt, raised while TensorFlow's C code ran a step, can surface as another
+            # error (SystemError: bad argument to internal function): it is the interrupt all the same.
+            raise KeyboardInterrupt from exc
+        if isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY:
+            raise OSError(exc.errno, f"{out_dir}: could not write the run ({exc.strerror or exc}); it left nothing "
+                                     "there") from exc
         raise
     if metrics["stopped_early"]:
         (log.warning if stop.requested else log.info)(

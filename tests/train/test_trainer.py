@@ -413,6 +413,27 @@ def _hidden(folder):
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
+def test_an_interrupt_that_surfaces_as_another_error_is_the_interrupt_and_leaves_nothing(tmp_path, tiny_data,
+                                                                                        monkeypatch):
+    """The signal's KeyboardInterrupt, raised while TensorFlow's C code ran a step, came out once as
+    ``SystemError: bad argument to internal function``: exit 1 with a traceback instead of 130."""
+    from edgesense.train import trainer as trainer_mod
+
+    def interrupted_in_a_step(*args, stop, **kwargs):
+        try:
+            stop.stop()  # what the signal handler does before the first checkpoint: interrupt at once
+        except KeyboardInterrupt:
+            raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+
+    monkeypatch.setattr(trainer_mod, "_fit_and_write", interrupted_in_a_step)
+    speech, scenes = tiny_data
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes))
+    old = _fake_run(tmp_path / "old", b"47 minutes of training")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, old, replace=True)
+    assert (old / "model.keras").read_bytes() == b"47 minutes of training" and not _hidden(tmp_path)
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_later_epoch_leaves_a_whole_run_of_the_best_epoch_so_far_that_says_so(tmp_path, tiny_data):
     import signal
