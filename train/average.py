@@ -25,18 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.app.cli import path_argument
-from edgesense.train.config import TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
+from edgesense.train.config import CHECKPOINT_MONITORS, TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
-__all__ = ["MONITOR_NEEDS", "RUN_MATCH_FIELDS", "average_runs"]
+__all__ = ["RUN_MATCH_FIELDS", "average_runs"]
 
 log = logging.getLogger(__name__)
 
 #: ``run.json`` fields that must agree for the runs' weights to be averaged.
 RUN_MATCH_FIELDS = ("labels", "audio_frontend", "image_frontend", "fusion_strategy", "params")
-#: The held-out data each ``--monitor`` figure needs (None: clips or photos), as
-#: ``edgesense.train.trainer.CHECKPOINT_MONITORS`` has it: here without TensorFlow, to check before it starts.
-MONITOR_NEEDS = {"score": None, "command": "clips", "scene": "photos", "command_loss": "clips"}
 #: Files the averaged run takes from the first run as they are (docs/CONTRACTS.md, run folder).
 _COPIED_FILES = ("calibration.npz", "validation.npz")
 
@@ -122,7 +119,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
                              f"from the first run), found none")
     _check_same(runs, infos)
     held_out = _validation_arrays(runs[0])
-    needs = MONITOR_NEEDS[monitor]
+    key, mode, needs = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
     if greedy:  # it ranks and keeps by that figure: without the data behind it, it would keep every run unjudged
         sizes = {"clips": held_out[1].size, "photos": held_out[3].size}
         if not (sizes[needs] if needs else any(sizes.values())):
@@ -132,10 +129,9 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     import keras
 
     import edgesense.train.model  # noqa: F401  (registers the custom layers)
-    from edgesense.train.trainer import CHECKPOINT_MONITORS, HeadValidation, write_model_summary
+    from edgesense.train.trainer import HeadValidation, write_model_summary
 
     validation = HeadValidation(*held_out)
-    key, mode, _ = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
     better = 1.0 if mode == "max" else -1.0  # a figure times this: the higher, the better
     models = [keras.saving.load_model(r / MODEL_FILE, compile=False) for r in runs]
     weights = [m.get_weights() for m in models]

@@ -27,6 +27,12 @@ FusionStrategy = Literal["concat", "weighted_sum", "attention", "late"]
 #: Validation figures a checkpoint can follow (``edgesense average --monitor`` ranks by them too).
 ValidationMetric = Literal["score", "command", "scene", "command_loss"]
 VALIDATION_METRICS: tuple[str, ...] = get_args(ValidationMetric)
+#: ``train.checkpoint_metric`` -> the validation figure (``trainer.HeadValidation``) it monitors,
+#: whether the highest (``max``) or the lowest (``min``) is best, and the held-out data it needs
+#: (``clips``, ``photos``; None: either). ``last`` monitors nothing: the last epoch is kept.
+CHECKPOINT_MONITORS = {"score": ("val_score", "max", None), "command": ("val_command_accuracy", "max", "clips"),
+                       "scene": ("val_scene_accuracy", "max", "photos"),
+                       "command_loss": ("val_command_loss", "min", "clips")}
 #: ``train.checkpoint_metric``: one of those, or the last epoch's weights.
 CheckpointMetric = Literal[ValidationMetric, "last"]
 #: The fused model's three parts, each a sub-model of that name (``train/model.py``).

@@ -23,7 +23,7 @@ from edgesense.train import data as datasets
 from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
                                   prepare_rirs, speech_windows)
 from edgesense.train.cache import ArrayCache, content_key
-from edgesense.train.config import FUSION_HEAD, TrainConfig, TrainOptions, derived_seed
+from edgesense.train.config import CHECKPOINT_MONITORS, FUSION_HEAD, TrainConfig, TrainOptions, derived_seed
 from edgesense.train.distill import CosineDistance, DistillationLoss, pack_targets, soften, target_accuracy
 from edgesense.train.model import (
     INPUT_AUDIO,
@@ -56,12 +56,6 @@ _PROBABILITY_FLOOR = 1e-6
 _HINT_SCALE_FLOOR = 1e-3
 #: A write that fails for one of these reasons (a full disk, a file size limit, a read-only disk) is said of the run.
 _FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
-#: ``train.checkpoint_metric`` -> the validation figure (:class:`HeadValidation`) it monitors,
-#: whether the highest (``max``) or the lowest (``min``) is best, and the held-out data it needs
-#: (``clips``, ``photos``; None: either). ``last`` monitors nothing: the last epoch is kept.
-CHECKPOINT_MONITORS = {"score": ("val_score", "max", None), "command": ("val_command_accuracy", "max", "clips"),
-                       "scene": ("val_scene_accuracy", "max", "photos"),
-                       "command_loss": ("val_command_loss", "min", "clips")}
 
 
 # ----------------------------------------------------------------------------- data assembly

@@ -175,10 +175,6 @@ def test_greedy_without_validation_data_is_refused_not_a_keep_all(runs, tmp_path
                                tmp_path / "soup"))
     assert line == f"{ERROR_PREFIX} --monitor: acts only with --greedy, which is not given"
     assert not (tmp_path / "soup").exists()
-    from edgesense.train.average import MONITOR_NEEDS
-    from edgesense.train.trainer import CHECKPOINT_MONITORS
-
-    assert MONITOR_NEEDS == {name: needs for name, (_, _, needs) in CHECKPOINT_MONITORS.items()}
     # Without --greedy nothing is ranked: the uniform mean needs no validation data.
     metrics = average_runs([first, near], tmp_path / "uniform", monitor="command")
     assert metrics["averaged_from"] == [str(first), str(near)] and metrics["command_accuracy"] is None
