@@ -121,14 +121,6 @@ def _check_bench_libraries() -> None:
                            f"({exc}): {extra_hint('bench')} (matplotlib and tqdm only)") from None
 
 
-def _out_folder(out: Path) -> Path:
-    """``out`` made (an existing folder is kept, and written into); ValueError naming ``out_dir`` (``--out``
-    on the command line) when it, or a folder it would be made in, is a file."""
-    refuse_file_in_the_way("out_dir", out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 #: The data flags that score a head, by the encoder that feeds it.
 _DATA_OF = {"encode_audio": ("speech_commands",), "encode_image": ("scenes", "av", "scene_ambient")}
 
@@ -206,14 +198,15 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                     model_alone=options.model_alone)
     for path in options.write_config:  # refused now, not after the run
         check_firmware_config(path, command_hop_ms=firmware.command_hop_ms, second_opinion=firmware.second_opinion)
-    refuse_file_in_the_way("out_dir", Path(options.out_dir))
+    out = Path(options.out_dir)  # made once the model is checked (an existing folder is kept, and written into)
+    refuse_file_in_the_way("out_dir", out)
     started = time.perf_counter()
     interpreter_options = InterpreterOptions(num_threads=options.threads)
     model = EdgeModel.load(options.model_path, options=interpreter_options)
     _refuse_untrained_heads(options, model)
     if options.speech_commands is not None and options.streaming:
         _check_second_opinion(options, firmware, model)
-    out = _out_folder(Path(options.out_dir))
+    out.mkdir(parents=True, exist_ok=True)
     meta = model.metadata
     model_sha = file_sha256(options.model_path)
     report: dict[str, Any] = {

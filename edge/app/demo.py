@@ -32,6 +32,7 @@ from typing import Any
 
 import cv2
 
+from edgesense.app.cli import path_argument
 from edgesense.app.overlay import OverlayOptions, OverlayView, draw_overlay
 from edgesense.schema.validate import is_positive, require
 from edgesense.shipped import SAMPLES, config_argument, shipped_config, shipped_path
@@ -231,7 +232,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML",
                         help="device config (default: the shipped firmware_configs/desktop.yaml)")
     parser.add_argument("--model", metavar="PATH", help="a .tflite (default: model.path in the config)")
-    parser.add_argument("--out", metavar="FILE.mp4",
+    parser.add_argument("--out", type=path_argument, metavar="FILE.mp4",
                         help=f"without a window: write the overlaid sample video here (default: {DEFAULT_OUT_NAME} "
                              "in $XDG_CACHE_HOME/edgesense/ when set, else in ~/.cache/edgesense/)")
     parser.add_argument("--force", action="store_true", help="replace --out when it exists")
@@ -265,8 +266,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration_s is not None and not is_positive(args.duration_s):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
-    if args.out == "":  # not the default path: a shell variable that was not set
-        raise ValueError("--out: expected a .mp4 file path, got an empty string")
     with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
         out = check_out_path(args.out, replace=args.force) if args.out else None  # before anything is opened
     config_path = input_file("--config", config_argument(args.config)) or shipped_config(DEFAULT_CONFIG)

@@ -36,6 +36,7 @@ from typing import Any, Callable, TextIO
 import cv2
 import numpy as np
 
+from edgesense.app.cli import path_argument
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import write_wav
 from edgesense.loop.scheduler import LatestFrameReader, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
@@ -452,7 +453,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", required=True, metavar="N",
                         help="seconds of sampling (after the first full second of audio); about N x "
                              "scheduler.scene_rate_hz pairs")
-    parser.add_argument("--out", required=True, metavar="DIR",
+    parser.add_argument("--out", type=path_argument, required=True, metavar="DIR",
                         help="where the pairs go: DIR/LABEL/NAME.jpg + NAME.wav (created when missing; "
                              "earlier sessions' files are kept)")
     parser.add_argument("--config", metavar="YAML",
@@ -473,14 +474,11 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _out_folder(value: str) -> Path:
-    """``--out`` as a folder that is there or can be made: not empty (the current folder unasked), not a file
-    and not inside one (found before a device is opened or a pair recorded)."""
+def _out_folder(out: Path) -> Path:
+    """``--out`` as a folder that is there or can be made: not a file and not inside one (found before a
+    device is opened or a pair recorded; an empty value is refused by its argparse type)."""
     from edgesense.app.cli import refuse_file_in_the_way
 
-    if not value:
-        raise ValueError("--out: expected a folder (created when missing), got an empty string")
-    out = Path(value)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: expected a folder (created when missing), found a file")
     refuse_file_in_the_way("--out", out, expected="a folder (created when missing)")
