@@ -7,14 +7,14 @@ skipped, logged and named in the :class:`LoadReport`; the report's ``kept`` indi
 say which items the returned rows belong to.
 
 Splits are deterministic and stable across machines: audio by speaker with the
-Speech Commands ``which_set`` rule (sha1 of the speaker id), images by a hash of the
-file stem.
+Speech Commands ``which_set`` rule (sha1 of the speaker id), silence snippets cut from
+background noise by their recording's pool (:mod:`edgesense.train.pools`), images by a
+hash of the file stem.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 from collections import Counter
@@ -30,6 +30,8 @@ from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
 from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.schema.validate import require
+from edgesense.train.hashing import MAX_NUM_WAVS_PER_CLASS, hash_percent
+from edgesense.train.pools import split_recordings
 from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = [
@@ -64,8 +66,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: From TensorFlow's speech_commands example: the hash modulus of ``which_set``.
-MAX_NUM_WAVS_PER_CLASS = 2 ** 27 - 1
 BACKGROUND_NOISE_DIR = "_background_noise_"
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
@@ -144,13 +144,6 @@ class LoadReport:
 # --------------------------------------------------------------------------- hashing and splits
 
 
-def hash_percent(key: str, salt: str = "") -> float:
-    """A stable pseudo-random percentage in [0, 100] for ``key`` (the Speech Commands rule:
-    sha1 of ``salt + key`` modulo ``MAX_NUM_WAVS_PER_CLASS + 1``, scaled to percent)."""
-    digest = int(hashlib.sha1((salt + key).encode("utf-8")).hexdigest(), 16)
-    return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (_PERCENT / MAX_NUM_WAVS_PER_CLASS)
-
-
 def _check_percents(validation_percent: float, testing_percent: float) -> None:
     require(0 <= validation_percent <= _PERCENT, "validation_percent", "in [0, 100]", validation_percent)
     require(0 <= testing_percent <= _PERCENT - validation_percent, "testing_percent",
@@ -189,15 +182,24 @@ def split_items(items: Sequence[AudioItem], *, validation_percent: float, testin
     """Speaker-disjoint split by :func:`which_set` of each item's speaker.
 
     ``assigned`` (resolved path -> split, from list files) wins for the paths it names;
-    with list files, other real files are training, and snippets cut from background
-    noise are hashed by their pseudo-speaker. The official Speech Commands *test* set
-    (and any subset of it) is degenerate under the unsalted rule: all its speakers hash
-    into the testing band. A warning is logged when a split gets far fewer items than asked.
+    with list files, other real files are training. Snippets cut from background noise
+    follow their recording, never their own hash: the recordings are split into pools
+    like every other recording-derived set (:func:`edgesense.train.pools.split_recordings`);
+    the snippets of a training-pool recording train, and those of an evaluation-pool
+    recording are held out whole, in validation or testing by the recording's hash (so no
+    held-out snippet comes from a recording that trains, as silence or as noise). The
+    official Speech Commands *test* set (and any subset of it) is degenerate under the
+    unsalted rule: all its speakers hash into the testing band. A warning is logged when a
+    split gets far fewer items than asked.
     """
     _check_percents(validation_percent, testing_percent)
+    held_out = set(split_recordings({item.path for item in items if item.offset_ms is not None})["evaluation"])
     out: dict[str, list[AudioItem]] = {name: [] for name in SPLITS}
     for item in items:
-        if assigned is not None and item.offset_ms is None:
+        if item.offset_ms is not None:
+            name = _held_out_split(item.speaker, validation_percent, testing_percent, salt=salt) \
+                if item.path in held_out else "training"
+        elif assigned is not None:
             name = assigned.get(item.path.resolve(), "training")
         else:
             name = which_set(item.speaker, validation_percent, testing_percent, salt=salt)
@@ -205,6 +207,17 @@ def split_items(items: Sequence[AudioItem], *, validation_percent: float, testin
     if assigned is None:
         _warn_if_lopsided(out, validation_percent, testing_percent, salt)
     return out
+
+
+def _held_out_split(key: str, validation_percent: float, testing_percent: float, *, salt: str) -> str:
+    """``"validation"`` or ``"testing"`` for a held-out recording, in the ratio of the two percentages
+    (``"training"`` when neither is asked for: the trainer still keeps the evaluation pool out)."""
+    if validation_percent + testing_percent == 0:
+        return "training"
+    if testing_percent == 0:
+        return "validation"
+    share = hash_percent(key, salt) * (validation_percent + testing_percent) / _PERCENT
+    return "validation" if share < validation_percent else "testing"
 
 
 def _warn_if_lopsided(out: Mapping[str, list[Any]], validation_percent: float, testing_percent: float,
@@ -367,7 +380,7 @@ def _silence_snippets(noise_paths: Sequence[Path], options: SpeechCommandsOption
             continue
         step_ms = (duration_ms - options.clip_duration_ms) / max(count - 1, 1)
         for k in range(count):
-            items.append(AudioItem(path, SILENCE_LABEL, f"{path.stem}-{k}", offset_ms=int(k * step_ms)))
+            items.append(AudioItem(path, SILENCE_LABEL, path.stem, offset_ms=int(k * step_ms)))
     return items
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 
 from edgesense.schema.validate import require
-from edgesense.train.data import AVItem, hash_percent
+from edgesense.train.hashing import hash_percent
 
 __all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "is_recording", "place_sound_files", "pool_of",
            "speech_negative_pools", "split_recordings", "visible_files", "wav_recordings"]
@@ -121,7 +121,8 @@ def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], t
     """The recordings that may teach each scene class its sound: the *training* pool of
     ``scene_ambient`` (``CLASS/*.wav``, split by recording with
     :func:`split_recordings`; the evaluation pool is the benchmark's) and the
-    sounds of the paired photos among ``training_items`` (:class:`edgesense.train.data.AVItem`).
+    sounds of the paired photos among ``training_items`` (those with an ``audio_path``:
+    :class:`edgesense.train.data.AVItem`; photos alone have none).
 
     Returns ``({label: [paths]}, {"training": [...], "evaluation": [...]})`` (``CLASS/NAME`` of
     each pool; empty without ``scene_ambient``). A class folder not named like a scene class, or
@@ -139,6 +140,6 @@ def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], t
             paths[p.parent.name].append(p)
         pools = {pool: [f"{p.parent.name}/{p.name}" for p in files] for pool, files in split.items()}
     for item in training_items:
-        if isinstance(item, AVItem):
+        if getattr(item, "audio_path", None) is not None:
             paths[item.label].append(item.audio_path)
     return paths, pools
