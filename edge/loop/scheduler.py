@@ -91,27 +91,32 @@ class PeriodicSchedule:
     def __init__(self, period_ms: float) -> None:
         require(is_positive(period_ms), "period_ms", "a positive number", period_ms)
         self.period_ms = float(period_ms)
-        self._next_ms: float | None = None
+        # The grid is origin + tick * period, computed afresh each time: adding an inexact period
+        # (1000/3 ms) tick after tick drifts, and after about 3 hours a 3-Hz schedule leaves the grid
+        # of a 100-ms one it shared.
+        self._origin_ms: float | None = None
+        self._tick = 0
 
     @property
     def next_ms(self) -> float | None:
-        return self._next_ms
+        return None if self._origin_ms is None else self._origin_ms + self._tick * self.period_ms
 
     def anchor(self, origin_ms: float) -> None:
         """Put the grid at ``origin_ms + k * period_ms``; the next due time is the origin."""
-        self._next_ms = float(origin_ms)
+        self._origin_ms, self._tick = float(origin_ms), 0
 
     def reset(self) -> None:
-        self._next_ms = None
+        self._origin_ms, self._tick = None, 0
 
     def due(self, t_ms: float) -> bool:
         """True (and advance the grid past ``t_ms``) when ``t_ms`` reached the next grid time."""
-        if self._next_ms is None:
-            self._next_ms = t_ms
-        if t_ms < self._next_ms - self.TOLERANCE_MS:
+        if self._origin_ms is None:
+            self.anchor(t_ms)
+        next_ms = self._origin_ms + self._tick * self.period_ms
+        if t_ms < next_ms - self.TOLERANCE_MS:
             return False
-        missed = math.floor((t_ms - self._next_ms + self.TOLERANCE_MS) / self.period_ms)
-        self._next_ms += (missed + 1) * self.period_ms
+        missed = math.floor((t_ms - next_ms + self.TOLERANCE_MS) / self.period_ms)
+        self._tick += missed + 1
         return True
 
 

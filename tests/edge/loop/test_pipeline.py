@@ -537,6 +537,17 @@ def test_periodic_schedule_fires_on_a_grid_without_bursts():
     assert len(both) == 2 and hop.next_ms == pytest.approx(origin + 1300.0)
 
 
+def test_an_inexact_period_stays_on_its_grid_for_hours():
+    # 3 scene frames a second on 100-ms command hops: the scene falls due on hops 0, 4 and 7 of every
+    # second. Adding 1000/3 ms tick after tick drifted off that grid after 2.9 hours of stream.
+    scene, hops_per_s = PeriodicSchedule(1000.0 / 3.0), 10
+    scene.anchor(0.0)
+    hours = 4
+    fired = [k for k in range(hours * 3600 * hops_per_s) if scene.due(k * 100.0)]
+    assert len(fired) == hours * 3600 * 3
+    assert {k % hops_per_s for k in fired} == {0, 4, 7}
+
+
 def test_feature_window_keeps_the_newest_frames_in_order():
     w = FeatureWindow(4, 2)
     rows = np.arange(20, dtype=np.float32).reshape(10, 2)
