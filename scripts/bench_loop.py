@@ -149,20 +149,20 @@ def bench(argv: list[str] | None = None) -> int:
     figures: dict = {"real_time_factor": stats.real_time_factor, "compute_load": stats.compute_load, "stages": {}}
     computed = (*STAGES, *SECOND_OPINION_STAGES)  # inside the compute time (the second opinion's: a config with one)
     for stage in (*computed, VIDEO_READ, AUDIO_END_TO_RESULT):
-        values = stats.stage_ms.get(stage, ())
+        values, count = stats.stage_ms.get(stage, ()), stats.stage_count.get(stage, 0)
         if stage in SECOND_OPINION_STAGES and not values:
             continue  # a config without a second opinion
-        share = sum(values) / stats.compute_ms if stage in computed and stats.compute_ms else math.nan
+        # Shares and rates from the run's totals: the percentiles' window holds only the newest timings.
+        share = stats.stage_total_ms.get(stage, 0.0) / stats.compute_ms if stage in computed and stats.compute_ms \
+            else math.nan
         p50, p95 = _pct(values, 50), _pct(values, 95)
-        figures["stages"][stage] = {"count": len(values), "p50_ms": p50, "p95_ms": p95, "share": share}
+        figures["stages"][stage] = {"count": count, "p50_ms": p50, "p95_ms": p95, "share": share}
         shown = "" if math.isnan(share) else f"{share:.0%}"
-        print(f"{stage:<26}{len(values):>7}{p50:>10.3f}{p95:>10.3f}{shown:>19}")
-    staged = sum(sum(stats.stage_ms.get(stage, ())) for stage in computed)
+        print(f"{stage:<26}{count:>7}{p50:>10.3f}{p95:>10.3f}{shown:>19}")
+    staged = sum(stats.stage_total_ms.get(stage, 0.0) for stage in computed)
     print(f"{'other (loop, post-processing)':<43}{'':>10}{1 - staged / stats.compute_ms:>19.0%}")
-    per_second = {
-        "audio": stats.stage_ms and (sum(stats.stage_ms.get("audio_encoder", ())) / stats.stream_ms * 1000),
-        "image": stats.stage_ms and (sum(stats.stage_ms.get("image_encoder", ())) / stats.stream_ms * 1000),
-    }
+    per_second = {part: stats.stage_total_ms.get(f"{part}_encoder", 0.0) / stats.stream_ms * 1000
+                  for part in ("audio", "image")}
     audio_p50, image_p50 = figures["stages"]["audio_encoder"]["p50_ms"], figures["stages"]["image_encoder"]["p50_ms"]
     print(f"ratios: image/audio encoder p50 {image_p50 / audio_p50:.2f}; encoder ms per second of media: audio "
           f"{per_second['audio']:.1f}, image {per_second['image']:.1f}")

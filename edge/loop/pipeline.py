@@ -518,6 +518,8 @@ class Pipeline:
             compute_ms=self._compute_ms,
             events_lost=self._sink.lost_events,
             stage_ms={stage: window.values() for stage, window in self._stage_ms.items()},
+            stage_count={stage: window.total for stage, window in self._stage_ms.items()},
+            stage_total_ms={stage: window.sum_ms for stage, window in self._stage_ms.items()},
         )
 
     # ------------------------------------------------------------------ running

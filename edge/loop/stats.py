@@ -45,11 +45,13 @@ class LatencyWindow:
         self._ring = np.full(capacity, np.nan)  # np.full writes every page now: resident from the start
         self._next = 0
         self.total = 0  #: values appended so far (the window holds the newest ``len(self)`` of them)
+        self.sum_ms = 0.0  #: the sum of every value appended, the window's and those it let go
 
     def append(self, ms: float) -> None:
         self._ring[self._next] = ms
         self._next = (self._next + 1) % self.capacity
         self.total += 1
+        self.sum_ms += ms
 
     def __len__(self) -> int:
         return min(self.total, self.capacity)
@@ -67,7 +69,8 @@ class LatencyWindow:
 
 @dataclass(frozen=True)
 class PipelineStats:
-    """Counters and timings of a run (``stage_ms``: the most recent ``stats_window`` values per stage)."""
+    """Counters and timings of a run (``stage_ms``: the most recent ``stats_window`` values per stage, for
+    percentiles; ``stage_count`` and ``stage_total_ms``: every value of the run, for shares and rates)."""
 
     audio_chunks: int = 0
     video_frames: int = 0  #: frames the video source delivered
@@ -90,6 +93,8 @@ class PipelineStats:
     compute_ms: float = 0.0  #: time spent processing (frontends, model, post-processing), not reading media
     events_lost: int = 0  #: events a sink could neither deliver nor keep for later (MQTT without a spool)
     stage_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    stage_count: Mapping[str, int] = field(default_factory=dict)
+    stage_total_ms: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def real_time_factor(self) -> float:

@@ -643,6 +643,7 @@ def test_latency_window_keeps_the_newest_values_in_fixed_memory():
     for i in range(40, 100_000):  # a month of a stage, in miniature
         window.append(float(i))
     assert len(window) == 100 and window.total == 100_000 and window.nbytes == nbytes
+    assert window.sum_ms == sum(range(100_000))  # every value, not only the window's: shares and rates
     assert window.values() == tuple(float(i) for i in range(100_000 - 100, 100_000))  # oldest first, as before
     with pytest.raises(ValueError, match="capacity"):
         LatencyWindow(0)
@@ -671,4 +672,9 @@ def test_the_latency_statistics_do_not_grow_while_they_fill(model, tmp_path):
             tracemalloc.stop()
         stats = pipeline.stats
     assert len(stats.stage_ms["audio_frontend"]) == 1500 and 500 <= len(stats.stage_ms["audio_encoder"]) < 1500
+    # The run's totals count what the window let go: a stage's share of the compute time is not of its window.
+    assert stats.stage_count["audio_frontend"] > 1500 == len(stats.stage_ms["audio_frontend"])
+    assert stats.stage_total_ms["audio_frontend"] > sum(stats.stage_ms["audio_frontend"])
+    assert stats.stage_count["audio_encoder"] == len(stats.stage_ms["audio_encoder"])
+    assert stats.stage_total_ms["audio_encoder"] == pytest.approx(sum(stats.stage_ms["audio_encoder"]))
     assert after - before < 4096, f"the loop held {after - before} more bytes after 49 s more of stream"
