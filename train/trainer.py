@@ -745,29 +745,73 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _load_initial_weights(model: keras.Model, run_dir: str | Path, scene_labels: tuple[str, ...],
+#: The fusion head's layers that hold each output's classes: they start afresh when a run goes on
+#: from another run whose classes (by name or order) differ.
+_CLASS_LAYERS = {OUTPUT_COMMAND: (OUTPUT_COMMAND,), OUTPUT_SCENE: ("scene_logits", "scene_audio_logits",
+                                                                  "scene_image_logits")}
+_CLASS_NAMES = {OUTPUT_COMMAND: "command labels", OUTPUT_SCENE: "scene classes"}
+
+
+def _earlier_labels(run_dir: Path) -> dict[str, tuple[str, ...]]:
+    """The labels of each output run ``run_dir`` recorded in its run.json (none where it recorded none)."""
+    try:
+        labels = json.loads((run_dir / "run.json").read_text())["labels"]
+        return {key: tuple(labels[key]) for key in _CLASS_LAYERS if isinstance(labels.get(key), list)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _copy_weights(model: keras.Model, earlier: keras.Model, path: Path, skip: frozenset[str]) -> None:
+    """``earlier``'s weights into ``model``, layer by layer by name, but for the layers ``skip``
+    names (nested models included); ValueError naming the first layer whose weights do not fit."""
+    for layer in model.layers:
+        if not layer.weights or layer.name in skip:
+            continue
+        try:
+            source = earlier.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"init_from: {path} does not match this config's model (it has no layer "
+                             f"{layer.name!r})") from None
+        if isinstance(layer, keras.Model) and isinstance(source, keras.Model):
+            _copy_weights(layer, source, path, skip)
+            continue
+        want, found = ([tuple(w.shape) for w in x.weights] for x in (layer, source))
+        if want != found:
+            raise ValueError(f"init_from: {path} does not match this config's model (layer {layer.name!r}: "
+                             f"expected weights of shapes {want}, found {found})")
+        layer.set_weights(source.get_weights())
+
+
+def _load_initial_weights(model: keras.Model, run_dir: str | Path, labels: Mapping[str, Sequence[str]],
                           frozen_parts: tuple[str, ...] = ()) -> None:
-    """The weights of run ``run_dir``. When its scene classes differ from ``scene_labels`` (a user's
-    own places, ``data.av``), the layers whose shapes changed (the scene output) start afresh, so
-    the fusion head cannot be among ``frozen_parts`` then."""
-    path = Path(run_dir) / MODEL_FILE
+    """The weights of run ``run_dir``. Where the labels of an output (``labels``: command and/or
+    scene) differ from those the run recorded, by name or order (other command words; a user's own
+    places, ``data.av``), the layers that hold that output's classes start afresh: the fusion head,
+    which holds them, cannot be among ``frozen_parts`` then."""
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILE
+    earlier = _earlier_labels(run_dir)
+    changed = {key: (earlier[key], tuple(now)) for key, now in labels.items()
+               if key in earlier and earlier[key] != tuple(now)}
+    if changed and FUSION_HEAD in frozen_parts:
+        changes = " and ".join(f"its {_CLASS_NAMES[key]} change ({', '.join(old)} -> {', '.join(new)})"
+                               for key, (old, new) in changed.items())
+        raise ValueError(f"train.frozen_parts: {FUSION_HEAD} cannot stay as {run_dir} left it: {changes}, so its "
+                         f"{' and '.join(changed)} output{'s start' if len(changed) > 1 else ' starts'} afresh")
+    for key, (old, new) in changed.items():
+        log.info("init_from %s: %s %s -> %s; the %s output layer starts afresh", run_dir, _CLASS_NAMES[key],
+                 list(old), list(new), key)
     try:
-        earlier = tuple(json.loads((Path(run_dir) / "run.json").read_text())["labels"]["scene"])
-    except (OSError, ValueError, KeyError, TypeError):
-        earlier = None
-    new_classes = earlier is not None and earlier != tuple(scene_labels)
-    if new_classes and FUSION_HEAD in frozen_parts:
-        raise ValueError(f"train.frozen_parts: {FUSION_HEAD} cannot stay as {run_dir} left it: its scene classes "
-                         f"change ({', '.join(earlier)} -> {', '.join(scene_labels)}), so its scene output starts "
-                         f"afresh")
-    if new_classes:
-        log.info("init_from %s: scene classes %s -> %s; the scene output layer starts afresh", run_dir,
-                 list(earlier), list(scene_labels))
-    try:
-        model.load_weights(path, skip_mismatch=new_classes)
+        if not changed:
+            model.load_weights(path)
+        else:  # every other layer as the run left it, by name and shape
+            _copy_weights(model, keras.saving.load_model(path, compile=False), path,
+                          frozenset(name for key in changed for name in _CLASS_LAYERS[key]))
     except ValueError as exc:  # Keras names the first layer whose weights do not fit
+        if str(exc).startswith("init_from:"):
+            raise
         raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
-    except (zipfile.BadZipFile, KeyError) as exc:  # not a .keras archive, or one without weights
+    except (zipfile.BadZipFile, KeyError, TypeError) as exc:  # not a .keras archive, or one without weights
         raise ValueError(f"init_from: {path}: expected a saved Keras model, could not read it ({exc})") from None
 
 
@@ -1137,7 +1181,8 @@ def _fit_and_write(config: TrainConfig, out_dir: Path, ds: Dataset, load_s: floa
                                    options=config.model, audio_frontend=config.audio_frontend,
                                    image_frontend=config.image_frontend)
         if init_from is not None:
-            _load_initial_weights(model, init_from, scene_labels, config.train.frozen_parts)
+            _load_initial_weights(model, init_from, {OUTPUT_COMMAND: ds.command_labels, OUTPUT_SCENE: scene_labels},
+                                  config.train.frozen_parts)
         for part in config.train.frozen_parts:
             model.get_layer(part).trainable = False  # its batch norms then run on their stored statistics
         steps = steps_per_epoch(ds, config)

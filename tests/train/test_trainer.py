@@ -366,7 +366,7 @@ def test_weights_that_are_not_a_keras_archive_are_one_line(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     run = _fake_run(tmp_path / "run", b"text")
     with pytest.raises(ValueError, match=r"^init_from: .*model.keras: expected a saved Keras model"):
-        _load_initial_weights(model, run, ("a", "b"))
+        _load_initial_weights(model, run, {"scene": ("a", "b")})
 
 
 @pytest.mark.slow
@@ -775,6 +775,75 @@ def test_own_places_join_the_scene_classes_and_fine_tune_the_run(tmp_path, tiny_
     errors = [x for x in proc.stderr.splitlines() if x.startswith(ERROR_PREFIX)]
     assert len(errors) == 1 and errors[0].startswith(f"{ERROR_PREFIX} train.frozen_parts: fusion_head"), errors
     assert "kitchen" in errors[0] and not (tmp_path / "frozen").exists()
+
+
+@pytest.mark.slow
+def test_other_command_words_of_the_same_count_start_the_command_output_afresh(tmp_path, tiny_data, caplog):
+    import keras
+
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes, epochs=1, steps_per_epoch=2)
+    train(load_train_config(path), tmp_path / "first", verbose=0)
+    # The same words in another order: the old command output would name each word by another's weights.
+    other = ["data.words=[down, up, no, yes]", "train.epochs=1", "train.steps_per_epoch=1",
+             "train.learning_rate=1e-9"]
+    with caplog.at_level("INFO", logger="edgesense.train.trainer"):
+        train(load_train_config(path, other), tmp_path / "tuned", verbose=0, init_from=tmp_path / "first")
+    assert sum("the command output layer starts afresh" in r.getMessage() for r in caplog.records) == 1
+    assert not any("scene output layer" in r.getMessage() for r in caplog.records)
+
+    def weights(run, *names):
+        layer = keras.models.load_model(tmp_path / run / "model.keras", compile=False)
+        for name in names:
+            layer = layer.get_layer(name)
+        return [w.numpy() for w in layer.trainable_weights]  # batch-norm statistics move at any learning rate
+
+    for part in (("audio_encoder",), ("fusion_head", "scene_logits")):  # as the first run left them
+        for b, a in zip(weights("first", *part), weights("tuned", *part)):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(weights("first", "fusion_head", "command")[0], weights("tuned", "fusion_head", "command")[0],
+                           atol=1e-3)
+    # The fusion head holds the command output: it cannot stay frozen.
+    with pytest.raises(ValueError, match=r"^train.frozen_parts: fusion_head cannot stay as .*first left it: its "
+                                         r"command labels change \(.*yes, no, up, down -> .*down, up, no, yes\), "
+                                         r"so its command output starts afresh$"):
+        train(load_train_config(path, [*other, "train.frozen_parts=[fusion_head]"]), tmp_path / "frozen", verbose=0,
+              init_from=tmp_path / "first")
+    assert not (tmp_path / "frozen").exists()
+    # Another architecture is refused as it is when the labels stay, not left with random encoders.
+    with pytest.raises(ValueError, match=r"^init_from: .*model.keras does not match this config's model \(layer "
+                                         r"'audio_stem_conv'"):
+        train(load_train_config(path, [*other, "model.audio_channels=24"]), tmp_path / "wider", verbose=0,
+              init_from=tmp_path / "first")
+
+
+@pytest.mark.parametrize("fusion", ["attention", "late"])
+def test_other_scene_classes_of_the_same_count_start_every_scene_output_layer_afresh(tmp_path, fusion):
+    from edgesense.train.config import ModelOptions
+    from edgesense.train.model import build_fusion_model
+    from edgesense.train.trainer import _load_initial_weights
+
+    options = ModelOptions(audio_channels=8, audio_blocks=1, image_channels=(8, 8), image_strides=(2, 2),
+                           embedding_dim=8, fusion=fusion)
+    commands, scenes = ("_silence_", "_unknown_", "yes", "no"), ("beach", "forest", "street")
+    first = build_fusion_model(num_commands=4, num_scenes=3, options=options)
+    (tmp_path / "first").mkdir()
+    first.save(tmp_path / "first" / "model.keras")
+    (tmp_path / "first" / "run.json").write_text(json.dumps({"labels": {"command": commands, "scene": scenes}}))
+    model = build_fusion_model(num_commands=4, num_scenes=3, options=options)
+    _load_initial_weights(model, tmp_path / "first", {"command": commands, "scene": ("garage", "garden", "kitchen")})
+    outputs = {"scene_logits", "scene_audio_logits", "scene_image_logits"}
+    head, earlier = model.get_layer("fusion_head"), first.get_layer("fusion_head")
+    assert any(layer.name in outputs for layer in head.layers)
+    for layer in head.layers:
+        same = [np.array_equal(a, b) for a, b in zip(layer.get_weights(), earlier.get_layer(layer.name).get_weights())]
+        if layer.name in outputs:
+            assert not same[0], layer.name  # the kernel starts afresh
+        else:
+            assert all(same), layer.name
+    for part in ("audio_encoder", "image_encoder"):
+        for a, b in zip(model.get_layer(part).get_weights(), first.get_layer(part).get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_av_flag_names_a_missing_folder(tmp_path, tiny_data):
