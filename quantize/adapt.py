@@ -25,7 +25,9 @@ takes minutes on a CPU and needs neither the bundled model's training run nor it
 
 The new ``fuse`` is converted to full-integer int8 like ``edgesense quantize`` does (its inputs
 calibrated over the encoders' whole output range, so no embedding is clipped) and merged with
-the unchanged encoders into one ``.tflite`` with updated metadata.
+the unchanged encoders into one ``.tflite`` with updated metadata: its ``metrics`` are adapting's own
+(the held-out photos' accuracy, how far the command outputs moved), and those ``--model`` claimed,
+measured with another scene head, are kept apart as ``adapted.from.metrics``.
 
 ``image_encoder`` (``--image-encoder``) grafts another model's ``encode_image`` in place of the
 deployed one first, e.g. from a run trained with the vision teacher or at another input size (the
@@ -49,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesense.app.cli import path_argument, refuse_file_in_the_way
+from edgesense.app.inspect import model_metrics
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
@@ -494,6 +497,15 @@ def convert_fuse(head, model: EdgeModel, emb: Embeddings, speech: np.ndarray, rn
     return _convert_part("fuse", function, head, "int8", lambda: fuse_samples(audio, image, len(audio)))
 
 
+def _with_part(counts: dict[str, int] | None, part: str, count: int) -> dict[str, int] | None:
+    """Per-part counts (``params`` or ``macs`` of the metadata) with ``part``'s replaced by ``count``,
+    and their total."""
+    if not counts:
+        return counts
+    counts = {key: value for key, value in {**counts, part: count}.items() if key != "total"}
+    return {**counts, "total": sum(counts.values())}
+
+
 def _with_image_encoder(deployed: dict[str, int] | None, donor: dict[str, int] | None) -> dict[str, int] | None:
     """Per-part counts (``params`` or ``macs`` of the metadata) with the donor's image encoder in
     place of the deployed one, and their total."""
@@ -502,6 +514,18 @@ def _with_image_encoder(deployed: dict[str, int] | None, donor: dict[str, int] |
     counts = {key: value for key, value in {**deployed, "image_encoder": donor["image_encoder"]}.items()
               if key != "total"}
     return {**counts, "total": sum(counts.values())}
+
+
+def _with_image_calibration(deployed: dict[str, Any], donor: dict[str, Any]) -> dict[str, Any]:
+    """The deployed model's ``quantization`` metadata with the donor's word on its image encoder: how
+    many photos calibrated it, and whether it is a stand-in (a recipe without photos), which the
+    device reads to keep the camera closed (:attr:`EdgeModel.untrained_encoders`)."""
+    quantization, theirs = deployed.get("quantization") or {}, donor.get("quantization") or {}
+    counts = {**(quantization.get("calibration_samples") or {}),
+              "encode_image": (theirs.get("calibration_samples") or {}).get("encode_image")}
+    stand_ins = {**{key: n for key, n in (quantization.get("stand_in_samples") or {}).items() if key != "encode_image"},
+                 **{key: n for key, n in (theirs.get("stand_in_samples") or {}).items() if key == "encode_image"}}
+    return {**quantization, "calibration_samples": counts, "stand_in_samples": stand_ins}
 
 
 class GraftedModel:
@@ -513,6 +537,8 @@ class GraftedModel:
         self._deployed = deployed
         self.image_frontend = donor.image_frontend
         self.metadata = {**deployed.metadata, "image_frontend": donor.image_frontend.to_dict(),
+                         "embedding_dims": {"audio": deployed.audio_embedding_dim, "image": donor.image_embedding_dim},
+                         "quantization": _with_image_calibration(deployed.metadata, donor.metadata),
                          **{key: _with_image_encoder(deployed.metadata.get(key), donor.metadata.get(key))
                             for key in ("params", "macs")}}
         self.encode_image = donor.encode_image
@@ -545,7 +571,9 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
 
     keras.utils.set_random_seed(options.seed)
     parts = split_tflite_parts(Path(model_path).read_bytes())
-    deployed = {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version")}
+    # Its figures were measured with its own scene head: they stay with its name (module docstring).
+    deployed = {"name": model.metadata.get("name"), "model_version": model.metadata.get("model_version"),
+                "metrics": model_metrics(model.metadata)[0]}
     donor_summary, donor_fuse = None, None
     if donor is not None:
         donor_summary = {"file": Path(image_encoder).name, "name": donor.metadata.get("name"),
@@ -562,6 +590,7 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
            scenes: Path | None, scene_ambient: Path | None, av: Path | None, options: AdaptOptions, name: str | None,
            image_encoder: dict[str, Any] | None, donor_fuse: bytes | None = None) -> dict[str, Any]:
     from edgesense.quantize.convert import merged_model, part_metadata, parts_version_hash, portable_paths, write_merged
+    from edgesense.train.model import count_macs, count_params
 
     labels, summary, emb, validation = gather(model, scenes=scenes, scene_ambient=scene_ambient, av=av,
                                               options=options)
@@ -580,6 +609,7 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
     speech = speech_embeddings(model)
     parts["fuse"] = convert_fuse(head, model, emb, speech, np.random.default_rng(options.seed))
     metadata = dict(model.metadata)
+    quantization = metadata.get("quantization") or {}
     now = _dt.datetime.now(_dt.timezone.utc)
     metadata.update({
         "name": name or f"{metadata.get('name', 'edgesense')}-adapted",
@@ -589,6 +619,13 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
         "created": now.isoformat(timespec="seconds"),
         "labels": {"command": list(model.command_labels), "scene": list(labels)},
         **part_metadata(parts),
+        "quantization": {**quantization, "calibration_samples": {**(quantization.get("calibration_samples") or {}),
+                                                                 "fuse": FUSE_CALIBRATION_SAMPLES}},
+        # The retrained head's own size and cost (new scene classes, another image embedding change them).
+        "params": _with_part(metadata.get("params"), "fusion_head", count_params(head)),
+        "macs": _with_part(metadata.get("macs"), "fusion_head", count_macs(head)),
+        # Its own figures only; those of --model, measured on another scene head, are "adapted.from.metrics".
+        "metrics": metrics,
         "adapted": portable_paths({
             "from": deployed,
             "image_encoder": image_encoder,
@@ -600,7 +637,8 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
     logger.info("command outputs against --model's on %d speech windows: %d differ, %d change their top label "
                 "(largest difference %.4f)", changes["speech_windows"], changes["command_windows_changed"],
                 changes["command_top_label_changed"], changes["command_max_difference"])
-    metadata["adapted"] = {**metadata["adapted"], "metrics": {**metadata["adapted"]["metrics"], **changes}}
+    metadata["metrics"] = {**metrics, **changes}
+    metadata["adapted"] = {**metadata["adapted"], "metrics": metadata["metrics"]}
     write_merged(parts, metadata, out_path)
     return metadata
 

@@ -9,7 +9,7 @@ from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
 from edgesense.runtime.quant import QuantParams
 from edgesense.runtime.second_opinion import StreamHeads, is_stream_heads
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "model_metrics", "run"]
 
 
 # --------------------------------------------------------------------------- edgesense inspect
@@ -18,6 +18,20 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to a .tflite written by 'edgesense quantize' (or train-stream-heads)")
     parser.add_argument("--json", action="store_true", help="print only the embedded metadata JSON")
+
+
+def model_metrics(metadata: dict) -> tuple[dict, dict | None]:
+    """(a model's own figures, those of the model ``edgesense adapt`` made it from: None unless it
+    is adapted). ``adapt`` keeps the latter as ``adapted.from.metrics``; before it did, an adapted
+    file kept them as its ``metrics`` and its own as ``adapted.metrics``."""
+    metrics = metadata.get("metrics") or {}
+    adapted = metadata.get("adapted")
+    if not isinstance(adapted, dict):
+        return metrics, None
+    source = adapted.get("from")
+    if isinstance(source, dict) and "metrics" in source:
+        return metrics, source["metrics"] or {}
+    return adapted.get("metrics") or {}, metrics
 
 
 def _format_quant(q: QuantParams) -> str:
@@ -62,9 +76,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"  scene labels ({len(model.scene_labels)}): {', '.join(model.scene_labels)}")
     print(f"  audio frontend: {model.audio_frontend.to_dict()} -> {model.audio_frontend.feature_shape}")
     print(f"  image frontend: {model.image_frontend.to_dict()} -> {model.image_frontend.input_shape}")
-    for key in ("params", "macs", "metrics", "data"):
+    for key in ("params", "macs"):
         if meta.get(key):
             print(f"  {key}: {json.dumps(meta[key], sort_keys=True)}")
+    metrics, before = model_metrics(meta)
+    if metrics:
+        print(f"  metrics: {json.dumps(metrics, sort_keys=True)}")
+    adapted = meta.get("adapted") if before is not None else None
+    if adapted is not None:  # the figures and data of --model, measured with another scene head
+        source = adapted.get("from") if isinstance(adapted.get("from"), dict) else {}
+        print(f"  adapted from: {source.get('name')}  version: {source.get('model_version')}")
+        if before:
+            print(f"  metrics before adapting: {json.dumps(before, sort_keys=True)}")
+        on = {key: value for key, value in adapted.items() if key not in ("from", "metrics")}
+        print(f"  adapted on: {json.dumps(on, sort_keys=True)}")
+    if meta.get("data"):
+        label = "data before adapting" if adapted is not None else "data"
+        print(f"  {label}: {json.dumps(meta['data'], sort_keys=True)}")
     print("signatures:")
     parts = model.part_bytes
     for key, sig in model.signatures.items():

@@ -1,5 +1,6 @@
 """edgesense adapt: the fusion head learns places; the encoders and the command head stay as they were."""
 
+import json
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ pytest.importorskip("tensorflow")
 from cli_run import ERROR_PREFIX, edgesense, error_line, only_line  # noqa: E402
 from datagen import make_av_folder, make_scene_sounds, recorded_session, write_recorded_pairs  # noqa: E402
 
+from edgesense.app.inspect import model_metrics  # noqa: E402
 from edgesense.frontend.audio import log_mel_batch  # noqa: E402
 from edgesense.frontend.wav import read_wav  # noqa: E402
 from edgesense.quantize.adapt import (  # noqa: E402
@@ -110,6 +112,19 @@ def test_adapt_learns_a_new_place_and_keeps_encoders_and_commands(tmp_path):
     differ = sum(not np.array_equal(old.fuse(e, None)[0], new.fuse(e, None)[0]) for e in audio)
     recorded = new.metadata["adapted"]["metrics"]
     assert (recorded["speech_windows"], recorded["command_windows_changed"]) == (len(audio), differ)
+    # Its figures are its own; those --model claimed (another scene head's) stay with --model's name.
+    assert new.metadata["metrics"] == recorded and "validation_image_only_accuracy" in recorded
+    assert metadata["adapted"]["from"]["metrics"] == model_metrics(old.metadata)[0]
+    inspected = edgesense("inspect", out)
+    assert inspected.returncode == 0, inspected.stderr
+    lines = inspected.stdout.splitlines()
+    assert f"  metrics: {json.dumps(recorded, sort_keys=True)}" in lines
+    assert f"  metrics before adapting: {json.dumps(model_metrics(old.metadata)[0], sort_keys=True)}" in lines
+    # A seventh scene class: the fusion head's scene output reads one more row of weights (and a bias).
+    params, macs = (new.metadata[key]["fusion_head"] - old.metadata[key]["fusion_head"] for key in ("params", "macs"))
+    assert macs > 0 and params == macs + 1
+    for key in ("params", "macs"):
+        assert new.metadata[key]["total"] == sum(v for k, v in new.metadata[key].items() if k != "total")
     # The new place is learned: its own photos (seen in training) come out as kitchen.
     kitchen = sorted((mine / "kitchen").glob("*.jpg"))[0]
     import cv2
@@ -145,6 +160,7 @@ def test_a_grafted_image_encoder_keeps_the_commands_bit_for_bit(tmp_path, tiny_b
         assert new.metadata[counts]["audio_encoder"] == old.metadata[counts]["audio_encoder"]
         assert new.metadata[counts]["total"] == sum(v for k, v in new.metadata[counts].items() if k != "total")
     assert new.image_embedding_dim == donor.image_embedding_dim != old.image_embedding_dim
+    assert new.metadata["embedding_dims"] == {"audio": old.audio_embedding_dim, "image": donor.image_embedding_dim}
     image = np.random.default_rng(2).uniform(0, 255, donor.image_frontend.input_shape).astype(np.float32)
     assert np.array_equal(new.encode_image(image), donor.encode_image(image))
     for name in ("audio_present", "image_present"):
@@ -157,6 +173,33 @@ def test_a_grafted_image_encoder_keeps_the_commands_bit_for_bit(tmp_path, tiny_b
     recorded = new.metadata["adapted"]["metrics"]
     assert recorded["speech_windows"] > 0 and recorded["command_windows_changed"] == 0
     assert recorded["command_max_difference"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_graft_says_whether_its_image_encoder_ever_learned_photos(tmp_path):
+    from edgesense.quantize.adapt import FUSE_CALIBRATION_SAMPLES
+    from edgesense.quantize.convert import write_merged
+
+    ambience = make_scene_sounds(tmp_path / "ambience", labels=("forest", "street"), per_class=3)
+    mine = make_av_folder(tmp_path / "mine", {"forest": (40, 140, 30), "street": (120, 120, 120)}, per_class=12)
+    # The bundle as a speech-only recipe writes it: its image encoder a stand-in, the camera closed.
+    speech_only = tmp_path / "speech_only.tflite"
+    metadata = EdgeModel.load(BUNDLED).metadata
+    quantization = {**metadata["quantization"], "stand_in_samples": {"encode_image": 32},
+                    "calibration_samples": {**metadata["quantization"]["calibration_samples"], "encode_image": 0}}
+    write_merged(split_tflite_parts(BUNDLED.read_bytes()), {**metadata, "quantization": quantization}, speech_only)
+    assert EdgeModel.load(speech_only).untrained_encoders == {"encode_image"}
+    # A trained image encoder grafted on: the camera opens.
+    out = tmp_path / "grafted.tflite"
+    adapt_model(speech_only, out, av=mine, scene_ambient=ambience, options=FAST, image_encoder=BUNDLED)
+    new = EdgeModel.load(out)
+    assert new.untrained_encoders == frozenset()
+    assert new.metadata["quantization"]["calibration_samples"] == {
+        **metadata["quantization"]["calibration_samples"], "fuse": FUSE_CALIBRATION_SAMPLES}
+    # The stand-in grafted onto a trained model: the camera stays closed.
+    adapt_model(BUNDLED, tmp_path / "blind.tflite", av=mine, scene_ambient=ambience, options=FAST,
+                image_encoder=speech_only)
+    assert EdgeModel.load(tmp_path / "blind.tflite").untrained_encoders == {"encode_image"}
 
 
 def test_a_graft_starts_its_image_side_from_the_donors_head(tmp_path):

@@ -33,6 +33,26 @@ def test_the_bundled_model_shows_its_labels_frontends_and_every_signatures_tenso
     assert json.loads(capsys.readouterr().out) == model.metadata
 
 
+def test_an_adapted_model_shows_its_own_figures_apart_from_those_of_the_model_it_came_from(capsys):
+    # The bundled file is adapted, written when adapt kept --model's figures as its "metrics".
+    meta = EdgeModel.load(BUNDLED).metadata
+    assert meta["adapted"]["metrics"]["validation_image_only_accuracy"] > 0
+    assert main(["inspect", str(BUNDLED)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  metrics: {json.dumps(meta['adapted']['metrics'], sort_keys=True)}" in lines
+    assert f"  metrics before adapting: {json.dumps(meta['metrics'], sort_keys=True)}" in lines
+    source = meta["adapted"]["from"]
+    assert f"  adapted from: {source['name']}  version: {source['model_version']}" in lines
+    assert any(line.startswith("  data before adapting: ") for line in lines)
+    # As adapt writes them now: its own figures are "metrics", --model's "adapted.from.metrics".
+    from edgesense.app.inspect import model_metrics
+
+    now = {**meta, "metrics": meta["adapted"]["metrics"],
+           "adapted": {**meta["adapted"], "from": {**meta["adapted"]["from"], "metrics": meta["metrics"]}}}
+    assert model_metrics(now) == model_metrics(meta) == (meta["adapted"]["metrics"], meta["metrics"])
+    assert model_metrics({"metrics": {"scene_accuracy": 0.9}}) == ({"scene_accuracy": 0.9}, None)
+
+
 @pytest.fixture(scope="module")
 def foreign_models(tmp_path_factory) -> dict[str, Path]:
     tf = pytest.importorskip("tensorflow")
