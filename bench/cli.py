@@ -381,7 +381,7 @@ def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels,
     paths = teachers.build_teachers(reference_train_config(options, model), options.references_dir)
     scored = {}
     for name, path in sorted(paths.items()):
-        info = teachers._sidecar(Path(path)) or {}
+        info = teachers.teacher_sidecar(path) or {}
         why = _unlike_the_model(info, model) if info.get("task") == "command" and clips is not None else ""
         if not why and info.get("task") == "scene" and frames is not None:
             lacks = sorted(set(frame_labels) - set(info.get("labels", ())))

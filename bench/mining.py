@@ -11,8 +11,10 @@ reaches ``threshold``: one per peak, peaks at least ``min_gap_ms`` apart, strong
 It writes ``OUT/WORD/STREAM_TIMEms.wav`` (WORD: the command the window scored as) and
 ``OUT/mined.json`` (the model, the recordings streamed, the counts). Name ``OUT`` in a training
 config's ``data.hard_negatives`` and train again (``edgesense train --init-from RUN`` to fine-tune):
-every window becomes an ``_unknown_`` row like the windows of other speech. The tuning and evaluation
-pools are never streamed, so the benchmark's operating point and figures stay honest.
+every window becomes an ``_unknown_`` row like the windows of other speech. ``--force`` mines again into
+the ``OUT`` of an earlier mine: its windows not found again are deleted (training reads every window in the
+folder), and a folder that holds a file no mine wrote (its ``mined.json`` does not list it) is refused.
+The tuning and evaluation pools are never streamed, so the benchmark's operating point and figures stay honest.
 
 With ``--speech-commands DIR`` the other words of the model's **training speakers** (the
 ``_unknown_`` clips of DIR's training split, re-made from the split the model records) are said
@@ -34,7 +36,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,17 +60,17 @@ from edgesense.bench.streams import (
 )
 from edgesense.frontend.wav import write_wav
 from edgesense.loop.scheduler import SchedulerOptions
-from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinionOptions
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_int, is_number, require
 from edgesense.train.cache import file_sha256
-from edgesense.train.config import SEED_EXPECTED, derived_seed, is_seed
+from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, derived_seed, is_seed
 from edgesense.train.pools import is_recording, speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
-__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "mine", "peaks", "training_other_words",
-           "write_mined", "add_arguments", "run"]
+__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "earlier_files", "mine", "peaks",
+           "training_other_words", "write_mined", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +104,20 @@ class MineOptions:
         require(is_number(self.talk_minutes) and (self.talk_minutes == 0 or self.talk_minutes * _S_PER_MINUTE
                                                   >= MIN_STREAM_S), "talk_minutes",
                 f"0 or at least {MIN_STREAM_S / _S_PER_MINUTE:.2f} minutes", self.talk_minutes)
-        require(isinstance(self.word_passes, int) and self.word_passes >= 0, "word_passes", "an integer >= 0",
-                self.word_passes)
+        require(is_int(self.word_passes) and 0 <= self.word_passes < INT_LIMIT, "word_passes",
+                "an integer in [0, 2**63)", self.word_passes)
         require(self.talk_minutes > 0 or self.word_passes > 0, "talk_minutes", "> 0 unless word_passes > 0",
                 self.talk_minutes)
         require(is_number(self.threshold) and 0.0 < self.threshold < 1.0, "threshold", "a number in (0, 1)",
                 self.threshold)
         require(is_number(self.min_gap_ms) and self.min_gap_ms >= 0, "min_gap_ms", "a number >= 0",
                 self.min_gap_ms)
-        require(self.max_windows is None or (isinstance(self.max_windows, int) and self.max_windows >= 1),
-                "max_windows", "an integer >= 1 or None", self.max_windows)
+        require(self.max_windows is None or (is_int(self.max_windows) and 1 <= self.max_windows < INT_LIMIT),
+                "max_windows", "an integer in [1, 2**63) or None", self.max_windows)
         require(is_number(self.hop_ms) and self.hop_ms > 0, "hop_ms", "a positive number", self.hop_ms)
-        require(isinstance(self.threads, int) and self.threads >= 1, "threads", "an integer >= 1", self.threads)
+        # the interpreter's own bound, said here so that the line names --threads, not num_threads
+        require(is_int(self.threads) and 1 <= self.threads <= MAX_THREADS, "threads",
+                f"an integer in [1, {MAX_THREADS}]", self.threads)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         require(isinstance(self.second_opinion, SecondOpinionOptions), "second_opinion", "SecondOpinionOptions",
                 self.second_opinion)
@@ -271,12 +275,49 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
                       noise=tuple(str(p) for p in noise_paths), elapsed_s=time.perf_counter() - started)
 
 
+def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
+    """The files (paths relative to ``out_dir``, ``/``-separated) an earlier :func:`write_mined` left in
+    ``out_dir``: its :data:`MANIFEST_NAME` and the windows that lists; empty for a new or empty folder.
+    A ValueError naming ``--out`` when ``out_dir`` is a file, or holds files and ``force`` is not set, or
+    holds a file no earlier mine wrote (a user's own, never deleted): ``--force`` replaces mine's own
+    windows only."""
+    out = Path(out_dir)
+    refuse_files_in("--out", out, force=force)
+    if not out.is_dir():
+        return set()
+    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir())
+    if not present:
+        return set()
+    manifest = out / MANIFEST_NAME
+    owned = {MANIFEST_NAME, f".{MANIFEST_NAME}.tmp"}  # the latter: a run stopped while it wrote the manifest
+    try:
+        files = json.loads(manifest.read_text())["files"] if manifest.is_file() else []
+        names = {PurePosixPath(entry["file"]) for entry in files}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"--out: expected a folder an earlier edgesense mine wrote, got {out}, whose "
+                         f"{MANIFEST_NAME} is not one it wrote ({exc}); --force replaces only mine's own windows, "
+                         "choose another --out") from None
+    # A window is WORD/NAME.wav inside the folder: a listed path that leaves it is nothing mine wrote.
+    owned |= {n.as_posix() for n in names if len(n.parts) == 2 and ".." not in n.parts and n.suffix == ".wav"}
+    foreign = [name for name in present if name not in owned]
+    if foreign or not manifest.is_file():
+        others = foreign or present
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise ValueError(f"--out: expected a folder that only earlier edgesense mine runs wrote into (the files its "
+                         f"{MANIFEST_NAME} lists), got {out}, which also holds {others[0]}{more}, not written by mine; "
+                         "--force replaces only mine's own windows and never deletes other files: move them out or "
+                         "choose another --out")
+    return {name for name in owned if name in set(present)}
+
+
 def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Path, options: MineOptions,
                 sample_rate_hz: int, force: bool = False) -> Path:
     """Write the windows and :data:`MANIFEST_NAME` into ``out_dir``; a folder that already holds
-    files is a ValueError unless ``force``. Returns the manifest's path."""
+    files is a ValueError unless ``force``, which replaces what an earlier mine wrote there (its windows
+    that this report does not hold are deleted: the folder holds exactly these windows; see
+    :func:`earlier_files`). Returns the manifest's path."""
     out = Path(out_dir)
-    refuse_files_in("--out", out, force=force)
+    earlier = earlier_files(out, force=force)
     for window in report.windows:
         path = out / window.file_name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +341,15 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp = out / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)
+    # The earlier run's windows this run did not find again: a training run reads every window in the folder.
+    for name in sorted(earlier - {w.file_name for w in report.windows} - {MANIFEST_NAME, tmp.name}):
+        stale = out / name
+        stale.unlink(missing_ok=True)
+        if stale.parent != out and not any(stale.parent.iterdir()):
+            stale.parent.rmdir()
     return path
 
 
@@ -345,7 +394,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the model's share of that blend (default {defaults.second_opinion.student_weight})")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the streams")
-    parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+    parser.add_argument("--force", action="store_true",
+                        help="replace what an earlier mine wrote into --out (its windows not found again are deleted; "
+                             "a folder holding other files is refused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -366,11 +417,13 @@ def run(args: argparse.Namespace) -> int:
             for p in paths:
                 if not p.exists():
                     raise ValueError(f"{flag} {p}: no such file or folder")
+                if flag == "--speech-commands" and not p.is_dir():
+                    raise ValueError(f"{flag} {p}: expected a Speech Commands folder, got a file")
                 if flag != "--speech-commands" and not p.is_dir() and not is_recording(p):
                     raise ValueError(f"{flag} {p}: expected a folder of .wav recordings or a .wav file, got another "
                                      f"file")
         out = Path(args.out)
-        refuse_files_in("--out", out, force=args.force)  # before the streaming, not after it
+        earlier_files(out, force=args.force)  # before the streaming, not after it
         model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))
         other_words = ([] if args.speech_commands is None
                        else training_other_words(model, args.speech_commands, salt=args.salt))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from edgesense.app.cli import refuse_file_in_the_way
 from edgesense.bench.scoring import LATENCY_RULES
-from edgesense.schema.validate import is_number, require
-from edgesense.train.config import SEED_EXPECTED, is_seed
+from edgesense.runtime.interpreter import MAX_THREADS
+from edgesense.schema.validate import is_int, is_number, require
+from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 
 __all__ = ["BenchOptions"]
 
@@ -88,14 +89,15 @@ class BenchOptions:
     tuning_only: bool = False
 
     def __post_init__(self) -> None:
-        require(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1,
-                 "threads", "an integer >= 1", self.threads)
+        # the interpreter's own bound, said here so that the line names --threads, not num_threads
+        require(is_int(self.threads) and 1 <= self.threads <= MAX_THREADS, "threads",
+                f"an integer in [1, {MAX_THREADS}]", self.threads)
         require(self.split in SPLITS, "split", f"one of {', '.join(SPLITS)}", self.split)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         require(self.speech_commands is not None or self.scenes is not None or self.av is not None
                  or self.fusion_study, "speech_commands", "at least one of speech_commands, scenes, av", None)
-        require(self.max_per_class is None or (isinstance(self.max_per_class, int) and self.max_per_class >= 1),
-                 "max_per_class", "None or an integer >= 1", self.max_per_class)
+        require(self.max_per_class is None or (is_int(self.max_per_class) and 1 <= self.max_per_class < INT_LIMIT),
+                 "max_per_class", "None or an integer in [1, 2**63)", self.max_per_class)
         for name in ("stream_s", "talk_s"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 20), name, "None or a number >= 20", value)

@@ -28,7 +28,7 @@ from edgesense.bench.accuracy import classification_report
 from edgesense.schema.validate import from_mapping, require
 
 __all__ = ["AUDIO_TEACHER", "build_teachers", "evaluate_teacher", "find_teachers", "teacher_names",
-           "vision_teacher_name"]
+           "teacher_sidecar", "vision_teacher_name"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,10 @@ def _available(name: str, config) -> bool:
     return True
 
 
-def _sidecar(path: Path) -> dict[str, Any] | None:
+def teacher_sidecar(path: str | Path) -> dict[str, Any] | None:
+    """What the teacher head ``path`` (a ``.tflite``) records in its JSON sidecar (labels, task, frontend,
+    fingerprint); None when it has none or the sidecar is not a teacher's."""
+    path = Path(path)
     try:
         info = json.loads(path.with_suffix(".json").read_text())
     except (OSError, ValueError):
@@ -119,7 +122,7 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
     todo = []
     for name in wanted:
         path = out_dir / f"{name}{HEAD_SUFFIX}"
-        info = _sidecar(path) if path.is_file() else None
+        info = teacher_sidecar(path) if path.is_file() else None
         if not force and info is not None and info.get("fingerprint") == fingerprint:
             log.info("teacher %s: cached at %s", name, path)
             paths[name] = path
@@ -165,7 +168,7 @@ def find_teachers(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return [p for p in sorted(folder.glob(f"*{HEAD_SUFFIX}")) if _sidecar(p) is not None]
+    return [p for p in sorted(folder.glob(f"*{HEAD_SUFFIX}")) if teacher_sidecar(p) is not None]
 
 
 def _backbone_path(head: Path) -> Path:
@@ -204,7 +207,7 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
     from edgesense.train.teachers import TeacherUnavailable
 
     path = Path(path)
-    info = _sidecar(path)
+    info = teacher_sidecar(path)
     require(info is not None, f"{path.with_suffix('.json')}", "a teacher sidecar", None)
     task = info["task"]
     if task == "command" and clips is not None:

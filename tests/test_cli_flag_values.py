@@ -101,3 +101,94 @@ def test_adapt_refuses_an_out_inside_a_file_and_epochs_past_int64_before_any_wor
     line = _error(capsys, ["adapt", "--model", model, "--av", str(tmp_path), "--out", str(tmp_path / "x.tflite"),
                            "--epochs", "99999999999999999999"])
     assert line.startswith("edgesense: error: --epochs: expected an integer in [1, 2**63)"), line
+
+
+# The side tools: each number flag with values it cannot use, before any work (a model loaded, a clip spoken,
+# a stream rendered) and before --out is made. Inputs are folders that exist; the options are checked first.
+MODEL = str(REPO / "models" / "edgesense.tflite")
+FOLDER = str(SAMPLES)
+TOOLS = {
+    "bench": ["bench", "--model", MODEL, "--speech-commands", FOLDER, "--out", "out"],
+    "mine": ["mine", "--model", MODEL, "--negatives", FOLDER, "--out", "out"],
+    "synth-commands": ["synth-commands", "--out", "out"],
+    "synth-talk": ["synth-talk", "--out", "out"],
+    "train-stream-heads": ["train-stream-heads", "--model", MODEL, "--out", "out/heads.tflite", "--speech-commands",
+                           FOLDER, "--negatives", FOLDER, "--noise", FOLDER],
+}
+HUGE = str(2**63)  # past numpy's and TensorFlow's int64 (where counts end up)
+NOT_INTS = ("nan", "inf", "1.5", "abc", "", "99999999999999999999", HUGE)
+NOT_NUMBERS = ("nan", "inf", "1e400", "abc", "")
+#: flag -> values it refuses beyond NOT_INTS / NOT_NUMBERS, by tool.
+INT_FLAGS = {
+    "bench": {"--threads": ("0", "-1", "65"), "--max-per-class": ("0",), "--seed": ("-1", str(2**32))},
+    "mine": {"--threads": ("0", "65"), "--word-passes": ("-1",), "--max-windows": ("0",), "--seed": ("-1",)},
+    "synth-commands": {"--per-word": ("0",), "--unknown-clips": ("-1",), "--workers": ("0", "65"),
+                       "--seed": ("-1",)},
+    "synth-talk": {"--sentences": ("0",), "--workers": ("0", "65"), "--seed": ("-1",)},
+    "train-stream-heads": {"--heads": ("0",), "--context": ("0",), "--variants": ("0",), "--epochs": ("0",),
+                           "--talk-per-variant": ("-1",), "--silence-per-variant": ("-1",), "--seed": ("-1",)},
+}
+FLOAT_FLAGS = {
+    "bench": {"--stream-minutes": ("0", "-1"), "--talk-minutes": ("0",), "--max-false-accepts-per-hour": ("-1",),
+              "--max-false-accepts-per-100-words": ("-1",), "--max-latency-p95-ms": ("-1",)},
+    "mine": {"--talk-minutes": ("-1", "0.1"), "--threshold": ("0", "1"), "--min-gap-ms": ("-1",)},
+    "train-stream-heads": {"--unknown-weight": ("0", "-1"), "--partial-words": ("1.5",), "--partial-end-share": ("-1",),
+                           "--speed": ("1.5",), "--talk-ends": ("1.5",), "--talk-words": ("1.5",),
+                           "--unknown-voices": ("1.5",)},
+}
+SIDE_TOOL_CASES = [
+    *[(tool, [flag, v], flag) for tool, flags in INT_FLAGS.items() for flag, own in flags.items()
+      for v in (*NOT_INTS, *own)],
+    *[(tool, [flag, v], flag) for tool, flags in FLOAT_FLAGS.items() for flag, own in flags.items()
+      for v in (*NOT_NUMBERS, *own)],
+    *[("train-stream-heads", [flag, *pair], flag) for flag in ("--partial-kept", "--snr-db")
+      for pair in (("nan", "1"), ("0", "inf"), ("1", "0"))],
+    ("mine", ["--second-opinion", str(REPO / "models" / "stream_heads.tflite"), "--student-weight", "nan"],
+     "--student-weight"),
+    # what it would leave unused without a word
+    ("synth-commands", ["--unknown-clips", "5"], "--unknown-clips"),
+]
+
+
+@pytest.mark.parametrize("tool, flags, flag", SIDE_TOOL_CASES,
+                         ids=[f"{tool} {' '.join(flags)}" for tool, flags, _ in SIDE_TOOL_CASES])
+def test_a_side_tool_refuses_a_number_it_cannot_use_naming_its_flag(capsys, tmp_path, monkeypatch, tool, flags,
+                                                                    flag):
+    """``--word-passes``/``--per-word``/``--sentences``/``--epochs`` past int64 started the work and hung in it (or,
+    for ``train-stream-heads --context``, failed once the data had loaded, naming ``--negatives``),
+    ``--unknown-weight inf`` trained on an infinite loss, ``--threads 65`` was refused as ``num_threads``, and
+    ``--workers 2**63`` reached espeak-ng's pool and onnxruntime."""
+    monkeypatch.chdir(tmp_path)
+    line = _error(capsys, [*TOOLS[tool], *flags])
+    assert flag in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["average", "a", "b", "--out", "notes.txt/run"], "--out"),
+    ([*TOOLS["train-stream-heads"][:4], "notes.txt/heads.tflite", *TOOLS["train-stream-heads"][5:]], "--out"),
+    ([*TOOLS["mine"][:3], "--speech-commands", "notes.txt", "--out", "out"], "--speech-commands"),
+    ([*TOOLS["mine"][:5], "--out", "notes.txt/x"], "--out"),
+    (["synth-commands", "--out", "notes.txt/x"], "--out"),
+    (["synth-talk", "--out", "notes.txt"], "--out"),
+    (["bench", *TOOLS["bench"][1:5], "--out", "notes.txt/x"], "--out"),
+    (["deploy", "--target", "desktop", "--no-wheels", "--out", "notes.txt/x"], "--out"),
+])
+def test_a_side_tool_refuses_a_file_where_a_folder_is_wanted_before_any_work(capsys, tmp_path, monkeypatch, argv,
+                                                                             flag):
+    """``average --out FILE/run`` said ``[Errno 20] Not a directory`` once the soup was made, and
+    ``train-stream-heads --out FILE/heads.tflite`` said ``[Errno 17] File exists`` once the heads had trained;
+    ``mine --speech-commands FILE`` named no flag once the model had loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    line = _error(capsys, argv)
+    assert line.startswith(f"edgesense: error: {flag}"), line
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
+def test_train_stream_heads_refuses_a_folder_as_its_out_file_even_with_force(capsys, tmp_path, monkeypatch):
+    """A folder named ``heads.tflite`` with ``--force`` was found only when the trained heads were moved onto it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "heads.tflite").mkdir(parents=True)
+    line = _error(capsys, [*TOOLS["train-stream-heads"], "--force"])
+    assert line == "edgesense: error: --out: expected a .tflite file to write, not a folder, got 'out/heads.tflite'"

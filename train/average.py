@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import path_argument
+from edgesense.app.cli import path_argument, refuse_file_in_the_way
 from edgesense.train.config import CHECKPOINT_MONITORS, TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
@@ -104,6 +104,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         raise ValueError(f"runs: expected at least two run folders to average, got {len(runs)}")
     if monitor not in VALIDATION_METRICS:
         raise ValueError(f"monitor: expected one of {', '.join(VALIDATION_METRICS)}, got {monitor!r}")
+    refuse_file_in_the_way(out_flag, out_dir)  # not once the soup is made, as "Not a directory"
     check_out_dir(out_dir, replace, flag=out_flag, force_flag=force_flag)
     infos = [_read_run(r) for r in runs]
     seen: dict[Path, Path] = {}

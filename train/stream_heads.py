@@ -68,10 +68,10 @@ from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, DISTRIBUTION_VERSION, EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ,
     samples_for_embeddings,
 )
-from edgesense.schema.validate import require, require_range
+from edgesense.schema.validate import is_int, is_positive, require, require_range
 from edgesense.train import augment, data
 from edgesense.train.bank import BankOptions
-from edgesense.train.config import SEED_EXPECTED, derived_seed, is_seed
+from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, derived_seed, is_seed
 from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
@@ -148,11 +148,11 @@ class StreamHeadsOptions:
     def __post_init__(self) -> None:
         for name in ("heads", "context_embeddings", "variants", "epochs"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
+            require(is_int(value) and 1 <= value < INT_LIMIT, name, "an integer in [1, 2**63)", value)
         for name in ("talk_per_variant", "silence_per_variant"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
-        require(self.unknown_weight > 0, "unknown_weight", "a positive number", self.unknown_weight)
+            require(is_int(value) and 0 <= value < INT_LIMIT, name, "an integer in [0, 2**63)", value)
+        require(is_positive(self.unknown_weight), "unknown_weight", "a finite positive number", self.unknown_weight)
         for name in ("partial_share", "speed_share", "partial_end_share", "talk_ends_share", "talk_words_share",
                      "unknown_voices_share"):
             value = getattr(self, name)
@@ -557,7 +557,7 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import input_file, refuse_existing, user_names
+    from edgesense.app.cli import input_file, refuse_existing, refuse_file_in_the_way, user_names
 
     input_file("--model", args.model)
     noise = args.noise or [SHARED / "ambient", SHARED / "noise"]
@@ -566,6 +566,9 @@ def run(args: argparse.Namespace) -> int:
             [("--talk", t) for t in args.talk]:
         require(Path(folder).is_dir(), flag, "a folder", str(folder))
     require(args.out.suffix == ".tflite", "--out", "a .tflite path", str(args.out))
+    # refused now, not once the heads have trained (a folder is never replaced, --force or not)
+    refuse_file_in_the_way("--out", args.out.parent, expected="a folder for the heads file")
+    require(not args.out.is_dir(), "--out", "a .tflite file to write, not a folder", str(args.out))
     refuse_existing("--out", args.out, force=args.force)
     with user_names(FLAGS):
         options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,

@@ -47,8 +47,9 @@ from edgesense import editable_install
 from edgesense.app.cli import path_argument, refuse_files_in
 from edgesense.frontend.resample import resample
 from edgesense.frontend.wav import read_wav_native, write_wav
-from edgesense.schema.validate import require
-from edgesense.train.config import SEED_EXPECTED, is_seed
+from edgesense.runtime.interpreter import MAX_THREADS
+from edgesense.schema.validate import is_int, require
+from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
 __all__ = [
@@ -193,10 +194,11 @@ class SynthOptions:
         require(len(self.words) > 0, "words", "at least one word", self.words)
         clash = [w for w in self.unknown_words if says_a_command(w, self.words)]
         require(not clash, "unknown_words", "no command words nor homophones of them", clash)
-        require(isinstance(self.per_word, int) and self.per_word >= 1, "per_word", "an integer >= 1", self.per_word)
+        require(is_int(self.per_word) and 1 <= self.per_word < INT_LIMIT, "per_word", "an integer in [1, 2**63)",
+                self.per_word)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
-        require(self.unknown_clips is None or (isinstance(self.unknown_clips, int) and self.unknown_clips >= 0),
-                 "unknown_clips", "None or an integer >= 0", self.unknown_clips)
+        require(self.unknown_clips is None or (is_int(self.unknown_clips) and 0 <= self.unknown_clips < INT_LIMIT),
+                 "unknown_clips", "None or an integer in [0, 2**63)", self.unknown_clips)
         require(isinstance(self.voices, tuple) and len(self.voices) > 0 and all(
             isinstance(v, str) and re.match(r"^[A-Za-z0-9-]+$", v) for v in self.voices),
             "voices", "a non-empty tuple of espeak-ng voice names", self.voices)
@@ -212,7 +214,9 @@ class SynthOptions:
         require(self.peak_dbfs <= 0, "peak_dbfs", "<= 0", self.peak_dbfs)
         require(self.trim_threshold_db < 0, "trim_threshold_db", "< 0 (dB below the loudest frame)",
                  self.trim_threshold_db)
-        require(isinstance(self.workers, int) and self.workers >= 1, "workers", "an integer >= 1", self.workers)
+        # processes or onnxruntime threads at a time: bounded as the interpreter's threads are
+        require(is_int(self.workers) and 1 <= self.workers <= MAX_THREADS, "workers",
+                f"an integer in [1, {MAX_THREADS}]", self.workers)
 
     @property
     def clip_samples(self) -> int:
@@ -637,6 +641,9 @@ def run(args: argparse.Namespace) -> int:
                                unknown_clips=args.unknown_clips, voices=word_list(args.voices), seed=args.seed,
                                workers=args.workers, engines=ENGINE_CHOICES[args.engine],
                                piper_voices=word_list(args.piper_voices))
+    if args.unknown_clips is not None and not unknown:
+        raise ValueError("--unknown-clips: acts only with --unknown-words, which is not given (no _unknown_ clip "
+                         "is written without it)")
     report = synthesize_commands(args.out, options, force=args.force)
     print(report.summary())
     return 0 if not report.failed else 1

@@ -28,9 +28,9 @@ import numpy as np
 
 from edgesense.app.cli import path_argument, refuse_files_in
 from edgesense.frontend.wav import write_wav
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_int, require
 from edgesense.train import synth
-from edgesense.train.config import SEED_EXPECTED, is_seed
+from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 __all__ = ["PATTERN_WORDS", "TRANSCRIPTS_NAME", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments",
@@ -139,7 +139,7 @@ class TalkOptions:
     voices: synth.SynthOptions = synth.SynthOptions()
 
     def __post_init__(self) -> None:
-        require(isinstance(self.sentences, int) and self.sentences >= 1, "sentences", "an integer >= 1",
+        require(is_int(self.sentences) and 1 <= self.sentences < INT_LIMIT, "sentences", "an integer in [1, 2**63)",
                 self.sentences)
         require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
                 self.max_clauses)

@@ -230,3 +230,37 @@ def test_mine_streams_the_training_speakers_other_words_and_no_held_out_speaker(
         assert main(bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
+
+
+def test_mine_force_leaves_exactly_the_new_windows_and_never_a_users_file(tmp_path, tiny_model_path, capsys):
+    """``--force`` into a folder of an earlier mine kept the old windows the new ``mined.json`` no longer lists,
+    and a training run (``data.hard_negatives``) reads every window in the folder: it trained on stale ones."""
+    folder = _talk_folder(tmp_path, np.random.default_rng(4))
+    out = tmp_path / "mined"
+    args = ["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out", str(out),
+            "--talk-minutes", "1", "--word-passes", "0", "--threshold", str(THRESHOLD), "--force"]
+    assert main(args) == 0
+    first = {p.relative_to(out).as_posix() for p in out.rglob("*.wav")}
+    assert first
+    assert main([*args, "--max-windows", "1"]) == 0  # fewer windows: the others must go
+    capsys.readouterr()
+    listed = [f["file"] for f in json.loads((out / MANIFEST_NAME).read_text())["files"]]
+    assert len(listed) == 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == listed
+    assert all(any(d.iterdir()) for d in out.iterdir() if d.is_dir())  # no emptied WORD folder left
+
+    # A file mine did not write (the user's notes, a window copied in by hand) is never deleted: refused.
+    notes = out / "notes.txt"
+    notes.write_text("mine\n")
+    kept = sorted(out.rglob("*"))
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesense: error: --out: expected a folder that only earlier "
+                                               "edgesense mine runs wrote into") and "notes.txt" in err[0], err
+    assert sorted(out.rglob("*")) == kept and notes.read_text() == "mine\n"
+    # ... and so is a folder of files without a mined.json (not a folder mine wrote).
+    other = tmp_path / "clips"
+    (other / "yes").mkdir(parents=True)
+    write_wav(other / "yes" / "a.wav", np.zeros(SR, np.float32), SR)
+    assert main([*args[:6], str(other), *args[7:]]) == 2
+    assert "--out" in capsys.readouterr().err and (other / "yes" / "a.wav").is_file()

@@ -93,7 +93,7 @@ def test_cli_subcommand(tmp_path: Path) -> None:
 
 def test_cli_errors_name_the_flags_not_the_fields(tmp_path: Path) -> None:
     line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--per-word", "0"))
-    assert line == "edgesense: error: --per-word: expected an integer >= 1, got 0"
+    assert line == "edgesense: error: --per-word: expected an integer in [1, 2**63), got 0"
     line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--unknown-clips", "-2"))
     assert line.startswith("edgesense: error: --unknown-clips: expected")
     for seed in (-1, SEED_LIMIT):

@@ -63,7 +63,7 @@ def test_writes_one_sentence_per_file_with_its_transcript(tmp_path: Path) -> Non
 
 def test_cli_errors_name_the_flag(tmp_path: Path) -> None:
     line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--sentences", "0"))
-    assert line == "edgesense: error: --sentences: expected an integer >= 1, got 0"
+    assert line == "edgesense: error: --sentences: expected an integer in [1, 2**63), got 0"
     line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--words", "table,yes"))
     assert line.startswith("edgesense: error: --words: expected command words that the talk vocabulary never says")
     for seed in (-1, SEED_LIMIT):
