@@ -195,3 +195,18 @@ def write_recorded_pairs(root: Path, session: str, pairs: int, colour_bgr, *, to
         sound = 0.1 * np.sin(2 * np.pi * tone_hz * t + rng.uniform(0, 6)) + rng.normal(scale=0.01, size=t.size)
         write_wav(folder / f"{session}-{i:04d}.wav", sound.astype(np.float32), 16000)
     return root
+
+
+def write_stream_heads(path: Path, words) -> Path:
+    """A one-head second-opinion file (untrained, tiny) whose heads know ``words``: beside a model of other
+    words, the case of a user's own model run with a shipped config. Needs TensorFlow."""
+    from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
+    from edgesense.train.stream_heads import ensemble_model, heads_tflite
+    from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
+
+    context = 2
+    head = build_audio_head(context, 96, len(words), AudioTeacherOptions(conv_channels=8, dense_units=8))
+    path.write_bytes(heads_tflite(ensemble_model([head], context), {
+        "kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": list(words),
+        "context_embeddings": context, "heads": 1}))
+    return path

@@ -262,6 +262,9 @@ def second_opinion_of(config: DeviceConfig, model: "EdgeModel") -> SecondOpinion
         raise SpeechEmbeddingUnavailable(
             f"{config.source_path or 'the config'}: second_opinion: {exc} (or delete the "
             f"second_opinion: section to run the model alone)") from None
+    except ValueError as exc:  # the heads file, or a model it does not fit: say which config asks for it
+        raise ValueError(f"{config.source_path or 'the config'}: {exc} (or delete the second_opinion: section "
+                         "to run the model alone)") from None
     logger.info("second opinion: %s", second.describe())
     return second
 

@@ -143,8 +143,10 @@ class SecondOpinion:
             self.heads = StreamHeads(options.heads_path, threads)  # type: ignore[arg-type]
         except (ValueError, OSError) as exc:  # the config field the user wrote, then what is wrong with the file
             raise ValueError(f"second_opinion.heads_path: {exc}") from None
-        require(self.heads.labels == tuple(labels), f"{self.heads.path}: labels", f"the model's {list(labels)}",
-                list(self.heads.labels))
+        if self.heads.labels != tuple(labels):  # e.g. a model of other words beside heads of the ten
+            raise ValueError(f"second_opinion.heads_path: {self.heads.path}: labels: expected the model's "
+                             f"{list(labels)}, got {list(self.heads.labels)}: heads of the model's words come from "
+                             "edgesense train-stream-heads --model MODEL")
         self.stream = SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(
             num_threads=options.num_threads, max_embeddings=self.heads.context))
         self._probs: np.ndarray | None = None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cli_run import edgesense, only_line
 from conftest import TINY_SCENE_LABELS, _command_clip, load_script, make_scene_images, require_speech_embedding
-from datagen import make_speech_commands
+from datagen import make_speech_commands, write_stream_heads
 
 from edgesense.app import cli
 from edgesense.bench.accuracy import classification_report
@@ -729,16 +729,8 @@ def test_a_head_the_model_never_trained_is_refused_not_scored(run_dir_copy, tmp_
 def test_a_second_opinion_of_other_words_is_one_line_before_any_clip_is_scored(tiny_model_path, tmp_path, capsys):
     """A model of the user's own words beside the shipped config's heads (the ten words): the accuracy section
     ran, then the streams stopped on the heads file's labels, with no word of --model-alone."""
-    from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
-    from edgesense.train.stream_heads import ensemble_model, heads_tflite
-    from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
-
     words = list(DEFAULT_COMMAND_LABELS[:5])
-    head = build_audio_head(2, 96, len(words), AudioTeacherOptions(conv_channels=8, dense_units=8))
-    heads = tmp_path / "heads.tflite"
-    heads.write_bytes(heads_tflite(ensemble_model([head], 2), {
-        "kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": words, "context_embeddings": 2,
-        "heads": 1}))
+    heads = write_stream_heads(tmp_path / "heads.tflite", words)
     config = tmp_path / "pair.yaml"
     config.write_text(f"device: {{name: pair}}\nsecond_opinion: {{heads_path: {heads}}}\n")
     speech, out = _speech_folder(tmp_path / "sc", per_class=1), tmp_path / "out"

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import sounddevice as sd
 from cli_run import ERROR_PREFIX, edgesense, error_line, only_line
+from datagen import write_stream_heads
 from media import REQUIRED_KEYS, TEST_THRESHOLD, scene_video, tone_wav  # noqa: E402
 
 from edgesense.app.cli import main
 from edgesense.schema.yaml import dump_yaml
+from edgesense.types import DEFAULT_COMMAND_LABELS
 
 ROOT = Path(__file__).resolve().parents[3]
 SUMMARY_PREFIX = "edgesense run: events:"
@@ -379,3 +381,21 @@ def test_a_bad_mqtt_url_or_tls_file_is_one_line_naming_the_flag(tiny_model_path,
                "--fast", "--mqtt", url.format(notes=notes)])
     line = one_error_line(capsys.readouterr().err)
     assert rc == 2 and needle.format(notes=notes) in line and "secret" not in line
+
+
+def test_heads_of_other_words_name_the_config_field_and_the_way_out(tiny_model_path, tmp_path, media, capsys):
+    """A model of the user's own words run with a config whose second opinion knows other words (every shipped
+    config's heads know the ten words): one line naming the config, its field and the way out, exit 2. It named
+    only the heads file (inside the installation), not the config that asks for it."""
+    words = list(DEFAULT_COMMAND_LABELS[:5])
+    heads = write_stream_heads(tmp_path / "heads.tflite", words)
+    config = write_config(tmp_path, second_opinion={"heads_path": str(heads)})
+    wav, _ = media
+    capsys.readouterr()
+    rc = main(["run", "--config", str(config), "--model", str(tiny_model_path), "--audio", str(wav), "--fast",
+               "--events", str(tmp_path / "events.jsonl")])
+    line = one_error_line(capsys.readouterr().err)
+    assert rc == 2
+    assert line.startswith(f"{ERROR_PREFIX} --config {config}: second_opinion.heads_path: {heads}: labels: "
+                           f"expected the model's {list(DEFAULT_COMMAND_LABELS)}, got {words}"), line
+    assert "edgesense train-stream-heads --model" in line and "delete the second_opinion: section" in line, line
