@@ -602,6 +602,10 @@ def _adapt(model: EdgeModel, parts: dict[str, bytes], deployed: dict[str, Any], 
         1.0 - reliability if reliability is not None else 0.0)
     logger.info("sound names an unheard recording's place %s of the time: mismatched sound in %.0f %% of the rows",
                 "?" if reliability is None else f"{reliability:.0%}", 100 * mismatch)
+    if reliability is None and options.sound_mismatch is None and any(len(s) for s in emb.sounds):
+        logger.warning("sound is trusted fully: how well it names a place it never heard cannot be measured, since "
+                       "no place has two recordings (a record session is one); record a second session of each "
+                       "place, or pass --sound-mismatch P (the share of rows whose sound is another place's)")
     metrics = {"sound_reliability": None if reliability is None else round(reliability, 4),
                "sound_mismatch": round(mismatch, 4),
                **train_head(head, emb, validation, options, len(labels), mismatch)}

@@ -1,5 +1,6 @@
 """edgesense adapt: the fusion head learns places; the encoders and the command head stay as they were."""
 
+import dataclasses
 import json
 import re
 
@@ -323,6 +324,22 @@ def test_a_recorded_session_is_one_recording_when_sound_reliability_leaves_recor
     for label in ("kitchen", "hall"):
         assert sorted(np.unique(emb.recordings[labels.index(label)])) == [0, 1]
     assert "no validation photos: adapt gives no validation figure" in caplog.text
+
+
+def test_one_session_per_place_says_sound_is_trusted_fully(tmp_path, caplog):
+    # How well sound names an unheard recording's place needs two recordings of a place; without them
+    # every row's sound is its own place's, and the user is told so, with the way to say otherwise.
+    mine = tmp_path / "mine"
+    for label, tone, colour in (("kitchen", 300, (30, 60, 200)), ("hall", 700, (200, 180, 40))):
+        write_recorded_pairs(mine, _session(label, "training"), 12, colour, tone_hz=tone)
+    with caplog.at_level("WARNING"):
+        metadata = adapt_model(BUNDLED, tmp_path / "a.tflite", av=mine, options=FAST)
+    assert metadata["metrics"]["sound_reliability"] is None and metadata["metrics"]["sound_mismatch"] == 0
+    assert "sound is trusted fully" in caplog.text and "--sound-mismatch" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        adapt_model(BUNDLED, tmp_path / "b.tflite", av=mine, options=dataclasses.replace(FAST, sound_mismatch=0.3))
+    assert "sound is trusted fully" not in caplog.text  # the user said how far to trust it
 
 
 def test_reliability_needs_two_places_with_sounds():
