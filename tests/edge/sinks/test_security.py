@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ def test_spool_over_tls_with_password_survives_a_broker_restart(tmp_path, caplog
     for tool in ("openssl", "mosquitto_passwd"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
+    caplog.set_level(logging.DEBUG)  # every log line (--verbose shows INFO), not only the warnings
     ca, cert, key = make_tls_files(tmp_path)
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge", PASSWORD], check=True)
