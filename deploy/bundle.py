@@ -412,6 +412,8 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "PRIVATE_TMP": ("PrivateTmp=true" if target.private_tmp else
                         f"# no PrivateTmp: the CSI camera (nvarguscamerasrc) talks to nvargus-daemon through "
                         f"{ARGUS_SOCKET}\nPrivateTmp=false"),
+        # The folder as --out named it (the README's ``cd``; ``out`` here is the staging folder).
+        "BUNDLE_DIR_Q": q(options.out_dir.resolve().name),
         "CONFIG": BUNDLE_CONFIG, "CONFIG_Q": q(BUNDLE_CONFIG), "CONFIG_SOURCE": (
             f"firmware_configs/{config_path.name}" if options.config_path is None else config_path.name),
         "HEADS_ROW": "" if heads_bytes is None else (

@@ -4,6 +4,7 @@ fields are errors that name the field)."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
@@ -166,8 +167,13 @@ class DataConfig:
     calibration_per_class: int = 30
 
     def __post_init__(self) -> None:
-        require(bool(self.speech_commands) or self.scenes is not None or self.av is not None, "speech_commands",
-               "at least one of speech_commands, scenes or av", "none")
+        validated = bool(self.speech_commands) or self.scenes is not None or self.av is not None
+        # Synthesized voices train only (never validated or tested on): alone they leave nothing to validate.
+        require(validated or not self.synthetic_speech, "synthetic_speech",
+                "speech_commands, scenes or av beside it (synthesized voices train only, never validate; to train "
+                "and validate on a synth-commands folder, name it under data.speech_commands)",
+                [str(p) for p in self.synthetic_speech])
+        require(validated, "speech_commands", "at least one of speech_commands, scenes or av", "none")
         check_words(self.words)  # as the Speech Commands loader will: refused here, before TensorFlow starts
         for name in ("validation_percent", "testing_percent", "image_validation_percent", "image_testing_percent"):
             value = getattr(self, name)
@@ -389,15 +395,43 @@ def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
     return out
 
 
+def _override_of(field: str, overrides: Sequence[str]) -> str | None:
+    """The ``--set`` item that gave the dotted ``field`` (set it, or a section holding it; the last
+    one wins, as in :func:`apply_overrides`); None when the file gave it."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if field == key or field.startswith((f"{key}.", f"{key}[")):
+            return item
+    return None
+
+
+def _named_where_set(exc: ValueError, source: str, overrides: Sequence[str]) -> ValueError:
+    """``exc`` (``SOURCE[:LINE]: FIELD: ...``, from :func:`from_mapping`) naming ``--set ITEM``
+    instead of the file when an override gave FIELD: what the user typed, not a file that lacks it."""
+    text = str(exc)
+    match = re.match(rf"{re.escape(source)}(?::\d+)?: (.+?): ", text)
+    item = _override_of(match.group(1), overrides) if match else None
+    return exc if item is None else ValueError(f"--set {item}: {text[match.start(1):]}")
+
+
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Load and validate ``train.yaml`` (with ``--set`` style ``overrides``); relative data
-    paths are resolved against its folder."""
+    paths are resolved against its folder. An error about a field an override gave names that
+    ``--set`` item, one about a field of the file names the file."""
     document = load_yaml_document(path)
     path = document.path
     mapping = apply_overrides(document.data, overrides)
     # A field set on the command line has no line in the file (None stops the look-up at its section).
     lines = {**document.lines, **{item.partition("=")[0].strip(): None for item in overrides}}
-    config = from_mapping(TrainConfig, mapping, source=str(path), lines=lines)
+    try:
+        config = from_mapping(TrainConfig, mapping, source=str(path), lines=lines)
+    except ValueError as exc:
+        raise _named_where_set(exc, str(path), overrides) from None
+
+    def where(field: str) -> str:  # what gave a data field: a --set item, else the file
+        item = _override_of(field, overrides)
+        return str(path) if item is None else f"--set {item}"
+
     base = path.resolve().parent
     data = config.data
     data = replace(
@@ -422,14 +456,15 @@ def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainC
                         ("scene_ambient", (data.scene_ambient,))):
         for p in paths:
             if p is not None and not p.exists():
-                raise ValueError(f"{path}: data.{name}: no such file or folder: {p}")
+                raise ValueError(f"{where(f'data.{name}')}: data.{name}: no such file or folder: {p}")
     for name in FOLDER_FIELDS:
         value = getattr(data, name)
         for p in value if isinstance(value, tuple) else (value,):
             if p is not None and not p.is_dir():
-                raise ValueError(f"{path}: data.{name}: expected a folder, got {p}, which is a file")
+                raise ValueError(f"{where(f'data.{name}')}: data.{name}: expected a folder, got {p}, which is a file")
     for name in RECORDING_FIELDS:
         for p in getattr(data, name):
             if p.is_dir() and not wav_recordings([p]):
-                raise ValueError(f"{path}: data.{name}: expected .wav recordings under {p}, found none")
+                raise ValueError(f"{where(f'data.{name}')}: data.{name}: expected .wav recordings under {p}, "
+                                 "found none")
     return replace(config, data=data)

@@ -585,8 +585,7 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
                          counts={label: counts[label] for label in labels},
                          speakers=tuple(sorted({j.speaker for j in jobs if j.path in ok})),
                          elapsed_s=time.perf_counter() - started)
-    logger.info("%s", report.summary())
-    return report
+    return report  # its summary is the result `edgesense synth-commands` prints (stdout): not logged too
 
 
 # --------------------------------------------------------------------------- CLI

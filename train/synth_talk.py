@@ -227,8 +227,7 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
     report = TalkReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed), seconds=seconds,
                         speakers=tuple(sorted({job.path.parent.name for job in jobs if job.path in ok})),
                         elapsed_s=time.perf_counter() - started)
-    logger.info("%s", report.summary())
-    return report
+    return report  # its summary is the result `edgesense synth-talk` prints (stdout): not logged too
 
 
 # --------------------------------------------------------------------------- CLI

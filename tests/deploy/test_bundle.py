@@ -790,6 +790,17 @@ def test_out_may_be_the_empty_folder_one_is_in(tmp_path, inputs, small_wheel, mo
     assert sorted(p.name for p in here.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.parametrize(("out", "shown"), [("edgesense-rpi5", "edgesense-rpi5"), ("my bundle", "'my bundle'"),
+                                            (".", "here")])
+def test_the_bundles_readme_cds_into_the_folder_out_named(tmp_path, inputs, small_wheel, monkeypatch, out, shown):
+    model, config = inputs("rpi5")  # it said `cd edgesense-bundle` whatever --out was
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert cli_deploy("rpi5", Path(out), model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    readme = (Path(out) / "README.md").read_text()
+    assert f"\n    cd {shown}  " in readme and "edgesense-bundle" not in readme
+
+
 def test_out_inside_a_file_names_the_flag(tmp_path, inputs, small_wheel, capsys):
     model, config = inputs("rpi5")
     blocker = tmp_path / "a-file"

@@ -26,7 +26,7 @@ def test_a_bad_seed_names_the_flag_or_the_field(tmp_path, seed):
     line = only_line(edgesense("train", "--config", path, "--out", out, "--seed", seed, timeout=QUICK_S))
     assert line == f"{ERROR_PREFIX} --seed: expected {SEED_EXPECTED}, got {seed}"
     line = only_line(edgesense("train", "--config", path, "--out", out, "--set", f"seed={seed}", timeout=QUICK_S))
-    assert line == f"{ERROR_PREFIX} --config {path}: seed: expected {SEED_EXPECTED}, got {seed}"
+    assert line == f"{ERROR_PREFIX} --set seed={seed}: seed: expected {SEED_EXPECTED}, got {seed}"
     assert not out.exists()
 
 
@@ -46,4 +46,18 @@ def test_an_infinite_learning_rate_is_refused(tmp_path):
     path = _config(tmp_path)
     line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run",
                                "--set", "train.learning_rate=.inf", timeout=QUICK_S))
-    assert line == f"{ERROR_PREFIX} --config {path}: train.learning_rate: expected a finite number > 0, got inf"
+    assert line == (f"{ERROR_PREFIX} --set train.learning_rate=.inf: train.learning_rate: expected a finite number "
+                    "> 0, got inf")
+
+
+def test_a_bad_set_value_names_the_set_and_a_bad_file_value_the_config(tmp_path):
+    path = _config(tmp_path)  # the --set value was reported as the config's: "--config train.yaml: train...."
+    path.write_text(path.read_text() + "train:\n  learning_rate: 0.01\n")
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run",
+                               "--set", "train.learning_rate=fast", timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} --set train.learning_rate=fast: train.learning_rate: expected a number, got 'fast'"
+    path.write_text(path.read_text().replace("[sc]", "[nowhere]"))
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run",
+                               "--set", "train.learning_rate=0.1", timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} --config {path}: data.speech_commands: no such file or folder: {tmp_path}/nowhere"
+    assert not (tmp_path / "run").exists()

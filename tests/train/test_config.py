@@ -46,7 +46,7 @@ def test_a_seed_numpy_refuses_is_refused_naming_the_field_and_its_line(tmp_path,
     assert load_train_config(path).seed == 42
     with pytest.raises(ValueError) as info:
         load_train_config(path, [f"seed={seed}"])
-    assert str(info.value) == f"{path}: seed: expected {SEED_EXPECTED}, got {seed}"
+    assert str(info.value) == f"--set seed={seed}: seed: expected {SEED_EXPECTED}, got {seed}"
     path.write_text(path.read_text().replace("seed: 42", f"seed: {seed}"))
     with pytest.raises(ValueError) as info:
         load_train_config(path)
@@ -63,7 +63,8 @@ def test_a_learning_rate_that_is_not_finite_is_refused(tmp_path, text, shown):
     path = tiny_config(tmp_path)
     with pytest.raises(ValueError) as info:
         load_train_config(path, [f"train.learning_rate={text}"])
-    assert str(info.value) == f"{path}: train.learning_rate: expected a finite number > 0, got {shown}"
+    assert str(info.value) == (f"--set train.learning_rate={text}: train.learning_rate: expected a finite number > 0, "
+                               f"got {shown}")
     with pytest.raises(ValueError, match="learning_rate: expected a finite number > 0"):
         TrainOptions(learning_rate=float(shown))
 
@@ -86,7 +87,8 @@ def test_a_file_where_a_folder_is_due_is_refused_naming_the_field(tmp_path, fiel
     path = tiny_config(tmp_path)
     with pytest.raises(ValueError) as info:
         load_train_config(path, [f"data.{field}={value}"])
-    assert str(info.value) == f"{path}: data.{field}: expected a folder, got {path}, which is a file"
+    assert str(info.value) == (f"--set data.{field}={value}: data.{field}: expected a folder, got {path}, which is "
+                               "a file")
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -97,7 +99,7 @@ def test_words_are_checked_as_the_loader_will_when_the_config_loads(tmp_path, va
     path = tiny_config(tmp_path)  # a word starting with '_' passed here and failed once the data loaded
     with pytest.raises(ValueError) as info:
         load_train_config(path, [f"data.words={value}"])
-    assert str(info.value).startswith(f"{path}: {expected}")
+    assert str(info.value).startswith(f"--set data.words={value}: {expected}")
 
 
 def test_a_floor_longer_than_the_audio_window_is_refused_when_the_config_loads(tmp_path):
@@ -106,8 +108,8 @@ def test_a_floor_longer_than_the_audio_window_is_refused_when_the_config_loads(t
     assert load_train_config(path, ["audio_frontend.clip_duration_ms=800", f"model.audio_floor_frames={frames}"])
     with pytest.raises(ValueError) as info:
         load_train_config(path, ["audio_frontend.clip_duration_ms=800", f"model.audio_floor_frames={frames + 1}"])
-    assert str(info.value) == (f"{path}: model.audio_floor_frames: expected at most the audio window's {frames} "
-                               f"frames (audio_frontend), got {frames + 1}")
+    assert str(info.value) == (f"--set model.audio_floor_frames={frames + 1}: model.audio_floor_frames: expected at "
+                               f"most the audio window's {frames} frames (audio_frontend), got {frames + 1}")
 
 
 def test_the_augmentation_works_at_the_frontends_sample_rate(tmp_path):
@@ -118,3 +120,46 @@ def test_the_augmentation_works_at_the_frontends_sample_rate(tmp_path):
                                f"(audio_frontend.sample_rate_hz), got 16000")
     assert load_train_config(path, ["audio_frontend.sample_rate_hz=8000", "audio_frontend.upper_edge_hz=3800",
                                     "audio_augment.sample_rate_hz=8000"])
+
+
+def test_synthetic_speech_alone_says_it_trains_only_and_how_to_validate_on_it(tmp_path):
+    path = tiny_config(tmp_path)  # it said "data.speech_commands: expected at least one of ..., got 'none'"
+    path.write_text("name: tiny\ndata:\n  synthetic_speech: [sc]\n")
+    with pytest.raises(ValueError) as info:
+        load_train_config(path)
+    assert str(info.value) == (
+        f"{path}:3: data.synthetic_speech: expected speech_commands, scenes or av beside it (synthesized voices "
+        "train only, never validate; to train and validate on a synth-commands folder, name it under "
+        "data.speech_commands), got ['sc']")
+    assert load_train_config(path, ["data.speech_commands=[sc]"]).data.synthetic_speech == (tmp_path / "sc",)
+    assert load_train_config(path, ["data.synthetic_speech=[]", "data.speech_commands=[sc]"])  # what it says
+    path.write_text("name: tiny\ndata:\n  words: [yes]\n")  # no speech at all: as before
+    with pytest.raises(ValueError) as info:
+        load_train_config(path)
+    assert str(info.value) == (f"{path}:2: data.speech_commands: expected at least one of speech_commands, scenes "
+                               "or av, got 'none'")
+
+
+def test_a_bad_value_names_the_set_that_gave_it_or_the_file(tmp_path):
+    path = tiny_config(tmp_path)  # a --set value was reported as the file's: "train.yaml: train.learning_rate: ..."
+    path.write_text(path.read_text() + "train:\n  learning_rate: 0.01\n")
+    for overrides, shown in ((["train.learning_rate=fast"], "train.learning_rate=fast"),
+                             (["train.learning_rate=1", "train.learning_rate=fast"], "train.learning_rate=fast"),
+                             (["train={learning_rate: fast}"], "train={learning_rate: fast}")):
+        with pytest.raises(ValueError) as info:
+            load_train_config(path, overrides)
+        assert str(info.value) == f"--set {shown}: train.learning_rate: expected a number, got 'fast'"
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["train.epoch=7"])
+    assert str(info.value).startswith("--set train.epoch=7: train.epoch: unknown field; expected one of ")
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["data.noise=[nowhere]"])
+    assert str(info.value) == f"--set data.noise=[nowhere]: data.noise: no such file or folder: {tmp_path / 'nowhere'}"
+    path.write_text(path.read_text().replace("0.01", "fast"))  # a field of the file still names the file and line
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["train.epochs=3"])
+    assert str(info.value) == f"{path}:7: train.learning_rate: expected a number, got 'fast'"
+    path.write_text(path.read_text().replace("[sc]", "[nowhere]").replace("fast", "0.01"))
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["data.noise=[sc]"])
+    assert str(info.value) == f"{path}: data.speech_commands: no such file or folder: {tmp_path / 'nowhere'}"

@@ -91,6 +91,14 @@ def test_cli_subcommand(tmp_path: Path) -> None:
     assert not any(p.name.startswith("know_") for p in (out / "_unknown_").glob("*.wav"))
 
 
+@needs_espeak
+def test_the_cli_says_its_summary_once_on_stdout(tmp_path: Path) -> None:
+    out = edgesense("synth-commands", "--out", tmp_path / "out", "--words", "no", "--per-word", "1", "--seed", "5")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"wrote 1 clips to {tmp_path / 'out'} (no=1) ") and out.stdout.count("\n") == 1
+    assert "wrote " not in out.stderr, out.stderr  # it was logged too: on a terminal, the same line twice
+
+
 def test_cli_errors_name_the_flags_not_the_fields(tmp_path: Path) -> None:
     line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--per-word", "0"))
     assert line == "edgesense: error: --per-word: expected an integer in [1, 2**63), got 0"

@@ -61,6 +61,14 @@ def test_writes_one_sentence_per_file_with_its_transcript(tmp_path: Path) -> Non
     assert len(synthesize_talk(tmp_path / "talk", options, force=True).written) == 4
 
 
+@needs_espeak
+def test_the_cli_says_its_summary_once_on_stdout(tmp_path: Path) -> None:
+    out = edgesense("synth-talk", "--out", tmp_path / "out", "--sentences", "1", "--voices", "en-us", "--seed", "2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("wrote 1 sentences (") and f" to {tmp_path / 'out'} from " in out.stdout
+    assert out.stdout.count("\n") == 1 and "wrote " not in out.stderr, out.stderr  # it was logged too: twice
+
+
 def test_cli_errors_name_the_flag(tmp_path: Path) -> None:
     line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--sentences", "0"))
     assert line == "edgesense: error: --sentences: expected an integer in [1, 2**63), got 0"

@@ -271,7 +271,7 @@ def test_set_overrides_any_config_field(tmp_path, tiny_data):
     assert config.train.class_weighting is False
     with pytest.raises(ValueError, match=r"train.class_weighting: expected true or false, got 'no'"):
         load_train_config(path, ["train.class_weighting=no"])  # YAML 1.2, as in the files
-    with pytest.raises(ValueError, match=r"train.yaml: train.epoch: unknown field"):
+    with pytest.raises(ValueError, match=r"--set train.epoch=7: train.epoch: unknown field"):
         load_train_config(path, ["train.epoch=7"])
     with pytest.raises(ValueError, match=r"--set: expected SECTION.FIELD=VALUE"):
         load_train_config(path, ["train.epochs"])
