@@ -130,7 +130,8 @@ class LoadReport:
     def summary(self) -> str:
         text = f"{self.what}: loaded {self.loaded} of {self.requested}"
         if self.skipped:
-            shown = "; ".join(f"{p}: {reason}" for p, reason in self.skipped[:_SUMMARY_EXAMPLES])
+            # a reader's reason often names the file already ("PATH: not a readable WAV file ...")
+            shown = "; ".join(f"{p}: {reason.removeprefix(f'{p}: ')}" for p, reason in self.skipped[:_SUMMARY_EXAMPLES])
             extra = len(self.skipped) - _SUMMARY_EXAMPLES
             more = f"; ... and {extra} more" if extra > 0 else ""
             text += f", skipped {len(self.skipped)} ({shown}{more})"
