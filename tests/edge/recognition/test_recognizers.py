@@ -62,10 +62,11 @@ def test_minimum_count_blocks_sparse_results():
     assert feed(strict, timeline) == []
 
 
-@pytest.mark.parametrize("threshold, fires", [(0.7, False), (0.6, True)])
-def test_threshold(threshold, fires):
+@pytest.mark.parametrize("threshold, p, fires", [(0.7, 0.65, False), (0.6, 0.65, True),
+                                                (0.5, 0.5, False)])  # an average equal to it does not beat it
+def test_threshold(threshold, p, fires):
     recognizer = CommandRecognizer(LABELS, CommandRecognizerOptions(threshold=threshold))
-    events = feed(recognizer, steady("left", 0, 1200, p=0.65))
+    events = feed(recognizer, steady("left", 0, 1200, p=p))
     assert [e.label for e in events] == (["left"] if fires else [])
 
 
@@ -104,6 +105,8 @@ def test_a_word_re_arms_only_when_its_own_average_falls_to_the_release_level():
     assert [e.t_ms for e in feed(CommandRecognizer(LABELS, held), dip)] == [200.0]
     split = dataclasses.replace(held, release_threshold=0.5)
     assert [e.t_ms for e in feed(CommandRecognizer(LABELS, split), dip)] == [200.0, 1700.0]
+    at_release = steady("stop", 0, 1000) + steady("stop", 1000, 1500, p=0.5) + steady("stop", 1500, 2500)
+    assert len(feed(CommandRecognizer(LABELS, split), at_release)) == 2  # falling to the level re-arms
     # A word held for ten seconds fires once.
     assert len(feed(CommandRecognizer(LABELS, held), steady("go", 0, 10_000))) == 1
 
