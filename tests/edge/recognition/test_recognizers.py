@@ -132,6 +132,8 @@ def test_the_context_rule_blocks_a_word_inside_other_speech_and_not_after_a_paus
     assert [e.label for e in feed(CommandRecognizer(LABELS), after_talk)] == ["stop"]  # the rule off (1)
     after_pause = steady("_unknown_", 0, 1000) + steady("_silence_", 1000, 2000) + steady("stop", 2000, 3000)
     assert [e.label for e in feed(CommandRecognizer(LABELS, options), after_pause)] == ["stop"]
+    at_most = steady("_unknown_", 0, 2000, p=0.5) + steady("stop", 2000, 3000)  # a context of exactly 0.5
+    assert [e.label for e in feed(CommandRecognizer(LABELS, options), at_most)] == ["stop"]
     # A word held while the talk before it leaves the context fires once the context is quiet.
     talk_then_word = steady("_unknown_", 0, 1500) + steady("stop", 1500, 4000)
     events = feed(CommandRecognizer(LABELS, options), talk_then_word)
