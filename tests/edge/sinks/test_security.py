@@ -145,8 +145,9 @@ def test_edgesense_run_listens_on_no_port(tiny_model_path, tmp_path, with_mqtt):
     try:
         deadline = time.monotonic() + 60
         events = tmp_path / "e.jsonl"
-        while time.monotonic() < deadline and not (events.exists() and events.read_text().count("\n") >= 2):
+        while not (events.exists() and events.read_text().count("\n") >= 2):
             assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the loop gave no events in 60 s: the check would see no running loop"
             time.sleep(0.1)
         inodes = _socket_inodes(proc.pid)  # the loop is running: model loaded, sources and sinks open
         assert _listening(inodes) == []
