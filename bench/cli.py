@@ -360,7 +360,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.fusion_study:
         from edgesense.train import fusion_study as study
         study_options = study.FusionStudyOptions.quick() if options.quick else study.FusionStudyOptions()
-        ambient = next((p for p in options.noise if Path(p).is_dir()), None)
+        ambient = None if options.av is not None else fusion_study_sounds(options.noise,
+                                                                          set(study.SCENE_SOUNDS.values()))
         report["fusion_study"] = study.run_fusion_study(options.scenes, out, ambient_dir=ambient, av_root=options.av,
                                                         options=study_options)
         report["figures"]["fusion_study"] = "fusion_study.png"
@@ -370,6 +371,18 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     (out / "report.md").write_text(render_markdown(report))
     logger.info("wrote %s", out / "report.json")
     return report
+
+
+def fusion_study_sounds(noise: Sequence[Path], place_sounds: set[str]) -> Path | None:
+    """The ``--noise`` folder the fusion study pairs its photos with sound from: the first that holds a recording
+    of a place it names (``place_sounds``, e.g. ``cafe.wav`` of ``train.fusion_study.SCENE_SOUNDS``), else the
+    first folder (``None``: no folder). The order of the ``--noise`` flags does not decide it: the shared data's
+    ``noise/`` before ``ambient/`` paired the glaciers with a cat's miaowing instead of the fridge's hum."""
+    folders = [Path(p) for p in noise if Path(p).is_dir()]
+    chosen = next((f for f in folders if any(w.stem in place_sounds for w in f.glob("*.wav"))),
+                  folders[0] if folders else None)
+    logger.info("fusion study: place sounds from %s", chosen or "synthetic noise only")
+    return chosen
 
 
 def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels, frames,

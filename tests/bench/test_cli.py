@@ -795,3 +795,21 @@ def test_a_reference_of_other_words_or_frontend_than_the_models_is_skipped():
     assert _unlike_the_model(ten, model).startswith("trained on the labels ['_silence_', '_unknown_', 'yes', 'no']")
     at_8k = {**own, "frontend": AudioFrontendOptions(sample_rate_hz=8000, upper_edge_hz=3800).to_dict()}
     assert _unlike_the_model(at_8k, model) == "its audio frontend is at 8000 Hz, the model's clips at 16000 Hz"
+
+
+def test_the_fusion_study_takes_its_place_sounds_from_the_noise_folder_holding_them(tiny_model_path, tmp_path):
+    """The shared data's order (``--noise noise --noise ambient``): the study's cafe and traffic are in the second
+    folder, and its photos are paired with them, not with the first folder's dishes and cat."""
+    rng = np.random.default_rng(9)
+    folders = {"noise": ("doing_the_dishes.wav", "dude_miaowing.wav"), "ambient": ("cafe.wav", "traffic.wav")}
+    for folder, names in folders.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write_wav(tmp_path / folder / name, (0.05 * rng.normal(size=16000 * 3)).astype(np.float32), 16000)
+    scenes, out = _scene_folder(tmp_path / "scenes", per_class=4), tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(scenes), "--out", str(out),
+                     "--quick", "--references", str(tmp_path / "no_refs"), "--fusion-study",
+                     "--noise", str(tmp_path / "noise"), "--noise", str(tmp_path / "ambient")]) == 0
+    pairing = json.loads((out / "av_synthetic" / "README.json").read_text())
+    assert pairing["real_recordings"] == ["cafe", "traffic"]
+    assert set(pairing["sound_for_scene"].values()) >= {"cafe", "traffic"}
