@@ -14,10 +14,12 @@ from datagen import make_scenes, make_speech_commands
 from edgesense.bench.reference_models import (
     KWS_DSCNN,
     VWW_MOBILENET,
+    REFERENCE_NAMES,
     ReferenceOptions,
     build_kws_dscnn,
     build_references,
     build_vww_mobilenet,
+    load_sidecar,
     quick_schedule,
     reference_config,
     reference_fingerprint,
@@ -27,6 +29,7 @@ from edgesense.bench.references import ReferenceRunner, evaluate_reference
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.interpreter import InterpreterOptions
+from edgesense.train.config import load_train_config
 from edgesense.train.model import count_macs, count_params
 from edgesense.types import DEFAULT_COMMAND_LABELS, DEFAULT_COMMAND_WORDS
 
@@ -157,3 +160,18 @@ def test_references_train_convert_cache_and_run_on_litert(tmp_path):
                                 audio_frontend=AudioFrontendOptions())
     assert result["command"]["count"] == 3 and result["latency_ms"]["inference"]["n"] == 3
     assert result["model"]["macs"] == kws["macs"]
+
+
+def test_the_shipped_references_are_those_of_the_recipe_they_name():
+    """bench --train-references --reference-config train/configs/shared_data.yaml (the documented real benchmark)
+    reuses models/references/ while their fingerprint matches the recipe's; a fingerprint rule or a recipe field that
+    changes it makes that command retrain them (40 min) and overwrite the shipped files. When the references' own
+    training is unchanged (a new field at a value that does nothing, a new rule), write the new fingerprint into
+    their sidecars; otherwise retrain them and the model card's rows."""
+    repo = Path(__file__).resolve().parents[2]
+    recipe = repo / "train" / "configs" / "shared_data.yaml"
+    if not (repo.parent / "shared" / "data").is_dir():
+        pytest.skip("the recipe's data (../shared/data) is not here")
+    expected = reference_fingerprint(load_train_config(recipe), ReferenceOptions())
+    for name in REFERENCE_NAMES:
+        assert load_sidecar(repo / "models" / "references" / f"{name}.tflite")["fingerprint"] == expected, name
