@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent
@@ -116,10 +116,17 @@ def _plain(node: Any, prefix: str, lines: dict[str, int], fallback: int | None =
     return _scalar(node)
 
 
+#: The YAML core schema's string tag: ``!!str 123`` is the string "123" (ruamel keeps it as a TaggedScalar).
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def _scalar(value: Any) -> Any:
-    """ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings, ...) -> the builtin type."""
+    """ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings, ``!!str`` values, ...) -> the builtin
+    type."""
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, TaggedScalar) and value.tag.value == _STR_TAG:
+        return str(value.value)
     for kind in (int, float, str):
         if isinstance(value, kind):
             return kind(value)

@@ -48,6 +48,15 @@ def test_yaml_reads_exponents_as_numbers_as_yaml_1_2_does(tmp_path):
     assert parse_yaml_value("1e-6") == 1e-6 and parse_yaml_value("no") == "no"
 
 
+def test_an_explicit_string_tag_is_a_string(tmp_path):
+    # "!!str 123" is YAML 1.2's way to say the string "123"; it was refused as "got TaggedScalar".
+    path = tmp_path / "device.yaml"
+    path.write_text("device: {name: !!str 123}\nwords: [!!str yes, !!str 7]\n")
+    assert load_yaml_mapping(path) == {"device": {"name": "123"}, "words": ["yes", "7"]}
+    path.write_text("device: {name: !!str 123}\n")
+    assert load_config(path).device.name == "123"
+
+
 def test_a_duplicate_key_is_an_error_naming_file_line_and_key(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text("commands:\n  threshold: 0.5\n  minimum_count: 3\n  threshold: 0.9\n")
