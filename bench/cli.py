@@ -94,7 +94,7 @@ from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
-from edgesense.shipped import shipped_config
+from edgesense.shipped import model_argument, shipped_config
 from edgesense.train.cache import file_sha256
 from edgesense.train.data import SplitSpec, load_images
 from edgesense.types import is_command_word
@@ -517,6 +517,7 @@ def _latency_default() -> str:
 
 def run(args: argparse.Namespace) -> int:
     _check_bench_libraries()
+    args.model = model_argument(args.model)  # the default, models/edgesense.tflite, from any folder
     input_file("--model", args.model)
     input_file("--config", args.config)
     if args.speech_commands is None and args.scenes is None and args.av is None and not args.fusion_study:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["CONFIGS", "MODELS", "SAMPLES", "config_argument", "shipped_path", "shipped_config"]
+__all__ = ["CONFIGS", "MODELS", "SAMPLES", "config_argument", "model_argument", "shipped_path", "shipped_config"]
 
 CONFIGS = "firmware_configs"
 MODELS = "models"
@@ -54,3 +54,15 @@ def config_argument(value: str | None) -> str | None:
         except ValueError:
             return value
     return value
+
+
+def model_argument(value: Path | None) -> Path | None:
+    """A ``--model`` value as the commands read it: the file when one is there; else, when it is the checkout's
+    path of a shipped model (``models/edgesense.tflite``, bench's default, typed in another folder or on a wheel
+    install), that model's installed path; else the value as given (the command then says it is no such file)."""
+    if value is None or value.exists() or len(value.parts) != 2 or value.parts[0] != MODELS:
+        return value
+    try:
+        return shipped_path(MODELS, value.parts[1])
+    except ValueError:
+        return value

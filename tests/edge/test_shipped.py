@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesense.shipped import CONFIGS, MODELS, SAMPLES, config_argument, shipped_config, shipped_path
+from edgesense.shipped import CONFIGS, MODELS, SAMPLES, config_argument, model_argument, shipped_config, shipped_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,16 @@ def test_a_config_flag_names_a_shipped_config_from_any_folder_and_a_file_there_c
         assert config_argument(value) == value  # the command then says "no such file"
     (tmp_path / "rpi4.yaml").write_text("device: {name: mine}\n")
     assert config_argument("rpi4.yaml") == "rpi4.yaml"
+
+
+def test_a_model_flag_names_a_shipped_model_by_its_checkout_path_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # bench's default --model, models/edgesense.tflite, is no file here
+    assert model_argument(Path("models/edgesense.tflite")) == shipped_path(MODELS, "edgesense.tflite")
+    for value in (Path("models/nope.tflite"), Path("edgesense.tflite"), Path("other/edgesense.tflite"), None):
+        assert model_argument(value) == value  # the command then says "no such file"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "edgesense.tflite").write_bytes(b"mine")
+    assert model_argument(Path("models/edgesense.tflite")) == Path("models/edgesense.tflite")  # a file here first
 
 
 def test_the_desktop_configs_second_opinion_is_the_shipped_heads_with_the_bundled_models_labels():
