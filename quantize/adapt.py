@@ -50,7 +50,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.app.cli import path_argument, refuse_file_in_the_way
+from edgesense.app.cli import path_argument, refuse_existing, refuse_file_in_the_way
 from edgesense.app.inspect import model_metrics
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
@@ -689,8 +689,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.is_dir():
         raise ValueError(f"--out: expected a .tflite file path, got {args.out} (a folder)")
     refuse_file_in_the_way("--out", args.out.parent, expected="a folder for the model")
-    if args.out.exists() and not args.force:
-        raise ValueError(f"--out: {args.out} exists; add --force to replace it")
+    refuse_existing("--out", args.out, force=args.force)
     with user_names({"epochs": "--epochs", "sound_mismatch": "--sound-mismatch", "seed": "--seed"}):
         options = AdaptOptions(epochs=args.epochs, sound_mismatch=args.sound_mismatch, seed=args.seed)
     metadata = adapt_model(args.model, args.out, scenes=args.scenes, scene_ambient=args.scene_ambient, av=args.av,

@@ -224,7 +224,7 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     out.write_bytes(b"mine")
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", tmp_path))
-    assert line == f"{ERROR_PREFIX} --out: {out} exists; add --force to replace it"
+    assert line == f"{ERROR_PREFIX} --out {out}: exists; pass --force to replace it"  # as every other command says
     assert out.read_bytes() == b"mine"
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite"))
     assert line == f"{ERROR_PREFIX} --scenes/--av: expected photos to learn from (one or both), got neither"
