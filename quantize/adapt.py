@@ -509,11 +509,9 @@ def _with_part(counts: dict[str, int] | None, part: str, count: int) -> dict[str
 def _with_image_encoder(deployed: dict[str, int] | None, donor: dict[str, int] | None) -> dict[str, int] | None:
     """Per-part counts (``params`` or ``macs`` of the metadata) with the donor's image encoder in
     place of the deployed one, and their total."""
-    if not deployed or not donor or "image_encoder" not in donor:
+    if not donor or "image_encoder" not in donor:
         return deployed
-    counts = {key: value for key, value in {**deployed, "image_encoder": donor["image_encoder"]}.items()
-              if key != "total"}
-    return {**counts, "total": sum(counts.values())}
+    return _with_part(deployed, "image_encoder", donor["image_encoder"])
 
 
 def _with_image_calibration(deployed: dict[str, Any], donor: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir", "clear_run_dir",
-           "commit_run", "remove_if_empty", "start_staging"]
+           "commit_run", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -87,14 +87,6 @@ def clear_run_dir(out_dir: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def remove_if_empty(out_dir: Path) -> None:
-    """Remove ``out_dir`` if a failed run left it empty."""
-    try:
-        out_dir.rmdir()  # only succeeds on an empty folder
-    except OSError:
-        pass
 
 
 def _staging_dir(out_dir: Path, what: str) -> Path:

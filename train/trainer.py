@@ -802,17 +802,15 @@ def _load_initial_weights(model: keras.Model, run_dir: str | Path, labels: Mappi
         log.info("init_from %s: %s %s -> %s; the %s output layer starts afresh", run_dir, _CLASS_NAMES[key],
                  list(old), list(new), key)
     try:
-        if not changed:
+        earlier_model = keras.saving.load_model(path, compile=False) if changed else None
+        if earlier_model is None:
             model.load_weights(path)
-        else:  # every other layer as the run left it, by name and shape
-            _copy_weights(model, keras.saving.load_model(path, compile=False), path,
-                          frozenset(name for key in changed for name in _CLASS_LAYERS[key]))
     except ValueError as exc:  # Keras names the first layer whose weights do not fit
-        if str(exc).startswith("init_from:"):
-            raise
         raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
     except (zipfile.BadZipFile, KeyError, TypeError) as exc:  # not a .keras archive, or one without weights
         raise ValueError(f"init_from: {path}: expected a saved Keras model, could not read it ({exc})") from None
+    if earlier_model is not None:  # every other layer as the run left it, by name and shape
+        _copy_weights(model, earlier_model, path, frozenset(name for key in changed for name in _CLASS_LAYERS[key]))
 
 
 def make_bank(ds: Dataset, config: TrainConfig, cache: ArrayCache, embedder=None) -> ExampleBank:
