@@ -244,10 +244,14 @@ def _load_model(config: DeviceConfig, model_path: str | os.PathLike | None) -> "
 
     if model_path is not None:
         return EdgeModel.load(model_path, options=config.model.interpreter_options())
+    where, path = config.source_path or "the config", config.model_path
+    if not path.is_file():
+        found = "a folder" if path.is_dir() else "no such file"
+        raise ValueError(f"{where}: model.path: expected a .tflite file, got {path} ({found})")
     try:
         return EdgeModel.load(config.model.path, options=config.model.interpreter_options())
     except (FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"{config.source_path or 'the config'}: model.path: {exc}") from None
+        raise ValueError(f"{where}: model.path: {exc}") from None
 
 
 def second_opinion_of(config: DeviceConfig, model: "EdgeModel") -> SecondOpinion | None:
@@ -511,6 +515,7 @@ class Pipeline:
             scene_events=self._counts["scene_events"],
             audio_overflows=audio_stats.overflows if audio_stats else 0,
             audio_dropped_samples=audio_stats.dropped_samples if audio_stats else 0,
+            audio_clock_resyncs=audio_stats.clock_resyncs if audio_stats else 0,
             audio_read_failures=self._counts["audio_read_failures"],
             camera_read_failures=video_stats.read_failures if video_stats else 0,
             camera_outages=self._reader.outages if self._reader is not None else 0,

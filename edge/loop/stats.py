@@ -83,6 +83,7 @@ class PipelineStats:
     scene_events: int = 0
     audio_overflows: int = 0
     audio_dropped_samples: int = 0
+    audio_clock_resyncs: int = 0  #: microphone clock re-anchored to the monotonic clock after a driver stall
     audio_read_failures: int = 0
     camera_read_failures: int = 0
     camera_outages: int = 0

@@ -15,7 +15,12 @@ Timestamps (``t_ms``) are monotonic milliseconds:
   replays are deterministic and a variable-frame-rate video keeps its timing;
 * live devices: ``time.monotonic()`` based. The microphone timestamps each chunk
   from the absolute index of its first sample, anchored at the first callback, so
-  chunk timestamps are exactly contiguous even when samples are dropped.
+  chunk timestamps are exactly contiguous even when the ring buffer drops samples.
+  When the audio clock falls behind the monotonic clock by more than
+  ``CLOCK_RESYNC_TOLERANCE_MS`` and stays behind (a driver stall, audio lost in the
+  driver), the clock is re-anchored where the audio resumed (counted in
+  :attr:`SourceStats.clock_resyncs`): the later chunks jump forward by the stall and
+  stay on the monotonic clock; timestamps never go backwards.
 
 Live-device faults are ``RuntimeError``: :class:`SourceReadError` (a subclass) for a
 failed read the loop can survive (a camera that stops delivering frames, a
@@ -158,6 +163,7 @@ class SourceStats:
     dropped_samples: int = 0  #: samples overwritten in the ring buffer before they were read
     read_failures: int = 0  #: reads that raised SourceReadError
     reopens: int = 0  #: successful device reopenings
+    clock_resyncs: int = 0  #: microphone clock re-anchored to the monotonic clock after a stall
 
 
 class SourceReadError(RuntimeError):
@@ -193,6 +199,7 @@ class _SourceBase:
         self._overflows = 0
         self._read_failures = 0
         self._reopens = 0
+        self._clock_resyncs = 0
         self._closed = False
 
     def _dropped_samples(self) -> int:
@@ -201,7 +208,8 @@ class _SourceBase:
     @property
     def stats(self) -> SourceStats:
         return SourceStats(items=self._items, overflows=self._overflows, dropped_samples=self._dropped_samples(),
-                           read_failures=self._read_failures, reopens=self._reopens)
+                           read_failures=self._read_failures, reopens=self._reopens,
+                           clock_resyncs=self._clock_resyncs)
 
     @property
     def closed(self) -> bool:

@@ -24,6 +24,16 @@ MAX_SAMPLE_RATE_HZ = 192000
 #: allocate only when the device opened.
 MAX_BUFFER_MS = 60_000.0
 MAX_READ_TIMEOUT_MS = 60_000.0
+#: How far the audio clock (the sample count since the first callback) may fall behind the monotonic clock
+#: (a block's arrival) before it is re-anchored: well above callback jitter, so only a stall or audio lost in
+#: the driver moves it.
+CLOCK_RESYNC_TOLERANCE_MS = 100.0
+#: How long (arrival time) the audio clock must stay behind by more than the tolerance before it is re-anchored:
+#: a late callback whose samples waited in PortAudio's buffer is followed by the rest of them back to back, and
+#: the lag is gone before this; after a stall the audio comes at its pace and the lag stays.
+CLOCK_RESYNC_CONFIRM_MS = 50.0
+#: Clock anchors kept (device sample index, stream time); the oldest ones are dropped, long read by then.
+MAX_CLOCK_ANCHORS = 32
 
 
 # --------------------------------------------------------------------------- microphone
@@ -106,6 +116,11 @@ class MicrophoneSource(_SourceBase):
     about 2 ms late; chunks then hold about ``chunk_ms`` (a few samples more or less).
     When the ring buffer dropped audio, the resampler starts again where the audio resumes.
 
+    Chunk timestamps count samples from the first callback. When the callbacks' arrival shows the count
+    ``CLOCK_RESYNC_TOLERANCE_MS`` behind the monotonic clock for ``CLOCK_RESYNC_CONFIRM_MS`` (the driver
+    stalled, or lost audio), the clock is re-anchored where the late audio starts: later chunks are on the
+    monotonic clock again, one jump forward by the stall, counted in ``stats.clock_resyncs``.
+
     Raises ``RuntimeError`` (listing the available input devices) when there is
     no such input device or it cannot be opened.
     """
@@ -137,7 +152,13 @@ class MicrophoneSource(_SourceBase):
         self._chunk_samples = max(1, int(round(self.device_rate_hz * options.chunk_ms / MS_PER_S)))
         capacity = max(2 * self._chunk_samples, int(round(self.device_rate_hz * options.buffer_ms / MS_PER_S)))
         self._ring = AudioRingBuffer(RingBufferOptions(capacity_samples=capacity))
-        self._t0_ms: float | None = None
+        # The audio clock: (device sample index, stream time of that sample), newest last; set by the callback.
+        self._anchors: tuple[tuple[int, float], ...] = ()
+        self._samples_in = 0  # device samples delivered by the callbacks
+        self._late_since_ms: float | None = None  # arrival of the first block of a lag over the tolerance
+        self._late_index = 0  # that block's first sample
+        self._late_min_lag_ms = 0.0  # the smallest lag since: what the clock is behind by
+        self._resyncs_logged = 0
         stream = None
         try:
             stream = sd.InputStream(device=options.device, samplerate=self.device_rate_hz, channels=1,
@@ -157,9 +178,42 @@ class MicrophoneSource(_SourceBase):
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status.input_overflow:
             self._overflows += 1
-        if self._t0_ms is None:
-            self._t0_ms = monotonic_ms() - frames * MS_PER_S / self.device_rate_hz
+        if indata.shape[0]:
+            self._track_clock(monotonic_ms(), indata.shape[0])
         self._ring.write(indata[:, 0])
+
+    def _track_clock(self, arrival_ms: float, frames: int) -> None:
+        """Note a block of ``frames`` samples that arrived at ``arrival_ms`` (its last sample was just captured);
+        re-anchor the audio clock when it has stayed behind by more than the tolerance. Callback thread; a few
+        float operations (a new anchors tuple only on a resync, which readers pick up whole)."""
+        start = self._samples_in
+        self._samples_in = end = start + frames
+        if not self._anchors:
+            self._anchors = ((0, arrival_ms - frames * MS_PER_S / self.device_rate_hz),)
+            return
+        lag_ms = arrival_ms - self._time_ms(end)
+        if lag_ms <= CLOCK_RESYNC_TOLERANCE_MS:
+            self._late_since_ms = None
+            return
+        if self._late_since_ms is None:
+            self._late_since_ms, self._late_index, self._late_min_lag_ms = arrival_ms, start, lag_ms
+            return
+        self._late_min_lag_ms = min(self._late_min_lag_ms, lag_ms)
+        if arrival_ms - self._late_since_ms >= CLOCK_RESYNC_CONFIRM_MS:
+            anchor = (self._late_index, self._time_ms(self._late_index) + self._late_min_lag_ms)
+            self._anchors = (*self._anchors[-(MAX_CLOCK_ANCHORS - 1):], anchor)
+            self._clock_resyncs += 1
+            self._late_since_ms = None
+
+    def _time_ms(self, index: float) -> float:
+        """Stream time of device sample ``index`` (fractional for the resampler's outputs), on the newest
+        anchor at or before it (the oldest kept one for older samples)."""
+        anchors = self._anchors  # one read: the callback replaces it whole
+        anchor_index, anchor_ms = anchors[0]
+        for anchor_index, anchor_ms in reversed(anchors):
+            if anchor_index <= index:
+                break
+        return anchor_ms + (index - anchor_index) * MS_PER_S / self.device_rate_hz
 
     def _dropped_samples(self) -> int:
         return self._ring.dropped_samples
@@ -189,8 +243,11 @@ class MicrophoneSource(_SourceBase):
             raise SourceReadError(f"microphone {self.device_name!r}: no audio for "
                                   f"{self.options.read_timeout_ms:g} ms (device stalled or unplugged?)")
         samples, first_index = got
-        assert self._t0_ms is not None  # set by the callback before its first write
-        t_ms = self._t0_ms + first_index * MS_PER_S / self.device_rate_hz
+        if self._clock_resyncs != self._resyncs_logged:
+            self._resyncs_logged = self._clock_resyncs
+            logger.warning("microphone %r: audio stalled or was lost in the driver; its clock is re-anchored to "
+                           "the monotonic clock (%d time(s) so far)", self.device_name, self._resyncs_logged)
+        t_ms = self._time_ms(first_index)  # the callback anchored the clock before its first write
         if self.device_rate_hz != self.options.sample_rate_hz:
             samples, t_ms = self._resampled(samples, first_index)
             if samples.size == 0:
@@ -205,10 +262,8 @@ class MicrophoneSource(_SourceBase):
             self._resampler_origin = first_index
         first_out = self._resampler.samples_out
         out = self._resampler.push(samples)
-        assert self._t0_ms is not None
-        t_ms = (self._t0_ms + self._resampler_origin * MS_PER_S / self.device_rate_hz
-                + first_out * MS_PER_S / self.options.sample_rate_hz)
-        return out, t_ms
+        return out, self._time_ms(self._resampler_origin + first_out * self.device_rate_hz
+                                  / self.options.sample_rate_hz)
 
     def close(self) -> None:
         if self._closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -26,11 +27,16 @@ from edgesense.sources.microphone import TARGET_SAMPLE_RATE_HZ
 
 __all__ = ["WavReplayOptions", "WavReplaySource", "VideoReplayOptions", "VideoReplaySource"]
 
+logger = logging.getLogger(__name__)
+
 #: A video decodes to at least this many frames; fewer is a still image.
 MIN_VIDEO_FRAMES = 2
 #: A frame whose presentation time is this close to ``index * 1000 / fps`` is stamped with the latter (a
 #: constant-rate video's timestamps do not depend on how its container rounds them).
 MEDIA_TIME_SNAP_MS = 1.0
+#: The most failed reads in a row taken for a damaged stretch of the file (frames that do not decode, skipped) and
+#: not for its end; fewer where the file says how many frames it has (none after its last frame).
+MAX_UNDECODABLE_FRAMES = 1000
 
 
 # --------------------------------------------------------------------------- replay
@@ -162,6 +168,8 @@ class VideoReplaySource(_SourceBase):
     A missing, corrupt or unreadable file (no decodable first frame, no frame
     rate) and a still image (one frame only) are a ``ValueError`` naming it.
     OpenCV's and FFmpeg's own messages are silenced while the file is probed.
+    Frames that do not decode further on (a damaged stretch of the file) are skipped with a
+    warning, counted in :attr:`skipped_frames`; the frames after them keep their times.
     """
 
     def __init__(self, path: str | os.PathLike[str], options: VideoReplayOptions = VideoReplayOptions()) -> None:
@@ -185,8 +193,15 @@ class VideoReplaySource(_SourceBase):
         self._pass_start_ms = 0.0  # stream time of this pass's first frame
         self._first_media_ms: float | None = None  # presentation time of this pass's first frame
         self._last_t_ms: float | None = None
+        self._skipped_frames = 0
+        self._skipped_this_pass = 0
         self._pacer = _Pacer(options.realtime)
         self._lock = threading.Lock()
+
+    @property
+    def skipped_frames(self) -> int:
+        """Frames that could not be decoded (a damaged file), skipped since the replay started."""
+        return self._skipped_frames
 
     def _grab(self) -> tuple[np.ndarray, float] | None:
         """The next decoded frame and its presentation time in ms (NaN when OpenCV has none)."""
@@ -194,6 +209,28 @@ class VideoReplaySource(_SourceBase):
         if not ok or image is None:
             return None
         return image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+
+    def _grab_past_damage(self) -> tuple[np.ndarray, float] | None:
+        """The next frame that decodes; frames that do not (OpenCV's read fails, and a later one succeeds) are
+        skipped and counted; ``None`` at the end of the file."""
+        frame = self._grab()
+        failed = 0
+        if frame is None:
+            declared = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            position = self._frames_this_pass + self._skipped_this_pass  # the frame that just failed
+            later = declared - position - 1 if math.isfinite(declared) and declared > 0 else MAX_UNDECODABLE_FRAMES
+            while frame is None and failed < min(later, MAX_UNDECODABLE_FRAMES):
+                failed += 1
+                frame = self._grab()
+        if frame is not None and failed:
+            first = self._frames_this_pass + self._skipped_this_pass + 1  # counted from 1
+            self._skipped_frames += failed
+            self._skipped_this_pass += failed
+            self._index += failed  # frame i of the file keeps its time i / fps
+            frames = f"frame {first}" if failed == 1 else f"frames {first} to {first + failed - 1}"
+            logger.warning("%s: %s could not be decoded (a damaged file?) and %s skipped; the replay goes on",
+                           self.path, frames, "was" if failed == 1 else "were")
+        return frame
 
     def _probe(self, options: VideoReplayOptions) -> tuple[float, list[tuple[np.ndarray, float]]]:
         """The frame rate and the first two frames (a video has at least two; a still image one)."""
@@ -219,7 +256,7 @@ class VideoReplaySource(_SourceBase):
     def _next_frame(self) -> tuple[np.ndarray, float] | None:
         if self._pending:
             return self._pending.pop(0)
-        frame = self._grab()
+        frame = self._grab_past_damage()
         if frame is not None:
             return frame
         if not self.options.loop or self._frames_this_pass == 0:
@@ -228,10 +265,11 @@ class VideoReplaySource(_SourceBase):
         with quiet_opencv():
             self._cap = cv2.VideoCapture(str(self.path))
         self._frames_this_pass = 0
+        self._skipped_this_pass = 0
         self._first_media_ms = None
         assert self._last_t_ms is not None
         self._pass_start_ms = self._last_t_ms + self._frame_ms
-        return self._grab()
+        return self._grab_past_damage()
 
     def _stamp(self, media_ms: float) -> float:
         """Stream time of the frame just decoded: its presentation time in the file, counted from the pass's

@@ -363,6 +363,8 @@ class FakeStream:
 
     samples: np.ndarray = np.zeros(0, np.float32)
     overflow_at_block = 3
+    stall_at_block = -1  # the block before which the driver stalls for stall_s (no callbacks; that audio is lost)
+    stall_s = 0.0
     instances: list["FakeStream"] = []
 
     def __init__(self, *, device, samplerate, channels, dtype, callback):
@@ -379,6 +381,9 @@ class FakeStream:
         for i, start in enumerate(range(0, self.samples.size, block)):
             if self._stop.is_set():
                 return
+            if i == self.stall_at_block:
+                time.sleep(self.stall_s)
+                next_at += self.stall_s
             status = sd.CallbackFlags()
             status.input_overflow = i == self.overflow_at_block
             data = self.samples[start:start + block].reshape(-1, 1)
@@ -431,10 +436,35 @@ def test_live_microphone_through_its_callback(fake_portaudio, tiny_model_path):
     assert fake_portaudio.instances and fake_portaudio.instances[0].blocks >= 270
     assert [e.label for e in events] == ["yes"]
     assert stats.audio_chunks == 135  # 2.7 s in 20 ms chunks
-    assert stats.audio_overflows == 1 and stats.audio_dropped_samples == 0
+    assert stats.audio_overflows == 1 and stats.audio_dropped_samples == 0 and stats.audio_clock_resyncs == 0
     # Live times are on the microphone's monotonic clock: the word ended 1.1 s after its first sample.
     assert stats.stream_start_ms > 0
     assert 1100 - TONE_S * 500 <= events[0].t_ms - stats.stream_start_ms <= 1100 + DETECTION_SLACK_MS
+    assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
+
+
+def test_live_microphone_after_a_driver_stall_stays_on_the_monotonic_clock(fake_portaudio, tiny_model_path,
+                                                                          monkeypatch):
+    """The driver delivers no audio for 0.6 s before the word: the loop counts the stall, and the word's event
+    is stamped and timed on the monotonic clock (its audio-end-to-event latency is not the stall's length)."""
+    stall_s = 0.6
+    monkeypatch.setattr(fake_portaudio, "stall_at_block", 20)  # 0.2 s into the stream, before the word
+    monkeypatch.setattr(fake_portaudio, "stall_s", stall_s)
+    fake_portaudio.samples = tone_samples([("yes", 0.5)], 2.8).astype(np.float32)
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False},
+                                     "commands": {"threshold": TEST_THRESHOLD}})
+    pipeline = Pipeline.from_config(config, model_path=tiny_model_path, events=False, options=test_options())
+    watchdog = threading.Timer(30.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with pipeline:
+            events = list(pipeline.events(duration_s=2.7))
+            stats = pipeline.stats
+    finally:
+        watchdog.cancel()
+    assert [e.label for e in events] == ["yes"]
+    assert stats.audio_clock_resyncs == 1
+    assert 1100 + stall_s * 1000 - TONE_S * 500 <= events[0].t_ms - stats.stream_start_ms
     assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
 
 

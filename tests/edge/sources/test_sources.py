@@ -245,6 +245,35 @@ def test_video_replay_unreadable_files_raise_value_error_naming_them(tmp_path, m
         VideoReplaySource(truncated)
 
 
+def _damage_mjpeg_frames(path, frames):
+    """Overwrite the start of these frames' JPEG data in an MJPG AVI (a damaged stretch of the file)."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    for k in frames:
+        data[starts[k]:starts[k] + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fps", [None, 10.0], ids=["file times", "fps given"])
+def test_video_replay_skips_undecodable_frames_and_goes_on(make_video, level_frames, caplog, fps):
+    """Two frames in the middle of the file do not decode: the replay skips them with a warning and goes on,
+    each later frame at its own time (it used to end there, silently dropping the rest of the video)."""
+    path = make_video("damaged.avi", level_frames(8), fps=10.0)
+    _damage_mjpeg_frames(path, [3, 4])
+    with caplog.at_level(logging.WARNING, logger="edgesense.sources.replay"):
+        with VideoReplaySource(path, VideoReplayOptions(fps=fps)) as source:
+            frames = list(source)
+    assert [round(frame_level(f) / 20) for f in frames] == [0, 1, 2, 5, 6, 7]
+    assert source.skipped_frames == 2
+    assert [f.t_ms for f in frames] == pytest.approx([0, 100, 200, 500, 600, 700])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: frames 4 to 5 could not be decoded (a damaged file?) and were skipped; the replay goes on"]
+    looped = VideoReplaySource(path, VideoReplayOptions(fps=fps, loop=True))
+    times = [looped.read().t_ms for _ in range(9)]
+    looped.close()
+    assert times == pytest.approx([0, 100, 200, 500, 600, 700, 800, 900, 1000]) and looped.skipped_frames == 2
+
+
 # --------------------------------------------------------------------------- camera
 
 
@@ -667,3 +696,121 @@ def test_microphone_options_validation():
         MicrophoneOptions(device=-2)
     with pytest.raises(ValueError, match="sample_rate_hz"):
         MicrophoneOptions(sample_rate_hz=16000.0)
+
+
+class RealTimeFeeder:
+    """Plays blocks into the stand-in stream's callback as a sound card does, on a stand-in monotonic clock:
+    each block arrives when its last sample was captured."""
+
+    def __init__(self, stream: FakeInputStream, clock: FakeClock, rate: int, block: int) -> None:
+        self.stream, self.clock, self.rate, self.block = stream, clock, rate, block
+
+    def play(self, ms: float, *, every=None) -> None:
+        for _ in range(int(round(ms * self.rate / 1000 / self.block))):
+            self.clock.now_ms += self.block * 1000 / self.rate
+            self.stream.feed(np.zeros(self.block))
+            if every is not None:
+                every()
+
+
+def test_microphone_clock_is_reanchored_after_a_driver_stall(portaudio, monkeypatch):
+    """The driver stalls for 2 s, then the audio resumes: the chunks after the stall are on the monotonic clock
+    (they lagged it by the stall for ever, and the loop's audio_end_to_event and frame pairing with them)."""
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20))
+    feeder = RealTimeFeeder(portaudio.streams[-1], clock, RATE, block=160)  # 10 ms blocks
+    start_ms = clock.now_ms
+    feeder.play(200)
+    clock.now_ms += 2000.0  # no callback for 2 s
+    resumed_ms = clock.now_ms
+    feeder.play(400)
+    chunks = [mic.read() for _ in range(30)]
+    assert [c.t_ms for c in chunks[:10]] == pytest.approx([start_ms + 20 * i for i in range(10)])
+    assert [c.t_ms for c in chunks[10:]] == pytest.approx([resumed_ms + 20 * i for i in range(20)])
+    assert chunks[-1].end_t_ms == pytest.approx(clock.now_ms)
+    assert mic.stats.clock_resyncs == 1
+    mic.close()
+
+
+def test_microphone_clock_after_a_stall_with_a_reader_that_keeps_up(portaudio, monkeypatch, caplog):
+    """Read as the loop does, chunk by chunk as the audio comes: the timestamps never go back, and once the stall
+    is confirmed the chunks are on the monotonic clock again; one warning says so."""
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20))
+    feeder = RealTimeFeeder(portaudio.streams[-1], clock, RATE, block=160)
+    chunks = []
+
+    def read_available() -> None:
+        while mic._ring.available_samples >= 320:
+            chunks.append(mic.read())
+
+    with caplog.at_level(logging.WARNING, logger="edgesense.sources.microphone"):
+        feeder.play(300, every=read_available)
+        clock.now_ms += 1500.0
+        feeder.play(300, every=read_available)
+    times = [c.t_ms for c in chunks]
+    assert len(chunks) == 30 and all(b >= a + 20 - 1e-6 for a, b in zip(times, times[1:]))
+    assert chunks[-1].end_t_ms == pytest.approx(clock.now_ms)
+    assert mic.stats.clock_resyncs == 1
+    assert [r.getMessage() for r in caplog.records if "re-anchored" in r.getMessage()] == [
+        "microphone 'USB PnP Sound Device': audio stalled or was lost in the driver; its clock is re-anchored to "
+        "the monotonic clock (1 time(s) so far)"]
+    mic.close()
+
+
+def test_microphone_late_callback_whose_audio_was_buffered_keeps_the_clock(portaudio, monkeypatch):
+    """A callback 300 ms late (the thread was not scheduled) whose samples PortAudio kept, delivered back to
+    back: no audio was lost, so the timestamps stay contiguous and are not moved."""
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20))
+    feeder = RealTimeFeeder(portaudio.streams[-1], clock, RATE, block=160)
+    feeder.play(200)
+    clock.now_ms += 300.0
+    for _ in range(30):  # the 300 ms kept in PortAudio's buffer, at once
+        portaudio.streams[-1].feed(np.zeros(160))
+    feeder.play(500)
+    chunks = [mic.read() for _ in range(50)]
+    assert [c.t_ms - chunks[0].t_ms for c in chunks] == pytest.approx([20.0 * i for i in range(50)])
+    assert chunks[-1].end_t_ms == pytest.approx(clock.now_ms) and mic.stats.clock_resyncs == 0
+    mic.close()
+
+
+def test_microphone_clock_is_reanchored_after_a_stall_when_resampling(monkeypatch):
+    fake = FakePortAudio(DEVICES, native_rates={48000})
+    fake.install(monkeypatch)
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device=1, chunk_ms=20))
+    feeder = RealTimeFeeder(fake.streams[-1], clock, 48000, block=480)
+    feeder.play(300)
+    clock.now_ms += 2000.0
+    resumed_ms = clock.now_ms
+    feeder.play(600)
+    chunks = [mic.read() for _ in range(44)]
+    times = [c.t_ms for c in chunks]
+    after = [c for c in chunks if c.t_ms >= resumed_ms]
+    # The chunk that holds the resumption starts before it, on the clock before the stall.
+    assert len(after) == 28 and resumed_ms <= after[0].t_ms < resumed_ms + 20 and times[len(times) - 29] < 1400
+    assert clock.now_ms - 25 < chunks[-1].end_t_ms <= clock.now_ms  # within a chunk and the resampler's 2 ms
+    assert all(b >= a for a, b in zip(times, times[1:])) and mic.stats.clock_resyncs == 1
+    for a, b in zip(after, after[1:]):
+        assert b.t_ms == pytest.approx(a.end_t_ms)
+    mic.close()
+    # Read as the audio comes: never backwards, and on the monotonic clock again after the stall.
+    mic = MicrophoneSource(MicrophoneOptions(device=1, chunk_ms=20))
+    feeder = RealTimeFeeder(fake.streams[-1], clock, 48000, block=480)
+    chunks = []
+
+    def read_available() -> None:
+        while mic._ring.available_samples >= mic._chunk_samples:
+            chunks.append(mic.read())
+
+    feeder.play(300, every=read_available)
+    clock.now_ms += 2000.0
+    feeder.play(300, every=read_available)
+    mic.close()
+    assert all(b.t_ms >= a.end_t_ms - 1e-6 for a, b in zip(chunks, chunks[1:])) and mic.stats.clock_resyncs == 1
+    assert clock.now_ms - 25 < chunks[-1].end_t_ms <= clock.now_ms
