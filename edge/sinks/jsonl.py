@@ -28,8 +28,10 @@ class JsonLinesSink(_ClosableSink):
     flushed, so a reader never sees a torn line, even with several writers
     appending to the same file. A closed pipe (``edgesense run | head``) turns
     the sink off with one warning instead of stopping the device loop. Any other
-    write error (disk full, I/O error) is logged and the event counted in
-    ``lost_events``; later events are tried again. Should the disk fill in the
+    write error (disk full, I/O error) is counted in ``lost_events`` and later
+    events are tried again: each such outage is one warning when it starts and one
+    when writing works again (with the events it lost), however long it lasts and
+    however many come in a run. Should the disk fill in the
     middle of a line, the part written stays as a line of its own: the next event
     starts on a new line. A FIFO (named pipe) needs its reader running when the
     sink opens it (``ValueError`` otherwise, instead of waiting for one forever).
@@ -44,6 +46,7 @@ class JsonLinesSink(_ClosableSink):
         self._torn = False  # a failed write left part of a line in the file: the next write ends it first
         self.lines_written = 0
         self.lost_events = 0  #: events that could not be written (not those after the reader closed a pipe)
+        self._lost_before_outage: int | None = None  # lost_events when the current outage began (None: no outage)
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "":
             raise ValueError("events path '': expected a JSON Lines file or -, got an empty path")
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == STDOUT:
@@ -98,13 +101,18 @@ class JsonLinesSink(_ClosableSink):
                 logger.warning("events: %s was closed by its reader; no more events will be written", self.name)
                 return
             except OSError as exc:  # disk full, I/O error: this event is lost, the next ones are tried
-                self.lost_events += 1
-                if self.lost_events == 1:
+                if self._lost_before_outage is None:  # once per outage, not per event
+                    self._lost_before_outage = self.lost_events
                     logger.warning("events: cannot write to %s (%s); events are lost while this lasts", self.name, exc)
                 else:
                     logger.debug("events: cannot write to %s (%s)", self.name, exc)
+                self.lost_events += 1
                 return
             self.lines_written += 1
+            if self._lost_before_outage is not None:
+                logger.warning("events: writing to %s again; %d event(s) lost while it failed", self.name,
+                               self.lost_events - self._lost_before_outage)
+                self._lost_before_outage = None
 
     def flush(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ import os
 import re
 import ssl
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,11 +204,30 @@ def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
 
 
 def _published(info: Any) -> bool:
-    """Whether paho saw the broker acknowledge a message (False while it cannot know)."""
+    """Whether paho saw the broker acknowledge a message (False while it cannot know).
+
+    A QoS 1/2 message published while the connection was down keeps the ``MQTT_ERR_NO_CONN`` that
+    ``publish`` returned after paho sent it on reconnecting, so ``is_published()`` raises for it for ever;
+    paho still records the broker's acknowledgement on the same object (its ``_published`` flag, which
+    ``is_published`` reads). Taken for never acknowledged, every event of an outage was kept until the end
+    of the run and then counted as lost (exit 1), though the broker had it."""
     try:
         return bool(info.is_published())
-    except (RuntimeError, ValueError):  # not connected, or never queued
+    except ValueError:  # never queued (paho's queue was full)
         return False
+    except RuntimeError:  # NO_CONN: queued and sent after reconnecting (QoS 1/2), or dropped (QoS 0)
+        return bool(getattr(info, "_published", False))
+
+
+def _wait_published(info: Any, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for :func:`_published` (``wait_for_publish`` raises at once for NO_CONN)."""
+    if info.rc == 0:
+        info.wait_for_publish(timeout_s)
+        return _published(info)
+    deadline = time.monotonic() + timeout_s
+    while not _published(info) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _published(info)
 
 
 def _tls_error(options: MqttOptions, exc: Exception) -> ValueError:
@@ -251,7 +271,7 @@ class MqttSink(_ClosableSink):
     (:class:`edgesense.sinks.spool.SpoolDelivery`) publishes them, oldest first, removing each
     when the broker acknowledges it. Should the spool fail to store an event (disk
     full), that event is published directly (at most once) and counted in
-    ``spool_failures``.
+    ``spool_failures`` (one warning when the spool starts failing, one when it stores events again).
     """
 
     def __init__(self, options: MqttOptions, *, spool_options: Any = None, delivery_options: Any = None) -> None:
@@ -262,6 +282,7 @@ class MqttSink(_ClosableSink):
         self._delivery: Any = None
         self._last_seq = 0
         self.spool_failures = 0
+        self._failures_before_outage: int | None = None  # spool_failures when the spool began failing
         self._mqtt = mqtt
         self._connected = threading.Event()
         self._connack = threading.Event()
@@ -437,6 +458,11 @@ class MqttSink(_ClosableSink):
             self._lost += event
             logger.warning("mqtt: publishing to %s failed: %s", topic, self._mqtt.error_string(info.rc))
             return
+        if info.rc == self._mqtt.MQTT_ERR_NO_CONN and self.options.qos == 0:  # paho keeps no QoS 0 message
+            self.failed += 1
+            self._lost += event
+            logger.debug("mqtt: not connected; the QoS 0 message to %s is lost", topic)
+            return
         with self._lock:
             self._pending = [(p, e) for p, e in self._pending if not _published(p)]
             self._pending.append((info, event))
@@ -448,10 +474,18 @@ class MqttSink(_ClosableSink):
         if self._spool is not None:
             try:
                 seq = self._spool.append(event.type, payload)
-            except RuntimeError as exc:
+            except RuntimeError as exc:  # said once per outage: a failing card failed every event, one line each
+                if self._failures_before_outage is None:
+                    self._failures_before_outage = self.spool_failures
+                    logger.warning("mqtt: %s; publishing events without the spool while this lasts", exc)
+                else:
+                    logger.debug("mqtt: %s; publishing this event without the spool", exc)
                 self.spool_failures += 1
-                logger.warning("mqtt: %s; publishing this event without the spool", exc)
             else:
+                if self._failures_before_outage is not None:
+                    logger.warning("mqtt: the spool %s stores events again; %d event(s) were published without it",
+                                   self.options.spool_dir, self.spool_failures - self._failures_before_outage)
+                    self._failures_before_outage = None
                 # seq < 0: too large for the spool, dropped (and counted in the spool's dropped events)
                 self._last_seq = max(self._last_seq, seq)
                 self._delivery.wake()
@@ -462,7 +496,7 @@ class MqttSink(_ClosableSink):
         self.published += 1
 
     def flush(self) -> None:
-        """Wait (up to ``publish_timeout_s`` each) until emitted messages reached the broker.
+        """Wait (up to ``publish_timeout_s`` in all) until emitted messages reached the broker.
 
         With a spool: up to ``publish_timeout_s`` in all for every event emitted so far
         to be acknowledged; what is not stays spooled (and is logged).
@@ -474,9 +508,10 @@ class MqttSink(_ClosableSink):
                                len(self._spool), self.options.spool_dir)
         with self._lock:
             pending, self._pending = self._pending, []
+        deadline = time.monotonic() + self.options.publish_timeout_s
         for info, event in pending:
             try:
-                info.wait_for_publish(self.options.publish_timeout_s)
+                _wait_published(info, max(0.0, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:  # not connected / queue full
                 logger.warning("mqtt: message %s not delivered: %s", info.mid, exc)
             if not _published(info):

@@ -28,7 +28,10 @@ Durability (``SpoolOptions.sync``, SQLite's ``synchronous`` pragma):
 Bounds: at most ``max_events`` rows and ``max_bytes`` of payload. When an append
 would exceed either, the **oldest** events are dropped and counted in
 :attr:`EventSpool.dropped` (kept in the database, so the count survives
-restarts), with a warning. An unreadable database file (corrupted by a failing
+restarts), with a warning: at once for the first drop, then at most one every
+:data:`DROP_WARNING_INTERVAL_S` saying how many were dropped since the last one (a
+spool that stays full through a long outage drops at every event: one line each
+filled the SD card's logs), and the rest when the spool is closed. An unreadable database file (corrupted by a failing
 card) is renamed ``spool.sqlite3.corrupt-<unix time>`` and a new, empty one is
 started, with an error logged: the device keeps running. A readable SQLite file
 that is not a spool (other tables or columns: another program's) is a ``ValueError``
@@ -61,6 +64,8 @@ LOCK_NAME = "spool.lock"
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _BUSY_TIMEOUT_S = 5.0
+#: While a full spool keeps dropping events, at most one warning per this many seconds (the first at once).
+DROP_WARNING_INTERVAL_S = 600.0
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
     "payload TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_s REAL NOT NULL)",
@@ -147,6 +152,8 @@ class EventSpool:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
         self._dropped = int(row[0]) if row else 0
         self._dropped_at_open = self._dropped
+        self._drops_unsaid = 0  # dropped since the last warning
+        self._drop_warned_s: float | None = None  # time.monotonic() of the last warning
         if self._count:
             logger.info("spool: %d undelivered events in %s will be sent first", self._count, self.directory)
 
@@ -272,10 +279,20 @@ class EventSpool:
                 self._bytes += size
             if dropped:
                 self._dropped += dropped
-                logger.warning("spool: full (max_events=%d, max_bytes=%d); dropped the %d oldest undelivered "
-                               "event(s), %d dropped in all", self.options.max_events, self.options.max_bytes,
-                               dropped, self._dropped)
+                self._drops_unsaid += dropped
+                now = time.monotonic()
+                if self._drop_warned_s is None or now - self._drop_warned_s >= DROP_WARNING_INTERVAL_S:
+                    self._drop_warned_s = now
+                    self._say_drops()
         return seq
+
+    def _say_drops(self) -> None:
+        """Warn about the events dropped since the last warning (under the lock)."""
+        logger.warning("spool: full (max_events=%d, max_bytes=%d); dropped the %d oldest undelivered event(s) "
+                       "since the last warning, %d dropped in all (said at most every %g s while it lasts)",
+                       self.options.max_events, self.options.max_bytes, self._drops_unsaid, self._dropped,
+                       DROP_WARNING_INTERVAL_S)
+        self._drops_unsaid = 0
 
     def _make_room(self, size: int) -> int:
         """Delete the oldest rows until one more event of ``size`` bytes fits (inside a transaction)."""
@@ -338,6 +355,8 @@ class EventSpool:
             if self._closed:
                 return
             self._closed = True
+            if self._drops_unsaid:
+                self._say_drops()
             try:
                 self._db.close()
             finally:

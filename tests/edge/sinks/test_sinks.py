@@ -20,6 +20,7 @@ from brokers import MOSQUITTO, WAIT_S, Broker, free_port, make_tls_files
 
 from edgesense.sinks.base import CallbackSink, EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
+import edgesense.sinks.mqtt as mqtt_module
 from edgesense.sinks.mqtt import MqttOptions, MqttSink, mqtt_options_from_url
 from edgesense.types import CommandEvent, SceneEvent
 
@@ -165,6 +166,39 @@ print(sink.lost_events, sink.lines_written)
             parsed.append(json.loads(line)["t_ms"])
     assert parsed == [0.0, 1.0, 3.0, 4.0]  # events 2 and 5 are lost (fragments on lines of their own)
     assert len(lines) == 6 and path.read_text().endswith("\n")  # close() ended the last fragment
+
+
+def test_json_lines_says_every_outage_of_a_disk_that_fills_again_and_when_it_is_over(tmp_path):
+    """A device that runs for weeks: its disk fills, logrotate frees it, and it fills again a week later. Only the
+    first outage of the run was said (every later one went to the debug log): each is now one warning when it
+    starts and one when writing works again, with the events it lost."""
+    path = tmp_path / "events.jsonl"
+    script = f"""
+import logging, os, resource, signal
+from edgesense.sinks.jsonl import JsonLinesSink
+from edgesense.types import CommandEvent
+logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+sink = JsonLinesSink({str(path)!r})
+i = 0
+for lost in (3, 4, 2):
+    sink.emit(CommandEvent(label="yes", score=0.9, t_ms=float(i), wall_time=1.7e9)); i += 1
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize({str(path)!r}), resource.RLIM_INFINITY))  # full
+    for _ in range(lost):
+        sink.emit(CommandEvent(label="yes", score=0.9, t_ms=float(i), wall_time=1.7e9)); i += 1
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # freed
+sink.close()
+print(sink.lost_events, sink.lines_written)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["9", "3"]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+    assert [w.split(";")[0].split(" (")[0] for w in warnings] == [
+        f"WARNING events: cannot write to {path}", f"WARNING events: writing to {path} again",
+        f"WARNING events: cannot write to {path}", f"WARNING events: writing to {path} again",
+        f"WARNING events: cannot write to {path}"], done.stderr
+    assert [w.split("; ")[1] for w in warnings[1::2]] == ["3 event(s) lost while it failed",
+                                                          "4 event(s) lost while it failed"]
 
 
 def test_json_lines_to_a_fifo_needs_its_reader_and_never_waits_for_one(tmp_path):
@@ -458,6 +492,47 @@ def test_without_a_spool_events_that_never_reach_the_broker_are_counted_as_lost(
     assert sink.lost_events == 2
 
 
+def test_without_a_spool_events_sent_after_an_outage_are_not_kept_nor_counted_as_lost(broker):
+    """mqtt_spool_dir: null, and the broker restarts in the middle of a long run: paho sends the events it kept
+    once it reconnects, but the sink took them for never acknowledged (their publish() said NO_CONN), kept them
+    until the end of the run (each later event scanned them all) and then counted them as lost: exit 1 and a
+    warning pair per message, though the broker had every one."""
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, qos=1, ha_discovery=False, keepalive_s=5,
+                                reconnect_max_delay_s=1, publish_timeout_s=5.0))
+    try:
+        sink.emit(command(t_ms=1.0))
+        broker.stop()
+        deadline = time.monotonic() + WAIT_S
+        while sink.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for i in range(10, 15):
+            sink.emit(command(t_ms=float(i)))  # paho keeps them in memory
+        broker.start()
+        late = Subscriber(broker, "edgesense/command/state", qos=1)
+        state = [json.loads(late.collect(1)["edgesense/command/state"][0].payload)["t_ms"]]
+        while state[-1] != 14.0 and time.monotonic() < deadline + WAIT_S:  # the retained state: the newest event
+            state.append(json.loads(late.messages.get(timeout=WAIT_S).payload)["t_ms"])
+        late.close()
+        assert state[-1] == 14.0  # delivered after the reconnection
+        while time.monotonic() < deadline + 2 * WAIT_S and not all(mqtt_module._published(info)
+                                                                   for info, _ in sink._pending):
+            time.sleep(0.05)  # the PUBACKs follow the broker's fan-out to the subscriber
+        sink.emit(command(t_ms=20.0))
+        assert len(sink._pending) <= 2  # the outage's messages were let go, not kept for the rest of the run
+        started = time.monotonic()
+        sink.flush()
+        assert time.monotonic() - started < 2.0 and (sink.lost_events, sink.failed) == (0, 0)
+    finally:
+        sink.close()
+    assert sink.lost_events == 0
+    # QoS 0 keeps nothing while disconnected: such an event is lost at once, and not kept either.
+    sink = MqttSink(MqttOptions(host="127.0.0.1", port=free_port(), qos=0, ha_discovery=False))
+    sink.emit(command())
+    assert sink.lost_events == 1 and sink._pending == []
+    sink.close()
+    assert sink.lost_events == 1
+
+
 def test_events_dropped_by_a_full_spool_are_counted_as_lost_once(tmp_path):
     from edgesense.sinks.spool import SpoolOptions
 
@@ -475,6 +550,37 @@ def test_events_dropped_by_a_full_spool_are_counted_as_lost_once(tmp_path):
     reopened = MqttSink(options)  # the next run: earlier drops are not this run's losses
     assert reopened.lost_events == 0
     reopened.close()
+
+
+def test_a_spool_that_cannot_store_events_is_one_warning_per_outage_not_one_per_event(tmp_path):
+    """A full or failing card: every event the spool cannot store is published without it. That was one warning
+    per event for as long as it lasted; now one when it starts, and one when the spool stores events again."""
+    script = f"""
+import logging, os, resource, signal
+from edgesense.sinks.mqtt import MqttOptions, MqttSink
+from edgesense.types import CommandEvent
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+sink = MqttSink(MqttOptions(host="127.0.0.1", port={free_port()}, spool_dir={str(tmp_path)!r}, ha_discovery=False))
+event = lambda i: CommandEvent(label="yes", score=0.9, t_ms=float(i), wall_time=1.7e9)
+sink.emit(event(0))
+largest = max(os.path.getsize(os.path.join({str(tmp_path)!r}, f)) for f in os.listdir({str(tmp_path)!r}))
+resource.setrlimit(resource.RLIMIT_FSIZE, (largest, resource.RLIM_INFINITY))  # the card is full
+for i in range(1, 41):
+    sink.emit(event(i))
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # freed
+sink.emit(event(41))
+print(sink.spool_failures, len(sink.spool))
+os._exit(0)  # the broker never came: what paho holds in memory is not this test's subject
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["40", "2"], done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING") and "unreachable" not in line]
+    assert len(warnings) == 2, done.stderr
+    assert "cannot store an event" in warnings[0] and "publishing events without the spool while this lasts" in \
+        warnings[0]
+    assert warnings[1] == f"WARNING mqtt: the spool {tmp_path} stores events again; 40 event(s) were published " \
+        "without it"
 
 
 def test_mqtt_username_password(start_broker, tmp_path):

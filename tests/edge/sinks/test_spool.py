@@ -11,6 +11,7 @@ lets a new process deliver them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 from brokers import WAIT_S, Broker
 
+import edgesense.sinks.spool as spool_module
 from edgesense.sinks.mqtt import MqttOptions, MqttSink
 from edgesense.sinks.spool import DeliveryOptions, EventSpool, SpoolOptions
 from edgesense.types import CommandEvent
@@ -63,6 +65,28 @@ def test_spool_bounds_drop_oldest_and_count_persistently(tmp_path):
         assert [e.payload for e in spool.read()] == ["3", "4", "ab"] and spool.dropped == 3
         assert spool.append("command", "x" * 5) == -1  # larger than the whole spool: only it is dropped
         assert spool.dropped == 4 and [e.payload for e in spool.read()] == ["3", "4", "ab"]
+
+
+def test_a_spool_that_stays_full_warns_once_not_at_every_event(tmp_path, caplog, monkeypatch):
+    """A broker away for days fills the spool, which then drops an event at every event: one warning each filled
+    the device's logs. The first drop is said at once, later ones at most every DROP_WARNING_INTERVAL_S (with how
+    many since the last), and what is left unsaid when the spool closes."""
+    caplog.set_level(logging.WARNING, logger="edgesense.sinks.spool")
+    with EventSpool(tmp_path, SpoolOptions(max_events=10, sync="off")) as spool:
+        for i in range(2000):
+            spool.append("command", str(i))
+        assert spool.dropped == 1990 and len(spool) == 10
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1 and "dropped the 1 oldest undelivered event(s) since the last warning" in warnings[0]
+        monkeypatch.setattr(spool_module, "DROP_WARNING_INTERVAL_S", 0.0)  # the interval has passed
+        spool.append("command", "next")
+        assert "dropped the 1990 oldest undelivered event(s) since the last warning, 1991 dropped in all" in \
+            caplog.records[-1].getMessage()
+        monkeypatch.setattr(spool_module, "DROP_WARNING_INTERVAL_S", 600.0)
+        for i in range(5):
+            spool.append("command", str(i))
+        assert len(caplog.records) == 2
+    assert len(caplog.records) == 3 and "dropped the 5 oldest" in caplog.records[-1].getMessage()  # said at close
 
 
 def test_spool_folder_is_locked_while_open(tmp_path):
