@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -840,12 +841,15 @@ STUB_COMMANDS = {
 @pytest.fixture
 def device(tmp_path):
     """A stand-in device for install.sh: stub python3/systemctl/install/... on PATH (their calls logged),
-    /run/systemd/system a folder of ours; run(bundle, *args) runs the bundle's install.sh there."""
+    /run/systemd/system a folder of ours; run(bundle, *args) runs the bundle's install.sh there. A file
+    installed to /etc/... is kept in run.etc (by its name: run.etc / "edgesense.service")."""
     bin_dir, calls, systemd = tmp_path / "device-bin", tmp_path / "device-calls", tmp_path / "run-systemd"
-    bin_dir.mkdir()
-    systemd.mkdir()
+    etc = tmp_path / "device-etc"
+    for folder in (bin_dir, systemd, etc):
+        folder.mkdir()
     calls.write_text("")
     logged = {name: f'echo "{name} $*" >> {calls}' for name in ("systemctl", "install", "usermod", "useradd")}
+    logged["install"] += f'\ncase "${{@: -1}}" in /etc/*) cp "${{@: -2:1}}" "{etc}/$(basename "${{@: -1}}")" ;; esac'
 
     def run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
         python = targets_mod.TARGETS[json.loads((bundle / "MANIFEST.json").read_text())["target"]["name"]]
@@ -861,6 +865,7 @@ def device(tmp_path):
                               env=env, check=False)
 
     run.calls = lambda: calls.read_text().splitlines()  # type: ignore[attr-defined]
+    run.etc = etc  # type: ignore[attr-defined]
     return run
 
 
@@ -881,6 +886,47 @@ def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small
     assert (prefix / "config.yaml").read_bytes() == (out / "config.yaml").read_bytes()
     proc = device(out, "--no-systemd", "--prefix", str(prefix))  # nothing edited since: nothing more kept
     assert proc.returncode == 0 and len(list(prefix.glob("config.yaml.before-*"))) == 1
+
+
+def test_reinstall_from_the_installed_copy_keeps_its_files(tmp_path, inputs, small_wheel, device):
+    """The installed copy's install.sh, run with --prefix spelled with a trailing slash (a shell's completion):
+    the same folder, so nothing is copied (copying deleted config.yaml, the edited one, before copying it)."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt edge sense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    assert device(out, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")
+    (prefix / "config.yaml").write_text(edited)
+    proc = device(prefix, "--no-systemd", "--prefix", f"{prefix}/")
+    assert proc.returncode == 0, proc.stderr
+    assert (prefix / "config.yaml").read_text() == edited and (prefix / "models" / "edgesense.tflite").is_file()
+    assert "copying" not in proc.stderr and not list(prefix.glob("config.yaml.before-*"))
+    assert f"{prefix}//" not in proc.stderr
+    hint = proc.stderr.splitlines()[-1].split("done (no systemd): ", 1)[1]  # a command to paste: quoted
+    assert shlex.split(hint) == [f"{prefix}/venv/bin/edgesense", "run", "--config", f"{prefix}/config.yaml"]
+
+
+def test_a_prefix_of_its_own_gets_a_unit_that_runs_there(tmp_path, inputs, small_wheel, device):
+    """--prefix DIR with the service: the unit installed runs DIR's edgesense on DIR's config (it ran
+    /opt/edgesense/venv/bin/edgesense, which is not there: a service failing for ever, with only a warning)."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "srv-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    proc = device(out, "--prefix", f"{prefix}/")
+    assert proc.returncode == 0, proc.stderr
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.read_string((device.etc / "edgesense.service").read_text())
+    argv = unit["Service"]["ExecStart"].split()
+    assert argv[0] == f"{prefix}/venv/bin/edgesense" and argv[argv.index("--config") + 1] == f"{prefix}/config.yaml"
+    assert unit["Service"]["WorkingDirectory"] == str(prefix) and "/opt/edgesense" not in unit["Service"]["ExecStart"]
+    assert (prefix / "edgesense.service").read_bytes() == (out / "edgesense.service").read_bytes()  # as bundled
+    assert device.calls()[-1] == "systemctl restart edgesense.service"
+    # A folder systemd's ExecStart cannot name as it is: one line naming --prefix, before anything is done.
+    spaced = tmp_path / "srv edge sense"
+    proc = device(out, "--prefix", str(spaced))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"install.sh: error: --prefix {spaced}: expected a folder without whitespace")
+    assert "--no-systemd" in proc.stderr and not spaced.exists()
 
 
 def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, device):
