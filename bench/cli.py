@@ -94,7 +94,7 @@ from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
-from edgesense.shipped import model_argument, shipped_config
+from edgesense.shipped import MODELS, model_argument, shipped_config, shipped_path
 from edgesense.train.cache import file_sha256
 from edgesense.train.data import SplitSpec, load_images
 from edgesense.types import is_command_word
@@ -440,8 +440,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--salt", default="", help="speaker-split salt used in training (e.g. edgesense)")
     parser.add_argument("--train-references", action="store_true",
                         help="train + quantize the MLPerf Tiny references into --references (cached)")
-    parser.add_argument("--references", type=path_argument, default=DEFAULT_REFERENCES_DIR,
-                        help="reference models folder")
+    parser.add_argument("--references", type=path_argument, default=None,
+                        help=f"reference models folder (default: {DEFAULT_REFERENCES_DIR} here; else, to score "
+                             "them, the checkout's)")
     parser.add_argument("--reference-config", type=path_argument,
                         help="train YAML for the references' data (default: --speech-commands/--scenes/--salt)")
     parser.add_argument("--teachers", action="store_true",
@@ -515,6 +516,20 @@ def _latency_default() -> str:
     return "none" if budget is None else f"{budget:g} ms: the target"
 
 
+def references_argument(value: Path | None, *, writes: bool) -> Path | None:
+    """``--references`` as bench reads it: the folder given; by default ``models/references`` here, else, when
+    bench only reads it (``writes``: not ``--train-references``/``--teachers``, which build into the folder here),
+    the checkout's beside the shipped model, from any folder (the wheel ships none); None when no default folder
+    is there (references are optional: the command says that it scores none)."""
+    if value is not None or writes or DEFAULT_REFERENCES_DIR.is_dir():
+        return value or DEFAULT_REFERENCES_DIR
+    try:  # an editable install links the shipped model to the checkout's file
+        checkout = shipped_path(MODELS, "edgesense.tflite").resolve().parent / DEFAULT_REFERENCES_DIR.name
+    except ValueError:
+        return None
+    return checkout if checkout.is_dir() else None
+
+
 def run(args: argparse.Namespace) -> int:
     _check_bench_libraries()
     args.model = model_argument(args.model)  # the default, models/edgesense.tflite, from any folder
@@ -523,6 +538,7 @@ def run(args: argparse.Namespace) -> int:
     if args.speech_commands is None and args.scenes is None and args.av is None and not args.fusion_study:
         raise ValueError("--speech-commands/--scenes/--av: expected at least one, the data to score (or "
                          "--fusion-study), got none")
+    references = references_argument(args.references, writes=args.train_references or args.teachers)
     with user_names(FLAGS):
         options = BenchOptions(
             model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,
@@ -531,7 +547,7 @@ def run(args: argparse.Namespace) -> int:
             tuning_negatives=tuple(args.tuning_negatives),
             threads=args.threads,
             quick=args.quick, split=args.split,
-            salt=args.salt, train_references=args.train_references, references_dir=args.references,
+            salt=args.salt, train_references=args.train_references, references_dir=references or DEFAULT_REFERENCES_DIR,
             reference_config=args.reference_config, teachers=args.teachers,
             fusion_study=args.fusion_study, streaming=not args.no_streaming,
             stream_s=None if args.stream_minutes is None else args.stream_minutes * 60.0,
@@ -542,6 +558,9 @@ def run(args: argparse.Namespace) -> int:
             write_config=tuple(args.write_config), firmware_config=args.config,
             model_alone=args.model_alone, max_per_class=args.max_per_class,
             seed=args.seed, tuning_only=args.tuning_only)
+    if references is None and (args.speech_commands is not None or args.scenes is not None):
+        logger.warning("--references: no %s here or in this installation, so no reference rows are scored "
+                       "(--train-references trains them into it, or name a folder of them)", DEFAULT_REFERENCES_DIR)
     with user_names(FLAGS):
         report = run_bench(options)
     print(f"benchmark of {report['model']['path']} -> {options.out_dir}/report.md")

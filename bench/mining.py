@@ -411,7 +411,8 @@ def run(args: argparse.Namespace) -> int:
                               seed=args.seed, second_opinion=second)
         model_path = input_file("--model", args.model)
         if not args.negatives and args.speech_commands is None:
-            raise ValueError("--negatives: other speech to stream (or --speech-commands), got neither")
+            raise ValueError("--negatives/--speech-commands: expected other speech to stream (one or both), got "
+                             "neither")
         extra = [] if args.speech_commands is None else [args.speech_commands]
         for flag, paths in (("--negatives", args.negatives), ("--noise", args.noise), ("--speech-commands", extra)):
             for p in paths:

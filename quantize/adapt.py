@@ -553,7 +553,8 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
     """Adapt ``model_path``'s scene head (module docstring); write ``out_path``; return its metadata."""
     from edgesense.quantize.convert import _check_writable
 
-    require(scenes is not None or av is not None, "--scenes", "photos to learn from: --scenes and/or --av", "neither")
+    if scenes is None and av is None:
+        raise ValueError("--scenes/--av: expected photos to learn from (one or both), got neither")
     _check_writable(out_path)
     # The models are checked before TensorFlow starts (and logs).
     model = EdgeModel.load(model_path)

@@ -126,26 +126,26 @@ def slope_kib_per_hour(samples: list[Sample]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Every flag checked before any stream runs (``parser.error``: one line, exit code 2): a run
-    that fails at its end, or passes without a measurement, costs hours."""
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag checked before any stream runs (a ValueError: one line, exit code 2, as ``edgesense`` says it):
+    a run that fails at its end, or passes without a measurement, costs hours."""
     for name, value in (("--hours", args.hours), ("--sample-minutes", args.sample_minutes),
                         ("--max-growth-percent", args.max_growth_percent)):
         if not (math.isfinite(value) and value > 0):
-            parser.error(f"{name}: expected a positive number, got {value}")
+            raise ValueError(f"{name}: expected a positive number, got {value}")
     if not (math.isfinite(args.warmup_minutes) and 0 <= args.warmup_minutes < args.hours * 60):
-        parser.error(f"--warmup-minutes: expected a number >= 0 and less than --hours ({args.hours * 60:g} "
-                     f"minutes), got {args.warmup_minutes}")
+        raise ValueError(f"--warmup-minutes: expected a number >= 0 and less than --hours ({args.hours * 60:g} "
+                         f"minutes), got {args.warmup_minutes}")
     baseline_min = math.ceil(args.warmup_minutes / args.sample_minutes) * args.sample_minutes
     if baseline_min >= args.hours * 60:  # the baseline would be the final sample: growth 0, a PASS without data
-        parser.error(f"--sample-minutes: expected a sample after --warmup-minutes {args.warmup_minutes:g} and before "
-                     f"the end ({args.hours * 60:g} minutes), got the first one after the warm-up at minute "
-                     f"{baseline_min:g}; sample more often or run longer")
+        raise ValueError(f"--sample-minutes: expected a sample after --warmup-minutes {args.warmup_minutes:g} and "
+                         f"before the end ({args.hours * 60:g} minutes), got the first one after the warm-up at "
+                         f"minute {baseline_min:g}; sample more often or run longer")
     if args.work_dir.exists() and not args.work_dir.is_dir():
-        parser.error(f"--work-dir {args.work_dir}: expected a folder, got a file")
+        raise ValueError(f"--work-dir {args.work_dir}: expected a folder, got a file")
     if args.json is not None and (args.json.is_dir() or not args.json.resolve().parent.is_dir()):
-        parser.error(f"--json {args.json}: expected a file in an existing folder, got "
-                     + ("a folder" if args.json.is_dir() else "a path whose folder does not exist"))
+        raise ValueError(f"--json {args.json}: expected a file in an existing folder, got "
+                         + ("a folder" if args.json.is_dir() else "a path whose folder does not exist"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +168,7 @@ def soak(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    check_args(parser, args)
+    check_args(args)
 
     model_path = resolve_model(args)
     config = load_config(args.config)

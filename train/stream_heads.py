@@ -558,7 +558,9 @@ FLAGS = {"heads": "--heads", "context_embeddings": "--context", "variants": "--v
 
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import input_file, refuse_existing, refuse_file_in_the_way, user_names
+    from edgesense.shipped import model_argument
 
+    args.model = model_argument(args.model)  # the default, models/edgesense.tflite, from any folder (as bench)
     input_file("--model", args.model)
     noise = args.noise or [SHARED / "ambient", SHARED / "noise"]
     for flag, folder in [("--speech-commands", args.speech_commands), ("--negatives", args.negatives)] + \

@@ -52,7 +52,7 @@ from edgesense.recognition.gate import EnergyGateOptions
 from edgesense.recognition.scenes import SceneSmootherOptions
 from edgesense.runtime.model import DEFAULT_MODEL_PATH, ModelOptions
 from edgesense.runtime.second_opinion import SecondOpinionOptions
-from edgesense.schema.validate import from_mapping, to_mapping
+from edgesense.schema.validate import found, from_mapping, to_mapping
 from edgesense.schema.yaml import load_yaml_document
 from edgesense.sinks.outputs import OutputsOptions
 from edgesense.sources.camera import CameraOptions
@@ -149,7 +149,7 @@ class DeviceConfig:
                              f"window holds one hop and never fires), got {window:g}")
         if self.audio.enabled and self.commands.minimum_count > most:
             raise ValueError(f"commands.minimum_count: expected <= {most} (average_window_ms {window:g} / "
-                             f"scheduler.command_hop_ms {hop:g} + 1), got {self.commands.minimum_count}")
+                             f"scheduler.command_hop_ms {hop:g} + 1), got {found(self.commands.minimum_count)}")
         if self.audio.enabled and self.audio.chunk_ms > hop:
             raise ValueError(f"audio.chunk_ms: expected <= scheduler.command_hop_ms ({hop:g}), "
                              f"got {self.audio.chunk_ms!r}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import math
+import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union
 
 __all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "one_line",
-           "Located"]
+           "Located", "found"]
 
 
 T = TypeVar("T")
@@ -44,10 +45,27 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: The digits of an integer an error line shows whole; a longer one (a mistyped or pasted value) is shortened.
+SHOWN_DIGITS = 24
+
+
+def found(value: Any) -> str:
+    """``repr(value)`` as an error line's "got ...": an integer of more than :data:`SHOWN_DIGITS` digits is
+    shortened to its first and last digits and its length (``999999...9999 (400 digits)``)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's limit for conversion to text (sys.get_int_max_str_digits)
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    digits = len(text.lstrip("-"))
+    if is_int(value) and digits > SHOWN_DIGITS:
+        return f"{text[:-digits + 6]}...{text[-4:]} ({digits} digits)"
+    return text
+
+
 def require(ok: bool, field: str, expected: str, got: Any) -> None:
     """The validation every options dataclass uses: ValueError ``field: expected X, got Y``."""
     if not ok:
-        raise ValueError(f"{field}: expected {expected}, got {got!r}")
+        raise ValueError(f"{field}: expected {expected}, got {found(got)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +157,7 @@ def to_mapping(obj: Any) -> Any:
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r}" if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    return found(value) if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
 
 
 def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:

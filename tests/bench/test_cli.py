@@ -251,6 +251,31 @@ def test_the_summary_leaves_out_stages_it_did_not_measure(tiny_model_path, tmp_p
     assert "n/a" not in proc.stdout and "image_encoder" not in proc.stdout  # no --scenes: not measured
 
 
+def test_the_default_references_are_the_checkouts_from_any_folder_and_their_absence_is_said(
+        tiny_model_path, tmp_path, monkeypatch, caplog):
+    from edgesense.bench import cli as bench_cli
+
+    monkeypatch.chdir(tmp_path)  # models/references is no folder here
+    checkout = (REPO / "models" / "references").resolve()
+    speech = _speech_folder(tmp_path / "sc", per_class=2)
+    argv = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--quick", "--no-streaming"]
+    with caplog.at_level("WARNING"):
+        assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["references"]["kws_dscnn"]["model"]["path"] == str(checkout / "kws_dscnn.tflite")
+    assert "--references" not in caplog.text
+    assert bench_cli.references_argument(None, writes=True) == Path("models/references")  # built here, as before
+    assert bench_cli.references_argument(tmp_path / "mine", writes=False) == tmp_path / "mine"  # as given
+    monkeypatch.setattr(bench_cli, "DEFAULT_REFERENCES_DIR", Path("models/none"))  # as on a wheel: none anywhere
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert cli.main([*argv, "--out", str(tmp_path / "out2")]) == 0
+    assert "references" not in json.loads((tmp_path / "out2" / "report.json").read_text())
+    said = [r.getMessage() for r in caplog.records if "--references" in r.getMessage()]
+    assert said == ["--references: no models/none here or in this installation, so no reference rows are scored "
+                    "(--train-references trains them into it, or name a folder of them)"], said
+
+
 def test_pure_helpers():
     r = classification_report(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), ["a", "b", "c"])
     assert r["accuracy"] == 0.75 and r["per_class"]["a"] == {"accuracy": 0.5, "count": 2}

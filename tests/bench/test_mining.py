@@ -81,6 +81,14 @@ def test_flags_that_would_be_ignored_or_misread_are_one_line_before_anything_loa
     assert not (tmp_path / "out").exists()
 
 
+def test_no_speech_to_stream_is_one_line_saying_what_was_expected(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert main(["mine", "--model", "models/edgesense.tflite", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == ("edgesense: error: --negatives/--speech-commands: expected other "
+                                               "speech to stream (one or both), got neither")
+    assert not (tmp_path / "out").exists()
+
+
 def _talk_folder(root, rng):
     """Ten recordings of 'talk': tone bursts (what the tiny model knows of words) and noise."""
     folder = root / "negatives" / "read_speech"

@@ -220,6 +220,12 @@ def test_a_graft_starts_its_image_side_from_the_donors_head(tmp_path):
     assert np.array_equal(command, dense_weights(deployed_fuse)[command.shape][0])
 
 
+def test_adapt_model_without_photos_says_it_as_the_command_does(tmp_path):
+    with pytest.raises(ValueError) as info:
+        adapt_model(BUNDLED, tmp_path / "x.tflite")
+    assert str(info.value) == "--scenes/--av: expected photos to learn from (one or both), got neither"
+
+
 def test_cli_refuses_bad_input_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     out.write_bytes(b"mine")

@@ -323,6 +323,21 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_model_path, tmp_path, capsys
                  "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
                  "--seed", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "edgesense: error: --seed: expected an integer in [0, 2**32), got -1"
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--model", str(tiny_model_path),
+                 "--speech-commands", str(tmp_path), "--negatives", str(tmp_path), "--noise", str(tmp_path),
+                 "--heads", "9" * 400]) == 2  # shortened, not printed whole
+    assert capsys.readouterr().err.strip() == ("edgesense: error: --heads: expected an integer in [1, 2**63), "
+                                               "got 999999...9999 (400 digits)")
+
+
+def test_the_default_model_is_the_shipped_one_from_any_folder_as_bench_finds_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # models/edgesense.tflite is no file here: the shipped model is the default
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--speech-commands",
+                 str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgesense: error: --speech-commands: expected a folder"), err  # past --model
+    assert main(["train-stream-heads", "--out", str(tmp_path / "h.tflite"), "--model", "models/nope.tflite"]) == 2
+    assert capsys.readouterr().err.strip() == "edgesense: error: --model models/nope.tflite: no such file"
 
 
 @pytest.mark.slow

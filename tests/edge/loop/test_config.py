@@ -152,6 +152,16 @@ def test_errors_name_file_line_and_dotted_field(tmp_path, extra, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("extra", ["commands: {minimum_count: %s}", "scheduler: {command_hop_ms: %s}",
+                                   "audio: {sample_rate_hz: %s}"])
+def test_a_400_digit_value_is_shortened_in_its_error_line(tmp_path, extra):
+    path = write(tmp_path, "device: {name: test}\n" + extra % ("9" * 400) + "\n", name="rpi4.yaml")
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(info.value).endswith(", got 999999...9999 (400 digits)"), str(info.value)
+    assert len(str(info.value)) < len(str(path)) + 150
+
+
 def test_error_message_matches_the_documented_example(tmp_path, monkeypatch):
     (tmp_path / "firmware_configs").mkdir()
     write(tmp_path / "firmware_configs", "device: {name: rpi4}\ncamera: {fps: high}\n", name="rpi4.yaml")

@@ -1,10 +1,11 @@
 from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from edgesense.schema.validate import from_mapping, is_number, is_positive, to_mapping
+from edgesense.schema.validate import from_mapping, is_number, is_positive, require, to_mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,5 +82,14 @@ def test_an_integer_too_large_for_a_float_is_a_one_line_error_not_an_overflow():
     huge = 10 ** 400
     with pytest.raises(ValueError) as info:
         from_mapping(Outer, {"name": "x", "inner": {"rate_hz": huge}}, source="cfg.yaml", lines={"inner.rate_hz": 3})
-    assert str(info.value) == f"cfg.yaml:3: inner.rate_hz: expected a number, got {huge}"
+    assert str(info.value) == "cfg.yaml:3: inner.rate_hz: expected a number, got 100000...0000 (401 digits)"
     assert is_number(huge) and is_positive(huge) and not is_number(float("inf")) and not is_number(True)
+
+
+def test_an_integer_past_pythons_text_limit_is_described_not_a_conversion_error():
+    """require() on an integer Python will not turn into text (sys.get_int_max_str_digits) still says its line."""
+    huge = 10 ** (sys.get_int_max_str_digits() + 10)
+    with pytest.raises(ValueError) as info:
+        require(False, "count", "an integer up to 100", huge)
+    assert str(info.value) == (f"count: expected an integer up to 100, got an integer of more than "
+                               f"{sys.get_int_max_str_digits()} digits")
