@@ -3,8 +3,11 @@
 :func:`read_wav` parses the RIFF chunks itself, so it reads 8-bit unsigned, 16/24/32-bit
 integer PCM and 32/64-bit IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes
 any number of channels down to mono and resamples with :func:`resample` (windowed-sinc,
-polyphase). Anything it cannot read raises ``ValueError`` naming the file, what was
-expected and what was found.
+polyphase). Sample rates from 1 kHz to 384 kHz are read (a header outside them lies: resampling
+from it would ask for gigabytes). A WAV streamed to a pipe, whose writer could not go back to fill
+in the sizes (a data size of 0, or ffmpeg's and arecord's placeholders), is read to the end of the
+file. Anything it cannot read raises ``ValueError`` naming the file, what was expected and what was
+found.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesense.frontend.audio import MAX_SAMPLE_RATE_HZ
 from edgesense.frontend.resample import resample
 from edgesense.schema.validate import require
 
@@ -37,9 +41,13 @@ _RIFF_HEADER_BYTES = 12
 _CHUNK_HEADER_BYTES = 8
 _FMT_MIN_BYTES = 16
 _FMT_EXTENSIBLE_MIN_BYTES = 40
-#: Data sizes some streaming writers put in the header when they cannot seek back.
-_STREAMING_SIZES = (0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF)
+#: Data sizes streaming writers put in the header when they cannot seek back: ffmpeg's 0xFFFFFFFF; arecord to a
+#: pipe (``ssh pi arecord -f S16_LE -r 16000 > a.wav``) its 2 GiB cap 0x80000000 (0x7FFFFF00 in older versions).
+_STREAMING_SIZES = (0xFFFFFFFF, 0x80000000, 0x7FFFFF00, 0x7FFFF000, 0x7FFFFFFF)
 _MAX_CHANNELS = 64
+#: Below any audio rate in use (telephony's 8 kHz is the lowest common one): a header's 1 Hz resampled
+#: to 16 kHz makes 16000 samples of each one. The highest is the frontend's own bound.
+_MIN_SAMPLE_RATE_HZ = 1000
 #: 16-bit PCM <-> float, both ways (read_wav and write_wav): a file read and written again is unchanged.
 _INT16_SCALE = 32768.0
 _INT16_MIN, _INT16_MAX = -32768, 32767
@@ -84,7 +92,7 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
         raise _bad(path, "a RIFF/WAVE file", "an empty file (0 bytes)")
     if len(raw) < _RIFF_HEADER_BYTES:
         raise _bad(path, f"a {_RIFF_HEADER_BYTES}-byte RIFF header", f"only {len(raw)} bytes")
-    magic, _, kind = struct.unpack_from("<4sI4s", raw, 0)
+    magic, riff_size, kind = struct.unpack_from("<4sI4s", raw, 0)
     if magic != b"RIFF" or kind != b"WAVE":
         raise _bad(path, "'RIFF'....'WAVE' (little-endian WAV)", f"{magic!r}....{kind!r}")
     view = memoryview(raw)
@@ -108,6 +116,10 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
         elif chunk_id == b"data":
             if fmt is None:
                 raise _bad(path, "a 'fmt ' chunk before the 'data' chunk", "'data' first")
+            if size == 0 and available > 0 and _CHUNK_HEADER_BYTES + riff_size <= body:
+                # Neither size was filled in (the RIFF chunk ends at this header): a writer that streamed
+                # to a pipe (GStreamer's wavenc) or died before it could go back; the audio is the rest.
+                size = available
             if size > available:
                 if size in _STREAMING_SIZES:
                     size = available  # written by a streaming writer that never fixed up the header
@@ -129,8 +141,8 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
         raise _bad(path, f"{_FORMAT_NAMES[tag]} samples of {'/'.join(map(str, allowed))} bits", f"{bits} bits")
     if not 1 <= channels <= _MAX_CHANNELS:
         raise _bad(path, f"1..{_MAX_CHANNELS} channels", f"{channels}")
-    if rate <= 0:
-        raise _bad(path, "a positive sample rate", f"{rate} Hz")
+    if not _MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+        raise _bad(path, f"a sample rate of {_MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz", f"{rate} Hz")
     frame_bytes = channels * bits // 8
     if block_align != frame_bytes:
         raise _bad(path, f"block align {frame_bytes} for {channels} x {bits}-bit", f"{block_align}")

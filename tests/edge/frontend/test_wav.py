@@ -288,3 +288,60 @@ def test_missing_file_and_directory_raise_value_error(tmp_path: Path) -> None:
         read_wav(tmp_path / "nope.wav")
     with pytest.raises(ValueError, match="directory"):
         read_wav(tmp_path)
+
+
+@pytest.mark.parametrize("riff_size", [0, 8, 36])  # libsndfile to a pipe: 8; GStreamer's wavenc: the header's 36
+def test_a_wav_streamed_with_both_sizes_left_at_zero_is_read_to_the_end(tmp_path: Path, riff_size: int) -> None:
+    x = _tone(440, RATE)
+    streamed = bytearray(_wav_bytes(x, rate=RATE, declared_data=0))
+    streamed[4:8] = struct.pack("<I", riff_size)
+    path = tmp_path / "pipe.wav"
+    path.write_bytes(bytes(streamed))  # was "expected at least one audio frame, found an empty data chunk"
+    assert np.max(np.abs(read_wav(path) - x)) < 1e-4
+    assert probe_wav(path).num_frames == x.size
+
+
+def test_an_empty_data_chunk_the_riff_size_accounts_for_stays_empty(tmp_path: Path) -> None:
+    """A data size of 0 inside a RIFF chunk that goes on past it (a LIST after it) is a real empty chunk."""
+    trailer = b"LIST" + struct.pack("<I", 4) + b"INFO"
+    good = _wav_bytes(np.zeros(0), rate=RATE)
+    riff = good[8:] + trailer
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
+    with pytest.raises(ValueError, match="at least one audio frame"):
+        read_wav(path)
+
+
+@pytest.mark.parametrize("rate_hz", [0xFFFFFFFF, 2_000_000, 1, 999])
+def test_a_header_with_an_absurd_sample_rate_is_refused_before_resampling(tmp_path: Path, rate_hz: int) -> None:
+    """4294967295 Hz asked numpy for 433 GiB (a MemoryError: the CLI said "out of memory ... a smaller
+    batch_size", training died instead of skipping the file); 1 Hz made 64 million samples of a 0.25 s file."""
+    lying = bytearray(_wav_bytes(_tone(440, RATE), rate=RATE))
+    lying[24:28] = struct.pack("<I", rate_hz)
+    path = tmp_path / "liar.wav"
+    path.write_bytes(bytes(lying))
+    for read in (read_wav, probe_wav):
+        with pytest.raises(ValueError) as info:
+            read(path)
+        assert str(info.value) == (f"{path}: not a readable WAV file: expected a sample rate of 1000..384000 Hz, "
+                                   f"found {rate_hz} Hz")
+
+
+@pytest.mark.parametrize("rate_hz", [8000, 44100, 48000, 384000])
+def test_every_real_sample_rate_is_still_read(tmp_path: Path, rate_hz: int) -> None:
+    path = tmp_path / "r.wav"
+    path.write_bytes(_wav_bytes(_tone(440, rate_hz, seconds=0.05), rate=rate_hz))
+    assert read_wav(path).size == int(RATE * 0.05)
+
+
+@pytest.mark.parametrize("placeholder", [0x80000000, 0x7FFFFF00])
+def test_arecord_piped_to_a_file_is_read_to_the_end(tmp_path: Path, placeholder: int) -> None:
+    """``ssh pi arecord -f S16_LE -r 16000 > a.wav`` stopped with Ctrl-C: arecord cannot seek back on the pipe, so
+    its header keeps the sizes it wrote first (data: its 2 GiB cap; RIFF: that + 36). Was refused as truncated."""
+    x = _tone(440, RATE)
+    piped = bytearray(_wav_bytes(x, rate=RATE, declared_data=placeholder))
+    piped[4:8] = struct.pack("<I", (placeholder + 36) & 0xFFFFFFFF)
+    path = tmp_path / "arecord.wav"
+    path.write_bytes(bytes(piped))
+    assert np.max(np.abs(read_wav(path) - x)) < 1e-4
+    assert probe_wav(path).num_frames == x.size
