@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgesense.app.cli import input_file, run_main  # noqa: E402
+from edgesense.app.cli import OneLineArgumentParser, input_file, run_main  # noqa: E402
 from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline  # noqa: E402
 from edgesense.loop.stats import (  # noqa: E402
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "edgesense.tflite"))
     parser.add_argument("--config", default=str(ROOT / "firmware_configs" / "desktop.yaml"))
     parser.add_argument("--model-alone", action="store_true", help="leave the config's second_opinion out")

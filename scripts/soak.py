@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROG = Path(__file__).name
 sys.path.insert(0, str(REPO))
 
-from edgesense.app.cli import run_main  # noqa: E402
+from edgesense.app.cli import OneLineArgumentParser, run_main  # noqa: E402
 from edgesense.loop.config import load_config  # noqa: E402
 from edgesense.loop.pipeline import Pipeline, PipelineOptions, second_opinion_of  # noqa: E402
 from edgesense.runtime.model import EdgeModel  # noqa: E402
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def soak(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=24.0, help="simulated hours of stream (default 24)")
     parser.add_argument("--sample-minutes", type=float, default=10.0, help="RSS every N simulated minutes")
     parser.add_argument("--warmup-minutes", type=float, default=40.0,

@@ -24,7 +24,7 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     """``edgesense ARGV`` in this process: its exit code must be 2 and its stderr end in one error line."""
     try:
         code = main(argv)
-    except SystemExit as exc:  # argparse's own usage + error line
+    except SystemExit as exc:  # argparse's errors (one line too: OneLineArgumentParser)
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2, err

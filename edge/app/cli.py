@@ -13,11 +13,13 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import types
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
 from edgesense import __version__, extra_hint
 
@@ -70,6 +72,41 @@ def _load(module_name: str, command: str | None = None):
         raise
 
 
+#: argparse's own error messages, said in the form of every other error line (``FLAG: expected ..., got ...``);
+#: ``{prog}`` is the command's (``edgesense bench``). Others keep argparse's words without its "argument ".
+_ARGPARSE_ERRORS = (
+    (r"argument (?P<flag>.+?): invalid int value: (?P<got>.*)", "{flag}: expected an integer, got {got}"),
+    (r"argument (?P<flag>.+?): invalid float value: (?P<got>.*)", "{flag}: expected a number, got {got}"),
+    (r"argument (?P<flag>.+?): invalid choice: (?P<got>.*?) \(choose from (?P<choices>.*)\)",
+     "{flag}: expected one of {choices}, got {got}"),
+    (r"argument (?P<flag>.+?): expected one argument", "{flag}: expected a value after it, got none"),
+    (r"argument (?P<flag>.+?): expected at least one argument", "{flag}: expected at least one value, got none"),
+    (r"the following arguments are required: (?P<flags>.*)",
+     "{flags}: expected a value (required; {prog} --help lists the flags), got none"),
+    (r"unrecognized arguments: (?P<got>.*)", "expected the flags {prog} --help lists, got {got}"),
+)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (a mistyped number, an unknown flag, a missing one) are one line
+    ``PROG: error: FLAG: expected ..., got ...`` and exit code 2, as every other error of EdgeSense's
+    commands, instead of the usage block and argparse's own words. Its subcommands' parsers are of this class
+    too (argparse makes them of the parent's)."""
+
+    #: The subcommands' parsers by name (``edgesense``'s), to say a flag a command does not know in its words.
+    command_parsers: Mapping[str, argparse.ArgumentParser] = types.MappingProxyType({})
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        for pattern, form in _ARGPARSE_ERRORS:
+            match = re.fullmatch(pattern, message, flags=re.DOTALL)
+            if match:
+                message = form.format(prog=self.prog, **match.groupdict())
+                break
+        else:
+            message = message.removeprefix("argument ")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line_message(message)}\n")
+
+
 def path_argument(value: str) -> Path:
     """An argparse ``type`` for a path flag: an empty value (a shell variable that was not set) is refused
     instead of becoming ``Path("")``, which is the current folder."""
@@ -78,8 +115,8 @@ def path_argument(value: str) -> Path:
     return Path(value)
 
 
-def one_line_message(exc: BaseException) -> str:
-    """``exc``'s message on one line: a line break (in a path the user typed) is shown as ``\\n`` (where
+def one_line_message(exc: BaseException | str) -> str:
+    """``exc``'s message (or a message) on one line: a line break (in a path the user typed) is shown as ``\\n`` (where
     :func:`edgesense.schema.validate.one_line` folds a library's multi-line message into spaces, this keeps
     the path as it is)."""
     return str(exc).replace("\r", "\\r").replace("\n", "\\n")
@@ -198,10 +235,11 @@ def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgesense", description="EdgeSense: audio+vision sensing on the edge.")
+    parser = OneLineArgumentParser(prog="edgesense", description="EdgeSense: audio+vision sensing on the edge.")
     parser.add_argument("--version", action="version", version=f"edgesense {__version__}")
     _add_verbose(parser, "verbose")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_parsers = sub.choices
     # Only the chosen command's module is imported (for --help, each one is listed by name).
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -238,7 +276,9 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
 
 def _run_command(argv: list[str]) -> int:
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser, whose --help lists its flags
+        parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     verbose = args.verbose + getattr(args, "command_verbose", 0)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose + 1, 2),
@@ -246,7 +286,6 @@ def _run_command(argv: list[str]) -> int:
         stream=sys.stderr,
     )
     if not args.command:  # one line, as for any other usage error; --help lists the commands
-        parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: expected a COMMAND, one of {', '.join(COMMANDS)} ({parser.prog} --help says "
               "what each does)", file=sys.stderr)
         return EXIT_USAGE

@@ -61,13 +61,13 @@ def test_other_audio_is_scored_against_the_truth_beside_it_or_not_at_all(capsys,
     (["--model", "nope.tflite"], "bench_loop.py: error: --model nope.tflite: no such file"),
     (["--truth", "README.md"], "bench_loop.py: error: --truth README.md: not JSON"),
     (["--truth", "samples/scenes.json"], "bench_loop.py: error: --truth samples/scenes.json: expected {\"words\""),
-    (["--repeat", "0"], "bench_loop.py: error: argument --repeat: expected a whole number >= 1, got '0'"),
+    (["--repeat", "0"], "bench_loop.py: error: --repeat: expected a whole number >= 1, got '0'"),
 ])
 def test_bad_input_gets_one_line_and_exit_code_2(capsys, monkeypatch, flags, expected):
     monkeypatch.chdir(ROOT)
     try:
         code = load_script("bench_loop").main(flags)
-    except SystemExit as exc:  # argparse's own errors
+    except SystemExit as exc:  # argparse's errors (OneLineArgumentParser)
         code = exc.code
     assert code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(expected)

@@ -30,13 +30,36 @@ def test_every_flag_of_every_command_says_what_it_does():
 
 
 @pytest.mark.parametrize("argv", [[], ["-v"], ["-vv"]])
-def test_no_command_is_the_usage_and_one_error_line_naming_the_commands_and_exit_2(capsys, argv):
+def test_no_command_is_one_error_line_naming_the_commands_and_exit_2(capsys, argv):
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    usage, error = captured.err.strip().splitlines()
-    assert usage.startswith("usage: edgesense ")
+    [error] = captured.err.strip().splitlines()
     assert error.startswith("edgesense: error: expected a COMMAND, one of run, demo, ") and "synth-commands" in error
+
+
+# argparse printed its usage block (up to 20 lines for bench) before its own words ("argument --threads: invalid
+# int value: 'abc'"); every other bad input is one line FLAG: expected ..., got ...
+@pytest.mark.parametrize("argv, line", [
+    (["bench", "--threads", "abc"], "edgesense bench: error: --threads: expected an integer, got 'abc'"),
+    (["run", "--duration-s", "soon"], "edgesense run: error: --duration-s: expected a number, got 'soon'"),
+    (["bench", "--split", "dev"], "edgesense bench: error: --split: expected one of 'all', 'testing', got 'dev'"),
+    (["run", "--config"], "edgesense run: error: --config: expected a value after it, got none"),
+    (["train"], "edgesense train: error: --config: expected a value (required; edgesense train --help lists the "
+                "flags), got none"),
+    (["run", "--config", "x.yaml", "--stats", "3", "--colour"],
+     "edgesense run: error: expected the flags edgesense run --help lists, got 3 --colour"),
+    (["frob"], "edgesense: error: COMMAND: expected one of 'run', 'demo', 'record', 'inspect', 'bench', 'train', "
+               "'average', 'synth-commands', 'train-stream-heads', 'synth-talk', 'mine', 'quantize', 'adapt', "
+               "'deploy', got 'frob'"),
+    (["demo", "--out", ""], "edgesense demo: error: --out: expected a path, got an empty string"),
+])
+def test_a_flag_argparse_refuses_is_one_line_in_the_projects_form_and_exit_2(capsys, argv, line):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", line + "\n")
 
 
 def test_bench_with_nothing_to_score_names_the_flags_it_needs(capsys):
