@@ -1,13 +1,13 @@
 """WAV reading and writing for the device and training (numpy + stdlib only).
 
 :func:`read_wav` parses the RIFF chunks itself, so it reads 8-bit unsigned, 16/24/32-bit
-integer PCM and 32/64-bit IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes
-any number of channels down to mono and resamples with :func:`resample` (windowed-sinc,
-polyphase). Sample rates from 1 kHz to 384 kHz are read (a header outside them lies: resampling
-from it would ask for gigabytes). A WAV streamed to a pipe, whose writer could not go back to fill
-in the sizes (a data size of 0, or ffmpeg's and arecord's placeholders), is read to the end of the
-file. Anything it cannot read raises ``ValueError`` naming the file, what was expected and what was
-found.
+integer PCM (24-bit also in 32-bit slots, as ``arecord -f S24_LE`` writes it) and 32/64-bit
+IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes any number of channels down to
+mono and resamples with :func:`resample` (windowed-sinc, polyphase). Sample rates from 1 kHz
+to 384 kHz are read (a header outside them lies: resampling from it would ask for gigabytes).
+A WAV streamed to a pipe, whose writer could not go back to fill in the sizes (a data size of 0,
+or ffmpeg's and arecord's placeholders), is read to the end of the file. Anything it cannot read
+raises ``ValueError`` naming the file, what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ _FMT_EXTENSIBLE_MIN_BYTES = 40
 #: pipe (``ssh pi arecord -f S16_LE -r 16000 > a.wav``) its 2 GiB cap 0x80000000 (0x7FFFFF00 in older versions).
 _STREAMING_SIZES = (0xFFFFFFFF, 0x80000000, 0x7FFFFF00, 0x7FFFF000, 0x7FFFFFFF)
 _MAX_CHANNELS = 64
+#: 24-bit samples in 32-bit slots (block align 4 per channel) sit in the slot's low three bytes: ALSA's S24_LE, the
+#: layout ``arecord -f S24_LE`` (I2S microphones on a Pi) writes and ``aplay`` reads back.
+_SLOT_24_BYTES = 4
 #: Below any audio rate in use (telephony's 8 kHz is the lowest common one): a header's 1 Hz resampled
 #: to 16 kHz makes 16000 samples of each one. The highest is the frontend's own bound.
 _MIN_SAMPLE_RATE_HZ = 1000
@@ -81,6 +84,7 @@ class WavInfo:
 class _Parsed:
     info: WavInfo
     data: memoryview
+    sample_bytes: int  # bytes a sample takes in the data: bits / 8, or 4 for 24-bit samples in 32-bit slots
 
 
 def _bad(path: Path, expected: str, found: str) -> ValueError:
@@ -143,7 +147,10 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
         raise _bad(path, f"1..{_MAX_CHANNELS} channels", f"{channels}")
     if not _MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
         raise _bad(path, f"a sample rate of {_MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz", f"{rate} Hz")
-    frame_bytes = channels * bits // 8
+    sample_bytes = bits // 8
+    if bits == 24 and block_align == _SLOT_24_BYTES * channels:  # ALSA's S24_LE, as arecord -f S24_LE writes it
+        sample_bytes = _SLOT_24_BYTES
+    frame_bytes = channels * sample_bytes
     if block_align != frame_bytes:
         raise _bad(path, f"block align {frame_bytes} for {channels} x {bits}-bit", f"{block_align}")
     num_frames = len(data) // frame_bytes
@@ -153,7 +160,7 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
         data = data[:num_frames * frame_bytes]
     info = WavInfo(path=path, format=_FORMAT_NAMES[tag], sample_rate_hz=rate, channels=channels,
                    bits_per_sample=bits, num_frames=num_frames)
-    return _Parsed(info=info, data=data)
+    return _Parsed(info=info, data=data, sample_bytes=sample_bytes)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -178,6 +185,9 @@ def _decode(parsed: _Parsed) -> np.ndarray:
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif bits == 16:
         x = np.frombuffer(data, dtype="<i2").astype(np.float32) / _INT16_SCALE
+    elif bits == 24 and parsed.sample_bytes == _SLOT_24_BYTES:  # the low three bytes of each 32-bit slot
+        slots = np.frombuffer(data, dtype="<u4") << np.uint32(32 - bits)  # to the top of an int32
+        x = (slots.view(np.int32).astype(np.float64) / 2.0 ** 31).astype(np.float32)
     elif bits == 24:
         b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3)
         wide = np.zeros((b.shape[0], 4), dtype=np.uint8)

@@ -345,3 +345,22 @@ def test_arecord_piped_to_a_file_is_read_to_the_end(tmp_path: Path, placeholder:
     path.write_bytes(bytes(piped))
     assert np.max(np.abs(read_wav(path) - x)) < 1e-4
     assert probe_wav(path).num_frames == x.size
+
+
+def test_24_bit_samples_in_32_bit_slots_are_read_as_arecord_writes_them(tmp_path: Path) -> None:
+    """``arecord -f S24_LE`` (I2S microphones on a Pi) writes 24 bits per sample in 4-byte blocks, the sample in
+    the slot's low three bytes (ALSA's S24_LE; the top byte its sign or zero): it was refused ("expected block
+    align 3 for 1 x 24-bit, found 4")."""
+    ints = np.array([0, 2 ** 22, -2 ** 22, 2 ** 23 - 1, -2 ** 23, 1, -1], dtype=np.int64)
+    for top in ("sign", "zero"):  # drivers fill the top byte either way
+        data = (ints if top == "sign" else ints & 0xFFFFFF).astype("<i4").tobytes()
+        fmt_body = struct.pack("<HHIIHH", PCM, 1, 16000, 16000 * 4, 4, 24)
+        body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_body)) + fmt_body
+        body += b"data" + struct.pack("<I", len(data)) + data
+        path = tmp_path / f"i2s-{top}.wav"
+        path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+        info = probe_wav(path)
+        assert (info.bits_per_sample, info.channels, info.num_frames) == (24, 1, len(ints))
+        samples, rate = read_wav_native(path)
+        assert rate == 16000
+        np.testing.assert_array_equal(samples, (ints / 2.0 ** 23).astype(np.float32))
