@@ -6,10 +6,12 @@ events :class:`edgesense.recognition.commands.CommandRecognizer` gives (tests co
 vectorized, so a sweep of a few thousand settings over hours of stream takes seconds.
 
 :func:`score_stream`: a detection of word W at time t *hits* the earliest not-yet-hit command
-word W with ``start_ms <= t <= end_ms + match_tolerance_ms``; every other detection is a *false
-accept*: a ``substitution`` (inside a command word's span, wrong word or a second detection),
-``on_other_speech`` (inside another utterance's span) or ``on_background`` (elsewhere). Latency
-is ``t - end_ms`` of the word hit, ``end_ms`` being the end of its *spoken* part.
+word W with ``start_ms <= t <= end_ms + match_tolerance_ms`` (its span); every other detection is
+a *false accept*: a ``substitution`` (inside a command word's span, wrong word or a second
+detection), ``on_other_speech`` (inside another utterance's span) or ``on_background`` (elsewhere).
+A hit then moves to a later W that had ended by t and that nothing hit ("stop … stop" detected once,
+after both: the second word answered), which changes no count. Latency is ``t - end_ms`` of the
+word hit, ``end_ms`` being the end of its *spoken* part.
 
 :class:`OperatingPoint`: one setting scored on the three streams of a split: hit rate (commands),
 false accepts per hour (talk), false accepts per 100 other words (words).
@@ -181,7 +183,7 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
     starts = np.array([w.start_ms for w in words])
     reach_ms = max((w.end_ms - w.start_ms for w in words), default=0.0) + match_tolerance_ms
     hit = [False] * len(words)
-    latencies: list[float] = []
+    hit_by: dict[int, float] = {}  # word -> the time of the detection that hit it
     substitutions = on_other = on_background = 0
     by_word: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
@@ -192,7 +194,7 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
         match = next((j for j in inside if not hit[j] and words[j].is_command and words[j].label == d.label), None)
         if match is not None:
             hit[match] = True
-            latencies.append(d.t_ms - words[match].end_ms)
+            hit_by[match] = d.t_ms
             continue
         by_word[d.label] += 1
         by_source[words[inside[-1]].source if inside else BACKGROUND_SOURCE] += 1
@@ -202,6 +204,8 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
             on_other += 1
         else:
             on_background += 1
+    _answer_the_latest_word(words, starts, hit, hit_by)
+    latencies = [hit_by[j] - words[j].end_ms for j in sorted(hit_by, key=hit_by.__getitem__)]
     per_word: dict[str, list[int]] = {}
     for w, h in zip(words, hit):
         if w.is_command:
@@ -215,6 +219,23 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
                        per_word={k: (v[0], v[1]) for k, v in sorted(per_word.items())},
                        false_accepts_by_word=dict(by_word.most_common()),
                        false_accepts_by_source=dict(by_source.most_common()))
+
+
+def _answer_the_latest_word(words: Sequence[PlacedWord], starts: np.ndarray, hit: list[bool],
+                            hit_by: dict[int, float]) -> None:
+    """Move each hit (``hit_by``: word -> detection time), in detection order, to the latest word of
+    its label that had ended by the detection and that nothing hit: "stop … stop" detected once,
+    after both, answers the second "stop", the first missed (the greedy match gave it to the first,
+    its latency counted from the first word's end). The number of words hit, per word too, is the
+    same: the word given up could be hit by no other detection."""
+    for j in sorted(hit_by, key=hit_by.__getitem__):
+        t, label = hit_by[j], words[j].label
+        last = int(np.searchsorted(starts, t, side="right"))  # words started by t
+        later = [k for k in range(j + 1, last)
+                 if not hit[k] and words[k].is_command and words[k].label == label and words[k].end_ms <= t]
+        if later:
+            hit[j], hit[later[-1]] = False, True
+            hit_by[later[-1]] = hit_by.pop(j)
 
 
 # --------------------------------------------------------------------------- operating points

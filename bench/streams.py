@@ -15,7 +15,8 @@ Each utterance's spoken part (:func:`speech_span`) is scaled to an RMS level dra
 ``speech_level_dbfs`` (−32…−16 dBFS) and the background under it to that level minus an SNR drawn
 from ``snr_db`` (5–20 dB); the background level changes in the gap before each utterance (a
 200 ms ramp). Backgrounds are 10 s pieces of the noise and music recordings at random offsets
-(50 ms crossfades), or pink/brown noise when there are none.
+(50 ms crossfades), or pink/brown noise when there are none; a background's level is its RMS over
+its piece, so an uneven recording (music) is louder or quieter than that right under a word.
 
 Placing is cheap; :meth:`Stream.render` mixes the audio only when the posteriors are not in the
 :class:`PosteriorCache` (keyed by model, stream fingerprint and hop), so a re-run or a new sweep
