@@ -422,7 +422,8 @@ def sweep(replays: Mapping[str, Replay], options: SweepOptions) -> list[Operatin
 def _rank(p: OperatingPoint) -> tuple[float, ...]:
     """Higher is better: hits, then fewer false accepts (talk, words, the commands stream), then
     lower latency, then the more conservative setting (higher threshold, count, suppression), then
-    the one whose context rule blocks less."""
+    the higher release level (a label re-arms sooner: the less conservative side, kept so that the
+    shipped points stay chosen as they were), then the one whose context rule blocks less."""
     latency = p.latency_ms(50)
     o = p.options
     return (p.hit_rate, -p.false_accepts_per_hour, -p.false_accepts_per_100_words,

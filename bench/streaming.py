@@ -334,8 +334,6 @@ def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name
             dataclasses.replace(base, kind="talk", duration_s=share,
                                 seed=derived_seed(seed, 1000 + _TALK_PART_SEEDS * k)),
             SEGMENT_S, others=part, noise=noise)])
-    else:
-        logger.warning("streaming: no other speech for the %s split: no talk stream", name)
     if words:
         out["words"] = run([build_stream(dataclasses.replace(base, kind="words", passes=plan.word_passes,
                                                              seed=derived_seed(seed, 2000)),
@@ -477,6 +475,11 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         talk = {pool: part_words + (others if k == 0 else []) + sentences
                 for k, (pool, (part_words, sentences)) in enumerate(zip(talk_parts[name], parts))}
         talk = {pool: part for pool, part in talk.items() if part}
+        if not talk:  # no talk and no other words: every setting would read 0 false accepts, the loosest best
+            raise ValueError(f"--negatives: expected other speech for the {name} streams' false accepts (talk or "
+                             f"other words: a folder of them, or _unknown_ clips of the {name} speakers in "
+                             f"--speech-commands), got none; pass --negatives DIR, or --no-streaming to score clips "
+                             f"only")
         out["pools"][name]["talk_shares"] = {pool: round(1 / len(talk), 4) for pool in talk}
         streams = _split_streams(model, model_sha, cache, name, seed, commands, words, list(talk.values()), noise,
                                  plan)

@@ -368,7 +368,7 @@ def test_with_a_second_opinion_the_streams_and_the_clip_figures_are_the_pairs(ti
     config = tmp_path / "pair.yaml"  # the heads alone (untrained: they name one word whatever they hear)
     config.write_text(f"device: {{name: pair}}\nscheduler: {{command_hop_ms: 200}}\n"
                       f"second_opinion: {{heads_path: {tiny_heads_path}, student_weight: 0.0}}\n")
-    speech, out = _speech_folder(tmp_path / "sc", per_class=2), tmp_path / "out"
+    speech, out = _speech_folder(tmp_path / "sc", per_class=4), tmp_path / "out"
     assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--config",
                      str(config), "--out", str(out), "--quick", "--references", str(tmp_path / "no_refs")]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -386,7 +386,7 @@ def test_model_alone_leaves_the_configs_second_opinion_out(tiny_model_path, tiny
     config = tmp_path / "pair.yaml"  # the heads alone, as above: scored, they would name few words
     config.write_text(f"device: {{name: pair}}\nscheduler: {{command_hop_ms: 200}}\n"
                       f"second_opinion: {{heads_path: {tiny_heads_path}, student_weight: 0.0}}\n")
-    speech, out = _speech_folder(tmp_path / "sc", per_class=2), tmp_path / "out"
+    speech, out = _speech_folder(tmp_path / "sc", per_class=4), tmp_path / "out"
     assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--config",
                      str(config), "--model-alone", "--out", str(out), "--quick", "--references",
                      str(tmp_path / "no_refs")]) == 0
@@ -409,6 +409,25 @@ def test_a_config_naming_missing_heads_is_one_line_before_any_stream(tiny_model_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "second_opinion.heads_path" in err[0] and "gone.tflite does not exist" in err[0]
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_streams_without_any_other_speech_are_refused_not_scored_at_no_false_accepts(tiny_model_path, tmp_path,
+                                                                                      capsys):
+    """A speech folder of the command words alone (no _unknown_) and no --negatives: no talk and no other words
+    to fire on, so every setting read 0 false accepts, the loosest was recommended "within budget" and
+    --write-config would have written it."""
+    speech = _speech_folder(tmp_path / "sc", per_class=2)
+    shutil.rmtree(speech / "_unknown_")
+    config = tmp_path / "device.yaml"
+    config.write_text("device: {name: a}\ncommands: {threshold: 0.7}\n")
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out",
+                     str(tmp_path / "out"), "--quick", "--references", str(tmp_path / "no_refs"),
+                     "--config", str(config), "--write-config", str(config)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "edgesense: error: --negatives: expected other speech for the tuning streams' false accepts (talk or other "
+        "words: a folder of them, or _unknown_ clips of the tuning speakers in --speech-commands), got none; pass "
+        "--negatives DIR, or --no-streaming to score clips only")
+    assert config.read_text() == "device: {name: a}\ncommands: {threshold: 0.7}\n"
 
 
 def test_a_tighter_false_accept_budget_reaches_the_sweep_and_the_rest_keeps_its_default(tiny_model_path, tmp_path,
