@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {model.path}")
     print(f"  size: {model.size_bytes} bytes ({model.size_bytes / _BYTES_PER_KB:.1f} KB)")
     print(f"  name: {meta.get('name')}  version: {meta.get('model_version')}  created: {meta.get('created')}")
-    print(f"  quantization: {meta.get('quantization', {}).get('mode')}")
+    print(f"  quantization: {(meta.get('quantization') or {}).get('mode')}")
     for key in sorted(model.untrained_encoders):  # a speech-only or scenes-only recipe
         print(f"  untrained: {key} (the recipe had no {'photos' if key == 'encode_image' else 'speech'}; "
               f"run leaves its {'camera' if key == 'encode_image' else 'microphone'} closed)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edgesense.runtime.flatbuffer import check_tflite_bytes
+from edgesense.runtime.flatbuffer import TFLITE_FILE_IDENTIFIER, check_tflite_bytes
 from edgesense.schema.validate import one_line
 
 __all__ = ["DELEGATES", "DEFAULT_DELEGATE_LIBRARIES", "InterpreterBackend", "InterpreterOptions",
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 DELEGATES = (None, "xnnpack", "edgetpu", "gpu")
 NO_DELEGATE = "none"  #: how a config file says None
 MAX_THREADS = 64
+_HEADER_BYTES = 8  #: root offset (4) + file identifier (4)
 #: Shared library loaded for each delegate when ``delegate_library`` is not given.
 DEFAULT_DELEGATE_LIBRARIES = {
     "edgetpu": "libedgetpu.so.1",
@@ -132,7 +133,11 @@ def read_model_bytes(model: bytes | bytearray | str | os.PathLike) -> tuple[byte
             raise ValueError(f"model file {path} is a folder; expected a .tflite file")
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            head = file.read(_HEADER_BYTES)
+            if len(head) == _HEADER_BYTES and head[4:] != TFLITE_FILE_IDENTIFIER:
+                check_tflite_bytes(head, what)  # refused now: a video given as --model is not read whole
+            data = head + file.read()
     check_tflite_bytes(data, what)
     return data, what
 

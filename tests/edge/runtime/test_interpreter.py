@@ -15,6 +15,7 @@ from edgesense.runtime.interpreter import (
     load_interpreter_backend,
     load_interpreter_class,
     make_interpreter,
+    read_model_bytes,
 )
 
 
@@ -154,3 +155,21 @@ def test_delegate_that_fails_to_apply_falls_back(monkeypatch, caplog):
     assert isinstance(result, FakeInterpreter)
     assert calls == [["delegate:libtensorflowlite_gpu_delegate.so"], None]
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_a_large_file_that_is_no_model_is_refused_without_reading_it_whole(tmp_path):
+    # e.g. a recording given as --model: on a device with 1-2 GB of memory, reading it whole could exhaust it
+    import tracemalloc
+
+    path = tmp_path / "clip.mp4"
+    with path.open("wb") as file:
+        file.write(b"\x00\x00\x00\x20ftypisom")
+        file.truncate(64 << 20)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"clip.mp4: not a TFLite model \(file identifier b'ftyp'"):
+            read_model_bytes(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20

