@@ -427,11 +427,12 @@ class Pipeline:
                 sinks.append(stack.enter_context(JsonLinesSink(os.fspath(target))))
             url = config.outputs.mqtt if mqtt is None else mqtt
             if url not in (None, False):
-                from edgesense.sinks.mqtt import MqttSink
+                from edgesense.sinks.outputs import open_mqtt_sink
 
                 outputs = dataclasses.replace(config.outputs, mqtt=str(url))
-                sinks.append(stack.enter_context(MqttSink(outputs.mqtt_options(node_id=config.device.node_id,
-                                                                               device_name=config.device.name))))
+                sinks.append(stack.enter_context(open_mqtt_sink(outputs, node_id=config.device.node_id,
+                                                                device_name=config.device.name,
+                                                                source=config.source_path)))
             second = second_opinion_of(config, model) if audio_source is not None else None
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
                            video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame,

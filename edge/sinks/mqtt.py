@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from edgesense import __version__, extra_hint
 from edgesense.schema.validate import one_line, require
@@ -203,6 +205,11 @@ def mqtt_options_from_url(url: str, **overrides: Any) -> MqttOptions:
         raise ValueError(f"mqtt options: {exc}") from exc
 
 
+#: paho's MQTTErrorCode values that :func:`_published` and :func:`_undelivered` read (paho is imported lazily).
+_ERR_CONN_LOST = 7  # a QoS 0 message paho dropped unsent when the connection was lost (and marked "published")
+_ERR_QUEUE_SIZE = 15  # never queued: paho's queue was full
+
+
 def _published(info: Any) -> bool:
     """Whether paho saw the broker acknowledge a message (False while it cannot know).
 
@@ -210,24 +217,73 @@ def _published(info: Any) -> bool:
     ``publish`` returned after paho sent it on reconnecting, so ``is_published()`` raises for it for ever;
     paho still records the broker's acknowledgement on the same object (its ``_published`` flag, which
     ``is_published`` reads). Taken for never acknowledged, every event of an outage was kept until the end
-    of the run and then counted as lost (exit 1), though the broker had it."""
+    of the run and then counted as lost (exit 1), though the broker had it. A QoS 0 message that paho
+    dropped unsent when the connection was lost (``MQTT_ERR_CONN_LOST``) carries the same flag, set only
+    to end ``wait_for_publish``: it was never published."""
     try:
         return bool(info.is_published())
     except ValueError:  # never queued (paho's queue was full)
         return False
-    except RuntimeError:  # NO_CONN: queued and sent after reconnecting (QoS 1/2), or dropped (QoS 0)
-        return bool(getattr(info, "_published", False))
+    except RuntimeError:  # NO_CONN: queued and sent after reconnecting (QoS 1/2); CONN_LOST: dropped (QoS 0)
+        return info.rc != _ERR_CONN_LOST and bool(getattr(info, "_published", False))
+
+
+def _undelivered(info: Any) -> str | None:
+    """Why a message that is not published never will be (None while it still may be)."""
+    if info.rc == _ERR_CONN_LOST:
+        return "the connection was lost before it was sent (QoS 0: not kept for later)"
+    if info.rc == _ERR_QUEUE_SIZE:
+        return "the client's queue was full"
+    return None
 
 
 def _wait_published(info: Any, timeout_s: float) -> bool:
-    """Wait up to ``timeout_s`` for :func:`_published` (``wait_for_publish`` raises at once for NO_CONN)."""
+    """Wait up to ``timeout_s`` for :func:`_published`; never raises (``wait_for_publish`` raises at once
+    for NO_CONN, and at its end for a QoS 0 message lost with the connection)."""
     if info.rc == 0:
-        info.wait_for_publish(timeout_s)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):  # its rc changed while it waited (CONN_LOST)
+            pass
         return _published(info)
     deadline = time.monotonic() + timeout_s
-    while not _published(info) and time.monotonic() < deadline:
+    while not _published(info) and _undelivered(info) is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return _published(info)
+
+
+#: Signals that stop a run (edgesense.app.cli): one that comes while the sink waits for the broker's answer ends
+#: that wait at once, so that stopping a device whose broker hangs does not take connect_timeout_s.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_signals_call(action: Callable[[], None]) -> Iterator[list[int]]:
+    """While inside, SIGINT and SIGTERM also call ``action`` (it only sets flags), before the Python handler
+    that was there, which still runs and comes back on exit; yields the signals that came. Only signals with
+    a Python handler are touched (a default or ignored disposition stays as it is), on the main thread only."""
+    came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous: dict[int, Callable[..., Any]] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        came.append(signum)
+        action()
+        previous[signum](signum, frame)
+
+    for sig in _STOP_SIGNALS:
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            previous[sig] = handler
+            signal.signal(sig, on_signal)
+    try:
+        yield came
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is on_signal:
+                signal.signal(sig, handler)
 
 
 def _tls_error(options: MqttOptions, exc: Exception) -> ValueError:
@@ -261,7 +317,9 @@ class MqttSink(_ClosableSink):
 
     Connecting happens in the constructor: ``RuntimeError`` if the broker refuses
     the connection within ``connect_timeout_s``; a broker that cannot be reached is
-    a warning and is tried again in the background. Later disconnections are retried
+    a warning and is tried again in the background. A SIGINT or SIGTERM while it waits for the
+    broker's answer (on the main thread) ends that wait: the run is stopping, and :meth:`close`
+    ends the tries. Later disconnections are retried
     by paho in the background, and so is a broker that refuses the connection after
     the start (an error is logged; e.g. a password file being reloaded);
     availability and discovery are re-published on every (re)connection.
@@ -281,6 +339,7 @@ class MqttSink(_ClosableSink):
         self._spool: Any = None
         self._delivery: Any = None
         self._last_seq = 0
+        self._flushed_seq = 0  # the last seq a flush waited for
         self.spool_failures = 0
         self._failures_before_outage: int | None = None  # spool_failures when the spool began failing
         self._mqtt = mqtt
@@ -329,7 +388,8 @@ class MqttSink(_ClosableSink):
             client.loop_start()
             return
         client.loop_start()
-        self._connack.wait(options.connect_timeout_s)
+        with _stop_signals_call(self._connack.set) as stop_signals:
+            self._connack.wait(options.connect_timeout_s)
         with self._lock:
             self._starting = False
         if self._refused is not None:
@@ -337,6 +397,9 @@ class MqttSink(_ClosableSink):
             client.disconnect()
             self._close_spool()
             raise RuntimeError(f"mqtt: broker {where} refused the connection: {self._refused}")
+        if not self._connected.is_set() and stop_signals:  # the run is stopping: close() ends the tries
+            logger.info("mqtt: stopped while waiting for broker %s to answer; %s until it does", where, keeping)
+            return
         if not self._connected.is_set():
             logger.warning("mqtt: broker %s gave no answer within %g s; %s until it does", where,
                            options.connect_timeout_s, keeping)
@@ -464,7 +527,18 @@ class MqttSink(_ClosableSink):
             logger.debug("mqtt: not connected; the QoS 0 message to %s is lost", topic)
             return
         with self._lock:
-            self._pending = [(p, e) for p, e in self._pending if not _published(p)]
+            kept = []
+            for sent, carries_event in self._pending:
+                if _published(sent):
+                    continue
+                why = _undelivered(sent)
+                if why is None:
+                    kept.append((sent, carries_event))
+                    continue
+                self.failed += 1
+                self._lost += carries_event
+                logger.debug("mqtt: message %s not delivered: %s", sent.mid, why)
+            self._pending = kept
             self._pending.append((info, event))
 
     def emit(self, event: Event) -> None:
@@ -499,26 +573,32 @@ class MqttSink(_ClosableSink):
         """Wait (up to ``publish_timeout_s`` in all) until emitted messages reached the broker.
 
         With a spool: up to ``publish_timeout_s`` in all for every event emitted so far
-        to be acknowledged; what is not stays spooled (and is logged).
+        to be acknowledged; what is not stays spooled (and is logged). A flush with nothing emitted
+        since the last one returns at once (a stop flushes more than once: it waited for each).
+        Without a spool, each message still not acknowledged is counted (an event: in ``lost_events``)
+        and said in one line.
         """
         if self._spool is not None and not self._spool.closed:
             target = self._last_seq
-            if target > 0 and not self._delivery.wait_delivered(target, self.options.publish_timeout_s):
-                logger.warning("mqtt: %d events not acknowledged yet; they stay in the spool %s",
-                               len(self._spool), self.options.spool_dir)
+            if target > self._flushed_seq:  # events emitted since the last flush, which already waited
+                self._flushed_seq = target
+                if not self._delivery.wait_delivered(target, self.options.publish_timeout_s):
+                    logger.warning("mqtt: %d events not acknowledged within %g s; they stay in the spool %s",
+                                   len(self._spool), self.options.publish_timeout_s, self.options.spool_dir)
         with self._lock:
             pending, self._pending = self._pending, []
         deadline = time.monotonic() + self.options.publish_timeout_s
         for info, event in pending:
-            try:
-                _wait_published(info, max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as exc:  # not connected / queue full
-                logger.warning("mqtt: message %s not delivered: %s", info.mid, exc)
-            if not _published(info):
-                self.failed += 1
-                self._lost += event
-                logger.warning("mqtt: message %s not acknowledged within %g s", info.mid,
-                               self.options.publish_timeout_s)
+            if _wait_published(info, max(0.0, deadline - time.monotonic())):
+                continue
+            self.failed += 1
+            self._lost += event
+            why = _undelivered(info)
+            if why is not None:
+                logger.warning("mqtt: message %s not delivered: %s", info.mid, why)
+            else:
+                logger.warning("mqtt: message %s not acknowledged within %g s%s", info.mid,
+                               self.options.publish_timeout_s, "" if self.connected else " (not connected)")
 
     def close(self) -> None:
         """Publish ``offline`` (retained), deliver what is pending, disconnect."""

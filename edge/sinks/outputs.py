@@ -7,11 +7,12 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgesense.sinks.base import STDOUT
 from edgesense.sinks.mqtt import DEFAULT_TOPIC_PREFIX, MqttOptions, is_valid_topic_prefix, mqtt_options_from_url
 
-__all__ = ["AUTO_SPOOL", "DEVICE_ID_PLACEHOLDER", "OutputsOptions", "default_spool_dir"]
+__all__ = ["AUTO_SPOOL", "DEVICE_ID_PLACEHOLDER", "OutputsOptions", "default_spool_dir", "open_mqtt_sink"]
 
 #: ``mqtt_spool_dir: auto``: a per-device spool in the service's or the user's state folder.
 AUTO_SPOOL = "auto"
@@ -99,3 +100,28 @@ class OutputsOptions:
             spool_dir = None if from_url.qos == _AT_MOST_ONCE_QOS else str(default_spool_dir(node_id))
         return dataclasses.replace(from_url, topic_prefix=prefix, ha_discovery=self.ha_discovery, node_id=node_id,
                                    device_name=device_name, spool_dir=spool_dir)
+
+
+_SPOOL_FIELD = "spool_dir: "  #: how the spool's errors about its folder begin (edgesense.sinks.spool)
+
+
+def open_mqtt_sink(outputs: OutputsOptions, *, node_id: str, device_name: str, source: str | None = None) -> Any:
+    """The :class:`edgesense.sinks.mqtt.MqttSink` that ``outputs`` describes (``outputs.mqtt`` set).
+
+    An error about the spool folder (another process holds it, a file stands there, ...) names the
+    config field, ``outputs.mqtt_spool_dir``, and ``source`` (the config file) when given, instead of
+    the sink's own ``spool_dir``: the user never typed that name."""
+    from edgesense.sinks.mqtt import MqttSink
+
+    options = outputs.mqtt_options(node_id=node_id, device_name=device_name)
+    if options is None:
+        raise ValueError("mqtt: expected a broker URL, got null")
+    try:
+        return MqttSink(options)
+    except (ValueError, RuntimeError) as exc:
+        text = str(exc)
+        if not text.startswith(_SPOOL_FIELD):
+            raise
+        where = f"{source}: " if source else ""
+        auto = f" ({AUTO_SPOOL})" if outputs.mqtt_spool_dir == AUTO_SPOOL else ""
+        raise type(exc)(f"{where}outputs.mqtt_spool_dir{auto}: {text[len(_SPOOL_FIELD):]}") from exc

@@ -31,11 +31,13 @@ would exceed either, the **oldest** events are dropped and counted in
 restarts), with a warning: at once for the first drop, then at most one every
 :data:`DROP_WARNING_INTERVAL_S` saying how many were dropped since the last one (a
 spool that stays full through a long outage drops at every event: one line each
-filled the SD card's logs), and the rest when the spool is closed. An unreadable database file (corrupted by a failing
-card) is renamed ``spool.sqlite3.corrupt-<unix time>`` and a new, empty one is
-started, with an error logged: the device keeps running. A readable SQLite file
-that is not a spool (other tables or columns: another program's) is a ``ValueError``
-and is left as it is.
+filled the SD card's logs), and the rest when the spool is closed. A new event larger
+than ``max_bytes`` on its own is dropped on arrival (the stored ones are kept), counted
+the same, with a warning of its own saying so, paced the same way. An unreadable
+database file (corrupted by a failing card) is renamed ``spool.sqlite3.corrupt-<unix time>``
+and a new, empty one is started, with an error logged: the device keeps running. A
+readable SQLite file that is not a spool (other tables or columns: another program's)
+is a ``ValueError`` and is left as it is.
 """
 
 from __future__ import annotations
@@ -126,8 +128,8 @@ class EventSpool:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(self._lock_fd)
-            raise RuntimeError(f"spool: {self.directory} is in use by another EdgeSense process "
-                               f"(or another sink in this one)") from exc
+            raise RuntimeError(f"spool_dir: expected a folder no other spool holds, got {str(self.directory)!r}: "
+                               f"it is in use by another EdgeSense process (or another sink in this one)") from exc
         self._lock = threading.Lock()
         self._closed = False
         self.path = self.directory / DB_NAME
@@ -152,8 +154,10 @@ class EventSpool:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
         self._dropped = int(row[0]) if row else 0
         self._dropped_at_open = self._dropped
-        self._drops_unsaid = 0  # dropped since the last warning
-        self._drop_warned_s: float | None = None  # time.monotonic() of the last warning
+        self._drops_unsaid = 0  # oldest events dropped (the spool was full) since the last warning
+        self._too_large_unsaid = 0  # new events dropped on arrival (larger than max_bytes) since the last warning
+        self._too_large_largest = 0  # the largest of those, in bytes
+        self._drop_warned_s: dict[str, float] = {}  # time.monotonic() of the last warning, by kind
         if self._count:
             logger.info("spool: %d undelivered events in %s will be sent first", self._count, self.directory)
 
@@ -279,20 +283,34 @@ class EventSpool:
                 self._bytes += size
             if dropped:
                 self._dropped += dropped
-                self._drops_unsaid += dropped
+                if seq < 0:  # the new event itself, not the oldest: its own warning
+                    self._too_large_unsaid += 1
+                    self._too_large_largest = max(self._too_large_largest, size)
+                else:
+                    self._drops_unsaid += dropped
                 now = time.monotonic()
-                if self._drop_warned_s is None or now - self._drop_warned_s >= DROP_WARNING_INTERVAL_S:
-                    self._drop_warned_s = now
+                kind = "too_large" if seq < 0 else "full"
+                last = self._drop_warned_s.get(kind)
+                if last is None or now - last >= DROP_WARNING_INTERVAL_S:
+                    self._drop_warned_s[kind] = now
                     self._say_drops()
         return seq
 
     def _say_drops(self) -> None:
         """Warn about the events dropped since the last warning (under the lock)."""
-        logger.warning("spool: full (max_events=%d, max_bytes=%d); dropped the %d oldest undelivered event(s) "
-                       "since the last warning, %d dropped in all (said at most every %g s while it lasts)",
-                       self.options.max_events, self.options.max_bytes, self._drops_unsaid, self._dropped,
-                       DROP_WARNING_INTERVAL_S)
-        self._drops_unsaid = 0
+        if self._drops_unsaid:
+            logger.warning("spool: full (max_events=%d, max_bytes=%d); dropped the %d oldest undelivered event(s) "
+                           "since the last warning, %d dropped in all (said at most every %g s while it lasts)",
+                           self.options.max_events, self.options.max_bytes, self._drops_unsaid, self._dropped,
+                           DROP_WARNING_INTERVAL_S)
+            self._drops_unsaid = 0
+        if self._too_large_unsaid:
+            logger.warning("spool: %d new event(s) larger than the whole spool (max_bytes=%d, the largest %d bytes) "
+                           "dropped on arrival since the last warning, the stored ones kept; %d dropped in all "
+                           "(said at most every %g s)", self._too_large_unsaid, self.options.max_bytes,
+                           self._too_large_largest, self._dropped, DROP_WARNING_INTERVAL_S)
+            self._too_large_unsaid = 0
+            self._too_large_largest = 0
 
     def _make_room(self, size: int) -> int:
         """Delete the oldest rows until one more event of ``size`` bytes fits (inside a transaction)."""
@@ -355,7 +373,7 @@ class EventSpool:
             if self._closed:
                 return
             self._closed = True
-            if self._drops_unsaid:
+            if self._drops_unsaid or self._too_large_unsaid:
                 self._say_drops()
             try:
                 self._db.close()

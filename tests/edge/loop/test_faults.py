@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -328,3 +329,82 @@ def test_signal_mid_run_flushes_events_and_exits_0(tiny_model_path, tmp_path, si
     parsed = [json.loads(line) for line in lines]  # raises on a torn line
     assert all(p["type"] in ("command", "scene") for p in parsed)
     assert max(p["t_ms"] for p in parsed) < 14000, "stopped mid-run, not at the end of the media"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_while_the_broker_is_away_waits_one_publish_timeout(tiny_model_path, tmp_path):
+    """`systemctl stop` while the MQTT broker is unreachable: the sinks were flushed at the end of Pipeline.run
+    and again in Pipeline.close, each waiting publish_timeout_s (5 s) for the same spooled events: about 10 s to
+    stop, though the events stay spooled either way. Now one wait in all."""
+    spool = tmp_path / "spool"
+    config = _config(tmp_path, tiny_model_path, events="null", mqtt=f"'mqtt://127.0.0.1:{_free_port()}'",
+                     mqtt_spool_dir=str(spool))
+    cmd = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(config), "--video",
+           str(SAMPLES / "scene.mp4"), "--audio", str(SAMPLES / "commands.wav"), "--headless", "--events", "-"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline(), proc.communicate()  # an event was emitted (and spooled)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        stop_s = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert err.count("not acknowledged") == 1, err  # one wait, said once
+    assert 4.5 < stop_s < 8.0, err  # publish_timeout_s (5 s), and the rest of the stop, not twice 5 s
+
+
+def test_a_spool_folder_another_process_holds_names_the_config_field(tmp_path):
+    """Two `edgesense run` on one spool folder: the second said `spool: DIR is in use by another EdgeSense
+    process` without naming the config file and its outputs.mqtt_spool_dir, where that folder comes from."""
+    from edgesense.sinks.spool import EventSpool
+
+    spool = tmp_path / "spool"
+    config = _config(tmp_path, REPO / "models" / "edgesense.tflite", events="null",
+                     mqtt=f"'mqtt://127.0.0.1:{_free_port()}'", mqtt_spool_dir=str(spool))
+    with EventSpool(spool):  # the other process
+        with pytest.raises(RuntimeError) as info:
+            Pipeline.from_config(config, audio=SAMPLES / "commands.wav", fast=True)
+    assert str(info.value) == (f"{config}: outputs.mqtt_spool_dir: expected a folder no other spool holds, got "
+                               f"{str(spool)!r}: it is in use by another EdgeSense process (or another sink in "
+                               "this one)")
+
+
+def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path, tmp_path):
+    """A broker that takes the connection and never answers (hung): a stop while the sink waited for its answer
+    waited out connect_timeout_s (10 s) first. Now the wait ends with the signal, and the run stops."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(4)
+        config = _config(tmp_path, tiny_model_path, events="null",
+                         mqtt=f"'mqtt://127.0.0.1:{hung.getsockname()[1]}'", mqtt_spool_dir=str(tmp_path / "spool"))
+        cmd = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(config), "--audio",
+               str(SAMPLES / "commands.wav"), "--headless"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            hung.settimeout(60)
+            connection, _ = hung.accept()  # the sink is waiting for the broker's CONNACK now
+            time.sleep(0.5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+            stop_s = time.monotonic() - started
+            connection.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped while waiting for broker" in err and "gave no answer" not in err, err
+    assert stop_s < 4.0, err

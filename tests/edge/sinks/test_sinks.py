@@ -6,8 +6,10 @@ import contextlib
 import io
 import json
 import os
+import logging
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from edgesense.sinks.base import CallbackSink, EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
 import edgesense.sinks.mqtt as mqtt_module
 from edgesense.sinks.mqtt import MqttOptions, MqttSink, mqtt_options_from_url
+from edgesense.sinks.spool import EventSpool
 from edgesense.types import CommandEvent, SceneEvent
 
 
@@ -490,6 +493,66 @@ def test_without_a_spool_events_that_never_reach_the_broker_are_counted_as_lost(
     sink.emit(scene())
     sink.close()
     assert sink.lost_events == 2
+
+
+def test_a_stop_while_the_broker_is_away_waits_one_publish_timeout_not_one_per_flush(tmp_path, caplog):
+    """edgesense run stopped (SIGTERM) while the broker is unreachable: the loop flushes its sinks at the end of
+    run() and again in close(); each flush waited publish_timeout_s for the same spooled events (10 s in all with
+    the default 5 s), though they stay spooled either way. A flush with nothing new emitted returns at once."""
+    caplog.set_level(logging.WARNING, logger="edgesense.sinks.mqtt")
+    sink = MqttSink(MqttOptions(host="127.0.0.1", port=free_port(), ha_discovery=False, publish_timeout_s=1.0,
+                                spool_dir=str(tmp_path / "spool")))
+    sink.emit(command())
+    started = time.monotonic()
+    sink.flush()  # Pipeline.run's end
+    first_s = time.monotonic() - started
+    sink.flush()  # Pipeline.close
+    second_s = time.monotonic() - started - first_s
+    sink.close()  # paho's thread sleeps up to 1 s between connection tries: close() waits for it to end
+    assert 0.9 <= first_s < 1.5 and second_s < 0.2 and time.monotonic() - started < first_s + 1.5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "not acknowledged" in w] == [
+        f"mqtt: 1 events not acknowledged within 1 s; they stay in the spool {tmp_path / 'spool'}"]
+    assert sink.lost_events == 0
+    with EventSpool(tmp_path / "spool") as spool:
+        assert len(spool) == 1  # kept for the broker's return
+
+
+def test_qos0_messages_paho_drops_when_a_hung_broker_is_let_go_are_counted_as_lost(start_broker):
+    """QoS 0 without a spool, and the broker hangs (stopped, not gone): paho queues messages on a socket that no
+    longer drains and, when keepalive gives up on it, drops them unsent, marking them lost (MQTT_ERR_CONN_LOST)
+    and "published" to end any wait_for_publish. The sink read that flag and took them for delivered: events
+    never sent were not counted in lost_events (the run could end with exit 0). Now each is counted."""
+    broker = start_broker("allow_anonymous true")
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, qos=0, ha_discovery=False, keepalive_s=5,
+                                reconnect_max_delay_s=1, publish_timeout_s=0.5))
+    sent = []
+    publish = sink._client.publish
+
+    def recording(topic, *args, **kwargs):  # the real publish; only keeps what it returned
+        info = publish(topic, *args, **kwargs)
+        sent.append((topic, info))
+        return info
+
+    sink._client.publish = recording
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    try:
+        label = "x" * 20_000  # fills the socket's buffers in a few hundred events
+        deadline = time.monotonic() + 4 * WAIT_S
+        t_ms = 0.0
+        while not any(info.rc == mqtt.MQTT_ERR_CONN_LOST for _, info in sent) and time.monotonic() < deadline:
+            for _ in range(20):
+                sink.emit(command(label=label, t_ms=t_ms))
+                t_ms += 1.0
+            time.sleep(0.05)
+        sink.flush()
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+        sink.close()
+    events = [info for topic, info in sent if topic == "edgesense/command"]
+    dropped = sum(info.rc == mqtt.MQTT_ERR_CONN_LOST for info in events)
+    never_sent = sum(info.rc != mqtt.MQTT_ERR_SUCCESS or not info._published for info in events)
+    assert dropped > 0 and sink.lost_events == never_sent
 
 
 def test_without_a_spool_events_sent_after_an_outage_are_not_kept_nor_counted_as_lost(broker):

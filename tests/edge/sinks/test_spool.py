@@ -89,10 +89,26 @@ def test_a_spool_that_stays_full_warns_once_not_at_every_event(tmp_path, caplog,
     assert len(caplog.records) == 3 and "dropped the 5 oldest" in caplog.records[-1].getMessage()  # said at close
 
 
+def test_an_event_larger_than_the_spool_is_said_to_be_too_large_not_the_oldest_dropped(tmp_path, caplog):
+    """max_bytes smaller than one event: the new event is dropped on arrival and the stored ones are kept, but the
+    warning said the spool was full and it had "dropped the 1 oldest undelivered event(s)"."""
+    caplog.set_level(logging.WARNING, logger="edgesense.sinks.spool")
+    with EventSpool(tmp_path, SpoolOptions(max_bytes=100, sync="off")) as spool:
+        spool.append("command", "x" * 20)
+        assert spool.append("command", "y" * 500) == -1
+        assert [e.payload for e in spool.read()] == ["x" * 20] and spool.dropped == 1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["spool: 1 new event(s) larger than the whole spool (max_bytes=100, the largest 500 bytes) "
+                        "dropped on arrival since the last warning, the stored ones kept; 1 dropped in all "
+                        "(said at most every 600 s)"]
+
+
 def test_spool_folder_is_locked_while_open(tmp_path):
     spool = EventSpool(tmp_path)
-    with pytest.raises(RuntimeError, match="in use"):
+    with pytest.raises(RuntimeError) as info:
         EventSpool(tmp_path)
+    assert str(info.value) == (f"spool_dir: expected a folder no other spool holds, got {str(tmp_path)!r}: it is "
+                               "in use by another EdgeSense process (or another sink in this one)")
     spool.close()
     EventSpool(tmp_path).close()  # released by close()
     (tmp_path / "file").write_text("x")
