@@ -60,7 +60,9 @@ class BankOptions:
     clips cut so that only ``partial_fraction_range`` of the word stays in the window, labelled
     ``_unknown_``. ``word_floor_db``: the word spans the 10 ms frames within this many dB of its
     loudest frame. ``silence_per_variant`` background windows at ``silence_dbfs_range`` and up to
-    ``other_speech_per_variant`` windows of other speech are added per variant.
+    ``other_speech_per_variant`` windows of other speech are added per variant. The range is each
+    window's level as drawn: like every row it then takes ``audio_augment``'s gain and noise, so the
+    trained rows span the range widened by ``gain_db_range`` (and up to 3 dB more at 0 dB SNR).
     ``real_rir_probability``: share of clips convolved with a real room response (when
     ``data.rirs`` names some), drawn before the synthetic rooms of ``audio_augment``.
 

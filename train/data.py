@@ -9,7 +9,9 @@ say which items the returned rows belong to.
 Splits are deterministic and stable across machines: audio by speaker with the
 Speech Commands ``which_set`` rule (sha1 of the speaker id), silence snippets cut from
 background noise by their recording's pool (:mod:`edgesense.train.pools`), images by a
-hash of the file stem.
+hash of the file stem. A ``_silence_`` folder's clips (named by a number, as in Speech Commands'
+test set) are split by name; the trainer leaves out of training those whose content is a stretch
+of an evaluation-pool recording (:func:`without_snippets_of`).
 """
 
 from __future__ import annotations
@@ -56,12 +58,14 @@ __all__ = [
     "load_images",
     "load_noise_pool",
     "load_speech_commands",
+    "snippet_sources",
     "speaker_of",
     "split_image_items",
     "split_key",
     "train_every_class",
     "split_items",
     "which_set",
+    "without_snippets_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +87,9 @@ _SUMMARY_EXAMPLES = 5  # skipped files named in LoadReport.summary()
 #: split_items warns when a split's share is off by more than this fraction of what was asked.
 _SPLIT_TOLERANCE = 0.5
 _MIN_ITEMS_TO_CHECK_SPLIT = 200
+#: snippet_sources: envelope hop (samples) of the coarse search, and the correlation that makes a match.
+_ENVELOPE_HOP = 8
+SNIPPET_MIN_CORRELATION = 0.9
 
 
 # --------------------------------------------------------------------------- items and reports
@@ -595,6 +602,79 @@ def load_noise_pool(paths: Sequence[Path], *, sample_rate_hz: int = 16000) -> tu
             continue
         kept.append(i)
     return pool, _finish("noise recordings", len(paths), kept, skipped)
+
+
+def _envelope(x: np.ndarray) -> np.ndarray:
+    """Mean magnitude over two hops, every ``_ENVELOPE_HOP`` samples: coarse, and little changed by an offset
+    that is not a whole number of hops."""
+    sums = np.concatenate([[0.0], np.cumsum(np.abs(np.asarray(x, np.float64)))])
+    return ((sums[2 * _ENVELOPE_HOP:] - sums[:-2 * _ENVELOPE_HOP]) / (2 * _ENVELOPE_HOP))[::_ENVELOPE_HOP]
+
+
+def _sliding_sums(x: np.ndarray, length: int) -> np.ndarray:
+    sums = np.concatenate([[0.0], np.cumsum(x)])
+    return sums[length:] - sums[:-length]
+
+
+def snippet_sources(snippets: Sequence[np.ndarray], recordings: Sequence[np.ndarray], *,
+                    min_correlation: float = SNIPPET_MIN_CORRELATION) -> list[int | None]:
+    """For each snippet, the index of the recording it was cut from (a stretch of it at any gain, as the
+    ``_silence_`` clips of Speech Commands' test set are cut from its background-noise recordings), or None:
+    the best offset of the envelopes' correlation, then the samples' correlation around it, at least
+    ``min_correlation``."""
+    prepared = []
+    for rec in recordings:
+        rec = np.asarray(rec, np.float64)
+        env = _envelope(rec) if rec.size > 2 * _ENVELOPE_HOP else np.zeros(0)
+        prepared.append((rec, env, np.concatenate([[0.0], np.cumsum(rec * rec)])))
+    out: list[int | None] = []
+    for snippet in snippets:
+        x = np.asarray(snippet, np.float64)
+        n, best, source = x.size, min_correlation, None
+        x_norm = float(np.sqrt(x @ x))
+        if x_norm == 0.0 or n <= 2 * _ENVELOPE_HOP:
+            out.append(None)
+            continue
+        ex = _envelope(x)
+        ex -= ex.mean()
+        ex_norm = float(np.sqrt(ex @ ex))
+        for i, (rec, env, energy) in enumerate(prepared):
+            if rec.size < n or ex_norm == 0.0:
+                continue
+            size = 1 << int(np.ceil(np.log2(env.size + ex.size)))
+            cc = np.fft.irfft(np.fft.rfft(env, size) * np.conj(np.fft.rfft(ex, size)), size)[:env.size - ex.size + 1]
+            sums, squares = _sliding_sums(env, ex.size), _sliding_sums(env * env, ex.size)
+            spread = np.sqrt(np.maximum(squares - sums * sums / ex.size, 1e-24))
+            hop = int(np.argmax(cc / spread)) * _ENVELOPE_HOP
+            first, last = max(0, hop - _ENVELOPE_HOP), min(rec.size - n, hop + _ENVELOPE_HOP)
+            if first > last:
+                continue
+            windows = np.lib.stride_tricks.sliding_window_view(rec[first:last + n], n)
+            norms = np.sqrt(np.maximum(energy[first + n:last + n + 1] - energy[first:last + 1], 1e-24))
+            score = float(np.max(windows @ x / (norms * x_norm)))
+            if score >= best:
+                best, source = score, i
+        out.append(source)
+    return out
+
+
+def without_snippets_of(items: Sequence[AudioItem], recordings: Sequence[Path], *, sample_rate_hz: int = 16000,
+                        label: str = SILENCE_LABEL) -> list[AudioItem]:
+    """``items`` less the whole-file clips of ``label`` that are stretches of one of ``recordings``
+    (:func:`snippet_sources`): a Speech Commands ``_silence_`` folder holds 1 s of its background-noise
+    recordings, named by a number, so a split by name cannot keep them apart from the noise's evaluation
+    pool (the trainer passes that pool). Each dropped clip is counted in a log line."""
+    candidates = [i for i, item in enumerate(items) if item.label == label and item.offset_ms is None]
+    if not candidates or not recordings:
+        return list(items)
+    pool, _ = load_noise_pool(list(recordings), sample_rate_hz=sample_rate_hz)
+    clips, report = load_noise_pool([items[i].path for i in candidates], sample_rate_hz=sample_rate_hz)
+    sources = snippet_sources(clips, pool)
+    dropped = {candidates[k] for k, source in zip(report.kept, sources) if source is not None}
+    if dropped:
+        logger.info("%d of %d %s clips are cut from recordings outside training (%s): left out of training",
+                    len(dropped), len(candidates), label, ", ".join(sorted({str(Path(p).name) for p in recordings})))
+    return [item for i, item in enumerate(items) if i not in dropped]
 
 
 def _image_path(item: Any) -> Path:

@@ -168,6 +168,9 @@ def load_dataset(config: TrainConfig) -> Dataset:
     noise_pools = split_recordings(noise_paths)
     evaluation_noise = set(noise_pools["evaluation"])  # the benchmark's stream backgrounds never train
     train_items = [it for it in train_items if it.offset_ms is None or it.path not in evaluation_noise]
+    # a _silence_ folder's clips are cut from background recordings too, named by a number: found by their content
+    train_items = datasets.without_snippets_of(train_items, noise_pools["evaluation"],
+                                               sample_rate_hz=config.audio_frontend.sample_rate_hz)
     synthetic_items: set = set()
     for root in cfg.synthetic_speech:  # synthesized voices are for training only
         synthesized = datasets.load_speech_commands(root, words=cfg.words).items

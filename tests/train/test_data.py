@@ -28,10 +28,12 @@ from edgesense.train.data import (
     load_images,
     load_noise_pool,
     load_speech_commands,
+    snippet_sources,
     speaker_of,
     split_image_items,
     split_items,
     which_set,
+    without_snippets_of,
 )
 from edgesense.train.hashing import MAX_NUM_WAVS_PER_CLASS, hash_percent
 from edgesense.train.pools import split_recordings
@@ -193,6 +195,45 @@ def test_held_out_recordings_follow_the_asked_bands(speech_root: Path) -> None:
     both = index.split(validation_percent=10, testing_percent=10)
     assert {it.path for it in both["validation"] if it.offset_ms is not None}
     assert {it.path for it in both["testing"] if it.offset_ms is not None}
+
+
+def test_silence_clips_cut_from_an_evaluation_recording_are_found_by_content_and_left_out(tmp_path: Path) -> None:
+    # Speech Commands' test set names its _silence_ clips by a number: 1 s of a background recording at some gain,
+    # written as 16-bit again. A clip of a recording kept for evaluation must not train (the benchmark's streams
+    # play that recording); a split by the clip's name cannot see where it came from.
+    rng = np.random.default_rng(3)
+    bike, tap = (0.2 * rng.standard_normal(RATE * 20), 0.2 * rng.standard_normal(RATE * 12))
+    for folder in ("noise", "_silence_"):
+        (tmp_path / folder).mkdir()
+    write_wav(tmp_path / "noise" / "exercise_bike.wav", bike.astype(np.float32), RATE)
+    write_wav(tmp_path / "noise" / "running_tap.wav", tap.astype(np.float32), RATE)
+    pieces = {"1024": 0.8 * bike[77_773:77_773 + RATE], "1041": 0.05 * bike[5 * RATE + 3:6 * RATE + 3],
+              "1050": 0.3 * tap[123_457:123_457 + RATE], "1060": 0.1 * rng.standard_normal(RATE)}
+    for name, samples in pieces.items():
+        write_wav(tmp_path / "_silence_" / f"{name}.wav", samples.astype(np.float32), RATE)
+    clips = [read_wav(tmp_path / "_silence_" / f"{name}.wav") for name in pieces]
+    recordings = [read_wav(tmp_path / "noise" / name) for name in ("exercise_bike.wav", "running_tap.wav")]
+    assert snippet_sources(clips, recordings) == [0, 0, 1, None]
+    items = [AudioItem(tmp_path / "_silence_" / f"{name}.wav", "_silence_", name) for name in pieces]
+    word = AudioItem(tmp_path / "_silence_" / "1024.wav", "yes", "aaaa1111")  # only silence clips are searched
+    kept = without_snippets_of([*items, word], [tmp_path / "noise" / "exercise_bike.wav"])
+    assert [it.speaker for it in kept] == ["1050", "1060", "aaaa1111"]
+    assert without_snippets_of(items, []) == items
+
+
+@pytest.mark.shared_data
+def test_no_real_silence_clip_of_the_evaluation_noise_trains(shared_data: Path) -> None:
+    # 34 of the shared _silence_ clips are 1 s of noise/exercise_bike.wav, which the noise's evaluation pool holds
+    # (the benchmark's evaluation streams play it); 24 of them fall in the training split of the shipped config.
+    evaluation = split_recordings(sorted((shared_data / "noise").glob("*.wav")))["evaluation"]
+    assert shared_data / "noise" / "exercise_bike.wav" in evaluation
+    index = load_speech_commands(shared_data / "speech_commands")
+    training = index.split(validation_percent=10, testing_percent=20, salt="edgesense")["training"]
+    silence = [it for it in training if it.label == "_silence_"]
+    bike = [read_wav(shared_data / "noise" / "exercise_bike.wav")]
+    assert sum(source == 0 for source in snippet_sources([read_wav(it.path) for it in silence], bike)) == 24
+    kept = without_snippets_of(training, evaluation)
+    assert len(training) - len(kept) == 24 and all(it.label == "_silence_" for it in set(training) - set(kept))
 
 
 # --------------------------------------------------------------------------- loading clips
