@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
     refuse_existing("--out", Path(args.out), force=args.force)
     if args.report is not None:  # and the report can be made once the model is written
-        from edgesense.quantize.convert import VALIDATION_FILE, read_npz
+        from edgesense.quantize.convert import VALIDATION_FILE, read_run_info, validation_arrays
         from edgesense.quantize.report import report_paths
 
         for path in report_paths(args.out, args.report or None):
@@ -84,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.run_dir).is_dir():
             if not validation.is_file():
                 raise ValueError(f"--report: expected the run's {VALIDATION_FILE} to compare on, got no {validation}")
-            read_npz(validation)  # a damaged one is said now, not after the model is written
+            # A damaged one, or one that does not fit the run, is said now, not after the model is written.
+            _, labels, audio_frontend, image_frontend = read_run_info(args.run_dir)
+            arrays = validation_arrays(validation, labels, audio_frontend, image_frontend)
+            if not len(arrays["audio_features"]) and not len(arrays["image"]):
+                raise ValueError(f"--report: expected clips or photos to compare on in {validation}, found none")
     run_dir = args.run_dir
     if args.qat:
         from edgesense.quantize.qat import default_out_dir, qat_finetune

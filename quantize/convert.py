@@ -55,6 +55,8 @@ __all__ = [
     "load_run",
     "load_calibration",
     "load_validation",
+    "read_run_info",
+    "validation_arrays",
     "convert_run",
     "convert_parts",
     "build_metadata",
@@ -208,10 +210,10 @@ def _require_run_files(run_dir: str | os.PathLike) -> Path:
     return path
 
 
-def load_run(run_dir: str | os.PathLike) -> RunFolder:
-    """Load and check a run folder (docs/CONTRACTS.md): model.keras, run.json, the parts."""
-    path = _require_run_files(run_dir)
-    model_path, run_path = path / MODEL_FILE, path / RUN_FILE
+def read_run_info(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, list[str]],
+                                                       AudioFrontendOptions, ImageFrontendOptions]:
+    """A run folder's checked run.json: (the JSON, its labels, audio frontend, image frontend); no Keras."""
+    run_path = _require_run_files(run_dir) / RUN_FILE
     try:
         info = json.loads(run_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -222,6 +224,14 @@ def load_run(run_dir: str | os.PathLike) -> RunFolder:
         raise ValueError(f"{run_path}: format_version: expected {RUN_FORMAT_VERSION}, "
                          f"got {info.get('format_version')!r}")
     labels, audio_frontend, image_frontend = labels_and_frontends(info, f"{run_path}:")
+    return info, labels, audio_frontend, image_frontend
+
+
+def load_run(run_dir: str | os.PathLike) -> RunFolder:
+    """Load and check a run folder (docs/CONTRACTS.md): model.keras, run.json, the parts."""
+    path = _require_run_files(run_dir)
+    model_path = path / MODEL_FILE
+    info, labels, audio_frontend, image_frontend = read_run_info(path)
 
     model = _load_keras_model(model_path)
     parts = {}
@@ -287,6 +297,11 @@ def _load_npz(path: Path, spec: Mapping[str, tuple[str, tuple[int, ...]]]) -> di
         if array.dtype != np.dtype(dtype) or tuple(array.shape[1:]) != tuple(tail):
             raise ValueError(f"{path}: {key}: expected {dtype} (N, {', '.join(map(str, tail))}), "
                              f"got {array.dtype} {array.shape}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            # An inf gives the calibrator an infinite int8 scale (the converter dies, SIGSEGV); a NaN moves it.
+            bad = np.argwhere(~np.isfinite(array))[0]
+            raise ValueError(f"{path}: {key}: expected finite values, got {array[tuple(bad)]} "
+                             f"(sample {int(bad[0])})")
         out[key] = array
     return out
 
@@ -301,21 +316,28 @@ def load_calibration(run: RunFolder) -> dict[str, np.ndarray]:
 
 def load_validation(run: RunFolder) -> dict[str, np.ndarray]:
     """validation.npz: audio_features, command_label, image, scene_label (docs/CONTRACTS.md)."""
-    arrays = _load_npz(run.path / VALIDATION_FILE, {
-        "audio_features": ("float32", run.audio_frontend.feature_shape),
+    return validation_arrays(run.path / VALIDATION_FILE, {"command": run.command_labels, "scene": run.scene_labels},
+                             run.audio_frontend, run.image_frontend)
+
+
+def validation_arrays(where: Path, labels: Mapping[str, Any], audio_frontend: AudioFrontendOptions,
+                      image_frontend: ImageFrontendOptions) -> dict[str, np.ndarray]:
+    """The checked arrays of the validation set ``where`` of a run of these ``labels`` ({'command': [...],
+    'scene': [...]}) and frontends (:func:`load_validation` without loading the model)."""
+    arrays = _load_npz(where, {
+        "audio_features": ("float32", audio_frontend.feature_shape),
         "command_label": ("int32", ()),
-        "image": ("uint8", run.image_frontend.input_shape),
+        "image": ("uint8", image_frontend.input_shape),
         "scene_label": ("int32", ()),
     })
-    where = run.path / VALIDATION_FILE
-    for data_key, label_key, labels in (("audio_features", "command_label", run.command_labels),
-                                        ("image", "scene_label", run.scene_labels)):
+    for data_key, label_key, names in (("audio_features", "command_label", labels["command"]),
+                                       ("image", "scene_label", labels["scene"])):
         if len(arrays[data_key]) != len(arrays[label_key]):
             raise ValueError(f"{where}: {label_key}: expected {len(arrays[data_key])} labels "
                              f"(one per {data_key}), got {len(arrays[label_key])}")
-        bad = arrays[label_key][(arrays[label_key] < 0) | (arrays[label_key] >= len(labels))]
+        bad = arrays[label_key][(arrays[label_key] < 0) | (arrays[label_key] >= len(names))]
         if bad.size:
-            raise ValueError(f"{where}: {label_key}: expected values in [0, {len(labels)}), got {int(bad[0])}")
+            raise ValueError(f"{where}: {label_key}: expected values in [0, {len(names)}), got {int(bad[0])}")
     return arrays
 
 

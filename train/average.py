@@ -9,7 +9,8 @@ mean out of the basin is left out.
 
 The runs must share labels, frontends, architecture and held-out split (checked before any
 weight is read); the averaged folder takes the first run's calibration and validation sets and records its
-ingredients and their validation figures in ``run.json``.
+ingredients and their validation figures in ``run.json``. Batch-norm moving means and variances are averaged
+like every other weight (not re-estimated on training data); ``--greedy`` judges each mean with them as they are.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from edgesense.app.cli import path_argument, refuse_file_in_the_way
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.train.config import CHECKPOINT_MONITORS, TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
 from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
 
@@ -77,14 +81,44 @@ def _check_same(runs: list[Path], infos: list[dict]) -> None:
 _VALIDATION_ARRAYS = ("audio_features", "command_label", "image", "scene_label")
 
 
-def _validation_arrays(path: Path) -> tuple[np.ndarray, ...]:
-    """The held-out set of the run ``path`` (numpy only: read before TensorFlow starts)."""
-    with np.load(path / "validation.npz") as data:
-        missing = [name for name in _VALIDATION_ARRAYS if name not in data.files]
-        if missing:
-            raise ValueError(f"runs {path}: expected validation.npz with {', '.join(_VALIDATION_ARRAYS)}, missing "
-                             f"{', '.join(missing)}")
-        return tuple(data[name] for name in _VALIDATION_ARRAYS)
+def _validation_arrays(path: Path, info: dict) -> tuple[np.ndarray, ...]:
+    """The held-out set of the run ``path`` of ``run.json`` ``info``, checked against its labels and frontends
+    (numpy only: read before TensorFlow starts)."""
+    where = path / "validation.npz"
+    try:
+        data = np.load(where, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            arrays = {name: data[name] for name in _VALIDATION_ARRAYS if name in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"runs {path}: expected validation.npz to be a NumPy .npz archive (numpy.savez), "
+                         f"got one that cannot be read ({exc or type(exc).__name__})") from None
+    missing = [name for name in _VALIDATION_ARRAYS if name not in arrays]
+    if missing:
+        raise ValueError(f"runs {path}: expected validation.npz with {', '.join(_VALIDATION_ARRAYS)}, missing "
+                         f"{', '.join(missing)}")
+    try:
+        shapes = {"audio_features": AudioFrontendOptions.from_dict(info.get("audio_frontend") or {}).feature_shape,
+                  "image": ImageFrontendOptions.from_dict(info.get("image_frontend") or {}).input_shape}
+    except ValueError as exc:
+        raise ValueError(f"runs {path}: run.json: {exc}") from None
+    labels = info.get("labels") if isinstance(info.get("labels"), dict) else {}
+    for data_key, label_key, head in (("audio_features", "command_label", "command"),
+                                      ("image", "scene_label", "scene")):
+        data, given = arrays[data_key], arrays[label_key]
+        if data.shape[1:] != tuple(shapes[data_key]):
+            raise ValueError(f"runs {path}: validation.npz {data_key}: expected (N, "
+                             f"{', '.join(map(str, shapes[data_key]))}) as run.json's frontend, got {data.shape}")
+        if given.ndim != 1 or given.dtype.kind not in "iu" or len(given) != len(data):
+            raise ValueError(f"runs {path}: validation.npz {label_key}: expected {len(data)} integer labels (one per "
+                             f"{data_key}), got {given.dtype} {given.shape}")
+        count = len(labels.get(head) or ())
+        bad = given[(given < 0) | (given >= count)]
+        if bad.size:
+            raise ValueError(f"runs {path}: validation.npz {label_key}: expected values in [0, {count}) "
+                             f"(run.json labels.{head}), got {int(bad[0])}")
+    return tuple(arrays[name] for name in _VALIDATION_ARRAYS)
 
 
 def _figure(figures: dict[str, float], key: str) -> str:
@@ -119,7 +153,7 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
             raise ValueError(f"runs {runs[0]}: expected a complete run folder with {name} (the average takes it "
                              f"from the first run), found none")
     _check_same(runs, infos)
-    held_out = _validation_arrays(runs[0])
+    held_out = _validation_arrays(runs[0], infos[0])
     key, mode, needs = CHECKPOINT_MONITORS[monitor]  # the validation figure training checkpoints by
     if greedy:  # it ranks and keeps by that figure: without the data behind it, it would keep every run unjudged
         sizes = {"clips": held_out[1].size, "photos": held_out[3].size}

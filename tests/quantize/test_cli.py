@@ -172,3 +172,38 @@ def test_a_flag_that_acts_only_with_another_is_refused_without_it(tiny_run_dir, 
 def test_unsupported_ops_message(unsupported_op_run, tmp_path, capsys):
     assert main(["quantize", str(unsupported_op_run), "--out", str(tmp_path / "m.tflite")]) == 2
     _assert_one_line_error(capsys.readouterr().err, "image_encoder", "MatrixDeterminant")
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan], ids=["inf", "nan"])
+def test_a_calibration_set_with_non_finite_features_is_refused_in_one_line(run_dir_copy, tmp_path, value):
+    # An inf crashed the converter (SIGSEGV, "scale out of expressed type range"); a NaN was calibrated on.
+    path = run_dir_copy / "calibration.npz"
+    data = dict(np.load(path))
+    data["audio_features"][2, 3, 4] = value
+    np.savez(path, **data)
+    result = _cli("quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    _assert_one_line_error(result.stderr, f"{path}: audio_features: expected finite values, got {value} (sample 2)")
+    assert not list(tmp_path.glob("*.tflite*")) and not list(tmp_path.glob(".m.tflite*"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: v.update(scene_label=v["scene_label"] + 5), "scene_label: expected values in [0, 3), got 5"),
+    (lambda v: v.update(command_label=v["command_label"][:3]), "command_label: expected 48 labels (one per "
+                                                               "audio_features), got 3"),
+    (lambda v: v.update(audio_features=v["audio_features"][:, :10]), "audio_features: expected float32 (N, 49, 40)"),
+    (lambda v: v.pop("image"), "missing array 'image'"),
+    (lambda v: v.update({key: array[:0] for key, array in v.items()}), "--report: expected clips or photos to "
+                                                                       "compare on in"),
+], ids=["label-range", "label-count", "shape", "missing", "empty"])
+def test_a_validation_set_that_does_not_fit_the_run_is_refused_before_the_model_is_written(
+        run_dir_copy, tmp_path, capsys, change, message):
+    # It was said only after the conversion, with the model written: the same command again met "--out exists".
+    path = run_dir_copy / "validation.npz"
+    data = dict(np.load(path))
+    change(data)
+    np.savez(path, **data)
+    out = tmp_path / "m.tflite"
+    assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, message)
+    assert not out.exists()

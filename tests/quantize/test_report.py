@@ -118,3 +118,18 @@ def test_report_rejects_a_model_with_another_frontend(tiny_run_dir, tiny_model_p
     (run / "run.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="scene labels differ"):
         build_report(run, tiny_model_path)
+
+
+@pytest.mark.parametrize("samples, lost", [(200, 1), (400, 2), (600, 3), (1000, 5)])
+def test_a_drop_of_exactly_the_budget_passes(samples, lost):
+    # The drop was the difference of two accuracies: 1 clip of 200 lost read 0.5000000000000004 points, a FAIL.
+    from edgesense.quantize.report import _head_stats
+
+    labels = np.zeros(samples, np.int64)
+    float_probs = np.tile([0.9, 0.1], (samples, 1))
+    float_probs[:samples // 10] = [0.1, 0.9]  # 90 % right
+    tflite_probs = float_probs.copy()
+    tflite_probs[samples // 10:samples // 10 + lost] = [0.1, 0.9]
+    stats = _head_stats(float_probs, tflite_probs, labels)
+    assert stats["accuracy_drop_points"] == 0.5 <= ReportOptions().max_accuracy_drop_points
+    assert stats["float_accuracy"] == 0.9 and stats["top1_agreement"] == 1 - lost / samples

@@ -193,3 +193,36 @@ def test_a_first_run_that_is_incomplete_or_repeated_is_refused_before_out_is_tou
     assert line == (f"{ERROR_PREFIX} runs {runs['first']}: the same run as {runs['first']}; expected distinct run "
                     "folders")
     assert not (tmp_path / "soup").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.write_bytes(b""), "expected validation.npz to be a NumPy .npz archive (numpy.savez), got one "
+                                         "that cannot be read ("),
+    (lambda path: path.write_bytes(path.read_bytes()[:200]), "expected validation.npz to be a NumPy .npz archive"),
+    (lambda path: _resave(path, command_label=lambda a: a[:3]), "validation.npz command_label: expected 48 integer "
+                                                                "labels (one per audio_features), got int"),
+    (lambda path: _resave(path, command_label=lambda a: a * 0 + 12), "validation.npz command_label: expected values "
+                                                                     "in [0, 12) (run.json labels.command), got 12"),
+    (lambda path: _resave(path, image=lambda a: a[:, :32]), "validation.npz image: expected (N, 96, 96, 3) as "
+                                                            "run.json's frontend, got (24, 32, 96, 3)"),
+    (lambda path: _as_npy(path), "expected validation.npz to be a NumPy .npz archive "
+                                   "(numpy.savez), got one that cannot be read (a single"),
+], ids=["empty", "truncated", "label-count", "label-range", "shape", "npy"])
+def test_a_first_run_whose_validation_set_is_damaged_is_refused_in_one_line(runs, tmp_path, damage, message):
+    # An empty file was a traceback (EOFError), a label count off "operands could not be broadcast together".
+    first = shutil.copytree(runs["first"], tmp_path / "first")
+    damage(first / "validation.npz")
+    for greedy in ((), ("--greedy",)):
+        line = only_line(edgesense("average", first, runs["near"], *greedy, "--out", tmp_path / "soup"))
+        assert line.startswith(f"{ERROR_PREFIX} runs {first}: {message}"), line
+    assert not (tmp_path / "soup").exists()
+
+
+def _resave(path, **changes):
+    data = dict(np.load(path))
+    np.savez(path, **{name: changes.get(name, lambda a: a)(array) for name, array in data.items()})
+
+
+def _as_npy(path):
+    with open(path, "wb") as handle:  # np.save(path) would add ".npy" to the name
+        np.save(handle, np.zeros(3))
