@@ -191,13 +191,30 @@ class VideoFileWriter:
                 self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*OUT_FOURCC), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"{self.path}: OpenCV cannot write {OUT_FOURCC} video here")
-        self._writer.write(image)
+        with quiet_opencv():  # a failed write (a full disk) is said once, by check(), not per frame
+            self._writer.write(image)
         self.frames += 1
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
+            with quiet_opencv():
+                self._writer.release()
             self._writer = None
+
+    def check(self) -> None:
+        """RuntimeError naming the file unless it reads back with every frame written (OpenCV's writer
+        reports no failed write: on a full disk it leaves a truncated file no player opens)."""
+        if not self.frames:
+            return
+        with quiet_opencv():
+            cap = cv2.VideoCapture(str(self.path))
+            try:
+                readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            finally:
+                cap.release()
+        if readable < self.frames:
+            raise RuntimeError(f"{self.path}: the overlaid video is incomplete ({max(readable, 0)} of {self.frames} "
+                               "frames can be read back): OpenCV could not write it; is the disk full?")
 
 
 def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
@@ -273,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     with user_names({str(config_path): f"--config {config_path}"} if args.config else {}):
         config = load_config(config_path)
     has_display, why = display_available()
+    if has_display and out is not None:  # said, not silently ignored: the window shows what the file would hold
+        _say(f"--out {out}: not written: the overlay is shown in the window (--out is for runs without a display)")
     pipeline = None
     live = False
     if has_display:
@@ -310,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop, pipeline:  # Ctrl-C ends the run as q does: events flushed, the summary
         stop.attach(pipeline)
         stats = pipeline.run(duration_s=args.duration_s)
-    if writer is not None:
-        _say(f"wrote {writer.frames} frames to {writer.path}")
     _say(stats.summary())
+    if writer is not None:
+        writer.check()  # closed with the pipeline
+        _say(f"wrote {writer.frames} frames to {writer.path}")
     return 0

@@ -37,6 +37,7 @@ GATE_LABEL = "gate"
 TICK_LENGTH_PX = 4
 SMALL_TEXT = 0.7  #: the meter's scale and the latency rows, relative to ``font_scale``
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+ELLIPSIS = "..."  #: what a text cut to fit its panel ends with (the Hershey fonts have ASCII only)
 
 
 # --------------------------------------------------------------------------- overlay
@@ -137,8 +138,8 @@ def overlay_regions(shape: tuple[int, ...], options: OverlayOptions = OverlayOpt
 
 
 def _panel(img: np.ndarray, box: Box, alpha: float) -> None:
-    x0, y0, x1, y1 = box
-    roi = img[y0:y1, x0:x1]
+    x0, y0, x1, y1 = (max(0, v) for v in box)  # a box past the frame's top or left edge (a tiny frame) is clipped,
+    roi = img[y0:y1, x0:x1]  # not wrapped round to its bottom or right by a negative index
     roi[:] = (roi.astype(np.float32) * (1 - alpha)).astype(np.uint8)
 
 
@@ -151,6 +152,19 @@ def _text_width(text: str, scale: float, thickness: int = 1) -> int:
     return int(width)
 
 
+def _fit(text: str, width_px: int, scale: float, thickness: int = 1, *, tail: str = "") -> str:
+    """``text + tail``, or with ``text`` cut to its longest start that fits ``width_px`` with ``ELLIPSIS``
+    after it (a long place name stays in its panel, its score still shown, instead of running over the
+    video and the meter)."""
+    if _text_width(text + tail, scale, thickness) <= width_px:
+        return text + tail
+    for end in range(len(text) - 1, 0, -1):
+        shorter = text[:end].rstrip() + ELLIPSIS + tail
+        if _text_width(shorter, scale, thickness) <= width_px:
+            return shorter
+    return ""
+
+
 def _level_y(dbfs: float, box: Box, floor_dbfs: float) -> int:
     """The row of ``dbfs`` on the bar ``box`` (0 dBFS at the top, the floor at the bottom)."""
     _, y0, _, y1 = box
@@ -159,15 +173,18 @@ def _level_y(dbfs: float, box: Box, floor_dbfs: float) -> int:
 
 
 def _draw_scene(out: np.ndarray, view: OverlayView, box: Box, options: OverlayOptions) -> None:
-    x0, y0, _, _ = box
+    x0, y0, x1, _ = box
     m, lh, scale = options.margin_px, options.line_height_px, options.font_scale
+    width = x1 - x0 - m
     _panel(out, box, options.panel_alpha)
-    scene = "scene: -" if view.scene_label is None else f"scene: {view.scene_label} {view.scene_score:.2f}"
+    scene = "scene: -" if view.scene_label is None else _fit(f"scene: {view.scene_label}", width, scale,
+                                                              tail=f" {view.scene_score:.2f}")
     _text(out, scene, (x0 + m // 2, y0 + lh), scale)
     if view.smoothed_label is not None and view.smoothed_label != view.scene_label:
         # The smoothed top runs ahead of the events (hysteresis, minimum hold): say so, dimmed.
-        _text(out, f"smoothed top: {view.smoothed_label} {view.smoothed_score:.2f}", (x0 + m // 2, y0 + 2 * lh),
-              scale * SMALL_TEXT, BGR_GREY)
+        smoothed = _fit(f"smoothed top: {view.smoothed_label}", width, scale * SMALL_TEXT,
+                        tail=f" {view.smoothed_score:.2f}")
+        _text(out, smoothed, (x0 + m // 2, y0 + 2 * lh), scale * SMALL_TEXT, BGR_GREY)
 
 
 def _draw_latency(out: np.ndarray, view: OverlayView, box: Box, options: OverlayOptions) -> None:
@@ -193,7 +210,7 @@ def _draw_meter(out: np.ndarray, view: OverlayView, regions: Mapping[str, Box], 
     cv2.rectangle(out, (bx0, by0), (bx1 - 1, by1 - 1), BGR_BLACK, -1)
     if view.level_dbfs is not None:
         top = _level_y(view.level_dbfs, bar, floor)
-        fraction = (by1 - top) / (by1 - by0)
+        fraction = (by1 - top) / max(1, by1 - by0)  # a frame too small for the bar has a bar of no height
         colour = BGR_RED if fraction >= LEVEL_RED_FRACTION else (
             BGR_AMBER if fraction >= LEVEL_AMBER_FRACTION else BGR_GREEN)
         if view.gate_threshold_dbfs is not None and not view.gate_open:
@@ -233,8 +250,8 @@ def draw_overlay(image: np.ndarray, view: OverlayView, options: OverlayOptions =
         blink = int(view.command_age_ms // options.blink_period_ms) % 2 == 0
         x0, y0, x1, y1 = regions["command"]
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), BGR_FLASH_A if blink else BGR_FLASH_B, -1)
-        _text(out, f"{view.command_label.upper()}  {view.command_score:.2f}", (x0 + m, y1 - (y1 - y0) // 3),
-              scale * 1.6, BGR_WHITE, 2)
+        command = _fit(view.command_label.upper(), x1 - x0 - 2 * m, scale * 1.6, 2, tail=f"  {view.command_score:.2f}")
+        _text(out, command, (x0 + m, y1 - (y1 - y0) // 3), scale * 1.6, BGR_WHITE, 2)
     _draw_latency(out, view, regions["latency"], options)
     _draw_meter(out, view, regions, options)
     return out

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import shlex
 import sys
 import threading
 import time
@@ -83,11 +84,16 @@ def label_problem(label: Any) -> str | None:
     if not isinstance(label, str) or not label:
         return "it is empty"
     if "/" in label or "\\" in label:
-        return "it contains a '/'"
+        return f"it contains a '{'/' if '/' in label else chr(92)}'"
     if ".." in label:
         return "it contains '..'"
     if any(c.isspace() for c in label):
         return "it contains whitespace"
+    hidden = next((c for c in label if not c.isprintable()), None)
+    if hidden is not None and 0xD800 <= ord(hidden) <= 0xDFFF:  # argv bytes that are not UTF-8 (surrogateescape)
+        return "it is not UTF-8 text"
+    if hidden is not None:  # "kitchen" + a pasted zero-width space: a second class that looks like the first
+        return f"it contains the invisible or control character U+{ord(hidden):04X}"
     if label.startswith("."):
         return "it starts with '.' (a hidden folder, which training skips)"
     if len(label.encode("utf-8", "surrogateescape")) + NAME_TAIL_CHARS > NAME_MAX_BYTES:
@@ -98,8 +104,8 @@ def label_problem(label: Any) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class RecordOptions:
-    """One recording session: ``label`` (the class folder's name: no '/', '..', whitespace or
-    leading '.', at most 230 bytes), ``seconds`` of sampling after the first full second of audio,
+    """One recording session: ``label`` (the class folder's name: no '/', '..', whitespace, invisible
+    characters or leading '.', at most 230 bytes), ``seconds`` of sampling after the first full second of audio,
     the scene rate from ``scheduler`` (a device config's ``scheduler:`` section) and the clip from
     ``frontend``; ``first_frame_timeout_s``: how long sampling waits for a camera frame (a camera
     that opens but delivers none is a RuntimeError then, not a recording that never ends)."""
@@ -113,8 +119,8 @@ class RecordOptions:
 
     def __post_init__(self) -> None:
         problem = label_problem(self.label)
-        require(problem is None, "label", f"a folder name without '/', '..', whitespace or a leading '.', of at "
-                f"most {NAME_MAX_BYTES - NAME_TAIL_CHARS} bytes ({problem})", self.label)
+        require(problem is None, "label", f"a folder name without '/', '..', whitespace, invisible characters or a "
+                f"leading '.', of at most {NAME_MAX_BYTES - NAME_TAIL_CHARS} bytes ({problem})", self.label)
         require(is_positive(self.seconds), "seconds", "a number of seconds > 0", self.seconds)
         require(isinstance(self.scheduler, SchedulerOptions), "scheduler", "SchedulerOptions", self.scheduler)
         require(isinstance(self.frontend, AudioFrontendOptions), "frontend", "AudioFrontendOptions", self.frontend)
@@ -449,7 +455,7 @@ class RecordPreview:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", required=True, metavar="NAME",
                         help="the place being recorded: the class folder's name "
-                             "(no '/', '..', whitespace or leading '.'; at most 230 bytes)")
+                             "(no '/', '..', whitespace, invisible characters or leading '.'; at most 230 bytes)")
     parser.add_argument("--seconds", required=True, metavar="N",
                         help="seconds of sampling (after the first full second of audio); about N x "
                              "scheduler.scene_rate_hz pairs")
@@ -516,9 +522,10 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
              f"lost samples, or the camera stalled)")
     _say(f"{result.pairs} pairs written to {where}{names}")
     if result.pairs:
+        adapted = shlex.quote(f"models/{out.resolve().name or 'my_places'}.tflite")  # a command to paste as it is
         _say(f"next: record your other places the same way (one run per place, the same --out), copy {out} to "
-             f"the desktop and adapt the model to them: edgesense adapt --model {BUNDLED_MODEL} --av {out} "
-             f"--out models/{out.resolve().name}.tflite (see {README_SECTION})")
+             f"the desktop and adapt the model to them: edgesense adapt --model {BUNDLED_MODEL} "
+             f"--av {shlex.quote(str(out))} --out {adapted} (see {README_SECTION})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -149,6 +151,35 @@ def test_command_banner_flashes_then_disappears(frame):
     assert np.array_equal(banner(1000.0), untouched)  # gone after command_flash_ms
 
 
+def test_long_labels_are_cut_to_their_panels_and_keep_their_scores(frame):
+    """A place name of the user's (``edgesense record --label`` takes up to 230 bytes) used to run out of its
+    panel over the video and the level meter."""
+    view = OverlayView(scene_label="my_grandmothers_living_room", scene_score=0.91,
+                       smoothed_label="the_kitchen_downstairs_on_the_left", smoothed_score=0.5,
+                       command_label="switch_on_the_lights_please", command_score=0.88, command_age_ms=10.0)
+    for shape in ((480, 640, 3), (240, 320, 3)):
+        image = frame[:shape[0], :shape[1]]
+        diff = changed(draw_overlay(image, view), image)
+        assert not outside(diff, overlay_regions(shape).values()).any(), shape
+    assert overlay_mod._fit("my_grandmothers_living_room", 150, 0.55, tail=" 0.91").endswith("... 0.91")
+    assert overlay_mod._fit("sea", 150, 0.55, tail=" 0.91") == "sea 0.91"  # what fits is left as it is
+
+
+@pytest.mark.parametrize("shape", [(36, 100, 3), (36, 36, 3), (120, 160, 3), (8, 8, 3), (1, 1, 3)])
+def test_a_tiny_frame_gets_a_clipped_overlay_not_an_error(shape):
+    """A 36-row frame (the meter's bar has no height) used to raise ZeroDivisionError; the latency panel of
+    one shorter than it (its box starts above the frame) darkened the frame's bottom rows instead (a negative
+    index wraps round)."""
+    image = np.full(shape, 150, np.uint8)
+    view = OverlayView(scene_label="sea", scene_score=0.9, level_dbfs=-20.0, gate_threshold_dbfs=-50.0,
+                       stage_ms={"fusion": 0.1})
+    out = draw_overlay(image, view)
+    assert out.shape == image.shape
+    x0, y0, x1, y1 = overlay_regions(shape)["latency"]
+    if y0 < 0 < y1 and x1 > x0 + 2:  # the panel reaches the top row: the frame is dark there under it
+        assert np.median(out[0, max(0, x0):x1]) < 100
+
+
 def test_overlay_rejects_bad_input_and_options():
     with pytest.raises(ValueError, match="image"):
         draw_overlay(np.zeros((10, 10), np.uint8), OverlayView())
@@ -248,6 +279,27 @@ def test_demo_never_replaces_a_users_file_unasked(tmp_path):
     assert mine.read_bytes() != b"my own video" and cv2.VideoCapture(str(mine)).read()[0]
 
 
+def test_a_full_disk_is_an_error_naming_the_video_not_a_report_of_frames_written(tmp_path):
+    """A full disk, as a real limit on the size of a file (RLIMIT_FSIZE: writes past it fail with EFBIG).
+    OpenCV's video writer reports no failed write: the demo used to say "wrote 41 frames to full.mp4" and
+    exit 0 over a truncated file no player opens, after a screenful of FFmpeg warnings."""
+    resource = pytest.importorskip("resource")
+    limit_bytes = 50_000  # a few frames of the sample video
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    out = tmp_path / "full.mp4"
+    proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "demo", "--out", str(out), "--duration-s", "4"],
+                          capture_output=True, text=True, preexec_fn=limit, env={**os.environ, **NO_DISPLAY},
+                          timeout=300, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith("edgesense: error: ") and f"{out}: the overlaid video is incomplete" in line, line
+    assert "is the disk full?" in line and "wrote " not in proc.stderr
+    assert "Failed to write frame" not in proc.stderr  # the one line says it, not FFmpeg per frame
+
+
 @pytest.mark.skipif(demo_mod._opencv_gui().upper() != "NONE", reason="this OpenCV has GUI support")
 def test_headless_opencv_says_exactly_what_to_install_for_the_window(tmp_path):
     proc = edgesense("demo", "--duration-s", "1", cwd=tmp_path,
@@ -322,6 +374,19 @@ def test_pressing_q_or_closing_the_window_ends_the_demo_cleanly(tmp_path, monkey
     assert window.shown == 5, "no frame after the user quit"
     assert "playing the bundled sample media instead" in err and "events:" in err  # the summary
     assert all(json.loads(line)["type"] in ("command", "scene") for line in out.splitlines())
+
+
+def test_out_with_a_window_is_said_not_to_be_written_not_silently_ignored(tmp_path, monkeypatch, capsys):
+    """--out is for runs without a display; with one the demo wrote nothing there and said nothing of it."""
+    config = tmp_path / "absent.yaml"
+    config.write_text(f"device: {{name: t}}\nmodel: {{path: {ROOT / 'models' / 'edgesense.tflite'}}}\n"
+                      "camera: {source: /dev/video-edgesense-absent}\naudio: {device: edgesense-absent-microphone}\n",
+                      encoding="utf-8")
+    FakeWindow(monkeypatch, after=3, key=ord("q"))
+    out = tmp_path / "overlaid.mp4"
+    assert main(["demo", "--config", str(config), "--out", str(out), "--duration-s", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"--out {out}: not written: the overlay is shown in the window" in err and not out.exists()
 
 
 # --------------------------------------------------------------------------- a speech-only model

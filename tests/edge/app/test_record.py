@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -138,6 +139,16 @@ def test_a_second_session_adds_files_without_touching_the_first(tmp_path, capsys
     prefixes = {name.rsplit("-", 1)[0] for name in first}, {name.rsplit("-", 1)[0] for name in added}
     assert len(prefixes[0]) == len(prefixes[1]) == 1 and prefixes[0] != prefixes[1]
     assert all(name.startswith("hall-") for name in second)
+
+
+def test_the_next_step_is_a_command_that_pastes_as_it_is_with_a_space_in_out(tmp_path, capsys):
+    """It used to print ``--av /tmp/My Places --out models/My Places.tflite``: pasted, adapt refused it."""
+    out = tmp_path / "My Places"
+    assert main(replay("--label", "den", "--seconds", 1, "--out", out)) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "next:" in x)
+    command = shlex.split(line.split("adapt the model to them: ", 1)[1].split(" (see ", 1)[0])
+    assert command == ["edgesense", "adapt", "--model", "models/edgesense.tflite", "--av", str(out), "--out",
+                       "models/My Places.tflite"]
 
 
 def test_media_that_ends_before_the_seconds_stops_and_says_how_many_pairs(tmp_path, capsys):
@@ -368,6 +379,11 @@ def test_progress_bar_redraws_on_a_terminal_and_writes_a_line_per_tenth_elsewher
     (("--label", "a/b", "--seconds", "5"), ("--label", "'/'", "got 'a/b'")),
     (("--label", "..", "--seconds", "5"), ("--label", "'..'", "got '..'")),
     (("--label", "my kitchen", "--seconds", "5"), ("--label", "whitespace", "got 'my kitchen'")),
+    (("--label", "a\\b", "--seconds", "5"), ("--label", "it contains a '\\'", "got 'a\\\\b'")),
+    # a zero-width space pasted with the name: a second class that prints like "kitchen" (it used to be one)
+    (("--label", "kitchen\u200b", "--seconds", "5"), ("--label", "invisible", "U+200B", "got 'kitchen\\u200b'")),
+    (("--label", "k\x1bx", "--seconds", "5"), ("--label", "control character U+001B", "got 'k\\x1bx'")),
+    (("--label", "k\udcfcx", "--seconds", "5"), ("--label", "it is not UTF-8 text")),  # Latin-1 bytes in argv
     (("--label", "k" * 231, "--seconds", "5"), ("--label", "at most 230 bytes", "too long", "got 'kkk")),
     (("--label", "k", "--seconds", "0"), ("--seconds", "> 0", "got 0")),
     (("--label", "k", "--seconds", "-3"), ("--seconds", "> 0", "got -3")),
