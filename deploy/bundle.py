@@ -47,14 +47,15 @@ from edgesense.deploy.resolve import (
 )
 from edgesense.app.cli import file_in_the_way
 from edgesense.deploy.targets import ARGUS_SOCKET, TARGETS, Target, _parse_python_version
-from edgesense.loop.config import load_config
+from edgesense.loop.config import DeviceConfig, load_config
 from edgesense.quantize.convert import portable_paths
+from edgesense.recognition.commands import CommandRecognizer
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
 from edgesense.runtime.model import METADATA_NAME, embedded_metadata, labels_and_frontends
 from edgesense.runtime.second_opinion import HEADS_KIND, StreamHeads
 from edgesense.runtime.speech_embedding import DISTRIBUTION, DISTRIBUTION_VERSION
 from edgesense.schema.yaml import update_yaml_file
-from edgesense.shipped import MODELS, shipped_config, shipped_path
+from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
 
 __all__ = ["BUNDLE_CONFIG", "BUNDLE_MODEL", "DeployOptions", "build_bundle"]
@@ -90,9 +91,10 @@ HEADS_PATH_FIELD = "second_opinion.heads_path"
 class DeployOptions:
     """What ``edgesense deploy`` writes (see the module docstring).
 
-    ``model_path``/``config_path`` default to the shipped ``models/edgesense.tflite`` and
-    ``firmware_configs/<target>.yaml`` (:mod:`edgesense.shipped`: the checkout's, or the
-    installed wheel's). ``wheels=False`` skips
+    ``config_path`` defaults to the shipped ``firmware_configs/<target>.yaml`` (:mod:`edgesense.shipped`:
+    the checkout's, or the installed wheel's); ``model_path`` to the model the config's ``model.path``
+    names, as ``edgesense run --config`` loads it (the shipped configs': the shipped
+    ``models/edgesense.tflite``). ``wheels=False`` skips
     resolution and downloads (the device installs from PyPI). ``edgesense_wheel``: a
     prebuilt EdgeSense wheel instead of ``pip wheel`` of the checkout. ``force``
     replaces an existing bundle in ``out_dir`` (only a folder with a MANIFEST.json).
@@ -150,6 +152,18 @@ def _render(text: str, values: Mapping[str, str]) -> str:
     return out
 
 
+def _config_model(config: DeviceConfig, config_path: Path) -> Path:
+    """The model ``config``'s ``model.path`` names (resolved against the config's folder, as ``edgesense run``
+    does): the one a bundle ships without ``--model``. ValueError naming the config and the field when it is
+    not a file."""
+    path = config.model_path
+    if not path.is_file():
+        found = "a folder" if path.is_dir() else "no such file"
+        raise ValueError(f"{config_path}: {MODEL_PATH_FIELD}: expected a .tflite file, got {path} ({found}); "
+                         f"pass --model to bundle another model")
+    return path
+
+
 def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
     try:
         data = path.read_bytes()
@@ -167,7 +181,7 @@ def _read_model(path: Path) -> tuple[bytes, dict[str, Any]]:
 
 
 def _check_wheel(path: Path) -> None:
-    """``--edgesense-wheel``: an existing ``.whl`` file that is a zip archive; ValueError otherwise."""
+    """``--edgesense-wheel``: an existing zip archive named as EdgeSense's wheel; ValueError otherwise."""
     if not path.is_file():
         raise ValueError(f"--edgesense-wheel {path}: no such file")
     if path.suffix != ".whl":
@@ -175,6 +189,17 @@ def _check_wheel(path: Path) -> None:
                          f"got {path.name!r}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"--edgesense-wheel {path}: expected a wheel (a zip archive), got a file that is not a zip")
+    # install.sh installs wheelhouse/edgesense-*.whl with pip, which reads the project and version from the name.
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        name, _, _, tags = parse_wheel_filename(path.name)
+    except InvalidWheelFilename:
+        name, tags = None, frozenset()
+    # Pure Python: py3-none-any (a copy renamed "...-any (1).whl" is a wheel pip refuses on every platform).
+    if name != "edgesense" or not any(t.abi == "none" and t.platform == "any" for t in tags):
+        raise ValueError(f"--edgesense-wheel {path}: expected EdgeSense's wheel, named like "
+                         f"edgesense-{__version__}-py3-none-any.whl, got {path.name!r}")
 
 
 def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
@@ -200,7 +225,8 @@ def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[b
 
 def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str, Any]) -> bytes | None:
     """The config's stream-heads file (``None`` without a second opinion), checked to be one whose
-    labels are the model's: ValueError naming the config field otherwise."""
+    labels are the model's (ValueError naming the config field otherwise), with the absolute paths in its
+    metadata shortened as the model's are (:func:`_portable_model`)."""
     if heads_path is None:
         return None
     where = f"{config_path}: {HEADS_PATH_FIELD}"
@@ -215,7 +241,18 @@ def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str
     labels = list((metadata.get("labels") or {}).get("command") or [])
     if list(heads.labels) != labels:
         raise ValueError(f"{where}: expected heads with the model's labels {labels}, got {list(heads.labels)}")
-    return data
+    # Its metadata names the student model and the data folders as train-stream-heads was given them.
+    return _portable_model(data, dict(heads.metadata), f"stream heads {heads_path}")[0]
+
+
+def _check_commands(config: DeviceConfig, config_path: Path, metadata: Mapping[str, Any], model_path: Path) -> None:
+    """The checks the device's loop makes of the config's ``commands`` against the model's command labels
+    (``class_thresholds`` naming words it has, ``max_context_unknown`` below 1 needing ``_unknown_``): a
+    config the bundled model does not fit is one line here, not a service that fails at every start."""
+    try:
+        CommandRecognizer(metadata["labels"]["command"], config.commands)
+    except ValueError as exc:
+        raise ValueError(f"{config_path}: commands.{exc} (model {model_path})") from None
 
 
 def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool = False) -> dict[str, Any]:
@@ -329,15 +366,17 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     """Write the bundle for ``options.target`` into ``options.out_dir`` (see :class:`DeployOptions`)."""
     target = TARGETS[options.target]
     python_version = options.python_version or target.python_version
-    model_path = options.model_path or shipped_path(MODELS, Path(BUNDLE_MODEL).name)
     config_path = options.config_path or shipped_config(target.config_name)
 
     # Everything that can fail without side effects happens first: no half-written bundle.
     static = static_resolution(target, python_version=python_version, extras=options.extras)
     _check_deployable(static)
-    model_bytes, metadata = _portable_model(*_read_model(model_path), f"model {model_path}")
     config = load_config(config_path)  # the same checks, and the same one-line errors, as edgesense run
+    # Without --model, the model the config names (a user's own config points at their own model).
+    model_path = options.model_path or _config_model(config, config_path)
+    model_bytes, metadata = _portable_model(*_read_model(model_path), f"model {model_path}")
     heads_bytes = _read_heads(config.second_opinion.heads_path, config_path, metadata)
+    _check_commands(config, config_path, metadata, model_path)
     if options.edgesense_wheel is not None:
         _check_wheel(options.edgesense_wheel)
     resolution = static

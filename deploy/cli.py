@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, choices=list(TARGETS), help="the device kind")
     parser.add_argument("--out", required=True, type=path_argument, help="bundle folder to write (new or empty)")
     parser.add_argument("--model", type=path_argument, default=None,
-                        help="model to bundle (default models/edgesense.tflite)")
+                        help="model to bundle (default: the one the config's model.path names)")
     parser.add_argument("--config", type=path_argument, default=None,
                         help="device config to bundle (default firmware_configs/<target>.yaml)")
     parser.add_argument("--no-wheels", action="store_true",

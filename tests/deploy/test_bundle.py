@@ -948,3 +948,89 @@ def test_an_extra_given_twice_is_required_once(tmp_path, inputs, own_wheel):
                       "--extra", "mqtt", "--extra", "mqtt") == 0
     requirements = (out / "requirements.txt").read_text().lower()
     assert requirements.count("paho-mqtt") == 1, requirements
+
+
+def test_without_model_the_configs_own_model_is_bundled(tmp_path, capsys, small_wheel):
+    """A user's config naming their own model (model.path), deployed without --model: that model ships, not
+    the shipped models/edgesense.tflite under a config rewritten to point at it."""
+    mine = write_tflite(tmp_path / "mine" / "adapted.tflite", metadata={**METADATA, "model_version": "mine-1"})
+    config = tmp_path / "mine" / "kitchen.yaml"
+    config.write_text("device:\n  name: kitchen\nmodel:\n  path: adapted.tflite   # my own\n", encoding="utf-8")
+    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
+    out = tmp_path / "bundle"
+    assert main(["deploy", "--target", "rpi5", "--out", str(out), "--config", str(config), *common]) == 0
+    manifest = check_manifest(out)
+    assert (out / "models" / "edgesense.tflite").read_bytes() == mine.read_bytes()
+    assert manifest["model"]["source"] == "adapted.tflite"
+    assert json.loads((out / "models" / "edgesense.metadata.json").read_text())["model_version"] == "mine-1"
+    assert re.search(r"\n  path: models/edgesense\.tflite +# my own\n", (out / "config.yaml").read_text())
+    capsys.readouterr()
+    # A config whose model.path names no file (a shipped config copied elsewhere): one line naming the field.
+    config.write_text("device:\n  name: kitchen\nmodel:\n  path: ../models/edgesense.tflite\n", encoding="utf-8")
+    assert main(["deploy", "--target", "rpi5", "--out", str(tmp_path / "b2"), "--config", str(config), *common]) == 2
+    missing = tmp_path / "models" / "edgesense.tflite"
+    assert capsys.readouterr().err == (f"edgesense: error: {config}: model.path: expected a .tflite file, got "
+                                       f"{missing} (no such file); pass --model to bundle another model\n")
+    assert not (tmp_path / "b2").exists()
+
+
+@pytest.mark.parametrize("name", ["edgesense_tools-0.1.0-py3-none-any.whl", "edgesense-0.1.0-py3-none-any (1).whl",
+                                  "numpy-2.0.0-cp311-cp311-manylinux_2_17_x86_64.whl"])
+def test_edgesense_wheel_must_be_named_as_edgesenses_wheel(tmp_path, inputs, capsys, small_wheel, name):
+    """install.sh installs wheelhouse/edgesense-*.whl with pip: another project's wheel (none found there) or a
+    renamed copy (a name pip refuses) made a bundle that failed on the device."""
+    model, config = inputs("rpi5")
+    wheel = tmp_path / name
+    shutil.copy(small_wheel, wheel)
+    out = tmp_path / "a"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(wheel)) == 2
+    assert capsys.readouterr().err == (f"edgesense: error: --edgesense-wheel {wheel}: expected EdgeSense's wheel, "
+                                       f"named like edgesense-{bundle_mod.__version__}-py3-none-any.whl, "
+                                       f"got {name!r}\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("commands", "message"), [
+    ("  class_thresholds: {lights: 0.6}\n",
+     "commands.class_thresholds: expected labels of the model ['_silence_', 'yes'], got ['lights']"),
+    ("  max_context_unknown: 0.5\n",
+     "commands.max_context_unknown: expected 1 for a model without an '_unknown_' label, got 0.5"),
+])
+def test_a_config_the_model_does_not_fit_is_refused(tmp_path, inputs, capsys, small_wheel, commands, message):
+    """A config tuned for another model (per-word thresholds, the context rule) was bundled, and the device's
+    service failed at every start ('class_thresholds: expected labels of the model ...')."""
+    model, config = inputs("rpi5")
+    config.write_text(config.read_text() + "commands:\n" + commands, encoding="utf-8")
+    out = tmp_path / "a"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 2
+    assert capsys.readouterr().err == f"edgesense: error: {config}: {message} (model {model})\n"
+    assert not out.exists()
+
+
+def test_build_machine_paths_in_the_heads_do_not_ship(tmp_path, small_wheel):
+    """train-stream-heads writes the student model and the data folders as it was given them (absolute paths of
+    the build machine's home): cut in the bundled heads as in the model (docs/DEPLOY.md: they never ship)."""
+    from edgesense.shipped import MODELS, shipped_path
+
+    data = shipped_path(MODELS, "stream_heads.tflite").read_bytes()
+    raw = read_metadata(data, "edgesense")
+    metadata = {**json.loads(raw), "options": {},  # room for the longer paths in the same bytes
+                "student": {"name": "mine", "path": "/home/builder/edgesense/models/edgesense.tflite"},
+                "hard_negatives": {"folders": ["/home/builder/data/mined"], "windows": 3}}
+    text = json.dumps(metadata).encode()
+    assert len(text) <= len(raw)
+    heads = tmp_path / "heads.tflite"
+    heads.write_bytes(data.replace(raw, text.ljust(len(raw), b" ")))
+    config = tmp_path / "rpi5.yaml"
+    config.write_text(f"device:\n  name: x\nsecond_opinion:\n  heads_path: {heads}\n", encoding="utf-8")
+    model = shipped_path(MODELS, "edgesense.tflite")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    bundled = (out / "models/stream_heads.tflite").read_bytes()
+    assert b"/home/builder" not in bundled
+    shipped = json.loads(read_metadata(bundled, "edgesense"))
+    assert shipped["student"] == {"name": "mine", "path": "models/edgesense.tflite"}
+    assert shipped["hard_negatives"] == {"folders": ["data/mined"], "windows": 3}
+    assert {k: v for k, v in shipped.items() if k not in ("student", "hard_negatives")} == {
+        k: v for k, v in metadata.items() if k not in ("student", "hard_negatives")}
+    check_manifest(out)
