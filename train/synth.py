@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -38,7 +40,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -53,9 +55,11 @@ from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
 __all__ = [
+    "ALREADY_THERE",
     "DEFAULT_PIPER_VOICES",
     "DEFAULT_UNKNOWN_WORDS",
     "HOMOPHONES",
+    "RESERVED_EXPECTED",
     "DEFAULT_VARIANTS",
     "DEFAULT_VOICES",
     "ENGINES",
@@ -69,8 +73,10 @@ __all__ = [
     "available_variants",
     "available_voices",
     "draw_parameters",
+    "earlier_clips",
     "engine_speakers",
     "espeak_speaker",
+    "is_reserved",
     "peak_normalised",
     "run",
     "says_a_command",
@@ -78,6 +84,7 @@ __all__ = [
     "speaker_name",
     "synthesize_commands",
     "word_list",
+    "write_new_wav",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,9 +112,18 @@ DEFAULT_UNKNOWN_WORDS = (
     "again", "maybe", "never", "always",
 )
 #: Words that sound like a command word (or nearly: "of" is kept, talk is full of it). An
-#: ``_unknown_`` clip of one would teach the model that the command itself is not a command.
+#: ``_unknown_`` clip of one would teach the model that the command itself is not a command. Beside
+#: the default commands, Speech Commands' other words that have one ("for" beside "four").
 HOMOPHONES = {"no": ("know", "knows", "noh"), "right": ("write", "writes", "rite", "wright"),
-              "up": ("upp",), "go": ("goe",), "off": ("awf",)}
+              "up": ("upp",), "go": ("goe",), "off": ("awf",),
+              "one": ("won",), "two": ("to", "too"), "four": ("for", "fore"), "eight": ("ate",)}
+#: Voice, variant, package and program names of the synthesizers kept for evaluation: flite and
+#: festival, their voices (kal, slt, awb, rms, ...; CMU ARCTIC's speakers, whom flite's and festival's
+#: cmu_us_* voices are made of; the mbrola us1-3 voices festival speaks with). Never training data.
+_RESERVED_PATTERN = re.compile(r"flite|festival|festvox|cmu[-_]?us|(?<!l2)arctic|^mb-us\d|"
+                               r"^(kal|kal16|kal-diphone|ked|rab|don|awb|rms|slt|text2wave)$", re.IGNORECASE)
+RESERVED_EXPECTED = ("no flite or festival voice (those synthesizers and their voices are kept for evaluation "
+                     "and never feed training)")
 #: Synthesis engines, in the order their clips are planned.
 ENGINES = ("espeak", "piper")
 #: Installed packages whose ``*.onnx`` + ``*.onnx.json`` files are piper voices.
@@ -128,9 +144,21 @@ _BUILTIN_UNKNOWN_NAMES = ("default", "auto")  # --unknown-words values that sele
 
 def says_a_command(token: str, words: Sequence[str]) -> bool:
     """Whether ``token`` is one of ``words`` or sounds like one (:data:`HOMOPHONES`), in any case
-    (a synthesizer says "No" as "no")."""
-    token, words = token.lower(), [w.lower() for w in words]
-    return token in words or any(token in HOMOPHONES.get(word, ()) for word in words)
+    (a synthesizer says "No" as "no"), or says one among the words it joins with ``-`` (a
+    synthesizer says "go-kart" as "go kart", "follow-up" as "follow up")."""
+    parts = token.lower().split("-")
+    for word in (w.lower() for w in words):
+        for said in (word, *HOMOPHONES.get(word, ())):
+            run = said.split("-")
+            if any(parts[i:i + len(run)] == run for i in range(len(parts) - len(run) + 1)):
+                return True
+    return False
+
+
+def is_reserved(name: str) -> bool:
+    """Whether ``name`` (a voice, variant, voice package or program) is one of the synthesizers kept
+    for evaluation (:data:`_RESERVED_PATTERN`), in any case and whatever folder a program lies in."""
+    return bool(_RESERVED_PATTERN.search(Path(name).name))
 
 
 def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:
@@ -205,6 +233,12 @@ class SynthOptions:
         require(isinstance(self.variants, tuple) and len(self.variants) > 0 and all(
             isinstance(v, str) and re.match(r"^[A-Za-z0-9]*$", v) for v in self.variants),
             "variants", "a non-empty tuple of espeak-ng variant names ('' = none)", self.variants)
+        for name in ("voices", "variants", "piper_voices"):
+            reserved = [v for v in getattr(self, name) if is_reserved(v)]
+            require(not reserved, name, RESERVED_EXPECTED, reserved)
+        require(isinstance(self.espeak_binary, str) and not is_reserved(self.espeak_binary), "espeak_binary",
+                "espeak-ng's program, not flite's or festival's (kept for evaluation, never training data)",
+                self.espeak_binary)
         _check_int_range("speed_wpm_range", self.speed_wpm_range, 80, _MAX_SPEED_WPM)
         _check_int_range("pitch_range", self.pitch_range, 0, 99)
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
@@ -231,11 +265,14 @@ class SynthReport:
     counts: dict[str, int]
     speakers: tuple[str, ...]
     elapsed_s: float
+    already_there: int = 0  # planned clips the folder held already, byte for byte (--force, the same seed)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
         text = (f"wrote {len(self.written)} clips to {self.out_dir} ({counts}) from {len(self.speakers)} "
                 f"synthetic speakers in {self.elapsed_s:.1f} s")
+        if self.already_there:
+            text += f"; {ALREADY_THERE.format(self.already_there, 'clips')}"
         if self.failed:
             text += f"; {len(self.failed)} failed, e.g. {self.failed[0][0].name}: {self.failed[0][1]}"
         return text
@@ -350,6 +387,8 @@ def _piper_voice_files(package: str) -> list[Path]:
                            f"{VOICES_INSTALL_HINT}") from None
     models = sorted(Path(str(dist.locate_file(f))) for f in (dist.files or ()) if str(f).endswith(".onnx"))
     models = [m for m in models if m.is_file() and m.with_name(m.name + ".json").is_file()]
+    reserved = [m.stem for m in models if is_reserved(m.stem)]
+    require(not reserved, f"--piper-voices {package}", RESERVED_EXPECTED, reserved)
     if not models:
         raise RuntimeError(f"{package} {dist.version} holds no piper voice (NAME.onnx + NAME.onnx.json): "
                            f"{VOICES_INSTALL_HINT}")
@@ -399,9 +438,43 @@ class _Piper:
 # --------------------------------------------------------------------------- one clip
 
 
-def _render(job: SpeakJob, options: SynthOptions, speak: _Speak) -> Path:
+#: What a report adds when planned files were in the folder already (count, "clips" or "sentences").
+ALREADY_THERE = "{} {} already there, the same bytes (the same --seed): not written again"
+
+
+def earlier_clips(jobs: Sequence[SpeakJob]) -> dict[Path, frozenset[str]]:
+    """The SHA-256 of each WAV file in the folders ``jobs`` write into, by folder (read before they run)."""
+    found: dict[Path, frozenset[str]] = {}
+    for folder in sorted({job.path.parent for job in jobs}):
+        if folder.is_dir():
+            found[folder] = frozenset(hashlib.sha256(path.read_bytes()).hexdigest()
+                                      for path in folder.glob("*.wav") if path.is_file())
+    return found
+
+
+def write_new_wav(path: Path, samples: np.ndarray, sample_rate_hz: int,
+                  earlier: Mapping[Path, frozenset[str]]) -> Path | None:
+    """Write ``samples`` to ``path`` whole: into a hidden ``.part`` file beside it, renamed once
+    complete, so a run stopped in any way leaves no half-written WAV. None, and nothing written, when
+    a WAV that was in that folder before the run (``earlier``: :func:`earlier_clips`) holds the same
+    bytes: the same seed again (e.g. an interrupted run run again with ``--force``) adds no copy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        write_wav(part, samples, sample_rate_hz)
+        if hashlib.sha256(part.read_bytes()).hexdigest() in earlier.get(path.parent, frozenset()):
+            return None
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
+
+
+def _render(job: SpeakJob, options: SynthOptions, speak: _Speak,
+            earlier: Mapping[Path, frozenset[str]] | None = None) -> Path | None:
     """Speak ``job`` (once more, just fast enough, when it is too long for a clip), then
-    peak-normalise and centre it in a clip and write it."""
+    peak-normalise and centre it in a clip and write it (:func:`write_new_wav`: None when the
+    folder held that clip already)."""
     n = options.clip_samples
     speech = speak(job, 1.0)
     if speech.size > n:  # too slow for one clip: say it again just fast enough
@@ -413,8 +486,7 @@ def _render(job: SpeakJob, options: SynthOptions, speak: _Speak) -> Path:
     clip = np.zeros(n, dtype=np.float32)
     start = (n - speech.size) // 2
     clip[start:start + speech.size] = peak_normalised(speech, job, options)
-    job.path.parent.mkdir(parents=True, exist_ok=True)
-    return write_wav(job.path, clip, options.sample_rate_hz)
+    return write_new_wav(job.path, clip, options.sample_rate_hz, earlier or {})
 
 
 def peak_normalised(speech: np.ndarray, job: SpeakJob, options: SynthOptions) -> np.ndarray:
@@ -561,7 +633,8 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
                         force: bool = False) -> SynthReport:
     """Synthesise ``options.words`` (and unknown words) into ``out_dir`` in the Speech Commands layout.
     A folder that holds files is a ValueError unless ``force`` (then the clips join those already
-    there, none written over: :func:`_plan`); every engine is checked (a missing
+    there, none written over: :func:`_plan`, and none written twice: a clip the folder holds byte for
+    byte, from the same seed, is not written again); every engine is checked (a missing
     espeak-ng, piper or voice package is a RuntimeError naming what to install); both before
     anything is written."""
     out_dir = Path(out_dir)
@@ -569,22 +642,23 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
     speakers, piper = engine_speakers(options)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = _plan(out_dir, options, speakers)
+    earlier = earlier_clips(jobs)
     started = time.perf_counter()
     try:
-        done, failed = speak_jobs(jobs, options, piper, lambda job, speak: _render(job, options, speak))
+        done, failed = speak_jobs(jobs, options, piper, lambda job, speak: _render(job, options, speak, earlier))
     except SpeakInterrupted as stop:
         logger.warning("interrupted: wrote %d of the %d clips planned into %s, each one whole (usable as it is); "
-                       "for them all, run again into an empty --out (with --force here, a full set joins them)",
-                       len(stop.done), len(jobs), out_dir)
+                       "for the rest, run the same command again with --force (what it wrote is not written "
+                       "twice)", sum(path is not None for _, path in stop.done), len(jobs), out_dir)
         raise
-    written = [path for _, path in done]
+    written = [path for _, path in done if path is not None]
     ok = set(written)
     counts = Counter(job.label for job in jobs if job.path in ok)
     labels = list(options.words) + ([UNKNOWN_LABEL] if counts[UNKNOWN_LABEL] else [])
     report = SynthReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed),
                          counts={label: counts[label] for label in labels},
                          speakers=tuple(sorted({j.speaker for j in jobs if j.path in ok})),
-                         elapsed_s=time.perf_counter() - started)
+                         elapsed_s=time.perf_counter() - started, already_there=len(done) - len(written))
     return report  # its summary is the result `edgesense synth-commands` prints (stdout): not logged too
 
 
@@ -614,7 +688,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (voices, speeds, pitches)")
     parser.add_argument("--force", action="store_true",
-                        help="write into a folder that already holds files (beside them: none is written over)")
+                        help="write into a folder that already holds files (beside them: none is written over, "
+                             "none written twice: a clip it holds byte for byte, from the same --seed, is skipped)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="espeak-ng processes at a time; piper's onnxruntime threads")
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from edgesense.app.cli import path_argument, refuse_files_in
-from edgesense.frontend.wav import write_wav
 from edgesense.schema.validate import is_int, require
 from edgesense.train import synth
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
@@ -156,20 +155,24 @@ class TalkReport:
     seconds: float
     speakers: tuple[str, ...]
     elapsed_s: float
+    already_there: int = 0  # planned sentences the folder held already, byte for byte (--force, the same seed)
 
     def summary(self) -> str:
         text = (f"wrote {len(self.written)} sentences ({self.seconds / 60:.1f} min of talk) to {self.out_dir} from "
                 f"{len(self.speakers)} synthetic speakers in {self.elapsed_s:.1f} s")
+        if self.already_there:
+            text += f"; {synth.ALREADY_THERE.format(self.already_there, 'sentences')}"
         if self.failed:
             text += f"; {len(self.failed)} failed, e.g. {self.failed[0][0].name}: {self.failed[0][1]}"
         return text
 
 
-def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions) -> float:
-    """Speak and write one sentence; returns its length in seconds."""
+def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions, earlier) -> float | None:
+    """Speak and write one sentence (:func:`edgesense.train.synth.write_new_wav`); returns its length
+    in seconds, None when the folder held it already."""
     speech = synth.peak_normalised(speak(job, 1.0), job, options)
-    job.path.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(job.path, speech, options.sample_rate_hz)
+    if synth.write_new_wav(job.path, speech, options.sample_rate_hz, earlier) is None:
+        return None
     return speech.size / options.sample_rate_hz
 
 
@@ -189,7 +192,8 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
     each engine's speakers taken round robin in a random order. A folder that holds files is a
     ValueError unless ``force``; a missing engine or voice is a RuntimeError naming what to
     install; both before anything is written. With ``force`` the sentences join those already
-    there (none is written over) and ``transcripts.txt`` gains their lines."""
+    there (none is written over, none written twice: one the folder holds byte for byte, from the
+    same seed, is skipped) and ``transcripts.txt`` gains their lines."""
     voices = options.voices
     out_dir = Path(out_dir)
     refuse_files_in("--out", out_dir, force=force)
@@ -209,24 +213,26 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
             taken[speaker] += 1
             jobs.append(synth.SpeakJob(path=path, label="talk", word=sentence, engine=engine, voice=voice,
                                        variant=variant, **synth.draw_parameters(engine, voices, rng)))
+    earlier = synth.earlier_clips(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        done, failed = synth.speak_jobs(jobs, voices, piper, lambda job, speak: _say(job, speak, voices),
+        done, failed = synth.speak_jobs(jobs, voices, piper, lambda job, speak: _say(job, speak, voices, earlier),
                                         unit="sentence")
     except synth.SpeakInterrupted as stop:
-        _add_transcripts(out_dir, jobs, {job.path for job, _ in stop.done})
+        said = {job.path for job, duration_s in stop.done if duration_s is not None}
+        _add_transcripts(out_dir, jobs, said)
         logger.warning("interrupted: wrote %d of the %d sentences planned into %s, each one whole and in %s "
-                       "(usable as it is); for them all, run again into an empty --out (with --force here, a full "
-                       "set joins them)", len(stop.done), len(jobs), out_dir, TRANSCRIPTS_NAME)
+                       "(usable as it is); for the rest, run the same command again with --force (what it wrote "
+                       "is not written twice)", len(said), len(jobs), out_dir, TRANSCRIPTS_NAME)
         raise
-    written = [job.path for job, _ in done]
-    seconds = sum(duration_s for _, duration_s in done)
+    written = [job.path for job, duration_s in done if duration_s is not None]
+    seconds = sum(duration_s for _, duration_s in done if duration_s is not None)
     ok = set(written)
     _add_transcripts(out_dir, jobs, ok)
     report = TalkReport(out_dir=out_dir, written=tuple(sorted(written)), failed=tuple(failed), seconds=seconds,
                         speakers=tuple(sorted({job.path.parent.name for job in jobs if job.path in ok})),
-                        elapsed_s=time.perf_counter() - started)
+                        elapsed_s=time.perf_counter() - started, already_there=len(done) - len(written))
     return report  # its summary is the result `edgesense synth-talk` prints (stdout): not logged too
 
 
@@ -250,7 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="espeak-ng processes at a time; piper's onnxruntime threads")
     parser.add_argument("--force", action="store_true",
                         help="write into a folder that already holds files (beside them: none is written over, "
-                             "transcripts.txt gains the new sentences)")
+                             "none written twice, transcripts.txt gains the new sentences)")
 
 
 #: Option fields as the flags a user types (messages name the flag, not the field).

@@ -310,3 +310,89 @@ def test_a_command_word_in_another_case_is_no_unknown_word():
         SynthOptions(words=("yes", "no"), unknown_words=("No",))
     with pytest.raises(ValueError, match="words: expected no duplicates"):
         SynthOptions(words=("yes", "Yes"))
+
+
+def test_unknown_words_that_join_a_command_with_a_hyphen_are_refused(tmp_path: Path) -> None:
+    # espeak-ng says "go-kart" as "go kart": an _unknown_ clip of it says the command "go" as a word of its own
+    line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--words", "go,up,right",
+                               "--unknown-words", "go-kart,follow-up,Write-Off,bed,cargo,upper"))
+    assert line == ("edgesense: error: --unknown-words: expected no command words nor homophones of them, got "
+                    "['go-kart', 'follow-up', 'Write-Off']")
+    assert not (tmp_path / "out").exists()
+    assert says_a_command("lights-on-now", ("lights-on",)) and says_a_command("LIGHTS-ON", ("lights-on",))
+    assert not says_a_command("lights", ("lights-on",)) and not says_a_command("on-lights", ("lights-on",))
+    assert not says_a_command("ago", ("go",)) and not says_a_command("goal-keeper", ("go",))
+
+
+def test_speech_commands_numbers_have_their_homophones_refused() -> None:
+    # "four" is a Speech Commands word: "for" said as _unknown_ would teach that the command is none
+    for word, homophone in (("four", "for"), ("four", "fore"), ("two", "too"), ("eight", "ate"), ("one", "won")):
+        with pytest.raises(ValueError, match=rf"unknown_words: expected no command words nor homophones of them, "
+                                             rf"got \['{homophone}'\]"):
+            SynthOptions(words=(word,), unknown_words=("bed", homophone))
+    assert SynthOptions(words=("four",), unknown_words=("forward", "fourteen")).unknown_words
+
+
+@pytest.mark.parametrize(("flag", "value", "got"), [
+    ("--voices", "en-us,flite", "['flite']"),
+    ("--voices", "festival", "['festival']"),
+    ("--voices", "kal", "['kal']"),
+    ("--voices", "mb-us1", "['mb-us1']"),
+    ("--piper-voices", "cmu-us-arctic-voice", "['cmu-us-arctic-voice']"),
+])
+def test_flite_and_festival_voices_are_refused_saying_why(tmp_path: Path, flag: str, value: str, got: str) -> None:
+    for command in ("synth-commands", "synth-talk"):
+        line = only_line(edgesense(command, "--out", tmp_path / "out", "--engine", "all", flag, value))
+        assert line == (f"edgesense: error: {flag}: expected no flite or festival voice (those synthesizers and "
+                        f"their voices are kept for evaluation and never feed training), got {got}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_option_can_name_flite_or_festival() -> None:
+    from edgesense.train.synth import DEFAULT_VARIANTS, DEFAULT_VOICES, is_reserved
+
+    for fields in ({"variants": ("", "Kal16")}, {"piper_voices": ("festvox-kal",)},
+                   {"voices": ("en-us", "cmu-us-slt")}):
+        with pytest.raises(ValueError, match=rf"^{next(iter(fields))}: expected no flite or festival voice"):
+            SynthOptions(**fields)
+    for binary in ("flite", "/usr/bin/festival", "/opt/bin/text2wave"):
+        with pytest.raises(ValueError, match="^espeak_binary: expected espeak-ng's program, not flite's"):
+            SynthOptions(espeak_binary=binary)
+    assert is_reserved("en_US-arctic-medium") and not is_reserved("en_US-l2arctic-medium")
+    assert not any(map(is_reserved, (*DEFAULT_VOICES, *DEFAULT_VARIANTS, *DEFAULT_PIPER_VOICES, "espeak-ng")))
+
+
+def test_a_piper_voice_package_holding_a_flite_voice_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from edgesense.train.synth import _piper_voice_files
+
+    site = tmp_path / "site"
+    (site / "voices").mkdir(parents=True)
+    names = ["voices/en_US-joe-medium.onnx", "voices/en_US-arctic-medium.onnx"]
+    for name in names:
+        (site / name).write_bytes(b"onnx")
+        (site / f"{name}.json").write_text("{}")
+    info = site / "my_voices-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-voices\nVersion: 1.0\n")
+    (info / "RECORD").write_text("".join(f"{n},,\n{n}.json,,\n" for n in names))
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(ValueError, match=r"^--piper-voices my-voices: expected no flite or festival voice .*"
+                                         r"got \['en_US-arctic-medium'\]$"):
+        _piper_voice_files("my-voices")
+
+
+@needs_espeak
+def test_force_with_the_same_seed_adds_no_copies_of_the_clips_there(tmp_path: Path) -> None:
+    args = ("synth-commands", "--out", tmp_path, "--words", "yes", "--unknown-words", "bed,tree", "--seed", "5")
+    assert edgesense(*args, "--per-word", "3").returncode == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.wav")}
+    assert len(before) == 6
+    again = edgesense(*args, "--per-word", "3", "--force")  # the same seed: the same clips, not a copy of each
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("wrote 0 clips") and "; 6 clips already there, the same bytes" in again.stdout
+    more = edgesense(*args, "--per-word", "5", "--unknown-clips", "3", "--force")  # the same draws first: 2 + 0 new
+    assert more.returncode == 0, more.stderr
+    wavs = sorted(tmp_path.rglob("*.wav"))
+    assert len({p.read_bytes() for p in wavs}) == len(wavs), "a clip written twice"
+    assert all(before[p] == p.read_bytes() for p in before)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no .part file left behind

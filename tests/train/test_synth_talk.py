@@ -58,7 +58,9 @@ def test_writes_one_sentence_per_file_with_its_transcript(tmp_path: Path) -> Non
         assert 0.5 < np.abs(x).max() <= 1.0 and len(sentence.split()) >= 4
     with pytest.raises(ValueError, match="--out: expected a new or empty folder"):
         synthesize_talk(tmp_path / "talk", options)  # never written into without being asked
-    assert len(synthesize_talk(tmp_path / "talk", options, force=True).written) == 4
+    again = synthesize_talk(tmp_path / "talk", options, force=True)  # the same seed: the same sentences
+    assert again.written == () and again.already_there == 4 and "4 sentences already there" in again.summary()
+    assert len(list((tmp_path / "talk").rglob("*.wav"))) == 4 and len(lines) == 4
 
 
 @needs_espeak
@@ -127,3 +129,30 @@ def test_ctrl_c_stops_at_once_and_lists_the_sentences_written(tmp_path: Path) ->
     listed = [line.split("\t")[0] for line in (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
     assert sorted(listed) == written
     assert f"interrupted: wrote {len(written)} of the 600 sentences planned into {out}" in err
+
+
+def test_a_command_word_the_talk_says_a_homophone_of_is_refused(tmp_path: Path) -> None:
+    # "four" (a Speech Commands word) beside talk full of "for": every sentence would teach it is no command
+    line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--words", "yes,four"))
+    assert line == ("edgesense: error: --words: expected command words that the talk vocabulary never says, got "
+                    "['preposition: for (four)', 'sentence: for (four)']")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_espeak
+def test_an_interrupted_run_run_again_with_force_completes_it_without_copies(tmp_path: Path) -> None:
+    out = tmp_path / "talk"
+    argv = ["synth-talk", "--out", str(out), "--sentences", "30", "--voices", "en-us", "--workers", "1"]
+    code, err = interrupted_once_a_wav_is_under(argv, out)
+    assert code == 130, err
+    first = {p: p.read_bytes() for p in out.rglob("*.wav")}
+    assert 0 < len(first) < 30 and "run the same command again with --force" in err
+    again = edgesense(*argv, "--force")
+    assert again.returncode == 0, again.stderr
+    assert f"; {len(first)} sentences already there, the same bytes" in again.stdout
+    wavs = sorted(out.rglob("*.wav"))
+    assert len(wavs) == 30 and len({p.read_bytes() for p in wavs}) == 30  # the full set, and no sentence twice
+    assert all(first[p] == p.read_bytes() for p in first)
+    listed = [line.split("\t")[0] for line in (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
+    assert sorted(listed) == sorted(p.relative_to(out).as_posix() for p in wavs)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no .part file left behind
