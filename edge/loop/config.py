@@ -30,8 +30,10 @@ and the line: ``firmware_configs/rpi4.yaml:34: commands.threshold: expected a nu
 YAML file** (not the working directory), so a config and its model can be moved together: the bundled
 ``firmware_configs/*.yaml`` say ``../models/edgesense.tflite``, and a deploy bundle with
 ``config.yaml`` next to ``models/`` can keep the default ``models/edgesense.tflite``. ``~``
-is expanded. After :func:`load_config`, ``config.model.path`` is absolute. Other paths
-(``outputs.events``, a camera device path) are used as written.
+is expanded. After :func:`load_config`, ``config.model.path`` is absolute. The outputs' paths
+(``outputs.events``, ``outputs.mqtt_spool_dir``) have ``~`` expanded too (it was a folder named
+``~`` in the working directory) and are otherwise used as written (relative to the working
+directory, as ``edgesense run --events`` is); so is a camera device path.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ RENAMED_FIELDS: Mapping[str, str] = {
 }
 #: (section, field, default) of the paths that resolve against the config's folder.
 PATH_FIELDS = (("model", "path", DEFAULT_MODEL_PATH), ("second_opinion", "heads_path", None))
+#: (section, field) of the paths used as written but for ``~``, which is expanded.
+HOME_PATH_FIELDS = (("outputs", "events"), ("outputs", "mqtt_spool_dir"))
 _NODE_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]+")
 _DEFAULT_NODE_ID = "edgesense"
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
@@ -170,6 +174,10 @@ class DeviceConfig:
         lines = lines or {}
         if isinstance(data, Mapping):
             _refuse_renamed(data, source, lines)
+            for section, name in HOME_PATH_FIELDS:
+                values = data.get(section)
+                if isinstance(values, Mapping) and isinstance(values.get(name), str) and values[name].startswith("~"):
+                    data = {**data, section: {**values, name: os.path.expanduser(values[name])}}
             if base_dir is not None:
                 for section, name, default in PATH_FIELDS:
                     values = {} if data.get(section) is None else data[section]

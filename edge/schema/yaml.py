@@ -2,7 +2,9 @@
 
 * **YAML 1.2** (ruamel.yaml): only ``true``/``false`` are booleans, so ``words: [yes, no, on,
   off]`` are words and ``vad_enabled: yes`` is the string ``'yes'`` (which the field's check
-  then refuses); ``1e-6`` is a number.
+  then refuses); ``1e-6`` is a number, ``0750`` is 750. A ``%YAML`` directive of another version
+  (``%YAML 1.1``, under which ruamel would read ``on``/``off`` as booleans and ``0750`` as 488)
+  is refused, naming its line.
 * **Strict**: a key written twice in one mapping is an error naming the file, the line and the
   key (YAML 1.1 loaders silently keep the last value).
 * **Located**: every key keeps its line, so a later error about a field (a wrong type, an
@@ -160,7 +162,29 @@ def _read_text(path: Path, *, newline: str | None = None) -> str:
         raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+#: A ``%YAML`` directive's version (the directives come before a document's first content line).
+_VERSION_DIRECTIVE = re.compile(r"%YAML[ \t]+(?P<version>[^ \t#]*)")
+_VERSION = "1.2"
+
+
+def _refuse_other_version(text: str, where: str) -> None:
+    """ValueError for a ``%YAML`` directive of another version than 1.2: ruamel would read a
+    ``%YAML 1.1`` file by YAML 1.1's rules (``on``/``off``/``yes``/``no`` booleans, ``0750`` octal)
+    and fail with an assertion on ``%YAML 1.3``."""
+    for number, line in enumerate(text.removeprefix(_BOM).splitlines(), _FIRST_LINE):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith("%"):
+            return  # ``---`` or the document's content: no directive comes after it
+        directive = _VERSION_DIRECTIVE.match(line)
+        if directive is not None and directive.group("version") != _VERSION:
+            raise ValueError(f"{where}:{number}: expected YAML {_VERSION} (no %YAML line, or %YAML {_VERSION}), "
+                             f"got %YAML {directive.group('version')}: every EdgeSense file is read as YAML "
+                             f"{_VERSION}, where yes/no/on/off are words and 0750 is 750")
+
+
 def _parse(text: str, where: str) -> Any:
+    _refuse_other_version(text, where)
     try:
         return _parser().load(text)
     except YAMLError as exc:

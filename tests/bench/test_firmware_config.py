@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import os
 import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -126,6 +130,93 @@ def test_the_config_keeps_its_permissions(tmp_path):
     update_firmware_config(path, CHOSEN)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_yaml_mapping(path)["commands"]["threshold"] == 0.85
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_the_config_keeps_its_owner_and_group(tmp_path):
+    """``sudo edgesense bench --write-config`` on a user's (or the service's) config: the file was replaced by one
+    of root's, which its user could then no longer edit (or, at mode 0600, the service no longer read)."""
+    path = _device_yaml(tmp_path, "device:\n  name: t\ncommands:\n  threshold: 0.7\n")
+    os.chown(path, 65534, 65534)
+    path.chmod(0o640)
+    update_firmware_config(path, CHOSEN)
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
+    assert load_yaml_mapping(path)["commands"]["threshold"] == 0.85
+
+
+def test_a_failed_write_leaves_the_file_and_nothing_else(tmp_path):
+    """A full disk while the new file is written (here: a file size limit): one line, the config as it was, and no
+    partial temporary file beside it (it was left there, and the error was an OSError naming that file)."""
+    text = "device:\n  name: t\ncommands:\n  threshold: 0.7\n# " + "x" * 3000 + "\n"
+    path = _device_yaml(tmp_path, text)
+    script = ("import resource, signal, sys\n"
+              "from edgesense.bench.firmware_config import update_firmware_config\n"
+              "from edgesense.recognition.commands import CommandRecognizerOptions\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))\n"
+              "try:\n"
+              "    update_firmware_config(sys.argv[1], CommandRecognizerOptions(threshold=0.85))\n"
+              "except Exception as exc:\n"
+              "    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == f"ValueError {path}: cannot write it (File too large); the file is left as it was"
+    assert path.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+_AS_ANOTHER_USER = """import os, sys
+from edgesense.bench.firmware_config import check_firmware_config, update_firmware_config
+from edgesense.recognition.commands import CommandRecognizerOptions
+if os.geteuid() == 0:  # the test runs as root: act as an ordinary user (once imported: root's Python may be closed)
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+for path in sys.argv[1:]:
+    for call in (check_firmware_config, lambda p: update_firmware_config(p, CommandRecognizerOptions(threshold=0.85))):
+        try:
+            call(path)
+            print("written")
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+"""
+
+
+def test_a_config_this_user_could_not_write_in_place_is_refused_before_the_run():
+    """A read-only config was replaced all the same (the new file renamed over it), one in a folder the user may not
+    write was an OSError after the whole run, and another user's file became this user's."""
+    root = os.geteuid() == 0
+    with tempfile.TemporaryDirectory() as name:  # not tmp_path: its parents are closed to another user
+        top = Path(name)
+        text = "device:\n  name: t\ncommands:\n  threshold: 0.7\n"
+        (top / "closed").mkdir()
+        files = {"read-only": top / "ro.yaml", "closed folder": top / "closed" / "c.yaml"}
+        for path in files.values():
+            path.write_text(text)
+        files["read-only"].chmod(0o444)
+        if root:  # the user the script becomes owns the top folder and the files, not the closed folder
+            files["another's"] = top / "theirs.yaml"
+            files["another's"].write_text(text)
+            files["another's"].chmod(0o666)
+            for path in (top, files["read-only"], files["closed folder"]):
+                os.chown(path, 65534, 65534)
+        else:
+            (top / "closed").chmod(0o555)
+        top.chmod(0o755)
+        try:
+            done = subprocess.run([sys.executable, "-c", _AS_ANOTHER_USER, *map(str, files.values())],
+                                  capture_output=True, text=True, timeout=120)
+        finally:
+            (top / "closed").chmod(0o755)
+        lines = done.stdout.splitlines()
+        assert len(lines) == 2 * len(files), done.stderr
+        expected = {"read-only": "expected a file this user may write, got a read-only one (mode 0444",
+                    "closed folder": f"expected a file in a folder this user may write (the new file is written "
+                                     f"beside it, then renamed over it), got {top / 'closed'}, which this user may not",
+                    "another's": "expected a file of this user (uid 65534) in one of its groups, got another's"}
+        for i, (kind, path) in enumerate(files.items()):
+            for line in lines[2 * i:2 * i + 2]:
+                assert line.startswith(f"ValueError {path}: {expected[kind]}"), (kind, line)
+            assert path.read_text() == text and not list(path.parent.glob(".*.tmp"))
 
 
 def test_the_cli_refuses_a_duplicate_key_before_the_benchmark_runs(tmp_path, capsys):

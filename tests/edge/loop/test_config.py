@@ -82,6 +82,30 @@ def test_model_path_absolute_and_home(tmp_path, monkeypatch):
         str(tmp_path / "home" / "m.tflite")
 
 
+def test_the_outputs_paths_expand_home_and_are_otherwise_as_written(tmp_path, monkeypatch):
+    # ``mqtt_spool_dir: ~/spool`` made a folder named "~" in the working directory (a trap: ``rm -rf ~``), and
+    # ``events: ~/events.jsonl`` was refused as a file in a folder that does not exist.
+    from edgesense.sinks.spool import EventSpool
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    path = write(tmp_path, "device: {name: a}\noutputs: {events: ~/events.jsonl, mqtt: 'mqtt://localhost:1883', "
+                           "mqtt_spool_dir: ~/spool}\n")
+    outputs = load_config(path).outputs
+    assert (outputs.events, outputs.mqtt_spool_dir) == (str(home / "events.jsonl"), str(home / "spool"))
+    spool = EventSpool(outputs.mqtt_spool_dir)
+    spool.close()
+    assert (home / "spool").is_dir() and not list(work.iterdir())
+    outputs = load_config(write(tmp_path, "device: {name: a}\noutputs: {events: out/e.jsonl, mqtt_spool_dir: s}\n"
+                                )).outputs
+    assert (outputs.events, outputs.mqtt_spool_dir) == ("out/e.jsonl", "s")  # relative: to the working directory
+    outputs = load_config(write(tmp_path, "device: {name: a}\n")).outputs
+    assert (outputs.events, outputs.mqtt_spool_dir) == ("-", "auto")
+
+
 def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default(tmp_path):
     assert not load_config(write(tmp_path, "device: {name: a}\n")).second_opinion.enabled
     config = load_config(write(tmp_path, "device: {name: a}\nsecond_opinion: {heads_path: m/heads.tflite, "

@@ -48,6 +48,25 @@ def test_yaml_reads_exponents_as_numbers_as_yaml_1_2_does(tmp_path):
     assert parse_yaml_value("1e-6") == 1e-6 and parse_yaml_value("no") == "no"
 
 
+def test_a_yaml_1_1_directive_is_refused_not_read_by_yaml_1_1_rules(tmp_path):
+    # "%YAML 1.1" switched ruamel to 1.1's rules: class_thresholds {on: 0.8} got the key True, ``enabled: off``
+    # was false and ``suppression_ms: 0750`` was 488, silently; "%YAML 1.3" was an AssertionError traceback.
+    path = tmp_path / "device.yaml"
+    body = "---\ndevice:\n  name: t\ncommands:\n  suppression_ms: 0750\n  class_thresholds: {on: 0.8, off: 0.8}\n"
+    for version in ("1.1", "1.3", "1.0"):
+        path.write_text(f"# my device\n%YAML {version}\n{body}")
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:2: expected YAML 1\.2 \(no %YAML line, "
+                                             rf"or %YAML 1\.2\), got %YAML {re.escape(version)}: .*0750 is 750$"):
+            load_config(path)
+        with pytest.raises(ValueError, match=r":2: expected YAML 1\.2"):
+            update_yaml_file(path, {"commands.threshold": 0.7})
+    path.write_bytes(b"\xef\xbb\xbf%YAML 1.2\n" + body.encode())
+    config = load_config(path)
+    assert config.commands.suppression_ms == 750 and dict(config.commands.class_thresholds) == {"on": 0.8, "off": 0.8}
+    path.write_text("device:\n  name: '%YAML 1.1'\n")  # not a directive
+    assert load_config(path).device.name == "%YAML 1.1"
+
+
 def test_an_explicit_string_tag_is_a_string(tmp_path):
     # "!!str 123" is YAML 1.2's way to say the string "123"; it was refused as "got TaggedScalar".
     path = tmp_path / "device.yaml"
