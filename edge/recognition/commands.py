@@ -151,7 +151,8 @@ class CommandRecognizer:
         self.last_result: RecognitionResult | None = None
 
     def reset(self) -> None:
-        """Forget the window and re-arm every word (the loop calls it when the energy gate closes)."""
+        """Forget the window, the context and the last event (its suppression), and re-arm every word (the loop
+        calls it when the energy gate closes)."""
         self._results.clear()
         self._context.clear()
         self._last_t_ms = None

@@ -7,6 +7,12 @@ frames is an outage when it is longer than ``window_ms``, ``min_hold_ms`` and :d
 times the shortest interval seen before it (the camera's cadence: a slow scene rate is not an
 outage; the first interval after a start or :meth:`SceneSmoother.reset`, with no cadence yet, is
 judged by the window and the hold alone).
+
+Heartbeats keep their period: they fall due every ``heartbeat_ms`` after the change, and each comes on the
+first frame at or after its due time; a late frame delays one heartbeat, not the ones after it (frames every
+500 ms and ``heartbeat_ms`` 1200 give heartbeats 1000 or 1500 ms apart, every 1200 ms on average, not every
+1500). Due times that pass without a frame (an outage) are not made up: one heartbeat on the first frame
+back, the next at the next due time.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ SMOOTHING_METHODS = ("ema", "window")
 #: An interval between frames longer than this many times the shortest one (and than the window and the
 #: hold) is an outage, not hold time.
 GAP_FACTOR = 2.0
+#: Frame times within this much before a heartbeat's due time count as on it (float rounding of live clocks).
+HEARTBEAT_TOLERANCE_MS = 1e-6
+#: More due times passed than this since the last heartbeat (a period of a few ulps) restart the count at the frame.
+MAX_MISSED_HEARTBEATS = 2.0 ** 52
 #: The longest ``window_ms``: an hour (``window`` smoothing keeps every frame of it, so a longer one grows for
 #: as long as the loop runs).
 MAX_WINDOW_MS = 3_600_000.0
@@ -43,7 +53,7 @@ class SceneSmootherOptions:
     """Scene smoothing: ``smoothing`` "ema" (time constant ``window_ms``) or "window" (mean over ``window_ms``);
     a new label must lead the current one by more than ``hysteresis_margin`` for ``min_hold_ms``
     (of frames: an outage restarts the hold, see the module docstring); a heartbeat every ``heartbeat_ms``
-    while the label holds (``None``: no heartbeats)."""
+    while the label holds, on the first frame at or after each due time (``None``: no heartbeats)."""
 
     smoothing: str = "ema"
     window_ms: float = 2000.0
@@ -81,7 +91,8 @@ class SceneSmoother:
         self._current: int | None = None
         self._candidate: int | None = None
         self._candidate_since_ms = 0.0
-        self._last_emit_ms = 0.0
+        self._changed_ms = 0.0  # heartbeats fall due at _changed_ms + k * heartbeat_ms, k >= _heartbeats
+        self._heartbeats = 1
         self._shortest_interval_ms = math.inf  # the camera's cadence (see GAP_FACTOR)
 
     @property
@@ -123,14 +134,28 @@ class SceneSmoother:
                 self._candidate, self._candidate_since_ms = top, t_ms
             if t_ms - self._candidate_since_ms >= self.options.min_hold_ms:
                 self._current, self._candidate = top, None
-                self._last_emit_ms = t_ms
+                self._changed_ms, self._heartbeats = t_ms, 1
                 return self._event(top, t_ms, "change", None if current is None else self.labels[current],
                                    latency_ms)
-        heartbeat = self.options.heartbeat_ms
-        if current is not None and heartbeat is not None and t_ms - self._last_emit_ms >= heartbeat:
-            self._last_emit_ms = t_ms
+        if current is not None and self._heartbeat_due(t_ms):
             return self._event(current, t_ms, "heartbeat", None, latency_ms)
         return None
+
+    def _heartbeat_due(self, t_ms: float) -> bool:
+        """Whether a heartbeat is due at ``t_ms`` (and move to the next due time after it); see the module
+        docstring. The due time is computed from the change each time: adding an inexact period drifts."""
+        period = self.options.heartbeat_ms
+        if period is None:
+            return False
+        due_ms = self._changed_ms + self._heartbeats * period
+        if t_ms < due_ms - HEARTBEAT_TOLERANCE_MS:
+            return False
+        missed = (t_ms - due_ms + HEARTBEAT_TOLERANCE_MS) / period
+        if missed < MAX_MISSED_HEARTBEATS:
+            self._heartbeats += math.floor(missed) + 1
+        else:  # a period far below a frame interval (5e-324 ms): a heartbeat on every frame, counted from here
+            self._changed_ms, self._heartbeats = t_ms, 1
+        return True
 
     def _outage_before(self, t_ms: float) -> bool:
         """Whether the frames stopped between the previous update and ``t_ms`` (see :data:`GAP_FACTOR`)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import found, require
 
 
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
@@ -19,7 +21,10 @@ def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
 
 def _check_scores(scores: Any, count: int, name: str) -> np.ndarray:
     """``scores`` as a float64 copy (a caller may refill its array for the next hop) of shape ``(count,)``."""
-    x = np.array(scores, dtype=np.float64)
+    try:
+        x = np.array(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {count} numbers, got {found(scores)}") from None
     if x.shape != (count,):
         raise ValueError(f"{name}: expected shape ({count},), got {x.shape}")
     if not np.all(np.isfinite(x)):
@@ -27,9 +32,20 @@ def _check_scores(scores: Any, count: int, name: str) -> np.ndarray:
     return x
 
 
+def _as_time(t_ms: Any) -> float:
+    """``t_ms`` as a float, NaN when it is no real number (numpy's numbers are: times often come from an array)."""
+    if not isinstance(t_ms, numbers.Real) or isinstance(t_ms, bool):
+        return math.nan
+    try:
+        return float(t_ms)
+    except OverflowError:  # an int past a float's range
+        return math.nan
+
+
 def _check_time(t_ms: Any, previous: float | None) -> float:
-    if not is_number(t_ms):
-        raise ValueError(f"t_ms: expected a finite number, got {t_ms!r}")
-    if previous is not None and t_ms < previous:
-        raise ValueError(f"t_ms: expected >= the previous time {previous:g} (in order), got {t_ms:g}")
-    return float(t_ms)
+    value = _as_time(t_ms)
+    if not math.isfinite(value):
+        raise ValueError(f"t_ms: expected a finite number, got {found(t_ms)}")
+    if previous is not None and value < previous:
+        raise ValueError(f"t_ms: expected >= the previous time {previous:g} (in order), got {value:g}")
+    return value

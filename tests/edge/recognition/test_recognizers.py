@@ -7,7 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edgesense.bench.scoring import Detection, detect
+from edgesense.bench.streams import StreamPosteriors
 from edgesense.loop.config import DeviceConfig
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
@@ -197,6 +201,78 @@ def test_a_window_shorter_than_a_hop_is_refused_by_the_config():
     assert DeviceConfig.from_dict(audio_off).commands.average_window_ms == 80  # no commands are recognized
 
 
+@pytest.mark.parametrize("as_time", [np.int64, np.int32, np.float32, np.float64, int])
+def test_numpy_times_are_times(as_time):
+    # Times taken from a numpy array (np.arange(0, 3000, 100) holds np.int64) were refused with
+    # "t_ms: expected a finite number, got np.int64(0)".
+    timeline = steady("yes", 0, 600) + steady("_silence_", 600, 2000) + steady("yes", 2000, 3000)
+    expected = [(e.label, e.t_ms) for e in feed(CommandRecognizer(LABELS), timeline)]
+    assert [(e.label, e.t_ms) for e in feed(CommandRecognizer(LABELS), [(as_time(t), s) for t, s in timeline])] \
+        == expected == [("yes", 300.0), ("yes", 2800.0)]
+    smoother = SceneSmoother(SCENES, dataclasses.replace(WINDOW, min_hold_ms=0, heartbeat_ms=1000))
+    scene_events = run_scenes(smoother, [(as_time(t), probs(home=0.9)) for t in range(0, 2200, 200)])
+    assert [(e.reason, e.t_ms) for e in scene_events] == [("change", 0.0), ("heartbeat", 1000.0),
+                                                          ("heartbeat", 2000.0)]
+    gate = EnergyGate(EnergyGateOptions(threshold_dbfs=-40, hangover_ms=100))
+    assert [gate.update(tone(0.3 if t == 0 else 0.0), as_time(t)) for t in (0, 100, 200)] == [True, True, False]
+
+
+@pytest.mark.parametrize("t_ms", [True, np.bool_(True), "100", None, float("nan"), np.float32("inf"),
+                                  pytest.param(10 ** 400, id="an int past a float")])
+def test_times_that_are_not_finite_numbers_are_value_errors(t_ms):
+    with pytest.raises(ValueError, match="^t_ms: expected a finite number, got "):
+        CommandRecognizer(LABELS).process(scores("yes"), t_ms)
+    with pytest.raises(ValueError, match="^t_ms: expected a finite number, got "):
+        SceneSmoother(SCENES).update(probs(home=0.9), t_ms)
+    with pytest.raises(ValueError, match="^t_ms: expected a finite number, got "):
+        EnergyGate().update(tone(0.3), t_ms)
+
+
+@pytest.mark.parametrize("bad", [["0.5"] * 11 + ["x"], [{}] * 12, [[0.5], [0.5, 0.5]]])
+def test_scores_that_are_not_numbers_are_value_errors_naming_them(bad):
+    with pytest.raises(ValueError, match=r"^scores: expected 12 numbers, got "):
+        CommandRecognizer(LABELS).process(bad, 0.0)
+    with pytest.raises(ValueError, match=r"^probabilities: expected 3 numbers, got "):
+        SceneSmoother(SCENES).update(bad[-3:], 0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 31), window=st.sampled_from([100.0, 200.0, 300.0, 500.0]),
+       threshold=st.sampled_from([0.4, 0.55, 0.75]), release=st.sampled_from([0.0, 0.2, 0.35]),
+       count=st.integers(1, 4), suppression=st.sampled_from([0.0, 250.0, 500.0]),
+       per_word=st.sampled_from([{}, {"no": 0.38}, {"yes": 0.95, "no": 0.38}]),
+       context=st.sampled_from([1.0, 0.2, 0.5]), context_offset=st.sampled_from([0.0, 300.0, 1500.0]),
+       context_window=st.sampled_from([100.0, 800.0, 3000.0]),
+       spacing=st.sampled_from(["regular", "dropped hops", "jitter", "irregular"]), dyadic=st.booleans())
+def test_the_benchs_replay_gives_the_recognizers_events_on_irregular_hops(
+        seed, window, threshold, release, count, suppression, per_word, context, context_offset, context_window,
+        spacing, dyadic):
+    """bench.scoring.detect (the vectorised replay of the sweep) against the recognizer, event for event: per-word
+    thresholds above and below the global one, the context rule with every window, hops dropped, jittered or
+    irregular, and scores that are not multiples of 1/256 (a blend with the second opinion)."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    raw = rng.dirichlet(np.full(len(LABELS), 0.3), size=n)
+    raw[np.arange(n), np.repeat(rng.integers(0, len(LABELS), n // 5), 5)] += 1.0
+    post = raw / raw.sum(axis=1, keepdims=True)
+    if dyadic:
+        post = np.round(post * 256) / 256
+    steps = {"regular": np.full(n, HOP_MS), "dropped hops": rng.choice([HOP_MS, 2 * HOP_MS], n, p=[0.85, 0.15]),
+             "jitter": HOP_MS + rng.uniform(-3.0, 3.0, n), "irregular": rng.choice([50.0, 100.0, 150.0, 1000.0], n)}
+    times = 6.048e8 + 0.123456 + np.cumsum(steps[spacing])  # a week into a live clock
+    options = CommandRecognizerOptions(average_window_ms=window, threshold=threshold, release_threshold=release,
+                                       minimum_count=count, suppression_ms=suppression, class_thresholds=per_word,
+                                       max_context_unknown=context, context_offset_ms=context_offset,
+                                       context_window_ms=context_window)
+    stream = StreamPosteriors(times_ms=times, posteriors=post, labels=LABELS, hop_ms=HOP_MS, duration_ms=times[-1])
+    recognizer = CommandRecognizer(LABELS, options)
+    events = [e for t, p in zip(times, post) if (e := recognizer.process(p, float(t))) is not None]
+    replayed = detect(stream, options)
+    assert [(d.label, d.t_ms) for d in replayed] == [(e.label, e.t_ms) for e in events]
+    assert [d.score for d in replayed] == pytest.approx([e.score for e in events], abs=1e-9)
+    assert all(isinstance(d, Detection) for d in replayed)
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"threshold": 1.5}, "threshold"), ({"minimum_count": 0}, "minimum_count"),
     ({"suppression_ms": -1}, "suppression_ms"), ({"average_window_ms": "1s"}, "average_window_ms"),
@@ -302,6 +378,34 @@ def test_heartbeats_while_the_label_holds():
         ("change", 0.0), ("heartbeat", 1000.0), ("heartbeat", 2000.0), ("heartbeat", 3000.0)]
     assert all(e.label == "street" for e in events)
     assert events[1].to_dict()["reason"] == "heartbeat" and "previous" not in events[1].to_dict()
+
+
+def test_heartbeats_keep_their_period_when_the_frames_do_not_divide_it():
+    # Frames every 500 ms, a heartbeat due every 1200 ms: each comes on the first frame at or after its due
+    # time (1500, 2500, 4000, 5000, 6000, ...: 1200 ms apart on average). They were measured from the previous
+    # heartbeat's frame instead, so each was 1500 ms after the last: 20 % fewer than configured.
+    options = SceneSmootherOptions(smoothing="window", window_ms=400, min_hold_ms=0, heartbeat_ms=1200)
+    events = run_scenes(SceneSmoother(SCENES, options), [(float(t), probs(home=0.9)) for t in range(0, 60_500, 500)])
+    beats = [e.t_ms for e in events if e.reason == "heartbeat"]
+    assert beats[:5] == [1500.0, 2500.0, 4000.0, 5000.0, 6000.0]
+    assert len(beats) == 50 and beats[-1] == 60_000.0  # due at 1200 … 60000
+    # After a change the heartbeats fall due every 1200 ms from the change; due times without frames (an
+    # outage) are not made up: one heartbeat on the first frame back (10100), then at the next due times
+    # (10200, 11400: the frames at 10600, 11600).
+    timeline = [(float(t), probs(home=0.9)) for t in range(0, 3000, 500)]
+    timeline += [(float(t), probs(office=0.9)) for t in range(3000, 4500, 500)]
+    timeline += [(float(t), probs(office=0.9)) for t in range(10_100, 12_600, 500)]
+    events = run_scenes(SceneSmoother(SCENES, options), timeline)
+    assert [(e.reason, e.label, e.t_ms) for e in events] == [
+        ("change", "home", 0.0), ("heartbeat", "home", 1500.0), ("heartbeat", "home", 2500.0),
+        ("change", "office", 3000.0), ("heartbeat", "office", 10_100.0), ("heartbeat", "office", 10_600.0),
+        ("heartbeat", "office", 11_600.0)]
+    # A live camera's jittery frames: on average one heartbeat per period, not one per period and a frame.
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.uniform(150.0, 250.0, 3000)) + 6.048e8
+    live = SceneSmoother(SCENES, dataclasses.replace(options, heartbeat_ms=10_000))
+    beats = [e.t_ms for e in run_scenes(live, [(t, probs(home=0.9)) for t in times]) if e.reason == "heartbeat"]
+    assert len(beats) == int((times[-1] - times[0]) // 10_000)
 
 
 def test_ema_time_constant():
