@@ -100,7 +100,8 @@ class Replay:
         if key not in self._contexts:
             t = self._times
             first = np.searchsorted(t, t - offset_ms - window_ms, side="left")
-            last = np.searchsorted(t, t - offset_ms, side="right")
+            # up to this result, not past it: a result at the same time after it is one the recognizer has not seen
+            last = np.minimum(np.searchsorted(t, t - offset_ms, side="right"), np.arange(1, t.size + 1))
             count = last - first
             total = self._cumsum[last, label] - self._cumsum[first, label]
             self._contexts[key] = np.where(count > 0, total / np.maximum(count, 1), 0.0)

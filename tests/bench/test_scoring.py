@@ -68,3 +68,23 @@ def test_a_wrong_word_or_a_second_detection_is_one_substitution_and_the_word_a_m
 def test_a_false_accept_up_to_the_tolerance_after_other_speech_is_on_that_speech(t_ms, kind):
     s = score((word("_unknown_", 10_000, 10_500, "talk/u.wav"),), [("go", t_ms)])
     assert getattr(s, kind) == 1 and s.false_accepts == 1
+
+
+def test_the_context_rule_replayed_sees_only_the_results_the_recognizer_has_seen_at_a_repeated_time():
+    """Two results at one time (a repeated time: allowed on the device) with the context ending at the result
+    (offset 0): the replay's context at the first took in the second, which the recognizer has not seen yet, so
+    the recognizer fired 'yes' where the replay did not."""
+    from edgesense.bench.scoring import detect
+    from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+
+    labels = ("_silence_", "_unknown_", "yes")
+    yes, unknown = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
+    times, post = np.array([0.0, 100.0, 200.0, 200.0]), np.stack([yes, yes, yes, unknown])
+    options = CommandRecognizerOptions(average_window_ms=200, threshold=0.5, minimum_count=3,
+                                       max_context_unknown=0.3, context_offset_ms=0, context_window_ms=100)
+    recognizer = CommandRecognizer(labels, options)
+    events = [e for t, p in zip(times, post) if (e := recognizer.process(p, float(t))) is not None]
+    replayed = detect(StreamPosteriors(times_ms=times, posteriors=post, labels=labels, hop_ms=100.0,
+                                       duration_ms=300.0), options)
+    assert [(e.label, e.t_ms) for e in events] == [("yes", 200.0)]
+    assert [(d.label, d.t_ms) for d in replayed] == [(e.label, e.t_ms) for e in events]
