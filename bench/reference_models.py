@@ -39,10 +39,10 @@ from keras import layers
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
-from edgesense.schema.validate import require
+from edgesense.schema.validate import require, to_mapping
 from edgesense.train import data as datasets
 from edgesense.train.augment import AudioAugmentOptions
-from edgesense.train.config import DataConfig, TrainConfig
+from edgesense.train.config import DataConfig, TrainConfig, TrainOptions
 from edgesense.train.model import PIXEL_SCALE, FusedBatchNormalization, count_macs, count_params
 from edgesense.train.pools import visible_files
 from edgesense.train.trainer import (
@@ -187,14 +187,19 @@ class ReferenceModel:
 
 def reference_config(*, speech_commands: Path | None, scenes: Path | None, salt: str = "edgesense",
                      noise: tuple[Path, ...] = (), seed: int = 42, words: tuple[str, ...] | None = None,
-                     audio_frontend: AudioFrontendOptions | None = None) -> TrainConfig:
-    """A TrainConfig with train/configs/shared_data.yaml's split percentages on the given folders.
-    ``words`` and ``audio_frontend``: the benchmarked model's (default: the ten words and the standard
-    log-mel), so that the KWS reference names the same classes from the same features as the model."""
+                     audio_frontend: AudioFrontendOptions | None = None,
+                     split: datasets.SplitSpec | None = None) -> TrainConfig:
+    """A TrainConfig on the given folders, split like ``split`` (the benchmarked model's recorded split,
+    so the references never train on the speakers or photos it is tested on; default:
+    train/configs/shared_data.yaml's percentages with ``salt``). ``words`` and ``audio_frontend``: the
+    benchmarked model's (default: the ten words and the standard log-mel), so that the KWS reference
+    names the same classes from the same features as the model."""
+    split = split or datasets.SplitSpec(speaker_salt=salt)
     data = DataConfig(speech_commands=(Path(speech_commands),) if speech_commands else (),
                       scenes=Path(scenes) if scenes else None, noise=tuple(Path(p) for p in noise),
-                      validation_percent=10.0, testing_percent=20.0, image_validation_percent=10.0,
-                      image_testing_percent=15.0, speaker_split_salt=salt,
+                      validation_percent=split.validation_percent, testing_percent=split.testing_percent,
+                      image_validation_percent=split.image_validation_percent,
+                      image_testing_percent=split.image_testing_percent, speaker_split_salt=split.speaker_salt,
                       **({} if words is None else {"words": tuple(words)}))
     if audio_frontend is None:
         return TrainConfig(name="references", seed=seed, data=data)
@@ -341,7 +346,7 @@ def convert_reference(ref: ReferenceModel, out_dir: str | Path, *, frontend: Map
         "params": count_params(model),
         "macs": count_macs(model),
         "quantization": {"mode": "int8", "calibration_samples": int(len(calibration))},
-        "metrics": {"val_accuracy_float": round(ref.val_accuracy, 4), "epochs_run": ref.epochs_run},
+        "metrics": {"val_accuracy_float": finite_or_none(ref.val_accuracy), "epochs_run": ref.epochs_run},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "converter": {"tensorflow": tf.__version__},
         **dict(extra or {}),
@@ -349,6 +354,12 @@ def convert_reference(ref: ReferenceModel, out_dir: str | Path, *, frontend: Map
     (out_dir / f"{ref.name}.json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
     log.info("wrote %s (%d bytes)", path, len(data))
     return path
+
+
+def finite_or_none(x: float | None, digits: int = 4) -> float | None:
+    """``x`` rounded, or ``None`` when it is not a number (an accuracy without validation items): a sidecar
+    or report.json holding ``NaN`` is not JSON (``jq``, JavaScript and strict parsers refuse it)."""
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
 
 
 def load_sidecar(tflite_path: str | Path) -> dict[str, Any]:
@@ -381,6 +392,15 @@ _STUDENT_ONLY_TRAIN_FIELDS = ("frozen_parts", "distill_weight", "scene_distill_w
 
 #: Data fields that say where files go, not what the references learn from.
 _PLACE_ONLY_DATA_FIELDS = ("cache_dir",)
+
+
+#: Fields the references never read (the student's teachers, hint, checkpoint rule, weight averaging,
+#: batch threads, distribution strategy and calibration; its modality dropout, which the references set
+#: to 0): a fingerprint sees each at its default value, whatever the config says, rather than without
+#: it, so the fingerprints written before they were named here (the shipped references') still match.
+_UNREAD_DATA_FIELDS = ("teacher_models", "calibration_per_class")
+_UNREAD_TRAIN_FIELDS = ("modality_dropout", "embedding_hint_weight", "embedding_hint_talk", "scene_distill_views",
+                        "ema_momentum", "checkpoint_metric", "workers", "strategy")
 
 
 def _contents(path: Path) -> str | None:
@@ -426,10 +446,15 @@ def config_identity(config: TrainConfig) -> dict[str, Any]:
 
 def reference_fingerprint(config: TrainConfig, options: ReferenceOptions) -> str:
     """The fingerprint of what the references train from: ``config`` (:func:`config_identity`) without
-    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, and ``options``."""
+    :data:`STUDENT_ONLY_SECTIONS` and the bank-only and student-only training fields, the fields they never
+    read at their defaults (:data:`_UNREAD_TRAIN_FIELDS`, :data:`_UNREAD_DATA_FIELDS`), and ``options``."""
     inputs = {k: v for k, v in config_identity(config).items() if k not in STUDENT_ONLY_SECTIONS}
+    data_defaults = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+    inputs["data"].update({k: _data_paths(data_defaults[k]) for k in _UNREAD_DATA_FIELDS})
+    train_defaults = to_mapping(TrainOptions())
     inputs["bank"] = {k: v for k, v in inputs["bank"].items() if k not in _BANK_ONLY_FIELDS}
-    inputs["train"] = {k: v for k, v in inputs["train"].items() if k not in _STUDENT_ONLY_TRAIN_FIELDS}
+    inputs["train"] = {k: train_defaults[k] if k in _UNREAD_TRAIN_FIELDS else v for k, v in inputs["train"].items()
+                       if k not in _STUDENT_ONLY_TRAIN_FIELDS}
     return training_fingerprint(config=inputs, options=dataclasses.asdict(options))
 
 

@@ -99,8 +99,14 @@ def evaluate_reference(ref: ReferenceRunner, *, clips: np.ndarray | None, clip_l
     return {"task": ref.task, ref.task: report, "latency_ms": timer.summary(),
             "model": {"bytes": ref.size_bytes, "params": ref.info.get("params"), "macs": ref.info.get("macs"),
                       "path": str(ref.path)},
-            "validation_accuracy_float": ref.info.get("metrics", {}).get("val_accuracy_float"),
+            "validation_accuracy_float": _finite(ref.info.get("metrics", {}).get("val_accuracy_float")),
             "architecture_note": _REFERENCE_NOTES.get(ref.name, "")}
+
+
+def _finite(x: Any) -> Any:
+    """A sidecar's figure, ``None`` for the ``NaN`` that sidecars written before it was ``null`` hold
+    (``NaN`` in report.json is not JSON)."""
+    return None if isinstance(x, float) and np.isnan(x) else x
 
 
 _REFERENCE_NOTES = {
@@ -174,16 +180,22 @@ def _ratio(a, b):
 
 def reference_train_config(options: BenchOptions, model: EdgeModel | None = None):
     """The TrainConfig the references and teachers learn from: ``--reference-config``, or the
-    benchmark's own folders with the bundled split (and ``model``'s command words and audio frontend:
-    a model of a user's own words is compared with references of those words)."""
+    benchmark's own folders split as ``model`` records its training split (``--salt`` replacing its
+    salt, as ``--split testing`` evaluates it: the references never train on the speakers or photos
+    the rows are scored on), with ``model``'s command words and audio frontend (a model of a user's own
+    words is compared with references of those words)."""
     from edgesense.bench import reference_models as references
     from edgesense.train.config import load_train_config
+    from edgesense.train.data import SplitSpec
     if options.reference_config is not None:
         return load_train_config(options.reference_config)
-    own = {} if model is None else {"words": tuple(w for w in model.command_labels if is_command_word(w)),
-                                    "audio_frontend": model.audio_frontend}
-    return references.reference_config(speech_commands=options.speech_commands, scenes=options.scenes,
-                                       salt=options.salt, noise=tuple(options.noise), **own)
+    if model is None:
+        return references.reference_config(speech_commands=options.speech_commands, scenes=options.scenes,
+                                           salt=options.salt, noise=tuple(options.noise))
+    return references.reference_config(
+        speech_commands=options.speech_commands, scenes=options.scenes, noise=tuple(options.noise),
+        words=tuple(w for w in model.command_labels if is_command_word(w)), audio_frontend=model.audio_frontend,
+        split=SplitSpec.from_metadata(model.metadata, options.salt or None))
 
 
 def _build_references(options: BenchOptions, model: EdgeModel | None = None) -> dict[str, Path]:

@@ -116,7 +116,7 @@ def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):  # not measured (e.g. no validation items)
         return "n/a"
     if isinstance(x, float):
         return f"{x:.{digits}f}"

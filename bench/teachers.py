@@ -111,6 +111,7 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
     """Train (once) the head of each teacher whose package is installed on ``config``'s training
     split; returns {name: NAME.keras}. The audio teacher learns from the clean training clips
     (real and synthesized) plus, when ``config.bank.variants`` > 0, the bank's augmented rows."""
+    from edgesense.bench.reference_models import finite_or_none
     from edgesense.train.cache import ArrayCache
     from edgesense.train.trainer import AudioTeacher, VisionTeacher, load_dataset, make_bank
 
@@ -154,7 +155,7 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
             np.savez(_backbone_path(path), **weights)
         sidecar = {"format_version": SIDECAR_FORMAT_VERSION, "kind": TEACHER_KIND, "name": name, "task": task,
                    "labels": list(labels), "options": options, "fingerprint": fingerprint,
-                   "metrics": {"val_accuracy_float": round(float(metrics[val_key]), 4),
+                   "metrics": {"val_accuracy_float": finite_or_none(metrics[val_key]),
                                "train_s": round(time.perf_counter() - started, 1)},
                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
@@ -233,8 +234,13 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
             "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path),
                       "precision": "float32"},
             "ms_per_item_batched": round(elapsed_ms / max(len(inputs), 1), 3),
-            "validation_accuracy_float": info.get("metrics", {}).get("val_accuracy_float"),
+            "validation_accuracy_float": _finite(info.get("metrics", {}).get("val_accuracy_float")),
             "architecture_note": _note(info)}
+
+
+def _finite(x: Any) -> Any:
+    """A sidecar's figure, ``None`` for the ``NaN`` that sidecars written before it was ``null`` hold."""
+    return None if isinstance(x, float) and np.isnan(x) else x
 
 
 def _note(info: dict[str, Any]) -> str:

@@ -92,6 +92,30 @@ def test_the_reference_fingerprint_follows_what_the_references_learn_from_only()
     assert reference_fingerprint(config, ReferenceOptions(vww_alpha=0.5)) != base
 
 
+def test_the_student_s_teachers_and_training_machinery_leave_the_reference_fingerprint_alone(tmp_path):
+    """What the references never read (docs/BENCHMARK.md: not "the teachers"): the models the student
+    distils from (``data.teacher_models``, with the ``train.distill_weight`` they need, which was already
+    left out), its embedding hint, checkpoint rule, weight averaging, batch threads, modality dropout
+    (the references train with none) and calibration count. A change there cost a retrain of the references
+    (40 min on the shared data) and overwrote them."""
+    teacher = tmp_path / "teacher.tflite"
+    teacher.write_bytes(b"an EdgeSense model the student distils from")
+    config = reference_config(speech_commands=Path("/a/speech_commands"), scenes=Path("/a/scenes"))
+    config = dataclasses.replace(config, bank=dataclasses.replace(config.bank, variants=0))
+    base = reference_fingerprint(config, ReferenceOptions())
+    same = [dataclasses.replace(config, data=dataclasses.replace(config.data, teacher_models=(teacher,)),
+                                train=dataclasses.replace(config.train, distill_weight=0.5)),
+            dataclasses.replace(config, data=dataclasses.replace(config.data, calibration_per_class=200)),
+            *(dataclasses.replace(config, train=dataclasses.replace(config.train, **{field: value}))
+              for field, value in (("embedding_hint_weight", 0.3), ("embedding_hint_talk", False),
+                                   ("checkpoint_metric", "last"), ("ema_momentum", 0.998), ("workers", 6),
+                                   ("modality_dropout", 0.3)))]
+    assert [reference_fingerprint(c, ReferenceOptions()) for c in same] == [base] * len(same)
+    # what they do read still changes it
+    assert reference_fingerprint(dataclasses.replace(config, train=dataclasses.replace(
+        config.train, real_speech_share=0.5)), ReferenceOptions()) != base
+
+
 def _word_folder(root: Path, sizes: dict[str, int]) -> Path:
     """A Speech Commands-like folder ``root/yes`` of files of the given sizes."""
     (root / "yes").mkdir(parents=True, exist_ok=True)
@@ -175,3 +199,37 @@ def test_the_shipped_references_are_those_of_the_recipe_they_name():
     expected = reference_fingerprint(load_train_config(recipe), ReferenceOptions())
     for name in REFERENCE_NAMES:
         assert load_sidecar(repo / "models" / "references" / f"{name}.tflite")["fingerprint"] == expected, name
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_reference_without_validation_items_writes_json_and_its_row_reads_n_a(tmp_path):
+    """A reference config with ``image_validation_percent: 0`` (or a split that leaves a head no validation
+    item) trains without a validation accuracy: the sidecar and report.json held ``NaN``, which is not JSON,
+    and a teacher row of it read "validation nan" in report.md."""
+    from edgesense.bench.reference_models import ReferenceModel, convert_reference
+    from edgesense.bench.report import render_markdown
+
+    model = build_kws_dscnn(AudioFrontendOptions(), 12, filters=4, blocks=1)
+    calibration = np.random.default_rng(0).normal(size=(4, 49, 40)).astype(np.float32)
+    ref = ReferenceModel(name=KWS_DSCNN, task="command", model=model, labels=DEFAULT_COMMAND_LABELS,
+                         val_accuracy=float("nan"), epochs_run=1, calibration=calibration)
+    path = convert_reference(ref, tmp_path, frontend=AudioFrontendOptions().to_dict())
+    assert _strict_json(path.with_suffix(".json").read_text())["metrics"]["val_accuracy_float"] is None
+    # a sidecar written before (NaN) scores as not measured, and report.json stays JSON
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text().replace('"val_accuracy_float": null', '"val_accuracy_float": NaN'))
+    row = evaluate_reference(ReferenceRunner(path, InterpreterOptions()), clips=np.zeros((2, 16000), np.float32),
+                             clip_labels=["yes", "no"], frames=None, frame_labels=None,
+                             audio_frontend=AudioFrontendOptions())
+    assert _strict_json(json.dumps(row))["validation_accuracy_float"] is None
+    teacher = {"task": "command", "command": {"accuracy": 0.5, "count": 2}, "architecture_note": "a teacher",
+               "model": {"bytes": 10, "head_params": 5}, "ms_per_item_batched": 1.0,
+               "validation_accuracy_float": float("nan")}
+    text = render_markdown({"model": {"path": "m.tflite", "bytes": 1}, "settings": {}, "teachers": {"t": teacher}})
+    assert "validation n/a." in text and "nan" not in text

@@ -3,8 +3,14 @@ through every sum and ratio, and the report says so instead of printing 0 or a p
 
 from __future__ import annotations
 
-from edgesense.bench.references import compute_comparison
+import dataclasses
+from pathlib import Path
+
+from edgesense.bench.options import BenchOptions
+from edgesense.bench.references import compute_comparison, reference_train_config
 from edgesense.bench.report import render_markdown
+from edgesense.runtime.model import EdgeModel
+from edgesense.train.data import SplitSpec
 
 LATENCY = {"audio_encoder": {"mean": 1.0}, "image_encoder": {"mean": 4.0}, "fusion": {"mean": 0.5},
            "audio_frontend": {"mean": 0.2}, "image_preprocess": {"mean": 0.1}}
@@ -67,3 +73,26 @@ def test_the_report_shows_a_missing_figure_as_missing_not_zero():
     assert rows["scenes"][:3] == ["n/a", "2525", "n/a"]
     assert rows["total"][:3] == ["n/a", "n/a", "n/a"]
     assert "**kws**: a reference; 1000 bytes, 10 params, n/a MACs" in render_markdown(report)
+
+
+def test_the_references_train_on_the_split_the_model_records_never_on_its_test_speakers(tmp_path):
+    """``--split testing`` without ``--salt`` scores the test speakers of the model's recorded split
+    (salt ``edgesense`` for the shipped model); the references learned from a split with salt ``""``,
+    whose training part held test speakers of the rows they were scored on."""
+    model_path = Path(__file__).resolve().parents[2] / "models" / "edgesense.tflite"
+    model = EdgeModel.load(model_path)
+    recorded = SplitSpec.from_metadata(model.metadata, None)
+    assert recorded.speaker_salt == "edgesense"  # what the bench's --split testing evaluates
+    for folder in ("sc", "scenes"):
+        (tmp_path / folder).mkdir()
+    options = BenchOptions(model_path=model_path, speech_commands=tmp_path / "sc", scenes=tmp_path / "scenes",
+                           split="testing", train_references=True, references_dir=tmp_path / "refs",
+                           out_dir=tmp_path / "out")
+    data = reference_train_config(options, model).data
+    assert (data.speaker_split_salt, data.validation_percent, data.testing_percent, data.image_validation_percent,
+            data.image_testing_percent) == (recorded.speaker_salt, recorded.validation_percent,
+                                            recorded.testing_percent, recorded.image_validation_percent,
+                                            recorded.image_testing_percent)
+    # --salt replaces the recorded salt for the references as for the rows they are scored on
+    salted = reference_train_config(dataclasses.replace(options, salt="other"), model).data
+    assert salted.speaker_split_salt == "other" == SplitSpec.from_metadata(model.metadata, "other").speaker_salt
