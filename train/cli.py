@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="your own places: a paired CLASS/NAME.jpg + CLASS/NAME.wav folder (edgesense record); "
                              "its photos and sounds join the scene data (sets data.av)")
     parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",
-                        help="override one config field, value in YAML (repeatable), e.g. "
+                        help="override one config field, value in YAML (repeatable; the last of one field wins; a "
+                             "relative data path is from the config's folder, as in the file), e.g. "
                              "--set train.real_speech_share=0.5")
 
 
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgesense.app.cli import EXIT_INTERRUPTED, input_file, stop_on_signals, user_names
     from edgesense.train.config import INT_LIMIT, load_train_config
-    from edgesense.train.runfolder import check_init_from, check_out_dir, start_staging
+    from edgesense.train.runfolder import (
+        check_init_from, check_out_dir, check_out_outside_data, discard_staging, start_staging,
+    )
 
     if args.logical_cpus is not None and not 1 <= args.logical_cpus <= MAX_LOGICAL_CPUS:
         raise ValueError(f"--logical-cpus: expected an integer in [1, {MAX_LOGICAL_CPUS}], got {args.logical_cpus}")
@@ -70,8 +73,14 @@ def run(args: argparse.Namespace) -> int:
         if not args.av.is_dir():
             raise ValueError(f"--av: expected a folder of CLASS/NAME.jpg + CLASS/NAME.wav pairs, got {str(args.av)!r}"
                              f" ({'a file' if args.av.exists() else 'does not exist'})")
-        overrides.append(f"data.av={args.av.resolve()}")
-    with user_names({str(config_path): f"--config {config_path}"}):
+        # Quoted (a JSON string is a YAML one): a folder named "places #2" or "home: kitchen" is that folder,
+        # not "places" (a comment cut off) or a mapping.
+        av_override = f"data.av={json.dumps(str(args.av.resolve()))}"
+        overrides.append(av_override)
+    names = {str(config_path): f"--config {config_path}"}
+    if args.av is not None:
+        names[f"--set {av_override}"] = f"--av {args.av}"
+    with user_names(names):
         config = load_train_config(config_path, overrides)
     overrides = {}
     if args.epochs is not None:
@@ -85,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, seed=args.seed)
     out_dir = args.out or Path("runs") / config.name
     check_out_dir(out_dir, args.force)
+    check_out_outside_data(out_dir, config.data)
     if args.init_from is not None:
         check_init_from(args.init_from, out_dir)
-    start_staging(out_dir).rmdir()  # a read-only folder, or a file in the way, is said now
+    discard_staging(start_staging(out_dir))  # a read-only folder, or a file in the way, is said now
     _configure_devices(args.logical_cpus)
 
     from edgesense.train.trainer import StopSwitch, train
@@ -97,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals() as request:
         switch = StopSwitch()
         request.attach(switch)
-        metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from,
-                        replace=args.force, stop=switch)
+        with user_names({"init_from": "--init-from"}):  # what is found once the model is built (another one)
+            metrics = train(config, out_dir, verbose=1 if sys.stderr.isatty() else 2, init_from=args.init_from,
+                            replace=args.force, stop=switch)
     print(json.dumps({"run": str(out_dir), **metrics}, indent=2))
     return EXIT_INTERRUPTED if switch.requested else 0

@@ -396,11 +396,12 @@ def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
 
 
 def _override_of(field: str, overrides: Sequence[str]) -> str | None:
-    """The ``--set`` item that gave the dotted ``field`` (set it, or a section holding it; the last
-    one wins, as in :func:`apply_overrides`); None when the file gave it."""
+    """The ``--set`` item that gave the dotted ``field`` (set it, a section holding it, or a field inside
+    it, which made ``field`` a section: ``--set trian.epochs=1`` gave ``trian``; the last one wins, as in
+    :func:`apply_overrides`); None when the file gave it."""
     for item in reversed(overrides):
         key = item.partition("=")[0].strip()
-        if field == key or field.startswith((f"{key}.", f"{key}[")):
+        if field == key or field.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{field}."):
             return item
     return None
 

@@ -16,8 +16,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-__all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir", "clear_run_dir",
-           "commit_run", "start_staging"]
+__all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir",
+           "check_out_outside_data", "clear_run_dir", "commit_run", "discard_staging", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -46,6 +46,27 @@ def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: s
     if not is_run:
         raise ValueError(f"{flag} {out_dir}: not empty and not a run folder ({shown}; none of "
                          f"{', '.join(RUN_MARKERS)}); refusing to replace it even with {force_flag}")
+
+
+#: ``DataConfig`` fields whose folders are read by their sub-folders (a word, a class each): a run folder
+#: written inside one would join the data of the next run (its curves.png a photo of a class of its name).
+_CLASS_FOLDER_FIELDS = ("speech_commands", "synthetic_speech", "scenes", "av", "scene_ambient")
+
+
+def check_out_outside_data(out_dir: Path, data: object, flag: str = "--out") -> None:
+    """ValueError naming ``flag`` when ``out_dir`` lies inside a folder of ``data`` (a ``DataConfig``)
+    whose sub-folders are read as words or classes."""
+    target = Path(os.path.realpath(out_dir))
+    for name in _CLASS_FOLDER_FIELDS:
+        value = getattr(data, name)
+        for folder in value if isinstance(value, tuple) else (value,):
+            if folder is None:
+                continue
+            root = Path(os.path.realpath(folder))
+            if target == root or root in target.parents:
+                raise ValueError(f"{flag} {out_dir}: inside data.{name} ({folder}), whose sub-folders are read as "
+                                 "words or classes: the run would join the data of the next run; choose another "
+                                 f"{flag}")
 
 
 def keras_archive_problem(path: Path) -> str | None:
@@ -95,17 +116,35 @@ def _staging_dir(out_dir: Path, what: str) -> Path:
     return target.parent / f".{target.name}.{what}-{os.getpid()}"
 
 
+#: The folders :func:`start_staging` made above each staging folder (``--out runs/new/v1``: ``runs/new``), which
+#: :func:`discard_staging` removes again: a run that fails or is interrupted leaves no empty folder.
+_MADE_FOR: dict[Path, tuple[Path, ...]] = {}
+
+
 def start_staging(out_dir: Path, flag: str = "--out") -> Path:
     """Make the hidden folder beside ``out_dir`` that a run is written into until :func:`commit_run`;
     ValueError naming ``flag`` when nothing can be written there (a read-only folder, a file in the way)."""
     staging = _staging_dir(out_dir, "training")
+    made = tuple(p for p in staging.parents if not p.exists())  # the deepest first
     try:
         if staging.exists():  # left by a killed process of the same id
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
     except OSError as exc:
         raise ValueError(f"{flag} {out_dir}: cannot write a run there ({exc.strerror or exc})") from None
+    _MADE_FOR[staging] = made
     return staging
+
+
+def discard_staging(staging: Path) -> None:
+    """Remove a staging folder that :func:`commit_run` did not move (a failed or interrupted run),
+    and the folders above it that :func:`start_staging` made, where they are still empty."""
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in _MADE_FOR.pop(staging, ()):
+        try:
+            folder.rmdir()
+        except OSError:  # something else was written there meanwhile
+            return
 
 
 def _kept_aside(out_dir: Path) -> Path:
@@ -123,6 +162,7 @@ def commit_run(staging: Path, out_dir: Path, replace: bool, flag: str = "--out",
     When ``out_dir`` changed while the run trained (another run was written there) so that it may not
     be replaced, the run is kept beside it under a free name, and a ValueError says where."""
     target = Path(os.path.realpath(out_dir))
+    _MADE_FOR.pop(staging, None)  # they hold the run now
     try:
         check_out_dir(out_dir, replace, flag, force_flag)
         if replace and target.is_dir() and any(target.iterdir()):

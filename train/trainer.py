@@ -7,7 +7,6 @@ import datetime as _dt
 import errno
 import json
 import logging
-import shutil
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -17,7 +16,7 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import one_line, require
 from edgesense.train import augment
 from edgesense.train import data as datasets
 from edgesense.train.bank import (ExampleBank, augment_stream_rows, background_windows, build_bank, log_mel_features,
@@ -40,7 +39,9 @@ from edgesense.train.model import (
     describe,
 )
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings, wav_recordings
-from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, commit_run, start_staging
+from edgesense.train.runfolder import (
+    MODEL_FILE, check_init_from, check_out_dir, check_out_outside_data, commit_run, discard_staging, start_staging,
+)
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.train.teachers.models import ModelEnsembleTeacher
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
@@ -785,6 +786,25 @@ def _copy_weights(model: keras.Model, earlier: keras.Model, path: Path, skip: fr
         layer.set_weights(source.get_weights())
 
 
+#: How much of Keras' own message a mismatch of ``--init-from`` shows when no layer could be named.
+_SHOWN_CHARS = 240
+
+
+def _mismatch(model: keras.Model, path: Path, exc: ValueError) -> ValueError:
+    """Why the weights in ``path`` do not fit ``model``, in one short line: the first layer whose
+    weights differ in shape (Keras' own message holds every value of those weights, kilobytes of them)."""
+    try:
+        earlier = keras.saving.load_model(path, compile=False)
+    except Exception:  # noqa: BLE001 (only a shorter message was sought: Keras' then, cut short)
+        earlier = None
+    if earlier is not None:
+        try:
+            _copy_weights(model, earlier, path, frozenset())
+        except ValueError as named:
+            return named
+    return ValueError(f"init_from: {path} does not match this config's model ({one_line(exc)[:_SHOWN_CHARS]})")
+
+
 def _load_initial_weights(model: keras.Model, run_dir: str | Path, labels: Mapping[str, Sequence[str]],
                           frozen_parts: tuple[str, ...] = ()) -> None:
     """The weights of run ``run_dir``. Where the labels of an output (``labels``: command and/or
@@ -808,8 +828,8 @@ def _load_initial_weights(model: keras.Model, run_dir: str | Path, labels: Mappi
         earlier_model = keras.saving.load_model(path, compile=False) if changed else None
         if earlier_model is None:
             model.load_weights(path)
-    except ValueError as exc:  # Keras names the first layer whose weights do not fit
-        raise ValueError(f"init_from: {path} does not match this config's model ({exc})") from None
+    except ValueError as exc:
+        raise _mismatch(model, path, exc) from None
     except (zipfile.BadZipFile, KeyError, TypeError) as exc:  # not a .keras archive, or one without weights
         raise ValueError(f"init_from: {path}: expected a saved Keras model, could not read it ({exc})") from None
     if earlier_model is not None:  # every other layer as the run left it, by name and shape
@@ -1088,6 +1108,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     an earlier run that ``replace`` gives up is kept until then. ``stop``: see :class:`StopSwitch`."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, replace, flag="out_dir", force_flag="replace=True")
+    check_out_outside_data(out_dir, config.data, flag="out_dir")
     if init_from is not None:
         check_init_from(Path(init_from), out_dir, flag="init_from", out_flag="out_dir")
     elif config.train.frozen_parts:
@@ -1116,7 +1137,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
         stop.check()
         commit_run(staging, out_dir, replace, flag="out_dir", force_flag="replace=True")
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
         if stop.aborted and not isinstance(exc, KeyboardInterrupt):
             # The signal's KeyboardInterrupt, raised while TensorFlow's C code ran a step, can surface as another
             # error (SystemError: bad argument to internal function): it is the interrupt all the same.

@@ -61,3 +61,31 @@ def test_a_bad_set_value_names_the_set_and_a_bad_file_value_the_config(tmp_path)
                                "--set", "train.learning_rate=0.1", timeout=QUICK_S))
     assert line == f"{ERROR_PREFIX} --config {path}: data.speech_commands: no such file or folder: {tmp_path}/nowhere"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["places #2", "home: kitchen"])
+def test_an_av_folder_is_the_folder_named_whatever_yaml_would_read_in_its_name(tmp_path, name):
+    path = _config(tmp_path)  # "places #2" was read as "places" (a YAML comment cut off): that folder trained, or
+    (tmp_path / name / "kitchen").mkdir(parents=True)  # "no such folder"; "home: kitchen" was refused as a mapping
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    # The config loads with that folder: the next check, --out, is what refuses.
+    line = only_line(edgesense("train", "--config", path, "--out", busy, "--av", tmp_path / name, timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} --out {busy}: holds files (notes.txt); choose another --out, or pass --force to " \
+                   "replace it"
+    # Inside that folder (not "places"): the --out check sees the folder --av named.
+    out = tmp_path / name / "run"
+    line = only_line(edgesense("train", "--config", path, "--out", out, "--av", tmp_path / name, timeout=QUICK_S))
+    assert line.startswith(f"{ERROR_PREFIX} --out {out}: inside data.av ({tmp_path / name}), ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field, folder", [("scenes", "scenes"), ("speech_commands", "sc")])
+def test_an_out_inside_a_folder_whose_sub_folders_are_data_is_refused(tmp_path, field, folder):
+    path = _config(tmp_path)  # --out scenes/run1 trained, and the next run had a scene class "run1" (its curves.png)
+    out = tmp_path / folder / "run1"
+    line = only_line(edgesense("train", "--config", path, "--out", out, timeout=QUICK_S))
+    assert line == (f"{ERROR_PREFIX} --out {out}: inside data.{field} ({tmp_path / folder}), whose sub-folders are "
+                    "read as words or classes: the run would join the data of the next run; choose another --out")
+    assert sorted(p.name for p in (tmp_path / folder).iterdir()) == []

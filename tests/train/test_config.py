@@ -163,3 +163,13 @@ def test_a_bad_value_names_the_set_that_gave_it_or_the_file(tmp_path):
     with pytest.raises(ValueError) as info:
         load_train_config(path, ["data.noise=[sc]"])
     assert str(info.value) == f"{path}: data.speech_commands: no such file or folder: {tmp_path / 'nowhere'}"
+
+
+def test_an_unknown_section_a_set_made_names_the_set_not_the_file(tmp_path):
+    path = tiny_config(tmp_path)  # it said "train.yaml: trian: unknown field", a key the file does not hold
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["train.epochs=3", "trian.epochs=1"])
+    assert str(info.value).startswith("--set trian.epochs=1: trian: unknown field; expected one of ")
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["train.epochs.max=1"])  # a field as a section
+    assert str(info.value) == "--set train.epochs.max=1: train.epochs: expected an integer, got dict"

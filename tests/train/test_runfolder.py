@@ -7,7 +7,9 @@ import zipfile
 
 import pytest
 
-from edgesense.train.runfolder import KERAS_WEIGHTS_ENTRY, MODEL_FILE, check_init_from, commit_run, start_staging
+from edgesense.train.runfolder import (
+    KERAS_WEIGHTS_ENTRY, MODEL_FILE, check_init_from, commit_run, discard_staging, start_staging,
+)
 
 
 def _run(path, model: bytes | None = None, entries: tuple[str, ...] = ()):
@@ -75,3 +77,17 @@ def test_an_out_that_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"^--out .*file/run: cannot write a run there \(Not a directory\)$"):
         start_staging(tmp_path / "file" / "run")
+
+
+def test_a_discarded_run_leaves_none_of_the_folders_made_for_it_and_every_other(tmp_path):
+    (tmp_path / "runs").mkdir()  # there before: kept, even empty
+    staging = start_staging(tmp_path / "runs" / "new" / "deeper" / "v1")
+    assert staging.parent == tmp_path / "runs" / "new" / "deeper"
+    discard_staging(staging)  # a failed run left runs/new/deeper behind, empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"] and not any((tmp_path / "runs").iterdir())
+    staging = start_staging(tmp_path / "runs" / "new" / "v1")
+    (tmp_path / "runs" / "new" / "v2").mkdir()  # another run meanwhile: its folder stays
+    discard_staging(staging)
+    assert sorted(p.name for p in (tmp_path / "runs" / "new").iterdir()) == ["v2"]
+    commit_run(_staged(tmp_path / "runs" / "a" / "v1"), tmp_path / "runs" / "a" / "v1", replace=False)
+    assert (tmp_path / "runs" / "a" / "v1" / MODEL_FILE).read_bytes() == b"new"

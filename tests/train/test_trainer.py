@@ -1384,3 +1384,34 @@ def test_cached_teacher_embeddings_are_keyed_by_the_bytes_of_the_embedding_model
     teacher.embed(clips)
     assert cache.keys[0] == cache.keys[1] != cache.keys[2]
     assert teacher.embedder.models_sha256 == se.models_sha256(files)
+
+
+def test_weights_of_another_architecture_are_one_short_line_naming_the_layer(tmp_path):
+    import keras
+
+    from edgesense.train.trainer import _load_initial_weights
+
+    def model(units):
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(units, name="hidden"), keras.layers.Dense(2)])
+
+    (tmp_path / "run").mkdir()
+    model(8).save(tmp_path / "run" / "model.keras")
+    with pytest.raises(ValueError) as caught:  # it was Keras' message: every value of the weights, kilobytes
+        _load_initial_weights(model(5), tmp_path / "run", {"scene": ("a", "b")})
+    assert str(caught.value) == (f"init_from: {tmp_path / 'run' / 'model.keras'} does not match this config's model "
+                                 "(layer 'hidden': expected weights of shapes [(3, 5), (5,)], found [(3, 8), (8,)])")
+
+
+def test_a_failed_run_leaves_none_of_the_folders_made_for_it_and_none_inside_the_data(tmp_path, tiny_data):
+    speech, scenes = tiny_data
+    empty = tmp_path / "scenes"
+    empty.mkdir()
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=empty))
+    with pytest.raises(ValueError, match="expected one sub-folder per class, found none"):
+        train(config, tmp_path / "runs" / "new" / "v1", verbose=0)  # left runs/new behind, empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes", "train.yaml"]
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes))
+    with pytest.raises(ValueError) as caught:  # trained: the next run's data had a scene class "run1"
+        train(config, scenes / "run1", verbose=0)
+    assert str(caught.value).startswith(f"out_dir {scenes / 'run1'}: inside data.scenes ({scenes}), ")
+    assert not (scenes / "run1").exists()
