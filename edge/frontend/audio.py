@@ -157,7 +157,19 @@ def _frames_to_log_mel(frames: np.ndarray, options: AudioFrontendOptions) -> np.
     return out
 
 
-def _as_samples(samples: np.ndarray, name: str = "samples") -> np.ndarray:
+def _full_scale(x: np.ndarray) -> np.ndarray:
+    """Float samples as float64, clipped to full scale [-1, 1].
+
+    A live microphone resampled from 44.1/48 kHz overshoots full scale where its converter clipped
+    (to 1.18 on a clipped tone); the same recording read as a file (:func:`edgesense.frontend.wav.read_wav`,
+    what training, ``record``'s pairs and ``--audio`` replays see) is clipped. Clipping here gives both
+    the same features.
+    """
+    return np.clip(x.astype(np.float64, copy=False), -1.0, 1.0)
+
+
+def _as_samples(samples: np.ndarray, name: str = "samples", *, clip: bool = True) -> np.ndarray:
+    """Mono samples as float64 (int16 scaled by 1/32768); floats clipped to full scale unless ``clip`` is False."""
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D mono array, got shape {samples.shape}")
@@ -165,13 +177,13 @@ def _as_samples(samples: np.ndarray, name: str = "samples") -> np.ndarray:
         return samples.astype(np.float64) / 32768.0
     if not np.issubdtype(samples.dtype, np.floating):
         raise ValueError(f"{name}: expected float samples in [-1, 1] or int16, got dtype {samples.dtype}")
-    return samples.astype(np.float64, copy=False)
+    return _full_scale(samples) if clip else samples.astype(np.float64, copy=False)
 
 
 def log_mel_spectrogram(samples: np.ndarray, options: AudioFrontendOptions = AudioFrontendOptions()) -> np.ndarray:
     """Log-mel frames of a whole signal: shape (frames, num_mel_bins), float32.
 
-    ``samples`` is mono at ``options.sample_rate_hz``: float in [-1, 1] or int16.
+    ``samples`` is mono at ``options.sample_rate_hz``: float in [-1, 1] (beyond it clipped) or int16.
     Frame ``i`` covers samples ``[i * hop, i * hop + window)``; a tail shorter than a
     window produces no frame.
     """
@@ -199,9 +211,8 @@ def log_mel_batch(clips: np.ndarray, options: AudioFrontendOptions = AudioFronte
     count = 0 if x.shape[1] < win else 1 + (x.shape[1] - win) // hop
     if count == 0 or x.shape[0] == 0:
         return np.empty((x.shape[0], count, options.num_mel_bins), dtype=np.float32)
-    if x.dtype == np.int16:
-        x = x.astype(np.float64) / 32768.0
-    windows = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64, copy=False), win, axis=1)
+    x = x.astype(np.float64) / 32768.0 if x.dtype == np.int16 else _full_scale(x)
+    windows = np.lib.stride_tricks.sliding_window_view(x, win, axis=1)
     frames = windows[:, ::hop][:, :count]
     spectra = np.fft.rfft(frames * _window(win), n=options.fft_length, axis=-1)
     power = spectra.real ** 2 + spectra.imag ** 2
@@ -210,7 +221,7 @@ def log_mel_batch(clips: np.ndarray, options: AudioFrontendOptions = AudioFronte
 
 def fit_clip(samples: np.ndarray, options: AudioFrontendOptions = AudioFrontendOptions()) -> np.ndarray:
     """Pad with zeros (centred) or trim (centred) to exactly one clip, float32."""
-    x = _as_samples(samples).astype(np.float32)
+    x = _as_samples(samples, clip=False).astype(np.float32)
     n = options.clip_samples
     if x.size >= n:
         start = (x.size - n) // 2
