@@ -112,7 +112,8 @@ class MicrophoneSource(_SourceBase):
     the next chunk. If the device cannot record at ``sample_rate_hz`` (many USB
     microphones offer only 44.1 or 48 kHz) it is opened at its default rate and the
     audio is resampled by a :class:`edgesense.frontend.resample.StreamingResampler`:
-    the samples are those of resampling the whole recording at once (no chunk edges),
+    the samples are those of resampling the whole recording at once (no chunk edges; clipped to full scale, as
+    ``read_wav`` reads a recording of them),
     about 2 ms late; chunks then hold about ``chunk_ms`` (a few samples more or less).
     When the ring buffer dropped audio, the resampler starts again where the audio resumes.
 
@@ -261,7 +262,8 @@ class MicrophoneSource(_SourceBase):
             self._resampler = StreamingResampler(self.device_rate_hz, self.options.sample_rate_hz)
             self._resampler_origin = first_index
         first_out = self._resampler.samples_out
-        out = self._resampler.push(samples)
+        # full scale, as a recording of it holds it (read_wav clips after resampling): clipped speech overshoots 1
+        out = np.clip(self._resampler.push(samples), -1.0, 1.0)
         return out, self._time_ms(self._resampler_origin + first_out * self.device_rate_hz
                                   / self.options.sample_rate_hz)
 

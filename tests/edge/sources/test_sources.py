@@ -651,6 +651,20 @@ def test_microphone_without_native_16k_resamples_as_one_pass_would(monkeypatch, 
         assert b.t_ms == pytest.approx(a.t_ms + a.samples.size * 1000 / RATE)
 
 
+def test_a_hot_microphone_resampled_gives_the_samples_of_its_recording(monkeypatch):
+    """Speech clipped at full scale by a 44.1 kHz microphone overshoots past 1.0 when resampled; the chunks (which
+    the second opinion hears too) hold what a WAV of it read back holds: clipped to full scale, as read_wav does."""
+    fake = FakePortAudio([{**DEVICES[1], "default_samplerate": 44100.0}], native_rates={44100})
+    fake.install(monkeypatch)
+    mic = MicrophoneSource(MicrophoneOptions(device=0, chunk_ms=20))
+    signal = np.clip(8 * _sweep(44100, 0.5), -1.0, 1.0).astype(np.float32)  # clipped: square-ish edges
+    fake.streams[-1].feed(signal)
+    out = np.concatenate([mic.read().samples for _ in range(20)])
+    mic.close()
+    assert float(np.abs(resample(signal, 44100, RATE)).max()) > 1.05  # the overshoot the chunks must not hold
+    np.testing.assert_allclose(out, np.clip(resample(signal, 44100, RATE), -1, 1)[:out.size], atol=1e-3)
+
+
 def test_microphone_resampler_restarts_where_audio_resumes_after_a_drop(monkeypatch):
     fake = FakePortAudio(DEVICES, native_rates={48000})
     fake.install(monkeypatch)
