@@ -14,6 +14,8 @@ config's ``data.hard_negatives`` and train again (``edgesense train --init-from 
 every window becomes an ``_unknown_`` row like the windows of other speech. ``--force`` mines again into
 the ``OUT`` of an earlier mine: its windows not found again are deleted (training reads every window in the
 folder), and a folder that holds a file no mine wrote (its ``mined.json`` does not list it) is refused.
+Ctrl-C while it writes leaves the earlier windows as they were (the new ones are written whole into a
+hidden folder first) and the same command with ``--force`` completes the run.
 The tuning and evaluation pools are never streamed, so the benchmark's operating point and figures stay honest.
 
 With ``--speech-commands DIR`` the other words of the model's **training speakers** (the
@@ -33,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -75,6 +78,10 @@ __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "earlier
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "mined.json"
+#: What a run writes and replaces, while it writes (hidden: training reads only ``WORD/*.wav``).
+PENDING_NAME = ".mined.pending.json"
+#: Where a run writes its windows whole before they move into place (hidden: training never reads it).
+STAGING_NAME = ".mining"
 _MS_PER_S = 1000.0
 _S_PER_MINUTE = 60.0
 
@@ -275,9 +282,18 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
                       noise=tuple(str(p) for p in noise_paths), elapsed_s=time.perf_counter() - started)
 
 
+def _window_names(entries: Any) -> set[str]:
+    """The window names (``WORD/NAME.wav`` inside the folder) among a manifest's ``entries`` (``{"file": ...}``
+    objects or names): a listed path that leaves the folder is nothing mine wrote."""
+    names = {PurePosixPath(entry["file"] if isinstance(entry, dict) else entry) for entry in entries}
+    return {n.as_posix() for n in names if len(n.parts) == 2 and ".." not in n.parts and n.suffix == ".wav"}
+
+
 def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     """The files (paths relative to ``out_dir``, ``/``-separated) an earlier :func:`write_mined` left in
-    ``out_dir``: its :data:`MANIFEST_NAME` and the windows that lists; empty for a new or empty folder.
+    ``out_dir``: its :data:`MANIFEST_NAME` and the windows that lists, and what a run stopped while it wrote
+    (Ctrl-C) left: its :data:`PENDING_NAME`, the windows that lists (new and replaced) and its
+    :data:`STAGING_NAME` folder; empty for a new or empty folder.
     A ValueError naming ``--out`` when ``out_dir`` is a file, or holds files and ``force`` is not set, or
     holds a file no earlier mine wrote (a user's own, never deleted): ``--force`` replaces mine's own
     windows only."""
@@ -288,26 +304,33 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir())
     if not present:
         return set()
-    manifest = out / MANIFEST_NAME
-    owned = {MANIFEST_NAME, f".{MANIFEST_NAME}.tmp"}  # the latter: a run stopped while it wrote the manifest
-    try:
-        files = json.loads(manifest.read_text())["files"] if manifest.is_file() else []
-        names = {PurePosixPath(entry["file"]) for entry in files}
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"--out: expected a folder an earlier edgesense mine wrote, got {out}, whose "
-                         f"{MANIFEST_NAME} is not one it wrote ({exc}); --force replaces only mine's own windows, "
-                         "choose another --out") from None
-    # A window is WORD/NAME.wav inside the folder: a listed path that leaves it is nothing mine wrote.
-    owned |= {n.as_posix() for n in names if len(n.parts) == 2 and ".." not in n.parts and n.suffix == ".wav"}
-    foreign = [name for name in present if name not in owned]
-    if foreign or not manifest.is_file():
+    manifest, pending = out / MANIFEST_NAME, out / PENDING_NAME
+    # the latter two: a run stopped while it wrote a manifest
+    owned = {MANIFEST_NAME, PENDING_NAME, f".{MANIFEST_NAME}.tmp", f".{PENDING_NAME}.tmp"}
+    for path in (manifest, pending):
+        try:
+            record = json.loads(path.read_text()) if path.is_file() else {}
+            owned |= _window_names(record.get("files", [])) | _window_names(record.get("replaces", []))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"--out: expected a folder an earlier edgesense mine wrote, got {out}, whose "
+                             f"{path.name} is not one it wrote ({exc}); --force replaces only mine's own windows, "
+                             "choose another --out") from None
+    foreign = [name for name in present if name not in owned and PurePosixPath(name).parts[0] != STAGING_NAME]
+    if foreign or not (manifest.is_file() or pending.is_file()):
         others = foreign or present
         more = f" and {len(others) - 1} more" if len(others) > 1 else ""
         raise ValueError(f"--out: expected a folder that only earlier edgesense mine runs wrote into (the files its "
                          f"{MANIFEST_NAME} lists), got {out}, which also holds {others[0]}{more}, not written by mine; "
                          "--force replaces only mine's own windows and never deletes other files: move them out or "
                          "choose another --out")
-    return {name for name in owned if name in set(present)}
+    return set(present)
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """``record`` as ``path``, whole or not at all (written beside it, then renamed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Path, options: MineOptions,
@@ -315,13 +338,14 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
     """Write the windows and :data:`MANIFEST_NAME` into ``out_dir``; a folder that already holds
     files is a ValueError unless ``force``, which replaces what an earlier mine wrote there (its windows
     that this report does not hold are deleted: the folder holds exactly these windows; see
-    :func:`earlier_files`). Returns the manifest's path."""
+    :func:`earlier_files`). Returns the manifest's path.
+
+    Stopped midway (Ctrl-C), it leaves the earlier run's windows and manifest as they were and no
+    half-written window where training reads (the windows are written whole into the hidden
+    :data:`STAGING_NAME` folder, and moved into place once the manifest lists them), and nothing that
+    the same command with ``--force`` refuses (:data:`PENDING_NAME` lists what this run writes and replaces)."""
     out = Path(out_dir)
     earlier = earlier_files(out, force=force)
-    for window in report.windows:
-        path = out / window.file_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(path, window.samples, sample_rate_hz)
     model_bytes = Path(model_path).read_bytes()
     manifest: dict[str, Any] = {
         "model": {"path": str(model_path), "sha256": hashlib.sha256(model_bytes).hexdigest()},
@@ -339,17 +363,31 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
         "noise": list(report.noise),
         "files": [{"file": w.file_name, "word": w.word, "score": round(w.score, 4)} for w in report.windows],
     }
+    staging, pending = out / STAGING_NAME, out / PENDING_NAME
     out.mkdir(parents=True, exist_ok=True)
+    # What this run writes and what it replaces, before it touches either (a stopped run's own, kept).
+    _write_json(pending, {**manifest, "replaces": sorted(_window_names(earlier))})
+    shutil.rmtree(staging, ignore_errors=True)  # a stopped run's windows
+    for window in report.windows:
+        path = staging / window.file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, window.samples, sample_rate_hz)
     path = out / MANIFEST_NAME
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(path)
+    _write_json(path, manifest)
+    for window in report.windows:
+        (out / window.file_name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / window.file_name).replace(out / window.file_name)
     # The earlier run's windows this run did not find again: a training run reads every window in the folder.
-    for name in sorted(earlier - {w.file_name for w in report.windows} - {MANIFEST_NAME, tmp.name}):
+    new = {w.file_name for w in report.windows}
+    for name in sorted(earlier - new):
         stale = out / name
+        if PurePosixPath(name).parts[0] == STAGING_NAME or stale in (path, pending):
+            continue
         stale.unlink(missing_ok=True)
-        if stale.parent != out and not any(stale.parent.iterdir()):
+        if stale.parent != out and stale.parent.is_dir() and not any(stale.parent.iterdir()):
             stale.parent.rmdir()
+    shutil.rmtree(staging, ignore_errors=True)
+    pending.unlink(missing_ok=True)
     return path
 
 

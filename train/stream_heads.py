@@ -10,7 +10,8 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
   at the window's edges), or ``clip``, the whole second anywhere it fits (its spoken part near the
   window's centre, so a head is surest some 0.3–0.5 s after a word ends: the heads before);
 * windows of other people's talk (the training pool of ``speech_negatives``, and all of any
-  ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences) as ``_unknown_``;
+  ``--talk`` folder, e.g. ``edgesense synth-talk`` sentences, so never a recording of ``--negatives``;
+  a recording shorter than a window gives none) as ``_unknown_``;
 * background alone at −70…−30 dBFS as ``_silence_``;
 * with ``--partial-words SHARE``, for that share of the command clips, one window more holding only
   part of the word (``--partial-kept``, 10–50 % of its spoken span: its beginning or, with
@@ -428,16 +429,33 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
         ys = np.concatenate([ys, np.full(len(mined), unknown, np.int32)])
     val_clips, val_ys = clips_of("validation")
     noise_pool, _ = data.load_noise_pool(split_recordings(wav_recordings(noise) + list(index.noise_paths))["training"])
-    talk_paths = speech_negative_pools(wav_recordings([negatives]))["training"]
+    negative_paths = wav_recordings([negatives])
+    talk_paths = speech_negative_pools(negative_paths)["training"]
     extra_talk = wav_recordings(talk)
     require(not talk or bool(extra_talk), "--talk", "folders with .wav recordings", [str(p) for p in talk])
-    talk_audio = [t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in [*talk_paths, *extra_talk])
-                  if t.size >= length]
+    # all of --talk is learned: a recording of --negatives there would teach its tuning and evaluation pools
+    known = {p.resolve() for p in negative_paths}
+    overlap = [p for p in extra_talk if p.resolve() in known]
+    if overlap:
+        more = f" and {len(overlap) - 1} more" if len(overlap) > 1 else ""
+        raise ValueError(f"--talk: expected talk apart from --negatives (all of --talk is learned; only the training "
+                         f"pool of --negatives is, its tuning and evaluation pools are the benchmark's), got "
+                         f"{overlap[0]}{more}, recordings of --negatives {negatives}")
+    # a recording shorter than a window gives none (talk is never tiled): said, not silently left out
+    pool_audio, extra_audio = ([t for t in (read_wav(p, sample_rate_hz=SAMPLE_RATE_HZ) for p in paths)
+                                if t.size >= length] for paths in (talk_paths, extra_talk))
+    window_s = f"{length / SAMPLE_RATE_HZ:g} s"
+    if talk and not extra_audio:
+        raise ValueError(f"--talk: expected recordings of at least {window_s} (a training window), got "
+                         f"{len(extra_talk)} recordings, all shorter")
+    if len(extra_audio) < len(extra_talk):
+        logger.warning("--talk: %d of its %d recordings are shorter than a training window (%s) and are left out",
+                       len(extra_talk) - len(extra_audio), len(extra_talk), window_s)
+    talk_audio = pool_audio + extra_audio
     require(bool(noise_pool), "--noise", "recordings in the training pool", "none")
-    require(bool(talk_audio), "--negatives",
-            f"talk recordings of at least {length / SAMPLE_RATE_HZ:g} s in the training pool", "none")
+    require(bool(talk_audio), "--negatives", f"talk recordings of at least {window_s} in the training pool", "none")
     logger.info("%d training clips, %d noise recordings, %d talk recordings (training pools; %d of --talk)",
-                len(clips), len(noise_pool), len(talk_audio), len(extra_talk))
+                len(clips), len(noise_pool), len(talk_audio), len(extra_audio))
     x, y = training_windows(clips, ys, talk_audio, noise_pool, options, unknown=unknown, silence=silence)
     vx, vy = training_windows(val_clips, val_ys, talk_audio, noise_pool, options.for_validation(), unknown=unknown,
                               silence=silence)
@@ -500,7 +518,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folders of windows where a detector fired on talk (edgesense mine), as _unknown_")
     parser.add_argument("--talk", type=path_argument, action="append", default=[],
                         help="more talk to learn as _unknown_, all of it (e.g. edgesense synth-talk sentences; "
-                             "keep the voices you tune on out)")
+                             "keep the voices you tune on out; never recordings of --negatives)")
     parser.add_argument("--heads", type=int, default=defaults.heads,
                         help="heads averaged (seeds SEED, SEED+1, ...; default %(default)s)")
     parser.add_argument("--context", type=int, default=defaults.context_embeddings,

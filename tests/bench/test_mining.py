@@ -272,3 +272,52 @@ def test_mine_force_leaves_exactly_the_new_windows_and_never_a_users_file(tmp_pa
     write_wav(other / "yes" / "a.wav", np.zeros(SR, np.float32), SR)
     assert main([*args[:6], str(other), *args[7:]]) == 2
     assert "--out" in capsys.readouterr().err and (other / "yes" / "a.wav").is_file()
+
+
+def test_ctrl_c_while_writing_keeps_the_earlier_windows_and_the_same_command_completes_the_run(
+        tmp_path, tiny_model_path, capsys, monkeypatch):
+    """Ctrl-C while ``mine --force`` wrote its windows left new windows beside the earlier run's (training read
+    them, mined.json did not list them) and the same command again refused the folder as not mine's."""
+    import edgesense.bench.mining as mining
+    from edgesense.train.pools import wav_recordings
+
+    folder = _talk_folder(tmp_path, np.random.default_rng(4))
+    out = tmp_path / "mined"
+    args = ["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out", str(out),
+            "--talk-minutes", "1", "--word-passes", "0", "--threshold", str(THRESHOLD), "--force"]
+
+    def visible() -> dict[str, bytes]:  # what a training run (data.hard_negatives) reads
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in wav_recordings([out])}
+
+    def listed() -> list[str]:
+        return sorted(f["file"] for f in json.loads((out / MANIFEST_NAME).read_text())["files"])
+
+    real_write_wav, written = mining.write_wav, []
+
+    def ctrl_c_at_the_second_window(*a, **k):
+        written.append(a[0])
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        return real_write_wav(*a, **k)
+
+    # a first run stopped while it wrote: no window where training reads, and the same command completes it
+    monkeypatch.setattr(mining, "write_wav", ctrl_c_at_the_second_window)
+    assert main(args) == 130  # Ctrl-C's exit code
+    assert visible() == {} and not (out / MANIFEST_NAME).exists()
+    monkeypatch.setattr(mining, "write_wav", real_write_wav)
+    assert main(args) == 0
+    earlier = visible()
+    assert len(earlier) > 1 and sorted(earlier) == listed()
+    manifest = (out / MANIFEST_NAME).read_bytes()
+
+    # a run into it with another seed, stopped while it wrote: the earlier windows and manifest as they were
+    written.clear()
+    monkeypatch.setattr(mining, "write_wav", ctrl_c_at_the_second_window)
+    assert main([*args, "--seed", "7"]) == 130
+    assert visible() == earlier and (out / MANIFEST_NAME).read_bytes() == manifest
+    monkeypatch.setattr(mining, "write_wav", real_write_wav)
+    capsys.readouterr()
+    assert main([*args, "--seed", "7"]) == 0, capsys.readouterr().err
+    assert sorted(visible()) == listed()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        [MANIFEST_NAME, *listed()])  # nothing of the stopped run left

@@ -417,3 +417,71 @@ def test_a_student_of_its_own_words_learns_them_and_the_folders_other_words_as_u
     clips = {label: int(np.sum(material.vy == k) + np.sum(material.y == k)) for k, label in enumerate(labels)}
     assert all(clips[word] > 0 for word in DEFAULT_COMMAND_WORDS[:4])
     assert clips["_unknown_"] > 6 * 12 * 0.5  # the six other words' clips (most speakers train), and the talk
+
+
+def test_talk_shorter_than_a_window_is_said_never_silently_left_out(tmp_path, caplog):
+    """``--talk`` of recordings shorter than a training window (words said alone, 1-s clips) trained on
+    nothing of them, silently: the log said they took part and the windows were those without them."""
+    from types import SimpleNamespace
+
+    from datagen import make_speech_commands, speech_clip
+
+    from edgesense.types import DEFAULT_COMMAND_WORDS
+
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS[:2], unknown_words=(), speakers=8,
+                                  per_speaker=1)
+    student = SimpleNamespace(command_labels=("_silence_", "_unknown_", *DEFAULT_COMMAND_WORDS[:2]), metadata={})
+    rng = np.random.default_rng(3)
+    negatives = tmp_path / "negatives" / "read_speech"
+    negatives.mkdir(parents=True)
+    for i in range(4):
+        write_wav(negatives / f"reader{i}.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
+    words, mixed = tmp_path / "words" / "voice", tmp_path / "mixed" / "voice"
+    words.mkdir(parents=True)
+    mixed.mkdir(parents=True)
+    for i in range(3):  # one second each: shorter than a window (1.18 s)
+        write_wav(words / f"w{i}.wav", speech_clip(6, rng), SR)
+        write_wav(mixed / f"w{i}.wav", speech_clip(6, rng), SR)
+    write_wav(mixed / "sentence.wav", np.concatenate([speech_clip(6 + k, rng) for k in range(3)]), SR)
+    options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
+    with pytest.raises(ValueError, match=r"^--talk: expected recordings of at least 1\.18 s \(a training window\), "
+                                         r"got 3 recordings, all shorter$"):
+        training_material(student, speech, [], negatives.parent, options, talk=[words.parent])
+    alone = training_material(student, speech, [], negatives.parent, options)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="edgesense.train.stream_heads"):
+        material = training_material(student, speech, [], negatives.parent, options, talk=[mixed.parent])
+    assert len(material.talk) == len(alone.talk) + 1  # the sentence
+    assert "--talk: 3 of its 4 recordings are shorter than a training window (1.18 s) and are left out" in caplog.text
+    assert "(training pools; 1 of --talk)" in caplog.text
+
+
+def test_talk_that_is_negatives_recordings_is_refused_its_evaluation_pool_never_learned(tmp_path):
+    """All of ``--talk`` is learned, so ``--talk`` naming (part of) ``--negatives`` taught the heads the
+    tuning and evaluation pools of that talk, the benchmark's, silently."""
+    from types import SimpleNamespace
+
+    from datagen import make_speech_commands, speech_clip
+
+    from edgesense.train.pools import speech_negative_pools, wav_recordings
+    from edgesense.types import DEFAULT_COMMAND_WORDS
+
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS[:2], unknown_words=(), speakers=8,
+                                  per_speaker=1)
+    student = SimpleNamespace(command_labels=("_silence_", "_unknown_", *DEFAULT_COMMAND_WORDS[:2]), metadata={})
+    rng = np.random.default_rng(3)
+    negatives = tmp_path / "negatives" / "read_speech"
+    negatives.mkdir(parents=True)
+    for i in range(10):
+        write_wav(negatives / f"reader{i}.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
+    assert speech_negative_pools(wav_recordings([negatives]))["evaluation"]
+    options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
+    for folder in (negatives, negatives.parent):
+        with pytest.raises(ValueError, match=r"^--talk: expected talk apart from --negatives .* got .*reader0\.wav "
+                                             r"and 9 more, recordings of --negatives"):
+            training_material(student, speech, [], negatives.parent, options, talk=[folder])
+    own = tmp_path / "own_talk" / "voice"  # talk of one's own: all of it, as before
+    own.mkdir(parents=True)
+    write_wav(own / "s.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
+    with_own = training_material(student, speech, [], negatives.parent, options, talk=[own.parent])
+    assert len(with_own.talk) == len(training_material(student, speech, [], negatives.parent, options).talk) + 1
