@@ -4,14 +4,23 @@ Entries are keyed by the *content* they were computed from (the clips' samples, 
 paths), the options that shaped them and the augmentation seed, so a changed file, option or
 seed gives a new key and a stale entry is never read. The folder is ``data.cache_dir`` when set,
 else ``$EDGESENSE_CACHE``, else ``~/.cache/edgesense``; it is never part of a run or the repo.
+
+An entry is written to a file of its writer's own (a random name, created exclusively) and renamed
+over its place once whole, so runs that share the folder (two trainings at once, containers whose
+processes have the same id) never write into one file. A cache that cannot be written (a full disk,
+a read-only folder) is a warning: the run goes on with what it computed. Nothing is ever removed:
+the folder grows with every new data, option or seed, and any entry (or the whole folder) may be
+deleted at any time, to be recomputed when next needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -86,8 +95,24 @@ class ArrayCache:
                 log.warning("cache entry %s unreadable (%s); recomputing", path, exc)
         self.misses += 1
         arrays = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-        np.savez(partial, **arrays)
-        partial.replace(path)
+        self._store(path, arrays)
         return arrays
+
+    def _store(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """``arrays`` at ``path``, whole or not at all: written to a file no other writer can hold,
+        then renamed over ``path``. A failure to write (OSError) is logged; the run keeps ``arrays``."""
+        partial = path.with_name(f"{path.stem}.{os.getpid()}-{secrets.token_hex(8)}.partial.npz")
+        created = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "xb") as file:
+                created = True
+                np.savez(file, **arrays)
+            os.replace(partial, path)
+        except BaseException as exc:
+            if created:
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+            if not isinstance(exc, OSError):
+                raise
+            log.warning("cache entry %s not written (%s): this run goes on without it", path, exc)

