@@ -358,7 +358,8 @@ class Pipeline:
         self._hop = PeriodicSchedule(options.scheduler.command_hop_ms)
         self._scene = PeriodicSchedule(options.scheduler.scene_period_ms)
         self._aligner = ReplayVideoAligner(video) if video is not None and not self.live_video else None
-        self._reader = LatestFrameReader(video, options.reader) if video is not None and self.live_video else None
+        self._reader = (LatestFrameReader(video, options.reader, with_audio=audio is not None)
+                        if video is not None and self.live_video else None)
 
         self._stop = threading.Event()
         self._running = False
@@ -503,6 +504,8 @@ class Pipeline:
         audio_stats = self.audio.stats if self.audio is not None else None
         video_stats = self.video.stats if self.video is not None else None
         frames = video_stats.items if video_stats is not None else 0
+        if self._aligner is not None:  # the replay's look-ahead frame past the stop never reached the loop
+            frames -= self._aligner.read_ahead
         stream_ms = 0.0 if self._t_first is None or self._t_last is None else self._t_last - self._t_first
         return PipelineStats(
             audio_chunks=self._counts["audio_chunks"],
@@ -549,7 +552,8 @@ class Pipeline:
         return self.stats
 
     def events(self, *, duration_s: float | None = None) -> Iterator[Event]:
-        """Yield events as they happen until the media ends, :meth:`stop` or ``duration_s`` of media."""
+        """Yield events as they happen until the media ends, :meth:`stop` or ``duration_s`` of media since the
+        stream began (over every call; a live device's clock, which runs on while it delivers nothing)."""
         if duration_s is not None:
             require(is_positive(duration_s), "duration_s", "None or a positive number", duration_s)
         if self._closed:
@@ -560,19 +564,31 @@ class Pipeline:
         if self._reader is not None:
             self._reader.start()
         start_s = time.perf_counter()
+        media_at_ms = monotonic_ms()  # when the latest media arrived (or this call began)
         try:
             while not self._stop.is_set():
                 tick = self._next_tick()
                 if tick is None:
                     break
                 if isinstance(tick, _Tick):
+                    media_at_ms = monotonic_ms()
                     yield from self._process(tick)
-                if (duration_s is not None and self._t_first is not None and self._t_last is not None
-                        and self._t_last - self._t_first >= duration_s * MS_PER_S):
+                if duration_s is not None and self._stream_ms(idle_since_ms=None if isinstance(tick, _Tick)
+                                                              else media_at_ms) >= duration_s * MS_PER_S:
                     break
         finally:
             self._wall_ms += _elapsed_ms(start_s)
             self._running = False
+
+    def _stream_ms(self, *, idle_since_ms: float | None) -> float:
+        """Stream time since the first sample or frame, for ``duration_s``. On an idle round (a live camera or
+        microphone delivering nothing since ``idle_since_ms`` on the monotonic clock) the time without media
+        counts too: a live device's stream time is its clock, and a run of ``duration_s`` must end while the
+        device is out (a camera that opens but gives no frame would otherwise hold the run for ever)."""
+        media_ms = 0.0 if self._t_first is None or self._t_last is None else self._t_last - self._t_first
+        if idle_since_ms is None:
+            return media_ms
+        return media_ms + max(0.0, monotonic_ms() - idle_since_ms)
 
     # ------------------------------------------------------------------ the loop
 

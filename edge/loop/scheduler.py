@@ -221,6 +221,11 @@ class ReplayVideoAligner:
     def exhausted(self) -> bool:
         return self.ended and self._pending is None
 
+    @property
+    def read_ahead(self) -> int:
+        """Frames read from the source but not handed out yet (0 or 1: the look-ahead past ``t``)."""
+        return int(self._pending is not None)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LatestFrameReaderOptions:
@@ -243,12 +248,15 @@ class LatestFrameReader:
     replaced before anyone took them are counted in :attr:`dropped`. The source's
     :class:`SourceReadError` is survivable: the outage is logged once (and its end),
     counted, and the read retried after ``retry_ms``. Any other exception ends the
-    thread and is re-raised by :meth:`take`.
+    thread and is re-raised by :meth:`take`. ``with_audio``: whether audio goes on beside the camera
+    (the outage's log line says so; a camera-only loop has none to go on with).
     """
 
-    def __init__(self, source: Any, options: LatestFrameReaderOptions = LatestFrameReaderOptions()) -> None:
+    def __init__(self, source: Any, options: LatestFrameReaderOptions = LatestFrameReaderOptions(), *,
+                 with_audio: bool = True) -> None:
         self.source = source
         self.options = options
+        self.with_audio = bool(with_audio)
         self._cond = threading.Condition()
         self._frame: VideoFrame | None = None
         self._seq = 0
@@ -283,7 +291,8 @@ class LatestFrameReader:
                     if not self._in_outage:
                         self._in_outage = True
                         self.outages += 1
-                        logger.warning("%s; going on with audio only, scene events paused until it recovers", exc)
+                        logger.warning("%s; %sscene events paused until it recovers", exc,
+                                       "going on with audio only, " if self.with_audio else "")
                     self._stop.wait(self.options.retry_ms / MS_PER_S)
                     continue
                 if frame is None:

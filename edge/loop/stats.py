@@ -73,7 +73,7 @@ class PipelineStats:
     percentiles; ``stage_count`` and ``stage_total_ms``: every value of the run, for shares and rates)."""
 
     audio_chunks: int = 0
-    video_frames: int = 0  #: frames the video source delivered
+    video_frames: int = 0  #: frames the video source delivered to the loop
     frames_dropped: int = 0  #: delivered frames that never reached the image encoder (stale or between updates)
     audio_inferences: int = 0
     audio_gated: int = 0  #: command hops skipped by the energy gate

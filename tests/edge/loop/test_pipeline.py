@@ -327,6 +327,11 @@ def test_duration_stop_and_on_frame_stop(model, tmp_path):
         pipeline.run(duration_s=1.5)
         assert pipeline.stats.stream_ms == pytest.approx(1500.0)
 
+    # The frames the loop saw: t = 0, 100, ..., 1500 ms (not the one read ahead at 1600 ms, past the stop).
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav), video=VideoReplaySource(video)) as pipeline:
+        stats = pipeline.run(duration_s=1.5)
+    assert stats.video_frames == 16 and stats.frames_dropped == 16 - stats.image_inferences == 16 - 8
+
     frames = []
 
     def stop_after_five(frame, state):
@@ -468,6 +473,29 @@ def test_live_microphone_after_a_driver_stall_stays_on_the_monotonic_clock(fake_
     assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
 
 
+def test_a_run_of_some_seconds_ends_while_the_microphone_stalls(fake_portaudio, tiny_model_path, monkeypatch):
+    """``duration_s`` on a live microphone is its clock's time: a run of 1 s whose microphone stalls after 0.2 s
+    for 4 s ends after about 1 s (it waited for the audio to come back, 4.2 s)."""
+    monkeypatch.setattr(fake_portaudio, "stall_at_block", 20)
+    monkeypatch.setattr(fake_portaudio, "stall_s", 4.0)
+    fake_portaudio.samples = tone_samples([], 6.0).astype(np.float32)
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False},
+                                     "audio": {"read_timeout_ms": 200}})
+    pipeline = Pipeline.from_config(config, model_path=tiny_model_path, events=False, options=test_options())
+    watchdog = threading.Timer(10.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with pipeline:
+            start = time.monotonic()
+            list(pipeline.events(duration_s=1.0))
+            took_s = time.monotonic() - start
+            stats = pipeline.stats
+    finally:
+        watchdog.cancel()
+    assert stats.audio_read_failures >= 1
+    assert took_s < 3.0, f"a 1-s run took {took_s:.1f} s: it waited for the stalled microphone"
+
+
 def test_no_microphone_is_a_clear_error_at_start(monkeypatch, tiny_model_path):
     monkeypatch.setattr(sd, "query_devices", lambda device=None, kind=None: [])
     config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False}})
@@ -546,6 +574,32 @@ def test_camera_failure_keeps_audio_running_and_scenes_resume(model, tmp_path, m
     outage_logs = [r for r in caplog.records if "scene events paused" in r.getMessage()]
     assert len(outage_logs) == 1  # logged once, not per failed read
     assert any("recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_run_of_some_seconds_ends_while_the_only_camera_gives_no_frame(model, monkeypatch, caplog):
+    """A camera-only device whose camera opens but delivers nothing: ``events(duration_s=1)`` ends after about a
+    second of its clock (it waited for frames for ever: ``edgesense run --duration-s 10`` never returned), and
+    the outage's line does not say the loop goes on with audio it does not have."""
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.broken.clear()
+    camera = CameraSource(CameraOptions(source=0, backoff=BackoffOptions(initial_ms=50.0, max_ms=200.0)))
+    FakeCamera.broken.set()  # opened, then no frame
+    pipeline = Pipeline(model, test_options(), video=camera)
+    watchdog = threading.Timer(8.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with caplog.at_level("WARNING"), pipeline:
+            start = time.monotonic()
+            events = list(pipeline.events(duration_s=1.0))
+            took_s = time.monotonic() - start
+            stats = pipeline.stats
+    finally:
+        watchdog.cancel()
+        FakeCamera.broken.clear()
+    assert events == [] and stats.video_frames == 0 and stats.camera_read_failures >= 1
+    assert took_s < 4.0, f"a 1-s run took {took_s:.1f} s: it waited for the camera's frames"
+    outage = [r.getMessage() for r in caplog.records if "scene events paused" in r.getMessage()]
+    assert len(outage) == 1 and "audio" not in outage[0].split(";")[-1]
 
 
 # --------------------------------------------------------------------------- scheduler pieces and options
