@@ -31,6 +31,12 @@ audio, else the video's):
   every word re-armed) when the gate closes. Frontend features are still computed on silence,
   so the window is complete the moment the gate opens.
 
+Gaps in the audio (a microphone stall, audio the ring buffer dropped) longer than
+``AUDIO_GAP_RESET_MS`` start the features afresh: the frontend, the 1-s window, the second
+opinion and the recognizer are reset where the audio resumes, so no window splices audio from
+both sides of the gap (training never saw such a window); the next command hop comes once the
+window is full again (counted in ``stats.audio_gaps``).
+
 Faults: a failing camera (:class:`edgesense.sources.SourceReadError`) is logged once per
 outage; the loop runs on audio (scene events pause) while the camera reopens with
 backoff, and resumes when frames come back. A stalled microphone is logged once
@@ -94,14 +100,16 @@ from edgesense.types import CommandEvent, SceneEvent
 if TYPE_CHECKING:
     from edgesense.runtime.model import EdgeModel
 
-__all__ = ["PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError", "open_sources",
+__all__ = ["AUDIO_GAP_RESET_MS", "PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError", "open_sources",
            "second_opinion_of"]
 
 logger = logging.getLogger(__name__)
 
 
 Event = CommandEvent | SceneEvent
-#: An embedding is fused for this many scheduling periods before it counts as absent.
+#: A gap in the audio longer than this (a stall, audio dropped) starts the features afresh where it resumes: a
+#: command hop's worth; shorter ones (a few samples of an overflow) change a frame or two of the window.
+AUDIO_GAP_RESET_MS = 100.0
 
 
 def _elapsed_ms(start_s: float) -> float:
@@ -366,6 +374,7 @@ class Pipeline:
         self._closed = False
         self._audio_ended = audio is None
         self._audio_outage = False
+        self._audio_end_ms: float | None = None  # the end of the last chunk, where the next one should start
         # latest results
         self._audio_embedding: np.ndarray | None = None
         self._audio_embedding_t = -math.inf
@@ -519,6 +528,7 @@ class Pipeline:
             scene_events=self._counts["scene_events"],
             audio_overflows=audio_stats.overflows if audio_stats else 0,
             audio_dropped_samples=audio_stats.dropped_samples if audio_stats else 0,
+            audio_gaps=self._counts["audio_gaps"],
             audio_clock_resyncs=audio_stats.clock_resyncs if audio_stats else 0,
             audio_read_failures=self._counts["audio_read_failures"],
             camera_read_failures=video_stats.read_failures if video_stats else 0,
@@ -637,6 +647,16 @@ class Pipeline:
     def _fresh(self, t_embedding: float, t_ms: float) -> bool:
         return t_ms - t_embedding <= self.options.scheduler.max_embedding_age_ms
 
+    def _start_features_afresh(self, gap_ms: float) -> None:
+        """After a gap in the audio: features, window, second opinion and recognizer start where it resumes."""
+        self._counts["audio_gaps"] += 1
+        logger.info("audio: a gap of %.0f ms; the features start afresh where it resumes", gap_ms)
+        self._frontend.reset()
+        self._window.reset()
+        if self._second is not None:
+            self._second.reset()
+        self._recognizer.reset()
+
     def _process(self, tick: _Tick) -> Iterator[Event]:
         start_s = time.perf_counter()
         t = tick.t_ms
@@ -658,6 +678,9 @@ class Pipeline:
                 raise ValueError(f"audio: expected {self._frontend.options.sample_rate_hz} Hz chunks (the model's "
                                  f"audio frontend), got {chunk.sample_rate_hz} Hz")
             self._counts["audio_chunks"] += 1
+            if self._audio_end_ms is not None and chunk.t_ms - self._audio_end_ms > AUDIO_GAP_RESET_MS:
+                self._start_features_afresh(chunk.t_ms - self._audio_end_ms)
+            self._audio_end_ms = chunk.end_t_ms
             s = time.perf_counter()
             self._window.push(self._frontend.push(chunk.samples))
             frontend_ms = self._timed("audio_frontend", _elapsed_ms(s))

@@ -83,6 +83,7 @@ class PipelineStats:
     scene_events: int = 0
     audio_overflows: int = 0
     audio_dropped_samples: int = 0
+    audio_gaps: int = 0  #: gaps in the audio after which the features started afresh (pipeline.AUDIO_GAP_RESET_MS)
     audio_clock_resyncs: int = 0  #: microphone clock re-anchored to the monotonic clock after a driver stall
     audio_read_failures: int = 0
     camera_read_failures: int = 0

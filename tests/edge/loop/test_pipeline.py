@@ -448,12 +448,19 @@ def test_live_microphone_through_its_callback(fake_portaudio, tiny_model_path):
     assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
 
 
+def _hops_with_a_full_window(seconds: float, hop_ms: float = 100.0) -> int:
+    """Command hops in ``seconds`` of contiguous audio once the 1-s window (49 frames of 10 ms over 25 ms) is
+    full: the first at the hop after 990 ms."""
+    first_ms, audio_ms = 990.0, seconds * 1000
+    return 0 if audio_ms < first_ms else int((audio_ms - math.ceil(first_ms / hop_ms) * hop_ms) // hop_ms) + 1
+
+
 def test_live_microphone_after_a_driver_stall_stays_on_the_monotonic_clock(fake_portaudio, tiny_model_path,
                                                                           monkeypatch):
     """The driver delivers no audio for 0.6 s before the word: the loop counts the stall, and the word's event
     is stamped and timed on the monotonic clock (its audio-end-to-event latency is not the stall's length)."""
     stall_s = 0.6
-    monkeypatch.setattr(fake_portaudio, "stall_at_block", 20)  # 0.2 s into the stream, before the word
+    monkeypatch.setattr(fake_portaudio, "stall_at_block", 40)  # 0.4 s into the stream, before the word
     monkeypatch.setattr(fake_portaudio, "stall_s", stall_s)
     fake_portaudio.samples = tone_samples([("yes", 0.5)], 2.8).astype(np.float32)
     config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False},
@@ -469,6 +476,11 @@ def test_live_microphone_after_a_driver_stall_stays_on_the_monotonic_clock(fake_
         watchdog.cancel()
     assert [e.label for e in events] == ["yes"]
     assert stats.audio_clock_resyncs == 1
+    # the features started afresh after the gap: no window spliced audio from both sides of it (training never
+    # saw one), so the first hop after it waits for a full second of the audio that follows
+    assert stats.audio_gaps == 1
+    # (the 0.4 s before it never fill one; spliced with what follows, they did: 4 hops more)
+    assert abs(stats.audio_inferences - _hops_with_a_full_window(2.7 - 0.4 - stall_s)) <= 1
     assert 1100 + stall_s * 1000 - TONE_S * 500 <= events[0].t_ms - stats.stream_start_ms
     assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
 
