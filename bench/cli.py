@@ -302,7 +302,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 "Scenes: their own sound only (camera absent)").name
 
     if options.av is not None:
-        report["av"] = evaluate_av(model, Path(options.av), options.per_class_cap, options.seed)
+        report["av"] = evaluate_av(model, Path(options.av), options.per_class_cap, options.seed,
+                                   split if options.split == "testing" else None)
         report["figures"]["av_audio_only_confusion"] = plot_confusion(
             report["av"]["audio_only"], out / "confusion_av_audio_only.png",
             "Paired AV: audio only (camera absent)").name

@@ -28,7 +28,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -41,10 +41,11 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.train import data
 from edgesense.train.degrade import BENCH_DEGRADATIONS, degrade, to_uint8
-from edgesense.train.pools import EVALUATION_PERCENT, split_recordings
+from edgesense.train.pools import EVALUATION_PERCENT, is_recording, split_recordings
 
 __all__ = ["CONDITIONS", "EITHER_PATH", "PATHS", "SceneAmbience", "ambience_clips", "check_av_folder",
-           "degraded_camera_table", "degraded_image_only", "evaluate_av", "evaluate_scenes_av", "load_scene_ambience"]
+           "degraded_camera_table", "degraded_image_only", "evaluate_av", "evaluate_scenes_av", "leave_out_trained",
+           "load_scene_ambience", "trained_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +79,13 @@ class SceneAmbience:
 
 
 def load_scene_ambience(root: Path, classes: Sequence[str], sample_rate_hz: int) -> SceneAmbience:
-    """Split ``root``'s recordings into pools (by recording) and read the evaluation pool of each
-    of ``classes``. ValueError naming the folders when a class has no evaluation recording."""
+    """Split ``root``'s recordings into pools (by recording; the files the trainer and ``adapt``
+    split, :func:`edgesense.train.pools.is_recording`: ``NAME.WAV`` counts, a hidden ``._NAME.wav``
+    does not) and read the evaluation pool of each of ``classes``. ValueError naming the folders
+    when a class has no evaluation recording."""
     root = Path(root)
     folders = {label: root / label for label in classes}
-    wavs = {label: sorted(p for p in folder.glob("*.wav") if p.is_file()) if folder.is_dir() else []
+    wavs = {label: sorted(p for p in folder.iterdir() if p.is_file() and is_recording(p)) if folder.is_dir() else []
             for label, folder in folders.items()}
     pools = split_recordings([p for files in wavs.values() for p in files])
     evaluation = set(pools["evaluation"])
@@ -98,6 +101,41 @@ def load_scene_ambience(root: Path, classes: Sequence[str], sample_rate_hz: int)
     recordings = {label: {p.name: read_wav(p, sample_rate_hz=sample_rate_hz) for p in files if p in evaluation}
                   for label, files in wavs.items()}
     return SceneAmbience(root=root, recordings=recordings, training_files=len(pools["training"]))
+
+
+def trained_recordings(metadata: Mapping[str, Any]) -> frozenset[str]:
+    """The ``CLASS/NAME`` place recordings a model records as having taught it: the training pool
+    of ``data.scene_ambient`` (``edgesense train``) and of ``adapted.scene_ambient`` (``edgesense
+    adapt``); none for a model that records neither."""
+    names: set[str] = set()
+    for section in ("data", "adapted"):
+        pools = (metadata.get(section) or {}).get("scene_ambient") or {}
+        names.update(str(name) for name in pools.get("training") or ())
+    return frozenset(names)
+
+
+def leave_out_trained(ambience: SceneAmbience, trained: Collection[str]) -> tuple[SceneAmbience, list[str]]:
+    """``ambience`` without the recordings ``trained`` names (``CLASS/NAME``,
+    :func:`trained_recordings`): the pool split depends on how many recordings a folder holds, so
+    a folder that gained or lost recordings since the model trained can put one it trained on in the
+    evaluation pool. Returns the rest and the names left out (logged); ValueError naming
+    ``scene_ambient`` when a class has no recording left."""
+    trained = set(trained)
+    left_out = sorted(f"{label}/{name}" for label, files in ambience.recordings.items() for name in files
+                      if f"{label}/{name}" in trained)
+    if not left_out:
+        return ambience, []
+    logger.warning("--scene-ambient %s: %d recording(s) of its evaluation pool taught the model (its metadata names "
+                   "them in a training pool; the folder changed since): left out: %s", ambience.root, len(left_out),
+                   ", ".join(left_out))
+    recordings = {label: {name: x for name, x in files.items() if f"{label}/{name}" not in trained}
+                  for label, files in ambience.recordings.items()}
+    empty = [f"{ambience.root / label} ({len(ambience.recordings[label])} in the evaluation pool, all taught the model)"
+             for label, files in recordings.items() if not files]
+    require(not empty, "scene_ambient", "an evaluation-pool recording the model did not train on for each scene "
+            "class", "; ".join(empty))
+    return SceneAmbience(root=ambience.root, recordings=recordings,
+                         training_files=ambience.training_files + len(left_out)), left_out
 
 
 def ambience_clips(ambience: SceneAmbience, labels: Sequence[str], clip_samples: int,
@@ -189,6 +227,7 @@ def degraded_image_only(model: EdgeModel, frames: Sequence[np.ndarray], frame_la
 def evaluate_scenes_av(model: EdgeModel, frames: Sequence[np.ndarray], frame_labels: Sequence[str],
                        ambience: SceneAmbience, dbfs_range: tuple[float, float], seed: int) -> dict[str, Any]:
     """The table for the scored test photos (``evaluate_scenes``' frames), each with sound of its place."""
+    ambience, left_out = leave_out_trained(ambience, trained_recordings(model.metadata))
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
     rng = np.random.default_rng([seed, _AMBIENCE_STREAM])
     clips, sources = ambience_clips(ambience, frame_labels, model.audio_frontend.clip_samples, dbfs_range, rng)
@@ -198,6 +237,7 @@ def evaluate_scenes_av(model: EdgeModel, frames: Sequence[np.ndarray], frame_lab
                           "snippet_s": model.audio_frontend.clip_samples / model.audio_frontend.sample_rate_hz,
                           "evaluation_files": ambience.evaluation_files(),
                           "training_files_left_out": ambience.training_files,
+                          "taught_the_model_left_out": left_out,
                           "snippets_per_file": dict(sorted(Counter(sources).items()))}
     return result
 
@@ -210,14 +250,24 @@ def check_av_folder(av_root: Path, scene_labels: Sequence[str]) -> None:
     require(not unknown, "av", f"class folders named like the model's scene labels {list(scene_labels)}", unknown)
 
 
-def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int) -> dict[str, Any]:
-    """The table for a paired folder (``CLASS/NAME.jpg`` + ``CLASS/NAME.wav``), each photo with its own wav."""
+def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int,
+                split: data.SplitSpec | None = None) -> dict[str, Any]:
+    """The table for a paired folder (``CLASS/NAME.jpg`` + ``CLASS/NAME.wav``), each photo with its own wav.
+    ``split`` (``--split testing``: the model's recorded split): only the pairs training held out for
+    testing (file-name hash, a class none of whose pairs trained training on all of them, as
+    :func:`edgesense.train.data.train_every_class`); None: every pair. ``selection`` says which."""
     index = data.load_av_folder(av_root)
     unknown = sorted(set(index.classes) - set(model.scene_labels))
     if unknown:  # bench refuses them before the run (check_av_folder) unless the fusion study reads the folder too
         logger.warning("--av %s: class folders %s are not among the model's scene labels; their pairs are not "
                        "scored", av_root, unknown)
-    items = _cap(index.items, cap, seed)
+    if split is None:
+        pool, how = index.items, "every pair of the folder"
+    else:
+        pool = data.train_every_class(split.split_photos(index), index.classes, what="--av")["testing"]
+        how = (f"testing split: file-name hash, validation {split.image_validation_percent:g} %, testing "
+               f"{split.image_testing_percent:g} %")
+    items = _cap(pool, cap, seed)
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
     frames, true, clips = [], [], []
     for item in _progress(items, len(items), "audio-visual pairs"):
@@ -228,4 +278,5 @@ def evaluate_av(model: EdgeModel, av_root: Path, cap: int | None, seed: int) -> 
         clips.append(fit_clip(read_wav(item.audio_path, sample_rate_hz=model.audio_frontend.sample_rate_hz),
                               model.audio_frontend))
         true.append(lookup[item.label])
-    return degraded_camera_table(model, frames, true, _embed_audio(model, clips), seed, "audio-visual pairs")
+    return {**degraded_camera_table(model, frames, true, _embed_audio(model, clips), seed, "audio-visual pairs"),
+            "selection": how}

@@ -19,10 +19,19 @@ from cli_run import edgesense, error_line
 
 from edgesense.bench.cli import run_bench
 from edgesense.bench.options import BenchOptions
-from edgesense.bench.scenes_av import CONDITIONS, EITHER_PATH, PATHS, ambience_clips, load_scene_ambience
+from edgesense.bench.scenes_av import (
+    CONDITIONS,
+    EITHER_PATH,
+    PATHS,
+    ambience_clips,
+    leave_out_trained,
+    load_scene_ambience,
+    trained_recordings,
+)
 from edgesense.frontend.wav import write_wav
 from edgesense.runtime.model import EdgeModel
-from edgesense.train.pools import split_recordings
+from edgesense.train import data
+from edgesense.train.pools import place_sound_files, split_recordings
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "edgesense.tflite"
@@ -231,3 +240,74 @@ def test_scene_ambient_needs_scenes(tmp_path, labels):
     proc = edgesense("bench", "--model", MODEL, "--av", tmp_path, "--scene-ambient", tmp_path / "ambient",
                      "--out", tmp_path / "out")
     assert "--scene-ambient: expected --scenes too" in error_line(proc)
+
+
+def test_the_pools_are_of_the_files_training_splits(tmp_path, labels):
+    """A ``NAME.WAV`` is a recording to the trainer and to adapt (``place_sound_files``), a hidden
+    ``._NAME.wav`` (macOS resource fork) is not: the bench split other files, so its evaluation pool
+    held a recording that trained the model, or it stopped on the resource fork."""
+    rng = np.random.default_rng(6)
+    for label in labels:
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            name = f"{label}_{i}" + (".WAV" if i == 1 else ".wav")
+            write_wav(tmp_path / label / name, _coloured_noise(1.0, rng), SAMPLE_RATE_HZ)
+            (tmp_path / label / f"._{name}").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    _, trained = place_sound_files(tmp_path, labels, [])
+    ambience = load_scene_ambience(tmp_path, labels, SAMPLE_RATE_HZ)
+    evaluation = sorted(f"{label}/{name}" for label, names in ambience.evaluation_files().items() for name in names)
+    assert evaluation == trained["evaluation"] and not set(evaluation) & set(trained["training"])
+    assert ambience.training_files == len(trained["training"])
+
+
+def test_recordings_the_model_trained_on_are_left_out(tmp_path, labels):
+    """The split by recording depends on how many a folder holds: three recordings added to the bundled
+    model's glacier folder put one it was adapted on (its metadata names it) in the evaluation pool."""
+    model = EdgeModel.load(MODEL)
+    trained = trained_recordings(model.metadata)
+    taught = "glacier/redeclipse_stormwind.wav"
+    assert taught in trained
+    ambient = tmp_path / "ambient"
+    make_ambient_folder(ambient, [label for label in labels if label != "glacier"])
+    rng = np.random.default_rng(7)
+    (ambient / "glacier").mkdir()
+    for name in ("0ad_windstorm_11", "megaglest_wind", "redeclipse_stormwind", "my_glacier_0", "my_glacier_1",
+                 "my_glacier_2"):
+        write_wav(ambient / "glacier" / f"{name}.wav", _coloured_noise(1.0, rng), SAMPLE_RATE_HZ)
+    assert ambient / taught in split_recordings((ambient / "glacier").iterdir())["evaluation"]  # the case
+    report = _bench(tmp_path, make_photo_folder(tmp_path / "photos", labels, per_class=1), ambient, "out")
+    amb = report["scene_av"]["ambience"]
+    used = {f"{label}/{name}" for label, names in amb["evaluation_files"].items() for name in names}
+    assert amb["evaluation_files"]["glacier"] and not used & trained
+    assert not {name for name in amb["snippets_per_file"] if name in trained}
+    assert amb["taught_the_model_left_out"] == [taught]
+    # A class whose evaluation recordings all taught the model: refused, naming the folder.
+    for path in (ambient / "glacier").iterdir():
+        if f"glacier/{path.name}" not in trained:
+            path.unlink()
+    with pytest.raises(ValueError, match=r"scene_ambient: expected an evaluation-pool recording the model did not "
+                                         r"train on for each scene class, got .*glacier \(1 in the evaluation pool, "
+                                         r"all taught the model\)"):
+        leave_out_trained(load_scene_ambience(ambient, labels, SAMPLE_RATE_HZ), trained)
+
+
+def test_split_testing_scores_the_av_pairs_training_held_out(tmp_path, labels):
+    """``--split testing`` was ignored for ``--av``: a model trained on the folder (``data.av``) was scored on
+    every pair, its training pairs too, under a report that said the test split."""
+    rng = np.random.default_rng(8)
+    photos = make_photo_folder(tmp_path / "av", labels, per_class=4)
+    for k, label in enumerate(labels):
+        for photo in (photos / label).iterdir():
+            write_wav(photo.with_suffix(".wav"), _coloured_noise(k / 2, rng), SAMPLE_RATE_HZ)
+    index = data.load_av_folder(photos)
+    split = data.SplitSpec.from_metadata(EdgeModel.load(MODEL).metadata, None)
+    held_out = data.train_every_class(split.split_photos(index), index.classes, what="--av")["testing"]
+    assert 0 < len(held_out) < len(index.items)  # the case: some pairs trained
+    options = dict(model_path=MODEL, av=photos, streaming=False, references_dir=tmp_path / "no_refs")
+    testing = run_bench(BenchOptions(**options, split="testing", out_dir=tmp_path / "testing"))["av"]
+    assert testing["count"] == len(held_out)
+    assert {label: c["count"] for label, c in testing["audio_only"]["per_class"].items()} == {
+        label: sum(item.label == label for item in held_out) for label in labels}
+    assert testing["selection"].startswith("testing split: file-name hash")
+    every = run_bench(BenchOptions(**options, out_dir=tmp_path / "all"))["av"]
+    assert every["count"] == len(index.items) and every["selection"] == "every pair of the folder"
