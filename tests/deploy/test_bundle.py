@@ -904,6 +904,10 @@ def test_reinstall_from_the_installed_copy_keeps_its_files(tmp_path, inputs, sma
     assert f"{prefix}//" not in proc.stderr
     hint = proc.stderr.splitlines()[-1].split("done (no systemd): ", 1)[1]  # a command to paste: quoted
     assert shlex.split(hint) == [f"{prefix}/venv/bin/edgesense", "run", "--config", f"{prefix}/config.yaml"]
+    # Another spelling of the same folder (a "." in it), which trimming slashes does not make equal: nothing copied.
+    proc = device(prefix, "--no-systemd", "--prefix", f"{prefix.parent}/./{prefix.name}")
+    assert proc.returncode == 0 and "copying" not in proc.stderr, proc.stderr
+    assert (prefix / "config.yaml").read_text() == edited
 
 
 def test_a_prefix_of_its_own_gets_a_unit_that_runs_there(tmp_path, inputs, small_wheel, device):

@@ -476,7 +476,8 @@ def test_talk_that_is_negatives_recordings_is_refused_its_evaluation_pool_never_
         write_wav(negatives / f"reader{i}.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
     assert speech_negative_pools(wav_recordings([negatives]))["evaluation"]
     options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
-    for folder in (negatives, negatives.parent):
+    (tmp_path / "link").symlink_to(negatives.parent)  # the same recordings by another name
+    for folder in (negatives, negatives.parent, tmp_path / "link"):
         with pytest.raises(ValueError, match=r"^--talk: expected talk apart from --negatives .* got .*reader0\.wav "
                                              r"and 9 more, recordings of --negatives"):
             training_material(student, speech, [], negatives.parent, options, talk=[folder])

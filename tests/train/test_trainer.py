@@ -1415,3 +1415,33 @@ def test_a_failed_run_leaves_none_of_the_folders_made_for_it_and_none_inside_the
         train(config, scenes / "run1", verbose=0)
     assert str(caught.value).startswith(f"out_dir {scenes / 'run1'}: inside data.scenes ({scenes}), ")
     assert not (scenes / "run1").exists()
+
+
+def test_silence_clips_cut_from_the_evaluation_noise_never_reach_training(tmp_path):
+    """A _silence_ folder's clips are named by a number, and split by that name: 1-s cuts of a noise recording
+    of the evaluation pool (the benchmark's stream backgrounds) were trained on. load_dataset leaves them out,
+    found by their content; other clips of the folder still train."""
+    from edgesense.frontend.wav import read_wav, write_wav
+    from edgesense.train.data import load_speech_commands
+    from edgesense.train.pools import split_recordings
+
+    speech = make_speech_commands(tmp_path / "speech", speakers=6, per_speaker=1)
+    noise, rng = speech / "_background_noise_", np.random.default_rng(7)
+    for name in ("bike", "tap", "fan"):
+        write_wav(noise / f"{name}.wav", (0.2 * rng.standard_normal(16000 * 6)).astype(np.float32), 16000)
+    recording = read_wav(split_recordings(sorted(noise.glob("*.wav")))["evaluation"][0])
+    (speech / "_silence_").mkdir()
+    for k in range(10):  # 10xx: cut from the evaluation recording (at another gain); 20xx: noise of their own
+        write_wav(speech / "_silence_" / f"{1000 + k}.wav", 0.5 * recording[k * 7919:k * 7919 + 16000], 16000)
+        write_wav(speech / "_silence_" / f"{2000 + k}.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32),
+                  16000)
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None))
+    data = config.data
+    by_name = load_speech_commands(speech, words=data.words).split(
+        validation_percent=data.validation_percent, testing_percent=data.testing_percent,
+        salt=data.speaker_split_salt)["training"]
+    named = {it.speaker for it in by_name if it.label == "_silence_" and it.offset_ms is None}
+    cuts, own = {s for s in named if s.startswith("10")}, {s for s in named if s.startswith("20")}
+    assert cuts and own  # the split by name puts some of each in training
+    trained = set(load_dataset(config).audio_train.speakers)
+    assert not cuts & trained and own <= trained

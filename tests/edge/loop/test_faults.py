@@ -360,7 +360,9 @@ def test_sigterm_while_the_broker_is_away_waits_one_publish_timeout(tiny_model_p
             proc.communicate()
     assert proc.returncode == 0, err
     assert err.count("not acknowledged") == 1, err  # one wait, said once
-    assert 4.5 < stop_s < 8.0, err  # publish_timeout_s (5 s), and the rest of the stop, not twice 5 s
+    # publish_timeout_s (5 s), and the rest of the stop (about 1 s: paho's thread ends; more on a busy machine),
+    # not twice 5 s
+    assert 4.5 < stop_s < 9.5, err
 
 
 def test_a_spool_folder_another_process_holds_names_the_config_field(tmp_path):
