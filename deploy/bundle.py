@@ -49,7 +49,7 @@ from edgesense.app.cli import file_in_the_way
 from edgesense.deploy.targets import ARGUS_SOCKET, TARGETS, Target, _parse_python_version
 from edgesense.loop.config import DeviceConfig, load_config
 from edgesense.quantize.convert import portable_paths
-from edgesense.recognition.commands import CommandRecognizer
+from edgesense.loop.pipeline import check_commands_fit
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
 from edgesense.runtime.model import METADATA_NAME, embedded_metadata, labels_and_frontends
 from edgesense.runtime.second_opinion import HEADS_KIND, StreamHeads
@@ -249,10 +249,7 @@ def _check_commands(config: DeviceConfig, config_path: Path, metadata: Mapping[s
     """The checks the device's loop makes of the config's ``commands`` against the model's command labels
     (``class_thresholds`` naming words it has, ``max_context_unknown`` below 1 needing ``_unknown_``): a
     config the bundled model does not fit is one line here, not a service that fails at every start."""
-    try:
-        CommandRecognizer(metadata["labels"]["command"], config.commands)
-    except ValueError as exc:
-        raise ValueError(f"{config_path}: commands.{exc} (model {model_path})") from None
+    check_commands_fit(config, metadata["labels"]["command"], model_path, where=config_path)
 
 
 def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool = False) -> dict[str, Any]:

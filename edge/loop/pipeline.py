@@ -101,7 +101,7 @@ if TYPE_CHECKING:
     from edgesense.runtime.model import EdgeModel
 
 __all__ = ["AUDIO_GAP_RESET_MS", "PipelineOptions", "PipelineState", "Pipeline", "LiveDeviceError", "open_sources",
-           "second_opinion_of"]
+           "check_commands_fit", "second_opinion_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,19 @@ def _load_model(config: DeviceConfig, model_path: str | os.PathLike | None) -> "
         return EdgeModel.load(config.model.path, options=config.model.interpreter_options())
     except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"{where}: model.path: {exc}") from None
+
+
+def check_commands_fit(config: DeviceConfig, command_labels: Sequence[str], model: str | os.PathLike[str],
+                       where: str | os.PathLike[str] | None = None) -> None:
+    """ValueError in one line (the config, ``commands.FIELD``, the model) unless the recognizer the loop builds
+    from ``config.commands`` takes the model's ``command_labels``: ``class_thresholds`` naming words it has,
+    ``max_context_unknown`` below 1 needing its ``_unknown_``. ``where``: the config as the user named it
+    (its file by default)."""
+    try:
+        CommandRecognizer(command_labels, config.commands)
+    except ValueError as exc:
+        source = where if where is not None else (config.source_path or "the config")
+        raise ValueError(f"{source}: commands.{exc} (model {model})") from None
 
 
 def second_opinion_of(config: DeviceConfig, model: "EdgeModel") -> SecondOpinion | None:
@@ -424,6 +437,7 @@ class Pipeline:
         """
         config = path_or_config if isinstance(path_or_config, DeviceConfig) else load_config(path_or_config)
         model = _load_model(config, model_path)
+        check_commands_fit(config, model.command_labels, model.path)  # before any device is opened
         config, video, audio = _without_untrained_modalities(model, config, video=video, audio=audio)
         with contextlib.ExitStack() as stack:
             audio_source, video_source = open_sources(config, sample_rate_hz=model.audio_frontend.sample_rate_hz,

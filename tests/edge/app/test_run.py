@@ -150,6 +150,17 @@ def test_a_config_whose_model_cannot_be_loaded_names_the_field(tmp_path, media, 
         assert line.endswith(f"{config}: model.path: expected a .tflite file, got {bad} ({found})"), line
 
 
+def test_a_config_its_model_does_not_fit_names_the_config_and_the_field(tiny_model_path, tmp_path, media, capsys):
+    """Class thresholds of a word the model lacks: the line named neither the config nor the commands section
+    (``class_thresholds: expected labels of the model ...``), unlike deploy's for the same config."""
+    wav, _ = media
+    config = write_config(tmp_path, commands={"class_thresholds": {"hello": 0.8}})
+    assert main(["run", "--config", str(config), "--model", str(tiny_model_path), "--audio", str(wav), "--fast"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{config}: commands.class_thresholds: expected labels of the model [" in line, line
+    assert line.endswith(f"got ['hello'] (model {tiny_model_path})"), line
+
+
 def test_corrupt_inputs_are_one_line_exit_2(tiny_model_path, tmp_path, media, capsys):
     wav, video = media
     config = str(write_config(tmp_path))
