@@ -931,6 +931,13 @@ def test_a_prefix_of_its_own_gets_a_unit_that_runs_there(tmp_path, inputs, small
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"install.sh: error: --prefix {spaced}: expected a folder without whitespace")
     assert "--no-systemd" in proc.stderr and not spaced.exists()
+    # A folder the unit's ProtectHome=true hides from the service: its ExecStart is never found, a restart loop.
+    home = Path("/home/edgesense-test-no-such-user/edgesense")
+    proc = device(out, "--prefix", str(home))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"install.sh: error: --prefix {home}: expected a folder outside /home, /root and "
+                                  "/run/user for the systemd unit"), proc.stderr
+    assert not home.parent.exists()
 
 
 def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, device):
