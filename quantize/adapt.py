@@ -2,12 +2,14 @@
 
 Last-layer retraining in the manner of pycoral's on-device imprinting: the deployed model's
 encoders (``encode_audio``, ``encode_image``) are kept bit for bit, and the command head inside
-``fuse`` keeps its weights (frozen; re-quantized with the new ``fuse``, its inputs on the encoders'
-scales, the presence flags on scales of their own where 0 and 1 are exact, its calibration drawn
-apart from the photos), so command recognition does not change: two adaptations of one model with
-the same places, sounds and seed give the same command outputs bit for bit, whatever image encoder
-they graft. (A ``fuse`` converted before the flags had scales of their own read 1.0 as 1.02; adapting
-it changes its command outputs once, by a few 1/256.) Only the scene part of the fusion head
+``fuse`` keeps its weights, a vision gate on it (``model.command_vision_gate``) included (frozen;
+re-quantized with the new ``fuse``, its inputs on the encoders' scales, the presence flags on scales
+of their own where 0 and 1 are exact, its calibration drawn apart from the photos), so command
+recognition does not change: two adaptations of one model with the same places, sounds and seed
+give the same command outputs bit for bit, whatever image encoder they graft. (The first adaptation
+of a ``fuse`` that ``edgesense quantize`` wrote moves them once, by one 1/256 step where it does:
+its command logits' int8 range is calibrated anew; one converted before the flags had scales of
+their own read 1.0 as 1.02, and moves by a few 1/256.) Only the scene part of the fusion head
 learns, on the model's own int8 embeddings of
 
 * training photos (the model's recorded photo split, training part only; ``--scenes`` and/or
@@ -30,8 +32,9 @@ the unchanged encoders into one ``.tflite`` with updated metadata: its ``metrics
 measured with another scene head, are kept apart as ``adapted.from.metrics``.
 
 ``image_encoder`` (``--image-encoder``) grafts another model's ``encode_image`` in place of the
-deployed one first, e.g. from a run trained with the vision teacher or at another input size (the
-donor's image frontend comes with it): its commands stay the deployed model's, and the scene head is
+deployed one first (refused where a vision gate on the command head would read it), e.g. from a
+run trained with the vision teacher or at another input size (the donor's image frontend comes
+with it): its commands stay the deployed model's, and the scene head is
 retrained on the new image embeddings, the layers that read them starting from the donor's own head
 (learned on those embeddings; on a 128-px encoder this lifted the adapted validation photos from
 88.8-89.5 % to 90.0-90.2 % over three seeds).
@@ -63,8 +66,8 @@ from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
-__all__ = ["AdaptOptions", "adapt_model", "add_arguments", "check_class_names", "command_changes", "dense_weights",
-           "require_full_integer", "run"]
+__all__ = ["AdaptOptions", "FuseLayer", "adapt_model", "add_arguments", "check_class_names", "command_changes",
+           "dense_weights", "fuse_layers", "has_vision_gate", "require_full_integer", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +76,12 @@ SPEECH_SAMPLES = ("speech_commands.wav", "commands.wav")
 SPEECH_HOP_S = 0.25
 INT8_MAX = 127
 OUTPUT_COMMAND, OUTPUT_SCENE = "command", "scene"
+AUDIO_EMBEDDING, IMAGE_EMBEDDING = "audio_embedding", "image_embedding"  #: fuse's embedding inputs
+COMMAND_VISION_GATE = "command_vision_gate"  #: build_fusion_head's layer that gates commands by sight
 SCENE_LABEL_SMOOTHING = 0.1
 FUSE_CALIBRATION_SAMPLES = 600  #: representative inputs for the new ``fuse``
+#: The head learns places from their sounds too (and its command path is calibrated on them).
+NO_SOUNDS = "--scene-ambient/--av: expected sounds of at least one scene class (one or both), got none"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,70 +139,172 @@ def require_full_integer(flag: str, path: str | Path, model: EdgeModel) -> None:
                                  f"int8), got a {mode} model ({key} {name} is {tensor.dtype})")
 
 
-def dense_weights(part: bytes) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """A converted part's fully-connected layers, dequantized: ``(in, out)`` -> (Keras kernel
-    ``(in, out)``, bias ``(out,)``). Shapes that occur twice are left out (ambiguous)."""
+def _fc_weights(obj: Any, graph: Any, op: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A FULLY_CONNECTED operator's weights, dequantized: (Keras kernel ``(in, out)``, bias ``(out,)``)."""
+    w_t = graph.tensors[op.inputs[1]]
+    out_dim, in_dim = (int(s) for s in w_t.shape)
+    q = np.frombuffer(bytes(np.asarray(obj.buffers[w_t.buffer].data, np.uint8)), np.int8).reshape(out_dim, in_dim)
+    scale = np.broadcast_to(np.asarray(w_t.quantization.scale, np.float64), (out_dim,))
+    zero = np.broadcast_to(np.asarray(w_t.quantization.zeroPoint, np.float64), (out_dim,))
+    kernel = ((q - zero[:, None]) * scale[:, None]).T.astype(np.float32)
+    bias = np.zeros(out_dim, np.float32)
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        b_t = graph.tensors[op.inputs[2]]
+        raw = np.frombuffer(bytes(np.asarray(obj.buffers[b_t.buffer].data, np.uint8)), np.int32)
+        bias = (raw * np.broadcast_to(np.asarray(b_t.quantization.scale, np.float64), (out_dim,))).astype(np.float32)
+    return kernel, bias
+
+
+def _fully_connected(part: bytes) -> tuple[Any, Any, list]:
+    """(the part's flatbuffer object, its graph, its FULLY_CONNECTED operators)."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     from edgesense.quantize.convert import _read_model_object
 
     obj = _read_model_object(part)
     graph = obj.subgraphs[0]
+    return obj, graph, [op for op in graph.operators or []
+                        if flatbuffer_utils.opcode_to_name(obj, op.opcodeIndex) == "FULLY_CONNECTED"]
+
+
+def dense_weights(part: bytes) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """A converted part's fully-connected layers, dequantized: ``(in, out)`` -> (Keras kernel
+    ``(in, out)``, bias ``(out,)``). Shapes that occur twice are left out (ambiguous: :func:`fuse_layers`
+    tells them apart)."""
+    obj, graph, ops = _fully_connected(part)
     found: dict[tuple[int, int], list] = {}
-    for op in graph.operators or []:
-        if flatbuffer_utils.opcode_to_name(obj, op.opcodeIndex) != "FULLY_CONNECTED":
-            continue
-        w_t = graph.tensors[op.inputs[1]]
-        out_dim, in_dim = (int(s) for s in w_t.shape)
-        q = np.frombuffer(bytes(np.asarray(obj.buffers[w_t.buffer].data, np.uint8)), np.int8).reshape(out_dim, in_dim)
-        scale = np.broadcast_to(np.asarray(w_t.quantization.scale, np.float64), (out_dim,))
-        zero = np.broadcast_to(np.asarray(w_t.quantization.zeroPoint, np.float64), (out_dim,))
-        kernel = ((q - zero[:, None]) * scale[:, None]).T.astype(np.float32)
-        bias = np.zeros(out_dim, np.float32)
-        if len(op.inputs) > 2 and op.inputs[2] >= 0:
-            b_t = graph.tensors[op.inputs[2]]
-            raw = np.frombuffer(bytes(np.asarray(obj.buffers[b_t.buffer].data, np.uint8)), np.int32)
-            bias = (raw * np.broadcast_to(np.asarray(b_t.quantization.scale, np.float64), (out_dim,))).astype(
-                np.float32)
-        found.setdefault((in_dim, out_dim), []).append((kernel, bias))
+    for op in ops:
+        kernel, bias = _fc_weights(obj, graph, op)
+        found.setdefault(kernel.shape, []).append((kernel, bias))
     return {shape: layers[0] for shape, layers in found.items() if len(layers) == 1}
 
 
+@dataclass(frozen=True)
+class FuseLayer:
+    """A fully-connected layer of a converted ``fuse``: the embeddings it reads and the outputs it
+    feeds (traced through the graph, so two layers of one shape are told apart), and its weights."""
+
+    reads: frozenset[str]
+    feeds: frozenset[str]
+    kernel: np.ndarray
+    bias: np.ndarray
+
+
+def fuse_layers(part: bytes) -> list[FuseLayer]:
+    """The fully-connected layers of a converted ``fuse`` part, dequantized, each with what it reads
+    (``audio_embedding``, ``image_embedding``) and feeds (``command``, ``scene``)."""
+    obj, graph, fcs = _fully_connected(part)
+    signature = obj.signatureDefs[0]
+    names = {int(t.tensorIndex): t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+             for t in [*signature.inputs, *signature.outputs]}
+    operators = list(graph.operators or [])
+    producer = {int(t): op for op in operators for t in op.outputs}
+    consumers: dict[int, list] = {}
+    for op in operators:
+        for t in op.inputs:
+            if t >= 0:
+                consumers.setdefault(int(t), []).append(op)
+
+    def named(start: int, step) -> frozenset[str]:
+        seen, stack, found = set(), [start], set()
+        while stack:
+            tensor = stack.pop()
+            if tensor not in seen:
+                seen.add(tensor)
+                found |= {names[tensor]} if tensor in names else set()
+                stack += step(tensor)
+        return frozenset(found)
+
+    def up(tensor: int) -> list[int]:
+        return [int(t) for t in producer[tensor].inputs if t >= 0] if tensor in producer else []
+
+    def down(tensor: int) -> list[int]:
+        return [int(t) for op in consumers.get(tensor, []) for t in op.outputs]
+
+    layers = []
+    for op in fcs:
+        kernel, bias = _fc_weights(obj, graph, op)
+        layers.append(FuseLayer(reads=named(int(op.inputs[0]), up) & {AUDIO_EMBEDDING, IMAGE_EMBEDDING},
+                                feeds=named(int(op.outputs[0]), down) & {OUTPUT_COMMAND, OUTPUT_SCENE},
+                                kernel=kernel, bias=bias))
+    return layers
+
+
+def _keras_roles(vision_gate: bool) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """What each dense layer of :func:`edgesense.train.model.build_fusion_head` reads and feeds."""
+    audio, image = frozenset({AUDIO_EMBEDDING}), frozenset({IMAGE_EMBEDDING})
+    command, scene = frozenset({OUTPUT_COMMAND}), frozenset({OUTPUT_SCENE})
+    return {OUTPUT_COMMAND: (audio | image if vision_gate else audio, command), COMMAND_VISION_GATE: (image, command),
+            "fuse_audio_proj": (audio, scene), "scene_audio_logits": (audio, scene),
+            "fuse_image_proj": (image, scene), "scene_image_logits": (image, scene),
+            "fuse_gate": (audio | image, scene), "fuse_dense": (audio | image, scene),
+            "scene_logits": (audio | image, scene)}
+
+
+#: A graft would feed the command head's vision gate another encoder's embeddings.
+VISION_GATE_GRAFT = ("--image-encoder: expected a --model whose command head does not read the camera, got one with a "
+                     "vision gate on it (model.command_vision_gate): another image encoder would change its commands")
+
+
+def has_vision_gate(layers: Sequence[FuseLayer]) -> bool:
+    """Whether the command head reads the camera (``model.command_vision_gate``): a layer reads the
+    image embedding alone and feeds the commands."""
+    return any((layer.reads, layer.feeds) == _keras_roles(vision_gate=True)[COMMAND_VISION_GATE] for layer in layers)
+
+
+def _the_one(layers: Sequence[FuseLayer], role: tuple[frozenset[str], frozenset[str]],
+             shape: tuple[int, ...]) -> FuseLayer | None:
+    """The one layer of ``layers`` with this role and kernel shape; None where none or several are."""
+    matches = [layer for layer in layers if (layer.reads, layer.feeds) == role and layer.kernel.shape == shape]
+    return matches[0] if len(matches) == 1 else None
+
+
 def build_head(model: EdgeModel, scene_labels: Sequence[str], fuse_part: bytes, donor_fuse: bytes | None = None):
-    """The Keras fusion head with the deployed weights where shapes fit; the command head frozen.
-    With ``donor_fuse`` (a graft: the image encoder's own model) the layers that read the image
-    embedding start from the donor's weights, which were learned on that encoder's embeddings (told
-    apart by their input width: where the two embeddings are as wide, the deployed weights stay)."""
+    """The Keras fusion head with the deployed weights where they fit (each layer found by what it
+    reads and feeds, :func:`fuse_layers`, so embeddings of one width or a projection as wide as the
+    command head are told apart); the command head, and a vision gate on it, frozen. With
+    ``donor_fuse`` (a graft: the image encoder's own model) the layers that read the image embedding
+    alone start from the donor's weights, which were learned on that encoder's embeddings."""
     import keras
 
     from edgesense.train.config import ModelOptions
     from edgesense.train.model import build_fusion_head
 
-    weights = dense_weights(fuse_part)
-    n_cmd = len(model.command_labels)
-    projections = [out for (i, out) in weights if i == model.audio_embedding_dim and out != n_cmd]
-    require(bool(projections), "--model", "a fusion head with an audio projection (a model written by edgesense "
-            "quantize)", sorted(weights))
+    deployed = fuse_layers(fuse_part)
+    roles = _keras_roles(vision_gate=False)
+    vision_gate = has_vision_gate(deployed)
+    if vision_gate and donor_fuse is not None:
+        raise ValueError(VISION_GATE_GRAFT)
     fusion = model.metadata.get("fusion_strategy") or ModelOptions().fusion
-    options = ModelOptions(fusion=fusion, embedding_dim=projections[0])
-    head = build_fusion_head(model.audio_embedding_dim, model.image_embedding_dim, n_cmd, len(scene_labels), options)
-    donor = dense_weights(donor_fuse) if donor_fuse is not None else {}
+    if fusion == "late":  # no fused embedding: its audio layer gives scene logits
+        embedding_dim = ModelOptions().embedding_dim
+    else:
+        projections = [layer.kernel.shape[1] for layer in deployed
+                       if (layer.reads, layer.feeds) == roles["fuse_audio_proj"]]
+        require(len(projections) == 1, "--model", "a fusion head with one audio projection (a model written by "
+                "edgesense quantize)", f"{len(projections)} layers that read the audio embedding for the scene")
+        embedding_dim = projections[0]
+    options = ModelOptions(fusion=fusion, embedding_dim=embedding_dim, command_vision_gate=vision_gate)
+    head = build_fusion_head(model.audio_embedding_dim, model.image_embedding_dim, len(model.command_labels),
+                             len(scene_labels), options)
+    roles = _keras_roles(vision_gate)
+    donor = fuse_layers(donor_fuse) if donor_fuse is not None else []
     loaded = []
     for layer in head.layers:
-        if isinstance(layer, keras.layers.Dense):
-            shape = tuple(int(s) for s in layer.kernel.shape)
-            reads_image = shape[0] == model.image_embedding_dim != model.audio_embedding_dim
-            if reads_image and shape in donor:
-                layer.set_weights(list(donor[shape]))
-                loaded.append(f"{layer.name} (the donor's)")
-            elif shape in weights:
-                layer.set_weights(list(weights[shape]))
-                loaded.append(layer.name)
-    command = head.get_layer(OUTPUT_COMMAND)
-    require(command.name in loaded, "--model", f"a command head of shape ({model.audio_embedding_dim}, {n_cmd})",
-            "none")
-    command.trainable = False
-    logger.info("fusion head: deployed weights for %s; the command head is frozen", ", ".join(loaded))
+        if isinstance(layer, keras.layers.Dense) and layer.name in roles:
+            role, shape = roles[layer.name], tuple(int(s) for s in layer.kernel.shape)
+            theirs = _the_one(donor, role, shape) if role[0] == {IMAGE_EMBEDDING} else None
+            mine = _the_one(deployed, role, shape)
+            if theirs is not None or mine is not None:
+                layer.set_weights([(theirs or mine).kernel, (theirs or mine).bias])
+                loaded.append(f"{layer.name} (the donor's)" if theirs is not None else layer.name)
+    frozen = [OUTPUT_COMMAND, *([COMMAND_VISION_GATE] if vision_gate else [])]
+    for name in frozen:
+        layer = head.get_layer(name)
+        require(name in loaded, "--model", f"a {name} layer of shape {tuple(int(s) for s in layer.kernel.shape)}",
+                "none")
+        layer.trainable = False
+    logger.info("fusion head: deployed weights for %s; %s frozen", ", ".join(loaded), " and ".join(frozen))
     return head
 
 
@@ -278,8 +387,8 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
     read = [[(p, r) for p, r in ((p, read_wav(p, sample_rate_hz=rate)) for p in sound_paths[label])
              if r.size and r.any()] for label in labels]
     recordings = [[r for _, r in class_read] for class_read in read]
-    require(any(recordings), "--scene-ambient", "sounds for at least one scene class (--scene-ambient or --av)",
-            "none")
+    if not any(recordings):
+        raise ValueError(NO_SOUNDS)
     sessions = {item.audio_path: recording_of(item) for item in splits["training"] if isinstance(item, datasets.AVItem)}
     sound_emb, sound_rec = [], []
     for k, class_recordings in enumerate(recordings):
@@ -555,6 +664,8 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
 
     if scenes is None and av is None:
         raise ValueError("--scenes/--av: expected photos to learn from (one or both), got neither")
+    if scene_ambient is None and av is None:  # said before minutes of embedding the photos, not after
+        raise ValueError(NO_SOUNDS)
     _check_writable(out_path)
     # The models are checked before TensorFlow starts (and logs).
     model = EdgeModel.load(model_path)
@@ -577,6 +688,8 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
     if donor is not None:
         donor_summary = {"file": Path(image_encoder).name, "name": donor.metadata.get("name"),
                          "model_version": donor.metadata.get("model_version")}
+        if has_vision_gate(fuse_layers(parts["fuse"])):  # before minutes of embedding photos and sounds
+            raise ValueError(VISION_GATE_GRAFT)
         model = GraftedModel(model, donor)
         donor_parts = split_tflite_parts(Path(image_encoder).read_bytes())
         parts["encode_image"], donor_fuse = donor_parts["encode_image"], donor_parts["fuse"]

@@ -227,6 +227,8 @@ def test_adapt_model_without_photos_says_it_as_the_command_does(tmp_path):
 
 
 def test_cli_refuses_bad_input_in_one_line(tmp_path):
+    import cv2
+
     out = tmp_path / "out.tflite"
     out.write_bytes(b"mine")
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", tmp_path))
@@ -245,6 +247,13 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
                                "--image-encoder", tmp_path / "nowhere.tflite"))
     assert line == f"{ERROR_PREFIX} --image-encoder {tmp_path / 'nowhere.tflite'}: no such file"
+    # Photos alone: said at once, before TensorFlow starts and the photos are embedded (minutes of --scenes).
+    scenes = tmp_path / "scenes" / "kitchen"
+    scenes.mkdir(parents=True)
+    cv2.imwrite(str(scenes / "a.jpg"), np.full((32, 32, 3), 128, np.uint8))
+    line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--scenes", scenes.parent))
+    assert line == (f"{ERROR_PREFIX} --scene-ambient/--av: expected sounds of at least one scene class (one or both), "
+                    "got none")
     for seed in (-1, 2**32):
         line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
                                    "--seed", seed))
@@ -361,4 +370,63 @@ def test_a_place_named_like_a_stock_scene_but_for_case_is_refused_in_one_line(tm
     line = error_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", mine))
     assert line == (f"{ERROR_PREFIX} --av {mine}: expected class folders that differ from the other scene classes by "
                     "more than case, got 'Sea' beside 'sea' (name it 'sea' to teach that class)")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- heads whose layers share a shape
+
+
+def _quantized_fusion_model(run_dir, tmp_path, options):
+    """``run_dir`` (a tiny run folder, writable) with a fusion model of the project's architecture
+    built with ``options`` (untrained: its command outputs are what they are, and must stay), int8."""
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+    from edgesense.train.model import build_fusion_model
+
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    build_fusion_model(num_commands=len(info["labels"]["command"]), num_scenes=len(info["labels"]["scene"]),
+                       options=options).save(run_dir / "model.keras")
+    (run_dir / "run.json").write_text(json.dumps({**info, "fusion_strategy": options.fusion}), encoding="utf-8")
+    out = tmp_path / "model.tflite"
+    convert_run(run_dir, out, QuantizeOptions(mode="int8", calibration_samples=32))
+    return out
+
+
+def test_a_head_whose_layers_share_a_shape_keeps_its_command_path_and_vision_gate(run_dir_copy, tmp_path):
+    from edgesense.train.config import ModelOptions
+
+    # Audio and image embeddings of one width, a fused embedding as wide as the 12 commands, and a
+    # command head gated by sight: the command head and both projections are (8, 12) and the gate
+    # (8, 8). Each is found by what it reads and feeds; the gate stays, frozen with the command head.
+    options = ModelOptions(audio_channels=8, audio_blocks=1, image_channels=(8, 8), image_strides=(2, 2),
+                           embedding_dim=12, command_vision_gate=True)
+    deployed = _quantized_fusion_model(run_dir_copy, tmp_path, options)
+    mine = make_av_folder(tmp_path / "mine", {"kitchen": (30, 60, 200), "forest": (40, 140, 30)}, per_class=12)
+    once, twice = tmp_path / "once.tflite", tmp_path / "twice.tflite"
+    adapt_model(deployed, once, av=mine, options=FAST)
+    adapt_model(once, twice, av=mine, options=FAST)
+    models = [EdgeModel.load(path) for path in (deployed, once, twice)]
+    assert models[1].scene_labels == ("forest", "indoor", "kitchen", "outdoor", "vehicle")
+    audio = speech_embeddings(models[0])
+    image = models[0].encode_image(np.random.default_rng(3).uniform(0, 255, models[0].image_frontend.input_shape)
+                                   .astype(np.float32))
+    for camera in (None, image):  # the gate reads the camera: its command outputs are kept with it too
+        old, first, again = (np.stack([m.fuse(a, camera)[0] for a in audio]) for m in models)
+        assert np.abs(first - old).max() <= 1 / 256  # re-quantized with the new fuse: one step at most
+        assert np.array_equal(again, first)  # and then bit for bit
+    assert models[2].metadata["metrics"]["command_windows_changed"] == 0
+
+
+def test_a_vision_gated_command_head_refuses_another_image_encoder_in_one_line(run_dir_copy, tmp_path):
+    from edgesense.train.config import ModelOptions
+
+    options = ModelOptions(audio_channels=8, audio_blocks=1, image_channels=(8, 16), image_strides=(2, 2),
+                           embedding_dim=10, command_vision_gate=True)
+    deployed = _quantized_fusion_model(run_dir_copy, tmp_path, options)
+    mine = make_av_folder(tmp_path / "mine", {"kitchen": (30, 60, 200), "forest": (40, 140, 30)}, per_class=4)
+    out = tmp_path / "x.tflite"
+    with pytest.raises(ValueError) as info:
+        adapt_model(deployed, out, av=mine, options=FAST, image_encoder=BUNDLED)
+    assert str(info.value) == ("--image-encoder: expected a --model whose command head does not read the camera, got "
+                               "one with a vision gate on it (model.command_vision_gate): another image encoder would "
+                               "change its commands")
     assert not out.exists()
