@@ -419,9 +419,9 @@ def test_a_student_of_its_own_words_learns_them_and_the_folders_other_words_as_u
     assert clips["_unknown_"] > 6 * 12 * 0.5  # the six other words' clips (most speakers train), and the talk
 
 
-def test_talk_shorter_than_a_window_is_said_never_silently_left_out(tmp_path, caplog):
-    """``--talk`` of recordings shorter than a training window (words said alone, 1-s clips) trained on
-    nothing of them, silently: the log said they took part and the windows were those without them."""
+def _two_word_material(tmp_path, *, readers: int):
+    """(a Speech Commands folder of two words and 8 speakers, a student of those words, a folder of ``readers``
+    recordings of read talk, the random generator that made them) for ``training_material``."""
     from types import SimpleNamespace
 
     from datagen import make_speech_commands, speech_clip
@@ -434,8 +434,17 @@ def test_talk_shorter_than_a_window_is_said_never_silently_left_out(tmp_path, ca
     rng = np.random.default_rng(3)
     negatives = tmp_path / "negatives" / "read_speech"
     negatives.mkdir(parents=True)
-    for i in range(4):
+    for i in range(readers):
         write_wav(negatives / f"reader{i}.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
+    return speech, student, negatives, rng
+
+
+def test_talk_shorter_than_a_window_is_said_never_silently_left_out(tmp_path, caplog):
+    """``--talk`` of recordings shorter than a training window (words said alone, 1-s clips) trained on
+    nothing of them, silently: the log said they took part and the windows were those without them."""
+    from datagen import speech_clip
+
+    speech, student, negatives, rng = _two_word_material(tmp_path, readers=4)
     words, mixed = tmp_path / "words" / "voice", tmp_path / "mixed" / "voice"
     words.mkdir(parents=True)
     mixed.mkdir(parents=True)
@@ -459,21 +468,11 @@ def test_talk_shorter_than_a_window_is_said_never_silently_left_out(tmp_path, ca
 def test_talk_that_is_negatives_recordings_is_refused_its_evaluation_pool_never_learned(tmp_path):
     """All of ``--talk`` is learned, so ``--talk`` naming (part of) ``--negatives`` taught the heads the
     tuning and evaluation pools of that talk, the benchmark's, silently."""
-    from types import SimpleNamespace
-
-    from datagen import make_speech_commands, speech_clip
+    from datagen import speech_clip
 
     from edgesense.train.pools import speech_negative_pools, wav_recordings
-    from edgesense.types import DEFAULT_COMMAND_WORDS
 
-    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS[:2], unknown_words=(), speakers=8,
-                                  per_speaker=1)
-    student = SimpleNamespace(command_labels=("_silence_", "_unknown_", *DEFAULT_COMMAND_WORDS[:2]), metadata={})
-    rng = np.random.default_rng(3)
-    negatives = tmp_path / "negatives" / "read_speech"
-    negatives.mkdir(parents=True)
-    for i in range(10):
-        write_wav(negatives / f"reader{i}.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
+    speech, student, negatives, rng = _two_word_material(tmp_path, readers=10)
     assert speech_negative_pools(wav_recordings([negatives]))["evaluation"]
     options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
     (tmp_path / "link").symlink_to(negatives.parent)  # the same recordings by another name
