@@ -111,8 +111,9 @@ def test_a_missing_desktop_library_names_the_extra_to_install_from_the_checkout(
         (shim / name / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{name}'\", "
                                                  f"name='{name}')\n")
     env = {"PYTHONPATH": str(shim)}
-    config = tmp_path / "train.yaml"
-    config.write_text(f"name: x\ndata: {{scenes: {tmp_path}}}\n")
+    config, photos = tmp_path / "train.yaml", tmp_path / "photos"
+    photos.mkdir()
+    config.write_text(f"name: x\ndata: {{scenes: {photos}}}\n")  # --out beside it, not inside (refused first)
     line = only_line(edgesense("train", "--config", config, "--out", tmp_path / "run", env=env))
     assert line.endswith("needs the train extra (tensorflow is not installed): from the EdgeSense checkout: "
                          "pip install -e '.[train]' --config-settings editable_mode=strict (or scripts/setup.sh); "
