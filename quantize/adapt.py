@@ -67,7 +67,7 @@ from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
 
 __all__ = ["AdaptOptions", "FuseLayer", "adapt_model", "add_arguments", "check_class_names", "command_changes",
-           "dense_weights", "fuse_layers", "has_vision_gate", "require_full_integer", "run"]
+           "fuse_layers", "has_vision_gate", "require_full_integer", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class AdaptOptions:
 def require_full_integer(flag: str, path: str | Path, model: EdgeModel) -> None:
     """ValueError naming ``flag`` unless ``model`` is full-integer int8 (int8 inputs and outputs
     everywhere, as ``edgesense quantize --mode int8`` writes it): its parts are merged with a new
-    int8 ``fuse``, and :func:`dense_weights` reads the deployed weights as int8."""
+    int8 ``fuse``, and :func:`fuse_layers` reads the deployed weights as int8."""
     for key, signature in model.signatures.items():
         for name, tensor in {**signature.inputs, **signature.outputs}.items():
             if tensor.dtype != np.int8:
@@ -165,18 +165,6 @@ def _fully_connected(part: bytes) -> tuple[Any, Any, list]:
     graph = obj.subgraphs[0]
     return obj, graph, [op for op in graph.operators or []
                         if flatbuffer_utils.opcode_to_name(obj, op.opcodeIndex) == "FULLY_CONNECTED"]
-
-
-def dense_weights(part: bytes) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """A converted part's fully-connected layers, dequantized: ``(in, out)`` -> (Keras kernel
-    ``(in, out)``, bias ``(out,)``). Shapes that occur twice are left out (ambiguous: :func:`fuse_layers`
-    tells them apart)."""
-    obj, graph, ops = _fully_connected(part)
-    found: dict[tuple[int, int], list] = {}
-    for op in ops:
-        kernel, bias = _fc_weights(obj, graph, op)
-        found.setdefault(kernel.shape, []).append((kernel, bias))
-    return {shape: layers[0] for shape, layers in found.items() if len(layers) == 1}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from edgesense.quantize.adapt import (  # noqa: E402
     AdaptOptions,
     Embeddings,
     adapt_model,
-    dense_weights,
+    fuse_layers,
     sound_reliability,
     speech_embeddings,
 )
@@ -30,6 +30,15 @@ from edgesense.shipped import MODELS, SAMPLES, shipped_path  # noqa: E402
 
 BUNDLED = shipped_path(MODELS, "edgesense.tflite")
 FAST = AdaptOptions(epochs=2, rows_per_epoch=2000, image_variants=1, sounds_per_class=40)
+
+
+def _fuse_weights(part: bytes, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The Keras layer ``name`` of the fusion head (kernel of ``shape``, bias) as a converted ``fuse`` holds it."""
+    from edgesense.quantize.adapt import _keras_roles, _the_one
+
+    layer = _the_one(fuse_layers(part), _keras_roles(vision_gate=False)[name], shape)
+    assert layer is not None, (name, shape)
+    return layer.kernel, layer.bias
 
 
 def _speech_windows(model):
@@ -53,10 +62,10 @@ def test_split_parts_merge_back_to_the_same_signatures():
         assert all(np.array_equal(want[k], got[k]) for k in want), key
 
 
-def test_dense_weights_reproduce_the_deployed_command_head():
+def test_the_fuse_layers_reproduce_the_deployed_command_head():
     model = EdgeModel.load(BUNDLED)
-    weights = dense_weights(split_tflite_parts(BUNDLED.read_bytes())["fuse"])
-    kernel, bias = weights[(model.audio_embedding_dim, len(model.command_labels))]
+    kernel, bias = _fuse_weights(split_tflite_parts(BUNDLED.read_bytes())["fuse"], "command",
+                                 (model.audio_embedding_dim, len(model.command_labels)))
     for features in _speech_windows(model)[:10]:
         embedding = model.encode_audio(features)
         logits = embedding @ kernel + bias
@@ -214,10 +223,10 @@ def test_a_graft_starts_its_image_side_from_the_donors_head(tmp_path):
     deployed_fuse, donor_fuse = (split_tflite_parts(path.read_bytes())["fuse"] for path in (BUNDLED, donor_path))
     head = build_head(GraftedModel(deployed, donor), deployed.scene_labels, deployed_fuse, donor_fuse)
     projection = head.get_layer("fuse_image_proj").get_weights()[0]
-    assert np.array_equal(projection, dense_weights(donor_fuse)[projection.shape][0])
-    assert not np.array_equal(projection, dense_weights(deployed_fuse)[projection.shape][0])
+    assert np.array_equal(projection, _fuse_weights(donor_fuse, "fuse_image_proj", projection.shape)[0])
+    assert not np.array_equal(projection, _fuse_weights(deployed_fuse, "fuse_image_proj", projection.shape)[0])
     command = head.get_layer("command").get_weights()[0]
-    assert np.array_equal(command, dense_weights(deployed_fuse)[command.shape][0])
+    assert np.array_equal(command, _fuse_weights(deployed_fuse, "command", command.shape)[0])
 
 
 def test_adapt_model_without_photos_says_it_as_the_command_does(tmp_path):

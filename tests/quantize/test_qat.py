@@ -26,14 +26,15 @@ def test_the_qat_grid_of_a_dense_kernel_is_the_converters():
     pytest.importorskip("tensorflow")
     import keras
 
-    from edgesense.quantize.adapt import dense_weights
+    from edgesense.quantize.adapt import fuse_layers
     from edgesense.quantize.convert import split_tflite_parts
     from edgesense.quantize.qat import _quantize_layer_kernel, _quantized_kernels
     from edgesense.shipped import MODELS, shipped_path
 
-    weights = dense_weights(split_tflite_parts(shipped_path(MODELS, "edgesense.tflite").read_bytes())["fuse"])
+    layers = fuse_layers(split_tflite_parts(shipped_path(MODELS, "edgesense.tflite").read_bytes())["fuse"])
     checked = 0
-    for (in_dim, out_dim), (kernel, _) in weights.items():
+    for kernel in (layer.kernel for layer in layers):
+        in_dim, out_dim = kernel.shape
         model = keras.Sequential([keras.Input((in_dim,)), keras.layers.Dense(out_dim)])
         [(layer, per_channel)] = list(_quantized_kernels(model))
         step = np.abs(kernel).max(axis=0) / INT8_MAX
