@@ -40,7 +40,9 @@ window is full again (counted in ``stats.audio_gaps``).
 Faults: a failing camera (:class:`edgesense.sources.SourceReadError`) is logged once per
 outage; the loop runs on audio (scene events pause) while the camera reopens with
 backoff, and resumes when frames come back. A stalled microphone is logged once
-and retried. Devices that cannot be opened at start raise ``RuntimeError``.
+and retried; a live camera beside it goes on (scene events from the image alone, the
+microphone polled every ``idle_wait_ms`` meanwhile). Devices that cannot be opened at start
+raise ``RuntimeError``.
 
 Each event's ``latency_ms`` holds the per-stage times (``audio_frontend``: the
 chunk that completed the window, ``audio_encoder``, ``image_preprocess``,
@@ -128,7 +130,8 @@ class PipelineOptions:
     ``stats_window``: the most recent timings kept per stage for percentiles (a ring of this many
     8-byte values per stage, allocated whole when the stage first runs).
     ``idle_wait_ms``: with only a live camera, how long the loop waits for a frame
-    before it checks whether it was asked to stop.
+    before it checks whether it was asked to stop; while a live microphone is out beside a
+    live camera, how often the microphone is polled between the camera's frames.
     """
 
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
@@ -620,13 +623,13 @@ class Pipeline:
         """The next unit of work; ``True`` for an idle round, ``None`` at the end of the media."""
         if not self._audio_ended:
             try:
-                chunk = self.audio.read()
+                chunk = self._read_audio()
             except SourceReadError as exc:
                 self._counts["audio_read_failures"] += 1
                 if not self._audio_outage:
                     self._audio_outage = True
-                    logger.warning("%s; retrying", exc)
-                return True
+                    logger.warning("%s; retrying%s", exc, ", scene events go on" if self._reader is not None else "")
+                return self._frame_while_audio_is_out()
             if chunk is not None:
                 if self._audio_outage:
                     self._audio_outage = False
@@ -649,6 +652,19 @@ class Pipeline:
                 return None if self._reader.ended else True
             return _Tick(t_ms=frame.t_ms, frame=frame)
         return None
+
+    def _read_audio(self) -> AudioChunk | None:
+        """The audio source's next chunk. While a live microphone is out beside a live camera it is polled every
+        ``idle_wait_ms`` rather than waited for ``read_timeout_ms``, so the camera's frames keep their pace."""
+        if self._audio_outage and self._reader is not None and self.live_audio:
+            return self.audio.read(timeout_ms=min(self.options.idle_wait_ms, self.audio.options.read_timeout_ms))
+        return self.audio.read()
+
+    def _frame_while_audio_is_out(self) -> _Tick | bool:
+        """A live camera's newest frame while the microphone delivers nothing (scene events go on, fused
+        without the audio once its embedding is stale); ``True`` (an idle round) when there is none."""
+        frame = self._reader.take() if self._reader is not None else None
+        return True if frame is None else _Tick(t_ms=frame.t_ms, frame=frame)
 
     def _timed(self, stage: str, ms: float) -> float:
         window = self._stage_ms.get(stage)

@@ -224,16 +224,21 @@ class MicrophoneSource(_SourceBase):
         without ``active`` (a stand-in) counts as running."""
         return not getattr(self._stream, "active", True)
 
-    def read(self) -> AudioChunk | None:
+    def read(self, *, timeout_ms: float | None = None) -> AudioChunk | None:
         """The next ``chunk_ms`` of audio; ``None`` after :meth:`close`.
 
-        Raises :class:`SourceReadError` when no audio arrives within ``read_timeout_ms`` (a stall the loop
-        retries), and ``RuntimeError`` when PortAudio has stopped the stream (the device was unplugged or
-        failed: retrying would wait forever; exiting lets a service manager restart and reopen it).
+        Raises :class:`SourceReadError` when no audio arrives within ``timeout_ms`` (``None``: the options'
+        ``read_timeout_ms``; a stall the loop retries), and ``RuntimeError`` when PortAudio has stopped the stream
+        (the device was unplugged or failed: retrying would wait forever; exiting lets a service manager restart
+        and reopen it).
         """
+        if timeout_ms is None:
+            timeout_ms = self.options.read_timeout_ms
+        require(is_number(timeout_ms) and 0 < timeout_ms <= MAX_READ_TIMEOUT_MS, "timeout_ms",
+                f"None or a positive number up to {MAX_READ_TIMEOUT_MS:g}", timeout_ms)
         if self._closed:
             return None
-        got = self._ring.read(self._chunk_samples, timeout_s=self.options.read_timeout_ms / MS_PER_S)
+        got = self._ring.read(self._chunk_samples, timeout_s=timeout_ms / MS_PER_S)
         if got is None:
             if self._ring.closed:
                 return None
@@ -242,7 +247,7 @@ class MicrophoneSource(_SourceBase):
                                    f"or failed); no more audio will come from it")
             self._read_failures += 1
             raise SourceReadError(f"microphone {self.device_name!r}: no audio for "
-                                  f"{self.options.read_timeout_ms:g} ms (device stalled or unplugged?)")
+                                  f"{timeout_ms:g} ms (device stalled or unplugged?)")
         samples, first_index = got
         if self._clock_resyncs != self._resyncs_logged:
             self._resyncs_logged = self._clock_resyncs
@@ -252,7 +257,7 @@ class MicrophoneSource(_SourceBase):
         if self.device_rate_hz != self.options.sample_rate_hz:
             samples, t_ms = self._resampled(samples, first_index)
             if samples.size == 0:
-                return self.read()  # too little audio yet for one output sample (tiny chunks only)
+                return self.read(timeout_ms=timeout_ms)  # too little audio yet for one output sample (tiny chunks)
         self._items += 1
         return AudioChunk(samples=samples, t_ms=t_ms, sample_rate_hz=self.options.sample_rate_hz)
 

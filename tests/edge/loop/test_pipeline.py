@@ -614,6 +614,37 @@ def test_a_run_of_some_seconds_ends_while_the_only_camera_gives_no_frame(model, 
     assert len(outage) == 1 and "audio" not in outage[0].split(";")[-1]
 
 
+def test_a_stalled_microphone_does_not_pause_the_live_camera(fake_portaudio, model, monkeypatch, caplog):
+    """The microphone's driver stalls for 2.5 s beside a live camera: scene events go on through the stall (the
+    loop waited on the microphone, and the camera's frames waited with it: no scene event for the whole stall),
+    the outage is said once, and the audio is read again when it comes back."""
+    stall_at_s, stall_s, run_s = 0.5, 2.5, 4.0
+    monkeypatch.setattr(fake_portaudio, "stall_at_block", int(stall_at_s * 100))  # blocks of 10 ms
+    monkeypatch.setattr(fake_portaudio, "stall_s", stall_s)
+    fake_portaudio.samples = tone_samples([], run_s + 1.0).astype(np.float32)
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.broken.clear()
+    options = test_options(smoother=SceneSmootherOptions(window_ms=300.0, min_hold_ms=0.0, heartbeat_ms=200.0))
+    microphone = microphone_mod.MicrophoneSource(microphone_mod.MicrophoneOptions(read_timeout_ms=500.0))
+    pipeline = Pipeline(model, options, audio=microphone, video=CameraSource(CameraOptions(source=0)))
+    watchdog = threading.Timer(20.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with caplog.at_level("WARNING"), pipeline:
+            events = list(pipeline.events(duration_s=run_s))
+            stats = pipeline.stats
+    finally:
+        watchdog.cancel()
+    scenes_s = [(e.t_ms - stats.stream_start_ms) / 1000 for e in events if isinstance(e, SceneEvent)]
+    # from the read that timed out (0.5 s into the stall) to its end, less the timers' slack
+    during = [t for t in scenes_s if stall_at_s + 0.5 + 0.3 < t < stall_at_s + stall_s - 0.2]
+    assert len(during) >= 3, f"scene events at {scenes_s} s: none while the microphone was out"
+    outage = [r.getMessage() for r in caplog.records if "no audio for" in r.getMessage()]
+    assert len(outage) == 1 and outage[0].endswith("retrying, scene events go on")
+    assert stats.audio_read_failures >= 2 and stats.audio_clock_resyncs == 1
+    assert stats.audio_chunks >= (run_s - stall_s) * 50 - 5  # the audio before and after it, in 20 ms chunks
+
+
 # --------------------------------------------------------------------------- scheduler pieces and options
 
 

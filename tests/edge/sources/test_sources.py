@@ -600,6 +600,13 @@ def test_microphone_stall_raises_source_read_error(portaudio):
     with pytest.raises(SourceReadError, match="no audio for 30 ms"):
         mic.read()
     assert mic.stats.read_failures == 1
+    # a read of its own timeout (the loop polls a stalled microphone so that a live camera goes on)
+    with pytest.raises(SourceReadError, match="no audio for 5 ms"):
+        mic.read(timeout_ms=5)
+    assert mic.stats.read_failures == 2
+    for bad in (0, -1.0, float("nan"), 10 ** 9, "5"):
+        with pytest.raises(ValueError, match="timeout_ms"):
+            mic.read(timeout_ms=bad)
     mic.close()
 
 
