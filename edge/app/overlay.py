@@ -8,6 +8,7 @@ is on, the gate's threshold (the bar turns grey while the gate is closed).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -143,12 +144,19 @@ def _panel(img: np.ndarray, box: Box, alpha: float) -> None:
     roi[:] = (roi.astype(np.float32) * (1 - alpha)).astype(np.uint8)
 
 
+def drawable(text: str) -> str:
+    """``text`` in the Hershey fonts' ASCII: accents dropped (``küche`` → ``kuche``, ``café`` → ``cafe``), each
+    other character one ``?`` (OpenCV drew one per UTF-8 byte: ``k??che``)."""
+    folded = unicodedata.normalize("NFKD", text)
+    return "".join(c if c.isascii() else "?" for c in folded if not unicodedata.combining(c))
+
+
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=BGR_WHITE, thickness: int = 1) -> None:
-    cv2.putText(img, text, org, FONT, scale, colour, thickness, cv2.LINE_AA)
+    cv2.putText(img, drawable(text), org, FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
 def _text_width(text: str, scale: float, thickness: int = 1) -> int:
-    (width, _), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    (width, _), _ = cv2.getTextSize(drawable(text), FONT, scale, thickness)
     return int(width)
 
 

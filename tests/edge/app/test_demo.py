@@ -165,6 +165,17 @@ def test_long_labels_are_cut_to_their_panels_and_keep_their_scores(frame):
     assert overlay_mod._fit("sea", 150, 0.55, tail=" 0.91") == "sea 0.91"  # what fits is left as it is
 
 
+def test_place_names_with_accents_are_drawn_without_them_not_as_one_mark_per_byte(frame):
+    """OpenCV's Hershey fonts have ASCII only: ``küche`` (a label ``edgesense record`` takes) was drawn
+    ``k??che``, one mark per UTF-8 byte; it is drawn ``kuche``, and a script without a Latin form one ``?``
+    a character."""
+    assert overlay_mod.drawable("küche") == "kuche" and overlay_mod.drawable("Café Ñandú") == "Cafe Nandu"
+    assert overlay_mod.drawable("厨房") == "??" and overlay_mod.drawable("sea") == "sea"
+    view = OverlayView(scene_label="küche", scene_score=0.9)
+    assert np.array_equal(draw_overlay(frame, view), draw_overlay(frame, OverlayView(scene_label="kuche",
+                                                                                   scene_score=0.9)))
+
+
 @pytest.mark.parametrize("shape", [(36, 100, 3), (36, 36, 3), (120, 160, 3), (8, 8, 3), (1, 1, 3)])
 def test_a_tiny_frame_gets_a_clipped_overlay_not_an_error(shape):
     """A 36-row frame (the meter's bar has no height) used to raise ZeroDivisionError; the latency panel of
