@@ -130,7 +130,12 @@ class PipelineStats:
         )
         return (f"events: {self.command_events} command, {self.scene_events} scene | "
                 f"{self.stream_ms / MS_PER_S:.1f} s of media in {self.wall_ms / MS_PER_S:.1f} s, "
-                f"RTF {self.real_time_factor:.3f}, load {self.compute_load:.3f} | "
+                f"RTF {_ratio(self.real_time_factor)}, load {_ratio(self.compute_load)} | "
                 f"audio {self.audio_chunks} chunks, {self.audio_inferences} inferences, {self.audio_gated} gated | "
                 f"video {self.video_frames} frames, {self.image_inferences} encoded, {self.frames_dropped} dropped | "
                 f"p50/p95 ms: {stages or '-'}")
+
+
+def _ratio(value: float) -> str:
+    """A ratio of the summary line: ``n/a`` where there was no media to divide by."""
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"

@@ -745,6 +745,7 @@ def test_stats_percentiles_and_summary_without_data():
     stats = PipelineStats()
     assert math.isnan(stats.real_time_factor) and math.isnan(stats.percentile("fusion", 50))
     assert "0 command" in stats.summary()
+    assert "RTF n/a, load n/a" in stats.summary() and "nan" not in stats.summary()  # no media to divide by
     assert json.dumps({k: v for k, v in stats.to_dict().items() if isinstance(v, (int, dict))})
 
 
