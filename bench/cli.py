@@ -415,7 +415,7 @@ def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=path_argument, default=Path("models/edgesense.tflite"),
-                        help="the deployed .tflite")
+                        help="the deployed .tflite (default %(default)s)")
     parser.add_argument("--speech-commands", type=path_argument, help="a Speech Commands layout folder")
     parser.add_argument("--scenes", type=path_argument, help="an image-folder layout (CLASS/NAME.jpg)")
     parser.add_argument("--av", type=path_argument, help="paired audio-visual folder (CLASS/NAME.jpg + CLASS/NAME.wav)")
@@ -432,13 +432,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other speech for the tuning streams only, all of it, beside the tuning pool of "
                              "--negatives (repeatable): talk like the device's, e.g. edgesense synth-talk sentences; "
                              "it fills half the tuning talk stream's time, the pool's own talk the other half")
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (ours and the references)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="interpreter threads, ours and the references' (default %(default)s)")
     parser.add_argument("--out", type=path_argument, default=BenchOptions.out_dir,
                         help="output folder (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="small subsets, 2-min stream, tiny references (CI)")
     parser.add_argument("--split", choices=SPLITS, default="all",
-                        help="'testing': only the held-out split, as training made it (with --salt)")
-    parser.add_argument("--salt", default="", help="speaker-split salt used in training (e.g. edgesense)")
+                        help="'testing': only the held-out split, as training made it (the split --model records; "
+                             "default all: the whole folder, or the clips its testing_list.txt names)")
+    parser.add_argument("--salt", default="",
+                        help="speaker-split salt used in training, e.g. edgesense (default: with --split testing, the "
+                             "one --model records; with --split all, '': it picks the speakers of the tuning half)")
     parser.add_argument("--train-references", action="store_true",
                         help="train + quantize the MLPerf Tiny references into --references (cached)")
     parser.add_argument("--references", type=path_argument, default=None,

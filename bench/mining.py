@@ -416,22 +416,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise and music, .wav file or folder (repeatable): its training pool is the background")
     parser.add_argument("--out", required=True, type=path_argument,
                         help="output folder (name it in data.hard_negatives)")
-    parser.add_argument("--talk-minutes", type=float, default=defaults.talk_minutes, help="minutes of talk to stream")
+    parser.add_argument("--talk-minutes", type=float, default=defaults.talk_minutes,
+                        help="minutes of talk to stream (default %(default)s)")
     parser.add_argument("--word-passes", type=int, default=defaults.word_passes,
-                        help="times each other word is also said alone (0: none)")
+                        help="times each other word of --speech-commands is also said alone (0: none; "
+                             "default %(default)s)")
     parser.add_argument("--threshold", type=float, default=defaults.threshold,
-                        help="keep a window where a command word's posterior reaches this")
+                        help="keep a window where a command word's posterior reaches this (default %(default)s)")
     parser.add_argument("--min-gap-ms", type=float, default=defaults.min_gap_ms,
-                        help="kept windows at least this far apart")
+                        help="kept windows at least this far apart (default %(default)s)")
     parser.add_argument("--max-windows", type=int, default=defaults.max_windows,
-                        help="keep at most this many, strongest first")
+                        help="keep at most this many, strongest first (default %(default)s)")
     parser.add_argument("--second-opinion", type=path_argument, default=None, metavar="HEADS",
                         help="mine where the model blended with these stream heads fires "
                              "(edgesense train-stream-heads)")
     parser.add_argument("--student-weight", type=float, default=None,
                         help=f"the model's share of that blend (default {defaults.second_opinion.student_weight})")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="interpreter threads")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed of the streams")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="interpreter threads (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="random seed of the streams (default %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="replace what an earlier mine wrote into --out (its windows not found again are deleted; "
                              "a folder holding other files is refused)")
@@ -442,6 +446,8 @@ def run(args: argparse.Namespace) -> int:
         heads = input_file("--second-opinion", args.second_opinion)
         if heads is None and args.student_weight is not None:
             raise ValueError("--student-weight: acts only with --second-opinion, which is not given")
+        if args.speech_commands is None and args.salt is not None:
+            raise ValueError("--salt: acts only with --speech-commands, which is not given")
         weight = {} if args.student_weight is None else {"student_weight": args.student_weight}
         second = SecondOpinionOptions(heads_path=None if heads is None else str(heads), **weight)
         options = MineOptions(talk_minutes=args.talk_minutes, word_passes=args.word_passes, threshold=args.threshold,

@@ -762,7 +762,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-encoder", type=path_argument, metavar="TFLITE",
                         help="take the image encoder (and its image frontend) from this model, e.g. one trained "
                              "with the vision teacher; the commands stay --model's")
-    parser.add_argument("--epochs", type=int, default=AdaptOptions.epochs, help="passes of fresh rows")
+    parser.add_argument("--epochs", type=int, default=AdaptOptions.epochs,
+                        help="passes of fresh rows (default %(default)s)")
     parser.add_argument("--sound-mismatch", type=float, default=None, metavar="P",
                         help="share of the rows with both modalities whose sound is another place's (default: one "
                              "minus how often sound names the place of a recording left out)")

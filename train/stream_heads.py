@@ -506,14 +506,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = StreamHeadsOptions()
     parser.add_argument("--out", type=path_argument, required=True, help="the heads file to write (.tflite)")
     parser.add_argument("--model", type=path_argument, default=Path("models/edgesense.tflite"),
-                        help="the student the heads sit beside: its labels and speaker split")
+                        help="the student the heads sit beside: its labels and speaker split (default %(default)s)")
     parser.add_argument("--speech-commands", type=path_argument, default=SHARED / "speech_commands",
                         help="the labelled clips, split by speaker as --model was (default %(default)s)")
     parser.add_argument("--noise", type=path_argument, action="append",
                         help=f"noise and music folders, their training pool (default: {SHARED / 'ambient'} and "
                              f"{SHARED / 'noise'})")
     parser.add_argument("--negatives", type=path_argument, default=SHARED / "speech_negatives",
-                        help="other people's speech, its training pool as _unknown_")
+                        help="other people's speech, its training pool as _unknown_ (default %(default)s)")
     parser.add_argument("--hard-negatives", type=path_argument, action="append", default=[],
                         help="folders of windows where a detector fired on talk (edgesense mine), as _unknown_")
     parser.add_argument("--talk", type=path_argument, action="append", default=[],

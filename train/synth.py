@@ -672,26 +672,31 @@ def word_list(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthOptions()
     parser.add_argument("--out", required=True, type=path_argument, help="output folder (Speech Commands layout)")
-    parser.add_argument("--words", default=",".join(defaults.words), help="comma-separated command words")
+    parser.add_argument("--words", default=",".join(defaults.words),
+                        help="comma-separated command words (default %(default)s)")
     parser.add_argument("--engine", choices=tuple(ENGINE_CHOICES), default="espeak",
                         help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all; each engine "
-                             "writes --per-word clips per word")
-    parser.add_argument("--per-word", type=int, default=defaults.per_word, help="clips per command word and engine")
+                             "writes --per-word clips per word (default %(default)s)")
+    parser.add_argument("--per-word", type=int, default=defaults.per_word,
+                        help="clips per command word and engine (default %(default)s)")
     parser.add_argument("--unknown-words", default="",
                         help="comma-separated other words for _unknown_, or 'default' (alias 'auto') for a "
                              f"built-in list of {len(DEFAULT_UNKNOWN_WORDS)} words, less those that sound like a "
                              "command word (know beside no)")
     parser.add_argument("--unknown-clips", type=int, default=None,
                         help="total _unknown_ clips per engine (default: --per-word)")
-    parser.add_argument("--voices", default=",".join(defaults.voices), help="comma-separated espeak-ng voices")
+    parser.add_argument("--voices", default=",".join(defaults.voices),
+                        help="comma-separated espeak-ng voices (default %(default)s)")
     parser.add_argument("--piper-voices", default=",".join(defaults.piper_voices),
-                        help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (voices, speeds, pitches)")
+                        help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)"
+                             " (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="random seed of the voices, speeds and pitches (default %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="write into a folder that already holds files (beside them: none is written over, "
                              "none written twice: a clip it holds byte for byte, from the same --seed, is skipped)")
     parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="espeak-ng processes at a time; piper's onnxruntime threads")
+                        help="espeak-ng processes at a time; piper's onnxruntime threads (default %(default)s)")
 
 
 #: SynthOptions fields as the flags a user types (messages name the flag, not the field).

@@ -243,17 +243,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TalkOptions()
     parser.add_argument("--out", required=True, type=path_argument,
                         help="output folder (name it in a training config's data.speech_negatives)")
-    parser.add_argument("--sentences", type=int, default=defaults.sentences, help="sentences per engine")
+    parser.add_argument("--sentences", type=int, default=defaults.sentences,
+                        help="sentences per engine (default %(default)s)")
     parser.add_argument("--engine", choices=tuple(synth.ENGINE_CHOICES), default="espeak",
-                        help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all")
+                        help="espeak (espeak-ng), piper (neural voices: the [voices] extra) or all "
+                             "(default %(default)s)")
     parser.add_argument("--words", default=",".join(defaults.words),
-                        help="comma-separated command words the talk must never say")
-    parser.add_argument("--voices", default=",".join(defaults.voices.voices), help="comma-separated espeak-ng voices")
+                        help="comma-separated command words the talk must never say (default %(default)s)")
+    parser.add_argument("--voices", default=",".join(defaults.voices.voices),
+                        help="comma-separated espeak-ng voices (default %(default)s)")
     parser.add_argument("--piper-voices", default=",".join(defaults.voices.piper_voices),
-                        help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (sentences, voices, speeds)")
+                        help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)"
+                             " (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="random seed of the sentences, voices and speeds (default %(default)s)")
     parser.add_argument("--workers", type=int, default=defaults.voices.workers,
-                        help="espeak-ng processes at a time; piper's onnxruntime threads")
+                        help="espeak-ng processes at a time; piper's onnxruntime threads (default %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="write into a folder that already holds files (beside them: none is written over, "
                              "none written twice, transcripts.txt gains the new sentences)")

@@ -455,7 +455,8 @@ class RecordPreview:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", required=True, metavar="NAME",
                         help="the place being recorded: the class folder's name "
-                             "(no '/', '..', whitespace, invisible characters or leading '.'; at most 230 bytes)")
+                             "(no '/' or '\\', '..', whitespace, invisible characters or leading '.'; at most 230 "
+                             "bytes)")
     parser.add_argument("--seconds", required=True, metavar="N",
                         help="seconds of sampling (after the first full second of audio); about N x "
                              "scheduler.scene_rate_hz pairs")
@@ -467,7 +468,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "firmware_configs/desktop.yaml; on a deployed device pass its /opt/edgesense/config.yaml)")
     parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (needs --audio)")
     parser.add_argument("--audio", metavar="FILE", help="replay this WAV instead of the microphone (needs --video)")
-    parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time)")
+    parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time; "
+                        "acts only with --video and --audio)")
     parser.add_argument("--no-preview", action="store_true",
                         help="never open a preview window (without it a window is shown when a display is there)")
 
@@ -537,6 +539,8 @@ def run(args: argparse.Namespace) -> int:
 
     with user_names(FLAG_NAMES):
         options = RecordOptions(label=args.label, seconds=_seconds(args.seconds))
+    if args.fast and args.video is None and args.audio is None:  # the live devices run in real time: never ignored
+        raise ValueError("--fast: acts only with --video and --audio (a replay), which are not given")
     out = _out_folder(args.out)
     folder = out / options.label
     if folder.exists() and not folder.is_dir():

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "stdout (default: outputs.events in the config)")
     parser.add_argument("--mqtt", metavar="URL", help="publish events to mqtt[s]://[user[:pass]@]host[:port][/prefix]"
                         " (default: outputs.mqtt in the config)")
-    parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time)")
+    parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time; "
+                        "acts only with --video or --audio)")
     parser.add_argument("--duration-s", type=float, metavar="N", help="stop after N seconds of media")
     parser.add_argument("--stats", action="store_true", help="also print the full statistics as JSON on stderr")
 
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
+    if args.fast and args.video is None and args.audio is None:  # live devices run in real time: never ignored
+        raise ValueError("--fast: acts only with --video or --audio (a replay), which are not given")
     args.config = config_argument(args.config)
     names = file_flags(args)
     with stop_on_signals() as stop:

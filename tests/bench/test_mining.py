@@ -71,6 +71,8 @@ def test_a_bad_seed_is_one_line_naming_the_flag_before_anything_loads(tmp_path, 
                                   "not given"),
     (["--noise", "README.md"], "edgesense: error: --noise README.md: expected a folder of .wav recordings or a .wav "
                                "file, got another file"),
+    # a salt picks the speakers of --speech-commands; without it, it was silently left unused
+    (["--salt", "edgesense"], "edgesense: error: --salt: acts only with --speech-commands, which is not given"),
 ])
 def test_flags_that_would_be_ignored_or_misread_are_one_line_before_anything_loads(tmp_path, capsys, monkeypatch,
                                                                                     flags, expected):

@@ -396,6 +396,13 @@ def test_bad_label_or_seconds_is_one_line_and_exit_2(tmp_path, args, needles):
     assert not (tmp_path / "out").exists()
 
 
+def test_fast_without_replayed_files_is_refused_not_ignored(tmp_path):
+    # The live devices run in real time: --fast was silently ignored (the recording went on to open them).
+    line = error_line(edgesense("record", "--label", "k", "--seconds", 5, "--out", tmp_path / "out", "--fast"))
+    assert line == "edgesense: error: --fast: acts only with --video and --audio (a replay), which are not given"
+    assert not (tmp_path / "out").exists()
+
+
 def test_out_that_is_a_file_is_one_line_and_exit_2(tmp_path):
     out = tmp_path / "places"
     out.write_text("not a folder")

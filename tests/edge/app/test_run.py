@@ -245,6 +245,15 @@ def test_a_truncated_video_is_our_line_only_and_v_after_the_command_shows_ffmpeg
     assert verbose.returncode == 2 and "moov atom not found" in verbose.stderr
 
 
+def test_fast_without_a_replayed_file_is_refused_not_ignored(tiny_model_path, tmp_path, capsys):
+    """--fast paces a replay; the live camera and microphone run in real time whatever it says: it was
+    silently ignored (the run went on to open the devices)."""
+    config = write_config(tmp_path, camera={"enabled": False})
+    assert main(["run", "--config", str(config), "--model", str(tiny_model_path), "--fast", "--headless"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (f"{ERROR_PREFIX} --fast: acts only with --video or --audio "
+                                                       "(a replay), which are not given")
+
+
 def test_neither_camera_nor_microphone_reports_both_and_says_how_to_run_without(tmp_path):
     config = tmp_path / "nodev.yaml"
     config.write_text(dump_yaml({"device": {"name": "nodev"}, "model": {"path": str(BUNDLED_MODEL)},
