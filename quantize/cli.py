@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         from edgesense.quantize.qat import default_out_dir, qat_finetune
         from edgesense.train.runfolder import check_out_dir
 
-        check_out_dir(default_out_dir(run_dir), args.force, flag="--qat")
+        check_out_dir(default_out_dir(run_dir), args.force, flag="--qat",
+                      choose="move that folder away (--qat writes the fine-tuned run to RUN_DIR-qat)")
         run_dir = str(qat_finetune(run_dir, options=qat_options, force=args.force))
         print(f"quantization-aware fine-tuning: wrote {run_dir}")
     result = convert_run(run_dir, args.out, options, force=args.force)

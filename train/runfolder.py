@@ -27,9 +27,12 @@ KERAS_WEIGHTS_ENTRY = "model.weights.h5"
 _SHOWN_FILES = 3
 
 
-def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: str = "--force") -> None:
+def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: str = "--force",
+                  choose: str | None = None) -> None:
     """ValueError unless ``out_dir`` is new, empty, or (with ``force``) an earlier run folder; the
-    message names ``flag`` and ``force_flag`` (the CLI's, or the API's parameters)."""
+    message names ``flag`` and ``force_flag`` (the CLI's, or the API's parameters) and says how to
+    pick another folder: ``choose`` (default ``choose another FLAG``; ``--qat`` names no folder).
+    ``force_flag`` is offered only for a run folder: it replaces nothing else."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -39,10 +42,13 @@ def check_out_dir(out_dir: Path, force: bool, flag: str = "--out", force_flag: s
         return
     shown = ", ".join(files[:_SHOWN_FILES]) + (", ..." if len(files) > _SHOWN_FILES else "")
     is_run = any((out_dir / name).exists() for name in RUN_MARKERS)
-    if not force:
-        holds = "already holds a run" if is_run else "holds files"
-        raise ValueError(f"{flag} {out_dir}: {holds} ({shown}); choose another {flag}, or pass {force_flag} to "
+    choose = choose or f"choose another {flag}"
+    if not force and is_run:
+        raise ValueError(f"{flag} {out_dir}: already holds a run ({shown}); {choose}, or pass {force_flag} to "
                          "replace it")
+    if not force:  # the hint was "or pass --force to replace it", which then refused: not a run folder
+        raise ValueError(f"{flag} {out_dir}: holds files ({shown}), not a run, which is all {force_flag} replaces; "
+                         f"{choose}")
     if not is_run:
         raise ValueError(f"{flag} {out_dir}: not empty and not a run folder ({shown}; none of "
                          f"{', '.join(RUN_MARKERS)}); refusing to replace it even with {force_flag}")

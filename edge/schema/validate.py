@@ -14,7 +14,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union
+from typing import Any, Callable, Literal, Mapping, TypeVar, Union
 
 __all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "one_line",
            "Located", "found"]
@@ -116,7 +116,21 @@ def from_mapping(cls: type[T], data: Any, *, source: str = "config", path: str =
     return _from_mapping(cls, data, Located(source=source, lines=lines or {}), path)
 
 
-def _from_mapping(cls: type[T], data: Any, loc: Located, path: str) -> T:
+def _field_default(f: dataclasses.Field) -> Any:
+    """The value field ``f`` takes when a mapping leaves it out (``dataclasses.MISSING`` when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _from_mapping(cls: type[T], data: Any, loc: Located, path: str, base: Any = None) -> T:
+    """``base``: the instance the enclosing field holds by default (``CameraOptions.backoff`` is a
+    ``BackoffOptions(max_ms=1000)``, not a ``BackoffOptions()``); the fields ``data`` leaves out keep its
+    values, not those of ``cls``'s own defaults (``camera: {backoff: {initial_ms: 100}}`` made ``max_ms`` 10000)."""
+    if not isinstance(base, cls):
+        base = None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -127,7 +141,14 @@ def _from_mapping(cls: type[T], data: Any, loc: Located, path: str) -> T:
         raise ValueError(f"{loc.at(_join(path, str(unknown[0])))}: unknown field; expected one of "
                          f"{', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _convert(hints[name], value, loc, _join(path, name)) for name, value in data.items()}
+
+    def default(name: str) -> Any:
+        return getattr(base, name) if base is not None else _field_default(fields[name])
+
+    kwargs = {name: _convert(hints[name], value, loc, _join(path, name), lambda name=name: default(name))
+              for name, value in data.items()}
+    if base is not None:
+        kwargs = {**{name: getattr(base, name) for name in fields}, **kwargs}
     missing = [
         name for name, f in fields.items()
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -160,7 +181,8 @@ def _describe(value: Any) -> str:
     return found(value) if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
 
 
-def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
+def _convert(tp: Any, value: Any, loc: Located, path: str, default: Callable[[], Any] | None = None) -> Any:
+    """``value`` as type ``tp``; ``default`` gives the field's default (a nested section's base values)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     fail = f"{loc.at(path)}: expected {{}}, got {_describe(value)}"
@@ -173,7 +195,7 @@ def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
         errors = []
         for option in options:
             try:
-                return _convert(option, value, loc, path)
+                return _convert(option, value, loc, path, default)
             except ValueError as exc:
                 errors.append(exc)
         if len(options) == 1:
@@ -185,7 +207,7 @@ def _convert(tp: Any, value: Any, loc: Located, path: str) -> Any:
             return value
         raise ValueError(fail.format("one of " + ", ".join(repr(a) for a in args)))
     if dataclasses.is_dataclass(tp):
-        return _from_mapping(tp, value, loc, path)
+        return _from_mapping(tp, value, loc, path, default() if default is not None else None)
     if origin in (dict, collections.abc.Mapping):
         key_type, value_type = args
         if not isinstance(value, Mapping):

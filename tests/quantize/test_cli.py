@@ -110,8 +110,10 @@ def test_qat_never_replaces_what_is_in_run_qat_unasked(run_dir_copy, tmp_path, c
     qat.mkdir()
     (qat / "keep.txt").write_text("the user's")
     assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
-    _assert_one_line_error(capsys.readouterr().err, f"--qat {qat}: holds files (keep.txt); choose another --qat, "
-                           "or pass --force to replace it")
+    # --qat takes no folder and --force replaces only a run: the line said "choose another --qat, or pass --force
+    # to replace it", neither of which the user can do
+    _assert_one_line_error(capsys.readouterr().err, f"--qat {qat}: holds files (keep.txt), not a run, which is all "
+                           "--force replaces; move that folder away (--qat writes the fine-tuned run to RUN_DIR-qat)")
     # --force replaces a run, never a folder that is not one.
     assert main(["quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"), "--qat", "--force"]) == 2
     _assert_one_line_error(capsys.readouterr().err, f"--qat {qat}: not empty and not a run folder (keep.txt;",

@@ -73,7 +73,8 @@ def test_an_out_dir_holding_files_is_refused_before_any_training(tmp_path):
     run.mkdir()
     out.mkdir()
     (out / "keep.txt").write_text("the user's")
-    with pytest.raises(ValueError, match=r"^out_dir .*: holds files \(keep.txt\); .* pass force=True"):
+    with pytest.raises(ValueError, match=r"^out_dir .*: holds files \(keep.txt\), not a run, which is all force=True "
+                                         r"replaces; choose another out_dir$"):
         qat_finetune(run, out)
     with pytest.raises(ValueError, match=r"^out_dir .*: not empty and not a run folder .*even with force=True$"):
         qat_finetune(run, out, force=True)

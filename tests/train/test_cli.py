@@ -72,8 +72,8 @@ def test_an_av_folder_is_the_folder_named_whatever_yaml_would_read_in_its_name(t
     (busy / "notes.txt").write_text("mine")
     # The config loads with that folder: the next check, --out, is what refuses.
     line = only_line(edgesense("train", "--config", path, "--out", busy, "--av", tmp_path / name, timeout=QUICK_S))
-    assert line == f"{ERROR_PREFIX} --out {busy}: holds files (notes.txt); choose another --out, or pass --force to " \
-                   "replace it"
+    assert line == f"{ERROR_PREFIX} --out {busy}: holds files (notes.txt), not a run, which is all --force " \
+                   "replaces; choose another --out"  # it said "or pass --force to replace it", which then refused
     # Inside that folder (not "places"): the --out check sees the folder --av named.
     out = tmp_path / name / "run"
     line = only_line(edgesense("train", "--config", path, "--out", out, "--av", tmp_path / name, timeout=QUICK_S))

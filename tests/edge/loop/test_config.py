@@ -106,6 +106,21 @@ def test_the_outputs_paths_expand_home_and_are_otherwise_as_written(tmp_path, mo
     assert (outputs.events, outputs.mqtt_spool_dir) == ("-", "auto")
 
 
+@pytest.mark.parametrize("backoff", ["{}", "null", "{initial_ms: 100}", "{multiplier: 3}"])
+def test_a_camera_backoff_section_keeps_the_cameras_one_second_cap_for_what_it_leaves_out(tmp_path, backoff):
+    """The camera's reopen backoff is capped at 1 s (CAMERA_REOPEN_MAX_MS, docs/RELIABILITY.md), but a backoff:
+    section that named only initial_ms took BackoffOptions' own 10 s cap: after a long outage the camera was
+    tried every 10 s, frames coming back up to 10 s after it."""
+    from edgesense.sources.camera import CAMERA_REOPEN_MAX_MS
+
+    camera = load_config(write(tmp_path, f"device: {{name: a}}\ncamera: {{backoff: {backoff}}}\n")).camera
+    assert camera.backoff.max_ms == CAMERA_REOPEN_MAX_MS == CameraOptions().backoff.max_ms == 1000.0
+    assert camera.backoff.initial_ms == (100.0 if "initial_ms" in backoff else 250.0)
+    assert camera.backoff.multiplier == (3.0 if "multiplier" in backoff else 2.0)
+    assert load_config(write(tmp_path, "device: {name: a}\ncamera: {backoff: {max_ms: 5000}}\n")
+                       ).camera.backoff.max_ms == 5000.0  # named: as written
+
+
 def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default(tmp_path):
     assert not load_config(write(tmp_path, "device: {name: a}\n")).second_opinion.enabled
     config = load_config(write(tmp_path, "device: {name: a}\nsecond_opinion: {heads_path: m/heads.tflite, "

@@ -379,6 +379,21 @@ def test_a_spool_folder_another_process_holds_names_the_config_field(tmp_path):
     assert str(info.value) == (f"{config}: outputs.mqtt_spool_dir: expected a folder no other spool holds, got "
                                f"{str(spool)!r}: it is in use by another EdgeSense process (or another sink in "
                                "this one)")
+    # `edgesense run` with the default `mqtt_spool_dir: auto`: that line, saying the folder was chosen for the
+    # user, is its one error line (after its own log lines only), exit 2.
+    from cli_run import ERROR_PREFIX, edgesense, error_line
+
+    from edgesense.sinks.outputs import default_spool_dir
+
+    config.write_text(config.read_text().replace(f"mqtt_spool_dir: {spool}", "mqtt_spool_dir: auto")
+                      .replace("device: {name: fault-test}", "device: {name: fault-test, device_id: held}"))
+    auto = default_spool_dir("held")
+    with EventSpool(auto):
+        line = error_line(edgesense("run", "--config", config, "--audio", SAMPLES / "commands.wav", "--fast",
+                                    "--headless", cwd=tmp_path))
+    assert line == (f"{ERROR_PREFIX} {config}: outputs.mqtt_spool_dir (auto): expected a folder no other spool "
+                    f"holds, got {str(auto)!r}: it is in use by another EdgeSense process (or another sink in "
+                    "this one)")
 
 
 def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path, tmp_path):
