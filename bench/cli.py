@@ -447,7 +447,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train + quantize the MLPerf Tiny references into --references (cached)")
     parser.add_argument("--references", type=path_argument, default=None,
                         help=f"reference models folder (default: {DEFAULT_REFERENCES_DIR} here; else, to score "
-                             "them, the checkout's)")
+                             "them, the checkout's; --quick builds its tiny ones into --out's references/)")
     parser.add_argument("--reference-config", type=path_argument,
                         help="train YAML for the references' data (default: --speech-commands/--scenes/--salt)")
     parser.add_argument("--teachers", action="store_true",
@@ -521,11 +521,15 @@ def _latency_default() -> str:
     return "none" if budget is None else f"{budget:g} ms: the target"
 
 
-def references_argument(value: Path | None, *, writes: bool) -> Path | None:
+def references_argument(value: Path | None, *, writes: bool, quick_out: Path | None = None) -> Path | None:
     """``--references`` as bench reads it: the folder given; by default ``models/references`` here, else, when
     bench only reads it (``writes``: not ``--train-references``/``--teachers``, which build into the folder here),
     the checkout's beside the shipped model, from any folder (the wheel ships none); None when no default folder
-    is there (references are optional: the command says that it scores none)."""
+    is there (references are optional: the command says that it scores none). ``quick_out``: ``--out`` of a
+    ``--quick`` run, whose tiny references and teachers are built into its ``references/`` (they replaced the real
+    ones in ``models/references`` here)."""
+    if value is None and writes and quick_out is not None:
+        return quick_out / "references"
     if value is not None or writes or DEFAULT_REFERENCES_DIR.is_dir():
         return value or DEFAULT_REFERENCES_DIR
     try:  # an editable install links the shipped model to the checkout's file
@@ -543,7 +547,8 @@ def run(args: argparse.Namespace) -> int:
     if args.speech_commands is None and args.scenes is None and args.av is None and not args.fusion_study:
         raise ValueError("--speech-commands/--scenes/--av: expected at least one, the data to score (or "
                          "--fusion-study), got none")
-    references = references_argument(args.references, writes=args.train_references or args.teachers)
+    references = references_argument(args.references, writes=args.train_references or args.teachers,
+                                     quick_out=args.out if args.quick else None)
     with user_names(FLAGS):
         options = BenchOptions(
             model_path=args.model, out_dir=args.out, speech_commands=args.speech_commands, scenes=args.scenes,

@@ -265,6 +265,10 @@ def test_the_default_references_are_the_checkouts_from_any_folder_and_their_abse
     assert report["references"]["kws_dscnn"]["model"]["path"] == str(checkout / "kws_dscnn.tflite")
     assert "--references" not in caplog.text
     assert bench_cli.references_argument(None, writes=True) == Path("models/references")  # built here, as before
+    # --quick's tiny references go beside its report: they replaced the real ones in models/references here
+    assert bench_cli.references_argument(None, writes=True, quick_out=tmp_path / "q") == tmp_path / "q" / "references"
+    assert bench_cli.references_argument(tmp_path / "mine", writes=True, quick_out=tmp_path / "q") == tmp_path / "mine"
+    assert bench_cli.references_argument(None, writes=False, quick_out=tmp_path / "q") == checkout  # reads: as before
     assert bench_cli.references_argument(tmp_path / "mine", writes=False) == tmp_path / "mine"  # as given
     monkeypatch.setattr(bench_cli, "DEFAULT_REFERENCES_DIR", Path("models/none"))  # as on a wheel: none anywhere
     caplog.clear()
@@ -630,10 +634,12 @@ def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny
         return {}
 
     monkeypatch.setattr(bench_cli, "_score_teachers", score_teachers)
+    monkeypatch.chdir(tmp_path)  # where models/references would be: --quick's tiny ones replaced the real ones
     out = tmp_path / "out"
     assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
                      str(scenes), "--out", str(out), "--quick", "--no-streaming", "--train-references",
-                     "--references", str(tmp_path / "refs"), "--salt", "edgesense", "--teachers"]) == 0
+                     "--salt", "edgesense", "--teachers"]) == 0
+    assert (out / "references" / "kws_dscnn.tflite").is_file() and not (tmp_path / "models").exists()
     report = json.loads((out / "report.json").read_text())
     assert "comparison_per_second" in report  # the references were compared before the teachers ran
     assert seen["frames"] == report["scene"]["count"] == len(seen["frame_labels"]) > 0
