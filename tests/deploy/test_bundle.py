@@ -940,6 +940,30 @@ def test_a_prefix_of_its_own_gets_a_unit_that_runs_there(tmp_path, inputs, small
     assert not home.parent.exists()
 
 
+def test_a_prefix_that_leads_into_home_is_refused_for_the_unit(tmp_path, inputs, small_wheel, device):
+    """A --prefix that reaches /home through '..' or a symlink is as hidden from the service by ProtectHome=true
+    as /home itself (it passed the check and installed a unit that restarts for ever)."""
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    home = Path("/home/edgesense-test-no-such-user/edgesense")
+    link = tmp_path / "srv-edgesense"
+    link.symlink_to(home)  # dangling: nothing under /home is made
+    guard = tmp_path / "device-bin" / "mkdir"  # an install.sh that let such a prefix through stops here, not in /home
+    guard.write_text('#!/usr/bin/env bash\ncase "$(realpath -m -- "${@: -1}")" in\n'
+                     '  /home/*) echo "mkdir under /home" >&2; exit 1 ;;\nesac\nexec /bin/mkdir "$@"\n')
+    guard.chmod(0o755)
+    up = "/".join([str(tmp_path)] + [".."] * (len(tmp_path.parts) - 1))  # tmp_path/../../.. is /
+    for prefix in (f"{up}{home}", str(link)):
+        proc = device(out, "--prefix", prefix)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"install.sh: error: --prefix {prefix}: expected a folder outside /home, "
+                                      "/root and /run/user for the systemd unit, got one that leads to "
+                                      f"{home} ("), proc.stderr
+        assert not home.parent.exists() and not device.calls(), device.calls()
+    assert device(out, "--prefix", f"{tmp_path}/opt/../srv").returncode == 0  # a ".." that stays out of /home
+
+
 def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, device):
     """`systemctl enable --now` leaves a running service alone: a re-install would keep the old model running."""
     model, config = inputs("rpi5")
