@@ -964,6 +964,29 @@ def test_a_prefix_that_leads_into_home_is_refused_for_the_unit(tmp_path, inputs,
     assert device(out, "--prefix", f"{tmp_path}/opt/../srv").returncode == 0  # a ".." that stays out of /home
 
 
+def test_a_prefix_holding_other_files_is_refused_before_anything_is_replaced(tmp_path, inputs, small_wheel, device):
+    """A --prefix of the user's own (their home with --no-systemd, /usr/local) had its models/, README.md and
+    config.yaml deleted and replaced by the bundle's; an earlier install there is installed over, as before."""
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    mine = tmp_path / "me"
+    (mine / "models").mkdir(parents=True)
+    (mine / "models" / "thesis.keras").write_text("four years")
+    (mine / "README.md").write_text("my notes")
+    proc = device(out, "--prefix", str(mine), "--no-systemd")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"install.sh: error: --prefix {mine}: expected a new or empty folder or an "
+                                  "earlier EdgeSense install (its MANIFEST.json), got one holding other files "
+                                  "(README.md models ...): installing would replace its "), proc.stderr
+    assert (mine / "models" / "thesis.keras").read_text() == "four years" and not device.calls()
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md", "models"]
+    fresh = tmp_path / "opt-edgesense"
+    fresh.mkdir()  # an empty folder, then an earlier install of its own: both taken
+    assert device(out, "--prefix", str(fresh), "--no-systemd").returncode == 0
+    assert device(out, "--prefix", str(fresh), "--no-systemd").returncode == 0
+
+
 def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, device):
     """`systemctl enable --now` leaves a running service alone: a re-install would keep the old model running."""
     model, config = inputs("rpi5")
