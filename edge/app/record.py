@@ -121,7 +121,7 @@ class RecordOptions:
         problem = label_problem(self.label)
         require(problem is None, "label", f"a folder name without '/', '..', whitespace, invisible characters or a "
                 f"leading '.', of at most {NAME_MAX_BYTES - NAME_TAIL_CHARS} bytes ({problem})", self.label)
-        require(is_positive(self.seconds), "seconds", "a number of seconds > 0", self.seconds)
+        require(is_positive(self.seconds), "seconds", "a finite number of seconds > 0", self.seconds)
         require(isinstance(self.scheduler, SchedulerOptions), "scheduler", "SchedulerOptions", self.scheduler)
         require(isinstance(self.frontend, AudioFrontendOptions), "frontend", "AudioFrontendOptions", self.frontend)
         require(is_int(self.jpeg_quality) and 0 <= self.jpeg_quality <= 100, "jpeg_quality",
@@ -478,7 +478,7 @@ def _seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise ValueError(f"--seconds: expected a number of seconds > 0, got {value!r}") from None
+        raise ValueError(f"--seconds: expected a finite number of seconds > 0, got {value!r}") from None
     return seconds
 
 

@@ -388,6 +388,7 @@ def test_progress_bar_redraws_on_a_terminal_and_writes_a_line_per_tenth_elsewher
     (("--label", "k", "--seconds", "0"), ("--seconds", "> 0", "got 0")),
     (("--label", "k", "--seconds", "-3"), ("--seconds", "> 0", "got -3")),
     (("--label", "k", "--seconds", "soon"), ("--seconds", "> 0", "got 'soon'")),
+    (("--label", "k", "--seconds", "inf"), ("--seconds", "expected a finite number of seconds > 0", "got inf")),
 ])
 def test_bad_label_or_seconds_is_one_line_and_exit_2(tmp_path, args, needles):
     line = error_line(edgesense("record", *args, "--out", tmp_path / "out", "--video", VIDEO, "--audio", AUDIO))
