@@ -203,7 +203,8 @@ class VideoFileWriter:
 
     def check(self) -> None:
         """RuntimeError naming the file unless it reads back with every frame written (OpenCV's writer
-        reports no failed write: on a full disk it leaves a truncated file no player opens)."""
+        reports no failed write: on a full disk it leaves a truncated file no player opens). That file is
+        removed: it holds nothing to keep, and left there the next run's ``--out`` would need ``--force``."""
         if not self.frames:
             return
         with quiet_opencv():
@@ -213,8 +214,10 @@ class VideoFileWriter:
             finally:
                 cap.release()
         if readable < self.frames:
+            self.path.unlink(missing_ok=True)
             raise RuntimeError(f"{self.path}: the overlaid video is incomplete ({max(readable, 0)} of {self.frames} "
-                               "frames can be read back): OpenCV could not write it; is the disk full?")
+                               "frames can be read back): OpenCV could not write it; is the disk full? (the "
+                               "incomplete file is removed)")
 
 
 def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Path:

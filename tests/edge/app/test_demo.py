@@ -309,6 +309,8 @@ def test_a_full_disk_is_an_error_naming_the_video_not_a_report_of_frames_written
     assert line.startswith("edgesense: error: ") and f"{out}: the overlaid video is incomplete" in line, line
     assert "is the disk full?" in line and "wrote " not in proc.stderr
     assert "Failed to write frame" not in proc.stderr  # the one line says it, not FFmpeg per frame
+    # the truncated file is gone (it was left, and the next run's --out needed --force)
+    assert line.endswith("(the incomplete file is removed)") and not out.exists()
 
 
 @pytest.mark.skipif(demo_mod._opencv_gui().upper() != "NONE", reason="this OpenCV has GUI support")
