@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from edgesense.schema.validate import found, require
 
 
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    # one string is a sequence too: "yes" would be the three labels 'y', 'e', 's'
+    require(not isinstance(labels, (str, bytes)) and isinstance(labels, Iterable), "labels",
+            "a sequence of label strings (one string is not)", labels)
     labels = tuple(labels)
     require(len(labels) >= 1 and all(isinstance(x, str) and x for x in labels), "labels",
              "a non-empty sequence of non-empty strings", labels)

@@ -187,6 +187,7 @@ class EdgeModel:
         signature is missing, an input/output has the wrong shape, or the model's audio
         frontend differs from ``expected_audio_frontend`` (naming each differing field).
         """
+        require(isinstance(options, InterpreterOptions), "options", "InterpreterOptions (or ModelOptions)", options)
         data, what = read_model_bytes(path)
         layout = read_layout(data, what)
         metadata = embedded_metadata(layout, what)

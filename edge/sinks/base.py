@@ -104,6 +104,8 @@ class FanOutSink(_ClosableSink):
 
     def __init__(self, sinks: Iterable[EventSink]) -> None:
         super().__init__()
+        if isinstance(sinks, (EventSink, str, bytes)) or not isinstance(sinks, Iterable):  # Pipeline(sinks=one_sink)
+            raise ValueError(f"sinks: expected a sequence of EventSink objects (one sink: [sink]), got {sinks!r}")
         self.sinks = tuple(sinks)
         for sink in self.sinks:
             if not isinstance(sink, EventSink):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import sys
@@ -69,6 +70,9 @@ class JsonLinesSink(_ClosableSink):
                                  f"({exc.strerror or exc})") from None
             os.set_blocking(self._fd, True)  # a slow FIFO reader slows the loop down; it loses no event
             self.name = str(path)
+        elif isinstance(target, (io.RawIOBase, io.BufferedIOBase)):  # its write() refuses str: every event lost
+            raise ValueError(f"target: expected '-', a path or a text stream, got a binary stream {target!r} (open "
+                             f"it in text mode)")
         elif hasattr(target, "write"):
             self._stream, self.name = target, getattr(target, "name", repr(target))
         else:

@@ -379,6 +379,7 @@ class MqttSink(_ClosableSink):
         try:
             client.connect(options.host, options.port, keepalive=options.keepalive_s)
         except ValueError as exc:  # not an address paho can use
+            self._release_client()
             self._close_spool()
             raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
         except OSError as exc:  # the broker is away: start anyway, paho keeps trying in the background
@@ -395,6 +396,7 @@ class MqttSink(_ClosableSink):
         if self._refused is not None:
             client.loop_stop()
             client.disconnect()
+            self._release_client()
             self._close_spool()
             raise RuntimeError(f"mqtt: broker {where} refused the connection: {self._refused}")
         if not self._connected.is_set() and stop_signals:  # the run is stopping: close() ends the tries
@@ -464,6 +466,15 @@ class MqttSink(_ClosableSink):
                 raise RuntimeError(f"mqtt: publishing to {topic} failed: {self._mqtt.error_string(info.rc)}")
             mids.append(info.mid)
         return mids
+
+    def _release_client(self) -> None:
+        """Stop paho's network thread and close its sockets now. paho closes the socket pair that wakes its
+        thread only when the client is collected, and the client's callbacks (this sink's methods) make a cycle
+        that only the cyclic collector frees: every closed sink held two descriptors until then."""
+        self._client.loop_stop()
+        reset = getattr(self._client, "_reset_sockets", None)  # what paho's __del__ calls; it has no public one
+        if callable(reset):
+            reset()
 
     def _close_spool(self) -> None:
         if self._delivery is not None:
@@ -617,5 +628,5 @@ class MqttSink(_ClosableSink):
                         self.options.spool_dir)
         self._closed = True
         self._client.disconnect()
-        self._client.loop_stop()
+        self._release_client()
         self._close_spool()

@@ -106,6 +106,7 @@ class CameraSource(_SourceBase):
     def __init__(self, options: CameraOptions = CameraOptions(), *,
                  clock_ms: Callable[[], float] = monotonic_ms) -> None:
         super().__init__()
+        require(isinstance(options, CameraOptions), "options", "CameraOptions", options)
         self.options = options
         self._clock_ms = clock_ms
         self._backoff = ExponentialBackoff(options.backoff)

@@ -99,6 +99,8 @@ class WavReplaySource(_SourceBase):
 
     def __init__(self, path: str | os.PathLike[str], options: WavReplayOptions = WavReplayOptions()) -> None:
         super().__init__()
+        require(isinstance(path, (str, os.PathLike)), "path", "a path to a WAV file", path)
+        require(isinstance(options, WavReplayOptions), "options", "WavReplayOptions", options)
         self.path = Path(path)
         self.options = options
         if self.path.is_dir():
@@ -174,6 +176,8 @@ class VideoReplaySource(_SourceBase):
 
     def __init__(self, path: str | os.PathLike[str], options: VideoReplayOptions = VideoReplayOptions()) -> None:
         super().__init__()
+        require(isinstance(path, (str, os.PathLike)), "path", "a path to a video file", path)
+        require(isinstance(options, VideoReplayOptions), "options", "VideoReplayOptions", options)
         self.path = Path(path)
         self.options = options
         if self.path.is_dir():

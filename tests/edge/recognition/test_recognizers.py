@@ -470,3 +470,12 @@ def test_a_slow_scene_rate_is_not_an_outage():
     skipped = [(t, p) for t, p in timeline if t != 25_000.0]
     events = run_scenes(SceneSmoother(SCENES, WINDOW), skipped)
     assert [(e.label, e.t_ms) for e in events] == [("home", 10_000.0), ("office", 30_000.0)]
+
+
+@pytest.mark.parametrize("make", [CommandRecognizer, SceneSmoother], ids=["commands", "scenes"])
+def test_labels_given_as_one_string_or_none_are_one_line_naming_labels(make):
+    """One string is a sequence of letters: ``SceneSmoother("home")`` took the scenes 'h', 'o', 'm', 'e'."""
+    for labels in ("yes", b"yes", None, 3):
+        with pytest.raises(ValueError, match=r"^labels: expected a sequence of label strings \(one string is not\)"):
+            make(labels)
+    assert make(["yes", "no"]).labels == ("yes", "no")

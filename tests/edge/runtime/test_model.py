@@ -162,6 +162,13 @@ def test_expected_audio_frontend_mismatch_names_the_fields(tiny_model_path):
     assert loaded.audio_frontend == AudioFrontendOptions()
 
 
+def test_options_of_the_wrong_type_are_one_line_naming_options():
+    """``EdgeModel.load(path, options={"num_threads": 1})`` said ``'dict' object has no attribute 'library'``."""
+    for bad in ({"num_threads": 1}, None, 2):
+        with pytest.raises(ValueError, match=r"^options: expected InterpreterOptions \(or ModelOptions\), got"):
+            EdgeModel.load(BUNDLED, options=bad)
+
+
 def test_missing_metadata(tiny_model_path, tmp_path):
     path = _rewrite(tiny_model_path, tmp_path / "no_meta.tflite",
                     lambda obj: setattr(obj, "metadata", [m for m in obj.metadata if m.name != b"edgesense"]))

@@ -251,6 +251,20 @@ def test_json_lines_that_cannot_be_opened_or_a_closed_stdout_are_one_line(monkey
         JsonLinesSink("-")
 
 
+def test_json_lines_to_a_binary_stream_is_refused_where_every_event_was_lost(tmp_path):
+    """``JsonLinesSink(open(path, "wb"))`` (or ``sys.stdout.buffer``) took the stream and then failed every event
+    (``a bytes-like object is required``): a warning per event, none written, none counted lost."""
+    with open(tmp_path / "e.jsonl", "wb") as binary, open(tmp_path / "raw.jsonl", "wb", buffering=0) as raw:
+        for stream in (binary, raw, io.BytesIO()):
+            with pytest.raises(ValueError, match=r"^target: expected '-', a path or a text stream, got a binary "
+                                                 r"stream .* \(open it in text mode\)$"):
+                JsonLinesSink(stream)
+    text = io.StringIO()
+    with JsonLinesSink(text) as sink:
+        sink.emit(command())
+    assert json.loads(text.getvalue())["label"] == "yes"
+
+
 def test_callback_and_fan_out_sinks(tmp_path):
     got = []
     broken_calls = []
@@ -267,6 +281,16 @@ def test_callback_and_fan_out_sinks(tmp_path):
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2
     with pytest.raises(ValueError, match="callback"):
         CallbackSink("not callable")
+
+
+def test_one_sink_none_or_a_path_where_a_sequence_of_sinks_goes_is_one_line_naming_sinks(tmp_path):
+    """``Pipeline(model, sinks=JsonLinesSink(...))`` said ``'JsonLinesSink' object is not iterable``."""
+    with JsonLinesSink(tmp_path / "e.jsonl") as one:
+        for bad in (one, None, str(tmp_path / "e.jsonl")):
+            with pytest.raises(ValueError, match=r"^sinks: expected a sequence of EventSink objects \(one sink: "
+                                                 r"\[sink\]\), got"):
+                FanOutSink(bad)
+        assert FanOutSink([one]).sinks == (one,) and FanOutSink(()).sinks == ()
 
 
 # --------------------------------------------------------------------------- URL parsing
@@ -450,6 +474,26 @@ def test_mqtt_custom_prefix_qos0_without_discovery(broker):
     assert json.loads(got["home/edge1/command"][0].payload)["label"] == "stop"
     sink.close()
     live.close()
+
+
+def test_a_closed_mqtt_sink_holds_no_file_descriptor(broker):
+    """close() releases every socket (paho's wake-up socket pair too), whether the broker answered or was away:
+    a program that keeps its closed pipelines (or restarts one) must not gain descriptors with each."""
+    def open_fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    kept = []  # closed sinks the program still holds, as a closed Pipeline holds its sinks
+    before = open_fds()
+    for _ in range(3):
+        sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, ha_discovery=False))
+        assert sink.connected
+        sink.emit(command("go"))
+        sink.close()
+        kept.append(sink)
+        away = MqttSink(MqttOptions(host=broker.host, port=free_port(), ha_discovery=False))  # nothing listens
+        away.close()
+        kept.append(away)
+    assert open_fds() - before == set(), [os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds() - before]
 
 
 def test_mqtt_last_will_marks_the_device_offline(broker):

@@ -124,6 +124,27 @@ def test_wav_replay_resamples_to_requested_rate(make_wav):
     assert chunks[1].t_ms == pytest.approx(100.0)
 
 
+def test_a_path_or_options_of_the_wrong_type_are_one_line_naming_the_parameter(make_wav, make_video):
+    """Options given as a dict (as read from YAML) or None, or no path: a ValueError naming the parameter, not an
+    AttributeError from deep inside (``'dict' object has no attribute 'sample_rate_hz'``)."""
+    wav = make_wav("a.wav", np.zeros(1600, np.int16))
+    video = make_video("v.avi", [np.zeros((8, 8, 3), np.uint8)] * 3, fps=10.0)
+    for bad in ({"chunk_ms": 10}, None):
+        with pytest.raises(ValueError, match=r"^options: expected WavReplayOptions, got"):
+            WavReplaySource(wav, bad)
+        with pytest.raises(ValueError, match=r"^options: expected VideoReplayOptions, got"):
+            VideoReplaySource(video, bad)
+        with pytest.raises(ValueError, match=r"^options: expected CameraOptions, got"):
+            CameraSource(bad)
+    for bad in (None, 3, os.fsencode(wav)):
+        with pytest.raises(ValueError, match=r"^path: expected a path to a WAV file, got"):
+            WavReplaySource(bad)
+        with pytest.raises(ValueError, match=r"^path: expected a path to a video file, got"):
+            VideoReplaySource(bad)
+    with WavReplaySource(str(wav), WavReplayOptions(chunk_ms=50)) as source:
+        assert source.read().samples.size == 800
+
+
 def test_wav_options_validation():
     with pytest.raises(ValueError, match="chunk_ms"):
         WavReplayOptions(chunk_ms=0)
