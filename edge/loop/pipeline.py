@@ -8,7 +8,7 @@ audio, else the video's):
   49 frames (1 s) are kept in a :class:`edgesense.loop.scheduler.FeatureWindow`. Every
   ``command_hop_ms`` (100 ms) of stream time the window goes through
   ``encode_audio``, then ``fuse`` (with the latest image embedding) gives command
-  probabilities for :class:`edgesense.recognition.CommandRecognizer`.
+  probabilities for :class:`edgesense.recognition.commands.CommandRecognizer`.
 * **Video**: the image encoder runs at ``scene_rate_hz`` (5 Hz) on the newest frame
   only; older frames are dropped, never queued. Replayed video is read inside the
   loop and aligned on stream timestamps: at audio time ``t`` the frame used is the
@@ -16,7 +16,7 @@ audio, else the video's):
   so ``--fast`` replays give the same events as real-time ones. A live camera is
   read on its own thread that keeps only the newest frame
   (:class:`edgesense.loop.scheduler.LatestFrameReader`). Scene probabilities from ``fuse``
-  go to :class:`edgesense.recognition.SceneSmoother`.
+  go to :class:`edgesense.recognition.scenes.SceneSmoother`.
 * **Second opinion** (optional, ``second_opinion.heads_path``): every chunk also goes to
   :class:`edgesense.runtime.second_opinion.SecondOpinion` (Google's ``speech_embedding`` and a
   file of stream heads); at each command hop the recognizer gets the weighted mean of the fused
@@ -37,7 +37,7 @@ opinion and the recognizer are reset where the audio resumes, so no window splic
 both sides of the gap (training never saw such a window); the next command hop comes once the
 window is full again (counted in ``stats.audio_gaps``).
 
-Faults: a failing camera (:class:`edgesense.sources.SourceReadError`) is logged once per
+Faults: a failing camera (:class:`edgesense.sources.base.SourceReadError`) is logged once per
 outage; the loop runs on audio (scene events pause) while the camera reopens with
 backoff, and resumes when frames come back. A stalled microphone is logged once
 and retried; a live camera beside it goes on (scene events from the image alone, the
@@ -66,7 +66,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -338,7 +338,7 @@ EventCallback = Callable[[Event], Any]
 class Pipeline:
     """The device loop over one audio and/or one video source (see the module docstring).
 
-    ``audio``: an :class:`edgesense.sources.MicrophoneSource` (live, read in the loop; its
+    ``audio``: an :class:`edgesense.sources.microphone.MicrophoneSource` (live, read in the loop; its
     PortAudio callback only fills the ring buffer) or a :class:`WavReplaySource`.
     ``video``: a :class:`CameraSource` (live: read on a thread) or a
     :class:`VideoReplaySource` (read in the loop, aligned to the audio). ``live_video``
@@ -359,6 +359,11 @@ class Pipeline:
         if audio is None and video is None:
             raise ValueError("audio, video: expected at least one source, got neither")
         require(isinstance(options, PipelineOptions), "options", "PipelineOptions", options)
+        require(not isinstance(model, (str, bytes, os.PathLike)) and hasattr(model, "fuse"), "model",
+                "a loaded model (EdgeModel.load(path), or Pipeline.from_config with model_path)", model)
+        for name, source in (("audio", audio), ("video", video)):
+            require(source is None or callable(getattr(source, "read", None)), name,
+                    "None or a source with read() (WavReplaySource(path), MicrophoneSource(), ...)", source)
         self.model = model
         self.options = options
         self.audio = audio
@@ -366,7 +371,11 @@ class Pipeline:
         self.live_audio = isinstance(audio, MicrophoneSource)
         self.live_video = isinstance(video, CameraSource) if live_video is None else bool(live_video)
         self._sink = FanOutSink(sinks)
-        callbacks = on_event if isinstance(on_event, Sequence) else ([on_event] if on_event else [])
+        callbacks = [] if on_event is None else [on_event] if callable(on_event) else on_event
+        require(isinstance(callbacks, Sequence) and not isinstance(callbacks, (str, bytes))
+                and all(callable(c) for c in callbacks), "on_event",
+                "None, a callable or a sequence of callables", on_event)
+        require(on_frame is None or callable(on_frame), "on_frame", "None or a callable", on_frame)
         self._callbacks: list[EventCallback] = list(callbacks)
         self._on_frame = on_frame
         self._wall_time = wall_time
@@ -419,8 +428,8 @@ class Pipeline:
     def from_config(cls, path_or_config: str | os.PathLike[str] | DeviceConfig, *,
                     model_path: str | os.PathLike[str] | None = None,
                     video: str | os.PathLike[str] | None = None, audio: str | os.PathLike[str] | None = None,
-                    fast: bool = False, events: str | os.PathLike[str] | bool | None = None,
-                    mqtt: str | bool | None = None,
+                    fast: bool = False, events: str | os.PathLike[str] | Literal[False] | None = None,
+                    mqtt: str | Literal[False] | None = None,
                     on_event: EventCallback | Sequence[EventCallback] | None = None,
                     on_frame: FrameHook | None = None,
                     options: PipelineOptions | None = None) -> "Pipeline":
@@ -438,6 +447,11 @@ class Pipeline:
         loop's state (the app's preview window is one such hook). ``options`` replaces the
         scheduling options derived from the config.
         """
+        require(isinstance(fast, bool), "fast", "true or false", fast)
+        require(events is None or events is False or isinstance(events, (str, os.PathLike)), "events",
+                "None (the config's outputs.events), False (off), '-' or a path", events)
+        require(mqtt is None or mqtt is False or isinstance(mqtt, str), "mqtt",
+                "None (the config's outputs.mqtt), False (off) or an mqtt:// URL", mqtt)
         config = path_or_config if isinstance(path_or_config, DeviceConfig) else load_config(path_or_config)
         model = _load_model(config, model_path)
         check_commands_fit(config, model.command_labels, model.path)  # before any device is opened

@@ -10,7 +10,7 @@ rolling feature window, replayed-video alignment and the live-camera reader thre
   look-ahead, no queue); older unread frames are dropped and counted.
 * :class:`LatestFrameReader`: a live camera read on its own thread, keeping only the
   newest frame. A failed read is logged once per outage and retried (the
-  :class:`edgesense.sources.CameraSource` reopens itself with exponential backoff).
+  :class:`edgesense.sources.camera.CameraSource` reopens itself with exponential backoff).
 """
 
 from __future__ import annotations

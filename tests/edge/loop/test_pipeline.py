@@ -741,6 +741,27 @@ def test_pipeline_needs_a_source_and_matching_sample_rate(model, tmp_path):
         list(pipeline.events())
 
 
+def test_arguments_of_the_wrong_kind_are_one_line_naming_the_parameter(model, tmp_path):
+    """A model path, a WAV path, a callback name, a non-callable hook: each was taken and failed later (an
+    AttributeError, a TypeError on the first frame, or a callback per letter of 'print' that never ran)."""
+    wav = write_wav(tmp_path / "a.wav", tone_samples([], 1.0))
+    cases = [(dict(model=str(wav)), "model"), (dict(model=None), "model"), (dict(audio=str(wav)), "audio"),
+             (dict(video=tmp_path / "v.mp4"), "video"), (dict(on_event="print"), "on_event"),
+             (dict(on_event=[print, 5]), "on_event"), (dict(on_frame=5), "on_frame")]
+    for overrides, name in cases:
+        with WavReplaySource(wav) as source:
+            arguments = {"model": model, "audio": source, **overrides}
+            with pytest.raises(ValueError, match=f"^{name}: expected "):
+                Pipeline(arguments.pop("model"), **arguments)
+    config = DeviceConfig.from_dict({"device": {"name": "test"}})
+    for flag, value in (("fast", "no"), ("events", True), ("mqtt", True)):
+        with pytest.raises(ValueError, match=f"^{flag}: expected "):
+            Pipeline.from_config(config, audio=wav, **{flag: value})
+    calls = []
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav), on_event=(calls.append, calls.append)) as ok:
+        ok.run()  # a tuple of callbacks, as before
+
+
 def test_stats_percentiles_and_summary_without_data():
     stats = PipelineStats()
     assert math.isnan(stats.real_time_factor) and math.isnan(stats.percentile("fusion", 50))
