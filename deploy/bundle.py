@@ -225,8 +225,8 @@ def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[b
 
 def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str, Any]) -> bytes | None:
     """The config's stream-heads file (``None`` without a second opinion), checked to be one whose
-    labels are the model's (ValueError naming the config field otherwise), with the absolute paths in its
-    metadata shortened as the model's are (:func:`_portable_model`)."""
+    labels are the model's (ValueError naming the config field and the two ways out otherwise), with the
+    absolute paths in its metadata shortened as the model's are (:func:`_portable_model`)."""
     if heads_path is None:
         return None
     where = f"{config_path}: {HEADS_PATH_FIELD}"
@@ -240,7 +240,10 @@ def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str
         raise ValueError(f"{where}: {heads_path}: {exc}") from None
     labels = list((metadata.get("labels") or {}).get("command") or [])
     if list(heads.labels) != labels:
-        raise ValueError(f"{where}: expected heads with the model's labels {labels}, got {list(heads.labels)}")
+        raise ValueError(f"{where}: expected heads with the model's labels {labels}, got {list(heads.labels)}: "
+                         "heads of the model's words come from edgesense train-stream-heads --model MODEL (or "
+                         "pass --config a copy of this config without its second_opinion: section to run the "
+                         "model alone)")
     # Its metadata names the student model and the data folders as train-stream-heads was given them.
     return _portable_model(data, dict(heads.metadata), f"stream heads {heads_path}")[0]
 

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgesense.app.cli import EXIT_INTERRUPTED, input_file, stop_on_signals, user_names
     from edgesense.train.config import INT_LIMIT, load_train_config
+    from edgesense.train.data import check_word_folders
     from edgesense.train.runfolder import (
         check_init_from, check_out_dir, check_out_outside_data, discard_staging, start_staging,
     )
@@ -98,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from is not None:
         check_init_from(args.init_from, out_dir)
     discard_staging(start_staging(out_dir))  # a read-only folder, or a file in the way, is said now
+    for field in ("speech_commands", "synthetic_speech"):  # a folder of one's own words, data.words unset
+        for root in getattr(config.data, field):
+            check_word_folders(root, config.data.words, field=field)
     _configure_devices(args.logical_cpus)
 
     from edgesense.train.trainer import StopSwitch, train

@@ -50,6 +50,7 @@ __all__ = [
     "SpeechCommandsOptions",
     "SplitSpec",
     "balanced_indices",
+    "check_word_folders",
     "check_words",
     "hash_percent",
     "load_av_folder",
@@ -312,6 +313,25 @@ def check_words(words: Sequence[str]) -> tuple[str, ...]:
              "words", "a non-empty sequence of word folder names (not starting with '_')", words)
     require(len(set(words)) == len(words), "words", "no duplicates", words)
     return words
+
+
+def check_word_folders(root: str | Path, words: Sequence[str], *, field: str) -> None:
+    """ValueError in one line unless the Speech Commands folder ``root`` (of the training config's
+    ``data.FIELD``) holds a folder for each of ``words``: it names ``data.words``, the words missing and the
+    word folders ``root`` holds (a folder of one's own words, with ``data.words`` left at the default ten,
+    is the usual cause). A ``root`` that is no folder is left to :func:`load_speech_commands`."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    folders = {child.name for child in root.iterdir() if child.is_dir()}
+    missing = [word for word in words if word not in folders]
+    if not missing:
+        return
+    found = sorted(name for name in folders if not name.startswith(("_", ".")))
+    default = " (the default ten: a model of other words names them in data.words)" if (
+        tuple(words) == DEFAULT_COMMAND_WORDS) else ""
+    raise ValueError(f"data.words: expected a folder for each word{default} in data.{field} {root}, missing "
+                     f"{', '.join(missing)}; its word folders: {', '.join(found) or 'none'}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,8 @@ A stream model hears people talk near it far more often than it hears a command;
 stay quiet on talk only from talk labelled ``_unknown_``. This module writes sentences drawn
 from a small grammar whose vocabulary (:data:`VOCABULARY`) holds none of the command words,
 none of their homophones ("know", "write") and no word that begins or ends with one ("going",
-"yesterday", "ago", "cup"), spoken by the voices of :mod:`edgesense.train.synth` (espeak-ng's
+"yesterday", "ago", "cup"; for a model of other words, ``--words``, its entries that say one are left
+out: :func:`vocabulary_without`), spoken by the voices of :mod:`edgesense.train.synth` (espeak-ng's
 voices and variants, piper's neural voices) at drawn speeds and pitches.
 
 Output: ``DIR/SPEAKER/SPEAKER_N.wav`` (16 kHz mono 16-bit, one sentence each, peak-normalised)
@@ -33,7 +34,7 @@ from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS
 
 __all__ = ["PATTERN_WORDS", "TRANSCRIPTS_NAME", "VOCABULARY", "TalkOptions", "TalkReport", "add_arguments",
-           "clashes", "draw_sentences", "run", "synthesize_talk"]
+           "clashes", "draw_sentences", "run", "synthesize_talk", "vocabulary_without"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +112,33 @@ def clashes(vocabulary: dict[str, tuple[str, ...]], words: tuple[str, ...]) -> l
     return found
 
 
-def draw_sentences(count: int, rng: np.random.Generator, *, clauses_range: tuple[int, int] = (1, 2)) -> list[str]:
-    """``count`` sentences of one to ``clauses_range[1]`` clauses joined by a conjunction."""
+def vocabulary_without(words: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """:data:`VOCABULARY` less every entry that says ``words`` (:func:`clashes`): the grammar of talk for
+    a model of other words ("music", "lamp", "open"). It is :data:`VOCABULARY` itself for words it never
+    says (the default ten), so their sentences stay those of the same seed. ValueError naming ``words``
+    where the sentence patterns say one ("there", "could") or a part of speech would be left empty."""
+    found = clashes({"sentence": PATTERN_WORDS}, words)
+    require(not found, "words", "command words that the talk vocabulary never says", found[:5])
+    kept = {part: tuple(entry for entry in entries if not clashes({part: (entry,)}, words))
+            for part, entries in VOCABULARY.items()}
+    empty = [part for part, entries in kept.items() if not entries]
+    require(not empty, "words", "command words that leave words of every part of speech to the talk",
+            clashes({part: VOCABULARY[part] for part in empty}, words)[:5])
+    return kept
+
+
+def draw_sentences(count: int, rng: np.random.Generator, *, clauses_range: tuple[int, int] = (1, 2),
+                   vocabulary: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """``count`` sentences of one to ``clauses_range[1]`` clauses joined by a conjunction, of
+    ``vocabulary``'s words (default :data:`VOCABULARY`; :func:`vocabulary_without` gives one without
+    a model's own command words)."""
+    vocabulary = VOCABULARY if vocabulary is None else vocabulary
     out = []
     for _ in range(count):
         parts = []
         for i in range(int(rng.integers(clauses_range[0], clauses_range[1] + 1))):
             pattern = _PATTERNS[int(rng.integers(len(_PATTERNS)))]
-            fields = {part: entries[int(rng.integers(len(entries)))] for part, entries in VOCABULARY.items()}
+            fields = {part: entries[int(rng.integers(len(entries)))] for part, entries in vocabulary.items()}
             clause = pattern.format(**fields)
             parts.append(clause if i == 0 else f"{fields['joiner']} {clause}")
         out.append(" ".join(parts) + ".")
@@ -127,7 +147,9 @@ def draw_sentences(count: int, rng: np.random.Generator, *, clauses_range: tuple
 
 @dataclass(frozen=True, kw_only=True)
 class TalkOptions:
-    """``sentences`` per engine; ``words``: the command words no sentence may hold; ``voices``:
+    """``sentences`` per engine; ``words``: the command words no sentence may hold (the vocabulary's
+    entries that say one are left out, :func:`vocabulary_without`; a word the sentence patterns say is
+    refused); ``voices``:
     the engines, voices, speeds and pitches (:class:`edgesense.train.synth.SynthOptions`; its
     word fields are not used); ``max_clauses``: a sentence's longest run of joined clauses."""
 
@@ -143,8 +165,7 @@ class TalkOptions:
         require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
                 self.max_clauses)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
-        found = clashes({**VOCABULARY, "sentence": PATTERN_WORDS}, self.words)
-        require(not found, "words", "command words that the talk vocabulary never says", found[:5])
+        vocabulary_without(self.words)  # the talk leaves out the vocabulary's entries that say them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,11 +220,16 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
     refuse_files_in("--out", out_dir, force=force)
     speakers, piper = synth.engine_speakers(voices)
     rng = np.random.default_rng(options.seed)
+    vocabulary = vocabulary_without(options.words)
+    left_out = clashes(VOCABULARY, options.words)
+    if left_out:
+        logger.info("the talk leaves out %d words that say a command word: %s", len(left_out), ", ".join(left_out))
     jobs: list[synth.SpeakJob] = []
     taken: Counter[str] = Counter()
     for engine, pairs in speakers.items():
         order = rng.permutation(len(pairs))
-        for i, sentence in enumerate(draw_sentences(options.sentences, rng, clauses_range=(1, options.max_clauses))):
+        for i, sentence in enumerate(draw_sentences(options.sentences, rng, clauses_range=(1, options.max_clauses),
+                                                       vocabulary=vocabulary)):
             voice, variant = pairs[order[i % len(order)]]
             speaker = synth.speaker_name(engine, voice, variant)
             path = out_dir / speaker / f"{speaker}_{taken[speaker]}.wav"

@@ -285,6 +285,10 @@ def test_a_second_opinion_ships_its_heads_and_installs_its_wheel(tmp_path, own_w
     assert cli_deploy("rpi5", tmp_path / "b", other, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "second_opinion.heads_path: expected heads with the model's labels" in err
+    # what to do, as edgesense run says it: heads of its words, or the model alone (a model of one's own words)
+    assert err.rstrip().endswith(": heads of the model's words come from edgesense train-stream-heads --model MODEL "
+                                 "(or pass --config a copy of this config without its second_opinion: section to "
+                                 "run the model alone)"), err
     assert not (tmp_path / "b").exists()
 
 

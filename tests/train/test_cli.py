@@ -89,3 +89,20 @@ def test_an_out_inside_a_folder_whose_sub_folders_are_data_is_refused(tmp_path, 
     assert line == (f"{ERROR_PREFIX} --out {out}: inside data.{field} ({tmp_path / folder}), whose sub-folders are "
                     "read as words or classes: the run would join the data of the next run; choose another --out")
     assert sorted(p.name for p in (tmp_path / folder).iterdir()) == []
+
+
+def test_a_folder_of_ones_own_words_without_data_words_names_the_field_and_the_folders_found(tmp_path):
+    # a folder of lights/ music/ with data.words left at the default ten: it said "sc: expected a folder for every
+    # command word, missing yes, no, ..." once TensorFlow had started, naming neither data.words nor what was there
+    path = _config(tmp_path)
+    for word in ("lights", "music", "_unknown_"):
+        (tmp_path / "sc" / word).mkdir()
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", timeout=QUICK_S))
+    assert line == (f"{ERROR_PREFIX} data.words: expected a folder for each word (the default ten: a model of other "
+                    f"words names them in data.words) in data.speech_commands {tmp_path / 'sc'}, missing yes, no, up, "
+                    "down, left, right, on, off, stop, go; its word folders: lights, music")
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", "--set",
+                               "data.words=[lights, tv]", timeout=QUICK_S))
+    assert line == (f"{ERROR_PREFIX} data.words: expected a folder for each word in data.speech_commands "
+                    f"{tmp_path / 'sc'}, missing tv; its word folders: lights, music")
+    assert not (tmp_path / "run").exists()
