@@ -222,3 +222,47 @@ def test_a_hot_resampled_microphone_gives_the_features_of_its_recording(tmp_path
     streamed = np.concatenate(frames)[:options.frames_per_clip]
     np.testing.assert_array_equal(streamed, trained)
     np.testing.assert_array_equal(log_mel_spectrogram(np.full(960, 1.2)), log_mel_spectrogram(np.ones(960)))
+
+
+def test_a_signal_of_exactly_one_window_is_one_frame():
+    options = AudioFrontendOptions()
+    assert log_mel_spectrogram(np.zeros(options.window_samples, np.float32)).shape == (1, options.num_mel_bins)
+    assert log_mel_spectrogram(np.zeros(options.window_samples - 1, np.float32)).shape == (0, options.num_mel_bins)
+    assert log_mel_batch(np.zeros((2, options.window_samples), np.float32)).shape == (2, 1, options.num_mel_bins)
+
+
+def test_streaming_emits_each_frame_as_soon_as_its_window_is_complete():
+    # Window 480, hop 320: frames end at samples 480, 800, 1120. A frame held back to the next chunk is a
+    # chunk late on the device, and lost when the stream ends.
+    stream = StreamingAudioFrontend()
+    assert [stream.push(np.zeros(n, np.float32)).shape[0] for n in (480, 319, 1, 320)] == [1, 0, 1, 1]
+    assert stream.frames_emitted == 3
+    stream.reset()
+    assert stream.frames_emitted == 0
+
+
+def test_log_mel_batch_reads_int16_as_the_per_clip_frontend_does():
+    clips = (np.random.default_rng(3).normal(size=(3, 16000)) * 3000).astype(np.int16)
+    batch = log_mel_batch(clips)
+    for clip, features in zip(clips, batch):
+        np.testing.assert_allclose(features, log_mel_spectrogram(clip), atol=1e-5)
+
+
+def test_fft_length_is_the_smallest_power_of_two_holding_the_window_and_a_hop_may_equal_the_window():
+    assert AudioFrontendOptions(window_ms=32.0, hop_ms=16.0).fft_length == 512  # a window of exactly 512
+    assert AudioFrontendOptions(window_ms=30.0, hop_ms=30.0).hop_samples == 480  # "hop_ms in (0, window_ms]"
+
+
+def test_preprocess_keeps_the_colours_of_a_bgra_frame():
+    frame = np.zeros((40, 60, 4), np.uint8)
+    frame[...] = (0, 0, 255, 255)  # opaque red in BGRA
+    assert np.all(preprocess_frame(frame) == (255.0, 0.0, 0.0))
+
+
+def test_preprocess_crops_the_vertical_centre_of_a_portrait_frame():
+    frame = np.zeros((640, 480, 3), np.uint8)
+    frame[:80] = (255, 0, 0)  # blue above the centred square crop (rows 80..560)
+    frame[80:560] = (0, 0, 255)  # red (BGR) inside it
+    frame[560:] = (0, 255, 0)  # green below it
+    image = preprocess_frame(frame)
+    assert np.all(image == (255.0, 0.0, 0.0))

@@ -364,3 +364,27 @@ def test_24_bit_samples_in_32_bit_slots_are_read_as_arecord_writes_them(tmp_path
         samples, rate = read_wav_native(path)
         assert rate == 16000
         np.testing.assert_array_equal(samples, (ints / 2.0 ** 23).astype(np.float32))
+
+
+def test_8_bit_samples_are_scaled_by_128(tmp_path: Path) -> None:
+    # Unsigned 8-bit: 0 is -1.0, 128 silence, 255 the largest code below +1.0 (as 16-bit's 32767 / 32768).
+    fmt_body = struct.pack("<HHIIHH", PCM, 1, RATE, RATE, 1, 8)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_body)) + fmt_body
+    body += b"data" + struct.pack("<I", 4) + bytes([0, 128, 255, 64])
+    path = tmp_path / "u8.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert read_wav(path).tolist() == [-1.0, 0.0, 127 / 128, -0.5]
+
+
+def test_write_wav_rounds_floats_to_the_nearest_code(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "r.wav", np.array([1.6, -1.6, 0.4, -0.4]) / 32768, RATE)
+    with wave.open(str(path)) as f:
+        assert np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").tolist() == [2, -2, 0, 0]
+
+
+def test_a_file_resampled_on_reading_stays_in_full_scale(tmp_path: Path) -> None:
+    # A clipped 44.1 kHz tone: the resampler's ringing overshoots full scale (to 1.03 here); read_wav clips it.
+    clipped = np.clip(4.0 * _tone(440, 44100, seconds=1.0), -1.0, 1.0)
+    path = write_wav(tmp_path / "hot.wav", clipped, 44100)
+    assert np.abs(resample(read_wav_native(path)[0], 44100, RATE)).max() > 1.01
+    assert np.abs(read_wav(path)).max() <= 1.0

@@ -479,3 +479,108 @@ def test_labels_given_as_one_string_or_none_are_one_line_naming_labels(make):
         with pytest.raises(ValueError, match=r"^labels: expected a sequence of label strings \(one string is not\)"):
             make(labels)
     assert make(["yes", "no"]).labels == ("yes", "no")
+
+
+# --------------------------------------------------------------------------- at the edges of the rules
+# A value exactly at a threshold, a margin or a window's end, and what a reset forgets when the stream's
+# times go on.
+
+# commands
+
+
+def test_results_spanning_exactly_a_quarter_of_the_window_are_enough():
+    # Window 400 ms: two results 100 ms apart span a quarter of it, which is not "less than a quarter".
+    options = CommandRecognizerOptions(average_window_ms=400, minimum_count=2)
+    assert [e.t_ms for e in feed(CommandRecognizer(LABELS, options), steady("yes", 0, 1000))] == [100.0]
+
+
+def test_reset_re_arms_every_word_and_forgets_the_suppression():
+    # The loop resets when the energy gate closes, and stream times go on. "yes" fires at 300 and is still on
+    # top at the reset (400): said again, it fires as soon as the window holds enough (700), neither waiting
+    # to re-arm (its average never falls after the reset) nor for the suppression (until 1050).
+    recognizer = CommandRecognizer(LABELS)
+    events = feed(recognizer, steady("yes", 0, 400))
+    recognizer.reset()
+    events += feed(recognizer, steady("yes", 400, 1500))
+    assert [(e.label, e.t_ms) for e in events] == [("yes", 300.0), ("yes", 700.0)]
+
+
+def test_reset_forgets_the_context():
+    # Talk, then the gate closes (no results during the pause): the word after it is said after a pause.
+    options = CommandRecognizerOptions(max_context_unknown=0.5, context_window_ms=800, context_offset_ms=1200)
+    recognizer = CommandRecognizer(LABELS, options)
+    assert feed(recognizer, steady("_unknown_", 0, 2000)) == []
+    recognizer.reset()
+    assert [(e.label, e.t_ms) for e in feed(recognizer, steady("stop", 2500, 3500))] == [("stop", 2800.0)]
+    unreset = CommandRecognizer(LABELS, options)  # without the reset the talk is the context: blocked
+    feed(unreset, steady("_unknown_", 0, 2000))
+    assert feed(unreset, steady("stop", 2500, 3500)) == []
+
+
+# at the edges: energy gate
+
+
+def test_levels_below_the_floor_are_the_floor():
+    assert rms_dbfs(np.full(10, 1e-9)) == -120.0  # -180 dBFS
+    assert rms_dbfs(np.full(10, 1e-9), floor_dbfs=-200.0) == pytest.approx(-180.0)
+
+
+def test_energy_gate_opens_at_its_threshold_and_starts_over_after_a_reset():
+    gate = EnergyGate(EnergyGateOptions(threshold_dbfs=-40, hangover_ms=100))
+    at_threshold = np.full(320, 0.01)  # exactly -40 dBFS: "at least the threshold"
+    assert rms_dbfs(at_threshold) == -40.0
+    assert gate.update(at_threshold, 1000.0) is True
+    gate.reset()  # it was open until 1100; time starts again
+    assert gate.update(np.zeros(320), 0.0) is False and not gate.is_open
+
+
+# at the edges: scenes
+
+
+def test_a_lead_of_exactly_the_margin_does_not_switch():
+    # One-frame windows (200 ms at 200 ms frames) and values exact in binary: office leads home by 0.25.
+    options = SceneSmootherOptions(smoothing="window", window_ms=200, hysteresis_margin=0.25, min_hold_ms=0,
+                                   heartbeat_ms=None)
+    start = [(0.0, np.array([0.75, 0.25, 0.0]))]
+    at_margin = start + [(float(t), np.array([0.375, 0.625, 0.0])) for t in range(200, 1000, 200)]
+    assert [(e.label, e.t_ms) for e in run_scenes(SceneSmoother(SCENES, options), at_margin)] == [("home", 0.0)]
+    beyond = start + [(float(t), np.array([0.3125, 0.6875, 0.0])) for t in range(200, 1000, 200)]
+    assert [(e.label, e.t_ms) for e in run_scenes(SceneSmoother(SCENES, options), beyond)] == [
+        ("home", 0.0), ("office", 200.0)]
+
+
+def test_the_window_mean_holds_the_frames_of_the_last_window_ms():
+    # Window 400 ms at 200 ms frames: the frames at t - 200 and t, not the one at t - 400.
+    smoother = SceneSmoother(SCENES, WINDOW)
+    run_scenes(smoother, [(0.0, probs(home=0.9)), (200.0, probs(office=0.9)), (400.0, probs(office=0.9))])
+    np.testing.assert_array_equal(smoother.smoothed, probs(office=0.9))
+
+
+def test_a_heartbeat_names_the_label_that_holds_not_a_challenger_within_the_margin():
+    # Street holds; from 500 office is on top by 0.05, less than the margin: the heartbeats are street's.
+    options = SceneSmootherOptions(smoothing="window", window_ms=400, min_hold_ms=0, heartbeat_ms=1000)
+    timeline = [(float(t), probs(street=0.8)) for t in range(0, 500, 250)]
+    timeline += [(float(t), probs(office=0.45, street=0.4)) for t in range(500, 2250, 250)]
+    events = run_scenes(SceneSmoother(SCENES, options), timeline)
+    assert [(e.reason, e.label, e.t_ms) for e in events] == [
+        ("change", "street", 0.0), ("heartbeat", "street", 1000.0), ("heartbeat", "street", 2000.0)]
+    assert events[1].score == pytest.approx(0.4)
+
+
+def test_a_repeated_frame_time_is_no_cadence():
+    # One frame every 5 s, one of them twice (the loop keeps times in order by repeating the last one): a
+    # cadence of 0 ms would make every 5 s interval an outage, and the hold would never be met.
+    timeline = [(k * 5000.0, probs(home=0.9) if k < 4 else probs(office=0.9)) for k in range(8)]
+    repeated = timeline[:2] + [timeline[1]] + timeline[2:]
+    events = run_scenes(SceneSmoother(SCENES, WINDOW), repeated)
+    assert [(e.label, e.t_ms) for e in events] == [("home", 10_000.0), ("office", 25_000.0)]
+
+
+@pytest.mark.parametrize("interval_ms, window_ms, expected_ms", [
+    (800.0, 400.0, 1600.0),  # longer than the window, shorter than the hold (1000)
+    (1500.0, 2000.0, 1500.0),  # longer than the hold, shorter than the window
+])
+def test_a_first_interval_within_the_window_or_the_hold_is_not_an_outage(interval_ms, window_ms, expected_ms):
+    timeline = [(k * interval_ms, probs(home=0.9)) for k in range(5)]
+    events = run_scenes(SceneSmoother(SCENES, dataclasses.replace(WINDOW, window_ms=window_ms)), timeline)
+    assert [(e.label, e.t_ms) for e in events] == [("home", expected_ms)]

@@ -148,3 +148,16 @@ def test_quantized_encoder_tracks_the_float_model(tiny_run_dir, tiny_model_path)
     # Without dequantizing (raw int8 codes) the values would be far off: the test is not vacuous.
     raw = np.stack([runner(audio_features=quantize(f[None], p_in))["audio_embedding"][0] for f in features])
     assert np.abs(raw.astype(np.float32) - want).mean() > 10 * np.abs(got - want).mean()
+
+
+def test_quantize_divides_in_float32_as_tflites_kernel_does():
+    # TFLite's Quantize computes round(x / scale) in float32: 3.45f / 0.1f is 34.5f, which rounds away from zero
+    # to 35. In float64 the quotient is 34.49999996 and would round to 34, one step off the interpreter.
+    p = QuantParams(scale=float(np.float32(0.1)), zero_point=0, dtype=np.int8)
+    assert quantize(np.array([3.45, -3.45, 8.95], np.float32), p).tolist() == [35, -35, 90]
+
+
+def test_dequantize_gives_float32_for_a_float16_tensor():
+    p = QuantParams(scale=0.0, zero_point=0, dtype=np.float16)
+    out = dequantize(np.array([0.5, -2.0], np.float16), p)
+    assert out.dtype == np.float32 and out.tolist() == [0.5, -2.0]
