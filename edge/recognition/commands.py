@@ -136,6 +136,7 @@ class CommandRecognizer:
                  options: CommandRecognizerOptions = CommandRecognizerOptions(), *,
                  wall_time: Callable[[], float] = time.time) -> None:
         self.labels = _check_labels(labels)
+        require(isinstance(options, CommandRecognizerOptions), "options", "CommandRecognizerOptions", options)
         unknown = sorted(set(options.class_thresholds) - set(self.labels))
         require(not unknown, "class_thresholds", f"labels of the model {list(self.labels)}", unknown)
         self.options = options

@@ -73,6 +73,7 @@ class EnergyGate:
     """A voice-activity gate on signal energy: :meth:`update` says whether to run inference."""
 
     def __init__(self, options: EnergyGateOptions = EnergyGateOptions()) -> None:
+        require(isinstance(options, EnergyGateOptions), "options", "EnergyGateOptions", options)
         self.options = options
         self._last_t_ms: float | None = None
         self._open_until_ms = -math.inf
@@ -87,9 +88,11 @@ class EnergyGate:
 
     def update(self, samples: Any, t_ms: float) -> bool:
         """Measure the chunk that ends at ``t_ms``; True while speech-level audio (or its hangover) lasts."""
+        x = np.asarray(samples)
+        require(x.dtype.kind in "fiu", "samples", "an array of audio samples", samples)  # None read as silence
         t_ms = _check_time(t_ms, self._last_t_ms)
         self._last_t_ms = t_ms
-        self.last_dbfs = rms_dbfs(samples, self.options.floor_dbfs)
+        self.last_dbfs = rms_dbfs(x, self.options.floor_dbfs)
         if self.last_dbfs >= self.options.threshold_dbfs:
             self._open_until_ms = t_ms + self.options.hangover_ms
         self.is_open = t_ms <= self._open_until_ms

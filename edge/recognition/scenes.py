@@ -80,6 +80,7 @@ class SceneSmoother:
     def __init__(self, labels: Sequence[str], options: SceneSmootherOptions = SceneSmootherOptions(), *,
                  wall_time: Callable[[], float] = time.time) -> None:
         self.labels = _check_labels(labels)
+        require(isinstance(options, SceneSmootherOptions), "options", "SceneSmootherOptions", options)
         self.options = options
         self._wall_time = wall_time
         self.reset()

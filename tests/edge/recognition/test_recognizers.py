@@ -584,3 +584,17 @@ def test_a_first_interval_within_the_window_or_the_hold_is_not_an_outage(interva
     timeline = [(k * interval_ms, probs(home=0.9)) for k in range(5)]
     events = run_scenes(SceneSmoother(SCENES, dataclasses.replace(WINDOW, window_ms=window_ms)), timeline)
     assert [(e.label, e.t_ms) for e in events] == [("home", expected_ms)]
+
+
+def test_options_and_samples_of_the_wrong_kind_are_one_line_naming_them():
+    """A dict of options gave an AttributeError (the smoother took None and failed at its first frame), and a
+    gate fed None took it for silence."""
+    for build in (lambda: CommandRecognizer(LABELS, {"threshold": 0.6}), lambda: SceneSmoother(SCENES, None),
+                  lambda: EnergyGate(None)):
+        with pytest.raises(ValueError, match="^options: expected "):
+            build()
+    gate = EnergyGate()
+    for bad in (None, "loud", ["a", "b"]):
+        with pytest.raises(ValueError, match="^samples: expected an array of audio samples"):
+            gate.update(bad, 0.0)
+    assert gate.update([0.5] * 320, 0.0) and gate.update(np.zeros(320, np.int16), 20.0)  # lists and int16 still
