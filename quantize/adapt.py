@@ -775,7 +775,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import input_file, user_names
+    from edgesense.shipped import model_argument
 
+    # models/edgesense.tflite, as record's next step and the README name it, from any folder (as bench reads it)
+    args.model, args.image_encoder = model_argument(args.model), model_argument(args.image_encoder)
     input_file("--model", args.model)
     if args.image_encoder is not None:
         input_file("--image-encoder", args.image_encoder)

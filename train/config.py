@@ -137,12 +137,14 @@ class DataConfig:
     row drawn like the windows of ``speech_negatives`` (``train.other_speech_share``), no pool
     split. ``scene_ambient``: the sound of each scene class (``CLASS/*.wav``, class folders named like
     the scene classes), split by recording the same way; every training photo is paired with
-    its class's sound (:mod:`edgesense.train.scene_audio`). ``teacher_models``: EdgeSense model
-    files (``edgesense quantize``) taught to the student as one ensemble: the mean of their command
+    its class's sound (:mod:`edgesense.train.scene_audio`) in the audio rows, which are drawn from speech: it
+    needs ``speech_commands`` (or ``synthetic_speech``) and ``scenes`` or ``av`` beside it. ``teacher_models``:
+    EdgeSense model files (``edgesense quantize``) taught to the student as one ensemble: the mean of their command
     probabilities on every window a step draws is each audio row's soft target (at
     ``train.distill_weight`` and ``train.distill_temperature``; the per-step pipeline only). ``av``: a paired folder
     (``CLASS/NAME.jpg + CLASS/NAME.wav``, e.g. from ``edgesense record``): its photos join the scene
-    photos (split by file name like them) and its sounds join their class's sound. ``cache_dir``: where
+    photos (split by file name like them) and its sounds join their class's sound (a recipe without speech
+    trains on its photos alone: a warning says so). ``cache_dir``: where
     features and teacher outputs are cached (default ``$EDGESENSE_CACHE`` or ``~/.cache/edgesense``).
     """
 
@@ -174,6 +176,16 @@ class DataConfig:
                 "and validate on a synth-commands folder, name it under data.speech_commands)",
                 [str(p) for p in self.synthetic_speech])
         require(validated, "speech_commands", "at least one of speech_commands, scenes or av", "none")
+        # Place sounds reach the scene head through the audio rows, which are drawn from speech: without speech
+        # (or without scene classes to name) they would be loaded and never used.
+        if self.scene_ambient is not None:
+            require(self.scenes is not None or self.av is not None, "scene_ambient",
+                    "scenes or av beside it (its class folders are the sounds of their scene classes)",
+                    str(self.scene_ambient))
+            require(bool(self.speech_commands or self.synthetic_speech), "scene_ambient",
+                    "speech_commands beside it (place sounds train the scene head in the audio rows, which a recipe "
+                    "without speech never draws; to teach places their sound without speech data, adapt a deployed "
+                    "model: edgesense adapt --scene-ambient)", str(self.scene_ambient))
         check_words(self.words)  # as the Speech Commands loader will: refused here, before TensorFlow starts
         for name in ("validation_percent", "testing_percent", "image_validation_percent", "image_testing_percent"):
             value = getattr(self, name)

@@ -61,6 +61,7 @@ __all__ = [
     "FusionStudyOptions",
     "degrade",
     "make_paired_av_set",
+    "pairing_note",
     "run_fusion_study",
     "plot_fusion_study",
 ]
@@ -72,11 +73,18 @@ SYNTHETIC_SOURCES = ("pink", "brown", "surf", "white")
 #: Scene class -> the sound source it is paired with (classes not named here get unused sources in turn).
 SCENE_SOUNDS = {"street": "traffic", "buildings": "cafe", "glacier": "fridge", "forest": "pink",
                 "mountain": "brown", "sea": "surf"}
-PAIRING_NOTE = ("SYNTHETIC pairing: each photo is paired with a 1-s ambient snippet whose source correlates with "
-                "the scene class (street-traffic, buildings-cafe, glacier-fridge hum, forest-pink noise, "
-                "mountain-brown noise, sea-modulated 'surf' noise), from the class's own source with probability "
-                "match_probability and from another class's otherwise. It shows how each fusion strategy uses a "
-                "second, partly informative modality when the camera degrades, not the value of real sound.")
+#: How the note names a source (a recording not named here by its file's stem).
+SOURCE_NAMES = {"fridge": "fridge hum", "white": "white noise", "pink": "pink noise", "brown": "brown noise",
+                "surf": "modulated 'surf' noise"}
+
+
+def pairing_note(sound_for_scene: Mapping[str, str]) -> str:
+    """What the study's pairing is, naming the source each scene class of this run was given."""
+    pairs = ", ".join(f"{label}-{SOURCE_NAMES.get(source, source)}" for label, source in sound_for_scene.items())
+    return ("SYNTHETIC pairing: each photo is paired with a 1-s ambient snippet whose source correlates with "
+            f"the scene class ({pairs}), from the class's own source with probability "
+            "match_probability and from another class's otherwise. It shows how each fusion strategy uses a "
+            "second, partly informative modality when the camera degrades, not the value of real sound.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,7 +199,7 @@ def make_paired_av_set(scenes_root: str | Path, ambient_dir: str | Path | None, 
             written += 1
     info = {"root": str(out_root), "pairs": written, "classes": list(index.classes), "sound_for_scene": mapping,
             "real_recordings": sorted(recordings), "match_probability": options.match_probability,
-            "matched_fraction": round(matched / max(written, 1), 3), "note": PAIRING_NOTE}
+            "matched_fraction": round(matched / max(written, 1), 3), "note": pairing_note(mapping)}
     (out_root / "README.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -330,7 +338,7 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
     gain = {name: {c: round(r[c] - results["image_only"][c], 4) for c in CONDITIONS}
             for name, r in results.items() if name.startswith("fusion_")}
     report = {
-        "pairing": pairing, "note": PAIRING_NOTE if "sound_for_scene" in pairing else pairing["note"],
+        "pairing": pairing, "note": pairing["note"],  # make_paired_av_set names its classes' sources
         "classes": list(index.classes), "conditions": list(CONDITIONS), "evaluated_on": evaluated_on,
         "sizes": {"training": int(train.labels.size), "validation": int(val.labels.size),
                   "testing": int(test.labels.size)},

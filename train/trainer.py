@@ -225,9 +225,10 @@ def load_dataset(config: TrainConfig) -> Dataset:
     image_train = image_val = image_test = empty_images
     photo_splits: dict[str, list] = {"training": [], "validation": [], "testing": []}
     av_index = datasets.load_av_folder(cfg.av) if cfg.av is not None else None
-    classes: set[str] = set(av_index.classes) if av_index is not None else set()
+    classes: set[str] = set()
     for index in ([datasets.load_image_folder(cfg.scenes)] if cfg.scenes is not None else []) + (
             [av_index] if av_index is not None else []):
+        _refuse_case_twins("data.av" if index is av_index else "data.scenes", index.classes, classes)
         classes |= set(index.classes)
         split = datasets.split_image_items(index.items, validation_percent=cfg.image_validation_percent,
                                            testing_percent=cfg.image_testing_percent)
@@ -245,10 +246,29 @@ def load_dataset(config: TrainConfig) -> Dataset:
         summary["image_train"] = _counts(image_train.labels, scene_labels)
         summary["image_validation"] = _counts(image_val.labels, scene_labels)
         summary["image_test"] = _counts(image_test.labels, scene_labels)
-        place_sounds = _place_sounds(cfg, scene_labels, photo_splits["training"], rate, reports, summary)
+        if audio_train.labels.size:
+            place_sounds = _place_sounds(cfg, scene_labels, photo_splits["training"], rate, reports, summary)
+        elif cfg.av is not None or cfg.scene_ambient is not None:
+            # The places' sounds ride in the audio rows, which are drawn from the speech clips.
+            log.warning("%s: the sounds of the places are not used: the recipe has no speech clips to train, whose "
+                        "audio rows carry them (add data.speech_commands, or adapt a deployed model with edgesense "
+                        "adapt); the scene classes learn from the photos alone",
+                        "data.av" if cfg.av is not None else "data.scene_ambient")
     summary["load_reports"] = reports
     return Dataset(command_labels, scene_labels, audio_train, audio_val, audio_test, image_train, image_val,
                    image_test, noise, summary, other_speech=other_speech, rirs=rirs, place_sounds=place_sounds)
+
+
+def _refuse_case_twins(field: str, names, known: set[str]) -> None:
+    """ValueError naming ``field`` where one of its class folders differs from another scene class only by case:
+    ``Kitchen`` beside ``kitchen`` (a second ``edgesense record --label``) would be a second class of one place."""
+    seen = set(known)
+    for name in sorted(names):
+        twin = next((other for other in sorted(seen) if other != name and other.casefold() == name.casefold()), None)
+        if twin is not None:
+            raise ValueError(f"{field}: expected class folders that differ from the other scene classes by more than "
+                             f"case, got {name!r} beside {twin!r} (one place, one name: rename one folder)")
+        seen.add(name)
 
 
 def _place_sounds(cfg, scene_labels: tuple[str, ...], training_photos, rate: int, reports: dict,

@@ -530,6 +530,14 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
              f"--av {shlex.quote(str(out))} --out {adapted} (see {README_SECTION})")
 
 
+def _case_twin(out: Path, label: str) -> str | None:
+    """The class folder of ``out`` whose name is ``label`` but for case (``kitchen`` for ``Kitchen``), if any."""
+    if not out.is_dir():
+        return None
+    return next((p.name for p in sorted(out.iterdir()) if p.is_dir() and p.name != label
+                 and p.name.casefold() == label.casefold()), None)
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import stop_on_signals, user_names
     from edgesense.app.run import file_flags
@@ -545,6 +553,10 @@ def run(args: argparse.Namespace) -> int:
     folder = out / options.label
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {out}: expected {folder} to be a folder (or missing), found a file")
+    twin = _case_twin(out, options.label)
+    if twin is not None:  # adapt and train refuse two class folders of one name but for case: said before recording
+        raise ValueError(f"--label {options.label}: expected a place that differs from the places in --out {out} by "
+                         f"more than case, got it beside {twin!r} (pass --label {twin} to record more of that place)")
     args.config = config_argument(args.config)
     names = file_flags(args)
     config_path = Path(args.config) if args.config else shipped_config(DEFAULT_CONFIG)

@@ -270,6 +270,18 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
+def test_the_bundled_model_by_its_checkout_path_is_found_from_any_folder(tmp_path):
+    # record's next step says `edgesense adapt --model models/edgesense.tflite --av DIR ...`, typed in the folder
+    # the pairs were copied to: the shipped model is read there, as bench reads it, not "no such file".
+    line = only_line(edgesense("adapt", "--model", "models/edgesense.tflite", "--out", "x.tflite", cwd=tmp_path))
+    assert line == f"{ERROR_PREFIX} --scenes/--av: expected photos to learn from (one or both), got neither"
+    line = only_line(edgesense("adapt", "--model", "models/edgesense.tflite", "--image-encoder",
+                               "models/edgesense.tflite", "--out", "x.tflite", cwd=tmp_path))
+    assert line == f"{ERROR_PREFIX} --scenes/--av: expected photos to learn from (one or both), got neither"
+    line = only_line(edgesense("adapt", "--model", "models/nothing.tflite", "--out", "x.tflite", cwd=tmp_path))
+    assert line == f"{ERROR_PREFIX} --model models/nothing.tflite: no such file"
+
+
 @pytest.mark.parametrize("mode", ["float16", "dynamic"])
 def test_a_model_that_is_not_full_integer_is_refused_in_one_line(tiny_run_dir, tmp_path, mode):
     from edgesense.quantize.convert import QuantizeOptions, convert_run

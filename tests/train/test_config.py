@@ -91,6 +91,29 @@ def test_a_file_where_a_folder_is_due_is_refused_naming_the_field(tmp_path, fiel
                                "a file")
 
 
+@pytest.mark.parametrize(("data", "expected"), [
+    # A recipe of photos alone draws no audio rows: the places' sounds would load and never train.
+    ("  scenes: scenes\n  scene_ambient: amb\n", "data.scene_ambient: expected speech_commands beside it"),
+    # Without photos there are no scene classes for the sounds to name.
+    ("  speech_commands: [sc]\n  scene_ambient: amb\n", "data.scene_ambient: expected scenes or av beside it"),
+])
+def test_place_sounds_that_would_never_train_are_refused_naming_the_field(tmp_path, data, expected):
+    tiny_config(tmp_path)
+    (tmp_path / "amb").mkdir()
+    path = tmp_path / "places.yaml"
+    path.write_text(f"name: places\nseed: 1\ndata:\n{data}")
+    with pytest.raises(ValueError) as info:
+        load_train_config(path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert load_train_config(tiny_config_with_sounds(tmp_path))  # with speech and photos they train
+
+
+def tiny_config_with_sounds(folder: Path) -> Path:
+    path = folder / "both.yaml"
+    path.write_text("name: both\nseed: 1\ndata:\n  speech_commands: [sc]\n  scenes: scenes\n  scene_ambient: amb\n")
+    return path
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("[_x]", "data.words: expected a non-empty sequence of word folder names (not starting with '_')"),
     ("[yes, yes]", "data.words: expected no duplicates"),

@@ -33,6 +33,18 @@ def test_paired_set_has_the_load_av_folder_layout_and_says_it_is_synthetic(tmp_p
     assert "SYNTHETIC" in (tmp_path / "av" / "README.json").read_text()
 
 
+def test_the_note_names_the_pairing_of_the_classes_it_was_given(tmp_path):
+    # Places of one's own (not the six stock scenes): the note says what they were paired with, not street-traffic.
+    scenes = make_scenes(tmp_path / "scenes", per_class=4)
+    for old, new in (("beach", "garage"), ("forest", "kitchen"), ("street", "office")):
+        (scenes / old).rename(scenes / new)
+    info = make_paired_av_set(scenes, _ambient(tmp_path / "ambient"), tmp_path / "av",
+                              FusionStudyOptions(per_class=2, match_probability=1.0))
+    assert info["sound_for_scene"] == {"garage": "traffic", "kitchen": "pink", "office": "brown"}
+    assert "(garage-traffic, kitchen-pink noise, office-brown noise)" in info["note"]
+    assert "street" not in info["note"] and "glacier" not in info["note"]
+
+
 def test_degradations_damage_the_frame_as_named():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)

@@ -754,6 +754,38 @@ def test_photos_train_with_the_sound_of_their_place(tmp_path, tiny_data):
         load_dataset(load_train_config(path, [f"data.scene_ambient={tmp_path / 'other'}"]))
 
 
+def test_a_recipe_without_speech_says_that_its_places_sounds_are_not_used(tmp_path, tiny_data, caplog):
+    _, scenes = tiny_data
+    mine = make_av_folder(tmp_path / "mine", {"kitchen": (30, 60, 200)})
+    path = write_train_yaml(tmp_path / "train.yaml", speech=None, scenes=scenes)
+    config = load_train_config(path, [f"data.av={mine}"])
+    with caplog.at_level("WARNING", logger="edgesense.train.trainer"):
+        ds = load_dataset(config)
+    # Its photos are new scene classes; their sounds cannot train: no audio row is ever drawn without speech.
+    assert ds.scene_labels == ("beach", "forest", "kitchen", "street") and ds.place_sounds is None
+    assert "place_sound_seconds" not in ds.summary
+    assert not any(FusionBatches(ds, config, steps=1, epoch_seed=0)[0][0][INPUT_AUDIO_PRESENT])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].startswith("data.av: the sounds of the places are not used"), warned
+
+
+def test_a_place_named_like_a_scene_class_but_for_case_is_refused_not_made_a_second_class(tmp_path, tiny_data):
+    speech, scenes = tiny_data  # classes beach, forest, street
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    mine = make_av_folder(tmp_path / "mine", {"forest": SCENE_COLOURS_BGR["forest"]})
+    (mine / "forest").rename(mine / "Forest")
+    with pytest.raises(ValueError) as info:
+        load_dataset(load_train_config(path, [f"data.av={mine}"]))
+    assert str(info.value) == ("data.av: expected class folders that differ from the other scene classes by more "
+                               "than case, got 'Forest' beside 'forest' (one place, one name: rename one folder)")
+    # Two sessions recorded as --label kitchen and --label Kitchen: one folder, one refusal.
+    both = make_av_folder(tmp_path / "both", {"kitchen": (30, 60, 200)})
+    make_av_folder(tmp_path / "other", {"kitchen": (30, 60, 200)}, seed=1)
+    (tmp_path / "other" / "kitchen").rename(both / "Kitchen")
+    with pytest.raises(ValueError, match=r"^data.av: .* got 'kitchen' beside 'Kitchen'"):
+        load_dataset(load_train_config(path, [f"data.av={both}"]))
+
+
 @pytest.mark.slow
 def test_own_places_join_the_scene_classes_and_fine_tune_the_run(tmp_path, tiny_data):
     speech, scenes = tiny_data

@@ -404,6 +404,18 @@ def test_fast_without_replayed_files_is_refused_not_ignored(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_label_that_is_a_recorded_place_but_for_case_is_refused_before_recording(tmp_path):
+    # adapt and train refuse kitchen/ beside Kitchen/ (one place, two classes): said now, not after the session.
+    out = tmp_path / "places"
+    (out / "kitchen").mkdir(parents=True)
+    (out / "kitchen" / "kitchen-20260102-093000-0001.jpg").write_bytes(b"mine")
+    line = error_line(edgesense("record", "--label", "Kitchen", "--seconds", 5, "--out", out, "--video", VIDEO,
+                                "--audio", AUDIO))
+    assert line == (f"edgesense: error: --label Kitchen: expected a place that differs from the places in --out {out} "
+                    "by more than case, got it beside 'kitchen' (pass --label kitchen to record more of that place)")
+    assert sorted(p.name for p in out.iterdir()) == ["kitchen"]
+
+
 def test_out_that_is_a_file_is_one_line_and_exit_2(tmp_path):
     out = tmp_path / "places"
     out.write_text("not a folder")
