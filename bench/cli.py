@@ -265,6 +265,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         keep = [k for k, it in enumerate(kept) if id(it) not in tune_set]
         sr = model.audio_frontend.sample_rate_hz
         stream_utterances = clip_utterances(clips[keep], [kept[k] for k in keep], sr)
+        # the streaming cost compares the evaluation streams' hit rate with the clip accuracy of their own words
+        stream_clips, stream_clip_labels = clips[keep], [clip_labels[k] for k in keep]
         tune_utterances: list[Utterance] = []
         if options.tuning_only:  # the clips just scored are the tuning speakers' own
             tune_utterances = clip_utterances(clips, kept, sr)
@@ -349,7 +351,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.speech_commands is not None and options.streaming:
         st = report["streaming"] = run_streaming(
             model, model_sha, options, evaluation=stream_utterances, tuning=tune_utterances, noise_paths=noise_paths,
-            negative_paths=list(options.negatives), clips=clips, clip_labels=clip_labels, firmware=firmware)
+            negative_paths=list(options.negatives), clips=stream_clips, clip_labels=stream_clip_labels,
+            firmware=firmware)
         if "det" in st:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
         if "recommended" in st:
@@ -591,7 +594,7 @@ def run(args: argparse.Namespace) -> int:
         r = st["evaluation"]["recommended"] if split == "evaluation" else st["recommended"]["tuning"]
         settings = ", ".join(f"{k} {v}" for k, v in st["recommended"]["settings"].items())
         print(f"  streaming ({settings}), {split} streams: hit rate {r['hit_rate']:.3f}, "
-              f"{r['false_accepts_per_hour']:.2f} FA/hour of talk, {r['false_accepts_per_100_words']:.2f} FA/100 "
+              f"{r['false_accepts_per_hour']:.2f} FA/hour of talk, {_fmt(r['false_accepts_per_100_words'], 2)} FA/100 "
               f"other words, latency p50 {_fmt(r['latency_ms']['p50'], 0)} ms p95 {_fmt(r['latency_ms']['p95'], 0)} ms")
         budgets = st.get("tuning_budgets")
         if budgets:

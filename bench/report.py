@@ -164,9 +164,13 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
                   if rec.get("budget_missed") == "latency" else "; none was within that budget, so the quietest")
     ranks_by = f"the most words detected within {latency:g} ms of their end" if in_time else "the highest hit rate"
     cap = "" if latency is None or in_time else f", latency p95 at most {latency:g} ms"
+    words = (f" and {sw['max_false_accepts_per_100_words']:g} per 100 other words"
+             if rec["tuning"].get("false_accepts_per_100_words") is not None else
+             " (none per 100 other words: those streams held no other words said alone, so that budget was not "
+             "measured)")
     lines += ["", f"**Recommended** (chosen on the {rec['chosen_on']} streams among {st['sweep_points']} settings: "
               f"{ranks_by} with at most {sw['max_false_accepts_per_hour']:g} false accepts per hour of "
-              f"talk and {sw['max_false_accepts_per_100_words']:g} per 100 other words{cap}{missed}): {settings}."]
+              f"talk{words}{cap}{missed}): {settings}."]
     if "evaluation" not in st:  # --tuning-only
         r = rec["tuning"]
         lines += ["", "Tuning streams only (`--tuning-only`: validation speakers; nothing of the test split or the "
@@ -249,8 +253,11 @@ def _tuning_budgets_markdown(st: Mapping[str, Any]) -> list[str]:
     steadiest = ("the mean of these hit rates is the steadier figure to compare models by" if cap is None else
                  f"the mean of the words detected within {cap:g} ms is the steadiest figure to compare models by (a "
                  "late word costs its own share, where the capped row drops a whole setting)")
+    measured = st.get("recommended", {}).get("tuning", {}).get("false_accepts_per_100_words") is not None
+    words = (f"{section['max_false_accepts_per_100_words']:g} per 100 other words" if measured else
+             "none per 100 other words measured: no other words said alone")
     return ["", f"The {section['streams']} streams' best setting within each budget of false accepts per hour "
-                f"(and {section['max_false_accepts_per_100_words']:g} per 100 other words{capped}); {steadiest}:", "",
+                f"(and {words}{capped}); {steadiest}:", "",
             "| false accepts per hour | " + " | ".join(f"≤ {r['max_false_accepts_per_hour']:g}" for r in rows)
             + " | mean |", "| --- |" + " ---: |" * (len(rows) + 1),
             *_budget_rows(section, "hit rate", "latency p95 (ms)"),

@@ -293,11 +293,17 @@ class OperatingPoint:
                 and self.false_accepts_per_100_words <= max_per_100_words + 1e-9
                 and (max_latency_p95_ms is None or (latency is not None and latency <= max_latency_p95_ms + 1e-9)))
 
+    def _per_100_words(self) -> float | None:
+        """The report's false accepts per 100 other words: ``None`` (not measured) without a words stream, which
+        a split without any short other speech lacks (its property reads 0, so that no budget excludes a point)."""
+        w = self.words
+        return round(self.false_accepts_per_100_words, 3) if w is not None and w.other_utterances else None
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"settings": _options_dict(self.options), "hit_rate": round(self.hit_rate, 4),
                                "miss_rate": round(1 - self.hit_rate, 4) if self.commands else None,
                                "false_accepts_per_hour": round(self.false_accepts_per_hour, 3),
-                               "false_accepts_per_100_words": round(self.false_accepts_per_100_words, 3)}
+                               "false_accepts_per_100_words": self._per_100_words()}
         out["latency_ms"] = {f"p{p}": None if self.latency_ms(p) is None else round(self.latency_ms(p), 1)
                              for p in LATENCY_PERCENTILES}
         c = self.commands
@@ -557,5 +563,5 @@ def det_curve(replays: Mapping[str, Replay], base: CommandRecognizerOptions, thr
         p = evaluate(replays, o, match_tolerance_ms=match_tolerance_ms)
         out.append({"threshold": float(t), "miss_rate": round(1 - p.hit_rate, 4),
                     "false_accepts_per_hour": round(p.false_accepts_per_hour, 3),
-                    "false_accepts_per_100_words": round(p.false_accepts_per_100_words, 3)})
+                    "false_accepts_per_100_words": p._per_100_words()})
     return out

@@ -427,8 +427,9 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     """The streaming section of the report (see the module docstring); ``firmware``: the device
     config whose command hop the streams are scored at (with its second opinion, when it has one),
     and whose own setting is scored on the evaluation streams next to the recommendation;
-    ``clips``: the clips of the accuracy section (their command words' accuracy, by the same
-    detector, is what the streaming cost is measured from)."""
+    ``clips``: the clips of the accuracy section that the evaluation streams say (their speakers'; with
+    ``--split all`` not the tuning half's): their command words' accuracy, by the same detector, is what
+    the streaming cost is measured from."""
     started = time.perf_counter()
     plan = StreamingPlan.for_options(options, hop_ms=firmware.command_hop_ms)
     sr = model.audio_frontend.sample_rate_hz

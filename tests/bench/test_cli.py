@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -20,10 +21,12 @@ from edgesense.bench.latency import STAGES, device_rates, latency_summary
 from edgesense.bench.references import compute_comparison
 from edgesense.bench.scoring import Replay, evaluate
 from edgesense.bench.streaming import cached_streams
-from edgesense.frontend.audio import AudioFrontendOptions
-from edgesense.frontend.wav import write_wav
+from edgesense.frontend.audio import AudioFrontendOptions, fit_clip, log_mel_spectrogram
+from edgesense.frontend.wav import read_wav, write_wav
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.runtime.model import EdgeModel
+from edgesense.train.data import hash_percent
 from edgesense.types import DEFAULT_COMMAND_LABELS
 
 pytestmark = pytest.mark.slow  # builds the tiny model (a few seconds)
@@ -44,6 +47,16 @@ def _speech_folder(root: Path, per_class: int = 4, seed: int = 7) -> Path:
                 f"other_{i:08x}_nohash_0.wav" if label == "_unknown_" else f"{i:08x}_nohash_{k}.wav")
             write_wav(folder / name, _command_clip(k, rng, options), options.sample_rate_hz)
     return root
+
+
+def _model_named_right(model_path: Path | str, clips: Sequence[Path]) -> float:
+    """The share of ``clips`` (``WORD/NAME.wav``) the model alone names right, each clip one window (4 places)."""
+    model = EdgeModel.load(model_path)
+    frontend = model.audio_frontend
+    right = [int(np.argmax(model.fuse(model.encode_audio(log_mel_spectrogram(
+        fit_clip(read_wav(p, sample_rate_hz=frontend.sample_rate_hz), frontend), frontend)), None)[0]))
+        == model.command_labels.index(p.parent.name) for p in clips]
+    return round(float(np.mean(right)), 4)
 
 
 def _scene_folder(root: Path, per_class: int = 6, seed: int = 3) -> Path:
@@ -119,11 +132,11 @@ def test_streaming_section_recommends_and_writes_the_firmware_config(quick_repor
     assert at["commands_stream"]["command_words"] == streams["commands"]["command_words"]
     assert set(at["commands_stream"]["per_word_hit_rate"]) <= set(DEFAULT_COMMAND_LABELS[2:])
     assert st["streaming_cost_points"] == pytest.approx(100 * (st["clip_accuracy_commands"] - at["hit_rate"]), abs=0.01)
-    # Without a second opinion the streams' detector is the model: its clip accuracy is the accuracy section's
-    # on the command words.
-    words = [c for label, c in report["command"]["per_class"].items() if label in DEFAULT_COMMAND_LABELS[2:]]
-    named_right = sum(c["accuracy"] * c["count"] for c in words) / sum(c["count"] for c in words)
-    assert st["clip_accuracy_commands"] == pytest.approx(named_right, abs=1e-4)
+    # Without a second opinion the streams' detector is the model: its clip accuracy is the model's on the command
+    # words of the evaluation streams' speakers (--split all: those the tuning half leaves).
+    words = [p for w in DEFAULT_COMMAND_LABELS[2:] for p in sorted((out.parent / "sc" / w).glob("*.wav"))]
+    evaluation = [p for p in words if hash_percent(p.name.split("_")[0], "/stream-tuning") >= 50.0]
+    assert st["clip_accuracy_commands"] == _model_named_right(report["model"]["path"], evaluation)
     assert len(st["det"]["evaluation"]) > 10
     text = config.read_text()
     settings = rec["settings"]
@@ -397,9 +410,10 @@ def test_model_alone_leaves_the_configs_second_opinion_out(tiny_model_path, tiny
     report = json.loads((out / "report.json").read_text())
     st = report["streaming"]
     assert st["model_alone"] and st["second_opinion"]["heads_path"] is None and st["hop_ms"] == 200
-    words = [c for label, c in report["command"]["per_class"].items() if label in DEFAULT_COMMAND_LABELS[2:]]
-    model_named_right = sum(c["accuracy"] * c["count"] for c in words) / sum(c["count"] for c in words)
-    assert st["clip_accuracy_commands"] == pytest.approx(model_named_right)
+    # the model's own accuracy on the evaluation streams' speakers' words (--split all: not the tuning half's)
+    words = [p for w in DEFAULT_COMMAND_LABELS[2:] for p in sorted((speech / w).glob("*.wav"))]
+    evaluation = [p for p in words if hash_percent(p.name.split("_")[0], "/stream-tuning") >= 50.0]
+    assert st["clip_accuracy_commands"] == _model_named_right(tiny_model_path, evaluation)
     text = (out / "report.md").read_text()
     assert "The model alone (`--model-alone`)" in text and "firmware pair.yaml, the model alone" in text
 
@@ -863,3 +877,73 @@ def test_the_fusion_study_takes_its_place_sounds_from_the_noise_folder_holding_t
     pairing = json.loads((out / "av_synthetic" / "README.json").read_text())
     assert pairing["real_recordings"] == ["cafe", "traffic"]
     assert set(pairing["sound_for_scene"].values()) >= {"cafe", "traffic"}
+
+
+def test_the_streaming_cost_is_measured_from_the_evaluation_speakers_clips(tiny_model_path, tmp_path):
+    """--split all: the streaming cost (and the breakdown's clean-clip row) compare the evaluation
+    streams' hit rate with the clip accuracy of the same speakers' words, not of every clip scored
+    (the tuning half's too, whose words the evaluation streams never say)."""
+    options, rng = AudioFrontendOptions(), np.random.default_rng(5)
+    speakers = [f"{s:08x}" for s in range(8)]
+    tuning = {s for s in speakers if hash_percent(s, "/stream-tuning") < 50.0}
+    assert tuning and set(speakers) - tuning
+    speech = tmp_path / "sc"
+    for k, label in enumerate(DEFAULT_COMMAND_LABELS):
+        (speech / label).mkdir(parents=True)
+        for s in speakers:
+            name = f"other_{s}_nohash_0.wav" if label == "_unknown_" else f"{s}_nohash_0.wav"
+            # the tuning half's command words are hiss the tiny model does not name: its clips fall
+            tone = 0 if label in DEFAULT_COMMAND_LABELS[2:] and s in tuning else k
+            write_wav(speech / label / name, _command_clip(tone, rng, options), options.sample_rate_hz)
+    config = tmp_path / "device.yaml"
+    config.write_text("device: {name: test}\nscheduler: {command_hop_ms: 200}\n")
+    out = tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--split", "all",
+                     "--config", str(config), "--out", str(out), "--quick", "--references",
+                     str(tmp_path / "no_refs")]) == 0
+    st = json.loads((out / "report.json").read_text())["streaming"]
+
+    def named_right(clips: list[Path]) -> float:
+        return _model_named_right(tiny_model_path, clips)
+
+    words = [p for w in DEFAULT_COMMAND_LABELS[2:] for p in sorted((speech / w).glob("*.wav"))]
+    evaluation = [p for p in words if p.name.split("_")[0] not in tuning]
+    assert named_right(evaluation) > named_right(words)  # the two differ: the test tells them apart
+    assert st["clip_accuracy_commands"] == named_right(evaluation)
+    assert st["streaming_cost_points"] == round(100 * (named_right(evaluation)
+                                                       - st["evaluation"]["recommended"]["hit_rate"]), 2)
+    assert st["cost_breakdown"][0]["words"] == len(evaluation)
+
+
+def test_without_other_words_said_alone_their_false_accepts_are_not_measured_not_zero(tiny_model_path, tmp_path):
+    """A folder of the command words alone and other speech of sentences only: no words stream in either
+    split, so the false accepts per 100 other words are n/a (null), not 0.00 at every setting."""
+    options, rng = AudioFrontendOptions(), np.random.default_rng(9)
+    speech, talk = tmp_path / "sc", tmp_path / "talk"
+    for k, label in enumerate(DEFAULT_COMMAND_LABELS):
+        if label in DEFAULT_COMMAND_LABELS[2:]:
+            (speech / label).mkdir(parents=True)
+            for s in range(6):
+                write_wav(speech / label / f"{s:08x}_nohash_0.wav", _command_clip(k, rng, options),
+                          options.sample_rate_hz)
+    talk.mkdir()
+    t = np.arange(4 * options.sample_rate_hz) / options.sample_rate_hz
+    for i in range(12):  # 4-s "sentences": talk only
+        write_wav(talk / f"sentence_{i:02d}.wav", (0.3 * np.sin(2 * np.pi * (300 + 40 * i) * t)).astype(np.float32),
+                  options.sample_rate_hz)
+    config = tmp_path / "device.yaml"
+    config.write_text("device: {name: test}\nscheduler: {command_hop_ms: 200}\n")
+    out = tmp_path / "out"
+    proc = edgesense("bench", "--model", tiny_model_path, "--speech-commands", speech, "--negatives", talk,
+                     "--config", config, "--out", out, "--quick", "--references", tmp_path / "no_refs")
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads((out / "report.json").read_text())["streaming"]
+    assert "words" not in st["evaluation_streams"] and "words" not in st["tuning_streams"]
+    assert st["recommended"]["tuning"]["false_accepts_per_100_words"] is None
+    assert all(point["false_accepts_per_100_words"] is None for point in st["evaluation"].values())
+    assert all(point["false_accepts_per_100_words"] is None for curve in st["det"].values() for point in curve)
+    assert "n/a FA/100 other words" in proc.stdout
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| recommended |"))
+    assert row.split(" | ")[3] == "n/a", row
+    assert "that budget was not measured" in md and "2 per 100 other words" not in md
