@@ -13,14 +13,15 @@ Without a window (no ``DISPLAY``/``WAYLAND_DISPLAY``, or an OpenCV without GUI s
 such as ``opencv-python-headless``) it says in one line what to install or set, plays the
 samples as fast as it can and writes the overlaid frames to ``--out`` (default
 ``demo.mp4`` in the per-user cache folder, ``~/.cache/edgesense/``). Events are printed as
-JSON Lines on stdout, as with ``edgesense run``. q or Esc in the window, closing it, or Ctrl-C
-ends the demo with its summary. With no camera frames (a speech-only model, or a config whose
-camera is disabled) there is nothing to draw on: it says so, and listens only.
+JSON Lines on stdout, as with ``edgesense run`` (nowhere when stdout is closed). q or Esc in the
+window, closing it, or Ctrl-C ends the demo with its summary. With no camera frames (a speech-only
+model, or a config whose camera is disabled) there is nothing to draw on: it says so, and listens only.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import importlib.metadata
 import math
@@ -238,10 +239,30 @@ def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Pa
 
 def default_out() -> Path:
     """``demo.mp4`` in the per-user cache folder (``$XDG_CACHE_HOME/edgesense``, else ``~/.cache/edgesense``),
-    created when missing: the demo never writes into the current folder unasked."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    folder = Path(cache) / "edgesense"
-    folder.mkdir(parents=True, exist_ok=True)
+    created when missing: the demo never writes into the current folder unasked (a relative ``XDG_CACHE_HOME`` is
+    ignored, as the XDG Base Directory rules say). ValueError naming the variable that chose the folder
+    (``XDG_CACHE_HOME`` or ``HOME``) and ``--out`` when it cannot be made (a read-only home, a file in the way)."""
+    where, shown = "XDG_CACHE_HOME", "$XDG_CACHE_HOME/edgesense"
+    folder: Path | None = None
+    try:
+        cache = os.environ.get(where)
+        if cache and not os.path.isabs(cache):  # the XDG Base Directory rules: a relative path is ignored
+            _say(f"{where}={cache}: expected an absolute path; ignored, as the XDG Base Directory rules say")
+            cache = None
+        if not cache:
+            where, shown = "HOME", "~/.cache/edgesense"
+            cache = str(Path.home() / ".cache")
+        folder = Path(cache) / "edgesense"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):  # it was there already, on a read-only file system or not ours
+            raise PermissionError(errno.EACCES, "not writable")
+    except (OSError, RuntimeError) as exc:  # RuntimeError: no HOME and no home in the user database
+        got = f"{where}={os.environ[where]}" if cache and os.environ.get(where) else f"{where} not set"
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        failed = f"cannot make or write in {folder}" if folder is not None else "no home folder"
+        raise ValueError(f"{where}: expected a folder the demo can write its video in (without a window it writes "
+                         f"{DEFAULT_OUT_NAME} in {shown}/), got {got}: {failed} ({why}); set {where} to a "
+                         "writable folder, or pass --out FILE.mp4") from None
     return folder / DEFAULT_OUT_NAME
 
 
@@ -276,7 +297,8 @@ def _video_fps(path: Path) -> float:
 
 
 def _say(message: str) -> None:
-    print(f"edgesense demo: {message}", file=sys.stderr)
+    if sys.stderr is not None:  # closed (2>&-): print would write it to stdout, among the events
+        print(f"edgesense demo: {message}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -292,6 +314,9 @@ def run(args: argparse.Namespace) -> int:
     model = input_file("--model", args.model)
     with user_names({str(config_path): f"--config {config_path}"} if args.config else {}):
         config = load_config(config_path)
+    # Events go to stdout; with it closed (started by a launcher with >&-), the window or the video is still shown,
+    # where JSON Lines refused to start and said to name a file, which the demo has no flag for.
+    events: Any = "-" if sys.stdout is not None else False
     has_display, why = display_available()
     if has_display and out is not None:  # said, not silently ignored: the window shows what the file would hold
         _say(f"--out {out}: not written: the overlay is shown in the window (--out is for runs without a display)")
@@ -299,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     live = False
     if has_display:
         try:
-            pipeline = Pipeline.from_config(config, model_path=model, events="-", mqtt=False,
+            pipeline = Pipeline.from_config(config, model_path=model, events=events, mqtt=False,
                                             on_frame=PreviewWindow(title=f"EdgeSense ({config.device.name})"))
             live = True
         except LiveDeviceError as exc:  # no camera or no microphone
@@ -315,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
             out = out or default_out()
             hook = writer = VideoFileWriter(out, fps=_video_fps(video), replace=True)
         pipeline = Pipeline.from_config(config, model_path=model, video=video, audio=audio,
-                                        fast=not has_display, events="-", mqtt=False, on_frame=hook)
+                                        fast=not has_display, events=events, mqtt=False, on_frame=hook)
     media = "live camera and microphone" if live else "the bundled sample media"
     if pipeline.video is None:  # a speech-only model or a config without its camera: no frame to draw on
         heard = "the live microphone" if live else "the bundled sample media's sound"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
 from edgesense.runtime.quant import QuantParams
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import input_file
 
     path = input_file("model", args.model)
+    if hasattr(sys.stdout, "reconfigure"):  # a label such as 北京 on a stdout that is not UTF-8 (a Latin-1 locale,
+        sys.stdout.reconfigure(errors="backslashreplace")  # PYTHONIOENCODING=ascii): \u5317\u4eac, not a codec error
     if is_stream_heads(path):
         return _inspect_heads(StreamHeads(path), args.json)
     model = EdgeModel.load(path)

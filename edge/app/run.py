@@ -115,6 +115,13 @@ def refuse_events_onto_inputs(args: argparse.Namespace, config: Any, outputs: di
                              f"{path} (events are appended to the file)")
 
 
+def say(line: str) -> None:
+    """``line`` on stderr; nothing when stderr was closed (``2>&-``), where ``print(file=sys.stderr)`` would write it
+    to stdout, into the JSON Lines events (the summary, ``--stats``' object that reads as an event)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
 def live_device_help(exc: Any, config: str) -> RuntimeError:
     """A :class:`edgesense.loop.pipeline.LiveDeviceError` reworded with the flags and the config file."""
     return RuntimeError(" | ".join(exc.failures) + f" | set camera.enabled: false / audio.enabled: false in {config} "
@@ -157,12 +164,12 @@ def run(args: argparse.Namespace) -> int:
         stats = pipeline.stats
         if stop.requested:
             logger.info("stopped by a signal")
-        print(f"edgesense run: {stats.summary()}", file=sys.stderr)
+        say(f"edgesense run: {stats.summary()}")
         if args.stats:
-            print(_stats_json(stats), file=sys.stderr)
+            say(_stats_json(stats))
         if stats.events_lost:
-            print(f"edgesense run: {stats.events_lost} events were lost: not written to the events file, or "
-                  "neither delivered to the MQTT broker nor spooled (see the warnings above; "
-                  "outputs.mqtt_spool_dir: null keeps MQTT events in memory only)", file=sys.stderr)
+            say(f"edgesense run: {stats.events_lost} events were lost: not written to the events file, or "
+                "neither delivered to the MQTT broker nor spooled (see the warnings above; "
+                "outputs.mqtt_spool_dir: null keeps MQTT events in memory only)")
             return EXIT_EVENTS_LOST
         return EXIT_OK

@@ -52,10 +52,11 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
-def event_to_json(event: Event) -> str:
-    """One event as a single-line JSON object (``ValueError`` for NaN/inf or non-JSON values)."""
+def event_to_json(event: Event, *, ascii_only: bool = False) -> str:
+    """One event as a single-line JSON object (``ValueError`` for NaN/inf or non-JSON values); ``ascii_only``:
+    characters outside ASCII written as ``\\uXXXX`` escapes (the same JSON, for a stream that is not UTF-8)."""
     try:
-        return json.dumps(event.to_dict(), ensure_ascii=False, allow_nan=False)
+        return json.dumps(event.to_dict(), ensure_ascii=ascii_only, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"event: cannot serialise {event!r} as JSON: {exc}") from exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import logging
@@ -21,6 +22,17 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- JSON Lines
 
 
+def _is_utf8(encoding: object) -> bool:
+    """Whether a text stream of ``encoding`` writes UTF-8, so any character (None or not a string: a stream
+    without an encoding, such as ``io.StringIO``, which holds str as it is)."""
+    if not isinstance(encoding, str):
+        return True
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
+
+
 class JsonLinesSink(_ClosableSink):
     """One JSON object per line to stdout (``"-"``), a file path (appended to), or an open text stream.
 
@@ -36,6 +48,10 @@ class JsonLinesSink(_ClosableSink):
     middle of a line, the part written stays as a line of its own: the next event
     starts on a new line. A FIFO (named pipe) needs its reader running when the
     sink opens it (``ValueError`` otherwise, instead of waiting for one forever).
+    Files opened here are written in UTF-8; a text stream (stdout) whose encoding is
+    not UTF-8 (a Latin-1 locale) gets characters outside ASCII as ``\\uXXXX`` escapes,
+    the same JSON, instead of losing the events that hold one (a place of your own named
+    ``北京``) or writing bytes that are not UTF-8.
     """
 
     def __init__(self, target: str | os.PathLike[str] | TextIO = STDOUT) -> None:
@@ -48,6 +64,7 @@ class JsonLinesSink(_ClosableSink):
         self.lines_written = 0
         self.lost_events = 0  #: events that could not be written (not those after the reader closed a pipe)
         self._lost_before_outage: int | None = None  # lost_events when the current outage began (None: no outage)
+        self._ascii_only = False  # a text stream that is not UTF-8: escape what lies outside ASCII
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "":
             raise ValueError("events path '': expected a JSON Lines file or -, got an empty path")
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == STDOUT:
@@ -77,10 +94,12 @@ class JsonLinesSink(_ClosableSink):
             self._stream, self.name = target, getattr(target, "name", repr(target))
         else:
             raise ValueError(f"target: expected '-', a path or a text stream, got {target!r}")
+        if self._stream is not None:
+            self._ascii_only = not _is_utf8(getattr(self._stream, "encoding", None))
 
     def emit(self, event: Event) -> None:
         self._check_open()
-        line = event_to_json(event) + "\n"
+        line = event_to_json(event, ascii_only=self._ascii_only) + "\n"
         with self._lock:
             if self._broken:
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ DEVICE_TOPIC_PREFIX = f"{DEFAULT_TOPIC_PREFIX}/{DEVICE_ID_PLACEHOLDER}"  #: one 
 _SPOOL_SUBDIR = ("edgesense", "spool")
 _AT_MOST_ONCE_QOS = 0
 
+logger = logging.getLogger(__name__)
+
 
 def _text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
@@ -36,12 +39,18 @@ def _prefix_ok(prefix: object) -> bool:
 def default_spool_dir(device_id: str) -> Path:
     """Where ``mqtt_spool_dir: auto`` spools: ``$STATE_DIRECTORY/spool`` under systemd (the bundle's
     unit sets ``StateDirectory=``), else ``$XDG_STATE_HOME/edgesense/spool/DEVICE_ID`` (default
-    ``~/.local/state/...``)."""
+    ``~/.local/state/...``). A relative ``XDG_STATE_HOME`` is ignored, as the XDG Base Directory rules say:
+    the spool would follow the current folder, and a run started from another would never send what an earlier
+    one spooled."""
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if state:
         return Path(state) / "spool"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base).joinpath(*_SPOOL_SUBDIR, device_id)
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if base and not os.path.isabs(base):
+        logger.warning("XDG_STATE_HOME=%s: expected an absolute path (the XDG Base Directory rules); ignored, the "
+                       "spool goes to ~/.local/state", base)
+        base = ""
+    return Path(base or Path.home() / ".local" / "state").joinpath(*_SPOOL_SUBDIR, device_id)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -272,6 +272,59 @@ def test_demo_without_a_window_writes_to_the_user_cache_not_the_current_folder(t
     assert [json.loads(line)["type"] for line in proc.stdout.splitlines()]
 
 
+@pytest.mark.parametrize("variable", ["XDG_CACHE_HOME", "HOME"])
+def test_a_cache_folder_the_demo_cannot_write_in_names_the_variable_and_the_way_out(tmp_path, variable):
+    """A service user's or a read-only home (here a file where the folder goes, which root cannot write past
+    either): the demo said only ``[Errno 20] Not a directory: '.../edgesense'``, naming neither the variable
+    that chose the folder nor ``--out``."""
+    in_the_way = tmp_path / "not a folder é"
+    in_the_way.write_text("mine")
+    env = {**NO_DISPLAY, variable: str(in_the_way)}
+    if variable == "HOME":
+        env["XDG_CACHE_HOME"] = None
+    proc = edgesense("demo", "--duration-s", "1", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    said, line = proc.stderr.strip().splitlines()  # why there is no window, then the error
+    assert said.startswith("edgesense demo: no window: ") and line.startswith("edgesense: error: "), proc.stderr
+    assert f"{variable}: expected a folder the demo can write its video in" in line, line
+    assert f"got {variable}={in_the_way}: cannot make or write in {in_the_way}" in line
+    assert line.endswith(f"set {variable} to a writable folder, or pass --out FILE.mp4")
+    assert in_the_way.read_text() == "mine"
+
+
+def test_with_stderr_closed_the_demos_messages_never_join_the_events_on_stdout(tmp_path):
+    """``edgesense demo 2>&-``: print(file=sys.stderr) writes to stdout when stderr is closed, so "no window",
+    "playing ..." and the summary were printed among the JSON Lines events."""
+    argv = [sys.executable, "-m", "edgesense.app.cli", "demo", "--duration-s", "2", "--out", str(tmp_path / "d.mp4")]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=300,
+                          env={**os.environ, **NO_DISPLAY}, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip()
+    assert all(json.loads(line)["type"] in ("command", "scene") for line in proc.stdout.splitlines()), proc.stdout
+    assert (tmp_path / "d.mp4").stat().st_size > 0
+
+
+def test_with_stdout_closed_the_demo_still_writes_its_video(tmp_path):
+    """``edgesense demo >&-`` (a launcher that closes stdout): it refused to start, saying "name a file instead",
+    which the demo has no flag for; the events have nowhere to go, the video (or the window) is still made."""
+    out = tmp_path / "d.mp4"
+    argv = [sys.executable, "-m", "edgesense.app.cli", "demo", "--duration-s", "2", "--out", str(out)]
+    proc = subprocess.run(argv, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), timeout=300,
+                          env={**os.environ, **NO_DISPLAY}, check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"frames to {out}" in proc.stderr.splitlines()[-1] and cv2.VideoCapture(str(out)).read()[0]
+
+
+def test_a_relative_xdg_cache_home_is_ignored_not_a_video_in_the_current_folder(tmp_path):
+    # XDG_CACHE_HOME=.cache wrote ./.cache/edgesense/demo.mp4 wherever the demo was started.
+    cwd, home = tmp_path / "cwd", tmp_path / "home"
+    cwd.mkdir()
+    proc = edgesense("demo", "--duration-s", "1", cwd=cwd, env={**NO_DISPLAY, "XDG_CACHE_HOME": ".cache",
+                                                                  "HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    assert "XDG_CACHE_HOME=.cache: expected an absolute path; ignored" in proc.stderr
+    assert (home / ".cache" / "edgesense" / "demo.mp4").stat().st_size > 0 and folder_files(cwd) == []
+
+
 def test_demo_out_must_be_an_mp4_before_anything_opens(tmp_path):
     proc = edgesense("demo", "--out", "x.txt", cwd=tmp_path, env=NO_DISPLAY)
     line = only_line(proc)  # no OpenCV assertion dump before it

@@ -123,3 +123,14 @@ def test_labels_that_repeat_or_are_empty_are_one_line_naming_the_list(tmp_path, 
                           lambda meta: meta["labels"].__setitem__(kind, names(meta["labels"][kind])))
     line = error_line(edgesense("inspect", path, cwd=tmp_path))
     assert f"{path}: metadata labels.{kind}: expected distinct, non-empty names, got [" in line
+
+
+def test_a_label_outside_ascii_is_shown_on_a_stdout_that_is_not_utf8(tmp_path):
+    # A place of your own (record --label 北京, then adapt) under LANG=C without UTF-8 mode or a Latin-1 locale:
+    # inspect stopped half-way with "'ascii' codec can't encode characters in position 71-72".
+    path = _with_metadata(tmp_path, "place.tflite",
+                          lambda meta: meta["labels"].__setitem__("scene", [*meta["labels"]["scene"][:-1], "北京"]))
+    proc = edgesense("inspect", path, cwd=tmp_path, env={"PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert "scene labels (6): " in proc.stdout and proc.stdout.splitlines()[-1].startswith("    out ")
+    assert "\\u5317\\u4eac" in proc.stdout

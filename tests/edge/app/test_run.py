@@ -101,6 +101,21 @@ def test_only_audio_or_only_video_leaves_the_other_modality_absent(tiny_model_pa
     assert video_only and {e["type"] for e in video_only} == {"scene"}
 
 
+def test_with_stderr_closed_the_summary_and_stats_never_join_the_events_on_stdout(tiny_model_path, tmp_path, media):
+    """``edgesense run ... 2>&- | consumer``: Python's print(file=sys.stderr) writes to stdout when stderr is
+    closed, so the summary line and the --stats object (JSON, read as an event) ended the event stream."""
+    wav, video = media
+    argv = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(write_config(tmp_path)), "--model",
+            str(tiny_model_path), "--video", str(video), "--audio", str(wav), "--fast", "--events", "-", "--stats"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=300,
+                          check=False)
+    assert proc.returncode == 0
+    events = json_lines(proc.stdout)
+    assert events and all(REQUIRED_KEYS <= set(e) for e in events), proc.stdout
+    assert [e["label"] for e in events if e["type"] == "command"] == ["yes"]
+    assert "edgesense run" not in proc.stdout
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_run_flushes_and_exits_0(tiny_model_path, tmp_path, stop_signal):
     wav = tone_wav(tmp_path / "long.wav", [("yes", 1.0)], 8.0)

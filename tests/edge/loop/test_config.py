@@ -274,6 +274,21 @@ def test_device_id_defaults_to_host_and_machine_id_so_stock_configs_differ(tmp_p
         DeviceConfig.from_dict({"device": {"name": "x", "device_id": "!!"}})
 
 
+def test_a_relative_xdg_state_home_is_ignored_not_a_spool_that_follows_the_current_folder(tmp_path, monkeypatch,
+                                                                                           caplog):
+    # XDG_STATE_HOME=state put the spool in ./state/...: a run started from another folder never sent what an
+    # earlier one had spooled while the broker was away.
+    from edgesense.sinks.outputs import default_spool_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", "state")
+    with caplog.at_level("WARNING"):
+        assert default_spool_dir("pi") == tmp_path / "home" / ".local" / "state" / "edgesense" / "spool" / "pi"
+    assert "XDG_STATE_HOME=state: expected an absolute path" in caplog.text
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "abs"))
+    assert default_spool_dir("pi") == tmp_path / "abs" / "edgesense" / "spool" / "pi"
+
+
 def test_topics_discovery_ids_and_the_automatic_spool_follow_the_device_id(tmp_path, monkeypatch):
     config = load_config(write(tmp_path, """
         device: {name: Kitchen, device_id: kitchen-pi}

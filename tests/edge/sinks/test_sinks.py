@@ -92,6 +92,29 @@ def test_json_lines_stdout_and_streams(capsys):
     assert json.loads(buffer.getvalue())["label"] == "yes"
 
 
+def test_json_lines_to_a_stream_that_is_not_utf8_loses_no_event_and_writes_utf8(tmp_path):
+    # A Latin-1 locale (or PYTHONIOENCODING=latin-1): a place of your own named 北京 could not be encoded and
+    # its events were lost from stdout (a warning each, exit 0); café went out as Latin-1 bytes, not UTF-8.
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="latin-1", write_through=True)
+    with JsonLinesSink(stream) as sink:
+        for label in ("北京", "café", "sea"):
+            sink.emit(scene(label))
+    assert sink.lost_events == 0
+    lines = raw.getvalue().decode("utf-8").splitlines()
+    assert [json.loads(line)["label"] for line in lines] == ["北京", "café", "sea"]
+    script = ("from edgesense.sinks.jsonl import JsonLinesSink; from edgesense.types import SceneEvent; "
+              "sink = JsonLinesSink('-'); sink.emit(SceneEvent(label='\\u5317\\u4eac', score=0.8, t_ms=0.0, "
+              "wall_time=0.0)); sink.close()")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "latin-1", "PYTHONUTF8": "0"}, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert json.loads(proc.stdout.decode("utf-8"))["label"] == "北京"
+    with JsonLinesSink(tmp_path / "events.jsonl") as sink:  # a file stays UTF-8 as it is: no escapes
+        sink.emit(scene("北京"))
+    assert "北京" in (tmp_path / "events.jsonl").read_text(encoding="utf-8")
+
+
 def test_json_lines_rejects_nan_without_writing(tmp_path):
     path = tmp_path / "e.jsonl"
     with JsonLinesSink(path) as sink:
