@@ -9,6 +9,7 @@ exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from edgesense.app.cli import refuse_existing, refuse_file_in_the_way, user_names
@@ -43,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an existing --out and --report files (and, with --qat, the run already in "
                              "RUN_DIR-qat)")
+
+
+def _say_written(result, path: Path) -> None:
+    parts = ", ".join(f"{key} {size} B" for key, size in result.part_bytes.items())
+    print(f"wrote {path} ({result.size_bytes} bytes, {result.mode}; weights: {parts})")
 
 
 #: QuantizeOptions / ReportOptions / QatOptions fields as the flags a user types.
@@ -98,10 +104,9 @@ def run(args: argparse.Namespace) -> int:
                       choose="move that folder away (--qat writes the fine-tuned run to RUN_DIR-qat)")
         run_dir = str(qat_finetune(run_dir, options=qat_options, force=args.force))
         print(f"quantization-aware fine-tuning: wrote {run_dir}")
-    result = convert_run(run_dir, args.out, options, force=args.force)
-    parts = ", ".join(f"{key} {size} B" for key, size in result.part_bytes.items())
-    print(f"wrote {result.path} ({result.size_bytes} bytes, {result.mode}; weights: {parts})")
     if args.report is None:
+        result = convert_run(run_dir, args.out, options, force=args.force)
+        _say_written(result, Path(args.out))
         return 0
 
     from edgesense.quantize.report import (
@@ -115,9 +120,27 @@ def run(args: argparse.Namespace) -> int:
 
     report_options = (ReportOptions() if args.max_kb is None
                       else ReportOptions(max_model_bytes=args.max_kb * BYTES_PER_KB))
-    json_path, md_path = report_paths(result.path, args.report or None)
-    report = build_report(run_dir, result.path, report_options)
-    write_report(report, json_path, md_path)
+    out = Path(args.out)
+    json_path, md_path = report_paths(out, args.report or None)
+    # The model and its report are put in place together: the model is written beside --out under a hidden name
+    # and renamed once its report is written. Interrupted (Ctrl-C while the report is made) or failing, it leaves
+    # an earlier model and report that --force would replace as they were, never a new model beside the report
+    # of the one before.
+    staged = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        result = convert_run(run_dir, staged, options, force=args.force)
+        report = build_report(run_dir, staged, report_options)
+        report["model"] = str(out)
+        write_report(report, json_path, md_path)
+        os.replace(staged, out)
+    except (OSError, ValueError, RuntimeError) as exc:  # a full disk, an op TFLite lacks: named as --out
+        if str(staged) not in str(exc):
+            raise
+        kind = OSError if isinstance(exc, OSError) else ValueError if isinstance(exc, ValueError) else RuntimeError
+        raise kind(str(exc).replace(str(staged), str(out))) from exc
+    finally:
+        staged.unlink(missing_ok=True)
+    _say_written(result, out)
     for head, stats in report["heads"].items():
         print(f"{head}: float {stats['float_accuracy']:.4f}  tflite {stats['tflite_accuracy']:.4f}  "
               f"agreement {stats['top1_agreement']:.4f}  mean |diff| {stats['mean_abs_diff']:.5f}")

@@ -48,14 +48,16 @@ def folder_files(path: Path) -> list[str]:
     return sorted(p.name for p in Path(path).iterdir())
 
 
-def interrupted_once_a_wav_is_under(argv: list[str], out: Path, *, timeout_s: float = 120.0) -> tuple[int, str]:
+def interrupted_once_a_wav_is_under(argv: list[str], out: Path, *, timeout_s: float = 120.0,
+                                    sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:
     """Run ``edgesense ARGV`` as a terminal does and press Ctrl-C (SIGINT to its process group) once
-    a WAV is under ``out``; its exit code and stderr."""
+    a WAV is under ``out``; its exit code and stderr. ``sig=signal.SIGTERM``: stopped as ``kill`` or
+    ``timeout`` does instead."""
     proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while not any(out.rglob("*.wav")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=timeout_s)
     return proc.returncode, err

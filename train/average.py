@@ -30,7 +30,8 @@ from edgesense.app.cli import path_argument, refuse_file_in_the_way
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.train.config import CHECKPOINT_MONITORS, TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
-from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, clear_run_dir
+from edgesense.train.runfolder import (MODEL_FILE, check_init_from, check_out_dir, commit_run, discard_staging,
+                                        start_staging)
 
 __all__ = ["RUN_MATCH_FIELDS", "average_runs"]
 
@@ -188,13 +189,6 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
         log.info("%s %s: %s = %s (mean of %d so far: %s)", "kept" if kept == candidate else "left out",
                  runs[i], key, _figure(scores[i], key), len(candidate), _figure(figures, key))
     soup.set_weights(_mean(weights, kept))
-
-    if out_dir.is_dir():
-        clear_run_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    soup.save(out_dir / MODEL_FILE)
-    for name in _COPIED_FILES:
-        shutil.copy(runs[0] / name, out_dir / name)
     metrics = {
         "command_accuracy": best.get("val_command_accuracy"),
         "scene_accuracy": best.get("val_scene_accuracy"),
@@ -206,9 +200,20 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
     }
     info = {**infos[0], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "metrics": metrics}
-    (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_model_summary(soup, out_dir / "model_summary.txt")
+    # Written whole or not at all, as a trained run: into a hidden folder beside out_dir, moved there once complete
+    # (an earlier run that replace gives up is kept until then; Ctrl-C or a full disk leaves it as it was).
+    staging = start_staging(out_dir, flag=out_flag)
+    try:
+        soup.save(staging / MODEL_FILE)
+        for name in _COPIED_FILES:
+            shutil.copy(runs[0] / name, staging / name)
+        (staging / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_model_summary(soup, staging / "model_summary.txt")
+        commit_run(staging, out_dir, replace, flag=out_flag, force_flag=force_flag)
+    except BaseException:
+        discard_staging(staging)
+        raise
     return metrics
 
 

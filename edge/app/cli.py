@@ -229,6 +229,28 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(sig, handler)
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM (``kill``, ``timeout``, ``systemctl stop``) raises KeyboardInterrupt as Ctrl-C
+    does, instead of ending the process at once: the cleanup a command does when interrupted then runs (a
+    staging folder or temporary file removed, the clips written so far listed) and it exits with 130. Only
+    where SIGTERM has its default action, on the main thread; a command that handles SIGTERM itself
+    (:func:`stop_on_signals`) installs its own handler inside."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, dest=dest,
                         help="debug logging, OpenCV's and FFmpeg's messages included (without it: info)")
@@ -254,9 +276,11 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
     """``main()``'s exit code, with what a user can fix said in one line ``PROG: error: ...`` and exit
     code 2 instead of a traceback: a ``ValueError``, ``RuntimeError`` or ``OSError`` (bad input, a
     device fault), a desktop library that is not installed (the extra ``command`` needs) and running
-    out of memory. Ctrl-C exits with 130. The ``edgesense`` command and the scripts share it."""
+    out of memory. Ctrl-C and SIGTERM exit with 130 (:func:`sigterm_interrupts`). The ``edgesense`` command and
+    the scripts share it."""
     try:
-        return int(main() or 0)
+        with sigterm_interrupts():
+            return int(main() or 0)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except ModuleNotFoundError as exc:  # e.g. TensorFlow, imported when a desktop command gets to it

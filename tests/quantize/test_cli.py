@@ -209,3 +209,34 @@ def test_a_validation_set_that_does_not_fit_the_run_is_refused_before_the_model_
     assert main(["quantize", str(run_dir_copy), "--out", str(out), "--report"]) == 2
     _assert_one_line_error(capsys.readouterr().err, message)
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_report_never_leaves_a_new_model_beside_the_earlier_ones_report(tiny_run_dir, tmp_path, sig):
+    # --force --report replaced the model first, then made its report: Ctrl-C meanwhile left the new float16 model
+    # beside report.json and report.md of the int8 one before, which read as complete
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "m.tflite"
+    first = _cli("quantize", str(tiny_run_dir), "--out", str(out), "--report")
+    assert first.returncode == 0, first.stderr
+    earlier = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = [sys.executable, "-m", "edgesense.app.cli", "quantize", str(tiny_run_dir), "--out", str(out), "--report",
+            "--mode", "float16", "--force"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:  # the new model is written: its report is next
+        if out.read_bytes() != earlier[out.name] or any(p.name.endswith(".partial") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.005)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 130), err
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite", "report.json", "report.md"]  # no hidden file left
+    report = json.loads((tmp_path / "report.json").read_text())
+    model = EdgeModel.load(out)
+    assert (report["mode"], report["size"]["total_bytes"]) == (model.metadata["quantization"]["mode"],
+                                                               out.stat().st_size)

@@ -226,3 +226,36 @@ def _resave(path, **changes):
 def _as_npy(path):
     with open(path, "wb") as handle:  # np.save(path) would add ".npy" to the name
         np.save(handle, np.zeros(3))
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_average_interrupted_while_it_writes_leaves_the_earlier_run_whole(runs, tmp_path, sig):
+    # --force emptied --out first and wrote the soup file by file: Ctrl-C there lost the earlier run and left a
+    # folder with an empty model.keras, which the same command again refused as a run (it has model.keras)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "soup"
+    average_runs([runs["first"], runs["near"]], out)
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    argv = [sys.executable, "-m", "edgesense.app.cli", "average", str(runs["first"]), str(runs["near"]),
+            "--out", str(out), "--force"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(p.name != "soup" for p in tmp_path.iterdir()) or not (out / "run.json").exists():
+            break  # it has started writing: a staging folder beside --out, or --out emptied
+        time.sleep(0.001)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), err
+    assert sorted(os.listdir(tmp_path)) == ["soup"]  # no staging folder left beside it
+    now = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(now) == sorted(earlier)  # a whole run: the earlier one, or the new one when the signal came late
+    json.loads(now["run.json"])
+    assert now["model.keras"][:2] == b"PK"  # a whole Keras archive
+    again = edgesense(*argv[3:])
+    assert again.returncode == 0, again.stderr

@@ -210,3 +210,53 @@ def test_an_out_that_is_a_file_is_one_line_before_any_work(tmp_path):
                  ("mine", "--model", REPO / "models" / "edgesense.tflite", "--negatives", talk)):
         assert only_line(edgesense(*args, "--out", file)) == expected, args
     assert file.read_text() == "keep"
+
+
+_STAGING_COMMAND = """
+import sys, time
+from pathlib import Path
+from edgesense.app.cli import run_main
+
+def main():
+    staging = Path(sys.argv[1])
+    staging.mkdir()
+    try:
+        (staging / "ready").write_text("")
+        time.sleep(60)
+    except BaseException:  # what a command does when interrupted: its staging folder goes
+        (staging / "ready").unlink()
+        staging.rmdir()
+        raise
+
+sys.exit(run_main("cmd", main))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigterm_interrupts_a_command_as_ctrl_c_does_so_it_cleans_up(tmp_path, sig):
+    # SIGTERM (kill, timeout, systemctl stop) ended a desktop command at once: `edgesense deploy` left its hidden
+    # .OUT.partial-* folder, synth-talk the sentences it wrote out of transcripts.txt; exit 143, not 130
+    import subprocess
+    import sys
+    import time
+
+    staging = tmp_path / ".out.partial"
+    proc = subprocess.Popen([sys.executable, "-c", _STAGING_COMMAND, str(staging)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (staging / "ready").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.EXIT_INTERRUPTED and err == ""
+    assert not staging.exists()
+
+
+def test_sigterm_interrupts_leaves_a_handler_of_its_own_and_restores_the_default():
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with cli.sigterm_interrupts():
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+        with cli.stop_on_signals() as stop:  # run, record, demo: their own handler, within
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.requested
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
