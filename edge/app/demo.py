@@ -173,7 +173,9 @@ class PreviewWindow:
 
 class VideoFileWriter:
     """An ``on_frame`` hook: writes each frame with the overlay to a video file (mp4v); an existing
-    file only when ``replace``."""
+    file only when ``replace``. The frames go to a hidden file beside it, which :meth:`check` puts in its place
+    once it reads back whole: an interrupted or failed demo, or two at once, never leave a video cut short
+    there, nor truncate the one that was."""
 
     def __init__(self, path: str | os.PathLike[str], *, fps: float, replace: bool = False,
                  options: OverlayOptions = OverlayOptions()) -> None:
@@ -183,13 +185,16 @@ class VideoFileWriter:
         self.options = options
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
+        # the same suffix: FFmpeg picks its container by the file's extension
+        self._partial = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
 
     def __call__(self, frame: Any, state: Any) -> None:
         image = draw_overlay(frame.image, OverlayView.from_state(state), self.options)
         if self._writer is None:
             h, w = image.shape[:2]
             with quiet_opencv():
-                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*OUT_FOURCC), self.fps, (w, h))
+                self._writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*OUT_FOURCC), self.fps,
+                                               (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"{self.path}: OpenCV cannot write {OUT_FOURCC} video here")
         with quiet_opencv():  # a failed write (a full disk) is said once, by check(), not per frame
@@ -203,22 +208,29 @@ class VideoFileWriter:
             self._writer = None
 
     def check(self) -> None:
-        """RuntimeError naming the file unless it reads back with every frame written (OpenCV's writer
-        reports no failed write: on a full disk it leaves a truncated file no player opens). That file is
-        removed: it holds nothing to keep, and left there the next run's ``--out`` would need ``--force``."""
+        """Put the video in its place if it reads back with every frame written; else RuntimeError naming the
+        file (OpenCV's writer reports no failed write: on a full disk it leaves a truncated file no player opens),
+        the truncated one removed and the file that was there left as it was."""
         if not self.frames:
+            self.discard()
             return
         with quiet_opencv():
-            cap = cv2.VideoCapture(str(self.path))
+            cap = cv2.VideoCapture(str(self._partial))
             try:
                 readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
             finally:
                 cap.release()
         if readable < self.frames:
-            self.path.unlink(missing_ok=True)
+            self.discard()
             raise RuntimeError(f"{self.path}: the overlaid video is incomplete ({max(readable, 0)} of {self.frames} "
                                "frames can be read back): OpenCV could not write it; is the disk full? (the "
-                               "incomplete file is removed)")
+                               "incomplete video is removed; the file is left as it was)")
+        os.replace(self._partial, self.path)
+
+    def discard(self) -> None:
+        """Remove what :meth:`check` did not put in place (a demo that failed or was stopped before it)."""
+        self.close()
+        self._partial.unlink(missing_ok=True)
 
 
 def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
@@ -354,11 +366,15 @@ def run(args: argparse.Namespace) -> int:
         _say(f"playing {media} and writing the overlaid frames to {writer.path}")
     elif live:
         _say(f"{media}; press q or Esc in the window (or close it) to quit")
-    with stop_on_signals() as stop, pipeline:  # Ctrl-C ends the run as q does: events flushed, the summary
-        stop.attach(pipeline)
-        stats = pipeline.run(duration_s=args.duration_s)
-    _say(stats.summary())
-    if writer is not None:
-        writer.check()  # closed with the pipeline
-        _say(f"wrote {writer.frames} frames to {writer.path}")
+    try:
+        with stop_on_signals() as stop, pipeline:  # Ctrl-C ends the run as q does: events flushed, the summary
+            stop.attach(pipeline)
+            stats = pipeline.run(duration_s=args.duration_s)
+        _say(stats.summary())
+        if writer is not None:
+            writer.check()  # closed with the pipeline
+            _say(f"wrote {writer.frames} frames to {writer.path}")
+    finally:
+        if writer is not None:
+            writer.discard()
     return 0

@@ -362,8 +362,16 @@ def test_a_full_disk_is_an_error_naming_the_video_not_a_report_of_frames_written
     assert line.startswith("edgesense: error: ") and f"{out}: the overlaid video is incomplete" in line, line
     assert "is the disk full?" in line and "wrote " not in proc.stderr
     assert "Failed to write frame" not in proc.stderr  # the one line says it, not FFmpeg per frame
-    # the truncated file is gone (it was left, and the next run's --out needed --force)
-    assert line.endswith("(the incomplete file is removed)") and not out.exists()
+    # the truncated video is gone (it was left, and the next run's --out needed --force), no hidden one either
+    assert line.endswith("(the incomplete video is removed; the file is left as it was)") and not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    # with --force over a video of the user's, that video stays whole (it was truncated at the first frame)
+    out.write_bytes(b"my own video")
+    proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "demo", "--out", str(out), "--duration-s", "4",
+                           "--force"], capture_output=True, text=True, preexec_fn=limit,
+                          env={**os.environ, **NO_DISPLAY}, timeout=300, check=False)
+    assert proc.returncode == 2 and "the overlaid video is incomplete" in proc.stderr, proc.stderr
+    assert out.read_bytes() == b"my own video" and [p.name for p in tmp_path.iterdir()] == ["full.mp4"]
 
 
 @pytest.mark.skipif(demo_mod._opencv_gui().upper() != "NONE", reason="this OpenCV has GUI support")
