@@ -188,9 +188,7 @@ class SpeechEmbeddingStream:
         x = np.asarray(samples, dtype=np.float32).reshape(-1)
         self._pending = np.concatenate([self._pending, to_pcm16(x)])
         frames = self._pending.size // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES
-        if frames < 1 or self._frames.shape[0] + frames < WINDOW_FRAMES:
-            # The mel frames wait for the chunk that completes a window: one mel run per embedding (80 ms) rather
-            # than one a chunk, and a frame does not depend on how many are computed with it.
+        if frames < 1:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         used = (frames + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES
         raw, self._mel_shape = run_resized(self._mel, np.ascontiguousarray(self._pending[None, :used]),

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from conftest import installed_speech_embedding, require_speech_embedding
 
-from edgesense.runtime import speech_embedding
 from edgesense.runtime.speech_embedding import (
     EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, STRIDE_FRAMES, WINDOW_FRAMES, SpeechEmbeddingStream,
     SpeechEmbeddingStreamOptions, SpeechEmbeddingUnavailable, installed_file, samples_for_embeddings,
@@ -145,18 +144,3 @@ def test_an_intact_copy_of_the_wheel_is_used(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(_installed_copy(tmp_path)))
     assert all(path.is_relative_to(tmp_path) for path in model_files())
     assert SpeechEmbeddingStream().push(speechlike(1.0)).shape[1] == EMBEDDING_DIM
-
-
-def test_on_20ms_chunks_the_mel_model_runs_once_per_embedding(stream, monkeypatch):
-    """The device pushes a chunk every 20 ms: the mel frames wait for the chunk that completes a window (one mel
-    run per 80 ms rather than one a chunk: less time per chunk), and give the one-pass embeddings."""
-    audio, chunk = speechlike(3.0, seed=2), 320
-    stream.reset()
-    whole = stream.push(audio)
-    stream.reset()
-    runs = []
-    transform = speech_embedding.mel_transform  # applied to every mel run's output
-    monkeypatch.setattr(speech_embedding, "mel_transform", lambda raw: runs.append(raw.shape) or transform(raw))
-    pieces = [stream.push(audio[i:i + chunk]) for i in range(0, audio.size, chunk)]
-    assert len(runs) == stream.count == len(whole) == expected_count(audio.size)
-    np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-4)
