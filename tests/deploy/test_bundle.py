@@ -991,6 +991,42 @@ def test_a_prefix_holding_other_files_is_refused_before_anything_is_replaced(tmp
     assert device(out, "--prefix", str(fresh), "--no-systemd").returncode == 0
 
 
+def test_an_install_cut_short_while_copying_is_installed_over(tmp_path, inputs, small_wheel, device):
+    """A copy cut short (a full disk, Ctrl-C) left the bundle's first names without its MANIFEST.json: the next
+    install.sh refused the folder as one holding other files, and only deleting it by hand got out of that."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    cp = tmp_path / "device-bin" / "cp"
+    cp.parent.mkdir(exist_ok=True)
+    cp.write_text('#!/usr/bin/env bash\ncase "$*" in */models\\ *) echo "cp: No space left on device" >&2; exit 1 ;; '
+                  'esac\nexec /bin/cp "$@"\n')
+    cp.chmod(0o755)
+    assert device(out, "--prefix", str(prefix), "--no-systemd").returncode != 0
+    assert (prefix / "config.yaml").is_file() and not (prefix / "models").exists()
+    cp.unlink()
+    proc = device(out, "--prefix", str(prefix), "--no-systemd")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (prefix / "models").iterdir()) == sorted(p.name for p in (out / "models").iterdir())
+
+
+def test_a_prefix_holding_thousands_of_files_is_refused_too(tmp_path, inputs, small_wheel, device):
+    """The listing of such a folder outlasted `head -n 3`: ls died of SIGPIPE, pipefail failed the pipeline, and
+    the folder passed for an empty one (its config.yaml, models/ and README.md replaced)."""
+    model, config = inputs("rpi5")
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    mine = tmp_path / "me"
+    mine.mkdir()
+    for i in range(3000):
+        (mine / f"photo_from_the_holidays_{i:05d}.jpg").write_bytes(b"")
+    (mine / "README.md").write_text("my notes")
+    proc = device(out, "--prefix", str(mine), "--no-systemd")
+    assert proc.returncode == 2 and "got one holding other files (README.md photo_from_the_holidays_00000.jpg " \
+        in proc.stderr, proc.stderr
+    assert (mine / "README.md").read_text() == "my notes" and not (mine / "models").exists()
+
+
 def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, device):
     """`systemctl enable --now` leaves a running service alone: a re-install would keep the old model running."""
     model, config = inputs("rpi5")
