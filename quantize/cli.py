@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     # of the one before.
     staged = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
-        result = convert_run(run_dir, staged, options, force=args.force)
+        result = convert_run(run_dir, staged, options, force=args.force, shown_as=out)
         report = build_report(run_dir, staged, report_options)
         report["model"] = str(out)
         write_report(report, json_path, md_path)

@@ -859,24 +859,29 @@ def merged_model(parts: Mapping[str, bytes], metadata: Mapping[str, Any], what: 
     return merged
 
 
-def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_path: Path) -> int:
-    """:func:`merged_model`, written to ``out_path`` atomically; returns the file's size."""
+def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_path: Path, *,
+                 shown_as: Path | None = None) -> int:
+    """:func:`merged_model`, written to ``out_path`` atomically; returns the file's size. ``shown_as``: the
+    path the log names (default ``out_path``), where the caller renames the file there once it is complete."""
     merged = merged_model(parts, metadata, str(out_path))
     _write_atomic(out_path, merged)
-    logger.info("wrote %s (%d bytes; parts %s)", out_path, len(merged), metadata["part_bytes"])
+    logger.info("wrote %s (%d bytes; parts %s)", shown_as or out_path, len(merged), metadata["part_bytes"])
     return len(merged)
 
 
 def convert_run(run_dir: str | os.PathLike, out_path: str | os.PathLike,
-                options: QuantizeOptions = QuantizeOptions(), *, force: bool = False) -> ExportResult:
+                options: QuantizeOptions = QuantizeOptions(), *, force: bool = False,
+                shown_as: str | os.PathLike | None = None) -> ExportResult:
     """Convert a run folder to one ``.tflite`` (three signatures + metadata) at ``out_path``; a file
-    already at ``out_path`` is refused (ValueError) unless ``force``."""
+    already at ``out_path`` is refused (ValueError) unless ``force``. ``shown_as``: the path the log
+    names as written (default ``out_path``): the caller's final one, when ``out_path`` is a hidden
+    file that it renames there once more is done (``quantize --report``)."""
     out_path = Path(out_path)
     _require_run_files(run_dir)  # cheap checks first, then the output, then the slow model load
     _check_writable(out_path, replace=force)
     run = load_run(run_dir)
     parts, counts = convert_parts(run, options)
     metadata = build_metadata(run, parts, options, counts)
-    size = write_merged(parts, metadata, out_path)
+    size = write_merged(parts, metadata, out_path, shown_as=None if shown_as is None else Path(shown_as))
     return ExportResult(path=out_path, mode=options.mode, size_bytes=size,
                         part_bytes=dict(metadata["part_bytes"]), metadata=metadata, calibration_counts=counts)

@@ -45,6 +45,19 @@ def test_quantize_with_report_end_to_end(tiny_run_dir, tmp_path):
     assert report["model"] == str(out) and (out.parent / "report.md").is_file()
 
 
+def test_quantize_with_report_logs_the_model_where_it_is_put(tiny_run_dir, tmp_path, caplog):
+    # the model is written under a hidden .NAME.PID.partial name until its report is: the log said "wrote" that
+    # name, a file gone once the command ends
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edgesense.quantize.convert")
+    out = tmp_path / "m.tflite"
+    assert main(["quantize", str(tiny_run_dir), "--out", str(out), "--report", "--mode", "float16"]) == 0
+    wrote = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert wrote and all(".partial" not in line for line in wrote), wrote
+    assert any(line.startswith(f"wrote {out} (") for line in wrote), wrote
+
+
 def test_missing_model_subprocess(run_dir_copy, tmp_path):
     (run_dir_copy / "model.keras").unlink()
     result = _cli("quantize", str(run_dir_copy), "--out", str(tmp_path / "m.tflite"))
