@@ -190,7 +190,8 @@ class WindowDetector:
         self.lead_samples = 0
         if second_opinion is not None and second_opinion.enabled:
             self.second = SecondOpinion(second_opinion, labels=model.command_labels,
-                                        sample_rate_hz=model.audio_frontend.sample_rate_hz)
+                                        sample_rate_hz=model.audio_frontend.sample_rate_hz,
+                                        hop_ms=None)  # one window a push, its mel in one run
             embeddings = self.second.heads.context
             while samples_for_embeddings(embeddings) < self.window_samples:
                 embeddings += 1

@@ -469,7 +469,8 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     require(hop >= 1, "hop_ms", "at least one sample", hop_ms)
     second = None  # loaded after the cheap checks
     if second_opinion is not None and second_opinion.enabled:
-        second = SecondOpinion(second_opinion, labels=model.command_labels, sample_rate_hz=frontend.sample_rate_hz)
+        second = SecondOpinion(second_opinion, labels=model.command_labels, sample_rate_hz=frontend.sample_rate_hz,
+                               hop_ms=hop_ms)
     streaming = StreamingAudioFrontend(frontend)
     frames_needed, bins = frontend.feature_shape
     window = np.zeros((0, bins), np.float32)

@@ -285,7 +285,8 @@ def second_opinion_of(config: DeviceConfig, model: "EdgeModel") -> SecondOpinion
         return None
     try:
         second = SecondOpinion(config.second_opinion, labels=model.command_labels,
-                               sample_rate_hz=model.audio_frontend.sample_rate_hz)
+                               sample_rate_hz=model.audio_frontend.sample_rate_hz,
+                               hop_ms=config.scheduler.command_hop_ms)  # the mel blocks the bench computes
     except SpeechEmbeddingUnavailable as exc:  # the config asks for it: say which, and the way out
         raise SpeechEmbeddingUnavailable(
             f"{config.source_path or 'the config'}: second_opinion: {exc} (or delete the "

@@ -28,7 +28,8 @@ from edgesense.runtime.flatbuffer import read_layout
 from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
-    DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
+    DEFAULT_MEL_BLOCK_MS, DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream,
+    SpeechEmbeddingStreamOptions,
 )
 from edgesense.schema.validate import is_int, is_number, one_line, require
 
@@ -133,9 +134,13 @@ class SecondOpinion:
     """The heads over a live stream, blended into the student's posteriors (module docstring).
 
     ``push(samples)`` every chunk, in order; at a command hop :attr:`ready` says whether the heads
-    have their context, and :meth:`blend` turns the student's posteriors into the mean."""
+    have their context, and :meth:`blend` turns the student's posteriors into the mean. ``hop_ms``: the
+    command hop, the stream's mel block (the device loop and the benchmark's streams compute the same
+    embeddings, whatever their chunks: :mod:`edgesense.runtime.speech_embedding`); ``None``: one mel run
+    per push (a caller that pushes whole windows)."""
 
-    def __init__(self, options: SecondOpinionOptions, *, labels: Sequence[str], sample_rate_hz: int) -> None:
+    def __init__(self, options: SecondOpinionOptions, *, labels: Sequence[str], sample_rate_hz: int,
+                 hop_ms: float | None = DEFAULT_MEL_BLOCK_MS) -> None:
         require(isinstance(options, SecondOpinionOptions) and options.enabled, "options",
                 "SecondOpinionOptions with a heads_path", options)
         require(sample_rate_hz == SAMPLE_RATE_HZ, "second_opinion", f"a {SAMPLE_RATE_HZ} Hz stream "
@@ -151,7 +156,7 @@ class SecondOpinion:
                              f"{list(labels)}, got {list(self.heads.labels)}: heads of the model's words come from "
                              "edgesense train-stream-heads --model MODEL")
         self.stream = SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(
-            num_threads=options.num_threads, max_embeddings=self.heads.context))
+            num_threads=options.num_threads, max_embeddings=self.heads.context, mel_block_ms=hop_ms))
         self._probs: np.ndarray | None = None
         self._seen = -1
 

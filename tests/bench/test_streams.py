@@ -548,3 +548,37 @@ def test_stream_posteriors_runs_every_hop_after_one_second_and_caches(tmp_path):
              .key("sha", stream, 100.0))
     keys.add(PosteriorCache(tmp_path, second_opinion=SecondOpinionOptions()).key("sha", stream, 100.0))
     assert len(keys) == 4 and cache.key("sha", stream, 100.0) in keys  # no heads: the model's own key
+
+
+def test_with_a_second_opinion_the_device_loop_scores_the_hops_the_bench_scores(tiny_model_path, tiny_heads_path,
+                                                                               tmp_path):
+    """The bench pushes one 100-ms hop at a time, the device 20-ms chunks. The device ran the mel model on each
+    chunk (its frames differ where the audio falls 80 dB below the run's loudest, as around digital silence)
+    and scored an extra hop between two hops, where its heads got their context: its posteriors were not those
+    the bench measured. With the mel model on blocks of the hop, every hop the device scores is the bench's,
+    with its posteriors."""
+    from conftest import require_speech_embedding
+
+    from edgesense.frontend.wav import read_wav, write_wav
+    from edgesense.loop.pipeline import Pipeline, PipelineOptions
+    from edgesense.runtime.model import EdgeModel
+    from edgesense.runtime.second_opinion import SecondOpinion
+    from edgesense.shipped import SAMPLES, shipped_path
+    from edgesense.sources.replay import WavReplaySource
+
+    require_speech_embedding()
+    samples = read_wav(shipped_path(SAMPLES, "speech_commands.wav"))[:5 * SR].copy()
+    samples[2 * SR:3 * SR] = 0.0  # a second of digital silence
+    wav = write_wav(tmp_path / "s.wav", samples, SR)
+    model = EdgeModel.load(tiny_model_path)
+    options = SecondOpinionOptions(heads_path=str(tiny_heads_path), student_weight=0.3)
+    bench = stream_posteriors(model, samples, hop_ms=100.0, progress=False, second_opinion=options)
+    second = SecondOpinion(options, labels=model.command_labels, sample_rate_hz=SR, hop_ms=100.0)
+    pipeline = Pipeline(model, PipelineOptions(), audio=WavReplaySource(wav), second_opinion=second)
+    scored = []
+    process = pipeline._recognizer.process
+    pipeline._recognizer.process = lambda probs, t, **kw: scored.append((t, probs)) or process(probs, t, **kw)
+    with pipeline:
+        pipeline.run()
+    assert [t for t, _ in scored] == list(bench.times_ms)
+    np.testing.assert_allclose(np.array([p for _, p in scored]), bench.posteriors, atol=1e-6)
