@@ -17,10 +17,11 @@ The pipeline, as openWakeWord runs it:
 
 :class:`SpeechEmbeddingStream` does this incrementally on chunks of any length. The mel model clips
 each call's output at 80 dB below that call's loudest bin, so a frame depends on the audio the call
-holds: the stream runs it on fixed blocks of ``mel_block_ms`` from its start, and gives the same
-embeddings for any chunking (a device's 20-ms chunks, the benchmark's one hop at a time); on
-recordings whose quiet parts lie more than 80 dB below their loudest, that differs from one pass over
-the whole recording (as the stream heads were taught), on those quiet frames.
+holds: with ``mel_block_ms`` (the second opinion's is the command hop) the stream runs it on fixed
+blocks from its start and gives the same embeddings for any chunking (a device's 20-ms chunks, the
+benchmark's one hop at a time); without, once per push. On recordings whose quiet parts lie more than
+80 dB below their loudest, either differs from one pass over the whole recording (as the stream heads
+were taught), on those quiet frames.
 """
 
 from __future__ import annotations
