@@ -229,6 +229,14 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(sig, handler)
 
 
+def say(line: str) -> None:
+    """``line`` on stderr; nothing when stderr was closed (``2>&-``): Python's ``sys.stderr`` is then None, and
+    ``print(file=None)`` writes to stdout, into a command's JSON Lines events (``run``'s summary and ``--stats``
+    object, ``demo``'s notes)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import cv2
 
-from edgesense.app.cli import path_argument
+from edgesense.app.cli import path_argument, say
 from edgesense.app.overlay import OverlayOptions, OverlayView, draw_overlay
 from edgesense.schema.validate import is_positive, require
 from edgesense.shipped import SAMPLES, config_argument, shipped_config, shipped_path
@@ -309,8 +309,7 @@ def _video_fps(path: Path) -> float:
 
 
 def _say(message: str) -> None:
-    if sys.stderr is not None:  # closed (2>&-): print would write it to stdout, among the events
-        print(f"edgesense demo: {message}", file=sys.stderr)
+    say(f"edgesense demo: {message}")
 
 
 def run(args: argparse.Namespace) -> int:

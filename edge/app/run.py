@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +114,6 @@ def refuse_events_onto_inputs(args: argparse.Namespace, config: Any, outputs: di
                              f"{path} (events are appended to the file)")
 
 
-def say(line: str) -> None:
-    """``line`` on stderr; nothing when stderr was closed (``2>&-``), where ``print(file=sys.stderr)`` would write it
-    to stdout, into the JSON Lines events (the summary, ``--stats``' object that reads as an event)."""
-    if sys.stderr is not None:
-        print(line, file=sys.stderr)
-
-
 def live_device_help(exc: Any, config: str) -> RuntimeError:
     """A :class:`edgesense.loop.pipeline.LiveDeviceError` reworded with the flags and the config file."""
     return RuntimeError(" | ".join(exc.failures) + f" | set camera.enabled: false / audio.enabled: false in {config} "
@@ -129,7 +121,7 @@ def live_device_help(exc: Any, config: str) -> RuntimeError:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgesense.app.cli import stop_on_signals, user_names
+    from edgesense.app.cli import say, stop_on_signals, user_names
     from edgesense.loop.config import load_config
     from edgesense.loop.pipeline import LiveDeviceError, Pipeline
     from edgesense.shipped import config_argument
