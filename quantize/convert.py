@@ -752,7 +752,10 @@ def _check_writable(out_path: Path, *, replace: bool = True) -> None:
         raise OSError(f"cannot write the output model {out_path}: {exc.strerror or exc}") from exc
 
 
-def _write_atomic(out_path: Path, data: bytes) -> None:
+def write_atomic(out_path: Path, data: bytes, *, what: str = "the output model") -> None:
+    """``data`` into ``out_path`` whole or not at all: written beside it under a hidden name, then renamed
+    (interrupted, or on a full disk, a file there stays as it was, never one cut short; the hidden file is
+    removed). OSError naming ``what`` and the path when that fails."""
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -763,8 +766,9 @@ def _write_atomic(out_path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out_path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(f"cannot write the output model {out_path}: {exc.strerror or exc}") from exc
+        raise OSError(f"cannot write {what} {out_path}: {exc.strerror or exc}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone once renamed
 
 
 def fuse_samples(audio: np.ndarray, image: np.ndarray, count: int) -> Iterator[dict[str, np.ndarray]]:
@@ -864,7 +868,7 @@ def write_merged(parts: Mapping[str, bytes], metadata: Mapping[str, Any], out_pa
     """:func:`merged_model`, written to ``out_path`` atomically; returns the file's size. ``shown_as``: the
     path the log names (default ``out_path``), where the caller renames the file there once it is complete."""
     merged = merged_model(parts, metadata, str(out_path))
-    _write_atomic(out_path, merged)
+    write_atomic(out_path, merged)
     logger.info("wrote %s (%d bytes; parts %s)", shown_as or out_path, len(merged), metadata["part_bytes"])
     return len(merged)
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgesense.quantize.convert import RunFolder, float_embeddings, load_run, load_validation
+from edgesense.quantize.convert import RunFolder, float_embeddings, load_run, load_validation, write_atomic
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 
@@ -248,17 +248,13 @@ def report_paths(model_path: str | os.PathLike, report: str | os.PathLike | None
 
 def write_report(report: Mapping[str, Any], json_path: str | os.PathLike, md_path: str | os.PathLike) -> None:
     """Write the report as JSON and Markdown (OSError naming the path when that fails), each file whole or not at
-    all: written beside it under a hidden name, then renamed (interrupted, or on a full disk, an earlier report
-    stays as it was, never a file cut short)."""
+    all (:func:`edgesense.quantize.convert.write_atomic`: interrupted, or on a full disk, an earlier report stays as
+    it was, never a file cut short)."""
     for path, text in ((Path(json_path), json.dumps(report, indent=2, sort_keys=True) + "\n"),
                        (Path(md_path), render_markdown(report))):
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
         except OSError as exc:
             raise OSError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
+        write_atomic(path, text.encode("utf-8"), what="the report")
     logger.info("wrote %s and %s", json_path, md_path)
