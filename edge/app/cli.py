@@ -295,14 +295,14 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
         error = _missing_extra(exc, command)
         if error is None:
             raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        say(f"{prog}: error: {error}")
         return EXIT_USAGE
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"{prog}: error: {one_line_message(exc)}", file=sys.stderr)
+        say(f"{prog}: error: {one_line_message(exc)}")
         return EXIT_USAGE
     except MemoryError as exc:  # e.g. numpy asked for a batch of 10**8 clips
-        print(f"{prog}: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "
-              f"batch_size, fewer items) or free memory", file=sys.stderr)
+        say(f"{prog}: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "
+            f"batch_size, fewer items) or free memory")
         return EXIT_USAGE
 
 

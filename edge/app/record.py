@@ -37,7 +37,7 @@ from typing import Any, Callable, TextIO
 import cv2
 import numpy as np
 
-from edgesense.app.cli import path_argument
+from edgesense.app.cli import path_argument, say
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import write_wav
 from edgesense.loop.scheduler import LatestFrameReader, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
@@ -222,6 +222,8 @@ class ProgressBar:
                 f"{elapsed_s:5.1f} s  {level}")
 
     def update(self, done: int, elapsed_s: float, level_dbfs: float | None) -> None:
+        if self.stream is None:  # stderr closed (2>&-): print(file=None) would write to stdout
+            return
         if self.tty:
             now = self._clock()
             if self._drawn_at is not None and now - self._drawn_at < PROGRESS_REDRAW_S and done < self.total:
@@ -508,7 +510,7 @@ def _check_sources(args: argparse.Namespace, config: Any, config_path: Path) -> 
 
 
 def _say(message: str) -> None:
-    print(f"edgesense record: {message}", file=sys.stderr)
+    say(f"edgesense record: {message}")
 
 
 def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, out: Path) -> None:

@@ -371,6 +371,16 @@ def test_progress_bar_redraws_on_a_terminal_and_writes_a_line_per_tenth_elsewher
     assert "40/40 pairs" in term[1] and "- dBFS" in term[1]
 
 
+def test_progress_bar_with_stderr_closed_writes_nothing_to_stdout(monkeypatch, capsys):
+    """``edgesense record ... 2>&-``: Python's sys.stderr is None, and print(file=None) writes to stdout."""
+    monkeypatch.setattr(sys, "stderr", None)
+    bar = ProgressBar("kitchen", 4)
+    for done in range(1, 5):
+        bar.update(done, done / 5, -30.0)
+    bar.close()
+    assert capsys.readouterr().out == ""
+
+
 # --------------------------------------------------------------------------- bad input
 
 

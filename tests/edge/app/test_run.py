@@ -116,6 +116,17 @@ def test_with_stderr_closed_the_summary_and_stats_never_join_the_events_on_stdou
     assert "edgesense run" not in proc.stdout
 
 
+def test_with_stderr_closed_an_error_line_never_joins_the_events_on_stdout(tmp_path):
+    """``edgesense run ... 2>&- | consumer`` with a bad flag value: the one-line error goes nowhere (stderr is
+    closed), never onto stdout where the consumer reads events; the exit code still says it failed."""
+    argv = [sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(tmp_path / "missing.yaml"),
+            "--events", "-"]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=300,
+                          check=False)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_run_flushes_and_exits_0(tiny_model_path, tmp_path, stop_signal):
     wav = tone_wav(tmp_path / "long.wav", [("yes", 1.0)], 8.0)
