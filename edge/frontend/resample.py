@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 
 __all__ = ["ResampleOptions", "StreamingResampler", "resample"]
 
 
 _OUTPUT_CHUNK = 8192  # output samples per vectorised resampling step
+#: The most zero crossings per side a filter takes: its taps grow with them (an infinite count cannot be built).
+MAX_ZERO_CROSSINGS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,9 +33,11 @@ class ResampleOptions:
     rolloff: float = 0.945
 
     def __post_init__(self) -> None:
-        require(self.zero_crossings >= 2, "zero_crossings", ">= 2", self.zero_crossings)
-        require(self.kaiser_beta >= 0, "kaiser_beta", ">= 0", self.kaiser_beta)
-        require(0 < self.rolloff <= 1, "rolloff", "in (0, 1]", self.rolloff)
+        require(is_number(self.zero_crossings) and 2 <= self.zero_crossings <= MAX_ZERO_CROSSINGS, "zero_crossings",
+                f"a number in [2, {MAX_ZERO_CROSSINGS}]", self.zero_crossings)
+        require(is_number(self.kaiser_beta) and self.kaiser_beta >= 0, "kaiser_beta", "a number >= 0",
+                self.kaiser_beta)
+        require(is_number(self.rolloff) and 0 < self.rolloff <= 1, "rolloff", "a number in (0, 1]", self.rolloff)
 
 
 # --------------------------------------------------------------------------- resampling

@@ -9,7 +9,7 @@ from typing import Any, Union
 import numpy as np
 
 from edgesense.frontend.resample import StreamingResampler
-from edgesense.schema.validate import is_int, is_number, require
+from edgesense.schema.validate import is_int, is_number, one_line, require
 from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, _SourceBase, monotonic_ms
 from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
 
@@ -63,7 +63,8 @@ class MicrophoneOptions:
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
-        require(self.device is None or isinstance(self.device, str) or (is_int(self.device) and self.device >= 0),
+        require(self.device is None or (isinstance(self.device, str) and self.device.strip() != "")
+                or (is_int(self.device) and self.device >= 0),
                  "device", "null (the default input), a device index >= 0 or a device name", self.device)
         require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
                  f"an integer in [1, {MAX_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
@@ -128,6 +129,7 @@ class MicrophoneSource(_SourceBase):
 
     def __init__(self, options: MicrophoneOptions = MicrophoneOptions()) -> None:
         super().__init__()
+        require(isinstance(options, MicrophoneOptions), "options", "MicrophoneOptions", options)
         self.options = options
         sd = _import_sounddevice()
         devices = list_input_devices()
@@ -137,8 +139,13 @@ class MicrophoneSource(_SourceBase):
         try:
             info = sd.query_devices(options.device, "input")
         except (ValueError, sd.PortAudioError) as exc:
-            raise RuntimeError(f"microphone: no input device {options.device!r} ({exc}); available input devices: "
-                               f"{_describe_inputs(devices)}") from exc
+            lines = str(exc).splitlines()
+            if len(lines) > 1 and lines[0].startswith("Multiple"):  # sounddevice: the name is part of several
+                raise RuntimeError(f"microphone: device {options.device!r} matches {len(lines) - 1} input devices "
+                                   f"({'; '.join(line.strip() for line in lines[1:])}); expected one: give its "
+                                   f"index or more of its name (audio.device in a config)") from exc
+            raise RuntimeError(f"microphone: no input device {options.device!r} ({one_line(exc)}); available input "
+                               f"devices: {_describe_inputs(devices)}") from exc
         self.device_name = str(info["name"])
         try:
             sd.check_input_settings(device=options.device, channels=1, dtype="float32",

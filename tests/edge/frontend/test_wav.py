@@ -242,6 +242,12 @@ def test_streaming_resampler_returns_every_output_whose_input_is_there(from_hz: 
 def test_resample_options_validated() -> None:
     with pytest.raises(ValueError, match="rolloff"):
         ResampleOptions(rolloff=1.5)
+    # Of the wrong type, or endless: one ValueError naming the field, not a TypeError from a comparison (or an
+    # OverflowError when the filter is built).
+    for field, bad in (("zero_crossings", "32"), ("zero_crossings", float("inf")), ("zero_crossings", True),
+                       ("kaiser_beta", None), ("kaiser_beta", float("nan")), ("rolloff", "0.9")):
+        with pytest.raises(ValueError, match=f"^{field}: expected"):
+            ResampleOptions(**{field: bad})
     with pytest.raises(ValueError, match="from_hz"):
         resample(np.ones(4), 0, RATE)
     with pytest.raises(ValueError, match="1-D"):

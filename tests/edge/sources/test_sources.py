@@ -136,6 +136,8 @@ def test_a_path_or_options_of_the_wrong_type_are_one_line_naming_the_parameter(m
             VideoReplaySource(video, bad)
         with pytest.raises(ValueError, match=r"^options: expected CameraOptions, got"):
             CameraSource(bad)
+        with pytest.raises(ValueError, match=r"^options: expected MicrophoneOptions, got"):
+            MicrophoneSource(bad)
     for bad in (None, 3, os.fsencode(wav)):
         with pytest.raises(ValueError, match=r"^path: expected a path to a WAV file, got"):
             WavReplaySource(bad)
@@ -655,6 +657,31 @@ def test_microphone_unknown_device_lists_available_inputs(portaudio):
         MicrophoneSource(MicrophoneOptions(device=9))
 
 
+def test_microphone_name_of_two_devices_is_one_line_listing_both(monkeypatch):
+    """Two identical USB microphones and ``device: usb``: sounddevice's own name matching finds both. The error is
+    one line that says so and lists them, not "no input device 'usb'" with sounddevice's multi-line message."""
+    twins = [DEVICES[0], *({**DEVICES[1], "index": i, "name": f"USB PnP Sound Device: Audio (hw:{i},0)",
+                            "hostapi": 0} for i in (1, 2))]
+    fake = FakePortAudio(twins, native_rates={16000})
+    fake.install(monkeypatch)
+    monkeypatch.setattr(sd, "query_hostapis", lambda index=None: {"name": "ALSA"})
+
+    def query_devices(device=None, kind=None):  # names resolved as sounddevice resolves them
+        if isinstance(device, str):
+            device = sd._get_device_id(device, kind, raise_on_error=True)
+        return FakePortAudio.query_devices(fake, device, kind)
+
+    monkeypatch.setattr(sd, "query_devices", query_devices)
+    with pytest.raises(RuntimeError) as info:
+        MicrophoneSource(MicrophoneOptions(device="usb"))
+    assert str(info.value) == (
+        "microphone: device 'usb' matches 2 input devices ([1] USB PnP Sound Device: Audio (hw:1,0), ALSA; "
+        "[2] USB PnP Sound Device: Audio (hw:2,0), ALSA); expected one: give its index or more of its name "
+        "(audio.device in a config)")
+    with MicrophoneSource(MicrophoneOptions(device="hw:2")) as mic:  # more of its name: that one
+        assert mic.device_name == "USB PnP Sound Device: Audio (hw:2,0)" and fake.streams[-1].device == "hw:2"
+
+
 def _sweep(rate: int, seconds: float) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
     return (0.5 * np.sin(2 * np.pi * (100 * t + 3500 * t ** 2))).astype(np.float32)  # 100 Hz -> 7.1 kHz
@@ -734,8 +761,9 @@ def test_microphone_options_validation():
             with pytest.raises(ValueError, match=f"^{field}: expected"):
                 MicrophoneOptions(**{field: value})
         MicrophoneOptions(**{field: 60_000.0})
-    with pytest.raises(ValueError, match="device"):
-        MicrophoneOptions(device=-2)
+    for bad in (-2, "", "  "):  # a blank name matched every device
+        with pytest.raises(ValueError, match="^device: expected"):
+            MicrophoneOptions(device=bad)
     with pytest.raises(ValueError, match="sample_rate_hz"):
         MicrophoneOptions(sample_rate_hz=16000.0)
 
