@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from edgesense.runtime.interpreter import read_model_bytes
 from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
 from edgesense.runtime.quant import QuantParams
 from edgesense.runtime.second_opinion import StreamHeads, is_stream_heads
@@ -61,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     path = input_file("model", args.model)
     if hasattr(sys.stdout, "reconfigure"):  # a label such as 北京 on a stdout that is not UTF-8 (a Latin-1 locale,
         sys.stdout.reconfigure(errors="backslashreplace")  # PYTHONIOENCODING=ascii): \u5317\u4eac, not a codec error
-    if is_stream_heads(path):
-        return _inspect_heads(StreamHeads(path), args.json)
-    model = EdgeModel.load(path)
+    data, what = read_model_bytes(path)  # read once: a pipe (a shell's <(...)) cannot be read twice
+    if is_stream_heads(data):
+        return _inspect_heads(StreamHeads(data, name=what), args.json)
+    model = EdgeModel.load(data, name=what)
     if args.json:
         print(json.dumps(model.metadata, indent=2, sort_keys=True))
         return 0

@@ -122,7 +122,8 @@ def read_model_bytes(model: bytes | bytearray | str | os.PathLike) -> tuple[byte
     """(model bytes, a name for messages) from bytes or a path; checks the TFLite identifier.
 
     Raises FileNotFoundError for a missing file and ValueError for a folder or an empty,
-    truncated or non-TFLite file (naming it).
+    truncated or non-TFLite file (naming it). A path that is no regular file but can be read (a
+    pipe, such as a shell's ``<(...)``) is read once, to its end.
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
         data, what = bytes(model), "model bytes"
@@ -131,7 +132,7 @@ def read_model_bytes(model: bytes | bytearray | str | os.PathLike) -> tuple[byte
         what = str(path)
         if path.is_dir():
             raise ValueError(f"model file {path} is a folder; expected a .tflite file")
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"model file {path} does not exist")
         with path.open("rb") as file:
             head = file.read(_HEADER_BYTES)

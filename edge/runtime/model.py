@@ -180,8 +180,9 @@ class EdgeModel:
 
     @classmethod
     def load(cls, path: bytes | str | os.PathLike, options: InterpreterOptions = InterpreterOptions(),
-             expected_audio_frontend: AudioFrontendOptions | None = None) -> "EdgeModel":
-        """Load a model written by ``edgesense quantize`` (a path, or the model's bytes).
+             expected_audio_frontend: AudioFrontendOptions | None = None, *, name: str | None = None) -> "EdgeModel":
+        """Load a model written by ``edgesense quantize`` (a path, or the model's bytes; ``name``: what
+        messages and :attr:`path` call it, e.g. the file bytes were read from, once, by the caller).
 
         Raises ValueError naming the file when the metadata is missing or malformed, a
         signature is missing, an input/output has the wrong shape, or the model's audio
@@ -189,6 +190,7 @@ class EdgeModel:
         """
         require(isinstance(options, InterpreterOptions), "options", "InterpreterOptions (or ModelOptions)", options)
         data, what = read_model_bytes(path)
+        what = name or what
         layout = read_layout(data, what)
         metadata = embedded_metadata(layout, what)
         if metadata.get("kind") is not None:  # e.g. the second opinion's stream heads, given as the model

@@ -77,8 +77,9 @@ def _heads_metadata(data: bytes, what: str) -> dict[str, Any] | None:
         return None
 
 
-def is_stream_heads(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a stream-heads file (its metadata says so); ``False`` for anything else."""
+def is_stream_heads(path: str | os.PathLike[str] | bytes) -> bool:
+    """Whether ``path`` (or a model's bytes) is a stream-heads file (its metadata says so); ``False`` for anything
+    else."""
     try:
         data, what = read_model_bytes(path)
         metadata = _heads_metadata(data, what)
@@ -91,8 +92,9 @@ class StreamHeads:
     """A stream-heads file: ``(context, 96)`` embeddings -> class probabilities."""
 
     def __init__(self, path: str | os.PathLike[str] | bytes,
-                 options: InterpreterOptions = InterpreterOptions()) -> None:
+                 options: InterpreterOptions = InterpreterOptions(), *, name: str | None = None) -> None:
         data, what = read_model_bytes(path)
+        what = name or what  # the file the caller read ``path``'s bytes from
         metadata = _heads_metadata(data, what)
         kind = metadata.get("kind") if metadata is not None else None
         if kind != HEADS_KIND:

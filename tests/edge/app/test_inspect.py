@@ -4,6 +4,9 @@ EdgeSense did not write (a float or an int8 model converted with tf.lite from a 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +137,17 @@ def test_a_label_outside_ascii_is_shown_on_a_stdout_that_is_not_utf8(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "scene labels (6): " in proc.stdout and proc.stdout.splitlines()[-1].startswith("    out ")
     assert "\\u5317\\u4eac" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash's process substitution")
+@pytest.mark.parametrize("model", [BUNDLED, ROOT / "models" / "stream_heads.tflite"], ids=["model", "heads"])
+def test_a_model_from_a_pipe_is_inspected(model, tmp_path):
+    # inspect <(cat model.tflite): the shell passes /dev/fd/63, a pipe that can be read once. It was
+    # "model file /dev/fd/63 does not exist", and read twice (heads or model?) it would have been empty.
+    command = f'"{sys.executable}" -m edgesense.app.cli inspect <(cat "{model}")'
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(("model: /dev/fd/", "stream heads (second opinion): /dev/fd/")), proc.stdout
+    assert f"  size: {model.stat().st_size} bytes" in proc.stdout

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import logging
+import os
+import threading
+import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +178,42 @@ def test_a_large_file_that_is_no_model_is_refused_without_reading_it_whole(tmp_p
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+def _write_once_into(fifo, data: bytes) -> threading.Thread:
+    """A thread that writes ``data`` into the named pipe ``fifo`` once a reader opens it (30 s at most), as a
+    shell's ``<(cat model.tflite)`` does."""
+    def write() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:  # without a reader, a non-blocking open fails at once (ENXIO) instead of waiting forever
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            os.set_blocking(fd, True)
+            with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as file:
+                file.write(data)
+            return
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_model_from_a_pipe_is_read_once_to_its_end(tmp_path):
+    # edgesense run --model <(ssh host cat model.tflite): the shell passes /dev/fd/63, a pipe, not a regular
+    # file; it was refused as "model file /dev/fd/63 does not exist".
+    data = (Path(__file__).resolve().parents[3] / "models" / "edgesense.tflite").read_bytes()
+    fifo = tmp_path / "model.pipe"
+    os.mkfifo(fifo)
+    writer = _write_once_into(fifo, data)
+    assert read_model_bytes(fifo) == (data, str(fifo))
+    writer.join(timeout=30)
+    empty = tmp_path / "empty.pipe"
+    os.mkfifo(empty)
+    writer = _write_once_into(empty, b"")
+    with pytest.raises(ValueError, match=r"empty.pipe: the model is empty \(0 bytes\)"):
+        read_model_bytes(empty)
+    writer.join(timeout=30)
