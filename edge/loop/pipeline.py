@@ -398,6 +398,9 @@ class Pipeline:
         self._stop = threading.Event()
         self._running = False
         self._closed = False
+        self._dispatch_thread: int | None = None  # the thread whose run() delivers events (None: no run())
+        self._close_after_run = False  # close() came from run()'s own sink or callback: run() closes at its end
+        self._stage_lock = threading.Lock()  # a stage's first timing adds to _stage_ms while stats may read it
         self._audio_ended = audio is None
         self._audio_outage = False
         self._audio_end_ms: float | None = None  # the end of the last chunk, where the next one should start
@@ -499,8 +502,14 @@ class Pipeline:
         return self._stop.is_set()
 
     def close(self) -> None:
-        """Stop, release the sources, flush and close the sinks. Idempotent."""
+        """Stop, release the sources, flush and close the sinks. Idempotent. Called by a sink or an ``on_event``
+        callback of :meth:`run`, it takes effect when the run ends, after the events of the current tick have
+        been delivered (the sinks stay open for them)."""
         if self._closed:
+            return
+        if self._dispatch_thread == threading.get_ident():  # from inside run(): it closes the pipeline at its end
+            self._close_after_run = True
+            self._stop.set()
             return
         self._closed = True
         self._stop.set()
@@ -548,6 +557,8 @@ class Pipeline:
         if self._aligner is not None:  # the replay's look-ahead frame past the stop never reached the loop
             frames -= self._aligner.read_ahead
         stream_ms = 0.0 if self._t_first is None or self._t_last is None else self._t_last - self._t_first
+        with self._stage_lock:  # the loop may add a stage meanwhile (stats read from another thread)
+            stages = list(self._stage_ms.items())
         return PipelineStats(
             audio_chunks=self._counts["audio_chunks"],
             video_frames=frames,
@@ -571,18 +582,24 @@ class Pipeline:
             wall_ms=self._wall_ms,
             compute_ms=self._compute_ms,
             events_lost=self._sink.lost_events,
-            stage_ms={stage: window.values() for stage, window in self._stage_ms.items()},
-            stage_count={stage: window.total for stage, window in self._stage_ms.items()},
-            stage_total_ms={stage: window.sum_ms for stage, window in self._stage_ms.items()},
+            stage_ms={stage: window.values() for stage, window in stages},
+            stage_count={stage: window.total for stage, window in stages},
+            stage_total_ms={stage: window.sum_ms for stage, window in stages},
         )
 
     # ------------------------------------------------------------------ running
 
     def run(self, *, duration_s: float | None = None) -> PipelineStats:
         """Run until the media ends, :meth:`stop` or ``duration_s`` of media; events go to the
-        sinks and callbacks (a failing sink or callback is logged, not fatal). Sinks are flushed."""
+        sinks and callbacks (a failing sink or callback is logged, not fatal). Sinks are flushed. A callback may
+        call :meth:`stop` or :meth:`close`: the run ends after the current tick's events (then closes). From another
+        thread, :meth:`stop` ends the run; a :meth:`close` there ends it too, without the rest of that tick."""
+        outer = self._dispatch_thread
+        self._dispatch_thread = threading.get_ident()
         try:
             for event in self.events(duration_s=duration_s):
+                if self._closed:  # close() from another thread: its sinks are closed, the run is over
+                    break
                 self._sink.emit(event)
                 for callback in self._callbacks:
                     try:
@@ -590,7 +607,11 @@ class Pipeline:
                     except Exception as exc:  # noqa: BLE001 - a user callback must not stop the device
                         logger.warning("on_event callback %r failed: %s", callback, exc)
         finally:
-            self._sink.flush()
+            self._dispatch_thread = outer
+            if self._close_after_run and outer is None:
+                self.close()  # flushes and closes the sinks
+            elif not self._closed:
+                self._sink.flush()
         return self.stats
 
     def events(self, *, duration_s: float | None = None) -> Iterator[Event]:
@@ -684,7 +705,9 @@ class Pipeline:
     def _timed(self, stage: str, ms: float) -> float:
         window = self._stage_ms.get(stage)
         if window is None:
-            window = self._stage_ms[stage] = LatencyWindow(self.options.stats_window)
+            window = LatencyWindow(self.options.stats_window)
+            with self._stage_lock:  # stats, read from another thread, may be going over the stages
+                self._stage_ms[stage] = window
         window.append(ms)
         self._latest_stage[stage] = ms
         return ms
@@ -816,7 +839,7 @@ class Pipeline:
                     out.append(scene_event)
 
         self._compute_ms += _elapsed_ms(start_s) - read_ms
+        yield from out  # first: a hook that raises must not take this tick's events with it
         if frame is not None and self._on_frame is not None:
             if self._on_frame(frame, self.state) is False:
                 self._stop.set()
-        yield from out

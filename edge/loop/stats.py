@@ -61,10 +61,12 @@ class LatencyWindow:
         return self._ring.nbytes
 
     def values(self) -> tuple[float, ...]:
-        """The timings in the window, oldest first."""
-        if self.total < self.capacity:
-            return tuple(self._ring[:self.total].tolist())
-        return tuple(self._ring[self._next:].tolist() + self._ring[:self._next].tolist())
+        """The timings in the window, oldest first (read once each: the loop may append meanwhile)."""
+        total, start = self.total, self._next
+        if total < self.capacity:
+            return tuple(self._ring[:total].tolist())
+        ring = self._ring.tolist()
+        return tuple(ring[start:] + ring[:start])
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class PipelineStats:
     stream_ms: float = 0.0  #: media time processed
     wall_ms: float = 0.0  #: wall-clock time of the run
     compute_ms: float = 0.0  #: time spent processing (frontends, model, post-processing), not reading media
-    events_lost: int = 0  #: events a sink could neither deliver nor keep for later (MQTT without a spool)
+    events_lost: int = 0  #: events a sink could neither deliver nor keep for later, or whose emit() raised
     stage_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     stage_count: Mapping[str, int] = field(default_factory=dict)
     stage_total_ms: Mapping[str, float] = field(default_factory=dict)

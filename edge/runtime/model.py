@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -172,6 +173,9 @@ class EdgeModel:
         self._image_frontend = image_frontend
         self._signatures = dict(signatures)
         self._runners = {key: interpreter.get_signature_runner(key) for key in SIGNATURE_INPUTS}
+        #: The interpreter runs one inference at a time: pipelines sharing this model (one per camera, each
+        #: on its thread) take turns.
+        self._lock = threading.Lock()
         self._part_bytes = dict(part_bytes)
         self._size_bytes = size_bytes
         self.last_timings_ms: dict[str, float] = {}
@@ -302,10 +306,11 @@ class EdgeModel:
     def _run(self, key: str, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         sig = self._signatures[key]
         feeds = {name: quantize(values[name].reshape(info.shape), info.quant) for name, info in sig.inputs.items()}
-        start = time.perf_counter()
-        raw = self._runners[key](**feeds)
-        self.last_timings_ms[key] = (time.perf_counter() - start) * _MS_PER_S
-        return {name: dequantize(raw[name], info.quant).reshape(-1) for name, info in sig.outputs.items()}
+        with self._lock:  # one inference at a time (interleaved, two threads' answers were each other's)
+            start = time.perf_counter()
+            raw = self._runners[key](**feeds)
+            self.last_timings_ms[key] = (time.perf_counter() - start) * _MS_PER_S
+            return {name: dequantize(raw[name], info.quant).reshape(-1) for name, info in sig.outputs.items()}
 
     def _checked(self, value: Any, key: str, name: str) -> np.ndarray:
         info = self._signatures[key].inputs[name]

@@ -101,7 +101,9 @@ class CallbackSink(_ClosableSink):
 
 
 class FanOutSink(_ClosableSink):
-    """Sends each event to several sinks; one failing sink is logged and does not stop the others."""
+    """Sends each event to several sinks; one failing sink is logged and does not stop the others. An event a
+    sink's ``emit`` raises for is lost to that sink: counted in :attr:`lost_events`, and each such outage of a
+    sink is one warning when it starts and one, with the events it lost, when the sink takes events again."""
 
     def __init__(self, sinks: Iterable[EventSink]) -> None:
         super().__init__()
@@ -112,6 +114,8 @@ class FanOutSink(_ClosableSink):
             if not isinstance(sink, EventSink):
                 raise ValueError(f"sinks: expected EventSink objects, got {sink!r}")
         self.failures = 0
+        self._refused = [0] * len(self.sinks)  # per sink: events its emit() raised for
+        self._refused_before_outage: list[int | None] = [None] * len(self.sinks)  # None: that sink takes events
 
     def _each(self, action: str, *args: Any) -> None:
         for sink in self.sinks:
@@ -123,15 +127,33 @@ class FanOutSink(_ClosableSink):
 
     def emit(self, event: Event) -> None:
         self._check_open()
-        self._each("emit", event)
+        for i, sink in enumerate(self.sinks):
+            name = type(sink).__name__
+            try:
+                sink.emit(event)
+            except Exception as exc:  # noqa: BLE001 - isolate sinks from one another
+                self.failures += 1
+                if self._refused_before_outage[i] is None:  # once per outage, not once per event
+                    self._refused_before_outage[i] = self._refused[i]
+                    logger.warning("events: %s.emit failed: %s; its events are lost while this lasts", name, exc)
+                else:
+                    logger.debug("events: %s.emit failed: %s", name, exc)
+                self._refused[i] += 1
+                continue
+            before = self._refused_before_outage[i]
+            if before is not None:
+                logger.warning("events: %s takes events again; %d event(s) lost while it failed", name,
+                               self._refused[i] - before)
+                self._refused_before_outage[i] = None
 
     def flush(self) -> None:
         self._each("flush")
 
     @property
     def lost_events(self) -> int:
-        """Events that sinks counted as lost (neither delivered nor kept for later)."""
-        return sum(getattr(sink, "lost_events", 0) for sink in self.sinks)
+        """Events that sinks counted as lost (neither delivered nor kept for later), and those a sink's ``emit``
+        raised for."""
+        return sum(getattr(sink, "lost_events", 0) for sink in self.sinks) + sum(self._refused)
 
     def close(self) -> None:
         if not self._closed:

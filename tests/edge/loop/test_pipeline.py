@@ -38,7 +38,7 @@ import edgesense.loop
 import edgesense.sources.microphone as microphone_mod
 import edgesense.sources.replay as replay_mod
 from edgesense.frontend.wav import read_wav
-from edgesense.loop.config import DeviceConfig
+from edgesense.loop.config import DeviceConfig, load_config
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
 from edgesense.loop.scheduler import FeatureWindow, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
 from edgesense.loop.stats import (
@@ -357,6 +357,128 @@ def test_failing_sink_and_callback_do_not_stop_the_loop(model, tmp_path, caplog)
         stats = pipeline.run()
     assert [e.label for e in good] == ["yes"] and stats.command_events == 1
     assert "boom" in caplog.text
+
+
+def every_tick_a_scene_event() -> PipelineOptions:
+    """Scene updates on every command hop, each a scene event (heartbeat): a command event shares its tick."""
+    return test_options(scheduler=SchedulerOptions(scene_rate_hz=10.0),
+                        smoother=SceneSmootherOptions(window_ms=500.0, min_hold_ms=0.0, heartbeat_ms=100.0))
+
+
+def test_close_from_a_callback_ends_the_run_after_its_tick_with_every_event_written(model, tmp_path):
+    """``pipeline.close()`` in an ``on_event`` callback closed the sinks at once: the tick's next event (the scene
+    event beside the command) ended run() with ``ValueError: FanOutSink: emit() on a closed sink``, unwritten."""
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 2.5)
+    video = scene_video(tmp_path / "v.avi", [("indoor", 2.5)])
+    events_file = tmp_path / "e.jsonl"
+    sink = JsonLinesSink(events_file)
+    got = []
+
+    def close_on_a_command(event):
+        got.append(event)
+        if event.type == "command":
+            pipeline.close()
+
+    pipeline = Pipeline(model, every_tick_a_scene_event(), audio=WavReplaySource(wav),
+                        video=VideoReplaySource(video), sinks=[sink], on_event=close_on_a_command)
+    stats = pipeline.run()
+    command = next(e for e in got if e.type == "command")
+    assert got[-1].type == "scene" and got[-1].t_ms == command.t_ms  # the rest of its tick, then the end
+    assert [json.loads(line)["t_ms"] for line in events_file.read_text().splitlines()] == [e.t_ms for e in got]
+    assert stats.command_events + stats.scene_events == len(got) and stats.stream_ms < 2500
+    assert sink.closed and pipeline.stopped  # closed when the run ended
+    with pytest.raises(RuntimeError, match="after close"):
+        pipeline.run()
+
+
+def test_close_from_another_thread_mid_tick_ends_the_run_without_a_traceback(model, tmp_path):
+    """close() from another thread while run() delivered a tick's first event: the next one went to the closed
+    sinks and run() raised ``ValueError: FanOutSink: emit() on a closed sink``."""
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 2.5)
+    video = scene_video(tmp_path / "v.avi", [("indoor", 2.5)])
+    sink = JsonLinesSink(tmp_path / "e.jsonl")
+    got = []
+
+    def close_elsewhere_on_a_command(event):
+        got.append(event)
+        if event.type == "command":
+            closer = threading.Thread(target=pipeline.close)
+            closer.start()
+            closer.join()
+
+    pipeline = Pipeline(model, every_tick_a_scene_event(), audio=WavReplaySource(wav),
+                        video=VideoReplaySource(video), sinks=[sink], on_event=close_elsewhere_on_a_command)
+    pipeline.run()
+    assert got[-1].type == "command" and sink.closed
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == len(got)
+
+
+def test_a_frame_hook_that_raises_loses_no_event_of_its_tick(model, tmp_path):
+    """An ``on_frame`` hook (a preview window) that raised took the events of its tick with it: counted in the
+    stats, never written."""
+    wav = tone_wav(tmp_path / "a.wav", [("yes", 0.5)], 2.5)
+    video = scene_video(tmp_path / "v.avi", [("indoor", 2.5)])
+    events_file = tmp_path / "e.jsonl"
+
+    def display_gone_after_a_command(frame, state):
+        if state.last_command is not None:
+            raise RuntimeError("display gone")
+
+    with Pipeline(model, every_tick_a_scene_event(), audio=WavReplaySource(wav), video=VideoReplaySource(video),
+                  sinks=[JsonLinesSink(events_file)], on_frame=display_gone_after_a_command) as pipeline:
+        with pytest.raises(RuntimeError, match="display gone"):
+            pipeline.run()
+        stats = pipeline.stats
+    records = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [r["label"] for r in records if r["type"] == "command"] == ["yes"]
+    assert len(records) == stats.command_events + stats.scene_events
+
+
+def test_stats_read_while_the_loop_times_a_stage_for_the_first_time(model, tmp_path):
+    """``pipeline.stats`` read from another thread while the loop timed a stage for the first time raised
+    ``RuntimeError: dictionary changed size during iteration`` (the loop's first second: a monitor polling the
+    stats met it in 3 runs of 5 with the sample media). Here the loop's step comes in the middle of the read."""
+    wav = tone_wav(tmp_path / "a.wav", [], 1.0)
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav)) as pipeline:
+        pipeline.run(duration_s=0.5)  # the window is not full yet: only the audio frontend has run
+        window = pipeline._stage_ms["audio_frontend"]
+        values = window.values
+
+        def values_while_the_loop_runs_the_encoder():
+            pipeline._timed("audio_encoder", 1.0)  # what the loop thread does at its first command hop
+            return values()
+
+        window.values = values_while_the_loop_runs_the_encoder
+        stats = pipeline.stats
+        assert stats.stage_count["audio_frontend"] == 25
+        del window.values
+        assert pipeline.stats.stage_count["audio_encoder"] == 1
+
+
+def test_two_pipelines_sharing_a_model_in_two_threads_give_the_events_of_one():
+    """Two pipelines on one loaded model (one per camera, each on its thread) ran its interpreter at once: their
+    inferences interleaved, and each got scores (and events) of the other's inputs (the bundled model on the
+    sample media: both runs differed from a run alone, every time)."""
+    root = Path(__file__).resolve().parents[3]
+    config = load_config(root / "firmware_configs" / "desktop.yaml")
+    bundled = EdgeModel.load(config.model_path, options=config.model.interpreter_options())
+    options = PipelineOptions.from_config(config)
+
+    def events_of_one_run():
+        got = []
+        with Pipeline(bundled, options, audio=WavReplaySource(root / "samples" / "speech_commands.wav"),
+                      video=VideoReplaySource(root / "samples" / "scene.mp4"), on_event=got.append) as pipeline:
+            pipeline.run()
+        return [(e.type, e.label, e.t_ms, round(e.score, 4)) for e in got]
+
+    alone = events_of_one_run()
+    runs: list[list] = []
+    threads = [threading.Thread(target=lambda: runs.append(events_of_one_run())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(alone) >= 8 and runs == [alone, alone]
 
 
 # --------------------------------------------------------------------------- live microphone (PortAudio faked)

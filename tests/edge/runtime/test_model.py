@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,27 @@ def test_signatures_run_with_int8_io(model, validation):
         assert command.dtype == np.float32 and scene.dtype == np.float32
         assert abs(command.sum() - 1) < 0.05 and abs(scene.sum() - 1) < 0.05
     assert set(model.last_timings_ms) == {"encode_audio", "encode_image", "fuse"}
+
+
+def test_one_model_answers_each_of_two_threads_for_its_own_inputs(tiny_model_path, validation):
+    """Two threads (two pipelines sharing a loaded model, one per camera) calling one model at once: each
+    inference must be whole, not the other thread's inputs or outputs (the interpreter runs one at a time)."""
+    model = EdgeModel.load(tiny_model_path)
+    inputs = [validation["image"][i].astype(np.float32) for i in range(2)]
+    alone = [model.encode_image(image) for image in inputs]
+    wrong: list[int] = []
+
+    def hammer(i: int) -> None:
+        for _ in range(150):
+            if not np.array_equal(model.encode_image(inputs[i]), alone[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not np.array_equal(alone[0], alone[1]) and wrong == []
 
 
 def test_presence_flags_change_the_outputs(model, validation):

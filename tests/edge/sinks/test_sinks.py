@@ -306,6 +306,33 @@ def test_callback_and_fan_out_sinks(tmp_path):
         CallbackSink("not callable")
 
 
+def test_events_a_sink_refuses_are_counted_lost_and_said_once_per_outage(tmp_path, caplog):
+    """A sink whose emit() raised (its owner closed it mid-run, a custom sink whose disk is gone) lost every event
+    with ``lost_events`` 0 (the run's ``events_lost`` too, so ``edgesense run`` exited 0) and one warning each."""
+    jsonl = JsonLinesSink(tmp_path / "e.jsonl")
+    down = threading.Event()
+
+    def flaky(event):
+        if down.is_set():
+            raise OSError("disk gone")
+
+    fan = FanOutSink([jsonl, CallbackSink(flaky)])
+    fan.emit(command())
+    jsonl.close()  # closed by its owner while the fan-out still sends to it
+    down.set()
+    with caplog.at_level(logging.WARNING, logger="edgesense.sinks.base"):
+        for _ in range(5):
+            fan.emit(command())
+        down.clear()
+        fan.emit(command())
+    assert fan.lost_events == 5 + 6 and fan.failures == 11
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said  # each sink's outage said when it starts; the callback's also when it ends
+    assert "JsonLinesSink.emit failed" in said[0] and "disk gone" in said[1]
+    assert "CallbackSink takes events again; 5 event(s) lost" in said[2]
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 1
+
+
 def test_one_sink_none_or_a_path_where_a_sequence_of_sinks_goes_is_one_line_naming_sinks(tmp_path):
     """``Pipeline(model, sinks=JsonLinesSink(...))`` said ``'JsonLinesSink' object is not iterable``."""
     with JsonLinesSink(tmp_path / "e.jsonl") as one:
