@@ -230,8 +230,9 @@ def _own_state_folder(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
 
 
-#: Fixtures that train or convert a model: tests using them are marked ``slow`` automatically.
-SLOW_FIXTURES = frozenset({"tiny_run_dir", "tiny_model_path", "run_dir_copy"})
+#: Fixtures that train or convert a model (``tiny_builders``: the builders, for a test that trains a variant):
+#: tests using them are marked ``slow`` automatically.
+SLOW_FIXTURES = frozenset({"tiny_run_dir", "tiny_model_path", "run_dir_copy", "tiny_builders"})
 
 
 def pytest_collection_modifyitems(config, items):

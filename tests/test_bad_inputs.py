@@ -350,6 +350,7 @@ def test_train_with_an_empty_class_folder_names_it(tmp_path):
     assert_one_line_error(proc, str(scenes / "desert"), "found none")
 
 
+@pytest.mark.slow  # trains (an epoch of one step): README's quick loop, -m "not slow", leaves it out
 def test_train_skips_and_counts_bad_files(tmp_path):
     from datagen import make_scenes, make_speech_commands, write_train_yaml
 
