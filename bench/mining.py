@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import logging
@@ -44,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.app.cli import input_file, path_argument, refuse_files_in, user_names
+from edgesense.app.cli import input_file, path_argument, refuse_files_in, user_names, write_atomic
 from edgesense.bench.streaming import (
     SEGMENT_S,
     clip_utterances,
@@ -305,8 +306,7 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     if not present:
         return set()
     manifest, pending = out / MANIFEST_NAME, out / PENDING_NAME
-    # the latter two: a run stopped while it wrote a manifest
-    owned = {MANIFEST_NAME, PENDING_NAME, f".{MANIFEST_NAME}.tmp", f".{PENDING_NAME}.tmp"}
+    owned = {MANIFEST_NAME, PENDING_NAME}
     for path in (manifest, pending):
         try:
             record = json.loads(path.read_text()) if path.is_file() else {}
@@ -315,7 +315,8 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
             raise ValueError(f"--out: expected a folder an earlier edgesense mine wrote, got {out}, whose "
                              f"{path.name} is not one it wrote ({exc}); --force replaces only mine's own windows, "
                              "choose another --out") from None
-    foreign = [name for name in present if name not in owned and PurePosixPath(name).parts[0] != STAGING_NAME]
+    foreign = [name for name in present if name not in owned and PurePosixPath(name).parts[0] != STAGING_NAME
+               and not _a_manifest_being_written(name)]
     if foreign or not (manifest.is_file() or pending.is_file()):
         others = foreign or present
         more = f" and {len(others) - 1} more" if len(others) > 1 else ""
@@ -326,11 +327,15 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     return set(present)
 
 
+def _a_manifest_being_written(name: str) -> bool:
+    """Whether ``name`` is the hidden file of a manifest's write (:func:`write_atomic`) that a run stopped at once
+    (killed, a power cut) left behind."""
+    return any(fnmatch.fnmatchcase(name, f".{manifest}-*.tmp") for manifest in (MANIFEST_NAME, PENDING_NAME))
+
+
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     """``record`` as ``path``, whole or not at all (written beside it, then renamed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"), what="the record")
 
 
 def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Path, options: MineOptions,

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from edgesense.app.cli import refuse_existing
+from edgesense.app.cli import refuse_existing, write_atomic
 from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.interpreter import make_interpreter
@@ -750,25 +750,6 @@ def _check_writable(out_path: Path, *, replace: bool = True) -> None:
             pass
     except OSError as exc:
         raise OSError(f"cannot write the output model {out_path}: {exc.strerror or exc}") from exc
-
-
-def write_atomic(out_path: Path, data: bytes, *, what: str = "the output model") -> None:
-    """``data`` into ``out_path`` whole or not at all: written beside it under a hidden name, then renamed
-    (interrupted, or on a full disk, a file there stays as it was, never one cut short; the hidden file is
-    removed). OSError naming ``what`` and the path when that fails."""
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        # mkstemp makes the file private (0600); a model is read by the device's service user too.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        raise OSError(f"cannot write {what} {out_path}: {exc.strerror or exc}") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # gone once renamed
 
 
 def fuse_samples(audio: np.ndarray, image: np.ndarray, count: int) -> Iterator[dict[str, np.ndarray]]:

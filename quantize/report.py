@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgesense.quantize.convert import RunFolder, float_embeddings, load_run, load_validation, write_atomic
+from edgesense.app.cli import write_atomic
+from edgesense.quantize.convert import RunFolder, float_embeddings, load_run, load_validation
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
 
@@ -248,7 +249,7 @@ def report_paths(model_path: str | os.PathLike, report: str | os.PathLike | None
 
 def write_report(report: Mapping[str, Any], json_path: str | os.PathLike, md_path: str | os.PathLike) -> None:
     """Write the report as JSON and Markdown (OSError naming the path when that fails), each file whole or not at
-    all (:func:`edgesense.quantize.convert.write_atomic`: interrupted, or on a full disk, an earlier report stays as
+    all (:func:`edgesense.app.cli.write_atomic`: interrupted, or on a full disk, an earlier report stays as
     it was, never a file cut short)."""
     for path, text in ((Path(json_path), json.dumps(report, indent=2, sort_keys=True) + "\n"),
                        (Path(md_path), render_markdown(report))):

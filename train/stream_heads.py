@@ -59,7 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesense.app.cli import path_argument
+from edgesense.app.cli import path_argument, write_atomic
 from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.wav import read_wav
 from edgesense.recognition.gate import ENVELOPE_FRAME_MS, MS_PER_S, SPEECH_SPAN_DB, rms_dbfs, speech_span
@@ -605,9 +605,7 @@ def run(args: argparse.Namespace) -> int:
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
                                         hard_negatives=args.hard_negatives, talk=args.talk)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(args.out)
+    write_atomic(args.out, blob, what="the stream heads")
     print(f"wrote {args.out} ({len(blob):,} bytes; {options.heads} heads on {options.context_embeddings} embeddings; "
           f"validation windows {metadata['validation_window_accuracy']}; {metadata['elapsed_s']:.0f} s)")
     return 0

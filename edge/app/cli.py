@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import types
 from pathlib import Path
@@ -168,6 +169,25 @@ def refuse_existing(flag: str, path: str | os.PathLike[str], *, force: bool, for
     twin of :func:`refuse_files_in`."""
     if Path(path).exists() and not force:
         raise ValueError(f"{flag} {path}: exists; pass {force_flag} to replace it")
+
+
+def write_atomic(out_path: Path, data: bytes, *, what: str = "the output model") -> None:
+    """``data`` into ``out_path`` whole or not at all: written beside it under a hidden name, then renamed
+    (interrupted, or on a full disk, a file there stays as it was, never one cut short; the hidden file is
+    removed). OSError naming ``what`` and the path when that fails."""
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        # mkstemp makes the file private (0600); a model is read by the device's service user too.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        raise OSError(f"cannot write {what} {out_path}: {exc.strerror or exc}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone once renamed
 
 
 @contextlib.contextmanager

@@ -323,3 +323,18 @@ def test_ctrl_c_while_writing_keeps_the_earlier_windows_and_the_same_command_com
     assert sorted(visible()) == listed()
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
         [MANIFEST_NAME, *listed()])  # nothing of the stopped run left
+
+
+def test_the_hidden_file_of_a_manifest_write_cut_short_is_minings_own(tmp_path):
+    """A run killed (or a power cut) while it wrote its manifest leaves the writer's hidden file: --force then
+    replaces the folder as mine's own; a user's file beside it is still refused."""
+    from edgesense.bench.mining import earlier_files
+
+    out = tmp_path / "mined"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text(json.dumps({"files": []}))
+    (out / f".{MANIFEST_NAME}-k3x9q1.tmp").write_text("{\"fi")
+    assert earlier_files(out, force=True) == {MANIFEST_NAME, f".{MANIFEST_NAME}-k3x9q1.tmp"}
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="also holds notes.txt"):
+        earlier_files(out, force=True)

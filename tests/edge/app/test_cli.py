@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import logging
+import os
 import re
 import signal
 import threading
@@ -260,3 +261,29 @@ def test_sigterm_interrupts_leaves_a_handler_of_its_own_and_restores_the_default
             signal.raise_signal(signal.SIGTERM)
             assert stop.requested
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_write_atomic_writes_whole_files_readable_as_the_umask_says_and_leaves_no_hidden_file(tmp_path):
+    out = tmp_path / "model.tflite"
+    cli.write_atomic(out, b"first")
+    cli.write_atomic(out, b"second")  # replaces, never appends
+    assert out.read_bytes() == b"second" and sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+    umask = os.umask(0o022)
+    try:
+        cli.write_atomic(out, b"third")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: the device's service user reads it too
+
+
+def test_write_atomic_that_fails_keeps_the_earlier_file_and_names_it(tmp_path, monkeypatch):
+    out = tmp_path / "heads.tflite"
+    out.write_bytes(b"earlier")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match=f"cannot write the stream heads {re.escape(str(out))}: No space left"):
+        cli.write_atomic(out, b"new", what="the stream heads")
+    assert out.read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["heads.tflite"]
