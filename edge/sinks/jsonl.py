@@ -7,6 +7,7 @@ import errno
 import io
 import logging
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -33,6 +34,25 @@ def _is_utf8(encoding: object) -> bool:
         return False
 
 
+def _ends_in_a_partial_line(fd: int, path: Path) -> bool:
+    """Whether the regular file open for appending at ``fd`` is not empty and its last byte is not a newline
+    (False for anything else, or a file this process may not read)."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return False
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(reader)
+        return stat.S_ISREG(info.st_mode) and info.st_size > 0 and os.pread(reader, 1, info.st_size - 1) != b"\n"
+    except OSError:
+        return False
+    finally:
+        os.close(reader)
+
+
 class JsonLinesSink(_ClosableSink):
     """One JSON object per line to stdout (``"-"``), a file path (appended to), or an open text stream.
 
@@ -46,7 +66,9 @@ class JsonLinesSink(_ClosableSink):
     when writing works again (with the events it lost), however long it lasts and
     however many come in a run. Should the disk fill in the
     middle of a line, the part written stays as a line of its own: the next event
-    starts on a new line. A FIFO (named pipe) needs its reader running when the
+    starts on a new line; so does the first event appended to a file that an earlier run
+    left ending in a partial line (a power cut or a kill mid-write), with a warning. A FIFO
+    (named pipe) needs its reader running when the
     sink opens it (``ValueError`` otherwise, instead of waiting for one forever).
     Files opened here are written in UTF-8; a text stream (stdout) whose encoding is
     not UTF-8 (a Latin-1 locale) gets characters outside ASCII as ``\\uXXXX`` escapes,
@@ -87,6 +109,10 @@ class JsonLinesSink(_ClosableSink):
                                  f"({exc.strerror or exc})") from None
             os.set_blocking(self._fd, True)  # a slow FIFO reader slows the loop down; it loses no event
             self.name = str(path)
+            if _ends_in_a_partial_line(self._fd, path):  # a power cut or a kill mid-line in an earlier run
+                self._torn = True
+                logger.warning("events: %s ends in a partial line (an earlier run cut off mid-line?); new events "
+                               "start on a line of their own", self.name)
         elif isinstance(target, (io.RawIOBase, io.BufferedIOBase)):  # its write() refuses str: every event lost
             raise ValueError(f"target: expected '-', a path or a text stream, got a binary stream {target!r} (open "
                              f"it in text mode)")

@@ -348,6 +348,7 @@ class MqttSink(_ClosableSink):
         self._refused: str | None = None
         self._starting = True  #: in the constructor: a refusal is its RuntimeError, later ones are retried
         self._pending: list[Any] = []
+        self._unanswered = False  #: the last flush that waited for the broker timed out (it may hang, or be gone)
         self._lock = threading.Lock()
         self.published = 0
         self.failed = 0
@@ -589,17 +590,21 @@ class MqttSink(_ClosableSink):
         Without a spool, each message still not acknowledged is counted (an event: in ``lost_events``)
         and said in one line.
         """
+        waited = unanswered = False
         if self._spool is not None and not self._spool.closed:
             target = self._last_seq
             if target > self._flushed_seq:  # events emitted since the last flush, which already waited
                 self._flushed_seq = target
+                waited = True
                 if not self._delivery.wait_delivered(target, self.options.publish_timeout_s):
+                    unanswered = True
                     logger.warning("mqtt: %d events not acknowledged within %g s; they stay in the spool %s",
                                    len(self._spool), self.options.publish_timeout_s, self.options.spool_dir)
         with self._lock:
             pending, self._pending = self._pending, []
         deadline = time.monotonic() + self.options.publish_timeout_s
         for info, event in pending:
+            waited = True
             if _wait_published(info, max(0.0, deadline - time.monotonic())):
                 continue
             self.failed += 1
@@ -608,16 +613,26 @@ class MqttSink(_ClosableSink):
             if why is not None:
                 logger.warning("mqtt: message %s not delivered: %s", info.mid, why)
             else:
+                unanswered = True
                 logger.warning("mqtt: message %s not acknowledged within %g s%s", info.mid,
                                self.options.publish_timeout_s, "" if self.connected else " (not connected)")
+        if waited:
+            self._unanswered = unanswered
 
     def close(self) -> None:
-        """Publish ``offline`` (retained), deliver what is pending, disconnect."""
+        """Publish ``offline`` (retained), deliver what is pending, disconnect.
+
+        A broker that left the last flush unanswered (it hangs, or its host is gone while the connection still
+        looks open) is not waited for again for ``offline``, which is sent all the same (the broker publishes the
+        same last will when it lets the connection go): a stop waits ``publish_timeout_s`` once, not twice."""
         if self._closed:
             return
         if self._connected.is_set():
-            self._publish(self.options.status_topic, STATUS_OFFLINE, retain=True)
-            self.flush()
+            if self._unanswered:  # sent, not waited for: waiting once more would only add publish_timeout_s
+                self._client.publish(self.options.status_topic, STATUS_OFFLINE, qos=self.options.qos, retain=True)
+            else:
+                self._publish(self.options.status_topic, STATUS_OFFLINE, retain=True)
+            self.flush()  # what was emitted since the last flush (nothing at the end of a run: it returns at once)
         else:  # never (re)connected: what paho still holds in memory goes with the process
             with self._lock:
                 pending, self._pending = self._pending, []

@@ -58,7 +58,8 @@ class OutputsOptions:
     """``events``: JSON Lines to ``"-"`` (stdout), a file, or nowhere (``None``). ``mqtt``: a
     broker URL (``mqtt://user:pass@host:1883/prefix``, ``mqtts://...`` for TLS) or ``None``.
     ``topic_prefix``: topics start with it, ``{device_id}`` replaced by the device's id (a prefix
-    in the URL's path wins). ``ha_discovery``: publish Home Assistant discovery configs.
+    in the URL's path wins; so does a ``node_id`` in its query over the device's id).
+    ``ha_discovery``: publish Home Assistant discovery configs.
     ``mqtt_spool_dir``: the on-disk spool that makes MQTT delivery at-least-once across broker
     outages and restarts (:mod:`edgesense.sinks.spool`): ``auto`` (a per-device folder, see
     :func:`default_spool_dir`; off with ``qos=0`` in the URL), a folder, or ``None`` (events wait
@@ -97,12 +98,16 @@ class OutputsOptions:
         """Options for :class:`edgesense.sinks.mqtt.MqttSink`, or None without ``mqtt``.
 
         ``node_id`` (the device id, as MQTT allows it) names the Home Assistant node, the
-        entities' unique ids, the ``{device_id}`` of the topic prefix and the automatic spool.
+        entities' unique ids, the ``{device_id}`` of the topic prefix and the automatic spool; a
+        ``node_id`` in the URL's query wins over it (it was silently replaced by the device id).
         """
         if self.mqtt is None:
             return None
         from_url = mqtt_options_from_url(self.mqtt)
-        has_path = bool(urllib.parse.urlsplit(self.mqtt).path.strip("/"))
+        parts = urllib.parse.urlsplit(self.mqtt)
+        if any(key == "node_id" for key, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)):
+            node_id = from_url.node_id
+        has_path = bool(parts.path.strip("/"))
         prefix = (from_url.topic_prefix if has_path else self.topic_prefix).replace(DEVICE_ID_PLACEHOLDER, node_id)
         spool_dir = self.mqtt_spool_dir
         if spool_dir == AUTO_SPOOL:

@@ -194,6 +194,26 @@ print(sink.lost_events, sink.lines_written)
     assert len(lines) == 6 and path.read_text().endswith("\n")  # close() ended the last fragment
 
 
+def test_json_lines_after_a_run_cut_off_mid_line_the_next_run_starts_on_a_new_line(tmp_path, caplog):
+    """A power cut (or SIGKILL) in the middle of a write leaves the events file ending in a partial line: the next
+    run appended its first event to that fragment, and that event was lost to every reader of the file."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(command("yes").to_dict()) + "\n" + '{"type": "comm')  # the earlier run's last line
+    with caplog.at_level(logging.WARNING, logger="edgesense.sinks.jsonl"):
+        with JsonLinesSink(path) as sink:
+            sink.emit(command("no"))
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"type": "comm'  # the fragment stays, on a line of its own
+    assert [json.loads(line)["label"] for line in (lines[0], lines[2])] == ["yes", "no"] and len(lines) == 3
+    assert "ends in a partial line" in caplog.text
+    # A file that ends with a whole line, or an empty one, gets no blank line.
+    for text in ("", json.dumps(command("yes").to_dict()) + "\n"):
+        path.write_text(text)
+        with JsonLinesSink(path) as sink:
+            sink.emit(command("go"))
+        assert path.read_text() == text + json.dumps(command("go").to_dict()) + "\n"
+
+
 def test_json_lines_says_every_outage_of_a_disk_that_fills_again_and_when_it_is_over(tmp_path):
     """A device that runs for weeks: its disk fills, logrotate frees it, and it fills again a week later. Only the
     first outage of the run was said (every later one went to the debug log): each is now one warning when it
@@ -612,6 +632,48 @@ def test_a_stop_while_the_broker_is_away_waits_one_publish_timeout_not_one_per_f
         assert len(spool) == 1  # kept for the broker's return
 
 
+@pytest.mark.parametrize("spooled", [True, False], ids=["spool", "no-spool"])
+def test_a_stop_while_the_broker_hangs_waits_one_publish_timeout_not_two(start_broker, tmp_path, caplog, spooled):
+    """The broker's host loses power or its network: the connection still looks open until keepalive gives up on
+    it. The stop's flush waited publish_timeout_s for the events, then close() waited publish_timeout_s again for
+    its retained "offline" (10 s in all with the default 5 s, and a second "not acknowledged" line). Now close()
+    sends "offline" without waiting for a broker that left the last flush unanswered."""
+    caplog.set_level(logging.WARNING, logger="edgesense.sinks.mqtt")
+    broker = start_broker("allow_anonymous true")
+    spool = str(tmp_path / "spool") if spooled else None
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, ha_discovery=False, publish_timeout_s=1.0,
+                                spool_dir=spool))
+    assert sink.connected
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    try:
+        sink.emit(command())
+        started = time.monotonic()
+        sink.flush()  # Pipeline.run's end
+        flush_s = time.monotonic() - started
+        sink.flush()  # Pipeline.close
+        sink.close()
+        close_s = time.monotonic() - started - flush_s
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+    assert 0.9 <= flush_s < 1.5 and close_s < 0.5, (flush_s, close_s)
+    unanswered = [r.getMessage() for r in caplog.records if "not acknowledged" in r.getMessage()]
+    assert len(unanswered) == (1 if spooled else 2), unanswered  # the flush's, not one more for "offline"
+    assert sink.lost_events == (0 if spooled else 1)
+    if spooled:
+        with EventSpool(spool) as kept:
+            assert len(kept) == 1  # kept for the broker's return
+
+
+def test_a_stop_with_the_broker_answering_still_waits_for_its_offline_status(broker):
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, ha_discovery=False))
+    sink.emit(command())
+    sink.flush()
+    sink.close()
+    late = Subscriber(broker, "edgesense/status")
+    assert late.collect(1)["edgesense/status"][0].payload == b"offline"
+    late.close()
+
+
 def test_qos0_messages_paho_drops_when_a_hung_broker_is_let_go_are_counted_as_lost(start_broker):
     """QoS 0 without a spool, and the broker hangs (stopped, not gone): paho queues messages on a socket that no
     longer drains and, when keepalive gives up on it, drops them unsent, marking them lost (MQTT_ERR_CONN_LOST)
@@ -852,3 +914,22 @@ def test_a_misspelt_device_id_placeholder_in_the_url_is_refused_as_in_topic_pref
         OutputsOptions(topic_prefix="home/{devce_id}")  # the same mistake in topic_prefix, as before
     url = OutputsOptions(mqtt="mqtt://broker.lan/home/{device_id}")
     assert url.mqtt_options(node_id="pi", device_name="Pi").topic_prefix == "home/pi"
+
+
+def test_a_node_id_in_the_url_is_used_not_silently_replaced_by_the_device_id(tmp_path, monkeypatch):
+    """`--mqtt 'mqtt://broker/?node_id=kitchen'` was accepted (node_id is one of the URL's parameters) and then
+    replaced by the device id: Home Assistant's node, the entities' ids and the topics kept the device id."""
+    from edgesense.sinks.outputs import OutputsOptions
+
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    options = OutputsOptions(mqtt="mqtt://broker.lan?node_id=kitchen&qos=2").mqtt_options(
+        node_id="raspberrypi-3d1219c7", device_name="Pi")
+    assert (options.node_id, options.qos, options.topic_prefix) == ("kitchen", 2, "edgesense/kitchen")
+    assert options.discovery_topic("scene") == "homeassistant/sensor/kitchen/scene/config"
+    assert options.spool_dir == str(tmp_path / "edgesense" / "spool" / "kitchen")
+    # Without one in the URL the device id names them, as before.
+    plain = OutputsOptions(mqtt="mqtt://broker.lan").mqtt_options(node_id="raspberrypi-3d1219c7", device_name="Pi")
+    assert (plain.node_id, plain.topic_prefix) == ("raspberrypi-3d1219c7", "edgesense/raspberrypi-3d1219c7")
+    with pytest.raises(ValueError, match=r"^mqtt: node_id: expected letters, digits"):
+        OutputsOptions(mqtt="mqtt://broker.lan?node_id=my%20kitchen")
