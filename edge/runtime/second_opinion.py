@@ -18,6 +18,7 @@ context, the embedding's wheel) embedded under the name ``edgesense``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -28,12 +29,13 @@ from edgesense.runtime.flatbuffer import read_layout
 from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter, read_model_bytes
 from edgesense.runtime.model import embedded_metadata
 from edgesense.runtime.speech_embedding import (
-    DEFAULT_MEL_BLOCK_MS, DISTRIBUTION, EMBEDDING_DIM, SAMPLE_RATE_HZ, SpeechEmbeddingStream,
-    SpeechEmbeddingStreamOptions,
+    DEFAULT_MEL_BLOCK_MS, DISTRIBUTION, EMBEDDING_DIM, MAX_MEL_BLOCK_MS, MEL_HOP_MS, SAMPLE_RATE_HZ,
+    SpeechEmbeddingStream, SpeechEmbeddingStreamOptions,
 )
 from edgesense.schema.validate import is_int, is_number, one_line, require
 
-__all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads", "is_stream_heads"]
+__all__ = ["HEADS_KIND", "SecondOpinion", "SecondOpinionOptions", "StreamHeads", "is_stream_heads",
+           "mel_block_ms_for_hop"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +134,27 @@ class StreamHeads:
         return self._interpreter.get_tensor(self._output)[0].astype(np.float32)
 
 
+def mel_block_ms_for_hop(hop_ms: float) -> float:
+    """The mel block of a second opinion scored every ``hop_ms``: the hop itself within the stream's bounds
+    ([10 ms, 10 s]); a shorter hop's smallest multiple from 10 ms, a longer one's largest whole fraction up to
+    10 s, so that every block still ends on a hop."""
+    require(is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number of ms", hop_ms)
+    if hop_ms < MEL_HOP_MS:
+        return float(max(MEL_HOP_MS, hop_ms * math.ceil(MEL_HOP_MS / hop_ms)))
+    if hop_ms > MAX_MEL_BLOCK_MS:
+        return float(min(MAX_MEL_BLOCK_MS, hop_ms / math.ceil(hop_ms / MAX_MEL_BLOCK_MS)))
+    return float(hop_ms)
+
+
 class SecondOpinion:
     """The heads over a live stream, blended into the student's posteriors (module docstring).
 
     ``push(samples)`` every chunk, in order; at a command hop :attr:`ready` says whether the heads
     have their context, and :meth:`blend` turns the student's posteriors into the mean. ``hop_ms``: the
     command hop, the stream's mel block (the device loop and the benchmark's streams compute the same
-    embeddings, whatever their chunks: :mod:`edgesense.runtime.speech_embedding`); ``None``: one mel run
-    per push (a caller that pushes whole windows)."""
+    embeddings, whatever their chunks: :mod:`edgesense.runtime.speech_embedding`; a hop outside the block's
+    bounds, any the scheduler allows: :func:`mel_block_ms_for_hop`); ``None``: one mel run per push (a caller
+    that pushes whole windows)."""
 
     def __init__(self, options: SecondOpinionOptions, *, labels: Sequence[str], sample_rate_hz: int,
                  hop_ms: float | None = DEFAULT_MEL_BLOCK_MS) -> None:
@@ -147,6 +162,7 @@ class SecondOpinion:
                 "SecondOpinionOptions with a heads_path", options)
         require(sample_rate_hz == SAMPLE_RATE_HZ, "second_opinion", f"a {SAMPLE_RATE_HZ} Hz stream "
                 "(speech_embedding's rate)", f"{sample_rate_hz} Hz")
+        block_ms = None if hop_ms is None else mel_block_ms_for_hop(hop_ms)
         self.options = options
         threads = InterpreterOptions(num_threads=options.num_threads)
         try:
@@ -158,7 +174,7 @@ class SecondOpinion:
                              f"{list(labels)}, got {list(self.heads.labels)}: heads of the model's words come from "
                              "edgesense train-stream-heads --model MODEL")
         self.stream = SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(
-            num_threads=options.num_threads, max_embeddings=self.heads.context, mel_block_ms=hop_ms))
+            num_threads=options.num_threads, max_embeddings=self.heads.context, mel_block_ms=block_ms))
         self._probs: np.ndarray | None = None
         self._seen = -1
 

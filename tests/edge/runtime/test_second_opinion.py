@@ -179,3 +179,33 @@ def test_a_heads_file_with_a_tensor_name_that_is_not_utf8_is_one_line_naming_it(
         StreamHeads(path)
     message = str(raised.value)
     assert message.startswith(f"{path}: a tensor name is not UTF-8 (") and message.endswith("); damaged?")
+
+
+@pytest.mark.parametrize("hop_ms, block_ms", [(1.0, 10.0), (3.0, 12.0), (5.0, 10.0), (10.0, 10.0), (50.0, 50.0),
+                                              (10_000.0, 10_000.0), (15_000.0, 7_500.0), (3_600_000.0, 10_000.0)])
+def test_the_mel_block_of_any_hop_the_scheduler_allows_ends_on_a_hop(hop_ms, block_ms):
+    from edgesense.runtime.second_opinion import mel_block_ms_for_hop
+    from edgesense.runtime.speech_embedding import SpeechEmbeddingStreamOptions
+
+    assert mel_block_ms_for_hop(hop_ms) == block_ms
+    SpeechEmbeddingStreamOptions(mel_block_ms=block_ms)  # within the stream's bounds
+    with pytest.raises(ValueError, match="hop_ms: expected a positive number"):
+        mel_block_ms_for_hop(0.0)
+
+
+def test_a_command_hop_below_a_mel_frame_runs_and_any_chunking_hears_the_same(tiny_heads_path):
+    """scheduler.command_hop_ms: 5 (the scheduler takes 1 ms and up) with a second opinion refused to start with
+    'mel_block_ms: expected None or a number of ms in [10, 10000], got 5.0', a field no config has. The device's
+    20-ms chunks and the benchmark's 5-ms hops still give the same heads."""
+    require_speech_embedding()
+    options = SecondOpinionOptions(heads_path=str(tiny_heads_path))
+    audio = (0.05 * np.random.default_rng(3).normal(size=SR * 2)).astype(np.float32)
+    heard = []
+    for chunk in (SR // 200, SR // 50):  # the bench's 5-ms hops, the device's 20-ms chunks
+        second = SecondOpinion(options, labels=DEFAULT_COMMAND_LABELS, sample_rate_hz=SR, hop_ms=5.0)
+        assert second.stream.options.mel_block_ms == 10.0
+        for i in range(0, audio.size, chunk):
+            second.push(audio[i:i + chunk])
+        assert second.ready
+        heard.append(second.probabilities())
+    np.testing.assert_array_equal(heard[0], heard[1])

