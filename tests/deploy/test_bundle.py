@@ -348,6 +348,18 @@ def test_install_sh_parses_its_options_and_refuses_the_wrong_machine(tmp_path, i
     assert proc.returncode == 2 and "unknown argument: --bogus" in proc.stderr
 
 
+@pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash, Debian's sh")
+def test_install_sh_run_by_sh_says_to_use_bash(tmp_path, inputs, small_wheel):
+    """`sudo sh install.sh` (dash) said only `set: Illegal option -o pipefail`."""
+    model, config = inputs("rpi5")
+    out = tmp_path / "bundle"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    proc = subprocess.run(["dash", str(out / "install.sh"), "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("install.sh: error: expected bash to run it (sudo ./install.sh, or sudo bash "
+                                  "install.sh)"), proc.stderr
+
+
 def test_install_sh_help_is_a_usage_text(tmp_path, inputs, own_wheel):
     model, config = inputs("rpi5")
     out = tmp_path / "b"
@@ -847,7 +859,7 @@ STUB_COMMANDS = {
     "python3": 'if [ "$1" = -m ] && [ "$2" = venv ]; then d="${@: -1}"; mkdir -p "$d/bin"; cp "$0" "$d/bin/python";'
                ' exit 0; fi\n[ "$1" = -c ] && echo @@PY@@\nexit 0',
     "sudo": 'exec "$@"',
-    "id": '[ "$#" -eq 1 ] && { echo 0; exit 0; }\nexit 0',  # root; the service user exists
+    "id": '[ "$#" -eq 1 ] && { echo @@UID@@; exit 0; }\nexit 0',  # root (or run(uid=...)); the service user exists
     "getent": "exit 0",
 }
 
@@ -862,14 +874,16 @@ def device(tmp_path):
     for folder in (bin_dir, systemd, etc):
         folder.mkdir()
     calls.write_text("")
-    logged = {name: f'echo "{name} $*" >> {calls}' for name in ("systemctl", "install", "usermod", "useradd")}
+    logged = {name: f'echo "{name} $*" >> {calls}' for name in ("systemctl", "install", "usermod", "useradd", "sudo")}
     logged["install"] += f'\ncase "${{@: -1}}" in /etc/*) cp "${{@: -2:1}}" "{etc}/$(basename "${{@: -1}}")" ;; esac'
+    logged["sudo"] += '\nexec "$@"'
 
-    def run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    def run(bundle: Path, *args: str, uid: int = 0) -> subprocess.CompletedProcess:
+        """``uid``: who ``id -u`` says runs it (the files are still this test's: root's or not, as it runs)."""
         python = targets_mod.TARGETS[json.loads((bundle / "MANIFEST.json").read_text())["target"]["name"]]
         for name, body in {**STUB_COMMANDS, **logged}.items():
-            (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body.replace("@@PY@@", python.python_version)
-                                        + "\n")
+            text = body.replace("@@PY@@", python.python_version).replace("@@UID@@", str(uid))
+            (bin_dir / name).write_text("#!/usr/bin/env bash\n" + text + "\n")
             (bin_dir / name).chmod(0o755)
         script = tmp_path / "install-here.sh"
         script.write_text((bundle / "install.sh").read_text().replace("/run/systemd/system", str(systemd))
@@ -1047,6 +1061,75 @@ def test_install_restarts_a_running_service(tmp_path, inputs, small_wheel, devic
     systemctl = [c for c in device.calls() if c.startswith("systemctl ")]
     assert systemctl[-1] == "systemctl restart edgesense.service", systemctl
     assert "systemctl enable edgesense.service" in systemctl
+
+
+def test_a_user_installs_into_a_folder_of_their_own_without_sudo(tmp_path, inputs, small_wheel, device):
+    """Not root, --no-systemd, a --prefix the user may write in: nothing there needs root (every step ran through
+    sudo: the folder and venv were root's, in the user's own folder, and a user without sudo was refused)."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "me" / "edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    (tmp_path / "me").mkdir()
+    for _ in range(2):  # a fresh install, then one over it
+        proc = device(out, "--no-systemd", "--prefix", str(prefix), uid=1000)
+        assert proc.returncode == 0, proc.stderr
+        assert not [c for c in device.calls() if c.startswith("sudo ")], device.calls()
+        assert (prefix / "config.yaml").read_bytes() == (out / "config.yaml").read_bytes()
+        assert (prefix / "venv" / "bin" / "python").is_file()
+    # The service writes /etc and makes a system user: that still takes root.
+    proc = device(out, "--prefix", str(prefix), uid=1000)
+    assert proc.returncode == 0, proc.stderr
+    assert "sudo systemctl restart edgesense.service" in device.calls(), device.calls()
+
+
+def test_two_installs_at_once_into_one_folder(tmp_path, inputs, small_wheel, device):
+    """A second install.sh while one installs into the same folder (two ssh sessions, a script and a hand) is one line,
+    exit 2, and leaves the folder to the first: both went on, and the folder held one bundle's config.yaml with the
+    other's MANIFEST.json and models."""
+    import fcntl
+
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    assert device(out, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")
+    (prefix / "config.yaml").write_text(edited)
+    held = os.open(prefix, os.O_RDONLY)  # what the first install.sh holds while it installs
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = device(out, "--prefix", str(prefix))
+    finally:
+        os.close(held)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"install.sh: error: --prefix {prefix}: another install.sh is installing there "
+                                  "now"), proc.stderr
+    assert (prefix / "config.yaml").read_text() == edited and not list(prefix.glob("config.yaml.before-*"))
+    assert not [c for c in device.calls() if c.startswith("systemctl ")], device.calls()
+    assert device(out, "--no-systemd", "--prefix", str(prefix)).returncode == 0  # once it is done, installs as ever
+
+
+def test_a_new_bundle_over_a_config_nobody_edited_keeps_no_copy(tmp_path, inputs, small_wheel, device):
+    """An upgrade to a bundle with another config, over the installed config as installed: nothing to keep (every
+    upgrade left a config.yaml.before-DATE and told the user to copy over changes nobody made)."""
+    model, config = inputs("rpi5")
+    old, new, prefix = tmp_path / "old", tmp_path / "new", tmp_path / "opt-edgesense"
+    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
+    assert cli_deploy("rpi5", old, model, config, *common) == 0
+    config.write_text(config.read_text().replace("num_threads: 4", "num_threads: 2"))
+    assert cli_deploy("rpi5", new, model, config, *common) == 0
+    assert device(old, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    proc = device(new, "--no-systemd", "--prefix", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    assert not list(prefix.glob("config.yaml.before-*")) and "kept" not in proc.stderr, proc.stderr
+    assert (prefix / "config.yaml").read_bytes() == (new / "config.yaml").read_bytes()
+    # Edited on the device, then the earlier bundle again (a rollback): the edit is kept beside it.
+    edited = (prefix / "config.yaml").read_text().replace("num_threads: 2", "num_threads: 3")
+    (prefix / "config.yaml").write_text(edited)
+    proc = device(old, "--no-systemd", "--prefix", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    kept = list(prefix.glob("config.yaml.before-*"))
+    assert len(kept) == 1 and kept[0].read_text() == edited and "kept as" in proc.stderr
+    assert (prefix / "config.yaml").read_bytes() == (old / "config.yaml").read_bytes()
 
 
 def test_an_extra_given_twice_is_required_once(tmp_path, inputs, own_wheel):
