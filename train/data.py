@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
 from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.schema.validate import require
 from edgesense.train.hashing import MAX_NUM_WAVS_PER_CLASS, hash_percent
-from edgesense.train.pools import split_recordings
+from edgesense.train.pools import OTHER_AUDIO_SUFFIXES, split_recordings
 from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = [
@@ -76,7 +77,7 @@ VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
 SPLITS = ("training", "validation", "testing")
 AUDIO_SUFFIXES = (".wav",)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _NOHASH = "_nohash_"
 #: The pairs ``edgesense record`` writes (:mod:`edgesense.app.record`): the session's label and start time, then
 #: the pair's index in the session.
@@ -91,6 +92,14 @@ _MIN_ITEMS_TO_CHECK_SPLIT = 200
 #: snippet_sources: envelope hop (samples) of the coarse search, and the correlation that makes a match.
 _ENVELOPE_HOP = 8
 SNIPPET_MIN_CORRELATION = 0.9
+_UNREAD_EXAMPLES = 3  # files not read named in a class folder's warning
+#: Recordings and photos in formats that are not read: a class folder's files of these are counted in a warning.
+_OTHER_MEDIA_SUFFIXES = OTHER_AUDIO_SUFFIXES + (".heic", ".heif", ".avif", ".gif", ".jp2", ".jxl", ".dng")
+#: A JPEG marker after entropy-coded data: ``FF`` not followed by ``00`` (a stuffed byte), ``D0``-``D7`` (restarts)
+#: or ``FF`` (fill).
+_JPEG_MARKER = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS = b"\xff\xd8", 0xD9, 0xDA
 
 
 # --------------------------------------------------------------------------- items and reports
@@ -377,8 +386,28 @@ class SpeechCommandsIndex:
 
 
 def _wavs(folder: Path) -> list[Path]:
+    _warn_unread(folder, AUDIO_SUFFIXES)
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
                   and not p.name.startswith("."))
+
+
+def _folded(name: str) -> str:
+    """A folder name as a person reads it: case and Unicode form (macOS writes ``é`` decomposed) ignored."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _warn_unread(folder: Path, suffixes: tuple[str, ...]) -> None:
+    """One warning counting the recordings and photos directly in a class ``folder`` that are not read: those of
+    other formats (``.flac``, ``.mp3``, ``.heic``, ...) and links to nothing; hidden files (``.DS_Store``,
+    ``._NAME``) and others (``notes.txt``) are not counted."""
+    media = set(suffixes) | set(_OTHER_MEDIA_SUFFIXES)
+    unread = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in media
+                    and not p.is_dir() and (not p.is_file() or p.suffix.lower() not in suffixes))
+    if unread:
+        named = [p.name + ("" if p.exists() else " (a link to nothing)") for p in unread[:_UNREAD_EXAMPLES]]
+        more = ", ..." if len(unread) > _UNREAD_EXAMPLES else ""
+        logger.warning("%s: %d files are not read (only %s files are): %s%s", folder, len(unread),
+                       "/".join(suffixes), ", ".join(named), more)
 
 
 def _read_list(root: Path, name: str) -> list[Path]:
@@ -431,6 +460,13 @@ def load_speech_commands(root: str | Path, *, words: Sequence[str] = DEFAULT_COM
     missing = [w for w in words if w not in names]
     if missing:
         raise ValueError(f"{root}: expected a folder for every command word, missing {', '.join(missing)}")
+    special = {_folded(name): name for name in (*words, SILENCE_LABEL, UNKNOWN_LABEL, BACKGROUND_NOISE_DIR)}
+    for folder in folders:
+        twin = special.get(_folded(folder.name))
+        if twin is not None and twin != folder.name:
+            raise ValueError(f"{folder}: expected the folder of {twin!r} named exactly {twin!r} (folder names are "
+                             f"case-sensitive: its clips would train as {UNKNOWN_LABEL}), found {folder.name!r}; "
+                             "rename it or move its clips into it")
     items: list[AudioItem] = []
     noise_paths: tuple[Path, ...] = ()
     for folder in folders:
@@ -506,12 +542,21 @@ def _class_folders(root: Path, what: str) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise ValueError(f"{root}: expected one sub-folder per class, found none")
+    seen: dict[str, str] = {}
+    for folder in folders:
+        twin = seen.setdefault(_folded(folder.name), folder.name)
+        if twin != folder.name:
+            raise ValueError(f"{root}: expected class folders whose names differ in more than case or Unicode form, "
+                             f"found {twin!r} and {folder.name!r} (two classes that read alike); merge them")
     return folders
 
 
-def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+def _files(folder: Path, suffixes: tuple[str, ...], *, say_unread: bool = True) -> list[Path]:
     """The files of ``suffixes`` (any case, not hidden) directly in a class ``folder``; those in its
-    sub-folders are not read, and a warning says how many there are."""
+    sub-folders are not read, and a warning says how many there are (and, with ``say_unread``, another
+    counts the files of other formats beside them, :func:`_warn_unread`)."""
+    if say_unread:
+        _warn_unread(folder, suffixes)
     nested = sorted(p for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".")
                     for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
                     and not p.name.startswith("."))
@@ -523,7 +568,7 @@ def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 
 def load_image_folder(root: str | Path) -> ImageIndex:
-    """Index ``root/CLASS/*.jpg|jpeg|png|bmp``; classes are the sorted folder names."""
+    """Index ``root/CLASS/*.jpg|jpeg|png|bmp|webp|tif|tiff``; classes are the sorted folder names."""
     root = Path(root)
     items: list[ImageItem] = []
     folders = _class_folders(root, "image folder")
@@ -545,8 +590,9 @@ def load_av_folder(root: str | Path) -> AVIndex:
     unpaired: list[Path] = []
     folders = _class_folders(root, "audio-visual folder")
     for folder in folders:
-        images = {p.stem: p for p in _files(folder, IMAGE_SUFFIXES)}
-        sounds = {p.stem: p for p in _files(folder, AUDIO_SUFFIXES)}
+        _warn_unread(folder, IMAGE_SUFFIXES + AUDIO_SUFFIXES)
+        images = {p.stem: p for p in _files(folder, IMAGE_SUFFIXES, say_unread=False)}
+        sounds = {p.stem: p for p in _files(folder, AUDIO_SUFFIXES, say_unread=False)}
         paired = sorted(images.keys() & sounds.keys())
         if not paired:
             raise ValueError(f"{folder}: expected NAME.jpg + NAME.wav pairs in this class folder, found none")
@@ -705,6 +751,37 @@ def _image_path(item: Any) -> Path:
     return Path(item)
 
 
+def _jpeg_cut_short(data: bytes) -> bool:
+    """Whether ``data``, if a JPEG, ends before its end-of-image marker: a copy or download cut short, which the
+    decoder fills with grey without an error. Segments are followed by their lengths, a scan's entropy-coded data
+    to the next marker; bytes that are no marker where one belongs are left to the decoder."""
+    if not data.startswith(_JPEG_SOI):
+        return False
+    pos, size = len(_JPEG_SOI), len(data)
+    while True:
+        while pos + 1 < size and data[pos] == 0xFF and data[pos + 1] == 0xFF:
+            pos += 1  # fill bytes before a marker
+        if pos + 1 >= size:
+            return True
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == _JPEG_EOI:
+            return False
+        if marker in _JPEG_STANDALONE_MARKERS:
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if pos + 4 > size or end > size:
+            return True
+        if marker == _JPEG_SOS:
+            found = _JPEG_MARKER.search(data, end)
+            if found is None:
+                return True
+            end = found.start()
+        pos = end
+
+
 def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
                 *, what: str = "images") -> tuple[np.ndarray, LoadReport]:
     """Decode images into uint8 RGB ``(N, h, w, 3)`` with the device's crop/resize
@@ -720,9 +797,14 @@ def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
         try:
             if not path.is_file():
                 raise ValueError("no such file")
-            if path.stat().st_size == 0:
+            data = path.read_bytes()
+            if not data:
                 raise ValueError("empty file (0 bytes)")
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if _jpeg_cut_short(data):
+                raise ValueError("a JPEG cut short (no end-of-image marker): the decoder would fill its missing "
+                                 "part with grey")
+            # imdecode turns phone photos upright by their EXIF orientation, as imread does
+            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise ValueError("not a decodable image (corrupt or unsupported format)")
             # preprocess_frame's values are whole numbers (a uint8 resize cast to float32): lossless.

@@ -17,6 +17,7 @@ pool: its training pool serves the tuning streams.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
@@ -27,6 +28,8 @@ from edgesense.train.hashing import hash_percent
 __all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "is_recording", "place_sound_files", "pool_of",
            "speech_negative_pools", "split_recordings", "visible_files", "wav_recordings"]
 
+logger = logging.getLogger(__name__)
+
 Pool = Literal["training", "tuning", "evaluation"]
 POOLS: tuple[Pool, ...] = ("training", "tuning", "evaluation")
 EVALUATION_PERCENT = 30.0  #: share of each group's recordings kept for evaluation
@@ -35,6 +38,9 @@ POOL_SALT = "edgesense-pools"
 _MUSIC_PREFIX = "music"
 _PERCENT = 100.0
 RECORDING_SUFFIX = ".wav"
+#: Audio formats that are not read (only WAV is): :func:`wav_recordings` counts a folder's files of these in a warning.
+OTHER_AUDIO_SUFFIXES = (".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm")
+_UNREAD_EXAMPLES = 3
 
 
 def is_recording(path: Path) -> bool:
@@ -59,11 +65,22 @@ def visible_files(folder: str | Path) -> Iterator[Path]:
 
 def wav_recordings(paths: Iterable[str | Path]) -> list[Path]:
     """The WAV files under ``paths`` (:func:`is_recording`; folders searched with :func:`visible_files`,
-    files as they are), sorted."""
+    files as they are), sorted. A folder's recordings in other formats (``.flac``, ``.mp3``, ...) are not
+    read: one warning counts them."""
     files: set[Path] = set()
     for p in paths:
         p = Path(p)
-        files.update(filter(is_recording, visible_files(p)) if p.is_dir() else [p])
+        if not p.is_dir():
+            files.add(p)
+            continue
+        found = list(visible_files(p))
+        files.update(filter(is_recording, found))
+        other = sorted(f for f in found if f.suffix.lower() in OTHER_AUDIO_SUFFIXES)
+        if other:
+            more = ", ..." if len(other) > _UNREAD_EXAMPLES else ""
+            logger.warning("%s: %d audio files are not read (only %s recordings are; convert them, e.g. ffmpeg -i "
+                           "NAME.flac NAME.wav): %s%s", p, len(other), RECORDING_SUFFIX,
+                           ", ".join(str(f.relative_to(p)) for f in other[:_UNREAD_EXAMPLES]), more)
     return sorted(files)
 
 

@@ -6,7 +6,8 @@ IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes any number of chann
 mono and resamples with :func:`resample` (windowed-sinc, polyphase). Sample rates from 1 kHz
 to 384 kHz are read (a header outside them lies: resampling from it would ask for gigabytes).
 A WAV streamed to a pipe, whose writer could not go back to fill in the sizes (a data size of 0,
-or ffmpeg's and arecord's placeholders), is read to the end of the file. Anything it cannot read
+or ffmpeg's and arecord's placeholders), is read to the end of the file. An odd-sized chunk is read with
+or without the pad byte that should follow it (some writers leave it out). Anything it cannot read
 raises ``ValueError`` naming the file, what was expected and what was found.
 """
 
@@ -45,6 +46,9 @@ _FMT_EXTENSIBLE_MIN_BYTES = 40
 #: pipe (``ssh pi arecord -f S16_LE -r 16000 > a.wav``) its 2 GiB cap 0x80000000 (0x7FFFFF00 in older versions).
 _STREAMING_SIZES = (0xFFFFFFFF, 0x80000000, 0x7FFFFF00, 0x7FFFF000, 0x7FFFFFFF)
 _MAX_CHANNELS = 64
+_KEY_CHUNK_IDS = (b"fmt ", b"data")
+_CHUNK_ID_BYTES = 4
+_ID_BYTES = (0x20, 0x7E)  # chunk ids are four printable ASCII characters
 #: 24-bit samples in 32-bit slots (block align 4 per channel) sit in the slot's low three bytes: ALSA's S24_LE, the
 #: layout ``arecord -f S24_LE`` (I2S microphones on a Pi) writes and ``aplay`` reads back.
 _SLOT_24_BYTES = 4
@@ -91,6 +95,20 @@ def _bad(path: Path, expected: str, found: str) -> ValueError:
     return ValueError(f"{path}: not a readable WAV file: expected {expected}, found {found}")
 
 
+def _chunk_id_like(raw: bytes, pos: int) -> bool:
+    ident = raw[pos:pos + 4]
+    return len(ident) == _CHUNK_ID_BYTES and all(_ID_BYTES[0] <= b <= _ID_BYTES[1] for b in ident)
+
+
+def _pad_left_out(raw: bytes, pos: int) -> bool:
+    """Whether the odd-sized chunk before ``pos`` (the padded position of the next chunk) was written without its
+    pad byte, as some writers do: the next chunk's id starts one byte earlier, and where the pad would end there
+    is no id."""
+    if raw[pos:pos + 4] in _KEY_CHUNK_IDS:
+        return False
+    return raw[pos - 1:pos + 3] in _KEY_CHUNK_IDS or (not _chunk_id_like(raw, pos) and _chunk_id_like(raw, pos - 1))
+
+
 def _parse(path: Path, raw: bytes) -> _Parsed:
     if len(raw) == 0:
         raise _bad(path, "a RIFF/WAVE file", "an empty file (0 bytes)")
@@ -133,6 +151,8 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
             data = view[body:body + size]
             break
         pos = body + size + (size & 1)  # chunks are padded to even sizes
+        if size & 1 and _pad_left_out(raw, pos):
+            pos -= 1
     if fmt is None:
         raise _bad(path, "a 'fmt ' chunk", "none (truncated or not a WAV file)")
     if data is None:

@@ -345,6 +345,70 @@ def test_photos_in_a_class_folders_sub_folders_are_said_not_to_be_read(tmp_path:
         f"in its folder (CLASS/NAME)"]
 
 
+def test_webp_and_tiff_photos_are_read_and_photos_it_cannot_read_are_counted(tmp_path: Path, caplog) -> None:
+    root = _image_root(tmp_path)
+    write_image(root / "sea" / "5.webp", (190, 95, 0))
+    write_image(root / "sea" / "6.TIFF", (190, 95, 0))
+    (root / "sea" / "7.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "sea" / "8.jpg").symlink_to(tmp_path / "gone.jpg")
+    (root / "sea" / ".DS_Store").write_bytes(b"\x00")
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
+        index = load_image_folder(root)
+    assert [it.path.name for it in index.items if it.label == "sea"] == ["1.jpg", "2.png", "5.webp", "6.TIFF"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{root / 'sea'}: 2 files are not read (only .jpg/.jpeg/.png/.bmp/.webp/.tif/.tiff files are): 7.heic, "
+        "8.jpg (a link to nothing)"]
+    images, report = load_images(index.items, (8, 8))
+    assert report.loaded == len(index.items) and not report.skipped
+    np.testing.assert_allclose(images[-1], images[-2], atol=3)  # the TIFF and the WebP of one colour
+
+
+def test_clips_in_other_formats_are_counted(speech_root: Path, caplog) -> None:
+    (speech_root / "yes" / "mine.flac").write_bytes(b"fLaC")
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
+        load_speech_commands(speech_root, words=("yes", "no"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{speech_root / 'yes'}: 1 files are not read (only .wav files are): mine.flac"]
+
+
+def test_a_jpeg_cut_short_is_skipped_not_filled_with_grey(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    whole = cv2.imencode(".jpg", noise)[1].tobytes()
+    progressive = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    paths = []
+    for name, data in [("whole.jpg", whole), ("trailer.jpg", whole + b"\xff\xda\x00\x04more"),
+                       ("cut.jpg", whole[:len(whole) * 9 // 10]), ("cut_progressive.jpg", progressive[:-50]),
+                       ("no_end.jpg", whole[:-2])]:
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    images, report = load_images(paths, (16, 16))
+    assert report.kept == (0, 1)
+    assert [p.name for p, _ in report.skipped] == ["cut.jpg", "cut_progressive.jpg", "no_end.jpg"]
+    assert all("a JPEG cut short" in reason for _, reason in report.skipped)
+
+
+def test_a_folder_named_like_a_class_in_another_case_is_refused(tmp_path: Path, speech_root: Path) -> None:
+    for name in ("Yes", "_Silence_"):
+        write_tone(speech_root / name / "mine_nohash_0.wav", 440)
+        with pytest.raises(ValueError) as info:
+            load_speech_commands(speech_root, words=("yes", "no"))
+        assert str(info.value).startswith(f"{speech_root / name}: expected the folder of {name.lower()!r} named "
+                                          f"exactly {name.lower()!r}")
+        (speech_root / name / "mine_nohash_0.wav").unlink()
+        (speech_root / name).rmdir()
+    root = _image_root(tmp_path)
+    write_image(root / "Sea" / "9.jpg", (190, 95, 0))
+    with pytest.raises(ValueError, match="expected class folders whose names differ in more than case .*'Sea' and "
+                                         "'sea'"):
+        load_image_folder(root)
+    (root / "Sea" / "9.jpg").rename(root / "sea" / "9.jpg")
+    (root / "Sea").rmdir()
+    write_image(root / "cafe\u0301" / "1.jpg", (0, 0, 0))  # macOS writes an accented name decomposed
+    write_image(root / "caf\u00e9" / "1.jpg", (0, 0, 0))
+    with pytest.raises(ValueError, match="differ in more than case or Unicode form"):
+        load_image_folder(root)
+
+
 def test_load_images_matches_device_preprocessing(tmp_path: Path) -> None:
     index = load_image_folder(_image_root(tmp_path))
     broken = index.root / "sea" / "5.jpg"

@@ -84,3 +84,18 @@ def test_recordings_are_found_in_any_case_in_nested_and_linked_folders_and_hidde
     assert sorted(p.relative_to(root).as_posix() for p in found) == [
         "B.WAV", "a.wav", "kitchen/c.Wav", "read_speech/reader.wav"]
     assert wav_recordings([root / "B.WAV"]) == [root / "B.WAV"]  # a file named is taken as it is
+
+
+def test_recordings_in_other_formats_are_counted_in_a_warning(tmp_path, caplog):
+    import logging
+
+    from edgesense.train.pools import wav_recordings
+
+    (tmp_path / "kitchen").mkdir()
+    for name in ("a.wav", "b.flac", "kitchen/c.MP3", "notes.txt", "._d.ogg"):
+        (tmp_path / name).write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.pools"):
+        assert wav_recordings([tmp_path]) == [tmp_path / "a.wav"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: 2 audio files are not read (only .wav recordings are; convert them, e.g. ffmpeg -i NAME.flac "
+        "NAME.wav): b.flac, kitchen/c.MP3"]

@@ -100,6 +100,15 @@ def test_skips_unknown_and_odd_sized_chunks(tmp_path: Path) -> None:
     assert np.max(np.abs(read_wav(path) - x)) < 1e-4
 
 
+@pytest.mark.parametrize("after", [b"", b"id3 " + struct.pack("<I", 4) + b"tags"])
+def test_an_odd_sized_chunk_written_without_its_pad_byte_is_read(tmp_path: Path, after: bytes) -> None:
+    x = _tone(440, RATE)
+    odd_chunk = b"LIST" + struct.pack("<I", 13) + b"INFOISFT\x05\x00\x00\x00L"  # no pad byte after it
+    path = tmp_path / "unpadded.wav"
+    path.write_bytes(_wav_bytes(x, rate=RATE, before_data=odd_chunk + after))
+    assert np.max(np.abs(read_wav(path) - x)) < 1e-4
+
+
 def test_write_then_read_round_trip_and_stdlib_agrees(tmp_path: Path) -> None:
     x = _tone(1000, RATE).astype(np.float32)
     path = write_wav(tmp_path / "w.wav", x, RATE)
