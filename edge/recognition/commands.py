@@ -61,7 +61,8 @@ class CommandRecognizerOptions:
     the average at or below which a word that fired re-arms; below every threshold.
     ``max_context_unknown``: the most ``_unknown_`` (other speech) the context before a word may
     hold for it to fire, a mean over the results from ``context_offset_ms + context_window_ms`` to
-    ``context_offset_ms`` ago (1: no context rule).
+    ``context_offset_ms`` ago (1: no context rule). ``ignored_labels``: labels that never fire; it must hold
+    ``_silence_`` and ``_unknown_``, and may add words of the model to mute.
     """
 
     average_window_ms: float = 1000.0
@@ -80,11 +81,21 @@ class CommandRecognizerOptions:
                 f"a positive number up to {MAX_HELD_MS:g} (an hour)", self.average_window_ms)
         require(is_number(self.threshold) and 0 <= self.threshold < 1, "threshold",
                 "a number in [0, 1)", self.threshold)
-        require(isinstance(self.class_thresholds, Mapping)
-                and all(isinstance(k, str) and k and is_number(v) and 0 <= v < 1
-                        for k, v in self.class_thresholds.items()),
-                "class_thresholds", "a mapping of labels to numbers in [0, 1)", self.class_thresholds)
+        require(isinstance(self.class_thresholds, Mapping), "class_thresholds",
+                "a mapping of labels to numbers in [0, 1)", self.class_thresholds)
+        for label, value in self.class_thresholds.items():  # each named: {yes: 1} read as mappingproxy({...})
+            require(isinstance(label, str) and label, "class_thresholds", "labels that are non-empty strings", label)
+            require(is_number(value) and 0 <= value < 1, f"class_thresholds.{label}", "a number in [0, 1)", value)
         object.__setattr__(self, "class_thresholds", {k: float(v) for k, v in self.class_thresholds.items()})
+        require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),
+                "ignored_labels", "a tuple of labels", self.ignored_labels)
+        # [off] to mute a word replaced the default and made _silence_ / _unknown_ fire as commands
+        require(SILENCE_LABEL in self.ignored_labels and UNKNOWN_LABEL in self.ignored_labels, "ignored_labels",
+                f"a list holding {SILENCE_LABEL!r} and {UNKNOWN_LABEL!r} (they never fire) and the words to mute",
+                list(self.ignored_labels))
+        # before release_threshold's check, which {_silence_: 0.5} failed, naming release_threshold
+        ignored = sorted(set(self.class_thresholds) & set(self.ignored_labels))
+        require(not ignored, "class_thresholds", "command words only (ignored labels never fire)", ignored)
         lowest = min([self.threshold, *self.class_thresholds.values()])
         require(is_number(self.release_threshold) and 0 <= self.release_threshold < lowest, "release_threshold",
                 f"a number in [0, {lowest:g}) (below every threshold)", self.release_threshold)
@@ -92,10 +103,6 @@ class CommandRecognizerOptions:
                 "a number >= 0", self.suppression_ms)
         require(isinstance(self.minimum_count, int) and not isinstance(self.minimum_count, bool)
                 and self.minimum_count >= 1, "minimum_count", "an integer >= 1", self.minimum_count)
-        require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),
-                "ignored_labels", "a tuple of labels", self.ignored_labels)
-        ignored = sorted(set(self.class_thresholds) & set(self.ignored_labels))
-        require(not ignored, "class_thresholds", "command words only (ignored labels never fire)", ignored)
         require(is_number(self.max_context_unknown) and 0 <= self.max_context_unknown <= 1, "max_context_unknown",
                 "a number in [0, 1] (1: no context rule)", self.max_context_unknown)
         require(is_number(self.context_offset_ms) and 0 <= self.context_offset_ms < MAX_HELD_MS, "context_offset_ms",
@@ -139,6 +146,8 @@ class CommandRecognizer:
         require(isinstance(options, CommandRecognizerOptions), "options", "CommandRecognizerOptions", options)
         unknown = sorted(set(options.class_thresholds) - set(self.labels))
         require(not unknown, "class_thresholds", f"labels of the model {list(self.labels)}", unknown)
+        muted = sorted(set(options.ignored_labels) - set(self.labels) - {SILENCE_LABEL, UNKNOWN_LABEL})
+        require(not muted, "ignored_labels", f"labels of the model {list(self.labels)}", muted)  # a typo muted nothing
         self.options = options
         self._wall_time = wall_time
         self._thresholds = np.array([options.threshold_of(label) for label in self.labels])

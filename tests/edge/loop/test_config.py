@@ -174,6 +174,15 @@ BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2
                                        "got -2"),
     ("scheduler: {command_hop_ms: 1.0e-320}", "scheduler.command_hop_ms: expected a number in [1, 3.6e+06] (ms)"),
     ("audio: {chunk_ms: 200}", "audio.chunk_ms: expected <= scheduler.command_hop_ms (100)"),
+    # with the microphone disabled too: `edgesense run --audio FILE` replays a WAV through the recognizer
+    ("commands: {average_window_ms: 50}\naudio: {enabled: false}", "commands.average_window_ms: expected >= "
+                                                                    "scheduler.command_hop_ms (100;"),
+    ("commands: {minimum_count: 20}\naudio: {enabled: false}", "commands.minimum_count: expected <= 11"),
+    ("audio: {chunk_ms: 200, enabled: false}", "audio.chunk_ms: expected <= scheduler.command_hop_ms (100)"),
+    ("commands: {ignored_labels: [off]}", "commands.ignored_labels: expected a list holding '_silence_' and "
+                                          "'_unknown_' (they never fire) and the words to mute, got ['off']"),
+    ("commands: {class_thresholds: {yes: 1}}", "commands.class_thresholds.yes: expected a number in [0, 1), got 1"),
+    ("commands: {class_thresholds: {_silence_: 0.2}}", "commands.class_thresholds: expected command words only"),
     ("outputs: {mqtt: 'http://broker'}", "outputs.mqtt: mqtt url 'http://broker': expected a scheme"),
     ("outputs: {topic_prefix: 'a/#'}", "outputs.topic_prefix: expected an MQTT topic"),
     ("outputs: {events: 3}", "outputs.events: expected a string, got 3"),

@@ -196,9 +196,11 @@ def test_a_window_shorter_than_a_hop_is_refused_by_the_config():
     with pytest.raises(ValueError, match=r"^my.yaml: commands.average_window_ms: expected >= "
                                          r"scheduler.command_hop_ms \(100; .*got 80$"):
         DeviceConfig.from_dict({"device": {"name": "x"}, "commands": commands}, source="my.yaml")
+    # with the microphone disabled too: `edgesense run --audio FILE` replays a WAV through the recognizer
     audio_off = {"device": {"name": "x"}, "commands": commands, "audio": {"enabled": False},
                  "camera": {"enabled": True}}
-    assert DeviceConfig.from_dict(audio_off).commands.average_window_ms == 80  # no commands are recognized
+    with pytest.raises(ValueError, match=r"^my.yaml: commands.average_window_ms: expected >= "):
+        DeviceConfig.from_dict(audio_off, source="my.yaml")
 
 
 @pytest.mark.parametrize("as_time", [np.int64, np.int32, np.float32, np.float64, int])
@@ -286,6 +288,37 @@ def test_the_benchs_replay_gives_the_recognizers_events_on_irregular_hops(
 def test_recognizer_options_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         CommandRecognizerOptions(**kwargs)
+
+
+def test_ignored_labels_keep_silence_and_unknown_and_mute_only_words_of_the_model():
+    # `ignored_labels: [off]` (to mute "off") replaced the default: _silence_ then fired as a command
+    with pytest.raises(ValueError, match=r"^ignored_labels: expected a list holding '_silence_' and '_unknown_' "
+                                         r".*got \['off'\]$"):
+        CommandRecognizerOptions(ignored_labels=("off",))
+    with pytest.raises(ValueError, match=r"^ignored_labels: .*got \[\]$"):
+        CommandRecognizerOptions(ignored_labels=())
+    muted = CommandRecognizerOptions(ignored_labels=("_silence_", "_unknown_", "off"), release_threshold=0.2)
+    events = feed(CommandRecognizer(LABELS, muted), steady("off", 0, 1000) + steady("_silence_", 1000, 3000)
+                  + steady("yes", 3000, 4000))
+    assert [e.label for e in events] == ["yes"]
+    # a word the model lacks (a typo) muted nothing: one line naming the field, as class_thresholds
+    typo = dataclasses.replace(muted, ignored_labels=("_silence_", "_unknown_", "of"))
+    with pytest.raises(ValueError, match=r"^ignored_labels: expected labels of the model \[.*\], got \['of'\]$"):
+        CommandRecognizer(LABELS, typo)
+    # _silence_ / _unknown_ stay allowed for a model without them (they are the default)
+    assert CommandRecognizer(("yes", "no"), CommandRecognizerOptions()).labels == ("yes", "no")
+
+
+@pytest.mark.parametrize("class_thresholds, message", [
+    ({"yes": 1.0}, r"^class_thresholds\.yes: expected a number in \[0, 1\), got 1\.0$"),
+    ({"yes": "high"}, r"^class_thresholds\.yes: expected a number in \[0, 1\), got 'high'$"),
+    ({"": 0.8}, r"^class_thresholds: expected labels that are non-empty strings, got ''$"),
+    # an ignored label named the release_threshold (0.5 is not below 0.5), not the entry that is wrong
+    ({"_silence_": 0.5}, r"^class_thresholds: expected command words only .*got \['_silence_'\]$"),
+])
+def test_a_bad_class_threshold_is_one_line_naming_its_word(class_thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        CommandRecognizerOptions(class_thresholds=class_thresholds, release_threshold=0.5, threshold=0.7)
 
 
 # --------------------------------------------------------------------------- energy gate
