@@ -154,14 +154,20 @@ def _read_bgr(path: Path) -> np.ndarray | None:
     return image
 
 
+def check_scene_classes(classes: Sequence[str], scene_labels: Sequence[str]) -> None:
+    """ValueError naming ``scenes`` when a class folder of ``--scenes`` is not one of the model's
+    ``scene_labels`` (its photos could not be scored): said before the run, not after the commands."""
+    missing = sorted(set(classes) - set(scene_labels))
+    require(not missing, "scenes", f"class folders named like the model's scene labels {list(scene_labels)}",
+            missing)
+
+
 def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[str], timer: _Timer,
                     noise: Sequence[np.ndarray], seed: int
                     ) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray], list[str]]:
     """(microphone absent, with ambient audio, the preprocessed frames and their labels for the references)."""
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
-    missing = sorted(set(classes) - set(lookup))
-    require(not missing, "scenes", f"class folders named like the model's scene labels {list(model.scene_labels)}",
-             missing)
+    check_scene_classes(classes, model.scene_labels)
     rng = np.random.default_rng(seed)
     true, pred, pred_ambient, frames, frame_labels = [], [], [], [], []
     for item in _progress(items, len(items), "scenes (microphone absent)"):

@@ -56,6 +56,7 @@ from edgesense.app.cli import input_file, path_argument, refuse_file_in_the_way,
 from edgesense.bench.accuracy import (
     _cap,
     _noise_recordings,
+    check_scene_classes,
     evaluate_commands,
     evaluate_scenes,
     select_command_items,
@@ -206,6 +207,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     _refuse_untrained_heads(options, model)
     if options.speech_commands is not None and options.streaming:
         _check_second_opinion(options, firmware, model)
+    scene_classes = None
+    if options.scenes is not None:  # refused now, not after the commands (and their figure) or the references
+        from edgesense.train import data as image_data
+        scene_classes = image_data.load_image_folder(options.scenes).classes
+        check_scene_classes(scene_classes, model.scene_labels)
+    earlier = _earlier_outputs(out)  # an earlier run's, before this one writes over any of them
     out.mkdir(parents=True, exist_ok=True)
     meta = model.metadata
     model_sha = file_sha256(options.model_path)
@@ -222,10 +229,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     split = SplitSpec.from_metadata(meta, options.salt or None)
     report["settings"]["split_spec"] = dataclasses.asdict(split)
     ambience = None
-    if options.scene_ambient is not None:  # refused now, not after the commands
-        from edgesense.train import data as image_data
-        ambience = load_scene_ambience(options.scene_ambient, image_data.load_image_folder(options.scenes).classes,
-                                       model.audio_frontend.sample_rate_hz)
+    if options.scene_ambient is not None:  # refused now, not after the commands (it needs --scenes)
+        ambience = load_scene_ambience(options.scene_ambient, scene_classes, model.audio_frontend.sample_rate_hz)
     if options.av is not None and not options.fusion_study:  # refused now too (the study trains on its own labels)
         check_av_folder(Path(options.av), model.scene_labels)
     if options.train_references:  # a folder too small to train them is said before our figures, not after them
@@ -373,8 +378,42 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(render_markdown(report))
+    _remove_stale_outputs(out, earlier - _outputs_of(report))
     logger.info("wrote %s", out / "report.json")
     return report
+
+
+#: What ``--out`` holds of a run beside its figures (``report["figures"]``), by the report key that writes it.
+_OUTPUT_FILES = {"fusion_study": "fusion_study.json"}
+
+
+def _outputs_of(report: dict[str, Any]) -> set[str]:
+    """The file names a run's report says it wrote into ``--out`` besides report.json and report.md: its figures
+    and the fusion study's JSON (a name with a folder in it is none of ours)."""
+    figures = report.get("figures")
+    names = {str(name) for name in (figures.values() if isinstance(figures, dict) else ())}
+    names |= {name for key, name in _OUTPUT_FILES.items() if key in report}
+    return {name for name in names if name and Path(name).name == name and name not in (".", "..")}
+
+
+def _earlier_outputs(out: Path) -> set[str]:
+    """What the run whose report.json ``out`` holds wrote there (:func:`_outputs_of`); none without a readable one."""
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return _outputs_of(report) if isinstance(report, dict) else set()
+
+
+def _remove_stale_outputs(out: Path, names: set[str]) -> None:
+    """Remove the files of an earlier run into ``out`` that this run did not write again (``names``): its confusion
+    figure of the commands beside a report of scenes only, or its DET curve beside a report without streams, would
+    read as this run's. Only files the earlier report lists are touched; the cache and anything else stay."""
+    for name in sorted(names):
+        path = out / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            logger.info("removed %s: an earlier run's, this run drew none", path)
 
 
 def fusion_study_sounds(noise: Sequence[Path], place_sounds: set[str]) -> Path | None:
@@ -593,7 +632,7 @@ def run(args: argparse.Namespace) -> int:
         split = "evaluation" if "evaluation" in st else "tuning"
         r = st["evaluation"]["recommended"] if split == "evaluation" else st["recommended"]["tuning"]
         settings = ", ".join(f"{k} {v}" for k, v in st["recommended"]["settings"].items())
-        print(f"  streaming ({settings}), {split} streams: hit rate {r['hit_rate']:.3f}, "
+        print(f"  streaming, {_detector_scored(st)} ({settings}), {split} streams: hit rate {r['hit_rate']:.3f}, "
               f"{r['false_accepts_per_hour']:.2f} FA/hour of talk, {_fmt(r['false_accepts_per_100_words'], 2)} FA/100 "
               f"other words, latency p50 {_fmt(r['latency_ms']['p50'], 0)} ms p95 {_fmt(r['latency_ms']['p95'], 0)} ms")
         budgets = st.get("tuning_budgets")
@@ -607,6 +646,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  ... words detected within {budgets['max_latency_p95_ms']:g} ms (a later detection a miss): "
                       + _budget_figures(budgets["timely"]))
     return 0
+
+
+def _detector_scored(streaming: dict[str, Any]) -> str:
+    """What the streaming figures are of, as report.md says it: the model alone, or its blend with ``--config``'s
+    second opinion (two models compared side by side, one of them paired, must not read as two models alone)."""
+    second = streaming.get("second_opinion") or {}
+    if streaming.get("model_alone") or not second.get("heads_path"):
+        return "the model alone"
+    return (f"the model blended with the second opinion {Path(second['heads_path']).name} "
+            f"({second['student_weight']:g} x the model's)")
 
 
 def _budget_figures(budgets: dict[str, Any]) -> str:

@@ -380,7 +380,7 @@ def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
 
 
 def test_with_a_second_opinion_the_streams_and_the_clip_figures_are_the_pairs(tiny_model_path, tiny_heads_path,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
     require_speech_embedding()
     config = tmp_path / "pair.yaml"  # the heads alone (untrained: they name one word whatever they hear)
     config.write_text(f"device: {{name: pair}}\nscheduler: {{command_hop_ms: 200}}\n"
@@ -397,9 +397,13 @@ def test_with_a_second_opinion_the_streams_and_the_clip_figures_are_the_pairs(ti
     assert model_named_right > 0.5 and st["clip_accuracy_commands"] <= 0.3
     assert all(row["accuracy"] <= 0.3 for row in st["cost_breakdown"] + st["level_envelope"])
     assert "score that blend too" in (out / "report.md").read_text()
+    # the console says so too: its streaming line is the pair's, not the model's (report.md says it, it did not)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  streaming")]
+    assert printed and printed[0].startswith(f"  streaming, the model blended with the second opinion "
+                                             f"{tiny_heads_path.name} (0 x the model's) ("), printed
 
 
-def test_model_alone_leaves_the_configs_second_opinion_out(tiny_model_path, tiny_heads_path, tmp_path):
+def test_model_alone_leaves_the_configs_second_opinion_out(tiny_model_path, tiny_heads_path, tmp_path, capsys):
     config = tmp_path / "pair.yaml"  # the heads alone, as above: scored, they would name few words
     config.write_text(f"device: {{name: pair}}\nscheduler: {{command_hop_ms: 200}}\n"
                       f"second_opinion: {{heads_path: {tiny_heads_path}, student_weight: 0.0}}\n")
@@ -416,6 +420,8 @@ def test_model_alone_leaves_the_configs_second_opinion_out(tiny_model_path, tiny
     assert st["clip_accuracy_commands"] == _model_named_right(tiny_model_path, evaluation)
     text = (out / "report.md").read_text()
     assert "The model alone (`--model-alone`)" in text and "firmware pair.yaml, the model alone" in text
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  streaming")]
+    assert printed and printed[0].startswith("  streaming, the model alone ("), printed
 
 
 def test_a_config_naming_missing_heads_is_one_line_before_any_stream(tiny_model_path, tmp_path, capsys):
@@ -788,6 +794,46 @@ def test_a_head_the_model_never_trained_is_refused_not_scored(run_dir_copy, tmp_
     other = next(f for f in data if f != flag)  # the head it trained is scored
     assert cli.main(["bench", "--model", str(model), other, str(data[other]), "--out", str(out), "--no-streaming",
                      "--references", str(tmp_path / "no_refs")]) == 0
+
+
+def test_an_out_reused_keeps_no_figure_of_the_earlier_run_that_this_one_did_not_draw(tiny_model_path, tmp_path,
+                                                                                       caplog):
+    """A second run into the same --out with other data: the earlier run's command confusion figure stayed beside
+    a report of scenes only, read as this model's. Only the files the earlier report lists go; the rest stays."""
+    speech, scenes = _speech_folder(tmp_path / "sc", per_class=2), _scene_folder(tmp_path / "scenes")
+    out = tmp_path / "out"
+    argv = ["bench", "--model", str(tiny_model_path), "--out", str(out), "--no-streaming", "--references",
+            str(tmp_path / "no_refs")]
+    assert cli.main([*argv, "--speech-commands", str(speech), "--scenes", str(scenes)]) == 0
+    assert (out / "confusion_command.png").is_file()
+    (out / "confusion_mine.png").write_bytes(b"a user's own")  # not the bench's: no report lists it
+    (out / "cache").mkdir(exist_ok=True)
+    (out / "cache" / "posteriors-0123456789abcdef.npz").write_bytes(b"kept")
+    with caplog.at_level("INFO"):
+        assert cli.main([*argv, "--scenes", str(scenes)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "command" not in report and not (out / "confusion_command.png").exists()
+    assert {p.name for p in out.glob("*.png")} == {*report["figures"].values(), "confusion_mine.png"}
+    assert (out / "confusion_mine.png").read_bytes() == b"a user's own"
+    assert (out / "cache" / "posteriors-0123456789abcdef.npz").read_bytes() == b"kept"
+    assert "confusion_command.png" not in (out / "report.md").read_text()
+    assert f"removed {out / 'confusion_command.png'}: an earlier run's, this run drew none" in caplog.text
+
+
+def test_scene_folders_of_other_places_than_the_models_are_refused_before_the_run(tiny_model_path, tmp_path,
+                                                                                  capsys):
+    """A --scenes class the model has no label for was refused only after every clip of --speech-commands was
+    scored (and the references trained), its confusion figure left in --out."""
+    speech, scenes = _speech_folder(tmp_path / "sc", per_class=1), _scene_folder(tmp_path / "scenes", per_class=1)
+    shutil.copytree(scenes / TINY_SCENE_LABELS[0], scenes / "kitchen")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
+                     str(scenes), "--out", str(out), "--no-streaming", "--references", str(tmp_path / "no_refs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"edgesense: error: --scenes: expected class folders named like the model's scene labels "
+                   f"{list(TINY_SCENE_LABELS)}, got ['kitchen']"], err
+    assert not out.exists()  # nothing was scored, nothing written
 
 
 def test_a_second_opinion_of_other_words_is_one_line_before_any_clip_is_scored(tiny_model_path, tmp_path, capsys):
