@@ -28,6 +28,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,13 @@ OUT_FOURCC = "mp4v"
 OUT_SUFFIXES = (".mp4",)  #: what the mp4v writer can write
 WINDOW_PROBE_TIMEOUT_S = 15.0
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
+#: A frame larger than this (a webcam's 720p or 1080p) is shown scaled down to fit, the overlay drawn at that size:
+#: it opens whole on a 1366x768 laptop screen (title bar and panels included), its text readable.
+WINDOW_MAX_W_PX = 1280
+WINDOW_MAX_H_PX = 640
+#: A window the user can resize (the image scaled to it, its aspect kept), without Qt's toolbar and status bar;
+#: ``cv2.imshow`` alone opens a WINDOW_AUTOSIZE one: the frame's own size, never resizable.
+WINDOW_FLAGS = cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL
 WAIT_KEY_MS = 1
 HEADLESS_OPENCV = "opencv-python-headless"
 GUI_OPENCV = "opencv-python"
@@ -130,8 +138,19 @@ def open_preview(title: str) -> "PreviewWindow":
     return PreviewWindow(title=title)
 
 
+def fit_to_window(image: Any) -> Any:
+    """``image`` scaled down (area-averaged, its aspect kept) to at most ``WINDOW_MAX_W_PX`` x ``WINDOW_MAX_H_PX``;
+    ``image`` itself when it fits."""
+    h, w = image.shape[:2]
+    scale = min(1.0, WINDOW_MAX_W_PX / w, WINDOW_MAX_H_PX / h)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 class PreviewWindow:
-    """An ``on_frame`` hook: shows each frame with the overlay; q or Esc, or closing the window, stops the
+    """An ``on_frame`` hook: shows each frame with the overlay in a window the user can resize (a frame larger than
+    ``WINDOW_MAX_W_PX`` x ``WINDOW_MAX_H_PX`` scaled down to fit); q or Esc, or closing the window, stops the
     pipeline."""
 
     def __init__(self, *, title: str = "EdgeSense", options: OverlayOptions = OverlayOptions()) -> None:
@@ -139,14 +158,21 @@ class PreviewWindow:
         self.options = options
         self.frames = 0
         self._seen_open = False  # the window was reported visible once (some backends never report it)
+        self._opened = False  # namedWindow was called
         for key, value in QT_QUIET.items():
             os.environ.setdefault(key, value)
 
     def __call__(self, frame: Any, state: Any) -> bool:
-        return self.show(draw_overlay(frame.image, OverlayView.from_state(state), self.options))
+        return self.show(draw_overlay(fit_to_window(frame.image), OverlayView.from_state(state), self.options))
 
     def show(self, image: Any) -> bool:
-        """Show a BGR image as it is; False once q or Esc was pressed or the window was closed."""
+        """Show a BGR image (scaled down to fit, :func:`fit_to_window`); False once q or Esc was pressed or the
+        window was closed."""
+        image = fit_to_window(image)
+        if not self._opened:
+            cv2.namedWindow(self.title, WINDOW_FLAGS)
+            cv2.resizeWindow(self.title, image.shape[1], image.shape[0])  # WINDOW_NORMAL: not the image's size
+            self._opened = True
         cv2.imshow(self.title, image)
         self.frames += 1
         pressed = cv2.waitKey(WAIT_KEY_MS) & 0xFF
@@ -234,8 +260,8 @@ class VideoFileWriter:
 
 
 def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
-    """``path`` for the overlaid video: ValueError naming it unless it ends in .mp4, its folder exists and
-    it does not exist yet (or ``replace``)."""
+    """``path`` for the overlaid video: ValueError naming it unless it ends in .mp4, its folder exists and takes a
+    new file, and it does not exist yet (or ``replace``)."""
     out = Path(path)
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise ValueError(f"{out}: expected a {' or '.join(OUT_SUFFIXES)} file (the demo writes {OUT_FOURCC} video), "
@@ -246,6 +272,12 @@ def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Pa
         raise ValueError(f"{out}: the folder for the output video does not exist")
     if out.exists() and not replace:
         raise ValueError(f"{out}: exists; pass --force to replace it")
+    try:  # the video goes to a hidden file beside it first: its folder must take a new file
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}.", suffix=".probe"):
+            pass
+    except OSError as exc:  # a read-only folder, one of another user's, a read-only file system
+        raise ValueError(f"{out}: expected a folder the demo can write the video in, got {out.parent} "
+                         f"({exc.strerror or exc})") from None
     return out
 
 

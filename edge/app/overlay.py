@@ -17,7 +17,7 @@ import numpy as np
 
 from edgesense.schema.validate import is_positive, require
 
-__all__ = ["OverlayOptions", "OverlayView", "draw_overlay", "overlay_regions"]
+__all__ = ["OverlayOptions", "OverlayView", "draw_overlay", "overlay_regions", "drawable", "fit_text", "put_text"]
 
 
 BGR_WHITE = (255, 255, 255)
@@ -171,6 +171,18 @@ def _fit(text: str, width_px: int, scale: float, thickness: int = 1, *, tail: st
         if _text_width(shorter, scale, thickness) <= width_px:
             return shorter
     return ""
+
+
+def fit_text(text: str, width_px: int, scale: float, thickness: int = 1, *, tail: str = "") -> str:
+    """``text + tail`` as it fits ``width_px`` in the overlay's font: ``text`` cut, ending in ``ELLIPSIS``, so that
+    ``tail`` (a count, a score) stays whole; "" when not even that fits."""
+    return _fit(text, width_px, scale, thickness, tail=tail)
+
+
+def put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=BGR_WHITE,
+             thickness: int = 1) -> None:
+    """Draw ``text`` on ``img`` in the overlay's font, as :func:`drawable` (no mark per UTF-8 byte)."""
+    _text(img, text, org, scale, colour, thickness)
 
 
 def _level_y(dbfs: float, box: Box, floor_dbfs: float) -> int:

@@ -29,6 +29,7 @@ import shlex
 import sys
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,8 @@ import cv2
 import numpy as np
 
 from edgesense.app.cli import path_argument, say
+from edgesense.app.demo import fit_to_window
+from edgesense.app.overlay import fit_text, put_text
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.wav import write_wav
 from edgesense.loop.scheduler import LatestFrameReader, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
@@ -432,19 +435,22 @@ class Recorder:
 
 
 class RecordPreview:
-    """The preview: the camera frame with ``REC LABEL 12/600 -31.5 dBFS``; q or Esc, or closing the window,
-    stops."""
+    """The preview: the camera frame (scaled down to fit the window, :func:`edgesense.app.demo.fit_to_window`) with
+    ``REC LABEL  12/600  -31.5 dBFS``, a long label cut to keep the count and the level on the frame; q or Esc, or
+    closing the window, stops."""
 
     def __init__(self, window: Any, label: str) -> None:
         self.window = window
         self.label = label
 
     def __call__(self, frame: VideoFrame, recorder: Recorder) -> bool:
-        image = frame.image.copy()
+        image = fit_to_window(frame.image)
+        image = image.copy() if image is frame.image else image
         level = "" if recorder.level_dbfs is None else f"  {recorder.level_dbfs:.1f} dBFS"
-        text = f"REC {self.label}  {recorder.pairs}/{recorder.options.expected_pairs}{level}"
-        cv2.putText(image, text, OVERLAY_ORIGIN_PX, cv2.FONT_HERSHEY_SIMPLEX, OVERLAY_SCALE, OVERLAY_COLOUR,
-                    OVERLAY_THICKNESS, cv2.LINE_AA)
+        count = f"  {recorder.pairs}/{recorder.options.expected_pairs}{level}"
+        width = image.shape[1] - 2 * OVERLAY_ORIGIN_PX[0]
+        text = fit_text(f"REC {self.label}", width, OVERLAY_SCALE, OVERLAY_THICKNESS, tail=count)
+        put_text(image, text, OVERLAY_ORIGIN_PX, OVERLAY_SCALE, OVERLAY_COLOUR, OVERLAY_THICKNESS)
         return self.window.show(image)
 
     def close(self) -> None:
@@ -532,12 +538,19 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
              f"--av {shlex.quote(str(out))} --out {adapted} (see {README_SECTION})")
 
 
+def _folded(name: str) -> str:
+    """A place's name as a person reads it, as training compares class folders (``edgesense.train.data``): case
+    and Unicode form ignored (macOS writes ``ü`` decomposed, ``u`` + U+0308)."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def _case_twin(out: Path, label: str) -> str | None:
-    """The class folder of ``out`` whose name is ``label`` but for case (``kitchen`` for ``Kitchen``), if any."""
+    """The class folder of ``out`` whose name is ``label`` but for case or Unicode form (``kitchen`` for
+    ``Kitchen``, a decomposed ``küche`` for a composed one), if any."""
     if not out.is_dir():
         return None
     return next((p.name for p in sorted(out.iterdir()) if p.is_dir() and p.name != label
-                 and p.name.casefold() == label.casefold()), None)
+                 and _folded(p.name) == _folded(label)), None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -556,9 +569,10 @@ def run(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {out}: expected {folder} to be a folder (or missing), found a file")
     twin = _case_twin(out, options.label)
-    if twin is not None:  # adapt and train refuse two class folders of one name but for case: said before recording
+    if twin is not None:  # adapt and train refuse two class folders that read alike: said before recording
         raise ValueError(f"--label {options.label}: expected a place that differs from the places in --out {out} by "
-                         f"more than case, got it beside {twin!r} (pass --label {twin} to record more of that place)")
+                         f"more than case or Unicode form, got it beside {twin!r} (pass --label {twin} to record "
+                         "more of that place)")
     args.config = config_argument(args.config)
     names = file_flags(args)
     config_path = Path(args.config) if args.config else shipped_config(DEFAULT_CONFIG)

@@ -332,6 +332,17 @@ def test_demo_out_must_be_an_mp4_before_anything_opens(tmp_path):
     assert folder_files(tmp_path) == []
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs a folder no user may write in (Linux's /sys)")
+def test_out_in_a_folder_the_demo_cannot_write_in_is_one_line_before_anything_opens(tmp_path):
+    """It used to load the model, say "writing the overlaid frames to /sys/x.mp4", then fail at the first frame with
+    "OpenCV cannot write mp4v video here", naming neither --out nor why."""
+    proc = edgesense("demo", "--out", "/sys/x.mp4", "--duration-s", "1", cwd=tmp_path, env=NO_DISPLAY)
+    line = only_line(proc)
+    assert line == ("edgesense: error: --out /sys/x.mp4: expected a folder the demo can write the video in, got /sys "
+                    "(Permission denied)"), line
+    assert folder_files(tmp_path) == []
+
+
 def test_demo_never_replaces_a_users_file_unasked(tmp_path):
     mine = tmp_path / "holiday.mp4"
     mine.write_bytes(b"my own video")
@@ -415,7 +426,13 @@ class FakeWindow:
 
     def __init__(self, monkeypatch, *, after: int, key: int | None) -> None:
         self.after, self.key, self.shown, self.open = after, key, 0, False
+        self.images: list[np.ndarray] = []
+        self.created: list[tuple[str, int]] = []  # namedWindow's (title, flags)
+        self.sizes: list[tuple[int, int]] = []  # resizeWindow's (width, height)
         monkeypatch.setattr(demo_mod, "display_available", lambda: (True, ""))
+        monkeypatch.setattr(cv2, "namedWindow", lambda title, flags=cv2.WINDOW_AUTOSIZE: self.created.append(
+            (title, flags)))
+        monkeypatch.setattr(cv2, "resizeWindow", lambda title, w, h: self.sizes.append((w, h)))
         monkeypatch.setattr(cv2, "imshow", self.imshow)
         monkeypatch.setattr(cv2, "waitKey", self.wait_key)
         monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: 1.0 if self.open else 0.0)
@@ -423,6 +440,8 @@ class FakeWindow:
 
     def imshow(self, title, image):
         self.shown += 1
+        if len(self.images) < 2:
+            self.images.append(image.copy())
         self.open = True
 
     def wait_key(self, delay_ms):
@@ -448,6 +467,36 @@ def test_pressing_q_or_closing_the_window_ends_the_demo_cleanly(tmp_path, monkey
     assert window.shown == 5, "no frame after the user quit"
     assert "playing the bundled sample media instead" in err and "events:" in err  # the summary
     assert all(json.loads(line)["type"] in ("command", "scene") for line in out.splitlines())
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)], ids=["720p", "1080p"])
+def test_a_720p_or_1080p_webcam_frame_opens_a_window_that_fits_the_screen_and_can_be_resized(monkeypatch, size):
+    """cv2.imshow alone opened a WINDOW_AUTOSIZE window: a laptop webcam's 1080p frame made a 1920x1080 window, larger
+    than the laptop's screen (the level meter and the latency panel off it), that the user could not resize, the
+    overlay's text a third of its size once shrunk."""
+    from edgesense.loop.pipeline import PipelineState
+    from edgesense.sources.base import VideoFrame
+
+    window = FakeWindow(monkeypatch, after=99, key=None)
+    width, height = size
+    image = np.random.default_rng(3).integers(60, 200, (height, width, 3), dtype=np.uint8)
+    state = PipelineState(t_ms=0.0, scene_label="sea", scene_score=0.9, last_command=None, level_dbfs=-20.0,
+                          gate_open=True, stage_ms={"fusion": 0.2})
+    preview = demo_mod.PreviewWindow(title="EdgeSense (t)")
+    assert preview(VideoFrame(image=image, t_ms=0.0), state) and preview(VideoFrame(image=image, t_ms=40.0), state)
+    assert len(window.created) == 1, "one window, made once"
+    title, flags = window.created[0]
+    # resizable, its aspect kept (WINDOW_NORMAL and WINDOW_KEEPRATIO are the flags' zero bits)
+    assert title == "EdgeSense (t)" and not flags & cv2.WINDOW_AUTOSIZE and not flags & cv2.WINDOW_FREERATIO
+    shown = window.images[0]
+    h, w = shown.shape[:2]
+    assert w <= demo_mod.WINDOW_MAX_W_PX and h <= demo_mod.WINDOW_MAX_H_PX and window.sizes == [(w, h)]
+    assert abs(w / h - width / height) < 0.01  # its aspect kept
+    expected = draw_overlay(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA),
+                            OverlayView.from_state(state))  # the overlay drawn at the size shown, readable
+    assert np.array_equal(shown, expected)
+    small = np.zeros((480, 640, 3), np.uint8)  # a frame that fits is shown as it is
+    assert preview(VideoFrame(image=small, t_ms=80.0), state) and window.shown == 3
 
 
 def test_out_with_a_window_is_said_not_to_be_written_not_silently_ignored(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -198,6 +199,52 @@ def test_the_headless_preview_is_skipped_and_a_window_that_quits_stops_the_recor
     _, _, result = record_replay(tmp_path / "y", VIDEO, AUDIO, seconds=10, on_frame=Window())
     assert result.stopped and not result.media_ended
     assert result.pairs == len(pairs(tmp_path / "y")) == 1  # frames 0-11: one slot (1.0 s) after a full second
+
+
+class ShownWindow:
+    """The preview's window (:class:`edgesense.app.demo.PreviewWindow` without a display): keeps what it shows."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+
+    def show(self, image: np.ndarray) -> bool:
+        self.images.append(image)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("size", [None, (1920, 1080)], ids=["sample-640x480", "1080p"])
+def test_the_preview_keeps_the_pair_count_and_level_on_the_frame_with_a_long_label(tmp_path, monkeypatch, make_video,
+                                                                                 make_wav, size):
+    """``REC LABEL n/N level`` was drawn as it came: a 33-character place name on a 640-pixel camera frame ran off its
+    right edge, the count and the level with it; a 1080p frame was drawn on at full size, then shown scaled down."""
+    import edgesense.app.demo as demo_mod
+    import edgesense.app.record as record_mod
+
+    drawn: list[str] = []
+    from edgesense.app.overlay import put_text
+    monkeypatch.setattr(record_mod, "put_text", lambda image, text, *a: (drawn.append(text), put_text(image, text,
+                                                                                                     *a)),
+                        raising=False)  # only sees what is drawn
+    label = "grandmothers_living_room_upstairs"
+    video = VIDEO
+    if size is not None:
+        frames = [np.full((size[1], size[0], 3), 40 + 4 * i, np.uint8) for i in range(40)]
+        video = make_video("hd.avi", frames, fps=20.0)
+    audio = make_wav("room.wav", np.random.default_rng(0).integers(-3000, 3000, 2 * RATE_HZ, dtype=np.int16))
+    window = ShownWindow()
+    _, _, result = record_replay(tmp_path / label, video, audio, seconds=1,
+                                 on_frame=record_mod.RecordPreview(window, label))
+    assert result.pairs >= 2 and window.images
+    image = window.images[-1]
+    assert image.shape[1] <= demo_mod.WINDOW_MAX_W_PX and image.shape[0] <= demo_mod.WINDOW_MAX_H_PX
+    red = np.flatnonzero(((image[..., 2] > 150) & (image[..., 1] < 100)).any(axis=0))
+    assert red.size and red.max() < image.shape[1] - record_mod.OVERLAY_ORIGIN_PX[0] // 2  # not cut by the edge
+    last = drawn[-1]
+    assert last.startswith("REC grandmo") and ("..." in last) == (size is None), last  # cut where it must be
+    assert re.search(rf"  {result.pairs}/{result.expected}  -?\d+\.\d dBFS$", last), last  # the count, the level
 
 
 @pytest.mark.parametrize("fps", [30000 / 1001, 24000 / 1001])
@@ -422,8 +469,24 @@ def test_a_label_that_is_a_recorded_place_but_for_case_is_refused_before_recordi
     line = error_line(edgesense("record", "--label", "Kitchen", "--seconds", 5, "--out", out, "--video", VIDEO,
                                 "--audio", AUDIO))
     assert line == (f"edgesense: error: --label Kitchen: expected a place that differs from the places in --out {out} "
-                    "by more than case, got it beside 'kitchen' (pass --label kitchen to record more of that place)")
+                    "by more than case or Unicode form, got it beside 'kitchen' (pass --label kitchen to record more "
+                    "of that place)")
     assert sorted(p.name for p in out.iterdir()) == ["kitchen"]
+
+
+def test_a_label_that_is_a_recorded_place_but_for_unicode_form_is_refused_before_recording(tmp_path):
+    """``küche`` typed composed beside a ``küche/`` folder written decomposed (macOS, a copied folder) was recorded
+    as a second place; train and adapt then refused the two folders that read alike, after the session."""
+    out = tmp_path / "places"
+    decomposed = "ku\u0308che"
+    (out / decomposed).mkdir(parents=True)
+    (out / decomposed / f"{decomposed}-20260102-093000-0001.jpg").write_bytes(b"mine")
+    proc = edgesense("record", "--label", "k\u00fcche", "--seconds", 5, "--out", out, "--video", VIDEO, "--audio",
+                     AUDIO, "--fast", "--no-preview")
+    line = error_line(proc)
+    assert "--label k\u00fcche: expected a place that differs from the places in --out" in line, line
+    assert f"beside {decomposed!r}" in line and f"pass --label {decomposed}" in line
+    assert sorted(p.name for p in out.iterdir()) == [decomposed]
 
 
 def test_out_that_is_a_file_is_one_line_and_exit_2(tmp_path):
