@@ -50,7 +50,7 @@ from edgesense.app.cli import path_argument, refuse_files_in
 from edgesense.frontend.resample import resample
 from edgesense.frontend.wav import read_wav_native, write_wav
 from edgesense.runtime.interpreter import MAX_THREADS
-from edgesense.schema.validate import is_int, require
+from edgesense.schema.validate import is_int, is_number, require
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.types import DEFAULT_COMMAND_WORDS, UNKNOWN_LABEL
 
@@ -65,6 +65,7 @@ __all__ = [
     "ENGINES",
     "ENGINE_CHOICES",
     "VOICES_INSTALL_HINT",
+    "WORDS_EXPECTED",
     "SpeakInterrupted",
     "SpeakJob",
     "SynthOptions",
@@ -77,6 +78,7 @@ __all__ = [
     "engine_speakers",
     "espeak_speaker",
     "is_reserved",
+    "is_word",
     "peak_normalised",
     "run",
     "says_a_command",
@@ -133,11 +135,14 @@ ENGINE_CHOICES = {"espeak": ("espeak",), "piper": ("piper",), "all": ENGINES}  #
 _SHIFT_RATE_STEP_HZ = 100  # shifted rates are rounded to this, so resampling keeps a small up/down ratio
 _SEMITONES_PER_OCTAVE = 12.0
 _WORD_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*$")
+#: What a word of ``--words`` (or ``--unknown-words``) must be (:func:`is_word`).
+WORDS_EXPECTED = "a tuple of words (letters and '-', starting with a letter)"
 _ESPEAK_INSTALL_HINT = "espeak-ng was not found: install it with `apt-get install espeak-ng`"
 _ESPEAK_TIMEOUT_S = 30.0
 _TRIM_FRAME_MS = 10.0
 _MAX_SPEED_WPM = 450  # espeak-ng's upper limit
 _SPEEDUP_MARGIN = 1.1  # when a word is too long for a clip, respeak it this much faster than needed
+_MAX_RESPEAKS = 4  # how many times a word too long for a clip is said again, faster each time
 _SYNTH_SPEAKER_PREFIX = "synth"
 _BUILTIN_UNKNOWN_NAMES = ("default", "auto")  # --unknown-words values that select DEFAULT_UNKNOWN_WORDS
 
@@ -153,6 +158,12 @@ def says_a_command(token: str, words: Sequence[str]) -> bool:
             if any(parts[i:i + len(run)] == run for i in range(len(parts) - len(run) + 1)):
                 return True
     return False
+
+
+def is_word(word: Any) -> bool:
+    """Whether ``word`` is one word a synthesizer says and a folder names: ASCII letters and ``-``, from a
+    letter (no space, no ``,``: a list typed without its commas is no word)."""
+    return isinstance(word, str) and bool(_WORD_PATTERN.match(word))
 
 
 def is_reserved(name: str) -> bool:
@@ -216,8 +227,7 @@ class SynthOptions:
         _check_float_range("piper_shift_semitones_range", self.piper_shift_semitones_range, -12.0, 12.0)
         for name in ("words", "unknown_words"):
             value = getattr(self, name)
-            require(isinstance(value, tuple) and all(isinstance(w, str) and _WORD_PATTERN.match(w) for w in value),
-                     name, "a tuple of words (letters and '-', starting with a letter)", value)
+            require(isinstance(value, tuple) and all(is_word(w) for w in value), name, WORDS_EXPECTED, value)
             require(len({w.lower() for w in value}) == len(value), name, "no duplicates (in any case)", value)
         require(len(self.words) > 0, "words", "at least one word", self.words)
         clash = [w for w in self.unknown_words if says_a_command(w, self.words)]
@@ -241,13 +251,15 @@ class SynthOptions:
                 self.espeak_binary)
         _check_int_range("speed_wpm_range", self.speed_wpm_range, 80, _MAX_SPEED_WPM)
         _check_int_range("pitch_range", self.pitch_range, 0, 99)
-        require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
+        require(is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
-        require(isinstance(self.clip_duration_ms, int) and self.clip_duration_ms > 0, "clip_duration_ms",
+        require(is_int(self.clip_duration_ms) and self.clip_duration_ms > 0, "clip_duration_ms",
                  "a positive integer", self.clip_duration_ms)
-        require(self.peak_dbfs <= 0, "peak_dbfs", "<= 0", self.peak_dbfs)
-        require(self.trim_threshold_db < 0, "trim_threshold_db", "< 0 (dB below the loudest frame)",
-                 self.trim_threshold_db)
+        # finite: a peak of -inf dBFS scaled every clip to silence, and wrote it
+        require(is_number(self.peak_dbfs) and self.peak_dbfs <= 0, "peak_dbfs", "a finite number <= 0",
+                self.peak_dbfs)
+        require(is_number(self.trim_threshold_db) and self.trim_threshold_db < 0, "trim_threshold_db",
+                "a finite number < 0 (dB below the loudest frame)", self.trim_threshold_db)
         # processes or onnxruntime threads at a time: bounded as the interpreter's threads are
         require(is_int(self.workers) and 1 <= self.workers <= MAX_THREADS, "workers",
                 f"an integer in [1, {MAX_THREADS}]", self.workers)
@@ -357,8 +369,13 @@ def _trim(samples: np.ndarray, options: SynthOptions) -> np.ndarray:
     return samples[active[0] * frame:min(samples.size, (active[-1] + 1) * frame)]
 
 
+def _espeak_speed_wpm(job: SpeakJob, faster: float) -> int:
+    """The speed espeak-ng says ``job`` at, ``faster`` times faster than drawn (at most :data:`_MAX_SPEED_WPM`)."""
+    return job.speed_wpm if faster == 1.0 else min(_MAX_SPEED_WPM, int(np.ceil(job.speed_wpm * faster)))
+
+
 def _speak_espeak(job: SpeakJob, faster: float, options: SynthOptions, binary: str, tmp_dir: Path) -> np.ndarray:
-    speed_wpm = job.speed_wpm if faster == 1.0 else min(_MAX_SPEED_WPM, int(np.ceil(job.speed_wpm * faster)))
+    speed_wpm = _espeak_speed_wpm(job, faster)
     voice = f"{job.voice}+{job.variant}" if job.variant else job.voice
     with tempfile.NamedTemporaryFile(suffix=".wav", dir=tmp_dir, delete=False) as tmp:
         tmp_path = Path(tmp.name)
@@ -472,17 +489,22 @@ def write_new_wav(path: Path, samples: np.ndarray, sample_rate_hz: int,
 
 def _render(job: SpeakJob, options: SynthOptions, speak: _Speak,
             earlier: Mapping[Path, frozenset[str]] | None = None) -> Path | None:
-    """Speak ``job`` (once more, just fast enough, when it is too long for a clip), then
-    peak-normalise and centre it in a clip and write it (:func:`write_new_wav`: None when the
-    folder held that clip already)."""
+    """Speak ``job`` (again, just fast enough, while it is too long for a clip: up to
+    :data:`_MAX_RESPEAKS` times, espeak-ng up to its fastest speed), then peak-normalise and centre it
+    in a clip and write it (:func:`write_new_wav`: None when the folder held that clip already)."""
     n = options.clip_samples
-    speech = speak(job, 1.0)
-    if speech.size > n:  # too slow for one clip: say it again just fast enough
-        faster = speech.size / n * _SPEEDUP_MARGIN
+    speech, faster = speak(job, 1.0), 1.0
+    for _ in range(_MAX_RESPEAKS):  # too slow for one clip: say it again just fast enough
+        # (a word does not shorten in proportion to the speed: one more try at the speed that should fit fell short)
+        if speech.size <= n or (job.engine == "espeak" and _espeak_speed_wpm(job, faster) >= _MAX_SPEED_WPM):
+            break
+        faster *= speech.size / n * _SPEEDUP_MARGIN
         speech = speak(job, faster)
-        if speech.size > n:
-            raise RuntimeError(f"'{job.word}' lasts {1000 * speech.size / options.sample_rate_hz:.0f} ms "
-                               f"even {faster:.2f}x faster (> {options.clip_duration_ms} ms)")
+    if speech.size > n:
+        how = (f"even at {_espeak_speed_wpm(job, faster)} wpm" if job.engine == "espeak"
+               else f"even {faster:.2f}x faster")
+        raise RuntimeError(f"'{job.word}' lasts {1000 * speech.size / options.sample_rate_hz:.0f} ms {how} "
+                           f"(> {options.clip_duration_ms} ms)")
     clip = np.zeros(n, dtype=np.float32)
     start = (n - speech.size) // 2
     clip[start:start + speech.size] = peak_normalised(speech, job, options)

@@ -165,6 +165,10 @@ class TalkOptions:
         require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
                 self.max_clauses)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
+        # a word the talk could not be checked against (a list without its commas: "lights music") is refused:
+        # the talk would say it
+        require(isinstance(self.words, tuple) and len(self.words) > 0 and all(synth.is_word(w) for w in self.words),
+                "words", f"{synth.WORDS_EXPECTED}, at least one", self.words)
         vocabulary_without(self.words)  # the talk leaves out the vocabulary's entries that say them
 
 

@@ -396,3 +396,31 @@ def test_force_with_the_same_seed_adds_no_copies_of_the_clips_there(tmp_path: Pa
     assert len({p.read_bytes() for p in wavs}) == len(wavs), "a clip written twice"
     assert all(before[p] == p.read_bytes() for p in before)
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no .part file left behind
+
+
+@needs_espeak
+def test_a_long_word_is_said_faster_until_it_fits_a_clip(tmp_path: Path) -> None:
+    # a word does not shorten in proportion to espeak-ng's speed: one more try at the speed that should
+    # fit left most of these clips out (failed), though every one fits at espeak-ng's fastest (450 wpm)
+    options = SynthOptions(words=("representative", "supercalifragilisticexpialidocious"), per_word=4, seed=1,
+                           speed_wpm_range=(80, 200))
+    report = synthesize_commands(tmp_path, options)
+    assert report.failed == () and report.counts == {"representative": 4, "supercalifragilisticexpialidocious": 4}
+    assert all(probe_wav(path).num_frames == 16000 for path in report.written)
+    too_long = synthesize_commands(tmp_path / "too-long", SynthOptions(
+        words=("pneumonoultramicroscopicsilicovolcanoconiosis",), per_word=1, voices=("en-us",), variants=("",)))
+    assert too_long.written == () and "even at 450 wpm (> 1000 ms)" in too_long.failed[0][1]
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("peak_dbfs", float("-inf"), "a finite number <= 0"),  # scaled every clip to silence, and wrote it
+    ("peak_dbfs", "-3", "a finite number <= 0"),  # a TypeError, naming no field
+    ("peak_dbfs", 1.0, "a finite number <= 0"),
+    ("trim_threshold_db", None, r"a finite number < 0 \(dB below the loudest frame\)"),
+    ("trim_threshold_db", float("nan"), r"a finite number < 0 \(dB below the loudest frame\)"),
+    ("sample_rate_hz", True, "a positive integer"),
+])
+def test_level_and_format_options_are_checked_naming_the_field(field: str, value, expected: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}: expected {expected}, got {value!r}$"):
+        SynthOptions(**{field: value})
+    assert SynthOptions(peak_dbfs=0, trim_threshold_db=-60).peak_dbfs == 0

@@ -182,3 +182,16 @@ def test_an_interrupted_run_run_again_with_force_completes_it_without_copies(tmp
     listed = [line.split("\t")[0] for line in (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
     assert sorted(listed) == sorted(p.relative_to(out).as_posix() for p in wavs)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no .part file left behind
+
+
+@pytest.mark.parametrize("words", ["lights music", "lights;music", "música", ""])
+def test_words_the_talk_cannot_be_checked_against_are_refused_naming_the_flag(tmp_path: Path, words: str) -> None:
+    # "lights music" (the commas left out) was taken as one word no entry says, so the talk said "music"
+    line = only_line(edgesense("synth-talk", "--out", tmp_path / "out", "--sentences", "1", "--words", words))
+    got = tuple(w for w in [words.strip()] if w)
+    assert line == ("edgesense: error: --words: expected a tuple of words (letters and '-', starting with a letter), "
+                    f"at least one, got {got!r}")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"^words: expected a tuple of words"):
+        TalkOptions(words="lights")  # a string, not a tuple of words
+    assert TalkOptions(words=("lights", "music")).words == ("lights", "music")
