@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -16,6 +17,12 @@ DEFAULT_COMMAND_LABELS = (SILENCE_LABEL, UNKNOWN_LABEL) + DEFAULT_COMMAND_WORDS
 def is_command_word(label: str) -> bool:
     """Whether a command label is a word to act on (not ``_silence_`` or ``_unknown_``)."""
     return label not in (SILENCE_LABEL, UNKNOWN_LABEL)
+
+
+def label_as_read(name: str) -> str:
+    """A class's name (a word's, a place's folder) as a person reads it: case and Unicode form ignored (macOS
+    writes ``ü`` decomposed, ``u`` + U+0308). Two names equal here are one class to a reader, two to a loader."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.schema.validate import require
 from edgesense.train.hashing import MAX_NUM_WAVS_PER_CLASS, hash_percent
 from edgesense.train.pools import OTHER_AUDIO_SUFFIXES, split_recordings
-from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL
+from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL, label_as_read
 
 __all__ = [
     "AVIndex",
@@ -391,11 +390,6 @@ def _wavs(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _folded(name: str) -> str:
-    """A folder name as a person reads it: case and Unicode form (macOS writes ``é`` decomposed) ignored."""
-    return unicodedata.normalize("NFKC", name).casefold()
-
-
 def _warn_unread(folder: Path, suffixes: tuple[str, ...]) -> None:
     """One warning counting the recordings and photos directly in a class ``folder`` that are not read: those of
     other formats (``.flac``, ``.mp3``, ``.heic``, ...) and links to nothing; hidden files (``.DS_Store``,
@@ -460,9 +454,9 @@ def load_speech_commands(root: str | Path, *, words: Sequence[str] = DEFAULT_COM
     missing = [w for w in words if w not in names]
     if missing:
         raise ValueError(f"{root}: expected a folder for every command word, missing {', '.join(missing)}")
-    special = {_folded(name): name for name in (*words, SILENCE_LABEL, UNKNOWN_LABEL, BACKGROUND_NOISE_DIR)}
+    special = {label_as_read(name): name for name in (*words, SILENCE_LABEL, UNKNOWN_LABEL, BACKGROUND_NOISE_DIR)}
     for folder in folders:
-        twin = special.get(_folded(folder.name))
+        twin = special.get(label_as_read(folder.name))
         if twin is not None and twin != folder.name:
             raise ValueError(f"{folder}: expected the folder of {twin!r} named exactly {twin!r} (folder names are "
                              f"case-sensitive: its clips would train as {UNKNOWN_LABEL}), found {folder.name!r}; "
@@ -544,7 +538,7 @@ def _class_folders(root: Path, what: str) -> list[Path]:
         raise ValueError(f"{root}: expected one sub-folder per class, found none")
     seen: dict[str, str] = {}
     for folder in folders:
-        twin = seen.setdefault(_folded(folder.name), folder.name)
+        twin = seen.setdefault(label_as_read(folder.name), folder.name)
         if twin != folder.name:
             raise ValueError(f"{root}: expected class folders whose names differ in more than case or Unicode form, "
                              f"found {twin!r} and {folder.name!r} (two classes that read alike); merge them")

@@ -44,7 +44,7 @@ from edgesense.train.runfolder import (
 )
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.train.teachers.models import ModelEnsembleTeacher
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word, label_as_read
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +260,17 @@ def load_dataset(config: TrainConfig) -> Dataset:
 
 
 def _refuse_case_twins(field: str, names, known: set[str]) -> None:
-    """ValueError naming ``field`` where one of its class folders differs from another scene class only by case:
-    ``Kitchen`` beside ``kitchen`` (a second ``edgesense record --label``) would be a second class of one place."""
+    """ValueError naming ``field`` where one of its class folders differs from another scene class only by case or
+    Unicode form (:func:`edgesense.types.label_as_read`): ``Kitchen`` beside ``kitchen`` (a second ``edgesense
+    record --label``) would be a second class of one place."""
     seen = set(known)
     for name in sorted(names):
-        twin = next((other for other in sorted(seen) if other != name and other.casefold() == name.casefold()), None)
+        twin = next((other for other in sorted(seen) if other != name and label_as_read(other) == label_as_read(name)),
+                    None)
         if twin is not None:
             raise ValueError(f"{field}: expected class folders that differ from the other scene classes by more than "
-                             f"case, got {name!r} beside {twin!r} (one place, one name: rename one folder)")
+                             f"case or Unicode form, got {name!r} beside {twin!r} (one place, one name: rename one "
+                             "folder)")
         seen.add(name)
 
 

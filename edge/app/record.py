@@ -29,7 +29,6 @@ import shlex
 import sys
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +47,7 @@ from edgesense.recognition.gate import rms_dbfs
 from edgesense.schema.validate import is_int, is_positive, require
 from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, VideoFrame
 from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
+from edgesense.types import label_as_read
 
 __all__ = ["RecordOptions", "PairWriter", "ProgressBar", "Recorder", "RecordResult", "add_arguments", "run"]
 
@@ -538,19 +538,13 @@ def _report(result: RecordResult, options: RecordOptions, writer: PairWriter, ou
              f"--av {shlex.quote(str(out))} --out {adapted} (see {README_SECTION})")
 
 
-def _folded(name: str) -> str:
-    """A place's name as a person reads it, as training compares class folders (``edgesense.train.data``): case
-    and Unicode form ignored (macOS writes ``ü`` decomposed, ``u`` + U+0308)."""
-    return unicodedata.normalize("NFKC", name).casefold()
-
-
 def _case_twin(out: Path, label: str) -> str | None:
     """The class folder of ``out`` whose name is ``label`` but for case or Unicode form (``kitchen`` for
     ``Kitchen``, a decomposed ``küche`` for a composed one), if any."""
     if not out.is_dir():
         return None
     return next((p.name for p in sorted(out.iterdir()) if p.is_dir() and p.name != label
-                 and _folded(p.name) == _folded(label)), None)
+                 and label_as_read(p.name) == label_as_read(label)), None)
 
 
 def run(args: argparse.Namespace) -> int:

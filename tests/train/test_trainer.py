@@ -777,12 +777,20 @@ def test_a_place_named_like_a_scene_class_but_for_case_is_refused_not_made_a_sec
     with pytest.raises(ValueError) as info:
         load_dataset(load_train_config(path, [f"data.av={mine}"]))
     assert str(info.value) == ("data.av: expected class folders that differ from the other scene classes by more "
-                               "than case, got 'Forest' beside 'forest' (one place, one name: rename one folder)")
+                               "than case or Unicode form, got 'Forest' beside 'forest' (one place, one name: rename "
+                               "one folder)")
+    # A place of the photo folders written in another Unicode form (macOS: 'e' + U+0301), as the reader sees it.
+    (mine / "Forest").rename(mine / "stre\u0301et")
+    (scenes / "street").rename(scenes / "str\u00e9et")
+    with pytest.raises(ValueError, match="by more than case or Unicode form, got 'stre\u0301et' beside 'str\u00e9et'"):
+        load_dataset(load_train_config(path, [f"data.av={mine}"]))
+    (scenes / "str\u00e9et").rename(scenes / "street")
     # Two sessions recorded as --label kitchen and --label Kitchen: one folder, one refusal.
     both = make_av_folder(tmp_path / "both", {"kitchen": (30, 60, 200)})
     make_av_folder(tmp_path / "other", {"kitchen": (30, 60, 200)}, seed=1)
     (tmp_path / "other" / "kitchen").rename(both / "Kitchen")
-    with pytest.raises(ValueError, match=r"^data.av: .* got 'kitchen' beside 'Kitchen'"):
+    with pytest.raises(ValueError, match=rf"^{both}: expected class folders whose names differ in more than case or "
+                                         r"Unicode form, found 'Kitchen' and 'kitchen'"):
         load_dataset(load_train_config(path, [f"data.av={both}"]))
 
 
