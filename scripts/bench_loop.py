@@ -96,10 +96,13 @@ def load_truth(flag: str, path: Path) -> dict:
 
 def match_words(events: list, truth: dict) -> list[dict]:
     commands = [e for e in events if isinstance(e, CommandEvent)]
-    rows = []
+    rows, credited = [], set()  # an event is one word's: the same word said twice within the window needs two
     for word in truth["words"]:
-        hit = next((e for e in commands if e.label == word["word"]
+        hit = next((i for i, e in enumerate(commands) if i not in credited and e.label == word["word"]
                     and word["start_ms"] <= e.t_ms <= word["end_ms"] + MATCH_WINDOW_MS), None)
+        if hit is not None:
+            credited.add(hit)
+            hit = commands[hit]
         rows.append({"word": word["word"], "end_ms": word["end_ms"], "detected": hit is not None,
                      "event_t_ms": None if hit is None else hit.t_ms,
                      "detection_delay_ms": None if hit is None else hit.t_ms - word["end_ms"],

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.bench.scoring import Replay, SweepOptions, sweep
 from edgesense.bench.streaming import TUNING_BUDGETS_PER_HOUR, cached_streams, tuning_budgets
 from edgesense.bench.streams import StreamPosteriors
@@ -88,7 +88,7 @@ def aligned(student: StreamPosteriors, heads: StreamPosteriors) -> tuple[np.ndar
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("student_run", type=Path, help="a bench --tuning-only run of the model alone")
     parser.add_argument("heads_run", type=Path, help="a bench --tuning-only run of the heads alone (student_weight 0)")
     parser.add_argument("--blend", action="append", type=_blend_arg, metavar="KIND:STUDENT_WEIGHT",

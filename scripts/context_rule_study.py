@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.bench.scoring import Replay, SweepOptions, evaluate
 from edgesense.bench.streaming import TUNING_BUDGETS_PER_HOUR, cached_streams, tuning_budgets
 
@@ -64,7 +64,7 @@ def budgets(replays: dict[str, Replay], options: SweepOptions, position: tuple[f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bench_dirs", nargs="+", type=Path, help="folders of edgesense bench --tuning-only runs")
     parser.add_argument("--position", action="append", type=_position, metavar="WINDOW_MS,OFFSET_MS",
                         help="a context position to score (repeatable; default: the positions the firmware's was "

@@ -41,21 +41,39 @@ SUITE="bookworm"
 die() { echo "emulate_rpi5: error: $*" >&2; exit 2; }
 log() { echo "emulate_rpi5: $*" >&2; }
 
+# value FLAG ARGS...: the value after FLAG (a flag given last, or with an empty value, is one line and exit 2,
+# not bash's "unbound variable" and exit 1).
+value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1: expected a value after it, got none"; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --workdir) WORKDIR="$2"; shift 2 ;;
-    --bundle) BUNDLE="$2"; shift 2 ;;
-    --model) MODEL="$2"; shift 2 ;;
-    --config) CONFIG="$2"; shift 2 ;;
-    --video) VIDEO="$2"; shift 2 ;;
-    --audio) AUDIO="$2"; shift 2 ;;
-    --stage) STAGE="$2"; shift 2 ;;
-    --swap-wheel) SWAP_WHEEL="$2"; shift 2 ;;
-    -h|--help) sed -n "2,27p" "$0"; exit 0 ;;
+    --workdir) value "$@"; WORKDIR="$2"; shift 2 ;;
+    --bundle) value "$@"; BUNDLE="$2"; shift 2 ;;
+    --model) value "$@"; MODEL="$2"; shift 2 ;;
+    --config) value "$@"; CONFIG="$2"; shift 2 ;;
+    --video) value "$@"; VIDEO="$2"; shift 2 ;;
+    --audio) value "$@"; AUDIO="$2"; shift 2 ;;
+    --stage) value "$@"; STAGE="$2"; shift 2 ;;
+    --swap-wheel) value "$@"; SWAP_WHEEL="$2"; shift 2 ;;
+    -h|--help) sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
 case "$STAGE" in rootfs|all) ;; *) die "--stage: expected rootfs or all, got $STAGE" ;; esac
+# Every file the run needs, checked before the slow part: a mistyped one was found only after the root file system
+# (15+ minutes the first time), the bundle, or (--swap-wheel) the emulated install.
+if [ "$STAGE" = "all" ]; then
+  if [ -n "$BUNDLE" ]; then
+    [ -f "$BUNDLE/MANIFEST.json" ] || die "--bundle $BUNDLE: expected an edgesense deploy bundle, found no MANIFEST.json"
+  else
+    [ -x "$ROOT_DIR/.venv/bin/edgesense" ] \
+      || die "no $ROOT_DIR/.venv/bin/edgesense to build the bundle with (run scripts/setup.sh, or pass --bundle)"
+    [ -f "$MODEL" ] || die "--model $MODEL: no such file"
+    [ -f "$CONFIG" ] || die "--config $CONFIG: no such file"
+  fi
+  [ -f "$VIDEO" ] || die "--video $VIDEO: no such file"
+  [ -f "$AUDIO" ] || die "--audio $AUDIO: no such file"
+  [ -z "$SWAP_WHEEL" ] || [ -f "$SWAP_WHEEL" ] || die "--swap-wheel $SWAP_WHEEL: no such file"
+fi
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, chroot, mounts)"
 
 ROOTFS="$WORKDIR/rootfs"

@@ -11,13 +11,13 @@
 * ``samples/commands.json``: the words with their start/end times (ground truth for
   tests and scripts/bench_loop.py); ``samples/scenes.json``: the scene segments.
 
-Usage: ``.venv/bin/python scripts/make_samples.py [--ambient-dir ../shared/data/ambient] [--out samples]``.
+Usage: ``.venv/bin/python scripts/make_samples.py [--ambient-dir ../shared/data/ambient] [--out DIR] [--force]``
+(files already in ``--out``, by default the bundled samples, are replaced only with ``--force``).
 Needs espeak-ng on the PATH and the ambient WAVs (``../shared/data/ambient``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgesense.app.cli import run_main  # noqa: E402
+from edgesense.app.cli import OneLineArgumentParser, refuse_existing, refuse_file_in_the_way, run_main  # noqa: E402
 from edgesense.frontend.resample import resample  # noqa: E402
 from edgesense.frontend.wav import read_wav, read_wav_native, write_wav  # noqa: E402
 from edgesense.recognition.gate import rms_dbfs  # noqa: E402
@@ -197,12 +197,27 @@ def make_audio(path: Path, ambient_dir: Path) -> dict:
                         for name, s, e in AMBIENT]}
 
 
+#: The files written into ``--out``.
+OUTPUTS = ("scene.mp4", "commands.wav", "scenes.json", "commands.json")
+
+
+def check_out(out: Path, *, force: bool) -> None:
+    """``--out`` is a folder (or will be one) whose sample files are replaced only with ``--force``: run without
+    it, the script replaced the bundled samples (tracked files; today's WAVs differ from them by a step of PCM)."""
+    refuse_file_in_the_way("--out", out)
+    for name in OUTPUTS:
+        refuse_existing("--out", out / name, force=force)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ambient-dir", type=Path, default=ROOT.parent / "shared" / "data" / "ambient",
                         help="folder with the CC0 cafe.wav and traffic.wav (default: ../shared/data/ambient)")
     parser.add_argument("--out", type=Path, default=ROOT / "samples", help="output folder (default: samples/)")
+    parser.add_argument("--force", action="store_true", help="replace the files already in --out (the bundled "
+                        "samples, by default)")
     args = parser.parse_args(argv)
+    check_out(args.out, force=args.force)
     if shutil.which("espeak-ng") is None:
         parser.error("espeak-ng is not installed (apt-get install espeak-ng)")
     for name, _, _ in AMBIENT:
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = make_audio(args.out / "commands.wav", args.ambient_dir)
     (args.out / "scenes.json").write_text(json.dumps(scenes, indent=2) + "\n", encoding="utf-8")
     (args.out / "commands.json").write_text(json.dumps(commands, indent=2) + "\n", encoding="utf-8")
-    for name in ("scene.mp4", "commands.wav", "scenes.json", "commands.json"):
+    for name in OUTPUTS:
         print(f"{args.out / name}: {(args.out / name).stat().st_size / 1024:.0f} KB")
     return 0
 

@@ -12,12 +12,12 @@ each word, never by what the model answers.
 * ``samples/speech_commands.json``: each word's spoken part (``start_ms`` / ``end_ms``), speaker
   and source clip; the levels and the background with their licences.
 
-Usage: ``.venv/bin/python scripts/make_speech_sample.py [--data ../shared/data] [--out samples]``.
+Usage: ``.venv/bin/python scripts/make_speech_sample.py [--data ../shared/data] [--out DIR] [--force]``
+(files already in ``--out``, by default the bundled samples, are replaced only with ``--force``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, refuse_existing, refuse_file_in_the_way, run_main
 from edgesense.train.data import SplitSpec
 from edgesense.bench.streams import utterance
 from edgesense.frontend.audio import AudioFrontendOptions
@@ -117,20 +117,35 @@ def make(speech_commands: Path, noise_dir: Path, model_path: Path, out: Path) ->
             "made_by": "scripts/make_speech_sample.py"}
 
 
+#: The files written into ``--out``.
+OUTPUTS = ("speech_commands.wav", "speech_commands.json")
+
+
+def check_out(out: Path, *, force: bool) -> None:
+    """``--out`` is a folder (or will be one) whose sample files are replaced only with ``--force``: run without
+    it, the script replaced the bundled samples (tracked files; today's WAVs differ from them by a step of PCM)."""
+    refuse_file_in_the_way("--out", out)
+    for name in OUTPUTS:
+        refuse_existing("--out", out / name, force=force)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
                         help="the shared data folder (speech_commands/, noise/)")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "edgesense.tflite",
                         help="the model whose recorded split says which speakers are test speakers")
     parser.add_argument("--out", type=Path, default=ROOT / "samples", help="output folder (default: samples/)")
+    parser.add_argument("--force", action="store_true", help="replace the files already in --out (the bundled "
+                        "samples, by default)")
     args = parser.parse_args(argv)
+    check_out(args.out, force=args.force)
     for needed in (args.data / "speech_commands", args.data / "noise" / NOISE, args.model):
         if not needed.exists():
             parser.error(f"{needed}: not found")
     truth = make(args.data / "speech_commands", args.data / "noise", args.model, args.out)
     (args.out / "speech_commands.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-    for name in ("speech_commands.wav", "speech_commands.json"):
+    for name in OUTPUTS:
         print(f"{args.out / name}: {(args.out / name).stat().st_size / 1024:.0f} KB")
     print("speakers:", ", ".join(sorted({w["speaker"] for w in truth["words"]})))
     return 0

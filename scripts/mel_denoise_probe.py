@@ -22,13 +22,12 @@ speaker) on every clip at each SNR of the table::
 from __future__ import annotations
 
 import sys
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.speech_embedding import (MEL_BINS, MEL_OFFSET, MEL_SCALE, STRIDE_FRAMES, WINDOW_FRAMES,
                                               make_interpreters, run_resized, to_pcm16)
@@ -147,7 +146,7 @@ def fit(x: np.ndarray, y: np.ndarray, *, steps: int = 300, learning_rate: float 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speech-commands", type=Path, required=True)
     parser.add_argument("--noise", type=Path, action="append", required=True,
                         help="noise folder (repeatable); its training pool is used")

@@ -26,14 +26,13 @@ and over the training pool's noise at ``--snr-db``:
 from __future__ import annotations
 
 import sys
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.frontend.wav import read_wav
 from edgesense.train.data import AudioItem, SplitSpec, load_speech_commands
 from edgesense.train.pools import split_recordings, wav_recordings
@@ -67,7 +66,7 @@ def _mix(clip: np.ndarray, noise: np.ndarray, snr_db: float | None, rng: np.rand
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speech-commands", type=Path, required=True)
     parser.add_argument("--noise", type=Path, required=True, help="noise folder; its training pool is used")
     parser.add_argument("--clips", type=int, default=200, help="command clips drawn (default 200)")

@@ -15,7 +15,6 @@ PyPI cannot be reached (or bad arguments).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -23,11 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.deploy.resolve import KNOWN_EXTRAS, Resolution, resolve
 from edgesense.deploy.targets import TARGETS  # noqa: E402
 
-COLUMNS = ("numpy", "opencv", "sounddevice", "pyyaml", "interpreter")
+#: The first columns, in this order (pip's names for the project's device dependencies; the others follow).
+COLUMNS = ("numpy", "opencv", "sounddevice", "ruamel-yaml", "interpreter")
 
 
 def _cells(res: Resolution) -> dict[str, str]:
@@ -42,13 +42,17 @@ def _cells(res: Resolution) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", action="append", choices=list(TARGETS), help="only these targets (repeatable)")
     parser.add_argument("--python-version", default=None, metavar="X.Y", help="override every target's Python")
     parser.add_argument("--extra", action="append", default=[], choices=list(KNOWN_EXTRAS))
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    # Before pip asks PyPI for every target (minutes): a --json that cannot be written failed only after that.
+    if args.json is not None and (args.json.is_dir() or not args.json.resolve().parent.is_dir()):
+        parser.error(f"--json {args.json}: expected a file in an existing folder, got "
+                     + ("a folder" if args.json.is_dir() else "a path whose folder does not exist"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

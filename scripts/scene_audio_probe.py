@@ -18,13 +18,12 @@ scores it on snippets of the *evaluation* pool at -35...-20 dBFS (recordings it 
 from __future__ import annotations
 
 import sys
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
 from edgesense.quantize.adapt import linear_probe
@@ -56,7 +55,7 @@ def represent(model: EdgeModel, clips: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--scene-ambient", type=Path, required=True)
     parser.add_argument("--train-per-class", type=int, default=300)

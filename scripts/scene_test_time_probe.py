@@ -17,14 +17,13 @@ a choice). Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.train.data import SplitSpec
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.runtime.model import EdgeModel
@@ -82,7 +81,7 @@ def size_probe(run: Path, items: list, labels: np.ndarray, sizes: list[int]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a deployed EdgeSense .tflite")
     parser.add_argument("--scenes", type=Path, required=True, help="the scene folder the model was trained on")
     parser.add_argument("--split", choices=SPLITS, default="validation")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.bench import streams as bench_streams
 from edgesense.bench.streams import StreamPosteriors
 from edgesense.runtime.interpreter import InterpreterOptions
@@ -229,7 +229,7 @@ def cost(model_path: Path, *, repeats: int = COST_REPEATS) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     shared = Path("../shared/data")
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=Path("models/edgesense.tflite"),
                    help="the deployed model whose split (and, with --with-student, posteriors) the study uses")
     p.add_argument("--out", type=Path, help="the study's folder (not with --cost)")

@@ -29,14 +29,13 @@ synthetic-only heads are scored on the real clips of the labels they learnt (wor
 from __future__ import annotations
 
 import sys
-import argparse
 import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from edgesense.app.cli import run_main
+from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.train.data import AudioItem, load_clips, load_speech_commands
 from edgesense.train.teachers import teacher_logits
 from edgesense.train.teachers.audio import AudioTeacherOptions, fit_audio_head
@@ -75,7 +74,7 @@ def _sample(items: list[AudioItem], per_word: int, unknown: int, rng: np.random.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real", type=Path, required=True)
     parser.add_argument("--espeak", type=Path, required=True)
     parser.add_argument("--piper", type=Path, required=True)

@@ -11,6 +11,7 @@ import pytest
 from conftest import load_script, require_speech_embedding
 
 from edgesense.loop.stats import SECOND_OPINION_STAGES
+from edgesense.types import CommandEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The bundled pair hears 11 of the demo's 12 words with desktop.yaml's settings, the default
@@ -71,3 +72,15 @@ def test_bad_input_gets_one_line_and_exit_code_2(capsys, monkeypatch, flags, exp
         code = exc.code
     assert code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(expected)
+
+
+def test_bench_loop_credits_one_event_to_one_word():
+    """The same word said twice within the window: one event counted both as detected."""
+    truth = {"words": [{"word": "go", "start_ms": 1000.0, "end_ms": 1400.0},
+                       {"word": "go", "start_ms": 1900.0, "end_ms": 2300.0}]}
+    event = CommandEvent(label="go", score=0.9, t_ms=2000.0, wall_time=0.0)
+    rows = load_script("bench_loop").match_words([event], truth)
+    assert [row["detected"] for row in rows] == [True, False]
+    two = load_script("bench_loop").match_words([event, CommandEvent(label="go", score=0.9, t_ms=2400.0,
+                                                                     wall_time=0.0)], truth)
+    assert [row["event_t_ms"] for row in two] == [2000.0, 2400.0]
