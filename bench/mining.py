@@ -66,7 +66,7 @@ from edgesense.frontend.wav import write_wav
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions
 from edgesense.runtime.model import EdgeModel
-from edgesense.runtime.second_opinion import SecondOpinionOptions
+from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.train.cache import file_sha256
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, derived_seed, is_seed
@@ -403,7 +403,8 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
 FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
          "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
          "negatives": "--negatives", "speech_commands": "--speech-commands", "heads_path": "--second-opinion",
-         "student_weight": "--student-weight"}
+         "student_weight": "--student-weight", "second_opinion.heads_path": "--second-opinion",
+         "second_opinion": "--second-opinion"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -475,6 +476,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         earlier_files(out, force=args.force)  # before the streaming, not after it
         model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))
+        if second.enabled:  # heads of other words, a damaged file, no speech_embedding: said before the streaming
+            SecondOpinion(second, labels=model.command_labels, sample_rate_hz=model.audio_frontend.sample_rate_hz,
+                          hop_ms=options.hop_ms)
         other_words = ([] if args.speech_commands is None
                        else training_other_words(model, args.speech_commands, salt=args.salt))
         if args.speech_commands is not None and not other_words:

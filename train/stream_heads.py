@@ -333,6 +333,8 @@ def training_windows(clips: np.ndarray, labels: np.ndarray, talk: Sequence[np.nd
             bg = noise_window(noise, length, rng)
             rows.append((bg * np.float32(10 ** ((rng.uniform(*SILENCE_DBFS) - rms_dbfs(bg)) / 20))).astype(np.float32))
             ys.append(silence)
+    if not rows:  # e.g. no validation speakers
+        return np.zeros((0, length), np.float32), np.zeros(0, np.int32)
     return np.stack(rows), np.asarray(ys, np.int32)
 
 
@@ -422,13 +424,27 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     length = options.window_samples
     silence, unknown = lookup[SILENCE_LABEL], lookup[UNKNOWN_LABEL]
     clips, ys = clips_of("training")
+    # a word no training speaker says gives heads that never learned it: refused, not written as if they had
+    untaught = [label for label in words if lookup[label] not in set(ys.tolist())]
+    if untaught:
+        raise ValueError(f"--speech-commands: expected clips of every word of --model by its training speakers (the "
+                         f"speakers split as --model was trained), got none of {', '.join(untaught)} in "
+                         f"{speech_commands}; give a folder with more speakers of them (e.g. the one --model was "
+                         "trained on)")
     mined = hard_negative_clips(hard_negatives)
     if hard_negatives:
         require(len(mined) > 0, "--hard-negatives", "folders with .wav windows", [str(p) for p in hard_negatives])
         clips = np.concatenate([clips, mined])
         ys = np.concatenate([ys, np.full(len(mined), unknown, np.int32)])
     val_clips, val_ys = clips_of("validation")
-    noise_pool, _ = data.load_noise_pool(split_recordings(wav_recordings(noise) + list(index.noise_paths))["training"])
+    if not len(val_clips):
+        logger.warning("%s: no clips of validation speakers (the speakers split as --model was trained): the heads "
+                       "of the last epoch are kept, with no validation figure", speech_commands)
+    found = {folder: wav_recordings([folder]) for folder in noise}  # a folder without any: said, not left out
+    empty = [str(folder) for folder, recordings in found.items() if not recordings]
+    require(not empty, "--noise", "folders with .wav recordings", empty)
+    noise_recordings = sorted({path for recordings in found.values() for path in recordings})
+    noise_pool, _ = data.load_noise_pool(split_recordings(noise_recordings + list(index.noise_paths))["training"])
     negative_paths = wav_recordings([negatives])
     talk_paths = speech_negative_pools(negative_paths)["training"]
     extra_talk = wav_recordings(talk)
@@ -482,11 +498,12 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
             ex.shape[1])
     logger.info("%d training windows embedded", len(x))
     teacher = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=options.epochs)
-    heads = [fit_audio_head(ex, y, len(labels), teacher, seed=derived_seed(options.seed, k), validation=(vex, vy),
+    validation = (vex, vy) if len(vx) else None  # no validation speakers: the last epoch's heads
+    heads = [fit_audio_head(ex, y, len(labels), teacher, seed=derived_seed(options.seed, k), validation=validation,
                             class_scale={m.unknown: options.unknown_weight}) for k in range(options.heads)]
     model = ensemble_model(heads, options.context_embeddings)
     val_accuracy = (float(np.mean(np.argmax(np.mean([h.predict(vex, verbose=0) for h in heads], axis=0), axis=1)
-                                  == vy)) if len(vex) else None)
+                                  == vy)) if validation is not None else None)
     metadata = {"kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": list(labels),
                 "context_embeddings": options.context_embeddings, "heads": options.heads,
                 "embedding": {"distribution": DISTRIBUTION, "version": DISTRIBUTION_VERSION},

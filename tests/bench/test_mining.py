@@ -338,3 +338,25 @@ def test_the_hidden_file_of_a_manifest_write_cut_short_is_minings_own(tmp_path):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="also holds notes.txt"):
         earlier_files(out, force=True)
+
+
+def test_heads_of_other_words_are_one_line_naming_the_flag_before_the_other_words_load(tmp_path, tiny_model_path,
+                                                                                        capsys):
+    """``--second-opinion`` heads that know other words than ``--model`` were said as the config field
+    ``second_opinion.heads_path`` (no config in ``mine``), and only once the streaming began, after the
+    training speakers' other words had loaded (here: refused first for having none)."""
+    require_speech_embedding()
+    from datagen import write_stream_heads
+
+    heads = write_stream_heads(tmp_path / "own_heads.tflite", ["_silence_", "_unknown_", "lights", "music"])
+    folder = _talk_folder(tmp_path, np.random.default_rng(6))
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS, speakers=4, per_speaker=1,
+                                  unknown_words=())
+    out = tmp_path / "mined"
+    assert main(["mine", "--model", str(tiny_model_path), "--negatives", str(folder.parent), "--out", str(out),
+                 "--speech-commands", str(speech), "--talk-minutes", "0.5", "--second-opinion", str(heads)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"edgesense: error: --second-opinion: {heads}: labels: expected the "
+                                               "model's ['_silence_', '_unknown_', 'yes'"), err
+    assert "got ['_silence_', '_unknown_', 'lights', 'music']" in err[0] and "train-stream-heads --model" in err[0]
+    assert not out.exists()

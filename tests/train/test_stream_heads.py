@@ -485,3 +485,76 @@ def test_talk_that_is_negatives_recordings_is_refused_its_evaluation_pool_never_
     write_wav(own / "s.wav", np.concatenate([speech_clip(None, rng) for _ in range(3)]), SR)
     with_own = training_material(student, speech, [], negatives.parent, options, talk=[own.parent])
     assert len(with_own.talk) == len(training_material(student, speech, [], negatives.parent, options).talk) + 1
+
+
+def _speakers_of(speech, words, part):
+    """The speakers of ``part`` (``training``, ``validation``) in ``speech``, split as a student that records no
+    split was trained."""
+    from edgesense.train.data import SplitSpec, load_speech_commands
+
+    split = SplitSpec.from_metadata({}, None).split_clips(load_speech_commands(speech, words=words))
+    return {item.speaker for item in split[part] if item.label in words}
+
+
+def test_a_word_no_training_speaker_says_is_refused_never_heads_that_never_learned_it(tmp_path):
+    """A folder whose training speakers never say a word of the student (one's own words recorded by a
+    speaker or two, all held out for validation) wrote heads that had never heard it, silently."""
+    speech, student, negatives, _ = _two_word_material(tmp_path, readers=4)
+    words = list(student.command_labels[2:])
+    for speaker in _speakers_of(speech, words, "training"):
+        for clip in (speech / words[1]).glob(f"{speaker}_nohash_*.wav"):
+            clip.unlink()
+    options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
+    with pytest.raises(ValueError, match=rf"^--speech-commands: expected clips of every word of --model by its "
+                                         rf"training speakers .*, got none of {words[1]} in {speech}; "):
+        training_material(student, speech, [], negatives.parent, options)
+
+
+def test_no_validation_speakers_train_without_a_validation_figure(tmp_path, caplog):
+    """A folder of training speakers only (no validation speaker) failed with 'need at least one array to
+    stack', a line naming nothing."""
+    speech, student, negatives, _ = _two_word_material(tmp_path, readers=4)
+    words = list(student.command_labels[2:])
+    for speaker in _speakers_of(speech, words, "validation"):
+        for clip in speech.glob(f"*/{speaker}_nohash_*.wav"):
+            clip.unlink()
+    options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
+    with caplog.at_level("WARNING", logger="edgesense.train.stream_heads"):
+        material = training_material(student, speech, [], negatives.parent, options)
+    assert material.vx.shape == (0, options.window_samples) and material.vy.shape == (0,)
+    assert set(material.y.tolist()) >= {2, 3}
+    assert "no clips of validation speakers" in caplog.text
+
+
+def test_a_noise_folder_without_recordings_is_refused_never_silently_left_out(tmp_path):
+    """``--noise`` naming a folder with no WAV in it trained on the other noise alone, saying nothing."""
+    speech, student, negatives, _ = _two_word_material(tmp_path, readers=4)
+    empty = tmp_path / "my_noise"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("the fan, recorded tomorrow")
+    options = StreamHeadsOptions(variants=1, talk_per_variant=2, silence_per_variant=1)
+    with pytest.raises(ValueError, match=r"^--noise: expected folders with \.wav recordings, got \[.*my_noise'\]$"):
+        training_material(student, speech, [empty], negatives.parent, options)
+
+
+@pytest.mark.slow
+def test_the_command_trains_heads_without_validation_speakers(tiny_model_path, tmp_path, capsys):
+    require_speech_embedding()
+    from datagen import make_speech_commands
+
+    from edgesense.runtime.model import EdgeModel
+
+    model = EdgeModel.load(tiny_model_path)
+    words = [w for w in model.command_labels if not w.startswith("_")]
+    speech = make_speech_commands(tmp_path / "speech", words=words, speakers=6, per_speaker=1)
+    for speaker in _speakers_of(speech, words, "validation"):
+        for clip in speech.glob(f"*/{speaker}_nohash_*.wav"):
+            clip.unlink()
+    _, _, negatives, _ = _two_word_material(tmp_path / "talk", readers=4)
+    out = tmp_path / "heads.tflite"
+    assert main(["train-stream-heads", "--out", str(out), "--model", str(tiny_model_path), "--speech-commands",
+                 str(speech), "--negatives", str(negatives.parent), "--noise", str(speech / "_background_noise_"),
+                 "--variants", "1", "--talk-per-variant", "4", "--silence-per-variant", "2", "--epochs", "1",
+                 "--heads", "1"]) == 0
+    assert "validation windows None" in capsys.readouterr().out
+    assert StreamHeads(out).metadata["validation_window_accuracy"] is None
