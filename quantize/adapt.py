@@ -65,6 +65,7 @@ from edgesense.train.augment import ImageAugmentOptions, augment_images
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
+from edgesense.types import label_as_read
 
 __all__ = ["AdaptOptions", "FuseLayer", "adapt_model", "add_arguments", "check_class_names", "command_changes",
            "fuse_layers", "has_vision_gate", "require_full_integer", "run"]
@@ -324,18 +325,20 @@ def split_places(split: dict[str, list], places: Sequence[str]) -> dict[str, lis
 
 
 def check_class_names(model: EdgeModel, *, scenes: Path | None, av: Path | None) -> None:
-    """ValueError naming the flag where a class folder differs from another scene class only by case
-    (``Sea`` beside the model's ``sea`` would be a second class of one place)."""
+    """ValueError naming the flag where a class folder differs from another scene class only by case or Unicode
+    form (:func:`edgesense.types.label_as_read`: ``Sea`` beside the model's ``sea`` would be a second class of one
+    place)."""
     known = list(model.scene_labels)
     for flag, root in (("--scenes", scenes), ("--av", av)):
         if root is None or not Path(root).is_dir():
             continue
         for name in sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-            twin = next((label for label in known if label != name and label.casefold() == name.casefold()), None)
+            twin = next((label for label in known if label != name and label_as_read(label) == label_as_read(name)),
+                        None)
             if twin is not None:
                 raise ValueError(f"{flag} {root}: expected class folders that differ from the other scene classes "
-                                 f"by more than case, got {name!r} beside {twin!r} (name it {twin!r} to teach that "
-                                 f"class)")
+                                 f"by more than case or Unicode form, got {name!r} beside {twin!r} (name it "
+                                 f"{twin!r} to teach that class)")
             known.append(name)
 
 
@@ -652,6 +655,8 @@ def adapt_model(model_path: Path, out_path: Path, *, scenes: Path | None = None,
 
     if scenes is None and av is None:
         raise ValueError("--scenes/--av: expected photos to learn from (one or both), got neither")
+    if name is not None and (not isinstance(name, str) or not name.strip()):  # "" was taken as no name at all
+        raise ValueError(f"name: expected a non-empty string or None, got {name!r}")
     if scene_ambient is None and av is None:  # said before minutes of embedding the photos, not after
         raise ValueError(NO_SOUNDS)
     _check_writable(out_path)
@@ -796,6 +801,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing("--out", args.out, force=args.force)
     with user_names({"epochs": "--epochs", "sound_mismatch": "--sound-mismatch", "seed": "--seed"}):
         options = AdaptOptions(epochs=args.epochs, sound_mismatch=args.sound_mismatch, seed=args.seed)
+    if args.name is not None and not args.name.strip():  # as quantize --name says it
+        raise ValueError(f"--name: expected a non-empty string, got {args.name!r}")
     metadata = adapt_model(args.model, args.out, scenes=args.scenes, scene_ambient=args.scene_ambient, av=args.av,
                            options=options, name=args.name, image_encoder=args.image_encoder)
     adapted = metadata["adapted"]

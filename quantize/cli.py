@@ -78,14 +78,22 @@ def run(args: argparse.Namespace) -> int:
     # Nothing already there is replaced unasked, and that is said before any fine-tuning or conversion.
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out}: is a folder; expected a .tflite file path")
+    # A file where its folder should be is --out's to name (it was "File exists", or blamed on --report).
+    refuse_file_in_the_way(f"--out {args.out}", Path(args.out).parent, expected="a folder for the model")
     refuse_existing("--out", Path(args.out), force=args.force)
     if args.report is not None:  # and the report can be made once the model is written
         from edgesense.quantize.convert import VALIDATION_FILE, read_run_info, validation_arrays
         from edgesense.quantize.report import report_paths
 
+        report_flag = f"--report {args.report}" if args.report else "--report"
+        out = Path(args.out).resolve()
         for path in report_paths(args.out, args.report or None):
+            # The report at the model's path, or in a folder of its name: that failed once both were made.
+            if path.resolve() == out or out in path.resolve().parents:
+                raise ValueError(f"{report_flag}: expected a place apart from the model, got {path}, which is "
+                                 f"{'--out' if path.resolve() == out else 'inside --out'} {args.out}")
             refuse_existing("--report", path, force=args.force)
-            refuse_file_in_the_way(f"--report {args.report}", path.parent, expected=f"a folder for {path.name}")
+            refuse_file_in_the_way(report_flag, path.parent, expected=f"a folder for {path.name}")
         validation = Path(args.run_dir) / VALIDATION_FILE
         if Path(args.run_dir).is_dir():
             if not validation.is_file():

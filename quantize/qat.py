@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from edgesense.schema.validate import from_mapping, require
-from edgesense.train.runfolder import check_out_dir
+from edgesense.train.runfolder import check_out_dir, commit_run, discard_staging, start_staging
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ def _load_training_config(run_dir: Path):
         info = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{run_json}: cannot read the run's description ({exc})") from None
+    if not isinstance(info, dict):  # it raised AttributeError (a traceback)
+        raise ValueError(f"{run_json}: expected a JSON object, got {type(info).__name__}")
     if not isinstance(info.get("config"), dict) or "data" not in info["config"]:
         raise ValueError(f"{run_json}: config: --qat fine-tunes on the run's training data, but this run "
                          "records no training config (a run folder written by 'edgesense train' has one)")
@@ -135,7 +137,11 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
     model = keras.models.load_model(model_path)
     keras.utils.set_random_seed(config.seed)
 
-    ds = load_dataset(config)
+    try:
+        ds = load_dataset(config)
+    except ValueError as exc:  # its data moved or changed since training: said as the run's, not a bare path
+        raise ValueError(f"{run_dir / 'run.json'}: config.data: expected the run's training data to fine-tune on, "
+                         f"got {exc}") from None
     steps = options.steps_per_epoch or max(1, max(ds.image_train.labels.size, ds.audio_train.labels.size)
                                            // config.train.batch_size)
     batches = FusionBatches(ds, config, steps=steps, epoch_seed=derived_seed(config.seed, 1))
@@ -167,12 +173,19 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
     after = validation.evaluate()
     log.info("qat: validation before %s, after %s", before, after)
     check_out_dir(out_dir, force, flag="out_dir", force_flag="force=True")  # again: the fine-tuning took a while
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    shutil.copytree(run_dir, out_dir)
-    model.save(out_dir / MODEL_FILE)
     info["name"] = f"{info.get('name', run_dir.name)}{QAT_SUFFIX}"
     info.setdefault("metrics", {})["qat"] = {"options": asdict(options), "kernels": len(kernels),
                                             "validation_before": before, "validation_after": after}
-    (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    # Written whole or not at all, as a trained run: into a hidden folder beside out_dir, moved there once complete.
+    # (It emptied out_dir first and copied the run in: Ctrl-C or a full disk then lost the earlier fine-tuned run, or
+    # left the run's own model.keras and run.json there, a folder that read as a complete fine-tuned run.)
+    staging = start_staging(out_dir, flag="out_dir")
+    try:
+        shutil.copytree(run_dir, staging, dirs_exist_ok=True)
+        model.save(staging / MODEL_FILE)
+        (staging / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        commit_run(staging, out_dir, force, flag="out_dir", force_flag="force=True")
+    except BaseException:
+        discard_staging(staging)
+        raise
     return out_dir

@@ -46,21 +46,25 @@ _COPIED_FILES = ("calibration.npz", "validation.npz")
 def _read_run(path: Path) -> dict:
     check_init_from(path, flag="runs")
     try:
-        return json.loads((path / "run.json").read_text())
+        info = json.loads((path / "run.json").read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"runs {path}: expected a readable run.json, got {exc}") from None
+    if not isinstance(info, dict):  # it raised AttributeError (a traceback) when the runs were compared
+        raise ValueError(f"runs {path}: expected run.json to hold a JSON object, got {type(info).__name__}")
+    return info
 
 
 def _signature(info: dict) -> dict:
     """What must agree between averaged runs: ``RUN_MATCH_FIELDS``, the model's config but for the
     fields that act in training only (``TRAINING_ONLY_MODEL_FIELDS``: the soup takes the first
     run's) and the held-out split (the runs are judged on the first one's validation set)."""
-    model = (info.get("config") or {}).get("model")
+    config, data = info.get("config"), info.get("data")
+    model = config.get("model") if isinstance(config, dict) else None
     if isinstance(model, dict):
         model = {k: v for k, v in model.items() if k not in TRAINING_ONLY_MODEL_FIELDS}
     return {**{field: info.get(field) for field in RUN_MATCH_FIELDS},
             "config.model": model,
-            "data.split": (info.get("data") or {}).get("split")}
+            "data.split": data.get("split") if isinstance(data, dict) else None}
 
 
 def _mean(weights: list[list[np.ndarray]], members: list[int]) -> list[np.ndarray]:

@@ -267,6 +267,12 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
         line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
                                    "--seed", seed))
         assert line == f"{ERROR_PREFIX} --seed: expected an integer in [0, 2**32), got {seed}"
+    for name in ("", "  "):  # it was taken as no --name: the model was called MODEL-adapted
+        line = only_line(edgesense("adapt", "--model", BUNDLED, "--out", tmp_path / "x.tflite", "--av", tmp_path,
+                                   "--name", name))
+        assert line == f"{ERROR_PREFIX} --name: expected a non-empty string, got {name!r}"
+    with pytest.raises(ValueError, match=r"^name: expected a non-empty string or None, got ''$"):
+        adapt_model(BUNDLED, tmp_path / "x.tflite", av=tmp_path, name="")
     assert not (tmp_path / "x.tflite").exists()
 
 
@@ -390,7 +396,7 @@ def test_a_place_named_like_a_stock_scene_but_for_case_is_refused_in_one_line(tm
     out = tmp_path / "x.tflite"
     line = error_line(edgesense("adapt", "--model", BUNDLED, "--out", out, "--av", mine))
     assert line == (f"{ERROR_PREFIX} --av {mine}: expected class folders that differ from the other scene classes by "
-                    "more than case, got 'Sea' beside 'sea' (name it 'sea' to teach that class)")
+                    "more than case or Unicode form, got 'Sea' beside 'sea' (name it 'sea' to teach that class)")
     assert not out.exists()
 
 

@@ -76,6 +76,13 @@ def test_qat_needs_a_run_with_its_training_config(tiny_run_dir, tmp_path, capsys
     assert main(["quantize", str(tiny_run_dir), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
     _assert_one_line_error(capsys.readouterr().err, "run.json", "records no training config")
     assert not (tmp_path / "m.tflite").exists()
+    # A run.json that is not a JSON object: a traceback (AttributeError).
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "run.json").write_text("[]")
+    assert main(["quantize", str(listed), "--out", str(tmp_path / "m.tflite"), "--qat"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, f"{listed / 'run.json'}: expected a JSON object, got list")
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_an_existing_out_is_refused_before_anything_runs_unless_force(tiny_run_dir, tmp_path, capsys):
@@ -144,8 +151,30 @@ def test_empty_representative_set(run_dir_copy, tmp_path, capsys):
 def test_unwritable_output(tiny_run_dir, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main(["quantize", str(tiny_run_dir), "--out", str(blocker / "sub" / "m.tflite")]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "cannot write the output model", str(blocker))
+    # A file where --out's folder should be is named as --out's: the file itself said "File exists" (as if the
+    # model were there, for --force) and, with --report, it was blamed on "--report " with no value.
+    for out, where in ((blocker / "sub" / "m.tflite", f"got {blocker / 'sub'}, inside {blocker}, which is a file"),
+                       (blocker / "m.tflite", f"got {blocker}, which is a file")):
+        for report in ([], ["--report"]):
+            assert main(["quantize", str(tiny_run_dir), "--out", str(out), *report]) == 2
+            _assert_one_line_error(capsys.readouterr().err, f"--out {out}: expected a folder for the model", where)
+    assert blocker.read_text() == ""
+
+
+def test_a_report_in_the_models_place_is_refused_before_anything_runs(tiny_run_dir, tmp_path, capsys):
+    # --report m.tflite (or m.tflite/) made a folder of the model's name, put the report in it, then failed to put
+    # the converted model there with "[Errno 21] Is a directory", leaving a folder that refused the next --out.
+    out = tmp_path / "m.tflite"
+    for report, where in ((str(out), f"got {out / 'report.json'}, which is inside --out {out}"),
+                          (f"{out}/", f"got {out / 'report.json'}, which is inside --out {out}")):
+        assert main(["quantize", str(tiny_run_dir), "--out", str(out), "--report", report]) == 2
+        _assert_one_line_error(capsys.readouterr().err, f"--report {report}: expected a place apart from the model",
+                               where)
+    named = tmp_path / "report.json"  # the model named as the report beside it would be
+    assert main(["quantize", str(tiny_run_dir), "--out", str(named), "--report"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, f"--report: expected a place apart from the model, got {named}, "
+                           f"which is --out {named}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_calibration_count(tiny_run_dir, tmp_path, capsys):

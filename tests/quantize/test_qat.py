@@ -116,3 +116,78 @@ def test_qat_fine_tunes_a_trained_run_and_converts_it(tmp_path):
     # Again, onto the same model and fine-tuned run: refused unless --force, which replaces both.
     assert main(command) == 2 and info == json.loads((tmp_path / "run-qat" / "run.json").read_text())
     assert main([*command, "--force"]) == 0 and EdgeModel.load(out).metadata["name"].endswith("-qat")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run folder written by ``edgesense train`` (one short epoch) on generated data: what --qat fine-tunes."""
+    pytest.importorskip("tensorflow")
+    from datagen import make_scenes, make_speech_commands, write_train_yaml
+
+    from edgesense.train.config import load_train_config
+    from edgesense.train.trainer import train
+
+    data = tmp_path_factory.mktemp("qat_data")
+    speech = make_speech_commands(data / "speech", speakers=12, per_speaker=1)
+    scenes = make_scenes(data / "scenes", per_class=12)
+    config = load_train_config(write_train_yaml(data / "train.yaml", speech=speech, scenes=scenes, epochs=1,
+                                                steps_per_epoch=3))
+    train(config, data / "run", verbose=0)
+    return data / "run"
+
+
+@pytest.mark.slow
+def test_a_run_whose_training_data_moved_is_named_in_one_line(trained_run, tmp_path, capsys):
+    # It said "speech commands root: expected a folder, got '...' (does not exist)": neither the run, nor that --qat
+    # reads the data the run was trained on (quantizing without --qat reads none of it).
+    import shutil
+
+    from edgesense.app.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    info = json.loads((run / "run.json").read_text())
+    moved = tmp_path / "moved"
+    info["config"]["data"]["speech_commands"] = [str(moved)]  # as after `mv data/speech data/moved`
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["quantize", str(run), "--out", str(tmp_path / "m.tflite"), "--qat", "--qat-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("edgesense: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith(f"edgesense: error: {run / 'run.json'}: config.data: expected the run's training "
+                                "data to fine-tune on, got "), errors[0]
+    assert str(moved) in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no model, no RUN-qat
+
+
+@pytest.mark.slow
+def test_an_interrupted_qat_leaves_the_earlier_fine_tuned_run_whole(trained_run, tmp_path, monkeypatch):
+    # --qat --force emptied RUN-qat first, copied the run in and saved the fine-tuned model over its model.keras:
+    # Ctrl-C there lost the earlier fine-tuned run, or left the run's own model and run.json, read as fine-tuned.
+    import shutil
+
+    import keras
+
+    from edgesense.quantize.qat import qat_finetune
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "run")
+    earlier = runs / "run-qat"  # an earlier fine-tuned run, which force may replace only with a whole new one
+    shutil.copytree(runs / "run", earlier)
+    info = json.loads((earlier / "run.json").read_text())
+    (earlier / "run.json").write_text(json.dumps({**info, "name": "earlier-qat"}))
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C while the fine-tuned model is being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        qat_finetune(runs / "run", earlier, QatOptions(epochs=1), force=True)
+    assert sorted(p.name for p in runs.iterdir()) == ["run", "run-qat"]  # no staging folder left beside it
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    monkeypatch.undo()
+    qat_finetune(runs / "run", earlier, QatOptions(epochs=1), force=True)  # a whole run replaces it
+    info = json.loads((earlier / "run.json").read_text())
+    assert info["name"].endswith("-qat") and "qat" in info["metrics"] and info["name"] != "earlier-qat"
+    assert sorted(p.name for p in runs.iterdir()) == ["run", "run-qat"]

@@ -124,6 +124,12 @@ def test_runs_that_differ_in_a_training_only_field_are_averaged_and_other_models
     assert not (tmp_path / "soup2").exists()
 
 
+def _copy_with_run_json(src, dest, info):
+    shutil.copytree(src, dest)
+    (dest / "run.json").write_text(json.dumps(info))
+    return dest
+
+
 def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_path):
     other = _edited_copy(runs["near"], tmp_path / "other",
                          lambda info: info["labels"].update(scene=["kitchen", "garden"]))
@@ -134,6 +140,15 @@ def test_runs_of_other_labels_and_bad_folders_are_refused_in_one_line(runs, tmp_
                          lambda info: info["data"].update(split={"speaker_salt": "other"}))
     line = only_line(edgesense("average", runs["first"], split, "--out", tmp_path / "soup"))
     assert line.startswith(f"{ERROR_PREFIX} runs {split}: does not match {runs['first']} in data.split (")
+    # A run.json that is not a JSON object, or whose config or data is not one: a traceback (AttributeError).
+    listed = _copy_with_run_json(runs["near"], tmp_path / "listed", [])
+    line = only_line(edgesense("average", runs["first"], listed, "--out", tmp_path / "soup"))
+    assert line == f"{ERROR_PREFIX} runs {listed}: expected run.json to hold a JSON object, got list"
+    odd = _edited_copy(runs["near"], tmp_path / "odd",
+                       lambda info: info.update(config="x", data=["y"], labels={"command": [], "scene": []}))
+    line = only_line(edgesense("average", odd, runs["first"], "--out", tmp_path / "soup"))
+    assert line.startswith(f"{ERROR_PREFIX} runs {runs['first']}: does not match {odd} in labels (")
+    assert not (tmp_path / "soup").exists()
     line = only_line(edgesense("average", runs["first"], "--out", tmp_path / "soup"))
     assert line == f"{ERROR_PREFIX} runs: expected at least two run folders to average, got 1"
     line = only_line(edgesense("average", runs["first"], tmp_path / "nowhere", "--out", tmp_path / "soup"))
