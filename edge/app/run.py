@@ -31,14 +31,24 @@ EXIT_OK = 0
 EXIT_EVENTS_LOST = 1  #: the run ended with events neither written, delivered nor spooled
 
 
+def file_argument(value: str) -> str:
+    """An argparse ``type`` for the file flags: an empty value (``--video "$VIDEO"`` with the variable unset) is
+    refused as such, instead of becoming the current folder (``--video .: is a folder``)."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a file, got an empty string")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="YAML",
+    parser.add_argument("--config", required=True, metavar="YAML", type=file_argument,
                         help="device config, e.g. firmware_configs/rpi4.yaml (or a shipped one by name: rpi4)")
-    parser.add_argument("--model", metavar="PATH", help="a .tflite from 'edgesense quantize' (default: model.path "
-                        "in the config)")
-    parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (no live device "
-                        "is opened when --video or --audio is given)")
-    parser.add_argument("--audio", metavar="FILE", help="replay this WAV instead of the microphone")
+    parser.add_argument("--model", metavar="PATH", type=file_argument,
+                        help="a .tflite from 'edgesense quantize' (default: model.path in the config)")
+    parser.add_argument("--video", metavar="FILE", type=file_argument,
+                        help="replay this video instead of the camera (no live device is opened when --video or "
+                        "--audio is given)")
+    parser.add_argument("--audio", metavar="FILE", type=file_argument,
+                        help="replay this WAV instead of the microphone")
     parser.add_argument("--headless", action="store_true",
                         help="never open a preview window (without it a window is shown when a display is there)")
     parser.add_argument("--events", metavar="FILE|-", help="JSON Lines destination: a file (appended) or - for "
@@ -122,17 +132,20 @@ def live_device_help(exc: Any, config: str) -> RuntimeError:
 
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import say, stop_on_signals, user_names
-    from edgesense.loop.config import load_config
-    from edgesense.loop.pipeline import LiveDeviceError, Pipeline
-    from edgesense.shipped import config_argument
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
     if args.fast and args.video is None and args.audio is None:  # live devices run in real time: never ignored
         raise ValueError("--fast: acts only with --video or --audio (a replay), which are not given")
-    args.config = config_argument(args.config)
-    names = file_flags(args)
+    # A stop from the start, while the loop's libraries load too (seconds on a Pi): exit 0, as any stop of the run
+    # (systemctl stop at boot), not 130 from a KeyboardInterrupt raised inside an import.
     with stop_on_signals() as stop:
+        from edgesense.loop.config import load_config
+        from edgesense.loop.pipeline import LiveDeviceError, Pipeline
+        from edgesense.shipped import config_argument
+
+        args.config = config_argument(args.config)
+        names = file_flags(args)
         with user_names(names):
             config = load_config(args.config)
         outputs = output_names(args, config)

@@ -160,6 +160,41 @@ def test_signal_mid_run_flushes_and_exits_0(tiny_model_path, tmp_path, stop_sign
     assert "Traceback" not in err
 
 
+#: Runs ``edgesense ARGV`` and sends itself SIGNAL once the loop's modules start loading: a stop during a slow
+#: start-up (seconds on a Pi), as ``systemctl stop`` right after the service started.
+STOP_WHILE_LOADING = """
+import os, signal, sys
+from edgesense.app.cli import main
+
+class StopWhileLoading:
+    def find_spec(self, name, path=None, target=None):
+        if name == "edgesense.loop.config":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), int(sys.argv[1]))
+        return None
+
+sys.meta_path.insert(0, StopWhileLoading())
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_loop_loads_exits_0_as_any_stop(tiny_model_path, tmp_path, media, stop_signal):
+    wav, _ = media
+    events_file = tmp_path / "events.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-c", STOP_WHILE_LOADING, str(int(stop_signal)), "run", "--config",
+         str(write_config(tmp_path)), "--model", str(tiny_model_path), "--audio", str(wav),
+         "--events", str(events_file), "--headless"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120,
+        check=False)
+    assert proc.returncode == 0, proc.stderr  # was 130: a KeyboardInterrupt raised inside the import
+    assert "Traceback" not in proc.stderr
+    summary = [line for line in proc.stderr.splitlines() if line.startswith(SUMMARY_PREFIX)]
+    assert len(summary) == 1 and "0.0 s of media" in summary[0], proc.stderr  # stopped before the replay
+    assert not events_file.exists() or events_file.read_text() == ""
+
+
 def test_missing_video_file_is_one_line_exit_2(tiny_model_path, tmp_path, capsys):
     rc = main(["run", "--config", str(write_config(tmp_path)), "--model", str(tiny_model_path),
                "--video", str(tmp_path / "nope.mp4"), "--fast"])
@@ -258,6 +293,17 @@ def test_a_folder_where_a_file_is_expected_names_the_flag(flag, bundled_config, 
     args[flag] = str(tmp_path)
     proc = edgesense("run", *[x for pair in args.items() for x in pair], "--fast", "--headless")
     assert only_line(proc) == f"{ERROR_PREFIX} {flag} {tmp_path}: is a folder; expected a file"
+
+
+@pytest.mark.parametrize("flag", ["--config", "--model", "--video", "--audio"])
+def test_an_empty_file_flag_is_said_as_such_not_as_the_current_folder(flag, capsys):
+    # --video "$VIDEO" with the variable unset: said "--video .: is a folder; expected a file" (a "." never typed)
+    args = {"--config": "rpi5", "--audio": str(ROOT / "samples" / "commands.wav"), flag: ""}
+    with pytest.raises(SystemExit) as exited:
+        main(["run", *[x for pair in args.items() for x in pair], "--fast", "--headless"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"edgesense run: error: {flag}: expected a file, got an empty string\n")
 
 
 def test_a_truncated_video_is_our_line_only_and_v_after_the_command_shows_ffmpeg(bundled_config, tmp_path):
