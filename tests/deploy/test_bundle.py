@@ -897,15 +897,23 @@ def device(tmp_path):
     return run
 
 
-def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small_wheel, device):
+def installed_and_edited(tmp_path: Path, inputs, small_wheel: Path, device, prefix: Path) -> tuple[Path, str]:
+    """A bundle deployed to ``tmp_path/b`` and installed into ``prefix`` (no systemd), whose config.yaml was then
+    edited on the device as DEPLOY.md says to: (the bundle, the edited config's text)."""
     model, config = inputs("rpi5")
-    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
+    out = tmp_path / "b"
     assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
     proc = device(out, "--no-systemd", "--prefix", str(prefix))
     assert proc.returncode == 0, proc.stderr
     assert (prefix / "config.yaml").read_bytes() == (out / "config.yaml").read_bytes()
-    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")  # as DEPLOY.md says
+    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")
     (prefix / "config.yaml").write_text(edited)
+    return out, edited
+
+
+def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small_wheel, device):
+    prefix = tmp_path / "opt-edgesense"
+    out, edited = installed_and_edited(tmp_path, inputs, small_wheel, device, prefix)
     proc = device(out, "--no-systemd", "--prefix", str(prefix))  # a re-install (a new model, say)
     assert proc.returncode == 0, proc.stderr
     kept = list(prefix.glob("config.yaml.before-*"))
@@ -919,12 +927,8 @@ def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small
 def test_reinstall_from_the_installed_copy_keeps_its_files(tmp_path, inputs, small_wheel, device):
     """The installed copy's install.sh, run with --prefix spelled with a trailing slash (a shell's completion):
     the same folder, so nothing is copied (copying deleted config.yaml, the edited one, before copying it)."""
-    model, config = inputs("rpi5")
-    out, prefix = tmp_path / "b", tmp_path / "opt edge sense"
-    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
-    assert device(out, "--no-systemd", "--prefix", str(prefix)).returncode == 0
-    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")
-    (prefix / "config.yaml").write_text(edited)
+    prefix = tmp_path / "opt edge sense"
+    _, edited = installed_and_edited(tmp_path, inputs, small_wheel, device, prefix)
     proc = device(prefix, "--no-systemd", "--prefix", f"{prefix}/")
     assert proc.returncode == 0, proc.stderr
     assert (prefix / "config.yaml").read_text() == edited and (prefix / "models" / "edgesense.tflite").is_file()
@@ -1088,12 +1092,8 @@ def test_two_installs_at_once_into_one_folder(tmp_path, inputs, small_wheel, dev
     other's MANIFEST.json and models."""
     import fcntl
 
-    model, config = inputs("rpi5")
-    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
-    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
-    assert device(out, "--no-systemd", "--prefix", str(prefix)).returncode == 0
-    edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")
-    (prefix / "config.yaml").write_text(edited)
+    prefix = tmp_path / "opt-edgesense"
+    out, edited = installed_and_edited(tmp_path, inputs, small_wheel, device, prefix)
     held = os.open(prefix, os.O_RDONLY)  # what the first install.sh holds while it installs
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
