@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its photos and sounds join the scene data (sets data.av)")
     parser.add_argument("--set", action="append", default=None, metavar="SECTION.FIELD=VALUE", dest="overrides",
                         help="override one config field, value in YAML (repeatable; the last of one field wins; a "
+                             "mapping, e.g. train={epochs: 1}, sets the fields it names; a "
                              "relative data path is from the config's folder, as in the file), e.g. "
                              "--set train.real_speech_share=0.5")
 
@@ -81,15 +82,15 @@ def run(args: argparse.Namespace) -> int:
     names = {str(config_path): f"--config {config_path}"}
     if args.av is not None:
         names[f"--set {av_override}"] = f"--av {args.av}"
+    # Loaded with the config (after every --set: the flag wins), so that a field at odds with them (a file's
+    # train.embedding_hint_weight with --strategy mirrored) is named where it was set.
+    for flag, field, value in (("--epochs", "train.epochs", args.epochs), ("--strategy", "train.strategy",
+                                                                           args.strategy)):
+        if value is not None:
+            overrides.append(f"{field}={value}")
+            names[f"--set {field}={value}"] = f"{flag} {value}"
     with user_names(names):
         config = load_train_config(config_path, overrides)
-    overrides = {}
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.strategy is not None:
-        overrides["strategy"] = args.strategy
-    if overrides:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
     if args.seed is not None:
         with user_names({"seed": "--seed"}):
             config = dataclasses.replace(config, seed=args.seed)

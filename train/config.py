@@ -332,7 +332,10 @@ class TrainConfig:
     train: TrainOptions = TrainOptions()
 
     def __post_init__(self) -> None:
-        require(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
+        # The run's folder under runs/ (``edgesense train`` without --out): "." would make runs/ itself the run
+        # (the next run then nests in it, and a --force of "." deletes them all), ".." the working folder.
+        require(self.name.strip() not in ("", ".", "..") and "/" not in self.name, "name",
+                "a folder name: not empty, '.' or '..', without '/'", self.name)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         _check_integers(self)  # before anything below computes with them
         require(self.vision_teacher.seed is None or is_seed(self.vision_teacher.seed), "vision_teacher.seed",
@@ -370,8 +373,8 @@ class TrainConfig:
                 "0 with an example bank (bank.variants > 0): the per-step pipeline draws its rows",
                 self.train.embedding_hint_weight)
         require(self.train.embedding_hint_weight == 0.0 or self.train.strategy == "default",
-                "train.embedding_hint_weight", "0 with a distribution strategy (the hint lives in the training view)",
-                self.train.embedding_hint_weight)
+                "train.embedding_hint_weight", f"0 with a distribution strategy (train.strategy "
+                f"{self.train.strategy!r}: the hint lives in the training view)", self.train.embedding_hint_weight)
 
     def to_dict(self) -> dict:
         return to_mapping(self)
@@ -390,8 +393,17 @@ def _resolve(path: Path | None, base: Path) -> Path | None:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+def _merged(old: object, new: object) -> object:
+    """``new`` set over ``old``: a mapping into a mapping field by field (every mapping of a recipe is a section),
+    anything else replacing it."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{key: _merged(old.get(key), value) for key, value in new.items()}}
+    return new
+
+
 def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
-    """``section.field=value`` strings (values in YAML) applied to a loaded config mapping."""
+    """``section.field=value`` strings (values in YAML) applied to a loaded config mapping. A mapping value
+    (``train={epochs: 1}``) sets the fields it names; the section's other fields keep the file's values."""
     out = copy.deepcopy(mapping)
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -403,7 +415,7 @@ def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item}: {part} is not a section")
-        node[parts[-1]] = parse_yaml_value(text, source=f"--set {item}")
+        node[parts[-1]] = _merged(node.get(parts[-1]), parse_yaml_value(text, source=f"--set {item}"))
     return out
 
 

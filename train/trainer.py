@@ -1031,18 +1031,29 @@ class VisionTeacher:
 
 def _checkpointing(options: TrainOptions, ds: Dataset, path: Path, model) -> list:
     """The callbacks that keep the checkpoint ``options.checkpoint_metric`` names (and stop early by
-    its figure); ValueError when the data hold none of the validation items that figure needs."""
+    its figure; :func:`_check_validation_data` has checked that the data hold the validation items it needs)."""
     if options.checkpoint_metric == "last":
         return [_OnModel(keras.callbacks.ModelCheckpoint)(str(path), save_best_only=False, on=model)]
-    monitor, mode, needs = CHECKPOINT_MONITORS[options.checkpoint_metric]
-    held_out = {"clips": ds.audio_val, "photos": ds.image_val}.get(needs)
-    if held_out is not None and not held_out.labels.size:
-        raise ValueError(f"train.checkpoint_metric: {options.checkpoint_metric!r} needs validation {needs}, "
-                         f"and this data has none")
+    monitor, mode, _ = CHECKPOINT_MONITORS[options.checkpoint_metric]
     return [_OnModel(keras.callbacks.ModelCheckpoint)(str(path), monitor=monitor, mode=mode, save_best_only=True,
                                                       on=model),
             _OnModel(keras.callbacks.EarlyStopping)(monitor=monitor, mode=mode, patience=options.patience,
                                                     restore_best_weights=True, on=model)]
+
+
+def _check_validation_data(options: TrainOptions, ds: Dataset) -> None:
+    """ValueError when the data hold none of the validation items ``options.checkpoint_metric`` follows (``score``:
+    clips or photos): its figure would never move, and the run would keep its first epoch and stop early."""
+    if options.checkpoint_metric == "last":
+        return
+    needs = CHECKPOINT_MONITORS[options.checkpoint_metric][2]
+    held_out = {"clips": ds.audio_val.labels.size, "photos": ds.image_val.labels.size}
+    if (held_out[needs] if needs is not None else sum(held_out.values())):
+        return
+    what = needs or "clips or photos"
+    raise ValueError(f"train.checkpoint_metric: {options.checkpoint_metric!r} needs validation {what}, and this data "
+                     "has none (a validation percent of 0, or too few to split); expected train.checkpoint_metric: "
+                     "last to keep the last epoch without validation")
 
 
 def _kept_epoch(metric: str, history: Mapping[str, Sequence[float]]) -> int | None:
@@ -1154,6 +1165,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
         ds = load_dataset(config)
         if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
             raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
+        _check_validation_data(config.train, ds)  # before the example bank and the teachers
         load_s = time.perf_counter() - started
         stop.check()
         metrics = _fit_and_write(config, staging, ds, load_s, verbose=verbose, init_from=init_from, stop=stop)

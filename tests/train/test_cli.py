@@ -106,3 +106,23 @@ def test_a_folder_of_ones_own_words_without_data_words_names_the_field_and_the_f
     assert line == (f"{ERROR_PREFIX} data.words: expected a folder for each word in data.speech_commands "
                     f"{tmp_path / 'sc'}, missing tv; its word folders: lights, music")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_strategy_at_odds_with_the_recipe_names_the_field_where_it_was_set(tmp_path):
+    # --strategy was applied after the config had loaded: the error named neither the file nor the --set
+    path = _config(tmp_path)
+    path.write_text(path.read_text() + "bank:\n  variants: 0\ntrain:\n  embedding_hint_weight: 0.1\n")
+    expected = ("train.embedding_hint_weight: expected 0 with a distribution strategy (train.strategy 'mirrored': "
+                "the hint lives in the training view), got 0.1")
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", "--strategy", "mirrored",
+                               timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} {path}:8: {expected}"
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", "--strategy", "mirrored",
+                               "--set", "train.embedding_hint_weight=0.1", timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} --set train.embedding_hint_weight=0.1: {expected}"
+    # The flags win over a --set of their field (whose value is then never checked).
+    line = only_line(edgesense("train", "--config", path, "--out", tmp_path / "run", "--set", "train.epochs=0",
+                               "--epochs", 2, "--set", "train.strategy=default", "--strategy", "mirrored",
+                               timeout=QUICK_S))
+    assert line == f"{ERROR_PREFIX} {path}:8: {expected}"
+    assert not (tmp_path / "run").exists()

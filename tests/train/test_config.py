@@ -196,3 +196,38 @@ def test_an_unknown_section_a_set_made_names_the_set_not_the_file(tmp_path):
     with pytest.raises(ValueError) as info:
         load_train_config(path, ["train.epochs.max=1"])  # a field as a section
     assert str(info.value) == "--set train.epochs.max=1: train.epochs: expected an integer, got dict"
+
+
+@pytest.mark.parametrize("name", [".", "..", "  ", "a/b"])
+def test_a_name_that_is_not_a_folder_of_its_own_is_refused_naming_its_line(tmp_path, name):
+    # "." made runs/ itself the run folder (the next run nested in it, and a --force of "." deleted them all);
+    # ".." the working folder
+    path = tiny_config(tmp_path)
+    path.write_text(path.read_text().replace("name: tiny", f"name: '{name}'"))
+    with pytest.raises(ValueError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}:1: name: expected a folder name: not empty, '.' or '..', without '/', got " \
+                              f"{name!r}"
+    assert load_train_config(path, ["name=.v2"]).name == ".v2"
+
+
+def test_a_set_mapping_sets_the_fields_it_names_and_keeps_the_files_others(tmp_path):
+    path = tiny_config(tmp_path)  # train={epochs: 1} replaced the section: the file's learning rate was lost unsaid
+    path.write_text(path.read_text() + "train:\n  learning_rate: 0.01\n  epochs: 3\naudio_augment:\n"
+                    "  speed_probability: 0.5\n  time_masks: 2\n")
+    config = load_train_config(path, ["train={epochs: 1}", "audio_augment={time_masks: 0}"])
+    assert (config.train.epochs, config.train.learning_rate) == (1, 0.01)
+    assert (config.audio_augment.time_masks, config.audio_augment.speed_probability) == (0, 0.5)
+    assert load_train_config(path, ["data={scenes: null}"]).data.speech_commands == (tmp_path / "sc",)
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["train={epochs: 0}"])
+    assert str(info.value) == "--set train={epochs: 0}: train.epochs: expected >= 1, got 0"
+
+
+def test_the_embedding_hint_with_a_strategy_names_the_strategy(tmp_path):
+    path = tiny_config(tmp_path)
+    with pytest.raises(ValueError) as info:
+        load_train_config(path, ["bank.variants=0", "train.embedding_hint_weight=0.1", "train.strategy=mirrored"])
+    assert str(info.value) == ("--set train.embedding_hint_weight=0.1: train.embedding_hint_weight: expected 0 with a "
+                               "distribution strategy (train.strategy 'mirrored': the hint lives in the training "
+                               "view), got 0.1")

@@ -1485,3 +1485,26 @@ def test_silence_clips_cut_from_the_evaluation_noise_never_reach_training(tmp_pa
     assert cuts and own  # the split by name puts some of each in training
     trained = set(load_dataset(config).audio_train.speakers)
     assert not cuts & trained and own <= trained
+
+
+def test_a_recipe_without_validation_data_is_refused_unless_it_keeps_the_last_epoch(tmp_path, tiny_data):
+    # Photos only and no validation photos: val_score stayed 0, the run kept its first epoch and stopped early
+    _, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=None, scenes=scenes, epochs=3, steps_per_epoch=1)
+    config = load_train_config(path, ["data.image_validation_percent=0"])
+    with pytest.raises(ValueError) as info:
+        train(config, tmp_path / "run", verbose=0)
+    assert str(info.value) == ("train.checkpoint_metric: 'score' needs validation clips or photos, and this data has "
+                               "none (a validation percent of 0, or too few to split); expected "
+                               "train.checkpoint_metric: last to keep the last epoch without validation")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_recipe_without_validation_data_trains_every_epoch_when_it_keeps_the_last(tmp_path, tiny_data):
+    _, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=None, scenes=scenes, epochs=3, steps_per_epoch=1)
+    config = load_train_config(path, ["data.image_validation_percent=0", "train.checkpoint_metric=last",
+                                      "train.patience=1"])
+    metrics = train(config, tmp_path / "run", verbose=0)
+    assert metrics["epochs_run"] == metrics["best_epoch"] == 3 and metrics["validation_photos"] == 0
