@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import mmap
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from edgesense.frontend.resample import StreamingResampler
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
     MS_PER_S,
@@ -37,6 +43,8 @@ MEDIA_TIME_SNAP_MS = 1.0
 #: The most failed reads in a row taken for a damaged stretch of the file (frames that do not decode, skipped) and
 #: not for its end; fewer where the file says how many frames it has (none after its last frame).
 MAX_UNDECODABLE_FRAMES = 1000
+#: A replayed WAV is decoded this many samples (of all its channels) at a time: 2 MB as float32, 33 s of 16-kHz mono.
+WAV_BLOCK_SAMPLES = 2**19
 
 
 # --------------------------------------------------------------------------- replay
@@ -81,13 +89,44 @@ class WavReplayOptions:
         require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
 
 
-def _read_wav(path: Path, sample_rate_hz: int) -> np.ndarray:
-    from edgesense.frontend.wav import read_wav  # the shared reader (PCM 8/16/24/32-bit, float; resamples)
+def _check_media_path(path: Path, what: str) -> None:
+    """A ``ValueError`` naming ``path`` unless it is a file or a pipe (``/dev/stdin``, ``<(...)``) to read ``what``
+    from: a folder, nothing, or a device (a terminal as ``/dev/stdin``, which would wait for typing) is refused."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected {what}")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path}: {what.split(' ', 1)[1]} not found") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc}); expected {what}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        found = "a terminal (nothing is piped in)" if _is_terminal(path) else "a device"
+        raise ValueError(f"{path}: expected {what} or a pipe, found {found}")
 
-    samples = np.asarray(read_wav(path, sample_rate_hz=sample_rate_hz), dtype=np.float32)
-    if samples.ndim != 1:
-        raise ValueError(f"{path}: expected mono samples after reading, got shape {samples.shape}")
-    return samples
+
+def _is_terminal(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_wav(path: Path) -> Any:
+    """The WAV file's bytes, without reading them into memory where it can: a regular file is mapped (an hour of
+    48-kHz stereo is 700 MB), anything else (a pipe: ``--audio /dev/stdin``, ``<(...)``) is read to its end."""
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the WAV file ({exc.strerror or exc})") from None
 
 
 class WavReplaySource(_SourceBase):
@@ -95,30 +134,75 @@ class WavReplaySource(_SourceBase):
 
     Every chunk has ``chunk_ms`` of audio except possibly the file's last one,
     which is shorter. A missing or unreadable file is a ``ValueError`` naming it.
+    The file is decoded, mixed to mono and resampled a block at a time as it is replayed (the samples
+    are those of :func:`edgesense.frontend.wav.read_wav`), so a recording of hours needs no more memory
+    than one of seconds; a pipe (``/dev/stdin``) is read to its end first.
     """
 
     def __init__(self, path: str | os.PathLike[str], options: WavReplayOptions = WavReplayOptions()) -> None:
+        from edgesense.frontend import wav
+
         super().__init__()
         require(isinstance(path, (str, os.PathLike)), "path", "a path to a WAV file", path)
         require(isinstance(options, WavReplayOptions), "options", "WavReplayOptions", options)
         self.path = Path(path)
         self.options = options
-        if self.path.is_dir():
-            raise ValueError(f"{self.path}: is a folder; expected a WAV file")
-        if not self.path.is_file():
-            raise ValueError(f"{self.path}: WAV file not found")
-        self._samples = _read_wav(self.path, options.sample_rate_hz)
-        if self._samples.size == 0:
-            raise ValueError(f"{self.path}: the WAV file has no samples")
+        _check_media_path(self.path, "a WAV file")
+        self._wav = wav._parse(self.path, _open_wav(self.path))  # the shared parser (PCM 8/16/24/32-bit, float)
+        info = self._wav.info
+        if info.num_frames == 0:
+            raise wav._bad(self.path, "at least one audio frame", "an empty data chunk")
+        self._block_bytes = max(1, WAV_BLOCK_SAMPLES // info.channels) * info.channels * self._wav.sample_bytes
+        if info.format == "float":  # a NaN anywhere is refused now, not in the middle of the replay
+            for start in range(0, len(self._wav.data), self._block_bytes):
+                wav._decode(dataclasses.replace(self._wav, data=self._wav.data[start:start + self._block_bytes]))
+        self._num_samples = info.num_frames
+        if info.sample_rate_hz != options.sample_rate_hz:
+            ratio = Fraction(options.sample_rate_hz, info.sample_rate_hz)
+            self._num_samples = -(-info.num_frames * ratio.numerator // ratio.denominator)
         self._chunk_samples = max(1, int(round(options.sample_rate_hz * options.chunk_ms / MS_PER_S)))
-        self._position = 0  # within the file
+        self._rewind()
         self._stream_index = 0  # absolute sample index (grows across loops)
         self._pacer = _Pacer(options.realtime)
 
     @property
     def duration_ms(self) -> float:
         """Length of the file (one pass)."""
-        return self._samples.size * MS_PER_S / self.options.sample_rate_hz
+        return self._num_samples * MS_PER_S / self.options.sample_rate_hz
+
+    def _rewind(self) -> None:
+        """Decode from the file's first sample again."""
+        rate = self._wav.info.sample_rate_hz
+        self._resampler = (StreamingResampler(rate, self.options.sample_rate_hz)
+                           if rate != self.options.sample_rate_hz else None)
+        self._byte_position = 0  # within the data chunk
+        self._decoded = np.zeros(0, dtype=np.float32)  # samples decoded but not yet returned
+
+    def _decode_more(self) -> bool:
+        """Decode the file's next block into :attr:`_decoded`; False at the end of the file."""
+        from edgesense.frontend import wav
+
+        data = self._wav.data
+        if self._byte_position >= len(data):
+            return False
+        block = data[self._byte_position:self._byte_position + self._block_bytes]
+        self._byte_position += len(block)
+        frames = wav._decode(dataclasses.replace(self._wav, data=block))
+        mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.push(mono)
+            if self._byte_position >= len(data):
+                mono = np.concatenate([mono, self._resampler.flush()])
+            mono = np.clip(mono, -1.0, 1.0)
+        self._decoded = np.concatenate([self._decoded, mono.astype(np.float32, copy=False)])
+        return True
+
+    def _next_samples(self) -> np.ndarray:
+        """The next chunk's samples (fewer at the end of the file; none after it)."""
+        while self._decoded.size < self._chunk_samples and self._decode_more():
+            pass
+        samples, self._decoded = self._decoded[:self._chunk_samples].copy(), self._decoded[self._chunk_samples:]
+        return samples
 
     def wait_until(self, t_ms: float) -> None:
         """Hold the caller until stream time ``t_ms`` on this replay's clock (at once unless ``realtime``):
@@ -128,14 +212,13 @@ class WavReplaySource(_SourceBase):
     def read(self) -> AudioChunk | None:
         if self._closed:
             return None
-        if self._position >= self._samples.size:
+        samples = self._next_samples()
+        if samples.size == 0:
             if not self.options.loop:
                 return None
-            self._position = 0
-        end = min(self._position + self._chunk_samples, self._samples.size)
-        samples = self._samples[self._position:end].copy()
+            self._rewind()
+            samples = self._next_samples()
         t_ms = self._stream_index * MS_PER_S / self.options.sample_rate_hz
-        self._position = end
         self._stream_index += samples.size
         self._pacer.wait_until(t_ms)
         self._items += 1
@@ -170,7 +253,7 @@ class VideoReplaySource(_SourceBase):
     A missing, corrupt or unreadable file (no decodable first frame, no frame
     rate) and a still image (one frame only) are a ``ValueError`` naming it.
     OpenCV's and FFmpeg's own messages are silenced while the file is probed.
-    Frames that do not decode further on (a damaged stretch of the file) are skipped with a
+    Frames that do not decode (a damaged stretch of the file, at its start too) are skipped with a
     warning, counted in :attr:`skipped_frames`; the frames after them keep their times.
     """
 
@@ -180,10 +263,17 @@ class VideoReplaySource(_SourceBase):
         require(isinstance(options, VideoReplayOptions), "options", "VideoReplayOptions", options)
         self.path = Path(path)
         self.options = options
-        if self.path.is_dir():
-            raise ValueError(f"{self.path}: is a folder; expected a video file")
-        if not self.path.is_file():
-            raise ValueError(f"{self.path}: video file not found")
+        _check_media_path(self.path, "a video file")
+        self._index = 0  # frames of the file returned or skipped before the next one returned (grows across loops)
+        self._frames_this_pass = 0  # frames returned this pass
+        self._pass_first_index = 0  # _index at this pass's frame 0
+        self._grabs_this_pass = 0  # frames decoded or failed this pass: the file's position
+        self._pass_start_ms = 0.0  # stream time of this pass's first frame
+        self._first_media_ms: float | None = None  # presentation time of this pass's frame 0 (first frame's less
+        # the frames skipped before it)
+        self._last_t_ms: float | None = None
+        self._skipped_frames = 0
+        self._skipped_this_pass = 0
         with quiet_opencv():
             self._cap = cv2.VideoCapture(str(self.path))
             try:
@@ -191,14 +281,7 @@ class VideoReplaySource(_SourceBase):
             except ValueError:
                 self._cap.release()
                 raise
-        self._index = 0  # frames returned so far (grows across loops)
-        self._frames_this_pass = 0
         self._frame_ms = MS_PER_S / self.fps
-        self._pass_start_ms = 0.0  # stream time of this pass's first frame
-        self._first_media_ms: float | None = None  # presentation time of this pass's first frame
-        self._last_t_ms: float | None = None
-        self._skipped_frames = 0
-        self._skipped_this_pass = 0
         self._pacer = _Pacer(options.realtime)
         self._lock = threading.Lock()
 
@@ -210,33 +293,35 @@ class VideoReplaySource(_SourceBase):
     def _grab(self) -> tuple[np.ndarray, float] | None:
         """The next decoded frame and its presentation time in ms (NaN when OpenCV has none)."""
         ok, image = self._cap.read()
+        self._grabs_this_pass += 1
         if not ok or image is None:
             return None
         return image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
 
-    def _grab_past_damage(self) -> tuple[np.ndarray, float] | None:
-        """The next frame that decodes; frames that do not (OpenCV's read fails, and a later one succeeds) are
-        skipped and counted; ``None`` at the end of the file."""
+    def _grab_past_damage(self) -> tuple[np.ndarray, float, int] | None:
+        """The next frame that decodes and how many did not before it (OpenCV's read fails, and a later one
+        succeeds: skipped, counted and said); ``None`` at the end of the file."""
         frame = self._grab()
         failed = 0
         if frame is None:
             declared = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            position = self._frames_this_pass + self._skipped_this_pass  # the frame that just failed
+            position = self._grabs_this_pass - 1  # the frame that just failed
             later = declared - position - 1 if math.isfinite(declared) and declared > 0 else MAX_UNDECODABLE_FRAMES
             while frame is None and failed < min(later, MAX_UNDECODABLE_FRAMES):
                 failed += 1
                 frame = self._grab()
-        if frame is not None and failed:
-            first = self._frames_this_pass + self._skipped_this_pass + 1  # counted from 1
+        if frame is None:
+            return None
+        if failed:
+            first = self._grabs_this_pass - failed  # counted from 1
             self._skipped_frames += failed
             self._skipped_this_pass += failed
-            self._index += failed  # frame i of the file keeps its time i / fps
             frames = f"frame {first}" if failed == 1 else f"frames {first} to {first + failed - 1}"
             logger.warning("%s: %s could not be decoded (a damaged file?) and %s skipped; the replay goes on",
                            self.path, frames, "was" if failed == 1 else "were")
-        return frame
+        return frame[0], frame[1], failed
 
-    def _probe(self, options: VideoReplayOptions) -> tuple[float, list[tuple[np.ndarray, float]]]:
+    def _probe(self, options: VideoReplayOptions) -> tuple[float, list[tuple[np.ndarray, float, int]]]:
         """The frame rate and the first two frames (a video has at least two; a still image one)."""
         if not self._cap.isOpened():
             raise ValueError(f"{self.path}: not a readable video file (OpenCV cannot open it)")
@@ -246,7 +331,7 @@ class VideoReplaySource(_SourceBase):
                              f"(re-encode it, e.g. ffmpeg -i IN -r 30 OUT.mp4, or give VideoReplayOptions.fps)")
         frames = []
         for _ in range(MIN_VIDEO_FRAMES):
-            frame = self._grab()
+            frame = self._grab_past_damage()
             if frame is None:
                 break
             frames.append(frame)
@@ -257,7 +342,7 @@ class VideoReplaySource(_SourceBase):
                              f"expected a video file such as .mp4")
         return fps, frames
 
-    def _next_frame(self) -> tuple[np.ndarray, float] | None:
+    def _next_frame(self) -> tuple[np.ndarray, float, int] | None:
         if self._pending:
             return self._pending.pop(0)
         frame = self._grab_past_damage()
@@ -269,8 +354,10 @@ class VideoReplaySource(_SourceBase):
         with quiet_opencv():
             self._cap = cv2.VideoCapture(str(self.path))
         self._frames_this_pass = 0
+        self._grabs_this_pass = 0
         self._skipped_this_pass = 0
         self._first_media_ms = None
+        self._pass_first_index = self._index
         assert self._last_t_ms is not None
         self._pass_start_ms = self._last_t_ms + self._frame_ms
         return self._grab_past_damage()
@@ -281,12 +368,13 @@ class VideoReplaySource(_SourceBase):
         if self.options.fps is not None:
             return self._index * self._frame_ms
         if self._first_media_ms is None and math.isfinite(media_ms):
-            self._first_media_ms = media_ms
+            frame_in_pass = self._index - self._pass_first_index  # > 0 after a damaged start
+            self._first_media_ms = media_ms - frame_in_pass * self._frame_ms
         t_ms = math.nan
         if self._first_media_ms is not None and math.isfinite(media_ms):
             t_ms = self._pass_start_ms + media_ms - self._first_media_ms
         if self._last_t_ms is None:
-            return 0.0
+            return self._index * self._frame_ms  # 0, or the time of the frames skipped before it
         if not (math.isfinite(t_ms) and t_ms > self._last_t_ms):
             return self._last_t_ms + self._frame_ms
         on_grid_ms = self._index * self._frame_ms  # a constant-rate video: exactly as the frame rate says
@@ -301,7 +389,8 @@ class VideoReplaySource(_SourceBase):
             frame = self._next_frame()
             if frame is None:
                 return None
-            image, media_ms = frame
+            image, media_ms, skipped = frame
+            self._index += skipped  # frame i of the file keeps its time i / fps
             bgr = as_bgr(image)
             if bgr is None:
                 raise ValueError(f"{self.path}: expected 8-bit colour or grey frames, found shape {image.shape} "

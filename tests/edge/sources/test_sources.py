@@ -12,6 +12,7 @@ import os
 import struct
 import threading
 import time
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -122,6 +123,86 @@ def test_wav_replay_resamples_to_requested_rate(make_wav):
     chunks = list(WavReplaySource(path, WavReplayOptions(sample_rate_hz=RATE, chunk_ms=100)))
     assert sum(c.samples.size for c in chunks) == pytest.approx(RATE, abs=2)
     assert chunks[1].t_ms == pytest.approx(100.0)
+
+
+def _through_a_pipe(data: bytes) -> tuple[str, threading.Thread, int]:
+    """``data`` written into a pipe by a thread: the path of its reading end (as ``--audio /dev/stdin`` or
+    ``<(cat a.wav)`` name one), the thread and the reading end's descriptor (the caller closes it)."""
+    read_fd, write_fd = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return f"/dev/fd/{read_fd}", writer, read_fd
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_wav_and_video_replay_read_a_pipe(make_wav, make_video, level_frames):
+    """``cat a.wav | edgesense run --audio /dev/stdin`` and ``--video <(...)``: replayed from the pipe (both were
+    refused as 'WAV file not found' / 'video file not found'); a device such as /dev/null is one line saying so."""
+    pcm = (np.sin(np.arange(RATE) / 7) * 12000).astype(np.int16)
+    wav = make_wav("piped.wav", pcm, sample_rate_hz=48000)
+    path, writer, fd = _through_a_pipe(wav.read_bytes())
+    try:
+        chunks = list(WavReplaySource(path, WavReplayOptions(chunk_ms=20)))
+    finally:
+        writer.join(5)
+        os.close(fd)
+    expected = list(WavReplaySource(wav, WavReplayOptions(chunk_ms=20)))
+    assert [c.t_ms for c in chunks] == [c.t_ms for c in expected] and len(chunks) == 17
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]),
+                                  np.concatenate([c.samples for c in expected]))
+    video = make_video("piped.avi", level_frames(6), fps=10.0)
+    path, writer, fd = _through_a_pipe(video.read_bytes())
+    try:
+        frames = list(VideoReplaySource(path))
+    finally:
+        writer.join(5)
+        os.close(fd)
+    assert [round(frame_level(f) / 20) for f in frames] == list(range(6))
+    assert [f.t_ms for f in frames] == pytest.approx([100.0 * i for i in range(6)])
+    if os.path.exists("/dev/null"):
+        with pytest.raises(ValueError, match=r"^/dev/null: expected a WAV file or a pipe, found a device$"):
+            WavReplaySource("/dev/null")
+        with pytest.raises(ValueError, match=r"^/dev/null: expected a video file or a pipe, found a device$"):
+            VideoReplaySource("/dev/null")
+
+
+def _replay_peak_mb(path) -> tuple[float, float, list[float]]:
+    """The replay's peak of traced memory (numpy's arrays and Python's) while it opens and while it plays, in MB
+    (its chunks are let go), and the chunks' times."""
+    tracemalloc.start()
+    try:
+        source = WavReplaySource(path, WavReplayOptions(chunk_ms=20))
+        opened_mb = tracemalloc.get_traced_memory()[1] / 2**20
+        times = [chunk.t_ms for chunk in source]
+        played_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    return opened_mb, played_mb, times
+
+
+def test_wav_replay_of_hours_decodes_as_it_goes(make_wav):
+    """A long 48-kHz stereo recording is decoded, mixed and resampled a block at a time: the replay's memory does
+    not grow with the file (it read, decoded and resampled it whole at the start: about 3.5 GB an hour, 12 s
+    before the first chunk for ten minutes), and the samples are those of reading the whole file."""
+    from edgesense.frontend.wav import read_wav
+
+    rng = np.random.default_rng(1)
+    peaks = {}
+    for seconds in (10, 60):
+        stereo = rng.integers(-8000, 8000, size=(48000 * seconds, 2), dtype=np.int16)
+        path = make_wav(f"{seconds}s.wav", stereo, sample_rate_hz=48000)
+        opened_mb, played_mb, times = _replay_peak_mb(path)
+        peaks[seconds] = played_mb
+        assert opened_mb < 1, opened_mb
+        assert times == pytest.approx([20.0 * i for i in range(seconds * 50)])
+    assert peaks[60] < peaks[10] + 1, peaks  # six times the file, not six times the memory
+    samples = np.concatenate([c.samples for c in WavReplaySource(path)])
+    np.testing.assert_allclose(samples, read_wav(path), atol=1e-6, rtol=0)
 
 
 def test_a_path_or_options_of_the_wrong_type_are_one_line_naming_the_parameter(make_wav, make_video):
@@ -295,6 +376,27 @@ def test_video_replay_skips_undecodable_frames_and_goes_on(make_video, level_fra
     times = [looped.read().t_ms for _ in range(9)]
     looped.close()
     assert times == pytest.approx([0, 100, 200, 500, 600, 700, 800, 900, 1000]) and looped.skipped_frames == 2
+
+
+@pytest.mark.parametrize("fps", [None, 10.0], ids=["file times", "fps given"])
+@pytest.mark.parametrize("damaged, kept", [([1], [0, 2, 3, 4, 5]), ([0], [1, 2, 3, 4, 5]),
+                                           ([0, 1], [2, 3, 4, 5])], ids=["second", "first", "first two"])
+def test_video_replay_skips_undecodable_frames_at_its_start(make_video, level_frames, caplog, fps, damaged, kept):
+    """A video whose first or second frame does not decode is replayed from the next one, at its own time, as
+    damage further on is (it was refused: 'a still image, not a video' or 'no frame could be decoded')."""
+    path = make_video("damaged_start.avi", level_frames(6), fps=10.0)
+    _damage_mjpeg_frames(path, damaged)
+    with caplog.at_level(logging.WARNING, logger="edgesense.sources.replay"):
+        with VideoReplaySource(path, VideoReplayOptions(fps=fps)) as source:
+            frames = list(source)
+    assert [round(frame_level(f) / 20) for f in frames] == kept
+    assert [f.t_ms for f in frames] == pytest.approx([100.0 * i for i in kept])
+    assert source.skipped_frames == len(damaged)
+    first = damaged[0] + 1
+    said = f"frame {first}" if len(damaged) == 1 else f"frames {first} to {first + len(damaged) - 1}"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: {said} could not be decoded (a damaged file?) and {'was' if len(damaged) == 1 else 'were'} "
+        "skipped; the replay goes on"]
 
 
 # --------------------------------------------------------------------------- camera
