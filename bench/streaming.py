@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,12 +54,19 @@ from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.frontend.wav import read_wav
 from edgesense.loop.scheduler import SchedulerOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
+from edgesense.recognition.gate import speech_span
 from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.runtime.speech_embedding import samples_for_embeddings
 from edgesense.schema.validate import require
 from edgesense.train.config import derived_seed
-from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
+from edgesense.train.pools import (
+    is_recording,
+    speech_negative_pools,
+    split_recordings,
+    visible_files,
+    wav_recordings,
+)
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word
 
 __all__ = ["SEGMENT_S", "BREAKDOWN_OFFSETS_MS", "ENVELOPE_LEVELS_DBFS", "ENVELOPE_SNRS_DB",
@@ -73,6 +81,9 @@ _TALK_PART_SEEDS = 500  #: seeds apart between the talk stream's parts (one a se
 #: Other-speech recordings whose spoken part is longer than this are sentences (talk only);
 #: shorter ones are words (talk, the words stream and the commands stream's distractors).
 SENTENCE_MIN_S = 2.0
+#: Other speech is said in pieces of at most this long (:func:`other_speech_utterances`): well under a stream
+#: piece (``SEGMENT_S``, or the talk stream's whole share of a short ``--talk-minutes``).
+TALK_PIECE_MAX_S = 30.0
 #: Thresholds of the DET curve.
 DET_THRESHOLDS = tuple(round(0.2 + 0.02 * k, 2) for k in range(40))  # 0.2 … 0.98
 #: The tuning streams' other speech for a model that never learned any: the training and tuning
@@ -167,11 +178,25 @@ def read_recordings(paths: Sequence[Path], sample_rate_hz: int) -> list[tuple[Pa
 
 
 def other_speech_utterances(paths: Sequence[Path], sample_rate_hz: int) -> tuple[list[Utterance], list[Utterance]]:
-    """(words, sentences) of other-speech recordings."""
+    """(words, sentences) of other-speech recordings. A recording whose spoken part is longer than
+    ``TALK_PIECE_MAX_S`` (one's own talk recorded in one go) is said as consecutive pieces of about equal length, each
+    at most that long, all of them named by the recording: a stream places an utterance only where it fits, so a
+    recording longer than a stream piece was never said at all, and its talk stream was background alone."""
     words, sentences = [], []
     for p, x in read_recordings(paths, sample_rate_hz):
-        u = utterance(x, UNKNOWN_LABEL, f"{p.parent.name}/{p.name}", sample_rate_hz)
-        (sentences if (u.end - u.first) > SENTENCE_MIN_S * sample_rate_hz else words).append(u)
+        source = f"{p.parent.name}/{p.name}"
+        u = utterance(x, UNKNOWN_LABEL, source, sample_rate_hz)
+        spoken = u.end - u.first
+        if spoken <= SENTENCE_MIN_S * sample_rate_hz:
+            words.append(u)
+            continue
+        longest = int(TALK_PIECE_MAX_S * sample_rate_hz)
+        if spoken <= longest:
+            sentences.append(u)
+            continue
+        first, end = speech_span(np.asarray(x, np.float64) - np.mean(x), sample_rate_hz)
+        bounds = np.linspace(first, end, math.ceil((end - first) / longest) + 1).round().astype(int)
+        sentences += [utterance(x[a:b], UNKNOWN_LABEL, source, sample_rate_hz) for a, b in zip(bounds, bounds[1:])]
     return words, sentences
 
 
@@ -421,6 +446,47 @@ def learned_other_speech(model: EdgeModel) -> bool:
     return bool(isinstance(data, dict) and data.get("other_speech_windows"))
 
 
+#: The recording flags of the streams (:func:`_require_recordings`).
+_RECORDING_FLAGS = {"noise": "--noise", "tuning_noise": "--tuning-noise", "negatives": "--negatives",
+                    "tuning_negatives": "--tuning-negatives"}
+
+
+def _require_recordings(options: BenchOptions) -> None:
+    """Refuse a recording flag that names no WAV recording (a folder without any, e.g. of ``.m4a`` files, or a
+    file that is none): the streams left it out, so ``--tuning-negatives`` was ignored (its pool named all the
+    same), ``--tuning-noise`` replaced the training pool's noise with pink noise, and ``--noise`` or
+    ``--negatives`` added nothing, a warning at most said."""
+    for name, flag in _RECORDING_FLAGS.items():
+        for path in map(Path, getattr(options, name)):
+            if path.is_dir():
+                if not any(is_recording(f) for f in visible_files(path)):
+                    raise ValueError(f"{flag}: expected WAV recordings (NAME.wav) in {path}, got none; convert other "
+                                     f"formats first (e.g. ffmpeg -i NAME.m4a NAME.wav)")
+            elif not is_recording(path):
+                raise ValueError(f"{flag}: expected a WAV recording (NAME.wav), got {path}")
+
+
+#: Whose command words each split's streams say (:func:`_require_command_words`).
+_SPLIT_SPEAKERS = {"tuning": "the validation speakers of the model's split with --split testing, else half the "
+                             "speakers by hash; the evaluation streams never choose it",
+                   "evaluation": "the test speakers with --split testing, else the speakers the tuning half leaves"}
+
+
+def _require_command_words(name: str, commands: Sequence[Utterance], said: Sequence[Utterance]) -> None:
+    """Refuse, before any stream is built, a split whose speakers say no command word (``said``: every split's
+    utterances, to name the speakers there are): without tuning words the operating point was chosen on the
+    evaluation streams (their figures flattered, and ``--write-config`` wrote that point); without evaluation
+    words no figure was measured and the recommendation (and ``--write-config``) was left out, a warning said.
+    Speakers are split, never clips, so a folder of one speaker has one split."""
+    if commands:
+        return
+    speakers = sorted({u.group for u in said if u.is_command})
+    shown = ", ".join(speakers[:3]) + (", ..." if len(speakers) > 3 else "")
+    raise ValueError(f"--speech-commands: expected command words of the {name} speakers for the {name} streams "
+                     f"({_SPLIT_SPEAKERS[name]}), got none (the command words' {len(speakers)} speaker(s): "
+                     f"{shown or 'none'}); add speakers, or --no-streaming to score clips only")
+
+
 def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, evaluation: Sequence[Utterance],
                   tuning: Sequence[Utterance], noise_paths: Sequence[Path], negative_paths: Sequence[Path],
                   clips: np.ndarray | None, clip_labels: Sequence[str] | None,
@@ -431,6 +497,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     ``clips``: the clips of the accuracy section that the evaluation streams say (their speakers'; with
     ``--split all`` not the tuning half's): their command words' accuracy, by the same detector, is what
     the streaming cost is measured from."""
+    _require_recordings(options)
     started = time.perf_counter()
     plan = StreamingPlan.for_options(options, hop_ms=firmware.command_hop_ms)
     sr = model.audio_frontend.sample_rate_hz
@@ -464,6 +531,7 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     material: dict[str, tuple[list[Utterance], list[np.ndarray], StreamOptions]] = {}
     utterances_of_split = {"tuning": (tuning, derived_seed(options.seed, 101)),
                            "evaluation": (evaluation, derived_seed(options.seed, 202))}
+    prepared = {}  # each split's material, every split's checked before any stream is built
     for name, (noise_pool, _) in pools_of_split.items():  # --tuning-only: the evaluation pools unread
         utterances, seed = utterances_of_split[name]
         noise = [x for _, x in read_recordings(noise_pools[noise_pool], sr)]
@@ -482,6 +550,9 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
                              f"other words: a folder of them, or _unknown_ clips of the {name} speakers in "
                              f"--speech-commands), got none; pass --negatives DIR, or --no-streaming to score clips "
                              f"only")
+        _require_command_words(name, commands, [*tuning, *evaluation])
+        prepared[name] = (seed, commands, words, talk, noise)
+    for name, (seed, commands, words, talk, noise) in prepared.items():
         out["pools"][name]["talk_shares"] = {pool: round(1 / len(talk), 4) for pool in talk}
         streams = _split_streams(model, model_sha, cache, name, seed, commands, words, list(talk.values()), noise,
                                  plan)
@@ -489,12 +560,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         replays[name] = {kind: Replay(p) for kind, (p, _) in streams.items()}
         out[f"{name}_streams"] = {kind: {**_summary(p), "cache_keys": keys} for kind, (p, keys) in streams.items()}
     out["posteriors_s"] = round(time.perf_counter() - started, 1)
-    tuning_replays, eval_replays = replays["tuning"], replays.get("evaluation", {})
-    if "commands" not in (tuning_replays if options.tuning_only else eval_replays):
-        return out
-    tuned_on = "tuning" if "commands" in tuning_replays else "evaluation"
-    if tuned_on == "evaluation":
-        logger.warning("streaming: no tuning streams; the operating point is chosen on the evaluation streams")
+    eval_replays = replays.get("evaluation", {})
+    tuned_on = "tuning"  # never the evaluation streams (_require_command_words)
     chosen_from = replays[tuned_on]
     points = sweep(chosen_from, plan.sweep)
     best, missed = recommend(points, plan.sweep)
@@ -511,8 +578,8 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
         "recommended": {"settings": tuned["settings"], "chosen_on": tuned_on, "within_budget_on_tuning": in_budget,
                         "budget_missed": missed, "tuning": tuned},
         # the tuning streams' words (validation speakers): what a change to the model may be chosen by
-        "level_envelope_tuning": (level_envelope(detector, tune_commands, tune_options, noise=tune_noise,
-                                                 recognizer=recommended) if tuned_on == "tuning" else None),
+        "level_envelope_tuning": level_envelope(detector, tune_commands, tune_options, noise=tune_noise,
+                                                recognizer=recommended),
         "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
         "sweep_points": len(points),
         "sweep_top": [p.to_dict() for p in ranked(points, plan.sweep)[:SWEEP_TOP]],

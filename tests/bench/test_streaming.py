@@ -8,27 +8,34 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY_HEADS_CONTEXT, require_speech_embedding
+from conftest import TINY_HEADS_CONTEXT, _command_clip, require_speech_embedding
 from operating_points import operating_point
 
+from edgesense.app import cli
 from edgesense.bench.report import _tuning_budgets_markdown
 from edgesense.bench.scoring import SweepOptions
 from edgesense.bench.streaming import (
     BREAKDOWN_OFFSETS_MS,
     ENVELOPE_LEVELS_DBFS,
     ENVELOPE_SNRS_DB,
+    SEGMENT_S,
+    TALK_PIECE_MAX_S,
     WindowDetector,
     cost_breakdown,
     learned_other_speech,
     level_envelope,
+    other_speech_utterances,
     tuning_budgets,
 )
-from edgesense.bench.streams import StreamOptions, utterance
+from edgesense.bench.streams import StreamOptions, build_segments, utterance
 from edgesense.frontend.audio import AudioFrontendOptions, log_mel_spectrogram
+from edgesense.frontend.wav import write_wav
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.model import EdgeModel
 from edgesense.runtime.second_opinion import SecondOpinionOptions, StreamHeads
 from edgesense.runtime.speech_embedding import SpeechEmbeddingStream, samples_for_embeddings
+from edgesense.train.data import hash_percent
+from edgesense.types import DEFAULT_COMMAND_LABELS, is_command_word
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "models" / "edgesense.tflite"
 
@@ -186,3 +193,94 @@ def test_timely_budgets_count_a_word_detected_after_the_latency_budget_as_missed
     assert section["latency_rule"] == "in-time" and by_p95 == {**section, "latency_rule": "p95"}
     markdown = "\n".join(_tuning_budgets_markdown({"tuning_budgets": section}))
     assert "| detected within 500 ms | 0.500 | 0.700 | 0.700 | 0.700 | 0.650 |" in markdown
+
+
+def _own_words(root: Path, speakers: list[str], rng: np.random.Generator) -> tuple[Path, Path]:
+    """(a Speech Commands folder in which each of ``speakers`` says each command word of the tiny model once, a
+    folder of other speech with recordings in every pool)."""
+    frontend = AudioFrontendOptions()
+    speech, talk = root / "sc", root / "talk"
+    for k, label in enumerate(DEFAULT_COMMAND_LABELS):
+        for speaker in speakers if is_command_word(label) else ():
+            (speech / label).mkdir(parents=True, exist_ok=True)
+            write_wav(speech / label / f"{speaker}_nohash_0.wav", _command_clip(k, rng, frontend),
+                      frontend.sample_rate_hz)
+    talk.mkdir()
+    for i in range(8):
+        write_wav(talk / f"other_{i}.wav", _command_clip(DEFAULT_COMMAND_LABELS.index("_unknown_"), rng, frontend),
+                  frontend.sample_rate_hz)
+    return speech, talk
+
+
+def _speakers_of_half(tuning_half: bool) -> list[str]:
+    """Speaker names that --split all puts in the tuning half (or the evaluation half)."""
+    return [s for s in (f"{k:08x}" for k in range(64)) if (hash_percent(s, "/stream-tuning") < 50.0) == tuning_half]
+
+
+@pytest.mark.parametrize("empty_split", ["tuning", "evaluation"])
+def test_a_split_whose_speakers_say_no_command_word_is_refused_before_its_streams(tiny_model_path, tmp_path, capsys,
+                                                                                 empty_split):
+    """One's own words of one speaker (--split all halves the speakers by hash): in the evaluation half alone, the
+    operating point was chosen on the evaluation streams (the figures chosen on what they report, the console's
+    "tuning streams" line theirs) and --write-config wrote it; in the tuning half alone, no figure was measured and
+    --write-config was left out, exit 0. Either is one line naming the flag, exit 2, before any stream."""
+    speaker = _speakers_of_half(tuning_half=empty_split == "evaluation")[0]
+    speech, talk = _own_words(tmp_path, [speaker], np.random.default_rng(3))
+    config = tmp_path / "device.yaml"
+    config.write_text("device: {name: a}\ncommands: {threshold: 0.7}\n")
+    out = tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out),
+                     "--negatives", str(talk), "--quick", "--references", str(tmp_path / "no_refs"), "--config",
+                     str(config), "--write-config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"edgesense: error: --speech-commands: expected command words of the {empty_split} "
+                          f"speakers for the {empty_split} streams ("), err
+    assert err.endswith(f"got none (the command words' 1 speaker(s): {speaker}); add speakers, or --no-streaming to "
+                        "score clips only"), err
+    assert config.read_text() == "device: {name: a}\ncommands: {threshold: 0.7}\n"
+    assert not list(out.glob("cache/posteriors-*.npz"))
+
+
+@pytest.mark.parametrize("flag", ["--tuning-negatives", "--tuning-noise", "--noise", "--negatives"])
+def test_a_recording_flag_that_names_no_wav_recording_is_refused_not_left_out(tiny_model_path, tmp_path, capsys,
+                                                                              flag):
+    """One's own talk or noise as phone recordings (.m4a): --tuning-negatives was ignored (the report still named
+    its pool, tuning+tuning-negatives), --tuning-noise gave the tuning streams pink noise in place of the training
+    pool's, --noise and --negatives added nothing; exit 0, a warning at most. Now one line naming the flag."""
+    speech, talk = _own_words(tmp_path, [*_speakers_of_half(True)[:1], *_speakers_of_half(False)[:1]],
+                              np.random.default_rng(5))
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    (phone / "kitchen.m4a").write_bytes(b"\0" * 64)
+    given = phone if flag.startswith("--tuning") else phone / "kitchen.m4a"  # a folder without any, or a file of none
+    out = tmp_path / "out"
+    assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out),
+                     "--negatives", str(talk), flag, str(given), "--quick", "--references",
+                     str(tmp_path / "no_refs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = (f"expected WAV recordings (NAME.wav) in {phone}, got none; convert other formats first (e.g. ffmpeg "
+                "-i NAME.m4a NAME.wav)" if given == phone else f"expected a WAV recording (NAME.wav), got {given}")
+    assert err == f"edgesense: error: {flag}: {expected}", err
+    assert not list(out.glob("cache/posteriors-*.npz"))
+
+
+def test_ones_own_talk_recorded_in_one_go_is_said_in_the_talk_stream(tmp_path):
+    """A negatives recording longer than a stream piece (a 70-s recording with --talk-minutes 1, or one over 10 minutes
+    by default) was one utterance that never fitted: the talk stream was background alone, its false accepts per
+    hour measured on no talk. It is said in pieces of at most TALK_PIECE_MAX_S, named by the recording."""
+    sr = 16000
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "talk"
+    folder.mkdir()
+    write_wav(folder / "living_room.wav", (0.1 * rng.standard_normal(70 * sr)).astype(np.float32), sr)
+    write_wav(folder / "sentence.wav", (0.1 * rng.standard_normal(5 * sr)).astype(np.float32), sr)
+    words, sentences = other_speech_utterances([folder / "living_room.wav", folder / "sentence.wav"], sr)
+    assert not words
+    pieces = [u for u in sentences if u.source == "talk/living_room.wav"]
+    spoken_s = [(u.end - u.first) / sr for u in pieces]
+    assert len(pieces) == 3 and all(s <= TALK_PIECE_MAX_S for s in spoken_s), spoken_s
+    assert sum(spoken_s) == pytest.approx(70.0, abs=0.1)
+    assert [(u.end - u.first) / sr for u in sentences if u.source == "talk/sentence.wav"] == [5.0]  # as it was
+    talk = build_segments(StreamOptions(kind="talk", duration_s=60.0), SEGMENT_S, others=pieces)
+    placed = [w for stream in talk for w in stream.words]
+    assert placed and {w.source for w in placed} == {"talk/living_room.wav"}
