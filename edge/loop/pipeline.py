@@ -643,6 +643,17 @@ class Pipeline:
             self._wall_ms += _elapsed_ms(start_s)
             self._running = False
 
+    def _say_if_no_command_could_be_heard(self) -> None:
+        """One warning when the audio ended before the detector ever had what it needs to score a hop (a whole
+        window, and the second opinion's context): a replayed WAV shorter than that gave no event and no word why."""
+        if not self._counts["audio_chunks"] or self._counts["audio_inferences"] or self._counts["audio_gated"]:
+            return
+        needs = f"{self.model.audio_frontend.clip_duration_ms:g} ms window"
+        if self._second is not None:
+            needs += " and the second opinion's context"
+        logger.warning("audio: it ended after %.0f ms, before the command detector had its first %s: no command "
+                       "could be recognized", self._audio_end_ms or 0.0, needs)
+
     def _stream_ms(self, *, idle_since_ms: float | None) -> float:
         """Stream time since the first sample or frame, for ``duration_s``. On an idle round (a live camera or
         microphone delivering nothing since ``idle_since_ms`` on the monotonic clock) the time without media
@@ -673,6 +684,7 @@ class Pipeline:
                 arrival = chunk.end_t_ms if self.live_audio else monotonic_ms()
                 return _Tick(t_ms=chunk.end_t_ms, chunk=chunk, chunk_arrival_ms=arrival)
             self._audio_ended = True
+            self._say_if_no_command_could_be_heard()
             if self.audio is not None and (self._aligner is None or self._aligner.exhausted):
                 return None  # the audio ended the session (a live camera never does)
         if self._aligner is not None:

@@ -11,6 +11,7 @@ InputStream, whose callback the test drives with the WAV's samples) and the came
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -344,6 +345,23 @@ def test_duration_stop_and_on_frame_stop(model, tmp_path):
         assert len(frames) == 5 and pipeline.stats.stream_ms < 1000
     with pytest.raises(RuntimeError, match="after close"):
         next(pipeline.events())
+
+
+def test_audio_shorter_than_the_detectors_window_says_why_no_command_came(model, tmp_path, caplog):
+    """A replayed WAV shorter than one window gave no event and no word why (the summary said 0 inferences)."""
+    short = tone_wav(tmp_path / "short.wav", [], 0.6)
+    with caplog.at_level(logging.WARNING, logger="edgesense.loop.pipeline"):
+        with Pipeline(model, test_options(), audio=WavReplaySource(short)) as pipeline:
+            pipeline.run()
+    said = [r.getMessage() for r in caplog.records if "no command could be recognized" in r.getMessage()]
+    assert said == ["audio: it ended after 600 ms, before the command detector had its first 1000 ms window: no "
+                    "command could be recognized"]
+    caplog.clear()
+    whole = tone_wav(tmp_path / "whole.wav", [("yes", 0.5)], 2.5)
+    with caplog.at_level(logging.WARNING, logger="edgesense.loop.pipeline"):
+        with Pipeline(model, test_options(), audio=WavReplaySource(whole)) as pipeline:
+            pipeline.run()
+    assert "no command could be recognized" not in caplog.text
 
 
 def test_failing_sink_and_callback_do_not_stop_the_loop(model, tmp_path, caplog):
