@@ -28,7 +28,7 @@ import json
 import logging
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
-__all__ = ["Event", "EventSink", "CallbackSink", "FanOutSink", "event_to_json"]
+__all__ = ["Event", "EventSink", "CallbackSink", "FanOutSink", "Outage", "event_to_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,32 @@ class EventSink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Outage:
+    """Failures of one kind (writes to a full disk, a spool that cannot store, a sink that raises), said once per
+    run of them however long it lasts: a warning when it starts, the failures after it at debug, and a warning with
+    their count when it ends (:meth:`succeeded`). :attr:`failures` counts them all."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.failures = 0
+        self._log = log
+        self._before: int | None = None  # failures when the current outage began (None: no outage)
+
+    def failed(self, message: str, *args: Any) -> None:
+        """One more failure; ``message % args`` is a warning if it starts an outage, debug within one."""
+        if self._before is None:
+            self._before = self.failures
+            self._log.warning(message, *args)
+        else:
+            self._log.debug(message, *args)
+        self.failures += 1
+
+    def succeeded(self, message: str, *args: Any) -> None:
+        """It works again: if that ends an outage, ``message % (*args, failures of the outage)`` is a warning."""
+        if self._before is not None:
+            self._log.warning(message, *args, self.failures - self._before)
+            self._before = None
 
 
 def event_to_json(event: Event, *, ascii_only: bool = False) -> str:
@@ -114,8 +140,7 @@ class FanOutSink(_ClosableSink):
             if not isinstance(sink, EventSink):
                 raise ValueError(f"sinks: expected EventSink objects, got {sink!r}")
         self.failures = 0
-        self._refused = [0] * len(self.sinks)  # per sink: events its emit() raised for
-        self._refused_before_outage: list[int | None] = [None] * len(self.sinks)  # None: that sink takes events
+        self._refused = [Outage(logger) for _ in self.sinks]  # per sink: the events its emit() raised for
 
     def _each(self, action: str, *args: Any) -> None:
         for sink in self.sinks:
@@ -133,18 +158,9 @@ class FanOutSink(_ClosableSink):
                 sink.emit(event)
             except Exception as exc:  # noqa: BLE001 - isolate sinks from one another
                 self.failures += 1
-                if self._refused_before_outage[i] is None:  # once per outage, not once per event
-                    self._refused_before_outage[i] = self._refused[i]
-                    logger.warning("events: %s.emit failed: %s; its events are lost while this lasts", name, exc)
-                else:
-                    logger.debug("events: %s.emit failed: %s", name, exc)
-                self._refused[i] += 1
+                self._refused[i].failed("events: %s.emit failed: %s; its events are lost while this lasts", name, exc)
                 continue
-            before = self._refused_before_outage[i]
-            if before is not None:
-                logger.warning("events: %s takes events again; %d event(s) lost while it failed", name,
-                               self._refused[i] - before)
-                self._refused_before_outage[i] = None
+            self._refused[i].succeeded("events: %s takes events again; %d event(s) lost while it failed", name)
 
     def flush(self) -> None:
         self._each("flush")
@@ -153,7 +169,7 @@ class FanOutSink(_ClosableSink):
     def lost_events(self) -> int:
         """Events that sinks counted as lost (neither delivered nor kept for later), and those a sink's ``emit``
         raised for."""
-        return sum(getattr(sink, "lost_events", 0) for sink in self.sinks) + sum(self._refused)
+        return sum(getattr(sink, "lost_events", 0) for sink in self.sinks) + sum(o.failures for o in self._refused)
 
     def close(self) -> None:
         if not self._closed:

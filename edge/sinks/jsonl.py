@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from edgesense.sinks.base import STDOUT, Event, _ClosableSink, event_to_json
+from edgesense.sinks.base import STDOUT, Event, Outage, _ClosableSink, event_to_json
 
 __all__ = ["JsonLinesSink"]
 
@@ -84,8 +84,7 @@ class JsonLinesSink(_ClosableSink):
         self._broken = False
         self._torn = False  # a failed write left part of a line in the file: the next write ends it first
         self.lines_written = 0
-        self.lost_events = 0  #: events that could not be written (not those after the reader closed a pipe)
-        self._lost_before_outage: int | None = None  # lost_events when the current outage began (None: no outage)
+        self._lost = Outage(logger)  # events that could not be written (not those after the reader closed a pipe)
         self._ascii_only = False  # a text stream that is not UTF-8: escape what lies outside ASCII
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "":
             raise ValueError("events path '': expected a JSON Lines file or -, got an empty path")
@@ -150,18 +149,15 @@ class JsonLinesSink(_ClosableSink):
                 logger.warning("events: %s was closed by its reader; no more events will be written", self.name)
                 return
             except OSError as exc:  # disk full, I/O error: this event is lost, the next ones are tried
-                if self._lost_before_outage is None:  # once per outage, not per event
-                    self._lost_before_outage = self.lost_events
-                    logger.warning("events: cannot write to %s (%s); events are lost while this lasts", self.name, exc)
-                else:
-                    logger.debug("events: cannot write to %s (%s)", self.name, exc)
-                self.lost_events += 1
+                self._lost.failed("events: cannot write to %s (%s); events are lost while this lasts", self.name, exc)
                 return
             self.lines_written += 1
-            if self._lost_before_outage is not None:
-                logger.warning("events: writing to %s again; %d event(s) lost while it failed", self.name,
-                               self.lost_events - self._lost_before_outage)
-                self._lost_before_outage = None
+            self._lost.succeeded("events: writing to %s again; %d event(s) lost while it failed", self.name)
+
+    @property
+    def lost_events(self) -> int:
+        """Events that could not be written (not those after the reader closed a pipe)."""
+        return self._lost.failures
 
     def flush(self) -> None:
         with self._lock:

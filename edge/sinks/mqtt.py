@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from edgesense import __version__, extra_hint
 from edgesense.schema.validate import one_line, require
-from edgesense.sinks.base import Event, _ClosableSink, event_to_json
+from edgesense.sinks.base import Event, Outage, _ClosableSink, event_to_json
 
 __all__ = ["MqttOptions", "MqttSink", "mqtt_options_from_url", "is_valid_topic_prefix"]
 
@@ -340,8 +340,7 @@ class MqttSink(_ClosableSink):
         self._delivery: Any = None
         self._last_seq = 0
         self._flushed_seq = 0  # the last seq a flush waited for
-        self.spool_failures = 0
-        self._failures_before_outage: int | None = None  # spool_failures when the spool began failing
+        self._spool_outage = Outage(logger)  # events the spool could not store (published without it)
         self._mqtt = mqtt
         self._connected = threading.Event()
         self._connack = threading.Event()
@@ -496,6 +495,11 @@ class MqttSink(_ClosableSink):
     # ----------------------------------------------------------------------------
 
     @property
+    def spool_failures(self) -> int:
+        """Events the spool could not store (a full card), published without it (at most once)."""
+        return self._spool_outage.failures
+
+    @property
     def lost_events(self) -> int:
         """Events neither acknowledged by the broker nor kept in the spool: lost here, or dropped by
         the spool (full, or one event larger than it) since it was opened."""
@@ -561,17 +565,10 @@ class MqttSink(_ClosableSink):
             try:
                 seq = self._spool.append(event.type, payload)
             except RuntimeError as exc:  # said once per outage: a failing card failed every event, one line each
-                if self._failures_before_outage is None:
-                    self._failures_before_outage = self.spool_failures
-                    logger.warning("mqtt: %s; publishing events without the spool while this lasts", exc)
-                else:
-                    logger.debug("mqtt: %s; publishing this event without the spool", exc)
-                self.spool_failures += 1
+                self._spool_outage.failed("mqtt: %s; publishing events without the spool while this lasts", exc)
             else:
-                if self._failures_before_outage is not None:
-                    logger.warning("mqtt: the spool %s stores events again; %d event(s) were published without it",
-                                   self.options.spool_dir, self.spool_failures - self._failures_before_outage)
-                    self._failures_before_outage = None
+                self._spool_outage.succeeded("mqtt: the spool %s stores events again; %d event(s) were published "
+                                             "without it", self.options.spool_dir)
                 # seq < 0: too large for the spool, dropped (and counted in the spool's dropped events)
                 self._last_seq = max(self._last_seq, seq)
                 self._delivery.wake()
