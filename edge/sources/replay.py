@@ -273,7 +273,6 @@ class VideoReplaySource(_SourceBase):
         # the frames skipped before it)
         self._last_t_ms: float | None = None
         self._skipped_frames = 0
-        self._skipped_this_pass = 0
         with quiet_opencv():
             self._cap = cv2.VideoCapture(str(self.path))
             try:
@@ -315,7 +314,6 @@ class VideoReplaySource(_SourceBase):
         if failed:
             first = self._grabs_this_pass - failed  # counted from 1
             self._skipped_frames += failed
-            self._skipped_this_pass += failed
             frames = f"frame {first}" if failed == 1 else f"frames {first} to {first + failed - 1}"
             logger.warning("%s: %s could not be decoded (a damaged file?) and %s skipped; the replay goes on",
                            self.path, frames, "was" if failed == 1 else "were")
@@ -355,7 +353,6 @@ class VideoReplaySource(_SourceBase):
             self._cap = cv2.VideoCapture(str(self.path))
         self._frames_this_pass = 0
         self._grabs_this_pass = 0
-        self._skipped_this_pass = 0
         self._first_media_ms = None
         self._pass_first_index = self._index
         assert self._last_t_ms is not None
