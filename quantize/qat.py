@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from edgesense.schema.validate import from_mapping, require
-from edgesense.train.runfolder import check_out_dir, commit_run, discard_staging, start_staging
+from edgesense.train.runfolder import check_out_dir, staged_run
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +179,8 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
     # Written whole or not at all, as a trained run: into a hidden folder beside out_dir, moved there once complete.
     # (It emptied out_dir first and copied the run in: Ctrl-C or a full disk then lost the earlier fine-tuned run, or
     # left the run's own model.keras and run.json there, a folder that read as a complete fine-tuned run.)
-    staging = start_staging(out_dir, flag="out_dir")
-    try:
+    with staged_run(out_dir, force, flag="out_dir", force_flag="force=True") as staging:
         shutil.copytree(run_dir, staging, dirs_exist_ok=True)
         model.save(staging / MODEL_FILE)
         (staging / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-        commit_run(staging, out_dir, force, flag="out_dir", force_flag="force=True")
-    except BaseException:
-        discard_staging(staging)
-        raise
     return out_dir

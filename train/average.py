@@ -30,8 +30,7 @@ from edgesense.app.cli import path_argument, refuse_file_in_the_way
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.train.config import CHECKPOINT_MONITORS, TRAINING_ONLY_MODEL_FIELDS, VALIDATION_METRICS
-from edgesense.train.runfolder import (MODEL_FILE, check_init_from, check_out_dir, commit_run, discard_staging,
-                                        start_staging)
+from edgesense.train.runfolder import MODEL_FILE, check_init_from, check_out_dir, staged_run
 
 __all__ = ["RUN_MATCH_FIELDS", "average_runs"]
 
@@ -206,18 +205,13 @@ def average_runs(runs: list[str | Path], out_dir: str | Path, *, greedy: bool = 
             "metrics": metrics}
     # Written whole or not at all, as a trained run: into a hidden folder beside out_dir, moved there once complete
     # (an earlier run that replace gives up is kept until then; Ctrl-C or a full disk leaves it as it was).
-    staging = start_staging(out_dir, flag=out_flag)
-    try:
+    with staged_run(out_dir, replace, flag=out_flag, force_flag=force_flag) as staging:
         soup.save(staging / MODEL_FILE)
         for name in _COPIED_FILES:
             shutil.copy(runs[0] / name, staging / name)
         (staging / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_model_summary(soup, staging / "model_summary.txt")
-        commit_run(staging, out_dir, replace, flag=out_flag, force_flag=force_flag)
-    except BaseException:
-        discard_staging(staging)
-        raise
     return metrics
 
 

@@ -11,13 +11,15 @@ TensorFlow starts (and before the data loads).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir",
-           "check_out_outside_data", "clear_run_dir", "commit_run", "discard_staging", "start_staging"]
+           "check_out_outside_data", "clear_run_dir", "commit_run", "discard_staging", "staged_run", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -185,3 +187,16 @@ def commit_run(staging: Path, out_dir: Path, replace: bool, flag: str = "--out",
     staging.rename(kept)
     raise ValueError(f"{flag} {out_dir}: files were written there while this run trained, which it does not replace "
                      f"unasked; the run was kept in {kept}")
+
+
+@contextlib.contextmanager
+def staged_run(out_dir: Path, replace: bool, flag: str = "--out", force_flag: str = "--force") -> Iterator[Path]:
+    """The staging folder of a run (:func:`start_staging`) to write it into: moved to ``out_dir`` when the block
+    ends (:func:`commit_run`), removed when it raises (:func:`discard_staging`), Ctrl-C included."""
+    staging = start_staging(out_dir, flag=flag)
+    try:
+        yield staging
+        commit_run(staging, out_dir, replace, flag=flag, force_flag=force_flag)
+    except BaseException:
+        discard_staging(staging)
+        raise

@@ -40,7 +40,7 @@ from edgesense.train.model import (
 )
 from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings, wav_recordings
 from edgesense.train.runfolder import (
-    MODEL_FILE, check_init_from, check_out_dir, check_out_outside_data, commit_run, discard_staging, start_staging,
+    MODEL_FILE, check_init_from, check_out_dir, check_out_outside_data, staged_run,
 )
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.train.teachers.models import ModelEnsembleTeacher
@@ -1159,20 +1159,18 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
         weights_file(config.vision_teacher.backbone)
     keras.utils.set_random_seed(config.seed)
     stop = stop or StopSwitch()
-    staging = start_staging(out_dir, flag="out_dir")
     try:
-        started = time.perf_counter()
-        ds = load_dataset(config)
-        if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
-            raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
-        _check_validation_data(config.train, ds)  # before the example bank and the teachers
-        load_s = time.perf_counter() - started
-        stop.check()
-        metrics = _fit_and_write(config, staging, ds, load_s, verbose=verbose, init_from=init_from, stop=stop)
-        stop.check()
-        commit_run(staging, out_dir, replace, flag="out_dir", force_flag="replace=True")
+        with staged_run(out_dir, replace, flag="out_dir", force_flag="replace=True") as staging:
+            started = time.perf_counter()
+            ds = load_dataset(config)
+            if ds.audio_train.labels.size == 0 and ds.image_train.labels.size == 0:
+                raise ValueError("data: no training clips or photos could be loaded (see the load summary above)")
+            _check_validation_data(config.train, ds)  # before the example bank and the teachers
+            load_s = time.perf_counter() - started
+            stop.check()
+            metrics = _fit_and_write(config, staging, ds, load_s, verbose=verbose, init_from=init_from, stop=stop)
+            stop.check()
     except BaseException as exc:
-        discard_staging(staging)
         if stop.aborted and not isinstance(exc, KeyboardInterrupt):
             # The signal's KeyboardInterrupt, raised while TensorFlow's C code ran a step, can surface as another
             # error (SystemError: bad argument to internal function): it is the interrupt all the same.

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from edgesense.train.runfolder import (
-    KERAS_WEIGHTS_ENTRY, MODEL_FILE, check_init_from, commit_run, discard_staging, start_staging,
+    KERAS_WEIGHTS_ENTRY, MODEL_FILE, check_init_from, commit_run, discard_staging, staged_run, start_staging,
 )
 
 
@@ -91,3 +91,16 @@ def test_a_discarded_run_leaves_none_of_the_folders_made_for_it_and_every_other(
     assert sorted(p.name for p in (tmp_path / "runs" / "new").iterdir()) == ["v2"]
     commit_run(_staged(tmp_path / "runs" / "a" / "v1"), tmp_path / "runs" / "a" / "v1", replace=False)
     assert (tmp_path / "runs" / "a" / "v1" / MODEL_FILE).read_bytes() == b"new"
+
+
+def test_staged_run_moves_a_whole_run_to_out_and_leaves_nothing_of_one_interrupted(tmp_path):
+    out = tmp_path / "run"
+    with staged_run(out, replace=False) as staging:
+        (staging / MODEL_FILE).write_bytes(b"first")
+        assert not out.exists()
+    assert (out / MODEL_FILE).read_bytes() == b"first"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while the new run is written: the earlier one stays whole
+        with staged_run(out, replace=True) as staging:
+            (staging / MODEL_FILE).write_bytes(b"second")
+            raise KeyboardInterrupt
+    assert (out / MODEL_FILE).read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
