@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 #: The 12 keyword-spotting classes in the order of TensorFlow's speech_commands example.
 SILENCE_LABEL = "_silence_"
@@ -23,6 +23,12 @@ def label_as_read(name: str) -> str:
     """A class's name (a word's, a place's folder) as a person reads it: case and Unicode form ignored (macOS
     writes ``ü`` decomposed, ``u`` + U+0308). Two names equal here are one class to a reader, two to a loader."""
     return unicodedata.normalize("NFKC", name).casefold()
+
+
+def label_twin(name: str, names: Iterable[str]) -> str | None:
+    """The first of ``names`` that reads as ``name`` (:func:`label_as_read`) but is not spelt as it is, if any."""
+    read = label_as_read(name)
+    return next((other for other in names if other != name and label_as_read(other) == read), None)
 
 
 def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:

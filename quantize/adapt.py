@@ -65,7 +65,7 @@ from edgesense.train.augment import ImageAugmentOptions, augment_images
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
 from edgesense.train.scene_audio import PlaceSounds
-from edgesense.types import label_as_read
+from edgesense.types import label_twin
 
 __all__ = ["AdaptOptions", "FuseLayer", "adapt_model", "add_arguments", "check_class_names", "command_changes",
            "fuse_layers", "has_vision_gate", "require_full_integer", "run"]
@@ -333,8 +333,7 @@ def check_class_names(model: EdgeModel, *, scenes: Path | None, av: Path | None)
         if root is None or not Path(root).is_dir():
             continue
         for name in sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-            twin = next((label for label in known if label != name and label_as_read(label) == label_as_read(name)),
-                        None)
+            twin = label_twin(name, known)
             if twin is not None:
                 raise ValueError(f"{flag} {root}: expected class folders that differ from the other scene classes "
                                  f"by more than case or Unicode form, got {name!r} beside {twin!r} (name it "

@@ -44,7 +44,7 @@ from edgesense.train.runfolder import (
 )
 from edgesense.train.scene_audio import PlaceSounds, mix_under, place_rows
 from edgesense.train.teachers.models import ModelEnsembleTeacher
-from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word, label_as_read
+from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL, is_command_word, label_twin
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,7 @@ def _refuse_case_twins(field: str, names, known: set[str]) -> None:
     record --label``) would be a second class of one place."""
     seen = set(known)
     for name in sorted(names):
-        twin = next((other for other in sorted(seen) if other != name and label_as_read(other) == label_as_read(name)),
-                    None)
+        twin = label_twin(name, sorted(seen))
         if twin is not None:
             raise ValueError(f"{field}: expected class folders that differ from the other scene classes by more than "
                              f"case or Unicode form, got {name!r} beside {twin!r} (one place, one name: rename one "

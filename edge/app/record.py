@@ -47,7 +47,7 @@ from edgesense.recognition.gate import rms_dbfs
 from edgesense.schema.validate import is_int, is_positive, require
 from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, VideoFrame
 from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
-from edgesense.types import label_as_read
+from edgesense.types import label_twin
 
 __all__ = ["RecordOptions", "PairWriter", "ProgressBar", "Recorder", "RecordResult", "add_arguments", "run"]
 
@@ -543,8 +543,7 @@ def _case_twin(out: Path, label: str) -> str | None:
     ``Kitchen``, a decomposed ``küche`` for a composed one), if any."""
     if not out.is_dir():
         return None
-    return next((p.name for p in sorted(out.iterdir()) if p.is_dir() and p.name != label
-                 and label_as_read(p.name) == label_as_read(label)), None)
+    return label_twin(label, (p.name for p in sorted(out.iterdir()) if p.is_dir()))
 
 
 def run(args: argparse.Namespace) -> int:
