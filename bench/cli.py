@@ -555,7 +555,7 @@ FLAGS = {"model_path": "--model", "out_dir": "--out", "speech_commands": "--spee
          "max_latency_p95_ms": "--max-latency-p95-ms", "latency_rule": "--latency-rule",
          "tuning_only": "--tuning-only", "seed": "--seed", "references_dir": "--references",
          "reference_config": "--reference-config", "class_thresholds": "--class-thresholds",
-         "train_references": "--train-references"}
+         "train_references": "--train-references", "fusion_study": "--fusion-study"}
 
 
 def _latency_default() -> str:

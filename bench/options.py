@@ -115,6 +115,9 @@ class BenchOptions:
                  "--speech-commands too (the recommendation comes from the streaming evaluation)", self.write_config)
         require(not self.write_config or self.streaming, "write_config",
                  "the streaming evaluation it writes the recommendation of", "--no-streaming")
+        # Refused now, not after the whole benchmark ran (as "scenes_root: ... got None", a name no flag has).
+        require(not self.fusion_study or self.scenes is not None or self.av is not None, "fusion_study",
+                "--scenes or --av too (the photos it pairs with sounds and trains on)", "neither")
         require(self.scene_ambient is None or self.scenes is not None, "scene_ambient",
                  "--scenes too (its test photos are paired with these sounds)", str(self.scene_ambient))
         low_high = self.ambience_dbfs_range

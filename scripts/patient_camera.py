@@ -69,6 +69,9 @@ def pack(args: argparse.Namespace) -> None:
     from edgesense.train.data import load_image_folder, load_images
 
     config = load_train_config(args.config)
+    if config.data.scenes is None:  # it stopped on a TypeError from pathlib
+        raise ValueError(f"--config {args.config}: data.scenes: expected the scene photo folder whose split is "
+                         "packed, got none")
     index = load_image_folder(config.data.scenes)
     split = index.split(validation_percent=config.data.image_validation_percent,
                         testing_percent=config.data.image_testing_percent)

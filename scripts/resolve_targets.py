@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgesense.app.cli import OneLineArgumentParser, run_main
 from edgesense.deploy.resolve import KNOWN_EXTRAS, Resolution, resolve
-from edgesense.deploy.targets import TARGETS  # noqa: E402
+from edgesense.deploy.targets import TARGETS, _parse_python_version  # noqa: E402
 
 #: The first columns, in this order (pip's names for the project's device dependencies; the others follow).
 COLUMNS = ("numpy", "opencv", "sounddevice", "ruamel-yaml", "interpreter")
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None and (args.json.is_dir() or not args.json.resolve().parent.is_dir()):
         parser.error(f"--json {args.json}: expected a file in an existing folder, got "
                      + ("a folder" if args.json.is_dir() else "a path whose folder does not exist"))
+    # Named as the flag, once: it was "resolve_targets: rpi5: python_version: ...", blamed on the first target.
+    if args.python_version is not None:
+        try:
+            _parse_python_version(args.python_version, "--python-version")
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

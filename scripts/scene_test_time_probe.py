@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.sizes and args.run is None:
             raise ValueError("--sizes: needs --run (the float model to rebuild)")
+        if args.run is not None and not args.sizes:  # it was read by nothing, and the report did not say so
+            raise ValueError("--run: acts only with --sizes (the size probe it rebuilds the float model for), "
+                             "which is not given")
         model = EdgeModel.load(args.model)
         items = split_items(args.scenes, SplitSpec.from_metadata(model.metadata, None), args.split)
         lookup = {label: i for i, label in enumerate(model.scene_labels)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgesense.bench.options import STREAMING_ONLY, BenchOptions
@@ -77,3 +79,25 @@ def test_a_reference_config_is_an_existing_file_of_something_it_trains(tmp_path)
     for flag in ("train_references", "teachers"):
         assert BenchOptions(model_path=tmp_path / "m.tflite", scenes=tmp_path, reference_config=config,
                             **{flag: True}).reference_config == config
+
+
+def test_the_fusion_study_without_photos_is_refused_when_built(tmp_path):
+    """It trains on --scenes (paired with sounds) or --av: without either, the whole benchmark ran first (latency,
+    commands, streams) and then stopped on "scenes_root: expected a scene image folder (or av_root), got None"."""
+    with pytest.raises(ValueError, match=r"^fusion_study: expected --scenes or --av too .*, got 'neither'$"):
+        BenchOptions(model_path=tmp_path / "m.tflite", fusion_study=True)
+    with pytest.raises(ValueError, match=r"^fusion_study: expected --scenes or --av too"):
+        BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, fusion_study=True)
+    for name in ("scenes", "av"):
+        assert BenchOptions(model_path=tmp_path / "m.tflite", fusion_study=True, **{name: tmp_path}).fusion_study
+
+
+def test_the_fusion_study_without_photos_is_one_line_naming_the_flag_before_anything_runs(tmp_path, capsys):
+    from edgesense.app import cli
+
+    out = tmp_path / "out"
+    model = Path(__file__).resolve().parents[2] / "models" / "edgesense.tflite"
+    assert cli.main(["bench", "--model", str(model), "--fusion-study", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("edgesense: error: --fusion-study: expected --scenes or --av too (the photos "
+                                       "it pairs with sounds and trains on), got 'neither'\n")
+    assert not out.exists()  # not the latency figure of a benchmark that ran first

@@ -87,6 +87,14 @@ def test_resolve_targets_refuses_a_json_it_cannot_write_before_asking_pypi(tmp_p
                            "folder, got a path whose folder does not exist\n")
 
 
+def test_resolve_targets_names_a_bad_python_version_as_the_flag_before_asking_pypi(tmp_path):
+    """It said "resolve_targets: rpi5: python_version: ...": the field, not the flag, blamed on the first target."""
+    proc = run_script(tmp_path, "resolve_targets.py", "--python-version", "abc")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("resolve_targets.py: error: --python-version: expected a Python version like '3.11', "
+                           "got 'abc'\n")
+
+
 def test_resolve_targets_columns_are_the_projects_dependencies():
     """The table had a 'pyyaml' column, always '-', after the project moved to ruamel.yaml (that one came last)."""
     from packaging.utils import canonicalize_name

@@ -37,6 +37,16 @@ def test_the_pack_holds_the_splits_training_and_validation_photos_and_no_test_ph
     assert len(data["training_labels"]) + len(data["validation_labels"]) < len(index.items)  # the test photos stay
 
 
+def test_pack_of_a_config_without_scenes_is_one_line_naming_the_field(patient_camera, tmp_path, capsys):
+    """A speech-only recipe has no photos to pack: it stopped on pathlib's TypeError (a traceback)."""
+    config = write_train_yaml(tmp_path / "train.yaml", speech=make_speech_commands(tmp_path / "sc"), scenes=None)
+    assert patient_camera.main(["pack", "--config", str(config), "--out", str(tmp_path / "pack.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"patient_camera pack: --config {config}: data.scenes: expected the scene photo folder whose "
+                   "split is packed, got none\n")
+    assert not (tmp_path / "pack.npz").exists()
+
+
 def test_bad_input_is_one_line_and_exit_code_2(patient_camera, tmp_path, capsys):
     pytest.importorskip("keras")
     (tmp_path / "taken").mkdir()

@@ -58,7 +58,10 @@ def test_bad_input_is_one_line_and_exit_code_2(probe, tiny_model_path, tmp_path,
     other = make_scenes(tmp_path / "other", per_class=4)  # classes the tiny model does not have
     cases = [(["--model", str(tiny_model_path), "--scenes", str(other)], "--scenes"),
              (["--model", str(tiny_model_path), "--scenes", str(other), "--sizes", "64"], "--sizes"),
-             (["--model", str(tmp_path / "none.tflite"), "--scenes", str(other)], "none.tflite")]
+             (["--model", str(tmp_path / "none.tflite"), "--scenes", str(other)], "none.tflite"),
+             # --run without --sizes was silently unused: the mirror probe's report alone, no size probe
+             (["--model", str(tiny_model_path), "--scenes", str(other), "--run", str(tmp_path)],
+              "--run: acts only with --sizes")]
     for argv, named in cases:
         assert probe.main(argv) == 2
         err = capsys.readouterr().err
