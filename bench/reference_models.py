@@ -42,6 +42,7 @@ from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.schema.validate import require, to_mapping
 from edgesense.train import data as datasets
 from edgesense.train.augment import AudioAugmentOptions
+from edgesense.train.cache import replace_files
 from edgesense.train.config import DataConfig, TrainConfig, TrainOptions
 from edgesense.train.model import PIXEL_SCALE, FusedBatchNormalization, count_macs, count_params
 from edgesense.train.pools import visible_files
@@ -334,7 +335,6 @@ def convert_reference(ref: ReferenceModel, out_dir: str | Path, *, frontend: Map
         data = bytes(converter.convert())
     check_builtin_ops(data, ref.name)
     path = out_dir / f"{ref.name}.tflite"
-    path.write_bytes(data)
     sidecar = {
         "format_version": SIDECAR_FORMAT_VERSION,
         "name": ref.name,
@@ -351,7 +351,11 @@ def convert_reference(ref: ReferenceModel, out_dir: str | Path, *, frontend: Map
         "converter": {"tensorflow": tf.__version__},
         **dict(extra or {}),
     }
-    (out_dir / f"{ref.name}.json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+    text = json.dumps(sidecar, indent=2, default=str) + "\n"
+    # Whole or not at all, the sidecar last: a bench killed here (or another one reading the folder) never finds
+    # part of a model, nor the sidecar of the model it replaces, whose fingerprint would vouch for it.
+    replace_files({path: lambda partial: partial.write_bytes(data),
+                   path.with_suffix(".json"): lambda partial: partial.write_text(text)})
     log.info("wrote %s (%d bytes)", path, len(data))
     return path
 

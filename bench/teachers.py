@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
     split; returns {name: NAME.keras}. The audio teacher learns from the clean training clips
     (real and synthesized) plus, when ``config.bank.variants`` > 0, the bank's augmented rows."""
     from edgesense.bench.reference_models import finite_or_none
-    from edgesense.train.cache import ArrayCache
+    from edgesense.train.cache import ArrayCache, replace_files
     from edgesense.train.trainer import AudioTeacher, VisionTeacher, load_dataset, make_bank
 
     out_dir = Path(out_dir)
@@ -150,15 +150,19 @@ def build_teachers(config, out_dir: str | Path, *, force: bool = False) -> dict[
             options = {"vision_teacher": dataclasses.asdict(config.vision_teacher)}
             weights = teacher.weights  # None for a frozen backbone
         path = out_dir / f"{name}{HEAD_SUFFIX}"
-        teacher.head.save(path)
-        if weights is not None:  # a fine-tuned network: its features need its weights
-            np.savez(_backbone_path(path), **weights)
         sidecar = {"format_version": SIDECAR_FORMAT_VERSION, "kind": TEACHER_KIND, "name": name, "task": task,
                    "labels": list(labels), "options": options, "fingerprint": fingerprint,
                    "metrics": {"val_accuracy_float": finite_or_none(metrics[val_key]),
                                "train_s": round(time.perf_counter() - started, 1)},
                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+        text = json.dumps(sidecar, indent=2, default=str) + "\n"
+        writers: dict[Path, Callable[[Path], None]] = {path: teacher.head.save}
+        if weights is not None:  # a fine-tuned network: its features need its weights
+            writers[_backbone_path(path)] = lambda partial, weights=weights: np.savez(partial, **weights)
+        # Whole or not at all, the sidecar last: a bench killed here (or another one reading the folder) never
+        # finds part of a head, nor the sidecar of the head it replaces, whose fingerprint would vouch for it.
+        writers[path.with_suffix(".json")] = lambda partial, text=text: partial.write_text(text)
+        replace_files(writers, keep_suffix=True)  # Keras saves only to NAME.keras
         log.info("wrote teacher %s (validation %.4f)", path, metrics[val_key])
         paths[name] = path
     return paths

@@ -23,11 +23,12 @@ import os
 import secrets
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir", "file_sha256"]
+__all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir", "file_sha256", "partial_path",
+           "replace_files"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,42 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(_READ_CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def partial_path(path: Path, *, keep_suffix: bool = False) -> Path:
+    """A name beside ``path`` for one writer's file in the making: this process's id and a random part (two
+    containers' processes may share an id), ending in ``.partial`` (so that no ``*.tflite`` listing finds it)
+    or, with ``keep_suffix``, in ``.partial`` and ``path``'s suffix (Keras saves only to ``.keras``)."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(8)}.partial"
+                          f"{path.suffix if keep_suffix else ''}")
+
+
+def replace_files(writers: Mapping[Path, Callable[[Path], None]], *, keep_suffix: bool = False) -> None:
+    """Write a set of files that belong together (a model and its sidecar), each whole: ``writers`` maps each
+    path to a function that writes the file it is given. Every file is first written to a partial file of its
+    own (:func:`partial_path`); then the *last* path's old file (the sidecar that vouches for the others) is
+    removed, and the files are renamed over their paths in ``writers``' order. A run killed at any point, or a
+    process reading the folder meanwhile, finds the old files or the new ones, each whole, or the others without
+    the last one (to be written again), never part of a file nor an old sidecar beside a new model. The partial
+    files (:func:`partial_path`, ``keep_suffix`` passed on) are removed when a writer fails; a killed run leaves
+    its own behind, never read."""
+    if not writers:
+        return
+    partials: dict[Path, Path] = {}
+    try:
+        for path, write in writers.items():
+            partial = partials[path] = partial_path(path, keep_suffix=keep_suffix)
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # no other writer's file
+            write(partial)
+        *_, last = partials
+        last.unlink(missing_ok=True)
+        for path, partial in partials.items():
+            os.replace(partial, path)
+    except BaseException:
+        for partial in partials.values():
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        raise
 
 
 class ArrayCache:

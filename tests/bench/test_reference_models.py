@@ -233,3 +233,60 @@ def test_a_reference_without_validation_items_writes_json_and_its_row_reads_n_a(
                "validation_accuracy_float": float("nan")}
     text = render_markdown({"model": {"path": "m.tflite", "bytes": 1}, "settings": {}, "teachers": {"t": teacher}})
     assert "validation n/a." in text and "nan" not in text
+
+
+#: Run in a child: kill this process (SIGXFSZ, as a SIGKILL) at the write that takes a file of ``sys.argv[1]``
+#: whose name starts with ``sys.argv[2]`` (the file or a partial file of it) past 1 KiB: a bench killed in the
+#: middle of writing that file.
+_KILLED_WRITING = '''
+import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+def _kill_while_writing(event, args, folder=os.path.realpath(sys.argv[1]), name=sys.argv[2]):
+    if event == "open" and isinstance(args[0], (str, os.PathLike)) \\
+            and os.path.basename(os.fspath(args[0])).startswith(name) \\
+            and os.path.dirname(os.path.realpath(os.fspath(args[0]))) == folder:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+sys.addaudithook(_kill_while_writing)
+'''
+
+
+#: A tiny reference, converted into ``sys.argv[1]`` with the sidecar fingerprint ``sys.argv[3]``.
+_CONVERT_TINY_REFERENCE = '''
+import sys
+import numpy as np
+from edgesense.bench.reference_models import KWS_DSCNN, ReferenceModel, build_kws_dscnn, convert_reference
+from edgesense.frontend.audio import AudioFrontendOptions
+from edgesense.types import DEFAULT_COMMAND_LABELS
+model = build_kws_dscnn(AudioFrontendOptions(), 12, filters=4, blocks=1)
+calibration = np.random.default_rng(0).normal(size=(4, 49, 40)).astype(np.float32)
+ref = ReferenceModel(name=KWS_DSCNN, task="command", model=model, labels=DEFAULT_COMMAND_LABELS, val_accuracy=0.5,
+                     epochs_run=1, calibration=calibration)
+convert_reference(ref, sys.argv[1], frontend=AudioFrontendOptions().to_dict(), extra={"fingerprint": sys.argv[3]})
+'''
+
+
+@pytest.mark.slow
+def test_a_bench_killed_while_it_rewrites_a_reference_leaves_the_old_one_whole(tmp_path):
+    """Two benches that train the same references into one folder (a sweep): the first wrote the model and its
+    sidecar; the second, killed while it wrote the same model again, left the file cut short beside the first's
+    sidecar, whose fingerprint matched: every later bench took it for trained and failed on it
+    (``not a valid TFLite model``) until the file was deleted by hand."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "refs"
+    fingerprint = "f" * 16
+    name = f"{KWS_DSCNN}.tflite"
+    first = subprocess.run([sys.executable, "-c", _CONVERT_TINY_REFERENCE, str(out), name, fingerprint],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    path = out / name
+    whole = path.read_bytes()
+    assert len(whole) > 2048
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITING + _CONVERT_TINY_REFERENCE, str(out), name,
+                             fingerprint], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -25, killed.stderr[-2000:]  # killed mid-write, as planned
+    assert path.read_bytes() == whole  # the first bench's model, whole
+    assert load_sidecar(path)["fingerprint"] == fingerprint
+    ReferenceRunner(path, InterpreterOptions())  # loads: the next bench can use it
+    assert sorted(p.name for p in out.glob("*.tflite")) == [path.name]  # nothing else a bench would try to load

@@ -137,3 +137,67 @@ def test_a_fine_tuned_teacher_without_its_weights_is_one_line(tmp_path):
                                          "teacher's weights") as raised:
         teachers._features(info, head)
     assert "\n" not in str(raised.value)
+
+
+#: Run in a child: kill this process (SIGXFSZ, as a SIGKILL) at the write that takes a file of ``sys.argv[1]``
+#: whose name starts with ``sys.argv[2]`` (the file or a partial file of it) past 1 KiB, when ``sys.argv[3]`` is
+#: ``kill``: a bench killed in the middle of writing that file.
+_KILLED_WRITING = '''
+import os, resource, signal, sys
+def _kill_while_writing(event, args, folder=os.path.realpath(sys.argv[1]), name=sys.argv[2]):
+    if event == "open" and isinstance(args[0], (str, os.PathLike)) \\
+            and os.path.basename(os.fspath(args[0])).startswith(name) \\
+            and os.path.dirname(os.path.realpath(os.fspath(args[0]))) == folder:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+if sys.argv[3] == "kill":
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    sys.addaudithook(_kill_while_writing)
+'''
+
+#: The audio teacher (three epochs, no bank) of the speech commands in ``sys.argv[4]``, built into ``sys.argv[1]``,
+#: again (``force``) when killed: a second bench that did not see the first's head (both started at once).
+_BUILD_AUDIO_TEACHER = '''
+import dataclasses
+from pathlib import Path
+from edgesense.bench import teachers
+from edgesense.bench.reference_models import reference_config
+config = reference_config(speech_commands=Path(sys.argv[4]), scenes=None, salt="references")
+config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=Path(sys.argv[5])),
+                             audio_teacher=dataclasses.replace(config.audio_teacher, epochs=3, batch_size=16),
+                             bank=dataclasses.replace(config.bank, variants=0))
+teachers.build_teachers(config, sys.argv[1], force=sys.argv[3] == "kill")
+'''
+
+
+@pytest.mark.slow
+def test_a_bench_killed_while_it_rewrites_a_teacher_leaves_the_old_one_whole(tmp_path):
+    """Two benches with ``--teachers`` on one folder: the first wrote the head and its sidecar; the second, killed
+    while it wrote the same head again, left ``NAME.keras`` cut short beside the first's sidecar, whose fingerprint
+    matched: every later bench took it for trained and failed to score it (``File not found: ... Please ensure the
+    file is an accessible `.keras` zip file``) until the file was deleted by hand."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)
+    out = tmp_path / "refs"
+    name = f"{teachers.AUDIO_TEACHER}{teachers.HEAD_SUFFIX}"
+    script = _KILLED_WRITING + _BUILD_AUDIO_TEACHER
+
+    def bench(mode):
+        return subprocess.run([sys.executable, "-c", script, str(out), name, mode, str(speech), str(tmp_path / "c")],
+                              capture_output=True, text=True, timeout=300)
+
+    if not teachers._available(teachers.AUDIO_TEACHER, None):
+        pytest.skip(f"{teachers.AUDIO_TEACHER}: its extra is not installed")
+    first = bench("whole")
+    assert first.returncode == 0, first.stderr[-2000:]
+    head = out / name
+    whole, sidecar = head.read_bytes(), head.with_suffix(".json").read_text()
+    killed = bench("kill")
+    assert killed.returncode == -25, killed.stderr[-2000:]  # killed mid-write, as planned
+    assert head.read_bytes() == whole and head.with_suffix(".json").read_text() == sidecar  # the first's, whole
+    assert teachers.find_teachers(out) == [head]
+    row = teachers.evaluate_teacher(head, clips=np.zeros((2, 16000), np.float32), clip_labels=["yes", "no"],
+                                    frames=None, frame_labels=None)
+    assert row["command"]["count"] == 2

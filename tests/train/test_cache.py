@@ -103,3 +103,25 @@ def test_a_writer_never_writes_into_another_writers_file(tmp_path):
     cache.get_or_compute("bank", "k1", _entry)
     assert theirs.read_bytes() == b"their half-written entry"
     np.testing.assert_array_equal(ArrayCache(tmp_path).get_or_compute("bank", "k1", list)["x"], _entry()["x"])
+
+
+def test_replace_files_keeps_the_old_files_when_a_writer_fails_and_leaves_no_partial_file(tmp_path):
+    from edgesense.train.cache import partial_path, replace_files
+
+    model, sidecar = tmp_path / "m.tflite", tmp_path / "m.json"
+    model.write_bytes(b"old model")
+    sidecar.write_text("old sidecar")
+
+    def fails(partial):
+        partial.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        replace_files({model: lambda p: p.write_bytes(b"new model"), sidecar: fails})
+    assert (model.read_bytes(), sidecar.read_text()) == (b"old model", "old sidecar")
+    assert sorted(tmp_path.iterdir()) == [sidecar, model]
+    replace_files({model: lambda p: p.write_bytes(b"new model"), sidecar: lambda p: p.write_text("new sidecar")})
+    assert (model.read_bytes(), sidecar.read_text()) == (b"new model", "new sidecar")
+    assert sorted(tmp_path.iterdir()) == [sidecar, model]
+    assert not partial_path(model).name.endswith(".tflite")  # no *.tflite listing finds one a kill left
+    assert partial_path(tmp_path / "h.keras", keep_suffix=True).suffix == ".keras"
