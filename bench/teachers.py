@@ -186,7 +186,8 @@ def _features(info: dict[str, Any], head: Path):
         from edgesense.train.teachers.audio import AudioTeacherOptions
         from edgesense.train.teachers.speech_embedding import SpeechEmbedding, SpeechEmbeddingOptions, model_files
 
-        options = AudioTeacherOptions(**info["options"]["audio_teacher"])
+        options = from_mapping(AudioTeacherOptions, info["options"]["audio_teacher"],
+                               source=str(head.with_suffix(".json")), path="options.audio_teacher")
         return SpeechEmbedding(SpeechEmbeddingOptions(pad_ms=options.pad_ms)), list(model_files())
     from edgesense.train.teachers.vision import ImageNetFeatures, VisionTeacherOptions, weights_file
 

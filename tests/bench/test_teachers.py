@@ -55,6 +55,17 @@ def test_a_missing_teacher_package_is_one_line_and_skipped(tmp_path, monkeypatch
     assert teachers.find_teachers(tmp_path / "refs") == []
 
 
+def test_an_audio_teacher_sidecar_of_another_version_is_one_line_naming_it(tmp_path):
+    """Its options were passed as keywords: a field this version lacks was a TypeError traceback (the vision
+    teacher's were read field by field, as here)."""
+    head = tmp_path / f"{teachers.AUDIO_TEACHER}{teachers.HEAD_SUFFIX}"
+    info = {"task": "command", "options": {"audio_teacher": {"epochs": 3, "warp_drive": True}}}
+    expected = rf"{teachers.AUDIO_TEACHER}\.json: options\.audio_teacher\.warp_drive: unknown field"
+    with pytest.raises(ValueError, match=expected) as caught:
+        teachers._features(info, head)
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.slow
 def test_the_teachers_fingerprint_follows_what_the_data_holds_not_where_it_lies(tmp_path):
     import shutil
