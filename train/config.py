@@ -387,10 +387,17 @@ RECORDING_FIELDS: tuple[str, ...] = ("noise", "speech_negatives", "hard_negative
 
 
 def _resolve(path: Path | None, base: Path) -> Path | None:
+    """``path`` against ``base``, the folders above it resolved and its own name kept as written: a folder that is
+    a link keeps its name (the pools hash each recording's ``FOLDER/NAME``, :func:`edgesense.train.pools.
+    split_recordings`, as the benchmark and mine name it from the path they are given), so a relative path splits
+    as the same path written in full; ``..`` last is resolved."""
     if path is None:
         return None
     path = path.expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+    if path.is_absolute():
+        return path
+    joined = base / path
+    return joined.resolve() if joined.name in ("", "..") else joined.parent.resolve() / joined.name
 
 
 def _merged(old: object, new: object) -> object:

@@ -2,12 +2,15 @@
 photos, and recordings into pools (:func:`edgesense.train.pools.split_recordings`).
 
 It is the Speech Commands rule, so a split is the same on every machine and, unsalted,
-reproduces the official Speech Commands split.
+reproduces the official Speech Commands split. Names are hashed in one Unicode form (NFC): a name
+with an accent is the same name, and lands on the same side, whether a Mac disk stored it
+decomposed (``u`` + U+0308) or Linux composed (``ü``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 
 __all__ = ["MAX_NUM_WAVS_PER_CLASS", "hash_percent"]
 
@@ -18,6 +21,7 @@ _PERCENT = 100.0
 
 def hash_percent(key: str, salt: str = "") -> float:
     """A stable pseudo-random percentage in [0, 100] for ``key`` (the Speech Commands rule:
-    sha1 of ``salt + key`` modulo ``MAX_NUM_WAVS_PER_CLASS + 1``, scaled to percent)."""
-    digest = int(hashlib.sha1((salt + key).encode("utf-8")).hexdigest(), 16)
+    sha1 of ``salt + key``, in Unicode form NFC, modulo ``MAX_NUM_WAVS_PER_CLASS + 1``, scaled to percent)."""
+    text = unicodedata.normalize("NFC", salt + key)  # ASCII (every Speech Commands name) is its own NFC
+    digest = int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16)
     return (digest % (MAX_NUM_WAVS_PER_CLASS + 1)) * (_PERCENT / MAX_NUM_WAVS_PER_CLASS)

@@ -51,7 +51,9 @@ def is_recording(path: Path) -> bool:
 
 def visible_files(folder: str | Path) -> Iterator[Path]:
     """Every file name under ``folder``, searched recursively: linked folders followed, each real folder
-    once (a link back up the tree cannot loop), hidden files and folders (a leading ``.``) left out."""
+    once (a link back up the tree cannot loop), hidden files and folders (a leading ``.``) left out.
+    Folders are walked in name order, not the file system's: a real folder reached by two names (a link
+    beside it) is named by the first of them in that order on every machine, and the pools hash that name."""
     walked: set[str] = set()
     for root, subfolders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -59,8 +61,8 @@ def visible_files(folder: str | Path) -> Iterator[Path]:
             subfolders[:] = []
             continue
         walked.add(real)
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        yield from (Path(root) / name for name in names if not name.startswith("."))
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        yield from (Path(root) / name for name in sorted(names) if not name.startswith("."))
 
 
 def wav_recordings(paths: Iterable[str | Path]) -> list[Path]:

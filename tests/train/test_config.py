@@ -69,6 +69,30 @@ def test_a_learning_rate_that_is_not_finite_is_refused(tmp_path, text, shown):
         TrainOptions(learning_rate=float(shown))
 
 
+@pytest.mark.parametrize("field", ["noise", "speech_negatives", "rirs"])
+def test_a_linked_folder_of_recordings_splits_as_the_benchmark_splits_it(tmp_path, field):
+    """A folder of recordings that is a link to another name (``noise -> /disk2/background_2024``): the trainer
+    read it under the target's name, the benchmark (``--noise noise``) under the link's, and the pools hash
+    ``FOLDER/NAME``: the benchmark's evaluation streams held recordings the trainer had trained on."""
+    from edgesense.bench.streaming import recording_pools
+    from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
+
+    store = tmp_path / "disk2" / "background_2024"
+    store.mkdir(parents=True)
+    for i in range(8):
+        (store / f"rec{i}.wav").write_bytes(b"")
+    (tmp_path / "noise").symlink_to(store, target_is_directory=True)
+    path = tiny_config(tmp_path)
+    read = getattr(load_train_config(path, [f"data.{field}=[noise]"]).data, field)
+    pools = speech_negative_pools if field == "speech_negatives" else split_recordings
+    trained = pools(wav_recordings(read))
+    assert trained == pools(wav_recordings([tmp_path / "noise"]))  # the same folder written in full
+    if field == "noise":
+        assert [p.name for p in trained["evaluation"]] == [p.name for p in recording_pools([tmp_path / "noise"])[
+            "evaluation"]]
+    assert read == (tmp_path.resolve() / "noise",)  # the folders above it resolved, its own name kept
+
+
 @pytest.mark.parametrize("field", ["noise", "speech_negatives", "hard_negatives", "rirs"])
 def test_a_folder_of_recordings_that_holds_none_is_refused_naming_the_field(tmp_path, field):
     path = tiny_config(tmp_path)

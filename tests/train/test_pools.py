@@ -86,6 +86,49 @@ def test_recordings_are_found_in_any_case_in_nested_and_linked_folders_and_hidde
     assert wav_recordings([root / "B.WAV"]) == [root / "B.WAV"]  # a file named is taken as it is
 
 
+@pytest.mark.parametrize("listed", ["sorted", "reversed"])
+def test_a_folder_reached_by_two_names_is_named_alike_in_any_listing_order(tmp_path, monkeypatch, listed):
+    """Two links to one folder: the recordings are found once, under the first name in name order, whatever order
+    the file system lists the links in (ext4 lists them in hash order, which differs between two disks): the pools
+    hash FOLDER/NAME, so the other name gave other pools."""
+    import os
+
+    from edgesense.train.pools import wav_recordings
+
+    store = tmp_path / "store" / "recordings"
+    store.mkdir(parents=True)
+    for i in range(6):
+        (store / f"rec{i}.wav").write_bytes(b"")
+    root = tmp_path / "noise"
+    root.mkdir()
+    for name in ("alpha", "beta"):
+        (root / name).symlink_to(store, target_is_directory=True)
+    scandir = os.scandir
+
+    class Listing:  # os.scandir in a given order (the file system's, modelled)
+        def __init__(self, path):
+            with scandir(path) as it:
+                self.entries = iter(sorted(it, key=lambda e: e.name, reverse=listed == "reversed"))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.entries)
+
+    monkeypatch.setattr(os, "scandir", Listing)
+    found = wav_recordings([root])
+    assert [p.relative_to(root).as_posix() for p in found] == [f"alpha/rec{i}.wav" for i in range(6)]
+    pools = split_recordings(found)
+    assert pools == split_recordings([root / "alpha" / f"rec{i}.wav" for i in range(6)])
+
+
 def test_recordings_in_other_formats_are_counted_in_a_warning(tmp_path, caplog):
     import logging
 
