@@ -395,6 +395,24 @@ def test_a_commands_stream_places_words_at_their_levels_with_close_and_repeated_
     assert other_seed.fingerprint != stream.fingerprint
 
 
+def test_a_stream_over_a_recording_changed_anywhere_has_another_fingerprint():
+    """The fingerprint keys the posterior cache: a noise recording or a word changed in the middle (numpy's repr of a
+    long array shows its ends only, and the key took every 997th sample) kept the key, and the bench scored the old
+    stream's cached posteriors."""
+    commands, others = _material()
+    noise = np.random.default_rng(0).normal(scale=0.1, size=70 * SR).astype(np.float32)
+    options = StreamOptions(kind="commands", duration_s=30, seed=3)
+    stream = build_stream(options, commands=commands, others=others[:1], noise=[noise])
+    changed = noise.copy()
+    changed[35 * SR + 1] = 0.5  # one sample in the middle of the recording
+    assert build_stream(options, commands=commands, others=others[:1], noise=[changed]).fingerprint != \
+        stream.fingerprint
+    word = commands[0]
+    louder = [dataclasses.replace(word, samples=word.samples * np.float32(1.01))] + list(commands[1:])
+    assert build_stream(options, commands=louder, others=others[:1], noise=[noise]).fingerprint != stream.fingerprint
+    assert build_stream(options, commands=commands, others=others[:1], noise=[noise]).fingerprint == stream.fingerprint
+
+
 def test_word_windows_hold_each_word_at_the_streams_levels_and_the_asked_offset():
     commands, _ = _material()
     noise = [np.random.default_rng(0).normal(size=3 * SR).astype(np.float32)]
