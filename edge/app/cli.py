@@ -20,7 +20,7 @@ import tempfile
 import threading
 import types
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence, overload
 
 from edgesense import __version__, extra_hint
 
@@ -121,6 +121,14 @@ def one_line_message(exc: BaseException | str) -> str:
     :func:`edgesense.schema.validate.one_line` folds a library's multi-line message into spaces, this keeps
     the path as it is)."""
     return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
+@overload
+def input_file(flag: str, value: str | os.PathLike[str]) -> Path: ...
+@overload
+def input_file(flag: str, value: None) -> None: ...
+@overload
+def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None: ...
 
 
 def input_file(flag: str, value: str | os.PathLike[str] | None) -> Path | None:
@@ -284,7 +292,7 @@ def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
                         help="debug logging, OpenCV's and FFmpeg's messages included (without it: info)")
 
 
-def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str]) -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="edgesense", description="EdgeSense: audio+vision sensing on the edge.")
     parser.add_argument("--version", action="version", version=f"edgesense {__version__}")
     _add_verbose(parser, "verbose")

@@ -219,8 +219,9 @@ class VideoFileWriter:
         if self._writer is None:
             h, w = image.shape[:2]
             with quiet_opencv():
-                self._writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*OUT_FOURCC), self.fps,
-                                               (w, h))
+                # VideoWriter_fourcc: every OpenCV since 3 has it (OpenCV's stubs name only VideoWriter.fourcc)
+                fourcc = cv2.VideoWriter_fourcc(*OUT_FOURCC)  # type: ignore[attr-defined]
+                self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"{self.path}: OpenCV cannot write {OUT_FOURCC} video here")
         with quiet_opencv():  # a failed write (a full disk) is said once, by check(), not per frame

@@ -112,8 +112,8 @@ def _from_dict(cls, values: Mapping[str, Any], where: str):
 # --------------------------------------------------------------------------- audio
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+def _hz_to_mel(hz: float | np.ndarray) -> np.ndarray:
+    return np.asarray(1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0))
 
 
 @functools.lru_cache(maxsize=8)

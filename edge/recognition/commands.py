@@ -84,7 +84,8 @@ class CommandRecognizerOptions:
         require(isinstance(self.class_thresholds, Mapping), "class_thresholds",
                 "a mapping of labels to numbers in [0, 1)", self.class_thresholds)
         for label, value in self.class_thresholds.items():  # each named: {yes: 1} read as mappingproxy({...})
-            require(isinstance(label, str) and label, "class_thresholds", "labels that are non-empty strings", label)
+            require(isinstance(label, str) and label != "", "class_thresholds", "labels that are non-empty strings",
+                    label)
             require(is_number(value) and 0 <= value < 1, f"class_thresholds.{label}", "a number in [0, 1)", value)
         object.__setattr__(self, "class_thresholds", {k: float(v) for k, v in self.class_thresholds.items()})
         require(isinstance(self.ignored_labels, tuple) and all(isinstance(x, str) for x in self.ignored_labels),

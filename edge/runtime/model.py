@@ -183,7 +183,7 @@ class EdgeModel:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, path: bytes | str | os.PathLike, options: InterpreterOptions = InterpreterOptions(),
+    def load(cls, path: bytes | bytearray | str | os.PathLike, options: InterpreterOptions = InterpreterOptions(),
              expected_audio_frontend: AudioFrontendOptions | None = None, *, name: str | None = None) -> "EdgeModel":
         """Load a model written by ``edgesense quantize`` (a path, or the model's bytes; ``name``: what
         messages and :attr:`path` call it, e.g. the file bytes were read from, once, by the caller).

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def _heads_metadata(data: bytes, what: str) -> dict[str, Any] | None:
         return None
 
 
-def is_stream_heads(path: str | os.PathLike[str] | bytes) -> bool:
+def is_stream_heads(path: str | os.PathLike[str] | bytes | bytearray) -> bool:
     """Whether ``path`` (or a model's bytes) is a stream-heads file (its metadata says so); ``False`` for anything
     else."""
     try:
@@ -93,13 +93,13 @@ def is_stream_heads(path: str | os.PathLike[str] | bytes) -> bool:
 class StreamHeads:
     """A stream-heads file: ``(context, 96)`` embeddings -> class probabilities."""
 
-    def __init__(self, path: str | os.PathLike[str] | bytes,
+    def __init__(self, path: str | os.PathLike[str] | bytes | bytearray,
                  options: InterpreterOptions = InterpreterOptions(), *, name: str | None = None) -> None:
         data, what = read_model_bytes(path)
         what = name or what  # the file the caller read ``path``'s bytes from
         metadata = _heads_metadata(data, what)
         kind = metadata.get("kind") if metadata is not None else None
-        if kind != HEADS_KIND:
+        if metadata is None or kind != HEADS_KIND:
             raise ValueError(f"{what}: expected a stream-heads file (metadata kind {HEADS_KIND!r}; edgesense "
                              f"train-stream-heads), got " + (f"kind {kind!r}" if kind else "a model without one"))
         version = metadata.get("format_version")
@@ -109,9 +109,10 @@ class StreamHeads:
         require(isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels),
                 f"{what}: metadata labels", "a list of class names", labels)
         require(is_int(context) and context >= 1, f"{what}: metadata context_embeddings", "an integer >= 1", context)
-        self.path, self.metadata, self.size_bytes = what, metadata, len(data)
-        self.labels: tuple[str, ...] = tuple(labels)
-        self.context: int = context
+        self.path, self.size_bytes = what, len(data)
+        self.metadata: dict[str, Any] = metadata
+        self.labels: tuple[str, ...] = tuple(cast("list[str]", labels))
+        self.context: int = cast(int, context)
         self._interpreter = make_interpreter(data, options, name=what)
         try:
             self._interpreter.allocate_tensors()
@@ -121,7 +122,8 @@ class StreamHeads:
             inp, out = self._interpreter.get_input_details()[0], self._interpreter.get_output_details()[0]
         except UnicodeDecodeError as exc:  # a damaged file: a tensor name that is not UTF-8
             raise ValueError(f"{what}: a tensor name is not UTF-8 ({one_line(exc)}); damaged?") from None
-        for kind, detail, want in (("input", inp, (1, context, EMBEDDING_DIM)), ("output", out, (1, len(labels)))):
+        wants = (("input", inp, (1, self.context, EMBEDDING_DIM)), ("output", out, (1, len(self.labels))))
+        for kind, detail, want in wants:
             dtype, shape = np.dtype(detail["dtype"]), tuple(int(n) for n in detail["shape"])
             if dtype != np.float32 or shape != want:
                 raise ValueError(f"{what}: {kind}: expected float32 {want}, got {dtype} {shape}")

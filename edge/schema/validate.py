@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import math
 import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, TypeVar, Union
+from typing import Any, Callable, Literal, Mapping, TypeGuard, TypeVar, Union
 
 __all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "one_line",
            "Located", "found"]
@@ -28,19 +29,19 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """A finite real number (an int or a float, not a bool)."""
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))  # no int overflows
 
 
-def is_positive(value: Any) -> bool:
+def is_positive(value: Any) -> TypeGuard[float]:
     """A finite real number above 0 (not a bool)."""
     return is_number(value) and value > 0
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """An integer, not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -135,7 +136,7 @@ def _from_mapping(cls: type[T], data: Any, loc: Located, path: str, base: Any = 
         data = {}
     if not isinstance(data, Mapping):
         raise ValueError(f"{loc.at(path)}: expected a mapping, got {_describe(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ValueError(f"{loc.at(_join(path, str(unknown[0])))}: unknown field; expected one of "
@@ -145,7 +146,7 @@ def _from_mapping(cls: type[T], data: Any, loc: Located, path: str, base: Any = 
     def default(name: str) -> Any:
         return getattr(base, name) if base is not None else _field_default(fields[name])
 
-    kwargs = {name: _convert(hints[name], value, loc, _join(path, name), lambda name=name: default(name))
+    kwargs = {name: _convert(hints[name], value, loc, _join(path, name), functools.partial(default, name))
               for name, value in data.items()}
     if base is not None:
         kwargs = {**{name: getattr(base, name) for name in fields}, **kwargs}
@@ -206,7 +207,7 @@ def _convert(tp: Any, value: Any, loc: Located, path: str, default: Callable[[],
         if value in args and type(value) is type(args[args.index(value)]):
             return value
         raise ValueError(fail.format("one of " + ", ".join(repr(a) for a in args)))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _from_mapping(tp, value, loc, path, default() if default is not None else None)
     if origin in (dict, collections.abc.Mapping):
         key_type, value_type = args

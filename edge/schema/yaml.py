@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ def _parse(text: str, where: str) -> Any:
         raise ValueError(f"{where}: not valid YAML: {problem}") from None
 
 
-def load_yaml_document(path: str | Path) -> YamlDocument:
+def load_yaml_document(path: str | os.PathLike[str]) -> YamlDocument:
     """Read a YAML file whose top level is a mapping (an empty file is an empty mapping)."""
     path = Path(path)
     node = _parse(_read_text(path), str(path))
@@ -208,7 +209,7 @@ def load_yaml_document(path: str | Path) -> YamlDocument:
     return YamlDocument(path=path, data=data, lines=lines)
 
 
-def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The plain data of :func:`load_yaml_document`."""
     return load_yaml_document(path).data
 
@@ -222,7 +223,7 @@ def dump_yaml(data: Any) -> str:
     """Plain data as block-style YAML 1.2 (what :func:`load_yaml_mapping` reads back)."""
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # ruamel declares it None
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
@@ -382,7 +383,8 @@ def _newline(text: str) -> str:
     return _CRLF if first > 0 and text[first - 1] == "\r" else _LF
 
 
-def update_yaml_file(path: str | Path, updates: Mapping[str, Any], *, out: str | Path | None = None,
+def update_yaml_file(path: str | os.PathLike[str], updates: Mapping[str, Any], *,
+                     out: str | os.PathLike[str] | None = None,
                      header: str = "") -> Path:
     """Set dotted keys (``{"commands.threshold": 0.6}``) in a YAML file, keeping everything else.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, TypeVar, runtime_checkable
 
 __all__ = ["Event", "EventSink", "CallbackSink", "FanOutSink", "Outage", "event_to_json"]
 
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 STDOUT = "-"
+
+_Sink = TypeVar("_Sink", bound="_ClosableSink")
 
 
 @runtime_checkable
@@ -99,7 +101,10 @@ class _ClosableSink:
         if self._closed:
             raise ValueError(f"{type(self).__name__}: emit() on a closed sink")
 
-    def __enter__(self):
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self: _Sink) -> _Sink:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeGuard
 
 from edgesense import __version__, extra_hint
 from edgesense.schema.validate import one_line, require
@@ -36,7 +36,7 @@ _NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 # --------------------------------------------------------------------------- MQTT
 
 
-def is_valid_topic_prefix(prefix: Any) -> bool:
+def is_valid_topic_prefix(prefix: Any) -> TypeGuard[str]:
     """A publishable topic prefix: non-empty, no wildcards, no leading or trailing '/'."""
     return (isinstance(prefix, str) and bool(prefix) and not prefix.startswith("/") and not prefix.endswith("/")
             and not any(c in prefix for c in "+#\0"))
@@ -281,9 +281,9 @@ def _stop_signals_call(action: Callable[[], None]) -> Iterator[list[int]]:
     try:
         yield came
     finally:
-        for sig, handler in previous.items():
-            if signal.getsignal(sig) is on_signal:
-                signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            if signal.getsignal(signum) is on_signal:
+                signal.signal(signum, handler)
 
 
 def _tls_error(options: MqttOptions, exc: Exception) -> ValueError:

@@ -269,7 +269,8 @@ class EventSpool:
                     dropped = self._make_room(size)
                     cur = self._db.execute("INSERT INTO events (kind, payload, size_bytes, created_s) "
                                            "VALUES (?, ?, ?, ?)", (kind, payload, size, time.time()))
-                    seq = int(cur.lastrowid)
+                    assert cur.lastrowid is not None  # an INSERT sets it
+                    seq = cur.lastrowid
                 if dropped:
                     self._db.execute("INSERT INTO meta (key, value) VALUES ('dropped', ?) ON CONFLICT(key) "
                                      "DO UPDATE SET value = value + excluded.value", (dropped,))

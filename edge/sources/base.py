@@ -36,7 +36,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Generic, Iterator, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -127,6 +127,7 @@ class VideoFrame:
                              f"dtype {image.dtype}")
         if not math.isfinite(self.t_ms):
             raise ValueError(f"t_ms: expected a finite number, got {self.t_ms!r}")
+        object.__setattr__(self, "image", image)  # an ndarray, whatever array-like the caller gave
 
     @property
     def width_px(self) -> int:
@@ -191,7 +192,11 @@ class Source(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
 
-class _SourceBase:
+_Item = TypeVar("_Item")  #: what a source's ``read()`` returns: an AudioChunk or a VideoFrame
+_Source = TypeVar("_Source", bound="_SourceBase[Any]")
+
+
+class _SourceBase(Generic[_Item]):
     """Context manager, iteration and counters shared by the sources."""
 
     def __init__(self) -> None:
@@ -215,19 +220,19 @@ class _SourceBase:
     def closed(self) -> bool:
         return self._closed
 
-    def read(self) -> Any:  # pragma: no cover - overridden
+    def read(self) -> _Item | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self):
+    def __enter__(self: _Source) -> _Source:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[_Item]:
         """Yield items until the end of the stream (``read()`` returns ``None``)."""
         while True:
             item = self.read()

@@ -105,7 +105,7 @@ def _describe_inputs(devices: list[dict[str, Any]]) -> str:
                      for d in devices)
 
 
-class MicrophoneSource(_SourceBase):
+class MicrophoneSource(_SourceBase[AudioChunk]):
     """Chunks of ``chunk_ms`` from a live microphone, at ``sample_rate_hz``.
 
     The PortAudio callback only copies into a preallocated :class:`AudioRingBuffer`

@@ -129,7 +129,7 @@ def _open_wav(path: Path) -> Any:
         raise ValueError(f"{path}: cannot read the WAV file ({exc.strerror or exc})") from None
 
 
-class WavReplaySource(_SourceBase):
+class WavReplaySource(_SourceBase[AudioChunk]):
     """Chunks of a WAV file; ``t_ms`` is stream time (0 at the first sample).
 
     Every chunk has ``chunk_ms`` of audio except possibly the file's last one,
@@ -244,7 +244,7 @@ class VideoReplayOptions:
                  self.fps)
 
 
-class VideoReplaySource(_SourceBase):
+class VideoReplaySource(_SourceBase[VideoFrame]):
     """Frames of a video file decoded by OpenCV, stamped with their presentation time in the file
     (0 at the first frame), so a variable-frame-rate video (phones record them) keeps its timing.
     Where the file has no usable presentation times, or ``fps`` is given, frame ``i`` has

@@ -33,6 +33,7 @@ class RingBufferOptions:
         if isinstance(self.capacity_samples, bool) or not isinstance(self.capacity_samples, int) \
                 or self.capacity_samples < 1:
             raise ValueError(f"capacity_samples: expected a positive integer, got {self.capacity_samples!r}")
+        kind: str
         try:
             kind = np.dtype(self.dtype).kind
         except TypeError:

@@ -49,6 +49,17 @@ def test_items_validate_and_are_read_only():
         VideoFrame(image=np.zeros((4, 4), dtype=np.uint8), t_ms=0.0)
 
 
+def test_items_hold_the_array_their_array_like_was_checked_as():
+    """A frame given an array-like (rows of pixels) kept it as given: ``image`` was a list (annotated
+    ``np.ndarray``) and ``width_px`` an AttributeError."""
+    rows = [[np.array([10, 20, 30], dtype=np.uint8)] * 4] * 2
+    frame = VideoFrame(image=rows, t_ms=0.0)
+    assert isinstance(frame.image, np.ndarray) and frame.image.shape == (2, 4, 3)
+    assert (frame.width_px, frame.height_px) == (4, 2)
+    chunk = AudioChunk(samples=[np.float32(0.5)] * 3, t_ms=0.0, sample_rate_hz=RATE)
+    assert isinstance(chunk.samples, np.ndarray) and chunk.samples.dtype == np.float32
+
+
 def test_backoff_grows_caps_and_resets():
     backoff = ExponentialBackoff(BackoffOptions(initial_ms=100, max_ms=350, multiplier=2))
     assert [backoff.next_delay_ms() for _ in range(4)] == [100, 200, 350, 350]
