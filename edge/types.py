@@ -35,15 +35,6 @@ def _frozen_mapping(values: Mapping[str, float] | None) -> Mapping[str, float]:
     return MappingProxyType(dict(values or {}))
 
 
-@dataclass(frozen=True)
-class Category:
-    """One class of a head's output."""
-
-    index: int
-    label: str
-    score: float
-
-
 @dataclass(frozen=True, kw_only=True)
 class CommandEvent:
     """A voice command recognised on the stream.

@@ -9,7 +9,8 @@
   speaking command words at known times over CC0 ambient recordings (cafe, then
   traffic; crossfaded) at a comfortable SNR.
 * ``samples/commands.json``: the words with their start/end times (ground truth for
-  tests and scripts/bench_loop.py); ``samples/scenes.json``: the scene segments.
+  the tests of the loop's mechanics, and for ``scripts/bench_loop.py --audio samples/commands.wav``);
+  ``samples/scenes.json``: the scene segments.
 
 Usage: ``.venv/bin/python scripts/make_samples.py [--ambient-dir ../shared/data/ambient] [--out DIR] [--force]``
 (files already in ``--out``, by default the bundled samples, are replaced only with ``--force``).

@@ -1,7 +1,8 @@
-"""The run folder ``edgesense train`` writes: never over an earlier run unasked, never left half-written.
+"""The run folder ``edgesense train``, ``edgesense average`` and ``quantize --qat`` write: never over an earlier
+run unasked, never left half-written.
 
-A run is written into a hidden staging folder beside ``--out`` (:func:`start_staging`) and moved
-there only once it is complete (:func:`commit_run`): a run that fails or is interrupted leaves
+A run is written inside :func:`staged_run`: into a hidden staging folder beside ``--out`` (:func:`start_staging`),
+moved there only once it is complete (:func:`commit_run`): a run that fails or is interrupted leaves
 nothing in ``--out`` (an earlier run that ``--force`` would replace is kept), and two runs into one
 ``--out`` never mix their files.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir",
-           "check_out_outside_data", "clear_run_dir", "commit_run", "discard_staging", "staged_run", "start_staging"]
+           "check_out_outside_data", "commit_run", "discard_staging", "staged_run", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -107,15 +108,6 @@ def check_init_from(run_dir: Path, out_dir: Path | None = None, flag: str = "--i
         raise ValueError(f"{flag} {run_dir}: the same folder as {out_flag}, which this run replaces; choose "
                          f"another {out_flag}")
     return run_dir
-
-
-def clear_run_dir(out_dir: Path) -> None:
-    """Empty an earlier run folder (``check_out_dir(..., force=True)`` said it is one)."""
-    for path in out_dir.iterdir():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def _staging_dir(out_dir: Path, what: str) -> Path:

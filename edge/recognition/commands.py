@@ -20,9 +20,9 @@
   ``min_hold_ms``, and a heartbeat every ``heartbeat_ms`` while it holds.
 
 All of them take monotonic stream times in milliseconds and raise ``ValueError``
-when they go backwards. They return :class:`edgesense.types.CommandEvent` /
+when they go backwards. The recognizer and the smoother return :class:`edgesense.types.CommandEvent` /
 :class:`edgesense.types.SceneEvent` (``wall_time`` from the ``wall_time`` supplier) or
-``None`` when nothing happened.
+``None`` when nothing happened; the gate returns whether it is open.
 """
 
 from __future__ import annotations

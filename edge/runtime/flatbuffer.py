@@ -48,7 +48,7 @@ _METADATA_BUFFER = 1
 _SIGNATURE_KEY = 2
 _SIGNATURE_SUBGRAPH_INDEX = 4
 
-_U8, _U16, _U32, _I32, _U64 = "<B", "<H", "<I", "<i", "<Q"
+_U16, _U32, _I32, _U64 = "<H", "<I", "<i", "<Q"
 _VTABLE_HEADER_BYTES = 4  # vtable size (u16) + table size (u16)
 _FIELD_SLOT_BYTES = 2
 

@@ -20,8 +20,6 @@ __all__ = ["QuantParams", "quantize", "dequantize", "requantize"]
 
 #: Integer types a model's inputs/outputs may be quantized to.
 QUANTIZED_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
-#: Float types that pass through.
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 _HALF = 0.5
 
 

@@ -349,7 +349,6 @@ class MqttSink(_ClosableSink):
         self._pending: list[Any] = []
         self._unanswered = False  #: the last flush that waited for the broker timed out (it may hang, or be gone)
         self._lock = threading.Lock()
-        self.published = 0
         self.failed = 0
         self._lost = 0  #: events lost here (the spool counts those it dropped); see lost_events
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
@@ -572,11 +571,9 @@ class MqttSink(_ClosableSink):
                 # seq < 0: too large for the spool, dropped (and counted in the spool's dropped events)
                 self._last_seq = max(self._last_seq, seq)
                 self._delivery.wake()
-                self.published += 1
                 return
         self._publish(self.options.event_topic(event.type), payload, retain=False, event=True)
         self._publish(self.options.state_topic(event.type), payload, retain=True)
-        self.published += 1
 
     def flush(self) -> None:
         """Wait (up to ``publish_timeout_s`` in all) until emitted messages reached the broker.

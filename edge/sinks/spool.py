@@ -461,8 +461,6 @@ class SpoolDelivery:
         self._seen_generation = 0
         self._stale_since: float | None = None
         self.delivered = 0  #: events acknowledged and removed
-        self.resends = 0  #: times in-flight events were published again from the spool
-        self.errors = 0
         self._thread = threading.Thread(target=self._loop, name="edgesense-spool", daemon=True)
         self._thread.start()
 
@@ -494,10 +492,6 @@ class SpoolDelivery:
         """New events were appended: publish them now."""
         self._note()
 
-    @property
-    def pending_acks(self) -> int:
-        return sum(self._parts.values())
-
     def wait_delivered(self, seq: int, timeout_s: float) -> bool:
         """Wait until every event up to ``seq`` is acknowledged (or dropped); False after ``timeout_s``."""
         def done() -> bool:
@@ -527,7 +521,6 @@ class SpoolDelivery:
             try:
                 self._step(acks, online, generation)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad moment (disk, broker)
-                self.errors += 1
                 logger.warning("spool: delivery step failed: %s; retrying", exc)
                 with self._cond:
                     self._cond.wait(self.options.idle_wait_s)
@@ -561,7 +554,6 @@ class SpoolDelivery:
             self._parts.clear()
             self._sent_seq = 0
             self._stale_since = None
-            self.resends += 1
         if not online or self._stale_since is not None:
             return
         room = self.options.window_events - len(self._parts)

@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 TARGET_SAMPLE_RATE_HZ = 16000
-MAX_SAMPLE_RATE_HZ = 192000
+#: The highest rate a microphone is opened at (audio interfaces stop at 192 kHz); WAV files and frontends take up
+#: to :data:`edgesense.frontend.audio.MAX_SAMPLE_RATE_HZ`.
+MAX_DEVICE_SAMPLE_RATE_HZ = 192000
 #: The longest ring buffer and read timeout a microphone takes (a minute): longer ones overflowed or failed to
 #: allocate only when the device opened.
 MAX_BUFFER_MS = 60_000.0
@@ -66,8 +68,8 @@ class MicrophoneOptions:
         require(self.device is None or (isinstance(self.device, str) and self.device.strip() != "")
                 or (is_int(self.device) and self.device >= 0),
                  "device", "null (the default input), a device index >= 0 or a device name", self.device)
-        require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
-                 f"an integer in [1, {MAX_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
+        require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_DEVICE_SAMPLE_RATE_HZ, "sample_rate_hz",
+                 f"an integer in [1, {MAX_DEVICE_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
         require(is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
         require(is_number(self.buffer_ms) and 2 * self.chunk_ms <= self.buffer_ms <= MAX_BUFFER_MS, "buffer_ms",
                  f"a number in [2 * chunk_ms = {2 * self.chunk_ms:g}, {MAX_BUFFER_MS:g}]", self.buffer_ms)
