@@ -80,6 +80,14 @@ LOGROTATE = "edgesense.logrotate"
 #: logrotate: rotate the events file past this size, keep this many older files (compressed).
 ROTATE_SIZE = "10M"
 ROTATE_COUNT = 5
+#: The unit's watchdog (``WatchdogSec=``): ``edgesense run`` pings it from its loop at least every half of it. Far
+#: above the loop's longest legitimate wait (a stalled microphone's ``audio.read_timeout_ms``, 1 s by default) and
+#: above ``camera.stall_timeout_ms`` (10 s by default), with which the loop ends a run whose camera read hangs.
+WATCHDOG_S = 30
+#: ``TimeoutStartSec=``: from the start to READY=1 (imports, the model, the devices, an MQTT broker's answer).
+START_TIMEOUT_S = 120
+#: The module of EdgeSense's wheel that speaks systemd's notify protocol: a wheel without it never says READY=1.
+NOTIFY_MODULE = "edgesense/app/notify.py"
 #: The config field that holds the model path (see ``edge/loop/config.py``).
 MODEL_PATH_FIELD = "model.path"
 HEADS_PATH_FIELD = "second_opinion.heads_path"
@@ -200,6 +208,23 @@ def _check_wheel(path: Path) -> None:
     if name != "edgesense" or not any(t.abi == "none" and t.platform == "any" for t in tags):
         raise ValueError(f"--edgesense-wheel {path}: expected EdgeSense's wheel, named like "
                          f"edgesense-{__version__}-py3-none-any.whl, got {path.name!r}")
+
+
+def _service_readiness(wheel: Path) -> str:
+    """The unit's ``Type=`` lines for the EdgeSense ``wheel`` the device installs: ``Type=notify`` with a watchdog
+    when its ``edgesense run`` says READY=1 (:data:`NOTIFY_MODULE`), else ``Type=simple``: a unit waiting for a
+    READY=1 that never comes would fail its start and be restarted for ever."""
+    with zipfile.ZipFile(wheel) as archive:
+        notifies = NOTIFY_MODULE in archive.namelist()
+    if not notifies:
+        logger.warning("%s has no %s (an older EdgeSense): its unit is Type=simple, without systemd's watchdog",
+                       wheel.name, NOTIFY_MODULE)
+        return (f"# {wheel.name} says nothing to systemd (no {NOTIFY_MODULE}): no READY=1 to wait for, no watchdog\n"
+                "Type=simple")
+    return ("# edgesense run says READY=1 once its model is loaded and its devices are open, then WATCHDOG=1 from\n"
+            f"# its loop: a loop that hangs for {WATCHDOG_S} s is killed, and restarted as a failure; a camera read\n"
+            "# that hangs ends the run itself (camera.stall_timeout_ms), exit code 2, restarted too\n"
+            f"Type=notify\nNotifyAccess=main\nWatchdogSec={WATCHDOG_S}\nTimeoutStartSec={START_TIMEOUT_S}")
 
 
 def _portable_model(data: bytes, metadata: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
@@ -453,6 +478,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         "USER": SERVICE_USER, "USER_Q": q(SERVICE_USER),
         "GROUPS": " ".join(SERVICE_GROUPS), "GROUPS_Q": q(" ".join(SERVICE_GROUPS)),
         "STATE_DIR_Q": q(STATE_DIR), "STATE_DIR_NAME": Path(STATE_DIR).name,
+        "SERVICE_READINESS": _service_readiness(own),
         "PRIVATE_TMP": ("PrivateTmp=true" if target.private_tmp else
                         f"# no PrivateTmp: the CSI camera (nvarguscamerasrc) talks to nvargus-daemon through "
                         f"{ARGUS_SOCKET}\nPrivateTmp=false"),

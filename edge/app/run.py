@@ -9,7 +9,12 @@ modality without a file is absent (the model fuses ``None`` for it). So ``--audi
 x.wav`` alone is keyword spotting only, and ``--video x.mp4`` alone scene only.
 
 SIGINT and SIGTERM stop the sources, flush the outputs and exit 0. Any error a
-user can fix prints one line and exits 2 (see :mod:`edgesense.app.cli`).
+user can fix prints one line and exits 2 (see :mod:`edgesense.app.cli`); so does a device fault that ends the
+run (a microphone whose stream stopped, a camera read that hung for ``camera.stall_timeout_ms``), after the
+events so far are written, for a service manager to restart the process.
+
+Under systemd (``Type=notify``, :mod:`edgesense.app.notify`) it says ``READY=1`` once the model is loaded and the
+sources are open, ``WATCHDOG=1`` from the loop's thread as it goes round, and ``STOPPING=1`` when the run ends.
 """
 
 from __future__ import annotations
@@ -130,8 +135,28 @@ def live_device_help(exc: Any, config: str) -> RuntimeError:
                         "to run without it, or replay files with --video FILE / --audio FILE")
 
 
+def _events_so_far(pipeline: Any) -> str:
+    stats = pipeline.stats
+    return f"{stats.command_events} command and {stats.scene_events} scene events so far"
+
+
+def warn_of_waits_past_the_watchdog(pipeline: Any, watchdog_s: float | None, config: str) -> None:
+    """One warning when the loop may legitimately wait (a stalled microphone's ``audio.read_timeout_ms``) half the
+    watchdog period or longer: the loop's pings, at most every half period, would then come too late."""
+    from edgesense.sources.base import MS_PER_S
+
+    if watchdog_s is None or not pipeline.live_audio:
+        return
+    wait_s = pipeline.audio.options.read_timeout_ms / MS_PER_S
+    if wait_s >= watchdog_s / 2:
+        logger.warning("%s: audio.read_timeout_ms %g is half the service's watchdog period (%g s, WatchdogSec=) or "
+                       "more: a stalled microphone would have the service restarted; expected less than %g",
+                       config, wait_s * MS_PER_S, watchdog_s, watchdog_s / 2 * MS_PER_S)
+
+
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import say, stop_on_signals, user_names
+    from edgesense.app.notify import ServiceNotifier
 
     if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
@@ -156,16 +181,30 @@ def run(args: argparse.Namespace) -> int:
 
             if display_available()[0]:
                 preview = open_preview(f"EdgeSense ({config.device.name})")
+        notifier = ServiceNotifier.from_environment()  # does nothing outside a systemd unit of Type=notify
+
+        def alive() -> None:  # the loop's own thread, every round: a loop that hangs stops the watchdog's pings
+            notifier.alive(lambda: _events_so_far(pipeline))
+
         try:
             with user_names({**outputs, **names}):
                 pipeline = Pipeline.from_config(config, model_path=args.model, video=args.video, audio=args.audio,
-                                                fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview)
+                                                fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview,
+                                                on_progress=alive)
         except LiveDeviceError as exc:
             raise live_device_help(exc, args.config) from None
         stop.attach(pipeline)
-        with pipeline:
-            if not stop.requested:
-                pipeline.run(duration_s=args.duration_s)
+        try:
+            with pipeline:
+                if not stop.requested:
+                    warn_of_waits_past_the_watchdog(pipeline, notifier.watchdog_s, args.config)
+                    notifier.ready(f"running {config.device.name}")
+                    try:
+                        pipeline.run(duration_s=args.duration_s)
+                    finally:
+                        notifier.stopping(f"stopping: {_events_so_far(pipeline)}")
+        finally:
+            notifier.close()
         stats = pipeline.stats
         if stop.requested:
             logger.info("stopped by a signal")

@@ -6,17 +6,17 @@ options of the loop's components, one definition and one default per field::
                                            delegate_library}
     camera:    sources.camera.CameraOptions {enabled, source: index | /dev/videoN | GStreamer pipeline,
                                            width_px, height_px, fps, reopen_after_failures,
-                                           backoff: {initial_ms, max_ms, multiplier}}
+                                           backoff: {initial_ms, max_ms, multiplier}, stall_timeout_ms}
     audio:     sources.microphone.MicrophoneOptions {enabled, device: index | name | null,
                                            sample_rate_hz, chunk_ms, buffer_ms, read_timeout_ms}
     scheduler: loop.scheduler.SchedulerOptions {command_hop_ms, scene_rate_hz, embedding_max_age_ms}
     commands:  recognition.commands.CommandRecognizerOptions {threshold, suppression_ms,
                                            average_window_ms, minimum_count, ...}
-    vad:       recognition.gate.EnergyGateOptions {enabled, threshold_dbfs, hangover_ms}
+    vad:       recognition.gate.EnergyGateOptions {enabled, threshold_dbfs, hangover_ms, floor_dbfs}
     scenes:    recognition.scenes.SceneSmootherOptions {smoothing: ema|window, window_ms,
                                            hysteresis_margin, min_hold_ms, heartbeat_ms | null}
     outputs:   sinks.outputs.OutputsOptions {events: "-" | path | null, mqtt: URL | null,
-                                           topic_prefix, ha_discovery, mqtt_spool_dir: path | null}
+                                           topic_prefix, ha_discovery, mqtt_spool_dir: auto | path | null}
     second_opinion: runtime.second_opinion.SecondOpinionOptions {heads_path: path | null,
                                            student_weight, num_threads}
 

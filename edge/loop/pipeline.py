@@ -39,7 +39,10 @@ window is full again (counted in ``stats.audio_gaps``).
 
 Faults: a failing camera (:class:`edgesense.sources.base.SourceReadError`) is logged once per
 outage; the loop runs on audio (scene events pause) while the camera reopens with
-backoff, and resumes when frames come back. A stalled microphone is logged once
+backoff, and resumes when frames come back. A live camera's read that does not return at all (wedged in its
+driver) is warned about at half of ``camera.stall_timeout_ms`` and ends the run at all of it
+(:class:`edgesense.loop.scheduler.CameraStallError`, a ``RuntimeError``): no thread can free it, the process must
+exit for its service manager to restart it. A stalled microphone is logged once
 and retried; a live camera beside it goes on (scene events from the image alone, the
 microphone polled every ``idle_wait_ms`` meanwhile). Devices that cannot be opened at start
 raise ``RuntimeError``.
@@ -346,7 +349,9 @@ class Pipeline:
     overrides the live/replay choice made from the source's type. ``sinks`` and
     ``on_event`` callbacks receive events in :meth:`run`. ``on_frame(frame, state)``
     is called in the loop thread for every frame the loop receives; returning
-    ``False`` stops the loop. ``second_opinion``: a second audio model whose posteriors are blended
+    ``False`` stops the loop. ``on_progress()`` is called in the loop thread after every round of the loop (a
+    tick of media or an idle round): a sign that the loop is alive (``edgesense run``'s systemd watchdog).
+    ``second_opinion``: a second audio model whose posteriors are blended
     into every command hop's (:meth:`from_config` builds it from the config's ``second_opinion``
     section). The pipeline owns the sources and sinks: :meth:`close`
     (or the ``with`` block) releases them.
@@ -356,7 +361,8 @@ class Pipeline:
                  audio: Any = None, video: Any = None, sinks: Sequence[EventSink] = (),
                  on_event: EventCallback | Sequence[EventCallback] | None = None,
                  on_frame: FrameHook | None = None, live_video: bool | None = None,
-                 wall_time: Callable[[], float] = time.time, second_opinion: SecondOpinion | None = None) -> None:
+                 wall_time: Callable[[], float] = time.time, second_opinion: SecondOpinion | None = None,
+                 on_progress: Callable[[], Any] | None = None) -> None:
         if audio is None and video is None:
             raise ValueError("audio, video: expected at least one source, got neither")
         require(isinstance(options, PipelineOptions), "options", "PipelineOptions", options)
@@ -377,8 +383,10 @@ class Pipeline:
                 and all(callable(c) for c in callbacks), "on_event",
                 "None, a callable or a sequence of callables", on_event)
         require(on_frame is None or callable(on_frame), "on_frame", "None or a callable", on_frame)
+        require(on_progress is None or callable(on_progress), "on_progress", "None or a callable", on_progress)
         self._callbacks: list[EventCallback] = list(callbacks)
         self._on_frame = on_frame
+        self._on_progress = on_progress
         self._wall_time = wall_time
 
         frontend = model.audio_frontend
@@ -392,8 +400,10 @@ class Pipeline:
         self._hop = PeriodicSchedule(options.scheduler.command_hop_ms)
         self._scene = PeriodicSchedule(options.scheduler.scene_period_ms)
         self._aligner = ReplayVideoAligner(video) if video is not None and not self.live_video else None
-        self._reader = (LatestFrameReader(video, options.reader, with_audio=audio is not None)
-                        if video is not None and self.live_video else None)
+        # A replayed file is read in this thread and never stalls so; a live camera's read may never return.
+        stall_ms = video.options.effective_stall_timeout_ms if isinstance(video, CameraSource) else None
+        self._reader = (LatestFrameReader(video, options.reader, with_audio=audio is not None,
+                                          stall_timeout_ms=stall_ms) if video is not None and self.live_video else None)
 
         self._stop = threading.Event()
         self._running = False
@@ -419,7 +429,7 @@ class Pipeline:
         self._latest_stage: dict[str, float] = {}
         self._t_ms = 0.0
         # counters
-        self._counts = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
         self._stage_ms: dict[str, LatencyWindow] = {}
         self._t_first: float | None = None
         self._t_last: float | None = None
@@ -436,7 +446,8 @@ class Pipeline:
                     mqtt: str | Literal[False] | None = None,
                     on_event: EventCallback | Sequence[EventCallback] | None = None,
                     on_frame: FrameHook | None = None,
-                    options: PipelineOptions | None = None) -> "Pipeline":
+                    options: PipelineOptions | None = None,
+                    on_progress: Callable[[], Any] | None = None) -> "Pipeline":
         """Model, sources and sinks as a device config describes them.
 
         ``video`` / ``audio``: replay these files instead of the camera / microphone.
@@ -448,8 +459,8 @@ class Pipeline:
         a ``RuntimeError`` naming every device that cannot be opened).
         ``events`` / ``mqtt``: override ``outputs.events`` / ``outputs.mqtt``
         (``None``: the config's; ``False``: off). ``on_frame`` sees every frame with the
-        loop's state (the app's preview window is one such hook). ``options`` replaces the
-        scheduling options derived from the config.
+        loop's state (the app's preview window is one such hook); ``on_progress()`` is called after every round
+        of the loop. ``options`` replaces the scheduling options derived from the config.
         """
         require(isinstance(fast, bool), "fast", "true or false", fast)
         require(events is None or events is False or isinstance(events, (str, os.PathLike)), "events",
@@ -468,7 +479,7 @@ class Pipeline:
                     stack.enter_context(source)
             sinks: list[EventSink] = []
             target = config.outputs.events if events is None else events
-            if target not in (None, False):
+            if target is not None and target is not False:
                 sinks.append(stack.enter_context(JsonLinesSink(os.fspath(target))))
             url = config.outputs.mqtt if mqtt is None else mqtt
             if url not in (None, False):
@@ -481,7 +492,7 @@ class Pipeline:
             second = second_opinion_of(config, model) if audio_source is not None else None
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
                            video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame,
-                           second_opinion=second)
+                           second_opinion=second, on_progress=on_progress)
             stack.pop_all()
         return pipeline
 
@@ -527,14 +538,6 @@ class Pipeline:
         if callable(close):
             close()
 
-    # ------------------------------------------------------------------ observers
-
-    def add_callback(self, callback: EventCallback) -> None:
-        """Call ``callback(event)`` for every event :meth:`run` dispatches."""
-        if not callable(callback):
-            raise ValueError(f"callback: expected a callable, got {callback!r}")
-        self._callbacks.append(callback)
-
     @property
     def state(self) -> PipelineState:
         smoothed = self._smoother.smoothed
@@ -576,6 +579,7 @@ class Pipeline:
             audio_read_failures=self._counts["audio_read_failures"],
             camera_read_failures=video_stats.read_failures if video_stats else 0,
             camera_outages=self._reader.outages if self._reader is not None else 0,
+            camera_stalls=self._reader.stalls if self._reader is not None else 0,
             camera_reopens=video_stats.reopens if video_stats else 0,
             stream_start_ms=self._t_first or 0.0,
             stream_ms=stream_ms,
@@ -630,12 +634,16 @@ class Pipeline:
         media_at_ms = monotonic_ms()  # when the latest media arrived (or this call began)
         try:
             while not self._stop.is_set():
+                if self._reader is not None:
+                    self._reader.check_stall()  # a read that never returns: here, in the loop's thread
                 tick = self._next_tick()
                 if tick is None:
                     break
                 if isinstance(tick, _Tick):
                     media_at_ms = monotonic_ms()
                     yield from self._process(tick)
+                if self._on_progress is not None:
+                    self._on_progress()
                 if duration_s is not None and self._stream_ms(idle_since_ms=None if isinstance(tick, _Tick)
                                                               else media_at_ms) >= duration_s * MS_PER_S:
                     break

@@ -11,6 +11,8 @@ rolling feature window, replayed-video alignment and the live-camera reader thre
 * :class:`LatestFrameReader`: a live camera read on its own thread, keeping only the
   newest frame. A failed read is logged once per outage and retried (the
   :class:`edgesense.sources.camera.CameraSource` reopens itself with exponential backoff).
+  A read that never returns (a capture wedged in its driver) is seen by the loop's thread
+  (:meth:`LatestFrameReader.check_stall`), which ends the run: no thread can free it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from edgesense.schema.validate import is_number, is_positive, require
 from edgesense.sources.base import SourceReadError, VideoFrame
 
 __all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions",
-           "LatestFrameReader"]
+           "LatestFrameReader", "CameraStallError"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class PeriodicSchedule:
         """True (and advance the grid past ``t_ms``) when ``t_ms`` reached the next grid time."""
         if self._origin_ms is None:
             self.anchor(t_ms)
+        assert self._origin_ms is not None  # anchored above
         next_ms = self._origin_ms + self._tick * self.period_ms
         if t_ms < next_ms - self.TOLERANCE_MS:
             return False
@@ -241,6 +244,12 @@ class LatestFrameReaderOptions:
         require(is_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
 
 
+class CameraStallError(RuntimeError):
+    """A read of the live camera has not returned for its ``stall_timeout_ms``: it is blocked inside the capture
+    (a driver, a GStreamer source), where no thread can interrupt it nor the camera be reopened. The process
+    must exit for it to be freed (the service manager then restarts it)."""
+
+
 class LatestFrameReader:
     """Reads a live video source on a daemon thread and keeps only the newest frame.
 
@@ -250,13 +259,24 @@ class LatestFrameReader:
     counted, and the read retried after ``retry_ms``. Any other exception ends the
     thread and is re-raised by :meth:`take`. ``with_audio``: whether audio goes on beside the camera
     (the outage's log line says so; a camera-only loop has none to go on with).
+
+    ``stall_timeout_ms`` (``None``: never): :meth:`check_stall`, called from the loop's thread, warns once
+    when the read in progress has not returned for half of it and raises :class:`CameraStallError` when it has
+    not for all of it (counted in :attr:`stalls`, the reads that hung past the warning).
     """
 
     def __init__(self, source: Any, options: LatestFrameReaderOptions = LatestFrameReaderOptions(), *,
-                 with_audio: bool = True) -> None:
+                 with_audio: bool = True, stall_timeout_ms: float | None = None) -> None:
+        require(stall_timeout_ms is None or is_positive(stall_timeout_ms), "stall_timeout_ms",
+                "None or a positive number", stall_timeout_ms)
         self.source = source
         self.options = options
         self.with_audio = bool(with_audio)
+        self.stall_timeout_ms = stall_timeout_ms
+        self._read_since_s: float | None = None  # monotonic start of the read in progress (None: none)
+        self._warned_since_s: float | None = None  # the read whose hang was warned about
+        self.stalls = 0
+        self.stalled = False  # a read hung past stall_timeout_ms: the thread cannot be stopped
         self._cond = threading.Condition()
         self._frame: VideoFrame | None = None
         self._seq = 0
@@ -276,16 +296,46 @@ class LatestFrameReader:
             self._thread.start()
         return self
 
-    @property
-    def in_outage(self) -> bool:
-        """True between a failed read and the next good frame."""
-        return self._in_outage
+    def _read(self) -> VideoFrame | None:
+        """The source's next frame, with the start of the read kept for :meth:`check_stall`."""
+        since = self._read_since_s = time.monotonic()
+        try:
+            return self.source.read()
+        finally:
+            self._read_since_s = None
+            if self._warned_since_s == since:
+                logger.warning("camera: the read returned after %.1f s", time.monotonic() - since)
+
+    def check_stall(self) -> None:
+        """From the loop's thread: one warning when the read in progress has hung for half of
+        ``stall_timeout_ms``, :class:`CameraStallError` when it has hung for all of it."""
+        since, timeout_ms = self._read_since_s, self.stall_timeout_ms
+        if since is None or timeout_ms is None:
+            return
+        hung_ms = (time.monotonic() - since) * MS_PER_S
+        if hung_ms < timeout_ms / 2:
+            return
+        if self._warned_since_s != since:
+            self._warned_since_s = since
+            self.stalls += 1
+            logger.warning("camera: a read from %s has not returned for %.1f s (stalled in its driver?); scene "
+                           "events wait for it, and the run ends if it has not returned after %.1f s "
+                           "(camera.stall_timeout_ms)", self._describe(), hung_ms / MS_PER_S, timeout_ms / MS_PER_S)
+        if hung_ms >= timeout_ms:
+            self.stalled = True
+            raise CameraStallError(
+                f"camera: a read from {self._describe()} has not returned for {hung_ms / MS_PER_S:.1f} s "
+                f"(camera.stall_timeout_ms: {timeout_ms:g}): the capture is wedged in its driver or pipeline and "
+                "cannot be freed or reopened in this process: the process exits, for its service manager to restart it")
+
+    def _describe(self) -> str:
+        return str(getattr(self.source, "description", type(self.source).__name__))
 
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
                 try:
-                    frame = self.source.read()
+                    frame = self._read()
                 except SourceReadError as exc:
                     self.read_failures += 1
                     if not self._in_outage:
@@ -332,6 +382,9 @@ class LatestFrameReader:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.stalled:  # blocked inside the capture: joining would only wait join_timeout_ms for nothing
+            logger.debug("camera: the reader thread is left in its stalled read")
+            return
         if self._thread.is_alive():
             self._thread.join(self.options.join_timeout_ms / MS_PER_S)
             if self._thread.is_alive():

@@ -90,6 +90,7 @@ class PipelineStats:
     audio_read_failures: int = 0  #: reads that found no audio (while a live camera goes on, one per idle_wait_ms)
     camera_read_failures: int = 0
     camera_outages: int = 0
+    camera_stalls: int = 0  #: live camera reads that hung for half of camera.stall_timeout_ms (each one warned)
     camera_reopens: int = 0
     stream_start_ms: float = 0.0  #: stream time of the first sample or frame (0 for replays)
     stream_ms: float = 0.0  #: media time processed

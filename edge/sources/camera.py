@@ -11,6 +11,7 @@ import cv2
 
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
+    MS_PER_S,
     BackoffOptions,
     ExponentialBackoff,
     SourceReadError,
@@ -49,6 +50,13 @@ def _opencv_has_gstreamer() -> bool:
 
 CAMERA_REOPEN_MAX_MS = 1000.0
 MAX_FRAME_PX = 8192
+#: ``stall_timeout_ms``'s default: far above a slow camera's frame period, a GStreamer pipeline's start (a second or
+#: two for nvarguscamerasrc) and a reopen, and short enough that a wedged camera is restarted within seconds.
+CAMERA_STALL_TIMEOUT_MS = 10_000.0
+#: The shortest ``stall_timeout_ms``.
+MIN_STALL_TIMEOUT_MS = 1000.0
+#: A read is taken for stalled only after this many frame periods at ``fps`` too (a time-lapse camera's frames).
+STALL_FRAME_PERIODS = 3
 #: How long :meth:`CameraSource.close` waits for a read in progress before it leaves the release to
 #: that read (a stalled device must not hang the loop's shutdown).
 CLOSE_WAIT_S = 1.0
@@ -64,6 +72,14 @@ class CameraOptions:
     ``reopen_after_failures`` consecutive failed reads the device is closed and
     reopened on later reads, spaced by ``backoff``. ``enabled``: whether the device loop
     opens the camera (the ``camera:`` section of a device config).
+
+    ``stall_timeout_ms``: a read (a frame, or a reopen) of the live camera that has not returned after this long
+    ends the device loop with a ``RuntimeError`` (a warning comes at half of it): a capture wedged in its driver,
+    or a GStreamer source that stalled (nvarguscamerasrc when nvargus-daemon dies), blocks inside OpenCV and
+    cannot be freed or reopened in the process, so the process exits and its service manager restarts it.
+    ``None``: never (a read that hangs then stops scene events for good). A read that fails (no frame) is not a
+    stall: the camera reopens itself with ``backoff``. A camera slower than a frame in a third of it (a time-lapse
+    ``fps``) has :data:`STALL_FRAME_PERIODS` frame periods instead (:attr:`effective_stall_timeout_ms`).
     """
 
     enabled: bool = True
@@ -75,11 +91,13 @@ class CameraOptions:
     #: Reopen attempts back off to at most once a second, so frames return within about
     #: a second of the camera's return even after a long outage (an attempt is cheap).
     backoff: BackoffOptions = field(default_factory=lambda: BackoffOptions(max_ms=CAMERA_REOPEN_MAX_MS))
+    stall_timeout_ms: float | None = CAMERA_STALL_TIMEOUT_MS
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
-        require((is_int(self.source) and self.source >= 0) or (isinstance(self.source, str) and self.source.strip()),
-                 "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
+        require((is_int(self.source) and self.source >= 0)
+                or (isinstance(self.source, str) and self.source.strip() != ""),
+                "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
         require(is_int(self.width_px) and 0 < self.width_px <= MAX_FRAME_PX, "width_px",
                  f"an integer in [1, {MAX_FRAME_PX}]", self.width_px)
         require(is_int(self.height_px) and 0 < self.height_px <= MAX_FRAME_PX, "height_px",
@@ -88,6 +106,19 @@ class CameraOptions:
         require(is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
                  "an integer >= 1", self.reopen_after_failures)
         require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)
+        require(self.stall_timeout_ms is None or (is_number(self.stall_timeout_ms)
+                                                  and self.stall_timeout_ms >= MIN_STALL_TIMEOUT_MS),
+                "stall_timeout_ms", f"null (never) or a number of ms >= {MIN_STALL_TIMEOUT_MS:g}",
+                self.stall_timeout_ms)
+
+    @property
+    def effective_stall_timeout_ms(self) -> float | None:
+        """``stall_timeout_ms``, or :data:`STALL_FRAME_PERIODS` frame periods at ``fps`` where that is longer (a
+        time-lapse camera at ``fps: 0.25`` waits 4 s for each frame: its default 10 s would take a frame for a
+        stall); ``None``: never."""
+        if self.stall_timeout_ms is None:
+            return None
+        return max(float(self.stall_timeout_ms), STALL_FRAME_PERIODS * MS_PER_S / self.fps)
 
 
 class CameraSource(_SourceBase):
@@ -196,6 +227,7 @@ class CameraSource(_SourceBase):
                 self._next_attempt_ms = now + self._backoff.next_delay_ms()
                 raise SourceReadError(f"camera: reopening failed ({exc})") from exc
             logger.info("camera: %s reopened", self.description)
+        assert self._cap is not None  # opened above, or reopen() raised
         ok, image = self._cap.read()
         if not ok or image is None:
             self._read_failures += 1

@@ -121,6 +121,17 @@ def test_a_camera_backoff_section_keeps_the_cameras_one_second_cap_for_what_it_l
                        ).camera.backoff.max_ms == 5000.0  # named: as written
 
 
+@pytest.mark.parametrize("fps, timeout, effective", [(15, None, 10000.0), (0.25, None, 12000.0), (0.25, 5000, 12000.0),
+                                                    (30, 2000, 2000.0), (15, "null", None)])
+def test_a_time_lapse_camera_keeps_its_default_stall_timeout_and_waits_three_frames(tmp_path, fps, timeout, effective):
+    """A camera at fps 0.25 (a frame every 4 s) was refused for the default stall_timeout_ms (10 s, under 3 frame
+    periods): every time-lapse config had to set it. Now the stall is taken after 3 frame periods where that is
+    longer."""
+    line = f"camera: {{fps: {fps}" + ("" if timeout is None else f", stall_timeout_ms: {timeout}") + "}"
+    camera = load_config(write(tmp_path, f"device: {{name: a}}\n{line}\n")).camera
+    assert camera.effective_stall_timeout_ms == effective
+
+
 def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default(tmp_path):
     assert not load_config(write(tmp_path, "device: {name: a}\n")).second_opinion.enabled
     config = load_config(write(tmp_path, "device: {name: a}\nsecond_opinion: {heads_path: m/heads.tflite, "
@@ -153,7 +164,9 @@ BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2
     ("camera: {fps: fast}", "camera.fps: expected a number, got 'fast'"),
     ("camera: {fps: 0}", "camera.fps: expected a positive number, got 0.0"),
     ("camera: {fsp: 15}", "camera.fsp: unknown field; expected one of backoff, enabled, fps, height_px, "
-                          "reopen_after_failures, source, width_px"),
+                          "reopen_after_failures, source, stall_timeout_ms, width_px"),
+    ("camera: {stall_timeout_ms: 500}", "camera.stall_timeout_ms: expected null (never) or a number of ms >= 1000, "
+                                        "got 500"),
     ("cameras: {}", "cameras: unknown field; expected one of audio, camera, commands, device, model, outputs, "
                     "scenes, scheduler, second_opinion, vad"),
     ("audio: {sample_rate_hz: 16k}", "audio.sample_rate_hz: expected an integer, got '16k'"),
