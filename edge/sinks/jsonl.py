@@ -53,6 +53,15 @@ def _ends_in_a_partial_line(fd: int, path: Path) -> bool:
         os.close(reader)
 
 
+def _open_for_appending(path: Path) -> int:
+    """``path`` opened (created) for appending, in blocking mode. O_NONBLOCK while opening: a FIFO with no reader
+    is ENXIO there, where a plain open would wait forever; then blocking, so a slow FIFO reader slows the loop
+    down and loses no event."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o644)
+    os.set_blocking(fd, True)
+    return fd
+
+
 class JsonLinesSink(_ClosableSink):
     """One JSON object per line to stdout (``"-"``), a file path (appended to), or an open text stream.
 
@@ -70,6 +79,10 @@ class JsonLinesSink(_ClosableSink):
     left ending in a partial line (a power cut or a kill mid-write), with a warning. A FIFO
     (named pipe) needs its reader running when the
     sink opens it (``ValueError`` otherwise, instead of waiting for one forever).
+    A file opened here follows its path: once the file has been moved away or removed
+    (logrotate without ``copytruncate``, an ``rm``), the next event opens a new file at the
+    path (created, one info line) instead of going on into the moved file, or into a removed
+    one where every event was lost.
     Files opened here are written in UTF-8; a text stream (stdout) whose encoding is
     not UTF-8 (a Latin-1 locale) gets characters outside ASCII as ``\\uXXXX`` escapes,
     the same JSON, instead of losing the events that hold one (a place of your own named
@@ -80,6 +93,8 @@ class JsonLinesSink(_ClosableSink):
         super().__init__()
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._path: Path | None = None  # a regular file opened here: followed by its path (rotation)
+        self._file_id: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file open at self._fd
         self._stream: TextIO | None = None
         self._broken = False
         self._torn = False  # a failed write left part of a line in the file: the next write ends it first
@@ -98,16 +113,18 @@ class JsonLinesSink(_ClosableSink):
                 raise ValueError(f"{path}: is a folder; expected a JSON Lines file or -")
             if path.parent and not path.parent.is_dir():
                 raise ValueError(f"{path}: the folder for the events file does not exist")
-            try:  # O_NONBLOCK: a FIFO with no reader is ENXIO here, where a plain open would wait forever
-                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o644)
+            try:
+                self._fd = _open_for_appending(path)
             except OSError as exc:  # no permission, a read-only file system, ...
                 if exc.errno == errno.ENXIO:
                     raise ValueError(f"{path}: expected a file, or a FIFO with its reader running; got a FIFO "
                                      "that no process reads (start the reader first)") from None
                 raise ValueError(f"{path}: cannot open the events file for appending "
                                  f"({exc.strerror or exc})") from None
-            os.set_blocking(self._fd, True)  # a slow FIFO reader slows the loop down; it loses no event
             self.name = str(path)
+            info = os.fstat(self._fd)
+            if stat.S_ISREG(info.st_mode):  # not a FIFO nor a device (/dev/null): those are not rotated
+                self._path, self._file_id = path, (info.st_dev, info.st_ino)
             if _ends_in_a_partial_line(self._fd, path):  # a power cut or a kill mid-line in an earlier run
                 self._torn = True
                 logger.warning("events: %s ends in a partial line (an earlier run cut off mid-line?); new events "
@@ -130,6 +147,7 @@ class JsonLinesSink(_ClosableSink):
                 return
             try:
                 if self._fd is not None:
+                    self._follow_path()
                     data = (b"\n" if self._torn else b"") + line.encode("utf-8")
                     size = len(data)
                     try:
@@ -153,6 +171,27 @@ class JsonLinesSink(_ClosableSink):
                 return
             self.lines_written += 1
             self._lost.succeeded("events: writing to %s again; %d event(s) lost while it failed", self.name)
+
+    def _follow_path(self) -> None:
+        """Reopen the file at the path when the one open was moved away or removed (under the lock). ``OSError``
+        when the new one cannot be opened: this event is lost (and counted), the next one tries again."""
+        if self._path is None:
+            return
+        try:
+            info = os.stat(self._path)
+            if (info.st_dev, info.st_ino) == self._file_id:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:  # cannot tell (a folder without search permission now): write where we were
+            return
+        fd = _open_for_appending(self._path)
+        assert self._fd is not None
+        os.close(self._fd)
+        info = os.fstat(fd)
+        self._fd, self._file_id = fd, (info.st_dev, info.st_ino)
+        self._torn = _ends_in_a_partial_line(fd, self._path)
+        logger.info("events: %s was moved away or removed (rotated?); writing on in a new file there", self.name)
 
     @property
     def lost_events(self) -> int:

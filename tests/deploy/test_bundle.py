@@ -24,6 +24,8 @@ import edgesense.deploy.resolve as resolve_mod
 import edgesense.deploy.targets as targets_mod
 from edgesense.app.cli import main
 from edgesense.runtime.flatbuffer import read_metadata
+from edgesense.sources.camera import CameraOptions
+from edgesense.sources.microphone import MicrophoneOptions
 
 SUPPORTED = [name for name, t in targets_mod.TARGETS.items() if t.supported]
 METADATA = {"model_version": "test-1", "labels": {"command": ["_silence_", "yes"], "scene": ["kitchen", "office"]}}
@@ -378,7 +380,8 @@ def test_the_events_file_is_rotated(tmp_path, inputs, own_wheel):
     manifest = check_manifest(out)
     assert manifest["install"]["logrotate"]["file"] == "edgesense.logrotate"
     rule = (out / "edgesense.logrotate").read_text()
-    assert "/var/lib/edgesense/events.jsonl {" in rule and "copytruncate" in rule and "su edgesense edgesense" in rule
+    assert "/var/lib/edgesense/events.jsonl {" in rule and "nocreate" in rule and "su edgesense edgesense" in rule
+    assert "copytruncate" not in rule  # renamed, not copied: the sink reopens its path (test_sinks.py)
     install = (out / "install.sh").read_text()
     assert "/etc/logrotate.d/edgesense" in install and "edgesense.logrotate" in install
     if shutil.which("logrotate") is None:
@@ -395,7 +398,7 @@ def test_the_events_file_is_rotated(tmp_path, inputs, own_wheel):
     proc = subprocess.run(["logrotate", "-s", str(tmp_path / "logrotate.state"), str(local)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert events.stat().st_size == 0 and (events.parent / "events.jsonl.1").stat().st_size > 1_000_000
+    assert not events.exists() and (events.parent / "events.jsonl.1").stat().st_size > 1_000_000
 
 
 def test_build_machine_paths_do_not_ship(tmp_path, own_wheel):
@@ -1225,3 +1228,26 @@ def test_build_machine_paths_in_the_heads_do_not_ship(tmp_path, small_wheel):
     assert {k: v for k, v in shipped.items() if k not in ("student", "hard_negatives")} == {
         k: v for k, v in metadata.items() if k not in ("student", "hard_negatives")}
     check_manifest(out)
+
+
+def test_the_unit_waits_for_ready_and_watches_the_loop_only_when_the_bundled_wheel_says_so(tmp_path, inputs,
+                                                                                         small_wheel, own_wheel):
+    """EdgeSense's own wheel speaks systemd's notify protocol: its unit is Type=notify with a watchdog (a hung
+    loop is killed and, as a failure, restarted: Restart=on-failure). A given wheel without it (an older
+    EdgeSense) never says READY=1: its unit stays Type=simple, or it would fail every start and restart for ever."""
+    assert bundle_mod.NOTIFY_MODULE in zipfile.ZipFile(own_wheel).namelist()
+    notifying = tmp_path / "notifying" / "edgesense-0.0.0-py3-none-any.whl"
+    notifying.parent.mkdir()
+    with zipfile.ZipFile(notifying, "w") as archive:
+        archive.writestr("edgesense/__init__.py", "")
+        archive.writestr(bundle_mod.NOTIFY_MODULE, "")
+    model, config = inputs("rpi5")
+    for wheel, out in ((notifying, tmp_path / "new"), (small_wheel, tmp_path / "old")):
+        assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(wheel)) == 0
+    new = check_unit(tmp_path / "new" / "edgesense.service")["Service"]
+    assert (new["Type"], new["NotifyAccess"]) == ("notify", "main")
+    assert int(new["WatchdogSec"]) == bundle_mod.WATCHDOG_S and int(new["TimeoutStartSec"]) > 0
+    stall_s = CameraOptions().stall_timeout_ms / 1000  # the loop ends a hung camera's run before the watchdog
+    assert stall_s < bundle_mod.WATCHDOG_S and MicrophoneOptions().read_timeout_ms / 1000 < bundle_mod.WATCHDOG_S / 2
+    old = check_unit(tmp_path / "old" / "edgesense.service")["Service"]
+    assert old["Type"] == "simple" and "WatchdogSec" not in old and "NotifyAccess" not in old

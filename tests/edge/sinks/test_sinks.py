@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
+import grp
+import gzip
 import io
 import json
 import os
@@ -212,6 +215,65 @@ def test_json_lines_after_a_run_cut_off_mid_line_the_next_run_starts_on_a_new_li
         with JsonLinesSink(path) as sink:
             sink.emit(command("go"))
         assert path.read_text() == text + json.dumps(command("go").to_dict()) + "\n"
+
+
+def test_json_lines_follows_its_path_when_the_file_is_moved_away_or_removed(tmp_path, caplog):
+    """A service that appends for months, its file rotated by renaming (logrotate's usual way) or removed by hand: the
+    sink wrote on into the moved file, or into the removed one, where every later event was lost."""
+    path = tmp_path / "events.jsonl"
+    with caplog.at_level(logging.INFO, logger="edgesense.sinks.jsonl"), JsonLinesSink(path) as sink:
+        sink.emit(command("yes", 1.0))
+        path.rename(tmp_path / "events.jsonl.1")
+        sink.emit(command("no", 2.0))
+        path.unlink()
+        sink.emit(command("up", 3.0))
+        sink.emit(command("down", 4.0))
+        (tmp_path / "elsewhere").write_text('{"type": "comm')  # a file put there, ending mid-line
+        os.replace(tmp_path / "elsewhere", path)
+        sink.emit(command("go", 5.0))
+    assert [json.loads(line)["label"] for line in (tmp_path / "events.jsonl.1").read_text().splitlines()] == ["yes"]
+    assert path.read_text().splitlines()[0] == '{"type": "comm'
+    assert [json.loads(line)["label"] for line in path.read_text().splitlines()[1:]] == ["go"]
+    assert sink.lines_written == 5 and sink.lost_events == 0
+    assert caplog.text.count("was moved away or removed (rotated?)") == 3
+
+
+def test_json_lines_to_a_fifo_or_a_device_is_not_reopened(tmp_path):
+    with JsonLinesSink(os.devnull) as sink:  # a character device: its path is not followed
+        sink.emit(command())
+        assert sink._path is None and sink.lines_written == 1
+
+
+def test_the_deploy_logrotate_rule_on_a_live_sink_loses_no_event_and_copies_nothing(tmp_path):
+    """The bundle's rule, run for real three times while the sink writes: every event is in the files, once each,
+    and each rotated file is the file the sink wrote (renamed), not a copy (copytruncate wrote the whole file
+    again, 10 MB on the card per rotation, and lost the lines written between its copy and its truncation)."""
+    if shutil.which("logrotate") is None:
+        pytest.skip("logrotate is not installed")
+    events = tmp_path / "events.jsonl"
+    template = Path(__file__).resolve().parents[3] / "deploy" / "templates" / "edgesense.logrotate.in"
+    rule = template.read_text()
+    for key, value in (("EVENTS", str(events)), ("ROTATE_SIZE", "1"), ("ROTATE_COUNT", "10"),
+                       ("TARGET_DESCRIPTION", "test")):
+        rule = rule.replace(f"@@{key}@@", value)
+    rule = rule.replace("su @@USER@@ @@USER@@", f"su {getpass.getuser()} {grp.getgrgid(os.getgid()).gr_name}")
+    (tmp_path / "rule").write_text(rule)
+    inodes = []
+    with JsonLinesSink(events) as sink:
+        for rotation in range(3):
+            for i in range(5):
+                sink.emit(command("yes", float(rotation * 5 + i)))
+            inodes.append(events.stat().st_ino)
+            done = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(tmp_path / "rule")],
+                                  capture_output=True, text=True, check=False)
+            assert done.returncode == 0, done.stderr
+        sink.emit(command("yes", 15.0))
+    assert (tmp_path / "events.jsonl.1").stat().st_ino == inodes[-1]  # renamed, not copied
+    seen = []
+    for f in tmp_path.glob("events.jsonl*"):
+        data = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+        seen += [json.loads(line)["t_ms"] for line in data.decode().splitlines()]
+    assert sorted(seen) == [float(i) for i in range(16)]
 
 
 def test_json_lines_says_every_outage_of_a_disk_that_fills_again_and_when_it_is_over(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -129,6 +130,52 @@ def test_spool_lock_is_released_when_the_process_dies(tmp_path):
         child.wait()
     with EventSpool(tmp_path) as spool:
         assert [e.payload for e in spool.read()] == ["1"]  # fsync'ed before append() returned
+
+
+def _fsyncs_of_the_wal(tmp_path: Path, code: str) -> dict[str, int]:
+    """Run ``code`` (a spool ``spool`` in ``tmp_path / 's'``, ``mark(name)`` between its phases) under strace; the
+    fsync/fdatasync calls on the spool's WAL in each phase."""
+    if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", os.devnull, "true"],
+                                                         capture_output=True, check=False).returncode != 0:
+        pytest.skip("strace is not installed (or may not trace here): fsyncs cannot be counted")
+    program = textwrap.dedent(f"""
+        import os
+        from edgesense.sinks.spool import EventSpool, SpoolOptions
+        def mark(name):
+            os.write(2, ("MARK " + name + chr(10)).encode())
+        spool = EventSpool({str(tmp_path / "s")!r}, SpoolOptions(sync="full"))
+    """) + textwrap.dedent(code) + "\nmark('end')\nspool.close()\n"
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-y", "-s", "64", "-o", str(trace), "-e", "trace=fsync,fdatasync,write",
+                    sys.executable, "-c", program], cwd=REPO, check=True, capture_output=True)
+    counts: dict[str, int] = {}
+    phase = None
+    for line in trace.read_text().splitlines():
+        if "MARK " in line and "write(2" in line:
+            phase = line.split("MARK ", 1)[1].split("\\n", 1)[0]
+            counts.setdefault(phase, 0)
+        elif phase and "sync(" in line and "spool.sqlite3-wal>" in line:
+            counts[phase] += 1
+    return counts
+
+
+def test_a_delivered_event_costs_the_sd_card_no_fsync_of_its_own_and_every_append_keeps_its_fsync(tmp_path):
+    # A live device: one event every ~10 s, acknowledged by the broker before the next one comes. Every append
+    # is fsync'ed before it returns (sync=full); each removal was an fsync too: two per event on the SD card.
+    counts = _fsyncs_of_the_wal(tmp_path, """
+        for i in range(20):
+            mark("append")
+            seq = spool.append("scene", '{"i": %d}' % i)
+            mark("remove")
+            spool.remove([seq])
+        mark("append-only")
+        for i in range(10):
+            spool.append("scene", '{"i": %d}' % i)
+    """)
+    assert counts["append"] == 20 and counts["append-only"] == 10  # one fsync per append, as documented
+    assert counts["remove"] == 0
+    with EventSpool(tmp_path / "s") as spool:  # the removals were written (a kill keeps them)
+        assert [json.loads(e.payload)["i"] for e in spool.read()] == list(range(10))
 
 
 def test_corrupt_spool_is_set_aside_not_fatal(tmp_path, caplog):
