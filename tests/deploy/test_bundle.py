@@ -858,9 +858,11 @@ def test_the_unit_lets_a_jetson_camera_reach_nvargus(target, tmp_path, inputs, s
 
 
 STUB_COMMANDS = {
-    # python3 and the venv's python: "-m venv DIR" makes DIR/bin/python (this stub); "-c" prints the version.
+    # python3 and the venv's python: "-m venv DIR" makes DIR/bin/python (this stub); "-c" asking for the version
+    # prints the target's, any other "-c" runs in the tests' Python (install.sh reads MANIFEST.json with it).
     "python3": 'if [ "$1" = -m ] && [ "$2" = venv ]; then d="${@: -1}"; mkdir -p "$d/bin"; cp "$0" "$d/bin/python";'
-               ' exit 0; fi\n[ "$1" = -c ] && echo @@PY@@\nexit 0',
+               ' exit 0; fi\nif [ "$1" = -c ]; then case "$2" in *version_info*) echo @@PY@@ ;;'
+               ' *) exec @@REAL_PYTHON@@ "$@" ;; esac; fi\nexit 0',
     "sudo": 'exec "$@"',
     "id": '[ "$#" -eq 1 ] && { echo @@UID@@; exit 0; }\nexit 0',  # root (or run(uid=...)); the service user exists
     "getent": "exit 0",
@@ -885,7 +887,8 @@ def device(tmp_path):
         """``uid``: who ``id -u`` says runs it (the files are still this test's: root's or not, as it runs)."""
         python = targets_mod.TARGETS[json.loads((bundle / "MANIFEST.json").read_text())["target"]["name"]]
         for name, body in {**STUB_COMMANDS, **logged}.items():
-            text = body.replace("@@PY@@", python.python_version).replace("@@UID@@", str(uid))
+            text = (body.replace("@@PY@@", python.python_version).replace("@@UID@@", str(uid))
+                    .replace("@@REAL_PYTHON@@", shlex.quote(sys.executable)))
             (bin_dir / name).write_text("#!/usr/bin/env bash\n" + text + "\n")
             (bin_dir / name).chmod(0o755)
         script = tmp_path / "install-here.sh"
@@ -925,6 +928,28 @@ def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small
     assert (prefix / "config.yaml").read_bytes() == (out / "config.yaml").read_bytes()
     proc = device(out, "--no-systemd", "--prefix", str(prefix))  # nothing edited since: nothing more kept
     assert proc.returncode == 0 and len(list(prefix.glob("config.yaml.before-*"))) == 1
+
+
+def test_an_unedited_config_is_known_whatever_the_layout_of_the_manifest_that_installed_it(tmp_path, inputs,
+                                                                                          small_wheel, device):
+    """install.sh read the installed config's sha256 from MANIFEST.json with sed, line by line as this version of
+    deploy indents it: a manifest of another layout (another version's, or one rewritten by a tool) read as no
+    sha256, and a config nobody edited was kept as edited, with a warning to copy over changes nobody made."""
+    import json
+
+    model, config = inputs("rpi5")
+    old, new, prefix = tmp_path / "old", tmp_path / "new", tmp_path / "opt-edgesense"
+    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
+    assert cli_deploy("rpi5", old, model, config, *common) == 0
+    config.write_text(config.read_text().replace("num_threads: 4", "num_threads: 2"))
+    assert cli_deploy("rpi5", new, model, config, *common) == 0
+    assert device(old, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    manifest = prefix / "MANIFEST.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()), separators=(",", ":")))  # one line
+    proc = device(new, "--no-systemd", "--prefix", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    assert not list(prefix.glob("config.yaml.before-*")) and "kept" not in proc.stderr, proc.stderr
+    assert (prefix / "config.yaml").read_bytes() == (new / "config.yaml").read_bytes()
 
 
 def test_reinstall_from_the_installed_copy_keeps_its_files(tmp_path, inputs, small_wheel, device):
