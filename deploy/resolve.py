@@ -511,8 +511,13 @@ def resolve(target: Target | str, *, python_version: str | None = None, extras: 
                         tried.append("tflite-runtime: no wheels for Python > 3.11")
                     picked = DependencyChoice(d.name, d.role, "unsupported", None, None, d.requirement,
                                               detail="; ".join(tried))
-                    problems.append(f"no wheel for {d.name} on {target.name} ({target.arch}, Python {python_version}): "
-                                    + "; ".join(tried))
+                    # pip's "conflicting dependencies" does not say that the target's own constraint (Jetson's
+                    # numpy<2, which has no wheel for Python 3.13) is what leaves nothing: said when it is so.
+                    bound = ", ".join(target.constraints)
+                    constrained = bool(bound) and pip.dry_run([d.requirement], ())[0] is not None
+                    within = f" within the target's constraint {bound}" if constrained else ""
+                    problems.append(f"no wheel for {d.name} on {target.name} ({target.arch}, Python {python_version})"
+                                    f"{within}: " + "; ".join(tried))
                 choices.append(picked)
             packages = []
             constraints = target.constraints + tuple(extra_constraints)

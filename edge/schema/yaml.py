@@ -38,6 +38,10 @@ __all__ = ["YamlDocument", "load_yaml_document", "load_yaml_mapping", "parse_yam
            "update_yaml_file", "DELETE"]
 
 _DUPLICATE_KEY = re.compile(r'found duplicate key "(?P<key>.*?)"')
+#: Python's refusal of an integer literal longer than ``sys.get_int_max_str_digits()``: "(4300)" on 3.10,
+#: "(4300 digits)" from 3.11, and advice (``sys.set_int_max_str_digits()``) for a programmer, not a config's author.
+_INT_DIGITS = re.compile(r"^Exceeds the limit \((?P<limit>\d+)(?: digits)?\) for integer string conversion"
+                         r"(?:: value has (?P<found>\d+) digits)?")
 _FIRST_LINE = 1  #: ruamel counts lines from 0; people and editors from 1
 _NEVER_WRAP = 4096  #: line width for writing: never re-wrap a long line (a GStreamer pipeline)
 DELETE = object()  #: a value for :func:`update_yaml_file` that removes the key
@@ -193,6 +197,10 @@ def _parse(text: str, where: str) -> Any:
         raise ValueError(f"{where}:{line}: {message}" if line is not None else f"{where}: {message}") from None
     except ValueError as exc:  # a tagged scalar that is not what its tag says (``!!int abc``), a 5000-digit int
         problem = (str(exc).splitlines() or [type(exc).__name__])[0]
+        digits = _INT_DIGITS.match(problem)
+        if digits is not None:  # the same words on every Python
+            found = f"one of {digits['found']} digits" if digits["found"] else "a longer one"
+            problem = f"expected an integer of at most {digits['limit']} digits, got {found}"
         raise ValueError(f"{where}: not valid YAML: {problem}") from None
 
 

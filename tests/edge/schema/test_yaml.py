@@ -1,6 +1,7 @@
 """edgesense.schema.yaml: the one strict YAML 1.2 loader, with lines, and the round-trip editor."""
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,6 +208,20 @@ def test_a_value_that_is_not_what_its_tag_says_is_one_line_naming_the_file(tmp_p
             load_yaml_mapping(path)
         assert str(info.value).startswith(f"{path}: not valid YAML: ") and problem in str(info.value)
         assert "\n" not in str(info.value)
+
+
+def test_an_integer_too_long_for_python_is_said_the_same_on_every_python(tmp_path):
+    # Python's own words differ ("the limit (4300)" on 3.10, "(4300 digits)" from 3.11) and end with advice for a
+    # programmer ("use sys.set_int_max_str_digits()"), which the author of a config cannot follow.
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if not limit:
+        pytest.skip("this Python converts integers of any length (no sys.get_int_max_str_digits limit)")
+    path = tmp_path / "long.yaml"
+    path.write_text("t: " + "1" * (limit + 700) + "\n")
+    with pytest.raises(ValueError) as info:
+        load_yaml_mapping(path)
+    assert str(info.value) == (f"{path}: not valid YAML: expected an integer of at most {limit} digits, "
+                               f"got one of {limit + 700} digits")
 
 
 def test_update_refuses_to_write_into_a_mapping_shared_through_an_anchor(tmp_path):
