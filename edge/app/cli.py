@@ -308,17 +308,38 @@ def build_parser(argv: Sequence[str]) -> OneLineArgumentParser:
     return parser
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe (or socket) that nothing reads any more: its write end polls as an error."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's captured stdout)
+        return False
+
+
 def run_main(prog: str, main: Callable[[], int | None], *, command: str | None = None) -> int:
     """``main()``'s exit code, with what a user can fix said in one line ``PROG: error: ...`` and exit
     code 2 instead of a traceback: a ``ValueError``, ``RuntimeError`` or ``OSError`` (bad input, a
     device fault), a desktop library that is not installed (the extra ``command`` needs) and running
-    out of memory. Ctrl-C and SIGTERM exit with 130 (:func:`sigterm_interrupts`). The ``edgesense`` command and
-    the scripts share it."""
+    out of memory. A reader of its output that went away (``| head -1``) ends it quietly with 0. Ctrl-C and
+    SIGTERM exit with 130 (:func:`sigterm_interrupts`). The ``edgesense`` command and the scripts share it."""
     try:
         with sigterm_interrupts():
             return int(main() or 0)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():  # another pipe: a fault to say
+            say(f"{prog}: error: {one_line_message(exc)}")
+            return EXIT_USAGE
+        # The reader of our output is gone (``edgesense inspect M | head -1``): it had all it wanted. Not an error;
+        # stdout goes to /dev/null so that the interpreter's last flush does not raise again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ModuleNotFoundError as exc:  # e.g. TensorFlow, imported when a desktop command gets to it
         error = _missing_extra(exc, command)
         if error is None:

@@ -287,3 +287,29 @@ def test_write_atomic_that_fails_keeps_the_earlier_file_and_names_it(tmp_path, m
     with pytest.raises(OSError, match=f"cannot write the stream heads {re.escape(str(out))}: No space left"):
         cli.write_atomic(out, b"new", what="the stream heads")
     assert out.read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["heads.tflite"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_0(tmp_path):
+    """``edgesense inspect MODEL | head -1``: when head had its line and left, the next write raised EPIPE and the
+    command said ``edgesense: error: [Errno 32] Broken pipe`` and exited 2 (half the time: it depends on when head
+    leaves). Here the pipe's reader is gone before the command writes, every time."""
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "inspect", str(REPO / "models" /
+                                                                                        "edgesense.tflite")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, check=False, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and "Broken pipe" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_one_line_and_exit_2(capsys):
+    def main():
+        raise BrokenPipeError(32, "Broken pipe")  # a helper process's pipe, say: stdout is fine
+
+    assert cli.run_main("edgesense", main) == 2
+    assert capsys.readouterr().err == "edgesense: error: [Errno 32] Broken pipe\n"
