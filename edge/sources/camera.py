@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Union
@@ -57,6 +58,25 @@ CAMERA_STALL_TIMEOUT_MS = 10_000.0
 MIN_STALL_TIMEOUT_MS = 1000.0
 #: A read is taken for stalled only after this many frame periods at ``fps`` too (a time-lapse camera's frames).
 STALL_FRAME_PERIODS = 3
+#: OpenCV's V4L2 backend (a device index or ``/dev/videoN``) waits up to this many seconds (its ``select()``;
+#: ``$OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT``) for a frame of a camera that delivers none, then fails the read.
+V4L2_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
+V4L2_SELECT_TIMEOUT_S = 10
+#: A V4L2 read that reopens the camera waits twice (OpenCV skips the first frame after opening), after the open:
+#: a read is taken for stalled only after that long too, or every such failed read, which the camera answers by
+#: reopening itself, would end the run.
+V4L2_FAILED_READ_WAITS = 2
+V4L2_OPEN_MS = 1000.0
+
+
+def v4l2_failed_read_ms() -> float:
+    """How long a read of a V4L2 camera that delivers no frame may take before OpenCV fails it (a reopen
+    included): :data:`V4L2_FAILED_READ_WAITS` of its ``select()`` timeout, and :data:`V4L2_OPEN_MS`."""
+    value = os.environ.get(V4L2_SELECT_TIMEOUT_ENV, "").strip()
+    select_s = int(value) if value.isdigit() else V4L2_SELECT_TIMEOUT_S
+    return V4L2_FAILED_READ_WAITS * select_s * MS_PER_S + V4L2_OPEN_MS
+
+
 #: How long :meth:`CameraSource.close` waits for a read in progress before it leaves the release to
 #: that read (a stalled device must not hang the loop's shutdown).
 CLOSE_WAIT_S = 1.0
@@ -79,7 +99,9 @@ class CameraOptions:
     cannot be freed or reopened in the process, so the process exits and its service manager restarts it.
     ``None``: never (a read that hangs then stops scene events for good). A read that fails (no frame) is not a
     stall: the camera reopens itself with ``backoff``. A camera slower than a frame in a third of it (a time-lapse
-    ``fps``) has :data:`STALL_FRAME_PERIODS` frame periods instead (:attr:`effective_stall_timeout_ms`).
+    ``fps``) has :data:`STALL_FRAME_PERIODS` frame periods instead, and a V4L2 camera (not a GStreamer pipeline)
+    at least the time OpenCV takes to fail a read that reopens it (:func:`v4l2_failed_read_ms`, 21 s: a camera
+    that stops delivering frames fails each read after 10 s, more after a reopen) (:attr:`effective_stall_timeout_ms`).
     """
 
     enabled: bool = True
@@ -115,10 +137,14 @@ class CameraOptions:
     def effective_stall_timeout_ms(self) -> float | None:
         """``stall_timeout_ms``, or :data:`STALL_FRAME_PERIODS` frame periods at ``fps`` where that is longer (a
         time-lapse camera at ``fps: 0.25`` waits 4 s for each frame: its default 10 s would take a frame for a
-        stall); ``None``: never."""
+        stall), or for a V4L2 camera :func:`v4l2_failed_read_ms` where that is longer (a read that fails, which the
+        camera answers by reopening itself, is no stall); ``None``: never."""
         if self.stall_timeout_ms is None:
             return None
-        return max(float(self.stall_timeout_ms), STALL_FRAME_PERIODS * MS_PER_S / self.fps)
+        timeout_ms = max(float(self.stall_timeout_ms), STALL_FRAME_PERIODS * MS_PER_S / self.fps)
+        if not is_gstreamer_pipeline(self.source):
+            timeout_ms = max(timeout_ms, v4l2_failed_read_ms())
+        return timeout_ms
 
 
 class CameraSource(_SourceBase):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 
@@ -33,6 +34,8 @@ from edgesense.sources.replay import WavReplayOptions, WavReplaySource
 STALL_TIMEOUT_MS = 1000.0  #: the shortest a config takes
 FRAMES_BEFORE_THE_WEDGE = 20
 GENEROUS_S = 60.0  #: an upper bound only (a shared 2-core machine): the run must end, not hang for ever
+#: OpenCV's V4L2 backend: how many seconds a read waits for a frame (select()) before it fails (10 by default).
+V4L2_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
 
 
 class WedgingCamera:
@@ -73,6 +76,8 @@ def wedging_camera(monkeypatch):
     WedgingCamera.wedged, WedgingCamera.unblock = threading.Event(), threading.Event()
     WedgingCamera.frames = FRAMES_BEFORE_THE_WEDGE
     monkeypatch.setattr(cv2, "VideoCapture", WedgingCamera)
+    # Its reads never fail, so none waits out OpenCV's V4L2 select() timeout: the stall timeout is the config's own.
+    monkeypatch.setenv(V4L2_SELECT_TIMEOUT_ENV, "0")
     yield WedgingCamera
     WedgingCamera.unblock.set()  # lets the reader thread, left in its read, end (and say so before the next test)
     for thread in threading.enumerate():
@@ -211,3 +216,56 @@ def test_edgesense_run_exits_2_with_one_line_and_the_events_written(tiny_model_p
     assert "the process exits, for its service manager to restart it" in errors[0]
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert events and all(e["type"] == "scene" for e in events)
+
+
+class SilentV4L2Camera:
+    """``cv2.VideoCapture`` for a V4L2 device that opens (in 0.2 s) and delivers ``frames`` frames, then none: as
+    OpenCV's V4L2 backend does (cap_v4l.cpp, ``tryIoctl``), each read then fails, ``(False, None)``, after its
+    ``select()`` timeout, ``$OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT`` seconds (10 by default)."""
+
+    frames = 3
+    opened = 0
+
+    def __init__(self, source, *args) -> None:
+        SilentV4L2Camera.opened += 1
+        time.sleep(0.2)  # open(), VIDIOC_S_FMT, the buffers
+
+    isOpened, set, get, release = WedgingCamera.isOpened, WedgingCamera.set, WedgingCamera.get, WedgingCamera.release
+
+    def read(self):
+        if SilentV4L2Camera.frames > 0:
+            SilentV4L2Camera.frames -= 1
+            time.sleep(0.05)
+            return True, np.zeros((120, 160, 3), np.uint8)
+        time.sleep(int(os.environ[V4L2_SELECT_TIMEOUT_ENV]))  # "VIDEOIO(V4L2:/dev/video0): select() timeout."
+        return False, None
+
+
+def test_a_v4l2_camera_that_stops_delivering_is_reopened_not_taken_for_a_stall(model, monkeypatch, caplog):
+    """A USB camera still plugged in that stops sending frames: OpenCV fails each read after its select() timeout
+    (10 s), just the default stall_timeout_ms, and a read that reopens the camera takes longer still, so the run
+    ended with 'the capture is wedged in its driver' a minute in (exit 2, the service restarted, the same again)
+    where the camera was to reopen itself with backoff. Scaled down: a 1 s select() timeout, a 1000 ms config;
+    every read fails, the camera is reopened, no stall."""
+    monkeypatch.setenv(V4L2_SELECT_TIMEOUT_ENV, "1")
+    SilentV4L2Camera.frames, SilentV4L2Camera.opened = 3, 0
+    monkeypatch.setattr(cv2, "VideoCapture", SilentV4L2Camera)
+    options = CameraOptions(source=0, stall_timeout_ms=STALL_TIMEOUT_MS, reopen_after_failures=1)
+    pipeline = Pipeline(model, quick_options(), video=CameraSource(options))
+    stopper = threading.Timer(5.0, pipeline.stop)  # the failed read, two reopening reads (1.2 s each), and more
+    stopper.start()
+    try:
+        with caplog.at_level(logging.WARNING), pipeline:
+            list(pipeline.events())  # the old code: CameraStallError at the first read that reopened the camera
+            stats = pipeline.stats
+    finally:
+        stopper.cancel()
+    assert SilentV4L2Camera.opened >= 3 and stats.camera_reopens >= 2
+    assert stats.camera_stalls == 0 and stats.camera_outages == 1
+    assert not [r for r in caplog.records if "has not returned for" in r.getMessage()]
+    # two select() timeouts (OpenCV skips the first frame after opening) and the open: 21 s with OpenCV's default
+    assert options.effective_stall_timeout_ms == 3000.0
+    monkeypatch.delenv(V4L2_SELECT_TIMEOUT_ENV)
+    assert options.effective_stall_timeout_ms == 21_000.0
+    assert CameraOptions(source="v4l2src ! videoconvert ! appsink",
+                         stall_timeout_ms=STALL_TIMEOUT_MS).effective_stall_timeout_ms == STALL_TIMEOUT_MS

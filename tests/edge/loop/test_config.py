@@ -121,13 +121,20 @@ def test_a_camera_backoff_section_keeps_the_cameras_one_second_cap_for_what_it_l
                        ).camera.backoff.max_ms == 5000.0  # named: as written
 
 
-@pytest.mark.parametrize("fps, timeout, effective", [(15, None, 10000.0), (0.25, None, 12000.0), (0.25, 5000, 12000.0),
-                                                    (30, 2000, 2000.0), (15, "null", None)])
-def test_a_time_lapse_camera_keeps_its_default_stall_timeout_and_waits_three_frames(tmp_path, fps, timeout, effective):
+@pytest.mark.parametrize("source, fps, timeout, effective", [
+    ("v4l2src ! appsink", 15, None, 10000.0), ("v4l2src ! appsink", 0.25, None, 12000.0),
+    ("v4l2src ! appsink", 0.25, 5000, 12000.0), ("v4l2src ! appsink", 30, 2000, 2000.0),
+    ("v4l2src ! appsink", 15, "null", None),
+    # a V4L2 camera: at least what OpenCV takes to fail a read that reopens it (2 x its 10 s select() and 1 s)
+    (0, 15, None, 21000.0), ("/dev/video0", 30, 2000, 21000.0), (0, 0.1, None, 30000.0), (0, 15, "null", None)])
+def test_a_time_lapse_camera_keeps_its_default_stall_timeout_and_waits_three_frames(tmp_path, monkeypatch, source, fps,
+                                                                                   timeout, effective):
     """A camera at fps 0.25 (a frame every 4 s) was refused for the default stall_timeout_ms (10 s, under 3 frame
     periods): every time-lapse config had to set it. Now the stall is taken after 3 frame periods where that is
     longer."""
-    line = f"camera: {{fps: {fps}" + ("" if timeout is None else f", stall_timeout_ms: {timeout}") + "}"
+    monkeypatch.delenv("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", raising=False)
+    line = (f"camera: {{source: {source!r}, fps: {fps}" + ("" if timeout is None else f", stall_timeout_ms: {timeout}")
+            + "}")
     camera = load_config(write(tmp_path, f"device: {{name: a}}\n{line}\n")).camera
     assert camera.effective_stall_timeout_ms == effective
 
