@@ -486,9 +486,10 @@ class Pipeline:
                 from edgesense.sinks.outputs import open_mqtt_sink
 
                 outputs = dataclasses.replace(config.outputs, mqtt=str(url))
+                words = tuple(x for x in model.command_labels if x not in config.commands.ignored_labels)
                 sinks.append(stack.enter_context(open_mqtt_sink(outputs, node_id=config.device.node_id,
                                                                 device_name=config.device.name,
-                                                                source=config.source_path)))
+                                                                source=config.source_path, command_labels=words)))
             second = second_opinion_of(config, model) if audio_source is not None else None
             pipeline = cls(model, options or PipelineOptions.from_config(config), audio=audio_source,
                            video=video_source, sinks=sinks, on_event=on_event, on_frame=on_frame,

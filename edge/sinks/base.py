@@ -14,6 +14,7 @@ MQTT layout (``prefix``: ``outputs.topic_prefix``, by default ``edgesense/{devic
     {prefix}/{type}/state      the latest event of that type, retained
     homeassistant/sensor/{node_id}/last_command/config   Home Assistant discovery, retained
     homeassistant/sensor/{node_id}/scene/config
+    homeassistant/event/{node_id}/command/config         every word as it is said (edgesense.sinks.mqtt)
 
 At-least-once delivery: with ``MqttOptions.spool_dir`` every event is first
 stored in an on-disk spool (:mod:`edgesense.sinks.spool`) and removed only when the broker

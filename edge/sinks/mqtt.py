@@ -1,4 +1,20 @@
-"""MQTT events (paho-mqtt) with Home Assistant discovery, TLS and a URL form for the command line."""
+"""MQTT events (paho-mqtt) with Home Assistant discovery, TLS and a URL form for the command line.
+
+Topics (``prefix``: :attr:`MqttOptions.topic_prefix`; ``node``: :attr:`MqttOptions.node_id`)::
+
+    {prefix}/status                     "online" / "offline", retained; "offline" is also the last will
+    {prefix}/{type}                     every event as JSON (type: command, scene), not retained
+    {prefix}/{type}/state               the latest event of that type, retained
+    homeassistant/sensor/{node}/last_command/config    Home Assistant discovery (all retained): the last word,
+    homeassistant/sensor/{node}/scene/config           the current scene,
+    homeassistant/event/{node}/command/config          and every command as it is said (with command_labels)
+
+Home Assistant's ``event`` entity is what an automation on a spoken word triggers on: the ``Last command``
+sensor keeps its state when the same word comes again (a state trigger ``to: "yes"`` does not fire for the
+second "yes"), and it comes back with its last word when the device is online again (``unavailable`` ->
+``yes``: the same trigger fires for a word nobody said). The event entity reads ``{prefix}/command``, which is not
+retained (and Home Assistant discards replayed retained messages for events).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +47,10 @@ MQTTS_PORT = 8883
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 _NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+#: The Home Assistant event entity's payload, from an event's JSON: ``event_type`` (one of ``event_types``) is the
+#: word, the rest its attributes.
+_COMMAND_EVENT_TEMPLATE = ("{{ {'event_type': value_json.label, 'score': value_json.score, 't_ms': value_json.t_ms, "
+                           "'wall_time': value_json.wall_time} | to_json }}")
 
 
 # --------------------------------------------------------------------------- MQTT
@@ -66,6 +86,9 @@ class MqttOptions:
     device_name: str = "EdgeSense"
     spool_dir: str | None = None  #: on-disk spool for at-least-once delivery (None: in memory only)
     reconnect_max_delay_s: int = 30  #: paho retries 1 s, 2 s, 4 s, ... capped here (paho's default: 120)
+    #: the words that can fire (the model's, less the ignored ones): the ``event_types`` of the Home Assistant
+    #: event entity of commands; empty: no event entity
+    command_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require(isinstance(self.host, str) and bool(self.host.strip()), "host", "a host name", self.host)
@@ -102,6 +125,10 @@ class MqttOptions:
                  self.reconnect_max_delay_s)
         require(self.spool_dir is None or self.qos >= 1, "qos", "1 or 2 with spool_dir (acknowledged delivery)",
                  self.qos)
+        require(isinstance(self.command_labels, tuple) and all(isinstance(x, str) and x.strip()
+                                                                for x in self.command_labels)
+                 and len(set(self.command_labels)) == len(self.command_labels), "command_labels",
+                 "a tuple of distinct non-empty words", self.command_labels)
 
     @property
     def status_topic(self) -> str:
@@ -113,8 +140,8 @@ class MqttOptions:
     def state_topic(self, event_type: str) -> str:
         return f"{self.topic_prefix}/{event_type}/state"
 
-    def discovery_topic(self, object_id: str) -> str:
-        return f"{self.discovery_prefix}/sensor/{self.node_id}/{object_id}/config"
+    def discovery_topic(self, object_id: str, component: str = "sensor") -> str:
+        return f"{self.discovery_prefix}/{component}/{self.node_id}/{object_id}/config"
 
 
 _URL_SCHEMES = {"mqtt": (False, MQTT_PORT), "tcp": (False, MQTT_PORT), "mqtts": (True, MQTTS_PORT),
@@ -431,8 +458,8 @@ class MqttSink(_ClosableSink):
         opts = self.options
         client.publish(opts.status_topic, STATUS_ONLINE, qos=opts.qos, retain=True)
         if opts.ha_discovery:
-            for object_id, payload in self.discovery_payloads().items():
-                client.publish(opts.discovery_topic(object_id), json.dumps(payload), qos=opts.qos, retain=True)
+            for topic, payload in self.discovery_payloads().items():
+                client.publish(topic, json.dumps(payload), qos=opts.qos, retain=True)
         if self._delivery is not None:
             self._delivery.connected()  # replays the spool, oldest first
 
@@ -510,22 +537,29 @@ class MqttSink(_ClosableSink):
         return self._connected.is_set()
 
     def discovery_payloads(self) -> dict[str, dict[str, Any]]:
-        """Home Assistant MQTT discovery configs, by object id."""
+        """Home Assistant MQTT discovery configs, by discovery topic (the module docstring lists them)."""
         opts = self.options
         device = {"identifiers": [opts.node_id], "name": opts.device_name, "manufacturer": "EdgeSense",
                   "model": "EdgeSense audio+vision", "sw_version": __version__}
         common = {"availability_topic": opts.status_topic, "payload_available": STATUS_ONLINE,
-                  "payload_not_available": STATUS_OFFLINE, "value_template": "{{ value_json.label }}",
-                  "device": device}
-        return {
-            "last_command": {"name": "Last command", "unique_id": f"{opts.node_id}_last_command",
-                             "state_topic": opts.state_topic("command"),
-                             "json_attributes_topic": opts.state_topic("command"),
-                             "icon": "mdi:microphone-message", **common},
-            "scene": {"name": "Scene", "unique_id": f"{opts.node_id}_scene",
-                      "state_topic": opts.state_topic("scene"), "json_attributes_topic": opts.state_topic("scene"),
-                      "icon": "mdi:image-filter-center-focus", **common},
+                  "payload_not_available": STATUS_OFFLINE, "device": device}
+        label = {"value_template": "{{ value_json.label }}"}
+        configs = {
+            opts.discovery_topic("last_command"): {
+                "name": "Last command", "unique_id": f"{opts.node_id}_last_command",
+                "state_topic": opts.state_topic("command"), "json_attributes_topic": opts.state_topic("command"),
+                "icon": "mdi:microphone-message", **label, **common},
+            opts.discovery_topic("scene"): {
+                "name": "Scene", "unique_id": f"{opts.node_id}_scene", "state_topic": opts.state_topic("scene"),
+                "json_attributes_topic": opts.state_topic("scene"), "icon": "mdi:image-filter-center-focus",
+                **label, **common},
         }
+        if opts.command_labels:  # every word as it is said: what automations trigger on
+            configs[opts.discovery_topic("command", "event")] = {
+                "name": "Command", "unique_id": f"{opts.node_id}_command", "state_topic": opts.event_topic("command"),
+                "event_types": list(opts.command_labels), "value_template": _COMMAND_EVENT_TEMPLATE,
+                "icon": "mdi:account-voice", **common}
+        return configs
 
     def _publish(self, topic: str, payload: str, retain: bool, *, event: bool = False) -> None:
         """Queue one message with paho; ``event``: it carries an event (counted in ``lost_events``

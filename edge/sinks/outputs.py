@@ -94,12 +94,14 @@ class OutputsOptions:
                 raise ValueError(f"mqtt: the URL's topic prefix: expected {DEVICE_ID_PLACEHOLDER} as the only "
                                  f"placeholder, got {from_url.topic_prefix!r}")
 
-    def mqtt_options(self, *, node_id: str, device_name: str) -> MqttOptions | None:
+    def mqtt_options(self, *, node_id: str, device_name: str,
+                     command_labels: tuple[str, ...] = ()) -> MqttOptions | None:
         """Options for :class:`edgesense.sinks.mqtt.MqttSink`, or None without ``mqtt``.
 
         ``node_id`` (the device id, as MQTT allows it) names the Home Assistant node, the
         entities' unique ids, the ``{device_id}`` of the topic prefix and the automatic spool; a
         ``node_id`` in the URL's query wins over it (it was silently replaced by the device id).
+        ``command_labels``: the words that can fire, the ``event_types`` of Home Assistant's event entity.
         """
         if self.mqtt is None:
             return None
@@ -113,21 +115,23 @@ class OutputsOptions:
         if spool_dir == AUTO_SPOOL:
             spool_dir = None if from_url.qos == _AT_MOST_ONCE_QOS else str(default_spool_dir(node_id))
         return dataclasses.replace(from_url, topic_prefix=prefix, ha_discovery=self.ha_discovery, node_id=node_id,
-                                   device_name=device_name, spool_dir=spool_dir)
+                                   device_name=device_name, spool_dir=spool_dir, command_labels=command_labels)
 
 
 _SPOOL_FIELD = "spool_dir: "  #: how the spool's errors about its folder begin (edgesense.sinks.spool)
 
 
-def open_mqtt_sink(outputs: OutputsOptions, *, node_id: str, device_name: str, source: str | None = None) -> Any:
-    """The :class:`edgesense.sinks.mqtt.MqttSink` that ``outputs`` describes (``outputs.mqtt`` set).
+def open_mqtt_sink(outputs: OutputsOptions, *, node_id: str, device_name: str, source: str | None = None,
+                   command_labels: tuple[str, ...] = ()) -> Any:
+    """The :class:`edgesense.sinks.mqtt.MqttSink` that ``outputs`` describes (``outputs.mqtt`` set);
+    ``command_labels``: the words that can fire (Home Assistant's event entity, with ``ha_discovery``).
 
     An error about the spool folder (another process holds it, a file stands there, ...) names the
     config field, ``outputs.mqtt_spool_dir``, and ``source`` (the config file) when given, instead of
     the sink's own ``spool_dir``: the user never typed that name."""
     from edgesense.sinks.mqtt import MqttSink
 
-    options = outputs.mqtt_options(node_id=node_id, device_name=device_name)
+    options = outputs.mqtt_options(node_id=node_id, device_name=device_name, command_labels=command_labels)
     if options is None:
         raise ValueError("mqtt: expected a broker URL, got null")
     try:

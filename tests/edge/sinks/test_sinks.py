@@ -593,6 +593,71 @@ def test_mqtt_publishes_events_state_status_and_discovery(broker):
     late.close()
 
 
+def test_commands_are_a_home_assistant_event_entity_that_fires_for_every_word_and_never_replays(broker):
+    """Commands were only the ``Last command`` sensor (retained state): Home Assistant changes no state for the
+    second "yes" (a trigger ``to: "yes"`` missed it) and brings the last word back whenever the device is online
+    again (``unavailable`` -> ``yes``: the trigger fired for a word nobody said). An ``event`` entity on the event
+    topic, which is not retained, fires for every word (Home Assistant's MQTT event: ``event_types`` required, the
+    payload a JSON object whose ``event_type`` is one of them)."""
+    live = Subscriber(broker, "#")
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, node_id="pi4_kitchen", device_name="Kitchen Pi",
+                                command_labels=("yes", "no")))
+    sink.emit(command("yes"))
+    sink.emit(command("yes", t_ms=9000.0))
+    sink.flush()
+    got = live.collect(1 + 3 + 2 * 2)  # status, 3 discovery configs, 2 x (event, state)
+    live.assert_quiet()
+    config = json.loads(got["homeassistant/event/pi4_kitchen/command/config"][0].payload)
+    sensor = json.loads(got["homeassistant/sensor/pi4_kitchen/last_command/config"][0].payload)
+    assert config["state_topic"] == "edgesense/command" and config["event_types"] == ["yes", "no"]
+    assert config["unique_id"] == "pi4_kitchen_command" != sensor["unique_id"]
+    for key in ("availability_topic", "payload_available", "payload_not_available", "device"):
+        assert config[key] == sensor[key]
+    # The template turns each event's JSON into Home Assistant's: event_type = the word, the rest attributes.
+    template = config["value_template"]
+    assert template.startswith("{{ {") and template.endswith("} | to_json }}")
+    fields = dict(item.split(": ") for item in template[len("{{ {"):-len("} | to_json }}")].split(", "))
+    assert fields == {"'event_type'": "value_json.label", "'score'": "value_json.score", "'t_ms'": "value_json.t_ms",
+                      "'wall_time'": "value_json.wall_time"}
+    said = [json.loads(m.payload) for m in got["edgesense/command"]]
+    assert [e["label"] for e in said] == ["yes", "yes"] and all(set(e) >= {"score", "t_ms", "wall_time"} for e in said)
+    sink.close()
+    live.close()
+    late = Subscriber(broker, "#")  # what Home Assistant gets when it (re)subscribes: never a past word to fire
+    retained = late.collect(1 + 3 + 1)
+    late.assert_quiet()
+    assert "edgesense/command" not in retained and "homeassistant/event/pi4_kitchen/command/config" in retained
+    late.close()
+
+    # Without command_labels (a sink made in Python without the model's words): no event entity, as before.
+    bare = MqttSink(MqttOptions(host=broker.host, port=broker.port, node_id="bare"))
+    assert [t for t in bare.discovery_payloads() if "/event/" in t] == []
+    bare.close()
+    with pytest.raises(ValueError, match="command_labels"):
+        MqttOptions(host="h", command_labels=("yes", "yes"))
+    with pytest.raises(ValueError, match="command_labels"):
+        MqttOptions(host="h", command_labels=["yes"])
+
+
+def test_a_run_names_the_model_s_words_that_can_fire_as_the_event_types(broker, tmp_path):
+    """``edgesense run`` gives the sink the bundled model's words, less the ones that never fire (``_silence_``,
+    ``_unknown_`` and commands.ignored_labels): a word missing from ``event_types`` is refused by Home Assistant."""
+    from edgesense.loop.pipeline import Pipeline
+
+    repo = Path(__file__).resolve().parents[3]
+    config = tmp_path / "device.yaml"
+    config.write_text(f"device: {{name: Kitchen, device_id: kitchen}}\n"
+                      f"model: {{path: {repo / 'models' / 'edgesense.tflite'}}}\n"
+                      f"commands: {{ignored_labels: [_silence_, _unknown_, off]}}\n"
+                      f"outputs: {{events: null, mqtt_spool_dir: null, ha_discovery: true}}\n", encoding="utf-8")
+    live = Subscriber(broker, "homeassistant/event/#")
+    with Pipeline.from_config(config, audio=repo / "samples" / "commands.wav", fast=True,
+                              mqtt=f"mqtt://{broker.host}:{broker.port}"):
+        payload = json.loads(live.collect(1)["homeassistant/event/kitchen/command/config"][0].payload)
+    assert payload["event_types"] == ["yes", "no", "up", "down", "left", "right", "on", "stop", "go"]
+    live.close()
+
+
 def test_mqtt_custom_prefix_qos0_without_discovery(broker):
     live = Subscriber(broker, "#")
     sink = MqttSink(mqtt_options_from_url(f"mqtt://{broker.host}:{broker.port}/home/edge1?qos=0",
