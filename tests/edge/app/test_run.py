@@ -338,6 +338,31 @@ def test_neither_camera_nor_microphone_reports_both_and_says_how_to_run_without(
     assert "--video FILE / --audio FILE" in line
 
 
+def test_without_devices_a_config_of_the_installation_is_to_be_copied_not_edited(tmp_path, monkeypatch):
+    """From a wheel install, ``--config desktop`` is site-packages/edgesense/firmware_configs/desktop.yaml: the line
+    told the user to edit that file, which the next upgrade replaces."""
+    import sysconfig
+
+    from edgesense.app.run import live_device_help, part_of_an_installation
+    from edgesense.loop.pipeline import LiveDeviceError
+
+    site = tmp_path / "site-packages"
+    installed = site / "edgesense" / "firmware_configs" / "desktop.yaml"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("device: {name: desktop}\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("device: {name: mine}\n")
+    real = sysconfig.get_paths
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *args, **kwargs: {**real(*args, **kwargs), "purelib": str(site),
+                                                                         "platlib": str(site)})
+    assert part_of_an_installation(installed) and not part_of_an_installation(mine)
+    failure = LiveDeviceError(["microphone: no input device"])
+    line = str(live_device_help(failure, str(installed)))
+    assert (f"in a copy of {installed} (cp {installed} desktop.yaml, then --config desktop.yaml: the installed one "
+            "is replaced by every upgrade)") in line
+    assert f"audio.enabled: false in {mine} to run without it" in str(live_device_help(failure, str(mine)))
+
+
 def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_line(tmp_path):
     config = tmp_path / "device.yaml"
     config.write_text("device:\n  name: x\ncamera: {fps: 3\n")
