@@ -223,7 +223,8 @@ def _service_readiness(wheel: Path) -> str:
                 "Type=simple")
     return ("# edgesense run says READY=1 once its model is loaded and its devices are open, then WATCHDOG=1 from\n"
             f"# its loop: a loop that hangs for {WATCHDOG_S} s is killed, and restarted as a failure; a camera read\n"
-            "# that hangs ends the run itself (camera.stall_timeout_ms), exit code 2, restarted too\n"
+            "# that hangs or a microphone deaf for long ends the run itself (camera.stall_timeout_ms,\n"
+            "# audio.stall_timeout_ms), exit code 2, restarted too\n"
             f"Type=notify\nNotifyAccess=main\nWatchdogSec={WATCHDOG_S}\nTimeoutStartSec={START_TIMEOUT_S}")
 
 

@@ -10,8 +10,9 @@ x.wav`` alone is keyword spotting only, and ``--video x.mp4`` alone scene only.
 
 SIGINT and SIGTERM stop the sources, flush the outputs and exit 0. Any error a
 user can fix prints one line and exits 2 (see :mod:`edgesense.app.cli`); so does a device fault that ends the
-run (a microphone whose stream stopped, a camera read that hung for ``camera.stall_timeout_ms``), after the
-events so far are written, for a service manager to restart the process.
+run (a microphone whose stream stopped, or from which no audio came for ``audio.stall_timeout_ms``, a camera read
+that hung for ``camera.stall_timeout_ms``), after the events so far are written, for a service manager to restart
+the process.
 
 Under systemd (``Type=notify``, :mod:`edgesense.app.notify`) it says ``READY=1`` once the model is loaded and the
 sources are open, ``WATCHDOG=1`` from the loop's thread as it goes round, and ``STOPPING=1`` when the run ends.

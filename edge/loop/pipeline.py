@@ -44,7 +44,10 @@ driver) is warned about at half of ``camera.stall_timeout_ms`` and ends the run 
 (:class:`edgesense.loop.scheduler.CameraStallError`, a ``RuntimeError``): no thread can free it, the process must
 exit for its service manager to restart it. A stalled microphone is logged once
 and retried; a live camera beside it goes on (scene events from the image alone, the
-microphone polled every ``idle_wait_ms`` meanwhile). Devices that cannot be opened at start
+microphone polled every ``idle_wait_ms`` meanwhile). A microphone from which no audio has come for
+``audio.stall_timeout_ms`` while PortAudio still reports its stream active (a wedged driver or sound server) ends
+the run (:class:`edgesense.sources.microphone.MicrophoneStallError`, a ``RuntimeError``), as one whose stream
+PortAudio stopped does: only a new process opens it afresh. Devices that cannot be opened at start
 raise ``RuntimeError``.
 
 Each event's ``latency_ms`` holds the per-stage times (``audio_frontend``: the
@@ -578,6 +581,7 @@ class Pipeline:
             audio_gaps=self._counts["audio_gaps"],
             audio_clock_resyncs=audio_stats.clock_resyncs if audio_stats else 0,
             audio_read_failures=self._counts["audio_read_failures"],
+            audio_stalls=self._counts["audio_stalls"],
             camera_read_failures=video_stats.read_failures if video_stats else 0,
             camera_outages=self._reader.outages if self._reader is not None else 0,
             camera_stalls=self._reader.stalls if self._reader is not None else 0,
@@ -684,6 +688,7 @@ class Pipeline:
                 self._counts["audio_read_failures"] += 1
                 if not self._audio_outage:
                     self._audio_outage = True
+                    self._counts["audio_stalls"] += 1
                     logger.warning("%s; retrying%s", exc, ", scene events go on" if self._reader is not None else "")
                 return self._frame_while_audio_is_out()
             if chunk is not None:

@@ -43,11 +43,13 @@ import numpy as np
 from edgesense.schema.validate import is_number, require
 
 __all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions",
-           "ExponentialBackoff", "as_bgr", "quiet_opencv"]
+           "ExponentialBackoff", "as_bgr", "quiet_opencv", "require_stall_timeout_ms"]
 
 logger = logging.getLogger(__name__)
 
 MS_PER_S = 1000.0
+#: The shortest ``stall_timeout_ms`` of a live device (the camera's, the microphone's).
+MIN_STALL_TIMEOUT_MS = 1000.0
 #: FFmpeg's log level for OpenCV's FFmpeg backend (AV_LOG_QUIET); read once, when FFmpeg starts.
 FFMPEG_QUIET = "-8"
 
@@ -79,6 +81,12 @@ def quiet_opencv() -> Iterator[None]:
 def monotonic_ms() -> float:
     """The monotonic clock in milliseconds (the live sources' time base)."""
     return time.monotonic_ns() / 1e6
+
+
+def require_stall_timeout_ms(value: Any) -> None:
+    """The check of a live device's ``stall_timeout_ms``: ``None`` (never) or at least :data:`MIN_STALL_TIMEOUT_MS`."""
+    require(value is None or (is_number(value) and value >= MIN_STALL_TIMEOUT_MS), "stall_timeout_ms",
+            f"null (never) or a number of ms >= {MIN_STALL_TIMEOUT_MS:g}", value)
 
 
 # --------------------------------------------------------------------------- items

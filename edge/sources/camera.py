@@ -20,6 +20,7 @@ from edgesense.sources.base import (
     _SourceBase,
     as_bgr,
     monotonic_ms,
+    require_stall_timeout_ms,
     quiet_opencv,
 )
 
@@ -54,8 +55,6 @@ MAX_FRAME_PX = 8192
 #: ``stall_timeout_ms``'s default: far above a slow camera's frame period, a GStreamer pipeline's start (a second or
 #: two for nvarguscamerasrc) and a reopen, and short enough that a wedged camera is restarted within seconds.
 CAMERA_STALL_TIMEOUT_MS = 10_000.0
-#: The shortest ``stall_timeout_ms``.
-MIN_STALL_TIMEOUT_MS = 1000.0
 #: A read is taken for stalled only after this many frame periods at ``fps`` too (a time-lapse camera's frames).
 STALL_FRAME_PERIODS = 3
 #: OpenCV's V4L2 backend (a device index or ``/dev/videoN``) waits up to this many seconds (its ``select()``;
@@ -128,10 +127,7 @@ class CameraOptions:
         require(is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
                  "an integer >= 1", self.reopen_after_failures)
         require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)
-        require(self.stall_timeout_ms is None or (is_number(self.stall_timeout_ms)
-                                                  and self.stall_timeout_ms >= MIN_STALL_TIMEOUT_MS),
-                "stall_timeout_ms", f"null (never) or a number of ms >= {MIN_STALL_TIMEOUT_MS:g}",
-                self.stall_timeout_ms)
+        require_stall_timeout_ms(self.stall_timeout_ms)
 
     @property
     def effective_stall_timeout_ms(self) -> float | None:

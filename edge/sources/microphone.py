@@ -10,10 +10,17 @@ import numpy as np
 
 from edgesense.frontend.resample import StreamingResampler
 from edgesense.schema.validate import is_int, is_number, one_line, require
-from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, _SourceBase, monotonic_ms
+from edgesense.sources.base import (
+    MS_PER_S,
+    AudioChunk,
+    SourceReadError,
+    _SourceBase,
+    monotonic_ms,
+    require_stall_timeout_ms,
+)
 from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
 
-__all__ = ["MicrophoneOptions", "MicrophoneSource", "list_input_devices"]
+__all__ = ["MicrophoneOptions", "MicrophoneSource", "MicrophoneStallError", "list_input_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +33,10 @@ MAX_DEVICE_SAMPLE_RATE_HZ = 192000
 #: allocate only when the device opened.
 MAX_BUFFER_MS = 60_000.0
 MAX_READ_TIMEOUT_MS = 60_000.0
+#: ``stall_timeout_ms``'s default: far above a transient stall (a driver hiccup, a USB resume, a sound server that
+#: restarts: seconds), short enough that a deaf microphone's service is restarted within a minute. The loop goes
+#: round while the microphone is out (each read that times out is a round), so the service's watchdog never sees it.
+MICROPHONE_STALL_TIMEOUT_MS = 30_000.0
 #: How far the audio clock (the sample count since the first callback) may fall behind the monotonic clock
 #: (a block's arrival) before it is re-anchored: well above callback jitter, so only a stall or audio lost in
 #: the driver moves it.
@@ -54,6 +65,14 @@ class MicrophoneOptions:
     ``read_timeout_ms``: how long :meth:`MicrophoneSource.read` waits for a chunk
     before it raises :class:`SourceReadError`. ``enabled``: whether the device loop opens
     the microphone (the ``audio:`` section of a device config).
+
+    ``stall_timeout_ms``: a read that finds no audio, when none has come for this long (no callback delivered
+    any since, or since the stream started) while PortAudio still reports the stream active (an ALSA driver or a
+    USB microphone's firmware wedged, a sound server that suspended the source), raises
+    :class:`MicrophoneStallError`, a ``RuntimeError``: the process exits and its service manager restarts it
+    (PortAudio reads its devices afresh only in a new process). It is checked when a read times out, so the run
+    ends within a ``read_timeout_ms`` after it (at the first timed-out read where it is shorter). ``None``: never
+    (a deaf microphone is retried for ever).
     """
 
     enabled: bool = True
@@ -62,6 +81,7 @@ class MicrophoneOptions:
     chunk_ms: float = 20.0
     buffer_ms: float = 2000.0
     read_timeout_ms: float = 1000.0
+    stall_timeout_ms: float | None = MICROPHONE_STALL_TIMEOUT_MS
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
@@ -75,6 +95,12 @@ class MicrophoneOptions:
                  f"a number in [2 * chunk_ms = {2 * self.chunk_ms:g}, {MAX_BUFFER_MS:g}]", self.buffer_ms)
         require(is_number(self.read_timeout_ms) and 0 < self.read_timeout_ms <= MAX_READ_TIMEOUT_MS, "read_timeout_ms",
                  f"a positive number up to {MAX_READ_TIMEOUT_MS:g}", self.read_timeout_ms)
+        require_stall_timeout_ms(self.stall_timeout_ms)
+
+
+class MicrophoneStallError(RuntimeError):
+    """No audio has come from a live microphone for its ``stall_timeout_ms`` while PortAudio still reports the
+    stream active: its driver or sound server stopped delivering, and only a new process reopens it afresh."""
 
 
 def _import_sounddevice():
@@ -169,6 +195,7 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         self._late_index = 0  # that block's first sample
         self._late_min_lag_ms = 0.0  # the smallest lag since: what the clock is behind by
         self._resyncs_logged = 0
+        self._audio_at_ms = monotonic_ms()  # when a callback last delivered audio (the stream's start before one)
         stream = None
         try:
             stream = sd.InputStream(device=options.device, samplerate=self.device_rate_hz, channels=1,
@@ -189,7 +216,8 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         if status.input_overflow:
             self._overflows += 1
         if indata.shape[0]:
-            self._track_clock(monotonic_ms(), indata.shape[0])
+            self._audio_at_ms = arrival_ms = monotonic_ms()
+            self._track_clock(arrival_ms, indata.shape[0])
         self._ring.write(indata[:, 0])
 
     def _track_clock(self, arrival_ms: float, frames: int) -> None:
@@ -239,7 +267,8 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         Raises :class:`SourceReadError` when no audio arrives within ``timeout_ms`` (``None``: the options'
         ``read_timeout_ms``; a stall the loop retries), and ``RuntimeError`` when PortAudio has stopped the stream
         (the device was unplugged or failed: retrying would wait forever; exiting lets a service manager restart
-        and reopen it).
+        and reopen it), or, :class:`MicrophoneStallError`, when no audio has come for ``stall_timeout_ms`` though
+        PortAudio still reports the stream active.
         """
         if timeout_ms is None:
             timeout_ms = self.options.read_timeout_ms
@@ -254,9 +283,19 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
             if self._stream_stopped():
                 raise RuntimeError(f"microphone {self.device_name!r}: the input stream stopped (device unplugged "
                                    f"or failed); no more audio will come from it")
+            stall_ms = self.options.stall_timeout_ms
+            silent_ms = monotonic_ms() - self._audio_at_ms
+            if stall_ms is not None and silent_ms >= stall_ms:
+                raise MicrophoneStallError(
+                    f"microphone {self.device_name!r}: no audio for {silent_ms / MS_PER_S:.1f} s though PortAudio "
+                    f"still reports its stream active (audio.stall_timeout_ms: {stall_ms:g}): its driver or the sound "
+                    "server stopped delivering, and only a new process opens it afresh: the process exits, for its "
+                    "service manager to restart it")
             self._read_failures += 1
+            ends = ("" if stall_ms is None else f"; the run ends if none has come for {stall_ms / MS_PER_S:g} s "
+                    "(audio.stall_timeout_ms)")
             raise SourceReadError(f"microphone {self.device_name!r}: no audio for "
-                                  f"{timeout_ms:g} ms (device stalled or unplugged?)")
+                                  f"{timeout_ms:g} ms (device stalled or unplugged?){ends}")
         samples, first_index = got
         if self._clock_resyncs != self._resyncs_logged:
             self._resyncs_logged = self._clock_resyncs

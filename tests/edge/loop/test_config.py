@@ -139,6 +139,14 @@ def test_a_time_lapse_camera_keeps_its_default_stall_timeout_and_waits_three_fra
     assert camera.effective_stall_timeout_ms == effective
 
 
+def test_a_deaf_microphone_ends_the_run_after_30_s_unless_audio_stall_timeout_ms_is_null(tmp_path):
+    assert load_config(write(tmp_path, "device: {name: a}\n")).audio.stall_timeout_ms == 30_000.0
+    config = load_config(write(tmp_path, "device: {name: a}\naudio: {stall_timeout_ms: null}\n"))
+    assert config.audio.stall_timeout_ms is None
+    assert load_config(write(tmp_path, "device: {name: a}\naudio: {stall_timeout_ms: 5000}\n")
+                       ).audio.stall_timeout_ms == 5000.0
+
+
 def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default(tmp_path):
     assert not load_config(write(tmp_path, "device: {name: a}\n")).second_opinion.enabled
     config = load_config(write(tmp_path, "device: {name: a}\nsecond_opinion: {heads_path: m/heads.tflite, "
@@ -174,6 +182,9 @@ BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2
                           "reopen_after_failures, source, stall_timeout_ms, width_px"),
     ("camera: {stall_timeout_ms: 500}", "camera.stall_timeout_ms: expected null (never) or a number of ms >= 1000, "
                                         "got 500"),
+    ("audio: {stall_timeout_ms: 500}", "audio.stall_timeout_ms: expected null (never) or a number of ms >= 1000, "
+                                       "got 500"),
+    ("audio: {stall_timeout_ms: 30s}", "audio.stall_timeout_ms: expected a number, got '30s'"),
     ("cameras: {}", "cameras: unknown field; expected one of audio, camera, commands, device, model, outputs, "
                     "scenes, scheduler, second_opinion, vad"),
     ("audio: {sample_rate_hz: 16k}", "audio.sample_rate_hz: expected an integer, got '16k'"),

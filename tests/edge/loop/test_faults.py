@@ -9,6 +9,8 @@ LatestFrameReader, Pipeline, sinks) is the production code.
   loop keeps running audio inference (and emitting commands), scene events stop,
   and resume within ``SCENE_RESUME_MS`` of the camera's return;
 * microphone input overflows in bursts: counted in the stats, the loop goes on;
+* microphone whose callbacks stop while PortAudio keeps its stream active (a wedged driver): ``edgesense run``
+  ends after ``audio.stall_timeout_ms`` with one line, exit 2, the events written;
 * SIGTERM in the middle of ``edgesense run``: exit 0, events flushed, no torn line.
 """
 
@@ -28,7 +30,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from media import TEST_THRESHOLD, tone_wav
+from media import TEST_THRESHOLD, tone_samples, tone_wav
 
 import edgesense.sources.microphone as microphone_mod
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
@@ -283,6 +285,46 @@ def test_microphone_overflow_bursts_are_counted_and_the_loop_goes_on(tiny_model_
     assert stats.audio_inferences >= 0.9 * (delivered_s * 1000 - 1000) / HOP_MS
     assert inferences_at_end_of_bursts and stats.audio_inferences > inferences_at_end_of_bursts[0], \
         "no inference after the last overflow burst"
+
+
+def test_edgesense_run_on_a_deaf_microphone_exits_2_with_one_line_and_the_events_written(tiny_model_path, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """The device service's case: the microphone's driver wedges (no more callbacks, and PortAudio still says the
+    stream is active). `edgesense run` logged one warning and retried for ever, deaf until someone restarted it.
+    Now it ends once no audio has come for audio.stall_timeout_ms: one error line naming the microphone and how
+    long it has been silent, exit code 2 (a failure for systemd's Restart=on-failure, whose new process opens the
+    device afresh), the events so far in the events file."""
+    from edgesense.app.cli import main
+    from edgesense.schema.yaml import dump_yaml
+
+    samples = tone_samples([("yes", 0.5)], 2.5).astype(np.float32)
+    fake = FakeSoundDevice(samples, block=160, overflow_blocks=set(), speed=1.0)  # then no callback: deaf
+    monkeypatch.setattr(microphone_mod, "_import_sounddevice", lambda: fake)
+    events_file = tmp_path / "events.jsonl"
+    config = tmp_path / "device.yaml"
+    config.write_text(dump_yaml({
+        "device": {"name": "test-device"}, "camera": {"enabled": False},
+        "audio": {"read_timeout_ms": 300, "stall_timeout_ms": 1000},
+        "commands": {"threshold": TEST_THRESHOLD},
+        "outputs": {"events": str(events_file), "mqtt": None}}), encoding="utf-8")
+    stopper = threading.Timer(30.0, os.kill, (os.getpid(), signal.SIGTERM))  # the old code: a run that never ends
+    stopper.start()
+    started = time.monotonic()
+    try:
+        rc = main(["run", "--config", str(config), "--model", str(tiny_model_path), "--headless"])
+    finally:
+        stopper.cancel()
+    took_s = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and took_s < 25.0
+    errors = [line for line in err.splitlines() if line.startswith("edgesense: error:")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("edgesense: error: microphone 'fake mic': no audio for ")
+    assert "(audio.stall_timeout_ms: 1000)" in errors[0]
+    assert errors[0].endswith("the process exits, for its service manager to restart it")
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [(e["type"], e["label"]) for e in events] == [("command", "yes")]
 
 
 # --------------------------------------------------------------------------- SIGTERM

@@ -781,8 +781,53 @@ def test_a_stalled_microphone_does_not_pause_the_live_camera(fake_portaudio, mod
     assert len(during) >= 3, f"scene events at {scenes_s} s: none while the microphone was out"
     outage = [r.getMessage() for r in caplog.records if "no audio for" in r.getMessage()]
     assert len(outage) == 1 and outage[0].endswith("retrying, scene events go on")
-    assert stats.audio_read_failures >= 2 and stats.audio_clock_resyncs == 1
+    assert stats.audio_read_failures >= 2 and stats.audio_clock_resyncs == 1 and stats.audio_stalls == 1
     assert stats.audio_chunks >= (run_s - stall_s) * 50 - 5  # the audio before and after it, in 20 ms chunks
+
+
+def test_a_deaf_microphone_beside_a_live_camera_ends_the_run_after_its_events_are_written(fake_portaudio, model,
+                                                                                         tmp_path, monkeypatch,
+                                                                                         caplog):
+    """The microphone's callbacks stop for good while PortAudio keeps its stream active (a wedged driver): the loop
+    said so once and retried for ever, the device deaf until someone restarted it. Now, once no audio has come for
+    audio.stall_timeout_ms, the run ends with one line naming the microphone and how long it has been silent
+    (a RuntimeError, as for a stream PortAudio stopped), after the events so far are written."""
+    deaf_at_s, stall_timeout_ms = 2.5, 1000.0
+    fake_portaudio.samples = tone_samples([("yes", 0.5)], deaf_at_s).astype(np.float32)  # then no callback at all
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.broken.clear()
+    events_file = tmp_path / "events.jsonl"
+    options = test_options(smoother=SceneSmootherOptions(window_ms=300.0, min_hold_ms=0.0, heartbeat_ms=200.0))
+    microphone = microphone_mod.MicrophoneSource(microphone_mod.MicrophoneOptions(
+        read_timeout_ms=300.0, stall_timeout_ms=stall_timeout_ms))
+    delivered = []
+    pipeline = Pipeline(model, options, audio=microphone, video=CameraSource(CameraOptions(source=0)),
+                        sinks=[JsonLinesSink(str(events_file))], on_event=delivered.append)
+    stopper = threading.Timer(20.0, pipeline.stop)  # the old code: a run that never ends
+    stopper.start()
+    started = time.monotonic()
+    try:
+        with caplog.at_level("WARNING"), pipeline, pytest.raises(microphone_mod.MicrophoneStallError) as info:
+            pipeline.run()
+        took_s = time.monotonic() - started
+        stats = pipeline.stats
+    finally:
+        stopper.cancel()
+    message = str(info.value)
+    assert isinstance(info.value, RuntimeError) and "\n" not in message
+    assert message.startswith("microphone 'USB PnP Sound Device': no audio for ")
+    assert "(audio.stall_timeout_ms: 1000)" in message and "service manager to restart it" in message
+    silent_s = float(message.split("no audio for ")[1].split(" s")[0])
+    assert stall_timeout_ms / 1000 <= silent_s < stall_timeout_ms / 1000 + 1.0
+    assert took_s < deaf_at_s + stall_timeout_ms / 1000 + 3.0, took_s
+    outage = [r.getMessage() for r in caplog.records if "no audio for" in r.getMessage()]
+    assert len(outage) == 1 and "the run ends if none has come for 1 s (audio.stall_timeout_ms)" in outage[0]
+    assert stats.audio_stalls == 1
+    assert [e.label for e in delivered if isinstance(e, CommandEvent)] == ["yes"]
+    assert any(isinstance(e, SceneEvent) for e in delivered)
+    written = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [e["type"] for e in written] == [e.type for e in delivered]
+    assert [e["t_ms"] for e in written] == pytest.approx([e.t_ms for e in delivered], abs=0.1)  # written rounded
 
 
 # --------------------------------------------------------------------------- scheduler pieces and options

@@ -25,7 +25,7 @@ import edgesense.sources.microphone as microphone_mod
 from edgesense.frontend.resample import resample
 from edgesense.sources.base import AudioChunk, BackoffOptions, ExponentialBackoff, Source, SourceReadError, VideoFrame
 from edgesense.sources.camera import CameraOptions, CameraSource
-from edgesense.sources.microphone import MicrophoneOptions, MicrophoneSource
+from edgesense.sources.microphone import MicrophoneOptions, MicrophoneSource, MicrophoneStallError
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
 
 RATE = 16000
@@ -761,6 +761,57 @@ def test_microphone_whose_stream_stops_mid_run_is_a_runtime_error_not_a_stall(po
     mic.close()
 
 
+def test_a_deaf_microphone_whose_stream_stays_active_is_a_stall_error_after_stall_timeout_ms(portaudio, monkeypatch):
+    """A wedged ALSA driver, a USB microphone whose firmware hangs, a sound server that suspended the source: the
+    callbacks stop while PortAudio keeps the stream active. Every read was a SourceReadError, retried by the loop
+    for ever (the device deaf until someone restarted it). Now, once no audio has come for stall_timeout_ms, a
+    MicrophoneStallError (a RuntimeError, not a SourceReadError) in one line naming the device and how long it has
+    been silent; audio that comes back starts the count again."""
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20, read_timeout_ms=30, stall_timeout_ms=5000))
+    stream = portaudio.streams[-1]
+    stream.feed(np.zeros(320))
+    assert mic.read() is not None
+    clock.now_ms += 4000.0  # a transient stall: retried, and the first line says when the run would end
+    with pytest.raises(SourceReadError, match=r"^microphone 'USB PnP Sound Device': no audio for 30 ms \(device "
+                       r"stalled or unplugged\?\); the run ends if none has come for 5 s \(audio.stall_timeout_ms\)$"):
+        mic.read()
+    stream.feed(np.zeros(320))  # the audio came back
+    assert mic.read() is not None
+    clock.now_ms += 4999.0
+    with pytest.raises(SourceReadError):
+        mic.read()
+    clock.now_ms += 1.0
+    with pytest.raises(MicrophoneStallError) as info:
+        mic.read()
+    message = str(info.value)
+    assert isinstance(info.value, RuntimeError) and not isinstance(info.value, SourceReadError)
+    assert "\n" not in message and stream.active
+    assert message.startswith("microphone 'USB PnP Sound Device': no audio for 5.0 s though PortAudio still reports "
+                              "its stream active (audio.stall_timeout_ms: 5000): ")
+    assert message.endswith("the process exits, for its service manager to restart it")
+    assert mic.stats.read_failures == 2
+    mic.close()
+    # one that never delivered: counted from the stream's start
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", read_timeout_ms=30, stall_timeout_ms=5000))
+    clock.now_ms += 5000.0
+    with pytest.raises(MicrophoneStallError, match="no audio for 5.0 s"):
+        mic.read()
+    mic.close()
+
+
+def test_a_deaf_microphone_without_a_stall_timeout_is_retried_for_ever(portaudio, monkeypatch):
+    """``audio.stall_timeout_ms: null``: as before, every read finds no audio and is retried."""
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", read_timeout_ms=30, stall_timeout_ms=None))
+    clock.now_ms += 24 * 3600 * 1000.0
+    with pytest.raises(SourceReadError, match=r"no audio for 30 ms \(device stalled or unplugged\?\)$"):
+        mic.read()
+    mic.close()
+
+
 def test_microphone_unknown_device_lists_available_inputs(portaudio):
     with pytest.raises(RuntimeError, match=r"no input device 'webcam mic'.*\[1\] USB PnP Sound Device"):
         MicrophoneSource(MicrophoneOptions(device="webcam mic"))
@@ -879,6 +930,10 @@ def test_microphone_options_validation():
             MicrophoneOptions(device=bad)
     with pytest.raises(ValueError, match="sample_rate_hz"):
         MicrophoneOptions(sample_rate_hz=16000.0)
+    assert MicrophoneOptions().stall_timeout_ms == 30_000.0 and MicrophoneOptions(stall_timeout_ms=None)
+    for bad in (999, 0, -1.0, float("nan"), float("inf"), True, "30s"):
+        with pytest.raises(ValueError, match=r"^stall_timeout_ms: expected null \(never\) or a number of ms >= 1000"):
+            MicrophoneOptions(stall_timeout_ms=bad)
 
 
 class RealTimeFeeder:
