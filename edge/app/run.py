@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 __all__ = ["add_arguments", "run"]
 
@@ -140,13 +140,16 @@ def part_of_an_installation(path: str | Path) -> bool:
     return any(resolved.is_relative_to(root) for root in roots)
 
 
-def live_device_help(exc: Any, config: str) -> RuntimeError:
+def live_device_help(exc: Any, config: str, paths: Sequence[tuple[str, str | None]] = ()) -> RuntimeError:
     """A :class:`edgesense.loop.pipeline.LiveDeviceError` reworded with the flags and the config file (a copy of
-    it where it is part of the installation)."""
+    it where it is part of the installation; ``paths``: its path fields as loaded, ``(field, absolute path)``, which
+    the copy must name in full: relative, they would not resolve beside the copy)."""
     where = config
     if part_of_an_installation(config):  # edited there, the next upgrade would undo it
-        where = (f"a copy of {config} (cp {config} {Path(config).name}, then --config {Path(config).name}: the "
-                 "installed one is replaced by every upgrade)")
+        name = Path(config).name
+        named = ", ".join(f"{field}: {path}" for field, path in paths if path is not None)
+        where = (f"a copy of {config} (the installed one is replaced by every upgrade: cp {config} {name}, set "
+                 + (f"{named} in it, " if named else "") + f"then --config {name})")
     return RuntimeError(" | ".join(exc.failures) + f" | set camera.enabled: false / audio.enabled: false in {where} "
                         "to run without it, or replay files with --video FILE / --audio FILE")
 
@@ -208,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
                                                 fast=args.fast, events=args.events, mqtt=args.mqtt, on_frame=preview,
                                                 on_progress=alive)
         except LiveDeviceError as exc:
-            raise live_device_help(exc, args.config) from None
+            raise live_device_help(exc, args.config, [("model.path", config.model.path),
+                                                      ("second_opinion.heads_path",
+                                                       config.second_opinion.heads_path)]) from None
         stop.attach(pipeline)
         try:
             with pipeline:

@@ -357,9 +357,12 @@ def test_without_devices_a_config_of_the_installation_is_to_be_copied_not_edited
                                                                          "platlib": str(site)})
     assert part_of_an_installation(installed) and not part_of_an_installation(mine)
     failure = LiveDeviceError(["microphone: no input device"])
-    line = str(live_device_help(failure, str(installed)))
-    assert (f"in a copy of {installed} (cp {installed} desktop.yaml, then --config desktop.yaml: the installed one "
-            "is replaced by every upgrade)") in line
+    model, heads = site / "edgesense" / "models" / "edgesense.tflite", site / "edgesense" / "models" / "heads.tflite"
+    paths = [("model.path", str(model)), ("second_opinion.heads_path", str(heads))]
+    line = str(live_device_help(failure, str(installed), paths))
+    assert (f"in a copy of {installed} (the installed one is replaced by every upgrade: cp {installed} desktop.yaml, "
+            f"set model.path: {model}, second_opinion.heads_path: {heads} in it, then --config desktop.yaml)") in line
+    assert "heads_path" not in str(live_device_help(failure, str(installed), [("second_opinion.heads_path", None)]))
     assert f"audio.enabled: false in {mine} to run without it" in str(live_device_help(failure, str(mine)))
 
 
