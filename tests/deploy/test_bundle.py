@@ -882,6 +882,8 @@ def device(tmp_path):
     logged = {name: f'echo "{name} $*" >> {calls}' for name in ("systemctl", "install", "usermod", "useradd", "sudo")}
     logged["install"] += f'\ncase "${{@: -1}}" in /etc/*) cp "${{@: -2:1}}" "{etc}/$(basename "${{@: -1}}")" ;; esac'
     logged["sudo"] += '\nexec "$@"'
+    # a service that does not start (a Type=notify unit whose process exited before READY=1)
+    logged["systemctl"] += '\n[ "$1" = restart ] && [ -n "${EDGESENSE_TEST_START_FAILS:-}" ] && exit 1\nexit 0'
 
     def run(bundle: Path, *args: str, uid: int = 0) -> subprocess.CompletedProcess:
         """``uid``: who ``id -u`` says runs it (the files are still this test's: root's or not, as it runs)."""
@@ -915,6 +917,26 @@ def installed_and_edited(tmp_path: Path, inputs, small_wheel: Path, device, pref
     edited = (prefix / "config.yaml").read_text().replace("num_threads: 4", "num_threads: 3")
     (prefix / "config.yaml").write_text(edited)
     return out, edited
+
+
+def test_a_service_that_does_not_start_is_said_after_the_install_with_where_to_look(tmp_path, inputs, small_wheel,
+                                                                                   device, monkeypatch):
+    """The unit is Type=notify: systemctl restart waits for READY=1 and fails when edgesense run exits first (no
+    camera at install time). install.sh died there on set -e with systemctl's words alone, after installing
+    everything, without its own line."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "srv-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    monkeypatch.setenv("EDGESENSE_TEST_START_FAILS", "1")
+    proc = device(out, "--prefix", str(prefix))
+    assert proc.returncode == 1 and device.calls()[-1] == "systemctl restart edgesense.service", proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"install.sh: error: installed in {prefix}, but edgesense.service did not start: journalctl -u "
+                    f"edgesense -n 20 says why (a camera or microphone missing, a config it refuses: "
+                    f"{prefix}/config.yaml); it is started again every 5 s while it fails"), proc.stderr
+    assert (prefix / "config.yaml").is_file() and (device.etc / "edgesense.service").is_file()
+    monkeypatch.delenv("EDGESENSE_TEST_START_FAILS")
+    assert device(out, "--prefix", str(prefix)).returncode == 0  # started: done, as ever
 
 
 def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small_wheel, device):
