@@ -939,6 +939,19 @@ def test_a_service_that_does_not_start_is_said_after_the_install_with_where_to_l
     assert device(out, "--prefix", str(prefix)).returncode == 0  # started: done, as ever
 
 
+def old_installed_beside_a_new_bundle(tmp_path: Path, inputs, small_wheel: Path, device) -> tuple[Path, Path, Path]:
+    """Two bundles whose configs differ (``num_threads``), the old one installed into a prefix (no systemd), its
+    config as installed: (the old bundle, the new one, the prefix)."""
+    model, config = inputs("rpi5")
+    old, new, prefix = tmp_path / "old", tmp_path / "new", tmp_path / "opt-edgesense"
+    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
+    assert cli_deploy("rpi5", old, model, config, *common) == 0
+    config.write_text(config.read_text().replace("num_threads: 4", "num_threads: 2"))
+    assert cli_deploy("rpi5", new, model, config, *common) == 0
+    assert device(old, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    return old, new, prefix
+
+
 def test_reinstall_keeps_the_config_edited_on_the_device(tmp_path, inputs, small_wheel, device):
     prefix = tmp_path / "opt-edgesense"
     out, edited = installed_and_edited(tmp_path, inputs, small_wheel, device, prefix)
@@ -959,13 +972,7 @@ def test_an_unedited_config_is_known_whatever_the_layout_of_the_manifest_that_in
     sha256, and a config nobody edited was kept as edited, with a warning to copy over changes nobody made."""
     import json
 
-    model, config = inputs("rpi5")
-    old, new, prefix = tmp_path / "old", tmp_path / "new", tmp_path / "opt-edgesense"
-    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
-    assert cli_deploy("rpi5", old, model, config, *common) == 0
-    config.write_text(config.read_text().replace("num_threads: 4", "num_threads: 2"))
-    assert cli_deploy("rpi5", new, model, config, *common) == 0
-    assert device(old, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    old, new, prefix = old_installed_beside_a_new_bundle(tmp_path, inputs, small_wheel, device)
     manifest = prefix / "MANIFEST.json"
     manifest.write_text(json.dumps(json.loads(manifest.read_text()), separators=(",", ":")))  # one line
     proc = device(new, "--no-systemd", "--prefix", str(prefix))
@@ -1161,13 +1168,7 @@ def test_two_installs_at_once_into_one_folder(tmp_path, inputs, small_wheel, dev
 def test_a_new_bundle_over_a_config_nobody_edited_keeps_no_copy(tmp_path, inputs, small_wheel, device):
     """An upgrade to a bundle with another config, over the installed config as installed: nothing to keep (every
     upgrade left a config.yaml.before-DATE and told the user to copy over changes nobody made)."""
-    model, config = inputs("rpi5")
-    old, new, prefix = tmp_path / "old", tmp_path / "new", tmp_path / "opt-edgesense"
-    common = ("--no-wheels", "--edgesense-wheel", str(small_wheel))
-    assert cli_deploy("rpi5", old, model, config, *common) == 0
-    config.write_text(config.read_text().replace("num_threads: 4", "num_threads: 2"))
-    assert cli_deploy("rpi5", new, model, config, *common) == 0
-    assert device(old, "--no-systemd", "--prefix", str(prefix)).returncode == 0
+    old, new, prefix = old_installed_beside_a_new_bundle(tmp_path, inputs, small_wheel, device)
     proc = device(new, "--no-systemd", "--prefix", str(prefix))
     assert proc.returncode == 0, proc.stderr
     assert not list(prefix.glob("config.yaml.before-*")) and "kept" not in proc.stderr, proc.stderr
