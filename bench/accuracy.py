@@ -18,6 +18,7 @@ from edgesense.runtime.model import EdgeModel
 from edgesense.schema.validate import require
 from edgesense.train import data
 from edgesense.train.data import SplitSpec
+from edgesense.train.pools import wav_recordings
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[s
 
 
 def _noise_recordings(paths: Sequence[Path], sample_rate_hz: int) -> list[np.ndarray]:
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        files.extend(sorted(p.glob("*.wav")) if p.is_dir() else [p])
+    """The recordings under ``paths`` as the streams find them (:func:`edgesense.train.pools.wav_recordings`:
+    folders searched recursively, each file once, sorted), so the "ambient audio" figure does not hang on the
+    order of the ``--noise`` flags (one named twice counted twice and the flags' order drew other snippets), and
+    a folder of class subfolders (``scene_ambient/CLASS/*.wav``) is heard, not replaced by pink noise."""
     out = []
-    for f in files:
+    for f in wav_recordings(paths):
         try:
             out.append(read_wav(f, sample_rate_hz=sample_rate_hz))
         except (ValueError, OSError) as exc:

@@ -34,6 +34,8 @@ import json
 import logging
 import math
 import time
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
@@ -581,7 +583,8 @@ class PosteriorCache:
                 return StreamPosteriors(times_ms=data["times_ms"], posteriors=data["posteriors"],
                                         labels=tuple(str(x) for x in data["labels"]), hop_ms=float(data["hop_ms"]),
                                         words=words, duration_ms=float(data["duration_ms"]))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            # a cut or damaged file (a copy of --out stopped halfway, a full disk) is scored again, not a traceback
             logger.warning("ignoring unreadable posterior cache %s: %s", path, exc)
             return None
 

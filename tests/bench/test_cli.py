@@ -732,17 +732,11 @@ def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_
         BenchOptions(model_path=tiny_model_path, scenes=scenes, av=scenes, split="testing", tuning_only=True)
 
 
-def test_tuning_only_reads_no_evaluation_pool_noise_for_the_ambient_figure(tiny_model_path, tmp_path, monkeypatch):
-    """The scenes' "ambient audio" figure hears --noise too: with --tuning-only, its training pool only."""
+def wavs_the_ambient_figure_reads(monkeypatch) -> list[Path]:
+    """The WAV files ``edgesense.bench.accuracy`` reads from now on (the "ambient audio" figure's recordings), in
+    the order it reads them: a list that fills as the bench runs."""
     from edgesense.bench import accuracy
-    from edgesense.train.pools import split_recordings
 
-    scenes, noise = _scene_folder(tmp_path / "scenes"), tmp_path / "noise"
-    noise.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(6):
-        write_wav(noise / f"hum_{i}.wav", (0.02 * rng.normal(size=16000 * 2)).astype(np.float32), 16000)
-    evaluation_pool = set(split_recordings(sorted(noise.glob("*.wav")))["evaluation"])
     read: list[Path] = []
     own = accuracy.read_wav
 
@@ -751,11 +745,50 @@ def test_tuning_only_reads_no_evaluation_pool_noise_for_the_ambient_figure(tiny_
         return own(path, *args, **kwargs)
 
     monkeypatch.setattr(accuracy, "read_wav", read_wav)
+    return read
+
+
+def test_tuning_only_reads_no_evaluation_pool_noise_for_the_ambient_figure(tiny_model_path, tmp_path, monkeypatch):
+    """The scenes' "ambient audio" figure hears --noise too: with --tuning-only, its training pool only."""
+    from edgesense.train.pools import split_recordings
+
+    scenes, noise = _scene_folder(tmp_path / "scenes"), tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        write_wav(noise / f"hum_{i}.wav", (0.02 * rng.normal(size=16000 * 2)).astype(np.float32), 16000)
+    evaluation_pool = set(split_recordings(sorted(noise.glob("*.wav")))["evaluation"])
+    read = wavs_the_ambient_figure_reads(monkeypatch)
     assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(scenes), "--noise", str(noise),
                      "--out", str(tmp_path / "out"), "--quick", "--references", str(tmp_path / "no_refs"),
                      "--split", "testing", "--salt", "edgesense", "--tuning-only"]) == 0
     assert evaluation_pool and read
     assert not set(read) & evaluation_pool
+
+
+def test_the_ambient_figure_hears_the_same_noise_whatever_the_order_of_the_noise_flags(tiny_model_path, tmp_path,
+                                                                                       monkeypatch):
+    """The "ambient audio" figure read --noise folders in the flags' order (other snippets drawn, so another
+    figure: 0.93 against 0.96 on the shared data's noise/ and ambient/), each named time over, and only a folder's
+    own *.wav: scene_ambient/CLASS/*.wav gave none and the figure was pink noise, the report naming the folder."""
+
+    scenes, flat, nested = _scene_folder(tmp_path / "scenes"), tmp_path / "flat", tmp_path / "places"
+    rng = np.random.default_rng(5)
+    for path in (flat / "hum.wav", flat / "fan.wav", nested / "forest" / "birds.wav", nested / "sea" / "waves.wav"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, (0.02 * rng.normal(size=16000 * 2)).astype(np.float32), 16000)
+    read = wavs_the_ambient_figure_reads(monkeypatch)
+    heard, figures = [], []
+    for flags in ([flat, nested], [nested, flat], [nested, flat, nested]):
+        read.clear()
+        out = tmp_path / f"out{len(heard)}"
+        assert cli.main(["bench", "--model", str(tiny_model_path), "--scenes", str(scenes), "--out", str(out),
+                         "--quick", "--references", str(tmp_path / "no_refs"),
+                         *[part for folder in flags for part in ("--noise", str(folder))]]) == 0
+        heard.append(list(read))
+        figures.append(json.loads((out / "report.json").read_text())["scene_with_ambient_audio"])
+    assert heard[0] == heard[1] == heard[2] == sorted(flat.glob("*.wav")) + sorted(nested.glob("*/*.wav"))
+    assert figures[0] == figures[1] == figures[2]
 
 
 def test_a_reference_of_other_words_or_places_is_skipped_not_scored():

@@ -568,6 +568,31 @@ def test_stream_posteriors_runs_every_hop_after_one_second_and_caches(tmp_path):
     assert len(keys) == 4 and cache.key("sha", stream, 100.0) in keys  # no heads: the model's own key
 
 
+@pytest.mark.parametrize("damage", ["cut", "empty", "scrambled"])
+def test_a_damaged_cached_file_is_scored_again_not_a_traceback(tmp_path, damage, caplog):
+    """A posterior file cut short (a copy of --out stopped halfway, a full disk), empty or with damaged bytes raised
+    zipfile.BadZipFile or EOFError out of the bench; it is scored again, as a fresh computation gives it."""
+    _, others = _material()
+    stream = build_stream(StreamOptions(kind="words", passes=1), others=others)
+    model = _FakeModel()
+    cache = PosteriorCache(tmp_path)
+    fresh = cache.posteriors(model, "sha", stream)
+    path = cache.path(cache.key("sha", stream, HOP_MS))
+    data = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes(64) + data[middle + 64:])
+    calls = model.calls
+    again = cache.posteriors(model, "sha", stream)
+    assert model.calls > calls and "ignoring unreadable posterior cache" in caplog.text
+    assert np.array_equal(again.posteriors, fresh.posteriors) and again.words == fresh.words
+    assert cache.load(cache.key("sha", stream, HOP_MS)) is not None  # saved whole again
+
+
 def test_with_a_second_opinion_the_device_loop_scores_the_hops_the_bench_scores(tiny_model_path, tiny_heads_path,
                                                                                tmp_path):
     """The bench pushes one 100-ms hop at a time, the device 20-ms chunks. The device ran the mel model on each
