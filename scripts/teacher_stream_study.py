@@ -138,6 +138,17 @@ class StreamHead:
                                 hop_ms=float(hop_ms), duration_ms=samples.size * 1000.0 / SAMPLE_RATE_HZ)
 
 
+def fresh_bench_folder(out: Path) -> Path:
+    """``out/bench``, without the posterior cache an earlier study left there: the bench keys its cache by the
+    model, the stream and the hop, and this study swaps its scorer in (other heads, another ``--context`` or
+    ``--student-weight`` each run), so an earlier run's scores would be taken for this one's."""
+    import shutil
+
+    folder = out / "bench"
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    return folder
+
+
 def study(args: argparse.Namespace) -> dict:
     """Train the head, score the tuning streams with it; the summary (``<out>/study.json``)."""
     started = time.perf_counter()
@@ -173,7 +184,7 @@ def study(args: argparse.Namespace) -> dict:
 
     bench = ["bench", "--model", str(args.model), "--speech-commands", str(args.speech_commands), "--split", "testing",
              "--negatives", str(args.negatives), "--references", str(args.out / "no-references"), "--tuning-only",
-             "--out", str(args.out / "bench")]
+             "--out", str(fresh_bench_folder(args.out))]
     for flag, folders in (("--noise", args.noise), ("--tuning-noise", args.tuning_noise)):
         bench += [part for folder in folders for part in (flag, str(folder))]
     if args.max_latency_p95_ms is not None:

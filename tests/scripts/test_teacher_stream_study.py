@@ -151,3 +151,15 @@ def test_the_study_trains_the_head_and_the_bench_scores_its_tuning_streams(study
     assert "tuning streams, hit rate within 0.5, 1, 2, 5 false accepts per hour" in capsys.readouterr().out
     # the bench's own scorer is back for whatever runs next in this process
     assert study.bench_streams.stream_posteriors is stream_posteriors
+
+
+def test_a_second_study_into_the_same_folder_scores_its_own_heads_not_the_cache_of_the_first(study, tmp_path):
+    """The bench caches posteriors by model, stream and hop; the study swaps its own scorer in, so a second study
+    into the same --out (other --context, --student-weight, heads) was scored from the first one's cache."""
+    cache = tmp_path / "study" / "bench" / "cache"
+    cache.mkdir(parents=True)
+    (cache / "posteriors-0123.npz").write_bytes(b"the first study's scores")
+    (cache.parent / "report.json").write_text("{}")
+    assert study.fresh_bench_folder(tmp_path / "study") == cache.parent
+    assert not cache.exists() and (cache.parent / "report.json").is_file()
+    assert study.fresh_bench_folder(tmp_path / "new") == tmp_path / "new" / "bench"  # nothing there yet: fine
