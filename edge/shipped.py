@@ -9,10 +9,12 @@ The configs' ``model.path: ../models/edgesense.tflite`` holds in both layouts.
 
 from __future__ import annotations
 
+import sysconfig
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["CONFIGS", "MODELS", "SAMPLES", "config_argument", "model_argument", "shipped_path", "shipped_config"]
+__all__ = ["CONFIGS", "MODELS", "SAMPLES", "config_argument", "model_argument", "part_of_an_installation",
+           "shipped_path", "shipped_config"]
 
 CONFIGS = "firmware_configs"
 MODELS = "models"
@@ -66,3 +68,11 @@ def model_argument(value: Path | None) -> Path | None:
         return shipped_path(MODELS, value.parts[1])
     except ValueError:
         return value
+
+
+def part_of_an_installation(path: str | Path) -> bool:
+    """Whether ``path`` lies in an installed package folder (a shipped config of a wheel install, ``--config
+    desktop``): a file there is replaced by the next upgrade, so a user edits a copy of it instead."""
+    resolved = Path(path).resolve()
+    roots = {Path(p).resolve() for key in ("purelib", "platlib") if (p := sysconfig.get_paths().get(key))}
+    return any(resolved.is_relative_to(root) for root in roots)

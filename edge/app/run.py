@@ -130,20 +130,12 @@ def refuse_events_onto_inputs(args: argparse.Namespace, config: Any, outputs: di
                              f"{path} (events are appended to the file)")
 
 
-def part_of_an_installation(path: str | Path) -> bool:
-    """Whether ``path`` lies in an installed package folder (a shipped config of a wheel install, ``--config
-    desktop``): a file there is replaced by the next upgrade, so a user edits a copy of it instead."""
-    import sysconfig
-
-    resolved = Path(path).resolve()
-    roots = {Path(p).resolve() for key in ("purelib", "platlib") if (p := sysconfig.get_paths().get(key))}
-    return any(resolved.is_relative_to(root) for root in roots)
-
-
 def live_device_help(exc: Any, config: str, paths: Sequence[tuple[str, str | None]] = ()) -> RuntimeError:
     """A :class:`edgesense.loop.pipeline.LiveDeviceError` reworded with the flags and the config file (a copy of
     it where it is part of the installation; ``paths``: its path fields as loaded, ``(field, absolute path)``, which
     the copy must name in full: relative, they would not resolve beside the copy)."""
+    from edgesense.shipped import part_of_an_installation
+
     where = config
     if part_of_an_installation(config):  # edited there, the next upgrade would undo it
         name = Path(config).name

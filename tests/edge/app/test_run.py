@@ -343,8 +343,9 @@ def test_without_devices_a_config_of_the_installation_is_to_be_copied_not_edited
     told the user to edit that file, which the next upgrade replaces."""
     import sysconfig
 
-    from edgesense.app.run import live_device_help, part_of_an_installation
+    from edgesense.app.run import live_device_help
     from edgesense.loop.pipeline import LiveDeviceError
+    from edgesense.shipped import part_of_an_installation
 
     site = tmp_path / "site-packages"
     installed = site / "edgesense" / "firmware_configs" / "desktop.yaml"
