@@ -138,7 +138,7 @@ class ArrayCache:
     def _store(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         """``arrays`` at ``path``, whole or not at all: written to a file no other writer can hold,
         then renamed over ``path``. A failure to write (OSError) is logged; the run keeps ``arrays``."""
-        partial = path.with_name(f"{path.stem}.{os.getpid()}-{secrets.token_hex(8)}.partial.npz")
+        partial = partial_path(path, keep_suffix=True)  # ends in .partial.npz, as before
         created = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
