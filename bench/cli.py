@@ -79,6 +79,7 @@ from edgesense.bench.report import (
     plot_det,
     plot_latency,
     render_markdown,
+    write_outputs,
 )
 from edgesense.bench.scenes_av import (
     check_av_folder,
@@ -376,8 +377,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         report["figures"]["fusion_study"] = "fusion_study.png"
 
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "report.md").write_text(render_markdown(report))
+    # both whole or neither, report.json (what the next run and a reader trust) last: a full disk leaves the
+    # earlier run's pair as it was, not one cut short, nor this run's report.json beside the earlier report.md
+    write_outputs({out / "report.md": render_markdown(report).encode("utf-8"),
+                   out / "report.json": (json.dumps(report, indent=2, default=str) + "\n").encode("utf-8")},
+                  what="the report")
     _remove_stale_outputs(out, earlier - _outputs_of(report))
     logger.info("wrote %s", out / "report.json")
     return report

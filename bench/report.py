@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import Counter
@@ -11,6 +12,30 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S
+from edgesense.train.cache import replace_files
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_outputs(contents: Mapping[Path, bytes], *, what: str) -> None:
+    """Each file of ``contents`` (path -> bytes) whole or not at all (:func:`edgesense.train.cache.replace_files`:
+    all written beside their paths first, then renamed over them in order, the last path, the file that vouches
+    for the others, last): a full disk leaves the earlier run's files as they were, never one cut short that the
+    next run or a reader of report.json trusts, and no partial file. OSError naming ``what`` and the file."""
+    writing: list[Path] = []
+
+    def writer(path: Path, data: bytes):
+        def write(partial: Path) -> None:
+            writing.append(path)
+            partial.write_bytes(data)
+        return write
+
+    try:
+        replace_files({path: writer(path, data) for path, data in contents.items()})
+    except OSError as exc:
+        path = writing[-1] if writing else next(iter(contents))
+        raise OSError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
+
 
 # --------------------------------------------------------------------------- figures
 
@@ -22,6 +47,17 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save_figure(plt, fig, path: Path) -> Path:
+    """``fig`` as a PNG at ``path``, whole or not at all (:func:`write_outputs`); the figure is closed either way."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    write_outputs({path: buffer.getvalue()}, what="the figure")
+    return path
 
 
 def plot_confusion(report: Mapping[str, Any], path: Path, title: str) -> Path:
@@ -47,9 +83,7 @@ def plot_confusion(report: Mapping[str, Any], path: Path, title: str) -> Path:
     ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f} on {report['count']}" if report["count"] else title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_latency(samples: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
@@ -70,9 +104,7 @@ def plot_latency(samples: Mapping[str, Sequence[float]], path: Path, title: str)
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
@@ -107,9 +139,7 @@ def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
     ax.set_title("Streaming commands: DET curve (threshold swept)")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 # --------------------------------------------------------------------------- markdown

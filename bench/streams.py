@@ -49,7 +49,7 @@ from edgesense.recognition.gate import speech_span
 from edgesense.runtime import speech_embedding
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_number, require, require_range
-from edgesense.train.cache import file_sha256
+from edgesense.train.cache import file_sha256, replace_files
 from edgesense.train.config import derived_seed
 from edgesense.train.teachers.speech_embedding import models_sha256
 from edgesense.types import is_command_word
@@ -589,14 +589,20 @@ class PosteriorCache:
             return None
 
     def save(self, key: str, result: StreamPosteriors) -> Path:
+        """Written whole or not at all (:func:`edgesense.train.cache.replace_files`): a full disk leaves no partial
+        file behind and is an OSError naming the file."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(tmp, times_ms=result.times_ms, posteriors=result.posteriors,
-                            labels=np.array(result.labels), hop_ms=np.float64(result.hop_ms),
-                            words=np.array(json.dumps([w.to_list() for w in result.words])),
-                            duration_ms=np.float64(result.duration_ms))
-        tmp.replace(path)
+
+        def write(partial: Path) -> None:
+            np.savez_compressed(partial, times_ms=result.times_ms, posteriors=result.posteriors,
+                                labels=np.array(result.labels), hop_ms=np.float64(result.hop_ms),
+                                words=np.array(json.dumps([w.to_list() for w in result.words])),
+                                duration_ms=np.float64(result.duration_ms))
+        try:
+            replace_files({path: write}, keep_suffix=True)  # np.savez names a file without .npz NAME.npz
+        except OSError as exc:
+            raise OSError(f"cannot write the posterior cache {path}: {exc.strerror or exc}") from exc
         return path
 
     def posteriors(self, model: Any, model_sha256: str, stream: Stream, *,

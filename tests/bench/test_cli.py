@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 import pytest
-from cli_run import edgesense, only_line
+from cli_run import edgesense, error_line, only_line
 from conftest import TINY_SCENE_LABELS, _command_clip, load_script, make_scene_images, require_speech_embedding
 from datagen import make_speech_commands, write_stream_heads
 
@@ -851,6 +855,48 @@ def test_an_out_reused_keeps_no_figure_of_the_earlier_run_that_this_one_did_not_
     assert (out / "cache" / "posteriors-0123456789abcdef.npz").read_bytes() == b"kept"
     assert "confusion_command.png" not in (out / "report.md").read_text()
     assert f"removed {out / 'confusion_command.png'}: an earlier run's, this run drew none" in caplog.text
+
+
+def _edgesense_on_a_full_disk(max_file_bytes: int, *args: object) -> subprocess.CompletedProcess:
+    """``edgesense ARGS`` in a process whose files may grow to ``max_file_bytes`` (RLIMIT_FSIZE: a write past it
+    fails with EFBIG, as one on a full disk fails with ENOSPC; Python ignores SIGXFSZ)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return subprocess.run([sys.executable, "-m", "edgesense.app.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=limit, timeout=300,
+                          check=False)
+
+
+def test_a_full_disk_while_the_figures_are_drawn_is_one_line_and_keeps_the_earlier_run_whole(tiny_model_path,
+                                                                                               tmp_path):
+    """A figure that did not fit was left cut short in --out (the earlier run's report.md showing it), and the
+    line said '[Errno 27] File too large', naming no file."""
+    scenes, out = _scene_folder(tmp_path / "scenes", per_class=2), tmp_path / "out"
+    argv = ["bench", "--model", tiny_model_path, "--scenes", scenes, "--out", out, "--no-streaming", "--references",
+            tmp_path / "no_refs"]
+    assert cli.main(list(map(str, argv))) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = _edgesense_on_a_full_disk(4096, *argv, "--seed", "1")
+    figure = out / "confusion_scene.png"
+    assert error_line(proc) == f"edgesense: error: cannot write the figure {figure}: File too large"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier  # whole, as they were; no partial file
+
+
+def test_the_report_pair_is_written_whole_or_not_at_all(tmp_path):
+    """report.json was written over the earlier one before report.md: a full disk left it cut short (or this run's
+    report.json beside the earlier run's report.md), and the line named no file."""
+    md, js = tmp_path / "report.md", tmp_path / "report.json"
+    md.write_text("# the earlier run\n")
+    js.write_text('{"earlier": true}\n')
+    code = (f"import resource\nfrom pathlib import Path\nfrom edgesense.bench.report import write_outputs\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))\n"
+            f"try:\n    write_outputs({{Path({str(md)!r}): b'm' * 100, Path({str(js)!r}): b'j' * 100_000}}, "
+            f"what='the report')\nexcept OSError as exc:\n    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stdout.strip() == f"cannot write the report {js}: File too large", proc.stderr
+    assert md.read_text() == "# the earlier run\n" and js.read_text() == '{"earlier": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial file
 
 
 def test_scene_folders_of_other_places_than_the_models_are_refused_before_the_run(tiny_model_path, tmp_path,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -591,6 +593,21 @@ def test_a_damaged_cached_file_is_scored_again_not_a_traceback(tmp_path, damage,
     assert model.calls > calls and "ignoring unreadable posterior cache" in caplog.text
     assert np.array_equal(again.posteriors, fresh.posteriors) and again.words == fresh.words
     assert cache.load(cache.key("sha", stream, HOP_MS)) is not None  # saved whole again
+
+
+def test_a_full_disk_while_caching_is_one_line_naming_the_file_and_leaves_no_partial_file(tmp_path):
+    """np.savez_compressed into a fixed hidden name: a full disk raised '[Errno 27] File too large', naming no
+    file, and left the hidden '.posteriors-KEY.tmp.npz' in --out's cache/ (on the disk that was full)."""
+    code = ("import resource\nimport numpy as np\n"
+            "from edgesense.bench.streams import PosteriorCache, StreamPosteriors\n"
+            "p = StreamPosteriors(times_ms=np.arange(20000.0), posteriors=np.random.default_rng(0).random((20000, 12))"
+            ".astype(np.float32), labels=tuple('abcdefghijkl'), hop_ms=100.0, words=(), duration_ms=2e6)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))  # a write past it fails, as on a full disk\n"
+            f"try:\n    PosteriorCache({str(tmp_path)!r}).save('k', p)\nexcept OSError as exc:\n    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stdout.strip() == f"cannot write the posterior cache {tmp_path / 'posteriors-k.npz'}: File too large", (
+        proc.stderr)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_with_a_second_opinion_the_device_loop_scores_the_hops_the_bench_scores(tiny_model_path, tiny_heads_path,
