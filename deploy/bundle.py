@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import zipfile
@@ -296,6 +297,8 @@ def _write_bundled_config(source: Path, dest: Path, header: str, *, heads: bool 
     """
     fields = {MODEL_PATH_FIELD: BUNDLE_MODEL, **({HEADS_PATH_FIELD: BUNDLE_HEADS} if heads else {})}
     update_yaml_file(source, fields, out=dest, header=header)  # after a byte order mark, in the file's line endings
+    # A config kept from other users (its MQTT password) stays so: readable by no one the source's mode excludes.
+    dest.chmod(stat.S_IMODE(dest.stat().st_mode) & (stat.S_IMODE(source.stat().st_mode) | 0o600))
     config = load_config(dest)
     checks = ((MODEL_PATH_FIELD, config.model_path, BUNDLE_MODEL),
               (HEADS_PATH_FIELD, config.second_opinion.heads_path, BUNDLE_HEADS if heads else None))

@@ -879,7 +879,8 @@ def device(tmp_path):
     for folder in (bin_dir, systemd, etc):
         folder.mkdir()
     calls.write_text("")
-    logged = {name: f'echo "{name} $*" >> {calls}' for name in ("systemctl", "install", "usermod", "useradd", "sudo")}
+    logged = {name: f'echo "{name} $*" >> {calls}'
+              for name in ("systemctl", "install", "usermod", "useradd", "sudo", "chown")}  # no edgesense user here
     logged["install"] += f'\ncase "${{@: -1}}" in /etc/*) cp "${{@: -2:1}}" "{etc}/$(basename "${{@: -1}}")" ;; esac'
     logged["sudo"] += '\nexec "$@"'
     # a service that does not start (a Type=notify unit whose process exited before READY=1)
@@ -1181,6 +1182,79 @@ def test_a_new_bundle_over_a_config_nobody_edited_keeps_no_copy(tmp_path, inputs
     kept = list(prefix.glob("config.yaml.before-*"))
     assert len(kept) == 1 and kept[0].read_text() == edited and "kept as" in proc.stderr
     assert (prefix / "config.yaml").read_bytes() == (old / "config.yaml").read_bytes()
+
+
+def test_the_installed_files_are_roots_and_the_config_the_services_alone(tmp_path, inputs, small_wheel, device):
+    """sudo ./install.sh copied the bundle with cp -a: the installed install.sh, wheels and config stayed the
+    copying user's (pi, who scp'd the bundle), free to change what root runs at the next install; and the config,
+    which holds the MQTT broker's password (outputs.mqtt), was readable by every user of the device (0644)."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    if os.geteuid() == 0:  # root here: the bundle as a user's scp left it (install.sh runs as root)
+        for path in (out, *out.rglob("*")):
+            os.chown(path, 65534, 65534)
+    proc = device(out, "--prefix", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    if os.geteuid() == 0:
+        assert [p for p in prefix.rglob("*") if p.stat().st_uid != 0] == []
+    assert (prefix / "config.yaml").stat().st_mode & 0o777 == 0o640
+    assert f"chown root:edgesense {prefix}/config.yaml" in device.calls(), device.calls()
+    # Edited on the device, then installed over: the copy kept (the password with it) is no one else's either.
+    installed = prefix / "config.yaml"
+    installed.write_text(installed.read_text().replace("num_threads: 4", "num_threads: 3"))
+    installed.chmod(0o644)  # as an earlier install.sh left it
+    proc = device(out, "--prefix", str(prefix))
+    assert proc.returncode == 0, proc.stderr
+    kept = list(prefix.glob("config.yaml.before-*"))
+    assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o640, kept
+    assert (prefix / "config.yaml").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_root_shell_of_umask_077_installs_a_service_its_user_can_run(tmp_path, inputs, small_wheel, device):
+    """sudo ./install.sh from a shell of umask 027 or 077 (a hardened system's) made the folder and the venv root's
+    alone (drwx------): the service's user could not reach its ExecStart, and it failed at every start. A bundle
+    written with umask 077 on the desktop (its model 0600, kept by scp and cp -a) installed a model the service
+    could not read."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt" / "edgesense"
+    mask = os.umask(0o077)
+    try:
+        assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+        proc = device(out, "--prefix", str(prefix))
+    finally:
+        os.umask(mask)
+    assert proc.returncode == 0, proc.stderr
+    for folder in (prefix.parent, prefix, prefix / "venv", prefix / "venv" / "bin", prefix / "models"):
+        assert folder.stat().st_mode & 0o005 == 0o005, folder  # others may enter and list it
+    assert (prefix / "venv" / "bin" / "python").stat().st_mode & 0o005 == 0o005
+    assert (prefix / "models" / "edgesense.tflite").stat().st_mode & 0o004
+    # Installed again over what an earlier install.sh left with that umask: the service can read it now.
+    for path in (prefix, prefix / "venv", prefix / "venv" / "bin"):
+        path.chmod(0o700)
+    (prefix / "venv" / "bin" / "python").chmod(0o700)
+    assert device(out, "--prefix", str(prefix)).returncode == 0
+    for path in (prefix, prefix / "venv", prefix / "venv" / "bin", prefix / "venv" / "bin" / "python"):
+        assert path.stat().st_mode & 0o005 == 0o005, path
+
+
+def test_a_config_kept_from_other_users_is_bundled_so(tmp_path, inputs, small_wheel):
+    """A config of mode 0600 (it holds the MQTT broker's password) was bundled as a config.yaml of 0644."""
+    model, config = inputs("rpi5")
+    config.write_text(config.read_text() + "outputs:\n  mqtt: mqtt://edge:s3cret@broker.lan:1883\n")
+    config.chmod(0o600)
+    out = tmp_path / "b"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    assert (out / "config.yaml").stat().st_mode & 0o077 == 0
+    config.chmod(0o644)  # one the user lets others read is not narrowed
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel), "--force") == 0
+    assert (out / "config.yaml").stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_an_extra_given_twice_is_required_once(tmp_path, inputs, own_wheel):
