@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import cv2
+import numpy as np
 
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
@@ -41,6 +43,20 @@ CameraSpec = Union[int, str]
 def is_gstreamer_pipeline(source: CameraSpec) -> bool:
     """True for a GStreamer launch string such as ``"nvarguscamerasrc ! ... ! appsink"``."""
     return isinstance(source, str) and GSTREAMER_LINK in source
+
+
+#: Planar YUV 4:2:0 formats, which OpenCV's appsink hands over unconverted as one 8-bit plane of height * 3 / 2 rows
+#: (the luma, then the chroma), and their conversions to BGR.
+YUV420_TO_BGR = {"I420": cv2.COLOR_YUV2BGR_I420, "YV12": cv2.COLOR_YUV2BGR_YV12, "NV12": cv2.COLOR_YUV2BGR_NV12,
+                 "NV21": cv2.COLOR_YUV2BGR_NV21}
+_CAPS_FORMAT = re.compile(r"\bformat\s*=\s*(?:\(string\)\s*)?\"?([A-Za-z0-9_]+)")
+
+
+def _pipeline_format(pipeline: str) -> str | None:
+    """The last ``format=`` a GStreamer launch string names (upper case): the appsink's where it is given;
+    ``None`` where there is none."""
+    formats = _CAPS_FORMAT.findall(pipeline)
+    return formats[-1].upper() if formats else None
 
 
 def _opencv_has_gstreamer() -> bool:
@@ -87,8 +103,9 @@ class CameraOptions:
 
     ``source``: a device index (``0``), a device path (``"/dev/video0"``) or a
     GStreamer pipeline ending in ``appsink`` (Jetson CSI cameras; opened with
-    ``cv2.CAP_GSTREAMER``, whose caps then define size and rate). After
-    ``reopen_after_failures`` consecutive failed reads the device is closed and
+    ``cv2.CAP_GSTREAMER``, whose caps then define size and rate; BGR, BGRx, GRAY8 and, where the pipeline names
+    it before the appsink, RGBA/RGBx and planar YUV 4:2:0 such as ``libcamerasrc``'s ``format=NV12`` are taken).
+    After ``reopen_after_failures`` consecutive failed reads the device is closed and
     reopened on later reads, spaced by ``backoff``. ``enabled``: whether the device loop
     opens the camera (the ``camera:`` section of a device config).
 
@@ -266,6 +283,7 @@ class CameraSource(_SourceBase):
                                  self.description, delay_ms)
                     self._next_attempt_ms = self._clock_ms() + delay_ms
             raise SourceReadError(f"camera: failed to read a frame from {self.description}")
+        image = self._appsink_as_bgr(image)
         bgr = as_bgr(image)
         if bgr is None:  # the device (or the pipeline's caps) delivers a format the models cannot take
             raise RuntimeError(f"camera: {self.description} delivers frames of shape {image.shape} dtype "
@@ -277,6 +295,31 @@ class CameraSource(_SourceBase):
         self._backoff.reset()
         self._items += 1
         return VideoFrame(image=image, t_ms=self._clock_ms())
+
+    def _appsink_as_bgr(self, image: np.ndarray) -> np.ndarray:
+        """A GStreamer pipeline's frame in a format OpenCV's appsink hands over unconverted, as BGR: RGBA/RGBx
+        (``nvvidconv ! video/x-raw, format=RGBA ! appsink``), which would pass for BGRx with red and blue swapped,
+        and planar YUV 4:2:0 (``libcamerasrc``'s NV12, ``format=I420``), one 8-bit plane of height * 3 / 2 rows,
+        which would pass for a grey image with the chroma under it. The format is the one the pipeline names last; a
+        4:2:0 frame of a pipeline that names none is a ``RuntimeError``. Any other frame is returned as it is."""
+        source = self.options.source
+        if not is_gstreamer_pipeline(source) or image.dtype != np.uint8:
+            return image
+        assert self._cap is not None and isinstance(source, str)
+        named = _pipeline_format(source) or ""
+        if image.ndim == 3 and image.shape[2] == 4:
+            return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR) if named in ("RGBA", "RGBX") else image
+        if image.ndim != 2:
+            return image
+        height, width = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        if not (height > 0 and height % 2 == 0 and image.shape == (height * 3 // 2, width) and width % 2 == 0):
+            return image  # GRAY8: as tall as the frame
+        if named not in YUV420_TO_BGR:
+            raise RuntimeError(f"camera: {self.description} delivers {width}x{height} frames as {height * 3 // 2} "
+                               f"rows of planar YUV 4:2:0 and the pipeline names no such format; expected 8-bit BGR: "
+                               f"end it with 'videoconvert ! video/x-raw, format=BGR ! appsink', or name the format "
+                               f"before the appsink ({', '.join(f'format={name}' for name in YUV420_TO_BGR)})")
+        return cv2.cvtColor(image, YUV420_TO_BGR[named])
 
     def close(self) -> None:
         super().close()

@@ -148,14 +148,19 @@ class WavReplaySource(_SourceBase[AudioChunk]):
         self.path = Path(path)
         self.options = options
         _check_media_path(self.path, "a WAV file")
-        self._wav = wav._parse(self.path, _open_wav(self.path))  # the shared parser (PCM 8/16/24/32-bit, float)
-        info = self._wav.info
-        if info.num_frames == 0:
-            raise wav._bad(self.path, "at least one audio frame", "an empty data chunk")
-        self._block_bytes = max(1, WAV_BLOCK_SAMPLES // info.channels) * info.channels * self._wav.sample_bytes
-        if info.format == "float":  # a NaN anywhere is refused now, not in the middle of the replay
-            for start in range(0, len(self._wav.data), self._block_bytes):
-                wav._decode(dataclasses.replace(self._wav, data=self._wav.data[start:start + self._block_bytes]))
+        self._raw = _open_wav(self.path)  # the file's mapping (an open descriptor) until close()
+        try:
+            self._wav = wav._parse(self.path, self._raw)  # the shared parser (PCM 8/16/24/32-bit, float)
+            info = self._wav.info
+            if info.num_frames == 0:
+                raise wav._bad(self.path, "at least one audio frame", "an empty data chunk")
+            self._block_bytes = max(1, WAV_BLOCK_SAMPLES // info.channels) * info.channels * self._wav.sample_bytes
+            if info.format == "float":  # a NaN anywhere is refused now, not in the middle of the replay
+                for start in range(0, len(self._wav.data), self._block_bytes):
+                    wav._decode(dataclasses.replace(self._wav, data=self._wav.data[start:start + self._block_bytes]))
+        except ValueError:
+            self._release_file()
+            raise
         self._num_samples = info.num_frames
         if info.sample_rate_hz != options.sample_rate_hz:
             ratio = Fraction(options.sample_rate_hz, info.sample_rate_hz)
@@ -223,6 +228,27 @@ class WavReplaySource(_SourceBase[AudioChunk]):
         self._pacer.wait_until(t_ms)
         self._items += 1
         return AudioChunk(samples=samples, t_ms=t_ms, sample_rate_hz=self.options.sample_rate_hz)
+
+    def _release_file(self) -> None:
+        """Unmap the file and close its descriptor (a pipe's bytes, read into memory, are dropped)."""
+        raw, self._raw = self._raw, b""
+        try:
+            wav_data = getattr(getattr(self, "_wav", None), "data", None)
+            if isinstance(wav_data, memoryview):
+                wav_data.release()  # the parsed data chunk: a view into the file's bytes
+            if isinstance(raw, mmap.mmap):
+                raw.close()
+        except BufferError:  # a view of it is still held elsewhere: it is unmapped when that goes
+            logger.debug("%s: the WAV file's mapping is still in use; it is released when that ends", self.path)
+
+    def close(self) -> None:
+        """End the replay and release the file now (its mapping and descriptor), not when the source is collected:
+        a program that replays many files, and keeps the sources it closed, would run out of descriptors."""
+        if self._closed:
+            return
+        super().close()
+        self._decoded = np.zeros(0, dtype=np.float32)
+        self._release_file()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -216,6 +216,42 @@ def test_wav_replay_of_hours_decodes_as_it_goes(make_wav):
     np.testing.assert_allclose(samples, read_wav(path), atol=1e-6, rtol=0)
 
 
+def _open_handles(path) -> tuple[int, int]:
+    """This process's descriptors open on ``path`` and its memory mappings of it."""
+    target = os.path.realpath(path)
+    fds = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds += os.readlink(f"/proc/self/fd/{name}") == target
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    with open("/proc/self/maps") as maps:
+        mappings = sum(line.rstrip("\n").endswith(" " + target) for line in maps)
+    return fds, mappings
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize("pcm", [np.arange(3200, dtype=np.int16), np.linspace(-1, 1, 3200, dtype=np.float32)],
+                         ids=["int16", "float32"])
+def test_a_closed_wav_replay_releases_its_file(make_wav, pcm):
+    """close() released nothing: the file stayed mapped and its descriptor open until the source was collected, so
+    a program that replays file after file and keeps the sources (a list of them, a report) ran out of
+    descriptors (300 closed replays: 300 descriptors and mappings left open)."""
+    path = make_wav("kept.wav", pcm)
+    closed = []
+    for _ in range(20):
+        with WavReplaySource(path, WavReplayOptions(chunk_ms=50)) as source:
+            assert source.read().samples.size == 800
+        closed.append(source)  # kept, as a caller may
+        assert source.read() is None and source.duration_ms == pytest.approx(200.0)
+    assert _open_handles(path) == (0, 0)
+    source = WavReplaySource(path)
+    assert _open_handles(path) == (1, 1)  # what the check sees of an open replay
+    source.close()
+    source.close()  # twice is fine
+    assert _open_handles(path) == (0, 0)
+
+
 def test_a_path_or_options_of_the_wrong_type_are_one_line_naming_the_parameter(make_wav, make_video):
     """Options given as a dict (as read from YAML) or None, or no path: a ValueError naming the parameter, not an
     AttributeError from deep inside (``'dict' object has no attribute 'sample_rate_hz'``)."""
@@ -512,6 +548,95 @@ def test_camera_bgrx_and_grey_frames_become_bgr_and_other_formats_name_the_camer
                                            r"dtype uint16; expected 8-bit BGR, BGRx or grey"):
         camera.read()
     camera.close()
+
+
+def _as_yuv420(bgr: np.ndarray, layout: str) -> np.ndarray:
+    """A BGR frame as OpenCV's appsink hands over planar YUV 4:2:0: one plane of height * 3 / 2 rows."""
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    if layout == "I420":
+        return i420
+    h, w = bgr.shape[:2]
+    u, v = i420[h:h + h // 4].reshape(-1), i420[h + h // 4:].reshape(-1)
+    uv = np.empty(u.size * 2, np.uint8)
+    uv[0::2], uv[1::2] = u, v  # NV12: the chroma interleaved, U first
+    return np.concatenate([i420[:h], uv.reshape(h // 2, w)])
+
+
+_VIDEO_CAPTURE = cv2.VideoCapture  # the real one, for stand-ins that wrap it while cv2.VideoCapture is replaced
+
+
+class Appsink:
+    """A GStreamer pipeline's appsink as OpenCV's backend delivers it, over a real capture of a video file:
+    ``layout`` None passes its BGR frames as GRAY8 (one plane as tall as the frame), ``"RGBA"`` as RGBA, else as
+    that planar YUV 4:2:0 layout; ``get`` reports the caps' width and height, as OpenCV's backend does."""
+
+    def __init__(self, path, layout: str | None) -> None:
+        self.real, self.layout = _VIDEO_CAPTURE(str(path)), layout
+
+    def isOpened(self) -> bool:
+        return self.real.isOpened()
+
+    def get(self, prop: int) -> float:
+        return self.real.get(prop)
+
+    def read(self):
+        ok, image = self.real.read()
+        if not ok:
+            return ok, image
+        if self.layout is None:
+            return ok, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if self.layout == "RGBA":
+            return ok, cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
+        return ok, _as_yuv420(image, self.layout)
+
+    def release(self) -> None:
+        self.real.release()
+
+
+@pytest.mark.parametrize("caps, layout", [
+    ("video/x-raw, width=64, height=48, format=NV12", "NV12"),
+    ("video/x-raw,format=(string)I420,width=64,height=48", "I420"),
+    ("nvvidconv ! video/x-raw, format=RGBA", "RGBA"),
+])
+def test_camera_pipeline_delivering_an_unconverted_format_gives_its_colour_image(make_video, monkeypatch, caps,
+                                                                               layout):
+    """``libcamerasrc ! video/x-raw, format=NV12 ! appsink`` (a Pi camera module without a CPU videoconvert):
+    OpenCV hands the frame over as one plane of 72 rows for a 64x48 image, which passed for a grey picture: the
+    scene model saw a colourless 64x72 image with the chroma planes pasted under it. ``format=RGBA ! appsink``
+    passed for BGRx: red and blue swapped (the sea orange)."""
+    scene = np.zeros((48, 64, 3), np.uint8)
+    scene[:, :32] = (40, 160, 60)  # green on the left
+    scene[:, 32:] = (200, 60, 30)  # blue on the right
+    path = make_video("cam.avi", [scene] * 3, fps=15.0)
+    ok, decoded = cv2.VideoCapture(str(path)).read()  # what the camera saw, after the file's JPEG coding
+    monkeypatch.setattr(camera_mod, "_opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda source, api=None: Appsink(path, layout))
+    camera = CameraSource(CameraOptions(source=f"libcamerasrc ! {caps} ! appsink drop=true"))
+    frame = camera.read()
+    camera.close()
+    assert ok and frame.image.shape == (48, 64, 3)
+    for half in (np.s_[:, 4:28], np.s_[:, 36:60]):  # away from the edge the chroma subsampling blurs
+        np.testing.assert_allclose(frame.image[half].reshape(-1, 3).mean(0), decoded[half].reshape(-1, 3).mean(0),
+                                   atol=6)
+
+
+def test_camera_pipeline_delivering_planar_yuv_it_does_not_name_is_one_line_and_grey_stays_grey(make_video,
+                                                                                                monkeypatch):
+    path = make_video("cam.avi", [np.full((48, 64, 3), 120, np.uint8)] * 3, fps=15.0)
+    monkeypatch.setattr(camera_mod, "_opencv_has_gstreamer", lambda: True)
+    layouts = iter(["NV12", None])
+    monkeypatch.setattr(cv2, "VideoCapture", lambda source, api=None: Appsink(path, next(layouts)))
+    camera = CameraSource(CameraOptions(source="libcamerasrc ! video/x-raw, width=64, height=48 ! appsink"))
+    with pytest.raises(RuntimeError, match=r"^camera: GStreamer pipeline 'libcamerasrc .*' delivers 64x48 frames "
+                                           r"as 72 rows of planar YUV 4:2:0 and the pipeline names no such format; "
+                                           r"expected 8-bit BGR: end it with 'videoconvert ! video/x-raw, "
+                                           r"format=BGR ! appsink', or name the format"):
+        camera.read()
+    camera.close()
+    camera = CameraSource(CameraOptions(source="v4l2src ! video/x-raw, format=GRAY8 ! appsink"))  # an IR camera
+    frame = camera.read()
+    camera.close()
+    assert frame.image.shape == (48, 64, 3) and abs(frame_level(frame) - 120) < 3
 
 
 def test_camera_reopen_uses_exponential_backoff(make_video, level_frames, tmp_path):
