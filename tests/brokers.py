@@ -45,8 +45,8 @@ class Broker:
         self.start()
 
     def start(self) -> None:
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self.log.open("a"),
-                                        stderr=subprocess.STDOUT)
+        with self.log.open("a") as log:  # the child has its own copy: this one is closed, not left to the GC
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + WAIT_S
         while True:
             if self.process.poll() is not None:

@@ -62,6 +62,18 @@ def is_valid_topic_prefix(prefix: Any) -> TypeGuard[str]:
             and not any(c in prefix for c in "+#\0"))
 
 
+def _is_topic_level(kind: Any) -> bool:
+    """An event type paho can publish under (``{prefix}/{type}``): non-empty, no wildcard, no NUL (which the MQTT
+    specification forbids in a topic) and text that UTF-8 can encode (not a lone surrogate)."""
+    if not (isinstance(kind, str) and bool(kind) and not any(c in kind for c in "+#\0")):
+        return False
+    try:
+        kind.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, kw_only=True)
 class MqttOptions:
     """Connection and topic settings of :class:`MqttSink` (see the module docstring for topics)."""
@@ -593,6 +605,10 @@ class MqttSink(_ClosableSink):
     def emit(self, event: Event) -> None:
         """Publish ``event`` to ``{prefix}/{type}`` and (retained) ``{prefix}/{type}/state``."""
         self._check_open()
+        # Checked before it is spooled: paho refuses the topic of a type with a wildcard, and such an event, stored,
+        # stopped every event after it from being delivered, in this run and the next, with a warning a second.
+        require(_is_topic_level(event.type), "event type", "a non-empty string without '+', '#' or NUL (it names "
+                 "the event's MQTT topics)", event.type)
         payload = event_to_json(event)
         if self._spool is not None:
             try:

@@ -36,9 +36,10 @@ spool that stays full through a long outage drops at every event: one line each
 filled the SD card's logs), and the rest when the spool is closed. A new event larger
 than ``max_bytes`` on its own is dropped on arrival (the stored ones are kept), counted
 the same, with a warning of its own saying so, paced the same way. An unreadable
-database file (corrupted by a failing card) is renamed ``spool.sqlite3.corrupt-<unix time>``
-and a new, empty one is started, with an error logged: the device keeps running. A
-readable SQLite file that is not a spool (other tables or columns: another program's)
+database file (corrupted by a failing card) is renamed ``spool.sqlite3.corrupt-<unix time>`` (``-2``, ``-3``,
+... added when one set aside earlier has that name: a device without a real-time clock boots at the same wall
+time again and again; it is never written over) and a new, empty one is started, with an error logged: the
+device keeps running. A readable SQLite file that is not a spool (other tables or columns: another program's)
 is a ``ValueError`` and is left as it is.
 """
 
@@ -193,7 +194,14 @@ class EventSpool:
                 raise _NotASpool(f"a table {name} that has no column {missing}")
 
     def _quarantine(self, exc: Exception) -> None:
-        target = self.path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")
+        # The wall clock only names the file: a device without a real-time clock boots at the time fake-hwclock
+        # saved (or in 1970), so the name of an earlier one set aside may come again; it is never written over.
+        stem = f"{DB_NAME}.corrupt-{int(time.time())}"
+        target = self.path.with_name(stem)
+        n = 1
+        while any(Path(f"{target}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+            n += 1
+            target = self.path.with_name(f"{stem}-{n}")
         logger.error("spool: %s is unreadable (%s); moved it to %s and starting an empty spool", self.path, exc,
                      target.name)
         for suffix in ("", "-wal", "-shm"):

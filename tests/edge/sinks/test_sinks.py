@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gc
 import getpass
 import grp
 import gzip
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -693,6 +696,21 @@ def test_a_closed_mqtt_sink_holds_no_file_descriptor(broker):
     assert open_fds() - before == set(), [os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds() - before]
 
 
+def test_the_test_broker_closes_its_own_copy_of_its_log(tmp_path):
+    """tests/brokers.py opened mosquitto's log for each start and left it to the garbage collector: a
+    ResourceWarning per broker start, which buried the leaks a run under -W error::ResourceWarning looks for."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        broker = Broker(tmp_path / "broker", ("allow_anonymous true",))
+        try:
+            broker.stop()
+            broker.start()
+        finally:
+            broker.stop()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_mqtt_last_will_marks_the_device_offline(broker):
     sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, ha_discovery=False, keepalive_s=5))
     live = Subscriber(broker, "edgesense/status")
@@ -896,6 +914,33 @@ def test_events_dropped_by_a_full_spool_are_counted_as_lost_once(tmp_path):
     reopened = MqttSink(options)  # the next run: earlier drops are not this run's losses
     assert reopened.lost_events == 0
     reopened.close()
+
+
+@dataclasses.dataclass
+class _OwnEvent:
+    """An event of a custom integration (the sinks take anything with a ``type`` and a ``to_dict()``)."""
+
+    type: str
+
+    def to_dict(self) -> dict:
+        return {"type": self.type}
+
+
+def test_an_event_type_that_cannot_name_a_topic_is_refused_and_never_blocks_the_spool(broker, tmp_path, caplog):
+    """A type with an MQTT wildcard was spooled, then paho refused its topic at every try: a warning a second, and
+    no event after it was ever delivered, in that run or the next (it stays first in the spool)."""
+    sink = MqttSink(MqttOptions(host=broker.host, port=broker.port, spool_dir=str(tmp_path / "spool"),
+                                ha_discovery=False, publish_timeout_s=2.0))
+    try:
+        for kind in ("door+window", "alarm/#", "", "nul\0"):
+            with pytest.raises(ValueError, match="^event type: expected a non-empty string without '[+]', '#'"):
+                sink.emit(_OwnEvent(kind))
+        sink.emit(command("go"))
+        sink.flush()
+        assert len(sink.spool) == 0 and sink.delivery.delivered == 1
+        assert "delivery step failed" not in caplog.text
+    finally:
+        sink.close()
 
 
 def test_a_spool_that_cannot_store_events_is_one_warning_per_outage_not_one_per_event(tmp_path):

@@ -188,6 +188,19 @@ def test_corrupt_spool_is_set_aside_not_fatal(tmp_path, caplog):
     assert len(said) == 1 and said[0].levelname == "ERROR", caplog.text  # an error, as docs/RELIABILITY.md says
 
 
+def test_a_corrupt_spool_set_aside_at_the_same_wall_clock_second_as_an_earlier_one_does_not_overwrite_it(
+        tmp_path, monkeypatch):
+    """A Raspberry Pi has no real-time clock: after each power cut (what corrupts an SD card) it boots at the time
+    fake-hwclock saved, so the second corrupt spool was named corrupt-<the same second> and renamed over the first
+    one set aside, with the undelivered events it held."""
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # the wall clock only; never the monotonic one
+    for payload in (b"first corrupt spool", b"second corrupt spool"):
+        (tmp_path / "spool.sqlite3").write_bytes(payload * 100)
+        EventSpool(tmp_path, SpoolOptions(sync="off")).close()
+    kept = sorted(p.read_bytes() for p in tmp_path.glob("spool.sqlite3.corrupt-*"))
+    assert kept == [b"first corrupt spool" * 100, b"second corrupt spool" * 100]
+
+
 @pytest.mark.parametrize("tables, found", [
     (("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)",),
      "a table events that has no column created_s, kind, payload, seq, size_bytes"),
