@@ -16,6 +16,9 @@ samples as fast as it can and writes the overlaid frames to ``--out`` (default
 JSON Lines on stdout, as with ``edgesense run`` (nowhere when stdout is closed). q or Esc in the
 window, closing it, or Ctrl-C ends the demo with its summary. With no camera frames (a speech-only
 model, or a config whose camera is disabled) there is nothing to draw on: it says so, and listens only.
+
+OpenCV, numpy and the overlay are imported where they are used, not with this module: ``edgesense demo --help`` does
+not wait for them (seconds on a Raspberry Pi).
 """
 
 from __future__ import annotations
@@ -23,22 +26,20 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import importlib.metadata
 import math
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import cv2
+from typing import TYPE_CHECKING, Any
 
 from edgesense.app.cli import path_argument, say
-from edgesense.app.overlay import OverlayOptions, OverlayView, draw_overlay
 from edgesense.schema.validate import is_positive, require
 from edgesense.shipped import SAMPLES, config_argument, shipped_config, shipped_path
-from edgesense.sources.base import quiet_opencv
+
+if TYPE_CHECKING:
+    from edgesense.app.overlay import OverlayOptions
 
 __all__ = ["display_available", "open_preview", "PreviewWindow", "VideoFileWriter", "default_out", "add_arguments",
            "run"]
@@ -56,9 +57,9 @@ QUIT_KEYS = (ord("q"), 27)  # q, Esc
 #: it opens whole on a 1366x768 laptop screen (title bar and panels included), its text readable.
 WINDOW_MAX_W_PX = 1280
 WINDOW_MAX_H_PX = 640
-#: A window the user can resize (the image scaled to it, its aspect kept), without Qt's toolbar and status bar;
-#: ``cv2.imshow`` alone opens a WINDOW_AUTOSIZE one: the frame's own size, never resizable.
-WINDOW_FLAGS = cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL
+#: A window the user can resize (the image scaled to it, its aspect kept), without Qt's toolbar and status bar
+#: (``cv2.WINDOW_*``); ``cv2.imshow`` alone opens a WINDOW_AUTOSIZE one: the frame's own size, never resizable.
+WINDOW_FLAG_NAMES = ("WINDOW_NORMAL", "WINDOW_KEEPRATIO", "WINDOW_GUI_NORMAL")
 WAIT_KEY_MS = 1
 HEADLESS_OPENCV = "opencv-python-headless"
 GUI_OPENCV = "opencv-python"
@@ -76,6 +77,8 @@ WINDOW_PROBE = ("import cv2, numpy; cv2.namedWindow('edgesense-probe', cv2.WINDO
 
 def _opencv_gui() -> str:
     """The GUI backend this OpenCV was built with (``NONE`` for the headless wheels)."""
+    import cv2
+
     for line in cv2.getBuildInformation().splitlines():
         if line.strip().startswith("GUI:"):
             return line.split(":", 1)[1].strip()
@@ -83,6 +86,8 @@ def _opencv_gui() -> str:
 
 
 def _installed_version(distribution: str) -> str | None:
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -115,6 +120,8 @@ def _probe_window() -> tuple[bool, str]:
 
 def display_available() -> tuple[bool, str]:
     """(True, "") when ``cv2.imshow`` can open a window here, else (False, why not and what to do)."""
+    import cv2
+
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False, ("no display (DISPLAY and WAYLAND_DISPLAY are not set): run it in a desktop session, "
                        "or set DISPLAY (e.g. DISPLAY=:0 on the machine's own screen, ssh -X from another)")
@@ -141,6 +148,8 @@ def open_preview(title: str) -> "PreviewWindow":
 def fit_to_window(image: Any) -> Any:
     """``image`` scaled down (area-averaged, its aspect kept) to at most ``WINDOW_MAX_W_PX`` x ``WINDOW_MAX_H_PX``;
     ``image`` itself when it fits."""
+    import cv2
+
     h, w = image.shape[:2]
     scale = min(1.0, WINDOW_MAX_W_PX / w, WINDOW_MAX_H_PX / h)
     if scale >= 1.0:
@@ -153,9 +162,11 @@ class PreviewWindow:
     ``WINDOW_MAX_W_PX`` x ``WINDOW_MAX_H_PX`` scaled down to fit); q or Esc, or closing the window, stops the
     pipeline."""
 
-    def __init__(self, *, title: str = "EdgeSense", options: OverlayOptions = OverlayOptions()) -> None:
+    def __init__(self, *, title: str = "EdgeSense", options: OverlayOptions | None = None) -> None:
+        from edgesense.app.overlay import OverlayOptions
+
         self.title = title
-        self.options = options
+        self.options = OverlayOptions() if options is None else options
         self.frames = 0
         self._seen_open = False  # the window was reported visible once (some backends never report it)
         self._opened = False  # namedWindow was called
@@ -163,14 +174,21 @@ class PreviewWindow:
             os.environ.setdefault(key, value)
 
     def __call__(self, frame: Any, state: Any) -> bool:
+        from edgesense.app.overlay import OverlayView, draw_overlay
+
         return self.show(draw_overlay(fit_to_window(frame.image), OverlayView.from_state(state), self.options))
 
     def show(self, image: Any) -> bool:
         """Show a BGR image (scaled down to fit, :func:`fit_to_window`); False once q or Esc was pressed or the
         window was closed."""
+        import cv2
+
         image = fit_to_window(image)
         if not self._opened:
-            cv2.namedWindow(self.title, WINDOW_FLAGS)
+            flags = 0
+            for name in WINDOW_FLAG_NAMES:
+                flags |= getattr(cv2, name)
+            cv2.namedWindow(self.title, flags)
             cv2.resizeWindow(self.title, image.shape[1], image.shape[0])  # WINDOW_NORMAL: not the image's size
             self._opened = True
         cv2.imshow(self.title, image)
@@ -181,6 +199,8 @@ class PreviewWindow:
     def closed_by_user(self) -> bool:
         """Whether the user closed the window (its title bar's button): ``cv2.imshow`` would quietly open a
         new one for the next frame, and the window could never be quit that way."""
+        import cv2
+
         try:
             visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
         except cv2.error:  # no such window any more (some backends)
@@ -191,6 +211,8 @@ class PreviewWindow:
         return self._seen_open
 
     def close(self) -> None:
+        import cv2
+
         try:
             cv2.destroyWindow(self.title)
         except cv2.error:
@@ -204,17 +226,24 @@ class VideoFileWriter:
     there, nor truncate the one that was."""
 
     def __init__(self, path: str | os.PathLike[str], *, fps: float, replace: bool = False,
-                 options: OverlayOptions = OverlayOptions()) -> None:
+                 options: OverlayOptions | None = None) -> None:
+        from edgesense.app.overlay import OverlayOptions
+
         require(is_positive(fps), "fps", "a positive number", fps)
         self.path = check_out_path(path, replace=replace)
         self.fps = float(fps)
-        self.options = options
+        self.options = OverlayOptions() if options is None else options
         self.frames = 0
-        self._writer: cv2.VideoWriter | None = None
+        self._writer: Any = None  # a cv2.VideoWriter once the first frame came
         # the same suffix: FFmpeg picks its container by the file's extension
         self._partial = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
 
     def __call__(self, frame: Any, state: Any) -> None:
+        import cv2
+
+        from edgesense.app.overlay import OverlayView, draw_overlay
+        from edgesense.sources.base import quiet_opencv
+
         image = draw_overlay(frame.image, OverlayView.from_state(state), self.options)
         if self._writer is None:
             h, w = image.shape[:2]
@@ -229,6 +258,8 @@ class VideoFileWriter:
         self.frames += 1
 
     def close(self) -> None:
+        from edgesense.sources.base import quiet_opencv
+
         if self._writer is not None:
             with quiet_opencv():
                 self._writer.release()
@@ -238,6 +269,10 @@ class VideoFileWriter:
         """Put the video in its place if it reads back with every frame written; else RuntimeError naming the
         file (OpenCV's writer reports no failed write: on a full disk it leaves a truncated file no player opens),
         the truncated one removed and the file that was there left as it was."""
+        import cv2
+
+        from edgesense.sources.base import quiet_opencv
+
         if not self.frames:
             self.discard()
             return
@@ -330,6 +365,10 @@ def _sample_paths() -> tuple[Path, Path]:
 
 
 def _video_fps(path: Path) -> float:
+    import cv2
+
+    from edgesense.sources.base import quiet_opencv
+
     with quiet_opencv():
         cap = cv2.VideoCapture(str(path))
         try:

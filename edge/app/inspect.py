@@ -1,15 +1,19 @@
-"""``edgesense inspect MODEL``: a deployed model's metadata, signatures, tensors and sizes."""
+"""``edgesense inspect MODEL``: a deployed model's metadata, signatures, tensors and sizes.
+
+The runtime (numpy, OpenCV, the interpreter) is imported when the command runs, not with this module: ``edgesense
+inspect --help`` (and ``edgesense adapt``, which reads :func:`model_metrics`) does not wait for it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from edgesense.runtime.interpreter import read_model_bytes
-from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
-from edgesense.runtime.quant import QuantParams
-from edgesense.runtime.second_opinion import StreamHeads, is_stream_heads
+if TYPE_CHECKING:
+    from edgesense.runtime.quant import QuantParams
+    from edgesense.runtime.second_opinion import StreamHeads
 
 __all__ = ["add_arguments", "model_metrics", "run"]
 
@@ -42,6 +46,8 @@ def _format_quant(q: QuantParams) -> str:
 
 def _inspect_heads(heads: StreamHeads, as_json: bool) -> int:
     """A stream-heads file (the second opinion): its metadata, labels, context and tensors."""
+    from edgesense.runtime.model import _BYTES_PER_KB
+
     meta = heads.metadata
     if as_json:
         print(json.dumps(meta, indent=2, sort_keys=True))
@@ -58,6 +64,9 @@ def _inspect_heads(heads: StreamHeads, as_json: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import input_file
+    from edgesense.runtime.interpreter import read_model_bytes
+    from edgesense.runtime.model import _BYTES_PER_KB, PART_NAMES, EdgeModel
+    from edgesense.runtime.second_opinion import StreamHeads, is_stream_heads
 
     path = input_file("model", args.model)
     if hasattr(sys.stdout, "reconfigure"):  # a label such as 北京 on a stdout that is not UTF-8 (a Latin-1 locale,

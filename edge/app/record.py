@@ -32,22 +32,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, TextIO
-
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from edgesense.app.cli import path_argument, say
-from edgesense.app.demo import fit_to_window
-from edgesense.app.overlay import fit_text, put_text
-from edgesense.frontend.audio import AudioFrontendOptions
-from edgesense.frontend.wav import write_wav
-from edgesense.loop.scheduler import LatestFrameReader, PeriodicSchedule, ReplayVideoAligner, SchedulerOptions
-from edgesense.recognition.gate import rms_dbfs
 from edgesense.schema.validate import is_int, is_positive, require
-from edgesense.sources.base import MS_PER_S, AudioChunk, SourceReadError, VideoFrame
-from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
 from edgesense.types import label_twin
+
+# numpy, OpenCV and the loop's pieces are imported where they are used: ``edgesense record --help`` does not wait for
+# them (seconds on a Raspberry Pi).
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgesense.frontend.audio import AudioFrontendOptions
+    from edgesense.loop.scheduler import SchedulerOptions
+    from edgesense.sources.base import AudioChunk, VideoFrame
 
 __all__ = ["RecordOptions", "PairWriter", "ProgressBar", "Recorder", "RecordResult", "add_arguments", "run"]
 
@@ -73,6 +71,7 @@ OVERLAY_COLOUR = (40, 40, 230)  # BGR red: recording
 OVERLAY_ORIGIN_PX = (10, 30)
 OVERLAY_SCALE = 0.8
 OVERLAY_THICKNESS = 2
+MS_PER_S = 1000.0
 SLOT_TOLERANCE = 1e-9  #: seconds x rate within this of a whole number is that number (float rounding)
 #: Sampling waits this long (of audio, after the first whole second) for a camera frame before giving up.
 FIRST_FRAME_TIMEOUT_S = 10.0
@@ -115,12 +114,15 @@ class RecordOptions:
 
     label: str
     seconds: float
-    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
-    frontend: AudioFrontendOptions = field(default_factory=AudioFrontendOptions)
+    scheduler: SchedulerOptions = field(default_factory=lambda: _scheduler_options())
+    frontend: AudioFrontendOptions = field(default_factory=lambda: _frontend_options())
     jpeg_quality: int = JPEG_QUALITY
     first_frame_timeout_s: float = FIRST_FRAME_TIMEOUT_S
 
     def __post_init__(self) -> None:
+        from edgesense.frontend.audio import AudioFrontendOptions
+        from edgesense.loop.scheduler import SchedulerOptions
+
         problem = label_problem(self.label)
         require(problem is None, "label", f"a folder name without '/', '..', whitespace, invisible characters or a "
                 f"leading '.', of at most {NAME_MAX_BYTES - NAME_TAIL_CHARS} bytes ({problem})", self.label)
@@ -136,6 +138,18 @@ class RecordOptions:
     def expected_pairs(self) -> int:
         """Pairs in ``seconds`` at the scene rate: one at the start and one every period after."""
         return max(1, math.ceil(self.seconds * self.scheduler.scene_rate_hz - SLOT_TOLERANCE))
+
+
+def _scheduler_options() -> SchedulerOptions:
+    from edgesense.loop.scheduler import SchedulerOptions
+
+    return SchedulerOptions()
+
+
+def _frontend_options() -> AudioFrontendOptions:
+    from edgesense.frontend.audio import AudioFrontendOptions
+
+    return AudioFrontendOptions()
 
 
 # --------------------------------------------------------------------------- files
@@ -169,6 +183,10 @@ class PairWriter:
 
     def write(self, image: np.ndarray, samples: np.ndarray) -> Path:
         """Write one pair; return the image's path."""
+        import cv2
+
+        from edgesense.frontend.wav import write_wav
+
         name = self.name(self.written + 1)  # not with_suffix: a label may hold a dot ("living.room")
         image_path, audio_path = self.folder / f"{name}{IMAGE_SUFFIX}", self.folder / f"{name}{AUDIO_SUFFIX}"
         for path in (image_path, audio_path):
@@ -274,6 +292,9 @@ class Recorder:
     def __init__(self, audio: Any, video: Any, options: RecordOptions, writer: PairWriter, *, live_video: bool,
                  on_frame: Callable[[VideoFrame, "Recorder"], Any] | None = None,
                  progress: ProgressBar | None = None) -> None:
+        from edgesense.loop.scheduler import LatestFrameReader, PeriodicSchedule, ReplayVideoAligner
+        from edgesense.sources.ringbuffer import AudioRingBuffer, RingBufferOptions
+
         self.audio = audio
         self.options = options
         self.writer = writer
@@ -315,6 +336,8 @@ class Recorder:
         return int(round((t_ms - self._t0_ms) * self.rate_hz / MS_PER_S))
 
     def _push(self, chunk: AudioChunk) -> None:
+        import numpy as np
+
         if chunk.sample_rate_hz != self.rate_hz:
             raise ValueError(f"audio: expected {self.rate_hz} Hz chunks (the model's audio frontend), "
                              f"got {chunk.sample_rate_hz} Hz")
@@ -341,6 +364,8 @@ class Recorder:
 
     def _sample(self) -> None:
         """Write the pending frame with its second of audio, once the audio is there."""
+        from edgesense.recognition.gate import rms_dbfs
+
         frame = self._pending
         assert frame is not None
         end = self._index(frame.t_ms)
@@ -387,6 +412,8 @@ class Recorder:
 
     def run(self) -> RecordResult:
         """Record until ``seconds`` of sampling, the end of the media or :meth:`stop`."""
+        from edgesense.sources.base import SourceReadError
+
         limit_ms = self.options.seconds * MS_PER_S
         media_ended = False
         if self._reader is not None:
@@ -444,6 +471,9 @@ class RecordPreview:
         self.label = label
 
     def __call__(self, frame: VideoFrame, recorder: Recorder) -> bool:
+        from edgesense.app.demo import fit_to_window
+        from edgesense.app.overlay import fit_text, put_text
+
         image = fit_to_window(frame.image)
         image = image.copy() if image is frame.image else image
         level = "" if recorder.level_dbfs is None else f"  {recorder.level_dbfs:.1f} dBFS"

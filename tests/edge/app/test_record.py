@@ -223,11 +223,12 @@ def test_the_preview_keeps_the_pair_count_and_level_on_the_frame_with_a_long_lab
     import edgesense.app.demo as demo_mod
     import edgesense.app.record as record_mod
 
+    import edgesense.app.overlay as overlay_mod
+
     drawn: list[str] = []
-    from edgesense.app.overlay import put_text
-    monkeypatch.setattr(record_mod, "put_text", lambda image, text, *a: (drawn.append(text), put_text(image, text,
-                                                                                                     *a)),
-                        raising=False)  # only sees what is drawn
+    put_text = overlay_mod.put_text
+    monkeypatch.setattr(overlay_mod, "put_text", lambda image, text, *a: (drawn.append(text), put_text(image, text,
+                                                                                                      *a)))
     label = "grandmothers_living_room_upstairs"
     video = VIDEO
     if size is not None:
