@@ -42,12 +42,21 @@ DEFAULT_DELEGATE_LIBRARIES = {
 }
 #: The symbols every external TFLite delegate exports (what ``load_delegate`` calls).
 DELEGATE_ENTRY_POINTS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
-#: (module, attribute holding the Interpreter class, attribute path of load_delegate), in order of preference.
+#: (module, attribute path of the Interpreter class, attribute path of load_delegate), in order of preference.
+#: TensorFlow's is reached from ``tensorflow`` itself: ``import tensorflow.lite`` gives the package of its
+#: converter's sources (``tensorflow/lite/__init__.py``), which has no ``Interpreter``; ``tf.lite`` is the API.
 _BACKENDS = (
     ("ai_edge_litert.interpreter", "Interpreter", "load_delegate"),
     ("tflite_runtime.interpreter", "Interpreter", "load_delegate"),
-    ("tensorflow.lite", "Interpreter", "experimental.load_delegate"),
+    ("tensorflow", "lite.Interpreter", "lite.experimental.load_delegate"),
 )
+
+
+def _attribute(obj: Any, path: str) -> Any:
+    """``obj.a.b`` for the path ``"a.b"``, or None where a part is missing."""
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,11 +112,12 @@ def load_interpreter_backend() -> InterpreterBackend:
         except ImportError as exc:
             missing.append(f"{module_name} ({exc})")
             continue
-        load_delegate: Any = module
-        for part in delegate_attr.split("."):
-            load_delegate = getattr(load_delegate, part, None)
+        interpreter_class = _attribute(module, class_attr)
+        if interpreter_class is None:  # e.g. a stub or another package of that name
+            missing.append(f"{module_name} (it has no {class_attr})")
+            continue
         logger.info("using the TFLite interpreter from %s", module_name)
-        return InterpreterBackend(module_name, getattr(module, class_attr), load_delegate)
+        return InterpreterBackend(module_name, interpreter_class, _attribute(module, delegate_attr))
     raise RuntimeError(
         "no TFLite interpreter is installed (tried " + "; ".join(missing) + "): pip install ai-edge-litert"
     )

@@ -8,6 +8,8 @@ leaves its encoder and quantized again for ``fuse`` (both through :mod:`edgesens
 Float models (float16 / dynamic-range exports) run through the same code: their
 float tensors pass through :mod:`edgesense.runtime.quant` unchanged. Inputs of the wrong shape
 or dtype, and NaN or infinite values, are refused with a ValueError naming the signature and input.
+``fuse`` answers probabilities (its heads end in a softmax): a model whose ``fuse`` answers anything else
+(logits) is refused when it is loaded, naming the file and the output.
 
 ``edgesense inspect MODEL`` prints what this loads (:mod:`edgesense.app.inspect`).
 """
@@ -53,6 +55,9 @@ SIGNATURE_OUTPUTS: Mapping[str, tuple[str, ...]] = {
 }
 PRESENT, ABSENT = 1.0, 0.0
 _MS_PER_S = 1000.0
+#: How far the sum of a probe's ``fuse`` output may be from 1, beyond half a quantization step per class: a
+#: float softmax sums to 1 within 1e-6, an int8 one (steps of 1/256) within about 0.5 % of 12 classes.
+_PROBABILITY_SUM_TOLERANCE = 0.02
 _BYTES_PER_KB = 1024
 
 
@@ -244,9 +249,31 @@ class EdgeModel:
                 raise ValueError(f"{what}: signature {key!r} cannot run ({one_line(exc)})") from None
         part_bytes = {key: layout.subgraph_weight_bytes[sig.subgraph_index]
                       for key, sig in signatures.items() if 0 <= sig.subgraph_index < len(layout.subgraph_weight_bytes)}
-        return cls(path=what, interpreter=interpreter, metadata=metadata, audio_frontend=audio_frontend,
-                   image_frontend=image_frontend, signatures=signatures, part_bytes=part_bytes,
-                   size_bytes=len(data))
+        model = cls(path=what, interpreter=interpreter, metadata=metadata, audio_frontend=audio_frontend,
+                    image_frontend=image_frontend, signatures=signatures, part_bytes=part_bytes,
+                    size_bytes=len(data))
+        model._check_probabilities()
+        model.last_timings_ms.clear()  # the probe's are no inference of the caller's
+        return model
+
+    def _check_probabilities(self) -> None:
+        """``fuse`` must answer probabilities (a softmax: each in [0, 1], summing to 1), as the recognizers,
+        the second opinion's blend and the events read them: a head that ends in logits is refused, naming the
+        file and the output. Probed with both modalities present, their embeddings zero (not both absent: a
+        ``weighted_sum`` fusion divides by the present modalities' weights, and the loop never asks it that)."""
+        outputs = self._signatures["fuse"].outputs
+        zeros = {name: np.zeros(self._signatures["fuse"].inputs[name].shape[1:], np.float32)
+                 for name in ("audio_embedding", "image_embedding")}
+        for probe, audio, image in (("zero embeddings", zeros["audio_embedding"], zeros["image_embedding"]),):
+            for name, values in zip(("command", "scene"), self.fuse(audio, image)):
+                step = outputs[name].quant.scale
+                low, high, total = float(values.min()), float(values.max()), float(values.sum())
+                if (np.isfinite(values).all() and low >= -step and high <= 1.0 + step
+                        and abs(total - 1.0) <= _PROBABILITY_SUM_TOLERANCE + values.size * step / 2):
+                    continue
+                raise ValueError(f"{self.path}: signature 'fuse' output {name!r}: expected probabilities (each in "
+                                 f"[0, 1], summing to 1: a softmax), got values in [{low:.4g}, {high:.4g}] summing "
+                                 f"to {total:.4g} ({probe}); a head that ends in logits needs a softmax layer")
 
     # ------------------------------------------------------------------ properties
 

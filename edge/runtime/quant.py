@@ -114,7 +114,10 @@ def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
     scaled = x.astype(np.float32) / np.float32(params.scale)
     if np.isnan(scaled).any():
         raise ValueError("quantize: input contains NaN")
-    rounded = np.trunc(scaled + np.copysign(np.float32(_HALF), scaled))  # half away from zero
+    # Half away from zero, as std::round: from the fraction, which is exact (trunc(scaled + 0.5) is not: 0.49999997f
+    # + 0.5f rounds to 1.0f, and 0.49999997 became a step of 1); modf keeps inf whole, with no warning.
+    fraction, whole = np.modf(scaled)
+    rounded = np.where(np.abs(fraction) >= np.float32(_HALF), whole + np.sign(scaled), whole)
     info = np.iinfo(params.dtype)
     # Clip in float first (inf and huge values), then add the zero point in int32.
     limit = np.float32(max(abs(info.min), abs(info.max)) + abs(params.zero_point))

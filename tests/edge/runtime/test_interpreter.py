@@ -70,21 +70,62 @@ def _fake_import(available: dict[str, object]):
 
 def test_falls_back_in_order(monkeypatch):
     tflite_rt = types.SimpleNamespace(Interpreter="tflite_runtime.Interpreter", load_delegate="tflite_rt.load")
-    tf_lite = types.SimpleNamespace(Interpreter="tf.lite.Interpreter",
-                                    experimental=types.SimpleNamespace(load_delegate="tf.load"))
+    tf = types.SimpleNamespace(lite=types.SimpleNamespace(
+        Interpreter="tf.lite.Interpreter", experimental=types.SimpleNamespace(load_delegate="tf.load")))
     monkeypatch.setattr(interp_mod.importlib, "import_module",
-                        _fake_import({"tflite_runtime.interpreter": tflite_rt, "tensorflow.lite": tf_lite}))
+                        _fake_import({"tflite_runtime.interpreter": tflite_rt, "tensorflow": tf}))
     backend = load_interpreter_backend()
     assert (backend.module, backend.interpreter_class, backend.load_delegate) == (
         "tflite_runtime.interpreter", "tflite_runtime.Interpreter", "tflite_rt.load")
     load_interpreter_backend.cache_clear()
-    monkeypatch.setattr(interp_mod.importlib, "import_module", _fake_import({"tensorflow.lite": tf_lite}))
+    monkeypatch.setattr(interp_mod.importlib, "import_module", _fake_import({"tensorflow": tf}))
     backend = load_interpreter_backend()
-    assert (backend.module, backend.load_delegate) == ("tensorflow.lite", "tf.load")
+    assert (backend.module, backend.interpreter_class, backend.load_delegate) == (
+        "tensorflow", "tf.lite.Interpreter", "tf.load")
+    load_interpreter_backend.cache_clear()
+    monkeypatch.setattr(interp_mod.importlib, "import_module",
+                        _fake_import({"tensorflow": types.SimpleNamespace(lite=types.SimpleNamespace())}))
+    with pytest.raises(RuntimeError, match=r"tensorflow \(it has no lite.Interpreter\).*ai-edge-litert"):
+        load_interpreter_backend()
     load_interpreter_backend.cache_clear()
     monkeypatch.setattr(interp_mod.importlib, "import_module", _fake_import({}))
     with pytest.raises(RuntimeError, match="ai-edge-litert"):
         load_interpreter_backend()
+
+
+def test_the_real_tensorflow_fallback_runs_a_model_as_litert_does(monkeypatch, tiny_model_path):
+    """Without LiteRT and tflite_runtime, TensorFlow's tf.lite runs the model (``import tensorflow.lite``
+    gave a package without Interpreter: AttributeError); its answers are LiteRT's up to one int8 step."""
+    pytest.importorskip("tensorflow")
+    import numpy as np
+
+    from edgesense.runtime.model import EdgeModel
+
+    def fuse_outputs() -> list[np.ndarray]:
+        model = EdgeModel.load(tiny_model_path, InterpreterOptions(num_threads=2))
+        rng = np.random.default_rng(0)
+        audio = model.encode_audio(rng.normal(-6.0, 3.0, model.audio_frontend.feature_shape))
+        image = model.encode_image(rng.uniform(0, 255, model.image_frontend.input_shape))
+        return [audio, image, *model.fuse(audio, image)]
+
+    litert = fuse_outputs()
+    real_import = interp_mod.importlib.import_module
+
+    def without_litert(name):
+        if name.startswith(("ai_edge_litert", "tflite_runtime")):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name)
+
+    load_interpreter_backend.cache_clear()
+    monkeypatch.setattr(interp_mod.importlib, "import_module", without_litert)
+    import tensorflow as tf
+
+    assert load_interpreter_class() is tf.lite.Interpreter
+    model = EdgeModel.load(tiny_model_path)
+    steps = [sig.outputs for sig in model.signatures.values()]
+    scale = max(info.quant.scale for outputs in steps for info in outputs.values())
+    for ours, theirs in zip(fuse_outputs(), litert):
+        np.testing.assert_allclose(ours, theirs, atol=scale * 1.01)
 
 
 def test_runs_from_path_and_bytes(tiny_model_path):

@@ -317,3 +317,22 @@ def test_an_int8_tensor_without_quantization_parameters_is_refused(tmp_path, key
     with pytest.raises(ValueError, match=rf"stripped.tflite: signature '{key}' tensor '{tensor}': expected "
                                          r"quantization parameters \(scale > 0\) for its int8 values, got none"):
         EdgeModel.load(path)
+
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic"])
+def test_a_head_that_ends_in_logits_is_refused_naming_the_file(run_dir_copy, tmp_path, mode):
+    """The recognizers read fuse's outputs as probabilities: a head without its softmax loaded, and its
+    logits (up to 6 here) went out as command scores."""
+    keras = pytest.importorskip("keras")
+    from edgesense.quantize.convert import QuantizeOptions, convert_run
+
+    keras_model = keras.models.load_model(run_dir_copy / "model.keras")
+    for name in ("command", "scene"):
+        keras_model.get_layer("fusion_head").get_layer(name).activation = keras.activations.linear
+    keras_model.save(run_dir_copy / "model.keras")
+    out = tmp_path / "logits.tflite"
+    convert_run(run_dir_copy, out, QuantizeOptions(mode=mode))
+    with pytest.raises(ValueError, match=r"^\S*logits.tflite: signature 'fuse' output 'command': expected "
+                                         r"probabilities \(each in \[0, 1\], summing to 1: a softmax\), got values"):
+        EdgeModel.load(out)
+

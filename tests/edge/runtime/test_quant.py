@@ -67,6 +67,13 @@ def test_quantize_rounds_half_away_from_zero_and_adds_zero_point():
     assert quantize(x, p).dtype == np.int8
 
 
+def test_quantize_rounds_just_below_a_half_down_as_std_round_does():
+    # 0.49999997f + 0.5f is 1.0f in float32: rounding by trunc(x + 0.5) gave a step of 1 where TFLite gives 0.
+    below_half = np.nextafter(np.float32(0.5), np.float32(0))
+    p = QuantParams(scale=1.0, zero_point=0, dtype=np.int8)
+    assert quantize(np.array([below_half, -below_half, 0.5, -0.5], np.float32), p).tolist() == [0, 0, 1, -1]
+
+
 def test_quantize_clips_to_the_dtype_range():
     assert quantize(np.array([1e9, -1e9, np.inf, -np.inf]), INT8).tolist() == [127, -128, 127, -128]
     p = QuantParams(scale=1.0, zero_point=128, dtype=np.uint8)
