@@ -106,6 +106,9 @@ STAND_IN_SEED = 0
 #: Lines of a converter error that name the unsupported ops.
 _UNSUPPORTED_OP_PREFIXES = ("TF Select ops:", "Flex ops:", "Custom ops:")
 _MAX_ERROR_CHARS = 600
+#: Beyond a part's float32 weights, what the converter's temporary SavedModel of it may take (its graph).
+_SAVED_MODEL_SLACK_BYTES = 1 << 20
+_PROBE_CHUNK_BYTES = 1 << 20
 #: How a .npz (a zip archive) begins: its first member, or the end record of an empty one.
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -395,6 +398,31 @@ def fuse_function(head: Any, audio_dim: int, image_dim: int) -> Callable:
     return fuse
 
 
+def _temporary_room_problem(part: Any) -> str | None:
+    """Why the temporary folder cannot take the SavedModel the converter writes of ``part`` first (its float32
+    weights and :data:`_SAVED_MODEL_SLACK_BYTES`), or None: TensorFlow's converter says nothing when that write
+    fails (a full disk) and goes on by another way, whose model has no signature; the error it then gave blamed the
+    model ("SignatureDef signature_key is None", or ops that are not builtin)."""
+    size = sum(int(np.prod(w.shape)) for w in part.weights) * 4 + _SAVED_MODEL_SLACK_BYTES
+    chunk = bytes(min(size, _PROBE_CHUNK_BYTES))
+    try:
+        with tempfile.TemporaryFile(prefix=".edgesense-room-") as probe:  # removed when closed
+            for start in range(0, size, len(chunk)):
+                os.write(probe.fileno(), chunk[:size - start])
+    except OSError as exc:
+        return f"{tempfile.gettempdir()}: {exc.strerror or exc}"
+    return None
+
+
+def _refuse_without_temporary_room(key: str, mode: str, part: Any, cause: BaseException | None) -> None:
+    """OSError naming the temporary folder when it has no room for the converter's files of ``part``."""
+    problem = _temporary_room_problem(part)
+    if problem is not None:
+        raise OSError(f"part {PART_NAMES[key]!r} cannot be converted to {mode} TFLite: the converter's temporary "
+                      f"files do not fit in {problem}; free space there, or set TMPDIR to a folder with "
+                      "room") from cause
+
+
 def _convert_part(key: str, function: Callable, part: Any, mode: str,
                   representative: Callable[[], Iterator[dict[str, np.ndarray]]] | None) -> bytes:
     tf = _import_tf()
@@ -420,12 +448,17 @@ def _convert_part(key: str, function: Callable, part: Any, mode: str,
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             model = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many types (ConverterError, RuntimeError...)
+        _refuse_without_temporary_room(key, mode, part, exc)
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         op_lines = [ln for ln in lines if ln.startswith(_UNSUPPORTED_OP_PREFIXES)]
         errors = [ln.split("error:", 1)[1].strip() for ln in lines if "error:" in ln]
         detail = "; ".join(op_lines or errors or lines[:1])[:_MAX_ERROR_CHARS] or type(exc).__name__
         raise ValueError(f"part {PART_NAMES[key]!r} cannot be converted to {mode} TFLite "
                          f"with builtin ops only: {detail}") from exc
+    if len(_read_model_object(model).signatureDefs or []) != 1:
+        _refuse_without_temporary_room(key, mode, part, None)
+        raise ValueError(f"part {PART_NAMES[key]!r} cannot be converted to {mode} TFLite: the converter gave a model "
+                         "without its signature (TensorFlow could not save the part as a SavedModel)")
     check_builtin_ops(model, f"part {PART_NAMES[key]!r}")
     if mode == "int8":
         _check_full_integer(model, key)

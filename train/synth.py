@@ -25,6 +25,7 @@ Engines (``SynthOptions.engines``; each writes ``per_word`` clips per word):
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import hashlib
 import importlib.metadata
@@ -68,6 +69,7 @@ __all__ = [
     "WORDS_EXPECTED",
     "SpeakInterrupted",
     "SpeakJob",
+    "SpeakOutOfRoom",
     "SynthOptions",
     "SynthReport",
     "add_arguments",
@@ -609,10 +611,31 @@ class SpeakInterrupted(KeyboardInterrupt):
         self.done, self.failed = done, failed
 
 
-def _collect(future, job: SpeakJob, done: list[tuple[SpeakJob, Any]], failed: list[tuple[Path, str]]) -> None:
+#: A write that fails for one of these reasons (a full disk, a file size limit, a read-only disk) fails for every
+#: clip alike: :func:`speak_jobs` stops at the first.
+_NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
+class SpeakOutOfRoom(OSError):
+    """A file of :func:`speak_jobs` (``path``) could not be written for want of room (a full disk): no job was
+    started after it (those under way were finished). ``done`` and ``failed``: as :class:`SpeakInterrupted`'s."""
+
+    def __init__(self, path: Path, cause: OSError, done: list[tuple[SpeakJob, Any]],
+                 failed: list[tuple[Path, str]]) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.path, self.done, self.failed = path, done, failed
+
+
+def _collect(future, job: SpeakJob, done: list[tuple[SpeakJob, Any]], failed: list[tuple[Path, str]], *,
+             stopping: bool = False) -> None:
     try:
         done.append((job, future.result()))
     except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM_ERRNOS:
+            failed.append((job.path, str(exc)))
+            if not stopping:  # said once, by the caller: not a warning per clip while each one fails alike
+                raise SpeakOutOfRoom(job.path, exc, done, failed) from exc
+            return
         logger.warning("could not synthesise %s: %s", job.path, exc)
         failed.append((job.path, str(exc)))
 
@@ -624,7 +647,8 @@ def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | 
     :func:`engine_speakers`): espeak-ng on ``options.workers`` threads, piper on one. Returns
     ``([(job, what render returned)], [(path, why)])``: a job that fails is logged and listed,
     the others go on. Ctrl-C starts no other job: the ones under way are finished (no file is left
-    half-written) and :class:`SpeakInterrupted` says what was done."""
+    half-written) and :class:`SpeakInterrupted` says what was done; so does a file that finds no room (a
+    full disk): :class:`SpeakOutOfRoom`."""
     done: list[tuple[SpeakJob, Any]] = []
     failed: list[tuple[Path, str]] = []
     with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp:
@@ -642,11 +666,13 @@ def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | 
                                        unit=unit, disable=None, leave=False):
                         collected.add(future)
                         _collect(future, futures[future], done, failed)
-                except KeyboardInterrupt:
+                except (KeyboardInterrupt, SpeakOutOfRoom) as stop:
                     pool.shutdown(wait=True, cancel_futures=True)
                     for future, job in futures.items():
                         if future not in collected and future.done() and not future.cancelled():
-                            _collect(future, job, done, failed)
+                            _collect(future, job, done, failed, stopping=True)
+                    if isinstance(stop, SpeakOutOfRoom):
+                        raise
                     raise SpeakInterrupted(done, failed) from None
     return done, failed
 
@@ -673,6 +699,11 @@ def synthesize_commands(out_dir: str | Path, options: SynthOptions = SynthOption
                        "for the rest, run the same command again with --force (what it wrote is not written "
                        "twice)", sum(path is not None for _, path in stop.done), len(jobs), out_dir)
         raise
+    except SpeakOutOfRoom as full:
+        wrote = sum(path is not None for _, path in full.done)
+        raise OSError(f"{full.path}: cannot write it ({full.strerror}); wrote {wrote} of the {len(jobs)} clips planned "
+                      f"into {out_dir}, each one whole (usable as it is); once there is room, run the same command "
+                      "again with --force (what it wrote is not written twice)") from full
     written = [path for _, path in done if path is not None]
     ok = set(written)
     counts = Counter(job.label for job in jobs if job.path in ok)

@@ -256,6 +256,16 @@ def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *
                        "(usable as it is); for the rest, run the same command again with --force (what it wrote "
                        "is not written twice)", len(said), len(jobs), out_dir, TRANSCRIPTS_NAME)
         raise
+    except synth.SpeakOutOfRoom as full:
+        said = {job.path for job, duration_s in full.done if duration_s is not None}
+        listed = f"in {TRANSCRIPTS_NAME}"
+        try:
+            _add_transcripts(out_dir, jobs, said)
+        except OSError as exc:
+            listed = f"but not listed in {TRANSCRIPTS_NAME} ({exc.strerror or exc})"
+        raise OSError(f"{full.path}: cannot write it ({full.strerror}); wrote {len(said)} of the {len(jobs)} "
+                      f"sentences planned into {out_dir}, each one whole, {listed}; once there is room, run the same "
+                      "command again with --force (what it wrote is not written twice)") from full
     written = [job.path for job, duration_s in done if duration_s is not None]
     seconds = sum(duration_s for _, duration_s in done if duration_s is not None)
     ok = set(written)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,29 @@ def test_a_flag_that_acts_only_with_another_is_refused_without_it(tiny_run_dir, 
 def test_unsupported_ops_message(unsupported_op_run, tmp_path, capsys):
     assert main(["quantize", str(unsupported_op_run), "--out", str(tmp_path / "m.tflite")]) == 2
     _assert_one_line_error(capsys.readouterr().err, "image_encoder", "MatrixDeterminant")
+
+
+@pytest.mark.slow
+def test_a_full_temporary_folder_is_said_not_blamed_on_the_model(tiny_run_dir, tmp_path):
+    """The converter first saves each part as a SavedModel in the temporary folder. On a full disk (here a limit on
+    the size of a file, RLIMIT_FSIZE: writes past it fail with EFBIG) TensorFlow said nothing and went on by another
+    way, and quantize blamed the model: "cannot be converted to int8 TFLite with builtin ops only: SignatureDef
+    signature_key is None and model has 0 Signatures"."""
+    resource = pytest.importorskip("resource")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    out = tmp_path / "models" / "m.tflite"
+    proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "quantize", str(tiny_run_dir), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, preexec_fn=limit, timeout=300, check=False,
+                          env={**os.environ, "TMPDIR": str(temporary)})
+    assert proc.returncode == 2, proc.stderr
+    _assert_one_line_error(proc.stderr, "part 'audio_encoder' cannot be converted to int8 TFLite: the converter's "
+                           f"temporary files do not fit in {temporary}: File too large", "set TMPDIR")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan], ids=["inf", "nan"])

@@ -424,3 +424,27 @@ def test_level_and_format_options_are_checked_naming_the_field(field: str, value
     with pytest.raises(ValueError, match=rf"^{field}: expected {expected}, got {value!r}$"):
         SynthOptions(**{field: value})
     assert SynthOptions(peak_dbfs=0, trim_threshold_db=-60).peak_dbfs == 0
+
+
+@needs_espeak
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device that is always full)")
+def test_a_full_disk_stops_the_run_in_one_line_not_a_warning_per_clip(tmp_path: Path) -> None:
+    """Every clip is written to ``.NAME.wav.part`` first: here each is a link to /dev/full, whose writes fail with
+    ENOSPC as on a full disk. Each clip failed alike, a warning each (thousands for a real --per-word), espeak-ng
+    spoke every one of them, and the run exited 1 with "12 failed"; now the first stops it, in one line, exit 2."""
+    from edgesense.train.synth import _plan, engine_speakers
+
+    options = SynthOptions(words=("yes", "no"), per_word=6, seed=2, workers=1)
+    jobs = _plan(tmp_path, options, engine_speakers(options)[0])
+    parts = [job.path.with_name(f".{job.path.name}.part") for job in jobs]
+    for part in parts:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.symlink_to("/dev/full")
+    proc = edgesense("synth-commands", "--out", tmp_path, "--words", "yes,no", "--per-word", "6", "--seed", "2",
+                     "--workers", "1", "--force")
+    assert proc.returncode == 2, proc.stderr
+    assert only_line(proc) == (f"edgesense: error: {jobs[0].path}: cannot write it (No space left on device); wrote 0 "
+                              f"of the 12 clips planned into {tmp_path}, each one whole (usable as it is); once there "
+                              "is room, run the same command again with --force (what it wrote is not written twice)")
+    assert sum(not part.is_symlink() for part in parts) <= 3  # the first clip, and the one under way: not all 12
+    assert not list(tmp_path.rglob("*.wav"))

@@ -195,3 +195,28 @@ def test_words_the_talk_cannot_be_checked_against_are_refused_naming_the_flag(tm
     with pytest.raises(ValueError, match=r"^words: expected a tuple of words"):
         TalkOptions(words="lights")  # a string, not a tuple of words
     assert TalkOptions(words=("lights", "music")).words == ("lights", "music")
+
+
+@needs_espeak
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device that is always full)")
+def test_a_full_disk_stops_the_run_in_one_line_and_lists_what_it_wrote(tmp_path: Path) -> None:
+    """Each sentence is written to ``.NAME.wav.part`` first: here some are links to /dev/full, whose writes fail with
+    ENOSPC as on a full disk. Each sentence failed alike, a warning each, and the run exited 1; now the first stops
+    it, in one line, exit 2, with the sentences it wrote in transcripts.txt."""
+    voices = ["--voices", "en-us", "--workers", "1", "--seed", "2", "--sentences", "4"]
+    assert edgesense("synth-talk", "--out", tmp_path / "plan", *voices).returncode == 0  # the same seed: the same names
+    out = tmp_path / "talk"
+    names = sorted(p.relative_to(tmp_path / "plan") for p in (tmp_path / "plan").rglob("*.wav"))
+    for name in names[1:]:
+        part = (out / name).with_name(f".{name.name}.part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.symlink_to("/dev/full")
+    proc = edgesense("synth-talk", "--out", out, *voices, "--force")
+    assert proc.returncode == 2, proc.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
+    line = only_line(proc)
+    assert line.startswith("edgesense: error: ") and ": cannot write it (No space left on device); wrote " \
+        f"{len(written)} of the 4 sentences planned into {out}, each one whole, in transcripts.txt; once there is " \
+        "room, run the same command again with --force" in line, line
+    listed = [line.split("\t")[0] for line in (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
+    assert sorted(listed) == written
