@@ -324,6 +324,9 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
         log.warning("fusion study: the testing split is empty; scoring on the validation split")
         test, evaluated_on = val, "validation"
     require(train.labels.size > 0, "av set", "training pairs", 0)
+    # a small folder whose every pair hashes into training: one line, not numpy's "need at least one array to stack"
+    require(test.labels.size > 0, f"av set {av_root}", "validation or testing pairs to score the study on (more "
+            "pairs per class: 10 % of them validate, 15 % test)", 0)
     variants = [("image_only", "concat"), ("audio_only", "concat")] + [("fusion", s) for s in options.strategies]
     rng = np.random.default_rng(derived_seed(options.seed, 1))
     degraded = {c: degrade(test.images, c, rng) for c in CONDITIONS}

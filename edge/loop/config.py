@@ -24,8 +24,8 @@ options of the loop's components, one definition and one default per field::
 Every section but ``device`` is optional; every field has a default except ``device.name``.
 The file is read by the one strict loader (:mod:`edgesense.schema.yaml`): YAML 1.2 (only
 ``true``/``false`` are booleans), a duplicate key is an error, and every error names the file
-and the line: ``firmware_configs/rpi4.yaml:34: commands.threshold: expected a number in [0,
-1), got 'high'``. A field that was renamed gets an error naming its new name.
+and the line: ``firmware_configs/rpi4.yaml:34: commands.threshold: expected a number, got 'high'``.
+A field that was renamed gets an error naming its new name.
 
 **Relative ``model.path`` (and ``second_opinion.heads_path``) resolves against the folder of the
 YAML file** (not the working directory), so a config and its model can be moved together: the bundled

@@ -237,7 +237,8 @@ def open_sources(config: DeviceConfig, *, sample_rate_hz: int, video: str | os.P
             failures: list[str] = []
             if config.audio.enabled:
                 if config.audio.sample_rate_hz != sample_rate_hz:
-                    raise ValueError(f"audio.sample_rate_hz: expected {sample_rate_hz} (the model's audio frontend), "
+                    raise ValueError(f"{config.source_path or 'the config'}: audio.sample_rate_hz: expected "
+                                     f"{sample_rate_hz} (the model's audio frontend), "
                                      f"got {config.audio.sample_rate_hz}")
                 try:
                     audio_source = stack.enter_context(MicrophoneSource(config.audio))

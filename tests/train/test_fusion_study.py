@@ -79,3 +79,25 @@ def test_quick_study_scores_every_variant_in_every_condition(tmp_path):
     # The solid-colour scenes are trivially visible: clean image-only is far above chance.
     assert report["accuracy"]["image_only"]["clean"] > 0.6
     assert report["accuracy"]["image_only"]["validation"] > 0.6
+
+
+def test_a_set_without_validation_or_testing_pairs_is_one_line_before_any_training(tmp_path):
+    """A user's small folder whose every pair hashes into training stopped after training every variant, with
+    numpy's "need at least one array to stack"."""
+    import cv2
+
+    root = tmp_path / "av"
+    rng = np.random.default_rng(0)
+    for label in ("beach", "street"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            cv2.imwrite(str(root / label / f"{label}{i}.jpg"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            write_wav(root / label / f"{label}{i}.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+    split = load_av_folder(root).split(validation_percent=10.0, testing_percent=15.0)
+    for name in ("validation", "testing"):
+        for item in split[name]:
+            item.image_path.unlink()
+            item.audio_path.unlink()
+    assert {item.label for item in split["training"]} == {"beach", "street"}
+    with pytest.raises(ValueError, match=r"av set .*: expected validation or testing pairs to score the study on"):
+        run_fusion_study(None, tmp_path / "out", av_root=root, options=FusionStudyOptions.quick())

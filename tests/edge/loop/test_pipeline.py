@@ -1012,3 +1012,14 @@ def test_the_latency_statistics_do_not_grow_while_they_fill(model, tmp_path):
     assert stats.stage_count["audio_encoder"] == len(stats.stage_ms["audio_encoder"])
     assert stats.stage_total_ms["audio_encoder"] == pytest.approx(sum(stats.stage_ms["audio_encoder"]))
     assert after - before < 4096, f"the loop held {after - before} more bytes after 49 s more of stream"
+
+
+def test_a_live_microphone_at_another_rate_than_the_models_names_the_config_file(tmp_path: Path) -> None:
+    """Like every other config error, the one line names the file (it named the field alone)."""
+    from edgesense.loop.pipeline import open_sources
+
+    path = tmp_path / "device.yaml"
+    path.write_text("device: {name: t}\ncamera: {enabled: false}\naudio: {sample_rate_hz: 48000}\n")
+    with pytest.raises(ValueError, match=rf"^{path}: audio\.sample_rate_hz: expected 16000 \(the model's audio "
+                       r"frontend\), got 48000$"):
+        open_sources(load_config(path), sample_rate_hz=16000)
