@@ -3,10 +3,12 @@ files from a private test CA."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +72,91 @@ class Broker:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+class Mqtt311Only:
+    """A stand-in for a broker that speaks MQTT 3.1.1 only (mosquitto has no option to refuse MQTT 5): a TCP
+    listener on 127.0.0.1 that answers an MQTT 5 CONNECT as the 3.1.1 specification says (CONNACK with return
+    code 1, unacceptable protocol version, then it closes the connection) and relays any other connection to
+    ``broker`` byte for byte. ``refused``: the MQTT 5 CONNECTs it answered; ``relayed``: the connections it
+    relayed."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.refused = 0
+        self.relayed = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def _read(conn: socket.socket, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = conn.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed by stop()
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            head = self._read(conn, 1)  # CONNECT: 0x10, remaining length (1-4 bytes), "\0\4MQTT", protocol level
+            while True:
+                head += self._read(conn, 1)
+                if not head[-1] & 0x80:
+                    break
+            head += self._read(conn, 7)
+            if head[-1] == 5:
+                self.refused += 1
+                conn.sendall(b"\x20\x02\x00\x01")
+                conn.close()
+                return
+            upstream = socket.create_connection((self.broker.host, self.broker.port))
+            upstream.sendall(head)
+        except OSError:
+            conn.close()
+            return
+        with self._lock:
+            self.relayed += 1
+            self._sockets += [conn, upstream]
+        for src, dst in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def drop_connections(self) -> None:
+        """Cut every relayed connection (as a broker restart would)."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def stop(self) -> None:
+        self._listener.close()
+        self.drop_connections()
 
 
 def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:

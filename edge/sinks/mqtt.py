@@ -276,6 +276,23 @@ def _undelivered(info: Any) -> str | None:
     return None
 
 
+#: A CONNACK's "Unsupported protocol version": a broker that speaks MQTT 3.1.1 only answers an MQTT 5 CONNECT with
+#: 3.1.1's refusal 1 (unacceptable protocol version), which paho reads as this MQTT 5 reason code.
+_UNSUPPORTED_PROTOCOL = 0x84
+#: Refused messages (MQTT 5) whose paho MQTTMessageInfo the sink may still look for, at most (the oldest go first):
+#: only those published by MqttSink._publish (events without the spool) are looked for, the rest (status,
+#: discovery, the spool's) must not pile up.
+_REFUSED_KEPT = 1024
+
+
+def _sent_message(client: Any, mid: int) -> Any:
+    """paho's message ``mid`` from inside ``on_publish`` (paho pops it only afterwards, and holds its lock while
+    it calls): its topic and MQTTMessageInfo, which ``on_publish`` is not given; None where paho keeps them
+    elsewhere."""
+    messages = getattr(client, "_out_messages", None)
+    return messages.get(mid) if isinstance(messages, dict) else None
+
+
 def _wait_published(info: Any, timeout_s: float) -> bool:
     """Wait up to ``timeout_s`` for :func:`_published`; never raises (``wait_for_publish`` raises at once
     for NO_CONN, and at its end for a QoS 0 message lost with the connection)."""
@@ -363,6 +380,13 @@ class MqttSink(_ClosableSink):
     the start (an error is logged; e.g. a password file being reloaded);
     availability and discovery are re-published on every (re)connection.
 
+    It speaks MQTT 5, whose acknowledgement says when the broker refuses a message (e.g. its ACL: "Not
+    authorized"; under MQTT 3.1.1 that reads as a delivery): a refused event stays in the spool, offered again
+    every ``resend_after_s`` (:class:`edgesense.sinks.spool.SpoolDelivery`), or without a spool is counted in
+    ``lost_events``; one error while the refusals last, one warning when they end (:attr:`refused` counts the
+    refused messages). A broker that refuses MQTT 5 ("Unsupported protocol version": it speaks 3.1.1 only) is
+    spoken to in MQTT 3.1.1 from the next try on, with one info line.
+
     With ``options.spool_dir`` events go through an :class:`edgesense.sinks.spool.EventSpool`
     (``spool_options``: its bounds and fsync policy) and a delivery thread
     (:class:`edgesense.sinks.spool.SpoolDelivery`) publishes them, oldest first, removing each
@@ -390,10 +414,18 @@ class MqttSink(_ClosableSink):
         self._lock = threading.Lock()
         self.failed = 0
         self._lost = 0  #: events lost here (the spool counts those it dropped); see lost_events
+        self._refused_infos: dict[int, Any] = {}  #: id -> paho's MQTTMessageInfo the broker refused (MQTT 5)
+        self._refused_lock = threading.Lock()  # a leaf lock: paho's thread takes it holding paho's own locks
+        self._refusing: set[str] = set()  #: topics the broker refused since the last refusal began (paho's thread)
+        self._refusal_reason: str | None = None  #: why it refuses them (None: it does not)
+        self._refused_in_outage = 0
+        self.refused = 0  #: messages the broker answered with a refusal (MQTT 5; e.g. its ACL)
+        self._falling_back = False  #: the broker does not speak MQTT 5: the next connection uses 3.1.1
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
-                             protocol=mqtt.MQTTv311)
+                             protocol=mqtt.MQTTv5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         client.reconnect_delay_set(min_delay=1, max_delay=options.reconnect_max_delay_s)
         if options.tls:  # before the spool opens: a bad file leaves nothing to release
             try:
@@ -406,7 +438,6 @@ class MqttSink(_ClosableSink):
             delivery_options = delivery_options or DeliveryOptions()
             self._spool = EventSpool(options.spool_dir, spool_options or SpoolOptions())
             self._delivery = SpoolDelivery(self._spool, self._publish_spooled, delivery_options)
-            client.on_publish = self._on_publish
             client.max_inflight_messages_set(2 * delivery_options.window_events + 8)  # + status and discovery
         client.will_set(options.status_topic, STATUS_OFFLINE, qos=options.qos, retain=True)
         if options.username is not None:
@@ -415,7 +446,7 @@ class MqttSink(_ClosableSink):
         where = f"{options.host}:{options.port}"
         keeping = self._keeping()
         try:
-            client.connect(options.host, options.port, keepalive=options.keepalive_s)
+            client.connect(options.host, options.port, keepalive=options.keepalive_s, clean_start=True)
         except ValueError as exc:  # not an address paho can use
             self._release_client()
             self._close_spool()
@@ -423,7 +454,7 @@ class MqttSink(_ClosableSink):
         except OSError as exc:  # the broker is away: start anyway, paho keeps trying in the background
             logger.warning("mqtt: broker %s unreachable (%s); %s until it answers", where, exc, keeping)
             self._starting = False
-            client.connect_async(options.host, options.port, keepalive=options.keepalive_s)
+            client.connect_async(options.host, options.port, keepalive=options.keepalive_s, clean_start=True)
             client.loop_start()
             return
         client.loop_start()
@@ -449,6 +480,10 @@ class MqttSink(_ClosableSink):
     # paho's network thread ------------------------------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure and getattr(reason_code, "value", None) == _UNSUPPORTED_PROTOCOL \
+                and self._fall_back(client, reason_code):
+            return  # paho connects again (1 s), with MQTT 3.1.1; the constructor waits for that answer
+        self._falling_back = False
         if reason_code.is_failure:
             with self._lock:
                 starting = self._starting
@@ -475,17 +510,81 @@ class MqttSink(_ClosableSink):
         if self._delivery is not None:
             self._delivery.connected()  # replays the spool, oldest first
 
+    def _fall_back(self, client: Any, reason_code: Any) -> bool:
+        """Speak MQTT 3.1.1 from the next connection on, to a broker that refused MQTT 5 (once: False if the client
+        already speaks 3.1.1). paho has no public way to change a client's protocol; it changes the same attribute
+        itself to fall back from 3.1.1 to 3.1. A new client instead would drop what paho holds for the broker."""
+        mqtt = self._mqtt
+        if getattr(client, "_protocol", None) != mqtt.MQTTv5:
+            return False
+        client._protocol = mqtt.MQTTv311
+        client._clean_session = True  # what paho's constructor sets for 3.1.1 (MQTT 5 has clean_start instead)
+        self._falling_back = True
+        logger.info("mqtt: broker %s:%d does not speak MQTT 5 (%s); speaking MQTT 3.1.1 to it, where a message the "
+                    "broker refuses (its ACL) cannot be told from one it keeps", self.options.host, self.options.port,
+                    reason_code)
+        return True
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
         if self._delivery is not None:
             self._delivery.disconnected()
+        if self._falling_back:  # the MQTT 5 refusal that led to MQTT 3.1.1 was said once, as such
+            self._falling_back = False
+            return
         if not self._closed and self._refused is None:  # a refusal was logged once, not at every try
             logger.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
                            reason_code)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        if self._delivery is not None:  # paho holds its message lock here: only note the id
+        """The broker's answer to message ``mid`` (paho holds its message lock here: only note it). Under MQTT 5 a
+        reason code >= 0x80 (e.g. 0x87 "Not authorized" from an ACL) is a refusal: the message was not kept. Under
+        3.1.1 every acknowledgement reads "Success"."""
+        message = _sent_message(client, mid)
+        topic = getattr(message, "topic", None) or "a topic"
+        if reason_code.is_failure:
+            self._note_refused(topic, reason_code, getattr(message, "info", None))
+            if self._delivery is not None:
+                self._delivery.refused(mid)
+            return
+        if topic in self._refusing:  # publishing works again (a message to a topic it refused)
+            logger.warning("mqtt: broker %s:%d accepts messages to %s again; it refused %d message(s) meanwhile",
+                           self.options.host, self.options.port, topic, self._refused_in_outage)
+            self._refusing = set()
+            self._refusal_reason = None
+        if self._delivery is not None:
             self._delivery.acknowledged(mid)
+
+    def _note_refused(self, topic: str, reason_code: Any, info: Any) -> None:
+        """Count a refused message, keep its MQTTMessageInfo for :meth:`_was_refused`, and say so once per run of
+        refusals (paho's thread)."""
+        self.refused += 1
+        if info is not None:
+            with self._refused_lock:
+                self._refused_infos[id(info)] = info  # held: its id is not reused while it is here
+                while len(self._refused_infos) > _REFUSED_KEPT:
+                    del self._refused_infos[next(iter(self._refused_infos))]
+        self._refusing.add(topic)
+        if self._refusal_reason is not None:
+            self._refused_in_outage += 1
+            logger.debug("mqtt: broker refused a message to %s: %s", topic, reason_code)
+            return
+        self._refusal_reason = str(reason_code)
+        self._refused_in_outage = 1
+        if self._delivery is not None:
+            then = (f"refused events wait in the spool {self.options.spool_dir} and are offered again every "
+                    f"{self._delivery.options.resend_after_s:g} s")
+        else:
+            then = "each event it refuses is lost (no spool)"
+        logger.error("mqtt: broker %s:%d refuses messages to %s: %s; %s (said once while it lasts: fix the broker's "
+                     "ACL for this user and topic prefix)", self.options.host, self.options.port, topic, reason_code,
+                     then)
+
+    def _was_refused(self, info: Any) -> bool:
+        """Whether the broker refused the message of ``info`` (MQTT 5), which paho marks published all the same;
+        asked once per message."""
+        with self._refused_lock:
+            return self._refused_infos.pop(id(info), None) is info
 
     def _keeping(self) -> str:
         return (f"events wait in the spool {self.options.spool_dir}" if self.options.spool_dir is not None
@@ -591,6 +690,9 @@ class MqttSink(_ClosableSink):
             kept = []
             for sent, carries_event in self._pending:
                 if _published(sent):
+                    if self._was_refused(sent):  # said by _note_refused, once while the broker refuses
+                        self.failed += 1
+                        self._lost += carries_event
                     continue
                 why = _undelivered(sent)
                 if why is None:
@@ -641,15 +743,20 @@ class MqttSink(_ClosableSink):
                 self._flushed_seq = target
                 waited = True
                 if not self._delivery.wait_delivered(target, self.options.publish_timeout_s):
-                    unanswered = True
-                    logger.warning("mqtt: %d events not acknowledged within %g s; they stay in the spool %s",
-                                   len(self._spool), self.options.publish_timeout_s, self.options.spool_dir)
+                    refusal = self._refusal_reason
+                    unanswered = refusal is None  # a broker that refuses them answers
+                    answer = "acknowledged" if refusal is None else f"accepted (the broker refuses them: {refusal})"
+                    logger.warning("mqtt: %d events not %s within %g s; they stay in the spool %s",
+                                   len(self._spool), answer, self.options.publish_timeout_s, self.options.spool_dir)
         with self._lock:
             pending, self._pending = self._pending, []
         deadline = time.monotonic() + self.options.publish_timeout_s
         for info, event in pending:
             waited = True
             if _wait_published(info, max(0.0, deadline - time.monotonic())):
+                if self._was_refused(info):  # said by _note_refused, once while the broker refuses
+                    self.failed += 1
+                    self._lost += event
                 continue
             self.failed += 1
             self._lost += event
@@ -680,7 +787,7 @@ class MqttSink(_ClosableSink):
         else:  # never (re)connected: what paho still holds in memory goes with the process
             with self._lock:
                 pending, self._pending = self._pending, []
-            unsent = [info for info, event in pending if event and not _published(info)]
+            unsent = [info for info, event in pending if event and (not _published(info) or self._was_refused(info))]
             self._lost += len(unsent)
         if self._spool is not None and not self._spool.closed and len(self._spool):
             logger.info("mqtt: %d events wait in the spool %s for the broker", len(self._spool),

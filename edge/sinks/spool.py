@@ -434,7 +434,8 @@ class DeliveryOptions:
     most (bounds the client library's memory when a long backlog is replayed).
     ``resend_after_s``: after a reconnection, how long to wait for the client
     library's own resend of in-flight messages before publishing them again from
-    the spool. ``idle_wait_s``: how often the worker wakes up without news.
+    the spool; and after the broker refused an event (MQTT 5: its ACL), how long
+    to wait before offering it again. ``idle_wait_s``: how often the worker wakes up without news.
     """
 
     window_events: int = 16
@@ -454,7 +455,8 @@ class SpoolDelivery:
     """A worker thread that publishes a spool's events in ``seq`` order and removes acknowledged ones.
 
     The publisher side reports with :meth:`connected` (after every CONNACK),
-    :meth:`disconnected` and :meth:`acknowledged` (a message id was acknowledged);
+    :meth:`disconnected`, :meth:`acknowledged` (a message id was acknowledged) and
+    :meth:`refused` (the broker answered a message id with a refusal, e.g. MQTT 5's "Not authorized");
     those calls only queue a note and return, so they are safe from a client
     library's network thread while it holds its own locks. ``publish(event)``
     (called on the worker thread only) queues the event's messages and returns
@@ -465,6 +467,13 @@ class SpoolDelivery:
     published until they are acknowledged, so the broker sees the spool's order.
     If they are not acknowledged within ``resend_after_s`` the worker publishes
     them again from the spool (a possible duplicate, never a loss).
+
+    Refusals: an event with a refused message stays in the spool; nothing more is
+    published for ``resend_after_s``, then the oldest stored event alone is offered
+    again (those acknowledged meanwhile are gone), every ``resend_after_s`` while the
+    broker refuses it (never a busy loop); once it is acknowledged the window opens
+    again. The broker that starts accepting sees the spool's order (but for a window
+    that was in flight when it changed its mind).
     """
 
     def __init__(self, spool: EventSpool, publish: PublishFn, options: DeliveryOptions = DeliveryOptions()) -> None:
@@ -475,7 +484,7 @@ class SpoolDelivery:
         self.options = options
         self._publish = publish
         self._cond = threading.Condition()
-        self._acks: collections.deque[int] = collections.deque()
+        self._acks: collections.deque[tuple[int, bool]] = collections.deque()  # (message id, accepted)
         self._online = False
         self._generation = 0
         self._wake = False
@@ -487,6 +496,8 @@ class SpoolDelivery:
         self._sent_seq = 0
         self._seen_generation = 0
         self._stale_since: float | None = None
+        self._refused_since: float | None = None  # the broker refused an event: nothing is offered until resend
+        self._probing = False  # since a refusal, one event at a time until one is acknowledged
         self.delivered = 0  #: events acknowledged and removed
         self._thread = threading.Thread(target=self._loop, name="edgesense-spool", daemon=True)
         self._thread.start()
@@ -512,7 +523,13 @@ class SpoolDelivery:
 
     def acknowledged(self, mid: int) -> None:
         with self._cond:
-            self._acks.append(int(mid))
+            self._acks.append((int(mid), True))
+            self._cond.notify()
+
+    def refused(self, mid: int) -> None:
+        """The broker answered message ``mid`` with a refusal: its event stays spooled, to be offered again."""
+        with self._cond:
+            self._acks.append((int(mid), False))
             self._cond.notify()
 
     def wake(self) -> None:
@@ -552,22 +569,29 @@ class SpoolDelivery:
                 with self._cond:
                     self._cond.wait(self.options.idle_wait_s)
 
-    def _step(self, acks: list[int], online: bool, generation: int) -> None:
+    def _step(self, acks: list[tuple[int, bool]], online: bool, generation: int) -> None:
         done = []
-        for mid in acks:
+        now = time.monotonic()
+        for mid, accepted in acks:
             seq = self._inflight.pop(mid, None)
             if seq is None or seq not in self._parts:
+                continue
+            if not accepted:  # kept; its other messages' answers are let go (seq no longer in _parts)
+                del self._parts[seq]
+                self._probing = True
+                if self._refused_since is None:
+                    self._refused_since = now
                 continue
             self._parts[seq] -= 1
             if self._parts[seq] <= 0:
                 del self._parts[seq]
                 done.append(seq)
         if done:
+            self._probing = False
             self.spool.remove(done)
             self.delivered += len(done)
             with self._delivered:
                 self._delivered.notify_all()
-        now = time.monotonic()
         if generation != self._seen_generation:
             self._seen_generation = generation
             # In-flight messages are resent by the client library after a reconnection: wait for them.
@@ -581,9 +605,18 @@ class SpoolDelivery:
             self._parts.clear()
             self._sent_seq = 0
             self._stale_since = None
+        if self._refused_since is not None:
+            if not online or now - self._refused_since < self.options.resend_after_s:
+                return
+            logger.debug("spool: offering the oldest event the broker refused again")
+            self._inflight.clear()
+            self._parts.clear()
+            self._sent_seq = 0
+            self._stale_since = None
+            self._refused_since = None
         if not online or self._stale_since is not None:
             return
-        room = self.options.window_events - len(self._parts)
+        room = (1 if self._probing else self.options.window_events) - len(self._parts)
         if room <= 0:
             return
         for event in self.spool.read(after_seq=self._sent_seq, limit=room):

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from brokers import MOSQUITTO, WAIT_S, Broker, free_port, make_tls_files
+from brokers import MOSQUITTO, WAIT_S, Broker, Mqtt311Only, free_port, make_tls_files
 
 from edgesense.sinks.base import CallbackSink, EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
 import edgesense.sinks.mqtt as mqtt_module
 from edgesense.sinks.mqtt import MqttOptions, MqttSink, mqtt_options_from_url
-from edgesense.sinks.spool import EventSpool
+from edgesense.sinks.spool import DeliveryOptions, EventSpool
 from edgesense.types import CommandEvent, SceneEvent
 
 
@@ -527,9 +527,11 @@ def broker(start_broker) -> Broker:
 class Subscriber:
     """A plain paho client that records every message it receives."""
 
-    def __init__(self, broker: Broker, *topics: str, qos: int = 2, **tls) -> None:
+    def __init__(self, broker: Broker, *topics: str, qos: int = 2, auth: tuple[str, str] | None = None) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         subscribed = threading.Event()
         self.client.on_message = lambda c, u, msg: self.messages.put(msg)
         self.client.on_subscribe = lambda *args: subscribed.set()
@@ -1026,6 +1028,134 @@ def test_a_broker_that_refuses_after_the_start_is_an_error_and_is_tried_again_un
             assert sink.lost_events == 0
         finally:
             broker.stop()
+
+
+def _acl_broker(start_broker, tmp_path: Path) -> tuple[Broker, Path]:
+    """mosquitto with users ``edge`` (password ``s3cret``), which its ACL lets publish ``edgesense/status`` alone,
+    and ``reader`` (``r3ader``), which may read ``edgesense/#``; the ACL file, to be rewritten and reloaded."""
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "edge", "s3cret"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "reader", "r3ader"], check=True)
+    acl = tmp_path / "acl"
+    acl.write_text("user edge\ntopic readwrite edgesense/status\n\nuser reader\ntopic read edgesense/#\n")
+    broker = start_broker("allow_anonymous false", f"password_file {passwords}", f"acl_file {acl}")
+    return broker, acl
+
+
+def test_events_a_broker_s_acl_refuses_stay_spooled_are_said_once_and_are_delivered_once_it_allows_them(
+        start_broker, tmp_path, caplog):
+    """A broker that accepts the connection and whose ACL refuses the event topics: under MQTT 3.1.1 it
+    acknowledged each refused publish as one it kept, the events left the spool, counted delivered, and nothing
+    said so (lost in silence). Under MQTT 5 its PUBACK says "Not authorized": the events stay spooled, are
+    offered again every resend_after_s (not in a busy loop), one error says so, and they go out once the ACL
+    allows them."""
+    broker, acl = _acl_broker(start_broker, tmp_path)
+    live = Subscriber(broker, "edgesense/command", qos=1, auth=("reader", "r3ader"))
+    options = mqtt_options_from_url(f"mqtt://edge:s3cret@{broker.host}:{broker.port}", ha_discovery=False,
+                                    spool_dir=str(tmp_path / "spool"), publish_timeout_s=1.0)
+    with caplog.at_level("INFO", logger="edgesense.sinks"):
+        sink = MqttSink(options, delivery_options=DeliveryOptions(resend_after_s=0.5, idle_wait_s=0.1))
+        try:
+            sink.emit(command("w0", t_ms=1.0))
+            sink.emit(command("w1", t_ms=2.0))
+            sink.flush()
+            assert (len(sink.spool), sink.delivery.delivered, sink.lost_events) == (2, 0, 0)
+            started = time.monotonic()
+            time.sleep(2.0)
+            assert len(sink.spool) == 2
+            elapsed = time.monotonic() - started + options.publish_timeout_s
+            # 2 events x (event, state) refused at every offer: more than once, and once per resend_after_s
+            assert 4 < sink.refused <= 4 * (elapsed / 0.5 + 2), sink.refused
+            errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+            assert len(errors) == 1, caplog.text
+            assert f"broker {broker.host}:{broker.port}" in errors[0] and "edgesense/command" in errors[0]
+            assert "Not authorized" in errors[0] and str(tmp_path / "spool") in errors[0], errors[0]
+            assert "s3cret" not in caplog.text
+            live.assert_quiet()
+
+            acl.write_text("user edge\ntopic readwrite edgesense/#\n\nuser reader\ntopic read edgesense/#\n")
+            broker.process.send_signal(signal.SIGHUP)  # mosquitto reloads its ACL; the connection stays
+            assert sink.delivery.wait_delivered(2, WAIT_S), caplog.text
+            got = [json.loads(live.messages.get(timeout=WAIT_S).payload)["label"] for _ in range(2)]
+            while not live.messages.empty():  # at least once: an offer in flight at the reload may come twice
+                got.append(json.loads(live.messages.get_nowait().payload)["label"])
+            assert list(dict.fromkeys(got)) == ["w0", "w1"]
+            again = [r for r in caplog.records if "accepts messages to" in r.getMessage()]
+            assert len(again) == 1 and "edgesense/command" in again[0].getMessage(), caplog.text
+            assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+            assert (len(sink.spool), sink.delivery.delivered) == (0, 2)
+        finally:
+            sink.close()
+            live.close()
+    assert sink.lost_events == 0
+
+
+def test_without_a_spool_events_a_broker_s_acl_refuses_are_counted_lost_and_said_once(start_broker, tmp_path,
+                                                                                       caplog):
+    """Without a spool a refused event is gone: it is counted in lost_events (``edgesense run`` exits 1), with
+    one error line for the outage, not one per message; under MQTT 3.1.1 it was counted delivered."""
+    broker, _ = _acl_broker(start_broker, tmp_path)
+    with caplog.at_level("INFO", logger="edgesense.sinks"):
+        sink = MqttSink(mqtt_options_from_url(f"mqtt://edge:s3cret@{broker.host}:{broker.port}",
+                                              ha_discovery=False, publish_timeout_s=2.0))
+        try:
+            sink.emit(command("w0"))
+            sink.emit(command("w1"))
+            sink.flush()
+            assert sink.lost_events == 2
+            assert (sink.failed, sink.refused) == (4, 4)  # the /state messages are no events
+        finally:
+            sink.close()
+    assert sink.lost_events == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Not authorized" in errors[0] and "edgesense/command" in errors[0], caplog.text
+    assert "lost" in errors[0]
+
+
+@pytest.mark.parametrize("spooled", [False, True], ids=["memory", "spool"])
+def test_a_broker_that_speaks_mqtt_3_1_1_only_is_spoken_to_in_3_1_1_after_one_info_line(broker, tmp_path, caplog,
+                                                                                        spooled):
+    """The sink speaks MQTT 5 (its PUBACK says when the broker refuses a message); a broker that speaks 3.1.1 only
+    refuses an MQTT 5 CONNECT ("Unsupported protocol version"): the sink falls back to 3.1.1 once, says so in one
+    info line, and works as before, reconnections included. (The 3.1.1-only broker is a stand-in at the socket:
+    mosquitto cannot be told to refuse MQTT 5; past the CONNECT it relays to a real mosquitto.)"""
+    stand_in = Mqtt311Only(broker)
+    live = Subscriber(broker, "edgesense/#")
+    options = MqttOptions(host=stand_in.host, port=stand_in.port, ha_discovery=False, reconnect_max_delay_s=1,
+                          spool_dir=str(tmp_path / "spool") if spooled else None)
+    try:
+        with caplog.at_level("INFO", logger="edgesense.sinks"):
+            started = time.monotonic()
+            sink = MqttSink(options)
+            assert sink.connected and time.monotonic() - started < 5.0  # paho's next try, 1 s later, in 3.1.1
+            sink.emit(command("w0"))
+            sink.flush()
+            got = live.collect(3)  # online, the event and its state
+            assert [json.loads(m.payload)["label"] for m in got["edgesense/command"]] == ["w0"]
+            stand_in.drop_connections()  # the broker restarts: the next connection is 3.1.1 at once
+            deadline = time.monotonic() + WAIT_S
+            while sink.connected and time.monotonic() < deadline:
+                time.sleep(0.02)
+            while not sink.connected and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sink.connected
+            sink.emit(command("w1"))
+            sink.flush()
+            sink.close()
+        assert (stand_in.refused, stand_in.relayed) == (1, 2)
+        assert (sink.lost_events, sink.failed) == (0, 0)
+        labels = [json.loads(m.payload)["label"] for m in live.collect(4)["edgesense/command"]]  # + online, offline
+        assert labels == ["w1"]
+        falls = [r for r in caplog.records if "does not speak MQTT 5" in r.getMessage()]
+        assert len(falls) == 1 and falls[0].levelname == "INFO", caplog.text
+        assert "Unsupported protocol version" in falls[0].getMessage() and "3.1.1" in falls[0].getMessage()
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+        assert "refused the connection" not in caplog.text and caplog.text.count("disconnected") == 1, caplog.text
+    finally:
+        live.close()
+        stand_in.stop()
 
 
 def test_mqtts_with_a_private_ca(start_broker, tmp_path):

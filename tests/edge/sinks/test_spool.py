@@ -240,6 +240,40 @@ def test_mqtt_options_spool_validation(tmp_path):
         MqttOptions(host="h", spool_dir="  ")
 
 
+def test_events_the_broker_refuses_stay_spooled_and_the_oldest_alone_is_offered_once_per_resend_after_s(tmp_path):
+    """A refusal (MQTT 5's PUBACK "Not authorized") was no concern of the delivery: an answer was an
+    acknowledgement, and the event left the spool. Now the event stays; nothing is offered for resend_after_s,
+    then the oldest event alone (the broker that starts accepting again sees the spool's order), until one is
+    acknowledged: then the window opens again."""
+    offers: list[tuple[float, int]] = []
+    mids = iter(range(1, 10_000))
+    refusing = True
+
+    def publish(event):
+        mid = next(mids)
+        offers.append((time.monotonic(), event.seq))
+        (delivery.refused if refusing else delivery.acknowledged)(mid)  # the answer comes at once
+        return [mid]
+
+    with EventSpool(tmp_path / "spool", SpoolOptions(sync="off")) as spool:
+        for i in range(5):
+            spool.append("command", f'{{"i": {i}}}')
+        delivery = spool_module.SpoolDelivery(spool, publish, DeliveryOptions(resend_after_s=0.3, idle_wait_s=0.02))
+        delivery.connected()
+        time.sleep(1.0)
+        refusing = False
+        assert delivery.wait_delivered(5, WAIT_S)
+        delivery.stop()
+    first_window = [seq for t, seq in offers if t < offers[0][0] + 0.1]
+    assert first_window == [1, 2, 3, 4, 5]  # a window in flight when the first refusal came back
+    later = offers[len(first_window):]
+    probes, rest = later[:-4], [seq for _, seq in later[-4:]]
+    assert rest == [2, 3, 4, 5]  # the oldest accepted: the others follow, in order, the window open again
+    assert {seq for _, seq in probes} == {1} and 2 <= len(probes) <= 1.0 / 0.3 + 2  # the oldest alone
+    assert min(b[0] - a[0] for a, b in zip(probes, probes[1:])) >= 0.29  # once per resend_after_s, no busy loop
+    assert delivery.delivered == 5 and len(spool) == 0
+
+
 # --------------------------------------------------------------------------- a real broker
 
 
