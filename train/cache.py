@@ -5,21 +5,24 @@ paths), the options that shaped them and the augmentation seed, so a changed fil
 seed gives a new key and a stale entry is never read. The folder is ``data.cache_dir`` when set,
 else ``$EDGESENSE_CACHE``, else ``~/.cache/edgesense``; it is never part of a run or the repo.
 
-An entry is written to a file of its writer's own (a random name, created exclusively) and renamed
-over its place once whole, so runs that share the folder (two trainings at once, containers whose
-processes have the same id) never write into one file. A cache that cannot be written (a full disk,
-a read-only folder) is a warning: the run goes on with what it computed. Nothing is ever removed:
-the folder grows with every new data, option or seed, and any entry (or the whole folder) may be
-deleted at any time, to be recomputed when next needed.
+An entry is written to a file of its writer's own (a random name, created exclusively, locked while
+it is written) and renamed over its place once whole, so runs that share the folder (two trainings at
+once, containers whose processes have the same id) never write into one file; the next writer of an
+entry removes the files of it that killed writers left (their lock free, their process gone). A cache
+that cannot be written (a full disk, a read-only folder) is a warning: the run goes on with what it
+computed. No entry is ever removed: the folder grows with every new data, option or seed, and any entry
+(or the whole folder) may be deleted at any time, to be recomputed when next needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import zipfile
 from pathlib import Path
@@ -27,8 +30,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from edgesense.train.runfolder import process_alive
+
 __all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir", "file_sha256", "partial_path",
-           "replace_files"]
+           "remove_dead_partials", "replace_files"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,44 @@ def partial_path(path: Path, *, keep_suffix: bool = False) -> Path:
                           f"{path.suffix if keep_suffix else ''}")
 
 
+def _create_locked(partial: Path) -> int:
+    """Create ``partial`` (no other writer's file: ``FileExistsError`` if it is there) and lock it for as long as
+    the descriptor returned stays open (where the file system has locks): its writer is alive."""
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def remove_dead_partials(path: Path, *, keep_suffix: bool = False) -> None:
+    """Remove the partial files of ``path`` (:func:`partial_path`) that writers killed while writing (SIGKILL, the
+    OOM killer, a power cut) left behind: those whose lock is free and whose process is gone. Each would stay for
+    good, as large as the entry, and a cache would only grow with them."""
+    suffix = re.escape(path.suffix) if keep_suffix else ""
+    pattern = re.compile(rf"{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.partial{suffix}")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or int(match[1]) == os.getpid():  # this process's writers are alive
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not process_alive(int(match[1])):  # alive: it made its file and has not locked it yet
+                os.unlink(entry.path)
+                log.debug("removed %s, left by a writer that was killed", entry.path)
+        except OSError:  # locked by a living writer, no locks here, or gone meanwhile
+            pass
+        finally:
+            os.close(fd)
+
+
 def replace_files(writers: Mapping[Path, Callable[[Path], None]], *, keep_suffix: bool = False) -> None:
     """Write a set of files that belong together (a model and its sidecar), each whole: ``writers`` maps each
     path to a function that writes the file it is given. Every file is first written to a partial file of its
@@ -87,15 +130,17 @@ def replace_files(writers: Mapping[Path, Callable[[Path], None]], *, keep_suffix
     removed, and the files are renamed over their paths in ``writers``' order. A run killed at any point, or a
     process reading the folder meanwhile, finds the old files or the new ones, each whole, or the others without
     the last one (to be written again), never part of a file nor an old sidecar beside a new model. The partial
-    files (:func:`partial_path`, ``keep_suffix`` passed on) are removed when a writer fails; a killed run leaves
-    its own behind, never read."""
+    files (:func:`partial_path`, ``keep_suffix`` passed on) are removed when a writer fails; those a killed run
+    left, never read, are removed by the next run that writes the same paths (:func:`remove_dead_partials`)."""
     if not writers:
         return
     partials: dict[Path, Path] = {}
+    locks: list[int] = []
     try:
         for path, write in writers.items():
+            remove_dead_partials(path, keep_suffix=keep_suffix)
             partial = partials[path] = partial_path(path, keep_suffix=keep_suffix)
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # no other writer's file
+            locks.append(_create_locked(partial))
             write(partial)
         *_, last = partials
         last.unlink(missing_ok=True)
@@ -106,6 +151,9 @@ def replace_files(writers: Mapping[Path, Callable[[Path], None]], *, keep_suffix
             with contextlib.suppress(OSError):
                 partial.unlink()
         raise
+    finally:
+        for fd in locks:
+            os.close(fd)
 
 
 class ArrayCache:
@@ -142,7 +190,8 @@ class ArrayCache:
         created = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "xb") as file:
+            remove_dead_partials(path, keep_suffix=True)
+            with open(_create_locked(partial), "wb") as file:  # locked until closed: a living writer's
                 created = True
                 np.savez(file, **arrays)
             os.replace(partial, path)

@@ -13,14 +13,20 @@ TensorFlow starts (and before the data loads).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir",
-           "check_out_outside_data", "commit_run", "discard_staging", "staged_run", "start_staging"]
+           "check_out_outside_data", "commit_run", "discard_staging", "process_alive", "staged_run",
+           "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -119,19 +125,102 @@ def _staging_dir(out_dir: Path, what: str) -> Path:
 #: The folders :func:`start_staging` made above each staging folder (``--out runs/new/v1``: ``runs/new``), which
 #: :func:`discard_staging` removes again: a run that fails or is interrupted leaves no empty folder.
 _MADE_FOR: dict[Path, tuple[Path, ...]] = {}
+#: The open staging folders of this process, locked (``flock``) as long as the run lives: the kernel lets go of
+#: the lock when the process dies, however it dies (the OOM killer's SIGKILL), and a later run into the same
+#: ``--out`` removes a staging folder whose lock it can take (:func:`_remove_dead_staging`).
+_LOCKS: dict[Path, int] = {}
+
+
+def _lock(folder: Path) -> tuple[Literal["locked", "held", "unsupported"], int | None]:
+    """Take ``folder``'s lock without waiting: ``("locked", fd)`` (keep ``fd`` open to hold it), ``("held", None)``
+    while a living process holds it, ``("unsupported", None)`` where the file system has no locks (or the folder
+    cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return "unsupported", None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return "held", None
+    except OSError:
+        os.close(fd)
+        return "unsupported", None
+    return "locked", fd
+
+
+def _release(staging: Path) -> None:
+    fd = _LOCKS.pop(staging, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's too): a file a writer holds is left alone while it does."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _remove_dead_staging(target: Path) -> None:
+    """Remove the staging folders of ``target`` (an ``--out``) that runs killed at once (SIGKILL: the OOM killer,
+    a power cut) left behind: those whose lock nobody holds and whose process is gone. Never a ``.replaced-``
+    folder (a kill between :func:`commit_run`'s renames leaves the only copy of the earlier run there)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.training-(\d+)(?:-\d+)?")
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or int(match[1]) == os.getpid() or not entry.is_dir(follow_symlinks=False):
+            continue
+        folder = Path(entry.path)
+        _, fd = _lock(folder)
+        if fd is None:  # alive, or no locks here to tell
+            continue
+        try:
+            if process_alive(int(match[1])):  # a run that has made its folder and not yet locked it
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s, left by a run that was killed (process %s)", folder, match[1])
+        finally:
+            os.close(fd)
 
 
 def start_staging(out_dir: Path, flag: str = "--out") -> Path:
-    """Make the hidden folder beside ``out_dir`` that a run is written into until :func:`commit_run`;
+    """Make the hidden folder beside ``out_dir`` that a run is written into until :func:`commit_run`, locked while
+    this process lives; staging folders of ``out_dir`` that killed runs left are removed first.
     ValueError naming ``flag`` when nothing can be written there (a read-only folder, a file in the way)."""
     staging = _staging_dir(out_dir, "training")
     made = tuple(p for p in staging.parents if not p.exists())  # the deepest first
+    _remove_dead_staging(Path(os.path.realpath(out_dir)))
+    base, number = staging, 1
     try:
-        if staging.exists():  # left by a killed process of the same id
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        while True:
+            if staging.exists():  # left by a killed process of the same id, or a living one of another container
+                state, fd = _lock(staging)
+                if state == "held":
+                    number += 1
+                    staging = base.with_name(f"{base.name}-{number}")
+                    continue
+                try:
+                    shutil.rmtree(staging)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
+            staging.mkdir(parents=True)
+            break
     except OSError as exc:
         raise ValueError(f"{flag} {out_dir}: cannot write a run there ({exc.strerror or exc})") from None
+    _, fd = _lock(staging)
+    if fd is not None:
+        _LOCKS[staging] = fd
     _MADE_FOR[staging] = made
     return staging
 
@@ -140,6 +229,7 @@ def discard_staging(staging: Path) -> None:
     """Remove a staging folder that :func:`commit_run` did not move (a failed or interrupted run),
     and the folders above it that :func:`start_staging` made, where they are still empty."""
     shutil.rmtree(staging, ignore_errors=True)
+    _release(staging)
     for folder in _MADE_FOR.pop(staging, ()):
         try:
             folder.rmdir()
@@ -163,6 +253,13 @@ def commit_run(staging: Path, out_dir: Path, replace: bool, flag: str = "--out",
     be replaced, the run is kept beside it under a free name, and a ValueError says where."""
     target = Path(os.path.realpath(out_dir))
     _MADE_FOR.pop(staging, None)  # they hold the run now
+    try:
+        _commit(staging, out_dir, target, replace, flag, force_flag)
+    finally:
+        _release(staging)
+
+
+def _commit(staging: Path, out_dir: Path, target: Path, replace: bool, flag: str, force_flag: str) -> None:
     try:
         check_out_dir(out_dir, replace, flag, force_flag)
         if replace and target.is_dir() and any(target.iterdir()):

@@ -49,7 +49,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 EXIT_USAGE = 2
 #: 128 + SIGINT, as a shell reports a command stopped with Ctrl-C.
 EXIT_INTERRUPTED = 130
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Signals that stop a command as Ctrl-C does: SIGHUP comes when its terminal closes (the window, an ssh connection
+#: that drops); it killed the process at once (no events flushed, no summary, a run's staging folder left).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Of :data:`STOP_SIGNALS`, those that stay ignored when the command was started ignoring them (``nohup``).
+IGNORED_STAY_IGNORED = (signal.SIGHUP,)
 DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
 #: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
 COMMAND_EXTRAS = {"bench": "bench", "mine": "bench"}
@@ -220,8 +224,9 @@ class Stoppable(Protocol):
 
 
 class StopRequest:
-    """What SIGINT or SIGTERM asked: :attr:`requested`, and the ``stop()`` of the attached
-    :class:`Stoppable`, called from the handler, which only sets flags: no I/O there."""
+    """What SIGINT, SIGTERM or SIGHUP asked: :attr:`requested`, and the ``stop()`` of the attached
+    :class:`Stoppable`, called from the handler, which only sets flags: no I/O there (SIGHUP also points
+    output at a terminal that hung up to /dev/null: :func:`leave_a_hung_up_terminal`)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -236,6 +241,8 @@ class StopRequest:
         self._target = target
 
     def on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            leave_a_hung_up_terminal()
         self._event.set()
         if self._target is not None:
             self._target.stop()
@@ -243,13 +250,14 @@ class StopRequest:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
-    """SIGINT and SIGTERM set the yielded :class:`StopRequest` instead of raising, and the previous
-    handlers come back on exit. Off the main thread (where Python cannot install handlers) the
-    request is never set."""
+    """SIGINT, SIGTERM and SIGHUP (:data:`STOP_SIGNALS`) set the yielded :class:`StopRequest` instead of raising
+    or ending the process, and the previous handlers come back on exit; SIGHUP that the command was started
+    ignoring (``nohup``) stays ignored. Off the main thread (where Python cannot install handlers) the request is
+    never set."""
     request = StopRequest()
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, request.on_signal) for sig in STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, request.on_signal) for sig in _handled(STOP_SIGNALS)}
     try:
         yield request
     finally:
@@ -265,26 +273,59 @@ def say(line: str) -> None:
         print(line, file=sys.stderr)
 
 
+def _handled(signals: Sequence[int]) -> list[int]:
+    """``signals`` but those of :data:`IGNORED_STAY_IGNORED` that are ignored now (``nohup`` ignores SIGHUP)."""
+    return [sig for sig in signals if not (sig in IGNORED_STAY_IGNORED and signal.getsignal(sig) is signal.SIG_IGN)]
+
+
+def leave_a_hung_up_terminal() -> None:
+    """Point standard output and error at /dev/null where they are a terminal that hung up (SIGHUP from a closed
+    window, an ssh connection that dropped: every write to it fails with EIO). What a stopping command says then
+    (its summary, the training's last lines) goes nowhere instead of raising ``OSError`` in the middle of its
+    stop. A terminal still there (``kill -HUP``), a file or a pipe is kept."""
+    import errno
+    import termios
+
+    for fd in (1, 2):
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as exc:
+            if not exc.args or exc.args[0] != errno.EIO:  # not a terminal (ENOTTY), closed (EBADF)
+                continue
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd)
+            os.close(null)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    if signum == signal.SIGHUP:
+        leave_a_hung_up_terminal()
     raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """While inside, SIGTERM (``kill``, ``timeout``, ``systemctl stop``) raises KeyboardInterrupt as Ctrl-C
-    does, instead of ending the process at once: the cleanup a command does when interrupted then runs (a
-    staging folder or temporary file removed, the clips written so far listed) and it exits with 130. Only
-    where SIGTERM has its default action, on the main thread; a command that handles SIGTERM itself
+    """While inside, SIGTERM (``kill``, ``timeout``, ``systemctl stop``) and SIGHUP (the terminal closed: its
+    window, an ssh connection that dropped) raise KeyboardInterrupt as Ctrl-C does, instead of ending the process
+    at once: the cleanup a command does when interrupted then runs (a staging folder or temporary file removed,
+    the clips written so far listed) and it exits with 130. Only where the signal has its default action
+    (``nohup``'s ignored SIGHUP stays ignored), on the main thread; a command that handles them itself
     (:func:`stop_on_signals`) installs its own handler inside."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signals = [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is signal.SIG_DFL]
+    for sig in signals:
+        signal.signal(sig, _raise_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in signals:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
@@ -324,8 +365,9 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
     """``main()``'s exit code, with what a user can fix said in one line ``PROG: error: ...`` and exit
     code 2 instead of a traceback: a ``ValueError``, ``RuntimeError`` or ``OSError`` (bad input, a
     device fault), a desktop library that is not installed (the extra ``command`` needs) and running
-    out of memory. A reader of its output that went away (``| head -1``) ends it quietly with 0. Ctrl-C and
-    SIGTERM exit with 130 (:func:`sigterm_interrupts`). The ``edgesense`` command and the scripts share it."""
+    out of memory. A reader of its output that went away (``| head -1``) ends it quietly with 0. Ctrl-C,
+    SIGTERM and SIGHUP exit with 130 (:func:`sigterm_interrupts`). The ``edgesense`` command and the scripts
+    share it."""
     try:
         with sigterm_interrupts():
             return int(main() or 0)

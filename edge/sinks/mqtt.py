@@ -310,12 +310,12 @@ def _wait_published(info: Any, timeout_s: float) -> bool:
 
 #: Signals that stop a run (edgesense.app.cli): one that comes while the sink waits for the broker's answer ends
 #: that wait at once, so that stopping a device whose broker hangs does not take connect_timeout_s.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def _stop_signals_call(action: Callable[[], None]) -> Iterator[list[int]]:
-    """While inside, SIGINT and SIGTERM also call ``action`` (it only sets flags), before the Python handler
+    """While inside, SIGINT, SIGTERM and SIGHUP also call ``action`` (it only sets flags), before the Python handler
     that was there, which still runs and comes back on exit; yields the signals that came. Only signals with
     a Python handler are touched (a default or ignored disposition stays as it is), on the main thread only."""
     came: list[int] = []

@@ -125,3 +125,67 @@ def test_replace_files_keeps_the_old_files_when_a_writer_fails_and_leaves_no_par
     assert sorted(tmp_path.iterdir()) == [sidecar, model]
     assert not partial_path(model).name.endswith(".tflite")  # no *.tflite listing finds one a kill left
     assert partial_path(tmp_path / "h.keras", keep_suffix=True).suffix == ".keras"
+
+
+#: Writes cache entry (or, with ``replace``, the files) ARGV[2] under ARGV[1] and is killed half-way (SIGKILL: the
+#: OOM killer), or (``live``) stays half-way until its standard input closes.
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from edgesense.train.cache import ArrayCache, replace_files
+
+def half_then(file, **arrays):
+    file.write(b"PK half an entry")
+    file.flush()
+    print("half-way", flush=True)
+    if sys.argv[3] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stdin.read()
+
+if sys.argv[2] == "replace":
+    replace_files({Path(sys.argv[1]) / "m.npz": lambda partial: half_then(open(partial, "wb"))}, keep_suffix=True)
+else:
+    np.savez = half_then
+    ArrayCache(sys.argv[1]).get_or_compute("bank", sys.argv[2], lambda: {"x": np.zeros(3)})
+"""
+
+
+def _writer(root, what, how):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(root), what, how], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "half-way\n"
+    if how == "kill":
+        proc.wait(timeout=60)
+    return proc
+
+
+def test_partial_files_of_killed_writers_are_removed_by_the_next_writer_of_the_entry(tmp_path):
+    # Each run killed while it wrote an entry left KEY.npz.PID-RANDOM.partial.npz (as large as the entry) for good:
+    # the cache only grew with them.
+    cache = ArrayCache(tmp_path)
+    for _ in range(2):
+        _writer(tmp_path, "k1", "kill")
+    _writer(tmp_path, "k2", "kill")  # another entry's: its next writer's to remove
+    living = _writer(tmp_path, "k1", "live")
+    try:
+        cache.get_or_compute("bank", "k1", _entry)
+        [left] = (tmp_path / "bank").glob("k1.npz.*.partial.npz")  # the living writer's
+        assert left.read_bytes() == b"PK half an entry" and len(list((tmp_path / "bank").glob("k2.*"))) == 1
+    finally:
+        living.kill()
+        living.wait(timeout=60)
+    cache.get_or_compute("bank", "k2", _entry)
+    assert sorted(p.name for p in (tmp_path / "bank").iterdir()) == ["k1.npz", left.name, "k2.npz"]
+
+
+def test_partial_files_of_killed_writers_are_removed_by_the_next_replace_files_of_the_path(tmp_path):
+    from edgesense.train.cache import replace_files
+
+    for _ in range(2):
+        _writer(tmp_path, "replace", "kill")
+    replace_files({tmp_path / "m.npz": lambda partial: partial.write_bytes(b"whole")}, keep_suffix=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"] and (tmp_path / "m.npz").read_bytes() == b"whole"

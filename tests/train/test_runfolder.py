@@ -4,6 +4,7 @@ before anything in ``--out`` is touched."""
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,81 @@ def test_staged_run_moves_a_whole_run_to_out_and_leaves_nothing_of_one_interrupt
             (staging / MODEL_FILE).write_bytes(b"second")
             raise KeyboardInterrupt
     assert (out / MODEL_FILE).read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+#: Starts the staging of ``--out ARGV[1]``, writes a checkpoint into it and says where; then ``kill``: dies at once
+#: (SIGKILL: the OOM killer), ``live``: lives until its standard input closes.
+_STAGING_RUN = """
+import os, signal, sys
+from pathlib import Path
+from edgesense.train.runfolder import start_staging
+
+staging = start_staging(Path(sys.argv[1]))
+(staging / "model.keras").write_bytes(b"checkpoint")
+print(staging, flush=True)
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()
+"""
+
+
+def _staging_run(out, how):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _STAGING_RUN, str(out), how], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    staging = Path(proc.stdout.readline().strip())
+    if how == "kill":
+        proc.wait(timeout=60)
+    return proc, staging
+
+
+def test_staging_folders_of_killed_runs_are_removed_by_the_next_run_and_no_other_folder(tmp_path):
+    # Each run killed by the OOM killer left its .NAME.training-PID (a checkpoint: up to ~29 MB) for good: a later
+    # run removed only one left under its own process id.
+    out = tmp_path / "run"
+    killed = [_staging_run(out, "kill")[1] for _ in range(2)]
+    assert not killed[0].exists() and (killed[1] / "model.keras").is_file()  # the second run removed the first's
+    living, living_staging = _staging_run(out, "live")
+    try:
+        other = _staging_run(tmp_path / "other", "kill")[1]  # another --out's: that run's to remove
+        replaced = tmp_path / ".run.replaced-12345"  # the only copy of an earlier run, when a kill came mid-commit
+        replaced.mkdir()
+        (replaced / "model.keras").write_bytes(b"47 minutes of training")
+        staging = start_staging(out)
+        assert not any(folder.exists() for folder in killed)
+        assert (living_staging / "model.keras").is_file() and (other / "model.keras").is_file()
+        assert (replaced / "model.keras").read_bytes() == b"47 minutes of training"
+        discard_staging(staging)
+    finally:
+        living.communicate(timeout=60)
+    discard_staging(start_staging(out))  # its run ended (here without cleaning up): its folder goes now
+    assert not living_staging.exists()
+
+
+def test_a_living_run_whose_process_has_this_id_keeps_its_staging_folder(tmp_path):
+    # Two containers whose processes have the same id, training into one --out: the second removed the first's
+    # staging folder as one "left by a killed process of the same id", and the first run was lost at its end.
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    theirs = tmp_path / f".run.training-{os.getpid()}"
+    theirs.mkdir()
+    (theirs / "model.keras").write_bytes(b"their checkpoint")
+    holder = subprocess.Popen(  # the other container's run: holds its folder's lock as start_staging does
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()", str(theirs)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        staging = start_staging(out)
+        assert staging == tmp_path / f"{theirs.name}-2"
+        assert (theirs / "model.keras").read_bytes() == b"their checkpoint"
+        (staging / MODEL_FILE).write_bytes(b"ours")
+        commit_run(staging, out, replace=False)
+        assert (out / MODEL_FILE).read_bytes() == b"ours" and (theirs / "model.keras").is_file()
+    finally:
+        holder.communicate(timeout=60)

@@ -1,6 +1,7 @@
 """edgesense.app.cli: one console script over every command, each module in the edgesense namespace."""
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -8,6 +9,7 @@ import re
 import signal
 import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from cli_run import edgesense, only_line
@@ -233,7 +235,7 @@ def test_an_out_that_is_a_file_is_one_line_before_any_work(tmp_path):
 _STAGING_COMMAND = """
 import sys, time
 from pathlib import Path
-from edgesense.app.cli import run_main
+from edgesense.app.cli import run_main, say
 
 def main():
     staging = Path(sys.argv[1])
@@ -241,19 +243,21 @@ def main():
     try:
         (staging / "ready").write_text("")
         time.sleep(60)
-    except BaseException:  # what a command does when interrupted: its staging folder goes
+    except BaseException:  # what a command does when interrupted: its staging folder goes, it says so
         (staging / "ready").unlink()
         staging.rmdir()
+        say("cmd: interrupted; nothing left behind")
         raise
 
 sys.exit(run_main("cmd", main))
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_interrupts_a_command_as_ctrl_c_does_so_it_cleans_up(tmp_path, sig):
     # SIGTERM (kill, timeout, systemctl stop) ended a desktop command at once: `edgesense deploy` left its hidden
-    # .OUT.partial-* folder, synth-talk the sentences it wrote out of transcripts.txt; exit 143, not 130
+    # .OUT.partial-* folder, synth-talk the sentences it wrote out of transcripts.txt; exit 143, not 130. SIGHUP
+    # (the terminal closed) did too, exit 129.
     import subprocess
     import sys
     import time
@@ -265,7 +269,7 @@ def test_sigterm_interrupts_a_command_as_ctrl_c_does_so_it_cleans_up(tmp_path, s
         time.sleep(0.02)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == cli.EXIT_INTERRUPTED and err == ""
+    assert proc.returncode == cli.EXIT_INTERRUPTED and err == "cmd: interrupted; nothing left behind\n"
     assert not staging.exists()
 
 
@@ -278,6 +282,80 @@ def test_sigterm_interrupts_leaves_a_handler_of_its_own_and_restores_the_default
             signal.raise_signal(signal.SIGTERM)
             assert stop.requested
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sighup_that_nohup_ignores_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli.sigterm_interrupts(), cli.stop_on_signals() as stop:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGHUP)
+            assert not stop.requested
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _close_its_terminal(argv: list[str], ready: Callable[[], bool], cwd: Path | None = None) -> int:
+    """Run ``argv`` in a terminal of its own (a pseudo-terminal it leads, as a shell's command in a window or over
+    ssh) and close that terminal once ``ready()``: the kernel sends it SIGHUP, and every later write to the
+    terminal fails (EIO). Its exit code (-N: killed by signal N)."""
+    import fcntl
+    import pty
+    import select
+    import subprocess
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+
+    def lead_the_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, preexec_fn=lead_the_terminal)
+    os.close(slave)
+    said = b""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.05)[0]:
+                with contextlib.suppress(OSError):
+                    said += os.read(master, 1 << 16)  # what it says, read as the terminal does
+        assert proc.poll() is None, said.decode(errors="replace")
+    finally:
+        os.close(master)  # the window closes
+    try:
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_command_whose_terminal_closes_cleans_up_says_so_and_exits_130(tmp_path):
+    # Closing the window (or a dropped ssh connection) killed the command at once, its staging folder left behind;
+    # then what it said while stopping went to a terminal that was gone: OSError (EIO), exit 1 with a traceback.
+    import sys
+
+    staging = tmp_path / ".out.partial"
+    code = _close_its_terminal([sys.executable, "-c", _STAGING_COMMAND, str(staging)],
+                               lambda: (staging / "ready").exists())
+    assert code == cli.EXIT_INTERRUPTED and not staging.exists()
+
+
+def test_edgesense_run_whose_terminal_closes_stops_as_on_sigterm_and_exits_0(tmp_path):
+    # `edgesense run` in a terminal that was closed (or over ssh that dropped) was killed at once by SIGHUP: no
+    # summary, no flush of the sinks (MQTT events in memory, the spool), exit 129.
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    code = _close_its_terminal(
+        [sys.executable, "-m", "edgesense.app.cli", "run", "--config", "firmware_configs/desktop.yaml", "--video",
+         "samples/scene.mp4", "--audio", "samples/speech_commands.wav", "--events", str(events), "--headless"],
+        lambda: events.exists() and events.read_text().count("\n") >= 2, cwd=REPO)
+    assert code == 0
+    text = events.read_text()
+    assert text.endswith("\n") and text.count("\n") >= 2
 
 
 def test_write_atomic_writes_whole_files_readable_as_the_umask_says_and_leaves_no_hidden_file(tmp_path):

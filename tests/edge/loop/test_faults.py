@@ -438,9 +438,11 @@ def test_a_spool_folder_another_process_holds_names_the_config_field(tmp_path):
                     "this one)")
 
 
-def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path, tmp_path, stop):
     """A broker that takes the connection and never answers (hung): a stop while the sink waited for its answer
-    waited out connect_timeout_s (10 s) first. Now the wait ends with the signal, and the run stops."""
+    waited out connect_timeout_s (10 s) first. Now the wait ends with the signal, and the run stops; so does
+    it with SIGHUP (the terminal closed), which the command handles as a stop too."""
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen(4)
@@ -456,7 +458,7 @@ def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path,
             connection, _ = hung.accept()  # the sink is waiting for the broker's CONNACK now
             time.sleep(0.5)
             started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             out, err = proc.communicate(timeout=60)
             stop_s = time.monotonic() - started
             connection.close()
