@@ -419,6 +419,7 @@ class MqttSink(_ClosableSink):
         self._refusing: set[str] = set()  #: topics the broker refused since the last refusal began (paho's thread)
         self._refusal_reason: str | None = None  #: why it refuses them (None: it does not)
         self._refused_in_outage = 0
+        self._refused_other: set[str] = set()  #: topics of no event (status, discovery) the broker refused, said once
         self.refused = 0  #: messages the broker answered with a refusal (MQTT 5; e.g. its ACL)
         self._falling_back = False  #: the broker does not speak MQTT 5: the next connection uses 3.1.1
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
@@ -544,7 +545,7 @@ class MqttSink(_ClosableSink):
         topic = getattr(message, "topic", None) or "a topic"
         if reason_code.is_failure:
             self._note_refused(topic, reason_code, getattr(message, "info", None))
-            if self._delivery is not None:
+            if self._delivery is not None:  # it knows the ids of its events' messages only
                 self._delivery.refused(mid)
             return
         if topic in self._refusing:  # publishing works again (a message to a topic it refused)
@@ -564,6 +565,13 @@ class MqttSink(_ClosableSink):
                 self._refused_infos[id(info)] = info  # held: its id is not reused while it is here
                 while len(self._refused_infos) > _REFUSED_KEPT:
                     del self._refused_infos[next(iter(self._refused_infos))]
+        if not self._is_event_topic(topic):  # availability or Home Assistant discovery: no event is refused
+            if topic not in self._refused_other:
+                self._refused_other.add(topic)
+                logger.error("mqtt: broker %s:%d refuses messages to %s: %s (said once for this topic; events "
+                             "are not concerned: fix the broker's ACL for this user and topic)", self.options.host,
+                             self.options.port, topic, reason_code)
+            return
         self._refusing.add(topic)
         if self._refusal_reason is not None:
             self._refused_in_outage += 1
@@ -579,6 +587,10 @@ class MqttSink(_ClosableSink):
         logger.error("mqtt: broker %s:%d refuses messages to %s: %s; %s (said once while it lasts: fix the broker's "
                      "ACL for this user and topic prefix)", self.options.host, self.options.port, topic, reason_code,
                      then)
+
+    def _is_event_topic(self, topic: str) -> bool:
+        """Whether ``topic`` carries events (``{prefix}/{type}`` and its ``/state``), not availability or discovery."""
+        return topic.startswith(f"{self.options.topic_prefix}/") and topic != self.options.status_topic
 
     def _was_refused(self, info: Any) -> bool:
         """Whether the broker refused the message of ``info`` (MQTT 5), which paho marks published all the same;

@@ -468,12 +468,11 @@ class SpoolDelivery:
     If they are not acknowledged within ``resend_after_s`` the worker publishes
     them again from the spool (a possible duplicate, never a loss).
 
-    Refusals: an event with a refused message stays in the spool; nothing more is
-    published for ``resend_after_s``, then the oldest stored event alone is offered
-    again (those acknowledged meanwhile are gone), every ``resend_after_s`` while the
-    broker refuses it (never a busy loop); once it is acknowledged the window opens
-    again. The broker that starts accepting sees the spool's order (but for a window
-    that was in flight when it changed its mind).
+    Refusals: an event with a refused message stays in the spool and is offered again
+    ``resend_after_s`` after each refusal, for as long as the broker refuses it (never a
+    busy loop); the events after it go on meanwhile (a broker whose ACL refuses one event
+    type still gets the others), so a refused event reaches a broker that starts accepting
+    it after later ones.
     """
 
     def __init__(self, spool: EventSpool, publish: PublishFn, options: DeliveryOptions = DeliveryOptions()) -> None:
@@ -496,8 +495,7 @@ class SpoolDelivery:
         self._sent_seq = 0
         self._seen_generation = 0
         self._stale_since: float | None = None
-        self._refused_since: float | None = None  # the broker refused an event: nothing is offered until resend
-        self._probing = False  # since a refusal, one event at a time until one is acknowledged
+        self._refused: dict[int, float] = {}  # seq -> when to offer it again (the broker refused it)
         self.delivered = 0  #: events acknowledged and removed
         self._thread = threading.Thread(target=self._loop, name="edgesense-spool", daemon=True)
         self._thread.start()
@@ -576,18 +574,15 @@ class SpoolDelivery:
             seq = self._inflight.pop(mid, None)
             if seq is None or seq not in self._parts:
                 continue
-            if not accepted:  # kept; its other messages' answers are let go (seq no longer in _parts)
+            if not accepted:  # kept, offered again later; its other messages' answers are let go
                 del self._parts[seq]
-                self._probing = True
-                if self._refused_since is None:
-                    self._refused_since = now
+                self._refused[seq] = now + self.options.resend_after_s
                 continue
             self._parts[seq] -= 1
             if self._parts[seq] <= 0:
                 del self._parts[seq]
                 done.append(seq)
         if done:
-            self._probing = False
             self.spool.remove(done)
             self.delivered += len(done)
             with self._delivered:
@@ -605,24 +600,26 @@ class SpoolDelivery:
             self._parts.clear()
             self._sent_seq = 0
             self._stale_since = None
-        if self._refused_since is not None:
-            if not online or now - self._refused_since < self.options.resend_after_s:
-                return
-            logger.debug("spool: offering the oldest event the broker refused again")
-            self._inflight.clear()
-            self._parts.clear()
-            self._sent_seq = 0
-            self._stale_since = None
-            self._refused_since = None
         if not online or self._stale_since is not None:
             return
-        room = (1 if self._probing else self.options.window_events) - len(self._parts)
+        room = self.options.window_events - len(self._parts)
+        for seq in [seq for seq, due in self._refused.items() if due <= now][:max(0, room)]:
+            del self._refused[seq]
+            again = self.spool.read(after_seq=seq - 1, limit=1)
+            if again and again[0].seq == seq:  # not dropped meanwhile (a full spool)
+                logger.debug("spool: offering event %d, which the broker refused, again", seq)
+                self._offer(again[0])
+                room -= 1
         if room <= 0:
             return
         for event in self.spool.read(after_seq=self._sent_seq, limit=room):
-            mids = list(self._publish(event))
-            for mid in mids:
-                self._inflight[int(mid)] = event.seq
-            if mids:
-                self._parts[event.seq] = len(mids)
             self._sent_seq = event.seq
+            if event.seq not in self._refused and event.seq not in self._parts:  # those wait for their turn
+                self._offer(event)
+
+    def _offer(self, event: SpooledEvent) -> None:
+        mids = list(self._publish(event))
+        for mid in mids:
+            self._inflight[int(mid)] = event.seq
+        if mids:
+            self._parts[event.seq] = len(mids)

@@ -1092,6 +1092,33 @@ def test_events_a_broker_s_acl_refuses_stay_spooled_are_said_once_and_are_delive
     assert sink.lost_events == 0
 
 
+def test_a_broker_that_refuses_discovery_alone_is_said_once_per_topic_and_no_event_is_taken_for_refused(
+        start_broker, tmp_path, caplog):
+    """An ACL that lets the device publish its own topics and not Home Assistant's (a common one): the refused
+    discovery configs were taken for refused events ("refused events wait in the spool"), and from then on a
+    broker that hangs read as one that refuses the events. Now each refused discovery topic is one error saying
+    that events are not concerned, and the events go out as before."""
+    broker, acl = _acl_broker(start_broker, tmp_path)
+    acl.write_text("user edge\ntopic readwrite edgesense/#\n\nuser reader\ntopic read edgesense/#\n")
+    broker.process.send_signal(signal.SIGHUP)  # mosquitto reloads its ACL
+    time.sleep(0.5)
+    options = mqtt_options_from_url(f"mqtt://edge:s3cret@{broker.host}:{broker.port}", ha_discovery=True,
+                                    spool_dir=str(tmp_path / "spool"), publish_timeout_s=2.0)
+    with caplog.at_level("INFO", logger="edgesense.sinks"):
+        sink = MqttSink(options)
+        try:
+            sink.emit(command("w0"))
+            sink.flush()
+            assert sink.delivery.wait_delivered(1, WAIT_S)
+            assert sink.refused > 0 and sink._refusal_reason is None
+        finally:
+            sink.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and all("homeassistant/" in e and "events are not concerned" in e for e in errors), caplog.text
+    assert len(errors) == len(set(errors)) and "refused events wait" not in caplog.text
+    assert sink.lost_events == 0
+
+
 def test_without_a_spool_events_a_broker_s_acl_refuses_are_counted_lost_and_said_once(start_broker, tmp_path,
                                                                                        caplog):
     """Without a spool a refused event is gone: it is counted in lost_events (``edgesense run`` exits 1), with

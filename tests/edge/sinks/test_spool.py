@@ -240,11 +240,12 @@ def test_mqtt_options_spool_validation(tmp_path):
         MqttOptions(host="h", spool_dir="  ")
 
 
-def test_events_the_broker_refuses_stay_spooled_and_the_oldest_alone_is_offered_once_per_resend_after_s(tmp_path):
+def test_events_the_broker_refuses_stay_spooled_are_offered_again_per_resend_after_s_and_block_no_other(tmp_path):
     """A refusal (MQTT 5's PUBACK "Not authorized") was no concern of the delivery: an answer was an
-    acknowledgement, and the event left the spool. Now the event stays; nothing is offered for resend_after_s,
-    then the oldest event alone (the broker that starts accepting again sees the spool's order), until one is
-    acknowledged: then the window opens again."""
+    acknowledgement, and the event left the spool. Now a refused event stays and is offered again once per
+    resend_after_s (no busy loop), and the events after it go on meanwhile: a broker whose ACL refuses scene events
+    still gets every command (a first version offered the oldest refused event alone, again and again, and
+    nothing behind it was ever delivered)."""
     offers: list[tuple[float, int]] = []
     mids = iter(range(1, 10_000))
     refusing = True
@@ -252,26 +253,29 @@ def test_events_the_broker_refuses_stay_spooled_and_the_oldest_alone_is_offered_
     def publish(event):
         mid = next(mids)
         offers.append((time.monotonic(), event.seq))
-        (delivery.refused if refusing else delivery.acknowledged)(mid)  # the answer comes at once
+        refused = refusing and event.kind == "scene"
+        (delivery.refused if refused else delivery.acknowledged)(mid)  # the answer comes at once
         return [mid]
 
     with EventSpool(tmp_path / "spool", SpoolOptions(sync="off")) as spool:
-        for i in range(5):
-            spool.append("command", f'{{"i": {i}}}')
+        spool.append("scene", '{"i": 0}')
         delivery = spool_module.SpoolDelivery(spool, publish, DeliveryOptions(resend_after_s=0.3, idle_wait_s=0.02))
         delivery.connected()
+        time.sleep(0.1)  # the scene was offered and refused, alone
+        for i in range(1, 30):  # more than a window of commands behind it, and another scene
+            spool.append("scene" if i == 3 else "command", f'{{"i": {i}}}')
+        delivery.wake()
         time.sleep(1.0)
+        assert {e.seq for e in spool.read()} == {1, 4}  # every command delivered, the refused scenes kept
         refusing = False
-        assert delivery.wait_delivered(5, WAIT_S)
+        assert delivery.wait_delivered(30, WAIT_S)
         delivery.stop()
-    first_window = [seq for t, seq in offers if t < offers[0][0] + 0.1]
-    assert first_window == [1, 2, 3, 4, 5]  # a window in flight when the first refusal came back
-    later = offers[len(first_window):]
-    probes, rest = later[:-4], [seq for _, seq in later[-4:]]
-    assert rest == [2, 3, 4, 5]  # the oldest accepted: the others follow, in order, the window open again
-    assert {seq for _, seq in probes} == {1} and 2 <= len(probes) <= 1.0 / 0.3 + 2  # the oldest alone
-    assert min(b[0] - a[0] for a, b in zip(probes, probes[1:])) >= 0.29  # once per resend_after_s, no busy loop
-    assert delivery.delivered == 5 and len(spool) == 0
+    for seq in (1, 4):
+        times = [at for at, s in offers if s == seq]
+        assert 3 <= len(times) <= 1.2 / 0.3 + 2  # offered again while refused, once per resend_after_s
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.29  # no busy loop
+    assert sorted(seq for _, seq in offers if seq not in (1, 4)) == [s for s in range(1, 31) if s not in (1, 4)]
+    assert delivery.delivered == 30 and len(spool) == 0
 
 
 # --------------------------------------------------------------------------- a real broker
