@@ -1211,6 +1211,21 @@ def test_the_installed_files_are_roots_and_the_config_the_services_alone(tmp_pat
     assert (prefix / "config.yaml").stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="shows whose the files are when root copies them")
+def test_without_a_service_the_installed_files_stay_the_users_who_runs_them(tmp_path, inputs, small_wheel, device):
+    """``install.sh --no-systemd`` (the user runs edgesense from the folder) through sudo: the files became
+    root's with their bundled modes, and a private config (bundled 0600) was one its user could not read."""
+    model, config = inputs("rpi5")
+    out, prefix = tmp_path / "b", tmp_path / "opt-edgesense"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel)) == 0
+    for path in (out, *out.rglob("*")):
+        os.chown(path, 65534, 65534)
+    proc = device(out, "--prefix", str(prefix), "--no-systemd")
+    assert proc.returncode == 0, proc.stderr
+    copied = [prefix / name for name in ("config.yaml", "MANIFEST.json", "install.sh", "models")]
+    assert [p for p in copied if p.stat().st_uid != 65534] == []
+
+
 def test_a_root_shell_of_umask_077_installs_a_service_its_user_can_run(tmp_path, inputs, small_wheel, device):
     """sudo ./install.sh from a shell of umask 027 or 077 (a hardened system's) made the folder and the venv root's
     alone (drwx------): the service's user could not reach its ExecStart, and it failed at every start. A bundle
