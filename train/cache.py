@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from edgesense.train.runfolder import process_alive
+from edgesense.train.runfolder import may_sweep, process_alive
 
 __all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir", "file_sha256", "partial_path",
            "remove_dead_partials", "replace_files"]
@@ -100,6 +100,8 @@ def remove_dead_partials(path: Path, *, keep_suffix: bool = False) -> None:
     good, as large as the entry, and a cache would only grow with them."""
     suffix = re.escape(path.suffix) if keep_suffix else ""
     pattern = re.compile(rf"{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.partial{suffix}")
+    if not may_sweep(path.parent):  # a shared folder: another host's living writer would look killed
+        return
     try:
         entries = list(os.scandir(path.parent))
     except OSError:

@@ -25,8 +25,8 @@ from typing import Iterator, Literal
 log = logging.getLogger(__name__)
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir",
-           "check_out_outside_data", "commit_run", "discard_staging", "process_alive", "staged_run",
-           "start_staging"]
+           "check_out_outside_data", "commit_run", "discard_staging", "file_system_type", "may_sweep",
+           "process_alive", "staged_run", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -156,6 +156,41 @@ def _release(staging: Path) -> None:
         os.close(fd)
 
 
+#: File systems whose locks and process ids are this machine's alone. On others (NFS, sshfs and other FUSE file
+#: systems, SMB shares, 9p) a lock may be taken on this host only, and a process id be another host's: a living run
+#: elsewhere would look killed, and leftovers are never swept there.
+LOCAL_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "tmpfs", "overlay", "bcachefs",
+                                "jfs", "reiserfs"})
+_MOUNTS = Path("/proc/self/mounts")
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")  # a space in a mount point is \040
+
+
+def file_system_type(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the file system that holds ``path`` (from ``mounts``, the text of ``/proc/self/mounts``, read
+    when None); None where it is not known (no /proc: not Linux)."""
+    if mounts is None:
+        try:
+            mounts = _MOUNTS.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    real = os.path.realpath(path)
+    best, kind = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), fields[1])
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
+def may_sweep(folder: Path) -> bool:
+    """Whether what killed processes left in ``folder`` can be told from a living process's files: its file system
+    is one of :data:`LOCAL_FILE_SYSTEMS`."""
+    return file_system_type(folder) in LOCAL_FILE_SYSTEMS
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists (another user's too): a file a writer holds is left alone while it does."""
     try:
@@ -172,6 +207,8 @@ def _remove_dead_staging(target: Path) -> None:
     a power cut) left behind: those whose lock nobody holds and whose process is gone. Never a ``.replaced-``
     folder (a kill between :func:`commit_run`'s renames leaves the only copy of the earlier run there)."""
     pattern = re.compile(rf"\.{re.escape(target.name)}\.training-(\d+)(?:-\d+)?")
+    if not may_sweep(target.parent):
+        return
     try:
         entries = list(os.scandir(target.parent))
     except OSError:

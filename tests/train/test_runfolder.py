@@ -135,7 +135,18 @@ def _staging_run(out, how):
     return proc, staging
 
 
-def test_staging_folders_of_killed_runs_are_removed_by_the_next_run_and_no_other_folder(tmp_path):
+@pytest.fixture
+def local_folder(tmp_path):
+    """``tmp_path``, where a sweep of what killed runs left is allowed (a local file system)."""
+    from edgesense.train.runfolder import may_sweep
+
+    if not may_sweep(tmp_path):
+        pytest.skip(f"{tmp_path} is not on a local file system: leftovers are never swept there")
+    return tmp_path
+
+
+def test_staging_folders_of_killed_runs_are_removed_by_the_next_run_and_no_other_folder(local_folder):
+    tmp_path = local_folder
     # Each run killed by the OOM killer left its .NAME.training-PID (a checkpoint: up to ~29 MB) for good: a later
     # run removed only one left under its own process id.
     out = tmp_path / "run"
@@ -183,3 +194,30 @@ def test_a_living_run_whose_process_has_this_id_keeps_its_staging_folder(tmp_pat
         assert (out / MODEL_FILE).read_bytes() == b"ours" and (theirs / "model.keras").is_file()
     finally:
         holder.communicate(timeout=60)
+
+
+def test_on_a_shared_file_system_nothing_that_looks_left_by_a_killed_run_is_removed(tmp_path, monkeypatch):
+    # On NFS, sshfs or a share a lock may be this host's alone and a process id another host's: a living run
+    # there looked killed, and its staging folder (or a cache file it was writing) was removed.
+    import edgesense.train.runfolder as runfolder
+    from edgesense.train.cache import ArrayCache
+
+    out = tmp_path / "run"
+    elsewhere = _staging_run(out, "kill")[1]  # a run of another host, as this one sees it: no lock, no process
+    writing = tmp_path / "bank" / "k1.npz.4194000-ab12.partial.npz"
+    writing.parent.mkdir()
+    writing.write_bytes(b"PK half an entry")
+    monkeypatch.setattr(runfolder, "file_system_type", lambda path, mounts=None: "nfs4")
+    discard_staging(start_staging(out))
+    ArrayCache(tmp_path).get_or_compute("bank", "k1", lambda: {"x": [1.0]})
+    assert (elsewhere / "model.keras").is_file() and writing.read_bytes() == b"PK half an entry"
+
+
+def test_the_file_system_of_a_path_is_its_longest_mount_point_s():
+    from edgesense.train.runfolder import file_system_type
+
+    mounts = ("/dev/sda1 / ext4 rw 0 0\nserver:/runs /mnt/my\\040runs nfs4 rw 0 0\n"
+              "tmpfs /mnt/my\\040runs/scratch tmpfs rw 0 0\n")
+    assert file_system_type(Path("/mnt/my runs/v1"), mounts) == "nfs4"
+    assert file_system_type(Path("/mnt/my runs/scratch/x"), mounts) == "tmpfs"
+    assert file_system_type(Path("/mnt/my runsx"), mounts) == "ext4"
