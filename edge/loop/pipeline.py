@@ -88,9 +88,17 @@ from edgesense.loop.scheduler import (
     SchedulerOptions,
 )
 from edgesense.loop.stats import (
-    AUDIO_END_TO_EVENT, AUDIO_END_TO_RESULT, MS_PER_S, SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS, STAGES,
-    VIDEO_READ, LatencyWindow, PipelineStats,
+    AUDIO_END_TO_EVENT,
+    AUDIO_END_TO_RESULT,
+    MS_PER_S,
+    SECOND_OPINION_EMBEDDING,
+    SECOND_OPINION_HEADS,
+    STAGES,
+    VIDEO_READ,
+    LatencyWindow,
+    PipelineStats,
 )
+from edgesense.pacing import Outage, Paced
 from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
 from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
 from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
@@ -417,6 +425,11 @@ class Pipeline:
         self._stage_lock = threading.Lock()  # a stage's first timing adds to _stage_ms while stats may read it
         self._audio_ended = audio is None
         self._audio_outage = False
+        # What lasts or keeps coming back is said at most every LOG_INTERVAL_S, with a count (edgesense.pacing):
+        # a microphone that stalls or loses audio every minute, a callback that fails at every event.
+        self._audio_outage_lines = Outage(logger, debug_each=False)  # polled every idle_wait_ms
+        self._gap_lines = Paced()
+        self._callback_failures = [Outage(logger) for _ in self._callbacks]
         self._audio_end_ms: float | None = None  # the end of the last chunk, where the next one should start
         # latest results
         self._audio_embedding: np.ndarray | None = None
@@ -611,11 +624,13 @@ class Pipeline:
                 if self._closed:  # close() from another thread: its sinks are closed, the run is over
                     break
                 self._sink.emit(event)
-                for callback in self._callbacks:
+                for callback, failures in zip(self._callbacks, self._callback_failures):
                     try:
                         callback(event)
                     except Exception as exc:  # noqa: BLE001 - a user callback must not stop the device
-                        logger.warning("on_event callback %r failed: %s", callback, exc)
+                        failures.failed("on_event callback %r failed: %s", callback, exc)
+                        continue
+                    failures.succeeded("on_event callback %r works again; it failed for %d event(s)", callback)
         finally:
             self._dispatch_thread = outer
             if self._close_after_run and outer is None:
@@ -690,12 +705,13 @@ class Pipeline:
                 if not self._audio_outage:
                     self._audio_outage = True
                     self._counts["audio_stalls"] += 1
-                    logger.warning("%s; retrying%s", exc, ", scene events go on" if self._reader is not None else "")
+                self._audio_outage_lines.failed("%s; retrying%s", exc,
+                                                ", scene events go on" if self._reader is not None else "")
                 return self._frame_while_audio_is_out()
             if chunk is not None:
                 if self._audio_outage:
                     self._audio_outage = False
-                    logger.warning("microphone: audio is flowing again")
+                    self._audio_outage_lines.succeeded("microphone: audio is flowing again (%d read(s) found none)")
                 arrival = chunk.end_t_ms if self.live_audio else monotonic_ms()
                 return _Tick(t_ms=chunk.end_t_ms, chunk=chunk, chunk_arrival_ms=arrival)
             self._audio_ended = True
@@ -745,7 +761,10 @@ class Pipeline:
     def _start_features_afresh(self, gap_ms: float) -> None:
         """After a gap in the audio: features, window, second opinion and recognizer start where it resumes."""
         self._counts["audio_gaps"] += 1
-        logger.info("audio: a gap of %.0f ms; the features start afresh where it resumes", gap_ms)
+        covered = self._gap_lines.due()  # a microphone that loses audio every few seconds: not a line each
+        log = logger.info if covered else logger.debug
+        log("audio: a gap of %.0f ms; the features start afresh where it resumes%s", gap_ms,
+            self._gap_lines.covering(covered, "gaps"))
         self._frontend.reset()
         self._window.reset()
         if self._second is not None:

@@ -9,7 +9,8 @@ rolling feature window, replayed-video alignment and the live-camera reader thre
   ``t`` it hands out the newest frame with ``t_frame <= t`` (one frame of
   look-ahead, no queue); older unread frames are dropped and counted.
 * :class:`LatestFrameReader`: a live camera read on its own thread, keeping only the
-  newest frame. A failed read is logged once per outage and retried (the
+  newest frame. A failed read is logged once per outage (outages that keep coming back at most once per
+  :data:`edgesense.pacing.LOG_INTERVAL_S`, with their count) and retried (the
   :class:`edgesense.sources.camera.CameraSource` reopens itself with exponential backoff).
   A read that never returns (a capture wedged in its driver) is seen by the loop's thread
   (:meth:`LatestFrameReader.check_stall`), which ends the run: no thread can free it.
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesense.pacing import Outage
 from edgesense.schema.validate import is_number, is_positive, require
 from edgesense.sources.base import SourceReadError, VideoFrame
 
@@ -255,10 +257,11 @@ class LatestFrameReader:
 
     :meth:`take` returns the newest frame not taken yet (or None); frames that were
     replaced before anyone took them are counted in :attr:`dropped`. The source's
-    :class:`SourceReadError` is survivable: the outage is logged once (and its end),
-    counted, and the read retried after ``retry_ms``. Any other exception ends the
-    thread and is re-raised by :meth:`take`. ``with_audio``: whether audio goes on beside the camera
-    (the outage's log line says so; a camera-only loop has none to go on with).
+    :class:`SourceReadError` is survivable: the outage is logged once (and its end; a camera whose outages keep
+    coming back, a failed read every few seconds, at most once per :data:`edgesense.pacing.LOG_INTERVAL_S`
+    with their count: :class:`edgesense.sinks.base.Outage`), counted, and the read retried after ``retry_ms``.
+    Any other exception ends the thread and is re-raised by :meth:`take`. ``with_audio``: whether audio goes on
+    beside the camera (the outage's log line says so; a camera-only loop has none to go on with).
 
     ``stall_timeout_ms`` (``None``: never): :meth:`check_stall`, called from the loop's thread, warns once
     when the read in progress has not returned for half of it and raises :class:`CameraStallError` when it has
@@ -285,10 +288,14 @@ class LatestFrameReader:
         self._error: BaseException | None = None
         self.dropped = 0
         self.read_failures = 0
-        self.outages = 0
         self.ended = False
-        self._in_outage = False
+        self._outage = Outage(logger, debug_each=False)  # retried every retry_ms
         self._thread = threading.Thread(target=self._loop, name="edgesense-camera", daemon=True)
+
+    @property
+    def outages(self) -> int:
+        """Outages of the camera so far (runs of failed reads)."""
+        return self._outage.outages
 
     def start(self) -> "LatestFrameReader":
         """Start reading; a reader already started goes on (a pipeline's second ``events()`` starts it again)."""
@@ -338,18 +345,13 @@ class LatestFrameReader:
                     frame = self._read()
                 except SourceReadError as exc:
                     self.read_failures += 1
-                    if not self._in_outage:
-                        self._in_outage = True
-                        self.outages += 1
-                        logger.warning("%s; %sscene events paused until it recovers", exc,
-                                       "going on with audio only, " if self.with_audio else "")
+                    self._outage.failed("%s; %sscene events paused until it recovers", exc,
+                                        "going on with audio only, " if self.with_audio else "")
                     self._stop.wait(self.options.retry_ms / MS_PER_S)
                     continue
                 if frame is None:
                     break
-                if self._in_outage:
-                    self._in_outage = False
-                    logger.warning("camera: recovered, scene events resume")
+                self._outage.succeeded("camera: recovered, scene events resume (%d failed read(s))")
                 with self._cond:
                     if self._seq > self._taken_seq:
                         self.dropped += 1

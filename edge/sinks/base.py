@@ -29,6 +29,8 @@ import json
 import logging
 from typing import Any, Callable, Iterable, Protocol, TypeVar, runtime_checkable
 
+from edgesense.pacing import Outage
+
 __all__ = ["Event", "EventSink", "CallbackSink", "FanOutSink", "Outage", "event_to_json"]
 
 logger = logging.getLogger(__name__)
@@ -53,32 +55,6 @@ class EventSink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-class Outage:
-    """Failures of one kind (writes to a full disk, a spool that cannot store, a sink that raises), said once per
-    run of them however long it lasts: a warning when it starts, the failures after it at debug, and a warning with
-    their count when it ends (:meth:`succeeded`). :attr:`failures` counts them all."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self.failures = 0
-        self._log = log
-        self._before: int | None = None  # failures when the current outage began (None: no outage)
-
-    def failed(self, message: str, *args: Any) -> None:
-        """One more failure; ``message % args`` is a warning if it starts an outage, debug within one."""
-        if self._before is None:
-            self._before = self.failures
-            self._log.warning(message, *args)
-        else:
-            self._log.debug(message, *args)
-        self.failures += 1
-
-    def succeeded(self, message: str, *args: Any) -> None:
-        """It works again: if that ends an outage, ``message % (*args, failures of the outage)`` is a warning."""
-        if self._before is not None:
-            self._log.warning(message, *args, self.failures - self._before)
-            self._before = None
 
 
 def event_to_json(event: Event, *, ascii_only: bool = False) -> str:

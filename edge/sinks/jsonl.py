@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from edgesense.sinks.base import STDOUT, Event, Outage, _ClosableSink, event_to_json
+from edgesense.pacing import Outage
+from edgesense.sinks.base import STDOUT, Event, _ClosableSink, event_to_json
 
 __all__ = ["JsonLinesSink"]
 

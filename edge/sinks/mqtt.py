@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeGuard
 
 from edgesense import __version__, extra_hint
+from edgesense.pacing import Outage
 from edgesense.schema.validate import one_line, require
-from edgesense.sinks.base import Event, Outage, _ClosableSink, event_to_json
+from edgesense.sinks.base import Event, _ClosableSink, event_to_json
 
 __all__ = ["MqttOptions", "MqttSink", "mqtt_options_from_url", "is_valid_topic_prefix"]
 

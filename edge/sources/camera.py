@@ -12,6 +12,7 @@ from typing import Callable, Union
 import cv2
 import numpy as np
 
+from edgesense.pacing import Paced
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
     MS_PER_S,
@@ -22,8 +23,8 @@ from edgesense.sources.base import (
     _SourceBase,
     as_bgr,
     monotonic_ms,
-    require_stall_timeout_ms,
     quiet_opencv,
+    require_stall_timeout_ms,
 )
 
 __all__ = ["CameraOptions", "CameraSource", "is_gstreamer_pipeline"]
@@ -183,6 +184,11 @@ class CameraSource(_SourceBase):
         self._consecutive_failures = 0
         self._frames_since_open = 0
         self._next_attempt_ms = 0.0
+        # A camera that keeps failing (one that opens but gives no frame is reopened every second or so): its reopen
+        # lines at most once per LOG_INTERVAL_S each, with how many they cover; the first open is always said.
+        self._opened_before = False
+        self._reopen_lines = Paced()
+        self._reopened_lines = Paced()
         self._lock = threading.RLock()  # held by a read (which may reopen), and by close() as it releases
         self._cap: cv2.VideoCapture | None = self._open()
 
@@ -219,9 +225,10 @@ class CameraSource(_SourceBase):
             cap.release()
             raise RuntimeError(f"camera: cannot open {self.description} (no such device, busy, or no permission "
                                f"for /dev/video*?)")
-        logger.info("camera: opened %s (%dx%d @ %g fps reported)", self.description,
-                    int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                    cap.get(cv2.CAP_PROP_FPS))
+        log = logger.debug if self._opened_before else logger.info  # a reopen has its own (paced) line
+        self._opened_before = True
+        log("camera: opened %s (%dx%d @ %g fps reported)", self.description, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), cap.get(cv2.CAP_PROP_FPS))
         return cap
 
     def _release(self) -> None:
@@ -265,7 +272,11 @@ class CameraSource(_SourceBase):
                 self._read_failures += 1
                 self._next_attempt_ms = now + self._backoff.next_delay_ms()
                 raise SourceReadError(f"camera: reopening failed ({exc})") from exc
-            logger.info("camera: %s reopened", self.description)
+            covered = self._reopened_lines.due()
+            if covered:
+                logger.info("camera: %s reopened%s", self.description, self._reopened_lines.covering(covered))
+            else:
+                logger.debug("camera: %s reopened", self.description)
         assert self._cap is not None  # opened above, or reopen() raised
         ok, image = self._cap.read()
         if not ok or image is None:
@@ -274,8 +285,10 @@ class CameraSource(_SourceBase):
             if self._consecutive_failures >= self.options.reopen_after_failures:
                 self._release()
                 if self._frames_since_open:  # it was delivering: reopen at once
-                    logger.warning("camera: %d failed reads in a row from %s; reopening it",
-                                   self._consecutive_failures, self.description)
+                    covered = self._reopen_lines.due()
+                    log = logger.warning if covered else logger.debug
+                    log("camera: %d failed reads in a row from %s; reopening it%s", self._consecutive_failures,
+                        self.description, self._reopen_lines.covering(covered))
                     self._next_attempt_ms = self._clock_ms()
                 else:  # it opens but delivers nothing: reopening is a failure too, and backs off
                     delay_ms = self._backoff.next_delay_ms()

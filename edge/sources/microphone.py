@@ -9,6 +9,7 @@ from typing import Any, Union
 import numpy as np
 
 from edgesense.frontend.resample import StreamingResampler
+from edgesense.pacing import Paced
 from edgesense.schema.validate import is_int, is_number, one_line, require
 from edgesense.sources.base import (
     MS_PER_S,
@@ -195,6 +196,7 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         self._late_index = 0  # that block's first sample
         self._late_min_lag_ms = 0.0  # the smallest lag since: what the clock is behind by
         self._resyncs_logged = 0
+        self._resync_lines = Paced()  # a driver that loses audio every few seconds: a line at most every 10 min
         self._audio_at_ms = monotonic_ms()  # when a callback last delivered audio (the stream's start before one)
         stream = None
         try:
@@ -299,8 +301,12 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         samples, first_index = got
         if self._clock_resyncs != self._resyncs_logged:
             self._resyncs_logged = self._clock_resyncs
-            logger.warning("microphone %r: audio stalled or was lost in the driver; its clock is re-anchored to "
-                           "the monotonic clock (%d time(s) so far)", self.device_name, self._resyncs_logged)
+            covered = self._resync_lines.due()
+            log = logger.warning if covered else logger.debug
+            log("microphone %r: audio stalled or was lost in the driver; its clock is re-anchored to the monotonic "
+                "clock (%d time(s) so far%s)", self.device_name, self._resyncs_logged,
+                f", {covered} since the last such line, said at most every "
+                f"{self._resync_lines.effective_interval_s:g} s" if covered > 1 else "")
         t_ms = self._time_ms(first_index)  # the callback anchored the clock before its first write
         if self.device_rate_hz != self.options.sample_rate_hz:
             samples, t_ms = self._resampled(samples, first_index)

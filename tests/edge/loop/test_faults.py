@@ -30,8 +30,10 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import sounddevice as sd_mod
 from media import TEST_THRESHOLD, tone_samples, tone_wav
 
+import edgesense.pacing as pacing
 import edgesense.sources.microphone as microphone_mod
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
 from edgesense.loop.scheduler import SchedulerOptions
@@ -469,3 +471,155 @@ def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path,
     assert proc.returncode == 0, err
     assert "stopped while waiting for broker" in err and "gave no answer" not in err, err
     assert stop_s < 4.0, err
+
+
+# --------------------------------------------------------------------------- conditions that last, in the log
+
+
+def _said(caplog, *loggers: str) -> list[str]:
+    return [f"{r.levelname} {r.getMessage()}" for r in caplog.records if r.name in loggers and r.levelno >= 20]
+
+
+class BlinkingCapture:
+    """cv2.VideoCapture for a camera index whose every ``period``-th read fails (a loose USB connector)."""
+
+    period = 20
+
+    def __init__(self, source, *args) -> None:
+        self.reads, self.opened = 0, True
+
+    def isOpened(self):
+        return self.opened
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 64, cv2.CAP_PROP_FRAME_HEIGHT: 48, cv2.CAP_PROP_FPS: 15.0}.get(prop, 0)
+
+    def read(self):
+        self.reads += 1
+        time.sleep(0.001)
+        return (False, None) if self.reads % self.period == 0 else (True, np.zeros((48, 64, 3), np.uint8))
+
+    def release(self):
+        self.opened = False
+
+
+def test_a_camera_that_drops_a_read_every_few_seconds_is_not_two_lines_each_time(monkeypatch, caplog):
+    """Each failed read of a camera that drops one now and then was an outage of its own: 'scene events paused'
+    and 'recovered', two warnings every few seconds (720 an hour for one every 10 s). Now an outage that comes
+    back within LOG_INTERVAL_S of the last one said is not said; the next one said counts them."""
+    from edgesense.loop.scheduler import LatestFrameReader, LatestFrameReaderOptions
+    monkeypatch.setattr(cv2, "VideoCapture", BlinkingCapture)
+    camera = CameraSource(CameraOptions(source=0))
+    reader = LatestFrameReader(camera, LatestFrameReaderOptions(retry_ms=1.0))
+    with caplog.at_level("DEBUG", logger="edgesense.loop.scheduler"):
+        reader.start()
+        deadline = time.monotonic() + 20.0
+        while reader.outages < 10 and time.monotonic() < deadline:
+            reader.take(timeout_s=0.01)
+        said = _said(caplog, "edgesense.loop.scheduler")
+        assert reader.outages >= 10 and len(said) == 2, said
+        assert said[0].startswith("WARNING camera: failed to read a frame from camera index 0; going on with audio")
+        assert said[1] == "WARNING camera: recovered, scene events resume (1 failed read(s))"
+        monkeypatch.setattr(pacing, "LOG_INTERVAL_S", 0.0)  # the interval has passed: the next one is said
+        outages = reader.outages
+        while reader.outages < outages + 2 and time.monotonic() < deadline:
+            reader.take(timeout_s=0.01)
+    reader.stop()
+    camera.close()
+    assert "outages since the last such line, said at most every 0 s)" in _said(caplog, "edgesense.loop.scheduler")[2]
+
+
+class SteppedStream:
+    """sounddevice.InputStream fed by the test, one 10-ms block at a time, on a stand-in monotonic clock."""
+
+    instances: list["SteppedStream"] = []
+
+    def __init__(self, *, device, samplerate, channels, dtype, callback):
+        self.callback, self.active = callback, False
+        SteppedStream.instances.append(self)
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def close(self):
+        pass
+
+    def feed(self, block: np.ndarray) -> None:
+        status = sd_mod.CallbackFlags()
+        self.callback(block.reshape(-1, 1).astype(np.float32), block.size, None, status)
+
+
+def test_a_microphone_that_keeps_stalling_or_losing_audio_is_not_lines_at_every_loss(tiny_model_path, monkeypatch,
+                                                                                     caplog):
+    """A microphone whose driver loses 300 ms of audio every 2 s, and stalls for 1.5 s every 10 s (read timeouts):
+    each loss was a warning (clock re-anchored) and an info line (the features start afresh), each stall two
+    warnings more ('no audio', 'flowing again'): hundreds of lines an hour. Now each kind is said once, then at
+    most once per LOG_INTERVAL_S."""
+    from edgesense.runtime.model import EdgeModel
+    monkeypatch.setattr(sd_mod, "query_devices", lambda device=None, kind=None: [
+        {"index": 0, "name": "USB mic", "max_input_channels": 1, "default_samplerate": 16000.0}]
+        if device is None and kind is None else
+        {"index": 0, "name": "USB mic", "max_input_channels": 1, "default_samplerate": 16000.0})
+    monkeypatch.setattr(sd_mod, "check_input_settings", lambda **kwargs: None)
+    monkeypatch.setattr(sd_mod, "InputStream", SteppedStream)
+    clock = SimpleNamespace(now_ms=1000.0)
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", lambda: clock.now_ms)
+    rng = np.random.default_rng(0)
+    state = SimpleNamespace(played_ms=0.0, stalled_rounds=0)
+
+    def play(ms: float = 20.0) -> None:  # the loop's on_progress: the audio of one chunk comes
+        if state.stalled_rounds:  # this round's read timed out
+            state.stalled_rounds -= 1
+            clock.now_ms += 750.0
+            return
+        for _ in range(int(ms / 10)):
+            state.played_ms += 10.0
+            if state.played_ms % 10_000 == 0:
+                state.stalled_rounds = 2
+                return
+            if state.played_ms % 2000 == 0:
+                clock.now_ms += 300.0  # lost in the driver
+            clock.now_ms += 10.0
+            SteppedStream.instances[-1].feed(rng.standard_normal(160) * 0.01)
+
+    with caplog.at_level("INFO"):
+        microphone = MicrophoneSource(MicrophoneOptions(read_timeout_ms=50.0))
+        play(100.0)
+        pipeline = Pipeline(EdgeModel.load(tiny_model_path), PipelineOptions(), audio=microphone, on_progress=play)
+        with pipeline:
+            pipeline.run(duration_s=60.0)
+            stats = pipeline.stats
+    assert stats.audio_gaps >= 20 and stats.audio_clock_resyncs >= 20 and stats.audio_stalls >= 2, stats
+    said = _said(caplog, "edgesense.loop.pipeline", "edgesense.sources.microphone")
+    kinds = ("open at 16000 Hz", "re-anchored", "start afresh", "no audio for", "flowing again")
+    assert [sum(kind in line for line in said) for kind in kinds] == [1] * len(kinds) and len(said) == 5, said
+
+
+def test_a_callback_that_fails_at_every_event_is_one_warning_not_one_per_event(tiny_model_path, tmp_path, caplog):
+    """An ``on_event`` callback that raised at every event wrote a warning per event; now one when it starts
+    failing, as for a sink (edgesense.sinks.base.Outage)."""
+    from media import scene_video
+
+    from edgesense.runtime.model import EdgeModel
+    from edgesense.sources.replay import VideoReplaySource
+    video = scene_video(tmp_path / "v.avi", [("indoor", 3.0)])
+    options = PipelineOptions(scheduler=SchedulerOptions(scene_rate_hz=10.0),
+                              smoother=SceneSmootherOptions(window_ms=500.0, min_hold_ms=0.0, heartbeat_ms=100.0))
+
+    def broken(event):
+        raise RuntimeError("boom")
+
+    with caplog.at_level("WARNING", logger="edgesense.loop.pipeline"):
+        pipeline = Pipeline(EdgeModel.load(tiny_model_path), options, video=VideoReplaySource(video),
+                            on_event=broken)
+        with pipeline:
+            stats = pipeline.run()
+    assert stats.scene_events >= 10, stats
+    said = _said(caplog, "edgesense.loop.pipeline")
+    assert len(said) == 1 and "on_event callback" in said[0] and "boom" in said[0], said

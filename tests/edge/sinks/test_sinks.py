@@ -282,13 +282,16 @@ def test_the_deploy_logrotate_rule_on_a_live_sink_loses_no_event_and_copies_noth
 def test_json_lines_says_every_outage_of_a_disk_that_fills_again_and_when_it_is_over(tmp_path):
     """A device that runs for weeks: its disk fills, logrotate frees it, and it fills again a week later. Only the
     first outage of the run was said (every later one went to the debug log): each is now one warning when it
-    starts and one when writing works again, with the events it lost."""
+    starts and one when writing works again, with the events it lost. (Outages that keep coming back within
+    LOG_INTERVAL_S are paced: test_a_sink_that_fails_every_other_event_is_not_two_lines_per_event.)"""
     path = tmp_path / "events.jsonl"
     script = f"""
 import logging, os, resource, signal
+import edgesense.pacing
 from edgesense.sinks.jsonl import JsonLinesSink
 from edgesense.types import CommandEvent
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(message)s")
+edgesense.pacing.LOG_INTERVAL_S = 0.0  # a week between the outages: far longer than the interval
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
 sink = JsonLinesSink({str(path)!r})
 i = 0
@@ -416,6 +419,32 @@ def test_events_a_sink_refuses_are_counted_lost_and_said_once_per_outage(tmp_pat
     assert "JsonLinesSink.emit failed" in said[0] and "disk gone" in said[1]
     assert "CallbackSink takes events again; 5 event(s) lost" in said[2]
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_sink_that_fails_every_other_event_is_not_two_lines_per_event(monkeypatch, caplog):
+    """A custom sink that raises for scene events only (a bug with one event type): every scene event began an
+    outage and the command after it ended one, two warnings per event for as long as the device ran. Outages that
+    keep coming back are said at most once per LOG_INTERVAL_S, the next one said with how many there were."""
+    import edgesense.pacing as pacing
+
+    def scenes_fail(event):
+        if event.type == "scene":
+            raise ValueError("no table for scene events")
+
+    fan = FanOutSink([CallbackSink(scenes_fail)])
+    with caplog.at_level(logging.DEBUG, logger="edgesense.sinks.base"):
+        for _ in range(50):
+            fan.emit(scene())
+            fan.emit(command())
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert said == ["events: CallbackSink.emit failed: no table for scene events; its events are lost while "
+                        "this lasts", "events: CallbackSink takes events again; 1 event(s) lost while it failed"]
+        assert fan.lost_events == 50
+        monkeypatch.setattr(pacing, "LOG_INTERVAL_S", 0.0)  # the interval has passed: the next one is said
+        fan.emit(scene())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING][-1] == (
+        "events: CallbackSink.emit failed: no table for scene events; its events are lost while this lasts (50 "
+        "outages since the last such line, said at most every 0 s)")
 
 
 def test_one_sink_none_or_a_path_where_a_sequence_of_sinks_goes_is_one_line_naming_sinks(tmp_path):

@@ -21,6 +21,7 @@ import sounddevice as sd
 
 import edgesense.sources.base as base_mod
 import edgesense.sources.camera as camera_mod
+import edgesense.pacing as pacing
 import edgesense.sources.microphone as microphone_mod
 from edgesense.frontend.resample import resample
 from edgesense.sources.base import AudioChunk, BackoffOptions, ExponentialBackoff, Source, SourceReadError, VideoFrame
@@ -1177,3 +1178,109 @@ def test_microphone_clock_is_reanchored_after_a_stall_when_resampling(monkeypatc
     mic.close()
     assert all(b.t_ms >= a.end_t_ms - 1e-6 for a, b in zip(chunks, chunks[1:])) and mic.stats.clock_resyncs == 1
     assert clock.now_ms - 25 < chunks[-1].end_t_ms <= clock.now_ms
+
+
+# --------------------------------------------------------------------------- conditions that last, in the log
+
+
+class FlakyCapture:
+    """cv2.VideoCapture for a camera index whose reads fail where ``fails(read number)`` says (a USB camera that
+    resets now and then, or that opens and gives no frame); each read moves ``clock`` on by a frame at 15 fps."""
+
+    def __init__(self, clock: FakeClock, fails) -> None:
+        self.clock, self.fails, self.reads, self.opened = clock, fails, 0, True
+
+    def __call__(self, source, *args):  # cv2.VideoCapture(source): this capture, opened again
+        self.opened = True
+        return self
+
+    def isOpened(self):
+        return self.opened
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 64, cv2.CAP_PROP_FRAME_HEIGHT: 48, cv2.CAP_PROP_FPS: 15.0}.get(prop, 0)
+
+    def read(self):
+        self.reads += 1
+        self.clock.now_ms += 1000 / 15
+        if self.fails(self.reads):
+            return False, None
+        return True, np.zeros((48, 64, 3), np.uint8)
+
+    def release(self):
+        self.opened = False
+
+
+def _said(caplog, logger_name: str) -> list[str]:
+    return [f"{r.levelname} {r.getMessage()}" for r in caplog.records
+            if r.name == logger_name and r.levelno >= logging.INFO]
+
+
+@pytest.mark.parametrize("scenario", ["resets every 100 reads", "opens and gives no frame"])
+def test_a_camera_that_keeps_being_reopened_is_not_lines_at_every_reopen(monkeypatch, caplog, scenario):
+    """A camera reset every few seconds wrote three lines at each reset ('5 failed reads in a row; reopening it',
+    'opened', 'reopened'), and one that opens but gives no frame two at every reopen, about one a second (thousands
+    an hour into journald on the SD card). Now the first open is said, and the reopen lines at most once per
+    LOG_INTERVAL_S each, with how many they cover."""
+    clock = FakeClock()
+    capture = FlakyCapture(clock, (lambda n: n % 100 >= 94) if scenario.startswith("resets") else (lambda n: True))
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
+    with caplog.at_level(logging.DEBUG, logger="edgesense.sources.camera"):
+        camera = CameraSource(CameraOptions(source=0, backoff=BackoffOptions(initial_ms=50.0, max_ms=200.0)),
+                              clock_ms=clock)
+        while camera.stats.reopens < 20:
+            try:
+                camera.read()
+            except SourceReadError:
+                clock.now_ms += 10.0  # time goes on while the camera is closed
+        said = _said(caplog, "edgesense.sources.camera")
+        assert said[0] == "INFO camera: opened camera index 0 (64x48 @ 15 fps reported)"
+        assert len(said) <= 3, said  # opened; at most one reopening warning and one reopened line
+        monkeypatch.setattr(pacing, "LOG_INTERVAL_S", 0.0)  # the interval has passed: the next is said
+        caplog.clear()
+        reopens = camera.stats.reopens
+        while camera.stats.reopens == reopens:
+            try:
+                camera.read()
+            except SourceReadError:
+                clock.now_ms += 10.0
+    assert _said(caplog, "edgesense.sources.camera")[-1] == (
+        "INFO camera: camera index 0 reopened (20 times since the last such line, said at most every 0 s)")
+    camera.close()
+
+
+def test_a_microphone_whose_driver_keeps_losing_audio_is_not_a_warning_at_every_loss(portaudio, monkeypatch,
+                                                                                     caplog):
+    """A USB microphone whose driver loses 300 ms every 10 s: one warning at each clock re-anchoring, 360 an hour.
+    Now the first is said, later ones at most once per LOG_INTERVAL_S with how many there were."""
+    clock = FakeClock()
+    monkeypatch.setattr(microphone_mod, "monotonic_ms", clock)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", chunk_ms=20))
+    feeder = RealTimeFeeder(portaudio.streams[-1], clock, RATE, block=160)
+
+    def read_available() -> None:
+        while mic._ring.available_samples >= 320:
+            mic.read()
+
+    def lose_audio(times: int) -> None:
+        for _ in range(times):
+            feeder.play(10_000, every=read_available)
+            clock.now_ms += 300.0  # lost in the driver
+
+    with caplog.at_level(logging.WARNING, logger="edgesense.sources.microphone"):
+        lose_audio(30)
+        feeder.play(200, every=read_available)
+        assert mic.stats.clock_resyncs == 30
+        assert _said(caplog, "edgesense.sources.microphone") == [
+            "WARNING microphone 'USB PnP Sound Device': audio stalled or was lost in the driver; its clock is "
+            "re-anchored to the monotonic clock (1 time(s) so far)"]
+        monkeypatch.setattr(pacing, "LOG_INTERVAL_S", 0.0)  # the interval has passed: the next is said
+        lose_audio(1)
+        feeder.play(200, every=read_available)
+    assert _said(caplog, "edgesense.sources.microphone")[-1] == (
+        "WARNING microphone 'USB PnP Sound Device': audio stalled or was lost in the driver; its clock is "
+        "re-anchored to the monotonic clock (31 time(s) so far, 30 since the last such line, said at most every 0 s)")
+    mic.close()
