@@ -468,11 +468,12 @@ class SpoolDelivery:
     If they are not acknowledged within ``resend_after_s`` the worker publishes
     them again from the spool (a possible duplicate, never a loss).
 
-    Refusals: an event with a refused message stays in the spool and is offered again
-    ``resend_after_s`` after each refusal, for as long as the broker refuses it (never a
-    busy loop); the events after it go on meanwhile (a broker whose ACL refuses one event
-    type still gets the others), so a refused event reaches a broker that starts accepting
-    it after later ones.
+    Refusals: an event with a refused message stays in the spool; the refused events are
+    offered again together, in ``seq`` order, ``resend_after_s`` after a refusal, for as
+    long as the broker refuses them (never a busy loop); the events after them go on
+    meanwhile (a broker whose ACL refuses one event type still gets the others), so a
+    refused event reaches a broker that starts accepting it after later ones, but in its
+    order among the refused.
     """
 
     def __init__(self, spool: EventSpool, publish: PublishFn, options: DeliveryOptions = DeliveryOptions()) -> None:
@@ -495,7 +496,8 @@ class SpoolDelivery:
         self._sent_seq = 0
         self._seen_generation = 0
         self._stale_since: float | None = None
-        self._refused: dict[int, float] = {}  # seq -> when to offer it again (the broker refused it)
+        self._refused: set[int] = set()  # seqs the broker refused, to be offered again together
+        self._refused_due: float | None = None  # when (None: none refused)
         self.delivered = 0  #: events acknowledged and removed
         self._thread = threading.Thread(target=self._loop, name="edgesense-spool", daemon=True)
         self._thread.start()
@@ -576,7 +578,9 @@ class SpoolDelivery:
                 continue
             if not accepted:  # kept, offered again later; its other messages' answers are let go
                 del self._parts[seq]
-                self._refused[seq] = now + self.options.resend_after_s
+                self._refused.add(seq)
+                if self._refused_due is None:
+                    self._refused_due = now + self.options.resend_after_s
                 continue
             self._parts[seq] -= 1
             if self._parts[seq] <= 0:
@@ -603,13 +607,16 @@ class SpoolDelivery:
         if not online or self._stale_since is not None:
             return
         room = self.options.window_events - len(self._parts)
-        for seq in [seq for seq, due in self._refused.items() if due <= now][:max(0, room)]:
-            del self._refused[seq]
-            again = self.spool.read(after_seq=seq - 1, limit=1)
-            if again and again[0].seq == seq:  # not dropped meanwhile (a full spool)
-                logger.debug("spool: offering event %d, which the broker refused, again", seq)
-                self._offer(again[0])
-                room -= 1
+        if self._refused_due is not None and self._refused_due <= now and room > 0:
+            again = sorted(self._refused)[:room]
+            self._refused.difference_update(again)
+            self._refused_due = now + self.options.resend_after_s if self._refused else None
+            logger.debug("spool: offering %d events the broker refused again", len(again))
+            for seq in again:
+                found = self.spool.read(after_seq=seq - 1, limit=1)
+                if found and found[0].seq == seq:  # not dropped meanwhile (a full spool)
+                    self._offer(found[0])
+                    room -= 1
         if room <= 0:
             return
         for event in self.spool.read(after_seq=self._sent_seq, limit=room):
