@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeGuard
 
 from edgesense import __version__, extra_hint
-from edgesense.pacing import Outage
+from edgesense.pacing import Outage, Paced
 from edgesense.schema.validate import one_line, require
 from edgesense.sinks.base import Event, _ClosableSink, event_to_json
 
@@ -286,6 +286,12 @@ _UNSUPPORTED_PROTOCOL = 0x84
 _REFUSED_KEPT = 1024
 
 
+#: What a disconnect line adds when the connection keeps dropping: the likeliest cause on a fleet of devices.
+_DROPPED_AGAIN_AND_AGAIN = ("; a connection dropped again and again is often another client of the same client id "
+                            "taking it over (device.device_id: by default the host name and /etc/machine-id, which "
+                            "a cloned SD card keeps)")
+
+
 def _sent_message(client: Any, mid: int) -> Any:
     """paho's message ``mid`` from inside ``on_publish`` (paho pops it only afterwards, and holds its lock while
     it calls): its topic and MQTTMessageInfo, which ``on_publish`` is not given; None where paho keeps them
@@ -423,6 +429,7 @@ class MqttSink(_ClosableSink):
         self._refused_other: set[str] = set()  #: topics of no event (status, discovery) the broker refused, said once
         self.refused = 0  #: messages the broker answered with a refusal (MQTT 5; e.g. its ACL)
         self._falling_back = False  #: the broker does not speak MQTT 5: the next connection uses 3.1.1
+        self._disconnect_lines = Paced()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
                              protocol=mqtt.MQTTv5)
         client.on_connect = self._on_connect
@@ -535,8 +542,11 @@ class MqttSink(_ClosableSink):
             self._falling_back = False
             return
         if not self._closed and self._refused is None:  # a refusal was logged once, not at every try
-            logger.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
-                           reason_code)
+            covered = self._disconnect_lines.due()  # a connection dropped again and again: not a line each time
+            log = logger.warning if covered else logger.debug
+            log("mqtt: disconnected from %s:%d (%s); reconnecting%s%s", self.options.host, self.options.port,
+                reason_code, self._disconnect_lines.covering(covered, "disconnects"),
+                _DROPPED_AGAIN_AND_AGAIN if covered > 1 else "")
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         """The broker's answer to message ``mid`` (paho holds its message lock here: only note it). Under MQTT 5 a

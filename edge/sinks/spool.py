@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from edgesense.pacing import Paced
 from edgesense.schema.validate import is_int, require
 
 __all__ = ["SYNC_MODES", "SpoolOptions", "SpooledEvent", "EventSpool", "DeliveryOptions", "SpoolDelivery"]
@@ -497,6 +498,7 @@ class SpoolDelivery:
         self._seen_generation = 0
         self._stale_since: float | None = None
         self._refused: set[int] = set()  # seqs the broker refused, to be offered again together
+        self._failed_steps = Paced()
         self._refused_due: float | None = None  # when (None: none refused)
         self.delivered = 0  #: events acknowledged and removed
         self._thread = threading.Thread(target=self._loop, name="edgesense-spool", daemon=True)
@@ -565,7 +567,9 @@ class SpoolDelivery:
             try:
                 self._step(acks, online, generation)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad moment (disk, broker)
-                logger.warning("spool: delivery step failed: %s; retrying", exc)
+                covered = self._failed_steps.due()  # a failing card fails every step: not a line each time
+                (logger.warning if covered else logger.debug)("spool: delivery step failed: %s; retrying%s", exc,
+                                                              self._failed_steps.covering(covered, "failed steps"))
                 with self._cond:
                     self._cond.wait(self.options.idle_wait_s)
 
@@ -620,9 +624,9 @@ class SpoolDelivery:
         if room <= 0:
             return
         for event in self.spool.read(after_seq=self._sent_seq, limit=room):
-            self._sent_seq = event.seq
             if event.seq not in self._refused and event.seq not in self._parts:  # those wait for their turn
-                self._offer(event)
+                self._offer(event)  # raises (a publisher's fault): offered again at the next step
+            self._sent_seq = event.seq
 
     def _offer(self, event: SpooledEvent) -> None:
         mids = list(self._publish(event))

@@ -469,3 +469,22 @@ def test_spool_full_during_outage_drops_oldest_and_counts(broker, tmp_path):
     finally:
         sink.close()
         subscriber.close()
+
+
+def test_a_delivery_step_that_keeps_failing_is_not_a_warning_at_every_retry(tmp_path, caplog):
+    """A step that fails every time (a failing card under the spool, a publisher that raises) warned at every
+    retry, every idle_wait_s: thousands of lines an hour into the journal. Now the first at once, the next at most
+    once per LOG_INTERVAL_S with how many it covers."""
+    def publish(event):
+        raise OSError(5, "Input/output error")
+
+    with caplog.at_level(logging.DEBUG, logger="edgesense.sinks.spool"):
+        with EventSpool(tmp_path / "spool", SpoolOptions(sync="off")) as spool:
+            spool.append("command", '{"i": 0}')
+            delivery = spool_module.SpoolDelivery(spool, publish, DeliveryOptions(idle_wait_s=0.01))
+            delivery.connected()
+            time.sleep(1.0)
+            delivery.stop()
+    failed = [r for r in caplog.records if "delivery step failed" in r.getMessage()]
+    assert len(failed) > 20  # it kept retrying
+    assert [r.levelname for r in failed if r.levelno >= logging.WARNING] == ["WARNING"], caplog.text
