@@ -259,7 +259,7 @@ class LatestFrameReader:
     replaced before anyone took them are counted in :attr:`dropped`. The source's
     :class:`SourceReadError` is survivable: the outage is logged once (and its end; a camera whose outages keep
     coming back, a failed read every few seconds, at most once per :data:`edgesense.pacing.LOG_INTERVAL_S`
-    with their count: :class:`edgesense.sinks.base.Outage`), counted, and the read retried after ``retry_ms``.
+    with their count: :class:`edgesense.pacing.Outage`), counted, and the read retried after ``retry_ms``.
     Any other exception ends the thread and is re-raised by :meth:`take`. ``with_audio``: whether audio goes on
     beside the camera (the outage's log line says so; a camera-only loop has none to go on with).
 

@@ -603,7 +603,7 @@ def test_a_microphone_that_keeps_stalling_or_losing_audio_is_not_lines_at_every_
 
 def test_a_callback_that_fails_at_every_event_is_one_warning_not_one_per_event(tiny_model_path, tmp_path, caplog):
     """An ``on_event`` callback that raised at every event wrote a warning per event; now one when it starts
-    failing, as for a sink (edgesense.sinks.base.Outage)."""
+    failing, as for a sink (edgesense.pacing.Outage)."""
     from media import scene_video
 
     from edgesense.runtime.model import EdgeModel
