@@ -82,3 +82,29 @@ def scene_video(path: Path, segments: list[tuple[str, float]], fps: float = 10.0
             writer.write(scene_image(label, rng))
     writer.release()
     return path
+
+
+class SmallCameraCapture:
+    """What a cv2.VideoCapture of a 64x48 camera at 15 fps answers but for its reads (a stand-in at the device's
+    edge: subclasses say how its ``read`` goes); ``opened`` until released."""
+
+    WIDTH_PX, HEIGHT_PX, FPS = 64, 48, 15.0
+
+    def __init__(self) -> None:
+        self.reads, self.opened = 0, True
+
+    def isOpened(self) -> bool:
+        return self.opened
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def get(self, prop) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: self.WIDTH_PX, cv2.CAP_PROP_FRAME_HEIGHT: self.HEIGHT_PX,
+                cv2.CAP_PROP_FPS: self.FPS}.get(prop, 0)
+
+    def frame(self) -> np.ndarray:
+        return np.zeros((self.HEIGHT_PX, self.WIDTH_PX, 3), np.uint8)
+
+    def release(self) -> None:
+        self.opened = False

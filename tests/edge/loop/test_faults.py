@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import pytest
 import sounddevice as sd_mod
-from media import TEST_THRESHOLD, tone_samples, tone_wav
+from media import TEST_THRESHOLD, SmallCameraCapture, tone_samples, tone_wav
 
 import edgesense.pacing as pacing
 import edgesense.sources.microphone as microphone_mod
@@ -480,30 +480,18 @@ def _said(caplog, *loggers: str) -> list[str]:
     return [f"{r.levelname} {r.getMessage()}" for r in caplog.records if r.name in loggers and r.levelno >= 20]
 
 
-class BlinkingCapture:
+class BlinkingCapture(SmallCameraCapture):
     """cv2.VideoCapture for a camera index whose every ``period``-th read fails (a loose USB connector)."""
 
     period = 20
 
     def __init__(self, source, *args) -> None:
-        self.reads, self.opened = 0, True
-
-    def isOpened(self):
-        return self.opened
-
-    def set(self, prop, value):
-        return True
-
-    def get(self, prop):
-        return {cv2.CAP_PROP_FRAME_WIDTH: 64, cv2.CAP_PROP_FRAME_HEIGHT: 48, cv2.CAP_PROP_FPS: 15.0}.get(prop, 0)
+        super().__init__()
 
     def read(self):
         self.reads += 1
         time.sleep(0.001)
-        return (False, None) if self.reads % self.period == 0 else (True, np.zeros((48, 64, 3), np.uint8))
-
-    def release(self):
-        self.opened = False
+        return (False, None) if self.reads % self.period == 0 else (True, self.frame())
 
 
 def test_a_camera_that_drops_a_read_every_few_seconds_is_not_two_lines_each_time(monkeypatch, caplog):

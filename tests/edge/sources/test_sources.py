@@ -18,10 +18,11 @@ import cv2
 import numpy as np
 import pytest
 import sounddevice as sd
+from media import SmallCameraCapture
 
+import edgesense.pacing as pacing
 import edgesense.sources.base as base_mod
 import edgesense.sources.camera as camera_mod
-import edgesense.pacing as pacing
 import edgesense.sources.microphone as microphone_mod
 from edgesense.frontend.resample import resample
 from edgesense.sources.base import AudioChunk, BackoffOptions, ExponentialBackoff, Source, SourceReadError, VideoFrame
@@ -1183,35 +1184,22 @@ def test_microphone_clock_is_reanchored_after_a_stall_when_resampling(monkeypatc
 # --------------------------------------------------------------------------- conditions that last, in the log
 
 
-class FlakyCapture:
+class FlakyCapture(SmallCameraCapture):
     """cv2.VideoCapture for a camera index whose reads fail where ``fails(read number)`` says (a USB camera that
-    resets now and then, or that opens and gives no frame); each read moves ``clock`` on by a frame at 15 fps."""
+    resets now and then, or that opens and gives no frame); each read moves ``clock`` on by a frame at its fps."""
 
     def __init__(self, clock: FakeClock, fails) -> None:
-        self.clock, self.fails, self.reads, self.opened = clock, fails, 0, True
+        super().__init__()
+        self.clock, self.fails = clock, fails
 
     def __call__(self, source, *args):  # cv2.VideoCapture(source): this capture, opened again
         self.opened = True
         return self
 
-    def isOpened(self):
-        return self.opened
-
-    def set(self, prop, value):
-        return True
-
-    def get(self, prop):
-        return {cv2.CAP_PROP_FRAME_WIDTH: 64, cv2.CAP_PROP_FRAME_HEIGHT: 48, cv2.CAP_PROP_FPS: 15.0}.get(prop, 0)
-
     def read(self):
         self.reads += 1
-        self.clock.now_ms += 1000 / 15
-        if self.fails(self.reads):
-            return False, None
-        return True, np.zeros((48, 64, 3), np.uint8)
-
-    def release(self):
-        self.opened = False
+        self.clock.now_ms += 1000 / self.FPS
+        return (False, None) if self.fails(self.reads) else (True, self.frame())
 
 
 def _said(caplog, logger_name: str) -> list[str]:
