@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from edgesense.train.runfolder import may_sweep, process_alive
+from edgesense.train.runfolder import dead_leftovers
 
 __all__ = ["CACHE_ENV", "ArrayCache", "content_key", "default_cache_dir", "file_sha256", "partial_path",
            "remove_dead_partials", "replace_files"]
@@ -100,29 +100,10 @@ def remove_dead_partials(path: Path, *, keep_suffix: bool = False) -> None:
     good, as large as the entry, and a cache would only grow with them."""
     suffix = re.escape(path.suffix) if keep_suffix else ""
     pattern = re.compile(rf"{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.partial{suffix}")
-    if not may_sweep(path.parent):  # a shared folder: another host's living writer would look killed
-        return
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match is None or int(match[1]) == os.getpid():  # this process's writers are alive
-            continue
-        try:
-            fd = os.open(entry.path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if not process_alive(int(match[1])):  # alive: it made its file and has not locked it yet
-                os.unlink(entry.path)
-                log.debug("removed %s, left by a writer that was killed", entry.path)
-        except OSError:  # locked by a living writer, no locks here, or gone meanwhile
-            pass
-        finally:
-            os.close(fd)
+    for partial, _ in dead_leftovers(path.parent, pattern, folders=False):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            partial.unlink()
+            log.debug("removed %s, left by a writer that was killed", partial)
 
 
 def replace_files(writers: Mapping[Path, Callable[[Path], None]], *, keep_suffix: bool = False) -> None:

@@ -25,8 +25,8 @@ from typing import Iterator, Literal
 log = logging.getLogger(__name__)
 
 __all__ = ["KERAS_WEIGHTS_ENTRY", "MODEL_FILE", "RUN_MARKERS", "check_init_from", "check_out_dir",
-           "check_out_outside_data", "commit_run", "discard_staging", "file_system_type", "may_sweep",
-           "process_alive", "staged_run", "start_staging"]
+           "check_out_outside_data", "commit_run", "dead_leftovers", "discard_staging", "file_system_type",
+           "may_sweep", "process_alive", "staged_run", "start_staging"]
 
 MODEL_FILE = "model.keras"
 #: Files only a run folder holds (docs/CONTRACTS.md); one of them marks a folder --force may replace.
@@ -131,12 +131,12 @@ _MADE_FOR: dict[Path, tuple[Path, ...]] = {}
 _LOCKS: dict[Path, int] = {}
 
 
-def _lock(folder: Path) -> tuple[Literal["locked", "held", "unsupported"], int | None]:
-    """Take ``folder``'s lock without waiting: ``("locked", fd)`` (keep ``fd`` open to hold it), ``("held", None)``
-    while a living process holds it, ``("unsupported", None)`` where the file system has no locks (or the folder
-    cannot be opened)."""
+def _lock(path: Path) -> tuple[Literal["locked", "held", "unsupported"], int | None]:
+    """Take the lock of ``path`` (a folder or a file) without waiting: ``("locked", fd)`` (keep ``fd`` open to hold
+    it), ``("held", None)`` while a living process holds it, ``("unsupported", None)`` where the file system has no
+    locks (or ``path`` cannot be opened)."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return "unsupported", None
     try:
@@ -202,32 +202,40 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _remove_dead_staging(target: Path) -> None:
-    """Remove the staging folders of ``target`` (an ``--out``) that runs killed at once (SIGKILL: the OOM killer,
-    a power cut) left behind: those whose lock nobody holds and whose process is gone. Never a ``.replaced-``
-    folder (a kill between :func:`commit_run`'s renames leaves the only copy of the earlier run there)."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.training-(\d+)(?:-\d+)?")
-    if not may_sweep(target.parent):
+def dead_leftovers(folder: Path, pattern: re.Pattern[str], *, folders: bool) -> Iterator[tuple[Path, int]]:
+    """What processes killed at once (SIGKILL: the OOM killer, a power cut) left in ``folder``: its folders
+    (``folders``) or files named by ``pattern``, whose first group is the process id of their writer, that are not
+    this process's, whose lock nobody holds and whose process is gone; none on a file system where that cannot be
+    told (:func:`may_sweep`). ``(path, process id)``, each yielded while its lock is held, for the caller to
+    remove."""
+    if not may_sweep(folder):
         return
     try:
-        entries = list(os.scandir(target.parent))
+        entries = list(os.scandir(folder))
     except OSError:
         return
     for entry in entries:
         match = pattern.fullmatch(entry.name)
-        if match is None or int(match[1]) == os.getpid() or not entry.is_dir(follow_symlinks=False):
+        if match is None or int(match[1]) == os.getpid() or entry.is_dir(follow_symlinks=False) != folders:
             continue
-        folder = Path(entry.path)
-        _, fd = _lock(folder)
+        _, fd = _lock(Path(entry.path))
         if fd is None:  # alive, or no locks here to tell
             continue
         try:
-            if process_alive(int(match[1])):  # a run that has made its folder and not yet locked it
-                continue
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed %s, left by a run that was killed (process %s)", folder, match[1])
+            if not process_alive(int(match[1])):  # alive: it has made its file or folder and not yet locked it
+                yield Path(entry.path), int(match[1])
         finally:
             os.close(fd)
+
+
+def _remove_dead_staging(target: Path) -> None:
+    """Remove the staging folders of ``target`` (an ``--out``) that killed runs left (:func:`dead_leftovers`).
+    Never a ``.replaced-`` folder (a kill between :func:`commit_run`'s renames leaves the only copy of the earlier
+    run there)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.training-(\d+)(?:-\d+)?")
+    for folder, pid in dead_leftovers(target.parent, pattern, folders=True):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed %s, left by a run that was killed (process %d)", folder, pid)
 
 
 def start_staging(out_dir: Path, flag: str = "--out") -> Path:
