@@ -47,6 +47,12 @@ class Paced:
     def effective_interval_s(self) -> float:
         return LOG_INTERVAL_S if self.interval_s is None else self.interval_s
 
+    def say(self, log: logging.Logger, level: int, message: str, *args: Any, what: str = "times") -> None:
+        """One more occurrence: ``message % args`` at ``level`` when its line is due, with what it covers
+        (:meth:`covering`) after it, else at debug."""
+        covered = self.due()
+        log.log(level if covered else logging.DEBUG, message + self.covering(covered, what).replace("%", "%%"), *args)
+
     def covering(self, covered: int, what: str = "times") -> str:
         """What a line that covers ``covered`` occurrences adds to its message: nothing for its own alone."""
         if covered <= 1:

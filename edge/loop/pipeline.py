@@ -761,10 +761,9 @@ class Pipeline:
     def _start_features_afresh(self, gap_ms: float) -> None:
         """After a gap in the audio: features, window, second opinion and recognizer start where it resumes."""
         self._counts["audio_gaps"] += 1
-        covered = self._gap_lines.due()  # a microphone that loses audio every few seconds: not a line each
-        log = logger.info if covered else logger.debug
-        log("audio: a gap of %.0f ms; the features start afresh where it resumes%s", gap_ms,
-            self._gap_lines.covering(covered, "gaps"))
+        # a microphone that loses audio every few seconds: not a line each
+        self._gap_lines.say(logger, logging.INFO, "audio: a gap of %.0f ms; the features start afresh where it "
+                            "resumes", gap_ms, what="gaps")
         self._frontend.reset()
         self._window.reset()
         if self._second is not None:

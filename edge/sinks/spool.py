@@ -567,9 +567,9 @@ class SpoolDelivery:
             try:
                 self._step(acks, online, generation)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad moment (disk, broker)
-                covered = self._failed_steps.due()  # a failing card fails every step: not a line each time
-                (logger.warning if covered else logger.debug)("spool: delivery step failed: %s; retrying%s", exc,
-                                                              self._failed_steps.covering(covered, "failed steps"))
+                # a failing card fails every step: not a line each time
+                self._failed_steps.say(logger, logging.WARNING, "spool: delivery step failed: %s; retrying", exc,
+                                       what="failed steps")
                 with self._cond:
                     self._cond.wait(self.options.idle_wait_s)
 

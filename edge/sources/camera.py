@@ -272,11 +272,7 @@ class CameraSource(_SourceBase):
                 self._read_failures += 1
                 self._next_attempt_ms = now + self._backoff.next_delay_ms()
                 raise SourceReadError(f"camera: reopening failed ({exc})") from exc
-            covered = self._reopened_lines.due()
-            if covered:
-                logger.info("camera: %s reopened%s", self.description, self._reopened_lines.covering(covered))
-            else:
-                logger.debug("camera: %s reopened", self.description)
+            self._reopened_lines.say(logger, logging.INFO, "camera: %s reopened", self.description)
         assert self._cap is not None  # opened above, or reopen() raised
         ok, image = self._cap.read()
         if not ok or image is None:
@@ -285,10 +281,8 @@ class CameraSource(_SourceBase):
             if self._consecutive_failures >= self.options.reopen_after_failures:
                 self._release()
                 if self._frames_since_open:  # it was delivering: reopen at once
-                    covered = self._reopen_lines.due()
-                    log = logger.warning if covered else logger.debug
-                    log("camera: %d failed reads in a row from %s; reopening it%s", self._consecutive_failures,
-                        self.description, self._reopen_lines.covering(covered))
+                    self._reopen_lines.say(logger, logging.WARNING, "camera: %d failed reads in a row from %s; "
+                                           "reopening it", self._consecutive_failures, self.description)
                     self._next_attempt_ms = self._clock_ms()
                 else:  # it opens but delivers nothing: reopening is a failure too, and backs off
                     delay_ms = self._backoff.next_delay_ms()
