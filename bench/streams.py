@@ -70,6 +70,8 @@ _BACKGROUND_PIECE_S = 10.0
 _CROSSFADE_MS = 50.0
 #: The background level moves to the next utterance's level over this long (in the gap before it).
 _LEVEL_RAMP_MS = 200.0
+#: The background's level is applied this much of the stream at a time (:meth:`Stream.render`).
+_LEVEL_PASS_S = 60.0
 _EPS = 1e-12
 #: A second opinion's key part when the speech-embedding wheel is missing (see :class:`PosteriorCache`).
 _SPEECH_EMBEDDING_MISSING = "speech-embedding-missing"
@@ -230,11 +232,11 @@ class Stream:
                 "command_words": commands, "other_utterances": len(self.words) - commands,
                 "speech_s": round(speech_ms / _MS_PER_S, 1), "fingerprint": self.fingerprint}
 
-    def _level_envelope_db(self) -> np.ndarray:
-        """Background level (dB) per sample: each placement's level, ramped in the gap before it."""
+    def _level_knots(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(sample, dB)`` knots of the background level: each placement's level, ramped in the gap before it
+        (None without placements)."""
         if not self._placements:
-            return np.full(self.total, float(np.mean(self.options.speech_level_dbfs) - np.mean(self.options.snr_db)),
-                           np.float32)
+            return None
         ramp = int(round(self.sample_rate_hz * _LEVEL_RAMP_MS / _MS_PER_S))
         knots_x, knots_y = [0.0], [self._placements[0].background_db]
         previous_end = 0
@@ -247,13 +249,26 @@ class Stream:
             previous_end = p.start + p.utterance.end
         knots_x.append(float(self.total))
         knots_y.append(knots_y[-1])
-        return np.interp(np.arange(self.total, dtype=np.float64), knots_x, knots_y).astype(np.float32)
+        return np.asarray(knots_x, np.float64), np.asarray(knots_y, np.float64)
+
+    def _level_envelope_db(self, knots: tuple[np.ndarray, np.ndarray] | None, first: int, end: int) -> np.ndarray:
+        """Background level (dB) of samples ``first`` to ``end`` (:meth:`_level_knots`)."""
+        if knots is None:
+            return np.full(end - first, float(np.mean(self.options.speech_level_dbfs) - np.mean(self.options.snr_db)),
+                           np.float32)
+        return np.interp(np.arange(first, end, dtype=np.float64), *knots).astype(np.float32)
 
     def render(self) -> np.ndarray:
         """The stream's samples, float32 in [-1, 1] (the same every time)."""
         rng = np.random.default_rng([self.options.seed, 2])
         samples = _background(self.total, self._noise, rng, self.sample_rate_hz)
-        samples *= np.power(np.float32(10.0), self._level_envelope_db() / np.float32(20.0))
+        # the level a stretch at a time: the envelope of a whole stream (a words stream of a large set's other
+        # words runs for hours) in float64 would be several times the samples' own size
+        knots, step = self._level_knots(), int(round(_LEVEL_PASS_S * self.sample_rate_hz))
+        for first in range(0, self.total, step):
+            end = min(first + step, self.total)
+            samples[first:end] *= np.power(np.float32(10.0),
+                                           self._level_envelope_db(knots, first, end) / np.float32(20.0))
         for p in self._placements:
             x = p.utterance.samples
             end = min(self.total, p.start + x.size)

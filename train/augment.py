@@ -9,7 +9,7 @@ bins)`` log-mel, images on uint8 ``(B, H, W, 3)`` RGB.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -41,6 +41,10 @@ _POWER_FLOOR = 1e-12  # a clip with less mean power than this counts as silent
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma of RGB
 _DECAY_60_DB = 3.0 * np.log(10.0)  # amplitude envelope exp(-this * t / RT60) is down 60 dB at RT60
 _REVERB_TAIL_GAIN = 0.05  # reverberant tail's per-tap amplitude relative to the direct path
+#: Audio functions draw for the whole batch, then work this many rows at a time: their float64 and index
+#: intermediates take several times the clips' own size, which for an example bank of a whole data set (every
+#: training clip at once) would not fit in memory. Each row's numbers are the same whatever the pass.
+ROWS_PER_PASS = 256
 
 
 def _check_probability(name: str, value: Any) -> None:
@@ -153,6 +157,12 @@ def _apply_mask(rng: np.random.Generator, batch: int, probability: float) -> np.
     return rng.random(batch) < probability
 
 
+def row_passes(rows: int) -> Iterator[slice]:
+    """``rows`` in slices of at most :data:`ROWS_PER_PASS` (see there)."""
+    for start in range(0, rows, ROWS_PER_PASS):
+        yield slice(start, min(start + ROWS_PER_PASS, rows))
+
+
 @dataclass(frozen=True)
 class NoisePool:
     """Noise recordings concatenated for vectorised slicing: ``starts[i]``/``lengths[i]`` locate
@@ -209,13 +219,16 @@ def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], r
     which = rng.integers(0, pool.lengths.size, size=batch)
     offsets = (rng.random(batch) * (pool.lengths[which] - n + 1)).astype(np.int64)
     snr_db = rng.uniform(snr_db_range[0], snr_db_range[1], size=batch)
-    noise = pool.samples[(pool.starts[which] + offsets)[:, None] + np.arange(n)[None, :]].astype(np.float64)
-    signal_power = _power(x)
-    reference = np.where(signal_power > _POWER_FLOOR, signal_power, 10.0 ** (silent_reference_dbfs / 10.0))
-    noise_power = np.maximum(_power(noise), _POWER_FLOOR)
-    scale = np.sqrt(reference / (noise_power * 10.0 ** (snr_db / 10.0)))
-    scale[~apply] = 0.0
-    out = np.clip(x + scale[:, None] * noise, -1.0, 1.0).astype(x.dtype)
+    out = np.empty_like(x)
+    for rows in row_passes(batch):
+        noise = pool.samples[(pool.starts[which[rows]] + offsets[rows])[:, None] + np.arange(n)[None, :]].astype(
+            np.float64)
+        signal_power = _power(x[rows])
+        reference = np.where(signal_power > _POWER_FLOOR, signal_power, 10.0 ** (silent_reference_dbfs / 10.0))
+        noise_power = np.maximum(_power(noise), _POWER_FLOOR)
+        scale = np.sqrt(reference / (noise_power * 10.0 ** (snr_db[rows] / 10.0)))
+        scale[~apply[rows]] = 0.0
+        out[rows] = np.clip(x[rows] + scale[:, None] * noise, -1.0, 1.0)
     if return_snr_db:
         return out, np.where(apply, snr_db, np.nan)
     return out
@@ -224,10 +237,14 @@ def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], r
 def shift_rows(clips: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """Shift row ``i`` of ``(B, samples)`` by ``shifts[i]`` samples (positive: later), filling with zeros."""
     x = np.asarray(clips)
+    shifts = np.asarray(shifts)
     n = x.shape[1]
-    source = np.arange(n)[None, :] - np.asarray(shifts)[:, None]
-    valid = (source >= 0) & (source < n)
-    return np.where(valid, np.take_along_axis(x, np.clip(source, 0, n - 1), axis=1), 0).astype(x.dtype)
+    out = np.empty_like(x)
+    for rows in row_passes(x.shape[0]):
+        source = np.arange(n)[None, :] - shifts[rows, None]
+        valid = (source >= 0) & (source < n)
+        out[rows] = np.where(valid, np.take_along_axis(x[rows], np.clip(source, 0, n - 1), axis=1), 0)
+    return out
 
 
 def random_gain(clips: np.ndarray, rng: np.random.Generator, *, gain_db_range: tuple[float, float] = (-6.0, 6.0),
@@ -238,7 +255,11 @@ def random_gain(clips: np.ndarray, rng: np.random.Generator, *, gain_db_range: t
     _check_probability("probability", probability)
     gain_db = rng.uniform(gain_db_range[0], gain_db_range[1], size=x.shape[0])
     gain_db[~_apply_mask(rng, x.shape[0], probability)] = 0.0
-    return np.clip(x * (10.0 ** (gain_db / 20.0))[:, None], -1.0, 1.0).astype(x.dtype)
+    gain = 10.0 ** (gain_db / 20.0)
+    out = np.empty_like(x)
+    for rows in row_passes(x.shape[0]):
+        out[rows] = np.clip(x[rows] * gain[rows, None], -1.0, 1.0)
+    return out
 
 
 def change_speed(clips: np.ndarray, rng: np.random.Generator, *, speed_range: tuple[float, float] = (0.9, 1.1),
@@ -256,15 +277,16 @@ def change_speed(clips: np.ndarray, rng: np.random.Generator, *, speed_range: tu
     rows = np.flatnonzero(factor != 1.0)  # only the rows that change are resampled
     if not rows.size:
         return out
-    src = x[rows]
     centre = (n - 1) / 2.0
-    source = centre + (np.arange(n)[None, :] - centre) * factor[rows, None]
-    left = np.floor(source).astype(np.int64)
-    frac = (source - left).astype(x.dtype)
-    valid = (source >= 0) & (source <= n - 1)
-    lo = np.take_along_axis(src, np.clip(left, 0, n - 1), axis=1)
-    hi = np.take_along_axis(src, np.clip(left + 1, 0, n - 1), axis=1)
-    out[rows] = np.where(valid, lo + frac * (hi - lo), 0)
+    for part in row_passes(rows.size):
+        src = x[rows[part]]
+        source = centre + (np.arange(n)[None, :] - centre) * factor[rows[part], None]
+        left = np.floor(source).astype(np.int64)
+        frac = (source - left).astype(x.dtype)
+        valid = (source >= 0) & (source <= n - 1)
+        lo = np.take_along_axis(src, np.clip(left, 0, n - 1), axis=1)
+        hi = np.take_along_axis(src, np.clip(left + 1, 0, n - 1), axis=1)
+        out[rows[part]] = np.where(valid, lo + frac * (hi - lo), 0)
     return out
 
 
@@ -283,17 +305,24 @@ def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: i
     rt60_s = rng.uniform(rt60_ms_range[0], rt60_ms_range[1], size=batch)[apply] / 1000.0
     taps = int(np.ceil(rt60_ms_range[1] / 1000.0 * sample_rate_hz))
     t = np.arange(taps) / sample_rate_hz
-    tail = rng.standard_normal((batch, taps))[apply]  # drawn for every row (the same random stream), used for some
-    # only the rows that get a room are built and convolved
-    rir = tail * np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[:, None]) * _REVERB_TAIL_GAIN
-    rir[:, 0] = 1.0
     size = 1 << int(np.ceil(np.log2(n + taps)))
-    dry = x[apply]
-    wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
-    dry_rms, wet_rms = np.sqrt(_power(dry)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
-    wet *= (dry_rms / wet_rms)[:, None]
     out = x.copy()
-    out[apply] = np.clip(wet, -1.0, 1.0)
+    done = 0  # rooms built so far (rt60_s holds one per applied row)
+    for part in row_passes(batch):
+        # drawn for every row (the same random stream, a pass at a time), used for some
+        tail = rng.standard_normal((part.stop - part.start, taps))[apply[part]]
+        rows = part.start + np.flatnonzero(apply[part])
+        if not rows.size:
+            continue
+        # only the rows that get a room are built and convolved
+        rir = tail * np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[done:done + rows.size, None]) * _REVERB_TAIL_GAIN
+        done += rows.size
+        rir[:, 0] = 1.0
+        dry = x[rows]
+        wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
+        dry_rms, wet_rms = np.sqrt(_power(dry)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
+        wet *= (dry_rms / wet_rms)[:, None]
+        out[rows] = np.clip(wet, -1.0, 1.0)
     return out
 
 

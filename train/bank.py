@@ -115,7 +115,9 @@ def word_extent(clips: np.ndarray, *, sample_rate_hz: int = 16000,
     x = np.asarray(clips, dtype=np.float32)
     frame = int(round(sample_rate_hz * EXTENT_FRAME_MS / 1000))
     count = x.shape[1] // frame
-    energy = _dbfs(x[:, :count * frame].reshape(x.shape[0], count, frame))
+    energy = np.empty((x.shape[0], count), np.float64)
+    for rows in augment.row_passes(x.shape[0]):  # the squares in float64 are twice the clips' size
+        energy[rows] = _dbfs(x[rows, :count * frame].reshape(rows.stop - rows.start, count, frame))
     loud = energy >= energy.max(axis=1, keepdims=True) - floor_db
     first = np.argmax(loud, axis=1)
     last = count - 1 - np.argmax(loud[:, ::-1], axis=1)
@@ -177,11 +179,13 @@ def convolve_rirs(clips: np.ndarray, rng: np.random.Generator, rirs: np.ndarray,
         return out, apply
     which = rng.integers(0, len(rirs), size=rows.size)
     size = 1 << int(np.ceil(np.log2(n + rirs.shape[1])))
-    wet = np.fft.irfft(np.fft.rfft(x[rows], size, axis=1) * np.fft.rfft(rirs[which], size, axis=1), size,
-                       axis=1)[:, :n]
-    dry_rms = np.sqrt(np.mean(np.square(x[rows], dtype=np.float64), axis=1))
-    wet_rms = np.sqrt(np.maximum(np.mean(np.square(wet), axis=1), _POWER_FLOOR))
-    out[rows] = np.clip(wet * (dry_rms / wet_rms)[:, None], -1.0, 1.0)
+    for part in augment.row_passes(rows.size):  # the spectra are 8 times the clips' size: a pass at a time
+        dry = x[rows[part]]
+        wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rirs[which[part]], size, axis=1), size,
+                           axis=1)[:, :n]
+        dry_rms = np.sqrt(np.mean(np.square(dry, dtype=np.float64), axis=1))
+        wet_rms = np.sqrt(np.maximum(np.mean(np.square(wet), axis=1), _POWER_FLOOR))
+        out[rows[part]] = np.clip(wet * (dry_rms / wet_rms)[:, None], -1.0, 1.0)
     return out, apply
 
 
@@ -249,7 +253,8 @@ def augment_stream_rows(clips: np.ndarray, rng: np.random.Generator, *, options:
         reverb = augment.add_reverb(x, rng, sample_rate_hz=augment_options.sample_rate_hz,
                                     rt60_ms_range=augment_options.rt60_ms_range,
                                     probability=augment_options.reverb_probability)
-        x = np.where(real_room[:, None], x, reverb)
+        reverb[real_room] = x[real_room]  # (in place: a third copy of a whole set's rows would be one too many)
+        x = reverb
     x = augment.random_gain(x, rng, gain_db_range=augment_options.gain_db_range,
                             probability=augment_options.gain_probability)
     if noise_pool is not None:
@@ -303,7 +308,7 @@ def make_variant(clips: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, *
         negative.append(np.ones(extra.shape[0], bool))
         source.append(np.full(extra.shape[0], -1, np.int32))
         is_synthetic.append(np.zeros(extra.shape[0], bool))
-    x = np.concatenate(rows).astype(np.float32)
+    x = np.concatenate(rows, dtype=np.float32)  # (not concatenated, then copied: the bank's rows are a whole set)
     y = np.concatenate(row_labels).astype(np.int32)
     negative_mask = np.concatenate(negative)
     from_clip = np.concatenate(source) >= 0
