@@ -149,7 +149,14 @@ def evaluate_commands(model: EdgeModel, clips: np.ndarray, labels: np.ndarray, t
 
 
 def _read_bgr(path: Path) -> np.ndarray | None:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """The photo at ``path`` (None, with a warning, when it cannot be read). Read by Python and decoded by OpenCV:
+    ``cv2.imread`` crashes the process on a name that is not UTF-8 (a Latin-1 ``Straße.jpg`` from an old archive);
+    ``imdecode`` turns phone photos upright by their EXIF orientation, as ``imread`` does."""
+    try:
+        encoded = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError:
+        encoded = np.zeros(0, np.uint8)
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
     if image is None:
         logger.warning("skipping unreadable image %s", path)
     return image

@@ -242,7 +242,7 @@ class VideoFileWriter:
         import cv2
 
         from edgesense.app.overlay import OverlayView, draw_overlay
-        from edgesense.sources.base import quiet_opencv
+        from edgesense.sources.base import opencv_path, quiet_opencv
 
         image = draw_overlay(frame.image, OverlayView.from_state(state), self.options)
         if self._writer is None:
@@ -250,7 +250,7 @@ class VideoFileWriter:
             with quiet_opencv():
                 # VideoWriter_fourcc: every OpenCV since 3 has it (OpenCV's stubs name only VideoWriter.fourcc)
                 fourcc = cv2.VideoWriter_fourcc(*OUT_FOURCC)  # type: ignore[attr-defined]
-                self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, (w, h))
+                self._writer = cv2.VideoWriter(opencv_path(self._partial, "a video"), fourcc, self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"{self.path}: OpenCV cannot write {OUT_FOURCC} video here")
         with quiet_opencv():  # a failed write (a full disk) is said once, by check(), not per frame
@@ -271,13 +271,13 @@ class VideoFileWriter:
         the truncated one removed and the file that was there left as it was."""
         import cv2
 
-        from edgesense.sources.base import quiet_opencv
+        from edgesense.sources.base import opencv_path, quiet_opencv
 
         if not self.frames:
             self.discard()
             return
         with quiet_opencv():
-            cap = cv2.VideoCapture(str(self._partial))
+            cap = cv2.VideoCapture(opencv_path(self._partial, "a video"))
             try:
                 readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
             finally:
@@ -297,8 +297,11 @@ class VideoFileWriter:
 
 def check_out_path(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
     """``path`` for the overlaid video: ValueError naming it unless it ends in .mp4, its folder exists and takes a
-    new file, and it does not exist yet (or ``replace``)."""
+    new file, and it does not exist yet (or ``replace``), and OpenCV can take its name (:func:`opencv_path`)."""
+    from edgesense.sources.base import opencv_path
+
     out = Path(path)
+    opencv_path(out, f"a {' or '.join(OUT_SUFFIXES)} file")
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise ValueError(f"{out}: expected a {' or '.join(OUT_SUFFIXES)} file (the demo writes {OUT_FOURCC} video), "
                          f"got {out.suffix or 'no extension'!r}")
@@ -367,10 +370,10 @@ def _sample_paths() -> tuple[Path, Path]:
 def _video_fps(path: Path) -> float:
     import cv2
 
-    from edgesense.sources.base import quiet_opencv
+    from edgesense.sources.base import opencv_path, quiet_opencv
 
     with quiet_opencv():
-        cap = cv2.VideoCapture(str(path))
+        cap = cv2.VideoCapture(opencv_path(path, "a video file"))
         try:
             fps = float(cap.get(cv2.CAP_PROP_FPS))
         finally:

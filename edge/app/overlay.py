@@ -144,10 +144,17 @@ def _panel(img: np.ndarray, box: Box, alpha: float) -> None:
     roi[:] = (roi.astype(np.float32) * (1 - alpha)).astype(np.uint8)
 
 
+#: Latin letters that no accent makes (Unicode does not decompose them), as their languages write them in ASCII.
+_LATIN_IN_ASCII = str.maketrans({"ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o",
+                                 "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th",
+                                 "Þ": "Th", "ı": "i", "ħ": "h", "Ħ": "H"})
+
+
 def drawable(text: str) -> str:
-    """``text`` in the Hershey fonts' ASCII: accents dropped (``küche`` → ``kuche``, ``café`` → ``cafe``), each
-    other character one ``?`` (OpenCV drew one per UTF-8 byte: ``k??che``)."""
-    folded = unicodedata.normalize("NFKD", text)
+    """``text`` in the Hershey fonts' ASCII: accents dropped (``küche`` → ``kuche``, ``café`` → ``cafe``), the
+    Latin letters without one spelt out (``straße`` → ``strasse``, ``Ørsted`` → ``Orsted``), each other character
+    one ``?`` (OpenCV drew one per UTF-8 byte: ``k??che``)."""
+    folded = unicodedata.normalize("NFKD", text).translate(_LATIN_IN_ASCII)
     return "".join(c if c.isascii() else "?" for c in folded if not unicodedata.combining(c))
 
 

@@ -161,10 +161,45 @@ def _read_text(path: Path, *, newline: str | None = None) -> str:
             return file.read()
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: expected a UTF-8 text file, found binary data") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}{_not_utf8(path, exc)}") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+#: Byte order marks of the text encodings an editor saves as other than UTF-8 (Windows Notepad's "Unicode" is
+#: UTF-16 LE), longest first: UTF-32 LE's mark begins with UTF-16 LE's.
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+               (b"\xfe\xff", "UTF-16"))
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """What a file that is not UTF-8 holds, after its name in an error line: text in UTF-16 or UTF-32 (by its byte
+    order mark), binary data (NUL bytes), or else text in a legacy encoding (Latin-1, Windows-1252: ``Küche`` in a
+    comment), with the line of its first byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = bytes(exc.object)
+    for mark, encoding in _OTHER_BOMS:
+        if data.startswith(mark):
+            try:
+                text = data.decode(encoding.lower())
+            except UnicodeDecodeError:
+                break
+            if "\0" not in text:
+                return f": expected a UTF-8 text file, found {encoding} text (save it as UTF-8)"
+            break
+    if b"\0" in data:
+        return ": expected a UTF-8 text file, found binary data"
+    try:
+        data.decode("utf-8")
+        first = exc.start
+    except UnicodeDecodeError as whole:
+        first = whole.start
+    line = data[:first].count(b"\n") + _FIRST_LINE
+    return (f":{line}: expected a UTF-8 text file, found the byte 0x{data[first]:02X}, not UTF-8 (text in another "
+            "encoding, such as Latin-1 or Windows-1252): save it as UTF-8")
 
 
 #: A ``%YAML`` directive's version (the directives come before a document's first content line).

@@ -43,7 +43,7 @@ import numpy as np
 from edgesense.schema.validate import is_number, require
 
 __all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions",
-           "ExponentialBackoff", "as_bgr", "quiet_opencv", "require_stall_timeout_ms"]
+           "ExponentialBackoff", "as_bgr", "opencv_path", "quiet_opencv", "require_stall_timeout_ms"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,25 @@ MS_PER_S = 1000.0
 MIN_STALL_TIMEOUT_MS = 1000.0
 #: FFmpeg's log level for OpenCV's FFmpeg backend (AV_LOG_QUIET); read once, when FFmpeg starts.
 FFMPEG_QUIET = "-8"
+
+
+def opencv_path(path: str | os.PathLike[str], what: str) -> str:
+    """``path`` as OpenCV takes it: the text whose UTF-8 is the name's bytes on disk (OpenCV encodes every path in
+    UTF-8, whatever the locale; Python decodes names by the locale: in a C locale without UTF-8 mode ``café.mp4``
+    reads as ``caf\\udcc3\\udca9.mp4``). A ``ValueError`` naming it when those bytes are not UTF-8 (a Latin-1
+    ``café.mp4`` from an old archive): OpenCV's Python binding crashes the whole process (a segmentation fault, no
+    message) on the surrogate escapes Python reads such a name with, instead of failing."""
+    text = os.fspath(path)
+    try:
+        data = os.fsencode(text)  # the name's bytes, as the locale wrote them
+    except UnicodeEncodeError:  # characters the locale cannot write (Python cannot open it either): as typed
+        data = text.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = data.decode("utf-8", "backslashreplace")  # Latin-1 é: \xe9, not Python's escape \udce9
+        raise ValueError(f"{text}: expected {what} whose name is UTF-8 (OpenCV opens no other), got one whose bytes "
+                         f"are not UTF-8 ({shown}): rename it (e.g. convmv -f latin1 -t utf8 --notest NAME)") from None
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from edgesense.sources.base import (
     _SourceBase,
     as_bgr,
     monotonic_ms,
+    opencv_path,
     quiet_opencv,
 )
 from edgesense.sources.microphone import TARGET_SAMPLE_RATE_HZ
@@ -290,6 +291,7 @@ class VideoReplaySource(_SourceBase[VideoFrame]):
         self.path = Path(path)
         self.options = options
         _check_media_path(self.path, "a video file")
+        self._opencv_path = opencv_path(self.path, "a video file")
         self._index = 0  # frames of the file returned or skipped before the next one returned (grows across loops)
         self._frames_this_pass = 0  # frames returned this pass
         self._pass_first_index = 0  # _index at this pass's frame 0
@@ -300,7 +302,7 @@ class VideoReplaySource(_SourceBase[VideoFrame]):
         self._last_t_ms: float | None = None
         self._skipped_frames = 0
         with quiet_opencv():
-            self._cap = cv2.VideoCapture(str(self.path))
+            self._cap = cv2.VideoCapture(self._opencv_path)
             try:
                 self.fps, self._pending = self._probe(options)
             except ValueError:
@@ -376,7 +378,7 @@ class VideoReplaySource(_SourceBase[VideoFrame]):
             return None
         self._cap.release()
         with quiet_opencv():
-            self._cap = cv2.VideoCapture(str(self.path))
+            self._cap = cv2.VideoCapture(self._opencv_path)
         self._frames_this_pass = 0
         self._grabs_this_pass = 0
         self._first_media_ms = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edgesense.train.hashing import hash_percent
@@ -46,3 +47,31 @@ def test_a_name_splits_alike_in_either_unicode_form() -> None:
 
     assert sides("NFD") == sides("NFC")
     assert pools("NFD") == pools("NFC")
+
+
+def test_a_file_name_that_is_not_utf8_splits_by_its_bytes(tmp_path) -> None:
+    """A clip, photo or noise recording whose name is Latin-1 bytes (``caf\\xe9_nohash_0.wav`` from an old archive;
+    Python reads it with a surrogate escape) stopped ``edgesense train`` with ``'utf-8' codec can't encode character
+    '\\udce9' ... surrogates not allowed``, naming no file: now it is hashed by the bytes of its name."""
+    import hashlib
+    import os
+
+    from edgesense.frontend.wav import write_wav
+    from edgesense.train.data import load_speech_commands
+
+    latin1 = os.fsdecode(b"caf\xe9")
+    assert hash_percent(latin1) == pytest.approx(
+        int(hashlib.sha1(b"caf\xe9").hexdigest(), 16) % 2 ** 27 * (100.0 / (2 ** 27 - 1)))
+    assert hash_percent("café") == hash_percent("cafe\u0301")  # valid UTF-8 names hash as before
+    # ... and as they are read in a C locale without UTF-8 mode (LC_ALL=C PYTHONUTF8=0): the UTF-8 as escapes
+    assert hash_percent("cafe\u0301".encode().decode("ascii", "surrogateescape")) == hash_percent("café")
+    root = tmp_path / "speech"
+    for word in ("yes", "no"):
+        (root / word).mkdir(parents=True)
+        for speaker in ("a1", "b2", latin1):
+            write_wav(root / word / f"{speaker}_nohash_0.wav", np.zeros(16000, np.float32), 16000)
+    (root / "_background_noise_").mkdir()
+    write_wav(root / "_background_noise_" / os.fsdecode(b"n\xe4he.wav"), np.zeros(32000, np.float32), 16000)
+    index = load_speech_commands(root, words=("yes", "no"))
+    split = index.split(validation_percent=10, testing_percent=10)
+    assert sum(len(part) for part in split.values()) == len(index.items) == 8  # six clips, two silence snippets

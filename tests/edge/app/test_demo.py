@@ -171,6 +171,9 @@ def test_place_names_with_accents_are_drawn_without_them_not_as_one_mark_per_byt
     a character."""
     assert overlay_mod.drawable("küche") == "kuche" and overlay_mod.drawable("Café Ñandú") == "Cafe Nandu"
     assert overlay_mod.drawable("厨房") == "??" and overlay_mod.drawable("sea") == "sea"
+    # letters Unicode does not decompose were one "?" each: stra?e, ?r?, ?odz
+    assert [overlay_mod.drawable(name) for name in ("straße", "Ærø", "Łódź", "Þórshöfn")] == [
+        "strasse", "AEro", "Lodz", "Thorshofn"]
     view = OverlayView(scene_label="küche", scene_score=0.9)
     assert np.array_equal(draw_overlay(frame, view), draw_overlay(frame, OverlayView(scene_label="kuche",
                                                                                    scene_score=0.9)))
@@ -330,6 +333,20 @@ def test_demo_out_must_be_an_mp4_before_anything_opens(tmp_path):
     line = only_line(proc)  # no OpenCV assertion dump before it
     assert "--out x.txt: expected a .mp4 file" in line and "'.txt'" in line
     assert folder_files(tmp_path) == []
+
+
+def test_an_out_name_that_is_not_utf8_is_one_line_before_anything_opens(tmp_path):
+    """``--out d\\xe9mo.mp4`` (a Latin-1 name) played the samples, then OpenCV's writer crashed the demo with a
+    segmentation fault (exit 139, no message); in a C locale without UTF-8 mode a UTF-8 ``démo ü.mp4`` did too."""
+    proc = edgesense("demo", "--out", os.fsdecode(b"d\xe9mo.mp4"), "--duration-s", "1", cwd=tmp_path,
+                     env=NO_DISPLAY)
+    line = only_line(proc)
+    assert "--out d" in line and "expected a .mp4 file whose name is UTF-8" in line and "(d\\xe9mo.mp4)" in line
+    assert folder_files(tmp_path) == []
+    proc = edgesense("demo", "--out", "démo ü.mp4", "--duration-s", "1", cwd=tmp_path,
+                     env={**NO_DISPLAY, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": None})
+    assert proc.returncode == 0, proc.stderr
+    assert folder_files(tmp_path) == ["démo ü.mp4"]
 
 
 @pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs a folder no user may write in (Linux's /sys)")

@@ -202,6 +202,25 @@ def test_missing_video_file_is_one_line_exit_2(tiny_model_path, tmp_path, capsys
     assert f"--video {tmp_path / 'nope.mp4'}: no such file" in one_error_line(capsys.readouterr().err)
 
 
+def test_a_video_name_that_is_not_utf8_is_one_line_exit_2_and_a_utf8_one_plays_in_any_locale(tmp_path, media):
+    """A video whose name is Latin-1 bytes (``caf\\xe9.avi`` from an old archive) crashed ``edgesense run`` in OpenCV
+    with a segmentation fault (exit 139, no message); so did ``café.avi``, a UTF-8 name, in a C locale without UTF-8
+    mode (``LC_ALL=C PYTHONUTF8=0``), where Python reads it with the same surrogate escapes."""
+    wav, video = media
+    config = write_config(tmp_path, model={"path": str(BUNDLED_MODEL)})  # defined below, read when run
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.avi")
+    shutil.copy(video, latin1)
+    line = error_line(edgesense("run", "--config", config, "--video", latin1, "--audio", wav, "--fast"))
+    assert f"--video {tmp_path}/caf" in line and "expected a video file whose name is UTF-8" in line
+    assert "/caf\\xe9.avi): rename it" in line  # the name's bytes, as the user sees them
+    utf8 = tmp_path / "café ñandú.avi"
+    shutil.copy(video, utf8)
+    proc = edgesense("run", "--config", config, "--video", utf8, "--audio", wav, "--fast", "--events", "-",
+                     env={"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": None})
+    assert proc.returncode == 0, proc.stderr
+    assert [e["label"] for e in json_lines(proc.stdout) if e["type"] == "scene" and e["reason"] == "change"]
+
+
 def test_a_config_whose_model_cannot_be_loaded_names_the_field(tmp_path, media, capsys):
     wav, _ = media
     for bad, found in ((tmp_path / "missing.tflite", "no such file"), (tmp_path, "a folder")):

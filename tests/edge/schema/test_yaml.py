@@ -103,6 +103,26 @@ def test_errors_are_one_line_and_a_folder_is_not_a_file(tmp_path):
         load_yaml_mapping(binary)
 
 
+def test_a_yaml_saved_in_another_encoding_says_which_not_binary_data(tmp_path):
+    """Windows Notepad saves "Unicode" as UTF-16 and "ANSI" as Windows-1252: a config with ``# Küche`` in a comment
+    saved either way was "expected a UTF-8 text file, found binary data", as if the file were broken. A UTF-8 byte
+    order mark is read (Notepad's "UTF-8 with BOM")."""
+    text = "# Gerät in der Küche\ndevice:\n  name: Küche\n"
+    path = tmp_path / "device.yaml"
+    path.write_text(text, encoding="utf-8-sig")
+    assert load_yaml_mapping(path) == {"device": {"name": "Küche"}}
+    for encoding, found in (("utf-16", "UTF-16"), ("utf-32", "UTF-32")):
+        path.write_text(text, encoding=encoding)
+        with pytest.raises(ValueError) as info:
+            load_yaml_mapping(path)
+        assert str(info.value) == f"{path}: expected a UTF-8 text file, found {found} text (save it as UTF-8)"
+    path.write_text(text.replace("# Gerät", "# Geraet"), encoding="cp1252")
+    with pytest.raises(ValueError) as info:
+        load_yaml_mapping(path)
+    assert str(info.value) == (f"{path}:1: expected a UTF-8 text file, found the byte 0xFC, not UTF-8 (text in "
+                               "another encoding, such as Latin-1 or Windows-1252): save it as UTF-8")
+
+
 def test_yes_is_a_string_so_a_boolean_field_names_its_line(tmp_path):
     from dataclasses import dataclass
 
