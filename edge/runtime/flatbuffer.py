@@ -6,13 +6,22 @@ each SignatureDef runs, and how many weight bytes each subgraph holds. This modu
 reads exactly those fields from the flatbuffer, with bounds checks, so it works with
 ``ai_edge_litert``, ``tflite_runtime`` or no interpreter at all.
 
+It also refuses the quantization parameters that make the interpreter abort the process (no exception, no
+message) instead of failing: an int8 or int16 tensor without scales, or an int8 ``ADD`` whose input scale is
+2^19 times its output's (a kernel's ``TFLITE_CHECK``), or a convolution or fully-connected layer whose
+requantization scale reaches the 256 that XNNPACK, the CPU delegate, takes (its failed set-up frees memory
+twice). One flipped bit in a model file does any of them.
+
 Field numbers follow ``tensorflow/compiler/mlir/lite/schema/schema.fbs``::
 
     table Model     { version:uint; operator_codes; subgraphs:[SubGraph]; description:string;
                       buffers:[Buffer]; metadata_buffer:[int]; metadata:[Metadata];
                       signature_defs:[SignatureDef]; }
     table SubGraph  { tensors:[Tensor]; inputs; outputs; operators; name:string; }
-    table Tensor    { shape; type; buffer:uint; name; ... }
+    table OperatorCode { deprecated_builtin_code:byte; custom_code; version; builtin_code:int; }
+    table Operator  { opcode_index:uint; inputs:[int]; outputs:[int]; ... }
+    table Tensor    { shape; type:byte; buffer:uint; name:string; quantization:QuantizationParameters; ... }
+    table QuantizationParameters { min; max; scale:[float]; zero_point:[long]; ... }
     table Buffer    { data:[ubyte]; offset:ulong; size:ulong; }
     table Metadata  { name:string; buffer:uint; }
     table SignatureDef { inputs; outputs; signature_key:string; deprecated_tag; subgraph_index:uint; }
@@ -20,12 +29,13 @@ Field numbers follow ``tensorflow/compiler/mlir/lite/schema/schema.fbs``::
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Mapping
 
-__all__ = ["TFLITE_FILE_IDENTIFIER", "ModelLayout", "check_tflite_bytes", "read_layout", "read_metadata",
-           "metadata_names"]
+__all__ = ["MAX_ADD_SCALE_RATIO", "MAX_REQUANTIZATION_SCALE", "TFLITE_FILE_IDENTIFIER", "ModelLayout",
+           "check_tflite_bytes", "read_layout", "read_metadata", "metadata_names"]
 
 
 #: Bytes 4..8 of every TFLite flatbuffer.
@@ -33,13 +43,24 @@ TFLITE_FILE_IDENTIFIER = b"TFL3"
 _IDENTIFIER_END = 8
 
 # Field indices (0-based order of declaration in schema.fbs).
+_MODEL_OPERATOR_CODES = 1
 _MODEL_SUBGRAPHS = 2
 _MODEL_BUFFERS = 4
 _MODEL_METADATA = 6
 _MODEL_SIGNATURE_DEFS = 7
 _SUBGRAPH_TENSORS = 0
+_SUBGRAPH_OPERATORS = 3
 _SUBGRAPH_NAME = 4
+_TENSOR_TYPE = 1
 _TENSOR_BUFFER = 2
+_TENSOR_NAME = 3
+_TENSOR_QUANTIZATION = 4
+_QUANTIZATION_SCALE = 2
+_OPERATOR_OPCODE_INDEX = 0
+_OPERATOR_INPUTS = 1
+_OPERATOR_OUTPUTS = 2
+_OPCODE_DEPRECATED_BUILTIN = 0
+_OPCODE_BUILTIN = 3
 _BUFFER_DATA = 0
 _BUFFER_OFFSET = 1
 _BUFFER_SIZE = 2
@@ -48,7 +69,19 @@ _METADATA_BUFFER = 1
 _SIGNATURE_KEY = 2
 _SIGNATURE_SUBGRAPH_INDEX = 4
 
-_U16, _U32, _I32, _U64 = "<H", "<I", "<i", "<Q"
+_U16, _U32, _I32, _U64, _I8, _F32 = "<H", "<I", "<i", "<Q", "<b", "<f"
+#: TensorType values whose tensors every kernel reads as quantized (real = scale * (q - zero_point)).
+_QUANTIZED_TYPES = {9: "int8", 7: "int16"}
+_INT8, _UINT8 = 9, 3
+#: BuiltinOperator -> (name, input index, weights index) of the layers XNNPACK requantizes per output channel.
+_REQUANTIZED_OPS = {3: ("CONV_2D", 0, 1), 4: ("DEPTHWISE_CONV_2D", 0, 1), 9: ("FULLY_CONNECTED", 0, 1),
+                    67: ("TRANSPOSE_CONV", 2, 1)}
+#: XNNPACK refuses a requantization scale (input scale x weight scale / output scale) at or above this.
+MAX_REQUANTIZATION_SCALE = 256.0
+_ADD = 0
+#: An int8 ADD's input scale / output scale at or above this aborts the interpreter's kernel (it shifts the
+#: inputs left by 20 bits, and its output multiplier must stay below 1).
+MAX_ADD_SCALE_RATIO = float(2 ** 19)
 _VTABLE_HEADER_BYTES = 4  # vtable size (u16) + table size (u16)
 _FIELD_SLOT_BYTES = 2
 
@@ -102,6 +135,19 @@ class _Table:
             return 0, 0
         length = self.r.unpack(_U32, start)
         return start + 4, length
+
+    def table(self, index: int) -> "_Table | None":
+        """The sub-table in field ``index``; None when the field is absent."""
+        pos = self._indirect(index)
+        return None if pos is None else _Table(self.r, pos)
+
+    def scalars(self, index: int, fmt: str) -> tuple:
+        """The elements of a vector of scalars (``fmt``: one little-endian struct code); () when absent."""
+        start, length = self.vector(index)
+        size = struct.calcsize(fmt)
+        if start + size * length > len(self.r.data):
+            self.r.fail(f"vector of {length} {size}-byte values at {start} runs past the end; truncated?")
+        return struct.unpack_from(f"<{length}{fmt[1:]}", self.r.data, start)
 
     def tables(self, index: int) -> list["_Table"]:
         start, length = self.vector(index)
@@ -173,6 +219,52 @@ def _buffer_span(buffer: _Table, total: int, r: _Reader) -> tuple[int, int]:
     return buffer.byte_span(_BUFFER_DATA)
 
 
+def _scales(tensor: _Table) -> tuple[float, ...]:
+    quantization = tensor.table(_TENSOR_QUANTIZATION)
+    return () if quantization is None else quantization.scalars(_QUANTIZATION_SCALE, _F32)
+
+
+def _check_quantization(where: str, tensors: list[_Table], operators: list[_Table], opcodes: list[int]) -> None:
+    """ValueError naming the tensor for quantization parameters that abort the interpreter (see the module's
+    docstring): ``where`` names the file and the subgraph."""
+    types = [t.scalar(_TENSOR_TYPE, _I8) for t in tensors]
+    scales = [_scales(t) for t in tensors]
+    for tensor, kind, values in zip(tensors, types, scales):
+        bad = next((c for c, v in enumerate(values) if not (math.isfinite(v) and v > 0)), None)
+        if kind in _QUANTIZED_TYPES and (not values or bad is not None):
+            got = "none" if not values or bad is None else f"{values[bad]!r} in channel {bad}"
+            raise ValueError(f"{where} tensor {tensor.string(_TENSOR_NAME)!r}: expected {_QUANTIZED_TYPES[kind]} "
+                             f"quantization scales (finite, > 0), got {got}; the model is damaged")
+    quantized = (_INT8, _UINT8)
+    for op in operators:
+        index = op.scalar(_OPERATOR_OPCODE_INDEX, _U32)
+        code = opcodes[index] if index < len(opcodes) else None
+        inputs, outputs = op.scalars(_OPERATOR_INPUTS, _I32), op.scalars(_OPERATOR_OUTPUTS, _I32)
+        if code == _ADD and len(inputs) == 2 and outputs and all(0 <= t < len(tensors) and types[t] == _INT8
+                                                                 for t in (*inputs, outputs[0])):
+            ratio = max(scales[inputs[0]][0], scales[inputs[1]][0]) / scales[outputs[0]][0]
+            if ratio >= MAX_ADD_SCALE_RATIO:
+                raise ValueError(f"{where} ADD output {tensors[outputs[0]].string(_TENSOR_NAME)!r}: expected an input "
+                                 f"scale / output scale below {MAX_ADD_SCALE_RATIO:g} (2^19), which the interpreter "
+                                 f"takes, got {ratio:.4g}; the model is damaged")
+        known = _REQUANTIZED_OPS.get(code) if code is not None else None
+        if known is None or not outputs or max(known[1:]) >= len(inputs):
+            continue
+        name, ins = known[0], (inputs[known[1]], inputs[known[2]], outputs[0])
+        if not all(0 <= t < len(tensors) and types[t] in quantized and scales[t] for t in ins):
+            continue  # a float or hybrid layer (float activations, int8 weights): not requantized
+        (in_scale, *_), weight_scales, (out_scale, *_) = (scales[t] for t in ins)
+        if not (math.isfinite(out_scale) and out_scale > 0):
+            continue  # a uint8 output without a scale: the interpreter refuses it, with a message
+        for channel, weight_scale in enumerate(weight_scales):
+            if in_scale * weight_scale / out_scale >= MAX_REQUANTIZATION_SCALE:
+                raise ValueError(
+                    f"{where} {name} output {tensors[ins[2]].string(_TENSOR_NAME)!r}: expected requantization scales "
+                    f"(input x weight / output scale) below {MAX_REQUANTIZATION_SCALE:g}, which the CPU kernels "
+                    f"(XNNPACK) take, got {in_scale * weight_scale / out_scale:.4g} in channel {channel}; "
+                    f"the model is damaged")
+
+
 def read_layout(data: bytes, what: str = "model") -> ModelLayout:
     """Parse the parts of a ``.tflite`` flatbuffer that EdgeSense needs (see :class:`ModelLayout`)."""
     check_tflite_bytes(data, what)
@@ -191,11 +283,15 @@ def read_layout(data: bytes, what: str = "model") -> ModelLayout:
         metadata[name] = bytes(r.data[start:start + length])
 
     subgraphs = model.tables(_MODEL_SUBGRAPHS)
+    opcodes = [max(code.scalar(_OPCODE_DEPRECATED_BUILTIN, _I8), code.scalar(_OPCODE_BUILTIN, _I32))
+               for code in model.tables(_MODEL_OPERATOR_CODES)]
     names, weights = [], []
     for i, subgraph in enumerate(subgraphs):
         names.append(subgraph.string(_SUBGRAPH_NAME) or f"subgraph_{i}")
-        used = {t.scalar(_TENSOR_BUFFER, _U32) for t in subgraph.tables(_SUBGRAPH_TENSORS)}
+        tensors = subgraph.tables(_SUBGRAPH_TENSORS)
+        used = {t.scalar(_TENSOR_BUFFER, _U32) for t in tensors}
         weights.append(sum(spans[b][1] for b in used if 0 < b < len(spans)))
+        _check_quantization(f"{what}: subgraph {names[-1]!r}", tensors, subgraph.tables(_SUBGRAPH_OPERATORS), opcodes)
 
     signatures: dict[str, int] = {}
     for sig in model.tables(_MODEL_SIGNATURE_DEFS):

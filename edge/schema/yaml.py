@@ -99,9 +99,23 @@ def _line(node: CommentedMap | CommentedSeq, at: Any, fallback: int | None) -> i
     return node.lc.line if node.lc.line is not None else fallback
 
 
-def _plain(node: Any, prefix: str, lines: dict[str, int], fallback: int | None = None) -> Any:
+#: The most values (mappings, lists and scalars) a document may hold once its aliases (``*name``) are expanded: a
+#: config holds hundreds; a file of a few hundred bytes of anchors made of anchors ("billion laughs") expands to
+#: 10^9, which took minutes and tens of gigabytes.
+MAX_YAML_VALUES = 100_000
+
+
+def _plain(node: Any, prefix: str, lines: dict[str, int], fallback: int | None = None, *,
+           where: str = "value", counted: list[int] | None = None) -> Any:
     """ruamel's round-trip nodes -> plain Python, recording each key's line (merge keys ``<<``
-    resolved: a merged key gets the line of the mapping it was merged into)."""
+    resolved: a merged key gets the line of the mapping it was merged into). ValueError naming
+    ``where`` (the file) beyond :data:`MAX_YAML_VALUES` values."""
+    counted = [0] if counted is None else counted
+    counted[0] += 1
+    if counted[0] > MAX_YAML_VALUES:
+        at = f":{fallback + _FIRST_LINE}" if fallback is not None else ""
+        raise ValueError(f"{where}{at}: {prefix or 'the document'}: expected at most {MAX_YAML_VALUES} values once "
+                         f"its aliases (*name) are expanded, got more")
     if isinstance(node, CommentedMap):
         out = {}
         for key, value in node.items():
@@ -109,7 +123,7 @@ def _plain(node: Any, prefix: str, lines: dict[str, int], fallback: int | None =
             line = _line(node, key, fallback)
             if line is not None:
                 lines[dotted] = line + _FIRST_LINE
-            out[_scalar(key)] = _plain(value, dotted, lines, line)
+            out[_scalar(key)] = _plain(value, dotted, lines, line, where=where, counted=counted)
         return out
     if isinstance(node, CommentedSeq):
         out_list = []
@@ -118,7 +132,7 @@ def _plain(node: Any, prefix: str, lines: dict[str, int], fallback: int | None =
             line = _line(node, i, fallback)
             if line is not None:
                 lines[dotted] = line + _FIRST_LINE
-            out_list.append(_plain(value, dotted, lines, line))
+            out_list.append(_plain(value, dotted, lines, line, where=where, counted=counted))
         return out_list
     return _scalar(node)
 
@@ -244,7 +258,7 @@ def load_yaml_document(path: str | os.PathLike[str]) -> YamlDocument:
     path = Path(path)
     node = _parse(_read_text(path), str(path))
     lines: dict[str, int] = {}
-    data = _plain(node, "", lines)
+    data = _plain(node, "", lines, where=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -259,7 +273,7 @@ def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def parse_yaml_value(text: str, *, source: str = "value") -> Any:
     """One value written in YAML (a command-line override), read as config files are."""
-    return _plain(_parse(text, source), "", {})
+    return _plain(_parse(text, source), "", {}, where=source)
 
 
 def dump_yaml(data: Any) -> str:

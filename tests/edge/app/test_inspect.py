@@ -151,3 +151,47 @@ def test_a_model_from_a_pipe_is_inspected(model, tmp_path):
     first = proc.stdout.splitlines()[0]
     assert first.startswith(("model: /dev/fd/", "stream heads (second opinion): /dev/fd/")), proc.stdout
     assert f"  size: {model.stat().st_size} bytes" in proc.stdout
+
+
+def _with_damaged_quantization(folder: Path, case: str) -> tuple[Path, str]:
+    """The bundled model with one tensor's quantization damaged as one flipped bit can: (the file, the tensor's
+    name). ``no_scale``: an int8 tensor of an arithmetic layer without scales (as if the vector's length went to
+    0); ``requantization``: a convolution's weight scale in channel 0 raised to a requantization scale of 300;
+    ``add_ratio``: an int8 ADD's output scale lowered to 2^20 times below its inputs'."""
+    pytest.importorskip("tensorflow")
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(BUNDLED.read_bytes()))
+    wanted = {"no_scale": ("SUB", "ADD", "MUL"), "requantization": ("CONV_2D",), "add_ratio": ("ADD",)}[case]
+    # encode_image's: XNNPACK failing on one of encode_audio's convolutions said so
+    graphs = [obj.subgraphs[s.subgraphIndex] for s in obj.signatureDefs if s.signatureKey == b"encode_image"]
+    graph, op = next((g, op) for g in (graphs if case == "requantization" else obj.subgraphs) for op in g.operators
+                     if flatbuffer_utils.opcode_to_name(obj, op.opcodeIndex) in wanted)
+    if case == "no_scale":
+        tensor = graph.tensors[op.inputs[0]]
+        tensor.quantization.scale = np.zeros(0, np.float32)
+        tensor.quantization.zeroPoint = np.zeros(0, np.int64)
+    elif case == "add_ratio":
+        tensor = graph.tensors[op.outputs[0]]
+        tensor.quantization.scale[0] = max(graph.tensors[i].quantization.scale[0] for i in op.inputs) / 2 ** 20
+    else:
+        source, weights, tensor = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        weights.quantization.scale[0] = 300 * tensor.quantization.scale[0] / source.quantization.scale[0]
+    path = folder / f"{case}.tflite"
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return path, tensor.name.decode()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no_scale", "expected int8 quantization scales (finite, > 0), got none"),
+    ("requantization", "expected requantization scales (input x weight / output scale) below 256"),
+    ("add_ratio", "expected an input scale / output scale below 524288 (2^19), which the interpreter takes, "
+                  "got 1.049e+06"),
+])
+def test_damaged_quantization_is_one_line_not_an_aborted_interpreter(tmp_path, case, expected):
+    # One flipped bit there made the interpreter abort the process (exit -6, "double free or corruption" or no
+    # message at all) while the model was prepared: no line, no file named.
+    path, tensor = _with_damaged_quantization(tmp_path, case)
+    line = error_line(edgesense("inspect", path, cwd=tmp_path))
+    assert line.startswith(f"edgesense: error: {path}: subgraph '") and f"'{tensor}': {expected}" in line
+    assert line.endswith("; the model is damaged")

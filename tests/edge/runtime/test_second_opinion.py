@@ -150,7 +150,10 @@ def test_a_heads_file_whose_output_is_not_float32_is_refused_when_loaded(tmp_pat
 
     obj = flatbuffer_utils.read_model_from_bytearray(bytearray(BUNDLED_HEADS.read_bytes()))
     graph = obj.subgraphs[0]
-    graph.tensors[graph.outputs[0]].type = schema.TensorType.INT8
+    output = graph.tensors[graph.outputs[0]]
+    output.type = schema.TensorType.INT8
+    output.quantization = schema.QuantizationParametersT()  # an int8 tensor without scales is a damaged file
+    output.quantization.scale, output.quantization.zeroPoint = [1 / 256], [-128]
     path = tmp_path / "int8_out.tflite"
     path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
     with pytest.raises(ValueError, match=r"int8_out.tflite: output: expected float32 \(1, 12\), got int8 \(1, 12\)$"):

@@ -347,3 +347,18 @@ def test_a_header_goes_after_the_bom_and_ends_its_lines_as_the_file_does(tmp_pat
     assert out.read_bytes() == (BOM + b"# bundled\r\n# by deploy\r\n%YAML 1.2\r\n---\r\nmodel:\r\n"
                                 b"    path: b.tflite  # the model\r\n...\r\n")
     assert load_yaml_mapping(out) == {"model": {"path": "b.tflite"}}
+
+
+def test_aliases_that_expand_past_the_bound_are_refused_not_expanded(tmp_path):
+    # "Billion laughs": anchors made of anchors, 10 aliases a level. Nine levels (600 bytes) made 10^9 values,
+    # expanded before any field was checked: minutes and tens of gigabytes, then the OOM killer.
+    levels = [f"x0: &a0 [{', '.join(['1'] * 10)}]"]
+    levels += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(levels) + "\n")
+    expected = (rf"^{re.escape(str(path))}:1: x[45](\[[0-9]\])+: expected at most 100000 values once its "
+                r"aliases \(\*name\) are expanded, got more$")
+    with pytest.raises(ValueError, match=expected):
+        load_yaml_document(path)
+    path.write_text("\n".join(levels[:4]) + "\n")  # 10^3 values: read
+    assert len(load_yaml_mapping(path)["x3"]) == 10
