@@ -147,8 +147,9 @@ def live_device_help(exc: Any, config: str, paths: Sequence[tuple[str, str | Non
 
 
 def _events_so_far(pipeline: Any) -> str:
-    stats = pipeline.stats
-    return f"{stats.command_events} command and {stats.scene_events} scene events so far"
+    """The status line of a watchdog ping (the loop's thread): two counters, not a copy of the statistics."""
+    commands, scenes = pipeline.events_so_far
+    return f"{commands} command and {scenes} scene events so far"
 
 
 def warn_of_waits_past_the_watchdog(pipeline: Any, watchdog_s: float | None, config: str) -> None:

@@ -571,6 +571,13 @@ class Pipeline:
                              gate_threshold_dbfs=None if gate is None else gate.threshold_dbfs)
 
     @property
+    def events_so_far(self) -> tuple[int, int]:
+        """``(command events, scene events)`` so far: what :attr:`stats` counts, without its copy of every stage's
+        latency window (up to ``stats_window`` floats each: megabytes), for a status line asked for as the loop
+        goes round (``edgesense run``'s watchdog pings)."""
+        return self._counts["command_events"], self._counts["scene_events"]
+
+    @property
     def stats(self) -> PipelineStats:
         audio_stats = self.audio.stats if self.audio is not None else None
         video_stats = self.video.stats if self.video is not None else None

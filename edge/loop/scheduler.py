@@ -235,7 +235,8 @@ class ReplayVideoAligner:
 @dataclass(frozen=True, kw_only=True)
 class LatestFrameReaderOptions:
     """``retry_ms``: pause after a failed read before trying again (the camera's own
-    backoff decides when it actually reopens); ``join_timeout_ms``: how long
+    backoff decides when it actually reopens; a camera that is away is next read when that reopen is due,
+    its ``reopen_in_ms``, where that is later); ``join_timeout_ms``: how long
     :meth:`LatestFrameReader.stop` waits for the thread."""
 
     retry_ms: float = 100.0
@@ -289,7 +290,7 @@ class LatestFrameReader:
         self.dropped = 0
         self.read_failures = 0
         self.ended = False
-        self._outage = Outage(logger, debug_each=False)  # retried every retry_ms
+        self._outage = Outage(logger, debug_each=False)  # retried every retry_ms, or at the camera's reopen
         self._thread = threading.Thread(target=self._loop, name="edgesense-camera", daemon=True)
 
     @property
@@ -347,7 +348,9 @@ class LatestFrameReader:
                     self.read_failures += 1
                     self._outage.failed("%s; %sscene events paused until it recovers", exc,
                                         "going on with audio only, " if self.with_audio else "")
-                    self._stop.wait(self.options.retry_ms / MS_PER_S)
+                    # a camera that is away fails every read until its next reopen attempt: no read before it
+                    retry_ms = max(self.options.retry_ms, float(getattr(self.source, "reopen_in_ms", 0.0)))
+                    self._stop.wait(retry_ms / MS_PER_S)
                     continue
                 if frame is None:
                     break

@@ -436,7 +436,11 @@ class DeliveryOptions:
     ``resend_after_s``: after a reconnection, how long to wait for the client
     library's own resend of in-flight messages before publishing them again from
     the spool; and after the broker refused an event (MQTT 5: its ACL), how long
-    to wait before offering it again. ``idle_wait_s``: how often the worker wakes up without news.
+    to wait before offering it again. ``idle_wait_s``: how long the worker waits before it tries again after a
+    step that failed (a disk error, a publisher that raised). Without news (a new event, an answer, a
+    (re)connection) and without a failure it sleeps until its next due time (a resend, a refused event's next
+    offer), or until news comes: an idle device's worker never polls (it woke every ``idle_wait_s``, and queried
+    the spool at each wake while connected, for as long as the device ran).
     """
 
     window_events: int = 16
@@ -554,10 +558,11 @@ class SpoolDelivery:
     # ---------------------------------------------------------------- the worker
 
     def _loop(self) -> None:
+        failed = False
         while True:
             with self._cond:
                 if not (self._acks or self._wake or self._stop):
-                    self._cond.wait(self.options.idle_wait_s)
+                    self._cond.wait(self.options.idle_wait_s if failed else self._until_due_s())
                 if self._stop:
                     return
                 acks = list(self._acks)
@@ -566,12 +571,22 @@ class SpoolDelivery:
                 online, generation = self._online, self._generation
             try:
                 self._step(acks, online, generation)
+                failed = False
             except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad moment (disk, broker)
                 # a failing card fails every step: not a line each time
                 self._failed_steps.say(logger, logging.WARNING, "spool: delivery step failed: %s; retrying", exc,
                                        what="failed steps")
-                with self._cond:
-                    self._cond.wait(self.options.idle_wait_s)
+                failed = True  # tried again after idle_wait_s (or news)
+
+    def _until_due_s(self) -> float | None:
+        """Seconds until the worker has something to do without news: the resend of in-flight events after a
+        reconnection, the next offer of refused ones (``None``: nothing; it waits for news). A due time already
+        past is one the last step could not act on (offline, a full window): news ends that wait (a
+        (re)connection, an answer), never a poll."""
+        now = time.monotonic()
+        due = [at for at in (None if self._stale_since is None else self._stale_since + self.options.resend_after_s,
+                             self._refused_due) if at is not None and at > now]
+        return min(due) - now if due else None
 
     def _step(self, acks: list[tuple[int, bool]], online: bool, generation: int) -> None:
         done = []
@@ -601,7 +616,7 @@ class SpoolDelivery:
             self._stale_since = now if self._parts else None
         if self._stale_since is not None and not self._parts:
             self._stale_since = None
-        if self._stale_since is not None and online and now - self._stale_since > self.options.resend_after_s:
+        if self._stale_since is not None and online and now - self._stale_since >= self.options.resend_after_s:
             logger.warning("spool: %d in-flight events not acknowledged %.0f s after reconnecting; publishing them "
                            "again from the spool", len(self._parts), self.options.resend_after_s)
             self._inflight.clear()

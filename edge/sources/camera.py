@@ -203,6 +203,16 @@ class CameraSource(_SourceBase):
     def is_open(self) -> bool:
         return self._cap is not None
 
+    @property
+    def reopen_in_ms(self) -> float:
+        """How long until a read of this camera tries the device again: 0 while it is open (or its next reopen is
+        due), else the rest of its back-off (at most ``backoff.max_ms``), in which every read fails at once. The
+        loop's reader waits that long after such a read, not its own ``retry_ms``: a camera unplugged for a day
+        was read ten times a second for its one reopen attempt a second."""
+        if self._cap is not None or self._closed:
+            return 0.0
+        return min(max(0.0, self._next_attempt_ms - self._clock_ms()), self.options.backoff.max_ms)
+
     def _open(self) -> cv2.VideoCapture:
         with quiet_opencv():  # OpenCV's V4L2/FFmpeg warnings would precede our one line
             return self._open_quietly()

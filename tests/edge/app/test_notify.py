@@ -134,3 +134,33 @@ def test_a_socket_that_cannot_be_reached_is_one_warning_and_never_an_error(tmp_p
         notifier.close()
     warnings = [r.getMessage() for r in caplog.records if "systemd notification socket" in r.getMessage()]
     assert len(warnings) == 1 and "nobody-listens" in warnings[0]
+
+
+def test_the_watchdog_s_status_line_copies_no_statistics(notify_socket, tmp_path, monkeypatch):
+    """Each WATCHDOG=1's STATUS= line (the loop's own thread, every half period) read ``pipeline.stats`` for its two
+    counts: a copy of every stage's latency window, up to 10 000 floats each (3 MB and 4 ms here at every ping).
+    Now it reads the two counters: the windows are copied at the end only (the result of Pipeline.run, the
+    summary), however many pings there were."""
+    from edgesense.app.cli import main
+    from edgesense.loop.stats import LatencyWindow
+
+    copied: list[int] = []
+    values = LatencyWindow.values
+
+    def counted_values(self):
+        copied.append(id(self))
+        return values(self)
+
+    monkeypatch.setattr(LatencyWindow, "values", counted_values)
+    sock, path = notify_socket
+    collector = Collector(sock)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "20000")  # a ping every 10 ms or so
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    rc = main(["run", "--config", "desktop", "--audio", str(SAMPLES / "speech_commands.wav"), "--fast",
+               "--headless", "--events", str(tmp_path / "events.jsonl")])
+    messages = collector.stop()
+    pings = [m for m in messages if m.startswith("WATCHDOG=1\nSTATUS=") and "scene events so far" in m]
+    assert rc == 0 and len(pings) >= 5, messages
+    windows = set(copied)
+    assert len(copied) <= 2 * len(windows), f"{len(copied)} copies of {len(windows)} windows, {len(pings)} pings"

@@ -520,6 +520,48 @@ def test_a_camera_that_drops_a_read_every_few_seconds_is_not_two_lines_each_time
     assert "outages since the last such line, said at most every 0 s)" in _said(caplog, "edgesense.loop.scheduler")[2]
 
 
+class UnpluggedCapture(SmallCameraCapture):
+    """cv2.VideoCapture of a camera index unplugged after it opened: its reads fail, and it never opens again."""
+
+    opens = 0
+
+    def __init__(self, source, *args) -> None:
+        super().__init__()
+        UnpluggedCapture.opens += 1
+        self.opened = UnpluggedCapture.opens == 1
+
+    def read(self):
+        self.reads += 1
+        return False, None
+
+
+def test_a_camera_that_is_away_is_read_when_its_reopen_is_due_not_every_retry_ms(monkeypatch):
+    """A camera unplugged for hours: the reader read it every retry_ms (100 ms) though each read until the
+    camera's next reopen attempt (its backoff, up to a second) failed at once: ten wakeups a second for one
+    attempt. Now the reader waits for that attempt: about one read per reopen attempt."""
+    from edgesense.loop.scheduler import LatestFrameReader, LatestFrameReaderOptions
+    from edgesense.sources.base import BackoffOptions
+    monkeypatch.setattr(cv2, "VideoCapture", UnpluggedCapture)
+    monkeypatch.setattr(UnpluggedCapture, "opens", 0)
+    camera = CameraSource(CameraOptions(source=0, reopen_after_failures=1,
+                                        backoff=BackoffOptions(initial_ms=300.0, max_ms=300.0)))
+    reads = []
+    read = camera.read
+
+    def counted_read():
+        reads.append(time.monotonic())
+        return read()
+
+    monkeypatch.setattr(camera, "read", counted_read)
+    reader = LatestFrameReader(camera, LatestFrameReaderOptions(retry_ms=10.0)).start()
+    time.sleep(2.0)
+    reader.stop()
+    camera.close()
+    attempts = UnpluggedCapture.opens - 1  # the reopen attempts, each failed
+    assert attempts >= 3 and reader.outages == 1
+    assert len(reads) <= attempts + 3, f"{len(reads)} reads for {attempts} reopen attempts"  # about 200 before
+
+
 class SteppedStream:
     """sounddevice.InputStream fed by the test, one 10-ms block at a time, on a stand-in monotonic clock."""
 

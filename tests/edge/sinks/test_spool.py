@@ -280,6 +280,55 @@ def test_events_the_broker_refuses_stay_spooled_are_offered_again_per_resend_aft
     assert delivery.delivered == 30 and len(spool) == 0
 
 
+def test_an_idle_delivery_never_polls_the_spool_and_still_wakes_for_its_due_times(tmp_path):
+    """The delivery thread woke every idle_wait_s (0.5 s) for as long as the device ran and, while connected,
+    queried the spool at each wake with nothing to deliver: two wakeups and two SQLite reads a second, for weeks.
+    Now it sleeps until news (an event, an answer, a connection) or its next due time: none while idle, and the
+    resend of events left in flight by a reconnection still comes resend_after_s later without any news."""
+    reads: list[dict] = []
+
+    class CountingSpool(EventSpool):
+        def read(self, **kwargs):
+            reads.append(kwargs)
+            return super().read(**kwargs)
+
+    offers: list[tuple[float, int]] = []
+    mids = iter(range(1, 10_000))
+    answering = True
+
+    def publish(event):
+        mid = next(mids)
+        offers.append((time.monotonic(), event.seq))
+        if answering:
+            delivery.acknowledged(mid)
+        return [mid]
+
+    with CountingSpool(tmp_path / "spool", SpoolOptions(sync="off")) as spool:
+        delivery = spool_module.SpoolDelivery(spool, publish, DeliveryOptions(resend_after_s=0.5, idle_wait_s=0.01))
+        delivery.connected()
+        spool.append("command", '{"i": 0}')
+        delivery.wake()
+        assert delivery.wait_delivered(1, WAIT_S)
+        time.sleep(0.2)  # the step after the last answer
+        before = len(reads)
+        time.sleep(1.0)
+        idle_reads = len(reads) - before
+        answering = False
+        spool.append("command", '{"i": 1}')
+        delivery.wake()  # news: offered at once, and left in flight (no answer)
+        time.sleep(0.2)
+        delivery.connected()  # a reconnection: the in-flight event is resent resend_after_s later, without news
+        reconnected = time.monotonic()
+        time.sleep(1.0)
+        answering = True
+        delivery.connected()
+        assert delivery.wait_delivered(2, WAIT_S)
+        delivery.stop()
+    assert idle_reads == 0  # idle_wait_s 0.01: about 100 reads in that second before
+    resends = [at - reconnected for at, seq in offers if seq == 2 and at > reconnected]
+    assert resends and 0.45 <= resends[0] <= 0.9, resends
+
+
 # --------------------------------------------------------------------------- a real broker
 
 
