@@ -71,6 +71,7 @@ from edgesense.bench.references import (
     evaluate_reference,
     find_references,
     reference_train_config,
+    rows_it_learned,
 )
 from edgesense.bench.report import (
     _fmt,
@@ -246,6 +247,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     noise_paths = list(options.noise)
     clips = clip_labels = None
     data = None
+    scored_rows: dict[str, tuple[Path, Any, list[Any]]] = {}  # each task's (folder, index, rows scored)
     if options.speech_commands is not None:
         from edgesense.train import data
         words = [w for w in model.command_labels if is_command_word(w)]
@@ -268,6 +270,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         tune_set = {id(it) for it in tune_items}
         tune_items = _cap(tune_items, options.per_class_cap, options.seed)
         kept = [items[i] for i in load_report.kept]
+        scored_rows["command"] = (options.speech_commands, index, kept)
         keep = [k for k, it in enumerate(kept) if id(it) not in tune_set]
         sr = model.audio_frontend.sample_rate_hz
         stream_utterances = clip_utterances(clips[keep], [kept[k] for k in keep], sr)
@@ -290,6 +293,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         items = _cap(items, options.per_class_cap, options.seed)
         require(len(items) > 0, "scenes", "photos to evaluate", 0)
         scene_items = items
+        scored_rows["scene"] = (options.scenes, index, items)
         scene, scene_ambient, frames, frame_labels = evaluate_scenes(model, items, index.classes, timer, noise,
                                                                      options.seed)
         report["scene"] = {**scene, "selection": how}
@@ -331,6 +335,15 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             why = _unlike_the_model(ref.info, model)
             if why:
                 logger.warning("reference %s: %s; skipped", ref.name, why)
+                continue
+        if ref.task in scored_rows:
+            root, rows_index, rows = scored_rows[ref.task]
+            learned = rows_it_learned(ref.info, root, rows_index, rows)
+            if learned:
+                logger.warning("reference %s: it trained on %d of the %d %s scored here (the training part of the "
+                               "split its sidecar records); skipped: --split testing with the split it was trained "
+                               "on, or --train-references for this model's", ref.name, learned, len(rows),
+                               "clips" if ref.task == "command" else "photos")
                 continue
         ref_frames, ref_labels = frames, frame_labels
         if ref.task == "scene" and frames is not None and ref.input_shape[1:3] != model.image_frontend.input_shape[:2]:

@@ -221,9 +221,16 @@ def _windows_of(stream_name: str, samples: np.ndarray, post: StreamPosteriors, *
 
 def training_other_words(model: EdgeModel, speech_commands: Path, *, salt: str | None = None) -> list[Utterance]:
     """The ``_unknown_`` clips of the training speakers of ``speech_commands``, split as the model
-    records (:class:`edgesense.train.data.SplitSpec`; ``salt`` overrides its salt), as utterances."""
+    records (:class:`edgesense.train.data.SplitSpec`; ``salt`` stands in for a salt the model does not record:
+    another salt than the one it records is a ValueError naming ``salt``), as utterances."""
     from edgesense.train import data  # the dataset reader (numpy, OpenCV), only when asked for
 
+    recorded = ((model.metadata.get("data") or {}).get("split") or {}).get("speaker_salt")
+    # another salt names other speakers "training": among them the speakers the model is validated and tested on,
+    # whose words would train as hard negatives
+    require(not salt or recorded is None or salt == recorded, "salt",
+            f"the speaker-split salt the model records ({recorded!r}) or none (the model's training speakers are "
+            "the only ones mined)", salt)
     index = data.load_speech_commands(speech_commands,
                                       words=tuple(w for w in model.command_labels if is_command_word(w)))
     training = data.SplitSpec.from_metadata(model.metadata, salt).split_clips(index)["training"]
@@ -402,7 +409,8 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
 #: Option fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
          "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
-         "negatives": "--negatives", "speech_commands": "--speech-commands", "heads_path": "--second-opinion",
+         "negatives": "--negatives", "speech_commands": "--speech-commands", "salt": "--salt",
+         "heads_path": "--second-opinion",
          "student_weight": "--student-weight", "second_opinion.heads_path": "--second-opinion",
          "second_opinion": "--second-opinion"}
 
@@ -417,7 +425,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a Speech Commands folder: the _unknown_ words of the model's training speakers "
                              "(its recorded split) are streamed too")
     parser.add_argument("--salt", default=None,
-                        help="speaker-split salt of --speech-commands (default: the one the model records)")
+                        help="speaker-split salt of --speech-commands, for a model that records none (default: the "
+                             "one the model records; another is refused)")
     parser.add_argument("--noise", type=path_argument, action="append", default=[],
                         help="noise and music, .wav file or folder (repeatable): its training pool is the background")
     parser.add_argument("--out", required=True, type=path_argument,

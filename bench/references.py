@@ -74,6 +74,33 @@ def find_references(folder: Path, options: InterpreterOptions) -> list[Reference
     return out
 
 
+def rows_it_learned(info: Mapping[str, Any], root: Path | None, index: Any, rows: Sequence[Any]) -> int:
+    """How many of ``rows`` (items of ``index``, the folder ``root`` a benchmark scores) the reference or teacher
+    whose sidecar is ``info`` trained on: the training part of the split its sidecar records
+    (``training.data.split``), where it trained on that same folder; 0 where it records no split or trained on
+    other folders (nothing to compare). A reference scored on its own training clips or photos (``--split all``
+    on its folder, or the test part of another split) reads better than it is, beside a model scored fairly."""
+    from edgesense.train.data import SplitSpec
+
+    training = (info.get("training") or {}).get("data") if isinstance(info.get("training"), Mapping) else None
+    if root is None or not isinstance(training, Mapping) or not isinstance(training.get("split"), Mapping):
+        return 0
+    task = info.get("task")
+    source = training.get("speech_commands") if task == "command" else training.get("scenes")
+    sources = source if isinstance(source, list) else [source] if source else []
+    if Path(root).resolve() not in {Path(str(p)).resolve() for p in sources}:
+        return 0
+    try:
+        spec = SplitSpec.from_metadata({"data": training}, None)
+    except (TypeError, ValueError):  # a sidecar's split of other fields: nothing to compare
+        return 0
+    if task == "command":
+        trained = {(it.path, it.offset_ms) for it in spec.split_clips(index)["training"]}
+        return sum((it.path, it.offset_ms) in trained for it in rows)
+    trained_photos = {it.path for it in spec.split_photos(index)["training"]}
+    return sum(it.path in trained_photos for it in rows)
+
+
 def evaluate_reference(ref: ReferenceRunner, *, clips: np.ndarray | None, clip_labels: Sequence[str] | None,
                        frames: Sequence[np.ndarray] | None, frame_labels: Sequence[str] | None,
                        audio_frontend) -> dict[str, Any] | None:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgesense.app.cli import EXIT_INTERRUPTED, input_file, stop_on_signals, user_names
     from edgesense.train.config import INT_LIMIT, load_train_config
-    from edgesense.train.data import check_word_folders
+    from edgesense.train.data import check_init_split, check_word_folders
     from edgesense.train.runfolder import (
         check_init_from, check_out_dir, check_out_outside_data, discard_staging, start_staging,
     )
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_outside_data(out_dir, config.data)
     if args.init_from is not None:
         check_init_from(args.init_from, out_dir)
+        check_init_split(args.init_from, config.data, flag="--init-from")
     discard_staging(start_staging(out_dir))  # a read-only folder, or a file in the way, is said now
     for field in ("speech_commands", "synthetic_speech"):  # a folder of one's own words, data.words unset
         for root in getattr(config.data, field):

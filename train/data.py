@@ -17,6 +17,7 @@ of an evaluation-pool recording (:func:`without_snippets_of`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from collections import Counter
@@ -51,6 +52,7 @@ __all__ = [
     "SplitSpec",
     "balanced_indices",
     "check_word_folders",
+    "check_init_split",
     "check_words",
     "hash_percent",
     "load_av_folder",
@@ -530,6 +532,24 @@ def _not_a_folder(path: Path) -> str:
     return "a file" if path.exists() else "does not exist"
 
 
+def class_label(folder: Path) -> str:
+    """The class a class folder names: its name as text, the characters its UTF-8 bytes spell (in a C locale
+    without UTF-8 mode Python reads ``café`` as ``caf\\udcc3\\udca9``). ValueError naming the folder when its name
+    is not UTF-8 (a Latin-1 ``küche`` from an old archive): the label goes into the model, its events and MQTT,
+    which are UTF-8, and every event of that class would be lost."""
+    try:
+        data = bytes(Path(folder.name))  # the name's bytes (os.fsencode), as the locale wrote them
+    except UnicodeEncodeError:  # characters the locale cannot write: as they are
+        data = folder.name.encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = data.decode("utf-8", "backslashreplace")  # Latin-1 ü: \xfc, not the escape \udcfc
+        raise ValueError(f"{folder}: expected a class folder whose name is UTF-8 (it is the class's label in the "
+                         f"model and its events), got one whose bytes are not ({shown}): rename it (e.g. convmv -f "
+                         "latin1 -t utf8 --notest NAME)") from None
+
+
 def _class_folders(root: Path, what: str) -> list[Path]:
     if not root.is_dir():
         raise ValueError(f"{what} root: expected a folder, got {str(root)!r} ({_not_a_folder(root)})")
@@ -538,10 +558,11 @@ def _class_folders(root: Path, what: str) -> list[Path]:
         raise ValueError(f"{root}: expected one sub-folder per class, found none")
     seen: dict[str, str] = {}
     for folder in folders:
-        twin = seen.setdefault(label_as_read(folder.name), folder.name)
-        if twin != folder.name:
+        label = class_label(folder)
+        twin = seen.setdefault(label_as_read(label), label)
+        if twin != label:
             raise ValueError(f"{root}: expected class folders whose names differ in more than case or Unicode form, "
-                             f"found {twin!r} and {folder.name!r} (two classes that read alike); merge them")
+                             f"found {twin!r} and {label!r} (two classes that read alike); merge them")
     return folders
 
 
@@ -570,8 +591,8 @@ def load_image_folder(root: str | Path) -> ImageIndex:
         files = _files(folder, IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{folder}: expected images ({'/'.join(IMAGE_SUFFIXES)}) in this class folder, found none")
-        items.extend(ImageItem(p, folder.name) for p in files)
-    return ImageIndex(root=root, classes=tuple(f.name for f in folders), items=tuple(items))
+        items.extend(ImageItem(p, class_label(folder)) for p in files)
+    return ImageIndex(root=root, classes=tuple(class_label(f) for f in folders), items=tuple(items))
 
 
 def load_av_folder(root: str | Path) -> AVIndex:
@@ -590,13 +611,14 @@ def load_av_folder(root: str | Path) -> AVIndex:
         paired = sorted(images.keys() & sounds.keys())
         if not paired:
             raise ValueError(f"{folder}: expected NAME.jpg + NAME.wav pairs in this class folder, found none")
-        items.extend(AVItem(images[s], sounds[s], folder.name) for s in paired)
+        items.extend(AVItem(images[s], sounds[s], class_label(folder)) for s in paired)
         unpaired.extend(sorted([images[s] for s in images.keys() - sounds.keys()]
                                + [sounds[s] for s in sounds.keys() - images.keys()]))
     if unpaired:
         logger.warning("%s: %d files have no partner (image without .wav or .wav without image), e.g. %s",
                        root, len(unpaired), unpaired[0])
-    return AVIndex(root=root, classes=tuple(f.name for f in folders), items=tuple(items), unpaired=tuple(unpaired))
+    return AVIndex(root=root, classes=tuple(class_label(f) for f in folders), items=tuple(items),
+                   unpaired=tuple(unpaired))
 
 
 # --------------------------------------------------------------------------- loading arrays
@@ -864,3 +886,57 @@ class SplitSpec:
         as training split them."""
         return index.split(validation_percent=self.image_validation_percent,
                            testing_percent=self.image_testing_percent)
+
+
+def check_init_split(run_dir: Path, config: Any, *, flag: str = "init_from") -> None:
+    """ValueError naming ``flag`` when run ``run_dir`` trained on clips or photos that ``config`` (a
+    :class:`edgesense.train.config.DataConfig`) holds out: a run of the same folders split another way (another
+    ``data.speaker_split_salt`` or other percentages) starts from weights that learned this run's validation and
+    test speakers or photos, so the checkpoint it picks and the test figure it writes down would score what the
+    weights already knew. The split is the one ``run_dir``'s run.json records; a run that records none (a
+    warning), or trained on other folders, is not compared."""
+    try:
+        recorded = json.loads((Path(run_dir) / "run.json").read_text())["data"]
+        if not isinstance(recorded.get("split"), dict):
+            raise KeyError("split")
+        spec = SplitSpec.from_metadata({"data": recorded}, None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("%s %s: its run.json records no data split: whether it trained on the speakers or photos this "
+                       "run holds out is not checked", flag, run_dir)
+        return
+    earlier_speech = {Path(p).resolve() for p in recorded.get("speech_commands") or ()}
+    for root in config.speech_commands:
+        if Path(root).resolve() not in earlier_speech:
+            continue
+        index = load_speech_commands(root, words=config.words)
+        trained = {(it.path, it.offset_ms) for it in spec.split_clips(index)["training"]}
+        now = index.split(validation_percent=config.validation_percent, testing_percent=config.testing_percent,
+                          salt=config.speaker_split_salt)
+        _refuse_learned(flag, run_dir, root, "clips", trained,
+                        [(it.path, it.offset_ms) for name in ("validation", "testing") for it in now[name]],
+                        f"speaker salt {spec.speaker_salt!r}, validation {spec.validation_percent:g} %, testing "
+                        f"{spec.testing_percent:g} %",
+                        f"data.speaker_split_salt {config.speaker_split_salt!r}, data.validation_percent "
+                        f"{config.validation_percent:g}, data.testing_percent {config.testing_percent:g}")
+    earlier_scenes = recorded.get("scenes")
+    if config.scenes is not None and earlier_scenes and Path(earlier_scenes).resolve() == Path(config.scenes).resolve():
+        index = load_image_folder(config.scenes)
+        trained = {it.path for it in spec.split_photos(index)["training"]}
+        now = split_image_items(index.items, validation_percent=config.image_validation_percent,
+                                testing_percent=config.image_testing_percent)
+        _refuse_learned(flag, run_dir, config.scenes, "photos", trained,
+                        [it.path for name in ("validation", "testing") for it in now[name]],
+                        f"validation {spec.image_validation_percent:g} %, testing {spec.image_testing_percent:g} %",
+                        f"data.image_validation_percent {config.image_validation_percent:g}, "
+                        f"data.image_testing_percent {config.image_testing_percent:g}")
+
+
+def _refuse_learned(flag: str, run_dir: Path, root: Path, what: str, trained: set, held_out: list, earlier: str,
+                    now: str) -> None:
+    learned = sum(key in trained for key in held_out)
+    if learned:
+        raise ValueError(f"{flag}: expected a run that never trained on what this run holds out, got {run_dir}, "
+                         f"which trained on {learned} of its {len(held_out)} validation and test {what} of {root} "
+                         f"(it split them with {earlier}; this config: {now}); its validation and test figures "
+                         "would score what the starting weights learned: start from a run of this split, or split "
+                         "as that run did")

@@ -125,7 +125,8 @@ def _audio_set(items, labels, config: TrainConfig, what: str, reports: dict, syn
     y = np.array([index[items[i].label] for i in report.kept], dtype=np.int32)
     is_synthetic = np.array([items[i] in synthetic for i in report.kept], dtype=bool)
     speakers = np.array([items[i].speaker for i in report.kept], dtype=str)
-    return AudioSet(clips.astype(np.float32), y, is_synthetic, speakers)
+    # load_clips' rows are float32 already: a copy here would hold the set twice at once (a large set's peak)
+    return AudioSet(clips.astype(np.float32, copy=False), y, is_synthetic, speakers)
 
 
 def _cap(items, max_per_class: int | None, rng: np.random.Generator):
@@ -1144,6 +1145,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, verbose: int = 1, init_fr
     check_out_outside_data(out_dir, config.data, flag="out_dir")
     if init_from is not None:
         check_init_from(Path(init_from), out_dir, flag="init_from", out_flag="out_dir")
+        datasets.check_init_split(Path(init_from), config.data)
     elif config.train.frozen_parts:
         raise ValueError(f"train.frozen_parts: {', '.join(config.train.frozen_parts)} would keep random weights; "
                          f"expected --init-from a run to freeze them at")

@@ -595,7 +595,7 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
     out, refs = tmp_path / "out", tmp_path / "refs"
     code = cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
                      str(scenes), "--out", str(out), "--quick", "--no-streaming", "--train-references",
-                     "--references", str(refs), "--salt", "edgesense", "--threads", "2"])
+                     "--references", str(refs), "--split", "testing", "--salt", "edgesense", "--threads", "2"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["references"]) == {"kws_dscnn", "vww_mobilenet_v1"}
@@ -620,7 +620,8 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
     orin = tmp_path / "orin"
     assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
                      str(scenes), "--out", str(orin), "--quick", "--no-streaming", "--references", str(refs),
-                     "--salt", "edgesense", "--config", str(REPO / "firmware_configs" / "jetson-orin.yaml")]) == 0
+                     "--split", "testing", "--salt", "edgesense",
+                     "--config", str(REPO / "firmware_configs" / "jetson-orin.yaml")]) == 0
     comp = json.loads((orin / "report.json").read_text())["comparison_per_second"]
     assert comp["rates_per_s"] == {"command_hops": 20, "scene_frames": 10}
     assert comp["commands"]["theirs_macs_per_s"] == 20 * kws["model"]["macs"]
@@ -640,7 +641,7 @@ def test_a_reference_of_another_input_size_sees_the_photos_at_its_own(tiny_build
     out, refs = tmp_path / "out", tmp_path / "refs"
     assert cli.main(["bench", "--model", str(big), "--speech-commands", str(speech), "--scenes", str(scenes),
                      "--out", str(out), "--quick", "--no-streaming", "--train-references", "--references",
-                     str(refs), "--salt", "edgesense"]) == 0
+                     str(refs), "--split", "testing", "--salt", "edgesense"]) == 0
     report = json.loads((out / "report.json").read_text())
     vww = report["references"]["vww_mobilenet_v1"]
     assert vww["scene"]["count"] == report["scene"]["count"] > 0  # the same photos, each model at its own size
@@ -662,7 +663,7 @@ def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny
     out = tmp_path / "out"
     assert cli.main(["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--scenes",
                      str(scenes), "--out", str(out), "--quick", "--no-streaming", "--train-references",
-                     "--salt", "edgesense", "--teachers"]) == 0
+                     "--split", "testing", "--salt", "edgesense", "--teachers"]) == 0
     assert (out / "references" / "kws_dscnn.tflite").is_file() and not (tmp_path / "models").exists()
     report = json.loads((out / "report.json").read_text())
     assert "comparison_per_second" in report  # the references were compared before the teachers ran
@@ -963,7 +964,8 @@ def test_references_of_the_models_own_words_and_frontend(tiny_builders, tmp_path
                                                                                       calibration_samples=16))
     speech, out, refs = _speech_folder(tmp_path / "sc", per_class=16), tmp_path / "out", tmp_path / "refs"
     assert cli.main(["bench", "--model", str(model), "--speech-commands", str(speech), "--out", str(out), "--quick",
-                     "--no-streaming", "--train-references", "--references", str(refs), "--salt", "edgesense"]) == 0
+                     "--no-streaming", "--train-references", "--references", str(refs), "--split", "testing",
+                     "--salt", "edgesense"]) == 0
     report = json.loads((out / "report.json").read_text())
     kws = report["references"]["kws_dscnn"]
     assert kws["command"]["labels"] == list(labels) and kws["command"]["count"] == report["command"]["count"]
@@ -1072,3 +1074,20 @@ def test_without_other_words_said_alone_their_false_accepts_are_not_measured_not
     row = next(line for line in md.splitlines() if line.startswith("| recommended |"))
     assert row.split(" | ")[3] == "n/a", row
     assert "that budget was not measured" in md and "2 per 100 other words" not in md
+
+
+def test_a_scene_photo_whose_name_is_not_utf8_is_scored_not_a_crash(tmp_path):
+    """``bench --scenes`` read each photo with ``cv2.imread``, which crashes the process (a segmentation fault, exit
+    139, the whole run lost) on a name that is not UTF-8 (a Latin-1 ``Straße.jpg`` from an old archive): the photo
+    is read by Python and decoded by OpenCV, as training reads it."""
+    photo = tmp_path / os.fsdecode(b"Stra\xdfe.jpg")
+    ok, encoded = cv2.imencode(".jpg", np.full((20, 30, 3), (10, 200, 30), np.uint8))
+    assert ok
+    photo.write_bytes(encoded.tobytes())
+    script = ("import os, sys; from pathlib import Path; from edgesense.bench.accuracy import _read_bgr; "
+              "image = _read_bgr(Path(os.fsdecode(sys.argv[1]))); print(image.shape, image[10, 15].tolist())")
+    proc = subprocess.run([sys.executable, "-c", script, os.fsencode(photo)], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    shape, pixel = proc.stdout.strip().split(") ")
+    assert shape == "(20, 30, 3" and abs(json.loads(pixel)[1] - 200) <= 3

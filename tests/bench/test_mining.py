@@ -242,6 +242,31 @@ def test_mine_streams_the_training_speakers_other_words_and_no_held_out_speaker(
         assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}"), err
 
 
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "edgesense.tflite"
+
+
+def test_a_salt_other_than_the_one_the_model_records_is_refused_not_mined_from_its_test_speakers(tmp_path, capsys):
+    """``--salt`` replaced the salt the model records: another salt names other speakers "training", and on the
+    real data (salt ``edgesense``, ``--salt other``) 30 of the 137 words streamed were the model's test speakers'
+    and 8 its validation speakers', mined as hard negatives that train the next run."""
+    model = EdgeModel.load(SHIPPED_MODEL)
+    recorded = SplitSpec.from_metadata(model.metadata, None).speaker_salt
+    assert recorded == "edgesense"
+    speech = make_speech_commands(tmp_path / "speech", words=DEFAULT_COMMAND_WORDS, speakers=12, per_speaker=1,
+                                  unknown_words=("bed",))
+    with pytest.raises(ValueError, match=r"^salt: expected the speaker-split salt the model records \('edgesense'\)"):
+        training_other_words(model, speech, salt="other")
+    same = [u.source for u in training_other_words(model, speech, salt=recorded)]
+    assert same and same == [u.source for u in training_other_words(model, speech)]
+    out = tmp_path / "mined"
+    assert main(["mine", "--model", str(SHIPPED_MODEL), "--speech-commands", str(speech), "--salt", "other",
+                 "--out", str(out), "--talk-minutes", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgesense: error: --salt: expected the speaker-split salt the model records") and \
+        "'other'" in err and "\n" not in err, err
+    assert not out.exists()
+
+
 def test_mine_force_leaves_exactly_the_new_windows_and_never_a_users_file(tmp_path, tiny_model_path, capsys):
     """``--force`` into a folder of an earlier mine kept the old windows the new ``mined.json`` no longer lists,
     and a training run (``data.hard_negatives``) reads every window in the folder: it trained on stale ones."""

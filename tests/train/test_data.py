@@ -409,6 +409,44 @@ def test_a_folder_named_like_a_class_in_another_case_is_refused(tmp_path: Path, 
         load_image_folder(root)
 
 
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_and_a_utf8_one_is_its_label_in_any_locale(
+        tmp_path: Path) -> None:
+    """A place's folder named in Latin-1 bytes (``k\\xfcche``, from an old archive) became a scene label with a
+    surrogate escape (``k\\udcfcche``): ``adapt`` wrote it into the model, and every event of that place was then
+    lost (``'utf-8' codec can't encode character '\\udcfc'``, a warning each). In a C locale without UTF-8 mode a
+    UTF-8 ``café`` became ``caf\\udcc3\\udca9`` the same way."""
+    import os
+    import subprocess
+    import sys
+
+    from edgesense.train.data import load_av_folder
+
+    root = tmp_path / "places"
+    write_image(root / "sea" / "1.jpg", (190, 95, 0))
+    write_image(root / "kuche" / "1.jpg", (0, 95, 0))
+    write_tone(root / "sea" / "1.wav", 440.0)
+    write_tone(root / "kuche" / "1.wav", 660.0)
+    (root / "kuche").rename(root / os.fsdecode(b"k\xfcche"))
+    for load in (load_image_folder, load_av_folder):
+        with pytest.raises(ValueError, match=r"places/k.*che: expected a class folder whose name is UTF-8 .*got one "
+                                             r"whose bytes are not \(k\\xfcche\): rename it"):
+            load(root)
+    (root / os.fsdecode(b"k\xfcche")).rename(root / "küche")
+    (root / "café").mkdir()
+    (root / "sea" / "1.jpg").rename(root / "café" / "1.jpg")
+    (root / "sea" / "1.wav").rename(root / "café" / "1.wav")
+    (root / "sea").rmdir()
+    script = ("import sys; from edgesense.train.data import load_av_folder, load_image_folder\n"
+              "for index in (load_image_folder(sys.argv[1]), load_av_folder(sys.argv[1])):\n"
+              "    print(ascii(index.classes), ascii(sorted({item.label for item in index.items})))")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    proc = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, env=env,
+                          check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [r"('caf\xe9', 'k\xfcche') ['caf\xe9', 'k\xfcche']"] * 2
+
+
 def test_load_images_matches_device_preprocessing(tmp_path: Path) -> None:
     index = load_image_folder(_image_root(tmp_path))
     broken = index.root / "sea" / "5.jpg"

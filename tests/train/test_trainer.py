@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from cli_run import ERROR_PREFIX, edgesense, folder_files, only_line  # noqa: E402
+from cli_run import ERROR_PREFIX, edgesense, error_line, folder_files, only_line  # noqa: E402
 from datagen import (  # noqa: E402
     SCENE_COLOURS_BGR,
     make_av_folder,
@@ -84,6 +84,53 @@ def test_init_from_continues_a_run_and_refuses_another_architecture(tmp_path, ti
     with pytest.raises(ValueError,
                        match=r"init_from .*nowhere: no such folder; expected a run folder with model.keras"):
         train(load_train_config(path), tmp_path / "none", verbose=0, init_from=tmp_path / "nowhere")
+
+
+def _recorded_run(path, speech, scenes, **split):
+    """A run folder whose model.keras passes the archive check and whose run.json records ``split``."""
+    import zipfile
+
+    from edgesense.train.runfolder import KERAS_WEIGHTS_ENTRY, MODEL_FILE
+
+    path.mkdir()
+    with zipfile.ZipFile(path / MODEL_FILE, "w") as archive:
+        for name in ("config.json", "metadata.json", KERAS_WEIGHTS_ENTRY):
+            archive.writestr(name, b"")
+    recorded = {"speaker_salt": "", "validation_percent": 20.0, "testing_percent": 20.0,
+                "image_validation_percent": 20.0, "image_testing_percent": 20.0, **split}
+    (path / "run.json").write_text(json.dumps({"data": {"speech_commands": [str(speech)], "scenes": str(scenes),
+                                                        "split": recorded}}))
+    return path
+
+
+def test_init_from_a_run_that_trained_on_this_runs_held_out_speakers_or_photos_is_refused(tmp_path, tiny_data):
+    """``--init-from`` a run of the same folders split another way went on silently: on the real data a run split
+    with ``data.speaker_split_salt: mine`` had trained on 345 of the 451 test clips and 104 of the 144 validation
+    clips of ``train/configs/shared_data.yaml``'s split, which the fine-tune then picked its checkpoint by and
+    wrote down as its test figure."""
+    from edgesense.train.data import check_init_split
+
+    speech, scenes = tiny_data
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes))
+    same = _recorded_run(tmp_path / "same", speech, scenes)
+    check_init_split(same, config.data)  # the split this config makes: nothing learned that it holds out
+    for name, split, what in (("salted", {"speaker_salt": "other"}, "clips"),
+                              ("photos", {"image_testing_percent": 0.0}, "photos")):
+        run = _recorded_run(tmp_path / name, speech, scenes, **split)
+        with pytest.raises(ValueError) as caught:
+            train(config, tmp_path / "out", verbose=0, init_from=run)
+        text = str(caught.value)
+        assert text.startswith(f"init_from: expected a run that never trained on what this run holds out, got "
+                               f"{run}, which trained on ") and f"validation and test {what} of " in text, text
+        assert "\n" not in text and not (tmp_path / "out").exists()
+    proc = edgesense("train", "--config", tmp_path / "train.yaml", "--out", tmp_path / "out", "--init-from",
+                     tmp_path / "salted")
+    line = error_line(proc)  # before TensorFlow starts: no line of its start-up in stderr
+    assert line.startswith(f"{ERROR_PREFIX} --init-from: expected a run that never trained on what this run holds "
+                           f"out, got {tmp_path / 'salted'}, which trained on "), line
+    other = _recorded_run(tmp_path / "elsewhere", tmp_path / "other-speech", tmp_path / "other-scenes",
+                          speaker_salt="other", image_testing_percent=0.0)
+    check_init_split(other, config.data)  # other folders: nothing to compare
 
 
 @pytest.mark.slow
@@ -1508,3 +1555,24 @@ def test_a_recipe_without_validation_data_trains_every_epoch_when_it_keeps_the_l
                                       "train.patience=1"])
     metrics = train(config, tmp_path / "run", verbose=0)
     assert metrics["epochs_run"] == metrics["best_epoch"] == 3 and metrics["validation_photos"] == 0
+
+
+def test_loading_a_training_set_holds_its_clips_once(tmp_path, tiny_data):
+    """A user's set of 100,000 clips is 6.4 GB of float32: loading must not hold it twice at once."""
+    import tracemalloc
+
+    from edgesense.train.data import load_speech_commands
+    from edgesense.train.trainer import _audio_set
+
+    speech, _ = tiny_data
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=None))
+    items = [it for it in load_speech_commands(speech, words=config.data.words).items if it.offset_ms is None]
+    clip_bytes = len(items) * config.audio_frontend.clip_samples * 4
+    tracemalloc.start()
+    try:
+        audio = _audio_set(items, ("_silence_", "_unknown_", *config.data.words), config, "audio_train", {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert audio.clips.shape[0] == len(items) and audio.clips.dtype == np.float32
+    assert peak < 1.5 * clip_bytes, (peak, clip_bytes)
