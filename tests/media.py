@@ -84,7 +84,21 @@ def scene_video(path: Path, segments: list[tuple[str, float]], fps: float = 10.0
     return path
 
 
-class SmallCameraCapture:
+class GrabsByReading:
+    """``grab()`` and ``retrieve()`` of a stand-in cv2.VideoCapture that says how its ``read()`` goes (a live
+    camera's reader grabs every frame and decodes those the loop wants): a grab is a read (it blocks and fails as
+    the read does), a retrieve hands that read's frame over, once."""
+
+    def grab(self) -> bool:
+        self._grabbed = self.read()
+        return bool(self._grabbed[0])
+
+    def retrieve(self, image=None, flag=0):
+        grabbed, self._grabbed = getattr(self, "_grabbed", (False, None)), (False, None)
+        return grabbed
+
+
+class SmallCameraCapture(GrabsByReading):
     """What a cv2.VideoCapture of a 64x48 camera at 15 fps answers but for its reads (a stand-in at the device's
     edge: subclasses say how its ``read`` goes); ``opened`` until released."""
 

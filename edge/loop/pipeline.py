@@ -107,7 +107,7 @@ from edgesense.runtime.speech_embedding import SpeechEmbeddingUnavailable
 from edgesense.schema.validate import is_positive, require
 from edgesense.sinks.base import EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
-from edgesense.sources.base import AudioChunk, SourceReadError, VideoFrame, monotonic_ms
+from edgesense.sources.base import AudioChunk, SourceReadError, SourceStats, VideoFrame, monotonic_ms
 from edgesense.sources.camera import CameraSource
 from edgesense.sources.microphone import MicrophoneSource
 from edgesense.sources.replay import VideoReplayOptions, VideoReplaySource, WavReplayOptions, WavReplaySource
@@ -339,6 +339,15 @@ class PipelineState:
 # --------------------------------------------------------------------------- pipeline
 
 
+@dataclass(frozen=True)
+class _SourceCounts:
+    """A snapshot of the sources' counters (:attr:`Pipeline.stats`)."""
+
+    audio: SourceStats | None
+    video: SourceStats | None
+    camera_outages: int
+
+
 @dataclass
 class _Tick:
     t_ms: float
@@ -414,8 +423,13 @@ class Pipeline:
         self._aligner = ReplayVideoAligner(video) if video is not None and not self.live_video else None
         # A replayed file is read in this thread and never stalls so; a live camera's read may never return.
         stall_ms = video.options.effective_stall_timeout_ms if isinstance(video, CameraSource) else None
+        # A live camera's frames are decoded only when a scene update wants one, unless on_frame sees them all.
         self._reader = (LatestFrameReader(video, options.reader, with_audio=audio is not None,
-                                          stall_timeout_ms=stall_ms) if video is not None and self.live_video else None)
+                                          stall_timeout_ms=stall_ms,
+                                          decode_on_demand=isinstance(video, CameraSource) and on_frame is None)
+                        if video is not None and self.live_video else None)
+        # ... asked for a camera frame period before the update, so that it is there for it
+        self._frame_lead_ms = MS_PER_S / video.options.fps if isinstance(video, CameraSource) else 0.0
 
         self._stop = threading.Event()
         self._running = False
@@ -450,7 +464,12 @@ class Pipeline:
         self._stage_ms: dict[str, LatencyWindow] = {}
         self._t_first: float | None = None
         self._t_last: float | None = None
-        self._wall_ms = 0.0
+        self._wall_ms = 0.0  # the runs that ended
+        self._run_start_s: float | None = None  # perf_counter() when the run going on began (None: none)
+        # The sources' counters when the latest run ended (None: a run goes on, or none ran yet): a live camera's
+        # reader thread and a microphone's callback go on until close(), after the sinks' flush (up to
+        # publish_timeout_s for an MQTT broker that is away), and what they count then is no part of a run.
+        self._sources_at_end: _SourceCounts | None = None
         self._compute_ms = 0.0
 
     # ------------------------------------------------------------------ construction from a config
@@ -577,14 +596,25 @@ class Pipeline:
         goes round (``edgesense run``'s watchdog pings)."""
         return self._counts["command_events"], self._counts["scene_events"]
 
+    def _source_counts(self) -> _SourceCounts:
+        """The sources' counters now, or as they were when the latest run ended while no run goes on."""
+        at_end = self._sources_at_end
+        if at_end is not None:
+            return at_end
+        return _SourceCounts(audio=self.audio.stats if self.audio is not None else None,
+                             video=self.video.stats if self.video is not None else None,
+                             camera_outages=self._reader.outages if self._reader is not None else 0)
+
     @property
     def stats(self) -> PipelineStats:
-        audio_stats = self.audio.stats if self.audio is not None else None
-        video_stats = self.video.stats if self.video is not None else None
+        """The counters and timings of the runs so far, the one going on included (its wall time up to now)."""
+        sources = self._source_counts()
+        audio_stats, video_stats = sources.audio, sources.video
         frames = video_stats.items if video_stats is not None else 0
         if self._aligner is not None:  # the replay's look-ahead frame past the stop never reached the loop
             frames -= self._aligner.read_ahead
         stream_ms = 0.0 if self._t_first is None or self._t_last is None else self._t_last - self._t_first
+        run_start_s = self._run_start_s  # read once: the run may end meanwhile
         with self._stage_lock:  # the loop may add a stage meanwhile (stats read from another thread)
             stages = list(self._stage_ms.items())
         return PipelineStats(
@@ -604,12 +634,12 @@ class Pipeline:
             audio_read_failures=self._counts["audio_read_failures"],
             audio_stalls=self._counts["audio_stalls"],
             camera_read_failures=video_stats.read_failures if video_stats else 0,
-            camera_outages=self._reader.outages if self._reader is not None else 0,
+            camera_outages=sources.camera_outages,
             camera_stalls=self._reader.stalls if self._reader is not None else 0,
             camera_reopens=video_stats.reopens if video_stats else 0,
             stream_start_ms=self._t_first or 0.0,
             stream_ms=stream_ms,
-            wall_ms=self._wall_ms,
+            wall_ms=self._wall_ms + (0.0 if run_start_s is None else _elapsed_ms(run_start_s)),
             compute_ms=self._compute_ms,
             events_lost=self._sink.lost_events,
             stage_ms={stage: window.values() for stage, window in stages},
@@ -658,7 +688,8 @@ class Pipeline:
         self._running = True
         if self._reader is not None:
             self._reader.start()
-        start_s = time.perf_counter()
+        self._sources_at_end = None
+        start_s = self._run_start_s = time.perf_counter()
         media_at_ms = monotonic_ms()  # when the latest media arrived (or this call began)
         try:
             while not self._stop.is_set():
@@ -676,7 +707,9 @@ class Pipeline:
                                                               else media_at_ms) >= duration_s * MS_PER_S:
                     break
         finally:
+            self._sources_at_end = self._source_counts()
             self._wall_ms += _elapsed_ms(start_s)
+            self._run_start_s = None
             self._running = False
 
     def _say_if_no_command_could_be_heard(self) -> None:
@@ -733,6 +766,8 @@ class Pipeline:
                 self.audio.wait_until(frame.t_ms)
             return _Tick(t_ms=frame.t_ms, frame=frame)
         if self._reader is not None:
+            if self._reader.decode_on_demand:  # the frames are the clock: the first at the next scene update's time
+                self._reader.want(after_ms=self._scene.next_ms)
             frame = self._reader.take(timeout_s=self.options.idle_wait_ms / MS_PER_S)
             if frame is None:
                 return None if self._reader.ended else True
@@ -749,8 +784,19 @@ class Pipeline:
     def _frame_while_audio_is_out(self) -> _Tick | bool:
         """A live camera's newest frame while the microphone delivers nothing (scene events go on, fused
         without the audio once its embedding is stale); ``True`` (an idle round) when there is none."""
+        if self._reader is not None and self._reader.decode_on_demand:
+            self._reader.want()
         frame = self._reader.take() if self._reader is not None else None
         return True if frame is None else _Tick(t_ms=frame.t_ms, frame=frame)
+
+    def _want_frame_for_scene(self, t_ms: float) -> None:
+        """A camera decoding on demand: ask for a frame when the next scene update is within a frame period of
+        ``t_ms`` and no frame waits for it (one decoded per update, not every frame the camera delivers)."""
+        if self._reader is None or not self._reader.decode_on_demand or self._new_frame is not None:
+            return
+        next_ms = self._scene.next_ms
+        if next_ms is None or t_ms + self._frame_lead_ms >= next_ms:
+            self._reader.want()
 
     def _timed(self, stage: str, ms: float) -> float:
         window = self._stage_ms.get(stage)
@@ -824,6 +870,7 @@ class Pipeline:
                 frame = self._aligner.frame_at(t)  # decodes replayed frames: media I/O, not compute
                 read_ms = self._timed(VIDEO_READ, _elapsed_ms(s))
             elif self._reader is not None:
+                self._want_frame_for_scene(t)
                 frame = self._reader.take()
         if frame is not None:
             self._new_frame = frame

@@ -267,12 +267,24 @@ class LatestFrameReader:
     ``stall_timeout_ms`` (``None``: never): :meth:`check_stall`, called from the loop's thread, warns once
     when the read in progress has not returned for half of it and raises :class:`CameraStallError` when it has
     not for all of it (counted in :attr:`stalls`, the reads that hung past the warning).
+
+    ``decode_on_demand`` (a source with ``grab()`` and ``retrieve()``: a live camera): every frame the camera
+    delivers is grabbed (the driver's queue never holds stale frames), and only one the loop asked for with
+    :meth:`want` is decoded; the others are counted in :attr:`skipped`. A USB webcam's frame is a JPEG: decoding
+    all 15 or 30 a second for the 2 to 5 the image encoder takes cost a Pi's core several ms each.
     """
 
     def __init__(self, source: Any, options: LatestFrameReaderOptions = LatestFrameReaderOptions(), *,
-                 with_audio: bool = True, stall_timeout_ms: float | None = None) -> None:
+                 with_audio: bool = True, stall_timeout_ms: float | None = None,
+                 decode_on_demand: bool = False) -> None:
         require(stall_timeout_ms is None or is_positive(stall_timeout_ms), "stall_timeout_ms",
                 "None or a positive number", stall_timeout_ms)
+        require(not decode_on_demand or all(callable(getattr(source, name, None)) for name in ("grab", "retrieve")),
+                "decode_on_demand", "False for a source without grab() and retrieve()", decode_on_demand)
+        self.decode_on_demand = bool(decode_on_demand)
+        self._wanted = False  # decode_on_demand: the loop asked for a frame (want()) and has not got it yet
+        self._want_after_ms: float | None = None  # ... one grabbed at or after this time of the source's clock
+        self.skipped = 0  #: decode_on_demand: frames grabbed and never decoded (none was wanted)
         self.source = source
         self.options = options
         self.with_audio = bool(with_audio)
@@ -304,11 +316,34 @@ class LatestFrameReader:
             self._thread.start()
         return self
 
-    def _read(self) -> VideoFrame | None:
-        """The source's next frame, with the start of the read kept for :meth:`check_stall`."""
+    def want(self, after_ms: float | None = None) -> None:
+        """``decode_on_demand``: decode the next frame the source delivers (``after_ms``: the first delivered at or
+        after that time of its clock), for :meth:`take`; a frame already decoded and not taken stays. Asking again
+        before it came replaces the time. Without ``decode_on_demand`` every frame is decoded anyway."""
+        with self._cond:
+            self._wanted, self._want_after_ms = True, after_ms
+
+    def _read(self) -> VideoFrame | bool | None:
+        """The source's next frame, with the start of the read kept for :meth:`check_stall`; with
+        ``decode_on_demand``, a frame grabbed and not wanted is skipped: ``False``."""
+        if not self.decode_on_demand:
+            return self._device(self.source.read)
+        t_ms = self._device(self.source.grab)
+        if t_ms is None:
+            return None
+        with self._cond:
+            due = self._wanted and (self._want_after_ms is None
+                                    or t_ms >= self._want_after_ms - PeriodicSchedule.TOLERANCE_MS)
+        if not due:
+            self.skipped += 1
+            return False
+        return self._device(self.source.retrieve)
+
+    def _device(self, call: Any) -> Any:
+        """``call()`` (a read of the device), with its start kept for :meth:`check_stall`."""
         since = self._read_since_s = time.monotonic()
         try:
-            return self.source.read()
+            return call()
         finally:
             self._read_since_s = None
             if self._warned_since_s == since:
@@ -355,11 +390,14 @@ class LatestFrameReader:
                 if frame is None:
                     break
                 self._outage.succeeded("camera: recovered, scene events resume (%d failed read(s))")
+                if isinstance(frame, bool):  # grabbed, not wanted: not decoded
+                    continue
                 with self._cond:
                     if self._seq > self._taken_seq:
                         self.dropped += 1
                     self._frame = frame
                     self._seq += 1
+                    self._wanted = False
                     self._cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - handed to the loop's thread by take()
             self._error = exc

@@ -7,7 +7,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable, NoReturn, Union
 
 import cv2
 import numpy as np
@@ -190,6 +190,8 @@ class CameraSource(_SourceBase):
         self._reopen_lines = Paced()
         self._reopened_lines = Paced()
         self._lock = threading.RLock()  # held by a read (which may reopen), and by close() as it releases
+        self._grabbed_t_ms: float | None = None  # the time of the frame grab() took and retrieve() has not decoded
+        self._decoded = 0
         self._cap: cv2.VideoCapture | None = self._open()
 
     @property
@@ -256,6 +258,7 @@ class CameraSource(_SourceBase):
             self._reopens += 1
             self._consecutive_failures = 0
             self._frames_since_open = 0
+            self._grabbed_t_ms = None
 
     def read(self) -> VideoFrame | None:
         """The next frame; ``None`` after :meth:`close`; :class:`SourceReadError` on a failed read."""
@@ -269,49 +272,116 @@ class CameraSource(_SourceBase):
                     self._release()
             return None if self._closed else frame
 
-    def _read_locked(self) -> VideoFrame:
-        if self._cap is None:
-            now = self._clock_ms()
-            if now < self._next_attempt_ms:
-                self._read_failures += 1
-                raise SourceReadError(f"camera: {self.description} is unavailable; next reopen attempt in "
-                                      f"{self._next_attempt_ms - now:.0f} ms")
+    def grab(self) -> float | None:
+        """Take the next frame off the device without decoding it (``cv2.VideoCapture.grab``: a USB webcam's JPEG
+        is decoded by :meth:`retrieve` only), and return its time; ``None`` after :meth:`close`;
+        :class:`SourceReadError` on a failed read. Counted, failed or reopened as :meth:`read` is. Grabbing every
+        frame keeps the driver's queue empty, so the frame retrieved is the newest, not one queued before it."""
+        with self._lock:
+            if self._closed:
+                return None
             try:
-                self.reopen()
-            except RuntimeError as exc:
-                self._read_failures += 1
-                self._next_attempt_ms = now + self._backoff.next_delay_ms()
-                raise SourceReadError(f"camera: reopening failed ({exc})") from exc
-            self._reopened_lines.say(logger, logging.INFO, "camera: %s reopened", self.description)
-        assert self._cap is not None  # opened above, or reopen() raised
+                self._open_for_read()
+                assert self._cap is not None  # opened above, or it raised
+                if not self._cap.grab():
+                    self._failed_read()
+                self._delivered()
+                self._grabbed_t_ms = t_ms = self._clock_ms()
+            finally:
+                if self._closed:
+                    self._release()
+            return None if self._closed else t_ms
+
+    def retrieve(self) -> VideoFrame | None:
+        """The frame :meth:`grab` took last, decoded, with the time it was grabbed (each grabbed frame at most
+        once); ``None`` after :meth:`close`; :class:`SourceReadError` when it cannot be decoded, or no frame was
+        grabbed since the last retrieve or (re)open."""
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                t_ms, self._grabbed_t_ms = self._grabbed_t_ms, None
+                if self._cap is None or t_ms is None:
+                    self._read_failures += 1
+                    raise SourceReadError(f"camera: no frame of {self.description} was grabbed to decode")
+                ok, image = self._cap.retrieve()
+                if not ok or image is None:
+                    self._failed_read()
+                self._decoded += 1
+                frame = VideoFrame(image=self._checked_bgr(image), t_ms=t_ms)
+            finally:
+                if self._closed:
+                    self._release()
+            return None if self._closed else frame
+
+    @property
+    def decoded(self) -> int:
+        """Frames decoded so far: each :meth:`read`, and each :meth:`retrieve` of a grabbed frame."""
+        return self._decoded
+
+    def _read_locked(self) -> VideoFrame:
+        self._open_for_read()
+        assert self._cap is not None  # opened above, or it raised
         ok, image = self._cap.read()
         if not ok or image is None:
+            self._failed_read()
+        image = self._checked_bgr(image)
+        self._decoded += 1
+        self._delivered()
+        return VideoFrame(image=image, t_ms=self._clock_ms())
+
+    def _open_for_read(self) -> None:
+        """The capture, reopened first where it was closed after failed reads and its back-off is over; else
+        :class:`SourceReadError`."""
+        if self._cap is not None:
+            return
+        self._grabbed_t_ms = None
+        now = self._clock_ms()
+        if now < self._next_attempt_ms:
             self._read_failures += 1
-            self._consecutive_failures += 1
-            if self._consecutive_failures >= self.options.reopen_after_failures:
-                self._release()
-                if self._frames_since_open:  # it was delivering: reopen at once
-                    self._reopen_lines.say(logger, logging.WARNING, "camera: %d failed reads in a row from %s; "
-                                           "reopening it", self._consecutive_failures, self.description)
-                    self._next_attempt_ms = self._clock_ms()
-                else:  # it opens but delivers nothing: reopening is a failure too, and backs off
-                    delay_ms = self._backoff.next_delay_ms()
-                    logger.debug("camera: %s opened but delivered no frame; next reopen in %.0f ms",
-                                 self.description, delay_ms)
-                    self._next_attempt_ms = self._clock_ms() + delay_ms
-            raise SourceReadError(f"camera: failed to read a frame from {self.description}")
+            raise SourceReadError(f"camera: {self.description} is unavailable; next reopen attempt in "
+                                  f"{self._next_attempt_ms - now:.0f} ms")
+        try:
+            self.reopen()
+        except RuntimeError as exc:
+            self._read_failures += 1
+            self._next_attempt_ms = now + self._backoff.next_delay_ms()
+            raise SourceReadError(f"camera: reopening failed ({exc})") from exc
+        self._reopened_lines.say(logger, logging.INFO, "camera: %s reopened", self.description)
+
+    def _failed_read(self) -> NoReturn:
+        """A read (or grab, or retrieve) that gave no frame: counted, and after ``reopen_after_failures`` in a row
+        the capture is released for a later read to reopen."""
+        self._read_failures += 1
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= self.options.reopen_after_failures:
+            self._release()
+            if self._frames_since_open:  # it was delivering: reopen at once
+                self._reopen_lines.say(logger, logging.WARNING, "camera: %d failed reads in a row from %s; "
+                                       "reopening it", self._consecutive_failures, self.description)
+                self._next_attempt_ms = self._clock_ms()
+            else:  # it opens but delivers nothing: reopening is a failure too, and backs off
+                delay_ms = self._backoff.next_delay_ms()
+                logger.debug("camera: %s opened but delivered no frame; next reopen in %.0f ms",
+                             self.description, delay_ms)
+                self._next_attempt_ms = self._clock_ms() + delay_ms
+        raise SourceReadError(f"camera: failed to read a frame from {self.description}")
+
+    def _delivered(self) -> None:
+        """A frame came off the device: the failures in a row and the back-off start afresh."""
+        self._consecutive_failures = 0
+        self._frames_since_open += 1
+        self._backoff.reset()
+        self._items += 1
+
+    def _checked_bgr(self, image: np.ndarray) -> np.ndarray:
         image = self._appsink_as_bgr(image)
         bgr = as_bgr(image)
         if bgr is None:  # the device (or the pipeline's caps) delivers a format the models cannot take
             raise RuntimeError(f"camera: {self.description} delivers frames of shape {image.shape} dtype "
                                f"{image.dtype}; expected 8-bit BGR, BGRx or grey (end a GStreamer pipeline with "
                                f"'videoconvert ! video/x-raw, format=BGR ! appsink')")
-        image = bgr
-        self._consecutive_failures = 0
-        self._frames_since_open += 1
-        self._backoff.reset()
-        self._items += 1
-        return VideoFrame(image=image, t_ms=self._clock_ms())
+        return bgr
 
     def _appsink_as_bgr(self, image: np.ndarray) -> np.ndarray:
         """A GStreamer pipeline's frame in a format OpenCV's appsink hands over unconverted, as BGR: RGBA/RGBx

@@ -18,7 +18,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from media import TEST_THRESHOLD, scene_image, tone_wav
+from media import TEST_THRESHOLD, GrabsByReading, scene_image, tone_wav
 
 from edgesense.app.cli import main
 from edgesense.loop.pipeline import Pipeline, PipelineOptions
@@ -38,7 +38,7 @@ GENEROUS_S = 60.0  #: an upper bound only (a shared 2-core machine): the run mus
 V4L2_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
 
 
-class WedgingCamera:
+class WedgingCamera(GrabsByReading):
     """``cv2.VideoCapture`` for a device index: ``FRAMES_BEFORE_THE_WEDGE`` frames at 20 fps, then a read that
     blocks until :attr:`unblock` is set (``wedged`` is set when it starts)."""
 
@@ -218,7 +218,7 @@ def test_edgesense_run_exits_2_with_one_line_and_the_events_written(tiny_model_p
     assert events and all(e["type"] == "scene" for e in events)
 
 
-class SilentV4L2Camera:
+class SilentV4L2Camera(GrabsByReading):
     """``cv2.VideoCapture`` for a V4L2 device that opens (in 0.2 s) and delivers ``frames`` frames, then none: as
     OpenCV's V4L2 backend does (cap_v4l.cpp, ``tryIoctl``), each read then fails, ``(False, None)``, after its
     ``select()`` timeout, ``$OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT`` seconds (10 by default)."""

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import pytest
 import sounddevice as sd_mod
-from media import TEST_THRESHOLD, SmallCameraCapture, tone_samples, tone_wav
+from media import TEST_THRESHOLD, GrabsByReading, SmallCameraCapture, tone_samples, tone_wav
 
 import edgesense.pacing as pacing
 import edgesense.sources.microphone as microphone_mod
@@ -82,7 +82,7 @@ class UnpluggableCamera:
     def capture_class(self):
         camera = self
 
-        class FakeCapture:
+        class FakeCapture(GrabsByReading):
             def __init__(self, source, *args) -> None:
                 self.open = camera.plugged()
                 self.opened_at_ms = camera.clock_ms()

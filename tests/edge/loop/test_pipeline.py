@@ -28,6 +28,7 @@ from media import (
     REQUIRED_KEYS,
     TEST_THRESHOLD,
     TONE_S,
+    GrabsByReading,
     scene_image,
     scene_video,
     tone_samples,
@@ -658,7 +659,7 @@ def test_no_microphone_is_a_clear_error_at_start(monkeypatch, tiny_model_path):
 # --------------------------------------------------------------------------- live camera (the capture device faked)
 
 
-class FakeCamera:
+class FakeCamera(GrabsByReading):
     """cv2.VideoCapture for a device index: frames at ``fps`` (read() blocks like a webcam);
     while ``broken`` is set, opening fails and reads return (False, None)."""
 
@@ -955,6 +956,71 @@ def test_stats_percentiles_and_summary_without_data():
     assert json.dumps({k: v for k, v in stats.to_dict().items() if isinstance(v, (int, dict))})
 
 
+class CountingCamera:
+    """cv2.VideoCapture for a USB webcam at 30 fps that delivers MJPEG: ``grab()`` (and ``read()``) block until its
+    next frame; a frame is decoded by ``retrieve()`` or ``read()``, each counted."""
+
+    FPS = 30.0
+    calls: dict[str, int] = {}
+
+    def __init__(self, source, *args) -> None:
+        self._rng = np.random.default_rng(0)
+        self._next_s = time.monotonic()
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def get(self, prop) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: 160, cv2.CAP_PROP_FRAME_HEIGHT: 120, cv2.CAP_PROP_FPS: self.FPS}.get(prop, 0)
+
+    def release(self) -> None:
+        pass
+
+    def _count(self, call: str) -> None:
+        CountingCamera.calls[call] = CountingCamera.calls.get(call, 0) + 1
+
+    def grab(self) -> bool:
+        self._count("grab")
+        self._next_s += 1 / self.FPS
+        time.sleep(max(0.0, self._next_s - time.monotonic()))
+        return True
+
+    def retrieve(self, image=None, flag=0):
+        self._count("retrieve")  # the JPEG decode: several ms of a Pi's core
+        return True, scene_image("vehicle", self._rng)
+
+    def read(self, image=None):
+        self.grab()
+        self._count("read")
+        return self.retrieve()
+
+
+@pytest.mark.parametrize("with_audio", [True, False], ids=["beside-audio", "camera-only"])
+def test_a_live_camera_decodes_only_the_frames_the_scene_updates_take(model, tmp_path, monkeypatch, with_audio):
+    """A 30 fps webcam and 5 scene updates a second: the reader decoded all 30 frames a second (a JPEG each, from
+    a USB camera) and the loop encoded 5. Now every frame is grabbed (the driver's queue holds none stale) and
+    one is decoded per scene update; the scene events, and the frames the stats count, are as before."""
+    monkeypatch.setattr(cv2, "VideoCapture", CountingCamera)
+    CountingCamera.calls = {}
+    run_s = 2.0
+    options = test_options(scheduler=SchedulerOptions(scene_rate_hz=5.0))
+    audio = WavReplaySource(tone_wav(tmp_path / "a.wav", [], run_s), WavReplayOptions(realtime=True))
+    with Pipeline(model, options, audio=audio if with_audio else None,
+                  video=CameraSource(CameraOptions(source=0, fps=CountingCamera.FPS))) as pipeline:
+        events = list(pipeline.events(duration_s=run_s))
+        stats = pipeline.stats
+    calls = CountingCamera.calls
+    decodes = calls.get("retrieve", 0)  # read() decodes through retrieve() too
+    updates = stats.image_inferences
+    assert updates >= 5 and any(isinstance(e, SceneEvent) for e in events)
+    assert decodes <= updates + 2, f"{decodes} frames decoded for {updates} scene updates: {calls}"
+    assert calls.get("grab", 0) >= 3 * decodes  # the frames between updates were taken off the device all the same
+    assert stats.video_frames >= calls["grab"] - 2 and stats.frames_dropped == stats.video_frames - updates
+
+
 def test_a_live_camera_pipeline_runs_again_after_a_run_ends(model, tmp_path, monkeypatch):
     monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
     FakeCamera.broken.clear()
@@ -1023,3 +1089,68 @@ def test_a_live_microphone_at_another_rate_than_the_models_names_the_config_file
     with pytest.raises(ValueError, match=rf"^{path}: audio\.sample_rate_hz: expected 16000 \(the model's audio "
                        r"frontend\), got 48000$"):
         open_sources(load_config(path), sample_rate_hz=16000)
+
+
+# ------------------------------------------------------------------- the figures of a run, read during and after it
+
+
+def test_stats_read_during_a_run_count_its_wall_time_so_far(model, tmp_path):
+    """``pipeline.stats`` read from another thread while a real-time replay runs: the wall time is the run's so
+    far, so the real-time factor is about 1 (it was 0 s of wall time, RTF 0.000, until the run ended)."""
+    wav = tone_wav(tmp_path / "a.wav", [], 1.2)
+    seen = []
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav, WavReplayOptions(realtime=True))) as pipeline:
+        reader = threading.Timer(0.6, lambda: seen.append(pipeline.stats))
+        reader.start()
+        pipeline.run()
+        reader.join()
+        after = pipeline.stats
+    during = seen[0]
+    assert 300 < during.stream_ms < after.stream_ms == pytest.approx(1200.0)
+    assert 0.7 < during.real_time_factor < 1.5 and during.wall_ms < after.wall_ms
+    assert 0.7 < after.real_time_factor < 1.5
+
+
+def test_a_live_microphones_counters_stop_with_the_run(fake_portaudio, tiny_model_path):
+    """The microphone's callback goes on after a run ends until the pipeline is closed (after the sinks' flush: up
+    to 5 s for an MQTT broker that is away): its full ring buffer drops audio then, which no run reads. The run's
+    figures are those of its end (they counted 9,600 samples dropped 0.8 s after it); a next run, which starts with
+    the audio after that drop, counts it."""
+    fake_portaudio.samples = tone_samples([], 3.0).astype(np.float32)
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False},
+                                     "audio": {"buffer_ms": 200}})
+    pipeline = Pipeline.from_config(config, model_path=tiny_model_path, events=False, options=test_options())
+    watchdog = threading.Timer(30.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with pipeline:
+            list(pipeline.events(duration_s=0.5))
+            at_end = pipeline.stats
+            time.sleep(0.8)  # the sinks' flush, say
+            later = pipeline.stats
+            list(pipeline.events(duration_s=1.6))
+            again = pipeline.stats
+    finally:
+        watchdog.cancel()
+    assert at_end.audio_chunks == 25 and at_end.audio_overflows == 1 and at_end.audio_dropped_samples == 0
+    assert later == at_end
+    assert again.audio_dropped_samples > 0 and again.audio_gaps == 1 and again.audio_overflows == 1
+
+
+def test_a_live_cameras_frames_stop_with_the_run(model, tmp_path, monkeypatch):
+    """The camera's reader thread goes on after a run ends until the pipeline is closed: the frames it reads then
+    never reach the loop, and are not counted as delivered and dropped (10 more of each 0.5 s after the run)."""
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera)
+    FakeCamera.broken.clear()
+    wav = tone_wav(tmp_path / "a.wav", [], 2.0)
+    frames = []
+    with Pipeline(model, test_options(), audio=WavReplaySource(wav, WavReplayOptions(realtime=True)),
+                  video=CameraSource(CameraOptions(source=0)), on_frame=lambda frame, state: frames.append(frame)
+                  ) as pipeline:
+        list(pipeline.events(duration_s=0.6))
+        at_end = pipeline.stats
+        time.sleep(0.5)
+        later = pipeline.stats
+    assert at_end.video_frames >= len(frames) >= 5 and at_end.image_inferences >= 1
+    assert (later.video_frames, later.frames_dropped, later.camera_read_failures) == \
+        (at_end.video_frames, at_end.frames_dropped, at_end.camera_read_failures)
