@@ -64,6 +64,7 @@ from edgesense.runtime.speech_embedding import (
     MEL_MODEL,
     SAMPLE_RATE_HZ,
 )
+from edgesense.schema.validate import one_line
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
@@ -368,6 +369,17 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
             raise ValueError(f"--out {out_dir}: folder is not empty (--force replaces an earlier bundle)")
         if not (out_dir / MANIFEST).is_file():
             raise ValueError(f"--out {out_dir}: not empty and not a bundle (no {MANIFEST}); refusing to delete it")
+        try:  # another program's MANIFEST.json (or a damaged one) vouches for nothing of ours
+            manifest = json.loads((out_dir / MANIFEST).read_bytes())
+            ours = isinstance(manifest, dict) and "edgesense_version" in manifest and isinstance(manifest.get("files"),
+                                                                                                    dict)
+            found = "a JSON object without edgesense_version and files" if isinstance(manifest, dict) else (
+                f"JSON {type(manifest).__name__}")
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            ours, found = False, f"no JSON ({one_line(exc)})"
+        if not ours:
+            raise ValueError(f"--out {out_dir}: expected an earlier bundle's {MANIFEST} (edgesense_version, files), "
+                             f"got {found}; not a bundle, refusing to delete it")
 
 
 def _staging_dir(out: Path) -> Path:

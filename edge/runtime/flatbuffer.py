@@ -10,7 +10,9 @@ It also refuses the quantization parameters that make the interpreter abort the 
 message) instead of failing: an int8 or int16 tensor without scales, or an int8 ``ADD`` whose input scale is
 2^19 times its output's (a kernel's ``TFLITE_CHECK``), or a convolution or fully-connected layer whose
 requantization scale reaches the 256 that XNNPACK, the CPU delegate, takes (its failed set-up frees memory
-twice). One flipped bit in a model file does any of them.
+twice). One flipped bit in a model file does any of them. So do an operator input of -1 ("absent") where the
+operator needs that input (XNNPACK reads tensor -1: SIGSEGV), and a constant tensor whose shape disagrees with
+its data's size (a weight dimension of 0 or a shorter axis list loads and answers other numbers).
 
 Field numbers follow ``tensorflow/compiler/mlir/lite/schema/schema.fbs``::
 
@@ -20,7 +22,8 @@ Field numbers follow ``tensorflow/compiler/mlir/lite/schema/schema.fbs``::
     table SubGraph  { tensors:[Tensor]; inputs; outputs; operators; name:string; }
     table OperatorCode { deprecated_builtin_code:byte; custom_code; version; builtin_code:int; }
     table Operator  { opcode_index:uint; inputs:[int]; outputs:[int]; ... }
-    table Tensor    { shape; type:byte; buffer:uint; name:string; quantization:QuantizationParameters; ... }
+    table Tensor    { shape:[int]; type:byte; buffer:uint; name:string; quantization:QuantizationParameters;
+                      is_variable:bool; sparsity:SparsityParameters; ... }
     table QuantizationParameters { min; max; scale:[float]; zero_point:[long]; ... }
     table Buffer    { data:[ubyte]; offset:ulong; size:ulong; }
     table Metadata  { name:string; buffer:uint; }
@@ -55,6 +58,8 @@ _TENSOR_TYPE = 1
 _TENSOR_BUFFER = 2
 _TENSOR_NAME = 3
 _TENSOR_QUANTIZATION = 4
+_TENSOR_SPARSITY = 6
+_TENSOR_SHAPE = 0
 _QUANTIZATION_SCALE = 2
 _OPERATOR_OPCODE_INDEX = 0
 _OPERATOR_INPUTS = 1
@@ -82,6 +87,29 @@ _ADD = 0
 #: An int8 ADD's input scale / output scale at or above this aborts the interpreter's kernel (it shifts the
 #: inputs left by 20 bits, and its output multiplier must stay below 1).
 MAX_ADD_SCALE_RATIO = float(2 ** 19)
+#: BuiltinOperator -> (name, how many leading inputs it needs; None: all it lists) for the operators the CPU
+#: kernels (XNNPACK) take, which read an absent (-1) input without checking (RESHAPE's kernel too: a listed
+#: shape input of -1 is SIGSEGV). The optional inputs after these (the bias of a convolution, FULLY_CONNECTED
+#: or TRANSPOSE_CONV) may be -1.
+_REQUIRED_INPUTS: dict[int, tuple[str, int | None]] = {
+    0: ("ADD", 2), 1: ("AVERAGE_POOL_2D", 1), 2: ("CONCATENATION", None), 3: ("CONV_2D", 2),
+    4: ("DEPTHWISE_CONV_2D", 2), 5: ("DEPTH_TO_SPACE", 1), 6: ("DEQUANTIZE", 1), 8: ("FLOOR", 1),
+    9: ("FULLY_CONNECTED", 2), 11: ("L2_NORMALIZATION", 1), 14: ("LOGISTIC", 1), 17: ("MAX_POOL_2D", 1),
+    18: ("MUL", 2), 19: ("RELU", 1), 20: ("RELU_N1_TO_1", 1), 21: ("RELU6", 1), 22: ("RESHAPE", None),
+    23: ("RESIZE_BILINEAR", 2), 25: ("SOFTMAX", 1), 26: ("SPACE_TO_DEPTH", 1), 28: ("TANH", 1), 34: ("PAD", 2),
+    36: ("GATHER", 2), 39: ("TRANSPOSE", 2), 40: ("MEAN", 2), 41: ("SUB", 2), 42: ("DIV", 2), 43: ("SQUEEZE", 1),
+    45: ("STRIDED_SLICE", 4), 47: ("EXP", 1), 49: ("SPLIT", 2), 50: ("LOG_SOFTMAX", 1), 54: ("PRELU", 2),
+    55: ("MAXIMUM", 2), 57: ("MINIMUM", 2), 59: ("NEG", 1), 60: ("PADV2", 2), 65: ("SLICE", 3), 66: ("SIN", 1),
+    67: ("TRANSPOSE_CONV", 3), 70: ("EXPAND_DIMS", 2), 73: ("LOG", 1), 74: ("SUM", 2), 75: ("SQRT", 1),
+    76: ("RSQRT", 1), 82: ("REDUCE_MAX", 2), 83: ("PACK", None), 89: ("REDUCE_MIN", 2), 92: ("SQUARE", 1),
+    97: ("RESIZE_NEAREST_NEIGHBOR", 2), 98: ("LEAKY_RELU", 1), 99: ("SQUARED_DIFFERENCE", 2), 101: ("ABS", 1),
+    102: ("SPLIT_V", 3), 104: ("CEIL", 1), 106: ("ADD_N", None), 108: ("COS", 1), 111: ("ELU", 1),
+    114: ("QUANTIZE", 1), 116: ("ROUND", 1), 117: ("HARD_SWISH", 1), 118: ("IF", None), 119: ("WHILE", None),
+    126: ("BATCH_MATMUL", 2), 150: ("GELU", 1), 152: ("RELU_0_TO_1", 1), 158: ("SIGN", 1),
+}
+#: TensorType -> bytes per element, for the types whose constant data is shape x this many bytes (not string,
+#: resource, variant or the packed int4/int2/uint4).
+_ELEMENT_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 15: 4, 16: 2, 18: 2}
 _VTABLE_HEADER_BYTES = 4  # vtable size (u16) + table size (u16)
 _FIELD_SLOT_BYTES = 2
 
@@ -265,6 +293,34 @@ def _check_quantization(where: str, tensors: list[_Table], operators: list[_Tabl
                     f"the model is damaged")
 
 
+def _check_structure(where: str, tensors: list[_Table], operators: list[_Table], opcodes: list[int],
+                     spans: list[tuple[int, int]]) -> None:
+    """ValueError naming the operator or tensor for what makes the interpreter crash or answer other numbers (see
+    the module's docstring); ``where`` names the file and the subgraph. Indices out of range, the interpreter
+    refuses itself, with a message."""
+    for number, op in enumerate(operators):
+        index = op.scalar(_OPERATOR_OPCODE_INDEX, _U32)
+        known = _REQUIRED_INPUTS.get(opcodes[index]) if index < len(opcodes) else None
+        if known is None:
+            continue
+        name, needed = known
+        inputs = op.scalars(_OPERATOR_INPUTS, _I32)
+        absent = next((k for k, t in enumerate(inputs[:needed]) if t == -1), None)
+        if absent is not None:
+            raise ValueError(f"{where} operator {number} ({name}): expected a tensor for input {absent}, which "
+                             f"{name} needs, got -1 (absent); the model is damaged")
+    for tensor in tensors:
+        size = _ELEMENT_BYTES.get(tensor.scalar(_TENSOR_TYPE, _I8))
+        buffer = tensor.scalar(_TENSOR_BUFFER, _U32)
+        if size is None or not 0 < buffer < len(spans) or not spans[buffer][1] or tensor.table(_TENSOR_SPARSITY):
+            continue  # not constant, or its data is not shape x size bytes (a sparse tensor's is compressed)
+        shape = tensor.scalars(_TENSOR_SHAPE, _I32)
+        if any(d < 0 for d in shape) or math.prod(shape) * size != spans[buffer][1]:
+            raise ValueError(f"{where} tensor {tensor.string(_TENSOR_NAME)!r}: expected a shape of "
+                             f"{spans[buffer][1] // size} elements, as its constant data holds, got {list(shape)}; "
+                             f"the model is damaged")
+
+
 def read_layout(data: bytes, what: str = "model") -> ModelLayout:
     """Parse the parts of a ``.tflite`` flatbuffer that EdgeSense needs (see :class:`ModelLayout`)."""
     check_tflite_bytes(data, what)
@@ -291,7 +347,9 @@ def read_layout(data: bytes, what: str = "model") -> ModelLayout:
         tensors = subgraph.tables(_SUBGRAPH_TENSORS)
         used = {t.scalar(_TENSOR_BUFFER, _U32) for t in tensors}
         weights.append(sum(spans[b][1] for b in used if 0 < b < len(spans)))
-        _check_quantization(f"{what}: subgraph {names[-1]!r}", tensors, subgraph.tables(_SUBGRAPH_OPERATORS), opcodes)
+        operators = subgraph.tables(_SUBGRAPH_OPERATORS)
+        _check_structure(f"{what}: subgraph {names[-1]!r}", tensors, operators, opcodes, spans)
+        _check_quantization(f"{what}: subgraph {names[-1]!r}", tensors, operators, opcodes)
 
     signatures: dict[str, int] = {}
     for sig in model.tables(_MODEL_SIGNATURE_DEFS):

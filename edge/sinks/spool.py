@@ -39,8 +39,11 @@ the same, with a warning of its own saying so, paced the same way. An unreadable
 database file (corrupted by a failing card) is renamed ``spool.sqlite3.corrupt-<unix time>`` (``-2``, ``-3``,
 ... added when one set aside earlier has that name: a device without a real-time clock boots at the same wall
 time again and again; it is never written over) and a new, empty one is started, with an error logged: the
-device keeps running. A readable SQLite file that is not a spool (other tables or columns: another program's)
-is a ``ValueError`` and is left as it is.
+device keeps running. A readable SQLite file that is not a spool (other tables, columns or column types, views,
+triggers or indexes: another program's) is a ``ValueError`` and is left as it is. In a spool, a stored row whose
+kind or payload is not text (a damaged or edited file) is deleted at open, counted as dropped, with an error
+logged (it was published as ``"None"`` or ``"b'...'"``); a stored size that is not its payload's is corrected
+(a wrong one emptied or overfilled the spool's bounds).
 """
 
 from __future__ import annotations
@@ -80,6 +83,19 @@ _SCHEMA = (
 #: The tables of a spool database and their columns (sqlite_sequence: SQLite's, for AUTOINCREMENT).
 _TABLES = {"events": {"seq", "kind", "payload", "size_bytes", "created_s"}, "meta": {"key", "value"},
            "sqlite_sequence": set()}
+#: Column -> (declared type, NOT NULL, primary key) as ``_SCHEMA`` makes them (``PRAGMA table_info``).
+_COLUMNS = {"events": {"seq": ("INTEGER", False, True), "kind": ("TEXT", True, False),
+                       "payload": ("TEXT", True, False), "size_bytes": ("INTEGER", True, False),
+                       "created_s": ("REAL", True, False)},
+            "meta": {"key": ("TEXT", False, True), "value": ("INTEGER", True, False)}}
+#: Stored rows that are no event: SQLite keeps a blob or a number in a TEXT column as it is.
+_NOT_AN_EVENT = "typeof(kind) != 'text' OR kind = '' OR typeof(payload) != 'text'"
+
+
+def _declaration(column: tuple[str, bool, bool]) -> str:
+    """How a column (declared type, NOT NULL, primary key) reads in a CREATE TABLE."""
+    declared, notnull, pk = column
+    return " ".join([declared or "(no type)", *(["NOT NULL"] if notnull else []), *(["PRIMARY KEY"] if pk else [])])
 
 
 class _NotASpool(Exception):
@@ -176,6 +192,7 @@ class EventSpool:
             db.execute("SELECT COUNT(*) FROM events").fetchone()
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
+            self._repair_rows(db)
         except (sqlite3.Error, _NotASpool):
             db.close()
             raise
@@ -183,16 +200,57 @@ class EventSpool:
 
     @staticmethod
     def _check_tables(db: sqlite3.Connection) -> None:
-        """``_NotASpool`` when the database holds tables, or columns, that a spool does not."""
+        """``_NotASpool`` when the database holds tables, columns, views, triggers or indexes that a spool does not."""
         tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         foreign = [name for name in tables if name not in _TABLES]
         if foreign:
             raise _NotASpool(f"the table(s) {', '.join(foreign)}")
         for name in tables:
-            columns = {row[1] for row in db.execute(f"PRAGMA table_info({name})")}
-            if not _TABLES[name] <= columns:
-                missing = ", ".join(sorted(_TABLES[name] - columns))
+            columns = {row[1]: row for row in db.execute(f"PRAGMA table_info({name})")}
+            if not _TABLES[name] <= set(columns):
+                missing = ", ".join(sorted(_TABLES[name] - set(columns)))
                 raise _NotASpool(f"a table {name} that has no column {missing}")
+            for column, (_, _, declared, notnull, _, pk) in columns.items():
+                want = _COLUMNS.get(name, {}).get(column)
+                got = (str(declared).upper(), bool(notnull), bool(pk))
+                if name in _COLUMNS and got != want:
+                    raise _NotASpool(f"a table {name} whose column {column} is {_declaration(got)}, not "
+                                     f"{_declaration(want)}" if want is not None
+                                     else f"a table {name} with a column {column}, which a spool has not")
+        others = [f"{kind} {name}" for kind, name in db.execute(
+            "SELECT type, name FROM sqlite_master WHERE type != 'table' AND name NOT LIKE 'sqlite_autoindex_%' "
+            "ORDER BY type, name")]
+        if others:
+            raise _NotASpool(f"the {', '.join(others)}")
+
+    def _repair_rows(self, db: sqlite3.Connection) -> None:
+        """Delete the stored rows that are no event (counted as dropped) and correct stored sizes, saying so."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+            if row is not None and not (is_int(row[0]) and row[0] >= 0):
+                logger.error("spool: %s: the count of dropped events is %r, not a count; counting from 0",
+                             self.path, row[0])
+                db.execute("UPDATE meta SET value = 0 WHERE key = 'dropped'")
+            damaged = db.execute(f"SELECT COUNT(*) FROM events WHERE {_NOT_AN_EVENT}").fetchone()[0]  # noqa: S608
+            if damaged:
+                logger.error("spool: %s: dropped %d stored row(s) whose kind or payload is not text (a damaged or "
+                             "edited file): they are no event to publish", self.path, damaged)
+                db.execute(f"DELETE FROM events WHERE {_NOT_AN_EVENT}")  # noqa: S608
+                db.execute("INSERT INTO meta (key, value) VALUES ('dropped', ?) ON CONFLICT(key) "
+                           "DO UPDATE SET value = value + excluded.value", (damaged,))
+            resized = db.execute("UPDATE events SET size_bytes = length(CAST(payload AS BLOB)) "
+                                 "WHERE size_bytes IS NOT length(CAST(payload AS BLOB))").rowcount
+            if resized:
+                logger.warning("spool: %s: corrected the stored size of %d event(s) (not their payload's)",
+                               self.path, resized)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
 
     def _quarantine(self, exc: Exception) -> None:
         # The wall clock only names the file: a device without a real-time clock boots at the time fake-hwclock

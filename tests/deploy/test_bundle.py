@@ -1388,3 +1388,25 @@ def test_the_unit_waits_for_ready_and_watches_the_loop_only_when_the_bundled_whe
     assert stall_s < bundle_mod.WATCHDOG_S and MicrophoneOptions().read_timeout_ms / 1000 < bundle_mod.WATCHDOG_S / 2
     old = check_unit(tmp_path / "old" / "edgesense.service")["Service"]
     assert old["Type"] == "simple" and "WatchdogSec" not in old and "NotifyAccess" not in old
+
+
+@pytest.mark.parametrize("manifest, found", [
+    ('{"name": "my-web-app", "version": "2.1"}', "a JSON object without edgesense_version and files"),
+    ("[1, 2]", "JSON list"),
+    ("\x00\x00 cut short", "no JSON ("),
+])
+def test_force_replaces_no_folder_whose_manifest_is_another_programs(tmp_path, inputs, small_wheel, capsys,
+                                                                     manifest, found):
+    """--force replaced any folder holding a file named MANIFEST.json: another program's project, all deleted."""
+    model, config = inputs("rpi5")
+    other = tmp_path / "my-app"
+    other.mkdir()
+    (other / "MANIFEST.json").write_text(manifest)
+    (other / "thesis.txt").write_text("four years")
+    assert cli_deploy("rpi5", other, model, config, "--no-wheels", "--edgesense-wheel", str(small_wheel),
+                      "--force") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {other}: expected an earlier bundle's MANIFEST.json" in err, err
+    assert found in err and "refusing to delete it" in err
+    assert sorted(p.name for p in other.iterdir()) == ["MANIFEST.json", "thesis.txt"]
+    assert (other / "thesis.txt").read_text() == "four years"

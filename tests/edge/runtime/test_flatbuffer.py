@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +35,7 @@ def _synthetic_model(entries: dict[str, bytes], n_subgraphs: int = 0) -> bytes:
         model.buffers.append(weight)
         tensor = schema.TensorT()
         tensor.shape = [10 * (i + 1)]
+        tensor.type = schema.TensorType.UINT8  # its data: 10 * (i + 1) bytes
         tensor.buffer = len(model.buffers) - 1
         tensor.name = b"w"
         graph.tensors = [tensor]
@@ -126,3 +131,104 @@ def test_corrupted_bytes_only_ever_raise_value_error(tiny_model_path, data):
         return
     assert all(isinstance(v, bytes) and len(v) <= cut for v in layout.metadata.values())
     assert all(0 <= n <= cut for n in layout.subgraph_weight_bytes)
+
+
+REPO = Path(__file__).resolve().parents[3]
+BUNDLED = REPO / "models" / "edgesense.tflite"
+
+
+def _damaged(tmp_path: Path, name: str, edit) -> Path:
+    """The bundled model through TF's flatbuffer object API with ``edit(model_object)`` applied."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(BUNDLED.read_bytes()))
+    edit(obj)
+    out = tmp_path / name
+    out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return out
+
+
+def _operator(obj, subgraph: str, op_name: str):
+    """(number, operator) of the first ``op_name`` in ``subgraph``."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    graph = next(g for g in obj.subgraphs if g.name.decode() == subgraph)
+    code = getattr(schema.BuiltinOperator, op_name)
+    return next((i, op) for i, op in enumerate(graph.operators)
+                if max(obj.operatorCodes[op.opcodeIndex].builtinCode,
+                       obj.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == code)
+
+
+@pytest.mark.parametrize("subgraph, op_name, position", [
+    ("fuse", "MUL", 0), ("encode_audio", "CONV_2D", 1), ("fuse", "FULLY_CONNECTED", 1),
+    ("fuse", "CONCATENATION", 3), ("encode_audio", "RESHAPE", 1)])
+def test_an_absent_input_that_the_operator_needs_is_refused(tmp_path, subgraph, op_name, position):
+    """An input index of -1 where the operator needs the tensor made LiteRT die with SIGSEGV at load."""
+    pytest.importorskip("tensorflow")
+    number = []
+
+    def edit(obj):
+        i, op = _operator(obj, subgraph, op_name)
+        op.inputs[position] = -1
+        number.append(i)
+
+    path = _damaged(tmp_path, "absent.tflite", edit)
+    with pytest.raises(ValueError, match=rf"absent.tflite: subgraph '{subgraph}' operator {number[0]} \({op_name}\): "
+                                         rf"expected a tensor for input {position}, .* got -1 \(absent\)"):
+        read_layout(path.read_bytes(), str(path))
+
+
+def test_an_absent_bias_is_no_damage(tmp_path):
+    pytest.importorskip("tensorflow")
+    path = _damaged(tmp_path, "no_bias.tflite",
+                    lambda obj: _operator(obj, "fuse", "FULLY_CONNECTED")[1].inputs.__setitem__(2, -1))
+    assert read_layout(path.read_bytes()).subgraph_names == ("encode_audio", "encode_image", "fuse")
+
+
+@pytest.mark.parametrize("shape", [[12, 0], [6, 80], [-12, -80]])
+def test_a_constant_whose_shape_disagrees_with_its_data_is_refused(tmp_path, shape):
+    """A weight dimension of 0 (or an axis list cut short) loaded and answered other numbers."""
+    pytest.importorskip("tensorflow")
+
+    def edit(obj):
+        weights = obj.subgraphs[2].tensors[_operator(obj, "fuse", "FULLY_CONNECTED")[1].inputs[1]]
+        assert list(weights.shape) == [12, 80]
+        weights.shape = np.array(shape, np.int32)
+
+    path = _damaged(tmp_path, "reshaped.tflite", edit)
+    with pytest.raises(ValueError, match=rf"reshaped.tflite: subgraph 'fuse' tensor '[^']+': expected a shape of 960 "
+                                         rf"elements, as its constant data holds, got \[{shape[0]}, {shape[1]}\]"):
+        read_layout(path.read_bytes(), str(path))
+
+
+def test_inspect_of_a_model_with_an_absent_input_is_one_line_exit_2(tmp_path):
+    """`edgesense inspect` died with SIGSEGV (return code -11), no message."""
+    pytest.importorskip("tensorflow")
+    path = _damaged(tmp_path, "absent.tflite", lambda obj: _operator(obj, "fuse", "MUL")[1].inputs.__setitem__(0, -1))
+    out = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "inspect", str(path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, (out.returncode, out.stderr[-500:])
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("edgesense: error:") and "operator 0 (MUL)" in out.stderr
+
+
+def _openwakeword_models() -> list[Path]:
+    spec = importlib.util.find_spec("openwakeword")
+    folder = Path(spec.origin).parent / "resources" / "models" if spec and spec.origin else None
+    return sorted(folder.glob("*.tflite")) if folder else []
+
+
+@pytest.mark.parametrize("path", [*sorted((REPO / "models").glob("*.tflite")),
+                                  *sorted((REPO / "models" / "references").glob("*.tflite")), *_openwakeword_models()],
+                         ids=lambda p: p.name)
+def test_real_models_pass_the_structure_checks(path):
+    """Optional inputs (hey_jarvis's FULLY_CONNECTED without a bias) and empty tensors are no damage."""
+    read_layout(path.read_bytes(), str(path))
+
+
+def test_the_required_inputs_name_the_schemas_operators():
+    schema = pytest.importorskip("tensorflow.lite.python.schema_py_generated")
+    from edgesense.runtime.flatbuffer import _REQUIRED_INPUTS
+
+    for code, (name, _) in _REQUIRED_INPUTS.items():
+        assert getattr(schema.BuiltinOperator, name) == code, name

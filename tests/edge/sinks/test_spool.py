@@ -224,6 +224,60 @@ def test_someone_elses_sqlite_file_in_the_spool_folder_is_refused_in_one_line_an
         spool.append("command", "{}")
 
 
+_EVENTS = ("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL, "
+           "size_bytes INTEGER NOT NULL, created_s REAL NOT NULL)")
+
+
+@pytest.mark.parametrize("statements, found", [
+    # the old spool read seq 'x' at every delivery step: a ValueError each time, no event after it ever sent
+    (("CREATE TABLE events (seq, kind, payload, size_bytes, created_s)",
+      "INSERT INTO events VALUES ('x', NULL, X'00', 'big', NULL)"),
+     "a table events whose column seq is (no type), not INTEGER PRIMARY KEY"),
+    (("CREATE TABLE meta (key TEXT PRIMARY KEY, value)", "INSERT INTO meta VALUES ('dropped', NULL)"),  # TypeError
+     "a table meta whose column value is (no type), not INTEGER NOT NULL"),
+    (("CREATE VIEW events AS SELECT 1 AS seq",), "the view events"),  # sqlite3.OperationalError, a traceback
+    ((_EVENTS, "CREATE TRIGGER forget AFTER INSERT ON events BEGIN DELETE FROM events; END"),  # every event lost
+     "the trigger forget"),
+    ((_EVENTS.replace("created_s REAL NOT NULL", "created_s REAL NOT NULL, camera TEXT NOT NULL"),),
+     "a table events with a column camera, which a spool has not"),
+])
+def test_a_sqlite_file_of_another_schema_is_refused_in_one_line_and_left_as_it_was(tmp_path, statements, found):
+    path = tmp_path / "spool.sqlite3"
+    with sqlite3.connect(path) as db:
+        for statement in statements:
+            db.execute(statement)
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError) as info:
+        EventSpool(tmp_path, SpoolOptions(sync="off"))
+    assert str(info.value) == (f"spool_dir: expected {path} to be an EdgeSense spool, got a SQLite database with "
+                               f"{found}; move that file away or name another folder")
+    assert path.read_bytes() == before and not list(tmp_path.glob("*corrupt*"))
+
+
+def test_stored_rows_that_are_no_event_are_dropped_at_open_and_wrong_sizes_corrected(tmp_path, caplog):
+    """A blob payload went out as "b'...'", a dropped count that is no number was a bare ValueError (int('lots')),
+    and a stored size of 10^18 made the next append drop an event of a spool holding 3 of its 1000 bytes."""
+    options = SpoolOptions(sync="off", max_bytes=1000)
+    with EventSpool(tmp_path, options) as spool:
+        for i in range(4):
+            spool.append("command", json.dumps({"i": i}))
+    with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
+        db.execute("UPDATE events SET payload = CAST(payload AS BLOB) WHERE seq = 1")
+        db.execute("UPDATE events SET size_bytes = 1000000000000000000 WHERE seq = 2")
+        db.execute("UPDATE events SET size_bytes = -5000 WHERE seq = 3")
+        db.execute("INSERT INTO meta VALUES ('dropped', 'lots')")
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="edgesense.sinks.spool"), EventSpool(tmp_path, options) as spool:
+        assert [e.seq for e in spool.read()] == [2, 3, 4]
+        assert spool.dropped == 1 and spool.size_bytes == 3 * len('{"i": 0}')
+        spool.append("command", json.dumps({"i": 4}))
+        assert [json.loads(e.payload)["i"] for e in spool.read()] == [1, 2, 3, 4]  # nothing dropped to make room
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and "'lots', not a count" in errors[0] and "dropped 1 stored row(s)" in errors[1]
+    assert any("corrected the stored size of 2 event(s)" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"max_events": 0}, "max_events"), ({"max_bytes": -1}, "max_bytes"), ({"sync": "sometimes"}, "sync"),
     ({"max_events": True}, "max_events"),
