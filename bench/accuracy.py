@@ -151,15 +151,16 @@ def evaluate_commands(model: EdgeModel, clips: np.ndarray, labels: np.ndarray, t
 def _read_bgr(path: Path) -> np.ndarray | None:
     """The photo at ``path`` (None, with a warning, when it cannot be read). Read by Python and decoded by OpenCV:
     ``cv2.imread`` crashes the process on a name that is not UTF-8 (a Latin-1 ``Straße.jpg`` from an old archive);
-    ``imdecode`` turns phone photos upright by their EXIF orientation, as ``imread`` does."""
+    ``imdecode`` turns phone photos upright by their EXIF orientation, as ``imread`` does
+    (:func:`edgesense.train.data.decode_image`, which refuses a header of gigabytes of pixels before decoding)."""
     try:
-        encoded = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    except OSError:
-        encoded = np.zeros(0, np.uint8)
-    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
-    if image is None:
-        logger.warning("skipping unreadable image %s", path)
-    return image
+        encoded = path.read_bytes()
+        if not encoded:
+            raise ValueError("empty file (0 bytes)")
+        return data.decode_image(path, encoded)
+    except (OSError, ValueError, cv2.error) as exc:
+        logger.warning("skipping unreadable image %s: %s", path, str(exc).removeprefix(f"{path}: "))
+        return None
 
 
 def check_scene_classes(classes: Sequence[str], scene_labels: Sequence[str]) -> None:

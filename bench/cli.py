@@ -142,15 +142,16 @@ def _refuse_untrained_heads(options: BenchOptions, model: EdgeModel) -> None:
                     str(path))
 
 
-def _check_second_opinion(options: BenchOptions, firmware: FirmwareSetting, model: EdgeModel) -> None:
+def _check_second_opinion(options: BenchOptions, firmware: FirmwareSetting, model: EdgeModel) -> dict[str, Any]:
     """ValueError naming ``firmware_config`` (``--config``) when the second opinion it blends the model with is of
     other command labels than the model's (a model of the user's own words beside the shipped config's heads):
-    said before the clips are scored, with the way out, not when the streams start."""
+    said before the clips are scored, with the way out, not when the streams start. Returns the heads' metadata
+    (``{}`` without a second opinion)."""
     from edgesense.runtime.second_opinion import StreamHeads
 
     heads_path = firmware.second_opinion.heads_path
     if heads_path is None:
-        return
+        return {}
     try:
         heads = StreamHeads(heads_path)
     except (ValueError, OSError) as exc:
@@ -160,6 +161,71 @@ def _check_second_opinion(options: BenchOptions, firmware: FirmwareSetting, mode
         raise ValueError(f"firmware_config: expected a second opinion of the model's labels "
                          f"{list(model.command_labels)} to blend it with (or --model-alone to score the model "
                          f"without one), got {config}'s {Path(heads_path).name} of {list(heads.labels)}")
+    return dict(heads.metadata)
+
+
+def _refuse_heads_that_learned(heads_meta: dict[str, Any], options: BenchOptions, model: EdgeModel) -> None:
+    """ValueError naming ``firmware_config``, before the run, when the second opinion blended with the model
+    trained on clips the streams would say (the tuning and evaluation speakers' clips of ``--speech-commands``):
+    the training part of the split its metadata records (``data``, written by ``train-stream-heads`` since it
+    records one), on this same folder. The pair would be tuned and scored on words its heads learned. With
+    ``--split all`` (the model, too, scored on every clip: warned already) a warning says it; heads that record no
+    split are not compared."""
+    if not isinstance(heads_meta.get("data"), dict):
+        return
+    words = [w for w in model.command_labels if is_command_word(w)]
+    index, items, tune_items, _ = select_command_items(options, words,
+                                                       SplitSpec.from_metadata(model.metadata, options.salt or None))
+    rows = list({id(it): it for it in [*items, *tune_items]}.values())
+    learned = rows_it_learned({"task": "command", "training": {"data": heads_meta["data"]}}, options.speech_commands,
+                              index, rows)
+    if not learned:
+        return
+    salt = (heads_meta["data"].get("split") or {}).get("speaker_salt")
+    got = (f"heads beside the student {(heads_meta.get('student') or {}).get('path')} (split with salt {salt!r}) "
+           f"that trained on {learned} of the {len(rows)} clips of {options.speech_commands} streamed here")
+    if options.split != "testing":
+        logger.warning("--split all: the second opinion's %s", got)
+        return
+    raise ValueError(f"firmware_config: expected a second opinion whose heads never trained on the clips the "
+                     f"streams say (--salt of the split they trained on, or --model-alone), got {got}")
+
+
+def _trained_on_folder(model: EdgeModel, folder: Path) -> bool:
+    """Whether ``folder`` is one the model records training on (``data.speech_commands``): the same folder, or
+    one whose path ends as a relative recorded path does (``data/speech_commands`` recorded on another machine)."""
+    recorded = (model.metadata.get("data") or {}).get("speech_commands") or []
+    here = Path(folder).resolve()
+    for r in recorded if isinstance(recorded, list) else [recorded]:
+        path = Path(str(r))
+        parts = [part for part in path.parts if part not in ("..", ".")]
+        if path.resolve() == here or (not path.is_absolute() and parts and list(here.parts[-len(parts):]) == parts):
+            return True
+    return False
+
+
+def _check_tuning_speakers(options: BenchOptions, model: EdgeModel) -> None:
+    """``--write-config`` writes the operating point chosen on the tuning speakers into a device's config: with
+    ``--split all`` they are half of every speaker of the folder (and with ``--salt`` other than the model's, the
+    validation speakers of another split), the model's test and training speakers among them on the folder it
+    trained on. A model that records its split is refused there (ValueError naming ``write_config``) and warned
+    elsewhere; a model that records none is not compared."""
+    split = (model.metadata.get("data") or {}).get("split")
+    if not options.write_config or options.speech_commands is None or not isinstance(split, dict):
+        return
+    recorded = split.get("speaker_salt")
+    if options.split == "testing" and (not options.salt or options.salt == recorded):
+        return
+    got = f"--split {options.split}" if options.split != "testing" else f"--salt {options.salt!r}"
+    expected = (f"--split testing with the salt the model records ({recorded!r}): the point is chosen on its "
+                "validation speakers, never on its test speakers")
+    if _trained_on_folder(model, options.speech_commands):
+        raise ValueError(f"write_config: expected {expected}, got {got}, whose tuning speakers include the test "
+                         f"speakers of {options.speech_commands}, the folder the model trained on")
+    logger.warning("--write-config with %s: the operating point is chosen on speakers of %s that the split the "
+                   "model records may hold out for testing, if it trained on this folder (it records %s); use %s",
+                   got, options.speech_commands, (model.metadata.get("data") or {}).get("speech_commands"),
+                   expected.split(":")[0])
 
 
 def _unlike_the_model(info: dict[str, Any], model: EdgeModel) -> str:
@@ -207,8 +273,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     interpreter_options = InterpreterOptions(num_threads=options.threads)
     model = EdgeModel.load(options.model_path, options=interpreter_options)
     _refuse_untrained_heads(options, model)
+    _check_tuning_speakers(options, model)
+    heads_meta: dict[str, Any] = {}
     if options.speech_commands is not None and options.streaming:
-        _check_second_opinion(options, firmware, model)
+        heads_meta = _check_second_opinion(options, firmware, model)
+        _refuse_heads_that_learned(heads_meta, options, model)
     scene_classes = None
     if options.scenes is not None:  # refused now, not after the commands (and their figure) or the references
         from edgesense.train import data as image_data

@@ -70,7 +70,13 @@ from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.train.cache import file_sha256
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, derived_seed, is_seed
-from edgesense.train.pools import is_recording, speech_negative_pools, split_recordings, wav_recordings
+from edgesense.train.pools import (
+    is_recording,
+    say_held_out,
+    speech_negative_pools,
+    split_recordings,
+    wav_recordings,
+)
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
 __all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "earlier_files", "mine", "peaks",
@@ -249,11 +255,18 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
     started = time.perf_counter()
     sr = model.audio_frontend.sample_rate_hz
     clip_samples = model.audio_frontend.clip_samples
-    speech_paths = speech_negative_pools(wav_recordings(negatives))["training"]
+    speech_pools = speech_negative_pools(wav_recordings(negatives))
+    say_held_out(FLAGS["negatives"], negatives, speech_pools)  # a file named alone keeps its folder's pool
+    speech_paths = speech_pools["training"]
     if not speech_paths and not other_words:
         raise ValueError(f"negatives: other speech (.wav recordings) whose training pool is not empty, "
                          f"got none under {', '.join(str(p) for p in negatives) or 'no folder'}")
-    noise_paths = split_recordings(wav_recordings(noise))["training"] if noise else []
+    noise_pools = split_recordings(wav_recordings(noise))
+    say_held_out(FLAGS["noise"], noise, noise_pools)
+    noise_paths = noise_pools["training"]
+    if noise and not noise_paths:  # not mined over no background at all, as if it were asked for
+        raise ValueError(f"noise: noise (.wav recordings) whose training pool is not empty (the evaluation pool is "
+                         f"the benchmark's), got none under {', '.join(str(p) for p in noise)}")
     background = [x for _, x in read_recordings(noise_paths, sr)]
     words, sentences = other_speech_utterances(speech_paths, sr)
     words += list(other_words)
@@ -409,7 +422,7 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
 #: Option fields as the flags a user types (messages name the flag, not the field).
 FLAGS = {"talk_minutes": "--talk-minutes", "word_passes": "--word-passes", "threshold": "--threshold",
          "min_gap_ms": "--min-gap-ms", "max_windows": "--max-windows", "threads": "--threads", "seed": "--seed",
-         "negatives": "--negatives", "speech_commands": "--speech-commands", "salt": "--salt",
+         "negatives": "--negatives", "noise": "--noise", "speech_commands": "--speech-commands", "salt": "--salt",
          "heads_path": "--second-opinion",
          "student_weight": "--student-weight", "second_opinion.heads_path": "--second-opinion",
          "second_opinion": "--second-opinion"}

@@ -197,9 +197,10 @@ def write_recorded_pairs(root: Path, session: str, pairs: int, colour_bgr, *, to
     return root
 
 
-def write_stream_heads(path: Path, words) -> Path:
+def write_stream_heads(path: Path, words, **metadata) -> Path:
     """A one-head second-opinion file (untrained, tiny) whose heads know ``words``: beside a model of other
-    words, the case of a user's own model run with a shipped config. Needs TensorFlow."""
+    words, the case of a user's own model run with a shipped config; ``metadata`` adds fields (``data``: the split
+    they trained on). Needs TensorFlow."""
     from edgesense.runtime.second_opinion import HEADS_FORMAT_VERSION, HEADS_KIND
     from edgesense.train.stream_heads import ensemble_model, heads_tflite
     from edgesense.train.teachers.audio import AudioTeacherOptions, build_audio_head
@@ -208,5 +209,5 @@ def write_stream_heads(path: Path, words) -> Path:
     head = build_audio_head(context, 96, len(words), AudioTeacherOptions(conv_channels=8, dense_units=8))
     path.write_bytes(heads_tflite(ensemble_model([head], context), {
         "kind": HEADS_KIND, "format_version": HEADS_FORMAT_VERSION, "labels": list(words),
-        "context_embeddings": context, "heads": 1}))
+        "context_embeddings": context, "heads": 1, **metadata}))
     return path

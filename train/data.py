@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import re
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "ImageIndex",
     "ImageItem",
     "LoadReport",
+    "MAX_IMAGE_PIXELS",
     "MAX_NUM_WAVS_PER_CLASS",
     "SPLITS",
     "SpeechCommandsIndex",
@@ -54,13 +56,16 @@ __all__ = [
     "check_word_folders",
     "check_init_split",
     "check_words",
+    "decode_image",
     "hash_percent",
+    "image_size",
     "load_av_folder",
     "load_clips",
     "load_image_folder",
     "load_images",
     "load_noise_pool",
     "load_speech_commands",
+    "say_missing_classes",
     "snippet_sources",
     "speaker_of",
     "split_image_items",
@@ -101,6 +106,15 @@ _OTHER_MEDIA_SUFFIXES = OTHER_AUDIO_SUFFIXES + (".heic", ".heif", ".avif", ".gif
 _JPEG_MARKER = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length
 _JPEG_SOI, _JPEG_EOI, _JPEG_SOS = b"\xff\xd8", 0xD9, 0xDA
+#: JPEG start-of-frame markers (they hold the height and width): C0-CF less DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: The most pixels a photo's header may declare (16384 x 16384, a 768 MB colour buffer): OpenCV allocates the whole
+#: image before it is shrunk to the model's input, and its own bound (2**30 pixels) lets a compressed file of a few
+#: hundred KB (a PNG of 20000 x 20000 pixels of one colour) take gigabytes and seconds.
+MAX_IMAGE_PIXELS = 16384 * 16384
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_WIDTH_TAG, _TIFF_HEIGHT_TAG = 256, 257
+_TIFF_SHORT, _TIFF_LONG = 3, 4
 
 
 # --------------------------------------------------------------------------- items and reports
@@ -295,6 +309,29 @@ def train_every_class(split: dict[str, list[Any]], classes: Sequence[str], *, wh
                        "all of them and has no held-out pairs; record it longer for a figure of its own", what, label,
                        len(moved), RECORDED_PAIRS_PER_BLOCK)
     return out
+
+
+def say_missing_classes(field: str, noun: str, labels: Sequence[str], counts: Mapping[str, Mapping[str, int]],
+                        *, how: str) -> None:
+    """A warning for each split of ``counts`` (split name -> label -> items loaded: ``training``, ``validation``,
+    ``testing``) that holds items but none of some of ``labels`` (the classes of ``field``, a folder of ``noun``;
+    ``how``: how it is split): a class whose few items all fell on one side of the split (a word of one speaker, a
+    class of one photo) trained nothing, so the model's output for it never learned, or is not scored by that split's
+    figure."""
+    total = {label: sum(split.get(label, 0) for split in counts.values()) for label in labels}
+    untrained = [label for label in labels if total[label] and not counts["training"].get(label, 0)]
+    if untrained:
+        held = ", ".join(f"{label} ({total[label]} {noun[:-1] if total[label] == 1 else noun})" for label in untrained)
+        logger.warning("%s: no training %s of %s: all held out for validation and testing (%s), so the model's "
+                       "output for %s learns nothing; add %s", field, noun, held, how,
+                       "it" if len(untrained) == 1 else "them", f"{noun} of more speakers" if noun == "clips" else noun)
+    for name, figure in (("validation", "validation figure, which picks the checkpoint,"), ("testing", "test figure")):
+        split = counts.get(name) or {}
+        missing = [label for label in labels if sum(split.values()) and not split.get(label, 0)]
+        if missing:
+            logger.warning("%s: no %s %s of %s (%s): the %s does not score %s", field,
+                           "test" if name == "testing" else name, noun, ", ".join(missing), how, figure,
+                           "it" if len(missing) == 1 else "them")
 
 
 # --------------------------------------------------------------------------- speech commands
@@ -671,14 +708,21 @@ def load_clips(items: Sequence[AudioItem], options: AudioFrontendOptions = Audio
     return out[:len(kept)], _finish(what, len(items), kept, skipped)
 
 
-def load_noise_pool(paths: Sequence[Path], *, sample_rate_hz: int = 16000) -> tuple[list[np.ndarray], LoadReport]:
-    """Read whole noise recordings (for :func:`train.augment.mix_noise`)."""
+def load_noise_pool(paths: Sequence[Path], *, sample_rate_hz: int = 16000,
+                    skip_silent: bool = True) -> tuple[list[np.ndarray], LoadReport]:
+    """Read whole noise recordings (for :func:`train.augment.mix_noise`), room responses and other speech. With
+    ``skip_silent``, a recording of digital silence (every sample zero) is skipped and named as unreadable ones are:
+    as noise it stopped training (``noise_pool[0]: expected a noise recording, got all zeros``, naming no file), and
+    as a room response it silenced every clip it reverberated."""
     pool: list[np.ndarray] = []
     kept: list[int] = []
     skipped: list[tuple[Path, str]] = []
     for i, path in enumerate(paths):
         try:
-            pool.append(read_wav(path, sample_rate_hz=sample_rate_hz))
+            samples = read_wav(path, sample_rate_hz=sample_rate_hz)
+            if skip_silent and not np.any(samples):
+                raise ValueError(f"expected sound, found digital silence (all {samples.size} samples are zero)")
+            pool.append(samples)
         except (ValueError, OSError) as exc:
             skipped.append((Path(path), str(exc)))
             continue
@@ -750,7 +794,9 @@ def without_snippets_of(items: Sequence[AudioItem], recordings: Sequence[Path], 
     if not candidates or not recordings:
         return list(items)
     pool, _ = load_noise_pool(list(recordings), sample_rate_hz=sample_rate_hz)
-    clips, report = load_noise_pool([items[i].path for i in candidates], sample_rate_hz=sample_rate_hz)
+    # a silent clip is cut from no recording: kept, not skipped
+    clips, report = load_noise_pool([items[i].path for i in candidates], sample_rate_hz=sample_rate_hz,
+                                    skip_silent=False)
     sources = snippet_sources(clips, pool)
     dropped = {candidates[k] for k, source in zip(report.kept, sources) if source is not None}
     if dropped:
@@ -798,6 +844,79 @@ def _jpeg_cut_short(data: bytes) -> bool:
         pos = end
 
 
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG's first start-of-frame segment, or None where none is found before the scan."""
+    pos, size = len(_JPEG_SOI), len(data)
+    while pos + 4 <= size and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            pos += 2
+            continue
+        if marker in _JPEG_SOF_MARKERS and pos + 9 <= size:
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return width, height
+        if marker == _JPEG_SOS:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a TIFF's first page (the one OpenCV decodes), or None where its first IFD says none."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        ifd = struct.unpack_from(order + "I", data, 4)[0]
+        found: dict[int, int] = {}
+        for k in range(struct.unpack_from(order + "H", data, ifd)[0]):
+            tag, kind, _, value = struct.unpack_from(order + "HHI4s", data, ifd + 2 + 12 * k)
+            if tag in (_TIFF_WIDTH_TAG, _TIFF_HEIGHT_TAG) and kind in (_TIFF_SHORT, _TIFF_LONG):
+                found[tag] = struct.unpack_from(order + ("H" if kind == _TIFF_SHORT else "I"), value)[0]
+    except struct.error:  # a header cut short: left to the decoder
+        return None
+    if _TIFF_WIDTH_TAG in found and _TIFF_HEIGHT_TAG in found:
+        return found[_TIFF_WIDTH_TAG], found[_TIFF_HEIGHT_TAG]
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) in pixels that an encoded PNG, JPEG, BMP or TIFF's header declares, read without decoding it;
+    None for other formats (WebP's header cannot declare more than :data:`MAX_IMAGE_PIXELS`) and headers it cannot
+    read (left to the decoder)."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+        return width, height
+    if data.startswith(_JPEG_SOI):
+        return _jpeg_size(data)
+    if data.startswith(b"BM") and len(data) >= 26:
+        header = struct.unpack_from("<I", data, 14)[0]
+        if header == 12:  # BITMAPCOREHEADER: 16-bit sizes
+            width, height = struct.unpack_from("<HH", data, 18)
+            return width, height
+        width, height = struct.unpack_from("<ii", data, 18)
+        return abs(width), abs(height)  # a negative height is a top-down bitmap
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    return None
+
+
+def decode_image(path: Path, data: bytes) -> np.ndarray:
+    """``data`` (the bytes of the image file ``path``) decoded to BGR uint8, upright by its EXIF orientation (as
+    ``imread`` turns phone photos). ValueError for an image whose header declares more than
+    :data:`MAX_IMAGE_PIXELS`, before anything is allocated for it, and for one OpenCV cannot decode."""
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{path}: expected an image of at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+                         f"(16384 x 16384), found {size[0]} x {size[1]} ({size[0] * size[1] / 1e6:.0f} megapixels) "
+                         "in its header: decoding it would take gigabytes; shrink it first")
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not a decodable image (corrupt or unsupported format)")
+    return bgr
+
+
 def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
                 *, what: str = "images") -> tuple[np.ndarray, LoadReport]:
     """Decode images into uint8 RGB ``(N, h, w, 3)`` with the device's crop/resize
@@ -819,10 +938,7 @@ def load_images(items: Sequence[Any], size_px: tuple[int, int] = (96, 96),
             if _jpeg_cut_short(data):
                 raise ValueError("a JPEG cut short (no end-of-image marker): the decoder would fill its missing "
                                  "part with grey")
-            # imdecode turns phone photos upright by their EXIF orientation, as imread does
-            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ValueError("not a decodable image (corrupt or unsupported format)")
+            bgr = decode_image(path, data)
             # preprocess_frame's values are whole numbers (a uint8 resize cast to float32): lossless.
             out[len(kept)] = preprocess_frame(bgr, frontend).astype(np.uint8)
         except (ValueError, OSError, cv2.error) as exc:

@@ -6,7 +6,11 @@ recording, never by snippet: a recording whose snippets trained the model never 
 an evaluation stream. The rule is a hash of the recording's folder and file name, so it is
 the same on every machine and for every tool (the trainer draws from ``training``, the
 benchmark's streams from ``evaluation``). Within each group (a folder, with music apart from
-other noise) at least one recording goes to each pool when the group has two or more.
+other noise) at least one recording goes to each pool when the group has two or more. A group is
+the folder's recordings, not the ones a caller names: a recording named alone (``--noise
+noise/exercise_bike.wav``) is ranked among the recordings beside it, so it lands in the pool it has
+when its folder is named (alone it made a group of one, always training: evaluation material
+trained or mined on), and a recording named twice (a relative and an absolute path) counts once.
 
 Other people's speech (:func:`speech_negative_pools`) also keeps a **tuning** pool that
 neither trains nor evaluates: the benchmark chooses its operating point on it. A model that
@@ -20,13 +24,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 from edgesense.schema.validate import require
 from edgesense.train.hashing import hash_percent
 
 __all__ = ["EVALUATION_PERCENT", "POOLS", "TUNING_PERCENT", "is_recording", "place_sound_files", "pool_of",
-           "speech_negative_pools", "split_recordings", "visible_files", "wav_recordings"]
+           "say_held_out", "speech_negative_pools", "split_recordings", "visible_files", "wav_recordings"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,12 @@ def _key(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def _recordings_beside(folder: Path) -> list[Path]:
+    """The recordings directly in ``folder`` as :func:`visible_files` lists them (none where it cannot be read)."""
+    _, _, names = next(os.walk(folder, followlinks=True), ("", [], []))
+    return [folder / name for name in names if is_recording(folder / name)]
+
+
 def _group(path: Path) -> str:
     kind = _MUSIC_PREFIX if path.stem.lower().startswith(_MUSIC_PREFIX) else "other"
     return f"{path.parent.name}:{kind}"
@@ -103,12 +113,13 @@ def split_recordings(paths: Iterable[str | Path], *, evaluation_percent: float =
     require(0 < evaluation_percent < _PERCENT, "evaluation_percent", "a number in (0, 100)", evaluation_percent)
     require(0 <= tuning_percent < _PERCENT - evaluation_percent, "tuning_percent",
             f"a number in [0, {_PERCENT - evaluation_percent:g})", tuning_percent)
-    groups: dict[str, list[Path]] = {}
-    for p in sorted({Path(p) for p in paths}):
-        groups.setdefault(_group(p), []).append(p)
-    out: dict[Pool, list[Path]] = {"training": [], "tuning": [], "evaluation": []}
+    given = sorted({Path(p) for p in paths})
+    groups: dict[str, dict[str, Path]] = {}  # each group's recordings, one per absolute path
+    for p in [*given, *(q for folder in sorted({p.parent for p in given}) for q in _recordings_beside(folder))]:
+        groups.setdefault(_group(p), {}).setdefault(os.path.abspath(p), p)
+    pool_at: dict[str, Pool] = {}
     for members in groups.values():
-        ranked = sorted(members, key=lambda p: (hash_percent(_key(p), POOL_SALT), _key(p)))
+        ranked = sorted(members.values(), key=lambda p: (hash_percent(_key(p), POOL_SALT), _key(p)))
         count = round(len(ranked) * evaluation_percent / _PERCENT)
         if len(ranked) >= 2:
             count = min(max(count, 1), len(ranked) - 1)
@@ -116,10 +127,13 @@ def split_recordings(paths: Iterable[str | Path], *, evaluation_percent: float =
         if tuning_percent > 0 and len(ranked) >= 3:
             tune = max(tune, 1)
         tune = max(0, min(tune, len(ranked) - count - 1))
-        out["evaluation"] += ranked[:count]
-        out["tuning"] += ranked[count:count + tune]
-        out["training"] += ranked[count + tune:]
-    return {pool: sorted(files) for pool, files in out.items()}
+        for rank, p in enumerate(ranked):
+            pool_at[os.path.abspath(p)] = "evaluation" if rank < count else "tuning" if rank < count + tune \
+                else "training"
+    out: dict[Pool, list[Path]] = {pool: [] for pool in POOLS}
+    for p in given:  # only the recordings named, each in its place among its folder's
+        out[pool_at[os.path.abspath(p)]].append(p)
+    return out
 
 
 def speech_negative_pools(paths: Iterable[str | Path]) -> dict[Pool, list[Path]]:
@@ -133,6 +147,18 @@ def pool_of(path: str | Path, siblings: Iterable[str | Path], *, evaluation_perc
     """The pool ``path`` belongs to among ``siblings`` (the whole collection it was split with)."""
     split = split_recordings([path, *siblings], evaluation_percent=evaluation_percent)
     return next(pool for pool in POOLS if Path(path) in split[pool])
+
+
+def say_held_out(field: str, named: Iterable[str | Path], pools: Mapping[str, Sequence[Path]]) -> list[Path]:
+    """The recordings named alone in ``named`` (files, not folders) that ``pools`` keep out of training (their
+    folder's tuning or evaluation pool, :func:`split_recordings`), each said in a warning naming ``field``: a user
+    who names one file expects it used, and it is not."""
+    files = {Path(p) for p in named if not Path(p).is_dir()}
+    held = [(p, pool) for pool in POOLS if pool != "training" for p in pools.get(pool, ()) if p in files]
+    for path, pool in sorted(held):
+        logger.warning("%s %s: in the %s pool of its folder's recordings (the benchmark's, as when the folder is "
+                       "named), so it is not trained or mined on", field, path, pool)
+    return sorted(p for p, _ in held)
 
 
 def place_sound_files(scene_ambient: Path | None, scene_labels: Sequence[str], training_items: Sequence[Any],

@@ -73,7 +73,7 @@ from edgesense.schema.validate import is_int, is_positive, require, require_rang
 from edgesense.train import augment, data
 from edgesense.train.bank import BankOptions
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, derived_seed, is_seed
-from edgesense.train.pools import speech_negative_pools, split_recordings, wav_recordings
+from edgesense.train.pools import say_held_out, speech_negative_pools, split_recordings, wav_recordings
 from edgesense.types import SILENCE_LABEL, UNKNOWN_LABEL
 
 __all__ = ["StreamHeadsOptions", "TrainingMaterial", "ensemble_model", "hard_negative_clips", "heads_tflite",
@@ -444,9 +444,13 @@ def training_material(student: EdgeModel, speech_commands: Path, noise: Sequence
     empty = [str(folder) for folder, recordings in found.items() if not recordings]
     require(not empty, "--noise", "folders with .wav recordings", empty)
     noise_recordings = sorted({path for recordings in found.values() for path in recordings})
-    noise_pool, _ = data.load_noise_pool(split_recordings(noise_recordings + list(index.noise_paths))["training"])
+    noise_pools = split_recordings(noise_recordings + list(index.noise_paths))
+    say_held_out("--noise", noise, noise_pools)  # a file named alone keeps its folder's pool
+    noise_pool, _ = data.load_noise_pool(noise_pools["training"])
     negative_paths = wav_recordings([negatives])
-    talk_paths = speech_negative_pools(negative_paths)["training"]
+    negative_pools = speech_negative_pools(negative_paths)
+    say_held_out("--negatives", [negatives], negative_pools)
+    talk_paths = negative_pools["training"]
     extra_talk = wav_recordings(talk)
     require(not talk or bool(extra_talk), "--talk", "folders with .wav recordings", [str(p) for p in talk])
     # all of --talk is learned: a recording of --negatives there would teach its tuning and evaluation pools
@@ -508,6 +512,11 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
                 "context_embeddings": options.context_embeddings, "heads": options.heads,
                 "embedding": {"distribution": DISTRIBUTION, "version": DISTRIBUTION_VERSION},
                 "student": {"path": str(model_path), "name": student.metadata.get("name")},
+                # what the heads learned, so a reader can tell they never heard its held-out speakers (bench and
+                # mine compare this split with theirs): the student's split of this folder, its training speakers
+                "data": {"speech_commands": [str(Path(speech_commands).resolve())],
+                         "split": dataclasses.asdict(data.SplitSpec.from_metadata(student.metadata, None)),
+                         "noise": [str(p) for p in noise], "negatives": str(negatives)},
                 "options": dataclasses.asdict(options), "training_windows": int(len(x)),
                 "hard_negatives": {"folders": [str(p) for p in hard_negatives], "windows": m.mined},
                 "talk": [str(p) for p in talk],

@@ -38,7 +38,13 @@ from edgesense.train.model import (
     build_present_rows_view,
     describe,
 )
-from edgesense.train.pools import place_sound_files, speech_negative_pools, split_recordings, wav_recordings
+from edgesense.train.pools import (
+    place_sound_files,
+    say_held_out,
+    speech_negative_pools,
+    split_recordings,
+    wav_recordings,
+)
 from edgesense.train.runfolder import (
     MODEL_FILE, check_init_from, check_out_dir, check_out_outside_data, staged_run,
 )
@@ -168,6 +174,7 @@ def load_dataset(config: TrainConfig) -> Dataset:
         test_items += splits["testing"]
         noise_paths += list(index.noise_paths)
     noise_pools = split_recordings(noise_paths)
+    say_held_out("data.noise", cfg.noise, noise_pools)  # a file named alone keeps its folder's pool
     evaluation_noise = set(noise_pools["evaluation"])  # the benchmark's stream backgrounds never train
     train_items = [it for it in train_items if it.offset_ms is None or it.path not in evaluation_noise]
     # a _silence_ folder's clips are cut from background recordings too, named by a number: found by their content
@@ -192,7 +199,9 @@ def load_dataset(config: TrainConfig) -> Dataset:
         pool, report = datasets.load_noise_pool(noise_paths, sample_rate_hz=rate)
         reports["noise"] = report.summary()
         noise = tuple(pool)
-    negative_paths = speech_negative_pools(wav_recordings(cfg.speech_negatives))["training"]
+    negative_pools = speech_negative_pools(wav_recordings(cfg.speech_negatives))
+    say_held_out("data.speech_negatives", cfg.speech_negatives, negative_pools)
+    negative_paths = negative_pools["training"]
     other_speech = np.zeros((0, config.audio_frontend.clip_samples), np.float32)
     if negative_paths:
         recordings, report = datasets.load_noise_pool(negative_paths, sample_rate_hz=rate)
@@ -207,7 +216,9 @@ def load_dataset(config: TrainConfig) -> Dataset:
                               min_dbfs=config.bank.other_speech_min_dbfs)
         summary["hard_negative_windows"] = int(hard.shape[0])
         other_speech = np.concatenate([other_speech, hard])
-    rir_paths = split_recordings(wav_recordings(cfg.rirs))["training"]
+    rir_pools = split_recordings(wav_recordings(cfg.rirs))
+    say_held_out("data.rirs", cfg.rirs, rir_pools)
+    rir_paths = rir_pools["training"]
     rirs = np.zeros((0, 1), np.float32)
     if rir_paths:
         recordings, report = datasets.load_noise_pool(rir_paths, sample_rate_hz=rate)
@@ -219,6 +230,10 @@ def load_dataset(config: TrainConfig) -> Dataset:
     summary["audio_train_clips"] = _counts(audio_train.labels, command_labels)
     summary["audio_validation_clips"] = _counts(audio_val.labels, command_labels)
     summary["audio_test_clips"] = _counts(audio_test.labels, command_labels)
+    if cfg.speech_commands:
+        datasets.say_missing_classes("data.speech_commands", "clips", cfg.words, {
+            "training": summary["audio_train_clips"], "validation": summary["audio_validation_clips"],
+            "testing": summary["audio_test_clips"]}, how="clips are split by speaker")
     summary["noise_files"] = len(noise_paths)
 
     scene_labels: tuple[str, ...] = ()
@@ -247,6 +262,9 @@ def load_dataset(config: TrainConfig) -> Dataset:
         summary["image_train"] = _counts(image_train.labels, scene_labels)
         summary["image_validation"] = _counts(image_val.labels, scene_labels)
         summary["image_test"] = _counts(image_test.labels, scene_labels)
+        datasets.say_missing_classes("data.scenes" if cfg.scenes is not None else "data.av", "photos", scene_labels, {
+            "training": summary["image_train"], "validation": summary["image_validation"],
+            "testing": summary["image_test"]}, how="photos are split by a hash of their file name")
         if audio_train.labels.size:
             place_sounds = _place_sounds(cfg, scene_labels, photo_splits["training"], rate, reports, summary)
         elif cfg.av is not None or cfg.scene_ambient is not None:

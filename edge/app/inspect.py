@@ -56,7 +56,7 @@ def _inspect_heads(heads: StreamHeads, as_json: bool) -> int:
     print(f"  size: {heads.size_bytes} bytes ({heads.size_bytes / _BYTES_PER_KB:.1f} KB)")
     print(f"  heads: {meta.get('heads')} on {heads.context} speech_embedding embeddings ({meta.get('embedding')})")
     print(f"  command labels ({len(heads.labels)}): {', '.join(heads.labels)}")
-    for key in ("student", "options", "hard_negatives", "training_windows", "validation_window_accuracy"):
+    for key in ("student", "data", "options", "hard_negatives", "training_windows", "validation_window_accuracy"):
         if meta.get(key) is not None:
             print(f"  {key}: {json.dumps(meta[key], sort_keys=True)}")
     return 0

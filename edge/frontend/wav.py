@@ -200,6 +200,10 @@ def _decode(parsed: _Parsed) -> np.ndarray:
         x = np.frombuffer(data, dtype="<f4" if bits == 32 else "<f8").astype(np.float32)
         if not np.all(np.isfinite(x)):
             raise _bad(info.path, "finite float samples", "NaN or infinity")
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if peak > 1.0:  # said: a float WAV at 16-bit scale (peaks near 32767) becomes a square wave of +-1
+            logger.warning("%s: expected float samples within the +-1 full scale, found a peak of %.4g: %.1f%% of "
+                           "the samples are clipped to +-1", info.path, peak, 100.0 * np.mean(np.abs(x) > 1.0))
         x = np.clip(x, -1.0, 1.0)
     elif bits == 8:
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0

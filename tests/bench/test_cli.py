@@ -1091,3 +1091,72 @@ def test_a_scene_photo_whose_name_is_not_utf8_is_scored_not_a_crash(tmp_path):
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     shape, pixel = proc.stdout.strip().split(") ")
     assert shape == "(20, 30, 3" and abs(json.loads(pixel)[1] - 200) <= 3
+
+
+def test_a_scene_photo_declaring_gigabytes_of_pixels_is_skipped_before_it_is_decoded(tmp_path, caplog):
+    """``bench --scenes`` decoded a photo whatever its header declared: a 389-KB PNG of 20000 x 20000 pixels took
+    2.4 GB before it was shrunk to the model's input. It is skipped with a warning naming it, as training skips it."""
+    import logging
+    import struct
+    import zlib
+
+    from edgesense.bench.accuracy import _read_bgr
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(8 * 20001))) + chunk(b"IEND", b""))
+    with caplog.at_level(logging.WARNING, logger="edgesense.bench.accuracy"):
+        assert _read_bgr(bomb) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping unreadable image {bomb}: expected an image of at most 268 megapixels (16384 x 16384), found "
+        "20000 x 20000 (400 megapixels) in its header: decoding it would take gigabytes; shrink it first"]
+    fine = tmp_path / "fine.png"
+    fine.write_bytes(cv2.imencode(".png", np.full((20, 30, 3), 7, np.uint8))[1].tobytes())
+    assert _read_bgr(fine).shape == (20, 30, 3)
+
+
+def test_a_second_opinion_that_trained_on_the_test_speakers_is_refused_before_the_run(tiny_model_path, tmp_path,
+                                                                                     capsys, caplog):
+    """Heads record the split they trained on (``train-stream-heads`` writes ``data``): heads of another split of
+    the same folder (another salt: trained beside another student) learned clips of the model's test speakers, and
+    ``--split testing`` tuned and scored the pair on words its heads knew, with nothing said."""
+    import dataclasses
+
+    from edgesense.train.data import SplitSpec, load_speech_commands
+
+    speech, out = _speech_folder(tmp_path / "sc", per_class=2), tmp_path / "out"
+    model = EdgeModel.load(tiny_model_path)
+    ours = SplitSpec.from_metadata(model.metadata, "edgesense")
+    configs = {}
+    for name, salt in (("same", "edgesense"), ("other", "other")):
+        split = dataclasses.asdict(dataclasses.replace(ours, speaker_salt=salt))
+        heads = write_stream_heads(tmp_path / f"{name}.tflite", list(model.command_labels),
+                                   data={"speech_commands": [str(speech.resolve())], "split": split})
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(f"device: {{name: pair}}\nsecond_opinion: {{heads_path: {heads}}}\n")
+    index = load_speech_commands(speech)
+    other = dataclasses.replace(ours, speaker_salt="other")
+    learned = {(it.path, it.offset_ms) for it in other.split_clips(index)["training"]}
+    tested = ours.split_clips(index)
+    assert any((it.path, it.offset_ms) in learned for it in [*tested["testing"], *tested["validation"]])
+    capsys.readouterr()
+    args = ["bench", "--model", str(tiny_model_path), "--speech-commands", str(speech), "--out", str(out), "--quick",
+            "--references", str(tmp_path / "no_refs"), "--split", "testing", "--salt", "edgesense", "--config"]
+    assert cli.main([*args, str(configs["other"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgesense: error: --config: expected a second opinion whose heads "
+                                               "never trained on the clips the streams say"), err
+    assert "(split with salt 'other') that trained on" in err[0] and str(speech) in err[0]
+    assert not out.exists()
+    from edgesense.bench.cli import _refuse_heads_that_learned
+
+    same = {"data": {"speech_commands": [str(speech)], "split": dataclasses.asdict(ours)}}
+    options = BenchOptions(model_path=tiny_model_path, speech_commands=speech, split="testing", salt="edgesense",
+                           out_dir=out)
+    _refuse_heads_that_learned(same, options, model)  # the model's own split: its test speakers never trained them
+    with caplog.at_level("WARNING", logger="edgesense.bench.cli"):  # --split all: said, as the model's is
+        _refuse_heads_that_learned(same, dataclasses.replace(options, split="all"), model)
+    assert any("--split all: the second opinion's heads" in r.getMessage() for r in caplog.records)

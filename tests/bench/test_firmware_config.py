@@ -296,3 +296,41 @@ def test_the_cli_refuses_a_config_of_another_hop_than_config_before_the_benchmar
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"{path}: scheduler.command_hop_ms: expected 100" in err[0], err
     assert path.read_text() == before and not (tmp_path / "out").exists()
+
+
+def test_write_config_is_refused_unless_the_tuning_speakers_are_the_models_validation_speakers(tmp_path, capsys,
+                                                                                             caplog):
+    """``--write-config`` with ``--split all`` (the default) chose the point on half of every speaker of the folder:
+    on the folder the model trained on, its test speakers among them (and its training speakers), and wrote it
+    into a device's config. ``--split testing`` with another ``--salt`` tunes on another split's validation
+    speakers, the same way. The bundled model records ``data/speech_commands`` (salt ``edgesense``)."""
+    from datagen import make_speech_commands
+
+    from edgesense.runtime.model import EdgeModel
+    from edgesense.types import DEFAULT_COMMAND_WORDS
+
+    speech = make_speech_commands(tmp_path / "data" / "speech_commands", words=DEFAULT_COMMAND_WORDS, speakers=4,
+                                  per_speaker=1)
+    path = _device_yaml(tmp_path, "device:\n  name: t\ncommands:\n  threshold: 0.7\n")
+    before, out = path.read_text(), tmp_path / "out"
+    args = ["bench", "--model", str(REPO / "models" / "edgesense.tflite"), "--speech-commands", str(speech),
+            "--model-alone", "--write-config", str(path), "--out", str(out)]
+    for extra, got in (([], "got --split all"), (["--split", "testing", "--salt", "other"], "got --salt 'other'")):
+        assert cli.main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("edgesense: error: --write-config: expected --split testing with "
+                                                   "the salt the model records ('edgesense')"), err
+        assert got in err[0] and f"test speakers of {speech}, the folder the model trained on" in err[0], err
+        assert path.read_text() == before and not out.exists()
+    from edgesense.bench.cli import BenchOptions, _check_tuning_speakers
+
+    model = EdgeModel.load(REPO / "models" / "edgesense.tflite")
+    fair = BenchOptions(model_path=REPO / "models" / "edgesense.tflite", speech_commands=speech, split="testing",
+                        write_config=(path,), out_dir=out)
+    _check_tuning_speakers(fair, model)  # its own split: the validation speakers choose the point
+    other = make_speech_commands(tmp_path / "mine", words=DEFAULT_COMMAND_WORDS, speakers=4, per_speaker=1)
+    with caplog.at_level("WARNING", logger="edgesense.bench.cli"):  # a folder it does not record: said, not refused
+        _check_tuning_speakers(BenchOptions(model_path=fair.model_path, speech_commands=other, write_config=(path,),
+                                            out_dir=out), model)
+    assert any(r.getMessage().startswith("--write-config with --split all: the operating point is chosen on "
+                                         "speakers of") for r in caplog.records)

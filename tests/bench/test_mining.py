@@ -385,3 +385,33 @@ def test_heads_of_other_words_are_one_line_naming_the_flag_before_the_other_word
                                                "model's ['_silence_', '_unknown_', 'yes'"), err
     assert "got ['_silence_', '_unknown_', 'lights', 'music']" in err[0] and "train-stream-heads --model" in err[0]
     assert not out.exists()
+
+
+def test_a_recording_named_alone_is_mined_only_if_its_folder_puts_it_in_training(tmp_path, tiny_model_path, capsys):
+    """``mine --noise noise/exercise_bike.wav`` (or ``--negatives`` one file) split the files given: one file was a
+    group of one, always the training pool, so an evaluation recording of its folder was mined as background or
+    talk without a word. A file named alone keeps its folder's pool: held out, it is said, and a flag left with
+    nothing to mine is one line."""
+    folder = _talk_folder(tmp_path, np.random.default_rng(6))
+    talk = speech_negative_pools(folder.glob("*.wav"))
+    noise_folder = tmp_path / "noise"
+    noise_folder.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(4):
+        write_wav(noise_folder / f"hum_{i}.wav", (0.01 * rng.normal(size=2 * SR)).astype(np.float32), SR)
+    from edgesense.train.pools import split_recordings
+
+    noise = split_recordings(noise_folder.glob("*.wav"))
+    model = EdgeModel.load(tiny_model_path)
+    options = MineOptions(talk_minutes=0.5, word_passes=0, threshold=THRESHOLD)
+    report = mine(model, options, negatives=[talk["evaluation"][0], talk["training"][0]],
+                  noise=[noise["evaluation"][0], noise["training"][0]])
+    assert list(report.negatives) == [str(talk["training"][0])] and list(report.noise) == [str(noise["training"][0])]
+    out = tmp_path / "mined"
+    common = ["mine", "--model", str(tiny_model_path), "--out", str(out), "--talk-minutes", "0.5", "--word-passes", "0"]
+    for extra, flag in ((["--negatives", str(talk["evaluation"][0])], "--negatives"),
+                        (["--negatives", str(folder), "--noise", str(noise["evaluation"][0])], "--noise")):
+        assert main([*common, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}: ") and "training pool" in err[0], err
+        assert not out.exists()

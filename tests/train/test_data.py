@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -280,6 +282,34 @@ def test_load_noise_pool(speech_root: Path) -> None:
     assert report.loaded == 1 and pool[0].size == int(RATE * 3.5)
 
 
+def test_a_recording_of_digital_silence_is_skipped_and_named(speech_root: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A silent WAV among the noise recordings (``_background_noise_/``, ``data.noise``) stopped training with
+    ``noise_pool[0]: expected a noise recording, got all zeros``, naming no file; among the room responses
+    (``data.rirs``) it silenced every clip it reverberated, which trained as its word. It is skipped and named."""
+    from edgesense.train.augment import prepare_noise_pool
+    from edgesense.train.bank import convolve_rirs, prepare_rirs
+
+    silent = write_wav(speech_root / "_background_noise_" / "quiet.wav", np.zeros(RATE * 2, np.float32), RATE)
+    paths = sorted((speech_root / "_background_noise_").glob("*.wav"))
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
+        pool, report = load_noise_pool(paths)
+    assert report.kept == (1,) and [p for p, _ in report.skipped] == [silent]
+    assert f"{silent}: expected sound, found digital silence (all 32000 samples are zero)" in caplog.text
+    assert prepare_noise_pool(pool, FRONTEND.clip_samples).lengths.tolist() == [int(RATE * 3.5)]
+    rooms, _ = load_noise_pool([silent, paths[1]])
+    clips = tone(440)[None].repeat(8, axis=0)
+    wet, applied = convolve_rirs(clips, np.random.default_rng(0), prepare_rirs(rooms), probability=1.0)
+    assert applied.all() and np.all(np.sqrt(np.mean(wet ** 2, axis=1)) > 0.1)
+    # a _silence_ clip of digital silence is cut from no recording: kept, and not reported as skipped
+    quiet_clip = write_wav(speech_root / "_silence_" / "5.wav", np.zeros(RATE, np.float32), RATE)
+    items = [AudioItem(quiet_clip, "_silence_", "5")]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.data"):
+        assert without_snippets_of(items, paths) == items
+    assert str(quiet_clip) not in caplog.text
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -385,6 +415,41 @@ def test_a_jpeg_cut_short_is_skipped_not_filled_with_grey(tmp_path: Path) -> Non
     assert report.kept == (0, 1)
     assert [p.name for p, _ in report.skipped] == ["cut.jpg", "cut_progressive.jpg", "no_end.jpg"]
     assert all("a JPEG cut short" in reason for _, reason in report.skipped)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A grey PNG whose header declares ``width`` x ``height`` pixels, with the compressed data of its first rows
+    only (a few hundred bytes: the decoder allocates the whole image before it finds the data short)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(8)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_a_photo_declaring_gigabytes_of_pixels_is_skipped_before_it_is_decoded(tmp_path: Path) -> None:
+    """A PNG of 20000 x 20000 pixels of one colour is 389 KB; decoded it took 2.4 GB and 8 s before it was shrunk to
+    96 x 96 (OpenCV's own bound is 2**30 pixels, 3.2 GB). Its header is read first and it is skipped, named."""
+    small = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    jpeg = bytearray(cv2.imencode(".jpg", small)[1].tobytes())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 20000, 30000)  # height, width
+    files = {"bomb.png": png_declaring(20000, 20000), "bomb.jpg": bytes(jpeg),
+             "fine.png": cv2.imencode(".png", small)[1].tobytes()}
+    paths = []
+    for name, data in files.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    images, report = load_images(paths, (16, 16))
+    assert report.kept == (2,) and images.shape == (1, 16, 16, 3)
+    assert [(p.name, reason.split(", found ")[1].split(" in ")[0]) for p, reason in report.skipped] == [
+        ("bomb.png", "20000 x 20000 (400 megapixels)"), ("bomb.jpg", "30000 x 20000 (600 megapixels)")]
+    assert "expected an image of at most 268 megapixels (16384 x 16384)" in report.summary()
+    from edgesense.train.data import image_size
+
+    for ext in (".png", ".jpg", ".bmp", ".tif"):
+        assert image_size(cv2.imencode(ext, small)[1].tobytes()) == (53, 37), ext
 
 
 def test_a_folder_named_like_a_class_in_another_case_is_refused(tmp_path: Path, speech_root: Path) -> None:

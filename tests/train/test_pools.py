@@ -142,3 +142,53 @@ def test_recordings_in_other_formats_are_counted_in_a_warning(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path}: 2 audio files are not read (only .wav recordings are; convert them, e.g. ffmpeg -i NAME.flac "
         "NAME.wav): b.flac, kitchen/c.MP3"]
+
+
+def test_a_recording_named_alone_keeps_the_pool_its_folder_gives_it(tmp_path, caplog, monkeypatch):
+    """Pools were made per group of the files given: ``--noise noise/exercise_bike.wav`` (an evaluation recording
+    when ``noise/`` is named) made a group of one, always training, and was mined and trained on without a word;
+    named twice (a relative and an absolute path) a recording counted twice and could land in both pools (``rirs``
+    named both ways put ``hall.wav`` in training and evaluation)."""
+    import logging
+
+    from edgesense.train.pools import say_held_out, wav_recordings
+
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    for name in [*(f"rec_{i}.wav" for i in range(7)), *(f"music_{i}.wav" for i in range(4)), ".hidden.wav"]:
+        (folder / name).write_bytes(b"")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "rec_9.wav").write_bytes(b"")
+    whole = speech_negative_pools(wav_recordings([folder]))
+    for pool, files in whole.items():
+        for path in files:
+            assert speech_negative_pools([path])[pool] == [path], (path, pool)
+            assert split_recordings([path])[pool if pool != "tuning" else "training"] == [path]
+    held = [whole["evaluation"][0], whole["tuning"][0]]
+    assert speech_negative_pools([*held, whole["training"][0]]) == {
+        "training": [whole["training"][0]], "tuning": [held[1]], "evaluation": [held[0]]}
+    monkeypatch.chdir(tmp_path)
+    twice = split_recordings(wav_recordings([folder, Path("noise")]))
+    for pool, files in twice.items():
+        assert files == sorted([*split_recordings(wav_recordings([folder]))[pool],
+                                *split_recordings(wav_recordings([Path("noise")]))[pool]])
+    with caplog.at_level(logging.WARNING, logger="edgesense.train.pools"):
+        assert say_held_out("--noise", [folder, *held], whole) == sorted(held)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"--noise {p}: in the {pool} pool of its folder's recordings (the benchmark's, as when the folder is named), "
+        "so it is not trained or mined on" for p, pool in sorted(zip(held, ("evaluation", "tuning")))]
+
+
+@pytest.mark.shared_data
+def test_each_shared_recording_named_alone_is_in_the_pool_of_its_folder():
+    if not SHARED.is_dir():
+        pytest.skip("needs ../shared/data")
+    from edgesense.train.pools import wav_recordings
+
+    for folder in ("noise", "ambient", "rirs", "speech_negatives", "scene_ambient"):
+        whole = speech_negative_pools(wav_recordings([SHARED / folder]))
+        assert whole["training"] and whole["evaluation"], folder
+        for pool, files in whole.items():
+            assert all(speech_negative_pools([path])[pool] == [path] for path in files), (folder, pool)
+    assert split_recordings([SHARED / "noise" / "exercise_bike.wav"])["evaluation"] == [
+        SHARED / "noise" / "exercise_bike.wav"]

@@ -4,6 +4,7 @@ stand-in data, and bad input is one line with exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -392,6 +393,13 @@ def test_the_command_trains_heads_the_device_loads(tiny_model_path, tmp_path, ca
     assert meta["hard_negatives"] == {"folders": [str(mined.parent)], "windows": 3}
     assert meta["talk"] == [str(synthesized.parent)]
     assert json.loads(json.dumps(meta)) == meta and 0.0 <= meta["validation_window_accuracy"] <= 1.0
+    # the split the heads trained on (the student's, of this folder): a reader can check they never heard its
+    # held-out speakers (bench and mine compare it with theirs)
+    from edgesense.train.data import SplitSpec
+
+    assert meta["data"]["speech_commands"] == [str(speech.resolve())]
+    assert meta["data"]["split"] == dataclasses.asdict(SplitSpec.from_metadata(model.metadata, None))
+    assert meta["data"]["noise"] == [str(noise)] and meta["data"]["negatives"] == str(talk.parent)
 
 
 def test_a_student_of_its_own_words_learns_them_and_the_folders_other_words_as_unknown(tmp_path):

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -246,6 +247,38 @@ def test_a_short_recorded_place_held_out_whole_trains_on_all_its_pairs(tmp_path,
         assert np.sum(ds.image_train.labels == k) == 20 and not np.any(ds.image_val.labels == k)
         assert not np.any(ds.image_test.labels == k)
         assert f"data.av {label}: all 20 of its pairs fell in held-out blocks" in caplog.text
+
+
+def test_a_word_or_a_place_whose_few_items_are_all_held_out_is_said(tmp_path, caplog):
+    """A word folder of one speaker's clips, or a class folder of one photo, lands whole on one side of the split: on
+    the held-out side, training ran without a word about it (run.json counted 0 training clips of ``up``, 0 training
+    photos of ``kitchen``) and the model's outputs for them never learned."""
+    from datagen import scene_image
+
+    from edgesense.train.data import which_set
+
+    speech = make_speech_commands(tmp_path / "speech", speakers=12, per_speaker=1)
+    scenes = make_scenes(tmp_path / "scenes", per_class=20)
+    for clip in (speech / "up").iterdir():  # up: one clip, of a validation speaker
+        if clip.name != "00000000_nohash_0.wav":
+            clip.unlink()
+    assert which_set("00000000", 20, 20) == "validation"
+    name = next(f"k{i}" for i in range(100) if which_set(f"k{i}", 20, 20) == "testing")
+    (scenes / "kitchen").mkdir()
+    cv2.imwrite(str(scenes / "kitchen" / f"{name}.jpg"), scene_image("kitchen", np.random.default_rng(0),
+                                                                     colour_bgr=(30, 30, 200)))
+    config = load_train_config(write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes))
+    with caplog.at_level("WARNING", logger="edgesense.train.data"):
+        ds = load_dataset(config)
+    assert ds.summary["audio_train_clips"]["up"] == 0 and ds.summary["image_train"]["kitchen"] == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert ("data.speech_commands: no training clips of up (1 clip): all held out for validation and testing "
+            "(clips are split by speaker), so the model's output for it learns nothing; add clips of more speakers"
+            ) in said
+    assert ("data.scenes: no training photos of kitchen (1 photo): all held out for validation and testing (photos "
+            "are split by a hash of their file name), so the model's output for it learns nothing; add photos") in said
+    assert any(m.startswith("data.scenes: no validation photos of kitchen (") for m in said)
+    assert not any("no training" in m and ("yes" in m or "beach" in m) for m in said)
 
 
 def test_batches_draw_unknown_rows_at_the_asked_share_and_the_other_classes_evenly(tmp_path, tiny_data):

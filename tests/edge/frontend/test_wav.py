@@ -83,6 +83,23 @@ def test_float_samples_are_clipped_to_unit_range(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_wav(path), np.array([1.0, -1.0, 0.5], dtype=np.float32))
 
 
+def test_a_float_wav_beyond_full_scale_is_said_to_be_clipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A float WAV written at 16-bit scale (speech peaking near 9830, not 0.3) was read as a square wave, 99.5 % of
+    its samples at +-1, with nothing said: a warning names the file, its peak and the share clipped."""
+    path = tmp_path / "scaled.wav"
+    path.write_bytes(_wav_bytes(_tone(440, RATE, seconds=1.0, amp=0.3) * 32768, rate=RATE, fmt=FLOAT, bits=32))
+    with caplog.at_level("WARNING", logger="edgesense.frontend.wav"):
+        assert np.mean(np.abs(read_wav(path)) >= 1.0) > 0.99
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: expected float samples within the +-1 full scale, found a peak of 9830: 99.5% of the samples are "
+        "clipped to +-1"]
+    caplog.clear()
+    path.write_bytes(_wav_bytes(_tone(440, RATE), rate=RATE, fmt=FLOAT, bits=32))
+    with caplog.at_level("WARNING", logger="edgesense.frontend.wav"):
+        read_wav(path)
+    assert not caplog.records
+
+
 def test_multichannel_is_mixed_down_by_mean(tmp_path: Path) -> None:
     left = _tone(440, RATE)
     frames = np.stack([left, -0.5 * left, np.zeros_like(left)], axis=1)
