@@ -201,10 +201,25 @@ def test_a_corrupt_spool_set_aside_at_the_same_wall_clock_second_as_an_earlier_o
     assert kept == [b"first corrupt spool" * 100, b"second corrupt spool" * 100]
 
 
+_EVENTS = ("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL, "
+           "size_bytes INTEGER NOT NULL, created_s REAL NOT NULL)")
+
+
 @pytest.mark.parametrize("tables, found", [
     (("CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)",),
      "a table events that has no column created_s, kind, payload, seq, size_bytes"),
     (("CREATE TABLE photos (path TEXT)", "CREATE TABLE meta (key TEXT, value INTEGER)"), "the table(s) photos"),
+    # the old spool read seq 'x' at every delivery step: a ValueError each time, no event after it ever sent
+    (("CREATE TABLE events (seq, kind, payload, size_bytes, created_s)",
+      "INSERT INTO events VALUES ('x', NULL, X'00', 'big', NULL)"),
+     "a table events whose column seq is (no type), not INTEGER PRIMARY KEY"),
+    (("CREATE TABLE meta (key TEXT PRIMARY KEY, value)", "INSERT INTO meta VALUES ('dropped', NULL)"),  # TypeError
+     "a table meta whose column value is (no type), not INTEGER NOT NULL"),
+    (("CREATE VIEW events AS SELECT 1 AS seq",), "the view events"),  # sqlite3.OperationalError, a traceback
+    ((_EVENTS, "CREATE TRIGGER forget AFTER INSERT ON events BEGIN DELETE FROM events; END"),  # every event lost
+     "the trigger forget"),
+    ((_EVENTS.replace("created_s REAL NOT NULL", "created_s REAL NOT NULL, camera TEXT NOT NULL"),),
+     "a table events with a column camera, which a spool has not"),
 ])
 def test_someone_elses_sqlite_file_in_the_spool_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path, tables,
                                                                                                found):
@@ -222,37 +237,6 @@ def test_someone_elses_sqlite_file_in_the_spool_folder_is_refused_in_one_line_an
     path.unlink()
     with EventSpool(tmp_path) as spool:  # the folder was released: usable once the file is gone
         spool.append("command", "{}")
-
-
-_EVENTS = ("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL, "
-           "size_bytes INTEGER NOT NULL, created_s REAL NOT NULL)")
-
-
-@pytest.mark.parametrize("statements, found", [
-    # the old spool read seq 'x' at every delivery step: a ValueError each time, no event after it ever sent
-    (("CREATE TABLE events (seq, kind, payload, size_bytes, created_s)",
-      "INSERT INTO events VALUES ('x', NULL, X'00', 'big', NULL)"),
-     "a table events whose column seq is (no type), not INTEGER PRIMARY KEY"),
-    (("CREATE TABLE meta (key TEXT PRIMARY KEY, value)", "INSERT INTO meta VALUES ('dropped', NULL)"),  # TypeError
-     "a table meta whose column value is (no type), not INTEGER NOT NULL"),
-    (("CREATE VIEW events AS SELECT 1 AS seq",), "the view events"),  # sqlite3.OperationalError, a traceback
-    ((_EVENTS, "CREATE TRIGGER forget AFTER INSERT ON events BEGIN DELETE FROM events; END"),  # every event lost
-     "the trigger forget"),
-    ((_EVENTS.replace("created_s REAL NOT NULL", "created_s REAL NOT NULL, camera TEXT NOT NULL"),),
-     "a table events with a column camera, which a spool has not"),
-])
-def test_a_sqlite_file_of_another_schema_is_refused_in_one_line_and_left_as_it_was(tmp_path, statements, found):
-    path = tmp_path / "spool.sqlite3"
-    with sqlite3.connect(path) as db:
-        for statement in statements:
-            db.execute(statement)
-    db.close()
-    before = path.read_bytes()
-    with pytest.raises(ValueError) as info:
-        EventSpool(tmp_path, SpoolOptions(sync="off"))
-    assert str(info.value) == (f"spool_dir: expected {path} to be an EdgeSense spool, got a SQLite database with "
-                               f"{found}; move that file away or name another folder")
-    assert path.read_bytes() == before and not list(tmp_path.glob("*corrupt*"))
 
 
 def test_stored_rows_that_are_no_event_are_dropped_at_open_and_wrong_sizes_corrected(tmp_path, caplog):
