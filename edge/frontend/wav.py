@@ -192,18 +192,30 @@ def _read_bytes(path: Path) -> bytes:
         raise ValueError(f"{path}: expected a WAV file, found nothing (no such file)") from exc
 
 
-def _decode(parsed: _Parsed) -> np.ndarray:
-    """Samples as float32 (frames, channels) in [-1, 1]."""
+def _beyond_full_scale(x: np.ndarray) -> tuple[float, int]:
+    """``(peak, samples beyond +-1)`` of float samples."""
+    return (float(np.max(np.abs(x))) if x.size else 0.0), int(np.count_nonzero(np.abs(x) > 1.0))
+
+
+def _say_clipped(path: Path, peak: float, clipped: int, samples: int) -> None:
+    """The warning for a float WAV beyond full scale (at 16-bit scale, peaks near 32767, it becomes a square wave of
+    +-1), once per file: ``peak`` and ``clipped`` of its ``samples``."""
+    if peak > 1.0:
+        logger.warning("%s: expected float samples within the +-1 full scale, found a peak of %.4g: %.1f%% of the "
+                       "samples are clipped to +-1", path, peak, 100.0 * clipped / max(1, samples))
+
+
+def _decode(parsed: _Parsed, *, say_clipped: bool = True) -> np.ndarray:
+    """Samples as float32 (frames, channels) in [-1, 1]. ``say_clipped``: float samples beyond +-1 are said
+    (:func:`_say_clipped`); a caller that decodes a file a block at a time says it once itself."""
     info, data = parsed.info, parsed.data
     bits = info.bits_per_sample
     if info.format == "float":
         x = np.frombuffer(data, dtype="<f4" if bits == 32 else "<f8").astype(np.float32)
         if not np.all(np.isfinite(x)):
             raise _bad(info.path, "finite float samples", "NaN or infinity")
-        peak = float(np.max(np.abs(x))) if x.size else 0.0
-        if peak > 1.0:  # said: a float WAV at 16-bit scale (peaks near 32767) becomes a square wave of +-1
-            logger.warning("%s: expected float samples within the +-1 full scale, found a peak of %.4g: %.1f%% of "
-                           "the samples are clipped to +-1", info.path, peak, 100.0 * np.mean(np.abs(x) > 1.0))
+        if say_clipped:
+            _say_clipped(info.path, *_beyond_full_scale(x), x.size)
         x = np.clip(x, -1.0, 1.0)
     elif bits == 8:
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0

@@ -694,12 +694,18 @@ class SpoolDelivery:
                 if found and found[0].seq == seq:  # not dropped meanwhile (a full spool)
                     self._offer(found[0])
                     room -= 1
-        if room <= 0:
-            return
-        for event in self.spool.read(after_seq=self._sent_seq, limit=room):
-            if event.seq not in self._refused and event.seq not in self._parts:  # those wait for their turn
-                self._offer(event)  # raises (a publisher's fault): offered again at the next step
-            self._sent_seq = event.seq
+        # Read on past the events that wait for their turn (refused, in flight): no news may come before the refused
+        # are offered again (resend_after_s), and the events after them must not wait for that.
+        while room > 0:
+            limit = room
+            events = self.spool.read(after_seq=self._sent_seq, limit=limit)
+            for event in events:
+                if event.seq not in self._refused and event.seq not in self._parts:  # those wait for their turn
+                    self._offer(event)  # raises (a publisher's fault): offered again at the next step
+                    room -= 1
+                self._sent_seq = event.seq
+            if len(events) < limit:  # the spool's end
+                return
 
     def _offer(self, event: SpooledEvent) -> None:
         mids = list(self._publish(event))

@@ -191,6 +191,7 @@ class CameraSource(_SourceBase):
         self._reopened_lines = Paced()
         self._lock = threading.RLock()  # held by a read (which may reopen), and by close() as it releases
         self._grabbed_t_ms: float | None = None  # the time of the frame grab() took and retrieve() has not decoded
+        self._failed_decodes = 0  # retrieve() failures in a row (each grab() before them starts _consecutive afresh)
         self._decoded = 0
         self._cap: cv2.VideoCapture | None = self._open()
 
@@ -259,6 +260,7 @@ class CameraSource(_SourceBase):
             self._consecutive_failures = 0
             self._frames_since_open = 0
             self._grabbed_t_ms = None
+            self._failed_decodes = 0
 
     def read(self) -> VideoFrame | None:
         """The next frame; ``None`` after :meth:`close`; :class:`SourceReadError` on a failed read."""
@@ -306,7 +308,12 @@ class CameraSource(_SourceBase):
                     raise SourceReadError(f"camera: no frame of {self.description} was grabbed to decode")
                 ok, image = self._cap.retrieve()
                 if not ok or image is None:
+                    # the grab before it counted as delivered: the decodes that failed in a row are the failures in
+                    # a row, so a camera none of whose frames decodes is reopened as one whose reads all fail
+                    self._failed_decodes += 1
+                    self._consecutive_failures = max(self._consecutive_failures, self._failed_decodes - 1)
                     self._failed_read()
+                self._failed_decodes = 0
                 self._decoded += 1
                 frame = VideoFrame(image=self._checked_bgr(image), t_ms=t_ms)
             finally:

@@ -157,8 +157,14 @@ class WavReplaySource(_SourceBase[AudioChunk]):
                 raise wav._bad(self.path, "at least one audio frame", "an empty data chunk")
             self._block_bytes = max(1, WAV_BLOCK_SAMPLES // info.channels) * info.channels * self._wav.sample_bytes
             if info.format == "float":  # a NaN anywhere is refused now, not in the middle of the replay
+                peak, clipped = 0.0, 0
                 for start in range(0, len(self._wav.data), self._block_bytes):
-                    wav._decode(dataclasses.replace(self._wav, data=self._wav.data[start:start + self._block_bytes]))
+                    block = dataclasses.replace(self._wav, data=self._wav.data[start:start + self._block_bytes])
+                    wav._decode(block, say_clipped=False)
+                    block_peak, block_clipped = wav._beyond_full_scale(np.frombuffer(
+                        block.data, dtype="<f4" if info.bits_per_sample == 32 else "<f8"))
+                    peak, clipped = max(peak, block_peak), clipped + block_clipped
+                wav._say_clipped(self.path, peak, clipped, info.num_frames * info.channels)  # once, not per block
         except ValueError:
             self._release_file()
             raise
@@ -193,7 +199,7 @@ class WavReplaySource(_SourceBase[AudioChunk]):
             return False
         block = data[self._byte_position:self._byte_position + self._block_bytes]
         self._byte_position += len(block)
-        frames = wav._decode(dataclasses.replace(self._wav, data=block))
+        frames = wav._decode(dataclasses.replace(self._wav, data=block), say_clipped=False)  # said at the open
         mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
         if self._resampler is not None:
             mono = self._resampler.push(mono)

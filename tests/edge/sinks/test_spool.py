@@ -318,6 +318,47 @@ def test_events_the_broker_refuses_stay_spooled_are_offered_again_per_resend_aft
     assert delivery.delivered == 30 and len(spool) == 0
 
 
+def test_events_behind_many_refused_ones_go_on_after_a_reconnection_without_waiting_for_their_next_offer(tmp_path):
+    """After a reconnection's resend the delivery reads the spool from its start again, past the events the broker
+    refuses (each read a window of them, offering none). It polled, so the events behind them went on within a few
+    idle_wait_s; sleeping until news or its next due time, it read one window of refused events per resend_after_s
+    (12 refused, a window of 2: the command behind them 6 resend_after_s late; with the defaults and a day of refused
+    scene events spooled, hours). Now a step reads on past them."""
+    mids = iter(range(1, 10_000))
+    answering = True
+    acked: dict[int, float] = {}
+
+    def publish(event):
+        mid = next(mids)
+        if event.kind == "scene":
+            delivery.refused(mid)  # the broker's ACL refuses scene events
+        elif answering:
+            acked[event.seq] = time.monotonic()
+            delivery.acknowledged(mid)
+        return [mid]
+
+    resend_s = 1.0
+    with EventSpool(tmp_path / "spool", SpoolOptions(sync="off")) as spool:
+        for i in range(12):
+            spool.append("scene", f'{{"i": {i}}}')
+        delivery = spool_module.SpoolDelivery(spool, publish, DeliveryOptions(window_events=2,
+                                                                               resend_after_s=resend_s))
+        delivery.connected()
+        time.sleep(0.3)  # every scene offered and refused
+        answering = False
+        seq = spool.append("command", '{"c": 1}')
+        delivery.wake()
+        time.sleep(0.2)  # offered, and left in flight: the connection went
+        answering = True
+        delivery.connected()  # reconnected: the command is published again resend_after_s later
+        reconnected = time.monotonic()
+        deadline = reconnected + 6 * resend_s + WAIT_S
+        while seq not in acked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        delivery.stop()
+    assert seq in acked and acked[seq] - reconnected < 2.5 * resend_s, acked.get(seq, 0.0) - reconnected
+
+
 def test_an_idle_delivery_never_polls_the_spool_and_still_wakes_for_its_due_times(tmp_path):
     """The delivery thread woke every idle_wait_s (0.5 s) for as long as the device ran and, while connected,
     queried the spool at each wake with nothing to deliver: two wakeups and two SQLite reads a second, for weeks.

@@ -254,6 +254,29 @@ def test_a_closed_wav_replay_releases_its_file(make_wav, pcm):
     assert _open_handles(path) == (0, 0)
 
 
+def test_a_float_wav_beyond_full_scale_is_said_once_by_its_replay(tmp_path, monkeypatch, caplog):
+    """A float WAV at 16-bit scale replayed (``run --audio``, ``record``): its clipping is one warning for the file
+    with the whole file's figures. The replay decodes a block (33 s) at a time, at its open and again as it plays:
+    a warning per block each time (a 70-s file: 6; an hour's, 220; a looped one, more every pass)."""
+    import edgesense.sources.replay as replay_mod
+
+    monkeypatch.setattr(replay_mod, "WAV_BLOCK_SAMPLES", 4096)  # 4 blocks of this 1-s file
+    samples = np.zeros(RATE, "<f4")
+    samples[:RATE // 4] = 9830.0  # the first block beyond full scale, a quarter of the file's samples
+    fmt = struct.pack("<HHIIHH", 3, 1, RATE, RATE * 4, 4, 32)  # IEEE float, mono, 32-bit
+    data = samples.tobytes()
+    path = tmp_path / "scaled.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE" + b"fmt "
+                     + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    with caplog.at_level(logging.WARNING, logger="edgesense.frontend.wav"):
+        with WavReplaySource(path, WavReplayOptions(loop=True)) as source:
+            chunks = [source.read() for _ in range(120)]  # two passes and more
+    assert all(c is not None for c in chunks) and float(chunks[0].samples.max()) == 1.0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: expected float samples within the +-1 full scale, found a peak of 9830: 25.0% of the samples are "
+        "clipped to +-1"]
+
+
 def test_a_path_or_options_of_the_wrong_type_are_one_line_naming_the_parameter(make_wav, make_video):
     """Options given as a dict (as read from YAML) or None, or no path: a ValueError naming the parameter, not an
     AttributeError from deep inside (``'dict' object has no attribute 'sample_rate_hz'``)."""
@@ -479,6 +502,47 @@ def test_camera_reads_then_fails_then_reopens(make_video, level_frames):
     assert camera.stats.read_failures == 2 and camera.stats.reopens == 1 and camera.stats.items == 4
     camera.close()
     assert camera.read() is None
+
+
+class UndecodableCapture(SmallCameraCapture):
+    """A camera whose frames come off the device but none decodes (a corrupt MJPEG stream): ``grab()`` succeeds,
+    ``retrieve()`` and ``read()`` (a grab and a retrieve) fail."""
+
+    opens = 0
+
+    def __init__(self, *args) -> None:
+        super().__init__()
+        UndecodableCapture.opens += 1
+
+    def grab(self) -> bool:
+        return True
+
+    def retrieve(self, image=None, flag=0):
+        return False, None
+
+    def read(self, image=None):
+        return False, None
+
+
+@pytest.mark.parametrize("decode_on_demand", [False, True], ids=["read", "grab-and-retrieve"])
+def test_a_camera_none_of_whose_frames_decodes_is_reopened_however_it_is_read(monkeypatch, decode_on_demand):
+    """A live camera's reader grabs every frame and decodes the wanted ones (``grab()``, ``retrieve()``): each grab
+    started the failures in a row afresh, so a camera whose every frame failed to decode, which ``read()`` reopens
+    after ``reopen_after_failures``, was never reopened (60 failed decodes, 0 reopens)."""
+    monkeypatch.setattr(cv2, "VideoCapture", UndecodableCapture)
+    UndecodableCapture.opens = 0
+    clock = FakeClock()
+    camera = CameraSource(CameraOptions(source=0, reopen_after_failures=5), clock_ms=clock)
+    for _ in range(60):
+        clock.now_ms += 500.0
+        with pytest.raises(SourceReadError):
+            if decode_on_demand:
+                camera.grab()
+                camera.retrieve()
+            else:
+                camera.read()
+    assert camera.stats.read_failures == 60 and camera.stats.reopens >= 10 and UndecodableCapture.opens >= 11
+    camera.close()
 
 
 class StalledCapture:
