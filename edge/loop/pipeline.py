@@ -436,7 +436,7 @@ class Pipeline:
         self._closed = False
         self._dispatch_thread: int | None = None  # the thread whose run() delivers events (None: no run())
         self._close_after_run = False  # close() came from run()'s own sink or callback: run() closes at its end
-        self._stage_lock = threading.Lock()  # a stage's first timing adds to _stage_ms while stats may read it
+        self._stage_lock = threading.Lock()  # a stage's first timing, a run's end: while stats may read them
         self._audio_ended = audio is None
         self._audio_outage = False
         # What lasts or keeps coming back is said at most every LOG_INTERVAL_S, with a count (edgesense.pacing):
@@ -614,9 +614,9 @@ class Pipeline:
         if self._aligner is not None:  # the replay's look-ahead frame past the stop never reached the loop
             frames -= self._aligner.read_ahead
         stream_ms = 0.0 if self._t_first is None or self._t_last is None else self._t_last - self._t_first
-        run_start_s = self._run_start_s  # read once: the run may end meanwhile
-        with self._stage_lock:  # the loop may add a stage meanwhile (stats read from another thread)
+        with self._stage_lock:  # the loop may add a stage or end its run meanwhile (stats read from another thread)
             stages = list(self._stage_ms.items())
+            wall_ms = self._wall_ms + (0.0 if self._run_start_s is None else _elapsed_ms(self._run_start_s))
         return PipelineStats(
             audio_chunks=self._counts["audio_chunks"],
             video_frames=frames,
@@ -639,7 +639,7 @@ class Pipeline:
             camera_reopens=video_stats.reopens if video_stats else 0,
             stream_start_ms=self._t_first or 0.0,
             stream_ms=stream_ms,
-            wall_ms=self._wall_ms + (0.0 if run_start_s is None else _elapsed_ms(run_start_s)),
+            wall_ms=wall_ms,
             compute_ms=self._compute_ms,
             events_lost=self._sink.lost_events,
             stage_ms={stage: window.values() for stage, window in stages},
@@ -708,8 +708,9 @@ class Pipeline:
                     break
         finally:
             self._sources_at_end = self._source_counts()
-            self._wall_ms += _elapsed_ms(start_s)
-            self._run_start_s = None
+            with self._stage_lock:  # the run's time moves from the one going on to those that ended, at once
+                self._wall_ms += _elapsed_ms(start_s)
+                self._run_start_s = None
             self._running = False
 
     def _say_if_no_command_could_be_heard(self) -> None:
