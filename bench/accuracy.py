@@ -152,11 +152,16 @@ def _read_bgr(path: Path) -> np.ndarray | None:
     """The photo at ``path`` (None, with a warning, when it cannot be read). Read by Python and decoded by OpenCV:
     ``cv2.imread`` crashes the process on a name that is not UTF-8 (a Latin-1 ``Straße.jpg`` from an old archive);
     ``imdecode`` turns phone photos upright by their EXIF orientation, as ``imread`` does
-    (:func:`edgesense.train.data.decode_image`, which refuses a header of gigabytes of pixels before decoding)."""
+    (:func:`edgesense.train.data.decode_image`, which refuses a header of gigabytes of pixels before decoding).
+    A JPEG cut short is skipped, as training skips it (:func:`edgesense.train.data.load_images`): OpenCV decodes
+    it without an error, its missing part grey, and it was scored as a grey-filled photo."""
     try:
         encoded = path.read_bytes()
         if not encoded:
             raise ValueError("empty file (0 bytes)")
+        if data._jpeg_cut_short(encoded):
+            raise ValueError("a JPEG cut short (no end-of-image marker): the decoder would fill its missing part "
+                             "with grey")
         return data.decode_image(path, encoded)
     except (OSError, ValueError, cv2.error) as exc:
         logger.warning("skipping unreadable image %s: %s", path, str(exc).removeprefix(f"{path}: "))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
+import logging
 import math
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S
 from edgesense.train.cache import replace_files
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- writing
 
@@ -49,6 +55,62 @@ def _plt():
     return plt
 
 
+#: Fonts never taken as a fallback: matplotlib's last resort draws every character it lacks as a box.
+_NOT_FALLBACKS = ("Last Resort",)
+
+
+def _charmap(path: str) -> frozenset[int]:
+    from matplotlib import ft2font
+
+    return frozenset(ft2font.FT2Font(path).get_charmap())
+
+
+@functools.lru_cache(maxsize=32)
+def _fallback_fonts(chars: frozenset[str], default: str, fonts: tuple[tuple[str, str], ...]
+                    ) -> tuple[tuple[str, ...], str]:
+    """(families of ``fonts`` ((family, file), installed) that have the characters of ``chars`` the ``default``
+    font file lacks, the characters none of them has): a label in another script (a place name like 北京) is drawn
+    in a font that has it."""
+    missing = {c for c in chars if ord(c) not in _charmap(default)}
+    families: list[str] = []
+    for name, path in fonts:
+        if not missing:
+            break
+        if name.startswith(_NOT_FALLBACKS):
+            continue
+        try:
+            has = {c for c in missing if ord(c) in _charmap(path)}
+        except (OSError, RuntimeError, ValueError):  # a font file FreeType cannot read
+            continue
+        if has:
+            missing -= has
+            families.append(name)
+    return tuple(dict.fromkeys(families)), "".join(sorted(missing))
+
+
+@contextlib.contextmanager
+def _fonts_for(plt, texts: Iterable[Any], path: Path) -> Iterator[None]:
+    """Draw a figure whose ``texts`` (its labels, title) may hold characters the default font lacks (CJK place
+    names): in an installed font that has them, as a fallback; those no installed font has are drawn as empty boxes,
+    said in one line naming the figure, not one matplotlib warning per character."""
+    chars = frozenset(c for text in texts for c in str(text) if c.isprintable() and not c.isspace())
+    families: tuple[str, ...] = ()
+    lacking = ""
+    if any(ord(c) > 0x7F for c in chars):  # the default font (DejaVu Sans, matplotlib's own) has ASCII
+        from matplotlib import font_manager
+
+        installed = tuple(sorted({(f.name, f.fname) for f in font_manager.fontManager.ttflist}))
+        families, lacking = _fallback_fonts(chars, font_manager.findfont(font_manager.FontProperties()), installed)
+    rc = {"font.family": [*plt.rcParams["font.family"], *families]} if families else {}
+    with warnings.catch_warnings(), plt.rc_context(rc):
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        yield
+    if lacking:
+        logger.warning("%s: no installed font has %d of its labels' characters (%s); they are drawn as empty boxes "
+                       "(install one that has them, e.g. Noto Sans CJK for Chinese and Japanese: docs/BENCHMARK.md)",
+                       path, len(lacking), lacking)
+
+
 def _save_figure(plt, fig, path: Path) -> Path:
     """``fig`` as a PNG at ``path``, whole or not at all (:func:`write_outputs`); the figure is closed either way."""
     buffer = io.BytesIO()
@@ -62,6 +124,11 @@ def _save_figure(plt, fig, path: Path) -> Path:
 
 def plot_confusion(report: Mapping[str, Any], path: Path, title: str) -> Path:
     plt = _plt()
+    with _fonts_for(plt, [*report["labels"], title], path):
+        return _plot_confusion(plt, report, path, title)
+
+
+def _plot_confusion(plt, report: Mapping[str, Any], path: Path, title: str) -> Path:
     matrix = np.asarray(report["confusion"], np.float64)
     labels = report["labels"]
     rows = matrix.sum(axis=1, keepdims=True)
@@ -88,6 +155,11 @@ def plot_confusion(report: Mapping[str, Any], path: Path, title: str) -> Path:
 
 def plot_latency(samples: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
     plt = _plt()
+    with _fonts_for(plt, [*samples, title], path):
+        return _plot_latency(plt, samples, path, title)
+
+
+def _plot_latency(plt, samples: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
     stages = [s for s, v in samples.items() if len(v)]
     cols = min(3, max(1, len(stages)))
     rows = max(1, math.ceil(len(stages) / cols))
@@ -112,6 +184,11 @@ def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
     split over the thresholds, the operating points marked. A point with no false accept is drawn
     at half the smallest non-zero rate the stream can show (one per stream length)."""
     plt = _plt()
+    with _fonts_for(plt, streaming["det"], path):
+        return _plot_det(plt, streaming, path)
+
+
+def _plot_det(plt, streaming: Mapping[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 5))
     hours = max((s.get("talk", {}).get("duration_s", 0.0) for s in (streaming.get("evaluation_streams", {}),
                                                                        streaming.get("tuning_streams", {}))),

@@ -21,7 +21,9 @@ its piece, so an uneven recording (music) is louder or quieter than that right u
 Placing is cheap; :meth:`Stream.render` mixes the audio only when the posteriors are not in the
 :class:`PosteriorCache` (keyed by model, stream fingerprint and hop), so a re-run or a new sweep
 neither mixes nor runs the model again. Long streams are built as ``segment_s`` pieces
-(:func:`build_segments`) so that no more than a few minutes of audio is in memory at once.
+(:func:`build_segments`), and a stream (a ``words`` stream is one piece, as long as its words need: hours for
+a large set) is mixed and scored a minute at a time (:meth:`Stream.blocks`), so that no more than a few
+minutes of audio is in memory at once.
 
 Pure numpy plus ``edge``: runs on the device as well as the desktop.
 """
@@ -54,7 +56,7 @@ from edgesense.train.config import derived_seed
 from edgesense.train.teachers.speech_embedding import models_sha256
 from edgesense.types import is_command_word
 
-__all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamPosteriors", "PosteriorCache",
+__all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamAudio", "StreamPosteriors", "PosteriorCache",
            "MIN_STREAM_S", "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments",
            "word_windows", "stream_posteriors", "concat_posteriors", "speech_embedding_identity"]
 
@@ -259,22 +261,55 @@ class Stream:
         return np.interp(np.arange(first, end, dtype=np.float64), *knots).astype(np.float32)
 
     def render(self) -> np.ndarray:
-        """The stream's samples, float32 in [-1, 1] (the same every time)."""
+        """The stream's samples, float32 in [-1, 1] (the same every time): :meth:`blocks` end to end."""
+        samples = np.empty(self.total, np.float32)
+        first = 0
+        for block in self.blocks():
+            samples[first:first + block.size] = block
+            first += block.size
+        return samples
+
+    def blocks(self) -> "StreamAudio":
+        """The stream's samples ``_LEVEL_PASS_S`` at a time (:class:`StreamAudio`), as :meth:`render` gives them."""
+        return StreamAudio(self)
+
+    def _render_blocks(self) -> Iterator[np.ndarray]:
+        """:meth:`blocks`: each block mixed on its own (the background's level, the utterances in it, clipped); a
+        background piece or an utterance across a block's end goes on in the next block."""
         rng = np.random.default_rng([self.options.seed, 2])
-        samples = _background(self.total, self._noise, rng, self.sample_rate_hz)
         # the level a stretch at a time: the envelope of a whole stream (a words stream of a large set's other
         # words runs for hours) in float64 would be several times the samples' own size
         knots, step = self._level_knots(), int(round(_LEVEL_PASS_S * self.sample_rate_hz))
-        for first in range(0, self.total, step):
-            end = min(first + step, self.total)
-            samples[first:end] *= np.power(np.float32(10.0),
-                                           self._level_envelope_db(knots, first, end) / np.float32(20.0))
-        for p in self._placements:
-            x = p.utterance.samples
-            end = min(self.total, p.start + x.size)
-            samples[p.start:end] += x[:end - p.start] * np.float32(p.gain)
-        np.clip(samples, -1.0, 1.0, out=samples)
-        return samples
+        starts = np.array([p.start for p in self._placements], np.int64)
+        ends = starts + np.array([p.utterance.samples.size for p in self._placements], np.int64)
+        background = _background_blocks(self.total, self._noise, rng, self.sample_rate_hz, step)
+        for first, samples in zip(range(0, self.total, step), background):
+            end = first + samples.size
+            samples *= np.power(np.float32(10.0), self._level_envelope_db(knots, first, end) / np.float32(20.0))
+            for i in np.flatnonzero((starts < end) & (ends > first)):  # in stream order
+                p = self._placements[int(i)]
+                lo, hi = max(first, p.start), min(end, p.start + p.utterance.samples.size)
+                samples[lo - first:hi - first] += p.utterance.samples[lo - p.start:hi - p.start] * np.float32(p.gain)
+            np.clip(samples, -1.0, 1.0, out=samples)
+            yield samples
+
+
+class StreamAudio:
+    """A stream's samples a block at a time, so that a stream of hours (a words stream of a large set's other
+    words: 25 h, 5.8 GB of float32, for the full Speech Commands) is never in memory at once: iterating it mixes
+    one block after the other (each float32, ``_LEVEL_PASS_S`` long, the last shorter); ``size`` is their total.
+    ``np.asarray`` of it renders it whole (:meth:`Stream.render`), for a scorer that takes an array."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self.size = stream.total
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._stream._render_blocks()
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        samples = self._stream.render()
+        return samples if dtype is None else samples.astype(dtype, copy=False)
 
 
 def _coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
@@ -289,27 +324,43 @@ def _coloured_noise(n: int, rng: np.random.Generator, exponent: float) -> np.nda
 def _background(n: int, noise: Sequence[np.ndarray], rng: np.random.Generator, sample_rate_hz: int) -> np.ndarray:
     """Unit-RMS float32 background: 10 s pieces of the recordings at random offsets, crossfaded
     (pink or brown noise when there are none)."""
+    return next(_background_blocks(n, noise, rng, sample_rate_hz, max(n, 1)), np.zeros(0, np.float32))
+
+
+def _background_blocks(n: int, noise: Sequence[np.ndarray], rng: np.random.Generator, sample_rate_hz: int,
+                       block: int) -> Iterator[np.ndarray]:
+    """:func:`_background`'s ``n`` samples ``block`` at a time (the last block shorter), the same values whatever
+    ``block``: a piece across a block's end is kept, as the crossfade with it, for the next block."""
     piece_len = int(round(_BACKGROUND_PIECE_S * sample_rate_hz))
     fade = int(round(_CROSSFADE_MS * sample_rate_hz / _MS_PER_S))
-    out = np.zeros(n, dtype=np.float32)
     pool = [np.asarray(r, dtype=np.float32) for r in noise if np.asarray(r).size > fade * 2]
     fade_in = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-    for start in range(0, n, piece_len):
-        length = min(piece_len + fade, n - start)
-        if pool:
-            rec = pool[int(rng.integers(len(pool)))]
-            offset = int(rng.integers(0, rec.size))
-            piece = rec[(offset + np.arange(length)) % rec.size].astype(np.float64)  # wraps around its end
-        else:
-            piece = _coloured_noise(length, rng, float(rng.choice([1.0, 2.0])))
-        piece = piece - piece.mean()
-        piece = (piece / (np.sqrt(np.mean(piece ** 2)) + _EPS)).astype(np.float32)
-        if start > 0:  # the crossfade, shortened when the last piece is shorter than it
-            overlap = min(fade, length)
-            piece[:overlap] *= fade_in[:overlap]
-            out[start:start + overlap] *= fade_in[::-1][:overlap]
-        out[start:start + length] += piece
-    return out
+    spill = np.zeros(0, np.float32)  # what the last block's pieces wrote past its end
+    pieces = iter(range(0, n, piece_len))
+    start = next(pieces, n)
+    for first in range(0, n, block):
+        end = min(first + block, n)
+        out = np.zeros(min(end + piece_len + fade, n) - first, dtype=np.float32)
+        out[:spill.size] = spill
+        while start < end:
+            length = min(piece_len + fade, n - start)
+            if pool:
+                rec = pool[int(rng.integers(len(pool)))]
+                offset = int(rng.integers(0, rec.size))
+                piece = rec[(offset + np.arange(length)) % rec.size].astype(np.float64)  # wraps around its end
+            else:
+                piece = _coloured_noise(length, rng, float(rng.choice([1.0, 2.0])))
+            piece = piece - piece.mean()
+            piece = (piece / (np.sqrt(np.mean(piece ** 2)) + _EPS)).astype(np.float32)
+            at = start - first
+            if start > 0:  # the crossfade, shortened when the last piece is shorter than it
+                overlap = min(fade, length)
+                piece[:overlap] *= fade_in[:overlap]
+                out[at:at + overlap] *= fade_in[::-1][:overlap]
+            out[at:at + length] += piece
+            start = next(pieces, n)
+        spill = out[end - first:].copy()
+        yield out[:end - first]
 
 
 def _fingerprint(parts: Iterable[Any]) -> str:
@@ -483,7 +534,20 @@ class StreamPosteriors:
         return self.duration_ms / (_MS_PER_S * 3600.0)
 
 
-def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = SchedulerOptions.command_hop_ms,
+def _hops(blocks: Iterable[np.ndarray], hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(end sample, the ``hop`` samples before it) of each whole hop of ``blocks`` end to end: a hop across a
+    block's end is the same samples as in one array."""
+    done, rest = 0, np.zeros(0, np.float32)
+    for block in blocks:
+        x = np.concatenate([rest, block]) if rest.size else block
+        whole = x.size - x.size % hop
+        for start in range(0, whole, hop):
+            yield done + start + hop, x[start:start + hop]
+        done, rest = done + whole, x[whole:].copy()
+
+
+def stream_posteriors(model: Any, samples: np.ndarray | StreamAudio, *,
+                      hop_ms: float = SchedulerOptions.command_hop_ms,
                       frontend: AudioFrontendOptions | None = None, progress: bool = True,
                       second_opinion: SecondOpinionOptions | None = None) -> StreamPosteriors:
     """Run ``model`` (an :class:`edgesense.runtime.model.EdgeModel`) over a stream as the device does:
@@ -491,7 +555,8 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     frames exists, run ``encode_audio`` on the latest ``frames_per_clip`` frames and
     ``fuse(audio, None)`` (camera absent). With an enabled ``second_opinion``, the same audio also
     goes to :class:`SecondOpinion` and each hop's posteriors are its blend; hops before its heads
-    have their context have no result, as in the device loop."""
+    have their context have no result, as in the device loop. ``samples``: an array, or a stream's
+    :meth:`Stream.blocks` (the same posteriors, one block of audio in memory at a time)."""
     frontend = frontend or model.audio_frontend
     require(is_number(hop_ms) and hop_ms > 0, "hop_ms", "a positive number", hop_ms)
     hop = int(round(frontend.sample_rate_hz * hop_ms / _MS_PER_S))
@@ -507,21 +572,22 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     timings: dict[str, list[float]] = {"audio_frontend": [], "audio_encoder": [], "fusion": []}
     if second is not None:
         timings.update({stage: [] for stage in SECOND_OPINION_STAGES})
-    samples = np.asarray(samples, dtype=np.float32)
-    steps = range(0, samples.size - hop + 1, hop)
-    iterator: Iterable[int] = steps
+    blocks = samples if isinstance(samples, StreamAudio) else [np.asarray(samples, dtype=np.float32)]
+    total = int(blocks.size if isinstance(blocks, StreamAudio) else blocks[0].size)
+    iterator: Iterable[tuple[int, np.ndarray]] = _hops(blocks, hop)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(steps, desc="streaming posteriors", unit="hop", leave=False, disable=None)
-    for start in iterator:
+        iterator = tqdm(iterator, desc="streaming posteriors", unit="hop", leave=False, disable=None,
+                        total=max(0, total // hop))
+    for end, chunk in iterator:
         t0 = time.perf_counter()
-        new = streaming.push(samples[start:start + hop])
+        new = streaming.push(chunk)
         window = np.concatenate([window, new])[-frames_needed:]
         t1 = time.perf_counter()
         frontend_s = t1 - t0
         if second is not None:
-            second.push(samples[start:start + hop])
+            second.push(chunk)
         second_s = time.perf_counter() - t1
         if window.shape[0] < frames_needed or (second is not None and not second.ready):
             continue
@@ -534,7 +600,7 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
             command = second.blend(command)
             timings[SECOND_OPINION_EMBEDDING].append(second_s * _MS_PER_S)
             timings[SECOND_OPINION_HEADS].append((time.perf_counter() - t3) * _MS_PER_S)
-        times.append((start + hop) * _MS_PER_S / frontend.sample_rate_hz)
+        times.append(end * _MS_PER_S / frontend.sample_rate_hz)
         posts.append(np.asarray(command, np.float32))
         timings["audio_frontend"].append(frontend_s * _MS_PER_S)
         timings["audio_encoder"].append((t2 - t1) * _MS_PER_S)
@@ -542,7 +608,7 @@ def stream_posteriors(model: Any, samples: np.ndarray, *, hop_ms: float = Schedu
     labels = tuple(model.command_labels)
     posteriors = np.stack(posts) if posts else np.zeros((0, len(labels)), np.float32)
     return StreamPosteriors(times_ms=np.asarray(times, np.float64), posteriors=posteriors, labels=labels,
-                            hop_ms=float(hop_ms), duration_ms=samples.size * _MS_PER_S / frontend.sample_rate_hz,
+                            hop_ms=float(hop_ms), duration_ms=total * _MS_PER_S / frontend.sample_rate_hz,
                             timings_ms={k: np.asarray(v) for k, v in timings.items()})
 
 
@@ -628,7 +694,7 @@ class PosteriorCache:
         if cached is not None:
             logger.info("%s stream %s: posteriors from the cache", stream.options.kind, stream.fingerprint)
             return cached
-        result = stream_posteriors(model, stream.render(), hop_ms=hop_ms, second_opinion=self.second_opinion)
+        result = stream_posteriors(model, stream.blocks(), hop_ms=hop_ms, second_opinion=self.second_opinion)
         result = dataclasses.replace(result, words=stream.words, duration_ms=stream.duration_ms)
         self.save(key, result)
         return result

@@ -1160,3 +1160,31 @@ def test_a_second_opinion_that_trained_on_the_test_speakers_is_refused_before_th
     with caplog.at_level("WARNING", logger="edgesense.bench.cli"):  # --split all: said, as the model's is
         _refuse_heads_that_learned(same, dataclasses.replace(options, split="all"), model)
     assert any("--split all: the second opinion's heads" in r.getMessage() for r in caplog.records)
+
+
+def test_a_scene_photo_cut_short_is_skipped_and_named_as_training_skips_it(tmp_path, caplog, monkeypatch):
+    """``bench --scenes`` (and ``--av``) left a JPEG cut short (a copy or download stopped halfway) to OpenCV:
+    OpenCV 4 (pyproject allows >= 4.5) decodes it without an error, its missing part made up, and the bench scored
+    that photo; training skips it with a line (``load_images``). The bench skips it too, naming it, whatever the
+    decoder does with it."""
+    import logging
+
+    from edgesense.bench.accuracy import _read_bgr
+    from edgesense.train.data import load_images
+
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(cv2.imencode(".jpg", np.full((100, 100, 3), 90, np.uint8))[1].tobytes())
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    decode = cv2.imdecode
+    # OpenCV 4's reading of a cut JPEG (5.x refuses it): the photo, its missing rows grey
+    monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: decode(buf, flags) if buf[-2:].tobytes() == b"\xff\xd9"
+                        else np.full((100, 100, 3), 128, np.uint8))
+    _, report = load_images([whole, cut])
+    assert report.kept == (0,)  # training's reading
+    with caplog.at_level(logging.WARNING, logger="edgesense.bench.accuracy"):
+        assert _read_bgr(cut) is None
+        assert _read_bgr(whole).shape == (100, 100, 3)
+    assert [r.getMessage() for r in caplog.records if r.name == "edgesense.bench.accuracy"] == [
+        f"skipping unreadable image {cut}: a JPEG cut short (no end-of-image marker): the decoder would fill its "
+        "missing part with grey"]

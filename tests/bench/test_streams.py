@@ -659,3 +659,54 @@ def test_rendering_a_long_words_stream_holds_little_more_than_its_samples():
     finally:
         tracemalloc.stop()
     assert peak < 2 * audio.nbytes, peak / audio.nbytes
+
+
+def test_scoring_a_long_words_stream_holds_a_block_of_its_audio_not_all_of_it(tmp_path):
+    """A words stream is one piece as long as its words need (25 h, 5.8 GB of float32, for the full Speech
+    Commands): the posterior cache rendered it whole before scoring it. It is mixed and scored a minute at a
+    time."""
+    import tracemalloc
+
+    _, others = _material()
+    stream = build_stream(StreamOptions(kind="words", passes=150, seed=5), others=others)
+    block_bytes = 60 * SR * 4  # a minute of float32
+    assert stream.total * 4 > 20 * block_bytes  # twenty minutes and more
+    tracemalloc.start()
+    try:
+        cached = PosteriorCache(tmp_path).posteriors(_FakeModel(), "sha", stream, hop_ms=1000.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the block, the background pieces across its end and its level envelope (float64): ~9 blocks, whatever the
+    # stream's length (the whole stream, 22 blocks, and more before)
+    assert peak < 12 * block_bytes, peak / block_bytes
+    assert cached.duration_ms == stream.duration_ms and cached.times_ms[-1] > 20 * 60_000
+
+
+class _FeatureModel(_FakeModel):
+    """Its posteriors are the latest frame's first features: any change in the audio shows."""
+
+    def encode_audio(self, features):
+        return features[-1, :len(LABELS)].astype(np.float32)
+
+    def fuse(self, a, v):
+        return a, None
+
+
+@pytest.mark.parametrize("hop_ms", [100.0, 70.0])
+def test_a_stream_scored_block_by_block_has_the_posteriors_of_its_whole_array(hop_ms):
+    """The blocks end to end are the stream's samples, and their posteriors are the whole array's, a hop across a
+    block's end included (70 ms does not divide a minute)."""
+    _, others = _material()
+    stream = build_stream(StreamOptions(kind="words", passes=20, seed=6), others=others)
+    audio = stream.render()
+    assert audio.size > 2 * 60 * SR  # three blocks
+    assert np.array_equal(np.concatenate(list(stream.blocks())), audio)
+    assert np.array_equal(np.asarray(stream.blocks()), audio)  # a scorer that takes an array
+    model = _FeatureModel()
+    blocks = stream_posteriors(model, stream.blocks(), hop_ms=hop_ms, progress=False)
+    whole = stream_posteriors(model, audio, hop_ms=hop_ms, progress=False)
+    assert np.unique(whole.posteriors).size > 1000  # the features themselves
+    assert np.array_equal(blocks.times_ms, whole.times_ms) and np.array_equal(blocks.posteriors, whole.posteriors)
+    assert blocks.duration_ms == whole.duration_ms == stream.duration_ms
+    assert whole.times_ms[-1] == (audio.size // round(SR * hop_ms / 1000)) * hop_ms
