@@ -62,7 +62,8 @@ def _polyphase_table(up: int, down: int, options: ResampleOptions) -> tuple[np.n
 def _check_rates(from_hz: int, to_hz: int) -> tuple[int, int]:
     """(up, down): the reduced ratio to_hz / from_hz."""
     for name, value in (("from_hz", from_hz), ("to_hz", to_hz)):
-        require(isinstance(value, (int, np.integer)) and value > 0, name, "a positive integer", value)
+        require(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0, name,
+                "a positive integer", value)  # True is no rate of 1 Hz
     g = math.gcd(int(from_hz), int(to_hz))
     return int(to_hz) // g, int(from_hz) // g
 

@@ -18,6 +18,8 @@ ENVELOPE_FRAME_MS = 10.0
 #: A clip's spoken part: envelope frames within this many dB of the loudest frame.
 SPEECH_SPAN_DB = 25.0
 _EPS = 1e-12
+#: int16 PCM's full scale: the frontend's (``edgesense.frontend.audio``) and the gate's reading of int16 samples.
+INT16_FULL_SCALE = 32768.0
 
 
 # --------------------------------------------------------------------------- energy gate
@@ -87,9 +89,12 @@ class EnergyGate:
         self.is_open = False
 
     def update(self, samples: Any, t_ms: float) -> bool:
-        """Measure the chunk that ends at ``t_ms``; True while speech-level audio (or its hangover) lasts."""
+        """Measure the chunk that ends at ``t_ms``; True while speech-level audio (or its hangover) lasts.
+        ``samples``: floats in [-1, 1], or int16 PCM (full scale 32768, as the audio frontend reads it)."""
         x = np.asarray(samples)
         require(x.dtype.kind in "fiu", "samples", "an array of audio samples", samples)  # None read as silence
+        if x.dtype == np.int16:  # measured as they were, full-scale int16 was +90 dBFS and opened the gate
+            x = x.astype(np.float64) / INT16_FULL_SCALE
         t_ms = _check_time(t_ms, self._last_t_ms)
         self._last_t_ms = t_ms
         self.last_dbfs = rms_dbfs(x, self.options.floor_dbfs)

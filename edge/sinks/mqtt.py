@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, TypeGuard
 
 from edgesense import __version__, extra_hint
 from edgesense.pacing import Outage, Paced
-from edgesense.schema.validate import one_line, require
+from edgesense.schema.validate import is_positive, one_line, require
 from edgesense.sinks.base import Event, _ClosableSink, event_to_json
 
 __all__ = ["MqttOptions", "MqttSink", "mqtt_options_from_url", "is_valid_topic_prefix"]
@@ -122,10 +122,10 @@ class MqttOptions:
                  self.certfile)
         require(isinstance(self.keepalive_s, int) and not isinstance(self.keepalive_s, bool)
                  and self.keepalive_s >= 5, "keepalive_s", "an integer >= 5", self.keepalive_s)
-        require(isinstance(self.connect_timeout_s, (int, float)) and self.connect_timeout_s > 0,
-                 "connect_timeout_s", "a positive number", self.connect_timeout_s)
-        require(isinstance(self.publish_timeout_s, (int, float)) and self.publish_timeout_s > 0,
-                 "publish_timeout_s", "a positive number", self.publish_timeout_s)
+        for name in ("connect_timeout_s", "publish_timeout_s"):  # waited for: inf was an OverflowError there
+            value = getattr(self, name)
+            require(is_positive(value) and value <= threading.TIMEOUT_MAX, name,
+                    f"a positive number up to {threading.TIMEOUT_MAX:g} (threading's longest wait)", value)
         require(isinstance(self.ha_discovery, bool), "ha_discovery", "a bool", self.ha_discovery)
         require(is_valid_topic_prefix(self.discovery_prefix), "discovery_prefix", "a topic without wildcards",
                  self.discovery_prefix)

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgesense.pacing import Paced
-from edgesense.schema.validate import is_int, require
+from edgesense.schema.validate import is_int, is_positive, require
 
 __all__ = ["SYNC_MODES", "SpoolOptions", "SpooledEvent", "EventSpool", "DeliveryOptions", "SpoolDelivery"]
 
@@ -508,10 +508,10 @@ class DeliveryOptions:
     def __post_init__(self) -> None:
         require(is_int(self.window_events) and self.window_events >= 1, "window_events", "an integer >= 1",
                  self.window_events)
-        for name in ("resend_after_s", "idle_wait_s"):
+        for name in ("resend_after_s", "idle_wait_s"):  # waited for: inf was an OverflowError in the worker
             value = getattr(self, name)
-            require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, name,
-                     "a positive number", value)
+            require(is_positive(value) and value <= threading.TIMEOUT_MAX, name,
+                    f"a positive number up to {threading.TIMEOUT_MAX:g} (threading's longest wait)", value)
 
 
 class SpoolDelivery:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from typing import Any, Generic, Iterator, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import found, is_int, is_number, require
 
 __all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions",
            "ExponentialBackoff", "as_bgr", "opencv_path", "quiet_opencv", "require_stall_timeout_ms"]
@@ -111,6 +112,18 @@ def require_stall_timeout_ms(value: Any) -> None:
 # --------------------------------------------------------------------------- items
 
 
+def _check_t_ms(t_ms: Any) -> None:
+    """An item's ``t_ms``: a finite number (numpy's too: times often come from an array), else ``ValueError``
+    (math.isfinite raised TypeError for None or a string)."""
+    try:
+        finite = (not isinstance(t_ms, (bool, np.bool_)) and isinstance(t_ms, numbers.Real)
+                  and math.isfinite(t_ms))
+    except OverflowError:  # an int past a float's range
+        finite = False
+    if not finite:
+        raise ValueError(f"t_ms: expected a finite number, got {found(t_ms)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AudioChunk:
     """Mono float32 samples; ``t_ms`` is the stream time of the first sample."""
@@ -123,10 +136,9 @@ class AudioChunk:
         samples = np.asarray(self.samples)
         if samples.ndim != 1 or samples.dtype != np.float32:
             raise ValueError(f"samples: expected a 1-D float32 array, got shape {samples.shape} dtype {samples.dtype}")
-        if not (isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0):
+        if not (is_int(self.sample_rate_hz) and self.sample_rate_hz > 0):  # True is no rate of 1 Hz
             raise ValueError(f"sample_rate_hz: expected a positive integer, got {self.sample_rate_hz!r}")
-        if not math.isfinite(self.t_ms):
-            raise ValueError(f"t_ms: expected a finite number, got {self.t_ms!r}")
+        _check_t_ms(self.t_ms)
         samples.setflags(write=False)
         object.__setattr__(self, "samples", samples)
 
@@ -152,8 +164,7 @@ class VideoFrame:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image: expected a BGR uint8 array (H, W, 3), got shape {image.shape} "
                              f"dtype {image.dtype}")
-        if not math.isfinite(self.t_ms):
-            raise ValueError(f"t_ms: expected a finite number, got {self.t_ms!r}")
+        _check_t_ms(self.t_ms)
         object.__setattr__(self, "image", image)  # an ndarray, whatever array-like the caller gave
 
     @property

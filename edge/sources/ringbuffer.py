@@ -13,6 +13,8 @@ returns the absolute index of the chunk's first sample.
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -153,11 +155,15 @@ class AudioRingBuffer:
 
         ``samples`` is a new float array (a copy) and ``first_index`` the absolute
         index of its first sample. Returns ``None`` on timeout, or when the
-        buffer is closed with fewer than ``num_samples`` left.
+        buffer is closed with fewer than ``num_samples`` left. ``timeout_s``: seconds, ``None`` (or ``inf``)
+        to wait for as long as it takes.
         """
         self._check_count(num_samples)
-        if timeout_s is not None and timeout_s < 0:
-            raise ValueError(f"timeout_s: expected >= 0 or None, got {timeout_s!r}")
+        if timeout_s is not None:  # NaN compared false with everything, and waited for ever
+            if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or not timeout_s >= 0:
+                raise ValueError(f"timeout_s: expected a number >= 0 or None, got {timeout_s!r}")
+            if math.isinf(timeout_s):  # Condition.wait(inf) raises OverflowError
+                timeout_s = None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while self._write_index - self._read_index < num_samples:

@@ -204,6 +204,16 @@ def test_resample_length(n: int, from_hz: int, to_hz: int) -> None:
     assert y.size == -(-n * to_hz // from_hz)
 
 
+@pytest.mark.parametrize("rates,name", [((True, 16000), "from_hz"), ((16000, True), "to_hz"),
+                                        ((16000.0, 8000), "from_hz"), ((16000, 0), "to_hz")])
+def test_a_rate_that_is_no_positive_integer_is_refused_naming_it(rates, name) -> None:
+    """``True`` passed as a rate of 1 Hz (a bool is an int to isinstance): 10 samples became 160000."""
+    with pytest.raises(ValueError, match=name):
+        resample(np.zeros(10), *rates)
+    with pytest.raises(ValueError, match=name):
+        StreamingResampler(*rates)
+
+
 def _chirp(rate: int, seconds: float = 1.0) -> np.ndarray:
     """A sine sweep from 50 Hz to just below the lower Nyquist frequency of the tests."""
     t = np.arange(int(rate * seconds)) / rate

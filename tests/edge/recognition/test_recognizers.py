@@ -619,6 +619,15 @@ def test_a_first_interval_within_the_window_or_the_hold_is_not_an_outage(interva
     assert [(e.label, e.t_ms) for e in events] == [("home", expected_ms)]
 
 
+def test_the_gate_reads_int16_samples_in_dbfs_as_the_frontend_does():
+    """int16 samples were measured as they were: a -40 dBFS chunk read as +50 dBFS and opened a -30 dB gate."""
+    quiet = np.full(320, 328, np.int16)  # 328 / 32768: -40 dBFS
+    gate = EnergyGate(EnergyGateOptions(threshold_dbfs=-30.0, hangover_ms=0.0))
+    assert gate.update(quiet, 0.0) is False and gate.last_dbfs == pytest.approx(-40.0, abs=0.01)
+    assert gate.update(np.full(320, 16384, np.int16), 20.0) is True and gate.last_dbfs == pytest.approx(-6.02, abs=0.01)
+    assert gate.update(quiet.astype(np.float32) / 32768.0, 40.0) is False  # the same level as floats
+
+
 def test_options_and_samples_of_the_wrong_kind_are_one_line_naming_them():
     """A dict of options gave an AttributeError (the smoother took None and failed at its first frame), and a
     gate fed None took it for silence."""

@@ -271,6 +271,24 @@ def test_spool_options_validation(kwargs, field):
         SpoolOptions(**kwargs)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, True, 0, -1.0])
+@pytest.mark.parametrize("field", ["resend_after_s", "idle_wait_s"])
+def test_delivery_waits_are_positive_numbers_threading_can_wait(field, value):
+    """``inf`` passed as "a positive number", and the worker's Condition.wait raised OverflowError on it."""
+    with pytest.raises(ValueError, match=field):
+        DeliveryOptions(**{field: value})
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e300, True, 0, float("nan")])
+@pytest.mark.parametrize("field", ["connect_timeout_s", "publish_timeout_s"])
+def test_mqtt_timeouts_are_positive_numbers_threading_can_wait(field, value):
+    """``connect_timeout_s=inf`` passed, and opening the sink raised OverflowError waiting for the broker's answer;
+    ``True`` passed as a second."""
+    with pytest.raises(ValueError, match=field):
+        MqttOptions(host="h", **{field: value})
+    assert getattr(MqttOptions(host="h", **{field: 2}), field) == 2
+
+
 def test_mqtt_options_spool_validation(tmp_path):
     with pytest.raises(ValueError, match="qos"):
         MqttOptions(host="h", qos=0, spool_dir=str(tmp_path))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -148,3 +149,29 @@ def test_peek_before_the_first_sample_is_none_before_the_buffer_wraps():
     buf.write(np.array([1, 2, 3], dtype=np.float32))  # the array's end is never written yet
     assert buf.peek(-2, 4) is None
     assert buf.peek(0, 3).tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("timeout_s", [math.nan, -1.0, True, "1"])
+def test_a_read_timeout_that_is_no_number_of_seconds_is_refused_not_waited_for_ever(timeout_s):
+    """NaN passed the ``>= 0`` check (it compares false) and the read waited for ever."""
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            ring(4).read(2, timeout_s=timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - what the read raised is the test's answer
+            raised.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=5.0)
+    assert not reader.is_alive(), "the read is still waiting"
+    assert len(raised) == 1 and isinstance(raised[0], ValueError) and "timeout_s" in str(raised[0])
+
+
+def test_an_infinite_read_timeout_waits_as_none_does():
+    """``inf`` is ``>= 0``, as the check asks, but Condition.wait(inf) raised OverflowError."""
+    buf = ring(4)
+    threading.Timer(0.05, buf.write, args=(np.ones(2, dtype=np.float32),)).start()
+    samples, first = buf.read(2, timeout_s=math.inf)
+    assert first == 0 and samples.tolist() == [1.0, 1.0]

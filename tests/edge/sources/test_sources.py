@@ -8,6 +8,7 @@ camera is a real ``cv2.VideoCapture`` opened on a video file as the device path.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 import threading
@@ -49,6 +50,22 @@ def test_items_validate_and_are_read_only():
         AudioChunk(samples=np.zeros(4, dtype=np.float64), t_ms=0.0, sample_rate_hz=RATE)
     with pytest.raises(ValueError, match="image"):
         VideoFrame(image=np.zeros((4, 4), dtype=np.uint8), t_ms=0.0)
+
+
+@pytest.mark.parametrize("t_ms", [None, "0", math.nan, math.inf, True, pytest.param(10**400, id="huge-int")])
+def test_an_items_time_that_is_no_finite_number_is_a_value_error_naming_it(t_ms):
+    """None or a string was math.isfinite's TypeError, not the ValueError of bad input naming t_ms."""
+    with pytest.raises(ValueError, match="t_ms"):
+        AudioChunk(samples=np.zeros(4, dtype=np.float32), t_ms=t_ms, sample_rate_hz=RATE)
+    with pytest.raises(ValueError, match="t_ms"):
+        VideoFrame(image=np.zeros((4, 4, 3), dtype=np.uint8), t_ms=t_ms)
+
+
+def test_a_chunks_sample_rate_is_an_integer_not_a_bool():
+    """``sample_rate_hz=True`` passed as a rate of 1 Hz (a bool is an int to isinstance)."""
+    with pytest.raises(ValueError, match="sample_rate_hz"):
+        AudioChunk(samples=np.zeros(4, dtype=np.float32), t_ms=0.0, sample_rate_hz=True)
+    assert AudioChunk(samples=np.zeros(4, dtype=np.float32), t_ms=np.float32(2.5), sample_rate_hz=RATE).t_ms == 2.5
 
 
 def test_items_hold_the_array_their_array_like_was_checked_as():
