@@ -447,8 +447,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--talk-minutes", type=float, default=defaults.talk_minutes,
                         help="minutes of talk to stream (default %(default)s)")
     parser.add_argument("--word-passes", type=int, default=defaults.word_passes,
-                        help="times each other word of --speech-commands is also said alone (0: none; "
-                             "default %(default)s)")
+                        help="times each other word is also said alone: the short recordings of --negatives and the "
+                             "_unknown_ clips of --speech-commands (0: none; default %(default)s)")
     parser.add_argument("--threshold", type=float, default=defaults.threshold,
                         help="keep a window where a command word's posterior reaches this (default %(default)s)")
     parser.add_argument("--min-gap-ms", type=float, default=defaults.min_gap_ms,

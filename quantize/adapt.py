@@ -374,11 +374,11 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
     sound_paths, pools = place_sound_files(scene_ambient, labels, splits["training"], field="--scene-ambient")
     summary["scene_ambient"] = pools or None  # the recordings of each pool, or no --scene-ambient
     rate, clip = model.audio_frontend.sample_rate_hz, model.audio_frontend.clip_samples
-    read = [[(p, r) for p, r in ((p, read_wav(p, sample_rate_hz=rate)) for p in sound_paths[label])
-             if r.size and r.any()] for label in labels]
+    read, silent = silent_sounds_left_out(labels, sound_paths, rate)
     recordings = [[r for _, r in class_read] for class_read in read]
     if not any(recordings):
-        raise ValueError(NO_SOUNDS)
+        raise ValueError(NO_SOUNDS + (f" (the {len(silent)} given are digital silence, every sample 0: a muted or "
+                                      f"unplugged microphone?; e.g. {silent[0]})" if silent else ""))
     sessions = {item.audio_path: recording_of(item) for item in splits["training"] if isinstance(item, datasets.AVItem)}
     sound_emb, sound_rec = [], []
     for k, class_recordings in enumerate(recordings):
@@ -418,6 +418,30 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
         logger.warning("no validation photos of %s: the validation figure leaves %s out",
                        ", ".join(unmeasured), "it" if len(unmeasured) == 1 else "them")
     return labels, summary, per_class, (_encode_images(model, val_images), y_val)
+
+
+def silent_sounds_left_out(labels: Sequence[str], sound_paths: dict[str, list[Path]],
+                           rate: int) -> tuple[list[list[tuple[Path, np.ndarray]]], list[Path]]:
+    """Each class's sounds read at ``rate`` (``[(path, samples)]`` per label), those of digital silence left out,
+    and those left out: they have no level to scale to and no sound to learn, and a place whose every sound is
+    silent (a session recorded with the microphone muted) learns from its photos alone, which a warning says."""
+    read, silent = [], []
+    for label in labels:
+        class_read = []
+        for path in sound_paths[label]:
+            samples = read_wav(path, sample_rate_hz=rate)
+            if samples.size and samples.any():
+                class_read.append((path, samples))
+            else:
+                silent.append(path)
+        read.append(class_read)
+    unheard = [label for label, class_read in zip(labels, read) if sound_paths[label] and not class_read]
+    if silent and len(silent) < sum(len(paths) for paths in sound_paths.values()):
+        logger.warning("%d sound files are digital silence (every sample 0: a muted or unplugged microphone?), e.g. "
+                       "%s: left out%s", len(silent), silent[0],
+                       f"; {', '.join(unheard)} learn{'s' if len(unheard) == 1 else ''} from photos alone (no sound "
+                       f"of {'its' if len(unheard) == 1 else 'their'} own)" if unheard else "")
+    return read, silent
 
 
 def recording_of(item: datasets.AVItem) -> str:

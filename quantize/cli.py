@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from edgesense.app.cli import refuse_existing, refuse_file_in_the_way, user_names
+from edgesense.app.cli import file_argument, folder_argument, refuse_existing, refuse_file_in_the_way, user_names
 from edgesense.quantize.convert import MODES, QuantizeOptions, convert_run
 
 __all__ = ["add_arguments", "run", "EXIT_BUDGET_FAILED"]
@@ -23,9 +23,10 @@ _REPORT_NEXT_TO_MODEL = ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR",
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=folder_argument,
                         help="training run folder (model.keras, run.json, calibration.npz, ...)")
-    parser.add_argument("--out", required=True, metavar="PATH", help="output .tflite path, e.g. models/NAME.tflite")
+    parser.add_argument("--out", required=True, metavar="PATH", type=file_argument,
+                        help="output .tflite path, e.g. models/NAME.tflite")
     parser.add_argument("--mode", choices=MODES, default="int8",
                         help="int8: full-integer (device default); float16 / dynamic: float I/O variants")
     parser.add_argument("--report", nargs="?", const=_REPORT_NEXT_TO_MODEL, default=None, metavar="PATH",

@@ -564,11 +564,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partial-words", type=float, default=defaults.partial_share, metavar="SHARE",
                         help="share of the command clips that also give a window of part of their word, as "
                              f"_unknown_ (default {defaults.partial_share:g})")
-    parser.add_argument("--partial-kept", type=float, nargs=2, default=defaults.partial_kept, metavar=("LOW", "HIGH"),
-                        help="a partial word's share of its spoken part (default %(default)s)")
-    parser.add_argument("--partial-end-share", type=float, default=defaults.partial_end_share, metavar="SHARE",
+    # None: not given (they act only with --partial-words; run() says so); the defaults are the options'.
+    parser.add_argument("--partial-kept", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="a partial word's share of its spoken part (with --partial-words; default "
+                             f"{defaults.partial_kept[0]:g} {defaults.partial_kept[1]:g})")
+    parser.add_argument("--partial-end-share", type=float, default=None, metavar="SHARE",
                         help="share of the partial words that keep the word's end, the rest its beginning "
-                             f"(default {defaults.partial_end_share:g})")
+                             f"(with --partial-words; default {defaults.partial_end_share:g})")
     parser.add_argument("--speed", type=float, default=defaults.speed_share, metavar="SHARE",
                         help=f"share of the clips played {SPEED_RANGE[0]:g}-{SPEED_RANGE[1]:g} times as fast in each "
                              f"variant (default {defaults.speed_share:g})")
@@ -616,18 +618,29 @@ def run(args: argparse.Namespace) -> int:
     refuse_file_in_the_way("--out", args.out.parent, expected="a folder for the heads file")
     require(not args.out.is_dir(), "--out", "a .tflite file to write, not a folder", str(args.out))
     refuse_existing("--out", args.out, force=args.force)
+    defaults = StreamHeadsOptions()
+    partial_kept = defaults.partial_kept if args.partial_kept is None else tuple(args.partial_kept)
+    partial_end_share = defaults.partial_end_share if args.partial_end_share is None else args.partial_end_share
     with user_names(FLAGS):
         options = StreamHeadsOptions(heads=args.heads, context_embeddings=args.context, variants=args.variants,
                                      talk_per_variant=args.talk_per_variant,
                                      silence_per_variant=args.silence_per_variant,
                                      unknown_weight=args.unknown_weight, partial_share=args.partial_words,
-                                     partial_kept=tuple(args.partial_kept), partial_end_share=args.partial_end_share,
+                                     partial_kept=partial_kept, partial_end_share=partial_end_share,
                                      speed_share=args.speed, talk_ends_share=args.talk_ends,
                                      talk_words_share=args.talk_words,
                                      unknown_voices_share=args.unknown_voices, snr_db=tuple(args.snr_db),
                                      epochs=args.epochs,
                                      seed=args.seed,
                                      placement=args.placement, int8_weights=not args.float_weights)
+    # A flag that acts only with another is refused without it, not silently left unused.
+    for flag, given, needed, value in (
+            ("--partial-kept", args.partial_kept is not None, "--partial-words", args.partial_words),
+            ("--partial-end-share", args.partial_end_share is not None, "--partial-words", args.partial_words),
+            ("--talk-ends", args.talk_ends > 0, "--talk-per-variant", args.talk_per_variant),
+            ("--talk-words", args.talk_words > 0, "--talk-per-variant", args.talk_per_variant)):
+        if given and not value > 0:
+            raise ValueError(f"{flag}: acts only with {needed} above 0, got {needed} {value:g}")
     blob, metadata = train_stream_heads(args.model, args.speech_commands, noise, args.negatives, options,
                                         hard_negatives=args.hard_negatives, talk=args.talk)
     args.out.parent.mkdir(parents=True, exist_ok=True)

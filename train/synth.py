@@ -722,6 +722,17 @@ def word_list(text: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in text.split(",") if w.strip())
 
 
+def engine_voices(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``--voices`` and ``--piper-voices`` as lists (:class:`SynthOptions`' own when not given: None); a
+    ValueError naming the one given for an engine ``--engine`` leaves out, which would never speak it."""
+    defaults = SynthOptions()
+    for flag, value, engine in (("--voices", args.voices, "espeak"), ("--piper-voices", args.piper_voices, "piper")):
+        if value is not None and engine not in ENGINE_CHOICES[args.engine]:
+            raise ValueError(f"{flag}: acts only with --engine {engine} or all, got --engine {args.engine}")
+    return (defaults.voices if args.voices is None else word_list(args.voices),
+            defaults.piper_voices if args.piper_voices is None else word_list(args.piper_voices))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthOptions()
     parser.add_argument("--out", required=True, type=path_argument, help="output folder (Speech Commands layout)")
@@ -738,11 +749,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "command word (know beside no)")
     parser.add_argument("--unknown-clips", type=int, default=None,
                         help="total _unknown_ clips per engine (default: --per-word)")
-    parser.add_argument("--voices", default=",".join(defaults.voices),
-                        help="comma-separated espeak-ng voices (default %(default)s)")
-    parser.add_argument("--piper-voices", default=",".join(defaults.piper_voices),
+    # None: not given (each acts only with its engine: engine_voices); the defaults are the options'.
+    parser.add_argument("--voices", default=None,
+                        help=f"comma-separated espeak-ng voices (default {','.join(defaults.voices)})")
+    parser.add_argument("--piper-voices", default=None,
                         help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)"
-                             " (default %(default)s)")
+                             f" (default {','.join(defaults.piper_voices)})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="random seed of the voices, speeds and pitches (default %(default)s)")
     parser.add_argument("--force", action="store_true",
@@ -768,11 +780,12 @@ def run(args: argparse.Namespace) -> int:
         unknown = tuple(w for w in DEFAULT_UNKNOWN_WORDS if not says_a_command(w, words))
     else:
         unknown = word_list(args.unknown_words)
+    voices, piper_voices = engine_voices(args)
     with user_names(FLAGS):
         options = SynthOptions(words=words, per_word=args.per_word, unknown_words=unknown,
-                               unknown_clips=args.unknown_clips, voices=word_list(args.voices), seed=args.seed,
+                               unknown_clips=args.unknown_clips, voices=voices, seed=args.seed,
                                workers=args.workers, engines=ENGINE_CHOICES[args.engine],
-                               piper_voices=word_list(args.piper_voices))
+                               piper_voices=piper_voices)
     if args.unknown_clips is not None and not unknown:
         raise ValueError("--unknown-clips: acts only with --unknown-words, which is not given (no _unknown_ clip "
                          "is written without it)")

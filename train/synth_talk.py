@@ -203,13 +203,16 @@ def _say(job: synth.SpeakJob, speak, options: synth.SynthOptions, earlier) -> fl
 
 def _add_transcripts(out_dir: Path, jobs: list[synth.SpeakJob], written: set[Path]) -> None:
     """Add a line for each of ``jobs`` ``written`` to ``out_dir``'s :data:`TRANSCRIPTS_NAME`, after
-    the lines of the sentences it already lists."""
+    the lines of the sentences it already lists. The file is replaced whole or not at all
+    (:func:`edgesense.app.cli.write_atomic`): on a full disk the lines it listed stay, none cut short."""
+    from edgesense.app.cli import write_atomic
+
     path = out_dir / TRANSCRIPTS_NAME
     earlier = path.read_text(encoding="utf-8") if path.is_file() else ""
     lines = [f"{job.path.relative_to(out_dir).as_posix()}\t{job.word}" for job in jobs if job.path in written]
     if earlier and not earlier.endswith("\n"):
         earlier += "\n"
-    path.write_text(earlier + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+    write_atomic(path, (earlier + "".join(f"{line}\n" for line in lines)).encode("utf-8"), what=TRANSCRIPTS_NAME)
 
 
 def synthesize_talk(out_dir: str | Path, options: TalkOptions = TalkOptions(), *, force: bool = False) -> TalkReport:
@@ -290,11 +293,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     parser.add_argument("--words", default=",".join(defaults.words),
                         help="comma-separated command words the talk must never say (default %(default)s)")
-    parser.add_argument("--voices", default=",".join(defaults.voices.voices),
-                        help="comma-separated espeak-ng voices (default %(default)s)")
-    parser.add_argument("--piper-voices", default=",".join(defaults.voices.piper_voices),
+    # None: not given (each acts only with its engine: synth.engine_voices); the defaults are the options'.
+    parser.add_argument("--voices", default=None,
+                        help=f"comma-separated espeak-ng voices (default {','.join(defaults.voices.voices)})")
+    parser.add_argument("--piper-voices", default=None,
                         help="comma-separated installed packages holding piper voices (NAME.onnx + NAME.onnx.json)"
-                             " (default %(default)s)")
+                             f" (default {','.join(defaults.voices.piper_voices)})")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="random seed of the sentences, voices and speeds (default %(default)s)")
     parser.add_argument("--workers", type=int, default=defaults.voices.workers,
@@ -311,10 +315,10 @@ FLAGS = {"sentences": "--sentences", "words": "--words", "seed": "--seed", **syn
 def run(args: argparse.Namespace) -> int:
     from edgesense.app.cli import user_names
 
+    espeak_voices, piper_voices = synth.engine_voices(args)
     with user_names(FLAGS):
-        voices = replace(synth.SynthOptions(), voices=synth.word_list(args.voices), workers=args.workers,
-                         engines=synth.ENGINE_CHOICES[args.engine], piper_voices=synth.word_list(args.piper_voices),
-                         seed=args.seed)
+        voices = replace(synth.SynthOptions(), voices=espeak_voices, workers=args.workers,
+                         engines=synth.ENGINE_CHOICES[args.engine], piper_voices=piper_voices, seed=args.seed)
         options = TalkOptions(sentences=args.sentences, words=synth.word_list(args.words), seed=args.seed,
                               voices=voices)
     report = synthesize_talk(args.out, options, force=args.force)

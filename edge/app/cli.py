@@ -120,6 +120,21 @@ def path_argument(value: str) -> Path:
     return Path(value)
 
 
+def file_argument(value: str) -> str:
+    """An argparse ``type`` for a flag naming a file, kept a string (a shipped config's name, e.g. ``rpi4``, is one
+    too): an empty value is refused as such, instead of becoming the current folder (``--config .: is a folder``)."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a file, got an empty string")
+    return value
+
+
+def folder_argument(value: str) -> str:
+    """:func:`file_argument` for a flag naming a folder: an empty value is not the current folder."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty string")
+    return value
+
+
 def one_line_message(exc: BaseException | str) -> str:
     """``exc``'s message (or a message) on one line: a line break (in a path the user typed) is shown as ``\\n`` (where
     :func:`edgesense.schema.validate.one_line` folds a library's multi-line message into spaces, this keeps

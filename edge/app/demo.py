@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesense.app.cli import path_argument, say
+from edgesense.app.cli import file_argument, path_argument, say
 from edgesense.schema.validate import is_positive, require
 from edgesense.shipped import SAMPLES, config_argument, shipped_config, shipped_path
 
@@ -353,9 +353,10 @@ def default_out() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="YAML",
+    parser.add_argument("--config", metavar="YAML", type=file_argument,
                         help="device config (default: the shipped firmware_configs/desktop.yaml)")
-    parser.add_argument("--model", metavar="PATH", help="a .tflite (default: model.path in the config)")
+    parser.add_argument("--model", metavar="PATH", type=file_argument,
+                        help="a .tflite (default: model.path in the config)")
     parser.add_argument("--out", type=path_argument, metavar="FILE.mp4",
                         help=f"without a window: write the overlaid sample video here (default: {DEFAULT_OUT_NAME} "
                              "in $XDG_CACHE_HOME/edgesense/ when set, else in ~/.cache/edgesense/)")
@@ -394,6 +395,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration_s is not None and not is_positive(args.duration_s):
         raise ValueError(f"--duration-s: expected a positive number of seconds, got {args.duration_s!r}")
+    if args.force and args.out is None:  # the default file is the demo's own, replaced on every run
+        raise ValueError("--force: acts only with --out, which is not given")
     with user_names({str(args.out): f"--out {args.out}"} if args.out else {}):
         out = check_out_path(args.out, replace=args.force) if args.out else None  # before anything is opened
     config_path = input_file("--config", config_argument(args.config)) or shipped_config(DEFAULT_CONFIG)

@@ -22,7 +22,10 @@ __all__ = ["add_arguments", "model_metrics", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="path to a .tflite written by 'edgesense quantize' (or train-stream-heads)")
+    from edgesense.app.cli import file_argument
+
+    parser.add_argument("model", type=file_argument,
+                        help="path to a .tflite written by 'edgesense quantize' (or train-stream-heads)")
     parser.add_argument("--json", action="store_true", help="print only the embedded metadata JSON")
 
 

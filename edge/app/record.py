@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from edgesense.app.cli import path_argument, say
+from edgesense.app.cli import file_argument, path_argument, say
 from edgesense.schema.validate import is_int, is_positive, require
 from edgesense.types import label_twin
 
@@ -302,8 +302,15 @@ class Recorder:
         self.clip_samples = options.frontend.clip_samples
         self._ring = AudioRingBuffer(RingBufferOptions(capacity_samples=HISTORY_CLIPS * self.clip_samples))
         self._schedule = PeriodicSchedule(options.scheduler.scene_period_ms)
+        from edgesense.sources.camera import CameraSource
+
         self._aligner = None if live_video else ReplayVideoAligner(video)
-        self._reader = LatestFrameReader(video) if live_video else None
+        # A live camera's frames are decoded only when a pair (or the start of sampling) wants one, unless
+        # on_frame (the preview) sees them all: a USB webcam's 30 JPEGs a second for the 5 pairs a second saved.
+        on_demand = live_video and on_frame is None and isinstance(video, CameraSource)
+        self._reader = LatestFrameReader(video, decode_on_demand=on_demand) if live_video else None
+        # ... asked for a camera frame period before it is due, so that it is there in time
+        self._frame_lead_ms = MS_PER_S / video.options.fps if on_demand else 0.0
         self._video = video
         self._frames = 0  # frames the video gave
         self._on_frame = on_frame
@@ -361,6 +368,20 @@ class Recorder:
             self._newest = frame
             self._frames += 1
         return frame
+
+    def _want_frame(self, t_ms: float) -> None:
+        """A camera decoding on demand: ask for a frame when none waits and one is needed within a frame period of
+        ``t_ms``: one with a whole second of audio before it to start sampling, then one for each pair's slot."""
+        if self._reader is None or not self._reader.decode_on_demand or self._pending is not None:
+            return
+        if self._start_ms is None:
+            needed = (not self._starts_a_session()
+                      and self._index(t_ms + self._frame_lead_ms) - self._valid_from >= self.clip_samples)
+        else:
+            next_ms = self._schedule.next_ms
+            needed = self._newest is None and (next_ms is None or t_ms + self._frame_lead_ms >= next_ms)
+        if needed:
+            self._reader.want()
 
     def _sample(self) -> None:
         """Write the pending frame with its second of audio, once the audio is there."""
@@ -449,6 +470,7 @@ class Recorder:
                         self._sample()
                 if frame is not None and self._on_frame is not None and self._on_frame(frame, self) is False:
                     self.stop()
+                self._want_frame(t)
                 if self._video_ended():
                     media_ended = True
                     break
@@ -501,11 +523,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=path_argument, required=True, metavar="DIR",
                         help="where the pairs go: DIR/LABEL/NAME.jpg + NAME.wav (created when missing; "
                              "earlier sessions' files are kept)")
-    parser.add_argument("--config", metavar="YAML",
+    parser.add_argument("--config", metavar="YAML", type=file_argument,
                         help="device config: camera, microphone and scene rate (default: the shipped "
                              "firmware_configs/desktop.yaml; on a deployed device pass its /opt/edgesense/config.yaml)")
-    parser.add_argument("--video", metavar="FILE", help="replay this video instead of the camera (needs --audio)")
-    parser.add_argument("--audio", metavar="FILE", help="replay this WAV instead of the microphone (needs --video)")
+    parser.add_argument("--video", metavar="FILE", type=file_argument,
+                        help="replay this video instead of the camera (needs --audio)")
+    parser.add_argument("--audio", metavar="FILE", type=file_argument,
+                        help="replay this WAV instead of the microphone (needs --video)")
     parser.add_argument("--fast", action="store_true", help="replay media as fast as possible (not in real time; "
                         "acts only with --video and --audio)")
     parser.add_argument("--no-preview", action="store_true",

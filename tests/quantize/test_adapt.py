@@ -384,6 +384,33 @@ def test_one_session_per_place_says_sound_is_trusted_fully(tmp_path, caplog):
     assert "sound is trusted fully" not in caplog.text  # the user said how far to trust it
 
 
+def test_a_place_recorded_with_the_microphone_muted_is_said_not_silently_left_without_sound(tmp_path, caplog):
+    """Pairs whose WAVs are digital silence (every sample 0) have no sound to learn: they were left out without a
+    word, and a place recorded muted learned from its photos alone; with every WAV silent the error said "got none"
+    of the 24 sound files given. Both now say how many were silent and name one."""
+    from edgesense.frontend.wav import write_wav
+    from edgesense.quantize.adapt import gather
+
+    mine = write_recorded_pairs(tmp_path / "mine", _session("kitchen", "training"), 12, (30, 60, 200), tone_hz=300)
+    write_recorded_pairs(mine, _session("hall", "training"), 12, (200, 180, 40), tone_hz=700)
+    muted = sorted((mine / "hall").glob("*.wav"))
+    for path in muted:
+        write_wav(path, np.zeros(16000, np.float32), 16000)
+    with caplog.at_level("WARNING"):
+        labels, summary, emb, _ = gather(EdgeModel.load(BUNDLED), scenes=None, scene_ambient=None, av=mine,
+                                         options=FAST)
+    assert len(emb.sounds[labels.index("hall")]) == 0 and len(emb.images[labels.index("hall")]) == 12
+    assert summary["sound_seconds"]["kitchen"] == 12.0
+    assert f"12 sound files are digital silence (every sample 0: a muted or unplugged microphone?), e.g. {muted[0]}" \
+        in caplog.text
+    assert "hall learns from photos alone (no sound of its own)" in caplog.text
+    for path in (mine / "kitchen").glob("*.wav"):
+        write_wav(path, np.zeros(16000, np.float32), 16000)
+    with pytest.raises(ValueError, match=r"got none \(the 24 given are digital silence, every sample 0: a muted or "
+                                         r"unplugged microphone\?; e\.g\. .*hall-"):
+        gather(EdgeModel.load(BUNDLED), scenes=None, scene_ambient=None, av=mine, options=FAST)
+
+
 def test_reliability_needs_two_places_with_sounds():
     rng = np.random.default_rng(0)
     sounds = (rng.normal(size=(100, 8)), np.zeros((0, 8)))  # only the first place is heard

@@ -220,3 +220,30 @@ def test_a_full_disk_stops_the_run_in_one_line_and_lists_what_it_wrote(tmp_path:
         "room, run the same command again with --force" in line, line
     listed = [line.split("\t")[0] for line in (out / "transcripts.txt").read_text(encoding="utf-8").splitlines()]
     assert sorted(listed) == written
+
+
+def test_transcripts_on_a_disk_that_fills_keep_every_line_they_listed(tmp_path: Path) -> None:
+    """transcripts.txt gains its new lines by being written again whole: truncated first, it lost the earlier
+    sessions' lines where the disk filled (here a real limit on the size of a file, RLIMIT_FSIZE: writes past it fail
+    with EFBIG as on a full disk); 15000 lines became 6843 and one cut short. Now it is replaced whole or not at all."""
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    out = tmp_path / "talk"
+    out.mkdir()
+    earlier = "".join(f"synth-en-us/synth-en-us_{i}.wav\tthe old red house is quiet number {i}\n" for i in range(15000))
+    (out / "transcripts.txt").write_text(earlier, encoding="utf-8")
+    script = ("import sys; from pathlib import Path; from edgesense.train import synth; "
+              "from edgesense.train.synth_talk import _add_transcripts; out = Path(sys.argv[1]); "
+              "job = synth.SpeakJob(path=out / 'synth-en-us' / 'synth-en-us_15000.wav', label='talk', "
+              "word='a new sentence.', engine='espeak', voice='en-us'); _add_transcripts(out, [job], {job.path})")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(earlier) // 2, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, preexec_fn=limit,
+                          timeout=60, check=False)
+    assert (out / "transcripts.txt").read_text(encoding="utf-8") == earlier, "the lines it listed were lost"
+    assert proc.returncode != 0 and f"OSError: cannot write transcripts.txt {out / 'transcripts.txt'}" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["transcripts.txt"]  # no hidden file left beside it

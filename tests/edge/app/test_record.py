@@ -18,7 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import sounddevice as sd
 from cli_run import edgesense, error_line
+from media import GrabsByReading, scene_image
 
 from edgesense.app.cli import main
 from edgesense.app.record import PairWriter, ProgressBar, Recorder, RecordOptions, session_prefix
@@ -272,9 +274,9 @@ def test_a_video_shorter_than_the_first_second_ends_the_recording_when_it_ends(t
     assert not (tmp_path / "s").exists()
 
 
-class SilentCamera:
+class SilentCamera(GrabsByReading):
     """cv2.VideoCapture of a camera that opens and never delivers a frame (wrong format, held by another
-    program): every read fails after a frame's time."""
+    program): every read (and grab) fails after a frame's time."""
 
     def __init__(self, source, *args):
         self._open = True
@@ -320,6 +322,97 @@ def test_a_camera_that_never_gives_a_frame_is_an_error_not_a_recording_without_e
     assert not (tmp_path / "den").exists()
     with pytest.raises(ValueError, match="first_frame_timeout_s"):
         RecordOptions(label="den", seconds=5, first_frame_timeout_s=0)
+
+
+class CountingWebcam:
+    """cv2.VideoCapture of a USB webcam at 30 fps delivering MJPEG: ``grab()`` (and ``read()``) block until its next
+    frame; a frame is decoded by ``retrieve()`` or ``read()``, each counted."""
+
+    FPS = 30.0
+    calls: dict[str, int] = {}
+
+    def __init__(self, source, *args) -> None:
+        self._rng = np.random.default_rng(0)
+        self._next_s = time.monotonic()
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def get(self, prop) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: 160, cv2.CAP_PROP_FRAME_HEIGHT: 120, cv2.CAP_PROP_FPS: self.FPS}.get(prop, 0)
+
+    def release(self) -> None:
+        pass
+
+    def _count(self, call: str) -> None:
+        CountingWebcam.calls[call] = CountingWebcam.calls.get(call, 0) + 1
+
+    def grab(self) -> bool:
+        self._count("grab")
+        self._next_s += 1 / self.FPS
+        time.sleep(max(0.0, self._next_s - time.monotonic()))
+        return True
+
+    def retrieve(self, image=None, flag=0):
+        self._count("retrieve")  # the JPEG decode: several ms of a Pi's core
+        return True, scene_image("indoor", self._rng, size=(160, 120))
+
+    def read(self, image=None):
+        self.grab()
+        return self.retrieve()
+
+
+class NoiseStream:
+    """sounddevice.InputStream with the real signature: start() plays room noise into the callback from a thread,
+    in 10 ms blocks at real time (like PortAudio's thread), until stopped."""
+
+    def __init__(self, *, device, samplerate, channels, dtype, callback) -> None:
+        self.samplerate, self.callback = samplerate, callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, daemon=True)
+
+    def _play(self) -> None:
+        rng, block, next_at = np.random.default_rng(0), self.samplerate // 100, time.monotonic()
+        while not self._stop.is_set():
+            self.callback(rng.normal(0.0, 0.05, (block, 1)).astype(np.float32), block, None, sd.CallbackFlags())
+            next_at += block / self.samplerate
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def close(self) -> None:
+        pass
+
+
+def test_recording_from_a_live_camera_without_preview_decodes_only_the_frames_it_saves(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """A 30 fps webcam and a pair every 0.2 s (the desktop config's 5 Hz): record --no-preview decoded all 30 frames
+    a second (91 for the 10 pairs of 2 s) and saved 5. Now every frame is taken off the device (the driver's queue
+    holds none stale) and one is decoded per pair, as `edgesense run` does; the pairs are as whole as before."""
+    devices = [{"index": 0, "name": "USB PnP Sound Device", "max_input_channels": 1, "default_samplerate": 16000.0}]
+    monkeypatch.setattr(sd, "query_devices",
+                        lambda device=None, kind=None: list(devices) if device is None and kind is None else devices[0])
+    monkeypatch.setattr(sd, "check_input_settings", lambda **kwargs: None)
+    monkeypatch.setattr(sd, "InputStream", NoiseStream)
+    monkeypatch.setattr(cv2, "VideoCapture", CountingWebcam)
+    CountingWebcam.calls = {}
+    assert main(["record", "--label", "den", "--seconds", "2", "--out", str(tmp_path), "--no-preview"]) == 0
+    kept = pairs(tmp_path / "den")
+    assert len(kept) == round(2 * SCENE_RATE_HZ), capsys.readouterr().err
+    calls = CountingWebcam.calls
+    assert calls.get("retrieve", 0) <= len(kept) + 2, f"{calls} for {len(kept)} pairs"
+    assert calls.get("grab", 0) >= 3 * calls.get("retrieve", 0)  # the other frames were taken off the device
+    for name in kept:
+        assert cv2.imread(str(tmp_path / "den" / f"{name}.jpg")).shape == (120, 160, 3)
+        assert probe_wav(tmp_path / "den" / f"{name}.wav").num_frames == CLIP
 
 
 # --------------------------------------------------------------------------- names, files, progress
