@@ -76,6 +76,7 @@ from edgesense.bench.references import (
 from edgesense.bench.report import (
     _fmt,
     av_summary,
+    held_outputs,
     plot_confusion,
     plot_det,
     plot_latency,
@@ -261,7 +262,15 @@ def _labels_it_lacks(ref: Any, clip_labels: Sequence[str] | None, frame_labels: 
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
-    """Run the benchmark and write report.json, report.md and the figures; returns the report."""
+    """Run the benchmark and write report.json, report.md and the figures; returns the report. The figures are
+    kept in memory and written with the report, at the end (:func:`held_outputs`): a run that fails or is
+    interrupted (Ctrl-C) leaves ``--out`` as it was (an earlier run's report with its own figures), not this run's
+    figures beside the earlier report, nor figures without their report."""
+    with held_outputs():
+        return _run_bench(options)
+
+
+def _run_bench(options: BenchOptions) -> dict[str, Any]:
     _check_bench_libraries()
     firmware = FirmwareSetting.load(options.firmware_config or shipped_config(DEFAULT_FIRMWARE_CONFIG),
                                     model_alone=options.model_alone)
@@ -461,9 +470,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     # both whole or neither, report.json (what the next run and a reader trust) last: a full disk leaves the
     # earlier run's pair as it was, not one cut short, nor this run's report.json beside the earlier report.md
+    # ... and the figures held until now (held_outputs) written with them, all whole, report.json last
     write_outputs({out / "report.md": render_markdown(report).encode("utf-8"),
                    out / "report.json": (json.dumps(report, indent=2, default=str) + "\n").encode("utf-8")},
-                  what="the report")
+                  what="the report", release=True)
     _remove_stale_outputs(out, earlier - _outputs_of(report))
     logger.info("wrote %s", out / "report.json")
     return report

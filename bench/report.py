@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import io
 import json
@@ -23,11 +24,43 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- writing
 
 
-def write_outputs(contents: Mapping[Path, bytes], *, what: str) -> None:
+#: The files :func:`write_outputs` keeps in memory while :func:`held_outputs` is open: path -> (bytes, what).
+_HELD: contextvars.ContextVar[dict[Path, tuple[bytes, str]] | None] = contextvars.ContextVar("held_outputs",
+                                                                                           default=None)
+
+
+@contextlib.contextmanager
+def held_outputs() -> Iterator[None]:
+    """Within the block, :func:`write_outputs` keeps the files it is given in memory (a run's figures) until a
+    call with ``release`` writes them together with its own (the report, which vouches for them): a run that fails
+    or is interrupted (Ctrl-C) leaves ``--out`` as it was, never an earlier run's report beside this run's figures.
+    What is still held when the block ends is dropped."""
+    token = _HELD.set({})
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+
+
+def write_outputs(contents: Mapping[Path, bytes], *, what: str, release: bool = False) -> None:
     """Each file of ``contents`` (path -> bytes) whole or not at all (:func:`edgesense.train.cache.replace_files`:
     all written beside their paths first, then renamed over them in order, the last path, the file that vouches
     for the others, last): a full disk leaves the earlier run's files as they were, never one cut short that the
-    next run or a reader of report.json trusts, and no partial file. OSError naming ``what`` and the file."""
+    next run or a reader of report.json trusts, and no partial file. OSError naming ``what`` and the file.
+    Inside :func:`held_outputs` the files are kept, not written, until a call with ``release`` writes those held
+    first and ``contents`` last, all at once."""
+    held = _HELD.get()
+    if held is not None and not release:
+        for path, data in contents.items():
+            held.pop(path, None)  # written again: in the order of the last write
+            held[path] = (data, what)
+        return
+    files = {**(held or {})}
+    for path, data in contents.items():
+        files.pop(path, None)
+        files[path] = (data, what)
+    if held:
+        held.clear()
     writing: list[Path] = []
 
     def writer(path: Path, data: bytes):
@@ -37,10 +70,10 @@ def write_outputs(contents: Mapping[Path, bytes], *, what: str) -> None:
         return write
 
     try:
-        replace_files({path: writer(path, data) for path, data in contents.items()})
+        replace_files({path: writer(path, data) for path, (data, _) in files.items()})
     except OSError as exc:
-        path = writing[-1] if writing else next(iter(contents))
-        raise OSError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
+        path = writing[-1] if writing else next(iter(files))
+        raise OSError(f"cannot write {files[path][1]} {path}: {exc.strerror or exc}") from exc
 
 
 # --------------------------------------------------------------------------- figures

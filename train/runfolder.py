@@ -238,13 +238,31 @@ def _remove_dead_staging(target: Path) -> None:
         log.info("removed %s, left by a run that was killed (process %d)", folder, pid)
 
 
+def _say_hidden_runs(out_dir: Path, target: Path, flag: str) -> None:
+    """Say, a warning line each, the ``.NAME.replaced-PID`` folders of ``target`` (an ``--out``) that runs killed
+    between :func:`commit_run`'s renames left (:func:`dead_leftovers`): each holds the run that was in ``--out``
+    before, hidden, and its only copy: never removed."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.replaced-(\d+)")
+    for folder, pid in dead_leftovers(target.parent, pattern, folders=True):
+        try:
+            files = sorted(p.name for p in folder.iterdir())
+        except OSError:
+            files = []
+        shown = ", ".join(files[:_SHOWN_FILES]) + (", ..." if len(files) > _SHOWN_FILES else "") or "no files"
+        what = "the earlier run" if any(name in files for name in RUN_MARKERS) else "what was"
+        log.warning("%s %s: the hidden folder %s holds %s in %s (%s), set aside by a run killed while it replaced "
+                    "it (process %d); kept: move it back or delete it", flag, out_dir, folder, what, flag, shown, pid)
+
+
 def start_staging(out_dir: Path, flag: str = "--out") -> Path:
     """Make the hidden folder beside ``out_dir`` that a run is written into until :func:`commit_run`, locked while
-    this process lives; staging folders of ``out_dir`` that killed runs left are removed first.
+    this process lives; staging folders of ``out_dir`` that killed runs left are removed first, and an earlier run
+    that one left hidden (:func:`_say_hidden_runs`) is said.
     ValueError naming ``flag`` when nothing can be written there (a read-only folder, a file in the way)."""
     staging = _staging_dir(out_dir, "training")
     made = tuple(p for p in staging.parents if not p.exists())  # the deepest first
     _remove_dead_staging(Path(os.path.realpath(out_dir)))
+    _say_hidden_runs(out_dir, Path(os.path.realpath(out_dir)), flag)
     base, number = staging, 1
     try:
         while True:

@@ -2,7 +2,8 @@
 
 :func:`read_wav` parses the RIFF chunks itself, so it reads 8-bit unsigned, 16/24/32-bit
 integer PCM (24-bit also in 32-bit slots, as ``arecord -f S24_LE`` writes it) and 32/64-bit
-IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``), mixes any number of channels down to
+IEEE float WAVs (plain or ``WAVE_FORMAT_EXTENSIBLE``; RIFF, or RF64/BW64, the 64-bit WAV of long recordings,
+whose ``ds64`` chunk holds the sizes), mixes any number of channels down to
 mono and resamples with :func:`resample` (windowed-sinc, polyphase). Sample rates from 1 kHz
 to 384 kHz are read (a header outside them lies: resampling from it would ask for gigabytes).
 A WAV streamed to a pipe, whose writer could not go back to fill in the sizes (a data size of 0,
@@ -46,6 +47,11 @@ _FMT_EXTENSIBLE_MIN_BYTES = 40
 #: pipe (``ssh pi arecord -f S16_LE -r 16000 > a.wav``) its 2 GiB cap 0x80000000 (0x7FFFFF00 in older versions).
 _STREAMING_SIZES = (0xFFFFFFFF, 0x80000000, 0x7FFFFF00, 0x7FFFF000, 0x7FFFFFFF)
 _MAX_CHANNELS = 64
+#: The 64-bit WAV (EBU Tech 3306 RF64, ITU-R BS.2088 BW64): RIFF's layout, its 32-bit sizes 0xFFFFFFFF and the
+#: real ones in a ``ds64`` chunk first (RIFF size, data size, sample count: 64-bit each).
+_RF64_MAGICS = (b"RF64", b"BW64")
+_DS64_MIN_BYTES = 24
+_SIZE_IN_DS64 = 0xFFFFFFFF
 _KEY_CHUNK_IDS = (b"fmt ", b"data")
 _CHUNK_ID_BYTES = 4
 _ID_BYTES = (0x20, 0x7E)  # chunk ids are four printable ASCII characters
@@ -115,10 +121,18 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
     if len(raw) < _RIFF_HEADER_BYTES:
         raise _bad(path, f"a {_RIFF_HEADER_BYTES}-byte RIFF header", f"only {len(raw)} bytes")
     magic, riff_size, kind = struct.unpack_from("<4sI4s", raw, 0)
-    if magic != b"RIFF" or kind != b"WAVE":
+    if magic not in (b"RIFF", *_RF64_MAGICS) or kind != b"WAVE":
         raise _bad(path, "'RIFF'....'WAVE' (little-endian WAV)", f"{magic!r}....{kind!r}")
     view = memoryview(raw)
     pos = _RIFF_HEADER_BYTES
+    ds64_data_size: int | None = None  # an RF64 file's data size
+    if magic in _RF64_MAGICS:
+        chunk_id, size = struct.unpack_from("<4sI", raw, pos) if len(raw) >= pos + 8 else (b"", 0)
+        if chunk_id != b"ds64" or size < _DS64_MIN_BYTES or len(raw) < pos + _CHUNK_HEADER_BYTES + _DS64_MIN_BYTES:
+            raise _bad(path, f"a 'ds64' chunk of >= {_DS64_MIN_BYTES} bytes first (a {magic.decode()} file)",
+                       f"{chunk_id!r} of {size} bytes" if chunk_id else "none (truncated file)")
+        riff_size, ds64_data_size = struct.unpack_from("<QQ", raw, pos + _CHUNK_HEADER_BYTES)
+        pos += _CHUNK_HEADER_BYTES + size + (size & 1)
     fmt: tuple[int, int, int, int, int] | None = None  # tag, channels, rate, block_align, bits
     data: memoryview | None = None
     while pos + _CHUNK_HEADER_BYTES <= len(raw):
@@ -138,6 +152,8 @@ def _parse(path: Path, raw: bytes) -> _Parsed:
         elif chunk_id == b"data":
             if fmt is None:
                 raise _bad(path, "a 'fmt ' chunk before the 'data' chunk", "'data' first")
+            if ds64_data_size is not None and size == _SIZE_IN_DS64:
+                size = ds64_data_size  # 0 where the writer never filled ds64 in: read to the end, as below
             if size == 0 and available > 0 and _CHUNK_HEADER_BYTES + riff_size <= body:
                 # Neither size was filled in (the RIFF chunk ends at this header): a writer that streamed
                 # to a pipe (GStreamer's wavenc) or died before it could go back; the audio is the rest.

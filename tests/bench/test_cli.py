@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -856,6 +857,30 @@ def test_an_out_reused_keeps_no_figure_of_the_earlier_run_that_this_one_did_not_
     assert (out / "cache" / "posteriors-0123456789abcdef.npz").read_bytes() == b"kept"
     assert "confusion_command.png" not in (out / "report.md").read_text()
     assert f"removed {out / 'confusion_command.png'}: an earlier run's, this run drew none" in caplog.text
+
+
+def test_a_run_interrupted_by_ctrl_c_leaves_the_earlier_run_in_out_as_it_was(tiny_model_path, tmp_path):
+    """Ctrl-C during the streams left this run's figures (latency.png, confusion_command.png) in --out beside the
+    earlier run's report, which read as that run's; with no earlier run, figures without any report, which the next
+    complete run kept (no report listed them). The figures are written with the report, at the end."""
+    speech, scenes = _speech_folder(tmp_path / "sc"), _scene_folder(tmp_path / "scenes", per_class=2)
+    out = tmp_path / "out"
+    argv = ["bench", "--model", str(tiny_model_path), "--out", str(out), "--references", str(tmp_path / "no_refs")]
+    assert cli.main([*argv, "--scenes", str(scenes), "--no-streaming"]) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = subprocess.Popen([sys.executable, "-m", "edgesense.app.cli", *argv, "--speech-commands", str(speech),
+                             "--quick"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # the clips are scored, their figures drawn: the streams are being mixed
+        lines.append(line)
+        if "stream:" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    err = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=120) == 130 and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == earlier, err
 
 
 def _edgesense_on_a_full_disk(max_file_bytes: int, *args: object) -> subprocess.CompletedProcess:

@@ -169,6 +169,22 @@ def test_staging_folders_of_killed_runs_are_removed_by_the_next_run_and_no_other
     assert not living_staging.exists()
 
 
+def test_an_earlier_run_a_kill_mid_commit_left_hidden_is_said_at_the_next_run_and_kept(local_folder, caplog):
+    """A kill between commit_run's two renames leaves the earlier run in .NAME.replaced-PID, hidden (ls shows no
+    dot-folder) and its only copy: the next run into the same --out said nothing of it."""
+    out = local_folder / "run"
+    _run(out, model=b"the new run")
+    hidden = local_folder / ".run.replaced-999999"  # no such process: its run was killed
+    _run(hidden, model=b"47 minutes of training")
+    (hidden / "run.json").write_text("{}")
+    with caplog.at_level("WARNING", logger="edgesense.train.runfolder"):
+        discard_staging(start_staging(out, flag="--out"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"--out {out}: the hidden folder {hidden} holds the earlier run in --out (model.keras, run.json), set aside "
+        "by a run killed while it replaced it (process 999999); kept: move it back or delete it"]
+    assert (hidden / MODEL_FILE).read_bytes() == b"47 minutes of training"
+
+
 def test_a_living_run_whose_process_has_this_id_keeps_its_staging_folder(tmp_path):
     # Two containers whose processes have the same id, training into one --out: the second removed the first's
     # staging folder as one "left by a killed process of the same id", and the first run was lost at its end.

@@ -389,6 +389,39 @@ def test_arecord_piped_to_a_file_is_read_to_the_end(tmp_path: Path, placeholder:
     assert probe_wav(path).num_frames == x.size
 
 
+def _rf64(riff: bytes, *, magic: bytes = b"RF64", data_size: int | None = None) -> bytes:
+    """``riff`` (a RIFF WAV of _wav_bytes) as the 64-bit WAV writes it (libsndfile's SF_FORMAT_RF64, ``ffmpeg -rf64
+    always``): 'RF64', both 32-bit sizes 0xFFFFFFFF, the real ones in a 'ds64' chunk first."""
+    data_at = riff.index(b"data")
+    size = struct.unpack_from("<I", riff, data_at + 4)[0] if data_size is None else data_size
+    frames = size // 4  # 16-bit stereo in the tests below
+    ds64 = b"ds64" + struct.pack("<IQQQI", 28, len(riff) + 36 - 8, size, frames, 0)
+    return (magic + b"\xff\xff\xff\xff" + b"WAVE" + ds64 + riff[12:data_at] + b"data" + b"\xff\xff\xff\xff"
+            + riff[data_at + 8:])
+
+
+@pytest.mark.parametrize("magic", [b"RF64", b"BW64"])
+def test_an_rf64_wav_is_read_with_the_sizes_its_ds64_chunk_holds(tmp_path: Path, magic: bytes) -> None:
+    """The 64-bit WAV that recorders (Zoom, Sound Devices) and libsndfile write for long recordings was refused:
+    "expected 'RIFF'....'WAVE' (little-endian WAV), found b'RF64'....b'WAVE'" (libsndfile 1.2.0's files too)."""
+    x = np.stack([_tone(440, RATE), _tone(660, RATE, amp=0.25)], axis=1)
+    path = tmp_path / "long.wav"
+    path.write_bytes(_rf64(_wav_bytes(x, rate=RATE) + b"LIST" + struct.pack("<I", 4) + b"INFO", magic=magic))
+    info = probe_wav(path)
+    assert (info.format, info.channels, info.bits_per_sample, info.num_frames) == ("pcm", 2, 16, x.shape[0])
+    assert np.max(np.abs(read_wav(path) - x.mean(axis=1))) < 1e-4
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(_rf64(_wav_bytes(x, rate=RATE), data_size=x.size * 2 + 400))
+    with pytest.raises(ValueError, match=rf"^{cut}: not a readable WAV file: expected {x.size * 2 + 400} bytes of "
+                                         r"audio data \(as the header declares\), found only \d+ bytes"):
+        read_wav(cut)
+    no_ds64 = tmp_path / "no_ds64.wav"
+    no_ds64.write_bytes(b"RF64" + _wav_bytes(x, rate=RATE)[4:])
+    with pytest.raises(ValueError, match=rf"^{no_ds64}: not a readable WAV file: expected a 'ds64' chunk of >= 24 "
+                                         r"bytes first \(a RF64 file\), found b'fmt ' of 16 bytes$"):
+        read_wav(no_ds64)
+
+
 def test_24_bit_samples_in_32_bit_slots_are_read_as_arecord_writes_them(tmp_path: Path) -> None:
     """``arecord -f S24_LE`` (I2S microphones on a Pi) writes 24 bits per sample in 4-byte blocks, the sample in
     the slot's low three bytes (ALSA's S24_LE; the top byte its sign or zero): it was refused ("expected block
