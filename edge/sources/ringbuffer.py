@@ -13,7 +13,6 @@ returns the absolute index of the chunk's first sample.
 
 from __future__ import annotations
 
-import math
 import numbers
 import threading
 import time
@@ -155,14 +154,14 @@ class AudioRingBuffer:
 
         ``samples`` is a new float array (a copy) and ``first_index`` the absolute
         index of its first sample. Returns ``None`` on timeout, or when the
-        buffer is closed with fewer than ``num_samples`` left. ``timeout_s``: seconds, ``None`` (or ``inf``)
-        to wait for as long as it takes.
+        buffer is closed with fewer than ``num_samples`` left. ``timeout_s``: seconds, ``None`` (or ``inf``,
+        or more than ``threading.TIMEOUT_MAX``, 292 years) to wait for as long as it takes.
         """
         self._check_count(num_samples)
         if timeout_s is not None:  # NaN compared false with everything, and waited for ever
             if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or not timeout_s >= 0:
                 raise ValueError(f"timeout_s: expected a number >= 0 or None, got {timeout_s!r}")
-            if math.isinf(timeout_s):  # Condition.wait(inf) raises OverflowError
+            if timeout_s > threading.TIMEOUT_MAX:  # inf, 1e300: Condition.wait raises OverflowError past it
                 timeout_s = None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:

@@ -175,3 +175,28 @@ def test_an_infinite_read_timeout_waits_as_none_does():
     threading.Timer(0.05, buf.write, args=(np.ones(2, dtype=np.float32),)).start()
     samples, first = buf.read(2, timeout_s=math.inf)
     assert first == 0 and samples.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("timeout_s", [1e300, 10**400, threading.TIMEOUT_MAX * 2],
+                         ids=["1e300", "an-int-of-400-digits", "twice-TIMEOUT_MAX"])
+def test_a_read_timeout_longer_than_threading_can_wait_waits_as_none_does(timeout_s):
+    """Only ``inf`` waited as None: a finite timeout past ``threading.TIMEOUT_MAX`` (1e300, an int of 400 digits)
+    still raised OverflowError, from the deadline's arithmetic or from Condition.wait."""
+    buf = ring(4)
+    got: list[object] = []
+
+    def read() -> None:
+        try:
+            got.append(buf.read(2, timeout_s=timeout_s))
+        except BaseException as exc:  # noqa: BLE001 - what the read raised is the test's answer
+            got.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.05)
+    buf.write(np.ones(2, dtype=np.float32))
+    reader.join(timeout=5.0)
+    assert not reader.is_alive(), "the read is still waiting"
+    assert len(got) == 1 and isinstance(got[0], tuple), got
+    samples, first = got[0]
+    assert first == 0 and samples.tolist() == [1.0, 1.0]
