@@ -287,7 +287,7 @@ class CameraSource(_SourceBase):
                 assert self._cap is not None  # opened above, or it raised
                 if not self._cap.grab():
                     self._failed_read()
-                self._delivered()
+                self._took_frame()  # delivered for the back-off once decoded (retrieve)
                 self._grabbed_t_ms = t_ms = self._clock_ms()
             finally:
                 if self._closed:
@@ -316,6 +316,7 @@ class CameraSource(_SourceBase):
                 self._failed_decodes = 0
                 self._decoded += 1
                 frame = VideoFrame(image=self._checked_bgr(image), t_ms=t_ms)
+                self._decoded_frame()
             finally:
                 if self._closed:
                     self._release()
@@ -375,11 +376,20 @@ class CameraSource(_SourceBase):
         raise SourceReadError(f"camera: failed to read a frame from {self.description}")
 
     def _delivered(self) -> None:
-        """A frame came off the device: the failures in a row and the back-off start afresh."""
+        """A frame came off the device and was decoded: the failures in a row and the back-off start afresh."""
+        self._took_frame()
+        self._decoded_frame()
+
+    def _took_frame(self) -> None:
+        """A frame came off the device (:meth:`read`, :meth:`grab`): counted; the failures in a row start afresh."""
         self._consecutive_failures = 0
+        self._items += 1
+
+    def _decoded_frame(self) -> None:
+        """A frame decoded: the camera delivers, so a failure now reopens it at once and the back-off starts afresh
+        (a camera whose frames grab but never decode backs off as one whose reads all fail)."""
         self._frames_since_open += 1
         self._backoff.reset()
-        self._items += 1
 
     def _checked_bgr(self, image: np.ndarray) -> np.ndarray:
         image = self._appsink_as_bgr(image)

@@ -595,6 +595,28 @@ def test_a_camera_none_of_whose_frames_decodes_is_reopened_however_it_is_read(mo
     camera.close()
 
 
+def test_a_camera_none_of_whose_frames_decodes_backs_off_as_one_whose_reads_fail(monkeypatch):
+    """Each grab counted as a frame delivered, so a camera whose grabs worked and decodes all failed took the path
+    of a camera that was delivering, reopened at once, every time: tried 10 times a second for a minute, 119
+    reopens where read() backs off to 43."""
+    monkeypatch.setattr(cv2, "VideoCapture", UndecodableCapture)
+    reopens = {}
+    for decode_on_demand in (False, True):
+        clock = FakeClock()
+        camera = CameraSource(CameraOptions(source=0, reopen_after_failures=5), clock_ms=clock)
+        for _ in range(600):
+            clock.now_ms += 100.0
+            with pytest.raises(SourceReadError):
+                if decode_on_demand:
+                    camera.grab()
+                    camera.retrieve()
+                else:
+                    camera.read()
+        reopens[decode_on_demand] = camera.stats.reopens
+        camera.close()
+    assert reopens[True] == reopens[False] < 60, reopens
+
+
 class StalledCapture:
     """The real capture, whose next read stalls until ``resume`` is set (a USB camera that hangs)."""
 
