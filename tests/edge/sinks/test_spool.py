@@ -336,6 +336,13 @@ def test_events_the_broker_refuses_stay_spooled_are_offered_again_per_resend_aft
     assert delivery.delivered == 30 and len(spool) == 0
 
 
+def _wait_for(condition, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_events_behind_many_refused_ones_go_on_after_a_reconnection_without_waiting_for_their_next_offer(tmp_path):
     """After a reconnection's resend the delivery reads the spool from its start again, past the events the broker
     refuses (each read a window of them, offering none). It polled, so the events behind them went on within a few
@@ -345,9 +352,11 @@ def test_events_behind_many_refused_ones_go_on_after_a_reconnection_without_wait
     mids = iter(range(1, 10_000))
     answering = True
     acked: dict[int, float] = {}
+    offered: list[str] = []
 
     def publish(event):
         mid = next(mids)
+        offered.append(event.kind)
         if event.kind == "scene":
             delivery.refused(mid)  # the broker's ACL refuses scene events
         elif answering:
@@ -362,11 +371,11 @@ def test_events_behind_many_refused_ones_go_on_after_a_reconnection_without_wait
         delivery = spool_module.SpoolDelivery(spool, publish, DeliveryOptions(window_events=2,
                                                                                resend_after_s=resend_s))
         delivery.connected()
-        time.sleep(0.3)  # every scene offered and refused
+        _wait_for(lambda: offered.count("scene") >= 12)  # every scene offered and refused
         answering = False
         seq = spool.append("command", '{"c": 1}')
         delivery.wake()
-        time.sleep(0.2)  # offered, and left in flight: the connection went
+        _wait_for(lambda: "command" in offered)  # offered, and left in flight: the connection went
         answering = True
         delivery.connected()  # reconnected: the command is published again resend_after_s later
         reconnected = time.monotonic()
