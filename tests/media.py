@@ -3,6 +3,7 @@ WAVs of tone "words" and really encoded videos of tinted scene frames."""
 
 from __future__ import annotations
 
+import time
 import wave
 from pathlib import Path
 
@@ -122,3 +123,47 @@ class SmallCameraCapture(GrabsByReading):
 
     def release(self) -> None:
         self.opened = False
+
+
+class CountingWebcam:
+    """cv2.VideoCapture of a USB webcam at 30 fps delivering MJPEG (a stand-in at the device's edge): ``grab()``
+    (and ``read()``) block until its next frame; a frame is decoded by ``retrieve()`` or ``read()``; each call is
+    counted in the class's ``calls``, which a test resets. ``LABEL``: the scene its frames show."""
+
+    FPS = 30.0
+    LABEL = "indoor"
+    calls: dict[str, int] = {}
+
+    def __init__(self, source, *args) -> None:
+        self._rng = np.random.default_rng(0)
+        self._next_s = time.monotonic()
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def get(self, prop) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: 160, cv2.CAP_PROP_FRAME_HEIGHT: 120, cv2.CAP_PROP_FPS: self.FPS}.get(prop, 0)
+
+    def release(self) -> None:
+        pass
+
+    def _count(self, call: str) -> None:
+        type(self).calls[call] = type(self).calls.get(call, 0) + 1
+
+    def grab(self) -> bool:
+        self._count("grab")
+        self._next_s += 1 / self.FPS
+        time.sleep(max(0.0, self._next_s - time.monotonic()))
+        return True
+
+    def retrieve(self, image=None, flag=0):
+        self._count("retrieve")  # the JPEG decode: several ms of a Pi's core
+        return True, scene_image(self.LABEL, self._rng)
+
+    def read(self, image=None):
+        self.grab()
+        self._count("read")
+        return self.retrieve()

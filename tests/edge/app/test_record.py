@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import sounddevice as sd
 from cli_run import edgesense, error_line
-from media import GrabsByReading, scene_image
+from media import CountingWebcam, GrabsByReading
 
 from edgesense.app.cli import main
 from edgesense.app.record import PairWriter, ProgressBar, Recorder, RecordOptions, session_prefix
@@ -322,47 +322,6 @@ def test_a_camera_that_never_gives_a_frame_is_an_error_not_a_recording_without_e
     assert not (tmp_path / "den").exists()
     with pytest.raises(ValueError, match="first_frame_timeout_s"):
         RecordOptions(label="den", seconds=5, first_frame_timeout_s=0)
-
-
-class CountingWebcam:
-    """cv2.VideoCapture of a USB webcam at 30 fps delivering MJPEG: ``grab()`` (and ``read()``) block until its next
-    frame; a frame is decoded by ``retrieve()`` or ``read()``, each counted."""
-
-    FPS = 30.0
-    calls: dict[str, int] = {}
-
-    def __init__(self, source, *args) -> None:
-        self._rng = np.random.default_rng(0)
-        self._next_s = time.monotonic()
-
-    def isOpened(self) -> bool:
-        return True
-
-    def set(self, prop, value) -> bool:
-        return True
-
-    def get(self, prop) -> float:
-        return {cv2.CAP_PROP_FRAME_WIDTH: 160, cv2.CAP_PROP_FRAME_HEIGHT: 120, cv2.CAP_PROP_FPS: self.FPS}.get(prop, 0)
-
-    def release(self) -> None:
-        pass
-
-    def _count(self, call: str) -> None:
-        CountingWebcam.calls[call] = CountingWebcam.calls.get(call, 0) + 1
-
-    def grab(self) -> bool:
-        self._count("grab")
-        self._next_s += 1 / self.FPS
-        time.sleep(max(0.0, self._next_s - time.monotonic()))
-        return True
-
-    def retrieve(self, image=None, flag=0):
-        self._count("retrieve")  # the JPEG decode: several ms of a Pi's core
-        return True, scene_image("indoor", self._rng, size=(160, 120))
-
-    def read(self, image=None):
-        self.grab()
-        return self.retrieve()
 
 
 class NoiseStream:

@@ -28,6 +28,7 @@ from media import (
     REQUIRED_KEYS,
     TEST_THRESHOLD,
     TONE_S,
+    CountingWebcam,
     GrabsByReading,
     scene_image,
     scene_video,
@@ -956,46 +957,9 @@ def test_stats_percentiles_and_summary_without_data():
     assert json.dumps({k: v for k, v in stats.to_dict().items() if isinstance(v, (int, dict))})
 
 
-class CountingCamera:
-    """cv2.VideoCapture for a USB webcam at 30 fps that delivers MJPEG: ``grab()`` (and ``read()``) block until its
-    next frame; a frame is decoded by ``retrieve()`` or ``read()``, each counted."""
-
-    FPS = 30.0
+class CountingCamera(CountingWebcam):
+    LABEL = "vehicle"
     calls: dict[str, int] = {}
-
-    def __init__(self, source, *args) -> None:
-        self._rng = np.random.default_rng(0)
-        self._next_s = time.monotonic()
-
-    def isOpened(self) -> bool:
-        return True
-
-    def set(self, prop, value) -> bool:
-        return True
-
-    def get(self, prop) -> float:
-        return {cv2.CAP_PROP_FRAME_WIDTH: 160, cv2.CAP_PROP_FRAME_HEIGHT: 120, cv2.CAP_PROP_FPS: self.FPS}.get(prop, 0)
-
-    def release(self) -> None:
-        pass
-
-    def _count(self, call: str) -> None:
-        CountingCamera.calls[call] = CountingCamera.calls.get(call, 0) + 1
-
-    def grab(self) -> bool:
-        self._count("grab")
-        self._next_s += 1 / self.FPS
-        time.sleep(max(0.0, self._next_s - time.monotonic()))
-        return True
-
-    def retrieve(self, image=None, flag=0):
-        self._count("retrieve")  # the JPEG decode: several ms of a Pi's core
-        return True, scene_image("vehicle", self._rng)
-
-    def read(self, image=None):
-        self.grab()
-        self._count("read")
-        return self.retrieve()
 
 
 @pytest.mark.parametrize("with_audio", [True, False], ids=["beside-audio", "camera-only"])

@@ -581,18 +581,25 @@ def test_a_camera_none_of_whose_frames_decodes_is_reopened_however_it_is_read(mo
     after ``reopen_after_failures``, was never reopened (60 failed decodes, 0 reopens)."""
     monkeypatch.setattr(cv2, "VideoCapture", UndecodableCapture)
     UndecodableCapture.opens = 0
+    stats = _undecodable_camera_tried(decode_on_demand, tries=60, every_ms=500.0)
+    assert stats.read_failures == 60 and stats.reopens >= 10 and UndecodableCapture.opens >= 11
+
+
+def _undecodable_camera_tried(decode_on_demand: bool, *, tries: int, every_ms: float):
+    """The stats of a camera whose every frame fails to decode, read ``tries`` times ``every_ms`` apart (a fake
+    clock), by ``read()`` or by ``grab()`` and ``retrieve()``."""
     clock = FakeClock()
     camera = CameraSource(CameraOptions(source=0, reopen_after_failures=5), clock_ms=clock)
-    for _ in range(60):
-        clock.now_ms += 500.0
+    for _ in range(tries):
+        clock.now_ms += every_ms
         with pytest.raises(SourceReadError):
             if decode_on_demand:
                 camera.grab()
                 camera.retrieve()
             else:
                 camera.read()
-    assert camera.stats.read_failures == 60 and camera.stats.reopens >= 10 and UndecodableCapture.opens >= 11
     camera.close()
+    return camera.stats
 
 
 def test_a_camera_none_of_whose_frames_decodes_backs_off_as_one_whose_reads_fail(monkeypatch):
@@ -600,20 +607,7 @@ def test_a_camera_none_of_whose_frames_decodes_backs_off_as_one_whose_reads_fail
     of a camera that was delivering, reopened at once, every time: tried 10 times a second for a minute, 119
     reopens where read() backs off to 43."""
     monkeypatch.setattr(cv2, "VideoCapture", UndecodableCapture)
-    reopens = {}
-    for decode_on_demand in (False, True):
-        clock = FakeClock()
-        camera = CameraSource(CameraOptions(source=0, reopen_after_failures=5), clock_ms=clock)
-        for _ in range(600):
-            clock.now_ms += 100.0
-            with pytest.raises(SourceReadError):
-                if decode_on_demand:
-                    camera.grab()
-                    camera.retrieve()
-                else:
-                    camera.read()
-        reopens[decode_on_demand] = camera.stats.reopens
-        camera.close()
+    reopens = {how: _undecodable_camera_tried(how, tries=600, every_ms=100.0).reopens for how in (False, True)}
     assert reopens[True] == reopens[False] < 60, reopens
 
 
