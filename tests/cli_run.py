@@ -18,6 +18,12 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING)
 LITERT_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
+def hang_up_as_a_shell_would() -> None:
+    """A child's SIGHUP at its default action, as a shell starts a command (a ``preexec_fn``): the tests' own process
+    may ignore it (pytest under ``nohup``), and the child would inherit that."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def edgesense(*args: object, cwd: str | os.PathLike[str] | None = None, env: Mapping[str, str | None] | None = None,
               timeout: float = 300, python: str = sys.executable) -> subprocess.CompletedProcess:
     """``python -m edgesense.app.cli ARGS`` (``env`` is added to this process's environment; None unsets)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from cli_run import edgesense, only_line
+from cli_run import edgesense, hang_up_as_a_shell_would, only_line
 
 from edgesense.app import cli
 
@@ -253,12 +253,6 @@ sys.exit(run_main("cmd", main))
 """
 
 
-def _hang_up_as_a_shell_would() -> None:
-    """A child's SIGHUP at its default action, as a shell starts a command: the tests' own process may ignore it
-    (pytest under ``nohup``), and the child would inherit that."""
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_interrupts_a_command_as_ctrl_c_does_so_it_cleans_up(tmp_path, sig):
     # SIGTERM (kill, timeout, systemctl stop) ended a desktop command at once: `edgesense deploy` left its hidden
@@ -270,7 +264,7 @@ def test_sigterm_interrupts_a_command_as_ctrl_c_does_so_it_cleans_up(tmp_path, s
 
     staging = tmp_path / ".out.partial"
     proc = subprocess.Popen([sys.executable, "-c", _STAGING_COMMAND, str(staging)], stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_hang_up_as_a_shell_would)
+                            preexec_fn=hang_up_as_a_shell_would)
     deadline = time.monotonic() + 60
     while not (staging / "ready").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -317,7 +311,7 @@ def _close_its_terminal(argv: list[str], ready: Callable[[], bool], cwd: Path | 
     master, slave = pty.openpty()
 
     def lead_the_terminal() -> None:
-        _hang_up_as_a_shell_would()
+        hang_up_as_a_shell_would()
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pytest
 import sounddevice as sd_mod
+from cli_run import hang_up_as_a_shell_would
 from media import TEST_THRESHOLD, GrabsByReading, SmallCameraCapture, tone_samples, tone_wav
 
 import edgesense.pacing as pacing
@@ -454,7 +455,7 @@ def test_sigterm_while_the_broker_gives_no_answer_stops_at_once(tiny_model_path,
                str(SAMPLES / "commands.wav"), "--headless"]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=hang_up_as_a_shell_would)
         try:
             hung.settimeout(60)
             connection, _ = hung.accept()  # the sink is waiting for the broker's CONNACK now
