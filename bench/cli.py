@@ -46,6 +46,7 @@ import dataclasses
 import json
 import logging
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,7 +65,7 @@ from edgesense.bench.accuracy import (
 )
 from edgesense.bench.firmware_config import check_firmware_config, update_firmware_config
 from edgesense.bench.latency import STAGES, _Timer, device_rates
-from edgesense.bench.options import DEFAULT_REFERENCES_DIR, SPLITS, BenchOptions
+from edgesense.bench.options import DEFAULT_REFERENCES_DIR, MIN_STREAM_S, SPLITS, BenchOptions
 from edgesense.bench.references import (
     _build_references,
     compute_comparison,
@@ -97,7 +98,7 @@ from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require
 from edgesense.shipped import MODELS, model_argument, shipped_config, shipped_path
 from edgesense.train.cache import file_sha256
 from edgesense.train.data import SplitSpec, load_images
@@ -463,8 +464,10 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
         study_options = study.FusionStudyOptions.quick() if options.quick else study.FusionStudyOptions()
         ambient = None if options.av is not None else fusion_study_sounds(options.noise,
                                                                           set(study.SCENE_SOUNDS.values()))
-        report["fusion_study"] = study.run_fusion_study(options.scenes, out, ambient_dir=ambient, av_root=options.av,
-                                                        options=study_options)
+        # its files held with the figures (held_outputs) until the report is written: Ctrl-C leaves --out as it was
+        report["fusion_study"] = study.run_fusion_study(
+            options.scenes, out, ambient_dir=ambient, av_root=options.av, options=study_options,
+            write=lambda files: write_outputs(files, what="the fusion study"))
         report["figures"]["fusion_study"] = "fusion_study.png"
 
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -685,6 +688,11 @@ def run(args: argparse.Namespace) -> int:
     if args.speech_commands is None and args.scenes is None and args.av is None and not args.fusion_study:
         raise ValueError("--speech-commands/--scenes/--av: expected at least one, the data to score (or "
                          "--fusion-study), got none")
+    for flag, minutes in (("--stream-minutes", args.stream_minutes), ("--talk-minutes", args.talk_minutes)):
+        # said in minutes, the flag's own unit (BenchOptions checks the seconds: stream_s, talk_s)
+        if minutes is not None and not (is_number(minutes) and minutes * 60.0 >= MIN_STREAM_S):
+            raise ValueError(f"{flag}: expected a number of minutes >= {Fraction(MIN_STREAM_S, 60)} "
+                             f"({MIN_STREAM_S} s), got {minutes:g}")
     references = references_argument(args.references, writes=args.train_references or args.teachers,
                                      quick_out=args.out if args.quick else None)
     with user_names(FLAGS):

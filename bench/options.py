@@ -16,6 +16,8 @@ __all__ = ["BenchOptions"]
 SPLITS = ("all", "testing")
 QUICK_PER_CLASS = 12  #: clips or photos per class with --quick
 DEFAULT_REFERENCES_DIR = Path("models/references")
+#: The shortest ``stream_s``/``talk_s`` (``--stream-minutes``/``--talk-minutes`` x 60), in seconds.
+MIN_STREAM_S = 20
 #: RMS level of the sound paired with each test photo in the degraded-camera table (--scene-ambient).
 AMBIENCE_DBFS_RANGE = (-35.0, -20.0)
 #: The options only the streaming evaluation reads (``--speech-commands`` without ``--no-streaming``).
@@ -100,7 +102,8 @@ class BenchOptions:
                  "max_per_class", "None or an integer in [1, 2**63)", self.max_per_class)
         for name in ("stream_s", "talk_s"):
             value = getattr(self, name)
-            require(value is None or (is_number(value) and value >= 20), name, "None or a number >= 20", value)
+            require(value is None or (is_number(value) and value >= MIN_STREAM_S), name,
+                    f"None or a number >= {MIN_STREAM_S}", value)
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "max_latency_p95_ms"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 0), name, "a number >= 0", value)

@@ -25,12 +25,13 @@ validation split and scored once on the testing split.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import keras
@@ -300,8 +301,10 @@ def _train_variant(kind: str, strategy: str, train: _Split, val: _Split, num_sce
 def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, ambient_dir: str | Path | None = None,
                      av_root: str | Path | None = None, options: FusionStudyOptions = FusionStudyOptions(),
                      audio_frontend: AudioFrontendOptions = AudioFrontendOptions(),
-                     image_frontend: ImageFrontendOptions = ImageFrontendOptions()) -> dict[str, Any]:
-    """Run the study; writes ``fusion_study.json`` and ``fusion_study.png`` into ``out_dir``.
+                     image_frontend: ImageFrontendOptions = ImageFrontendOptions(),
+                     write: Callable[[Mapping[Path, bytes]], None] | None = None) -> dict[str, Any]:
+    """Run the study; writes ``fusion_study.json`` and ``fusion_study.png`` into ``out_dir``, by ``write`` (path ->
+    bytes) when given (bench passes its ``write_outputs``, which holds them until its report is written).
 
     ``av_root``: a real paired folder to use instead of the synthetic one built from
     ``scenes_root`` + ``ambient_dir``.
@@ -349,12 +352,22 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
                     "modality_dropout": options.modality_dropout, "model": dataclasses.asdict(options.model)},
         "accuracy": results, "gain_over_image_only": gain,
     }
-    (out_dir / "fusion_study.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    plot_fusion_study(report, out_dir / "fusion_study.png")
+    files = {out_dir / "fusion_study.json": (json.dumps(report, indent=2, default=str) + "\n").encode("utf-8"),
+             out_dir / "fusion_study.png": _fusion_study_png(report)}
+    if write is None:
+        for path, data in files.items():
+            path.write_bytes(data)
+    else:
+        write(files)
     return report
 
 
 def plot_fusion_study(report: Mapping[str, Any], path: str | Path) -> Path:
+    Path(path).write_bytes(_fusion_study_png(report))
+    return Path(path)
+
+
+def _fusion_study_png(report: Mapping[str, Any]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -376,6 +389,9 @@ def plot_fusion_study(report: Mapping[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

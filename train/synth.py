@@ -143,6 +143,10 @@ _ESPEAK_INSTALL_HINT = "espeak-ng was not found: install it with `apt-get instal
 _ESPEAK_TIMEOUT_S = 30.0
 _TRIM_FRAME_MS = 10.0
 _MAX_SPEED_WPM = 450  # espeak-ng's upper limit
+#: No word is said faster than this: espeak-ng at 450 wpm takes >= 8.5 ms a letter even for runs of "ough"
+#: (about 25 ms for real words), so a word longer than clip_duration_ms / this fits no clip.
+_MIN_MS_PER_LETTER = 6
+_NAME_MAX = 255  # bytes in a file or folder name (Linux, macOS and Windows file systems)
 _SPEEDUP_MARGIN = 1.1  # when a word is too long for a clip, respeak it this much faster than needed
 _MAX_RESPEAKS = 4  # how many times a word too long for a clip is said again, faster each time
 _SYNTH_SPEAKER_PREFIX = "synth"
@@ -257,6 +261,7 @@ class SynthOptions:
                  "a positive integer", self.sample_rate_hz)
         require(is_int(self.clip_duration_ms) and self.clip_duration_ms > 0, "clip_duration_ms",
                  "a positive integer", self.clip_duration_ms)
+        self._check_word_lengths()
         # finite: a peak of -inf dBFS scaled every clip to silence, and wrote it
         require(is_number(self.peak_dbfs) and self.peak_dbfs <= 0, "peak_dbfs", "a finite number <= 0",
                 self.peak_dbfs)
@@ -265,6 +270,21 @@ class SynthOptions:
         # processes or onnxruntime threads at a time: bounded as the interpreter's threads are
         require(is_int(self.workers) and 1 <= self.workers <= MAX_THREADS, "workers",
                 f"an integer in [1, {MAX_THREADS}]", self.workers)
+
+    def _check_word_lengths(self) -> None:
+        """Refuse, before anything is written, a word no clip holds even said at the fastest rate (it failed
+        every clip) or no file can be named after: a command word names its folder, an unknown word starts
+        its clips' names (``WORD_SPEAKER_nohash_INDEX.wav``)."""
+        speakers = [speaker_name("espeak", v, var) for v in self.voices for var in self.variants] + [
+            speaker_name("piper", v, "") for v in self.piper_voices]
+        clip_letters = self.clip_duration_ms // _MIN_MS_PER_LETTER
+        for name, suffix in (("words", ""), ("unknown_words", f"_{max(speakers, key=len)}_nohash_{INT_LIMIT}.wav")):
+            letters = min(clip_letters, _NAME_MAX - len(suffix))
+            long = [w for w in getattr(self, name) if len(w) > letters]
+            if long:
+                raise ValueError(f"{name}: expected words of at most {letters} letters (no longer one is said "
+                                 f"within a {self.clip_duration_ms} ms clip at the fastest rate, nor names a file "
+                                 f"of at most {_NAME_MAX} bytes), got {long[0][:12]!r}... ({len(long[0])} letters)")
 
     @property
     def clip_samples(self) -> int:

@@ -52,8 +52,9 @@ class QuantParams:
             raise ValueError(f"scale: expected a finite value >= 0, got {self.scale!r}")
         scale = float(self.scale)
         object.__setattr__(self, "scale", scale)
-        if not _is_real(self.zero_point) or not np.isfinite(self.zero_point) \
-                or int(self.zero_point) != self.zero_point:
+        # An int is whole as it is (np.isfinite raises TypeError on ints too large for a float).
+        if not _is_real(self.zero_point) or (not isinstance(self.zero_point, numbers.Integral) and (
+                not np.isfinite(self.zero_point) or int(self.zero_point) != self.zero_point)):
             raise ValueError(f"zero_point: expected an integer, got {self.zero_point!r}")
         object.__setattr__(self, "zero_point", int(self.zero_point))
         if scale > 0:

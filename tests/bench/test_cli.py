@@ -372,6 +372,17 @@ def test_an_out_that_is_a_file_is_one_line_naming_the_flag(tmp_path, capsys):
     assert file.read_text() == "keep"
 
 
+@pytest.mark.parametrize("flag, minutes", [("--stream-minutes", "0.1"), ("--talk-minutes", "0.3"),
+                                           ("--stream-minutes", "nan"), ("--talk-minutes", "-1")])
+def test_too_short_minutes_are_one_line_in_minutes(tmp_path, capsys, flag, minutes):
+    model = REPO / "models" / "edgesense.tflite"
+    assert cli.main(["bench", "--model", str(model), "--speech-commands", str(tmp_path), flag, minutes,
+                     "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"edgesense: error: {flag}: expected a number of minutes >= 1/3 (20 s), "
+                                       f"got {float(minutes):g}\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
     with pytest.raises(ValueError, match="threads"):
         BenchOptions(model_path=tiny_model_path, scenes=tmp_path, threads=0)

@@ -101,3 +101,30 @@ def test_a_set_without_validation_or_testing_pairs_is_one_line_before_any_traini
     assert {item.label for item in split["training"]} == {"beach", "street"}
     with pytest.raises(ValueError, match=r"av set .*: expected validation or testing pairs to score the study on"):
         run_fusion_study(None, tmp_path / "out", av_root=root, options=FusionStudyOptions.quick())
+
+
+def test_bench_holds_the_study_files_with_its_figures_until_the_report(tmp_path, monkeypatch):
+    """bench wrote fusion_study.json and .png itself, outside held_outputs: a Ctrl-C before the report left them
+    in --out beside the earlier run's report. Passed bench's writer, the study's files are held with the figures
+    (no model trained here: the study's results are what this test does not look at)."""
+    import cv2
+
+    from edgesense.bench.report import held_outputs, write_outputs
+    from edgesense.train import fusion_study
+
+    monkeypatch.setattr(fusion_study, "_train_variant", lambda *args, **kwargs: (None, 0.5))
+    monkeypatch.setattr(fusion_study, "_accuracy", lambda *args, **kwargs: 0.5)
+    root, out = tmp_path / "av", tmp_path / "out"
+    rng = np.random.default_rng(0)
+    for label in ("beach", "street"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            cv2.imwrite(str(root / label / f"{label}{i}.jpg"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            write_wav(root / label / f"{label}{i}.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+    with held_outputs():
+        report = run_fusion_study(None, out, av_root=root, options=FusionStudyOptions.quick(),
+                                  write=lambda files: write_outputs(files, what="the fusion study"))
+        assert not (out / "fusion_study.json").exists() and not (out / "fusion_study.png").exists()
+        write_outputs({out / "report.json": b"{}\n"}, what="the report", release=True)
+    assert json.loads((out / "fusion_study.json").read_text())["accuracy"] == report["accuracy"]
+    assert (out / "fusion_study.png").read_bytes().startswith(b"\x89PNG")

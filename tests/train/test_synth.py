@@ -121,6 +121,23 @@ def test_unknown_words_the_user_gives_that_say_a_command_are_refused_not_dropped
     assert not (tmp_path / "out").exists()
 
 
+def test_a_word_no_clip_or_file_name_holds_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # 300 letters: [Errno 36] File name too long (an empty --out left); 200: every clip failed, exit 1
+    for letters in (300, 200):
+        line = only_line(edgesense("synth-commands", "--out", tmp_path / "out", "--words", "a" * letters))
+        assert line == ("edgesense: error: --words: expected words of at most 166 letters (no longer one is said "
+                        "within a 1000 ms clip at the fastest rate, nor names a file of at most 255 bytes), got "
+                        f"'aaaaaaaaaaaa'... ({letters} letters)")
+    assert not (tmp_path / "out").exists()
+    assert SynthOptions(words=("a" * 166,)).words == ("a" * 166,)
+    # a clip long enough to say it: the file name is the limit (an unknown word starts its clips' names)
+    assert SynthOptions(words=("a" * 255,), clip_duration_ms=60_000).words == ("a" * 255,)
+    with pytest.raises(ValueError, match=r"^words: expected words of at most 255 letters .* \(256 letters\)$"):
+        SynthOptions(words=("a" * 256,), clip_duration_ms=60_000)
+    with pytest.raises(ValueError, match=r"^unknown_words: expected words of at most 1\d\d letters"):
+        SynthOptions(unknown_words=("b" * 200,), clip_duration_ms=60_000)
+
+
 def test_a_folder_that_holds_files_is_refused_without_force(tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()

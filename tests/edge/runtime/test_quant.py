@@ -48,10 +48,22 @@ def test_from_detail_rejects_per_channel():
     ({"scale": 0.1, "zero_point": None, "dtype": np.int8}, "zero_point"),
     ({"scale": 0.1, "zero_point": "3", "dtype": np.int8}, "zero_point"),
     ({"scale": 0.1, "zero_point": float("nan"), "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": float("inf"), "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": 1.5, "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": True, "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": np.bool_(False), "dtype": np.int8}, "zero_point"),
+    ({"scale": 0.1, "zero_point": 10**400, "dtype": np.int8}, "zero_point"),  # too large for a float
+    ({"scale": 0.0, "zero_point": -10**400, "dtype": np.float32}, "zero_point"),
+    ({"scale": 0.1, "zero_point": 1e300, "dtype": np.int8}, "zero_point"),
 ])
 def test_invalid_params_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}: expected"):
         QuantParams(**kwargs)
+
+
+def test_a_whole_float_zero_point_becomes_an_int():
+    params = QuantParams(scale=0.1, zero_point=3.0, dtype=np.int8)
+    assert params.zero_point == 3 and type(params.zero_point) is int
 
 
 def test_numpy_scalars_are_numbers():
