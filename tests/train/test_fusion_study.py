@@ -81,18 +81,23 @@ def test_quick_study_scores_every_variant_in_every_condition(tmp_path):
     assert report["accuracy"]["image_only"]["validation"] > 0.6
 
 
-def test_a_set_without_validation_or_testing_pairs_is_one_line_before_any_training(tmp_path):
-    """A user's small folder whose every pair hashes into training stopped after training every variant, with
-    numpy's "need at least one array to stack"."""
+def _two_places(root) -> None:
+    """An --av folder of 12 noisy pairs each of beach and street."""
     import cv2
 
-    root = tmp_path / "av"
     rng = np.random.default_rng(0)
     for label in ("beach", "street"):
         (root / label).mkdir(parents=True)
         for i in range(12):
             cv2.imwrite(str(root / label / f"{label}{i}.jpg"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
             write_wav(root / label / f"{label}{i}.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+
+
+def test_a_set_without_validation_or_testing_pairs_is_one_line_before_any_training(tmp_path):
+    """A user's small folder whose every pair hashes into training stopped after training every variant, with
+    numpy's "need at least one array to stack"."""
+    root = tmp_path / "av"
+    _two_places(root)
     split = load_av_folder(root).split(validation_percent=10.0, testing_percent=15.0)
     for name in ("validation", "testing"):
         for item in split[name]:
@@ -107,20 +112,13 @@ def test_bench_holds_the_study_files_with_its_figures_until_the_report(tmp_path,
     """bench wrote fusion_study.json and .png itself, outside held_outputs: a Ctrl-C before the report left them
     in --out beside the earlier run's report. Passed bench's writer, the study's files are held with the figures
     (no model trained here: the study's results are what this test does not look at)."""
-    import cv2
-
     from edgesense.bench.report import held_outputs, write_outputs
     from edgesense.train import fusion_study
 
     monkeypatch.setattr(fusion_study, "_train_variant", lambda *args, **kwargs: (None, 0.5))
     monkeypatch.setattr(fusion_study, "_accuracy", lambda *args, **kwargs: 0.5)
     root, out = tmp_path / "av", tmp_path / "out"
-    rng = np.random.default_rng(0)
-    for label in ("beach", "street"):
-        (root / label).mkdir(parents=True)
-        for i in range(12):
-            cv2.imwrite(str(root / label / f"{label}{i}.jpg"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-            write_wav(root / label / f"{label}{i}.wav", (0.1 * rng.normal(size=16000)).astype(np.float32), 16000)
+    _two_places(root)
     with held_outputs():
         report = run_fusion_study(None, out, av_root=root, options=FusionStudyOptions.quick(),
                                   write=lambda files: write_outputs(files, what="the fusion study"))
