@@ -221,18 +221,32 @@ def _say_clipped(path: Path, peak: float, clipped: int, samples: int) -> None:
                        "samples are clipped to +-1", path, peak, 100.0 * clipped / max(1, samples))
 
 
+def _float_samples(parsed: _Parsed, data: memoryview) -> np.ndarray:
+    """``data`` (whole samples of the float WAV ``parsed``) as the file holds them: float32 or float64."""
+    return np.frombuffer(data, dtype="<f4" if parsed.info.bits_per_sample == 32 else "<f8")
+
+
+def _checked_floats(path: Path, samples: np.ndarray) -> tuple[float, int]:
+    """``(peak, samples beyond +-1)`` of a float WAV's own samples (:func:`_float_samples`); ValueError naming
+    ``path`` for a NaN or an infinity, or a float64 too large for the float32 it is decoded to."""
+    peak, clipped = _beyond_full_scale(samples)
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.float32(peak)):  # a NaN anywhere is the peak's too
+            raise _bad(path, "finite float samples", "NaN or infinity")
+    return peak, clipped
+
+
 def _decode(parsed: _Parsed, *, say_clipped: bool = True) -> np.ndarray:
     """Samples as float32 (frames, channels) in [-1, 1]. ``say_clipped``: float samples beyond +-1 are said
     (:func:`_say_clipped`); a caller that decodes a file a block at a time says it once itself."""
     info, data = parsed.info, parsed.data
     bits = info.bits_per_sample
     if info.format == "float":
-        x = np.frombuffer(data, dtype="<f4" if bits == 32 else "<f8").astype(np.float32)
-        if not np.all(np.isfinite(x)):
-            raise _bad(info.path, "finite float samples", "NaN or infinity")
+        samples = _float_samples(parsed, data)
+        peak, clipped = _checked_floats(info.path, samples)
         if say_clipped:
-            _say_clipped(info.path, *_beyond_full_scale(x), x.size)
-        x = np.clip(x, -1.0, 1.0)
+            _say_clipped(info.path, peak, clipped, samples.size)
+        x = np.clip(samples.astype(np.float32), -1.0, 1.0)
     elif bits == 8:
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif bits == 16:

@@ -158,15 +158,10 @@ class WavReplaySource(_SourceBase[AudioChunk]):
             self._block_bytes = max(1, WAV_BLOCK_SAMPLES // info.channels) * info.channels * self._wav.sample_bytes
             if info.format == "float":  # a NaN anywhere is refused now, not in the middle of the replay
                 peak, clipped = 0.0, 0
-                dtype = "<f4" if info.bits_per_sample == 32 else "<f8"
                 for start in range(0, len(self._wav.data), self._block_bytes):
-                    # the file's own floats, not decoded (they are once, as they play): a NaN or infinity is the
-                    # peak's, as is a float64 too large for the float32 it is decoded to
-                    block_peak, block_clipped = wav._beyond_full_scale(np.frombuffer(
-                        self._wav.data[start:start + self._block_bytes], dtype=dtype))
-                    with np.errstate(over="ignore"):
-                        if not np.isfinite(np.float32(block_peak)):
-                            raise wav._bad(self.path, "finite float samples", "NaN or infinity")
+                    # the file's own floats, checked as decoding checks them, not decoded (they are once, as they play)
+                    block_peak, block_clipped = wav._checked_floats(self.path, wav._float_samples(
+                        self._wav, self._wav.data[start:start + self._block_bytes]))
                     peak, clipped = max(peak, block_peak), clipped + block_clipped
                 wav._say_clipped(self.path, peak, clipped, info.num_frames * info.channels)  # once, not per block
         except ValueError:
