@@ -314,7 +314,6 @@ class CameraSource(_SourceBase):
                     self._consecutive_failures = max(self._consecutive_failures, self._failed_decodes - 1)
                     self._failed_read()
                 self._failed_decodes = 0
-                self._decoded += 1
                 frame = VideoFrame(image=self._checked_bgr(image), t_ms=t_ms)
                 self._decoded_frame()
             finally:
@@ -334,7 +333,6 @@ class CameraSource(_SourceBase):
         if not ok or image is None:
             self._failed_read()
         image = self._checked_bgr(image)
-        self._decoded += 1
         self._delivered()
         return VideoFrame(image=image, t_ms=self._clock_ms())
 
@@ -388,6 +386,7 @@ class CameraSource(_SourceBase):
     def _decoded_frame(self) -> None:
         """A frame decoded: the camera delivers, so a failure now reopens it at once and the back-off starts afresh
         (a camera whose frames grab but never decode backs off as one whose reads all fail)."""
+        self._decoded += 1
         self._frames_since_open += 1
         self._backoff.reset()
 
