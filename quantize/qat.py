@@ -145,10 +145,11 @@ def qat_finetune(run_dir: str | Path, out_dir: str | Path | None = None,
     steps = options.steps_per_epoch or max(1, max(ds.image_train.labels.size, ds.audio_train.labels.size)
                                            // config.train.batch_size)
     batches = FusionBatches(ds, config, steps=steps, epoch_seed=derived_seed(config.seed, 1))
-    smoothing = config.train.label_smoothing
+    # Each head's smoothing as the run trained it (train.label_smoothing is the scene head's only).
+    smoothing = {OUTPUT_COMMAND: config.train.command_label_smoothing, OUTPUT_SCENE: config.train.label_smoothing}
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=options.learning_rate),
-                  loss={OUTPUT_COMMAND: keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
-                        OUTPUT_SCENE: keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)})
+                  loss={head: keras.losses.CategoricalCrossentropy(label_smoothing=value)
+                        for head, value in smoothing.items()})
     kernels = list(_quantized_kernels(model))
     validation = HeadValidation(features_of(ds.audio_val.clips, config), ds.audio_val.labels,
                                 ds.image_val.images, ds.image_val.labels)

@@ -974,8 +974,10 @@ def balanced_indices(labels: Sequence[int] | np.ndarray, per_class: int, rng: np
 class SplitSpec:
     """How training split the data: ``--split testing`` re-makes exactly its held-out part.
     Read from the model's metadata (``data.split``, written by the trainer); for models without
-    it, these defaults are the trainer's own (``data.speaker_split_salt`` ``""``; the shipped
-    ``train/configs/shared_data.yaml`` salts with ``edgesense``, and its models record it)."""
+    it, these defaults: the salt is the trainer's own (``data.speaker_split_salt`` ``""``; the shipped
+    ``train/configs/shared_data.yaml`` salts with ``edgesense``, and its models record it), the
+    percentages are ``shared_data.yaml``'s (10 / 20 % of the speakers, 10 / 15 % of the photos; the
+    trainer's own defaults are 10 % each)."""
 
     speaker_salt: str = ""
     validation_percent: float = 10.0

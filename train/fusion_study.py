@@ -271,7 +271,9 @@ def _accuracy(model, split: _Split, images: np.ndarray, kind: str) -> float:
 
 
 def _train_variant(kind: str, strategy: str, train: _Split, val: _Split, num_scenes: int,
-                   options: FusionStudyOptions, audio_frontend, image_frontend) -> tuple[Any, float]:
+                   options: FusionStudyOptions, audio_frontend, image_frontend) -> tuple[Any, float | None]:
+    """A model of ``kind`` trained on ``train`` and its best validation accuracy: the weights of the epoch
+    that scored best on ``val``; without validation pairs, those of the last epoch and None."""
     keras.utils.set_random_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     full = build_fusion_model(num_commands=2, num_scenes=num_scenes,
@@ -291,9 +293,13 @@ def _train_variant(kind: str, strategy: str, train: _Split, val: _Split, num_sce
             v[(drop >= options.modality_dropout) & (drop < 2 * options.modality_dropout)] = 0.0
         model.fit(_inputs(train, images, a, v), train.labels, batch_size=options.batch_size, epochs=1,
                   shuffle=True, verbose=0)
-        score = _accuracy(model, val, val.images, kind) if val.labels.size else 0.0
+        if not val.labels.size:  # nothing to select on: the last epoch's weights (it kept the first epoch's)
+            continue
+        score = _accuracy(model, val, val.images, kind)
         if score > best:
             best, best_weights = score, model.get_weights()
+    if not val.labels.size:
+        return model, None
     model.set_weights(best_weights)
     return model, best
 
@@ -339,7 +345,7 @@ def run_fusion_study(scenes_root: str | Path | None, out_dir: str | Path, *, amb
         model, val_acc = _train_variant(kind, strategy, train, val, len(index.classes), options,
                                         audio_frontend, image_frontend)
         results[name] = {c: round(_accuracy(model, test, degraded[c], kind), 4) for c in CONDITIONS}
-        results[name]["validation"] = round(val_acc, 4)
+        results[name]["validation"] = None if val_acc is None else round(val_acc, 4)
         log.info("fusion study %s: %s", name, results[name])
     gain = {name: {c: round(r[c] - results["image_only"][c], 4) for c in CONDITIONS}
             for name, r in results.items() if name.startswith("fusion_")}

@@ -23,8 +23,8 @@ Heads of the audio teacher's shape (layer norm, Conv1D, max-pool, dense) on Goog
 * with ``--talk-ends SHARE``, that share of the talk windows cut where the talk stops (the end of a
   word or phrase, :func:`speech_ends`) and placed as ``word`` places a command word: other words that
   have just ended, the moment a device decides on a command;
-* with ``--talk-words SHARE``, that share of the talk windows a piece of talk said alone instead
-  (:func:`talk_word_window`: :data:`TALK_WORD_MS` of it up to where the talk stops, quiet before and
+* with ``--talk-words SHARE``, that share of the talk windows ``--talk-ends`` leaves a piece of talk
+  said alone instead (:func:`talk_word_window`: :data:`TALK_WORD_MS` of it up to where the talk stops, quiet before and
   after), placed as ``word`` places a command word: real people's other words said alone, in voices
   the 144 ``_unknown_`` clips lack;
 * with ``--unknown-voices SHARE``, for that share of the ``_unknown_`` clips (real other words) one
@@ -133,7 +133,8 @@ class StreamHeadsOptions:
     speed_share: float = 0.0
     #: Share of the talk windows cut where the talk stops (:func:`talk_end_window`).
     talk_ends_share: float = 0.0
-    #: Share of the talk windows that are a piece of talk said alone (:func:`talk_word_window`).
+    #: Share of the talk windows not cut by ``talk_ends_share`` that are a piece of talk said alone
+    #: (:func:`talk_word_window`): of all of them, ``(1 - talk_ends_share) * talk_words_share``.
     talk_words_share: float = 0.0
     #: Share of the ``_unknown_`` clips that also give a window in another voice (:data:`VOICE_SPEED_RANGE`).
     unknown_voices_share: float = 0.0
@@ -578,8 +579,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the talk windows cut where the talk stops, placed as a word is "
                              f"(default {defaults.talk_ends_share:g})")
     parser.add_argument("--talk-words", type=float, default=defaults.talk_words_share, metavar="SHARE",
-                        help=f"share of the talk windows that are a {TALK_WORD_MS[0]:g}-{TALK_WORD_MS[1]:g} ms "
-                             f"piece of talk said alone, placed as a word is (default {defaults.talk_words_share:g})")
+                        help=f"share of the talk windows that --talk-ends leaves that are a {TALK_WORD_MS[0]:g}-"
+                             f"{TALK_WORD_MS[1]:g} ms piece of talk said alone, placed as a word is (default "
+                             f"{defaults.talk_words_share:g})")
     parser.add_argument("--unknown-voices", type=float, default=defaults.unknown_voices_share, metavar="SHARE",
                         help="share of the _unknown_ clips that also give a window played "
                              f"{VOICE_SPEED_RANGE[0]:g}-{VOICE_SPEED_RANGE[1]:g} times as fast, another voice "

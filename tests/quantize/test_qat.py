@@ -191,3 +191,32 @@ def test_an_interrupted_qat_leaves_the_earlier_fine_tuned_run_whole(trained_run,
     info = json.loads((earlier / "run.json").read_text())
     assert info["name"].endswith("-qat") and "qat" in info["metrics"] and info["name"] != "earlier-qat"
     assert sorted(p.name for p in runs.iterdir()) == ["run", "run-qat"]
+
+@pytest.mark.slow
+def test_each_head_fine_tunes_with_the_label_smoothing_it_trained_with(trained_run, tmp_path, monkeypatch):
+    # The command head took train.label_smoothing, the scene head's: a run trained with command_label_smoothing 0
+    # (a clear word scores near 1, what a stream's threshold needs) was fine-tuned toward smoothed targets.
+    import shutil
+
+    import keras
+
+    from edgesense.quantize.qat import qat_finetune
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    info = json.loads((run / "run.json").read_text())
+    info["config"]["train"].update(label_smoothing=0.3, command_label_smoothing=0.0)
+    (run / "run.json").write_text(json.dumps(info))
+    compiled = {}
+
+    class Compiled(Exception):
+        pass
+
+    def compile_(self, *args, loss=None, **kwargs):  # what each head's loss is; the fine-tuning itself is not run
+        compiled.update({head: fn.get_config()["label_smoothing"] for head, fn in loss.items()})
+        raise Compiled
+
+    monkeypatch.setattr(keras.Model, "compile", compile_)
+    with pytest.raises(Compiled):
+        qat_finetune(run, tmp_path / "run-qat", QatOptions(epochs=1))
+    assert compiled == {"command": 0.0, "scene": pytest.approx(0.3)}

@@ -126,3 +126,38 @@ def test_bench_holds_the_study_files_with_its_figures_until_the_report(tmp_path,
         write_outputs({out / "report.json": b"{}\n"}, what="the report", release=True)
     assert json.loads((out / "fusion_study.json").read_text())["accuracy"] == report["accuracy"]
     assert (out / "fusion_study.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_without_validation_pairs_a_variant_keeps_its_last_epoch_not_its_first(monkeypatch):
+    """With no validation pair every epoch "scored" 0.0, which never beat the first epoch's 0.0: the study kept the
+    weights of its first epoch of eight and reported a validation accuracy of 0."""
+    import keras
+
+    from edgesense.frontend.audio import AudioFrontendOptions
+    from edgesense.frontend.image import ImageFrontendOptions
+    from edgesense.train import fusion_study
+
+    audio, image = AudioFrontendOptions(), ImageFrontendOptions()
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> fusion_study._Split:
+        return fusion_study._Split(rng.normal(size=(n, *audio.feature_shape)).astype(np.float32),
+                                   rng.integers(0, 256, (n, *image.input_shape), dtype=np.uint8),
+                                   (np.arange(n) % 2).astype(np.int32))
+
+    after_each_epoch = []
+    fit = keras.Model.fit
+
+    def recording_fit(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)
+        after_each_epoch.append(self.get_weights())
+        return history
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    options = dataclasses.replace(FusionStudyOptions.quick(), epochs=3, batch_size=4)
+    model, validation = fusion_study._train_variant("image_only", "concat", split(8), split(0), 2, options, audio,
+                                                    image)
+    assert len(after_each_epoch) == 3
+    assert not all(np.array_equal(a, b) for a, b in zip(after_each_epoch[0], after_each_epoch[-1]))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), after_each_epoch[-1]))
+    assert validation is None  # no figure, not an accuracy of 0
