@@ -51,6 +51,10 @@ def _check_probability(name: str, value: Any) -> None:
     require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "a probability in [0, 1]", value)
 
 
+def _check_reference_dbfs(value: Any) -> None:
+    require(is_number(value) and value <= 0, "silent_reference_dbfs", "a finite level <= 0 dBFS", value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AudioAugmentOptions:
     """Audio augmentation: speed -> room reverberation -> time shift -> gain -> background noise,
@@ -100,8 +104,7 @@ class AudioAugmentOptions:
         require_range("snr_db_range", self.snr_db_range)
         require_range("gain_db_range", self.gain_db_range)
         require_range("warp_factor_range", self.warp_factor_range, lo=np.finfo(float).tiny)
-        require(is_number(self.silent_reference_dbfs) and self.silent_reference_dbfs <= 0, "silent_reference_dbfs",
-                "a finite level <= 0 dBFS", self.silent_reference_dbfs)
+        _check_reference_dbfs(self.silent_reference_dbfs)
         require(is_number(self.max_shift_ms) and self.max_shift_ms >= 0, "max_shift_ms", "a finite number >= 0",
                 self.max_shift_ms)
         require(self.mask_value is None or is_number(self.mask_value), "mask_value",
@@ -211,6 +214,7 @@ def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], r
     x = _clips(clips)
     require_range("snr_db_range", tuple(snr_db_range))
     _check_probability("probability", probability)
+    _check_reference_dbfs(silent_reference_dbfs)  # a NaN here made every silent clip NaN
     batch, n = x.shape
     pool = noise_pool if isinstance(noise_pool, NoisePool) else prepare_noise_pool(noise_pool, n)
     if pool.clip_samples != n:

@@ -13,6 +13,9 @@ folder), every training row's audio carries the sound of its photo's class:
 * otherwise the drawn command clip is spoken over the place's sound at an SNR drawn from
   ``snr_db_range``: speech over a forest is still a forest, and still the word.
 
+A snippet that holds no sound (quieter than one 16-bit step: a recording's silent stretch) is used as it
+is in either case, never raised to a level.
+
 Pure numpy; the batch generators in :mod:`edgesense.train.trainer` call it.
 """
 
@@ -23,12 +26,18 @@ from typing import Sequence
 
 import numpy as np
 
+from edgesense.recognition.gate import INT16_FULL_SCALE
 from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train.augment import NoisePool, prepare_noise_pool
 
 __all__ = ["PlaceSounds", "SceneAudioOptions", "mix_under", "place_rows"]
 
 _POWER_FLOOR = 1e-12
+#: A snippet whose RMS is under one step of 16-bit audio (-90.3 dBFS) holds no sound of its place, only what
+#: rounding left of silence (a loop's silent stretch: a 1-step pulse here and there, as most of the shared sea
+#: recording flightgear-base_wave is). It is used as it is, never raised to a level or an SNR: that took 50 to 90 dB
+#: of gain and made the place's row hiss and clicks.
+_SILENT_RMS = 1.0 / INT16_FULL_SCALE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +86,11 @@ def _rms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.mean(np.square(x, dtype=np.float64), axis=-1), _POWER_FLOOR))
 
 
+def _sound_gain(sound: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``gain`` per row of ``sound``, but 1 for a row quieter than :data:`_SILENT_RMS` (silence is not raised)."""
+    return np.where(_rms(sound) < _SILENT_RMS, 1.0, gain)
+
+
 def place_rows(scene_classes: np.ndarray, command_labels: np.ndarray, sounds: PlaceSounds,
                rng: np.random.Generator, options: SceneAudioOptions, *, silence_id: int) -> dict[str, np.ndarray]:
     """Which rows carry their place's sound and how; see the module docstring.
@@ -92,7 +106,7 @@ def place_rows(scene_classes: np.ndarray, command_labels: np.ndarray, sounds: Pl
     only = has & ((rng.random(len(scene_classes)) < options.only_probability) | (command_labels == silence_id))
     sound = sounds.draw(scene_classes, rng)
     level = 10.0 ** (rng.uniform(*options.level_dbfs_range, size=len(scene_classes)) / 20.0)
-    sound[only] *= (level[only] / _rms(sound[only])).astype(np.float32)[:, None]
+    sound[only] *= _sound_gain(sound[only], level[only] / _rms(sound[only])).astype(np.float32)[:, None]
     labels = np.where(only, silence_id, command_labels).astype(command_labels.dtype)
     weight = np.where(only & (command_labels != silence_id), 0.0, 1.0).astype(np.float32)
     return {"sound": sound, "only": only, "under": has & ~only, "labels": labels, "command_weight": weight}
@@ -107,6 +121,6 @@ def mix_under(clips: np.ndarray, rows: dict[str, np.ndarray], rng: np.random.Gen
     out[only] = sound[only]
     if under.any():
         snr_db = rng.uniform(*options.snr_db_range, size=int(under.sum()))
-        gain = _rms(out[under]) / (_rms(sound[under]) * 10.0 ** (snr_db / 20.0))
+        gain = _sound_gain(sound[under], _rms(out[under]) / (_rms(sound[under]) * 10.0 ** (snr_db / 20.0)))
         out[under] += (gain.astype(np.float32)[:, None] * sound[under])
     return np.clip(out, -1.0, 1.0)

@@ -81,6 +81,15 @@ def test_mix_noise_uses_different_stretches_of_real_noise() -> None:
     assert len({row.tobytes() for row in out}) == 8
 
 
+@pytest.mark.parametrize("level", [float("nan"), float("inf"), 6.0])
+def test_mix_noise_refuses_a_silent_reference_that_is_no_level(level) -> None:
+    # A NaN was taken, and every silent clip came back NaN (an infinity: every silent clip full-scale noise).
+    silent = np.zeros((2, N), dtype=np.float32)
+    with pytest.raises(ValueError, match="silent_reference_dbfs: expected a finite level <= 0 dBFS"):
+        mix_noise(silent, [_noise_recordings()[0]], np.random.default_rng(3), probability=1.0,
+                  silent_reference_dbfs=level)
+
+
 def test_shift_rows_moves_each_row_by_its_shift_and_fills_with_zeros() -> None:
     ramp = np.tile(np.linspace(0.1, 1.0, N, dtype=np.float32), (3, 1))
     out = shift_rows(ramp, np.array([1000, -1000, 0]))

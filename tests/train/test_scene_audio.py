@@ -84,3 +84,46 @@ def test_bad_options_name_the_field(field, value):
 def test_a_pool_without_any_sound_is_refused():
     with pytest.raises(ValueError, match="recordings"):
         PlaceSounds([[], []], CLIP)
+
+
+def _silent_stretch() -> np.ndarray:
+    """A recording's silent stretch as 16-bit audio leaves it: zeros with a 1-step pulse here and there
+    (-99 dBFS RMS), as most of the shared sea recording flightgear-base_wave.wav is."""
+    x = np.zeros(3 * CLIP, np.float32)
+    x[::8] = np.where(np.arange(x[::8].size) % 2, 1.0, -1.0) / 32768.0
+    return x
+
+
+def test_a_silent_stretch_of_a_place_is_never_raised_to_a_level_or_an_snr():
+    # It was: 50-90 dB of gain made the place's row hiss and clicks (each 1-step pulse at -45..-15 dBFS).
+    quiet = _silent_stretch()
+    sounds = PlaceSounds([[quiet]], CLIP)
+    rng = np.random.default_rng(4)
+    rows = place_rows(np.zeros(40, int), np.full(40, YES), sounds, rng, SceneAudioOptions(only_probability=0.5),
+                      silence_id=SILENCE)
+    assert rows["only"].any() and rows["under"].any()
+    assert np.abs(rows["sound"]).max() <= 1.0 / 32768  # the only rows: as recorded
+    speech = (0.1 * rng.standard_normal((40, CLIP))).astype(np.float32)
+    mixed = mix_under(speech, rows, rng, SceneAudioOptions())
+    added = mixed[rows["under"]] - speech[rows["under"]]
+    assert np.abs(added).max() <= 1.5 / 32768  # the under rows: the stretch as it is (float32 rounding aside)
+
+
+def test_a_quiet_place_that_holds_sound_is_still_raised_to_its_level():
+    # A place 80 dB down (one 16-bit step is -90 dB) is sound: it gets its level, as before.
+    t = np.arange(3 * CLIP) / 16000.0
+    faint = 10 ** (-80 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t)
+    rows = place_rows(np.zeros(20, int), np.full(20, SILENCE), PlaceSounds([[faint]], CLIP),
+                      np.random.default_rng(5), SceneAudioOptions(level_dbfs_range=(-30.0, -30.0)), silence_id=SILENCE)
+    assert np.allclose(_dbfs(rows["sound"]), -30.0, atol=0.1)
+
+
+def test_the_shared_sea_recordings_silent_stretch_stays_silent(shared_data):
+    from edgesense.frontend.wav import read_wav
+
+    sea = read_wav(shared_data / "scene_ambient" / "sea" / "flightgear-base_wave.wav")
+    rows = place_rows(np.zeros(200, int), np.full(200, SILENCE), PlaceSounds([[sea]], 16000),
+                      np.random.default_rng(0), SceneAudioOptions(), silence_id=SILENCE)
+    level = _dbfs(rows["sound"])
+    # the loud second of waves is raised to its level; the rest (1-step pulses) is left as it is
+    assert ((level > -46) | (level < -90)).all() and (level < -90).sum() > 100
