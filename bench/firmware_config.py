@@ -92,7 +92,9 @@ def check_firmware_config(path: str | Path, *, command_hop_ms: float | None = No
 
 def _keeps_owner(st: os.stat_result) -> bool:
     """Whether a file this process writes can be given ``st``'s owner and group (as root, or as its owner in
-    its group)."""
+    its group). Always on a system without user ids (Windows: no ``os.geteuid``; a file's are 0 there)."""
+    if not hasattr(os, "geteuid"):
+        return True
     if os.geteuid() == 0:
         return True
     return st.st_uid == os.geteuid() and (st.st_gid == os.getegid() or st.st_gid in os.getgroups())

@@ -314,7 +314,8 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     """The files (paths relative to ``out_dir``, ``/``-separated) an earlier :func:`write_mined` left in
     ``out_dir``: its :data:`MANIFEST_NAME` and the windows that lists, and what a run stopped while it wrote
     (Ctrl-C) left: its :data:`PENDING_NAME`, the windows that lists (new and replaced) and its
-    :data:`STAGING_NAME` folder; empty for a new or empty folder.
+    :data:`STAGING_NAME` folder; empty for a new or empty folder. A file manager's files (:data:`_DESKTOP_FILES`:
+    Finder's ``.DS_Store`` once the folder was opened to listen to the windows) are left out: kept, and not refused.
     A ValueError naming ``--out`` when ``out_dir`` is a file, or holds files and ``force`` is not set, or
     holds a file no earlier mine wrote (a user's own, never deleted): ``--force`` replaces mine's own
     windows only."""
@@ -322,7 +323,7 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     refuse_files_in("--out", out, force=force)
     if not out.is_dir():
         return set()
-    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir())
+    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir() and not _desktop_file(p))
     if not present:
         return set()
     manifest, pending = out / MANIFEST_NAME, out / PENDING_NAME
@@ -345,6 +346,17 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
                          "--force replaces only mine's own windows and never deletes other files: move them out or "
                          "choose another --out")
     return set(present)
+
+
+#: What a desktop's file manager leaves in a folder it shows (macOS Finder's ``.DS_Store``, the ``._NAME`` AppleDouble
+#: files it writes beside each file on a USB drive or share, Windows Explorer's ``Thumbs.db`` and ``desktop.ini``):
+#: no window (training reads no hidden file), not the user's own, and never deleted.
+_DESKTOP_FILES = (".DS_Store", "._*", "Thumbs.db", "desktop.ini")
+
+
+def _desktop_file(path: Path) -> bool:
+    """Whether ``path`` is a file a file manager left (:data:`_DESKTOP_FILES`): neither mine's nor the user's."""
+    return any(fnmatch.fnmatchcase(path.name.lower(), pattern.lower()) for pattern in _DESKTOP_FILES)
 
 
 def _a_manifest_being_written(name: str) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
@@ -94,6 +95,35 @@ def _key(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def _stored_name(folder: Path, name: str, listings: dict[Path, set[str]]) -> str:
+    """``name`` as ``folder`` stores it: where a case-insensitive file system (macOS, Windows) finds ``Noise`` for a
+    folder stored as ``noise``, the stored name (the one hashed on every other machine and by every other tool, and
+    the one :func:`visible_files` lists); a name found as it is given (always, on Linux) is kept as it is."""
+    if folder not in listings:
+        try:
+            listings[folder] = set(os.listdir(folder))
+        except OSError:
+            listings[folder] = set()
+    if name in listings[folder] or name in ("", ".", ".."):
+        return name
+    read = unicodedata.normalize("NFC", name).casefold()
+    for stored in sorted(listings[folder]):
+        if unicodedata.normalize("NFC", stored).casefold() == read:
+            try:
+                if os.path.samefile(folder / name, folder / stored):
+                    return stored
+            except OSError:
+                pass
+    return name
+
+
+def _as_stored(path: Path, listings: dict[Path, set[str]]) -> Path:
+    """``path`` with its folder's name and its own as stored (:func:`_stored_name`): what its pool is drawn from."""
+    folder = path.parent
+    folder = folder.parent / _stored_name(folder.parent, folder.name, listings) if folder.name else folder
+    return folder / _stored_name(folder, path.name, listings)
+
+
 def _recordings_beside(folder: Path) -> list[Path]:
     """The recordings directly in ``folder`` as :func:`visible_files` lists them (none where it cannot be read)."""
     _, _, names = next(os.walk(folder, followlinks=True), ("", [], []))
@@ -114,8 +144,11 @@ def split_recordings(paths: Iterable[str | Path], *, evaluation_percent: float =
     require(0 <= tuning_percent < _PERCENT - evaluation_percent, "tuning_percent",
             f"a number in [0, {_PERCENT - evaluation_percent:g})", tuning_percent)
     given = sorted({Path(p) for p in paths})
+    listings: dict[Path, set[str]] = {}
+    stored = {p: _as_stored(p, listings) for p in given}  # a name as typed on a Mac (Noise/) hashed as on disk
     groups: dict[str, dict[str, Path]] = {}  # each group's recordings, one per absolute path
-    for p in [*given, *(q for folder in sorted({p.parent for p in given}) for q in _recordings_beside(folder))]:
+    for p in [*stored.values(), *(q for folder in sorted({p.parent for p in stored.values()})
+                                  for q in _recordings_beside(folder))]:
         groups.setdefault(_group(p), {}).setdefault(os.path.abspath(p), p)
     pool_at: dict[str, Pool] = {}
     for members in groups.values():
@@ -132,7 +165,7 @@ def split_recordings(paths: Iterable[str | Path], *, evaluation_percent: float =
                 else "training"
     out: dict[Pool, list[Path]] = {pool: [] for pool in POOLS}
     for p in given:  # only the recordings named, each in its place among its folder's
-        out[pool_at[os.path.abspath(p)]].append(p)
+        out[pool_at[os.path.abspath(stored[p])]].append(p)
     return out
 
 

@@ -13,7 +13,6 @@ TensorFlow starts (and before the data loads).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -21,6 +20,11 @@ import shutil
 import zipfile
 from pathlib import Path
 from typing import Iterator, Literal
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock (nor /proc), so nothing a killed run left is ever swept there
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +137,10 @@ _LOCKS: dict[Path, int] = {}
 
 def _lock(path: Path) -> tuple[Literal["locked", "held", "unsupported"], int | None]:
     """Take the lock of ``path`` (a folder or a file) without waiting: ``("locked", fd)`` (keep ``fd`` open to hold
-    it), ``("held", None)`` while a living process holds it, ``("unsupported", None)`` where the file system has no
-    locks (or ``path`` cannot be opened)."""
+    it), ``("held", None)`` while a living process holds it, ``("unsupported", None)`` where the file system (or the
+    system: Windows) has no locks, or ``path`` cannot be opened."""
+    if fcntl is None:
+        return "unsupported", None
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -331,7 +337,7 @@ def _commit(staging: Path, out_dir: Path, target: Path, replace: bool, flag: str
             staging.rename(target)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            staging.rename(target)  # fails, replacing nothing, when another run has filled the folder meanwhile
+            _move_into(staging, target)  # fails, replacing nothing, when another run has filled the folder meanwhile
         return
     except (ValueError, OSError):
         pass
@@ -339,6 +345,19 @@ def _commit(staging: Path, out_dir: Path, target: Path, replace: bool, flag: str
     staging.rename(kept)
     raise ValueError(f"{flag} {out_dir}: files were written there while this run trained, which it does not replace "
                      f"unasked; the run was kept in {kept}")
+
+
+def _move_into(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, which is new or an empty folder. Windows renames over no folder, not even an
+    empty one (a ``--out`` made beforehand): the empty folder is removed first there. A folder that is not empty
+    is never removed (``rmdir`` refuses it): the OSError is the caller's."""
+    try:
+        staging.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        target.rmdir()
+        staging.rename(target)
 
 
 @contextlib.contextmanager

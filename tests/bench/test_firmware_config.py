@@ -334,3 +334,13 @@ def test_write_config_is_refused_unless_the_tuning_speakers_are_the_models_valid
                                             out_dir=out), model)
     assert any(r.getMessage().startswith("--write-config with --split all: the operating point is chosen on "
                                          "speakers of") for r in caplog.records)
+
+
+def test_a_config_is_edited_where_the_system_has_no_user_ids(tmp_path, monkeypatch):
+    """Windows has no ``os.geteuid`` (nor ``getegid``, ``getgroups``): ``bench --write-config`` failed there with
+    AttributeError before the run (the owner check), where files have no owner ids to keep."""
+    for name in ("geteuid", "getegid", "getgroups", "chown"):
+        monkeypatch.delattr(os, name, raising=False)
+    path = Path(shutil.copy(FIRMWARE[0], tmp_path / FIRMWARE[0].name))
+    update_firmware_config(path, CHOSEN)
+    assert load_config(path).commands.threshold == 0.85

@@ -415,3 +415,29 @@ def test_a_recording_named_alone_is_mined_only_if_its_folder_puts_it_in_training
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"edgesense: error: {flag}: ") and "training pool" in err[0], err
         assert not out.exists()
+
+
+def test_a_file_managers_files_in_an_earlier_mine_are_neither_refused_nor_deleted(tmp_path):
+    """Finder leaves ``.DS_Store`` in a folder it opened (to listen to the windows), Explorer ``Thumbs.db`` or
+    ``desktop.ini``, and macOS ``._NAME`` beside each file on a USB drive: ``mine --force`` refused the folder as
+    holding a file mine did not write, until the user found and deleted the hidden file."""
+    from edgesense.bench.mining import earlier_files
+
+    out = tmp_path / "mined"
+    (out / "yes").mkdir(parents=True)
+    write_wav(out / "yes" / "talk00_00001000ms.wav", np.zeros(SR, np.float32), SR)
+    (out / MANIFEST_NAME).write_text(json.dumps({"files": [{"file": "yes/talk00_00001000ms.wav"}]}))
+    litter = [out / ".DS_Store", out / "yes" / ".DS_Store", out / "yes" / "._talk00_00001000ms.wav",
+              out / "Thumbs.db", out / "yes" / "desktop.ini"]
+    for path in litter:
+        path.write_bytes(b"\x00")
+    assert earlier_files(out, force=True) == {MANIFEST_NAME, "yes/talk00_00001000ms.wav"}  # none of them to delete
+    # a folder made in Finder, holding only its .DS_Store, is a new one to --force
+    made = tmp_path / "new"
+    made.mkdir()
+    (made / ".DS_Store").write_bytes(b"\x00")
+    assert earlier_files(made, force=True) == set()
+    (out / "notes.txt").write_text("mine")  # a user's own file is still refused
+    with pytest.raises(ValueError, match="also holds notes.txt"):
+        earlier_files(out, force=True)
+    assert all(path.is_file() for path in litter)

@@ -192,3 +192,64 @@ def test_each_shared_recording_named_alone_is_in_the_pool_of_its_folder():
             assert all(speech_negative_pools([path])[pool] == [path] for path in files), (folder, pool)
     assert split_recordings([SHARED / "noise" / "exercise_bike.wav"])["evaluation"] == [
         SHARED / "noise" / "exercise_bike.wav"]
+
+
+def _case_insensitive(monkeypatch, folder, aliases):
+    """``folder`` as a Mac's disk (APFS) or Windows' (NTFS) shows it: each of ``aliases`` (another spelling of a name
+    stored there: a link here, for the lookup) is found, and not listed (``os.listdir``, ``os.scandir``); only the
+    stored spelling is."""
+    import os
+
+    for alias, stored in aliases.items():
+        (folder / alias).symlink_to(stored, target_is_directory=(folder / stored).is_dir())
+    listdir, scandir = os.listdir, os.scandir
+
+    def hidden(path, name):
+        return os.path.realpath(path) == os.path.realpath(folder) and name in aliases
+
+    def listing(path="."):
+        return [n for n in listdir(path) if not hidden(path, n)]
+
+    class Entries:  # os.scandir without the aliases
+        def __init__(self, path="."):
+            with scandir(path) as it:
+                self.entries = iter([e for e in it if not hidden(path, e.name)])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.entries)
+
+    monkeypatch.setattr(os, "listdir", listing)
+    monkeypatch.setattr(os, "scandir", Entries)
+
+
+def test_a_folder_or_file_named_in_another_case_on_a_mac_keeps_the_pools_of_its_stored_name(tmp_path, monkeypatch):
+    """On a case-insensitive disk ``--noise data/Noise`` opens the folder ``data/noise`` that the training config
+    names: the pools hashed the name as typed, so the benchmark evaluated on recordings the model trained on."""
+    from edgesense.train.pools import wav_recordings
+
+    root = tmp_path / "data"
+    (root / "noise").mkdir(parents=True)
+    for i in range(14):
+        (root / "noise" / f"rec{i:02d}.wav").write_bytes(b"")
+    as_trained = split_recordings(wav_recordings([root / "noise"]))
+    held = as_trained["evaluation"][0]
+    _case_insensitive(monkeypatch, root, {"Noise": "noise"})
+    _case_insensitive(monkeypatch, root / "noise", {held.name.upper(): held.name})
+    assert sorted(wav_recordings([root / "Noise"])) == sorted(root / "Noise" / p.name for p in wav_recordings(
+        [root / "noise"]))  # the simulated disk lists each recording once, as stored
+    typed = split_recordings(wav_recordings([root / "Noise"]))
+    assert {pool: [p.name for p in files] for pool, files in typed.items()} == \
+        {pool: [p.name for p in files] for pool, files in as_trained.items()}
+    assert all(p.parent == root / "Noise" for files in typed.values() for p in files)  # given back as named
+    # a file named alone in another case (in a folder named in another case or not): its stored name's pool
+    for path in (root / "Noise" / held.name.upper(), root / "noise" / held.name.upper()):
+        assert split_recordings([path])["evaluation"] == [path]

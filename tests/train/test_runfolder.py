@@ -237,3 +237,51 @@ def test_the_file_system_of_a_path_is_its_longest_mount_point_s():
     assert file_system_type(Path("/mnt/my runs/v1"), mounts) == "nfs4"
     assert file_system_type(Path("/mnt/my runs/scratch/x"), mounts) == "tmpfs"
     assert file_system_type(Path("/mnt/my runsx"), mounts) == "ext4"
+
+
+def _rename_as_windows(monkeypatch):
+    """Windows' rename: it never replaces a folder that exists, not even an empty one (POSIX's does)."""
+    real = Path.rename
+
+    def rename(self, target):
+        if Path(target).exists():
+            raise FileExistsError(183, "Cannot create a file when that file already exists", str(target))
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+
+
+def test_a_run_goes_into_an_empty_out_made_beforehand_where_a_rename_replaces_no_folder(tmp_path, monkeypatch):
+    """On Windows a run into an ``--out`` made beforehand (empty: File Explorer's *New folder*) could not be
+    renamed there: it was kept in ``run-2`` and said as if another run had written into ``--out``."""
+    _rename_as_windows(monkeypatch)
+    out = tmp_path / "run"
+    out.mkdir()
+    commit_run(_staged(out), out, replace=False)
+    assert (out / MODEL_FILE).read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    commit_run(_staged(out), out, replace=True)  # --force over the run: as on Linux
+    assert (out / MODEL_FILE).read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # a folder that is not empty is still never replaced unasked, nor anything in it removed
+    other = tmp_path / "other"
+    staging = _staged(other)
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="the run was kept in"):
+        commit_run(staging, other, replace=True)
+    assert (other / "notes.txt").read_text() == "mine" and (tmp_path / "other-2" / MODEL_FILE).is_file()
+
+
+def test_a_run_is_staged_and_committed_where_there_is_no_flock(tmp_path):
+    """``import fcntl`` at the top of the module: on Windows (no ``fcntl``) ``edgesense train``, ``average`` and
+    ``quantize --qat`` failed with ModuleNotFoundError before anything ran."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fcntl'] = None\n"
+            "from pathlib import Path\n"
+            "from edgesense.train.runfolder import staged_run\n"
+            f"with staged_run(Path({str(tmp_path / 'run')!r}), replace=False) as staging:\n"
+            "    (staging / 'run.json').write_text('{}')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (tmp_path / "run" / "run.json").is_file()
