@@ -8,7 +8,7 @@ from pathlib import Path
 from edgesense.app.cli import refuse_file_in_the_way
 from edgesense.bench.scoring import LATENCY_RULES
 from edgesense.runtime.interpreter import MAX_THREADS
-from edgesense.schema.validate import is_int, is_number, require
+from edgesense.schema.validate import as_path, as_paths, is_int, is_number, require
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 
 __all__ = ["BenchOptions"]
@@ -24,6 +24,13 @@ AMBIENCE_DBFS_RANGE = (-35.0, -20.0)
 STREAMING_ONLY = ("stream_s", "talk_s", "class_thresholds", "max_false_accepts_per_hour",
                   "max_false_accepts_per_100_words", "max_latency_p95_ms", "latency_rule", "negatives",
                   "tuning_noise", "tuning_negatives", "model_alone")
+
+PATH_FIELDS = ("model_path", "out_dir", "speech_commands", "scenes", "av", "scene_ambient", "references_dir",
+               "reference_config", "firmware_config")
+OPTIONAL_PATH_FIELDS = ("speech_commands", "scenes", "av", "scene_ambient", "reference_config", "firmware_config")
+PATHS_FIELDS = ("noise", "tuning_noise", "negatives", "tuning_negatives", "write_config")
+BOOL_FIELDS = ("quick", "train_references", "teachers", "fusion_study", "streaming", "class_thresholds",
+               "model_alone", "tuning_only")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +98,17 @@ class BenchOptions:
     tuning_only: bool = False
 
     def __post_init__(self) -> None:
+        # Paths stored as Paths, lists of them as tuples, whatever the caller gave (None, 1 or a string of paths
+        # failed later as TypeErrors, or iterated as letters).
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None or name not in OPTIONAL_PATH_FIELDS:
+                object.__setattr__(self, name, as_path(name, value))
+        for name in PATHS_FIELDS:
+            object.__setattr__(self, name, as_paths(name, getattr(self, name)))
+        for name in BOOL_FIELDS:  # "false" and 1 are no booleans: a truthy string turned a part on
+            require(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
+        require(isinstance(self.salt, str), "salt", "a string", self.salt)
         # the interpreter's own bound, said here so that the line names --threads, not num_threads
         require(is_int(self.threads) and 1 <= self.threads <= MAX_THREADS, "threads",
                 f"an integer in [1, {MAX_THREADS}]", self.threads)

@@ -64,7 +64,7 @@ from edgesense.runtime.speech_embedding import (
     MEL_MODEL,
     SAMPLE_RATE_HZ,
 )
-from edgesense.schema.validate import one_line
+from edgesense.schema.validate import as_path, one_line, require
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
@@ -140,22 +140,21 @@ class DeployOptions:
     resolve_options: ResolveOptions = field(default_factory=ResolveOptions)
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {self.target!r}")
+        require(isinstance(self.target, str) and self.target in TARGETS, "target", f"one of {', '.join(TARGETS)}",
+                self.target)  # a list is unhashable: a TypeError from the lookup
         for name in ("out_dir", "model_path", "config_path", "edgesense_wheel"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise ValueError(f"{name}: expected a path, got {type(value).__name__}")
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))
-        if self.out_dir is None:
-            raise ValueError("out_dir: expected a path, got None")
+            if value is not None or name == "out_dir":  # "" is Path("."): the working folder, or no file
+                object.__setattr__(self, name, as_path(name, value))
         if self.python_version is not None:
             _parse_python_version(self.python_version, "python_version")
         if not isinstance(self.extras, tuple) or any(e not in KNOWN_EXTRAS for e in self.extras):
             raise ValueError(f"extras: expected a tuple of {KNOWN_EXTRAS}, got {self.extras!r}")
         if not isinstance(self.wheels, bool) or not isinstance(self.force, bool):
             raise ValueError(f"wheels/force: expected booleans, got {self.wheels!r}/{self.force!r}")
+        # None or a mapping failed only when the wheels were resolved (AttributeError)
+        require(isinstance(self.resolve_options, ResolveOptions), "resolve_options", "ResolveOptions",
+                self.resolve_options)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from edgesense.deploy.targets import (
     Target,
     _parse_python_version,
 )
+from edgesense.schema.validate import is_positive, require
 
 __all__ = ["DependencyChoice", "ResolveOptions", "Resolution", "ResolvedPackage", "plan_dependencies", "project_root",
            "resolve"]
@@ -223,6 +224,10 @@ class Resolution:
         return "\n".join(list(self.requirements) + list(self.constraints)) + "\n"
 
 
+#: The longest a pip run may take (``ResolveOptions.timeout_s``): a day, far above any resolution or download.
+MAX_PIP_TIMEOUT_S = 86_400.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResolveOptions:
     """How :func:`resolve` asks pip. ``pip_command``: the argv prefix that runs pip."""
@@ -235,9 +240,11 @@ class ResolveOptions:
         if not isinstance(self.pip_command, tuple) or not self.pip_command or not all(
                 isinstance(a, str) and a for a in self.pip_command):
             raise ValueError(f"pip_command: expected a non-empty tuple of strings, got {self.pip_command!r}")
-        if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
-            raise ValueError(f"timeout_s: expected a positive number of seconds, got {self.timeout_s!r}")
-        if self.index_url is not None and not re.match(r"^(https?|file)://\S+$", str(self.index_url)):
+        # NaN, inf and True passed: subprocess.run raised ValueError or OverflowError naming no option, or waited 1 s
+        require(is_positive(self.timeout_s) and self.timeout_s <= MAX_PIP_TIMEOUT_S, "timeout_s",
+                f"a number of seconds in (0, {MAX_PIP_TIMEOUT_S:g}] (a day)", self.timeout_s)
+        if self.index_url is not None and not (isinstance(self.index_url, str)
+                                               and re.match(r"^(https?|file)://\S+$", self.index_url)):
             raise ValueError(f"index_url: expected an http(s):// or file:// URL, got {self.index_url!r}")
 
 

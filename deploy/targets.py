@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
+
+from edgesense.schema.validate import is_int, require
 
 __all__ = ["MIN_PYTHON", "TARGETS", "Target"]
 
@@ -24,6 +26,10 @@ ARGUS_SOCKET = "/tmp/argus_socket"
 
 _APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _PYTHON_VERSION = re.compile(r"^3\.(\d{1,2})$")
+
+
+def _is_strings(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
 
 
 def _parse_python_version(value: str, field_name: str) -> tuple[int, int]:
@@ -63,12 +69,19 @@ class Target:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if not re.match(r"^[a-z0-9][a-z0-9-]*$", self.name or ""):
+        # Checked for their kinds first: a name of 1, a glibc of (2, "x") or apt_packages of None were TypeErrors.
+        for name in ("name", "description", "config_name", "opencv", "note"):
+            require(isinstance(getattr(self, name), str), name, "a string", getattr(self, name))
+        for name in ("system_site_packages", "private_tmp", "supported"):
+            require(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
+        for name in ("apt_packages", "interpreters", "constraints"):
+            require(_is_strings(getattr(self, name)), name, "a tuple of strings", getattr(self, name))
+        if not re.match(r"^[a-z0-9][a-z0-9-]*$", self.name):
             raise ValueError(f"name: expected lowercase letters, digits and '-', got {self.name!r}")
         if self.arch not in ("aarch64", "x86_64"):
             raise ValueError(f"arch: expected 'aarch64' or 'x86_64', got {self.arch!r}")
-        if (not isinstance(self.glibc, tuple) or len(self.glibc) != 2 or self.glibc[0] != 2
-                or not 17 <= self.glibc[1] <= 99):
+        if (not isinstance(self.glibc, tuple) or len(self.glibc) != 2 or not all(is_int(v) for v in self.glibc)
+                or self.glibc[0] != 2 or not 17 <= self.glibc[1] <= 99):
             raise ValueError(f"glibc: expected (2, minor) with minor >= 17, got {self.glibc!r}")
         _parse_python_version(self.python_version, "python_version")
         bad = [p for p in self.apt_packages if not _APT_NAME.match(p)]
@@ -84,8 +97,6 @@ class Target:
                              f"got {self.interpreters!r}")
         if not self.config_name.endswith(".yaml") or "/" in self.config_name:
             raise ValueError(f"config_name: expected a file name ending in .yaml, got {self.config_name!r}")
-        if not isinstance(self.private_tmp, bool):
-            raise ValueError(f"private_tmp: expected a boolean, got {self.private_tmp!r}")
         if not self.supported and not self.note:
             raise ValueError("note: expected the reason a target is unsupported, got ''")
 

@@ -11,6 +11,7 @@ import collections.abc
 import dataclasses
 import functools
 import math
+import os
 import sys
 import types
 import typing
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeGuard, TypeVar, Union
 
 __all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "one_line",
-           "Located", "found"]
+           "Located", "found", "as_path", "as_paths"]
 
 
 T = TypeVar("T")
@@ -30,10 +31,14 @@ def one_line(exc: BaseException) -> str:
 
 
 def is_number(value: Any) -> TypeGuard[float]:
-    """A finite real number (an int or a float, not a bool)."""
+    """A finite real number (an int or a float, not a bool). An int past a float's range (``10**400``) is none:
+    every sum or product of it with a float, and its ``:g``, raises ``OverflowError`` (a backoff's delay, a frame
+    period, an error line), so it is refused where the options are built, naming the field."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))  # no int overflows
+    if isinstance(value, int):
+        return -sys.float_info.max <= value <= sys.float_info.max  # compared exactly, never converted: no overflow
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def is_positive(value: Any) -> TypeGuard[float]:
@@ -81,6 +86,22 @@ class Located:
         line = _line_of(self.lines, path)
         where = f"{self.source}:{line}" if line is not None else self.source
         return f"{where}: {path}" if path else where
+
+
+def as_path(field: str, value: Any) -> Path:
+    """``value`` (a non-empty ``str`` or an ``os.PathLike``) as a :class:`~pathlib.Path`, else ``ValueError`` naming
+    ``field``: an options dataclass stores its paths as Paths whatever its caller gave (``None``, ``1`` or ``""``,
+    which is ``Path(".")``, failed later as a ``TypeError`` or a folder of the wrong name)."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    require(isinstance(text, str) and text != "", field, "a path", value)  # bytes from a PathLike: no str path
+    return Path(typing.cast(str, text))
+
+
+def as_paths(field: str, value: Any) -> tuple[Path, ...]:
+    """``value`` (a tuple or list of paths) as a tuple of Paths, else ``ValueError`` naming ``field`` (a string,
+    one path, is refused: it iterates as its letters)."""
+    require(isinstance(value, (tuple, list)), field, "a list of paths", value)
+    return tuple(as_path(f"{field}[{i}]", item) for i, item in enumerate(value))
 
 
 def require_range(field: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> None:

@@ -44,13 +44,22 @@ import numpy as np
 from edgesense.schema.validate import found, is_int, is_number, require
 
 __all__ = ["AudioChunk", "VideoFrame", "SourceStats", "Source", "SourceReadError", "BackoffOptions",
-           "ExponentialBackoff", "as_bgr", "opencv_path", "quiet_opencv", "require_stall_timeout_ms"]
+           "ExponentialBackoff", "as_bgr", "opencv_path", "quiet_opencv", "require_stall_timeout_ms", "require_fps",
+           "MAX_DEVICE_INDEX"]
 
 logger = logging.getLogger(__name__)
 
 MS_PER_S = 1000.0
 #: The shortest ``stall_timeout_ms`` of a live device (the camera's, the microphone's).
 MIN_STALL_TIMEOUT_MS = 1000.0
+#: The highest device index a live source takes: OpenCV's and PortAudio's indexes are C ints (a larger one raised
+#: OverflowError or cv2.error from inside the open, not the ValueError naming the option).
+MAX_DEVICE_INDEX = 2**31 - 1
+#: The slowest frame rate a camera or a replayed video takes: a frame a day (a time-lapse camera's). Slower, the frame
+#: period overflowed to infinity (1000 / 5e-324 ms): an infinite stall timeout, or frame times the loop refused.
+MIN_FPS = 1.0 / (24 * 3600)
+#: The longest reopen delay a backoff grows to: an hour. A longer one (1e308 ms) never reopened the device again.
+MAX_BACKOFF_MS = 3_600_000.0
 #: FFmpeg's log level for OpenCV's FFmpeg backend (AV_LOG_QUIET); read once, when FFmpeg starts.
 FFMPEG_QUIET = "-8"
 
@@ -107,6 +116,14 @@ def require_stall_timeout_ms(value: Any) -> None:
     """The check of a live device's ``stall_timeout_ms``: ``None`` (never) or at least :data:`MIN_STALL_TIMEOUT_MS`."""
     require(value is None or (is_number(value) and value >= MIN_STALL_TIMEOUT_MS), "stall_timeout_ms",
             f"null (never) or a number of ms >= {MIN_STALL_TIMEOUT_MS:g}", value)
+
+
+def require_fps(field: str, value: Any, *, nullable: bool = False) -> None:
+    """The check of a frame rate: a number >= :data:`MIN_FPS` (``None`` too where ``nullable``)."""
+    if nullable and value is None:
+        return
+    require(is_number(value) and value > 0, field, f"{'None or ' if nullable else ''}a positive number", value)
+    require(value >= MIN_FPS, field, f"a number of frames per second >= {MIN_FPS:.3g} (a frame a day)", value)
 
 
 # --------------------------------------------------------------------------- items
@@ -284,7 +301,8 @@ class _SourceBase(Generic[_Item]):
 
 @dataclass(frozen=True, kw_only=True)
 class BackoffOptions:
-    """Exponential backoff: ``initial_ms``, then times ``multiplier`` per failure, capped at ``max_ms``."""
+    """Exponential backoff: ``initial_ms``, then times ``multiplier`` per failure, capped at ``max_ms`` (at most
+    :data:`MAX_BACKOFF_MS`, an hour)."""
 
     initial_ms: float = 250.0
     max_ms: float = 10000.0
@@ -293,8 +311,8 @@ class BackoffOptions:
     def __post_init__(self) -> None:
         require(is_number(self.initial_ms) and self.initial_ms > 0, "initial_ms", "a positive number",
                  self.initial_ms)
-        require(is_number(self.max_ms) and self.max_ms >= self.initial_ms, "max_ms",
-                 f"a number >= initial_ms={self.initial_ms}", self.max_ms)
+        require(is_number(self.max_ms) and self.initial_ms <= self.max_ms <= MAX_BACKOFF_MS, "max_ms",
+                f"a number in [initial_ms={self.initial_ms:g}, {MAX_BACKOFF_MS:g}] (an hour)", self.max_ms)
         require(is_number(self.multiplier) and self.multiplier >= 1, "multiplier", "a number >= 1",
                  self.multiplier)
 

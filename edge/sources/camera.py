@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from edgesense.pacing import Paced
-from edgesense.schema.validate import is_int, is_number, require
+from edgesense.schema.validate import is_int, require
 from edgesense.sources.base import (
+    MAX_DEVICE_INDEX,
     MS_PER_S,
     BackoffOptions,
     ExponentialBackoff,
@@ -24,6 +25,7 @@ from edgesense.sources.base import (
     as_bgr,
     monotonic_ms,
     quiet_opencv,
+    require_fps,
     require_stall_timeout_ms,
 )
 
@@ -134,14 +136,15 @@ class CameraOptions:
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
-        require((is_int(self.source) and self.source >= 0)
+        require((is_int(self.source) and 0 <= self.source <= MAX_DEVICE_INDEX)
                 or (isinstance(self.source, str) and self.source.strip() != ""),
-                "source", "a device index >= 0, a device path or a GStreamer pipeline", self.source)
+                "source", f"a device index in [0, {MAX_DEVICE_INDEX}], a device path or a GStreamer pipeline",
+                self.source)
         require(is_int(self.width_px) and 0 < self.width_px <= MAX_FRAME_PX, "width_px",
                  f"an integer in [1, {MAX_FRAME_PX}]", self.width_px)
         require(is_int(self.height_px) and 0 < self.height_px <= MAX_FRAME_PX, "height_px",
                  f"an integer in [1, {MAX_FRAME_PX}]", self.height_px)
-        require(is_number(self.fps) and self.fps > 0, "fps", "a positive number", self.fps)
+        require_fps("fps", self.fps)
         require(is_int(self.reopen_after_failures) and self.reopen_after_failures >= 1, "reopen_after_failures",
                  "an integer >= 1", self.reopen_after_failures)
         require(isinstance(self.backoff, BackoffOptions), "backoff", "BackoffOptions", self.backoff)

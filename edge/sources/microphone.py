@@ -12,6 +12,7 @@ from edgesense.frontend.resample import StreamingResampler
 from edgesense.pacing import Paced
 from edgesense.schema.validate import is_int, is_number, one_line, require
 from edgesense.sources.base import (
+    MAX_DEVICE_INDEX,
     MS_PER_S,
     AudioChunk,
     SourceReadError,
@@ -87,8 +88,8 @@ class MicrophoneOptions:
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
         require(self.device is None or (isinstance(self.device, str) and self.device.strip() != "")
-                or (is_int(self.device) and self.device >= 0),
-                 "device", "null (the default input), a device index >= 0 or a device name", self.device)
+                or (is_int(self.device) and 0 <= self.device <= MAX_DEVICE_INDEX), "device",
+                f"null (the default input), a device index in [0, {MAX_DEVICE_INDEX}] or a device name", self.device)
         require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_DEVICE_SAMPLE_RATE_HZ, "sample_rate_hz",
                  f"an integer in [1, {MAX_DEVICE_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
         require(is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)

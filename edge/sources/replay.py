@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgesense.frontend.audio import MAX_SAMPLE_RATE_HZ
 from edgesense.frontend.resample import StreamingResampler
 from edgesense.schema.validate import is_int, is_number, require
 from edgesense.sources.base import (
@@ -29,8 +30,9 @@ from edgesense.sources.base import (
     monotonic_ms,
     opencv_path,
     quiet_opencv,
+    require_fps,
 )
-from edgesense.sources.microphone import TARGET_SAMPLE_RATE_HZ
+from edgesense.sources.microphone import MAX_BUFFER_MS, TARGET_SAMPLE_RATE_HZ
 
 __all__ = ["WavReplayOptions", "WavReplaySource", "VideoReplayOptions", "VideoReplaySource"]
 
@@ -46,6 +48,9 @@ MEDIA_TIME_SNAP_MS = 1.0
 MAX_UNDECODABLE_FRAMES = 1000
 #: A replayed WAV is decoded this many samples (of all its channels) at a time: 2 MB as float32, 33 s of 16-kHz mono.
 WAV_BLOCK_SAMPLES = 2**19
+#: The longest chunk a replayed WAV is cut in: the longest a microphone takes (half its longest buffer, 30 s), what
+#: ``audio.chunk_ms`` passes on. A longer one (1e308 ms) overflowed to an infinite sample count when the file opened.
+MAX_CHUNK_MS = MAX_BUFFER_MS / 2
 
 
 # --------------------------------------------------------------------------- replay
@@ -83,9 +88,10 @@ class WavReplayOptions:
     loop: bool = False
 
     def __post_init__(self) -> None:
-        require(is_int(self.sample_rate_hz) and self.sample_rate_hz > 0, "sample_rate_hz", "a positive integer",
-                 self.sample_rate_hz)
-        require(is_number(self.chunk_ms) and self.chunk_ms > 0, "chunk_ms", "a positive number", self.chunk_ms)
+        require(is_int(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ, "sample_rate_hz",
+                f"an integer in [1, {MAX_SAMPLE_RATE_HZ}]", self.sample_rate_hz)
+        require(is_number(self.chunk_ms) and 0 < self.chunk_ms <= MAX_CHUNK_MS, "chunk_ms",
+                f"a number in (0, {MAX_CHUNK_MS:g}]", self.chunk_ms)
         require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
         require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
 
@@ -272,8 +278,7 @@ class VideoReplayOptions:
     def __post_init__(self) -> None:
         require(isinstance(self.realtime, bool), "realtime", "a bool", self.realtime)
         require(isinstance(self.loop, bool), "loop", "a bool", self.loop)
-        require(self.fps is None or (is_number(self.fps) and self.fps > 0), "fps", "None or a positive number",
-                 self.fps)
+        require_fps("fps", self.fps, nullable=True)
 
 
 class VideoReplaySource(_SourceBase[VideoFrame]):

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgesense.schema.validate import is_int, require
+
 __all__ = ["AudioRingBuffer", "RingBufferOptions"]
+
+#: The most samples a ring buffer holds: 2**26, 256 MiB of float32 (5.8 minutes at 192 kHz), far above a
+#: microphone's longest buffer (a minute at 192 kHz, 11.5 million). A larger one failed only when the buffer was
+#: allocated (MemoryError, or numpy's "Maximum allowed dimension exceeded" for 10**30), not naming the option.
+MAX_CAPACITY_SAMPLES = 2**26
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,16 +38,15 @@ class RingBufferOptions:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if isinstance(self.capacity_samples, bool) or not isinstance(self.capacity_samples, int) \
-                or self.capacity_samples < 1:
-            raise ValueError(f"capacity_samples: expected a positive integer, got {self.capacity_samples!r}")
-        kind: str
-        try:
-            kind = np.dtype(self.dtype).kind
-        except TypeError:
-            kind = ""
-        if kind not in ("f", "i"):
-            raise ValueError(f"dtype: expected a numpy float or int dtype name, got {self.dtype!r}")
+        require(is_int(self.capacity_samples) and 1 <= self.capacity_samples <= MAX_CAPACITY_SAMPLES,
+                "capacity_samples", f"an integer in [1, {MAX_CAPACITY_SAMPLES}]", self.capacity_samples)
+        kind = ""
+        if isinstance(self.dtype, str):  # np.dtype(None) is float64: None is no name
+            try:
+                kind = np.dtype(self.dtype).kind
+            except TypeError:
+                pass
+        require(kind in ("f", "i"), "dtype", "a numpy float or int dtype name", self.dtype)
 
 
 class AudioRingBuffer:

@@ -101,3 +101,21 @@ def test_the_fusion_study_without_photos_is_one_line_naming_the_flag_before_anyt
     assert capsys.readouterr().err == ("edgesense: error: --fusion-study: expected --scenes or --av too (the photos "
                                        "it pairs with sounds and trains on), got 'neither'\n")
     assert not out.exists()  # not the latency figure of a benchmark that ran first
+
+
+@pytest.mark.parametrize(("field", "value"), [("quick", "false"), ("streaming", None), ("teachers", 1),
+                                              ("salt", None), ("model_path", None), ("out_dir", 1), ("out_dir", ""),
+                                              ("noise", None), ("noise", "noise.wav"), ("write_config", None),
+                                              ("scenes", 1), ("references_dir", None)])
+def test_an_option_of_the_wrong_kind_is_refused_naming_it(tmp_path, field, value):
+    """Built in Python, not by the CLI: quick="false" turned the quick run on, noise=None and scenes=1 were
+    TypeErrors, noise="noise.wav" was a list of its letters, model_path=None failed when the model was read."""
+    with pytest.raises(ValueError, match=rf"^{field}(\[0\])?: expected "):
+        BenchOptions(**{"model_path": tmp_path / "m.tflite", "speech_commands": tmp_path, field: value})
+
+
+def test_paths_given_as_strings_are_stored_as_paths(tmp_path):
+    options = BenchOptions(model_path=str(tmp_path / "m.tflite"), speech_commands=str(tmp_path), out_dir="out",
+                           noise=[str(tmp_path)])
+    assert options.model_path == tmp_path / "m.tflite" and options.speech_commands == tmp_path
+    assert options.out_dir == Path("out") and options.noise == (tmp_path,)

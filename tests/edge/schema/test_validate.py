@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from edgesense.schema.validate import from_mapping, is_number, is_positive, require, to_mapping
+from edgesense.schema.validate import as_path, as_paths, from_mapping, is_number, is_positive, require, to_mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +83,29 @@ def test_an_integer_too_large_for_a_float_is_a_one_line_error_not_an_overflow():
     with pytest.raises(ValueError) as info:
         from_mapping(Outer, {"name": "x", "inner": {"rate_hz": huge}}, source="cfg.yaml", lines={"inner.rate_hz": 3})
     assert str(info.value) == "cfg.yaml:3: inner.rate_hz: expected a number, got 100000...0000 (401 digits)"
-    assert is_number(huge) and is_positive(huge) and not is_number(float("inf")) and not is_number(True)
+    assert not is_number(float("inf")) and not is_number(True)
+
+
+def test_an_integer_past_a_floats_range_is_no_number():
+    """An options class that took 10**400 as a number overflowed when it first did arithmetic with it (a backoff's
+    next delay, a camera's frame period, an error line's :g): OverflowError, naming no field."""
+    assert not is_number(10**400) and not is_positive(10**400) and not is_number(-10**400)
+    assert is_number(10**300) and is_number(int(sys.float_info.max)) and not is_number(int(sys.float_info.max) * 2)
+
+
+@pytest.mark.parametrize("value", [None, 1, "", b"x"])
+def test_as_path_refuses_what_is_no_path_naming_the_field(value):
+    with pytest.raises(ValueError, match=r"^out_dir: expected a path, got "):
+        as_path("out_dir", value)
+
+
+def test_as_path_and_as_paths_store_paths_and_tuples():
+    assert as_path("out_dir", "a/b") == Path("a/b") and isinstance(as_path("out_dir", "a"), Path)
+    assert as_paths("noise", ["a", Path("b")]) == (Path("a"), Path("b"))
+    with pytest.raises(ValueError, match=r"^noise: expected a list of paths, got 'ab'"):
+        as_paths("noise", "ab")
+    with pytest.raises(ValueError, match=r"^noise\[1\]: expected a path, got None"):
+        as_paths("noise", ("a", None))
 
 
 def test_an_integer_past_pythons_text_limit_is_described_not_a_conversion_error():
