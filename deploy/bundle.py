@@ -179,6 +179,12 @@ def _render(text: str, values: Mapping[str, str]) -> str:
     return out
 
 
+def _write_lf(path: Path, text: str) -> None:
+    r"""``text`` into ``path`` as UTF-8 with ``\n`` line ends whatever machine builds the bundle: Windows' own
+    ``\r\n`` made the Pi's bash read ``install.sh`` as ``bash\r`` (``set: pipefail: invalid option name``)."""
+    path.write_text(text, encoding="utf-8", newline="\n")
+
+
 def _config_model(config: DeviceConfig, config_path: Path) -> Path:
     """The model ``config``'s ``model.path`` names (resolved against the config's folder, as ``edgesense run``
     does): the one a bundle ships without ``--model``. ValueError naming the config and the field when it is
@@ -542,7 +548,7 @@ def _write_notices(out: Path, wheelhouse: Path, own: Path, pruned: Mapping[str, 
     media's attribution and what was left out of the second opinion's wheel."""
     text = _own_licence_text(own)
     if text is not None:
-        (out / BUNDLE_LICENSE).write_text(text, encoding="utf-8")
+        _write_lf(out / BUNDLE_LICENSE, text)
     else:
         logger.warning("%s holds no LICENSE and this is no checkout: the bundle has no %s", own.name, BUNDLE_LICENSE)
     apache = (f"none inside; `{BUNDLE_LICENSE}` beside this file is the Apache License 2.0" if text is not None else
@@ -594,7 +600,7 @@ def _write_notices(out: Path, wheelhouse: Path, own: Path, pruned: Mapping[str, 
             "",
             *(f"- `{n}`" for n in removed),
         ]
-    (out / NOTICES).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_lf(out / NOTICES, "\n".join(lines) + "\n")
 
 
 def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution: Resolution, model_bytes: bytes,
@@ -603,7 +609,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
     (out / BUNDLE_MODEL).write_bytes(model_bytes)
     if heads_bytes is not None:
         (out / BUNDLE_HEADS).write_bytes(heads_bytes)
-    (out / BUNDLE_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_lf(out / BUNDLE_METADATA, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     header = (f"# EdgeSense device config for {target.name}, from {config_path.name} by edgesense deploy;\n"
               f"# {MODEL_PATH_FIELD} points at the bundled model (relative to this file's folder).\n")
     model_settings = _write_bundled_config(config_path, out / BUNDLE_CONFIG, header, heads=heads_bytes is not None)
@@ -617,7 +623,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
         own = _build_own_wheel(wheelhouse, options.resolve_options)
     if options.wheels:
         lock = out / "requirements.lock"
-        lock.write_text(resolution.lock_text(), encoding="utf-8")
+        _write_lf(lock, resolution.lock_text())
         with tempfile.TemporaryDirectory(prefix="edgesense-dl-") as tmp:
             _Pip(target, resolution.python_version, options.resolve_options, Path(tmp)).download(lock, wheelhouse)
         expected = {p.filename for p in resolution.packages}
@@ -630,7 +636,7 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
                 pip.download_any(SECOND_OPINION_REQUIREMENT, wheelhouse)
             pruned = {w.name: _prune_second_opinion_wheel(w)
                       for w in wheelhouse.glob(f"{DISTRIBUTION.replace('-', '_')}-*.whl")}
-    (out / "requirements.txt").write_text(resolution.requirements_text(), encoding="utf-8")
+    _write_lf(out / "requirements.txt", resolution.requirements_text())
     _write_notices(out, wheelhouse, own, pruned)
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -671,11 +677,11 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
                             else " only (--no-wheels)"),
     }
     install = out / "install.sh"
-    install.write_text(_render(_template("install.sh.in"), values), encoding="utf-8")
+    _write_lf(install, _render(_template("install.sh.in"), values))
     install.chmod(0o755)
-    (out / "edgesense.service").write_text(_render(_template("edgesense.service.in"), values), encoding="utf-8")
-    (out / "README.md").write_text(_render(_template("README.md.in"), values), encoding="utf-8")
-    (out / LOGROTATE).write_text(_render(_template(f"{LOGROTATE}.in"), values), encoding="utf-8")
+    _write_lf(out / "edgesense.service", _render(_template("edgesense.service.in"), values))
+    _write_lf(out / "README.md", _render(_template("README.md.in"), values))
+    _write_lf(out / LOGROTATE, _render(_template(f"{LOGROTATE}.in"), values))
 
     files = {
         p.relative_to(out).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
@@ -720,4 +726,4 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
                     "logrotate": {"file": LOGROTATE, "size": ROTATE_SIZE, "rotate": ROTATE_COUNT}},
         "files": files,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    _write_lf(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

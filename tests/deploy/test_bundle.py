@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import hashlib
 import json
+import io
 import os
 import re
 import shlex
@@ -1410,3 +1411,22 @@ def test_force_replaces_no_folder_whose_manifest_is_another_programs(tmp_path, i
     assert found in err and "refusing to delete it" in err
     assert sorted(p.name for p in other.iterdir()) == ["MANIFEST.json", "thesis.txt"]
     assert (other / "thesis.txt").read_text() == "four years"
+
+
+def test_a_bundle_built_on_windows_has_unix_line_ends(tmp_path, inputs, own_wheel, monkeypatch):
+    """Text files are written as a Windows machine writes them (io's pure-Python open, os.linesep "\\r\\n"): the
+    bundle's scripts, unit and lists keep "\\n" alone, so the Pi's bash and systemd read them."""
+    import _pyio
+
+    monkeypatch.setattr(io, "open", _pyio.open)
+    monkeypatch.setattr(os, "linesep", "\r\n")
+    model, config = inputs("rpi5")
+    out = tmp_path / "bundle"
+    assert cli_deploy("rpi5", out, model, config, "--no-wheels", "--edgesense-wheel", str(own_wheel)) == 0
+    monkeypatch.undo()
+    written = [p for p in out.rglob("*") if p.is_file() and p.suffix in ("", ".sh", ".service", ".md", ".txt", ".json")]
+    assert {p.name for p in written} >= {"install.sh", "edgesense.service", "README.md", "requirements.txt",
+                                         "MANIFEST.json"}
+    assert [p.name for p in written if b"\r" in p.read_bytes()] == []
+    proc = subprocess.run(["bash", "-n", str(out / "install.sh")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
