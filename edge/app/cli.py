@@ -51,9 +51,12 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: Signals that stop a command as Ctrl-C does: SIGHUP comes when its terminal closes (the window, an ssh connection
 #: that drops); it killed the process at once (no events flushed, no summary, a run's staging folder left).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: A terminal's hang-up; None where the system has none (Windows: its ``signal`` module has no SIGHUP, and reading it
+#: there failed the import of every command).
+SIGHUP: signal.Signals | None = getattr(signal, "SIGHUP", None)
+STOP_SIGNALS = tuple(sig for sig in (signal.SIGINT, signal.SIGTERM, SIGHUP) if sig is not None)
 #: Of :data:`STOP_SIGNALS`, those that stay ignored when the command was started ignoring them (``nohup``).
-IGNORED_STAY_IGNORED = (signal.SIGHUP,)
+IGNORED_STAY_IGNORED = tuple(sig for sig in (SIGHUP,) if sig is not None)
 DESKTOP_MODULES = ("tensorflow", "keras", "tqdm", "matplotlib")
 #: The extra a desktop command needs (the others need "train"); bench runs without TensorFlow.
 COMMAND_EXTRAS = {"bench": "bench", "mine": "bench"}
@@ -256,7 +259,7 @@ class StopRequest:
         self._target = target
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGHUP:
+        if signum == SIGHUP:
             leave_a_hung_up_terminal()
         self._event.set()
         if self._target is not None:
@@ -288,6 +291,48 @@ def say(line: str) -> None:
         print(line, file=sys.stderr)
 
 
+#: Our log lines on a terminal or in a file.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: In the journal, which stamps every line itself.
+JOURNAL_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+#: syslog priorities (sd-daemon(3)) of logging's levels, highest first: under systemd a line on stderr that starts
+#: with ``<N>`` is stored at priority N, the prefix removed (systemd.exec(5): SyslogLevelPrefix=, on by default).
+SYSLOG_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+SYSLOG_DEBUG = 7
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (a level between two: the lower one's)."""
+    return next((priority for level, priority in SYSLOG_PRIORITIES if levelno >= level), SYSLOG_DEBUG)
+
+
+def stderr_is_the_journal() -> bool:
+    """Whether stderr is the journal's stream: systemd sets ``JOURNAL_STREAM`` to its ``DEVICE:INODE``
+    (systemd.exec(5)); a stderr redirected elsewhere by the service's command is not."""
+    stream = os.environ.get("JOURNAL_STREAM")
+    if not stream or sys.stderr is None:
+        return False
+    try:
+        info = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's captured stderr)
+        return False
+    return stream == f"{info.st_dev}:{info.st_ino}"
+
+
+class JournalFormatter(logging.Formatter):
+    """Each record prefixed with its syslog priority (``<4>`` for a warning): without it the journal stored every
+    line of the service at "info" (``journalctl -p warning`` showed none of its warnings nor errors)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{syslog_priority(record.levelno)}>{super().format(record)}"
+
+
+def say_error(prog: str, message: str) -> None:
+    """``PROG: error: MESSAGE`` on stderr, at priority "err" in the journal (:class:`JournalFormatter`)."""
+    prefix = f"<{syslog_priority(logging.ERROR)}>" if stderr_is_the_journal() else ""
+    say(f"{prefix}{prog}: error: {message}")
+
+
 def _handled(signals: Sequence[int]) -> list[int]:
     """``signals`` but those of :data:`IGNORED_STAY_IGNORED` that are ignored now (``nohup`` ignores SIGHUP)."""
     return [sig for sig in signals if not (sig in IGNORED_STAY_IGNORED and signal.getsignal(sig) is signal.SIG_IGN)]
@@ -317,7 +362,7 @@ def leave_a_hung_up_terminal() -> None:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    if signum == signal.SIGHUP:
+    if signum == SIGHUP:
         leave_a_hung_up_terminal()
     raise KeyboardInterrupt
 
@@ -333,7 +378,7 @@ def sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is signal.SIG_DFL]
+    signals = [sig for sig in (signal.SIGTERM, SIGHUP) if sig is not None and signal.getsignal(sig) is signal.SIG_DFL]
     for sig in signals:
         signal.signal(sig, _raise_interrupt)
     try:
@@ -390,7 +435,7 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
         return EXIT_INTERRUPTED
     except BrokenPipeError as exc:
         if not _stdout_reader_gone():  # another pipe: a fault to say
-            say(f"{prog}: error: {one_line_message(exc)}")
+            say_error(prog, one_line_message(exc))
             return EXIT_USAGE
         # The reader of our output is gone (``edgesense inspect M | head -1``): it had all it wanted. Not an error;
         # stdout goes to /dev/null so that the interpreter's last flush does not raise again.
@@ -401,14 +446,14 @@ def run_main(prog: str, main: Callable[[], int | None], *, command: str | None =
         error = _missing_extra(exc, command)
         if error is None:
             raise
-        say(f"{prog}: error: {error}")
+        say_error(prog, str(error))
         return EXIT_USAGE
     except (ValueError, RuntimeError, OSError) as exc:
-        say(f"{prog}: error: {one_line_message(exc)}")
+        say_error(prog, one_line_message(exc))
         return EXIT_USAGE
     except MemoryError as exc:  # e.g. numpy asked for a batch of 10**8 clips
-        say(f"{prog}: error: out of memory ({exc or 'an allocation failed'}); ask for less (a smaller "
-            f"batch_size, fewer items) or free memory")
+        say_error(prog, f"out of memory ({exc or 'an allocation failed'}); ask for less (a smaller batch_size, "
+                  "fewer items) or free memory")
         return EXIT_USAGE
 
 
@@ -418,11 +463,13 @@ def _run_command(argv: list[str]) -> int:
     if unknown:  # said by the command's parser, whose --help lists its flags
         parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     verbose = args.verbose + getattr(args, "command_verbose", 0)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose + 1, 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    if stderr_is_the_journal():  # a systemd service: each line at its own priority
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter(JOURNAL_LOG_FORMAT))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     if not args.command:  # one line, as for any other usage error; --help lists the commands
         print(f"{parser.prog}: error: expected a COMMAND, one of {', '.join(COMMANDS)} ({parser.prog} --help says "
               "what each does)", file=sys.stderr)

@@ -317,7 +317,8 @@ def _wait_published(info: Any, timeout_s: float) -> bool:
 
 #: Signals that stop a run (edgesense.app.cli): one that comes while the sink waits for the broker's answer ends
 #: that wait at once, so that stopping a device whose broker hangs does not take connect_timeout_s.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = tuple(sig for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))  # none: Windows
+                      if sig is not None)
 
 
 @contextlib.contextmanager
@@ -385,7 +386,9 @@ class MqttSink(_ClosableSink):
     ends the tries. Later disconnections are retried
     by paho in the background, and so is a broker that refuses the connection after
     the start (an error is logged; e.g. a password file being reloaded);
-    availability and discovery are re-published on every (re)connection.
+    availability and discovery are re-published on every (re)connection. An outage is a warning when it starts
+    (a connection that drops again and again: paced, and said once the pacing interval has passed if it lasts) and
+    one when it ends, with how long it lasted and the events that waited for it.
 
     It speaks MQTT 5, whose acknowledgement says when the broker refuses a message (e.g. its ACL: "Not
     authorized"; under MQTT 3.1.1 that reads as a delivery): a refused event stays in the spool, offered again
@@ -430,10 +433,14 @@ class MqttSink(_ClosableSink):
         self.refused = 0  #: messages the broker answered with a refusal (MQTT 5; e.g. its ACL)
         self._falling_back = False  #: the broker does not speak MQTT 5: the next connection uses 3.1.1
         self._disconnect_lines = Paced()
+        self._down_since_s: float | None = None  #: monotonic seconds when the broker was lost (None: connected)
+        self._down_said = False  #: that loss was a warning: its end is one too
+        self._emitted_while_down = 0  #: events emitted since it was lost
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id,
                              protocol=mqtt.MQTTv5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.reconnect_delay_set(min_delay=1, max_delay=options.reconnect_max_delay_s)
         if options.tls:  # before the spool opens: a bad file leaves nothing to release
@@ -462,6 +469,7 @@ class MqttSink(_ClosableSink):
             raise RuntimeError(f"mqtt: cannot connect to {where}: {exc}") from exc
         except OSError as exc:  # the broker is away: start anyway, paho keeps trying in the background
             logger.warning("mqtt: broker %s unreachable (%s); %s until it answers", where, exc, keeping)
+            self._went_down(said=True)
             self._starting = False
             client.connect_async(options.host, options.port, keepalive=options.keepalive_s, clean_start=True)
             client.loop_start()
@@ -483,6 +491,9 @@ class MqttSink(_ClosableSink):
         if not self._connected.is_set():
             logger.warning("mqtt: broker %s gave no answer within %g s; %s until it does", where,
                            options.connect_timeout_s, keeping)
+            self._went_down(said=True)
+            if self._connected.is_set():  # it answered meanwhile, before the outage was noted: no end to say
+                self._down_since_s = None
             return
         logger.info("mqtt: connected to %s, publishing under %s/", where, options.topic_prefix)
 
@@ -510,6 +521,7 @@ class MqttSink(_ClosableSink):
             logger.info("mqtt: broker %s:%d accepts the connection again", self.options.host, self.options.port)
             self._refused = None
         self._connected.set()
+        self._came_back()  # after the flag: the constructor's check in _went_down reads it
         self._connack.set()
         opts = self.options
         client.publish(opts.status_topic, STATUS_ONLINE, qos=opts.qos, retain=True)
@@ -547,6 +559,44 @@ class MqttSink(_ClosableSink):
             log("mqtt: disconnected from %s:%d (%s); reconnecting%s%s", self.options.host, self.options.port,
                 reason_code, self._disconnect_lines.covering(covered, "disconnects"),
                 _DROPPED_AGAIN_AND_AGAIN if covered > 1 else "")
+            self._went_down(said=bool(covered))
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """A try to reconnect failed (paho's thread, every ``reconnect_max_delay_s`` at most). An outage whose start
+        went to the debug log (a connection that dropped again within :data:`edgesense.pacing.LOG_INTERVAL_S` of the
+        last line) is a warning once that interval has passed: a long outage is never silent, and its end is said."""
+        if self._down_since_s is None or self._down_said or self._closed:
+            return
+        covered = self._disconnect_lines.due(new=False)
+        if covered:
+            self._down_said = True
+            logger.warning("mqtt: no connection to %s:%d for %.0f s; %s until it comes back%s", self.options.host,
+                           self.options.port, time.monotonic() - self._down_since_s, self._keeping(),
+                           self._disconnect_lines.covering(covered, "disconnects"))
+
+    def _went_down(self, *, said: bool) -> None:
+        """The broker is lost from now (kept where it already was); ``said``: that was a warning, so the end of
+        the outage is one too (:meth:`_came_back`)."""
+        if self._down_since_s is None:
+            self._down_since_s, self._down_said, self._emitted_while_down = time.monotonic(), said, 0
+
+    def _came_back(self) -> None:
+        """The broker answers again (paho's thread): the outage's end, how long it lasted and what became of the
+        events emitted meanwhile, at the level its start was said at (a journal held "disconnected" and nothing
+        after it, however soon the broker was back)."""
+        if self._down_since_s is None:
+            return
+        down_s, emitted = time.monotonic() - self._down_since_s, self._emitted_while_down
+        if self._spool is not None:
+            then = f"{len(self._spool)} event(s) wait in the spool {self.options.spool_dir}, sent now, oldest first"
+        elif self.options.qos == 0:
+            then = f"{emitted} event(s) emitted meanwhile were lost (QoS 0 keeps none)"
+        else:
+            then = f"{emitted} event(s) emitted meanwhile, kept in memory, are sent now"
+        log = logger.warning if self._down_said else logger.debug
+        log("mqtt: connected to %s:%d again after %.0f s without it; %s", self.options.host, self.options.port,
+            down_s, then)
+        self._down_since_s = None
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         """The broker's answer to message ``mid`` (paho holds its message lock here: only note it). Under MQTT 5 a
@@ -735,6 +785,8 @@ class MqttSink(_ClosableSink):
         require(_is_topic_level(event.type), "event type", "a non-empty string without '+', '#' or NUL (it names "
                  "the event's MQTT topics)", event.type)
         payload = event_to_json(event)
+        if self._down_since_s is not None:
+            self._emitted_while_down += 1
         if self._spool is not None:
             try:
                 seq = self._spool.append(event.type, payload)

@@ -410,3 +410,18 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_one_line_and_exit_2(capsys):
 
     assert cli.run_main("edgesense", main) == 2
     assert capsys.readouterr().err == "edgesense: error: [Errno 32] Broken pipe\n"
+
+
+def test_the_commands_import_and_stop_where_the_system_has_no_sighup(tmp_path):
+    """Windows' ``signal`` module has no SIGHUP: reading it at import failed every command (``edgesense.app.cli``'s
+    stop signals, the MQTT sink's). Without it, the others are still handled and an inspect runs."""
+    import subprocess
+    import sys
+
+    code = ("import signal\ndel signal.SIGHUP\nfrom edgesense.app import cli\nfrom edgesense.sinks import mqtt\n"
+            "assert signal.SIGTERM in cli.STOP_SIGNALS and signal.SIGINT in mqtt._STOP_SIGNALS, cli.STOP_SIGNALS\n"
+            "with cli.sigterm_interrupts():\n    pass\n"
+            f"raise SystemExit(cli.main(['inspect', {str(tmp_path / 'missing.tflite')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().endswith("missing.tflite: no such file"), proc.stderr
