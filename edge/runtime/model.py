@@ -178,6 +178,17 @@ class EdgeModel:
         self._image_frontend = image_frontend
         self._signatures = dict(signatures)
         self._runners = {key: interpreter.get_signature_runner(key) for key in SIGNATURE_INPUTS}
+        # fuse's inputs that are the same on every call, quantized once (each call quantized them afresh, a third
+        # of the fusion stage's time): the presence flags, (flag, PRESENT or ABSENT), and an absent modality's
+        # embedding, (name, None): zeros
+        fuse = self._signatures["fuse"].inputs
+        self._fuse_constants = {
+            (name, value): self._quantized("fuse", name,
+                                           np.full(fuse[name].shape, 0.0 if value is None else value, np.float32))
+            for name, value in (("audio_present", PRESENT), ("audio_present", ABSENT), ("image_present", PRESENT),
+                                ("image_present", ABSENT), ("audio_embedding", None), ("image_embedding", None))}
+        for constant in self._fuse_constants.values():
+            constant.flags.writeable = False
         #: The interpreter runs one inference at a time: pipelines sharing this model (one per camera, each
         #: on its thread) take turns.
         self._lock = threading.Lock()
@@ -330,9 +341,14 @@ class EdgeModel:
 
     # ------------------------------------------------------------------ inference
 
-    def _run(self, key: str, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _quantized(self, key: str, name: str, value: np.ndarray) -> np.ndarray:
+        """A real input of signature ``key`` as the interpreter takes it (shape with the batch axis, dtype)."""
+        info = self._signatures[key].inputs[name]
+        return quantize(value.reshape(info.shape), info.quant)
+
+    def _run(self, key: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Signature ``key`` on its inputs, quantized (:meth:`_quantized`); its outputs as reals."""
         sig = self._signatures[key]
-        feeds = {name: quantize(values[name].reshape(info.shape), info.quant) for name, info in sig.inputs.items()}
         with self._lock:  # one inference at a time (interleaved, two threads' answers were each other's)
             start = time.perf_counter()
             raw = self._runners[key](**feeds)
@@ -357,27 +373,27 @@ class EdgeModel:
 
     def encode_audio(self, features: np.ndarray) -> np.ndarray:
         """Log-mel features (frames, bins) float32 -> the audio embedding, float32 (Da,)."""
-        x = self._checked(features, "encode_audio", "audio_features")
+        x = self._quantized("encode_audio", "audio_features", self._checked(features, "encode_audio", "audio_features"))
         return self._run("encode_audio", {"audio_features": x})["audio_embedding"]
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """An RGB image (H, W, 3) with values in [0, 255] -> the image embedding, float32 (Dv,)."""
-        x = self._checked(image, "encode_image", "image")
+        x = self._quantized("encode_image", "image", self._checked(image, "encode_image", "image"))
         return self._run("encode_image", {"image": x})["image_embedding"]
 
     def fuse(self, audio_embedding: np.ndarray | None,
              image_embedding: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (None = modality absent) -> (command probabilities, scene probabilities), float32 1-D."""
-        values = {}
+        feeds = {}
         for name, flag, value in (("audio_embedding", "audio_present", audio_embedding),
                                   ("image_embedding", "image_present", image_embedding)):
             if value is None:
-                values[name] = np.zeros(self._signatures["fuse"].inputs[name].shape[1:], np.float32)
-                values[flag] = np.full((1,), ABSENT, np.float32)
+                feeds[name] = self._fuse_constants[name, None]
+                feeds[flag] = self._fuse_constants[flag, ABSENT]
             else:
-                values[name] = self._checked(value, "fuse", name)
-                values[flag] = np.full((1,), PRESENT, np.float32)
-        out = self._run("fuse", values)
+                feeds[name] = self._quantized("fuse", name, self._checked(value, "fuse", name))
+                feeds[flag] = self._fuse_constants[flag, PRESENT]
+        out = self._run("fuse", feeds)
         return out["command"], out["scene"]
 
     def __repr__(self) -> str:

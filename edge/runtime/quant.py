@@ -112,18 +112,27 @@ def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
             raise ValueError("quantize: input contains NaN")
         info = np.iinfo(params.dtype)
         return np.clip(np.rint(x), info.min, info.max).astype(params.dtype)
-    scaled = x.astype(np.float32) / np.float32(params.scale)
+    scaled = x.astype(np.float32)  # a copy of its own: the steps below work in place (no temporaries)
+    np.divide(scaled, np.float32(params.scale), out=scaled)
     if np.isnan(scaled).any():
         raise ValueError("quantize: input contains NaN")
-    # Half away from zero, as std::round: from the fraction, which is exact (trunc(scaled + 0.5) is not: 0.49999997f
-    # + 0.5f rounds to 1.0f, and 0.49999997 became a step of 1); modf keeps inf whole, with no warning.
-    fraction, whole = np.modf(scaled)
-    rounded = np.where(np.abs(fraction) >= np.float32(_HALF), whole + np.sign(scaled), whole)
     info = np.iinfo(params.dtype)
-    # Clip in float first (inf and huge values), then add the zero point in int32.
-    limit = np.float32(max(abs(info.min), abs(info.max)) + abs(params.zero_point))
-    q = np.clip(rounded, -limit, limit).astype(np.int32) + np.int32(params.zero_point)
-    return np.clip(q, info.min, info.max).astype(params.dtype)
+    # Clipped first, to the reals the integer range holds (inf and huge values too): rounding is monotone and the
+    # bounds are whole, so clipping before rounding is clipping after it; no inf reaches the rounding below.
+    # (maximum and minimum: np.clip's dispatch costs more than the work on a tensor of a few values; no NaN is left)
+    np.maximum(scaled, np.float32(info.min - params.zero_point), out=scaled)
+    np.minimum(scaled, np.float32(info.max - params.zero_point), out=scaled)
+    # Half away from zero, as std::round. rint (SIMD) rounds halves to even; the remainder scaled - rint(scaled) is
+    # exact, and a half it rounded toward zero (a remainder of +-0.5 with the sign of the rounded value) goes one
+    # step further. (trunc(scaled + 0.5) is not exact: 0.49999997f + 0.5f rounds to 1.0f, and 0.49999997 became 1.)
+    rounded = np.rint(scaled, out=np.empty_like(scaled))  # an array even for a scalar (indexed below)
+    remainder = np.subtract(scaled, rounded, out=scaled)
+    toward_zero = remainder == np.copysign(np.float32(_HALF), rounded)  # rint keeps the sign: rint(-0.5) is -0.0
+    if toward_zero.any():
+        rounded[toward_zero] += 2 * remainder[toward_zero]
+    # Whole values within the range less the zero point: adding it in float32 is exact.
+    q = np.add(rounded, np.float32(params.zero_point), out=rounded).astype(params.dtype)
+    return q[()] if q.ndim == 0 else q  # a scalar for a scalar, as numpy's arithmetic gives
 
 
 def dequantize(q: np.ndarray, params: QuantParams) -> np.ndarray:

@@ -180,16 +180,24 @@ def mel_transform(raw: np.ndarray) -> np.ndarray:
     return (np.asarray(raw, dtype=np.float32) * MEL_SCALE + MEL_OFFSET).astype(np.float32)
 
 
-def run_resized(interpreter, x: np.ndarray, current: tuple[int, ...] | None) -> tuple[np.ndarray, tuple[int, ...]]:
+def _io_indices(interpreter) -> tuple[int, int]:
+    """The tensor indices of a one-input, one-output interpreter's input and output (a resize keeps them)."""
+    return interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+
+def run_resized(interpreter, x: np.ndarray, current: tuple[int, ...] | None, io: tuple[int, int] | None = None
+                ) -> tuple[np.ndarray, tuple[int, ...]]:
     """Run a one-input, one-output interpreter on ``x``, resizing its input first when ``x``'s shape
-    differs from ``current`` (the shape it was last allocated for); the output and ``x``'s shape."""
-    index = interpreter.get_input_details()[0]["index"]
+    differs from ``current`` (the shape it was last allocated for); the output and ``x``'s shape. ``io``: the
+    interpreter's input and output indices (:func:`_io_indices`), kept by a caller that runs it often: looking them
+    up builds every detail of its tensors, each time; ``None``: looked up."""
+    index, output = io if io is not None else _io_indices(interpreter)
     if current != x.shape:
         interpreter.resize_tensor_input(index, list(x.shape), strict=True)
         interpreter.allocate_tensors()
     interpreter.set_tensor(index, x)
     interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy(), x.shape
+    return interpreter.get_tensor(output).copy(), x.shape
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +238,7 @@ class SpeechEmbeddingStream:
         require(isinstance(options, SpeechEmbeddingStreamOptions), "options", "SpeechEmbeddingStreamOptions", options)
         self.options = options
         self._mel, self._embed = make_interpreters(options.num_threads)
+        self._mel_io, self._embed_io = _io_indices(self._mel), _io_indices(self._embed)
         self._mel_shape: tuple[int, ...] | None = None
         self._embed_shape: tuple[int, ...] | None = None
         self.reset()
@@ -267,7 +276,7 @@ class SpeechEmbeddingStream:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
         used = (frames + MEL_LEAD_FRAMES) * MEL_HOP_SAMPLES
         raw, self._mel_shape = run_resized(self._mel, np.ascontiguousarray(self._pending[None, :used]),
-                                           self._mel_shape)
+                                           self._mel_shape, self._mel_io)
         self._pending = self._pending[frames * MEL_HOP_SAMPLES:]
         self._frames = np.concatenate([self._frames, mel_transform(raw.reshape(-1, MEL_BINS))])
         have = self._frames.shape[0]
@@ -277,7 +286,8 @@ class SpeechEmbeddingStream:
         out = []
         for k in range(windows):  # one window a call: the interpreter keeps its shape (no reallocation)
             window = self._frames[None, k * STRIDE_FRAMES:k * STRIDE_FRAMES + WINDOW_FRAMES, :, None]
-            emb, self._embed_shape = run_resized(self._embed, np.ascontiguousarray(window), self._embed_shape)
+            emb, self._embed_shape = run_resized(self._embed, np.ascontiguousarray(window), self._embed_shape,
+                                                 self._embed_io)
             out.append(emb.reshape(EMBEDDING_DIM))
         new = np.stack(out).astype(np.float32)
         self._frames = self._frames[windows * STRIDE_FRAMES:]

@@ -180,3 +180,50 @@ def test_dequantize_gives_float32_for_a_float16_tensor():
     p = QuantParams(scale=0.0, zero_point=0, dtype=np.float16)
     out = dequantize(np.array([0.5, -2.0], np.float16), p)
     assert out.dtype == np.float32 and out.tolist() == [0.5, -2.0]
+
+
+def _quantize_by_the_fraction(x: np.ndarray, params: QuantParams) -> np.ndarray:
+    """The reference: half away from zero from the exact fraction (np.modf), clipped after rounding."""
+    scaled = np.asarray(x).astype(np.float32) / np.float32(params.scale)
+    fraction, whole = np.modf(scaled)
+    rounded = np.where(np.abs(fraction) >= np.float32(0.5), whole + np.sign(scaled), whole)
+    info = np.iinfo(params.dtype)
+    limit = np.float32(max(abs(info.min), abs(info.max)) + abs(params.zero_point))
+    q = np.clip(rounded, -limit, limit).astype(np.int32) + np.int32(params.zero_point)
+    return np.clip(q, info.min, info.max).astype(params.dtype)
+
+
+@pytest.mark.parametrize("params", [INT8, QuantParams(scale=1.0, zero_point=-128, dtype=np.int8),
+                                    QuantParams(scale=0.1442384123802185, zero_point=-32, dtype=np.int8),
+                                    QuantParams(scale=0.5, zero_point=255, dtype=np.uint8),
+                                    QuantParams(scale=0.003, zero_point=-32768, dtype=np.int16),
+                                    QuantParams(scale=3.0, zero_point=32767, dtype=np.int16)])
+def test_quantize_gives_the_fractions_rounding_on_halves_their_neighbours_and_extremes(params):
+    # quantize rounds with rint and mends the halves it took toward zero: every half and its float32 neighbours
+    # in the range, from -0.5 to the largest, give what the fraction's rounding gives.
+    halves = (np.arange(-140_000, 140_001, dtype=np.float64) / 2).astype(np.float32) * np.float32(params.scale)
+    extremes = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 3e38, -3e38, 2.0 ** 24 + 2], np.float32)
+    rng = np.random.default_rng(0)
+    values = np.concatenate([halves, np.nextafter(halves, np.float32(np.inf)), np.nextafter(halves, -np.inf),
+                             extremes, rng.normal(0, 300, 100_000).astype(np.float32)])
+    with np.errstate(over="ignore"):  # 3e38 / 0.003 overflows to inf in both
+        assert np.array_equal(quantize(values, params), _quantize_by_the_fraction(values, params))
+    assert quantize(np.float32(2.5), QuantParams(scale=1.0, zero_point=0, dtype=np.int8)) == 3  # a scalar too
+
+
+def test_quantize_works_in_place_without_a_copy_of_the_tensor_per_step():
+    # The image encoder's input (128 x 128 x 3): rounding through modf, sign and where held six float32 copies of
+    # it at once, and took 0.6 ms of encode_image's 0.9 (the interpreter's run: 0.2). Now: the tensor scaled,
+    # its rounding, the half-step test and the int8 answer.
+    import tracemalloc
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3)).astype(np.float32)
+    params = QuantParams(scale=1.0, zero_point=-128, dtype=np.int8)
+    tracemalloc.start()
+    try:
+        q = quantize(image, params)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(q, image.astype(np.int16) - 128)
+    assert peak_bytes <= 4 * image.nbytes

@@ -49,6 +49,22 @@ def test_chunks_of_any_size_give_the_one_pass_embeddings(stream, chunk):
     np.testing.assert_allclose(stream.latest(5), whole[-5:], atol=1e-4)
 
 
+def test_a_stream_looks_its_tensors_up_once_not_at_every_run(monkeypatch):
+    # The device loop's second opinion runs the mel model every 100 ms and the embedding model every 80: each run
+    # asked the interpreter for its input's and output's details (every field of the tensors, built afresh) to
+    # find two indices that never change.
+    require_speech_embedding()
+    stream = SpeechEmbeddingStream(SpeechEmbeddingStreamOptions(mel_block_ms=100.0))
+    lookups = []
+    for interpreter in (stream._mel, stream._embed):
+        for name in ("get_input_details", "get_output_details"):
+            original = getattr(interpreter, name)
+            monkeypatch.setattr(interpreter, name, lambda name=name, got=original: lookups.append(name) or got())
+    audio = speechlike(1.5)
+    got = np.concatenate([stream.push(audio[i:i + 320]) for i in range(0, audio.size, 320)])
+    assert got.shape[0] == stream.count >= 2 and lookups == []
+
+
 def _pushed(options: SpeechEmbeddingStreamOptions, audio: np.ndarray, chunk: int) -> np.ndarray:
     stream = SpeechEmbeddingStream(options)
     pieces = [stream.push(audio[i:i + chunk]) for i in range(0, audio.size, chunk)]
