@@ -36,11 +36,12 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
 
 import numpy as np
@@ -79,8 +80,8 @@ from edgesense.train.pools import (
 )
 from edgesense.types import UNKNOWN_LABEL, is_command_word
 
-__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "earlier_files", "mine", "peaks",
-           "training_other_words", "write_mined", "add_arguments", "run"]
+__all__ = ["MANIFEST_NAME", "MineOptions", "MinedWindow", "MineReport", "check_window_words", "earlier_files", "mine",
+           "peaks", "training_other_words", "word_folder_problem", "write_mined", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +304,34 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
                       noise=tuple(str(p) for p in noise_paths), elapsed_s=time.perf_counter() - started)
 
 
+def word_folder_problem(word: str) -> str | None:
+    """Why the command word ``word`` (a model's label, from its metadata) cannot name the folder ``OUT/WORD`` that
+    :func:`write_mined` writes its windows into (None: it can): a ``/``, a ``\\``, a drive, ``.``, ``..`` or an
+    absolute path led outside ``OUT`` (``../../x`` wrote the windows two folders up, ``/x`` anywhere), and a hidden
+    name (a leading ``.``) is never read by training and may be mine's own staging folder."""
+    if not isinstance(word, str) or not word:
+        return "it is empty"
+    if "\0" in word:
+        return "it holds a NUL character"
+    if word in (".", ".."):
+        return f"{word!r} is no folder name"
+    if PurePosixPath(word).name != word or PureWindowsPath(word).name != word:
+        return "it is a path, not a folder name (a '/', a '\\' or a drive)"
+    if word.startswith("."):
+        return "it starts with '.' (a hidden folder, which training skips)"
+    return None
+
+
+def check_window_words(words: Sequence[str], where: str) -> None:
+    """A ValueError starting with ``where`` naming the first of ``words`` (a model's command words) that cannot name a
+    folder inside ``OUT`` (:func:`word_folder_problem`): a model shared by someone else names its words itself."""
+    for word in words:
+        problem = word_folder_problem(word) if is_command_word(word) else None
+        if problem is not None:
+            raise ValueError(f"{where}: expected command words that name a folder inside --out (mine writes each "
+                             f"window as OUT/WORD/NAME.wav), got {word!r}: {problem}")
+
+
 def _window_names(entries: Any) -> set[str]:
     """The window names (``WORD/NAME.wav`` inside the folder) among a manifest's ``entries`` (``{"file": ...}``
     objects or names): a listed path that leaves the folder is nothing mine wrote."""
@@ -323,6 +352,7 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
     refuse_files_in("--out", out, force=force)
     if not out.is_dir():
         return set()
+    _refuse_links(out)
     present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir() and not _desktop_file(p))
     if not present:
         return set()
@@ -346,6 +376,18 @@ def earlier_files(out_dir: str | Path, *, force: bool = False) -> set[str]:
                          "--force replaces only mine's own windows and never deletes other files: move them out or "
                          "choose another --out")
     return set(present)
+
+
+def _refuse_links(out: Path) -> None:
+    """A ValueError naming ``--out`` and the first symbolic link inside ``out`` (a shared folder unpacked from an
+    archive keeps its links): a ``WORD`` folder or the hidden staging folder that is a link made a run write its
+    windows into the folder it points at, outside ``--out`` (over a file of a window's name there). Mine writes no
+    link; ``out`` itself may be one (a folder on another disk)."""
+    link = next((p for p in sorted(out.rglob("*")) if p.is_symlink()), None)
+    if link is not None:
+        raise ValueError(f"--out: expected a folder that only earlier edgesense mine runs wrote into, got {out}, which "
+                         f"holds {link.relative_to(out).as_posix()}, a symbolic link (to {os.readlink(link)}): mine "
+                         "writes only inside --out, never through a link; remove the link or choose another --out")
 
 
 #: What a desktop's file manager leaves in a folder it shows (macOS Finder's ``.DS_Store``, the ``._NAME`` AppleDouble
@@ -382,6 +424,7 @@ def write_mined(out_dir: str | Path, report: MineReport, *, model_path: str | Pa
     :data:`STAGING_NAME` folder, and moved into place once the manifest lists them), and nothing that
     the same command with ``--force`` refuses (:data:`PENDING_NAME` lists what this run writes and replaces)."""
     out = Path(out_dir)
+    check_window_words(sorted({w.word for w in report.windows}), "windows")
     earlier = earlier_files(out, force=force)
     model_bytes = Path(model_path).read_bytes()
     manifest: dict[str, Any] = {
@@ -510,6 +553,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         earlier_files(out, force=args.force)  # before the streaming, not after it
         model = EdgeModel.load(model_path, options=InterpreterOptions(num_threads=options.threads))
+        check_window_words(model.command_labels, f"--model {model_path}: metadata labels.command")
         if second.enabled:  # heads of other words, a damaged file, no speech_embedding: said before the streaming
             SecondOpinion(second, labels=model.command_labels, sample_rate_hz=model.audio_frontend.sample_rate_hz,
                           hop_ms=options.hop_ms)

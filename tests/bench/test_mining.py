@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -441,3 +442,91 @@ def test_a_file_managers_files_in_an_earlier_mine_are_neither_refused_nor_delete
     with pytest.raises(ValueError, match="also holds notes.txt"):
         earlier_files(out, force=True)
     assert all(path.is_file() for path in litter)
+
+
+@pytest.mark.parametrize("link", ["yes", ".mining"])
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_a_link_inside_an_earlier_mine_is_refused_never_written_through(tmp_path, link, with_manifest):
+    """A mined folder shared as an archive keeps its links: ``mine --force`` into one whose ``WORD`` folder (or hidden
+    staging folder) was a link to a folder elsewhere wrote its windows there, over a user's file of a window's name;
+    refused in one line naming the link, nothing written. ``--out`` itself a link (a folder on another disk) is
+    fine."""
+    from edgesense.bench.mining import MinedWindow, MineReport
+
+    victim = tmp_path / "elsewhere"
+    victim.mkdir()
+    (victim / "talk00_00001000ms.wav").write_bytes(b"the user's own file")
+    out = tmp_path / "shared"
+    out.mkdir()
+    if with_manifest:
+        (out / MANIFEST_NAME).write_text(json.dumps({"files": []}))
+    (out / link).symlink_to(victim, target_is_directory=True)
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"model")
+    window = MinedWindow(samples=np.zeros(SR, np.float32), word="yes", score=0.9, stream="talk00", end_ms=1000.0)
+    report = MineReport(windows=(window,), talk_s=60.0, words_said=0, candidates=1, negatives=(), noise=(),
+                        elapsed_s=0.0)
+    with pytest.raises(ValueError, match=rf"^--out: .*holds {re.escape(link)}, a symbolic link \(to .*elsewhere\)"):
+        write_mined(out, report, model_path=model, options=MineOptions(), sample_rate_hz=SR, force=True)
+    assert sorted(p.name for p in victim.iterdir()) == ["talk00_00001000ms.wav"]
+    assert (victim / "talk00_00001000ms.wav").read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in out.iterdir()) == sorted([link, *([MANIFEST_NAME] if with_manifest else [])])
+
+    # the folder given through a link of its own is written as ever
+    (out / link).unlink()
+    through = tmp_path / "through"
+    through.symlink_to(out, target_is_directory=True)
+    write_mined(through, report, model_path=model, options=MineOptions(), sample_rate_hz=SR, force=True)
+    assert (out / "yes" / "talk00_00001000ms.wav").read_bytes()[:4] == b"RIFF"
+    assert (victim / "talk00_00001000ms.wav").read_bytes() == b"the user's own file"
+
+
+def _model_with_command_labels(path: Path, out: Path, labels: list[str]) -> Path:
+    """A copy of a model whose metadata names other command labels (through TF's flatbuffer object API)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgesense.runtime.model import METADATA_NAME
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    for entry in obj.metadata:
+        if entry.name.decode() == METADATA_NAME:
+            meta = json.loads(bytes(obj.buffers[entry.buffer].data))
+            meta["labels"]["command"] = labels
+            obj.buffers[entry.buffer].data = np.frombuffer(json.dumps(meta).encode(), np.uint8).copy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return out
+
+
+@pytest.mark.parametrize("word", ["../../escaped", "TMP/escaped", "..", "a\\..\\..\\b", "C:escaped", ".mining"])
+def test_a_model_whose_word_is_a_path_is_refused_before_it_writes_outside_out(tmp_path, tiny_model_path, capsys,
+                                                                               word):
+    """``mine`` writes each window as ``OUT/WORD/NAME.wav``, WORD a command label from the model's own metadata: a
+    model someone shared whose word was ``../../escaped`` wrote its windows two folders above ``--out`` (``/x``:
+    anywhere), over a file of a window's name there. Refused in one line naming the model and the word, before the
+    streaming; nothing written."""
+    pytest.importorskip("tensorflow")
+    word = word.replace("TMP", str(tmp_path))  # an absolute path, here inside the test's folder
+    labels = list(EdgeModel.load(tiny_model_path).command_labels)
+    hostile = [word if label == labels[-1] else label for label in labels]
+    model = _model_with_command_labels(tiny_model_path, tmp_path / "shared" / "model.tflite", hostile)
+    assert EdgeModel.load(model).command_labels[-1] == word  # the loader takes it: any distinct non-empty names
+    folder = _talk_folder(tmp_path / "talk", np.random.default_rng(4))
+    out = tmp_path / "a" / "b" / "mined"
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["mine", "--model", str(model), "--negatives", str(folder.parent), "--out", str(out),
+                 "--talk-minutes", "1", "--word-passes", "0", "--threshold", str(THRESHOLD)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"edgesense: error: --model {model}: metadata labels.command: expected "
+                                               "command words that name a folder inside --out"), err
+    assert repr(word) in err[0]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_window_words_name_one_folder_inside_out():
+    from edgesense.bench.mining import word_folder_problem
+
+    for word in ("yes", "lights on", "turn_on", "café", "a..b", "_unknown_"):
+        assert word_folder_problem(word) is None, word
+    for word in ("", ".", "..", "../x", "x/..", "/x", "a/b", "a\\b", "C:x", "\\\\server\\share", ".hidden", "a\0b"):
+        assert word_folder_problem(word) is not None, word
