@@ -37,6 +37,9 @@ class ReferenceRunner:
         self.info = json.loads(sidecar.read_text())
         for key in ("name", "task", "labels", "input"):
             require(key in self.info, f"{sidecar}: {key}", "present", None)
+        name = self.info["name"]  # it names the reference's files in the bench's --out (confusion_NAME.png)
+        require(isinstance(name, str) and name.strip() not in ("", ".", "..") and not set(name) & set("/\\\0:"),
+                f"{sidecar}: name", "a plain name (no '/', '\\' or ':'; it names files in --out)", name)
         self.interpreter = make_interpreter(self.path, options)
         keys = list(self.interpreter.get_signature_list())
         require(len(keys) == 1, f"{path}: signatures", "exactly one", keys)

@@ -298,7 +298,7 @@ def train(args: argparse.Namespace) -> None:
         return teacher_logits(_resize(F, batch_photos, args.teacher_px))
 
     if args.teacher:  # a teacher fine-tuned by an earlier call (--save-teacher)
-        best_state = torch.load(args.teacher, map_location=device)
+        best_state = torch.load(args.teacher, map_location=device, weights_only=True)  # tensors only: no pickle runs
     else:
         step = 0
         best_state, best_acc = None, -1.0

@@ -133,3 +133,32 @@ def test_a_reference_is_never_scored_on_the_clips_it_trained_on(tmp_path):
     assert "kws_dscnn" not in every.get("references", {})
     testing = run_bench(BenchOptions(**options, split="testing", out_dir=tmp_path / "testing"))
     assert testing["references"]["kws_dscnn"]["command"]["count"] == testing["command"]["count"] > 0
+
+
+def test_a_reference_whose_name_is_a_path_is_skipped_with_a_line(tmp_path, caplog):
+    """A reference's sidecar ``name`` names its files in the bench's ``--out`` (``confusion_NAME.png``): one shared
+    by someone else named ``x/../../p`` failed the bench at its figures after the whole run, or wrote outside
+    ``--out``. It is skipped, and a warning names the sidecar's field."""
+    import json
+    import logging
+    import shutil
+
+    from edgesense.bench.references import find_references
+    from edgesense.runtime.interpreter import InterpreterOptions
+
+    shipped = Path(__file__).resolve().parents[2] / "models" / "references"
+    info = json.loads((shipped / "kws_dscnn.json").read_text())
+    for i, name in enumerate(("x/../../p", "..", "a\\b", "C:p", "")):
+        refs = tmp_path / f"refs{i}"
+        refs.mkdir()
+        shutil.copy(shipped / "kws_dscnn.tflite", refs)
+        (refs / "kws_dscnn.json").write_text(json.dumps({**info, "name": name}))
+        with caplog.at_level(logging.WARNING):
+            assert find_references(refs, InterpreterOptions()) == [], name
+        assert "kws_dscnn.json: name: expected a plain name" in caplog.text, caplog.text
+        caplog.clear()
+    refs = tmp_path / "plain"
+    refs.mkdir()
+    shutil.copy(shipped / "kws_dscnn.tflite", refs)
+    (refs / "kws_dscnn.json").write_text(json.dumps({**info, "name": "kws dscnn (mine)"}))
+    assert [r.name for r in find_references(refs, InterpreterOptions())] == ["kws dscnn (mine)"]
