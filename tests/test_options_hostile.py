@@ -195,7 +195,8 @@ ACCEPTED: dict[str, dict[str, set[str]]] = {
     "sources.base.BackoffOptions": {"multiplier": {"huge"}},
     "sources.camera.CameraOptions": {"source": {"zero", "int", "str"}, "fps": {"huge"},
                                      "reopen_after_failures": {"huge"}, "stall_timeout_ms": {"huge"}},
-    "sources.microphone.MicrophoneOptions": {"device": {"zero", "int", "str"}, "stall_timeout_ms": {"huge"}},
+    "sources.microphone.MicrophoneOptions": {"device": {"zero", "int", "str"}, "stall_timeout_ms": {"huge"},
+                                         "gain_db": {"zero", "negative"}},  # 0 dB: none; -1 dB: quieter
     "sources.replay.VideoReplayOptions": {"fps": {"huge"}},
     # 0 is "no budget" (documented), seed 0 a seed
     "bench.options.BenchOptions": {"max_false_accepts_per_hour": {"zero"}, "max_false_accepts_per_100_words": {"zero"},

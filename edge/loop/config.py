@@ -9,7 +9,7 @@ options of the loop's components, one definition and one default per field::
                                            backoff: {initial_ms, max_ms, multiplier}, stall_timeout_ms}
     audio:     sources.microphone.MicrophoneOptions {enabled, device: index | name | null,
                                            sample_rate_hz, chunk_ms, buffer_ms, read_timeout_ms,
-                                           stall_timeout_ms}
+                                           stall_timeout_ms, gain_db}
     scheduler: loop.scheduler.SchedulerOptions {command_hop_ms, scene_rate_hz, embedding_max_age_ms}
     commands:  recognition.commands.CommandRecognizerOptions {threshold, suppression_ms,
                                            average_window_ms, minimum_count, ...}

@@ -631,6 +631,7 @@ class Pipeline:
             audio_dropped_samples=audio_stats.dropped_samples if audio_stats else 0,
             audio_gaps=self._counts["audio_gaps"],
             audio_clock_resyncs=audio_stats.clock_resyncs if audio_stats else 0,
+            audio_clipped_samples=audio_stats.clipped_samples if audio_stats else 0,
             audio_read_failures=self._counts["audio_read_failures"],
             audio_stalls=self._counts["audio_stalls"],
             camera_read_failures=video_stats.read_failures if video_stats else 0,

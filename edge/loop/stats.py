@@ -87,6 +87,7 @@ class PipelineStats:
     audio_dropped_samples: int = 0
     audio_gaps: int = 0  #: gaps in the audio after which the features started afresh (pipeline.AUDIO_GAP_RESET_MS)
     audio_clock_resyncs: int = 0  #: microphone clock re-anchored to the monotonic clock after a driver stall
+    audio_clipped_samples: int = 0  #: samples the microphone delivered at full scale (its converter clipped them)
     audio_read_failures: int = 0  #: reads that found no audio (while a live camera goes on, one per idle_wait_ms)
     #: outages of the live microphone (reads finding no audio until it comes back; each warned once); one that
     #: lasts audio.stall_timeout_ms ends the run

@@ -220,6 +220,7 @@ class SourceStats:
     read_failures: int = 0  #: reads that raised SourceReadError
     reopens: int = 0  #: successful device reopenings
     clock_resyncs: int = 0  #: microphone clock re-anchored to the monotonic clock after a stall
+    clipped_samples: int = 0  #: samples the microphone delivered at full scale (its converter clipped them)
 
 
 class SourceReadError(RuntimeError):
@@ -260,6 +261,7 @@ class _SourceBase(Generic[_Item]):
         self._read_failures = 0
         self._reopens = 0
         self._clock_resyncs = 0
+        self._clipped_samples = 0
         self._closed = False
 
     def _dropped_samples(self) -> int:
@@ -269,7 +271,7 @@ class _SourceBase(Generic[_Item]):
     def stats(self) -> SourceStats:
         return SourceStats(items=self._items, overflows=self._overflows, dropped_samples=self._dropped_samples(),
                            read_failures=self._read_failures, reopens=self._reopens,
-                           clock_resyncs=self._clock_resyncs)
+                           clock_resyncs=self._clock_resyncs, clipped_samples=self._clipped_samples)
 
     @property
     def closed(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -49,6 +50,34 @@ CLOCK_RESYNC_TOLERANCE_MS = 100.0
 CLOCK_RESYNC_CONFIRM_MS = 50.0
 #: Clock anchors kept (device sample index, stream time); the oldest ones are dropped, long read by then.
 MAX_CLOCK_ANCHORS = 32
+#: ``gain_db``'s range: down 20 dB (a microphone ten times too hot, whose capture gain cannot be lowered) to up
+#: 40 dB (a hundred times too quiet: past that the make-up gain mostly raises the microphone's own noise).
+MIN_GAIN_DB = -20.0
+MAX_GAIN_DB = 40.0
+#: A sample at or past this magnitude is at full scale: the largest positive 16-bit sample, 32767 / 32768, as float
+#: (a 24- or 32-bit converter's largest is above it, and its negative full scale, -1.0, is past it too). Speech at a
+#: good level peaks well below it (-6 to -3 dBFS); only a converter that clipped delivers it.
+FULL_SCALE = 32767 / 32768
+#: The audio over which the share at full scale is measured (seconds, as the microphone delivered it): a few
+#: command words, and short enough that a user who just said some hears about it while they still stand there.
+CLIPPING_WINDOW_S = 10.0
+#: The share of a window at full scale that is said as clipping (a fraction: 0.001 is 10 ms in 10 s). A word whose
+#: peaks are clipped by a few dB holds runs of a fraction of a millisecond at full scale at each of its loudest pitch
+#: periods (a hundred or so in a word), milliseconds to tens of milliseconds in all, and a word clipped by 12 dB
+#: (7 points of accuracy lost) hundreds; a click or a pop of the plug holds a millisecond or so, and a good level none.
+CLIPPING_WARN_SHARE = 0.001
+#: A microphone too quiet is said once, from the loudest second (RMS, after ``gain_db``: what the model hears) of
+#: the first :data:`QUIET_CHECK_S` of audio: under :data:`QUIET_WARN_DBFS` it is at least about 20 dB under a good
+#: level (a word said at a metre peaks at -30 to -20 dBFS in a one-second window; a quiet room's noise is -60 to -50).
+#: A room where nobody spoke meanwhile reads the same, so the line says "if anyone spoke".
+QUIET_CHECK_S = 300.0
+QUIET_LEVEL_WINDOW_S = 1.0
+QUIET_WARN_DBFS = -45.0
+LEVEL_FLOOR_DBFS = -120.0  # the level of digital silence (log10 of zero has none)
+S_PER_MIN = 60.0
+DB_PER_POWER_DECADE = 10.0  # dB = 10 log10(power ratio)
+PERCENT = 100.0
+DB_PER_AMPLITUDE_DECADE = 20.0  # dB = 20 log10(amplitude ratio)
 
 
 # --------------------------------------------------------------------------- microphone
@@ -68,6 +97,11 @@ class MicrophoneOptions:
     before it raises :class:`SourceReadError`. ``enabled``: whether the device loop opens
     the microphone (the ``audio:`` section of a device config).
 
+    ``gain_db``: a make-up gain applied to the samples as they are read (after resampling, then clipped to full
+    scale), in [:data:`MIN_GAIN_DB`, :data:`MAX_GAIN_DB`]: for a microphone too quiet whose capture gain
+    (``alsamixer``) cannot be raised further. 0 leaves the samples as the microphone delivered them. It does not
+    undo clipping: a microphone that clips needs its capture gain lowered.
+
     ``stall_timeout_ms``: a read that finds no audio, when none has come for this long (no callback delivered
     any since, or since the stream started) while PortAudio still reports the stream active (an ALSA driver or a
     USB microphone's firmware wedged, a sound server that suspended the source), raises
@@ -84,6 +118,7 @@ class MicrophoneOptions:
     buffer_ms: float = 2000.0
     read_timeout_ms: float = 1000.0
     stall_timeout_ms: float | None = MICROPHONE_STALL_TIMEOUT_MS
+    gain_db: float = 0.0
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
@@ -98,11 +133,18 @@ class MicrophoneOptions:
         require(is_number(self.read_timeout_ms) and 0 < self.read_timeout_ms <= MAX_READ_TIMEOUT_MS, "read_timeout_ms",
                  f"a positive number up to {MAX_READ_TIMEOUT_MS:g}", self.read_timeout_ms)
         require_stall_timeout_ms(self.stall_timeout_ms)
+        require(is_number(self.gain_db) and MIN_GAIN_DB <= self.gain_db <= MAX_GAIN_DB, "gain_db",
+                f"a number of dB in [{MIN_GAIN_DB:g}, {MAX_GAIN_DB:g}]", self.gain_db)
 
 
 class MicrophoneStallError(RuntimeError):
     """No audio has come from a live microphone for its ``stall_timeout_ms`` while PortAudio still reports the
     stream active: its driver or sound server stopped delivering, and only a new process reopens it afresh."""
+
+
+def _full_scale(samples: np.ndarray) -> int:
+    """How many of ``samples`` are at full scale (magnitude :data:`FULL_SCALE` or more)."""
+    return int(np.count_nonzero(samples >= FULL_SCALE)) + int(np.count_nonzero(samples <= -FULL_SCALE))
 
 
 def _import_sounddevice():
@@ -153,6 +195,14 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
     stalled, or lost audio), the clock is re-anchored where the late audio starts: later chunks are on the
     monotonic clock again, one jump forward by the stall, counted in ``stats.clock_resyncs``.
 
+    ``gain_db`` multiplies the samples as :meth:`read` returns them (after resampling, before the clip to full
+    scale; at 0 dB nothing is multiplied). The samples the microphone delivered at full scale (its converter clipped:
+    the capture gain is too high, or its AGC pumps) are counted in ``stats.clipped_samples``; when
+    :data:`CLIPPING_WARN_SHARE` or more of :data:`CLIPPING_WINDOW_S` of audio is at full scale, a warning says so and
+    what to do, at most once per :data:`edgesense.pacing.LOG_INTERVAL_S`; so does one whose make-up gain pushes
+    that much past full scale. When no second of the first :data:`QUIET_CHECK_S` of audio reaches
+    :data:`QUIET_WARN_DBFS`, one warning says the microphone may be too quiet.
+
     Raises ``RuntimeError`` (listing the available input devices) when there is
     no such input device or it cannot be opened.
     """
@@ -198,6 +248,18 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         self._late_min_lag_ms = 0.0  # the smallest lag since: what the clock is behind by
         self._resyncs_logged = 0
         self._resync_lines = Paced()  # a driver that loses audio every few seconds: a line at most every 10 min
+        # ``gain_db`` as an amplitude factor (None at 0 dB: the samples are not touched)
+        self._gain = None if options.gain_db == 0 else np.float32(10 ** (options.gain_db / DB_PER_AMPLITUDE_DECADE))
+        # The clipping window: device samples read and those at full scale; output samples and those the make-up
+        # gain took to full scale or past it.
+        self._window_in = self._window_in_clipped = self._window_out = self._window_out_clipped = 0
+        self._window_samples = max(1, int(round(CLIPPING_WINDOW_S * self.device_rate_hz)))
+        self._clipping_lines = Paced()  # a microphone that clips at every word: a line at most every 10 min
+        # The too-quiet check: the current second's sum of squares and samples, the loudest second so far, the
+        # seconds measured (None once the check is done).
+        self._level_sum_sq, self._level_samples, self._loudest_dbfs = 0.0, 0, LEVEL_FLOOR_DBFS
+        self._level_windows: int | None = 0
+        self._level_window_samples = max(1, int(round(QUIET_LEVEL_WINDOW_S * options.sample_rate_hz)))
         self._audio_at_ms = monotonic_ms()  # when a callback last delivered audio (the stream's start before one)
         stream = None
         try:
@@ -300,6 +362,7 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
             raise SourceReadError(f"microphone {self.device_name!r}: no audio for "
                                   f"{timeout_ms:g} ms (device stalled or unplugged?){ends}")
         samples, first_index = got
+        self._count_full_scale(samples)
         if self._clock_resyncs != self._resyncs_logged:
             self._resyncs_logged = self._clock_resyncs
             covered = self._resync_lines.due()
@@ -309,12 +372,78 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
                 f", {covered} since the last such line, said at most every "
                 f"{self._resync_lines.effective_interval_s:g} s" if covered > 1 else "")
         t_ms = self._time_ms(first_index)  # the callback anchored the clock before its first write
-        if self.device_rate_hz != self.options.sample_rate_hz:
+        resampling = self.device_rate_hz != self.options.sample_rate_hz
+        if resampling:
             samples, t_ms = self._resampled(samples, first_index)
             if samples.size == 0:
                 return self.read(timeout_ms=timeout_ms)  # too little audio yet for one output sample (tiny chunks)
+        if self._gain is not None:
+            samples = samples * self._gain
+            self._window_out_clipped += _full_scale(samples)
+        self._window_out += samples.size
+        if resampling or self._gain is not None:
+            # full scale, as a recording of it holds it (read_wav clips after resampling): clipped speech resampled
+            # overshoots 1, and so does speech that the make-up gain takes past it
+            samples = np.clip(samples, -1.0, 1.0)
+        self._say_clipping()
+        if self._level_windows is not None:
+            self._check_quiet(samples)
         self._items += 1
         return AudioChunk(samples=samples, t_ms=t_ms, sample_rate_hz=self.options.sample_rate_hz)
+
+    def _count_full_scale(self, samples: np.ndarray) -> None:
+        """Count the device samples read that are at full scale (in the stats and the clipping window)."""
+        clipped = _full_scale(samples)
+        self._clipped_samples += clipped
+        self._window_in_clipped += clipped
+        self._window_in += samples.size
+
+    def _say_clipping(self) -> None:
+        """At the end of each clipping window: a warning (paced) when a share of it was at full scale as the
+        microphone delivered it, or else was taken there by the make-up gain; then the next window starts."""
+        if self._window_in < self._window_samples:
+            return
+        window_s = self._window_in / self.device_rate_hz
+        adc_share = self._window_in_clipped / self._window_in
+        gain_share = self._window_out_clipped / self._window_out if self._window_out else 0.0
+        self._window_in = self._window_in_clipped = self._window_out = self._window_out_clipped = 0
+        if adc_share >= CLIPPING_WARN_SHARE:
+            self._clipping_lines.say(
+                logger, logging.WARNING, "microphone %r: %.1f %% of the last %g s of audio at full scale as it "
+                "delivered it: it clips (loud words are distorted, and fewer are recognised); lower its capture gain "
+                "(alsamixer: F4 for capture, or amixer) or turn its automatic gain control off", self.device_name,
+                adc_share * PERCENT, round(window_s), what="such windows")
+        elif gain_share >= CLIPPING_WARN_SHARE:
+            self._clipping_lines.say(
+                logger, logging.WARNING, "microphone %r: %.1f %% of the last %g s of audio taken to full scale by "
+                "audio.gain_db (%+g dB): loud words are clipped; lower audio.gain_db", self.device_name,
+                gain_share * PERCENT, round(window_s), self.options.gain_db, what="such windows")
+
+    def _check_quiet(self, samples: np.ndarray) -> None:
+        """Note the level of the chunk's samples; once :data:`QUIET_CHECK_S` of audio is measured, a warning if no
+        second of it reached :data:`QUIET_WARN_DBFS`, and the check is over."""
+        x = samples.astype(np.float64)
+        self._level_sum_sq += float(np.dot(x, x))
+        self._level_samples += x.size
+        if self._level_samples < self._level_window_samples or self._level_windows is None:
+            return
+        power = self._level_sum_sq / self._level_samples
+        level_dbfs = DB_PER_POWER_DECADE * math.log10(power) if power > 0 else LEVEL_FLOOR_DBFS
+        self._loudest_dbfs = max(self._loudest_dbfs, level_dbfs)
+        self._level_sum_sq, self._level_samples = 0.0, 0
+        self._level_windows += 1
+        if self._level_windows * QUIET_LEVEL_WINDOW_S < QUIET_CHECK_S:
+            return
+        self._level_windows = None
+        if self._loudest_dbfs < QUIET_WARN_DBFS:
+            logger.warning(
+                "microphone %r: the loudest second of its first %g min of audio was %.0f dBFS (audio.gain_db %+g): "
+                "if anyone spoke near it meanwhile, it is too quiet (a word said at a metre reaches -30 to -20 dBFS; "
+                "20 dB too quiet, fewer words are recognised): raise its capture gain (alsamixer: F4 for capture, "
+                "or amixer), or audio.gain_db%s", self.device_name, QUIET_CHECK_S / S_PER_MIN,
+                self._loudest_dbfs, self.options.gain_db,
+                "; no sound at all: its capture may be switched off (alsamixer: space on its capture control)"
+                if self._loudest_dbfs <= LEVEL_FLOOR_DBFS else "")
 
     def _resampled(self, samples: np.ndarray, first_index: int) -> tuple[np.ndarray, float]:
         """(the output samples now complete, the stream time of the first)."""
@@ -322,8 +451,7 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
             self._resampler = StreamingResampler(self.device_rate_hz, self.options.sample_rate_hz)
             self._resampler_origin = first_index
         first_out = self._resampler.samples_out
-        # full scale, as a recording of it holds it (read_wav clips after resampling): clipped speech overshoots 1
-        out = np.clip(self._resampler.push(samples), -1.0, 1.0)
+        out = self._resampler.push(samples)  # not clipped yet: :meth:`read` clips after the make-up gain
         return out, self._time_ms(self._resampler_origin + first_out * self.device_rate_hz
                                   / self.options.sample_rate_hz)
 

@@ -147,6 +147,12 @@ def test_a_deaf_microphone_ends_the_run_after_30_s_unless_audio_stall_timeout_ms
                        ).audio.stall_timeout_ms == 5000.0
 
 
+def test_a_make_up_gain_is_audio_gain_db_and_none_by_default(tmp_path):
+    assert load_config(write(tmp_path, "device: {name: a}\n")).audio.gain_db == 0.0
+    assert load_config(write(tmp_path, "device: {name: a}\naudio: {gain_db: 20}\n")).audio.gain_db == 20.0
+    assert load_config(write(tmp_path, "device: {name: a}\naudio: {gain_db: -6.5}\n")).audio.gain_db == -6.5
+
+
 def test_second_opinion_heads_path_resolves_like_the_model_and_is_off_by_default(tmp_path):
     assert not load_config(write(tmp_path, "device: {name: a}\n")).second_opinion.enabled
     config = load_config(write(tmp_path, "device: {name: a}\nsecond_opinion: {heads_path: m/heads.tflite, "
@@ -185,6 +191,8 @@ BAD = [  # (text after "device: {name: test}" on line 1, the error after "FILE:2
     ("audio: {stall_timeout_ms: 500}", "audio.stall_timeout_ms: expected null (never) or a number of ms >= 1000, "
                                        "got 500"),
     ("audio: {stall_timeout_ms: 30s}", "audio.stall_timeout_ms: expected a number, got '30s'"),
+    ("audio: {gain_db: 60}", "audio.gain_db: expected a number of dB in [-20, 40], got 60"),
+    ("audio: {gain_db: +20 dB}", "audio.gain_db: expected a number, got '+20 dB'"),
     ("cameras: {}", "cameras: unknown field; expected one of audio, camera, commands, device, model, outputs, "
                     "scenes, scheduler, second_opinion, vad"),
     ("audio: {sample_rate_hz: 16k}", "audio.sample_rate_hz: expected an integer, got '16k'"),

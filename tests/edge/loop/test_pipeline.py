@@ -584,10 +584,30 @@ def test_live_microphone_through_its_callback(fake_portaudio, tiny_model_path):
     assert [e.label for e in events] == ["yes"]
     assert stats.audio_chunks == 135  # 2.7 s in 20 ms chunks
     assert stats.audio_overflows == 1 and stats.audio_dropped_samples == 0 and stats.audio_clock_resyncs == 0
+    assert stats.audio_clipped_samples == 0  # a tone at a good level: nothing at full scale
     # Live times are on the microphone's monotonic clock: the word ended 1.1 s after its first sample.
     assert stats.stream_start_ms > 0
     assert 1100 - TONE_S * 500 <= events[0].t_ms - stats.stream_start_ms <= 1100 + DETECTION_SLACK_MS
     assert 0 <= events[0].latency_ms[AUDIO_END_TO_EVENT] < 500
+
+
+def test_a_live_microphone_that_clips_is_counted_in_the_stats(fake_portaudio, tiny_model_path):
+    """The samples a microphone delivered at full scale (its converter clipped a loud word) reach ``--stats``."""
+    clipped = np.clip(tone_samples([("yes", 0.5)], 2.8) * 20.0, -1.0, 1.0).astype(np.float32)
+    fake_portaudio.samples = clipped
+    config = DeviceConfig.from_dict({"device": {"name": "test"}, "camera": {"enabled": False}})
+    pipeline = Pipeline.from_config(config, model_path=tiny_model_path, events=False, options=test_options())
+    watchdog = threading.Timer(30.0, pipeline.stop)
+    watchdog.start()
+    try:
+        with pipeline:
+            list(pipeline.events(duration_s=2.7))
+            stats = pipeline.stats
+    finally:
+        watchdog.cancel()
+    at_full_scale = int(np.count_nonzero(np.abs(clipped[:int(2.7 * 16000)]) >= 32767 / 32768))
+    assert 0 < stats.audio_clipped_samples <= at_full_scale
+    assert stats.to_dict()["audio_clipped_samples"] == stats.audio_clipped_samples
 
 
 def _hops_with_a_full_window(seconds: float, hop_ms: float = 100.0) -> int:

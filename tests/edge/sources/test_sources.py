@@ -1370,6 +1370,11 @@ def test_a_camera_that_keeps_being_reopened_is_not_lines_at_every_reopen(monkeyp
     camera.close()
 
 
+def _reanchoring_said(caplog) -> list[str]:
+    """The re-anchoring lines (5 minutes of digital silence are also said to be too quiet, once)."""
+    return [line for line in _said(caplog, "edgesense.sources.microphone") if "re-anchored" in line]
+
+
 def test_a_microphone_whose_driver_keeps_losing_audio_is_not_a_warning_at_every_loss(portaudio, monkeypatch,
                                                                                      caplog):
     """A USB microphone whose driver loses 300 ms every 10 s: one warning at each clock re-anchoring, 360 an hour.
@@ -1392,13 +1397,218 @@ def test_a_microphone_whose_driver_keeps_losing_audio_is_not_a_warning_at_every_
         lose_audio(30)
         feeder.play(200, every=read_available)
         assert mic.stats.clock_resyncs == 30
-        assert _said(caplog, "edgesense.sources.microphone") == [
+        assert _reanchoring_said(caplog) == [
             "WARNING microphone 'USB PnP Sound Device': audio stalled or was lost in the driver; its clock is "
             "re-anchored to the monotonic clock (1 time(s) so far)"]
         monkeypatch.setattr(pacing, "LOG_INTERVAL_S", 0.0)  # the interval has passed: the next is said
         lose_audio(1)
         feeder.play(200, every=read_available)
-    assert _said(caplog, "edgesense.sources.microphone")[-1] == (
+    assert _reanchoring_said(caplog)[-1] == (
         "WARNING microphone 'USB PnP Sound Device': audio stalled or was lost in the driver; its clock is "
         "re-anchored to the monotonic clock (31 time(s) so far, 30 since the last such line, said at most every 0 s)")
+    mic.close()
+
+
+# --------------------------------------------------------------------------- make-up gain and clipping
+
+
+#: The largest positive sample of a 16-bit converter, as PortAudio's float32 delivers it (its negative one is -1.0).
+INT16_FULL_SCALE = 32767 / 32768
+
+
+def _quiet_tone(rate: int, seconds: float, amplitude: float = 0.05) -> np.ndarray:
+    t = np.arange(int(round(rate * seconds))) / rate
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def _read_all(mic: MicrophoneSource, seconds: float, chunk_ms: float = 20) -> np.ndarray:
+    return np.concatenate([mic.read().samples for _ in range(int(round(seconds * 1000 / chunk_ms)))])
+
+
+@pytest.mark.parametrize("gain_db", [20.0, -6.0, 40.0])
+def test_microphone_gain_db_is_a_make_up_gain_clipped_to_full_scale(portaudio, gain_db):
+    """A microphone 20 dB too quiet lost 4.4 points of accuracy that +20 dB of make-up gain gives back: the chunks
+    hold the samples times 10 ** (gain_db / 20), clipped to full scale (a word it takes past it)."""
+    signal = _quiet_tone(RATE, 0.2)
+    signal[1000:1100] = 0.5  # a loud moment: past full scale at +20 dB
+    with MicrophoneSource(MicrophoneOptions(device="usb", gain_db=gain_db)) as mic:
+        portaudio.streams[-1].feed(signal)
+        out = _read_all(mic, 0.2)
+    assert out.dtype == np.float32
+    expected = np.clip(signal * np.float32(10 ** (gain_db / 20)), -1.0, 1.0)
+    np.testing.assert_array_equal(out, expected)
+    if gain_db > 0:
+        assert float(out.max()) == 1.0
+    assert mic.stats.clipped_samples == 0  # the gain's clipping is not the microphone's
+
+
+def test_microphone_at_0_db_gives_the_samples_as_delivered(portaudio):
+    """``gain_db: 0`` (the default) multiplies nothing: the chunks are the delivered samples, bit for bit, even
+    values no 16-bit converter gives."""
+    signal = _quiet_tone(RATE, 0.1)
+    signal[:5] = [1.5, -1.5, 1e-38, -0.0, np.float32(0.1)]
+    assert MicrophoneOptions().gain_db == 0.0
+    with MicrophoneSource(MicrophoneOptions(device="usb", gain_db=0.0)) as mic:
+        portaudio.streams[-1].feed(signal)
+        out = _read_all(mic, 0.1)
+    assert out.tobytes() == signal.tobytes()
+
+
+def test_microphone_gain_db_applies_after_resampling_before_the_clip(monkeypatch):
+    fake = FakePortAudio([{**DEVICES[1], "default_samplerate": 48000.0}], native_rates={48000})
+    fake.install(monkeypatch)
+    signal = _sweep(48000, 0.5) / 10  # peaks at 0.05
+    with MicrophoneSource(MicrophoneOptions(device=0, gain_db=30.0)) as mic:  # x 31.6: peaks at 1.6, clipped
+        fake.streams[-1].feed(signal)
+        out = _read_all(mic, 0.4)
+    expected = np.clip(resample(signal, 48000, RATE) * 10 ** (30 / 20), -1, 1)[:out.size]
+    np.testing.assert_allclose(out, expected, atol=2e-3)
+    assert float(np.abs(out).max()) <= 1.0 and np.count_nonzero(np.abs(out) == 1.0) > 0
+
+
+@pytest.mark.parametrize("bad", [-20.5, 40.5, 1e308, 10**400, float("nan"), float("inf"), True, "6", "6 dB", None])
+def test_microphone_gain_db_outside_its_range_is_refused_naming_it(bad):
+    with pytest.raises(ValueError, match=r"^gain_db: expected a number of dB in \[-20, 40\], got ") as info:
+        MicrophoneOptions(gain_db=bad)
+    assert "\n" not in str(info.value)
+    for good in (-20, -20.0, 0, 12.5, 40.0):
+        assert MicrophoneOptions(gain_db=good).gain_db == good
+
+
+def _clipped_speech(rate: int, seconds: float, clipped: int) -> np.ndarray:
+    """A quiet tone with ``clipped`` samples at full scale as a 16-bit converter delivers them (both signs)."""
+    signal = _quiet_tone(rate, seconds)
+    at = np.linspace(0, signal.size - 1, clipped).astype(int)
+    signal[at[0::2]] = INT16_FULL_SCALE
+    signal[at[1::2]] = -1.0
+    return signal
+
+
+CLIPPING_LINE = ("WARNING microphone 'USB PnP Sound Device': {share} % of the last 10 s of audio at full scale as it "
+                 "delivered it: it clips (loud words are distorted, and fewer are recognised); lower its capture gain "
+                 "(alsamixer: F4 for capture, or amixer) or turn its automatic gain control off")
+
+
+def _clipping_said(caplog) -> list[str]:
+    return [line for line in _said(caplog, "edgesense.sources.microphone") if "full scale" in line]
+
+
+def test_a_microphone_that_clips_is_counted_and_said_once_per_interval(portaudio, monkeypatch, caplog):
+    """Words clipped 12 dB past full scale lost 6.9 points of accuracy, and nothing said so. Now the samples the
+    microphone delivered at full scale are counted in its stats, and a window of 10 s with 0.1 % of them or more is
+    a warning that says how much and what to do; at most one line per LOG_INTERVAL_S, none per chunk."""
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", buffer_ms=20_000))
+    stream = portaudio.streams[-1]
+    with caplog.at_level(logging.DEBUG, logger="edgesense.sources.microphone"):
+        stream.feed(_clipped_speech(RATE, 10.0, clipped=1600))  # 1 % of 10 s
+        _read_all(mic, 9.98)
+        assert not _clipping_said(caplog)  # the window is not over
+        mic.read()  # the window is complete
+        assert mic.stats.clipped_samples == 1600
+        assert _clipping_said(caplog) == [CLIPPING_LINE.format(share="1.0")]
+        for _ in range(3):  # it goes on clipping: no more lines within the interval (debug ones)
+            stream.feed(_clipped_speech(RATE, 10.0, clipped=800))
+            _read_all(mic, 10.0)
+        assert mic.stats.clipped_samples == 1600 + 3 * 800
+        assert len(_clipping_said(caplog)) == 1
+        monkeypatch.setattr(pacing, "LOG_INTERVAL_S", 0.0)  # the interval has passed: the next is said
+        stream.feed(_clipped_speech(RATE, 10.0, clipped=320))
+        _read_all(mic, 10.0)
+    assert _clipping_said(caplog)[-1] == CLIPPING_LINE.format(share="0.2") + (
+        " (4 such windows since the last such line, said at most every 0 s)")
+    mic.close()
+
+
+@pytest.mark.parametrize("clipped", [0, 10, 150])
+def test_a_microphone_at_a_good_level_or_with_a_click_is_not_said_to_clip(portaudio, caplog, clipped):
+    """Speech at a good level never reaches full scale; a click of the plug (10 samples) or a few ms in 10 s (under
+    0.1 %) is counted but not said."""
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", buffer_ms=20_000))
+    with caplog.at_level(logging.DEBUG, logger="edgesense.sources.microphone"):
+        portaudio.streams[-1].feed(_clipped_speech(RATE, 10.0, clipped=clipped))
+        _read_all(mic, 10.0)
+    assert mic.stats.clipped_samples == clipped
+    assert not [r for r in caplog.records if "full scale" in r.getMessage()]
+    mic.close()
+
+
+def test_clipping_is_counted_before_the_make_up_gain_and_the_gains_own_is_said_apart(portaudio, caplog):
+    """What the converter clipped is counted as it delivered it (a gain of -20 dB does not hide it); what the make-up
+    gain takes to full scale is no clipping of the microphone's, but a warning of its own says to lower the gain."""
+    with caplog.at_level(logging.WARNING, logger="edgesense.sources.microphone"):
+        mic = MicrophoneSource(MicrophoneOptions(device="usb", buffer_ms=20_000, gain_db=-20.0))
+        portaudio.streams[-1].feed(_clipped_speech(RATE, 10.0, clipped=1600))
+        _read_all(mic, 10.0)
+        mic.close()
+        assert mic.stats.clipped_samples == 1600
+        assert _said(caplog, "edgesense.sources.microphone")[-1] == CLIPPING_LINE.format(share="1.0")
+        caplog.clear()
+        mic = MicrophoneSource(MicrophoneOptions(device="usb", buffer_ms=20_000, gain_db=40.0))
+        portaudio.streams[-1].feed(_quiet_tone(RATE, 10.0, amplitude=0.02))  # x 100: a tone peaking at 2
+        _read_all(mic, 10.0)
+        mic.close()
+    assert mic.stats.clipped_samples == 0
+    said = _said(caplog, "edgesense.sources.microphone")
+    assert len(said) == 1 and said[0].startswith(
+        "WARNING microphone 'USB PnP Sound Device': 6") and said[0].endswith(
+        " % of the last 10 s of audio taken to full scale by audio.gain_db (+40 dB): loud words are clipped; "
+        "lower audio.gain_db")
+
+
+def test_a_resampled_microphone_counts_what_its_converter_clipped(monkeypatch):
+    """At 48 kHz the share is of the delivered samples, before resampling (whose overshoot is no converter's)."""
+    fake = FakePortAudio([{**DEVICES[1], "default_samplerate": 48000.0}], native_rates={48000})
+    fake.install(monkeypatch)
+    with MicrophoneSource(MicrophoneOptions(device=0, buffer_ms=20_000)) as mic:
+        fake.streams[-1].feed(_clipped_speech(48000, 1.0, clipped=480))
+        _read_all(mic, 1.0)  # chunks of 960 delivered samples each
+    assert mic.stats.clipped_samples == 480
+
+
+def _play_and_read(mic: MicrophoneSource, stream: FakeInputStream, signal: np.ndarray, seconds: float) -> None:
+    """``seconds`` of ``signal`` (10 s at a time, repeated), read as it comes."""
+    for _ in range(int(round(seconds / 10))):
+        stream.feed(signal)
+        _read_all(mic, 10.0)
+
+
+@pytest.mark.parametrize(("amplitude", "gain_db", "said"), [
+    (0.005, 0.0, True),  # -49 dBFS: a microphone 20 dB too quiet
+    (0.05, 0.0, False),  # -29 dBFS: a good level
+    (0.005, 20.0, False),  # too quiet, made up by audio.gain_db: the level is what the model hears
+])
+def test_a_microphone_too_quiet_is_said_once_after_its_first_minutes(portaudio, monkeypatch, caplog, amplitude,
+                                                                      gain_db, said):
+    """A microphone 20 dB too quiet lost 4.4 points of accuracy, and nothing said so. Now when no second of the
+    first minutes of audio (QUIET_CHECK_S, 5; 1 here) reaches -45 dBFS, one warning says it may be too quiet and
+    what to do; never again."""
+    assert microphone_mod.QUIET_CHECK_S == 300.0
+    monkeypatch.setattr(microphone_mod, "QUIET_CHECK_S", 60.0)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", buffer_ms=20_000, gain_db=gain_db))
+    stream = portaudio.streams[-1]
+    tone = _quiet_tone(RATE, 10.0, amplitude=amplitude)
+    with caplog.at_level(logging.DEBUG, logger="edgesense.sources.microphone"):
+        _play_and_read(mic, stream, tone, 50.0)
+        assert not [line for line in _said(caplog, "edgesense.sources.microphone") if "quiet" in line]
+        _play_and_read(mic, stream, tone, 20.0)
+        lines = [line for line in _said(caplog, "edgesense.sources.microphone") if "quiet" in line]
+        assert lines == ([
+            f"WARNING microphone 'USB PnP Sound Device': the loudest second of its first 1 min of audio was -49 dBFS "
+            f"(audio.gain_db {gain_db:+g}): if anyone spoke near it meanwhile, it is too quiet (a word said at a metre "
+            "reaches -30 to -20 dBFS; 20 dB too quiet, fewer words are recognised): raise its capture gain "
+            "(alsamixer: F4 for capture, or amixer), or audio.gain_db"] if said else [])
+        _play_and_read(mic, stream, tone, 60.0)  # said once, never again
+        assert [line for line in _said(caplog, "edgesense.sources.microphone") if "quiet" in line] == lines
+    mic.close()
+
+
+def test_a_microphone_whose_capture_is_switched_off_is_said_to_deliver_no_sound(portaudio, monkeypatch, caplog):
+    """ALSA's capture switch off: the microphone delivers digital silence, which the line says apart."""
+    monkeypatch.setattr(microphone_mod, "QUIET_CHECK_S", 10.0)
+    mic = MicrophoneSource(MicrophoneOptions(device="usb", buffer_ms=20_000))
+    with caplog.at_level(logging.WARNING, logger="edgesense.sources.microphone"):
+        _play_and_read(mic, portaudio.streams[-1], np.zeros(RATE * 10, dtype=np.float32), 10.0)
+    said = _said(caplog, "edgesense.sources.microphone")
+    assert len(said) == 1 and " was -120 dBFS " in said[0] and said[0].endswith(
+        "; no sound at all: its capture may be switched off (alsamixer: space on its capture control)")
     mic.close()
