@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -866,13 +867,19 @@ def _load_initial_weights(model: keras.Model, run_dir: str | Path, labels: Mappi
         log.info("init_from %s: %s %s -> %s; the %s output layer starts afresh", run_dir, _CLASS_NAMES[key],
                  list(old), list(new), key)
     try:
-        earlier_model = keras.saving.load_model(path, compile=False) if changed else None
-        if earlier_model is None:
-            model.load_weights(path)
+        # Keras 3.15 follows a load that fails with a warning per container of the failed layers, that the
+        # file is of an older Keras and those layers keep fresh weights: untrue, beside the line the run stops
+        # with. What Keras says is held back until the load has worked, then shown as it would have been.
+        with warnings.catch_warnings(record=True) as said:
+            earlier_model = keras.saving.load_model(path, compile=False) if changed else None
+            if earlier_model is None:
+                model.load_weights(path)
     except ValueError as exc:
         raise _mismatch(model, path, exc) from None
     except (zipfile.BadZipFile, KeyError, TypeError) as exc:  # not a .keras archive, or one without weights
         raise ValueError(f"init_from: {path}: expected a saved Keras model, could not read it ({exc})") from None
+    for w in said:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
     if earlier_model is not None:  # every other layer as the run left it, by name and shape
         _copy_weights(model, earlier_model, path, frozenset(name for key in changed for name in _CLASS_LAYERS[key]))
 

@@ -1522,6 +1522,43 @@ def test_weights_of_another_architecture_are_one_short_line_naming_the_layer(tmp
                                  "(layer 'hidden': expected weights of shapes [(3, 5), (5,)], found [(3, 8), (8,)])")
 
 
+def test_weights_of_another_architecture_come_without_keras_warnings_that_layers_keep_fresh_weights(tmp_path,
+                                                                                                   monkeypatch):
+    """Keras 3.15 followed a failed load of a fusion model's weights with warnings (40 here, with every one shown)
+    that the file was of an older Keras and its layers "will retain their freshly-initialized weights", beside the
+    line that refuses the run. What a load that works says is still shown."""
+    import warnings
+
+    import keras
+
+    from edgesense.train.model import ModelOptions, build_fusion_model
+    from edgesense.train.trainer import _load_initial_weights
+
+    (tmp_path / "run").mkdir()
+    build_fusion_model(num_commands=3, num_scenes=4).save(tmp_path / "run" / "model.keras")
+    other = build_fusion_model(num_commands=3, num_scenes=4,
+                               options=dataclasses.replace(ModelOptions(), audio_channels=24))
+    with warnings.catch_warnings(record=True) as said, pytest.raises(ValueError) as caught:
+        warnings.simplefilter("always")
+        _load_initial_weights(other, tmp_path / "run", {"scene": ("a", "b", "c", "d")})
+    assert str(caught.value).startswith(f"init_from: {tmp_path / 'run' / 'model.keras'} does not match this "
+                                        "config's model (layer 'audio_stem_conv': ")
+    assert [str(w.message) for w in said if issubclass(w.category, UserWarning)] == []
+
+    load_weights = keras.Model.load_weights
+
+    def saying_load_weights(self, *args, **kwargs):
+        warnings.warn("a word from Keras", UserWarning)
+        return load_weights(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "load_weights", saying_load_weights)
+    same = build_fusion_model(num_commands=3, num_scenes=4)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        _load_initial_weights(same, tmp_path / "run", {"scene": ("a", "b", "c", "d")})
+    assert [str(w.message) for w in said if w.category is UserWarning] == ["a word from Keras"]
+
+
 def test_a_failed_run_leaves_none_of_the_folders_made_for_it_and_none_inside_the_data(tmp_path, tiny_data):
     speech, scenes = tiny_data
     empty = tmp_path / "scenes"
