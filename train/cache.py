@@ -17,7 +17,6 @@ computed. No entry is ever removed: the folder grows with every new data, option
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,6 +26,11 @@ import secrets
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a partial file's writer is then told alive by its process alone
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -89,8 +93,9 @@ def _create_locked(partial: Path) -> int:
     """Create ``partial`` (no other writer's file: ``FileExistsError`` if it is there) and lock it for as long as
     the descriptor returned stays open (where the file system has locks): its writer is alive."""
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
 
 

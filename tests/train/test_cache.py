@@ -202,3 +202,21 @@ def test_partial_files_of_killed_writers_are_removed_by_the_next_replace_files_o
         _writer(tmp_path, "replace", "kill")
     replace_files({tmp_path / "m.npz": lambda partial: partial.write_bytes(b"whole")}, keep_suffix=True)
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"] and (tmp_path / "m.npz").read_bytes() == b"whole"
+
+
+def test_the_cache_writes_and_reads_where_there_is_no_flock(tmp_path):
+    """``import fcntl`` at the top of the module: on Windows (no ``fcntl``) bench, mine, deploy and train failed with
+    ModuleNotFoundError before anything ran. Without locks an entry is still written whole and read back."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fcntl'] = None\n"
+            "import numpy as np\n"
+            "from edgesense.train.cache import ArrayCache\n"
+            f"cache = ArrayCache({str(tmp_path)!r})\n"
+            "got = cache.get_or_compute('bank', 'k1', lambda: {'x': np.arange(3)})\n"
+            "again = ArrayCache(cache.root).get_or_compute('bank', 'k1', lambda: 1 / 0)\n"
+            "assert list(again['x']) == [0, 1, 2], again\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.rglob("*.partial*"))
