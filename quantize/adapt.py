@@ -64,7 +64,7 @@ from edgesense.train import data as datasets
 from edgesense.train.augment import ImageAugmentOptions, augment_images
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
 from edgesense.train.pools import place_sound_files
-from edgesense.train.scene_audio import PlaceSounds
+from edgesense.train.scene_audio import PlaceSounds, level_gain
 from edgesense.types import label_twin
 
 __all__ = ["AdaptOptions", "FuseLayer", "adapt_model", "add_arguments", "check_class_names", "command_changes",
@@ -391,8 +391,9 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
             count = -(-options.sounds_per_class // len(class_recordings))
             snippets = PlaceSounds([[recording]], clip).draw(np.zeros(count, int), sound_rng).astype(np.float64)
             level = 10.0 ** (sound_rng.uniform(*options.sound_dbfs_range, size=count) / 20.0)
-            rms = np.sqrt(np.maximum(np.mean(snippets ** 2, axis=1), 1e-12))
-            embs.append(_encode_audio(model, np.clip(snippets * (level / rms)[:, None], -1.0, 1.0).astype(np.float32)))
+            # a snippet of a recording's silent stretch stays silent (raised 50-90 dB, it was hiss and clicks)
+            embs.append(_encode_audio(model, np.clip(snippets * level_gain(snippets, level)[:, None], -1.0,
+                                                     1.0).astype(np.float32)))
             ids.append(np.full(count, r, np.int32))
         sound_emb.append(np.concatenate(embs))
         sound_rec.append(np.concatenate(ids))

@@ -30,7 +30,7 @@ from edgesense.recognition.gate import INT16_FULL_SCALE
 from edgesense.schema.validate import is_number, require, require_range
 from edgesense.train.augment import NoisePool, prepare_noise_pool
 
-__all__ = ["PlaceSounds", "SceneAudioOptions", "mix_under", "place_rows"]
+__all__ = ["PlaceSounds", "SceneAudioOptions", "level_gain", "mix_under", "place_rows"]
 
 _POWER_FLOOR = 1e-12
 #: A snippet whose RMS is under one step of 16-bit audio (-90.3 dBFS) holds no sound of its place, only what
@@ -91,6 +91,12 @@ def _sound_gain(sound: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return np.where(_rms(sound) < _SILENT_RMS, 1.0, gain)
 
 
+def level_gain(sound: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The gain per row of ``sound`` (snippets, one a row) that sets its RMS to ``level`` (a ratio to full scale),
+    but 1 for a row that holds no sound (:data:`_SILENT_RMS`): a place's snippet set to a level."""
+    return _sound_gain(sound, level / _rms(sound))
+
+
 def place_rows(scene_classes: np.ndarray, command_labels: np.ndarray, sounds: PlaceSounds,
                rng: np.random.Generator, options: SceneAudioOptions, *, silence_id: int) -> dict[str, np.ndarray]:
     """Which rows carry their place's sound and how; see the module docstring.
@@ -106,7 +112,7 @@ def place_rows(scene_classes: np.ndarray, command_labels: np.ndarray, sounds: Pl
     only = has & ((rng.random(len(scene_classes)) < options.only_probability) | (command_labels == silence_id))
     sound = sounds.draw(scene_classes, rng)
     level = 10.0 ** (rng.uniform(*options.level_dbfs_range, size=len(scene_classes)) / 20.0)
-    sound[only] *= _sound_gain(sound[only], level[only] / _rms(sound[only])).astype(np.float32)[:, None]
+    sound[only] *= level_gain(sound[only], level[only]).astype(np.float32)[:, None]
     labels = np.where(only, silence_id, command_labels).astype(command_labels.dtype)
     weight = np.where(only & (command_labels != silence_id), 0.0, 1.0).astype(np.float32)
     return {"sound": sound, "only": only, "under": has & ~only, "labels": labels, "command_weight": weight}

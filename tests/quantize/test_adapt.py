@@ -484,3 +484,32 @@ def test_a_vision_gated_command_head_refuses_another_image_encoder_in_one_line(r
                                "one with a vision gate on it (model.command_vision_gate): another image encoder would "
                                "change its commands")
     assert not out.exists()
+
+
+def test_a_place_sound_that_holds_no_sound_is_not_raised_to_a_level(tmp_path, monkeypatch):
+    """A place recording whose snippets are a silent stretch (16-bit dither, +-1 step, as most of the shared sea
+    loop) was raised 50-90 dB to the drawn level: the place learned hiss and clicks. Such a snippet stays as
+    recorded; a snippet with sound is still set to its level."""
+    from edgesense.frontend.wav import write_wav
+    from edgesense.quantize import adapt as adapt_mod
+
+    rng = np.random.default_rng(0)
+    ambience = tmp_path / "ambience"
+    for label in ("forest", "street"):
+        (ambience / label).mkdir(parents=True)
+        for i in range(2):
+            if label == "forest":
+                sound = rng.choice(np.array([-1, 0, 1], np.float32), size=32000) / 32768.0  # dither only
+            else:
+                sound = (0.1 * np.sin(np.arange(32000) * 2 * np.pi * (300 + 100 * i) / 16000)).astype(np.float32)
+            write_wav(ambience / label / f"{label}{i}.wav", sound, 16000)
+    encoded: list[np.ndarray] = []
+    real_encode = adapt_mod._encode_audio
+    monkeypatch.setattr(adapt_mod, "_encode_audio", lambda model, clips: (encoded.append(clips),
+                                                                          real_encode(model, clips))[1])
+    labels, _, emb, _ = adapt_mod.gather(EdgeModel.load(BUNDLED), scenes=None, scene_ambient=ambience, av=None,
+                                         options=FAST)
+    peaks = [float(np.abs(clips).max()) for clips in encoded]
+    assert len(emb.sounds[labels.index("forest")]) > 0 and len(emb.sounds[labels.index("street")]) > 0
+    assert min(peaks) <= 1.5 / 32768  # forest's training recording: as recorded (raised, it peaked past 0.005)
+    assert max(peaks) > 0.01  # street's, set to a level of -45 dBFS or louder
