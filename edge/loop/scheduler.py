@@ -178,7 +178,10 @@ class ReplayVideoAligner:
     """Replayed video aligned to the audio's stream time, read in the caller's thread.
 
     :meth:`frame_at` returns the newest not-yet-returned frame with ``t_ms <= t``
-    (or None); the frames it skipped over are counted in :attr:`dropped`.
+    (or None); the frames it skipped over are counted in :attr:`dropped`. A source's
+    :class:`SourceReadError` (a camera read here, ``live_video=False``) is counted in :attr:`read_failures` and
+    said once per outage, with its end (:class:`edgesense.pacing.Outage`), not a line per loop round: it is
+    read again at every audio chunk.
     """
 
     def __init__(self, source: Any) -> None:
@@ -187,6 +190,7 @@ class ReplayVideoAligner:
         self.ended = False
         self.dropped = 0
         self.read_failures = 0
+        self._outage = Outage(logger, debug_each=False)  # read again every round (audio chunk): no line each
 
     def _next(self) -> VideoFrame | None:
         if self._pending is not None:
@@ -198,10 +202,12 @@ class ReplayVideoAligner:
             frame = self.source.read()
         except SourceReadError as exc:
             self.read_failures += 1
-            logger.debug("video: %s", exc)
+            self._outage.failed("video: %s; no new frames until it recovers", exc)
             return None
         if frame is None:
             self.ended = True
+        else:
+            self._outage.succeeded("video: recovered, frames resume (%d failed read(s))")
         return frame
 
     def frame_at(self, t_ms: float) -> VideoFrame | None:
