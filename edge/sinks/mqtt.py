@@ -565,13 +565,14 @@ class MqttSink(_ClosableSink):
         """A try to reconnect failed (paho's thread, every ``reconnect_max_delay_s`` at most). An outage whose start
         went to the debug log (a connection that dropped again within :data:`edgesense.pacing.LOG_INTERVAL_S` of the
         last line) is a warning once that interval has passed: a long outage is never silent, and its end is said."""
-        if self._down_since_s is None or self._down_said or self._closed:
+        since = self._down_since_s  # read once: the constructor's thread may forget the outage meanwhile
+        if since is None or self._down_said or self._closed:
             return
         covered = self._disconnect_lines.due(new=False)
         if covered:
             self._down_said = True
             logger.warning("mqtt: no connection to %s:%d for %.0f s; %s until it comes back%s", self.options.host,
-                           self.options.port, time.monotonic() - self._down_since_s, self._keeping(),
+                           self.options.port, time.monotonic() - since, self._keeping(),
                            self._disconnect_lines.covering(covered, "disconnects"))
 
     def _went_down(self, *, said: bool) -> None:
@@ -584,9 +585,10 @@ class MqttSink(_ClosableSink):
         """The broker answers again (paho's thread): the outage's end, how long it lasted and what became of the
         events emitted meanwhile, at the level its start was said at (a journal held "disconnected" and nothing
         after it, however soon the broker was back)."""
-        if self._down_since_s is None:
+        since = self._down_since_s  # read once: the constructor (its thread) may set it to None meanwhile
+        if since is None:
             return
-        down_s, emitted = time.monotonic() - self._down_since_s, self._emitted_while_down
+        down_s, emitted = time.monotonic() - since, self._emitted_while_down
         if self._spool is not None:
             then = f"{len(self._spool)} event(s) wait in the spool {self.options.spool_dir}, sent now, oldest first"
         elif self.options.qos == 0:

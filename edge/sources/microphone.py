@@ -67,12 +67,16 @@ CLIPPING_WINDOW_S = 10.0
 #: (7 points of accuracy lost) hundreds; a click or a pop of the plug holds a millisecond or so, and a good level none.
 CLIPPING_WARN_SHARE = 0.001
 #: A microphone too quiet is said once, from the loudest second (RMS, after ``gain_db``: what the model hears) of
-#: the first :data:`QUIET_CHECK_S` of audio: under :data:`QUIET_WARN_DBFS` it is at least about 20 dB under a good
-#: level (a word said at a metre peaks at -30 to -20 dBFS in a one-second window; a quiet room's noise is -60 to -50).
-#: A room where nobody spoke meanwhile reads the same, so the line says "if anyone spoke".
+#: :data:`QUIET_CHECK_S` of audio: under :data:`QUIET_WARN_DBFS` it is at least about 20 dB under a good level (a
+#: word said at a metre peaks at -30 to -20 dBFS in a one-second window; a quiet room's noise is -60 to -50), said
+#: only when that second stood :data:`QUIET_HEARD_DB` or more above the quietest (something was heard above the
+#: room: a word, or another sound, so the line says "if that was someone speaking"). A quiet room where nobody speaks
+#: (seconds within a few dB of each other) says nothing: the next :data:`QUIET_CHECK_S` are checked, until a second
+#: reaches :data:`QUIET_WARN_DBFS` or one is heard. Digital silence (every sample 0: capture switched off) is said.
 QUIET_CHECK_S = 300.0
 QUIET_LEVEL_WINDOW_S = 1.0
 QUIET_WARN_DBFS = -45.0
+QUIET_HEARD_DB = 10.0
 LEVEL_FLOOR_DBFS = -120.0  # the level of digital silence (log10 of zero has none)
 S_PER_MIN = 60.0
 DB_PER_POWER_DECADE = 10.0  # dB = 10 log10(power ratio)
@@ -200,8 +204,9 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
     the capture gain is too high, or its AGC pumps) are counted in ``stats.clipped_samples``; when
     :data:`CLIPPING_WARN_SHARE` or more of :data:`CLIPPING_WINDOW_S` of audio is at full scale, a warning says so and
     what to do, at most once per :data:`edgesense.pacing.LOG_INTERVAL_S`; so does one whose make-up gain pushes
-    that much past full scale. When no second of the first :data:`QUIET_CHECK_S` of audio reaches
-    :data:`QUIET_WARN_DBFS`, one warning says the microphone may be too quiet.
+    that much past full scale. When no second of :data:`QUIET_CHECK_S` of audio reaches :data:`QUIET_WARN_DBFS`
+    while one was heard above the room (:data:`QUIET_HEARD_DB`), or all of it is digital silence, one warning says
+    the microphone may be too quiet (or its capture off); a quiet room where nobody speaks says nothing.
 
     Raises ``RuntimeError`` (listing the available input devices) when there is
     no such input device or it cannot be opened.
@@ -255,10 +260,12 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
         self._window_in = self._window_in_clipped = self._window_out = self._window_out_clipped = 0
         self._window_samples = max(1, int(round(CLIPPING_WINDOW_S * self.device_rate_hz)))
         self._clipping_lines = Paced()  # a microphone that clips at every word: a line at most every 10 min
-        # The too-quiet check: the current second's sum of squares and samples, the loudest second so far, the
-        # seconds measured (None once the check is done).
-        self._level_sum_sq, self._level_samples, self._loudest_dbfs = 0.0, 0, LEVEL_FLOOR_DBFS
+        # The too-quiet check: the current second's sum of squares and samples, the loudest and quietest seconds of
+        # the current QUIET_CHECK_S, the seconds measured in it (None once the check is done), those before it.
+        self._level_sum_sq, self._level_samples = 0.0, 0
+        self._loudest_dbfs, self._quietest_dbfs = LEVEL_FLOOR_DBFS, math.inf
         self._level_windows: int | None = 0
+        self._level_windows_before = 0
         self._level_window_samples = max(1, int(round(QUIET_LEVEL_WINDOW_S * options.sample_rate_hz)))
         self._audio_at_ms = monotonic_ms()  # when a callback last delivered audio (the stream's start before one)
         stream = None
@@ -420,8 +427,10 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
                 gain_share * PERCENT, round(window_s), self.options.gain_db, what="such windows")
 
     def _check_quiet(self, samples: np.ndarray) -> None:
-        """Note the level of the chunk's samples; once :data:`QUIET_CHECK_S` of audio is measured, a warning if no
-        second of it reached :data:`QUIET_WARN_DBFS`, and the check is over."""
+        """Note the level of the chunk's samples. A second that reaches :data:`QUIET_WARN_DBFS` ends the check;
+        once :data:`QUIET_CHECK_S` of audio is measured without one, a warning if a second of it was heard above the
+        room (:data:`QUIET_HEARD_DB`) or all of it was digital silence, and the check is over; else (a quiet room,
+        nobody speaking) the next :data:`QUIET_CHECK_S` are checked."""
         x = samples.astype(np.float64)
         self._level_sum_sq += float(np.dot(x, x))
         self._level_samples += x.size
@@ -429,21 +438,36 @@ class MicrophoneSource(_SourceBase[AudioChunk]):
             return
         power = self._level_sum_sq / self._level_samples
         level_dbfs = DB_PER_POWER_DECADE * math.log10(power) if power > 0 else LEVEL_FLOOR_DBFS
-        self._loudest_dbfs = max(self._loudest_dbfs, level_dbfs)
         self._level_sum_sq, self._level_samples = 0.0, 0
+        if level_dbfs >= QUIET_WARN_DBFS:  # loud enough: the check is over
+            self._level_windows = None
+            return
+        self._loudest_dbfs = max(self._loudest_dbfs, level_dbfs)
+        self._quietest_dbfs = min(self._quietest_dbfs, level_dbfs)
         self._level_windows += 1
         if self._level_windows * QUIET_LEVEL_WINDOW_S < QUIET_CHECK_S:
             return
+        silent = self._loudest_dbfs <= LEVEL_FLOOR_DBFS
+        if not silent and self._loudest_dbfs - self._quietest_dbfs < QUIET_HEARD_DB:
+            # nothing heard above the room: no telling a quiet microphone from a quiet room; the next minutes say
+            self._level_windows_before += self._level_windows
+            self._level_windows, self._loudest_dbfs, self._quietest_dbfs = 0, LEVEL_FLOOR_DBFS, math.inf
+            return
+        minutes = QUIET_CHECK_S / S_PER_MIN
+        before = self._level_windows_before * QUIET_LEVEL_WINDOW_S / S_PER_MIN
+        audio = f"its first {minutes:g} min of audio" if not before else \
+            f"{minutes:g} min of its audio from minute {before:g} on"
         self._level_windows = None
-        if self._loudest_dbfs < QUIET_WARN_DBFS:
-            logger.warning(
-                "microphone %r: the loudest second of its first %g min of audio was %.0f dBFS (audio.gain_db %+g): "
-                "if anyone spoke near it meanwhile, it is too quiet (a word said at a metre reaches -30 to -20 dBFS; "
-                "20 dB too quiet, fewer words are recognised): raise its capture gain (alsamixer: F4 for capture, "
-                "or amixer), or audio.gain_db%s", self.device_name, QUIET_CHECK_S / S_PER_MIN,
-                self._loudest_dbfs, self.options.gain_db,
-                "; no sound at all: its capture may be switched off (alsamixer: space on its capture control)"
-                if self._loudest_dbfs <= LEVEL_FLOOR_DBFS else "")
+        if silent:
+            logger.warning("microphone %r: %s held no sound at all (digital silence): its capture may be switched "
+                           "off (alsamixer: space on its capture control)", self.device_name, audio)
+            return
+        logger.warning(
+            "microphone %r: the loudest second of %s was %.0f dBFS, %.0f dB above its quietest (audio.gain_db %+g): "
+            "if that was someone speaking near it, it is too quiet (a word said at a metre reaches -30 to -20 dBFS; "
+            "20 dB too quiet, fewer words are recognised): raise its capture gain (alsamixer: F4 for capture, or "
+            "amixer), or audio.gain_db", self.device_name, audio, self._loudest_dbfs,
+            self._loudest_dbfs - self._quietest_dbfs, self.options.gain_db)
 
     def _resampled(self, samples: np.ndarray, first_index: int) -> tuple[np.ndarray, float]:
         """(the output samples now complete, the stream time of the first)."""

@@ -149,3 +149,28 @@ def test_an_outage_that_starts_soon_after_another_is_said_once_the_pacing_interv
 
 def tmp_path_of(broker: Broker):
     return broker.conf.parent.parent
+
+
+def test_the_end_of_an_outage_said_while_the_constructor_forgets_it_does_not_raise_in_paho_s_thread(caplog,
+                                                                                                     monkeypatch):
+    """A broker that answers just after connect_timeout_s: the constructor notes the outage and, seeing the
+    connection up, forgets it (``_down_since_s = None``) while paho's thread says its end. Read twice there, the
+    start was None the second time: a TypeError in on_connect, which paho re-raises, ending its network thread
+    (no reconnection, ever, for the rest of the run)."""
+    import edgesense.sinks.mqtt as mqtt_module
+
+    sink = MqttSink.__new__(MqttSink)  # only what the outage's story reads
+    sink.options = MqttOptions(host="broker", ha_discovery=False)
+    sink._spool, sink._emitted_while_down, sink._down_said = None, 2, True
+    sink._down_since_s = 100.0
+
+    def monotonic():  # the constructor's thread runs here, between the check and the subtraction
+        sink._down_since_s = None
+        return 103.0
+
+    monkeypatch.setattr(mqtt_module, "time", type("Clock", (), {"monotonic": staticmethod(monotonic)}))
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    sink._came_back()
+    assert sink._down_since_s is None
+    assert warnings_of(caplog) == ["mqtt: connected to broker:1883 again after 3 s without it; 2 event(s) emitted "
+                                   "meanwhile, kept in memory, are sent now"]
