@@ -112,7 +112,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
                 break
         else:
             message = message.removeprefix("argument ")
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line_message(message)}\n")
+        self.exit(EXIT_USAGE, f"{journal_prefix(logging.ERROR)}{self.prog}: error: {one_line_message(message)}\n")
 
 
 def path_argument(value: str) -> Path:
@@ -327,10 +327,15 @@ class JournalFormatter(logging.Formatter):
         return f"<{syslog_priority(record.levelno)}>{super().format(record)}"
 
 
+def journal_prefix(levelno: int) -> str:
+    """``<N>``, the syslog priority of ``levelno``, where stderr is the journal (:func:`stderr_is_the_journal`);
+    empty elsewhere."""
+    return f"<{syslog_priority(levelno)}>" if stderr_is_the_journal() else ""
+
+
 def say_error(prog: str, message: str) -> None:
     """``PROG: error: MESSAGE`` on stderr, at priority "err" in the journal (:class:`JournalFormatter`)."""
-    prefix = f"<{syslog_priority(logging.ERROR)}>" if stderr_is_the_journal() else ""
-    say(f"{prefix}{prog}: error: {message}")
+    say(f"{journal_prefix(logging.ERROR)}{prog}: error: {message}")
 
 
 def _handled(signals: Sequence[int]) -> list[int]:
@@ -471,8 +476,8 @@ def _run_command(argv: list[str]) -> int:
     else:
         logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     if not args.command:  # one line, as for any other usage error; --help lists the commands
-        print(f"{parser.prog}: error: expected a COMMAND, one of {', '.join(COMMANDS)} ({parser.prog} --help says "
-              "what each does)", file=sys.stderr)
+        say_error(parser.prog, f"expected a COMMAND, one of {', '.join(COMMANDS)} ({parser.prog} --help says what "
+                  "each does)")
         return EXIT_USAGE
     return int(_load(COMMANDS[args.command][0], args.command).run(args) or 0)
 

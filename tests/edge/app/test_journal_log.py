@@ -57,3 +57,11 @@ def test_outside_systemd_lines_are_as_before(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgesense.app.cli", "run", "--config", str(tmp_path / "no.yaml")],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("edgesense: error: "), proc.stderr
+
+
+def test_under_systemd_a_usage_error_is_an_error_in_the_journal(tmp_path):
+    """A unit whose command line is wrong (a flag an upgrade renamed, no command) said so at priority "info"."""
+    code, lines = run_as_a_service(tmp_path, "run", "--no-such-flag")
+    assert code == 2 and re.match(r"<3>edgesense run: error: ", lines[-1]), lines
+    code, lines = run_as_a_service(tmp_path)
+    assert code == 2 and lines[-1].startswith("<3>edgesense: error: expected a COMMAND"), lines
