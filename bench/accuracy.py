@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from edgesense.bench.latency import _Timer
 from edgesense.bench.options import BenchOptions, _progress
+from edgesense.bench.uncertainty import accuracy_interval, per_class_intervals
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
 from edgesense.frontend.image import preprocess_frame
 from edgesense.frontend.wav import read_wav
@@ -34,7 +36,15 @@ def classification_report(true: np.ndarray, pred: np.ndarray, labels: Sequence[s
         n = int(matrix[i].sum())
         per_class[label] = {"accuracy": round(float(matrix[i, i] / n), 4) if n else None, "count": n}
     return {"accuracy": round(float(np.mean(true == pred)), 4) if true.size else None, "count": int(true.size),
-            "per_class": per_class, "confusion": matrix.tolist(), "labels": list(labels)}
+            "per_class": per_class, "confusion": matrix.tolist(), "labels": list(labels),
+            # how sure (edgesense.bench.uncertainty): beside the figures above, which stay as they were
+            "accuracy_interval": accuracy_interval(int(np.trace(matrix)), int(true.size)),
+            "per_class_interval": per_class_intervals(matrix, labels)}
+
+
+def item_correctness(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each item named right or not, in the order scored: what a paired test of two models compares."""
+    return np.asarray(true, np.int64) == np.asarray(pred, np.int64)
 
 
 def _noise_recordings(paths: Sequence[Path], sample_rate_hz: int) -> list[np.ndarray]:
@@ -137,7 +147,8 @@ def select_scene_items(options: BenchOptions, split: SplitSpec | None = None) ->
 # --------------------------------------------------------------------------- our model
 
 
-def evaluate_commands(model: EdgeModel, clips: np.ndarray, labels: np.ndarray, timer: _Timer) -> dict[str, Any]:
+def predict_commands(model: EdgeModel, clips: np.ndarray, timer: _Timer) -> np.ndarray:
+    """The command each clip is named through the device path, camera absent (its index among the labels)."""
     preds = np.empty(len(clips), np.int64)
     for i in _progress(range(len(clips)), len(clips), "commands (camera absent)"):
         features = timer.time("audio_frontend", log_mel_spectrogram, fit_clip(clips[i], model.audio_frontend),
@@ -145,7 +156,11 @@ def evaluate_commands(model: EdgeModel, clips: np.ndarray, labels: np.ndarray, t
         embedding = timer.time("audio_encoder", model.encode_audio, features)
         command, _ = timer.time("fusion", model.fuse, embedding, None)
         preds[i] = int(np.argmax(command))
-    return classification_report(labels, preds, model.command_labels)
+    return preds
+
+
+def evaluate_commands(model: EdgeModel, clips: np.ndarray, labels: np.ndarray, timer: _Timer) -> dict[str, Any]:
+    return classification_report(labels, predict_commands(model, clips, timer), model.command_labels)
 
 
 def _read_bgr(path: Path) -> np.ndarray | None:
@@ -176,14 +191,35 @@ def check_scene_classes(classes: Sequence[str], scene_labels: Sequence[str]) -> 
             missing)
 
 
+@dataclass(frozen=True)
+class ScenePredictions:
+    """The scene each scored photo is named, in the order scored (photos that cannot be read are left out)."""
+
+    true: np.ndarray  #: the photo's class, its index among the model's scene labels
+    microphone_absent: np.ndarray  #: named by ``fuse(None, image)``
+    ambient_audio: np.ndarray  #: named by ``fuse(audio, image)``, the audio ambient noise
+    frames: list[np.ndarray]  #: the preprocessed frames, for the references
+    labels: list[str]  #: their class names
+    paths: list[Path]  #: their files: which photos a reference scored beside them
+
+
 def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[str], timer: _Timer,
                     noise: Sequence[np.ndarray], seed: int
                     ) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray], list[str]]:
     """(microphone absent, with ambient audio, the preprocessed frames and their labels for the references)."""
+    named = predict_scenes(model, items, classes, timer, noise, seed)
+    labels = model.scene_labels
+    return (classification_report(named.true, named.microphone_absent, labels),
+            classification_report(named.true, named.ambient_audio, labels), named.frames, named.labels)
+
+
+def predict_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[str], timer: _Timer,
+                   noise: Sequence[np.ndarray], seed: int) -> ScenePredictions:
+    """Each readable photo of ``items`` through the device path, microphone absent and with ambient audio."""
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
     check_scene_classes(classes, model.scene_labels)
     rng = np.random.default_rng(seed)
-    true, pred, pred_ambient, frames, frame_labels = [], [], [], [], []
+    true, pred, pred_ambient, frames, frame_labels, paths = [], [], [], [], [], []
     for item in _progress(items, len(items), "scenes (microphone absent)"):
         bgr = _read_bgr(item.path)
         if bgr is None:
@@ -199,6 +235,7 @@ def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[st
         pred_ambient.append(int(np.argmax(scene_with_audio)))
         frames.append(frame)
         frame_labels.append(item.label)
-    labels = model.scene_labels
-    return (classification_report(np.array(true), np.array(pred), labels),
-            classification_report(np.array(true), np.array(pred_ambient), labels), frames, frame_labels)
+        paths.append(item.path)
+    return ScenePredictions(true=np.array(true, np.int64), microphone_absent=np.array(pred, np.int64),
+                            ambient_audio=np.array(pred_ambient, np.int64), frames=frames, labels=frame_labels,
+                            paths=paths)

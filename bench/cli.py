@@ -58,8 +58,10 @@ from edgesense.bench.accuracy import (
     _cap,
     _noise_recordings,
     check_scene_classes,
-    evaluate_commands,
-    evaluate_scenes,
+    classification_report,
+    item_correctness,
+    predict_commands,
+    predict_scenes,
     select_command_items,
     select_scene_items,
 )
@@ -69,10 +71,10 @@ from edgesense.bench.options import DEFAULT_REFERENCES_DIR, MIN_STREAM_S, SPLITS
 from edgesense.bench.references import (
     _build_references,
     compute_comparison,
-    evaluate_reference,
     find_references,
     reference_train_config,
     rows_it_learned,
+    score_reference,
 )
 from edgesense.bench.report import (
     _fmt,
@@ -94,6 +96,7 @@ from edgesense.bench.scenes_av import (
 from edgesense.bench.scoring import LATENCY_RULES, SweepOptions
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, recording_pools, run_streaming
 from edgesense.bench.streams import Utterance
+from edgesense.bench.uncertainty import METHODS, operating_point_intervals, paired_on_common_items
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
 from edgesense.runtime.interpreter import InterpreterOptions
@@ -309,6 +312,7 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
     }
     split = SplitSpec.from_metadata(meta, options.salt or None)
     report["settings"]["split_spec"] = dataclasses.asdict(split)
+    report["uncertainty"] = dict(METHODS)  # how the intervals and the paired tests beside the figures are made
     ambience = None
     if options.scene_ambient is not None:  # refused now, not after the commands (it needs --scenes)
         ambience = load_scene_ambience(options.scene_ambient, scene_classes, model.audio_frontend.sample_rate_hz)
@@ -327,6 +331,8 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
     clips = clip_labels = None
     data = None
     scored_rows: dict[str, tuple[Path, Any, list[Any]]] = {}  # each task's (folder, index, rows scored)
+    # each task's items as ours scored them (a key each: the clip's place, the photo's path) and which it named right
+    model_right: dict[str, tuple[list[Any], np.ndarray]] = {}
     if options.speech_commands is not None:
         from edgesense.train import data
         words = [w for w in model.command_labels if is_command_word(w)]
@@ -339,7 +345,10 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
         lookup = {label: i for i, label in enumerate(model.command_labels)}
         unknown = sorted(set(clip_labels) - set(lookup))
         require(not unknown, "speech_commands", f"labels among the model's {list(model.command_labels)}", unknown)
-        report["command"] = evaluate_commands(model, clips, np.array([lookup[x] for x in clip_labels]), timer)
+        truth = np.array([lookup[x] for x in clip_labels])
+        named = predict_commands(model, clips, timer)
+        report["command"] = classification_report(truth, named, model.command_labels)
+        model_right["command"] = (list(range(len(clips))), item_correctness(truth, named))
         report["command"]["selection"] = how
         report["command"]["speakers"] = len({items[i].speaker for i in load_report.kept})
         report["figures"]["command_confusion"] = plot_confusion(
@@ -373,8 +382,15 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
         require(len(items) > 0, "scenes", "photos to evaluate", 0)
         scene_items = items
         scored_rows["scene"] = (options.scenes, index, items)
-        scene, scene_ambient, frames, frame_labels = evaluate_scenes(model, items, index.classes, timer, noise,
-                                                                     options.seed)
+        photos = predict_scenes(model, items, index.classes, timer, noise, options.seed)
+        scene = classification_report(photos.true, photos.microphone_absent, model.scene_labels)
+        scene_ambient = classification_report(photos.true, photos.ambient_audio, model.scene_labels)
+        # does the ambient sound change which photos are named right? (the same model, photos, with and without it)
+        scene_ambient["vs_microphone_absent"] = paired_on_common_items(
+            photos.paths, item_correctness(photos.true, photos.microphone_absent),
+            photos.paths, item_correctness(photos.true, photos.ambient_audio))
+        frames, frame_labels = photos.frames, photos.labels
+        model_right["scene"] = (photos.paths, item_correctness(photos.true, photos.microphone_absent))
         report["scene"] = {**scene, "selection": how}
         report["scene_with_ambient_audio"] = scene_ambient
         report["figures"]["scene_confusion"] = plot_confusion(scene, out / "confusion_scene.png",
@@ -425,13 +441,20 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
                                "clips" if ref.task == "command" else "photos")
                 continue
         ref_frames, ref_labels = frames, frame_labels
+        ref_keys = model_right["scene"][0] if ref.task == "scene" and frames is not None else None
         if ref.task == "scene" and frames is not None and ref.input_shape[1:3] != model.image_frontend.input_shape[:2]:
             # a reference of another input size sees the photos as the device would give them to it
-            photos, loaded = load_images(scene_items, tuple(ref.input_shape[1:3]), what=f"{ref.name} photos")
-            ref_frames, ref_labels = list(photos), [scene_items[i].label for i in loaded.kept]
-        result = evaluate_reference(ref, clips=clips, clip_labels=clip_labels, frames=ref_frames,
-                                    frame_labels=ref_labels, audio_frontend=_audio_frontend_of(ref.info, model))
-        if result is not None:
+            resized, loaded = load_images(scene_items, tuple(ref.input_shape[1:3]), what=f"{ref.name} photos")
+            ref_frames, ref_labels = list(resized), [scene_items[i].label for i in loaded.kept]
+            ref_keys = [scene_items[i].path for i in loaded.kept]
+        scored = score_reference(ref, clips=clips, clip_labels=clip_labels, frames=ref_frames,
+                                 frame_labels=ref_labels, audio_frontend=_audio_frontend_of(ref.info, model))
+        if scored is not None:
+            result, ref_right = scored
+            ours_keys, ours_right = model_right[ref.task]
+            # the paired test on the items both scored (ours in the order scored; a command reference gets our clips)
+            result["vs_model"] = paired_on_common_items(ours_keys, ours_right,
+                                                        ours_keys if ref_keys is None else ref_keys, ref_right)
             references[ref.name] = result
     if references:
         report["references"] = references
@@ -451,6 +474,7 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
             model, model_sha, options, evaluation=stream_utterances, tuning=tune_utterances, noise_paths=noise_paths,
             negative_paths=list(options.negatives), clips=stream_clips, clip_labels=stream_clip_labels,
             firmware=firmware)
+        _add_stream_intervals(st)
         if "det" in st:
             report["figures"]["streaming_det"] = plot_det(st, out / "streaming_det.png").name
         if "recommended" in st:
@@ -480,6 +504,16 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
     _remove_stale_outputs(out, earlier - _outputs_of(report))
     logger.info("wrote %s", out / "report.json")
     return report
+
+
+def _add_stream_intervals(streaming: dict[str, Any]) -> None:
+    """Beside each streaming operating point the report shows (the recommendation on the tuning streams, each
+    setting on the evaluation streams), the intervals of its hit rate and false-accept rates
+    (:func:`edgesense.bench.uncertainty.operating_point_intervals`); its own figures stay as they are."""
+    points = [(streaming.get("recommended") or {}).get("tuning"), *(streaming.get("evaluation") or {}).values()]
+    for point in points:
+        if isinstance(point, dict):
+            point.update(operating_point_intervals(point))
 
 
 #: What ``--out`` holds of a run beside its figures (``report["figures"]``), by the report key that writes it.

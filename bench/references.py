@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgesense.bench.accuracy import classification_report
+from edgesense.bench.accuracy import classification_report, item_correctness
 from edgesense.bench.latency import COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S, _Timer
 from edgesense.bench.options import BenchOptions, _progress
 from edgesense.frontend.audio import fit_clip, log_mel_spectrogram
@@ -107,6 +107,17 @@ def rows_it_learned(info: Mapping[str, Any], root: Path | None, index: Any, rows
 def evaluate_reference(ref: ReferenceRunner, *, clips: np.ndarray | None, clip_labels: Sequence[str] | None,
                        frames: Sequence[np.ndarray] | None, frame_labels: Sequence[str] | None,
                        audio_frontend) -> dict[str, Any] | None:
+    """The reference's row on the clips or photos of its task (``None`` without them)."""
+    scored = score_reference(ref, clips=clips, clip_labels=clip_labels, frames=frames, frame_labels=frame_labels,
+                             audio_frontend=audio_frontend)
+    return None if scored is None else scored[0]
+
+
+def score_reference(ref: ReferenceRunner, *, clips: np.ndarray | None, clip_labels: Sequence[str] | None,
+                    frames: Sequence[np.ndarray] | None, frame_labels: Sequence[str] | None,
+                    audio_frontend) -> tuple[dict[str, Any], np.ndarray] | None:
+    """(the reference's row, each item named right or not in the order given: for the paired test against the
+    model on the same items); ``None`` without items of its task."""
     timer = _Timer(("audio_frontend", "inference") if ref.task == "command" else ("inference",))
     labels = tuple(ref.info["labels"])
     lookup = {label: i for i, label in enumerate(labels)}
@@ -126,11 +137,12 @@ def evaluate_reference(ref: ReferenceRunner, *, clips: np.ndarray | None, clip_l
     else:
         return None
     report = classification_report(np.array(true), np.array(pred), labels)
-    return {"task": ref.task, ref.task: report, "latency_ms": timer.summary(),
-            "model": {"bytes": ref.size_bytes, "params": ref.info.get("params"), "macs": ref.info.get("macs"),
-                      "path": str(ref.path)},
-            "validation_accuracy_float": _finite(ref.info.get("metrics", {}).get("val_accuracy_float")),
-            "architecture_note": _REFERENCE_NOTES.get(ref.name, "")}
+    return ({"task": ref.task, ref.task: report, "latency_ms": timer.summary(),
+             "model": {"bytes": ref.size_bytes, "params": ref.info.get("params"), "macs": ref.info.get("macs"),
+                       "path": str(ref.path)},
+             "validation_accuracy_float": _finite(ref.info.get("metrics", {}).get("val_accuracy_float")),
+             "architecture_note": _REFERENCE_NOTES.get(ref.name, "")},
+            item_correctness(np.array(true, np.int64), np.array(pred, np.int64)))
 
 
 def _finite(x: Any) -> Any:

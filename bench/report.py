@@ -265,6 +265,39 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _with_interval(x: Any, interval: Sequence[float] | None, digits: int = 3) -> str:
+    """``0.905 (0.874–0.929)``: a figure with its 95 % interval (the figure alone where the report has none)."""
+    if interval is None or x is None:
+        return _fmt(x, digits)
+    return f"{_fmt(x, digits)} ({_fmt(float(interval[0]), digits)}–{_fmt(float(interval[1]), digits)})"
+
+
+#: p-values below this are written as "p < 0.001" (the exact value says nothing more to a reader).
+_SMALLEST_P_SHOWN = 0.001
+
+
+def _p_value(p: float) -> str:
+    if p < _SMALLEST_P_SHOWN:
+        return f"p < {_SMALLEST_P_SHOWN:g}"
+    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def _paired(comparison: Mapping[str, Any] | None) -> str:
+    """The exact McNemar test against ours as a table cell: ``p = 0.24 (18 discordant: ours 12, it 6)``."""
+    if not comparison:
+        return "–"
+    return (f"{_p_value(comparison['p_value'])} ({comparison['discordant']} discordant: ours "
+            f"{comparison['model_right_other_wrong']}, it {comparison['other_right_model_wrong']})")
+
+
+def _point_figures(point: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A streaming operating point's hit rate, false accepts per hour and per 100 other words, each with its
+    interval where the report has one."""
+    return (_with_interval(point["hit_rate"], point.get("hit_rate_interval")),
+            _with_interval(point["false_accepts_per_hour"], point.get("false_accepts_per_hour_interval"), 2),
+            _with_interval(point["false_accepts_per_100_words"], point.get("false_accepts_per_100_words_interval"), 2))
+
+
 def _second_opinion_line(second: Mapping[str, Any], model_alone: bool) -> list[str]:
     if model_alone:
         return ["The model alone (`--model-alone`): the second opinion `--config` may name is left out.", ""]
@@ -313,14 +346,16 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               f"talk{words}{cap}{missed}): {settings}."]
     if "evaluation" not in st:  # --tuning-only
         r = rec["tuning"]
+        hits, per_hour, per_100_words = _point_figures(r)
         lines += ["", "Tuning streams only (`--tuning-only`: validation speakers; nothing of the test split or the "
                       "evaluation pools was read). At the recommended setting: "
-                      f"hit rate {_fmt(r['hit_rate'])}, {_fmt(r['false_accepts_per_hour'], 2)} false accepts per hour "
-                      f"of talk, {_fmt(r['false_accepts_per_100_words'], 2)} per 100 other words, latency p50 / p95 "
+                      f"hit rate {hits}, {per_hour} false accepts per hour of talk, {per_100_words} per 100 other "
+                      f"words (95 % intervals), latency p50 / p95 "
                       f"{_fmt(r['latency_ms']['p50'], 0)} / {_fmt(r['latency_ms']['p95'], 0)} ms."]
         return lines + _tuning_budgets_markdown(st) + _envelope_markdown(st, "level_envelope_tuning",
                                                                          "the tuning streams' words")
-    lines += ["", "Evaluation streams (test speakers, evaluation pool):", "",
+    lines += ["", "Evaluation streams (test speakers, evaluation pool); in brackets the 95 % intervals (hit rate: "
+              "Wilson, of the words hit; false accepts: exact Poisson, of their count):", "",
               "| setting | hit rate | FA/hour of talk | FA/100 other words | latency p50 / p95 ms | "
               "FA/hour on the commands stream (subst. / other speech / background) |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -329,8 +364,7 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
             continue
         c = r.get("commands_stream", {}).get("false_accepts_per_hour", {})
         title = st.get("firmware_config", {}).get("title", key) if key == "firmware_config" else key.replace("_", " ")
-        lines.append(f"| {title} | {_fmt(r['hit_rate'])} | {_fmt(r['false_accepts_per_hour'], 2)} | "
-                     f"{_fmt(r['false_accepts_per_100_words'], 2)} | {_fmt(r['latency_ms']['p50'], 0)} / "
+        lines.append(f"| {title} | " + " | ".join(_point_figures(r)) + f" | {_fmt(r['latency_ms']['p50'], 0)} / "
                      f"{_fmt(r['latency_ms']['p95'], 0)} | {c.get('substitutions')} / {c.get('other_speech')} / "
                      f"{c.get('background')} |")
     r = st["evaluation"]["recommended"]
@@ -465,6 +499,7 @@ def _av_markdown(section: Mapping[str, Any], title: str, sound: str) -> list[str
                      f"| {_fmt(row['either_path'])} |")
     s = section["summary"]
     per_class = section["audio_only"]["per_class"]
+    intervals = section["audio_only"].get("per_class_interval") or {}
     lines += ["", f"Fused − image only, mean over the degraded conditions: "
               f"**{_points(s['degraded_fused_minus_image_only_points'])} points** (target ≥ "
               f"{s['degraded_target_points']:+g}); with a clean camera: "
@@ -472,8 +507,10 @@ def _av_markdown(section: Mapping[str, Any], title: str, sound: str) -> list[str
               f"(target ≥ {s['clean_target_points']:+g}). The ceiling of the first with this audio path "
               f"(right where image only or audio only is right): "
               f"{_points(s['degraded_either_path_minus_image_only_points'])} points.",
-              "", "Audio only, per class: " + ", ".join(f"{label} {_fmt(c['accuracy'])} (n={c['count']})"
-                                                       for label, c in per_class.items() if c["count"])]
+              "", "Audio only, per class: " + ", ".join(
+                  f"{label} {_with_interval(c['accuracy'], intervals.get(label))} (n={c['count']})"
+                  for label, c in per_class.items() if c["count"]) + (" (95 % intervals in brackets)." if intervals
+                                                                      else "")]
     return lines
 
 
@@ -483,18 +520,27 @@ def render_markdown(report: Mapping[str, Any]) -> str:
              f"Model `{m['path']}`: {_fmt(m['bytes'])} bytes, {_fmt(m.get('params'))} params, "
              f"{_fmt(m.get('macs'))} MACs per full pass. Settings: {json.dumps(report['settings'])}.", ""]
     refs = report.get("references", {})
-    lines += ["## Accuracy", "", "| task | model | accuracy | n | data |", "| --- | --- | --- | --- | --- |"]
+    lines += ["## Accuracy", "", "Accuracy with its 95 % interval (Wilson); *vs ours*: the exact McNemar test against "
+              "ours on the same items (the ambient-noise row: against ours with the microphone absent), its p-value "
+              "and the items only one of the two named right. p < 0.05: more than the luck of the items drawn.", "",
+              "| task | model | accuracy (95 % interval) | n | vs ours | data |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for key, title in (("command", "commands (camera absent)"), ("scene", "scenes (microphone absent)"),
                        ("scene_with_ambient_audio", "scenes (mic: ambient noise)")):
         if key in report:
             r = report[key]
-            lines.append(f"| {title} | ours | {_fmt(r['accuracy'])} | {r['count']} | {r.get('selection', '')} |")
+            lines.append(f"| {title} | ours | {_with_interval(r['accuracy'], r.get('accuracy_interval'))} | "
+                         f"{r['count']} | {_paired(r.get('vs_microphone_absent'))} | {r.get('selection', '')} |")
     for name, r in refs.items():
-        lines.append(f"| {r['task']}s | {name} | {_fmt(r[r['task']]['accuracy'])} | {r[r['task']]['count']} | same |")
+        row = r[r["task"]]
+        lines.append(f"| {r['task']}s | {name} | {_with_interval(row['accuracy'], row.get('accuracy_interval'))} | "
+                     f"{row['count']} | {_paired(r.get('vs_model'))} | same |")
     teachers = report.get("teachers", {})
     for name, r in teachers.items():
-        lines.append(f"| {r['task']}s | {name} (teacher, float, desktop) | {_fmt(r[r['task']]['accuracy'])} | "
-                     f"{r[r['task']]['count']} | same |")
+        row = r[r["task"]]
+        lines.append(f"| {r['task']}s | {name} (teacher, float, desktop) | "
+                     f"{_with_interval(row['accuracy'], row.get('accuracy_interval'))} | {row['count']} | "
+                     f"{_paired(r.get('vs_model'))} | same |")
     if "scene_av" in report:
         a = report["scene_av"]["ambience"]
         lines += _av_markdown(report["scene_av"], "Scenes with the sound of their place, camera clean and degraded",

@@ -115,6 +115,47 @@ def test_report_has_accuracy_per_class_and_latency_for_every_stage(quick_report)
     assert "references" not in report  # none built, none found
 
 
+def test_each_figure_carries_its_95_percent_interval(quick_report):
+    """Every accuracy (and per class) and each streaming operating point's hit rate and false-accept rates come with
+    their interval, from their own counts; the figures themselves are the ones the report always had."""
+    from edgesense.bench.uncertainty import poisson_interval, wilson_interval
+
+    report, out, _ = quick_report
+    assert report["uncertainty"]["level"] == 0.95 and "Wilson" in report["uncertainty"]["accuracy_interval"]
+    for key in ("command", "scene", "scene_with_ambient_audio"):
+        r = report[key]
+        right = sum(row[i] for i, row in enumerate(r["confusion"]))
+        assert r["accuracy"] == round(right / r["count"], 4)  # unchanged: right of scored
+        assert r["accuracy_interval"] == pytest.approx(wilson_interval(right, r["count"]), abs=1e-4)
+        assert r["accuracy_interval"][0] <= r["accuracy"] <= r["accuracy_interval"][1]
+        for label, c in r["per_class"].items():
+            interval = r["per_class_interval"][label]
+            assert (interval is None) == (c["count"] == 0) and (c["accuracy"] is None) == (c["count"] == 0)
+            assert interval is None or interval[0] <= c["accuracy"] <= interval[1]
+    # the same photos with and without ambient sound, paired: the discordant photos are the accuracies' difference
+    paired = report["scene_with_ambient_audio"]["vs_microphone_absent"]
+    assert paired["items"] == report["scene"]["count"]
+    difference = round((report["scene"]["accuracy"] - report["scene_with_ambient_audio"]["accuracy"]) * paired["items"])
+    assert paired["model_right_other_wrong"] - paired["other_right_model_wrong"] == difference
+    st = report["streaming"]
+    for name, point in [("tuning", st["recommended"]["tuning"]), *st["evaluation"].items()]:
+        c, t = point["commands_stream"], point["talk_stream"]
+        assert point["hit_rate_interval"] == pytest.approx(wilson_interval(c["hits"], c["command_words"]), abs=1e-4)
+        low, high = poisson_interval(t["false_accepts"])
+        assert point["false_accepts_per_hour_interval"] == pytest.approx([low / t["hours"], high / t["hours"]],
+                                                                         abs=1e-3), name
+        for key in ("hit_rate", "false_accepts_per_hour", "false_accepts_per_100_words"):
+            low, high = point[f"{key}_interval"]
+            assert low <= point[key] <= high, (name, key)
+    markdown = (out / "report.md").read_text()
+    command = report["command"]
+    assert (f"| commands (camera absent) | ours | {command['accuracy']:.3f} ({command['accuracy_interval'][0]:.3f}–"
+            f"{command['accuracy_interval'][1]:.3f}) | 48 |") in markdown
+    at = st["evaluation"]["recommended"]
+    low, high = at["hit_rate_interval"]
+    assert f"| recommended | {at['hit_rate']:.3f} ({low:.3f}–{high:.3f}) |" in markdown
+
+
 def test_streaming_section_recommends_and_writes_the_firmware_config(quick_report):
     report, out, config = quick_report
     st = report["streaming"]
@@ -301,6 +342,7 @@ def test_the_default_references_are_the_checkouts_from_any_folder_and_their_abse
 def test_pure_helpers():
     r = classification_report(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), ["a", "b", "c"])
     assert r["accuracy"] == 0.75 and r["per_class"]["a"] == {"accuracy": 0.5, "count": 2}
+    assert r["accuracy_interval"] == [0.3006, 0.9544] and r["per_class_interval"]["a"] == [0.0945, 0.9055]
     assert r["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
     s = latency_summary(np.arange(1, 101, dtype=float))
     assert (s["p50"], s["n"], s["max"]) == (50.5, 100, 100.0)
@@ -625,6 +667,18 @@ def test_references_side_by_side_with_the_same_data_and_interpreter(tiny_model_p
     assert comp["scenes"]["theirs_macs_per_s"] == 5 * vww["model"]["macs"]
     assert comp["total"]["macs_ratio"] == pytest.approx(
         comp["total"]["ours_macs_per_s"] / comp["total"]["theirs_macs_per_s"], rel=1e-3)
+    # Each reference against ours on the same items (exact McNemar): the items only one of them named right are
+    # what their accuracies differ by.
+    for ref, ours in ((kws, report["command"]), (vww, report["scene"])):
+        paired = ref["vs_model"]
+        theirs = ref[ref["task"]]
+        assert paired["items"] == ours["count"] == theirs["count"]
+        difference = round((ours["accuracy"] - theirs["accuracy"]) * paired["items"])
+        assert paired["model_right_other_wrong"] - paired["other_right_model_wrong"] == difference
+        assert paired["discordant"] == paired["model_right_other_wrong"] + paired["other_right_model_wrong"]
+        assert 0 < paired["p_value"] <= 1 and paired["differs_at_level"] == (paired["p_value"] < 0.05)
+        assert theirs["accuracy_interval"][0] <= theirs["accuracy"] <= theirs["accuracy_interval"][1]
+    assert f"({kws['vs_model']['discordant']} discordant: ours " in (out / "report.md").read_text()
     assert (out / "confusion_kws_dscnn.png").is_file() and (out / "confusion_vww_mobilenet_v1.png").is_file()
     assert "kws_dscnn" in (out / "report.md").read_text()
     assert "(10 command hops/s, 5 scene frames/s, the rates of `--config`;" in (out / "report.md").read_text()
@@ -657,6 +711,7 @@ def test_a_reference_of_another_input_size_sees_the_photos_at_its_own(tiny_build
     report = json.loads((out / "report.json").read_text())
     vww = report["references"]["vww_mobilenet_v1"]
     assert vww["scene"]["count"] == report["scene"]["count"] > 0  # the same photos, each model at its own size
+    assert vww["vs_model"]["items"] == report["scene"]["count"]  # paired photo by photo, read again at 96 px
 
 
 def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny_model_path, tmp_path, monkeypatch):

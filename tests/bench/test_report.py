@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgesense.bench.accuracy import classification_report
-from edgesense.bench.report import plot_confusion
+from edgesense.bench.report import plot_confusion, render_markdown
 
 PLACES = ["北京", "日本", "上海", "sea"]
 
@@ -101,3 +101,33 @@ def test_labels_the_default_font_lacks_are_drawn_in_an_installed_font_that_has_t
     ascii_only = _confusion(["sea", "street"])  # drawn as before, in the default font alone
     first = plot_confusion(ascii_only, tmp_path / "a.png", "scenes").read_bytes()
     assert plot_confusion(ascii_only, tmp_path / "b.png", "scenes").read_bytes() == first
+
+
+def _accuracy_rows(markdown: str) -> dict[str, list[str]]:
+    """The accuracy table of ``report.md``, by its model column: the other cells."""
+    table = markdown.split("## Accuracy")[1].split("\n\n## ")[0]
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ")]
+    return {cells[1]: [cells[0], *cells[2:]] for cells in rows[1:]}
+
+
+def test_the_accuracy_table_shows_each_interval_and_the_paired_test_against_ours():
+    from edgesense.bench.uncertainty import paired_comparison
+
+    ours_right = np.array([True] * 90 + [False] * 10)
+    kws_right = np.array([True] * 70 + [False] * 20 + [True] * 2 + [False] * 8)  # ours alone 20, it alone 2
+    ours = classification_report(np.zeros(100, np.int64), np.where(ours_right, 0, 1), ["yes", "no"])
+    kws = classification_report(np.zeros(100, np.int64), np.where(kws_right, 0, 1), ["yes", "no"])
+    report = {"model": {"path": "model.tflite", "bytes": 1000}, "settings": {}, "latency_ms": {},
+              "command": {**ours, "selection": "testing split"},
+              "references": {"kws": {"task": "command", "command": kws, "vs_model": paired_comparison(
+                  ours_right, kws_right), "latency_ms": {}, "architecture_note": "a reference",
+                  "model": {"bytes": 10, "params": 1, "macs": 1}}},
+              # a teacher row of a report written before the intervals: its figure alone, no test
+              "teachers": {"t": {"task": "command", "command": {"accuracy": 0.5, "count": 100},
+                                 "architecture_note": "a teacher", "model": {"bytes": 10, "head_params": 1},
+                                 "ms_per_item_batched": 1.0, "validation_accuracy_float": 0.5}}}
+    rows = _accuracy_rows(render_markdown(report))
+    assert rows["ours"] == ["commands (camera absent)", "0.900 (0.826–0.945)", "100", "–", "testing split"]
+    assert rows["kws"] == ["commands", "0.720 (0.625–0.799)", "100", "p < 0.001 (22 discordant: ours 20, it 2)",
+                           "same"]
+    assert rows["t (teacher, float, desktop)"] == ["commands", "0.500", "100", "–", "same"]
