@@ -48,7 +48,7 @@ import logging
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -463,7 +463,7 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
                                                              command_hops_per_s=hops_per_s,
                                                              scene_frames_per_s=frames_per_s)
     if options.teachers:
-        report["teachers"] = _score_teachers(options, model, clips, clip_labels, frames, frame_labels)
+        report["teachers"] = _score_teachers(options, model, clips, clip_labels, frames, frame_labels, model_right)
     for name, result in {**references, **report.get("teachers", {})}.items():
         task = result["task"]
         fig = plot_confusion(result[task], out / f"confusion_{name}.png", f"{name} ({task}s)")
@@ -561,9 +561,11 @@ def fusion_study_sounds(noise: Sequence[Path], place_sounds: set[str]) -> Path |
     return chosen
 
 
-def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels, frames,
-                    frame_labels) -> dict[str, Any]:
-    """The teachers (trained once on the references' data, next to them) on this run's test data."""
+def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels, frames, frame_labels,
+                    model_right: Mapping[str, tuple[list[Any], np.ndarray]]) -> dict[str, Any]:
+    """The teachers (trained once on the references' data, next to them) on this run's test data, each with the
+    paired test against the model on the same clips or photos (``model_right``: the model's keys and right/wrong
+    per task)."""
     from edgesense.bench import teachers
 
     # Only the heads trained on this config: a head left there from other data is not scored.
@@ -578,9 +580,13 @@ def _score_teachers(options: BenchOptions, model: EdgeModel, clips, clip_labels,
         if why:
             logger.warning("teacher %s: %s; skipped", name, why)
             continue
-        result = teachers.evaluate_teacher(path, clips=clips, clip_labels=clip_labels, frames=frames,
-                                           frame_labels=frame_labels)
-        if result is not None:
+        got = teachers.score_teacher(path, clips=clips, clip_labels=clip_labels, frames=frames,
+                                     frame_labels=frame_labels)
+        if got is not None:
+            result, right = got
+            if result["task"] in model_right:  # a teacher gets the model's clips and photos, in its order
+                keys, ours = model_right[result["task"]]
+                result["vs_model"] = paired_on_common_items(keys, ours, keys, right)
             scored[name] = result
     return scored
 

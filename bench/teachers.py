@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgesense.bench.accuracy import classification_report
+from edgesense.bench.accuracy import classification_report, item_correctness
 from edgesense.schema.validate import from_mapping, require
 
-__all__ = ["AUDIO_TEACHER", "build_teachers", "evaluate_teacher", "find_teachers", "teacher_names",
+__all__ = ["AUDIO_TEACHER", "build_teachers", "evaluate_teacher", "find_teachers", "score_teacher", "teacher_names",
            "teacher_sidecar", "vision_teacher_name"]
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,15 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
                      frames: Sequence[np.ndarray] | None, frame_labels: Sequence[str] | None) -> dict[str, Any] | None:
     """Score one teacher on the benchmark's clips or photos; ``None`` when it has no data here or
     its package is missing (logged)."""
+    scored = score_teacher(path, clips=clips, clip_labels=clip_labels, frames=frames, frame_labels=frame_labels)
+    return None if scored is None else scored[0]
+
+
+def score_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels: Sequence[str] | None,
+                  frames: Sequence[np.ndarray] | None, frame_labels: Sequence[str] | None
+                  ) -> tuple[dict[str, Any], np.ndarray] | None:
+    """:func:`evaluate_teacher`'s row and, for the paired test with the model, each item named right or not (in the
+    order of ``clips`` or ``frames``)."""
     import keras
 
     from edgesense.train.degrade import to_uint8
@@ -232,15 +241,16 @@ def evaluate_teacher(path: str | Path, *, clips: np.ndarray | None, clip_labels:
     started = time.perf_counter()
     probs = head.predict(features(inputs), batch_size=256, verbose=0)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    report = classification_report(np.array([lookup[label] for label in truth]), probs.argmax(-1),
-                                   tuple(info["labels"]))
+    true = np.array([lookup[label] for label in truth])
+    report = classification_report(true, probs.argmax(-1), tuple(info["labels"]))
     size = sum(Path(f).stat().st_size for f in files) + path.stat().st_size
-    return {"task": task, task: report, "kind": TEACHER_KIND,
-            "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path),
-                      "precision": "float32"},
-            "ms_per_item_batched": round(elapsed_ms / max(len(inputs), 1), 3),
-            "validation_accuracy_float": _finite(info.get("metrics", {}).get("val_accuracy_float")),
-            "architecture_note": _note(info)}
+    return ({"task": task, task: report, "kind": TEACHER_KIND,
+             "model": {"bytes": size, "head_params": int(head.count_params()), "path": str(path),
+                       "precision": "float32"},
+             "ms_per_item_batched": round(elapsed_ms / max(len(inputs), 1), 3),
+             "validation_accuracy_float": _finite(info.get("metrics", {}).get("val_accuracy_float")),
+             "architecture_note": _note(info)},
+            item_correctness(true, probs.argmax(-1)))
 
 
 def _finite(x: Any) -> Any:

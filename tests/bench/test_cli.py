@@ -721,8 +721,9 @@ def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny
     speech, scenes = _speech_folder(tmp_path / "sc", per_class=16), _scene_folder(tmp_path / "scenes", per_class=10)
     seen = {}
 
-    def score_teachers(options, model, clips, clip_labels, frames, frame_labels):
+    def score_teachers(options, model, clips, clip_labels, frames, frame_labels, model_right):
         seen.update(clips=len(clips), frames=len(frames), frame_labels=list(frame_labels))
+        seen.update(right={task: len(right) for task, (_, right) in model_right.items()})
         return {}
 
     monkeypatch.setattr(bench_cli, "_score_teachers", score_teachers)
@@ -736,6 +737,26 @@ def test_the_teachers_get_the_runs_photos_after_the_references_are_compared(tiny
     assert "comparison_per_second" in report  # the references were compared before the teachers ran
     assert seen["frames"] == report["scene"]["count"] == len(seen["frame_labels"]) > 0
     assert seen["clips"] == report["command"]["count"]
+    assert seen["right"] == {"command": seen["clips"], "scene": seen["frames"]}  # for the paired test
+
+
+def test_a_teacher_is_compared_with_the_model_on_the_same_items(monkeypatch, tmp_path):
+    """A teacher's row carries the paired test against the model on the clips both named (its right/wrong per
+    clip, in the model's order): the model right on clips 0-2, the teacher on 0 and 3."""
+    from edgesense.bench import cli as bench_cli
+    from edgesense.bench import teachers
+
+    monkeypatch.setattr(teachers, "build_teachers", lambda config, folder: {"t": tmp_path / "t.keras"})
+    monkeypatch.setattr(teachers, "teacher_sidecar", lambda path: {"task": "scene", "labels": ["a", "b"]})
+    monkeypatch.setattr(bench_cli, "reference_train_config", lambda options, model: None)
+    row = {"task": "scene", "scene": {"accuracy": 0.5}}
+    monkeypatch.setattr(teachers, "score_teacher", lambda path, **kw: (dict(row), np.array([1, 0, 0, 1], bool)))
+    options = BenchOptions(model_path=tmp_path / "m.tflite", out_dir=tmp_path / "out", teachers=True, scenes=tmp_path)
+    keys = ["p0", "p1", "p2", "p3"]
+    scored = bench_cli._score_teachers(options, None, None, None, [np.zeros(1)] * 4, ["a", "b", "a", "b"],
+                                       {"scene": (keys, np.array([1, 1, 1, 0], bool))})
+    vs = scored["t"]["vs_model"]
+    assert (vs["items"], vs["model_right_other_wrong"], vs["other_right_model_wrong"]) == (4, 2, 1), vs
 
 
 def test_tuning_only_reads_the_validation_part_and_the_tuning_streams_only(tiny_model_path, tmp_path, monkeypatch):
