@@ -19,6 +19,7 @@ false accepts per hour (talk), false accepts per 100 other words (words).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -72,7 +73,9 @@ class Detection:
 
 
 class Replay:
-    """One stream's posteriors, with the window averages of each ``average_window_ms`` cached."""
+    """One stream's posteriors, with what every setting of a sweep shares cached: the window averages of each
+    ``average_window_ms``, the rows ready to fire, the rows that re-arm each label, and the placed words sorted
+    for scoring."""
 
     def __init__(self, posteriors: StreamPosteriors) -> None:
         self.posteriors = posteriors
@@ -80,7 +83,11 @@ class Replay:
         self._cumsum = np.concatenate([np.zeros((1, self._p.shape[1])), np.cumsum(self._p, axis=0)])
         self._times = np.asarray(posteriors.times_ms, dtype=np.float64)
         self._averages: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._top_scores: dict[float, np.ndarray] = {}
+        self._ready: dict[tuple[float, int], np.ndarray] = {}
+        self._release_rows: dict[tuple[float, int, float], list[np.ndarray]] = {}
         self._contexts: dict[tuple[int, float, float], np.ndarray] = {}
+        self._words: dict[float, _ScoredWords] = {}
 
     def averages(self, window_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(averages (H, C), results per window (H,), span ms (H,), top label (H,)) as the recognizer sees them."""
@@ -92,6 +99,34 @@ class Replay:
             averages = (self._cumsum[idx + 1] - self._cumsum[first]) / np.maximum(count, 1)[:, None]
             self._averages[window_ms] = (averages, count, t - t[first] if t.size else t, np.argmax(averages, axis=1))
         return self._averages[window_ms]
+
+    def top_scores(self, window_ms: float) -> np.ndarray:
+        """(H,) the top label's average of each result (:meth:`averages`)."""
+        if window_ms not in self._top_scores:
+            averages, _, _, top = self.averages(window_ms)
+            self._top_scores[window_ms] = averages[np.arange(averages.shape[0]), top]
+        return self._top_scores[window_ms]
+
+    def ready(self, window_ms: float, minimum_count: int) -> np.ndarray:
+        """(H,) whether the recognizer's window holds enough results to fire (and to re-arm a label)."""
+        key = (window_ms, minimum_count)
+        if key not in self._ready:
+            _, count, span, _ = self.averages(window_ms)
+            self._ready[key] = (count >= minimum_count) & (span >= window_ms * MINIMUM_WINDOW_FRACTION)
+        return self._ready[key]
+
+    def release_rows(self, window_ms: float, minimum_count: int, release_threshold: float) -> list[np.ndarray]:
+        """Per label, the rows (ascending) whose average re-arms it: ready, at or below ``release_threshold``.
+        Only those of one window and count are kept (a sweep scores its releases together; a long stream's rows
+        of every setting would be hundreds of megabytes)."""
+        key = (window_ms, minimum_count, release_threshold)
+        if key not in self._release_rows:
+            if any(k[:2] != key[:2] for k in self._release_rows):
+                self._release_rows.clear()
+            averages = self.averages(window_ms)[0]
+            released = self.ready(window_ms, minimum_count)[:, None] & (averages <= release_threshold)
+            self._release_rows[key] = [np.flatnonzero(released[:, c]) for c in range(averages.shape[1])]
+        return self._release_rows[key]
 
     def context_means(self, label: int, offset_ms: float, window_ms: float) -> np.ndarray:
         """(H,) mean score of ``label`` over the results ``offset_ms + window_ms`` … ``offset_ms``
@@ -107,45 +142,78 @@ class Replay:
             self._contexts[key] = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         return self._contexts[key]
 
+    def scored_words(self, match_tolerance_ms: float) -> "_ScoredWords":
+        """The stream's placed words as :func:`score_stream` matches detections to them."""
+        if match_tolerance_ms not in self._words:
+            self._words[match_tolerance_ms] = _ScoredWords(self.posteriors.words, match_tolerance_ms)
+        return self._words[match_tolerance_ms]
+
 
 def detect(replay: Replay | StreamPosteriors, options: CommandRecognizerOptions) -> list[Detection]:
     """The events :class:`CommandRecognizer` would give on these posteriors (one recognizer, never reset)."""
     if not isinstance(replay, Replay):
         replay = Replay(replay)
     labels = replay.posteriors.labels
-    averages, count, span, top = replay.averages(float(options.average_window_ms))
+    window = float(options.average_window_ms)
+    averages, _, _, top = replay.averages(window)
     if averages.shape[0] == 0:
         return []
-    ready = (count >= options.minimum_count) & (span >= options.average_window_ms * MINIMUM_WINDOW_FRACTION)
+    ready = replay.ready(window, options.minimum_count)
     thresholds = np.array([options.threshold_of(label) for label in labels])
     fires = np.array([label not in options.ignored_labels for label in labels])
-    rows = np.arange(averages.shape[0])
-    top_score = averages[rows, top]
-    candidate = ready & fires[top] & (top_score > thresholds[top])
+    if not fires.any():
+        return []
+    top_score = replay.top_scores(window)
+    # only the rows above the lowest threshold can fire: the rule is applied to those (a sweep's high thresholds
+    # leave a few per cent of an hour of talk)
+    rows = np.flatnonzero(top_score > thresholds[fires].min())
+    labels_of = top[rows]
+    candidate = ready[rows] & fires[labels_of] & (top_score[rows] > thresholds[labels_of])
     unknown = options.context_label_index(labels)
     if unknown is not None:
         context = replay.context_means(unknown, float(options.context_offset_ms), float(options.context_window_ms))
-        candidate &= context <= options.max_context_unknown
-    candidates = np.flatnonzero(candidate)
+        candidate &= context[rows] <= options.max_context_unknown
+    candidates = rows[candidate]
     if candidates.size == 0:
         return []
-    released = ready[:, None] & (averages <= options.release_threshold)
-    release_rows = [np.flatnonzero(released[:, c]) for c in range(len(labels))]
-    times = replay.posteriors.times_ms
-    last_fired = np.full(len(labels), -1)
-    last_t = -math.inf
+    top_of = labels_of[candidate]
+    # where each run of candidates of one label ends (the rows a word holds above its threshold)
+    changes = np.flatnonzero(top_of[1:] != top_of[:-1]) + 1
+    run_ends = np.append(changes, top_of.size)[np.searchsorted(changes, np.arange(top_of.size), side="right")]
+    # Python numbers, not numpy scalars: the same values (times are float64), a fraction of the cost per row
+    candidate_rows, tops, run_end = candidates.tolist(), top_of.tolist(), run_ends.tolist()
+    times, scores = replay._times[candidates].tolist(), top_score[candidates].tolist()
+    release_rows: list[np.ndarray] | None = None  # each label's re-arming rows, once a label has fired
+    suppression = options.suppression_ms
+    #: per label, the first row after its last event that re-arms it (None: not looked up yet; inf: none)
+    rearmed_at: list[float | None] = [-math.inf] * len(labels)
+    last_fired = [-1] * len(labels)
     out = []
-    for i in candidates:
-        c = top[i]
-        if times[i] - last_t <= options.suppression_ms:
-            continue
-        if last_fired[c] >= 0:  # armed again only if its average fell to the release level since
+    k, n = 0, len(candidate_rows)
+    while k < n:
+        i, c = candidate_rows[k], tops[k]
+        rearmed = rearmed_at[c]
+        if rearmed is None:  # armed again only if its average fell to the release level since it fired
+            if release_rows is None:
+                release_rows = replay.release_rows(window, options.minimum_count, options.release_threshold)
             r = release_rows[c]
-            k = np.searchsorted(r, last_fired[c], side="right")
-            if k >= r.size or r[k] >= i:
-                continue
-        last_fired[c], last_t = i, float(times[i])
-        out.append(Detection(label=labels[c], t_ms=float(times[i]), score=float(top_score[i])))
+            after = int(r.searchsorted(last_fired[c], side="right"))
+            rearmed_at[c] = rearmed = int(r[after]) if after < r.size else math.inf
+        if rearmed >= i:  # not armed: nor is any candidate of its run before the row that re-arms it
+            k = run_end[k] if rearmed == math.inf else min(run_end[k], bisect.bisect_left(candidate_rows, rearmed,
+                                                                                             lo=k + 1))
+            continue
+        t = times[k]
+        out.append(Detection(label=labels[c], t_ms=t, score=scores[k]))
+        rearmed_at[c] = None
+        last_fired[c] = i
+        # suppressed: every later result up to suppression_ms after this one, t' - t <= suppression_ms as the
+        # recognizer computes it (monotonic in t': a run of results), found by t + suppression_ms then made exact
+        k = bisect.bisect_right(times, t + suppression, lo=k + 1)
+        while k < n and times[k] - t <= suppression:
+            k += 1
+        while times[k - 1] - t > suppression:
+            k -= 1
     return out
 
 
@@ -178,28 +246,56 @@ class StreamScore:
         return count / self.hours if self.hours > 0 else 0.0
 
 
+class _ScoredWords:
+    """A stream's placed words as :func:`score_stream` matches detections to them, sorted by start, with what
+    every scoring of the stream shares (a sweep scores it thousands of times)."""
+
+    def __init__(self, words: Sequence[PlacedWord], match_tolerance_ms: float) -> None:
+        self.words: list[PlacedWord] = sorted(words, key=lambda w: w.start_ms)
+        self.match_tolerance_ms = match_tolerance_ms
+        self.starts: list[float] = [float(w.start_ms) for w in self.words]
+        #: the last time a detection can fall in each word's span
+        self.span_ends: list[float] = [float(w.end_ms + match_tolerance_ms) for w in self.words]
+        self.reach_ms = float(max((w.end_ms - w.start_ms for w in self.words), default=0.0) + match_tolerance_ms)
+        self.labels: list[str] = [w.label for w in self.words]
+        self.is_command: list[bool] = [w.is_command for w in self.words]
+        self.command_words = sum(w.is_command for w in self.words)
+        self.other_utterances = len(self.words) - self.command_words
+        #: word -> the indices of its command words, in word order (its hits and how many were said)
+        said: dict[str, list[int]] = {}
+        for j, w in enumerate(self.words):
+            if w.is_command:
+                said.setdefault(w.label, []).append(j)
+        self.said = dict(sorted(said.items()))
+
+
 def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], *,
                  match_tolerance_ms: float = 1000.0) -> StreamScore:
-    words: list[PlacedWord] = sorted(posteriors.words, key=lambda w: w.start_ms)
-    starts = np.array([w.start_ms for w in words])
-    reach_ms = max((w.end_ms - w.start_ms for w in words), default=0.0) + match_tolerance_ms
+    return _score(_ScoredWords(posteriors.words, match_tolerance_ms), detections, hours=posteriors.hours)
+
+
+def _score(scored: _ScoredWords, detections: Sequence[Detection], *, hours: float) -> StreamScore:
+    """:func:`score_stream` on words sorted once (:meth:`Replay.scored_words`)."""
+    words, starts, span_ends, reach_ms = scored.words, scored.starts, scored.span_ends, scored.reach_ms
+    labels, is_command = scored.labels, scored.is_command
     hit = [False] * len(words)
     hit_by: dict[int, float] = {}  # word -> the time of the detection that hit it
     substitutions = on_other = on_background = 0
     by_word: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
     for d in detections:
-        lo = int(np.searchsorted(starts, d.t_ms - reach_ms, side="left"))
-        hi = int(np.searchsorted(starts, d.t_ms, side="right"))  # words started by t
-        inside = [j for j in range(lo, hi) if d.t_ms <= words[j].end_ms + match_tolerance_ms]
-        match = next((j for j in inside if not hit[j] and words[j].is_command and words[j].label == d.label), None)
+        t, label = d.t_ms, d.label
+        lo = bisect.bisect_left(starts, t - reach_ms)
+        hi = bisect.bisect_right(starts, t)  # words started by t
+        inside = [j for j in range(lo, hi) if t <= span_ends[j]]
+        match = next((j for j in inside if not hit[j] and is_command[j] and labels[j] == label), None)
         if match is not None:
             hit[match] = True
-            hit_by[match] = d.t_ms
+            hit_by[match] = t
             continue
-        by_word[d.label] += 1
+        by_word[label] += 1
         by_source[words[inside[-1]].source if inside else BACKGROUND_SOURCE] += 1
-        if any(words[j].is_command for j in inside):
+        if any(is_command[j] for j in inside):
             substitutions += 1
         elif inside:
             on_other += 1
@@ -207,22 +303,16 @@ def score_stream(posteriors: StreamPosteriors, detections: Sequence[Detection], 
             on_background += 1
     _answer_the_latest_word(words, starts, hit, hit_by)
     latencies = [hit_by[j] - words[j].end_ms for j in sorted(hit_by, key=hit_by.__getitem__)]
-    per_word: dict[str, list[int]] = {}
-    for w, h in zip(words, hit):
-        if w.is_command:
-            tally = per_word.setdefault(w.label, [0, 0])
-            tally[0] += h
-            tally[1] += 1
-    return StreamScore(command_words=sum(w.is_command for w in words), hits=sum(hit),
-                       other_utterances=sum(not w.is_command for w in words), substitutions=substitutions,
-                       on_other_speech=on_other, on_background=on_background, hours=posteriors.hours,
+    return StreamScore(command_words=scored.command_words, hits=sum(hit),
+                       other_utterances=scored.other_utterances, substitutions=substitutions,
+                       on_other_speech=on_other, on_background=on_background, hours=hours,
                        latencies_ms=tuple(latencies),
-                       per_word={k: (v[0], v[1]) for k, v in sorted(per_word.items())},
+                       per_word={k: (sum(hit[j] for j in said), len(said)) for k, said in scored.said.items()},
                        false_accepts_by_word=dict(by_word.most_common()),
                        false_accepts_by_source=dict(by_source.most_common()))
 
 
-def _answer_the_latest_word(words: Sequence[PlacedWord], starts: np.ndarray, hit: list[bool],
+def _answer_the_latest_word(words: Sequence[PlacedWord], starts: Sequence[float], hit: list[bool],
                             hit_by: dict[int, float]) -> None:
     """Move each hit (``hit_by``: word -> detection time), in detection order, to the latest word of
     its label that had ended by the detection and that nothing hit: "stop … stop" detected once,
@@ -231,7 +321,7 @@ def _answer_the_latest_word(words: Sequence[PlacedWord], starts: np.ndarray, hit
     same: the word given up could be hit by no other detection."""
     for j in sorted(hit_by, key=hit_by.__getitem__):
         t, label = hit_by[j], words[j].label
-        last = int(np.searchsorted(starts, t, side="right"))  # words started by t
+        last = bisect.bisect_right(starts, t)  # words started by t
         later = [k for k in range(j + 1, last)
                  if not hit[k] and words[k].is_command and words[k].label == label and words[k].end_ms <= t]
         if later:
@@ -256,6 +346,8 @@ class OperatingPoint:
     commands: StreamScore | None = None
     talk: StreamScore | None = None
     words: StreamScore | None = None
+    #: The latency figures asked for, by percentile or budget (ranking a sweep asks each point many times).
+    _latencies: dict[tuple[str, float], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def hit_rate(self) -> float:
@@ -274,8 +366,11 @@ class OperatingPoint:
         return _PER_100 * w.false_accepts / w.other_utterances if w is not None and w.other_utterances else 0.0
 
     def latency_ms(self, percentile: float) -> float | None:
-        lat = self.commands.latencies_ms if self.commands is not None else ()
-        return float(np.percentile(lat, percentile)) if lat else None
+        key = ("percentile", percentile)
+        if key not in self._latencies:
+            lat = self.commands.latencies_ms if self.commands is not None else ()
+            self._latencies[key] = float(np.percentile(lat, percentile)) if lat else None
+        return self._latencies[key]
 
     def hit_rate_within(self, latency_ms: float) -> float:
         """The share of the command words detected at most ``latency_ms`` after they end (a later
@@ -283,7 +378,11 @@ class OperatingPoint:
         c = self.commands
         if c is None or not c.command_words:
             return 0.0
-        return sum(1 for lat in c.latencies_ms if lat <= latency_ms + 1e-9) / c.command_words
+        key = ("within", latency_ms)
+        if key not in self._latencies:
+            self._latencies[key] = (sum(1 for lat in c.latencies_ms if lat <= latency_ms + 1e-9)
+                                    / c.command_words)
+        return self._latencies[key]
 
     def within(self, max_per_hour: float, max_per_100_words: float, max_latency_p95_ms: float | None = None) -> bool:
         """Within the false-accept budgets and, when one is given, the latency budget (the 95th
@@ -342,7 +441,7 @@ def _false_accepts_by(score: StreamScore) -> dict[str, Any]:
 def evaluate(replays: Mapping[str, Replay], options: CommandRecognizerOptions, *,
              match_tolerance_ms: float = 1000.0) -> OperatingPoint:
     """``options`` on a split's streams (``replays``: some of ``commands``, ``talk``, ``words``)."""
-    scores = {kind: score_stream(r.posteriors, detect(r, options), match_tolerance_ms=match_tolerance_ms)
+    scores = {kind: _score(r.scored_words(match_tolerance_ms), detect(r, options), hours=r.posteriors.hours)
               for kind, r in replays.items()}
     return OperatingPoint(options=options, **scores)
 

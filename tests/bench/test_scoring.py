@@ -88,3 +88,90 @@ def test_the_context_rule_replayed_sees_only_the_results_the_recognizer_has_seen
                                        duration_ms=300.0), options)
     assert [(e.label, e.t_ms) for e in events] == [("yes", 200.0)]
     assert [(d.label, d.t_ms) for d in replayed] == [(e.label, e.t_ms) for e in events]
+
+
+def _random_stream(seed: int, n: int = 400) -> StreamPosteriors:
+    """Int8-like posteriors (multiples of 1/256) in bursts of one label, with a repeated time and a gap (segments
+    joined), and words placed at random."""
+    rng = np.random.default_rng(seed)
+    raw = rng.dirichlet(np.full(len(LABELS), 0.3), size=n)
+    raw[np.arange(n), np.repeat(rng.integers(0, len(LABELS), n // 4), 4)] += 1.0
+    post = np.round(raw / raw.sum(axis=1, keepdims=True) * 256) / 256
+    times = np.arange(n) * 100.0 + 1000.0
+    times[n // 2:] += 1000.0
+    times[n // 3] = times[n // 3 - 1]  # two results at one time
+    starts = np.sort(rng.uniform(0, times[-1], 40))
+    words = tuple(word(str(rng.choice(LABELS[1:])), float(s), float(s + rng.uniform(200, 900)), f"w{k}.wav")
+                  for k, s in enumerate(starts))
+    return StreamPosteriors(times_ms=times, posteriors=post, labels=LABELS, hop_ms=100.0, words=words,
+                            duration_ms=float(times[-1]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_replay_swept_in_any_order_gives_every_setting_the_recognizers_events(seed):
+    """A sweep scores thousands of settings on one Replay, which keeps what they share (window averages, the rows
+    ready to fire, each label's re-arming rows of the latest window and count): every setting, in any order, gets
+    the events the device's recognizer gives, and the scores of a Replay of its own."""
+    from edgesense.bench.scoring import Replay, SweepOptions, detect, evaluate
+    from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+
+    post = _random_stream(seed)
+    grid = SweepOptions(average_windows_ms=(100.0, 300.0, 700.0), thresholds=(0.4, 0.55, 0.8),
+                        release_thresholds=(0.0, 0.2, 0.35), minimum_counts=(1, 3), suppressions_ms=(0.0, 100.0, 450.0),
+                        max_context_unknowns=(1.0, 0.3), hop_ms=100.0).grid()
+    grid.append(CommandRecognizerOptions(threshold=0.6, class_thresholds={"go": 0.45}, release_threshold=0.2,
+                                         suppression_ms=0.0, minimum_count=1, average_window_ms=300.0))
+    order = np.random.default_rng(seed).permutation(len(grid))[:80]  # (window, count) groups interleaved
+    shared = Replay(post)
+    for k in order:
+        options = grid[k]
+        recognizer = CommandRecognizer(LABELS, options, wall_time=lambda: 0.0)
+        events = [(e.label, e.t_ms, e.score) for t, p in zip(post.times_ms, post.posteriors)
+                  if (e := recognizer.process(p, float(t))) is not None]
+        assert [(d.label, d.t_ms, d.score) for d in detect(shared, options)] == events, options
+        alone = evaluate({"commands": Replay(post)}, options)
+        assert evaluate({"commands": shared}, options) == alone
+        assert alone.commands == score_stream(post, detect(post, options))
+
+
+@pytest.mark.parametrize("first_ms, suppression_ms, second_ms, fires", [
+    (3184.8, 269.8, 3454.6000000000004, True),  # second - first > suppression, though second <= first + suppression
+    (194.8, 512.7, 707.5000000000001, False),  # second - first <= suppression, though second > first + suppression
+])
+def test_suppression_ends_where_the_recognizer_ends_it_to_the_last_bit(first_ms, suppression_ms, second_ms, fires):
+    """The replay skips the suppressed results in one step: it must skip exactly those the recognizer's
+    ``t - last_event <= suppression_ms`` suppresses, not those up to ``last_event + suppression_ms`` (which rounds)."""
+    from edgesense.bench.scoring import detect
+    from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+
+    stop, silence = [0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]
+    times = np.array([first_ms - 1, first_ms, first_ms + 100, first_ms + 101, second_ms - 1, second_ms])
+    post = np.array([stop, stop, silence, silence, stop, stop])
+    options = CommandRecognizerOptions(average_window_ms=2.0, threshold=0.5, minimum_count=2,
+                                       suppression_ms=suppression_ms)
+    recognizer = CommandRecognizer(LABELS, options, wall_time=lambda: 0.0)
+    events = [e.t_ms for t, p in zip(times, post) if (e := recognizer.process(p, float(t))) is not None]
+    assert events == ([first_ms, second_ms] if fires else [first_ms])
+    replayed = detect(StreamPosteriors(times_ms=times, posteriors=post, labels=LABELS, hop_ms=100.0,
+                                       duration_ms=second_ms), options)
+    assert [d.t_ms for d in replayed] == events
+
+
+def test_settings_of_one_window_and_release_re_arm_by_their_own_minimum_count_on_one_replay():
+    """After a gap (segments joined), two results re-arm "stop" where two make a window (minimum count 2) and not
+    where three do: a Replay that kept the re-arming rows of one count for the other fired at 2800 ms twice."""
+    from edgesense.bench.scoring import Replay, detect
+    from edgesense.recognition.commands import CommandRecognizer, CommandRecognizerOptions
+
+    stop, silence = [0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]
+    times = np.array([1000.0, 1100.0, 1200.0, 1300.0, 2500.0, 2580.0, 2600.0, 2700.0, 2800.0])
+    post = np.array([stop] * 4 + [silence] * 2 + [stop] * 3)
+    shared = Replay(StreamPosteriors(times_ms=times, posteriors=post, labels=LABELS, hop_ms=100.0,
+                                     duration_ms=3000.0))
+    for count, expected in ((2, [1100.0, 2800.0]), (3, [1200.0]), (2, [1100.0, 2800.0])):
+        options = CommandRecognizerOptions(average_window_ms=300.0, threshold=0.5, release_threshold=0.3,
+                                           minimum_count=count, suppression_ms=0.0)
+        recognizer = CommandRecognizer(LABELS, options, wall_time=lambda: 0.0)
+        events = [e.t_ms for t, p in zip(times, post) if (e := recognizer.process(p, float(t))) is not None]
+        assert events == expected
+        assert [d.t_ms for d in detect(shared, options)] == events
