@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S
+from edgesense.bench.latency import _PERCENTILES, COMMAND_HOPS_PER_S, SCENE_FRAMES_PER_S, latency_summary
 from edgesense.train.cache import replace_files
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,9 @@ def _plot_confusion(plt, report: Mapping[str, Any], path: Path, title: str) -> P
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f} on {report['count']}" if report["count"] else title)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    ax.set_title(f"{title}\naccuracy {report['accuracy']:.3f} on {report['count']}; cells: counts" if report["count"]
+                 else title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="colour: fraction of the true class (each row sums to 1)")
     fig.tight_layout()
     return _save_figure(plt, fig, path)
 
@@ -200,10 +201,12 @@ def _plot_latency(plt, samples: Mapping[str, Sequence[float]], path: Path, title
     for ax, stage in zip(axes.ravel(), stages):
         x = np.asarray(samples[stage])
         ax.hist(x, bins=40, color="tab:blue", alpha=0.8)
+        summary = latency_summary(x)  # the legend's figures as report.md's table gives them (rounded alike)
         for p, style in zip(_PERCENTILES, ("-", "--", ":")):
-            ax.axvline(np.percentile(x, p), color="k", linestyle=style, label=f"p{p} {np.percentile(x, p):.3f} ms")
+            ax.axvline(np.percentile(x, p), color="k", linestyle=style, label=f"p{p} {_fmt(summary[f'p{p}'])} ms")
         ax.set_title(stage)
         ax.set_xlabel("ms")
+        ax.set_ylabel("calls")
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(stages):]:
         ax.axis("off")
@@ -212,42 +215,85 @@ def _plot_latency(plt, samples: Mapping[str, Sequence[float]], path: Path, title
     return _save_figure(plt, fig, path)
 
 
+#: The issue's hit-rate target (docs/BENCHMARK.md), drawn on the DET curve as the miss rate it allows.
+TARGET_HIT_RATE = 0.9
+
+
 def plot_det(streaming: Mapping[str, Any], path: Path) -> Path:
     """The DET curve: miss rate against false accepts per hour of talk (log axis), one line per
-    split over the thresholds, the operating points marked. A point with no false accept is drawn
-    at half the smallest non-zero rate the stream can show (one per stream length)."""
+    split over the thresholds, the operating points marked, the false-accept budget the point is chosen
+    within (``sweep_options``) and the hit-rate target drawn. A point with no false accept is drawn at half
+    the smallest non-zero rate the stream can show (one per stream length), or at half the budget where
+    that is lower (a point without a false accept within the budget, never right of it), ticked "0"."""
     plt = _plt()
     with _fonts_for(plt, streaming["det"], path):
         return _plot_det(plt, streaming, path)
 
 
+def _talk_minutes(streaming: Mapping[str, Any]) -> dict[str, float]:
+    return {split: streaming.get(f"{split}_streams", {}).get("talk", {}).get("duration_s", 0.0) / 60.0
+            for split in ("evaluation", "tuning")}
+
+
 def _plot_det(plt, streaming: Mapping[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 5))
-    hours = max((s.get("talk", {}).get("duration_s", 0.0) for s in (streaming.get("evaluation_streams", {}),
-                                                                       streaming.get("tuning_streams", {}))),
-                default=0.0) / 3600.0
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    minutes = _talk_minutes(streaming)
+    hours = max(minutes.values(), default=0.0) / 60.0
+    budget = streaming.get("sweep_options", {}).get("max_false_accepts_per_hour")
     floor = 0.5 / hours if hours > 0 else 0.1
-    for (name, curve), style in zip(streaming["det"].items(), ("-", "--", ":")):
+    if budget:  # 0 is within any budget: drawn left of its line, not at 7.5 per hour right of 1 (4 minutes of talk)
+        floor = min(floor, budget / 2)
+    xs: list[float] = [floor]
+    for (name, curve), style, colour in zip(streaming["det"].items(), ("-", "--", ":"),
+                                            ("tab:blue", "tab:orange", "tab:gray")):
         if not curve:
             continue
         x = [max(p["false_accepts_per_hour"], floor) for p in curve]
-        ax.plot(x, [p["miss_rate"] for p in curve], style, marker="o", markersize=3, label=f"{name} streams")
-    markers = {"one_threshold": "bs", "class_thresholds": "g^", "previous_firmware": "rx", "firmware_config": "mD",
-               "recommended": "k*"}
+        xs += x
+        ax.plot(x, [p["miss_rate"] for p in curve], style, color=colour, marker="o", markersize=3,
+                label=f"{name} streams")
+    # larger hollow markers under smaller ones: points that coincide (the recommended one is often the
+    # single-threshold one) all stay visible
+    markers = {"one_threshold": ("s", "tab:blue", 15, True), "class_thresholds": ("^", "tab:green", 13, True),
+               "previous_firmware": ("x", "tab:red", 11, False), "firmware_config": ("D", "m", 9, True),
+               "recommended": ("*", "k", 10, False)}
     points = streaming.get("evaluation", {})
-    for key in markers:  # the recommended point last, on top
+    for key, (shape, colour, size, hollow) in markers.items():  # the recommended point last, on top
         point = points.get(key)
         if point is None:
             continue
-        ax.plot([max(point["false_accepts_per_hour"], floor)], [point["miss_rate"]], markers[key], markersize=11,
+        xs.append(max(point["false_accepts_per_hour"], floor))
+        ax.plot([xs[-1]], [point["miss_rate"]], shape, color=colour, markersize=size, markeredgewidth=1.5,
+                markerfacecolor="none" if hollow else colour, linestyle="none",
                 label=f"{key.replace('_', ' ')} (evaluation)")
+    if budget:
+        xs.append(budget)
+        ax.axvline(budget, color="0.3", linestyle="-.", linewidth=1,
+                   label=f"budget: {budget:g} false accept{'s' if budget != 1 else ''}/hour")
+    ax.axhline(1 - TARGET_HIT_RATE, color="0.3", linestyle=(0, (1, 1.5)), linewidth=1.2,
+               label=f"target: {TARGET_HIT_RATE:.0%} hit rate (miss rate {1 - TARGET_HIT_RATE:.1f})")
     ax.set_xscale("log")
-    ax.set_xlabel(f"false accepts per hour of command-free talk (log; 0 drawn at {floor:.2g})")
+    lo, hi = min(xs) / 1.6, max(xs) * 1.6
+    ax.set_xlim(lo, hi)
+    if budget:
+        ax.fill_between([lo, budget], 0, 1 - TARGET_HIT_RATE, color="tab:green", alpha=0.12, linewidth=0,
+                        label="both met")
+    # plain numbers on the decades (1, 10, 100, not 10^0), "0" where a point without a false accept is drawn
+    decades = [10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+               if lo <= 10.0 ** k <= hi and abs(math.log10(10.0 ** k / floor)) > 0.3]
+    ax.xaxis.set_major_locator(FixedLocator(sorted([floor, *decades])))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "0" if math.isclose(v, floor) else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("false accepts per hour of command-free talk (log scale; a point with none drawn at 0)")
     ax.set_ylabel("miss rate (command words not detected)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title("Streaming commands: DET curve (threshold swept)")
-    ax.legend(fontsize=7, loc="upper right")
+    talk = ", ".join(f"{split} {m:.0f} min" if m >= 1 else f"{split} {m * 60:.0f} s"
+                     for split, m in minutes.items() if m > 0)
+    ax.set_title("Streaming commands: DET curve (threshold swept)" + (f"\ncommand-free talk: {talk}" if talk else ""))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside, over no data
     fig.tight_layout()
     return _save_figure(plt, fig, path)
 

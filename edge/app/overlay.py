@@ -15,14 +15,17 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import is_positive, require
+from edgesense.schema.validate import is_int, is_number, is_positive, require
 
 __all__ = ["OverlayOptions", "OverlayView", "draw_overlay", "overlay_regions", "drawable", "fit_text", "put_text"]
 
 
 BGR_WHITE = (255, 255, 255)
 BGR_BLACK = (0, 0, 0)
-BGR_GREY = (150, 150, 150)
+BGR_GREY = (150, 150, 150)  #: the level bar while the gate is closed
+#: Secondary text (the smoothed top scene, the latency title): dimmer than white, yet 5:1 against a panel over a
+#: white frame at the default ``panel_alpha`` (the bar's grey on the old 0.55 panel: 1.6:1, gone on a bright scene).
+BGR_DIM_TEXT = (205, 205, 205)
 BGR_GREEN = (60, 200, 60)
 BGR_AMBER = (0, 190, 255)
 BGR_RED = (40, 40, 230)
@@ -37,6 +40,8 @@ METER_LABEL = "dBFS"
 GATE_LABEL = "gate"
 TICK_LENGTH_PX = 4
 SMALL_TEXT = 0.7  #: the meter's scale and the latency rows, relative to ``font_scale``
+BANNER_TEXT = 1.6  #: the command banner's text, relative to ``font_scale``
+BANNER_THICKNESS = 2
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 ELLIPSIS = "..."  #: what a text cut to fit its panel ends with (the Hershey fonts have ASCII only)
 
@@ -57,7 +62,7 @@ class OverlayOptions:
     meter_width_px: int = 14
     meter_scale_width_px: int = 36
     margin_px: int = 8
-    panel_alpha: float = 0.55
+    panel_alpha: float = 0.7  #: how much a panel darkens the frame behind it (0.7: white text 8:1 on a white frame)
     font_scale: float = 0.55
     line_height_px: int = 20
     banner_height_px: int = 44
@@ -65,13 +70,13 @@ class OverlayOptions:
     def __post_init__(self) -> None:
         require(is_positive(self.command_flash_ms), "command_flash_ms", "a positive number", self.command_flash_ms)
         require(is_positive(self.blink_period_ms), "blink_period_ms", "a positive number", self.blink_period_ms)
-        require(isinstance(self.level_floor_dbfs, (int, float)) and self.level_floor_dbfs < 0, "level_floor_dbfs",
-                 "a negative number", self.level_floor_dbfs)
+        require(is_number(self.level_floor_dbfs) and self.level_floor_dbfs < 0, "level_floor_dbfs",
+                 "a finite negative number", self.level_floor_dbfs)
         require(is_positive(self.level_tick_db), "level_tick_db", "a positive number", self.level_tick_db)
         for name in ("meter_width_px", "meter_scale_width_px", "margin_px", "line_height_px", "banner_height_px"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value > 0, name, "a positive integer", value)
-        require(isinstance(self.panel_alpha, (int, float)) and 0 <= self.panel_alpha <= 1, "panel_alpha",
+            require(is_int(value) and value > 0, name, "a positive integer", value)
+        require(is_number(self.panel_alpha) and 0 <= self.panel_alpha <= 1, "panel_alpha",
                  "a number in [0, 1]", self.panel_alpha)
         require(is_positive(self.font_scale), "font_scale", "a positive number", self.font_scale)
 
@@ -125,14 +130,23 @@ def overlay_regions(shape: tuple[int, ...], options: OverlayOptions = OverlayOpt
     bar_x0 = meter_x1 - options.meter_width_px
     meter_x0 = bar_x0 - options.meter_scale_width_px
     panel_w = min(w // 2, 320)
-    banner_w = min(w - 4 * m - options.meter_width_px - options.meter_scale_width_px, 360)
-    banner_x0 = (w - banner_w) // 2
+    # The banner: centred on the frame where that leaves a margin before the meter, else moved left (at 320x240 it
+    # reached over the meter's scale); ...
+    banner_w = max(0, min(meter_x0 - 2 * m, 360))
+    banner_x0 = max(m, min((w - banner_w) // 2, meter_x0 - m - banner_w))
     scene_y1 = m + 2 * lh + m
     latency_h = lh * (len(LATENCY_STAGES) + 1) + m
+    latency_y0 = h - m - latency_h
+    banner_y0 = scene_y1 + m
+    # ... and a margin above the latency panel, lower where the frame is short (down to its text's own height and a
+    # margin; at 320x240 the latency panel covered its foot)
+    (_, text_h), _ = cv2.getTextSize("0", FONT, options.font_scale * BANNER_TEXT, BANNER_THICKNESS)
+    room = latency_y0 - m - banner_y0
+    banner_h = min(options.banner_height_px, max(text_h + m, room))
     return {
         "scene": (m, m, m + panel_w, scene_y1),
-        "command": (banner_x0, scene_y1 + m, banner_x0 + banner_w, scene_y1 + m + options.banner_height_px),
-        "latency": (m, h - m - latency_h, m + panel_w, h - m),
+        "command": (banner_x0, banner_y0, banner_x0 + banner_w, banner_y0 + banner_h),
+        "latency": (m, latency_y0, m + panel_w, h - m),
         "meter": (meter_x0, m, meter_x1, h - m),
         "meter_bar": (bar_x0, m + lh, meter_x1, h - m),
     }
@@ -211,14 +225,14 @@ def _draw_scene(out: np.ndarray, view: OverlayView, box: Box, options: OverlayOp
         # The smoothed top runs ahead of the events (hysteresis, minimum hold): say so, dimmed.
         smoothed = _fit(f"smoothed top: {view.smoothed_label}", width, scale * SMALL_TEXT,
                         tail=f" {view.smoothed_score:.2f}")
-        _text(out, smoothed, (x0 + m // 2, y0 + 2 * lh), scale * SMALL_TEXT, BGR_GREY)
+        _text(out, smoothed, (x0 + m // 2, y0 + 2 * lh), scale * SMALL_TEXT, BGR_DIM_TEXT)
 
 
 def _draw_latency(out: np.ndarray, view: OverlayView, box: Box, options: OverlayOptions) -> None:
     x0, y0, x1, _ = box
     m, lh, scale = options.margin_px, options.line_height_px, options.font_scale * SMALL_TEXT
     _panel(out, box, options.panel_alpha)
-    _text(out, LATENCY_TITLE, (x0 + m // 2, y0 + lh), scale, BGR_GREY)
+    _text(out, LATENCY_TITLE, (x0 + m // 2, y0 + lh), scale, BGR_DIM_TEXT)
     for i, stage in enumerate(LATENCY_STAGES, start=2):
         value = view.stage_ms.get(stage)
         shown = "-" if value is None else f"{value:.2f}"
@@ -277,8 +291,12 @@ def draw_overlay(image: np.ndarray, view: OverlayView, options: OverlayOptions =
         blink = int(view.command_age_ms // options.blink_period_ms) % 2 == 0
         x0, y0, x1, y1 = regions["command"]
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), BGR_FLASH_A if blink else BGR_FLASH_B, -1)
-        command = _fit(view.command_label.upper(), x1 - x0 - 2 * m, scale * 1.6, 2, tail=f"  {view.command_score:.2f}")
-        _text(out, command, (x0 + m, y1 - (y1 - y0) // 3), scale * 1.6, BGR_WHITE, 2)
+        big = scale * BANNER_TEXT
+        command = _fit(view.command_label.upper(), x1 - x0 - 2 * m, big, BANNER_THICKNESS,
+                       tail=f"  {view.command_score:.2f}")
+        (_, text_h), _ = cv2.getTextSize("0", FONT, big, BANNER_THICKNESS)
+        # the text's cap height centred in the banner (a short frame's banner is little more than that)
+        _text(out, command, (x0 + m, y1 - (y1 - y0 - text_h) // 2), big, BGR_WHITE, BANNER_THICKNESS)
     _draw_latency(out, view, regions["latency"], options)
     _draw_meter(out, view, regions, options)
     return out

@@ -131,3 +131,119 @@ def test_the_accuracy_table_shows_each_interval_and_the_paired_test_against_ours
     assert rows["kws"] == ["commands", "0.720 (0.625–0.799)", "100", "p < 0.001 (22 discordant: ours 20, it 2)",
                            "same"]
     assert rows["t (teacher, float, desktop)"] == ["commands", "0.500", "100", "–", "same"]
+
+
+# --------------------------------------------------------------------------- the figures, as a reader sees them
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, kept (drawn) for their Axes to be read."""
+    import edgesense.bench.report as report_mod
+
+    figures = []
+    save = report_mod._save_figure
+
+    def keep(plt, fig, path):
+        fig.canvas.draw()
+        fig.kept_renderer = fig.canvas.get_renderer()  # closing the figure gives it a canvas that has none
+        figures.append(fig)
+        return save(plt, fig, path)
+
+    monkeypatch.setattr(report_mod, "_save_figure", keep)
+    return figures
+
+
+def _whole(fig) -> None:
+    """Nothing drawn past the figure's edges."""
+    renderer = fig.kept_renderer
+    tight, frame = fig.get_tightbbox(renderer), fig.bbox_inches
+    assert tight.x0 >= frame.x0 - 0.01 and tight.y0 >= frame.y0 - 0.01, (tight, frame)
+    assert tight.x1 <= frame.x1 + 0.01 and tight.y1 <= frame.y1 + 0.01, (tight, frame)
+
+
+def _apart(boxes) -> bool:
+    return all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _streaming(talk_s: float = 240.0) -> dict:
+    curve = [{"threshold": t, "miss_rate": m, "false_accepts_per_hour": fa, "false_accepts_per_100_words": 0.0}
+             for t, m, fa in ((0.3, 0.2, 450.0), (0.5, 0.23, 30.0), (0.7, 0.23, 0.0), (0.9, 0.6, 0.0))]
+    point = {"miss_rate": 0.23, "hit_rate": 0.77, "false_accepts_per_hour": 0.0}
+    return {"det": {"evaluation": curve, "tuning": curve[1:]},
+            "evaluation_streams": {"talk": {"duration_s": talk_s}}, "tuning_streams": {"talk": {"duration_s": talk_s}},
+            "sweep_options": {"max_false_accepts_per_hour": 1.0},
+            "evaluation": {"recommended": point, "one_threshold": point,
+                           "firmware_config": {**point, "miss_rate": 0.2, "false_accepts_per_hour": 15.0}}}
+
+
+def test_the_det_curve_shows_the_budget_and_the_target_and_no_false_accept_inside_the_budget(tmp_path, drawn):
+    """With 4 minutes of talk a point without a false accept was drawn at 7.5 per hour, right of where the 1-per-hour
+    budget would be, which was not drawn (nor the 90 % hit rate); the log axis said 10^1."""
+    from edgesense.bench.report import plot_det
+
+    plot_det(_streaming(), tmp_path / "det.png")
+    (fig,) = drawn
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    recommended = lines["recommended (evaluation)"].get_xdata()[0]
+    assert recommended < 1.0  # no false accept: within the budget
+    assert list(lines["budget: 1 false accept/hour"].get_xdata()) == [1.0, 1.0]
+    target = next(line for label, line in lines.items() if label.startswith("target"))
+    assert list(target.get_ydata()) == pytest.approx([0.1, 0.1])  # the issue's 90 % hit rate
+    ticks = {t.get_text(): t.get_position()[0] for t in ax.get_xticklabels() if t.get_text()}
+    assert ticks.get("0") == pytest.approx(recommended) and "1" in ticks and "10" in ticks
+    assert not any("^" in t for t in ticks)  # plain numbers, not 10^1
+    assert "4 min" in ax.get_title()  # on what: the minutes of talk the rates are per hour of
+    renderer = fig.kept_renderer
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))  # over no data
+    _whole(fig)
+
+
+def test_with_hours_of_talk_a_point_without_false_accepts_is_drawn_at_half_the_smallest_rate(tmp_path, drawn):
+    from edgesense.bench.report import plot_det
+
+    plot_det(_streaming(talk_s=4 * 3600.0), tmp_path / "det.png")  # one false accept in 4 hours: 0.25 per hour
+    lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    assert lines["recommended (evaluation)"].get_xdata()[0] == pytest.approx(0.125)
+
+
+def test_a_confusion_of_twelve_commands_is_whole_its_labels_apart_and_its_colour_said(tmp_path, drawn):
+    labels = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+    truth = np.repeat(np.arange(12), 12)
+    report = classification_report(truth, np.roll(truth, 5), labels)
+    plot_confusion(report, tmp_path / "confusion.png", "Commands (camera absent)")
+    (fig,) = drawn
+    ax, bar = fig.axes
+    renderer = fig.kept_renderer
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        assert [t.get_text() for t in ticks] == labels
+        assert _apart([t.get_window_extent(renderer) for t in ticks])
+    assert "row" in bar.get_ylabel() and "count" in ax.get_title()  # normalised by row, the numbers counts
+    _whole(fig)
+
+
+def test_the_latency_histograms_say_what_both_axes_count(tmp_path, drawn):
+    from edgesense.bench.report import plot_latency
+
+    rng = np.random.default_rng(0)
+    plot_latency({s: rng.gamma(2.0, 0.1, 200) for s in ("audio_frontend", "audio_encoder", "image_preprocess",
+                                                       "image_encoder", "fusion")},
+                 tmp_path / "latency.png", "Latency per stage (1 thread(s))")
+    (fig,) = drawn
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert len(shown) == 5
+    assert all(ax.get_xlabel() == "ms" and ax.get_ylabel() == "calls" for ax in shown)
+    _whole(fig)
+
+
+def test_the_latency_legend_gives_the_percentiles_as_the_report_does(tmp_path, drawn):
+    """The legend said p95 3.980 ms where report.md's table said 3.979 (the report rounds to 4 digits first)."""
+    from edgesense.bench.latency import latency_summary
+    from edgesense.bench.report import plot_latency
+
+    samples = {"audio_encoder": [3.97954] * 3}
+    plot_latency(samples, tmp_path / "latency.png", "Latency per stage (1 thread(s))")
+    in_table = f"{latency_summary(samples['audio_encoder'])['p50']:.3f}"  # report.md's latency table (_fmt)
+    legend = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert in_table == "3.979" and legend[0] == f"p50 {in_table} ms"
