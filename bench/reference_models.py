@@ -39,7 +39,7 @@ from keras import layers
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
-from edgesense.schema.validate import require, to_mapping
+from edgesense.schema.validate import require, require_kinds, to_mapping
 from edgesense.train import data as datasets
 from edgesense.train.augment import AudioAugmentOptions
 from edgesense.train.cache import replace_files
@@ -158,6 +158,7 @@ class ReferenceOptions:
     vww_alpha: float = 0.25
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(isinstance(self.calibration_per_class, int) and self.calibration_per_class >= 1,
                 "calibration_per_class", "an integer >= 1", self.calibration_per_class)
         require(0 < self.vww_alpha <= 1, "vww_alpha", "in (0, 1]", self.vww_alpha)

@@ -30,9 +30,9 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from edgesense.bench.streams import PlacedWord, StreamPosteriors
-from edgesense.loop.scheduler import SchedulerOptions
+from edgesense.loop.scheduler import MAX_PERIOD_MS, MIN_PERIOD_MS, SchedulerOptions
 from edgesense.recognition.commands import MINIMUM_WINDOW_FRACTION, CommandRecognizerOptions
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require, require_kinds
 from edgesense.types import UNKNOWN_LABEL
 
 __all__ = ["Detection", "Replay", "detect", "StreamScore", "score_stream", "OperatingPoint", "SweepOptions",
@@ -468,6 +468,7 @@ class SweepOptions:
     hop_ms: float = SchedulerOptions.command_hop_ms
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         def numbers(name: str, ok) -> None:
             value = getattr(self, name)
             require(isinstance(value, tuple) and len(value) >= 1 and all(ok(v) for v in value), name,
@@ -480,11 +481,14 @@ class SweepOptions:
         numbers("suppressions_ms", lambda v: isinstance(v, (int, float)) and v >= 0)
         numbers("max_context_unknowns", lambda v: isinstance(v, (int, float)) and 0 <= v <= 1)
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "match_tolerance_ms"):
-            require(isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0, name,
+            require(is_number(getattr(self, name)) and getattr(self, name) >= 0, name,
                     "a number >= 0", getattr(self, name))
-        require(self.max_latency_p95_ms is None or (isinstance(self.max_latency_p95_ms, (int, float))
+        require(self.max_latency_p95_ms is None or (is_number(self.max_latency_p95_ms)
                                                     and self.max_latency_p95_ms > 0),
                 "max_latency_p95_ms", "None or a number > 0", self.max_latency_p95_ms)
+        # the command hop the streams are scored at: a schedule's period, as the device config's scheduler takes it
+        require(is_number(self.hop_ms) and MIN_PERIOD_MS <= self.hop_ms <= MAX_PERIOD_MS, "hop_ms",
+                f"a number in [{MIN_PERIOD_MS:g}, {MAX_PERIOD_MS:g}] (ms)", self.hop_ms)
         require(self.latency_rule in LATENCY_RULES, "latency_rule", f"one of {', '.join(LATENCY_RULES)}",
                 self.latency_rule)
 

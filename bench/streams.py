@@ -50,14 +50,14 @@ from edgesense.loop.stats import SECOND_OPINION_EMBEDDING, SECOND_OPINION_HEADS,
 from edgesense.recognition.gate import speech_span
 from edgesense.runtime import speech_embedding
 from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
-from edgesense.schema.validate import is_number, require, require_range
+from edgesense.schema.validate import is_number, require, require_kinds, require_range
 from edgesense.train.cache import file_sha256, replace_files
 from edgesense.train.config import derived_seed
 from edgesense.train.teachers.speech_embedding import models_sha256
 from edgesense.types import is_command_word
 
 __all__ = ["Utterance", "PlacedWord", "StreamOptions", "Stream", "StreamAudio", "StreamPosteriors", "PosteriorCache",
-           "MIN_STREAM_S", "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments",
+           "MIN_STREAM_S", "MAX_STREAM_S", "STREAM_KINDS", "speech_span", "utterance", "build_stream", "build_segments",
            "word_windows", "stream_posteriors", "concat_posteriors", "speech_embedding_identity"]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ _SPEECH_EMBEDDING_MISSING = "speech-embedding-missing"
 
 #: The shortest stream (and stream piece) there is, in seconds.
 MIN_STREAM_S = 10.0
+#: The longest ``commands`` or ``talk`` stream, in seconds: a week (336 times the default half hour, far past any
+#: benchmark's: its posteriors are computed hop by hop, days of work on a desktop). A longer one (1e30 s) was built
+#: piece by piece for ever.
+MAX_STREAM_S = 7 * 24 * 3600.0
 
 STREAM_KINDS = ("commands", "talk", "words")
 StreamKind = Literal["commands", "talk", "words"]
@@ -159,9 +163,10 @@ class StreamOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(self.kind in STREAM_KINDS, "kind", f"one of {', '.join(STREAM_KINDS)}", self.kind)
-        require(is_number(self.duration_s) and self.duration_s >= MIN_STREAM_S, "duration_s",
-                f"a number >= {MIN_STREAM_S:g}", self.duration_s)
+        require(is_number(self.duration_s) and MIN_STREAM_S <= self.duration_s <= MAX_STREAM_S, "duration_s",
+                f"a number in [{MIN_STREAM_S:g}, {MAX_STREAM_S:g}] (s)", self.duration_s)
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                 "a positive integer", self.sample_rate_hz)
         require_range("speech_level_dbfs", self.speech_level_dbfs, -100.0, 0.0)

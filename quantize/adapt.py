@@ -58,7 +58,7 @@ from edgesense.app.inspect import model_metrics
 from edgesense.frontend.audio import log_mel_batch
 from edgesense.frontend.wav import read_wav
 from edgesense.runtime.model import EdgeModel
-from edgesense.schema.validate import is_int, is_number, require
+from edgesense.schema.validate import is_int, is_number, require, require_kinds
 from edgesense.shipped import SAMPLES, shipped_path
 from edgesense.train import data as datasets
 from edgesense.train.augment import ImageAugmentOptions, augment_images
@@ -107,6 +107,7 @@ class AdaptOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         for name in ("epochs", "rows_per_epoch", "batch_size", "image_variants", "sounds_per_class"):
             value = getattr(self, name)
             require(is_int(value) and 1 <= value < INT_LIMIT, name, "an integer in [1, 2**63)", value)

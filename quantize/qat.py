@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edgesense.schema.validate import from_mapping, require
+from edgesense.schema.validate import from_mapping, require, require_kinds
 from edgesense.train.runfolder import check_out_dir, staged_run
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class QatOptions:
     learning_rate: float = 2e-4
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
         require(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
                 "steps_per_epoch", "None or an integer >= 1", self.steps_per_epoch)

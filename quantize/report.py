@@ -30,6 +30,7 @@ from edgesense.app.cli import write_atomic
 from edgesense.quantize.convert import RunFolder, float_embeddings, load_run, load_validation
 from edgesense.runtime.interpreter import InterpreterOptions
 from edgesense.runtime.model import EdgeModel
+from edgesense.schema.validate import require_kinds
 
 __all__ = [
     "ReportOptions",
@@ -70,6 +71,7 @@ class ReportOptions:
     interpreter: InterpreterOptions = InterpreterOptions()
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         if not (isinstance(self.max_accuracy_drop_points, (int, float)) and 0 <= self.max_accuracy_drop_points <= 100):
             raise ValueError("max_accuracy_drop_points: expected a number in [0, 100], "
                              f"got {self.max_accuracy_drop_points!r}")

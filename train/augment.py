@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-from edgesense.schema.validate import is_number, require, require_range
+from edgesense.schema.validate import is_number, require, require_kinds, require_range
 from edgesense.train.degrade import as_images, degrade_randomly, to_uint8
 
 __all__ = [
@@ -94,6 +94,7 @@ class AudioAugmentOptions:
     warp_factor_range: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(isinstance(self.sample_rate_hz, int) and self.sample_rate_hz > 0, "sample_rate_hz",
                  "a positive integer", self.sample_rate_hz)
         for name in ("speed_probability", "reverb_probability", "noise_probability", "shift_probability",
@@ -137,6 +138,7 @@ class ImageAugmentOptions:
     degrade_probability: float = 0.0
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         _check_probability("crop_probability", self.crop_probability)
         _check_probability("degrade_probability", self.degrade_probability)
         _check_probability("flip_probability", self.flip_probability)
@@ -479,6 +481,7 @@ class PhotoViews:
     augment: ImageAugmentOptions = ImageAugmentOptions()
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(isinstance(self.count, int) and not isinstance(self.count, bool) and self.count >= 1, "count",
                 "an integer >= 1", self.count)
 

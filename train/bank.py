@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch
-from edgesense.schema.validate import is_number, require, require_range
+from edgesense.schema.validate import is_number, require, require_kinds, require_range
 from edgesense.train import augment
 
 __all__ = [
@@ -85,6 +85,7 @@ class BankOptions:
     background_silence_probability: float = 0.5
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(isinstance(self.variants, int) and self.variants >= 0, "variants", "an integer >= 0", self.variants)
         for name in ("placement_probability", "partial_word_probability", "real_rir_probability",
                      "background_silence_probability"):

@@ -12,7 +12,8 @@ from typing import Literal, get_args
 
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.frontend.image import ImageFrontendOptions
-from edgesense.schema.validate import from_mapping, is_int, is_number, require, to_mapping
+from edgesense.schema.validate import (as_path, as_paths, from_mapping, is_int, is_number, require, require_kinds,
+                                        to_mapping)
 from edgesense.schema.yaml import load_yaml_document, parse_yaml_value
 from edgesense.train.augment import AudioAugmentOptions, ImageAugmentOptions
 from edgesense.train.bank import BankOptions
@@ -109,6 +110,7 @@ class ModelOptions:
     audio_floor_frames: int = 0
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(self.fusion in FUSION_STRATEGIES, "fusion", "one of " + ", ".join(FUSION_STRATEGIES), self.fusion)
         require(self.audio_channels >= 4, "audio_channels", ">= 4", self.audio_channels)
         require(self.audio_blocks >= 1, "audio_blocks", ">= 1", self.audio_blocks)
@@ -169,6 +171,12 @@ class DataConfig:
     calibration_per_class: int = 30
 
     def __post_init__(self) -> None:
+        for name in PATHS_FIELDS:  # stored as tuples of Paths whatever a caller gave (a list, strings)
+            object.__setattr__(self, name, as_paths(name, getattr(self, name)))
+        for name in ("scenes", "av", "scene_ambient", "cache_dir"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, as_path(name, getattr(self, name)))
+        require_kinds(self)
         validated = bool(self.speech_commands) or self.scenes is not None or self.av is not None
         # Synthesized voices train only (never validated or tested on): alone they leave nothing to validate.
         require(validated or not self.synthetic_speech, "synthetic_speech",
@@ -275,6 +283,7 @@ class TrainOptions:
     ema_momentum: float | None = None
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1 or null",
@@ -332,6 +341,7 @@ class TrainConfig:
     train: TrainOptions = TrainOptions()
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         # The run's folder under runs/ (``edgesense train`` without --out): "." would make runs/ itself the run
         # (the next run then nests in it, and a --force of "." deletes them all), ".." the working folder.
         require(self.name.strip() not in ("", ".", "..") and "/" not in self.name, "name",
@@ -380,6 +390,9 @@ class TrainConfig:
         return to_mapping(self)
 
 
+#: ``DataConfig`` fields that list paths.
+PATHS_FIELDS: tuple[str, ...] = ("speech_commands", "synthetic_speech", "noise", "speech_negatives", "hard_negatives",
+                                 "rirs", "teacher_models")
 #: ``DataConfig`` fields that name folders only (Speech Commands layouts, class folders).
 FOLDER_FIELDS: tuple[str, ...] = ("speech_commands", "synthetic_speech", "scenes", "av", "scene_ambient")
 #: ``DataConfig`` fields that name recordings (folders searched with :func:`edgesense.train.pools.wav_recordings`).

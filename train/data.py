@@ -33,7 +33,7 @@ import numpy as np
 from edgesense.frontend.audio import AudioFrontendOptions, fit_clip
 from edgesense.frontend.image import ImageFrontendOptions, preprocess_frame
 from edgesense.frontend.wav import probe_wav, read_wav
-from edgesense.schema.validate import require
+from edgesense.schema.validate import require, require_kinds
 from edgesense.train.hashing import MAX_NUM_WAVS_PER_CLASS, hash_percent
 from edgesense.train.pools import OTHER_AUDIO_SUFFIXES, split_recordings
 from edgesense.types import DEFAULT_COMMAND_WORDS, SILENCE_LABEL, UNKNOWN_LABEL, label_as_read
@@ -350,6 +350,7 @@ class SpeechCommandsOptions:
     clip_duration_ms: int = 1000
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(self.silence_per_noise_file >= 0, "silence_per_noise_file", ">= 0", self.silence_per_noise_file)
         require(self.clip_duration_ms > 0, "clip_duration_ms", "> 0", self.clip_duration_ms)
 

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from edgesense.frontend.audio import AudioFrontendOptions, log_mel_spectrogram
 from edgesense.frontend.image import ImageFrontendOptions
 from edgesense.frontend.wav import read_wav, write_wav
-from edgesense.schema.validate import require
+from edgesense.schema.validate import require, require_kinds, require_range
 from edgesense.train import augment
 from edgesense.train import data as datasets
 from edgesense.train.config import derived_seed
@@ -107,12 +107,15 @@ class FusionStudyOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         for name in ("per_class", "epochs", "batch_size"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
         require(0 < self.learning_rate < 1, "learning_rate", "in (0, 1)", self.learning_rate)
         require(0 <= self.match_probability <= 1, "match_probability", "in [0, 1]", self.match_probability)
         require(0 <= self.modality_dropout < 0.5, "modality_dropout", "in [0, 0.5)", self.modality_dropout)
+        require_range("sound_level_dbfs", self.sound_level_dbfs)
+        require_range("snr_db", self.snr_db)
         require(len(self.strategies) >= 1 and all(s in FUSION_STRATEGIES for s in self.strategies), "strategies",
                f"a non-empty subset of {FUSION_STRATEGIES}", self.strategies)
 

@@ -69,7 +69,7 @@ from edgesense.runtime.speech_embedding import (
     DISTRIBUTION, DISTRIBUTION_VERSION, EMBEDDING_DIM, MEL_HOP_SAMPLES, MEL_LEAD_FRAMES, SAMPLE_RATE_HZ,
     samples_for_embeddings,
 )
-from edgesense.schema.validate import is_int, is_positive, require, require_range
+from edgesense.schema.validate import is_int, is_positive, require, require_kinds, require_range
 from edgesense.train import augment, data
 from edgesense.train.bank import BankOptions
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, derived_seed, is_seed
@@ -148,6 +148,7 @@ class StreamHeadsOptions:
     int8_weights: bool = True
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         for name in ("heads", "context_embeddings", "variants", "epochs"):
             value = getattr(self, name)
             require(is_int(value) and 1 <= value < INT_LIMIT, name, "an integer in [1, 2**63)", value)

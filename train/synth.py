@@ -179,13 +179,13 @@ def is_reserved(name: str) -> bool:
 
 
 def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_int(v) for v in value)
           and lo <= value[0] <= value[1] <= hi)
     require(ok, name, f"a (low, high) tuple of integers in [{lo}, {hi}] with low <= high", value)
 
 
 def _check_float_range(name: str, value: Any, lo: float, hi: float) -> None:
-    ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+    ok = (isinstance(value, tuple) and len(value) == 2 and all(is_number(v) for v in value)
           and lo <= value[0] <= value[1] <= hi)
     require(ok, name, f"a (low, high) tuple of numbers in [{lo}, {hi}] with low <= high", value)
 

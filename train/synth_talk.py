@@ -162,8 +162,9 @@ class TalkOptions:
     def __post_init__(self) -> None:
         require(is_int(self.sentences) and 1 <= self.sentences < INT_LIMIT, "sentences", "an integer in [1, 2**63)",
                 self.sentences)
-        require(isinstance(self.max_clauses, int) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
+        require(is_int(self.max_clauses) and self.max_clauses >= 1, "max_clauses", "an integer >= 1",
                 self.max_clauses)
+        require(isinstance(self.voices, synth.SynthOptions), "voices", "SynthOptions", self.voices)
         require(is_seed(self.seed), "seed", SEED_EXPECTED, self.seed)
         # a word the talk could not be checked against (a list without its commas: "lights music") is refused:
         # the talk would say it

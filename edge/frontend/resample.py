@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_int, is_number, require
 
 __all__ = ["ResampleOptions", "StreamingResampler", "resample"]
 
@@ -33,8 +33,8 @@ class ResampleOptions:
     rolloff: float = 0.945
 
     def __post_init__(self) -> None:
-        require(is_number(self.zero_crossings) and 2 <= self.zero_crossings <= MAX_ZERO_CROSSINGS, "zero_crossings",
-                f"a number in [2, {MAX_ZERO_CROSSINGS}]", self.zero_crossings)
+        require(is_int(self.zero_crossings) and 2 <= self.zero_crossings <= MAX_ZERO_CROSSINGS, "zero_crossings",
+                f"an integer in [2, {MAX_ZERO_CROSSINGS}]", self.zero_crossings)
         require(is_number(self.kaiser_beta) and self.kaiser_beta >= 0, "kaiser_beta", "a number >= 0",
                 self.kaiser_beta)
         require(is_number(self.rolloff) and 0 < self.rolloff <= 1, "rolloff", "a number in (0, 1]", self.rolloff)

@@ -104,7 +104,7 @@ from edgesense.recognition.gate import EnergyGate, EnergyGateOptions, rms_dbfs
 from edgesense.recognition.scenes import SceneSmoother, SceneSmootherOptions
 from edgesense.runtime.second_opinion import SecondOpinion
 from edgesense.runtime.speech_embedding import SpeechEmbeddingUnavailable
-from edgesense.schema.validate import is_positive, require
+from edgesense.schema.validate import is_int, is_positive, require
 from edgesense.sinks.base import EventSink, FanOutSink
 from edgesense.sinks.jsonl import JsonLinesSink
 from edgesense.sources.base import AudioChunk, SourceReadError, SourceStats, VideoFrame, monotonic_ms
@@ -133,6 +133,14 @@ def _elapsed_ms(start_s: float) -> float:
 
 
 # --------------------------------------------------------------------------- options
+
+#: The most timings (8-byte values) kept per stage for percentiles: a million, 8 MB a stage, allocated whole when the
+#: stage first runs (minutes of a loop at its fastest hop). More failed to allocate (10**30: numpy's "maximum allowed
+#: dimension exceeded") when the stage first ran, naming no option.
+MAX_STATS_WINDOW = 1_000_000
+#: The longest ``idle_wait_ms``: a minute, the longest a camera-only loop goes without seeing that it was asked to
+#: stop (and between two polls of a microphone that is out). A longer one (1e30) overflowed the frame wait.
+MAX_IDLE_WAIT_MS = 60_000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,9 +173,10 @@ class PipelineOptions:
                  "None or EnergyGateOptions", self.energy_gate)
         require(isinstance(self.reader, LatestFrameReaderOptions), "reader", "LatestFrameReaderOptions",
                  self.reader)
-        require(isinstance(self.stats_window, int) and not isinstance(self.stats_window, bool)
-                 and self.stats_window >= 1, "stats_window", "an integer >= 1", self.stats_window)
-        require(is_positive(self.idle_wait_ms), "idle_wait_ms", "a positive number", self.idle_wait_ms)
+        require(is_int(self.stats_window) and 1 <= self.stats_window <= MAX_STATS_WINDOW, "stats_window",
+                 f"an integer in [1, {MAX_STATS_WINDOW}]", self.stats_window)
+        require(is_positive(self.idle_wait_ms) and self.idle_wait_ms <= MAX_IDLE_WAIT_MS, "idle_wait_ms",
+                 f"a positive number up to {MAX_IDLE_WAIT_MS:g} (ms)", self.idle_wait_ms)
 
     @classmethod
     def from_config(cls, config: DeviceConfig, **overrides: Any) -> "PipelineOptions":

@@ -29,7 +29,7 @@ import numpy as np
 
 from edgesense.pacing import Outage
 from edgesense.schema.validate import is_number, is_positive, require
-from edgesense.sources.base import SourceReadError, VideoFrame
+from edgesense.sources.base import MAX_BACKOFF_MS, SourceReadError, VideoFrame
 
 __all__ = ["SchedulerOptions", "PeriodicSchedule", "FeatureWindow", "ReplayVideoAligner", "LatestFrameReaderOptions",
            "LatestFrameReader", "CameraStallError"]
@@ -43,6 +43,13 @@ EMBEDDING_AGE_PERIODS = 2  #: an embedding counts as present for this many perio
 #: stream times, far above :attr:`PeriodicSchedule.TOLERANCE_MS`) to an hour.
 MIN_PERIOD_MS = 1.0
 MAX_PERIOD_MS = 3_600_000.0
+#: The longest pause (ms) of the frame reader after a failed read: an hour, the longest a camera's backoff puts off
+#: its reopen (:data:`edgesense.sources.base.MAX_BACKOFF_MS`), past which a retry only waits for nothing. A longer
+#: one (1e30) raised OverflowError from the reader thread's wait, naming no option.
+MAX_READ_RETRY_MS = MAX_BACKOFF_MS
+#: The longest wait (ms) for the frame reader's thread when it stops: a minute. The thread is a daemon, left behind
+#: if it has not ended by then; a longer wait only holds up the loop's exit (and 1e30 raised OverflowError in it).
+MAX_READER_JOIN_MS = 60_000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,8 +256,10 @@ class LatestFrameReaderOptions:
     join_timeout_ms: float = 2000.0
 
     def __post_init__(self) -> None:
-        require(is_positive(self.retry_ms), "retry_ms", "a positive number", self.retry_ms)
-        require(is_positive(self.join_timeout_ms), "join_timeout_ms", "a positive number", self.join_timeout_ms)
+        require(is_positive(self.retry_ms) and self.retry_ms <= MAX_READ_RETRY_MS, "retry_ms",
+                f"a positive number up to {MAX_READ_RETRY_MS:g} (ms)", self.retry_ms)
+        require(is_positive(self.join_timeout_ms) and self.join_timeout_ms <= MAX_READER_JOIN_MS, "join_timeout_ms",
+                f"a positive number up to {MAX_READER_JOIN_MS:g} (ms)", self.join_timeout_ms)
 
 
 class CameraStallError(RuntimeError):

@@ -20,6 +20,8 @@ SPEECH_SPAN_DB = 25.0
 _EPS = 1e-12
 #: int16 PCM's full scale: the frontend's (``edgesense.frontend.audio``) and the gate's reading of int16 samples.
 INT16_FULL_SCALE = 32768.0
+#: The level (dBFS) the gate reads for silence (no energy at all): :class:`EnergyGateOptions`' ``floor_dbfs``.
+DEFAULT_FLOOR_DBFS = -120.0
 
 
 # --------------------------------------------------------------------------- energy gate
@@ -59,14 +61,20 @@ class EnergyGateOptions:
     enabled: bool = False
     threshold_dbfs: float = -50.0
     hangover_ms: float = 500.0
-    floor_dbfs: float = -120.0
+    floor_dbfs: float = DEFAULT_FLOOR_DBFS
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", "true or false", self.enabled)
         require(is_number(self.floor_dbfs) and self.floor_dbfs < 0, "floor_dbfs", "a negative number",
                  self.floor_dbfs)
-        require(is_number(self.threshold_dbfs) and self.floor_dbfs < self.threshold_dbfs <= 0, "threshold_dbfs",
-                 f"a number in ({self.floor_dbfs:g}, 0]", self.threshold_dbfs)
+        threshold = self.threshold_dbfs
+        # A floor at or above a threshold that is a level (<= 0): the floor's fault where one was given (-1 against
+        # the default threshold -50), else the threshold's (-130 against the default floor).
+        if is_number(threshold) and threshold <= 0 and self.floor_dbfs != DEFAULT_FLOOR_DBFS:
+            require(self.floor_dbfs < threshold, "floor_dbfs",
+                    f"a negative number below threshold_dbfs ({threshold:g})", self.floor_dbfs)
+        require(is_number(threshold) and self.floor_dbfs < threshold <= 0, "threshold_dbfs",
+                 f"a number in ({self.floor_dbfs:g}, 0]", threshold)
         require(is_number(self.hangover_ms) and self.hangover_ms >= 0, "hangover_ms", "a number >= 0",
                  self.hangover_ms)
 

@@ -15,12 +15,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgesense.schema.validate import found, is_number
+
 __all__ = ["QuantParams", "quantize", "dequantize", "requantize"]
 
 
 #: Integer types a model's inputs/outputs may be quantized to.
 QUANTIZED_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
 _HALF = 0.5
+#: The largest scale: float32's largest value, the type TFLite files store scales in.
+MAX_SCALE = float(np.finfo(np.float32).max)
 
 
 def _is_real(value: Any) -> bool:
@@ -48,9 +52,13 @@ class QuantParams:
         if dtype is None:
             raise ValueError(f"dtype: expected a numpy dtype, got {self.dtype!r}")
         object.__setattr__(self, "dtype", dtype)
-        if not _is_real(self.scale) or not np.isfinite(self.scale) or self.scale < 0:
-            raise ValueError(f"scale: expected a finite value >= 0, got {self.scale!r}")
-        scale = float(self.scale)
+        # A Python int is compared, never converted (np.isfinite raised TypeError on one past int64, and float() on
+        # one past a float's range); a scale a float32 cannot hold is none a model's file stores.
+        scale = self.scale
+        finite = is_number(scale) if isinstance(scale, int) else _is_real(scale) and bool(np.isfinite(scale))
+        if not (finite and 0 <= scale <= MAX_SCALE):
+            raise ValueError(f"scale: expected a finite value in [0, {MAX_SCALE:g}] (float32), got {found(scale)}")
+        scale = float(scale)
         object.__setattr__(self, "scale", scale)
         # An int is whole as it is (np.isfinite raises TypeError on ints too large for a float).
         if not _is_real(self.zero_point) or (not isinstance(self.zero_point, numbers.Integral) and (

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from edgesense.runtime.interpreter import MAX_THREADS, InterpreterOptions, make_interpreter
-from edgesense.schema.validate import is_number, one_line, require
+from edgesense.schema.validate import is_int, is_number, one_line, require
 
 __all__ = [
     "DISTRIBUTION", "DISTRIBUTION_VERSION", "EMBEDDING_DIM", "INSTALL_HINT", "MEL_BINS", "MEL_HOP_SAMPLES",
@@ -216,7 +216,7 @@ class SpeechEmbeddingStreamOptions:
         require(isinstance(self.num_threads, int) and not isinstance(self.num_threads, bool)
                 and 1 <= self.num_threads <= MAX_THREADS, "num_threads", f"an integer in [1, {MAX_THREADS}]",
                 self.num_threads)
-        require(isinstance(self.max_embeddings, int) and self.max_embeddings >= 1, "max_embeddings",
+        require(is_int(self.max_embeddings) and self.max_embeddings >= 1, "max_embeddings",
                 "an integer >= 1", self.max_embeddings)
         require(self.mel_block_ms is None or (is_number(self.mel_block_ms)
                                               and MEL_HOP_MS <= self.mel_block_ms <= MAX_MEL_BLOCK_MS),

@@ -11,6 +11,7 @@ import collections.abc
 import dataclasses
 import functools
 import math
+import numbers
 import os
 import sys
 import types
@@ -18,8 +19,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TypeGuard, TypeVar, Union
 
-__all__ = ["from_mapping", "require", "require_range", "to_mapping", "is_number", "is_positive", "is_int", "one_line",
-           "Located", "found", "as_path", "as_paths"]
+__all__ = ["from_mapping", "require", "require_range", "require_kinds", "to_mapping", "is_number", "is_positive",
+           "is_int", "one_line", "Located", "found", "as_path", "as_paths"]
 
 
 T = TypeVar("T")
@@ -111,6 +112,80 @@ def require_range(field: str, value: Any, lo: float = -math.inf, hi: float = mat
     bounds = " <= ".join([*([f"{lo:g}"] if math.isfinite(lo) else []), "low", "high",
                           *([f"{hi:g}"] if math.isfinite(hi) else [])])
     require(ok, field, f"a (low, high) pair with {bounds}", value)
+
+
+def require_kinds(options: Any) -> None:
+    """Each field of the dataclass instance ``options`` holds a value of the kind its annotation names, else
+    ``ValueError`` naming the first that does not (``epochs: expected an integer, got 2.0``). What the YAML loader
+    (:func:`from_mapping`) converts and checks for a file, for options built in Python, where a string or None for a
+    number was a ``TypeError`` in the first comparison and a bool passed as a number: an options class calls it
+    first in its ``__post_init__``, and its own checks then compare values of the right kind. A ``float`` takes an
+    int (not a bool, not one past a float's range) and any float (NaN and the infinities are its range checks' to
+    refuse, with their own message); a ``tuple[...]`` takes a tuple only (a list would stay mutable in a frozen
+    dataclass); a section (a dataclass) an instance of it; ``Any``, mappings and other classes are not checked here."""
+    hints = _kind_hints(type(options))
+    for f in dataclasses.fields(options):
+        if f.init:
+            value = getattr(options, f.name)
+            require(_is_kind(hints[f.name], value), f.name, _kind_name(hints[f.name]), value)
+
+
+_KIND_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _kind_hints(cls: type) -> dict[str, Any]:
+    """``cls``'s resolved annotations, once a class (resolving them costs more than checking the values)."""
+    if cls not in _KIND_HINTS:
+        _KIND_HINTS[cls] = typing.get_type_hints(cls)
+    return _KIND_HINTS[cls]
+
+
+def _is_kind(tp: Any, value: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_is_kind(a, value) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_is_kind(args[0], v) for v in value)
+        return len(value) == len(args) and all(_is_kind(a, v) for a, v in zip(args, value))
+    checks: dict[Any, Callable[[Any], bool]] = {
+        type(None): lambda v: v is None, bool: lambda v: isinstance(v, bool), int: _is_integral,
+        float: lambda v: isinstance(v, float) or is_number(v) or (_is_real(v) and not isinstance(v, int)),
+        str: lambda v: isinstance(v, str), Path: lambda v: isinstance(v, Path)}
+    if tp in checks:
+        return checks[tp](value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return True  # Any, a mapping, or a kind the class checks itself
+
+
+def _is_integral(value: Any) -> bool:
+    """An integer of any kind (Python's, numpy's: a count computed with numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A real number of any kind (numpy's float32 too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _kind_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_kind_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple, each {_kind_name(args[0])}"
+        return f"a tuple of {len(args)} ({', '.join(_kind_name(a) for a in args)})"
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp.__name__
+    return _name(tp)
 
 
 def _line_of(lines: Mapping[str, int | None], path: str) -> int | None:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, TypeGuard
 
 from edgesense import __version__, extra_hint
 from edgesense.pacing import Outage, Paced
-from edgesense.schema.validate import is_positive, one_line, require
+from edgesense.schema.validate import is_int, is_positive, one_line, require
 from edgesense.sinks.base import Event, _ClosableSink, event_to_json
 
 __all__ = ["MqttOptions", "MqttSink", "mqtt_options_from_url", "is_valid_topic_prefix"]
@@ -109,8 +109,12 @@ class MqttOptions:
                  "an integer in [1, 65535]", self.port)
         require(is_valid_topic_prefix(self.topic_prefix), "topic_prefix",
                  "a topic without wildcards or leading/trailing '/'", self.topic_prefix)
-        require(self.qos in (0, 1, 2) and not isinstance(self.qos, bool), "qos", "0, 1 or 2", self.qos)
+        require(is_int(self.qos) and self.qos in (0, 1, 2), "qos", "0, 1 or 2", self.qos)
         require(isinstance(self.client_id, str), "client_id", "a string", self.client_id)
+        require(self.username is None or isinstance(self.username, str), "username", "None or a string",
+                 self.username)
+        require(self.password is None or isinstance(self.password, str), "password", "None or a string",
+                 "(not shown)")  # never shown, like its repr
         require(self.password is None or self.username is not None, "username",
                  "a user name when a password is given", self.username)
         require(isinstance(self.tls, bool), "tls", "a bool", self.tls)
@@ -129,6 +133,7 @@ class MqttOptions:
         require(isinstance(self.ha_discovery, bool), "ha_discovery", "a bool", self.ha_discovery)
         require(is_valid_topic_prefix(self.discovery_prefix), "discovery_prefix", "a topic without wildcards",
                  self.discovery_prefix)
+        require(isinstance(self.device_name, str), "device_name", "a string", self.device_name)
         require(isinstance(self.node_id, str) and bool(_NODE_ID.match(self.node_id)), "node_id",
                  "letters, digits, '_' and '-' only", self.node_id)
         require(self.spool_dir is None or (isinstance(self.spool_dir, str) and bool(self.spool_dir.strip())),

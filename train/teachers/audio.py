@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_number, require, require_kinds
 from edgesense.train.teachers import LOGITS_LAYER, fit_head
 
 __all__ = ["AudioTeacherOptions", "build_audio_head", "fit_audio_head"]
@@ -43,6 +43,7 @@ class AudioTeacherOptions:
     cross_fit_folds: int = 5
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(is_number(self.pad_ms) and self.pad_ms >= 0, "pad_ms", "a finite number >= 0", self.pad_ms)
         for name in ("conv_channels", "kernel_frames", "dense_units", "epochs", "batch_size", "cross_fit_folds"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))

@@ -23,7 +23,7 @@ from edgesense.runtime.speech_embedding import (
 )
 from edgesense.runtime.speech_embedding import INSTALL_HINT as DEVICE_INSTALL_HINT
 from edgesense.runtime.speech_embedding import model_files as device_model_files
-from edgesense.schema.validate import require
+from edgesense.schema.validate import is_number, require, require_kinds
 from edgesense.train.cache import content_key, file_sha256
 from edgesense.train.teachers import TeacherUnavailable
 
@@ -100,7 +100,9 @@ class SpeechEmbeddingOptions:
     num_threads: int = 2
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(self.pad_ms >= 0, "pad_ms", ">= 0", self.pad_ms)
+        require(is_number(self.pad_ms), "pad_ms", "a finite number", self.pad_ms)
         require(self.batch_clips >= 1, "batch_clips", ">= 1", self.batch_clips)
         require(self.num_threads >= 1, "num_threads", ">= 1", self.num_threads)
 

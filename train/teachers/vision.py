@@ -31,7 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from edgesense import editable_install
-from edgesense.schema.validate import is_number, require
+from edgesense.schema.validate import is_number, require, require_kinds
 from edgesense.train.cache import content_key
 from edgesense.train.teachers import LOGITS_LAYER, TeacherUnavailable, fit_head, installed_file
 
@@ -119,6 +119,7 @@ class VisionTeacherOptions:
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
+        require_kinds(self)
         require(self.backbone in BACKBONES, "backbone", f"one of {', '.join(BACKBONES)}", self.backbone)
         for name in ("input_size_px", "batch_images", "num_threads", "epochs", "batch_size"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))

@@ -1,11 +1,13 @@
 from dataclasses import dataclass
+import math
 import sys
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from edgesense.schema.validate import as_path, as_paths, from_mapping, is_number, is_positive, require, to_mapping
+from edgesense.schema.validate import (as_path, as_paths, from_mapping, is_number, is_positive, require, require_kinds,
+                                        to_mapping)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,3 +117,35 @@ def test_an_integer_past_pythons_text_limit_is_described_not_a_conversion_error(
         require(False, "count", "an integer up to 100", huge)
     assert str(info.value) == (f"count: expected an integer up to 100, got an integer of more than "
                                f"{sys.get_int_max_str_digits()} digits")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kinds:
+    count: int = 1
+    rate: float = 1.0
+    on: bool = True
+    mode: Literal["a", "b"] = "a"
+    pair: tuple[float, float] = (0.0, 1.0)
+    paths: tuple[Path, ...] = ()
+    limit: int | None = None
+    inner: Inner = Inner()
+
+    def __post_init__(self):
+        require_kinds(self)
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("count", True, "an integer"), ("count", 2.0, "an integer"), ("count", "1", "an integer"),
+    ("rate", None, "a number"), ("rate", False, "a number"), ("rate", 10**400, "a number"),
+    ("on", 1, "true or false"), ("mode", "c", "one of 'a', 'b'"),
+    ("pair", [0.0, 1.0], r"a tuple of 2 \(a number, a number\)"), ("pair", (0.0, "1"), "a tuple of 2"),
+    ("paths", ("x",), "a tuple, each a path"), ("limit", 1.5, "an integer or None"), ("inner", {}, "Inner"),
+])
+def test_require_kinds_refuses_a_value_of_another_kind_naming_the_field(field, value, expected):
+    with pytest.raises(ValueError, match=rf"^{field}: expected {expected}"):
+        Kinds(**{field: value})
+
+
+def test_require_kinds_takes_an_int_for_a_float_and_leaves_nan_to_the_range_checks():
+    assert Kinds(rate=2, limit=None, paths=(Path("x"),)).rate == 2
+    assert math.isnan(Kinds(rate=math.nan).rate)
