@@ -149,3 +149,14 @@ def test_require_kinds_refuses_a_value_of_another_kind_naming_the_field(field, v
 def test_require_kinds_takes_an_int_for_a_float_and_leaves_nan_to_the_range_checks():
     assert Kinds(rate=2, limit=None, paths=(Path("x"),)).rate == 2
     assert math.isnan(Kinds(rate=math.nan).rate)
+
+
+def test_require_kinds_takes_numpy_numbers_a_caller_computed():
+    """A count or a level computed with numpy (``np.int64``, ``np.float32``) is a number of its kind: the checks
+    before ``require_kinds`` compared them and took them."""
+    import numpy as np
+
+    assert Kinds(count=np.int64(3), rate=np.float32(0.5)).count == 3
+    assert Kinds(rate=np.int64(2)).rate == 2
+    with pytest.raises(ValueError, match=r"^count: expected"):
+        Kinds(count=np.float64(3.0))
