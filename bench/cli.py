@@ -95,7 +95,7 @@ from edgesense.bench.scenes_av import (
 )
 from edgesense.bench.scoring import LATENCY_RULES, SweepOptions
 from edgesense.bench.streaming import FirmwareSetting, clip_utterances, recording_pools, run_streaming
-from edgesense.bench.streams import Utterance
+from edgesense.bench.streams import MAX_STREAM_S, Utterance
 from edgesense.bench.uncertainty import METHODS, operating_point_intervals, paired_on_common_items
 from edgesense.frontend.audio import AudioFrontendOptions
 from edgesense.recognition.commands import CommandRecognizerOptions
@@ -733,6 +733,9 @@ def run(args: argparse.Namespace) -> int:
         if minutes is not None and not (is_number(minutes) and minutes * 60.0 >= MIN_STREAM_S):
             raise ValueError(f"{flag}: expected a number of minutes >= {Fraction(MIN_STREAM_S, 60)} "
                              f"({MIN_STREAM_S} s), got {minutes:g}")
+        if minutes is not None and minutes * 60.0 > MAX_STREAM_S:  # the longest stream (StreamOptions)
+            raise ValueError(f"{flag}: expected a number of minutes in [{Fraction(MIN_STREAM_S, 60)}, "
+                             f"{MAX_STREAM_S / 60:g}] ({MIN_STREAM_S} s to a week), got {minutes:g}")
     references = references_argument(args.references, writes=args.train_references or args.teachers,
                                      quick_out=args.out if args.quick else None)
     with user_names(FLAGS):

@@ -54,6 +54,7 @@ from edgesense.bench.streaming import (
     read_recordings,
 )
 from edgesense.bench.streams import (
+    MAX_STREAM_S,
     MIN_STREAM_S,
     Stream,
     StreamOptions,
@@ -116,9 +117,12 @@ class MineOptions:
     second_opinion: SecondOpinionOptions = SecondOpinionOptions()
 
     def __post_init__(self) -> None:
-        require(is_number(self.talk_minutes) and (self.talk_minutes == 0 or self.talk_minutes * _S_PER_MINUTE
-                                                  >= MIN_STREAM_S), "talk_minutes",
-                f"0 or at least {MIN_STREAM_S / _S_PER_MINUTE:.2f} minutes", self.talk_minutes)
+        # up to the longest stream StreamOptions builds (a week): past it mine was refused once the model was
+        # loaded, naming a duration_s
+        require(is_number(self.talk_minutes) and (self.talk_minutes == 0 or MIN_STREAM_S <= self.talk_minutes
+                                                  * _S_PER_MINUTE <= MAX_STREAM_S), "talk_minutes",
+                f"0 or a number of minutes in [{MIN_STREAM_S / _S_PER_MINUTE:.2f}, {MAX_STREAM_S / _S_PER_MINUTE:g}]",
+                self.talk_minutes)
         require(is_int(self.word_passes) and 0 <= self.word_passes < INT_LIMIT, "word_passes",
                 "an integer in [0, 2**63)", self.word_passes)
         require(self.talk_minutes > 0 or self.word_passes > 0, "talk_minutes", "> 0 unless word_passes > 0",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgesense.app.cli import refuse_file_in_the_way
 from edgesense.bench.scoring import LATENCY_RULES
+from edgesense.bench.streams import MAX_STREAM_S
 from edgesense.runtime.interpreter import MAX_THREADS
 from edgesense.schema.validate import as_path, as_paths, is_int, is_number, require
 from edgesense.train.config import INT_LIMIT, SEED_EXPECTED, is_seed
@@ -120,8 +121,10 @@ class BenchOptions:
                  "max_per_class", "None or an integer in [1, 2**63)", self.max_per_class)
         for name in ("stream_s", "talk_s"):
             value = getattr(self, name)
-            require(value is None or (is_number(value) and value >= MIN_STREAM_S), name,
-                    f"None or a number >= {MIN_STREAM_S}", value)
+            # up to the longest stream StreamOptions builds: past it the run was refused after the accuracy section
+            # and the tuning streams, naming a duration_s the user never typed
+            require(value is None or (is_number(value) and MIN_STREAM_S <= value <= MAX_STREAM_S), name,
+                    f"None or a number in [{MIN_STREAM_S}, {MAX_STREAM_S:g}] (s)", value)
         for name in ("max_false_accepts_per_hour", "max_false_accepts_per_100_words", "max_latency_p95_ms"):
             value = getattr(self, name)
             require(value is None or (is_number(value) and value >= 0), name, "a number >= 0", value)

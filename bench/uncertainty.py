@@ -116,7 +116,12 @@ def mcnemar_p_value(first_only_right: int, second_only_right: int) -> float:
         raise ValueError(f"discordant counts: expected >= 0, got {first_only_right} and {second_only_right}")
     discordant = first_only_right + second_only_right
     rarer = min(first_only_right, second_only_right)
-    tail = sum(math.comb(discordant, i) for i in range(rarer + 1))
+    # C(n, 0) + … + C(n, rarer), each term from the one before (exact integers): math.comb per term was quadratic,
+    # minutes for 20,000 items a side
+    tail = term = 1
+    for i in range(rarer):
+        term = term * (discordant - i) // (i + 1)
+        tail += term
     return float(min(Fraction(1), Fraction(2 * tail, 2 ** discordant)))
 
 

@@ -425,6 +425,17 @@ def test_too_short_minutes_are_one_line_in_minutes(tmp_path, capsys, flag, minut
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag", ["--stream-minutes", "--talk-minutes"])
+def test_minutes_past_a_week_are_one_line_in_minutes_before_anything_is_scored(tmp_path, capsys, flag):
+    """Taken, they were refused as StreamOptions' duration_s once the accuracy section and the tuning streams ran."""
+    model = REPO / "models" / "edgesense.tflite"
+    assert cli.main(["bench", "--model", str(model), "--speech-commands", str(tmp_path), flag, "10081",
+                     "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"edgesense: error: {flag}: expected a number of minutes in [1/3, 10080] "
+                                       "(20 s to a week), got 10081\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_options_are_validated_with_field_names(tiny_model_path, tmp_path):
     with pytest.raises(ValueError, match="threads"):
         BenchOptions(model_path=tiny_model_path, scenes=tmp_path, threads=0)

@@ -60,6 +60,16 @@ def test_mine_options_are_checked_when_built(field, value):
         MineOptions(**{field: value})
 
 
+def test_talk_past_a_week_is_refused_when_built_naming_talk_minutes():
+    """StreamOptions refuses a stream past a week (MAX_STREAM_S): taken here, mine failed once the model was loaded,
+    naming duration_s."""
+    from edgesense.bench.streams import MAX_STREAM_S
+
+    with pytest.raises(ValueError, match=r"^talk_minutes: expected 0 or a number of minutes in \[0.17, 10080\]"):
+        MineOptions(talk_minutes=MAX_STREAM_S / 60 + 1)
+    assert MineOptions(talk_minutes=MAX_STREAM_S / 60).talk_minutes == 10080
+
+
 def test_a_bad_seed_is_one_line_naming_the_flag_before_anything_loads(tmp_path, capsys):
     assert main(["mine", "--model", str(tmp_path / "none.tflite"), "--negatives", str(tmp_path),
                  "--out", str(tmp_path / "out"), "--seed", "-1"]) == 2

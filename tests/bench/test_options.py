@@ -25,8 +25,22 @@ def test_the_edge_seeds_are_taken(tmp_path):
 @pytest.mark.parametrize("name", ["stream_s", "talk_s"])
 def test_an_endless_stream_is_refused_when_built(tmp_path, name):
     """Not after the accuracy section, as a StreamOptions' duration_s the user never typed."""
-    with pytest.raises(ValueError, match=rf"^{name}: expected None or a number >= 20, got inf$"):
+    with pytest.raises(ValueError, match=rf"^{name}: expected None or a number in \[20, 604800\] \(s\), got inf$"):
         BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, **{name: float("inf")})
+
+
+@pytest.mark.parametrize("name", ["stream_s", "talk_s"])
+def test_a_stream_longer_than_the_streams_take_is_refused_when_built(tmp_path, name):
+    """A stream past a week (StreamOptions' MAX_STREAM_S) was taken here and refused by StreamOptions after the
+    accuracy section and the tuning streams (days of posteriors), as a duration_s the user never typed."""
+    from edgesense.bench.streams import MAX_STREAM_S
+
+    with pytest.raises(ValueError, match=rf"^{name}: expected None or a number in \[20, 604800\] \(s\), got 1e\+30$"):
+        BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, **{name: 1e30})
+    with pytest.raises(ValueError, match=rf"^{name}: "):
+        BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, **{name: MAX_STREAM_S + 60})
+    built = BenchOptions(model_path=tmp_path / "m.tflite", speech_commands=tmp_path, **{name: MAX_STREAM_S})
+    assert getattr(built, name) == MAX_STREAM_S
 
 
 def test_write_config_without_the_streaming_evaluation_is_refused(tmp_path):

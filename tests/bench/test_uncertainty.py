@@ -160,3 +160,15 @@ def test_an_operating_points_intervals_hold_its_figures_from_its_counts():
     assert operating_point_intervals({**point, "words_stream": None})["false_accepts_per_100_words_interval"] is None
     assert operating_point_intervals({}) == {"hit_rate_interval": None, "false_accepts_per_hour_interval": None,
                                              "false_accepts_per_100_words_interval": None}
+
+
+def test_the_mcnemar_p_value_of_many_discordant_items_is_exact():
+    """The binomial tail summed term by term from the one before: the same integers as math.comb (a C(n, i)
+    computed afresh per term took minutes for 20,000 discordant items a side; now well under a second)."""
+    from fractions import Fraction
+
+    for first, second in ((0, 5), (3, 9), (40, 41), (117, 60)):
+        n, rarer = first + second, min(first, second)
+        tail = sum(math.comb(n, i) for i in range(rarer + 1))
+        assert mcnemar_p_value(first, second) == float(min(Fraction(1), Fraction(2 * tail, 2 ** n)))
+    assert mcnemar_p_value(20_000, 20_000) == 1.0 and mcnemar_p_value(19_000, 21_000) < 1e-20
