@@ -125,6 +125,21 @@ class SmallCameraCapture(GrabsByReading):
         self.opened = False
 
 
+class UnpluggedCapture(SmallCameraCapture):
+    """cv2.VideoCapture of a camera index unplugged after it opened: its reads fail, and it never opens again."""
+
+    opens = 0
+
+    def __init__(self, source, *args) -> None:
+        super().__init__()
+        UnpluggedCapture.opens += 1
+        self.opened = UnpluggedCapture.opens == 1
+
+    def read(self):
+        self.reads += 1
+        return False, None
+
+
 class CountingWebcam:
     """cv2.VideoCapture of a USB webcam at 30 fps delivering MJPEG (a stand-in at the device's edge): ``grab()``
     (and ``read()``) block until its next frame; a frame is decoded by ``retrieve()`` or ``read()``; each call is

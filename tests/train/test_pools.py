@@ -6,6 +6,26 @@ import pytest
 
 from edgesense.train.pools import POOLS, TUNING_PERCENT, pool_of, speech_negative_pools, split_recordings
 
+
+class ScandirOf:
+    """What ``os.scandir`` returns (an iterator and a context manager) over chosen entries: a file system's
+    listing, modelled."""
+
+    def __init__(self, entries) -> None:
+        self.entries = iter(entries)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.entries)
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -105,24 +125,11 @@ def test_a_folder_reached_by_two_names_is_named_alike_in_any_listing_order(tmp_p
         (root / name).symlink_to(store, target_is_directory=True)
     scandir = os.scandir
 
-    class Listing:  # os.scandir in a given order (the file system's, modelled)
-        def __init__(self, path):
-            with scandir(path) as it:
-                self.entries = iter(sorted(it, key=lambda e: e.name, reverse=listed == "reversed"))
+    def listing(path):  # os.scandir in a given order (the file system's, modelled)
+        with scandir(path) as it:
+            return ScandirOf(sorted(it, key=lambda e: e.name, reverse=listed == "reversed"))
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            return next(self.entries)
-
-    monkeypatch.setattr(os, "scandir", Listing)
+    monkeypatch.setattr(os, "scandir", listing)
     found = wav_recordings([root])
     assert [p.relative_to(root).as_posix() for p in found] == [f"alpha/rec{i}.wav" for i in range(6)]
     pools = split_recordings(found)
@@ -210,25 +217,12 @@ def _case_insensitive(monkeypatch, folder, aliases):
     def listing(path="."):
         return [n for n in listdir(path) if not hidden(path, n)]
 
-    class Entries:  # os.scandir without the aliases
-        def __init__(self, path="."):
-            with scandir(path) as it:
-                self.entries = iter([e for e in it if not hidden(path, e.name)])
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            return next(self.entries)
+    def entries(path="."):  # os.scandir without the aliases
+        with scandir(path) as it:
+            return ScandirOf([e for e in it if not hidden(path, e.name)])
 
     monkeypatch.setattr(os, "listdir", listing)
-    monkeypatch.setattr(os, "scandir", Entries)
+    monkeypatch.setattr(os, "scandir", entries)
 
 
 def test_a_folder_or_file_named_in_another_case_on_a_mac_keeps_the_pools_of_its_stored_name(tmp_path, monkeypatch):

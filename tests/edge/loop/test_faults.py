@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import sounddevice as sd_mod
 from cli_run import hang_up_as_a_shell_would
-from media import TEST_THRESHOLD, GrabsByReading, SmallCameraCapture, tone_samples, tone_wav
+from media import TEST_THRESHOLD, GrabsByReading, SmallCameraCapture, UnpluggedCapture, tone_samples, tone_wav
 
 import edgesense.pacing as pacing
 import edgesense.sources.microphone as microphone_mod
@@ -519,21 +519,6 @@ def test_a_camera_that_drops_a_read_every_few_seconds_is_not_two_lines_each_time
     reader.stop()
     camera.close()
     assert "outages since the last such line, said at most every 0 s)" in _said(caplog, "edgesense.loop.scheduler")[2]
-
-
-class UnpluggedCapture(SmallCameraCapture):
-    """cv2.VideoCapture of a camera index unplugged after it opened: its reads fail, and it never opens again."""
-
-    opens = 0
-
-    def __init__(self, source, *args) -> None:
-        super().__init__()
-        UnpluggedCapture.opens += 1
-        self.opened = UnpluggedCapture.opens == 1
-
-    def read(self):
-        self.reads += 1
-        return False, None
 
 
 def test_a_camera_that_is_away_is_read_when_its_reopen_is_due_not_every_retry_ms(monkeypatch):

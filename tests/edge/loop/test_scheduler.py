@@ -7,7 +7,7 @@ import logging
 import cv2
 import numpy as np
 import pytest
-from media import SmallCameraCapture, tone_wav
+from media import UnpluggedCapture, tone_wav
 
 from edgesense.loop.pipeline import Pipeline
 from edgesense.loop.scheduler import ReplayVideoAligner
@@ -53,21 +53,6 @@ def test_a_video_source_that_keeps_failing_is_one_line_per_outage_not_one_per_ro
         frame = aligner.frame_at(10_000.0)  # back: frames again
     assert frame is not None and aligner.read_failures == 500
     assert _lines(caplog)[1:] == ["WARNING video: recovered, frames resume (500 failed read(s))"]
-
-
-class UnpluggedCapture(SmallCameraCapture):
-    """cv2.VideoCapture of a camera index unplugged after it opened: its reads fail, and it never opens again."""
-
-    opens = 0
-
-    def __init__(self, source, *args) -> None:
-        super().__init__()
-        UnpluggedCapture.opens += 1
-        self.opened = UnpluggedCapture.opens == 1
-
-    def read(self):
-        self.reads += 1
-        return False, None
 
 
 @pytest.fixture
