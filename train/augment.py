@@ -178,6 +178,15 @@ class NoisePool:
     lengths: np.ndarray
     clip_samples: int
 
+    def windows(self, starts: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """``(len(starts), clip_samples)`` as ``dtype``: row ``k`` is ``samples[starts[k]:][:clip_samples]``
+        (each a contiguous stretch: copied as a slice, with no per-sample index array)."""
+        n = self.clip_samples
+        out = np.empty((len(starts), n), dtype)
+        for k, start in enumerate(np.asarray(starts).tolist()):
+            out[k] = self.samples[start:start + n]
+        return out
+
 
 def prepare_noise_pool(recordings: Sequence[np.ndarray], clip_samples: int) -> NoisePool:
     """Concatenate 1-D noise recordings (shorter ones are tiled to one clip)."""
@@ -227,14 +236,16 @@ def mix_noise(clips: np.ndarray, noise_pool: NoisePool | Sequence[np.ndarray], r
     snr_db = rng.uniform(snr_db_range[0], snr_db_range[1], size=batch)
     out = np.empty_like(x)
     for rows in row_passes(batch):
-        noise = pool.samples[(pool.starts[which[rows]] + offsets[rows])[:, None] + np.arange(n)[None, :]].astype(
-            np.float64)
+        noise = pool.windows(pool.starts[which[rows]] + offsets[rows], np.float64)
         signal_power = _power(x[rows])
         reference = np.where(signal_power > _POWER_FLOOR, signal_power, 10.0 ** (silent_reference_dbfs / 10.0))
         noise_power = np.maximum(_power(noise), _POWER_FLOOR)
         scale = np.sqrt(reference / (noise_power * 10.0 ** (snr_db[rows] / 10.0)))
         scale[~apply[rows]] = 0.0
-        out[rows] = np.clip(x[rows] + scale[:, None] * noise, -1.0, 1.0)
+        # x + scale * noise, clipped, in place in the noise's rows (each step the same rounding)
+        noise *= scale[:, None]
+        noise += x[rows]
+        out[rows] = np.clip(noise, -1.0, 1.0, out=noise)
     if return_snr_db:
         return out, np.where(apply, snr_db, np.nan)
     return out
@@ -245,11 +256,13 @@ def shift_rows(clips: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     x = np.asarray(clips)
     shifts = np.asarray(shifts)
     n = x.shape[1]
-    out = np.empty_like(x)
-    for rows in row_passes(x.shape[0]):
-        source = np.arange(n)[None, :] - shifts[rows, None]
-        valid = (source >= 0) & (source < n)
-        out[rows] = np.where(valid, np.take_along_axis(x[rows], np.clip(source, 0, n - 1), axis=1), 0)
+    out = np.zeros_like(x)
+    # A row's shift moves one contiguous stretch: copied as a slice (no per-sample index arrays to build).
+    for i, shift in enumerate(np.broadcast_to(shifts[:x.shape[0]], x.shape[:1]).tolist()):
+        if 0 <= shift < n:
+            out[i, shift:] = x[i, :n - shift]
+        elif -n < shift < 0:
+            out[i, :n + shift] = x[i, -shift:]
     return out
 
 
@@ -264,7 +277,8 @@ def random_gain(clips: np.ndarray, rng: np.random.Generator, *, gain_db_range: t
     gain = 10.0 ** (gain_db / 20.0)
     out = np.empty_like(x)
     for rows in row_passes(x.shape[0]):
-        out[rows] = np.clip(x[rows] * gain[rows, None], -1.0, 1.0)
+        scaled = x[rows] * gain[rows, None]
+        out[rows] = np.clip(scaled, -1.0, 1.0, out=scaled)
     return out
 
 
@@ -285,14 +299,21 @@ def change_speed(clips: np.ndarray, rng: np.random.Generator, *, speed_range: tu
         return out
     centre = (n - 1) / 2.0
     for part in row_passes(rows.size):
-        src = x[rows[part]]
+        src = x[rows[part]]  # C-contiguous: its samples are gathered by flat index (one take, not take_along_axis)
         source = centre + (np.arange(n)[None, :] - centre) * factor[rows[part], None]
         left = np.floor(source).astype(np.int64)
         frac = (source - left).astype(x.dtype)
         valid = (source >= 0) & (source <= n - 1)
-        lo = np.take_along_axis(src, np.clip(left, 0, n - 1), axis=1)
-        hi = np.take_along_axis(src, np.clip(left + 1, 0, n - 1), axis=1)
-        out[rows[part]] = np.where(valid, lo + frac * (hi - lo), 0)
+        row_start = np.arange(src.shape[0], dtype=np.int64)[:, None] * n
+        lo = np.take(src, np.clip(left, 0, n - 1) + row_start)
+        left += 1
+        hi = np.take(src, np.clip(left, 0, n - 1, out=left) + row_start)
+        # lo + frac * (hi - lo), in place (each step the same rounding)
+        hi -= lo
+        hi *= frac
+        hi += lo
+        hi[~valid] = 0
+        out[rows[part]] = hi
     return out
 
 
@@ -321,14 +342,17 @@ def add_reverb(clips: np.ndarray, rng: np.random.Generator, *, sample_rate_hz: i
         if not rows.size:
             continue
         # only the rows that get a room are built and convolved
-        rir = tail * np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[done:done + rows.size, None]) * _REVERB_TAIL_GAIN
+        # tail * exp(-decay * t / rt60) * gain, in place (each step the same rounding)
+        rir = np.exp(-_DECAY_60_DB * t[None, :] / rt60_s[done:done + rows.size, None])
+        rir *= tail
+        rir *= _REVERB_TAIL_GAIN
         done += rows.size
         rir[:, 0] = 1.0
         dry = x[rows]
         wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :n]
         dry_rms, wet_rms = np.sqrt(_power(dry)), np.sqrt(np.maximum(_power(wet), _POWER_FLOOR))
         wet *= (dry_rms / wet_rms)[:, None]
-        out[rows] = np.clip(wet, -1.0, 1.0)
+        out[rows] = np.clip(wet, -1.0, 1.0, out=wet)
     return out
 
 
@@ -436,7 +460,10 @@ def horizontal_flip(images: np.ndarray, rng: np.random.Generator, *, probability
     _check_probability("probability", probability)
     flip = _apply_mask(rng, x.shape[0], probability)
     out = x.copy()
-    out[flip] = x[flip, :, ::-1, :]
+    if not x.size:
+        return out
+    for i in np.flatnonzero(flip):  # OpenCV's mirror moves the same bytes several times faster than a reversed view
+        out[i] = cv2.flip(np.ascontiguousarray(x[i]), 1)
     return out
 
 
@@ -450,11 +477,21 @@ def color_jitter(images: np.ndarray, rng: np.random.Generator, *, brightness_del
     brightness = rng.uniform(1 - brightness_delta, 1 + brightness_delta, size=shape).astype(np.float32)
     contrast = rng.uniform(1 - contrast_delta, 1 + contrast_delta, size=shape).astype(np.float32)
     saturation = rng.uniform(1 - saturation_delta, 1 + saturation_delta, size=shape).astype(np.float32)
-    f = x.astype(np.float32) * brightness
+    # Each step in place, in float32 as written: f = x * brightness; f = (f - mean_gray) * contrast + mean_gray;
+    # f = (f - gray) * saturation + gray (the same operations in the same order: the same rounding).
+    f = x.astype(np.float32)
+    f *= brightness
     mean_gray = (f @ _GRAY_WEIGHTS).mean(axis=(1, 2))[:, None, None, None]
-    f = (f - mean_gray) * contrast + mean_gray
-    gray = (f @ _GRAY_WEIGHTS)[..., None]
-    f = (f - gray) * saturation + gray
+    f -= mean_gray
+    f *= contrast
+    f += mean_gray
+    pixel_gray = f @ _GRAY_WEIGHTS
+    gray = np.empty_like(f)  # each pixel's gray in all 3 channels: broadcasting it over 3 values a pixel is slow
+    for channel in range(f.shape[-1]):
+        gray[..., channel] = pixel_gray
+    f -= gray
+    f *= saturation
+    f += gray
     return to_uint8(f)
 
 

@@ -186,7 +186,8 @@ def convolve_rirs(clips: np.ndarray, rng: np.random.Generator, rirs: np.ndarray,
                            axis=1)[:, :n]
         dry_rms = np.sqrt(np.mean(np.square(dry, dtype=np.float64), axis=1))
         wet_rms = np.sqrt(np.maximum(np.mean(np.square(wet), axis=1), _POWER_FLOOR))
-        out[rows[part]] = np.clip(wet * (dry_rms / wet_rms)[:, None], -1.0, 1.0)
+        scaled = wet * (dry_rms / wet_rms)[:, None]  # (float64: wet is float32)
+        out[rows[part]] = np.clip(scaled, -1.0, 1.0, out=scaled)
     return out, apply
 
 
@@ -197,7 +198,7 @@ def background_windows(pool: augment.NoisePool, count: int, rng: np.random.Gener
     n = pool.clip_samples
     which = rng.integers(0, pool.lengths.size, size=count)
     offsets = (rng.random(count) * (pool.lengths[which] - n + 1)).astype(np.int64)
-    x = pool.samples[(pool.starts[which] + offsets)[:, None] + np.arange(n)[None, :]].astype(np.float64)
+    x = pool.windows(pool.starts[which] + offsets, np.float64)
     level = rng.uniform(dbfs_range[0], dbfs_range[1], size=count)
     gain = 10.0 ** ((level - _dbfs(x)) / 20.0)
     return np.clip(x * gain[:, None], -1.0, 1.0).astype(np.float32)
@@ -224,6 +225,10 @@ def speech_windows(recordings: Sequence[np.ndarray], clip_samples: int, *, min_d
 
 def log_mel_features(clips: np.ndarray, frontend: AudioFrontendOptions) -> np.ndarray:
     """Clips ``(N, samples)`` -> float32 features ``(N, frames, bins)``, a batch of clips at a time."""
+    if len(clips) <= _FEATURE_BATCH:  # one call (a training step's batch): its own array, without a copy
+        features = log_mel_batch(clips, frontend)
+        if features.shape == (len(clips), *frontend.feature_shape) and features.dtype == np.float32:
+            return features
     out = np.empty((len(clips), *frontend.feature_shape), np.float32)
     for start in range(0, len(clips), _FEATURE_BATCH):
         out[start:start + _FEATURE_BATCH] = log_mel_batch(clips[start:start + _FEATURE_BATCH], frontend)

@@ -448,7 +448,7 @@ class FusionBatches(keras.utils.PyDataset):
         scene_seen = np.maximum(image_present, audio_present * related * float(has_image))
         x = {
             INPUT_AUDIO: feats,
-            INPUT_IMAGE: images.astype(np.float32),
+            INPUT_IMAGE: images,  # uint8 until the present rows are picked: only they are converted (below)
             INPUT_AUDIO_PRESENT: audio_present[:, None],
             INPUT_IMAGE_PRESENT: image_present[:, None],
         }
@@ -464,7 +464,10 @@ class FusionBatches(keras.utils.PyDataset):
             hint_target, hint_weight = hint if hint is not None else (
                 np.zeros((b, self.hint.clips.shape[1]), np.float32), np.zeros(b, np.float32))
             y[OUTPUT_AUDIO_HINT], w[OUTPUT_AUDIO_HINT] = hint_target, audio_present * hint_weight
-        return (present_rows(x) if self.present_rows_only else x), y, w
+        if self.present_rows_only:
+            x = present_rows(x)
+        x[INPUT_IMAGE] = x[INPUT_IMAGE].astype(np.float32)
+        return x, y, w
 
     def scene_target(self, labels: np.ndarray, photos: np.ndarray | None, image_present: np.ndarray,
                      views: np.ndarray | None = None) -> np.ndarray:
@@ -621,8 +624,16 @@ class FusionBatches(keras.utils.PyDataset):
 
     def draw_audio_indices(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """Indices of ``count`` training clips: a drawn class (:meth:`draw_classes`), then a clip of it."""
+        classes = self.draw_classes(rng, count)
+        if self.real_share is None:
+            # ``rng.choice(pool)`` is ``pool[rng.integers(0, pool.size)]``, and integers with an array of bounds
+            # draws as those calls one by one: every row's clip in one call, the same draws (test_trainer holds it).
+            pools = [pool for pool, _, _ in self.by_class]
+            starts = np.cumsum([0] + [pool.size for pool in pools[:-1]])
+            sizes = np.array([pool.size for pool in pools], np.int64)
+            return np.concatenate(pools)[starts[classes] + rng.integers(0, sizes[classes])].astype(np.int64, copy=False)
         out = np.empty(count, np.int64)
-        for i, c in enumerate(self.draw_classes(rng, count)):
+        for i, c in enumerate(classes):
             pool, real, synthesized = self.by_class[c]
             if self.real_share is not None and real.size and synthesized.size:
                 pool = real if rng.random() < self.real_share else synthesized

@@ -308,3 +308,122 @@ def test_photo_views_are_validated() -> None:
         PhotoViews(count=2, seed=0).render(x, np.array([0, 1]), np.array([0, 2]))
     with pytest.raises(ValueError, match="views: expected one per photo"):
         PhotoViews(count=2, seed=0).render(x, np.array([0, 1]), np.array([0]))
+
+
+# --------------------------------------------------------------------------- the same bytes as the plain formulas
+# The batch-side functions copy slices and work in place for speed; these pin them to the plain array formulas
+# they replaced (written out here), byte for byte, so that a training run's batches stay the same.
+
+
+def _shift_rows_by_gather(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    n = x.shape[1]
+    source = np.arange(n)[None, :] - shifts[:, None]
+    valid = (source >= 0) & (source < n)
+    return np.where(valid, np.take_along_axis(x, np.clip(source, 0, n - 1), axis=1), 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shift_rows_is_the_gather_it_replaced(dtype) -> None:
+    x = np.random.default_rng(0).normal(size=(12, 700)).astype(dtype)
+    shifts = np.array([0, 1, -1, 350, -350, 699, -699, 700, -700, 10**9, -10**9, 5])
+    out = shift_rows(x, shifts)
+    assert out.dtype == x.dtype and out.tobytes() == _shift_rows_by_gather(x, shifts).tobytes()
+    assert shift_rows(x[:0], shifts[:0]).shape == (0, 700)
+
+
+def _change_speed_by_formula(x: np.ndarray, rng: np.random.Generator, speed_range, probability) -> np.ndarray:
+    batch, n = x.shape
+    factor = rng.uniform(speed_range[0], speed_range[1], size=batch)
+    factor[~(rng.random(batch) < probability)] = 1.0
+    out = x.copy()
+    rows = np.flatnonzero(factor != 1.0)
+    centre = (n - 1) / 2.0
+    source = centre + (np.arange(n)[None, :] - centre) * factor[rows, None]
+    left = np.floor(source).astype(np.int64)
+    frac = (source - left).astype(x.dtype)
+    valid = (source >= 0) & (source <= n - 1)
+    lo = np.take_along_axis(x[rows], np.clip(left, 0, n - 1), axis=1)
+    hi = np.take_along_axis(x[rows], np.clip(left + 1, 0, n - 1), axis=1)
+    out[rows] = np.where(valid, lo + frac * (hi - lo), 0)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_change_speed_is_the_interpolation_it_replaced(dtype) -> None:
+    x = np.random.default_rng(1).normal(scale=0.3, size=(20, 3001)).astype(dtype)
+    for probability in (0.0, 0.5, 1.0):
+        out = change_speed(x, np.random.default_rng(2), speed_range=(0.7, 1.4), probability=probability)
+        expected = _change_speed_by_formula(x, np.random.default_rng(2), (0.7, 1.4), probability)
+        assert out.dtype == x.dtype and out.tobytes() == expected.tobytes()
+
+
+def test_mix_noise_and_gain_are_the_formulas_they_replaced() -> None:
+    clips = _speech_like(9)
+    clips[3] = 0.0  # digital silence: the reference level
+    pool = prepare_noise_pool(_noise_recordings(), N)
+    rng = np.random.default_rng(5)
+    out = mix_noise(clips, pool, rng, probability=0.7)
+    rng = np.random.default_rng(5)
+    apply = rng.random(9) < 0.7
+    which = rng.integers(0, pool.lengths.size, size=9)
+    offsets = (rng.random(9) * (pool.lengths[which] - N + 1)).astype(np.int64)
+    snr_db = rng.uniform(0.0, 20.0, size=9)
+    noise = pool.samples[(pool.starts[which] + offsets)[:, None] + np.arange(N)[None, :]].astype(np.float64)
+    np.testing.assert_array_equal(pool.windows(pool.starts[which] + offsets, np.float64), noise)
+    signal_power = np.mean(np.square(clips, dtype=np.float64), axis=-1)
+    reference = np.where(signal_power > 1e-12, signal_power, 10.0 ** (-20.0 / 10.0))
+    noise_power = np.maximum(np.mean(np.square(noise), axis=-1), 1e-12)
+    scale = np.sqrt(reference / (noise_power * 10.0 ** (snr_db / 10.0)))
+    scale[~apply] = 0.0
+    assert out.tobytes() == np.clip(clips + scale[:, None] * noise, -1.0, 1.0).astype(np.float32).tobytes()
+
+    gained = random_gain(clips, np.random.default_rng(6), gain_db_range=(-6.0, 20.0), probability=0.5)
+    rng = np.random.default_rng(6)
+    gain_db = rng.uniform(-6.0, 20.0, size=9)
+    gain_db[~(rng.random(9) < 0.5)] = 0.0
+    expected = np.clip(clips * (10.0 ** (gain_db / 20.0))[:, None], -1.0, 1.0).astype(np.float32)
+    assert gained.tobytes() == expected.tobytes()
+
+
+def test_image_augments_are_the_formulas_they_replaced() -> None:
+    x = _images(40)
+    flipped = horizontal_flip(x, np.random.default_rng(8), probability=0.5)
+    flip = np.random.default_rng(8).random(40) < 0.5
+    expected = x.copy()
+    expected[flip] = x[flip, :, ::-1, :]
+    assert flipped.tobytes() == expected.tobytes()
+    np.testing.assert_array_equal(horizontal_flip(x[:, :, ::2], np.random.default_rng(0), probability=1.0),
+                                  x[:, :, ::2][:, :, ::-1])  # a strided view too
+
+    jittered = color_jitter(x, np.random.default_rng(9), brightness_delta=0.5, contrast_delta=0.5,
+                            saturation_delta=0.5)
+    rng = np.random.default_rng(9)
+    brightness, contrast, saturation = (rng.uniform(0.5, 1.5, size=(40, 1, 1, 1)).astype(np.float32)
+                                        for _ in range(3))
+    gray_weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    f = x.astype(np.float32) * brightness
+    mean_gray = (f @ gray_weights).mean(axis=(1, 2))[:, None, None, None]
+    f = (f - mean_gray) * contrast + mean_gray
+    gray = (f @ gray_weights)[..., None]
+    f = (f - gray) * saturation + gray
+    assert jittered.tobytes() == np.clip(np.rint(f), 0, 255).astype(np.uint8).tobytes()
+
+
+def test_add_reverb_is_the_convolution_it_replaced() -> None:
+    x = _speech_like(10)
+    out = add_reverb(x, np.random.default_rng(4), rt60_ms_range=(150.0, 600.0), probability=0.5)
+    rng = np.random.default_rng(4)
+    apply = rng.random(10) < 0.5
+    rt60_s = rng.uniform(150.0, 600.0, size=10)[apply] / 1000.0
+    taps = int(np.ceil(0.6 * 16000))
+    t = np.arange(taps) / 16000
+    rir = rng.standard_normal((10, taps))[apply] * np.exp(-3.0 * np.log(10.0) * t[None, :] / rt60_s[:, None]) * 0.05
+    rir[:, 0] = 1.0
+    size = 1 << int(np.ceil(np.log2(N + taps)))
+    dry = x[apply]
+    wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rir, size, axis=1), size, axis=1)[:, :N]
+    power = lambda a: np.mean(np.square(a, dtype=np.float64), axis=-1)  # noqa: E731
+    wet *= (np.sqrt(power(dry)) / np.sqrt(np.maximum(power(wet), 1e-12)))[:, None]
+    expected = x.copy()
+    expected[apply] = np.clip(wet, -1.0, 1.0)
+    assert out.tobytes() == expected.tobytes()

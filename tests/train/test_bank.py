@@ -6,6 +6,7 @@ from edgesense.train.bank import (
     BankOptions,
     background_windows,
     convolve_rirs,
+    log_mel_features,
     place_words,
     prepare_rirs,
     speech_windows,
@@ -167,3 +168,39 @@ def test_a_bank_variant_of_a_large_set_needs_a_few_times_its_clips_in_memory(mon
     finally:
         tracemalloc.stop()
     assert peak < 6.5 * clips.nbytes, peak / clips.nbytes
+
+
+def test_batch_pieces_are_the_formulas_they_replaced():
+    """Noise windows copied as slices, the room's gain and clip in place, one log-mel call for a batch: the same
+    bytes as the plain formulas they replaced (a training run's batches stay the same)."""
+    rng = np.random.default_rng(5)
+    pool = augment.prepare_noise_pool([rng.normal(scale=0.2, size=5 * N), rng.normal(scale=0.01, size=3 * N)], N)
+    x = background_windows(pool, 30, np.random.default_rng(6), dbfs_range=(-70.0, -30.0))
+    rng = np.random.default_rng(6)
+    which = rng.integers(0, pool.lengths.size, size=30)
+    offsets = (rng.random(30) * (pool.lengths[which] - N + 1)).astype(np.int64)
+    windows = pool.samples[(pool.starts[which] + offsets)[:, None] + np.arange(N)[None, :]].astype(np.float64)
+    gain = 10.0 ** ((rng.uniform(-70.0, -30.0, size=30) - _dbfs(windows)) / 20.0)
+    assert x.tobytes() == np.clip(windows * gain[:, None], -1.0, 1.0).astype(np.float32).tobytes()
+
+    rirs = prepare_rirs([rng.normal(size=3000).astype(np.float32) for _ in range(3)], sample_rate_hz=RATE)
+    clips = _bursts(12, 4000, 6400, rng)
+    out, applied = convolve_rirs(clips, np.random.default_rng(7), rirs, probability=0.5)
+    rng = np.random.default_rng(7)
+    rows = np.flatnonzero(rng.random(12) < 0.5)
+    which = rng.integers(0, len(rirs), size=rows.size)
+    size = 1 << int(np.ceil(np.log2(N + rirs.shape[1])))
+    dry = clips[rows]
+    wet = np.fft.irfft(np.fft.rfft(dry, size, axis=1) * np.fft.rfft(rirs[which], size, axis=1), size, axis=1)[:, :N]
+    scale = np.sqrt(np.mean(np.square(dry, dtype=np.float64), axis=1)) / np.sqrt(
+        np.maximum(np.mean(np.square(wet), axis=1), 1e-12))
+    expected = clips.copy()
+    expected[rows] = np.clip(wet * scale[:, None], -1.0, 1.0)
+    assert out.tobytes() == expected.tobytes() and np.flatnonzero(applied).tolist() == rows.tolist()
+
+    from edgesense.frontend.audio import AudioFrontendOptions, log_mel_batch
+
+    frontend = AudioFrontendOptions()
+    features = log_mel_features(clips, frontend)
+    assert features.dtype == np.float32 and features.tobytes() == log_mel_batch(clips, frontend).tobytes()
+    assert log_mel_features(clips[:0], frontend).shape == (0, *frontend.feature_shape)

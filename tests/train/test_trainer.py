@@ -297,6 +297,24 @@ def test_batches_draw_unknown_rows_at_the_asked_share_and_the_other_classes_even
             load_train_config(path, [f"train.unknown_share={bad}"])
 
 
+@pytest.mark.parametrize("unknown_share", ["null", "0.4"])
+def test_batches_draw_every_rows_clip_at_once_as_one_choice_a_row(tmp_path, tiny_data, unknown_share):
+    """Without a recordings share, a batch's clips are drawn in one call: the same clips, and the generator left
+    where one ``rng.choice`` a row leaves it (the per-step batches of a seed stay the same)."""
+    speech, scenes = tiny_data
+    path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
+    config = load_train_config(path, [f"train.unknown_share={unknown_share}"])
+    batches = FusionBatches(load_dataset(config), config, steps=1, epoch_seed=0)
+    for seed in range(20):
+        rng, one_by_one = np.random.default_rng(seed), np.random.default_rng(seed)
+        rng.integers(0, 2**20, size=seed % 3)  # sometimes a half-used 64-bit draw is left over
+        one_by_one.integers(0, 2**20, size=seed % 3)
+        drawn = batches.draw_audio_indices(rng, 64)
+        expected = [one_by_one.choice(batches.by_class[c][0]) for c in batches.draw_classes(one_by_one, 64)]
+        assert drawn.dtype == np.int64 and drawn.tolist() == expected
+        assert rng.bit_generator.state == one_by_one.bit_generator.state
+
+
 def test_an_unknown_share_needs_unknown_clips_to_draw(tmp_path, tiny_data):
     speech, scenes = tiny_data
     path = write_train_yaml(tmp_path / "train.yaml", speech=speech, scenes=scenes)
@@ -331,6 +349,7 @@ def test_batches_for_the_present_rows_view_hold_the_same_rows(tmp_path, tiny_dat
     ds = load_dataset(config)
     x, y, w = FusionBatches(ds, config, steps=1, epoch_seed=0)[0]
     xv, yv, wv = FusionBatches(ds, config, steps=1, epoch_seed=0, present_rows_only=True)[0]
+    assert x[INPUT_IMAGE].dtype == xv[INPUT_IMAGE].dtype == np.float32
     for flag, feature, index in ((INPUT_AUDIO_PRESENT, INPUT_AUDIO, INPUT_AUDIO_ROW),
                                  (INPUT_IMAGE_PRESENT, INPUT_IMAGE, INPUT_IMAGE_ROW)):
         present = x[flag][:, 0] > 0
