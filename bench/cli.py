@@ -508,7 +508,7 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
 
 def _add_stream_intervals(streaming: dict[str, Any]) -> None:
     """Beside each streaming operating point the report shows (the recommendation on the tuning streams, each
-    setting on the evaluation streams), the intervals of its hit rate and false-accept rates
+    setting on the evaluation streams), the intervals of its hit rate, each word's and its false-accept rates
     (:func:`edgesense.bench.uncertainty.operating_point_intervals`); its own figures stay as they are."""
     points = [(streaming.get("recommended") or {}).get("tuning"), *(streaming.get("evaluation") or {}).values()]
     for point in points:

@@ -344,6 +344,15 @@ def _point_figures(point: Mapping[str, Any]) -> tuple[str, str, str]:
             _with_interval(point["false_accepts_per_100_words"], point.get("false_accepts_per_100_words_interval"), 2))
 
 
+def _per_word_line(point: Mapping[str, Any]) -> list[str]:
+    """``Hit rate per word (95 % intervals): yes 0.76 (0.63–0.86), …``: each word's hit rate with its 95 % interval
+    (Wilson, of the times it was said) where the report has one (one written before them: the rates alone)."""
+    intervals = point.get("per_word_hit_rate_interval") or {}
+    rates = point.get("commands_stream", {}).get("per_word_hit_rate", {})
+    return [("Hit rate per word" + (" (95 % intervals)" if intervals else "") + ": "
+             + ", ".join(f"{k} {_with_interval(v, intervals.get(k), 2)}" for k, v in rates.items()))]
+
+
 def _second_opinion_line(second: Mapping[str, Any], model_alone: bool) -> list[str]:
     if model_alone:
         return ["The model alone (`--model-alone`): the second opinion `--config` may name is left out.", ""]
@@ -419,8 +428,7 @@ def _streaming_markdown(st: Mapping[str, Any]) -> list[str]:
               f"in the pauses{_recordings_fired_on(st, r)}. Clip accuracy on the same command words: "
               f"{_fmt(st['clip_accuracy_commands'])}; "
               f"**streaming cost** {_fmt(st['streaming_cost_points'], 1)} points.", "",
-              "Hit rate per word: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                r.get("commands_stream", {}).get("per_word_hit_rate", {}).items()),
+              *_per_word_line(r),
               "", "False accepts on the talk and other words, by the word fired: "
               + (", ".join(f"{k} {v}" for k, v in _summed(r, "false_accepts_by_word").items()) or "none")
               + "; fired on most: "

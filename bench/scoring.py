@@ -413,10 +413,15 @@ class OperatingPoint:
                 "false_accepts_per_hour": {"substitutions": round(c.per_hour(c.substitutions), 2),
                                            "other_speech": round(c.per_hour(c.on_other_speech), 2),
                                            "background": round(c.per_hour(c.on_background), 2)},
-                "per_word_hit_rate": {k: round(h / n, 4) for k, (h, n) in c.per_word.items()}}
+                "per_word_hit_rate": {k: round(h / n, 4) for k, (h, n) in c.per_word.items()},
+                # the counts behind those rates, for their intervals (edgesense.bench.uncertainty)
+                "per_word_counts": {k: {"hits": h, "said": n} for k, (h, n) in c.per_word.items()}}
         if self.talk is not None:
             t = self.talk
-            out["talk_stream"] = {"hours": round(t.hours, 3), "utterances": t.other_utterances,
+            # the hours unrounded too: the false accepts' interval is over them (0.067 of --quick's 0.0667 h would
+            # move its bounds by half a per cent)
+            out["talk_stream"] = {"hours": round(t.hours, 3), "hours_unrounded": float(t.hours),
+                                  "utterances": t.other_utterances,
                                   "false_accepts": t.false_accepts,
                                   "false_accepts_per_hour": {"other_speech": round(t.per_hour(t.on_other_speech), 2),
                                                              "background": round(t.per_hour(t.on_background), 2)},

@@ -172,18 +172,23 @@ def paired_on_common_items(model_items: Sequence[Hashable], model_right: Sequenc
     return paired_comparison(np.asarray(model_right, bool)[model_index], np.asarray(other_right, bool)[other_index])
 
 
-def operating_point_intervals(point: dict[str, Any]) -> dict[str, list[float] | None]:
+def operating_point_intervals(point: dict[str, Any]) -> dict[str, Any]:
     """The intervals of a streaming operating point's figures (a point of ``edgesense.bench.scoring``'s
-    ``OperatingPoint.to_dict``), from the counts it holds: the hit rate (hits of the command words), false accepts
-    per hour of talk (its false accepts over its hours) and per 100 other words (the words stream's false accepts,
-    on words and in the pauses, over its words / 100). A figure without its counts gets ``None``."""
+    ``OperatingPoint.to_dict``), from the counts it holds: the hit rate (hits of the command words) and each word's
+    (its ``per_word_counts``: hits of the times it was said), false accepts per hour of talk (its false accepts over
+    its hours, unrounded where the point has them: ``hours`` is rounded to 3 decimals) and per 100 other words (the
+    words stream's false accepts, on words and in the pauses, over its words / 100). A figure without its counts
+    gets ``None``."""
     commands, talk, words = (point.get(key) or {} for key in ("commands_stream", "talk_stream", "words_stream"))
     hits = accuracy_interval(commands["hits"], commands["command_words"]) if "hits" in commands else None
-    per_hour = (_rounded(rate_interval(talk["false_accepts"], talk["hours"]))
-                if "false_accepts" in talk and talk.get("hours") else None)
+    per_word = commands.get("per_word_counts")
+    per_word_intervals = (None if per_word is None else
+                          {word: accuracy_interval(n["hits"], n["said"]) for word, n in per_word.items()})
+    hours = talk.get("hours_unrounded") or talk.get("hours")
+    per_hour = _rounded(rate_interval(talk["false_accepts"], hours)) if "false_accepts" in talk and hours else None
     per_100 = None
     if words.get("words"):
         false_accepts = words["false_accepts_on_words"] + words["false_accepts_on_background"]
         per_100 = _rounded(rate_interval(false_accepts, words["words"] / 100.0))
-    return {"hit_rate_interval": hits, "false_accepts_per_hour_interval": per_hour,
-            "false_accepts_per_100_words_interval": per_100}
+    return {"hit_rate_interval": hits, "per_word_hit_rate_interval": per_word_intervals,
+            "false_accepts_per_hour_interval": per_hour, "false_accepts_per_100_words_interval": per_100}

@@ -141,9 +141,21 @@ def test_each_figure_carries_its_95_percent_interval(quick_report):
     for name, point in [("tuning", st["recommended"]["tuning"]), *st["evaluation"].items()]:
         c, t = point["commands_stream"], point["talk_stream"]
         assert point["hit_rate_interval"] == pytest.approx(wilson_interval(c["hits"], c["command_words"]), abs=1e-4)
+        # over the talk's exact hours (--quick's 4 minutes), not the 0.067 its "hours" rounds them to
+        hours = st[f"{'tuning' if name == 'tuning' else 'evaluation'}_streams"]["talk"]["duration_s"] / 3600
+        assert t["hours_unrounded"] == pytest.approx(hours, rel=1e-12) and t["hours"] == round(hours, 3)
         low, high = poisson_interval(t["false_accepts"])
-        assert point["false_accepts_per_hour_interval"] == pytest.approx([low / t["hours"], high / t["hours"]],
-                                                                         abs=1e-3), name
+        assert point["false_accepts_per_hour_interval"] == pytest.approx([low / hours, high / hours], abs=1e-3), name
+        # each word's hit rate: its counts beside it, and its interval from them
+        counts, rates = c["per_word_counts"], c["per_word_hit_rate"]
+        assert list(counts) == list(rates) == list(point["per_word_hit_rate_interval"]) and rates
+        assert sum(n["hits"] for n in counts.values()) == c["hits"]
+        assert sum(n["said"] for n in counts.values()) == c["command_words"]
+        for word, n in counts.items():
+            assert rates[word] == round(n["hits"] / n["said"], 4)
+            interval = point["per_word_hit_rate_interval"][word]
+            assert interval == pytest.approx(wilson_interval(n["hits"], n["said"]), abs=1e-4)
+            assert interval[0] <= rates[word] <= interval[1], (name, word)
         for key in ("hit_rate", "false_accepts_per_hour", "false_accepts_per_100_words"):
             low, high = point[f"{key}_interval"]
             assert low <= point[key] <= high, (name, key)
@@ -154,6 +166,9 @@ def test_each_figure_carries_its_95_percent_interval(quick_report):
     at = st["evaluation"]["recommended"]
     low, high = at["hit_rate_interval"]
     assert f"| recommended | {at['hit_rate']:.3f} ({low:.3f}–{high:.3f}) |" in markdown
+    word, rate = next(iter(at["commands_stream"]["per_word_hit_rate"].items()))
+    low, high = at["per_word_hit_rate_interval"][word]
+    assert f"Hit rate per word (95 % intervals): {word} {rate:.2f} ({low:.2f}–{high:.2f})" in markdown
 
 
 def test_streaming_section_recommends_and_writes_the_firmware_config(quick_report):

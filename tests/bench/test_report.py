@@ -247,3 +247,15 @@ def test_the_latency_legend_gives_the_percentiles_as_the_report_does(tmp_path, d
     in_table = f"{latency_summary(samples['audio_encoder'])['p50']:.3f}"  # report.md's latency table (_fmt)
     legend = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
     assert in_table == "3.979" and legend[0] == f"p50 {in_table} ms"
+
+
+def test_each_words_hit_rate_is_written_with_its_interval():
+    from edgesense.bench.report import _per_word_line
+
+    point = {"commands_stream": {"per_word_hit_rate": {"yes": 0.76, "no": 0.0, "go": 1.0}},
+             "per_word_hit_rate_interval": {"yes": [0.6259, 0.857], "no": [0.0, 0.5615], "go": [0.3424, 1.0]}}
+    assert _per_word_line(point) == ["Hit rate per word (95 % intervals): yes 0.76 (0.63–0.86), no 0.00 (0.00–0.56), "
+                                     "go 1.00 (0.34–1.00)"]
+    # a report written before the intervals: the rates alone, as it always read
+    del point["per_word_hit_rate_interval"]
+    assert _per_word_line(point) == ["Hit rate per word: yes 0.76, no 0.00, go 1.00"]

@@ -175,3 +175,20 @@ def test_settings_of_one_window_and_release_re_arm_by_their_own_minimum_count_on
         events = [e.t_ms for t, p in zip(times, post) if (e := recognizer.process(p, float(t))) is not None]
         assert events == expected
         assert [d.t_ms for d in detect(shared, options)] == events
+
+
+def test_an_operating_points_dict_holds_the_counts_and_the_hours_its_intervals_are_made_of():
+    from edgesense.bench.scoring import OperatingPoint, StreamScore
+    from edgesense.recognition.commands import CommandRecognizerOptions
+
+    commands = StreamScore(command_words=55, hits=40, other_utterances=5, substitutions=0, on_other_speech=0,
+                           on_background=0, hours=2 / 60, per_word={"go": (2, 2), "stop": (38, 53)})
+    talk = StreamScore(command_words=0, hits=0, other_utterances=147, substitutions=0, on_other_speech=1,
+                       on_background=0, hours=4 / 60)
+    d = OperatingPoint(options=CommandRecognizerOptions(), commands=commands, talk=talk).to_dict()
+    # the figures as they always were: rounded rates and hours
+    assert d["commands_stream"]["per_word_hit_rate"] == {"go": 1.0, "stop": 0.717}
+    assert d["talk_stream"]["hours"] == 0.067 and d["false_accepts_per_hour"] == 15.0
+    # beside them, the counts and the unrounded hours
+    assert d["commands_stream"]["per_word_counts"] == {"go": {"hits": 2, "said": 2}, "stop": {"hits": 38, "said": 53}}
+    assert d["talk_stream"]["hours_unrounded"] == 4 / 60

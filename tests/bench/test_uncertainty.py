@@ -158,8 +158,37 @@ def test_an_operating_points_intervals_hold_its_figures_from_its_counts():
         assert low <= point[key] <= high
     # a split without other words said alone: that figure is not measured, nor is its interval
     assert operating_point_intervals({**point, "words_stream": None})["false_accepts_per_100_words_interval"] is None
-    assert operating_point_intervals({}) == {"hit_rate_interval": None, "false_accepts_per_hour_interval": None,
+    assert operating_point_intervals({}) == {"hit_rate_interval": None, "per_word_hit_rate_interval": None,
+                                             "false_accepts_per_hour_interval": None,
                                              "false_accepts_per_100_words_interval": None}
+
+
+def test_each_words_hit_rate_has_its_interval_from_its_own_counts():
+    point = _point(hits=45, words=55, talk_false_accepts=0, hours=1.0, other_words=100, on_words=0, in_pauses=0)
+    point["commands_stream"]["per_word_counts"] = {"yes": {"hits": 38, "said": 50}, "no": {"hits": 0, "said": 3},
+                                                   "go": {"hits": 2, "said": 2}}
+    intervals = operating_point_intervals(point)["per_word_hit_rate_interval"]
+    assert list(intervals) == ["yes", "no", "go"]
+    assert intervals["yes"] == pytest.approx((0.6259, 0.8570), abs=1e-4)  # 38 of 50, 76 %: 63–86 %
+    assert intervals["no"] == pytest.approx((0.0, 0.5615), abs=1e-4)  # none of 3: from 0
+    assert intervals["go"] == pytest.approx((0.3424, 1.0), abs=1e-4)  # both: up to 1
+    assert all(bound == round(bound, 4) for interval in intervals.values() for bound in interval)
+    # a point written before the counts: its per-word rates alone, no intervals
+    del point["commands_stream"]["per_word_counts"]
+    assert operating_point_intervals(point)["per_word_hit_rate_interval"] is None
+
+
+def test_the_talk_interval_is_over_the_unrounded_hours_where_the_point_has_them():
+    """--quick's 4 minutes of talk, 0.0667 h, written as 0.067: one false accept is 0.0253–5.5716 in 1/15 h,
+    83.57 per hour at the top, not the 83.16 of the rounded hours."""
+    point = _point(hits=9, words=10, talk_false_accepts=1, hours=0.067, other_words=100, on_words=0, in_pauses=0)
+    point["talk_stream"]["hours_unrounded"] = 4 / 60
+    assert operating_point_intervals(point)["false_accepts_per_hour_interval"] == pytest.approx(
+        (0.0253 * 15, 5.5716 * 15), abs=2e-3)
+    # a point written before the unrounded hours: over its rounded ones, as before
+    del point["talk_stream"]["hours_unrounded"]
+    assert operating_point_intervals(point)["false_accepts_per_hour_interval"] == pytest.approx(
+        (0.0253 / 0.067, 5.5716 / 0.067), abs=2e-3)
 
 
 def test_the_mcnemar_p_value_of_many_discordant_items_is_exact():
