@@ -288,7 +288,9 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
     found: list[MinedWindow] = []
     words_said = 0
     talk_ms = 0.0
-    for name, stream in streams:
+    logger.info("mining: streaming %.1f min through the model in %d pieces (a line as each one ends) ...",
+                sum(stream.duration_ms for _, stream in streams) / (_MS_PER_S * _S_PER_MINUTE), len(streams))
+    for k, (name, stream) in enumerate(streams):
         samples = stream.render()
         post = stream_posteriors(model, samples, hop_ms=options.hop_ms, second_opinion=options.second_opinion)
         found += _windows_of(name, samples, post, sample_rate_hz=sr, clip_samples=clip_samples, options=options)
@@ -296,8 +298,9 @@ def mine(model: EdgeModel, options: MineOptions = MineOptions(), *, negatives: S
             words_said = len(stream.words)
         else:
             talk_ms += stream.duration_ms
-        logger.info("%s: %.1f min streamed, %d windows so far", name, stream.duration_ms / (_MS_PER_S * _S_PER_MINUTE),
-                    len(found))
+        logger.info("%s: %.1f min streamed, %d windows so far (%d of %d pieces, %.0f s)", name,
+                    stream.duration_ms / (_MS_PER_S * _S_PER_MINUTE), len(found), k + 1, len(streams),
+                    time.perf_counter() - started)
     candidates = len(found)
     found.sort(key=lambda w: -w.score)
     if options.max_windows is not None:

@@ -28,6 +28,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,6 +240,23 @@ def _only(ds: Dataset, task: str, config: TrainConfig) -> Dataset:
     return dataclasses.replace(ds, audio_train=empty_audio)
 
 
+class _EpochLines(keras.callbacks.Callback):
+    """One info line per epoch of a reference's training (its fit prints nothing): minutes of it are not silent."""
+
+    def __init__(self, name: str, epochs: int) -> None:
+        super().__init__()
+        self.name, self.epochs, self.started = name, epochs, time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        shown = ("loss", "val_categorical_accuracy")
+        figures = ", ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k in shown)
+        log.info("reference %s: epoch %d/%d, %s, %.0f s", self.name, epoch + 1, self.epochs, figures,
+                 time.perf_counter() - self.started)
+
+
 def train_reference(name: str, ds: Dataset, config: TrainConfig,
                     options: ReferenceOptions = ReferenceOptions(), *, verbose: int = 0) -> ReferenceModel:
     """Train one reference on ``ds`` (from :func:`train.trainer.load_dataset`) with the trainer's batches."""
@@ -284,14 +302,15 @@ def train_reference(name: str, ds: Dataset, config: TrainConfig,
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_categorical_accuracy", mode="max",
                                                        patience=schedule_options.patience,
                                                        restore_best_weights=True))
-    log.info("training reference %s: %d epochs x %d steps", name, epochs, steps)
-    history = model.fit(batches, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
-                        verbose=verbose)
+    started = time.perf_counter()
+    log.info("training reference %s: %d epochs x %d steps ...", name, epochs, steps)
+    history = model.fit(batches, epochs=epochs, validation_data=validation_data, callbacks=[
+        *callbacks, *([] if verbose else [_EpochLines(name, epochs)])], verbose=verbose)
     val_accuracy = float("nan")
     if val_y.size:
         probs = model.predict(val_x, batch_size=256, verbose=0)
         val_accuracy = float(np.mean(probs.argmax(-1) == val_y))
-    log.info("reference %s: validation accuracy %.4f", name, val_accuracy)
+    log.info("reference %s: validation accuracy %.4f, %.0f s", name, val_accuracy, time.perf_counter() - started)
     return ReferenceModel(name=name, task=task, model=model, labels=tuple(labels), val_accuracy=val_accuracy,
                           epochs_run=len(history.history.get("loss", [])), calibration=calibration)
 

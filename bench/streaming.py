@@ -60,6 +60,7 @@ from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.runtime.speech_embedding import samples_for_embeddings
 from edgesense.schema.validate import require
 from edgesense.train.config import derived_seed
+from edgesense.train.data import phase
 from edgesense.train.pools import (
     is_recording,
     speech_negative_pools,
@@ -367,6 +368,11 @@ def _split_streams(model: EdgeModel, model_sha: str, cache: PosteriorCache, name
     return out
 
 
+def _minutes(summaries: dict[str, dict[str, Any]]) -> float:
+    """The minutes of a split's streams, from their :func:`_summary`'s."""
+    return sum(summary["duration_s"] for summary in summaries.values()) / 60.0
+
+
 def _summary(posteriors: StreamPosteriors) -> dict[str, Any]:
     words = posteriors.words
     return {"duration_s": round(posteriors.duration_ms / 1000.0, 1), "hops": int(posteriors.times_ms.size),
@@ -563,23 +569,28 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     eval_replays = replays.get("evaluation", {})
     tuned_on = "tuning"  # never the evaluation streams (_require_command_words)
     chosen_from = replays[tuned_on]
-    points = sweep(chosen_from, plan.sweep)
-    best, missed = recommend(points, plan.sweep)
-    in_budget = missed is None
-    recommended = best.options
-    per_word = calibrate_class_thresholds(chosen_from, recommended, plan.sweep)
-    if options.class_thresholds:
-        recommended = per_word
-    match = plan.sweep.match_tolerance_ms
+    with phase(logger, "streaming: sweeping the detector's settings over the %s streams (%.1f min)", tuned_on,
+               _minutes(out[f"{tuned_on}_streams"])):
+        points = sweep(chosen_from, plan.sweep)
+        best, missed = recommend(points, plan.sweep)
+        in_budget = missed is None
+        recommended = best.options
+        per_word = calibrate_class_thresholds(chosen_from, recommended, plan.sweep)
+        if options.class_thresholds:
+            recommended = per_word
+        match = plan.sweep.match_tolerance_ms
+        tuned = evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()
     tune_commands, tune_noise, tune_options = material["tuning"]
-    tuned = evaluate(chosen_from, recommended, match_tolerance_ms=match).to_dict()
     detector = WindowDetector(model, firmware.second_opinion)
+    with phase(logger, "streaming: level envelope of the %d %s command words (%d levels)", len(tune_commands),
+               tuned_on, len(ENVELOPE_LEVELS_DBFS) * len(ENVELOPE_SNRS_DB)):
+        envelope_tuning = level_envelope(detector, tune_commands, tune_options, noise=tune_noise,
+                                         recognizer=recommended)
     out.update({
         "recommended": {"settings": tuned["settings"], "chosen_on": tuned_on, "within_budget_on_tuning": in_budget,
                         "budget_missed": missed, "tuning": tuned},
         # the tuning streams' words (validation speakers): what a change to the model may be chosen by
-        "level_envelope_tuning": level_envelope(detector, tune_commands, tune_options, noise=tune_noise,
-                                                recognizer=recommended),
+        "level_envelope_tuning": envelope_tuning,
         "tuning_budgets": tuning_budgets(points, plan.sweep, chosen_on=tuned_on),
         "sweep_points": len(points),
         "sweep_top": [p.to_dict() for p in ranked(points, plan.sweep)[:SWEEP_TOP]],
@@ -588,25 +599,30 @@ def run_streaming(model: EdgeModel, model_sha: str, options: BenchOptions, *, ev
     if options.tuning_only:
         out["elapsed_s"] = round(time.perf_counter() - started, 1)
         return out
-    at = {
-        "recommended": evaluate(eval_replays, recommended, match_tolerance_ms=match),
-        "one_threshold": evaluate(eval_replays, best.options, match_tolerance_ms=match),
-        "class_thresholds": evaluate(eval_replays, per_word, match_tolerance_ms=match),
-        "previous_firmware": evaluate(eval_replays, PREVIOUS_FIRMWARE, match_tolerance_ms=match),
-        "firmware_config": evaluate(eval_replays, firmware.recognizer, match_tolerance_ms=match),
-    }
+    with phase(logger, "streaming: scoring 5 settings on the evaluation streams (%.1f min)",
+               _minutes(out["evaluation_streams"])):
+        at = {
+            "recommended": evaluate(eval_replays, recommended, match_tolerance_ms=match),
+            "one_threshold": evaluate(eval_replays, best.options, match_tolerance_ms=match),
+            "class_thresholds": evaluate(eval_replays, per_word, match_tolerance_ms=match),
+            "previous_firmware": evaluate(eval_replays, PREVIOUS_FIRMWARE, match_tolerance_ms=match),
+            "firmware_config": evaluate(eval_replays, firmware.recognizer, match_tolerance_ms=match),
+        }
     hit_rate = at["recommended"].hit_rate
-    clip_accuracy = None if clips is None or clip_labels is None else detector.clip_accuracy(clips, clip_labels)
     eval_commands, eval_noise, eval_options = material["evaluation"]
+    with phase(logger, "streaming: the evaluation command words alone: clip accuracy, cost breakdown (%d offsets) "
+               "and level envelope (%d levels) of %d words", len(BREAKDOWN_OFFSETS_MS),
+               len(ENVELOPE_LEVELS_DBFS) * len(ENVELOPE_SNRS_DB), len(eval_commands)):
+        clip_accuracy = None if clips is None or clip_labels is None else detector.clip_accuracy(clips, clip_labels)
+        breakdown = cost_breakdown(detector, eval_commands, eval_options, noise=eval_noise, recognizer=recommended)
+        envelope = level_envelope(detector, eval_commands, eval_options, noise=eval_noise, recognizer=recommended)
     out.update({
         "evaluation": {k: p.to_dict() for k, p in at.items()},
         "firmware_config": {"file": firmware.file, "title": firmware.title},
         "clip_accuracy_commands": clip_accuracy,
         "streaming_cost_points": None if clip_accuracy is None else round(100 * (clip_accuracy - hit_rate), 2),
-        "cost_breakdown": cost_breakdown(detector, eval_commands, eval_options, noise=eval_noise,
-                                         recognizer=recommended),
-        "level_envelope": level_envelope(detector, eval_commands, eval_options, noise=eval_noise,
-                                         recognizer=recommended),
+        "cost_breakdown": breakdown,
+        "level_envelope": envelope,
         "det": {"evaluation": det_curve(eval_replays, recommended, DET_THRESHOLDS, match_tolerance_ms=match),
                 **out["det"]},
     })

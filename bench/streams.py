@@ -53,6 +53,7 @@ from edgesense.runtime.second_opinion import SecondOpinion, SecondOpinionOptions
 from edgesense.schema.validate import is_number, require, require_kinds, require_range
 from edgesense.train.cache import file_sha256, replace_files
 from edgesense.train.config import derived_seed
+from edgesense.train.data import phase
 from edgesense.train.teachers.speech_embedding import models_sha256
 from edgesense.types import is_command_word
 
@@ -699,7 +700,9 @@ class PosteriorCache:
         if cached is not None:
             logger.info("%s stream %s: posteriors from the cache", stream.options.kind, stream.fingerprint)
             return cached
-        result = stream_posteriors(model, stream.blocks(), hop_ms=hop_ms, second_opinion=self.second_opinion)
+        with phase(logger, "%s stream %s: posteriors of %.1f min, one every %g ms (cached once done)",
+                   stream.options.kind, stream.fingerprint, stream.duration_ms / 60_000, hop_ms):
+            result = stream_posteriors(model, stream.blocks(), hop_ms=hop_ms, second_opinion=self.second_opinion)
         result = dataclasses.replace(result, words=stream.words, duration_ms=stream.duration_ms)
         self.save(key, result)
         return result

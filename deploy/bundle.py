@@ -68,6 +68,7 @@ from edgesense.schema.validate import as_path, one_line, require
 from edgesense.schema.yaml import update_yaml_file
 from edgesense.shipped import shipped_config
 from edgesense.train.cache import file_sha256
+from edgesense.train.data import phase
 
 __all__ = ["BUNDLE_CONFIG", "BUNDLE_MODEL", "DeployOptions", "build_bundle"]
 
@@ -450,8 +451,10 @@ def build_bundle(options: DeployOptions) -> BundleResult:
         _check_wheel(options.edgesense_wheel)
     resolution = static
     if options.wheels:
-        resolution = resolve(target, python_version=python_version, extras=options.extras,
-                             options=options.resolve_options)
+        with phase(logger, "resolving the device's dependencies for %s (Python %s) with pip", target.name,
+                   python_version or target.python_version):
+            resolution = resolve(target, python_version=python_version, extras=options.extras,
+                                 options=options.resolve_options)
         _check_deployable(resolution)
     _check_out_dir(options.out_dir, options.force)
 
@@ -624,7 +627,8 @@ def _write_bundle(out: Path, options: DeployOptions, target: Target, resolution:
     if options.wheels:
         lock = out / "requirements.lock"
         _write_lf(lock, resolution.lock_text())
-        with tempfile.TemporaryDirectory(prefix="edgesense-dl-") as tmp:
+        with (tempfile.TemporaryDirectory(prefix="edgesense-dl-") as tmp,
+              phase(logger, "downloading %d wheels for %s with pip", len(resolution.packages), target.name)):
             _Pip(target, resolution.python_version, options.resolve_options, Path(tmp)).download(lock, wheelhouse)
         expected = {p.filename for p in resolution.packages}
         got = {p.name for p in wheelhouse.glob("*.whl")} - {own.name}

@@ -368,7 +368,10 @@ def gather(model: EdgeModel, *, scenes: Path | None, scene_ambient: Path | None,
     y_img = np.array([lookup[splits["training"][i].label] for i in report.kept], np.int32)
     augment = ImageAugmentOptions(degrade_probability=options.degrade_probability)
     variants = [augment_images(images, image_rng, augment) for _ in range(options.image_variants)]
-    image_emb = np.concatenate([_encode_images(model, v) for v in variants])
+    with datasets.phase(logger, "embedding %d photos x %d variants with the image encoder", len(images),
+                        len(variants)):
+        image_emb = np.concatenate([_encode_images(model, v, f"image encoder, variant {k + 1}/{len(variants)}")
+                                    for k, v in enumerate(variants)])
     y_variants = np.tile(y_img, options.image_variants)
 
     summary: dict[str, Any] = {"training_photos": int(len(y_img)), "image_variants": options.image_variants}
@@ -453,10 +456,11 @@ def recording_of(item: datasets.AVItem) -> str:
     return f"{Path(item.audio_path).parent}/{recorded['session']}" if recorded else str(item.audio_path)
 
 
-def _encode_images(model: EdgeModel, images: np.ndarray) -> np.ndarray:
+def _encode_images(model: EdgeModel, images: np.ndarray, what: str = "image encoder") -> np.ndarray:
     if not len(images):
         return np.zeros((0, model.image_embedding_dim), np.float32)
-    return np.stack([model.encode_image(x.astype(np.float32)) for x in images])
+    return np.stack([model.encode_image(x.astype(np.float32))
+                     for x in datasets._progress(images, len(images), what, unit="photo")])
 
 
 def _encode_audio(model: EdgeModel, clips: np.ndarray) -> np.ndarray:
@@ -580,7 +584,8 @@ def train_head(head, emb: Embeddings, validation: tuple[np.ndarray, np.ndarray],
                      options.learning_rate, decay_steps=options.rows_per_epoch * options.epochs // options.batch_size,
                      alpha=0.05)),
                  loss={OUTPUT_SCENE: keras.losses.CategoricalCrossentropy(label_smoothing=SCENE_LABEL_SMOOTHING)})
-    for _ in range(options.epochs):  # every epoch draws fresh rows
+    logger.info("training the fusion head: %d epochs of %d rows ...", options.epochs, options.rows_per_epoch)
+    for _ in datasets._progress(range(options.epochs), options.epochs, "fusion head", unit="epoch"):  # fresh rows
         x, cls = _rows(emb, options.rows_per_epoch, options, rng, mismatch)
         y = {OUTPUT_SCENE: keras.utils.to_categorical(cls, n_scenes).astype(np.float32)}
         history = head.fit(x, y, batch_size=options.batch_size, epochs=1, verbose=0, shuffle=False)

@@ -856,14 +856,17 @@ def _representative_sets(run: RunFolder, options: QuantizeOptions) -> tuple[dict
 def convert_parts(run: RunFolder,
                   options: QuantizeOptions = QuantizeOptions()) -> tuple[dict[str, bytes], dict[str, int]]:
     """Convert each part alone: ({signature key: single-signature .tflite bytes}, calibration counts)."""
+    from edgesense.train.data import phase
+
     if options.mode == "int8":
         representative, counts = _representative_sets(run, options)
     else:
         representative, counts = {}, {}
     parts = {}
     for key, (function, part) in _part_functions(run).items():
-        logger.info("converting %s (%s) to %s", PART_NAMES[key], key, options.mode)
-        parts[key] = _convert_part(key, function, part, options.mode, representative.get(key))
+        calibrated = f", calibrated on {counts[key]} samples" if key in representative and counts.get(key) else ""
+        with phase(logger, "converting %s (%s) to %s%s", PART_NAMES[key], key, options.mode, calibrated):
+            parts[key] = _convert_part(key, function, part, options.mode, representative.get(key))
     return parts, counts
 
 

@@ -339,6 +339,7 @@ def build_bank(clips: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, *, 
     clips' content, the noise, rooms and other speech, every option and the seed; ``embed``
     (clips -> teacher embeddings, identified by ``embed_key``) adds the teacher's input."""
     from edgesense.train.cache import content_key
+    from edgesense.train.data import phase
 
     noise_pool = augment.prepare_noise_pool(noise, frontend.clip_samples) if len(noise) else None
     inputs_key = content_key(clips, labels, synthetic, list(noise), rirs, other_speech, word_ids.tolist(),
@@ -349,14 +350,16 @@ def build_bank(clips: np.ndarray, labels: np.ndarray, synthetic: np.ndarray, *, 
     parts = []
     for variant in range(options.variants):
         def compute(variant=variant):
-            out = make_variant(clips, labels, synthetic, variant=variant, seed=seed, options=options,
-                               augment_options=augment_options, frontend=frontend, word_ids=word_ids,
-                               silence_id=silence_id, unknown_id=unknown_id, noise_pool=noise_pool, rirs=rirs,
-                               other_speech=other_speech)
-            x = out.pop("clips")
-            if embed is not None:
-                out["embeddings"] = embed(x).astype(np.float16)
-            return out
+            with phase(log, "example bank: computing variant %d of %d (%d clips%s; cached once done)", variant + 1,
+                       options.variants, len(clips), ", with the teacher's embeddings" if embed is not None else ""):
+                out = make_variant(clips, labels, synthetic, variant=variant, seed=seed, options=options,
+                                   augment_options=augment_options, frontend=frontend, word_ids=word_ids,
+                                   silence_id=silence_id, unknown_id=unknown_id, noise_pool=noise_pool, rirs=rirs,
+                                   other_speech=other_speech)
+                x = out.pop("clips")
+                if embed is not None:
+                    out["embeddings"] = embed(x).astype(np.float16)
+                return out
 
         parts.append(cache.get_or_compute("bank", content_key(inputs_key, settings_key, variant), compute))
         log.info("example bank: variant %d of %d ready (%d rows)", variant + 1, options.variants,

@@ -16,16 +16,18 @@ of an evaluation-pool recording (:func:`without_snippets_of`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import re
 import struct
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -662,10 +664,24 @@ def load_av_folder(root: str | Path) -> AVIndex:
 # --------------------------------------------------------------------------- loading arrays
 
 
-def _progress(iterable: Iterable[Any], total: int, what: str) -> Iterable[Any]:
+def _progress(iterable: Iterable[Any], total: int, what: str, *, unit: str = "file") -> Iterable[Any]:
+    """``iterable`` with a progress bar on stderr, drawn only where stderr is a terminal (``disable=None``: a CI
+    log or the journal gets no bar, only the lines of :func:`phase`) and gone once done."""
     from tqdm import tqdm  # here, not at the top: a config loads (and is checked) without the desktop libraries
 
-    return tqdm(iterable, total=total, desc=what, unit="file", disable=None, leave=False)
+    return tqdm(iterable, total=total, desc=what, unit=unit, disable=None, leave=False)
+
+
+@contextlib.contextmanager
+def phase(log: logging.Logger, what: str, *args: Any) -> Iterator[None]:
+    """Say, as info lines on stderr, that a long phase starts (``what % args``: what, how many) and that it ended
+    and how long it took: one line each, also where stderr is no terminal and :func:`_progress` draws no bar.
+    A phase that fails says nothing more (its error does)."""
+    text = what % args if args else what
+    log.info("%s ...", text)
+    started = time.perf_counter()
+    yield
+    log.info("%s: done in %.0f s", text, time.perf_counter() - started)
 
 
 def _finish(what: str, requested: int, kept: list[int], skipped: list[tuple[Path, str]]) -> LoadReport:

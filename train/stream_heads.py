@@ -499,14 +499,17 @@ def train_stream_heads(model_path: Path, speech_commands: Path, noise: Sequence[
     m = training_material(student, speech_commands, noise, negatives, options, hard_negatives=hard_negatives,
                           talk=talk)
     labels, x, y, vx, vy = m.labels, m.x, m.y, m.vx, m.vy
-    ex, vex = embedder(x), embedder(vx)
+    with data.phase(logger, "embedding %d training and %d validation windows", len(x), len(vx)):
+        ex, vex = embedder(x), embedder(vx)
     require(ex.shape[1] == options.context_embeddings, "windows", f"{options.context_embeddings} embeddings each",
             ex.shape[1])
-    logger.info("%d training windows embedded", len(x))
     teacher = AudioTeacherOptions(enabled=True, pad_ms=0, epochs=options.epochs)
     validation = (vex, vy) if len(vx) else None  # no validation speakers: the last epoch's heads
-    heads = [fit_audio_head(ex, y, len(labels), teacher, seed=derived_seed(options.seed, k), validation=validation,
-                            class_scale={m.unknown: options.unknown_weight}) for k in range(options.heads)]
+    heads = []
+    for k in range(options.heads):
+        with data.phase(logger, "training head %d of %d (%d epochs at most)", k + 1, options.heads, options.epochs):
+            heads.append(fit_audio_head(ex, y, len(labels), teacher, seed=derived_seed(options.seed, k),
+                                        validation=validation, class_scale={m.unknown: options.unknown_weight}))
     model = ensemble_model(heads, options.context_embeddings)
     val_accuracy = (float(np.mean(np.argmax(np.mean([h.predict(vex, verbose=0) for h in heads], axis=0), axis=1)
                                   == vy)) if validation is not None else None)

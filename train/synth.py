@@ -669,6 +669,8 @@ def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | 
     the others go on. Ctrl-C starts no other job: the ones under way are finished (no file is left
     half-written) and :class:`SpeakInterrupted` says what was done; so does a file that finds no room (a
     full disk): :class:`SpeakOutOfRoom`."""
+    from edgesense.train.data import phase
+
     done: list[tuple[SpeakJob, Any]] = []
     failed: list[tuple[Path, str]] = []
     with tempfile.TemporaryDirectory(prefix="edgesense-synth-") as tmp:
@@ -678,7 +680,10 @@ def speak_jobs(jobs: Sequence[SpeakJob], options: SynthOptions, piper: _Piper | 
                 speak, workers = espeak_speaker(options, Path(tmp)), options.workers
             else:  # one thread: piper's phonemizer (espeak-ng's library) is not thread-safe
                 speak, workers = piper, 1
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            if not mine:
+                continue
+            with phase(logger, "synthesising %d %ss with %s on %d thread%s", len(mine), unit, engine, workers,
+                       "" if workers == 1 else "s"), ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = {pool.submit(render, job, speak): job for job in mine}
                 collected = set()
                 try:

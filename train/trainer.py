@@ -922,8 +922,12 @@ class AudioTeacher:
 
     def embed(self, clips: np.ndarray) -> np.ndarray:
         key = content_key(clips, self.embedder.cache_key)
-        return self.cache.get_or_compute("embeddings", key, lambda: {"x": self.embedder(clips).astype(np.float16)})[
-            "x"].astype(np.float32)
+
+        def compute() -> dict[str, np.ndarray]:
+            with datasets.phase(log, "audio teacher: embedding %d clips (cached once done)", len(clips)):
+                return {"x": self.embedder(clips).astype(np.float16)}
+
+        return self.cache.get_or_compute("embeddings", key, compute)["x"].astype(np.float32)
 
     def fit(self, ds: Dataset, bank: ExampleBank | None = None) -> dict[str, float]:
         """Train the head on the clean training clips plus, with a ``bank``, its rows (every
@@ -936,6 +940,8 @@ class AudioTeacher:
             y = np.concatenate([bank.labels, y])
         val = (self.embed(ds.audio_val.clips), ds.audio_val.labels)
         started = time.perf_counter()
+        log.info("audio teacher: training its head on %d examples (%d epochs at most) ...", len(y),
+                 self.config.audio_teacher.epochs)
         self.head = fit_audio_head(x, y, len(ds.command_labels), self.config.audio_teacher, seed=self.config.seed,
                                    validation=val)
         accuracy = self.accuracy(ds.audio_val.clips, ds.audio_val.labels)
@@ -1016,9 +1022,12 @@ class VisionTeacher:
     def embed(self, images: np.ndarray) -> np.ndarray:
         require(self.features is not None, "VisionTeacher", "fit() before its features", "not fitted")
         key = content_key(images, self.features.key)  # the backbone and its input size, not the head
-        return self.cache.get_or_compute("imagenet_features", key,
-                                         lambda: {"x": self.features(images).astype(np.float16)})["x"].astype(
-            np.float32)
+
+        def compute() -> dict[str, np.ndarray]:
+            with datasets.phase(log, "vision teacher: features of %d photos (cached once done)", len(images)):
+                return {"x": self.features(images).astype(np.float16)}
+
+        return self.cache.get_or_compute("imagenet_features", key, compute)["x"].astype(np.float32)
 
     def fit(self, ds: Dataset) -> dict[str, float]:
         """Fine-tune the network (or train the frozen backbone's head) on the training photos;

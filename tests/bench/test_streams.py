@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 
@@ -710,3 +711,21 @@ def test_a_stream_scored_block_by_block_has_the_posteriors_of_its_whole_array(ho
     assert np.array_equal(blocks.times_ms, whole.times_ms) and np.array_equal(blocks.posteriors, whole.posteriors)
     assert blocks.duration_ms == whole.duration_ms == stream.duration_ms
     assert whole.times_ms[-1] == (audio.size // round(SR * hop_ms / 1000)) * hop_ms
+
+
+def test_posteriors_computed_say_when_they_start_and_end_and_cached_ones_say_so(tmp_path, caplog):
+    """An hour of talk is tens of minutes of posteriors: where stderr is no terminal (no bar) a line says each
+    stream piece's start (its minutes) and its end (how long); one read from the cache says that instead."""
+    _, others = _material()
+    stream = build_stream(StreamOptions(kind="words", passes=1), others=others)
+    cache = PosteriorCache(tmp_path)
+    with caplog.at_level(logging.INFO, logger="edgesense.bench.streams"):
+        cache.posteriors(_FakeModel(), "sha", stream)
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgesense.bench.streams"]
+    start = (f"words stream {stream.fingerprint}: posteriors of {stream.duration_ms / 60000:.1f} min, one every "
+             f"100 ms (cached once done)")
+    assert lines[0] == f"{start} ..." and lines[1].startswith(f"{start}: done in ")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgesense.bench.streams"):
+        cache.posteriors(_FakeModel(), "sha", stream)
+    assert [r.getMessage() for r in caplog.records] == [f"words stream {stream.fingerprint}: posteriors from the cache"]

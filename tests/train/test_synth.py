@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import edgesense, interrupted_once_a_wav_is_under, only_line
+from cli_run import edgesense, error_line, interrupted_once_a_wav_is_under, only_line
 
 from edgesense.app.cli import main as cli_main
 from edgesense.frontend.wav import probe_wav, read_wav
@@ -460,8 +460,11 @@ def test_a_full_disk_stops_the_run_in_one_line_not_a_warning_per_clip(tmp_path: 
     proc = edgesense("synth-commands", "--out", tmp_path, "--words", "yes,no", "--per-word", "6", "--seed", "2",
                      "--workers", "1", "--force")
     assert proc.returncode == 2, proc.stderr
-    assert only_line(proc) == (f"edgesense: error: {jobs[0].path}: cannot write it (No space left on device); wrote 0 "
-                              f"of the 12 clips planned into {tmp_path}, each one whole (usable as it is); once there "
-                              "is room, run the same command again with --force (what it wrote is not written twice)")
+    # the error line, after the start of the synthesis only (what, how many): no warning per clip
+    assert error_line(proc) == (f"edgesense: error: {jobs[0].path}: cannot write it (No space left on device); wrote "
+                               f"0 of the 12 clips planned into {tmp_path}, each one whole (usable as it is); once "
+                               "there is room, run the same command again with --force (what it wrote is not written "
+                               "twice)")
+    assert "WARNING" not in proc.stderr and proc.stderr.count("\n") == 2, proc.stderr
     assert sum(not part.is_symlink() for part in parts) <= 3  # the first clip, and the one under way: not all 12
     assert not list(tmp_path.rglob("*.wav"))

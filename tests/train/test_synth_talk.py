@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import edgesense, interrupted_once_a_wav_is_under, only_line
+from cli_run import edgesense, error_line, interrupted_once_a_wav_is_under, only_line
 
 from edgesense.frontend.wav import probe_wav, read_wav
 from edgesense.train.config import SEED_EXPECTED, SEED_LIMIT
@@ -214,7 +214,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_lists_what_it_wrote(tmp_path:
     proc = edgesense("synth-talk", "--out", out, *voices, "--force")
     assert proc.returncode == 2, proc.stderr
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
-    line = only_line(proc)
+    line = error_line(proc)  # after the start of the synthesis only (what, how many): no warning per sentence
+    assert "WARNING" not in proc.stderr and proc.stderr.count("\n") == 2, proc.stderr
     assert line.startswith("edgesense: error: ") and ": cannot write it (No space left on device); wrote " \
         f"{len(written)} of the 4 sentences planned into {out}, each one whole, in transcripts.txt; once there is " \
         "room, run the same command again with --force" in line, line

@@ -155,8 +155,12 @@ class SpeechEmbedding:
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         clips = np.asarray(clips, dtype=np.float32)
         require(clips.ndim == 2, "clips", "a (batch, samples) array", clips.shape)
-        out = [self.embed(embedding_windows(self.mel(clips[start:start + self.options.batch_clips])))
-               for start in range(0, len(clips), self.options.batch_clips)]
+        from edgesense.train.data import _progress
+
+        batch = self.options.batch_clips
+        starts = range(0, len(clips), batch)  # a bar (on a terminal) of batches: 16 ms a clip, minutes for thousands
+        out = [self.embed(embedding_windows(self.mel(clips[start:start + batch])))
+               for start in _progress(starts, len(starts), f"speech embedding ({batch} clips a batch)", unit="batch")]
         if not out:
             return np.zeros((0, 0, EMBEDDING_DIM), np.float32)
         return np.concatenate(out)

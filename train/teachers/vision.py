@@ -201,9 +201,13 @@ class ImageNetFeatures:
         images = np.asarray(images)
         require(images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, "images",
                 "uint8 RGB photos (N, H, W, 3)", f"{images.dtype} {images.shape}")
+        from edgesense.train.data import _progress
+
         out = [np.zeros((0, FEATURE_DIM), np.float32)]
+        batches = -(-len(images) // self.options.batch_images)
         with self._torch.no_grad():
-            for x in _batches(images, self.options):
+            for x in _progress(_batches(images, self.options), batches,
+                               f"vision teacher features ({self.options.batch_images} photos a batch)", unit="batch"):
                 out.append(self._net.extract_features(x).mean(dim=(2, 3)).numpy().astype(np.float32))
         return np.concatenate(out)
 
@@ -276,6 +280,8 @@ def fine_tune(images: np.ndarray, labels: np.ndarray, num_classes: int, options:
     import torch
     import torch.nn.functional as F
 
+    from edgesense.train.data import _progress
+
     require(options.fine_tune_epochs >= 1, "fine_tune_epochs", ">= 1 to fine-tune", options.fine_tune_epochs)
     images, labels = np.asarray(images), np.asarray(labels)
     require(images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8, "images",
@@ -295,10 +301,13 @@ def fine_tune(images: np.ndarray, labels: np.ndarray, num_classes: int, options:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=rates, pct_start=WARMUP_SHARE,
                                                    total_steps=steps * options.fine_tune_epochs)
     best, best_state = -1.0, None
+    log.info("vision teacher fine-tuning: %d photos, %d epochs of %d steps (cached once done) ...", len(images),
+             options.fine_tune_epochs, steps)
     for epoch in range(options.fine_tune_epochs):
         started, order, total = time.perf_counter(), rng.permutation(len(images)), 0.0
         net.train()
-        for step in range(steps):
+        for step in _progress(range(steps), steps, f"vision teacher fine-tuning, epoch {epoch + 1}/"
+                              f"{options.fine_tune_epochs}", unit="step"):
             rows = order[step * options.batch_images:(step + 1) * options.batch_images]
             x = torch.from_numpy(_normalise(_random_crops(images[rows], options, rng), options.input_size_px))
             loss = F.cross_entropy(net(x), torch.from_numpy(labels[rows].astype(np.int64)),
