@@ -22,7 +22,7 @@ VISION = teachers.vision_teacher_name(DEFAULT_BACKBONE)
 
 
 def _config(tmp_path):
-    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=20, per_speaker=1)
     scenes = make_scenes(tmp_path / "scenes", per_class=12)
     config = reference_config(speech_commands=speech, scenes=scenes, salt="edgesense")
     return dataclasses.replace(
@@ -190,7 +190,7 @@ def test_a_bench_killed_while_it_rewrites_a_teacher_leaves_the_old_one_whole(tmp
     import sys
 
     pytest.importorskip("tensorflow")
-    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=6, per_speaker=1)
+    speech = make_speech_commands(tmp_path / "sc", words=DEFAULT_COMMAND_WORDS, speakers=20, per_speaker=1)
     out = tmp_path / "refs"
     name = f"{teachers.AUDIO_TEACHER}{teachers.HEAD_SUFFIX}"
     script = _KILLED_WRITING + _BUILD_AUDIO_TEACHER
