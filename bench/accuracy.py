@@ -203,16 +203,6 @@ class ScenePredictions:
     paths: list[Path]  #: their files: which photos a reference scored beside them
 
 
-def evaluate_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[str], timer: _Timer,
-                    noise: Sequence[np.ndarray], seed: int
-                    ) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray], list[str]]:
-    """(microphone absent, with ambient audio, the preprocessed frames and their labels for the references)."""
-    named = predict_scenes(model, items, classes, timer, noise, seed)
-    labels = model.scene_labels
-    return (classification_report(named.true, named.microphone_absent, labels),
-            classification_report(named.true, named.ambient_audio, labels), named.frames, named.labels)
-
-
 def predict_scenes(model: EdgeModel, items: Sequence[Any], classes: Sequence[str], timer: _Timer,
                    noise: Sequence[np.ndarray], seed: int) -> ScenePredictions:
     """Each readable photo of ``items`` through the device path, microphone absent and with ambient audio."""

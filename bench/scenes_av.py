@@ -209,7 +209,7 @@ def _camera_conditions(model: EdgeModel, frames: Sequence[np.ndarray], seed: int
 
 def degraded_image_only(model: EdgeModel, frames: Sequence[np.ndarray], frame_labels: Sequence[str], seed: int,
                         what: str) -> dict[str, Any]:
-    """The camera path alone on the scored photos (``evaluate_scenes``' frames and labels), clean
+    """The camera path alone on the scored photos (``predict_scenes``' frames and labels), clean
     and degraded as in :func:`degraded_camera_table` (the same conditions and random streams),
     without sound: what ``bench --tuning-only`` reports on the validation photos, so the trade
     between clean and poor cameras can be weighed without the test split. ``image_only``:
@@ -226,7 +226,7 @@ def degraded_image_only(model: EdgeModel, frames: Sequence[np.ndarray], frame_la
 
 def evaluate_scenes_av(model: EdgeModel, frames: Sequence[np.ndarray], frame_labels: Sequence[str],
                        ambience: SceneAmbience, dbfs_range: tuple[float, float], seed: int) -> dict[str, Any]:
-    """The table for the scored test photos (``evaluate_scenes``' frames), each with sound of its place."""
+    """The table for the scored test photos (``predict_scenes``' frames), each with sound of its place."""
     ambience, left_out = leave_out_trained(ambience, trained_recordings(model.metadata))
     lookup = {label: i for i, label in enumerate(model.scene_labels)}
     rng = np.random.default_rng([seed, _AMBIENCE_STREAM])
