@@ -173,6 +173,7 @@ class BenchOptions:
 
 
 def _progress(iterable, total: int, what: str):
-    from tqdm import tqdm
+    """The training side's progress bar (:func:`edgesense.train.data._progress`), counting items."""
+    from edgesense.train.data import _progress as progress  # here: the options load without the data module
 
-    return tqdm(iterable, total=total, desc=what, unit="item", leave=False, disable=None)
+    return progress(iterable, total, what, unit="item")
